@@ -1,0 +1,54 @@
+/**
+ * The on-disk schema in one place: column families, key prefixes, key widths and the encoding
+ * byte that starts every stored value. docs/format/ has a page per format with its byte layout.
+ * A change here is a format change: bump SCHEMA_VERSION and teach `v3 migrate` the old one.
+ */
+
+/** Stored under META_SCHEMA_KEY in the meta family; a data folder with another version is refused. */
+export const SCHEMA_VERSION = 1
+
+/** Column families, fixed when the database opens (one per role, never one per day). */
+export const CF_DEFAULT = 'default'
+/** Engine metadata: schema version, tier watermarks. */
+export const CF_META = 'meta'
+/** Series definitions and the inverted tag index. */
+export const CF_INDEX = 'index'
+/** Write-ahead buffer: the points of acknowledged writes not yet sealed into blocks. */
+export const CF_BUFFER = 'buffer'
+/** Recent 30-second blocks, tuned for writes and cached reads. */
+export const CF_HOT = 'hot'
+/** Old data re-packed into long runs, heavier compression. */
+export const CF_COLD = 'cold'
+
+export const COLUMN_FAMILIES = [CF_DEFAULT, CF_META, CF_INDEX, CF_BUFFER, CF_HOT, CF_COLD] as const
+
+/** Width of the fixed-length block every point belongs to. */
+export const BLOCK_MS = 30_000
+/** Blocks per cold run: one hour of 30-second blocks in one value. Runs start at multiples of this. */
+export const RUN_BLOCKS = 120
+
+/** Series ids are 8 bytes, derived from the canonical series key, the same on every node. */
+export const SERIES_ID_BYTES = 8
+/** Block numbers are stored as uint32 big-endian with this bias, so negative timestamps sort first. */
+export const BLOCK_NUMBER_BIAS = 0x8000_0000
+/** Row key: series id 8 | biased block number 4. */
+export const ROW_KEY_BYTES = SERIES_ID_BYTES + 4
+
+/** Index family key prefixes (one byte each). */
+export const INDEX_PREFIX_SERIES = 0x53 // 'S' series id 8 -> series definition
+export const INDEX_PREFIX_METRIC = 0x4d // 'M' metric 0x00 series id 8 -> empty
+export const INDEX_PREFIX_TAG = 0x54 // 'T' metric 0x00 key 0x00 value 0x00 series id 8 -> empty
+
+/** Meta family keys. */
+export const META_SCHEMA_KEY = 'schema_version'
+export const META_COLD_MAX_BLOCK_KEY = 'cold_max_block'
+
+/** Encoding bytes: the first byte of every stored value. */
+export const ENCODING_SERIES_DEF = 0x01
+export const ENCODING_BUFFER_V1 = 0x02
+/** A 30-second block: Gorilla delta-of-delta timestamps and XOR floats. */
+export const ENCODING_BLOCK_GORILLA = 0x10
+/** A cold run with Gorilla XOR values. */
+export const ENCODING_RUN_GORILLA = 0x20
+/** A cold run whose values are decimals scaled to integers and delta-encoded. */
+export const ENCODING_RUN_SCALED = 0x21

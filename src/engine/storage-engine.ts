@@ -1,0 +1,61 @@
+import type {
+  DeleteRequest,
+  DeleteResult,
+  QueryRequest,
+  SeriesPoints,
+  SeriesRef,
+  Selector,
+  WriteBatch,
+  WriteResult,
+} from '../model/types.js'
+
+/** Lets a caller give up on a long operation; engines check it between units of work. */
+export interface CallContext {
+  readonly signal?: AbortSignal
+}
+
+export interface LatencySummary {
+  readonly count: number
+  readonly p50Ms: number
+  readonly p99Ms: number
+}
+
+export interface EngineStats {
+  readonly series: number
+  /** Points stored, counted when written (a rewrite of the same timestamp counts again). */
+  readonly pointsWritten: number
+  /** Points in the in-memory write buffer, not yet sealed into blocks. */
+  readonly bufferedPoints: number
+  readonly hotBlocks: number
+  readonly coldRuns: number
+  readonly coldBlocks: number
+  readonly bytesOnDisk: number
+  readonly writes: LatencySummary
+  readonly queries: LatencySummary
+}
+
+export interface CompactResult {
+  readonly blocksSealed: number
+  readonly blocksMoved: number
+  readonly seriesExpired: number
+}
+
+/**
+ * The one interface every engine implements: the basic engine on RocksDB, the cluster engine as a
+ * fan-out, custom engines. The server knows only this.
+ */
+export interface StorageEngine {
+  open(): Promise<void>
+  close(): Promise<void>
+  /** Resolves once every point of the batch is in the write-ahead log; a rejected batch stores nothing. */
+  write(batch: WriteBatch, ctx?: CallContext): Promise<WriteResult>
+  /** Raw points sorted by timestamp, or aggregated buckets; series without points are left out. */
+  query(request: QueryRequest, ctx?: CallContext): Promise<SeriesPoints[]>
+  /** The last point of every matching series. */
+  latest(selector: Selector, ctx?: CallContext): Promise<SeriesPoints[]>
+  listSeries(selector: Selector, ctx?: CallContext): Promise<SeriesRef[]>
+  deleteSeries(request: DeleteRequest, ctx?: CallContext): Promise<DeleteResult>
+  /** Seals buffered points into blocks, moves blocks past the hot window to the cold tier, applies retention. */
+  compact(ctx?: CallContext): Promise<CompactResult>
+  stats(): Promise<EngineStats>
+}

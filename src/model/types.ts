@@ -1,0 +1,95 @@
+/** A tag of a series: key and value, both non-empty strings. */
+export interface Tag {
+  readonly key: string
+  readonly value: string
+}
+
+/** The precision of the timestamps in a write request. */
+export type Precision = 's' | 'ms' | 'us' | 'ns'
+
+/**
+ * A raw timestamp as a client sent it, in the request's precision. A bigint appears only where the
+ * value does not fit a double exactly (nanoseconds since the epoch do not).
+ */
+export type RawTimestamp = number | bigint
+
+/** One series of a write request: columnar, timestamps[i] pairs with values[i]. */
+export interface SeriesWrite {
+  readonly metric: string
+  readonly tags: readonly Tag[]
+  readonly timestamps: ArrayLike<RawTimestamp>
+  readonly values: ArrayLike<number>
+}
+
+/** A write request as the engine receives it. */
+export interface WriteBatch {
+  readonly series: readonly SeriesWrite[]
+  /** Precision of every timestamp in the batch; milliseconds when absent. */
+  readonly precision?: Precision
+}
+
+export interface WriteResult {
+  readonly pointsWritten: number
+  readonly seriesWritten: number
+}
+
+/** A series with its points, as queries return them: timestamps in milliseconds since the epoch. */
+export interface SeriesPoints {
+  readonly metric: string
+  readonly tags: readonly Tag[]
+  readonly timestamps: Float64Array
+  readonly values: Float64Array
+}
+
+/** The identity of a series without its points. */
+export interface SeriesRef {
+  readonly metric: string
+  readonly tags: readonly Tag[]
+}
+
+export type MatchOp = 'eq' | 'neq' | 'regex' | 'not_regex'
+
+export interface Matcher {
+  readonly key: string
+  readonly value: string
+  readonly op: MatchOp
+}
+
+/** Selects series: a metric name (required) and tag matchers, all of which must hold. */
+export interface Selector {
+  readonly metric: string
+  readonly matchers: readonly Matcher[]
+}
+
+export type AggFunc = 'count' | 'sum' | 'min' | 'max' | 'avg' | 'first' | 'last' | 'stddev' | 'p50' | 'p90' | 'p95' | 'p99'
+
+export interface Aggregation {
+  readonly func: AggFunc
+  /** Bucket width in milliseconds; 0 makes the whole range one bucket labelled by its start. */
+  readonly stepMs: number
+  /** Tag keys that stay; the other tags are merged away. Empty keeps every series apart, unless mergeSeries. */
+  readonly groupBy: readonly string[]
+  /** With groupBy empty: merge all series into one. */
+  readonly mergeSeries: boolean
+}
+
+export interface QueryRequest {
+  readonly selector: Selector
+  /** Inclusive start, milliseconds since the epoch. */
+  readonly startMs: number
+  /** Exclusive end, milliseconds since the epoch. */
+  readonly endMs: number
+  /** Absent: raw points. */
+  readonly aggregation?: Aggregation
+}
+
+export interface DeleteRequest {
+  readonly selector: Selector
+  /** Inclusive start in milliseconds; with endMs, the range to delete. Both absent: every point and the series itself. */
+  readonly startMs?: number
+  readonly endMs?: number
+}
+
+export interface DeleteResult {
+  readonly seriesMatched: number
+}
