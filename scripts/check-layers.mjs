@@ -1,0 +1,63 @@
+// The layering check: imports flow one way, model <- codec <- engine <- cluster <- server <- cli
+// (STYLE.md). Each layer lists the local folders and packages it may import; madge (run beside this
+// in `npm test`) rejects cycles.
+import { readdirSync, readFileSync, statSync } from 'node:fs'
+import { dirname, join, relative, resolve } from 'node:path'
+
+const root = resolve(import.meta.dirname, '..')
+const rules = {
+  model: { local: ['src/model'], packages: [] },
+  codec: { local: ['src/model', 'src/codec'], packages: [] },
+  engine: { local: ['src/model', 'src/codec', 'src/engine'], packages: ['@nxtedition/rocksdb'] },
+  cluster: { local: ['src/model', 'src/codec', 'src/engine', 'src/cluster'], packages: ['zeromq', 'consul'] },
+  // The server knows engines only through the StorageEngine interface file.
+  server: {
+    local: ['src/model', 'src/engine/storage-engine.ts', 'src/server', 'gen'],
+    packages: ['@grpc/', 'grpc-health-check', '@bufbuild/protobuf'],
+  },
+  client: { local: ['src/model', 'src/client', 'gen'], packages: ['@grpc/', '@bufbuild/protobuf'] },
+  cli: { local: ['src', 'gen'], packages: ['*'] },
+}
+
+function files(dir) {
+  const out = []
+  for (const name of readdirSync(dir)) {
+    const path = join(dir, name)
+    if (statSync(path).isDirectory()) out.push(...files(path))
+    else if (name.endsWith('.ts')) out.push(path)
+  }
+  return out
+}
+
+const importRe = /(?:^|\n)\s*(?:import|export)\s[^'"]*?from\s+['"]([^'"]+)['"]|import\(\s*['"]([^'"]+)['"]\s*\)/g
+const problems = []
+for (const layer of Object.keys(rules)) {
+  const dir = join(root, 'src', layer)
+  let list = []
+  try {
+    list = files(dir)
+  } catch {
+    continue
+  }
+  const rule = rules[layer]
+  for (const file of list) {
+    const text = readFileSync(file, 'utf8')
+    for (const m of text.matchAll(importRe)) {
+      const spec = m[1] ?? m[2]
+      if (spec.startsWith('node:')) continue
+      if (spec.startsWith('.')) {
+        const target = relative(root, resolve(dirname(file), spec)).replace(/\.js$/, '.ts')
+        if (!rule.local.some((allowed) => target === allowed || target.startsWith(`${allowed}/`))) {
+          problems.push(`${relative(root, file)}: layer ${layer} may not import ${target}`)
+        }
+      } else if (!rule.packages.includes('*') && !rule.packages.some((p) => spec === p || (p.endsWith('/') && spec.startsWith(p)))) {
+        problems.push(`${relative(root, file)}: layer ${layer} may not import package ${spec}`)
+      }
+    }
+  }
+}
+if (problems.length > 0) {
+  console.error(problems.join('\n'))
+  process.exit(1)
+}
+console.log('layers: ok')

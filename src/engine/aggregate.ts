@@ -1,0 +1,229 @@
+import { type FieldViolation, ValidationError } from '../model/errors.js'
+import { canonicalSeriesKey, nameViolation, sortTags } from '../model/series-key.js'
+import type { AggFunc, Aggregation, SeriesPoints, Tag } from '../model/types.js'
+
+/** The quantile each percentile function computes. */
+const QUANTILES: Readonly<Record<AggFunc, number | undefined>> = {
+  count: undefined,
+  sum: undefined,
+  min: undefined,
+  max: undefined,
+  avg: undefined,
+  first: undefined,
+  last: undefined,
+  stddev: undefined,
+  p50: 0.5,
+  p90: 0.9,
+  p95: 0.95,
+  p99: 0.99,
+}
+
+/**
+ * The start of the bucket a timestamp falls in: the multiple of stepMs since the epoch at or below
+ * it, so -1 with a step of 1000 is in the bucket -1000. The remainder is exact for doubles, where
+ * Math.floor(ts / stepMs) could round up to the next bucket. A stepMs of 0 makes the whole range
+ * one bucket, labelled startMs.
+ */
+export function bucketStart(ts: number, stepMs: number, startMs: number): number {
+  if (stepMs === 0) return startMs
+  const r = ts % stepMs
+  return ts - r - (r < 0 ? stepMs : 0)
+}
+
+/**
+ * Running state of one bucket. Every function but the percentiles is a fold, so a bucket keeps a
+ * few numbers however many points fall in it; only percentiles keep the values.
+ */
+class Bucket {
+  count = 0
+  /** Neumaier-compensated sum: the rounding error lost so far is kept apart and added at the end. */
+  sum = 0
+  compensation = 0
+  /** NaN until a number arrives; a NaN value never replaces a number, as in PromQL's min_over_time. */
+  min = Number.NaN
+  max = Number.NaN
+  firstTs = Number.POSITIVE_INFINITY
+  first = Number.NaN
+  lastTs = Number.NEGATIVE_INFINITY
+  last = Number.NaN
+  /** Welford's running mean and sum of squared deviations, stable where sum of squares cancels. */
+  mean = 0
+  m2 = 0
+  readonly values: number[] | undefined
+
+  constructor(keepValues: boolean) {
+    this.values = keepValues ? [] : undefined
+  }
+
+  add(ts: number, v: number): void {
+    this.count++
+    const t = this.sum + v
+    if (!Number.isFinite(t)) this.compensation = 0
+    else if (Math.abs(this.sum) >= Math.abs(v)) this.compensation += this.sum - t + v
+    else this.compensation += v - t + this.sum
+    this.sum = t
+    if (v < this.min || Number.isNaN(this.min)) this.min = v
+    if (v > this.max || Number.isNaN(this.max)) this.max = v
+    // Strict comparisons: on equal timestamps the series met first, in canonical key order, wins.
+    if (ts < this.firstTs) {
+      this.firstTs = ts
+      this.first = v
+    }
+    if (ts > this.lastTs) {
+      this.lastTs = ts
+      this.last = v
+    }
+    const delta = v - this.mean
+    this.mean += delta / this.count
+    this.m2 += delta * (v - this.mean)
+    this.values?.push(v)
+  }
+
+  result(func: AggFunc): number {
+    switch (func) {
+      case 'count':
+        return this.count
+      case 'sum':
+        return this.sum + this.compensation
+      case 'avg': {
+        // Past the largest double the sum is infinite while the mean is not; PromQL falls back alike.
+        const sum = this.sum + this.compensation
+        return Number.isFinite(sum) ? sum / this.count : this.mean
+      }
+      case 'min':
+        return this.min
+      case 'max':
+        return this.max
+      case 'first':
+        return this.first
+      case 'last':
+        return this.last
+      case 'stddev':
+        return Math.sqrt(this.m2 / this.count)
+      case 'p50':
+      case 'p90':
+      case 'p95':
+      case 'p99':
+        return quantile(Float64Array.from(this.values!).sort(), QUANTILES[func]!)
+    }
+  }
+}
+
+/**
+ * PromQL's quantile_over_time: the value at rank q * (n - 1) of the sorted values, interpolated
+ * linearly between the two closest ranks.
+ */
+function quantile(sorted: Float64Array, q: number): number {
+  const rank = q * (sorted.length - 1)
+  const lower = Math.floor(rank)
+  const upper = Math.min(sorted.length - 1, lower + 1)
+  const weight = rank - lower
+  return sorted[lower]! * (1 - weight) + sorted[upper]! * weight
+}
+
+interface Group {
+  readonly metric: string
+  readonly tags: readonly Tag[]
+  readonly key: string
+  readonly buckets: Map<number, Bucket>
+}
+
+function validateAggregation(agg: Aggregation): void {
+  const violations: FieldViolation[] = []
+  if (!Object.hasOwn(QUANTILES, agg.func)) {
+    violations.push({ field: 'aggregation.func', description: `is not a known function: ${String(agg.func)}` })
+  }
+  if (!Number.isSafeInteger(agg.stepMs) || agg.stepMs < 0) {
+    violations.push({
+      field: 'aggregation.step_ms',
+      description: `must be a non-negative integer, got ${agg.stepMs}`,
+    })
+  }
+  agg.groupBy.forEach((key, i) => {
+    const problem = nameViolation(key)
+    if (problem !== undefined) violations.push({ field: `aggregation.group_by[${i}]`, description: problem })
+  })
+  if (violations.length > 0) throw new ValidationError(violations)
+}
+
+/** The tags a series keeps in its group: those named in groupBy, all of them, or none. */
+function groupTags(tags: readonly Tag[], groupBy: ReadonlySet<string>, mergeSeries: boolean): readonly Tag[] {
+  if (groupBy.size > 0) return tags.filter((tag) => groupBy.has(tag.key))
+  return mergeSeries ? [] : tags
+}
+
+function byKey(a: { readonly key: string }, b: { readonly key: string }): number {
+  return a.key < b.key ? -1 : a.key > b.key ? 1 : 0
+}
+
+/**
+ * Aggregates the points of the series in [startMs, endMs) into buckets (see bucketStart), per
+ * group: with groupBy, series with the same values for those keys form a group that keeps only
+ * those tags (a series lacking a key joins the group whose value for it is empty, and the tag is
+ * left out); with groupBy empty, each series is its own group with all its tags, unless
+ * mergeSeries puts every series of a metric into one group without tags.
+ *
+ * Empty buckets, and groups without any point in the range, are left out. Output series are sorted
+ * by canonical series key, their points by bucket start. Series are read in canonical key order,
+ * so FIRST and LAST resolve equal timestamps in different series the same way every time: the
+ * series whose key sorts first wins. Throws a ValidationError for an unknown function, a negative
+ * or fractional step, or a group_by entry that is not a tag name.
+ */
+export function aggregate(
+  series: readonly SeriesPoints[],
+  agg: Aggregation,
+  startMs: number,
+  endMs: number,
+): SeriesPoints[] {
+  validateAggregation(agg)
+  const groupBy = new Set(agg.groupBy)
+  const keepValues = QUANTILES[agg.func] !== undefined
+  const stepMs = agg.stepMs
+
+  const inputs = series
+    .map((s) => {
+      const tags = sortTags(s.tags)
+      return { series: s, tags, key: canonicalSeriesKey(s.metric, tags) }
+    })
+    .sort(byKey)
+
+  const groups = new Map<string, Group>()
+  for (const input of inputs) {
+    const metric = input.series.metric
+    const tags = groupTags(input.tags, groupBy, agg.mergeSeries)
+    const key = canonicalSeriesKey(metric, tags)
+    let group = groups.get(key)
+    if (group === undefined) {
+      group = { metric, tags, key, buckets: new Map() }
+      groups.set(key, group)
+    }
+    const { timestamps, values } = input.series
+    // Points of one series come in time order, so most land in the bucket of the point before.
+    let currentStart = Number.NaN
+    let current: Bucket | undefined
+    for (let i = 0; i < timestamps.length; i++) {
+      const ts = timestamps[i]!
+      if (ts < startMs || ts >= endMs) continue
+      const start = bucketStart(ts, stepMs, startMs)
+      if (start !== currentStart || current === undefined) {
+        current = group.buckets.get(start)
+        if (current === undefined) {
+          current = new Bucket(keepValues)
+          group.buckets.set(start, current)
+        }
+        currentStart = start
+      }
+      current.add(ts, values[i]!)
+    }
+  }
+
+  const out: SeriesPoints[] = []
+  for (const group of [...groups.values()].sort(byKey)) {
+    if (group.buckets.size === 0) continue
+    const starts = Float64Array.from(group.buckets.keys()).sort()
+    const values = new Float64Array(starts.length)
+    for (let i = 0; i < starts.length; i++) values[i] = group.buckets.get(starts[i]!)!.result(agg.func)
+    out.push({ metric: group.metric, tags: group.tags, timestamps: starts, values })
+  }
+  return out
+}

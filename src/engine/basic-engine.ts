@@ -1,0 +1,351 @@
+import { readdir, stat } from 'node:fs/promises'
+import { join } from 'node:path'
+import { performance } from 'node:perf_hooks'
+import { META_COLD_MAX_BLOCK_KEY } from '../codec/schema.js'
+import { UnavailableError, ValidationError } from '../model/errors.js'
+import type {
+  DeleteRequest,
+  DeleteResult,
+  QueryRequest,
+  SeriesPoints,
+  SeriesRef,
+  Selector,
+  WriteBatch,
+  WriteResult,
+} from '../model/types.js'
+import { type NormalizedBatch, validateWriteBatch } from '../model/validate.js'
+import { aggregate } from './aggregate.js'
+import {
+  type BasicEngineOptions,
+  type Clock,
+  type EngineConfig,
+  type EngineDeps,
+  type Logger,
+  resolveEngineConfig,
+  silentLogger,
+  systemClock,
+} from './config.js'
+import {
+  type Counters,
+  type EngineCore,
+  mapLimit,
+  META_COLD_BLOCKS,
+  META_COLD_RUNS,
+  META_HOT_BLOCKS,
+  META_NEXT_SEQ,
+  META_POINTS_WRITTEN,
+  type TierState,
+} from './engine-core.js'
+import { applyRetention, deleteSeriesData, moveCold, putCounters, sealBlocks } from './engine-maintenance.js'
+import { checkSignal, PointBudget, readLatest, readMany } from './engine-read.js'
+import { Head } from './head.js'
+import { LatencyRecorder } from './latency.js'
+import { Mutex } from './mutex.js'
+import { RocksStore } from './rocks-store.js'
+import { type SeriesEntry, SeriesIndex } from './series-index.js'
+import type { CallContext, CompactResult, EngineStats, StorageEngine } from './storage-engine.js'
+import { type BufferedSeries, bufferKey, bufferSeq, decodeBufferRecord, encodeBufferRecord } from './write-buffer.js'
+
+interface PendingWrite {
+  readonly batch: NormalizedBatch
+  readonly resolve: (result: WriteResult) => void
+  readonly reject: (err: unknown) => void
+}
+
+type State = 'new' | 'opening' | 'open' | 'closing' | 'closed'
+
+/**
+ * The basic (single-node) engine: RocksDB with a write buffer, 30-second hot blocks and long cold
+ * runs. Write path: validate, normalize, resolve series, append a buffer record (the write is
+ * acknowledged once that record is in RocksDB's write-ahead log), then keep the points in memory
+ * until the sealer writes their blocks.
+ */
+export class BasicEngine implements StorageEngine, EngineCore {
+  readonly config: EngineConfig
+  readonly clock: Clock
+  readonly logger: Logger
+  readonly store: RocksStore
+  readonly index: SeriesIndex
+  readonly head = new Head()
+  readonly tiers: TierState = { hotMinBlock: Number.NEGATIVE_INFINITY, coldMaxBlock: Number.NEGATIVE_INFINITY }
+  readonly counters: Counters = { pointsWritten: 0, hotBlocks: 0, coldRuns: 0, coldBlocks: 0 }
+  nextSeq = 0
+
+  private state: State = 'new'
+  private readonly jobs = new Mutex()
+  private readonly writeLatency = new LatencyRecorder()
+  private readonly queryLatency = new LatencyRecorder()
+  private queue: PendingWrite[] = []
+  private draining: Promise<void> | undefined
+  private sealing: Promise<unknown> | undefined
+  private timers: NodeJS.Timeout[] = []
+
+  constructor(options: BasicEngineOptions, deps: EngineDeps = {}) {
+    this.config = resolveEngineConfig(options)
+    this.clock = deps.clock ?? systemClock
+    this.logger = deps.logger ?? silentLogger
+    this.store = new RocksStore(this.config.dataDir)
+    this.index = new SeriesIndex(this.store)
+  }
+
+  async open(): Promise<void> {
+    if (this.state !== 'new') throw new UnavailableError(`cannot open the engine: it is ${this.state}`)
+    this.state = 'opening'
+    try {
+      await this.store.open(this.config.blockCacheBytes)
+      await this.index.load()
+      await this.loadCounters()
+      await this.replayBuffer()
+    } catch (err) {
+      this.state = 'closed'
+      await this.store.close().catch(() => {})
+      throw err
+    }
+    this.state = 'open'
+    this.every(this.config.sealIntervalMs, () => this.seal(false))
+    this.every(this.config.moveIntervalMs, () => this.jobs.run(() => moveCold(this)))
+    if (this.config.retentionMs > 0) {
+      this.every(this.config.retentionIntervalMs, () => this.jobs.run(() => applyRetention(this)))
+    }
+    this.logger.info({ dataDir: this.config.dataDir, series: this.index.size, buffered: this.head.bufferedPoints }, 'engine open')
+  }
+
+  async close(): Promise<void> {
+    if (this.state !== 'open') return
+    this.state = 'closing'
+    for (const timer of this.timers) clearInterval(timer)
+    this.timers = []
+    await this.draining
+    await this.jobs.run(() => sealBlocks(this, true))
+    await this.store.close()
+    this.state = 'closed'
+  }
+
+  async write(batch: WriteBatch, ctx?: CallContext): Promise<WriteResult> {
+    this.assertOpen()
+    const started = performance.now()
+    const normalized = validateWriteBatch(batch, this.config.limits)
+    checkSignal(ctx)
+    // Backpressure: a producer faster than the sealer waits here instead of growing the buffer.
+    if (this.head.bufferedPoints > 2 * this.config.maxBufferedPoints) await this.seal(false)
+    const result = await new Promise<WriteResult>((resolve, reject) => {
+      this.queue.push({ batch: normalized, resolve, reject })
+      if (!this.draining) this.draining = this.drain()
+    })
+    this.writeLatency.record(performance.now() - started)
+    return result
+  }
+
+  /**
+   * Group commit: the requests queued while the previous write was in flight go to RocksDB in one
+   * batch (one fsync under the group policy); under `always` each request is its own batch.
+   */
+  private async drain(): Promise<void> {
+    await new Promise<void>((resolve) => setImmediate(resolve))
+    try {
+      while (this.queue.length > 0) {
+        const take = this.config.sync === 'always' ? 1 : this.queue.length
+        const group = this.queue.splice(0, take)
+        await this.commit(group)
+      }
+    } finally {
+      this.draining = undefined
+    }
+  }
+
+  private async commit(group: PendingWrite[]): Promise<void> {
+    const rocks = this.store.db.batch()
+    const created: SeriesEntry[] = []
+    const applied: Array<{ seq: number; series: Array<{ entry: SeriesEntry; ts: Float64Array; vals: Float64Array }> }> = []
+    let points = 0
+    try {
+      for (const pending of group) {
+        const seq = this.nextSeq++
+        const record: BufferedSeries[] = []
+        const series: Array<{ entry: SeriesEntry; ts: Float64Array; vals: Float64Array }> = []
+        for (const s of pending.batch.series) {
+          const { entry, created: isNew } = this.index.ensure(s.key, s.metric, s.tags, rocks)
+          if (isNew) created.push(entry)
+          record.push({ id: entry.id, ts: s.timestamps, vals: s.values })
+          series.push({ entry, ts: s.timestamps, vals: s.values })
+        }
+        rocks.put(bufferKey(seq), encodeBufferRecord(record), { column: this.store.columns.buffer })
+        applied.push({ seq, series })
+        points += pending.batch.points
+      }
+      this.counters.pointsWritten += points
+      putCounters(this, rocks)
+      await rocks.write({ sync: this.config.sync !== 'off' })
+    } catch (err) {
+      this.counters.pointsWritten -= points
+      for (const entry of created) this.index.forget(entry)
+      const failure = new UnavailableError(`cannot write to the database: ${(err as Error).message}`, { cause: err })
+      for (const pending of group) pending.reject(failure)
+      return
+    }
+    const now = this.clock.now()
+    for (const { seq, series } of applied) {
+      for (const s of series) this.head.append(s.entry.handle, s.ts, s.vals, seq, now)
+    }
+    for (const pending of group) {
+      pending.resolve({ pointsWritten: pending.batch.points, seriesWritten: pending.batch.series.length })
+    }
+    if (this.head.bufferedPoints > this.config.maxBufferedPoints) void this.seal(false)
+  }
+
+  async query(request: QueryRequest, ctx?: CallContext): Promise<SeriesPoints[]> {
+    this.assertOpen()
+    const started = performance.now()
+    checkRange(request.startMs, request.endMs)
+    const entries = this.index.select(request.selector)
+    const budget = new PointBudget(this.config.maxPointsPerQuery)
+    let result: SeriesPoints[]
+    if (!request.aggregation) {
+      result = await readMany(this, entries, request.startMs, request.endMs, budget, ctx)
+    } else {
+      if (!Number.isSafeInteger(request.aggregation.stepMs) || request.aggregation.stepMs < 0) {
+        throw ValidationError.field('aggregation.step_ms', 'must be a non-negative integer number of milliseconds')
+      }
+      // Raw points feeding an aggregation are not returned, so they are bounded more loosely.
+      const raw = await readMany(this, entries, request.startMs, request.endMs, new PointBudget(budget.max * 10), ctx)
+      result = aggregate(raw, request.aggregation, request.startMs, request.endMs)
+      for (const s of result) budget.take(s.timestamps.length)
+    }
+    this.queryLatency.record(performance.now() - started)
+    return result
+  }
+
+  async latest(selector: Selector, ctx?: CallContext): Promise<SeriesPoints[]> {
+    this.assertOpen()
+    const started = performance.now()
+    const entries = this.index.select(selector)
+    const points = await mapLimit(entries, this.config.queryConcurrency, (entry) => {
+      checkSignal(ctx)
+      return readLatest(this, entry)
+    })
+    const out: SeriesPoints[] = []
+    entries.forEach((entry, i) => {
+      const p = points[i]
+      if (p) out.push({ metric: entry.metric, tags: entry.tags, timestamps: Float64Array.of(p.ts), values: Float64Array.of(p.val) })
+    })
+    this.queryLatency.record(performance.now() - started)
+    return out
+  }
+
+  async listSeries(selector: Selector): Promise<SeriesRef[]> {
+    this.assertOpen()
+    return this.index.select(selector).map((e) => ({ metric: e.metric, tags: e.tags }))
+  }
+
+  async deleteSeries(request: DeleteRequest, ctx?: CallContext): Promise<DeleteResult> {
+    this.assertOpen()
+    const ranged = request.startMs !== undefined || request.endMs !== undefined
+    if (ranged) checkRange(request.startMs ?? 0, request.endMs ?? 0)
+    const entries = this.index.select(request.selector)
+    await this.jobs.run(async () => {
+      // Seal first, so that no write-buffer record can bring deleted points back after a restart.
+      await sealBlocks(this, true)
+      for (const entry of entries) {
+        checkSignal(ctx)
+        await deleteSeriesData(this, entry, request.startMs, request.endMs)
+      }
+    })
+    return { seriesMatched: entries.length }
+  }
+
+  async compact(ctx?: CallContext): Promise<CompactResult> {
+    this.assertOpen()
+    return this.jobs.run(async () => {
+      const blocksSealed = await sealBlocks(this, true)
+      checkSignal(ctx)
+      const blocksMoved = await moveCold(this)
+      checkSignal(ctx)
+      const seriesExpired = await applyRetention(this)
+      return { blocksSealed, blocksMoved, seriesExpired }
+    })
+  }
+
+  async stats(): Promise<EngineStats> {
+    this.assertOpen()
+    return {
+      series: this.index.size,
+      pointsWritten: this.counters.pointsWritten,
+      bufferedPoints: this.head.bufferedPoints,
+      hotBlocks: this.counters.hotBlocks,
+      coldRuns: this.counters.coldRuns,
+      coldBlocks: this.counters.coldBlocks,
+      bytesOnDisk: await folderBytes(this.config.dataDir),
+      writes: this.writeLatency.summary(),
+      queries: this.queryLatency.summary(),
+    }
+  }
+
+  private seal(force: boolean): Promise<unknown> {
+    if (!this.sealing) {
+      this.sealing = this.jobs.run(() => sealBlocks(this, force)).finally(() => {
+        this.sealing = undefined
+      })
+    }
+    return this.sealing
+  }
+
+  private every(ms: number, job: () => Promise<unknown>): void {
+    let running = false
+    const timer = setInterval(() => {
+      if (running || this.state !== 'open') return
+      running = true
+      job()
+        .catch((err: unknown) => this.logger.error({ err }, 'background job failed'))
+        .finally(() => {
+          running = false
+        })
+    }, ms)
+    timer.unref()
+    this.timers.push(timer)
+  }
+
+  private assertOpen(): void {
+    if (this.state !== 'open') throw new UnavailableError(`the engine is ${this.state === 'new' ? 'not open' : this.state}`)
+  }
+
+  private async loadCounters(): Promise<void> {
+    const read = async (name: string): Promise<number | undefined> => (await this.store.getMeta(name))?.readDoubleBE(0)
+    this.counters.pointsWritten = (await read(META_POINTS_WRITTEN)) ?? 0
+    this.counters.hotBlocks = (await read(META_HOT_BLOCKS)) ?? 0
+    this.counters.coldRuns = (await read(META_COLD_RUNS)) ?? 0
+    this.counters.coldBlocks = (await read(META_COLD_BLOCKS)) ?? 0
+    this.tiers.coldMaxBlock = (await read(META_COLD_MAX_BLOCK_KEY)) ?? Number.NEGATIVE_INFINITY
+    this.nextSeq = (await read(META_NEXT_SEQ)) ?? 0
+  }
+
+  /** Puts back the acknowledged points that were not sealed before the last stop. */
+  private async replayBuffer(): Promise<void> {
+    const now = this.clock.now()
+    await this.store.scan({ column: this.store.columns.buffer }, (page) => {
+      for (const [key, value] of page) {
+        const seq = bufferSeq(key)
+        for (const s of decodeBufferRecord(value, seq)) {
+          const entry = this.index.byId(s.id)
+          if (!entry) throw new Error(`BUG: write-buffer record ${seq} names unknown series ${s.id.toString('hex')}`)
+          this.head.append(entry.handle, s.ts, s.vals, seq, now)
+        }
+        if (seq >= this.nextSeq) this.nextSeq = seq + 1
+      }
+    })
+  }
+}
+
+function checkRange(startMs: number, endMs: number): void {
+  if (!Number.isSafeInteger(startMs)) throw ValidationError.field('start_ms', 'must be an integer number of milliseconds')
+  if (!Number.isSafeInteger(endMs)) throw ValidationError.field('end_ms', 'must be an integer number of milliseconds')
+  if (endMs <= startMs) throw ValidationError.field('end_ms', `must be greater than start_ms (${startMs}), got ${endMs}`)
+}
+
+async function folderBytes(dir: string): Promise<number> {
+  let total = 0
+  for (const name of await readdir(dir)) {
+    const info = await stat(join(dir, name)).catch(() => undefined)
+    if (info?.isFile()) total += info.size
+  }
+  return total
+}

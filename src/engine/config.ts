@@ -1,0 +1,123 @@
+import type { WriteLimits } from '../model/limits.js'
+import { DEFAULT_WRITE_LIMITS } from '../model/limits.js'
+
+/** When a write is fsynced. Every acknowledged write is in the write-ahead log whatever the policy. */
+export type SyncPolicy = 'always' | 'group' | 'off'
+
+/** Options of the basic engine; every field but dataDir is optional and has a documented default. */
+export interface BasicEngineOptions {
+  /** Folder of the RocksDB database; created when missing. */
+  readonly dataDir: string
+  /** Blocks newer than this (by block end) stay in the hot family. Default 2 hours. */
+  readonly hotWindowMs?: number
+  /** Data older than this is removed. 0 keeps data forever (the default). */
+  readonly retentionMs?: number
+  /**
+   * always: fsync every write request before acknowledging it; group: requests that arrive together
+   * share one fsync (the default); off: no fsync (an acknowledged write survives a crash of the
+   * process, not a power loss).
+   */
+  readonly sync?: SyncPolicy
+  /** A buffered block is sealed once its end has passed and it has not been written for this long. Default 2 s. */
+  readonly sealIdleMs?: number
+  /** When the write buffer holds more points than this, blocks are sealed early. Default 2,000,000. */
+  readonly maxBufferedPoints?: number
+  /** How often the sealer runs. Default 1 s. */
+  readonly sealIntervalMs?: number
+  /** How often blocks past the hot window move to the cold family. Default 60 s. */
+  readonly moveIntervalMs?: number
+  /** How often retention runs (when a retention is set). Default 5 minutes. */
+  readonly retentionIntervalMs?: number
+  /** A query that would return more points than this fails with RESOURCE_EXHAUSTED. Default 5,000,000. */
+  readonly maxPointsPerQuery?: number
+  /** Series read in parallel by one query. Default 16. */
+  readonly queryConcurrency?: number
+  /** RocksDB block cache per data family, bytes. Default 64 MiB. */
+  readonly blockCacheBytes?: number
+  readonly limits?: Partial<WriteLimits>
+}
+
+export interface EngineConfig {
+  readonly dataDir: string
+  readonly hotWindowMs: number
+  readonly retentionMs: number
+  readonly sync: SyncPolicy
+  readonly sealIdleMs: number
+  readonly maxBufferedPoints: number
+  readonly sealIntervalMs: number
+  readonly moveIntervalMs: number
+  readonly retentionIntervalMs: number
+  readonly maxPointsPerQuery: number
+  readonly queryConcurrency: number
+  readonly blockCacheBytes: number
+  readonly limits: WriteLimits
+}
+
+export const ENGINE_DEFAULTS = {
+  hotWindowMs: 2 * 60 * 60 * 1000,
+  retentionMs: 0,
+  sync: 'group',
+  sealIdleMs: 2000,
+  maxBufferedPoints: 2_000_000,
+  sealIntervalMs: 1000,
+  moveIntervalMs: 60_000,
+  retentionIntervalMs: 5 * 60_000,
+  maxPointsPerQuery: 5_000_000,
+  queryConcurrency: 16,
+  blockCacheBytes: 64 * 1024 * 1024,
+} as const satisfies Omit<EngineConfig, 'dataDir' | 'limits'>
+
+function nonNegative(name: string, value: number): number {
+  if (!Number.isFinite(value) || value < 0) throw new RangeError(`engine option ${name} must be a non-negative number, got ${value}`)
+  return value
+}
+
+function positive(name: string, value: number): number {
+  if (!Number.isFinite(value) || value <= 0) throw new RangeError(`engine option ${name} must be a positive number, got ${value}`)
+  return value
+}
+
+/** Applies defaults and validates; the result is frozen. */
+export function resolveEngineConfig(options: BasicEngineOptions): EngineConfig {
+  if (!options.dataDir) throw new RangeError('engine option dataDir is required')
+  const sync = options.sync ?? ENGINE_DEFAULTS.sync
+  if (sync !== 'always' && sync !== 'group' && sync !== 'off') {
+    throw new RangeError(`engine option sync must be always, group or off, got ${String(sync)}`)
+  }
+  return Object.freeze({
+    dataDir: options.dataDir,
+    hotWindowMs: positive('hotWindowMs', options.hotWindowMs ?? ENGINE_DEFAULTS.hotWindowMs),
+    retentionMs: nonNegative('retentionMs', options.retentionMs ?? ENGINE_DEFAULTS.retentionMs),
+    sync,
+    sealIdleMs: nonNegative('sealIdleMs', options.sealIdleMs ?? ENGINE_DEFAULTS.sealIdleMs),
+    maxBufferedPoints: positive('maxBufferedPoints', options.maxBufferedPoints ?? ENGINE_DEFAULTS.maxBufferedPoints),
+    sealIntervalMs: positive('sealIntervalMs', options.sealIntervalMs ?? ENGINE_DEFAULTS.sealIntervalMs),
+    moveIntervalMs: positive('moveIntervalMs', options.moveIntervalMs ?? ENGINE_DEFAULTS.moveIntervalMs),
+    retentionIntervalMs: positive('retentionIntervalMs', options.retentionIntervalMs ?? ENGINE_DEFAULTS.retentionIntervalMs),
+    maxPointsPerQuery: positive('maxPointsPerQuery', options.maxPointsPerQuery ?? ENGINE_DEFAULTS.maxPointsPerQuery),
+    queryConcurrency: positive('queryConcurrency', options.queryConcurrency ?? ENGINE_DEFAULTS.queryConcurrency),
+    blockCacheBytes: nonNegative('blockCacheBytes', options.blockCacheBytes ?? ENGINE_DEFAULTS.blockCacheBytes),
+    limits: Object.freeze({ ...DEFAULT_WRITE_LIMITS, ...options.limits }),
+  })
+}
+
+/** Time source; injected so sealing, tiering and retention are testable without sleeping. */
+export interface Clock {
+  now(): number
+}
+
+export const systemClock: Clock = { now: () => Date.now() }
+
+/** The logging the engine needs; pino and console both fit. */
+export interface Logger {
+  info(obj: object, msg?: string): void
+  warn(obj: object, msg?: string): void
+  error(obj: object, msg?: string): void
+}
+
+export const silentLogger: Logger = { info: () => {}, warn: () => {}, error: () => {} }
+
+export interface EngineDeps {
+  readonly clock?: Clock
+  readonly logger?: Logger
+}

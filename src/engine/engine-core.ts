@@ -1,0 +1,59 @@
+import type { Clock, EngineConfig, Logger } from './config.js'
+import type { Head } from './head.js'
+import type { RocksStore } from './rocks-store.js'
+import type { SeriesIndex } from './series-index.js'
+
+/** Which stored blocks exist where, so a query reads only the families its range touches. */
+export interface TierState {
+  /** Smallest block number in the hot family; -Infinity until the first move pass has looked. */
+  hotMinBlock: number
+  /** Largest block number in the cold family; -Infinity when the cold family is empty. */
+  coldMaxBlock: number
+}
+
+/** Counters kept exact by every path that changes stored data, persisted in the meta family. */
+export interface Counters {
+  pointsWritten: number
+  hotBlocks: number
+  coldRuns: number
+  coldBlocks: number
+}
+
+/** The parts of the basic engine that its reading and maintenance functions share. */
+export interface EngineCore {
+  readonly config: EngineConfig
+  readonly clock: Clock
+  readonly logger: Logger
+  readonly store: RocksStore
+  readonly index: SeriesIndex
+  readonly head: Head
+  readonly tiers: TierState
+  readonly counters: Counters
+  /** The next write-buffer sequence. */
+  nextSeq: number
+}
+
+export const META_POINTS_WRITTEN = 'points_written'
+export const META_HOT_BLOCKS = 'hot_blocks'
+export const META_COLD_RUNS = 'cold_runs'
+export const META_COLD_BLOCKS = 'cold_blocks'
+export const META_NEXT_SEQ = 'buffer_next_seq'
+
+/** The earliest timestamp that retention keeps, or -Infinity without retention. */
+export function retentionCutoffMs(core: EngineCore): number {
+  return core.config.retentionMs > 0 ? core.clock.now() - core.config.retentionMs : Number.NEGATIVE_INFINITY
+}
+
+/** Runs `fn` over `items` with at most `limit` in flight, keeping result order. */
+export async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+  const out = new Array<R>(items.length)
+  let next = 0
+  const worker = async (): Promise<void> => {
+    while (next < items.length) {
+      const i = next++
+      out[i] = await fn(items[i] as T)
+    }
+  }
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker))
+  return out
+}

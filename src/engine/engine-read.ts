@@ -1,0 +1,190 @@
+import { decodeBlock } from '../codec/block-codec.js'
+import { blockKeyRange, blockStartMs, MAX_BLOCK, MIN_BLOCK, runStartBlock, seriesKeyRange } from '../codec/row-key.js'
+import { decodeRun } from '../codec/run-codec.js'
+import { BLOCK_MS, BLOCK_NUMBER_BIAS } from '../codec/schema.js'
+import { DeadlineError, LimitError } from '../model/errors.js'
+import type { SeriesPoints } from '../model/types.js'
+import type { CallContext } from './storage-engine.js'
+import { mapLimit, retentionCutoffMs, type EngineCore } from './engine-core.js'
+import { mergeRuns, type PointRun } from './head.js'
+import type { SeriesEntry } from './series-index.js'
+
+const EMPTY: PointRun = { ts: new Float64Array(0), vals: new Float64Array(0) }
+
+/** The block number in a row key, read in place. */
+export function blockOfKey(key: Buffer): number {
+  return key.readUInt32BE(8) - BLOCK_NUMBER_BIAS
+}
+
+/** Blocks [from, to) of a series, clamped to the storable range. */
+export function clampedRange(id: Buffer, from: number, to: number): { gte: Buffer; lt: Buffer } {
+  const lo = Math.min(Math.max(MIN_BLOCK, from), MAX_BLOCK + 1)
+  const hi = Math.min(Math.max(MIN_BLOCK, to), MAX_BLOCK + 1)
+  return blockKeyRange(id, lo, hi)
+}
+
+/** Shared by the series of one query: stops it once it would return too many points. */
+export class PointBudget {
+  private used = 0
+  constructor(readonly max: number) {}
+
+  take(n: number): void {
+    this.used += n
+    if (this.used > this.max) {
+      throw new LimitError('max_points_per_query', this.max, `the query would return more than ${this.max} points`)
+    }
+  }
+}
+
+export function checkSignal(ctx: CallContext | undefined): void {
+  if (ctx?.signal?.aborted) throw new DeadlineError('the call was cancelled or its deadline passed')
+}
+
+/** Concatenates sorted, time-disjoint pieces in order. */
+function concat(pieces: PointRun[]): PointRun {
+  if (pieces.length === 0) return EMPTY
+  if (pieces.length === 1) return pieces[0] as PointRun
+  let n = 0
+  for (const p of pieces) n += p.ts.length
+  const ts = new Float64Array(n)
+  const vals = new Float64Array(n)
+  let off = 0
+  for (const p of pieces) {
+    ts.set(p.ts, off)
+    vals.set(p.vals, off)
+    off += p.ts.length
+  }
+  return { ts, vals }
+}
+
+/** The part of a decoded run or block inside [startMs, endMs); runs are sorted, so two binary searches. */
+function clip(ts: Float64Array, vals: Float64Array, startMs: number, endMs: number): PointRun {
+  let lo = 0
+  let hi = ts.length
+  if (ts.length > 0 && ((ts[0] as number) < startMs || (ts[ts.length - 1] as number) >= endMs)) {
+    lo = lowerBound(ts, startMs)
+    hi = lowerBound(ts, endMs)
+  }
+  if (lo === 0 && hi === ts.length) return { ts, vals }
+  return { ts: ts.subarray(lo, hi), vals: vals.subarray(lo, hi) }
+}
+
+function lowerBound(ts: Float64Array, x: number): number {
+  let lo = 0
+  let hi = ts.length
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1
+    if ((ts[mid] as number) < x) lo = mid + 1
+    else hi = mid
+  }
+  return lo
+}
+
+/**
+ * Reads one series over [startMs, endMs): cold runs, hot blocks and the write buffer, newer tiers
+ * winning on equal timestamps. The buffer is copied and both iterators (with their snapshots) are
+ * created in the same tick, so a concurrent seal or move can neither hide a point nor show it twice.
+ */
+export async function readSeries(core: EngineCore, entry: SeriesEntry, startMs: number, endMs: number): Promise<PointRun> {
+  const fromBlock = Math.floor(startMs / BLOCK_MS)
+  const toBlock = Math.floor((endMs - 1) / BLOCK_MS)
+  const buffered = core.head.read(entry.handle, startMs, endMs) ?? EMPTY
+  const cols = core.store.columns
+  const coldPieces: PointRun[] = []
+  const hotPieces: PointRun[] = []
+  const reads: Promise<void>[] = []
+  if (fromBlock <= core.tiers.coldMaxBlock) {
+    reads.push(
+      core.store.scan(
+        { ...clampedRange(entry.id, runStartBlock(fromBlock), toBlock + 1), column: cols.cold },
+        (page) => {
+          for (const [key, value] of page) {
+            const runStart = blockOfKey(key)
+            const run = decodeRun(value, blockStartMs(runStart))
+            const piece = clip(run.timestamps, run.values, startMs, endMs)
+            if (piece.ts.length > 0) coldPieces.push(piece)
+          }
+        },
+      ),
+    )
+  }
+  if (toBlock >= core.tiers.hotMinBlock) {
+    reads.push(
+      core.store.scan(
+        { ...clampedRange(entry.id, fromBlock, toBlock + 1), column: cols.hot },
+        (page) => {
+          for (const [key, value] of page) {
+            const block = blockOfKey(key)
+            const decoded = decodeBlock(value, blockStartMs(block))
+            const piece = clip(decoded.timestamps, decoded.values, startMs, endMs)
+            if (piece.ts.length > 0) hotPieces.push(piece)
+          }
+        },
+      ),
+    )
+  }
+  await Promise.all(reads)
+  return mergeRuns(mergeRuns(concat(coldPieces), concat(hotPieces)), buffered)
+}
+
+/** Raw points of every selected series over the range, sorted; empty series left out. */
+export async function readMany(
+  core: EngineCore,
+  entries: readonly SeriesEntry[],
+  startMs: number,
+  endMs: number,
+  budget: PointBudget,
+  ctx: CallContext | undefined,
+): Promise<SeriesPoints[]> {
+  const from = Math.max(startMs, retentionCutoffMs(core))
+  if (from >= endMs) return []
+  const runs = await mapLimit(entries, core.config.queryConcurrency, async (entry) => {
+    checkSignal(ctx)
+    const run = await readSeries(core, entry, from, endMs)
+    budget.take(run.ts.length)
+    return run
+  })
+  const out: SeriesPoints[] = []
+  entries.forEach((entry, i) => {
+    const run = runs[i]
+    if (run && run.ts.length > 0) out.push({ metric: entry.metric, tags: entry.tags, timestamps: run.ts, values: run.vals })
+  })
+  return out
+}
+
+/** The last point of a series: the newest of the buffer, the last hot block and the last cold run. */
+export async function readLatest(core: EngineCore, entry: SeriesEntry): Promise<{ ts: number; val: number } | undefined> {
+  const buffered = core.head.last(entry.handle)
+  const cols = core.store.columns
+  let hot: { ts: number; val: number } | undefined
+  let cold: { ts: number; val: number } | undefined
+  const range = (column: typeof cols.hot) => ({
+    ...seriesKeyRange(entry.id),
+    reverse: true,
+    limit: 1,
+    column,
+  })
+  const reads = [
+    core.store.scan(range(cols.hot), (page) => {
+      for (const [key, value] of page) {
+        const d = decodeBlock(value, blockStartMs(blockOfKey(key)))
+        const n = d.timestamps.length
+        if (n > 0) hot = { ts: d.timestamps[n - 1] as number, val: d.values[n - 1] as number }
+      }
+    }),
+    core.store.scan(range(cols.cold), (page) => {
+      for (const [key, value] of page) {
+        const d = decodeRun(value, blockStartMs(blockOfKey(key)))
+        const n = d.timestamps.length
+        if (n > 0) cold = { ts: d.timestamps[n - 1] as number, val: d.values[n - 1] as number }
+      }
+    }),
+  ]
+  await Promise.all(reads)
+  // Ties go to the newer tier: the buffer over hot over cold.
+  let best = cold
+  for (const candidate of [hot, buffered]) if (candidate && (!best || candidate.ts >= best.ts)) best = candidate
+  if (best && best.ts < retentionCutoffMs(core)) return undefined
+  return best
+}
+

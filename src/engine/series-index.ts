@@ -1,0 +1,204 @@
+import type { ChainedBatch } from '@nxtedition/rocksdb'
+import { ENCODING_SERIES_DEF, INDEX_PREFIX_METRIC, INDEX_PREFIX_SERIES, INDEX_PREFIX_TAG } from '../codec/schema.js'
+import { bug } from '../model/errors.js'
+import { compileSelector } from '../model/matcher.js'
+import { canonicalSeriesKey, decodeSeriesDef, encodeSeriesDef, seriesIdFromKey } from '../model/series-key.js'
+import type { Selector, Tag } from '../model/types.js'
+import type { RocksStore } from './rocks-store.js'
+
+/** A known series. `handle` is a small in-process number; `id` is the stable 8-byte id on disk. */
+export interface SeriesEntry {
+  readonly handle: number
+  readonly id: Buffer
+  readonly idHex: string
+  readonly key: string
+  readonly metric: string
+  readonly tags: readonly Tag[]
+}
+
+interface MetricPostings {
+  readonly all: Set<number>
+  /** tag key -> tag value -> series handles. */
+  readonly byTag: Map<string, Map<string, Set<number>>>
+}
+
+const SEP = Buffer.from([0])
+const COLLISION_ATTEMPTS = 16
+
+/**
+ * Series ids and the inverted index. Every series has a definition record ('S' + id) and posting
+ * records ('M' metric, 'T' metric/key/value) in the index family; open() loads them into memory,
+ * reading the index family only, never the data.
+ */
+export class SeriesIndex {
+  private readonly entries: Array<SeriesEntry | undefined> = []
+  private readonly byKey = new Map<string, SeriesEntry>()
+  private readonly byIdHex = new Map<string, SeriesEntry>()
+  private readonly byMetric = new Map<string, MetricPostings>()
+  private liveCount = 0
+
+  constructor(private readonly store: RocksStore) {}
+
+  get size(): number {
+    return this.liveCount
+  }
+
+  async load(): Promise<void> {
+    const column = this.store.columns.index
+    await this.store.scan(
+      { gte: Buffer.from([INDEX_PREFIX_SERIES]), lt: Buffer.from([INDEX_PREFIX_SERIES + 1]), column },
+      (page) => {
+        for (const [key, value] of page) {
+          if (value[0] !== ENCODING_SERIES_DEF) {
+            throw new Error(`cannot load series ${key.subarray(1).toString('hex')}: unknown encoding ${value[0]}`)
+          }
+          const def = decodeSeriesDef(value.subarray(1))
+          const id = Buffer.from(key.subarray(1))
+          this.register(id, canonicalSeriesKey(def.metric, def.tags), def.metric, def.tags)
+        }
+      },
+    )
+  }
+
+  get(key: string): SeriesEntry | undefined {
+    return this.byKey.get(key)
+  }
+
+  byId(id: Buffer): SeriesEntry | undefined {
+    return this.byIdHex.get(id.toString('hex'))
+  }
+
+  byHandle(handle: number): SeriesEntry | undefined {
+    return this.entries[handle]
+  }
+
+  all(): SeriesEntry[] {
+    return this.entries.filter((e): e is SeriesEntry => e !== undefined)
+  }
+
+  /**
+   * Returns the series for a canonical key, creating it (in memory, and its records in `batch`) when
+   * new. A hash collision with a different series takes the next candidate id; the definition record
+   * keeps the full key, so a collision is always detected.
+   */
+  ensure(key: string, metric: string, tags: readonly Tag[], batch: ChainedBatch): { entry: SeriesEntry; created: boolean } {
+    const known = this.byKey.get(key)
+    if (known) return { entry: known, created: false }
+    for (let attempt = 0; attempt < COLLISION_ATTEMPTS; attempt++) {
+      const id = seriesIdFromKey(key, attempt)
+      if (this.byIdHex.has(id.toString('hex'))) continue
+      const entry = this.register(id, key, metric, tags)
+      this.writeRecords(entry, batch)
+      return { entry, created: true }
+    }
+    throw bug(`${COLLISION_ATTEMPTS} series id collisions in a row for ${metric}`)
+  }
+
+  /** Undoes ensure() of series whose write failed, so memory matches disk. */
+  forget(entry: SeriesEntry): void {
+    if (this.entries[entry.handle] !== entry) return
+    this.entries[entry.handle] = undefined
+    this.byKey.delete(entry.key)
+    this.byIdHex.delete(entry.idHex)
+    this.liveCount--
+    const postings = this.byMetric.get(entry.metric)
+    if (!postings) return
+    postings.all.delete(entry.handle)
+    for (const tag of entry.tags) postings.byTag.get(tag.key)?.get(tag.value)?.delete(entry.handle)
+    if (postings.all.size === 0) this.byMetric.delete(entry.metric)
+  }
+
+  /** Deletes the series' records in `batch` and forgets it. */
+  remove(entry: SeriesEntry, batch: ChainedBatch): void {
+    const column = this.store.columns.index
+    batch.del(seriesKey(entry.id), { column })
+    batch.del(metricKey(entry.metric, entry.id), { column })
+    for (const tag of entry.tags) batch.del(tagKey(entry.metric, tag, entry.id), { column })
+    this.forget(entry)
+  }
+
+  /**
+   * Resolves a selector through the postings: the smallest posting list of the equality matchers
+   * is intersected with the others; the remaining matchers are checked on the candidates only.
+   */
+  select(selector: Selector): SeriesEntry[] {
+    const compiled = compileSelector(selector)
+    const postings = this.byMetric.get(selector.metric)
+    if (!postings) return []
+    const lists: Set<number>[] = []
+    for (const eq of compiled.positiveEquals) {
+      const list = postings.byTag.get(eq.key)?.get(eq.value)
+      if (!list || list.size === 0) return []
+      lists.push(list)
+    }
+    lists.sort((a, b) => a.size - b.size)
+    const base = lists[0] ?? postings.all
+    const out: SeriesEntry[] = []
+    outer: for (const handle of base) {
+      for (let i = 1; i < lists.length; i++) if (!lists[i]?.has(handle)) continue outer
+      const entry = this.entries[handle]
+      if (entry && compiled.matches(entry.tags)) out.push(entry)
+    }
+    out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0))
+    return out
+  }
+
+  private register(id: Buffer, key: string, metric: string, tags: readonly Tag[]): SeriesEntry {
+    const entry: SeriesEntry = { handle: this.entries.length, id, idHex: id.toString('hex'), key, metric, tags }
+    this.entries.push(entry)
+    this.byKey.set(key, entry)
+    this.byIdHex.set(entry.idHex, entry)
+    this.liveCount++
+    let postings = this.byMetric.get(metric)
+    if (!postings) {
+      postings = { all: new Set(), byTag: new Map() }
+      this.byMetric.set(metric, postings)
+    }
+    postings.all.add(entry.handle)
+    for (const tag of tags) {
+      let values = postings.byTag.get(tag.key)
+      if (!values) {
+        values = new Map()
+        postings.byTag.set(tag.key, values)
+      }
+      let list = values.get(tag.value)
+      if (!list) {
+        list = new Set()
+        values.set(tag.value, list)
+      }
+      list.add(entry.handle)
+    }
+    return entry
+  }
+
+  private writeRecords(entry: SeriesEntry, batch: ChainedBatch): void {
+    const column = this.store.columns.index
+    const def = encodeSeriesDef(entry.metric, entry.tags)
+    batch.put(seriesKey(entry.id), Buffer.concat([Buffer.from([ENCODING_SERIES_DEF]), def]), { column })
+    // The posting records make the inverted index readable from disk by metric and tag without
+    // loading every definition; open() rebuilds the in-memory postings from the definitions.
+    batch.put(metricKey(entry.metric, entry.id), Buffer.alloc(0), { column })
+    for (const tag of entry.tags) batch.put(tagKey(entry.metric, tag, entry.id), Buffer.alloc(0), { column })
+  }
+}
+
+function seriesKey(id: Buffer): Buffer {
+  return Buffer.concat([Buffer.from([INDEX_PREFIX_SERIES]), id])
+}
+
+function metricKey(metric: string, id: Buffer): Buffer {
+  return Buffer.concat([Buffer.from([INDEX_PREFIX_METRIC]), Buffer.from(metric), SEP, id])
+}
+
+function tagKey(metric: string, tag: Tag, id: Buffer): Buffer {
+  return Buffer.concat([
+    Buffer.from([INDEX_PREFIX_TAG]),
+    Buffer.from(metric),
+    SEP,
+    Buffer.from(tag.key),
+    SEP,
+    Buffer.from(tag.value),
+    SEP,
+    id,
+  ])
+}

@@ -1,0 +1,72 @@
+// Types for the part of @nxtedition/rocksdb (an abstract-level store) that the engine uses; the
+// package ships none. Column handles are opaque natives, passed back in options.
+declare module '@nxtedition/rocksdb' {
+  export type ColumnHandle = { readonly __column: unique symbol }
+
+  export interface ColumnOptions {
+    /** ZSTD for every level when true (the default); no compression when false. */
+    compression?: boolean
+    /** "level" or "universal": sets write buffer sizes and per-level compression from memtableMemoryBudget. */
+    compaction?: 'level' | 'universal'
+    memtableMemoryBudget?: number
+    /** Block cache bytes for this family; 0 disables the cache. */
+    cacheSize?: number
+    blockSize?: number
+    optimize?: 'point-lookup' | 'range-lookup'
+    prefixExtractor?: string
+    filterPolicy?: string
+    cacheIndexAndFilterBlocks?: boolean
+  }
+
+  export interface OpenOptions extends ColumnOptions {
+    createIfMissing?: boolean
+    errorIfExists?: boolean
+    parallelism?: number
+    walCompression?: boolean
+    infoLogLevel?: 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'header'
+    columns?: Record<string, ColumnOptions>
+  }
+
+  export interface RangeOptions {
+    gt?: Buffer
+    gte?: Buffer
+    lt?: Buffer
+    lte?: Buffer
+    reverse?: boolean
+    limit?: number
+    column?: ColumnHandle
+  }
+
+  export interface IteratorOptions extends RangeOptions {
+    keys?: boolean
+    values?: boolean
+    fillCache?: boolean
+    highWaterMarkBytes?: number
+  }
+
+  export interface Iterator {
+    nextv(size: number): Promise<Array<[Buffer, Buffer]>>
+    close(): Promise<void>
+  }
+
+  export interface ChainedBatch {
+    put(key: Buffer, value: Buffer, options?: { column?: ColumnHandle }): this
+    del(key: Buffer, options?: { column?: ColumnHandle }): this
+    readonly length: number
+    write(options?: { sync?: boolean }): Promise<void>
+    close(): Promise<void>
+  }
+
+  export class RocksLevel {
+    constructor(location: string, options?: { keyEncoding?: 'buffer'; valueEncoding?: 'buffer' })
+    readonly status: 'opening' | 'open' | 'closing' | 'closed'
+    readonly columns: Record<string, ColumnHandle>
+    open(options?: OpenOptions): Promise<void>
+    close(): Promise<void>
+    batch(): ChainedBatch
+    getMany(keys: Buffer[], options?: { column?: ColumnHandle; fillCache?: boolean }): Promise<Array<Buffer | undefined>>
+    iterator(options?: IteratorOptions): Iterator
+    clear(options: RangeOptions): Promise<void>
+    getProperty(name: string): string
+  }
+}

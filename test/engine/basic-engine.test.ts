@@ -1,0 +1,133 @@
+import assert from 'node:assert/strict'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { describe, it } from 'node:test'
+import { BasicEngine } from '../../src/engine/basic-engine.js'
+import type { BasicEngineOptions } from '../../src/engine/config.js'
+
+const T0 = Date.UTC(2026, 0, 1)
+const HOUR = 3_600_000
+
+class ManualClock {
+  constructor(public t: number) {}
+  now(): number {
+    return this.t
+  }
+}
+
+async function tempDir(): Promise<string> {
+  return mkdtemp(join(tmpdir(), 'v3-engine-'))
+}
+
+function engineAt(dataDir: string, clock: ManualClock, options: Partial<BasicEngineOptions> = {}): BasicEngine {
+  // Long timer intervals: the tests drive sealing and moving through compact().
+  return new BasicEngine(
+    { dataDir, sync: 'off', sealIntervalMs: 3_600_000, moveIntervalMs: 3_600_000, ...options },
+    { clock },
+  )
+}
+
+const everything = { selector: { metric: 'cpu', matchers: [] }, startMs: T0 - 100 * HOUR, endMs: T0 + 100 * HOUR }
+
+describe('basic engine: tiers, retention, restart', () => {
+  it('moves blocks past the hot window to cold runs and reads across the boundary', async () => {
+    const dir = await tempDir()
+    const clock = new ManualClock(T0 + 10 * HOUR)
+    let engine = engineAt(dir, clock, { hotWindowMs: HOUR })
+    try {
+      await engine.open()
+      const ts = Array.from({ length: 3 * 360 }, (_, i) => T0 + i * 10_000)
+      await engine.write({ series: [{ metric: 'cpu', tags: [{ key: 'host', value: 'a' }], timestamps: ts, values: ts.map((_, i) => i / 4) }] })
+      const c = await engine.compact()
+      assert.equal(c.blocksSealed, 3 * 120)
+      assert.equal(c.blocksMoved, 3 * 120)
+      let stats = await engine.stats()
+      assert.equal(stats.hotBlocks, 0)
+      assert.equal(stats.coldRuns, 3)
+      assert.equal(stats.coldBlocks, 360)
+      assert.equal(stats.bufferedPoints, 0)
+
+      // A late write into the cold range and a fresh one in the hot range.
+      await engine.write({
+        series: [{ metric: 'cpu', tags: [{ key: 'host', value: 'a' }], timestamps: [T0 + 1800_000, T0 + 9.5 * HOUR], values: [-1, 42] }],
+      })
+      const check = async (): Promise<void> => {
+        const [s] = await engine.query(everything)
+        assert.ok(s)
+        assert.equal(s.timestamps.length, ts.length + 1)
+        assert.equal(s.values[180], -1)
+        assert.equal(s.values[179], 179 / 4)
+        assert.equal(s.timestamps[ts.length], T0 + 9.5 * HOUR)
+        assert.equal(s.values[ts.length], 42)
+      }
+      await check()
+      await engine.compact()
+      stats = await engine.stats()
+      assert.equal(stats.hotBlocks, 1)
+      assert.equal(stats.coldRuns, 3)
+      await check()
+
+      const agg = await engine.query({
+        ...everything,
+        aggregation: { func: 'count', stepMs: HOUR, groupBy: [], mergeSeries: false },
+      })
+      assert.deepEqual(Array.from(agg[0]?.values ?? []), [360, 360, 360, 1])
+
+      await engine.close()
+      engine = engineAt(dir, clock, { hotWindowMs: HOUR })
+      await engine.open()
+      await check()
+      stats = await engine.stats()
+      assert.equal(stats.series, 1)
+      assert.equal(stats.coldRuns, 3)
+      assert.equal(stats.pointsWritten, ts.length + 2)
+      const [latest] = await engine.latest({ metric: 'cpu', matchers: [] })
+      assert.deepEqual(Array.from(latest?.timestamps ?? []), [T0 + 9.5 * HOUR])
+    } finally {
+      await engine.close()
+      await rm(dir, { recursive: true, force: true })
+    }
+  })
+
+  it('hides and then removes data older than the retention', async () => {
+    const dir = await tempDir()
+    const clock = new ManualClock(T0 + 10 * HOUR)
+    const engine = engineAt(dir, clock, { hotWindowMs: HOUR, retentionMs: 2 * HOUR })
+    try {
+      await engine.open()
+      const old = Array.from({ length: 360 }, (_, i) => T0 + 4 * HOUR + i * 10_000)
+      const recent = Array.from({ length: 360 }, (_, i) => T0 + 9 * HOUR + i * 10_000)
+      await engine.write({ series: [{ metric: 'cpu', tags: [], timestamps: [...old, ...recent], values: [...old, ...recent].map(() => 1) }] })
+      const [s] = await engine.query(everything)
+      assert.equal(s?.timestamps.length, 360)
+      // The old hour has passed the retention: compaction removes it at once.
+      const first = await engine.compact()
+      assert.equal(first.seriesExpired, 1)
+      let stats = await engine.stats()
+      assert.equal(stats.coldRuns, 0)
+      assert.equal(stats.hotBlocks, 120)
+      clock.t += HOUR
+      const second = await engine.compact()
+      assert.equal(second.seriesExpired, 0)
+      stats = await engine.stats()
+      assert.equal(stats.coldRuns, 1)
+      assert.equal(stats.hotBlocks, 0)
+      const [kept] = await engine.query(everything)
+      assert.equal(kept?.timestamps.length, 360)
+      assert.equal(kept?.timestamps[0], T0 + 9 * HOUR)
+    } finally {
+      await engine.close()
+      await rm(dir, { recursive: true, force: true })
+    }
+  })
+
+  it('refuses calls when closed', async () => {
+    const dir = await tempDir()
+    const engine = engineAt(dir, new ManualClock(T0))
+    await engine.open()
+    await engine.close()
+    await assert.rejects(engine.query(everything), /closed/)
+    await rm(dir, { recursive: true, force: true })
+  })
+})
