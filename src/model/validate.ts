@@ -1,0 +1,346 @@
+import { type FieldViolation, LimitError, ValidationError } from './errors.js'
+import { DEFAULT_WRITE_LIMITS, type WriteLimits } from './limits.js'
+import { canonicalSeriesKey, nameViolation, sortTags } from './series-key.js'
+import { MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS, normalizeTimestamp } from './timestamps.js'
+import type { Precision, RawTimestamp, SeriesWrite, Tag, WriteBatch } from './types.js'
+
+/** One series of a validated write: every entry of the request for it merged into one. */
+export interface NormalizedSeries {
+  readonly metric: string
+  /** Sorted by key. */
+  readonly tags: readonly Tag[]
+  /** The canonical series key (see canonicalSeriesKey). */
+  readonly key: string
+  /** Milliseconds since the epoch, strictly ascending. */
+  readonly timestamps: Float64Array
+  readonly values: Float64Array
+}
+
+export interface NormalizedBatch {
+  /** In the order each series first appears in the request. */
+  readonly series: NormalizedSeries[]
+  /** Points left after merging repeated timestamps: what the engine stores. */
+  readonly points: number
+}
+
+/**
+ * A ValidationError lists at most this many violations. Validation stops collecting there, which
+ * also bounds the work a request full of mistakes costs.
+ */
+export const MAX_VIOLATIONS = 100
+
+/** How the timestamps of one entry are ordered, as the validating pass finds them. */
+type Order = typeof ASCENDING | typeof NON_DECREASING | typeof UNORDERED
+const ASCENDING = 0
+/** Ascending with repeats next to each other: deduplicated in one pass, without sorting. */
+const NON_DECREASING = 1
+const UNORDERED = 2
+
+/** Points of one series, columnar. */
+interface Points {
+  readonly timestamps: Float64Array
+  readonly values: Float64Array
+}
+
+interface ValidEntry extends Points {
+  readonly metric: string
+  readonly tags: readonly Tag[]
+  readonly key: string
+  readonly order: Order
+}
+
+/**
+ * Checks a write request against the rules and limits and returns it normalized: timestamps in
+ * milliseconds, each series' points sorted with repeated timestamps reduced to the last one in
+ * request order (last write wins), and repeated entries of one series merged.
+ *
+ * Throws LimitError when the request carries more series or points than the limits allow (checked
+ * first, before any per-point work), and otherwise one ValidationError listing every violation
+ * found (up to MAX_VIOLATIONS), each with a field path such as `series[3].tags[0].key`. Either way
+ * nothing of the request may be stored.
+ */
+export function validateWriteBatch(batch: WriteBatch, limits: WriteLimits = DEFAULT_WRITE_LIMITS): NormalizedBatch {
+  const entries = batch.series
+  if (entries.length === 0) throw ValidationError.field('series', 'must contain at least one series')
+  if (entries.length > limits.maxSeriesPerRequest) {
+    throw new LimitError(
+      'max_series_per_request',
+      limits.maxSeriesPerRequest,
+      `cannot write ${entries.length} series in one request`,
+    )
+  }
+  let points = 0
+  for (const entry of entries) points += Math.max(entry.timestamps.length, entry.values.length)
+  if (points > limits.maxPointsPerRequest) {
+    throw new LimitError(
+      'max_points_per_request',
+      limits.maxPointsPerRequest,
+      `cannot write ${points} points in one request`,
+    )
+  }
+
+  const precision = batch.precision ?? 'ms'
+  const violations: FieldViolation[] = []
+  const valid: ValidEntry[] = []
+  for (let i = 0; i < entries.length && violations.length < MAX_VIOLATIONS; i++) {
+    const entry = validateEntry(entries[i]!, i, precision, limits, violations)
+    if (entry !== undefined) valid.push(entry)
+  }
+  if (violations.length > 0) throw new ValidationError(violations.slice(0, MAX_VIOLATIONS))
+  return mergeEntries(valid)
+}
+
+/** Validates one entry, pushing its violations; returns it normalized when it had none. */
+function validateEntry(
+  entry: SeriesWrite,
+  i: number,
+  precision: Precision,
+  limits: WriteLimits,
+  violations: FieldViolation[],
+): ValidEntry | undefined {
+  const before = violations.length
+  const metricProblem = nameViolation(entry.metric, limits.maxNameBytes)
+  if (metricProblem !== undefined) violations.push({ field: `series[${i}].metric`, description: metricProblem })
+
+  const tags = entry.tags
+  if (tags.length > limits.maxTagsPerSeries) {
+    violations.push({
+      field: `series[${i}].tags`,
+      description: `has ${tags.length} tags, more than the limit of ${limits.maxTagsPerSeries}`,
+    })
+  }
+  for (let j = 0; j < tags.length && violations.length < MAX_VIOLATIONS; j++) {
+    const tag = tags[j]!
+    const keyProblem = nameViolation(tag.key, limits.maxNameBytes)
+    if (keyProblem !== undefined) violations.push({ field: `series[${i}].tags[${j}].key`, description: keyProblem })
+    const valueProblem = tagValueViolation(tag.value, limits.maxTagValueBytes)
+    if (valueProblem !== undefined) {
+      violations.push({ field: `series[${i}].tags[${j}].value`, description: valueProblem })
+    }
+  }
+  const sortedTags = sortTags(tags)
+  if (hasAdjacentKeys(sortedTags)) reportDuplicateKeys(tags, i, violations)
+
+  const timestamps = validateTimestamps(entry.timestamps, i, precision, violations)
+  const values = validateValues(entry.values, i, limits.allowNaN, violations)
+  const n = entry.timestamps.length
+  const m = entry.values.length
+  if (n === 0 && m === 0) {
+    violations.push({ field: `series[${i}].timestamps`, description: 'must contain at least one point' })
+  } else if (n !== m) {
+    violations.push({ field: `series[${i}].values`, description: `has ${m} values for ${n} timestamps` })
+  }
+
+  if (violations.length > before) return undefined
+  return {
+    metric: entry.metric,
+    tags: sortedTags,
+    key: canonicalSeriesKey(entry.metric, sortedTags),
+    timestamps: timestamps.timestamps,
+    values,
+    order: timestamps.order,
+  }
+}
+
+/** Returned by tagValueBytes for a string that has no UTF-8 form. */
+const LONE_SURROGATE = -1
+/** Returned by tagValueBytes for a string with a NUL, which separates the parts of a series key. */
+const HAS_NUL = -2
+
+/**
+ * The UTF-8 size of a tag value, counted in one pass without encoding it, or LONE_SURROGATE or
+ * HAS_NUL. A JavaScript string can hold an unpaired UTF-16 surrogate, which Buffer would silently
+ * replace with U+FFFD, so two different values would become the same stored series.
+ */
+function tagValueBytes(s: string): number {
+  let bytes = 0
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i)
+    if (c < 0x80) {
+      if (c === 0) return HAS_NUL
+      bytes += 1
+    } else if (c < 0x800) {
+      bytes += 2
+    } else if (c < 0xd800 || c > 0xdfff) {
+      bytes += 3
+    } else {
+      const next = i + 1 < s.length ? s.charCodeAt(i + 1) : 0
+      if (c > 0xdbff || next < 0xdc00 || next > 0xdfff) return LONE_SURROGATE
+      bytes += 4
+      i++
+    }
+  }
+  return bytes
+}
+
+function tagValueViolation(value: unknown, maxBytes: number): string | undefined {
+  if (typeof value !== 'string' || value.length === 0) return 'must not be empty'
+  const bytes = tagValueBytes(value)
+  if (bytes === LONE_SURROGATE) return 'is not valid UTF-8: it holds an unpaired UTF-16 surrogate'
+  if (bytes === HAS_NUL) return 'must not contain the NUL character (U+0000)'
+  if (bytes > maxBytes) return `is ${bytes} bytes long, more than the limit of ${maxBytes}`
+  return undefined
+}
+
+function hasAdjacentKeys(sortedTags: readonly Tag[]): boolean {
+  for (let j = 1; j < sortedTags.length; j++) if (sortedTags[j]!.key === sortedTags[j - 1]!.key) return true
+  return false
+}
+
+/** Names every tag whose key an earlier tag of the same entry already has. Only runs on bad input. */
+function reportDuplicateKeys(tags: readonly Tag[], i: number, violations: FieldViolation[]): void {
+  const first = new Map<string, number>()
+  for (let j = 0; j < tags.length && violations.length < MAX_VIOLATIONS; j++) {
+    const key = tags[j]!.key
+    const earlier = first.get(key)
+    if (earlier === undefined) {
+      first.set(key, j)
+    } else {
+      violations.push({
+        field: `series[${i}].tags[${j}].key`,
+        description: `repeats the key ${JSON.stringify(key)} of series[${i}].tags[${earlier}]`,
+      })
+    }
+  }
+}
+
+function validateTimestamps(
+  raw: ArrayLike<RawTimestamp>,
+  i: number,
+  precision: Precision,
+  violations: FieldViolation[],
+): { timestamps: Float64Array; order: Order } {
+  const n = raw.length
+  const timestamps = new Float64Array(n)
+  let order: Order = ASCENDING
+  let previous = Number.NEGATIVE_INFINITY
+  for (let j = 0; j < n; j++) {
+    const ms = normalizeTimestamp(raw[j]!, precision)
+    if (Number.isNaN(ms)) {
+      violations.push({ field: `series[${i}].timestamps[${j}]`, description: timestampProblem(raw[j]!, precision) })
+      if (violations.length >= MAX_VIOLATIONS) break
+      continue
+    }
+    timestamps[j] = ms
+    if (ms < previous) order = UNORDERED
+    else if (ms === previous && order === ASCENDING) order = NON_DECREASING
+    previous = ms
+  }
+  return { timestamps, order }
+}
+
+function timestampProblem(raw: unknown, precision: Precision): string {
+  if (typeof raw === 'bigint' || (typeof raw === 'number' && Number.isSafeInteger(raw))) {
+    return `${raw} (${precision}) is outside the storable range of ${MIN_TIMESTAMP_MS} to ${MAX_TIMESTAMP_MS} ms since the epoch`
+  }
+  if (typeof raw === 'number' && Number.isInteger(raw)) {
+    return `${raw} is beyond ±2^53 and not exact as a double; send it as a 64-bit integer`
+  }
+  return `must be an integer, got ${typeof raw === 'number' ? raw : typeof raw}`
+}
+
+function validateValues(
+  raw: ArrayLike<number>,
+  i: number,
+  allowNaN: boolean,
+  violations: FieldViolation[],
+): Float64Array {
+  const m = raw.length
+  const values = new Float64Array(m)
+  for (let j = 0; j < m; j++) {
+    const v = raw[j]!
+    values[j] = v
+    // One subtraction screens out NaN and both infinities; the slow path tells them apart.
+    if (v - v !== 0) {
+      if (allowNaN && Number.isNaN(v)) continue
+      const description =
+        typeof v !== 'number'
+          ? `must be a number, got ${typeof v}`
+          : Number.isNaN(v)
+            ? 'is NaN, and NaN values are not allowed'
+            : `must be finite, got ${v}`
+      violations.push({ field: `series[${i}].values[${j}]`, description })
+      if (violations.length >= MAX_VIOLATIONS) break
+    }
+  }
+  return values
+}
+
+/** Merges entries of the same series in request order and sorts and deduplicates every series. */
+function mergeEntries(entries: readonly ValidEntry[]): NormalizedBatch {
+  const byKey = new Map<string, ValidEntry[]>()
+  for (const entry of entries) {
+    const group = byKey.get(entry.key)
+    if (group === undefined) byKey.set(entry.key, [entry])
+    else group.push(entry)
+  }
+  const series: NormalizedSeries[] = []
+  let points = 0
+  for (const group of byKey.values()) {
+    const first = group[0]!
+    let merged: Points = first
+    if (group.length > 1) merged = sortDedup(concatEntries(group))
+    else if (first.order === NON_DECREASING) merged = dedupSorted(first)
+    else if (first.order === UNORDERED) merged = sortDedup(first)
+    series.push({
+      metric: first.metric,
+      tags: first.tags,
+      key: first.key,
+      timestamps: merged.timestamps,
+      values: merged.values,
+    })
+    points += merged.timestamps.length
+  }
+  return { series, points }
+}
+
+function concatEntries(group: readonly ValidEntry[]): Points {
+  let n = 0
+  for (const entry of group) n += entry.timestamps.length
+  const timestamps = new Float64Array(n)
+  const values = new Float64Array(n)
+  let offset = 0
+  for (const entry of group) {
+    timestamps.set(entry.timestamps, offset)
+    values.set(entry.values, offset)
+    offset += entry.timestamps.length
+  }
+  return { timestamps, values }
+}
+
+/** Keeps the last point of each run of equal timestamps in sorted points, compacting them in place. */
+function dedupSorted({ timestamps, values }: Points): Points {
+  const n = timestamps.length
+  let k = 0
+  for (let p = 0; p < n; p++) {
+    if (p + 1 < n && timestamps[p + 1] === timestamps[p]) continue
+    timestamps[k] = timestamps[p]!
+    values[k] = values[p]!
+    k++
+  }
+  return { timestamps: timestamps.slice(0, k), values: values.slice(0, k) }
+}
+
+/**
+ * Sorts points by timestamp and keeps, of equal timestamps, the one that came last in the request.
+ * The permutation breaks ties by position, so the order does not rest on the sort being stable.
+ */
+function sortDedup({ timestamps, values }: Points): Points {
+  const n = timestamps.length
+  const order = new Uint32Array(n)
+  for (let p = 0; p < n; p++) order[p] = p
+  order.sort((a, b) => timestamps[a]! - timestamps[b]! || a - b)
+  const sortedTimestamps = new Float64Array(n)
+  const sortedValues = new Float64Array(n)
+  let k = 0
+  for (let p = 0; p < n; p++) {
+    const at = order[p]!
+    if (p + 1 < n && timestamps[order[p + 1]!] === timestamps[at]) continue
+    sortedTimestamps[k] = timestamps[at]!
+    sortedValues[k] = values[at]!
+    k++
+  }
+  return k === n
+    ? { timestamps: sortedTimestamps, values: sortedValues }
+    : { timestamps: sortedTimestamps.slice(0, k), values: sortedValues.slice(0, k) }
+}
