@@ -50,7 +50,10 @@ for (const layer of Object.keys(rules)) {
         if (!rule.local.some((allowed) => target === allowed || target.startsWith(`${allowed}/`))) {
           problems.push(`${relative(root, file)}: layer ${layer} may not import ${target}`)
         }
-      } else if (!rule.packages.includes('*') && !rule.packages.some((p) => spec === p || (p.endsWith('/') && spec.startsWith(p)))) {
+      } else if (
+        !rule.packages.includes('*') &&
+        !rule.packages.some((p) => spec === p || (p.endsWith('/') && spec.startsWith(p)))
+      ) {
         problems.push(`${relative(root, file)}: layer ${layer} may not import package ${spec}`)
       }
     }

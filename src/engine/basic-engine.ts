@@ -7,9 +7,9 @@ import type {
   DeleteRequest,
   DeleteResult,
   QueryRequest,
+  Selector,
   SeriesPoints,
   SeriesRef,
-  Selector,
   WriteBatch,
   WriteResult,
 } from '../model/types.js'
@@ -28,12 +28,12 @@ import {
 import {
   type Counters,
   type EngineCore,
-  mapLimit,
   META_COLD_BLOCKS,
   META_COLD_RUNS,
   META_HOT_BLOCKS,
   META_NEXT_SEQ,
   META_POINTS_WRITTEN,
+  mapLimit,
   type TierState,
 } from './engine-core.js'
 import { applyRetention, deleteSeriesData, moveCold, putCounters, sealBlocks } from './engine-maintenance.js'
@@ -77,7 +77,7 @@ export class BasicEngine implements StorageEngine, EngineCore {
   private readonly queryLatency = new LatencyRecorder()
   private queue: PendingWrite[] = []
   private draining: Promise<void> | undefined
-  private sealing: Promise<unknown> | undefined
+  private sealing: Promise<void> | undefined
   private timers: NodeJS.Timeout[] = []
 
   constructor(options: BasicEngineOptions, deps: EngineDeps = {}) {
@@ -107,7 +107,10 @@ export class BasicEngine implements StorageEngine, EngineCore {
     if (this.config.retentionMs > 0) {
       this.every(this.config.retentionIntervalMs, () => this.jobs.run(() => applyRetention(this)))
     }
-    this.logger.info({ dataDir: this.config.dataDir, series: this.index.size, buffered: this.head.bufferedPoints }, 'engine open')
+    this.logger.info(
+      { dataDir: this.config.dataDir, series: this.index.size, buffered: this.head.bufferedPoints },
+      'engine open',
+    )
   }
 
   async close(): Promise<void> {
@@ -156,7 +159,8 @@ export class BasicEngine implements StorageEngine, EngineCore {
   private async commit(group: PendingWrite[]): Promise<void> {
     const rocks = this.store.db.batch()
     const created: SeriesEntry[] = []
-    const applied: Array<{ seq: number; series: Array<{ entry: SeriesEntry; ts: Float64Array; vals: Float64Array }> }> = []
+    const applied: Array<{ seq: number; series: Array<{ entry: SeriesEntry; ts: Float64Array; vals: Float64Array }> }> =
+      []
     let points = 0
     try {
       for (const pending of group) {
@@ -226,7 +230,13 @@ export class BasicEngine implements StorageEngine, EngineCore {
     const out: SeriesPoints[] = []
     entries.forEach((entry, i) => {
       const p = points[i]
-      if (p) out.push({ metric: entry.metric, tags: entry.tags, timestamps: Float64Array.of(p.ts), values: Float64Array.of(p.val) })
+      if (p)
+        out.push({
+          metric: entry.metric,
+          tags: entry.tags,
+          timestamps: Float64Array.of(p.ts),
+          values: Float64Array.of(p.val),
+        })
     })
     this.queryLatency.record(performance.now() - started)
     return out
@@ -280,11 +290,18 @@ export class BasicEngine implements StorageEngine, EngineCore {
     }
   }
 
-  private seal(force: boolean): Promise<unknown> {
+  /** Seals due blocks; one run at a time. Never rejects: a failed seal is logged and retried later. */
+  private seal(force: boolean): Promise<void> {
     if (!this.sealing) {
-      this.sealing = this.jobs.run(() => sealBlocks(this, force)).finally(() => {
-        this.sealing = undefined
-      })
+      this.sealing = this.jobs
+        .run(() => sealBlocks(this, force))
+        .then(
+          () => undefined,
+          (err: unknown) => this.logger.error({ err }, 'sealing blocks failed; the points stay buffered'),
+        )
+        .finally(() => {
+          this.sealing = undefined
+        })
     }
     return this.sealing
   }
@@ -305,7 +322,8 @@ export class BasicEngine implements StorageEngine, EngineCore {
   }
 
   private assertOpen(): void {
-    if (this.state !== 'open') throw new UnavailableError(`the engine is ${this.state === 'new' ? 'not open' : this.state}`)
+    if (this.state !== 'open')
+      throw new UnavailableError(`the engine is ${this.state === 'new' ? 'not open' : this.state}`)
   }
 
   private async loadCounters(): Promise<void> {
@@ -336,9 +354,11 @@ export class BasicEngine implements StorageEngine, EngineCore {
 }
 
 function checkRange(startMs: number, endMs: number): void {
-  if (!Number.isSafeInteger(startMs)) throw ValidationError.field('start_ms', 'must be an integer number of milliseconds')
+  if (!Number.isSafeInteger(startMs))
+    throw ValidationError.field('start_ms', 'must be an integer number of milliseconds')
   if (!Number.isSafeInteger(endMs)) throw ValidationError.field('end_ms', 'must be an integer number of milliseconds')
-  if (endMs <= startMs) throw ValidationError.field('end_ms', `must be greater than start_ms (${startMs}), got ${endMs}`)
+  if (endMs <= startMs)
+    throw ValidationError.field('end_ms', `must be greater than start_ms (${startMs}), got ${endMs}`)
 }
 
 async function folderBytes(dir: string): Promise<number> {

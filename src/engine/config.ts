@@ -68,12 +68,14 @@ export const ENGINE_DEFAULTS = {
 } as const satisfies Omit<EngineConfig, 'dataDir' | 'limits'>
 
 function nonNegative(name: string, value: number): number {
-  if (!Number.isFinite(value) || value < 0) throw new RangeError(`engine option ${name} must be a non-negative number, got ${value}`)
+  if (!Number.isFinite(value) || value < 0)
+    throw new RangeError(`engine option ${name} must be a non-negative number, got ${value}`)
   return value
 }
 
 function positive(name: string, value: number): number {
-  if (!Number.isFinite(value) || value <= 0) throw new RangeError(`engine option ${name} must be a positive number, got ${value}`)
+  if (!Number.isFinite(value) || value <= 0)
+    throw new RangeError(`engine option ${name} must be a positive number, got ${value}`)
   return value
 }
 
@@ -93,7 +95,10 @@ export function resolveEngineConfig(options: BasicEngineOptions): EngineConfig {
     maxBufferedPoints: positive('maxBufferedPoints', options.maxBufferedPoints ?? ENGINE_DEFAULTS.maxBufferedPoints),
     sealIntervalMs: positive('sealIntervalMs', options.sealIntervalMs ?? ENGINE_DEFAULTS.sealIntervalMs),
     moveIntervalMs: positive('moveIntervalMs', options.moveIntervalMs ?? ENGINE_DEFAULTS.moveIntervalMs),
-    retentionIntervalMs: positive('retentionIntervalMs', options.retentionIntervalMs ?? ENGINE_DEFAULTS.retentionIntervalMs),
+    retentionIntervalMs: positive(
+      'retentionIntervalMs',
+      options.retentionIntervalMs ?? ENGINE_DEFAULTS.retentionIntervalMs,
+    ),
     maxPointsPerQuery: positive('maxPointsPerQuery', options.maxPointsPerQuery ?? ENGINE_DEFAULTS.maxPointsPerQuery),
     queryConcurrency: positive('queryConcurrency', options.queryConcurrency ?? ENGINE_DEFAULTS.queryConcurrency),
     blockCacheBytes: nonNegative('blockCacheBytes', options.blockCacheBytes ?? ENGINE_DEFAULTS.blockCacheBytes),

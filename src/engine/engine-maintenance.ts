@@ -11,8 +11,8 @@ import {
   META_NEXT_SEQ,
   META_POINTS_WRITTEN,
 } from './engine-core.js'
-import { mergeRuns, type OpenBlock, type PointRun, sortDedupLastWins } from './head.js'
 import { blockOfKey, clampedRange } from './engine-read.js'
+import { mergeRuns, type OpenBlock, type PointRun, sortDedupLastWins } from './head.js'
 import { f64 } from './rocks-store.js'
 import type { SeriesEntry } from './series-index.js'
 import { bufferKey } from './write-buffer.js'
@@ -289,39 +289,33 @@ export async function deleteSeriesData(
   const coldRange = whole ? seriesKeyRange(entry.id) : clampedRange(entry.id, runStartBlock(fromBlock), toBlock + 1)
   const batch = core.store.db.batch()
   await Promise.all([
-    core.store.scan(
-      { ...hotRange, column: cols.hot },
-      (page) => {
-        for (const [key, value] of page) {
-          const start = blockStartMs(blockOfKey(key))
-          const kept = whole ? undefined : keepOutside(decodeBlock(value, start), from, to)
-          if (kept && kept.ts.length > 0) {
-            batch.put(Buffer.from(key), encodeBlock(kept.ts, kept.vals, kept.ts.length, start), { column: cols.hot })
-          } else {
-            batch.del(Buffer.from(key), { column: cols.hot })
-            core.counters.hotBlocks--
-          }
+    core.store.scan({ ...hotRange, column: cols.hot }, (page) => {
+      for (const [key, value] of page) {
+        const start = blockStartMs(blockOfKey(key))
+        const kept = whole ? undefined : keepOutside(decodeBlock(value, start), from, to)
+        if (kept && kept.ts.length > 0) {
+          batch.put(Buffer.from(key), encodeBlock(kept.ts, kept.vals, kept.ts.length, start), { column: cols.hot })
+        } else {
+          batch.del(Buffer.from(key), { column: cols.hot })
+          core.counters.hotBlocks--
         }
-      },
-    ),
-    core.store.scan(
-      { ...coldRange, column: cols.cold },
-      (page) => {
-        for (const [key, value] of page) {
-          const start = blockStartMs(blockOfKey(key))
-          const old = decodeRun(value, start)
-          core.counters.coldBlocks -= distinctBlocks(old.timestamps)
-          const kept = whole ? undefined : keepOutside(old, from, to)
-          if (kept && kept.ts.length > 0) {
-            core.counters.coldBlocks += distinctBlocks(kept.ts)
-            batch.put(Buffer.from(key), encodeRun(kept.ts, kept.vals, kept.ts.length, start), { column: cols.cold })
-          } else {
-            batch.del(Buffer.from(key), { column: cols.cold })
-            core.counters.coldRuns--
-          }
+      }
+    }),
+    core.store.scan({ ...coldRange, column: cols.cold }, (page) => {
+      for (const [key, value] of page) {
+        const start = blockStartMs(blockOfKey(key))
+        const old = decodeRun(value, start)
+        core.counters.coldBlocks -= distinctBlocks(old.timestamps)
+        const kept = whole ? undefined : keepOutside(old, from, to)
+        if (kept && kept.ts.length > 0) {
+          core.counters.coldBlocks += distinctBlocks(kept.ts)
+          batch.put(Buffer.from(key), encodeRun(kept.ts, kept.vals, kept.ts.length, start), { column: cols.cold })
+        } else {
+          batch.del(Buffer.from(key), { column: cols.cold })
+          core.counters.coldRuns--
         }
-      },
-    ),
+      }
+    }),
   ])
   if (whole) core.index.remove(entry, batch)
   putCounters(core, batch)

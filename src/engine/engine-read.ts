@@ -4,10 +4,10 @@ import { decodeRun } from '../codec/run-codec.js'
 import { BLOCK_MS, BLOCK_NUMBER_BIAS } from '../codec/schema.js'
 import { DeadlineError, LimitError } from '../model/errors.js'
 import type { SeriesPoints } from '../model/types.js'
-import type { CallContext } from './storage-engine.js'
-import { mapLimit, retentionCutoffMs, type EngineCore } from './engine-core.js'
+import { type EngineCore, mapLimit, retentionCutoffMs } from './engine-core.js'
 import { mergeRuns, type PointRun } from './head.js'
 import type { SeriesEntry } from './series-index.js'
+import type { CallContext } from './storage-engine.js'
 
 const EMPTY: PointRun = { ts: new Float64Array(0), vals: new Float64Array(0) }
 
@@ -85,7 +85,12 @@ function lowerBound(ts: Float64Array, x: number): number {
  * winning on equal timestamps. The buffer is copied and both iterators (with their snapshots) are
  * created in the same tick, so a concurrent seal or move can neither hide a point nor show it twice.
  */
-export async function readSeries(core: EngineCore, entry: SeriesEntry, startMs: number, endMs: number): Promise<PointRun> {
+export async function readSeries(
+  core: EngineCore,
+  entry: SeriesEntry,
+  startMs: number,
+  endMs: number,
+): Promise<PointRun> {
   const fromBlock = Math.floor(startMs / BLOCK_MS)
   const toBlock = Math.floor((endMs - 1) / BLOCK_MS)
   const buffered = core.head.read(entry.handle, startMs, endMs) ?? EMPTY
@@ -110,17 +115,14 @@ export async function readSeries(core: EngineCore, entry: SeriesEntry, startMs: 
   }
   if (toBlock >= core.tiers.hotMinBlock) {
     reads.push(
-      core.store.scan(
-        { ...clampedRange(entry.id, fromBlock, toBlock + 1), column: cols.hot },
-        (page) => {
-          for (const [key, value] of page) {
-            const block = blockOfKey(key)
-            const decoded = decodeBlock(value, blockStartMs(block))
-            const piece = clip(decoded.timestamps, decoded.values, startMs, endMs)
-            if (piece.ts.length > 0) hotPieces.push(piece)
-          }
-        },
-      ),
+      core.store.scan({ ...clampedRange(entry.id, fromBlock, toBlock + 1), column: cols.hot }, (page) => {
+        for (const [key, value] of page) {
+          const block = blockOfKey(key)
+          const decoded = decodeBlock(value, blockStartMs(block))
+          const piece = clip(decoded.timestamps, decoded.values, startMs, endMs)
+          if (piece.ts.length > 0) hotPieces.push(piece)
+        }
+      }),
     )
   }
   await Promise.all(reads)
@@ -147,13 +149,17 @@ export async function readMany(
   const out: SeriesPoints[] = []
   entries.forEach((entry, i) => {
     const run = runs[i]
-    if (run && run.ts.length > 0) out.push({ metric: entry.metric, tags: entry.tags, timestamps: run.ts, values: run.vals })
+    if (run && run.ts.length > 0)
+      out.push({ metric: entry.metric, tags: entry.tags, timestamps: run.ts, values: run.vals })
   })
   return out
 }
 
 /** The last point of a series: the newest of the buffer, the last hot block and the last cold run. */
-export async function readLatest(core: EngineCore, entry: SeriesEntry): Promise<{ ts: number; val: number } | undefined> {
+export async function readLatest(
+  core: EngineCore,
+  entry: SeriesEntry,
+): Promise<{ ts: number; val: number } | undefined> {
   const buffered = core.head.last(entry.handle)
   const cols = core.store.columns
   let hot: { ts: number; val: number } | undefined
@@ -187,4 +193,3 @@ export async function readLatest(core: EngineCore, entry: SeriesEntry): Promise<
   if (best && best.ts < retentionCutoffMs(core)) return undefined
   return best
 }
-

@@ -81,7 +81,12 @@ export class SeriesIndex {
    * new. A hash collision with a different series takes the next candidate id; the definition record
    * keeps the full key, so a collision is always detected.
    */
-  ensure(key: string, metric: string, tags: readonly Tag[], batch: ChainedBatch): { entry: SeriesEntry; created: boolean } {
+  ensure(
+    key: string,
+    metric: string,
+    tags: readonly Tag[],
+    batch: ChainedBatch,
+  ): { entry: SeriesEntry; created: boolean } {
     const known = this.byKey.get(key)
     if (known) return { entry: known, created: false }
     for (let attempt = 0; attempt < COLLISION_ATTEMPTS; attempt++) {

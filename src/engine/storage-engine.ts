@@ -2,9 +2,9 @@ import type {
   DeleteRequest,
   DeleteResult,
   QueryRequest,
+  Selector,
   SeriesPoints,
   SeriesRef,
-  Selector,
   WriteBatch,
   WriteResult,
 } from '../model/types.js'

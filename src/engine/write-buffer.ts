@@ -38,12 +38,14 @@ export function encodeBufferRecord(series: readonly BufferedSeries[]): Buffer {
 }
 
 export function decodeBufferRecord(buf: Buffer, seq: number): BufferedSeries[] {
-  if (buf[0] !== ENCODING_BUFFER_V1) throw new Error(`cannot decode write-buffer record ${seq}: unknown encoding ${buf[0]}`)
+  if (buf[0] !== ENCODING_BUFFER_V1)
+    throw new Error(`cannot decode write-buffer record ${seq}: unknown encoding ${buf[0]}`)
   const count = buf.readUInt32LE(1)
   const out: BufferedSeries[] = []
   let off = 5
   for (let i = 0; i < count; i++) {
-    if (off + SERIES_ID_BYTES + 4 > buf.length) throw new Error(`cannot decode write-buffer record ${seq}: truncated at byte ${off}`)
+    if (off + SERIES_ID_BYTES + 4 > buf.length)
+      throw new Error(`cannot decode write-buffer record ${seq}: truncated at byte ${off}`)
     const id = Buffer.from(buf.subarray(off, off + SERIES_ID_BYTES))
     off += SERIES_ID_BYTES
     const n = buf.readUInt32LE(off)

@@ -61,7 +61,19 @@ export interface Selector {
   readonly matchers: readonly Matcher[]
 }
 
-export type AggFunc = 'count' | 'sum' | 'min' | 'max' | 'avg' | 'first' | 'last' | 'stddev' | 'p50' | 'p90' | 'p95' | 'p99'
+export type AggFunc =
+  | 'count'
+  | 'sum'
+  | 'min'
+  | 'max'
+  | 'avg'
+  | 'first'
+  | 'last'
+  | 'stddev'
+  | 'p50'
+  | 'p90'
+  | 'p95'
+  | 'p99'
 
 export interface Aggregation {
   readonly func: AggFunc

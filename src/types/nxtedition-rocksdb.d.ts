@@ -64,7 +64,10 @@ declare module '@nxtedition/rocksdb' {
     open(options?: OpenOptions): Promise<void>
     close(): Promise<void>
     batch(): ChainedBatch
-    getMany(keys: Buffer[], options?: { column?: ColumnHandle; fillCache?: boolean }): Promise<Array<Buffer | undefined>>
+    getMany(
+      keys: Buffer[],
+      options?: { column?: ColumnHandle; fillCache?: boolean },
+    ): Promise<Array<Buffer | undefined>>
     iterator(options?: IteratorOptions): Iterator
     clear(options: RangeOptions): Promise<void>
     getProperty(name: string): string

@@ -38,7 +38,11 @@ describe('basic engine: tiers, retention, restart', () => {
     try {
       await engine.open()
       const ts = Array.from({ length: 3 * 360 }, (_, i) => T0 + i * 10_000)
-      await engine.write({ series: [{ metric: 'cpu', tags: [{ key: 'host', value: 'a' }], timestamps: ts, values: ts.map((_, i) => i / 4) }] })
+      await engine.write({
+        series: [
+          { metric: 'cpu', tags: [{ key: 'host', value: 'a' }], timestamps: ts, values: ts.map((_, i) => i / 4) },
+        ],
+      })
       const c = await engine.compact()
       assert.equal(c.blocksSealed, 3 * 120)
       assert.equal(c.blocksMoved, 3 * 120)
@@ -50,7 +54,14 @@ describe('basic engine: tiers, retention, restart', () => {
 
       // A late write into the cold range and a fresh one in the hot range.
       await engine.write({
-        series: [{ metric: 'cpu', tags: [{ key: 'host', value: 'a' }], timestamps: [T0 + 1800_000, T0 + 9.5 * HOUR], values: [-1, 42] }],
+        series: [
+          {
+            metric: 'cpu',
+            tags: [{ key: 'host', value: 'a' }],
+            timestamps: [T0 + 1800_000, T0 + 9.5 * HOUR],
+            values: [-1, 42],
+          },
+        ],
       })
       const check = async (): Promise<void> => {
         const [s] = await engine.query(everything)
@@ -98,7 +109,11 @@ describe('basic engine: tiers, retention, restart', () => {
       await engine.open()
       const old = Array.from({ length: 360 }, (_, i) => T0 + 4 * HOUR + i * 10_000)
       const recent = Array.from({ length: 360 }, (_, i) => T0 + 9 * HOUR + i * 10_000)
-      await engine.write({ series: [{ metric: 'cpu', tags: [], timestamps: [...old, ...recent], values: [...old, ...recent].map(() => 1) }] })
+      await engine.write({
+        series: [
+          { metric: 'cpu', tags: [], timestamps: [...old, ...recent], values: [...old, ...recent].map(() => 1) },
+        ],
+      })
       const [s] = await engine.query(everything)
       assert.equal(s?.timestamps.length, 360)
       // The old hour has passed the retention: compaction removes it at once.

@@ -29,7 +29,11 @@ function plain(series: SeriesPoints[]): Array<{ tags: Record<string, string>; ts
   }))
 }
 
-async function withEngine(factory: EngineFactory, fn: (e: StorageEngine) => Promise<void>, options = {}): Promise<void> {
+async function withEngine(
+  factory: EngineFactory,
+  fn: (e: StorageEngine) => Promise<void>,
+  options = {},
+): Promise<void> {
   const { engine, cleanup } = await factory(options)
   try {
     await fn(engine)
@@ -43,7 +47,14 @@ export function runComplianceSuite(name: string, factory: EngineFactory): void {
     it('returns raw points sorted by timestamp within [start, end)', () =>
       withEngine(factory, async (e) => {
         const res = await e.write({
-          series: [{ metric: 'cpu', tags: tags({ host: 'a' }), timestamps: [T0 + 2000, T0, T0 + 1000, T0 + 60_000], values: [3, 1, 2, 4] }],
+          series: [
+            {
+              metric: 'cpu',
+              tags: tags({ host: 'a' }),
+              timestamps: [T0 + 2000, T0, T0 + 1000, T0 + 60_000],
+              values: [3, 1, 2, 4],
+            },
+          ],
         })
         assert.deepEqual(res, { pointsWritten: 4, seriesWritten: 1 })
         const got = await e.query({ selector: { metric: 'cpu', matchers: [] }, startMs: T0, endMs: T0 + 60_000 })
@@ -65,7 +76,12 @@ export function runComplianceSuite(name: string, factory: EngineFactory): void {
         const hosts = ['h01', 'h02', 'h012', 'x1']
         await e.write({
           series: [
-            ...hosts.map((h, i) => ({ metric: 'up', tags: tags({ host: h, dc: i % 2 ? 'eu' : 'us' }), timestamps: [T0], values: [i] })),
+            ...hosts.map((h, i) => ({
+              metric: 'up',
+              tags: tags({ host: h, dc: i % 2 ? 'eu' : 'us' }),
+              timestamps: [T0],
+              values: [i],
+            })),
             { metric: 'up', tags: tags({ dc: 'eu' }), timestamps: [T0], values: [9] },
             { metric: 'up', tags: tags({ host: 'late' }), timestamps: [T0 + 1_000_000], values: [9] },
           ],
@@ -79,7 +95,13 @@ export function runComplianceSuite(name: string, factory: EngineFactory): void {
         assert.deepEqual(await q([{ key: 'host', value: 'h01', op: 'neq' }]), ['-', 'h012', 'h02', 'x1'])
         assert.deepEqual(await q([{ key: 'host', value: 'h.*', op: 'not_regex' }]), ['-', 'x1'])
         assert.deepEqual(await q([{ key: 'host', value: '', op: 'eq' }]), ['-'])
-        assert.deepEqual(await q([{ key: 'dc', value: 'eu', op: 'eq' }, { key: 'host', value: 'h.*', op: 'regex' }]), ['h02'])
+        assert.deepEqual(
+          await q([
+            { key: 'dc', value: 'eu', op: 'eq' },
+            { key: 'host', value: 'h.*', op: 'regex' },
+          ]),
+          ['h02'],
+        )
         const listed = await e.listSeries({ metric: 'up', matchers: [] })
         assert.equal(listed.length, 6)
       }))
@@ -89,8 +111,18 @@ export function runComplianceSuite(name: string, factory: EngineFactory): void {
         const base = T0 + 600_000
         await e.write({
           series: [
-            { metric: 'load', tags: tags({ host: 'a', dc: 'x' }), timestamps: [base, base + 30_000, base + 60_000], values: [1, 3, 5] },
-            { metric: 'load', tags: tags({ host: 'b', dc: 'x' }), timestamps: [base, base + 30_000, base + 60_000], values: [2, 4, 6] },
+            {
+              metric: 'load',
+              tags: tags({ host: 'a', dc: 'x' }),
+              timestamps: [base, base + 30_000, base + 60_000],
+              values: [1, 3, 5],
+            },
+            {
+              metric: 'load',
+              tags: tags({ host: 'b', dc: 'x' }),
+              timestamps: [base, base + 30_000, base + 60_000],
+              values: [2, 4, 6],
+            },
             { metric: 'load', tags: tags({ host: 'c' }), timestamps: [base], values: [10] },
           ],
         })
@@ -143,11 +175,19 @@ export function runComplianceSuite(name: string, factory: EngineFactory): void {
     it('normalizes timestamps from every precision', () =>
       withEngine(factory, async (e) => {
         const sec = Math.floor(T0 / 1000)
-        await e.write({ precision: 's', series: [{ metric: 'p', tags: tags({ u: 's' }), timestamps: [sec], values: [1] }] })
-        await e.write({ precision: 'us', series: [{ metric: 'p', tags: tags({ u: 'us' }), timestamps: [T0 * 1000 + 999], values: [1] }] })
+        await e.write({
+          precision: 's',
+          series: [{ metric: 'p', tags: tags({ u: 's' }), timestamps: [sec], values: [1] }],
+        })
+        await e.write({
+          precision: 'us',
+          series: [{ metric: 'p', tags: tags({ u: 'us' }), timestamps: [T0 * 1000 + 999], values: [1] }],
+        })
         await e.write({
           precision: 'ns',
-          series: [{ metric: 'p', tags: tags({ u: 'ns' }), timestamps: [BigInt(T0) * 1_000_000n + 999_999n], values: [1] }],
+          series: [
+            { metric: 'p', tags: tags({ u: 'ns' }), timestamps: [BigInt(T0) * 1_000_000n + 999_999n], values: [1] },
+          ],
         })
         const got = await e.query({ selector: { metric: 'p', matchers: [] }, startMs: T0, endMs: T0 + 1 })
         assert.equal(got.length, 3)
@@ -174,7 +214,11 @@ export function runComplianceSuite(name: string, factory: EngineFactory): void {
       withEngine(factory, async (e) => {
         await assert.rejects(e.query({ selector: { metric: '', matchers: [] }, startMs: 0, endMs: 1 }), ValidationError)
         await assert.rejects(
-          e.query({ selector: { metric: 'a', matchers: [{ key: 'x', value: '(', op: 'regex' }] }, startMs: 0, endMs: 1 }),
+          e.query({
+            selector: { metric: 'a', matchers: [{ key: 'x', value: '(', op: 'regex' }] },
+            startMs: 0,
+            endMs: 1,
+          }),
           ValidationError,
         )
         await assert.rejects(e.query({ selector: { metric: 'a', matchers: [] }, startMs: 5, endMs: 5 }), /end_ms/)
@@ -200,7 +244,12 @@ export function runComplianceSuite(name: string, factory: EngineFactory): void {
       withEngine(factory, async (e) => {
         const ts = Array.from({ length: 10 }, (_, i) => T0 + i * 20_000)
         await e.write({
-          series: ['a', 'b'].map((h) => ({ metric: 'd', tags: tags({ h }), timestamps: ts, values: ts.map((_, i) => i) })),
+          series: ['a', 'b'].map((h) => ({
+            metric: 'd',
+            tags: tags({ h }),
+            timestamps: ts,
+            values: ts.map((_, i) => i),
+          })),
         })
         const r = await e.deleteSeries({
           selector: { metric: 'd', matchers: [{ key: 'h', value: 'a', op: 'eq' }] },
@@ -209,12 +258,18 @@ export function runComplianceSuite(name: string, factory: EngineFactory): void {
         })
         assert.equal(r.seriesMatched, 1)
         const got = await e.query({ selector: { metric: 'd', matchers: [] }, startMs: T0, endMs: T0 + 1_000_000 })
-        assert.deepEqual(plain(got).map((s) => s.vals), [
-          [0, 5, 6, 7, 8, 9],
-          [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
-        ])
+        assert.deepEqual(
+          plain(got).map((s) => s.vals),
+          [
+            [0, 5, 6, 7, 8, 9],
+            [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
+          ],
+        )
         await e.deleteSeries({ selector: { metric: 'd', matchers: [{ key: 'h', value: 'b', op: 'eq' }] } })
-        assert.deepEqual((await e.listSeries({ metric: 'd', matchers: [] })).map((s) => s.tags), [tags({ h: 'a' })])
+        assert.deepEqual(
+          (await e.listSeries({ metric: 'd', matchers: [] })).map((s) => s.tags),
+          [tags({ h: 'a' })],
+        )
       }))
   })
 }
