@@ -10,12 +10,17 @@ const rules = {
   codec: { local: ['src/model', 'src/codec'], packages: [] },
   engine: { local: ['src/model', 'src/codec', 'src/engine'], packages: ['@nxtedition/rocksdb'] },
   cluster: { local: ['src/model', 'src/codec', 'src/engine', 'src/cluster'], packages: ['zeromq', 'consul'] },
+  // The wire format of the messages that carry points, shared by the server and the client.
+  wire: { local: ['src/model', 'src/wire'], packages: [] },
   // The server knows engines only through the StorageEngine interface file.
   server: {
-    local: ['src/model', 'src/engine/storage-engine.ts', 'src/server', 'gen'],
-    packages: ['@grpc/', 'grpc-health-check', '@bufbuild/protobuf'],
+    local: ['src/model', 'src/engine/storage-engine.ts', 'src/wire', 'src/server', 'gen'],
+    packages: ['@grpc/', 'grpc-health-check', '@bufbuild/protobuf', '@bufbuild/protobuf/wire'],
   },
-  client: { local: ['src/model', 'src/client', 'gen'], packages: ['@grpc/', '@bufbuild/protobuf'] },
+  client: {
+    local: ['src/model', 'src/wire', 'src/client', 'gen'],
+    packages: ['@grpc/', '@bufbuild/protobuf', '@bufbuild/protobuf/wire'],
+  },
   cli: { local: ['src', 'gen'], packages: ['*'] },
 }
 

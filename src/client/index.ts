@@ -1,0 +1,3 @@
+export { status } from '@grpc/grpc-js'
+export { V3ClientError } from './errors.js'
+export * from './v3-client.js'

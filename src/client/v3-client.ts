@@ -1,0 +1,444 @@
+import {
+  type ChannelCredentials,
+  Client,
+  type ClientOptions,
+  type ClientReadableStream,
+  credentials,
+  type CallOptions as GrpcCallOptions,
+  Metadata,
+  type ServiceError,
+} from '@grpc/grpc-js'
+import { AdminServiceService } from '../../gen/v3storage/v1/admin_service.js'
+import { ClusterServiceService, NodeState } from '../../gen/v3storage/v1/cluster_service.js'
+import {
+  AggFunc as ProtoAggFunc,
+  MatchOp as ProtoMatchOp,
+  Precision as ProtoPrecision,
+  type Selector as ProtoSelector,
+} from '../../gen/v3storage/v1/common.js'
+import { QueryServiceService } from '../../gen/v3storage/v1/query_service.js'
+import { WriteResponse, WriteServiceService } from '../../gen/v3storage/v1/write_service.js'
+import type {
+  AggFunc,
+  Matcher,
+  MatchOp,
+  Precision,
+  RawTimestamp,
+  SeriesPoints,
+  SeriesRef,
+  Tag,
+  WriteResult,
+} from '../model/types.js'
+import { decodeSeriesList, encodeWriteRequest, type WireSeries } from '../wire/series-codec.js'
+import { toClientError } from './errors.js'
+
+/** Tags as an object (`{ host: 'a' }`) or as a list of key/value pairs. */
+export type TagsInput = Readonly<Record<string, string>> | readonly Tag[]
+
+export interface SeriesInput {
+  readonly metric: string
+  readonly tags?: TagsInput
+  /** Integers in the write's precision; bigint where they exceed 2^53 (nanoseconds since the epoch do). */
+  readonly timestamps: ArrayLike<RawTimestamp>
+  readonly values: ArrayLike<number>
+}
+
+export interface SelectorInput {
+  readonly metric: string
+  readonly matchers?: readonly Matcher[]
+}
+
+export interface AggregationInput {
+  readonly func: AggFunc
+  /** Bucket width in ms; 0 or absent makes the whole range one bucket. */
+  readonly stepMs?: number
+  readonly groupBy?: readonly string[]
+  readonly mergeSeries?: boolean
+}
+
+export interface QueryInput {
+  readonly selector: SelectorInput
+  /** Inclusive, ms since the epoch. */
+  readonly startMs: number
+  /** Exclusive, ms since the epoch. */
+  readonly endMs: number
+  /** Absent: raw points. */
+  readonly aggregation?: AggregationInput
+}
+
+export interface DeleteInput {
+  readonly selector: SelectorInput
+  /** With endMs, the range to delete in ms; both absent delete every point and the series themselves. */
+  readonly startMs?: number
+  readonly endMs?: number
+}
+
+export interface CallOptions {
+  /** Deadline of this call in ms from now; absent takes the client's defaultTimeoutMs. */
+  readonly timeoutMs?: number
+  /** Cancels the call when aborted; the call then fails with CANCELLED. */
+  readonly signal?: AbortSignal
+}
+
+export interface WriteOptions extends CallOptions {
+  /** Precision of every timestamp of the write. Default ms. */
+  readonly precision?: Precision
+}
+
+export interface LatencyStats {
+  readonly count: number
+  readonly p50Ms: number
+  readonly p99Ms: number
+}
+
+export interface ServerStats {
+  readonly series: number
+  readonly pointsWritten: number
+  readonly bufferedPoints: number
+  readonly hotBlocks: number
+  readonly coldRuns: number
+  readonly coldBlocks: number
+  readonly bytesOnDisk: number
+  readonly writes: LatencyStats
+  readonly queries: LatencyStats
+}
+
+export interface CompactStats {
+  readonly blocksSealed: number
+  readonly blocksMoved: number
+  readonly seriesExpired: number
+}
+
+export type NodeStateName = 'healthy' | 'suspect' | 'down' | 'unspecified'
+
+export interface NodeInfo {
+  readonly id: string
+  readonly address: string
+  readonly state: NodeStateName
+  readonly leader: boolean
+}
+
+export interface V3ClientOptions {
+  /** Default insecure (plaintext). */
+  readonly credentials?: ChannelCredentials
+  /**
+   * The largest response accepted, in bytes. Default 64 MiB, above the server's 16 MiB default:
+   * grpc-js's own default of 4 MiB would refuse unary results the server is willing to send.
+   */
+  readonly maxReceiveMessageBytes?: number
+  /** Deadline of every call that sets none, in ms; absent: no deadline. */
+  readonly defaultTimeoutMs?: number
+  /** Further grpc-js channel options. */
+  readonly channelOptions?: ClientOptions
+}
+
+const PRECISIONS: Readonly<Record<Precision, ProtoPrecision>> = {
+  s: ProtoPrecision.PRECISION_SECONDS,
+  ms: ProtoPrecision.PRECISION_MILLISECONDS,
+  us: ProtoPrecision.PRECISION_MICROSECONDS,
+  ns: ProtoPrecision.PRECISION_NANOSECONDS,
+}
+
+const MATCH_OPS: Readonly<Record<MatchOp, ProtoMatchOp>> = {
+  eq: ProtoMatchOp.MATCH_OP_EQ,
+  neq: ProtoMatchOp.MATCH_OP_NEQ,
+  regex: ProtoMatchOp.MATCH_OP_REGEX,
+  not_regex: ProtoMatchOp.MATCH_OP_NOT_REGEX,
+}
+
+const AGG_FUNCS: Readonly<Record<AggFunc, ProtoAggFunc>> = {
+  count: ProtoAggFunc.AGG_FUNC_COUNT,
+  sum: ProtoAggFunc.AGG_FUNC_SUM,
+  min: ProtoAggFunc.AGG_FUNC_MIN,
+  max: ProtoAggFunc.AGG_FUNC_MAX,
+  avg: ProtoAggFunc.AGG_FUNC_AVG,
+  first: ProtoAggFunc.AGG_FUNC_FIRST,
+  last: ProtoAggFunc.AGG_FUNC_LAST,
+  stddev: ProtoAggFunc.AGG_FUNC_STDDEV,
+  p50: ProtoAggFunc.AGG_FUNC_P50,
+  p90: ProtoAggFunc.AGG_FUNC_P90,
+  p95: ProtoAggFunc.AGG_FUNC_P95,
+  p99: ProtoAggFunc.AGG_FUNC_P99,
+}
+
+const NODE_STATES: ReadonlyMap<number, NodeStateName> = new Map([
+  [NodeState.NODE_STATE_HEALTHY, 'healthy'],
+  [NodeState.NODE_STATE_SUSPECT, 'suspect'],
+  [NodeState.NODE_STATE_DOWN, 'down'],
+])
+
+function tagsToList(tags: TagsInput | undefined): Tag[] {
+  if (tags === undefined) return []
+  if (Array.isArray(tags)) return tags.map((t: Tag) => ({ key: t.key, value: t.value }))
+  return Object.entries(tags).map(([key, value]) => ({ key, value }))
+}
+
+function selectorToProto(selector: SelectorInput): ProtoSelector {
+  return {
+    metric: selector.metric,
+    matchers: (selector.matchers ?? []).map((m) => ({ key: m.key, value: m.value, op: MATCH_OPS[m.op] })),
+  }
+}
+
+/** Response timestamps are milliseconds and always fit a double; the codec keeps them in one. */
+function toSeriesPoints(s: WireSeries): SeriesPoints {
+  const timestamps = s.timestamps instanceof Float64Array ? s.timestamps : Float64Array.from(s.timestamps, Number)
+  return { metric: s.metric, tags: s.tags, timestamps, values: s.values }
+}
+
+function deserializeSeriesList(bytes: Buffer): SeriesPoints[] {
+  return decodeSeriesList(bytes).map(toSeriesPoints)
+}
+
+function identity(bytes: Buffer): Buffer {
+  return bytes
+}
+
+/**
+ * A typed client for a V3 node. Every method returns a promise (queryStream an async iterator) and
+ * fails with V3ClientError, which carries the gRPC status and, for bad input, the offending fields.
+ */
+export class V3Client {
+  private readonly client: Client
+  private readonly defaultTimeoutMs: number | undefined
+
+  constructor(address: string, options: V3ClientOptions = {}) {
+    this.client = new Client(address, options.credentials ?? credentials.createInsecure(), {
+      'grpc.max_receive_message_length': options.maxReceiveMessageBytes ?? 64 * 1024 * 1024,
+      ...options.channelOptions,
+    })
+    this.defaultTimeoutMs = options.defaultTimeoutMs
+  }
+
+  /** Stores the series; resolves once the server has them in its write-ahead log. */
+  async write(series: readonly SeriesInput[], options: WriteOptions = {}): Promise<WriteResult> {
+    const precision = PRECISIONS[options.precision ?? 'ms']
+    let bytes: Buffer
+    try {
+      const wire = series.map((s) => ({
+        metric: s.metric,
+        tags: tagsToList(s.tags),
+        timestamps: s.timestamps,
+        values: s.values,
+      }))
+      bytes = encodeWriteRequest(wire, precision)
+    } catch (err) {
+      throw toClientError(err)
+    }
+    // The request is encoded up front, so that a point that cannot be encoded is reported with its
+    // field instead of grpc-js's "Request message serialization failure".
+    const response = await this.unary(
+      WriteServiceService.write.path,
+      identity,
+      (b: Buffer) => WriteResponse.decode(b),
+      bytes,
+      options,
+    )
+    return { pointsWritten: response.pointsWritten, seriesWritten: response.seriesWritten }
+  }
+
+  /** Raw points sorted by timestamp, or aggregated buckets; series without points are left out. */
+  query(request: QueryInput, options: CallOptions = {}): Promise<SeriesPoints[]> {
+    const def = QueryServiceService.query
+    return this.unary(def.path, def.requestSerialize, deserializeSeriesList, queryToProto(request), options)
+  }
+
+  /**
+   * The answer to a query in chunks, one array of series per message. A series too large for one
+   * message continues in the next with the same metric and tags; mergeChunks joins them.
+   */
+  async *queryStream(request: QueryInput, options: CallOptions = {}): AsyncGenerator<SeriesPoints[]> {
+    const def = QueryServiceService.queryStream
+    const call: ClientReadableStream<SeriesPoints[]> = this.client.makeServerStreamRequest(
+      def.path,
+      def.requestSerialize,
+      deserializeSeriesList,
+      queryToProto(request),
+      new Metadata(),
+      this.callOptions(options),
+    )
+    const onAbort = (): void => call.cancel()
+    options.signal?.addEventListener('abort', onAbort, { once: true })
+    try {
+      if (options.signal?.aborted) call.cancel()
+      for await (const chunk of call) yield chunk as SeriesPoints[]
+    } catch (err) {
+      throw toClientError(err)
+    } finally {
+      options.signal?.removeEventListener('abort', onAbort)
+      // Ends the call when the consumer stops early; a no-op once the server has finished.
+      call.cancel()
+    }
+  }
+
+  /** The last point of every matching series. */
+  latest(selector: SelectorInput, options: CallOptions = {}): Promise<SeriesPoints[]> {
+    const def = QueryServiceService.latest
+    return this.unary(
+      def.path,
+      def.requestSerialize,
+      deserializeSeriesList,
+      { selector: selectorToProto(selector) },
+      options,
+    )
+  }
+
+  async listSeries(selector: SelectorInput, options: CallOptions = {}): Promise<SeriesRef[]> {
+    const def = QueryServiceService.listSeries
+    const response = await this.unary(
+      def.path,
+      def.requestSerialize,
+      def.responseDeserialize,
+      { selector: selectorToProto(selector) },
+      options,
+    )
+    return response.series.map((s) => ({ metric: s.metric, tags: s.tags }))
+  }
+
+  async stats(options: CallOptions = {}): Promise<ServerStats> {
+    const def = AdminServiceService.getStats
+    const r = await this.unary(def.path, def.requestSerialize, def.responseDeserialize, {}, options)
+    const latency = (l: typeof r.writeLatency): LatencyStats => ({
+      count: l?.count ?? 0,
+      p50Ms: l?.p50Ms ?? 0,
+      p99Ms: l?.p99Ms ?? 0,
+    })
+    return {
+      series: r.series,
+      pointsWritten: r.pointsWritten,
+      bufferedPoints: r.bufferedPoints,
+      hotBlocks: r.hotBlocks,
+      coldRuns: r.coldRuns,
+      coldBlocks: r.coldBlocks,
+      bytesOnDisk: r.bytesOnDisk,
+      writes: latency(r.writeLatency),
+      queries: latency(r.queryLatency),
+    }
+  }
+
+  /** Seals buffered points, moves blocks past the hot window to the cold tier and applies retention now. */
+  compact(options: CallOptions = {}): Promise<CompactStats> {
+    const def = AdminServiceService.compact
+    return this.unary(def.path, def.requestSerialize, def.responseDeserialize, {}, options)
+  }
+
+  /** Deletes the points of the selected series in [startMs, endMs), or, without a range, the series themselves. */
+  async deleteSeries(request: DeleteInput, options: CallOptions = {}): Promise<{ seriesMatched: number }> {
+    const def = AdminServiceService.deleteSeries
+    const message = {
+      selector: selectorToProto(request.selector),
+      startMs: request.startMs ?? 0,
+      endMs: request.endMs ?? 0,
+    }
+    const response = await this.unary(def.path, def.requestSerialize, def.responseDeserialize, message, options)
+    return { seriesMatched: response.seriesMatched }
+  }
+
+  async listNodes(options: CallOptions = {}): Promise<NodeInfo[]> {
+    const def = ClusterServiceService.listNodes
+    const response = await this.unary(def.path, def.requestSerialize, def.responseDeserialize, {}, options)
+    return response.nodes.map(nodeFromProto)
+  }
+
+  /** The nodes that own the series, primary first. */
+  async locate(metric: string, tags?: TagsInput, options: CallOptions = {}): Promise<NodeInfo[]> {
+    const def = ClusterServiceService.locate
+    const message = { metric, tags: tagsToList(tags) }
+    const response = await this.unary(def.path, def.requestSerialize, def.responseDeserialize, message, options)
+    return response.nodes.map(nodeFromProto)
+  }
+
+  /** Closes the channel; calls in flight fail with CANCELLED or UNAVAILABLE. */
+  close(): void {
+    this.client.close()
+  }
+
+  private callOptions(options: CallOptions): GrpcCallOptions {
+    const timeoutMs = options.timeoutMs ?? this.defaultTimeoutMs
+    return timeoutMs === undefined ? {} : { deadline: Date.now() + timeoutMs }
+  }
+
+  private unary<Req, Res>(
+    path: string,
+    serialize: (value: Req) => Buffer,
+    deserialize: (bytes: Buffer) => Res,
+    request: Req,
+    options: CallOptions,
+  ): Promise<Res> {
+    return new Promise((resolve, reject) => {
+      const onAbort = (): void => call.cancel()
+      const call = this.client.makeUnaryRequest(
+        path,
+        serialize,
+        deserialize,
+        request,
+        new Metadata(),
+        this.callOptions(options),
+        (err: ServiceError | null, response?: Res) => {
+          options.signal?.removeEventListener('abort', onAbort)
+          if (err) reject(toClientError(err))
+          else if (response === undefined) reject(toClientError(new Error('BUG: a call succeeded without a response')))
+          else resolve(response)
+        },
+      )
+      if (options.signal?.aborted) call.cancel()
+      else options.signal?.addEventListener('abort', onAbort, { once: true })
+    })
+  }
+}
+
+function queryToProto(request: QueryInput) {
+  const aggregation = request.aggregation
+  return {
+    selector: selectorToProto(request.selector),
+    startMs: request.startMs,
+    endMs: request.endMs,
+    aggregation:
+      aggregation === undefined
+        ? undefined
+        : {
+            func: AGG_FUNCS[aggregation.func],
+            stepMs: aggregation.stepMs ?? 0,
+            groupBy: [...(aggregation.groupBy ?? [])],
+            mergeSeries: aggregation.mergeSeries ?? false,
+          },
+  }
+}
+
+function nodeFromProto(node: { id: string; address: string; state: NodeState; leader: boolean }): NodeInfo {
+  return {
+    id: node.id,
+    address: node.address,
+    state: NODE_STATES.get(node.state) ?? 'unspecified',
+    leader: node.leader,
+  }
+}
+
+/**
+ * Joins the chunks of a queryStream into whole series: consecutive parts of the same series (same
+ * metric and tags) become one, in the order the server sent them.
+ */
+export async function mergeChunks(chunks: AsyncIterable<SeriesPoints[]>): Promise<SeriesPoints[]> {
+  const merged: { key: string; series: SeriesPoints; parts: SeriesPoints[] }[] = []
+  for await (const chunk of chunks) {
+    for (const part of chunk) {
+      const key = JSON.stringify([part.metric, part.tags])
+      const last = merged[merged.length - 1]
+      if (last !== undefined && last.key === key) last.parts.push(part)
+      else merged.push({ key, series: part, parts: [part] })
+    }
+  }
+  return merged.map(({ series, parts }) => {
+    if (parts.length === 1) return series
+    const n = parts.reduce((sum, p) => sum + p.timestamps.length, 0)
+    const timestamps = new Float64Array(n)
+    const values = new Float64Array(n)
+    let at = 0
+    for (const p of parts) {
+      timestamps.set(p.timestamps, at)
+      values.set(p.values, at)
+      at += p.timestamps.length
+    }
+    return { metric: series.metric, tags: series.tags, timestamps, values }
+  })
+}

@@ -1,0 +1,366 @@
+/**
+ * The cold run: one hour (RUN_BLOCKS 30-second blocks) of a series in one value
+ * (docs/format/run.md). Long streams are where compression pays: the header and the first raw
+ * value are spread over hundreds of points instead of three.
+ *
+ * Two encodings, and encodeRun keeps the smaller:
+ * - ENCODING_RUN_GORILLA: the block's delta-of-delta timestamps and XOR floats over the whole run.
+ * - ENCODING_RUN_SCALED: as VictoriaMetrics does, values with at most 9 decimals become integers
+ *   scaled by 10^d; their deltas (or deltas of deltas) are zigzagged and bit-packed in groups of
+ *   32 with one width per group. A random walk rounded to 2 decimals costs about 10 bits a point
+ *   here against about 54 as XOR floats (2-decimal fractions have full binary mantissas).
+ */
+import { bug } from '../model/errors.js'
+import { BitReader, BitWriter, peek32 } from './bit-stream.js'
+import {
+  BitsView,
+  checkCount,
+  checkRoom,
+  type DecodedPoints,
+  firstOffset,
+  HI,
+  LO,
+  MAX_POINT_BITS,
+  readHeaderCount,
+  readTimestamps,
+  readXorValues,
+  writeTimestamps,
+  writeXorValues,
+} from './block-codec.js'
+import { CorruptDataError } from './errors.js'
+import { RUN_MS } from './row-key.js'
+import { ENCODING_RUN_GORILLA, ENCODING_RUN_SCALED } from './schema.js'
+
+/** What a run's header says, read without decoding its points. */
+export interface RunHeader {
+  readonly encoding: typeof ENCODING_RUN_GORILLA | typeof ENCODING_RUN_SCALED
+  readonly count: number
+  /** The first and last timestamps of the run, milliseconds since the epoch; a query skips runs outside its range. */
+  readonly firstMs: number
+  readonly lastMs: number
+}
+
+/** Residuals are bit-packed in groups of this many, each group with its own 6-bit width. */
+const GROUP = 32
+/** Widest residual, in bits: the zigzag of a delta of deltas of integers below SCALED_LIMIT. */
+const MAX_WIDTH = 53
+/**
+ * Scaled integers stay below 2^50 in magnitude (stricter than the 2^53 of exact doubles) so that
+ * their deltas of deltas and the zigzag of those stay exact integers below 2^53.
+ */
+const SCALED_LIMIT = 2 ** 50
+/** Exact powers of ten for d = 0..9; a value with more decimals stays a Gorilla float. */
+const POW10 = [1, 10, 100, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9]
+const MAX_DECIMALS = POW10.length - 1
+const TWO_POW_32 = 4_294_967_296
+/** Mode byte of a scaled run: the low 4 bits are d, this bit says deltas of deltas. */
+const MODE_DOD = 0x10
+
+/** Header bytes at most: encoding, count, first and last offsets, and first value or mode and first integer. */
+const MAX_RUN_HEADER_BYTES = 1 + 4 + 4 + 4 + 1 + 8
+
+// Shared by every call: see block-codec.ts. ints holds the scaled integers, residuals their zigzags.
+const writer = new BitWriter()
+const reader = new BitReader()
+const encodeBits = new BitsView()
+const decodeBits = new BitsView()
+/** Scratch arrays grown past this many points for one large run are dropped afterwards. */
+const KEEP_POINTS = 1 << 17
+let ints = new Float64Array(1024)
+let residuals = new Float64Array(1024)
+
+/**
+ * Encodes count points of one run. timestamps are integer milliseconds, strictly increasing, all
+ * in [runStartMs, runStartMs + RUN_MS); runStartMs is on the run grid.
+ */
+export function encodeRun(timestamps: Float64Array, values: Float64Array, count: number, runStartMs: number): Buffer {
+  checkCount(timestamps, values, count, RUN_MS)
+  if (runStartMs % RUN_MS !== 0) throw bug(`run start ${runStartMs} is not on the ${RUN_MS} ms grid`)
+  const first = firstOffset(timestamps, runStartMs, RUN_MS)
+  const last = timestamps[count - 1]! - runStartMs
+  const decimals = scale(values, count)
+  let out: Buffer
+  if (decimals < 0) out = encodeGorilla(timestamps, values, count, runStartMs, first, last)!
+  else {
+    const scaled = encodeScaled(timestamps, count, runStartMs, first, last, decimals)
+    // Both streams share the timestamps, so Gorilla wins only where XOR beats the scaled
+    // residuals, as for values that jump between a few distant levels; usually it is abandoned early.
+    const gorilla = encodeGorilla(timestamps, values, count, runStartMs, first, last, scaled.length * 8)
+    out = gorilla !== null && gorilla.length < scaled.length ? gorilla : scaled
+  }
+  // A run of one point a millisecond needs 29 MB of scratch each; it is not kept for the next call.
+  if (ints.length > KEEP_POINTS) {
+    ints = new Float64Array(1024)
+    residuals = new Float64Array(1024)
+  }
+  return out
+}
+
+/** Decodes a run into new arrays. */
+export function decodeRun(buf: Uint8Array, runStartMs: number): DecodedPoints {
+  const count = runCount(buf)
+  const timestamps = new Float64Array(count)
+  const values = new Float64Array(count)
+  decodeRunInto(buf, runStartMs, timestamps, values, 0)
+  return { timestamps, values }
+}
+
+/** Decodes a run into timestamps and values from index offset on; returns the number of points. */
+export function decodeRunInto(
+  buf: Uint8Array,
+  runStartMs: number,
+  timestamps: Float64Array,
+  values: Float64Array,
+  offset: number,
+): number {
+  const r = reader
+  r.reset(buf, 'run')
+  const encoding = buf[0] === ENCODING_RUN_SCALED ? ENCODING_RUN_SCALED : ENCODING_RUN_GORILLA
+  const count = readHeaderCount(r, encoding, RUN_MS)
+  const first = r.readUvarint()
+  const last = r.readUvarint()
+  checkSpan(r, count, first, last)
+  checkRoom(timestamps, values, offset, count)
+  if (encoding === ENCODING_RUN_GORILLA) {
+    const hi = r.readBits(32)
+    const lo = r.readBits(32)
+    // At least two bits a point after the first: a count the stream cannot hold is caught before
+    // it sizes any work.
+    if (count - 1 > r.remainingBits() / 2) throw r.corrupt(`count ${count} exceeds the stream`, 8)
+    readTimestamps(r, timestamps, offset, count, runStartMs, first, RUN_MS)
+    readXorValues(r, decodeBits.of(values), (values.byteOffset >>> 2) + 2 * offset, count, hi, lo)
+  } else {
+    const modePos = r.pos
+    const mode = r.readBits(8)
+    const decimals = mode & 0x0f
+    if ((mode & ~(MODE_DOD | 0x0f)) !== 0 || decimals > MAX_DECIMALS) throw r.corrupt(`mode byte ${mode}`, modePos)
+    const x0 = r.readZigzagVarint()
+    if (count - 1 > r.remainingBits()) throw r.corrupt(`count ${count} exceeds the stream`, 8)
+    readTimestamps(r, timestamps, offset, count, runStartMs, first, RUN_MS)
+    readResiduals(r, values, offset, count, x0, POW10[decimals]!, (mode & MODE_DOD) !== 0)
+  }
+  r.finish()
+  if (timestamps[offset + count - 1] !== runStartMs + last) {
+    throw new CorruptDataError('run', `last timestamp offset ${last} in the header does not match the stream`, -1)
+  }
+  return count
+}
+
+/** The number of points in a run, from its header alone. */
+export function runCount(buf: Uint8Array): number {
+  return readRunHeader(buf, 0).count
+}
+
+/** Reads a run's header: encoding, count, first and last timestamps. */
+export function readRunHeader(buf: Uint8Array, runStartMs: number): RunHeader {
+  const r = reader
+  r.reset(buf.subarray(0, Math.min(buf.length, 13)), 'run')
+  const encoding = buf[0] === ENCODING_RUN_SCALED ? ENCODING_RUN_SCALED : ENCODING_RUN_GORILLA
+  const count = readHeaderCount(r, encoding, RUN_MS)
+  const first = r.readUvarint()
+  const last = r.readUvarint()
+  checkSpan(r, count, first, last)
+  return { encoding, count, firstMs: runStartMs + first, lastMs: runStartMs + last }
+}
+
+function checkSpan(r: BitReader, count: number, first: number, last: number): void {
+  if (r.remainingBits() < 0) throw r.corrupt('header')
+  if (!(first <= last && last < RUN_MS && last - first + 1 >= count) || (count === 1 && first !== last)) {
+    throw r.corrupt(`${count} points cannot span offsets ${first} to ${last}`)
+  }
+}
+
+function writeHeader(w: BitWriter, encoding: number, count: number, first: number, last: number): void {
+  w.writeBits(encoding, 8)
+  w.writeUvarint(count)
+  w.writeUvarint(first)
+  w.writeUvarint(last)
+}
+
+/** The Gorilla encoding, or null when it grows past maxBits. */
+function encodeGorilla(
+  timestamps: Float64Array,
+  values: Float64Array,
+  count: number,
+  start: number,
+  first: number,
+  last: number,
+  maxBits = Number.POSITIVE_INFINITY,
+): Buffer | null {
+  const bits = encodeBits.of(values)
+  const base = values.byteOffset >>> 2
+  const w = writer
+  w.reset(MAX_RUN_HEADER_BYTES + Math.ceil((count * MAX_POINT_BITS) / 8))
+  writeHeader(w, ENCODING_RUN_GORILLA, count, first, last)
+  w.writeBits(bits[base + HI]!, 32)
+  w.writeBits(bits[base + LO]!, 32)
+  writeTimestamps(w, timestamps, count, start, RUN_MS)
+  if (!writeXorValues(w, bits, base, count, maxBits)) return null
+  return w.finish()
+}
+
+/**
+ * The smallest d in 0..9 for which every value is an integer scaled by 10^d, with the integers
+ * left in ints; -1 when there is none, or a value is NaN, infinite or -0 (a scaled integer would
+ * lose the sign of zero and NaN payloads).
+ */
+function scale(values: Float64Array, count: number): number {
+  if (ints.length < count) ints = new Float64Array(Math.max(count, ints.length * 2))
+  let d = 0
+  // Values before the one that last raised d were checked at a smaller d, and a larger d can, in
+  // rare binary cases, fail for one of them, so they are checked again until a pass raises nothing.
+  let end = count
+  for (;;) {
+    let raised = false
+    let stale = 0
+    for (let i = 0; i < end; i++) {
+      const v = values[i]!
+      if (!Number.isFinite(v) || Object.is(v, -0)) return -1
+      for (;;) {
+        const p = POW10[d]!
+        const x = Math.round(v * p)
+        if (x / p === v && x < SCALED_LIMIT && x > -SCALED_LIMIT) {
+          ints[i] = x
+          break
+        }
+        if (++d > MAX_DECIMALS) return -1
+        raised = true
+        stale = i
+      }
+    }
+    if (!raised) return d
+    // After a full pass only the values before the last raise are stale; after a raise in a
+    // partial pass, the values past it were checked at the old d too.
+    end = end === count ? stale : count
+  }
+}
+
+function encodeScaled(
+  timestamps: Float64Array,
+  count: number,
+  start: number,
+  first: number,
+  last: number,
+  decimals: number,
+): Buffer {
+  if (residuals.length < count) residuals = new Float64Array(Math.max(count, residuals.length * 2))
+  const dod = preferDod(count)
+  fillResiduals(count, dod)
+  const w = writer
+  // Header, timestamps as in a Gorilla run, and residuals of at most 6 + 53 bits each.
+  w.reset(MAX_RUN_HEADER_BYTES + Math.ceil((count * (37 + 6 + MAX_WIDTH)) / 8))
+  writeHeader(w, ENCODING_RUN_SCALED, count, first, last)
+  w.writeBits(decimals | (dod ? MODE_DOD : 0), 8)
+  w.writeZigzagVarint(ints[0]!)
+  writeTimestamps(w, timestamps, count, start, RUN_MS)
+  const z = residuals
+  for (let g = 1; g < count; g += GROUP) {
+    const end = Math.min(g + GROUP, count)
+    let max = 0
+    for (let i = g; i < end; i++) if (z[i]! > max) max = z[i]!
+    const width = widthOf(max)
+    w.writeBits(width, 6)
+    if (width === 0) continue
+    if (width <= 32) for (let i = g; i < end; i++) w.writeBits(z[i]!, width)
+    else for (let i = g; i < end; i++) w.writeWide(z[i]!, width)
+  }
+  return w.finish()
+}
+
+/**
+ * Whether deltas of deltas of ints pack into fewer bits than deltas: they do for counters and
+ * ramps, deltas do for random walks.
+ */
+function preferDod(count: number): boolean {
+  const x = ints
+  let prevDelta = 0
+  let deltaBits = 0
+  let dodBits = 0
+  for (let g = 1; g < count; g += GROUP) {
+    const end = Math.min(g + GROUP, count)
+    let maxDelta = 0
+    let maxDod = 0
+    for (let i = g; i < end; i++) {
+      const delta = x[i]! - x[i - 1]!
+      const dod = delta - prevDelta
+      prevDelta = delta
+      const zd = delta >= 0 ? delta * 2 : -delta * 2 - 1
+      const zdd = dod >= 0 ? dod * 2 : -dod * 2 - 1
+      if (zd > maxDelta) maxDelta = zd
+      if (zdd > maxDod) maxDod = zdd
+    }
+    deltaBits += widthOf(maxDelta) * (end - g)
+    dodBits += widthOf(maxDod) * (end - g)
+  }
+  return dodBits < deltaBits
+}
+
+/** Fills residuals[1..count) with the zigzagged deltas, or deltas of deltas, of ints. */
+function fillResiduals(count: number, dod: boolean): void {
+  const x = ints
+  const z = residuals
+  let prevDelta = 0
+  for (let i = 1; i < count; i++) {
+    const delta = x[i]! - x[i - 1]!
+    const r = dod ? delta - prevDelta : delta
+    prevDelta = delta
+    z[i] = r >= 0 ? r * 2 : -r * 2 - 1
+  }
+}
+
+/** Bits needed for an unsigned integer below 2^53. */
+function widthOf(v: number): number {
+  return v < TWO_POW_32 ? 32 - Math.clz32(v) : 64 - Math.clz32(Math.floor(v / TWO_POW_32))
+}
+
+/** Reads the residual groups and rebuilds count values from x0 into out from index at. */
+function readResiduals(
+  r: BitReader,
+  out: Float64Array,
+  at: number,
+  count: number,
+  x0: number,
+  p: number,
+  dod: boolean,
+): void {
+  const data = r.data
+  const limit = r.limitBits
+  let pos = r.pos
+  let x = x0
+  if (!(x < SCALED_LIMIT && x > -SCALED_LIMIT)) throw r.corrupt(`first scaled integer ${x}`)
+  out[at] = x / p
+  let delta = 0
+  for (let g = 1; g < count; g += GROUP) {
+    // Stops at the end of a truncated stream, before any read leaves the reader's padding.
+    if (pos > limit) break
+    const end = Math.min(g + GROUP, count)
+    const width = peek32(data, pos) >>> 26
+    if (width > MAX_WIDTH) {
+      r.pos = pos
+      throw r.corrupt(`residual width ${width}`)
+    }
+    pos += 6
+    for (let i = g; i < end; i++) {
+      let res = 0
+      if (width === 0) res = 0
+      else if (width <= 32) {
+        const z = peek32(data, pos) >>> (32 - width)
+        pos += width
+        res = (z >>> 1) ^ -(z & 1)
+      } else {
+        const z = (peek32(data, pos) >>> (64 - width)) * TWO_POW_32 + (peek32(data, pos + width - 32) >>> 0)
+        pos += width
+        res = z % 2 === 0 ? z / 2 : -(z + 1) / 2
+      }
+      delta = dod ? delta + res : res
+      x += delta
+      if (!(x < SCALED_LIMIT && x > -SCALED_LIMIT)) {
+        r.pos = pos
+        throw r.corrupt(`scaled integer ${x} of point ${i}`)
+      }
+      out[at + i] = x / p
+    }
+  }
+  r.pos = pos
+  if (pos > limit) throw r.corrupt('values')
+}

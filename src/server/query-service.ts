@@ -1,0 +1,101 @@
+import { once } from 'node:events'
+import type { handleServerStreamingCall, ServerWritableStream, UntypedServiceImplementation } from '@grpc/grpc-js'
+import type {
+  LatestRequest,
+  ListSeriesRequest,
+  ListSeriesResponse,
+  QueryRequest,
+  QueryStreamRequest,
+} from '../../gen/v3storage/v1/query_service.js'
+import { QueryServiceService } from '../../gen/v3storage/v1/query_service.js'
+import type { CallContext } from '../engine/storage-engine.js'
+import type { SeriesPoints } from '../model/types.js'
+import { encodeSeriesList } from '../wire/series-codec.js'
+import { bindCallContext } from './call-context.js'
+import { chunkSeries } from './chunking.js'
+import { queryFromProto, selectorFromProto, seriesRefToProto } from './convert.js'
+import { failureStatus, type HandlerDeps, unary } from './handler-kit.js'
+
+/** QueryResponse, QueryStreamResponse and LatestResponse as the handlers produce them: model series. */
+export interface SeriesListResponse {
+  readonly series: readonly SeriesPoints[]
+}
+
+function serializeSeriesList(response: SeriesListResponse): Buffer {
+  return encodeSeriesList(response.series)
+}
+
+/**
+ * QueryService with the point-carrying responses encoded by the hand-written codec, straight from
+ * the engine's typed arrays.
+ */
+export const queryServiceDefinition = {
+  ...QueryServiceService,
+  query: { ...QueryServiceService.query, responseSerialize: serializeSeriesList },
+  queryStream: { ...QueryServiceService.queryStream, responseSerialize: serializeSeriesList },
+  latest: { ...QueryServiceService.latest, responseSerialize: serializeSeriesList },
+}
+
+export interface QueryHandlerDeps extends HandlerDeps {
+  /** Upper bound of the encoded size of one QueryStream message, in bytes. */
+  readonly streamChunkBytes: number
+}
+
+/** Waits until the stream can take more, so a slow reader slows the sender and memory stays bounded. */
+async function drained(call: ServerWritableStream<QueryStreamRequest, SeriesListResponse>, signal: AbortSignal) {
+  await once(call, 'drain', { signal })
+}
+
+export function queryServiceHandlers(deps: QueryHandlerDeps): UntypedServiceImplementation {
+  async function streamQuery(
+    call: ServerWritableStream<QueryStreamRequest, SeriesListResponse>,
+    ctx: CallContext & { readonly signal: AbortSignal },
+  ): Promise<void> {
+    const series = await deps.engine.query(queryFromProto(call.request), ctx)
+    for (const chunk of chunkSeries(series, deps.streamChunkBytes)) {
+      ctx.signal.throwIfAborted()
+      if (!call.write({ series: chunk })) await drained(call, ctx.signal)
+    }
+  }
+
+  const queryStream: handleServerStreamingCall<QueryStreamRequest, SeriesListResponse> = (call) => {
+    const bound = bindCallContext(call)
+    streamQuery(call, bound.context).then(
+      () => {
+        bound.dispose()
+        call.end()
+      },
+      (err: unknown) => {
+        bound.dispose()
+        // After a cancellation grpc-js has already closed the call and ignores this.
+        call.emit('error', failureStatus(err, bound.context.signal, deps, 'QueryService.QueryStream'))
+      },
+    )
+  }
+
+  return {
+    query: unary(
+      deps,
+      'QueryService.Query',
+      async (request: QueryRequest, ctx): Promise<SeriesListResponse> => ({
+        series: await deps.engine.query(queryFromProto(request), ctx),
+      }),
+    ),
+    queryStream,
+    latest: unary(
+      deps,
+      'QueryService.Latest',
+      async (request: LatestRequest, ctx): Promise<SeriesListResponse> => ({
+        series: await deps.engine.latest(selectorFromProto(request.selector), ctx),
+      }),
+    ),
+    listSeries: unary(
+      deps,
+      'QueryService.ListSeries',
+      async (request: ListSeriesRequest, ctx): Promise<ListSeriesResponse> => {
+        const refs = await deps.engine.listSeries(selectorFromProto(request.selector), ctx)
+        return { series: refs.map(seriesRefToProto) }
+      },
+    ),
+  }
+}

@@ -1,0 +1,613 @@
+/**
+ * A hand-written protobuf codec for the messages that carry points: WriteRequest on the way in and
+ * QueryResponse, QueryStreamResponse and LatestResponse on the way out. They all hold
+ * `repeated SeriesPoints series = 1`, so one codec serves them.
+ *
+ * The ts-proto code in gen/ is correct for these messages but not suited to them: it decodes int64
+ * as number and throws above 2^53, which nanosecond timestamps are, and it goes through a BigInt
+ * or a string per timestamp. This codec reads packed varints straight into a Float64Array, copies
+ * packed doubles in one move, and keeps a timestamp as bigint only when it does not fit a double.
+ * It lives beside the client because both the client and the server use it.
+ */
+import { endianness } from 'node:os'
+import { ValidationError } from '../model/errors.js'
+import type { RawTimestamp, Tag } from '../model/types.js'
+
+/** One series as the codec reads it; timestamps are a Float64Array unless one did not fit a double. */
+export interface WireSeries {
+  readonly metric: string
+  readonly tags: Tag[]
+  readonly timestamps: Float64Array | RawTimestamp[]
+  readonly values: Float64Array
+}
+
+/** One series as the codec writes it. */
+export interface WireSeriesInput {
+  readonly metric: string
+  readonly tags: readonly Tag[]
+  readonly timestamps: ArrayLike<RawTimestamp>
+  readonly values: ArrayLike<number>
+}
+
+/** A WriteRequest: the series and the raw Precision enum number (0 when absent). */
+export interface WireWriteRequest {
+  readonly series: WireSeries[]
+  readonly precision: number
+}
+
+const LITTLE_ENDIAN = endianness() === 'LE'
+const utf8 = new TextDecoder('utf-8', { fatal: true })
+
+/** A malformed message: truncated, an impossible wire type, or a string that is not UTF-8. */
+function malformed(field: string, description: string): ValidationError {
+  return ValidationError.field(field, description)
+}
+
+/**
+ * Names, tags and values are short and nearly always ASCII, and TextDecoder costs more per call than
+ * a latin1 slice, which reads ASCII the same; anything else goes through the strict decoder.
+ */
+function decodeUtf8(buf: Buffer, start: number, end: number, field: string): string {
+  let ascii = true
+  for (let i = start; i < end; i++) {
+    if (buf[i]! >= 0x80) {
+      ascii = false
+      break
+    }
+  }
+  if (ascii) return buf.toString('latin1', start, end)
+  try {
+    return utf8.decode(buf.subarray(start, end))
+  } catch {
+    throw malformed(field, 'not valid UTF-8')
+  }
+}
+
+class Reader {
+  pos: number
+  readonly end: number
+  constructor(
+    readonly buf: Buffer,
+    start: number,
+    end: number,
+  ) {
+    this.pos = start
+    this.end = end
+  }
+
+  /** A varint read as uint32 (higher bits dropped, as protobuf does): tags, lengths, enum values. */
+  uint32(field: string): number {
+    let result = 0
+    let shift = 0
+    while (this.pos < this.end) {
+      const b = this.buf[this.pos++]!
+      if (shift < 28) {
+        result |= (b & 0x7f) << shift
+      } else if (shift === 28) {
+        result |= (b & 0x0f) << 28
+      }
+      if ((b & 0x80) === 0) return result >>> 0
+      shift += 7
+      if (shift >= 70) break
+    }
+    throw malformed(field, 'malformed varint')
+  }
+
+  /** Skips the value of a field of the given wire type. */
+  skip(wireType: number, field: string): void {
+    switch (wireType) {
+      case 0:
+        this.int64(field)
+        return
+      case 1:
+        this.need(8, field)
+        this.pos += 8
+        return
+      case 2: {
+        const len = this.uint32(field)
+        this.need(len, field)
+        this.pos += len
+        return
+      }
+      case 5:
+        this.need(4, field)
+        this.pos += 4
+        return
+      default:
+        throw malformed(field, `unsupported wire type ${wireType}`)
+    }
+  }
+
+  need(n: number, field: string): void {
+    if (this.end - this.pos < n) throw malformed(field, 'message truncated')
+  }
+
+  /** A length-delimited field's extent; the reader moves past it. */
+  bytes(field: string): [number, number] {
+    const len = this.uint32(field)
+    this.need(len, field)
+    const start = this.pos
+    this.pos += len
+    return [start, this.pos]
+  }
+
+  string(field: string): string {
+    const [start, end] = this.bytes(field)
+    return decodeUtf8(this.buf, start, end, field)
+  }
+
+  /**
+   * A signed 64-bit varint. Values below 2^49 (7 bytes) are summed as numbers, which is exact; longer
+   * ones, including every negative value (10 bytes in two's complement), go through BigInt and stay
+   * bigint only when they do not fit a double exactly.
+   */
+  int64(field: string): RawTimestamp {
+    const buf = this.buf
+    let value = 0
+    let scale = 1
+    const start = this.pos
+    for (let i = 0; i < 7 && this.pos < this.end; i++) {
+      const b = buf[this.pos++]!
+      value += (b & 0x7f) * scale
+      if ((b & 0x80) === 0) return value
+      scale *= 128
+    }
+    this.pos = start
+    let big = 0n
+    let shift = 0n
+    while (this.pos < this.end) {
+      const b = buf[this.pos++]!
+      big |= BigInt(b & 0x7f) << shift
+      if ((b & 0x80) === 0) {
+        const signed = BigInt.asIntN(64, big)
+        return signed >= MIN_SAFE && signed <= MAX_SAFE ? Number(signed) : signed
+      }
+      shift += 7n
+      if (shift >= 70n) break
+    }
+    throw malformed(field, 'malformed varint')
+  }
+}
+
+const MIN_SAFE = BigInt(Number.MIN_SAFE_INTEGER)
+const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER)
+
+/**
+ * Where some of a series' points sit in the message: a packed run, or one unpacked element, which
+ * reads the same way (a varint, or 8 bytes of double).
+ */
+interface Segment {
+  readonly start: number
+  readonly end: number
+}
+
+/** A series after the first pass: its identity decoded, its points located and counted. */
+interface SeriesLayout {
+  readonly path: string
+  metric: string
+  readonly tags: Tag[]
+  readonly timestamps: Segment[]
+  readonly values: Segment[]
+  timestampCount: number
+  valueCount: number
+}
+
+function decodeTag(r: Reader, path: string): Tag {
+  let key = ''
+  let value = ''
+  while (r.pos < r.end) {
+    const tag = r.uint32(path)
+    switch (tag) {
+      case 0x0a:
+        key = r.string(`${path}.key`)
+        break
+      case 0x12:
+        value = r.string(`${path}.value`)
+        break
+      default:
+        r.skip(tag & 7, path)
+    }
+  }
+  return { key, value }
+}
+
+/** First pass over one SeriesPoints: decodes metric and tags, locates and counts the points. */
+function layoutSeries(r: Reader, path: string): SeriesLayout {
+  const layout: SeriesLayout = {
+    path,
+    metric: '',
+    tags: [],
+    timestamps: [],
+    values: [],
+    timestampCount: 0,
+    valueCount: 0,
+  }
+  const buf = r.buf
+  while (r.pos < r.end) {
+    const tag = r.uint32(path)
+    switch (tag) {
+      case 0x0a:
+        layout.metric = r.string(`${path}.metric`)
+        break
+      case 0x12: {
+        const [start, end] = r.bytes(`${path}.tags`)
+        layout.tags.push(decodeTag(new Reader(buf, start, end), `${path}.tags[${layout.tags.length}]`))
+        break
+      }
+      case 0x1a: {
+        // Packed timestamps: one per byte without the continuation bit.
+        const [start, end] = r.bytes(`${path}.timestamps`)
+        for (let i = start; i < end; i++) if (buf[i]! < 0x80) layout.timestampCount++
+        layout.timestamps.push({ start, end })
+        break
+      }
+      case 0x18: {
+        // Unpacked timestamps: proto3 parsers must accept both encodings of a repeated scalar.
+        const start = r.pos
+        r.int64(`${path}.timestamps`)
+        layout.timestamps.push({ start, end: r.pos })
+        layout.timestampCount++
+        break
+      }
+      case 0x22: {
+        const field = `${path}.values`
+        const [start, end] = r.bytes(field)
+        if ((end - start) % 8 !== 0) throw malformed(field, 'packed doubles not a multiple of 8 bytes')
+        layout.values.push({ start, end })
+        layout.valueCount += (end - start) / 8
+        break
+      }
+      case 0x21:
+        r.need(8, `${path}.values`)
+        layout.values.push({ start: r.pos, end: r.pos + 8 })
+        r.pos += 8
+        layout.valueCount++
+        break
+      default:
+        r.skip(tag & 7, path)
+    }
+  }
+  return layout
+}
+
+/**
+ * Reads a packed run of varints into out from index at; returns the index after the last one, or
+ * -1 at the first varint longer than 7 bytes (a negative or a nanosecond timestamp), which the
+ * caller then reads the slow way. Values below 2^49 are summed exactly as doubles.
+ */
+function readPackedFast(buf: Buffer, start: number, end: number, out: Float64Array, at: number): number {
+  let pos = start
+  while (pos < end) {
+    let b = buf[pos]!
+    if (b < 0x80) {
+      out[at++] = b
+      pos++
+      continue
+    }
+    let value = b & 0x7f
+    let scale = 128
+    let next = -1
+    const limit = Math.min(end, pos + 7)
+    for (let i = pos + 1; i < limit; i++) {
+      b = buf[i]!
+      value += (b & 0x7f) * scale
+      if (b < 0x80) {
+        next = i + 1
+        break
+      }
+      scale *= 128
+    }
+    if (next < 0) return -1
+    out[at++] = value
+    pos = next
+  }
+  return at
+}
+
+/** Every timestamp of a series the slow way, for a series that holds a long varint. */
+function readTimestampsSlow(buf: Buffer, layout: SeriesLayout): RawTimestamp[] {
+  const field = `${layout.path}.timestamps`
+  const out: RawTimestamp[] = []
+  for (const segment of layout.timestamps) {
+    const r = new Reader(buf, segment.start, segment.end)
+    while (r.pos < r.end) out.push(r.int64(field))
+  }
+  return out
+}
+
+/**
+ * Second pass: every series' points go into one Float64Array for the timestamps and one for the
+ * values of the whole message, each series a view of its part. Allocating a typed array costs
+ * microseconds, more than decoding a small series, so one pair per message rather than per series.
+ */
+function fillPoints(buf: Buffer, layouts: readonly SeriesLayout[]): WireSeries[] {
+  let timestampTotal = 0
+  let valueTotal = 0
+  for (const layout of layouts) {
+    timestampTotal += layout.timestampCount
+    valueTotal += layout.valueCount
+  }
+  const timestamps = new Float64Array(timestampTotal)
+  const values = new Float64Array(valueTotal)
+  const valueBytes = new Uint8Array(values.buffer)
+  let tsAt = 0
+  let valueAt = 0
+  return layouts.map((layout) => {
+    const tsStart = tsAt
+    let slow = false
+    for (const segment of layout.timestamps) {
+      const next = readPackedFast(buf, segment.start, segment.end, timestamps, tsAt)
+      if (next < 0) {
+        slow = true
+        break
+      }
+      tsAt = next
+    }
+    tsAt = tsStart + layout.timestampCount
+    const valueStart = valueAt
+    for (const segment of layout.values) {
+      if (LITTLE_ENDIAN) {
+        valueBytes.set(buf.subarray(segment.start, segment.end), valueAt * 8)
+        valueAt += (segment.end - segment.start) / 8
+      } else {
+        for (let i = segment.start; i < segment.end; i += 8) values[valueAt++] = buf.readDoubleLE(i)
+      }
+    }
+    return {
+      metric: layout.metric,
+      tags: layout.tags,
+      timestamps: slow ? readTimestampsSlow(buf, layout) : timestamps.subarray(tsStart, tsAt),
+      values: values.subarray(valueStart, valueAt),
+    }
+  })
+}
+
+function decode(bytes: Uint8Array, withPrecision: boolean): WireWriteRequest {
+  const buf = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+  const r = new Reader(buf, 0, buf.length)
+  const layouts: SeriesLayout[] = []
+  let precision = 0
+  while (r.pos < r.end) {
+    const tag = r.uint32('request')
+    if (tag === 0x0a) {
+      const path = `series[${layouts.length}]`
+      const [start, end] = r.bytes(path)
+      layouts.push(layoutSeries(new Reader(buf, start, end), path))
+    } else if (withPrecision && tag === 0x10) {
+      precision = r.uint32('precision')
+    } else {
+      r.skip(tag & 7, 'request')
+    }
+  }
+  return { series: fillPoints(buf, layouts), precision }
+}
+
+/** Decodes a WriteRequest (or WriteStreamRequest). Throws ValidationError naming the field when malformed. */
+export function decodeWriteRequest(bytes: Uint8Array): WireWriteRequest {
+  return decode(bytes, true)
+}
+
+/** Decodes a QueryResponse, QueryStreamResponse or LatestResponse: their `series` field. */
+export function decodeSeriesList(bytes: Uint8Array): WireSeries[] {
+  return decode(bytes, false).series
+}
+
+/**
+ * UTF-8 length of a string. Names and tags are short and ASCII, where a loop over the characters
+ * beats a call into Buffer.byteLength.
+ */
+function utf8Length(s: string): number {
+  for (let i = 0; i < s.length; i++) if (s.charCodeAt(i) >= 0x80) return Buffer.byteLength(s)
+  return s.length
+}
+
+/** The varint size of a non-negative integer below 2^53, by comparisons rather than divisions. */
+function varintSize(n: number): number {
+  if (n < 0x80) return 1
+  if (n < 0x4000) return 2
+  if (n < 0x200000) return 3
+  if (n < 0x10000000) return 4
+  if (n < 2 ** 35) return 5
+  if (n < 2 ** 42) return 6
+  if (n < 2 ** 49) return 7
+  return 8
+}
+
+function int64Size(t: RawTimestamp): number {
+  if (typeof t === 'number') return t >= 0 ? varintSize(t) : 10
+  if (t < 0n) return 10
+  let size = 1
+  let v = t
+  while (v >= 128n) {
+    v >>= 7n
+    size++
+  }
+  return size
+}
+
+function checkTimestamp(t: RawTimestamp, field: string): void {
+  if (typeof t === 'bigint') {
+    if (t < -(2n ** 63n) || t >= 2n ** 63n) throw ValidationError.field(field, 'does not fit a signed 64-bit integer')
+  } else if (!Number.isSafeInteger(t)) {
+    throw ValidationError.field(field, `must be an integer, got ${t}`)
+  }
+}
+
+interface Sizes {
+  readonly tags: number[]
+  readonly timestamps: number
+  readonly series: number
+}
+
+function seriesSizes(s: WireSeriesInput, path: string): Sizes {
+  if (s.timestamps.length !== s.values.length) {
+    throw ValidationError.field(
+      `${path}.values`,
+      `has ${s.values.length} values for ${s.timestamps.length} timestamps; the counts must be equal`,
+    )
+  }
+  const metricBytes = utf8Length(s.metric)
+  let size = metricBytes > 0 ? 1 + varintSize(metricBytes) + metricBytes : 0
+  const tags: number[] = []
+  for (const tag of s.tags) {
+    const k = utf8Length(tag.key)
+    const v = utf8Length(tag.value)
+    const tagSize = (k > 0 ? 1 + varintSize(k) + k : 0) + (v > 0 ? 1 + varintSize(v) + v : 0)
+    tags.push(tagSize)
+    size += 1 + varintSize(tagSize) + tagSize
+  }
+  let timestamps = 0
+  const ts = s.timestamps
+  for (let i = 0; i < ts.length; i++) {
+    const t = ts[i]!
+    // The common case inline: a non-negative safe integer.
+    if (typeof t === 'number' && t >= 0 && t <= Number.MAX_SAFE_INTEGER && Math.floor(t) === t) {
+      timestamps += varintSize(t)
+    } else {
+      checkTimestamp(t, `${path}.timestamps[${i}]`)
+      timestamps += int64Size(t)
+    }
+  }
+  const n = s.values.length
+  if (n > 0) size += 1 + varintSize(timestamps) + timestamps + 1 + varintSize(n * 8) + n * 8
+  return { tags, timestamps, series: size }
+}
+
+class Writer {
+  pos = 0
+  private readonly view: DataView
+  constructor(readonly buf: Buffer) {
+    this.view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength)
+  }
+
+  /** A non-negative integer below 2^53, split into 32-bit halves so the loop runs on int32 arithmetic. */
+  varint(n: number): void {
+    const buf = this.buf
+    let pos = this.pos
+    let lo = n >>> 0
+    let hi = (n - lo) / 4294967296
+    while (hi > 0) {
+      buf[pos++] = (lo & 0x7f) | 0x80
+      lo = ((lo >>> 7) | (hi << 25)) >>> 0
+      hi >>>= 7
+    }
+    while (lo > 0x7f) {
+      buf[pos++] = (lo & 0x7f) | 0x80
+      lo >>>= 7
+    }
+    buf[pos++] = lo
+    this.pos = pos
+  }
+
+  /** Any int64, through BigInt: negative values take 10 bytes in two's complement. */
+  int64(t: RawTimestamp): void {
+    let v = BigInt.asUintN(64, BigInt(t))
+    while (v >= 128n) {
+      this.buf[this.pos++] = Number(v & 0x7fn) | 0x80
+      v >>= 7n
+    }
+    this.buf[this.pos++] = Number(v)
+  }
+
+  string(tag: number, s: string): void {
+    if (s.length === 0) return
+    const len = utf8Length(s)
+    this.buf[this.pos++] = tag
+    this.varint(len)
+    if (len === s.length) {
+      // ASCII: one byte per character.
+      const buf = this.buf
+      let pos = this.pos
+      for (let i = 0; i < len; i++) buf[pos++] = s.charCodeAt(i)
+      this.pos = pos
+    } else {
+      this.pos += this.buf.write(s, this.pos, 'utf8')
+    }
+  }
+
+  /** Packed doubles: a Float64Array in one copy where the platform is little-endian, anything else one by one. */
+  doubles(values: ArrayLike<number>): void {
+    if (LITTLE_ENDIAN && values instanceof Float64Array) {
+      this.buf.set(new Uint8Array(values.buffer, values.byteOffset, values.byteLength), this.pos)
+      this.pos += values.byteLength
+      return
+    }
+    const view = this.view
+    let pos = this.pos
+    for (let i = 0; i < values.length; i++) {
+      view.setFloat64(pos, values[i]!, true)
+      pos += 8
+    }
+    this.pos = pos
+  }
+}
+
+function writeSeries(w: Writer, s: WireSeriesInput, sizes: Sizes): void {
+  w.buf[w.pos++] = 0x0a
+  w.varint(sizes.series)
+  w.string(0x0a, s.metric)
+  s.tags.forEach((tag, i) => {
+    w.buf[w.pos++] = 0x12
+    w.varint(sizes.tags[i]!)
+    w.string(0x0a, tag.key)
+    w.string(0x12, tag.value)
+  })
+  const n = s.values.length
+  if (n === 0) return
+  w.buf[w.pos++] = 0x1a
+  w.varint(sizes.timestamps)
+  const ts = s.timestamps
+  for (let i = 0; i < n; i++) {
+    const t = ts[i]!
+    if (typeof t === 'number' && t >= 0) w.varint(t)
+    else w.int64(t)
+  }
+  w.buf[w.pos++] = 0x22
+  w.varint(n * 8)
+  w.doubles(s.values)
+}
+
+function encode(series: readonly WireSeriesInput[], precision: number): Buffer {
+  const sizes = series.map((s, i) => seriesSizes(s, `series[${i}]`))
+  let total = precision !== 0 ? 1 + varintSize(precision) : 0
+  for (const size of sizes) total += 1 + varintSize(size.series) + size.series
+  const w = new Writer(Buffer.allocUnsafe(total))
+  series.forEach((s, i) => {
+    writeSeries(w, s, sizes[i]!)
+  })
+  if (precision !== 0) {
+    w.buf[w.pos++] = 0x10
+    w.varint(precision)
+  }
+  if (w.pos !== total) throw new Error(`BUG: encoded ${w.pos} bytes, sized ${total}`)
+  return w.buf
+}
+
+/**
+ * Encodes a WriteRequest. Throws ValidationError naming the field for what cannot be encoded at all:
+ * a timestamp that is not an integer, or unequal counts of timestamps and values.
+ */
+export function encodeWriteRequest(series: readonly WireSeriesInput[], precision: number): Buffer {
+  return encode(series, precision)
+}
+
+/** Encodes a QueryResponse, QueryStreamResponse or LatestResponse. */
+export function encodeSeriesList(series: readonly WireSeriesInput[]): Buffer {
+  return encode(series, 0)
+}
+
+/**
+ * The encoded size of one SeriesPoints inside a series list, points excluded: what a chunk of the
+ * series costs before its first point. Used to cut streamed results under the message size limit.
+ */
+export function seriesOverheadBytes(s: WireSeriesInput): number {
+  const sizes = seriesSizes({ metric: s.metric, tags: s.tags, timestamps: [], values: [] }, 'series')
+  // The field tag, a length prefix of at most 5 bytes, and the two packed-field headers (a tag and
+  // a length prefix of at most 5 bytes each).
+  return 1 + 5 + sizes.series + 2 * (1 + 5)
+}
+
+/** The encoded size of one point of a raw or aggregated result: its timestamp varint and its double. */
+export function pointBytes(timestampMs: number): number {
+  return int64Size(timestampMs) + 8
+}

@@ -1,0 +1,371 @@
+// End to end: `v3 serve` as a real process on a free loopback port, driven through the client and
+// through plain generated clients where a test needs to send what the typed client never would.
+import assert from 'node:assert/strict'
+import { after, before, describe, test } from 'node:test'
+import { type Client, credentials, makeGenericClientConstructor, type ServiceError, status } from '@grpc/grpc-js'
+import { loadSync } from '@grpc/proto-loader'
+import { service as healthService } from 'grpc-health-check'
+import { AggFunc, MatchOp } from '../../gen/v3storage/v1/common.js'
+import { type QueryResponse, QueryServiceClient } from '../../gen/v3storage/v1/query_service.js'
+import { StreamServiceClient } from '../../gen/v3storage/v1/stream_service.js'
+import { WriteServiceClient } from '../../gen/v3storage/v1/write_service.js'
+import { mergeChunks, type V3Client, V3ClientError } from '../../src/client/index.js'
+import { removeDataDir, type ServerProcess, startServerProcess } from './server-process.js'
+
+const T0 = Date.UTC(2024, 0, 1)
+
+async function rejectsWith(promise: Promise<unknown>, code: status): Promise<V3ClientError> {
+  try {
+    await promise
+  } catch (err) {
+    assert.ok(err instanceof V3ClientError, `expected V3ClientError, got ${String(err)}`)
+    assert.equal(err.codeName, status[code], err.message)
+    return err
+  }
+  assert.fail(`expected ${status[code]}, the call succeeded`)
+}
+
+function callError(run: (cb: (err: ServiceError | null) => void) => void): Promise<ServiceError> {
+  return new Promise((resolve, reject) => {
+    run((err) => (err ? resolve(err) : reject(new Error('the call succeeded'))))
+  })
+}
+
+describe('v3 serve', () => {
+  let server: ServerProcess
+  let client: V3Client
+  const raw: Client[] = []
+
+  before(async () => {
+    server = await startServerProcess()
+    client = server.client
+  })
+
+  after(async () => {
+    for (const c of raw) c.close()
+    const { code } = await server.stop()
+    assert.equal(code, 0, server.stderr())
+    await removeDataDir(server.dataDir)
+  })
+
+  test('write then query returns the points, raw and aggregated', async () => {
+    const timestamps = [T0 + 20_000, T0, T0 + 10_000, T0 + 40_000]
+    const result = await client.write([
+      { metric: 'rt_cpu', tags: { host: 'a', region: 'eu' }, timestamps, values: [3, 1, 2, 4] },
+      { metric: 'rt_cpu', tags: [{ key: 'host', value: 'b' }], timestamps: [T0], values: [10] },
+    ])
+    assert.deepEqual(result, { pointsWritten: 5, seriesWritten: 2 })
+
+    const raw = await client.query({
+      selector: { metric: 'rt_cpu', matchers: [{ key: 'host', value: 'a', op: 'eq' }] },
+      startMs: T0,
+      endMs: T0 + 60_000,
+    })
+    assert.equal(raw.length, 1)
+    assert.deepEqual(raw[0]?.tags, [
+      { key: 'host', value: 'a' },
+      { key: 'region', value: 'eu' },
+    ])
+    assert.deepEqual([...(raw[0]?.timestamps ?? [])], [T0, T0 + 10_000, T0 + 20_000, T0 + 40_000])
+    assert.deepEqual([...(raw[0]?.values ?? [])], [1, 2, 3, 4])
+
+    const sums = await client.query({
+      selector: { metric: 'rt_cpu' },
+      startMs: T0,
+      endMs: T0 + 60_000,
+      aggregation: { func: 'sum', stepMs: 30_000, mergeSeries: true },
+    })
+    assert.equal(sums.length, 1)
+    assert.deepEqual([...(sums[0]?.timestamps ?? [])], [T0, T0 + 30_000])
+    assert.deepEqual([...(sums[0]?.values ?? [])], [16, 4])
+
+    const latest = await client.latest({ metric: 'rt_cpu', matchers: [{ key: 'host', value: 'a', op: 'eq' }] })
+    assert.deepEqual([...(latest[0]?.timestamps ?? [])], [T0 + 40_000])
+
+    const refs = await client.listSeries({ metric: 'rt_cpu' })
+    assert.equal(refs.length, 2)
+  })
+
+  test('nanosecond timestamps beyond 2^53 keep their value', async () => {
+    const ns = BigInt(T0) * 1_000_000n + 999_999n
+    await client.write([{ metric: 'rt_ns', timestamps: [ns], values: [7] }], { precision: 'ns' })
+    const got = await client.query({ selector: { metric: 'rt_ns' }, startMs: T0, endMs: T0 + 1 })
+    assert.deepEqual([...(got[0]?.timestamps ?? [])], [T0])
+  })
+
+  test('INVALID_ARGUMENT names the series and field, and the rejected request stores nothing', async () => {
+    const err = await rejectsWith(
+      client.write([
+        { metric: 'rt_rejected', tags: { host: 'ok' }, timestamps: [T0], values: [1] },
+        { metric: 'rt_rejected', tags: [{ key: '9bad', value: 'x' }], timestamps: [T0], values: [1] },
+      ]),
+      status.INVALID_ARGUMENT,
+    )
+    assert.match(err.details, /series\[1\]\.tags\[0\]\.key/)
+    assert.ok(err.violations.some((v) => v.field === 'series[1].tags[0].key'))
+    assert.deepEqual(await client.listSeries({ metric: 'rt_rejected' }), [])
+  })
+
+  test('INVALID_ARGUMENT for unequal counts names the field', async () => {
+    const err = await rejectsWith(
+      client.write([{ metric: 'rt_bad', timestamps: [T0, T0 + 1], values: [1] }]),
+      status.INVALID_ARGUMENT,
+    )
+    assert.match(err.details, /series\[0\]\.values/)
+  })
+
+  test('INVALID_ARGUMENT for an empty metric, an unset op, an unset function and an empty range', async () => {
+    const err1 = await rejectsWith(
+      client.query({ selector: { metric: '' }, startMs: 0, endMs: 1 }),
+      status.INVALID_ARGUMENT,
+    )
+    assert.ok(err1.violations.some((v) => v.field === 'selector.metric'))
+
+    const err2 = await rejectsWith(
+      client.query({ selector: { metric: 'x' }, startMs: 5, endMs: 5 }),
+      status.INVALID_ARGUMENT,
+    )
+    assert.ok(err2.violations.some((v) => v.field === 'end_ms'))
+
+    // The typed client cannot send an unset enum; the generated client can.
+    const query = new QueryServiceClient(server.address, credentials.createInsecure())
+    raw.push(query)
+    const ask = (req: Parameters<typeof query.query>[0]) =>
+      callError((cb) => query.query(req, (err: ServiceError | null, _res: QueryResponse) => cb(err)))
+    const err3 = await ask({
+      selector: {
+        metric: 'x',
+        matchers: [
+          { key: 'a', value: 'b', op: MatchOp.MATCH_OP_EQ },
+          { key: 'c', value: 'd', op: MatchOp.MATCH_OP_UNSPECIFIED },
+        ],
+      },
+      startMs: 0,
+      endMs: 1,
+    })
+    assert.equal(err3.code, status.INVALID_ARGUMENT)
+    assert.match(err3.details, /selector\.matchers\[1\]\.op/)
+    const err4 = await ask({
+      selector: { metric: 'x', matchers: [] },
+      startMs: 0,
+      endMs: 1,
+      aggregation: { func: AggFunc.AGG_FUNC_UNSPECIFIED, stepMs: 0, groupBy: [], mergeSeries: false },
+    })
+    assert.equal(err4.code, status.INVALID_ARGUMENT)
+    assert.match(err4.details, /aggregation\.func/)
+  })
+
+  test('WriteStream, Ingest and Subscribe answer UNIMPLEMENTED', async () => {
+    const write = new WriteServiceClient(server.address, credentials.createInsecure())
+    const stream = new StreamServiceClient(server.address, credentials.createInsecure())
+    raw.push(write, stream)
+    const err1 = await callError((cb) => {
+      const call = write.writeStream((err) => cb(err))
+      call.end()
+    })
+    assert.equal(err1.code, status.UNIMPLEMENTED)
+
+    const streamError = (call: NodeJS.EventEmitter): Promise<ServiceError> =>
+      new Promise((resolve) => {
+        call.on('data', () => {})
+        call.on('error', resolve)
+      })
+    const ingest = stream.ingest()
+    const err2 = await streamError(ingest)
+    ingest.end()
+    assert.equal(err2.code, status.UNIMPLEMENTED)
+    const err3 = await streamError(stream.subscribe({ selector: { metric: 'x', matchers: [] }, sinceMs: 0 }))
+    assert.equal(err3.code, status.UNIMPLEMENTED)
+  })
+
+  test('health reports SERVING for the server and each service', async () => {
+    const Health = makeGenericClientConstructor(healthService, 'Health')
+    const health = new Health(server.address, credentials.createInsecure()) as unknown as Client & {
+      check(req: { service: string }, cb: (err: ServiceError | null, res: { status: string }) => void): void
+    }
+    raw.push(health)
+    for (const name of ['', 'v3storage.v1.WriteService', 'v3storage.v1.QueryService', 'v3storage.v1.AdminService']) {
+      const res = await new Promise<{ status: string }>((resolve, reject) => {
+        health.check({ service: name }, (err, r) => (err ? reject(err) : resolve(r)))
+      })
+      assert.equal(res.status, 'SERVING', name)
+    }
+  })
+
+  for (const version of ['v1', 'v1alpha'] as const) {
+    test(`reflection ${version} lists the services`, async () => {
+      const protoDir = new URL('../../node_modules/@grpc/reflection/build/proto', import.meta.url).pathname
+      const pkg = loadSync(`grpc/reflection/${version}/reflection.proto`, { includeDirs: [protoDir], keepCase: true })
+      const definition = pkg[`grpc.reflection.${version}.ServerReflection`]
+      assert.ok(definition !== undefined && 'ServerReflectionInfo' in definition)
+      const Reflection = makeGenericClientConstructor(
+        definition as Parameters<typeof makeGenericClientConstructor>[0],
+        'ServerReflection',
+      )
+      const reflection = new Reflection(server.address, credentials.createInsecure()) as unknown as Client & {
+        ServerReflectionInfo(): NodeJS.ReadWriteStream & { write(req: object): boolean }
+      }
+      raw.push(reflection)
+      const call = reflection.ServerReflectionInfo()
+      const response = new Promise<{ list_services_response?: { service: { name: string }[] } }>((resolve, reject) => {
+        call.on('data', resolve)
+        call.on('error', reject)
+      })
+      call.write({ list_services: '' })
+      const names = (await response).list_services_response?.service.map((s) => s.name) ?? []
+      call.end()
+      for (const name of ['WriteService', 'QueryService', 'StreamService', 'ClusterService', 'AdminService']) {
+        assert.ok(names.includes(`v3storage.v1.${name}`), `${name} missing from ${names.join(', ')}`)
+      }
+    })
+  }
+
+  test('ListNodes and Locate describe this one node', async () => {
+    const nodes = await client.listNodes()
+    assert.equal(nodes.length, 1)
+    assert.equal(nodes[0]?.address, server.address)
+    assert.equal(nodes[0]?.state, 'healthy')
+    assert.equal(nodes[0]?.leader, true)
+    assert.deepEqual(await client.locate('cpu', { host: 'a' }), nodes)
+    await rejectsWith(client.locate(''), status.INVALID_ARGUMENT)
+  })
+
+  test('stats, compact and delete', async () => {
+    await client.write([{ metric: 'rt_del', tags: { k: 'v' }, timestamps: [T0, T0 + 1000], values: [1, 2] }])
+    const stats = await client.stats()
+    assert.ok(stats.series >= 1 && stats.pointsWritten >= 2)
+    await client.compact()
+    const deleted = await client.deleteSeries({ selector: { metric: 'rt_del' }, startMs: T0, endMs: T0 + 1 })
+    assert.equal(deleted.seriesMatched, 1)
+    const left = await client.query({ selector: { metric: 'rt_del' }, startMs: T0, endMs: T0 + 60_000 })
+    assert.deepEqual([...(left[0]?.timestamps ?? [])], [T0 + 1000])
+    await client.deleteSeries({ selector: { metric: 'rt_del' } })
+    assert.deepEqual(await client.listSeries({ metric: 'rt_del' }), [])
+    await rejectsWith(
+      client.deleteSeries({ selector: { metric: 'rt_del' }, startMs: 5, endMs: 1 }),
+      status.INVALID_ARGUMENT,
+    )
+  })
+
+  test('a deadline already passed fails with DEADLINE_EXCEEDED', async () => {
+    await rejectsWith(
+      client.query({ selector: { metric: 'rt_cpu' }, startMs: T0, endMs: T0 + 1 }, { timeoutMs: 0 }),
+      status.DEADLINE_EXCEEDED,
+    )
+  })
+
+  test('a cancelled call fails with CANCELLED', async () => {
+    const controller = new AbortController()
+    controller.abort()
+    await rejectsWith(client.stats({ signal: controller.signal }), status.CANCELLED)
+  })
+})
+
+describe('v3 serve with a 64 KiB message limit', () => {
+  let server: ServerProcess
+  before(async () => {
+    server = await startServerProcess({
+      args: ['--max-message-bytes', '64KiB'],
+      client: { maxReceiveMessageBytes: 64 * 1024 },
+    })
+  })
+  after(async () => {
+    await server.stop()
+    await removeDataDir(server.dataDir)
+  })
+
+  test('QueryStream cuts a large result into messages under the limit', async () => {
+    const client = server.client
+    const n = 12_000
+    for (let start = 0; start < n; start += 2000) {
+      const timestamps = Array.from({ length: 2000 }, (_, i) => T0 + (start + i) * 1000)
+      const values = timestamps.map((_, i) => Math.sin(start + i))
+      await client.write([{ metric: 'big', tags: { host: 'a' }, timestamps, values }])
+    }
+    await client.write([{ metric: 'big', tags: { host: 'b' }, timestamps: [T0], values: [42] }])
+    const query = { selector: { metric: 'big' }, startMs: T0, endMs: T0 + n * 1000 }
+
+    // The whole answer does not fit one message.
+    await rejectsWith(client.query(query), status.RESOURCE_EXHAUSTED)
+
+    let messages = 0
+    async function* counted() {
+      for await (const chunk of client.queryStream(query)) {
+        messages++
+        yield chunk
+      }
+    }
+    const series = await mergeChunks(counted())
+    assert.ok(messages > 1, `expected several messages, got ${messages}`)
+    const a = series.find((s) => s.tags[0]?.value === 'a')
+    assert.equal(a?.timestamps.length, n)
+    assert.equal(a?.timestamps[n - 1], T0 + (n - 1) * 1000)
+    assert.equal(a?.values[7], Math.sin(7))
+    assert.equal(series.find((s) => s.tags[0]?.value === 'b')?.values[0], 42)
+  })
+
+  test('a request over the limit is RESOURCE_EXHAUSTED', async () => {
+    const timestamps = Array.from({ length: 8000 }, (_, i) => T0 + i)
+    const err = await rejectsWith(
+      server.client.write([{ metric: 'too_big', timestamps, values: timestamps.map(() => 1.5) }]),
+      status.RESOURCE_EXHAUSTED,
+    )
+    assert.match(err.details, /larger than max/)
+  })
+})
+
+describe('v3 serve with small write and query limits', () => {
+  let server: ServerProcess
+  before(async () => {
+    server = await startServerProcess({ args: ['--max-points-per-write', '100', '--max-points-per-query', '50'] })
+  })
+  after(async () => {
+    await server.stop()
+    await removeDataDir(server.dataDir)
+  })
+
+  test('limits answer RESOURCE_EXHAUSTED naming the limit and its value', async () => {
+    const client = server.client
+    const many = Array.from({ length: 101 }, (_, i) => T0 + i)
+    const err = await rejectsWith(
+      client.write([{ metric: 'lim', timestamps: many, values: many.map(() => 1) }]),
+      status.RESOURCE_EXHAUSTED,
+    )
+    assert.match(err.details, /100/)
+    assert.deepEqual(await client.listSeries({ metric: 'lim' }), [])
+
+    const some = many.slice(0, 60)
+    await client.write([{ metric: 'lim', timestamps: some, values: some.map(() => 1) }])
+    const q = await rejectsWith(
+      client.query({ selector: { metric: 'lim' }, startMs: T0, endMs: T0 + 1000 }),
+      status.RESOURCE_EXHAUSTED,
+    )
+    assert.match(q.details, /50/)
+  })
+})
+
+describe('v3 serve shutdown', () => {
+  test('SIGTERM exits 0 and a restart finds every acknowledged point', async () => {
+    const first = await startServerProcess()
+    try {
+      const timestamps = Array.from({ length: 100 }, (_, i) => T0 + i * 10_000)
+      await first.client.write([
+        { metric: 'durable', tags: { k: 'v' }, timestamps, values: timestamps.map((_, i) => i) },
+      ])
+      const { code } = await first.stop()
+      assert.equal(code, 0, first.stderr())
+
+      const second = await startServerProcess({ dataDir: first.dataDir })
+      try {
+        const got = await second.client.query({ selector: { metric: 'durable' }, startMs: T0, endMs: T0 + 1_000_000 })
+        assert.equal(got[0]?.timestamps.length, 100)
+        assert.equal(got[0]?.values[99], 99)
+      } finally {
+        assert.equal((await second.stop()).code, 0)
+      }
+    } finally {
+      await first.kill()
+      await removeDataDir(first.dataDir)
+    }
+  })
+})

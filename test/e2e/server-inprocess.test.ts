@@ -1,0 +1,260 @@
+// The gRPC server in this process over a scripted engine: what a real engine cannot be made to do on
+// cue (block until cancelled, throw each kind of error) to test deadlines, error mapping and shutdown.
+import assert from 'node:assert/strict'
+import { after, before, describe, test } from 'node:test'
+import { Client, credentials, type ServiceError } from '@grpc/grpc-js'
+import { status, V3Client, V3ClientError } from '../../src/client/index.js'
+import type { CallContext, EngineStats, StorageEngine } from '../../src/engine/storage-engine.js'
+import { DeadlineError, LimitError, NotFoundError, UnavailableError, ValidationError } from '../../src/model/errors.js'
+import type { SeriesPoints } from '../../src/model/types.js'
+import type { ServerLogger } from '../../src/server/errors.js'
+import { type RunningServer, startServer } from '../../src/server/server.js'
+
+const STATS: EngineStats = {
+  series: 0,
+  pointsWritten: 0,
+  bufferedPoints: 0,
+  hotBlocks: 0,
+  coldRuns: 0,
+  coldBlocks: 0,
+  bytesOnDisk: 0,
+  writes: { count: 0, p50Ms: 0, p99Ms: 0 },
+  queries: { count: 0, p50Ms: 0, p99Ms: 0 },
+}
+
+/** An engine whose query runs the scripted behaviour of the current test. */
+class ScriptedEngine implements StorageEngine {
+  onQuery: (ctx: CallContext | undefined) => Promise<SeriesPoints[]> = async () => []
+  async open() {}
+  async close() {}
+  async write() {
+    return { pointsWritten: 0, seriesWritten: 0 }
+  }
+  query(_request: unknown, ctx?: CallContext) {
+    return this.onQuery(ctx)
+  }
+  async latest() {
+    return []
+  }
+  async listSeries() {
+    return []
+  }
+  async deleteSeries() {
+    return { seriesMatched: 0 }
+  }
+  async compact() {
+    return { blocksSealed: 0, blocksMoved: 0, seriesExpired: 0 }
+  }
+  async stats() {
+    return STATS
+  }
+}
+
+/** Resolves when the signal aborts, with its reason. */
+function aborted(signal: AbortSignal | undefined): Promise<unknown> {
+  assert.ok(signal, 'the engine got no signal')
+  return new Promise((resolve) => signal.addEventListener('abort', () => resolve(signal.reason), { once: true }))
+}
+
+async function callFails(promise: Promise<unknown>): Promise<V3ClientError> {
+  const err = await promise.then(
+    () => assert.fail('the call succeeded'),
+    (e: unknown) => e,
+  )
+  assert.ok(err instanceof V3ClientError)
+  return err
+}
+
+const QUERY = { selector: { metric: 'm' }, startMs: 0, endMs: 1 }
+
+describe('server over a scripted engine', () => {
+  const engine = new ScriptedEngine()
+  const logged: { obj: object; msg: string | undefined }[] = []
+  const logger: ServerLogger = {
+    info: () => {},
+    error: (obj, msg) => logged.push({ obj, msg }),
+  }
+  let server: RunningServer
+  let client: V3Client
+
+  before(async () => {
+    server = await startServer({ engine, listen: '127.0.0.1:0', logger, shutdownTimeoutMs: 2000 })
+    client = new V3Client(server.address)
+  })
+  after(async () => {
+    client.close()
+    await server.close()
+  })
+
+  test('a deadline aborts the engine call and the client gets DEADLINE_EXCEEDED', async () => {
+    let reason: Promise<unknown> = Promise.resolve()
+    engine.onQuery = async (ctx) => {
+      reason = aborted(ctx?.signal)
+      await reason
+      throw new DeadlineError('stopped')
+    }
+    const err = await callFails(client.query(QUERY, { timeoutMs: 200 }))
+    assert.equal(err.code, status.DEADLINE_EXCEEDED)
+    const why = await reason
+    assert.ok(why instanceof DeadlineError)
+    assert.match(why.message, /deadline/)
+  })
+
+  test('a client cancellation aborts the engine call', async () => {
+    const controller = new AbortController()
+    let reason: Promise<unknown> = Promise.resolve()
+    let started: () => void = () => {}
+    const running = new Promise<void>((resolve) => {
+      started = resolve
+    })
+    engine.onQuery = async (ctx) => {
+      reason = aborted(ctx?.signal)
+      started()
+      await reason
+      return []
+    }
+    const call = callFails(client.query(QUERY, { signal: controller.signal }))
+    await running
+    controller.abort()
+    assert.equal((await call).code, status.CANCELLED)
+    assert.ok((await reason) instanceof DeadlineError)
+  })
+
+  const mapped = [
+    [ValidationError.field('selector.metric', 'is required'), status.INVALID_ARGUMENT, /selector\.metric: is required/],
+    [
+      new LimitError('max_points_per_query', 5, 'too many points'),
+      status.RESOURCE_EXHAUSTED,
+      /max_points_per_query = 5/,
+    ],
+    [new NotFoundError('no such series'), status.NOT_FOUND, /no such series/],
+    [new UnavailableError('the engine is closed'), status.UNAVAILABLE, /closed/],
+    [new DeadlineError('too slow'), status.DEADLINE_EXCEEDED, /too slow/],
+  ] as const
+  for (const [error, code, message] of mapped) {
+    test(`${error.name} maps to ${status[code]}`, async () => {
+      engine.onQuery = async () => {
+        throw error
+      }
+      const err = await callFails(client.query(QUERY))
+      assert.equal(err.code, code)
+      assert.match(err.details, message)
+    })
+  }
+
+  test('INVALID_ARGUMENT carries every violation in google.rpc.BadRequest', async () => {
+    const violations = Array.from({ length: 7 }, (_, i) => ({ field: `series[${i}].metric`, description: 'bad' }))
+    engine.onQuery = async () => {
+      throw new ValidationError(violations)
+    }
+    const err = await callFails(client.query(QUERY))
+    assert.deepEqual(err.violations, violations)
+    assert.match(err.details, /and 2 more/)
+  })
+
+  test('an unexpected error is INTERNAL, its cause logged and not sent', async () => {
+    logged.length = 0
+    engine.onQuery = async () => {
+      throw new Error('cannot open /secret/path')
+    }
+    const err = await callFails(client.query(QUERY))
+    assert.equal(err.code, status.INTERNAL)
+    assert.doesNotMatch(err.details, /secret/)
+    assert.equal(logged.length, 1)
+    assert.match(JSON.stringify(logged[0]?.msg), /QueryService\.Query/)
+  })
+
+  test('a malformed WriteRequest is INVALID_ARGUMENT naming the field, not INTERNAL', async () => {
+    const raw = new Client(server.address, credentials.createInsecure())
+    try {
+      // series[0] says it is 10 bytes long and holds 2.
+      const bytes = Buffer.from([0x0a, 0x0a, 0x0a, 0x00])
+      const err = await new Promise<ServiceError>((resolve, reject) => {
+        raw.makeUnaryRequest(
+          '/v3storage.v1.WriteService/Write',
+          (b: Buffer) => b,
+          (b: Buffer) => b,
+          bytes,
+          (e) => (e ? resolve(e) : reject(new Error('the call succeeded'))),
+        )
+      })
+      assert.equal(err.code, status.INVALID_ARGUMENT)
+      assert.match(err.details, /series\[0\]/)
+    } finally {
+      raw.close()
+    }
+  })
+
+  test('QueryStream stops when the client stops reading', async () => {
+    const n = 200_000
+    const timestamps = Float64Array.from({ length: n }, (_, i) => i)
+    engine.onQuery = async () => [{ metric: 'm', tags: [], timestamps, values: new Float64Array(n) }]
+    let messages = 0
+    for await (const chunk of client.queryStream(QUERY)) {
+      assert.ok(chunk.length > 0)
+      messages++
+      if (messages === 2) break
+    }
+    // The next call works: the abandoned stream left nothing behind.
+    engine.onQuery = async () => []
+    assert.deepEqual(await client.query(QUERY), [])
+  })
+})
+
+describe('server shutdown', () => {
+  test('close lets an in-flight call finish and refuses new ones', async () => {
+    const engine = new ScriptedEngine()
+    let release: () => void = () => {}
+    let started: () => void = () => {}
+    const running = new Promise<void>((resolve) => {
+      started = resolve
+    })
+    engine.onQuery = () =>
+      new Promise((resolve) => {
+        started()
+        release = () => resolve([{ metric: 'm', tags: [], timestamps: Float64Array.of(1), values: Float64Array.of(2) }])
+      })
+    const server = await startServer({ engine, listen: '127.0.0.1:0', shutdownTimeoutMs: 5000 })
+    const client = new V3Client(server.address)
+    try {
+      const inFlight = client.query(QUERY)
+      await running
+      const closed = server.close()
+      const late = new V3Client(server.address)
+      const refused = await callFails(late.stats({ timeoutMs: 2000 }))
+      late.close()
+      assert.ok(refused.code === status.UNAVAILABLE || refused.code === status.DEADLINE_EXCEEDED, refused.message)
+      release()
+      const result = await inFlight
+      assert.deepEqual([...(result[0]?.values ?? [])], [2])
+      await closed
+    } finally {
+      client.close()
+      await server.close()
+    }
+  })
+
+  test('close cancels calls that outlast the shutdown timeout', async () => {
+    const engine = new ScriptedEngine()
+    let started: () => void = () => {}
+    const running = new Promise<void>((resolve) => {
+      started = resolve
+    })
+    engine.onQuery = (ctx) => {
+      started()
+      return aborted(ctx?.signal).then(() => [])
+    }
+    const quiet: ServerLogger = { info: () => {}, error: () => {} }
+    const server = await startServer({ engine, listen: '127.0.0.1:0', shutdownTimeoutMs: 100, logger: quiet })
+    const client = new V3Client(server.address)
+    try {
+      const stuck = callFails(client.query(QUERY))
+      await running
+      await server.close()
+      const err = await stuck
+      assert.ok(err.code === status.CANCELLED || err.code === status.UNAVAILABLE, err.message)
+    } finally {
+      client.close()
+    }
+  })
+})

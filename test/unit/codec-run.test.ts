@@ -1,0 +1,284 @@
+import assert from 'node:assert/strict'
+import { describe, it } from 'node:test'
+import { CorruptDataError } from '../../src/codec/errors.js'
+import { RUN_MS } from '../../src/codec/row-key.js'
+import { decodeRun, decodeRunInto, encodeRun, readRunHeader, runCount } from '../../src/codec/run-codec.js'
+import { ENCODING_RUN_GORILLA, ENCODING_RUN_SCALED } from '../../src/codec/schema.js'
+
+/** Mulberry32: seeded, so a failure repeats. */
+function prng(seed: number): () => number {
+  let a = seed >>> 0
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0
+    let t = a
+    t = Math.imul(t ^ (t >>> 15), t | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296
+  }
+}
+
+function fromBits(...bits: bigint[]): Float64Array {
+  const out = new Float64Array(bits.length)
+  new BigUint64Array(out.buffer).set(bits)
+  return out
+}
+
+function bitsOf(arr: Float64Array): bigint[] {
+  return [...new BigUint64Array(arr.buffer, arr.byteOffset, arr.length)]
+}
+
+/** Bit-exact equality; compares bytes first, since spreading millions of elements is slow. */
+function assertSameBits(actual: Float64Array, expected: Float64Array): void {
+  const a = Buffer.from(actual.buffer, actual.byteOffset, actual.byteLength)
+  const b = Buffer.from(expected.buffer, expected.byteOffset, expected.byteLength)
+  if (!a.equals(b)) assert.deepEqual(bitsOf(actual), bitsOf(expected))
+}
+
+const RUN_START = 1_699_999_200_000
+
+/** Points every intervalMs from the run start, plus up to jitterMs either way. */
+function times(count: number, intervalMs: number, rand: () => number = () => 0.5, jitterMs = 0): Float64Array {
+  const ts = new Float64Array(count)
+  let prev = -1
+  for (let i = 0; i < count; i++) {
+    const jitter = Math.round((rand() * 2 - 1) * jitterMs)
+    prev = Math.max(prev + 1, i * intervalMs + jitter)
+    ts[i] = RUN_START + prev
+  }
+  return ts
+}
+
+/** A random walk clamped to [0, 100] with steps in [-5, 5], rounded to decimals (null: full precision). */
+function walk(rand: () => number, count: number, decimals: number | null): Float64Array {
+  const out = new Float64Array(count)
+  let v = rand() * 100
+  for (let i = 0; i < count; i++) {
+    v = Math.min(100, Math.max(0, v + rand() * 10 - 5))
+    out[i] = decimals === null ? v : Math.round(v * 10 ** decimals) / 10 ** decimals
+  }
+  return out
+}
+
+function roundTrip(ts: Float64Array, vs: Float64Array, start = RUN_START): Buffer {
+  const enc = encodeRun(ts, vs, ts.length, start)
+  assert.equal(runCount(enc), ts.length)
+  const header = readRunHeader(enc, start)
+  assert.equal(header.firstMs, ts[0])
+  assert.equal(header.lastMs, ts.at(-1))
+  const dec = decodeRun(enc, start)
+  assertSameBits(dec.timestamps, ts)
+  assertSameBits(dec.values, vs)
+  return enc
+}
+
+describe('run codec', () => {
+  it('chooses SCALED for 2-decimal data and round-trips it', () => {
+    const rand = prng(1)
+    const ts = times(360, 10_000)
+    const vs = walk(rand, 360, 2)
+    const enc = roundTrip(ts, vs)
+    assert.equal(enc[0], ENCODING_RUN_SCALED)
+    assert.equal(readRunHeader(enc, RUN_START).encoding, ENCODING_RUN_SCALED)
+    assert.ok(enc.length / 360 < 1.5, `${enc.length / 360} bytes a point`)
+  })
+
+  it('chooses GORILLA for full-precision data and round-trips it', () => {
+    const rand = prng(2)
+    const ts = times(360, 10_000)
+    const vs = walk(rand, 360, null)
+    const enc = roundTrip(ts, vs)
+    assert.equal(enc[0], ENCODING_RUN_GORILLA)
+    assert.ok(enc.length / 360 < 8, `${enc.length / 360} bytes a point`)
+  })
+
+  it('falls back to GORILLA for -0, NaN and infinities, keeping their bits', () => {
+    const ts = times(5, 1000)
+    for (const odd of [0x8000_0000_0000_0000n, 0x7ff8_0000_0000_0001n, 0xfff0_0000_0000_0000n]) {
+      const vs = fromBits(...bitsOf(Float64Array.of(1.25, 2.5)), odd, ...bitsOf(Float64Array.of(3.75, 0)))
+      const enc = roundTrip(ts, vs)
+      assert.equal(enc[0], ENCODING_RUN_GORILLA)
+    }
+  })
+
+  it('scales by the smallest power of ten up to 10^9, and no further', () => {
+    const ts = times(4, 1000)
+    for (let d = 0; d <= 9; d++) {
+      // Built by division, as a decimal literal parses: 2 + 10 ** -d need not be that double.
+      const p = 10 ** d
+      const vs = Float64Array.of(1, (2 * p + 1) / p, 3, -1 / p)
+      const enc = roundTrip(ts, vs)
+      // The mode byte follows the header: encoding, count, first offset (0), last offset (3000, two bytes).
+      assert.equal(enc[0], ENCODING_RUN_SCALED, `d=${d}`)
+      assert.equal(enc[5]! & 0x0f, d)
+    }
+    assert.equal(roundTrip(ts, Float64Array.of(1, 2, 3, 1e-10))[0], ENCODING_RUN_GORILLA)
+    assert.equal(roundTrip(ts, Float64Array.of(1, 2, 3, 5e-324))[0], ENCODING_RUN_GORILLA)
+  })
+
+  it('keeps scaled integers below 2^50 and falls back above', () => {
+    const ts = times(3, 1000)
+    const near = 2 ** 50 - 1
+    const ramp = (top: number) => Float64Array.from({ length: 20 }, (_, i) => (i % 2 === 0 ? top - i : -top + i))
+    assert.equal(roundTrip(times(20, 1000), ramp(near))[0], ENCODING_RUN_SCALED)
+    assert.equal(roundTrip(times(20, 1000), ramp(2 ** 50))[0], ENCODING_RUN_GORILLA)
+    assert.equal(roundTrip(ts, Float64Array.of(Number.MAX_VALUE, 1, 2))[0], ENCODING_RUN_GORILLA)
+  })
+
+  it('packs counters as deltas of deltas and constants in almost nothing', () => {
+    const ts = times(360, 10_000)
+    const counter = Float64Array.from({ length: 360 }, (_, i) => 1_000_000 + i * 1234)
+    const enc = roundTrip(ts, counter)
+    assert.equal(enc[0], ENCODING_RUN_SCALED)
+    assert.ok(enc.length < 120, `${enc.length} bytes`)
+    const constant = new Float64Array(360).fill(0.5)
+    assert.ok(roundTrip(ts, constant).length < 120)
+  })
+
+  it('keeps GORILLA when XOR beats the scaled residuals', () => {
+    // Two distant levels: the scaled deltas are wide, the XORs repeat one pattern.
+    const ts = times(360, 10_000)
+    const vs = Float64Array.from({ length: 360 }, (_, i) => (i % 2 === 0 ? 0 : 1e12))
+    assert.equal(roundTrip(ts, vs)[0], ENCODING_RUN_GORILLA)
+  })
+
+  it('round-trips a single point and the ends of the run', () => {
+    for (const offset of [0, RUN_MS - 1]) {
+      roundTrip(Float64Array.of(RUN_START + offset), Float64Array.of(1.5))
+      roundTrip(Float64Array.of(RUN_START + offset), fromBits(0x7ff0_0000_0000_0abcn))
+    }
+    roundTrip(Float64Array.of(RUN_START, RUN_START + RUN_MS - 1), Float64Array.of(1, 2))
+  })
+
+  it('round-trips runs before the epoch', () => {
+    const start = -3 * RUN_MS
+    const ts = Float64Array.of(start, start + 1, start + 3_599_999)
+    roundTrip(ts, Float64Array.of(-1.5, -2.25, 0), start)
+  })
+
+  it('round-trips a run of one point every millisecond', () => {
+    const rand = prng(5)
+    const ts = Float64Array.from({ length: RUN_MS }, (_, i) => RUN_START + i)
+    const enc = roundTrip(ts, walk(rand, RUN_MS, 1))
+    assert.equal(enc[0], ENCODING_RUN_SCALED)
+  })
+
+  it('decodes into caller arrays at an offset', () => {
+    const a = encodeRun(times(3, 1000), Float64Array.of(1.5, 2.5, 3.5), 3, RUN_START)
+    const b = encodeRun(times(2, 1000), Float64Array.of(Math.PI, -0), 2, RUN_START)
+    const ts = new Float64Array(new ArrayBuffer(8 * 10), 8, 7).fill(-1)
+    const vs = new Float64Array(new ArrayBuffer(8 * 10), 16, 7).fill(-1)
+    let at = 1
+    at += decodeRunInto(a, RUN_START, ts, vs, at)
+    at += decodeRunInto(b, RUN_START, ts, vs, at)
+    assert.equal(at, 6)
+    assert.deepEqual(bitsOf(vs), bitsOf(Float64Array.of(-1, 1.5, 2.5, 3.5, Math.PI, -0, -1)))
+    assert.deepEqual(
+      [...ts.subarray(1, 6)],
+      [RUN_START, RUN_START + 1000, RUN_START + 2000, RUN_START, RUN_START + 1000],
+    )
+    assert.throws(() => decodeRunInto(a, RUN_START, ts, vs, 5), RangeError)
+  })
+
+  it('refuses input that would not round-trip', () => {
+    const vs = Float64Array.of(1, 2)
+    assert.throws(() => encodeRun(Float64Array.of(RUN_START, RUN_START), vs, 2, RUN_START), /^Error: BUG: /)
+    assert.throws(() => encodeRun(Float64Array.of(RUN_START, RUN_START + RUN_MS), vs, 2, RUN_START), /^Error: BUG: /)
+    assert.throws(() => encodeRun(Float64Array.of(RUN_START, RUN_START + 1), vs, 2, RUN_START + 1), /^Error: BUG: /)
+  })
+
+  it('round-trips thousands of random runs', () => {
+    const rand = prng(11)
+    let scaled = 0
+    for (let c = 0; c < 3000; c++) {
+      const count = 1 + Math.floor(rand() ** 2 * 1500)
+      const interval = Math.max(1, Math.floor(RUN_MS / count / (1 + rand() * 3)))
+      const ts = times(count, interval, rand, Math.floor(rand() * 3) * 50)
+      const kind = Math.floor(rand() * 5)
+      let vs: Float64Array
+      if (kind === 0) vs = walk(rand, count, null)
+      else if (kind === 1) vs = walk(rand, count, Math.floor(rand() * 10))
+      else if (kind === 2)
+        vs = Float64Array.from({ length: count }, (_, i) => Math.floor(i * rand() * 1e6) * (rand() < 0.5 ? 1 : -1))
+      else if (kind === 3) {
+        vs = walk(rand, count, 3)
+        vs[Math.floor(rand() * count)] = rand() < 0.5 ? -0 : Number.NaN
+      } else {
+        vs = new Float64Array(count)
+        const u32 = new Uint32Array(vs.buffer)
+        for (let i = 0; i < u32.length; i++) u32[i] = (rand() * 4_294_967_296) >>> 0
+      }
+      if (roundTrip(ts, vs)[0] === ENCODING_RUN_SCALED) scaled++
+    }
+    assert.ok(scaled > 800, `${scaled} scaled`)
+  })
+})
+
+describe('run codec on damaged input', () => {
+  const rand = prng(8)
+  const samples: Buffer[] = []
+  for (let i = 0; i < 40; i++) {
+    const count = 1 + Math.floor(rand() * 100)
+    const vs = walk(rand, count, i % 2 === 0 ? 2 : null)
+    samples.push(encodeRun(times(count, 20_000, rand, 30), vs, count, RUN_START))
+  }
+
+  it('has both encodings among the samples', () => {
+    assert.ok(samples.some((s) => s[0] === ENCODING_RUN_SCALED))
+    assert.ok(samples.some((s) => s[0] === ENCODING_RUN_GORILLA))
+  })
+
+  it('throws CorruptDataError for every truncation and for trailing bytes', () => {
+    for (const enc of samples) {
+      for (let n = 0; n < enc.length; n++) {
+        assert.throws(() => decodeRun(enc.subarray(0, n), RUN_START), CorruptDataError, `length ${n} of ${enc.length}`)
+      }
+      assert.throws(
+        () => decodeRun(Buffer.concat([enc, Buffer.of(0)]), RUN_START),
+        /cannot decode run: 1 trailing bytes/,
+      )
+    }
+  })
+
+  it('throws CorruptDataError for headers that cannot be', () => {
+    assert.throws(() => runCount(Buffer.of(0x10, 1, 0, 0)), /cannot decode run: encoding byte 0x10 is not 0x20/)
+    // Count 2 between offsets 5 and 5.
+    assert.throws(() => runCount(Buffer.of(0x20, 2, 5, 5)), /2 points cannot span offsets 5 to 5/)
+    // Mode byte with unknown bits, and d = 10.
+    assert.throws(() => decodeRun(Buffer.of(0x21, 1, 0, 0, 0x40, 0), RUN_START), /mode byte 64/)
+    assert.throws(() => decodeRun(Buffer.of(0x21, 1, 0, 0, 0x0a, 0), RUN_START), /mode byte 10/)
+    // A header whose last offset disagrees with the stream.
+    const enc = Buffer.from(encodeRun(Float64Array.of(RUN_START, RUN_START + 7), Float64Array.of(1, 2), 2, RUN_START))
+    enc[3] = 8
+    assert.throws(() => decodeRun(enc, RUN_START), /last timestamp offset 8 in the header does not match/)
+  })
+
+  it('throws CorruptDataError or decodes, and never hangs, whatever the bytes', () => {
+    const noise = prng(100)
+    let detected = 0
+    for (let c = 0; c < 20_000; c++) {
+      const enc = Buffer.from(samples[c % samples.length]!)
+      const flips = 1 + Math.floor(noise() * 3)
+      for (let f = 0; f < flips; f++) {
+        const at = Math.floor(noise() * enc.length)
+        enc[at] = enc[at]! ^ (1 << Math.floor(noise() * 8))
+      }
+      try {
+        const dec = decodeRun(enc, RUN_START)
+        for (let i = 1; i < dec.timestamps.length; i++) assert.ok(dec.timestamps[i]! > dec.timestamps[i - 1]!)
+      } catch (err) {
+        if (!(err instanceof CorruptDataError)) throw err
+        detected++
+      }
+    }
+    assert.ok(detected > 5000, `${detected} detected`)
+    for (let c = 0; c < 5000; c++) {
+      const bytes = Buffer.from(Array.from({ length: Math.floor(noise() * 300) }, () => Math.floor(noise() * 256)))
+      if (noise() < 0.8) bytes[0] = noise() < 0.5 ? ENCODING_RUN_SCALED : ENCODING_RUN_GORILLA
+      try {
+        decodeRun(bytes, RUN_START)
+      } catch (err) {
+        if (!(err instanceof CorruptDataError)) throw err
+      }
+    }
+  })
+})
