@@ -36,7 +36,14 @@ import {
   mapLimit,
   type TierState,
 } from './engine-core.js'
-import { applyRetention, deleteSeriesData, moveCold, putCounters, sealBlocks } from './engine-maintenance.js'
+import {
+  applyRetention,
+  deleteSeriesData,
+  findHotMinBlock,
+  moveCold,
+  putCounters,
+  sealBlocks,
+} from './engine-maintenance.js'
 import { checkSignal, PointBudget, readLatest, readMany } from './engine-read.js'
 import { Head } from './head.js'
 import { LatencyRecorder } from './latency.js'
@@ -95,6 +102,7 @@ export class BasicEngine implements StorageEngine, EngineCore {
       await this.store.open(this.config.blockCacheBytes)
       await this.index.load()
       await this.loadCounters()
+      this.tiers.hotMinBlock = await findHotMinBlock(this)
       await this.replayBuffer()
     } catch (err) {
       this.state = 'closed'

@@ -36,29 +36,72 @@ function syncWrites(core: EngineCore): boolean {
 }
 
 /**
- * Seals due blocks of the write buffer into the hot family: each is merged with the stored block of
- * the same series and time (buffered points win) and written once. Then the write-buffer records
- * that no buffered block needs any more are dropped with one range delete.
+ * Seals due blocks of the write buffer. A block whose whole run is already past the hot window, in
+ * a time range where the hot family holds nothing, goes straight into its cold run (back-filled
+ * data would otherwise be written as 30-second blocks only to be re-packed minutes later); every
+ * other block is merged with the stored hot block of the same series and time (buffered points
+ * win) and written once. Then the write-buffer records that no buffered block needs any more are
+ * dropped with one range delete.
  */
 export async function sealBlocks(core: EngineCore, force: boolean): Promise<number> {
   const now = core.clock.now()
   const overLimit = core.head.bufferedPoints > core.config.maxBufferedPoints
   const due = core.head.takeDue(now, core.config.sealIdleMs, force || overLimit)
-  let sealed = 0
-  for (let i = 0; i < due.length; i += SEAL_CHUNK) {
-    const chunk = due.slice(i, i + SEAL_CHUNK)
-    try {
-      sealed += await sealChunk(core, chunk)
-    } catch (err) {
-      core.head.abortSeal(due.slice(i))
-      throw err
+  const cutoff = Math.floor((now - core.config.hotWindowMs) / BLOCK_MS)
+  const toHot: OpenBlock[] = []
+  const toCold = new Map<string, OpenBlock[]>()
+  for (const open of due) {
+    const runEnd = runStartBlock(open.block) + RUN_BLOCKS
+    if (runEnd <= cutoff && runEnd <= core.tiers.hotMinBlock) {
+      const key = `${open.handle}:${runEnd}`
+      const list = toCold.get(key)
+      if (list) list.push(open)
+      else toCold.set(key, [open])
+    } else {
+      toHot.push(open)
     }
   }
+  const done = new Set<OpenBlock>()
+  try {
+    const runs = [...toCold.values()]
+    for (let i = 0; i < runs.length; i += MOVE_CHUNK_RUNS) {
+      const chunk = runs.slice(i, i + MOVE_CHUNK_RUNS)
+      await sealRuns(core, chunk)
+      for (const list of chunk) {
+        core.head.finishSeal(list)
+        for (const open of list) done.add(open)
+      }
+    }
+    for (let i = 0; i < toHot.length; i += SEAL_CHUNK) {
+      const chunk = toHot.slice(i, i + SEAL_CHUNK)
+      await sealChunk(core, chunk)
+      for (const open of chunk) done.add(open)
+    }
+  } catch (err) {
+    core.head.abortSeal(due.filter((open) => !done.has(open)))
+    throw err
+  }
   await trimBuffer(core)
-  return sealed
+  return due.length
 }
 
-async function sealChunk(core: EngineCore, chunk: OpenBlock[]): Promise<number> {
+/** Merges buffered blocks into their cold runs; each list holds blocks of one series and run. */
+async function sealRuns(core: EngineCore, lists: OpenBlock[][]): Promise<void> {
+  const groups: RunGroup[] = []
+  for (const list of lists) {
+    const first = list[0]
+    const entry = first && core.index.byHandle(first.handle)
+    if (!first || !entry) continue
+    const pieces = list
+      .filter((open) => open.ts.length > 0)
+      .sort((a, b) => a.block - b.block)
+      .map((open) => sortDedupLastWins(open.ts, open.vals))
+    if (pieces.length > 0) groups.push({ id: entry.id, runStart: runStartBlock(first.block), pieces })
+  }
+  await writeRuns(core, groups)
+}
+
+async function sealChunk(core: EngineCore, chunk: OpenBlock[]): Promise<void> {
   const cols = core.store.columns
   const live: Array<{ open: OpenBlock; entry: SeriesEntry; key: Buffer }> = []
   for (const open of chunk) {
@@ -88,7 +131,6 @@ async function sealChunk(core: EngineCore, chunk: OpenBlock[]): Promise<number> 
   await batch.write({ sync: syncWrites(core) })
   core.tiers.hotMinBlock = minBlock
   core.head.finishSeal(chunk)
-  return live.length
 }
 
 /** Drops the write-buffer records older than the oldest one a buffered block still needs. */
@@ -101,14 +143,22 @@ async function trimBuffer(core: EngineCore): Promise<void> {
 interface RunGroup {
   readonly id: Buffer
   readonly runStart: number
-  readonly hotKeys: Buffer[]
+  /** Sorted, time-disjoint pieces in time order. */
+  readonly pieces: PointRun[]
+}
+
+interface MoveGroup extends RunGroup {
+  blocks: number
+  lastBlock: number
   readonly pieces: PointRun[]
 }
 
 /**
  * Moves hot blocks whose end is older than the hot window into the cold family, re-packed into
  * runs of RUN_BLOCKS blocks (one value per series and hour) that are merged with the run already
- * stored there; hot points win, being newer.
+ * stored there; hot points win, being newer. The moved blocks of a series are then removed with
+ * one range delete: a crash in between leaves copies in both families, which the next pass merges
+ * again to the same result.
  */
 export async function moveCold(core: EngineCore): Promise<number> {
   const cutoff = Math.floor((core.clock.now() - core.config.hotWindowMs) / BLOCK_MS)
@@ -116,8 +166,25 @@ export async function moveCold(core: EngineCore): Promise<number> {
   const it = core.store.db.iterator({ column: cols.hot })
   let moved = 0
   let remainingMin = Number.POSITIVE_INFINITY
-  let groups: RunGroup[] = []
-  let current: RunGroup | undefined
+  let groups: MoveGroup[] = []
+  let current: MoveGroup | undefined
+  const flush = async (): Promise<void> => {
+    if (groups.length === 0) return
+    await writeRuns(core, groups)
+    // Delete only what this flush has merged: a series' later blocks may still be on the next page.
+    const upTo = new Map<string, { id: Buffer; end: number }>()
+    for (const g of groups) {
+      const k = g.id.toString('hex')
+      const end = Math.max(upTo.get(k)?.end ?? MIN_BLOCK, g.lastBlock + 1)
+      upTo.set(k, { id: g.id, end })
+      moved += g.blocks
+    }
+    for (const { id, end } of upTo.values()) {
+      await core.store.db.clear({ ...clampedRange(id, MIN_BLOCK, end), column: cols.hot })
+    }
+    groups = []
+    current = undefined
+  }
   try {
     for (;;) {
       const page = await it.nextv(1000)
@@ -131,26 +198,26 @@ export async function moveCold(core: EngineCore): Promise<number> {
         const id = key.subarray(0, 8)
         const runStart = runStartBlock(block)
         if (!current || current.runStart !== runStart || !current.id.equals(id)) {
-          current = { id: Buffer.from(id), runStart, hotKeys: [], pieces: [] }
+          current = { id: Buffer.from(id), runStart, blocks: 0, lastBlock: block, pieces: [] }
           groups.push(current)
         }
         const d = decodeBlock(value, blockStartMs(block))
-        current.hotKeys.push(Buffer.from(key))
+        current.blocks++
+        current.lastBlock = block
         current.pieces.push({ ts: d.timestamps, vals: d.values })
       }
-      if (groups.length >= MOVE_CHUNK_RUNS) {
-        // The last group may continue on the next page; merging it with the run written now is correct.
-        moved += await writeRuns(core, groups)
-        groups = []
-        current = undefined
-      }
+      // A group may continue on the next page; merging it with the run written now is correct.
+      if (groups.length >= MOVE_CHUNK_RUNS) await flush()
     }
-    moved += await writeRuns(core, groups)
+    await flush()
   } finally {
     await it.close()
   }
-  const bufferedMin = core.head.minBlock()
-  core.tiers.hotMinBlock = Math.min(remainingMin, bufferedMin ?? Number.POSITIVE_INFINITY)
+  core.counters.hotBlocks -= moved
+  core.tiers.hotMinBlock = remainingMin
+  const batch = core.store.db.batch()
+  putCounters(core, batch)
+  await batch.write({ sync: syncWrites(core) })
   return moved
 }
 
@@ -181,13 +248,12 @@ function distinctBlocks(ts: Float64Array): number {
   return count
 }
 
-async function writeRuns(core: EngineCore, groups: RunGroup[]): Promise<number> {
-  if (groups.length === 0) return 0
+async function writeRuns(core: EngineCore, groups: RunGroup[]): Promise<void> {
+  if (groups.length === 0) return
   const cols = core.store.columns
   const runKeys = groups.map((g) => encodeRowKey(g.id, g.runStart))
   const stored = await core.store.getMany(cols.cold, runKeys)
   const batch = core.store.db.batch()
-  let moved = 0
   groups.forEach((g, i) => {
     const start = blockStartMs(g.runStart)
     let run = concatPieces(g.pieces)
@@ -201,15 +267,11 @@ async function writeRuns(core: EngineCore, groups: RunGroup[]): Promise<number> 
     }
     core.counters.coldBlocks += distinctBlocks(run.ts)
     batch.put(runKeys[i] as Buffer, encodeRun(run.ts, run.vals, run.ts.length, start), { column: cols.cold })
-    for (const key of g.hotKeys) batch.del(key, { column: cols.hot })
-    core.counters.hotBlocks -= g.hotKeys.length
-    moved += g.hotKeys.length
     const lastBlock = g.runStart + RUN_BLOCKS - 1
     if (lastBlock > core.tiers.coldMaxBlock) core.tiers.coldMaxBlock = lastBlock
   })
   putCounters(core, batch)
   await batch.write({ sync: syncWrites(core) })
-  return moved
 }
 
 /**
@@ -333,4 +395,19 @@ function keepOutside(d: { timestamps: Float64Array; values: Float64Array }, from
     }
   }
   return { ts: Float64Array.from(ts), vals: Float64Array.from(vals) }
+}
+
+/**
+ * The smallest block number in the hot family, by a scan of its keys. The hot family holds only
+ * the hot window (and recent back-fill), so this is cheap; it runs once, at open.
+ */
+export async function findHotMinBlock(core: EngineCore): Promise<number> {
+  let min = Number.POSITIVE_INFINITY
+  await core.store.scan({ column: core.store.columns.hot, values: false }, (page) => {
+    for (const [key] of page) {
+      const block = blockOfKey(key)
+      if (block < min) min = block
+    }
+  })
+  return min
 }

@@ -1,5 +1,5 @@
 import { decodeBlock } from '../codec/block-codec.js'
-import { blockKeyRange, blockStartMs, MAX_BLOCK, MIN_BLOCK, runStartBlock, seriesKeyRange } from '../codec/row-key.js'
+import { blockKeyRange, blockStartMs, MAX_BLOCK, MIN_BLOCK, runStartBlock } from '../codec/row-key.js'
 import { decodeRun } from '../codec/run-codec.js'
 import { BLOCK_MS, BLOCK_NUMBER_BIAS } from '../codec/schema.js'
 import { DeadlineError, LimitError } from '../model/errors.js'
@@ -101,7 +101,10 @@ export async function readSeries(
   if (fromBlock <= core.tiers.coldMaxBlock) {
     reads.push(
       core.store.scan(
-        { ...clampedRange(entry.id, runStartBlock(fromBlock), toBlock + 1), column: cols.cold },
+        {
+          ...clampedRange(entry.id, runStartBlock(fromBlock), Math.min(toBlock, core.tiers.coldMaxBlock) + 1),
+          column: cols.cold,
+        },
         (page) => {
           for (const [key, value] of page) {
             const runStart = blockOfKey(key)
@@ -164,28 +167,33 @@ export async function readLatest(
   const cols = core.store.columns
   let hot: { ts: number; val: number } | undefined
   let cold: { ts: number; val: number } | undefined
-  const range = (column: typeof cols.hot) => ({
-    ...seriesKeyRange(entry.id),
-    reverse: true,
-    limit: 1,
-    column,
-  })
-  const reads = [
-    core.store.scan(range(cols.hot), (page) => {
-      for (const [key, value] of page) {
-        const d = decodeBlock(value, blockStartMs(blockOfKey(key)))
-        const n = d.timestamps.length
-        if (n > 0) hot = { ts: d.timestamps[n - 1] as number, val: d.values[n - 1] as number }
-      }
-    }),
-    core.store.scan(range(cols.cold), (page) => {
-      for (const [key, value] of page) {
-        const d = decodeRun(value, blockStartMs(blockOfKey(key)))
-        const n = d.timestamps.length
-        if (n > 0) cold = { ts: d.timestamps[n - 1] as number, val: d.values[n - 1] as number }
-      }
-    }),
-  ]
+  // Blocks before hotMinBlock in the hot family are deleted (tombstones until RocksDB compacts
+  // them away), so the reverse scans start at the tier marks instead of the series' ends.
+  const reads: Promise<void>[] = []
+  if (core.tiers.hotMinBlock !== Number.POSITIVE_INFINITY) {
+    const range = clampedRange(entry.id, core.tiers.hotMinBlock, MAX_BLOCK + 1)
+    reads.push(
+      core.store.scan({ ...range, reverse: true, limit: 1, column: cols.hot }, (page) => {
+        for (const [key, value] of page) {
+          const d = decodeBlock(value, blockStartMs(blockOfKey(key)))
+          const n = d.timestamps.length
+          if (n > 0) hot = { ts: d.timestamps[n - 1] as number, val: d.values[n - 1] as number }
+        }
+      }),
+    )
+  }
+  if (core.tiers.coldMaxBlock !== Number.NEGATIVE_INFINITY) {
+    const range = clampedRange(entry.id, MIN_BLOCK, core.tiers.coldMaxBlock + 1)
+    reads.push(
+      core.store.scan({ ...range, reverse: true, limit: 1, column: cols.cold }, (page) => {
+        for (const [key, value] of page) {
+          const d = decodeRun(value, blockStartMs(blockOfKey(key)))
+          const n = d.timestamps.length
+          if (n > 0) cold = { ts: d.timestamps[n - 1] as number, val: d.values[n - 1] as number }
+        }
+      }),
+    )
+  }
   await Promise.all(reads)
   // Ties go to the newer tier: the buffer over hot over cold.
   let best = cold

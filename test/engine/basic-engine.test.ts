@@ -31,9 +31,9 @@ function engineAt(dataDir: string, clock: ManualClock, options: Partial<BasicEng
 const everything = { selector: { metric: 'cpu', matchers: [] }, startMs: T0 - 100 * HOUR, endMs: T0 + 100 * HOUR }
 
 describe('basic engine: tiers, retention, restart', () => {
-  it('moves blocks past the hot window to cold runs and reads across the boundary', async () => {
+  it('keeps recent blocks hot, puts old ones in cold runs, and reads across the boundary', async () => {
     const dir = await tempDir()
-    const clock = new ManualClock(T0 + 10 * HOUR)
+    const clock = new ManualClock(T0 + 3 * HOUR)
     let engine = engineAt(dir, clock, { hotWindowMs: HOUR })
     try {
       await engine.open()
@@ -43,22 +43,24 @@ describe('basic engine: tiers, retention, restart', () => {
           { metric: 'cpu', tags: [{ key: 'host', value: 'a' }], timestamps: ts, values: ts.map((_, i) => i / 4) },
         ],
       })
-      const c = await engine.compact()
+      // The first two hours are past the hot window: sealed straight into cold runs. The last
+      // hour's blocks stay hot.
+      let c = await engine.compact()
       assert.equal(c.blocksSealed, 3 * 120)
-      assert.equal(c.blocksMoved, 3 * 120)
+      assert.equal(c.blocksMoved, 0)
       let stats = await engine.stats()
-      assert.equal(stats.hotBlocks, 0)
-      assert.equal(stats.coldRuns, 3)
-      assert.equal(stats.coldBlocks, 360)
+      assert.equal(stats.hotBlocks, 120)
+      assert.equal(stats.coldRuns, 2)
+      assert.equal(stats.coldBlocks, 240)
       assert.equal(stats.bufferedPoints, 0)
 
-      // A late write into the cold range and a fresh one in the hot range.
+      // A late write into a cold run and one into a hot block, both overwriting a point.
       await engine.write({
         series: [
           {
             metric: 'cpu',
             tags: [{ key: 'host', value: 'a' }],
-            timestamps: [T0 + 1800_000, T0 + 9.5 * HOUR],
+            timestamps: [T0 + 0.5 * HOUR, T0 + 2.5 * HOUR],
             values: [-1, 42],
           },
         ],
@@ -66,24 +68,29 @@ describe('basic engine: tiers, retention, restart', () => {
       const check = async (): Promise<void> => {
         const [s] = await engine.query(everything)
         assert.ok(s)
-        assert.equal(s.timestamps.length, ts.length + 1)
+        assert.equal(s.timestamps.length, ts.length)
         assert.equal(s.values[180], -1)
         assert.equal(s.values[179], 179 / 4)
-        assert.equal(s.timestamps[ts.length], T0 + 9.5 * HOUR)
-        assert.equal(s.values[ts.length], 42)
+        assert.equal(s.values[900], 42)
+        assert.equal(s.values[901], 901 / 4)
       }
       await check()
-      await engine.compact()
+
+      // Seven hours later the hot blocks move to the cold family and merge with their run.
+      clock.t = T0 + 10 * HOUR
+      c = await engine.compact()
+      assert.equal(c.blocksMoved, 120)
       stats = await engine.stats()
-      assert.equal(stats.hotBlocks, 1)
+      assert.equal(stats.hotBlocks, 0)
       assert.equal(stats.coldRuns, 3)
+      assert.equal(stats.coldBlocks, 360)
       await check()
 
       const agg = await engine.query({
         ...everything,
         aggregation: { func: 'count', stepMs: HOUR, groupBy: [], mergeSeries: false },
       })
-      assert.deepEqual(Array.from(agg[0]?.values ?? []), [360, 360, 360, 1])
+      assert.deepEqual(Array.from(agg[0]?.values ?? []), [360, 360, 360])
 
       await engine.close()
       engine = engineAt(dir, clock, { hotWindowMs: HOUR })
@@ -94,7 +101,7 @@ describe('basic engine: tiers, retention, restart', () => {
       assert.equal(stats.coldRuns, 3)
       assert.equal(stats.pointsWritten, ts.length + 2)
       const [latest] = await engine.latest({ metric: 'cpu', matchers: [] })
-      assert.deepEqual(Array.from(latest?.timestamps ?? []), [T0 + 9.5 * HOUR])
+      assert.deepEqual(Array.from(latest?.timestamps ?? []), [ts[ts.length - 1]])
     } finally {
       await engine.close()
       await rm(dir, { recursive: true, force: true })
