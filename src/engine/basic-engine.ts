@@ -195,9 +195,8 @@ export class BasicEngine implements StorageEngine, EngineCore {
       for (const pending of group) pending.reject(failure)
       return
     }
-    const now = this.clock.now()
     for (const { seq, series } of applied) {
-      for (const s of series) this.head.append(s.entry.handle, s.ts, s.vals, seq, now)
+      for (const s of series) this.head.append(s.entry.handle, s.ts, s.vals, seq)
     }
     for (const pending of group) {
       pending.resolve({ pointsWritten: pending.batch.points, seriesWritten: pending.batch.series.length })
@@ -346,14 +345,13 @@ export class BasicEngine implements StorageEngine, EngineCore {
 
   /** Puts back the acknowledged points that were not sealed before the last stop. */
   private async replayBuffer(): Promise<void> {
-    const now = this.clock.now()
     await this.store.scan({ column: this.store.columns.buffer }, (page) => {
       for (const [key, value] of page) {
         const seq = bufferSeq(key)
         for (const s of decodeBufferRecord(value, seq)) {
           const entry = this.index.byId(s.id)
           if (!entry) throw new Error(`BUG: write-buffer record ${seq} names unknown series ${s.id.toString('hex')}`)
-          this.head.append(entry.handle, s.ts, s.vals, seq, now)
+          this.head.append(entry.handle, s.ts, s.vals, seq)
         }
         if (seq >= this.nextSeq) this.nextSeq = seq + 1
       }

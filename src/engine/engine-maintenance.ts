@@ -12,7 +12,7 @@ import {
   META_POINTS_WRITTEN,
 } from './engine-core.js'
 import { blockOfKey, clampedRange } from './engine-read.js'
-import { mergeRuns, type OpenBlock, type PointRun, sortDedupLastWins } from './head.js'
+import { mergeRuns, type PointRun } from './head.js'
 import { f64 } from './rocks-store.js'
 import type { SeriesEntry } from './series-index.js'
 import { bufferKey } from './write-buffer.js'
@@ -35,102 +35,110 @@ function syncWrites(core: EngineCore): boolean {
   return core.config.sync !== 'off'
 }
 
+interface HotItem {
+  readonly entry: SeriesEntry
+  readonly block: number
+  readonly run: PointRun
+}
+
 /**
- * Seals due blocks of the write buffer. A block whose whole run is already past the hot window, in
- * a time range where the hot family holds nothing, goes straight into its cold run (back-filled
+ * Seals the due points of the write buffer. Points of a run that is already past the hot window,
+ * in a time range where the hot family holds nothing, go straight into their cold run (back-filled
  * data would otherwise be written as 30-second blocks only to be re-packed minutes later); every
  * other block is merged with the stored hot block of the same series and time (buffered points
- * win) and written once. Then the write-buffer records that no buffered block needs any more are
- * dropped with one range delete.
+ * win) and written once. Then the write-buffer records that no buffered point needs any more are
+ * dropped with one range delete. Returns the number of blocks sealed.
  */
 export async function sealBlocks(core: EngineCore, force: boolean): Promise<number> {
   const now = core.clock.now()
   const overLimit = core.head.bufferedPoints > core.config.maxBufferedPoints
-  const due = core.head.takeDue(now, core.config.sealIdleMs, force || overLimit)
+  const taken = core.head.takeDue(now, core.config.sealIdleMs, force || overLimit)
   const cutoff = Math.floor((now - core.config.hotWindowMs) / BLOCK_MS)
-  const toHot: OpenBlock[] = []
-  const toCold = new Map<string, OpenBlock[]>()
-  for (const open of due) {
-    const runEnd = runStartBlock(open.block) + RUN_BLOCKS
-    if (runEnd <= cutoff && runEnd <= core.tiers.hotMinBlock) {
-      const key = `${open.handle}:${runEnd}`
-      const list = toCold.get(key)
-      if (list) list.push(open)
-      else toCold.set(key, [open])
-    } else {
-      toHot.push(open)
-    }
-  }
-  const done = new Set<OpenBlock>()
-  try {
-    const runs = [...toCold.values()]
-    for (let i = 0; i < runs.length; i += MOVE_CHUNK_RUNS) {
-      const chunk = runs.slice(i, i + MOVE_CHUNK_RUNS)
-      await sealRuns(core, chunk)
-      for (const list of chunk) {
-        core.head.finishSeal(list)
-        for (const open of list) done.add(open)
+  const toCold: RunGroup[] = []
+  const toHot: HotItem[] = []
+  let blocks = 0
+  for (const t of taken) {
+    const entry = core.index.byHandle(t.handle)
+    if (!entry) continue
+    // Points are sorted: cut them at block and run boundaries.
+    let i = 0
+    while (i < t.ts.length) {
+      const block = Math.floor((t.ts[i] as number) / BLOCK_MS)
+      const runStart = runStartBlock(block)
+      const runEnd = runStart + RUN_BLOCKS
+      if (runEnd <= cutoff && runEnd <= core.tiers.hotMinBlock) {
+        const j = upperBound(t.ts, i, runEnd * BLOCK_MS)
+        blocks += countBlocks(t.ts, i, j)
+        toCold.push({ id: entry.id, runStart, pieces: [{ ts: t.ts.subarray(i, j), vals: t.vals.subarray(i, j) }] })
+        i = j
+      } else {
+        const j = upperBound(t.ts, i, (block + 1) * BLOCK_MS)
+        blocks++
+        toHot.push({ entry, block, run: { ts: t.ts.subarray(i, j), vals: t.vals.subarray(i, j) } })
+        i = j
       }
     }
-    for (let i = 0; i < toHot.length; i += SEAL_CHUNK) {
-      const chunk = toHot.slice(i, i + SEAL_CHUNK)
-      await sealChunk(core, chunk)
-      for (const open of chunk) done.add(open)
-    }
+  }
+  try {
+    for (let i = 0; i < toCold.length; i += MOVE_CHUNK_RUNS) await writeRuns(core, toCold.slice(i, i + MOVE_CHUNK_RUNS))
+    for (let i = 0; i < toHot.length; i += SEAL_CHUNK) await writeHotBlocks(core, toHot.slice(i, i + SEAL_CHUNK))
   } catch (err) {
-    core.head.abortSeal(due.filter((open) => !done.has(open)))
+    // Whatever was written is written again by the next seal, to the same result.
+    core.head.abortSeal(taken)
     throw err
   }
+  core.head.finishSeal(taken)
   await trimBuffer(core)
-  return due.length
+  return blocks
 }
 
-/** Merges buffered blocks into their cold runs; each list holds blocks of one series and run. */
-async function sealRuns(core: EngineCore, lists: OpenBlock[][]): Promise<void> {
-  const groups: RunGroup[] = []
-  for (const list of lists) {
-    const first = list[0]
-    const entry = first && core.index.byHandle(first.handle)
-    if (!first || !entry) continue
-    const pieces = list
-      .filter((open) => open.ts.length > 0)
-      .sort((a, b) => a.block - b.block)
-      .map((open) => sortDedupLastWins(open.ts, open.vals))
-    if (pieces.length > 0) groups.push({ id: entry.id, runStart: runStartBlock(first.block), pieces })
+/** The first index in [from, ts.length) whose timestamp is at least `bound`. */
+function upperBound(ts: Float64Array, from: number, bound: number): number {
+  let lo = from
+  let hi = ts.length
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1
+    if ((ts[mid] as number) < bound) lo = mid + 1
+    else hi = mid
   }
-  await writeRuns(core, groups)
+  return lo
 }
 
-async function sealChunk(core: EngineCore, chunk: OpenBlock[]): Promise<void> {
+function countBlocks(ts: Float64Array, from: number, to: number): number {
+  let count = 0
+  let last = Number.NaN
+  for (let i = from; i < to; i++) {
+    const b = Math.floor((ts[i] as number) / BLOCK_MS)
+    if (b !== last) {
+      count++
+      last = b
+    }
+  }
+  return count
+}
+
+async function writeHotBlocks(core: EngineCore, items: HotItem[]): Promise<void> {
   const cols = core.store.columns
-  const live: Array<{ open: OpenBlock; entry: SeriesEntry; key: Buffer }> = []
-  for (const open of chunk) {
-    const entry = core.index.byHandle(open.handle)
-    if (entry && open.ts.length > 0) live.push({ open, entry, key: encodeRowKey(entry.id, open.block) })
-  }
-  const stored = await core.store.getMany(
-    cols.hot,
-    live.map((x) => x.key),
-  )
+  const keys = items.map((x) => encodeRowKey(x.entry.id, x.block))
+  const stored = await core.store.getMany(cols.hot, keys)
   const batch = core.store.db.batch()
   let minBlock = core.tiers.hotMinBlock
-  live.forEach(({ open, key }, j) => {
-    const start = blockStartMs(open.block)
-    let run = sortDedupLastWins(open.ts, open.vals)
+  items.forEach(({ block, run }, j) => {
+    const start = blockStartMs(block)
+    let merged = run
     const old = stored[j]
     if (old) {
       const d = decodeBlock(old, start)
-      run = mergeRuns({ ts: d.timestamps, vals: d.values }, run)
+      merged = mergeRuns({ ts: d.timestamps, vals: d.values }, run)
     } else {
       core.counters.hotBlocks++
     }
-    batch.put(key, encodeBlock(run.ts, run.vals, run.ts.length, start), { column: cols.hot })
-    if (open.block < minBlock) minBlock = open.block
+    batch.put(keys[j] as Buffer, encodeBlock(merged.ts, merged.vals, merged.ts.length, start), { column: cols.hot })
+    if (block < minBlock) minBlock = block
   })
   putCounters(core, batch)
   await batch.write({ sync: syncWrites(core) })
   core.tiers.hotMinBlock = minBlock
-  core.head.finishSeal(chunk)
 }
 
 /** Drops the write-buffer records older than the oldest one a buffered block still needs. */

@@ -1,232 +1,293 @@
 import { BLOCK_MS } from '../codec/schema.js'
 
-/** Points of one series in one 30-second block, in arrival order, not yet sealed into a stored block. */
-export interface OpenBlock {
-  readonly handle: number
-  readonly block: number
-  readonly ts: number[]
-  readonly vals: number[]
-  /** The write-buffer sequence of the first write in this block; the buffer is kept from here on. */
-  readonly minSeq: number
-  lastWriteMs: number
-}
-
 /** Sorted, deduplicated points. */
 export interface PointRun {
   readonly ts: Float64Array
   readonly vals: Float64Array
 }
 
+/** Points of one series taken from the buffer to be sealed: sorted, deduplicated, last write winning. */
+export interface Taken extends PointRun {
+  readonly handle: number
+  /** The write-buffer sequence of the oldest write these points came from. */
+  readonly minSeq: number
+}
+
+/**
+ * The buffered points of one series in arrival order, in growable typed arrays: one object per
+ * series rather than one per block or point keeps the garbage collector out of the write path.
+ */
+class SeriesBuffer {
+  ts: Float64Array
+  vals: Float64Array
+  /** The write-buffer sequence each point came from, so the buffer can be trimmed exactly. */
+  seqs: Float64Array
+  n = 0
+  maxTs = Number.NEGATIVE_INFINITY
+  minSeq = Number.POSITIVE_INFINITY
+
+  constructor(capacity: number) {
+    this.ts = new Float64Array(capacity)
+    this.vals = new Float64Array(capacity)
+    this.seqs = new Float64Array(capacity)
+  }
+
+  reserve(extra: number): void {
+    const need = this.n + extra
+    if (need <= this.ts.length) return
+    const capacity = Math.max(need, this.ts.length * 2)
+    const grow = (a: Float64Array): Float64Array => {
+      const b = new Float64Array(capacity)
+      b.set(a.subarray(0, this.n))
+      return b
+    }
+    this.ts = grow(this.ts)
+    this.vals = grow(this.vals)
+    this.seqs = grow(this.seqs)
+  }
+
+  push(ts: Float64Array, vals: Float64Array, seq: number): void {
+    this.reserve(ts.length)
+    this.ts.set(ts, this.n)
+    this.vals.set(vals, this.n)
+    this.seqs.fill(seq, this.n, this.n + ts.length)
+    this.n += ts.length
+    for (let i = 0; i < ts.length; i++) if ((ts[i] as number) > this.maxTs) this.maxTs = ts[i] as number
+    if (seq < this.minSeq) this.minSeq = seq
+  }
+
+  /** Removes the points matching `take` (in place, keeping order) and returns them in arrival order. */
+  extract(take: (t: number) => boolean): { ts: Float64Array; vals: Float64Array; minSeq: number } {
+    const outTs: number[] = []
+    const outVals: number[] = []
+    let minSeq = Number.POSITIVE_INFINITY
+    let w = 0
+    let maxTs = Number.NEGATIVE_INFINITY
+    let keptMinSeq = Number.POSITIVE_INFINITY
+    for (let r = 0; r < this.n; r++) {
+      const t = this.ts[r] as number
+      const seq = this.seqs[r] as number
+      if (take(t)) {
+        outTs.push(t)
+        outVals.push(this.vals[r] as number)
+        if (seq < minSeq) minSeq = seq
+      } else {
+        this.ts[w] = t
+        this.vals[w] = this.vals[r] as number
+        this.seqs[w] = seq
+        w++
+        if (t > maxTs) maxTs = t
+        if (seq < keptMinSeq) keptMinSeq = seq
+      }
+    }
+    this.n = w
+    this.maxTs = maxTs
+    this.minSeq = keptMinSeq
+    return { ts: Float64Array.from(outTs), vals: Float64Array.from(outVals), minSeq }
+  }
+}
+
 /**
  * The in-memory write buffer. Acknowledged points live here (and in the buffer column family) until
- * the sealer merges them into their stored block, so a block is written once per seal instead of
- * once per point. Blocks being sealed stay readable until their stored version is written.
+ * the sealer merges them into their stored blocks, so a block is written once per seal instead of
+ * once per write. Points being sealed stay readable until their stored version is written.
  */
 export class Head {
-  private readonly active = new Map<number, Map<number, OpenBlock>>()
-  private readonly sealing = new Map<number, Map<number, OpenBlock[]>>()
+  private readonly active = new Map<number, SeriesBuffer>()
+  private readonly sealing = new Map<number, Taken[]>()
   private points = 0
 
   get bufferedPoints(): number {
     return this.points
   }
 
-  /** Appends sorted points of one series. */
-  append(handle: number, ts: Float64Array, vals: Float64Array, seq: number, nowMs: number): void {
-    let blocks = this.active.get(handle)
-    if (!blocks) {
-      blocks = new Map()
-      this.active.set(handle, blocks)
+  /** Appends points of one series; `seq` is the write-buffer record that holds them. */
+  append(handle: number, ts: Float64Array, vals: Float64Array, seq: number): void {
+    let buf = this.active.get(handle)
+    if (!buf) {
+      buf = new SeriesBuffer(Math.max(16, ts.length))
+      this.active.set(handle, buf)
     }
-    let current: OpenBlock | undefined
-    let currentBlock = Number.NaN
-    for (let i = 0; i < ts.length; i++) {
-      const t = ts[i] as number
-      const block = Math.floor(t / BLOCK_MS)
-      if (block !== currentBlock) {
-        currentBlock = block
-        current = blocks.get(block)
-        if (!current) {
-          current = { handle, block, ts: [], vals: [], minSeq: seq, lastWriteMs: nowMs }
-          blocks.set(block, current)
-        }
-        current.lastWriteMs = nowMs
-      }
-      current?.ts.push(t)
-      current?.vals.push(vals[i] as number)
-    }
+    buf.push(ts, vals, seq)
     this.points += ts.length
   }
 
   /**
-   * Picks the blocks to seal and moves them to the sealing set. A block is due once its end has
-   * passed and it has been idle for `idleMs`; `force` takes every block.
+   * Takes the points due for sealing: those whose 30-second block ended at least `idleMs` ago (a
+   * late point for a just-ended block usually arrives within that), or every point with `force`.
+   * Taken points stay readable until finishSeal().
    */
-  takeDue(nowMs: number, idleMs: number, force: boolean): OpenBlock[] {
-    const due: OpenBlock[] = []
-    for (const [handle, blocks] of this.active) {
-      for (const [block, open] of blocks) {
-        const ended = (block + 1) * BLOCK_MS <= nowMs
-        if (force || (ended && nowMs - open.lastWriteMs >= idleMs)) {
-          due.push(open)
-          blocks.delete(block)
-          let sealing = this.sealing.get(handle)
-          if (!sealing) {
-            sealing = new Map()
-            this.sealing.set(handle, sealing)
-          }
-          const list = sealing.get(block)
-          if (list) list.push(open)
-          else sealing.set(block, [open])
-        }
+  takeDue(nowMs: number, idleMs: number, force: boolean): Taken[] {
+    const boundary = Math.floor((nowMs - idleMs) / BLOCK_MS) * BLOCK_MS
+    const out: Taken[] = []
+    for (const [handle, buf] of this.active) {
+      if (buf.n === 0) continue
+      let part: { ts: Float64Array; vals: Float64Array; minSeq: number }
+      if (force || buf.maxTs < boundary) {
+        part = { ts: buf.ts.slice(0, buf.n), vals: buf.vals.slice(0, buf.n), minSeq: buf.minSeq }
+        this.active.delete(handle)
+      } else {
+        // The newest blocks are still open: take only the ended ones.
+        part = buf.extract((t) => t < boundary)
+        if (part.ts.length === 0) continue
       }
-      if (blocks.size === 0) this.active.delete(handle)
+      const run = sortDedupLastWins(part.ts, part.vals)
+      const taken: Taken = { handle, ts: run.ts, vals: run.vals, minSeq: part.minSeq }
+      // Duplicates collapse here, so the buffered count drops by them now and by the rest on finishSeal().
+      this.points -= part.ts.length - run.ts.length
+      const list = this.sealing.get(handle)
+      if (list) list.push(taken)
+      else this.sealing.set(handle, [taken])
+      out.push(taken)
     }
-    return due
+    return out
   }
 
-  /** Called once the sealed blocks are durable in the hot family. */
-  finishSeal(sealed: readonly OpenBlock[]): void {
-    for (const open of sealed) {
-      const sealing = this.sealing.get(open.handle)
-      const list = sealing?.get(open.block)
-      if (!sealing || !list) continue
-      const i = list.indexOf(open)
-      if (i >= 0) list.splice(i, 1)
-      if (list.length === 0) sealing.delete(open.block)
-      if (sealing.size === 0) this.sealing.delete(open.handle)
-      this.points -= open.ts.length
+  /** Called once the taken points are durable in their stored blocks. */
+  finishSeal(taken: readonly Taken[]): void {
+    for (const t of taken) {
+      if (this.removeSealing(t)) this.points -= t.ts.length
     }
   }
 
-  /** Returns blocks taken for sealing to the active set after a failed seal, keeping their order. */
-  abortSeal(sealed: readonly OpenBlock[]): void {
-    for (const open of sealed) {
-      const list = this.sealing.get(open.handle)?.get(open.block)
-      const i = list ? list.indexOf(open) : -1
-      if (list && i >= 0) list.splice(i, 1)
-      let blocks = this.active.get(open.handle)
-      if (!blocks) {
-        blocks = new Map()
-        this.active.set(open.handle, blocks)
-      }
-      const newer = blocks.get(open.block)
+  /** Puts taken points back after a failed seal, before anything written since (they are older). */
+  abortSeal(taken: readonly Taken[]): void {
+    for (const t of taken) {
+      if (!this.removeSealing(t)) continue
+      const newer = this.active.get(t.handle)
+      const buf = new SeriesBuffer(t.ts.length + (newer?.n ?? 0))
+      buf.push(t.ts, t.vals, t.minSeq)
       if (newer) {
-        // Points that arrived during the failed seal are newer: replay them after the old ones.
-        open.ts.push(...newer.ts)
-        open.vals.push(...newer.vals)
+        buf.reserve(newer.n)
+        buf.ts.set(newer.ts.subarray(0, newer.n), buf.n)
+        buf.vals.set(newer.vals.subarray(0, newer.n), buf.n)
+        buf.seqs.set(newer.seqs.subarray(0, newer.n), buf.n)
+        buf.n += newer.n
+        buf.maxTs = Math.max(buf.maxTs, newer.maxTs)
+        buf.minSeq = Math.min(buf.minSeq, newer.minSeq)
       }
-      blocks.set(open.block, open)
+      this.active.set(t.handle, buf)
     }
+  }
+
+  private removeSealing(t: Taken): boolean {
+    const list = this.sealing.get(t.handle)
+    const i = list ? list.indexOf(t) : -1
+    if (!list || i < 0) return false
+    list.splice(i, 1)
+    if (list.length === 0) this.sealing.delete(t.handle)
+    return true
   }
 
   /** The smallest buffer sequence still needed, or undefined when the head is empty. */
   minSeq(): number | undefined {
-    let min: number | undefined
-    for (const blocks of this.active.values()) {
-      for (const open of blocks.values()) if (min === undefined || open.minSeq < min) min = open.minSeq
-    }
-    for (const blocks of this.sealing.values()) {
-      for (const list of blocks.values()) {
-        for (const open of list) if (min === undefined || open.minSeq < min) min = open.minSeq
-      }
-    }
-    return min
-  }
-
-  /** The smallest block number buffered for any series, or undefined. */
-  minBlock(): number | undefined {
-    let min: number | undefined
-    for (const blocks of this.active.values()) for (const b of blocks.keys()) if (min === undefined || b < min) min = b
-    for (const blocks of this.sealing.values()) for (const b of blocks.keys()) if (min === undefined || b < min) min = b
-    return min
+    let min = Number.POSITIVE_INFINITY
+    for (const buf of this.active.values()) if (buf.n > 0 && buf.minSeq < min) min = buf.minSeq
+    for (const list of this.sealing.values()) for (const t of list) if (t.minSeq < min) min = t.minSeq
+    return min === Number.POSITIVE_INFINITY ? undefined : min
   }
 
   /**
-   * The buffered points of a series in [startMs, endMs), sorted, last write winning; sealing
-   * blocks come before active ones because they are older.
+   * The buffered points of a series in [startMs, endMs), sorted, last write winning; points being
+   * sealed come before active ones because they are older.
    */
   read(handle: number, startMs: number, endMs: number): PointRun | undefined {
     const sealing = this.sealing.get(handle)
-    const active = this.active.get(handle)
-    if (!sealing && !active) return undefined
-    const fromBlock = Math.floor(startMs / BLOCK_MS)
-    const toBlock = Math.floor((endMs - 1) / BLOCK_MS)
+    const buf = this.active.get(handle)
+    if (!sealing && !buf) return undefined
     const ts: number[] = []
     const vals: number[] = []
-    const take = (open: OpenBlock): void => {
-      for (let i = 0; i < open.ts.length; i++) {
-        const t = open.ts[i] as number
+    const take = (pts: Float64Array, vs: Float64Array, n: number): void => {
+      for (let i = 0; i < n; i++) {
+        const t = pts[i] as number
         if (t >= startMs && t < endMs) {
           ts.push(t)
-          vals.push(open.vals[i] as number)
+          vals.push(vs[i] as number)
         }
       }
     }
-    const consider = (block: number): boolean => block >= fromBlock && block <= toBlock
-    if (sealing) for (const [block, list] of sealing) if (consider(block)) for (const open of list) take(open)
-    if (active) for (const [block, open] of active) if (consider(block)) take(open)
+    if (sealing) for (const t of sealing) take(t.ts, t.vals, t.ts.length)
+    if (buf) take(buf.ts, buf.vals, buf.n)
     if (ts.length === 0) return undefined
     return sortDedupLastWins(ts, vals)
   }
 
-  /** The latest buffered point of a series. */
+  /** The latest buffered point of a series; among equal timestamps the last written. */
   last(handle: number): { ts: number; val: number } | undefined {
     let best: { ts: number; val: number } | undefined
-    const consider = (open: OpenBlock): void => {
-      for (let i = 0; i < open.ts.length; i++) {
-        const t = open.ts[i] as number
-        // Later entries win ties: they were written later.
-        if (!best || t >= best.ts) best = { ts: t, val: open.vals[i] as number }
+    const consider = (pts: Float64Array, vs: Float64Array, n: number): void => {
+      for (let i = 0; i < n; i++) {
+        const t = pts[i] as number
+        if (!best || t >= best.ts) best = { ts: t, val: vs[i] as number }
       }
     }
     const sealing = this.sealing.get(handle)
-    if (sealing) for (const list of sealing.values()) for (const open of list) consider(open)
-    const active = this.active.get(handle)
-    if (active) for (const open of active.values()) consider(open)
+    if (sealing) for (const t of sealing) consider(t.ts, t.vals, t.ts.length)
+    const buf = this.active.get(handle)
+    if (buf) consider(buf.ts, buf.vals, buf.n)
     return best
   }
 
   /** Drops every buffered point of a series in [startMs, endMs). */
   drop(handle: number, startMs: number, endMs: number): void {
-    for (const open of this.blocksOf(handle)) {
-      let w = 0
-      for (let r = 0; r < open.ts.length; r++) {
-        const t = open.ts[r] as number
-        if (t >= startMs && t < endMs) continue
-        open.ts[w] = t
-        open.vals[w] = open.vals[r] as number
-        w++
-      }
-      this.points -= open.ts.length - w
-      open.ts.length = w
-      open.vals.length = w
+    const buf = this.active.get(handle)
+    if (buf) {
+      const removed = buf.extract((t) => t >= startMs && t < endMs)
+      this.points -= removed.ts.length
     }
-  }
-
-  private *blocksOf(handle: number): Generator<OpenBlock> {
     const sealing = this.sealing.get(handle)
-    if (sealing) for (const list of sealing.values()) yield* list
-    const active = this.active.get(handle)
-    if (active) yield* active.values()
+    if (!sealing) return
+    sealing.forEach((t, i) => {
+      const keep = keepOutside(t, startMs, endMs)
+      this.points -= t.ts.length - keep.ts.length
+      sealing[i] = { ...t, ...keep }
+    })
   }
 }
 
-/** Sorts points by timestamp; among equal timestamps the last in input order wins. */
-export function sortDedupLastWins(ts: ArrayLike<number>, vals: ArrayLike<number>): PointRun {
-  const n = ts.length
-  let sorted = true
-  for (let i = 1; i < n; i++) {
-    if ((ts[i] as number) <= (ts[i - 1] as number)) {
-      sorted = false
-      break
+function keepOutside(run: PointRun, startMs: number, endMs: number): PointRun {
+  const ts: number[] = []
+  const vals: number[] = []
+  for (let i = 0; i < run.ts.length; i++) {
+    const t = run.ts[i] as number
+    if (t < startMs || t >= endMs) {
+      ts.push(t)
+      vals.push(run.vals[i] as number)
     }
   }
-  if (sorted) return { ts: Float64Array.from(ts), vals: Float64Array.from(vals) }
-  const order = new Uint32Array(n)
-  for (let i = 0; i < n; i++) order[i] = i
-  // Array.prototype.sort is stable, so equal timestamps keep input order and the last one wins below.
-  const idx = Array.from(order).sort((a, b) => (ts[a] as number) - (ts[b] as number))
+  return { ts: Float64Array.from(ts), vals: Float64Array.from(vals) }
+}
+
+/**
+ * Sorts points by timestamp; among equal timestamps the last in input order wins. Buffered points
+ * are usually a few ascending runs (writes that arrived out of order), so the ascending runs are
+ * found and merged pairwise, later runs winning ties; only input with many short runs falls back
+ * to a comparison sort.
+ */
+export function sortDedupLastWins(ts: ArrayLike<number>, vals: ArrayLike<number>): PointRun {
+  const n = ts.length
+  const starts: number[] = [0]
+  for (let i = 1; i < n; i++) if ((ts[i] as number) < (ts[i - 1] as number)) starts.push(i)
+  if (starts.length > 1 && starts.length <= 64) {
+    let runs: PointRun[] = starts.map((from, k) => {
+      const to = starts[k + 1] ?? n
+      return dedupAscending(ts, vals, from, to)
+    })
+    while (runs.length > 1) {
+      const next: PointRun[] = []
+      for (let k = 0; k < runs.length; k += 2) {
+        const right = runs[k + 1]
+        next.push(right ? mergeRuns(runs[k] as PointRun, right) : (runs[k] as PointRun))
+      }
+      runs = next
+    }
+    return runs[0] as PointRun
+  }
+  if (starts.length === 1) return dedupAscending(ts, vals, 0, n)
+  const idx = new Uint32Array(n)
+  for (let i = 0; i < n; i++) idx[i] = i
+  // Ties sort by input position, so the last of equal timestamps comes last and wins below.
+  idx.sort((a, b) => (ts[a] as number) - (ts[b] as number) || a - b)
   const outTs = new Float64Array(n)
   const outVals = new Float64Array(n)
   let w = 0
@@ -239,6 +300,38 @@ export function sortDedupLastWins(ts: ArrayLike<number>, vals: ArrayLike<number>
       outTs[w] = t
       outVals[w] = vals[j] as number
       w++
+    }
+  }
+  return { ts: outTs.subarray(0, w), vals: outVals.subarray(0, w) }
+}
+
+/** Points [from, to) that ascend (equal neighbours allowed), the last of equal ones kept. */
+function dedupAscending(ts: ArrayLike<number>, vals: ArrayLike<number>, from: number, to: number): PointRun {
+  let strict = true
+  for (let i = from + 1; i < to; i++) {
+    if (ts[i] === ts[i - 1]) {
+      strict = false
+      break
+    }
+  }
+  if (strict) {
+    if (ts instanceof Float64Array && vals instanceof Float64Array) {
+      return { ts: ts.subarray(from, to), vals: vals.subarray(from, to) }
+    }
+    return {
+      ts: Float64Array.from({ length: to - from }, (_, i) => ts[from + i] as number),
+      vals: Float64Array.from({ length: to - from }, (_, i) => vals[from + i] as number),
+    }
+  }
+  const outTs = new Float64Array(to - from)
+  const outVals = new Float64Array(to - from)
+  let w = 0
+  for (let i = from; i < to; i++) {
+    const t = ts[i] as number
+    if (w > 0 && outTs[w - 1] === t) outVals[w - 1] = vals[i] as number
+    else {
+      outTs[w] = t
+      outVals[w++] = vals[i] as number
     }
   }
   return { ts: outTs.subarray(0, w), vals: outVals.subarray(0, w) }
