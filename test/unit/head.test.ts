@@ -13,7 +13,9 @@ function rng(seed: number): () => number {
 /** The obvious implementation: a map from timestamp to the last value written for it. */
 function reference(ts: number[], vals: number[]): { ts: number[]; vals: number[] } {
   const last = new Map<number, number>()
-  ts.forEach((t, i) => last.set(t, vals[i] as number))
+  ts.forEach((t, i) => {
+    last.set(t, vals[i] as number)
+  })
   const keys = [...last.keys()].sort((a, b) => a - b)
   return { ts: keys, vals: keys.map((k) => last.get(k) as number) }
 }
