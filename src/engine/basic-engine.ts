@@ -47,6 +47,7 @@ import {
 import { checkSignal, PointBudget, readLatest, readMany } from './engine-read.js'
 import { Head } from './head.js'
 import { LatencyRecorder } from './latency.js'
+import { LatestCache } from './latest-cache.js'
 import { Mutex } from './mutex.js'
 import { RocksStore } from './rocks-store.js'
 import { type SeriesEntry, SeriesIndex } from './series-index.js'
@@ -74,6 +75,7 @@ export class BasicEngine implements StorageEngine, EngineCore {
   readonly store: RocksStore
   readonly index: SeriesIndex
   readonly head = new Head()
+  readonly latestCache = new LatestCache()
   readonly tiers: TierState = { hotMinBlock: Number.NEGATIVE_INFINITY, coldMaxBlock: Number.NEGATIVE_INFINITY }
   readonly counters: Counters = { pointsWritten: 0, hotBlocks: 0, coldRuns: 0, coldBlocks: 0 }
   nextSeq = 0

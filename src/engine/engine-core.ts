@@ -1,5 +1,6 @@
 import type { Clock, EngineConfig, Logger } from './config.js'
 import type { Head } from './head.js'
+import type { LatestCache } from './latest-cache.js'
 import type { RocksStore } from './rocks-store.js'
 import type { SeriesIndex } from './series-index.js'
 
@@ -27,6 +28,7 @@ export interface EngineCore {
   readonly store: RocksStore
   readonly index: SeriesIndex
   readonly head: Head
+  readonly latestCache: LatestCache
   readonly tiers: TierState
   readonly counters: Counters
   /** The next write-buffer sequence. */

@@ -88,6 +88,10 @@ export async function sealBlocks(core: EngineCore, force: boolean): Promise<numb
     throw err
   }
   core.head.finishSeal(taken)
+  for (const t of taken) {
+    const n = t.ts.length
+    if (n > 0) core.latestCache.sealed(t.handle, { ts: t.ts[n - 1] as number, val: t.vals[n - 1] as number })
+  }
   await trimBuffer(core)
   return blocks
 }
@@ -296,6 +300,7 @@ export async function applyRetention(core: EngineCore): Promise<number> {
   let expired = 0
   for (const entry of core.index.all()) {
     core.head.drop(entry.handle, Number.NEGATIVE_INFINITY, cutoffMs)
+    core.latestCache.invalidate(entry.handle)
     const hotRange = clampedRange(entry.id, MIN_BLOCK, cutoffBlock)
     const coldRange = clampedRange(entry.id, MIN_BLOCK, coldCutoff)
     const removed = await countRange(core, hotRange, coldRange)
@@ -353,6 +358,7 @@ export async function deleteSeriesData(
   const from = whole ? Number.NEGATIVE_INFINITY : startMs
   const to = whole ? Number.POSITIVE_INFINITY : endMs
   core.head.drop(entry.handle, from, to)
+  core.latestCache.invalidate(entry.handle)
   const fromBlock = Math.floor(from / BLOCK_MS)
   const toBlock = Math.floor((to - 1) / BLOCK_MS)
   const hotRange = whole ? seriesKeyRange(entry.id) : clampedRange(entry.id, fromBlock, toBlock + 1)

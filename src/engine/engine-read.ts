@@ -6,6 +6,7 @@ import { DeadlineError, LimitError } from '../model/errors.js'
 import type { SeriesPoints } from '../model/types.js'
 import { type EngineCore, mapLimit, retentionCutoffMs } from './engine-core.js'
 import { mergeRuns, type PointRun } from './head.js'
+import type { Point } from './latest-cache.js'
 import type { SeriesEntry } from './series-index.js'
 import type { CallContext } from './storage-engine.js'
 
@@ -158,15 +159,27 @@ export async function readMany(
   return out
 }
 
-/** The last point of a series: the newest of the buffer, the last hot block and the last cold run. */
-export async function readLatest(
-  core: EngineCore,
-  entry: SeriesEntry,
-): Promise<{ ts: number; val: number } | undefined> {
+/** The last point of a series: the newer of the write buffer's and the stored one (cached). */
+export async function readLatest(core: EngineCore, entry: SeriesEntry): Promise<Point | undefined> {
   const buffered = core.head.last(entry.handle)
+  let stored = core.latestCache.get(entry.handle)
+  if (stored === undefined) {
+    const generation = core.latestCache.generation(entry.handle)
+    stored = (await readStoredLatest(core, entry)) ?? null
+    core.latestCache.store(entry.handle, generation, stored)
+  }
+  // Ties go to the write buffer: it is newer.
+  let best = stored ?? undefined
+  if (buffered && (!best || buffered.ts >= best.ts)) best = buffered
+  if (best && best.ts < retentionCutoffMs(core)) return undefined
+  return best
+}
+
+/** The newest of the last hot block and the last cold run. */
+async function readStoredLatest(core: EngineCore, entry: SeriesEntry): Promise<Point | undefined> {
   const cols = core.store.columns
-  let hot: { ts: number; val: number } | undefined
-  let cold: { ts: number; val: number } | undefined
+  let hot: Point | undefined
+  let cold: Point | undefined
   // Blocks before hotMinBlock in the hot family are deleted (tombstones until RocksDB compacts
   // them away), so the reverse scans start at the tier marks instead of the series' ends.
   const reads: Promise<void>[] = []
@@ -195,9 +208,7 @@ export async function readLatest(
     )
   }
   await Promise.all(reads)
-  // Ties go to the newer tier: the buffer over hot over cold.
-  let best = cold
-  for (const candidate of [hot, buffered]) if (candidate && (!best || candidate.ts >= best.ts)) best = candidate
-  if (best && best.ts < retentionCutoffMs(core)) return undefined
-  return best
+  // Ties go to the hot family: it is newer.
+  if (hot && (!cold || hot.ts >= cold.ts)) return hot
+  return cold
 }

@@ -144,6 +144,40 @@ describe('basic engine: tiers, retention, restart', () => {
     }
   })
 
+  it('answers Latest from the cache correctly across seals, back-fill and deletes', async () => {
+    const dir = await tempDir()
+    const clock = new ManualClock(T0 + HOUR)
+    const engine = engineAt(dir, clock)
+    const sel = { metric: 'cpu', matchers: [] }
+    const latest = async (): Promise<number[]> => {
+      const [s] = await engine.latest(sel)
+      return s ? [s.timestamps[0] as number, s.values[0] as number] : []
+    }
+    const write = (t: number, v: number) =>
+      engine.write({ series: [{ metric: 'cpu', tags: [], timestamps: [T0 + t], values: [v] }] })
+    try {
+      await engine.open()
+      await write(100_000, 1)
+      await engine.compact()
+      assert.deepEqual(await latest(), [T0 + 100_000, 1])
+      await write(50_000, 2)
+      await engine.compact()
+      assert.deepEqual(await latest(), [T0 + 100_000, 1])
+      await write(200_000, 3)
+      assert.deepEqual(await latest(), [T0 + 200_000, 3])
+      await engine.compact()
+      assert.deepEqual(await latest(), [T0 + 200_000, 3])
+      await write(200_000, 4)
+      await engine.compact()
+      assert.deepEqual(await latest(), [T0 + 200_000, 4])
+      await engine.deleteSeries({ selector: sel, startMs: T0 + 150_000, endMs: T0 + 250_000 })
+      assert.deepEqual(await latest(), [T0 + 100_000, 1])
+    } finally {
+      await engine.close()
+      await rm(dir, { recursive: true, force: true })
+    }
+  })
+
   it('refuses calls when closed', async () => {
     const dir = await tempDir()
     const engine = engineAt(dir, new ManualClock(T0))
