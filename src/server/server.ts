@@ -1,5 +1,5 @@
 import { hostname } from 'node:os'
-import { Server, ServerCredentials } from '@grpc/grpc-js'
+import { Server, ServerCredentials, type ServerInterceptor } from '@grpc/grpc-js'
 import { AdminServiceService } from '../../gen/v3storage/v1/admin_service.js'
 import { ClusterServiceService } from '../../gen/v3storage/v1/cluster_service.js'
 import { StreamServiceService } from '../../gen/v3storage/v1/stream_service.js'
@@ -40,6 +40,8 @@ export interface ServerOptions {
   readonly shutdownTimeoutMs?: number
   /** Where unexpected errors and shutdown notes go. Default console. */
   readonly logger?: ServerLogger
+  /** grpc-js server interceptors run around every call, in order (metrics, request logging). */
+  readonly interceptors?: readonly ServerInterceptor[]
 }
 
 export interface RunningServer {
@@ -103,6 +105,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   const server = new Server({
     'grpc.max_receive_message_length': maxMessageBytes,
     'grpc.max_send_message_length': maxMessageBytes,
+    interceptors: [...(options.interceptors ?? [])],
   })
   // Set once bound: the port is known only then when listen asks for port 0.
   const identity = { id: options.nodeId ?? '', address: listen }
