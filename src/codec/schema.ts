@@ -52,3 +52,8 @@ export const ENCODING_BLOCK_GORILLA = 0x10
 export const ENCODING_RUN_GORILLA = 0x20
 /** A cold run whose values are decimals scaled to integers and delta-encoded. */
 export const ENCODING_RUN_SCALED = 0x21
+/**
+ * A cold-family value: a per-run summary (sum, min, max, first and last value) in front of the run,
+ * so that aggregations over buckets covering whole runs skip decoding (docs/format/cold-value.md).
+ */
+export const ENCODING_COLD_SUMMARY = 0x30

@@ -1,3 +1,4 @@
+import type { RunSummary, RunSummaryWithSpan } from '../codec/cold-value.js'
 import { type FieldViolation, ValidationError } from '../model/errors.js'
 import { canonicalSeriesKey, nameViolation, sortTags } from '../model/series-key.js'
 import type { AggFunc, Aggregation, SeriesPoints, Tag } from '../model/types.js'
@@ -79,6 +80,30 @@ class Bucket {
     this.values?.push(v)
   }
 
+  /** Folds in a whole run's summary, as if its points were added one by one. */
+  addSummary(s: RunSummaryWithSpan): void {
+    const before = this.count
+    this.count += s.count
+    const v = s.sum
+    const t = this.sum + v
+    if (!Number.isFinite(t)) this.compensation = 0
+    else if (Math.abs(this.sum) >= Math.abs(v)) this.compensation += this.sum - t + v
+    else this.compensation += v - t + this.sum
+    this.sum = t
+    if (s.min < this.min || Number.isNaN(this.min)) this.min = s.min
+    if (s.max > this.max || Number.isNaN(this.max)) this.max = s.max
+    if (s.firstMs < this.firstTs) {
+      this.firstTs = s.firstMs
+      this.first = s.first
+    }
+    if (s.lastMs > this.lastTs) {
+      this.lastTs = s.lastMs
+      this.last = s.last
+    }
+    // Only AVG reads the mean, and only when the sum overflowed; a weighted mean is close enough.
+    this.mean = (this.mean * before + s.sum) / this.count
+  }
+
   result(func: AggFunc): number {
     switch (func) {
       case 'count':
@@ -107,6 +132,29 @@ class Bucket {
         return quantile(Float64Array.from(this.values!).sort(), QUANTILES[func]!)
     }
   }
+}
+
+/** Functions that whole-run summaries can answer; STDDEV and percentiles need the points. */
+export const SUMMARIZABLE: ReadonlySet<AggFunc> = new Set<AggFunc>([
+  'count',
+  'sum',
+  'min',
+  'max',
+  'avg',
+  'first',
+  'last',
+])
+
+/** The summary of sorted points, computed by the same fold as a bucket so both paths agree. */
+export function summarizePoints(ts: Float64Array, vals: Float64Array): RunSummary {
+  const b = new Bucket(false)
+  for (let i = 0; i < ts.length; i++) b.add(ts[i] as number, vals[i] as number)
+  return { sum: b.sum + b.compensation, min: b.min, max: b.max, first: b.first, last: b.last }
+}
+
+/** A series to aggregate: points, plus summaries of whole runs that each lie inside one bucket of the range. */
+export interface AggregateInput extends SeriesPoints {
+  readonly summaries?: readonly RunSummaryWithSpan[]
 }
 
 /**
@@ -170,7 +218,7 @@ function byKey(a: { readonly key: string }, b: { readonly key: string }): number
  * or fractional step, or a group_by entry that is not a tag name.
  */
 export function aggregate(
-  series: readonly SeriesPoints[],
+  series: readonly AggregateInput[],
   agg: Aggregation,
   startMs: number,
   endMs: number,
@@ -214,6 +262,15 @@ export function aggregate(
         currentStart = start
       }
       current.add(ts, values[i]!)
+    }
+    for (const summary of input.series.summaries ?? []) {
+      const start = bucketStart(summary.firstMs, stepMs, startMs)
+      let bucket = group.buckets.get(start)
+      if (bucket === undefined) {
+        bucket = new Bucket(keepValues)
+        group.buckets.set(start, bucket)
+      }
+      bucket.addSummary(summary)
     }
   }
 

@@ -14,7 +14,7 @@ import type {
   WriteResult,
 } from '../model/types.js'
 import { type NormalizedBatch, validateWriteBatch } from '../model/validate.js'
-import { aggregate } from './aggregate.js'
+import { aggregate, SUMMARIZABLE } from './aggregate.js'
 import {
   type BasicEngineOptions,
   type Clock,
@@ -44,7 +44,7 @@ import {
   putCounters,
   sealBlocks,
 } from './engine-maintenance.js'
-import { checkSignal, PointBudget, readLatest, readMany } from './engine-read.js'
+import { checkSignal, PointBudget, readLatest, readMany, readManyForAggregate } from './engine-read.js'
 import { Head } from './head.js'
 import { LatencyRecorder } from './latency.js'
 import { LatestCache } from './latest-cache.js'
@@ -220,8 +220,12 @@ export class BasicEngine implements StorageEngine, EngineCore {
         throw ValidationError.field('aggregation.step_ms', 'must be a non-negative integer number of milliseconds')
       }
       // Raw points feeding an aggregation are not returned, so they are bounded more loosely.
-      const raw = await readMany(this, entries, request.startMs, request.endMs, new PointBudget(budget.max * 10), ctx)
-      result = aggregate(raw, request.aggregation, request.startMs, request.endMs)
+      const readBudget = new PointBudget(budget.max * 10)
+      const { func, stepMs } = request.aggregation
+      const inputs = SUMMARIZABLE.has(func)
+        ? await readManyForAggregate(this, entries, request.startMs, request.endMs, stepMs, readBudget, ctx)
+        : await readMany(this, entries, request.startMs, request.endMs, readBudget, ctx)
+      result = aggregate(inputs, request.aggregation, request.startMs, request.endMs)
       for (const s of result) budget.take(s.timestamps.length)
     }
     this.queryLatency.record(performance.now() - started)

@@ -1,8 +1,10 @@
 import type { ChainedBatch } from '@nxtedition/rocksdb'
 import { decodeBlock, encodeBlock } from '../codec/block-codec.js'
+import { coldRun, encodeColdValue } from '../codec/cold-value.js'
 import { blockStartMs, encodeRowKey, MIN_BLOCK, runStartBlock, seriesKeyRange } from '../codec/row-key.js'
 import { decodeRun, encodeRun } from '../codec/run-codec.js'
 import { BLOCK_MS, META_COLD_MAX_BLOCK_KEY, RUN_BLOCKS } from '../codec/schema.js'
+import { summarizePoints } from './aggregate.js'
 import {
   type EngineCore,
   META_COLD_BLOCKS,
@@ -271,14 +273,14 @@ async function writeRuns(core: EngineCore, groups: RunGroup[]): Promise<void> {
     let run = concatPieces(g.pieces)
     const old = stored[i]
     if (old) {
-      const d = decodeRun(old, start)
+      const d = decodeRun(coldRun(old), start)
       core.counters.coldBlocks -= distinctBlocks(d.timestamps)
       run = mergeRuns({ ts: d.timestamps, vals: d.values }, run)
     } else {
       core.counters.coldRuns++
     }
     core.counters.coldBlocks += distinctBlocks(run.ts)
-    batch.put(runKeys[i] as Buffer, encodeRun(run.ts, run.vals, run.ts.length, start), { column: cols.cold })
+    batch.put(runKeys[i] as Buffer, encodeCold(run, start), { column: cols.cold })
     const lastBlock = g.runStart + RUN_BLOCKS - 1
     if (lastBlock > core.tiers.coldMaxBlock) core.tiers.coldMaxBlock = lastBlock
   })
@@ -335,7 +337,7 @@ async function countRange(
     core.store.scan({ ...coldRange, column: cols.cold }, (page) => {
       for (const [key, value] of page) {
         coldRuns++
-        coldBlocks += distinctBlocks(decodeRun(value, blockStartMs(blockOfKey(key))).timestamps)
+        coldBlocks += distinctBlocks(decodeRun(coldRun(value), blockStartMs(blockOfKey(key))).timestamps)
       }
     }),
   ])
@@ -380,12 +382,12 @@ export async function deleteSeriesData(
     core.store.scan({ ...coldRange, column: cols.cold }, (page) => {
       for (const [key, value] of page) {
         const start = blockStartMs(blockOfKey(key))
-        const old = decodeRun(value, start)
+        const old = decodeRun(coldRun(value), start)
         core.counters.coldBlocks -= distinctBlocks(old.timestamps)
         const kept = whole ? undefined : keepOutside(old, from, to)
         if (kept && kept.ts.length > 0) {
           core.counters.coldBlocks += distinctBlocks(kept.ts)
-          batch.put(Buffer.from(key), encodeRun(kept.ts, kept.vals, kept.ts.length, start), { column: cols.cold })
+          batch.put(Buffer.from(key), encodeCold(kept, start), { column: cols.cold })
         } else {
           batch.del(Buffer.from(key), { column: cols.cold })
           core.counters.coldRuns--
@@ -424,4 +426,9 @@ export async function findHotMinBlock(core: EngineCore): Promise<number> {
     }
   })
   return min
+}
+
+/** A run as the cold family stores it: encoded, behind the summary that aggregations use. */
+function encodeCold(run: PointRun, runStartMs: number): Buffer {
+  return encodeColdValue(encodeRun(run.ts, run.vals, run.ts.length, runStartMs), summarizePoints(run.ts, run.vals))
 }

@@ -1,9 +1,11 @@
 import { decodeBlock } from '../codec/block-codec.js'
-import { blockKeyRange, blockStartMs, MAX_BLOCK, MIN_BLOCK, runStartBlock } from '../codec/row-key.js'
+import { coldRun, coldSummary, type RunSummaryWithSpan } from '../codec/cold-value.js'
+import { blockKeyRange, blockStartMs, MAX_BLOCK, MIN_BLOCK, RUN_MS, runStartBlock } from '../codec/row-key.js'
 import { decodeRun } from '../codec/run-codec.js'
 import { BLOCK_MS, BLOCK_NUMBER_BIAS } from '../codec/schema.js'
 import { DeadlineError, LimitError } from '../model/errors.js'
 import type { SeriesPoints } from '../model/types.js'
+import { type AggregateInput, bucketStart } from './aggregate.js'
 import { type EngineCore, mapLimit, retentionCutoffMs } from './engine-core.js'
 import { mergeRuns, type PointRun } from './head.js'
 import type { Point } from './latest-cache.js'
@@ -109,7 +111,7 @@ export async function readSeries(
         (page) => {
           for (const [key, value] of page) {
             const runStart = blockOfKey(key)
-            const run = decodeRun(value, blockStartMs(runStart))
+            const run = decodeRun(coldRun(value), blockStartMs(runStart))
             const piece = clip(run.timestamps, run.values, startMs, endMs)
             if (piece.ts.length > 0) coldPieces.push(piece)
           }
@@ -131,6 +133,111 @@ export async function readSeries(
   }
   await Promise.all(reads)
   return mergeRuns(mergeRuns(concat(coldPieces), concat(hotPieces)), buffered)
+}
+
+/**
+ * Reads one series for an aggregation that summaries can answer: a cold run that lies inside the
+ * range and inside one bucket, in an hour where neither the hot family nor the write buffer has a
+ * point, contributes its stored summary instead of its decoded points.
+ */
+export async function readSeriesForAggregate(
+  core: EngineCore,
+  entry: SeriesEntry,
+  startMs: number,
+  endMs: number,
+  stepMs: number,
+): Promise<{ run: PointRun; summaries: RunSummaryWithSpan[] }> {
+  const fromBlock = Math.floor(startMs / BLOCK_MS)
+  const toBlock = Math.floor((endMs - 1) / BLOCK_MS)
+  const buffered = core.head.read(entry.handle, startMs, endMs) ?? EMPTY
+  const cols = core.store.columns
+  const coldValues: Array<{ runStart: number; value: Buffer }> = []
+  const hotPieces: PointRun[] = []
+  const reads: Promise<void>[] = []
+  if (fromBlock <= core.tiers.coldMaxBlock) {
+    reads.push(
+      core.store.scan(
+        {
+          ...clampedRange(entry.id, runStartBlock(fromBlock), Math.min(toBlock, core.tiers.coldMaxBlock) + 1),
+          column: cols.cold,
+        },
+        (page) => {
+          for (const [key, value] of page) coldValues.push({ runStart: blockOfKey(key), value })
+        },
+      ),
+    )
+  }
+  if (toBlock >= core.tiers.hotMinBlock) {
+    reads.push(
+      core.store.scan(
+        { ...clampedRange(entry.id, Math.max(fromBlock, core.tiers.hotMinBlock), toBlock + 1), column: cols.hot },
+        (page) => {
+          for (const [key, value] of page) {
+            const decoded = decodeBlock(value, blockStartMs(blockOfKey(key)))
+            const piece = clip(decoded.timestamps, decoded.values, startMs, endMs)
+            if (piece.ts.length > 0) hotPieces.push(piece)
+          }
+        },
+      ),
+    )
+  }
+  await Promise.all(reads)
+  // Hours with newer points in the hot family or the buffer must be merged point by point.
+  const dirty = new Set<number>()
+  for (const piece of [...hotPieces, buffered]) {
+    for (let i = 0; i < piece.ts.length; i++) dirty.add(runStartBlock(Math.floor((piece.ts[i] as number) / BLOCK_MS)))
+  }
+  const coldPieces: PointRun[] = []
+  const summaries: RunSummaryWithSpan[] = []
+  for (const { runStart, value } of coldValues) {
+    const runStartMs = blockStartMs(runStart)
+    const runEndMs = runStartMs + RUN_MS
+    const whole = runStartMs >= startMs && runEndMs <= endMs
+    const oneBucket =
+      stepMs === 0 || bucketStart(runStartMs, stepMs, startMs) === bucketStart(runEndMs - 1, stepMs, startMs)
+    if (whole && oneBucket && !dirty.has(runStart)) {
+      summaries.push(coldSummary(value, runStartMs))
+      continue
+    }
+    const run = decodeRun(coldRun(value), runStartMs)
+    const piece = clip(run.timestamps, run.values, startMs, endMs)
+    if (piece.ts.length > 0) coldPieces.push(piece)
+  }
+  return { run: mergeRuns(mergeRuns(concat(coldPieces), concat(hotPieces)), buffered), summaries }
+}
+
+/** The series an aggregation needs, with summaries where they can stand in for points. */
+export async function readManyForAggregate(
+  core: EngineCore,
+  entries: readonly SeriesEntry[],
+  startMs: number,
+  endMs: number,
+  stepMs: number,
+  budget: PointBudget,
+  ctx: CallContext | undefined,
+): Promise<AggregateInput[]> {
+  const from = Math.max(startMs, retentionCutoffMs(core))
+  if (from >= endMs) return []
+  const read = await mapLimit(entries, core.config.queryConcurrency, async (entry) => {
+    checkSignal(ctx)
+    const r = await readSeriesForAggregate(core, entry, from, endMs, stepMs)
+    budget.take(r.run.ts.length)
+    return r
+  })
+  const out: AggregateInput[] = []
+  entries.forEach((entry, i) => {
+    const r = read[i]
+    if (r && (r.run.ts.length > 0 || r.summaries.length > 0)) {
+      out.push({
+        metric: entry.metric,
+        tags: entry.tags,
+        timestamps: r.run.ts,
+        values: r.run.vals,
+        summaries: r.summaries,
+      })
+    }
+  })
+  return out
 }
 
 /** Raw points of every selected series over the range, sorted; empty series left out. */
@@ -200,7 +307,7 @@ async function readStoredLatest(core: EngineCore, entry: SeriesEntry): Promise<P
     reads.push(
       core.store.scan({ ...range, reverse: true, limit: 1, column: cols.cold }, (page) => {
         for (const [key, value] of page) {
-          const d = decodeRun(value, blockStartMs(blockOfKey(key)))
+          const d = decodeRun(coldRun(value), blockStartMs(blockOfKey(key)))
           const n = d.timestamps.length
           if (n > 0) cold = { ts: d.timestamps[n - 1] as number, val: d.values[n - 1] as number }
         }

@@ -178,6 +178,62 @@ describe('basic engine: tiers, retention, restart', () => {
     }
   })
 
+  it('aggregates from run summaries exactly as from the points', async () => {
+    const dir = await tempDir()
+    const clock = new ManualClock(T0 + 48 * HOUR)
+    const engine = engineAt(dir, clock, { hotWindowMs: HOUR })
+    try {
+      await engine.open()
+      const ts = Array.from({ length: 6 * 360 }, (_, i) => T0 + i * 10_000)
+      await engine.write({
+        series: [
+          {
+            metric: 'm',
+            tags: [{ key: 'k', value: 'a' }],
+            timestamps: ts,
+            values: ts.map((_, i) => Math.sin(i / 7) * 100),
+          },
+          { metric: 'm', tags: [{ key: 'k', value: 'b' }], timestamps: ts, values: ts.map((_, i) => i) },
+        ],
+      })
+      await engine.compact()
+      // Newer points in hour 2 (buffered) make that hour merge point by point.
+      await engine.write({
+        series: [{ metric: 'm', tags: [{ key: 'k', value: 'a' }], timestamps: [T0 + 2 * HOUR + 5000], values: [1e6] }],
+      })
+      const sel = { metric: 'm', matchers: [] }
+      const raw = await engine.query({ selector: sel, startMs: T0, endMs: T0 + 6 * HOUR })
+      const { aggregate } = await import('../../src/engine/aggregate.js')
+      for (const func of ['count', 'sum', 'min', 'max', 'avg', 'first', 'last'] as const) {
+        for (const [stepMs, startMs, endMs] of [
+          [HOUR, T0, T0 + 6 * HOUR],
+          [0, T0, T0 + 6 * HOUR],
+          [2 * HOUR, T0 + HOUR, T0 + 5 * HOUR + 1000],
+          [60_000, T0, T0 + 3 * HOUR],
+        ] as const) {
+          for (const groupBy of [[], ['k']]) {
+            const agg = { func, stepMs, groupBy, mergeSeries: groupBy.length === 0 }
+            const got = await engine.query({ selector: sel, startMs, endMs, aggregation: agg })
+            const want = aggregate(raw, agg, startMs, endMs)
+            assert.equal(got.length, want.length)
+            got.forEach((s, i) => {
+              const w = want[i]
+              assert.deepEqual(Array.from(s.timestamps), Array.from(w?.timestamps ?? []))
+              s.values.forEach((v, j) => {
+                const expected = w?.values[j] as number
+                const close = Math.abs(v - expected) <= 1e-9 * Math.max(1, Math.abs(expected))
+                assert.ok(close, `${func} step ${stepMs}: ${v} != ${expected}`)
+              })
+            })
+          }
+        }
+      }
+    } finally {
+      await engine.close()
+      await rm(dir, { recursive: true, force: true })
+    }
+  })
+
   it('refuses calls when closed', async () => {
     const dir = await tempDir()
     const engine = engineAt(dir, new ManualClock(T0))
