@@ -15,7 +15,14 @@ const rules = {
   // The server knows engines only through the StorageEngine interface file.
   server: {
     local: ['src/model', 'src/engine/storage-engine.ts', 'src/wire', 'src/server', 'gen'],
-    packages: ['@grpc/', 'grpc-health-check', '@bufbuild/protobuf', '@bufbuild/protobuf/wire'],
+    packages: [
+      '@grpc/',
+      'grpc-health-check',
+      '@bufbuild/protobuf',
+      '@bufbuild/protobuf/wire',
+      '@bufbuild/protobuf/wkt',
+      'prom-client',
+    ],
   },
   client: {
     local: ['src/model', 'src/wire', 'src/client', 'gen'],

@@ -1,28 +1,46 @@
+import { PluginError } from '../engine/plugin-manager.js'
 import { UsageError } from './args.js'
+import { runExport } from './export.js'
+import { runImport } from './import.js'
+import { runMigrate } from './migrate.js'
+import { runQuery, runSeries, runStats } from './query.js'
 import { serve } from './serve.js'
 
-const USAGE = `Usage: v3 <command> [options]
+const USAGE = `Usage: v3 <command> [options]    (v3 <command> --help for its options)
 
 Commands:
-  serve    run a node (v3 serve --help for its options)
+  serve     run a node
+  import    load a CSV file (long or wide, gzip too) into a node
+  export    write series as CSV, through QueryStream
+  query     query with a PromQL-style selector: table, CSV or JSON
+  series    list the series a selector matches
+  stats     print a node's engine statistics
+  migrate   copy series between data folders and nodes, verifying point counts
 `
+
+const COMMANDS: Readonly<Record<string, (args: readonly string[]) => Promise<number>>> = {
+  import: runImport,
+  export: runExport,
+  query: runQuery,
+  series: runSeries,
+  stats: runStats,
+  migrate: runMigrate,
+}
 
 /** The entry point of the `v3` command; the only module that runs on import. */
 async function main(argv: readonly string[]): Promise<number> {
   const [command, ...rest] = argv
-  switch (command) {
-    case 'serve':
-      await serve(rest)
-      return 0
-    case undefined:
-    case 'help':
-    case '--help':
-    case '-h':
-      process.stdout.write(USAGE)
-      return command === undefined ? 2 : 0
-    default:
-      throw new UsageError(`unknown command ${JSON.stringify(command)}`)
+  if (command === 'serve') {
+    await serve(rest)
+    return 0
   }
+  if (command === undefined || command === 'help' || command === '--help' || command === '-h') {
+    process.stdout.write(USAGE)
+    return command === undefined ? 2 : 0
+  }
+  const run = COMMANDS[command]
+  if (run === undefined) throw new UsageError(`unknown command ${JSON.stringify(command)}\n\n${USAGE}`)
+  return run(rest)
 }
 
 main(process.argv.slice(2)).then(
@@ -31,11 +49,12 @@ main(process.argv.slice(2)).then(
     if (code !== 0) process.exitCode = code
   },
   (err: unknown) => {
-    if (err instanceof UsageError) {
-      console.error(`v3: ${err.message}\n\n${USAGE}`.trimEnd())
+    // A configuration mistake (a flag, a config key, a plugin) is the user's to fix: exit code 2.
+    if (err instanceof UsageError || err instanceof PluginError) {
+      console.error(`v3: ${err.message}`)
       process.exit(2)
     }
-    console.error('v3: cannot start:', err)
+    console.error('v3:', err instanceof Error && 'codeName' in err ? err.message : err)
     // Exit rather than wait: a half-opened engine may hold timers or handles that keep Node alive.
     process.exit(1)
   },

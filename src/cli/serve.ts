@@ -1,157 +1,182 @@
 import { parseArgs } from 'node:util'
-import { BasicEngine } from '../engine/basic-engine.js'
-import type { BasicEngineOptions, Logger, SyncPolicy } from '../engine/config.js'
-import { type RunningServer, SERVER_DEFAULTS, startServer } from '../server/server.js'
-import { parseCount, parseDuration, parseListen, parseSize, UsageError } from './args.js'
+import type { BasicEngineOptions, SyncPolicy } from '../engine/config.js'
+import type { StorageEngine } from '../engine/storage-engine.js'
+import { type RunningHttpEndpoint, startHttpEndpoint } from '../server/http-endpoint.js'
+import { createServerMetrics } from '../server/metrics.js'
+import { requestLogInterceptor } from '../server/request-log.js'
+import { type RunningServer, startServer } from '../server/server.js'
+import type { TlsOptions } from '../server/tls.js'
+import { parseListen, UsageError } from './args.js'
+import {
+  envName,
+  flagTable,
+  optionsHelp,
+  printConfig,
+  type ResolvedConfig,
+  readConfigFile,
+  resolveConfig,
+} from './config.js'
+import { createLogger, type LogFormat } from './logger.js'
+import { engineOf, loadPlugins } from './plugins.js'
 
-export const SERVE_USAGE = `Usage: v3 serve [options]
+export function serveUsage(): string {
+  return `Usage: v3 serve [--config <file>] [options]
 
-Runs one V3 node: the basic engine on RocksDB behind the gRPC services.
+Runs one V3 node: a storage engine (the basic engine on RocksDB by default) behind the gRPC
+services, with metrics and health checks over HTTP.
 
-Server:
-  --data <dir>                   database folder, created when missing (default ./data)
-  --listen <host:port>           address to serve on; port 0 picks a free one (default 127.0.0.1:50051)
-  --node-id <id>                 this node's id in ClusterService (default <hostname>:<port>)
-  --max-message-bytes <size>     largest request or response message (default 16MiB)
-  --stream-chunk-bytes <size>    largest QueryStream message (default 1MiB)
-  --shutdown-timeout <duration>  time in-flight calls get on SIGTERM before being cancelled (default 10s)
+Every option can be set in a YAML or JSON config file (--config, keys as the flags without --), in
+an environment variable (V3_ and the name in capitals, e.g. ${envName('hot-window')}), or as a
+flag; a flag beats the environment, which beats the file. --print-config prints the result.
 
-Engine:
-  --hot-window <duration>        blocks newer than this stay in the hot tier (default 2h)
-  --retention <duration>         remove data older than this; 0 keeps it forever (default 0)
-  --sync always|group|off        fsync every write, share fsyncs between concurrent writes, or never (default group)
-  --seal-idle <duration>         seal a finished block after it has been idle this long (default 2s)
-  --seal-interval <duration>     how often the sealer runs (default 1s)
-  --max-buffered-points <n>      seal blocks early when the write buffer holds more points (default 2000000)
-  --move-interval <duration>     how often blocks past the hot window move to the cold tier (default 60s)
-  --retention-interval <duration> how often retention runs when set (default 5m)
-  --max-points-per-query <n>     a query returning more points fails with RESOURCE_EXHAUSTED (default 5000000)
-  --query-concurrency <n>        series one query reads in parallel (default 16)
-  --block-cache <size>           RocksDB block cache per data family (default 64MiB)
-
-Write limits (INVALID_ARGUMENT or RESOURCE_EXHAUSTED beyond them):
-  --max-series-per-write <n>     series entries in one write (default 10000)
-  --max-points-per-write <n>     points in one write (default 1000000)
-  --max-tags-per-series <n>      tags of one series (default 64)
-  --max-tag-value-bytes <n>      UTF-8 bytes of a tag value (default 1024)
-  --max-name-bytes <n>           UTF-8 bytes of a metric name or tag key (default 256)
-  --allow-nan                    store NaN values (staleness markers); refused by default
-
-Durations: 500ms, 90s, 15m, 2h, 30d. Sizes: 65536, 512KiB, 16MiB.
+${optionsHelp()}Durations: 500ms, 90s, 15m, 2h, 30d. Sizes: 65536, 512KiB, 16MiB.
 SIGTERM or SIGINT stops accepting calls, lets in-flight calls finish, flushes and closes the database.
 `
-
-const OPTIONS = {
-  data: { type: 'string' },
-  listen: { type: 'string' },
-  'node-id': { type: 'string' },
-  'max-message-bytes': { type: 'string' },
-  'stream-chunk-bytes': { type: 'string' },
-  'shutdown-timeout': { type: 'string' },
-  'hot-window': { type: 'string' },
-  retention: { type: 'string' },
-  sync: { type: 'string' },
-  'seal-idle': { type: 'string' },
-  'seal-interval': { type: 'string' },
-  'max-buffered-points': { type: 'string' },
-  'move-interval': { type: 'string' },
-  'retention-interval': { type: 'string' },
-  'max-points-per-query': { type: 'string' },
-  'query-concurrency': { type: 'string' },
-  'block-cache': { type: 'string' },
-  'max-series-per-write': { type: 'string' },
-  'max-points-per-write': { type: 'string' },
-  'max-tags-per-series': { type: 'string' },
-  'max-tag-value-bytes': { type: 'string' },
-  'max-name-bytes': { type: 'string' },
-  'allow-nan': { type: 'boolean' },
-  help: { type: 'boolean', short: 'h' },
-} as const
+}
 
 export interface ServeConfig {
   readonly help: boolean
+  readonly printConfig: boolean
+  readonly resolved: ResolvedConfig
   readonly engine: BasicEngineOptions
+  /** A registered engine name or the path of a plugin module. */
+  readonly engineSpec: string
+  readonly plugins: readonly string[]
   readonly listen: string
   readonly nodeId: string | undefined
   readonly maxMessageBytes: number | undefined
   readonly streamChunkBytes: number | undefined
   readonly shutdownTimeoutMs: number | undefined
-}
-
-function parseSync(text: string | undefined): SyncPolicy | undefined {
-  if (text === undefined || text === 'always' || text === 'group' || text === 'off') return text
-  throw new UsageError(`--sync must be always, group or off, got ${JSON.stringify(text)}`)
-}
-
-/** Reads the flags of `v3 serve`; absent flags stay undefined so that the engine's defaults apply. */
-export function parseServeArgs(args: readonly string[]): ServeConfig {
-  let values: ReturnType<typeof parseArgs<{ options: typeof OPTIONS; args: string[] }>>['values']
-  try {
-    values = parseArgs({ args: [...args], options: OPTIONS, strict: true, allowPositionals: false }).values
-  } catch (err) {
-    throw new UsageError(err instanceof Error ? err.message : String(err))
-  }
-  const opt = <T>(text: string | undefined, parse: (t: string) => T): T | undefined =>
-    text === undefined ? undefined : parse(text)
-  const duration = (flag: keyof typeof OPTIONS) =>
-    opt(values[flag] as string | undefined, (t) => parseDuration(flag, t))
-  const size = (flag: keyof typeof OPTIONS) => opt(values[flag] as string | undefined, (t) => parseSize(flag, t))
-  const count = (flag: keyof typeof OPTIONS) => opt(values[flag] as string | undefined, (t) => parseCount(flag, t))
-
-  const engine: BasicEngineOptions = {
-    dataDir: values.data ?? './data',
-    hotWindowMs: duration('hot-window'),
-    retentionMs: duration('retention'),
-    sync: parseSync(values.sync),
-    sealIdleMs: duration('seal-idle'),
-    sealIntervalMs: duration('seal-interval'),
-    maxBufferedPoints: count('max-buffered-points'),
-    moveIntervalMs: duration('move-interval'),
-    retentionIntervalMs: duration('retention-interval'),
-    maxPointsPerQuery: count('max-points-per-query'),
-    queryConcurrency: count('query-concurrency'),
-    blockCacheBytes: size('block-cache'),
-    limits: {
-      maxSeriesPerRequest: count('max-series-per-write'),
-      maxPointsPerRequest: count('max-points-per-write'),
-      maxTagsPerSeries: count('max-tags-per-series'),
-      maxTagValueBytes: count('max-tag-value-bytes'),
-      maxNameBytes: count('max-name-bytes'),
-      allowNaN: values['allow-nan'],
-    },
-  }
-  return {
-    help: values.help ?? false,
-    engine,
-    listen: parseListen(values.listen ?? SERVER_DEFAULTS.listen),
-    nodeId: values['node-id'],
-    maxMessageBytes: size('max-message-bytes'),
-    streamChunkBytes: size('stream-chunk-bytes'),
-    shutdownTimeoutMs: duration('shutdown-timeout'),
-  }
-}
-
-/** Log lines go to stderr, so that stdout carries only the listening line that scripts wait for. */
-export const stderrLogger: Logger = {
-  info: (obj, msg) => console.error('info', msg ?? '', obj),
-  warn: (obj, msg) => console.error('warn', msg ?? '', obj),
-  error: (obj, msg) => console.error('error', msg ?? '', obj),
+  readonly keepaliveTimeMs: number | undefined
+  readonly keepaliveTimeoutMs: number | undefined
+  readonly maxConcurrentStreams: number | undefined
+  readonly tokensFile: string | undefined
+  readonly tls: TlsOptions | undefined
+  readonly insecure: boolean
+  /** undefined: no HTTP endpoint. */
+  readonly httpListen: string | undefined
+  readonly logLevel: string
+  readonly logFormat: LogFormat
+  readonly logRequests: boolean
 }
 
 /**
- * Opens the engine, serves it, and on SIGTERM or SIGINT shuts down in order: stop accepting calls,
- * let in-flight calls finish, close the engine (which flushes), exit 0.
+ * Reads `v3 serve`'s configuration from its flags, the environment and the config file named by
+ * --config (or V3_CONFIG), validating every value; throws UsageError naming the first bad one.
+ */
+export function parseServeArgs(
+  args: readonly string[],
+  env: Readonly<Record<string, string | undefined>> = {},
+): ServeConfig {
+  let values: Record<string, string | boolean | undefined>
+  try {
+    values = parseArgs({ args: [...args], options: flagTable(), strict: true, allowPositionals: false }).values
+  } catch (err) {
+    throw new UsageError(err instanceof Error ? err.message : String(err))
+  }
+  const configPath = (values.config as string | undefined) ?? env.V3_CONFIG
+  const resolved = resolveConfig({
+    file: configPath === undefined ? undefined : { path: configPath, values: readConfigFile(configPath) },
+    env,
+    flags: values,
+  })
+  const get = (key: string) => resolved.get(key)?.value
+  const str = (key: string) => get(key) as string | undefined
+  const num = (key: string) => get(key) as number | undefined
+  const bool = (key: string) => (get(key) as boolean | undefined) ?? false
+
+  const cert = str('tls-cert')
+  const key = str('tls-key')
+  const clientCa = str('tls-client-ca')
+  if ((cert === undefined) !== (key === undefined)) throw new UsageError('--tls-cert and --tls-key go together')
+  if (clientCa !== undefined && cert === undefined)
+    throw new UsageError('--tls-client-ca needs --tls-cert and --tls-key')
+  const httpListen = str('http-listen')
+
+  return {
+    help: values.help === true,
+    printConfig: values['print-config'] === true,
+    resolved,
+    engine: {
+      dataDir: str('data') ?? './data',
+      hotWindowMs: num('hot-window'),
+      retentionMs: num('retention'),
+      sync: str('sync') as SyncPolicy | undefined,
+      sealIdleMs: num('seal-idle'),
+      sealIntervalMs: num('seal-interval'),
+      maxBufferedPoints: num('max-buffered-points'),
+      moveIntervalMs: num('move-interval'),
+      retentionIntervalMs: num('retention-interval'),
+      maxPointsPerQuery: num('max-points-per-query'),
+      queryConcurrency: num('query-concurrency'),
+      blockCacheBytes: num('block-cache'),
+      resultCachePoints: num('result-cache-points'),
+      decodedCachePoints: num('decoded-cache-points'),
+      limits: {
+        maxSeriesPerRequest: num('max-series-per-write'),
+        maxPointsPerRequest: num('max-points-per-write'),
+        maxTagsPerSeries: num('max-tags-per-series'),
+        maxTagValueBytes: num('max-tag-value-bytes'),
+        maxNameBytes: num('max-name-bytes'),
+        allowNaN: bool('allow-nan'),
+      },
+    },
+    engineSpec: str('engine') ?? 'basic',
+    plugins: (get('plugins') as readonly string[] | undefined) ?? [],
+    listen: str('listen') ?? '127.0.0.1:50051',
+    nodeId: str('node-id'),
+    maxMessageBytes: num('max-message-bytes'),
+    streamChunkBytes: num('stream-chunk-bytes'),
+    shutdownTimeoutMs: num('shutdown-timeout'),
+    keepaliveTimeMs: num('keepalive-time'),
+    keepaliveTimeoutMs: num('keepalive-timeout'),
+    maxConcurrentStreams: num('max-concurrent-streams'),
+    tokensFile: str('tokens-file'),
+    tls: cert === undefined || key === undefined ? undefined : { certFile: cert, keyFile: key, clientCaFile: clientCa },
+    insecure: bool('insecure'),
+    httpListen: httpListen === 'off' ? undefined : parseHttpListen(httpListen ?? '127.0.0.1:9464'),
+    logLevel: str('log-level') ?? 'info',
+    logFormat: (str('log-format') ?? 'auto') as LogFormat,
+    logRequests: bool('log-requests'),
+  }
+}
+
+function parseHttpListen(text: string): string {
+  try {
+    return parseListen(text)
+  } catch {
+    throw new UsageError(`--http-listen must be host:port or off, got ${JSON.stringify(text)}`)
+  }
+}
+
+/**
+ * Starts the engine plugin (and the plugins it needs), serves it over gRPC and its metrics over
+ * HTTP, and on SIGTERM or SIGINT shuts down in order: not ready, stop accepting calls, let in-flight
+ * calls finish, stop the plugins in reverse (which flushes and closes the engine), exit 0.
  */
 export async function serve(args: readonly string[]): Promise<void> {
-  const config = parseServeArgs(args)
+  const config = parseServeArgs(args, process.env)
   if (config.help) {
-    process.stdout.write(SERVE_USAGE)
+    process.stdout.write(serveUsage())
     return
   }
-  const engine = new BasicEngine(config.engine, { logger: stderrLogger })
-  await engine.open()
+  if (config.printConfig) {
+    process.stdout.write(printConfig(config.resolved))
+    return
+  }
+  const logger = createLogger(config.logLevel, config.logFormat)
+  const { manager, engineName } = await loadPlugins(config.engineSpec, config.plugins)
+  const instances = await manager.start([engineName], { options: config.engine, logger })
+  let engine: StorageEngine
   let server: RunningServer
+  let http: RunningHttpEndpoint | undefined
+  let ready = false
   try {
+    engine = engineOf(instances, engineName)
+    const metrics = createServerMetrics(engine)
+    if (config.httpListen !== undefined) {
+      http = await startHttpEndpoint({ listen: config.httpListen, metrics, ready: () => ready, logger })
+    }
     server = await startServer({
       engine,
       listen: config.listen,
@@ -159,33 +184,47 @@ export async function serve(args: readonly string[]): Promise<void> {
       maxMessageBytes: config.maxMessageBytes,
       streamChunkBytes: config.streamChunkBytes,
       shutdownTimeoutMs: config.shutdownTimeoutMs,
-      logger: stderrLogger,
+      keepaliveTimeMs: config.keepaliveTimeMs,
+      keepaliveTimeoutMs: config.keepaliveTimeoutMs,
+      maxConcurrentStreams: config.maxConcurrentStreams,
+      tokensFile: config.tokensFile,
+      tls: config.tls,
+      insecure: config.insecure,
+      logger,
+      interceptors: [metrics.interceptor, ...(config.logRequests ? [requestLogInterceptor(logger)] : [])],
     })
   } catch (err) {
-    await engine.close()
+    await http?.close()
+    await manager.stop()
     throw err
   }
+  ready = true
 
   let stopping = false
   const stop = (signal: NodeJS.Signals): void => {
     if (stopping) return
     stopping = true
-    stderrLogger.info({ signal }, 'shutting down')
+    ready = false
+    logger.info({ signal }, 'shutting down')
     server
       .close()
-      .then(() => engine.close())
+      .then(() => http?.close())
+      .then(() => manager.stop())
       .then(
         () => {
-          stderrLogger.info({}, 'stopped cleanly')
+          logger.info({}, 'stopped cleanly')
           process.exit(0)
         },
         (err: unknown) => {
-          stderrLogger.error({ err }, 'shutdown failed')
+          logger.error({ err }, 'shutdown failed')
           process.exit(1)
         },
       )
   }
   process.on('SIGTERM', stop)
   process.on('SIGINT', stop)
+  logger.info({ address: server.address, engine: engineName, http: http?.address }, 'serving')
+  // Scripts (and the tests) read these lines; the listening line comes last, once everything is up.
+  if (http !== undefined) process.stdout.write(`v3 metrics on http://${http.address}/metrics\n`)
   process.stdout.write(`v3 listening on ${server.address}\n`)
 }

@@ -1,3 +1,5 @@
 export { status } from '@grpc/grpc-js'
+export { BatchingWriter, type BatchingWriterOptions, type IngestRejection } from './batching-writer.js'
 export { V3ClientError } from './errors.js'
+export type { LiveSubscription, SubscribeOptions } from './subscribe.js'
 export * from './v3-client.js'

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs'
 import {
   type ChannelCredentials,
   Client,
@@ -12,14 +13,16 @@ import { AdminServiceService } from '../../gen/v3storage/v1/admin_service.js'
 import { ClusterServiceService, NodeState } from '../../gen/v3storage/v1/cluster_service.js'
 import {
   AggFunc as ProtoAggFunc,
+  CompareOp as ProtoCompareOp,
   MatchOp as ProtoMatchOp,
   Precision as ProtoPrecision,
   type Selector as ProtoSelector,
 } from '../../gen/v3storage/v1/common.js'
 import { QueryServiceService } from '../../gen/v3storage/v1/query_service.js'
-import { WriteResponse, WriteServiceService } from '../../gen/v3storage/v1/write_service.js'
+import { WriteResponse, WriteServiceService, WriteStreamResponse } from '../../gen/v3storage/v1/write_service.js'
 import type {
   AggFunc,
+  CompareOp,
   Matcher,
   MatchOp,
   Precision,
@@ -27,10 +30,12 @@ import type {
   SeriesPoints,
   SeriesRef,
   Tag,
+  ValueFilter,
   WriteResult,
 } from '../model/types.js'
 import { decodeSeriesList, encodeWriteRequest, type WireSeries } from '../wire/series-codec.js'
-import { toClientError } from './errors.js'
+import { toClientError, type V3ClientError } from './errors.js'
+import { type LiveSubscription, openSubscription, type SubscribeOptions } from './subscribe.js'
 
 /** Tags as an object (`{ host: 'a' }`) or as a list of key/value pairs. */
 export type TagsInput = Readonly<Record<string, string>> | readonly Tag[]
@@ -64,6 +69,8 @@ export interface QueryInput {
   readonly endMs: number
   /** Absent: raw points. */
   readonly aggregation?: AggregationInput
+  /** Keeps the points whose value compares true (before any aggregation), e.g. { op: 'gt', value: 90 }. */
+  readonly valueFilter?: ValueFilter
 }
 
 export interface DeleteInput {
@@ -71,6 +78,14 @@ export interface DeleteInput {
   /** With endMs, the range to delete in ms; both absent delete every point and the series themselves. */
   readonly startMs?: number
   readonly endMs?: number
+}
+
+/** A WriteStream call in progress; see V3Client.writeStream. */
+export interface WriteStreamHandle {
+  /** Sends one batch; resolves when flow control has room for the next. Rejects once the stream failed. */
+  write(series: readonly SeriesInput[]): Promise<void>
+  /** Ends the stream; resolves with the totals once every batch is durable. */
+  end(): Promise<WriteResult>
 }
 
 export interface CallOptions {
@@ -101,6 +116,17 @@ export interface ServerStats {
   readonly bytesOnDisk: number
   readonly writes: LatencyStats
   readonly queries: LatencyStats
+  /** Hits and misses of the query-result, decoded-block and selector caches. */
+  readonly caches: {
+    readonly results: CacheCounts
+    readonly decodedBlocks: CacheCounts
+    readonly selectors: CacheCounts
+  }
+}
+
+export interface CacheCounts {
+  readonly hits: number
+  readonly misses: number
 }
 
 export interface CompactStats {
@@ -118,9 +144,26 @@ export interface NodeInfo {
   readonly leader: boolean
 }
 
+export interface V3ClientTlsOptions {
+  /** PEM CA certificates that sign the server's certificate. Absent: the system's trusted roots. */
+  readonly caFile?: string
+  /** PEM client certificate, for a server that requires mutual TLS; needs keyFile. */
+  readonly certFile?: string
+  /** PEM private key of certFile. */
+  readonly keyFile?: string
+}
+
 export interface V3ClientOptions {
-  /** Default insecure (plaintext). */
+  /** grpc-js channel credentials, for what tls cannot express. Default plaintext; not with tls. */
   readonly credentials?: ChannelCredentials
+  /** Connect with TLS (mutual TLS with certFile and keyFile). Absent: plaintext, unless credentials says otherwise. */
+  readonly tls?: V3ClientTlsOptions
+  /** Sent as `authorization: Bearer <token>` with every call, for a server started with a tokens file. */
+  readonly token?: string
+  /** Idle time after which the client pings the server while calls are open, in ms. Default 5 min. */
+  readonly keepaliveTimeMs?: number
+  /** How long a ping may go unanswered before the connection counts as dead, in ms. Default 20 s. */
+  readonly keepaliveTimeoutMs?: number
   /**
    * The largest response accepted, in bytes. Default 64 MiB, above the server's 16 MiB default:
    * grpc-js's own default of 4 MiB would refuse unary results the server is willing to send.
@@ -194,6 +237,18 @@ function identity(bytes: Buffer): Buffer {
   return bytes
 }
 
+function channelCredentials(options: V3ClientOptions): ChannelCredentials {
+  const tls = options.tls
+  if (tls === undefined) return options.credentials ?? credentials.createInsecure()
+  if (options.credentials !== undefined) throw new RangeError('give V3Client credentials or tls, not both')
+  if ((tls.certFile === undefined) !== (tls.keyFile === undefined)) {
+    throw new RangeError('tls.certFile and tls.keyFile go together')
+  }
+  // Read synchronously because the constructor is; these are small files, read once per client.
+  const read = (path: string | undefined): Buffer | null => (path === undefined ? null : readFileSync(path))
+  return credentials.createSsl(read(tls.caFile), read(tls.keyFile), read(tls.certFile))
+}
+
 /**
  * A typed client for a V3 node. Every method returns a promise (queryStream an async iterator) and
  * fails with V3ClientError, which carries the gRPC status and, for bad input, the offending fields.
@@ -201,13 +256,17 @@ function identity(bytes: Buffer): Buffer {
 export class V3Client {
   private readonly client: Client
   private readonly defaultTimeoutMs: number | undefined
+  private readonly authorization: string | undefined
 
   constructor(address: string, options: V3ClientOptions = {}) {
-    this.client = new Client(address, options.credentials ?? credentials.createInsecure(), {
+    this.client = new Client(address, channelCredentials(options), {
       'grpc.max_receive_message_length': options.maxReceiveMessageBytes ?? 64 * 1024 * 1024,
+      'grpc.keepalive_time_ms': options.keepaliveTimeMs ?? 5 * 60_000,
+      'grpc.keepalive_timeout_ms': options.keepaliveTimeoutMs ?? 20_000,
       ...options.channelOptions,
     })
     this.defaultTimeoutMs = options.defaultTimeoutMs
+    this.authorization = options.token === undefined ? undefined : `Bearer ${options.token}`
   }
 
   /** Stores the series; resolves once the server has them in its write-ahead log. */
@@ -237,6 +296,90 @@ export class V3Client {
     return { pointsWritten: response.pointsWritten, seriesWritten: response.seriesWritten }
   }
 
+  /**
+   * Opens a WriteStream: many batches on one call, for ingestion pipelines and bulk loads.
+   * `write()` resolves once the batch is handed to the transport and gRPC flow control has room for
+   * more, so a fast producer is slowed to the server's pace; `end()` resolves with the totals once
+   * every batch is durable. A bad batch ends the stream with INVALID_ARGUMENT naming
+   * `messages[i]`: the batches before it stay written, none after it is stored.
+   */
+  writeStream(options: WriteOptions = {}): WriteStreamHandle {
+    const precision = PRECISIONS[options.precision ?? 'ms']
+    let failure: V3ClientError | undefined
+    let settle: { resolve: (r: WriteResult) => void; reject: (err: V3ClientError) => void } | undefined
+    let outcome: { result?: WriteResult; error?: V3ClientError } | undefined
+    const call = this.client.makeClientStreamRequest(
+      WriteServiceService.writeStream.path,
+      identity,
+      (b: Buffer) => WriteStreamResponse.decode(b),
+      this.metadata(),
+      this.callOptions(options),
+      (err: ServiceError | null, response?: WriteStreamResponse) => {
+        if (err || response === undefined) {
+          failure = toClientError(err ?? new Error('BUG: a stream ended without a response'))
+          outcome = { error: failure }
+          settle?.reject(failure)
+        } else {
+          outcome = { result: { pointsWritten: response.pointsWritten, seriesWritten: response.seriesWritten } }
+          settle?.resolve(outcome.result as WriteResult)
+        }
+      },
+    )
+    const onAbort = (): void => call.cancel()
+    if (options.signal?.aborted) call.cancel()
+    else options.signal?.addEventListener('abort', onAbort, { once: true })
+    return {
+      write: async (series: readonly SeriesInput[]): Promise<void> => {
+        if (failure) throw failure
+        let bytes: Buffer
+        try {
+          bytes = encodeWriteRequest(
+            series.map((s) => ({
+              metric: s.metric,
+              tags: tagsToList(s.tags),
+              timestamps: s.timestamps,
+              values: s.values,
+            })),
+            precision,
+          )
+        } catch (err) {
+          throw toClientError(err)
+        }
+        if (!call.write(bytes)) {
+          await new Promise<void>((resolve) => {
+            const done = (): void => {
+              call.off('drain', done)
+              call.off('close', done)
+              resolve()
+            }
+            call.on('drain', done)
+            call.on('close', done)
+          })
+        }
+        if (failure) throw failure
+      },
+      end: (): Promise<WriteResult> => {
+        call.end()
+        return new Promise<WriteResult>((resolve, reject) => {
+          const finish = (): void => options.signal?.removeEventListener('abort', onAbort)
+          if (outcome?.result) resolve(outcome.result)
+          else if (outcome?.error) reject(outcome.error)
+          else
+            settle = {
+              resolve: (r) => {
+                finish()
+                resolve(r)
+              },
+              reject: (e) => {
+                finish()
+                reject(e)
+              },
+            }
+        })
+      },
+    }
+  }
+
   /** Raw points sorted by timestamp, or aggregated buckets; series without points are left out. */
   query(request: QueryInput, options: CallOptions = {}): Promise<SeriesPoints[]> {
     const def = QueryServiceService.query
@@ -254,7 +397,7 @@ export class V3Client {
       def.requestSerialize,
       deserializeSeriesList,
       queryToProto(request),
-      new Metadata(),
+      this.metadata(),
       this.callOptions(options),
     )
     const onAbort = (): void => call.cancel()
@@ -313,6 +456,11 @@ export class V3Client {
       bytesOnDisk: r.bytesOnDisk,
       writes: latency(r.writeLatency),
       queries: latency(r.queryLatency),
+      caches: {
+        results: { hits: r.resultCache?.hits ?? 0, misses: r.resultCache?.misses ?? 0 },
+        decodedBlocks: { hits: r.decodedBlockCache?.hits ?? 0, misses: r.decodedBlockCache?.misses ?? 0 },
+        selectors: { hits: r.selectorCache?.hits ?? 0, misses: r.selectorCache?.misses ?? 0 },
+      },
     }
   }
 
@@ -348,9 +496,28 @@ export class V3Client {
     return response.nodes.map(nodeFromProto)
   }
 
+  /**
+   * Tails the points written to the selected series from now on (with sinceMs, the stored points
+   * from then first): `for await (const series of client.subscribe(...))`. `live` resolves once
+   * every later write is sure to be seen.
+   */
+  subscribe(selector: SelectorInput, options: SubscribeOptions = {}): LiveSubscription {
+    return openSubscription(this.client, this.metadata(), selectorToProto(selector), options)
+  }
+
   /** Closes the channel; calls in flight fail with CANCELLED or UNAVAILABLE. */
   close(): void {
     this.client.close()
+  }
+
+  /**
+   * The token goes in per-call metadata rather than grpc-js call credentials, because grpc-js
+   * refuses call credentials on a plaintext channel and a loopback server may check tokens without TLS.
+   */
+  private metadata(): Metadata {
+    const metadata = new Metadata()
+    if (this.authorization !== undefined) metadata.set('authorization', this.authorization)
+    return metadata
   }
 
   private callOptions(options: CallOptions): GrpcCallOptions {
@@ -372,7 +539,7 @@ export class V3Client {
         serialize,
         deserialize,
         request,
-        new Metadata(),
+        this.metadata(),
         this.callOptions(options),
         (err: ServiceError | null, response?: Res) => {
           options.signal?.removeEventListener('abort', onAbort)
@@ -402,7 +569,20 @@ function queryToProto(request: QueryInput) {
             groupBy: [...(aggregation.groupBy ?? [])],
             mergeSeries: aggregation.mergeSeries ?? false,
           },
+    valueFilter:
+      request.valueFilter === undefined
+        ? undefined
+        : { op: COMPARE_OPS[request.valueFilter.op], value: request.valueFilter.value },
   }
+}
+
+const COMPARE_OPS: Readonly<Record<CompareOp, ProtoCompareOp>> = {
+  gt: ProtoCompareOp.COMPARE_OP_GT,
+  gte: ProtoCompareOp.COMPARE_OP_GTE,
+  lt: ProtoCompareOp.COMPARE_OP_LT,
+  lte: ProtoCompareOp.COMPARE_OP_LTE,
+  eq: ProtoCompareOp.COMPARE_OP_EQ,
+  neq: ProtoCompareOp.COMPARE_OP_NEQ,
 }
 
 function nodeFromProto(node: { id: string; address: string; state: NodeState; leader: boolean }): NodeInfo {

@@ -1,7 +1,7 @@
 import type { RunSummary, RunSummaryWithSpan } from '../codec/cold-value.js'
 import { type FieldViolation, ValidationError } from '../model/errors.js'
 import { canonicalSeriesKey, nameViolation, sortTags } from '../model/series-key.js'
-import type { AggFunc, Aggregation, SeriesPoints, Tag } from '../model/types.js'
+import type { AggFunc, Aggregation, SeriesPoints, Tag, ValueFilter } from '../model/types.js'
 
 /** The quantile each percentile function computes. */
 const QUANTILES: Readonly<Record<AggFunc, number | undefined>> = {
@@ -281,6 +281,33 @@ export function aggregate(
     const values = new Float64Array(starts.length)
     for (let i = 0; i < starts.length; i++) values[i] = group.buckets.get(starts[i]!)!.result(agg.func)
     out.push({ metric: group.metric, tags: group.tags, timestamps: starts, values })
+  }
+  return out
+}
+
+const COMPARE: Readonly<Record<ValueFilter['op'], (v: number, x: number) => boolean>> = {
+  gt: (v, x) => v > x,
+  gte: (v, x) => v >= x,
+  lt: (v, x) => v < x,
+  lte: (v, x) => v <= x,
+  eq: (v, x) => v === x,
+  neq: (v, x) => v !== x,
+}
+
+/** Keeps the points whose value passes the filter; series left without points are dropped. */
+export function filterValues(series: readonly SeriesPoints[], filter: ValueFilter): SeriesPoints[] {
+  const pass = COMPARE[filter.op]
+  const out: SeriesPoints[] = []
+  for (const s of series) {
+    const keep: number[] = []
+    for (let i = 0; i < s.values.length; i++) if (pass(s.values[i] as number, filter.value)) keep.push(i)
+    if (keep.length === 0) continue
+    out.push({
+      metric: s.metric,
+      tags: s.tags,
+      timestamps: Float64Array.from(keep, (i) => s.timestamps[i] as number),
+      values: Float64Array.from(keep, (i) => s.values[i] as number),
+    })
   }
   return out
 }

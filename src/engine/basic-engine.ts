@@ -14,7 +14,8 @@ import type {
   WriteResult,
 } from '../model/types.js'
 import { type NormalizedBatch, validateWriteBatch } from '../model/validate.js'
-import { aggregate, SUMMARIZABLE } from './aggregate.js'
+import { aggregate, filterValues, SUMMARIZABLE } from './aggregate.js'
+import { DecodedBlockCache, queryKey, ResultCache } from './caches.js'
 import {
   type BasicEngineOptions,
   type Clock,
@@ -34,6 +35,7 @@ import {
   META_NEXT_SEQ,
   META_POINTS_WRITTEN,
   mapLimit,
+  retentionCutoffMs,
   type TierState,
 } from './engine-core.js'
 import {
@@ -51,7 +53,15 @@ import { LatestCache } from './latest-cache.js'
 import { Mutex } from './mutex.js'
 import { RocksStore } from './rocks-store.js'
 import { type SeriesEntry, SeriesIndex } from './series-index.js'
-import type { CallContext, CompactResult, EngineStats, StorageEngine } from './storage-engine.js'
+import type {
+  CallContext,
+  CompactResult,
+  EngineStats,
+  PointsListener,
+  StorageEngine,
+  Subscription,
+} from './storage-engine.js'
+import { SubscriptionHub } from './subscriptions.js'
 import { type BufferedSeries, bufferKey, bufferSeq, decodeBufferRecord, encodeBufferRecord } from './write-buffer.js'
 
 interface PendingWrite {
@@ -76,6 +86,8 @@ export class BasicEngine implements StorageEngine, EngineCore {
   readonly index: SeriesIndex
   readonly head = new Head()
   readonly latestCache = new LatestCache()
+  readonly resultCache: ResultCache
+  readonly decodedCache: DecodedBlockCache
   readonly tiers: TierState = { hotMinBlock: Number.NEGATIVE_INFINITY, coldMaxBlock: Number.NEGATIVE_INFINITY }
   readonly counters: Counters = { pointsWritten: 0, hotBlocks: 0, coldRuns: 0, coldBlocks: 0 }
   nextSeq = 0
@@ -88,6 +100,7 @@ export class BasicEngine implements StorageEngine, EngineCore {
   private draining: Promise<void> | undefined
   private sealing: Promise<void> | undefined
   private timers: NodeJS.Timeout[] = []
+  private readonly subscriptions: SubscriptionHub
 
   constructor(options: BasicEngineOptions, deps: EngineDeps = {}) {
     this.config = resolveEngineConfig(options)
@@ -95,6 +108,9 @@ export class BasicEngine implements StorageEngine, EngineCore {
     this.logger = deps.logger ?? silentLogger
     this.store = new RocksStore(this.config.dataDir)
     this.index = new SeriesIndex(this.store)
+    this.resultCache = new ResultCache(this.config.resultCachePoints)
+    this.decodedCache = new DecodedBlockCache(this.config.decodedCachePoints)
+    this.subscriptions = new SubscriptionHub(this.logger)
   }
 
   async open(): Promise<void> {
@@ -198,7 +214,25 @@ export class BasicEngine implements StorageEngine, EngineCore {
       return
     }
     for (const { seq, series } of applied) {
-      for (const s of series) this.head.append(s.entry.handle, s.ts, s.vals, seq)
+      for (const s of series) {
+        this.head.append(s.entry.handle, s.ts, s.vals, seq)
+        // Normalized timestamps are sorted: the first and last bound what the write touched.
+        this.resultCache.changed(s.entry.handle, s.ts[0] as number, s.ts[s.ts.length - 1] as number)
+      }
+    }
+    for (const entry of created) this.resultCache.metricChanged(entry.metric)
+    if (this.subscriptions.size > 0) {
+      this.subscriptions.publish(
+        applied.flatMap(({ series }) =>
+          series.map((s) => ({
+            key: s.entry.key,
+            metric: s.entry.metric,
+            tags: s.entry.tags,
+            timestamps: s.ts,
+            values: s.vals,
+          })),
+        ),
+      )
     }
     for (const pending of group) {
       pending.resolve({ pointsWritten: pending.batch.points, seriesWritten: pending.batch.series.length })
@@ -211,10 +245,20 @@ export class BasicEngine implements StorageEngine, EngineCore {
     const started = performance.now()
     checkRange(request.startMs, request.endMs)
     const entries = this.index.select(request.selector)
+    const key = queryKey(request)
+    const cached = this.resultCache.get(key, retentionCutoffMs(this))
+    if (cached) {
+      this.queryLatency.record(performance.now() - started)
+      return cached
+    }
+    const token = this.resultCache.begin()
     const budget = new PointBudget(this.config.maxPointsPerQuery)
+    const filter = request.valueFilter
     let result: SeriesPoints[]
     if (!request.aggregation) {
+      // With a filter the budget counts points read, a bound on memory either way.
       result = await readMany(this, entries, request.startMs, request.endMs, budget, ctx)
+      if (filter) result = filterValues(result, filter)
     } else {
       if (!Number.isSafeInteger(request.aggregation.stepMs) || request.aggregation.stepMs < 0) {
         throw ValidationError.field('aggregation.step_ms', 'must be a non-negative integer number of milliseconds')
@@ -222,12 +266,25 @@ export class BasicEngine implements StorageEngine, EngineCore {
       // Raw points feeding an aggregation are not returned, so they are bounded more loosely.
       const readBudget = new PointBudget(budget.max * 10)
       const { func, stepMs } = request.aggregation
-      const inputs = SUMMARIZABLE.has(func)
-        ? await readManyForAggregate(this, entries, request.startMs, request.endMs, stepMs, readBudget, ctx)
-        : await readMany(this, entries, request.startMs, request.endMs, readBudget, ctx)
-      result = aggregate(inputs, request.aggregation, request.startMs, request.endMs)
+      const inputs =
+        SUMMARIZABLE.has(func) && !filter
+          ? await readManyForAggregate(this, entries, request.startMs, request.endMs, stepMs, readBudget, ctx)
+          : await readMany(this, entries, request.startMs, request.endMs, readBudget, ctx)
+      result = aggregate(
+        filter ? filterValues(inputs, filter) : inputs,
+        request.aggregation,
+        request.startMs,
+        request.endMs,
+      )
       for (const s of result) budget.take(s.timestamps.length)
     }
+    this.resultCache.set(
+      key,
+      token,
+      request,
+      result,
+      entries.map((e) => e.handle),
+    )
     this.queryLatency.record(performance.now() - started)
     return result
   }
@@ -300,7 +357,33 @@ export class BasicEngine implements StorageEngine, EngineCore {
       bytesOnDisk: await folderBytes(this.config.dataDir),
       writes: this.writeLatency.summary(),
       queries: this.queryLatency.summary(),
+      caches: {
+        results: { ...this.resultCache.counters },
+        decodedBlocks: { ...this.decodedCache.counters },
+        selectors: { ...this.index.selectCounters },
+      },
     }
+  }
+
+  subscribe(selector: Selector, listener: PointsListener): Subscription {
+    this.assertOpen()
+    return this.subscriptions.subscribe(selector, listener)
+  }
+
+  /**
+   * The RocksDB properties worth watching. The binding reads properties of the default column
+   * family only: the database-wide ones (compactions, flushes, stalls, background errors) are
+   * exact, while the memtable and pending-compaction figures cover that family alone, not the data
+   * families, so their names say so. Block cache usage is not readable through it at all.
+   */
+  async properties(): Promise<Record<string, number>> {
+    this.assertOpen()
+    const out: Record<string, number> = {}
+    for (const name of ROCKSDB_PROPERTIES) {
+      const text = this.store.db.getProperty(name)
+      if (/^\d+$/.test(text)) out[name] = Number(text)
+    }
+    return out
   }
 
   /** Seals due blocks; one run at a time. Never rejects: a failed seal is logged and retried later. */
@@ -364,6 +447,17 @@ export class BasicEngine implements StorageEngine, EngineCore {
     })
   }
 }
+
+const ROCKSDB_PROPERTIES = [
+  'rocksdb.num-running-compactions',
+  'rocksdb.num-running-flushes',
+  'rocksdb.background-errors',
+  'rocksdb.is-write-stopped',
+  'rocksdb.actual-delayed-write-rate',
+  'rocksdb.cur-size-all-mem-tables',
+  'rocksdb.estimate-pending-compaction-bytes',
+  'rocksdb.block-cache-usage',
+] as const
 
 function checkRange(startMs: number, endMs: number): void {
   if (!Number.isSafeInteger(startMs))

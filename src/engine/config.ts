@@ -34,6 +34,10 @@ export interface BasicEngineOptions {
   readonly queryConcurrency?: number
   /** RocksDB block cache per data family, bytes. Default 64 MiB. */
   readonly blockCacheBytes?: number
+  /** Points of recent query results kept for repeated queries; 0 disables. Default 1,000,000. */
+  readonly resultCachePoints?: number
+  /** Points of decoded blocks and runs kept for repeated reads; 0 disables. Default 4,000,000. */
+  readonly decodedCachePoints?: number
   readonly limits?: Partial<WriteLimits>
 }
 
@@ -50,6 +54,8 @@ export interface EngineConfig {
   readonly maxPointsPerQuery: number
   readonly queryConcurrency: number
   readonly blockCacheBytes: number
+  readonly resultCachePoints: number
+  readonly decodedCachePoints: number
   readonly limits: WriteLimits
 }
 
@@ -65,6 +71,8 @@ export const ENGINE_DEFAULTS = {
   maxPointsPerQuery: 5_000_000,
   queryConcurrency: 16,
   blockCacheBytes: 64 * 1024 * 1024,
+  resultCachePoints: 1_000_000,
+  decodedCachePoints: 4_000_000,
 } as const satisfies Omit<EngineConfig, 'dataDir' | 'limits'>
 
 function nonNegative(name: string, value: number): number {
@@ -102,6 +110,11 @@ export function resolveEngineConfig(options: BasicEngineOptions): EngineConfig {
     maxPointsPerQuery: positive('maxPointsPerQuery', options.maxPointsPerQuery ?? ENGINE_DEFAULTS.maxPointsPerQuery),
     queryConcurrency: positive('queryConcurrency', options.queryConcurrency ?? ENGINE_DEFAULTS.queryConcurrency),
     blockCacheBytes: nonNegative('blockCacheBytes', options.blockCacheBytes ?? ENGINE_DEFAULTS.blockCacheBytes),
+    resultCachePoints: nonNegative('resultCachePoints', options.resultCachePoints ?? ENGINE_DEFAULTS.resultCachePoints),
+    decodedCachePoints: nonNegative(
+      'decodedCachePoints',
+      options.decodedCachePoints ?? ENGINE_DEFAULTS.decodedCachePoints,
+    ),
     limits: Object.freeze({ ...DEFAULT_WRITE_LIMITS, ...options.limits }),
   })
 }

@@ -1,3 +1,4 @@
+import type { DecodedBlockCache, ResultCache } from './caches.js'
 import type { Clock, EngineConfig, Logger } from './config.js'
 import type { Head } from './head.js'
 import type { LatestCache } from './latest-cache.js'
@@ -29,6 +30,8 @@ export interface EngineCore {
   readonly index: SeriesIndex
   readonly head: Head
   readonly latestCache: LatestCache
+  readonly resultCache: ResultCache
+  readonly decodedCache: DecodedBlockCache
   readonly tiers: TierState
   readonly counters: Counters
   /** The next write-buffer sequence. */

@@ -145,6 +145,8 @@ async function writeHotBlocks(core: EngineCore, items: HotItem[]): Promise<void>
   putCounters(core, batch)
   await batch.write({ sync: syncWrites(core) })
   core.tiers.hotMinBlock = minBlock
+  // After the write: a read that began before it cannot cache what it decoded (see DecodedBlockCache).
+  for (const item of items) core.decodedCache.invalidate(item.entry.idHex)
 }
 
 /** Drops the write-buffer records older than the oldest one a buffered block still needs. */
@@ -195,6 +197,7 @@ export async function moveCold(core: EngineCore): Promise<number> {
     }
     for (const { id, end } of upTo.values()) {
       await core.store.db.clear({ ...clampedRange(id, MIN_BLOCK, end), column: cols.hot })
+      core.decodedCache.invalidate(id.toString('hex'))
     }
     groups = []
     current = undefined
@@ -286,6 +289,7 @@ async function writeRuns(core: EngineCore, groups: RunGroup[]): Promise<void> {
   })
   putCounters(core, batch)
   await batch.write({ sync: syncWrites(core) })
+  for (const g of groups) core.decodedCache.invalidate(g.id.toString('hex'))
 }
 
 /**
@@ -310,6 +314,7 @@ export async function applyRetention(core: EngineCore): Promise<number> {
     expired++
     await core.store.db.clear({ ...hotRange, column: cols.hot })
     await core.store.db.clear({ ...coldRange, column: cols.cold })
+    core.decodedCache.invalidate(entry.idHex)
     core.counters.hotBlocks -= removed.hotBlocks
     core.counters.coldRuns -= removed.coldRuns
     core.counters.coldBlocks -= removed.coldBlocks
@@ -398,6 +403,9 @@ export async function deleteSeriesData(
   if (whole) core.index.remove(entry, batch)
   putCounters(core, batch)
   await batch.write({ sync: syncWrites(core) })
+  core.decodedCache.invalidate(entry.idHex)
+  core.resultCache.changed(entry.handle, from, to)
+  if (whole) core.resultCache.metricChanged(entry.metric)
 }
 
 function keepOutside(d: { timestamps: Float64Array; values: Float64Array }, from: number, to: number): PointRun {

@@ -1,8 +1,16 @@
 import { decodeBlock } from '../codec/block-codec.js'
 import { coldRun, coldSummary, type RunSummaryWithSpan } from '../codec/cold-value.js'
-import { blockKeyRange, blockStartMs, MAX_BLOCK, MIN_BLOCK, RUN_MS, runStartBlock } from '../codec/row-key.js'
+import {
+  blockKeyRange,
+  blockStartMs,
+  encodeRowKey,
+  MAX_BLOCK,
+  MIN_BLOCK,
+  RUN_MS,
+  runStartBlock,
+} from '../codec/row-key.js'
 import { decodeRun } from '../codec/run-codec.js'
-import { BLOCK_MS, BLOCK_NUMBER_BIAS } from '../codec/schema.js'
+import { BLOCK_MS, BLOCK_NUMBER_BIAS, RUN_BLOCKS } from '../codec/schema.js'
 import { DeadlineError, LimitError } from '../model/errors.js'
 import type { SeriesPoints } from '../model/types.js'
 import { type AggregateInput, bucketStart } from './aggregate.js'
@@ -41,6 +49,26 @@ export class PointBudget {
 
 export function checkSignal(ctx: CallContext | undefined): void {
   if (ctx?.signal?.aborted) throw new DeadlineError('the call was cancelled or its deadline passed')
+}
+
+/** A cold run decoded, from the decoded-block cache when it holds it. */
+function decodedRun(core: EngineCore, key: Buffer, value: Buffer, generation: number): PointRun {
+  const cached = core.decodedCache.get('c', key)
+  if (cached) return cached
+  const d = decodeRun(coldRun(value), blockStartMs(blockOfKey(key)))
+  const run = { ts: d.timestamps, vals: d.values }
+  core.decodedCache.set('c', key, run, generation)
+  return run
+}
+
+/** A hot block decoded, from the decoded-block cache when it holds it. */
+function decodedBlock(core: EngineCore, key: Buffer, value: Buffer, generation: number): PointRun {
+  const cached = core.decodedCache.get('h', key)
+  if (cached) return cached
+  const d = decodeBlock(value, blockStartMs(blockOfKey(key)))
+  const run = { ts: d.timestamps, vals: d.values }
+  core.decodedCache.set('h', key, run, generation)
+  return run
 }
 
 /** Concatenates sorted, time-disjoint pieces in order. */
@@ -96,6 +124,7 @@ export async function readSeries(
 ): Promise<PointRun> {
   const fromBlock = Math.floor(startMs / BLOCK_MS)
   const toBlock = Math.floor((endMs - 1) / BLOCK_MS)
+  const generation = core.decodedCache.generation(entry.idHex)
   const buffered = core.head.read(entry.handle, startMs, endMs) ?? EMPTY
   const cols = core.store.columns
   const coldPieces: PointRun[] = []
@@ -110,59 +139,10 @@ export async function readSeries(
         },
         (page) => {
           for (const [key, value] of page) {
-            const runStart = blockOfKey(key)
-            const run = decodeRun(coldRun(value), blockStartMs(runStart))
-            const piece = clip(run.timestamps, run.values, startMs, endMs)
+            const run = decodedRun(core, key, value, generation)
+            const piece = clip(run.ts, run.vals, startMs, endMs)
             if (piece.ts.length > 0) coldPieces.push(piece)
           }
-        },
-      ),
-    )
-  }
-  if (toBlock >= core.tiers.hotMinBlock) {
-    reads.push(
-      core.store.scan({ ...clampedRange(entry.id, fromBlock, toBlock + 1), column: cols.hot }, (page) => {
-        for (const [key, value] of page) {
-          const block = blockOfKey(key)
-          const decoded = decodeBlock(value, blockStartMs(block))
-          const piece = clip(decoded.timestamps, decoded.values, startMs, endMs)
-          if (piece.ts.length > 0) hotPieces.push(piece)
-        }
-      }),
-    )
-  }
-  await Promise.all(reads)
-  return mergeRuns(mergeRuns(concat(coldPieces), concat(hotPieces)), buffered)
-}
-
-/**
- * Reads one series for an aggregation that summaries can answer: a cold run that lies inside the
- * range and inside one bucket, in an hour where neither the hot family nor the write buffer has a
- * point, contributes its stored summary instead of its decoded points.
- */
-export async function readSeriesForAggregate(
-  core: EngineCore,
-  entry: SeriesEntry,
-  startMs: number,
-  endMs: number,
-  stepMs: number,
-): Promise<{ run: PointRun; summaries: RunSummaryWithSpan[] }> {
-  const fromBlock = Math.floor(startMs / BLOCK_MS)
-  const toBlock = Math.floor((endMs - 1) / BLOCK_MS)
-  const buffered = core.head.read(entry.handle, startMs, endMs) ?? EMPTY
-  const cols = core.store.columns
-  const coldValues: Array<{ runStart: number; value: Buffer }> = []
-  const hotPieces: PointRun[] = []
-  const reads: Promise<void>[] = []
-  if (fromBlock <= core.tiers.coldMaxBlock) {
-    reads.push(
-      core.store.scan(
-        {
-          ...clampedRange(entry.id, runStartBlock(fromBlock), Math.min(toBlock, core.tiers.coldMaxBlock) + 1),
-          column: cols.cold,
-        },
-        (page) => {
-          for (const [key, value] of page) coldValues.push({ runStart: blockOfKey(key), value })
         },
       ),
     )
@@ -173,8 +153,8 @@ export async function readSeriesForAggregate(
         { ...clampedRange(entry.id, Math.max(fromBlock, core.tiers.hotMinBlock), toBlock + 1), column: cols.hot },
         (page) => {
           for (const [key, value] of page) {
-            const decoded = decodeBlock(value, blockStartMs(blockOfKey(key)))
-            const piece = clip(decoded.timestamps, decoded.values, startMs, endMs)
+            const block = decodedBlock(core, key, value, generation)
+            const piece = clip(block.ts, block.vals, startMs, endMs)
             if (piece.ts.length > 0) hotPieces.push(piece)
           }
         },
@@ -182,6 +162,157 @@ export async function readSeriesForAggregate(
     )
   }
   await Promise.all(reads)
+  return mergeRuns(mergeRuns(concat(coldPieces), concat(hotPieces)), buffered)
+}
+
+interface ColdValue {
+  readonly runStart: number
+  readonly value: Buffer
+}
+
+/** Cold runs that one multi-get may fetch for a query; beyond this, series are scanned one by one. */
+const MAX_BATCHED_RUN_KEYS = 50_000
+/** Series whose hot blocks one query scans at once; beyond this, series are read one by one. */
+const MAX_BATCHED_HOT_SCANS = 256
+
+/**
+ * Reads the series an aggregation needs, with summaries where they can stand in for points: a cold
+ * run that lies inside the range and inside one bucket, in an hour where neither the hot family nor
+ * the write buffer has a point, contributes its stored summary instead of its decoded points.
+ *
+ * The runs of every series are fetched with one multi-get of their exact keys rather than one
+ * iterator per series. Reads go in the order points flow, write buffer, then hot, then cold, each
+ * starting no earlier than the one before, so a concurrent seal or move cannot hide a point.
+ */
+export async function readManyForAggregate(
+  core: EngineCore,
+  entries: readonly SeriesEntry[],
+  startMs: number,
+  endMs: number,
+  stepMs: number,
+  budget: PointBudget,
+  ctx: CallContext | undefined,
+): Promise<AggregateInput[]> {
+  const from = Math.max(startMs, retentionCutoffMs(core))
+  if (from >= endMs) return []
+  const fromBlock = Math.floor(from / BLOCK_MS)
+  const toBlock = Math.floor((endMs - 1) / BLOCK_MS)
+  const firstRun = runStartBlock(fromBlock)
+  const lastRun = Math.min(toBlock, core.tiers.coldMaxBlock)
+  const runsPerSeries = lastRun >= firstRun ? Math.floor((lastRun - firstRun) / RUN_BLOCKS) + 1 : 0
+  const readsHot = toBlock >= core.tiers.hotMinBlock
+  if (entries.length * runsPerSeries > MAX_BATCHED_RUN_KEYS || (readsHot && entries.length > MAX_BATCHED_HOT_SCANS)) {
+    return mapLimit(entries, core.config.queryConcurrency, async (entry) => {
+      checkSignal(ctx)
+      return (await readGroupForAggregate(core, [entry], from, endMs, stepMs, budget, false))[0] as AggregateInput
+    }).then((all) => all.filter((s) => s.timestamps.length > 0 || (s.summaries?.length ?? 0) > 0))
+  }
+  checkSignal(ctx)
+  const all = await readGroupForAggregate(core, entries, from, endMs, stepMs, budget, true)
+  return all.filter((s) => s.timestamps.length > 0 || (s.summaries?.length ?? 0) > 0)
+}
+
+async function readGroupForAggregate(
+  core: EngineCore,
+  entries: readonly SeriesEntry[],
+  startMs: number,
+  endMs: number,
+  stepMs: number,
+  budget: PointBudget,
+  /** Fetch the runs by their exact keys (few runs in the range), or scan each series' runs (many). */
+  byKeys: boolean,
+): Promise<AggregateInput[]> {
+  const fromBlock = Math.floor(startMs / BLOCK_MS)
+  const toBlock = Math.floor((endMs - 1) / BLOCK_MS)
+  const cols = core.store.columns
+  const generations = entries.map((e) => core.decodedCache.generation(e.idHex))
+  const buffered = entries.map((e) => core.head.read(e.handle, startMs, endMs) ?? EMPTY)
+  const hotPieces: PointRun[][] = entries.map(() => [])
+  const reads: Promise<void>[] = []
+  if (toBlock >= core.tiers.hotMinBlock) {
+    entries.forEach((entry, i) => {
+      const range = clampedRange(entry.id, Math.max(fromBlock, core.tiers.hotMinBlock), toBlock + 1)
+      reads.push(
+        core.store.scan({ ...range, column: cols.hot }, (page) => {
+          for (const [key, value] of page) {
+            const block = decodedBlock(core, key, value, generations[i] as number)
+            const piece = clip(block.ts, block.vals, startMs, endMs)
+            if (piece.ts.length > 0) hotPieces[i]?.push(piece)
+          }
+        }),
+      )
+    })
+  }
+  // The hot iterators exist (with their snapshots) before the cold reads below start.
+  const coldValues: ColdValue[][] = entries.map(() => [])
+  const lastRun = Math.min(toBlock, core.tiers.coldMaxBlock)
+  if (!byKeys) {
+    entries.forEach((entry, i) => {
+      if (fromBlock > lastRun) return
+      reads.push(
+        core.store.scan(
+          { ...clampedRange(entry.id, runStartBlock(fromBlock), lastRun + 1), column: cols.cold },
+          (page) => {
+            for (const [key, value] of page) coldValues[i]?.push({ runStart: blockOfKey(key), value })
+          },
+        ),
+      )
+    })
+  } else {
+    const runKeys: Buffer[] = []
+    const runOwner: Array<{ entry: number; runStart: number }> = []
+    for (let run = runStartBlock(fromBlock); run <= lastRun; run += RUN_BLOCKS) {
+      entries.forEach((entry, i) => {
+        runKeys.push(encodeRowKey(entry.id, run))
+        runOwner.push({ entry: i, runStart: run })
+      })
+    }
+    if (runKeys.length > 0) {
+      reads.push(
+        core.store.getMany(cols.cold, runKeys).then((values) => {
+          values.forEach((value, k) => {
+            const owner = runOwner[k]
+            if (value && owner) coldValues[owner.entry]?.push({ runStart: owner.runStart, value })
+          })
+        }),
+      )
+    }
+  }
+  await Promise.all(reads)
+  return entries.map((entry, i) => {
+    const merged = assembleForAggregate(
+      core,
+      entry.id,
+      generations[i] as number,
+      coldValues[i] ?? [],
+      hotPieces[i] ?? [],
+      buffered[i] ?? EMPTY,
+      startMs,
+      endMs,
+      stepMs,
+    )
+    budget.take(merged.run.ts.length)
+    return {
+      metric: entry.metric,
+      tags: entry.tags,
+      timestamps: merged.run.ts,
+      values: merged.run.vals,
+      summaries: merged.summaries,
+    }
+  })
+}
+
+function assembleForAggregate(
+  core: EngineCore,
+  id: Buffer,
+  generation: number,
+  coldValues: readonly ColdValue[],
+  hotPieces: PointRun[],
+  buffered: PointRun,
+  startMs: number,
+  endMs: number,
+  stepMs: number,
+): { run: PointRun; summaries: RunSummaryWithSpan[] } {
   // Hours with newer points in the hot family or the buffer must be merged point by point.
   const dirty = new Set<number>()
   for (const piece of [...hotPieces, buffered]) {
@@ -199,45 +330,11 @@ export async function readSeriesForAggregate(
       summaries.push(coldSummary(value, runStartMs))
       continue
     }
-    const run = decodeRun(coldRun(value), runStartMs)
-    const piece = clip(run.timestamps, run.values, startMs, endMs)
+    const run = decodedRun(core, encodeRowKey(id, runStart), value, generation)
+    const piece = clip(run.ts, run.vals, startMs, endMs)
     if (piece.ts.length > 0) coldPieces.push(piece)
   }
   return { run: mergeRuns(mergeRuns(concat(coldPieces), concat(hotPieces)), buffered), summaries }
-}
-
-/** The series an aggregation needs, with summaries where they can stand in for points. */
-export async function readManyForAggregate(
-  core: EngineCore,
-  entries: readonly SeriesEntry[],
-  startMs: number,
-  endMs: number,
-  stepMs: number,
-  budget: PointBudget,
-  ctx: CallContext | undefined,
-): Promise<AggregateInput[]> {
-  const from = Math.max(startMs, retentionCutoffMs(core))
-  if (from >= endMs) return []
-  const read = await mapLimit(entries, core.config.queryConcurrency, async (entry) => {
-    checkSignal(ctx)
-    const r = await readSeriesForAggregate(core, entry, from, endMs, stepMs)
-    budget.take(r.run.ts.length)
-    return r
-  })
-  const out: AggregateInput[] = []
-  entries.forEach((entry, i) => {
-    const r = read[i]
-    if (r && (r.run.ts.length > 0 || r.summaries.length > 0)) {
-      out.push({
-        metric: entry.metric,
-        tags: entry.tags,
-        timestamps: r.run.ts,
-        values: r.run.vals,
-        summaries: r.summaries,
-      })
-    }
-  })
-  return out
 }
 
 /** Raw points of every selected series over the range, sorted; empty series left out. */

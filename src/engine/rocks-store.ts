@@ -46,6 +46,7 @@ export class RocksStore {
     try {
       await this.rocks.open({
         createIfMissing: true,
+        walCompression: false,
         cacheSize: 8 * MIB,
         columns: {
           [CF_DEFAULT]: { cacheSize: 0 },

@@ -4,6 +4,7 @@ import { bug } from '../model/errors.js'
 import { compileSelector } from '../model/matcher.js'
 import { canonicalSeriesKey, decodeSeriesDef, encodeSeriesDef, seriesIdFromKey } from '../model/series-key.js'
 import type { Selector, Tag } from '../model/types.js'
+import { type CacheCounters, selectorKey } from './caches.js'
 import type { RocksStore } from './rocks-store.js'
 
 /** A known series. `handle` is a small in-process number; `id` is the stable 8-byte id on disk. */
@@ -36,6 +37,9 @@ export class SeriesIndex {
   private readonly byIdHex = new Map<string, SeriesEntry>()
   private readonly byMetric = new Map<string, MetricPostings>()
   private liveCount = 0
+  /** Resolved selectors per metric, dropped whenever a series of that metric appears or goes. */
+  private readonly selectCache = new Map<string, Map<string, SeriesEntry[]>>()
+  readonly selectCounters: CacheCounters = { hits: 0, misses: 0 }
 
   constructor(private readonly store: RocksStore) {}
 
@@ -102,6 +106,7 @@ export class SeriesIndex {
   /** Undoes ensure() of series whose write failed, so memory matches disk. */
   forget(entry: SeriesEntry): void {
     if (this.entries[entry.handle] !== entry) return
+    this.selectCache.delete(entry.metric)
     this.entries[entry.handle] = undefined
     this.byKey.delete(entry.key)
     this.byIdHex.delete(entry.idHex)
@@ -127,6 +132,28 @@ export class SeriesIndex {
    * is intersected with the others; the remaining matchers are checked on the candidates only.
    */
   select(selector: Selector): SeriesEntry[] {
+    const key = selectorKey(selector)
+    const cached = this.selectCache.get(selector.metric)?.get(key)
+    if (cached) {
+      this.selectCounters.hits++
+      return cached
+    }
+    this.selectCounters.misses++
+    const out = this.resolve(selector)
+    if (this.byMetric.has(selector.metric)) {
+      let perMetric = this.selectCache.get(selector.metric)
+      if (!perMetric) {
+        perMetric = new Map()
+        this.selectCache.set(selector.metric, perMetric)
+      }
+      // A bound on selectors kept per metric: dashboards repeat a few, a scan of many would not.
+      if (perMetric.size >= 1024) perMetric.clear()
+      perMetric.set(key, out)
+    }
+    return out
+  }
+
+  private resolve(selector: Selector): SeriesEntry[] {
     const compiled = compileSelector(selector)
     const postings = this.byMetric.get(selector.metric)
     if (!postings) return []
@@ -149,6 +176,7 @@ export class SeriesIndex {
   }
 
   private register(id: Buffer, key: string, metric: string, tags: readonly Tag[]): SeriesEntry {
+    this.selectCache.delete(metric)
     const entry: SeriesEntry = { handle: this.entries.length, id, idHex: id.toString('hex'), key, metric, tags }
     this.entries.push(entry)
     this.byKey.set(key, entry)

@@ -20,6 +20,12 @@ export interface LatencySummary {
   readonly p99Ms: number
 }
 
+/** Hits and misses of one of the engine's caches. */
+export interface CacheStats {
+  readonly hits: number
+  readonly misses: number
+}
+
 export interface EngineStats {
   readonly series: number
   /** Points stored, counted when written (a rewrite of the same timestamp counts again). */
@@ -32,6 +38,20 @@ export interface EngineStats {
   readonly bytesOnDisk: number
   readonly writes: LatencySummary
   readonly queries: LatencySummary
+  /** Query results, decoded blocks and resolved selectors served from memory; absent when an engine has none. */
+  readonly caches?: {
+    readonly results: CacheStats
+    readonly decodedBlocks: CacheStats
+    readonly selectors: CacheStats
+  }
+}
+
+/** Receives the committed points of the series a subscription selects. */
+export type PointsListener = (series: readonly SeriesPoints[]) => void
+
+/** A live subscription to an engine's writes; close() detaches it at once. */
+export interface Subscription {
+  close(): void
 }
 
 export interface CompactResult {
@@ -58,4 +78,17 @@ export interface StorageEngine {
   /** Seals buffered points into blocks, moves blocks past the hot window to the cold tier, applies retention. */
   compact(ctx?: CallContext): Promise<CompactResult>
   stats(): Promise<EngineStats>
+  /**
+   * Numeric internals of the store for monitoring, keyed by the store's own property names (for
+   * RocksDB `rocksdb.num-running-compactions`, …). Optional: engines without such internals leave it out.
+   */
+  properties?(): Promise<Record<string, number>>
+  /**
+   * Calls `listener` with the points of every later write to a series the selector matches, once
+   * the write is durable, in commit order; each series' points sorted by timestamp (milliseconds).
+   * The listener runs inside the write path: it must return quickly and must not throw. Throws
+   * ValidationError for a bad selector. Live points only: a caller that wants stored points too
+   * subscribes first and then queries, so that nothing falls between the two.
+   */
+  subscribe(selector: Selector, listener: PointsListener): Subscription
 }

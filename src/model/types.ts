@@ -85,6 +85,14 @@ export interface Aggregation {
   readonly mergeSeries: boolean
 }
 
+export type CompareOp = 'gt' | 'gte' | 'lt' | 'lte' | 'eq' | 'neq'
+
+/** Keeps the points whose value compares true with `value`; NaN compares false except with neq. */
+export interface ValueFilter {
+  readonly op: CompareOp
+  readonly value: number
+}
+
 export interface QueryRequest {
   readonly selector: Selector
   /** Inclusive start, milliseconds since the epoch. */
@@ -93,6 +101,8 @@ export interface QueryRequest {
   readonly endMs: number
   /** Absent: raw points. */
   readonly aggregation?: Aggregation
+  /** Applied to the points before any aggregation; absent keeps every point. */
+  readonly valueFilter?: ValueFilter
 }
 
 export interface DeleteRequest {

@@ -1,9 +1,16 @@
-import type { ServerUnaryCall } from '@grpc/grpc-js'
+import type { Deadline } from '@grpc/grpc-js'
 import type { CallContext } from '../engine/storage-engine.js'
 import { DeadlineError } from '../model/errors.js'
 
-/** What every kind of server call offers: its deadline and the 'cancelled' event. */
-export type CancellableCall = Pick<ServerUnaryCall<unknown, unknown>, 'getDeadline' | 'on' | 'off'>
+/**
+ * What every kind of server call offers: its deadline and the 'cancelled' event. Structural, so
+ * that unary, client-streaming, server-streaming and bidi calls all fit.
+ */
+export interface CancellableCall {
+  getDeadline(): Deadline
+  on(event: 'cancelled', listener: () => void): unknown
+  off(event: 'cancelled', listener: () => void): unknown
+}
 
 /** A CallContext tied to one call, and the function that detaches it once the call is answered. */
 export interface BoundContext {

@@ -13,17 +13,20 @@ import type {
 import {
   AggFunc as ProtoAggFunc,
   type Aggregation as ProtoAggregation,
+  CompareOp as ProtoCompareOp,
   MatchOp as ProtoMatchOp,
   Precision as ProtoPrecision,
   type Selector as ProtoSelector,
   type SeriesRef as ProtoSeriesRef,
   type Tag as ProtoTag,
+  type ValueFilter as ProtoValueFilter,
 } from '../../gen/v3storage/v1/common.js'
 import type { CompactResult, EngineStats, LatencySummary } from '../engine/storage-engine.js'
 import { type FieldViolation, ValidationError } from '../model/errors.js'
 import type {
   AggFunc,
   Aggregation,
+  CompareOp,
   DeleteRequest,
   MatchOp,
   Precision,
@@ -31,6 +34,7 @@ import type {
   Selector,
   SeriesRef,
   Tag,
+  ValueFilter,
   WriteBatch,
 } from '../model/types.js'
 import type { WireWriteRequest } from '../wire/series-codec.js'
@@ -130,6 +134,27 @@ export interface ProtoQuery {
   readonly startMs: number
   readonly endMs: number
   readonly aggregation?: ProtoAggregation | undefined
+  readonly valueFilter?: ProtoValueFilter | undefined
+}
+
+const COMPARE_OPS: ReadonlyMap<ProtoCompareOp, CompareOp> = new Map([
+  [ProtoCompareOp.COMPARE_OP_GT, 'gt'],
+  [ProtoCompareOp.COMPARE_OP_GTE, 'gte'],
+  [ProtoCompareOp.COMPARE_OP_LT, 'lt'],
+  [ProtoCompareOp.COMPARE_OP_LTE, 'lte'],
+  [ProtoCompareOp.COMPARE_OP_EQ, 'eq'],
+  [ProtoCompareOp.COMPARE_OP_NEQ, 'neq'],
+])
+
+function valueFilterFromProto(filter: ProtoValueFilter): ValueFilter {
+  const op = COMPARE_OPS.get(filter.op)
+  if (op === undefined) {
+    throw ValidationError.field(
+      'value_filter.op',
+      filter.op === ProtoCompareOp.COMPARE_OP_UNSPECIFIED ? 'must be set' : `unknown comparison ${filter.op}`,
+    )
+  }
+  return { op, value: filter.value }
 }
 
 export function queryFromProto(request: ProtoQuery): QueryRequest {
@@ -140,10 +165,15 @@ export function queryFromProto(request: ProtoQuery): QueryRequest {
       `must be greater than start_ms (${request.startMs}), got ${request.endMs}; end_ms is exclusive`,
     )
   }
-  const base = { selector, startMs: request.startMs, endMs: request.endMs }
-  return request.aggregation === undefined
-    ? base
-    : { ...base, aggregation: aggregationFromProto(request.aggregation, 'aggregation') }
+  return {
+    selector,
+    startMs: request.startMs,
+    endMs: request.endMs,
+    ...(request.aggregation === undefined
+      ? {}
+      : { aggregation: aggregationFromProto(request.aggregation, 'aggregation') }),
+    ...(request.valueFilter === undefined ? {} : { valueFilter: valueFilterFromProto(request.valueFilter) }),
+  }
 }
 
 /** Both bounds 0 delete every point and the series themselves; otherwise the range must not be empty. */
@@ -178,6 +208,9 @@ export function statsToProto(stats: EngineStats): GetStatsResponse {
     bytesOnDisk: stats.bytesOnDisk,
     writeLatency: latencyToProto(stats.writes),
     queryLatency: latencyToProto(stats.queries),
+    resultCache: stats.caches?.results,
+    decodedBlockCache: stats.caches?.decodedBlocks,
+    selectorCache: stats.caches?.selectors,
   }
 }
 

@@ -1,8 +1,10 @@
 import { existsSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { fromBinary, toBinary } from '@bufbuild/protobuf'
+import { type DescriptorProto, FileDescriptorProtoSchema } from '@bufbuild/protobuf/wkt'
 import type { Server } from '@grpc/grpc-js'
-import { loadSync } from '@grpc/proto-loader'
+import { loadSync, type PackageDefinition } from '@grpc/proto-loader'
 import { ReflectionService } from '@grpc/reflection'
 import { HealthImplementation, protoPath as healthProtoPath } from 'grpc-health-check'
 
@@ -31,6 +33,50 @@ function packageRoot(): string {
   }
 }
 
+/** protoc's name for the entry message of a map field: `foo_bar` becomes `FooBarEntry`. */
+function mapEntryName(field: string): string {
+  return `${field.replace(/(?:^|_)([a-z])/g, (_, c: string) => c.toUpperCase()).replace(/_/g, '')}Entry`
+}
+
+/**
+ * Renames map entry messages as protoc does. proto-loader's descriptors name the entry of
+ * `map<…> statuses` `Statuses` instead of `StatusesEntry`, which descriptor validators (Go's
+ * protodesc, used by buf curl and grpcurl) reject, and then nothing in that file resolves:
+ * grpc.health.v1's List method has such a map, so `buf curl --list-methods` failed outright.
+ */
+function fixMapEntries(message: DescriptorProto, scope: string): void {
+  const name = `${scope}.${message.name}`
+  for (const nested of message.nestedType) {
+    if (nested.options?.mapEntry !== true) continue
+    const field = message.field.find((f) => f.typeName === nested.name || f.typeName === `${name}.${nested.name}`)
+    if (field === undefined) continue
+    nested.name = mapEntryName(field.name)
+    field.typeName = `${name}.${nested.name}`
+  }
+  for (const nested of message.nestedType) fixMapEntries(nested, name)
+}
+
+function fixDescriptors(definition: PackageDefinition): PackageDefinition {
+  const fixed = new Map<Buffer, Buffer>()
+  const fix = (bytes: Buffer): Buffer => {
+    let out = fixed.get(bytes)
+    if (out === undefined) {
+      const file = fromBinary(FileDescriptorProtoSchema, bytes)
+      for (const message of file.messageType) fixMapEntries(message, file.package === '' ? '' : `.${file.package}`)
+      out = Buffer.from(toBinary(FileDescriptorProtoSchema, file))
+      fixed.set(bytes, out)
+    }
+    return out
+  }
+  // Message and enum definitions carry the descriptors of their file; service definitions do not.
+  return Object.fromEntries(
+    Object.entries(definition).map(([key, value]) => {
+      const protos: unknown = 'fileDescriptorProtos' in value ? value.fileDescriptorProtos : undefined
+      return Array.isArray(protos) ? [key, { ...value, fileDescriptorProtos: protos.map(fix) }] : [key, value]
+    }),
+  ) as PackageDefinition
+}
+
 /** Health status per service, flipped to NOT_SERVING when the server starts to shut down. */
 export interface HealthControl {
   setServing(serving: boolean): void
@@ -51,7 +97,7 @@ export function addIntrospection(server: Server, serviceNames: readonly string[]
     [...CONTRACT_FILES.map((f) => join('v3storage', 'v1', f)), join('health', 'v1', 'health.proto')],
     { includeDirs: [join(packageRoot(), 'proto'), healthIncludeDir] },
   )
-  new ReflectionService(definition).addToServer(server)
+  new ReflectionService(fixDescriptors(definition)).addToServer(server)
 
   return {
     setServing(serving) {

@@ -2,15 +2,19 @@ import { hostname } from 'node:os'
 import { Server, ServerCredentials, type ServerInterceptor } from '@grpc/grpc-js'
 import { AdminServiceService } from '../../gen/v3storage/v1/admin_service.js'
 import { ClusterServiceService } from '../../gen/v3storage/v1/cluster_service.js'
-import { StreamServiceService } from '../../gen/v3storage/v1/stream_service.js'
 import type { StorageEngine } from '../engine/storage-engine.js'
 import { adminServiceHandlers } from './admin-service.js'
+import { authInterceptor, loadTokens } from './auth.js'
 import { clusterServiceHandlers } from './cluster-service.js'
 import type { ServerLogger } from './errors.js'
 import { addIntrospection } from './introspection.js'
 import { queryServiceDefinition, queryServiceHandlers } from './query-service.js'
-import { streamServiceHandlers } from './stream-service.js'
+import { streamService, streamServiceDefinition } from './stream-service.js'
+import { type TlsOptions, tlsCredentials } from './tls.js'
+import { checkExposure, type TransportOptions, transportChannelOptions } from './transport.js'
 import { writeServiceDefinition, writeServiceHandlers } from './write-service.js'
+
+export { TRANSPORT_DEFAULTS } from './transport.js'
 
 export const SERVER_DEFAULTS = {
   listen: '127.0.0.1:50051',
@@ -22,7 +26,7 @@ export const SERVER_DEFAULTS = {
 /** The smallest QueryStream message budget: room for a series with its longest allowed tags and a point. */
 const MIN_STREAM_CHUNK_BYTES = 4096
 
-export interface ServerOptions {
+export interface ServerOptions extends TransportOptions {
   /** The engine to serve; the caller opens it before and closes it after the server. */
   readonly engine: StorageEngine
   /** host:port to listen on; port 0 picks a free port. Default 127.0.0.1:50051. */
@@ -38,10 +42,22 @@ export interface ServerOptions {
   readonly streamChunkBytes?: number
   /** How long close() lets in-flight calls finish before cancelling them, in ms. Default 10 s. */
   readonly shutdownTimeoutMs?: number
+  /** Points a Subscribe call may have waiting before it ends with RESOURCE_EXHAUSTED. Default 100,000. */
+  readonly subscriberBufferPoints?: number
   /** Where unexpected errors and shutdown notes go. Default console. */
   readonly logger?: ServerLogger
   /** grpc-js server interceptors run around every call, in order (metrics, request logging). */
   readonly interceptors?: readonly ServerInterceptor[]
+  /**
+   * File of `<role>:<token>` lines (roles read, write, admin; `#` comments). When set, every call
+   * but health and reflection needs `authorization: Bearer <token>` with a strong enough role.
+   * Absent: no authentication, allowed only on a loopback address unless insecure is set.
+   */
+  readonly tokensFile?: string
+  /** Serve TLS with these PEM files (mutual TLS with clientCaFile). Absent: plaintext. */
+  readonly tls?: TlsOptions
+  /** Serve a non-loopback address without TLS or tokens anyway. Default false: refuse to start. */
+  readonly insecure?: boolean
 }
 
 export interface RunningServer {
@@ -51,7 +67,9 @@ export interface RunningServer {
   readonly address: string
   /**
    * Stops accepting calls, reports NOT_SERVING, lets in-flight calls finish for up to
-   * shutdownTimeoutMs and then cancels the rest. Does not close the engine.
+   * shutdownTimeoutMs and then cancels the rest. Does not close the engine. grpc-js closes each
+   * HTTP/2 session, which sends GOAWAY: clients open no new calls on the connection and reconnect
+   * elsewhere, while streams already open run to their end.
    */
   close(): Promise<void>
 }
@@ -78,9 +96,9 @@ function positiveInteger(name: string, value: number): number {
   return value
 }
 
-function bind(server: Server, listen: string): Promise<number> {
+function bind(server: Server, listen: string, creds: ServerCredentials): Promise<number> {
   return new Promise((resolve, reject) => {
-    server.bindAsync(listen, ServerCredentials.createInsecure(), (err, port) => {
+    server.bindAsync(listen, creds, (err, port) => {
       if (err) reject(new Error(`cannot listen on ${listen}: ${err.message}`, { cause: err }))
       else resolve(port)
     })
@@ -101,18 +119,36 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   }
   const shutdownTimeoutMs = options.shutdownTimeoutMs ?? SERVER_DEFAULTS.shutdownTimeoutMs
   const logger = options.logger ?? consoleLogger
+  const transport = transportChannelOptions(options)
+  const warning = checkExposure({
+    host,
+    listen,
+    tls: options.tls !== undefined,
+    tokens: options.tokensFile !== undefined,
+    insecure: options.insecure ?? false,
+  })
+  if (warning !== undefined) logger.info({ listen }, warning)
+  const tokens = options.tokensFile === undefined ? undefined : await loadTokens(options.tokensFile)
+  const creds = options.tls === undefined ? ServerCredentials.createInsecure() : await tlsCredentials(options.tls)
 
   const server = new Server({
+    ...transport,
     'grpc.max_receive_message_length': maxMessageBytes,
     'grpc.max_send_message_length': maxMessageBytes,
-    interceptors: [...(options.interceptors ?? [])],
+    // Authentication first, so that no other interceptor (request logging, say) sees a refused call.
+    interceptors: [...(tokens === undefined ? [] : [authInterceptor(tokens)]), ...(options.interceptors ?? [])],
   })
   // Set once bound: the port is known only then when listen asks for port 0.
   const identity = { id: options.nodeId ?? '', address: listen }
   const deps = { engine: options.engine, logger }
   server.addService(writeServiceDefinition, writeServiceHandlers(deps))
   server.addService(queryServiceDefinition, queryServiceHandlers({ ...deps, streamChunkBytes }))
-  server.addService(StreamServiceService, streamServiceHandlers())
+  const streams = streamService({
+    ...deps,
+    streamChunkBytes,
+    subscriberBufferPoints: options.subscriberBufferPoints,
+  })
+  server.addService(streamServiceDefinition, streams.handlers)
   server.addService(ClusterServiceService, clusterServiceHandlers({ ...deps, identity: () => identity }))
   server.addService(AdminServiceService, adminServiceHandlers(deps))
   const health = addIntrospection(server, [
@@ -123,7 +159,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     'v3storage.v1.AdminService',
   ])
 
-  const port = await bind(server, listen)
+  const port = await bind(server, listen, creds)
   identity.address = `${host}:${port}`
   if (identity.id === '') identity.id = `${hostname()}:${port}`
 
@@ -131,6 +167,8 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   const close = (): Promise<void> => {
     closing ??= new Promise<void>((resolve) => {
       health.setServing(false)
+      // Ingest and Subscribe never end on their own: they end now, with UNAVAILABLE, so clients reconnect elsewhere.
+      streams.shutdown()
       const timer = setTimeout(() => {
         logger.info({ shutdownTimeoutMs }, 'in-flight calls did not finish in time; cancelling them')
         server.forceShutdown()

@@ -7,8 +7,6 @@ import { loadSync } from '@grpc/proto-loader'
 import { service as healthService } from 'grpc-health-check'
 import { AggFunc, MatchOp } from '../../gen/v3storage/v1/common.js'
 import { type QueryResponse, QueryServiceClient } from '../../gen/v3storage/v1/query_service.js'
-import { StreamServiceClient } from '../../gen/v3storage/v1/stream_service.js'
-import { WriteServiceClient } from '../../gen/v3storage/v1/write_service.js'
 import { mergeChunks, type V3Client, V3ClientError } from '../../src/client/index.js'
 import { removeDataDir, type ServerProcess, startServerProcess } from './server-process.js'
 
@@ -153,29 +151,6 @@ describe('v3 serve', () => {
     })
     assert.equal(err4.code, status.INVALID_ARGUMENT)
     assert.match(err4.details, /aggregation\.func/)
-  })
-
-  test('WriteStream, Ingest and Subscribe answer UNIMPLEMENTED', async () => {
-    const write = new WriteServiceClient(server.address, credentials.createInsecure())
-    const stream = new StreamServiceClient(server.address, credentials.createInsecure())
-    raw.push(write, stream)
-    const err1 = await callError((cb) => {
-      const call = write.writeStream((err) => cb(err))
-      call.end()
-    })
-    assert.equal(err1.code, status.UNIMPLEMENTED)
-
-    const streamError = (call: NodeJS.EventEmitter): Promise<ServiceError> =>
-      new Promise((resolve) => {
-        call.on('data', () => {})
-        call.on('error', resolve)
-      })
-    const ingest = stream.ingest()
-    const err2 = await streamError(ingest)
-    ingest.end()
-    assert.equal(err2.code, status.UNIMPLEMENTED)
-    const err3 = await streamError(stream.subscribe({ selector: { metric: 'x', matchers: [] }, sinceMs: 0 }))
-    assert.equal(err3.code, status.UNIMPLEMENTED)
   })
 
   test('health reports SERVING for the server and each service', async () => {

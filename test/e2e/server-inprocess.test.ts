@@ -48,6 +48,9 @@ class ScriptedEngine implements StorageEngine {
   async stats() {
     return STATS
   }
+  subscribe() {
+    return { close: () => {} }
+  }
 }
 
 /** Resolves when the signal aborts, with its reason. */

@@ -14,9 +14,12 @@ import { V3Client, type V3ClientOptions } from '../../src/client/index.js'
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..')
 const STARTUP_TIMEOUT_MS = 30_000
 const LISTENING = /^v3 listening on (\S+)$/m
+const METRICS = /^v3 metrics on (\S+)$/m
 
 export interface ServerProcess {
   readonly address: string
+  /** The /metrics URL, unless the process was started with --http-listen off. */
+  readonly metricsUrl: string | undefined
   readonly dataDir: string
   readonly client: V3Client
   readonly child: ChildProcess
@@ -57,6 +60,9 @@ export async function startServerProcess(options: StartOptions = {}): Promise<Se
       dataDir,
       '--listen',
       '127.0.0.1:0',
+      // Every test server takes a free HTTP port: the default 9464 would collide between processes.
+      '--http-listen',
+      '127.0.0.1:0',
       ...(options.args ?? []),
     ],
     { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] },
@@ -96,6 +102,7 @@ export async function startServerProcess(options: StartOptions = {}): Promise<Se
   }
   return {
     address,
+    metricsUrl: METRICS.exec(stdout)?.[1],
     dataDir,
     client,
     child,

@@ -234,6 +234,89 @@ describe('basic engine: tiers, retention, restart', () => {
     }
   })
 
+  it('serves repeated queries from its caches and never a stale answer', async () => {
+    const dir = await tempDir()
+    const clock = new ManualClock(T0 + 48 * HOUR)
+    const engine = engineAt(dir, clock, { hotWindowMs: HOUR })
+    const sel = { metric: 'c', matchers: [{ key: 'k', value: 'a.*', op: 'regex' as const }] }
+    const raw = { selector: sel, startMs: T0, endMs: T0 + 2 * HOUR }
+    const agg = { ...raw, aggregation: { func: 'count' as const, stepMs: HOUR, groupBy: [], mergeSeries: true } }
+    const counts = async (): Promise<number[]> => Array.from((await engine.query(agg))[0]?.values ?? [])
+    const write = (k: string, ts: number[]) =>
+      engine.write({
+        series: [{ metric: 'c', tags: [{ key: 'k', value: k }], timestamps: ts, values: ts.map(() => 1) }],
+      })
+    try {
+      await engine.open()
+      await write(
+        'a1',
+        Array.from({ length: 720 }, (_, i) => T0 + i * 10_000),
+      )
+      await engine.compact()
+      assert.deepEqual(await counts(), [360, 360])
+      assert.deepEqual(await counts(), [360, 360])
+      let stats = await engine.stats()
+      assert.equal(stats.caches?.results.hits, 1)
+
+      // A write inside the range: the next answer has it.
+      await write('a1', [T0 + 5])
+      assert.deepEqual(await counts(), [361, 360])
+      // A write outside the range leaves the cached answer in place.
+      await write('a1', [T0 + 5 * HOUR])
+      const before = (await engine.stats()).caches?.results.hits ?? 0
+      assert.deepEqual(await counts(), [361, 360])
+      stats = await engine.stats()
+      assert.equal(stats.caches?.results.hits, before + 1)
+      // A new series that the selector matches.
+      await write('a2', [T0 + HOUR])
+      assert.deepEqual(await counts(), [361, 361])
+      // A series the selector does not match changes nothing.
+      await write('b', [T0 + HOUR + 1])
+      assert.deepEqual(await counts(), [361, 361])
+      // Sealing moves buffered points into cold runs; decoded runs in the cache are dropped.
+      const rawBefore = await engine.query(raw)
+      await engine.compact()
+      await write('a1', [T0 + 10_000])
+      await engine.compact()
+      const rawAfter = await engine.query(raw)
+      assert.equal(rawAfter[0]?.timestamps.length, rawBefore[0]?.timestamps.length)
+      assert.equal(rawAfter[0]?.values[2], 1)
+      // Deletes show at once.
+      await engine.deleteSeries({ selector: { metric: 'c', matchers: [{ key: 'k', value: 'a2', op: 'eq' }] } })
+      assert.deepEqual(await counts(), [361, 360])
+      stats = await engine.stats()
+      assert.ok((stats.caches?.selectors.hits ?? 0) > 0)
+      assert.ok((stats.caches?.decodedBlocks.hits ?? 0) > 0)
+    } finally {
+      await engine.close()
+      await rm(dir, { recursive: true, force: true })
+    }
+  })
+
+  it('aggregates over the whole storable time range without reading run by run', async () => {
+    const dir = await tempDir()
+    const engine = engineAt(dir, new ManualClock(T0 + 48 * HOUR), { hotWindowMs: HOUR })
+    try {
+      await engine.open()
+      const ts = Array.from({ length: 720 }, (_, i) => T0 + i * 10_000)
+      await engine.write({ series: [{ metric: 'wide', tags: [], timestamps: ts, values: ts.map(() => 2) }] })
+      await engine.compact()
+      const { MIN_TIMESTAMP_MS, MAX_TIMESTAMP_MS } = await import('../../src/model/timestamps.js')
+      for (const func of ['count', 'sum', 'p50'] as const) {
+        const [s] = await engine.query({
+          selector: { metric: 'wide', matchers: [] },
+          startMs: MIN_TIMESTAMP_MS,
+          endMs: MAX_TIMESTAMP_MS + 1,
+          aggregation: { func, stepMs: 0, groupBy: [], mergeSeries: false },
+        })
+        assert.deepEqual(Array.from(s?.values ?? []), [func === 'count' ? 720 : func === 'sum' ? 1440 : 2])
+      }
+    } finally {
+      await engine.close()
+      await rm(dir, { recursive: true, force: true })
+    }
+  })
+
   it('refuses calls when closed', async () => {
     const dir = await tempDir()
     const engine = engineAt(dir, new ManualClock(T0))

@@ -157,6 +157,47 @@ export function runComplianceSuite(name: string, factory: EngineFactory): void {
         assert.deepEqual(plain(avg), [{ tags: { dc: 'x', host: 'a' }, ts: [base], vals: [3] }])
       }))
 
+    it('filters points by value before returning or aggregating them', () =>
+      withEngine(factory, async (e) => {
+        const ts = Array.from({ length: 10 }, (_, i) => T0 + i * 1000)
+        await e.write({
+          series: [
+            {
+              metric: 'hot',
+              tags: tags({ h: 'a' }),
+              timestamps: ts,
+              values: [5, 95, 91, 90, 3, 99, Number.MAX_VALUE, 0, 92, 1],
+            },
+          ],
+        })
+        await e.write({ series: [{ metric: 'hot', tags: tags({ h: 'b' }), timestamps: ts, values: ts.map(() => 1) }] })
+        const sel = { metric: 'hot', matchers: [] }
+        const raw = await e.query({
+          selector: sel,
+          startMs: T0,
+          endMs: T0 + 10_000,
+          valueFilter: { op: 'gt', value: 90 },
+        })
+        assert.deepEqual(plain(raw), [
+          {
+            tags: { h: 'a' },
+            ts: [T0 + 1000, T0 + 2000, T0 + 5000, T0 + 6000, T0 + 8000],
+            vals: [95, 91, 99, Number.MAX_VALUE, 92],
+          },
+        ])
+        const counted = await e.query({
+          selector: sel,
+          startMs: T0,
+          endMs: T0 + 10_000,
+          valueFilter: { op: 'lte', value: 1 },
+          aggregation: { func: 'count', stepMs: 0, groupBy: ['h'], mergeSeries: false },
+        })
+        assert.deepEqual(
+          plain(counted).map((s) => s.vals),
+          [[2], [10]],
+        )
+      }))
+
     it('returns the latest point of every matching series', () =>
       withEngine(factory, async (e) => {
         await e.write({
@@ -239,6 +280,27 @@ export function runComplianceSuite(name: string, factory: EngineFactory): void {
         },
         { maxPointsPerQuery: 20 },
       ))
+
+    it('subscribe hands over the matching points of later writes, once durable, until closed', () =>
+      withEngine(factory, async (e) => {
+        await e.write({ series: [{ metric: 'tail', tags: tags({ h: 'a' }), timestamps: [T0], values: [0] }] })
+        assert.throws(() => e.subscribe({ metric: '', matchers: [] }, () => {}), ValidationError)
+        const seen: SeriesPoints[] = []
+        const sub = e.subscribe({ metric: 'tail', matchers: [{ key: 'h', value: 'a', op: 'eq' }] }, (series) => {
+          seen.push(...series)
+        })
+        await e.write({
+          series: [
+            { metric: 'tail', tags: tags({ h: 'a' }), timestamps: [T0 + 2, T0 + 1], values: [2, 1] },
+            { metric: 'tail', tags: tags({ h: 'b' }), timestamps: [T0 + 1], values: [9] },
+            { metric: 'other', tags: tags({ h: 'a' }), timestamps: [T0 + 1], values: [9] },
+          ],
+        })
+        assert.deepEqual(plain(seen), [{ tags: { h: 'a' }, ts: [T0 + 1, T0 + 2], vals: [1, 2] }])
+        sub.close()
+        await e.write({ series: [{ metric: 'tail', tags: tags({ h: 'a' }), timestamps: [T0 + 3], values: [3] }] })
+        assert.equal(seen.length, 1)
+      }))
 
     it('deletes a time range of selected series, and whole series', () =>
       withEngine(factory, async (e) => {

@@ -5,13 +5,14 @@ import { test } from 'node:test'
 import { parseDuration, parseListen, parseSize, UsageError } from '../../src/cli/args.js'
 import { parseServeArgs } from '../../src/cli/serve.js'
 
-test('defaults leave every engine option to the engine', () => {
+test('defaults are the documented ones', () => {
   const config = parseServeArgs([])
   assert.equal(config.listen, '127.0.0.1:50051')
   assert.equal(config.engine.dataDir, './data')
-  assert.equal(config.engine.hotWindowMs, undefined)
-  assert.equal(config.engine.limits?.maxPointsPerRequest, undefined)
-  assert.equal(config.maxMessageBytes, undefined)
+  assert.equal(config.engine.hotWindowMs, 7_200_000)
+  assert.equal(config.engine.limits?.maxPointsPerRequest, 1_000_000)
+  assert.equal(config.maxMessageBytes, 16 * 1024 * 1024)
+  assert.equal(config.httpListen, '127.0.0.1:9464')
 })
 
 test('flags map to options', () => {

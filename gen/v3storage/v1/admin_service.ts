@@ -59,7 +59,27 @@ export interface GetStatsResponse {
     | LatencySummary
     | undefined;
   /** query_latency summarizes queries of every kind. */
-  queryLatency?: LatencySummary | undefined;
+  queryLatency?:
+    | LatencySummary
+    | undefined;
+  /** result_cache counts queries answered from the query-result cache (hits) and computed (misses). */
+  resultCache?:
+    | CacheStats
+    | undefined;
+  /** decoded_block_cache counts blocks and runs found decoded in memory (hits) and decoded (misses). */
+  decodedBlockCache?:
+    | CacheStats
+    | undefined;
+  /** selector_cache counts selectors resolved from memory (hits) and through the index (misses). */
+  selectorCache?: CacheStats | undefined;
+}
+
+/** CacheStats counts the lookups of one cache since the engine opened. */
+export interface CacheStats {
+  /** hits is the number of lookups the cache answered. */
+  hits: number;
+  /** misses is the number of lookups it could not answer. */
+  misses: number;
 }
 
 /** CompactRequest asks for a compaction now. */
@@ -233,6 +253,9 @@ function createBaseGetStatsResponse(): GetStatsResponse {
     bytesOnDisk: 0,
     writeLatency: undefined,
     queryLatency: undefined,
+    resultCache: undefined,
+    decodedBlockCache: undefined,
+    selectorCache: undefined,
   };
 }
 
@@ -264,6 +287,15 @@ export const GetStatsResponse: MessageFns<GetStatsResponse> = {
     }
     if (message.queryLatency !== undefined) {
       LatencySummary.encode(message.queryLatency, writer.uint32(74).fork()).join();
+    }
+    if (message.resultCache !== undefined) {
+      CacheStats.encode(message.resultCache, writer.uint32(82).fork()).join();
+    }
+    if (message.decodedBlockCache !== undefined) {
+      CacheStats.encode(message.decodedBlockCache, writer.uint32(90).fork()).join();
+    }
+    if (message.selectorCache !== undefined) {
+      CacheStats.encode(message.selectorCache, writer.uint32(98).fork()).join();
     }
     return writer;
   },
@@ -353,6 +385,30 @@ export const GetStatsResponse: MessageFns<GetStatsResponse> = {
             message.queryLatency = LatencySummary.decode(reader, reader.uint32());
             continue;
           }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.resultCache = CacheStats.decode(reader, reader.uint32());
+            continue;
+          }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.decodedBlockCache = CacheStats.decode(reader, reader.uint32());
+            continue;
+          }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.selectorCache = CacheStats.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -383,6 +439,82 @@ export const GetStatsResponse: MessageFns<GetStatsResponse> = {
     message.queryLatency = (object.queryLatency !== undefined && object.queryLatency !== null)
       ? LatencySummary.fromPartial(object.queryLatency)
       : undefined;
+    message.resultCache = (object.resultCache !== undefined && object.resultCache !== null)
+      ? CacheStats.fromPartial(object.resultCache)
+      : undefined;
+    message.decodedBlockCache = (object.decodedBlockCache !== undefined && object.decodedBlockCache !== null)
+      ? CacheStats.fromPartial(object.decodedBlockCache)
+      : undefined;
+    message.selectorCache = (object.selectorCache !== undefined && object.selectorCache !== null)
+      ? CacheStats.fromPartial(object.selectorCache)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseCacheStats(): CacheStats {
+  return { hits: 0, misses: 0 };
+}
+
+export const CacheStats: MessageFns<CacheStats> = {
+  encode(message: CacheStats, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.hits !== 0) {
+      writer.uint32(8).uint64(message.hits);
+    }
+    if (message.misses !== 0) {
+      writer.uint32(16).uint64(message.misses);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CacheStats {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCacheStats();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.hits = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.misses = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<CacheStats>, I>>(base?: I): CacheStats {
+    return CacheStats.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<CacheStats>, I>>(object: I): CacheStats {
+    const message = createBaseCacheStats();
+    message.hits = object.hits ?? 0;
+    message.misses = object.misses ?? 0;
     return message;
   },
 };

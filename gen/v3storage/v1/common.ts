@@ -41,6 +41,25 @@ export enum MatchOp {
   UNRECOGNIZED = -1,
 }
 
+/** CompareOp is how a value filter compares a point's value with its operand. */
+export enum CompareOp {
+  /** COMPARE_OP_UNSPECIFIED - COMPARE_OP_UNSPECIFIED is rejected with INVALID_ARGUMENT: a filter states its comparison. */
+  COMPARE_OP_UNSPECIFIED = 0,
+  /** COMPARE_OP_GT - COMPARE_OP_GT keeps values greater than the operand. */
+  COMPARE_OP_GT = 1,
+  /** COMPARE_OP_GTE - COMPARE_OP_GTE keeps values greater than or equal to the operand. */
+  COMPARE_OP_GTE = 2,
+  /** COMPARE_OP_LT - COMPARE_OP_LT keeps values less than the operand. */
+  COMPARE_OP_LT = 3,
+  /** COMPARE_OP_LTE - COMPARE_OP_LTE keeps values less than or equal to the operand. */
+  COMPARE_OP_LTE = 4,
+  /** COMPARE_OP_EQ - COMPARE_OP_EQ keeps values equal to the operand. */
+  COMPARE_OP_EQ = 5,
+  /** COMPARE_OP_NEQ - COMPARE_OP_NEQ keeps values different from the operand (NaN included). */
+  COMPARE_OP_NEQ = 6,
+  UNRECOGNIZED = -1,
+}
+
 /** AggFunc is the function that reduces the points of a bucket to one value. */
 export enum AggFunc {
   /** AGG_FUNC_UNSPECIFIED - AGG_FUNC_UNSPECIFIED is rejected with INVALID_ARGUMENT: an aggregation states its function. */
@@ -119,6 +138,17 @@ export interface Selector {
   metric: string;
   /** matchers must all hold for a series to be selected; none selects every series of the metric. */
   matchers: Matcher[];
+}
+
+/**
+ * ValueFilter keeps the points whose value compares true with value; NaN compares false except
+ * with COMPARE_OP_NEQ.
+ */
+export interface ValueFilter {
+  /** op is the comparison; COMPARE_OP_UNSPECIFIED is rejected. */
+  op: CompareOp;
+  /** value is the operand the point values are compared with. */
+  value: number;
 }
 
 /** Aggregation reduces the selected points to one value per bucket and group. */
@@ -535,6 +565,73 @@ export const Selector: MessageFns<Selector> = {
     const message = createBaseSelector();
     message.metric = object.metric ?? "";
     message.matchers = object.matchers?.map((e) => Matcher.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseValueFilter(): ValueFilter {
+  return { op: 0, value: 0 };
+}
+
+export const ValueFilter: MessageFns<ValueFilter> = {
+  encode(message: ValueFilter, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.op !== 0) {
+      writer.uint32(8).int32(message.op);
+    }
+    if (message.value !== 0) {
+      writer.uint32(17).double(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ValueFilter {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseValueFilter();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.op = reader.int32() as any;
+            continue;
+          }
+          case 2: {
+            if (tag !== 17) {
+              break;
+            }
+
+            message.value = reader.double();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<ValueFilter>, I>>(base?: I): ValueFilter {
+    return ValueFilter.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ValueFilter>, I>>(object: I): ValueFilter {
+    const message = createBaseValueFilter();
+    message.op = object.op ?? 0;
+    message.value = object.value ?? 0;
     return message;
   },
 };

@@ -20,7 +20,7 @@ import {
   type ServiceError,
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
-import { Aggregation, Selector, SeriesPoints, SeriesRef } from "./common.js";
+import { Aggregation, Selector, SeriesPoints, SeriesRef, ValueFilter } from "./common.js";
 
 export const protobufPackage = "v3storage.v1";
 
@@ -40,7 +40,14 @@ export interface QueryRequest {
    */
   endMs: number;
   /** aggregation reduces the points to buckets; absent returns raw points. */
-  aggregation?: Aggregation | undefined;
+  aggregation?:
+    | Aggregation
+    | undefined;
+  /**
+   * value_filter keeps only the points whose value passes it (before any aggregation), as a PromQL
+   * comparison such as `cpu > 90` does; absent keeps every point.
+   */
+  valueFilter?: ValueFilter | undefined;
 }
 
 /** QueryResponse holds the selected series; a series without points in the range is left out. */
@@ -63,7 +70,14 @@ export interface QueryStreamRequest {
    */
   endMs: number;
   /** aggregation reduces the points to buckets; absent returns raw points. */
-  aggregation?: Aggregation | undefined;
+  aggregation?:
+    | Aggregation
+    | undefined;
+  /**
+   * value_filter keeps only the points whose value passes it (before any aggregation), as a PromQL
+   * comparison such as `cpu > 90` does; absent keeps every point.
+   */
+  valueFilter?: ValueFilter | undefined;
 }
 
 /** QueryStreamResponse is one chunk of a streamed query, with the fields of QueryResponse. */
@@ -100,7 +114,7 @@ export interface ListSeriesResponse {
 }
 
 function createBaseQueryRequest(): QueryRequest {
-  return { selector: undefined, startMs: 0, endMs: 0, aggregation: undefined };
+  return { selector: undefined, startMs: 0, endMs: 0, aggregation: undefined, valueFilter: undefined };
 }
 
 export const QueryRequest: MessageFns<QueryRequest> = {
@@ -116,6 +130,9 @@ export const QueryRequest: MessageFns<QueryRequest> = {
     }
     if (message.aggregation !== undefined) {
       Aggregation.encode(message.aggregation, writer.uint32(34).fork()).join();
+    }
+    if (message.valueFilter !== undefined) {
+      ValueFilter.encode(message.valueFilter, writer.uint32(42).fork()).join();
     }
     return writer;
   },
@@ -165,6 +182,14 @@ export const QueryRequest: MessageFns<QueryRequest> = {
             message.aggregation = Aggregation.decode(reader, reader.uint32());
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.valueFilter = ValueFilter.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -189,6 +214,9 @@ export const QueryRequest: MessageFns<QueryRequest> = {
     message.endMs = object.endMs ?? 0;
     message.aggregation = (object.aggregation !== undefined && object.aggregation !== null)
       ? Aggregation.fromPartial(object.aggregation)
+      : undefined;
+    message.valueFilter = (object.valueFilter !== undefined && object.valueFilter !== null)
+      ? ValueFilter.fromPartial(object.valueFilter)
       : undefined;
     return message;
   },
@@ -250,7 +278,7 @@ export const QueryResponse: MessageFns<QueryResponse> = {
 };
 
 function createBaseQueryStreamRequest(): QueryStreamRequest {
-  return { selector: undefined, startMs: 0, endMs: 0, aggregation: undefined };
+  return { selector: undefined, startMs: 0, endMs: 0, aggregation: undefined, valueFilter: undefined };
 }
 
 export const QueryStreamRequest: MessageFns<QueryStreamRequest> = {
@@ -266,6 +294,9 @@ export const QueryStreamRequest: MessageFns<QueryStreamRequest> = {
     }
     if (message.aggregation !== undefined) {
       Aggregation.encode(message.aggregation, writer.uint32(34).fork()).join();
+    }
+    if (message.valueFilter !== undefined) {
+      ValueFilter.encode(message.valueFilter, writer.uint32(42).fork()).join();
     }
     return writer;
   },
@@ -315,6 +346,14 @@ export const QueryStreamRequest: MessageFns<QueryStreamRequest> = {
             message.aggregation = Aggregation.decode(reader, reader.uint32());
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.valueFilter = ValueFilter.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -339,6 +378,9 @@ export const QueryStreamRequest: MessageFns<QueryStreamRequest> = {
     message.endMs = object.endMs ?? 0;
     message.aggregation = (object.aggregation !== undefined && object.aggregation !== null)
       ? Aggregation.fromPartial(object.aggregation)
+      : undefined;
+    message.valueFilter = (object.valueFilter !== undefined && object.valueFilter !== null)
+      ? ValueFilter.fromPartial(object.valueFilter)
       : undefined;
     return message;
   },

@@ -1,0 +1,66 @@
+/** What the client commands (import, export, query, series, stats, migrate) share: flags and the connection. */
+import { parseArgs } from 'node:util'
+import { V3Client, type V3ClientOptions } from '../client/index.js'
+import { UsageError } from './args.js'
+
+export const CONNECTION_FLAGS = {
+  server: { type: 'string' },
+  token: { type: 'string' },
+  'tls-ca': { type: 'string' },
+  'tls-cert': { type: 'string' },
+  'tls-key': { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+} as const
+
+export const CONNECTION_USAGE = `Connection:
+  --server <host:port>     the node to talk to (default $V3_SERVER or 127.0.0.1:50051)
+  --token <token>          bearer token (default $V3_TOKEN); prefer the variable, flags show in ps
+  --tls-ca <path>          connect with TLS, trusting this PEM CA (the system's roots when only
+                           --tls-cert/--tls-key are given)
+  --tls-cert <path>        client certificate for mutual TLS, with --tls-key
+`
+
+type FlagSpec = Record<string, { type: 'string' | 'boolean'; short?: string; multiple?: boolean }>
+export type FlagValues = Record<string, string | boolean | string[] | undefined>
+
+/** parseArgs with usage errors, positionals allowed. */
+export function parseCommandArgs(
+  args: readonly string[],
+  flags: FlagSpec,
+): { values: FlagValues; positionals: string[] } {
+  try {
+    const { values, positionals } = parseArgs({
+      args: [...args],
+      options: { ...CONNECTION_FLAGS, ...flags },
+      strict: true,
+      allowPositionals: true,
+    })
+    return { values: values as FlagValues, positionals }
+  } catch (err) {
+    throw new UsageError(err instanceof Error ? err.message : String(err))
+  }
+}
+
+export function stringFlag(values: FlagValues, name: string): string | undefined {
+  const v = values[name]
+  return typeof v === 'string' ? v : undefined
+}
+
+/** The client options of the connection flags and variables; the token never leaves this object. */
+export function clientOptions(values: FlagValues, env: Readonly<Record<string, string | undefined>>): V3ClientOptions {
+  const token = stringFlag(values, 'token') ?? env.V3_TOKEN
+  const caFile = stringFlag(values, 'tls-ca')
+  const certFile = stringFlag(values, 'tls-cert')
+  const keyFile = stringFlag(values, 'tls-key')
+  if ((certFile === undefined) !== (keyFile === undefined)) throw new UsageError('--tls-cert and --tls-key go together')
+  const tls = caFile === undefined && certFile === undefined ? undefined : { caFile, certFile, keyFile }
+  return { ...(token === undefined ? {} : { token }), ...(tls === undefined ? {} : { tls }) }
+}
+
+export function serverAddress(values: FlagValues, env: Readonly<Record<string, string | undefined>>): string {
+  return stringFlag(values, 'server') ?? env.V3_SERVER ?? '127.0.0.1:50051'
+}
+
+export function connect(values: FlagValues): V3Client {
+  return new V3Client(serverAddress(values, process.env), clientOptions(values, process.env))
+}

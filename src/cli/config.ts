@@ -1,0 +1,561 @@
+/**
+ * The configuration of `v3 serve`: one schema, read from a file (YAML or JSON), from `V3_…`
+ * environment variables and from flags, in that order of increasing precedence. Every source is
+ * validated against the schema, so an unknown key or a bad value stops the start with a message
+ * naming the key and where it came from. Only src/cli reads these sources (STYLE.md); what it
+ * builds is handed down as plain option objects.
+ */
+import { readFileSync } from 'node:fs'
+import { parse as parseYaml, stringify as stringifyYaml } from 'yaml'
+import { parseCount, parseDuration, parseListen, parseSize, UsageError } from './args.js'
+
+export type OptionKind =
+  | 'string'
+  | 'listen'
+  | 'duration'
+  | 'size'
+  | 'count'
+  | 'bool'
+  | 'list'
+  | { readonly oneOf: readonly string[] }
+
+export interface OptionSpec {
+  /** The flag (`--hot-window`), the file key (`hot-window:`) and, upper-cased, the variable (`V3_HOT_WINDOW`). */
+  readonly key: string
+  readonly kind: OptionKind
+  /** As it would be written in a file; null: unset, the component's own default applies. */
+  readonly default: string | boolean | null
+  readonly group: 'server' | 'security' | 'observability' | 'engine' | 'limits'
+  readonly arg?: string
+  readonly help: string
+}
+
+/** Every option of `v3 serve`. The README's options table lists the same keys, and a test checks it. */
+export const SERVE_OPTIONS: readonly OptionSpec[] = [
+  {
+    key: 'data',
+    kind: 'string',
+    default: './data',
+    group: 'server',
+    arg: '<dir>',
+    help: 'database folder, created when missing',
+  },
+  {
+    key: 'listen',
+    kind: 'listen',
+    default: '127.0.0.1:50051',
+    group: 'server',
+    arg: '<host:port>',
+    help: 'gRPC address; port 0 picks a free one',
+  },
+  {
+    key: 'node-id',
+    kind: 'string',
+    default: null,
+    group: 'server',
+    arg: '<id>',
+    help: "this node's id in ClusterService (default <hostname>:<port>)",
+  },
+  {
+    key: 'engine',
+    kind: 'string',
+    default: 'basic',
+    group: 'server',
+    arg: '<name|path>',
+    help: 'storage engine: a registered name or the path of a plugin module',
+  },
+  {
+    key: 'plugins',
+    kind: 'list',
+    default: null,
+    group: 'server',
+    arg: '<path,…>',
+    help: 'further plugin modules to load (engines or plugins they depend on)',
+  },
+  {
+    key: 'max-message-bytes',
+    kind: 'size',
+    default: '16MiB',
+    group: 'server',
+    arg: '<size>',
+    help: 'largest request or response message',
+  },
+  {
+    key: 'stream-chunk-bytes',
+    kind: 'size',
+    default: '1MiB',
+    group: 'server',
+    arg: '<size>',
+    help: 'largest QueryStream message',
+  },
+  {
+    key: 'shutdown-timeout',
+    kind: 'duration',
+    default: '10s',
+    group: 'server',
+    arg: '<duration>',
+    help: 'time in-flight calls get on SIGTERM before being cancelled',
+  },
+  {
+    key: 'keepalive-time',
+    kind: 'duration',
+    default: '5m',
+    group: 'server',
+    arg: '<duration>',
+    help: 'ping an idle connection after this long',
+  },
+  {
+    key: 'keepalive-timeout',
+    kind: 'duration',
+    default: '20s',
+    group: 'server',
+    arg: '<duration>',
+    help: 'close a connection whose ping goes unanswered this long',
+  },
+  {
+    key: 'max-concurrent-streams',
+    kind: 'count',
+    default: '1000',
+    group: 'server',
+    arg: '<n>',
+    help: 'calls open at once on one connection',
+  },
+  {
+    key: 'tokens-file',
+    kind: 'string',
+    default: null,
+    group: 'security',
+    arg: '<path>',
+    help: 'bearer tokens, one <role>:<token> a line; absent: no authentication',
+  },
+  {
+    key: 'tls-cert',
+    kind: 'string',
+    default: null,
+    group: 'security',
+    arg: '<path>',
+    help: 'PEM certificate chain; with --tls-key serves TLS',
+  },
+  {
+    key: 'tls-key',
+    kind: 'string',
+    default: null,
+    group: 'security',
+    arg: '<path>',
+    help: 'PEM private key of --tls-cert',
+  },
+  {
+    key: 'tls-client-ca',
+    kind: 'string',
+    default: null,
+    group: 'security',
+    arg: '<path>',
+    help: 'PEM CA bundle; clients must present a certificate it signed (mutual TLS)',
+  },
+  {
+    key: 'insecure',
+    kind: 'bool',
+    default: false,
+    group: 'security',
+    help: 'serve a non-loopback address without TLS and tokens',
+  },
+  {
+    key: 'http-listen',
+    kind: 'string',
+    default: '127.0.0.1:9464',
+    group: 'observability',
+    arg: '<host:port|off>',
+    help: '/metrics, /healthz and /readyz; off disables',
+  },
+  {
+    key: 'log-level',
+    kind: { oneOf: ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] },
+    default: 'info',
+    group: 'observability',
+    arg: '<level>',
+    help: 'least severe level logged',
+  },
+  {
+    key: 'log-format',
+    kind: { oneOf: ['auto', 'json', 'pretty'] },
+    default: 'auto',
+    group: 'observability',
+    arg: '<format>',
+    help: 'json lines, pretty text, or auto: pretty on a terminal, json otherwise',
+  },
+  {
+    key: 'log-requests',
+    kind: 'bool',
+    default: false,
+    group: 'observability',
+    help: 'log every call: method, status, duration, peer',
+  },
+  {
+    key: 'hot-window',
+    kind: 'duration',
+    default: '2h',
+    group: 'engine',
+    arg: '<duration>',
+    help: 'blocks newer than this stay in the hot tier',
+  },
+  {
+    key: 'retention',
+    kind: 'duration',
+    default: '0',
+    group: 'engine',
+    arg: '<duration>',
+    help: 'remove data older than this; 0 keeps it forever',
+  },
+  {
+    key: 'sync',
+    kind: { oneOf: ['always', 'group', 'off'] },
+    default: 'group',
+    group: 'engine',
+    arg: 'always|group|off',
+    help: 'fsync every write, share fsyncs between concurrent writes, or never',
+  },
+  {
+    key: 'seal-idle',
+    kind: 'duration',
+    default: '2s',
+    group: 'engine',
+    arg: '<duration>',
+    help: 'seal a finished block after it has been idle this long',
+  },
+  {
+    key: 'seal-interval',
+    kind: 'duration',
+    default: '1s',
+    group: 'engine',
+    arg: '<duration>',
+    help: 'how often the sealer runs',
+  },
+  {
+    key: 'max-buffered-points',
+    kind: 'count',
+    default: '2000000',
+    group: 'engine',
+    arg: '<n>',
+    help: 'seal early when the write buffer holds more points; writers wait at twice this',
+  },
+  {
+    key: 'move-interval',
+    kind: 'duration',
+    default: '60s',
+    group: 'engine',
+    arg: '<duration>',
+    help: 'how often blocks past the hot window move to the cold tier',
+  },
+  {
+    key: 'retention-interval',
+    kind: 'duration',
+    default: '5m',
+    group: 'engine',
+    arg: '<duration>',
+    help: 'how often retention runs when set',
+  },
+  {
+    key: 'max-points-per-query',
+    kind: 'count',
+    default: '5000000',
+    group: 'engine',
+    arg: '<n>',
+    help: 'a query returning more points fails with RESOURCE_EXHAUSTED',
+  },
+  {
+    key: 'query-concurrency',
+    kind: 'count',
+    default: '16',
+    group: 'engine',
+    arg: '<n>',
+    help: 'series one query reads in parallel',
+  },
+  {
+    key: 'block-cache',
+    kind: 'size',
+    default: '64MiB',
+    group: 'engine',
+    arg: '<size>',
+    help: 'RocksDB block cache per data family',
+  },
+  {
+    key: 'result-cache-points',
+    kind: 'count',
+    default: '1000000',
+    group: 'engine',
+    arg: '<n>',
+    help: 'points of recent query results kept for repeated queries; 0 disables',
+  },
+  {
+    key: 'decoded-cache-points',
+    kind: 'count',
+    default: '4000000',
+    group: 'engine',
+    arg: '<n>',
+    help: 'points of decoded blocks and runs kept for repeated reads; 0 disables',
+  },
+  {
+    key: 'max-series-per-write',
+    kind: 'count',
+    default: '10000',
+    group: 'limits',
+    arg: '<n>',
+    help: 'series entries in one write',
+  },
+  {
+    key: 'max-points-per-write',
+    kind: 'count',
+    default: '1000000',
+    group: 'limits',
+    arg: '<n>',
+    help: 'points in one write',
+  },
+  { key: 'max-tags-per-series', kind: 'count', default: '64', group: 'limits', arg: '<n>', help: 'tags of one series' },
+  {
+    key: 'max-tag-value-bytes',
+    kind: 'count',
+    default: '1024',
+    group: 'limits',
+    arg: '<n>',
+    help: 'UTF-8 bytes of a tag value',
+  },
+  {
+    key: 'max-name-bytes',
+    kind: 'count',
+    default: '256',
+    group: 'limits',
+    arg: '<n>',
+    help: 'UTF-8 bytes of a metric name or tag key',
+  },
+  {
+    key: 'allow-nan',
+    kind: 'bool',
+    default: false,
+    group: 'limits',
+    help: 'store NaN values (staleness markers); refused by default',
+  },
+]
+
+const SPECS = new Map(SERVE_OPTIONS.map((s) => [s.key, s]))
+
+/**
+ * Environment variables that are not options: V3_CONFIG names the file, and the client commands and
+ * the benchmark read the others. The schema check leaves them alone.
+ */
+const FOREIGN_ENV = /^V3_(BENCH_|CONFIG$|SERVER$|TOKEN$)/
+
+export type OptionValue = string | number | boolean | readonly string[]
+
+/** Where the value of an option came from, for messages and --print-config. */
+export type Source = 'default' | 'file' | 'env' | 'flag'
+
+export interface ResolvedOption {
+  /** Parsed: milliseconds, bytes, counts, booleans, lists; undefined when unset. */
+  readonly value: OptionValue | undefined
+  /** As written (or the default), so that --print-config can be loaded again as a file. */
+  readonly text: string | boolean | readonly string[] | null
+  readonly source: Source
+}
+
+export type ResolvedConfig = ReadonlyMap<string, ResolvedOption>
+
+export function envName(key: string): string {
+  return `V3_${key.toUpperCase().replaceAll('-', '_')}`
+}
+
+function where(source: Source, key: string, file?: string): string {
+  switch (source) {
+    case 'flag':
+      return `--${key}`
+    case 'env':
+      return envName(key)
+    case 'file':
+      return `${key} in ${file ?? 'the config file'}`
+    case 'default':
+      return `the default of ${key}`
+  }
+}
+
+/** Parses one raw value of an option; `label` names it in the error. */
+function parseValue(spec: OptionSpec, raw: unknown, label: string): OptionValue {
+  const fail = (expected: string): never => {
+    throw new UsageError(`${label} must be ${expected}, got ${JSON.stringify(raw)}`)
+  }
+  const kind = spec.kind
+  if (kind === 'bool') {
+    if (typeof raw === 'boolean') return raw
+    if (raw === 'true' || raw === '1') return true
+    if (raw === 'false' || raw === '0') return false
+    return fail('true or false')
+  }
+  if (kind === 'list') {
+    if (Array.isArray(raw) && raw.every((x) => typeof x === 'string')) return raw as string[]
+    if (typeof raw === 'string')
+      return raw
+        .split(',')
+        .map((s) => s.trim())
+        .filter((s) => s !== '')
+    return fail('a list of strings')
+  }
+  // Numbers in a file are accepted where a number makes sense: milliseconds, bytes, counts.
+  if (typeof raw === 'number' && (kind === 'duration' || kind === 'size' || kind === 'count')) raw = String(raw)
+  if (typeof raw !== 'string') return fail('a string')
+  const text = raw
+  // The helpers name the flag; rewrap their message so that it names the actual source.
+  const rename = <T>(parse: () => T): T => {
+    try {
+      return parse()
+    } catch (err) {
+      if (err instanceof UsageError) throw new UsageError(err.message.replace(/^--\S+/, label))
+      throw err
+    }
+  }
+  switch (kind) {
+    case 'string':
+      return text
+    case 'listen':
+      return rename(() => parseListen(text))
+    case 'duration':
+      return rename(() => parseDuration(spec.key, text))
+    case 'size':
+      return rename(() => parseSize(spec.key, text))
+    case 'count':
+      return rename(() => parseCount(spec.key, text))
+    default:
+      if (!kind.oneOf.includes(text)) return fail(`one of ${kind.oneOf.join(', ')}`)
+      return text
+  }
+}
+
+function textOf(raw: unknown): string | boolean | readonly string[] {
+  if (typeof raw === 'boolean' || Array.isArray(raw)) return raw as boolean | string[]
+  return String(raw)
+}
+
+/** Reads a config file: YAML (JSON is YAML too), a mapping of option keys to values. */
+export function readConfigFile(path: string): Record<string, unknown> {
+  let text: string
+  try {
+    text = readFileSync(path, 'utf8')
+  } catch (err) {
+    throw new UsageError(`cannot read the config file ${path}: ${(err as Error).message}`)
+  }
+  let doc: unknown
+  try {
+    doc = parseYaml(text)
+  } catch (err) {
+    throw new UsageError(`cannot parse the config file ${path}: ${(err as Error).message}`)
+  }
+  if (doc === null || doc === undefined) return {}
+  if (typeof doc !== 'object' || Array.isArray(doc)) {
+    throw new UsageError(`the config file ${path} must hold a mapping of option names to values`)
+  }
+  return doc as Record<string, unknown>
+}
+
+export interface ConfigSources {
+  /** Parsed config file, with the path for messages. */
+  readonly file?: { readonly path: string; readonly values: Record<string, unknown> }
+  readonly env: Readonly<Record<string, string | undefined>>
+  /** Flags as parseArgs returned them (strings, booleans), keyed by option key. */
+  readonly flags: Readonly<Record<string, string | boolean | undefined>>
+}
+
+/**
+ * Merges the sources over the defaults: a flag beats the environment, which beats the file. Throws
+ * UsageError for an unknown key in the file or the environment and for any bad value, naming it.
+ */
+export function resolveConfig(sources: ConfigSources): ResolvedConfig {
+  const fileValues = sources.file?.values ?? {}
+  for (const key of Object.keys(fileValues)) {
+    if (!SPECS.has(key)) {
+      throw new UsageError(`unknown option ${JSON.stringify(key)} in ${sources.file?.path}; ${suggest(key)}`)
+    }
+  }
+  const envKeys = new Map(SERVE_OPTIONS.map((s) => [envName(s.key), s.key]))
+  for (const name of Object.keys(sources.env)) {
+    if (name.startsWith('V3_') && !FOREIGN_ENV.test(name) && !envKeys.has(name)) {
+      throw new UsageError(
+        `unknown environment variable ${name}; the variables are V3_ and an option name, e.g. V3_HOT_WINDOW`,
+      )
+    }
+  }
+  const out = new Map<string, ResolvedOption>()
+  for (const spec of SERVE_OPTIONS) {
+    const candidates: Array<[Source, unknown]> = [
+      ['flag', sources.flags[spec.key]],
+      ['env', sources.env[envName(spec.key)]],
+      ['file', fileValues[spec.key]],
+    ]
+    const found = candidates.find(([, raw]) => raw !== undefined && raw !== null)
+    if (found === undefined) {
+      const def = spec.default
+      out.set(spec.key, {
+        value: def === null ? undefined : parseValue(spec, def, where('default', spec.key)),
+        text: def,
+        source: 'default',
+      })
+      continue
+    }
+    const [source, raw] = found
+    out.set(spec.key, {
+      value: parseValue(spec, raw, where(source, spec.key, sources.file?.path)),
+      text: textOf(raw),
+      source,
+    })
+  }
+  return out
+}
+
+function suggest(key: string): string {
+  const near = SERVE_OPTIONS.find((s) => s.key.replaceAll('-', '') === key.toLowerCase().replaceAll(/[-_]/g, ''))
+  return near ? `did you mean ${near.key}?` : 'v3 serve --help lists the options'
+}
+
+/** The effective configuration as YAML, loadable again with --config; each line says where it came from. */
+export function printConfig(config: ResolvedConfig): string {
+  const lines: string[] = []
+  for (const spec of SERVE_OPTIONS) {
+    const option = config.get(spec.key)
+    if (option === undefined) continue
+    // Plain numbers print as numbers: a file takes them for milliseconds, bytes or counts alike.
+    const text = typeof option.text === 'string' && /^\d+$/.test(option.text) ? Number(option.text) : option.text
+    const yaml = stringifyYaml({ [spec.key]: text }).trimEnd()
+    lines.push(`${yaml}  # ${option.source}`)
+  }
+  return `${lines.join('\n')}\n`
+}
+
+/** The parseArgs option table of the schema, plus the flags that only exist on the command line. */
+export function flagTable(): Record<string, { type: 'string' | 'boolean'; short?: string }> {
+  const table: Record<string, { type: 'string' | 'boolean'; short?: string }> = {
+    config: { type: 'string' },
+    'print-config': { type: 'boolean' },
+    help: { type: 'boolean', short: 'h' },
+  }
+  for (const spec of SERVE_OPTIONS) table[spec.key] = { type: spec.kind === 'bool' ? 'boolean' : 'string' }
+  return table
+}
+
+const GROUP_TITLES: Readonly<Record<OptionSpec['group'], string>> = {
+  server: 'Server',
+  security: 'Security',
+  observability: 'Metrics and logs',
+  engine: 'Engine',
+  limits: 'Write limits (INVALID_ARGUMENT or RESOURCE_EXHAUSTED beyond them)',
+}
+
+/** The option part of `v3 serve --help`, generated so that it cannot drift from the schema. */
+export function optionsHelp(): string {
+  const out: string[] = []
+  for (const group of Object.keys(GROUP_TITLES) as Array<OptionSpec['group']>) {
+    out.push(`${GROUP_TITLES[group]}:`)
+    for (const spec of SERVE_OPTIONS.filter((s) => s.group === group)) {
+      const left = `  --${spec.key}${spec.arg ? ` ${spec.arg}` : ''}`
+      const def = spec.default === null || spec.default === false ? '' : ` (default ${String(spec.default)})`
+      out.push(`${left.padEnd(40)} ${spec.help}${def}`)
+    }
+    out.push('')
+  }
+  return out.join('\n')
+}

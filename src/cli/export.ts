@@ -1,0 +1,176 @@
+/**
+ * `v3 export '<selector>'…`: writes series as CSV, in the long or wide format that `v3 import`
+ * reads, streaming one series at a time through QueryStream.
+ */
+
+import { once } from 'node:events'
+import { createWriteStream } from 'node:fs'
+import type { Writable } from 'node:stream'
+import type { SeriesPoints, SeriesRef } from '../model/types.js'
+import { UsageError } from './args.js'
+import { CONNECTION_USAGE, connect, type FlagValues, parseCommandArgs, stringFlag } from './client-command.js'
+import { csvLine } from './csv.js'
+import { parseSelector, SelectorSyntaxError } from './selector.js'
+import { ALL_TIME, clientSource, keysByMetric, readSeries, type SeriesSource } from './series-source.js'
+import { formatTime, parseTimeFlag } from './time.js'
+
+export const EXPORT_USAGE = `Usage: v3 export '<selector>'… [options]
+
+Writes the selected series as CSV: long format metric,timestamp,value,<tag columns…> (every tag key
+of the selected series is a column; an empty cell means the series lacks the tag), or with --wide
+timestamp,<tag columns>,<one column per metric>. \`v3 import\` reads both back.
+
+  --start <time>           inclusive start: RFC 3339, epoch ms, now, or relative like -1h (default: all data)
+  --end <time>             exclusive end (default: all data)
+  --wide                   wide format; import it with the --tags the export prints
+  --time-format ms|rfc3339 timestamps as epoch milliseconds (default) or RFC 3339
+  --output <file>          write to a file instead of stdout
+
+${CONNECTION_USAGE}`
+
+const FLAGS = {
+  start: { type: 'string' },
+  end: { type: 'string' },
+  wide: { type: 'boolean' },
+  'time-format': { type: 'string' },
+  output: { type: 'string', short: 'o' },
+} as const
+
+/** Parses each selector, turning a syntax error into a usage error that points at the column. */
+export function selectorsOf(positionals: readonly string[], command: string): ReturnType<typeof parseSelector>[] {
+  if (positionals.length === 0) throw new UsageError(`v3 ${command} needs a selector such as 'cpu{host="a"}'`)
+  return positionals.map((text) => {
+    try {
+      return parseSelector(text)
+    } catch (err) {
+      if (err instanceof SelectorSyntaxError) throw new UsageError(err.pointed())
+      throw err
+    }
+  })
+}
+
+/** --start and --end, each defaulting as the command decides. */
+export function rangeOf(values: FlagValues, defaults: { startMs: number; endMs: number }) {
+  const now = Date.now()
+  const start = stringFlag(values, 'start')
+  const end = stringFlag(values, 'end')
+  const startMs = start === undefined ? defaults.startMs : parseTimeFlag('start', start, now)
+  const endMs = end === undefined ? defaults.endMs : parseTimeFlag('end', end, now)
+  if (endMs <= startMs) throw new UsageError('--end must be after --start')
+  return { startMs, endMs }
+}
+
+/** Writes a line, waiting for the stream to drain when its buffer is full (memory stays bounded). */
+async function writeLine(out: Writable, line: string): Promise<void> {
+  if (!out.write(`${line}\n`)) await once(out, 'drain')
+}
+
+async function listAll(source: SeriesSource, selectors: ReturnType<typeof parseSelector>[]): Promise<SeriesRef[]> {
+  const seen = new Map<string, SeriesRef>()
+  for (const selector of selectors) {
+    for (const s of await source.listSeries(selector)) seen.set(JSON.stringify([s.metric, s.tags]), s)
+  }
+  return [...seen.values()]
+}
+
+export interface ExportOptions {
+  readonly startMs: number
+  readonly endMs: number
+  readonly wide: boolean
+  readonly rfc3339: boolean
+}
+
+/** Writes the series as CSV; returns the tag columns (which the wide format's import needs). */
+export async function exportCsv(
+  source: SeriesSource,
+  selectors: ReturnType<typeof parseSelector>[],
+  out: Writable,
+  options: ExportOptions,
+): Promise<{ tagKeys: string[]; points: number }> {
+  const series = await listAll(source, selectors)
+  const keys = keysByMetric(series)
+  const tagKeys = [...new Set(series.flatMap((s) => s.tags.map((t) => t.key)))].sort()
+  const time = (ms: number): string => (options.rfc3339 ? formatTime(ms) : String(ms))
+  let points = 0
+  if (!options.wide) {
+    await writeLine(out, csvLine(['metric', 'timestamp', 'value', ...tagKeys]))
+    for (const s of series) {
+      const tags = tagKeys.map((k) => s.tags.find((t) => t.key === k)?.value ?? '')
+      for await (const part of readSeries(source, s, keys.get(s.metric) ?? [], options.startMs, options.endMs)) {
+        for (let i = 0; i < part.timestamps.length; i++) {
+          await writeLine(out, csvLine([s.metric, time(part.timestamps[i]!), String(part.values[i]!), ...tags]))
+        }
+        points += part.timestamps.length
+      }
+    }
+    return { tagKeys, points }
+  }
+  // Wide: one row per timestamp and tag set, one column per metric. The points of one tag set
+  // (every metric of it) are held in memory to be joined by timestamp.
+  const metrics = [...keys.keys()].sort()
+  const bySet = new Map<string, SeriesRef[]>()
+  for (const s of series) {
+    const id = JSON.stringify(tagKeys.map((k) => s.tags.find((t) => t.key === k)?.value ?? ''))
+    bySet.set(id, [...(bySet.get(id) ?? []), s])
+  }
+  await writeLine(out, csvLine(['timestamp', ...tagKeys, ...metrics]))
+  for (const [id, members] of bySet) {
+    const tagValues = JSON.parse(id) as string[]
+    const rows = new Map<number, string[]>()
+    for (const s of members) {
+      const col = metrics.indexOf(s.metric)
+      for await (const part of readSeries(source, s, keys.get(s.metric) ?? [], options.startMs, options.endMs)) {
+        addWide(rows, part, col, metrics.length)
+        points += part.timestamps.length
+      }
+    }
+    for (const ts of [...rows.keys()].sort((a, b) => a - b)) {
+      await writeLine(out, csvLine([time(ts), ...tagValues, ...rows.get(ts)!]))
+    }
+  }
+  return { tagKeys, points }
+}
+
+function addWide(rows: Map<number, string[]>, part: SeriesPoints, col: number, width: number): void {
+  for (let i = 0; i < part.timestamps.length; i++) {
+    const ts = part.timestamps[i]!
+    let row = rows.get(ts)
+    if (row === undefined) {
+      row = new Array<string>(width).fill('')
+      rows.set(ts, row)
+    }
+    row[col] = String(part.values[i]!)
+  }
+}
+
+export async function runExport(args: readonly string[]): Promise<number> {
+  const { values, positionals } = parseCommandArgs(args, FLAGS)
+  if (values.help === true) {
+    process.stdout.write(EXPORT_USAGE)
+    return 0
+  }
+  const selectors = selectorsOf(positionals, 'export')
+  const range = rangeOf(values, ALL_TIME)
+  const timeFormat = stringFlag(values, 'time-format') ?? 'ms'
+  if (timeFormat !== 'ms' && timeFormat !== 'rfc3339') throw new UsageError('--time-format must be ms or rfc3339')
+  const outputPath = stringFlag(values, 'output')
+  const out: Writable = outputPath === undefined ? process.stdout : createWriteStream(outputPath)
+  const client = connect(values)
+  try {
+    const { tagKeys, points } = await exportCsv(clientSource(client), selectors, out, {
+      ...range,
+      wide: values.wide === true,
+      rfc3339: timeFormat === 'rfc3339',
+    })
+    process.stderr.write(`v3 export: ${points} points\n`)
+    if (values.wide === true)
+      process.stderr.write(`v3 export: import with: v3 import --wide --tags '${tagKeys.join(',')}'\n`)
+  } finally {
+    client.close()
+    if (out !== process.stdout) {
+      out.end()
+      await once(out, 'finish')
+    }
+  }
+  return 0
+}

@@ -1,0 +1,349 @@
+/**
+ * `v3 import <file.csv|->`: streams a CSV file (gzip too) into a server in batches, with memory
+ * bounded by one batch plus the batches in flight whatever the size of the file.
+ */
+import { createReadStream } from 'node:fs'
+import { stat } from 'node:fs/promises'
+import { Readable } from 'node:stream'
+import { createGunzip } from 'node:zlib'
+import type { SeriesInput } from '../client/index.js'
+import { DEFAULT_WRITE_LIMITS } from '../model/limits.js'
+import { nameViolation } from '../model/series-key.js'
+import type { Precision, Tag } from '../model/types.js'
+import { parseCount, UsageError } from './args.js'
+import { CONNECTION_USAGE, connect, type FlagValues, parseCommandArgs, stringFlag } from './client-command.js'
+import { CsvReader, type CsvRecord, CsvSyntaxError } from './csv.js'
+import { type PointSink, serverSink } from './point-sink.js'
+import { Progress } from './progress.js'
+import { parsePrecision, parseTimestampCell } from './time.js'
+
+export const IMPORT_USAGE = `Usage: v3 import <file.csv|file.csv.gz|-> [options]
+
+Long format (the default): a header metric,timestamp,value,<tag columns…>; an empty tag cell means
+the series lacks that tag. Wide format (--wide): timestamp,<tag columns>,<one column per metric>,
+naming the tag columns with --tags; an empty metric cell means no point. Timestamps are epoch
+integers in --precision, or RFC 3339 (2026-01-01T00:00:00Z). Gzip input is recognised by its bytes.
+
+  --wide                   wide format
+  --tags <k1,k2,…>         the tag columns of the wide format (default: none)
+  --precision s|ms|us|ns   unit of integer timestamps (default ms)
+  --on-error abort|skip    abort: stop at the first bad row (default); skip: report it and go on
+  --max-reported <n>       bad rows reported one by one with --on-error skip (default 20)
+  --batch-points <n>       points per write message (default 20000)
+  --quiet                  no progress output
+
+${CONNECTION_USAGE}
+Exit code 0 when every row was written, 1 when any row was rejected or the import stopped.
+`
+
+const FLAGS = {
+  wide: { type: 'boolean' },
+  tags: { type: 'string' },
+  precision: { type: 'string' },
+  'on-error': { type: 'string' },
+  'max-reported': { type: 'string' },
+  'batch-points': { type: 'string' },
+  quiet: { type: 'boolean' },
+} as const
+
+/** How the columns of a file map to series and points. */
+export interface Layout {
+  readonly wide: boolean
+  /** Long: columns of metric, timestamp, value. Wide: timestamp only (the others are -1). */
+  readonly metricCol: number
+  readonly timestampCol: number
+  readonly valueCol: number
+  readonly tagCols: ReadonlyArray<{ readonly col: number; readonly key: string }>
+  /** Wide: the metric columns. */
+  readonly metricCols: ReadonlyArray<{ readonly col: number; readonly metric: string }>
+  readonly width: number
+}
+
+/** Reads the header; throws UsageError naming the column that is missing or not a valid name. */
+export function layoutOf(header: readonly string[], wide: boolean, wideTags: readonly string[]): Layout {
+  const index = new Map<string, number>()
+  header.forEach((name, i) => {
+    if (index.has(name)) throw new UsageError(`header: column ${JSON.stringify(name)} appears twice`)
+    index.set(name, i)
+  })
+  const need = (name: string): number => {
+    const i = index.get(name)
+    if (i === undefined) throw new UsageError(`header: no ${name} column (the header is ${header.join(',')})`)
+    return i
+  }
+  const checkName = (name: string, what: string): void => {
+    const problem = nameViolation(name, DEFAULT_WRITE_LIMITS.maxNameBytes)
+    if (problem !== undefined)
+      throw new UsageError(`header: column ${JSON.stringify(name)} is not a valid ${what}: ${problem}`)
+  }
+  const timestampCol = need('timestamp')
+  if (!wide) {
+    const metricCol = need('metric')
+    const valueCol = need('value')
+    const tagCols = header
+      .map((key, col) => ({ key, col }))
+      .filter(({ col }) => col !== metricCol && col !== timestampCol && col !== valueCol)
+    for (const t of tagCols) checkName(t.key, 'tag name')
+    return { wide, metricCol, timestampCol, valueCol, tagCols, metricCols: [], width: header.length }
+  }
+  const tagCols = wideTags.map((key) => ({ key, col: need(key) }))
+  const tagSet = new Set(wideTags)
+  const metricCols = header
+    .map((metric, col) => ({ metric, col }))
+    .filter(({ metric, col }) => col !== timestampCol && !tagSet.has(metric))
+  if (metricCols.length === 0) throw new UsageError('header: the wide format needs at least one metric column')
+  for (const t of tagCols) checkName(t.key, 'tag name')
+  for (const m of metricCols) checkName(m.metric, 'metric name')
+  return { wide, metricCol: -1, timestampCol, valueCol: -1, tagCols, metricCols, width: header.length }
+}
+
+export interface ParsedPoint {
+  readonly metric: string
+  readonly tags: Tag[]
+  readonly ts: number
+  readonly value: number
+}
+
+function parseValue(text: string): number | string {
+  if (text === 'NaN') return Number.NaN
+  const v = text.trim() === '' ? Number.NaN : Number(text)
+  return Number.isFinite(v) ? v : `value ${JSON.stringify(text)} is not a finite number`
+}
+
+/** The points of one data row, or the reason it is bad. */
+export function parseRow(fields: readonly string[], layout: Layout, precision: Precision): ParsedPoint[] | string {
+  if (fields.length !== layout.width) return `expected ${layout.width} fields, found ${fields.length}`
+  const ts = parseTimestampCell(fields[layout.timestampCol]!, precision)
+  if (typeof ts === 'string') return ts
+  const tags: Tag[] = []
+  for (const { col, key } of layout.tagCols) {
+    const value = fields[col]!
+    if (value === '') continue
+    if (Buffer.byteLength(value) > DEFAULT_WRITE_LIMITS.maxTagValueBytes) {
+      return `tag ${key}: value longer than ${DEFAULT_WRITE_LIMITS.maxTagValueBytes} bytes`
+    }
+    tags.push({ key, value })
+  }
+  if (!layout.wide) {
+    const metric = fields[layout.metricCol]!
+    const problem = nameViolation(metric, DEFAULT_WRITE_LIMITS.maxNameBytes)
+    if (problem !== undefined) return `metric ${JSON.stringify(metric)}: ${problem}`
+    const value = parseValue(fields[layout.valueCol]!)
+    if (typeof value === 'string') return value
+    return [{ metric, tags, ts, value }]
+  }
+  const out: ParsedPoint[] = []
+  for (const { col, metric } of layout.metricCols) {
+    const cell = fields[col]!
+    if (cell === '') continue
+    const value = parseValue(cell)
+    if (typeof value === 'string') return `${metric}: ${value}`
+    out.push({ metric, tags, ts, value })
+  }
+  return out
+}
+
+/** Points grouped per series until the batch is full. */
+class Batch {
+  private readonly series = new Map<string, { metric: string; tags: Tag[]; timestamps: number[]; values: number[] }>()
+  points = 0
+  firstLine = 0
+  lastLine = 0
+
+  add(p: ParsedPoint, line: number): void {
+    let key = p.metric
+    for (const t of p.tags) key += `\u0000${t.key}\u0000${t.value}`
+    let s = this.series.get(key)
+    if (s === undefined) {
+      s = { metric: p.metric, tags: p.tags, timestamps: [], values: [] }
+      this.series.set(key, s)
+    }
+    s.timestamps.push(p.ts)
+    s.values.push(p.value)
+    if (this.points === 0) this.firstLine = line
+    this.lastLine = line
+    this.points++
+  }
+
+  get seriesCount(): number {
+    return this.series.size
+  }
+
+  take(): SeriesInput[] {
+    const out = [...this.series.values()]
+    this.series.clear()
+    this.points = 0
+    return out
+  }
+}
+
+/** Bytes from a file or stdin, gunzipped when they start with gzip's magic bytes; counts raw bytes read. */
+async function* inputBytes(source: AsyncIterable<Buffer>, onRead: (n: number) => void): AsyncGenerator<Buffer> {
+  const it = source[Symbol.asyncIterator]()
+  const first = await it.next()
+  if (first.done) return
+  async function* raw(): AsyncGenerator<Buffer> {
+    onRead(first.value.length)
+    yield first.value as Buffer
+    for (;;) {
+      const next = await it.next()
+      if (next.done) return
+      onRead(next.value.length)
+      yield next.value as Buffer
+    }
+  }
+  const head = first.value as Buffer
+  if (head[0] === 0x1f && head[1] === 0x8b) yield* Readable.from(raw()).pipe(createGunzip())
+  else yield* raw()
+}
+
+interface ImportOptions {
+  readonly wide: boolean
+  readonly tags: readonly string[]
+  readonly precision: Precision
+  readonly skip: boolean
+  readonly maxReported: number
+  readonly batchPoints: number
+  readonly quiet: boolean
+}
+
+function importOptions(values: FlagValues): ImportOptions {
+  const onError = stringFlag(values, 'on-error') ?? 'abort'
+  if (onError !== 'abort' && onError !== 'skip') {
+    throw new UsageError(`--on-error must be abort or skip, got ${JSON.stringify(onError)}`)
+  }
+  const tags = (stringFlag(values, 'tags') ?? '').split(',').filter((t) => t !== '')
+  const batchPoints = parseCount('batch-points', stringFlag(values, 'batch-points') ?? '20000')
+  if (batchPoints < 1) throw new UsageError('--batch-points must be at least 1')
+  return {
+    wide: values.wide === true,
+    tags,
+    precision: parsePrecision(stringFlag(values, 'precision')),
+    skip: onError === 'skip',
+    maxReported: parseCount('max-reported', stringFlag(values, 'max-reported') ?? '20'),
+    batchPoints,
+    quiet: values.quiet === true,
+  }
+}
+
+/** Reads CSV records from bytes without holding more than one chunk of text. */
+async function* csvRecords(bytes: AsyncIterable<Buffer>): AsyncGenerator<CsvRecord> {
+  const reader = new CsvReader()
+  const decoder = new TextDecoder('utf-8', { fatal: false })
+  for await (const chunk of bytes) yield* reader.push(decoder.decode(chunk, { stream: true }))
+  yield* reader.push(decoder.decode())
+  yield* reader.end()
+}
+
+export interface ImportSummary {
+  rows: number
+  points: number
+  rejectedRows: number
+  aborted: string | undefined
+}
+
+/** The import loop, apart from flags and files: records in, batches to the sink, a summary out. */
+async function importRecords(
+  records: AsyncIterable<CsvRecord>,
+  sink: PointSink,
+  options: ImportOptions,
+  report: (line: string) => void,
+  onRow: () => void,
+): Promise<ImportSummary> {
+  const summary: ImportSummary = { rows: 0, points: 0, rejectedRows: 0, aborted: undefined }
+  const batch = new Batch()
+  let layout: Layout | undefined
+  const flush = async (): Promise<void> => {
+    if (batch.points === 0) return
+    const { firstLine, lastLine } = batch
+    try {
+      await sink.send(batch.take())
+    } catch (err) {
+      throw new Error(`the server refused the rows of lines ${firstLine}-${lastLine}: ${(err as Error).message}`, {
+        cause: err,
+      })
+    }
+  }
+  try {
+    for await (const record of records) {
+      if (layout === undefined) {
+        layout = layoutOf(record.fields, options.wide, options.tags)
+        continue
+      }
+      // A blank line is not a row.
+      if (record.fields.length === 1 && record.fields[0] === '') continue
+      summary.rows++
+      onRow()
+      const points = parseRow(record.fields, layout, options.precision)
+      if (typeof points === 'string') {
+        summary.rejectedRows++
+        if (!options.skip) {
+          summary.aborted = `line ${record.line}: ${points}`
+          break
+        }
+        if (summary.rejectedRows <= options.maxReported) report(`line ${record.line}: ${points} (skipped)`)
+        continue
+      }
+      for (const p of points) batch.add(p, record.line)
+      if (batch.points >= options.batchPoints || batch.seriesCount >= 5000) await flush()
+    }
+    await flush()
+  } catch (err) {
+    if (err instanceof UsageError) throw err
+    summary.aborted = err instanceof CsvSyntaxError ? err.message : (err as Error).message
+  }
+  try {
+    const result = await sink.finish()
+    summary.points = result.pointsWritten
+  } catch (err) {
+    summary.aborted ??= `the server refused a batch: ${(err as Error).message}`
+  }
+  if (options.skip && summary.rejectedRows > options.maxReported) {
+    report(`… and ${summary.rejectedRows - options.maxReported} more bad rows skipped`)
+  }
+  if (layout === undefined && summary.aborted === undefined) summary.aborted = 'the input is empty: no header'
+  return summary
+}
+
+export async function runImport(args: readonly string[]): Promise<number> {
+  const { values, positionals } = parseCommandArgs(args, FLAGS)
+  if (values.help === true) {
+    process.stdout.write(IMPORT_USAGE)
+    return 0
+  }
+  if (positionals.length !== 1) throw new UsageError('v3 import takes one file name, or - for stdin')
+  const options = importOptions(values)
+  const path = positionals[0]!
+  const totalBytes = path === '-' ? undefined : (await stat(path).catch(() => undefined))?.size
+  if (path !== '-' && totalBytes === undefined) throw new UsageError(`cannot read ${path}: no such file`)
+  const source: AsyncIterable<Buffer> =
+    path === '-' ? process.stdin : createReadStream(path, { highWaterMark: 256 * 1024 })
+  const progress = new Progress('import', totalBytes, options.quiet)
+  const client = connect(values)
+  const started = performance.now()
+  let summary: ImportSummary
+  try {
+    summary = await importRecords(
+      csvRecords(inputBytes(source, (n) => progress.addBytes(n))),
+      serverSink(client),
+      options,
+      (line) => {
+        progress.clear()
+        process.stderr.write(`v3 import: ${line}\n`)
+      },
+      () => progress.addRow(),
+    )
+  } finally {
+    progress.done()
+    client.close()
+  }
+  const seconds = (performance.now() - started) / 1000
+  const written = `${summary.points} points written from ${summary.rows - summary.rejectedRows} rows`
+  if (summary.aborted !== undefined) {
+    process.stderr.write(`v3 import: stopped at ${summary.aborted}\n`)
+  }
+  process.stderr.write(
+    `v3 import: ${written}, ${summary.rejectedRows} rows rejected, in ${seconds.toFixed(1)} s${summary.aborted === undefined ? '' : ' (stopped early)'}\n`,
+  )
+  return summary.aborted === undefined && summary.rejectedRows === 0 ? 0 : 1
+}

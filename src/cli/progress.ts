@@ -1,0 +1,75 @@
+/**
+ * Progress on stderr: a bar redrawn in place on a terminal (bytes, rows/s, ETA), plain lines every
+ * few seconds otherwise, so that logs of a piped or scheduled run stay readable.
+ */
+
+const LINE_INTERVAL_MS = 5000
+const BAR_INTERVAL_MS = 200
+
+function mib(bytes: number): string {
+  return `${(bytes / 1024 / 1024).toFixed(1)} MiB`
+}
+
+export class Progress {
+  private bytes = 0
+  private rows = 0
+  private readonly started = performance.now()
+  private lastDraw = 0
+  private drawn = false
+  private readonly tty = process.stderr.isTTY === true
+
+  constructor(
+    private readonly label: string,
+    /** Total input bytes when known (a file), for the percentage and the ETA. */
+    private readonly totalBytes: number | undefined,
+    private readonly quiet: boolean,
+  ) {}
+
+  addBytes(n: number): void {
+    this.bytes += n
+    this.maybeDraw()
+  }
+
+  addRow(n = 1): void {
+    this.rows += n
+    if ((this.rows & 0x3ff) === 0) this.maybeDraw()
+  }
+
+  /** Erases the bar before another line is written to stderr. */
+  clear(): void {
+    if (this.drawn && this.tty) process.stderr.write('\r\u001b[2K')
+    this.drawn = false
+  }
+
+  done(): void {
+    this.clear()
+  }
+
+  private maybeDraw(): void {
+    if (this.quiet) return
+    const now = performance.now()
+    if (now - this.lastDraw < (this.tty ? BAR_INTERVAL_MS : LINE_INTERVAL_MS)) return
+    if (this.lastDraw === 0 && !this.tty) {
+      // The first plain line comes after one interval, not at once.
+      this.lastDraw = now
+      return
+    }
+    this.lastDraw = now
+    const seconds = (now - this.started) / 1000
+    const rate = Math.round(this.rows / Math.max(seconds, 0.001))
+    const total = this.totalBytes
+    const fraction = total ? Math.min(1, this.bytes / total) : undefined
+    const eta = fraction && fraction > 0 ? Math.round((seconds / fraction) * (1 - fraction)) : undefined
+    const amount = total ? `${mib(this.bytes)}/${mib(total)}` : mib(this.bytes)
+    const text = `${this.label}: ${amount}, ${this.rows} rows, ${rate} rows/s${eta === undefined ? '' : `, ETA ${eta}s`}`
+    if (this.tty) {
+      const width = 24
+      const filled = fraction === undefined ? 0 : Math.round(fraction * width)
+      const bar = fraction === undefined ? '' : `[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] `
+      process.stderr.write(`\r\u001b[2K${bar}${text}`)
+      this.drawn = true
+    } else {
+      process.stderr.write(`${text}\n`)
+    }
+  }
+}

@@ -1,0 +1,219 @@
+/** `v3 query`, `v3 series` and `v3 stats`: what an operator types to look at a node. */
+import type { AggFunc, SeriesPoints, SeriesRef, Tag } from '../model/types.js'
+import { parseDuration, UsageError } from './args.js'
+import { CONNECTION_USAGE, connect, parseCommandArgs, stringFlag } from './client-command.js'
+import { csvLine } from './csv.js'
+import { rangeOf, selectorsOf } from './export.js'
+import { formatSelector } from './selector.js'
+import { formatTime } from './time.js'
+
+const AGG_FUNCS: readonly AggFunc[] = [
+  'count',
+  'sum',
+  'min',
+  'max',
+  'avg',
+  'first',
+  'last',
+  'stddev',
+  'p50',
+  'p90',
+  'p95',
+  'p99',
+]
+const FORMATS = ['table', 'csv', 'json'] as const
+type Format = (typeof FORMATS)[number]
+
+export const QUERY_USAGE = `Usage: v3 query '<selector>' [options]
+
+The selector is PromQL's: cpu_usage{host="a",region=~"eu-.*"} with =, !=, =~, !~ (regexes anchored).
+
+  --start <time>           inclusive: RFC 3339, epoch ms, now, or relative like -1h (default -1h)
+  --end <time>             exclusive (default now)
+  --agg <func>             ${AGG_FUNCS.join(', ')}; absent: raw points
+  --step <duration>        bucket width, e.g. 1m (default: the whole range is one bucket)
+  --group-by <k1,k2>       tags that stay; the others are merged away
+  --merge                  with no --group-by: merge every series into one
+  --format table|csv|json  aligned table (default), CSV (as v3 export writes), or JSON
+
+${CONNECTION_USAGE}`
+
+export const SERIES_USAGE = `Usage: v3 series '<selector>' [--format table|json]
+
+Lists the series the selector matches, one per line as a selector.
+
+${CONNECTION_USAGE}`
+
+export const STATS_USAGE = `Usage: v3 stats [--format table|json]
+
+Prints the node's engine statistics.
+
+${CONNECTION_USAGE}`
+
+function formatOf(text: string | undefined): Format {
+  const f = text ?? 'table'
+  if (!(FORMATS as readonly string[]).includes(f))
+    throw new UsageError(`--format must be table, csv or json, got ${JSON.stringify(f)}`)
+  return f as Format
+}
+
+/** Columns padded to their widest cell; numbers right-aligned. */
+export function alignedTable(
+  header: readonly string[],
+  rows: readonly string[][],
+  numeric: ReadonlySet<number>,
+): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)))
+  const line = (cells: readonly string[]) =>
+    cells
+      .map((c, i) => (numeric.has(i) ? c.padStart(widths[i]!) : c.padEnd(widths[i]!)))
+      .join('  ')
+      .trimEnd()
+  return `${[line(header), ...rows.map(line)].join('\n')}\n`
+}
+
+function tagValue(tags: readonly Tag[], key: string): string {
+  return tags.find((t) => t.key === key)?.value ?? ''
+}
+
+/** Renders query results in the chosen format. */
+export function renderSeries(series: readonly SeriesPoints[], format: Format): string {
+  const keys = [...new Set(series.flatMap((s) => s.tags.map((t) => t.key)))].sort()
+  if (format === 'json') {
+    const out = series.map((s) => ({
+      metric: s.metric,
+      tags: Object.fromEntries(s.tags.map((t) => [t.key, t.value])),
+      points: Array.from(s.timestamps, (ts, i) => [ts, s.values[i]]),
+    }))
+    return `${JSON.stringify(out, null, 2)}\n`
+  }
+  const rows: string[][] = []
+  for (const s of series) {
+    const tags = keys.map((k) => tagValue(s.tags, k))
+    for (let i = 0; i < s.timestamps.length; i++) {
+      const ts = s.timestamps[i]!
+      const v = String(s.values[i]!)
+      rows.push(format === 'csv' ? [s.metric, String(ts), v, ...tags] : [s.metric, ...tags, formatTime(ts), v])
+    }
+  }
+  if (format === 'csv') return [csvLine(['metric', 'timestamp', 'value', ...keys]), ...rows.map(csvLine), ''].join('\n')
+  return alignedTable(['metric', ...keys, 'time', 'value'], rows, new Set([keys.length + 2]))
+}
+
+export async function runQuery(args: readonly string[]): Promise<number> {
+  const { values, positionals } = parseCommandArgs(args, {
+    start: { type: 'string' },
+    end: { type: 'string' },
+    agg: { type: 'string' },
+    step: { type: 'string' },
+    'group-by': { type: 'string' },
+    merge: { type: 'boolean' },
+    format: { type: 'string' },
+  })
+  if (values.help === true) {
+    process.stdout.write(QUERY_USAGE)
+    return 0
+  }
+  if (positionals.length !== 1) throw new UsageError('v3 query takes one selector')
+  const [selector] = selectorsOf(positionals, 'query')
+  const format = formatOf(stringFlag(values, 'format'))
+  const now = Date.now()
+  const range = rangeOf(values, { startMs: now - 3_600_000, endMs: now })
+  const agg = stringFlag(values, 'agg')
+  if (agg !== undefined && !(AGG_FUNCS as readonly string[]).includes(agg)) {
+    throw new UsageError(`--agg must be one of ${AGG_FUNCS.join(', ')}, got ${JSON.stringify(agg)}`)
+  }
+  const step = stringFlag(values, 'step')
+  const groupBy = (stringFlag(values, 'group-by') ?? '').split(',').filter((k) => k !== '')
+  if (agg === undefined && (step !== undefined || groupBy.length > 0 || values.merge === true)) {
+    throw new UsageError('--step, --group-by and --merge need --agg')
+  }
+  const client = connect(values)
+  try {
+    const result = await client.query({
+      selector: selector!,
+      ...range,
+      aggregation:
+        agg === undefined
+          ? undefined
+          : {
+              func: agg as AggFunc,
+              stepMs: step === undefined ? 0 : parseDuration('step', step),
+              groupBy,
+              mergeSeries: values.merge === true,
+            },
+    })
+    process.stdout.write(renderSeries(result, format))
+  } finally {
+    client.close()
+  }
+  return 0
+}
+
+function renderRefs(refs: readonly SeriesRef[], format: Format): string {
+  if (format === 'json') {
+    const out = refs.map((s) => ({ metric: s.metric, tags: Object.fromEntries(s.tags.map((t) => [t.key, t.value])) }))
+    return `${JSON.stringify(out, null, 2)}\n`
+  }
+  return refs
+    .map((s) => formatSelector({ metric: s.metric, matchers: s.tags.map((t) => ({ ...t, op: 'eq' as const })) }))
+    .map((line) => `${line}\n`)
+    .join('')
+}
+
+export async function runSeries(args: readonly string[]): Promise<number> {
+  const { values, positionals } = parseCommandArgs(args, { format: { type: 'string' } })
+  if (values.help === true) {
+    process.stdout.write(SERIES_USAGE)
+    return 0
+  }
+  if (positionals.length !== 1) throw new UsageError('v3 series takes one selector')
+  const [selector] = selectorsOf(positionals, 'series')
+  const format = formatOf(stringFlag(values, 'format'))
+  if (format === 'csv') throw new UsageError('v3 series prints table or json')
+  const client = connect(values)
+  try {
+    process.stdout.write(renderRefs(await client.listSeries(selector!), format))
+  } finally {
+    client.close()
+  }
+  return 0
+}
+
+export async function runStats(args: readonly string[]): Promise<number> {
+  const { values, positionals } = parseCommandArgs(args, { format: { type: 'string' } })
+  if (values.help === true) {
+    process.stdout.write(STATS_USAGE)
+    return 0
+  }
+  if (positionals.length !== 0) throw new UsageError('v3 stats takes no arguments')
+  const format = formatOf(stringFlag(values, 'format'))
+  if (format === 'csv') throw new UsageError('v3 stats prints table or json')
+  const client = connect(values)
+  try {
+    const s = await client.stats()
+    if (format === 'json') {
+      process.stdout.write(`${JSON.stringify(s, null, 2)}\n`)
+      return 0
+    }
+    const rows = [
+      ['series', String(s.series)],
+      ['points written', String(s.pointsWritten)],
+      ['buffered points', String(s.bufferedPoints)],
+      ['hot blocks', String(s.hotBlocks)],
+      ['cold runs', String(s.coldRuns)],
+      ['cold blocks', String(s.coldBlocks)],
+      ['bytes on disk', String(s.bytesOnDisk)],
+      ['writes', String(s.writes.count)],
+      ['write latency p50 ms', s.writes.p50Ms.toFixed(2)],
+      ['write latency p99 ms', s.writes.p99Ms.toFixed(2)],
+      ['queries', String(s.queries.count)],
+      ['query latency p50 ms', s.queries.p50Ms.toFixed(2)],
+      ['query latency p99 ms', s.queries.p99Ms.toFixed(2)],
+    ]
+    process.stdout.write(alignedTable(['statistic', 'value'], rows, new Set([1])))
+  } finally {
+    client.close()
+  }
+  return 0
+}

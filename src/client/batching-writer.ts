@@ -1,0 +1,370 @@
+import {
+  type ChannelCredentials,
+  Client,
+  type ClientDuplexStream,
+  type ClientOptions,
+  credentials,
+  Metadata,
+  status,
+} from '@grpc/grpc-js'
+import { Precision as ProtoPrecision } from '../../gen/v3storage/v1/common.js'
+import { IngestResponse, StreamServiceService } from '../../gen/v3storage/v1/stream_service.js'
+import { ValidationError } from '../model/errors.js'
+import type { Precision, RawTimestamp, Tag } from '../model/types.js'
+import { encodeIngestRequest } from '../wire/ingest-codec.js'
+import { encodeWriteRequest } from '../wire/series-codec.js'
+import { toClientError, V3ClientError } from './errors.js'
+import type { TagsInput } from './v3-client.js'
+
+export interface BatchingWriterOptions {
+  /** A batch is sent once it holds this many points. Default 10,000. */
+  readonly batchPoints?: number
+  /** A batch that is not full is sent this long after its first point, in ms. Default 100. */
+  readonly flushIntervalMs?: number
+  /** Batches sent and not yet acknowledged, at most; more wait in the writer. Default 8. */
+  readonly maxUnacknowledgedBatches?: number
+  /** write() returns false while more points than this are pending; see whenWritable(). Default 1,000,000. */
+  readonly highWaterMark?: number
+  /** Precision of every timestamp handed to write(). Default ms. */
+  readonly precision?: Precision
+  /** Delay before the first reconnection after UNAVAILABLE, in ms; doubled per failure. Default 100. */
+  readonly retryDelayMs?: number
+  /** Upper bound of the reconnection delay, in ms. Default 5,000. */
+  readonly maxRetryDelayMs?: number
+  /**
+   * Called for each batch the server rejects (bad names, values, limits). Without it, the next
+   * flush() or close() fails with the first rejection instead, so that none goes unnoticed.
+   */
+  readonly onReject?: (rejection: IngestRejection) => void
+  /** Default plaintext. */
+  readonly credentials?: ChannelCredentials
+  /** Sent as `authorization: Bearer <token>`, for a server that checks tokens. */
+  readonly token?: string
+  /** Further grpc-js channel options. */
+  readonly channelOptions?: ClientOptions
+}
+
+/** A batch the server refused; its points are not stored. */
+export interface IngestRejection {
+  readonly sequence: number
+  readonly points: number
+  readonly error: V3ClientError
+}
+
+interface SeriesBatch {
+  readonly metric: string
+  readonly tags: Tag[]
+  readonly timestamps: RawTimestamp[]
+  readonly values: number[]
+}
+
+interface Batch {
+  readonly sequence: number
+  readonly message: Buffer
+  readonly points: number
+}
+
+interface Waiter {
+  readonly through: number
+  readonly resolve: () => void
+  readonly reject: (err: unknown) => void
+}
+
+const PRECISIONS: Readonly<Record<Precision, ProtoPrecision>> = {
+  s: ProtoPrecision.PRECISION_SECONDS,
+  ms: ProtoPrecision.PRECISION_MILLISECONDS,
+  us: ProtoPrecision.PRECISION_MICROSECONDS,
+  ns: ProtoPrecision.PRECISION_NANOSECONDS,
+}
+
+function identity(bytes: Buffer): Buffer {
+  return bytes
+}
+
+function tagList(tags: TagsInput): Tag[] {
+  if (Array.isArray(tags)) return tags.map((t: Tag) => ({ key: t.key, value: t.value }))
+  return Object.entries(tags).map(([key, value]) => ({ key, value }))
+}
+
+/**
+ * Buffers points and streams them to the server over one Ingest call, in numbered batches that the
+ * server acknowledges once durable. A batch stays in the writer until acknowledged: when the
+ * connection fails with UNAVAILABLE (the server restarts, the network drops) the writer reconnects
+ * with backoff and sends again every batch after the last acknowledged one, which is harmless for
+ * those the server had stored already (a rewrite of a series and timestamp changes nothing). So
+ * every point handed to write() is stored exactly once, unless the server rejects its batch.
+ *
+ * `address` may be a function, asked at every reconnection: a server restarted on another port is
+ * found again.
+ */
+export class BatchingWriter {
+  private readonly address: () => string
+  private readonly options: BatchingWriterOptions
+  private readonly batchLimit: number
+  private readonly window: number
+  private readonly highWaterMark: number
+  private readonly precision: ProtoPrecision
+  /** The canonical text of a tags object, computed once per object the application passes. */
+  private readonly tagKeys = new WeakMap<object, string>()
+  private batch = new Map<string, SeriesBatch>()
+  private batchCount = 0
+  private timer: NodeJS.Timeout | undefined
+  private nextSequence = 1
+  private acknowledged = 0
+  private readonly unacknowledged: Batch[] = []
+  private unacknowledgedPoints = 0
+  /** How many of the unacknowledged batches went out on the current call. */
+  private sent = 0
+  private client: Client | undefined
+  private clientAddress = ''
+  private call: ClientDuplexStream<Buffer, IngestResponse> | undefined
+  private generation = 0
+  private waitingForDrain = false
+  private retryTimer: NodeJS.Timeout | undefined
+  private failures = 0
+  private fatal: V3ClientError | undefined
+  private unreported: V3ClientError | undefined
+  private closed = false
+  private flushWaiters: Waiter[] = []
+  private writableWaiters: Array<() => void> = []
+
+  constructor(address: string | (() => string), options: BatchingWriterOptions = {}) {
+    this.address = typeof address === 'string' ? () => address : address
+    this.options = options
+    this.batchLimit = options.batchPoints ?? 10_000
+    this.window = options.maxUnacknowledgedBatches ?? 8
+    this.highWaterMark = options.highWaterMark ?? 1_000_000
+    this.precision = PRECISIONS[options.precision ?? 'ms']
+  }
+
+  /** Points handed to write() and not yet acknowledged by the server (nor rejected). */
+  get pending(): number {
+    return this.batchCount + this.unacknowledgedPoints
+  }
+
+  /** The highest sequence the server has acknowledged. */
+  get acknowledgedThrough(): number {
+    return this.acknowledged
+  }
+
+  /**
+   * Buffers one point. Returns false when more than highWaterMark points are pending: the
+   * application should then wait for whenWritable() before writing more, or memory grows.
+   */
+  write(metric: string, tags: TagsInput, timestamp: RawTimestamp, value: number): boolean {
+    if (this.closed) throw toClientError(new Error('the writer is closed'))
+    if (this.fatal) throw this.fatal
+    if (typeof timestamp === 'number' && !Number.isSafeInteger(timestamp)) {
+      throw toClientError(ValidationError.field('timestamp', `must be an integer, got ${timestamp}`))
+    }
+    if (typeof value !== 'number') throw toClientError(ValidationError.field('value', 'must be a number'))
+    let tagKey = this.tagKeys.get(tags)
+    if (tagKey === undefined) {
+      tagKey = JSON.stringify(tagList(tags).map((t) => [t.key, t.value]))
+      this.tagKeys.set(tags, tagKey)
+    }
+    const key = `${metric}\u0000${tagKey}`
+    let series = this.batch.get(key)
+    if (series === undefined) {
+      series = { metric, tags: tagList(tags), timestamps: [], values: [] }
+      this.batch.set(key, series)
+    }
+    series.timestamps.push(timestamp)
+    series.values.push(value)
+    this.batchCount++
+    if (this.batchCount >= this.batchLimit) this.seal()
+    else this.timer ??= setTimeout(() => this.seal(), this.options.flushIntervalMs ?? 100)
+    return this.pending <= this.highWaterMark
+  }
+
+  /** Resolves once no more than highWaterMark points are pending. */
+  whenWritable(): Promise<void> {
+    if (this.pending <= this.highWaterMark || this.fatal) return Promise.resolve()
+    return new Promise((resolve) => this.writableWaiters.push(resolve))
+  }
+
+  /** Sends what is buffered and resolves once every point written so far is acknowledged. */
+  flush(): Promise<void> {
+    this.seal()
+    const through = this.nextSequence - 1
+    return new Promise<void>((resolve, reject) => {
+      this.flushWaiters.push({ through, resolve, reject })
+      this.settleWaiters()
+    })
+  }
+
+  /** Flushes, then ends the stream and the connection. */
+  async close(): Promise<void> {
+    if (this.closed) return
+    try {
+      await this.flush()
+    } finally {
+      this.closed = true
+      this.shutdown()
+    }
+  }
+
+  /** Drops what is not acknowledged and closes at once; pending flushes fail. */
+  abort(): void {
+    this.closed = true
+    this.fail(toClientError(new Error('the writer was aborted')))
+    this.shutdown()
+  }
+
+  private shutdown(): void {
+    clearTimeout(this.timer)
+    clearTimeout(this.retryTimer)
+    this.generation++
+    this.call?.end()
+    this.call = undefined
+    this.client?.close()
+    this.client = undefined
+  }
+
+  /** Turns the buffered points into the next numbered batch. */
+  private seal(): void {
+    clearTimeout(this.timer)
+    this.timer = undefined
+    if (this.batchCount === 0) return
+    const write = encodeWriteRequest([...this.batch.values()], this.precision)
+    const sequence = this.nextSequence++
+    this.unacknowledged.push({ sequence, message: encodeIngestRequest(sequence, write), points: this.batchCount })
+    this.unacknowledgedPoints += this.batchCount
+    this.batch = new Map()
+    this.batchCount = 0
+    this.pump()
+  }
+
+  /** Sends the batches that fit the window, opening a call when there is none. */
+  private pump(): void {
+    if (this.fatal || this.closed || this.retryTimer !== undefined) return
+    if (this.sent >= this.unacknowledged.length) return
+    const call = this.call ?? this.connect()
+    while (!this.waitingForDrain && this.sent < this.unacknowledged.length && this.sent < this.window) {
+      const batch = this.unacknowledged[this.sent++]!
+      if (!call.write(batch.message)) {
+        this.waitingForDrain = true
+        const generation = this.generation
+        call.once('drain', () => {
+          if (generation !== this.generation) return
+          this.waitingForDrain = false
+          this.pump()
+        })
+      }
+    }
+  }
+
+  private connect(): ClientDuplexStream<Buffer, IngestResponse> {
+    const address = this.address()
+    if (this.client === undefined || address !== this.clientAddress) {
+      this.client?.close()
+      this.client = new Client(address, this.options.credentials ?? credentials.createInsecure(), {
+        ...this.options.channelOptions,
+      })
+      this.clientAddress = address
+    }
+    const metadata = new Metadata()
+    if (this.options.token !== undefined) metadata.set('authorization', `Bearer ${this.options.token}`)
+    const def = StreamServiceService.ingest
+    const call = this.client.makeBidiStreamRequest(
+      def.path,
+      identity,
+      (b: Buffer) => IngestResponse.decode(b),
+      metadata,
+      {},
+    )
+    const generation = ++this.generation
+    this.call = call
+    // A new call starts again from the first unacknowledged batch.
+    this.sent = 0
+    this.waitingForDrain = false
+    call.on('data', (ack: IngestResponse) => {
+      if (generation === this.generation) this.onAcknowledgement(ack)
+    })
+    call.on('error', (err: unknown) => {
+      if (generation === this.generation) this.onCallEnded(toClientError(err))
+    })
+    call.on('status', (s: { code: number }) => {
+      // An OK status ends a call only when the writer ended it; otherwise resend on a new one.
+      if (s.code === status.OK && generation === this.generation) this.onCallEnded(undefined)
+    })
+    return call
+  }
+
+  private onAcknowledgement(ack: IngestResponse): void {
+    if (ack.rejectedSequence > 0) {
+      const batch = this.unacknowledged.find((b) => b.sequence === ack.rejectedSequence)
+      const reason = ack.error
+      const error = new V3ClientError(
+        reason?.code ?? status.UNKNOWN,
+        reason?.message ?? 'rejected',
+        reason?.field ? [{ field: reason.field, description: reason.message }] : [],
+      )
+      const rejection = { sequence: ack.rejectedSequence, points: batch?.points ?? 0, error }
+      if (this.options.onReject) this.options.onReject(rejection)
+      else this.unreported ??= error
+    }
+    while (this.unacknowledged.length > 0 && this.unacknowledged[0]!.sequence <= ack.durableThrough) {
+      const batch = this.unacknowledged.shift()!
+      this.unacknowledgedPoints -= batch.points
+      this.sent = Math.max(0, this.sent - 1)
+    }
+    if (ack.durableThrough > this.acknowledged) this.acknowledged = ack.durableThrough
+    this.failures = 0
+    this.settleWaiters()
+    this.pump()
+  }
+
+  private onCallEnded(error: V3ClientError | undefined): void {
+    this.call = undefined
+    this.generation++
+    if (this.closed) return
+    if (error !== undefined && error.code !== status.UNAVAILABLE) {
+      this.fail(error)
+      return
+    }
+    // Nothing to resend: the next batch opens a new call.
+    if (this.unacknowledged.length === 0) return
+    const base = this.options.retryDelayMs ?? 100
+    const delay = Math.min(this.options.maxRetryDelayMs ?? 5000, base * 2 ** this.failures)
+    this.failures++
+    // Jitter spreads the reconnections of many writers after a server restart.
+    this.retryTimer = setTimeout(
+      () => {
+        this.retryTimer = undefined
+        this.pump()
+      },
+      delay * (0.5 + Math.random() / 2),
+    )
+  }
+
+  private fail(error: V3ClientError): void {
+    this.fatal ??= error
+    for (const waiter of this.flushWaiters) waiter.reject(this.fatal)
+    this.flushWaiters = []
+    this.releaseWritable()
+  }
+
+  private settleWaiters(): void {
+    const remaining: Waiter[] = []
+    for (const waiter of this.flushWaiters) {
+      if (this.fatal) waiter.reject(this.fatal)
+      else if (this.acknowledged >= waiter.through || this.unacknowledged.length === 0) {
+        if (this.unreported) {
+          waiter.reject(this.unreported)
+          this.unreported = undefined
+        } else {
+          waiter.resolve()
+        }
+      } else remaining.push(waiter)
+    }
+    this.flushWaiters = remaining
+    if (this.pending <= this.highWaterMark) this.releaseWritable()
+  }
+
+  private releaseWritable(): void {
+    const waiters = this.writableWaiters
+    this.writableWaiters = []
+    for (const resolve of waiters) resolve()
+  }
+}

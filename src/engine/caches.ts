@@ -1,0 +1,211 @@
+import type { Aggregation, QueryRequest, Selector, SeriesPoints } from '../model/types.js'
+import type { PointRun } from './head.js'
+
+/** Hits and misses of one cache, for stats and /metrics. */
+export interface CacheCounters {
+  hits: number
+  misses: number
+}
+
+/** A normalized, order-independent key of a selector. */
+export function selectorKey(selector: Selector): string {
+  const matchers = selector.matchers.map((m) => `${m.op}\u0000${m.key}\u0000${m.value}`).sort()
+  return `${selector.metric}\u0001${matchers.join('\u0001')}`
+}
+
+function aggregationKey(agg: Aggregation | undefined): string {
+  if (!agg) return ''
+  return `${agg.func}/${agg.stepMs}/${[...agg.groupBy].sort().join(',')}/${agg.mergeSeries}`
+}
+
+/** The key of a query result: two requests with the same key have the same answer. */
+export function queryKey(request: QueryRequest): string {
+  const f = request.valueFilter
+  return [
+    selectorKey(request.selector),
+    request.startMs,
+    request.endMs,
+    aggregationKey(request.aggregation),
+    f ? `${f.op}${f.value}` : '',
+  ].join('\u0002')
+}
+
+interface ResultEntry {
+  readonly result: SeriesPoints[]
+  readonly handles: readonly number[]
+  readonly metric: string
+  readonly startMs: number
+  readonly endMs: number
+  readonly points: number
+}
+
+/**
+ * Results of recent queries, keyed by the normalized request. An entry is dropped exactly when a
+ * write touches one of its series inside its range, when a series of its metric appears or goes,
+ * or when retention has started to hide part of its range. A query that raced with such a change
+ * does not store its result: every change gets a sequence number, and a result is stored only if
+ * none of its series (and not its metric) changed after the query began.
+ */
+export class ResultCache {
+  readonly counters: CacheCounters = { hits: 0, misses: 0 }
+  private readonly entries = new Map<string, ResultEntry>()
+  private readonly byHandle = new Map<number, Set<string>>()
+  private readonly byMetric = new Map<string, Set<string>>()
+  private readonly changedAt = new Map<number, number>()
+  private readonly metricChangedAt = new Map<string, number>()
+  private seq = 0
+  private points = 0
+
+  constructor(
+    /** Points kept at most, over all entries; 0 disables the cache. */
+    private readonly maxPoints: number,
+  ) {}
+
+  /** A token to pass to set(): the sequence when the query began. */
+  begin(): number {
+    return this.seq
+  }
+
+  get(key: string, retentionCutoffMs: number): SeriesPoints[] | undefined {
+    const entry = this.entries.get(key)
+    if (!entry || entry.startMs < retentionCutoffMs) {
+      if (entry) this.remove(key)
+      this.counters.misses++
+      return undefined
+    }
+    // Map order is the LRU order: a hit moves the entry to the end.
+    this.entries.delete(key)
+    this.entries.set(key, entry)
+    this.counters.hits++
+    return entry.result
+  }
+
+  set(key: string, token: number, request: QueryRequest, result: SeriesPoints[], handles: readonly number[]): void {
+    let points = 0
+    for (const s of result) points += s.timestamps.length
+    if (points > this.maxPoints / 4) return
+    if ((this.metricChangedAt.get(request.selector.metric) ?? -1) >= token) return
+    for (const h of handles) if ((this.changedAt.get(h) ?? -1) >= token) return
+    this.remove(key)
+    const entry = {
+      result,
+      handles,
+      metric: request.selector.metric,
+      startMs: request.startMs,
+      endMs: request.endMs,
+      points,
+    }
+    this.entries.set(key, entry)
+    this.points += points
+    for (const h of handles) addTo(this.byHandle, h, key)
+    addTo(this.byMetric, entry.metric, key)
+    while (this.points > this.maxPoints || this.entries.size > 4096) {
+      const oldest = this.entries.keys().next().value
+      if (oldest === undefined) break
+      this.remove(oldest)
+    }
+  }
+
+  /** Points of a series were written or deleted in [fromMs, toMs]. */
+  changed(handle: number, fromMs: number, toMs: number): void {
+    this.changedAt.set(handle, this.seq++)
+    const keys = this.byHandle.get(handle)
+    if (!keys) return
+    for (const key of [...keys]) {
+      const e = this.entries.get(key)
+      if (e && e.startMs <= toMs && fromMs < e.endMs) this.remove(key)
+    }
+  }
+
+  /** A series of this metric appeared or was removed: any selector of the metric may now differ. */
+  metricChanged(metric: string): void {
+    this.metricChangedAt.set(metric, this.seq++)
+    const keys = this.byMetric.get(metric)
+    if (keys) for (const key of [...keys]) this.remove(key)
+  }
+
+  private remove(key: string): void {
+    const e = this.entries.get(key)
+    if (!e) return
+    this.entries.delete(key)
+    this.points -= e.points
+    for (const h of e.handles) this.byHandle.get(h)?.delete(key)
+    this.byMetric.get(e.metric)?.delete(key)
+  }
+}
+
+function addTo<K>(map: Map<K, Set<string>>, k: K, key: string): void {
+  let set = map.get(k)
+  if (!set) {
+    set = new Set()
+    map.set(k, set)
+  }
+  set.add(key)
+}
+
+/**
+ * Decoded hot blocks and cold runs, keyed by family and row key, so that repeated queries over the
+ * same data skip decoding. Bounded by points; least recently used go first. Every path that
+ * rewrites or deletes stored blocks of a series calls invalidate(), which also bumps the series'
+ * generation, so a read that decoded an older version cannot store it afterwards.
+ */
+export class DecodedBlockCache {
+  readonly counters: CacheCounters = { hits: 0, misses: 0 }
+  private readonly entries = new Map<string, { run: PointRun; series: string }>()
+  private readonly bySeries = new Map<string, Set<string>>()
+  private readonly generations = new Map<string, number>()
+  private points = 0
+
+  constructor(
+    /** Points kept at most; 0 disables the cache. */
+    private readonly maxPoints: number,
+  ) {}
+
+  generation(seriesHex: string): number {
+    return this.generations.get(seriesHex) ?? 0
+  }
+
+  get(family: string, key: Buffer): PointRun | undefined {
+    const k = family + key.toString('hex')
+    const e = this.entries.get(k)
+    if (!e) {
+      this.counters.misses++
+      return undefined
+    }
+    this.entries.delete(k)
+    this.entries.set(k, e)
+    this.counters.hits++
+    return e.run
+  }
+
+  set(family: string, key: Buffer, run: PointRun, generation: number): void {
+    if (this.maxPoints === 0 || run.ts.length > this.maxPoints / 8) return
+    const series = key.subarray(0, 8).toString('hex')
+    if (this.generation(series) !== generation) return
+    const k = family + key.toString('hex')
+    this.drop(k)
+    this.entries.set(k, { run, series })
+    this.points += run.ts.length
+    addTo(this.bySeries, series, k)
+    while (this.points > this.maxPoints) {
+      const oldest = this.entries.keys().next().value
+      if (oldest === undefined) break
+      this.drop(oldest)
+    }
+  }
+
+  /** Stored blocks of this series changed: forget them all. */
+  invalidate(seriesHex: string): void {
+    this.generations.set(seriesHex, this.generation(seriesHex) + 1)
+    const keys = this.bySeries.get(seriesHex)
+    if (keys) for (const k of [...keys]) this.drop(k)
+  }
+
+  private drop(k: string): void {
+    const e = this.entries.get(k)
+    if (!e) return
+    this.entries.delete(k)
+    this.points -= e.run.ts.length
+    this.bySeries.get(e.series)?.delete(k)
+  }
+}

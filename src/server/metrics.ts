@@ -1,0 +1,169 @@
+/**
+ * Prometheus metrics of a node: a gRPC server interceptor counts and times every call, and engine
+ * statistics and store properties are read at scrape time, so that a scrape always shows the
+ * engine's own figures and nothing is sampled on a timer. Each node owns its registry (no global
+ * registry), so that tests and several servers in one process do not share counters.
+ */
+import { ServerInterceptingCall, type ServerInterceptor, status } from '@grpc/grpc-js'
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client'
+import type { StorageEngine } from '../engine/storage-engine.js'
+
+/** The RPCs that store points: a non-OK status on them is a rejected write. */
+const WRITE_METHODS = new Set(['WriteService/Write', 'WriteService/WriteStream', 'StreamService/Ingest'])
+
+/** The store properties exported, with the name and help of their gauge. */
+const PROPERTY_GAUGES: ReadonlyArray<readonly [property: string, name: string, help: string]> = [
+  ['rocksdb.num-running-compactions', 'v3_rocksdb_running_compactions', 'RocksDB compactions running now.'],
+  ['rocksdb.num-running-flushes', 'v3_rocksdb_running_flushes', 'RocksDB memtable flushes running now.'],
+  ['rocksdb.background-errors', 'v3_rocksdb_background_errors', 'RocksDB background errors since the store opened.'],
+  ['rocksdb.is-write-stopped', 'v3_rocksdb_write_stopped', '1 while RocksDB stops writes (a write stall).'],
+  [
+    'rocksdb.actual-delayed-write-rate',
+    'v3_rocksdb_delayed_write_rate_bytes',
+    'Rate RocksDB slows writes to, 0 when not.',
+  ],
+  [
+    'rocksdb.cur-size-all-mem-tables',
+    'v3_rocksdb_default_cf_memtable_bytes',
+    'Memtable bytes of the default column family (the binding cannot read the data families).',
+  ],
+  [
+    'rocksdb.estimate-pending-compaction-bytes',
+    'v3_rocksdb_default_cf_pending_compaction_bytes',
+    'Estimated bytes compaction still has to rewrite, default column family.',
+  ],
+  ['rocksdb.block-cache-usage', 'v3_rocksdb_block_cache_usage_bytes', 'Bytes held in the RocksDB block cache.'],
+]
+
+export interface ServerMetrics {
+  readonly registry: Registry
+  /** Counts, times and classifies every call; pass it to startServer's interceptors. */
+  readonly interceptor: ServerInterceptor
+  /** Reads the engine's statistics and renders every metric in the Prometheus text format. */
+  render(): Promise<string>
+  readonly contentType: string
+}
+
+export interface MetricsOptions {
+  /** Process metrics (CPU, memory, event loop lag, open handles). Default true. */
+  readonly processMetrics?: boolean
+}
+
+/** `/v3storage.v1.WriteService/Write` → `WriteService/Write`: short, and the same on every node. */
+function methodName(path: string): string {
+  const slash = path.lastIndexOf('/')
+  const service = path.slice(1, slash)
+  return `${service.slice(service.lastIndexOf('.') + 1)}/${path.slice(slash + 1)}`
+}
+
+export function createServerMetrics(engine: StorageEngine, options: MetricsOptions = {}): ServerMetrics {
+  const registry = new Registry()
+  if (options.processMetrics ?? true) collectDefaultMetrics({ register: registry })
+  const registers = [registry]
+
+  const requests = new Counter({
+    name: 'v3_grpc_requests_total',
+    help: 'gRPC calls finished, by method and status code.',
+    labelNames: ['method', 'code'] as const,
+    registers,
+  })
+  const errors = new Counter({
+    name: 'v3_grpc_errors_total',
+    help: 'gRPC calls that ended with a status other than OK, by method and code.',
+    labelNames: ['method', 'code'] as const,
+    registers,
+  })
+  const latency = new Histogram({
+    name: 'v3_grpc_request_duration_seconds',
+    help: 'Time from the start of a call to its status, by method.',
+    labelNames: ['method'] as const,
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+    registers,
+  })
+  const rejected = new Counter({
+    name: 'v3_rejected_writes_total',
+    help: 'Write, WriteStream and Ingest calls that ended with an error, by status code.',
+    labelNames: ['code'] as const,
+    registers,
+  })
+  const gauge = (name: string, help: string) => new Gauge({ name, help, registers })
+  const series = gauge('v3_series', 'Series stored.')
+  const buffered = gauge('v3_buffered_points', 'Acknowledged points in the write buffer, not yet sealed into blocks.')
+  const hotBlocks = gauge('v3_hot_blocks', 'Blocks in the hot tier.')
+  const coldRuns = gauge('v3_cold_runs', 'Runs in the cold tier.')
+  const coldBlocks = gauge('v3_cold_blocks', 'Blocks stored in cold runs.')
+  const bytesOnDisk = gauge('v3_bytes_on_disk', 'Bytes of the database folder.')
+  const pointsWritten = new Counter({
+    name: 'v3_points_written_total',
+    help: 'Points written since the database was created (a rewrite of a timestamp counts again).',
+    registers,
+  })
+  const seriesWritten = new Counter({
+    name: 'v3_series_written_total',
+    help: 'Series entries in successful write calls since this process started.',
+    registers,
+  })
+  const properties = new Map(PROPERTY_GAUGES.map(([property, name, help]) => [property, gauge(name, help)]))
+  // The engine's points counter is persistent; the Prometheus counter follows it by increments.
+  let lastPointsWritten = 0
+
+  const interceptor: ServerInterceptor = (descriptor, call) => {
+    const method = methodName(descriptor.path)
+    const started = process.hrtime.bigint()
+    let done = false
+    const finish = (code: status): void => {
+      if (done) return
+      done = true
+      const name = status[code] ?? String(code)
+      requests.inc({ method, code: name })
+      latency.observe({ method }, Number(process.hrtime.bigint() - started) / 1e9)
+      if (code !== status.OK) {
+        errors.inc({ method, code: name })
+        if (WRITE_METHODS.has(method)) rejected.inc({ code: name })
+      }
+    }
+    return new ServerInterceptingCall(call, {
+      start: (next) => next({ onCancel: () => finish(status.CANCELLED) }),
+      sendMessage: (message: unknown, next) => {
+        // The write responses carry series_written; reading it here costs nothing on other calls.
+        if (method === 'WriteService/Write' || method === 'WriteService/WriteStream') {
+          const n = (message as { seriesWritten?: unknown } | null)?.seriesWritten
+          if (typeof n === 'number') seriesWritten.inc(n)
+        }
+        next(message)
+      },
+      sendStatus: (s, next) => {
+        finish(s.code ?? status.UNKNOWN)
+        next(s)
+      },
+    })
+  }
+
+  const refresh = async (): Promise<void> => {
+    const stats = await engine.stats()
+    series.set(stats.series)
+    buffered.set(stats.bufferedPoints)
+    hotBlocks.set(stats.hotBlocks)
+    coldRuns.set(stats.coldRuns)
+    coldBlocks.set(stats.coldBlocks)
+    bytesOnDisk.set(stats.bytesOnDisk)
+    if (stats.pointsWritten > lastPointsWritten) pointsWritten.inc(stats.pointsWritten - lastPointsWritten)
+    lastPointsWritten = stats.pointsWritten
+    const props = (await engine.properties?.()) ?? {}
+    for (const [property, g] of properties) {
+      const value = props[property]
+      if (value === undefined) g.reset()
+      else g.set(value)
+    }
+  }
+
+  return {
+    registry,
+    interceptor,
+    contentType: registry.contentType,
+    async render() {
+      await refresh()
+      return registry.metrics()
+    },
+  }
+}

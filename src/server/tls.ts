@@ -1,0 +1,38 @@
+/** Server TLS credentials from PEM files, with optional client-certificate checking (mutual TLS). */
+
+import { readFile } from 'node:fs/promises'
+import { ServerCredentials } from '@grpc/grpc-js'
+
+export interface TlsOptions {
+  /** PEM certificate chain the server presents, leaf first. */
+  readonly certFile: string
+  /** PEM private key of that certificate. */
+  readonly keyFile: string
+  /**
+   * PEM CA certificates that sign client certificates. When set, every client must present a
+   * certificate signed by one of them (mutual TLS); absent: clients need no certificate.
+   */
+  readonly clientCaFile?: string
+}
+
+async function readPem(what: string, path: string): Promise<Buffer> {
+  try {
+    return await readFile(path)
+  } catch (err) {
+    const reason = err instanceof Error ? err.message : String(err)
+    throw new Error(`cannot read TLS ${what} ${path}: ${reason}`, { cause: err })
+  }
+}
+
+/**
+ * Reads the files once, at start. A bad certificate or key is reported by grpc-js when the port is
+ * bound, which startServer turns into "cannot listen on …" with the cause.
+ */
+export async function tlsCredentials(tls: TlsOptions): Promise<ServerCredentials> {
+  const [cert, key, clientCa] = await Promise.all([
+    readPem('certificate', tls.certFile),
+    readPem('key', tls.keyFile),
+    tls.clientCaFile === undefined ? Promise.resolve(null) : readPem('client CA', tls.clientCaFile),
+  ])
+  return ServerCredentials.createSsl(clientCa, [{ cert_chain: cert, private_key: key }], clientCa !== null)
+}

@@ -1,0 +1,90 @@
+/**
+ * How the server meets the network: HTTP/2 settings (keepalive, concurrent streams) and the rule
+ * that decides whether an address may be served without TLS and tokens.
+ */
+
+import type { ServerOptions as GrpcServerOptions } from '@grpc/grpc-js'
+
+export const TRANSPORT_DEFAULTS = {
+  /**
+   * Five minutes between keepalive pings on an idle connection: often enough to notice a client
+   * that vanished without closing (a Subscribe stream would otherwise hold its resources for the
+   * two hours of TCP's own keepalive), rare enough to cost nothing.
+   */
+  keepaliveTimeMs: 5 * 60_000,
+  /** A ping unanswered this long closes the connection and cancels its calls. */
+  keepaliveTimeoutMs: 20_000,
+  /**
+   * Calls one connection may have open at once. HTTP/2's default is unbounded; a bound keeps one
+   * client from holding unlimited handler memory. Well above what a pooled client needs.
+   */
+  maxConcurrentStreams: 1000,
+} as const
+
+export interface TransportOptions {
+  /** Idle time after which the server pings a connection, in ms. Default 5 min. */
+  readonly keepaliveTimeMs?: number
+  /** How long a ping may go unanswered before the connection is closed, in ms. Default 20 s. */
+  readonly keepaliveTimeoutMs?: number
+  /** Calls open at once on one connection; more wait for a free slot. Default 1000. */
+  readonly maxConcurrentStreams?: number
+}
+
+function positive(name: string, value: number): number {
+  if (!Number.isSafeInteger(value) || value <= 0) {
+    throw new RangeError(`${name} must be a positive integer, got ${value}`)
+  }
+  return value
+}
+
+/** grpc-js server options for the transport settings, defaults filled in. */
+export function transportChannelOptions(options: TransportOptions): GrpcServerOptions {
+  return {
+    'grpc.keepalive_time_ms': positive(
+      'keepaliveTimeMs',
+      options.keepaliveTimeMs ?? TRANSPORT_DEFAULTS.keepaliveTimeMs,
+    ),
+    'grpc.keepalive_timeout_ms': positive(
+      'keepaliveTimeoutMs',
+      options.keepaliveTimeoutMs ?? TRANSPORT_DEFAULTS.keepaliveTimeoutMs,
+    ),
+    'grpc.max_concurrent_streams': positive(
+      'maxConcurrentStreams',
+      options.maxConcurrentStreams ?? TRANSPORT_DEFAULTS.maxConcurrentStreams,
+    ),
+  }
+}
+
+/** True for addresses only this machine can reach: localhost, 127.0.0.0/8 and ::1. */
+export function isLoopbackHost(host: string): boolean {
+  const h = host.toLowerCase().replace(/^\[(.*)\]$/, '$1')
+  return h === 'localhost' || h === '::1' || /^(::ffff:)?127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h)
+}
+
+export interface Exposure {
+  readonly host: string
+  readonly listen: string
+  readonly tls: boolean
+  readonly tokens: boolean
+  readonly insecure: boolean
+}
+
+/**
+ * Refuses to serve a reachable address without both TLS and tokens unless told to (insecure):
+ * a storage node on 0.0.0.0 by mistake would otherwise hand every series to anyone on the network.
+ * Returns the warning to log when the insecure escape hatch is what lets the start go on.
+ */
+export function checkExposure(e: Exposure): string | undefined {
+  if (isLoopbackHost(e.host) || (e.tls && e.tokens)) return undefined
+  const missing = [
+    ...(e.tls ? [] : ['TLS (--tls-cert and --tls-key)']),
+    ...(e.tokens ? [] : ['bearer tokens (--tokens-file)']),
+  ]
+  if (!e.insecure) {
+    throw new Error(
+      `refusing to serve ${e.listen} without ${missing.join(' and ')}: it is not a loopback address; ` +
+        `add ${missing.join(' and ')}, or pass --insecure to serve it anyway`,
+    )
+  }
+  return `serving ${e.listen} without ${missing.join(' and ')} because --insecure was given`
+}

@@ -1,0 +1,283 @@
+// The client commands against real `v3 serve` processes: import (both error modes, gzip, wide),
+// export then import into an empty server, query output formats and syntax errors, series, stats,
+// and migrate between a server and data folders with count verification.
+import assert from 'node:assert/strict'
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { after, before, describe, test } from 'node:test'
+import { gzipSync } from 'node:zlib'
+import type { V3Client } from '../../src/client/index.js'
+import { runV3 } from './cli-run.js'
+import { makeDataDir, removeDataDir, type ServerProcess, startServerProcess } from './server-process.js'
+
+const T0 = Date.UTC(2026, 0, 1)
+const ALL = { startMs: T0 - 86_400_000, endMs: T0 + 86_400_000 }
+
+/** Every point of every series of the metrics, as comparable plain data. */
+async function dump(client: V3Client, metrics: string[]): Promise<string[]> {
+  const out: string[] = []
+  for (const metric of metrics) {
+    for (const s of await client.query({ selector: { metric }, ...ALL })) {
+      const tags = [...s.tags].map((t) => `${t.key}=${t.value}`).join(',')
+      for (let i = 0; i < s.timestamps.length; i++) out.push(`${metric}{${tags}} ${s.timestamps[i]} ${s.values[i]}`)
+    }
+  }
+  return out.sort()
+}
+
+describe('v3 client commands', () => {
+  let a: ServerProcess
+  let b: ServerProcess
+  let dir: string
+
+  before(async () => {
+    ;[a, b] = await Promise.all([startServerProcess(), startServerProcess()])
+    dir = await mkdtemp(join(tmpdir(), 'v3-cli-'))
+  })
+
+  after(async () => {
+    for (const s of [a, b]) {
+      assert.equal((await s.stop()).code, 0, s.stderr())
+      await removeDataDir(s.dataDir)
+    }
+    await rm(dir, { recursive: true, force: true })
+  })
+
+  test('import --on-error abort stops at the first bad row, naming its line, and keeps the rows before it', async () => {
+    const csv = [
+      'metric,timestamp,value,host',
+      `ab_cpu,${T0},1,a`,
+      `ab_cpu,${T0 + 1000},2,a`,
+      `ab_cpu,${T0 + 2000},oops,a`,
+      `ab_cpu,${T0 + 3000},4,a`,
+    ].join('\n')
+    await writeFile(join(dir, 'abort.csv'), csv)
+    const r = await runV3(['import', join(dir, 'abort.csv'), '--server', a.address])
+    assert.equal(r.code, 1, r.stderr)
+    assert.match(r.stderr, /stopped at line 4: value "oops" is not a finite number/)
+    assert.match(r.stderr, /2 points written from 2 rows, 1 rows rejected/)
+    const got = await a.client.query({ selector: { metric: 'ab_cpu' }, ...ALL })
+    assert.deepEqual([...(got[0]?.values ?? [])], [1, 2])
+  })
+
+  test('import --on-error skip reports every bad row with its line and writes the rest', async () => {
+    const csv = [
+      'metric,timestamp,value,host,region',
+      `sk_cpu,${T0},1,a,eu`,
+      `sk_cpu,not-a-time,2,a,eu`,
+      `sk_cpu,2026-01-01T00:00:05Z,3,a,`,
+      `9bad,${T0},4,a,eu`,
+      `sk_cpu,${T0},5,b`,
+      `sk_cpu,${T0 + 9000},6,"b,c",eu`,
+    ].join('\r\n')
+    await writeFile(join(dir, 'skip.csv'), csv)
+    const r = await runV3(['import', join(dir, 'skip.csv'), '--server', a.address, '--on-error', 'skip'])
+    assert.equal(r.code, 1, r.stderr)
+    assert.match(r.stderr, /line 3: timestamp "not-a-time" is neither/)
+    assert.match(r.stderr, /line 5: metric "9bad"/)
+    assert.match(r.stderr, /line 6: expected 5 fields, found 4/)
+    assert.match(r.stderr, /3 points written from 3 rows, 3 rows rejected/)
+    const series = await a.client.listSeries({ metric: 'sk_cpu' })
+    assert.deepEqual(series.map((s) => s.tags.map((t) => `${t.key}=${t.value}`).join(',')).sort(), [
+      'host=a',
+      'host=a,region=eu',
+      'host=b,c,region=eu',
+    ])
+  })
+
+  test('import reads gzip and the wide format, from stdin', async () => {
+    const csv = [
+      'timestamp,host,wd_cpu,wd_mem',
+      `${T0 / 1000},a,1,10`,
+      `${T0 / 1000 + 10},a,,11`,
+      `${T0 / 1000},,3,`,
+    ].join('\n')
+    const r = await runV3(['import', '-', '--wide', '--tags', 'host', '--precision', 's', '--server', a.address], {
+      stdin: gzipSync(csv),
+    })
+    assert.equal(r.code, 0, r.stderr)
+    assert.deepEqual(
+      await dump(a.client, ['wd_cpu', 'wd_mem']),
+      [
+        `wd_cpu{host=a} ${T0} 1`,
+        `wd_cpu{} ${T0} 3`,
+        `wd_mem{host=a} ${T0 + 10_000} 11`,
+        `wd_mem{host=a} ${T0} 10`,
+      ].sort(),
+    )
+  })
+
+  test('export then import into an empty server gives identical data, long and wide', async () => {
+    const series = []
+    for (let h = 0; h < 5; h++) {
+      for (const metric of ['rt_cpu', 'rt_mem']) {
+        const timestamps = Array.from({ length: 200 }, (_, i) => T0 + i * 10_000 + h)
+        series.push({
+          metric,
+          tags: h === 0 ? { host: `h${h}` } : { host: `h${h}`, dc: h % 2 ? 'eu' : 'us,"x"' },
+          timestamps,
+          values: timestamps.map((_, i) => Math.sin(i + h) * 1e6 + i / 3),
+        })
+      }
+    }
+    await a.client.write(series)
+    const expected = await dump(a.client, ['rt_cpu', 'rt_mem'])
+    assert.equal(expected.length, 2000)
+
+    const exported = await runV3(['export', 'rt_cpu', 'rt_mem', '--server', a.address, '--output', join(dir, 'rt.csv')])
+    assert.equal(exported.code, 0, exported.stderr)
+    assert.match(exported.stderr, /2000 points/)
+    const imported = await runV3(['import', join(dir, 'rt.csv'), '--server', b.address])
+    assert.equal(imported.code, 0, imported.stderr)
+    assert.deepEqual(await dump(b.client, ['rt_cpu', 'rt_mem']), expected)
+
+    await b.client.deleteSeries({ selector: { metric: 'rt_cpu' } })
+    await b.client.deleteSeries({ selector: { metric: 'rt_mem' } })
+    const wide = await runV3(['export', 'rt_cpu', 'rt_mem', '--wide', '--server', a.address])
+    assert.equal(wide.code, 0, wide.stderr)
+    assert.match(wide.stdout, /^timestamp,dc,host,rt_cpu,rt_mem\n/)
+    const tags = /--tags '([^']*)'/.exec(wide.stderr)?.[1]
+    assert.equal(tags, 'dc,host')
+    const back = await runV3(['import', '-', '--wide', '--tags', tags ?? '', '--server', b.address], {
+      stdin: Buffer.from(wide.stdout),
+    })
+    assert.equal(back.code, 0, back.stderr)
+    assert.deepEqual(await dump(b.client, ['rt_cpu', 'rt_mem']), expected)
+  })
+
+  test('query prints a table, CSV or JSON, and points at a syntax error', async () => {
+    await a.client.write([
+      { metric: 'q_cpu', tags: { host: 'a', region: 'eu-west' }, timestamps: [T0, T0 + 60_000], values: [1.5, 20] },
+      { metric: 'q_cpu', tags: { host: 'b', region: 'us-east' }, timestamps: [T0], values: [7] },
+    ])
+    const range = ['--start', '2026-01-01T00:00:00Z', '--end', '2026-01-01T01:00:00Z', '--server', a.address]
+    const table = await runV3(['query', 'q_cpu{region=~"eu-.*"}', ...range])
+    assert.equal(table.code, 0, table.stderr)
+    assert.equal(
+      table.stdout,
+      [
+        'metric  host  region   time                      value',
+        'q_cpu   a     eu-west  2026-01-01T00:00:00.000Z    1.5',
+        'q_cpu   a     eu-west  2026-01-01T00:01:00.000Z     20',
+        '',
+      ].join('\n'),
+    )
+    const csv = await runV3([
+      'query',
+      'q_cpu',
+      '--agg',
+      'max',
+      '--step',
+      '1h',
+      '--group-by',
+      'region',
+      '--format',
+      'csv',
+      ...range,
+    ])
+    assert.equal(csv.stdout, `metric,timestamp,value,region\nq_cpu,${T0},20,eu-west\nq_cpu,${T0},7,us-east\n`)
+    const json = await runV3(['query', 'q_cpu{host!="a"}', '--format', 'json', ...range])
+    assert.deepEqual(JSON.parse(json.stdout), [
+      { metric: 'q_cpu', tags: { host: 'b', region: 'us-east' }, points: [[T0, 7]] },
+    ])
+    const bad = await runV3(['query', 'q_cpu{host="a",region=~eu}', ...range])
+    assert.equal(bad.code, 2)
+    assert.equal(
+      bad.stderr.trimEnd(),
+      [
+        'v3: bad selector at column 24: expected a quoted value, found "e"',
+        '  q_cpu{host="a",region=~eu}',
+        `  ${' '.repeat(23)}^`,
+      ].join('\n'),
+    )
+  })
+
+  test('series lists series as selectors; stats prints statistics', async () => {
+    await a.client.write([{ metric: 'ls_up', tags: { job: 'api', zone: 'z"1' }, timestamps: [T0], values: [1] }])
+    const series = await runV3(['series', 'ls_up', '--server', a.address])
+    assert.equal(series.stdout, 'ls_up{job="api",zone="z\\"1"}\n')
+    const stats = await runV3(['stats', '--format', 'json', '--server', a.address])
+    const parsed = JSON.parse(stats.stdout) as { series: number; pointsWritten: number }
+    assert.ok(parsed.series >= 1 && parsed.pointsWritten >= 1)
+    const table = await runV3(['stats', '--server', a.address])
+    assert.match(table.stdout, /^series\s+\d+$/m)
+  })
+
+  test('migrate copies server → folder → server and verifies counts per series', async () => {
+    const timestamps = Array.from({ length: 500 }, (_, i) => T0 + i * 1000)
+    await a.client.write(
+      ['x', 'y', 'z'].map((host) => ({
+        metric: 'mg_load',
+        tags: { host },
+        timestamps,
+        values: timestamps.map((t) => t % 97),
+      })),
+    )
+    const folder = await makeDataDir()
+    try {
+      const out = await runV3(['migrate', '--from', a.address, '--to', folder, 'mg_load{host!="z"}'])
+      assert.equal(out.code, 0, out.stderr)
+      assert.match(out.stderr, /copied 1000 points of 2 series/)
+      assert.match(out.stderr, /verified/)
+      const noSelector = await runV3(['migrate', '--from', a.address, '--to', folder])
+      assert.equal(noSelector.code, 2)
+      assert.match(noSelector.stderr, /a server source needs at least one selector/)
+      const back = await runV3([
+        'migrate',
+        '--from',
+        folder,
+        '--to',
+        b.address,
+        '--start',
+        String(T0),
+        '--end',
+        String(T0 + 100_000),
+      ])
+      assert.equal(back.code, 0, back.stderr)
+      assert.match(back.stderr, /copied 200 points of 2 series/)
+      const got = await b.client.query({
+        selector: { metric: 'mg_load' },
+        ...ALL,
+        aggregation: { func: 'count', groupBy: ['host'] },
+      })
+      assert.deepEqual(
+        got.map((s) => [s.tags[0]?.value, s.values[0]]),
+        [
+          ['x', 100],
+          ['y', 100],
+        ],
+      )
+    } finally {
+      await removeDataDir(folder)
+    }
+  })
+
+  test('import of a large file keeps the importer in bounded memory', async () => {
+    // 1,000,000 rows (about 45 MB) over 100 series.
+    const path = join(dir, 'large.csv')
+    const lines = ['metric,timestamp,value,host,region']
+    const chunks: string[] = []
+    for (let i = 0; i < 1_000_000; i++) {
+      lines.push(`lg_cpu,${T0 + Math.floor(i / 100) * 1000},${(i % 1000) + 0.25},host-${i % 100},region-${i % 7}`)
+      if (lines.length === 50_000) chunks.push(`${lines.splice(0).join('\n')}\n`)
+    }
+    chunks.push(`${lines.join('\n')}\n`)
+    await writeFile(path, chunks.join(''))
+    // A 48 MiB heap could not hold the file's text, let alone its rows: an importer whose memory
+    // grew with the file would die here. Node with tsx alone is about 120 MiB resident.
+    const r = await runV3(['import', path, '--server', a.address], {
+      env: { NODE_OPTIONS: '--max-old-space-size=48' },
+    })
+    assert.equal(r.code, 0, r.stderr)
+    assert.match(r.stderr, /1000000 points written from 1000000 rows, 0 rows rejected/)
+    assert.ok(r.peakRssBytes > 0, 'peak RSS was sampled')
+    assert.ok(r.peakRssBytes < 200 * 1024 * 1024, `importer peak RSS ${(r.peakRssBytes / 1048576).toFixed(0)} MiB`)
+    const count = await a.client.query({
+      selector: { metric: 'lg_cpu' },
+      ...ALL,
+      aggregation: { func: 'count', mergeSeries: true },
+    })
+    assert.equal(count[0]?.values[0], 1_000_000)
+  })
+})

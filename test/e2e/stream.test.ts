@@ -1,0 +1,318 @@
+// WriteStream, Ingest and Subscribe against real `v3 serve` processes.
+import assert from 'node:assert/strict'
+import { readFile } from 'node:fs/promises'
+import { after, before, describe, test } from 'node:test'
+import { Client, credentials, Metadata, type ServiceError, status } from '@grpc/grpc-js'
+import { IngestResponse, StreamServiceService } from '../../gen/v3storage/v1/stream_service.js'
+import { WriteServiceService, WriteStreamResponse } from '../../gen/v3storage/v1/write_service.js'
+import { BatchingWriter, V3ClientError } from '../../src/client/index.js'
+import type { SeriesPoints } from '../../src/model/types.js'
+import { encodeIngestRequest } from '../../src/wire/ingest-codec.js'
+import { encodeWriteRequest } from '../../src/wire/series-codec.js'
+import { removeDataDir, type ServerProcess, startServerProcess } from './server-process.js'
+
+const T0 = Date.UTC(2026, 0, 1)
+const identity = (b: Buffer): Buffer => b
+// Several servers run at once here; each would otherwise claim the default metrics port.
+const ARGS = ['--http-listen', 'off']
+
+/** One message of `n` points of series `metric{k=key}`, timestamps T0 + (base + i) * 1000. */
+function message(metric: string, key: string, base: number, n: number): Buffer {
+  const timestamps = Array.from({ length: n }, (_, i) => T0 + (base + i) * 1000)
+  return encodeWriteRequest([{ metric, tags: [{ key: 'k', value: key }], timestamps, values: timestamps }], 0)
+}
+
+async function count(server: ServerProcess, metric: string): Promise<Map<string, number[]>> {
+  const got = await server.client.query({ selector: { metric }, startMs: 0, endMs: T0 + 1e10 })
+  return new Map(got.map((s) => [s.tags.map((t) => t.value).join(','), Array.from(s.timestamps)]))
+}
+
+function writeStream(address: string, messages: readonly Buffer[]): Promise<WriteStreamResponse> {
+  const raw = new Client(address, credentials.createInsecure())
+  return new Promise<WriteStreamResponse>((resolve, reject) => {
+    const call = raw.makeClientStreamRequest(
+      WriteServiceService.writeStream.path,
+      identity,
+      (b: Buffer) => WriteStreamResponse.decode(b),
+      new Metadata(),
+      {},
+      (err: ServiceError | null, res?: WriteStreamResponse) => (err || !res ? reject(err) : resolve(res)),
+    )
+    for (const m of messages) call.write(m)
+    call.end()
+  }).finally(() => raw.close())
+}
+
+describe('streams against v3 serve', () => {
+  let server: ServerProcess
+  before(async () => {
+    server = await startServerProcess({ args: ARGS })
+  })
+  after(async () => {
+    await server.stop()
+    await removeDataDir(server.dataDir)
+  })
+
+  test('WriteStream answers totals once every point is durable', async () => {
+    const messages = Array.from({ length: 40 }, (_, i) => message('ws', String(i % 4), i * 100, 100))
+    const res = await writeStream(server.address, messages)
+    assert.deepEqual(res, { pointsWritten: 4000, seriesWritten: 40 })
+    const stored = await count(server, 'ws')
+    assert.equal(
+      [...stored.values()].reduce((n, ts) => n + ts.length, 0),
+      4000,
+    )
+  })
+
+  test('WriteStream: a bad message ends the stream naming it; those before stay, none after is stored', async () => {
+    const messages = Array.from({ length: 10 }, (_, i) => message('wsbad', String(i), i * 10, 10))
+    messages[5] = encodeWriteRequest(
+      [{ metric: 'wsbad', tags: [{ key: '9bad', value: 'x' }], timestamps: [T0], values: [1] }],
+      0,
+    )
+    const err = (await writeStream(server.address, messages).then(
+      () => assert.fail('the stream succeeded'),
+      (e: unknown) => e,
+    )) as ServiceError
+    assert.equal(err.code, status.INVALID_ARGUMENT)
+    assert.match(err.details, /messages\[5\]\.series\[0\]\.tags\[0\]\.key/)
+    const stored = await count(server, 'wsbad')
+    assert.deepEqual([...stored.keys()].sort(), ['0', '1', '2', '3', '4'])
+  })
+
+  test('Ingest acknowledges cumulatively, never ahead of durable data, and reports rejections without ending', async () => {
+    const raw = new Client(server.address, credentials.createInsecure())
+    const call = raw.makeBidiStreamRequest(
+      StreamServiceService.ingest.path,
+      identity,
+      (b: Buffer) => IngestResponse.decode(b),
+      new Metadata(),
+      {},
+    )
+    const acks: IngestResponse[] = []
+    const checks: Promise<void>[] = []
+    const done = new Promise<void>((resolve, reject) => {
+      call.on('data', (ack: IngestResponse) => {
+        acks.push(ack)
+        // Everything up to durable_through (but a rejection) must be readable the moment it is acknowledged.
+        const through = ack.durableThrough
+        checks.push(
+          count(server, 'ing').then((stored) => {
+            for (let seq = 1; seq <= through; seq++) {
+              if (seq === 7) continue
+              assert.equal(stored.get(String(seq))?.length, 50, `sequence ${seq} acknowledged but not stored`)
+            }
+          }),
+        )
+      })
+      call.on('error', reject)
+      call.on('end', resolve)
+    })
+    for (let seq = 1; seq <= 20; seq++) {
+      const write =
+        seq === 7
+          ? encodeWriteRequest([{ metric: 'ing', tags: [], timestamps: [T0, T0 + 1], values: [1, Number.NaN] }], 0)
+          : message('ing', String(seq), seq * 50, 50)
+      call.write(encodeIngestRequest(seq, write))
+    }
+    call.end()
+    await done
+    await Promise.all(checks)
+    raw.close()
+    const throughs = acks.map((a) => a.durableThrough)
+    assert.deepEqual(
+      throughs,
+      [...throughs].sort((a, b) => a - b),
+    )
+    assert.equal(throughs.at(-1), 20)
+    const rejected = acks.filter((a) => a.rejectedSequence > 0)
+    assert.equal(rejected.length, 1)
+    assert.equal(rejected[0]?.rejectedSequence, 7)
+    assert.equal(rejected[0]?.error?.code, status.INVALID_ARGUMENT)
+    assert.match(rejected[0]?.error?.field ?? '', /series\[0\]\.values/)
+  })
+
+  test('a subscriber sees exactly the matching points written after it subscribed, once each', async () => {
+    await server.client.write([{ metric: 'sub', tags: { host: 'a' }, timestamps: [T0], values: [-1] }])
+    const subscription = server.client.subscribe({
+      metric: 'sub',
+      matchers: [{ key: 'host', value: 'a|b', op: 'regex' }],
+    })
+    await subscription.live
+    const writer = new BatchingWriter(server.address, { batchPoints: 700 })
+    for (let i = 1; i <= 5000; i++) {
+      writer.write('sub', { host: ['a', 'b', 'c'][i % 3] as string }, T0 + i, i)
+      writer.write('other', { host: 'a' }, T0 + i, i)
+    }
+    await writer.close()
+    const seen = new Map<string, number[]>()
+    let total = 0
+    const expected = 5000 - Math.floor((5000 + 1) / 3)
+    for await (const batch of subscription) {
+      for (const s of batch) {
+        assert.equal(s.metric, 'sub')
+        const host = s.tags.find((t) => t.key === 'host')?.value ?? ''
+        const list = seen.get(host) ?? []
+        list.push(...s.values)
+        seen.set(host, list)
+        total += s.values.length
+      }
+      if (total >= expected) break
+    }
+    assert.deepEqual([...seen.keys()].sort(), ['a', 'b'])
+    for (const [host, values] of seen) {
+      const want = Array.from({ length: 5000 }, (_, i) => i + 1).filter((i) => i % 3 === (host === 'a' ? 0 : 1))
+      assert.deepEqual(
+        [...values].sort((x, y) => x - y),
+        want,
+      )
+    }
+    assert.equal(total, expected)
+  })
+
+  test('since_ms replays stored points, then live ones, without gaps or duplicates', async () => {
+    const stored = Array.from({ length: 3000 }, (_, i) => T0 + i)
+    await server.client.write([{ metric: 'replay', tags: { h: 'x' }, timestamps: stored, values: stored }])
+    // Writes keep going while the subscription starts, so some land between listener and replay.
+    const writer = new BatchingWriter(server.address, { batchPoints: 50, flushIntervalMs: 1 })
+    let next = 3000
+    let writing = true
+    const background = (async () => {
+      while (writing) {
+        for (let i = 0; i < 50; i++, next++) writer.write('replay', { h: 'x' }, T0 + next, T0 + next)
+        await new Promise((resolve) => setTimeout(resolve, 1))
+      }
+      await writer.close()
+    })()
+    const subscription = server.client.subscribe({ metric: 'replay' }, { sinceMs: T0 + 1000 })
+    await subscription.live
+    await new Promise((resolve) => setTimeout(resolve, 200))
+    writing = false
+    await background
+    const want = next - 1000
+    const got: number[] = []
+    for await (const batch of subscription) {
+      for (const s of batch) got.push(...s.timestamps)
+      if (got.length >= want) break
+    }
+    assert.equal(got.length, want)
+    assert.equal(new Set(got).size, want, 'a point arrived twice')
+    assert.equal(Math.min(...got), T0 + 1000)
+    assert.equal(Math.max(...got), T0 + next - 1)
+  })
+
+  test('a slow subscriber is cut off with RESOURCE_EXHAUSTED while writes go on', async () => {
+    const raw = new Client(server.address, credentials.createInsecure())
+    const call = raw.makeServerStreamRequest(
+      StreamServiceService.subscribe.path,
+      StreamServiceService.subscribe.requestSerialize,
+      identity,
+      { selector: { metric: 'flood', matchers: [] }, sinceMs: 0 },
+      new Metadata(),
+      {},
+    )
+    const ended = new Promise<ServiceError>((resolve) => call.on('error', resolve))
+    const live = new Promise<void>((resolve) => call.once('data', () => resolve()))
+    await live
+    call.pause()
+    const writer = new BatchingWriter(server.address)
+    const started = performance.now()
+    for (let i = 0; i < 600_000; i++) {
+      if (!writer.write('flood', { s: String(i % 100) }, T0 + Math.floor(i / 100) * 1000, i))
+        await writer.whenWritable()
+    }
+    await writer.close()
+    const seconds = (performance.now() - started) / 1000
+    // The status travels behind the messages the server had sent already, so the client reads them first.
+    call.on('data', () => {})
+    call.resume()
+    const err = await ended
+    assert.equal(err.code, status.RESOURCE_EXHAUSTED)
+    assert.match(err.details, /fell behind/)
+    raw.close()
+    const stored = await count(server, 'flood')
+    assert.equal(
+      [...stored.values()].reduce((n, ts) => n + ts.length, 0),
+      600_000,
+    )
+    // Writes are not held back by the subscriber: well above 100k points/s even on a busy test machine.
+    assert.ok(600_000 / seconds > 100_000, `ingest ran at ${Math.round(600_000 / seconds)} points/s`)
+  })
+})
+
+describe('the batching writer across a server crash', () => {
+  test('kill -9 in the middle of an Ingest stream: after a restart every point is stored exactly once', async () => {
+    let server = await startServerProcess({ args: ARGS })
+    const dataDir = server.dataDir
+    let address = server.address
+    const rejections: unknown[] = []
+    const writer = new BatchingWriter(() => address, {
+      batchPoints: 2000,
+      retryDelayMs: 50,
+      onReject: (r) => rejections.push(r),
+    })
+    const total = 400_000
+    let peakRss = 0
+    try {
+      for (let i = 0; i < total; i++) {
+        // Each point is unique: series i % 50, timestamp by i / 50, value i.
+        if (!writer.write('crash', { s: String(i % 50) }, T0 + Math.floor(i / 50) * 1000, i))
+          await writer.whenWritable()
+        if (i === total / 2) {
+          // Crash once some batches are acknowledged and many are not (200,000 points are pending).
+          while (writer.acknowledgedThrough === 0) await new Promise((resolve) => setTimeout(resolve, 5))
+          assert.ok(writer.pending > 0, 'nothing was left in flight at the crash')
+          const status = await readFile(`/proc/${server.child.pid}/status`, 'utf8')
+          peakRss = Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? 0) / 1024
+          await server.kill()
+          server = await startServerProcess({ dataDir, args: ARGS })
+          address = server.address
+        }
+      }
+      await writer.close()
+      assert.deepEqual(rejections, [])
+      assert.equal(writer.pending, 0)
+      const got = await server.client.query({ selector: { metric: 'crash' }, startMs: 0, endMs: T0 + 1e10 })
+      const seen = new Set<number>()
+      let points = 0
+      for (const s of got as SeriesPoints[]) {
+        const series = Number(s.tags[0]?.value)
+        s.timestamps.forEach((t, j) => {
+          const value = s.values[j] as number
+          assert.equal(value % 50, series)
+          assert.equal(T0 + Math.floor(value / 50) * 1000, t)
+          seen.add(value)
+        })
+        points += s.timestamps.length
+      }
+      assert.equal(points, total)
+      assert.equal(seen.size, total)
+      assert.ok(peakRss > 0)
+    } finally {
+      writer.abort()
+      await server.kill()
+      await removeDataDir(dataDir)
+    }
+  })
+
+  test('a writer reports a rejected batch through flush() when no onReject is given', async () => {
+    const server = await startServerProcess({ args: ARGS })
+    const writer = new BatchingWriter(server.address)
+    try {
+      writer.write('bad metric', {}, T0, 1)
+      const err = await writer.flush().then(
+        () => assert.fail('flush succeeded'),
+        (e: unknown) => e,
+      )
+      assert.ok(err instanceof V3ClientError)
+      assert.equal(err.code, status.INVALID_ARGUMENT)
+      writer.write('good', {}, T0, 1)
+      await writer.close()
+      assert.equal((await count(server, 'good')).size, 1)
+    } finally {
+      writer.abort()
+      await server.stop()
+      await removeDataDir(server.dataDir)
+    }
+  })
+})

@@ -1,0 +1,115 @@
+// Configuration: file < environment < flag, validation naming the key and its source, defaults that
+// agree with the components' own, and a README table that lists every option.
+import assert from 'node:assert/strict'
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { test } from 'node:test'
+import { UsageError } from '../../src/cli/args.js'
+import { printConfig, SERVE_OPTIONS } from '../../src/cli/config.js'
+import { parseServeArgs } from '../../src/cli/serve.js'
+import { ENGINE_DEFAULTS } from '../../src/engine/config.js'
+import { DEFAULT_WRITE_LIMITS } from '../../src/model/limits.js'
+import { SERVER_DEFAULTS, TRANSPORT_DEFAULTS } from '../../src/server/server.js'
+
+const dir = mkdtempSync(join(tmpdir(), 'v3-config-'))
+function file(name: string, text: string): string {
+  const path = join(dir, name)
+  writeFileSync(path, text)
+  return path
+}
+
+test('a flag beats the environment, which beats the file', () => {
+  const yaml = file('v3.yaml', 'hot-window: 1h\nretention: 10d\nsync: off\nmax-points-per-query: 99\n')
+  const c = parseServeArgs(['--config', yaml, '--hot-window', '3h'], { V3_HOT_WINDOW: '2h', V3_RETENTION: '20d' })
+  assert.equal(c.engine.hotWindowMs, 3 * 3_600_000)
+  assert.equal(c.engine.retentionMs, 20 * 86_400_000)
+  assert.equal(c.engine.sync, 'off')
+  assert.equal(c.engine.maxPointsPerQuery, 99)
+  assert.equal(c.resolved.get('hot-window')?.source, 'flag')
+  assert.equal(c.resolved.get('retention')?.source, 'env')
+  assert.equal(c.resolved.get('sync')?.source, 'file')
+  const json = file('v3.json', '{"listen": "127.0.0.1:0", "allow-nan": true, "plugins": ["a.js"]}')
+  const j = parseServeArgs([], { V3_CONFIG: json })
+  assert.equal(j.listen, '127.0.0.1:0')
+  assert.equal(j.engine.limits?.allowNaN, true)
+  assert.deepEqual(j.plugins, ['a.js'])
+})
+
+test('an unknown key or a bad value stops the start, naming it and where it came from', () => {
+  const cases: Array<[string[], Record<string, string>, RegExp]> = [
+    [
+      ['--config', file('u.yaml', 'hot_window: 1h\n')],
+      {},
+      /unknown option "hot_window" in .*u\.yaml; did you mean hot-window\?/,
+    ],
+    [['--config', file('b.yaml', 'sync: sometimes\n')], {}, /sync in .*b\.yaml must be one of always, group, off/],
+    [['--config', file('d.yaml', 'hot-window: soon\n')], {}, /hot-window in .*d\.yaml must be a duration/],
+    [['--config', file('l.yaml', '- a\n- b\n')], {}, /must hold a mapping/],
+    [[], { V3_HOT_WINDOW: 'x' }, /V3_HOT_WINDOW must be a duration/],
+    [[], { V3_NO_SUCH: '1' }, /unknown environment variable V3_NO_SUCH/],
+    [['--log-level', 'loud'], {}, /--log-level must be one of trace/],
+    [['--tls-cert', 'c.pem'], {}, /--tls-cert and --tls-key go together/],
+    [['--http-listen', 'nowhere'], {}, /--http-listen must be host:port or off/],
+    [['--config', join(dir, 'missing.yaml')], {}, /cannot read the config file/],
+  ]
+  for (const [args, env, message] of cases) {
+    assert.throws(
+      () => parseServeArgs(args, env),
+      (err: unknown) => err instanceof UsageError && message.test(err.message),
+      `${args.join(' ')} ${JSON.stringify(env)}`,
+    )
+  }
+})
+
+test('defaults agree with the defaults of the engine, the server and the transport', () => {
+  const c = parseServeArgs([])
+  const e = c.engine
+  assert.deepEqual(
+    {
+      hotWindowMs: e.hotWindowMs,
+      retentionMs: e.retentionMs,
+      sync: e.sync,
+      sealIdleMs: e.sealIdleMs,
+      maxBufferedPoints: e.maxBufferedPoints,
+      sealIntervalMs: e.sealIntervalMs,
+      moveIntervalMs: e.moveIntervalMs,
+      retentionIntervalMs: e.retentionIntervalMs,
+      maxPointsPerQuery: e.maxPointsPerQuery,
+      queryConcurrency: e.queryConcurrency,
+      blockCacheBytes: e.blockCacheBytes,
+      resultCachePoints: e.resultCachePoints,
+      decodedCachePoints: e.decodedCachePoints,
+    },
+    { ...ENGINE_DEFAULTS },
+  )
+  assert.deepEqual({ ...e.limits }, { ...DEFAULT_WRITE_LIMITS })
+  assert.equal(c.listen, SERVER_DEFAULTS.listen)
+  assert.equal(c.maxMessageBytes, SERVER_DEFAULTS.maxMessageBytes)
+  assert.equal(c.streamChunkBytes, SERVER_DEFAULTS.streamChunkBytes)
+  assert.equal(c.shutdownTimeoutMs, SERVER_DEFAULTS.shutdownTimeoutMs)
+  assert.equal(c.keepaliveTimeMs, TRANSPORT_DEFAULTS.keepaliveTimeMs)
+  assert.equal(c.keepaliveTimeoutMs, TRANSPORT_DEFAULTS.keepaliveTimeoutMs)
+  assert.equal(c.maxConcurrentStreams, TRANSPORT_DEFAULTS.maxConcurrentStreams)
+})
+
+test('--print-config output loads back as a config file with the same values', () => {
+  const c = parseServeArgs(['--hot-window', '90m', '--plugins', 'a.js,b.js', '--allow-nan'], { V3_SYNC: 'always' })
+  const printed = printConfig(c.resolved)
+  assert.match(printed, /^hot-window: 90m {2}# flag$/m)
+  assert.match(printed, /^sync: always {2}# env$/m)
+  const again = parseServeArgs(['--config', file('printed.yaml', printed)])
+  for (const spec of SERVE_OPTIONS) {
+    assert.deepEqual(again.resolved.get(spec.key)?.value, c.resolved.get(spec.key)?.value, spec.key)
+  }
+})
+
+test('the README options table lists every option with its default', () => {
+  const readme = readFileSync(join(import.meta.dirname, '..', '..', 'README.md'), 'utf8')
+  for (const spec of SERVE_OPTIONS) {
+    const row = readme.split('\n').find((line) => line.startsWith(`| \`--${spec.key}`))
+    assert.ok(row, `README has no row for --${spec.key}`)
+    if (typeof spec.default === 'string')
+      assert.ok(row.includes(`\`${spec.default}\``), `README default of --${spec.key}`)
+  }
+})
