@@ -104,9 +104,16 @@ export class BatchingWriter {
   private readonly window: number
   private readonly highWaterMark: number
   private readonly precision: ProtoPrecision
-  /** The canonical text of a tags object, computed once per object the application passes. */
-  private readonly tagKeys = new WeakMap<object, string>()
-  private batch = new Map<string, SeriesBatch>()
+  /**
+   * A small number per distinct tag set, found by the identity of the object the application
+   * passes (computed once per object) and, for a new object, by the canonical text of its tags, so
+   * that equal tags in different objects land in the same series.
+   */
+  private readonly tagIds = new WeakMap<object, number>()
+  private readonly tagIdsByText = new Map<string, number>()
+  private nextTagId = 0
+  /** The batch being filled: metric -> tag-set number -> points. Two levels keep per-point work to two lookups. */
+  private batch = new Map<string, Map<number, SeriesBatch>>()
   private batchCount = 0
   private timer: NodeJS.Timeout | undefined
   private nextSequence = 1
@@ -158,16 +165,28 @@ export class BatchingWriter {
       throw toClientError(ValidationError.field('timestamp', `must be an integer, got ${timestamp}`))
     }
     if (typeof value !== 'number') throw toClientError(ValidationError.field('value', 'must be a number'))
-    let tagKey = this.tagKeys.get(tags)
-    if (tagKey === undefined) {
-      tagKey = JSON.stringify(tagList(tags).map((t) => [t.key, t.value]))
-      this.tagKeys.set(tags, tagKey)
+    let tagId = this.tagIds.get(tags)
+    if (tagId === undefined) {
+      const text = JSON.stringify(tagList(tags).map((t) => [t.key, t.value]))
+      tagId = this.tagIdsByText.get(text)
+      if (tagId === undefined) {
+        // Numbers are never reused, so forgetting texts (to bound memory) cannot merge two tag sets;
+        // it only lets one tag set take two numbers, which the server merges again.
+        if (this.tagIdsByText.size >= 1_000_000) this.tagIdsByText.clear()
+        tagId = this.nextTagId++
+        this.tagIdsByText.set(text, tagId)
+      }
+      this.tagIds.set(tags, tagId)
     }
-    const key = `${metric}\u0000${tagKey}`
-    let series = this.batch.get(key)
+    let perMetric = this.batch.get(metric)
+    if (perMetric === undefined) {
+      perMetric = new Map()
+      this.batch.set(metric, perMetric)
+    }
+    let series = perMetric.get(tagId)
     if (series === undefined) {
       series = { metric, tags: tagList(tags), timestamps: [], values: [] }
-      this.batch.set(key, series)
+      perMetric.set(tagId, series)
     }
     series.timestamps.push(timestamp)
     series.values.push(value)
@@ -226,7 +245,9 @@ export class BatchingWriter {
     clearTimeout(this.timer)
     this.timer = undefined
     if (this.batchCount === 0) return
-    const write = encodeWriteRequest([...this.batch.values()], this.precision)
+    const series: SeriesBatch[] = []
+    for (const perMetric of this.batch.values()) for (const one of perMetric.values()) series.push(one)
+    const write = encodeWriteRequest(series, this.precision)
     const sequence = this.nextSequence++
     this.unacknowledged.push({ sequence, message: encodeIngestRequest(sequence, write), points: this.batchCount })
     this.unacknowledgedPoints += this.batchCount
