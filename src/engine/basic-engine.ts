@@ -13,7 +13,7 @@ import type {
   WriteBatch,
   WriteResult,
 } from '../model/types.js'
-import { type NormalizedBatch, validateWriteBatch } from '../model/validate.js'
+import { type NormalizedBatch, ValidatedSeriesCache, validateWriteBatch } from '../model/validate.js'
 import { aggregate, filterValues, SUMMARIZABLE } from './aggregate.js'
 import { DecodedBlockCache, queryKey, ResultCache } from './caches.js'
 import {
@@ -94,6 +94,7 @@ export class BasicEngine implements StorageEngine, EngineCore {
 
   private state: State = 'new'
   private readonly jobs = new Mutex()
+  private readonly validated = new ValidatedSeriesCache()
   private readonly writeLatency = new LatencyRecorder()
   private readonly queryLatency = new LatencyRecorder()
   private queue: PendingWrite[] = []
@@ -153,7 +154,7 @@ export class BasicEngine implements StorageEngine, EngineCore {
   async write(batch: WriteBatch, ctx?: CallContext): Promise<WriteResult> {
     this.assertOpen()
     const started = performance.now()
-    const normalized = validateWriteBatch(batch, this.config.limits)
+    const normalized = validateWriteBatch(batch, this.config.limits, this.validated)
     checkSignal(ctx)
     // Backpressure: a producer faster than the sealer waits here instead of growing the buffer.
     if (this.head.bufferedPoints > 2 * this.config.maxBufferedPoints) await this.seal(false)

@@ -24,6 +24,33 @@ export interface NormalizedBatch {
 }
 
 /**
+ * Series identities already validated: for a frozen tags array (the wire decoder hands the same
+ * frozen array for the same series bytes) and a metric, the sorted tags and canonical key. A frozen
+ * array cannot change, so what passed once passes again; one cache per engine, whose limits it
+ * was checked against. Entries go with their arrays (a WeakMap).
+ */
+export class ValidatedSeriesCache {
+  private readonly known = new WeakMap<
+    readonly Tag[],
+    Map<string, { readonly tags: readonly Tag[]; readonly key: string }>
+  >()
+
+  get(metric: string, tags: readonly Tag[]): { readonly tags: readonly Tag[]; readonly key: string } | undefined {
+    return this.known.get(tags)?.get(metric)
+  }
+
+  set(metric: string, tags: readonly Tag[], sorted: readonly Tag[], key: string): void {
+    if (!Object.isFrozen(tags)) return
+    let byMetric = this.known.get(tags)
+    if (!byMetric) {
+      byMetric = new Map()
+      this.known.set(tags, byMetric)
+    }
+    byMetric.set(metric, { tags: sorted, key })
+  }
+}
+
+/**
  * A ValidationError lists at most this many violations. Validation stops collecting there, which
  * also bounds the work a request full of mistakes costs.
  */
@@ -59,7 +86,11 @@ interface ValidEntry extends Points {
  * found (up to MAX_VIOLATIONS), each with a field path such as `series[3].tags[0].key`. Either way
  * nothing of the request may be stored.
  */
-export function validateWriteBatch(batch: WriteBatch, limits: WriteLimits = DEFAULT_WRITE_LIMITS): NormalizedBatch {
+export function validateWriteBatch(
+  batch: WriteBatch,
+  limits: WriteLimits = DEFAULT_WRITE_LIMITS,
+  validated?: ValidatedSeriesCache,
+): NormalizedBatch {
   const entries = batch.series
   if (entries.length === 0) throw ValidationError.field('series', 'must contain at least one series')
   if (entries.length > limits.maxSeriesPerRequest) {
@@ -83,7 +114,7 @@ export function validateWriteBatch(batch: WriteBatch, limits: WriteLimits = DEFA
   const violations: FieldViolation[] = []
   const valid: ValidEntry[] = []
   for (let i = 0; i < entries.length && violations.length < MAX_VIOLATIONS; i++) {
-    const entry = validateEntry(entries[i]!, i, precision, limits, violations)
+    const entry = validateEntry(entries[i]!, i, precision, limits, violations, validated)
     if (entry !== undefined) valid.push(entry)
   }
   if (violations.length > 0) throw new ValidationError(violations.slice(0, MAX_VIOLATIONS))
@@ -97,8 +128,11 @@ function validateEntry(
   precision: Precision,
   limits: WriteLimits,
   violations: FieldViolation[],
+  validated: ValidatedSeriesCache | undefined,
 ): ValidEntry | undefined {
   const before = violations.length
+  const known = validated?.get(entry.metric, entry.tags)
+  if (known) return validatePoints(entry, i, precision, limits, violations, before, known.tags, known.key)
   const metricProblem = nameViolation(entry.metric, limits.maxNameBytes)
   if (metricProblem !== undefined) violations.push({ field: `series[${i}].metric`, description: metricProblem })
 
@@ -120,7 +154,23 @@ function validateEntry(
   }
   const sortedTags = sortTags(tags)
   if (hasAdjacentKeys(sortedTags)) reportDuplicateKeys(tags, i, violations)
+  const identityOk = violations.length === before
+  const key = canonicalSeriesKey(entry.metric, sortedTags)
+  if (identityOk) validated?.set(entry.metric, tags, sortedTags, key)
+  return validatePoints(entry, i, precision, limits, violations, before, sortedTags, key)
+}
 
+/** The points of an entry whose identity is valid (or already reported); the entry when all is well. */
+function validatePoints(
+  entry: SeriesWrite,
+  i: number,
+  precision: Precision,
+  limits: WriteLimits,
+  violations: FieldViolation[],
+  before: number,
+  sortedTags: readonly Tag[],
+  key: string,
+): ValidEntry | undefined {
   const timestamps = validateTimestamps(entry.timestamps, i, precision, violations)
   const values = validateValues(entry.values, i, limits.allowNaN, violations)
   const n = entry.timestamps.length
@@ -135,7 +185,7 @@ function validateEntry(
   return {
     metric: entry.metric,
     tags: sortedTags,
-    key: canonicalSeriesKey(entry.metric, sortedTags),
+    key,
     timestamps: timestamps.timestamps,
     values,
     order: timestamps.order,

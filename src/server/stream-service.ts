@@ -14,7 +14,12 @@ import {
 } from '../../gen/v3storage/v1/stream_service.js'
 import { ValidationError } from '../model/errors.js'
 import { decodeIngestEnvelope } from '../wire/ingest-codec.js'
-import { decodeWriteRequest, encodeSeriesList, type WireWriteRequest } from '../wire/series-codec.js'
+import {
+  decodeWriteRequest,
+  encodeSeriesList,
+  type SeriesHeaderCache,
+  type WireWriteRequest,
+} from '../wire/series-codec.js'
 import { type BoundContext, bindCallContext } from './call-context.js'
 import { selectorFromProto, writeBatchFromWire } from './convert.js'
 import { toStatus } from './errors.js'
@@ -29,13 +34,14 @@ interface IngestMessage {
   readonly write: Decoded<WireWriteRequest>
 }
 
-const decodeWrite = decodeSafely(decodeWriteRequest)
-
-function decodeIngest(bytes: Buffer): IngestMessage {
-  const envelope = decodeIngestEnvelope(bytes)
-  return {
-    sequence: envelope.sequence,
-    write: decodeWrite(Buffer.from(envelope.write.buffer, envelope.write.byteOffset, envelope.write.byteLength)),
+function ingestDecoder(headers: SeriesHeaderCache): (bytes: Buffer) => IngestMessage {
+  const decodeWrite = decodeSafely((bytes: Buffer) => decodeWriteRequest(bytes, headers))
+  return (bytes) => {
+    const envelope = decodeIngestEnvelope(bytes)
+    return {
+      sequence: envelope.sequence,
+      write: decodeWrite(Buffer.from(envelope.write.buffer, envelope.write.byteOffset, envelope.write.byteLength)),
+    }
   }
 }
 
@@ -43,13 +49,15 @@ function decodeIngest(bytes: Buffer): IngestMessage {
  * StreamService with Ingest's WriteRequest decoded by the hand-written codec and Subscribe's points
  * encoded by it, straight from the engine's typed arrays.
  */
-export const streamServiceDefinition = {
-  ...StreamServiceService,
-  ingest: { ...StreamServiceService.ingest, requestDeserialize: decodeSafely(decodeIngest) },
-  subscribe: {
-    ...StreamServiceService.subscribe,
-    responseSerialize: (response: SeriesListResponse): Buffer => encodeSeriesList(response.series),
-  },
+export function streamServiceDefinition(headers: SeriesHeaderCache) {
+  return {
+    ...StreamServiceService,
+    ingest: { ...StreamServiceService.ingest, requestDeserialize: decodeSafely(ingestDecoder(headers)) },
+    subscribe: {
+      ...StreamServiceService.subscribe,
+      responseSerialize: (response: SeriesListResponse): Buffer => encodeSeriesList(response.series),
+    },
+  }
 }
 
 export interface StreamService {

@@ -6,7 +6,7 @@ import {
 } from '../../gen/v3storage/v1/write_service.js'
 import { LimitError, ValidationError } from '../model/errors.js'
 import type { WriteResult } from '../model/types.js'
-import { decodeWriteRequest, type WireWriteRequest } from '../wire/series-codec.js'
+import { decodeWriteRequest, type SeriesHeaderCache, type WireWriteRequest } from '../wire/series-codec.js'
 import { bindCallContext } from './call-context.js'
 import { writeBatchFromWire } from './convert.js'
 import { type Decoded, decodeSafely, failureStatus, type HandlerDeps, unary, unwrap } from './handler-kit.js'
@@ -16,10 +16,13 @@ import { IN_FLIGHT_MESSAGES } from './stream-limits.js'
  * WriteService with Write and WriteStream decoded by the hand-written codec: it keeps nanosecond
  * timestamps beyond 2^53 exact (as bigint) and reads points straight into typed arrays.
  */
-export const writeServiceDefinition = {
-  ...WriteServiceService,
-  write: { ...WriteServiceService.write, requestDeserialize: decodeSafely(decodeWriteRequest) },
-  writeStream: { ...WriteServiceService.writeStream, requestDeserialize: decodeSafely(decodeWriteRequest) },
+export function writeServiceDefinition(headers: SeriesHeaderCache) {
+  const decode = decodeSafely((bytes: Buffer) => decodeWriteRequest(bytes, headers))
+  return {
+    ...WriteServiceService,
+    write: { ...WriteServiceService.write, requestDeserialize: decode },
+    writeStream: { ...WriteServiceService.writeStream, requestDeserialize: decode },
+  }
 }
 
 /** Names the message of a stream in a rejection: `messages[3].series[0].tags[1].key`. */

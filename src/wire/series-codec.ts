@@ -29,6 +29,27 @@ export interface WireSeriesInput {
   readonly values: ArrayLike<number>
 }
 
+/**
+ * Recently seen series headers (the metric and tag fields of a SeriesPoints, as bytes) with their
+ * decoded form. Writers send the same series again and again; a hit costs one latin1 slice and a
+ * lookup instead of decoding every string, and hands out the same frozen tags array each time,
+ * which lets validation remember that it already checked it. Bounded: cleared when full.
+ */
+export class SeriesHeaderCache {
+  private readonly entries = new Map<string, { readonly metric: string; readonly tags: Tag[] }>()
+  constructor(private readonly maxEntries = 100_000) {}
+
+  get(bytes: string): { readonly metric: string; readonly tags: Tag[] } | undefined {
+    return this.entries.get(bytes)
+  }
+
+  set(bytes: string, metric: string, tags: Tag[]): void {
+    if (this.entries.size >= this.maxEntries) this.entries.clear()
+    for (const tag of tags) Object.freeze(tag)
+    this.entries.set(bytes, { metric, tags: Object.freeze(tags) as Tag[] })
+  }
+}
+
 /** A WriteRequest: the series and the raw Precision enum number (0 when absent). */
 export interface WireWriteRequest {
   readonly series: WireSeries[]
@@ -185,7 +206,7 @@ interface Segment {
 interface SeriesLayout {
   readonly path: string
   metric: string
-  readonly tags: Tag[]
+  tags: Tag[]
   readonly timestamps: Segment[]
   readonly values: Segment[]
   timestampCount: number
@@ -212,7 +233,7 @@ function decodeTag(r: Reader, path: string): Tag {
 }
 
 /** First pass over one SeriesPoints: decodes metric and tags, locates and counts the points. */
-function layoutSeries(r: Reader, path: string): SeriesLayout {
+function layoutSeries(r: Reader, path: string, headers?: SeriesHeaderCache): SeriesLayout {
   const layout: SeriesLayout = {
     path,
     metric: '',
@@ -223,13 +244,39 @@ function layoutSeries(r: Reader, path: string): SeriesLayout {
     valueCount: 0,
   }
   const buf = r.buf
+  // The metric and tag fields usually lead the message: look their bytes up in the cache.
+  let headerKey: string | undefined
+  let headerEnd = r.pos
+  let shared = false
+  if (headers) {
+    headerEnd = headerSpanEnd(buf, r.pos, r.end)
+    if (headerEnd > r.pos) {
+      headerKey = buf.toString('latin1', r.pos, headerEnd)
+      const known = headers.get(headerKey)
+      if (known) {
+        layout.metric = known.metric
+        layout.tags = known.tags
+        shared = true
+        r.pos = headerEnd
+      }
+    }
+  }
+  let interleaved = false
   while (r.pos < r.end) {
+    const fieldStart = r.pos
     const tag = r.uint32(path)
     switch (tag) {
       case 0x0a:
+        if (fieldStart >= headerEnd) interleaved = true
         layout.metric = r.string(`${path}.metric`)
         break
       case 0x12: {
+        if (fieldStart >= headerEnd) interleaved = true
+        if (shared) {
+          // A tag after the cached header: the shared array stays as it is.
+          layout.tags = [...layout.tags]
+          shared = false
+        }
         const [start, end] = r.bytes(`${path}.tags`)
         layout.tags.push(decodeTag(new Reader(buf, start, end), `${path}.tags[${layout.tags.length}]`))
         break
@@ -267,6 +314,7 @@ function layoutSeries(r: Reader, path: string): SeriesLayout {
         r.skip(tag & 7, path)
     }
   }
+  if (headers && headerKey !== undefined && !shared && !interleaved) headers.set(headerKey, layout.metric, layout.tags)
   return layout
 }
 
@@ -362,7 +410,27 @@ function fillPoints(buf: Buffer, layouts: readonly SeriesLayout[]): WireSeries[]
   })
 }
 
-function decode(bytes: Uint8Array, withPrecision: boolean): WireWriteRequest {
+/** Where the leading run of metric (1) and tag (2) fields of a SeriesPoints ends; start when there is none. */
+function headerSpanEnd(buf: Buffer, start: number, end: number): number {
+  let p = start
+  while (p < end && (buf[p] === 0x0a || buf[p] === 0x12)) {
+    let len = 0
+    let shift = 0
+    let q = p + 1
+    for (;;) {
+      if (q >= end || shift > 28) return p
+      const b = buf[q++] as number
+      len += (b & 0x7f) * 2 ** shift
+      if (b < 0x80) break
+      shift += 7
+    }
+    if (q + len > end) return p
+    p = q + len
+  }
+  return p
+}
+
+function decode(bytes: Uint8Array, withPrecision: boolean, headers?: SeriesHeaderCache): WireWriteRequest {
   const buf = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
   const r = new Reader(buf, 0, buf.length)
   const layouts: SeriesLayout[] = []
@@ -372,7 +440,7 @@ function decode(bytes: Uint8Array, withPrecision: boolean): WireWriteRequest {
     if (tag === 0x0a) {
       const path = `series[${layouts.length}]`
       const [start, end] = r.bytes(path)
-      layouts.push(layoutSeries(new Reader(buf, start, end), path))
+      layouts.push(layoutSeries(new Reader(buf, start, end), path, headers))
     } else if (withPrecision && tag === 0x10) {
       precision = r.uint32('precision')
     } else {
@@ -383,8 +451,8 @@ function decode(bytes: Uint8Array, withPrecision: boolean): WireWriteRequest {
 }
 
 /** Decodes a WriteRequest (or WriteStreamRequest). Throws ValidationError naming the field when malformed. */
-export function decodeWriteRequest(bytes: Uint8Array): WireWriteRequest {
-  return decode(bytes, true)
+export function decodeWriteRequest(bytes: Uint8Array, headers?: SeriesHeaderCache): WireWriteRequest {
+  return decode(bytes, true, headers)
 }
 
 /** Decodes a QueryResponse, QueryStreamResponse or LatestResponse: their `series` field. */
