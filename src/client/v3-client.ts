@@ -33,7 +33,7 @@ import type {
   ValueFilter,
   WriteResult,
 } from '../model/types.js'
-import { decodeSeriesList, encodeWriteRequest, type WireSeries } from '../wire/series-codec.js'
+import { decodeSeriesList, encodeWriteRequest, SeriesHeaderCache, type WireSeries } from '../wire/series-codec.js'
 import { toClientError, type V3ClientError } from './errors.js'
 import { type LiveSubscription, openSubscription, type SubscribeOptions } from './subscribe.js'
 
@@ -229,10 +229,6 @@ function toSeriesPoints(s: WireSeries): SeriesPoints {
   return { metric: s.metric, tags: s.tags, timestamps, values: s.values }
 }
 
-function deserializeSeriesList(bytes: Buffer): SeriesPoints[] {
-  return decodeSeriesList(bytes).map(toSeriesPoints)
-}
-
 function identity(bytes: Buffer): Buffer {
   return bytes
 }
@@ -254,6 +250,10 @@ function channelCredentials(options: V3ClientOptions): ChannelCredentials {
  * fails with V3ClientError, which carries the gRPC status and, for bad input, the offending fields.
  */
 export class V3Client {
+  /** Series headers seen in answers: repeated series decode once (see SeriesHeaderCache). */
+  private readonly headers = new SeriesHeaderCache(10_000)
+  private readonly decodeList = (bytes: Buffer): SeriesPoints[] =>
+    decodeSeriesList(bytes, this.headers).map(toSeriesPoints)
   private readonly client: Client
   private readonly defaultTimeoutMs: number | undefined
   private readonly authorization: string | undefined
@@ -383,7 +383,7 @@ export class V3Client {
   /** Raw points sorted by timestamp, or aggregated buckets; series without points are left out. */
   query(request: QueryInput, options: CallOptions = {}): Promise<SeriesPoints[]> {
     const def = QueryServiceService.query
-    return this.unary(def.path, def.requestSerialize, deserializeSeriesList, queryToProto(request), options)
+    return this.unary(def.path, def.requestSerialize, this.decodeList, queryToProto(request), options)
   }
 
   /**
@@ -395,7 +395,7 @@ export class V3Client {
     const call: ClientReadableStream<SeriesPoints[]> = this.client.makeServerStreamRequest(
       def.path,
       def.requestSerialize,
-      deserializeSeriesList,
+      this.decodeList,
       queryToProto(request),
       this.metadata(),
       this.callOptions(options),
@@ -417,13 +417,7 @@ export class V3Client {
   /** The last point of every matching series. */
   latest(selector: SelectorInput, options: CallOptions = {}): Promise<SeriesPoints[]> {
     const def = QueryServiceService.latest
-    return this.unary(
-      def.path,
-      def.requestSerialize,
-      deserializeSeriesList,
-      { selector: selectorToProto(selector) },
-      options,
-    )
+    return this.unary(def.path, def.requestSerialize, this.decodeList, { selector: selectorToProto(selector) }, options)
   }
 
   async listSeries(selector: SelectorInput, options: CallOptions = {}): Promise<SeriesRef[]> {

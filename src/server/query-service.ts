@@ -10,7 +10,7 @@ import type {
 import { QueryServiceService } from '../../gen/v3storage/v1/query_service.js'
 import type { CallContext } from '../engine/storage-engine.js'
 import type { SeriesPoints } from '../model/types.js'
-import { encodeSeriesList } from '../wire/series-codec.js'
+import { type EncodedHeaderCache, encodeSeriesList } from '../wire/series-codec.js'
 import { bindCallContext } from './call-context.js'
 import { chunkSeries } from './chunking.js'
 import { queryFromProto, selectorFromProto, seriesRefToProto } from './convert.js'
@@ -21,19 +21,18 @@ export interface SeriesListResponse {
   readonly series: readonly SeriesPoints[]
 }
 
-function serializeSeriesList(response: SeriesListResponse): Buffer {
-  return encodeSeriesList(response.series)
-}
-
 /**
  * QueryService with the point-carrying responses encoded by the hand-written codec, straight from
- * the engine's typed arrays.
+ * the engine's typed arrays, copying the encoded metric and tags of series it has sent before.
  */
-export const queryServiceDefinition = {
-  ...QueryServiceService,
-  query: { ...QueryServiceService.query, responseSerialize: serializeSeriesList },
-  queryStream: { ...QueryServiceService.queryStream, responseSerialize: serializeSeriesList },
-  latest: { ...QueryServiceService.latest, responseSerialize: serializeSeriesList },
+export function queryServiceDefinition(headers: EncodedHeaderCache) {
+  const serialize = (response: SeriesListResponse): Buffer => encodeSeriesList(response.series, headers)
+  return {
+    ...QueryServiceService,
+    query: { ...QueryServiceService.query, responseSerialize: serialize },
+    queryStream: { ...QueryServiceService.queryStream, responseSerialize: serialize },
+    latest: { ...QueryServiceService.latest, responseSerialize: serialize },
+  }
 }
 
 export interface QueryHandlerDeps extends HandlerDeps {

@@ -3,7 +3,7 @@ import { Server, ServerCredentials, type ServerInterceptor } from '@grpc/grpc-js
 import { AdminServiceService } from '../../gen/v3storage/v1/admin_service.js'
 import { ClusterServiceService } from '../../gen/v3storage/v1/cluster_service.js'
 import type { StorageEngine } from '../engine/storage-engine.js'
-import { SeriesHeaderCache } from '../wire/series-codec.js'
+import { EncodedHeaderCache, SeriesHeaderCache } from '../wire/series-codec.js'
 import { adminServiceHandlers } from './admin-service.js'
 import { authInterceptor, loadTokens } from './auth.js'
 import { clusterServiceHandlers } from './cluster-service.js'
@@ -144,14 +144,15 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   const deps = { engine: options.engine, logger }
   // One cache of series headers for every write path of this server: writers repeat their series.
   const headers = new SeriesHeaderCache()
+  const encoded = new EncodedHeaderCache()
   server.addService(writeServiceDefinition(headers), writeServiceHandlers(deps))
-  server.addService(queryServiceDefinition, queryServiceHandlers({ ...deps, streamChunkBytes }))
+  server.addService(queryServiceDefinition(encoded), queryServiceHandlers({ ...deps, streamChunkBytes }))
   const streams = streamService({
     ...deps,
     streamChunkBytes,
     subscriberBufferPoints: options.subscriberBufferPoints,
   })
-  server.addService(streamServiceDefinition(headers), streams.handlers)
+  server.addService(streamServiceDefinition(headers, encoded), streams.handlers)
   server.addService(ClusterServiceService, clusterServiceHandlers({ ...deps, identity: () => identity }))
   server.addService(AdminServiceService, adminServiceHandlers(deps))
   const health = addIntrospection(server, [

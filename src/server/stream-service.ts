@@ -16,6 +16,7 @@ import { ValidationError } from '../model/errors.js'
 import { decodeIngestEnvelope } from '../wire/ingest-codec.js'
 import {
   decodeWriteRequest,
+  type EncodedHeaderCache,
   encodeSeriesList,
   type SeriesHeaderCache,
   type WireWriteRequest,
@@ -49,13 +50,13 @@ function ingestDecoder(headers: SeriesHeaderCache): (bytes: Buffer) => IngestMes
  * StreamService with Ingest's WriteRequest decoded by the hand-written codec and Subscribe's points
  * encoded by it, straight from the engine's typed arrays.
  */
-export function streamServiceDefinition(headers: SeriesHeaderCache) {
+export function streamServiceDefinition(headers: SeriesHeaderCache, encoded: EncodedHeaderCache) {
   return {
     ...StreamServiceService,
     ingest: { ...StreamServiceService.ingest, requestDeserialize: decodeSafely(ingestDecoder(headers)) },
     subscribe: {
       ...StreamServiceService.subscribe,
-      responseSerialize: (response: SeriesListResponse): Buffer => encodeSeriesList(response.series),
+      responseSerialize: (response: SeriesListResponse): Buffer => encodeSeriesList(response.series, encoded),
     },
   }
 }

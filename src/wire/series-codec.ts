@@ -50,6 +50,32 @@ export class SeriesHeaderCache {
   }
 }
 
+/**
+ * The encoded metric and tag fields of series a server sends again and again (the engine hands out
+ * the same tags array for a series every time), keyed by that array: a response copies the bytes
+ * instead of encoding every string. Entries go with their arrays (a WeakMap).
+ */
+export class EncodedHeaderCache {
+  private readonly known = new WeakMap<readonly Tag[], Map<string, Buffer>>()
+
+  get(metric: string, tags: readonly Tag[]): Buffer {
+    let byMetric = this.known.get(tags)
+    if (!byMetric) {
+      byMetric = new Map()
+      this.known.set(tags, byMetric)
+    }
+    let bytes = byMetric.get(metric)
+    if (!bytes) {
+      const sizes = seriesSizes({ metric, tags, timestamps: [], values: [] }, 'series')
+      const w = new Writer(Buffer.allocUnsafe(sizes.series))
+      writeHeader(w, { metric, tags }, sizes)
+      bytes = w.buf
+      byMetric.set(metric, bytes)
+    }
+    return bytes
+  }
+}
+
 /** A WriteRequest: the series and the raw Precision enum number (0 when absent). */
 export interface WireWriteRequest {
   readonly series: WireSeries[]
@@ -456,8 +482,8 @@ export function decodeWriteRequest(bytes: Uint8Array, headers?: SeriesHeaderCach
 }
 
 /** Decodes a QueryResponse, QueryStreamResponse or LatestResponse: their `series` field. */
-export function decodeSeriesList(bytes: Uint8Array): WireSeries[] {
-  return decode(bytes, false).series
+export function decodeSeriesList(bytes: Uint8Array, headers?: SeriesHeaderCache): WireSeries[] {
+  return decode(bytes, false, headers).series
 }
 
 /**
@@ -610,9 +636,7 @@ class Writer {
   }
 }
 
-function writeSeries(w: Writer, s: WireSeriesInput, sizes: Sizes): void {
-  w.buf[w.pos++] = 0x0a
-  w.varint(sizes.series)
+function writeHeader(w: Writer, s: { readonly metric: string; readonly tags: readonly Tag[] }, sizes: Sizes): void {
   w.string(0x0a, s.metric)
   s.tags.forEach((tag, i) => {
     w.buf[w.pos++] = 0x12
@@ -620,6 +644,17 @@ function writeSeries(w: Writer, s: WireSeriesInput, sizes: Sizes): void {
     w.string(0x0a, tag.key)
     w.string(0x12, tag.value)
   })
+}
+
+function writeSeries(w: Writer, s: WireSeriesInput, sizes: Sizes, header: Buffer | undefined): void {
+  w.buf[w.pos++] = 0x0a
+  w.varint(sizes.series)
+  if (header) {
+    header.copy(w.buf, w.pos)
+    w.pos += header.length
+  } else {
+    writeHeader(w, s, sizes)
+  }
   const n = s.values.length
   if (n === 0) return
   w.buf[w.pos++] = 0x1a
@@ -635,13 +670,20 @@ function writeSeries(w: Writer, s: WireSeriesInput, sizes: Sizes): void {
   w.doubles(s.values)
 }
 
-function encode(series: readonly WireSeriesInput[], precision: number): Buffer {
-  const sizes = series.map((s, i) => seriesSizes(s, `series[${i}]`))
+function encode(series: readonly WireSeriesInput[], precision: number, headers?: EncodedHeaderCache): Buffer {
+  const cached = headers ? series.map((s) => headers.get(s.metric, s.tags)) : undefined
+  const sizes = series.map((s, i) => {
+    const header = cached?.[i]
+    // With the header's bytes known, only the points are sized.
+    if (!header) return seriesSizes(s, `series[${i}]`)
+    const points = seriesSizes({ metric: '', tags: [], timestamps: s.timestamps, values: s.values }, `series[${i}]`)
+    return { tags: [], timestamps: points.timestamps, series: header.length + points.series }
+  })
   let total = precision !== 0 ? 1 + varintSize(precision) : 0
   for (const size of sizes) total += 1 + varintSize(size.series) + size.series
   const w = new Writer(Buffer.allocUnsafe(total))
   series.forEach((s, i) => {
-    writeSeries(w, s, sizes[i]!)
+    writeSeries(w, s, sizes[i]!, cached?.[i])
   })
   if (precision !== 0) {
     w.buf[w.pos++] = 0x10
@@ -660,8 +702,8 @@ export function encodeWriteRequest(series: readonly WireSeriesInput[], precision
 }
 
 /** Encodes a QueryResponse, QueryStreamResponse or LatestResponse. */
-export function encodeSeriesList(series: readonly WireSeriesInput[]): Buffer {
-  return encode(series, 0)
+export function encodeSeriesList(series: readonly WireSeriesInput[], headers?: EncodedHeaderCache): Buffer {
+  return encode(series, 0, headers)
 }
 
 /**

@@ -2,7 +2,14 @@ import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import { ValidationError } from '../../src/model/errors.js'
 import { ValidatedSeriesCache, validateWriteBatch } from '../../src/model/validate.js'
-import { decodeWriteRequest, encodeWriteRequest, SeriesHeaderCache } from '../../src/wire/series-codec.js'
+import {
+  decodeSeriesList,
+  decodeWriteRequest,
+  EncodedHeaderCache,
+  encodeSeriesList,
+  encodeWriteRequest,
+  SeriesHeaderCache,
+} from '../../src/wire/series-codec.js'
 
 const tags = [
   { key: 'host', value: 'a' },
@@ -21,6 +28,19 @@ describe('series identity caches', () => {
     assert.deepEqual(Array.from(second?.values ?? []), [3, 4])
     // Without a cache every decode builds its own tags.
     assert.notEqual(decodeWriteRequest(bytes).series[0]?.tags, first?.tags)
+  })
+
+  it('encodes a series from its cached header to the very same bytes', () => {
+    const encoded = new EncodedHeaderCache()
+    const series = [
+      { metric: 'm', tags, timestamps: Float64Array.of(1, 1e12), values: Float64Array.of(3, -0) },
+      { metric: 'n', tags: [], timestamps: Float64Array.of(5), values: Float64Array.of(Number.NaN) },
+      { metric: 'm', tags, timestamps: new Float64Array(0), values: new Float64Array(0) },
+    ]
+    const plain = encodeSeriesList(series)
+    assert.deepEqual(encodeSeriesList(series, encoded), plain)
+    assert.deepEqual(encodeSeriesList(series, encoded), plain)
+    assert.deepEqual(decodeSeriesList(plain, new SeriesHeaderCache())[0]?.tags, tags)
   })
 
   it('keeps a tag that follows the points, and does not cache such a header', () => {
