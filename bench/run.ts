@@ -50,6 +50,9 @@ if (args.against !== undefined && args.against !== 'victoriametrics') {
   throw new Error(`--against takes victoriametrics, got ${args.against}`)
 }
 
+/** The pause between the end of a load and the first query, for both systems' background work. */
+const SETTLE_MS = 10_000
+
 interface QueryResult {
   readonly name: string
   readonly medianMs: number
@@ -126,6 +129,8 @@ async function benchV3(
     const ingestPointsPerSecond = Math.round(totalPoints / seconds)
     console.log(`V3 ingest (Write): ${ingestPointsPerSecond.toLocaleString('en')} points/s (${seconds.toFixed(1)} s)`)
     console.log(`V3 compact: ${JSON.stringify(await client.compact())}`)
+    // Let background work (RocksDB flushes and compactions) finish before timing queries.
+    await new Promise((resolve) => setTimeout(resolve, SETTLE_MS))
 
     const queries: QueryResult[] = []
     for (const kind of QUERY_KINDS) {
@@ -163,6 +168,8 @@ async function benchVictoriaMetrics(
     console.log(
       `VictoriaMetrics ingest: ${ingestPointsPerSecond.toLocaleString('en')} points/s (${seconds.toFixed(1)} s)`,
     )
+    // The same pause as V3 gets, for VictoriaMetrics' background merges.
+    await new Promise((resolve) => setTimeout(resolve, SETTLE_MS))
     const queries: QueryResult[] = []
     for (const kind of QUERY_KINDS) {
       queries.push(await timed(kind.name, (p) => runVictoriaMetrics(vm, kind.name, p), params.get(kind.name) ?? []))

@@ -221,7 +221,12 @@ export class BasicEngine implements StorageEngine, EngineCore {
         this.resultCache.changed(s.entry.handle, s.ts[0] as number, s.ts[s.ts.length - 1] as number)
       }
     }
-    for (const entry of created) this.resultCache.metricChanged(entry.metric)
+    for (const entry of created) {
+      this.resultCache.metricChanged(entry.metric)
+      // A new series has nothing stored yet: its stored latest point is known (none), so Latest
+      // never scans for it; seals raise it from here.
+      this.latestCache.store(entry.handle, this.latestCache.generation(entry.handle), null)
+    }
     if (this.subscriptions.size > 0) {
       this.subscriptions.publish(
         applied.flatMap(({ series }) =>

@@ -103,6 +103,12 @@ export function createServerMetrics(engine: StorageEngine, options: MetricsOptio
     help: 'Series entries in successful write calls since this process started.',
     registers,
   })
+  const cacheLookups = new Gauge({
+    name: 'v3_cache_lookups',
+    help: 'Lookups of the engine caches since it opened, by cache (results, decoded_blocks, selectors) and outcome (hit, miss).',
+    labelNames: ['cache', 'outcome'] as const,
+    registers,
+  })
   const properties = new Map(PROPERTY_GAUGES.map(([property, name, help]) => [property, gauge(name, help)]))
   // The engine's points counter is persistent; the Prometheus counter follows it by increments.
   let lastPointsWritten = 0
@@ -149,6 +155,16 @@ export function createServerMetrics(engine: StorageEngine, options: MetricsOptio
     bytesOnDisk.set(stats.bytesOnDisk)
     if (stats.pointsWritten > lastPointsWritten) pointsWritten.inc(stats.pointsWritten - lastPointsWritten)
     lastPointsWritten = stats.pointsWritten
+    if (stats.caches) {
+      for (const [cache, counts] of [
+        ['results', stats.caches.results],
+        ['decoded_blocks', stats.caches.decodedBlocks],
+        ['selectors', stats.caches.selectors],
+      ] as const) {
+        cacheLookups.set({ cache, outcome: 'hit' }, counts.hits)
+        cacheLookups.set({ cache, outcome: 'miss' }, counts.misses)
+      }
+    }
     const props = (await engine.properties?.()) ?? {}
     for (const [property, g] of properties) {
       const value = props[property]

@@ -80,6 +80,21 @@ describe('v3 serve metrics and health', () => {
       assert.ok(m.has(name), `${name} is exported`)
     }
     assert.ok((m.get('v3_bytes_on_disk') ?? 0) > 0)
+    // The one query above resolved its selector through the index and computed its result.
+    assert.equal(m.get('v3_cache_lookups{cache="results",outcome="miss"}'), 1)
+    assert.equal(m.get('v3_cache_lookups{cache="results",outcome="hit"}'), 0)
+    await server.client.query({ selector: { metric: 'm_cpu' }, startMs: T0, endMs: T0 + 10_000 })
+    // A second scrape this soon can hold NaN in the event-loop figures, so read the two lines alone.
+    const text = await (await fetch(server.metricsUrl!)).text()
+    const value = (name: string): number =>
+      Number(
+        text
+          .split('\n')
+          .find((l) => l.startsWith(`${name} `))
+          ?.slice(name.length + 1),
+      )
+    assert.equal(value('v3_cache_lookups{cache="results",outcome="hit"}'), 1)
+    assert.ok(value('v3_cache_lookups{cache="selectors",outcome="hit"}') >= 1)
   })
 
   test('request logging writes one JSON line per call without metadata', async () => {
