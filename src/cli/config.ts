@@ -295,6 +295,22 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
     help: 'points of decoded blocks and runs kept for repeated reads; 0 disables',
   },
   {
+    key: 'decode-workers',
+    kind: 'count',
+    default: '1',
+    group: 'engine',
+    arg: '<n>',
+    help: 'worker threads that decode cold runs for long reads; 0 decodes on the event loop',
+  },
+  {
+    key: 'worker-decode-min-runs',
+    kind: 'count',
+    default: '48',
+    group: 'engine',
+    arg: '<n>',
+    help: 'a series read spanning at least this many one-hour runs is decoded in a worker',
+  },
+  {
     key: 'max-series-per-write',
     kind: 'count',
     default: '10000',

@@ -112,6 +112,8 @@ export function parseServeArgs(
       blockCacheBytes: num('block-cache'),
       resultCachePoints: num('result-cache-points'),
       decodedCachePoints: num('decoded-cache-points'),
+      decodeWorkers: num('decode-workers'),
+      workerDecodeMinRuns: num('worker-decode-min-runs'),
       limits: {
         maxSeriesPerRequest: num('max-series-per-write'),
         maxPointsPerRequest: num('max-points-per-write'),

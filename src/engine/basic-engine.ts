@@ -26,6 +26,7 @@ import {
   silentLogger,
   systemClock,
 } from './config.js'
+import { DecodePool } from './decode-pool.js'
 import {
   type Counters,
   type EngineCore,
@@ -88,6 +89,7 @@ export class BasicEngine implements StorageEngine, EngineCore {
   readonly latestCache = new LatestCache()
   readonly resultCache: ResultCache
   readonly decodedCache: DecodedBlockCache
+  readonly decodePool: DecodePool
   readonly tiers: TierState = { hotMinBlock: Number.NEGATIVE_INFINITY, coldMaxBlock: Number.NEGATIVE_INFINITY }
   readonly counters: Counters = { pointsWritten: 0, hotBlocks: 0, coldRuns: 0, coldBlocks: 0 }
   nextSeq = 0
@@ -111,6 +113,7 @@ export class BasicEngine implements StorageEngine, EngineCore {
     this.index = new SeriesIndex(this.store)
     this.resultCache = new ResultCache(this.config.resultCachePoints)
     this.decodedCache = new DecodedBlockCache(this.config.decodedCachePoints)
+    this.decodePool = new DecodePool(this.config.decodeWorkers)
     this.subscriptions = new SubscriptionHub(this.logger)
   }
 
@@ -148,6 +151,7 @@ export class BasicEngine implements StorageEngine, EngineCore {
     await this.draining
     await this.jobs.run(() => sealBlocks(this, true))
     await this.store.close()
+    await this.decodePool.close()
     this.state = 'closed'
   }
 

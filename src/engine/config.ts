@@ -34,6 +34,10 @@ export interface BasicEngineOptions {
   readonly queryConcurrency?: number
   /** RocksDB block cache per data family, bytes. Default 64 MiB. */
   readonly blockCacheBytes?: number
+  /** Worker threads that decode cold runs for large queries; 0 decodes on the event loop. Default 1. */
+  readonly decodeWorkers?: number
+  /** A series read of at least this many cold runs is decoded in a worker. Default 48 (two days). */
+  readonly workerDecodeMinRuns?: number
   /** Points of recent query results kept for repeated queries; 0 disables. Default 1,000,000. */
   readonly resultCachePoints?: number
   /** Points of decoded blocks and runs kept for repeated reads; 0 disables. Default 4,000,000. */
@@ -54,6 +58,8 @@ export interface EngineConfig {
   readonly maxPointsPerQuery: number
   readonly queryConcurrency: number
   readonly blockCacheBytes: number
+  readonly decodeWorkers: number
+  readonly workerDecodeMinRuns: number
   readonly resultCachePoints: number
   readonly decodedCachePoints: number
   readonly limits: WriteLimits
@@ -71,6 +77,8 @@ export const ENGINE_DEFAULTS = {
   maxPointsPerQuery: 5_000_000,
   queryConcurrency: 16,
   blockCacheBytes: 64 * 1024 * 1024,
+  decodeWorkers: 1,
+  workerDecodeMinRuns: 48,
   resultCachePoints: 1_000_000,
   decodedCachePoints: 4_000_000,
 } as const satisfies Omit<EngineConfig, 'dataDir' | 'limits'>
@@ -110,6 +118,11 @@ export function resolveEngineConfig(options: BasicEngineOptions): EngineConfig {
     maxPointsPerQuery: positive('maxPointsPerQuery', options.maxPointsPerQuery ?? ENGINE_DEFAULTS.maxPointsPerQuery),
     queryConcurrency: positive('queryConcurrency', options.queryConcurrency ?? ENGINE_DEFAULTS.queryConcurrency),
     blockCacheBytes: nonNegative('blockCacheBytes', options.blockCacheBytes ?? ENGINE_DEFAULTS.blockCacheBytes),
+    decodeWorkers: nonNegative('decodeWorkers', options.decodeWorkers ?? ENGINE_DEFAULTS.decodeWorkers),
+    workerDecodeMinRuns: positive(
+      'workerDecodeMinRuns',
+      options.workerDecodeMinRuns ?? ENGINE_DEFAULTS.workerDecodeMinRuns,
+    ),
     resultCachePoints: nonNegative('resultCachePoints', options.resultCachePoints ?? ENGINE_DEFAULTS.resultCachePoints),
     decodedCachePoints: nonNegative(
       'decodedCachePoints',

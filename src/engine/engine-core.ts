@@ -1,5 +1,6 @@
 import type { DecodedBlockCache, ResultCache } from './caches.js'
 import type { Clock, EngineConfig, Logger } from './config.js'
+import type { DecodePool } from './decode-pool.js'
 import type { Head } from './head.js'
 import type { LatestCache } from './latest-cache.js'
 import type { RocksStore } from './rocks-store.js'
@@ -32,6 +33,7 @@ export interface EngineCore {
   readonly latestCache: LatestCache
   readonly resultCache: ResultCache
   readonly decodedCache: DecodedBlockCache
+  readonly decodePool: DecodePool
   readonly tiers: TierState
   readonly counters: Counters
   /** The next write-buffer sequence. */

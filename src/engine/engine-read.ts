@@ -128,6 +128,10 @@ export async function readSeries(
   const buffered = core.head.read(entry.handle, startMs, endMs) ?? EMPTY
   const cols = core.store.columns
   const coldPieces: PointRun[] = []
+  // A long range decodes its runs in a worker, off the event loop every call shares.
+  const runSpan = Math.floor((toBlock - runStartBlock(fromBlock)) / RUN_BLOCKS) + 1
+  const inWorker = core.decodePool.enabled && runSpan >= core.config.workerDecodeMinRuns
+  const coldItems: Array<{ key: Buffer; value: Buffer; run: PointRun | undefined }> = []
   const hotPieces: PointRun[] = []
   const reads: Promise<void>[] = []
   if (fromBlock <= core.tiers.coldMaxBlock) {
@@ -139,6 +143,10 @@ export async function readSeries(
         },
         (page) => {
           for (const [key, value] of page) {
+            if (inWorker) {
+              coldItems.push({ key, value, run: core.decodedCache.get('c', key) })
+              continue
+            }
             const run = decodedRun(core, key, value, generation)
             const piece = clip(run.ts, run.vals, startMs, endMs)
             if (piece.ts.length > 0) coldPieces.push(piece)
@@ -162,6 +170,23 @@ export async function readSeries(
     )
   }
   await Promise.all(reads)
+  if (inWorker) {
+    const misses = coldItems.filter((item) => item.run === undefined)
+    if (misses.length > 0) {
+      const runs = await core.decodePool.decodeRuns(
+        misses.map((m) => ({ runStartMs: blockStartMs(blockOfKey(m.key)), bytes: coldRun(m.value) })),
+      )
+      misses.forEach((m, i) => {
+        m.run = runs[i]
+        if (m.run) core.decodedCache.set('c', m.key, m.run, generation)
+      })
+    }
+    for (const item of coldItems) {
+      if (!item.run) throw new Error('BUG: a cold run was neither cached nor decoded')
+      const piece = clip(item.run.ts, item.run.vals, startMs, endMs)
+      if (piece.ts.length > 0) coldPieces.push(piece)
+    }
+  }
   return mergeRuns(mergeRuns(concat(coldPieces), concat(hotPieces)), buffered)
 }
 

@@ -317,6 +317,34 @@ describe('basic engine: tiers, retention, restart', () => {
     }
   })
 
+  it('decodes long ranges in a worker thread to the same points', async () => {
+    const dirs = [await tempDir(), await tempDir()]
+    const clock = new ManualClock(T0 + 48 * HOUR)
+    const withWorker = engineAt(dirs[0] as string, clock, { hotWindowMs: HOUR, workerDecodeMinRuns: 2 })
+    const inline = engineAt(dirs[1] as string, clock, { hotWindowMs: HOUR, decodeWorkers: 0 })
+    try {
+      const ts = Array.from({ length: 6 * 360 }, (_, i) => T0 + i * 10_000)
+      const series = [{ metric: 'w', tags: [], timestamps: ts, values: ts.map((_, i) => Math.cos(i) * 1e3) }]
+      for (const e of [withWorker, inline]) {
+        await e.open()
+        await e.write({ series })
+        await e.compact()
+      }
+      const q = { selector: { metric: 'w', matchers: [] }, startMs: T0 + 5_000, endMs: T0 + 5 * HOUR }
+      const [a] = await withWorker.query(q)
+      const [b] = await inline.query(q)
+      assert.ok(withWorker.decodePool.runsDecoded >= 5)
+      assert.equal(inline.decodePool.runsDecoded, 0)
+      assert.deepEqual(Array.from(a?.timestamps ?? []), Array.from(b?.timestamps ?? []))
+      assert.deepEqual(Array.from(a?.values ?? []), Array.from(b?.values ?? []))
+      assert.equal(a?.timestamps.length, 5 * 360 - 1)
+    } finally {
+      await withWorker.close()
+      await inline.close()
+      for (const d of dirs) await rm(d, { recursive: true, force: true })
+    }
+  })
+
   it('refuses calls when closed', async () => {
     const dir = await tempDir()
     const engine = engineAt(dir, new ManualClock(T0))

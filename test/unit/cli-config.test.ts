@@ -80,6 +80,8 @@ test('defaults agree with the defaults of the engine, the server and the transpo
       blockCacheBytes: e.blockCacheBytes,
       resultCachePoints: e.resultCachePoints,
       decodedCachePoints: e.decodedCachePoints,
+      decodeWorkers: e.decodeWorkers,
+      workerDecodeMinRuns: e.workerDecodeMinRuns,
     },
     { ...ENGINE_DEFAULTS },
   )
