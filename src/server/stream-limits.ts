@@ -21,7 +21,7 @@ export interface StreamHandlerDeps extends HandlerDeps {
  * faster producer. grpc-js reads up to 16 further messages ahead of the handler (its readable
  * buffer), so one stream holds at most IN_FLIGHT_MESSAGES + 17 messages.
  */
-export const IN_FLIGHT_MESSAGES = 4
+export const IN_FLIGHT_MESSAGES = 8
 
 /** Whether a write failed because of its content (reported, the stream goes on) rather than the server. */
 export function isRejection(err: unknown): err is V3Error {
