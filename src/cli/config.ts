@@ -233,7 +233,7 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
   {
     key: 'max-buffered-points',
     kind: 'count',
-    default: '2000000',
+    default: '1000000',
     group: 'engine',
     arg: '<n>',
     help: 'seal early when the write buffer holds more points; writers wait at twice this',

@@ -20,7 +20,7 @@ export interface BasicEngineOptions {
   readonly sync?: SyncPolicy
   /** A buffered block is sealed once its end has passed and it has not been written for this long. Default 2 s. */
   readonly sealIdleMs?: number
-  /** When the write buffer holds more points than this, blocks are sealed early. Default 2,000,000. */
+  /** When the write buffer holds more points than this, blocks are sealed early. Default 1,000,000. */
   readonly maxBufferedPoints?: number
   /** How often the sealer runs. Default 1 s. */
   readonly sealIntervalMs?: number
@@ -70,7 +70,7 @@ export const ENGINE_DEFAULTS = {
   retentionMs: 0,
   sync: 'group',
   sealIdleMs: 2000,
-  maxBufferedPoints: 2_000_000,
+  maxBufferedPoints: 1_000_000,
   sealIntervalMs: 1000,
   moveIntervalMs: 60_000,
   retentionIntervalMs: 5 * 60_000,

@@ -124,7 +124,8 @@ export class Head {
       if (buf.n === 0) continue
       let part: { ts: Float64Array; vals: Float64Array; minSeq: number }
       if (force || buf.maxTs < boundary) {
-        part = { ts: buf.ts.slice(0, buf.n), vals: buf.vals.slice(0, buf.n), minSeq: buf.minSeq }
+        // The buffer leaves the active set, so its arrays can be handed over without a copy.
+        part = { ts: buf.ts.subarray(0, buf.n), vals: buf.vals.subarray(0, buf.n), minSeq: buf.minSeq }
         this.active.delete(handle)
       } else {
         // The newest blocks are still open: take only the ended ones.
