@@ -14,7 +14,7 @@ import {
   META_POINTS_WRITTEN,
 } from './engine-core.js'
 import { blockOfKey, clampedRange } from './engine-read.js'
-import { mergeRuns, type PointRun } from './head.js'
+import { concatRuns, keepOutside, mergeRuns, type PointRun } from './head.js'
 import { f64 } from './rocks-store.js'
 import type { SeriesEntry } from './series-index.js'
 import { bufferKey } from './write-buffer.js'
@@ -238,20 +238,6 @@ export async function moveCold(core: EngineCore): Promise<number> {
   return moved
 }
 
-function concatPieces(pieces: PointRun[]): PointRun {
-  let n = 0
-  for (const p of pieces) n += p.ts.length
-  const ts = new Float64Array(n)
-  const vals = new Float64Array(n)
-  let off = 0
-  for (const p of pieces) {
-    ts.set(p.ts, off)
-    vals.set(p.vals, off)
-    off += p.ts.length
-  }
-  return { ts, vals }
-}
-
 function distinctBlocks(ts: Float64Array): number {
   let count = 0
   let last = Number.NaN
@@ -273,7 +259,7 @@ async function writeRuns(core: EngineCore, groups: RunGroup[]): Promise<void> {
   const batch = core.store.db.batch()
   groups.forEach((g, i) => {
     const start = blockStartMs(g.runStart)
-    let run = concatPieces(g.pieces)
+    let run = concatRuns(g.pieces)
     const old = stored[i]
     if (old) {
       const d = decodeRun(coldRun(old), start)
@@ -375,7 +361,7 @@ export async function deleteSeriesData(
     core.store.scan({ ...hotRange, column: cols.hot }, (page) => {
       for (const [key, value] of page) {
         const start = blockStartMs(blockOfKey(key))
-        const kept = whole ? undefined : keepOutside(decodeBlock(value, start), from, to)
+        const kept = whole ? undefined : keepOutside(asRun(decodeBlock(value, start)), from, to)
         if (kept && kept.ts.length > 0) {
           batch.put(Buffer.from(key), encodeBlock(kept.ts, kept.vals, kept.ts.length, start), { column: cols.hot })
         } else {
@@ -389,7 +375,7 @@ export async function deleteSeriesData(
         const start = blockStartMs(blockOfKey(key))
         const old = decodeRun(coldRun(value), start)
         core.counters.coldBlocks -= distinctBlocks(old.timestamps)
-        const kept = whole ? undefined : keepOutside(old, from, to)
+        const kept = whole ? undefined : keepOutside(asRun(old), from, to)
         if (kept && kept.ts.length > 0) {
           core.counters.coldBlocks += distinctBlocks(kept.ts)
           batch.put(Buffer.from(key), encodeCold(kept, start), { column: cols.cold })
@@ -406,19 +392,6 @@ export async function deleteSeriesData(
   core.decodedCache.invalidate(entry.idHex)
   core.resultCache.changed(entry.handle, from, to)
   if (whole) core.resultCache.metricChanged(entry.metric)
-}
-
-function keepOutside(d: { timestamps: Float64Array; values: Float64Array }, from: number, to: number): PointRun {
-  const ts: number[] = []
-  const vals: number[] = []
-  for (let i = 0; i < d.timestamps.length; i++) {
-    const t = d.timestamps[i] as number
-    if (t < from || t >= to) {
-      ts.push(t)
-      vals.push(d.values[i] as number)
-    }
-  }
-  return { ts: Float64Array.from(ts), vals: Float64Array.from(vals) }
 }
 
 /**
@@ -439,4 +412,8 @@ export async function findHotMinBlock(core: EngineCore): Promise<number> {
 /** A run as the cold family stores it: encoded, behind the summary that aggregations use. */
 function encodeCold(run: PointRun, runStartMs: number): Buffer {
   return encodeColdValue(encodeRun(run.ts, run.vals, run.ts.length, runStartMs), summarizePoints(run.ts, run.vals))
+}
+
+function asRun(d: { timestamps: Float64Array; values: Float64Array }): PointRun {
+  return { ts: d.timestamps, vals: d.values }
 }

@@ -15,7 +15,7 @@ import { DeadlineError, LimitError } from '../model/errors.js'
 import type { SeriesPoints } from '../model/types.js'
 import { type AggregateInput, bucketStart } from './aggregate.js'
 import { type EngineCore, mapLimit, retentionCutoffMs } from './engine-core.js'
-import { mergeRuns, type PointRun } from './head.js'
+import { concatRuns, mergeRuns, type PointRun } from './head.js'
 import type { Point } from './latest-cache.js'
 import type { SeriesEntry } from './series-index.js'
 import type { CallContext } from './storage-engine.js'
@@ -69,23 +69,6 @@ function decodedBlock(core: EngineCore, key: Buffer, value: Buffer, generation: 
   const run = { ts: d.timestamps, vals: d.values }
   core.decodedCache.set('h', key, run, generation)
   return run
-}
-
-/** Concatenates sorted, time-disjoint pieces in order. */
-function concat(pieces: PointRun[]): PointRun {
-  if (pieces.length === 0) return EMPTY
-  if (pieces.length === 1) return pieces[0] as PointRun
-  let n = 0
-  for (const p of pieces) n += p.ts.length
-  const ts = new Float64Array(n)
-  const vals = new Float64Array(n)
-  let off = 0
-  for (const p of pieces) {
-    ts.set(p.ts, off)
-    vals.set(p.vals, off)
-    off += p.ts.length
-  }
-  return { ts, vals }
 }
 
 /** The part of a decoded run or block inside [startMs, endMs); runs are sorted, so two binary searches. */
@@ -187,7 +170,7 @@ export async function readSeries(
       if (piece.ts.length > 0) coldPieces.push(piece)
     }
   }
-  return mergeRuns(mergeRuns(concat(coldPieces), concat(hotPieces)), buffered)
+  return mergeRuns(mergeRuns(concatRuns(coldPieces), concatRuns(hotPieces)), buffered)
 }
 
 interface ColdValue {
@@ -359,7 +342,7 @@ function assembleForAggregate(
     const piece = clip(run.ts, run.vals, startMs, endMs)
     if (piece.ts.length > 0) coldPieces.push(piece)
   }
-  return { run: mergeRuns(mergeRuns(concat(coldPieces), concat(hotPieces)), buffered), summaries }
+  return { run: mergeRuns(mergeRuns(concatRuns(coldPieces), concatRuns(hotPieces)), buffered), summaries }
 }
 
 /** Raw points of every selected series over the range, sorted; empty series left out. */

@@ -246,7 +246,8 @@ export class Head {
   }
 }
 
-function keepOutside(run: PointRun, startMs: number, endMs: number): PointRun {
+/** The points of a run outside [startMs, endMs). */
+export function keepOutside(run: PointRun, startMs: number, endMs: number): PointRun {
   const ts: number[] = []
   const vals: number[] = []
   for (let i = 0; i < run.ts.length; i++) {
@@ -257,6 +258,22 @@ function keepOutside(run: PointRun, startMs: number, endMs: number): PointRun {
     }
   }
   return { ts: Float64Array.from(ts), vals: Float64Array.from(vals) }
+}
+
+/** Concatenates sorted, time-disjoint runs given in time order; one run is returned as it is. */
+export function concatRuns(pieces: readonly PointRun[]): PointRun {
+  if (pieces.length === 1) return pieces[0] as PointRun
+  let n = 0
+  for (const p of pieces) n += p.ts.length
+  const ts = new Float64Array(n)
+  const vals = new Float64Array(n)
+  let off = 0
+  for (const p of pieces) {
+    ts.set(p.ts, off)
+    vals.set(p.vals, off)
+    off += p.ts.length
+  }
+  return { ts, vals }
 }
 
 /**
