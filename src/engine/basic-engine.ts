@@ -93,6 +93,7 @@ export class BasicEngine implements StorageEngine, EngineCore {
   readonly tiers: TierState = { hotMinBlock: Number.NEGATIVE_INFINITY, coldMaxBlock: Number.NEGATIVE_INFINITY }
   readonly counters: Counters = { pointsWritten: 0, hotBlocks: 0, coldRuns: 0, coldBlocks: 0 }
   nextSeq = 0
+  bufferTrimmedTo = 0
 
   private state: State = 'new'
   private readonly jobs = new Mutex()

@@ -38,6 +38,8 @@ export interface EngineCore {
   readonly counters: Counters
   /** The next write-buffer sequence. */
   nextSeq: number
+  /** Write-buffer records below this sequence are already range-deleted (in this process). */
+  bufferTrimmedTo: number
 }
 
 export const META_POINTS_WRITTEN = 'points_written'

@@ -152,8 +152,10 @@ async function writeHotBlocks(core: EngineCore, items: HotItem[]): Promise<void>
 /** Drops the write-buffer records older than the oldest one a buffered block still needs. */
 async function trimBuffer(core: EngineCore): Promise<void> {
   const keep = core.head.minSeq() ?? core.nextSeq
-  if (keep <= 0) return
+  // Nothing new to drop: the sealer runs every second, and each call would add a range tombstone.
+  if (keep <= core.bufferTrimmedTo) return
   await core.store.db.clear({ gte: bufferKey(0), lt: bufferKey(keep), column: core.store.columns.buffer })
+  core.bufferTrimmedTo = keep
 }
 
 interface RunGroup {
@@ -165,73 +167,56 @@ interface RunGroup {
 
 interface MoveGroup extends RunGroup {
   blocks: number
-  lastBlock: number
   readonly pieces: PointRun[]
 }
 
 /**
  * Moves hot blocks whose end is older than the hot window into the cold family, re-packed into
  * runs of RUN_BLOCKS blocks (one value per series and hour) that are merged with the run already
- * stored there; hot points win, being newer. The moved blocks of a series are then removed with
- * one range delete: a crash in between leaves copies in both families, which the next pass merges
- * again to the same result.
+ * stored there; hot points win, being newer. Each series is read only from hotMinBlock to the
+ * cutoff, so a pass reads just the blocks it moves (none when nothing has aged). A series' moved
+ * blocks are removed with one range delete once their runs are written: a crash in between leaves
+ * copies in both families, which the next pass merges again to the same result.
  */
 export async function moveCold(core: EngineCore): Promise<number> {
   const cutoff = Math.floor((core.clock.now() - core.config.hotWindowMs) / BLOCK_MS)
+  if (core.tiers.hotMinBlock >= cutoff) return 0
   const cols = core.store.columns
-  const it = core.store.db.iterator({ column: cols.hot })
   let moved = 0
-  let remainingMin = Number.POSITIVE_INFINITY
   let groups: MoveGroup[] = []
-  let current: MoveGroup | undefined
+  let read: SeriesEntry[] = []
   const flush = async (): Promise<void> => {
-    if (groups.length === 0) return
-    await writeRuns(core, groups)
-    // Delete only what this flush has merged: a series' later blocks may still be on the next page.
-    const upTo = new Map<string, { id: Buffer; end: number }>()
-    for (const g of groups) {
-      const k = g.id.toString('hex')
-      const end = Math.max(upTo.get(k)?.end ?? MIN_BLOCK, g.lastBlock + 1)
-      upTo.set(k, { id: g.id, end })
-      moved += g.blocks
-    }
-    for (const { id, end } of upTo.values()) {
-      await core.store.db.clear({ ...clampedRange(id, MIN_BLOCK, end), column: cols.hot })
-      core.decodedCache.invalidate(id.toString('hex'))
+    if (groups.length > 0) await writeRuns(core, groups)
+    for (const g of groups) moved += g.blocks
+    for (const entry of read) {
+      await core.store.db.clear({ ...clampedRange(entry.id, MIN_BLOCK, cutoff), column: cols.hot })
+      core.decodedCache.invalidate(entry.idHex)
     }
     groups = []
-    current = undefined
+    read = []
   }
-  try {
-    for (;;) {
-      const page = await it.nextv(1000)
-      if (page.length === 0) break
+  for (const entry of core.index.all()) {
+    let current: MoveGroup | undefined
+    await core.store.scan({ ...clampedRange(entry.id, core.tiers.hotMinBlock, cutoff), column: cols.hot }, (page) => {
       for (const [key, value] of page) {
         const block = blockOfKey(key)
-        if (block >= cutoff) {
-          if (block < remainingMin) remainingMin = block
-          continue
-        }
-        const id = key.subarray(0, 8)
         const runStart = runStartBlock(block)
-        if (!current || current.runStart !== runStart || !current.id.equals(id)) {
-          current = { id: Buffer.from(id), runStart, blocks: 0, lastBlock: block, pieces: [] }
+        if (!current || current.runStart !== runStart) {
+          current = { id: entry.id, runStart, blocks: 0, pieces: [] }
           groups.push(current)
         }
         const d = decodeBlock(value, blockStartMs(block))
         current.blocks++
-        current.lastBlock = block
         current.pieces.push({ ts: d.timestamps, vals: d.values })
       }
-      // A group may continue on the next page; merging it with the run written now is correct.
-      if (groups.length >= MOVE_CHUNK_RUNS) await flush()
-    }
-    await flush()
-  } finally {
-    await it.close()
+    })
+    read.push(entry)
+    if (groups.length >= MOVE_CHUNK_RUNS) await flush()
   }
+  await flush()
   core.counters.hotBlocks -= moved
-  core.tiers.hotMinBlock = remainingMin
+  // Every block below the cutoff has moved.
+  core.tiers.hotMinBlock = cutoff
   const batch = core.store.db.batch()
   putCounters(core, batch)
   await batch.write({ sync: syncWrites(core) })

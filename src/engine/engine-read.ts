@@ -51,23 +51,14 @@ export function checkSignal(ctx: CallContext | undefined): void {
   if (ctx?.signal?.aborted) throw new DeadlineError('the call was cancelled or its deadline passed')
 }
 
-/** A cold run decoded, from the decoded-block cache when it holds it. */
-function decodedRun(core: EngineCore, key: Buffer, value: Buffer, generation: number): PointRun {
-  const cached = core.decodedCache.get('c', key)
+/** A cold run ('c') or hot block ('h') decoded, from the decoded-block cache when it holds it. */
+function decoded(core: EngineCore, family: 'c' | 'h', key: Buffer, value: Buffer, generation: number): PointRun {
+  const cached = core.decodedCache.get(family, key)
   if (cached) return cached
-  const d = decodeRun(coldRun(value), blockStartMs(blockOfKey(key)))
+  const start = blockStartMs(blockOfKey(key))
+  const d = family === 'c' ? decodeRun(coldRun(value), start) : decodeBlock(value, start)
   const run = { ts: d.timestamps, vals: d.values }
-  core.decodedCache.set('c', key, run, generation)
-  return run
-}
-
-/** A hot block decoded, from the decoded-block cache when it holds it. */
-function decodedBlock(core: EngineCore, key: Buffer, value: Buffer, generation: number): PointRun {
-  const cached = core.decodedCache.get('h', key)
-  if (cached) return cached
-  const d = decodeBlock(value, blockStartMs(blockOfKey(key)))
-  const run = { ts: d.timestamps, vals: d.values }
-  core.decodedCache.set('h', key, run, generation)
+  core.decodedCache.set(family, key, run, generation)
   return run
 }
 
@@ -130,7 +121,7 @@ export async function readSeries(
               coldItems.push({ key, value, run: core.decodedCache.get('c', key) })
               continue
             }
-            const run = decodedRun(core, key, value, generation)
+            const run = decoded(core, 'c', key, value, generation)
             const piece = clip(run.ts, run.vals, startMs, endMs)
             if (piece.ts.length > 0) coldPieces.push(piece)
           }
@@ -144,7 +135,7 @@ export async function readSeries(
         { ...clampedRange(entry.id, Math.max(fromBlock, core.tiers.hotMinBlock), toBlock + 1), column: cols.hot },
         (page) => {
           for (const [key, value] of page) {
-            const block = decodedBlock(core, key, value, generation)
+            const block = decoded(core, 'h', key, value, generation)
             const piece = clip(block.ts, block.vals, startMs, endMs)
             if (piece.ts.length > 0) hotPieces.push(piece)
           }
@@ -243,7 +234,7 @@ async function readGroupForAggregate(
       reads.push(
         core.store.scan({ ...range, column: cols.hot }, (page) => {
           for (const [key, value] of page) {
-            const block = decodedBlock(core, key, value, generations[i] as number)
+            const block = decoded(core, 'h', key, value, generations[i] as number)
             const piece = clip(block.ts, block.vals, startMs, endMs)
             if (piece.ts.length > 0) hotPieces[i]?.push(piece)
           }
@@ -338,7 +329,7 @@ function assembleForAggregate(
       summaries.push(coldSummary(value, runStartMs))
       continue
     }
-    const run = decodedRun(core, encodeRowKey(id, runStart), value, generation)
+    const run = decoded(core, 'c', encodeRowKey(id, runStart), value, generation)
     const piece = clip(run.ts, run.vals, startMs, endMs)
     if (piece.ts.length > 0) coldPieces.push(piece)
   }

@@ -76,12 +76,3 @@ export function toStatus(err: unknown, logger: ServerLogger, method: string): St
   logger.error({ err, method }, `${method} failed with an unexpected error`)
   return { code: status.INTERNAL, details: 'internal error; the server logged the cause', metadata: new Metadata() }
 }
-
-/** The status of an RPC this server does not implement yet. */
-export function unimplemented(method: string): StatusObject {
-  return {
-    code: status.UNIMPLEMENTED,
-    details: `${method} is not implemented by this server yet`,
-    metadata: new Metadata(),
-  }
-}

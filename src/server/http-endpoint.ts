@@ -6,6 +6,7 @@
  */
 import { createServer, type Server } from 'node:http'
 import type { ServerMetrics } from './metrics.js'
+import { splitHostPort } from './transport.js'
 
 export interface HttpEndpointOptions {
   /** host:port; port 0 picks a free one. */
@@ -24,9 +25,8 @@ export interface RunningHttpEndpoint {
 }
 
 export async function startHttpEndpoint(options: HttpEndpointOptions): Promise<RunningHttpEndpoint> {
-  const colon = options.listen.lastIndexOf(':')
-  const host = options.listen.slice(0, colon).replace(/^\[(.*)\]$/, '$1')
-  const port = Number(options.listen.slice(colon + 1))
+  const { host: bracketed, port } = splitHostPort(options.listen)
+  const host = bracketed.replace(/^\[(.*)\]$/, '$1')
   const server: Server = createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0]
     if (req.method !== 'GET' && req.method !== 'HEAD') {

@@ -12,7 +12,7 @@ import { addIntrospection } from './introspection.js'
 import { queryServiceDefinition, queryServiceHandlers } from './query-service.js'
 import { streamService, streamServiceDefinition } from './stream-service.js'
 import { type TlsOptions, tlsCredentials } from './tls.js'
-import { checkExposure, type TransportOptions, transportChannelOptions } from './transport.js'
+import { checkExposure, positive, splitHostPort, type TransportOptions, transportChannelOptions } from './transport.js'
 import { writeServiceDefinition, writeServiceHandlers } from './write-service.js'
 
 export { TRANSPORT_DEFAULTS } from './transport.js'
@@ -80,23 +80,6 @@ const consoleLogger: ServerLogger = {
   error: (obj, msg) => console.error(msg ?? '', obj),
 }
 
-/** Splits host:port, where host may be a bracketed IPv6 address. */
-function splitHostPort(listen: string): { host: string; port: number } {
-  const colon = listen.lastIndexOf(':')
-  const host = listen.slice(0, colon)
-  const port = Number(listen.slice(colon + 1))
-  if (colon <= 0 || !Number.isInteger(port) || port < 0 || port > 65535) {
-    throw new RangeError(`listen must be host:port, got ${JSON.stringify(listen)}`)
-  }
-  return { host, port }
-}
-
-function positiveInteger(name: string, value: number): number {
-  if (!Number.isSafeInteger(value) || value <= 0)
-    throw new RangeError(`${name} must be a positive integer, got ${value}`)
-  return value
-}
-
 function bind(server: Server, listen: string, creds: ServerCredentials): Promise<number> {
   return new Promise((resolve, reject) => {
     server.bindAsync(listen, creds, (err, port) => {
@@ -110,9 +93,9 @@ function bind(server: Server, listen: string, creds: ServerCredentials): Promise
 export async function startServer(options: ServerOptions): Promise<RunningServer> {
   const listen = options.listen ?? SERVER_DEFAULTS.listen
   const { host } = splitHostPort(listen)
-  const maxMessageBytes = positiveInteger('maxMessageBytes', options.maxMessageBytes ?? SERVER_DEFAULTS.maxMessageBytes)
+  const maxMessageBytes = positive('maxMessageBytes', options.maxMessageBytes ?? SERVER_DEFAULTS.maxMessageBytes)
   const streamChunkBytes = Math.min(
-    positiveInteger('streamChunkBytes', options.streamChunkBytes ?? SERVER_DEFAULTS.streamChunkBytes),
+    positive('streamChunkBytes', options.streamChunkBytes ?? SERVER_DEFAULTS.streamChunkBytes),
     maxMessageBytes,
   )
   if (streamChunkBytes < MIN_STREAM_CHUNK_BYTES) {

@@ -30,7 +30,18 @@ export interface TransportOptions {
   readonly maxConcurrentStreams?: number
 }
 
-function positive(name: string, value: number): number {
+/** Splits host:port, where host may be a bracketed IPv6 address (kept with its brackets). */
+export function splitHostPort(listen: string): { host: string; port: number } {
+  const colon = listen.lastIndexOf(':')
+  const host = listen.slice(0, colon)
+  const port = Number(listen.slice(colon + 1))
+  if (colon <= 0 || !Number.isInteger(port) || port < 0 || port > 65535) {
+    throw new RangeError(`listen must be host:port, got ${JSON.stringify(listen)}`)
+  }
+  return { host, port }
+}
+
+export function positive(name: string, value: number): number {
   if (!Number.isSafeInteger(value) || value <= 0) {
     throw new RangeError(`${name} must be a positive integer, got ${value}`)
   }
