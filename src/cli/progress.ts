@@ -31,8 +31,10 @@ export class Progress {
   }
 
   addRow(n = 1): void {
+    const before = this.rows
     this.rows += n
-    if ((this.rows & 0x3ff) === 0) this.maybeDraw()
+    // Look at the clock once per 1,024 rows, whether rows come one by one or in batches.
+    if (Math.floor(this.rows / 1024) !== Math.floor(before / 1024)) this.maybeDraw()
   }
 
   /** Erases the bar before another line is written to stderr. */

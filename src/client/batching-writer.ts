@@ -14,7 +14,7 @@ import type { Precision, RawTimestamp, Tag } from '../model/types.js'
 import { encodeIngestRequest } from '../wire/ingest-codec.js'
 import { encodeWriteRequest } from '../wire/series-codec.js'
 import { toClientError, V3ClientError } from './errors.js'
-import type { TagsInput } from './v3-client.js'
+import { type TagsInput, tagsToList } from './v3-client.js'
 
 export interface BatchingWriterOptions {
   /** A batch is sent once it holds this many points. Default 10,000. */
@@ -79,11 +79,6 @@ const PRECISIONS: Readonly<Record<Precision, ProtoPrecision>> = {
 
 function identity(bytes: Buffer): Buffer {
   return bytes
-}
-
-function tagList(tags: TagsInput): Tag[] {
-  if (Array.isArray(tags)) return tags.map((t: Tag) => ({ key: t.key, value: t.value }))
-  return Object.entries(tags).map(([key, value]) => ({ key, value }))
 }
 
 /**
@@ -167,7 +162,7 @@ export class BatchingWriter {
     if (typeof value !== 'number') throw toClientError(ValidationError.field('value', 'must be a number'))
     let tagId = this.tagIds.get(tags)
     if (tagId === undefined) {
-      const text = JSON.stringify(tagList(tags).map((t) => [t.key, t.value]))
+      const text = JSON.stringify(tagsToList(tags).map((t) => [t.key, t.value]))
       tagId = this.tagIdsByText.get(text)
       if (tagId === undefined) {
         // Numbers are never reused, so forgetting texts (to bound memory) cannot merge two tag sets;
@@ -185,7 +180,7 @@ export class BatchingWriter {
     }
     let series = perMetric.get(tagId)
     if (series === undefined) {
-      series = { metric, tags: tagList(tags), timestamps: [], values: [] }
+      series = { metric, tags: tagsToList(tags), timestamps: [], values: [] }
       perMetric.set(tagId, series)
     }
     series.timestamps.push(timestamp)

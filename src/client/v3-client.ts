@@ -4,6 +4,7 @@ import {
   Client,
   type ClientOptions,
   type ClientReadableStream,
+  type ClientWritableStream,
   credentials,
   type CallOptions as GrpcCallOptions,
   Metadata,
@@ -210,7 +211,8 @@ const NODE_STATES: ReadonlyMap<number, NodeStateName> = new Map([
   [NodeState.NODE_STATE_DOWN, 'down'],
 ])
 
-function tagsToList(tags: TagsInput | undefined): Tag[] {
+/** Tags as a list, from either form the client accepts. */
+export function tagsToList(tags: TagsInput | undefined): Tag[] {
   if (tags === undefined) return []
   if (Array.isArray(tags)) return tags.map((t: Tag) => ({ key: t.key, value: t.value }))
   return Object.entries(tags).map(([key, value]) => ({ key, value }))
@@ -227,6 +229,21 @@ function selectorToProto(selector: SelectorInput): ProtoSelector {
 function toSeriesPoints(s: WireSeries): SeriesPoints {
   const timestamps = s.timestamps instanceof Float64Array ? s.timestamps : Float64Array.from(s.timestamps, Number)
   return { metric: s.metric, tags: s.tags, timestamps, values: s.values }
+}
+
+/**
+ * Encodes a WriteRequest (or WriteStreamRequest) up front, so that a point that cannot be encoded
+ * is reported with its field instead of grpc-js's "Request message serialization failure".
+ */
+function encodeSeries(series: readonly SeriesInput[], precision: ProtoPrecision): Buffer {
+  try {
+    return encodeWriteRequest(
+      series.map((s) => ({ metric: s.metric, tags: tagsToList(s.tags), timestamps: s.timestamps, values: s.values })),
+      precision,
+    )
+  } catch (err) {
+    throw toClientError(err)
+  }
 }
 
 function identity(bytes: Buffer): Buffer {
@@ -271,21 +288,7 @@ export class V3Client {
 
   /** Stores the series; resolves once the server has them in its write-ahead log. */
   async write(series: readonly SeriesInput[], options: WriteOptions = {}): Promise<WriteResult> {
-    const precision = PRECISIONS[options.precision ?? 'ms']
-    let bytes: Buffer
-    try {
-      const wire = series.map((s) => ({
-        metric: s.metric,
-        tags: tagsToList(s.tags),
-        timestamps: s.timestamps,
-        values: s.values,
-      }))
-      bytes = encodeWriteRequest(wire, precision)
-    } catch (err) {
-      throw toClientError(err)
-    }
-    // The request is encoded up front, so that a point that cannot be encoded is reported with its
-    // field instead of grpc-js's "Request message serialization failure".
+    const bytes = encodeSeries(series, PRECISIONS[options.precision ?? 'ms'])
     const response = await this.unary(
       WriteServiceService.write.path,
       identity,
@@ -305,47 +308,36 @@ export class V3Client {
    */
   writeStream(options: WriteOptions = {}): WriteStreamHandle {
     const precision = PRECISIONS[options.precision ?? 'ms']
-    let failure: V3ClientError | undefined
-    let settle: { resolve: (r: WriteResult) => void; reject: (err: V3ClientError) => void } | undefined
-    let outcome: { result?: WriteResult; error?: V3ClientError } | undefined
-    const call = this.client.makeClientStreamRequest(
-      WriteServiceService.writeStream.path,
-      identity,
-      (b: Buffer) => WriteStreamResponse.decode(b),
-      this.metadata(),
-      this.callOptions(options),
-      (err: ServiceError | null, response?: WriteStreamResponse) => {
-        if (err || response === undefined) {
-          failure = toClientError(err ?? new Error('BUG: a stream ended without a response'))
-          outcome = { error: failure }
-          settle?.reject(failure)
-        } else {
-          outcome = { result: { pointsWritten: response.pointsWritten, seriesWritten: response.seriesWritten } }
-          settle?.resolve(outcome.result as WriteResult)
-        }
-      },
-    )
     const onAbort = (): void => call.cancel()
+    let failure: V3ClientError | undefined
+    let call!: ClientWritableStream<Buffer>
+    // Settles when the server answers; end() hands it out, write() checks for an early failure.
+    const outcome = new Promise<WriteResult>((resolve, reject) => {
+      call = this.client.makeClientStreamRequest(
+        WriteServiceService.writeStream.path,
+        identity,
+        (b: Buffer) => WriteStreamResponse.decode(b),
+        this.metadata(),
+        this.callOptions(options),
+        (err: ServiceError | null, response?: WriteStreamResponse) => {
+          options.signal?.removeEventListener('abort', onAbort)
+          if (err || response === undefined) {
+            failure = toClientError(err ?? new Error('BUG: a stream ended without a response'))
+            reject(failure)
+          } else {
+            resolve({ pointsWritten: response.pointsWritten, seriesWritten: response.seriesWritten })
+          }
+        },
+      )
+    })
+    // The failure is reported by write() or end(); an unobserved one must not crash the process.
+    outcome.catch(() => {})
     if (options.signal?.aborted) call.cancel()
     else options.signal?.addEventListener('abort', onAbort, { once: true })
     return {
       write: async (series: readonly SeriesInput[]): Promise<void> => {
         if (failure) throw failure
-        let bytes: Buffer
-        try {
-          bytes = encodeWriteRequest(
-            series.map((s) => ({
-              metric: s.metric,
-              tags: tagsToList(s.tags),
-              timestamps: s.timestamps,
-              values: s.values,
-            })),
-            precision,
-          )
-        } catch (err) {
-          throw toClientError(err)
-        }
-        if (!call.write(bytes)) {
+        if (!call.write(encodeSeries(series, precision))) {
           await new Promise<void>((resolve) => {
             const done = (): void => {
               call.off('drain', done)
@@ -360,22 +352,7 @@ export class V3Client {
       },
       end: (): Promise<WriteResult> => {
         call.end()
-        return new Promise<WriteResult>((resolve, reject) => {
-          const finish = (): void => options.signal?.removeEventListener('abort', onAbort)
-          if (outcome?.result) resolve(outcome.result)
-          else if (outcome?.error) reject(outcome.error)
-          else
-            settle = {
-              resolve: (r) => {
-                finish()
-                resolve(r)
-              },
-              reject: (e) => {
-                finish()
-                reject(e)
-              },
-            }
-        })
+        return outcome
       },
     }
   }

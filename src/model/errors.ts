@@ -37,12 +37,15 @@ export class LimitError extends V3Error {
   readonly code = 'limit_exceeded'
   readonly limit: string
   readonly value: number
+  /** What could not be done, without the limit's name and value. */
+  readonly reason: string
 
-  constructor(limit: string, value: number, message: string) {
-    super(`${message} (limit ${limit} = ${value})`)
+  constructor(limit: string, value: number, reason: string) {
+    super(`${reason} (limit ${limit} = ${value})`)
     this.name = 'LimitError'
     this.limit = limit
     this.value = value
+    this.reason = reason
   }
 }
 

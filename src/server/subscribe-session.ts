@@ -2,8 +2,9 @@ import { once } from 'node:events'
 import { Metadata, type ServerWritableStream, type StatusObject, status } from '@grpc/grpc-js'
 import type { SubscribeRequest } from '../../gen/v3storage/v1/stream_service.js'
 import type { Subscription } from '../engine/storage-engine.js'
+import { canonicalSeriesKey } from '../model/series-key.js'
 import { MAX_TIMESTAMP_MS } from '../model/timestamps.js'
-import type { Selector, SeriesPoints, Tag } from '../model/types.js'
+import type { Selector, SeriesPoints } from '../model/types.js'
 import { type BoundContext, bindCallContext } from './call-context.js'
 import { chunkSeries } from './chunking.js'
 import { failureStatus } from './handler-kit.js'
@@ -12,21 +13,18 @@ import { pointCount, STREAM_DEFAULTS, type StreamHandlerDeps } from './stream-li
 
 type SubscribeCall = ServerWritableStream<SubscribeRequest, SeriesListResponse>
 
-function seriesKey(metric: string, tags: readonly Tag[]): string {
-  return JSON.stringify([metric, tags.map((t) => [t.key, t.value])])
-}
-
 /**
- * Removes from the live points those the replay already holds. The listener is registered before
+ * Removes from the live points those the replay already holds (series are keyed by their canonical
+ * key: the engine hands out sorted tags both ways). The listener is registered before
  * the stored points are read, so a point written in between arrives both ways; the same series,
  * timestamp and value is the same point (a rewrite with an equal value changes nothing either).
  */
 function dropReplayed(live: readonly (readonly SeriesPoints[])[], replayed: readonly SeriesPoints[]): SeriesPoints[][] {
   const wanted = new Set<string>()
-  for (const batch of live) for (const s of batch) wanted.add(seriesKey(s.metric, s.tags))
+  for (const batch of live) for (const s of batch) wanted.add(canonicalSeriesKey(s.metric, s.tags))
   const stored = new Map<string, Map<number, number>>()
   for (const s of replayed) {
-    const key = seriesKey(s.metric, s.tags)
+    const key = canonicalSeriesKey(s.metric, s.tags)
     if (!wanted.has(key)) continue
     const points = stored.get(key) ?? new Map<number, number>()
     for (let i = 0; i < s.timestamps.length; i++) points.set(s.timestamps[i]!, s.values[i]!)
@@ -35,7 +33,7 @@ function dropReplayed(live: readonly (readonly SeriesPoints[])[], replayed: read
   if (stored.size === 0) return live.map((batch) => [...batch])
   return live.map((batch) =>
     batch.flatMap((s) => {
-      const points = stored.get(seriesKey(s.metric, s.tags))
+      const points = stored.get(canonicalSeriesKey(s.metric, s.tags))
       if (!points) return [s]
       const keep: number[] = []
       s.timestamps.forEach((t, i) => {

@@ -31,8 +31,7 @@ function inMessage(err: unknown, index: number): unknown {
     return new ValidationError(err.violations.map((v) => ({ ...v, field: `messages[${index}].${v.field}` })))
   }
   if (err instanceof LimitError) {
-    const reason = err.message.slice(0, err.message.lastIndexOf(' (limit '))
-    return new LimitError(err.limit, err.value, `messages[${index}]: ${reason}`)
+    return new LimitError(err.limit, err.value, `messages[${index}]: ${err.reason}`)
   }
   return err
 }

@@ -189,15 +189,23 @@ describe('server over a scripted engine', () => {
   })
 
   test('QueryStream stops when the client stops reading', async () => {
-    const n = 200_000
+    // Far more than the transport buffers: the server has to wait for the reader.
+    const n = 4_000_000
     const timestamps = Float64Array.from({ length: n }, (_, i) => i)
-    engine.onQuery = async () => [{ metric: 'm', tags: [], timestamps, values: new Float64Array(n) }]
+    let signal: AbortSignal | undefined
+    engine.onQuery = async (ctx) => {
+      signal = ctx?.signal
+      return [{ metric: 'm', tags: [], timestamps, values: new Float64Array(n) }]
+    }
     let messages = 0
     for await (const chunk of client.queryStream(QUERY)) {
       assert.ok(chunk.length > 0)
       messages++
       if (messages === 2) break
     }
+    // The server sees the cancellation: the call's signal aborts, so it stops sending.
+    for (let i = 0; i < 250 && !signal?.aborted; i++) await new Promise((resolve) => setTimeout(resolve, 20))
+    assert.equal(signal?.aborted, true)
     // The next call works: the abandoned stream left nothing behind.
     engine.onQuery = async () => []
     assert.deepEqual(await client.query(QUERY), [])

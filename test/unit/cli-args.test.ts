@@ -21,7 +21,7 @@ test('flags map to options', () => {
     '--listen',
     '[::1]:0',
     '--hot-window',
-    '2h',
+    '3h',
     '--retention',
     '30d',
     '--sync',
@@ -38,7 +38,8 @@ test('flags map to options', () => {
   ])
   assert.equal(config.engine.dataDir, '/tmp/x')
   assert.equal(config.listen, '[::1]:0')
-  assert.equal(config.engine.hotWindowMs, 7_200_000)
+  // Not the default (2 h), so the assertion shows the flag was read.
+  assert.equal(config.engine.hotWindowMs, 3 * 3_600_000)
   assert.equal(config.engine.retentionMs, 30 * 86_400_000)
   assert.equal(config.engine.sync, 'always')
   assert.equal(config.engine.maxPointsPerQuery, 1000)
