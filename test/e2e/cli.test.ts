@@ -253,6 +253,32 @@ describe('v3 client commands', () => {
     }
   })
 
+  test('export reads a series larger than the points-per-query limit in parts', async () => {
+    const small = await startServerProcess({ args: ['--max-points-per-query', '300'] })
+    try {
+      const timestamps = Array.from({ length: 1000 }, (_, i) => T0 + i * 1000)
+      await small.client.write([{ metric: 'big_one', tags: { h: 'a' }, timestamps, values: timestamps }])
+      const out = await runV3(['export', 'big_one', '--server', small.address])
+      assert.equal(out.code, 0, out.stderr)
+      const lines = out.stdout.trim().split('\n').slice(1)
+      assert.equal(lines.length, 1000)
+      assert.match(out.stderr, /1000 points/)
+    } finally {
+      await small.stop()
+      await removeDataDir(small.dataDir)
+    }
+  })
+
+  test('migrate reports a per-series count mismatch with exit code 1', async () => {
+    const timestamps = Array.from({ length: 50 }, (_, i) => T0 + i * 1000)
+    await a.client.write([{ metric: 'mm_load', tags: { host: 'x' }, timestamps, values: timestamps }])
+    // The destination already holds an extra point of the same series inside the copied span.
+    await b.client.write([{ metric: 'mm_load', tags: { host: 'x' }, timestamps: [T0 + 500], values: [1] }])
+    const out = await runV3(['migrate', '--from', a.address, '--to', b.address, 'mm_load'])
+    assert.equal(out.code, 1, out.stderr)
+    assert.match(out.stderr, /count mismatch: .*50 points in the source, 51 in the destination/)
+  })
+
   test('import of a large file keeps the importer in bounded memory', async () => {
     // 1,000,000 rows (about 45 MB) over 100 series.
     const path = join(dir, 'large.csv')

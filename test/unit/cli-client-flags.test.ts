@@ -1,0 +1,32 @@
+import assert from 'node:assert/strict'
+import { test } from 'node:test'
+import { UsageError } from '../../src/cli/args.js'
+import { clientOptions, serverAddress } from '../../src/cli/client-command.js'
+import { parseTimeFlag } from '../../src/cli/time.js'
+
+const NOW = Date.UTC(2026, 5, 1, 12)
+
+test('--start and --end take now, a duration before now, epoch milliseconds or RFC 3339', () => {
+  assert.equal(parseTimeFlag('start', 'now', NOW), NOW)
+  assert.equal(parseTimeFlag('start', '-1h', NOW), NOW - 3_600_000)
+  assert.equal(parseTimeFlag('start', '-30d', NOW), NOW - 30 * 86_400_000)
+  assert.equal(parseTimeFlag('end', '1767225600000', NOW), 1_767_225_600_000)
+  assert.equal(parseTimeFlag('end', '-5', NOW), -5)
+  assert.equal(parseTimeFlag('end', '2026-01-01T00:00:00Z', NOW), Date.UTC(2026, 0, 1))
+  assert.throws(
+    () => parseTimeFlag('end', 'yesterday', NOW),
+    (err: unknown) => err instanceof UsageError && /--end/.test(err.message),
+  )
+})
+
+test('the connection comes from flags, then V3_SERVER and V3_TOKEN, then the default', () => {
+  assert.equal(serverAddress({}, {}), '127.0.0.1:50051')
+  assert.equal(serverAddress({}, { V3_SERVER: 'db:1' }), 'db:1')
+  assert.equal(serverAddress({ server: 'flag:2' }, { V3_SERVER: 'db:1' }), 'flag:2')
+  assert.deepEqual(clientOptions({}, { V3_TOKEN: 't1' }), { token: 't1' })
+  assert.deepEqual(clientOptions({ token: 't2' }, { V3_TOKEN: 't1' }), { token: 't2' })
+  assert.deepEqual(clientOptions({ 'tls-ca': 'ca.pem' }, {}), {
+    tls: { caFile: 'ca.pem', certFile: undefined, keyFile: undefined },
+  })
+  assert.throws(() => clientOptions({ 'tls-cert': 'c.pem' }, {}), /--tls-cert and --tls-key go together/)
+})
