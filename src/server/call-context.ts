@@ -19,6 +19,15 @@ export interface BoundContext {
 }
 
 /**
+ * How close to its deadline a cancellation counts as the deadline passing. The client's own
+ * deadline timer fires first and resets the stream; the server computed its deadline from the
+ * grpc-timeout header when the call arrived, so it lies a little later, by the transit time plus
+ * any event-loop lag, and a cancellation that close to it is the client's deadline, not a user's
+ * cancel.
+ */
+const DEADLINE_RACE_MS = 250
+
+/**
  * Ties an AbortSignal to the call. grpc-js emits 'cancelled' when the client cancels, the
  * connection drops, or the deadline passes (it answers DEADLINE_EXCEEDED itself), so the engine can
  * stop working on a call nobody waits for any more.
@@ -27,7 +36,8 @@ export function bindCallContext(call: CancellableCall): BoundContext {
   const controller = new AbortController()
   const onCancelled = (): void => {
     const deadline = call.getDeadline()
-    const passed = deadline instanceof Date ? deadline.getTime() <= Date.now() : deadline <= Date.now()
+    const deadlineMs = deadline instanceof Date ? deadline.getTime() : deadline
+    const passed = deadlineMs - Date.now() <= DEADLINE_RACE_MS
     controller.abort(new DeadlineError(passed ? 'the deadline passed' : 'the client cancelled the call'))
   }
   call.on('cancelled', onCancelled)
