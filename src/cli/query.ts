@@ -24,9 +24,10 @@ const AGG_FUNCS: readonly AggFunc[] = [
 const FORMATS = ['table', 'csv', 'json'] as const
 type Format = (typeof FORMATS)[number]
 
-export const QUERY_USAGE = `Usage: v3 query '<selector>' [options]
+export const QUERY_USAGE = `Usage: v3 query '<selector>' ['<selector>' …] [options]
 
 The selector is PromQL's: cpu_usage{host="a",region=~"eu-.*"} with =, !=, =~, !~ (regexes anchored).
+Several selectors (at most 101) are answered in one call, each as if queried alone, in order.
 
   --start <time>           inclusive: RFC 3339, epoch ms, now, or relative like -1h (default -1h)
   --end <time>             exclusive (default now)
@@ -114,8 +115,7 @@ export async function runQuery(args: readonly string[]): Promise<number> {
     process.stdout.write(QUERY_USAGE)
     return 0
   }
-  if (positionals.length !== 1) throw new UsageError('v3 query takes one selector')
-  const [selector] = selectorsOf(positionals, 'query')
+  const [selector, ...additionalSelectors] = selectorsOf(positionals, 'query')
   const format = formatOf(stringFlag(values, 'format'))
   const now = Date.now()
   const range = rangeOf(values, { startMs: now - 3_600_000, endMs: now })
@@ -132,6 +132,7 @@ export async function runQuery(args: readonly string[]): Promise<number> {
   try {
     const result = await client.query({
       selector: selector!,
+      additionalSelectors,
       ...range,
       aggregation:
         agg === undefined

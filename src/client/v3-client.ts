@@ -64,6 +64,11 @@ export interface AggregationInput {
 
 export interface QueryInput {
   readonly selector: SelectorInput
+  /**
+   * Further selectors answered in the same call, each as if queried alone; their series follow
+   * the selector's, in order. At most 100. This is how one call reads several metrics.
+   */
+  readonly additionalSelectors?: readonly SelectorInput[]
   /** Inclusive, ms since the epoch. */
   readonly startMs: number
   /** Exclusive, ms since the epoch. */
@@ -529,6 +534,7 @@ function queryToProto(request: QueryInput) {
   const aggregation = request.aggregation
   return {
     selector: selectorToProto(request.selector),
+    additionalSelectors: (request.additionalSelectors ?? []).map(selectorToProto),
     startMs: request.startMs,
     endMs: request.endMs,
     aggregation:

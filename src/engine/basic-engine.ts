@@ -255,39 +255,69 @@ export class BasicEngine implements StorageEngine, EngineCore {
     this.assertOpen()
     const started = performance.now()
     checkRange(request.startMs, request.endMs)
+    const budgets = this.queryBudgets()
+    const more = request.additionalSelectors ?? []
+    let result: SeriesPoints[]
+    if (more.length === 0) {
+      result = await this.queryOne(request, budgets, ctx)
+    } else {
+      // One budget for all selectors, so that many selectors cannot take more than one query may.
+      const parts = await Promise.all([
+        this.queryOne(request, budgets, ctx),
+        ...more.map((selector, i) =>
+          this.queryOne({ ...request, selector }, budgets, ctx).catch((err: unknown) => {
+            throw err instanceof ValidationError ? err.renamed('selector', `additional_selectors[${i}]`) : err
+          }),
+        ),
+      ])
+      result = parts.flat()
+    }
+    this.queryLatency.record(performance.now() - started)
+    return result
+  }
+
+  /** The points returned (`result`) and the raw points read to feed aggregations (`read`), more loosely. */
+  private queryBudgets(): { readonly result: PointBudget; readonly read: PointBudget } {
+    const max = this.config.maxPointsPerQuery
+    return { result: new PointBudget(max), read: new PointBudget(max * 10) }
+  }
+
+  /** One selector's answer; `request.additionalSelectors` is not looked at. */
+  private async queryOne(
+    request: QueryRequest,
+    budgets: { readonly result: PointBudget; readonly read: PointBudget },
+    ctx: CallContext | undefined,
+  ): Promise<SeriesPoints[]> {
     const entries = this.index.select(request.selector)
     const key = queryKey(request)
     const cached = this.resultCache.get(key, retentionCutoffMs(this))
     if (cached) {
-      this.queryLatency.record(performance.now() - started)
+      for (const s of cached) budgets.result.take(s.timestamps.length)
       return cached
     }
     const token = this.resultCache.begin()
-    const budget = new PointBudget(this.config.maxPointsPerQuery)
     const filter = request.valueFilter
     let result: SeriesPoints[]
     if (!request.aggregation) {
       // With a filter the budget counts points read, a bound on memory either way.
-      result = await readMany(this, entries, request.startMs, request.endMs, budget, ctx)
+      result = await readMany(this, entries, request.startMs, request.endMs, budgets.result, ctx)
       if (filter) result = filterValues(result, filter)
     } else {
       if (!Number.isSafeInteger(request.aggregation.stepMs) || request.aggregation.stepMs < 0) {
         throw ValidationError.field('aggregation.step_ms', 'must be a non-negative integer number of milliseconds')
       }
-      // Raw points feeding an aggregation are not returned, so they are bounded more loosely.
-      const readBudget = new PointBudget(budget.max * 10)
       const { func, stepMs } = request.aggregation
       const inputs =
         SUMMARIZABLE.has(func) && !filter
-          ? await readManyForAggregate(this, entries, request.startMs, request.endMs, stepMs, readBudget, ctx)
-          : await readMany(this, entries, request.startMs, request.endMs, readBudget, ctx)
+          ? await readManyForAggregate(this, entries, request.startMs, request.endMs, stepMs, budgets.read, ctx)
+          : await readMany(this, entries, request.startMs, request.endMs, budgets.read, ctx)
       result = aggregate(
         filter ? filterValues(inputs, filter) : inputs,
         request.aggregation,
         request.startMs,
         request.endMs,
       )
-      for (const s of result) budget.take(s.timestamps.length)
+      for (const s of result) budgets.result.take(s.timestamps.length)
     }
     this.resultCache.set(
       key,
@@ -296,7 +326,6 @@ export class BasicEngine implements StorageEngine, EngineCore {
       result,
       entries.map((e) => e.handle),
     )
-    this.queryLatency.record(performance.now() - started)
     return result
   }
 

@@ -30,6 +30,19 @@ export class ValidationError extends V3Error {
   static field(field: string, description: string): ValidationError {
     return new ValidationError([{ field, description }])
   }
+
+  /**
+   * The same violations with the field prefix `from` replaced by `to`: a selector checked as
+   * `selector` that the request carries as `additional_selectors[2]`.
+   */
+  renamed(from: string, to: string): ValidationError {
+    return new ValidationError(
+      this.violations.map((v) =>
+        v.field === from || v.field.startsWith(`${from}.`) ? { ...v, field: to + v.field.slice(from.length) } : v,
+      ),
+      { cause: this },
+    )
+  }
 }
 
 /** A configured limit was exceeded; names the limit and its value. */

@@ -95,6 +95,12 @@ export interface ValueFilter {
 
 export interface QueryRequest {
   readonly selector: Selector
+  /**
+   * Further selectors answered in the same query, each as if queried alone with this range,
+   * aggregation and filter; their series follow the selector's, in order. The points-per-query
+   * limit bounds them all together. Absent or empty: the selector alone.
+   */
+  readonly additionalSelectors?: readonly Selector[]
   /** Inclusive start, milliseconds since the epoch. */
   readonly startMs: number
   /** Exclusive end, milliseconds since the epoch. */

@@ -22,7 +22,7 @@ import {
   type ValueFilter as ProtoValueFilter,
 } from '../../gen/v3storage/v1/common.js'
 import type { CompactResult, EngineStats, LatencySummary } from '../engine/storage-engine.js'
-import { type FieldViolation, ValidationError } from '../model/errors.js'
+import { type FieldViolation, LimitError, ValidationError } from '../model/errors.js'
 import type {
   AggFunc,
   Aggregation,
@@ -135,7 +135,11 @@ export interface ProtoQuery {
   readonly endMs: number
   readonly aggregation?: ProtoAggregation | undefined
   readonly valueFilter?: ProtoValueFilter | undefined
+  readonly additionalSelectors: readonly ProtoSelector[]
 }
+
+/** Selectors besides the first that one query may carry; the proto comment states it. */
+export const MAX_ADDITIONAL_SELECTORS = 100
 
 const COMPARE_OPS: ReadonlyMap<ProtoCompareOp, CompareOp> = new Map([
   [ProtoCompareOp.COMPARE_OP_GT, 'gt'],
@@ -159,6 +163,16 @@ function valueFilterFromProto(filter: ProtoValueFilter): ValueFilter {
 
 export function queryFromProto(request: ProtoQuery): QueryRequest {
   const selector = selectorFromProto(request.selector)
+  if (request.additionalSelectors.length > MAX_ADDITIONAL_SELECTORS) {
+    throw new LimitError(
+      'max_additional_selectors',
+      MAX_ADDITIONAL_SELECTORS,
+      `cannot answer ${request.additionalSelectors.length} additional selectors in one query`,
+    )
+  }
+  const additionalSelectors = request.additionalSelectors.map((s, i) =>
+    selectorFromProto(s, `additional_selectors[${i}]`),
+  )
   if (request.endMs <= request.startMs) {
     throw ValidationError.field(
       'end_ms',
@@ -167,6 +181,7 @@ export function queryFromProto(request: ProtoQuery): QueryRequest {
   }
   return {
     selector,
+    ...(additionalSelectors.length === 0 ? {} : { additionalSelectors }),
     startMs: request.startMs,
     endMs: request.endMs,
     ...(request.aggregation === undefined

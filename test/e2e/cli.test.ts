@@ -177,6 +177,17 @@ describe('v3 client commands', () => {
       ...range,
     ])
     assert.equal(csv.stdout, `metric,timestamp,value,region\nq_cpu,${T0},20,eu-west\nq_cpu,${T0},7,us-east\n`)
+    const two = await runV3([
+      'query',
+      'q_cpu{host="b"}',
+      'q_cpu{host="a"}',
+      '--agg',
+      'count',
+      '--format',
+      'csv',
+      ...range,
+    ])
+    assert.equal(two.stdout, `metric,timestamp,value,host,region\nq_cpu,${T0},1,b,us-east\nq_cpu,${T0},2,a,eu-west\n`)
     const json = await runV3(['query', 'q_cpu{host!="a"}', '--format', 'json', ...range])
     assert.deepEqual(JSON.parse(json.stdout), [
       { metric: 'q_cpu', tags: { host: 'b', region: 'us-east' }, points: [[T0, 7]] },

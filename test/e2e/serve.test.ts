@@ -8,6 +8,7 @@ import { service as healthService } from 'grpc-health-check'
 import { AggFunc, MatchOp } from '../../gen/v3storage/v1/common.js'
 import { type QueryResponse, QueryServiceClient } from '../../gen/v3storage/v1/query_service.js'
 import { mergeChunks, type V3Client, V3ClientError } from '../../src/client/index.js'
+import type { SeriesPoints } from '../../src/model/types.js'
 import { removeDataDir, type ServerProcess, startServerProcess } from './server-process.js'
 
 const T0 = Date.UTC(2024, 0, 1)
@@ -84,6 +85,31 @@ describe('v3 serve', () => {
     assert.equal(refs.length, 2)
   })
 
+  test('one Query and one QueryStream answer several metrics through additional selectors', async () => {
+    await client.write([
+      { metric: 'rt_user', tags: { host: 'a' }, timestamps: [T0, T0 + 70_000], values: [1, 2] },
+      { metric: 'rt_system', tags: { host: 'a' }, timestamps: [T0, T0 + 10_000], values: [5, 3] },
+      { metric: 'rt_system', tags: { host: 'b' }, timestamps: [T0], values: [9] },
+    ])
+    const request = {
+      selector: { metric: 'rt_user' },
+      additionalSelectors: [{ metric: 'rt_system', matchers: [{ key: 'host', value: 'a', op: 'eq' as const }] }],
+      startMs: T0,
+      endMs: T0 + 120_000,
+      aggregation: { func: 'max' as const, stepMs: 60_000 },
+    }
+    const shape = (series: SeriesPoints[]) =>
+      series.map((s) => [s.metric, s.tags.map((t) => t.value).join(), [...s.timestamps], [...s.values]])
+    const want = [
+      ['rt_user', 'a', [T0, T0 + 60_000], [1, 2]],
+      ['rt_system', 'a', [T0], [5]],
+    ]
+    assert.deepEqual(shape(await client.query(request)), want)
+    const streamed: SeriesPoints[] = []
+    for await (const chunk of client.queryStream(request)) streamed.push(...chunk)
+    assert.deepEqual(shape(streamed), want)
+  })
+
   test('nanosecond timestamps beyond 2^53 keep their value', async () => {
     const ns = BigInt(T0) * 1_000_000n + 999_999n
     await client.write([{ metric: 'rt_ns', timestamps: [ns], values: [7] }], { precision: 'ns' })
@@ -138,6 +164,7 @@ describe('v3 serve', () => {
           { key: 'c', value: 'd', op: MatchOp.MATCH_OP_UNSPECIFIED },
         ],
       },
+      additionalSelectors: [],
       startMs: 0,
       endMs: 1,
     })
@@ -145,12 +172,50 @@ describe('v3 serve', () => {
     assert.match(err3.details, /selector\.matchers\[1\]\.op/)
     const err4 = await ask({
       selector: { metric: 'x', matchers: [] },
+      additionalSelectors: [],
       startMs: 0,
       endMs: 1,
       aggregation: { func: AggFunc.AGG_FUNC_UNSPECIFIED, stepMs: 0, groupBy: [], mergeSeries: false },
     })
     assert.equal(err4.code, status.INVALID_ARGUMENT)
     assert.match(err4.details, /aggregation\.func/)
+
+    // Each additional selector is checked as the selector is, and named by its index.
+    const sel = (metric: string) => ({ metric, matchers: [] })
+    const err5 = await ask({
+      selector: sel('x'),
+      additionalSelectors: [
+        sel('y'),
+        { metric: 'z', matchers: [{ key: 'k', value: 'v', op: MatchOp.MATCH_OP_UNSPECIFIED }] },
+      ],
+      startMs: 0,
+      endMs: 1,
+    })
+    assert.equal(err5.code, status.INVALID_ARGUMENT)
+    assert.match(err5.details, /additional_selectors\[1\]\.matchers\[0\]\.op/)
+    const err6 = await rejectsWith(
+      client.query({
+        selector: { metric: 'x' },
+        additionalSelectors: [{ metric: 'y', matchers: [{ key: 'k', value: '(', op: 'regex' }] }],
+        startMs: 0,
+        endMs: 1,
+      }),
+      status.INVALID_ARGUMENT,
+    )
+    assert.deepEqual(
+      err6.violations.map((v) => v.field),
+      ['additional_selectors[0].matchers[0].value'],
+    )
+    const err7 = await rejectsWith(
+      client.query({
+        selector: sel('x'),
+        additionalSelectors: Array.from({ length: 101 }, () => sel('y')),
+        startMs: 0,
+        endMs: 1,
+      }),
+      status.RESOURCE_EXHAUSTED,
+    )
+    assert.match(err7.message, /max_additional_selectors = 100/)
   })
 
   test('health reports SERVING for the server and each service', async () => {

@@ -198,6 +198,80 @@ export function runComplianceSuite(name: string, factory: EngineFactory): void {
         )
       }))
 
+    it('answers additional selectors in the same query, each as if alone, in order', () =>
+      withEngine(factory, async (e) => {
+        const ts = [T0, T0 + 30_000, T0 + 60_000, T0 + 90_000]
+        await e.write({
+          series: [
+            { metric: 'user', tags: tags({ host: 'a' }), timestamps: ts, values: [1, 2, 3, 4] },
+            { metric: 'user', tags: tags({ host: 'b' }), timestamps: ts, values: [5, 6, 7, 8] },
+            { metric: 'system', tags: tags({ host: 'a' }), timestamps: ts, values: [9, 8, 7, 6] },
+            { metric: 'idle', tags: tags({ host: 'a' }), timestamps: ts, values: [0, 0, 0, 0] },
+          ],
+        })
+        const hostA = [{ key: 'host', value: 'a', op: 'eq' as const }]
+        const perMetric = await e.query({
+          selector: { metric: 'system', matchers: hostA },
+          additionalSelectors: [
+            { metric: 'user', matchers: [] },
+            { metric: 'absent', matchers: [] },
+          ],
+          startMs: T0,
+          endMs: T0 + 120_000,
+          aggregation: { func: 'max', stepMs: 60_000, groupBy: [], mergeSeries: true },
+        })
+        // merge_series merges within each selector, never across them.
+        assert.deepEqual(
+          perMetric.map((s) => ({ metric: s.metric, ...plain([s])[0] })),
+          [
+            { metric: 'system', tags: {}, ts: [T0, T0 + 60_000], vals: [9, 7] },
+            { metric: 'user', tags: {}, ts: [T0, T0 + 60_000], vals: [6, 8] },
+          ],
+        )
+        const raw = await e.query({
+          selector: { metric: 'user', matchers: hostA },
+          additionalSelectors: [{ metric: 'system', matchers: hostA }],
+          startMs: T0 + 30_000,
+          endMs: T0 + 90_000,
+        })
+        assert.deepEqual(
+          raw.map((s) => ({ metric: s.metric, ...plain([s])[0] })),
+          [
+            { metric: 'user', tags: { host: 'a' }, ts: [T0 + 30_000, T0 + 60_000], vals: [2, 3] },
+            { metric: 'system', tags: { host: 'a' }, ts: [T0 + 30_000, T0 + 60_000], vals: [8, 7] },
+          ],
+        )
+        await assert.rejects(
+          e.query({
+            selector: { metric: 'user', matchers: [] },
+            additionalSelectors: [{ metric: 'system', matchers: [{ key: 'host', value: '(', op: 'regex' }] }],
+            startMs: T0,
+            endMs: T0 + 1,
+          }),
+          ValidationError,
+        )
+      }))
+
+    it('bounds all the selectors of one query together by the points-per-query limit', () =>
+      withEngine(
+        factory,
+        async (e) => {
+          const ts = Array.from({ length: 15 }, (_, i) => T0 + i * 1000)
+          const one = (metric: string) => ({ metric, tags: [], timestamps: ts, values: ts.map(() => 1) })
+          await e.write({ series: [one('p'), one('q')] })
+          const sel = (metric: string) => ({ metric, matchers: [] })
+          assert.equal(
+            (await e.query({ selector: sel('p'), startMs: T0, endMs: T0 + 15_000 }))[0]?.timestamps.length,
+            15,
+          )
+          await assert.rejects(
+            e.query({ selector: sel('p'), additionalSelectors: [sel('q')], startMs: T0, endMs: T0 + 15_000 }),
+            (err: unknown) => err instanceof LimitError && err.limit === 'max_points_per_query',
+          )
+        },
+        { maxPointsPerQuery: 20 },
+      ))
+
     it('returns the latest point of every matching series', () =>
       withEngine(factory, async (e) => {
         await e.write({

@@ -47,7 +47,18 @@ export interface QueryRequest {
    * value_filter keeps only the points whose value passes it (before any aggregation), as a PromQL
    * comparison such as `cpu > 90` does; absent keeps every point.
    */
-  valueFilter?: ValueFilter | undefined;
+  valueFilter?:
+    | ValueFilter
+    | undefined;
+  /**
+   * additional_selectors are further selectors answered in the same call, each as if it were the
+   * selector of a query of its own with this range, aggregation and value filter (merge_series and
+   * group_by never merge across selectors); their series follow the selector's, in this order, and a
+   * series that several selectors match appears once for each. At most 100; the points-per-query
+   * limit bounds all of them together. Empty: the selector alone. This is how one call asks for
+   * several metrics, as PromQL's `{__name__=~"a|b"}` does.
+   */
+  additionalSelectors: Selector[];
 }
 
 /** QueryResponse holds the selected series; a series without points in the range is left out. */
@@ -77,7 +88,18 @@ export interface QueryStreamRequest {
    * value_filter keeps only the points whose value passes it (before any aggregation), as a PromQL
    * comparison such as `cpu > 90` does; absent keeps every point.
    */
-  valueFilter?: ValueFilter | undefined;
+  valueFilter?:
+    | ValueFilter
+    | undefined;
+  /**
+   * additional_selectors are further selectors answered in the same call, each as if it were the
+   * selector of a query of its own with this range, aggregation and value filter (merge_series and
+   * group_by never merge across selectors); their series follow the selector's, in this order, and a
+   * series that several selectors match appears once for each. At most 100; the points-per-query
+   * limit bounds all of them together. Empty: the selector alone. This is how one call asks for
+   * several metrics, as PromQL's `{__name__=~"a|b"}` does.
+   */
+  additionalSelectors: Selector[];
 }
 
 /** QueryStreamResponse is one chunk of a streamed query, with the fields of QueryResponse. */
@@ -114,7 +136,14 @@ export interface ListSeriesResponse {
 }
 
 function createBaseQueryRequest(): QueryRequest {
-  return { selector: undefined, startMs: 0, endMs: 0, aggregation: undefined, valueFilter: undefined };
+  return {
+    selector: undefined,
+    startMs: 0,
+    endMs: 0,
+    aggregation: undefined,
+    valueFilter: undefined,
+    additionalSelectors: [],
+  };
 }
 
 export const QueryRequest: MessageFns<QueryRequest> = {
@@ -133,6 +162,9 @@ export const QueryRequest: MessageFns<QueryRequest> = {
     }
     if (message.valueFilter !== undefined) {
       ValueFilter.encode(message.valueFilter, writer.uint32(42).fork()).join();
+    }
+    for (const v of message.additionalSelectors) {
+      Selector.encode(v!, writer.uint32(50).fork()).join();
     }
     return writer;
   },
@@ -190,6 +222,14 @@ export const QueryRequest: MessageFns<QueryRequest> = {
             message.valueFilter = ValueFilter.decode(reader, reader.uint32());
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.additionalSelectors.push(Selector.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -218,6 +258,7 @@ export const QueryRequest: MessageFns<QueryRequest> = {
     message.valueFilter = (object.valueFilter !== undefined && object.valueFilter !== null)
       ? ValueFilter.fromPartial(object.valueFilter)
       : undefined;
+    message.additionalSelectors = object.additionalSelectors?.map((e) => Selector.fromPartial(e)) || [];
     return message;
   },
 };
@@ -278,7 +319,14 @@ export const QueryResponse: MessageFns<QueryResponse> = {
 };
 
 function createBaseQueryStreamRequest(): QueryStreamRequest {
-  return { selector: undefined, startMs: 0, endMs: 0, aggregation: undefined, valueFilter: undefined };
+  return {
+    selector: undefined,
+    startMs: 0,
+    endMs: 0,
+    aggregation: undefined,
+    valueFilter: undefined,
+    additionalSelectors: [],
+  };
 }
 
 export const QueryStreamRequest: MessageFns<QueryStreamRequest> = {
@@ -297,6 +345,9 @@ export const QueryStreamRequest: MessageFns<QueryStreamRequest> = {
     }
     if (message.valueFilter !== undefined) {
       ValueFilter.encode(message.valueFilter, writer.uint32(42).fork()).join();
+    }
+    for (const v of message.additionalSelectors) {
+      Selector.encode(v!, writer.uint32(50).fork()).join();
     }
     return writer;
   },
@@ -354,6 +405,14 @@ export const QueryStreamRequest: MessageFns<QueryStreamRequest> = {
             message.valueFilter = ValueFilter.decode(reader, reader.uint32());
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.additionalSelectors.push(Selector.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -382,6 +441,7 @@ export const QueryStreamRequest: MessageFns<QueryStreamRequest> = {
     message.valueFilter = (object.valueFilter !== undefined && object.valueFilter !== null)
       ? ValueFilter.fromPartial(object.valueFilter)
       : undefined;
+    message.additionalSelectors = object.additionalSelectors?.map((e) => Selector.fromPartial(e)) || [];
     return message;
   },
 };
