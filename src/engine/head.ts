@@ -87,6 +87,9 @@ class SeriesBuffer {
   }
 }
 
+/** The largest starting capacity a hint gives a series buffer, in points (24 bytes each). */
+const MAX_CAPACITY_HINT = 65_536
+
 /**
  * The in-memory write buffer. Acknowledged points live here (and in the buffer column family) until
  * the sealer merges them into their stored blocks, so a block is written once per seal instead of
@@ -94,6 +97,13 @@ class SeriesBuffer {
  */
 export class Head {
   private readonly active = new Map<number, SeriesBuffer>()
+  /**
+   * The points a series buffered before its buffer was handed to the sealer: the next buffer of
+   * that series starts that large, because a steady writer fills it alike, and growing from 16 by
+   * doubling reallocated and copied every array several times per seal (7.6% of the server's time
+   * under the batching-writer bench). Taken out when used, so it holds only series not written since.
+   */
+  private readonly capacityHint = new Map<number, number>()
   private readonly sealing = new Map<number, Taken[]>()
   private points = 0
 
@@ -105,7 +115,9 @@ export class Head {
   append(handle: number, ts: Float64Array, vals: Float64Array, seq: number): void {
     let buf = this.active.get(handle)
     if (!buf) {
-      buf = new SeriesBuffer(Math.max(16, ts.length))
+      const hint = this.capacityHint.get(handle)
+      if (hint !== undefined) this.capacityHint.delete(handle)
+      buf = new SeriesBuffer(Math.max(16, ts.length, hint ?? 0))
       this.active.set(handle, buf)
     }
     buf.push(ts, vals, seq)
@@ -127,6 +139,7 @@ export class Head {
         // The buffer leaves the active set, so its arrays can be handed over without a copy.
         part = { ts: buf.ts.subarray(0, buf.n), vals: buf.vals.subarray(0, buf.n), minSeq: buf.minSeq }
         this.active.delete(handle)
+        this.capacityHint.set(handle, Math.min(MAX_CAPACITY_HINT, buf.n))
       } else {
         // The newest blocks are still open: take only the ended ones.
         part = buf.extract((t) => t < boundary)
