@@ -1,12 +1,4 @@
-import {
-  type ChannelCredentials,
-  Client,
-  type ClientDuplexStream,
-  type ClientOptions,
-  credentials,
-  Metadata,
-  status,
-} from '@grpc/grpc-js'
+import { type Client, type ClientDuplexStream, Metadata, status } from '@grpc/grpc-js'
 import { Precision as ProtoPrecision } from '../../gen/v3storage/v1/common.js'
 import { IngestResponse, StreamServiceService } from '../../gen/v3storage/v1/stream_service.js'
 import { ValidationError } from '../model/errors.js'
@@ -14,9 +6,9 @@ import type { Precision, RawTimestamp, Tag } from '../model/types.js'
 import { encodeIngestRequest } from '../wire/ingest-codec.js'
 import { encodeWriteRequest } from '../wire/series-codec.js'
 import { toClientError, V3ClientError } from './errors.js'
-import { type TagsInput, tagsToList } from './v3-client.js'
+import { type ConnectionOptions, openChannel, type TagsInput, tagsToList } from './v3-client.js'
 
-export interface BatchingWriterOptions {
+export interface BatchingWriterOptions extends ConnectionOptions {
   /** A batch is sent once it holds this many points. Default 10,000. */
   readonly batchPoints?: number
   /** A batch that is not full is sent this long after its first point, in ms. Default 100. */
@@ -36,12 +28,6 @@ export interface BatchingWriterOptions {
    * flush() or close() fails with the first rejection instead, so that none goes unnoticed.
    */
   readonly onReject?: (rejection: IngestRejection) => void
-  /** Default plaintext. */
-  readonly credentials?: ChannelCredentials
-  /** Sent as `authorization: Bearer <token>`, for a server that checks tokens. */
-  readonly token?: string
-  /** Further grpc-js channel options. */
-  readonly channelOptions?: ClientOptions
 }
 
 /** A batch the server refused; its points are not stored. */
@@ -274,9 +260,7 @@ export class BatchingWriter {
     const address = this.address()
     if (this.client === undefined || address !== this.clientAddress) {
       this.client?.close()
-      this.client = new Client(address, this.options.credentials ?? credentials.createInsecure(), {
-        ...this.options.channelOptions,
-      })
+      this.client = openChannel(address, this.options)
       this.clientAddress = address
     }
     const metadata = new Metadata()

@@ -159,7 +159,8 @@ export interface V3ClientTlsOptions {
   readonly keyFile?: string
 }
 
-export interface V3ClientOptions {
+/** How a client reaches a node: shared by V3Client and BatchingWriter. */
+export interface ConnectionOptions {
   /** grpc-js channel credentials, for what tls cannot express. Default plaintext; not with tls. */
   readonly credentials?: ChannelCredentials
   /** Connect with TLS (mutual TLS with certFile and keyFile). Absent: plaintext, unless credentials says otherwise. */
@@ -170,6 +171,11 @@ export interface V3ClientOptions {
   readonly keepaliveTimeMs?: number
   /** How long a ping may go unanswered before the connection counts as dead, in ms. Default 20 s. */
   readonly keepaliveTimeoutMs?: number
+  /** Further grpc-js channel options. */
+  readonly channelOptions?: ClientOptions
+}
+
+export interface V3ClientOptions extends ConnectionOptions {
   /**
    * The largest response accepted, in bytes. Default 64 MiB, above the server's 16 MiB default:
    * grpc-js's own default of 4 MiB would refuse unary results the server is willing to send.
@@ -177,8 +183,6 @@ export interface V3ClientOptions {
   readonly maxReceiveMessageBytes?: number
   /** Deadline of every call that sets none, in ms; absent: no deadline. */
   readonly defaultTimeoutMs?: number
-  /** Further grpc-js channel options. */
-  readonly channelOptions?: ClientOptions
 }
 
 const PRECISIONS: Readonly<Record<Precision, ProtoPrecision>> = {
@@ -255,10 +259,20 @@ function identity(bytes: Buffer): Buffer {
   return bytes
 }
 
-function channelCredentials(options: V3ClientOptions): ChannelCredentials {
+/** A grpc-js channel to `address` with the credentials, keepalive and options given. */
+export function openChannel(address: string, options: ConnectionOptions, extra: ClientOptions = {}): Client {
+  return new Client(address, channelCredentials(options), {
+    'grpc.keepalive_time_ms': options.keepaliveTimeMs ?? 5 * 60_000,
+    'grpc.keepalive_timeout_ms': options.keepaliveTimeoutMs ?? 20_000,
+    ...extra,
+    ...options.channelOptions,
+  })
+}
+
+function channelCredentials(options: ConnectionOptions): ChannelCredentials {
   const tls = options.tls
   if (tls === undefined) return options.credentials ?? credentials.createInsecure()
-  if (options.credentials !== undefined) throw new RangeError('give V3Client credentials or tls, not both')
+  if (options.credentials !== undefined) throw new RangeError('give credentials or tls, not both')
   if ((tls.certFile === undefined) !== (tls.keyFile === undefined)) {
     throw new RangeError('tls.certFile and tls.keyFile go together')
   }
@@ -281,11 +295,8 @@ export class V3Client {
   private readonly authorization: string | undefined
 
   constructor(address: string, options: V3ClientOptions = {}) {
-    this.client = new Client(address, channelCredentials(options), {
+    this.client = openChannel(address, options, {
       'grpc.max_receive_message_length': options.maxReceiveMessageBytes ?? 64 * 1024 * 1024,
-      'grpc.keepalive_time_ms': options.keepaliveTimeMs ?? 5 * 60_000,
-      'grpc.keepalive_timeout_ms': options.keepaliveTimeoutMs ?? 20_000,
-      ...options.channelOptions,
     })
     this.defaultTimeoutMs = options.defaultTimeoutMs
     this.authorization = options.token === undefined ? undefined : `Bearer ${options.token}`

@@ -7,7 +7,7 @@ import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import { type Client, credentials, makeGenericClientConstructor, type ServiceError, status } from '@grpc/grpc-js'
 import { service as healthService } from 'grpc-health-check'
-import { V3Client, V3ClientError, type V3ClientOptions } from '../../src/client/index.js'
+import { BatchingWriter, V3Client, V3ClientError, type V3ClientOptions } from '../../src/client/index.js'
 import { makeTestCertificates, opensslMissing, type TestCertificates } from './security-certs.js'
 import { removeDataDir, type ServerProcess, startServerProcess } from './server-process.js'
 
@@ -226,6 +226,31 @@ describe('TLS', { skip: opensslMissing() }, () => {
         await codeOf(connect({ tls: { caFile: join(certs.dir, 'stranger-ca.pem') }, token: TOKENS.read }).listNodes()),
         'UNAVAILABLE',
       )
+    })
+  })
+
+  test('the batching writer streams over TLS with a token, as the client does', async () => {
+    const file = await tokensFile('tls-writer-tokens', TOKENS_FILE)
+    const args = ['--tls-cert', certs.serverCert, '--tls-key', certs.serverKey, '--tokens-file', file]
+    await withServer(args, async (server, connect) => {
+      const address = withPort(server.address, 'localhost')
+      const writer = new BatchingWriter(address, { tls: { caFile: certs.caFile }, token: TOKENS.write })
+      for (let i = 0; i < 100; i++) writer.write('tls_writer', { host: 'a' }, T0 + i * 1000, i)
+      await writer.close()
+      const reader = connect({ tls: { caFile: certs.caFile }, token: TOKENS.read })
+      const got = await reader.query({ selector: { metric: 'tls_writer' }, startMs: T0, endMs: T0 + 100_000 })
+      assert.deepEqual(
+        [...(got[0]?.values ?? [])],
+        Array.from({ length: 100 }, (_, i) => i),
+      )
+      // Without the token the stream is refused, and the writer reports it instead of retrying.
+      const anonymous = new BatchingWriter(address, { tls: { caFile: certs.caFile } })
+      anonymous.write('tls_writer', { host: 'b' }, T0, 1)
+      await assert.rejects(
+        anonymous.flush(),
+        (err: unknown) => err instanceof V3ClientError && err.codeName === 'UNAUTHENTICATED',
+      )
+      anonymous.abort()
     })
   })
 
