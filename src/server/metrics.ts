@@ -82,7 +82,7 @@ export function createServerMetrics(engine: StorageEngine, options: MetricsOptio
   })
   const rejected = new Counter({
     name: 'v3_rejected_writes_total',
-    help: 'Write, WriteStream and Ingest calls that ended with an error, by status code.',
+    help: 'Write, WriteStream and Ingest calls that ended with an error, and Ingest messages rejected on a stream that went on, by status code.',
     labelNames: ['code'] as const,
     registers,
   })
@@ -135,6 +135,10 @@ export function createServerMetrics(engine: StorageEngine, options: MetricsOptio
         if (method === 'WriteService/Write' || method === 'WriteService/WriteStream') {
           const n = (message as { seriesWritten?: unknown } | null)?.seriesWritten
           if (typeof n === 'number') seriesWritten.inc(n)
+        } else if (method === 'StreamService/Ingest') {
+          // A rejected message is reported in an acknowledgement and the stream goes on.
+          const code = (message as { error?: { code?: unknown } | undefined } | null)?.error?.code
+          if (typeof code === 'number' && code !== status.OK) rejected.inc({ code: status[code] ?? String(code) })
         }
         next(message)
       },

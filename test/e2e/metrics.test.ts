@@ -2,7 +2,7 @@
 // operators alert on are there and move with the traffic.
 import assert from 'node:assert/strict'
 import { after, before, describe, test } from 'node:test'
-import { V3ClientError } from '../../src/client/index.js'
+import { BatchingWriter, type IngestRejection, V3ClientError } from '../../src/client/index.js'
 import { removeDataDir, type ServerProcess, startServerProcess } from './server-process.js'
 
 const T0 = Date.UTC(2026, 0, 1)
@@ -50,6 +50,14 @@ describe('v3 serve metrics and health', () => {
       { metric: 'm_cpu', tags: { host: 'b' }, timestamps: [T0], values: [3] },
     ])
     await assert.rejects(server.client.write([{ metric: '9bad', timestamps: [T0], values: [1] }]), V3ClientError)
+    // Two batches on one Ingest stream: the server rejects the second and the stream goes on.
+    const rejections: IngestRejection[] = []
+    const writer = new BatchingWriter(server.address, { onReject: (r) => rejections.push(r) })
+    writer.write('m_ingest', { host: 'a' }, T0, 1)
+    await writer.flush()
+    writer.write('m_ingest', { host: 'a' }, T0 + 1000, Number.POSITIVE_INFINITY)
+    await writer.close()
+    assert.equal(rejections.length, 1)
     await server.client.query({ selector: { metric: 'm_cpu' }, startMs: T0, endMs: T0 + 10_000 })
 
     const res = await fetch(server.metricsUrl!)
@@ -59,12 +67,13 @@ describe('v3 serve metrics and health', () => {
     assert.equal(m.get('v3_grpc_requests_total{method="WriteService/Write",code="OK"}'), 1)
     assert.equal(m.get('v3_grpc_requests_total{method="WriteService/Write",code="INVALID_ARGUMENT"}'), 1)
     assert.equal(m.get('v3_grpc_errors_total{method="WriteService/Write",code="INVALID_ARGUMENT"}'), 1)
-    assert.equal(m.get('v3_rejected_writes_total{code="INVALID_ARGUMENT"}'), 1)
+    // The failed Write call and the rejected Ingest message.
+    assert.equal(m.get('v3_rejected_writes_total{code="INVALID_ARGUMENT"}'), 2)
     assert.equal(m.get('v3_grpc_request_duration_seconds_count{method="QueryService/Query"}'), 1)
     assert.ok(m.has('v3_grpc_request_duration_seconds_bucket{le="0.005",method="QueryService/Query"}'))
-    assert.equal(m.get('v3_points_written_total'), 3)
+    assert.equal(m.get('v3_points_written_total'), 4)
     assert.equal(m.get('v3_series_written_total'), 2)
-    assert.equal(m.get('v3_series'), 2)
+    assert.equal(m.get('v3_series'), 3)
     for (const name of [
       'v3_buffered_points',
       'v3_hot_blocks',
