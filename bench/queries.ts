@@ -164,6 +164,16 @@ function expectSeries(name: string, got: SeriesPoints | undefined, ts: number[],
   }
 }
 
+/** The i-th series of a one-series-per-metric answer, checking that there is one per metric, in order. */
+function metricAnswer(kind: string, answers: SeriesPoints[], metrics: number[], i: number): SeriesPoints | undefined {
+  if (answers.length !== metrics.length)
+    throw new Error(`${kind}: ${answers.length} series for ${metrics.length} metrics`)
+  const a = answers[i]
+  const name = metricName(metrics[i] as number)
+  if (a?.metric !== name) throw new Error(`${kind}: series ${i} is ${a?.metric}, expected ${name}`)
+  return a
+}
+
 /**
  * Runs one query against V3; the returned function checks the answer against the reference, apart,
  * so that the check is not timed.
@@ -188,8 +198,8 @@ export async function runV3(client: V3Client, kind: string, p: QueryParams, valu
         aggregation: { func: 'max', stepMs: MINUTE },
       })
       return () =>
-        answers.forEach((a, i) => {
-          const m = p.metrics[i] as number
+        p.metrics.forEach((m, i) => {
+          const a = metricAnswer(kind, answers, p.metrics, i)
           const want = bucketFold(v(h, m), p.startMs, p.endMs, MINUTE, max)
           expectSeries(kind, a, want.ts, want.out)
         })
@@ -202,8 +212,8 @@ export async function runV3(client: V3Client, kind: string, p: QueryParams, valu
         aggregation: { func: 'max', stepMs: HOUR, mergeSeries: true },
       })
       return () =>
-        answers.forEach((a, i) => {
-          const m = p.metrics[i] as number
+        p.metrics.forEach((m, i) => {
+          const a = metricAnswer(kind, answers, p.metrics, i)
           const per = p.hosts.map((h) => bucketFold(v(h, m), p.startMs, p.endMs, HOUR, max))
           const want = (per[0]?.out ?? []).map((_, b) => Math.max(...per.map((x) => x.out[b] as number)))
           expectSeries(kind, a, per[0]?.ts ?? [], want)
