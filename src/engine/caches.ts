@@ -1,3 +1,4 @@
+import type { RunSummaryWithSpan } from '../codec/cold-value.js'
 import type { Aggregation, QueryRequest, Selector, SeriesPoints } from '../model/types.js'
 import type { PointRun } from './head.js'
 
@@ -144,6 +145,18 @@ function addTo<K>(map: Map<K, Set<string>>, k: K, key: string): void {
 }
 
 /**
+ * What a cached run summary costs against the points budget: its eight numbers and the map entry
+ * weigh about what a few decoded points do.
+ */
+const SUMMARY_COST = 4
+
+type CachedValue =
+  | { readonly kind: 'run'; readonly run: PointRun; readonly cost: number }
+  | { readonly kind: 'summary'; readonly summary: RunSummaryWithSpan; readonly cost: number }
+
+type CachedEntry = CachedValue & { readonly series: string }
+
+/**
  * Decoded hot blocks and cold runs, keyed by family and row key, so that repeated queries over the
  * same data skip decoding. Bounded by points; least recently used go first. Every path that
  * rewrites or deletes stored blocks of a series calls invalidate(), which also bumps the series'
@@ -151,13 +164,14 @@ function addTo<K>(map: Map<K, Set<string>>, k: K, key: string): void {
  */
 export class DecodedBlockCache {
   readonly counters: CacheCounters = { hits: 0, misses: 0 }
-  private readonly entries = new Map<string, { run: PointRun; series: string }>()
+  /** Decoded blocks and runs (`h`/`c` + key) and run summaries (`s` + key), least recently used first. */
+  private readonly entries = new Map<string, CachedEntry>()
   private readonly bySeries = new Map<string, Set<string>>()
   private readonly generations = new Map<string, number>()
   private points = 0
 
   constructor(
-    /** Points kept at most; 0 disables the cache. */
+    /** Points kept at most (a summary costs SUMMARY_COST of them); 0 disables the cache. */
     private readonly maxPoints: number,
   ) {}
 
@@ -166,7 +180,26 @@ export class DecodedBlockCache {
   }
 
   get(family: string, key: Buffer): PointRun | undefined {
-    const k = family + key.toString('hex')
+    const e = this.lookup(family + key.toString('hex'))
+    return e?.kind === 'run' ? e.run : undefined
+  }
+
+  set(family: string, key: Buffer, run: PointRun, generation: number): void {
+    if (run.ts.length > this.maxPoints / 8) return
+    this.store(family + key.toString('hex'), key, { kind: 'run', run, cost: run.ts.length }, generation)
+  }
+
+  /** The summary of the cold run at `key`, without reading or decoding it. */
+  getSummary(key: Buffer): RunSummaryWithSpan | undefined {
+    const e = this.lookup(`s${key.toString('hex')}`)
+    return e?.kind === 'summary' ? e.summary : undefined
+  }
+
+  setSummary(key: Buffer, summary: RunSummaryWithSpan, generation: number): void {
+    this.store(`s${key.toString('hex')}`, key, { kind: 'summary', summary, cost: SUMMARY_COST }, generation)
+  }
+
+  private lookup(k: string): CachedEntry | undefined {
     const e = this.entries.get(k)
     if (!e) {
       this.counters.misses++
@@ -175,22 +208,37 @@ export class DecodedBlockCache {
     this.entries.delete(k)
     this.entries.set(k, e)
     this.counters.hits++
-    return e.run
+    return e
   }
 
-  set(family: string, key: Buffer, run: PointRun, generation: number): void {
-    if (this.maxPoints === 0 || run.ts.length > this.maxPoints / 8) return
+  /** Keeps `entry` unless the series' blocks changed since `generation` was read. */
+  private store(k: string, key: Buffer, entry: CachedValue, generation: number): void {
+    if (this.maxPoints === 0) return
     const series = key.subarray(0, 8).toString('hex')
     if (this.generation(series) !== generation) return
-    const k = family + key.toString('hex')
     this.drop(k)
-    this.entries.set(k, { run, series })
-    this.points += run.ts.length
+    this.entries.set(k, { ...entry, series })
+    this.points += entry.cost
     addTo(this.bySeries, series, k)
     while (this.points > this.maxPoints) {
       const oldest = this.entries.keys().next().value
       if (oldest === undefined) break
       this.drop(oldest)
+    }
+  }
+
+  /**
+   * These cold runs were rewritten: forget them and their summaries, and bump their series'
+   * generations so that a read that began before cannot store what it read. The series' other
+   * runs and blocks stay cached, so a series written hour after hour keeps its older summaries.
+   */
+  invalidateRuns(keys: readonly Buffer[]): void {
+    for (const key of keys) {
+      const hex = key.toString('hex')
+      const series = hex.slice(0, 16)
+      this.generations.set(series, this.generation(series) + 1)
+      this.drop(`c${hex}`)
+      this.drop(`s${hex}`)
     }
   }
 
@@ -205,7 +253,7 @@ export class DecodedBlockCache {
     const e = this.entries.get(k)
     if (!e) return
     this.entries.delete(k)
-    this.points -= e.run.ts.length
+    this.points -= e.cost
     this.bySeries.get(e.series)?.delete(k)
   }
 }

@@ -1,6 +1,6 @@
 import type { ChainedBatch } from '@nxtedition/rocksdb'
 import { decodeBlock, encodeBlock } from '../codec/block-codec.js'
-import { coldRun, encodeColdValue } from '../codec/cold-value.js'
+import { coldRun, coldSummary, encodeColdValue } from '../codec/cold-value.js'
 import { blockStartMs, encodeRowKey, MIN_BLOCK, runStartBlock, seriesKeyRange } from '../codec/row-key.js'
 import { decodeRun, encodeRun } from '../codec/run-codec.js'
 import { BLOCK_MS, META_COLD_MAX_BLOCK_KEY, RUN_BLOCKS } from '../codec/schema.js'
@@ -81,9 +81,13 @@ export async function sealBlocks(core: EngineCore, force: boolean): Promise<numb
       }
     }
   }
+  const written: WrittenRun[] = []
   try {
-    for (let i = 0; i < toCold.length; i += MOVE_CHUNK_RUNS) await writeRuns(core, toCold.slice(i, i + MOVE_CHUNK_RUNS))
+    for (let i = 0; i < toCold.length; i += MOVE_CHUNK_RUNS) {
+      written.push(...(await writeRuns(core, toCold.slice(i, i + MOVE_CHUNK_RUNS))))
+    }
     for (let i = 0; i < toHot.length; i += SEAL_CHUNK) await writeHotBlocks(core, toHot.slice(i, i + SEAL_CHUNK))
+    warmSummaries(core, written)
   } catch (err) {
     // Whatever was written is written again by the next seal, to the same result.
     core.head.abortSeal(taken)
@@ -186,12 +190,13 @@ export async function moveCold(core: EngineCore): Promise<number> {
   let groups: MoveGroup[] = []
   let read: SeriesEntry[] = []
   const flush = async (): Promise<void> => {
-    if (groups.length > 0) await writeRuns(core, groups)
+    const written = await writeRuns(core, groups)
     for (const g of groups) moved += g.blocks
     for (const entry of read) {
       await core.store.db.clear({ ...clampedRange(entry.id, MIN_BLOCK, cutoff), column: cols.hot })
       core.decodedCache.invalidate(entry.idHex)
     }
+    warmSummaries(core, written)
     groups = []
     read = []
   }
@@ -236,12 +241,19 @@ function distinctBlocks(ts: Float64Array): number {
   return count
 }
 
-async function writeRuns(core: EngineCore, groups: RunGroup[]): Promise<void> {
-  if (groups.length === 0) return
+interface WrittenRun {
+  readonly key: Buffer
+  readonly value: Buffer
+  readonly runStart: number
+}
+
+async function writeRuns(core: EngineCore, groups: RunGroup[]): Promise<WrittenRun[]> {
+  if (groups.length === 0) return []
   const cols = core.store.columns
   const runKeys = groups.map((g) => encodeRowKey(g.id, g.runStart))
   const stored = await core.store.getMany(cols.cold, runKeys)
   const batch = core.store.db.batch()
+  const values: Buffer[] = []
   groups.forEach((g, i) => {
     const start = blockStartMs(g.runStart)
     let run = concatRuns(g.pieces)
@@ -254,13 +266,27 @@ async function writeRuns(core: EngineCore, groups: RunGroup[]): Promise<void> {
       core.counters.coldRuns++
     }
     core.counters.coldBlocks += distinctBlocks(run.ts)
-    batch.put(runKeys[i] as Buffer, encodeCold(run, start), { column: cols.cold })
+    const value = encodeCold(run, start)
+    values.push(value)
+    batch.put(runKeys[i] as Buffer, value, { column: cols.cold })
     const lastBlock = g.runStart + RUN_BLOCKS - 1
     if (lastBlock > core.tiers.coldMaxBlock) core.tiers.coldMaxBlock = lastBlock
   })
   putCounters(core, batch)
   await batch.write({ sync: syncWrites(core) })
-  for (const g of groups) core.decodedCache.invalidate(g.id.toString('hex'))
+  core.decodedCache.invalidateRuns(runKeys)
+  return groups.map((g, i) => ({ key: runKeys[i] as Buffer, value: values[i] as Buffer, runStart: g.runStart }))
+}
+
+/**
+ * Caches the summaries of runs just written, once every invalidation of their series is done:
+ * they are what aggregations over the last hours ask for next, and a query then reads no run.
+ */
+function warmSummaries(core: EngineCore, written: readonly WrittenRun[]): void {
+  for (const w of written) {
+    const generation = core.decodedCache.generation(w.key.subarray(0, 8).toString('hex'))
+    core.decodedCache.setSummary(w.key, coldSummary(w.value, blockStartMs(w.runStart)), generation)
+  }
 }
 
 /**

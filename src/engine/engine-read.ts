@@ -244,6 +244,7 @@ async function readGroupForAggregate(
   }
   // The hot iterators exist (with their snapshots) before the cold reads below start.
   const coldValues: ColdValue[][] = entries.map(() => [])
+  const cachedSummaries: RunSummaryWithSpan[][] = entries.map(() => [])
   const lastRun = Math.min(toBlock, core.tiers.coldMaxBlock)
   if (!byKeys) {
     entries.forEach((entry, i) => {
@@ -261,8 +262,19 @@ async function readGroupForAggregate(
     const runKeys: Buffer[] = []
     const runOwner: Array<{ entry: number; runStart: number }> = []
     for (let run = runStartBlock(fromBlock); run <= lastRun; run += RUN_BLOCKS) {
+      // A run that no hot block can overlap (the hot family starts after it) and whose summary
+      // alone answers its bucket is not read at all when its summary is cached.
+      const summaryMayDo = run + RUN_BLOCKS <= core.tiers.hotMinBlock && summaryAnswers(run, startMs, endMs, stepMs)
       entries.forEach((entry, i) => {
-        runKeys.push(encodeRowKey(entry.id, run))
+        const key = encodeRowKey(entry.id, run)
+        if (summaryMayDo && !hasPointsIn(buffered[i] ?? EMPTY, run)) {
+          const summary = core.decodedCache.getSummary(key)
+          if (summary) {
+            cachedSummaries[i]?.push(summary)
+            return
+          }
+        }
+        runKeys.push(key)
         runOwner.push({ entry: i, runStart: run })
       })
     }
@@ -290,6 +302,7 @@ async function readGroupForAggregate(
       endMs,
       stepMs,
     )
+    merged.summaries.push(...(cachedSummaries[i] ?? []))
     budget.take(merged.run.ts.length)
     return {
       metric: entry.metric,
@@ -299,6 +312,26 @@ async function readGroupForAggregate(
       summaries: merged.summaries,
     }
   })
+}
+
+/** Whether a cold run lies wholly in [startMs, endMs) and in one bucket, so its summary answers it. */
+function summaryAnswers(runStart: number, startMs: number, endMs: number, stepMs: number): boolean {
+  const runStartMs = blockStartMs(runStart)
+  const runEndMs = runStartMs + RUN_MS
+  if (runStartMs < startMs || runEndMs > endMs) return false
+  return stepMs === 0 || bucketStart(runStartMs, stepMs, startMs) === bucketStart(runEndMs - 1, stepMs, startMs)
+}
+
+/** Whether sorted points have one in the run starting at block `runStart`. */
+function hasPointsIn(points: PointRun, runStart: number): boolean {
+  const from = blockStartMs(runStart)
+  const to = from + RUN_MS
+  for (let i = 0; i < points.ts.length; i++) {
+    const t = points.ts[i] as number
+    if (t >= to) return false
+    if (t >= from) return true
+  }
+  return false
 }
 
 function assembleForAggregate(
@@ -321,12 +354,10 @@ function assembleForAggregate(
   const summaries: RunSummaryWithSpan[] = []
   for (const { runStart, value } of coldValues) {
     const runStartMs = blockStartMs(runStart)
-    const runEndMs = runStartMs + RUN_MS
-    const whole = runStartMs >= startMs && runEndMs <= endMs
-    const oneBucket =
-      stepMs === 0 || bucketStart(runStartMs, stepMs, startMs) === bucketStart(runEndMs - 1, stepMs, startMs)
-    if (whole && oneBucket && !dirty.has(runStart)) {
-      summaries.push(coldSummary(value, runStartMs))
+    if (summaryAnswers(runStart, startMs, endMs, stepMs) && !dirty.has(runStart)) {
+      const summary = coldSummary(value, runStartMs)
+      core.decodedCache.setSummary(encodeRowKey(id, runStart), summary, generation)
+      summaries.push(summary)
       continue
     }
     const run = decoded(core, 'c', encodeRowKey(id, runStart), value, generation)

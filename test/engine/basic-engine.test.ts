@@ -293,6 +293,68 @@ describe('basic engine: tiers, retention, restart', () => {
     }
   })
 
+  it('answers whole hours from cached run summaries, never stale after rewrites, moves and deletes', async () => {
+    const dir = await tempDir()
+    const clock = new ManualClock(T0 + 48 * HOUR)
+    // Without the result cache every query below goes down to the runs and their summaries.
+    const engine = engineAt(dir, clock, { hotWindowMs: HOUR, resultCachePoints: 0 })
+    const sel = { metric: 's', matchers: [] }
+    const write = (ts: number[], vals: number[]) =>
+      engine.write({ series: [{ metric: 's', tags: [{ key: 'k', value: 'a' }], timestamps: ts, values: vals }] })
+    const { aggregate } = await import('../../src/engine/aggregate.js')
+    const hits = async (): Promise<number> => (await engine.stats()).caches?.decodedBlocks.hits ?? 0
+    /** Hourly sums over [from, to) must equal the sums computed from the raw points. */
+    const check = async (from: number, to: number): Promise<void> => {
+      const agg = { func: 'sum' as const, stepMs: HOUR, groupBy: [], mergeSeries: true }
+      const got = await engine.query({ selector: sel, startMs: from, endMs: to, aggregation: agg })
+      const want = aggregate(await engine.query({ selector: sel, startMs: from, endMs: to }), agg, from, to)
+      assert.deepEqual(
+        got.map((x) => [Array.from(x.timestamps), Array.from(x.values)]),
+        want.map((x) => [Array.from(x.timestamps), Array.from(x.values)]),
+      )
+    }
+    try {
+      await engine.open()
+      const ts = Array.from({ length: 3 * 360 }, (_, i) => T0 + i * 10_000)
+      await write(
+        ts,
+        ts.map((_, i) => i),
+      )
+      // Back-filled hours are sealed straight into cold runs, their summaries cached as written.
+      await engine.compact()
+      const before = await hits()
+      await check(T0, T0 + 3 * HOUR)
+      assert.ok((await hits()) >= before + 3, 'the three hours came from cached summaries')
+      // A rewrite still in the write buffer: its hour is merged point by point, not summarized.
+      await write([T0 + HOUR], [1e6])
+      await check(T0, T0 + 3 * HOUR)
+      // Sealed into its run: the run's cached summary is replaced, not reused.
+      await engine.compact()
+      await check(T0, T0 + 3 * HOUR)
+      await write([T0 + 5000], [-7])
+      await engine.compact()
+      await check(T0, T0 + 3 * HOUR)
+      // A deleted range inside a summarized hour.
+      await engine.deleteSeries({ selector: sel, startMs: T0 + 2 * HOUR, endMs: T0 + 2 * HOUR + 600_000 })
+      await check(T0, T0 + 3 * HOUR)
+      // Live points go hot first, then move into cold runs once past the hot window.
+      const live = Array.from({ length: 360 }, (_, i) => T0 + 48 * HOUR + i * 10_000)
+      await write(
+        live,
+        live.map((_, i) => i * 2),
+      )
+      await engine.compact()
+      await check(T0 + 48 * HOUR, T0 + 49 * HOUR)
+      clock.t = T0 + 51 * HOUR
+      await engine.compact()
+      await check(T0, T0 + 52 * HOUR)
+      await check(T0 + 48 * HOUR, T0 + 49 * HOUR)
+    } finally {
+      await engine.close()
+      await rm(dir, { recursive: true, force: true })
+    }
+  })
+
   it('aggregates over the whole storable time range without reading run by run', async () => {
     const dir = await tempDir()
     const engine = engineAt(dir, new ManualClock(T0 + 48 * HOUR), { hotWindowMs: HOUR })
