@@ -320,3 +320,55 @@ describe('aggregate: validation', () => {
     ])
   })
 })
+
+describe('aggregate: the per-series fast path', () => {
+  /** A deterministic generator, so a failure reproduces. */
+  function prng(seed: number): () => number {
+    let x = seed >>> 0
+    return () => {
+      x = (x * 1664525 + 1013904223) >>> 0
+      return x / 2 ** 32
+    }
+  }
+
+  test('count, min, max, first and last per series agree with the general fold', () => {
+    const r = prng(7)
+    for (let round = 0; round < 200; round++) {
+      const series: SeriesPoints[] = []
+      for (let k = 0; k < 3; k++) {
+        const ts: number[] = []
+        let t = Math.floor(r() * 50) - 25
+        const n = Math.floor(r() * 40)
+        for (let i = 0; i < n; i++) {
+          t += 1 + Math.floor(r() * 9)
+          ts.push(t)
+        }
+        const values = ts.map(() => (r() < 0.1 ? Number.NaN : Math.round((r() - 0.5) * 200) / 4))
+        series.push(sp({ host: `h${k}`, dc: 'x' }, ts, values))
+      }
+      const stepMs = [0, 1, 7, 10, 60][Math.floor(r() * 5)]!
+      const startMs = Math.floor(r() * 60) - 30
+      const endMs = startMs + 1 + Math.floor(r() * 200)
+      for (const func of ['count', 'min', 'max', 'first', 'last'] as const) {
+        const fast = aggregate(series, agg(func, stepMs), startMs, endMs)
+        // Grouping by every tag keeps each series apart through the general path.
+        const general = aggregate(series, agg(func, stepMs, ['dc', 'host']), startMs, endMs)
+        assert.deepEqual(plain(fast), plain(general), `${func} step ${stepMs} [${startMs}, ${endMs}) round ${round}`)
+      }
+    }
+  })
+
+  test('unsorted points and repeated series take the general fold', () => {
+    const unsorted = [sp({ h: 'a' }, [5, 1, 3], [1, 9, 4])]
+    assert.deepEqual(plain(aggregate(unsorted, agg('max', 10), 0, 10)), [
+      { metric: 'cpu', tags: { h: 'a' }, points: [[0, 9]] },
+    ])
+    assert.deepEqual(plain(aggregate(unsorted, agg('first', 10), 0, 10)), [
+      { metric: 'cpu', tags: { h: 'a' }, points: [[0, 9]] },
+    ])
+    const twice = [sp({ h: 'a' }, [1, 2], [1, 2]), sp({ h: 'a' }, [3], [7])]
+    assert.deepEqual(plain(aggregate(twice, agg('count', 10), 0, 10)), [
+      { metric: 'cpu', tags: { h: 'a' }, points: [[0, 3]] },
+    ])
+  })
+})
