@@ -1,10 +1,9 @@
-import {
-  type handleBidiStreamingCall,
-  type handleServerStreamingCall,
-  Metadata,
-  type ServerDuplexStream,
-  status,
-  type UntypedServiceImplementation,
+import type {
+  handleBidiStreamingCall,
+  handleServerStreamingCall,
+  ServerDuplexStream,
+  StatusObject,
+  UntypedServiceImplementation,
 } from '@grpc/grpc-js'
 import {
   type IngestResponse,
@@ -12,7 +11,7 @@ import {
   StreamServiceService,
   type SubscribeRequest,
 } from '../../gen/v3storage/v1/stream_service.js'
-import { ValidationError } from '../model/errors.js'
+import { UnavailableError, ValidationError } from '../model/errors.js'
 import { decodeIngestEnvelope } from '../wire/ingest-codec.js'
 import {
   decodeWriteRequest,
@@ -73,8 +72,8 @@ export interface StreamService {
 
 const SHUTTING_DOWN = 'the server is shutting down; reconnect and resend after the last acknowledged sequence'
 
-function unavailable(details: string) {
-  return { code: status.UNAVAILABLE, details, metadata: new Metadata() }
+function unavailable(deps: HandlerDeps, details: string): StatusObject {
+  return toStatus(new UnavailableError(details), deps.logger, 'StreamService')
 }
 
 export function streamService(deps: StreamHandlerDeps): StreamService {
@@ -83,7 +82,7 @@ export function streamService(deps: StreamHandlerDeps): StreamService {
 
   const ingest: handleBidiStreamingCall<Decoded<IngestMessage>, IngestResponse> = (call) => {
     if (shuttingDown) {
-      call.emit('error', unavailable(SHUTTING_DOWN))
+      call.emit('error', unavailable(deps, SHUTTING_DOWN))
       return
     }
     new IngestSession(call, deps, open).start()
@@ -91,7 +90,7 @@ export function streamService(deps: StreamHandlerDeps): StreamService {
 
   const subscribe: handleServerStreamingCall<SubscribeRequest, SeriesListResponse> = (call) => {
     if (shuttingDown) {
-      call.emit('error', unavailable('the server is shutting down'))
+      call.emit('error', unavailable(deps, 'the server is shutting down'))
       return
     }
     let session: SubscribeSession
@@ -106,7 +105,7 @@ export function streamService(deps: StreamHandlerDeps): StreamService {
       call.emit('error', toStatus(err, deps.logger, 'StreamService.Subscribe'))
       return
     }
-    const stop = (): void => session.end(unavailable('the server is shutting down'))
+    const stop = (): void => session.end(unavailable(deps, 'the server is shutting down'))
     open.add(stop)
     session.start()
   }
@@ -235,7 +234,7 @@ class IngestSession {
     }
     if (this.draining) {
       this.finish()
-      this.call.emit('error', unavailable(SHUTTING_DOWN))
+      this.call.emit('error', unavailable(this.deps, SHUTTING_DOWN))
     } else if (this.ended) {
       this.finish()
       this.call.end()

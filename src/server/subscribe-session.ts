@@ -1,12 +1,14 @@
 import { once } from 'node:events'
-import { Metadata, type ServerWritableStream, type StatusObject, status } from '@grpc/grpc-js'
+import type { ServerWritableStream, StatusObject } from '@grpc/grpc-js'
 import type { SubscribeRequest } from '../../gen/v3storage/v1/stream_service.js'
 import type { Subscription } from '../engine/storage-engine.js'
+import { LimitError } from '../model/errors.js'
 import { canonicalSeriesKey } from '../model/series-key.js'
 import { MAX_TIMESTAMP_MS } from '../model/timestamps.js'
 import type { Selector, SeriesPoints } from '../model/types.js'
 import { type BoundContext, bindCallContext } from './call-context.js'
 import { chunkSeries } from './chunking.js'
+import { toStatus } from './errors.js'
 import { failureStatus } from './handler-kit.js'
 import type { SeriesListResponse } from './query-service.js'
 import { pointCount, STREAM_DEFAULTS, type StreamHandlerDeps } from './stream-limits.js'
@@ -138,12 +140,14 @@ export class SubscribeSession {
     this.queue.push([...series])
     this.queuedPoints += pointCount(series)
     if (this.queuedPoints > this.limit) {
-      const details = `the subscriber fell behind by more than ${this.limit} points (subscriberBufferPoints); subscribe again, with since_ms to catch up`
+      const behind = new LimitError(
+        'subscriber_buffer_points',
+        this.limit,
+        'the subscriber fell behind; subscribe again, with since_ms to catch up',
+      )
       this.release()
       // The status goes out after the write path has finished.
-      setImmediate(() =>
-        this.call.emit('error', { code: status.RESOURCE_EXHAUSTED, details, metadata: new Metadata() }),
-      )
+      setImmediate(() => this.call.emit('error', toStatus(behind, this.deps.logger, 'StreamService.Subscribe')))
       return
     }
     this.schedule()

@@ -227,7 +227,7 @@ describe('streams against v3 serve', () => {
     call.resume()
     const err = await ended
     assert.equal(err.code, status.RESOURCE_EXHAUSTED)
-    assert.match(err.details, /fell behind/)
+    assert.match(err.details, /fell behind.*\(limit subscriber_buffer_points = \d+\)/)
     raw.close()
     const stored = await count(server, 'flood')
     assert.equal(
