@@ -164,14 +164,14 @@ function expectSeries(name: string, got: SeriesPoints | undefined, ts: number[],
   }
 }
 
-/** The i-th series of a one-series-per-metric answer, checking that there is one per metric, in order. */
-function metricAnswer(kind: string, answers: SeriesPoints[], metrics: number[], i: number): SeriesPoints | undefined {
+/** A one-series-per-metric answer, checked to hold one series for each metric, in their order. */
+function perMetric(kind: string, answers: SeriesPoints[], metrics: number[]): SeriesPoints[] {
   if (answers.length !== metrics.length)
     throw new Error(`${kind}: ${answers.length} series for ${metrics.length} metrics`)
-  const a = answers[i]
-  const name = metricName(metrics[i] as number)
-  if (a?.metric !== name) throw new Error(`${kind}: series ${i} is ${a?.metric}, expected ${name}`)
-  return a
+  metrics.forEach((m, i) => {
+    if (answers[i]?.metric !== metricName(m)) throw new Error(`${kind}: series ${i} is not ${metricName(m)}`)
+  })
+  return answers
 }
 
 /**
@@ -197,12 +197,13 @@ export async function runV3(client: V3Client, kind: string, p: QueryParams, valu
         endMs: p.endMs,
         aggregation: { func: 'max', stepMs: MINUTE },
       })
-      return () =>
+      return () => {
+        const series = perMetric(kind, answers, p.metrics)
         p.metrics.forEach((m, i) => {
-          const a = metricAnswer(kind, answers, p.metrics, i)
           const want = bucketFold(v(h, m), p.startMs, p.endMs, MINUTE, max)
-          expectSeries(kind, a, want.ts, want.out)
+          expectSeries(kind, series[i], want.ts, want.out)
         })
+      }
     }
     case 'cpu-max-all-8': {
       const answers = await client.query({
@@ -211,13 +212,14 @@ export async function runV3(client: V3Client, kind: string, p: QueryParams, valu
         endMs: p.endMs,
         aggregation: { func: 'max', stepMs: HOUR, mergeSeries: true },
       })
-      return () =>
+      return () => {
+        const series = perMetric(kind, answers, p.metrics)
         p.metrics.forEach((m, i) => {
-          const a = metricAnswer(kind, answers, p.metrics, i)
           const per = p.hosts.map((h) => bucketFold(v(h, m), p.startMs, p.endMs, HOUR, max))
           const want = (per[0]?.out ?? []).map((_, b) => Math.max(...per.map((x) => x.out[b] as number)))
-          expectSeries(kind, a, per[0]?.ts ?? [], want)
+          expectSeries(kind, series[i], per[0]?.ts ?? [], want)
         })
+      }
     }
     case 'double-groupby-1': {
       const m = p.metrics[0] as number

@@ -235,8 +235,8 @@ export function aggregate(
     })
     .sort(byKey)
 
-  const distinct = inputs.every((input, i) => i === 0 || input.key !== inputs[i - 1]?.key)
-  if (groupBy.size === 0 && !agg.mergeSeries && distinct && SIMPLE_FOLDS.has(agg.func)) {
+  const alone = groupBy.size === 0 && !agg.mergeSeries
+  if (alone && SIMPLE_FOLDS.has(agg.func) && inputs.every((input, i) => input.key !== inputs[i - 1]?.key)) {
     const fast = inputs.map((input) => foldSorted(input.series, input.tags, agg.func, stepMs, startMs, endMs))
     if (fast.every((x) => x !== undefined)) {
       return fast.filter((x) => x.timestamps.length > 0)

@@ -73,6 +73,12 @@ interface PendingWrite {
 
 type State = 'new' | 'opening' | 'open' | 'closing' | 'closed'
 
+/** The points a query returns (`result`) and the raw points it reads to feed aggregations (`read`), bounded more loosely. */
+interface QueryBudgets {
+  readonly result: PointBudget
+  readonly read: PointBudget
+}
+
 /**
  * The basic (single-node) engine: RocksDB with a write buffer, 30-second hot blocks and long cold
  * runs. Write path: validate, normalize, resolve series, append a buffer record (the write is
@@ -255,37 +261,25 @@ export class BasicEngine implements StorageEngine, EngineCore {
     this.assertOpen()
     const started = performance.now()
     checkRange(request.startMs, request.endMs)
-    const budgets = this.queryBudgets()
-    const more = request.additionalSelectors ?? []
-    let result: SeriesPoints[]
-    if (more.length === 0) {
-      result = await this.queryOne(request, budgets, ctx)
-    } else {
-      // One budget for all selectors, so that many selectors cannot take more than one query may.
-      const parts = await Promise.all([
-        this.queryOne(request, budgets, ctx),
-        ...more.map((selector, i) =>
-          this.queryOne({ ...request, selector }, budgets, ctx).catch((err: unknown) => {
-            throw err instanceof ValidationError ? err.renamed('selector', `additional_selectors[${i}]`) : err
-          }),
-        ),
-      ])
-      result = parts.flat()
-    }
-    this.queryLatency.record(performance.now() - started)
-    return result
-  }
-
-  /** The points returned (`result`) and the raw points read to feed aggregations (`read`), more loosely. */
-  private queryBudgets(): { readonly result: PointBudget; readonly read: PointBudget } {
+    // One budget for all selectors, so that many selectors cannot take more than one query may.
     const max = this.config.maxPointsPerQuery
-    return { result: new PointBudget(max), read: new PointBudget(max * 10) }
+    const budgets: QueryBudgets = { result: new PointBudget(max), read: new PointBudget(max * 10) }
+    const parts = await Promise.all([
+      this.queryOne(request, budgets, ctx),
+      ...(request.additionalSelectors ?? []).map((selector, i) =>
+        this.queryOne({ ...request, selector }, budgets, ctx).catch((err: unknown) => {
+          throw err instanceof ValidationError ? err.renamed('selector', `additional_selectors[${i}]`) : err
+        }),
+      ),
+    ])
+    this.queryLatency.record(performance.now() - started)
+    return parts.flat()
   }
 
   /** One selector's answer; `request.additionalSelectors` is not looked at. */
   private async queryOne(
     request: QueryRequest,
-    budgets: { readonly result: PointBudget; readonly read: PointBudget },
+    budgets: QueryBudgets,
     ctx: CallContext | undefined,
   ): Promise<SeriesPoints[]> {
     const entries = this.index.select(request.selector)

@@ -150,6 +150,11 @@ function addTo<K>(map: Map<K, Set<string>>, k: K, key: string): void {
  */
 const SUMMARY_COST = 4
 
+/** The series of a row key, as the cache names it: the hex of its 8-byte series id. */
+function seriesOf(key: Buffer): string {
+  return key.subarray(0, 8).toString('hex')
+}
+
 type CachedValue =
   | { readonly kind: 'run'; readonly run: PointRun; readonly cost: number }
   | { readonly kind: 'summary'; readonly summary: RunSummaryWithSpan; readonly cost: number }
@@ -195,8 +200,14 @@ export class DecodedBlockCache {
     return e?.kind === 'summary' ? e.summary : undefined
   }
 
+  /** Keeps the summary of a run read by a query that began at `generation`. */
   setSummary(key: Buffer, summary: RunSummaryWithSpan, generation: number): void {
     this.store(`s${key.toString('hex')}`, key, { kind: 'summary', summary, cost: SUMMARY_COST }, generation)
+  }
+
+  /** Keeps the summary of a run that was just written, so nothing read before can be older. */
+  putSummary(key: Buffer, summary: RunSummaryWithSpan): void {
+    this.setSummary(key, summary, this.generation(seriesOf(key)))
   }
 
   private lookup(k: string): CachedEntry | undefined {
@@ -214,7 +225,7 @@ export class DecodedBlockCache {
   /** Keeps `entry` unless the series' blocks changed since `generation` was read. */
   private store(k: string, key: Buffer, entry: CachedValue, generation: number): void {
     if (this.maxPoints === 0) return
-    const series = key.subarray(0, 8).toString('hex')
+    const series = seriesOf(key)
     if (this.generation(series) !== generation) return
     this.drop(k)
     this.entries.set(k, { ...entry, series })
@@ -235,7 +246,7 @@ export class DecodedBlockCache {
   invalidateRuns(keys: readonly Buffer[]): void {
     for (const key of keys) {
       const hex = key.toString('hex')
-      const series = hex.slice(0, 16)
+      const series = seriesOf(key)
       this.generations.set(series, this.generation(series) + 1)
       this.drop(`c${hex}`)
       this.drop(`s${hex}`)

@@ -1,6 +1,6 @@
 import type { ChainedBatch } from '@nxtedition/rocksdb'
 import { decodeBlock, encodeBlock } from '../codec/block-codec.js'
-import { coldRun, coldSummary, encodeColdValue } from '../codec/cold-value.js'
+import { coldRun, coldSummary, encodeColdValue, type RunSummaryWithSpan } from '../codec/cold-value.js'
 import { blockStartMs, encodeRowKey, MIN_BLOCK, runStartBlock, seriesKeyRange } from '../codec/row-key.js'
 import { decodeRun, encodeRun } from '../codec/run-codec.js'
 import { BLOCK_MS, META_COLD_MAX_BLOCK_KEY, RUN_BLOCKS } from '../codec/schema.js'
@@ -243,8 +243,7 @@ function distinctBlocks(ts: Float64Array): number {
 
 interface WrittenRun {
   readonly key: Buffer
-  readonly value: Buffer
-  readonly runStart: number
+  readonly summary: RunSummaryWithSpan
 }
 
 async function writeRuns(core: EngineCore, groups: RunGroup[]): Promise<WrittenRun[]> {
@@ -253,7 +252,7 @@ async function writeRuns(core: EngineCore, groups: RunGroup[]): Promise<WrittenR
   const runKeys = groups.map((g) => encodeRowKey(g.id, g.runStart))
   const stored = await core.store.getMany(cols.cold, runKeys)
   const batch = core.store.db.batch()
-  const values: Buffer[] = []
+  const written: WrittenRun[] = []
   groups.forEach((g, i) => {
     const start = blockStartMs(g.runStart)
     let run = concatRuns(g.pieces)
@@ -267,7 +266,7 @@ async function writeRuns(core: EngineCore, groups: RunGroup[]): Promise<WrittenR
     }
     core.counters.coldBlocks += distinctBlocks(run.ts)
     const value = encodeCold(run, start)
-    values.push(value)
+    written.push({ key: runKeys[i] as Buffer, summary: coldSummary(value, start) })
     batch.put(runKeys[i] as Buffer, value, { column: cols.cold })
     const lastBlock = g.runStart + RUN_BLOCKS - 1
     if (lastBlock > core.tiers.coldMaxBlock) core.tiers.coldMaxBlock = lastBlock
@@ -275,7 +274,7 @@ async function writeRuns(core: EngineCore, groups: RunGroup[]): Promise<WrittenR
   putCounters(core, batch)
   await batch.write({ sync: syncWrites(core) })
   core.decodedCache.invalidateRuns(runKeys)
-  return groups.map((g, i) => ({ key: runKeys[i] as Buffer, value: values[i] as Buffer, runStart: g.runStart }))
+  return written
 }
 
 /**
@@ -283,10 +282,7 @@ async function writeRuns(core: EngineCore, groups: RunGroup[]): Promise<WrittenR
  * they are what aggregations over the last hours ask for next, and a query then reads no run.
  */
 function warmSummaries(core: EngineCore, written: readonly WrittenRun[]): void {
-  for (const w of written) {
-    const generation = core.decodedCache.generation(w.key.subarray(0, 8).toString('hex'))
-    core.decodedCache.setSummary(w.key, coldSummary(w.value, blockStartMs(w.runStart)), generation)
-  }
+  for (const w of written) core.decodedCache.putSummary(w.key, w.summary)
 }
 
 /**

@@ -325,13 +325,8 @@ function summaryAnswers(runStart: number, startMs: number, endMs: number, stepMs
 /** Whether sorted points have one in the run starting at block `runStart`. */
 function hasPointsIn(points: PointRun, runStart: number): boolean {
   const from = blockStartMs(runStart)
-  const to = from + RUN_MS
-  for (let i = 0; i < points.ts.length; i++) {
-    const t = points.ts[i] as number
-    if (t >= to) return false
-    if (t >= from) return true
-  }
-  return false
+  const i = lowerBound(points.ts, from)
+  return i < points.ts.length && (points.ts[i] as number) < from + RUN_MS
 }
 
 function assembleForAggregate(

@@ -139,7 +139,7 @@ export interface ProtoQuery {
 }
 
 /** Selectors besides the first that one query may carry; the proto comment states it. */
-export const MAX_ADDITIONAL_SELECTORS = 100
+const MAX_ADDITIONAL_SELECTORS = 100
 
 const COMPARE_OPS: ReadonlyMap<ProtoCompareOp, CompareOp> = new Map([
   [ProtoCompareOp.COMPARE_OP_GT, 'gt'],
