@@ -9,7 +9,11 @@ const rules = {
   model: { local: ['src/model'], packages: [] },
   codec: { local: ['src/model', 'src/codec'], packages: [] },
   engine: { local: ['src/model', 'src/codec', 'src/engine'], packages: ['@nxtedition/rocksdb'] },
-  cluster: { local: ['src/model', 'src/codec', 'src/engine', 'src/cluster'], packages: ['zeromq', 'consul'] },
+  // The cluster speaks to its peers in the internal contract (gen/v3storage/internal), never the public one.
+  cluster: {
+    local: ['src/model', 'src/codec', 'src/engine', 'src/cluster', 'gen/v3storage/internal'],
+    packages: ['zeromq', 'consul', '@bufbuild/protobuf/wire'],
+  },
   // The wire format of the messages that carry points, shared by the server and the client.
   wire: { local: ['src/model', 'src/wire'], packages: [] },
   // The server knows engines only through the StorageEngine interface file.
