@@ -2,6 +2,7 @@ import type { RunSummary, RunSummaryWithSpan } from '../codec/cold-value.js'
 import { type FieldViolation, ValidationError } from '../model/errors.js'
 import { canonicalSeriesKey, nameViolation, sortTags } from '../model/series-key.js'
 import type { AggFunc, Aggregation, SeriesPoints, Tag, ValueFilter } from '../model/types.js'
+import { runToEnd } from './slicer.js'
 
 /** The quantile each percentile function computes. */
 const QUANTILES: Readonly<Record<AggFunc, number | undefined>> = {
@@ -223,6 +224,22 @@ export function aggregate(
   startMs: number,
   endMs: number,
 ): SeriesPoints[] {
+  return runToEnd(aggregateSteps(series, agg, startMs, endMs))
+}
+
+/** Points folded between two yields of aggregateSteps: a few milliseconds of work. */
+const POINTS_PER_STEP = 65_536
+
+/**
+ * The work of aggregate(), yielding after every series and every POINTS_PER_STEP points, so that a
+ * caller on the event loop can let other calls run in between (see Slicer.drive).
+ */
+export function* aggregateSteps(
+  series: readonly AggregateInput[],
+  agg: Aggregation,
+  startMs: number,
+  endMs: number,
+): Generator<void, SeriesPoints[], void> {
   validateAggregation(agg)
   const groupBy = new Set(agg.groupBy)
   const keepValues = QUANTILES[agg.func] !== undefined
@@ -237,10 +254,18 @@ export function aggregate(
 
   const alone = groupBy.size === 0 && !agg.mergeSeries
   if (alone && SIMPLE_FOLDS.has(agg.func) && inputs.every((input, i) => input.key !== inputs[i - 1]?.key)) {
-    const fast = inputs.map((input) => foldSorted(input.series, input.tags, agg.func, stepMs, startMs, endMs))
-    if (fast.every((x) => x !== undefined)) {
-      return fast.filter((x) => x.timestamps.length > 0)
+    const fast: SeriesPoints[] = []
+    let folded = true
+    for (const input of inputs) {
+      const one = foldSorted(input.series, input.tags, agg.func, stepMs, startMs, endMs)
+      if (one === undefined) {
+        folded = false
+        break
+      }
+      if (one.timestamps.length > 0) fast.push(one)
+      yield
     }
+    if (folded) return fast
   }
 
   const groups = new Map<string, Group>()
@@ -258,6 +283,7 @@ export function aggregate(
     let currentStart = Number.NaN
     let current: Bucket | undefined
     for (let i = 0; i < timestamps.length; i++) {
+      if (i % POINTS_PER_STEP === POINTS_PER_STEP - 1) yield
       const ts = timestamps[i]!
       if (ts < startMs || ts >= endMs) continue
       const start = bucketStart(ts, stepMs, startMs)
@@ -280,6 +306,7 @@ export function aggregate(
       }
       bucket.addSummary(summary)
     }
+    yield
   }
 
   const out: SeriesPoints[] = []

@@ -1,6 +1,7 @@
 import { readdir, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
+import { MIN_BLOCK } from '../codec/row-key.js'
 import { META_COLD_MAX_BLOCK_KEY } from '../codec/schema.js'
 import { UnavailableError, ValidationError } from '../model/errors.js'
 import type {
@@ -14,7 +15,7 @@ import type {
   WriteResult,
 } from '../model/types.js'
 import { type NormalizedBatch, ValidatedSeriesCache, validateWriteBatch } from '../model/validate.js'
-import { aggregate, filterValues, SUMMARIZABLE } from './aggregate.js'
+import { aggregateSteps, filterValues, SUMMARIZABLE } from './aggregate.js'
 import { DecodedBlockCache, queryKey, ResultCache } from './caches.js'
 import {
   type BasicEngineOptions,
@@ -31,6 +32,7 @@ import {
   type Counters,
   type EngineCore,
   META_COLD_BLOCKS,
+  META_COLD_MIN_BLOCK,
   META_COLD_RUNS,
   META_HOT_BLOCKS,
   META_NEXT_SEQ,
@@ -47,13 +49,14 @@ import {
   putCounters,
   sealBlocks,
 } from './engine-maintenance.js'
-import { checkSignal, PointBudget, readLatest, readMany, readManyForAggregate } from './engine-read.js'
+import { PointBudget, readLatest, readMany, readManyForAggregate } from './engine-read.js'
 import { Head } from './head.js'
 import { LatencyRecorder } from './latency.js'
 import { LatestCache } from './latest-cache.js'
 import { Mutex } from './mutex.js'
 import { RocksStore } from './rocks-store.js'
 import { type SeriesEntry, SeriesIndex } from './series-index.js'
+import { checkSignal, Slicer } from './slicer.js'
 import type {
   CallContext,
   CompactResult,
@@ -96,7 +99,11 @@ export class BasicEngine implements StorageEngine, EngineCore {
   readonly resultCache: ResultCache
   readonly decodedCache: DecodedBlockCache
   readonly decodePool: DecodePool
-  readonly tiers: TierState = { hotMinBlock: Number.NEGATIVE_INFINITY, coldMaxBlock: Number.NEGATIVE_INFINITY }
+  readonly tiers: TierState = {
+    hotMinBlock: Number.NEGATIVE_INFINITY,
+    coldMaxBlock: Number.NEGATIVE_INFINITY,
+    coldMinBlock: Number.POSITIVE_INFINITY,
+  }
   readonly counters: Counters = { pointsWritten: 0, hotBlocks: 0, coldRuns: 0, coldBlocks: 0 }
   nextSeq = 0
   bufferTrimmedTo = 0
@@ -282,7 +289,8 @@ export class BasicEngine implements StorageEngine, EngineCore {
     budgets: QueryBudgets,
     ctx: CallContext | undefined,
   ): Promise<SeriesPoints[]> {
-    const entries = this.index.select(request.selector)
+    const slicer = new Slicer(ctx)
+    const entries = await this.index.selectSliced(request.selector, slicer)
     const key = queryKey(request)
     const cached = this.resultCache.get(key, retentionCutoffMs(this))
     if (cached) {
@@ -305,11 +313,13 @@ export class BasicEngine implements StorageEngine, EngineCore {
         SUMMARIZABLE.has(func) && !filter
           ? await readManyForAggregate(this, entries, request.startMs, request.endMs, stepMs, budgets.read, ctx)
           : await readMany(this, entries, request.startMs, request.endMs, budgets.read, ctx)
-      result = aggregate(
-        filter ? filterValues(inputs, filter) : inputs,
-        request.aggregation,
-        request.startMs,
-        request.endMs,
+      result = await slicer.drive(
+        aggregateSteps(
+          filter ? filterValues(inputs, filter) : inputs,
+          request.aggregation,
+          request.startMs,
+          request.endMs,
+        ),
       )
       for (const s of result) budgets.result.take(s.timestamps.length)
     }
@@ -326,9 +336,12 @@ export class BasicEngine implements StorageEngine, EngineCore {
   async latest(selector: Selector, ctx?: CallContext): Promise<SeriesPoints[]> {
     this.assertOpen()
     const started = performance.now()
-    const entries = this.index.select(selector)
-    const points = await mapLimit(entries, this.config.queryConcurrency, (entry) => {
+    const slicer = new Slicer(ctx)
+    const entries = await this.index.selectSliced(selector, slicer)
+    // Cached latest points answer without I/O, so only the slicer lets other calls in between.
+    const points = await mapLimit(entries, this.config.queryConcurrency, async (entry) => {
       checkSignal(ctx)
+      await slicer.pause()
       return readLatest(this, entry)
     })
     const out: SeriesPoints[] = []
@@ -346,16 +359,17 @@ export class BasicEngine implements StorageEngine, EngineCore {
     return out
   }
 
-  async listSeries(selector: Selector): Promise<SeriesRef[]> {
+  async listSeries(selector: Selector, ctx?: CallContext): Promise<SeriesRef[]> {
     this.assertOpen()
-    return this.index.select(selector).map((e) => ({ metric: e.metric, tags: e.tags }))
+    const entries = await this.index.selectSliced(selector, new Slicer(ctx))
+    return entries.map((e) => ({ metric: e.metric, tags: e.tags }))
   }
 
   async deleteSeries(request: DeleteRequest, ctx?: CallContext): Promise<DeleteResult> {
     this.assertOpen()
     const ranged = request.startMs !== undefined || request.endMs !== undefined
     if (ranged) checkRange(request.startMs ?? 0, request.endMs ?? 0)
-    const entries = this.index.select(request.selector)
+    const entries = await this.index.selectSliced(request.selector, new Slicer(ctx))
     await this.jobs.run(async () => {
       // Seal first, so that no write-buffer record can bring deleted points back after a restart.
       await sealBlocks(this, true)
@@ -463,6 +477,9 @@ export class BasicEngine implements StorageEngine, EngineCore {
     this.counters.coldRuns = (await read(META_COLD_RUNS)) ?? 0
     this.counters.coldBlocks = (await read(META_COLD_BLOCKS)) ?? 0
     this.tiers.coldMaxBlock = (await read(META_COLD_MAX_BLOCK_KEY)) ?? Number.NEGATIVE_INFINITY
+    // Data folders written before the mark existed have runs from anywhere on: no lower bound.
+    const anyCold = this.tiers.coldMaxBlock !== Number.NEGATIVE_INFINITY
+    this.tiers.coldMinBlock = (await read(META_COLD_MIN_BLOCK)) ?? (anyCold ? MIN_BLOCK : Number.POSITIVE_INFINITY)
     this.nextSeq = (await read(META_NEXT_SEQ)) ?? 0
   }
 

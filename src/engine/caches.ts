@@ -37,7 +37,23 @@ interface ResultEntry {
   readonly metric: string
   readonly startMs: number
   readonly endMs: number
+  /** What the entry weighs against the budget, in points (16 bytes each): see resultCost(). */
   readonly points: number
+}
+
+/** Queries with a longer key are never cached: a hostile selector can be 100 KB long. */
+const MAX_CACHED_KEY_CHARS = 8192
+
+/**
+ * What a result costs to keep, in points of 16 bytes: the points its arrays keep alive (a result
+ * may be a view of a larger decoded run, which stays in memory with it), its key (twice its
+ * length, as V8 may keep it in two-byte form), and the objects around each series and the entry.
+ * So an empty result of a long selector is no longer free, and entries are bounded by bytes.
+ */
+function resultCost(key: string, result: readonly SeriesPoints[], handles: number): number {
+  let bytes = 2 * key.length + 8 * handles + 256
+  for (const s of result) bytes += s.timestamps.buffer.byteLength + s.values.buffer.byteLength + 128
+  return Math.ceil(bytes / 16)
 }
 
 /**
@@ -82,8 +98,8 @@ export class ResultCache {
   }
 
   set(key: string, token: number, request: QueryRequest, result: SeriesPoints[], handles: readonly number[]): void {
-    let points = 0
-    for (const s of result) points += s.timestamps.length
+    if (key.length > MAX_CACHED_KEY_CHARS) return
+    const points = resultCost(key, result, handles.length)
     if (points > this.maxPoints / 4) return
     if ((this.metricChangedAt.get(request.selector.metric) ?? -1) >= token) return
     for (const h of handles) if ((this.changedAt.get(h) ?? -1) >= token) return
@@ -130,9 +146,17 @@ export class ResultCache {
     if (!e) return
     this.entries.delete(key)
     this.points -= e.points
-    for (const h of e.handles) this.byHandle.get(h)?.delete(key)
-    this.byMetric.get(e.metric)?.delete(key)
+    for (const h of e.handles) removeFrom(this.byHandle, h, key)
+    removeFrom(this.byMetric, e.metric, key)
   }
+}
+
+/** Removes `key` from the set under `k`, and the set once empty: metrics may be any string. */
+function removeFrom<K>(map: Map<K, Set<string>>, k: K, key: string): void {
+  const set = map.get(k)
+  if (!set) return
+  set.delete(key)
+  if (set.size === 0) map.delete(k)
 }
 
 function addTo<K>(map: Map<K, Set<string>>, k: K, key: string): void {
@@ -265,6 +289,6 @@ export class DecodedBlockCache {
     if (!e) return
     this.entries.delete(k)
     this.points -= e.cost
-    this.bySeries.get(e.series)?.delete(k)
+    removeFrom(this.bySeries, e.series, k)
   }
 }

@@ -12,6 +12,12 @@ export interface TierState {
   hotMinBlock: number
   /** Largest block number in the cold family; -Infinity when the cold family is empty. */
   coldMaxBlock: number
+  /**
+   * A lower bound of the run starts in the cold family: deletes do not raise it. +Infinity when the
+   * cold family is empty. Aggregations that fetch runs by their keys list only the runs between
+   * this and coldMaxBlock, so a range far wider than the stored data costs nothing more.
+   */
+  coldMinBlock: number
 }
 
 /** Counters kept exact by every path that changes stored data, persisted in the meta family. */
@@ -47,6 +53,7 @@ export const META_HOT_BLOCKS = 'hot_blocks'
 export const META_COLD_RUNS = 'cold_runs'
 export const META_COLD_BLOCKS = 'cold_blocks'
 export const META_NEXT_SEQ = 'buffer_next_seq'
+export const META_COLD_MIN_BLOCK = 'cold_min_block'
 
 /** The earliest timestamp that retention keeps, or -Infinity without retention. */
 export function retentionCutoffMs(core: EngineCore): number {

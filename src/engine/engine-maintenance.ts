@@ -8,6 +8,7 @@ import { summarizePoints } from './aggregate.js'
 import {
   type EngineCore,
   META_COLD_BLOCKS,
+  META_COLD_MIN_BLOCK,
   META_COLD_RUNS,
   META_HOT_BLOCKS,
   META_NEXT_SEQ,
@@ -30,6 +31,7 @@ export function putCounters(core: EngineCore, batch: ChainedBatch): void {
   core.store.putMeta(batch, META_COLD_RUNS, f64(c.coldRuns))
   core.store.putMeta(batch, META_COLD_BLOCKS, f64(c.coldBlocks))
   core.store.putMeta(batch, META_COLD_MAX_BLOCK_KEY, f64(core.tiers.coldMaxBlock))
+  core.store.putMeta(batch, META_COLD_MIN_BLOCK, f64(core.tiers.coldMinBlock))
   core.store.putMeta(batch, META_NEXT_SEQ, f64(core.nextSeq))
 }
 
@@ -270,6 +272,7 @@ async function writeRuns(core: EngineCore, groups: RunGroup[]): Promise<WrittenR
     batch.put(runKeys[i] as Buffer, value, { column: cols.cold })
     const lastBlock = g.runStart + RUN_BLOCKS - 1
     if (lastBlock > core.tiers.coldMaxBlock) core.tiers.coldMaxBlock = lastBlock
+    if (g.runStart < core.tiers.coldMinBlock) core.tiers.coldMinBlock = g.runStart
   })
   putCounters(core, batch)
   await batch.write({ sync: syncWrites(core) })

@@ -5,19 +5,22 @@ import {
   blockStartMs,
   encodeRowKey,
   MAX_BLOCK,
+  MAX_TIMESTAMP_MS,
   MIN_BLOCK,
+  MIN_TIMESTAMP_MS,
   RUN_MS,
   runStartBlock,
 } from '../codec/row-key.js'
 import { decodeRun } from '../codec/run-codec.js'
 import { BLOCK_MS, BLOCK_NUMBER_BIAS, RUN_BLOCKS } from '../codec/schema.js'
-import { DeadlineError, LimitError } from '../model/errors.js'
+import { LimitError } from '../model/errors.js'
 import type { SeriesPoints } from '../model/types.js'
 import { type AggregateInput, bucketStart } from './aggregate.js'
 import { type EngineCore, mapLimit, retentionCutoffMs } from './engine-core.js'
 import { concatRuns, mergeRuns, type PointRun } from './head.js'
 import type { Point } from './latest-cache.js'
 import type { SeriesEntry } from './series-index.js'
+import { checkSignal, Slicer } from './slicer.js'
 import type { CallContext } from './storage-engine.js'
 
 const EMPTY: PointRun = { ts: new Float64Array(0), vals: new Float64Array(0) }
@@ -47,8 +50,16 @@ export class PointBudget {
   }
 }
 
-export function checkSignal(ctx: CallContext | undefined): void {
-  if (ctx?.signal?.aborted) throw new DeadlineError('the call was cancelled or its deadline passed')
+/**
+ * The part of [startMs, endMs) that stored points can lie in: the storable time range, without
+ * what retention hides. Empty (from >= to) when nothing can be there, so a range as wide as the
+ * request format allows costs what the data in it costs.
+ */
+function readableRange(core: EngineCore, startMs: number, endMs: number): { from: number; to: number } {
+  return {
+    from: Math.max(startMs, retentionCutoffMs(core), MIN_TIMESTAMP_MS),
+    to: Math.min(endMs, MAX_TIMESTAMP_MS + 1),
+  }
 }
 
 /** A cold run ('c') or hot block ('h') decoded, from the decoded-block cache when it holds it. */
@@ -192,23 +203,36 @@ export async function readManyForAggregate(
   budget: PointBudget,
   ctx: CallContext | undefined,
 ): Promise<AggregateInput[]> {
-  const from = Math.max(startMs, retentionCutoffMs(core))
-  if (from >= endMs) return []
+  const { from, to } = readableRange(core, startMs, endMs)
+  if (from >= to || entries.length === 0) return []
   const fromBlock = Math.floor(from / BLOCK_MS)
-  const toBlock = Math.floor((endMs - 1) / BLOCK_MS)
-  const firstRun = runStartBlock(fromBlock)
-  const lastRun = Math.min(toBlock, core.tiers.coldMaxBlock)
+  const toBlock = Math.floor((to - 1) / BLOCK_MS)
+  const { firstRun, lastRun } = coldRuns(core, fromBlock, toBlock)
   const runsPerSeries = lastRun >= firstRun ? Math.floor((lastRun - firstRun) / RUN_BLOCKS) + 1 : 0
   const readsHot = toBlock >= core.tiers.hotMinBlock
+  const slicer = new Slicer(ctx)
   if (entries.length * runsPerSeries > MAX_BATCHED_RUN_KEYS || (readsHot && entries.length > MAX_BATCHED_HOT_SCANS)) {
     return mapLimit(entries, core.config.queryConcurrency, async (entry) => {
       checkSignal(ctx)
-      return (await readGroupForAggregate(core, [entry], from, endMs, stepMs, budget, false))[0] as AggregateInput
+      await slicer.pause()
+      const [one] = await readGroupForAggregate(core, [entry], from, to, stepMs, budget, false, slicer)
+      return one as AggregateInput
     }).then((all) => all.filter((s) => s.timestamps.length > 0 || (s.summaries?.length ?? 0) > 0))
   }
   checkSignal(ctx)
-  const all = await readGroupForAggregate(core, entries, from, endMs, stepMs, budget, true)
+  const all = await readGroupForAggregate(core, entries, from, to, stepMs, budget, true, slicer)
   return all.filter((s) => s.timestamps.length > 0 || (s.summaries?.length ?? 0) > 0)
+}
+
+/**
+ * The first and last cold run a read of blocks [fromBlock, toBlock] may find: within the runs the
+ * cold family holds at all, so the count of runs to fetch by key follows the data, not the range.
+ */
+function coldRuns(core: EngineCore, fromBlock: number, toBlock: number): { firstRun: number; lastRun: number } {
+  return {
+    firstRun: Math.max(runStartBlock(fromBlock), core.tiers.coldMinBlock),
+    lastRun: Math.min(toBlock, core.tiers.coldMaxBlock),
+  }
 }
 
 async function readGroupForAggregate(
@@ -220,9 +244,13 @@ async function readGroupForAggregate(
   budget: PointBudget,
   /** Fetch the runs by their exact keys (few runs in the range), or scan each series' runs (many). */
   byKeys: boolean,
+  slicer: Slicer,
 ): Promise<AggregateInput[]> {
   const fromBlock = Math.floor(startMs / BLOCK_MS)
   const toBlock = Math.floor((endMs - 1) / BLOCK_MS)
+  // Taken in the same tick as the hot iterators below: the listing of runs yields to the event
+  // loop, and a move meanwhile must not let a run's summary count points the hot reads hold too.
+  const hotMinBlock = core.tiers.hotMinBlock
   const cols = core.store.columns
   const generations = entries.map((e) => core.decodedCache.generation(e.idHex))
   const buffered = entries.map((e) => core.head.read(e.handle, startMs, endMs) ?? EMPTY)
@@ -245,7 +273,7 @@ async function readGroupForAggregate(
   // The hot iterators exist (with their snapshots) before the cold reads below start.
   const coldValues: ColdValue[][] = entries.map(() => [])
   const cachedSummaries: RunSummaryWithSpan[][] = entries.map(() => [])
-  const lastRun = Math.min(toBlock, core.tiers.coldMaxBlock)
+  const { firstRun, lastRun } = coldRuns(core, fromBlock, toBlock)
   if (!byKeys) {
     entries.forEach((entry, i) => {
       if (fromBlock > lastRun) return
@@ -261,10 +289,11 @@ async function readGroupForAggregate(
   } else {
     const runKeys: Buffer[] = []
     const runOwner: Array<{ entry: number; runStart: number }> = []
-    for (let run = runStartBlock(fromBlock); run <= lastRun; run += RUN_BLOCKS) {
+    for (let run = firstRun; run <= lastRun; run += RUN_BLOCKS) {
+      if (slicer.due()) await slicer.pause()
       // A run that no hot block can overlap (the hot family starts after it) and whose summary
       // alone answers its bucket is not read at all when its summary is cached.
-      const summaryMayDo = run + RUN_BLOCKS <= core.tiers.hotMinBlock && summaryAnswers(run, startMs, endMs, stepMs)
+      const summaryMayDo = run + RUN_BLOCKS <= hotMinBlock && summaryAnswers(run, startMs, endMs, stepMs)
       entries.forEach((entry, i) => {
         const key = encodeRowKey(entry.id, run)
         if (summaryMayDo && !hasPointsIn(buffered[i] ?? EMPTY, run)) {
@@ -290,28 +319,30 @@ async function readGroupForAggregate(
     }
   }
   await Promise.all(reads)
-  return entries.map((entry, i) => {
-    const merged = assembleForAggregate(
+  const out: AggregateInput[] = []
+  for (let i = 0; i < entries.length; i++) {
+    const entry = entries[i] as SeriesEntry
+    const merged = await assembleForAggregate(
       core,
       entry.id,
       generations[i] as number,
       coldValues[i] ?? [],
       hotPieces[i] ?? [],
       buffered[i] ?? EMPTY,
-      startMs,
-      endMs,
-      stepMs,
+      { startMs, endMs, stepMs },
+      slicer,
     )
     merged.summaries.push(...(cachedSummaries[i] ?? []))
     budget.take(merged.run.ts.length)
-    return {
+    out.push({
       metric: entry.metric,
       tags: entry.tags,
       timestamps: merged.run.ts,
       values: merged.run.vals,
       summaries: merged.summaries,
-    }
-  })
+    })
+  }
+  return out
 }
 
 /** Whether a cold run lies wholly in [startMs, endMs) and in one bucket, so its summary answers it. */
@@ -329,17 +360,16 @@ function hasPointsIn(points: PointRun, runStart: number): boolean {
   return i < points.ts.length && (points.ts[i] as number) < from + RUN_MS
 }
 
-function assembleForAggregate(
+async function assembleForAggregate(
   core: EngineCore,
   id: Buffer,
   generation: number,
   coldValues: readonly ColdValue[],
   hotPieces: PointRun[],
   buffered: PointRun,
-  startMs: number,
-  endMs: number,
-  stepMs: number,
-): { run: PointRun; summaries: RunSummaryWithSpan[] } {
+  { startMs, endMs, stepMs }: { startMs: number; endMs: number; stepMs: number },
+  slicer: Slicer,
+): Promise<{ run: PointRun; summaries: RunSummaryWithSpan[] }> {
   // Hours with newer points in the hot family or the buffer must be merged point by point.
   const dirty = new Set<number>()
   for (const piece of [...hotPieces, buffered]) {
@@ -348,6 +378,8 @@ function assembleForAggregate(
   const coldPieces: PointRun[] = []
   const summaries: RunSummaryWithSpan[] = []
   for (const { runStart, value } of coldValues) {
+    // Decoding is the bulk of a large aggregation's work: other calls get their turn in between.
+    if (slicer.due()) await slicer.pause()
     const runStartMs = blockStartMs(runStart)
     if (summaryAnswers(runStart, startMs, endMs, stepMs) && !dirty.has(runStart)) {
       const summary = coldSummary(value, runStartMs)
@@ -371,11 +403,13 @@ export async function readMany(
   budget: PointBudget,
   ctx: CallContext | undefined,
 ): Promise<SeriesPoints[]> {
-  const from = Math.max(startMs, retentionCutoffMs(core))
-  if (from >= endMs) return []
+  const { from, to } = readableRange(core, startMs, endMs)
+  if (from >= to || entries.length === 0) return []
+  const slicer = new Slicer(ctx)
   const runs = await mapLimit(entries, core.config.queryConcurrency, async (entry) => {
     checkSignal(ctx)
-    const run = await readSeries(core, entry, from, endMs)
+    await slicer.pause()
+    const run = await readSeries(core, entry, from, to)
     budget.take(run.ts.length)
     return run
   })

@@ -6,6 +6,7 @@ import { canonicalSeriesKey, decodeSeriesDef, encodeSeriesDef, seriesIdFromKey }
 import type { Selector, Tag } from '../model/types.js'
 import { type CacheCounters, selectorKey } from './caches.js'
 import type { RocksStore } from './rocks-store.js'
+import { runToEnd, type Slicer } from './slicer.js'
 
 /** A known series. `handle` is a small in-process number; `id` is the stable 8-byte id on disk. */
 export interface SeriesEntry {
@@ -27,6 +28,23 @@ const SEP = Buffer.from([0])
 const COLLISION_ATTEMPTS = 16
 
 /**
+ * What the resolved-selector cache may hold, in bytes: a key costs its length (twice, as V8 may
+ * keep it in two-byte form) and a resolved list 8 bytes per series. Bounded by bytes rather than
+ * by entries, since a hostile client can send selectors of 100 KB each.
+ */
+const SELECT_CACHE_BYTES = 16 * 1024 * 1024
+/** Selectors with a longer key are resolved every time: dashboards do not send such selectors. */
+const MAX_CACHED_SELECTOR_CHARS = 8192
+/** Candidates checked between two yields of a selector resolution. */
+const CANDIDATES_PER_STEP = 4096
+
+interface CachedSelection {
+  readonly metric: string
+  readonly entries: SeriesEntry[]
+  readonly bytes: number
+}
+
+/**
  * Series ids and the inverted index. Every series has a definition record ('S' + id) and posting
  * records ('M' metric, 'T' metric/key/value) in the index family; open() loads them into memory,
  * reading the index family only, never the data.
@@ -37,8 +55,15 @@ export class SeriesIndex {
   private readonly byIdHex = new Map<string, SeriesEntry>()
   private readonly byMetric = new Map<string, MetricPostings>()
   private liveCount = 0
-  /** Resolved selectors per metric, dropped whenever a series of that metric appears or goes. */
-  private readonly selectCache = new Map<string, Map<string, SeriesEntry[]>>()
+  /**
+   * Resolved selectors, least recently used first, bounded by SELECT_CACHE_BYTES; those of a metric
+   * are dropped whenever a series of that metric appears or goes (selectKeys finds them).
+   */
+  private readonly selectCache = new Map<string, CachedSelection>()
+  private readonly selectKeys = new Map<string, Set<string>>()
+  private selectBytes = 0
+  /** Bumped whenever a series of the metric appears or goes; only metrics that have series. */
+  private readonly versions = new Map<string, number>()
   readonly selectCounters: CacheCounters = { hits: 0, misses: 0 }
 
   constructor(private readonly store: RocksStore) {}
@@ -106,7 +131,7 @@ export class SeriesIndex {
   /** Undoes ensure() of series whose write failed, so memory matches disk. */
   forget(entry: SeriesEntry): void {
     if (this.entries[entry.handle] !== entry) return
-    this.selectCache.delete(entry.metric)
+    this.dropSelections(entry.metric)
     this.entries[entry.handle] = undefined
     this.byKey.delete(entry.key)
     this.byIdHex.delete(entry.idHex)
@@ -132,28 +157,78 @@ export class SeriesIndex {
    * is intersected with the others; the remaining matchers are checked on the candidates only.
    */
   select(selector: Selector): SeriesEntry[] {
+    return runToEnd(this.selectSteps(selector))
+  }
+
+  /**
+   * select() for a call on the event loop: a metric with a huge posting list is checked in slices,
+   * so other calls run in between and a cancelled call stops.
+   */
+  selectSliced(selector: Selector, slicer: Slicer): Promise<SeriesEntry[]> {
+    return slicer.drive(this.selectSteps(selector))
+  }
+
+  private *selectSteps(selector: Selector): Generator<void, SeriesEntry[], void> {
     const key = selectorKey(selector)
-    const cached = this.selectCache.get(selector.metric)?.get(key)
+    const cached = this.selectCache.get(key)
     if (cached) {
+      // Map order is the LRU order: a hit moves the entry to the end.
+      this.selectCache.delete(key)
+      this.selectCache.set(key, cached)
       this.selectCounters.hits++
-      return cached
+      return cached.entries
     }
     this.selectCounters.misses++
-    const out = this.resolve(selector)
-    if (this.byMetric.has(selector.metric)) {
-      let perMetric = this.selectCache.get(selector.metric)
-      if (!perMetric) {
-        perMetric = new Map()
-        this.selectCache.set(selector.metric, perMetric)
-      }
-      // A bound on selectors kept per metric: dashboards repeat a few, a scan of many would not.
-      if (perMetric.size >= 1024) perMetric.clear()
-      perMetric.set(key, out)
+    const version = this.metricVersion(selector.metric)
+    const out = yield* this.resolve(selector)
+    // A series of the metric that appeared or went while the resolution yielded makes it stale.
+    if (this.byMetric.has(selector.metric) && this.metricVersion(selector.metric) === version) {
+      this.remember(key, selector.metric, out)
     }
     return out
   }
 
-  private resolve(selector: Selector): SeriesEntry[] {
+  private remember(key: string, metric: string, entries: SeriesEntry[]): void {
+    if (key.length > MAX_CACHED_SELECTOR_CHARS) return
+    const bytes = 2 * key.length + 8 * entries.length + 64
+    if (bytes > SELECT_CACHE_BYTES / 4) return
+    this.selectCache.set(key, { metric, entries, bytes })
+    this.selectBytes += bytes
+    let keys = this.selectKeys.get(metric)
+    if (!keys) {
+      keys = new Set()
+      this.selectKeys.set(metric, keys)
+    }
+    keys.add(key)
+    while (this.selectBytes > SELECT_CACHE_BYTES) {
+      const oldest = this.selectCache.keys().next().value
+      if (oldest === undefined) break
+      this.dropSelection(oldest)
+    }
+  }
+
+  private dropSelection(key: string): void {
+    const cached = this.selectCache.get(key)
+    if (!cached) return
+    this.selectCache.delete(key)
+    this.selectBytes -= cached.bytes
+    const keys = this.selectKeys.get(cached.metric)
+    keys?.delete(key)
+    if (keys?.size === 0) this.selectKeys.delete(cached.metric)
+  }
+
+  /** A series of this metric appears or goes: its resolved selectors may differ now. */
+  private dropSelections(metric: string): void {
+    this.versions.set(metric, this.metricVersion(metric) + 1)
+    const keys = this.selectKeys.get(metric)
+    if (keys) for (const key of [...keys]) this.dropSelection(key)
+  }
+
+  private metricVersion(metric: string): number {
+    return this.versions.get(metric) ?? 0
+  }
+
+  private *resolve(selector: Selector): Generator<void, SeriesEntry[], void> {
     const compiled = compileSelector(selector)
     const postings = this.byMetric.get(selector.metric)
     if (!postings) return []
@@ -166,7 +241,10 @@ export class SeriesIndex {
     lists.sort((a, b) => a.size - b.size)
     const base = lists[0] ?? postings.all
     const out: SeriesEntry[] = []
-    outer: for (const handle of base) {
+    let checked = 0
+    // A copy: the postings may change while the resolution yields.
+    outer: for (const handle of [...base]) {
+      if (++checked % CANDIDATES_PER_STEP === 0) yield
       for (let i = 1; i < lists.length; i++) if (!lists[i]?.has(handle)) continue outer
       const entry = this.entries[handle]
       if (entry && compiled.matches(entry.tags)) out.push(entry)
@@ -176,7 +254,7 @@ export class SeriesIndex {
   }
 
   private register(id: Buffer, key: string, metric: string, tags: readonly Tag[]): SeriesEntry {
-    this.selectCache.delete(metric)
+    this.dropSelections(metric)
     const entry: SeriesEntry = { handle: this.entries.length, id, idHex: id.toString('hex'), key, metric, tags }
     this.entries.push(entry)
     this.byKey.set(key, entry)

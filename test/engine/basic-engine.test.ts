@@ -416,3 +416,87 @@ describe('basic engine: tiers, retention, restart', () => {
     await rm(dir, { recursive: true, force: true })
   })
 })
+
+describe('basic engine: work bounded by data', () => {
+  it('answers aggregations over ranges as wide as int64 allows with what is stored, at once', async () => {
+    const dir = await tempDir()
+    const clock = new ManualClock(T0 + 10 * HOUR)
+    const engine = engineAt(dir, clock, { hotWindowMs: HOUR })
+    try {
+      await engine.open()
+      await engine.write({
+        series: [{ metric: 'cpu', tags: [{ key: 'host', value: 'a' }], timestamps: [T0, T0 + HOUR], values: [1, 2] }],
+      })
+      await engine.compact()
+      assert.equal((await engine.stats()).coldRuns, 2)
+      const sum = { func: 'sum' as const, stepMs: HOUR, groupBy: [], mergeSeries: false }
+      const max = 2 ** 53 - 1
+      // Before the fix these listed every hour of the range: 19 s for [-1e15, -1), minutes for ±(2^53 - 1).
+      const started = performance.now()
+      for (const [metric, startMs, endMs] of [
+        ['no_such_metric', -1e15, -1],
+        ['no_such_metric', -max, max],
+        ['cpu', -1e15, -1],
+      ] as const) {
+        const r = await engine.query({ selector: { metric, matchers: [] }, startMs, endMs, aggregation: sum })
+        assert.deepEqual(r, [])
+      }
+      const all = await engine.query({
+        selector: { metric: 'cpu', matchers: [] },
+        startMs: -max,
+        endMs: max,
+        aggregation: sum,
+      })
+      assert.deepEqual([...(all[0]?.timestamps ?? [])], [T0, T0 + HOUR])
+      assert.deepEqual([...(all[0]?.values ?? [])], [1, 2])
+      const raw = await engine.query({ selector: { metric: 'cpu', matchers: [] }, startMs: -max, endMs: max })
+      assert.deepEqual([...(raw[0]?.timestamps ?? [])], [T0, T0 + HOUR])
+      // Generous: the point is that it does not take seconds or minutes.
+      assert.ok(performance.now() - started < 5000)
+      // The mark that bounds the runs to list survives a restart.
+      await engine.close()
+      const again = engineAt(dir, clock, { hotWindowMs: HOUR })
+      await again.open()
+      const after = await again.query({
+        selector: { metric: 'cpu', matchers: [] },
+        startMs: -max,
+        endMs: max,
+        aggregation: sum,
+      })
+      assert.deepEqual([...(after[0]?.values ?? [])], [1, 2])
+      await again.close()
+    } finally {
+      await engine.close()
+      await rm(dir, { recursive: true, force: true })
+    }
+  })
+
+  it('stops a cancelled aggregation between slices', async () => {
+    const dir = await tempDir()
+    const clock = new ManualClock(T0 + 10 * HOUR)
+    const engine = engineAt(dir, clock, { hotWindowMs: HOUR })
+    try {
+      await engine.open()
+      await engine.write({
+        series: [{ metric: 'cpu', tags: [{ key: 'host', value: 'a' }], timestamps: [T0 - HOUR], values: [1] }],
+      })
+      const controller = new AbortController()
+      controller.abort()
+      await assert.rejects(
+        engine.query(
+          {
+            selector: { metric: 'cpu', matchers: [] },
+            startMs: 0,
+            endMs: T0,
+            aggregation: { func: 'sum', stepMs: HOUR, groupBy: [], mergeSeries: false },
+          },
+          { signal: controller.signal },
+        ),
+        /cancelled or its deadline passed/,
+      )
+    } finally {
+      await engine.close()
+      await rm(dir, { recursive: true, force: true })
+    }
+  })
+})
