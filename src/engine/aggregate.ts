@@ -36,7 +36,7 @@ export function bucketStart(ts: number, stepMs: number, startMs: number): number
  * Running state of one bucket. Every function but the percentiles is a fold, so a bucket keeps a
  * few numbers however many points fall in it; only percentiles keep the values.
  */
-class Bucket {
+export class Bucket {
   count = 0
   /** Neumaier-compensated sum: the rounding error lost so far is kept apart and added at the end. */
   sum = 0
@@ -48,6 +48,13 @@ class Bucket {
   first = Number.NaN
   lastTs = Number.NEGATIVE_INFINITY
   last = Number.NaN
+  /**
+   * The canonical keys of the series the first and last points came from, kept only where buckets
+   * of one group are merged across nodes: there, equal timestamps in two series resolve to the
+   * series whose key sorts first, as they do when one node reads the series in key order.
+   */
+  firstSource = ''
+  lastSource = ''
   /** Welford's running mean and sum of squared deviations, stable where sum of squares cancels. */
   mean = 0
   m2 = 0
@@ -57,13 +64,18 @@ class Bucket {
     this.values = keepValues ? [] : undefined
   }
 
-  add(ts: number, v: number): void {
-    this.count++
+  /** Adds v to the compensated sum, keeping the rounding error apart (Neumaier). */
+  private addToSum(v: number): void {
     const t = this.sum + v
     if (!Number.isFinite(t)) this.compensation = 0
     else if (Math.abs(this.sum) >= Math.abs(v)) this.compensation += this.sum - t + v
     else this.compensation += v - t + this.sum
     this.sum = t
+  }
+
+  add(ts: number, v: number): void {
+    this.count++
+    this.addToSum(v)
     if (v < this.min || Number.isNaN(this.min)) this.min = v
     if (v > this.max || Number.isNaN(this.max)) this.max = v
     // Strict comparisons: on equal timestamps the series met first, in canonical key order, wins.
@@ -85,12 +97,7 @@ class Bucket {
   addSummary(s: RunSummaryWithSpan): void {
     const before = this.count
     this.count += s.count
-    const v = s.sum
-    const t = this.sum + v
-    if (!Number.isFinite(t)) this.compensation = 0
-    else if (Math.abs(this.sum) >= Math.abs(v)) this.compensation += this.sum - t + v
-    else this.compensation += v - t + this.sum
-    this.sum = t
+    this.addToSum(s.sum)
     if (s.min < this.min || Number.isNaN(this.min)) this.min = s.min
     if (s.max > this.max || Number.isNaN(this.max)) this.max = s.max
     if (s.firstMs < this.firstTs) {
@@ -103,6 +110,54 @@ class Bucket {
     }
     // Only AVG reads the mean, and only when the sum overflowed; a weighted mean is close enough.
     this.mean = (this.mean * before + s.sum) / this.count
+  }
+
+  /** add() that also records which series the first and last points came from. */
+  addFrom(ts: number, v: number, source: string): void {
+    if (ts < this.firstTs) this.firstSource = source
+    if (ts > this.lastTs) this.lastSource = source
+    this.add(ts, v)
+  }
+
+  /** addSummary() that also records which series the first and last points came from. */
+  addSummaryFrom(s: RunSummaryWithSpan, source: string): void {
+    if (s.firstMs < this.firstTs) this.firstSource = source
+    if (s.lastMs > this.lastTs) this.lastSource = source
+    this.addSummary(s)
+  }
+
+  /**
+   * Folds in another bucket of the same group, from other series: the result is that of one
+   * bucket fed both sets of points, up to the order of floating-point additions. The means and
+   * squared deviations combine by Chan's formula for parallel variance.
+   */
+  merge(o: Bucket): void {
+    if (o.count === 0) return
+    const before = this.count
+    this.count += o.count
+    this.addToSum(o.sum)
+    this.compensation += o.compensation
+    if (o.min < this.min || Number.isNaN(this.min)) this.min = o.min
+    if (o.max > this.max || Number.isNaN(this.max)) this.max = o.max
+    if (o.firstTs < this.firstTs || (o.firstTs === this.firstTs && o.firstSource < this.firstSource)) {
+      this.firstTs = o.firstTs
+      this.first = o.first
+      this.firstSource = o.firstSource
+    }
+    if (o.lastTs > this.lastTs || (o.lastTs === this.lastTs && o.lastSource < this.lastSource)) {
+      this.lastTs = o.lastTs
+      this.last = o.last
+      this.lastSource = o.lastSource
+    }
+    if (before === 0) {
+      this.mean = o.mean
+      this.m2 = o.m2
+    } else {
+      const delta = o.mean - this.mean
+      this.mean += (delta * o.count) / this.count
+      this.m2 += o.m2 + (delta * delta * before * o.count) / this.count
+    }
+    if (this.values !== undefined && o.values !== undefined) for (const v of o.values) this.values.push(v)
   }
 
   result(func: AggFunc): number {
@@ -170,14 +225,15 @@ function quantile(sorted: Float64Array, q: number): number {
   return sorted[lower]! * (1 - weight) + sorted[upper]! * weight
 }
 
-interface Group {
+/** One group of an aggregation: the tags it keeps and its buckets by start. */
+export interface Group {
   readonly metric: string
   readonly tags: readonly Tag[]
   readonly key: string
   readonly buckets: Map<number, Bucket>
 }
 
-function validateAggregation(agg: Aggregation): void {
+export function validateAggregation(agg: Aggregation): void {
   const violations: FieldViolation[] = []
   if (!Object.hasOwn(QUANTILES, agg.func)) {
     violations.push({ field: 'aggregation.func', description: `is not a known function: ${String(agg.func)}` })
@@ -241,18 +297,9 @@ export function* aggregateSteps(
   endMs: number,
 ): Generator<void, SeriesPoints[], void> {
   validateAggregation(agg)
-  const groupBy = new Set(agg.groupBy)
-  const keepValues = QUANTILES[agg.func] !== undefined
   const stepMs = agg.stepMs
-
-  const inputs = series
-    .map((s) => {
-      const tags = sortTags(s.tags)
-      return { series: s, tags, key: canonicalSeriesKey(s.metric, tags) }
-    })
-    .sort(byKey)
-
-  const alone = groupBy.size === 0 && !agg.mergeSeries
+  const inputs = keyedInputs(series)
+  const alone = agg.groupBy.length === 0 && !agg.mergeSeries
   if (alone && SIMPLE_FOLDS.has(agg.func) && inputs.every((input, i) => input.key !== inputs[i - 1]?.key)) {
     const fast: SeriesPoints[] = []
     let folded = true
@@ -268,6 +315,58 @@ export function* aggregateSteps(
     if (folded) return fast
   }
 
+  const groups = yield* groupSteps(inputs, agg, startMs, endMs, false)
+  return yield* finalizeSteps(groups, agg.func)
+}
+
+/** Each group's buckets as a series of the function's results, groups in key order. */
+export function* finalizeSteps(groups: readonly Group[], func: AggFunc): Generator<void, SeriesPoints[], void> {
+  const keepValues = QUANTILES[func] !== undefined
+  const out: SeriesPoints[] = []
+  for (const group of groups) {
+    const starts = Float64Array.from(group.buckets.keys()).sort()
+    const values = new Float64Array(starts.length)
+    for (let i = 0; i < starts.length; i++) {
+      values[i] = group.buckets.get(starts[i]!)!.result(func)
+      // A percentile sorts its bucket's values: big buckets each take milliseconds.
+      if (keepValues) yield
+    }
+    out.push({ metric: group.metric, tags: group.tags, timestamps: starts, values })
+  }
+  return out
+}
+
+interface KeyedInput {
+  readonly series: AggregateInput
+  readonly tags: readonly Tag[]
+  readonly key: string
+}
+
+/** The inputs with sorted tags and canonical keys, in key order: the order every fold reads them in. */
+export function keyedInputs(series: readonly AggregateInput[]): KeyedInput[] {
+  return series
+    .map((s) => {
+      const tags = sortTags(s.tags)
+      return { series: s, tags, key: canonicalSeriesKey(s.metric, tags) }
+    })
+    .sort(byKey)
+}
+
+/**
+ * Folds the inputs (in key order) into their groups' buckets, yielding after every series and
+ * every POINTS_PER_STEP points. Returns the groups that have a bucket, sorted by key. With
+ * `sources`, buckets record the series of their first and last points, for merging across nodes.
+ */
+export function* groupSteps(
+  inputs: readonly KeyedInput[],
+  agg: Aggregation,
+  startMs: number,
+  endMs: number,
+  sources: boolean,
+): Generator<void, Group[], void> {
+  const groupBy = new Set(agg.groupBy)
+  const keepValues = QUANTILES[agg.func] !== undefined
+  const stepMs = agg.stepMs
   const groups = new Map<string, Group>()
   for (const input of inputs) {
     const metric = input.series.metric
@@ -295,7 +394,8 @@ export function* aggregateSteps(
         }
         currentStart = start
       }
-      current.add(ts, values[i]!)
+      if (sources) current.addFrom(ts, values[i]!, input.key)
+      else current.add(ts, values[i]!)
     }
     for (const summary of input.series.summaries ?? []) {
       const start = bucketStart(summary.firstMs, stepMs, startMs)
@@ -304,20 +404,12 @@ export function* aggregateSteps(
         bucket = new Bucket(keepValues)
         group.buckets.set(start, bucket)
       }
-      bucket.addSummary(summary)
+      if (sources) bucket.addSummaryFrom(summary, input.key)
+      else bucket.addSummary(summary)
     }
     yield
   }
-
-  const out: SeriesPoints[] = []
-  for (const group of [...groups.values()].sort(byKey)) {
-    if (group.buckets.size === 0) continue
-    const starts = Float64Array.from(group.buckets.keys()).sort()
-    const values = new Float64Array(starts.length)
-    for (let i = 0; i < starts.length; i++) values[i] = group.buckets.get(starts[i]!)!.result(agg.func)
-    out.push({ metric: group.metric, tags: group.tags, timestamps: starts, values })
-  }
-  return out
+  return [...groups.values()].filter((g) => g.buckets.size > 0).sort(byKey)
 }
 
 /** Functions that foldSorted computes: each keeps one number per bucket and needs no compensation. */
