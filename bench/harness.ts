@@ -12,6 +12,8 @@ import { METRICS, POINTS_PER_SERIES, timestampAt } from './dataset.js'
 export interface Server {
   readonly proc: ChildProcess
   readonly address: string
+  /** The server's Prometheus endpoint. */
+  readonly metricsUrl: string
   readonly dataDir: string
 }
 
@@ -34,18 +36,37 @@ export async function startServer(): Promise<Server> {
       '--hot-window',
       '1h',
       '--http-listen',
-      'off',
+      '127.0.0.1:0',
     ],
     { stdio: ['ignore', 'pipe', 'inherit'] },
   )
+  // The metrics line comes before the listening line.
+  let metricsUrl = ''
   const address = await new Promise<string>((resolve, reject) => {
     proc.once('exit', (code) => reject(new Error(`server exited with ${code}`)))
     createInterface({ input: proc.stdout as NodeJS.ReadableStream }).on('line', (line) => {
+      const metrics = /metrics on (\S+)/.exec(line)
+      if (metrics?.[1]) metricsUrl = metrics[1]
       const m = /listening on (\S+)/.exec(line)
       if (m?.[1]) resolve(m[1])
     })
   })
-  return { proc, address, dataDir }
+  if (!metricsUrl) throw new Error('the server printed no metrics address')
+  return { proc, address, metricsUrl, dataDir }
+}
+
+/**
+ * The server's event-loop delay since the previous scrape, in ms: the p99 and the longest, as its
+ * /metrics reports them. Each read starts a new interval, so read once before a load to start it.
+ */
+export async function eventLoopDelayMs(server: Server): Promise<{ p99Ms: number; maxMs: number }> {
+  const text = await (await fetch(server.metricsUrl)).text()
+  const read = (name: string): number => {
+    const m = new RegExp(`^${name} (\\S+)$`, 'm').exec(text)
+    if (!m?.[1]) throw new Error(`the server's /metrics has no ${name}`)
+    return Number(m[1]) * 1000
+  }
+  return { p99Ms: read('v3_event_loop_delay_p99_seconds'), maxMs: read('v3_event_loop_delay_max_seconds') }
 }
 
 /** SIGTERM (a clean stop, which the settled disk size needs) and wait. */

@@ -17,7 +17,15 @@ import { WriteResponse } from '../gen/v3storage/v1/write_service.js'
 import { V3Client } from '../src/client/index.js'
 import { BasicEngine } from '../src/engine/basic-engine.js'
 import { HOSTS, hostTags, METRICS, POINTS_PER_SERIES, seriesValues } from './dataset.js'
-import { encodeMessages, folderBytes, peakRssMiB, removeServer, startServer, stopServer } from './harness.js'
+import {
+  encodeMessages,
+  eventLoopDelayMs,
+  folderBytes,
+  peakRssMiB,
+  removeServer,
+  startServer,
+  stopServer,
+} from './harness.js'
 import { drawParams, QUERY_KINDS, type QueryParams, runV3 } from './queries.js'
 import { benchIngest, benchWriteStream, type IngestResult } from './streams.js'
 import {
@@ -65,6 +73,8 @@ interface SystemResult {
   readonly peakRssMiB: number
   readonly bytesPerPoint: number
   readonly queries: QueryResult[]
+  /** The server's event-loop delay while it answered the query mix; V3 only. */
+  readonly eventLoopDelay?: { readonly p99Ms: number; readonly maxMs: number }
 }
 
 function unary<Res>(fn: (cb: (err: ServiceError | null, res?: Res) => void) => void): Promise<Res> {
@@ -132,10 +142,16 @@ async function benchV3(
     // Let background work (RocksDB flushes and compactions) finish before timing queries.
     await new Promise((resolve) => setTimeout(resolve, SETTLE_MS))
 
+    // This scrape starts the interval the one after the queries reports on.
+    await eventLoopDelayMs(server)
     const queries: QueryResult[] = []
     for (const kind of QUERY_KINDS) {
       queries.push(await timed(kind.name, (p) => runV3(client, kind.name, p, values), params.get(kind.name) ?? []))
     }
+    const eventLoopDelay = await eventLoopDelayMs(server)
+    console.log(
+      `V3 event-loop delay under the query mix: p99 ${eventLoopDelay.p99Ms.toFixed(1)} ms, max ${eventLoopDelay.maxMs.toFixed(1)} ms`,
+    )
     const peak = await peakRssMiB(server.proc.pid as number)
     await stopServer(server)
     // Settle: reopening replays the write-ahead log into table files and drops the log, as any
@@ -145,7 +161,7 @@ async function benchV3(
     await new Promise((resolve) => setTimeout(resolve, 5000))
     await settle.close()
     const bytesPerPoint = (await folderBytes(server.dataDir)) / totalPoints
-    return { ingestPointsPerSecond, peakRssMiB: peak, bytesPerPoint, queries }
+    return { ingestPointsPerSecond, peakRssMiB: peak, bytesPerPoint, queries, eventLoopDelay }
   } finally {
     raw.close()
     client.close()
@@ -236,6 +252,7 @@ async function main(): Promise<void> {
         : `${QUERY_KINDS[i]?.vmFigure} (issue)`
       return `| ${q.name}, median (p95) ms | ${q.medianMs.toFixed(2)} (${q.p95Ms.toFixed(2)}) | ${vmCell} | ${ratio(q.medianMs, other?.medianMs, false)} |`
     }),
+    `| server event-loop delay under the query mix, p99 (max) ms | ${v3.eventLoopDelay?.p99Ms.toFixed(1)} (${v3.eventLoopDelay?.maxMs.toFixed(1)}) | | |`,
   ]
   const md = [`${machine}; ${dataSet}.`, '', ...rows].join('\n')
   console.log(`\n${md}\n`)

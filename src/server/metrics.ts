@@ -4,6 +4,7 @@
  * engine's own figures and nothing is sampled on a timer. Each node owns its registry (no global
  * registry), so that tests and several servers in one process do not share counters.
  */
+import { monitorEventLoopDelay } from 'node:perf_hooks'
 import { ServerInterceptingCall, type ServerInterceptor, status } from '@grpc/grpc-js'
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client'
 import type { StorageEngine } from '../engine/storage-engine.js'
@@ -110,6 +111,16 @@ export function createServerMetrics(engine: StorageEngine, options: MetricsOptio
     registers,
   })
   const properties = new Map(PROPERTY_GAUGES.map(([property, name, help]) => [property, gauge(name, help)]))
+  // How long the event loop was held at a time, which is how long every other call (health checks
+  // included) waited behind the one that held it. Sampled every 5 ms; each scrape reads the
+  // interval since the previous scrape and starts a new one, so a scrape shows the recent past.
+  const loopDelay = monitorEventLoopDelay({ resolution: 5 })
+  loopDelay.enable()
+  const loopDelayP99 = gauge(
+    'v3_event_loop_delay_p99_seconds',
+    '99th percentile of the event loop delay since the previous scrape (sampled every 5 ms).',
+  )
+  const loopDelayMax = gauge('v3_event_loop_delay_max_seconds', 'Longest event loop delay since the previous scrape.')
   // The engine's points counter is persistent; the Prometheus counter follows it by increments.
   let lastPointsWritten = 0
 
@@ -150,6 +161,10 @@ export function createServerMetrics(engine: StorageEngine, options: MetricsOptio
   }
 
   const refresh = async (): Promise<void> => {
+    // The histogram is in nanoseconds; with no sample yet its percentiles are 0.
+    loopDelayP99.set(loopDelay.percentile(99) / 1e9)
+    loopDelayMax.set(loopDelay.count > 0 ? loopDelay.max / 1e9 : 0)
+    loopDelay.reset()
     const stats = await engine.stats()
     series.set(stats.series)
     buffered.set(stats.bufferedPoints)
