@@ -15,7 +15,8 @@ import type {
   WriteResult,
 } from '../model/types.js'
 import { type NormalizedBatch, ValidatedSeriesCache, validateWriteBatch } from '../model/validate.js'
-import { aggregateSteps, filterValues, SUMMARIZABLE } from './aggregate.js'
+import { type AggregateInput, aggregateSteps, filterValues, SUMMARIZABLE } from './aggregate.js'
+import { type PartialGroup, partialSteps } from './aggregate-partial.js'
 import { DecodedBlockCache, queryKey, ResultCache } from './caches.js'
 import {
   type BasicEngineOptions,
@@ -56,6 +57,7 @@ import { LatestCache } from './latest-cache.js'
 import { Mutex } from './mutex.js'
 import { RocksStore } from './rocks-store.js'
 import { type SeriesEntry, SeriesIndex } from './series-index.js'
+import type { SeriesFilter, ShardReader } from './shard.js'
 import { checkSignal, Slicer } from './slicer.js'
 import type {
   CallContext,
@@ -88,7 +90,12 @@ interface QueryBudgets {
  * acknowledged once that record is in RocksDB's write-ahead log), then keep the points in memory
  * until the sealer writes their blocks.
  */
-export class BasicEngine implements StorageEngine, EngineCore {
+/** The entries a filter accepts; all of them without one. */
+function filterEntries(entries: SeriesEntry[], filter: SeriesFilter | undefined): SeriesEntry[] {
+  return filter === undefined ? entries : entries.filter((e) => filter.accepts(e.key))
+}
+
+export class BasicEngine implements StorageEngine, ShardReader, EngineCore {
   readonly config: EngineConfig
   readonly clock: Clock
   readonly logger: Logger
@@ -265,33 +272,87 @@ export class BasicEngine implements StorageEngine, EngineCore {
   }
 
   async query(request: QueryRequest, ctx?: CallContext): Promise<SeriesPoints[]> {
+    return (await this.queryShard(request, undefined, ctx)).flat()
+  }
+
+  async queryShard(
+    request: QueryRequest,
+    filter: SeriesFilter | undefined,
+    ctx?: CallContext,
+  ): Promise<SeriesPoints[][]> {
+    return this.eachSelector(request, (one, budgets) => this.queryOne(one, budgets, filter, ctx))
+  }
+
+  async queryPartials(
+    request: QueryRequest,
+    filter: SeriesFilter | undefined,
+    ctx?: CallContext,
+  ): Promise<PartialGroup[][]> {
+    if (!request.aggregation) throw ValidationError.field('aggregation', 'is required for partial aggregates')
+    return this.eachSelector(request, async (one, budgets) => {
+      const slicer = new Slicer(ctx)
+      const entries = filterEntries(await this.index.selectSliced(one.selector, slicer), filter)
+      const inputs = await this.aggregateInputs(one, entries, budgets, ctx)
+      const groups = await slicer.drive(partialSteps(inputs, request.aggregation!, one.startMs, one.endMs))
+      for (const g of groups) budgets.result.take(g.starts.length)
+      return groups
+    })
+  }
+
+  /**
+   * Answers the request's selector and each additional selector as if queried alone, in order,
+   * under one budget, so that many selectors cannot take more than one query may.
+   */
+  private async eachSelector<T>(
+    request: QueryRequest,
+    one: (request: QueryRequest, budgets: QueryBudgets) => Promise<T[]>,
+  ): Promise<T[][]> {
     this.assertOpen()
     const started = performance.now()
     checkRange(request.startMs, request.endMs)
-    // One budget for all selectors, so that many selectors cannot take more than one query may.
     const max = this.config.maxPointsPerQuery
     const budgets: QueryBudgets = { result: new PointBudget(max), read: new PointBudget(max * 10) }
     const parts = await Promise.all([
-      this.queryOne(request, budgets, ctx),
+      one(request, budgets),
       ...(request.additionalSelectors ?? []).map((selector, i) =>
-        this.queryOne({ ...request, selector }, budgets, ctx).catch((err: unknown) => {
+        one({ ...request, selector }, budgets).catch((err: unknown) => {
           throw err instanceof ValidationError ? err.renamed('selector', `additional_selectors[${i}]`) : err
         }),
       ),
     ])
     this.queryLatency.record(performance.now() - started)
-    return parts.flat()
+    return parts
+  }
+
+  /** The points (and, where they answer the function, whole-run summaries) an aggregation folds. */
+  private async aggregateInputs(
+    request: QueryRequest,
+    entries: readonly SeriesEntry[],
+    budgets: QueryBudgets,
+    ctx: CallContext | undefined,
+  ): Promise<AggregateInput[]> {
+    const agg = request.aggregation!
+    if (!Number.isSafeInteger(agg.stepMs) || agg.stepMs < 0) {
+      throw ValidationError.field('aggregation.step_ms', 'must be a non-negative integer number of milliseconds')
+    }
+    const filter = request.valueFilter
+    const inputs =
+      SUMMARIZABLE.has(agg.func) && !filter
+        ? await readManyForAggregate(this, entries, request.startMs, request.endMs, agg.stepMs, budgets.read, ctx)
+        : await readMany(this, entries, request.startMs, request.endMs, budgets.read, ctx)
+    return filter ? filterValues(inputs, filter) : inputs
   }
 
   /** One selector's answer; `request.additionalSelectors` is not looked at. */
   private async queryOne(
     request: QueryRequest,
     budgets: QueryBudgets,
+    seriesFilter: SeriesFilter | undefined,
     ctx: CallContext | undefined,
   ): Promise<SeriesPoints[]> {
     const slicer = new Slicer(ctx)
-    const entries = await this.index.selectSliced(request.selector, slicer)
-    const key = queryKey(request)
+    const entries = filterEntries(await this.index.selectSliced(request.selector, slicer), seriesFilter)
+    const key = seriesFilter === undefined ? queryKey(request) : `${queryKey(request)}\u0003${seriesFilter.key}`
     const cached = this.resultCache.get(key, retentionCutoffMs(this))
     if (cached) {
       for (const s of cached) budgets.result.take(s.timestamps.length)
@@ -305,22 +366,8 @@ export class BasicEngine implements StorageEngine, EngineCore {
       result = await readMany(this, entries, request.startMs, request.endMs, budgets.result, ctx)
       if (filter) result = filterValues(result, filter)
     } else {
-      if (!Number.isSafeInteger(request.aggregation.stepMs) || request.aggregation.stepMs < 0) {
-        throw ValidationError.field('aggregation.step_ms', 'must be a non-negative integer number of milliseconds')
-      }
-      const { func, stepMs } = request.aggregation
-      const inputs =
-        SUMMARIZABLE.has(func) && !filter
-          ? await readManyForAggregate(this, entries, request.startMs, request.endMs, stepMs, budgets.read, ctx)
-          : await readMany(this, entries, request.startMs, request.endMs, budgets.read, ctx)
-      result = await slicer.drive(
-        aggregateSteps(
-          filter ? filterValues(inputs, filter) : inputs,
-          request.aggregation,
-          request.startMs,
-          request.endMs,
-        ),
-      )
+      const inputs = await this.aggregateInputs(request, entries, budgets, ctx)
+      result = await slicer.drive(aggregateSteps(inputs, request.aggregation, request.startMs, request.endMs))
       for (const s of result) budgets.result.take(s.timestamps.length)
     }
     this.resultCache.set(
@@ -334,10 +381,14 @@ export class BasicEngine implements StorageEngine, EngineCore {
   }
 
   async latest(selector: Selector, ctx?: CallContext): Promise<SeriesPoints[]> {
+    return this.latestShard(selector, undefined, ctx)
+  }
+
+  async latestShard(selector: Selector, filter: SeriesFilter | undefined, ctx?: CallContext): Promise<SeriesPoints[]> {
     this.assertOpen()
     const started = performance.now()
     const slicer = new Slicer(ctx)
-    const entries = await this.index.selectSliced(selector, slicer)
+    const entries = filterEntries(await this.index.selectSliced(selector, slicer), filter)
     // Cached latest points answer without I/O, so only the slicer lets other calls in between.
     const points = await mapLimit(entries, this.config.queryConcurrency, async (entry) => {
       checkSignal(ctx)
@@ -360,12 +411,24 @@ export class BasicEngine implements StorageEngine, EngineCore {
   }
 
   async listSeries(selector: Selector, ctx?: CallContext): Promise<SeriesRef[]> {
+    return this.listSeriesShard(selector, undefined, ctx)
+  }
+
+  async listSeriesShard(selector: Selector, filter: SeriesFilter | undefined, ctx?: CallContext): Promise<SeriesRef[]> {
     this.assertOpen()
-    const entries = await this.index.selectSliced(selector, new Slicer(ctx))
+    const entries = filterEntries(await this.index.selectSliced(selector, new Slicer(ctx)), filter)
     return entries.map((e) => ({ metric: e.metric, tags: e.tags }))
   }
 
   async deleteSeries(request: DeleteRequest, ctx?: CallContext): Promise<DeleteResult> {
+    return this.deleteSeriesCounted(request, undefined, ctx)
+  }
+
+  async deleteSeriesCounted(
+    request: DeleteRequest,
+    countFilter: SeriesFilter | undefined,
+    ctx?: CallContext,
+  ): Promise<DeleteResult> {
     this.assertOpen()
     const ranged = request.startMs !== undefined || request.endMs !== undefined
     if (ranged) checkRange(request.startMs ?? 0, request.endMs ?? 0)
@@ -378,7 +441,7 @@ export class BasicEngine implements StorageEngine, EngineCore {
         await deleteSeriesData(this, entry, request.startMs, request.endMs)
       }
     })
-    return { seriesMatched: entries.length }
+    return { seriesMatched: filterEntries(entries, countFilter).length }
   }
 
   async compact(ctx?: CallContext): Promise<CompactResult> {

@@ -5,6 +5,7 @@ import type {
   Selector,
   SeriesPoints,
   SeriesRef,
+  Tag,
   WriteBatch,
   WriteResult,
 } from '../model/types.js'
@@ -44,6 +45,30 @@ export interface EngineStats {
     readonly decodedBlocks: CacheStats
     readonly selectors: CacheStats
   }
+  /** On a cluster: each node's own figures, the totals above adding them up. */
+  readonly nodes?: readonly { readonly id: string; readonly stats: EngineStats }[]
+}
+
+/** One member of a cluster as ListNodes and Locate describe it. */
+export interface ClusterNodeInfo {
+  readonly id: string
+  /** Where the node serves gRPC, host:port. */
+  readonly address: string
+  /** Where the node takes peer traffic, host:port. */
+  readonly peerAddress: string
+  /** Whether its health check passes, as this node last saw. */
+  readonly healthy: boolean
+  readonly lifecycle: 'joining' | 'active' | 'leaving'
+  /** Its share of the ring as primary owner, 0 to 1. */
+  readonly share: number
+  readonly leader: boolean
+}
+
+export interface ClusterInfo {
+  readonly ringVersion: number
+  /** The effective replication factor: the cluster's setting, bounded by the number of members. */
+  readonly replicationFactor: number
+  readonly nodes: readonly ClusterNodeInfo[]
 }
 
 /** Receives the committed points of the series a subscription selects. */
@@ -91,4 +116,8 @@ export interface StorageEngine {
    * subscribes first and then queries, so that nothing falls between the two.
    */
   subscribe(selector: Selector, listener: PointsListener): Subscription
+  /** The cluster's members; engines that are not a cluster leave it out and the server describes one node. */
+  clusterInfo?(): ClusterInfo
+  /** The owners of a series, primary first; absent where clusterInfo is. */
+  locate?(metric: string, tags: readonly Tag[]): ClusterNodeInfo[]
 }
