@@ -1,4 +1,5 @@
 import { type FieldViolation, ValidationError } from './errors.js'
+import { compileValueRegex, type ValueRegex } from './regex.js'
 import { nameViolation } from './series-key.js'
 import type { MatchOp, Selector, Tag } from './types.js'
 
@@ -40,12 +41,23 @@ function matchAll(matchers: readonly CompiledMatcher[], tags: readonly Tag[]): b
   return true
 }
 
+/** Code points of a pattern an error quotes; a description should stay one readable line. */
+const QUOTE_CHARS = 64
+
+/** A pattern as an error quotes it, cut after QUOTE_CHARS code points. */
+function quote(pattern: string): string {
+  const cut = Array.from(pattern.slice(0, 2 * QUOTE_CHARS))
+    .slice(0, QUOTE_CHARS)
+    .join('')
+  return cut.length < pattern.length ? `${JSON.stringify(cut)}…` : JSON.stringify(pattern)
+}
+
 class ValueMatcher implements CompiledMatcher {
   constructor(
     readonly key: string,
     readonly value: string,
     readonly op: MatchOp,
-    private readonly regex: RegExp | undefined,
+    private readonly regex: ValueRegex | undefined,
   ) {}
 
   matchesValue(value: string): boolean {
@@ -63,28 +75,10 @@ class ValueMatcher implements CompiledMatcher {
 }
 
 /**
- * Compiles a regex matcher's value, fully anchored as in Prometheus: `h0[12]` matches `h01`, not
- * `h012`. The `s` flag lets `.` match newlines, as Prometheus's `(?s:...)` does, so `.*` matches
- * every value; `u` makes `.` one code point rather than one UTF-16 unit. The pattern is compiled
- * alone first: a value such as `a)|(b` would otherwise close the anchoring group and escape the
- * anchors, and the error then names the user's pattern rather than the wrapped one. Returns the
- * reason the pattern does not compile, or the compiled expression.
- */
-function compileRegex(pattern: string): RegExp | string {
-  try {
-    new RegExp(pattern, 'su')
-  } catch (err: unknown) {
-    // V8 says "Invalid regular expression: /<pattern>/su: <reason>"; the caller quotes the pattern.
-    const message = err instanceof Error ? err.message : String(err)
-    return message.slice(message.lastIndexOf(': ') + 2)
-  }
-  return new RegExp(`^(?:${pattern})$`, 'su')
-}
-
-/**
  * Validates a selector and compiles its matchers. Throws one ValidationError naming every bad
  * field: `selector.metric`, `selector.matchers[i].key`, `selector.matchers[i].op`,
- * `selector.matchers[i].value` (a regex that does not compile, with the reason).
+ * `selector.matchers[i].value` (a regex that is too long or too large, or does not compile, with the
+ * reason). Regexes are RE2 syntax, fully anchored: see regex.ts.
  */
 export function compileSelector(selector: Selector): CompiledSelector {
   const violations: FieldViolation[] = []
@@ -102,18 +96,18 @@ export function compileSelector(selector: Selector): CompiledSelector {
       violations.push({ field: `${field}.value`, description: 'must be a string' })
       return
     }
-    let regex: RegExp | undefined
+    let regex: ValueRegex | undefined
     switch (m.op) {
       case 'eq':
       case 'neq':
         break
       case 'regex':
       case 'not_regex': {
-        const compiled = compileRegex(m.value)
+        const compiled = compileValueRegex(m.value)
         if (typeof compiled === 'string') {
           violations.push({
             field: `${field}.value`,
-            description: `${JSON.stringify(m.value)} is not a valid regular expression: ${compiled}`,
+            description: `${quote(m.value)} ${compiled}`,
           })
           return
         }

@@ -49,7 +49,7 @@ describe('compileSelector: validation', () => {
       assert.ok(err instanceof ValidationError)
       assert.equal(err.violations.length, 1)
       assert.equal(err.violations[0]!.field, 'selector.matchers[1].value')
-      assert.equal(err.violations[0]!.description, '"(a" is not a valid regular expression: Unterminated group')
+      assert.equal(err.violations[0]!.description, '"(a" is not a valid regular expression: missing closing ): `(a`')
     }
   })
 
@@ -161,5 +161,121 @@ describe('compileSelector: index plan', () => {
     assert.ok(!eq!.matchesValue(''))
     assert.ok(re!.matchesValue('xxx'))
     assert.ok(!re!.matchesValue('xy'))
+  })
+})
+
+/** The one violation compiling a selector with this regex matcher raises. */
+function regexViolation(pattern: string, op: MatchOp = 'regex'): { field: string; description: string } {
+  try {
+    compileSelector({ metric: 'cpu', matchers: [m('host', 'eq', 'a'), m('host', op, pattern)] })
+  } catch (err) {
+    assert.ok(err instanceof ValidationError)
+    assert.equal(err.violations.length, 1)
+    return err.violations[0]!
+  }
+  assert.fail(`expected ${JSON.stringify(pattern.slice(0, 40))} to be rejected`)
+}
+
+describe('compileSelector: RE2 regexes', () => {
+  test('a pattern nesting 10,000 groups deep (60,001 bytes) is rejected as too long, not compiled', () => {
+    const pattern = `${'(?:a|'.repeat(10_000)}h${')'.repeat(10_000)}`
+    assert.equal(pattern.length, 60_001)
+    const v = regexViolation(pattern)
+    assert.equal(v.field, 'selector.matchers[1].value')
+    assert.match(v.description, /is 60001 bytes long, more than the limit of 4096$/)
+    // The description quotes the start of the pattern only.
+    assert.ok(v.description.length < 200)
+  })
+
+  test('deep nesting within the length bound compiles or is rejected, never overflows the stack', () => {
+    const nonCapturing = `${'(?:a|'.repeat(680)}h${')'.repeat(680)}`
+    assert.ok(matches([m('host', 'regex', nonCapturing)], { host: 'h' }))
+    assert.ok(matches([m('host', 'regex', nonCapturing)], { host: 'a' }))
+    assert.ok(!matches([m('host', 'regex', nonCapturing)], { host: 'ah' }))
+    const capturing = `${'('.repeat(2000)}a${')'.repeat(2000)}`
+    assert.equal(regexViolation(capturing).field, 'selector.matchers[1].value')
+    const flat = `${'(?:'.repeat(1000)}a${')'.repeat(1000)}`
+    assert.ok(matches([m('host', 'regex', flat)], { host: 'a' }))
+  })
+
+  test('a pattern that would compile to too many instructions is rejected before compiling', () => {
+    const t0 = performance.now()
+    const v = regexViolation('.{0,1000}'.repeat(400))
+    assert.equal(v.field, 'selector.matchers[1].value')
+    assert.match(v.description, /is too large: it compiles to about \d+ instructions, more than the limit of 2000$/)
+    // Compiling it would take seconds and hundreds of MiB; the estimate answers at once.
+    assert.ok(performance.now() - t0 < 1000)
+    assert.ok(matches([m('host', 'regex', 'a{1000}')], { host: 'a'.repeat(1000) }))
+  })
+
+  test('(a+)+$ answers at once instead of backtracking', () => {
+    const value = `${'a'.repeat(40)}!`
+    assert.ok(!matches([m('v', 'regex', '(a+)+$')], { v: value }))
+    assert.ok(matches([m('v', 'not_regex', '(a+)+$')], { v: value }))
+    assert.ok(matches([m('v', 'regex', '(a+)+$')], { v: 'a'.repeat(40) }))
+    assert.ok(!matches([m('v', 'regex', '(a|aa)+b')], { v: 'a'.repeat(5000) }))
+  })
+
+  test('syntax RE2 does not have is rejected naming the field', () => {
+    for (const [pattern, reason] of [
+      ['(?=x)', 'invalid or unsupported Perl syntax: `(?=`'],
+      ['(?!x)', 'invalid or unsupported Perl syntax: `(?!`'],
+      ['(a)\\1', 'invalid escape sequence: `\\1`'],
+      ['a++', 'invalid nested repetition operator: `++`'],
+      ['a{1001}', 'invalid repeat count: `{1001}`'],
+      ['[z-a]', 'invalid character class range: `z-a`'],
+    ] as const) {
+      const v = regexViolation(pattern, 'not_regex')
+      assert.equal(v.field, 'selector.matchers[1].value')
+      assert.equal(v.description, `${JSON.stringify(pattern)} is not a valid regular expression: ${reason}`)
+    }
+    // Lookbehind is refused too, whatever the parser calls it.
+    assert.equal(regexViolation('(?<=x)a').field, 'selector.matchers[1].value')
+  })
+
+  test('RE2 syntax JavaScript lacks', () => {
+    assert.ok(matches([m('host', 'regex', '\\pL+\\d')], { host: 'hôte1' }))
+    assert.ok(matches([m('host', 'regex', '(?i)WEB-[[:digit:]]+')], { host: 'web-12' }))
+    assert.ok(matches([m('host', 'regex', '\\Qa.b\\E')], { host: 'a.b' }))
+    assert.ok(!matches([m('host', 'regex', '\\Qa.b\\E')], { host: 'axb' }))
+    assert.ok(matches([m('host', 'regex', '(?P<name>x)y')], { host: 'xy' }))
+  })
+
+  test('anchoring holds on every path', () => {
+    const cases: [string, string, boolean][] = [
+      ['h0[12]', 'h01', true],
+      ['h0[12]', 'h012', false],
+      ['h0[12]', 'xh01', false],
+      ['h0[12]+', 'h0121', true],
+      ['h0[12]+', 'xh01', false],
+      ['h0[12]+', 'h01x', false],
+      ['a|b|c', 'ab', false],
+      ['a|bc*', 'abc', false],
+      ['eu-.*', 'us-eu-1', false],
+      ['.*-1', 'eu-1x', false],
+      ['.*x.*', 'yyy', false],
+      ['^a$', 'a', true],
+      ['a$|b', 'b', true],
+      ['a\\z', 'a', true],
+      ['', '', true],
+      ['', 'a', false],
+      ['a|', '', true],
+    ]
+    for (const [pattern, value, want] of cases) {
+      assert.equal(matches([m('host', 'regex', pattern)], { host: value }), want, `${pattern} on ${value}`)
+      assert.equal(matches([m('host', 'not_regex', pattern)], { host: value }), !want, `!${pattern} on ${value}`)
+    }
+    assert.equal(regexViolation('a)|(b').field, 'selector.matchers[1].value')
+    assert.equal(regexViolation('.*)|(.*').field, 'selector.matchers[1].value')
+  })
+
+  test('. matches newlines and one code point on every path', () => {
+    for (const pattern of ['.*', '.+', 'a.*', '.*b', '.*\n.*', 'a.b', '(?:a.b)+']) {
+      assert.ok(matches([m('note', 'regex', pattern)], { note: 'a\nb' }), pattern)
+    }
+    assert.ok(matches([m('icon', 'regex', 'x.y')], { icon: 'x😀y' }))
+    assert.ok(!matches([m('icon', 'regex', 'x..y')], { icon: 'x😀y' }))
+    assert.ok(matches([m('icon', 'regex', '.+😀')], { icon: 'a😀' }))
+    assert.ok(!matches([m('icon', 'regex', '.+😀')], { icon: '😀' }))
   })
 })
