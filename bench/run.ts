@@ -9,6 +9,7 @@
 // package in the same run, and the table shows both columns and their ratio. Results go to
 // bench/results/ as JSON and Markdown.
 //   npm run bench [-- --decimals 2] [-- --hosts 10] [-- --against victoriametrics]
+//   npm run bench -- --ring   (the hash ring alone, see bench/ring-bench.ts)
 import { mkdir, rm, writeFile } from 'node:fs/promises'
 import { cpus, totalmem } from 'node:os'
 import { parseArgs } from 'node:util'
@@ -46,6 +47,8 @@ const { values: args } = parseArgs({
     runs: { type: 'string', default: '20' },
     'writer-batch-points': { type: 'string', default: '50000' },
     against: { type: 'string' },
+    // --ring runs only the hash-ring bench (bench/ring-bench.ts): no servers, a table of figures.
+    ring: { type: 'boolean', default: false },
   },
 })
 const decimals = args.decimals === undefined ? undefined : Number(args.decimals)
@@ -270,4 +273,9 @@ async function main(): Promise<void> {
   await writeFile(`bench/results/${name}.md`, `${md}\n`)
 }
 
-await main()
+if (args.ring) {
+  const { ringBench } = await import('./ring-bench.js')
+  ringBench()
+} else {
+  await main()
+}

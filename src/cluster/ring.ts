@@ -84,6 +84,9 @@ export class Ring {
   readonly nodeCount: number
   /** Placements by replication factor, as asked and as capped to the node count. */
   private readonly placements = new Map<number, Placement>()
+  /** The last factor looked up and its placement: callers use one factor, so owners() skips the map. */
+  private lastFactor = 0
+  private lastPlacement: Placement | undefined
 
   /**
    * @param members The nodes and their tokens. Ids must be unique and tokens uint32. Tokens should
@@ -149,7 +152,12 @@ export class Ring {
    * clockwise from it. The array is shared and frozen; it is empty on a ring without tokens.
    */
   owners(token: number, replicationFactor: number): readonly string[] {
-    const placement = this.placement(replicationFactor)
+    let placement = this.lastPlacement
+    if (placement === undefined || this.lastFactor !== replicationFactor) {
+      placement = this.placement(replicationFactor)
+      this.lastPlacement = placement
+      this.lastFactor = replicationFactor
+    }
     return placement.owners[this.rangeIndexOf(token)] ?? []
   }
 
