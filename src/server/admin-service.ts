@@ -6,21 +6,23 @@ import type {
   GetStatsResponse,
 } from '../../gen/v3storage/v1/admin_service.js'
 import { compactToProto, deleteFromProto, statsToProto } from './convert.js'
-import { type HandlerDeps, unary } from './handler-kit.js'
+import { type Decoded, type HandlerDeps, unary, unwrap } from './handler-kit.js'
 
 export function adminServiceHandlers(deps: HandlerDeps): UntypedServiceImplementation {
   return {
-    getStats: unary(deps, 'AdminService.GetStats', async (): Promise<GetStatsResponse> => {
+    getStats: unary(deps, 'AdminService.GetStats', async (request: Decoded<unknown>): Promise<GetStatsResponse> => {
+      unwrap(request)
       return statsToProto(await deps.engine.stats())
     }),
-    compact: unary(deps, 'AdminService.Compact', async (_request, ctx): Promise<CompactResponse> => {
+    compact: unary(deps, 'AdminService.Compact', async (request: Decoded<unknown>, ctx): Promise<CompactResponse> => {
+      unwrap(request)
       return compactToProto(await deps.engine.compact(ctx))
     }),
     deleteSeries: unary(
       deps,
       'AdminService.DeleteSeries',
-      async (request: DeleteSeriesRequest, ctx): Promise<DeleteSeriesResponse> => {
-        const result = await deps.engine.deleteSeries(deleteFromProto(request), ctx)
+      async (request: Decoded<DeleteSeriesRequest>, ctx): Promise<DeleteSeriesResponse> => {
+        const result = await deps.engine.deleteSeries(deleteFromProto(unwrap(request)), ctx)
         return { seriesMatched: result.seriesMatched }
       },
     ),

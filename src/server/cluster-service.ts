@@ -7,7 +7,7 @@ import {
   NodeState,
 } from '../../gen/v3storage/v1/cluster_service.js'
 import { ValidationError } from '../model/errors.js'
-import { type HandlerDeps, unary } from './handler-kit.js'
+import { type Decoded, type HandlerDeps, unary, unwrap } from './handler-kit.js'
 
 export interface ClusterHandlerDeps extends HandlerDeps {
   /** This node's id and the address clients reach it at; known only once the server is bound. */
@@ -21,9 +21,16 @@ export interface ClusterHandlerDeps extends HandlerDeps {
 export function clusterServiceHandlers(deps: ClusterHandlerDeps): UntypedServiceImplementation {
   const self = (): Node => ({ ...deps.identity(), state: NodeState.NODE_STATE_HEALTHY, leader: true })
   return {
-    listNodes: unary(deps, 'ClusterService.ListNodes', async (): Promise<ListNodesResponse> => ({ nodes: [self()] })),
-    locate: unary(deps, 'ClusterService.Locate', async (request: LocateRequest): Promise<LocateResponse> => {
-      if (request.metric === '') throw ValidationError.field('metric', 'is required')
+    listNodes: unary(
+      deps,
+      'ClusterService.ListNodes',
+      async (request: Decoded<unknown>): Promise<ListNodesResponse> => {
+        unwrap(request)
+        return { nodes: [self()] }
+      },
+    ),
+    locate: unary(deps, 'ClusterService.Locate', async (request: Decoded<LocateRequest>): Promise<LocateResponse> => {
+      if (unwrap(request).metric === '') throw ValidationError.field('metric', 'is required')
       return { nodes: [self()] }
     }),
   }

@@ -1,12 +1,14 @@
 import { existsSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { fromBinary, toBinary } from '@bufbuild/protobuf'
+import { type FileRegistry, fromBinary, toBinary } from '@bufbuild/protobuf'
 import { type DescriptorProto, FileDescriptorProtoSchema } from '@bufbuild/protobuf/wkt'
 import type { Server } from '@grpc/grpc-js'
 import { loadSync, type PackageDefinition } from '@grpc/proto-loader'
 import { ReflectionService } from '@grpc/reflection'
-import { HealthImplementation, protoPath as healthProtoPath } from 'grpc-health-check'
+import { protoPath as healthProtoPath } from 'grpc-health-check'
+import type { HandlerDeps } from './handler-kit.js'
+import { Health } from './health.js'
 
 const CONTRACT_DIR = join('proto', 'v3storage', 'v1')
 const CONTRACT_FILES = [
@@ -77,6 +79,21 @@ function fixDescriptors(definition: PackageDefinition): PackageDefinition {
   ) as PackageDefinition
 }
 
+/**
+ * The contract's .proto files and the health service's, loaded at runtime: reflection describes
+ * them, and request checks (request-check.ts) read their message descriptors.
+ */
+export function loadContract(): PackageDefinition {
+  const healthIncludeDir = dirname(dirname(dirname(healthProtoPath)))
+  const definition = loadSync(
+    [...CONTRACT_FILES.map((f) => join('v3storage', 'v1', f)), join('health', 'v1', 'health.proto')],
+    // keepCase: fields keep their .proto names (start_ms), as protoc's descriptors do; request
+    // checks name fields by them, and reflection clients see the contract as it is written.
+    { keepCase: true, includeDirs: [join(packageRoot(), 'proto'), healthIncludeDir] },
+  )
+  return fixDescriptors(definition)
+}
+
 /** Health status per service, flipped to NOT_SERVING when the server starts to shut down. */
 export interface HealthControl {
   setServing(serving: boolean): void
@@ -87,17 +104,16 @@ export interface HealthControl {
  * grpc.reflection.v1 and v1alpha. Reflection describes the .proto files loaded at runtime, the
  * same files gen/ comes from, plus the health service.
  */
-export function addIntrospection(server: Server, serviceNames: readonly string[]): HealthControl {
+export function addIntrospection(
+  server: Server,
+  serviceNames: readonly string[],
+  contract: { readonly definition: PackageDefinition; readonly registry: FileRegistry },
+  deps: HandlerDeps,
+): HealthControl {
   const names = ['', ...serviceNames]
-  const health = new HealthImplementation(Object.fromEntries(names.map((name) => [name, 'SERVING'])))
-  health.addToServer(server)
-
-  const healthIncludeDir = dirname(dirname(dirname(healthProtoPath)))
-  const definition = loadSync(
-    [...CONTRACT_FILES.map((f) => join('v3storage', 'v1', f)), join('health', 'v1', 'health.proto')],
-    { includeDirs: [join(packageRoot(), 'proto'), healthIncludeDir] },
-  )
-  new ReflectionService(fixDescriptors(definition)).addToServer(server)
+  const health = new Health(names)
+  health.addToServer(server, contract.registry, deps)
+  new ReflectionService(contract.definition).addToServer(server)
 
   return {
     setServing(serving) {

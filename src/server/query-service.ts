@@ -1,4 +1,5 @@
 import { once } from 'node:events'
+import type { FileRegistry } from '@bufbuild/protobuf'
 import type { handleServerStreamingCall, ServerWritableStream, UntypedServiceImplementation } from '@grpc/grpc-js'
 import type {
   LatestRequest,
@@ -14,7 +15,8 @@ import { type EncodedHeaderCache, encodeSeriesList } from '../wire/series-codec.
 import { bindCallContext } from './call-context.js'
 import { chunkSeries } from './chunking.js'
 import { queryFromProto, selectorFromProto, seriesRefToProto } from './convert.js'
-import { failureStatus, type HandlerDeps, unary } from './handler-kit.js'
+import { type Decoded, failureStatus, type HandlerDeps, unary, unwrap } from './handler-kit.js'
+import { checkedService } from './request-check.js'
 
 /** QueryResponse, QueryStreamResponse and LatestResponse as the handlers produce them: model series. */
 export interface SeriesListResponse {
@@ -25,13 +27,14 @@ export interface SeriesListResponse {
  * QueryService with the point-carrying responses encoded by the hand-written codec, straight from
  * the engine's typed arrays, copying the encoded metric and tags of series it has sent before.
  */
-export function queryServiceDefinition(headers: EncodedHeaderCache) {
+export function queryServiceDefinition(headers: EncodedHeaderCache, registry: FileRegistry) {
   const serialize = (response: SeriesListResponse): Buffer => encodeSeriesList(response.series, headers)
+  const checked = checkedService(QueryServiceService, registry)
   return {
-    ...QueryServiceService,
-    query: { ...QueryServiceService.query, responseSerialize: serialize },
-    queryStream: { ...QueryServiceService.queryStream, responseSerialize: serialize },
-    latest: { ...QueryServiceService.latest, responseSerialize: serialize },
+    ...checked,
+    query: { ...checked.query, responseSerialize: serialize },
+    queryStream: { ...checked.queryStream, responseSerialize: serialize },
+    latest: { ...checked.latest, responseSerialize: serialize },
   }
 }
 
@@ -41,23 +44,26 @@ export interface QueryHandlerDeps extends HandlerDeps {
 }
 
 /** Waits until the stream can take more, so a slow reader slows the sender and memory stays bounded. */
-async function drained(call: ServerWritableStream<QueryStreamRequest, SeriesListResponse>, signal: AbortSignal) {
+async function drained(
+  call: ServerWritableStream<Decoded<QueryStreamRequest>, SeriesListResponse>,
+  signal: AbortSignal,
+) {
   await once(call, 'drain', { signal })
 }
 
 export function queryServiceHandlers(deps: QueryHandlerDeps): UntypedServiceImplementation {
   async function streamQuery(
-    call: ServerWritableStream<QueryStreamRequest, SeriesListResponse>,
+    call: ServerWritableStream<Decoded<QueryStreamRequest>, SeriesListResponse>,
     ctx: CallContext & { readonly signal: AbortSignal },
   ): Promise<void> {
-    const series = await deps.engine.query(queryFromProto(call.request), ctx)
+    const series = await deps.engine.query(queryFromProto(unwrap(call.request)), ctx)
     for (const chunk of chunkSeries(series, deps.streamChunkBytes)) {
       ctx.signal.throwIfAborted()
       if (!call.write({ series: chunk })) await drained(call, ctx.signal)
     }
   }
 
-  const queryStream: handleServerStreamingCall<QueryStreamRequest, SeriesListResponse> = (call) => {
+  const queryStream: handleServerStreamingCall<Decoded<QueryStreamRequest>, SeriesListResponse> = (call) => {
     const bound = bindCallContext(call)
     streamQuery(call, bound.context).then(
       () => {
@@ -76,23 +82,23 @@ export function queryServiceHandlers(deps: QueryHandlerDeps): UntypedServiceImpl
     query: unary(
       deps,
       'QueryService.Query',
-      async (request: QueryRequest, ctx): Promise<SeriesListResponse> => ({
-        series: await deps.engine.query(queryFromProto(request), ctx),
+      async (request: Decoded<QueryRequest>, ctx): Promise<SeriesListResponse> => ({
+        series: await deps.engine.query(queryFromProto(unwrap(request)), ctx),
       }),
     ),
     queryStream,
     latest: unary(
       deps,
       'QueryService.Latest',
-      async (request: LatestRequest, ctx): Promise<SeriesListResponse> => ({
-        series: await deps.engine.latest(selectorFromProto(request.selector), ctx),
+      async (request: Decoded<LatestRequest>, ctx): Promise<SeriesListResponse> => ({
+        series: await deps.engine.latest(selectorFromProto(unwrap(request).selector), ctx),
       }),
     ),
     listSeries: unary(
       deps,
       'QueryService.ListSeries',
-      async (request: ListSeriesRequest, ctx): Promise<ListSeriesResponse> => {
-        const refs = await deps.engine.listSeries(selectorFromProto(request.selector), ctx)
+      async (request: Decoded<ListSeriesRequest>, ctx): Promise<ListSeriesResponse> => {
+        const refs = await deps.engine.listSeries(selectorFromProto(unwrap(request).selector), ctx)
         return { series: refs.map(seriesRefToProto) }
       },
     ),

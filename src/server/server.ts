@@ -8,8 +8,9 @@ import { adminServiceHandlers } from './admin-service.js'
 import { authInterceptor, loadTokens } from './auth.js'
 import { clusterServiceHandlers } from './cluster-service.js'
 import type { ServerLogger } from './errors.js'
-import { addIntrospection } from './introspection.js'
+import { addIntrospection, loadContract } from './introspection.js'
 import { queryServiceDefinition, queryServiceHandlers } from './query-service.js'
+import { checkedService, contractRegistry } from './request-check.js'
 import { streamService, streamServiceDefinition } from './stream-service.js'
 import { type TlsOptions, tlsCredentials } from './tls.js'
 import { checkExposure, positive, splitHostPort, type TransportOptions, transportChannelOptions } from './transport.js'
@@ -128,23 +129,33 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   // One cache of series headers for every write path of this server: writers repeat their series.
   const headers = new SeriesHeaderCache()
   const encoded = new EncodedHeaderCache()
+  const definition = loadContract()
+  const registry = contractRegistry(definition)
   server.addService(writeServiceDefinition(headers), writeServiceHandlers(deps))
-  server.addService(queryServiceDefinition(encoded), queryServiceHandlers({ ...deps, streamChunkBytes }))
+  server.addService(queryServiceDefinition(encoded, registry), queryServiceHandlers({ ...deps, streamChunkBytes }))
   const streams = streamService({
     ...deps,
     streamChunkBytes,
     subscriberBufferPoints: options.subscriberBufferPoints,
   })
-  server.addService(streamServiceDefinition(headers, encoded), streams.handlers)
-  server.addService(ClusterServiceService, clusterServiceHandlers({ ...deps, identity: () => identity }))
-  server.addService(AdminServiceService, adminServiceHandlers(deps))
-  const health = addIntrospection(server, [
-    'v3storage.v1.WriteService',
-    'v3storage.v1.QueryService',
-    'v3storage.v1.StreamService',
-    'v3storage.v1.ClusterService',
-    'v3storage.v1.AdminService',
-  ])
+  server.addService(streamServiceDefinition(headers, encoded, registry), streams.handlers)
+  server.addService(
+    checkedService(ClusterServiceService, registry),
+    clusterServiceHandlers({ ...deps, identity: () => identity }),
+  )
+  server.addService(checkedService(AdminServiceService, registry), adminServiceHandlers(deps))
+  const health = addIntrospection(
+    server,
+    [
+      'v3storage.v1.WriteService',
+      'v3storage.v1.QueryService',
+      'v3storage.v1.StreamService',
+      'v3storage.v1.ClusterService',
+      'v3storage.v1.AdminService',
+    ],
+    { definition, registry },
+    deps,
+  )
 
   const port = await bind(server, listen, creds)
   identity.address = `${host}:${port}`

@@ -1,3 +1,4 @@
+import type { FileRegistry } from '@bufbuild/protobuf'
 import type {
   handleBidiStreamingCall,
   handleServerStreamingCall,
@@ -25,6 +26,7 @@ import { selectorFromProto, writeBatchFromWire } from './convert.js'
 import { toStatus } from './errors.js'
 import { type Decoded, decodeSafely, failureStatus, type HandlerDeps, unwrap } from './handler-kit.js'
 import type { SeriesListResponse } from './query-service.js'
+import { checkedService } from './request-check.js'
 import { IN_FLIGHT_MESSAGES, isRejection, rejectedField, type StreamHandlerDeps } from './stream-limits.js'
 import { SubscribeSession } from './subscribe-session.js'
 
@@ -49,12 +51,17 @@ function ingestDecoder(headers: SeriesHeaderCache): (bytes: Buffer) => IngestMes
  * StreamService with Ingest's WriteRequest decoded by the hand-written codec and Subscribe's points
  * encoded by it, straight from the engine's typed arrays.
  */
-export function streamServiceDefinition(headers: SeriesHeaderCache, encoded: EncodedHeaderCache) {
+export function streamServiceDefinition(
+  headers: SeriesHeaderCache,
+  encoded: EncodedHeaderCache,
+  registry: FileRegistry,
+) {
+  const checked = checkedService(StreamServiceService, registry)
   return {
-    ...StreamServiceService,
+    ...checked,
     ingest: { ...StreamServiceService.ingest, requestDeserialize: decodeSafely(ingestDecoder(headers)) },
     subscribe: {
-      ...StreamServiceService.subscribe,
+      ...checked.subscribe,
       responseSerialize: (response: SeriesListResponse): Buffer => encodeSeriesList(response.series, encoded),
     },
   }
@@ -88,15 +95,16 @@ export function streamService(deps: StreamHandlerDeps): StreamService {
     new IngestSession(call, deps, open).start()
   }
 
-  const subscribe: handleServerStreamingCall<SubscribeRequest, SeriesListResponse> = (call) => {
+  const subscribe: handleServerStreamingCall<Decoded<SubscribeRequest>, SeriesListResponse> = (call) => {
     if (shuttingDown) {
       call.emit('error', unavailable(deps, 'the server is shutting down'))
       return
     }
     let session: SubscribeSession
     try {
-      const selector = selectorFromProto(call.request.selector)
-      const sinceMs = call.request.sinceMs
+      const request = unwrap(call.request)
+      const selector = selectorFromProto(request.selector)
+      const sinceMs = request.sinceMs
       if (!Number.isSafeInteger(sinceMs) || sinceMs < 0) {
         throw ValidationError.field('since_ms', `must be 0 or a positive number of milliseconds, got ${sinceMs}`)
       }

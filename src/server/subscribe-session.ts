@@ -9,11 +9,11 @@ import type { Selector, SeriesPoints } from '../model/types.js'
 import { type BoundContext, bindCallContext } from './call-context.js'
 import { chunkSeries } from './chunking.js'
 import { toStatus } from './errors.js'
-import { failureStatus } from './handler-kit.js'
+import { type Decoded, failureStatus } from './handler-kit.js'
 import type { SeriesListResponse } from './query-service.js'
 import { pointCount, STREAM_DEFAULTS, type StreamHandlerDeps } from './stream-limits.js'
 
-type SubscribeCall = ServerWritableStream<SubscribeRequest, SeriesListResponse>
+type SubscribeCall = ServerWritableStream<Decoded<SubscribeRequest>, SeriesListResponse>
 
 /**
  * Removes from the live points those the replay already holds (series are keyed by their canonical
