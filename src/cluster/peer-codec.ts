@@ -1,0 +1,285 @@
+/**
+ * Codecs of the internal peer contract (proto/v3storage/internal/v1/peer.proto): the write payload,
+ * the request envelope as a receiver must check it, and the mapping between domain errors and
+ * response statuses. Every decoder here takes bytes from another process and therefore throws a
+ * typed error on bad input, never anything else.
+ */
+import { endianness } from 'node:os'
+import { BinaryReader, WireType } from '@bufbuild/protobuf/wire'
+import {
+  PeerKind,
+  type PeerRequest,
+  type PeerResponse,
+  type PeerSeries,
+  PeerStatus,
+  PeerWriteRequest,
+} from '../../gen/v3storage/internal/v1/peer.js'
+import {
+  DeadlineError,
+  LimitError,
+  NotFoundError,
+  UnavailableError,
+  V3Error,
+  ValidationError,
+} from '../model/errors.js'
+import type { SeriesPoints, Tag } from '../model/types.js'
+
+/** The wire stores float64 little-endian; on such a host the arrays' own bytes are the wire bytes. */
+const LITTLE_ENDIAN_HOST = endianness() === 'LE'
+
+/** The wire bytes of `array`: a view of its memory on a little-endian host, a swapped copy otherwise. */
+function float64Bytes(array: Float64Array): Buffer {
+  if (LITTLE_ENDIAN_HOST) return Buffer.from(array.buffer, array.byteOffset, array.byteLength)
+  const out = Buffer.allocUnsafe(array.byteLength)
+  for (let i = 0; i < array.length; i++) out.writeDoubleLE(array[i] as number, i * 8)
+  return out
+}
+
+/**
+ * A fresh, aligned Float64Array holding `bytes`. Wire bytes sit at any offset of a received frame,
+ * and a Float64Array view needs an offset that is a multiple of 8, so one copy is unavoidable; it
+ * is a memcpy, and it keeps NaN payloads and the sign of zero because no value passes through a
+ * float register.
+ */
+function float64Array(bytes: Uint8Array): Float64Array {
+  const out = new Float64Array(bytes.byteLength / 8)
+  if (LITTLE_ENDIAN_HOST) new Uint8Array(out.buffer).set(bytes)
+  else {
+    const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+    const outView = new DataView(out.buffer)
+    for (let i = 0; i < bytes.byteLength; i += 8) outView.setBigUint64(i, view.getBigUint64(i, true))
+  }
+  return out
+}
+
+/** A series as the PeerSeries message; on a little-endian host the point arrays are shared, not copied. */
+export function encodePeerSeries(series: SeriesPoints): PeerSeries {
+  return {
+    metric: series.metric,
+    tags: series.tags.map((t) => ({ key: t.key, value: t.value })),
+    timestamps: float64Bytes(series.timestamps),
+    values: float64Bytes(series.values),
+  }
+}
+
+/**
+ * A PeerSeries as SeriesPoints, with its points copied into aligned arrays. Throws a
+ * ValidationError naming `field` when the point bytes are not whole doubles or their counts differ,
+ * or when the metric or a tag key is empty.
+ */
+export function decodePeerSeries(series: PeerSeries, field = 'series'): SeriesPoints {
+  checkSeries(series.metric, series.tags, series.timestamps, series.values, field)
+  return {
+    metric: series.metric,
+    tags: series.tags.map((t) => ({ key: t.key, value: t.value })),
+    timestamps: float64Array(series.timestamps),
+    values: float64Array(series.values),
+  }
+}
+
+function checkSeries(
+  metric: string,
+  tags: readonly Tag[],
+  timestamps: Uint8Array,
+  values: Uint8Array,
+  field: string,
+): void {
+  if (metric === '') throw ValidationError.field(`${field}.metric`, 'is empty')
+  for (let i = 0; i < tags.length; i++) {
+    if ((tags[i] as Tag).key === '') throw ValidationError.field(`${field}.tags[${i}].key`, 'is empty')
+  }
+  if (timestamps.byteLength % 8 !== 0) {
+    throw ValidationError.field(
+      `${field}.timestamps`,
+      `${timestamps.byteLength} bytes is not a whole number of float64`,
+    )
+  }
+  if (values.byteLength % 8 !== 0) {
+    throw ValidationError.field(`${field}.values`, `${values.byteLength} bytes is not a whole number of float64`)
+  }
+  if (timestamps.byteLength !== values.byteLength) {
+    throw ValidationError.field(
+      `${field}.values`,
+      `${values.byteLength / 8} values for ${timestamps.byteLength / 8} timestamps; the counts must be equal`,
+    )
+  }
+}
+
+/** The body of a PEER_KIND_WRITE request. */
+export function encodePeerWrite(series: readonly SeriesPoints[]): Uint8Array {
+  return PeerWriteRequest.encode({ series: series.map(encodePeerSeries) }).finish()
+}
+
+/**
+ * Decodes the body of a PEER_KIND_WRITE request. Hand-written rather than the generated decoder
+ * because it must reject invalid UTF-8 (the generated one substitutes U+FFFD, which would store a
+ * different series than the sender meant) and because it copies each point array once, straight
+ * from the frame into its aligned array. Throws a ValidationError on any defect.
+ */
+export function decodePeerWrite(bytes: Uint8Array): SeriesPoints[] {
+  const out: SeriesPoints[] = []
+  let field = 'body'
+  try {
+    const reader = new BinaryReader(bytes)
+    while (reader.pos < reader.len) {
+      const [no, wireType] = reader.tag()
+      if (no === 1 && wireType === WireType.LengthDelimited) {
+        field = `series[${out.length}]`
+        out.push(readSeries(new BinaryReader(reader.bytes()), field))
+      } else reader.skip(wireType, no)
+    }
+  } catch (err) {
+    if (err instanceof ValidationError) throw err
+    throw ValidationError.field(field, `cannot decode PeerWriteRequest: ${(err as Error).message}`)
+  }
+  return out
+}
+
+function readSeries(reader: BinaryReader, field: string): SeriesPoints {
+  let metric = ''
+  const tags: Tag[] = []
+  let timestamps: Uint8Array = new Uint8Array(0)
+  let values: Uint8Array = new Uint8Array(0)
+  while (reader.pos < reader.len) {
+    const [no, wireType] = reader.tag()
+    if (wireType !== WireType.LengthDelimited || no < 1 || no > 4) {
+      reader.skip(wireType, no)
+      continue
+    }
+    if (no === 1) metric = strictString(reader, `${field}.metric`)
+    else if (no === 2) tags.push(readTag(new BinaryReader(reader.bytes()), `${field}.tags[${tags.length}]`))
+    else if (no === 3) timestamps = reader.bytes()
+    else values = reader.bytes()
+  }
+  checkSeries(metric, tags, timestamps, values, field)
+  return { metric, tags, timestamps: float64Array(timestamps), values: float64Array(values) }
+}
+
+function readTag(reader: BinaryReader, field: string): Tag {
+  let key = ''
+  let value = ''
+  while (reader.pos < reader.len) {
+    const [no, wireType] = reader.tag()
+    if (no === 1 && wireType === WireType.LengthDelimited) key = strictString(reader, `${field}.key`)
+    else if (no === 2 && wireType === WireType.LengthDelimited) value = strictString(reader, `${field}.value`)
+    else reader.skip(wireType, no)
+  }
+  return { key, value }
+}
+
+function strictString(reader: BinaryReader, field: string): string {
+  try {
+    return reader.string(true)
+  } catch (err) {
+    // A bounds error is a truncated message, reported by the caller; only bad text is this field's.
+    if (err instanceof TypeError) throw ValidationError.field(field, 'is not valid UTF-8')
+    throw err
+  }
+}
+
+/** PeerKind values a receiver accepts: every named kind but UNSPECIFIED, read from the generated enum. */
+const KNOWN_KINDS: ReadonlySet<number> = new Set(
+  Object.values(PeerKind).filter((v): v is number => typeof v === 'number' && v > 0),
+)
+
+/** A frame that is not a valid PeerRequest; requestId is set when the frame named one, so it can be answered. */
+export class PeerFrameError extends ValidationError {
+  readonly requestId: number
+
+  constructor(requestId: number, field: string, description: string) {
+    super([{ field, description }])
+    this.name = 'PeerFrameError'
+    this.requestId = requestId
+  }
+}
+
+/**
+ * Checks a decoded request against the rules the contract states. `routingId` is the identity of
+ * the connection it came on; a request naming another sender is rejected, since replies and the
+ * receiver's per-sender bounds are keyed by that identity.
+ */
+export function checkPeerRequest(request: PeerRequest, routingId: Uint8Array): PeerRequest {
+  const id = request.requestId
+  if (id === 0) throw new PeerFrameError(0, 'request_id', 'is 0')
+  if (!KNOWN_KINDS.has(request.kind)) throw new PeerFrameError(id, 'kind', `${request.kind} is not a known PeerKind`)
+  if (request.sender === '') throw new PeerFrameError(id, 'sender', 'is empty')
+  if (!Buffer.from(request.sender).equals(routingId)) {
+    throw new PeerFrameError(id, 'sender', `${request.sender} is not the routing id of its connection`)
+  }
+  if (request.deadlineMs < 0) throw new PeerFrameError(id, 'deadline_ms', `${request.deadlineMs} is negative`)
+  if (request.sequence === 0) throw new PeerFrameError(id, 'sequence', 'is 0')
+  return request
+}
+
+/** An unexpected failure on a peer, or a peer answer that breaks the contract. */
+export class PeerInternalError extends Error {
+  /** The node the failure came from. */
+  readonly node: string
+
+  constructor(node: string, message: string) {
+    super(message)
+    this.name = 'PeerInternalError'
+    this.node = node
+  }
+}
+
+/** The error fields of the response that reports `err`. */
+export function errorResponseFields(err: unknown): Pick<PeerResponse, 'status' | 'message' | 'violations' | 'limit'> {
+  const message = err instanceof Error ? err.message : String(err)
+  if (err instanceof ValidationError) {
+    return {
+      status: PeerStatus.PEER_STATUS_INVALID_ARGUMENT,
+      message,
+      violations: err.violations.map((v) => ({ field: v.field, description: v.description })),
+    }
+  }
+  if (err instanceof LimitError) {
+    return {
+      status: PeerStatus.PEER_STATUS_RESOURCE_EXHAUSTED,
+      message,
+      violations: [],
+      limit: { limit: err.limit, value: err.value, reason: err.reason },
+    }
+  }
+  if (err instanceof V3Error) {
+    const status = {
+      invalid_argument: PeerStatus.PEER_STATUS_INVALID_ARGUMENT,
+      limit_exceeded: PeerStatus.PEER_STATUS_RESOURCE_EXHAUSTED,
+      not_found: PeerStatus.PEER_STATUS_NOT_FOUND,
+      unavailable: PeerStatus.PEER_STATUS_UNAVAILABLE,
+      deadline_exceeded: PeerStatus.PEER_STATUS_DEADLINE_EXCEEDED,
+    }[err.code]
+    return { status, message, violations: [] }
+  }
+  return { status: PeerStatus.PEER_STATUS_INTERNAL, message, violations: [] }
+}
+
+/**
+ * The error a failed response stands for: the domain error the handler on `node` threw, with the
+ * same message (and violations or limit), so the server maps it to the status a single node would
+ * give. Anything else becomes a PeerInternalError naming the node.
+ */
+export function responseError(response: PeerResponse, node: string): Error {
+  const message = response.message
+  switch (response.status) {
+    case PeerStatus.PEER_STATUS_INVALID_ARGUMENT: {
+      const err = new ValidationError(response.violations.map((v) => ({ field: v.field, description: v.description })))
+      if (response.violations.length === 0) err.message = message
+      return err
+    }
+    case PeerStatus.PEER_STATUS_RESOURCE_EXHAUSTED:
+      if (response.limit !== undefined)
+        return new LimitError(response.limit.limit, response.limit.value, response.limit.reason)
+      return new LimitError('peer', 0, message)
+    case PeerStatus.PEER_STATUS_UNAVAILABLE:
+      return new UnavailableError(message)
+    case PeerStatus.PEER_STATUS_DEADLINE_EXCEEDED:
+      return new DeadlineError(message)
+    case PeerStatus.PEER_STATUS_NOT_FOUND:
+      return new NotFoundError(message)
+    case PeerStatus.PEER_STATUS_INTERNAL:
+      return new PeerInternalError(node, `node ${node} failed: ${message}`)
+    default:
+      return new PeerInternalError(node, `node ${node} answered with status ${response.status}: ${message}`)
+  }
+}

@@ -1,0 +1,659 @@
+// The peer transports: ZeroMQ over real sockets on 127.0.0.1 (ports picked by the OS), the
+// in-memory one with its seeded faults, and the write payload codec. Tests wait on conditions,
+// never on fixed sleeps, and close every socket they open.
+import assert from 'node:assert/strict'
+import { describe, type TestContext, test } from 'node:test'
+import { Dealer } from 'zeromq'
+import {
+  PeerKind,
+  PeerRequest,
+  PeerResponse,
+  PeerSeries,
+  PeerStatus,
+  PeerWriteRequest,
+} from '../../gen/v3storage/internal/v1/peer.js'
+import { MemoryNetwork } from '../../src/cluster/memory-transport.js'
+import {
+  decodePeerSeries,
+  decodePeerWrite,
+  encodePeerSeries,
+  encodePeerWrite,
+  PeerInternalError,
+} from '../../src/cluster/peer-codec.js'
+import {
+  type PeerEndpoint,
+  type PeerHandler,
+  type PeerTransport,
+  ZmqPeerTransport,
+  type ZmqPeerTransportOptions,
+} from '../../src/cluster/peer-transport.js'
+import {
+  DeadlineError,
+  LimitError,
+  NotFoundError,
+  UnavailableError,
+  V3Error,
+  ValidationError,
+} from '../../src/model/errors.js'
+import type { SeriesPoints } from '../../src/model/types.js'
+
+const HOST = '127.0.0.1'
+const WRITE = PeerKind.PEER_KIND_WRITE
+
+/** Polls `cond` every few milliseconds until it holds; fails after `timeoutMs`. */
+async function waitFor(cond: () => boolean | Promise<boolean>, what: string, timeoutMs = 10_000): Promise<void> {
+  const start = Date.now()
+  while (!(await cond())) {
+    if (Date.now() - start > timeoutMs) assert.fail(`timed out waiting for ${what}`)
+    await new Promise((resolve) => setTimeout(resolve, 5))
+  }
+}
+
+/** Mulberry32, so random inputs are the same on every run. */
+function prng(seed: number): () => number {
+  let a = seed >>> 0
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0
+    let t = a
+    t = Math.imul(t ^ (t >>> 15), t | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296
+  }
+}
+
+/** A promise with its resolver, for handlers that finish when the test says so. */
+function gate(): { promise: Promise<void>; open: () => void } {
+  let open = (): void => {}
+  const promise = new Promise<void>((resolve) => {
+    open = resolve
+  })
+  return { promise, open }
+}
+
+const echo: PeerHandler = async (_from, _kind, body) => body
+
+/** Transports opened by a test, closed after it whatever happens. */
+function transports(t: TestContext): {
+  zmq: (options: ZmqPeerTransportOptions) => ZmqPeerTransport
+  serve: (
+    id: string,
+    handler: PeerHandler,
+    options?: Partial<ZmqPeerTransportOptions>,
+  ) => Promise<{ transport: ZmqPeerTransport; peer: PeerEndpoint }>
+} {
+  const open: PeerTransport[] = []
+  t.after(async () => {
+    await Promise.all(open.map((x) => x.close()))
+  })
+  const zmq = (options: ZmqPeerTransportOptions): ZmqPeerTransport => {
+    const transport = new ZmqPeerTransport(options)
+    open.push(transport)
+    return transport
+  }
+  return {
+    zmq,
+    serve: async (id, handler, options = {}) => {
+      const transport = zmq({ nodeId: id, listen: `${HOST}:0`, ...options })
+      const address = await transport.listen(handler)
+      return { transport, peer: { id, address } }
+    },
+  }
+}
+
+/** Values whose bits a careless codec would change: NaN payloads, signed zeros, infinities, subnormals. */
+function awkwardSeries(points: number, seed: number): SeriesPoints {
+  const random = prng(seed)
+  const timestamps = new Float64Array(points)
+  const values = new Float64Array(points)
+  const bits = new DataView(values.buffer)
+  for (let i = 0; i < points; i++) {
+    timestamps[i] = 1_700_000_000_000 + i * 10
+    switch (i % 7) {
+      case 0:
+        bits.setUint32(i * 8 + 4, 0x7ff80000 | (random() * 0x7ffff), true)
+        bits.setUint32(i * 8, random() * 2 ** 32, true)
+        break
+      case 1:
+        bits.setBigUint64(i * 8, 0xfff0000000000001n, true)
+        break
+      case 2:
+        values[i] = -0
+        break
+      case 3:
+        values[i] = i % 2 === 0 ? Number.POSITIVE_INFINITY : Number.NEGATIVE_INFINITY
+        break
+      case 4:
+        values[i] = Number.MIN_VALUE * (i + 1)
+        break
+      default:
+        values[i] = (random() - 0.5) * 1e6
+    }
+  }
+  return { metric: 'cpu.usage', tags: [{ key: 'host', value: 'h-ü-1' }], timestamps, values }
+}
+
+function sameBits(a: Float64Array, b: Float64Array): boolean {
+  return Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength))
+}
+
+describe('peer codec', () => {
+  test('a write payload round-trips bit-exact into aligned arrays', () => {
+    const series = [awkwardSeries(1000, 1), { ...awkwardSeries(3, 2), metric: 'mem', tags: [] }]
+    const decoded = decodePeerWrite(encodePeerWrite(series))
+    assert.equal(decoded.length, 2)
+    for (const [i, s] of decoded.entries()) {
+      const want = series[i] as SeriesPoints
+      assert.equal(s.metric, want.metric)
+      assert.deepEqual(s.tags, want.tags)
+      assert.ok(sameBits(s.timestamps, want.timestamps) && sameBits(s.values, want.values))
+      assert.equal(s.values.byteOffset % 8, 0)
+    }
+    const viaMessage = decodePeerSeries(
+      PeerSeries.decode(PeerSeries.encode(encodePeerSeries(series[0] as SeriesPoints)).finish()),
+    )
+    assert.ok(sameBits(viaMessage.values, (series[0] as SeriesPoints).values))
+  })
+
+  test('a bad write payload is a ValidationError naming the field', () => {
+    const bad = (s: Partial<PeerSeries>): Uint8Array =>
+      PeerWriteRequest.encode({
+        series: [
+          { metric: 'm', tags: [], timestamps: Buffer.alloc(8), values: Buffer.alloc(8) },
+          { metric: 'm', tags: [], timestamps: Buffer.alloc(8), values: Buffer.alloc(8), ...s },
+        ],
+      }).finish()
+    const cases: [Uint8Array, RegExp][] = [
+      [bad({ timestamps: Buffer.alloc(12), values: Buffer.alloc(12) }), /series\[1\]\.timestamps: 12 bytes/],
+      [bad({ values: Buffer.alloc(16) }), /series\[1\]\.values: 2 values for 1 timestamps/],
+      [bad({ metric: '' }), /series\[1\]\.metric: is empty/],
+      [bad({ tags: [{ key: '', value: 'v' }] }), /series\[1\]\.tags\[0\]\.key: is empty/],
+    ]
+    // Invalid UTF-8 in a metric: the generated encoder cannot write it, so patch the bytes.
+    const utf8 = Buffer.from(bad({ metric: 'mé' }))
+    utf8[utf8.indexOf(Buffer.from('mé')) + 1] = 0xff
+    cases.push([utf8, /series\[1\]\.metric: is not valid UTF-8/])
+    cases.push([encodePeerWrite([awkwardSeries(10, 3)]).subarray(0, 50), /cannot decode PeerWriteRequest/])
+    for (const [bytes, message] of cases) {
+      assert.throws(
+        () => decodePeerWrite(bytes),
+        (err: unknown) => err instanceof ValidationError && message.test(err.message),
+      )
+    }
+  })
+
+  test('random and mutated bytes never throw anything but a ValidationError', () => {
+    const random = prng(7)
+    const valid = encodePeerWrite([awkwardSeries(20, 4)])
+    for (let i = 0; i < 2000; i++) {
+      const bytes =
+        i % 2 === 0
+          ? Uint8Array.from({ length: Math.floor(random() * 200) }, () => Math.floor(random() * 256))
+          : Uint8Array.from(valid, (b) => (random() < 0.02 ? Math.floor(random() * 256) : b))
+      try {
+        decodePeerWrite(bytes)
+      } catch (err) {
+        assert.ok(err instanceof ValidationError, `input ${i} threw ${String(err)}`)
+      }
+    }
+  })
+})
+
+describe('ZmqPeerTransport', () => {
+  test('100,000 points cross and come back bit-exact, with the ring version', async (t) => {
+    const { zmq, serve } = transports(t)
+    const { peer } = await serve(
+      'b',
+      async (from, kind, body) => {
+        assert.equal(from, 'a')
+        assert.equal(kind, WRITE)
+        return encodePeerWrite(decodePeerWrite(body))
+      },
+      { ringVersion: () => 7 },
+    )
+    const client = zmq({ nodeId: 'a' })
+    const series = [awkwardSeries(60_000, 5), awkwardSeries(40_000, 6)]
+    const reply = await client.request(peer, {
+      kind: WRITE,
+      body: encodePeerWrite(series),
+      ringVersion: 3,
+      timeoutMs: 10_000,
+    })
+    assert.equal(reply.ringVersion, 7)
+    const back = decodePeerWrite(reply.body)
+    assert.equal(back.length, 2)
+    for (const [i, s] of back.entries()) {
+      assert.ok(sameBits(s.timestamps, (series[i] as SeriesPoints).timestamps))
+      assert.ok(sameBits(s.values, (series[i] as SeriesPoints).values))
+    }
+    assert.equal(Object.is(back[0]?.values[2], -0), true)
+  })
+
+  test('domain errors cross intact; anything else names the peer', async (t) => {
+    const { zmq, serve } = transports(t)
+    const thrown: Record<string, Error> = {
+      validation: new ValidationError([
+        { field: 'series[0].metric', description: 'is empty' },
+        { field: 'series[2].tags[1].key', description: 'must match [a-zA-Z_][a-zA-Z0-9_.:-]*' },
+      ]),
+      limit: new LimitError('max_points_per_request', 1000, 'cannot write 1001 points'),
+      notFound: new NotFoundError('no series cpu{host="x"}'),
+      unavailable: new UnavailableError('node c (10.0.0.3:7001) did not answer within 50 ms'),
+      deadline: new DeadlineError('the deadline passed'),
+      bug: new TypeError('boom'),
+    }
+    const { peer } = await serve('b', async (_f, _k, body) => {
+      throw thrown[Buffer.from(body).toString()]
+    })
+    const client = zmq({ nodeId: 'a' })
+    const call = (name: string) =>
+      client.request(peer, { kind: PeerKind.PEER_KIND_QUERY, body: Buffer.from(name), ringVersion: 1, timeoutMs: 5000 })
+    for (const [name, err] of Object.entries(thrown)) {
+      await assert.rejects(call(name), (got: unknown) => {
+        if (err instanceof V3Error) {
+          assert.equal((got as Error).constructor, err.constructor)
+          assert.equal((got as Error).message, err.message)
+        }
+        if (err instanceof ValidationError) assert.deepEqual((got as ValidationError).violations, err.violations)
+        if (err instanceof LimitError) {
+          const limit = got as LimitError
+          assert.deepEqual([limit.limit, limit.value, limit.reason], [err.limit, err.value, err.reason])
+        }
+        if (!(err instanceof V3Error)) {
+          assert.ok(got instanceof PeerInternalError)
+          assert.equal(got.node, 'b')
+          assert.match(got.message, /node b failed: boom/)
+        }
+        return true
+      })
+    }
+  })
+
+  test('a peer that is not listening fails with UnavailableError naming it, within the timeout', async (t) => {
+    const { zmq, serve } = transports(t)
+    const { transport: gone, peer } = await serve('ghost', echo)
+    await gone.close()
+    const client = zmq({ nodeId: 'a' })
+    const start = Date.now()
+    await assert.rejects(
+      client.request(peer, { kind: WRITE, body: new Uint8Array(10), ringVersion: 1, timeoutMs: 300 }),
+      (err: unknown) =>
+        err instanceof UnavailableError && err.message === `node ghost (${peer.address}) did not answer within 300 ms`,
+    )
+    const elapsed = Date.now() - start
+    assert.ok(elapsed >= 290 && elapsed < 2000, `took ${elapsed} ms`)
+    assert.equal(client.stats().peers[0]?.timeouts, 1)
+  })
+
+  test('requests pending on a peer that stops fail in time, and later ones recover when it restarts', async (t) => {
+    const { zmq, serve } = transports(t)
+    let entered = 0
+    const { transport: first, peer } = await serve('b', async (_f, _k, _b, meta) => {
+      entered++
+      // Never answers: it only ends when the transport closes and aborts it.
+      await new Promise((_resolve, reject) => meta.signal.addEventListener('abort', () => reject(meta.signal.reason)))
+      return new Uint8Array(0)
+    })
+    const client = zmq({ nodeId: 'a', reconnectIntervalMs: 20 })
+    const pending = [1, 2, 3].map((i) =>
+      client.request(peer, { kind: WRITE, body: Buffer.from([i]), ringVersion: 1, timeoutMs: 800 }),
+    )
+    await waitFor(() => entered === 3, 'the three requests to reach the handler')
+    const stopped = Date.now()
+    await first.close()
+    for (const p of pending) await assert.rejects(p, /node b .* did not answer within 800 ms/)
+    assert.ok(Date.now() - stopped < 2000)
+
+    const restarted = zmq({ nodeId: 'b', listen: peer.address })
+    await waitFor(async () => {
+      try {
+        await restarted.listen(echo)
+        return true
+      } catch {
+        return false
+      }
+    }, 'the port to be free again')
+    await waitFor(async () => {
+      try {
+        const reply = await client.request(peer, {
+          kind: WRITE,
+          body: Buffer.from('hi'),
+          ringVersion: 1,
+          timeoutMs: 300,
+        })
+        return Buffer.from(reply.body).toString() === 'hi'
+      } catch (err) {
+        assert.ok(err instanceof UnavailableError)
+        return false
+      }
+    }, 'a request to succeed after the restart')
+    const stats = client.stats().peers[0]
+    assert.ok(stats !== undefined && stats.timeouts >= 3 && stats.inFlight === 0)
+  })
+
+  test('malformed frames are counted and answered where they name a request, and serving goes on', async (t) => {
+    const { zmq, serve } = transports(t)
+    let handled = 0
+    const { transport: server, peer } = await serve(
+      'b',
+      async (_f, _k, body) => {
+        handled++
+        return body
+      },
+      { maxMessageBytes: 2 ** 20 },
+    )
+    const evil = new Dealer({ routingId: 'evil', linger: 0 })
+    t.after(() => evil.close())
+    evil.connect(`tcp://${peer.address}`)
+    const request = (fields: Partial<PeerRequest>): Uint8Array =>
+      PeerRequest.encode({
+        requestId: 1,
+        sequence: 1,
+        ringVersion: 1,
+        term: 0,
+        sender: 'evil',
+        kind: WRITE,
+        body: Buffer.alloc(0),
+        deadlineMs: 0,
+        ...fields,
+      }).finish()
+    const random = prng(11)
+    let malformed = 0
+    for (let i = 0; i < 30; i++) {
+      await evil.send(
+        Buffer.from(Array.from({ length: 1 + Math.floor(random() * 300) }, () => Math.floor(random() * 256))),
+      )
+      malformed++
+    }
+    await evil.send([request({ requestId: 2 }), Buffer.from('extra')])
+    await evil.send(Buffer.alloc(0))
+    // A body that claims 2 GiB and ends after a few bytes.
+    const truncated = Buffer.concat([
+      Buffer.from(request({ requestId: 3 })),
+      Buffer.from([0x3a, 0x80, 0x80, 0x80, 0x80, 0x08, 1, 2]),
+    ])
+    await evil.send(truncated)
+    await evil.send(request({ requestId: 4, kind: 99 as PeerKind }))
+    await evil.send(request({ requestId: 5, sender: 'mallory' }))
+    await evil.send(request({ requestId: 6, sequence: 0 }))
+    malformed += 6
+    // Not malformed: a request whose deadline passed is answered without running.
+    await evil.send(request({ requestId: 7, deadlineMs: 1 }))
+    const answers = new Map<number, PeerResponse>()
+    while (answers.size < 4) {
+      const [frame] = await evil.receive()
+      const response = PeerResponse.decode(frame as Buffer)
+      answers.set(response.requestId, response)
+    }
+    assert.equal(answers.get(4)?.status, PeerStatus.PEER_STATUS_INVALID_ARGUMENT)
+    assert.equal(answers.get(4)?.violations[0]?.field, 'kind')
+    assert.equal(answers.get(5)?.violations[0]?.field, 'sender')
+    assert.equal(answers.get(6)?.violations[0]?.field, 'sequence')
+    assert.equal(answers.get(7)?.status, PeerStatus.PEER_STATUS_DEADLINE_EXCEEDED)
+    await waitFor(() => server.stats().malformedMessages === malformed, `${malformed} malformed messages counted`)
+    // Over maxMessageBytes: ZeroMQ drops the connection before the frame reaches the node.
+    await evil.send(Buffer.alloc(2 ** 20 + 10))
+    const client = zmq({ nodeId: 'a' })
+    for (let i = 0; i < 20; i++) {
+      const reply = await client.request(peer, { kind: WRITE, body: Buffer.from([i]), ringVersion: 1, timeoutMs: 5000 })
+      assert.deepEqual([...reply.body], [i])
+    }
+    assert.equal(handled, 20)
+    assert.equal(server.stats().malformedMessages, malformed)
+  })
+
+  test('a slow peer pushes back: many concurrent requests all complete, within the in-flight bounds', async (t) => {
+    const { zmq, serve } = transports(t)
+    let running = 0
+    let maxRunning = 0
+    let maxClientInFlight = 0
+    let maxClientQueue = 0
+    const random = prng(3)
+    const client = zmq({ nodeId: 'a', maxInFlightPerPeer: 8, maxWaitingPerPeer: 1000 })
+    const { peer } = await serve(
+      'b',
+      async (_f, _k, body) => {
+        running++
+        maxRunning = Math.max(maxRunning, running)
+        const stats = client.stats().peers[0]
+        maxClientInFlight = Math.max(maxClientInFlight, stats?.inFlight ?? 0)
+        maxClientQueue = Math.max(maxClientQueue, stats?.queueDepth ?? 0)
+        // Simulated work of a few milliseconds, so requests pile up behind the bounds.
+        await new Promise((resolve) => setTimeout(resolve, random() * 3))
+        running--
+        return body
+      },
+      { maxServingPerSender: 4 },
+    )
+    const count = 600
+    const results = await Promise.all(
+      Array.from({ length: count }, (_, i) => {
+        const body = Buffer.alloc(1024, i % 251)
+        body.writeUInt32LE(i)
+        return client.request(peer, { kind: WRITE, body, ringVersion: 1, timeoutMs: 30_000 }).then((r) => ({ i, r }))
+      }),
+    )
+    for (const { i, r } of results) {
+      assert.equal(Buffer.from(r.body).readUInt32LE(0), i)
+      assert.equal(r.body[1000], i % 251)
+    }
+    assert.ok(maxRunning <= 4, `server ran ${maxRunning} at once`)
+    assert.ok(maxClientInFlight <= 8, `client had ${maxClientInFlight} in flight`)
+    assert.ok(maxClientQueue > 0 && maxClientQueue <= count - 8)
+    const stats = client.stats().peers[0]
+    assert.deepEqual([stats?.responses, stats?.timeouts, stats?.inFlight, stats?.queueDepth], [count, 0, 0, 0])
+  })
+
+  test('responses are matched by request id when they complete out of order', async (t) => {
+    const { zmq, serve } = transports(t)
+    const waiting: { body: Uint8Array; done: (b: Uint8Array) => void }[] = []
+    const { peer } = await serve('b', (_f, _k, body) => new Promise((done) => waiting.push({ body, done })))
+    const client = zmq({ nodeId: 'a' })
+    const count = 50
+    const order: number[] = []
+    const calls = Array.from({ length: count }, (_, i) =>
+      client
+        .request(peer, { kind: WRITE, body: Buffer.from(`req-${i}`), ringVersion: 1, timeoutMs: 10_000 })
+        .then((r) => {
+          order.push(i)
+          assert.equal(Buffer.from(r.body).toString(), `reply-req-${i}`)
+        }),
+    )
+    await waitFor(() => waiting.length === count, 'every request to reach the handler')
+    for (const w of [...waiting].reverse()) w.done(Buffer.from(`reply-${Buffer.from(w.body).toString()}`))
+    await Promise.all(calls)
+    assert.notDeepEqual(
+      order,
+      [...order].sort((a, b) => a - b),
+    )
+  })
+
+  test("a full queue on the serving side answers RESOURCE_EXHAUSTED; the client's own queue is bounded too", async (t) => {
+    const { zmq, serve } = transports(t)
+    const open = gate()
+    const { transport: server, peer } = await serve(
+      'b',
+      async (_f, _k, body) => {
+        await open.promise
+        return body
+      },
+      { maxServingPerSender: 1, maxQueuedPerSender: 2 },
+    )
+    const client = zmq({ nodeId: 'a', maxInFlightPerPeer: 10, maxWaitingPerPeer: 2 })
+    const calls = Array.from({ length: 13 }, (_, i) =>
+      client.request(peer, { kind: WRITE, body: Buffer.from([i]), ringVersion: 1, timeoutMs: 10_000 }),
+    )
+    const settled = Promise.allSettled(calls)
+    // 10 in flight, 2 waiting, the 13th refused at once by the client.
+    await assert.rejects(
+      calls[12] as Promise<unknown>,
+      (err: unknown) => err instanceof LimitError && err.limit === 'max_waiting_per_peer',
+    )
+    // Of the 10 sent, the server runs 1, queues 2 and refuses 7; their slots let the 2 waiting in, refused too.
+    await waitFor(() => server.stats().requestsRejected === 9, 'nine refusals')
+    open.open()
+    const outcomes = await settled
+    const ok = outcomes.filter((o) => o.status === 'fulfilled').length
+    const refused = outcomes.filter(
+      (o) => o.status === 'rejected' && o.reason instanceof LimitError && o.reason.limit === 'max_queued_per_sender',
+    ).length
+    assert.deepEqual([ok, refused], [3, 9])
+  })
+
+  test('an aborted call rejects at once; a ping is answered by the transport', async (t) => {
+    const { zmq, serve } = transports(t)
+    let handled = 0
+    const { peer } = await serve('b', async (_f, _k, _b, meta) => {
+      handled++
+      await new Promise((resolve) => meta.signal.addEventListener('abort', resolve))
+      return new Uint8Array(0)
+    })
+    const client = zmq({ nodeId: 'a' })
+    const ping = await client.request(peer, {
+      kind: PeerKind.PEER_KIND_PING,
+      body: new Uint8Array(0),
+      ringVersion: 1,
+      timeoutMs: 5000,
+    })
+    assert.equal(ping.body.length, 0)
+    assert.equal(handled, 0)
+    const controller = new AbortController()
+    const call = client.request(peer, {
+      kind: WRITE,
+      body: Buffer.from('x'),
+      ringVersion: 1,
+      timeoutMs: 60_000,
+      signal: controller.signal,
+    })
+    await waitFor(() => handled === 1, 'the request to reach the handler')
+    const start = Date.now()
+    controller.abort()
+    await assert.rejects(
+      call,
+      (err: unknown) => err instanceof DeadlineError && /node b .* was cancelled/.test(err.message),
+    )
+    assert.ok(Date.now() - start < 100)
+    await assert.rejects(
+      client.request(peer, {
+        kind: WRITE,
+        body: Buffer.from('x'),
+        ringVersion: 1,
+        timeoutMs: 60_000,
+        signal: controller.signal,
+      }),
+      DeadlineError,
+    )
+    await assert.rejects(
+      client.request(peer, { kind: WRITE, body: new Uint8Array(0), ringVersion: 1, timeoutMs: 0 }),
+      ValidationError,
+    )
+  })
+})
+
+describe('MemoryPeerTransport', () => {
+  function network(t: TestContext, options: ConstructorParameters<typeof MemoryNetwork>[0] = {}) {
+    const net = new MemoryNetwork(options)
+    const open: PeerTransport[] = []
+    t.after(async () => {
+      await Promise.all(open.map((x) => x.close()))
+    })
+    return {
+      net,
+      node: async (id: string, handler: PeerHandler = echo) => {
+        const transport = net.transport(id)
+        open.push(transport)
+        const address = await transport.listen(handler)
+        return { transport, peer: { id, address } }
+      },
+    }
+  }
+
+  test('round trip, domain errors and pings behave as over ZeroMQ', async (t) => {
+    const { node } = network(t)
+    const { peer } = await node('b', async (_f, _k, body) => {
+      if (body.length === 0) throw ValidationError.field('series[0].metric', 'is empty')
+      return body
+    })
+    const { transport: a } = await node('a')
+    const reply = await a.request(peer, {
+      kind: WRITE,
+      body: encodePeerWrite([awkwardSeries(100, 9)]),
+      ringVersion: 1,
+      timeoutMs: 1000,
+    })
+    assert.ok(sameBits(decodePeerWrite(reply.body)[0]?.values ?? new Float64Array(), awkwardSeries(100, 9).values))
+    await assert.rejects(
+      a.request(peer, { kind: WRITE, body: new Uint8Array(0), ringVersion: 1, timeoutMs: 1000 }),
+      (err: unknown) => err instanceof ValidationError && err.violations[0]?.field === 'series[0].metric',
+    )
+    await a.request(peer, { kind: PeerKind.PEER_KIND_PING, body: new Uint8Array(0), ringVersion: 1, timeoutMs: 1000 })
+  })
+
+  test('dropped messages and partitioned nodes time out naming the node; healing restores them', async (t) => {
+    const { net, node } = network(t, { faults: { drop: 1 } })
+    const { peer } = await node('b')
+    const { transport: a } = await node('a')
+    const call = () => a.request(peer, { kind: WRITE, body: Buffer.from('x'), ringVersion: 1, timeoutMs: 30 })
+    await assert.rejects(
+      call(),
+      (err: unknown) =>
+        err instanceof UnavailableError && err.message === 'node b (memory:b) did not answer within 30 ms',
+    )
+    net.setFaults({})
+    await call()
+    net.partition('b')
+    await assert.rejects(call(), UnavailableError)
+    net.heal('b')
+    await call()
+    assert.equal(a.stats().peers[0]?.timeouts, 2)
+  })
+
+  test('duplicated requests run twice but answer once', async (t) => {
+    let runs = 0
+    const { node } = network(t, { faults: { duplicate: 1 } })
+    const { peer } = await node('b', async (_f, _k, body) => {
+      runs++
+      return body
+    })
+    const { transport: a } = await node('a')
+    await a.request(peer, { kind: WRITE, body: Buffer.from('x'), ringVersion: 1, timeoutMs: 1000 })
+    await waitFor(() => a.stats().peers[0]?.lateResponses === 1, 'the duplicate answer')
+    assert.equal(runs, 2)
+  })
+
+  test('delayed and reordered responses still match their requests', async (t) => {
+    const { node } = network(t, { seed: 5, faults: { delayMs: [0, 5], reorder: 0.3, reorderDelayMs: 10 } })
+    const { peer } = await node('b')
+    const { transport: a } = await node('a')
+    const order: number[] = []
+    await Promise.all(
+      Array.from({ length: 100 }, (_, i) =>
+        a.request(peer, { kind: WRITE, body: Buffer.from(`r${i}`), ringVersion: 1, timeoutMs: 1000 }).then((r) => {
+          assert.equal(Buffer.from(r.body).toString(), `r${i}`)
+          order.push(i)
+        }),
+      ),
+    )
+    assert.notDeepEqual(
+      order,
+      [...order].sort((x, y) => x - y),
+    )
+  })
+
+  test('the same seed gives the same faults', async (t) => {
+    async function outcome(): Promise<string> {
+      const { node } = network(t, { seed: 42, faults: { drop: 0.3 } })
+      const { peer } = await node('b')
+      const { transport: a } = await node('a')
+      const results = await Promise.allSettled(
+        Array.from({ length: 40 }, (_, i) =>
+          a.request(peer, { kind: WRITE, body: Buffer.from([i]), ringVersion: 1, timeoutMs: 50 }),
+        ),
+      )
+      return results.map((r) => (r.status === 'fulfilled' ? '+' : '-')).join('')
+    }
+    const first = await outcome()
+    assert.equal(await outcome(), first)
+    assert.match(first, /\+/)
+    assert.match(first, /-/)
+  })
+})
