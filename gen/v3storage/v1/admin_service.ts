@@ -71,7 +71,22 @@ export interface GetStatsResponse {
     | CacheStats
     | undefined;
   /** selector_cache counts selectors resolved from memory (hits) and through the index (misses). */
-  selectorCache?: CacheStats | undefined;
+  selectorCache?:
+    | CacheStats
+    | undefined;
+  /**
+   * nodes are each node's own figures on a cluster, whose totals the fields above add up (with a
+   * replication factor above 1 they count every copy); empty on a single node.
+   */
+  nodes: NodeStats[];
+}
+
+/** NodeStats is one node's own statistics. */
+export interface NodeStats {
+  /** node_id is the node's id. */
+  nodeId: string;
+  /** stats are the node's figures, with nodes empty. */
+  stats?: GetStatsResponse | undefined;
 }
 
 /** CacheStats counts the lookups of one cache since the engine opened. */
@@ -256,6 +271,7 @@ function createBaseGetStatsResponse(): GetStatsResponse {
     resultCache: undefined,
     decodedBlockCache: undefined,
     selectorCache: undefined,
+    nodes: [],
   };
 }
 
@@ -296,6 +312,9 @@ export const GetStatsResponse: MessageFns<GetStatsResponse> = {
     }
     if (message.selectorCache !== undefined) {
       CacheStats.encode(message.selectorCache, writer.uint32(98).fork()).join();
+    }
+    for (const v of message.nodes) {
+      NodeStats.encode(v!, writer.uint32(106).fork()).join();
     }
     return writer;
   },
@@ -409,6 +428,14 @@ export const GetStatsResponse: MessageFns<GetStatsResponse> = {
             message.selectorCache = CacheStats.decode(reader, reader.uint32());
             continue;
           }
+          case 13: {
+            if (tag !== 106) {
+              break;
+            }
+
+            message.nodes.push(NodeStats.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -447,6 +474,76 @@ export const GetStatsResponse: MessageFns<GetStatsResponse> = {
       : undefined;
     message.selectorCache = (object.selectorCache !== undefined && object.selectorCache !== null)
       ? CacheStats.fromPartial(object.selectorCache)
+      : undefined;
+    message.nodes = object.nodes?.map((e) => NodeStats.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseNodeStats(): NodeStats {
+  return { nodeId: "", stats: undefined };
+}
+
+export const NodeStats: MessageFns<NodeStats> = {
+  encode(message: NodeStats, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.nodeId !== "") {
+      writer.uint32(10).string(message.nodeId);
+    }
+    if (message.stats !== undefined) {
+      GetStatsResponse.encode(message.stats, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): NodeStats {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseNodeStats();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.nodeId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.stats = GetStatsResponse.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<NodeStats>, I>>(base?: I): NodeStats {
+    return NodeStats.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<NodeStats>, I>>(object: I): NodeStats {
+    const message = createBaseNodeStats();
+    message.nodeId = object.nodeId ?? "";
+    message.stats = (object.stats !== undefined && object.stats !== null)
+      ? GetStatsResponse.fromPartial(object.stats)
       : undefined;
     return message;
   },

@@ -37,6 +37,19 @@ export enum NodeState {
   UNRECOGNIZED = -1,
 }
 
+/** NodeLifecycle is a node's place in the ring, which only membership changes move. */
+export enum NodeLifecycle {
+  /** NODE_LIFECYCLE_UNSPECIFIED - NODE_LIFECYCLE_UNSPECIFIED is never sent. */
+  NODE_LIFECYCLE_UNSPECIFIED = 0,
+  /** NODE_LIFECYCLE_JOINING - NODE_LIFECYCLE_JOINING: the node has tokens and is receiving its ranges. */
+  NODE_LIFECYCLE_JOINING = 1,
+  /** NODE_LIFECYCLE_ACTIVE - NODE_LIFECYCLE_ACTIVE: the node owns and serves its ranges. */
+  NODE_LIFECYCLE_ACTIVE = 2,
+  /** NODE_LIFECYCLE_LEAVING - NODE_LIFECYCLE_LEAVING: the node is handing its ranges to others. */
+  NODE_LIFECYCLE_LEAVING = 3,
+  UNRECOGNIZED = -1,
+}
+
 /** Node is one member of the cluster. */
 export interface Node {
   /** id is the node's stable identifier. */
@@ -47,6 +60,12 @@ export interface Node {
   state: NodeState;
   /** leader is true on the one node that coordinates rebalancing. */
   leader: boolean;
+  /** peer_address is where the node takes node-to-node traffic, as host:port; empty on a single node. */
+  peerAddress: string;
+  /** lifecycle is the node's place in the ring: joining, active or leaving. */
+  lifecycle: NodeLifecycle;
+  /** ring_share is the fraction of the ring the node owns as primary, from 0 to 1. */
+  ringShare: number;
 }
 
 /** ListNodesRequest asks for every known node. */
@@ -57,6 +76,10 @@ export interface ListNodesRequest {
 export interface ListNodesResponse {
   /** nodes are the known nodes, in no particular order. */
   nodes: Node[];
+  /** ring_version is the version of the ring the answering node routes with; 0 on a single node. */
+  ringVersion: number;
+  /** replication_factor is the number of nodes that hold each series. */
+  replicationFactor: number;
 }
 
 /** LocateRequest names a series. */
@@ -74,7 +97,7 @@ export interface LocateResponse {
 }
 
 function createBaseNode(): Node {
-  return { id: "", address: "", state: 0, leader: false };
+  return { id: "", address: "", state: 0, leader: false, peerAddress: "", lifecycle: 0, ringShare: 0 };
 }
 
 export const Node: MessageFns<Node> = {
@@ -90,6 +113,15 @@ export const Node: MessageFns<Node> = {
     }
     if (message.leader !== false) {
       writer.uint32(32).bool(message.leader);
+    }
+    if (message.peerAddress !== "") {
+      writer.uint32(42).string(message.peerAddress);
+    }
+    if (message.lifecycle !== 0) {
+      writer.uint32(48).int32(message.lifecycle);
+    }
+    if (message.ringShare !== 0) {
+      writer.uint32(57).double(message.ringShare);
     }
     return writer;
   },
@@ -139,6 +171,30 @@ export const Node: MessageFns<Node> = {
             message.leader = reader.bool();
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.peerAddress = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.lifecycle = reader.int32() as any;
+            continue;
+          }
+          case 7: {
+            if (tag !== 57) {
+              break;
+            }
+
+            message.ringShare = reader.double();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -160,6 +216,9 @@ export const Node: MessageFns<Node> = {
     message.address = object.address ?? "";
     message.state = object.state ?? 0;
     message.leader = object.leader ?? false;
+    message.peerAddress = object.peerAddress ?? "";
+    message.lifecycle = object.lifecycle ?? 0;
+    message.ringShare = object.ringShare ?? 0;
     return message;
   },
 };
@@ -208,13 +267,19 @@ export const ListNodesRequest: MessageFns<ListNodesRequest> = {
 };
 
 function createBaseListNodesResponse(): ListNodesResponse {
-  return { nodes: [] };
+  return { nodes: [], ringVersion: 0, replicationFactor: 0 };
 }
 
 export const ListNodesResponse: MessageFns<ListNodesResponse> = {
   encode(message: ListNodesResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     for (const v of message.nodes) {
       Node.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.ringVersion !== 0) {
+      writer.uint32(16).uint64(message.ringVersion);
+    }
+    if (message.replicationFactor !== 0) {
+      writer.uint32(24).uint32(message.replicationFactor);
     }
     return writer;
   },
@@ -240,6 +305,22 @@ export const ListNodesResponse: MessageFns<ListNodesResponse> = {
             message.nodes.push(Node.decode(reader, reader.uint32()));
             continue;
           }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.ringVersion = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.replicationFactor = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -258,6 +339,8 @@ export const ListNodesResponse: MessageFns<ListNodesResponse> = {
   fromPartial<I extends Exact<DeepPartial<ListNodesResponse>, I>>(object: I): ListNodesResponse {
     const message = createBaseListNodesResponse();
     message.nodes = object.nodes?.map((e) => Node.fromPartial(e)) || [];
+    message.ringVersion = object.ringVersion ?? 0;
+    message.replicationFactor = object.replicationFactor ?? 0;
     return message;
   },
 };
@@ -471,6 +554,17 @@ export type DeepPartial<T> = T extends Builtin ? T
 type KeysOfUnion<T> = T extends T ? keyof T : never;
 export type Exact<P, I extends P> = P extends Builtin ? P
   : P & { [K in keyof P]: Exact<P[K], I[K]> } & { [K in Exclude<keyof I, KeysOfUnion<P>>]: never };
+
+function longToNumber(int64: { toString(): string }): number {
+  const num = globalThis.Number(int64.toString());
+  if (num > globalThis.Number.MAX_SAFE_INTEGER) {
+    throw new globalThis.Error("Value is larger than Number.MAX_SAFE_INTEGER");
+  }
+  if (num < globalThis.Number.MIN_SAFE_INTEGER) {
+    throw new globalThis.Error("Value is smaller than Number.MIN_SAFE_INTEGER");
+  }
+  return num;
+}
 
 export interface MessageFns<T> {
   encode(message: T, writer?: BinaryWriter): BinaryWriter;

@@ -29,6 +29,8 @@ export enum PeerKind {
   PEER_KIND_DELETE_SERIES = 6,
   /** PEER_KIND_STATS - PEER_KIND_STATS returns the receiver's own figures. */
   PEER_KIND_STATS = 7,
+  /** PEER_KIND_COMPACT - PEER_KIND_COMPACT compacts the receiver now; the body is a PeerCompactRequest. */
+  PEER_KIND_COMPACT = 8,
   UNRECOGNIZED = -1,
 }
 

@@ -1,0 +1,535 @@
+import { PeerKind, PeerWriteRequest } from '../../gen/v3storage/internal/v1/peer.js'
+import {
+  PeerCompactRequest,
+  PeerCompactResponse,
+  PeerDeleteRequest,
+  PeerDeleteResponse,
+  PeerLatestRequest,
+  PeerLatestResponse,
+  PeerListSeriesRequest,
+  PeerListSeriesResponse,
+  PeerQueryRequest,
+  PeerQueryResponse,
+  PeerStatsRequest,
+  PeerStatsResponse,
+} from '../../gen/v3storage/internal/v1/peer_query.js'
+import { mergePartials, type PartialGroup } from '../engine/aggregate-partial.js'
+import type { Logger } from '../engine/config.js'
+import type { SeriesFilter, ShardReader } from '../engine/shard.js'
+import type {
+  CallContext,
+  ClusterInfo,
+  ClusterNodeInfo,
+  CompactResult,
+  EngineStats,
+  LatencySummary,
+  PointsListener,
+  StorageEngine,
+  Subscription,
+} from '../engine/storage-engine.js'
+import { LimitError, UnavailableError, ValidationError } from '../model/errors.js'
+import type { WriteLimits } from '../model/limits.js'
+import { compileSelector } from '../model/matcher.js'
+import { canonicalSeriesKey, sortTags } from '../model/series-key.js'
+import type {
+  DeleteRequest,
+  DeleteResult,
+  QueryRequest,
+  Selector,
+  SeriesPoints,
+  SeriesRef,
+  Tag,
+  WriteBatch,
+  WriteResult,
+} from '../model/types.js'
+import { type NormalizedSeries, validateWriteBatch } from '../model/validate.js'
+import { decodePeerSeries, encodePeerSeries } from './peer-codec.js'
+import { aggregationToPeer, partialFromPeer, selectorToPeer, shardToPeer } from './peer-messages.js'
+import type { PeerEndpoint, PeerTransport } from './peer-transport.js'
+import { assignReadReplicas } from './placement.js'
+import { Ring, seriesToken, type TokenRange, type TokenSpan } from './ring.js'
+import { encodeSpans, spanFilter } from './shard-filter.js'
+
+/** One member of the ring as the cluster's shared state records it. */
+export interface MemberInfo {
+  readonly id: string
+  readonly grpcAddress: string
+  readonly peerAddress: string
+  readonly tokens: readonly number[]
+  readonly state: 'joining' | 'active' | 'leaving'
+}
+
+/** The ring every node agrees on: members with their tokens, a version and the replication factor. */
+export interface RingSnapshot {
+  readonly version: number
+  readonly replicationFactor: number
+  readonly members: readonly MemberInfo[]
+}
+
+/** What the cluster engine knows of the cluster: the ring, the healthy nodes, the leader. */
+export interface ClusterView {
+  /** The last ring this node knows; undefined until it has joined. */
+  ring(): RingSnapshot | undefined
+  /** The nodes whose health checks pass, as last seen. */
+  healthyIds(): ReadonlySet<string>
+  /** The leader's node id, when there is one. */
+  leaderId(): string | undefined
+}
+
+export interface ClusterEngineOptions {
+  readonly limits: WriteLimits
+  /** How long a peer has to answer a request, in milliseconds. */
+  readonly peerTimeoutMs: number
+  /** The most points one query may return, over all nodes. */
+  readonly maxPointsPerQuery: number
+}
+
+/** What a node has once it knows who it is: its id, the transport to its peers, its view of the cluster. */
+export interface ClusterLink {
+  readonly selfId: string
+  readonly transport: PeerTransport
+  readonly view: ClusterView
+}
+
+interface RingState {
+  readonly snapshot: RingSnapshot
+  readonly ring: Ring
+  /** The effective replication factor: the cluster's, bounded by the number of members. */
+  readonly rf: number
+  readonly byId: ReadonlyMap<string, MemberInfo>
+}
+
+/** The node a part of a read goes to, and the series it answers for (undefined: all it holds). */
+interface ReadPart {
+  readonly node: MemberInfo
+  readonly spans: Uint8Array | undefined
+  readonly filter: SeriesFilter | undefined
+}
+
+function byKey<T extends { readonly key: string }>(a: T, b: T): number {
+  return a.key < b.key ? -1 : a.key > b.key ? 1 : 0
+}
+
+/** Series from several nodes, each series from exactly one, in the single node's canonical key order. */
+function mergeByKey<T extends { readonly metric: string; readonly tags: readonly Tag[] }>(parts: readonly T[][]): T[] {
+  const nonEmpty = parts.filter((p) => p.length > 0)
+  if (nonEmpty.length <= 1) return nonEmpty[0] ?? []
+  return nonEmpty
+    .flat()
+    .map((item) => ({ item, key: canonicalSeriesKey(item.metric, sortTags(item.tags)) }))
+    .sort(byKey)
+    .map((x) => x.item)
+}
+
+/**
+ * The integrated edition's StorageEngine: any node accepts any call. A write is validated whole,
+ * split by the owners of each series on the ring, written locally for what this node owns and
+ * sent to the other owners over the peer transport; it is acknowledged once every owner has it
+ * durable. A read goes to one owner per token range (so each series counts once), each node
+ * answers for its ranges in parallel, and the parts merge into the single-node answer:
+ * aggregations whose groups can span nodes travel as mergeable states.
+ */
+export class ClusterEngine implements StorageEngine {
+  private ringState: RingState | undefined
+  private link: ClusterLink | undefined
+
+  constructor(
+    private readonly local: StorageEngine & ShardReader,
+    private readonly options: ClusterEngineOptions,
+    private readonly logger: Logger,
+  ) {}
+
+  /**
+   * Connects the engine to the cluster. Until then every call answers UNAVAILABLE: a node learns
+   * its address, and so its id, only once its gRPC server is bound.
+   */
+  attach(link: ClusterLink): void {
+    this.link = link
+  }
+
+  /** The ring version this node routes with; 0 before it has one. */
+  ringVersion(): number {
+    return this.link?.view.ring()?.version ?? 0
+  }
+
+  async open(): Promise<void> {}
+
+  async close(): Promise<void> {}
+
+  private get selfId(): string {
+    return this.linked().selfId
+  }
+
+  private linked(): ClusterLink {
+    if (this.link === undefined) throw new UnavailableError('this node is starting and has not joined the cluster yet')
+    return this.link
+  }
+
+  private state(): RingState {
+    const snapshot = this.linked().view.ring()
+    if (snapshot === undefined) throw new UnavailableError('this node has not joined the cluster yet')
+    if (this.ringState?.snapshot !== snapshot) {
+      const ring = new Ring(
+        snapshot.members.map((m) => ({ id: m.id, tokens: m.tokens })),
+        snapshot.version,
+      )
+      this.ringState = {
+        snapshot,
+        ring,
+        rf: Math.max(1, Math.min(snapshot.replicationFactor, snapshot.members.length)),
+        byId: new Map(snapshot.members.map((m) => [m.id, m])),
+      }
+    }
+    return this.ringState
+  }
+
+  private endpoint(node: MemberInfo): PeerEndpoint {
+    return { id: node.id, address: node.peerAddress }
+  }
+
+  private async call(
+    state: RingState,
+    node: MemberInfo,
+    kind: PeerKind,
+    body: Uint8Array,
+    ctx: CallContext | undefined,
+  ): Promise<Uint8Array> {
+    const reply = await this.linked().transport.request(this.endpoint(node), {
+      kind,
+      body,
+      ringVersion: state.snapshot.version,
+      timeoutMs: this.options.peerTimeoutMs,
+      signal: ctx?.signal,
+    })
+    return reply.body
+  }
+
+  /** Runs one task per node; any failure fails the whole, naming every node that failed. */
+  private async onEach<T>(
+    what: string,
+    nodes: readonly MemberInfo[],
+    task: (node: MemberInfo) => Promise<T>,
+  ): Promise<T[]> {
+    const settled = await Promise.allSettled(nodes.map(task))
+    const failures: { node: MemberInfo; reason: unknown }[] = []
+    const out: T[] = []
+    settled.forEach((s, i) => {
+      if (s.status === 'fulfilled') out.push(s.value)
+      else failures.push({ node: nodes[i]!, reason: s.reason })
+    })
+    if (failures.length === 0) return out
+    // A peer's validation or limit error is the caller's problem, not the node's: pass it on.
+    const first = failures[0]!.reason
+    if (failures.every((f) => !(f.reason instanceof UnavailableError)) && first instanceof Error) throw first
+    const names = failures.map(
+      (f) => `${f.node.id} (${f.reason instanceof Error ? f.reason.message : String(f.reason)})`,
+    )
+    this.logger.warn({ what, failed: failures.map((f) => f.node.id) }, 'cluster call failed')
+    throw new UnavailableError(`cannot ${what}: ${names.join('; ')}`, { cause: first })
+  }
+
+  async write(batch: WriteBatch, ctx?: CallContext): Promise<WriteResult> {
+    const normalized = validateWriteBatch(batch, this.options.limits)
+    const state = this.state()
+    const parts = new Map<string, NormalizedSeries[]>()
+    for (const series of normalized.series) {
+      for (const owner of state.ring.owners(seriesToken(series.key), state.rf)) {
+        let list = parts.get(owner)
+        if (list === undefined) {
+          list = []
+          parts.set(owner, list)
+        }
+        list.push(series)
+      }
+    }
+    const nodes = [...parts.keys()].map((id) => state.byId.get(id)!)
+    await this.onEach('write', nodes, async (node) => {
+      const series = parts.get(node.id)!
+      if (node.id === this.selfId) {
+        await this.local.write({ series, precision: 'ms' }, ctx)
+        return
+      }
+      const body = PeerWriteRequest.encode({ series: series.map((s) => encodePeerSeries(s)) }).finish()
+      await this.call(state, node, PeerKind.PEER_KIND_WRITE, body, ctx)
+    })
+    return { pointsWritten: normalized.points, seriesWritten: normalized.series.length }
+  }
+
+  /**
+   * One owner per token range, preferring this node and healthy nodes, spread over the owners. A
+   * node that answers for every range it holds gets no filter, so that a cluster with one copy of
+   * each series reads exactly as a single node does.
+   */
+  private readPlan(state: RingState): ReadPart[] {
+    const assignment = assignReadReplicas(state.ring, state.rf, this.linked().view.healthyIds(), this.selfId)
+    const byNode = new Map<string, TokenRange[]>()
+    for (const [id, ranges] of assignment) byNode.set(id, [...ranges])
+    // A range none of whose owners looks healthy still goes to its first owner: health can lag, and
+    // if that node is really down, the call fails naming it rather than answering without its part.
+    for (const range of assignment.unavailable) {
+      const first = range.owners[0]
+      if (first === undefined) continue
+      const list = byNode.get(first) ?? []
+      list.push(range)
+      byNode.set(first, list)
+    }
+    const all = state.ring.ranges(state.rf)
+    const parts: ReadPart[] = []
+    for (const [id, ranges] of byNode) {
+      const node = state.byId.get(id)
+      if (node === undefined || ranges.length === 0) continue
+      const held = all.filter((r) => r.owners.includes(id)).length
+      const spans: TokenSpan[] = ranges.map((r) => ({ start: r.start, end: r.end }))
+      if (ranges.length === held) parts.push({ node, spans: undefined, filter: undefined })
+      else parts.push({ node, spans: encodeSpans(spans), filter: spanFilter(spans) })
+    }
+    return parts
+  }
+
+  async query(request: QueryRequest, ctx?: CallContext): Promise<SeriesPoints[]> {
+    // Checked here so that a bad request fails before any node is asked.
+    if (!(request.endMs > request.startMs)) {
+      throw ValidationError.field('end_ms', `must be greater than start_ms (${request.startMs}), got ${request.endMs}`)
+    }
+    const selectors = [request.selector, ...(request.additionalSelectors ?? [])]
+    selectors.forEach((selector, i) => {
+      try {
+        compileSelector(selector)
+      } catch (err) {
+        throw err instanceof ValidationError && i > 0 ? err.renamed('selector', `additional_selectors[${i - 1}]`) : err
+      }
+    })
+    const agg = request.aggregation
+    // A group may span nodes only when series merge; otherwise each series is its own group.
+    const partial = agg !== undefined && (agg.groupBy.length > 0 || agg.mergeSeries)
+    const state = this.state()
+    const plan = this.readPlan(state)
+    const answers = await this.onEach(
+      'query',
+      plan.map((p) => p.node),
+      async (node) => {
+        const part = plan.find((p) => p.node === node)!
+        if (node.id === this.selfId) {
+          return partial
+            ? { partials: await this.local.queryPartials(request, part.filter, ctx), series: undefined }
+            : { series: await this.local.queryShard(request, part.filter, ctx), partials: undefined }
+        }
+        const body = PeerQueryRequest.encode({
+          selectors: selectors.map(selectorToPeer),
+          startMs: request.startMs,
+          endMs: request.endMs,
+          aggregation: agg === undefined ? undefined : aggregationToPeer(agg),
+          valueFilter: request.valueFilter === undefined ? undefined : { ...request.valueFilter },
+          shard: shardToPeer(part.spans),
+          partial,
+        }).finish()
+        const reply = PeerQueryResponse.decode(await this.call(state, node, PeerKind.PEER_KIND_QUERY, body, ctx))
+        if (reply.results.length !== selectors.length) {
+          throw new UnavailableError(
+            `node ${node.id} answered ${reply.results.length} selectors of ${selectors.length}`,
+          )
+        }
+        return partial
+          ? {
+              partials: reply.results.map((r, i) =>
+                r.partials.map((g, j) => partialFromPeer(g, `results[${i}].partials[${j}]`)),
+              ),
+              series: undefined,
+            }
+          : { series: reply.results.map((r) => r.series.map((s) => decodePeerSeries(s))), partials: undefined }
+      },
+    )
+    const out: SeriesPoints[] = []
+    let points = 0
+    selectors.forEach((_, i) => {
+      const merged =
+        partial && agg !== undefined
+          ? mergePartials(
+              answers.map((a) => a.partials?.[i] ?? ([] as PartialGroup[])),
+              agg,
+            )
+          : mergeByKey(answers.map((a) => a.series?.[i] ?? []))
+      for (const s of merged) points += s.timestamps.length
+      out.push(...merged)
+    })
+    if (points > this.options.maxPointsPerQuery) {
+      throw new LimitError('max_points_per_query', this.options.maxPointsPerQuery, `cannot return ${points} points`)
+    }
+    return out
+  }
+
+  async latest(selector: Selector, ctx?: CallContext): Promise<SeriesPoints[]> {
+    compileSelector(selector)
+    const state = this.state()
+    const plan = this.readPlan(state)
+    const parts = await this.onEach(
+      'read the latest points',
+      plan.map((p) => p.node),
+      async (node) => {
+        const part = plan.find((p) => p.node === node)!
+        if (node.id === this.selfId) return this.local.latestShard(selector, part.filter, ctx)
+        const body = PeerLatestRequest.encode({
+          selector: selectorToPeer(selector),
+          shard: shardToPeer(part.spans),
+        }).finish()
+        const reply = PeerLatestResponse.decode(await this.call(state, node, PeerKind.PEER_KIND_LATEST, body, ctx))
+        return reply.series.map((s) => decodePeerSeries(s))
+      },
+    )
+    return mergeByKey(parts)
+  }
+
+  async listSeries(selector: Selector, ctx?: CallContext): Promise<SeriesRef[]> {
+    compileSelector(selector)
+    const state = this.state()
+    const plan = this.readPlan(state)
+    const parts = await this.onEach(
+      'list series',
+      plan.map((p) => p.node),
+      async (node) => {
+        const part = plan.find((p) => p.node === node)!
+        if (node.id === this.selfId) return this.local.listSeriesShard(selector, part.filter, ctx)
+        const body = PeerListSeriesRequest.encode({
+          selector: selectorToPeer(selector),
+          shard: shardToPeer(part.spans),
+        }).finish()
+        const reply = PeerListSeriesResponse.decode(
+          await this.call(state, node, PeerKind.PEER_KIND_LIST_SERIES, body, ctx),
+        )
+        return reply.series.map(
+          (s): SeriesRef => ({ metric: s.metric, tags: s.tags.map((t) => ({ key: t.key, value: t.value })) }),
+        )
+      },
+    )
+    return mergeByKey(parts)
+  }
+
+  /** Deletes on every member, since every replica holds the series; counts each series once. */
+  async deleteSeries(request: DeleteRequest, ctx?: CallContext): Promise<DeleteResult> {
+    compileSelector(request.selector)
+    const state = this.state()
+    const plan = this.readPlan(state)
+    const counted = await this.onEach('delete series', state.snapshot.members, async (node) => {
+      const part = plan.find((p) => p.node.id === node.id)
+      // A member that no range is read from counts nothing: the empty span list accepts no series.
+      const countSpans = part === undefined ? new Uint8Array(0) : part.spans
+      const countFilter = part === undefined ? spanFilter([]) : part.filter
+      if (node.id === this.selfId) {
+        return (await this.local.deleteSeriesCounted(request, countFilter, ctx)).seriesMatched
+      }
+      const ranged = request.startMs !== undefined || request.endMs !== undefined
+      const body = PeerDeleteRequest.encode({
+        selector: selectorToPeer(request.selector),
+        ranged,
+        startMs: request.startMs ?? 0,
+        endMs: request.endMs ?? 0,
+        countShard: shardToPeer(countSpans),
+      }).finish()
+      return PeerDeleteResponse.decode(await this.call(state, node, PeerKind.PEER_KIND_DELETE_SERIES, body, ctx))
+        .seriesMatched
+    })
+    return { seriesMatched: counted.reduce((a, b) => a + b, 0) }
+  }
+
+  async compact(ctx?: CallContext): Promise<CompactResult> {
+    const state = this.state()
+    const results = await this.onEach('compact', state.snapshot.members, async (node) => {
+      if (node.id === this.selfId) return this.local.compact(ctx)
+      const body = PeerCompactRequest.encode({}).finish()
+      return PeerCompactResponse.decode(await this.call(state, node, PeerKind.PEER_KIND_COMPACT, body, ctx))
+    })
+    return {
+      blocksSealed: results.reduce((a, r) => a + r.blocksSealed, 0),
+      blocksMoved: results.reduce((a, r) => a + r.blocksMoved, 0),
+      seriesExpired: results.reduce((a, r) => a + r.seriesExpired, 0),
+    }
+  }
+
+  /**
+   * The cluster's totals and each node's own figures. Totals add the nodes' figures, so with a
+   * replication factor above 1 they count every stored copy; latencies are the slowest node's.
+   */
+  async stats(): Promise<EngineStats> {
+    const state = this.state()
+    const perNode = await this.onEach('collect statistics', state.snapshot.members, async (node) => {
+      if (node.id === this.selfId) return { id: node.id, stats: await this.local.stats() }
+      const body = PeerStatsRequest.encode({}).finish()
+      const reply = PeerStatsResponse.decode(await this.call(state, node, PeerKind.PEER_KIND_STATS, body, undefined))
+      return { id: node.id, stats: JSON.parse(reply.statsJson) as EngineStats }
+    })
+    const all = perNode.map((n) => n.stats)
+    const sum = (pick: (s: EngineStats) => number) => all.reduce((a, s) => a + pick(s), 0)
+    const latency = (pick: (s: EngineStats) => LatencySummary): LatencySummary => ({
+      count: sum((s) => pick(s).count),
+      p50Ms: Math.max(...all.map((s) => pick(s).p50Ms)),
+      p99Ms: Math.max(...all.map((s) => pick(s).p99Ms)),
+    })
+    return {
+      series: sum((s) => s.series),
+      pointsWritten: sum((s) => s.pointsWritten),
+      bufferedPoints: sum((s) => s.bufferedPoints),
+      hotBlocks: sum((s) => s.hotBlocks),
+      coldRuns: sum((s) => s.coldRuns),
+      coldBlocks: sum((s) => s.coldBlocks),
+      bytesOnDisk: sum((s) => s.bytesOnDisk),
+      writes: latency((s) => s.writes),
+      queries: latency((s) => s.queries),
+      nodes: perNode.map((n) => ({ id: n.id, stats: n.stats })),
+    }
+  }
+
+  properties(): Promise<Record<string, number>> {
+    return this.local.properties?.() ?? Promise.resolve({})
+  }
+
+  /**
+   * Live points of the writes this node's engine stores. On a cluster a write reaches the nodes
+   * that own its series, so a subscription on one node sees only those series' points: refuse it
+   * rather than answer with silent gaps, until subscriptions fan out.
+   */
+  subscribe(selector: Selector, listener: PointsListener): Subscription {
+    void selector
+    void listener
+    throw new UnavailableError('Subscribe is not available on a cluster yet; subscribe on a single node')
+  }
+
+  clusterInfo(): ClusterInfo {
+    const state = this.state()
+    const healthy = this.linked().view.healthyIds()
+    const leader = this.linked().view.leaderId()
+    const shares = state.ring.ownership(1)
+    return {
+      ringVersion: state.snapshot.version,
+      replicationFactor: state.rf,
+      nodes: state.snapshot.members.map((m) => this.nodeInfo(m, healthy, leader, shares)),
+    }
+  }
+
+  locate(metric: string, tags: readonly Tag[]): ClusterNodeInfo[] {
+    const state = this.state()
+    const key = canonicalSeriesKey(metric, sortTags(tags))
+    const healthy = this.linked().view.healthyIds()
+    const leader = this.linked().view.leaderId()
+    const shares = state.ring.ownership(1)
+    return state.ring
+      .owners(seriesToken(key), state.rf)
+      .map((id) => this.nodeInfo(state.byId.get(id)!, healthy, leader, shares))
+  }
+
+  private nodeInfo(
+    m: MemberInfo,
+    healthy: ReadonlySet<string>,
+    leader: string | undefined,
+    shares: ReadonlyMap<string, number>,
+  ): ClusterNodeInfo {
+    return {
+      id: m.id,
+      address: m.grpcAddress,
+      peerAddress: m.peerAddress,
+      healthy: healthy.has(m.id) || m.id === this.selfId,
+      lifecycle: m.state,
+      share: shares.get(m.id) ?? 0,
+      leader: m.id === leader,
+    }
+  }
+}

@@ -1,0 +1,139 @@
+import type {
+  PeerAggregation,
+  PeerPartialGroup,
+  PeerSelector,
+  PeerShard,
+} from '../../gen/v3storage/internal/v1/peer_query.js'
+import type { PartialGroup } from '../engine/aggregate-partial.js'
+import { ValidationError } from '../model/errors.js'
+import type { AggFunc, Aggregation, CompareOp, MatchOp, Selector, Tag, ValueFilter } from '../model/types.js'
+
+/**
+ * Conversions between the engine's request and result types and the internal peer messages of
+ * peer_query.proto. Decoding checks what the protobuf decoder cannot (enumerated strings, array
+ * lengths), so a malformed peer message is a ValidationError naming the field, never a crash.
+ */
+
+const MATCH_OPS: ReadonlySet<string> = new Set<MatchOp>(['eq', 'neq', 'regex', 'not_regex'])
+const AGG_FUNCS: ReadonlySet<string> = new Set<AggFunc>([
+  'count',
+  'sum',
+  'min',
+  'max',
+  'avg',
+  'first',
+  'last',
+  'stddev',
+  'p50',
+  'p90',
+  'p95',
+  'p99',
+])
+const COMPARE_OPS: ReadonlySet<string> = new Set<CompareOp>(['gt', 'gte', 'lt', 'lte', 'eq', 'neq'])
+
+export function selectorToPeer(selector: Selector): PeerSelector {
+  return { metric: selector.metric, matchers: selector.matchers.map((m) => ({ key: m.key, value: m.value, op: m.op })) }
+}
+
+export function selectorFromPeer(peer: PeerSelector | undefined, field: string): Selector {
+  if (peer === undefined) throw ValidationError.field(field, 'is required')
+  return {
+    metric: peer.metric,
+    matchers: peer.matchers.map((m, i) => {
+      if (!MATCH_OPS.has(m.op))
+        throw ValidationError.field(`${field}.matchers[${i}].op`, `unknown op ${JSON.stringify(m.op)}`)
+      return { key: m.key, value: m.value, op: m.op as MatchOp }
+    }),
+  }
+}
+
+export function aggregationToPeer(agg: Aggregation): PeerAggregation {
+  return { func: agg.func, stepMs: agg.stepMs, groupBy: [...agg.groupBy], mergeSeries: agg.mergeSeries }
+}
+
+export function aggregationFromPeer(peer: PeerAggregation): Aggregation {
+  if (!AGG_FUNCS.has(peer.func))
+    throw ValidationError.field('aggregation.func', `unknown function ${JSON.stringify(peer.func)}`)
+  return { func: peer.func as AggFunc, stepMs: peer.stepMs, groupBy: peer.groupBy, mergeSeries: peer.mergeSeries }
+}
+
+export function valueFilterFromPeer(op: string, value: number): ValueFilter {
+  if (!COMPARE_OPS.has(op)) throw ValidationError.field('value_filter.op', `unknown op ${JSON.stringify(op)}`)
+  return { op: op as CompareOp, value }
+}
+
+/** Whole-node shards need no filter: `all` tells the node to answer for every series it holds. */
+export function shardToPeer(spans: Uint8Array | undefined): PeerShard {
+  return spans === undefined ? { all: true, ranges: Buffer.alloc(0) } : { all: false, ranges: Buffer.from(spans) }
+}
+
+function f64Bytes(a: Float64Array): Buffer {
+  return Buffer.from(a.buffer, a.byteOffset, a.byteLength)
+}
+
+/** A copy into a fresh, aligned Float64Array: decoded bytes may sit at any offset of the frame. */
+function f64From(bytes: Uint8Array, field: string, expected: number | undefined): Float64Array {
+  if (bytes.length % 8 !== 0) throw ValidationError.field(field, `has ${bytes.length} bytes, not float64s`)
+  const out = new Float64Array(bytes.length / 8)
+  new Uint8Array(out.buffer).set(bytes)
+  if (expected !== undefined && out.length !== expected) {
+    throw ValidationError.field(field, `has ${out.length} values where ${expected} are expected`)
+  }
+  return out
+}
+
+export function partialToPeer(group: PartialGroup): PeerPartialGroup {
+  return {
+    metric: group.metric,
+    tags: group.tags.map((t) => ({ key: t.key, value: t.value })),
+    starts: f64Bytes(group.starts),
+    counts: f64Bytes(group.counts),
+    sums: f64Bytes(group.sums),
+    compensations: f64Bytes(group.compensations),
+    mins: f64Bytes(group.mins),
+    maxs: f64Bytes(group.maxs),
+    firstTimestamps: f64Bytes(group.firstTimestamps),
+    firsts: f64Bytes(group.firsts),
+    lastTimestamps: f64Bytes(group.lastTimestamps),
+    lasts: f64Bytes(group.lasts),
+    means: f64Bytes(group.means),
+    m2s: f64Bytes(group.m2s),
+    firstKeys: [...(group.firstKeys ?? [])],
+    lastKeys: [...(group.lastKeys ?? [])],
+    values: group.values === undefined ? Buffer.alloc(0) : f64Bytes(group.values),
+  }
+}
+
+export function partialFromPeer(peer: PeerPartialGroup, field: string): PartialGroup {
+  const starts = f64From(peer.starts, `${field}.starts`, undefined)
+  const n = starts.length
+  const column = (bytes: Uint8Array, name: string) => f64From(bytes, `${field}.${name}`, n)
+  const counts = column(peer.counts, 'counts')
+  let total = 0
+  for (const c of counts) total += c
+  const keys = (list: readonly string[], name: string): readonly string[] | undefined => {
+    if (list.length === 0) return undefined
+    if (list.length !== n) throw ValidationError.field(`${field}.${name}`, `has ${list.length} keys for ${n} buckets`)
+    return list
+  }
+  const tags: Tag[] = peer.tags.map((t) => ({ key: t.key, value: t.value }))
+  return {
+    metric: peer.metric,
+    tags,
+    starts,
+    counts,
+    sums: column(peer.sums, 'sums'),
+    compensations: column(peer.compensations, 'compensations'),
+    mins: column(peer.mins, 'mins'),
+    maxs: column(peer.maxs, 'maxs'),
+    firstTimestamps: column(peer.firstTimestamps, 'first_timestamps'),
+    firsts: column(peer.firsts, 'firsts'),
+    lastTimestamps: column(peer.lastTimestamps, 'last_timestamps'),
+    lasts: column(peer.lasts, 'lasts'),
+    means: column(peer.means, 'means'),
+    m2s: column(peer.m2s, 'm2s'),
+    firstKeys: keys(peer.firstKeys, 'first_keys'),
+    lastKeys: keys(peer.lastKeys, 'last_keys'),
+    values: peer.values.length === 0 ? undefined : f64From(peer.values, `${field}.values`, total),
+  }
+}

@@ -1,0 +1,108 @@
+import { PeerKind, PeerWriteRequest, PeerWriteResponse } from '../../gen/v3storage/internal/v1/peer.js'
+import {
+  PeerCompactResponse,
+  PeerDeleteRequest,
+  PeerDeleteResponse,
+  PeerLatestRequest,
+  PeerLatestResponse,
+  PeerListSeriesRequest,
+  PeerListSeriesResponse,
+  type PeerQueryRequest,
+  PeerQueryRequest as PeerQueryRequestCodec,
+  PeerQueryResponse,
+  type PeerShard,
+  PeerStatsResponse,
+} from '../../gen/v3storage/internal/v1/peer_query.js'
+import type { SeriesFilter, ShardReader } from '../engine/shard.js'
+import type { CallContext, StorageEngine } from '../engine/storage-engine.js'
+import { ValidationError } from '../model/errors.js'
+import type { QueryRequest } from '../model/types.js'
+import { decodePeerSeries, encodePeerSeries } from './peer-codec.js'
+import { aggregationFromPeer, partialToPeer, selectorFromPeer, valueFilterFromPeer } from './peer-messages.js'
+import type { PeerHandler } from './peer-transport.js'
+import { decodeSpans, spanFilter } from './shard-filter.js'
+
+function filterOf(shard: PeerShard | undefined): SeriesFilter | undefined {
+  if (shard === undefined) throw ValidationError.field('shard', 'is required')
+  return shard.all ? undefined : spanFilter(decodeSpans(shard.ranges))
+}
+
+function queryFromPeer(peer: PeerQueryRequest): QueryRequest {
+  if (peer.selectors.length === 0) throw ValidationError.field('selectors', 'must not be empty')
+  const [first, ...rest] = peer.selectors.map((s, i) => selectorFromPeer(s, `selectors[${i}]`))
+  return {
+    selector: first!,
+    additionalSelectors: rest,
+    startMs: peer.startMs,
+    endMs: peer.endMs,
+    aggregation: peer.aggregation === undefined ? undefined : aggregationFromPeer(peer.aggregation),
+    valueFilter:
+      peer.valueFilter === undefined ? undefined : valueFilterFromPeer(peer.valueFilter.op, peer.valueFilter.value),
+  }
+}
+
+/**
+ * Answers the requests other nodes send this one: each decodes its body (a malformed one is a
+ * ValidationError the sender receives), runs on the local engine and encodes the answer.
+ */
+export function peerService(local: StorageEngine & ShardReader): PeerHandler {
+  return async (_from, kind, body, meta) => {
+    const ctx: CallContext = { signal: meta.signal }
+    switch (kind) {
+      case PeerKind.PEER_KIND_WRITE: {
+        const request = PeerWriteRequest.decode(body)
+        const series = request.series.map((s) => decodePeerSeries(s))
+        const result = await local.write({ series, precision: 'ms' }, ctx)
+        return PeerWriteResponse.encode({
+          pointsWritten: result.pointsWritten,
+          seriesWritten: result.seriesWritten,
+        }).finish()
+      }
+      case PeerKind.PEER_KIND_QUERY: {
+        const peer = PeerQueryRequestCodec.decode(body)
+        const request = queryFromPeer(peer)
+        const filter = filterOf(peer.shard)
+        if (peer.partial) {
+          const groups = await local.queryPartials(request, filter, ctx)
+          return PeerQueryResponse.encode({
+            results: groups.map((g) => ({ series: [], partials: g.map(partialToPeer) })),
+          }).finish()
+        }
+        const series = await local.queryShard(request, filter, ctx)
+        return PeerQueryResponse.encode({
+          results: series.map((list) => ({ series: list.map((s) => encodePeerSeries(s)), partials: [] })),
+        }).finish()
+      }
+      case PeerKind.PEER_KIND_LATEST: {
+        const peer = PeerLatestRequest.decode(body)
+        const series = await local.latestShard(selectorFromPeer(peer.selector, 'selector'), filterOf(peer.shard), ctx)
+        return PeerLatestResponse.encode({ series: series.map((s) => encodePeerSeries(s)) }).finish()
+      }
+      case PeerKind.PEER_KIND_LIST_SERIES: {
+        const peer = PeerListSeriesRequest.decode(body)
+        const refs = await local.listSeriesShard(selectorFromPeer(peer.selector, 'selector'), filterOf(peer.shard), ctx)
+        return PeerListSeriesResponse.encode({
+          series: refs.map((r) => ({ metric: r.metric, tags: r.tags.map((t) => ({ key: t.key, value: t.value })) })),
+        }).finish()
+      }
+      case PeerKind.PEER_KIND_DELETE_SERIES: {
+        const peer = PeerDeleteRequest.decode(body)
+        const result = await local.deleteSeriesCounted(
+          {
+            selector: selectorFromPeer(peer.selector, 'selector'),
+            ...(peer.ranged ? { startMs: peer.startMs, endMs: peer.endMs } : {}),
+          },
+          filterOf(peer.countShard),
+          ctx,
+        )
+        return PeerDeleteResponse.encode({ seriesMatched: result.seriesMatched }).finish()
+      }
+      case PeerKind.PEER_KIND_STATS:
+        return PeerStatsResponse.encode({ statsJson: JSON.stringify(await local.stats()) }).finish()
+      case PeerKind.PEER_KIND_COMPACT:
+        return PeerCompactResponse.encode(await local.compact(ctx)).finish()
+      default:
+        throw ValidationError.field('kind', `unknown peer request kind ${kind}`)
+    }
+  }
+}
