@@ -6,7 +6,8 @@ import { dirname, join, relative, resolve } from 'node:path'
 
 const root = resolve(import.meta.dirname, '..')
 const rules = {
-  model: { local: ['src/model'], packages: [] },
+  // RE2 semantics for regex matchers: linear-time matching, as Prometheus has.
+  model: { local: ['src/model'], packages: ['re2js'] },
   codec: { local: ['src/model', 'src/codec'], packages: [] },
   engine: { local: ['src/model', 'src/codec', 'src/engine'], packages: ['@nxtedition/rocksdb'] },
   // The cluster speaks to its peers in the internal contract (gen/v3storage/internal), never the public one.

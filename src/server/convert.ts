@@ -226,6 +226,7 @@ export function statsToProto(stats: EngineStats): GetStatsResponse {
     resultCache: stats.caches?.results,
     decodedBlockCache: stats.caches?.decodedBlocks,
     selectorCache: stats.caches?.selectors,
+    nodes: (stats.nodes ?? []).map((n) => ({ nodeId: n.id, stats: statsToProto(n.stats) })),
   }
 }
 
