@@ -21,8 +21,8 @@ const SIZE_UNITS: Readonly<Record<string, number>> = {
 }
 
 export class UsageError extends Error {
-  constructor(message: string) {
-    super(message)
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options)
     this.name = 'UsageError'
   }
 }

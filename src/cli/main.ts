@@ -54,7 +54,10 @@ main(process.argv.slice(2)).then(
       console.error(`v3: ${err.message}`)
       process.exit(2)
     }
-    console.error('v3:', err instanceof Error && 'codeName' in err ? err.message : err)
+    // One line for what went wrong (a port in use, a locked data folder, a node that is down); a
+    // stack trace only for what looks like a bug, where it is what the report needs.
+    const bug = err instanceof TypeError || err instanceof ReferenceError || String(err).includes('BUG:')
+    console.error(`v3: ${bug && err instanceof Error ? err.stack : err instanceof Error ? err.message : String(err)}`)
     // Exit rather than wait: a half-opened engine may hold timers or handles that keep Node alive.
     process.exit(1)
   },

@@ -4,7 +4,7 @@ import type { StorageEngine } from '../engine/storage-engine.js'
 import { type RunningHttpEndpoint, startHttpEndpoint } from '../server/http-endpoint.js'
 import { createServerMetrics } from '../server/metrics.js'
 import { requestLogInterceptor } from '../server/request-log.js'
-import { type RunningServer, startServer } from '../server/server.js'
+import { type PreparedServer, prepareServer, type RunningServer } from '../server/server.js'
 import type { TlsOptions } from '../server/tls.js'
 import { parseListen, UsageError } from './args.js'
 import {
@@ -72,7 +72,10 @@ export function parseServeArgs(
   try {
     values = parseArgs({ args: [...args], options: flagTable(), strict: true, allowPositionals: false }).values
   } catch (err) {
-    throw new UsageError(err instanceof Error ? err.message : String(err))
+    // Node's messages can run over several lines; a refusal is one line, and names where to look.
+    const message = (err instanceof Error ? err.message : String(err)).replace(/\s*\n\s*/g, ' ')
+    const unknown = err instanceof Error && 'code' in err && err.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION'
+    throw new UsageError(unknown ? `${message}; v3 serve --help lists the options` : message)
   }
   const configPath = (values.config as string | undefined) ?? env.V3_CONFIG
   const resolved = resolveConfig({
@@ -167,20 +170,10 @@ export async function serve(args: readonly string[]): Promise<void> {
     return
   }
   const logger = createLogger(config.logLevel, config.logFormat)
-  const { manager, engineName } = await loadPlugins(config.engineSpec, config.plugins)
-  const instances = await manager.start([engineName], { options: config.engine, logger })
-  let engine: StorageEngine
-  let server: RunningServer
-  let http: RunningHttpEndpoint | undefined
-  let ready = false
+  // Refusals come before the engine opens: a start that cannot serve leaves the data folder as it was.
+  let prepared: PreparedServer
   try {
-    engine = engineOf(instances, engineName)
-    const metrics = createServerMetrics(engine)
-    if (config.httpListen !== undefined) {
-      http = await startHttpEndpoint({ listen: config.httpListen, metrics, ready: () => ready, logger })
-    }
-    server = await startServer({
-      engine,
+    prepared = await prepareServer({
       listen: config.listen,
       nodeId: config.nodeId,
       maxMessageBytes: config.maxMessageBytes,
@@ -193,8 +186,27 @@ export async function serve(args: readonly string[]): Promise<void> {
       tls: config.tls,
       insecure: config.insecure,
       logger,
-      interceptors: [metrics.interceptor, ...(config.logRequests ? [requestLogInterceptor(logger)] : [])],
     })
+  } catch (err) {
+    // Each check names the setting and what to do; the settings are the user's, so it is a usage error.
+    throw new UsageError(err instanceof Error ? err.message : String(err), { cause: err })
+  }
+  const { manager, engineName } = await loadPlugins(config.engineSpec, config.plugins)
+  const instances = await manager.start([engineName], { options: config.engine, logger })
+  let engine: StorageEngine
+  let server: RunningServer
+  let http: RunningHttpEndpoint | undefined
+  let ready = false
+  try {
+    engine = engineOf(instances, engineName)
+    const metrics = createServerMetrics(engine)
+    if (config.httpListen !== undefined) {
+      http = await startHttpEndpoint({ listen: config.httpListen, metrics, ready: () => ready, logger })
+    }
+    server = await prepared.start(engine, [
+      metrics.interceptor,
+      ...(config.logRequests ? [requestLogInterceptor(logger)] : []),
+    ])
   } catch (err) {
     await http?.close()
     await manager.stop()

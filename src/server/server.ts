@@ -1,5 +1,7 @@
 import { hostname } from 'node:os'
+import type { FileRegistry } from '@bufbuild/protobuf'
 import { Server, ServerCredentials, type ServerInterceptor } from '@grpc/grpc-js'
+import type { PackageDefinition } from '@grpc/proto-loader'
 import { AdminServiceService } from '../../gen/v3storage/v1/admin_service.js'
 import { ClusterServiceService } from '../../gen/v3storage/v1/cluster_service.js'
 import type { StorageEngine } from '../engine/storage-engine.js'
@@ -90,38 +92,95 @@ function bind(server: Server, listen: string, creds: ServerCredentials): Promise
   })
 }
 
-/** Starts the gRPC server over an open engine and resolves once it is serving. */
-export async function startServer(options: ServerOptions): Promise<RunningServer> {
-  const listen = options.listen ?? SERVER_DEFAULTS.listen
+/** Everything startServer takes but the engine and the interceptors, which need the engine. */
+export type ServerSettings = Omit<ServerOptions, 'engine' | 'interceptors'>
+
+export interface PreparedServer {
+  /** Serves the engine, with these interceptors around every call; resolves once it is serving. */
+  start(engine: StorageEngine, interceptors?: readonly ServerInterceptor[]): Promise<RunningServer>
+}
+
+/**
+ * Checks the settings and reads the files they name (tokens, TLS keys) without an engine, so that
+ * a start that has to be refused (a bad value, an exposed address, an unreadable file) is refused
+ * before the engine opens and locks its data folder.
+ */
+export async function prepareServer(settings: ServerSettings): Promise<PreparedServer> {
+  const listen = settings.listen ?? SERVER_DEFAULTS.listen
   const { host } = splitHostPort(listen)
-  const maxMessageBytes = positive('maxMessageBytes', options.maxMessageBytes ?? SERVER_DEFAULTS.maxMessageBytes)
+  const maxMessageBytes = positive('maxMessageBytes', settings.maxMessageBytes ?? SERVER_DEFAULTS.maxMessageBytes)
   const streamChunkBytes = Math.min(
-    positive('streamChunkBytes', options.streamChunkBytes ?? SERVER_DEFAULTS.streamChunkBytes),
+    positive('streamChunkBytes', settings.streamChunkBytes ?? SERVER_DEFAULTS.streamChunkBytes),
     maxMessageBytes,
   )
   if (streamChunkBytes < MIN_STREAM_CHUNK_BYTES) {
     throw new RangeError(`streamChunkBytes and maxMessageBytes must be at least ${MIN_STREAM_CHUNK_BYTES}`)
   }
-  const shutdownTimeoutMs = options.shutdownTimeoutMs ?? SERVER_DEFAULTS.shutdownTimeoutMs
-  const logger = options.logger ?? consoleLogger
-  const transport = transportChannelOptions(options)
+  const logger = settings.logger ?? consoleLogger
+  const transport = transportChannelOptions(settings)
   const warning = checkExposure({
     host,
     listen,
-    tls: options.tls !== undefined,
-    tokens: options.tokensFile !== undefined,
-    insecure: options.insecure ?? false,
+    tls: settings.tls !== undefined,
+    tokens: settings.tokensFile !== undefined,
+    insecure: settings.insecure ?? false,
   })
   if (warning !== undefined) logger.info({ listen }, warning)
-  const tokens = options.tokensFile === undefined ? undefined : await loadTokens(options.tokensFile)
-  const creds = options.tls === undefined ? ServerCredentials.createInsecure() : await tlsCredentials(options.tls)
+  const tokens = settings.tokensFile === undefined ? undefined : await loadTokens(settings.tokensFile)
+  const creds = settings.tls === undefined ? ServerCredentials.createInsecure() : await tlsCredentials(settings.tls)
+  const definition = loadContract()
+  const registry = contractRegistry(definition)
+  return {
+    start: (engine, interceptors = []) =>
+      serveEngine({
+        ...settings,
+        listen,
+        host,
+        maxMessageBytes,
+        streamChunkBytes,
+        logger,
+        transport,
+        tokens,
+        creds,
+        definition,
+        registry,
+        engine,
+        interceptors,
+      }),
+  }
+}
 
+/** Starts the gRPC server over an open engine and resolves once it is serving. */
+export async function startServer(options: ServerOptions): Promise<RunningServer> {
+  return (await prepareServer(options)).start(options.engine, options.interceptors)
+}
+
+/** What prepareServer checked and read, with the engine to serve. */
+interface Prepared extends ServerSettings {
+  readonly listen: string
+  readonly host: string
+  readonly maxMessageBytes: number
+  readonly streamChunkBytes: number
+  readonly logger: ServerLogger
+  readonly transport: ReturnType<typeof transportChannelOptions>
+  readonly tokens: Awaited<ReturnType<typeof loadTokens>> | undefined
+  readonly creds: ServerCredentials
+  readonly definition: PackageDefinition
+  readonly registry: FileRegistry
+  readonly engine: StorageEngine
+  readonly interceptors: readonly ServerInterceptor[]
+}
+
+async function serveEngine(options: Prepared): Promise<RunningServer> {
+  const { listen, host, maxMessageBytes, streamChunkBytes, logger, transport, tokens, creds } = options
+  const { definition, registry } = options
+  const shutdownTimeoutMs = options.shutdownTimeoutMs ?? SERVER_DEFAULTS.shutdownTimeoutMs
   const server = new Server({
     ...transport,
     'grpc.max_receive_message_length': maxMessageBytes,
     'grpc.max_send_message_length': maxMessageBytes,
     // Authentication first, so that no other interceptor (request logging, say) sees a refused call.
-    interceptors: [...(tokens === undefined ? [] : [authInterceptor(tokens)]), ...(options.interceptors ?? [])],
+    interceptors: [...(tokens === undefined ? [] : [authInterceptor(tokens)]), ...options.interceptors],
   })
   // Set once bound: the port is known only then when listen asks for port 0.
   const identity = { id: options.nodeId ?? '', address: listen }
@@ -129,8 +188,6 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   // One cache of series headers for every write path of this server: writers repeat their series.
   const headers = new SeriesHeaderCache()
   const encoded = new EncodedHeaderCache()
-  const definition = loadContract()
-  const registry = contractRegistry(definition)
   server.addService(writeServiceDefinition(headers), writeServiceHandlers(deps))
   server.addService(queryServiceDefinition(encoded, registry), queryServiceHandlers({ ...deps, streamChunkBytes }))
   const streams = streamService({

@@ -1,0 +1,85 @@
+// A start that is refused prints one line naming the problem and the fix, exits non-zero without a
+// stack trace, and refuses before the engine opens the data folder (issue 14, item 7).
+import assert from 'node:assert/strict'
+import { existsSync } from 'node:fs'
+import { writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { after, before, describe, test } from 'node:test'
+import { runV3 } from './cli-run.js'
+import { makeDataDir, removeDataDir, startServerProcess } from './server-process.js'
+
+describe('refused starts of v3 serve', () => {
+  let dir: string
+  before(async () => {
+    dir = await makeDataDir()
+  })
+  after(async () => {
+    await removeDataDir(dir)
+  })
+
+  const cases: [string, string[], RegExp][] = [
+    [
+      'a non-loopback address without TLS and tokens',
+      ['--listen', '0.0.0.0:0'],
+      /--tls-cert.*--tokens-file.*--insecure/,
+    ],
+    ['an unknown option', ['--no-such-flag'], /'--no-such-flag'.*v3 serve --help/],
+    ['a bad duration', ['--hot-window', 'soon'], /--hot-window must be a duration/],
+    ['a bad listen address', ['--listen', 'localhost'], /--listen must be host:port/],
+    ['a flag value that looks like a flag', ['--max-message-bytes', '-5'], /--max-message-bytes=-XYZ/],
+    ['a message limit too small to stream in', ['--max-message-bytes', '100'], /at least 4096/],
+    ['a tokens file that does not exist', ['--tokens-file', '/nonexistent/tokens'], /cannot read tokens file/],
+    [
+      'TLS files that do not exist',
+      ['--tls-cert', '/nonexistent/cert.pem', '--tls-key', '/nonexistent/key.pem'],
+      /cannot read TLS certificate/,
+    ],
+  ]
+
+  for (const [what, args, message] of cases) {
+    test(`${what}: one line, exit 2, data folder untouched`, async () => {
+      const data = join(dir, what.replace(/\W+/g, '-'))
+      const r = await runV3(['serve', '--data', data, '--http-listen', 'off', ...args])
+      assert.equal(r.code, 2, r.stderr)
+      assert.equal(r.stdout, '')
+      const lines = r.stderr.trimEnd().split('\n')
+      assert.equal(lines.length, 1, r.stderr)
+      assert.match(lines[0] ?? '', /^v3: /)
+      assert.match(lines[0] ?? '', message)
+      assert.doesNotMatch(r.stderr, /^\s+at /m)
+      assert.equal(existsSync(data), false, 'the engine opened the data folder')
+    })
+  }
+
+  test('a malformed tokens file: one line naming the line, not echoing the secret', async () => {
+    const file = join(dir, 'tokens')
+    await writeFile(file, 'read:abcdefghijklmnop\nroot:sup3r-secret-token\n')
+    const data = join(dir, 'malformed-tokens')
+    const r = await runV3(['serve', '--data', data, '--http-listen', 'off', '--tokens-file', file])
+    assert.equal(r.code, 2, r.stderr)
+    assert.equal(r.stderr.trimEnd().split('\n').length, 1, r.stderr)
+    assert.match(r.stderr, /line 2/)
+    assert.doesNotMatch(r.stderr, /sup3r-secret-token/)
+    assert.equal(existsSync(data), false)
+  })
+
+  test('a data folder another server holds: one line, no stack trace', async () => {
+    const data = join(dir, 'held')
+    const first = await startServerProcess({ dataDir: data })
+    try {
+      const r = await runV3(['serve', '--data', data, '--listen', '127.0.0.1:0', '--http-listen', 'off'])
+      assert.notEqual(r.code, 0)
+      assert.doesNotMatch(r.stderr, /^\s+at /m, r.stderr)
+      assert.equal(
+        r.stderr
+          .trimEnd()
+          .split('\n')
+          .filter((l) => l.startsWith('v3:')).length,
+        1,
+        r.stderr,
+      )
+    } finally {
+      await first.stop()
+    }
+  })
+})
