@@ -39,6 +39,8 @@ import {
 import { removeDataDir, type ServerProcess, startServerProcess } from './server-process.js'
 
 const SEED = process.env.V3_FUZZ_SEED === undefined ? 0x5eed_2026 : Number(process.env.V3_FUZZ_SEED) >>> 0
+// The server inherits this environment, and v3 serve refuses a V3_ variable that is not an option.
+delete process.env.V3_FUZZ_SEED
 /** Requests of each kind (random, mutated, hostile) per RPC in one block. */
 const PER_RPC = 24
 /** Calls in flight at once. */
