@@ -25,7 +25,7 @@ export interface OptionSpec {
   readonly kind: OptionKind
   /** As it would be written in a file; null: unset, the component's own default applies. */
   readonly default: string | boolean | null
-  readonly group: 'server' | 'security' | 'observability' | 'engine' | 'limits'
+  readonly group: 'server' | 'cluster' | 'security' | 'observability' | 'engine' | 'limits'
   readonly arg?: string
   readonly help: string
 }
@@ -55,6 +55,77 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
     group: 'server',
     arg: '<id>',
     help: "this node's id in ClusterService (default <hostname>:<port>)",
+  },
+  {
+    key: 'cluster',
+    kind: 'bool',
+    default: false,
+    group: 'cluster',
+    help: 'run as a node of a cluster: Consul membership, a hash ring, writes and queries routed to owners',
+  },
+  {
+    key: 'peer-listen',
+    kind: 'listen',
+    default: null,
+    group: 'cluster',
+    arg: '<host:port>',
+    help: 'ZeroMQ address for node-to-node traffic (default the gRPC port + 1 on the same host)',
+  },
+  {
+    key: 'advertise',
+    kind: 'listen',
+    default: null,
+    group: 'cluster',
+    arg: '<host:port>',
+    help: 'gRPC address other nodes and clients use (default --listen)',
+  },
+  {
+    key: 'consul',
+    kind: 'string',
+    default: null,
+    group: 'cluster',
+    arg: '<url>',
+    help: 'Consul HTTP API (default $CONSUL_HTTP_ADDR, else http://127.0.0.1:8500)',
+  },
+  {
+    key: 'consul-token',
+    kind: 'string',
+    default: null,
+    group: 'cluster',
+    arg: '<token>',
+    help: 'Consul ACL token (default $CONSUL_HTTP_TOKEN)',
+  },
+  {
+    key: 'cluster-name',
+    kind: 'string',
+    default: 'v3',
+    group: 'cluster',
+    arg: '<name>',
+    help: 'Consul service name and KV prefix',
+  },
+  {
+    key: 'replication-factor',
+    kind: 'count',
+    default: '3',
+    group: 'cluster',
+    arg: '<n>',
+    help: 'copies of each series; the first node records it and the cluster keeps it',
+  },
+  {
+    key: 'vnodes',
+    kind: 'count',
+    default: '128',
+    group: 'cluster',
+    arg: '<n>',
+    help: 'ring tokens of a joining node',
+  },
+  {
+    key: 'peer-timeout',
+    kind: 'duration',
+    default: '10s',
+    group: 'cluster',
+    arg: '<duration>',
+    help: 'time a peer has to answer a forwarded write or a part of a query',
   },
   {
     key: 'engine',
@@ -555,6 +626,7 @@ export function flagTable(): Record<string, { type: 'string' | 'boolean'; short?
 
 const GROUP_TITLES: Readonly<Record<OptionSpec['group'], string>> = {
   server: 'Server',
+  cluster: 'Cluster (with --cluster)',
   security: 'Security',
   observability: 'Metrics and logs',
   engine: 'Engine',

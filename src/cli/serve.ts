@@ -1,5 +1,6 @@
 import { parseArgs } from 'node:util'
-import type { BasicEngineOptions, SyncPolicy } from '../engine/config.js'
+import type { Logger } from '../engine/config.js'
+import { type BasicEngineOptions, resolveEngineConfig, type SyncPolicy } from '../engine/config.js'
 import type { StorageEngine } from '../engine/storage-engine.js'
 import { type RunningHttpEndpoint, startHttpEndpoint } from '../server/http-endpoint.js'
 import { createServerMetrics } from '../server/metrics.js'
@@ -7,6 +8,7 @@ import { requestLogInterceptor } from '../server/request-log.js'
 import { type PreparedServer, prepareServer, type RunningServer } from '../server/server.js'
 import type { TlsOptions } from '../server/tls.js'
 import { parseListen, UsageError } from './args.js'
+import { type ClusterNode, type ClusterServeOptions, createClusterNode } from './cluster-node.js'
 import {
   envName,
   flagTable,
@@ -58,6 +60,13 @@ export interface ServeConfig {
   readonly logLevel: string
   readonly logFormat: LogFormat
   readonly logRequests: boolean
+  /** undefined: a single node. */
+  readonly cluster: ClusterServeOptions | undefined
+}
+
+/** Consul's own variable may name the agent without a scheme (`127.0.0.1:8500`), as its CLI allows. */
+function consulUrl(text: string): string {
+  return /^https?:\/\//.test(text) ? text : `http://${text}`
 }
 
 /**
@@ -143,6 +152,19 @@ export function parseServeArgs(
     logLevel: str('log-level') ?? 'info',
     logFormat: (str('log-format') ?? 'auto') as LogFormat,
     logRequests: bool('log-requests'),
+    cluster: bool('cluster')
+      ? {
+          nodeId: str('node-id'),
+          peerListen: str('peer-listen'),
+          advertise: str('advertise'),
+          consulUrl: consulUrl(str('consul') ?? env.CONSUL_HTTP_ADDR ?? 'http://127.0.0.1:8500'),
+          consulToken: str('consul-token') ?? env.CONSUL_HTTP_TOKEN,
+          clusterName: str('cluster-name') ?? 'v3',
+          replicationFactor: num('replication-factor') ?? 3,
+          vnodes: num('vnodes') ?? 128,
+          peerTimeoutMs: num('peer-timeout') ?? 10_000,
+        }
+      : undefined,
   }
 }
 
@@ -194,11 +216,17 @@ export async function serve(args: readonly string[]): Promise<void> {
   const { manager, engineName } = await loadPlugins(config.engineSpec, config.plugins)
   const instances = await manager.start([engineName], { options: config.engine, logger })
   let engine: StorageEngine
+  let cluster: ClusterNode | undefined
   let server: RunningServer
   let http: RunningHttpEndpoint | undefined
   let ready = false
   try {
     engine = engineOf(instances, engineName)
+    if (config.cluster !== undefined) {
+      const resolved = resolveEngineConfig(config.engine)
+      cluster = createClusterNode(engine, config.cluster, resolved, logger)
+      engine = cluster.engine
+    }
     const metrics = createServerMetrics(engine)
     if (config.httpListen !== undefined) {
       http = await startHttpEndpoint({ listen: config.httpListen, metrics, ready: () => ready, logger })
@@ -207,7 +235,9 @@ export async function serve(args: readonly string[]): Promise<void> {
       metrics.interceptor,
       ...(config.logRequests ? [requestLogInterceptor(logger)] : []),
     ])
+    if (cluster !== undefined) await joinCluster(cluster, server.address, logger)
   } catch (err) {
+    await cluster?.stop()
     await http?.close()
     await manager.stop()
     throw err
@@ -220,8 +250,9 @@ export async function serve(args: readonly string[]): Promise<void> {
     stopping = true
     ready = false
     logger.info({ signal }, 'shutting down')
-    server
-      .close()
+    // Deregister first, so that other nodes stop sending reads here while calls drain.
+    Promise.resolve(cluster?.stop())
+      .then(() => server.close())
       .then(() => http?.close())
       .then(() => manager.stop())
       .then(
@@ -241,4 +272,23 @@ export async function serve(args: readonly string[]): Promise<void> {
   // Scripts (and the tests) read these lines; the listening line comes last, once everything is up.
   if (http !== undefined) process.stdout.write(`v3 metrics on http://${http.address}/metrics\n`)
   process.stdout.write(`v3 listening on ${server.address}\n`)
+}
+
+/**
+ * Joins the cluster, retrying while Consul cannot be reached: a node that starts during a Consul
+ * outage waits (answering UNAVAILABLE) rather than exiting, and is in the ring once Consul is back.
+ */
+async function joinCluster(cluster: ClusterNode, grpcAddress: string, logger: Logger): Promise<void> {
+  let delayMs = 500
+  for (;;) {
+    try {
+      await cluster.join(grpcAddress)
+      return
+    } catch (err) {
+      if (err instanceof UsageError) throw err
+      logger.warn({ err, retryInMs: delayMs }, 'cannot join the cluster yet')
+      await new Promise((resolve) => setTimeout(resolve, delayMs))
+      delayMs = Math.min(delayMs * 2, 10_000)
+    }
+  }
 }

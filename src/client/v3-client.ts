@@ -10,8 +10,8 @@ import {
   Metadata,
   type ServiceError,
 } from '@grpc/grpc-js'
-import { AdminServiceService } from '../../gen/v3storage/v1/admin_service.js'
-import { ClusterServiceService, NodeState } from '../../gen/v3storage/v1/cluster_service.js'
+import { AdminServiceService, type GetStatsResponse } from '../../gen/v3storage/v1/admin_service.js'
+import { ClusterServiceService, type Node, NodeLifecycle, NodeState } from '../../gen/v3storage/v1/cluster_service.js'
 import {
   AggFunc as ProtoAggFunc,
   CompareOp as ProtoCompareOp,
@@ -128,6 +128,8 @@ export interface ServerStats {
     readonly decodedBlocks: CacheCounts
     readonly selectors: CacheCounts
   }
+  /** On a cluster, each node's own figures; the totals above add them up. Empty on a single node. */
+  readonly nodes: readonly { readonly id: string; readonly stats: ServerStats }[]
 }
 
 export interface CacheCounts {
@@ -148,6 +150,11 @@ export interface NodeInfo {
   readonly address: string
   readonly state: NodeStateName
   readonly leader: boolean
+  /** Where the node takes node-to-node traffic; empty on a single node. */
+  readonly peerAddress: string
+  readonly lifecycle: 'joining' | 'active' | 'leaving' | 'unspecified'
+  /** Its share of the ring as primary owner, 0 to 1. */
+  readonly ringShare: number
 }
 
 export interface V3ClientTlsOptions {
@@ -427,28 +434,7 @@ export class V3Client {
 
   async stats(options: CallOptions = {}): Promise<ServerStats> {
     const def = AdminServiceService.getStats
-    const r = await this.unary(def.path, def.requestSerialize, def.responseDeserialize, {}, options)
-    const latency = (l: typeof r.writeLatency): LatencyStats => ({
-      count: l?.count ?? 0,
-      p50Ms: l?.p50Ms ?? 0,
-      p99Ms: l?.p99Ms ?? 0,
-    })
-    return {
-      series: r.series,
-      pointsWritten: r.pointsWritten,
-      bufferedPoints: r.bufferedPoints,
-      hotBlocks: r.hotBlocks,
-      coldRuns: r.coldRuns,
-      coldBlocks: r.coldBlocks,
-      bytesOnDisk: r.bytesOnDisk,
-      writes: latency(r.writeLatency),
-      queries: latency(r.queryLatency),
-      caches: {
-        results: { hits: r.resultCache?.hits ?? 0, misses: r.resultCache?.misses ?? 0 },
-        decodedBlocks: { hits: r.decodedBlockCache?.hits ?? 0, misses: r.decodedBlockCache?.misses ?? 0 },
-        selectors: { hits: r.selectorCache?.hits ?? 0, misses: r.selectorCache?.misses ?? 0 },
-      },
-    }
+    return statsFromProto(await this.unary(def.path, def.requestSerialize, def.responseDeserialize, {}, options))
   }
 
   /** Seals buffered points, moves blocks past the hot window to the cold tier and applies retention now. */
@@ -573,12 +559,46 @@ const COMPARE_OPS: Readonly<Record<CompareOp, ProtoCompareOp>> = {
   neq: ProtoCompareOp.COMPARE_OP_NEQ,
 }
 
-function nodeFromProto(node: { id: string; address: string; state: NodeState; leader: boolean }): NodeInfo {
+function statsFromProto(r: GetStatsResponse): ServerStats {
+  const latency = (l: typeof r.writeLatency): LatencyStats => ({
+    count: l?.count ?? 0,
+    p50Ms: l?.p50Ms ?? 0,
+    p99Ms: l?.p99Ms ?? 0,
+  })
+  return {
+    series: r.series,
+    pointsWritten: r.pointsWritten,
+    bufferedPoints: r.bufferedPoints,
+    hotBlocks: r.hotBlocks,
+    coldRuns: r.coldRuns,
+    coldBlocks: r.coldBlocks,
+    bytesOnDisk: r.bytesOnDisk,
+    writes: latency(r.writeLatency),
+    queries: latency(r.queryLatency),
+    caches: {
+      results: { hits: r.resultCache?.hits ?? 0, misses: r.resultCache?.misses ?? 0 },
+      decodedBlocks: { hits: r.decodedBlockCache?.hits ?? 0, misses: r.decodedBlockCache?.misses ?? 0 },
+      selectors: { hits: r.selectorCache?.hits ?? 0, misses: r.selectorCache?.misses ?? 0 },
+    },
+    nodes: r.nodes.flatMap((n) => (n.stats === undefined ? [] : [{ id: n.nodeId, stats: statsFromProto(n.stats) }])),
+  }
+}
+
+const LIFECYCLES: ReadonlyMap<NodeLifecycle, NodeInfo['lifecycle']> = new Map([
+  [NodeLifecycle.NODE_LIFECYCLE_JOINING, 'joining'],
+  [NodeLifecycle.NODE_LIFECYCLE_ACTIVE, 'active'],
+  [NodeLifecycle.NODE_LIFECYCLE_LEAVING, 'leaving'],
+])
+
+function nodeFromProto(node: Node): NodeInfo {
   return {
     id: node.id,
     address: node.address,
     state: NODE_STATES.get(node.state) ?? 'unspecified',
     leader: node.leader,
+    peerAddress: node.peerAddress,
+    lifecycle: LIFECYCLES.get(node.lifecycle) ?? 'unspecified',
+    ringShare: node.ringShare,
   }
 }
 

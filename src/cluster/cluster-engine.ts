@@ -1,4 +1,4 @@
-import { PeerKind, PeerWriteRequest } from '../../gen/v3storage/internal/v1/peer.js'
+import { PeerKind } from '../../gen/v3storage/internal/v1/peer.js'
 import {
   PeerCompactRequest,
   PeerCompactResponse,
@@ -43,7 +43,7 @@ import type {
   WriteResult,
 } from '../model/types.js'
 import { type NormalizedSeries, validateWriteBatch } from '../model/validate.js'
-import { decodePeerSeries, encodePeerSeries } from './peer-codec.js'
+import { decodePeerSeries, encodePeerWrite } from './peer-codec.js'
 import { aggregationToPeer, partialFromPeer, selectorToPeer, shardToPeer } from './peer-messages.js'
 import type { PeerEndpoint, PeerTransport } from './peer-transport.js'
 import { assignReadReplicas } from './placement.js'
@@ -249,7 +249,7 @@ export class ClusterEngine implements StorageEngine {
         await this.local.write({ series, precision: 'ms' }, ctx)
         return
       }
-      const body = PeerWriteRequest.encode({ series: series.map((s) => encodePeerSeries(s)) }).finish()
+      const body = encodePeerWrite(series)
       await this.call(state, node, PeerKind.PEER_KIND_WRITE, body, ctx)
     })
     return { pointsWritten: normalized.points, seriesWritten: normalized.series.length }

@@ -1,4 +1,4 @@
-import { PeerKind, PeerWriteRequest, PeerWriteResponse } from '../../gen/v3storage/internal/v1/peer.js'
+import { PeerKind, PeerWriteResponse } from '../../gen/v3storage/internal/v1/peer.js'
 import {
   PeerCompactResponse,
   PeerDeleteRequest,
@@ -17,7 +17,7 @@ import type { SeriesFilter, ShardReader } from '../engine/shard.js'
 import type { CallContext, StorageEngine } from '../engine/storage-engine.js'
 import { ValidationError } from '../model/errors.js'
 import type { QueryRequest } from '../model/types.js'
-import { decodePeerSeries, encodePeerSeries } from './peer-codec.js'
+import { decodePeerWrite, encodePeerSeries } from './peer-codec.js'
 import { aggregationFromPeer, partialToPeer, selectorFromPeer, valueFilterFromPeer } from './peer-messages.js'
 import type { PeerHandler } from './peer-transport.js'
 import { decodeSpans, spanFilter } from './shard-filter.js'
@@ -50,8 +50,8 @@ export function peerService(local: StorageEngine & ShardReader): PeerHandler {
     const ctx: CallContext = { signal: meta.signal }
     switch (kind) {
       case PeerKind.PEER_KIND_WRITE: {
-        const request = PeerWriteRequest.decode(body)
-        const series = request.series.map((s) => decodePeerSeries(s))
+        // The packed decoder rejects invalid UTF-8, which the generated one would turn into U+FFFD.
+        const series = decodePeerWrite(body)
         const result = await local.write({ series, precision: 'ms' }, ctx)
         return PeerWriteResponse.encode({
           pointsWritten: result.pointsWritten,

@@ -4,8 +4,10 @@ import {
   type LocateRequest,
   type LocateResponse,
   type Node,
+  NodeLifecycle,
   NodeState,
 } from '../../gen/v3storage/v1/cluster_service.js'
+import type { ClusterNodeInfo } from '../engine/storage-engine.js'
 import { ValidationError } from '../model/errors.js'
 import { type Decoded, type HandlerDeps, unary, unwrap } from './handler-kit.js'
 
@@ -14,24 +16,59 @@ export interface ClusterHandlerDeps extends HandlerDeps {
   readonly identity: () => { readonly id: string; readonly address: string }
 }
 
+const LIFECYCLE: Readonly<Record<ClusterNodeInfo['lifecycle'], NodeLifecycle>> = {
+  joining: NodeLifecycle.NODE_LIFECYCLE_JOINING,
+  active: NodeLifecycle.NODE_LIFECYCLE_ACTIVE,
+  leaving: NodeLifecycle.NODE_LIFECYCLE_LEAVING,
+}
+
+function nodeOf(info: ClusterNodeInfo): Node {
+  return {
+    id: info.id,
+    address: info.address,
+    peerAddress: info.peerAddress,
+    state: info.healthy ? NodeState.NODE_STATE_HEALTHY : NodeState.NODE_STATE_DOWN,
+    lifecycle: LIFECYCLE[info.lifecycle],
+    ringShare: info.share,
+    leader: info.leader,
+  }
+}
+
 /**
- * ClusterService of a single node: the cluster is this node, healthy (it answers), leader (there is
- * no one else), and the owner of every series.
+ * ClusterService. On a cluster engine it describes the ring the engine routes with; on a single
+ * node the cluster is this node: healthy (it answers), active, leader (there is no one else), and
+ * the owner of every series.
  */
 export function clusterServiceHandlers(deps: ClusterHandlerDeps): UntypedServiceImplementation {
-  const self = (): Node => ({ ...deps.identity(), state: NodeState.NODE_STATE_HEALTHY, leader: true })
+  const self = (): Node => ({
+    ...deps.identity(),
+    peerAddress: '',
+    state: NodeState.NODE_STATE_HEALTHY,
+    lifecycle: NodeLifecycle.NODE_LIFECYCLE_ACTIVE,
+    ringShare: 1,
+    leader: true,
+  })
+  const { engine } = deps
   return {
     listNodes: unary(
       deps,
       'ClusterService.ListNodes',
       async (request: Decoded<unknown>): Promise<ListNodesResponse> => {
         unwrap(request)
-        return { nodes: [self()] }
+        if (engine.clusterInfo === undefined) return { nodes: [self()], ringVersion: 0, replicationFactor: 1 }
+        const info = engine.clusterInfo()
+        return {
+          nodes: info.nodes.map(nodeOf),
+          ringVersion: info.ringVersion,
+          replicationFactor: info.replicationFactor,
+        }
       },
     ),
     locate: unary(deps, 'ClusterService.Locate', async (request: Decoded<LocateRequest>): Promise<LocateResponse> => {
-      if (unwrap(request).metric === '') throw ValidationError.field('metric', 'is required')
-      return { nodes: [self()] }
+      const { metric, tags } = unwrap(request)
+      if (metric === '') throw ValidationError.field('metric', 'is required')
+      if (engine.locate === undefined) return { nodes: [self()] }
+      return { nodes: engine.locate(metric, tags).map(nodeOf) }
     }),
   }
 }

@@ -20,7 +20,7 @@ DESCRIPTOR = _descriptor.FileDescriptor(
   name='v3storage/v1/admin_service.proto',
   package='v3storage.v1',
   syntax='proto3',
-  serialized_pb=_b('\n v3storage/v1/admin_service.proto\x12\x0cv3storage.v1\x1a\x19v3storage/v1/common.proto\"\x11\n\x0fGetStatsRequest\"?\n\x0eLatencySummary\x12\r\n\x05\x63ount\x18\x01 \x01(\x04\x12\x0e\n\x06p50_ms\x18\x02 \x01(\x01\x12\x0e\n\x06p99_ms\x18\x03 \x01(\x01\"\xa9\x03\n\x10GetStatsResponse\x12\x0e\n\x06series\x18\x01 \x01(\x04\x12\x16\n\x0epoints_written\x18\x02 \x01(\x04\x12\x17\n\x0f\x62uffered_points\x18\x03 \x01(\x04\x12\x12\n\nhot_blocks\x18\x04 \x01(\x04\x12\x11\n\tcold_runs\x18\x05 \x01(\x04\x12\x13\n\x0b\x63old_blocks\x18\x06 \x01(\x04\x12\x15\n\rbytes_on_disk\x18\x07 \x01(\x04\x12\x33\n\rwrite_latency\x18\x08 \x01(\x0b\x32\x1c.v3storage.v1.LatencySummary\x12\x33\n\rquery_latency\x18\t \x01(\x0b\x32\x1c.v3storage.v1.LatencySummary\x12.\n\x0cresult_cache\x18\n \x01(\x0b\x32\x18.v3storage.v1.CacheStats\x12\x35\n\x13\x64\x65\x63oded_block_cache\x18\x0b \x01(\x0b\x32\x18.v3storage.v1.CacheStats\x12\x30\n\x0eselector_cache\x18\x0c \x01(\x0b\x32\x18.v3storage.v1.CacheStats\"*\n\nCacheStats\x12\x0c\n\x04hits\x18\x01 \x01(\x04\x12\x0e\n\x06misses\x18\x02 \x01(\x04\"\x10\n\x0e\x43ompactRequest\"V\n\x0f\x43ompactResponse\x12\x15\n\rblocks_sealed\x18\x01 \x01(\x04\x12\x14\n\x0c\x62locks_moved\x18\x02 \x01(\x04\x12\x16\n\x0eseries_expired\x18\x03 \x01(\x04\"a\n\x13\x44\x65leteSeriesRequest\x12(\n\x08selector\x18\x01 \x01(\x0b\x32\x16.v3storage.v1.Selector\x12\x10\n\x08start_ms\x18\x02 \x01(\x03\x12\x0e\n\x06\x65nd_ms\x18\x03 \x01(\x03\".\n\x14\x44\x65leteSeriesResponse\x12\x16\n\x0eseries_matched\x18\x01 \x01(\x04\x32\xf8\x01\n\x0c\x41\x64minService\x12I\n\x08GetStats\x12\x1d.v3storage.v1.GetStatsRequest\x1a\x1e.v3storage.v1.GetStatsResponse\x12\x46\n\x07\x43ompact\x12\x1c.v3storage.v1.CompactRequest\x1a\x1d.v3storage.v1.CompactResponse\x12U\n\x0c\x44\x65leteSeries\x12!.v3storage.v1.DeleteSeriesRequest\x1a\".v3storage.v1.DeleteSeriesResponseb\x06proto3')
+  serialized_pb=_b('\n v3storage/v1/admin_service.proto\x12\x0cv3storage.v1\x1a\x19v3storage/v1/common.proto\"\x11\n\x0fGetStatsRequest\"?\n\x0eLatencySummary\x12\r\n\x05\x63ount\x18\x01 \x01(\x04\x12\x0e\n\x06p50_ms\x18\x02 \x01(\x01\x12\x0e\n\x06p99_ms\x18\x03 \x01(\x01\"\xd1\x03\n\x10GetStatsResponse\x12\x0e\n\x06series\x18\x01 \x01(\x04\x12\x16\n\x0epoints_written\x18\x02 \x01(\x04\x12\x17\n\x0f\x62uffered_points\x18\x03 \x01(\x04\x12\x12\n\nhot_blocks\x18\x04 \x01(\x04\x12\x11\n\tcold_runs\x18\x05 \x01(\x04\x12\x13\n\x0b\x63old_blocks\x18\x06 \x01(\x04\x12\x15\n\rbytes_on_disk\x18\x07 \x01(\x04\x12\x33\n\rwrite_latency\x18\x08 \x01(\x0b\x32\x1c.v3storage.v1.LatencySummary\x12\x33\n\rquery_latency\x18\t \x01(\x0b\x32\x1c.v3storage.v1.LatencySummary\x12.\n\x0cresult_cache\x18\n \x01(\x0b\x32\x18.v3storage.v1.CacheStats\x12\x35\n\x13\x64\x65\x63oded_block_cache\x18\x0b \x01(\x0b\x32\x18.v3storage.v1.CacheStats\x12\x30\n\x0eselector_cache\x18\x0c \x01(\x0b\x32\x18.v3storage.v1.CacheStats\x12&\n\x05nodes\x18\r \x03(\x0b\x32\x17.v3storage.v1.NodeStats\"K\n\tNodeStats\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12-\n\x05stats\x18\x02 \x01(\x0b\x32\x1e.v3storage.v1.GetStatsResponse\"*\n\nCacheStats\x12\x0c\n\x04hits\x18\x01 \x01(\x04\x12\x0e\n\x06misses\x18\x02 \x01(\x04\"\x10\n\x0e\x43ompactRequest\"V\n\x0f\x43ompactResponse\x12\x15\n\rblocks_sealed\x18\x01 \x01(\x04\x12\x14\n\x0c\x62locks_moved\x18\x02 \x01(\x04\x12\x16\n\x0eseries_expired\x18\x03 \x01(\x04\"a\n\x13\x44\x65leteSeriesRequest\x12(\n\x08selector\x18\x01 \x01(\x0b\x32\x16.v3storage.v1.Selector\x12\x10\n\x08start_ms\x18\x02 \x01(\x03\x12\x0e\n\x06\x65nd_ms\x18\x03 \x01(\x03\".\n\x14\x44\x65leteSeriesResponse\x12\x16\n\x0eseries_matched\x18\x01 \x01(\x04\x32\xf8\x01\n\x0c\x41\x64minService\x12I\n\x08GetStats\x12\x1d.v3storage.v1.GetStatsRequest\x1a\x1e.v3storage.v1.GetStatsResponse\x12\x46\n\x07\x43ompact\x12\x1c.v3storage.v1.CompactRequest\x1a\x1d.v3storage.v1.CompactResponse\x12U\n\x0c\x44\x65leteSeries\x12!.v3storage.v1.DeleteSeriesRequest\x1a\".v3storage.v1.DeleteSeriesResponseb\x06proto3')
   ,
   dependencies=[v3storage_dot_v1_dot_common__pb2.DESCRIPTOR,])
 
@@ -187,6 +187,13 @@ _GETSTATSRESPONSE = _descriptor.Descriptor(
       message_type=None, enum_type=None, containing_type=None,
       is_extension=False, extension_scope=None,
       options=None, file=DESCRIPTOR),
+    _descriptor.FieldDescriptor(
+      name='nodes', full_name='v3storage.v1.GetStatsResponse.nodes', index=12,
+      number=13, type=11, cpp_type=10, label=3,
+      has_default_value=False, default_value=[],
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, file=DESCRIPTOR),
   ],
   extensions=[
   ],
@@ -200,7 +207,45 @@ _GETSTATSRESPONSE = _descriptor.Descriptor(
   oneofs=[
   ],
   serialized_start=162,
-  serialized_end=587,
+  serialized_end=627,
+)
+
+
+_NODESTATS = _descriptor.Descriptor(
+  name='NodeStats',
+  full_name='v3storage.v1.NodeStats',
+  filename=None,
+  file=DESCRIPTOR,
+  containing_type=None,
+  fields=[
+    _descriptor.FieldDescriptor(
+      name='node_id', full_name='v3storage.v1.NodeStats.node_id', index=0,
+      number=1, type=9, cpp_type=9, label=1,
+      has_default_value=False, default_value=_b("").decode('utf-8'),
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, file=DESCRIPTOR),
+    _descriptor.FieldDescriptor(
+      name='stats', full_name='v3storage.v1.NodeStats.stats', index=1,
+      number=2, type=11, cpp_type=10, label=1,
+      has_default_value=False, default_value=None,
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, file=DESCRIPTOR),
+  ],
+  extensions=[
+  ],
+  nested_types=[],
+  enum_types=[
+  ],
+  options=None,
+  is_extendable=False,
+  syntax='proto3',
+  extension_ranges=[],
+  oneofs=[
+  ],
+  serialized_start=629,
+  serialized_end=704,
 )
 
 
@@ -237,8 +282,8 @@ _CACHESTATS = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=589,
-  serialized_end=631,
+  serialized_start=706,
+  serialized_end=748,
 )
 
 
@@ -261,8 +306,8 @@ _COMPACTREQUEST = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=633,
-  serialized_end=649,
+  serialized_start=750,
+  serialized_end=766,
 )
 
 
@@ -306,8 +351,8 @@ _COMPACTRESPONSE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=651,
-  serialized_end=737,
+  serialized_start=768,
+  serialized_end=854,
 )
 
 
@@ -351,8 +396,8 @@ _DELETESERIESREQUEST = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=739,
-  serialized_end=836,
+  serialized_start=856,
+  serialized_end=953,
 )
 
 
@@ -382,8 +427,8 @@ _DELETESERIESRESPONSE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=838,
-  serialized_end=884,
+  serialized_start=955,
+  serialized_end=1001,
 )
 
 _GETSTATSRESPONSE.fields_by_name['write_latency'].message_type = _LATENCYSUMMARY
@@ -391,10 +436,13 @@ _GETSTATSRESPONSE.fields_by_name['query_latency'].message_type = _LATENCYSUMMARY
 _GETSTATSRESPONSE.fields_by_name['result_cache'].message_type = _CACHESTATS
 _GETSTATSRESPONSE.fields_by_name['decoded_block_cache'].message_type = _CACHESTATS
 _GETSTATSRESPONSE.fields_by_name['selector_cache'].message_type = _CACHESTATS
+_GETSTATSRESPONSE.fields_by_name['nodes'].message_type = _NODESTATS
+_NODESTATS.fields_by_name['stats'].message_type = _GETSTATSRESPONSE
 _DELETESERIESREQUEST.fields_by_name['selector'].message_type = v3storage_dot_v1_dot_common__pb2._SELECTOR
 DESCRIPTOR.message_types_by_name['GetStatsRequest'] = _GETSTATSREQUEST
 DESCRIPTOR.message_types_by_name['LatencySummary'] = _LATENCYSUMMARY
 DESCRIPTOR.message_types_by_name['GetStatsResponse'] = _GETSTATSRESPONSE
+DESCRIPTOR.message_types_by_name['NodeStats'] = _NODESTATS
 DESCRIPTOR.message_types_by_name['CacheStats'] = _CACHESTATS
 DESCRIPTOR.message_types_by_name['CompactRequest'] = _COMPACTREQUEST
 DESCRIPTOR.message_types_by_name['CompactResponse'] = _COMPACTRESPONSE
@@ -422,6 +470,13 @@ GetStatsResponse = _reflection.GeneratedProtocolMessageType('GetStatsResponse', 
   # @@protoc_insertion_point(class_scope:v3storage.v1.GetStatsResponse)
   ))
 _sym_db.RegisterMessage(GetStatsResponse)
+
+NodeStats = _reflection.GeneratedProtocolMessageType('NodeStats', (_message.Message,), dict(
+  DESCRIPTOR = _NODESTATS,
+  __module__ = 'v3storage.v1.admin_service_pb2'
+  # @@protoc_insertion_point(class_scope:v3storage.v1.NodeStats)
+  ))
+_sym_db.RegisterMessage(NodeStats)
 
 CacheStats = _reflection.GeneratedProtocolMessageType('CacheStats', (_message.Message,), dict(
   DESCRIPTOR = _CACHESTATS,
@@ -466,8 +521,8 @@ _ADMINSERVICE = _descriptor.ServiceDescriptor(
   file=DESCRIPTOR,
   index=0,
   options=None,
-  serialized_start=887,
-  serialized_end=1135,
+  serialized_start=1004,
+  serialized_end=1252,
   methods=[
   _descriptor.MethodDescriptor(
     name='GetStats',

@@ -21,7 +21,7 @@ DESCRIPTOR = _descriptor.FileDescriptor(
   name='v3storage/v1/cluster_service.proto',
   package='v3storage.v1',
   syntax='proto3',
-  serialized_pb=_b('\n\"v3storage/v1/cluster_service.proto\x12\x0cv3storage.v1\x1a\x19v3storage/v1/common.proto\"[\n\x04Node\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12&\n\x05state\x18\x03 \x01(\x0e\x32\x17.v3storage.v1.NodeState\x12\x0e\n\x06leader\x18\x04 \x01(\x08\"\x12\n\x10ListNodesRequest\"6\n\x11ListNodesResponse\x12!\n\x05nodes\x18\x01 \x03(\x0b\x32\x12.v3storage.v1.Node\"@\n\rLocateRequest\x12\x0e\n\x06metric\x18\x01 \x01(\t\x12\x1f\n\x04tags\x18\x02 \x03(\x0b\x32\x11.v3storage.v1.Tag\"3\n\x0eLocateResponse\x12!\n\x05nodes\x18\x01 \x03(\x0b\x32\x12.v3storage.v1.Node*l\n\tNodeState\x12\x1a\n\x16NODE_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12NODE_STATE_HEALTHY\x10\x01\x12\x16\n\x12NODE_STATE_SUSPECT\x10\x02\x12\x13\n\x0fNODE_STATE_DOWN\x10\x03\x32\xa3\x01\n\x0e\x43lusterService\x12L\n\tListNodes\x12\x1e.v3storage.v1.ListNodesRequest\x1a\x1f.v3storage.v1.ListNodesResponse\x12\x43\n\x06Locate\x12\x1b.v3storage.v1.LocateRequest\x1a\x1c.v3storage.v1.LocateResponseb\x06proto3')
+  serialized_pb=_b('\n\"v3storage/v1/cluster_service.proto\x12\x0cv3storage.v1\x1a\x19v3storage/v1/common.proto\"\xb5\x01\n\x04Node\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12&\n\x05state\x18\x03 \x01(\x0e\x32\x17.v3storage.v1.NodeState\x12\x0e\n\x06leader\x18\x04 \x01(\x08\x12\x14\n\x0cpeer_address\x18\x05 \x01(\t\x12.\n\tlifecycle\x18\x06 \x01(\x0e\x32\x1b.v3storage.v1.NodeLifecycle\x12\x12\n\nring_share\x18\x07 \x01(\x01\"\x12\n\x10ListNodesRequest\"h\n\x11ListNodesResponse\x12!\n\x05nodes\x18\x01 \x03(\x0b\x32\x12.v3storage.v1.Node\x12\x14\n\x0cring_version\x18\x02 \x01(\x04\x12\x1a\n\x12replication_factor\x18\x03 \x01(\r\"@\n\rLocateRequest\x12\x0e\n\x06metric\x18\x01 \x01(\t\x12\x1f\n\x04tags\x18\x02 \x03(\x0b\x32\x11.v3storage.v1.Tag\"3\n\x0eLocateResponse\x12!\n\x05nodes\x18\x01 \x03(\x0b\x32\x12.v3storage.v1.Node*l\n\tNodeState\x12\x1a\n\x16NODE_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12NODE_STATE_HEALTHY\x10\x01\x12\x16\n\x12NODE_STATE_SUSPECT\x10\x02\x12\x13\n\x0fNODE_STATE_DOWN\x10\x03*\x82\x01\n\rNodeLifecycle\x12\x1e\n\x1aNODE_LIFECYCLE_UNSPECIFIED\x10\x00\x12\x1a\n\x16NODE_LIFECYCLE_JOINING\x10\x01\x12\x19\n\x15NODE_LIFECYCLE_ACTIVE\x10\x02\x12\x1a\n\x16NODE_LIFECYCLE_LEAVING\x10\x03\x32\xa3\x01\n\x0e\x43lusterService\x12L\n\tListNodes\x12\x1e.v3storage.v1.ListNodesRequest\x1a\x1f.v3storage.v1.ListNodesResponse\x12\x43\n\x06Locate\x12\x1b.v3storage.v1.LocateRequest\x1a\x1c.v3storage.v1.LocateResponseb\x06proto3')
   ,
   dependencies=[v3storage_dot_v1_dot_common__pb2.DESCRIPTOR,])
 
@@ -50,16 +50,51 @@ _NODESTATE = _descriptor.EnumDescriptor(
   ],
   containing_type=None,
   options=None,
-  serialized_start=367,
-  serialized_end=475,
+  serialized_start=508,
+  serialized_end=616,
 )
 _sym_db.RegisterEnumDescriptor(_NODESTATE)
 
 NodeState = enum_type_wrapper.EnumTypeWrapper(_NODESTATE)
+_NODELIFECYCLE = _descriptor.EnumDescriptor(
+  name='NodeLifecycle',
+  full_name='v3storage.v1.NodeLifecycle',
+  filename=None,
+  file=DESCRIPTOR,
+  values=[
+    _descriptor.EnumValueDescriptor(
+      name='NODE_LIFECYCLE_UNSPECIFIED', index=0, number=0,
+      options=None,
+      type=None),
+    _descriptor.EnumValueDescriptor(
+      name='NODE_LIFECYCLE_JOINING', index=1, number=1,
+      options=None,
+      type=None),
+    _descriptor.EnumValueDescriptor(
+      name='NODE_LIFECYCLE_ACTIVE', index=2, number=2,
+      options=None,
+      type=None),
+    _descriptor.EnumValueDescriptor(
+      name='NODE_LIFECYCLE_LEAVING', index=3, number=3,
+      options=None,
+      type=None),
+  ],
+  containing_type=None,
+  options=None,
+  serialized_start=619,
+  serialized_end=749,
+)
+_sym_db.RegisterEnumDescriptor(_NODELIFECYCLE)
+
+NodeLifecycle = enum_type_wrapper.EnumTypeWrapper(_NODELIFECYCLE)
 NODE_STATE_UNSPECIFIED = 0
 NODE_STATE_HEALTHY = 1
 NODE_STATE_SUSPECT = 2
 NODE_STATE_DOWN = 3
+NODE_LIFECYCLE_UNSPECIFIED = 0
+NODE_LIFECYCLE_JOINING = 1
+NODE_LIFECYCLE_ACTIVE = 2
+NODE_LIFECYCLE_LEAVING = 3
 
 
 
@@ -98,6 +133,27 @@ _NODE = _descriptor.Descriptor(
       message_type=None, enum_type=None, containing_type=None,
       is_extension=False, extension_scope=None,
       options=None, file=DESCRIPTOR),
+    _descriptor.FieldDescriptor(
+      name='peer_address', full_name='v3storage.v1.Node.peer_address', index=4,
+      number=5, type=9, cpp_type=9, label=1,
+      has_default_value=False, default_value=_b("").decode('utf-8'),
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, file=DESCRIPTOR),
+    _descriptor.FieldDescriptor(
+      name='lifecycle', full_name='v3storage.v1.Node.lifecycle', index=5,
+      number=6, type=14, cpp_type=8, label=1,
+      has_default_value=False, default_value=0,
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, file=DESCRIPTOR),
+    _descriptor.FieldDescriptor(
+      name='ring_share', full_name='v3storage.v1.Node.ring_share', index=6,
+      number=7, type=1, cpp_type=5, label=1,
+      has_default_value=False, default_value=float(0),
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, file=DESCRIPTOR),
   ],
   extensions=[
   ],
@@ -110,8 +166,8 @@ _NODE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=79,
-  serialized_end=170,
+  serialized_start=80,
+  serialized_end=261,
 )
 
 
@@ -134,8 +190,8 @@ _LISTNODESREQUEST = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=172,
-  serialized_end=190,
+  serialized_start=263,
+  serialized_end=281,
 )
 
 
@@ -153,6 +209,20 @@ _LISTNODESRESPONSE = _descriptor.Descriptor(
       message_type=None, enum_type=None, containing_type=None,
       is_extension=False, extension_scope=None,
       options=None, file=DESCRIPTOR),
+    _descriptor.FieldDescriptor(
+      name='ring_version', full_name='v3storage.v1.ListNodesResponse.ring_version', index=1,
+      number=2, type=4, cpp_type=4, label=1,
+      has_default_value=False, default_value=0,
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, file=DESCRIPTOR),
+    _descriptor.FieldDescriptor(
+      name='replication_factor', full_name='v3storage.v1.ListNodesResponse.replication_factor', index=2,
+      number=3, type=13, cpp_type=3, label=1,
+      has_default_value=False, default_value=0,
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, file=DESCRIPTOR),
   ],
   extensions=[
   ],
@@ -165,8 +235,8 @@ _LISTNODESRESPONSE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=192,
-  serialized_end=246,
+  serialized_start=283,
+  serialized_end=387,
 )
 
 
@@ -203,8 +273,8 @@ _LOCATEREQUEST = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=248,
-  serialized_end=312,
+  serialized_start=389,
+  serialized_end=453,
 )
 
 
@@ -234,11 +304,12 @@ _LOCATERESPONSE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=314,
-  serialized_end=365,
+  serialized_start=455,
+  serialized_end=506,
 )
 
 _NODE.fields_by_name['state'].enum_type = _NODESTATE
+_NODE.fields_by_name['lifecycle'].enum_type = _NODELIFECYCLE
 _LISTNODESRESPONSE.fields_by_name['nodes'].message_type = _NODE
 _LOCATEREQUEST.fields_by_name['tags'].message_type = v3storage_dot_v1_dot_common__pb2._TAG
 _LOCATERESPONSE.fields_by_name['nodes'].message_type = _NODE
@@ -248,6 +319,7 @@ DESCRIPTOR.message_types_by_name['ListNodesResponse'] = _LISTNODESRESPONSE
 DESCRIPTOR.message_types_by_name['LocateRequest'] = _LOCATEREQUEST
 DESCRIPTOR.message_types_by_name['LocateResponse'] = _LOCATERESPONSE
 DESCRIPTOR.enum_types_by_name['NodeState'] = _NODESTATE
+DESCRIPTOR.enum_types_by_name['NodeLifecycle'] = _NODELIFECYCLE
 _sym_db.RegisterFileDescriptor(DESCRIPTOR)
 
 Node = _reflection.GeneratedProtocolMessageType('Node', (_message.Message,), dict(
@@ -293,8 +365,8 @@ _CLUSTERSERVICE = _descriptor.ServiceDescriptor(
   file=DESCRIPTOR,
   index=0,
   options=None,
-  serialized_start=478,
-  serialized_end=641,
+  serialized_start=752,
+  serialized_end=915,
   methods=[
   _descriptor.MethodDescriptor(
     name='ListNodes',

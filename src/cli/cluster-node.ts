@@ -1,0 +1,135 @@
+import { ClusterEngine, type ClusterView, type RingSnapshot } from '../cluster/cluster-engine.js'
+import { Membership, type RingState } from '../cluster/membership.js'
+import { peerService } from '../cluster/peer-service.js'
+import { ZmqPeerTransport } from '../cluster/peer-transport.js'
+import { chooseTokens, evenTokens } from '../cluster/tokens.js'
+import type { Logger } from '../engine/config.js'
+import type { ShardReader } from '../engine/shard.js'
+import type { StorageEngine } from '../engine/storage-engine.js'
+import type { WriteLimits } from '../model/limits.js'
+import { UsageError } from './args.js'
+
+export interface ClusterServeOptions {
+  readonly nodeId: string | undefined
+  readonly peerListen: string | undefined
+  readonly advertise: string | undefined
+  readonly consulUrl: string
+  readonly consulToken: string | undefined
+  readonly clusterName: string
+  readonly replicationFactor: number
+  readonly vnodes: number
+  readonly peerTimeoutMs: number
+}
+
+export interface ClusterNode {
+  readonly engine: ClusterEngine
+  /** Binds the peer socket, registers in Consul and joins the ring, once gRPC is bound at `grpcAddress`. */
+  join(grpcAddress: string): Promise<void>
+  /** Deregisters from Consul and closes the peer sockets. */
+  stop(): Promise<void>
+}
+
+function isShardReader(engine: StorageEngine): engine is StorageEngine & ShardReader {
+  const e = engine as Partial<ShardReader>
+  return typeof e.queryShard === 'function' && typeof e.queryPartials === 'function'
+}
+
+function splitHostPort(address: string): { host: string; port: number } {
+  const colon = address.lastIndexOf(':')
+  return { host: address.slice(0, colon), port: Number(address.slice(colon + 1)) }
+}
+
+const WILDCARDS = new Set(['0.0.0.0', '::', '[::]'])
+
+/** The node's ring view through its membership: the ring as last known, the healthy set, no leader yet. */
+function viewOf(membership: Membership): ClusterView {
+  let last: RingState | undefined
+  let snapshot: RingSnapshot | undefined
+  return {
+    ring: () => {
+      const ring = membership.ring()
+      if (ring !== last) {
+        last = ring
+        snapshot = ring === undefined ? undefined : { ...ring, members: ring.members.map((m) => ({ ...m })) }
+      }
+      return snapshot
+    },
+    healthyIds: () => new Set(membership.healthy().keys()),
+    leaderId: () => undefined,
+  }
+}
+
+/**
+ * The integrated edition's node: the cluster engine over the local engine, the ZeroMQ transport
+ * that serves peers from the local engine, and the Consul membership that gives the ring.
+ */
+export function createClusterNode(
+  local: StorageEngine,
+  options: ClusterServeOptions,
+  engineLimits: { readonly limits: WriteLimits; readonly maxPointsPerQuery: number },
+  logger: Logger,
+): ClusterNode {
+  if (!isShardReader(local)) {
+    throw new UsageError('--cluster needs an engine that reads by shard, such as the basic engine')
+  }
+  const engine = new ClusterEngine(
+    local,
+    {
+      limits: engineLimits.limits,
+      maxPointsPerQuery: engineLimits.maxPointsPerQuery,
+      peerTimeoutMs: options.peerTimeoutMs,
+    },
+    logger,
+  )
+  let transport: ZmqPeerTransport | undefined
+  let membership: Membership | undefined
+  return {
+    engine,
+    async join(grpcAddress) {
+      // Retried while Consul cannot be reached: the sockets and the membership are made once.
+      if (membership === undefined) {
+        const advertise = options.advertise ?? grpcAddress
+        const { host, port } = splitHostPort(advertise)
+        if (WILDCARDS.has(host)) {
+          throw new UsageError(`--advertise is needed when --listen is ${grpcAddress}: other nodes cannot dial ${host}`)
+        }
+        const nodeId = options.nodeId ?? advertise
+        const peerListen = options.peerListen ?? `${splitHostPort(grpcAddress).host}:${port + 1}`
+        transport = new ZmqPeerTransport({
+          nodeId,
+          listen: peerListen,
+          logger,
+          ringVersion: () => engine.ringVersion(),
+        })
+        const bound = await transport.listen(peerService(local))
+        const boundPeer = splitHostPort(bound)
+        const peerAddress = WILDCARDS.has(boundPeer.host) ? `${host}:${boundPeer.port}` : bound
+        membership = new Membership(
+          {
+            consulUrl: options.consulUrl,
+            token: options.consulToken,
+            clusterName: options.clusterName,
+            self: { id: nodeId, grpcAddress: advertise, peerAddress },
+          },
+          logger,
+        )
+        engine.attach({ selfId: nodeId, transport, view: viewOf(membership) })
+      }
+      await membership.start()
+      const ring = await membership.join({
+        vnodes: options.vnodes,
+        replicationFactor: options.replicationFactor,
+        chooseTokens: (existing, id, count) =>
+          existing.length === 0 ? evenTokens(id, count) : chooseTokens(existing, id, count),
+      })
+      logger.info(
+        { node: membership.config.self.id, ringVersion: ring.version, members: ring.members.length },
+        'joined the cluster',
+      )
+    },
+    async stop() {
+      await membership?.stop()
+      await transport?.close()
+    },
+  }
+}

@@ -1,0 +1,140 @@
+/**
+ * Helpers of the cluster tests: a Consul emulator process (or the real agent named by
+ * CONSUL_HTTP_ADDR), free loopback ports, and `v3 serve --cluster` nodes on them. Every process a
+ * test starts, the test stops.
+ */
+import { type ChildProcess, spawn } from 'node:child_process'
+import { once } from 'node:events'
+import { createServer } from 'node:net'
+import { dirname, join, resolve } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import type { NodeInfo } from '../../src/client/index.js'
+import { type ServerProcess, startServerProcess } from './server-process.js'
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..')
+
+export interface ConsulProcess {
+  readonly url: string
+  /** The emulator's process; undefined against a real agent, which the tests must not pause. */
+  readonly child: ChildProcess | undefined
+  stop(): Promise<void>
+}
+
+/** The real agent at CONSUL_HTTP_ADDR when set, else the emulator in a process of its own. */
+export async function startConsul(): Promise<ConsulProcess> {
+  const real = process.env.CONSUL_HTTP_ADDR
+  if (real !== undefined && real !== '') {
+    return { url: /^https?:\/\//.test(real) ? real : `http://${real}`, child: undefined, stop: async () => {} }
+  }
+  const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'test', 'fixtures', 'consul-emulator.ts')], {
+    cwd: ROOT,
+    stdio: ['ignore', 'pipe', 'inherit'],
+  })
+  let out = ''
+  child.stdout?.setEncoding('utf8')
+  const url = await new Promise<string>((resolveUrl, reject) => {
+    child.stdout?.on('data', (chunk: string) => {
+      out += chunk
+      const match = /^consul emulator on (\S+)$/m.exec(out)
+      if (match?.[1] !== undefined) resolveUrl(match[1])
+    })
+    child.once('exit', (code) => reject(new Error(`the Consul emulator exited with ${code} before listening`)))
+  })
+  return {
+    url,
+    child,
+    async stop() {
+      if (child.exitCode !== null || child.signalCode !== null) return
+      child.kill('SIGCONT')
+      child.kill('SIGKILL')
+      await once(child, 'exit')
+    },
+  }
+}
+
+/** A port that was free a moment ago on 127.0.0.1. */
+export async function freePort(): Promise<number> {
+  const server = createServer()
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  const address = server.address()
+  const port = typeof address === 'object' && address !== null ? address.port : 0
+  server.close()
+  await once(server, 'close')
+  return port
+}
+
+export interface NodeSpec {
+  readonly id: string
+  readonly port: number
+  readonly peerPort: number
+  readonly dataDir?: string
+}
+
+export async function nodeSpec(id: string): Promise<NodeSpec> {
+  return { id, port: await freePort(), peerPort: await freePort() }
+}
+
+/** Starts one cluster node; it prints its listening line once it has joined the ring. */
+export function startNode(
+  consul: ConsulProcess,
+  spec: NodeSpec,
+  clusterName: string,
+  extra: readonly string[] = [],
+): Promise<ServerProcess> {
+  return startServerProcess({
+    dataDir: spec.dataDir,
+    args: [
+      '--cluster',
+      '--consul',
+      consul.url,
+      '--cluster-name',
+      clusterName,
+      '--node-id',
+      spec.id,
+      '--listen',
+      `127.0.0.1:${spec.port}`,
+      '--peer-listen',
+      `127.0.0.1:${spec.peerPort}`,
+      '--peer-timeout',
+      '3s',
+      '--log-level',
+      'warn',
+      ...extra,
+    ],
+  })
+}
+
+/** Waits until a condition holds, polling; fails with the last reason after the timeout. */
+export async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 30_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs
+  let last: unknown
+  for (;;) {
+    try {
+      const value = await probe()
+      if (value !== undefined) return value
+    } catch (err) {
+      last = err
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}: ${String(last)}`)
+    await new Promise((r) => setTimeout(r, 100))
+  }
+}
+
+/** Waits until every node lists exactly these members. */
+export async function waitForMembers(nodes: readonly ServerProcess[], ids: readonly string[]): Promise<NodeInfo[]> {
+  const want = [...ids].sort().join(',')
+  let listed: NodeInfo[] = []
+  for (const node of nodes) {
+    listed = await waitFor(`${want} on ${node.address}`, async () => {
+      const members = await node.client.listNodes()
+      return members
+        .map((m) => m.id)
+        .sort()
+        .join(',') === want
+        ? members
+        : undefined
+    })
+  }
+  return listed
+}

@@ -1,0 +1,299 @@
+import assert from 'node:assert/strict'
+import { after, before, describe, it } from 'node:test'
+import { mergeChunks, type QueryInput, type SeriesInput } from '../../src/client/index.js'
+import type { SeriesPoints } from '../../src/model/types.js'
+import {
+  type ConsulProcess,
+  type NodeSpec,
+  nodeSpec,
+  startConsul,
+  startNode,
+  waitFor,
+  waitForMembers,
+} from './cluster-kit.js'
+import { removeDataDir, type ServerProcess, startServerProcess } from './server-process.js'
+
+const T0 = Date.UTC(2026, 0, 1)
+const HOUR = 3_600_000
+
+/** 40 series of two metrics, a point every 10 s for an hour; whole values keep sums exact. */
+function dataset(): SeriesInput[] {
+  const out: SeriesInput[] = []
+  for (let h = 0; h < 10; h++) {
+    for (const region of ['eu-west', 'us-east']) {
+      for (const metric of ['cpu', 'mem']) {
+        const timestamps: number[] = []
+        const values: number[] = []
+        for (let t = 0; t < HOUR; t += 10_000) {
+          timestamps.push(T0 + t + h * 7)
+          values.push(((h * 31 + t / 10_000) % 97) - (region === 'eu-west' ? 10 : 0))
+        }
+        const tags: Record<string, string> = { host: `h${String(h).padStart(2, '0')}`, region }
+        if (h % 3 === 0) tags.rack = `r${h % 2}`
+        out.push({ metric, tags, timestamps, values })
+      }
+    }
+  }
+  return out
+}
+
+function sortedSeries(series: readonly SeriesPoints[]): string[] {
+  return series.map((s) => `${s.metric}${JSON.stringify(s.tags)}`)
+}
+
+/** Equal answers: the same series in the same order, equal buckets, values equal up to summation order. */
+function assertSameAnswer(actual: readonly SeriesPoints[], expected: readonly SeriesPoints[], context: string): void {
+  assert.deepEqual(sortedSeries(actual), sortedSeries(expected), `${context}: series`)
+  actual.forEach((a, i) => {
+    const e = expected[i]!
+    assert.deepEqual([...a.timestamps], [...e.timestamps], `${context}: timestamps of series ${i}`)
+    a.values.forEach((v, j) => {
+      const x = e.values[j]!
+      assert.ok(
+        Object.is(v, x) || Math.abs(v - x) <= 1e-9 * Math.max(1, Math.abs(x)),
+        `${context}: series ${i} point ${j}: ${v}, expected ${x}`,
+      )
+    })
+  })
+}
+
+const QUERIES: readonly QueryInput[] = (() => {
+  const range = { startMs: T0, endMs: T0 + HOUR }
+  const out: QueryInput[] = [
+    { selector: { metric: 'cpu' }, ...range },
+    { selector: { metric: 'cpu', matchers: [{ key: 'region', value: 'eu-.*', op: 'regex' }] }, ...range },
+    { selector: { metric: 'cpu', matchers: [{ key: 'host', value: 'h0[12]', op: 'not_regex' }] }, ...range },
+    { selector: { metric: 'mem', matchers: [{ key: 'rack', value: '', op: 'eq' }] }, ...range },
+    {
+      selector: { metric: 'mem', matchers: [{ key: 'host', value: 'h03', op: 'neq' }] },
+      startMs: T0 + 1_000,
+      endMs: T0 + 20 * 60_000,
+    },
+    {
+      selector: { metric: 'cpu' },
+      additionalSelectors: [{ metric: 'mem' }],
+      ...range,
+      valueFilter: { op: 'gt', value: 40 },
+    },
+  ]
+  const funcs = ['count', 'sum', 'min', 'max', 'avg', 'first', 'last', 'stddev', 'p50', 'p99'] as const
+  for (const func of funcs) {
+    out.push({ selector: { metric: 'cpu' }, ...range, aggregation: { func, stepMs: 300_000 } })
+    out.push({ selector: { metric: 'cpu' }, ...range, aggregation: { func, stepMs: 600_000, groupBy: ['region'] } })
+    out.push({ selector: { metric: 'mem' }, ...range, aggregation: { func, stepMs: 0, mergeSeries: true } })
+    out.push({ selector: { metric: 'mem' }, ...range, aggregation: { func, stepMs: 900_000, groupBy: ['rack'] } })
+  }
+  return out
+})()
+
+/** Writes the data set through `writer` and to `single`, then checks every query kind through `reader`. */
+async function checkAnswers(writer: ServerProcess, reader: ServerProcess, single: ServerProcess): Promise<void> {
+  const data = dataset()
+  for (let i = 0; i < data.length; i += 10) {
+    await writer.client.write(data.slice(i, i + 10))
+    await single.client.write(data.slice(i, i + 10))
+  }
+  for (const query of QUERIES) {
+    const context = JSON.stringify(query)
+    assertSameAnswer(await reader.client.query(query), await single.client.query(query), context)
+    const streamed = await mergeChunks(reader.client.queryStream(query))
+    assertSameAnswer(streamed, await single.client.query(query), `stream ${context}`)
+  }
+  for (const metric of ['cpu', 'mem']) {
+    assertSameAnswer(await reader.client.latest({ metric }), await single.client.latest({ metric }), `latest ${metric}`)
+    assert.deepEqual(await reader.client.listSeries({ metric }), await single.client.listSeries({ metric }))
+  }
+  assert.deepEqual(
+    await reader.client.listSeries({ metric: 'cpu', matchers: [{ key: 'host', value: 'h0.', op: 'regex' }] }),
+    await single.client.listSeries({ metric: 'cpu', matchers: [{ key: 'host', value: 'h0.', op: 'regex' }] }),
+  )
+}
+
+describe('a cluster of three nodes, one copy of each series', { timeout: 240_000 }, () => {
+  let consul: ConsulProcess
+  let single: ServerProcess
+  const specs: NodeSpec[] = []
+  const nodes: ServerProcess[] = []
+  const name = `v3-r1-${process.pid}`
+  const dataDirs: string[] = []
+
+  before(async () => {
+    consul = await startConsul()
+    single = await startServerProcess()
+    for (const id of ['n1', 'n2', 'n3']) specs.push(await nodeSpec(id))
+    for (const spec of specs) {
+      const node = await startNode(consul, spec, name, ['--replication-factor', '1', '--vnodes', '64'])
+      nodes.push(node)
+      dataDirs.push(node.dataDir)
+    }
+    await waitForMembers(nodes, ['n1', 'n2', 'n3'])
+  })
+
+  after(async () => {
+    for (const node of nodes) await node.kill()
+    await single?.kill()
+    await consul?.stop()
+    for (const dir of [...dataDirs, single?.dataDir]) if (dir !== undefined) await removeDataDir(dir)
+  })
+
+  it('lists every member with its addresses and an even share of the ring', async () => {
+    const members = await nodes[1]!.client.listNodes()
+    assert.equal(members.length, 3)
+    for (const m of members) {
+      const spec = specs.find((s) => s.id === m.id)!
+      assert.equal(m.address, `127.0.0.1:${spec.port}`)
+      assert.equal(m.peerAddress, `127.0.0.1:${spec.peerPort}`)
+      assert.equal(m.lifecycle, 'active')
+      assert.equal(m.leader, false)
+      assert.ok(Math.abs(m.ringShare - 1 / 3) < 0.02, `share of ${m.id} is ${m.ringShare}`)
+    }
+  })
+
+  it('answers every query kind through another node exactly as one node holding the same data', async () => {
+    await checkAnswers(nodes[0]!, nodes[1]!, single)
+  })
+
+  it('stores on each node only the series the ring gives it', async () => {
+    const stats = await nodes[2]!.client.stats()
+    const perNode = new Map(stats.nodes.map((n) => [n.id, n.stats.series]))
+    const owned = new Map<string, number>()
+    for (const s of await single.client.listSeries({ metric: 'cpu' })) {
+      const owners = await nodes[2]!.client.locate(s.metric, s.tags)
+      assert.equal(owners.length, 1)
+      owned.set(owners[0]!.id, (owned.get(owners[0]!.id) ?? 0) + 1)
+    }
+    for (const s of await single.client.listSeries({ metric: 'mem' })) {
+      const owners = await nodes[2]!.client.locate(s.metric, s.tags)
+      owned.set(owners[0]!.id, (owned.get(owners[0]!.id) ?? 0) + 1)
+    }
+    assert.deepEqual([...perNode].sort(), [...owned].sort(), 'series per node equal what Locate assigns')
+    assert.equal(stats.series, 40)
+    assert.ok(
+      [...owned.values()].every((n) => n > 0),
+      'every node holds some series',
+    )
+  })
+
+  it('stores nothing of a rejected batch on any node', async () => {
+    const before = (await nodes[0]!.client.stats()).nodes.map((n) => [n.id, n.stats.pointsWritten])
+    const bad: SeriesInput[] = []
+    for (let h = 0; h < 12; h++) bad.push({ metric: 'fresh', tags: { host: `x${h}` }, timestamps: [T0], values: [1] })
+    bad.push({ metric: 'fresh', tags: { host: 'bad' }, timestamps: [T0, T0 + 1], values: [1] })
+    await assert.rejects(nodes[1]!.client.write(bad), (err: Error & { code?: number }) => {
+      assert.equal(err.code, 3, err.message)
+      assert.match(err.message, /series\[12\]/)
+      return true
+    })
+    for (const node of nodes) assert.deepEqual(await node.client.listSeries({ metric: 'fresh' }), [])
+    const afterwards = (await nodes[0]!.client.stats()).nodes.map((n) => [n.id, n.stats.pointsWritten])
+    assert.deepEqual(afterwards, before)
+  })
+
+  it('keeps serving while Consul is paused', { timeout: 90_000 }, async (t) => {
+    if (consul.child === undefined) {
+      t.skip('a real Consul agent is not paused by the tests')
+      return
+    }
+    consul.child.kill('SIGSTOP')
+    try {
+      const until = Date.now() + 30_000
+      let round = 0
+      while (Date.now() < until) {
+        const node = nodes[round % 3]!
+        const ts = T0 + 2 * HOUR + round * 1_000
+        await node.client.write([
+          { metric: 'paused', tags: { n: String(round % 5) }, timestamps: [ts], values: [round] },
+        ])
+        const count = await node.client.query({
+          selector: { metric: 'paused' },
+          startMs: T0 + 2 * HOUR,
+          endMs: T0 + 3 * HOUR,
+          aggregation: { func: 'count', stepMs: 0, mergeSeries: true },
+        })
+        assert.equal(count[0]?.values[0], round + 1)
+        round++
+        await new Promise((r) => setTimeout(r, 250))
+      }
+      assert.ok(round > 20, `only ${round} rounds in 30 s`)
+    } finally {
+      consul.child.kill('SIGCONT')
+    }
+  })
+
+  it('gives a node restarted with the same id the same tokens', async () => {
+    const sharesBefore = (await nodes[0]!.client.listNodes()).map((m) => [m.id, m.ringShare]).sort()
+    const refs = await single.client.listSeries({ metric: 'cpu' })
+    const ownersBefore = await Promise.all(
+      refs.map(async (r) => (await nodes[0]!.client.locate(r.metric, r.tags))[0]!.id),
+    )
+    const stopped = await nodes[2]!.stop()
+    assert.equal(stopped.code, 0)
+    nodes[2] = await startNode(consul, { ...specs[2]!, dataDir: dataDirs[2] }, name, ['--replication-factor', '1'])
+    await waitForMembers(nodes, ['n1', 'n2', 'n3'])
+    const sharesAfter = (await nodes[2]!.client.listNodes()).map((m) => [m.id, m.ringShare]).sort()
+    assert.deepEqual(sharesAfter, sharesBefore)
+    const ownersAfter = await Promise.all(
+      refs.map(async (r) => (await nodes[2]!.client.locate(r.metric, r.tags))[0]!.id),
+    )
+    assert.deepEqual(ownersAfter, ownersBefore)
+    // Its data is still there and still answered.
+    assertSameAnswer(
+      await nodes[2]!.client.query({ selector: { metric: 'cpu' }, startMs: T0, endMs: T0 + HOUR }),
+      await single.client.query({ selector: { metric: 'cpu' }, startMs: T0, endMs: T0 + HOUR }),
+      'after the restart',
+    )
+  })
+
+  it('fails writes and queries that need a dead owner with UNAVAILABLE naming it', async () => {
+    await nodes[2]!.kill()
+    const refs = await single.client.listSeries({ metric: 'cpu' })
+    let victim: (typeof refs)[number] | undefined
+    for (const r of refs) if ((await nodes[0]!.client.locate(r.metric, r.tags))[0]!.id === 'n3') victim = r
+    assert.ok(victim !== undefined, 'n3 owns some series')
+    const unavailable = (err: Error & { code?: number }) => {
+      assert.equal(err.code, 14, err.message)
+      assert.match(err.message, /n3/)
+      return true
+    }
+    await assert.rejects(
+      nodes[0]!.client.write([{ metric: victim.metric, tags: victim.tags, timestamps: [T0 + 5 * HOUR], values: [1] }]),
+      unavailable,
+    )
+    await assert.rejects(
+      nodes[1]!.client.query({ selector: { metric: 'cpu' }, startMs: T0, endMs: T0 + HOUR }),
+      unavailable,
+    )
+  })
+})
+
+describe('a cluster of three nodes, three copies of each series', { timeout: 180_000 }, () => {
+  let consul: ConsulProcess
+  let single: ServerProcess
+  const nodes: ServerProcess[] = []
+
+  before(async () => {
+    consul = await startConsul()
+    single = await startServerProcess()
+    for (const id of ['a', 'b', 'c']) nodes.push(await startNode(consul, await nodeSpec(id), `v3-r3-${process.pid}`))
+    await waitForMembers(nodes, ['a', 'b', 'c'])
+  })
+
+  after(async () => {
+    for (const node of nodes) await node.kill()
+    await single?.kill()
+    await consul?.stop()
+    for (const dir of [...nodes.map((n) => n.dataDir), single?.dataDir]) if (dir !== undefined) await removeDataDir(dir)
+  })
+
+  it('counts each series once: aggregates equal the single node answer, not three times it', async () => {
+    await checkAnswers(nodes[2]!, nodes[0]!, single)
+    const stats = await nodes[1]!.client.stats()
+    assert.equal(stats.nodes.length, 3)
+    for (const n of stats.nodes) assert.equal(n.stats.series, 40, `series on ${n.id}`)
+    const owners = await waitFor('three owners', async () => {
+      const list = await nodes[1]!.client.locate('cpu', { host: 'h01', region: 'eu-west' })
+      return list.length === 3 ? list : undefined
+    })
+    assert.deepEqual(owners.map((o) => o.id).sort(), ['a', 'b', 'c'])
+  })
+})
