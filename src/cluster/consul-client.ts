@@ -94,7 +94,7 @@ export class ConsulError extends UnavailableError {
 }
 
 /** Formats milliseconds as a Go duration, the form Consul's durations take. */
-export function goDuration(ms: number): string {
+function goDuration(ms: number): string {
   return ms % 1000 === 0 ? `${ms / 1000}s` : `${Math.ceil(ms)}ms`
 }
 
