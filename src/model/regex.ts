@@ -52,7 +52,23 @@ export function compileValueRegex(pattern: string): ValueRegex | string {
   }
   const size = re2.programSize()
   if (size > MAX_REGEX_PROGRAM) return tooLarge(size)
-  return fastPath(pattern) ?? { kind: 're2', test: (value) => re2.testExact(value) }
+  return fastPath(pattern) ?? generalPath(re2)
+}
+
+/**
+ * RE2's full match, behind a check of the literal every match starts with (`web-` of
+ * `web-[0-9]+`), which RE2 finds while compiling: most values of a tag fail it, and startsWith
+ * costs a fraction of entering the matcher. The check is only a necessary condition, so it holds
+ * for values with lone surrogates too, and RE2 still decides.
+ */
+function generalPath(re2: RE2JS): ValueRegex {
+  const { prefix, prefixComplete } = re2.re2() as { prefix: unknown; prefixComplete: unknown }
+  // A complete prefix is the whole pattern, such as `a{2}b` or `\Qa.b\E`: the match is equality.
+  if (typeof prefix === 'string' && prefixComplete === true) return { kind: 'equal', test: (value) => value === prefix }
+  if (typeof prefix === 'string' && prefix !== '') {
+    return { kind: 're2', test: (value) => value.startsWith(prefix) && re2.testExact(value) }
+  }
+  return { kind: 're2', test: (value) => re2.testExact(value) }
 }
 
 function tooLarge(size: number): string {
