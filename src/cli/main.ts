@@ -1,5 +1,6 @@
 import { PluginError } from '../engine/plugin-manager.js'
 import { UsageError } from './args.js'
+import { runCluster } from './cluster.js'
 import { runExport } from './export.js'
 import { runImport } from './import.js'
 import { runMigrate } from './migrate.js'
@@ -16,6 +17,7 @@ Commands:
   series    list the series a selector matches
   stats     print a node's engine statistics
   migrate   copy series between data folders and nodes, verifying point counts
+  cluster   cluster status: the members, their health and their share of the ring
 `
 
 const COMMANDS: Readonly<Record<string, (args: readonly string[]) => Promise<number>>> = {
@@ -25,6 +27,7 @@ const COMMANDS: Readonly<Record<string, (args: readonly string[]) => Promise<num
   series: runSeries,
   stats: runStats,
   migrate: runMigrate,
+  cluster: runCluster,
 }
 
 /** The entry point of the `v3` command; the only module that runs on import. */

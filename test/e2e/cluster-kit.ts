@@ -121,7 +121,7 @@ export async function waitFor<T>(what: string, probe: () => Promise<T | undefine
   }
 }
 
-/** Waits until every node lists exactly these members. */
+/** Waits until every node lists exactly these members, all healthy. */
 export async function waitForMembers(nodes: readonly ServerProcess[], ids: readonly string[]): Promise<NodeInfo[]> {
   const want = [...ids].sort().join(',')
   let listed: NodeInfo[] = []
@@ -131,7 +131,7 @@ export async function waitForMembers(nodes: readonly ServerProcess[], ids: reado
       return members
         .map((m) => m.id)
         .sort()
-        .join(',') === want
+        .join(',') === want && members.every((m) => m.state === 'healthy')
         ? members
         : undefined
     })

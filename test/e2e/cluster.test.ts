@@ -2,6 +2,7 @@ import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
 import { mergeChunks, type QueryInput, type SeriesInput } from '../../src/client/index.js'
 import type { SeriesPoints } from '../../src/model/types.js'
+import { runV3 } from './cli-run.js'
 import {
   type ConsulProcess,
   type NodeSpec,
@@ -146,6 +147,18 @@ describe('a cluster of three nodes, one copy of each series', { timeout: 240_000
       assert.equal(m.lifecycle, 'active')
       assert.equal(m.leader, false)
       assert.ok(Math.abs(m.ringShare - 1 / 3) < 0.02, `share of ${m.id} is ${m.ringShare}`)
+    }
+    const status = await runV3(['cluster', 'status', '--server', nodes[2]!.address])
+    assert.equal(status.code, 0, status.stderr)
+    const lines = status.stdout.trim().split('\n')
+    assert.match(lines[0]!, /^node\s+address\s+peer\s+health\s+state\s+ring share\s+leader$/)
+    for (const [i, spec] of specs.entries()) {
+      assert.match(
+        lines[i + 1]!,
+        new RegExp(
+          `^${spec.id}\\s+127\\.0\\.0\\.1:${spec.port}\\s+127\\.0\\.0\\.1:${spec.peerPort}\\s+healthy\\s+active\\s+3\\d\\.\\d%`,
+        ),
+      )
     }
   })
 
