@@ -10,6 +10,7 @@
 // bench/results/ as JSON and Markdown.
 //   npm run bench [-- --decimals 2] [-- --hosts 10] [-- --against victoriametrics]
 //   npm run bench -- --ring   (the hash ring alone, see bench/ring-bench.ts)
+//   npm run bench -- --regex  (regex matchers alone, see bench/regex-bench.ts)
 //   npm run bench -- --peer   (the peer transport alone, see bench/peer-bench.ts)
 import { mkdir, rm, writeFile } from 'node:fs/promises'
 import { cpus, totalmem } from 'node:os'
@@ -52,6 +53,8 @@ const { values: args } = parseArgs({
     ring: { type: 'boolean', default: false },
     // --peer runs only the peer transport bench (bench/peer-bench.ts): two processes on loopback.
     peer: { type: 'boolean', default: false },
+    // --regex runs only the regex matcher bench (bench/regex-bench.ts): no servers, a table of figures.
+    regex: { type: 'boolean', default: false },
   },
 })
 const decimals = args.decimals === undefined ? undefined : Number(args.decimals)
@@ -279,6 +282,9 @@ async function main(): Promise<void> {
 if (args.ring) {
   const { ringBench } = await import('./ring-bench.js')
   ringBench()
+} else if (args.regex) {
+  const { regexBench } = await import('./regex-bench.js')
+  regexBench()
 } else if (args.peer) {
   const { runPeerBench } = await import('./peer-bench.js')
   await runPeerBench()
