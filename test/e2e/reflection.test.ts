@@ -64,7 +64,14 @@ describe('server reflection with buf curl', () => {
       nodes: { id: string; address: string; state: string; leader: boolean }[]
     }
     assert.deepEqual(answer.nodes, [
-      { id: answer.nodes[0]?.id, address: server.address, state: 'NODE_STATE_HEALTHY', leader: true },
+      {
+        id: answer.nodes[0]?.id,
+        address: server.address,
+        state: 'NODE_STATE_HEALTHY',
+        leader: true,
+        lifecycle: 'NODE_LIFECYCLE_ACTIVE',
+        ringShare: 1,
+      },
     ])
 
     const refused = curl(['-d', request], '/v3storage.v1.ClusterService/Locate')
