@@ -56,6 +56,10 @@ function viewOf(membership: Membership): ClusterView {
     },
     healthyIds: () => new Set(membership.healthy().keys()),
     leaderId: () => undefined,
+    consul: () => {
+      const state = membership.consulState()
+      return { reachable: state.reachable, outages: state.outages }
+    },
   }
 }
 

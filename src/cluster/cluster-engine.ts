@@ -18,6 +18,7 @@ import type { Logger } from '../engine/config.js'
 import type { SeriesFilter, ShardReader } from '../engine/shard.js'
 import type {
   CallContext,
+  ClusterFigures,
   ClusterInfo,
   ClusterNodeInfo,
   CompactResult,
@@ -74,6 +75,8 @@ export interface ClusterView {
   healthyIds(): ReadonlySet<string>
   /** The leader's node id, when there is one. */
   leaderId(): string | undefined
+  /** Whether Consul answers, and how many outages there were since the node started. */
+  consul(): { readonly reachable: boolean; readonly outages: number }
 }
 
 export interface ClusterEngineOptions {
@@ -475,6 +478,37 @@ export class ClusterEngine implements StorageEngine {
       writes: latency((s) => s.writes),
       queries: latency((s) => s.queries),
       nodes: perNode.map((n) => ({ id: n.id, stats: n.stats })),
+    }
+  }
+
+  nodeStats(): Promise<EngineStats> {
+    return this.local.stats()
+  }
+
+  clusterFigures(): ClusterFigures {
+    const link = this.link
+    const snapshot = link?.view.ring()
+    const healthy = link?.view.healthyIds() ?? new Set<string>()
+    const consul = link?.view.consul() ?? { reachable: false, outages: 0 }
+    const transport = link?.transport.stats()
+    return {
+      ringVersion: snapshot?.version ?? 0,
+      members: snapshot?.members.length ?? 0,
+      healthyMembers: snapshot?.members.filter((m) => healthy.has(m.id)).length ?? 0,
+      consulReachable: consul.reachable,
+      consulOutages: consul.outages,
+      peers: (transport?.peers ?? []).map((p) => ({
+        peer: p.peer,
+        requestsSent: p.requestsSent,
+        responses: p.responses,
+        timeouts: p.timeouts,
+        sendFailures: p.sendFailures,
+        inFlight: p.inFlight,
+        queueDepth: p.queueDepth,
+      })),
+      malformedPeerMessages: transport?.malformedMessages ?? 0,
+      peerRequestsServed: transport?.requestsServed ?? 0,
+      peerRequestsRejected: transport?.requestsRejected ?? 0,
     }
   }
 

@@ -64,6 +64,34 @@ export interface ClusterNodeInfo {
   readonly leader: boolean
 }
 
+/** One peer channel's counters since the node started. */
+export interface PeerChannelFigures {
+  readonly peer: string
+  readonly requestsSent: number
+  readonly responses: number
+  readonly timeouts: number
+  readonly sendFailures: number
+  readonly inFlight: number
+  readonly queueDepth: number
+}
+
+/** A cluster node's own view of the cluster, for monitoring. */
+export interface ClusterFigures {
+  /** 0 before the node has joined. */
+  readonly ringVersion: number
+  readonly members: number
+  readonly healthyMembers: number
+  readonly consulReachable: boolean
+  /** Times Consul became unreachable since the node started. */
+  readonly consulOutages: number
+  readonly peers: readonly PeerChannelFigures[]
+  /** Peer frames that did not decode or broke the contract, and were rejected. */
+  readonly malformedPeerMessages: number
+  readonly peerRequestsServed: number
+  /** Peer requests refused because that peer's queue here was full. */
+  readonly peerRequestsRejected: number
+}
+
 export interface ClusterInfo {
   readonly ringVersion: number
   /** The effective replication factor: the cluster's setting, bounded by the number of members. */
@@ -120,4 +148,8 @@ export interface StorageEngine {
   clusterInfo?(): ClusterInfo
   /** The owners of a series, primary first; absent where clusterInfo is. */
   locate?(metric: string, tags: readonly Tag[]): ClusterNodeInfo[]
+  /** Where stats() answers for a whole cluster: this node's own figures, which its metrics show. */
+  nodeStats?(): Promise<EngineStats>
+  /** Cluster membership and peer traffic as this node sees them, for its metrics. */
+  clusterFigures?(): ClusterFigures
 }

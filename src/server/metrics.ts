@@ -7,7 +7,7 @@
 import { monitorEventLoopDelay } from 'node:perf_hooks'
 import { ServerInterceptingCall, type ServerInterceptor, status } from '@grpc/grpc-js'
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client'
-import type { StorageEngine } from '../engine/storage-engine.js'
+import type { ClusterFigures, StorageEngine } from '../engine/storage-engine.js'
 
 /** The RPCs that store points: a non-OK status on them is a rejected write. */
 const WRITE_METHODS = new Set(['WriteService/Write', 'WriteService/WriteStream', 'StreamService/Ingest'])
@@ -121,6 +121,8 @@ export function createServerMetrics(engine: StorageEngine, options: MetricsOptio
     '99th percentile of the event loop delay since the previous scrape (sampled every 5 ms).',
   )
   const loopDelayMax = gauge('v3_event_loop_delay_max_seconds', 'Longest event loop delay since the previous scrape.')
+  // A cluster node's view of its cluster and its peer traffic; a single node has none.
+  const updateCluster = engine.clusterFigures === undefined ? undefined : clusterGauges(registers)
   // The engine's points counter is persistent; the Prometheus counter follows it by increments.
   let lastPointsWritten = 0
 
@@ -165,7 +167,8 @@ export function createServerMetrics(engine: StorageEngine, options: MetricsOptio
     loopDelayP99.set(loopDelay.percentile(99) / 1e9)
     loopDelayMax.set(loopDelay.count > 0 ? loopDelay.max / 1e9 : 0)
     loopDelay.reset()
-    const stats = await engine.stats()
+    // A cluster engine's stats() fans out to every node; a node's metrics are its own figures.
+    const stats = await (engine.nodeStats?.() ?? engine.stats())
     series.set(stats.series)
     buffered.set(stats.bufferedPoints)
     hotBlocks.set(stats.hotBlocks)
@@ -184,6 +187,8 @@ export function createServerMetrics(engine: StorageEngine, options: MetricsOptio
         cacheLookups.set({ cache, outcome: 'miss' }, counts.misses)
       }
     }
+    const cluster = engine.clusterFigures?.()
+    if (cluster !== undefined) updateCluster?.(cluster)
     const props = (await engine.properties?.()) ?? {}
     for (const [property, g] of properties) {
       const value = props[property]
@@ -200,5 +205,53 @@ export function createServerMetrics(engine: StorageEngine, options: MetricsOptio
       await refresh()
       return registry.metrics()
     },
+  }
+}
+
+/** The gauges of a cluster node, and the function that sets them from the engine's figures. */
+function clusterGauges(registers: Registry[]): (figures: ClusterFigures) => void {
+  const gauge = (name: string, help: string) => new Gauge({ name, help, registers })
+  const ringVersion = gauge('v3_cluster_ring_version', 'Version of the ring this node routes with.')
+  const members = gauge('v3_cluster_members', 'Members of the ring.')
+  const healthyMembers = gauge('v3_cluster_healthy_members', 'Members of the ring whose Consul health check passes.')
+  const consulUp = gauge(
+    'v3_consul_reachable',
+    '1 while Consul answers, 0 during an outage (the node serves on its last ring).',
+  )
+  const consulOutages = gauge('v3_consul_outages', 'Times Consul became unreachable since the node started.')
+  const peerGauge = (name: string, help: string) => new Gauge({ name, help, labelNames: ['peer'] as const, registers })
+  const peerSent = peerGauge('v3_peer_requests_sent', 'Requests sent to a peer since the node started.')
+  const peerResponses = peerGauge('v3_peer_responses', 'Responses received from a peer since the node started.')
+  const peerTimeouts = peerGauge('v3_peer_timeouts', 'Requests to a peer that got no answer in time.')
+  const peerSendFailures = peerGauge('v3_peer_send_failures', 'Requests the ZeroMQ socket refused to send.')
+  const peerInFlight = peerGauge('v3_peer_in_flight', 'Requests to a peer awaiting their answer now.')
+  const peerQueue = peerGauge('v3_peer_queue_depth', 'Requests to a peer waiting for an in-flight slot now.')
+  const malformedPeer = gauge(
+    'v3_peer_malformed_messages',
+    'Peer frames rejected because they did not decode or broke the contract.',
+  )
+  const peerServed = gauge('v3_peer_requests_served', 'Requests from peers answered.')
+  const peerRejected = gauge(
+    'v3_peer_requests_rejected',
+    "Requests from peers refused because that peer's queue was full.",
+  )
+
+  return (cluster) => {
+    ringVersion.set(cluster.ringVersion)
+    members.set(cluster.members)
+    healthyMembers.set(cluster.healthyMembers)
+    consulUp.set(cluster.consulReachable ? 1 : 0)
+    consulOutages.set(cluster.consulOutages)
+    for (const p of cluster.peers) {
+      peerSent.set({ peer: p.peer }, p.requestsSent)
+      peerResponses.set({ peer: p.peer }, p.responses)
+      peerTimeouts.set({ peer: p.peer }, p.timeouts)
+      peerSendFailures.set({ peer: p.peer }, p.sendFailures)
+      peerInFlight.set({ peer: p.peer }, p.inFlight)
+      peerQueue.set({ peer: p.peer }, p.queueDepth)
+    }
+    malformedPeer.set(cluster.malformedPeerMessages)
+    peerServed.set(cluster.peerRequestsServed)
+    peerRejected.set(cluster.peerRequestsRejected)
   }
 }

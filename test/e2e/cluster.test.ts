@@ -148,6 +148,11 @@ describe('a cluster of three nodes, one copy of each series', { timeout: 240_000
       assert.equal(m.leader, false)
       assert.ok(Math.abs(m.ringShare - 1 / 3) < 0.02, `share of ${m.id} is ${m.ringShare}`)
     }
+    const metrics = await (await fetch(nodes[0]!.metricsUrl!)).text()
+    assert.match(metrics, /^v3_cluster_members 3$/m)
+    assert.match(metrics, /^v3_cluster_healthy_members 3$/m)
+    assert.match(metrics, /^v3_consul_reachable 1$/m)
+    assert.match(metrics, /^v3_cluster_ring_version [1-9]\d*$/m)
     const status = await runV3(['cluster', 'status', '--server', nodes[2]!.address])
     assert.equal(status.code, 0, status.stderr)
     const lines = status.stdout.trim().split('\n')
@@ -181,6 +186,10 @@ describe('a cluster of three nodes, one copy of each series', { timeout: 240_000
     }
     assert.deepEqual([...perNode].sort(), [...owned].sort(), 'series per node equal what Locate assigns')
     assert.equal(stats.series, 40)
+    // A node's metrics are its own figures, and its peer channels count what it forwarded.
+    const metrics = await (await fetch(nodes[0]!.metricsUrl!)).text()
+    assert.match(metrics, new RegExp(`^v3_series ${perNode.get('n1')}$`, 'm'))
+    assert.match(metrics, /^v3_peer_requests_sent\{peer="n2"\} [1-9]\d*$/m)
     assert.ok(
       [...owned.values()].every((n) => n > 0),
       'every node holds some series',
