@@ -10,23 +10,12 @@
 import { decodeBlockInto, encodeBlock } from '../src/codec/block-codec.js'
 import { decodeRunInto, encodeRun, readRunHeader } from '../src/codec/run-codec.js'
 import { BLOCK_MS, ENCODING_RUN_SCALED } from '../src/codec/schema.js'
+import { prng } from '../src/model/prng.js'
 
 const SERIES = 2000
 const POINTS = 360
 const INTERVAL_MS = 10_000
 const RUN_START_MS = 1_700_000_000_000 - (1_700_000_000_000 % 3_600_000)
-
-/** Mulberry32: a small seeded PRNG, so every run measures the same data. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296
-  }
-}
 
 /** Uniform in [0, 1) with all 53 bits random, as Math.random(): full-precision data has no spare zero bits. */
 function prng53(seed: number): () => number {

@@ -1,4 +1,7 @@
 // The TSBS devops "cpu-only" shape, generated deterministically: 100 hosts with 10 tags each, 10 cpu
+import { prng } from '../src/model/prng.js'
+
+export { prng }
 // metrics per host, a point every 10 s for 24 h (8.64 M points), values a clamped random walk.
 // Every series has its own seeded generator, so any series can be regenerated alone for the
 // reference results that the queries are checked against.
@@ -33,18 +36,6 @@ const REGIONS = [
 
 export interface HostTags {
   readonly [key: string]: string
-}
-
-/** A small, fast, seedable generator (mulberry32). */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
 }
 
 export function hostTags(host: number): Record<string, string> {

@@ -10,23 +10,12 @@
 // second on the 100-node ring, and the cost of a series token.
 import { Ring, type RingMember, seriesToken, TOKEN_SPACE, tokenOfSeriesId } from '../src/cluster/ring.js'
 import { chooseTokens, DEFAULT_VNODES, withoutMember } from '../src/cluster/tokens.js'
+import { prng } from '../src/model/prng.js'
 import { canonicalSeriesKey, seriesIdFromKey } from '../src/model/series-key.js'
 
 const SIZES = [3, 10, 100]
 const SERIES = 100_000
 const LOOKUPS = 2_000_000
-
-/** Mulberry32: seeded, so runs compare. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296
-  }
-}
 
 function spread(ring: Ring, replicationFactor: number): number {
   const shares = [...ring.ownership(replicationFactor).values()]

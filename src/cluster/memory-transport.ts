@@ -10,6 +10,7 @@
 import { PeerKind, PeerRequest, PeerResponse, PeerStatus } from '../../gen/v3storage/internal/v1/peer.js'
 import { type Clock, systemClock } from '../engine/config.js'
 import { UnavailableError } from '../model/errors.js'
+import { prng } from '../model/prng.js'
 import { checkPeerRequest, errorResponseFields, responseError } from './peer-codec.js'
 import {
   ChannelCounters,
@@ -44,18 +45,6 @@ export interface MemoryNetworkOptions {
   readonly faults?: MemoryFaults
   /** The clock that request deadlines are stamped with. */
   readonly clock?: Clock
-}
-
-/** Mulberry32: small, seeded and good enough to pick faults. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296
-  }
 }
 
 /** The shared medium of a set of MemoryPeerTransports. */

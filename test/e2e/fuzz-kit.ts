@@ -14,18 +14,9 @@ import {
   type ServiceError,
   status,
 } from '@grpc/grpc-js'
+import { prng as mulberry32 } from '../../src/model/prng.js'
 
-/** mulberry32: a small, fast PRNG whose whole state is one 32-bit seed, so a failure replays. */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
+export { mulberry32 }
 
 export class Rng {
   readonly next: () => number

@@ -3,19 +3,8 @@ import { describe, it } from 'node:test'
 import { aggregate } from '../../src/engine/aggregate.js'
 import { mergePartials, partialSteps } from '../../src/engine/aggregate-partial.js'
 import { runToEnd } from '../../src/engine/slicer.js'
+import { prng } from '../../src/model/prng.js'
 import type { AggFunc, Aggregation, SeriesPoints } from '../../src/model/types.js'
-
-/** A small seeded PRNG (mulberry32), so a failure names a seed that reproduces it. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 function randomSeries(rand: () => number): SeriesPoints[] {
   const out: SeriesPoints[] = []

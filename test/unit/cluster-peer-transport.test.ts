@@ -35,6 +35,7 @@ import {
   V3Error,
   ValidationError,
 } from '../../src/model/errors.js'
+import { prng } from '../../src/model/prng.js'
 import type { SeriesPoints } from '../../src/model/types.js'
 
 const HOST = '127.0.0.1'
@@ -46,18 +47,6 @@ async function waitFor(cond: () => boolean | Promise<boolean>, what: string, tim
   while (!(await cond())) {
     if (Date.now() - start > timeoutMs) assert.fail(`timed out waiting for ${what}`)
     await new Promise((resolve) => setTimeout(resolve, 5))
-  }
-}
-
-/** Mulberry32, so random inputs are the same on every run. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296
   }
 }
 

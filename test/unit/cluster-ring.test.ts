@@ -3,19 +3,8 @@ import { describe, it } from 'node:test'
 import { assignReadReplicas, type ReadAssignment, unavailableNodes } from '../../src/cluster/placement.js'
 import { Ring, type RingMember, seriesToken, TOKEN_SPACE, tokenOfSeriesId } from '../../src/cluster/ring.js'
 import { chooseTokens, DEFAULT_VNODES, evenTokens, withoutMember } from '../../src/cluster/tokens.js'
+import { prng } from '../../src/model/prng.js'
 import { canonicalSeriesKey, seriesIdFromKey } from '../../src/model/series-key.js'
-
-/** Mulberry32: seeded, so a failure repeats. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296
-  }
-}
 
 /** A ring built the way a cluster grows: nodes join one at a time, each choosing its tokens. */
 function grow(nodes: number, vnodes = DEFAULT_VNODES, from: RingMember[] = []): RingMember[] {

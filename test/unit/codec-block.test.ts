@@ -4,18 +4,7 @@ import { blockCount, decodeBlock, decodeBlockInto, encodeBlock } from '../../src
 import { CorruptDataError } from '../../src/codec/errors.js'
 import { MIN_BLOCK } from '../../src/codec/row-key.js'
 import { BLOCK_MS, ENCODING_BLOCK_GORILLA } from '../../src/codec/schema.js'
-
-/** Mulberry32: seeded, so a failure repeats. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296
-  }
-}
+import { prng } from '../../src/model/prng.js'
 
 /** Doubles from exact bit patterns, so NaN payloads and signs are what the test says. */
 function fromBits(...bits: bigint[]): Float64Array {

@@ -17,18 +17,7 @@ import {
   timeKeyRange,
 } from '../../src/codec/row-key.js'
 import { BLOCK_MS, BLOCK_NUMBER_BIAS, ROW_KEY_BYTES, RUN_BLOCKS } from '../../src/codec/schema.js'
-
-/** Mulberry32: seeded, so a failure repeats. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296
-  }
-}
+import { prng } from '../../src/model/prng.js'
 
 function id(...bytes: number[]): Buffer {
   return Buffer.from(bytes.length === 8 ? bytes : [0, 0, 0, 0, 0, 0, 0, bytes[0] ?? 0])

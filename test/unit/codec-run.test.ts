@@ -4,18 +4,7 @@ import { CorruptDataError } from '../../src/codec/errors.js'
 import { RUN_MS } from '../../src/codec/row-key.js'
 import { decodeRun, decodeRunInto, encodeRun, readRunHeader, runCount } from '../../src/codec/run-codec.js'
 import { ENCODING_RUN_GORILLA, ENCODING_RUN_SCALED } from '../../src/codec/schema.js'
-
-/** Mulberry32: seeded, so a failure repeats. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296
-  }
-}
+import { prng } from '../../src/model/prng.js'
 
 function fromBits(...bits: bigint[]): Float64Array {
   const out = new Float64Array(bits.length)

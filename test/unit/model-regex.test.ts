@@ -1,19 +1,8 @@
 import assert from 'node:assert/strict'
 import { describe, test } from 'node:test'
 import { RE2JS } from 're2js'
+import { prng } from '../../src/model/prng.js'
 import { compileValueRegex, estimateProgramSize, fastPath, type ValueRegex } from '../../src/model/regex.js'
-
-/** Mulberry32: a small seeded PRNG, so a failure reproduces. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296
-  }
-}
 
 function pick<T>(rand: () => number, items: readonly T[]): T {
   return items[Math.floor(rand() * items.length)] as T
