@@ -12,6 +12,8 @@ import { parseCount, parseDuration, parseListen, parseSize, UsageError } from '.
 export type OptionKind =
   | 'string'
   | 'listen'
+  /** A host:port, or `off` (kept as the string "off") to turn the listener off. */
+  | 'listen-or-off'
   | 'duration'
   | 'size'
   | 'count'
@@ -232,7 +234,7 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
   },
   {
     key: 'http-listen',
-    kind: 'string',
+    kind: 'listen-or-off',
     default: '127.0.0.1:9464',
     group: 'observability',
     arg: '<host:port|off>',
@@ -502,6 +504,13 @@ function parseValue(spec: OptionSpec, raw: unknown, label: string): OptionValue 
       return text
     case 'listen':
       return rename(() => parseListen(text))
+    case 'listen-or-off':
+      if (text === 'off') return text
+      try {
+        return parseListen(text)
+      } catch {
+        return fail('host:port or off')
+      }
     case 'duration':
       return rename(() => parseDuration(spec.key, text))
     case 'size':
@@ -550,21 +559,14 @@ export interface ConfigSources {
 
 /**
  * Merges the sources over the defaults: a flag beats the environment, which beats the file. Throws
- * UsageError for an unknown key in the file or the environment and for any bad value, naming it.
+ * UsageError for an unknown key in the file and for any bad value, naming it. Unknown `V3_`
+ * variables are left alone here: unknownEnvWarnings names them.
  */
 export function resolveConfig(sources: ConfigSources): ResolvedConfig {
   const fileValues = sources.file?.values ?? {}
   for (const key of Object.keys(fileValues)) {
     if (!SPECS.has(key)) {
       throw new UsageError(`unknown option ${JSON.stringify(key)} in ${sources.file?.path}; ${suggest(key)}`)
-    }
-  }
-  const envKeys = new Map(SERVE_OPTIONS.map((s) => [envName(s.key), s.key]))
-  for (const name of Object.keys(sources.env)) {
-    if (name.startsWith('V3_') && !FOREIGN_ENV.test(name) && !envKeys.has(name)) {
-      throw new UsageError(
-        `unknown environment variable ${name}; the variables are V3_ and an option name, e.g. V3_HOT_WINDOW`,
-      )
     }
   }
   const out = new Map<string, ResolvedOption>()
@@ -592,6 +594,66 @@ export function resolveConfig(sources: ConfigSources): ResolvedConfig {
     })
   }
   return out
+}
+
+/**
+ * One warning for each `V3_` variable that is no option, naming the nearest option. They warn
+ * rather than stop the start because the environment is not only the user's: Kubernetes injects
+ * V3_PORT, V3_SERVICE_HOST and more into every pod when a Service is named v3, and wrapper scripts
+ * set their own (etcd warns about unknown ETCD_ variables in the same way).
+ */
+export function unknownEnvWarnings(env: Readonly<Record<string, string | undefined>>): string[] {
+  const known = new Set(SERVE_OPTIONS.map((s) => envName(s.key)))
+  const warnings: string[] = []
+  for (const name of Object.keys(env).sort()) {
+    if (!name.startsWith('V3_') || FOREIGN_ENV.test(name) || known.has(name)) continue
+    const near = nearestOption(name.slice(3).toLowerCase().replaceAll('_', '-'))
+    warnings.push(`ignoring unknown environment variable ${name}; the nearest option is ${envName(near)} (--${near})`)
+  }
+  return warnings
+}
+
+/**
+ * Words that name an option without resembling its key: what Kubernetes (V3_PORT, V3_SERVICE_HOST)
+ * and hand-written scripts tend to mean by them.
+ */
+const OPTION_WORDS: Readonly<Record<string, string>> = { port: 'listen', host: 'listen', addr: 'listen', dir: 'data' }
+
+/**
+ * The option `text` most likely means: one named by a word of it, else the key with the smallest
+ * edit distance (the first in schema order on a tie).
+ */
+function nearestOption(text: string): string {
+  for (const word of text.split('-')) {
+    const named = OPTION_WORDS[word]
+    if (named !== undefined) return named
+  }
+  let best = SERVE_OPTIONS[0]?.key ?? ''
+  let bestDistance = Number.POSITIVE_INFINITY
+  for (const spec of SERVE_OPTIONS) {
+    const d = editDistance(text, spec.key)
+    if (d < bestDistance) {
+      best = spec.key
+      bestDistance = d
+    }
+  }
+  return best
+}
+
+/** Levenshtein distance, with one row of the table kept. */
+function editDistance(a: string, b: string): number {
+  const row = Array.from({ length: b.length + 1 }, (_, j) => j)
+  for (let i = 1; i <= a.length; i++) {
+    let diagonal = row[0] as number
+    row[0] = i
+    for (let j = 1; j <= b.length; j++) {
+      const above = row[j] as number
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1
+      row[j] = Math.min(above + 1, (row[j - 1] as number) + 1, diagonal + cost)
+      diagonal = above
+    }
+  }
+  return row[b.length] as number
 }
 
 function suggest(key: string): string {

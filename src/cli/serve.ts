@@ -7,7 +7,7 @@ import { createServerMetrics } from '../server/metrics.js'
 import { requestLogInterceptor } from '../server/request-log.js'
 import { type PreparedServer, prepareServer, type RunningServer } from '../server/server.js'
 import type { TlsOptions } from '../server/tls.js'
-import { parseListen, UsageError } from './args.js'
+import { UsageError } from './args.js'
 import { type ClusterNode, type ClusterServeOptions, createClusterNode } from './cluster-node.js'
 import {
   envName,
@@ -17,6 +17,7 @@ import {
   type ResolvedConfig,
   readConfigFile,
   resolveConfig,
+  unknownEnvWarnings,
 } from './config.js'
 import { createLogger, type LogFormat } from './logger.js'
 import { engineOf, loadPlugins } from './plugins.js'
@@ -37,6 +38,8 @@ SIGTERM or SIGINT stops accepting calls, lets in-flight calls finish, flushes an
 }
 
 export interface ServeConfig {
+  /** One line for each `V3_` variable that is no option; logged once the logger exists. */
+  readonly warnings: readonly string[]
   readonly help: boolean
   readonly printConfig: boolean
   readonly resolved: ResolvedConfig
@@ -106,6 +109,7 @@ export function parseServeArgs(
   const httpListen = str('http-listen')
 
   return {
+    warnings: unknownEnvWarnings(env),
     help: values.help === true,
     printConfig: values['print-config'] === true,
     resolved,
@@ -148,7 +152,7 @@ export function parseServeArgs(
     tokensFile: str('tokens-file'),
     tls: cert === undefined || key === undefined ? undefined : { certFile: cert, keyFile: key, clientCaFile: clientCa },
     insecure: bool('insecure'),
-    httpListen: httpListen === 'off' ? undefined : parseHttpListen(httpListen ?? '127.0.0.1:9464'),
+    httpListen: httpListen === 'off' ? undefined : (httpListen ?? '127.0.0.1:9464'),
     logLevel: str('log-level') ?? 'info',
     logFormat: (str('log-format') ?? 'auto') as LogFormat,
     logRequests: bool('log-requests'),
@@ -168,14 +172,6 @@ export function parseServeArgs(
   }
 }
 
-function parseHttpListen(text: string): string {
-  try {
-    return parseListen(text)
-  } catch {
-    throw new UsageError(`--http-listen must be host:port or off, got ${JSON.stringify(text)}`)
-  }
-}
-
 /**
  * Starts the engine plugin (and the plugins it needs), serves it over gRPC and its metrics over
  * HTTP, and on SIGTERM or SIGINT shuts down in order: not ready, stop accepting calls, let in-flight
@@ -192,6 +188,7 @@ export async function serve(args: readonly string[]): Promise<void> {
     return
   }
   const logger = createLogger(config.logLevel, config.logFormat)
+  for (const warning of config.warnings) logger.warn({}, warning)
   // Refusals come before the engine opens: a start that cannot serve leaves the data folder as it was.
   let prepared: PreparedServer
   try {

@@ -384,6 +384,28 @@ describe('v3 serve with small write and query limits', () => {
   })
 })
 
+describe('v3 serve in a Kubernetes pod', () => {
+  test('starts despite the V3_ variables of a Service named v3, with one warning for each', async () => {
+    const server = await startServerProcess({
+      env: { V3_PORT: 'tcp://10.0.0.1:50051', V3_SERVICE_HOST: '10.0.0.1' },
+    })
+    try {
+      const result = await server.client.write([{ metric: 'k8s', timestamps: [T0], values: [1] }])
+      assert.equal(result.pointsWritten, 1)
+      const warnings = server
+        .stderr()
+        .split('\n')
+        .filter((line) => line.includes('unknown environment variable'))
+      assert.equal(warnings.length, 2, server.stderr())
+      assert.match(warnings[0] ?? '', /V3_PORT; the nearest option is V3_LISTEN/)
+      assert.match(warnings[1] ?? '', /V3_SERVICE_HOST; the nearest option is V3_LISTEN/)
+    } finally {
+      assert.equal((await server.stop()).code, 0)
+      await removeDataDir(server.dataDir)
+    }
+  })
+})
+
 describe('v3 serve shutdown', () => {
   test('SIGTERM exits 0 and a restart finds every acknowledged point', async () => {
     const first = await startServerProcess()

@@ -37,6 +37,8 @@ export interface StartOptions {
   /** Extra `v3 serve` flags. */
   readonly args?: readonly string[]
   readonly client?: V3ClientOptions
+  /** Variables added to the process environment. */
+  readonly env?: Readonly<Record<string, string>>
 }
 
 export async function makeDataDir(): Promise<string> {
@@ -65,7 +67,7 @@ export async function startServerProcess(options: StartOptions = {}): Promise<Se
       '127.0.0.1:0',
       ...(options.args ?? []),
     ],
-    { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] },
+    { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...options.env } },
   )
   let stdout = ''
   let stderr = ''

@@ -47,7 +47,6 @@ test('an unknown key or a bad value stops the start, naming it and where it came
     [['--config', file('d.yaml', 'hot-window: soon\n')], {}, /hot-window in .*d\.yaml must be a duration/],
     [['--config', file('l.yaml', '- a\n- b\n')], {}, /must hold a mapping/],
     [[], { V3_HOT_WINDOW: 'x' }, /V3_HOT_WINDOW must be a duration/],
-    [[], { V3_NO_SUCH: '1' }, /unknown environment variable V3_NO_SUCH/],
     [['--log-level', 'loud'], {}, /--log-level must be one of trace/],
     [['--tls-cert', 'c.pem'], {}, /--tls-cert and --tls-key go together/],
     [['--http-listen', 'nowhere'], {}, /--http-listen must be host:port or off/],
@@ -60,6 +59,36 @@ test('an unknown key or a bad value stops the start, naming it and where it came
       `${args.join(' ')} ${JSON.stringify(env)}`,
     )
   }
+})
+
+test('an unknown V3_ variable is one warning naming the nearest option, and the start goes on', () => {
+  // What Kubernetes injects into every pod when a Service is named v3, and a typo.
+  const env = {
+    V3_PORT: 'tcp://10.0.0.1:50051',
+    V3_SERVICE_HOST: '10.0.0.1',
+    V3_HOT_WINDOWS: '1h',
+    V3_SYNC: 'off',
+    V3_SERVER: 'localhost:50051',
+  }
+  const c = parseServeArgs([], env)
+  assert.equal(c.engine.sync, 'off')
+  assert.deepEqual(c.warnings, [
+    'ignoring unknown environment variable V3_HOT_WINDOWS; the nearest option is V3_HOT_WINDOW (--hot-window)',
+    'ignoring unknown environment variable V3_PORT; the nearest option is V3_LISTEN (--listen)',
+    'ignoring unknown environment variable V3_SERVICE_HOST; the nearest option is V3_LISTEN (--listen)',
+  ])
+  assert.deepEqual(parseServeArgs([], { V3_SYNC: 'off', HOME: '/root' }).warnings, [])
+})
+
+test('--http-listen is a listen address or off, from any source', () => {
+  assert.equal(parseServeArgs(['--http-listen', 'off']).httpListen, undefined)
+  assert.equal(parseServeArgs([], { V3_HTTP_LISTEN: '0.0.0.0:9000' }).httpListen, '0.0.0.0:9000')
+  assert.equal(parseServeArgs([]).httpListen, '127.0.0.1:9464')
+  assert.throws(
+    () => parseServeArgs(['--config', file('h.yaml', 'http-listen: nowhere\n')]),
+    (err: unknown) =>
+      err instanceof UsageError && /http-listen in .*h\.yaml must be host:port or off/.test(err.message),
+  )
 })
 
 test('defaults agree with the defaults of the engine, the server and the transport', () => {
