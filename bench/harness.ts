@@ -20,8 +20,9 @@ export interface Server {
 /**
  * Starts the built `v3 serve` (bin/v3.js) on a free port with the cold tier one hour back, so the
  * back-filled data set settles cold. V3_BENCH_SERVER_NODE_ARGS passes Node options (e.g. "--cpu-prof").
+ * `listen` and `extraArgs` are for cluster nodes, which need known ports and the cluster flags.
  */
-export async function startServer(): Promise<Server> {
+export async function startServer(extraArgs: readonly string[] = [], listen = '127.0.0.1:0'): Promise<Server> {
   const dataDir = await mkdtemp(join(tmpdir(), 'v3-bench-'))
   const proc = spawn(
     process.execPath,
@@ -32,11 +33,12 @@ export async function startServer(): Promise<Server> {
       '--data',
       dataDir,
       '--listen',
-      '127.0.0.1:0',
+      listen,
       '--hot-window',
       '1h',
       '--http-listen',
       '127.0.0.1:0',
+      ...extraArgs,
     ],
     { stdio: ['ignore', 'pipe', 'inherit'] },
   )
@@ -67,6 +69,33 @@ export async function eventLoopDelayMs(server: Server): Promise<{ p99Ms: number;
     return Number(m[1]) * 1000
   }
   return { p99Ms: read('v3_event_loop_delay_p99_seconds'), maxMs: read('v3_event_loop_delay_max_seconds') }
+}
+
+export interface QueryResult {
+  readonly name: string
+  readonly medianMs: number
+  readonly p95Ms: number
+}
+
+export function quantile(sorted: number[], q: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] as number
+}
+
+/**
+ * Runs 2 warm-ups, then the rest of `list` timed, each run with its own parameters; median and p95
+ * in ms. A run returns the check of its answer, which runs after the clock stops.
+ */
+export async function timed<P>(name: string, run: (p: P) => Promise<() => void>, list: P[]): Promise<QueryResult> {
+  for (let i = 0; i < 2; i++) (await run(list[i] as P))()
+  const times: number[] = []
+  for (let i = 2; i < list.length; i++) {
+    const t = performance.now()
+    const check = await run(list[i] as P)
+    times.push(performance.now() - t)
+    check()
+  }
+  times.sort((a, b) => a - b)
+  return { name, medianMs: quantile(times, 0.5), p95Ms: quantile(times, 0.95) }
 }
 
 /** SIGTERM (a clean stop, which the settled disk size needs) and wait. */

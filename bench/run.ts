@@ -12,6 +12,8 @@
 //   npm run bench -- --ring   (the hash ring alone, see bench/ring-bench.ts)
 //   npm run bench -- --regex  (regex matchers alone, see bench/regex-bench.ts)
 //   npm run bench -- --peer   (the peer transport alone, see bench/peer-bench.ts)
+//   npm run bench -- --cluster 3 [--replication-factor 1]  (a cluster beside a single node, see
+//   bench/cluster-bench.ts)
 import { mkdir, rm, writeFile } from 'node:fs/promises'
 import { cpus, totalmem } from 'node:os'
 import { parseArgs } from 'node:util'
@@ -25,9 +27,11 @@ import {
   eventLoopDelayMs,
   folderBytes,
   peakRssMiB,
+  type QueryResult,
   removeServer,
   startServer,
   stopServer,
+  timed,
 } from './harness.js'
 import { drawParams, QUERY_KINDS, type QueryParams, runV3 } from './queries.js'
 import { benchIngest, benchWriteStream, type IngestResult } from './streams.js'
@@ -55,6 +59,9 @@ const { values: args } = parseArgs({
     peer: { type: 'boolean', default: false },
     // --regex runs only the regex matcher bench (bench/regex-bench.ts): no servers, a table of figures.
     regex: { type: 'boolean', default: false },
+    // --cluster N runs the cluster bench (bench/cluster-bench.ts): N nodes beside a single node.
+    cluster: { type: 'string' },
+    'replication-factor': { type: 'string', default: '1' },
   },
 })
 const decimals = args.decimals === undefined ? undefined : Number(args.decimals)
@@ -70,12 +77,6 @@ if (args.against !== undefined && args.against !== 'victoriametrics') {
 /** The pause between the end of a load and the first query, for both systems' background work. */
 const SETTLE_MS = 10_000
 
-interface QueryResult {
-  readonly name: string
-  readonly medianMs: number
-  readonly p95Ms: number
-}
-
 interface SystemResult {
   readonly ingestPointsPerSecond: number
   /** Peak RSS of the process that served the ingest and the queries. */
@@ -90,31 +91,6 @@ function unary<Res>(fn: (cb: (err: ServiceError | null, res?: Res) => void) => v
   return new Promise((resolve, reject) =>
     fn((err, res) => (err || res === undefined ? reject(err ?? new Error('no response')) : resolve(res))),
   )
-}
-
-function quantile(sorted: number[], q: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] as number
-}
-
-/**
- * Runs 2 warm-ups, then `runs` timed runs, each with its own parameters; median and p95 in ms. A run
- * returns the check of its answer, which runs after the clock stops.
- */
-async function timed(
-  name: string,
-  run: (p: QueryParams) => Promise<() => void>,
-  list: QueryParams[],
-): Promise<QueryResult> {
-  for (let i = 0; i < 2; i++) (await run(list[i] as QueryParams))()
-  const times: number[] = []
-  for (let i = 2; i < list.length; i++) {
-    const t = performance.now()
-    const check = await run(list[i] as QueryParams)
-    times.push(performance.now() - t)
-    check()
-  }
-  times.sort((a, b) => a - b)
-  return { name, medianMs: quantile(times, 0.5), p95Ms: quantile(times, 0.95) }
 }
 
 async function benchV3(
@@ -285,6 +261,17 @@ if (args.ring) {
 } else if (args.regex) {
   const { regexBench } = await import('./regex-bench.js')
   regexBench()
+} else if (args.cluster !== undefined) {
+  const { runClusterBench } = await import('./cluster-bench.js')
+  await runClusterBench({
+    nodes: Number(args.cluster),
+    replicationFactor: Number(args['replication-factor']),
+    hosts,
+    decimals,
+    timestampsPerRequest,
+    inflight,
+    runs,
+  })
 } else if (args.peer) {
   const { runPeerBench } = await import('./peer-bench.js')
   await runPeerBench()

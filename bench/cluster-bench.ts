@@ -1,0 +1,493 @@
+/**
+ * Cluster bench (`npm run bench -- --cluster 3`): the single-node bench's data set and queries
+ * against `v3 serve --cluster` nodes on loopback (a Consul API emulator for membership), beside a
+ * single `v3 serve` in the same run.
+ * - Ingest: the pre-encoded Write requests of the single-node bench (50,000 points each, 2 in
+ *   flight per client), into the single node, into a cluster through one node, and into a fresh
+ *   cluster through every node (one client per node, requests handed out round-robin). Each server
+ *   process's CPU time (utime + stime from /proc/<pid>/stat) is read before and after, over the
+ *   write calls alone and up to the end of the Compact that follows; a cluster's figure is the sum
+ *   over its nodes.
+ * - Queries: after the same 10 s settle, a health-check round trip as the baseline of each, then
+ *   the seven queries through one cluster node and through the single node, the same warm-ups and
+ *   timed runs, alternating per query. Every answer is checked against the reference from the
+ *   generated data, and the cluster's answers against the single node's run by run: equal up to
+ *   float summation order.
+ * Targets of issue 9 with R = 1: CPU per point at most 1.25x the single node's, query medians at
+ * most 1.5x. Results go to bench/results/cluster-<N>*.json and .md.
+ */
+import type { ChildProcess } from 'node:child_process'
+import { spawn } from 'node:child_process'
+import { once } from 'node:events'
+import { mkdir, readFile, writeFile } from 'node:fs/promises'
+import { createServer } from 'node:net'
+import { cpus, totalmem } from 'node:os'
+import { Client, credentials, type ServiceError } from '@grpc/grpc-js'
+import { WriteResponse } from '../gen/v3storage/v1/write_service.js'
+import { type CallOptions, type QueryInput, type SelectorInput, V3Client } from '../src/client/index.js'
+import type { SeriesPoints } from '../src/model/types.js'
+import { HOSTS, hostTags, METRICS, POINTS_PER_SERIES, seriesValues } from './dataset.js'
+import {
+  encodeMessages,
+  peakRssMiB,
+  type QueryResult,
+  quantile,
+  removeServer,
+  type Server,
+  startServer,
+  timed,
+} from './harness.js'
+import { drawParams, QUERY_KINDS, type QueryParams, runV3 } from './queries.js'
+
+export interface ClusterBenchOptions {
+  readonly nodes: number
+  readonly replicationFactor: number
+  readonly hosts: number
+  readonly decimals: number | undefined
+  readonly timestampsPerRequest: number
+  readonly inflight: number
+  readonly runs: number
+}
+
+/** The pause between the end of a load and the first query, as the single-node bench has it. */
+const SETTLE_MS = 10_000
+/** Health checks timed for the round-trip baseline, after as many warm-ups. */
+const HEALTH_CHECKS = 200
+/** Linux reports CPU times in clock ticks; `getconf CLK_TCK` is 100 on every Linux port Node runs on. */
+const CLK_TCK = 100
+/** How far a cluster value may differ from the single node's: float sums in another order. */
+const RELATIVE_TOLERANCE = 1e-9
+
+/** Every process the bench starts, so that an exit, even a failing one, leaves none behind. */
+const started = new Set<ChildProcess>()
+
+/** Kills whatever is still running when the bench exits, however it exits. */
+function killOnExit(): void {
+  process.once('exit', () => {
+    for (const child of started) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
+  })
+  // A signal's default action skips the 'exit' event; exiting through process.exit runs it.
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => process.exit(130))
+}
+
+/** CPU seconds (user + system) a process has used so far. */
+async function cpuSeconds(pid: number): Promise<number> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8')
+  // The command name (field 2) may hold spaces and parentheses: count fields after its last ')'.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  // utime and stime are fields 14 and 15 of the whole line, 12 and 13 of what follows the name.
+  return (Number(fields[11]) + Number(fields[12])) / CLK_TCK
+}
+
+async function totalCpuSeconds(servers: readonly Server[]): Promise<number> {
+  let total = 0
+  for (const s of servers) total += await cpuSeconds(s.proc.pid as number)
+  return total
+}
+
+async function freePort(): Promise<number> {
+  const server = createServer()
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  const address = server.address()
+  const port = typeof address === 'object' && address !== null ? address.port : 0
+  server.close()
+  await once(server, 'close')
+  return port
+}
+
+interface Consul {
+  readonly url: string
+  readonly proc: ChildProcess
+}
+
+/** The Consul API emulator of the test tree, in a process of its own. */
+async function startConsul(): Promise<Consul> {
+  const proc = spawn(process.execPath, ['--import', 'tsx', 'test/fixtures/consul-emulator.ts'], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  })
+  started.add(proc)
+  let out = ''
+  proc.stdout?.setEncoding('utf8')
+  const url = await new Promise<string>((resolve, reject) => {
+    proc.stdout?.on('data', (chunk: string) => {
+      out += chunk
+      const m = /^consul emulator on (\S+)$/m.exec(out)
+      if (m?.[1] !== undefined) resolve(m[1])
+    })
+    proc.once('exit', (code) => reject(new Error(`the Consul emulator exited with ${code} before listening`)))
+  })
+  return { url, proc }
+}
+
+async function stopProcess(proc: ChildProcess): Promise<void> {
+  if (proc.exitCode === null && proc.signalCode === null) {
+    const exited = once(proc, 'exit')
+    proc.kill('SIGKILL')
+    await exited
+  }
+  started.delete(proc)
+}
+
+interface Cluster {
+  readonly nodes: Server[]
+}
+
+/**
+ * Starts `count` nodes of one cluster with the single-node bench's server flags plus the cluster's;
+ * returns once every node lists every member healthy. Nodes start one after another, as the first
+ * one records the cluster's settings in Consul.
+ */
+async function startCluster(consul: Consul, name: string, count: number, rf: number, out: Cluster): Promise<void> {
+  for (let i = 1; i <= count; i++) {
+    const port = await freePort()
+    const peerPort = await freePort()
+    const server = await startServer(
+      [
+        '--cluster',
+        '--node-id',
+        `n${i}`,
+        '--consul',
+        consul.url,
+        '--cluster-name',
+        name,
+        '--peer-listen',
+        `127.0.0.1:${peerPort}`,
+        '--replication-factor',
+        String(rf),
+      ],
+      `127.0.0.1:${port}`,
+    )
+    started.add(server.proc)
+    out.nodes.push(server)
+  }
+  const want = out.nodes.map((_, i) => `n${i + 1}`).join(',')
+  const deadline = Date.now() + 60_000
+  for (const node of out.nodes) {
+    const client = new V3Client(node.address)
+    try {
+      for (;;) {
+        const members = await client.listNodes().catch(() => [])
+        const ids = members
+          .map((m) => m.id)
+          .sort()
+          .join(',')
+        if (ids === want && members.every((m) => m.state === 'healthy')) break
+        if (Date.now() > deadline) throw new Error(`cluster ${name}: ${node.address} lists ${ids}, not ${want}`)
+        await new Promise((resolve) => setTimeout(resolve, 100))
+      }
+    } finally {
+      client.close()
+    }
+  }
+}
+
+async function removeAll(servers: readonly Server[]): Promise<void> {
+  for (const server of servers) {
+    await removeServer(server)
+    started.delete(server.proc)
+  }
+}
+
+function unaryWrite(client: Client, body: Buffer): Promise<WriteResponse> {
+  return new Promise((resolve, reject) =>
+    client.makeUnaryRequest(
+      '/v3storage.v1.WriteService/Write',
+      (b: Buffer) => b,
+      (b: Buffer) => WriteResponse.decode(b),
+      body,
+      (err: ServiceError | null, res?: WriteResponse) =>
+        err || res === undefined ? reject(err ?? new Error('no response')) : resolve(res),
+    ),
+  )
+}
+
+interface IngestFigures {
+  readonly pointsPerSecond: number
+  /** Server CPU seconds over the write calls, per million points; summed over a cluster's nodes. */
+  readonly cpuSecondsPerMillionPoints: number
+  /** The same from the first write to the end of the Compact after the load. */
+  readonly cpuSecondsPerMillionPointsWithCompact: number
+  /** Each server's CPU seconds over the write calls, in node order. */
+  readonly cpuSecondsPerServer: number[]
+}
+
+/**
+ * The single-node bench's Write driver: `inflight` requests in flight per entry point, taken in
+ * order from one queue, so a request goes to the next free client and the entry points share the
+ * load evenly.
+ */
+async function ingest(
+  servers: readonly Server[],
+  entryPoints: readonly Server[],
+  requests: readonly Buffer[],
+  totalPoints: number,
+  inflight: number,
+): Promise<IngestFigures> {
+  const clients = entryPoints.map((s) => new Client(s.address, credentials.createInsecure()))
+  const admin = new V3Client(entryPoints[0]?.address ?? '')
+  try {
+    const before = await Promise.all(servers.map((s) => cpuSeconds(s.proc.pid as number)))
+    const t0 = performance.now()
+    let next = 0
+    let written = 0
+    const send = async (client: Client): Promise<void> => {
+      while (next < requests.length) {
+        // Awaited first: `written += await …` would read `written` before the wait and lose counts.
+        const res = await unaryWrite(client, requests[next++] as Buffer)
+        written += res.pointsWritten
+      }
+    }
+    await Promise.all(clients.flatMap((c) => Array.from({ length: inflight }, () => send(c))))
+    const seconds = (performance.now() - t0) / 1000
+    const after = await Promise.all(servers.map((s) => cpuSeconds(s.proc.pid as number)))
+    if (written !== totalPoints) throw new Error(`wrote ${written} points of ${totalPoints}`)
+    await admin.compact()
+    const afterCompact = await totalCpuSeconds(servers)
+    const perServer = after.map((a, i) => a - (before[i] as number))
+    const sum = (xs: number[]): number => xs.reduce((a, b) => a + b, 0)
+    const millions = totalPoints / 1e6
+    return {
+      pointsPerSecond: Math.round(totalPoints / seconds),
+      cpuSecondsPerMillionPoints: sum(perServer) / millions,
+      cpuSecondsPerMillionPointsWithCompact: (afterCompact - sum(before)) / millions,
+      cpuSecondsPerServer: perServer,
+    }
+  } finally {
+    for (const c of clients) c.close()
+    admin.close()
+  }
+}
+
+/** Median and p95 of a grpc.health.v1 Check, in ms: the round trip every call pays. */
+async function healthRoundTrip(address: string): Promise<{ medianMs: number; p95Ms: number }> {
+  const client = new Client(address, credentials.createInsecure())
+  // An empty HealthCheckRequest asks for the server as a whole.
+  const check = (): Promise<void> =>
+    new Promise((resolve, reject) =>
+      client.makeUnaryRequest(
+        '/grpc.health.v1.Health/Check',
+        (b: Buffer) => b,
+        (b: Buffer) => b,
+        Buffer.alloc(0),
+        (err: ServiceError | null) => (err ? reject(err) : resolve()),
+      ),
+    )
+  try {
+    for (let i = 0; i < HEALTH_CHECKS; i++) await check()
+    const times: number[] = []
+    for (let i = 0; i < HEALTH_CHECKS; i++) {
+      const t = performance.now()
+      await check()
+      times.push(performance.now() - t)
+    }
+    times.sort((a, b) => a - b)
+    return { medianMs: quantile(times, 0.5), p95Ms: quantile(times, 0.95) }
+  } finally {
+    client.close()
+  }
+}
+
+/** A client that keeps every answer, for the comparison of two systems after the timed runs. */
+class RecordingClient extends V3Client {
+  readonly answers: SeriesPoints[][] = []
+
+  override async query(request: QueryInput, options?: CallOptions): Promise<SeriesPoints[]> {
+    const answer = await super.query(request, options)
+    this.answers.push(answer)
+    return answer
+  }
+
+  override async latest(selector: SelectorInput, options?: CallOptions): Promise<SeriesPoints[]> {
+    const answer = await super.latest(selector, options)
+    this.answers.push(answer)
+    return answer
+  }
+}
+
+function tagText(s: SeriesPoints): string {
+  return s.tags.map((t) => `${t.key}=${t.value}`).join(',')
+}
+
+/** Throws unless two answers hold the same series, in the same order, with equal points. */
+function expectSameAnswer(what: string, cluster: SeriesPoints[], single: SeriesPoints[]): void {
+  if (cluster.length !== single.length) throw new Error(`${what}: ${cluster.length} series, single ${single.length}`)
+  cluster.forEach((c, i) => {
+    const s = single[i] as SeriesPoints
+    const name = `${what}: series ${i} (${c.metric}{${tagText(c)}})`
+    if (c.metric !== s.metric || tagText(c) !== tagText(s)) {
+      throw new Error(`${name} differs from single's ${s.metric}{${tagText(s)}}`)
+    }
+    if (c.timestamps.length !== s.timestamps.length) {
+      throw new Error(`${name}: ${c.timestamps.length} points, single ${s.timestamps.length}`)
+    }
+    for (let j = 0; j < c.timestamps.length; j++) {
+      const a = c.values[j] as number
+      const b = s.values[j] as number
+      const equal = a === b || (Number.isNaN(a) && Number.isNaN(b))
+      if (c.timestamps[j] !== s.timestamps[j] || (!equal && Math.abs(a - b) > RELATIVE_TOLERANCE * Math.abs(b))) {
+        throw new Error(`${name}: point ${j} is ${c.timestamps[j]}=${a}, single ${s.timestamps[j]}=${b}`)
+      }
+    }
+  })
+}
+
+interface QueryPair {
+  readonly name: string
+  readonly single: QueryResult
+  readonly cluster: QueryResult
+  /** Runs (warm-ups included) whose cluster answer was compared with the single node's. */
+  readonly compared: number
+}
+
+const fmt = (n: number): string => Math.round(n).toLocaleString('en')
+const x = (a: number, b: number): string => `${(a / b).toFixed(2)}x`
+
+export async function runClusterBench(o: ClusterBenchOptions): Promise<void> {
+  if (!(o.nodes >= 2)) throw new Error(`--cluster takes a node count of 2 or more, got ${o.nodes}`)
+  if (!(o.replicationFactor >= 1)) throw new Error(`--replication-factor must be 1 or more`)
+  killOnExit()
+  const seriesCount = o.hosts * METRICS.length
+  const totalPoints = seriesCount * POINTS_PER_SERIES
+  const machine = `${cpus().length} x ${cpus()[0]?.model.trim() ?? 'cpu'}, ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}`
+  const dataSet = `${totalPoints.toLocaleString('en')} points (${o.hosts} hosts x ${METRICS.length} metrics x 24 h at 10 s), ${o.decimals === undefined ? 'full-precision values' : `values rounded to ${o.decimals} decimals`}`
+  const setup = `${o.nodes} nodes, replication factor ${o.replicationFactor}`
+  console.log(`data set: ${dataSet}; cluster: ${setup}`)
+
+  // Generated and encoded before any clock starts, as in the single-node bench.
+  const tags = Array.from({ length: o.hosts }, (_, h) =>
+    Object.entries(hostTags(h)).map(([key, value]) => ({ key, value })),
+  )
+  const values = Array.from({ length: o.hosts }, (_, h) => METRICS.map((_, m) => seriesValues(h, m, o.decimals)))
+  const requests = encodeMessages(tags, values, o.timestampsPerRequest)
+  const params = drawParams(o.hosts, o.runs)
+
+  const single: Server[] = []
+  const first: Cluster = { nodes: [] }
+  const second: Cluster = { nodes: [] }
+  let consul: Consul | undefined
+  const singleClient: { c?: RecordingClient } = {}
+  const clusterClient: { c?: RecordingClient } = {}
+  try {
+    single.push(await startServer())
+    started.add((single[0] as Server).proc)
+    const singleIngest = await ingest(single, single, requests, totalPoints, o.inflight)
+    console.log(
+      `single node ingest: ${fmt(singleIngest.pointsPerSecond)} points/s, ${singleIngest.cpuSecondsPerMillionPoints.toFixed(2)} CPU s per M points`,
+    )
+
+    consul = await startConsul()
+    await startCluster(consul, 'bench-one', o.nodes, o.replicationFactor, first)
+    const entry = first.nodes[0] as Server
+    const oneIngest = await ingest(first.nodes, [entry], requests, totalPoints, o.inflight)
+    console.log(
+      `cluster ingest through one node: ${fmt(oneIngest.pointsPerSecond)} points/s, ${oneIngest.cpuSecondsPerMillionPoints.toFixed(2)} CPU s per M points (${oneIngest.cpuSecondsPerServer.map((c) => c.toFixed(1)).join(' + ')} s)`,
+    )
+    // Background work (RocksDB flushes and compactions) of both finishes before queries are timed.
+    await new Promise((resolve) => setTimeout(resolve, SETTLE_MS))
+
+    const singleHealth = await healthRoundTrip((single[0] as Server).address)
+    const clusterHealth = await healthRoundTrip(entry.address)
+    console.log(
+      `health check round trip, median: single ${singleHealth.medianMs.toFixed(3)} ms, cluster node ${clusterHealth.medianMs.toFixed(3)} ms`,
+    )
+
+    singleClient.c = new RecordingClient((single[0] as Server).address)
+    clusterClient.c = new RecordingClient(entry.address)
+    const queries: QueryPair[] = []
+    for (const kind of QUERY_KINDS) {
+      const list: QueryParams[] = params.get(kind.name) ?? []
+      const sc = singleClient.c
+      const cc = clusterClient.c
+      sc.answers.length = 0
+      cc.answers.length = 0
+      const s = await timed(kind.name, (p) => runV3(sc, kind.name, p, values), list)
+      const c = await timed(kind.name, (p) => runV3(cc, kind.name, p, values), list)
+      if (sc.answers.length !== list.length || cc.answers.length !== list.length) {
+        throw new Error(`BUG: ${kind.name} recorded ${sc.answers.length} and ${cc.answers.length} answers`)
+      }
+      cc.answers.forEach((a, i) => {
+        expectSameAnswer(`${kind.name} run ${i}`, a, sc.answers[i] as SeriesPoints[])
+      })
+      queries.push({ name: kind.name, single: s, cluster: c, compared: list.length })
+      console.log(
+        `${kind.name}: single ${s.medianMs.toFixed(2)} ms, cluster ${c.medianMs.toFixed(2)} ms (${x(c.medianMs, s.medianMs)}), answers equal`,
+      )
+    }
+    const peakRss = {
+      single: await peakRssMiB((single[0] as Server).proc.pid as number),
+      clusterNodes: await Promise.all(first.nodes.map((n) => peakRssMiB(n.proc.pid as number))),
+    }
+    singleClient.c.close()
+    clusterClient.c.close()
+    await removeAll(single)
+    await removeAll(first.nodes)
+
+    await startCluster(consul, 'bench-all', o.nodes, o.replicationFactor, second)
+    const allIngest = await ingest(second.nodes, second.nodes, requests, totalPoints, o.inflight)
+    console.log(
+      `cluster ingest through all ${o.nodes} nodes: ${fmt(allIngest.pointsPerSecond)} points/s, ${allIngest.cpuSecondsPerMillionPoints.toFixed(2)} CPU s per M points (${allIngest.cpuSecondsPerServer.map((c) => c.toFixed(1)).join(' + ')} s)`,
+    )
+    await removeAll(second.nodes)
+
+    const cpuTarget = (r: number): string => `${r.toFixed(2)}x ${r <= 1.25 ? '(target met)' : '(target missed)'}`
+    const cpuRow = (what: string, f: IngestFigures): string =>
+      `| ${what} | ${singleIngest.cpuSecondsPerMillionPoints.toFixed(2)} | ${f.cpuSecondsPerMillionPoints.toFixed(2)} | ${o.replicationFactor === 1 ? cpuTarget(f.cpuSecondsPerMillionPoints / singleIngest.cpuSecondsPerMillionPoints) : x(f.cpuSecondsPerMillionPoints, singleIngest.cpuSecondsPerMillionPoints)} |`
+    const withCompactRow = (what: string, f: IngestFigures): string =>
+      `| ${what} | ${singleIngest.cpuSecondsPerMillionPointsWithCompact.toFixed(2)} | ${f.cpuSecondsPerMillionPointsWithCompact.toFixed(2)} | ${x(f.cpuSecondsPerMillionPointsWithCompact, singleIngest.cpuSecondsPerMillionPointsWithCompact)} |`
+    const rows: string[] = [
+      `| figure | single node | cluster (${setup}) | cluster / single |`,
+      '|---|---|---|---|',
+      `| ingest through one node, Write (${o.inflight} in flight), points/s | ${fmt(singleIngest.pointsPerSecond)} | ${fmt(oneIngest.pointsPerSecond)} | ${x(oneIngest.pointsPerSecond, singleIngest.pointsPerSecond)} |`,
+      `| ingest through all ${o.nodes} nodes, Write (${o.inflight} in flight each), points/s | | ${fmt(allIngest.pointsPerSecond)} | ${x(allIngest.pointsPerSecond, singleIngest.pointsPerSecond)} |`,
+      cpuRow('server CPU s per M points, ingest through one node (cluster: all nodes)', oneIngest),
+      cpuRow(`server CPU s per M points, ingest through all ${o.nodes} nodes`, allIngest),
+      withCompactRow('server CPU s per M points, ingest through one node and Compact', oneIngest),
+      withCompactRow(`server CPU s per M points, ingest through all ${o.nodes} nodes and Compact`, allIngest),
+      `| health check round trip, median (p95) ms | ${singleHealth.medianMs.toFixed(3)} (${singleHealth.p95Ms.toFixed(3)}) | ${clusterHealth.medianMs.toFixed(3)} (${clusterHealth.p95Ms.toFixed(3)}) | ${x(clusterHealth.medianMs, singleHealth.medianMs)} |`,
+      ...queries.map((q) => {
+        const r = q.cluster.medianMs / q.single.medianMs
+        const verdict = o.replicationFactor === 1 ? (r <= 1.5 ? ' (target met)' : ' (target missed)') : ''
+        return `| ${q.name}, median (p95) ms | ${q.single.medianMs.toFixed(2)} (${q.single.p95Ms.toFixed(2)}) | ${q.cluster.medianMs.toFixed(2)} (${q.cluster.p95Ms.toFixed(2)}) | ${r.toFixed(2)}x${verdict} |`
+      }),
+      `| peak RSS, ingest then queries, MiB | ${peakRss.single.toFixed(0)} | ${peakRss.clusterNodes.map((m) => m.toFixed(0)).join(' + ')} | |`,
+    ]
+    const md = [
+      `${machine}; ${dataSet}; cluster of ${setup}, queries through one node; both in the same run.`,
+      '',
+      ...rows,
+      '',
+      `Every answer was checked against the reference from the generated data, and each cluster answer against the single node's for the same parameters (${queries.reduce((a, q) => a + q.compared, 0)} answers, equal up to float summation order).`,
+    ].join('\n')
+    console.log(`\n${md}\n`)
+    await mkdir('bench/results', { recursive: true })
+    const name = [
+      `cluster-${o.nodes}`,
+      o.replicationFactor === 1 ? '' : `-rf${o.replicationFactor}`,
+      o.hosts === HOSTS ? '' : `-${o.hosts}hosts`,
+      o.decimals === undefined ? '' : `-${o.decimals}dp`,
+    ].join('')
+    const report = {
+      date: new Date().toISOString(),
+      machine,
+      dataSet: { hosts: o.hosts, metrics: METRICS.length, points: totalPoints, decimals: o.decimals ?? null },
+      cluster: { nodes: o.nodes, replicationFactor: o.replicationFactor },
+      write: {
+        requests: requests.length,
+        pointsPerRequest: o.timestampsPerRequest * seriesCount,
+        inflight: o.inflight,
+      },
+      ingest: { single: singleIngest, throughOneNode: oneIngest, throughAllNodes: allIngest },
+      healthCheck: { single: singleHealth, cluster: clusterHealth },
+      queries,
+      peakRssMiB: peakRss,
+    }
+    await writeFile(`bench/results/${name}.json`, `${JSON.stringify(report, null, 2)}\n`)
+    await writeFile(`bench/results/${name}.md`, `${md}\n`)
+  } finally {
+    singleClient.c?.close()
+    clusterClient.c?.close()
+    await removeAll([...single, ...first.nodes, ...second.nodes])
+    if (consul !== undefined) await stopProcess(consul.proc)
+  }
+}
