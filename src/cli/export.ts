@@ -60,9 +60,33 @@ export function rangeOf(values: FlagValues, defaults: { startMs: number; endMs: 
   return { startMs, endMs }
 }
 
-/** Writes a line, waiting for the stream to drain when its buffer is full (memory stays bounded). */
-async function writeLine(out: Writable, line: string): Promise<void> {
-  if (!out.write(`${line}\n`)) await once(out, 'drain')
+/**
+ * Gathers output lines into writes of about 64 KiB: a write and an await per batch rather than per
+ * point, and a wait for 'drain' when the stream's buffer is full, so that memory stays bounded.
+ */
+class LineBatcher {
+  private parts: string[] = []
+  private chars = 0
+
+  constructor(
+    private readonly out: Writable,
+    private readonly limitChars = 64 * 1024,
+  ) {}
+
+  /** Adds a line; true when the batch is full and flush() should be awaited. */
+  add(line: string): boolean {
+    this.parts.push(line)
+    this.chars += line.length + 1
+    return this.chars >= this.limitChars
+  }
+
+  async flush(): Promise<void> {
+    if (this.parts.length === 0) return
+    const ok = this.out.write(`${this.parts.join('\n')}\n`)
+    this.parts = []
+    this.chars = 0
+    if (!ok) await once(this.out, 'drain')
+  }
 }
 
 async function listAll(source: SeriesSource, selectors: ReturnType<typeof parseSelector>[]): Promise<SeriesRef[]> {
@@ -92,17 +116,21 @@ export async function exportCsv(
   const tagKeys = [...new Set(series.flatMap((s) => s.tags.map((t) => t.key)))].sort()
   const time = (ms: number): string => (options.rfc3339 ? formatTime(ms) : String(ms))
   let points = 0
+  const lines = new LineBatcher(out)
   if (!options.wide) {
-    await writeLine(out, csvLine(['metric', 'timestamp', 'value', ...tagKeys]))
+    lines.add(csvLine(['metric', 'timestamp', 'value', ...tagKeys]))
     for (const s of series) {
       const tags = tagKeys.map((k) => s.tags.find((t) => t.key === k)?.value ?? '')
       for await (const part of readSeries(source, s, keys.get(s.metric) ?? [], options.startMs, options.endMs)) {
         for (let i = 0; i < part.timestamps.length; i++) {
-          await writeLine(out, csvLine([s.metric, time(part.timestamps[i]!), String(part.values[i]!), ...tags]))
+          if (lines.add(csvLine([s.metric, time(part.timestamps[i]!), String(part.values[i]!), ...tags]))) {
+            await lines.flush()
+          }
         }
         points += part.timestamps.length
       }
     }
+    await lines.flush()
     return { tagKeys, points }
   }
   // Wide: one row per timestamp and tag set, one column per metric. The points of one tag set
@@ -113,7 +141,7 @@ export async function exportCsv(
     const id = JSON.stringify(tagKeys.map((k) => s.tags.find((t) => t.key === k)?.value ?? ''))
     bySet.set(id, [...(bySet.get(id) ?? []), s])
   }
-  await writeLine(out, csvLine(['timestamp', ...tagKeys, ...metrics]))
+  lines.add(csvLine(['timestamp', ...tagKeys, ...metrics]))
   for (const [id, members] of bySet) {
     const tagValues = JSON.parse(id) as string[]
     const rows = new Map<number, string[]>()
@@ -125,9 +153,10 @@ export async function exportCsv(
       }
     }
     for (const ts of [...rows.keys()].sort((a, b) => a - b)) {
-      await writeLine(out, csvLine([time(ts), ...tagValues, ...rows.get(ts)!]))
+      if (lines.add(csvLine([time(ts), ...tagValues, ...rows.get(ts)!]))) await lines.flush()
     }
   }
+  await lines.flush()
   return { tagKeys, points }
 }
 
