@@ -110,13 +110,41 @@ export function encodePeerWrite(series: readonly SeriesPoints[]): Uint8Array {
   return PeerWriteRequest.encode({ series: series.map(encodePeerSeries) }).finish()
 }
 
+/** How many series identities a PeerSeriesHeaders keeps before it starts again. */
+const HEADER_CACHE_ENTRIES = 100_000
+
+/**
+ * The identities (metric and tags) of series a node has received before, by the bytes that
+ * encode them: the same series arrives with the same bytes in write after write, and handing back
+ * the same frozen tags array lets the engine's validated-series cache skip the name checks, the
+ * sort and the key. Bounded: it starts again when full. One per node, never shared.
+ */
+export class PeerSeriesHeaders {
+  private readonly known = new Map<string, { readonly metric: string; readonly tags: readonly Tag[] }>()
+
+  get(bytes: Uint8Array): { readonly metric: string; readonly tags: readonly Tag[] } | undefined {
+    return this.known.get(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('latin1'))
+  }
+
+  set(bytes: Uint8Array, metric: string, tags: readonly Tag[]): readonly Tag[] {
+    if (this.known.size >= HEADER_CACHE_ENTRIES) this.known.clear()
+    const frozen = Object.freeze([...tags])
+    this.known.set(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('latin1'), {
+      metric,
+      tags: frozen,
+    })
+    return frozen
+  }
+}
+
 /**
  * Decodes the body of a PEER_KIND_WRITE request. Hand-written rather than the generated decoder
  * because it must reject invalid UTF-8 (the generated one substitutes U+FFFD, which would store a
  * different series than the sender meant) and because it copies each point array once, straight
- * from the frame into its aligned array. Throws a ValidationError on any defect.
+ * from the frame into its aligned array. With `headers`, a series whose identity bytes were seen
+ * before gets the same frozen tags array as then. Throws a ValidationError on any defect.
  */
-export function decodePeerWrite(bytes: Uint8Array): SeriesPoints[] {
+export function decodePeerWrite(bytes: Uint8Array, headers?: PeerSeriesHeaders): SeriesPoints[] {
   const out: SeriesPoints[] = []
   let field = 'body'
   try {
@@ -125,7 +153,7 @@ export function decodePeerWrite(bytes: Uint8Array): SeriesPoints[] {
       const [no, wireType] = reader.tag()
       if (no === 1 && wireType === WireType.LengthDelimited) {
         field = `series[${out.length}]`
-        out.push(readSeries(new BinaryReader(reader.bytes()), field))
+        out.push(readSeries(reader.bytes(), field, headers))
       } else reader.skip(wireType, no)
     }
   } catch (err) {
@@ -135,23 +163,37 @@ export function decodePeerWrite(bytes: Uint8Array): SeriesPoints[] {
   return out
 }
 
-function readSeries(reader: BinaryReader, field: string): SeriesPoints {
+function readSeries(bytes: Uint8Array, field: string, headers: PeerSeriesHeaders | undefined): SeriesPoints {
+  const reader = new BinaryReader(bytes)
   let metric = ''
-  const tags: Tag[] = []
+  let tags: readonly Tag[] = []
+  const decodedTags: Tag[] = []
   let timestamps: Uint8Array = new Uint8Array(0)
   let values: Uint8Array = new Uint8Array(0)
+  // The encoder writes metric and tags before the points, so the bytes before the first point
+  // field are the series identity.
+  let identityEnd = -1
   while (reader.pos < reader.len) {
+    const start = reader.pos
     const [no, wireType] = reader.tag()
     if (wireType !== WireType.LengthDelimited || no < 1 || no > 4) {
       reader.skip(wireType, no)
       continue
     }
+    if ((no === 3 || no === 4) && identityEnd < 0) identityEnd = start
     if (no === 1) metric = strictString(reader, `${field}.metric`)
-    else if (no === 2) tags.push(readTag(new BinaryReader(reader.bytes()), `${field}.tags[${tags.length}]`))
+    else if (no === 2)
+      decodedTags.push(readTag(new BinaryReader(reader.bytes()), `${field}.tags[${decodedTags.length}]`))
     else if (no === 3) timestamps = reader.bytes()
     else values = reader.bytes()
   }
-  checkSeries(metric, tags, timestamps, values, field)
+  checkSeries(metric, decodedTags, timestamps, values, field)
+  tags = decodedTags
+  if (headers !== undefined && identityEnd > 0) {
+    const identity = bytes.subarray(0, identityEnd)
+    const known = headers.get(identity)
+    tags = known !== undefined && known.metric === metric ? known.tags : headers.set(identity, metric, decodedTags)
+  }
   return { metric, tags, timestamps: float64Array(timestamps), values: float64Array(values) }
 }
 

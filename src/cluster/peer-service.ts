@@ -17,7 +17,7 @@ import type { SeriesFilter, ShardReader } from '../engine/shard.js'
 import type { CallContext, StorageEngine } from '../engine/storage-engine.js'
 import { ValidationError } from '../model/errors.js'
 import type { QueryRequest } from '../model/types.js'
-import { decodePeerWrite, encodePeerSeries } from './peer-codec.js'
+import { decodePeerWrite, encodePeerSeries, PeerSeriesHeaders } from './peer-codec.js'
 import { aggregationFromPeer, partialToPeer, selectorFromPeer, valueFilterFromPeer } from './peer-messages.js'
 import type { PeerHandler } from './peer-transport.js'
 import { decodeSpans, spanFilter } from './shard-filter.js'
@@ -46,12 +46,13 @@ function queryFromPeer(peer: PeerQueryRequest): QueryRequest {
  * ValidationError the sender receives), runs on the local engine and encodes the answer.
  */
 export function peerService(local: StorageEngine & ShardReader): PeerHandler {
+  const headers = new PeerSeriesHeaders()
   return async (_from, kind, body, meta) => {
     const ctx: CallContext = { signal: meta.signal }
     switch (kind) {
       case PeerKind.PEER_KIND_WRITE: {
         // The packed decoder rejects invalid UTF-8, which the generated one would turn into U+FFFD.
-        const series = decodePeerWrite(body)
+        const series = decodePeerWrite(body, headers)
         const result = await local.write({ series, precision: 'ms' }, ctx)
         return PeerWriteResponse.encode({
           pointsWritten: result.pointsWritten,

@@ -156,7 +156,12 @@ function validateEntry(
   if (hasAdjacentKeys(sortedTags)) reportDuplicateKeys(tags, i, violations)
   const identityOk = violations.length === before
   const key = canonicalSeriesKey(entry.metric, sortedTags)
-  if (identityOk) validated?.set(entry.metric, tags, sortedTags, key)
+  if (identityOk) {
+    // Frozen, so that a later validation of the normalized series (a cluster node handing its
+    // own part to its local engine) finds it in that engine's cache too.
+    Object.freeze(sortedTags)
+    validated?.set(entry.metric, tags, sortedTags, key)
+  }
   return validatePoints(entry, i, precision, limits, violations, before, sortedTags, key)
 }
 

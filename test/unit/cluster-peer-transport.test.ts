@@ -19,6 +19,7 @@ import {
   encodePeerSeries,
   encodePeerWrite,
   PeerInternalError,
+  PeerSeriesHeaders,
 } from '../../src/cluster/peer-codec.js'
 import {
   type PeerEndpoint,
@@ -126,6 +127,28 @@ function sameBits(a: Float64Array, b: Float64Array): boolean {
 }
 
 describe('peer codec', () => {
+  test('a series received again gets the same frozen tags, so validation is not repeated', () => {
+    const headers = new PeerSeriesHeaders()
+    const a = {
+      metric: 'cpu',
+      tags: [{ key: 'host', value: 'a' }],
+      timestamps: Float64Array.of(1),
+      values: Float64Array.of(2),
+    }
+    const b = { ...a, tags: [{ key: 'host', value: 'b' }] }
+    const first = decodePeerWrite(encodePeerWrite([a, b]), headers)
+    const again = decodePeerWrite(
+      encodePeerWrite([{ ...a, timestamps: Float64Array.of(5), values: Float64Array.of(6) }, b]),
+      headers,
+    )
+    assert.equal(again[0]?.tags, first[0]?.tags)
+    assert.equal(again[1]?.tags, first[1]?.tags)
+    assert.notEqual(first[0]?.tags, first[1]?.tags)
+    assert.ok(Object.isFrozen(first[0]?.tags))
+    assert.deepEqual(again[0]?.tags, a.tags)
+    assert.deepEqual([...(again[0]?.values ?? [])], [6])
+  })
+
   test('a write payload round-trips bit-exact into aligned arrays', () => {
     const series = [awkwardSeries(1000, 1), { ...awkwardSeries(3, 2), metric: 'mem', tags: [] }]
     const decoded = decodePeerWrite(encodePeerWrite(series))
