@@ -15,8 +15,8 @@ function source(): SeriesSource {
   const points: SeriesPoints = {
     metric: 'cpu',
     tags,
-    timestamps: Array.from({ length: N }, (_, i) => T0 + i * 1000),
-    values: Array.from({ length: N }, (_, i) => i / 4),
+    timestamps: Float64Array.from({ length: N }, (_, i) => T0 + i * 1000),
+    values: Float64Array.from({ length: N }, (_, i) => i / 4),
   }
   return {
     listSeries: async () => [{ metric: 'cpu', tags }],
