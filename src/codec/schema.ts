@@ -36,8 +36,20 @@ export const ROW_KEY_BYTES = SERIES_ID_BYTES + 4
 
 /** Index family key prefixes (one byte each). */
 export const INDEX_PREFIX_SERIES = 0x53 // 'S' series id 8 -> series definition
-export const INDEX_PREFIX_METRIC = 0x4d // 'M' metric 0x00 series id 8 -> empty
-export const INDEX_PREFIX_TAG = 0x54 // 'T' metric 0x00 key 0x00 value 0x00 series id 8 -> empty
+/**
+ * Retired posting records: 'M' metric 0x00 series id 8 -> empty, and 'T' metric 0x00 key 0x00
+ * value 0x00 series id 8 -> empty. They were written, never read; the index opens by removing any
+ * left in an older data folder, and the prefixes stay reserved.
+ */
+export const INDEX_PREFIX_METRIC_RETIRED = 0x4d
+export const INDEX_PREFIX_TAG_RETIRED = 0x54
+
+/**
+ * A key RocksStore.flushWal puts and deletes in one batch in every family, to fill a memtable so
+ * RocksDB flushes it; no reader sees it, and only its tombstone reaches the table files. One byte,
+ * shorter than any key of any family, so that it never equals one.
+ */
+export const FLUSH_FILLER_KEY = '\x00'
 
 /** Meta family keys. */
 export const META_SCHEMA_KEY = 'schema_version'

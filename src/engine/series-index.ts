@@ -1,5 +1,10 @@
 import type { ChainedBatch } from '@nxtedition/rocksdb'
-import { ENCODING_SERIES_DEF, INDEX_PREFIX_METRIC, INDEX_PREFIX_SERIES, INDEX_PREFIX_TAG } from '../codec/schema.js'
+import {
+  ENCODING_SERIES_DEF,
+  INDEX_PREFIX_METRIC_RETIRED,
+  INDEX_PREFIX_SERIES,
+  INDEX_PREFIX_TAG_RETIRED,
+} from '../codec/schema.js'
 import { bug } from '../model/errors.js'
 import { compileSelector } from '../model/matcher.js'
 import { canonicalSeriesKey, decodeSeriesDef, encodeSeriesDef, seriesIdFromKey } from '../model/series-key.js'
@@ -24,7 +29,6 @@ interface MetricPostings {
   readonly byTag: Map<string, Map<string, Set<number>>>
 }
 
-const SEP = Buffer.from([0])
 const COLLISION_ATTEMPTS = 16
 
 /**
@@ -74,6 +78,7 @@ export class SeriesIndex {
 
   async load(): Promise<void> {
     const column = this.store.columns.index
+    await this.dropPostingRecords()
     await this.store.scan(
       { gte: Buffer.from([INDEX_PREFIX_SERIES]), lt: Buffer.from([INDEX_PREFIX_SERIES + 1]), column },
       (page) => {
@@ -147,8 +152,6 @@ export class SeriesIndex {
   remove(entry: SeriesEntry, batch: ChainedBatch): void {
     const column = this.store.columns.index
     batch.del(seriesKey(entry.id), { column })
-    batch.del(metricKey(entry.metric, entry.id), { column })
-    for (const tag of entry.tags) batch.del(tagKey(entry.metric, tag, entry.id), { column })
     this.forget(entry)
   }
 
@@ -286,30 +289,29 @@ export class SeriesIndex {
     const column = this.store.columns.index
     const def = encodeSeriesDef(entry.metric, entry.tags)
     batch.put(seriesKey(entry.id), Buffer.concat([Buffer.from([ENCODING_SERIES_DEF]), def]), { column })
-    // The posting records make the inverted index readable from disk by metric and tag without
-    // loading every definition; open() rebuilds the in-memory postings from the definitions.
-    batch.put(metricKey(entry.metric, entry.id), Buffer.alloc(0), { column })
-    for (const tag of entry.tags) batch.put(tagKey(entry.metric, tag, entry.id), Buffer.alloc(0), { column })
+  }
+
+  /**
+   * Removes the metric and tag posting records that data folders written before they were retired
+   * still hold: nothing reads them (the postings are rebuilt in memory from the definitions), and
+   * they cost a record per tag of every series. One range delete each, only where some exist.
+   */
+  private async dropPostingRecords(): Promise<void> {
+    const column = this.store.columns.index
+    for (const prefix of [INDEX_PREFIX_METRIC_RETIRED, INDEX_PREFIX_TAG_RETIRED]) {
+      const range = { gte: Buffer.from([prefix]), lt: Buffer.from([prefix + 1]), column }
+      const it = this.store.db.iterator({ ...range, limit: 1, values: false })
+      let found = false
+      try {
+        found = (await it.nextv(1)).length > 0
+      } finally {
+        await it.close()
+      }
+      if (found) await this.store.db.clear(range)
+    }
   }
 }
 
 function seriesKey(id: Buffer): Buffer {
   return Buffer.concat([Buffer.from([INDEX_PREFIX_SERIES]), id])
-}
-
-function metricKey(metric: string, id: Buffer): Buffer {
-  return Buffer.concat([Buffer.from([INDEX_PREFIX_METRIC]), Buffer.from(metric), SEP, id])
-}
-
-function tagKey(metric: string, tag: Tag, id: Buffer): Buffer {
-  return Buffer.concat([
-    Buffer.from([INDEX_PREFIX_TAG]),
-    Buffer.from(metric),
-    SEP,
-    Buffer.from(tag.key),
-    SEP,
-    Buffer.from(tag.value),
-    SEP,
-    id,
-  ])
 }
