@@ -101,6 +101,7 @@ export async function sealBlocks(core: EngineCore, force: boolean): Promise<numb
     if (n > 0) core.latestCache.sealed(t.handle, { ts: t.ts[n - 1] as number, val: t.vals[n - 1] as number })
   }
   await trimBuffer(core)
+  await core.store.settleWal(core.clock.now())
   return blocks
 }
 

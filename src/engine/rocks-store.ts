@@ -1,4 +1,5 @@
-import { mkdir } from 'node:fs/promises'
+import { mkdir, readdir, stat } from 'node:fs/promises'
+import { join } from 'node:path'
 import { type ChainedBatch, type ColumnHandle, type IteratorOptions, RocksLevel } from '@nxtedition/rocksdb'
 import {
   CF_BUFFER,
@@ -7,6 +8,7 @@ import {
   CF_HOT,
   CF_INDEX,
   CF_META,
+  FLUSH_FILLER_KEY,
   META_SCHEMA_KEY,
   SCHEMA_VERSION,
 } from '../codec/schema.js'
@@ -20,7 +22,35 @@ export interface Columns {
   readonly cold: ColumnHandle
 }
 
-const MIB = 1024 * 1024
+const KIB = 1024
+const MIB = 1024 * KIB
+
+/**
+ * Memtable budget of each family (RocksDB `compaction: 'level'`: a write buffer of a quarter of it,
+ * at most six of them). Small on purpose: RocksDB keeps a write-ahead log file until every family
+ * with data in it has flushed, and when the logs outgrow four times the families' memtables
+ * together it flushes the families holding the oldest one. So these budgets bound the log (about
+ * 4 × 1.5 × 100 MiB in all) and the replay of a restart after kill -9; see flushWal for the idle case.
+ */
+const MEMTABLE_BUDGET: Readonly<Record<string, number>> = {
+  [CF_DEFAULT]: 256 * KIB,
+  [CF_META]: 256 * KIB,
+  [CF_INDEX]: 4 * MIB,
+  [CF_BUFFER]: 32 * MIB,
+  [CF_HOT]: 32 * MIB,
+  [CF_COLD]: 32 * MIB,
+}
+
+/** Write buffer size RocksDB derives from a family's budget. */
+function writeBufferBytes(family: string): number {
+  return (MEMTABLE_BUDGET[family] ?? 0) / 4
+}
+
+/** The log is flushed away while writes go on once it is this large, which bounds the replay of a restart. */
+export const WAL_FLUSH_BYTES = 256 * MIB
+/** After this long without a write, a log larger than WAL_IDLE_BYTES is flushed away. */
+export const WAL_IDLE_MS = 10_000
+export const WAL_IDLE_BYTES = MIB
 
 /**
  * The RocksDB database with its fixed column families. The hot family favours writes and cached
@@ -30,6 +60,10 @@ const MIB = 1024 * 1024
 export class RocksStore {
   private rocks: RocksLevel | undefined
   private cfs: Columns | undefined
+  /** The last sequence number seen by settleWal, when it changed, and what it was after the last flush. */
+  private lastSeq = -1
+  private lastSeqChangeMs = 0
+  private flushedAtSeq = -1
 
   constructor(readonly dataDir: string) {}
 
@@ -49,13 +83,13 @@ export class RocksStore {
         walCompression: false,
         cacheSize: 8 * MIB,
         columns: {
-          [CF_DEFAULT]: { cacheSize: 0 },
-          [CF_META]: { cacheSize: MIB },
-          [CF_INDEX]: { cacheSize: 16 * MIB, optimize: 'point-lookup' },
-          // Sealed points leave the buffer within seconds: no compression, small memtables.
-          [CF_BUFFER]: { compression: false, cacheSize: 0, compaction: 'level', memtableMemoryBudget: 64 * MIB },
-          [CF_HOT]: { compaction: 'level', memtableMemoryBudget: 128 * MIB, cacheSize: blockCacheBytes },
-          [CF_COLD]: { compression: true, cacheSize: blockCacheBytes, blockSize: 16 * 1024 },
+          [CF_DEFAULT]: { cacheSize: 0, ...budget(CF_DEFAULT) },
+          [CF_META]: { cacheSize: MIB, ...budget(CF_META) },
+          [CF_INDEX]: { cacheSize: 16 * MIB, optimize: 'point-lookup', ...budget(CF_INDEX) },
+          // Sealed points leave the buffer within seconds: no compression.
+          [CF_BUFFER]: { compression: false, cacheSize: 0, ...budget(CF_BUFFER) },
+          [CF_HOT]: { cacheSize: blockCacheBytes, ...budget(CF_HOT) },
+          [CF_COLD]: { compression: true, cacheSize: blockCacheBytes, blockSize: 16 * 1024, ...budget(CF_COLD) },
         },
       })
     } catch (err) {
@@ -77,6 +111,100 @@ export class RocksStore {
       cold: need(CF_COLD),
     }
     await this.checkSchema()
+  }
+
+  /**
+   * Keeps the write-ahead log small: flushes every family when no write came for WAL_IDLE_MS and the
+   * log holds more than WAL_IDLE_BYTES, or at once when it holds more than WAL_FLUSH_BYTES. The
+   * sealer calls it on every tick. Without it a family written rarely (meta, index) never fills a
+   * memtable, and the log files it pins stay on disk however long the server is idle.
+   */
+  async settleWal(nowMs: number): Promise<void> {
+    const seq = this.db.sequence
+    if (seq !== this.lastSeq) {
+      this.lastSeq = seq
+      this.lastSeqChangeMs = nowMs
+    }
+    if (seq === this.flushedAtSeq) return
+    const idle = nowMs - this.lastSeqChangeMs >= WAL_IDLE_MS
+    const bytes = await this.walBytes()
+    if (bytes > WAL_FLUSH_BYTES || (idle && bytes > WAL_IDLE_BYTES)) await this.flushWal()
+  }
+
+  /** Bytes of the write-ahead log files (their length; RocksDB preallocates more on disk for the live one). */
+  async walBytes(): Promise<number> {
+    let total = 0
+    for (const name of await readdir(this.dataDir)) {
+      if (!name.endsWith('.log')) continue
+      const info = await stat(join(this.dataDir, name)).catch(() => undefined)
+      total += info?.size ?? 0
+    }
+    return total
+  }
+
+  /**
+   * Flushes every family's memtables, so that RocksDB can drop the log files behind them. The
+   * binding has no flush call, and max_total_wal_size does not reach RocksDB through it, so this
+   * fills each memtable instead: a put of FLUSH_FILLER_KEY larger than the family's write buffer,
+   * deleted in the same batch (no reader ever sees it, and the flush drops the value). RocksDB
+   * switches a full memtable at the next write, so a small delete in another family follows. With
+   * compaction 'level' a family flushes only once two memtables wait, and whether one already waits
+   * cannot be read through the binding: a family is filled again when no table file appeared. Costs
+   * one or two write buffers of log writes per family (at most about 60 MiB), dropped with the rest.
+   */
+  async flushWal(): Promise<void> {
+    const filler = Buffer.alloc(Math.max(...COLUMN_NAMES.map(fillerBytes)))
+    // A compaction can pass for the flush of a family that still holds a memtable: a pass that
+    // leaves more than the newest log behind is repeated.
+    for (let pass = 0; pass < 3; pass++) {
+      await this.fillFamilies(filler)
+      await this.backgroundIdle()
+      if ((await this.walBytes()) <= WAL_IDLE_BYTES) break
+    }
+    this.flushedAtSeq = this.db.sequence
+  }
+
+  private async fillFamilies(filler: Buffer): Promise<void> {
+    const key = Buffer.from(FLUSH_FILLER_KEY)
+    // Meta goes last: the deletes that switch the other families' memtables land in it.
+    const order: Array<keyof Columns> = ['buffer', 'hot', 'cold', 'index', 'meta']
+    for (const role of order) {
+      const column = this.columns[role]
+      const trigger = role === 'meta' ? this.columns.index : this.columns.meta
+      for (let attempt = 0; attempt < 2; attempt++) {
+        await this.backgroundIdle()
+        const before = await this.newestTableFile()
+        const fill = this.db.batch()
+        fill.put(key, filler.subarray(0, fillerBytes(FAMILY_OF_ROLE[role])), { column })
+        fill.del(key, { column })
+        await fill.write({ sync: false })
+        const next = this.db.batch()
+        next.del(key, { column: trigger })
+        await next.write({ sync: false })
+        await this.backgroundIdle()
+        if ((await this.newestTableFile()) > before) break
+      }
+    }
+  }
+
+  /** Waits (up to 10 s) until RocksDB runs no flush and no compaction. */
+  private async backgroundIdle(): Promise<void> {
+    const deadline = Date.now() + 10_000
+    const busy = (): boolean =>
+      this.db.getProperty('rocksdb.num-running-flushes') !== '0' ||
+      this.db.getProperty('rocksdb.num-running-compactions') !== '0'
+    // A flush is scheduled by the write that switched the memtable; give it a moment to start.
+    await new Promise((resolve) => setTimeout(resolve, 5))
+    while (busy() && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 5))
+  }
+
+  /** The number of the newest table file: it grows with every flush (and compaction). */
+  private async newestTableFile(): Promise<number> {
+    let newest = 0
+    for (const name of await readdir(this.dataDir)) {
+      if (name.endsWith('.sst')) newest = Math.max(newest, Number.parseInt(name, 10) || 0)
+    }
+    return newest
   }
 
   get columns(): Columns {
@@ -136,9 +264,34 @@ export class RocksStore {
   }
 
   async close(): Promise<void> {
+    // A clean stop leaves (almost) no log behind, so the next start has nothing to replay.
+    if (this.rocks?.status === 'open' && this.cfs && (await this.walBytes()) > WAL_IDLE_BYTES) await this.flushWal()
     if (this.rocks?.status === 'open') await this.rocks.close()
     this.cfs = undefined
   }
+}
+
+/** The options that give a family its memtable budget (see MEMTABLE_BUDGET). */
+function budget(family: string): { compaction: 'level'; memtableMemoryBudget: number } {
+  return { compaction: 'level', memtableMemoryBudget: MEMTABLE_BUDGET[family] ?? 0 }
+}
+
+const FAMILY_OF_ROLE: Readonly<Record<keyof Columns, string>> = {
+  meta: CF_META,
+  index: CF_INDEX,
+  buffer: CF_BUFFER,
+  hot: CF_HOT,
+  cold: CF_COLD,
+}
+const COLUMN_NAMES = Object.values(FAMILY_OF_ROLE)
+
+/**
+ * A filler that surely marks a memtable full: RocksDB flushes once the memtable's arena exceeds the
+ * write buffer by more than part of an arena block (at most 1 MiB), so a quarter more is enough.
+ */
+function fillerBytes(family: string): number {
+  const wb = writeBufferBytes(family)
+  return wb + Math.max(wb / 4, 64 * KIB)
 }
 
 export function u32(n: number): Buffer {

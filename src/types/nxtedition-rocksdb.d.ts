@@ -61,6 +61,8 @@ declare module '@nxtedition/rocksdb' {
     constructor(location: string, options?: { keyEncoding?: 'buffer'; valueEncoding?: 'buffer' })
     readonly status: 'opening' | 'open' | 'closing' | 'closed'
     readonly columns: Record<string, ColumnHandle>
+    /** The latest sequence number: it moves with every write. */
+    readonly sequence: number
     open(options?: OpenOptions): Promise<void>
     close(): Promise<void>
     batch(): ChainedBatch

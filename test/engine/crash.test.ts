@@ -10,8 +10,16 @@ import { BasicEngine } from '../../src/engine/basic-engine.js'
 const T0 = Date.UTC(2026, 0, 1)
 
 it('keeps every acknowledged write when the process is killed with SIGKILL', async () => {
+  await killAndCheck([])
+})
+
+it('keeps every acknowledged write when killed between flushes of the write-ahead log', async () => {
+  await killAndCheck(['flush-wal'])
+})
+
+async function killAndCheck(writerArgs: string[]): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), 'v3-crash-'))
-  const child = spawn(process.execPath, ['--import', 'tsx', 'test/fixtures/crash-writer.ts', dir], {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'test/fixtures/crash-writer.ts', dir, ...writerArgs], {
     stdio: ['ignore', 'pipe', 'inherit'],
   })
   let acked = -1
@@ -50,4 +58,4 @@ it('keeps every acknowledged write when the process is killed with SIGKILL', asy
     await engine.close()
     await rm(dir, { recursive: true, force: true })
   }
-})
+}

@@ -1,0 +1,114 @@
+// What the data folder holds: the write-ahead log shrinks once writes stop, and the retired posting
+// records of older data folders are removed at open.
+import assert from 'node:assert/strict'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { describe, it } from 'node:test'
+import { INDEX_PREFIX_METRIC_RETIRED, INDEX_PREFIX_TAG_RETIRED } from '../../src/codec/schema.js'
+import { BasicEngine } from '../../src/engine/basic-engine.js'
+import { RocksStore, WAL_IDLE_BYTES, WAL_IDLE_MS } from '../../src/engine/rocks-store.js'
+
+const T0 = Date.UTC(2026, 0, 1)
+
+class ManualClock {
+  constructor(public t: number) {}
+  now(): number {
+    return this.t
+  }
+}
+
+function engineAt(dataDir: string, clock: ManualClock): BasicEngine {
+  return new BasicEngine({ dataDir, sync: 'off', sealIntervalMs: 3_600_000, moveIntervalMs: 3_600_000 }, { clock })
+}
+
+async function writeSeries(engine: BasicEngine, hosts: number, points: number): Promise<void> {
+  const timestamps = Array.from({ length: points }, (_, i) => T0 + i * 10_000)
+  for (let h = 0; h < hosts; h++) {
+    await engine.write({
+      series: [
+        { metric: 'cpu', tags: [{ key: 'host', value: `h${h}` }], timestamps, values: timestamps.map((_, i) => i + h) },
+      ],
+    })
+  }
+}
+
+describe('data folder', () => {
+  it('flushes the write-ahead log away once writes stop, and keeps every point', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'v3-files-'))
+    const clock = new ManualClock(T0 + 48 * 3_600_000)
+    let engine = engineAt(dir, clock)
+    try {
+      await engine.open()
+      await writeSeries(engine, 20, 8640)
+      await engine.compact()
+      assert.ok((await engine.store.walBytes()) > WAL_IDLE_BYTES, 'the test writes more than the idle threshold')
+      // The first tick notes the last write; a tick after the idle time flushes.
+      await engine.compact()
+      clock.t += WAL_IDLE_MS
+      await engine.compact()
+      // RocksDB drops the log files once its background flushes finish.
+      const deadline = Date.now() + 10_000
+      while ((await engine.store.walBytes()) > WAL_IDLE_BYTES && Date.now() < deadline) {
+        await new Promise((resolve) => setTimeout(resolve, 50))
+      }
+      assert.ok((await engine.store.walBytes()) <= WAL_IDLE_BYTES, `${await engine.store.walBytes()} bytes of log`)
+      await engine.close()
+      engine = engineAt(dir, clock)
+      await engine.open()
+      const got = await engine.query({ selector: { metric: 'cpu', matchers: [] }, startMs: T0, endMs: T0 + 86_400_000 })
+      assert.equal(got.length, 20)
+      for (const s of got) assert.equal(s.timestamps.length, 8640)
+    } finally {
+      await engine.close()
+      await rm(dir, { recursive: true, force: true })
+    }
+  })
+
+  it('removes the posting records an older build wrote, and still selects by tag', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'v3-files-'))
+    const clock = new ManualClock(T0 + 48 * 3_600_000)
+    let engine = engineAt(dir, clock)
+    try {
+      await engine.open()
+      await writeSeries(engine, 3, 10)
+      await engine.close()
+      // Posting records as builds before their retirement wrote them.
+      const store = new RocksStore(dir)
+      await store.open(0)
+      const batch = store.db.batch()
+      const id = Buffer.alloc(8, 7)
+      const empty = Buffer.alloc(0)
+      const column = store.columns.index
+      batch.put(Buffer.concat([Buffer.from([INDEX_PREFIX_METRIC_RETIRED]), Buffer.from('cpu\0'), id]), empty, {
+        column,
+      })
+      batch.put(Buffer.concat([Buffer.from([INDEX_PREFIX_TAG_RETIRED]), Buffer.from('cpu\0host\0h1\0'), id]), empty, {
+        column,
+      })
+      await batch.write()
+      await store.close()
+
+      engine = engineAt(dir, clock)
+      await engine.open()
+      const got = await engine.query({
+        selector: { metric: 'cpu', matchers: [{ key: 'host', value: 'h1', op: 'eq' }] },
+        startMs: T0,
+        endMs: T0 + 86_400_000,
+      })
+      assert.equal(got.length, 1)
+      const left: Buffer[] = []
+      await engine.store.scan({ column: engine.store.columns.index }, (page) => {
+        for (const [key] of page) left.push(key)
+      })
+      assert.deepEqual(
+        left.map((k) => k[0]),
+        [0x53, 0x53, 0x53],
+        'only the three series definitions',
+      )
+    } finally {
+      await engine.close()
+      await rm(dir, { recursive: true, force: true })
+    }
+  })
+})
