@@ -10,6 +10,7 @@ import { adminServiceHandlers } from './admin-service.js'
 import { authInterceptor, loadTokens } from './auth.js'
 import { clusterServiceHandlers } from './cluster-service.js'
 import type { ServerLogger } from './errors.js'
+import { fullCollector, IdleReclaimer } from './idle-reclaim.js'
 import { addIntrospection, loadContract } from './introspection.js'
 import { queryServiceDefinition, queryServiceHandlers } from './query-service.js'
 import { checkedService, contractRegistry } from './request-check.js'
@@ -62,6 +63,11 @@ export interface ServerOptions extends TransportOptions {
   readonly tls?: TlsOptions
   /** Serve a non-loopback address without TLS or tokens anyway. Default false: refuse to start. */
   readonly insecure?: boolean
+  /**
+   * Run a full garbage collection when calls stop after a burst that grew the heap (see
+   * idle-reclaim.ts). Default true; false leaves the heap to V8 alone.
+   */
+  readonly reclaimWhenIdle?: boolean
 }
 
 export interface RunningServer {
@@ -175,12 +181,19 @@ async function serveEngine(options: Prepared): Promise<RunningServer> {
   const { listen, host, maxMessageBytes, streamChunkBytes, logger, transport, tokens, creds } = options
   const { definition, registry } = options
   const shutdownTimeoutMs = options.shutdownTimeoutMs ?? SERVER_DEFAULTS.shutdownTimeoutMs
+  const collect = options.reclaimWhenIdle === false ? undefined : fullCollector()
+  const reclaimer = collect === undefined ? undefined : new IdleReclaimer(collect)
   const server = new Server({
     ...transport,
     'grpc.max_receive_message_length': maxMessageBytes,
     'grpc.max_send_message_length': maxMessageBytes,
-    // Authentication first, so that no other interceptor (request logging, say) sees a refused call.
-    interceptors: [...(tokens === undefined ? [] : [authInterceptor(tokens)]), ...options.interceptors],
+    // Authentication first, so that no other interceptor (request logging, say) sees a refused call;
+    // but a refused call is activity too, so the reclaimer comes before it.
+    interceptors: [
+      ...(reclaimer === undefined ? [] : [reclaimer.interceptor()]),
+      ...(tokens === undefined ? [] : [authInterceptor(tokens)]),
+      ...options.interceptors,
+    ],
   })
   // Set once bound: the port is known only then when listen asks for port 0.
   const identity = { id: options.nodeId ?? '', address: listen }
@@ -215,12 +228,14 @@ async function serveEngine(options: Prepared): Promise<RunningServer> {
   )
 
   const port = await bind(server, listen, creds)
+  reclaimer?.start()
   identity.address = `${host}:${port}`
   if (identity.id === '') identity.id = `${hostname()}:${port}`
 
   let closing: Promise<void> | undefined
   const close = (): Promise<void> => {
     closing ??= new Promise<void>((resolve) => {
+      reclaimer?.stop()
       health.setServing(false)
       // Ingest and Subscribe never end on their own: they end now, with UNAVAILABLE, so clients reconnect elsewhere.
       streams.shutdown()
