@@ -141,6 +141,7 @@ function mergeByKey<T extends { readonly metric: string; readonly tags: readonly
 export class ClusterEngine implements StorageEngine {
   private ringState: RingState | undefined
   private link: ClusterLink | undefined
+  private planCache: { state: RingState; signature: string; parts: ReadPart[] } | undefined
   /**
    * Series identities already validated, as the basic engine keeps them: a series the wire decoder
    * has seen before skips the name checks, the tag sort and the key, which otherwise cost the
@@ -288,7 +289,18 @@ export class ClusterEngine implements StorageEngine {
    * each series reads exactly as a single node does.
    */
   private readPlan(state: RingState): ReadPart[] {
-    const assignment = assignReadReplicas(state.ring, state.rf, this.linked().view.healthyIds(), this.selfId)
+    const healthy = this.linked().view.healthyIds()
+    // The plan depends only on the ring and the healthy set, which change rarely: reuse it.
+    const signature = [...healthy].sort().join('\u0000')
+    const cached = this.planCache
+    if (cached !== undefined && cached.state === state && cached.signature === signature) return cached.parts
+    const parts = this.planReads(state, healthy)
+    this.planCache = { state, signature, parts }
+    return parts
+  }
+
+  private planReads(state: RingState, healthy: ReadonlySet<string>): ReadPart[] {
+    const assignment = assignReadReplicas(state.ring, state.rf, healthy, this.selfId)
     const byNode = new Map<string, TokenRange[]>()
     for (const [id, ranges] of assignment) byNode.set(id, [...ranges])
     // A range none of whose owners looks healthy still goes to its first owner: health can lag, and
