@@ -87,6 +87,7 @@ export function createClusterNode(
   )
   let transport: ZmqPeerTransport | undefined
   let membership: Membership | undefined
+  let started = false
   return {
     engine,
     async join(grpcAddress) {
@@ -119,7 +120,10 @@ export function createClusterNode(
         )
         engine.attach({ selfId: nodeId, transport, view: viewOf(membership) })
       }
-      await membership.start()
+      if (!started) {
+        await membership.start()
+        started = true
+      }
       const ring = await membership.join({
         vnodes: options.vnodes,
         replicationFactor: options.replicationFactor,

@@ -343,13 +343,14 @@ export class Membership {
    */
   async start(): Promise<void> {
     if (this.started) throw bug('Membership.start called twice')
-    this.started = true
+    // Started only once registered: a node that starts while Consul is down calls start again.
     try {
       await this.register()
     } catch (err) {
       this.failed(err)
       throw err
     }
+    this.started = true
     this.succeeded()
     this.scheduleRenew()
     this.loops.push(

@@ -20,16 +20,21 @@ export interface ConsulProcess {
   stop(): Promise<void>
 }
 
-/** The real agent at CONSUL_HTTP_ADDR when set, else the emulator in a process of its own. */
-export async function startConsul(): Promise<ConsulProcess> {
+/** The real agent at CONSUL_HTTP_ADDR when set, else the emulator in a process of its own (on `port` if given). */
+export async function startConsul(port?: number): Promise<ConsulProcess> {
   const real = process.env.CONSUL_HTTP_ADDR
   if (real !== undefined && real !== '') {
     return { url: /^https?:\/\//.test(real) ? real : `http://${real}`, child: undefined, stop: async () => {} }
   }
-  const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'test', 'fixtures', 'consul-emulator.ts')], {
-    cwd: ROOT,
-    stdio: ['ignore', 'pipe', 'inherit'],
-  })
+  const portArgs = port === undefined ? [] : ['--port', String(port)]
+  const child = spawn(
+    process.execPath,
+    ['--import', 'tsx', join(ROOT, 'test', 'fixtures', 'consul-emulator.ts'), ...portArgs],
+    {
+      cwd: ROOT,
+      stdio: ['ignore', 'pipe', 'inherit'],
+    },
+  )
   let out = ''
   child.stdout?.setEncoding('utf8')
   const url = await new Promise<string>((resolveUrl, reject) => {
@@ -77,7 +82,7 @@ export async function nodeSpec(id: string): Promise<NodeSpec> {
 
 /** Starts one cluster node; it prints its listening line once it has joined the ring. */
 export function startNode(
-  consul: ConsulProcess,
+  consul: Pick<ConsulProcess, 'url'>,
   spec: NodeSpec,
   clusterName: string,
   extra: readonly string[] = [],

@@ -5,6 +5,7 @@ import type { SeriesPoints } from '../../src/model/types.js'
 import { runV3 } from './cli-run.js'
 import {
   type ConsulProcess,
+  freePort,
   type NodeSpec,
   nodeSpec,
   startConsul,
@@ -317,5 +318,31 @@ describe('a cluster of three nodes, three copies of each series', { timeout: 180
       return list.length === 3 ? list : undefined
     })
     assert.deepEqual(owners.map((o) => o.id).sort(), ['a', 'b', 'c'])
+  })
+})
+
+describe('a node started while Consul is down', { timeout: 120_000 }, () => {
+  it('waits for Consul, then joins and serves', async (t) => {
+    if (process.env.CONSUL_HTTP_ADDR) {
+      t.skip('the tests do not stop a real Consul agent')
+      return
+    }
+    const port = await freePort()
+    const spec = await nodeSpec('late')
+    // The node cannot register yet: it retries, and prints its listening line only once joined.
+    const starting = startNode({ url: `http://127.0.0.1:${port}` }, spec, `v3-late-${process.pid}`)
+    let node: ServerProcess | undefined
+    const consul = await startConsul(port)
+    try {
+      node = await starting
+      const members = await waitForMembers([node], ['late'])
+      assert.equal(members[0]?.address, `127.0.0.1:${spec.port}`)
+      await node.client.write([{ metric: 'late', tags: { a: 'b' }, timestamps: [T0], values: [1] }])
+      assert.equal((await node.client.latest({ metric: 'late' }))[0]?.values[0], 1)
+    } finally {
+      await node?.kill()
+      await consul.stop()
+      if (node !== undefined) await removeDataDir(node.dataDir)
+    }
   })
 })
