@@ -89,7 +89,16 @@ export class RocksStore {
           // Sealed points leave the buffer within seconds: no compression.
           [CF_BUFFER]: { compression: false, cacheSize: 0, ...budget(CF_BUFFER) },
           [CF_HOT]: { cacheSize: blockCacheBytes, ...budget(CF_HOT) },
-          [CF_COLD]: { compression: true, cacheSize: blockCacheBytes, blockSize: 16 * 1024, ...budget(CF_COLD) },
+          // Universal compaction, not level: the binding's level style leaves levels 0 and 1
+          // uncompressed, where a small data set's cold runs all live; universal compresses every
+          // output but the newest fifth with ZSTD.
+          [CF_COLD]: {
+            compression: true,
+            cacheSize: blockCacheBytes,
+            blockSize: 16 * 1024,
+            compaction: 'universal',
+            memtableMemoryBudget: MEMTABLE_BUDGET[CF_COLD],
+          },
         },
       })
     } catch (err) {
