@@ -29,9 +29,9 @@ import type { SeriesPoints } from '../src/model/types.js'
 import { HOSTS, hostTags, METRICS, POINTS_PER_SERIES, seriesValues } from './dataset.js'
 import {
   encodeMessages,
+  grpcHealthRoundTrip,
   peakRssMiB,
   type QueryResult,
-  quantile,
   removeServer,
   type Server,
   startServer,
@@ -51,8 +51,6 @@ export interface ClusterBenchOptions {
 
 /** The pause between the end of a load and the first query, as the single-node bench has it. */
 const SETTLE_MS = 10_000
-/** Health checks timed for the round-trip baseline, after as many warm-ups. */
-const HEALTH_CHECKS = 200
 /** Linux reports CPU times in clock ticks; `getconf CLK_TCK` is 100 on every Linux port Node runs on. */
 const CLK_TCK = 100
 /** How far a cluster value may differ from the single node's: float sums in another order. */
@@ -259,35 +257,6 @@ async function ingest(
   }
 }
 
-/** Median and p95 of a grpc.health.v1 Check, in ms: the round trip every call pays. */
-async function healthRoundTrip(address: string): Promise<{ medianMs: number; p95Ms: number }> {
-  const client = new Client(address, credentials.createInsecure())
-  // An empty HealthCheckRequest asks for the server as a whole.
-  const check = (): Promise<void> =>
-    new Promise((resolve, reject) =>
-      client.makeUnaryRequest(
-        '/grpc.health.v1.Health/Check',
-        (b: Buffer) => b,
-        (b: Buffer) => b,
-        Buffer.alloc(0),
-        (err: ServiceError | null) => (err ? reject(err) : resolve()),
-      ),
-    )
-  try {
-    for (let i = 0; i < HEALTH_CHECKS; i++) await check()
-    const times: number[] = []
-    for (let i = 0; i < HEALTH_CHECKS; i++) {
-      const t = performance.now()
-      await check()
-      times.push(performance.now() - t)
-    }
-    times.sort((a, b) => a - b)
-    return { medianMs: quantile(times, 0.5), p95Ms: quantile(times, 0.95) }
-  } finally {
-    client.close()
-  }
-}
-
 /** A client that keeps every answer, for the comparison of two systems after the timed runs. */
 class RecordingClient extends V3Client {
   readonly answers: SeriesPoints[][] = []
@@ -386,8 +355,8 @@ export async function runClusterBench(o: ClusterBenchOptions): Promise<void> {
     // Background work (RocksDB flushes and compactions) of both finishes before queries are timed.
     await new Promise((resolve) => setTimeout(resolve, SETTLE_MS))
 
-    const singleHealth = await healthRoundTrip((single[0] as Server).address)
-    const clusterHealth = await healthRoundTrip(entry.address)
+    const singleHealth = await grpcHealthRoundTrip((single[0] as Server).address)
+    const clusterHealth = await grpcHealthRoundTrip(entry.address)
     console.log(
       `health check round trip, median: single ${singleHealth.medianMs.toFixed(3)} ms, cluster node ${clusterHealth.medianMs.toFixed(3)} ms`,
     )

@@ -5,6 +5,7 @@ import { mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
+import { Client, credentials, type ServiceError } from '@grpc/grpc-js'
 import type { Tag } from '../src/model/types.js'
 import { encodeWriteRequest } from '../src/wire/series-codec.js'
 import { METRICS, POINTS_PER_SERIES, timestampAt } from './dataset.js'
@@ -17,13 +18,43 @@ export interface Server {
   readonly dataDir: string
 }
 
+/** Every process a bench has started and not seen exit. */
+const running = new Set<ChildProcess>()
+let exitHookInstalled = false
+
 /**
- * Starts the built `v3 serve` (bin/v3.js) on a free port with the cold tier one hour back, so the
- * back-filled data set settles cold. V3_BENCH_SERVER_NODE_ARGS passes Node options (e.g. "--cpu-prof").
- * `listen` and `extraArgs` are for cluster nodes, which need known ports and the cluster flags.
+ * Kills `proc` if the bench exits first, however it exits (a failure that skips a `finally`, or a
+ * signal), so that no server outlives the bench.
  */
-export async function startServer(extraArgs: readonly string[] = [], listen = '127.0.0.1:0'): Promise<Server> {
-  const dataDir = await mkdtemp(join(tmpdir(), 'v3-bench-'))
+export function trackProcess(proc: ChildProcess): void {
+  if (!exitHookInstalled) installExitHook()
+  running.add(proc)
+  proc.once('exit', () => running.delete(proc))
+}
+
+function installExitHook(): void {
+  exitHookInstalled = true
+  process.once('exit', () => {
+    for (const child of running) child.kill('SIGKILL')
+  })
+  // A signal's default action skips the 'exit' event; exiting through process.exit runs it.
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => process.exit(130))
+}
+
+/**
+ * Starts the built `v3 serve` (bin/v3.js) on a free port with the default engine flags, as a user
+ * runs it: the data set is dated 2026-01-01, so the default 2 h hot window (measured from the wall
+ * clock) already lies past all of it and every point is sealed straight into the cold family.
+ * V3_BENCH_SERVER_NODE_ARGS passes Node options (e.g. "--cpu-prof"). `listen` and `extraArgs` are
+ * for cluster nodes, which need known ports and the cluster flags, and for flags such as
+ * `--result-cache-points 0`; `existingDataDir` reopens the folder of a stopped server (a restart).
+ */
+export async function startServer(
+  extraArgs: readonly string[] = [],
+  listen = '127.0.0.1:0',
+  existingDataDir?: string,
+): Promise<Server> {
+  const dataDir = existingDataDir ?? (await mkdtemp(join(tmpdir(), 'v3-bench-')))
   const proc = spawn(
     process.execPath,
     [
@@ -34,14 +65,13 @@ export async function startServer(extraArgs: readonly string[] = [], listen = '1
       dataDir,
       '--listen',
       listen,
-      '--hot-window',
-      '1h',
       '--http-listen',
       '127.0.0.1:0',
       ...extraArgs,
     ],
     { stdio: ['ignore', 'pipe', 'inherit'] },
   )
+  trackProcess(proc)
   // The metrics line comes before the listening line.
   let metricsUrl = ''
   const address = await new Promise<string>((resolve, reject) => {
@@ -98,7 +128,7 @@ export async function timed<P>(name: string, run: (p: P) => Promise<() => void>,
   return { name, medianMs: quantile(times, 0.5), p95Ms: quantile(times, 0.95) }
 }
 
-/** SIGTERM (a clean stop, which the settled disk size needs) and wait. */
+/** SIGTERM (a clean stop, as a user's restart does) and wait. */
 export async function stopServer(server: Server): Promise<void> {
   if (server.proc.exitCode !== null || server.proc.signalCode !== null) return
   const exited = new Promise((resolve) => server.proc.once('exit', resolve))
@@ -121,13 +151,108 @@ export async function peakRssMiB(pid: number): Promise<number> {
   return Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? 0) / 1024
 }
 
-export async function folderBytes(dir: string): Promise<number> {
-  let total = 0
+/** The bytes a folder holds on disk, as `du` counts them (allocated blocks), and its files' sizes. */
+export interface FolderSize {
+  /** Allocated bytes (st_blocks x 512), what `du` reports: preallocated log space counts. */
+  readonly diskBytes: number
+  /** The sum of the files' sizes, what `du --apparent-size` reports. */
+  readonly apparentBytes: number
+}
+
+export async function folderSize(dir: string): Promise<FolderSize> {
+  let diskBytes = 0
+  let apparentBytes = 0
   for (const entry of await readdir(dir, { withFileTypes: true })) {
     const path = join(dir, entry.name)
-    total += entry.isDirectory() ? await folderBytes(path) : (await stat(path)).size
+    if (entry.isDirectory()) {
+      const sub = await folderSize(path)
+      diskBytes += sub.diskBytes
+      apparentBytes += sub.apparentBytes
+    } else {
+      const st = await stat(path)
+      diskBytes += st.blocks * 512
+      apparentBytes += st.size
+    }
   }
-  return total
+  return { diskBytes, apparentBytes }
+}
+
+export interface IdleFolderSize extends FolderSize {
+  /** How long the process sat idle before the reading, in seconds. */
+  readonly idleSeconds: number
+  /** Whether two readings POLL_MS apart agreed before the bound. */
+  readonly stable: boolean
+}
+
+const POLL_MS = 5000
+
+/**
+ * The folder of a running process after it has been left alone: `minIdleMs` first, then readings
+ * every 5 s until two agree or `maxIdleMs` has passed, so background flushes and compactions that
+ * a user's idle server would finish are counted as done, and ones that never come are not waited
+ * for without end.
+ */
+export async function idleFolderSize(dir: string, minIdleMs: number, maxIdleMs: number): Promise<IdleFolderSize> {
+  const t0 = performance.now()
+  await sleep(minIdleMs)
+  let last = await folderSize(dir)
+  for (;;) {
+    if (performance.now() - t0 + POLL_MS > maxIdleMs) {
+      return { ...last, idleSeconds: (performance.now() - t0) / 1000, stable: false }
+    }
+    await sleep(POLL_MS)
+    const now = await folderSize(dir)
+    if (now.diskBytes === last.diskBytes && now.apparentBytes === last.apparentBytes) {
+      return { ...now, idleSeconds: (performance.now() - t0) / 1000, stable: true }
+    }
+    last = now
+  }
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms))
+}
+
+export interface RoundTrip {
+  readonly medianMs: number
+  readonly p95Ms: number
+}
+
+/** Round trips timed for a baseline, after as many warm-ups. */
+const ROUND_TRIPS = 200
+
+/** Median and p95 of `call`, run one at a time, in ms. */
+export async function roundTrip(call: () => Promise<void>): Promise<RoundTrip> {
+  for (let i = 0; i < ROUND_TRIPS; i++) await call()
+  const times: number[] = []
+  for (let i = 0; i < ROUND_TRIPS; i++) {
+    const t = performance.now()
+    await call()
+    times.push(performance.now() - t)
+  }
+  times.sort((a, b) => a - b)
+  return { medianMs: quantile(times, 0.5), p95Ms: quantile(times, 0.95) }
+}
+
+/** Median and p95 of a grpc.health.v1 Check, in ms: the round trip every call pays. */
+export async function grpcHealthRoundTrip(address: string): Promise<RoundTrip> {
+  const client = new Client(address, credentials.createInsecure())
+  // An empty HealthCheckRequest asks for the server as a whole.
+  const check = (): Promise<void> =>
+    new Promise((resolve, reject) =>
+      client.makeUnaryRequest(
+        '/grpc.health.v1.Health/Check',
+        (b: Buffer) => b,
+        (b: Buffer) => b,
+        Buffer.alloc(0),
+        (err: ServiceError | null) => (err ? reject(err) : resolve()),
+      ),
+    )
+  try {
+    return await roundTrip(check)
+  } finally {
+    client.close()
+  }
 }
 
 /**

@@ -6,8 +6,8 @@ import type { QueryInput, V3Client } from '../src/client/index.js'
 import type { SeriesPoints } from '../src/model/types.js'
 import { INTERVAL_MS, METRICS, POINTS_PER_SERIES, prng, START_MS } from './dataset.js'
 
-const HOUR = 3_600_000
-const MINUTE = 60_000
+export const HOUR = 3_600_000
+export const MINUTE = 60_000
 
 export interface QueryParams {
   readonly hosts: number[]
@@ -128,11 +128,11 @@ function metricName(m: number): string {
 /** Reference data: values[host][metric] as generated. */
 export type Values = Float64Array[][]
 
-function indexOf(ts: number): number {
+export function indexOf(ts: number): number {
   return Math.round((ts - START_MS) / INTERVAL_MS)
 }
 
-function bucketFold(
+export function bucketFold(
   v: Float64Array,
   startMs: number,
   endMs: number,
@@ -148,10 +148,16 @@ function bucketFold(
   return { ts, out }
 }
 
-const max = (xs: Float64Array) => xs.reduce((a, b) => Math.max(a, b), Number.NEGATIVE_INFINITY)
-const avg = (xs: Float64Array) => xs.reduce((a, b) => a + b, 0) / xs.length
+export const max = (xs: Float64Array) => xs.reduce((a, b) => Math.max(a, b), Number.NEGATIVE_INFINITY)
+export const avg = (xs: Float64Array) => xs.reduce((a, b) => a + b, 0) / xs.length
 
-function expectSeries(name: string, got: SeriesPoints | undefined, ts: number[], vals: number[], tolerance = 0): void {
+export function expectSeries(
+  name: string,
+  got: SeriesPoints | undefined,
+  ts: number[],
+  vals: number[],
+  tolerance = 0,
+): void {
   if (!got) throw new Error(`${name}: a series is missing`)
   if (got.timestamps.length !== ts.length)
     throw new Error(`${name}: ${got.timestamps.length} points, expected ${ts.length}`)
@@ -278,7 +284,8 @@ export async function runV3(client: V3Client, kind: string, p: QueryParams, valu
   }
 }
 
-function checkHighCpu(kind: string, answer: SeriesPoints[], series: Float64Array, p: QueryParams): void {
+/** The points above 90 of a series in [startMs, endMs): what high-cpu-1 asks for. */
+export function highCpuReference(series: Float64Array, p: QueryParams): { ts: number[]; vals: number[] } {
   const ts: number[] = []
   const vals: number[] = []
   for (let i = indexOf(p.startMs); i < indexOf(p.endMs); i++) {
@@ -288,6 +295,11 @@ function checkHighCpu(kind: string, answer: SeriesPoints[], series: Float64Array
       vals.push(x)
     }
   }
+  return { ts, vals }
+}
+
+function checkHighCpu(kind: string, answer: SeriesPoints[], series: Float64Array, p: QueryParams): void {
+  const { ts, vals } = highCpuReference(series, p)
   if (ts.length === 0) {
     if (answer.length !== 0) throw new Error(`${kind}: expected no series`)
     return

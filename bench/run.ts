@@ -1,13 +1,18 @@
-// npm run bench: the cpu-only data set (bench/dataset.ts) against real `v3 serve` processes.
+// npm run bench: the cpu-only data set (bench/dataset.ts) against real `v3 serve` processes at
+// their default flags, as a user runs them.
 // - Ingest through Write (50,000-point requests, 2 in flight), through WriteStream, and through the
 //   batching writer on one Ingest stream, each into a fresh server, with its peak RSS.
-// - After the Write load: compaction, bytes on disk per point once the data is cold, compacted and
-//   settled, and the seven TSBS devops queries of the performance issue (median and p95 of 20 runs
-//   after 2 warm-ups, parameters from a fixed seed), every answer checked against a reference
-//   computed from the generated data (the check is not timed).
-// With --against victoriametrics the same workload runs against VictoriaMetrics from Debian's
-// package in the same run, and the table shows both columns and their ratio. Results go to
-// bench/results/ as JSON and Markdown.
+// - After the Write load and a Compact: bytes on disk (du) of the running server after at least a
+//   minute idle; the seven TSBS devops queries at default flags (caches on); then a clean stop and a
+//   start on the same folder with --result-cache-points 0, the disk once more (labelled "after a
+//   restart"), and the same queries on the storage path. Each query set comes with the health-check
+//   round trip of the same server (a grpc.health.v1 Check), median and p95 of 20 runs after 2
+//   warm-ups, parameters from a fixed seed, every answer checked against a reference computed from
+//   the generated data (the check is not timed).
+// With --against victoriametrics the same sequence runs against VictoriaMetrics from Debian's
+// package in the same run, through a keep-alive HTTP agent: GET /health as its round trip, its
+// rollup result cache on for the default table and off (nocache=1) for the storage path, so that
+// each table compares like with like. Results go to bench/results/ as JSON and Markdown.
 //   npm run bench [-- --decimals 2] [-- --hosts 10] [-- --against victoriametrics]
 //   npm run bench -- --ring   (the hash ring alone, see bench/ring-bench.ts)
 //   npm run bench -- --regex  (regex matchers alone, see bench/regex-bench.ts)
@@ -20,15 +25,19 @@ import { parseArgs } from 'node:util'
 import { Client, credentials, type ServiceError } from '@grpc/grpc-js'
 import { WriteResponse } from '../gen/v3storage/v1/write_service.js'
 import { V3Client } from '../src/client/index.js'
-import { BasicEngine } from '../src/engine/basic-engine.js'
 import { HOSTS, hostTags, METRICS, POINTS_PER_SERIES, seriesValues } from './dataset.js'
 import {
   encodeMessages,
   eventLoopDelayMs,
-  folderBytes,
+  type FolderSize,
+  grpcHealthRoundTrip,
+  type IdleFolderSize,
+  idleFolderSize,
   peakRssMiB,
   type QueryResult,
+  type RoundTrip,
   removeServer,
+  type Server,
   startServer,
   stopServer,
   timed,
@@ -39,9 +48,12 @@ import {
   ensureInstalled,
   ingest as ingestVictoriaMetrics,
   lineProtocol,
+  type QueryOptions,
   runVictoriaMetrics,
   startVictoriaMetrics,
   stopVictoriaMetrics,
+  type VictoriaMetrics,
+  healthRoundTrip as vmHealthRoundTrip,
 } from './victoriametrics.js'
 
 const { values: args } = parseArgs({
@@ -53,6 +65,9 @@ const { values: args } = parseArgs({
     runs: { type: 'string', default: '20' },
     'writer-batch-points': { type: 'string', default: '50000' },
     against: { type: 'string' },
+    // The idle spell before the disk of the running server is read, in seconds (a quick check may
+    // shorten it; the figures in the README use the default).
+    'idle-seconds': { type: 'string', default: '60' },
     // --ring runs only the hash-ring bench (bench/ring-bench.ts): no servers, a table of figures.
     ring: { type: 'boolean', default: false },
     // --peer runs only the peer transport bench (bench/peer-bench.ts): two processes on loopback.
@@ -74,17 +89,43 @@ if (args.against !== undefined && args.against !== 'victoriametrics') {
   throw new Error(`--against takes victoriametrics, got ${args.against}`)
 }
 
-/** The pause between the end of a load and the first query, for both systems' background work. */
-const SETTLE_MS = 10_000
+/**
+ * How long a server is left alone after its load before its data folder is measured (and the
+ * queries start): at least a minute, as a user's server would sit, then until two readings 5 s
+ * apart agree, at most two minutes in all.
+ */
+const IDLE_MIN_MS = Number(args['idle-seconds']) * 1000
+const IDLE_MAX_MS = 2 * IDLE_MIN_MS
+/** After a restart: long enough for the log replay and the flushes it starts. */
+const RESTART_IDLE_MIN_MS = Math.min(10_000, IDLE_MIN_MS)
+const RESTART_IDLE_MAX_MS = IDLE_MAX_MS
+
+/** The queries of one server configuration, with the health-check round trip measured beside them. */
+interface QuerySet {
+  /** The round trip every call pays: V3 a grpc.health.v1 Check, VictoriaMetrics GET /health. */
+  readonly health: RoundTrip
+  readonly queries: QueryResult[]
+}
 
 interface SystemResult {
   readonly ingestPointsPerSecond: number
-  /** Peak RSS of the process that served the ingest and the queries. */
+  /** Peak RSS of the process that served the ingest and the queries at default flags. */
   readonly peakRssMiB: number
-  readonly bytesPerPoint: number
-  readonly queries: QueryResult[]
-  /** The server's event-loop delay while it answered the query mix; V3 only. */
+  /** The data folder of the running server after the ingest and an idle spell, as `du` counts it. */
+  readonly diskRunning: IdleFolderSize
+  /** The data folder after a clean stop and a start on the same folder, once the restart settled. */
+  readonly diskAfterRestart: IdleFolderSize
+  /**
+   * The storage path, caches off: V3 restarted with --result-cache-points 0, VictoriaMetrics queried
+   * with nocache=1 (its rollup result cache off), both after the restart.
+   */
+  readonly storagePath: QuerySet
+  /** Both at their default flags, caches on, before the restart. */
+  readonly defaults: QuerySet
+  /** The server's event-loop delay while it answered the storage-path query mix; V3 only. */
   readonly eventLoopDelay?: { readonly p99Ms: number; readonly maxMs: number }
+  /** Requests sent and TCP connections opened by the keep-alive agents, over both processes; VictoriaMetrics only. */
+  readonly http?: { readonly requests: number; readonly connections: number }
 }
 
 function unary<Res>(fn: (cb: (err: ServiceError | null, res?: Res) => void) => void): Promise<Res> {
@@ -93,13 +134,38 @@ function unary<Res>(fn: (cb: (err: ServiceError | null, res?: Res) => void) => v
   )
 }
 
+function logDisk(system: string, when: string, d: IdleFolderSize, totalPoints: number): void {
+  console.log(
+    `${system} disk ${when}: ${(d.diskBytes / totalPoints).toFixed(2)} bytes/point (du), ${(d.apparentBytes / totalPoints).toFixed(2)} apparent, after ${d.idleSeconds.toFixed(0)} s idle${d.stable ? '' : ' (still changing)'}`,
+  )
+}
+
+async function v3Queries(
+  server: Server,
+  values: Float64Array[][],
+  params: Map<string, QueryParams[]>,
+): Promise<QuerySet> {
+  const health = await grpcHealthRoundTrip(server.address)
+  const client = new V3Client(server.address)
+  try {
+    const queries: QueryResult[] = []
+    for (const kind of QUERY_KINDS) {
+      queries.push(await timed(kind.name, (p) => runV3(client, kind.name, p, values), params.get(kind.name) ?? []))
+    }
+    return { health, queries }
+  } finally {
+    client.close()
+  }
+}
+
 async function benchV3(
   requests: Buffer[],
   totalPoints: number,
   values: Float64Array[][],
   params: Map<string, QueryParams[]>,
 ): Promise<SystemResult> {
-  const server = await startServer()
+  const servers: Server[] = [await startServer()]
+  const server = servers[0] as Server
   const raw = new Client(server.address, credentials.createInsecure())
   const client = new V3Client(server.address)
   try {
@@ -124,43 +190,70 @@ async function benchV3(
     const ingestPointsPerSecond = Math.round(totalPoints / seconds)
     console.log(`V3 ingest (Write): ${ingestPointsPerSecond.toLocaleString('en')} points/s (${seconds.toFixed(1)} s)`)
     console.log(`V3 compact: ${JSON.stringify(await client.compact())}`)
-    // Let background work (RocksDB flushes and compactions) finish before timing queries.
-    await new Promise((resolve) => setTimeout(resolve, SETTLE_MS))
+    // The running server's folder, which is what a user's disk holds; the idle spell also lets
+    // background flushes and compactions finish before queries are timed.
+    const diskRunning = await idleFolderSize(server.dataDir, IDLE_MIN_MS, IDLE_MAX_MS)
+    logDisk('V3', 'on the running server', diskRunning, totalPoints)
+    const defaults = await v3Queries(server, values, params)
+    const peak = await peakRssMiB(server.proc.pid as number)
+    await stopServer(server)
 
+    // A restart on the same folder, with the result cache off for the storage-path queries.
+    servers.push(await startServer(['--result-cache-points', '0'], '127.0.0.1:0', server.dataDir))
+    const restarted = servers[1] as Server
+    const diskAfterRestart = await idleFolderSize(restarted.dataDir, RESTART_IDLE_MIN_MS, RESTART_IDLE_MAX_MS)
+    logDisk('V3', 'after a restart', diskAfterRestart, totalPoints)
     // This scrape starts the interval the one after the queries reports on.
-    await eventLoopDelayMs(server)
-    const queries: QueryResult[] = []
-    for (const kind of QUERY_KINDS) {
-      queries.push(await timed(kind.name, (p) => runV3(client, kind.name, p, values), params.get(kind.name) ?? []))
-    }
-    const eventLoopDelay = await eventLoopDelayMs(server)
+    await eventLoopDelayMs(restarted)
+    const storagePath = await v3Queries(restarted, values, params)
+    const eventLoopDelay = await eventLoopDelayMs(restarted)
     console.log(
       `V3 event-loop delay under the query mix: p99 ${eventLoopDelay.p99Ms.toFixed(1)} ms, max ${eventLoopDelay.maxMs.toFixed(1)} ms`,
     )
-    const peak = await peakRssMiB(server.proc.pid as number)
-    await stopServer(server)
-    // Settle: reopening replays the write-ahead log into table files and drops the log, as any
-    // restart does; a few seconds let RocksDB's background compaction drop deleted data.
-    const settle = new BasicEngine({ dataDir: server.dataDir })
-    await settle.open()
-    await new Promise((resolve) => setTimeout(resolve, 5000))
-    await settle.close()
-    const bytesPerPoint = (await folderBytes(server.dataDir)) / totalPoints
-    return { ingestPointsPerSecond, peakRssMiB: peak, bytesPerPoint, queries, eventLoopDelay }
+    return {
+      ingestPointsPerSecond,
+      peakRssMiB: peak,
+      diskRunning,
+      diskAfterRestart,
+      storagePath,
+      defaults,
+      eventLoopDelay,
+    }
   } finally {
     raw.close()
     client.close()
-    await removeServer(server)
+    // Both servers share the folder: stop the first (already stopped unless something failed), then
+    // stop the second and remove the folder.
+    await stopServer(server)
+    await removeServer(servers[servers.length - 1] as Server)
   }
+}
+
+async function vmQueries(
+  vm: VictoriaMetrics,
+  values: Float64Array[][],
+  params: Map<string, QueryParams[]>,
+  o: QueryOptions,
+): Promise<QuerySet> {
+  const health = await vmHealthRoundTrip(vm)
+  const queries: QueryResult[] = []
+  for (const kind of QUERY_KINDS) {
+    queries.push(
+      await timed(kind.name, (p) => runVictoriaMetrics(vm, kind.name, p, values, o), params.get(kind.name) ?? []),
+    )
+  }
+  return { health, queries }
 }
 
 async function benchVictoriaMetrics(
   bodies: string[],
   totalPoints: number,
+  values: Float64Array[][],
   params: Map<string, QueryParams[]>,
 ): Promise<SystemResult> {
   ensureInstalled()
-  const vm = await startVictoriaMetrics()
+  const instances: VictoriaMetrics[] = [await startVictoriaMetrics()]
+  const vm = instances[0] as VictoriaMetrics
   try {
     const t0 = performance.now()
     await ingestVictoriaMetrics(vm, bodies, inflight)
@@ -169,18 +262,34 @@ async function benchVictoriaMetrics(
     console.log(
       `VictoriaMetrics ingest: ${ingestPointsPerSecond.toLocaleString('en')} points/s (${seconds.toFixed(1)} s)`,
     )
-    // The same pause as V3 gets, for VictoriaMetrics' background merges.
-    await new Promise((resolve) => setTimeout(resolve, SETTLE_MS))
-    const queries: QueryResult[] = []
-    for (const kind of QUERY_KINDS) {
-      queries.push(await timed(kind.name, (p) => runVictoriaMetrics(vm, kind.name, p), params.get(kind.name) ?? []))
-    }
+    // The same idle spell as V3 gets, for VictoriaMetrics' background merges.
+    const diskRunning = await idleFolderSize(vm.dataDir, IDLE_MIN_MS, IDLE_MAX_MS)
+    logDisk('VictoriaMetrics', 'on the running server', diskRunning, totalPoints)
+    const defaults = await vmQueries(vm, values, params, { nocache: false })
     const peak = await peakRssMiB(vm.proc.pid as number)
     await stopVictoriaMetrics(vm)
-    const bytesPerPoint = (await folderBytes(vm.dataDir)) / totalPoints
-    return { ingestPointsPerSecond, peakRssMiB: peak, bytesPerPoint, queries }
+
+    instances.push(await startVictoriaMetrics(vm.dataDir))
+    const restarted = instances[1] as VictoriaMetrics
+    const diskAfterRestart = await idleFolderSize(restarted.dataDir, RESTART_IDLE_MIN_MS, RESTART_IDLE_MAX_MS)
+    logDisk('VictoriaMetrics', 'after a restart', diskAfterRestart, totalPoints)
+    const storagePath = await vmQueries(restarted, values, params, { nocache: true })
+    const http = {
+      requests: vm.requests + restarted.requests,
+      connections: vm.connections + restarted.connections,
+    }
+    console.log(`VictoriaMetrics: ${http.requests} requests over ${http.connections} TCP connections`)
+    return {
+      ingestPointsPerSecond,
+      peakRssMiB: peak,
+      diskRunning,
+      diskAfterRestart,
+      storagePath,
+      defaults,
+      http,
+    }
   } finally {
-    await stopVictoriaMetrics(vm)
+    for (const instance of instances) await stopVictoriaMetrics(instance)
     await rm(vm.dataDir, { recursive: true, force: true })
   }
 }
@@ -215,31 +324,57 @@ async function main(): Promise<void> {
   console.log(`V3 ingest (batching writer on Ingest): ${fmt(ingest.pointsPerSecond)} points/s`)
   let vm: SystemResult | undefined
   if (args.against === 'victoriametrics') {
-    vm = await benchVictoriaMetrics(lineProtocol(hosts, tagRecords, values), totalPoints, params)
+    vm = await benchVictoriaMetrics(lineProtocol(hosts, tagRecords, values), totalPoints, values, params)
   }
 
-  const vmIngest = vm ? fmt(vm.ingestPointsPerSecond) : 'about 2.6 M (issue)'
-  const vmBytes = vm ? vm.bytesPerPoint.toFixed(2) : decimals === undefined ? 'about 6.6 (issue)' : 'about 1.4 (issue)'
-  const vmRss = vm ? vm.peakRssMiB.toFixed(0) : 'about 200 (issue)'
+  const vmIngest = vm ? fmt(vm.ingestPointsPerSecond) : ''
+  const vmRss = vm ? vm.peakRssMiB.toFixed(0) : ''
+  const perPoint = (d: FolderSize | undefined): string => (d ? (d.diskBytes / totalPoints).toFixed(2) : '')
+  const bytesRatio = (a: FolderSize, b: FolderSize | undefined): string => ratio(a.diskBytes, b?.diskBytes, false)
+  const ms = (r: { medianMs: number; p95Ms: number } | undefined, digits = 2): string =>
+    r ? `${r.medianMs.toFixed(digits)} (${r.p95Ms.toFixed(digits)})` : ''
+  const queryRows = (v3Set: QuerySet, vmSet: QuerySet | undefined, health: string): string[] => [
+    `| ${health}, median (p95) ms | ${ms(v3Set.health, 3)} | ${ms(vmSet?.health, 3)} | ${ratio(v3Set.health.medianMs, vmSet?.health.medianMs, false)} |`,
+    ...v3Set.queries.map((q, i) => {
+      const other = vmSet?.queries[i]
+      return `| ${q.name}, median (p95) ms | ${ms(q)} | ${ms(other)} | ${ratio(q.medianMs, other?.medianMs, false)} |`
+    }),
+  ]
+  const idle = (d: IdleFolderSize | undefined): string =>
+    d ? `${d.idleSeconds.toFixed(0)} s${d.stable ? '' : ', still changing'}` : ''
   const rows: string[] = [
     `| figure | V3 | VictoriaMetrics | V3 / VM |`,
     '|---|---|---|---|',
     `| ingest, batching writer on one Ingest stream, points/s | ${fmt(ingest.pointsPerSecond)} | ${vmIngest} | ${ratio(ingest.pointsPerSecond, vm?.ingestPointsPerSecond, true)} |`,
     `| ingest, WriteStream, points/s | ${fmt(writeStream.pointsPerSecond)} | | ${ratio(writeStream.pointsPerSecond, vm?.ingestPointsPerSecond, true)} |`,
     `| ingest, Write (2 in flight), points/s | ${fmt(v3.ingestPointsPerSecond)} | | ${ratio(v3.ingestPointsPerSecond, vm?.ingestPointsPerSecond, true)} |`,
-    `| bytes per point on disk, settled | ${v3.bytesPerPoint.toFixed(2)} | ${vmBytes} | ${ratio(v3.bytesPerPoint, vm?.bytesPerPoint, false)} |`,
+    `| bytes per point on disk (du), running server after the ingest and an idle spell | ${perPoint(v3.diskRunning)} | ${perPoint(vm?.diskRunning)} | ${bytesRatio(v3.diskRunning, vm?.diskRunning)} |`,
+    `| bytes per point on disk (du), after a restart | ${perPoint(v3.diskAfterRestart)} | ${perPoint(vm?.diskAfterRestart)} | ${bytesRatio(v3.diskAfterRestart, vm?.diskAfterRestart)} |`,
     `| peak RSS while ingesting (batching writer), MiB | ${ingest.peakRssMiB.toFixed(0)} | ${vmRss} | ${ratio(ingest.peakRssMiB, vm?.peakRssMiB, false)} |`,
-    `| peak RSS, Write ingest then queries, MiB | ${v3.peakRssMiB.toFixed(0)} | | ${ratio(v3.peakRssMiB, vm?.peakRssMiB, false)} |`,
-    ...v3.queries.map((q, i) => {
-      const other = vm?.queries[i]
-      const vmCell = other
-        ? `${other.medianMs.toFixed(2)} (${other.p95Ms.toFixed(2)})`
-        : `${QUERY_KINDS[i]?.vmFigure} (issue)`
-      return `| ${q.name}, median (p95) ms | ${q.medianMs.toFixed(2)} (${q.p95Ms.toFixed(2)}) | ${vmCell} | ${ratio(q.medianMs, other?.medianMs, false)} |`
-    }),
+    `| peak RSS, ingest then queries at default flags, MiB | ${v3.peakRssMiB.toFixed(0)} | ${vmRss} | ${ratio(v3.peakRssMiB, vm?.peakRssMiB, false)} |`,
+    ...queryRows(v3.storagePath, vm?.storagePath, 'baseline round trip (V3 gRPC health check, VM GET /health)'),
     `| server event-loop delay under the query mix, p99 (max) ms | ${v3.eventLoopDelay?.p99Ms.toFixed(1)} (${v3.eventLoopDelay?.maxMs.toFixed(1)}) | | |`,
   ]
-  const md = [`${machine}; ${dataSet}.`, '', ...rows].join('\n')
+  const defaultRows: string[] = [
+    `| figure | V3 | VictoriaMetrics | V3 / VM |`,
+    '|---|---|---|---|',
+    ...queryRows(v3.defaults, vm?.defaults, 'baseline round trip (V3 gRPC health check, VM GET /health)'),
+  ]
+  const notes = [
+    `Queries: the storage path, caches off (V3 restarted with \`--result-cache-points 0\`, VictoriaMetrics queried with \`nocache=1\`), each after a restart on the same folder; ${runs} timed runs after 2 warm-ups, every answer of both checked against the generated data.`,
+    `Idle before the disk reading: V3 ${idle(v3.diskRunning)}, VictoriaMetrics ${idle(vm?.diskRunning)}; after the restart: V3 ${idle(v3.diskAfterRestart)}, VictoriaMetrics ${idle(vm?.diskAfterRestart)}.${vm?.http ? ` VictoriaMetrics was loaded and queried through a keep-alive agent per process: ${fmt(vm.http.requests)} requests over ${vm.http.connections} TCP connections.` : ''}`,
+  ]
+  const md = [
+    `${machine}; ${dataSet}; default server flags.`,
+    '',
+    ...rows,
+    '',
+    ...notes,
+    '',
+    'Both at their default flags, caches on (V3 result cache, VictoriaMetrics rollup result cache), before the restart:',
+    '',
+    ...defaultRows,
+  ].join('\n')
   console.log(`\n${md}\n`)
   await mkdir('bench/results', { recursive: true })
   const name = decimals === undefined ? 'latest' : `latest-${decimals}dp`
