@@ -4,7 +4,7 @@ import { peerService } from '../cluster/peer-service.js'
 import { ZmqPeerTransport } from '../cluster/peer-transport.js'
 import { chooseTokens, evenTokens } from '../cluster/tokens.js'
 import type { Logger } from '../engine/config.js'
-import type { ShardReader } from '../engine/shard.js'
+import type { ShardEngine } from '../engine/shard.js'
 import type { StorageEngine } from '../engine/storage-engine.js'
 import type { WriteLimits } from '../model/limits.js'
 import { UsageError } from './args.js'
@@ -29,8 +29,8 @@ export interface ClusterNode {
   stop(): Promise<void>
 }
 
-function isShardReader(engine: StorageEngine): engine is StorageEngine & ShardReader {
-  const e = engine as Partial<ShardReader>
+function isShardEngine(engine: StorageEngine): engine is StorageEngine & ShardEngine {
+  const e = engine as Partial<ShardEngine>
   return typeof e.queryShard === 'function' && typeof e.queryPartials === 'function'
 }
 
@@ -73,7 +73,7 @@ export function createClusterNode(
   engineLimits: { readonly limits: WriteLimits; readonly maxPointsPerQuery: number },
   logger: Logger,
 ): ClusterNode {
-  if (!isShardReader(local)) {
+  if (!isShardEngine(local)) {
     throw new UsageError('--cluster needs an engine that reads by shard, such as the basic engine')
   }
   const engine = new ClusterEngine(

@@ -15,7 +15,7 @@ import {
 } from '../../gen/v3storage/internal/v1/peer_query.js'
 import { mergePartials, type PartialGroup } from '../engine/aggregate-partial.js'
 import type { Logger } from '../engine/config.js'
-import type { SeriesFilter, ShardReader } from '../engine/shard.js'
+import type { SeriesFilter, ShardEngine } from '../engine/shard.js'
 import type {
   CallContext,
   ClusterFigures,
@@ -152,7 +152,7 @@ export class ClusterEngine implements StorageEngine {
   private readonly tokens = new Map<string, number>()
 
   constructor(
-    private readonly local: StorageEngine & ShardReader,
+    private readonly local: StorageEngine & ShardEngine,
     private readonly options: ClusterEngineOptions,
     private readonly logger: Logger,
   ) {}
@@ -264,7 +264,9 @@ export class ClusterEngine implements StorageEngine {
     await this.onEach('write', nodes, async (node) => {
       const series = parts.get(node.id)!
       if (node.id === this.selfId) {
-        await this.local.write({ series, precision: 'ms' }, ctx)
+        let points = 0
+        for (const one of series) points += one.timestamps.length
+        await this.local.writeValidated({ series, points }, ctx)
         return
       }
       const body = encodePeerWrite(series)

@@ -13,7 +13,7 @@ import {
   type PeerShard,
   PeerStatsResponse,
 } from '../../gen/v3storage/internal/v1/peer_query.js'
-import type { SeriesFilter, ShardReader } from '../engine/shard.js'
+import type { SeriesFilter, ShardEngine } from '../engine/shard.js'
 import type { CallContext, StorageEngine } from '../engine/storage-engine.js'
 import { ValidationError } from '../model/errors.js'
 import type { QueryRequest } from '../model/types.js'
@@ -45,7 +45,7 @@ function queryFromPeer(peer: PeerQueryRequest): QueryRequest {
  * Answers the requests other nodes send this one: each decodes its body (a malformed one is a
  * ValidationError the sender receives), runs on the local engine and encodes the answer.
  */
-export function peerService(local: StorageEngine & ShardReader): PeerHandler {
+export function peerService(local: StorageEngine & ShardEngine): PeerHandler {
   const headers = new PeerSeriesHeaders()
   return async (_from, kind, body, meta) => {
     const ctx: CallContext = { signal: meta.signal }

@@ -57,7 +57,7 @@ import { LatestCache } from './latest-cache.js'
 import { Mutex } from './mutex.js'
 import { RocksStore } from './rocks-store.js'
 import { type SeriesEntry, SeriesIndex } from './series-index.js'
-import type { SeriesFilter, ShardReader } from './shard.js'
+import type { SeriesFilter, ShardEngine } from './shard.js'
 import { checkSignal, Slicer } from './slicer.js'
 import type {
   CallContext,
@@ -95,7 +95,7 @@ function filterEntries(entries: SeriesEntry[], filter: SeriesFilter | undefined)
   return filter === undefined ? entries : entries.filter((e) => filter.accepts(e.key))
 }
 
-export class BasicEngine implements StorageEngine, ShardReader, EngineCore {
+export class BasicEngine implements StorageEngine, ShardEngine, EngineCore {
   readonly config: EngineConfig
   readonly clock: Clock
   readonly logger: Logger
@@ -178,8 +178,12 @@ export class BasicEngine implements StorageEngine, ShardReader, EngineCore {
 
   async write(batch: WriteBatch, ctx?: CallContext): Promise<WriteResult> {
     this.assertOpen()
+    return this.writeValidated(validateWriteBatch(batch, this.config.limits, this.validated), ctx)
+  }
+
+  async writeValidated(normalized: NormalizedBatch, ctx?: CallContext): Promise<WriteResult> {
+    this.assertOpen()
     const started = performance.now()
-    const normalized = validateWriteBatch(batch, this.config.limits, this.validated)
     checkSignal(ctx)
     // Backpressure: a producer faster than the sealer waits here instead of growing the buffer.
     if (this.head.bufferedPoints > 2 * this.config.maxBufferedPoints) await this.seal(false)

@@ -1,4 +1,5 @@
-import type { DeleteRequest, QueryRequest, Selector, SeriesPoints, SeriesRef } from '../model/types.js'
+import type { DeleteRequest, QueryRequest, Selector, SeriesPoints, SeriesRef, WriteResult } from '../model/types.js'
+import type { NormalizedBatch } from '../model/validate.js'
 import type { PartialGroup } from './aggregate-partial.js'
 import type { CallContext } from './storage-engine.js'
 
@@ -13,12 +14,19 @@ export interface SeriesFilter {
 }
 
 /**
- * The reads a cluster node runs on its local engine for a coordinating node: the usual reads
- * narrowed to a filter, and aggregations as mergeable states, so that the coordinator merges the
- * parts of a group whose series live on different nodes into exactly the single-node answer.
- * An undefined filter means every series the engine holds.
+ * The local engine of a cluster node: its own part of a write it has validated, and the reads it
+ * runs for a coordinating node, which are the usual reads narrowed to a filter, and aggregations as
+ * mergeable states, so that the coordinator merges the parts of a group whose series live on
+ * different nodes into exactly the single-node answer. An undefined filter means every series the
+ * engine holds.
  */
-export interface ShardReader {
+export interface ShardEngine {
+  /**
+   * Stores a batch that validateWriteBatch already checked against this engine's limits, without
+   * checking and copying it again: a cluster node's own part of a write it has just validated.
+   * The batch's arrays must not change once passed.
+   */
+  writeValidated(batch: NormalizedBatch, ctx?: CallContext): Promise<WriteResult>
   /** One answer per selector (the request's selector, then its additional selectors), in order. */
   queryShard(request: QueryRequest, filter: SeriesFilter | undefined, ctx?: CallContext): Promise<SeriesPoints[][]>
   /** As queryShard with an aggregation, but each group's buckets as mergeable states. */

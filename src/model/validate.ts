@@ -51,6 +51,29 @@ export class ValidatedSeriesCache {
 }
 
 /**
+ * One allocation for the normalized points of a whole request, handed out in slices: a request of
+ * a thousand series would otherwise allocate two thousand small ArrayBuffers, each a native
+ * allocation that the garbage collector tracks and frees one by one. The slices share the
+ * arena's memory, which lives as long as any of them is kept.
+ */
+class Arena {
+  private readonly memory: Float64Array
+  private used = 0
+
+  constructor(size: number) {
+    this.memory = new Float64Array(size)
+  }
+
+  take(n: number): Float64Array {
+    // Within the size counted up front; beyond it (a request counted wrongly), a slice of its own.
+    if (this.used + n > this.memory.length) return new Float64Array(n)
+    const slice = this.memory.subarray(this.used, this.used + n)
+    this.used += n
+    return slice
+  }
+}
+
+/**
  * A ValidationError lists at most this many violations. Validation stops collecting there, which
  * also bounds the work a request full of mistakes costs.
  */
@@ -113,8 +136,9 @@ export function validateWriteBatch(
   const precision = batch.precision ?? 'ms'
   const violations: FieldViolation[] = []
   const valid: ValidEntry[] = []
+  const arena = new Arena(2 * points)
   for (let i = 0; i < entries.length && violations.length < MAX_VIOLATIONS; i++) {
-    const entry = validateEntry(entries[i]!, i, precision, limits, violations, validated)
+    const entry = validateEntry(entries[i]!, i, precision, limits, violations, validated, arena)
     if (entry !== undefined) valid.push(entry)
   }
   if (violations.length > 0) throw new ValidationError(violations.slice(0, MAX_VIOLATIONS))
@@ -129,10 +153,11 @@ function validateEntry(
   limits: WriteLimits,
   violations: FieldViolation[],
   validated: ValidatedSeriesCache | undefined,
+  arena: Arena,
 ): ValidEntry | undefined {
   const before = violations.length
   const known = validated?.get(entry.metric, entry.tags)
-  if (known) return validatePoints(entry, i, precision, limits, violations, before, known.tags, known.key)
+  if (known) return validatePoints(entry, i, precision, limits, violations, before, known.tags, known.key, arena)
   const metricProblem = nameViolation(entry.metric, limits.maxNameBytes)
   if (metricProblem !== undefined) violations.push({ field: `series[${i}].metric`, description: metricProblem })
 
@@ -162,7 +187,7 @@ function validateEntry(
     Object.freeze(sortedTags)
     validated?.set(entry.metric, tags, sortedTags, key)
   }
-  return validatePoints(entry, i, precision, limits, violations, before, sortedTags, key)
+  return validatePoints(entry, i, precision, limits, violations, before, sortedTags, key, arena)
 }
 
 /** The points of an entry whose identity is valid (or already reported); the entry when all is well. */
@@ -175,9 +200,10 @@ function validatePoints(
   before: number,
   sortedTags: readonly Tag[],
   key: string,
+  arena: Arena,
 ): ValidEntry | undefined {
-  const timestamps = validateTimestamps(entry.timestamps, i, precision, violations)
-  const values = validateValues(entry.values, i, limits.allowNaN, violations)
+  const timestamps = validateTimestamps(entry.timestamps, i, precision, violations, arena)
+  const values = validateValues(entry.values, i, limits.allowNaN, violations, arena)
   const n = entry.timestamps.length
   const m = entry.values.length
   if (n === 0 && m === 0) {
@@ -264,9 +290,10 @@ function validateTimestamps(
   i: number,
   precision: Precision,
   violations: FieldViolation[],
+  arena: Arena,
 ): { timestamps: Float64Array; order: Order } {
   const n = raw.length
-  const timestamps = new Float64Array(n)
+  const timestamps = arena.take(n)
   let order: Order = ASCENDING
   let previous = Number.NEGATIVE_INFINITY
   for (let j = 0; j < n; j++) {
@@ -299,9 +326,10 @@ function validateValues(
   i: number,
   allowNaN: boolean,
   violations: FieldViolation[],
+  arena: Arena,
 ): Float64Array {
   const m = raw.length
-  const values = new Float64Array(m)
+  const values = arena.take(m)
   for (let j = 0; j < m; j++) {
     const v = raw[j]!
     values[j] = v

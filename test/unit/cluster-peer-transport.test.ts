@@ -127,6 +127,25 @@ function sameBits(a: Float64Array, b: Float64Array): boolean {
 }
 
 describe('peer codec', () => {
+  test('the direct write encoder writes exactly the bytes of the generated one', () => {
+    const series = [
+      awkwardSeries(1000, 1),
+      { ...awkwardSeries(3, 2), metric: 'mem', tags: [] },
+      { ...awkwardSeries(0, 4), metric: 'empty', tags: [{ key: 'k', value: 'ü€😀'.repeat(40) }] },
+      {
+        ...awkwardSeries(200, 5),
+        metric: 'm'.repeat(300),
+        tags: [
+          { key: 'a', value: 'b' },
+          { key: 'c', value: 'd' },
+        ],
+      },
+    ]
+    const mine = Buffer.from(encodePeerWrite(series))
+    const generated = Buffer.from(PeerWriteRequest.encode({ series: series.map(encodePeerSeries) }).finish())
+    assert.ok(mine.equals(generated), 'byte-for-byte equal')
+  })
+
   test('a series received again gets the same frozen tags, so validation is not repeated', () => {
     const headers = new PeerSeriesHeaders()
     const a = {
