@@ -21,13 +21,8 @@ import {
   PeerInternalError,
   PeerSeriesHeaders,
 } from '../../src/cluster/peer-codec.js'
-import {
-  type PeerEndpoint,
-  type PeerHandler,
-  type PeerTransport,
-  ZmqPeerTransport,
-  type ZmqPeerTransportOptions,
-} from '../../src/cluster/peer-transport.js'
+import type { PeerEndpoint, PeerHandler, PeerTransport } from '../../src/cluster/peer-transport.js'
+import { ZmqPeerTransport, type ZmqPeerTransportOptions } from '../../src/cluster/zmq-peer-transport.js'
 import {
   DeadlineError,
   LimitError,

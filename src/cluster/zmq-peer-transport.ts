@@ -1,0 +1,572 @@
+/**
+ * The ZeroMQ implementation of PeerTransport.
+ *
+ * ZeroMQ blocks or silently drops at its high-water marks and loses whatever a dropped connection
+ * held, so nothing here relies on it delivering: every request carries an application-level id,
+ * a per-channel sequence number and a deadline, and it ends in exactly one response or a timeout.
+ * Queues on both sides are bounded by counts and bytes; a full one pushes back on the caller or
+ * answers RESOURCE_EXHAUSTED instead of buffering without limit.
+ */
+import { Dealer, Router } from 'zeromq'
+import { PeerKind, PeerRequest, PeerResponse, PeerStatus } from '../../gen/v3storage/internal/v1/peer.js'
+import { type Clock, type Logger, silentLogger, systemClock } from '../engine/config.js'
+import { DeadlineError, LimitError, UnavailableError, ValidationError } from '../model/errors.js'
+import { checkPeerRequest, errorResponseFields, PeerFrameError, responseError } from './peer-codec.js'
+import {
+  ChannelCounters,
+  checkPeerCall,
+  type PeerCall,
+  type PeerEndpoint,
+  type PeerHandler,
+  type PeerReply,
+  type PeerRequestMeta,
+  type PeerTransport,
+  type PeerTransportStats,
+  PendingCall,
+} from './peer-transport.js'
+
+export interface ZmqPeerTransportOptions {
+  /** This node's id, sent as the ZeroMQ routing id of its connections: 1 to 255 bytes of UTF-8. */
+  readonly nodeId: string
+  /** host:port to bind the ROUTER to for listen(); port 0 picks a free port. Required to listen. */
+  readonly listen?: string
+  /** The ring version this node holds, stamped on every response; default always 0. */
+  readonly ringVersion?: () => number
+  /** Requests to one peer awaiting their answer at once; default 64. Further ones wait for a slot. */
+  readonly maxInFlightPerPeer?: number
+  /** Requests to one peer that may wait for a slot; default 1024. Beyond it request() fails at once. */
+  readonly maxWaitingPerPeer?: number
+  /** Requests from one peer served at once; default 64. */
+  readonly maxServingPerSender?: number
+  /** Requests from one peer queued behind those; default 256. Beyond it they are refused. */
+  readonly maxQueuedPerSender?: number
+  /** Bytes of request bodies queued from all peers together; default 256 MiB. Beyond it they are refused. */
+  readonly maxQueuedBytes?: number
+  /** Largest frame sent or accepted, in bytes; default 64 MiB. A peer that sends more is disconnected. */
+  readonly maxMessageBytes?: number
+  /** Interval of ZMTP heartbeats, in milliseconds; default 1000. */
+  readonly heartbeatIntervalMs?: number
+  /** Time without traffic after a heartbeat after which a connection counts as dead, in ms; default 5000. */
+  readonly heartbeatTimeoutMs?: number
+  /** First delay before reconnecting to a peer, in ms; default 100, doubling up to 2000. */
+  readonly reconnectIntervalMs?: number
+  readonly logger?: Logger
+  readonly clock?: Clock
+}
+
+type ZmqConfig = Readonly<Required<Omit<ZmqPeerTransportOptions, 'listen'>>> & { readonly listen: string | undefined }
+
+/** Room in a frame for the envelope around a body. */
+const ENVELOPE_BYTES = 1024
+/** Malformed frames are logged at most this often, with the count since the last line. */
+const MALFORMED_LOG_INTERVAL_MS = 10_000
+
+function positive(name: string, value: number | undefined, fallback: number): number {
+  const v = value ?? fallback
+  if (!Number.isSafeInteger(v) || v <= 0) throw ValidationError.field(name, `${v} is not a positive integer`)
+  return v
+}
+
+function resolveOptions(options: ZmqPeerTransportOptions): ZmqConfig {
+  const idBytes = Buffer.byteLength(options.nodeId)
+  if (idBytes < 1 || idBytes > 255 || options.nodeId.charCodeAt(0) === 0) {
+    throw ValidationError.field('nodeId', 'must be 1 to 255 bytes and not start with a zero byte')
+  }
+  return Object.freeze({
+    nodeId: options.nodeId,
+    listen: options.listen,
+    ringVersion: options.ringVersion ?? (() => 0),
+    maxInFlightPerPeer: positive('maxInFlightPerPeer', options.maxInFlightPerPeer, 64),
+    maxWaitingPerPeer: positive('maxWaitingPerPeer', options.maxWaitingPerPeer, 1024),
+    maxServingPerSender: positive('maxServingPerSender', options.maxServingPerSender, 64),
+    maxQueuedPerSender: positive('maxQueuedPerSender', options.maxQueuedPerSender, 256),
+    maxQueuedBytes: positive('maxQueuedBytes', options.maxQueuedBytes, 256 * 2 ** 20),
+    maxMessageBytes: positive('maxMessageBytes', options.maxMessageBytes, 64 * 2 ** 20),
+    heartbeatIntervalMs: positive('heartbeatIntervalMs', options.heartbeatIntervalMs, 1000),
+    heartbeatTimeoutMs: positive('heartbeatTimeoutMs', options.heartbeatTimeoutMs, 5000),
+    reconnectIntervalMs: positive('reconnectIntervalMs', options.reconnectIntervalMs, 100),
+    logger: options.logger ?? silentLogger,
+    clock: options.clock ?? systemClock,
+  })
+}
+
+/** host:port as a ZeroMQ tcp endpoint; port 0 becomes ZeroMQ's wildcard port. */
+function tcpEndpoint(address: string): string {
+  const colon = address.lastIndexOf(':')
+  const port = address.slice(colon + 1)
+  if (colon <= 0 || !/^\d+$/.test(port) || Number(port) > 65535) {
+    throw ValidationError.field('address', `${address} is not host:port`)
+  }
+  return `tcp://${address.slice(0, colon)}:${port === '0' ? '*' : port}`
+}
+
+/** A request admitted to a channel: its encoded frame waits in the send queue until the socket takes it. */
+interface Outgoing {
+  readonly pending: PendingCall
+  readonly call: PeerCall
+  frame: Uint8Array | undefined
+}
+
+interface Channel {
+  readonly peer: PeerEndpoint
+  readonly dealer: Dealer
+  readonly counters: ChannelCounters
+  /** Requests waiting for an in-flight slot. */
+  readonly waiting: Outgoing[]
+  /** Admitted requests not yet taken by the socket; at most maxInFlightPerPeer. */
+  readonly sendQueue: Outgoing[]
+  receiving: Promise<void>
+  sending: boolean
+  sequence: number
+  inFlight: number
+}
+
+/** A request from a peer, decoded and checked, waiting to be served. */
+interface Job {
+  readonly identity: Buffer
+  readonly request: PeerRequest
+}
+
+/** What this node serves and queues for one sender. */
+interface SenderState {
+  running: number
+  readonly queue: Job[]
+}
+
+export class ZmqPeerTransport implements PeerTransport {
+  private readonly config: ZmqConfig
+  private readonly channels = new Map<string, Channel>()
+  private readonly outstanding = new Map<number, { readonly channel: Channel; readonly pending: PendingCall }>()
+  private readonly senders = new Map<string, SenderState>()
+  private readonly running = new Set<AbortController>()
+  private router: Router | undefined
+  private serving: Promise<void> | undefined
+  private handler: PeerHandler | undefined
+  private readonly responseQueue: [Buffer, Uint8Array][] = []
+  private sendingResponses = false
+  private nextRequestId = 0
+  private queuedBytes = 0
+  private malformed = 0
+  private malformedLogged = 0
+  private lastMalformedLogMs = Number.NEGATIVE_INFINITY
+  private served = 0
+  private rejected = 0
+  private closed = false
+
+  constructor(options: ZmqPeerTransportOptions) {
+    this.config = resolveOptions(options)
+  }
+
+  async listen(handler: PeerHandler): Promise<string> {
+    if (this.closed) throw new UnavailableError(`node ${this.config.nodeId}: the peer transport is closed`)
+    if (this.router !== undefined) throw new Error('BUG: the peer transport is already listening')
+    if (this.config.listen === undefined) throw ValidationError.field('listen', 'is required to serve peers')
+    const endpoint = tcpEndpoint(this.config.listen)
+    const hwm = 2 * (this.config.maxServingPerSender + this.config.maxQueuedPerSender)
+    const router = new Router({
+      linger: 0,
+      // A node that restarts reconnects with the same routing id before this side notices the old
+      // connection died; without handover the new connection would be refused until then.
+      handover: true,
+      maxMessageSize: this.config.maxMessageBytes,
+      receiveHighWaterMark: hwm,
+      sendHighWaterMark: hwm,
+      heartbeatInterval: this.config.heartbeatIntervalMs,
+      heartbeatTimeout: this.config.heartbeatTimeoutMs,
+      heartbeatTimeToLive: this.config.heartbeatTimeoutMs,
+    })
+    try {
+      await router.bind(endpoint)
+    } catch (err) {
+      router.close()
+      throw new UnavailableError(`node ${this.config.nodeId} cannot listen for peers on ${this.config.listen}`, {
+        cause: err,
+      })
+    }
+    this.router = router
+    this.handler = handler
+    this.serving = this.receiveRequests(router)
+    return (router.lastEndpoint ?? endpoint).replace(/^tcp:\/\//, '')
+  }
+
+  request(peer: PeerEndpoint, call: PeerCall): Promise<PeerReply> {
+    try {
+      checkPeerCall(call)
+      if (this.closed) throw new UnavailableError(`node ${this.config.nodeId}: the peer transport is closed`)
+      const max = this.config.maxMessageBytes - ENVELOPE_BYTES
+      if (call.body.byteLength > max) {
+        throw new LimitError(
+          'max_message_bytes',
+          this.config.maxMessageBytes,
+          `cannot send ${call.body.byteLength} bytes to node ${peer.id}`,
+        )
+      }
+      const channel = this.channel(peer)
+      const pending = new PendingCall(peer, call, channel.counters, this.config.clock)
+      const out: Outgoing = { pending, call, frame: undefined }
+      if (channel.inFlight < this.config.maxInFlightPerPeer) this.admit(channel, out)
+      else if (channel.waiting.length < this.config.maxWaitingPerPeer) {
+        channel.waiting.push(out)
+        pending.whenSettled(() => removeItem(channel.waiting, out))
+      } else {
+        pending.fail(
+          new LimitError(
+            'max_waiting_per_peer',
+            this.config.maxWaitingPerPeer,
+            `node ${this.config.nodeId} has too many requests waiting for node ${peer.id}`,
+          ),
+        )
+      }
+      return pending.promise
+    } catch (err) {
+      return Promise.reject(err)
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return
+    this.closed = true
+    const closing = new UnavailableError(`node ${this.config.nodeId}: the peer transport closed`)
+    for (const { pending } of this.outstanding.values()) pending.fail(closing)
+    const loops: Promise<void>[] = []
+    for (const channel of this.channels.values()) {
+      for (const out of [...channel.waiting]) out.pending.fail(closing)
+      channel.dealer.close()
+      loops.push(channel.receiving)
+    }
+    this.channels.clear()
+    for (const controller of this.running) controller.abort(closing)
+    this.senders.clear()
+    this.queuedBytes = 0
+    this.responseQueue.length = 0
+    this.router?.close()
+    if (this.serving !== undefined) loops.push(this.serving)
+    await Promise.all(loops)
+  }
+
+  stats(): PeerTransportStats {
+    return {
+      peers: [...this.channels.values()].map((c) => c.counters.snapshot(c.peer, c.inFlight, c.waiting.length)),
+      malformedMessages: this.malformed,
+      requestsServed: this.served,
+      requestsRejected: this.rejected,
+    }
+  }
+
+  // The calling side.
+
+  private channel(peer: PeerEndpoint): Channel {
+    const existing = this.channels.get(peer.id)
+    if (existing !== undefined) {
+      if (existing.peer.address === peer.address) return existing
+      // The node moved: its old connection is useless, and its requests can only time out.
+      this.channels.delete(peer.id)
+      existing.dealer.close()
+      const moved = new UnavailableError(`node ${peer.id} moved from ${existing.peer.address} to ${peer.address}`)
+      for (const out of [...existing.waiting]) out.pending.fail(moved)
+      for (const { channel, pending } of this.outstanding.values()) if (channel === existing) pending.fail(moved)
+    }
+    const dealer = new Dealer({
+      routingId: this.config.nodeId,
+      linger: 0,
+      // Queue only to a completed connection: messages for a peer that is down wait in this
+      // process's bounded queue, not in a ZeroMQ pipe that grows up to the high-water mark.
+      immediate: true,
+      sendHighWaterMark: 2 * this.config.maxInFlightPerPeer,
+      receiveHighWaterMark: 2 * this.config.maxInFlightPerPeer + 1000,
+      reconnectInterval: this.config.reconnectIntervalMs,
+      reconnectMaxInterval: Math.max(2000, this.config.reconnectIntervalMs),
+      maxMessageSize: this.config.maxMessageBytes,
+      heartbeatInterval: this.config.heartbeatIntervalMs,
+      heartbeatTimeout: this.config.heartbeatTimeoutMs,
+      heartbeatTimeToLive: this.config.heartbeatTimeoutMs,
+    })
+    try {
+      dealer.connect(tcpEndpoint(peer.address))
+    } catch (err) {
+      dealer.close()
+      throw new UnavailableError(`node ${this.config.nodeId} cannot connect to node ${peer.id} (${peer.address})`, {
+        cause: err,
+      })
+    }
+    const channel: Channel = {
+      peer: { id: peer.id, address: peer.address },
+      dealer,
+      counters: new ChannelCounters(),
+      waiting: [],
+      sendQueue: [],
+      receiving: Promise.resolve(),
+      sending: false,
+      sequence: 0,
+      inFlight: 0,
+    }
+    channel.receiving = this.receiveResponses(channel)
+    this.channels.set(peer.id, channel)
+    return channel
+  }
+
+  private admit(channel: Channel, out: Outgoing): void {
+    channel.inFlight++
+    const requestId = ++this.nextRequestId
+    const { call, pending } = out
+    out.frame = PeerRequest.encode({
+      requestId,
+      sequence: ++channel.sequence,
+      ringVersion: call.ringVersion,
+      term: call.term ?? 0,
+      sender: this.config.nodeId,
+      kind: call.kind,
+      body: Buffer.from(call.body.buffer, call.body.byteOffset, call.body.byteLength),
+      deadlineMs: pending.deadlineMs,
+    }).finish()
+    this.outstanding.set(requestId, { channel, pending })
+    channel.sendQueue.push(out)
+    pending.whenSettled(() => {
+      this.outstanding.delete(requestId)
+      // A request that times out before the socket took it must not be sent late, nor hold its frame.
+      out.frame = undefined
+      removeItem(channel.sendQueue, out)
+      channel.inFlight--
+      this.admitWaiting(channel)
+    })
+    void this.sendRequests(channel)
+  }
+
+  private admitWaiting(channel: Channel): void {
+    while (channel.inFlight < this.config.maxInFlightPerPeer && !this.closed) {
+      const next = channel.waiting.shift()
+      if (next === undefined) return
+      if (!next.pending.settled) this.admit(channel, next)
+    }
+  }
+
+  /** Sends the channel's queue one frame at a time: zeromq's send() must not run concurrently. */
+  private async sendRequests(channel: Channel): Promise<void> {
+    if (channel.sending) return
+    channel.sending = true
+    try {
+      for (let out = channel.sendQueue.shift(); out !== undefined; out = channel.sendQueue.shift()) {
+        const frame = out.frame
+        if (frame === undefined || out.pending.settled) continue
+        try {
+          // With `immediate`, this waits while the peer is not connected; the request's own timer
+          // still ends the call, and the receiver drops the frame if it arrives past its deadline.
+          await channel.dealer.send(frame)
+          channel.counters.requestsSent++
+        } catch (err) {
+          if (this.closed) return
+          channel.counters.sendFailures++
+          out.pending.fail(
+            new UnavailableError(`cannot send to node ${channel.peer.id} (${channel.peer.address})`, { cause: err }),
+          )
+        }
+      }
+    } finally {
+      channel.sending = false
+    }
+  }
+
+  private async receiveResponses(channel: Channel): Promise<void> {
+    try {
+      for await (const frames of channel.dealer) this.onResponse(channel, frames)
+    } catch (err) {
+      if (!this.closed) this.config.logger.error({ err }, 'the peer response loop failed')
+    }
+  }
+
+  private onResponse(channel: Channel, frames: Buffer[]): void {
+    const [frame] = frames
+    let response: PeerResponse
+    try {
+      if (frames.length !== 1 || frame === undefined) throw new Error(`${frames.length} frames instead of 1`)
+      response = PeerResponse.decode(frame)
+      if (response.status === PeerStatus.PEER_STATUS_UNSPECIFIED) throw new Error('status is unspecified')
+    } catch (err) {
+      this.countMalformed(channel.peer.id, `response: ${(err as Error).message}`)
+      return
+    }
+    const entry = this.outstanding.get(response.requestId)
+    if (entry === undefined || entry.channel !== channel) {
+      channel.counters.lateResponses++
+      return
+    }
+    channel.counters.responses++
+    if (response.status === PeerStatus.PEER_STATUS_OK) {
+      entry.pending.resolve({ body: response.body, ringVersion: response.ringVersion })
+    } else entry.pending.fail(responseError(response, channel.peer.id))
+  }
+
+  // The serving side.
+
+  private async receiveRequests(router: Router): Promise<void> {
+    try {
+      // The loop only decodes and dispatches; handlers run on their own, so a slow one never
+      // holds up the frames behind it.
+      for await (const frames of router) this.onRequest(frames)
+    } catch (err) {
+      if (!this.closed)
+        this.config.logger.error({ err }, 'the peer request loop failed; this node no longer serves peers')
+    }
+  }
+
+  private onRequest(frames: Buffer[]): void {
+    const [identity, frame] = frames
+    if (identity === undefined) return
+    const from = identity.toString('utf8')
+    if (frames.length !== 2 || frame === undefined) {
+      this.countMalformed(from, `${frames.length - 1} frames instead of 1`)
+      return
+    }
+    let request: PeerRequest
+    try {
+      request = checkPeerRequest(PeerRequest.decode(frame), identity)
+    } catch (err) {
+      this.countMalformed(from, (err as Error).message)
+      if (err instanceof PeerFrameError && err.requestId !== 0)
+        this.reply(identity, err.requestId, errorResponseFields(err))
+      return
+    }
+    if (request.kind === PeerKind.PEER_KIND_PING) {
+      // Answered by the transport, ahead of any queue, so that it measures the node, not its load.
+      this.served++
+      this.reply(identity, request.requestId, { status: PeerStatus.PEER_STATUS_OK })
+      return
+    }
+    const key = identity.toString('latin1')
+    let state = this.senders.get(key)
+    if (state === undefined) {
+      state = { running: 0, queue: [] }
+      this.senders.set(key, state)
+    }
+    const job: Job = { identity, request }
+    if (state.running < this.config.maxServingPerSender) this.run(key, state, job)
+    else if (
+      state.queue.length < this.config.maxQueuedPerSender &&
+      this.queuedBytes + request.body.byteLength <= this.config.maxQueuedBytes
+    ) {
+      state.queue.push(job)
+      this.queuedBytes += request.body.byteLength
+    } else {
+      this.rejected++
+      const full = new LimitError(
+        'max_queued_per_sender',
+        this.config.maxQueuedPerSender,
+        `node ${this.config.nodeId} cannot queue another request from node ${request.sender}`,
+      )
+      this.reply(identity, request.requestId, errorResponseFields(full))
+    }
+  }
+
+  private run(key: string, state: SenderState, job: Job): void {
+    state.running++
+    void this.serve(job).finally(() => {
+      state.running--
+      if (this.closed) return
+      const next = state.queue.shift()
+      if (next !== undefined) {
+        this.queuedBytes -= next.request.body.byteLength
+        this.run(key, state, next)
+      } else if (state.running === 0) this.senders.delete(key)
+    })
+  }
+
+  private async serve({ identity, request }: Job): Promise<void> {
+    const handler = this.handler
+    if (handler === undefined || this.closed) return
+    const now = this.config.clock.now()
+    const { requestId, sender, deadlineMs } = request
+    if (deadlineMs !== 0 && deadlineMs <= now) {
+      // The sender has given up on it: running it would only do work nobody waits for.
+      const late = new DeadlineError(
+        `the deadline of a request from node ${sender} passed before node ${this.config.nodeId} started it`,
+      )
+      this.served++
+      this.reply(identity, requestId, errorResponseFields(late))
+      return
+    }
+    const controller = new AbortController()
+    this.running.add(controller)
+    const timer =
+      deadlineMs === 0
+        ? undefined
+        : setTimeout(
+            () => controller.abort(new DeadlineError(`the deadline of a request from node ${sender} passed`)),
+            deadlineMs - now,
+          )
+    try {
+      const meta: PeerRequestMeta = {
+        ringVersion: request.ringVersion,
+        term: request.term,
+        sequence: request.sequence,
+        deadlineMs,
+        signal: controller.signal,
+      }
+      const body = await handler(sender, request.kind, request.body, meta)
+      this.reply(identity, requestId, {
+        status: PeerStatus.PEER_STATUS_OK,
+        body: Buffer.from(body.buffer, body.byteOffset, body.byteLength),
+      })
+    } catch (err) {
+      this.reply(identity, requestId, errorResponseFields(err))
+    } finally {
+      clearTimeout(timer)
+      this.running.delete(controller)
+      this.served++
+    }
+  }
+
+  private reply(identity: Buffer, requestId: number, fields: Partial<PeerResponse>): void {
+    if (this.closed) return
+    const frame = PeerResponse.encode({
+      requestId,
+      status: PeerStatus.PEER_STATUS_UNSPECIFIED,
+      message: '',
+      violations: [],
+      body: Buffer.alloc(0),
+      ringVersion: this.config.ringVersion(),
+      ...fields,
+    }).finish()
+    this.responseQueue.push([identity, frame])
+    void this.sendResponses()
+  }
+
+  /**
+   * Sends queued responses one at a time. The ROUTER is not `mandatory`, so send() never waits: a
+   * response to a peer that is gone or over its high-water mark is dropped, and that peer's
+   * request times out, which it must handle anyway.
+   */
+  private async sendResponses(): Promise<void> {
+    const router = this.router
+    if (this.sendingResponses || router === undefined) return
+    this.sendingResponses = true
+    try {
+      for (let next = this.responseQueue.shift(); next !== undefined; next = this.responseQueue.shift()) {
+        try {
+          await router.send(next)
+        } catch (err) {
+          if (this.closed) return
+          this.config.logger.warn({ err, peer: next[0].toString('utf8') }, 'cannot send a response to a peer')
+        }
+      }
+    } finally {
+      this.sendingResponses = false
+    }
+  }
+
+  private countMalformed(from: string, reason: string): void {
+    this.malformed++
+    const now = this.config.clock.now()
+    if (now - this.lastMalformedLogMs < MALFORMED_LOG_INTERVAL_MS) return
+    this.config.logger.warn(
+      { from, reason, malformedMessages: this.malformed, sinceLastLine: this.malformed - this.malformedLogged },
+      'rejected malformed peer messages',
+    )
+    this.lastMalformedLogMs = now
+    this.malformedLogged = this.malformed
+  }
+}
+
+function removeItem<T>(list: T[], item: T): void {
+  const i = list.indexOf(item)
+  if (i >= 0) list.splice(i, 1)
+}
