@@ -35,20 +35,42 @@ function float64Bytes(array: Float64Array): Buffer {
 }
 
 /**
- * A fresh, aligned Float64Array holding `bytes`. Wire bytes sit at any offset of a received frame,
- * and a Float64Array view needs an offset that is a multiple of 8, so one copy is unavoidable; it
- * is a memcpy, and it keeps NaN payloads and the sign of zero because no value passes through a
- * float register.
+ * An aligned Float64Array holding `bytes`, from `into` when given (a slice of one allocation for a
+ * whole message) or fresh. Wire bytes sit at any offset of a received frame, and a Float64Array
+ * view needs an offset that is a multiple of 8, so one copy is unavoidable; it is a memcpy, and it
+ * keeps NaN payloads and the sign of zero because no value passes through a float register.
  */
-function float64Array(bytes: Uint8Array): Float64Array {
-  const out = new Float64Array(bytes.byteLength / 8)
-  if (LITTLE_ENDIAN_HOST) new Uint8Array(out.buffer).set(bytes)
+function float64Array(bytes: Uint8Array, into?: Float64Array): Float64Array {
+  const out = into ?? new Float64Array(bytes.byteLength / 8)
+  if (LITTLE_ENDIAN_HOST) new Uint8Array(out.buffer, out.byteOffset, out.byteLength).set(bytes)
   else {
     const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)
-    const outView = new DataView(out.buffer)
+    const outView = new DataView(out.buffer, out.byteOffset, out.byteLength)
     for (let i = 0; i < bytes.byteLength; i += 8) outView.setBigUint64(i, view.getBigUint64(i, true))
   }
   return out
+}
+
+/**
+ * The point arrays of one decoded message, sliced out of one allocation as large as the message:
+ * a write of a thousand series would otherwise allocate two thousand small ArrayBuffers, each a
+ * native allocation that the garbage collector tracks and frees one by one.
+ */
+class PointArena {
+  private readonly memory: Float64Array
+  private used = 0
+
+  constructor(messageBytes: number) {
+    this.memory = new Float64Array(Math.floor(messageBytes / 8))
+  }
+
+  copy(bytes: Uint8Array): Float64Array {
+    const n = bytes.byteLength / 8
+    if (this.used + n > this.memory.length) return float64Array(bytes)
+    const slice = this.memory.subarray(this.used, this.used + n)
+    this.used += n
+    return float64Array(bytes, slice)
+  }
 }
 
 /** A series as the PeerSeries message; on a little-endian host the point arrays are shared, not copied. */
@@ -216,11 +238,12 @@ export function decodePeerWrite(bytes: Uint8Array, headers?: PeerSeriesHeaders):
   let field = 'body'
   try {
     const reader = new BinaryReader(bytes)
+    const arena = new PointArena(bytes.byteLength)
     while (reader.pos < reader.len) {
       const [no, wireType] = reader.tag()
       if (no === 1 && wireType === WireType.LengthDelimited) {
         field = `series[${out.length}]`
-        out.push(readSeries(reader.bytes(), field, headers))
+        out.push(readSeries(reader.bytes(), field, headers, arena))
       } else reader.skip(wireType, no)
     }
   } catch (err) {
@@ -230,7 +253,12 @@ export function decodePeerWrite(bytes: Uint8Array, headers?: PeerSeriesHeaders):
   return out
 }
 
-function readSeries(bytes: Uint8Array, field: string, headers: PeerSeriesHeaders | undefined): SeriesPoints {
+function readSeries(
+  bytes: Uint8Array,
+  field: string,
+  headers: PeerSeriesHeaders | undefined,
+  arena: PointArena,
+): SeriesPoints {
   // The encoder writes metric and tags before the points, so the bytes before the first point
   // field are the series identity: a known one is taken from the cache, not decoded again.
   const known = headers === undefined ? undefined : knownIdentity(bytes, headers)
@@ -258,7 +286,7 @@ function readSeries(bytes: Uint8Array, field: string, headers: PeerSeriesHeaders
     known !== undefined || headers === undefined || identityEnd <= 0
       ? tags
       : headers.set(bytes.subarray(0, identityEnd), metric, decodedTags)
-  return { metric, tags: kept as Tag[], timestamps: float64Array(timestamps), values: float64Array(values) }
+  return { metric, tags: kept as Tag[], timestamps: arena.copy(timestamps), values: arena.copy(values) }
 }
 
 /** Bytes before the first point field of an encoded PeerSeries: its identity; -1 without points. */
