@@ -9,6 +9,7 @@
  * in the middle of its heaps.
  */
 
+import { performance } from 'node:perf_hooks'
 import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
 import { ServerInterceptingCall, type ServerInterceptor } from '@grpc/grpc-js'
@@ -45,6 +46,26 @@ export interface IdleReclaimOptions {
    * how much of it is touched, which only the resident set shows.
    */
   readonly residentBytes?: () => number
+  /**
+   * The share of the last interval the event loop was busy, 0 to 1; by default from
+   * performance.eventLoopUtilization. Calls are not the only work: a cluster node stores the
+   * writes other nodes forward to it over ZeroMQ, which no gRPC call shows.
+   */
+  readonly loopUtilization?: () => number
+}
+
+/** Above this share of an interval spent working, the process is not idle, whatever the calls say. */
+const BUSY_UTILIZATION = 0.05
+
+/** The event loop's utilization since the previous call of the function returned. */
+function utilizationSinceLast(): () => number {
+  let last = performance.eventLoopUtilization()
+  return () => {
+    const now = performance.eventLoopUtilization()
+    const delta = performance.eventLoopUtilization(now, last)
+    last = now
+    return delta.utilization
+  }
 }
 
 export const IDLE_RECLAIM_DEFAULTS = {
@@ -68,6 +89,7 @@ export class IdleReclaimer {
   private readonly intervalMs: number
   private readonly minGrowthBytes: number
   private readonly residentBytes: () => number
+  private readonly loopUtilization: () => number
 
   constructor(
     private readonly collect: CollectGarbage,
@@ -76,6 +98,7 @@ export class IdleReclaimer {
     this.intervalMs = options.intervalMs ?? IDLE_RECLAIM_DEFAULTS.intervalMs
     this.minGrowthBytes = options.minGrowthBytes ?? IDLE_RECLAIM_DEFAULTS.minGrowthBytes
     this.residentBytes = options.residentBytes ?? (() => process.memoryUsage.rss())
+    this.loopUtilization = options.loopUtilization ?? utilizationSinceLast()
     this.baseline = this.residentBytes()
   }
 
@@ -86,7 +109,8 @@ export class IdleReclaimer {
 
   /** One tick of the timer; returns whether it collected. */
   check(): boolean {
-    if (this.events !== this.seen) {
+    const busy = this.loopUtilization() > BUSY_UTILIZATION
+    if (this.events !== this.seen || busy) {
       this.seen = this.events
       return false
     }

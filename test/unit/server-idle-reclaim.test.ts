@@ -10,7 +10,7 @@ test('collects once calls stop after the resident set grew, and not while calls 
       collected++
       resident = 100
     },
-    { minGrowthBytes: 10, residentBytes: () => resident },
+    { minGrowthBytes: 10, residentBytes: () => resident, loopUtilization: () => 0 },
   )
   resident = 150
   r.touch()
@@ -23,6 +23,25 @@ test('collects once calls stop after the resident set grew, and not while calls 
   assert.equal(r.check(), false, 'nothing grew since')
   resident = 105
   assert.equal(r.check(), false, 'growth under the threshold')
+})
+
+test('does not collect while the event loop works on something other than calls', () => {
+  let collected = 0
+  let utilization = 0.4
+  let resident = 100
+  const r = new IdleReclaimer(
+    () => {
+      collected++
+    },
+    { minGrowthBytes: 10, residentBytes: () => resident, loopUtilization: () => utilization },
+  )
+  resident = 500
+  // No gRPC call, but a cluster node storing forwarded writes keeps its loop busy.
+  assert.equal(r.check(), false, 'busy loop')
+  assert.equal(r.check(), false, 'still busy')
+  utilization = 0.01
+  assert.equal(r.check(), true, 'quiet at last')
+  assert.equal(collected, 1)
 })
 
 test('V8 full collection is available without --expose-gc, and the global stays as it was', () => {
