@@ -261,9 +261,10 @@ function readSeries(
 ): SeriesPoints {
   // The encoder writes metric and tags before the points, so the bytes before the first point
   // field are the series identity: a known one is taken from the cache, not decoded again.
-  const known = headers === undefined ? undefined : knownIdentity(bytes, headers)
+  const identityEnd = headers === undefined ? -1 : identityLength(bytes)
+  const known = identityEnd > 0 ? headers?.get(bytes.subarray(0, identityEnd)) : undefined
   const reader = new BinaryReader(bytes)
-  let metric = known?.identity.metric ?? ''
+  let metric = known?.metric ?? ''
   const decodedTags: Tag[] = []
   let timestamps: Uint8Array = new Uint8Array(0)
   let values: Uint8Array = new Uint8Array(0)
@@ -279,9 +280,8 @@ function readSeries(
     else if (no === 3) timestamps = reader.bytes()
     else values = reader.bytes()
   }
-  const tags = known?.identity.tags ?? decodedTags
+  const tags = known?.tags ?? decodedTags
   checkSeries(metric, tags, timestamps, values, field)
-  const identityEnd = known?.end ?? identityLength(bytes)
   const kept =
     known !== undefined || headers === undefined || identityEnd <= 0
       ? tags
@@ -289,32 +289,23 @@ function readSeries(
   return { metric, tags: kept as Tag[], timestamps: arena.copy(timestamps), values: arena.copy(values) }
 }
 
-/** Bytes before the first point field of an encoded PeerSeries: its identity; -1 without points. */
+/**
+ * Bytes before the first point field of an encoded PeerSeries: its identity; -1 without points, or
+ * when the message is truncated before them (the full decode then reports it with its field).
+ */
 function identityLength(bytes: Uint8Array): number {
   const reader = new BinaryReader(bytes)
-  while (reader.pos < reader.len) {
-    const start = reader.pos
-    const [no, wireType] = reader.tag()
-    if (no === 3 || no === 4) return start
-    reader.skip(wireType, no)
+  try {
+    while (reader.pos < reader.len) {
+      const start = reader.pos
+      const [no, wireType] = reader.tag()
+      if (no === 3 || no === 4) return start
+      reader.skip(wireType, no)
+    }
+  } catch {
+    return -1
   }
   return -1
-}
-
-function knownIdentity(
-  bytes: Uint8Array,
-  headers: PeerSeriesHeaders,
-): { readonly identity: { readonly metric: string; readonly tags: readonly Tag[] }; readonly end: number } | undefined {
-  let end: number
-  try {
-    end = identityLength(bytes)
-  } catch {
-    // A truncated message: the full decode reports it with its field.
-    return undefined
-  }
-  if (end <= 0) return undefined
-  const identity = headers.get(bytes.subarray(0, end))
-  return identity === undefined ? undefined : { identity, end }
 }
 
 function readTag(reader: BinaryReader, field: string): Tag {
