@@ -35,9 +35,6 @@ export interface KvPair {
   /** value is the UTF-8 text of the value; empty for an empty value. */
   readonly value: string
   readonly modifyIndex: number
-  readonly lockIndex: number
-  /** session is the session holding the key's lock, if any. */
-  readonly session: string | undefined
 }
 
 export interface ServiceRegistration {
@@ -250,8 +247,6 @@ export class NpmConsulClient implements ConsulClient {
         key: e.Key,
         value: typeof e.Value === 'string' ? e.Value : '',
         modifyIndex: e.ModifyIndex,
-        lockIndex: typeof e.LockIndex === 'number' ? e.LockIndex : 0,
-        session: typeof e.Session === 'string' && e.Session !== '' ? e.Session : undefined,
       })
     }
     return { index, value }
