@@ -64,6 +64,9 @@ export class RocksStore {
   private lastSeq = -1
   private lastSeqChangeMs = 0
   private flushedAtSeq = -1
+  /** The sequence number at settleWal's last measurement of the log, and the bytes it found. */
+  private measuredSeq = -1
+  private measuredBytes = 0
 
   constructor(readonly dataDir: string) {}
 
@@ -135,9 +138,15 @@ export class RocksStore {
       this.lastSeqChangeMs = nowMs
     }
     if (seq === this.flushedAtSeq) return
-    const idle = nowMs - this.lastSeqChangeMs >= WAL_IDLE_MS
+    const limit = nowMs - this.lastSeqChangeMs >= WAL_IDLE_MS ? WAL_IDLE_BYTES : WAL_FLUSH_BYTES
+    // Only a write makes the log grow, and every write moves the sequence number: a log measured
+    // under the limit at this sequence number still is, so an idle server with a small log does not
+    // list the data folder every second.
+    if (seq === this.measuredSeq && this.measuredBytes <= limit) return
     const bytes = await this.walBytes()
-    if (bytes > WAL_FLUSH_BYTES || (idle && bytes > WAL_IDLE_BYTES)) await this.flushWal()
+    this.measuredSeq = seq
+    this.measuredBytes = bytes
+    if (bytes > limit) await this.flushWal()
   }
 
   /** Bytes of the write-ahead log files (their length; RocksDB preallocates more on disk for the live one). */

@@ -65,6 +65,36 @@ describe('data folder', () => {
     }
   })
 
+  it('measures the log once per write, not on every tick of an idle server', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'v3-files-'))
+    const store = new RocksStore(dir)
+    try {
+      await store.open(0)
+      const measure = store.walBytes.bind(store)
+      let measured = 0
+      store.walBytes = () => {
+        measured++
+        return measure()
+      }
+      const write = async (): Promise<void> => {
+        const batch = store.db.batch()
+        batch.put(Buffer.from('k'), Buffer.from('v'), { column: store.columns.meta })
+        await batch.write()
+      }
+      await write()
+      await store.settleWal(T0)
+      assert.equal(measured, 1, 'a write is measured')
+      for (let tick = 1; tick <= 3; tick++) await store.settleWal(T0 + WAL_IDLE_MS * tick)
+      assert.equal(measured, 1, 'idle ticks with a small log list nothing')
+      await write()
+      await store.settleWal(T0 + WAL_IDLE_MS * 4)
+      assert.equal(measured, 2, 'the next write is measured')
+    } finally {
+      await store.close()
+      await rm(dir, { recursive: true, force: true })
+    }
+  })
+
   it('removes the posting records an older build wrote, and still selects by tag', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'v3-files-'))
     const clock = new ManualClock(T0 + 48 * 3_600_000)
