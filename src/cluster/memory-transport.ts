@@ -11,10 +11,12 @@ import { PeerKind, PeerRequest, PeerResponse, PeerStatus } from '../../gen/v3sto
 import { type Clock, systemClock } from '../engine/config.js'
 import { UnavailableError } from '../model/errors.js'
 import { prng } from '../model/prng.js'
-import { checkPeerRequest, errorResponseFields, responseError } from './peer-codec.js'
+import { checkPeerRequest, errorResponseFields } from './peer-codec.js'
 import {
   ChannelCounters,
   checkPeerCall,
+  encodeRequestFrame,
+  encodeResponseFrame,
   type PeerCall,
   type PeerEndpoint,
   type PeerHandler,
@@ -23,6 +25,7 @@ import {
   type PeerTransport,
   type PeerTransportStats,
   PendingCall,
+  type ResponseFields,
 } from './peer-transport.js'
 
 /** Faults the network injects; every probability is in [0, 1], and all default to none. */
@@ -194,16 +197,7 @@ export class MemoryPeerTransport implements PeerTransport {
       this.outstanding.delete(requestId)
       current.inFlight--
     })
-    const frame = PeerRequest.encode({
-      requestId,
-      sequence: ++current.sequence,
-      ringVersion: call.ringVersion,
-      term: call.term ?? 0,
-      sender: this.nodeId,
-      kind: call.kind,
-      body: Buffer.from(call.body),
-      deadlineMs: pending.deadlineMs,
-    }).finish()
+    const frame = encodeRequestFrame(call, requestId, ++current.sequence, this.nodeId, pending.deadlineMs)
     current.counters.requestsSent++
     this.network.sendRequest(this.nodeId, peer.address, frame)
     return pending.promise
@@ -244,7 +238,7 @@ export class MemoryPeerTransport implements PeerTransport {
   private async serve(handler: PeerHandler, request: PeerRequest): Promise<void> {
     const controller = new AbortController()
     this.running.add(controller)
-    let fields: Partial<PeerResponse>
+    let fields: ResponseFields
     try {
       const meta: PeerRequestMeta = {
         ringVersion: request.ringVersion,
@@ -257,7 +251,7 @@ export class MemoryPeerTransport implements PeerTransport {
         request.kind === PeerKind.PEER_KIND_PING
           ? new Uint8Array(0)
           : await handler(request.sender, request.kind, request.body, meta)
-      fields = { status: PeerStatus.PEER_STATUS_OK, body: Buffer.from(body) }
+      fields = { status: PeerStatus.PEER_STATUS_OK, body }
     } catch (err) {
       fields = errorResponseFields(err)
     } finally {
@@ -265,15 +259,7 @@ export class MemoryPeerTransport implements PeerTransport {
     }
     if (this.closed) return
     this.served++
-    const frame = PeerResponse.encode({
-      requestId: request.requestId,
-      status: PeerStatus.PEER_STATUS_UNSPECIFIED,
-      message: '',
-      violations: [],
-      body: Buffer.alloc(0),
-      ringVersion: this.ringVersion(),
-      ...fields,
-    }).finish()
+    const frame = encodeResponseFrame(request.requestId, this.ringVersion(), fields)
     this.network.sendResponse(this.nodeId, request.sender, frame)
   }
 
@@ -294,8 +280,6 @@ export class MemoryPeerTransport implements PeerTransport {
       return
     }
     channel.counters.responses++
-    if (response.status === PeerStatus.PEER_STATUS_OK) {
-      entry.pending.resolve({ body: response.body, ringVersion: response.ringVersion })
-    } else entry.pending.fail(responseError(response, entry.peer))
+    entry.pending.answer(response)
   }
 }

@@ -3,9 +3,10 @@
  * written against, and the pieces its implementations share. The ZeroMQ implementation is in
  * zmq-peer-transport.ts, the in-memory one for deterministic tests in memory-transport.ts.
  */
-import { PeerKind } from '../../gen/v3storage/internal/v1/peer.js'
+import { PeerKind, PeerRequest, PeerResponse, PeerStatus } from '../../gen/v3storage/internal/v1/peer.js'
 import type { Clock } from '../engine/config.js'
 import { DeadlineError, UnavailableError, ValidationError } from '../model/errors.js'
+import { responseError } from './peer-codec.js'
 
 export interface PeerEndpoint {
   readonly id: string
@@ -174,6 +175,13 @@ export class PendingCall {
     if (this.finish()) this.rejectReply(err)
   }
 
+  /** Settles with the answer `response` carries: its body, or the error its status stands for. */
+  answer(response: PeerResponse): void {
+    if (response.status === PeerStatus.PEER_STATUS_OK) {
+      this.resolve({ body: response.body, ringVersion: response.ringVersion })
+    } else this.fail(responseError(response, this.peer.id))
+  }
+
   private finish(): boolean {
     if (this.done) return false
     this.done = true
@@ -192,4 +200,47 @@ export function checkPeerCall(call: PeerCall): void {
   if (call.kind === PeerKind.PEER_KIND_UNSPECIFIED || call.kind === PeerKind.UNRECOGNIZED) {
     throw ValidationError.field('kind', 'is not a known PeerKind')
   }
+}
+
+/** The view of `bytes` as a Buffer, which the generated encoders take for bytes fields; no copy. */
+function bufferView(bytes: Uint8Array): Buffer {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+}
+
+/** The envelope of `call` as request `requestId`, the `sequence`-th on its channel, from node `sender`. */
+export function encodeRequestFrame(
+  call: PeerCall,
+  requestId: number,
+  sequence: number,
+  sender: string,
+  deadlineMs: number,
+): Uint8Array {
+  return PeerRequest.encode({
+    requestId,
+    sequence,
+    ringVersion: call.ringVersion,
+    term: call.term ?? 0,
+    sender,
+    kind: call.kind,
+    body: bufferView(call.body),
+    deadlineMs,
+  }).finish()
+}
+
+/** What a response says beyond its request id and ring version; absent fields are empty. */
+export type ResponseFields = Partial<Omit<PeerResponse, 'requestId' | 'ringVersion' | 'body'>> & {
+  readonly body?: Uint8Array
+}
+
+/** The envelope answering request `requestId` with `fields`, stamped with the ring version the node holds. */
+export function encodeResponseFrame(requestId: number, ringVersion: number, fields: ResponseFields): Uint8Array {
+  return PeerResponse.encode({
+    requestId,
+    status: PeerStatus.PEER_STATUS_UNSPECIFIED,
+    message: '',
+    violations: [],
+    ringVersion,
+    ...fields,
+    body: fields.body === undefined ? Buffer.alloc(0) : bufferView(fields.body),
+  }).finish()
 }

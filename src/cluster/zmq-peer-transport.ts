@@ -11,10 +11,12 @@ import { Dealer, Router } from 'zeromq'
 import { PeerKind, PeerRequest, PeerResponse, PeerStatus } from '../../gen/v3storage/internal/v1/peer.js'
 import { type Clock, type Logger, silentLogger, systemClock } from '../engine/config.js'
 import { DeadlineError, LimitError, UnavailableError, ValidationError } from '../model/errors.js'
-import { checkPeerRequest, errorResponseFields, PeerFrameError, responseError } from './peer-codec.js'
+import { checkPeerRequest, errorResponseFields, PeerFrameError } from './peer-codec.js'
 import {
   ChannelCounters,
   checkPeerCall,
+  encodeRequestFrame,
+  encodeResponseFrame,
   type PeerCall,
   type PeerEndpoint,
   type PeerHandler,
@@ -23,6 +25,7 @@ import {
   type PeerTransport,
   type PeerTransportStats,
   PendingCall,
+  type ResponseFields,
 } from './peer-transport.js'
 
 export interface ZmqPeerTransportOptions {
@@ -309,16 +312,7 @@ export class ZmqPeerTransport implements PeerTransport {
     channel.inFlight++
     const requestId = ++this.nextRequestId
     const { call, pending } = out
-    out.frame = PeerRequest.encode({
-      requestId,
-      sequence: ++channel.sequence,
-      ringVersion: call.ringVersion,
-      term: call.term ?? 0,
-      sender: this.config.nodeId,
-      kind: call.kind,
-      body: Buffer.from(call.body.buffer, call.body.byteOffset, call.body.byteLength),
-      deadlineMs: pending.deadlineMs,
-    }).finish()
+    out.frame = encodeRequestFrame(call, requestId, ++channel.sequence, this.config.nodeId, pending.deadlineMs)
     this.outstanding.set(requestId, { channel, pending })
     channel.sendQueue.push(out)
     pending.whenSettled(() => {
@@ -391,9 +385,7 @@ export class ZmqPeerTransport implements PeerTransport {
       return
     }
     channel.counters.responses++
-    if (response.status === PeerStatus.PEER_STATUS_OK) {
-      entry.pending.resolve({ body: response.body, ringVersion: response.ringVersion })
-    } else entry.pending.fail(responseError(response, channel.peer.id))
+    entry.pending.answer(response)
   }
 
   // The serving side.
@@ -502,10 +494,7 @@ export class ZmqPeerTransport implements PeerTransport {
         signal: controller.signal,
       }
       const body = await handler(sender, request.kind, request.body, meta)
-      this.reply(identity, requestId, {
-        status: PeerStatus.PEER_STATUS_OK,
-        body: Buffer.from(body.buffer, body.byteOffset, body.byteLength),
-      })
+      this.reply(identity, requestId, { status: PeerStatus.PEER_STATUS_OK, body })
     } catch (err) {
       this.reply(identity, requestId, errorResponseFields(err))
     } finally {
@@ -515,17 +504,9 @@ export class ZmqPeerTransport implements PeerTransport {
     }
   }
 
-  private reply(identity: Buffer, requestId: number, fields: Partial<PeerResponse>): void {
+  private reply(identity: Buffer, requestId: number, fields: ResponseFields): void {
     if (this.closed) return
-    const frame = PeerResponse.encode({
-      requestId,
-      status: PeerStatus.PEER_STATUS_UNSPECIFIED,
-      message: '',
-      violations: [],
-      body: Buffer.alloc(0),
-      ringVersion: this.config.ringVersion(),
-      ...fields,
-    }).finish()
+    const frame = encodeResponseFrame(requestId, this.config.ringVersion(), fields)
     this.responseQueue.push([identity, frame])
     void this.sendResponses()
   }
