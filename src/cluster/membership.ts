@@ -634,16 +634,15 @@ export class Membership {
   private async writeSelf(params: JoinParams): Promise<RingState> {
     const c = this.config
     const signal = this.abort.signal
-    let keys = await this.snapshot()
+    const keys = await this.snapshot()
     let settings = keys.settings?.value
     if (!settings) {
+      // A CAS create that succeeds stored exactly these settings, so there is nothing to read back;
+      // the final snapshot below still fails the join should they vanish.
       settings = { replicationFactor: params.replicationFactor, vnodes: params.vnodes }
       if (!(await this.client.kvPut(`${this.prefix}settings`, JSON.stringify(settings), { cas: 0 }, signal))) {
         throw new RaceError('the cluster settings were written by another node')
       }
-      keys = await this.snapshot()
-      settings = keys.settings?.value
-      if (!settings) throw new RaceError('the cluster settings vanished')
     }
     if (settings.replicationFactor !== params.replicationFactor) {
       this.logger.warn(
