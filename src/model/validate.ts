@@ -65,8 +65,11 @@ class Arena {
   }
 
   take(n: number): Float64Array {
-    // Within the size counted up front; beyond it (a request counted wrongly), a slice of its own.
-    if (this.used + n > this.memory.length) return new Float64Array(n)
+    // validateWriteBatch sizes the arena at twice the largest array of each entry, and each entry
+    // takes its timestamps and its values once: running past the end is a miscount.
+    if (this.used + n > this.memory.length) {
+      throw new Error(`BUG: arena of ${this.memory.length} values cannot take ${n} more after ${this.used}`)
+    }
     const slice = this.memory.subarray(this.used, this.used + n)
     this.used += n
     return slice
