@@ -3,7 +3,6 @@
  * what the typed client never would (int64 beyond 2^53, invalid UTF-8), raw calls with identity
  * serializers on any RPC, and the checks that a server is still healthy.
  */
-import { readFileSync } from 'node:fs'
 import { BinaryWriter } from '@bufbuild/protobuf/wire'
 import {
   Client,
@@ -14,14 +13,12 @@ import {
   type ServiceError,
   status,
 } from '@grpc/grpc-js'
-import { prng as mulberry32 } from '../../src/model/prng.js'
-
-export { mulberry32 }
+import { prng } from '../../src/model/prng.js'
 
 export class Rng {
   readonly next: () => number
   constructor(readonly seed: number) {
-    this.next = mulberry32(seed)
+    this.next = prng(seed)
   }
   int(n: number): number {
     return Math.floor(this.next() * n)
@@ -286,15 +283,4 @@ export async function healthServing(client: Client, timeoutMs = 2000): Promise<b
   const r = await rawCall(client, '/grpc.health.v1.Health/Check', 'unary', [Buffer.alloc(0)], { timeoutMs })
   // HealthCheckResponse { status = 1 }, SERVING = 1.
   return r.code === status.OK && r.responses[0]?.equals(Buffer.from([0x08, 0x01])) === true
-}
-
-/** The resident set size of a process, in bytes; 0 once it is gone. */
-export function rssBytes(pid: number | undefined): number {
-  if (pid === undefined) return 0
-  try {
-    const m = /^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
-    return m ? Number(m[1]) * 1024 : 0
-  } catch {
-    return 0
-  }
 }
