@@ -76,13 +76,3 @@ export function assignReadReplicas(
   })
   return Object.assign(byNode, { unavailable })
 }
-
-/**
- * The nodes that cannot be reached for a plan: the owners of its unavailable ranges, each once, in
- * the order first met, for an UNAVAILABLE error that names them.
- */
-export function unavailableNodes(assignment: ReadAssignment): string[] {
-  const out = new Set<string>()
-  for (const range of assignment.unavailable) for (const owner of range.owners) out.add(owner)
-  return [...out]
-}
