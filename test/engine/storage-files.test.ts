@@ -65,6 +65,22 @@ describe('data folder', () => {
     }
   })
 
+  it('leaves (almost) no write-ahead log behind a clean stop', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'v3-files-'))
+    const clock = new ManualClock(T0 + 48 * 3_600_000)
+    const engine = engineAt(dir, clock)
+    try {
+      await engine.open()
+      await writeSeries(engine, 20, 8640)
+      assert.ok((await engine.store.walBytes()) > WAL_IDLE_BYTES, 'the test writes more than the idle threshold')
+      await engine.close()
+      assert.ok((await engine.store.walBytes()) <= WAL_IDLE_BYTES, `${await engine.store.walBytes()} bytes of log`)
+    } finally {
+      await engine.close()
+      await rm(dir, { recursive: true, force: true })
+    }
+  })
+
   it('measures the log once per write, not on every tick of an idle server', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'v3-files-'))
     const store = new RocksStore(dir)
