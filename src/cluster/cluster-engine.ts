@@ -222,13 +222,16 @@ export class ClusterEngine implements StorageEngine {
     return reply.body
   }
 
-  /** Runs one task per node; any failure fails the whole, naming every node that failed. */
+  /**
+   * Runs one task per node, given the node and its index in `nodes`; any failure fails the whole,
+   * naming every node that failed.
+   */
   private async onEach<T>(
     what: string,
     nodes: readonly MemberInfo[],
-    task: (node: MemberInfo) => Promise<T>,
+    task: (node: MemberInfo, index: number) => Promise<T>,
   ): Promise<T[]> {
-    const settled = await Promise.allSettled(nodes.map(task))
+    const settled = await Promise.allSettled(nodes.map((node, i) => task(node, i)))
     const failures: { node: MemberInfo; reason: unknown }[] = []
     const out: T[] = []
     settled.forEach((s, i) => {
@@ -348,8 +351,8 @@ export class ClusterEngine implements StorageEngine {
     const answers = await this.onEach(
       'query',
       plan.map((p) => p.node),
-      async (node) => {
-        const part = plan.find((p) => p.node === node)!
+      async (node, i) => {
+        const part = plan[i]!
         if (node.id === this.selfId) {
           return partial
             ? { partials: await this.local.queryPartials(request, part.filter, ctx), series: undefined }
@@ -406,8 +409,8 @@ export class ClusterEngine implements StorageEngine {
     const parts = await this.onEach(
       'read the latest points',
       plan.map((p) => p.node),
-      async (node) => {
-        const part = plan.find((p) => p.node === node)!
+      async (node, i) => {
+        const part = plan[i]!
         if (node.id === this.selfId) return this.local.latestShard(selector, part.filter, ctx)
         const body = PeerLatestRequest.encode({
           selector: selectorToPeer(selector),
@@ -427,8 +430,8 @@ export class ClusterEngine implements StorageEngine {
     const parts = await this.onEach(
       'list series',
       plan.map((p) => p.node),
-      async (node) => {
-        const part = plan.find((p) => p.node === node)!
+      async (node, i) => {
+        const part = plan[i]!
         if (node.id === this.selfId) return this.local.listSeriesShard(selector, part.filter, ctx)
         const body = PeerListSeriesRequest.encode({
           selector: selectorToPeer(selector),
