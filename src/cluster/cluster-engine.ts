@@ -252,27 +252,27 @@ export class ClusterEngine implements StorageEngine {
   async write(batch: WriteBatch, ctx?: CallContext): Promise<WriteResult> {
     const normalized = validateWriteBatch(batch, this.options.limits, this.validated)
     const state = this.state()
-    const parts = new Map<string, NormalizedSeries[]>()
+    // Each owner's part is a validated batch of its own, its point count kept as it is built.
+    const parts = new Map<string, { series: NormalizedSeries[]; points: number }>()
     for (const series of normalized.series) {
       for (const owner of state.ring.owners(this.tokenOf(series.key), state.rf)) {
-        let list = parts.get(owner)
-        if (list === undefined) {
-          list = []
-          parts.set(owner, list)
+        let part = parts.get(owner)
+        if (part === undefined) {
+          part = { series: [], points: 0 }
+          parts.set(owner, part)
         }
-        list.push(series)
+        part.series.push(series)
+        part.points += series.timestamps.length
       }
     }
     const nodes = [...parts.keys()].map((id) => state.byId.get(id)!)
     await this.onEach('write', nodes, async (node) => {
-      const series = parts.get(node.id)!
+      const part = parts.get(node.id)!
       if (node.id === this.selfId) {
-        let points = 0
-        for (const one of series) points += one.timestamps.length
-        await this.local.writeValidated({ series, points }, ctx)
+        await this.local.writeValidated(part, ctx)
         return
       }
-      const body = encodePeerWrite(series)
+      const body = encodePeerWrite(part.series)
       await this.call(state, node, PeerKind.PEER_KIND_WRITE, body, ctx)
     })
     return { pointsWritten: normalized.points, seriesWritten: normalized.series.length }
