@@ -223,11 +223,15 @@ function qualifyTypeNames(file: FileDescriptorProto, known: ReadonlySet<string>)
 /** The message descriptors of the contract, from the .proto files loaded at runtime. */
 export function contractRegistry(contract: PackageDefinition): FileRegistry {
   const files = new Map<string, FileDescriptorProto>()
+  // Every message and enum definition carries the descriptors of its file and the files it
+  // imports, the same buffers again and again: each is parsed once.
+  const parsed = new Set<Uint8Array>()
   for (const value of Object.values(contract)) {
     const protos: unknown = 'fileDescriptorProtos' in value ? value.fileDescriptorProtos : undefined
     if (!Array.isArray(protos)) continue
     for (const bytes of protos) {
-      if (!(bytes instanceof Uint8Array)) continue
+      if (!(bytes instanceof Uint8Array) || parsed.has(bytes)) continue
+      parsed.add(bytes)
       const file = fromBinary(FileDescriptorProtoSchema, bytes)
       files.set(file.name, file)
     }
