@@ -4,9 +4,10 @@ import type {
   PeerSelector,
   PeerShard,
 } from '../../gen/v3storage/internal/v1/peer_query.js'
+import { isCompareOp, validateAggregation } from '../engine/aggregate.js'
 import type { PartialGroup } from '../engine/aggregate-partial.js'
 import { ValidationError } from '../model/errors.js'
-import type { AggFunc, Aggregation, CompareOp, MatchOp, Selector, Tag, ValueFilter } from '../model/types.js'
+import type { AggFunc, Aggregation, MatchOp, Selector, Tag, ValueFilter } from '../model/types.js'
 
 /**
  * Conversions between the engine's request and result types and the internal peer messages of
@@ -14,36 +15,17 @@ import type { AggFunc, Aggregation, CompareOp, MatchOp, Selector, Tag, ValueFilt
  * lengths), so a malformed peer message is a ValidationError naming the field, never a crash.
  */
 
-const MATCH_OPS: ReadonlySet<string> = new Set<MatchOp>(['eq', 'neq', 'regex', 'not_regex'])
-const AGG_FUNCS: ReadonlySet<string> = new Set<AggFunc>([
-  'count',
-  'sum',
-  'min',
-  'max',
-  'avg',
-  'first',
-  'last',
-  'stddev',
-  'p50',
-  'p90',
-  'p95',
-  'p99',
-])
-const COMPARE_OPS: ReadonlySet<string> = new Set<CompareOp>(['gt', 'gte', 'lt', 'lte', 'eq', 'neq'])
-
 export function selectorToPeer(selector: Selector): PeerSelector {
   return { metric: selector.metric, matchers: selector.matchers.map((m) => ({ key: m.key, value: m.value, op: m.op })) }
 }
 
 export function selectorFromPeer(peer: PeerSelector | undefined, field: string): Selector {
   if (peer === undefined) throw ValidationError.field(field, 'is required')
+  // The engine compiles every selector it is given before it reads anything, and that rejects an
+  // unknown op with a ValidationError naming the matcher, as it does for any other caller.
   return {
     metric: peer.metric,
-    matchers: peer.matchers.map((m, i) => {
-      if (!MATCH_OPS.has(m.op))
-        throw ValidationError.field(`${field}.matchers[${i}].op`, `unknown op ${JSON.stringify(m.op)}`)
-      return { key: m.key, value: m.value, op: m.op as MatchOp }
-    }),
+    matchers: peer.matchers.map((m) => ({ key: m.key, value: m.value, op: m.op as MatchOp })),
   }
 }
 
@@ -52,14 +34,19 @@ export function aggregationToPeer(agg: Aggregation): PeerAggregation {
 }
 
 export function aggregationFromPeer(peer: PeerAggregation): Aggregation {
-  if (!AGG_FUNCS.has(peer.func))
-    throw ValidationError.field('aggregation.func', `unknown function ${JSON.stringify(peer.func)}`)
-  return { func: peer.func as AggFunc, stepMs: peer.stepMs, groupBy: peer.groupBy, mergeSeries: peer.mergeSeries }
+  const agg: Aggregation = {
+    func: peer.func as AggFunc,
+    stepMs: peer.stepMs,
+    groupBy: peer.groupBy,
+    mergeSeries: peer.mergeSeries,
+  }
+  validateAggregation(agg)
+  return agg
 }
 
 export function valueFilterFromPeer(op: string, value: number): ValueFilter {
-  if (!COMPARE_OPS.has(op)) throw ValidationError.field('value_filter.op', `unknown op ${JSON.stringify(op)}`)
-  return { op: op as CompareOp, value }
+  if (!isCompareOp(op)) throw ValidationError.field('value_filter.op', `unknown op ${JSON.stringify(op)}`)
+  return { op, value }
 }
 
 /** Whole-node shards need no filter: `all` tells the node to answer for every series it holds. */

@@ -480,6 +480,11 @@ const COMPARE: Readonly<Record<ValueFilter['op'], (v: number, x: number) => bool
   neq: (v, x) => v !== x,
 }
 
+/** Whether `op` names a comparison filterValues knows: for callers that get it as a plain string. */
+export function isCompareOp(op: string): op is ValueFilter['op'] {
+  return Object.hasOwn(COMPARE, op)
+}
+
 /** Keeps the points whose value passes the filter; series left without points are dropped. */
 export function filterValues(series: readonly SeriesPoints[], filter: ValueFilter): SeriesPoints[] {
   const pass = COMPARE[filter.op]
