@@ -3,9 +3,11 @@ import type { AggFunc, Aggregation, SeriesPoints, Tag } from '../model/types.js'
 import {
   type AggregateInput,
   Bucket,
+  byKey,
   finalizeSteps,
   type Group,
   groupSteps,
+  keepsValues,
   keyedInputs,
   validateAggregation,
 } from './aggregate.js'
@@ -43,8 +45,6 @@ export interface PartialGroup {
   /** Percentiles only: every value, bucket after bucket, counts[i] of them for bucket i. */
   readonly values?: Float64Array
 }
-
-const PERCENTILES: ReadonlySet<AggFunc> = new Set<AggFunc>(['p50', 'p90', 'p95', 'p99'])
 
 function toPartial(group: Group, func: AggFunc): PartialGroup {
   const starts = Float64Array.from(group.buckets.keys()).sort()
@@ -90,7 +90,7 @@ function toPartial(group: Group, func: AggFunc): PartialGroup {
     ...p,
     firstKeys: func === 'first' ? firstKeys : undefined,
     lastKeys: func === 'last' ? lastKeys : undefined,
-    values: PERCENTILES.has(func) ? Float64Array.from(values) : undefined,
+    values: keepsValues(func) ? Float64Array.from(values) : undefined,
   }
 }
 
@@ -111,7 +111,7 @@ export function* partialSteps(
 }
 
 function bucketOf(p: PartialGroup, i: number, offset: number, func: AggFunc): Bucket {
-  const b = new Bucket(PERCENTILES.has(func))
+  const b = new Bucket(keepsValues(func))
   b.count = p.counts[i]!
   b.sum = p.sums[i]!
   b.compensation = p.compensations[i]!
@@ -156,6 +156,6 @@ export function mergePartials(parts: readonly (readonly PartialGroup[])[], agg: 
       }
     }
   }
-  const sorted = [...groups.values()].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0))
+  const sorted = [...groups.values()].sort(byKey)
   return runToEnd(finalizeSteps(sorted, agg.func))
 }

@@ -20,6 +20,11 @@ const QUANTILES: Readonly<Record<AggFunc, number | undefined>> = {
   p99: 0.99,
 }
 
+/** Whether a function's buckets keep their values: only percentiles need them all. */
+export function keepsValues(func: AggFunc): boolean {
+  return QUANTILES[func] !== undefined
+}
+
 /**
  * The start of the bucket a timestamp falls in: the multiple of stepMs since the epoch at or below
  * it, so -1 with a step of 1000 is in the bucket -1000. The remainder is exact for doubles, where
@@ -257,7 +262,8 @@ function groupTags(tags: readonly Tag[], groupBy: ReadonlySet<string>, mergeSeri
   return mergeSeries ? [] : tags
 }
 
-function byKey(a: { readonly key: string }, b: { readonly key: string }): number {
+/** Orders by canonical key, in UTF-16 code-unit order as everywhere else keys are sorted. */
+export function byKey(a: { readonly key: string }, b: { readonly key: string }): number {
   return a.key < b.key ? -1 : a.key > b.key ? 1 : 0
 }
 
@@ -321,7 +327,7 @@ export function* aggregateSteps(
 
 /** Each group's buckets as a series of the function's results, groups in key order. */
 export function* finalizeSteps(groups: readonly Group[], func: AggFunc): Generator<void, SeriesPoints[], void> {
-  const keepValues = QUANTILES[func] !== undefined
+  const keepValues = keepsValues(func)
   const out: SeriesPoints[] = []
   for (const group of groups) {
     const starts = Float64Array.from(group.buckets.keys()).sort()
@@ -365,7 +371,7 @@ export function* groupSteps(
   sources: boolean,
 ): Generator<void, Group[], void> {
   const groupBy = new Set(agg.groupBy)
-  const keepValues = QUANTILES[agg.func] !== undefined
+  const keepValues = keepsValues(agg.func)
   const stepMs = agg.stepMs
   const groups = new Map<string, Group>()
   for (const input of inputs) {
