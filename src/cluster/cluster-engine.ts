@@ -13,6 +13,7 @@ import {
   PeerStatsRequest,
   PeerStatsResponse,
 } from '../../gen/v3storage/internal/v1/peer_query.js'
+import { byKey } from '../engine/aggregate.js'
 import { mergePartials, type PartialGroup } from '../engine/aggregate-partial.js'
 import type { Logger } from '../engine/config.js'
 import type { SeriesFilter, ShardEngine } from '../engine/shard.js'
@@ -114,10 +115,6 @@ interface ReadPart {
  * memory stays bounded however many series pass through.
  */
 const TOKEN_CACHE_ENTRIES = 100_000
-
-function byKey<T extends { readonly key: string }>(a: T, b: T): number {
-  return a.key < b.key ? -1 : a.key > b.key ? 1 : 0
-}
 
 /** Series from several nodes, each series from exactly one, in the single node's canonical key order. */
 function mergeByKey<T extends { readonly metric: string; readonly tags: readonly Tag[] }>(parts: readonly T[][]): T[] {
