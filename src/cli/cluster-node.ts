@@ -1,6 +1,7 @@
 import { ClusterEngine, type ClusterView, type RingSnapshot } from '../cluster/cluster-engine.js'
 import { Membership, type RingState } from '../cluster/membership.js'
 import { peerService } from '../cluster/peer-service.js'
+import { SeriesTokens } from '../cluster/shard-filter.js'
 import { chooseTokens, evenTokens } from '../cluster/tokens.js'
 import { ZmqPeerTransport } from '../cluster/zmq-peer-transport.js'
 import type { Logger } from '../engine/config.js'
@@ -76,6 +77,8 @@ export function createClusterNode(
   if (!isShardEngine(local)) {
     throw new UsageError('--cluster needs an engine that reads by shard, such as the basic engine')
   }
+  // One token cache for the node: its own writes and reads, and the reads its peers send it.
+  const tokens = new SeriesTokens()
   const engine = new ClusterEngine(
     local,
     {
@@ -84,6 +87,7 @@ export function createClusterNode(
       peerTimeoutMs: options.peerTimeoutMs,
     },
     logger,
+    tokens,
   )
   let transport: ZmqPeerTransport | undefined
   let membership: Membership | undefined
@@ -106,7 +110,7 @@ export function createClusterNode(
           logger,
           ringVersion: () => engine.ringVersion(),
         })
-        const bound = await transport.listen(peerService(local))
+        const bound = await transport.listen(peerService(local, tokens))
         const boundPeer = splitHostPort(bound)
         const peerAddress = WILDCARDS.has(boundPeer.host) ? `${host}:${boundPeer.port}` : bound
         membership = new Membership(

@@ -50,7 +50,7 @@ import { aggregationToPeer, partialFromPeer, selectorToPeer, shardToPeer } from 
 import type { PeerEndpoint, PeerTransport } from './peer-transport.js'
 import { assignReadReplicas } from './placement.js'
 import { Ring, seriesToken, type TokenRange, type TokenSpan } from './ring.js'
-import { encodeSpans, spanFilter } from './shard-filter.js'
+import { encodeSpans, type SeriesTokens, spanFilter } from './shard-filter.js'
 
 /** One member of the ring as the cluster's shared state records it. */
 export interface MemberInfo {
@@ -110,12 +110,6 @@ interface ReadPart {
   readonly filter: SeriesFilter | undefined
 }
 
-/**
- * Series tokens a node keeps, keyed by canonical series key. Cleared whenever it is full, so its
- * memory stays bounded however many series pass through.
- */
-const TOKEN_CACHE_ENTRIES = 100_000
-
 /** Series from several nodes, each series from exactly one, in the single node's canonical key order. */
 function mergeByKey<T extends { readonly metric: string; readonly tags: readonly Tag[] }>(parts: readonly T[][]): T[] {
   const nonEmpty = parts.filter((p) => p.length > 0)
@@ -145,13 +139,12 @@ export class ClusterEngine implements StorageEngine {
    * coordinator more than its share of the writes.
    */
   private readonly validated = new ValidatedSeriesCache()
-  /** A SHA-256 per series per write costs more than the routing itself; the token never changes. */
-  private readonly tokens = new Map<string, number>()
 
   constructor(
     private readonly local: StorageEngine & ShardEngine,
     private readonly options: ClusterEngineOptions,
     private readonly logger: Logger,
+    private readonly tokens: SeriesTokens,
   ) {}
 
   /**
@@ -252,7 +245,7 @@ export class ClusterEngine implements StorageEngine {
     // Each owner's part is a validated batch of its own, its point count kept as it is built.
     const parts = new Map<string, { series: NormalizedSeries[]; points: number }>()
     for (const series of normalized.series) {
-      for (const owner of state.ring.owners(this.tokenOf(series.key), state.rf)) {
+      for (const owner of state.ring.owners(this.tokens.of(series.key), state.rf)) {
         let part = parts.get(owner)
         if (part === undefined) {
           part = { series: [], points: 0 }
@@ -273,16 +266,6 @@ export class ClusterEngine implements StorageEngine {
       await this.call(state, node, PeerKind.PEER_KIND_WRITE, body, ctx)
     })
     return { pointsWritten: normalized.points, seriesWritten: normalized.series.length }
-  }
-
-  private tokenOf(key: string): number {
-    let token = this.tokens.get(key)
-    if (token === undefined) {
-      if (this.tokens.size >= TOKEN_CACHE_ENTRIES) this.tokens.clear()
-      token = seriesToken(key)
-      this.tokens.set(key, token)
-    }
-    return token
   }
 
   /**
@@ -322,7 +305,7 @@ export class ClusterEngine implements StorageEngine {
       const held = all.filter((r) => r.owners.includes(id)).length
       const spans: TokenSpan[] = ranges.map((r) => ({ start: r.start, end: r.end }))
       if (ranges.length === held) parts.push({ node, spans: undefined, filter: undefined })
-      else parts.push({ node, spans: encodeSpans(spans), filter: spanFilter(spans) })
+      else parts.push({ node, spans: encodeSpans(spans), filter: spanFilter(spans, this.tokens) })
     }
     return parts
   }
@@ -454,7 +437,7 @@ export class ClusterEngine implements StorageEngine {
       const part = plan.find((p) => p.node.id === node.id)
       // A member that no range is read from counts nothing: the empty span list accepts no series.
       const countSpans = part === undefined ? new Uint8Array(0) : part.spans
-      const countFilter = part === undefined ? spanFilter([]) : part.filter
+      const countFilter = part === undefined ? spanFilter([], this.tokens) : part.filter
       if (node.id === this.selfId) {
         return (await this.local.deleteSeriesCounted(request, countFilter, ctx)).seriesMatched
       }

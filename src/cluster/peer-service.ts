@@ -20,11 +20,11 @@ import type { QueryRequest } from '../model/types.js'
 import { decodePeerWrite, encodePeerSeries, PeerSeriesHeaders } from './peer-codec.js'
 import { aggregationFromPeer, partialToPeer, selectorFromPeer, valueFilterFromPeer } from './peer-messages.js'
 import type { PeerHandler } from './peer-transport.js'
-import { decodeSpans, spanFilter } from './shard-filter.js'
+import { decodeSpans, type SeriesTokens, spanFilter } from './shard-filter.js'
 
-function filterOf(shard: PeerShard | undefined): SeriesFilter | undefined {
+function filterOf(shard: PeerShard | undefined, tokens: SeriesTokens): SeriesFilter | undefined {
   if (shard === undefined) throw ValidationError.field('shard', 'is required')
-  return shard.all ? undefined : spanFilter(decodeSpans(shard.ranges))
+  return shard.all ? undefined : spanFilter(decodeSpans(shard.ranges), tokens)
 }
 
 function queryFromPeer(peer: PeerQueryRequest): QueryRequest {
@@ -43,9 +43,10 @@ function queryFromPeer(peer: PeerQueryRequest): QueryRequest {
 
 /**
  * Answers the requests other nodes send this one: each decodes its body (a malformed one is a
- * ValidationError the sender receives), runs on the local engine and encodes the answer.
+ * ValidationError the sender receives), runs on the local engine and encodes the answer. `tokens`
+ * is the node's series token cache, which the filters of the reads it answers look tokens up in.
  */
-export function peerService(local: StorageEngine & ShardEngine): PeerHandler {
+export function peerService(local: StorageEngine & ShardEngine, tokens: SeriesTokens): PeerHandler {
   const headers = new PeerSeriesHeaders()
   return async (_from, kind, body, meta) => {
     const ctx: CallContext = { signal: meta.signal }
@@ -62,7 +63,7 @@ export function peerService(local: StorageEngine & ShardEngine): PeerHandler {
       case PeerKind.PEER_KIND_QUERY: {
         const peer = PeerQueryRequestCodec.decode(body)
         const request = queryFromPeer(peer)
-        const filter = filterOf(peer.shard)
+        const filter = filterOf(peer.shard, tokens)
         if (peer.partial) {
           const groups = await local.queryPartials(request, filter, ctx)
           return PeerQueryResponse.encode({
@@ -76,12 +77,20 @@ export function peerService(local: StorageEngine & ShardEngine): PeerHandler {
       }
       case PeerKind.PEER_KIND_LATEST: {
         const peer = PeerLatestRequest.decode(body)
-        const series = await local.latestShard(selectorFromPeer(peer.selector, 'selector'), filterOf(peer.shard), ctx)
+        const series = await local.latestShard(
+          selectorFromPeer(peer.selector, 'selector'),
+          filterOf(peer.shard, tokens),
+          ctx,
+        )
         return PeerLatestResponse.encode({ series: series.map((s) => encodePeerSeries(s)) }).finish()
       }
       case PeerKind.PEER_KIND_LIST_SERIES: {
         const peer = PeerListSeriesRequest.decode(body)
-        const refs = await local.listSeriesShard(selectorFromPeer(peer.selector, 'selector'), filterOf(peer.shard), ctx)
+        const refs = await local.listSeriesShard(
+          selectorFromPeer(peer.selector, 'selector'),
+          filterOf(peer.shard, tokens),
+          ctx,
+        )
         return PeerListSeriesResponse.encode({
           series: refs.map((r) => ({ metric: r.metric, tags: r.tags.map((t) => ({ key: t.key, value: t.value })) })),
         }).finish()
@@ -93,7 +102,7 @@ export function peerService(local: StorageEngine & ShardEngine): PeerHandler {
             selector: selectorFromPeer(peer.selector, 'selector'),
             ...(peer.ranged ? { startMs: peer.startMs, endMs: peer.endMs } : {}),
           },
-          filterOf(peer.countShard),
+          filterOf(peer.countShard, tokens),
           ctx,
         )
         return PeerDeleteResponse.encode({ seriesMatched: result.seriesMatched }).finish()

@@ -46,10 +46,32 @@ export function decodeSpans(bytes: Uint8Array): TokenSpan[] {
 }
 
 /**
- * The filter that accepts the series whose ring token lies in the spans: a binary search over the
- * sorted span starts, on a token computed once per series key and filter.
+ * Series tokens a node has computed, by canonical key: a SHA-256 per series costs more than the
+ * routing or filtering it serves, and a series' token never changes. Cleared whenever it is full,
+ * so its memory stays bounded however many series pass through. One per node, shared by the write
+ * routing and every read filter, the ones its peers send included.
  */
-export function spanFilter(spans: readonly TokenSpan[]): SeriesFilter {
+export class SeriesTokens {
+  private readonly tokens = new Map<string, number>()
+
+  constructor(private readonly capacity = 100_000) {}
+
+  of(key: string): number {
+    let token = this.tokens.get(key)
+    if (token === undefined) {
+      if (this.tokens.size >= this.capacity) this.tokens.clear()
+      token = seriesToken(key)
+      this.tokens.set(key, token)
+    }
+    return token
+  }
+}
+
+/**
+ * The filter that accepts the series whose ring token lies in the spans: a binary search over the
+ * sorted span starts, on the series' token from the node's cache.
+ */
+export function spanFilter(spans: readonly TokenSpan[], tokens: SeriesTokens): SeriesFilter {
   const starts = Float64Array.from(spans, (s) => s.start)
   const ends = Float64Array.from(spans, (s) => s.end)
   const digest = createHash('sha256')
@@ -57,7 +79,7 @@ export function spanFilter(spans: readonly TokenSpan[]): SeriesFilter {
   return {
     key: `shard:${digest.digest('hex').slice(0, 32)}`,
     accepts(seriesKey: string): boolean {
-      const token = seriesToken(seriesKey)
+      const token = tokens.of(seriesKey)
       let lo = 0
       let hi = starts.length - 1
       while (lo <= hi) {
