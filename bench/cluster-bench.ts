@@ -8,7 +8,7 @@
  *   process's CPU time (utime + stime from /proc/<pid>/stat) is read before and after, over the
  *   write calls alone and up to the end of the Compact that follows; a cluster's figure is the sum
  *   over its nodes.
- * - Queries: after the same 10 s settle, a health-check round trip as the baseline of each, then
+ * - Queries: after a 10 s settle for both, a health-check round trip as the baseline of each, then
  *   the seven queries through one cluster node and through the single node, the same warm-ups and
  *   timed runs, alternating per query. Every answer is checked against the reference from the
  *   generated data, and the cluster's answers against the single node's run by run: equal up to
@@ -16,26 +16,26 @@
  * Targets of issue 9 with R = 1: CPU per point at most 1.25x the single node's, query medians at
  * most 1.5x. Results go to bench/results/cluster-<N>*.json and .md.
  */
-import type { ChildProcess } from 'node:child_process'
-import { spawn } from 'node:child_process'
+import { type ChildProcess, spawn } from 'node:child_process'
 import { once } from 'node:events'
 import { mkdir, readFile, writeFile } from 'node:fs/promises'
-import { createServer } from 'node:net'
 import { cpus, totalmem } from 'node:os'
-import { Client, credentials, type ServiceError } from '@grpc/grpc-js'
-import { WriteResponse } from '../gen/v3storage/v1/write_service.js'
+import { Client, credentials } from '@grpc/grpc-js'
 import { type CallOptions, type QueryInput, type SelectorInput, V3Client } from '../src/client/index.js'
 import type { SeriesPoints } from '../src/model/types.js'
 import { HOSTS, hostTags, METRICS, POINTS_PER_SERIES, seriesValues } from './dataset.js'
 import {
   encodeMessages,
+  freePort,
   grpcHealthRoundTrip,
   peakRssMiB,
   type QueryResult,
   removeServer,
   type Server,
+  sendWrites,
   startServer,
   timed,
+  trackProcess,
 } from './harness.js'
 import { drawParams, QUERY_KINDS, type QueryParams, runV3 } from './queries.js'
 
@@ -49,24 +49,12 @@ export interface ClusterBenchOptions {
   readonly runs: number
 }
 
-/** The pause between the end of a load and the first query, as the single-node bench has it. */
+/** The pause between the end of the loads and the first query, the same for the single node and the cluster. */
 const SETTLE_MS = 10_000
 /** Linux reports CPU times in clock ticks; `getconf CLK_TCK` is 100 on every Linux port Node runs on. */
 const CLK_TCK = 100
 /** How far a cluster value may differ from the single node's: float sums in another order. */
 const RELATIVE_TOLERANCE = 1e-9
-
-/** Every process the bench starts, so that an exit, even a failing one, leaves none behind. */
-const started = new Set<ChildProcess>()
-
-/** Kills whatever is still running when the bench exits, however it exits. */
-function killOnExit(): void {
-  process.once('exit', () => {
-    for (const child of started) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
-  })
-  // A signal's default action skips the 'exit' event; exiting through process.exit runs it.
-  for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => process.exit(130))
-}
 
 /** CPU seconds (user + system) a process has used so far. */
 async function cpuSeconds(pid: number): Promise<number> {
@@ -83,17 +71,6 @@ async function totalCpuSeconds(servers: readonly Server[]): Promise<number> {
   return total
 }
 
-async function freePort(): Promise<number> {
-  const server = createServer()
-  server.listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  const address = server.address()
-  const port = typeof address === 'object' && address !== null ? address.port : 0
-  server.close()
-  await once(server, 'close')
-  return port
-}
-
 interface Consul {
   readonly url: string
   readonly proc: ChildProcess
@@ -104,7 +81,7 @@ async function startConsul(): Promise<Consul> {
   const proc = spawn(process.execPath, ['--import', 'tsx', 'test/fixtures/consul-emulator.ts'], {
     stdio: ['ignore', 'pipe', 'inherit'],
   })
-  started.add(proc)
+  trackProcess(proc)
   let out = ''
   proc.stdout?.setEncoding('utf8')
   const url = await new Promise<string>((resolve, reject) => {
@@ -124,7 +101,6 @@ async function stopProcess(proc: ChildProcess): Promise<void> {
     proc.kill('SIGKILL')
     await exited
   }
-  started.delete(proc)
 }
 
 interface Cluster {
@@ -156,7 +132,6 @@ async function startCluster(consul: Consul, name: string, count: number, rf: num
       ],
       `127.0.0.1:${port}`,
     )
-    started.add(server.proc)
     out.nodes.push(server)
   }
   const want = out.nodes.map((_, i) => `n${i + 1}`).join(',')
@@ -181,23 +156,7 @@ async function startCluster(consul: Consul, name: string, count: number, rf: num
 }
 
 async function removeAll(servers: readonly Server[]): Promise<void> {
-  for (const server of servers) {
-    await removeServer(server)
-    started.delete(server.proc)
-  }
-}
-
-function unaryWrite(client: Client, body: Buffer): Promise<WriteResponse> {
-  return new Promise((resolve, reject) =>
-    client.makeUnaryRequest(
-      '/v3storage.v1.WriteService/Write',
-      (b: Buffer) => b,
-      (b: Buffer) => WriteResponse.decode(b),
-      body,
-      (err: ServiceError | null, res?: WriteResponse) =>
-        err || res === undefined ? reject(err ?? new Error('no response')) : resolve(res),
-    ),
-  )
+  for (const server of servers) await removeServer(server)
 }
 
 interface IngestFigures {
@@ -210,11 +169,7 @@ interface IngestFigures {
   readonly cpuSecondsPerServer: number[]
 }
 
-/**
- * The single-node bench's Write driver: `inflight` requests in flight per entry point, taken in
- * order from one queue, so a request goes to the next free client and the entry points share the
- * load evenly.
- */
+/** The single-node bench's Write driver through `entryPoints`, with each server's CPU time around it. */
 async function ingest(
   servers: readonly Server[],
   entryPoints: readonly Server[],
@@ -227,16 +182,7 @@ async function ingest(
   try {
     const before = await Promise.all(servers.map((s) => cpuSeconds(s.proc.pid as number)))
     const t0 = performance.now()
-    let next = 0
-    let written = 0
-    const send = async (client: Client): Promise<void> => {
-      while (next < requests.length) {
-        // Awaited first: `written += await …` would read `written` before the wait and lose counts.
-        const res = await unaryWrite(client, requests[next++] as Buffer)
-        written += res.pointsWritten
-      }
-    }
-    await Promise.all(clients.flatMap((c) => Array.from({ length: inflight }, () => send(c))))
+    const written = await sendWrites(clients, requests, inflight)
     const seconds = (performance.now() - t0) / 1000
     const after = await Promise.all(servers.map((s) => cpuSeconds(s.proc.pid as number)))
     if (written !== totalPoints) throw new Error(`wrote ${written} points of ${totalPoints}`)
@@ -315,7 +261,6 @@ const x = (a: number, b: number): string => `${(a / b).toFixed(2)}x`
 export async function runClusterBench(o: ClusterBenchOptions): Promise<void> {
   if (!(o.nodes >= 2)) throw new Error(`--cluster takes a node count of 2 or more, got ${o.nodes}`)
   if (!(o.replicationFactor >= 1)) throw new Error(`--replication-factor must be 1 or more`)
-  killOnExit()
   const seriesCount = o.hosts * METRICS.length
   const totalPoints = seriesCount * POINTS_PER_SERIES
   const machine = `${cpus().length} x ${cpus()[0]?.model.trim() ?? 'cpu'}, ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}`
@@ -339,7 +284,6 @@ export async function runClusterBench(o: ClusterBenchOptions): Promise<void> {
   const clusterClient: { c?: RecordingClient } = {}
   try {
     single.push(await startServer())
-    started.add((single[0] as Server).proc)
     const singleIngest = await ingest(single, single, requests, totalPoints, o.inflight)
     console.log(
       `single node ingest: ${fmt(singleIngest.pointsPerSecond)} points/s, ${singleIngest.cpuSecondsPerMillionPoints.toFixed(2)} CPU s per M points`,

@@ -1,11 +1,13 @@
 // What the benchmarks share: a real `v3 serve` process on a loopback port, its peak RSS, the size
-// of a data folder, and the cpu-only data set encoded as write messages.
+// of a data folder, and the cpu-only data set encoded as write messages and sent through Write.
 import { type ChildProcess, spawn } from 'node:child_process'
 import { mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises'
+import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { Client, credentials, type ServiceError } from '@grpc/grpc-js'
+import { WriteResponse } from '../gen/v3storage/v1/write_service.js'
 import type { Tag } from '../src/model/types.js'
 import { encodeWriteRequest } from '../src/wire/series-codec.js'
 import { METRICS, POINTS_PER_SERIES, timestampAt } from './dataset.js'
@@ -39,6 +41,17 @@ function installExitHook(): void {
   })
   // A signal's default action skips the 'exit' event; exiting through process.exit runs it.
   for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => process.exit(130))
+}
+
+/** A loopback port that was free a moment ago, for a process that must be told its port. */
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer()
+    s.listen(0, '127.0.0.1', () => {
+      const address = s.address()
+      s.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port'))))
+    })
+  })
 }
 
 /**
@@ -253,6 +266,43 @@ export async function grpcHealthRoundTrip(address: string): Promise<RoundTrip> {
   } finally {
     client.close()
   }
+}
+
+/** One unary Write of a pre-encoded WriteRequest. */
+function write(client: Client, body: Buffer): Promise<WriteResponse> {
+  return new Promise((resolve, reject) =>
+    client.makeUnaryRequest(
+      '/v3storage.v1.WriteService/Write',
+      (b: Buffer) => b,
+      (b: Buffer) => WriteResponse.decode(b),
+      body,
+      (err: ServiceError | null, res?: WriteResponse) =>
+        err || res === undefined ? reject(err ?? new Error('no response')) : resolve(res),
+    ),
+  )
+}
+
+/**
+ * The benches' Write driver: `inflight` unary Writes in flight per client, the requests taken in
+ * order from one queue, so that a request goes to the next free client and several clients (entry
+ * points of a cluster) share the load evenly. Returns the points the servers acknowledged.
+ */
+export async function sendWrites(
+  clients: readonly Client[],
+  requests: readonly Buffer[],
+  inflight: number,
+): Promise<number> {
+  let next = 0
+  let written = 0
+  const send = async (client: Client): Promise<void> => {
+    while (next < requests.length) {
+      // Awaited first: `written += await …` would read `written` before the wait and lose counts.
+      const res = await write(client, requests[next++] as Buffer)
+      written += res.pointsWritten
+    }
+  }
+  await Promise.all(clients.flatMap((c) => Array.from({ length: inflight }, () => send(c))))
+  return written
 }
 
 /**

@@ -22,8 +22,7 @@
 import { mkdir, rm, writeFile } from 'node:fs/promises'
 import { cpus, totalmem } from 'node:os'
 import { parseArgs } from 'node:util'
-import { Client, credentials, type ServiceError } from '@grpc/grpc-js'
-import { WriteResponse } from '../gen/v3storage/v1/write_service.js'
+import { Client, credentials } from '@grpc/grpc-js'
 import { V3Client } from '../src/client/index.js'
 import { HOSTS, hostTags, METRICS, POINTS_PER_SERIES, seriesValues } from './dataset.js'
 import {
@@ -38,6 +37,7 @@ import {
   type RoundTrip,
   removeServer,
   type Server,
+  sendWrites,
   startServer,
   stopServer,
   timed,
@@ -128,12 +128,6 @@ interface SystemResult {
   readonly http?: { readonly requests: number; readonly connections: number }
 }
 
-function unary<Res>(fn: (cb: (err: ServiceError | null, res?: Res) => void) => void): Promise<Res> {
-  return new Promise((resolve, reject) =>
-    fn((err, res) => (err || res === undefined ? reject(err ?? new Error('no response')) : resolve(res))),
-  )
-}
-
 function logDisk(system: string, when: string, d: IdleFolderSize, totalPoints: number): void {
   console.log(
     `${system} disk ${when}: ${(d.diskBytes / totalPoints).toFixed(2)} bytes/point (du), ${(d.apparentBytes / totalPoints).toFixed(2)} apparent, after ${d.idleSeconds.toFixed(0)} s idle${d.stable ? '' : ' (still changing)'}`,
@@ -170,22 +164,8 @@ async function benchV3(
   const client = new V3Client(server.address)
   try {
     const t0 = performance.now()
-    let next = 0
-    const send = async (): Promise<void> => {
-      while (next < requests.length) {
-        const body = requests[next++] as Buffer
-        await unary<WriteResponse>((cb) =>
-          raw.makeUnaryRequest(
-            '/v3storage.v1.WriteService/Write',
-            (b: Buffer) => b,
-            (b: Buffer) => WriteResponse.decode(b),
-            body,
-            cb,
-          ),
-        )
-      }
-    }
-    await Promise.all(Array.from({ length: inflight }, send))
+    const written = await sendWrites([raw], requests, inflight)
+    if (written !== totalPoints) throw new Error(`Write acknowledged ${written} points of ${totalPoints}`)
     const seconds = (performance.now() - t0) / 1000
     const ingestPointsPerSecond = Math.round(totalPoints / seconds)
     console.log(`V3 ingest (Write): ${ingestPointsPerSecond.toLocaleString('en')} points/s (${seconds.toFixed(1)} s)`)

@@ -8,12 +8,12 @@
 import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process'
 import { mkdtemp } from 'node:fs/promises'
 import { Agent, request } from 'node:http'
-import { createServer, type Socket } from 'node:net'
+import type { Socket } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { SeriesPoints } from '../src/model/types.js'
 import { INTERVAL_MS, METRICS, POINTS_PER_SERIES, START_MS } from './dataset.js'
-import { type RoundTrip, roundTrip, trackProcess } from './harness.js'
+import { freePort, type RoundTrip, roundTrip, trackProcess } from './harness.js'
 import {
   avg,
   bucketFold,
@@ -55,16 +55,6 @@ export function ensureInstalled(): void {
   execFileSync('apt-get', ['install', '-y', '-qq', 'victoria-metrics'], {
     stdio: 'inherit',
     env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' },
-  })
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer()
-    s.listen(0, '127.0.0.1', () => {
-      const address = s.address()
-      s.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port'))))
-    })
   })
 }
 
