@@ -2,13 +2,14 @@
 // their default flags, as a user runs them.
 // - Ingest through Write (50,000-point requests, 2 in flight), through WriteStream, and through the
 //   batching writer on one Ingest stream, each into a fresh server, with its peak RSS.
-// - After the Write load and a Compact: bytes on disk (du) of the running server after at least a
-//   minute idle; the seven TSBS devops queries at default flags (caches on); then a clean stop and a
-//   start on the same folder with --result-cache-points 0, the disk once more (labelled "after a
-//   restart"), and the same queries on the storage path. Each query set comes with the health-check
-//   round trip of the same server (a grpc.health.v1 Check), median and p95 of 20 runs after 2
-//   warm-ups, parameters from a fixed seed, every answer checked against a reference computed from
-//   the generated data (the check is not timed).
+// - After the Write load, with no Compact (the server seals on its own timer, as a user's does):
+//   bytes on disk (du) of the running server after at least a minute idle; the seven TSBS devops
+//   queries at default flags (caches on); then a clean stop and a start on the same folder with
+//   --result-cache-points 0, the disk once more (labelled "after a restart"), and the same queries
+//   on the storage path. Each query set comes with the health-check round trip of the same server
+//   (a grpc.health.v1 Check), median and p95 of 20 runs after 2 warm-ups, parameters from a fixed
+//   seed, every answer checked against a reference computed from the generated data (the check is
+//   not timed).
 // With --against victoriametrics the same sequence runs against VictoriaMetrics from Debian's
 // package in the same run, through a keep-alive HTTP agent: GET /health as its round trip, its
 // rollup result cache on for the default table and off (nocache=1) for the storage path, so that
@@ -161,7 +162,6 @@ async function benchV3(
   const servers: Server[] = [await startServer()]
   const server = servers[0] as Server
   const raw = new Client(server.address, credentials.createInsecure())
-  const client = new V3Client(server.address)
   try {
     const t0 = performance.now()
     const written = await sendWrites([raw], requests, inflight)
@@ -169,9 +169,9 @@ async function benchV3(
     const seconds = (performance.now() - t0) / 1000
     const ingestPointsPerSecond = Math.round(totalPoints / seconds)
     console.log(`V3 ingest (Write): ${ingestPointsPerSecond.toLocaleString('en')} points/s (${seconds.toFixed(1)} s)`)
-    console.log(`V3 compact: ${JSON.stringify(await client.compact())}`)
-    // The running server's folder, which is what a user's disk holds; the idle spell also lets
-    // background flushes and compactions finish before queries are timed.
+    // No Compact: a user's server seals and moves its write buffer on its own timer. The idle spell
+    // lets that and RocksDB's background flushes and compactions finish before the running
+    // server's folder, what a user's disk holds, is read and the queries are timed.
     const diskRunning = await idleFolderSize(server.dataDir, IDLE_MIN_MS, IDLE_MAX_MS)
     logDisk('V3', 'on the running server', diskRunning, totalPoints)
     const defaults = await v3Queries(server, values, params)
@@ -201,7 +201,6 @@ async function benchV3(
     }
   } finally {
     raw.close()
-    client.close()
     // Both servers share the folder: stop the first (already stopped unless something failed), then
     // stop the second and remove the folder.
     await stopServer(server)
