@@ -19,12 +19,13 @@
 import { type ChildProcess, spawn } from 'node:child_process'
 import { once } from 'node:events'
 import { mkdir, readFile, writeFile } from 'node:fs/promises'
-import { cpus, totalmem } from 'node:os'
 import { Client, credentials } from '@grpc/grpc-js'
 import { type CallOptions, type QueryInput, type SelectorInput, V3Client } from '../src/client/index.js'
 import type { SeriesPoints } from '../src/model/types.js'
 import { HOSTS, hostTags, METRICS, POINTS_PER_SERIES, seriesValues } from './dataset.js'
 import {
+  describeDataSet,
+  describeMachine,
   encodeMessages,
   freePort,
   grpcHealthRoundTrip,
@@ -263,8 +264,8 @@ export async function runClusterBench(o: ClusterBenchOptions): Promise<void> {
   if (!(o.replicationFactor >= 1)) throw new Error(`--replication-factor must be 1 or more`)
   const seriesCount = o.hosts * METRICS.length
   const totalPoints = seriesCount * POINTS_PER_SERIES
-  const machine = `${cpus().length} x ${cpus()[0]?.model.trim() ?? 'cpu'}, ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}`
-  const dataSet = `${totalPoints.toLocaleString('en')} points (${o.hosts} hosts x ${METRICS.length} metrics x 24 h at 10 s), ${o.decimals === undefined ? 'full-precision values' : `values rounded to ${o.decimals} decimals`}`
+  const machine = describeMachine()
+  const dataSet = describeDataSet(o.hosts, o.decimals)
   const setup = `${o.nodes} nodes, replication factor ${o.replicationFactor}`
   console.log(`data set: ${dataSet}; cluster: ${setup}`)
 

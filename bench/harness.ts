@@ -3,7 +3,7 @@
 import { type ChildProcess, spawn } from 'node:child_process'
 import { mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises'
 import { createServer } from 'node:net'
-import { tmpdir } from 'node:os'
+import { cpus, tmpdir, totalmem } from 'node:os'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { Client, credentials, type ServiceError } from '@grpc/grpc-js'
@@ -303,6 +303,17 @@ export async function sendWrites(
   }
   await Promise.all(clients.flatMap((c) => Array.from({ length: inflight }, () => send(c))))
   return written
+}
+
+/** The machine line of a result table: cores, memory, Node. */
+export function describeMachine(): string {
+  return `${cpus().length} x ${cpus()[0]?.model.trim() ?? 'cpu'}, ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}`
+}
+
+/** The data set line of a result table. */
+export function describeDataSet(hosts: number, decimals: number | undefined): string {
+  const points = hosts * METRICS.length * POINTS_PER_SERIES
+  return `${points.toLocaleString('en')} points (${hosts} hosts x ${METRICS.length} metrics x 24 h at 10 s), ${decimals === undefined ? 'full-precision values' : `values rounded to ${decimals} decimals`}`
 }
 
 /**

@@ -21,12 +21,13 @@
 //   npm run bench -- --cluster 3 [--replication-factor 1]  (a cluster beside a single node, see
 //   bench/cluster-bench.ts)
 import { mkdir, rm, writeFile } from 'node:fs/promises'
-import { cpus, totalmem } from 'node:os'
 import { parseArgs } from 'node:util'
 import { Client, credentials } from '@grpc/grpc-js'
 import { V3Client } from '../src/client/index.js'
 import { HOSTS, hostTags, METRICS, POINTS_PER_SERIES, seriesValues } from './dataset.js'
 import {
+  describeDataSet,
+  describeMachine,
   encodeMessages,
   eventLoopDelayMs,
   type FolderSize,
@@ -285,8 +286,8 @@ const fmt = (n: number): string => Math.round(n).toLocaleString('en')
 async function main(): Promise<void> {
   const seriesCount = hosts * METRICS.length
   const totalPoints = seriesCount * POINTS_PER_SERIES
-  const machine = `${cpus().length} x ${cpus()[0]?.model.trim() ?? 'cpu'}, ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}`
-  const dataSet = `${totalPoints.toLocaleString('en')} points (${hosts} hosts x ${METRICS.length} metrics x 24 h at 10 s), ${decimals === undefined ? 'full-precision values' : `values rounded to ${decimals} decimals`}`
+  const machine = describeMachine()
+  const dataSet = describeDataSet(hosts, decimals)
   console.log(`data set: ${dataSet}`)
 
   // Generate and encode every request before the clock starts, as TSBS loads from a file.
