@@ -24,7 +24,7 @@ export interface ClusterServeOptions {
 
 export interface ClusterNode {
   readonly engine: ClusterEngine
-  /** Binds the peer socket, registers in Consul and joins the ring, once gRPC is bound at `grpcAddress`. */
+  /** Binds the peer socket, registers in Consul and joins the ring, once gRPC is bound at `grpcAddress`; call once. */
   join(grpcAddress: string): Promise<void>
   /** Deregisters from Consul and closes the peer sockets. */
   stop(): Promise<void>
@@ -91,53 +91,39 @@ export function createClusterNode(
   )
   let transport: ZmqPeerTransport | undefined
   let membership: Membership | undefined
-  let started = false
   return {
     engine,
     async join(grpcAddress) {
-      // Retried while Consul cannot be reached: the sockets and the membership are made once.
-      if (membership === undefined) {
-        const advertise = options.advertise ?? grpcAddress
-        const { host, port } = splitHostPort(advertise)
-        if (WILDCARDS.has(host)) {
-          throw new UsageError(`--advertise is needed when --listen is ${grpcAddress}: other nodes cannot dial ${host}`)
-        }
-        const nodeId = options.nodeId ?? advertise
-        const peerListen = options.peerListen ?? `${splitHostPort(grpcAddress).host}:${port + 1}`
-        transport = new ZmqPeerTransport({
-          nodeId,
-          listen: peerListen,
-          logger,
-          ringVersion: () => engine.ringVersion(),
-        })
-        const bound = await transport.listen(peerService(local, tokens))
-        const boundPeer = splitHostPort(bound)
-        const peerAddress = WILDCARDS.has(boundPeer.host) ? `${host}:${boundPeer.port}` : bound
-        membership = new Membership(
-          {
-            consulUrl: options.consulUrl,
-            token: options.consulToken,
-            clusterName: options.clusterName,
-            self: { id: nodeId, grpcAddress: advertise, peerAddress },
-          },
-          logger,
-        )
-        engine.attach({ selfId: nodeId, transport, view: viewOf(membership) })
+      const advertise = options.advertise ?? grpcAddress
+      const { host, port } = splitHostPort(advertise)
+      if (WILDCARDS.has(host)) {
+        throw new UsageError(`--advertise is needed when --listen is ${grpcAddress}: other nodes cannot dial ${host}`)
       }
-      if (!started) {
-        await membership.start()
-        started = true
-      }
+      const nodeId = options.nodeId ?? advertise
+      const peerListen = options.peerListen ?? `${splitHostPort(grpcAddress).host}:${port + 1}`
+      transport = new ZmqPeerTransport({ nodeId, listen: peerListen, logger, ringVersion: () => engine.ringVersion() })
+      const bound = await transport.listen(peerService(local, tokens))
+      const boundPeer = splitHostPort(bound)
+      const peerAddress = WILDCARDS.has(boundPeer.host) ? `${host}:${boundPeer.port}` : bound
+      membership = new Membership(
+        {
+          consulUrl: options.consulUrl,
+          token: options.consulToken,
+          clusterName: options.clusterName,
+          self: { id: nodeId, grpcAddress: advertise, peerAddress },
+        },
+        logger,
+      )
+      engine.attach({ selfId: nodeId, transport, view: viewOf(membership) })
+      // Both wait for Consul while it cannot be reached, and fail on anything it refuses.
+      await membership.start()
       const ring = await membership.join({
         vnodes: options.vnodes,
         replicationFactor: options.replicationFactor,
         chooseTokens: (existing, id, count) =>
           existing.length === 0 ? evenTokens(id, count) : chooseTokens(existing, id, count),
       })
-      logger.info(
-        { node: membership.config.self.id, ringVersion: ring.version, members: ring.members.length },
-        'joined the cluster',
-      )
+      logger.info({ node: nodeId, ringVersion: ring.version, members: ring.members.length }, 'joined the cluster')
     },
     async stop() {
       await membership?.stop()

@@ -1,5 +1,4 @@
 import { parseArgs } from 'node:util'
-import type { Logger } from '../engine/config.js'
 import { type BasicEngineOptions, resolveEngineConfig, type SyncPolicy } from '../engine/config.js'
 import type { StorageEngine } from '../engine/storage-engine.js'
 import { type RunningHttpEndpoint, startHttpEndpoint } from '../server/http-endpoint.js'
@@ -232,7 +231,8 @@ export async function serve(args: readonly string[]): Promise<void> {
       metrics.interceptor,
       ...(config.logRequests ? [requestLogInterceptor(logger)] : []),
     ])
-    if (cluster !== undefined) await joinCluster(cluster, server.address, logger)
+    // Membership waits for Consul while it is unreachable; anything else it refuses ends the start.
+    if (cluster !== undefined) await cluster.join(server.address)
   } catch (err) {
     await cluster?.stop()
     await http?.close()
@@ -269,23 +269,4 @@ export async function serve(args: readonly string[]): Promise<void> {
   // Scripts (and the tests) read these lines; the listening line comes last, once everything is up.
   if (http !== undefined) process.stdout.write(`v3 metrics on http://${http.address}/metrics\n`)
   process.stdout.write(`v3 listening on ${server.address}\n`)
-}
-
-/**
- * Joins the cluster, retrying while Consul cannot be reached: a node that starts during a Consul
- * outage waits (answering UNAVAILABLE) rather than exiting, and is in the ring once Consul is back.
- */
-async function joinCluster(cluster: ClusterNode, grpcAddress: string, logger: Logger): Promise<void> {
-  let delayMs = 500
-  for (;;) {
-    try {
-      await cluster.join(grpcAddress)
-      return
-    } catch (err) {
-      if (err instanceof UsageError) throw err
-      logger.warn({ err, retryInMs: delayMs }, 'cannot join the cluster yet')
-      await new Promise((resolve) => setTimeout(resolve, delayMs))
-      delayMs = Math.min(delayMs * 2, 10_000)
-    }
-  }
 }

@@ -343,14 +343,20 @@ export class Membership {
    */
   async start(): Promise<void> {
     if (this.started) throw bug('Membership.start called twice')
-    // Started only once registered: a node that starts while Consul is down calls start again.
-    try {
-      await this.register()
-    } catch (err) {
-      this.failed(err)
-      throw err
-    }
     this.started = true
+    // A node that starts while Consul is down waits for it, as join does; a refusal is final.
+    for (let attempt = 1; ; attempt++) {
+      if (this.stopped) throw new UnavailableError('cannot register: membership is stopped')
+      try {
+        await this.register()
+        break
+      } catch (err) {
+        this.failed(err)
+        if (this.stopped) throw new UnavailableError('cannot register: membership is stopped', { cause: err })
+        if (!(err instanceof ConsulError && err.outage)) throw err
+        await sleep(backoff(attempt, BACKOFF_MIN_MS, BACKOFF_MAX_MS), this.abort.signal)
+      }
+    }
     this.succeeded()
     this.scheduleRenew()
     this.loops.push(
