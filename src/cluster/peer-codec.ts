@@ -27,7 +27,7 @@ import type { SeriesPoints, Tag } from '../model/types.js'
 const LITTLE_ENDIAN_HOST = endianness() === 'LE'
 
 /** The wire bytes of `array`: a view of its memory on a little-endian host, a swapped copy otherwise. */
-function float64Bytes(array: Float64Array): Buffer {
+export function float64Bytes(array: Float64Array): Buffer {
   if (LITTLE_ENDIAN_HOST) return Buffer.from(array.buffer, array.byteOffset, array.byteLength)
   const out = Buffer.allocUnsafe(array.byteLength)
   for (let i = 0; i < array.length; i++) out.writeDoubleLE(array[i] as number, i * 8)
@@ -40,7 +40,7 @@ function float64Bytes(array: Float64Array): Buffer {
  * view needs an offset that is a multiple of 8, so one copy is unavoidable; it is a memcpy, and it
  * keeps NaN payloads and the sign of zero because no value passes through a float register.
  */
-function float64Array(bytes: Uint8Array, into?: Float64Array): Float64Array {
+export function float64Array(bytes: Uint8Array, into?: Float64Array): Float64Array {
   const out = into ?? new Float64Array(bytes.byteLength / 8)
   if (LITTLE_ENDIAN_HOST) new Uint8Array(out.buffer, out.byteOffset, out.byteLength).set(bytes)
   else {

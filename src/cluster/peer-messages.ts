@@ -8,6 +8,7 @@ import { isCompareOp, validateAggregation } from '../engine/aggregate.js'
 import type { PartialGroup } from '../engine/aggregate-partial.js'
 import { ValidationError } from '../model/errors.js'
 import type { AggFunc, Aggregation, MatchOp, Selector, Tag, ValueFilter } from '../model/types.js'
+import { float64Array, float64Bytes } from './peer-codec.js'
 
 /**
  * Conversions between the engine's request and result types and the internal peer messages of
@@ -54,15 +55,10 @@ export function shardToPeer(spans: Uint8Array | undefined): PeerShard {
   return spans === undefined ? { all: true, ranges: Buffer.alloc(0) } : { all: false, ranges: Buffer.from(spans) }
 }
 
-function f64Bytes(a: Float64Array): Buffer {
-  return Buffer.from(a.buffer, a.byteOffset, a.byteLength)
-}
-
-/** A copy into a fresh, aligned Float64Array: decoded bytes may sit at any offset of the frame. */
+/** The doubles of a column, checked against the bucket count; copied, as they sit anywhere in the frame. */
 function f64From(bytes: Uint8Array, field: string, expected: number | undefined): Float64Array {
   if (bytes.length % 8 !== 0) throw ValidationError.field(field, `has ${bytes.length} bytes, not float64s`)
-  const out = new Float64Array(bytes.length / 8)
-  new Uint8Array(out.buffer).set(bytes)
+  const out = float64Array(bytes)
   if (expected !== undefined && out.length !== expected) {
     throw ValidationError.field(field, `has ${out.length} values where ${expected} are expected`)
   }
@@ -73,21 +69,21 @@ export function partialToPeer(group: PartialGroup): PeerPartialGroup {
   return {
     metric: group.metric,
     tags: group.tags.map((t) => ({ key: t.key, value: t.value })),
-    starts: f64Bytes(group.starts),
-    counts: f64Bytes(group.counts),
-    sums: f64Bytes(group.sums),
-    compensations: f64Bytes(group.compensations),
-    mins: f64Bytes(group.mins),
-    maxs: f64Bytes(group.maxs),
-    firstTimestamps: f64Bytes(group.firstTimestamps),
-    firsts: f64Bytes(group.firsts),
-    lastTimestamps: f64Bytes(group.lastTimestamps),
-    lasts: f64Bytes(group.lasts),
-    means: f64Bytes(group.means),
-    m2s: f64Bytes(group.m2s),
+    starts: float64Bytes(group.starts),
+    counts: float64Bytes(group.counts),
+    sums: float64Bytes(group.sums),
+    compensations: float64Bytes(group.compensations),
+    mins: float64Bytes(group.mins),
+    maxs: float64Bytes(group.maxs),
+    firstTimestamps: float64Bytes(group.firstTimestamps),
+    firsts: float64Bytes(group.firsts),
+    lastTimestamps: float64Bytes(group.lastTimestamps),
+    lasts: float64Bytes(group.lasts),
+    means: float64Bytes(group.means),
+    m2s: float64Bytes(group.m2s),
     firstKeys: [...(group.firstKeys ?? [])],
     lastKeys: [...(group.lastKeys ?? [])],
-    values: group.values === undefined ? Buffer.alloc(0) : f64Bytes(group.values),
+    values: group.values === undefined ? Buffer.alloc(0) : float64Bytes(group.values),
   }
 }
 
