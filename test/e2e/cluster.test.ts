@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
-import { mergeChunks, type QueryInput, type SeriesInput } from '../../src/client/index.js'
+import { mergeChunks, type QueryInput, type SeriesInput, V3Client } from '../../src/client/index.js'
 import type { SeriesPoints } from '../../src/model/types.js'
 import { runV3 } from './cli-run.js'
 import {
@@ -196,6 +196,15 @@ describe('a cluster of three nodes, one copy of each series', { timeout: 240_000
     const metrics = await (await fetch(nodes[0]!.metricsUrl!)).text()
     assert.match(metrics, new RegExp(`^v3_series ${perNode.get('n1')}$`, 'm'))
     assert.match(metrics, /^v3_peer_requests_sent\{peer="n2"\} [1-9]\d*$/m)
+    assert.match(metrics, /^v3_peer_responses\{peer="n2"\} [1-9]\d*$/m)
+    for (const name of ['v3_peer_timeouts', 'v3_peer_send_failures', 'v3_peer_in_flight', 'v3_peer_queue_depth']) {
+      assert.match(metrics, new RegExp(`^${name}\\{peer="n2"\\} 0$`, 'm'), name)
+    }
+    // n1 served the other nodes' parts of the reads through it and refused none.
+    assert.match(metrics, /^v3_peer_requests_served [1-9]\d*$/m)
+    for (const name of ['v3_peer_malformed_messages', 'v3_peer_requests_rejected', 'v3_consul_outages']) {
+      assert.match(metrics, new RegExp(`^${name} 0$`, 'm'), name)
+    }
     assert.ok(
       [...owned.values()].every((n) => n > 0),
       'every node holds some series',
@@ -336,7 +345,23 @@ describe('a node started while Consul is down', { timeout: 120_000 }, () => {
     const spec = await nodeSpec('late')
     // The node cannot register yet: it retries, and prints its listening line only once joined.
     const starting = startNode({ url: `http://127.0.0.1:${port}` }, spec, `v3-late-${process.pid}`)
+    starting.catch(() => {}) // Awaited below; a failure to start is reported there.
     let node: ServerProcess | undefined
+    // Meanwhile its gRPC port answers, with UNAVAILABLE: it has not joined.
+    const early = new V3Client(`127.0.0.1:${spec.port}`)
+    try {
+      await waitFor('the waiting node to answer UNAVAILABLE', async () => {
+        try {
+          await early.latest({ metric: 'late' })
+          throw new Error('a node that has not joined answered')
+        } catch (err) {
+          const e = err as Error & { code?: number }
+          return e.code === 14 && /not joined the cluster/.test(e.message) ? true : undefined
+        }
+      })
+    } finally {
+      early.close()
+    }
     const consul = await startConsul(port)
     try {
       node = await starting
