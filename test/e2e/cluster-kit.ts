@@ -110,8 +110,29 @@ export function startNode(
   })
 }
 
+/**
+ * Starts a node on ports picked now. Another process can take a port between freePort and the
+ * node's bind (any outgoing connection on the machine draws from the same range), so a node that
+ * cannot listen is started again on new ports, up to three times.
+ */
+export async function startFreshNode(
+  consul: Pick<ConsulProcess, 'url'>,
+  id: string,
+  clusterName: string,
+  extra: readonly string[] = [],
+): Promise<{ readonly spec: NodeSpec; readonly node: ServerProcess }> {
+  for (let attempt = 1; ; attempt++) {
+    const spec = await nodeSpec(id)
+    try {
+      return { spec, node: await startNode(consul, spec, clusterName, extra) }
+    } catch (err) {
+      if (attempt >= 3 || !/cannot listen/.test(String(err))) throw err
+    }
+  }
+}
+
 /** Waits until a condition holds, polling; fails with the last reason after the timeout. */
-export async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 30_000): Promise<T> {
+export async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 60_000): Promise<T> {
   const deadline = Date.now() + timeoutMs
   let last: unknown
   for (;;) {

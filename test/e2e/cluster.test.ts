@@ -9,6 +9,7 @@ import {
   type NodeSpec,
   nodeSpec,
   startConsul,
+  startFreshNode,
   startNode,
   waitFor,
   waitForMembers,
@@ -127,9 +128,9 @@ describe('a cluster of three nodes, one copy of each series', { timeout: 240_000
   before(async () => {
     consul = await startConsul()
     single = await startServerProcess()
-    for (const id of ['n1', 'n2', 'n3']) specs.push(await nodeSpec(id))
-    for (const spec of specs) {
-      const node = await startNode(consul, spec, name, ['--replication-factor', '1', '--vnodes', '64'])
+    for (const id of ['n1', 'n2', 'n3']) {
+      const { spec, node } = await startFreshNode(consul, id, name, ['--replication-factor', '1', '--vnodes', '64'])
+      specs.push(spec)
       nodes.push(node)
       dataDirs.push(node.dataDir)
     }
@@ -311,7 +312,7 @@ describe('a cluster of three nodes, three copies of each series', { timeout: 180
   before(async () => {
     consul = await startConsul()
     single = await startServerProcess()
-    for (const id of ['a', 'b', 'c']) nodes.push(await startNode(consul, await nodeSpec(id), `v3-r3-${process.pid}`))
+    for (const id of ['a', 'b', 'c']) nodes.push((await startFreshNode(consul, id, `v3-r3-${process.pid}`)).node)
     await waitForMembers(nodes, ['a', 'b', 'c'])
   })
 

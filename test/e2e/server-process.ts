@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url'
 import { V3Client, type V3ClientOptions } from '../../src/client/index.js'
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..')
-const STARTUP_TIMEOUT_MS = 30_000
+const STARTUP_TIMEOUT_MS = 60_000
 const LISTENING = /^v3 listening on (\S+)$/m
 const METRICS = /^v3 metrics on (\S+)$/m
 
