@@ -1,6 +1,7 @@
 /** What the client commands (import, export, query, series, stats, migrate) share: flags and the connection. */
 import { parseArgs } from 'node:util'
 import { V3Client, type V3ClientOptions } from '../client/index.js'
+import type { ConsistencyLevel } from '../model/types.js'
 import { UsageError } from './args.js'
 
 export const CONNECTION_FLAGS = {
@@ -19,6 +20,33 @@ export const CONNECTION_USAGE = `Connection:
                            --tls-cert/--tls-key are given)
   --tls-cert <path>        client certificate for mutual TLS, with --tls-key
 `
+
+/** The flag of the commands that write or read: the consistency level their calls ask for. */
+export const CONSISTENCY_FLAG = { consistency: { type: 'string' } } as const
+
+/** --consistency in the help of a command that writes. */
+export const WRITE_CONSISTENCY_USAGE = `  --consistency one|quorum|all
+                           how many owners of each series must have a batch durable before it
+                           is acknowledged (default: the server's --write-consistency, quorum)
+`
+
+/** --consistency in the help of a command that reads. */
+export const READ_CONSISTENCY_USAGE = `  --consistency one|quorum|all
+                           how many owners of each series are asked, their answers merged
+                           (default one)
+`
+
+const CONSISTENCY_LEVELS: readonly ConsistencyLevel[] = ['one', 'quorum', 'all']
+
+/** The level --consistency asks for; undefined when the flag is absent, leaving it to the server. */
+export function consistencyFlag(values: FlagValues): ConsistencyLevel | undefined {
+  const text = stringFlag(values, 'consistency')
+  if (text === undefined) return undefined
+  if (!(CONSISTENCY_LEVELS as readonly string[]).includes(text)) {
+    throw new UsageError(`--consistency must be one, quorum or all, got ${JSON.stringify(text)}`)
+  }
+  return text as ConsistencyLevel
+}
 
 type FlagSpec = Record<string, { type: 'string' | 'boolean'; short?: string; multiple?: boolean }>
 export type FlagValues = Record<string, string | boolean | string[] | undefined>

@@ -8,6 +8,7 @@ import type { Logger } from '../engine/config.js'
 import type { ShardEngine } from '../engine/shard.js'
 import type { StorageEngine } from '../engine/storage-engine.js'
 import type { WriteLimits } from '../model/limits.js'
+import type { ConsistencyLevel } from '../model/types.js'
 import { UsageError } from './args.js'
 
 export interface ClusterServeOptions {
@@ -20,6 +21,14 @@ export interface ClusterServeOptions {
   readonly replicationFactor: number
   readonly vnodes: number
   readonly peerTimeoutMs: number
+  /** The level of a write that asks for none (CONSISTENCY_UNSPECIFIED): --write-consistency, default quorum. */
+  readonly writeConsistency: ConsistencyLevel
+  /** How long a read waits for one replica before it asks the next, in ms: --read-timeout, default 1 s. */
+  readonly readTimeoutMs: number
+  /** How long writes for an owner that is down are kept as hints for it, in ms: --hint-window, default 3 h. */
+  readonly hintWindowMs: number
+  /** The most bytes of hints a node keeps for owners that are down: --hint-max-bytes, default 1 GiB. */
+  readonly hintMaxBytes: number
 }
 
 export interface ClusterNode {

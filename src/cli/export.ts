@@ -8,7 +8,16 @@ import { createWriteStream } from 'node:fs'
 import type { Writable } from 'node:stream'
 import type { SeriesPoints, SeriesRef } from '../model/types.js'
 import { UsageError } from './args.js'
-import { CONNECTION_USAGE, connect, type FlagValues, parseCommandArgs, stringFlag } from './client-command.js'
+import {
+  CONNECTION_USAGE,
+  CONSISTENCY_FLAG,
+  connect,
+  consistencyFlag,
+  type FlagValues,
+  parseCommandArgs,
+  READ_CONSISTENCY_USAGE,
+  stringFlag,
+} from './client-command.js'
 import { csvLine } from './csv.js'
 import { parseSelector, SelectorSyntaxError } from './selector.js'
 import { ALL_TIME, clientSource, keysByMetric, readSeries, type SeriesSource } from './series-source.js'
@@ -25,7 +34,7 @@ timestamp,<tag columns>,<one column per metric>. \`v3 import\` reads both back.
   --wide                   wide format; import it with the --tags the export prints
   --time-format ms|rfc3339 timestamps as epoch milliseconds (default) or RFC 3339
   --output <file>          write to a file instead of stdout
-
+${READ_CONSISTENCY_USAGE}
 ${CONNECTION_USAGE}`
 
 const FLAGS = {
@@ -34,6 +43,7 @@ const FLAGS = {
   wide: { type: 'boolean' },
   'time-format': { type: 'string' },
   output: { type: 'string', short: 'o' },
+  ...CONSISTENCY_FLAG,
 } as const
 
 /** Parses each selector, turning a syntax error into a usage error that points at the column. */
@@ -182,11 +192,12 @@ export async function runExport(args: readonly string[]): Promise<number> {
   const range = rangeOf(values, ALL_TIME)
   const timeFormat = stringFlag(values, 'time-format') ?? 'ms'
   if (timeFormat !== 'ms' && timeFormat !== 'rfc3339') throw new UsageError('--time-format must be ms or rfc3339')
+  const consistency = consistencyFlag(values)
   const outputPath = stringFlag(values, 'output')
   const out: Writable = outputPath === undefined ? process.stdout : createWriteStream(outputPath)
   const client = connect(values)
   try {
-    const { tagKeys, points } = await exportCsv(clientSource(client), selectors, out, {
+    const { tagKeys, points } = await exportCsv(clientSource(client, { consistency }), selectors, out, {
       ...range,
       wide: values.wide === true,
       rfc3339: timeFormat === 'rfc3339',

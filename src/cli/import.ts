@@ -11,7 +11,16 @@ import { DEFAULT_WRITE_LIMITS } from '../model/limits.js'
 import { nameViolation } from '../model/series-key.js'
 import type { Precision, Tag } from '../model/types.js'
 import { parseCount, UsageError } from './args.js'
-import { CONNECTION_USAGE, connect, type FlagValues, parseCommandArgs, stringFlag } from './client-command.js'
+import {
+  CONNECTION_USAGE,
+  CONSISTENCY_FLAG,
+  connect,
+  consistencyFlag,
+  type FlagValues,
+  parseCommandArgs,
+  stringFlag,
+  WRITE_CONSISTENCY_USAGE,
+} from './client-command.js'
 import { CsvReader, type CsvRecord, CsvSyntaxError } from './csv.js'
 import { type PointSink, serverSink } from './point-sink.js'
 import { Progress } from './progress.js'
@@ -31,7 +40,7 @@ integers in --precision, or RFC 3339 (2026-01-01T00:00:00Z). Gzip input is recog
   --max-reported <n>       bad rows reported one by one with --on-error skip (default 20)
   --batch-points <n>       points per write message (default 20000)
   --quiet                  no progress output
-
+${WRITE_CONSISTENCY_USAGE}
 ${CONNECTION_USAGE}
 Exit code 0 when every row was written, 1 when any row was rejected or the import stopped.
 `
@@ -44,6 +53,7 @@ const FLAGS = {
   'max-reported': { type: 'string' },
   'batch-points': { type: 'string' },
   quiet: { type: 'boolean' },
+  ...CONSISTENCY_FLAG,
 } as const
 
 /** How the columns of a file map to series and points. */
@@ -313,6 +323,7 @@ export async function runImport(args: readonly string[]): Promise<number> {
   }
   if (positionals.length !== 1) throw new UsageError('v3 import takes one file name, or - for stdin')
   const options = importOptions(values)
+  const consistency = consistencyFlag(values)
   const path = positionals[0]!
   const totalBytes = path === '-' ? undefined : (await stat(path).catch(() => undefined))?.size
   if (path !== '-' && totalBytes === undefined) throw new UsageError(`cannot read ${path}: no such file`)
@@ -325,7 +336,7 @@ export async function runImport(args: readonly string[]): Promise<number> {
   try {
     summary = await importRecords(
       csvRecords(inputBytes(source, (n) => progress.addBytes(n))),
-      serverSink(client),
+      serverSink(client, { consistency }),
       options,
       (line) => {
         progress.clear()

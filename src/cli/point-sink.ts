@@ -5,7 +5,7 @@
  */
 import { type SeriesInput, tagsToList, type V3Client } from '../client/index.js'
 import type { StorageEngine } from '../engine/storage-engine.js'
-import type { WriteResult } from '../model/types.js'
+import type { ConsistencyLevel, WriteResult } from '../model/types.js'
 
 export interface PointSink {
   /** Queues one batch; resolves once the sink can take the next. Rejects with the first failure. */
@@ -18,8 +18,8 @@ export interface PointSink {
  * Sends through one WriteStream: flow control comes from gRPC (send waits while the transport has
  * no room), and the totals arrive when the stream ends, once everything is durable.
  */
-export function serverSink(client: V3Client): PointSink {
-  const stream = client.writeStream()
+export function serverSink(client: V3Client, options: { readonly consistency?: ConsistencyLevel } = {}): PointSink {
+  const stream = client.writeStream({ consistency: options.consistency })
   return { send: (batch) => stream.write(batch), finish: () => stream.end() }
 }
 

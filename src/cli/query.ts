@@ -1,7 +1,15 @@
 /** `v3 query`, `v3 series` and `v3 stats`: what an operator types to look at a node. */
 import type { AggFunc, SeriesPoints, SeriesRef, Tag } from '../model/types.js'
 import { parseDuration, UsageError } from './args.js'
-import { CONNECTION_USAGE, connect, parseCommandArgs, stringFlag } from './client-command.js'
+import {
+  CONNECTION_USAGE,
+  CONSISTENCY_FLAG,
+  connect,
+  consistencyFlag,
+  parseCommandArgs,
+  READ_CONSISTENCY_USAGE,
+  stringFlag,
+} from './client-command.js'
 import { csvLine } from './csv.js'
 import { rangeOf, selectorsOf } from './export.js'
 import { formatSelector } from './selector.js'
@@ -36,13 +44,14 @@ Several selectors (at most 101) are answered in one call, each as if queried alo
   --group-by <k1,k2>       tags that stay; the others are merged away
   --merge                  with no --group-by: merge every series into one
   --format table|csv|json  aligned table (default), CSV (as v3 export writes), or JSON
-
+${READ_CONSISTENCY_USAGE}
 ${CONNECTION_USAGE}`
 
-export const SERIES_USAGE = `Usage: v3 series '<selector>' [--format table|json]
+export const SERIES_USAGE = `Usage: v3 series '<selector>' [--format table|json] [--consistency one|quorum|all]
 
 Lists the series the selector matches, one per line as a selector.
 
+${READ_CONSISTENCY_USAGE}
 ${CONNECTION_USAGE}`
 
 export const STATS_USAGE = `Usage: v3 stats [--format table|json]
@@ -110,6 +119,7 @@ export async function runQuery(args: readonly string[]): Promise<number> {
     'group-by': { type: 'string' },
     merge: { type: 'boolean' },
     format: { type: 'string' },
+    ...CONSISTENCY_FLAG,
   })
   if (values.help === true) {
     process.stdout.write(QUERY_USAGE)
@@ -117,6 +127,7 @@ export async function runQuery(args: readonly string[]): Promise<number> {
   }
   const [selector, ...additionalSelectors] = selectorsOf(positionals, 'query')
   const format = formatOf(stringFlag(values, 'format'))
+  const consistency = consistencyFlag(values)
   const now = Date.now()
   const range = rangeOf(values, { startMs: now - 3_600_000, endMs: now })
   const agg = stringFlag(values, 'agg')
@@ -130,20 +141,23 @@ export async function runQuery(args: readonly string[]): Promise<number> {
   }
   const client = connect(values)
   try {
-    const result = await client.query({
-      selector: selector!,
-      additionalSelectors,
-      ...range,
-      aggregation:
-        agg === undefined
-          ? undefined
-          : {
-              func: agg as AggFunc,
-              stepMs: step === undefined ? 0 : parseDuration('step', step),
-              groupBy,
-              mergeSeries: values.merge === true,
-            },
-    })
+    const result = await client.query(
+      {
+        selector: selector!,
+        additionalSelectors,
+        ...range,
+        aggregation:
+          agg === undefined
+            ? undefined
+            : {
+                func: agg as AggFunc,
+                stepMs: step === undefined ? 0 : parseDuration('step', step),
+                groupBy,
+                mergeSeries: values.merge === true,
+              },
+      },
+      { consistency },
+    )
     process.stdout.write(renderSeries(result, format))
   } finally {
     client.close()
@@ -163,7 +177,7 @@ function renderRefs(refs: readonly SeriesRef[], format: Format): string {
 }
 
 export async function runSeries(args: readonly string[]): Promise<number> {
-  const { values, positionals } = parseCommandArgs(args, { format: { type: 'string' } })
+  const { values, positionals } = parseCommandArgs(args, { format: { type: 'string' }, ...CONSISTENCY_FLAG })
   if (values.help === true) {
     process.stdout.write(SERIES_USAGE)
     return 0
@@ -172,9 +186,11 @@ export async function runSeries(args: readonly string[]): Promise<number> {
   const [selector] = selectorsOf(positionals, 'series')
   const format = formatOf(stringFlag(values, 'format'))
   if (format === 'csv') throw new UsageError('v3 series prints table or json')
+  const consistency = consistencyFlag(values)
   const client = connect(values)
   try {
-    process.stdout.write(renderRefs(await client.listSeries(selector!), format))
+    const refs = await client.listSeries(selector!, { consistency })
+    process.stdout.write(renderRefs(refs, format))
   } finally {
     client.close()
   }

@@ -7,7 +7,7 @@ import { status, type V3Client, V3ClientError } from '../client/index.js'
 import type { BasicEngine } from '../engine/basic-engine.js'
 import { LimitError } from '../model/errors.js'
 import { MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS } from '../model/timestamps.js'
-import type { Selector, SeriesPoints, SeriesRef } from '../model/types.js'
+import type { ConsistencyLevel, Selector, SeriesPoints, SeriesRef } from '../model/types.js'
 import { exactSelector } from './selector.js'
 
 /** The widest range a query accepts: every storable timestamp. */
@@ -23,12 +23,17 @@ export interface SeriesSource {
   count(selector: Selector, startMs: number, endMs: number): Promise<SeriesPoints[]>
 }
 
-export function clientSource(client: V3Client): SeriesSource {
+/** Reads from a server, every call at the consistency level given (absent: the server's default). */
+export function clientSource(
+  client: V3Client,
+  options: { readonly consistency?: ConsistencyLevel } = {},
+): SeriesSource {
+  const read = { consistency: options.consistency }
   return {
-    listSeries: (selector) => client.listSeries(selector),
-    read: (selector, startMs, endMs) => client.queryStream({ selector, startMs, endMs }),
+    listSeries: (selector) => client.listSeries(selector, read),
+    read: (selector, startMs, endMs) => client.queryStream({ selector, startMs, endMs }, read),
     count: (selector, startMs, endMs) =>
-      client.query({ selector, startMs, endMs, aggregation: { func: 'count', stepMs: 0 } }),
+      client.query({ selector, startMs, endMs, aggregation: { func: 'count', stepMs: 0 } }, read),
   }
 }
 

@@ -1,6 +1,7 @@
 import { parseArgs } from 'node:util'
 import { type BasicEngineOptions, resolveEngineConfig, type SyncPolicy } from '../engine/config.js'
 import type { StorageEngine } from '../engine/storage-engine.js'
+import type { ConsistencyLevel } from '../model/types.js'
 import { type RunningHttpEndpoint, startHttpEndpoint } from '../server/http-endpoint.js'
 import { createServerMetrics } from '../server/metrics.js'
 import { requestLogInterceptor } from '../server/request-log.js'
@@ -166,6 +167,11 @@ export function parseServeArgs(
           replicationFactor: num('replication-factor') ?? 3,
           vnodes: num('vnodes') ?? 128,
           peerTimeoutMs: num('peer-timeout') ?? 10_000,
+          // The schema refuses any other value of --write-consistency.
+          writeConsistency: (str('write-consistency') ?? 'quorum') as ConsistencyLevel,
+          readTimeoutMs: num('read-timeout') ?? 1000,
+          hintWindowMs: num('hint-window') ?? 3 * 3_600_000,
+          hintMaxBytes: num('hint-max-bytes') ?? 1024 ** 3,
         }
       : undefined,
   }

@@ -2,9 +2,10 @@ import { type Client, type ClientDuplexStream, Metadata, status } from '@grpc/gr
 import { Precision as ProtoPrecision } from '../../gen/v3storage/v1/common.js'
 import { IngestResponse, StreamServiceService } from '../../gen/v3storage/v1/stream_service.js'
 import { ValidationError } from '../model/errors.js'
-import type { Precision, RawTimestamp, Tag } from '../model/types.js'
+import type { ConsistencyLevel, Precision, RawTimestamp, Tag } from '../model/types.js'
 import { encodeIngestRequest } from '../wire/ingest-codec.js'
 import { encodeWriteRequest } from '../wire/series-codec.js'
+import { consistencyToProto } from './consistency.js'
 import { toClientError, V3ClientError } from './errors.js'
 import { type ConnectionOptions, openChannel, type TagsInput, tagsToList } from './v3-client.js'
 
@@ -19,6 +20,11 @@ export interface BatchingWriterOptions extends ConnectionOptions {
   readonly highWaterMark?: number
   /** Precision of every timestamp handed to write(). Default ms. */
   readonly precision?: Precision
+  /**
+   * How many owners of each series must have a batch durable before the server acknowledges it:
+   * one, a majority (quorum) or all. Absent: the server's --write-consistency (quorum unless set).
+   */
+  readonly consistency?: ConsistencyLevel
   /** Delay before the first reconnection after UNAVAILABLE, in ms; doubled per failure. Default 100. */
   readonly retryDelayMs?: number
   /** Upper bound of the reconnection delay, in ms. Default 5,000. */
@@ -85,6 +91,7 @@ export class BatchingWriter {
   private readonly window: number
   private readonly highWaterMark: number
   private readonly precision: ProtoPrecision
+  private readonly consistency: number
   /**
    * A small number per distinct tag set, found by the identity of the object the application
    * passes (computed once per object) and, for a new object, by the canonical text of its tags, so
@@ -123,6 +130,7 @@ export class BatchingWriter {
     this.window = options.maxUnacknowledgedBatches ?? 8
     this.highWaterMark = options.highWaterMark ?? 1_000_000
     this.precision = PRECISIONS[options.precision ?? 'ms']
+    this.consistency = consistencyToProto(options.consistency)
   }
 
   /** Points handed to write() and not yet acknowledged by the server (nor rejected). */
@@ -228,7 +236,7 @@ export class BatchingWriter {
     if (this.batchCount === 0) return
     const series: SeriesBatch[] = []
     for (const perMetric of this.batch.values()) for (const one of perMetric.values()) series.push(one)
-    const write = encodeWriteRequest(series, this.precision)
+    const write = encodeWriteRequest(series, this.precision, this.consistency)
     const sequence = this.nextSequence++
     this.unacknowledged.push({ sequence, message: encodeIngestRequest(sequence, write), points: this.batchCount })
     this.unacknowledgedPoints += this.batchCount

@@ -15,6 +15,7 @@ import { ClusterServiceService, type Node, NodeLifecycle, NodeState } from '../.
 import {
   AggFunc as ProtoAggFunc,
   CompareOp as ProtoCompareOp,
+  type Consistency as ProtoConsistency,
   MatchOp as ProtoMatchOp,
   Precision as ProtoPrecision,
   type Selector as ProtoSelector,
@@ -24,6 +25,7 @@ import { WriteResponse, WriteServiceService, WriteStreamResponse } from '../../g
 import type {
   AggFunc,
   CompareOp,
+  ConsistencyLevel,
   Matcher,
   MatchOp,
   Precision,
@@ -35,6 +37,7 @@ import type {
   WriteResult,
 } from '../model/types.js'
 import { decodeSeriesList, encodeWriteRequest, SeriesHeaderCache, type WireSeries } from '../wire/series-codec.js'
+import { consistencyToProto } from './consistency.js'
 import { toClientError, type V3ClientError } from './errors.js'
 import { type LiveSubscription, openSubscription, type SubscribeOptions } from './subscribe.js'
 
@@ -104,6 +107,21 @@ export interface CallOptions {
 export interface WriteOptions extends CallOptions {
   /** Precision of every timestamp of the write. Default ms. */
   readonly precision?: Precision
+  /**
+   * How many owners of each series must have the write durable before it is acknowledged: one, a
+   * majority (quorum) or all. Absent: the server's --write-consistency (quorum unless set). A single
+   * node meets every level.
+   */
+  readonly consistency?: ConsistencyLevel
+}
+
+/** Options of query, queryStream, latest and listSeries. */
+export interface ReadOptions extends CallOptions {
+  /**
+   * How many owners of each series the read asks, their answers merged: one, a majority (quorum) or
+   * all. Absent: one. A single node meets every level.
+   */
+  readonly consistency?: ConsistencyLevel
 }
 
 export interface LatencyStats {
@@ -251,11 +269,16 @@ function toSeriesPoints(s: WireSeries): SeriesPoints {
  * Encodes a WriteRequest (or WriteStreamRequest) up front, so that a point that cannot be encoded
  * is reported with its field instead of grpc-js's "Request message serialization failure".
  */
-function encodeSeries(series: readonly SeriesInput[], precision: ProtoPrecision): Buffer {
+function encodeSeries(
+  series: readonly SeriesInput[],
+  precision: ProtoPrecision,
+  consistency: ProtoConsistency,
+): Buffer {
   try {
     return encodeWriteRequest(
       series.map((s) => ({ metric: s.metric, tags: tagsToList(s.tags), timestamps: s.timestamps, values: s.values })),
       precision,
+      consistency,
     )
   } catch (err) {
     throw toClientError(err)
@@ -311,7 +334,7 @@ export class V3Client {
 
   /** Stores the series; resolves once the server has them in its write-ahead log. */
   async write(series: readonly SeriesInput[], options: WriteOptions = {}): Promise<WriteResult> {
-    const bytes = encodeSeries(series, PRECISIONS[options.precision ?? 'ms'])
+    const bytes = encodeSeries(series, PRECISIONS[options.precision ?? 'ms'], consistencyToProto(options.consistency))
     const response = await this.unary(
       WriteServiceService.write.path,
       identity,
@@ -331,6 +354,8 @@ export class V3Client {
    */
   writeStream(options: WriteOptions = {}): WriteStreamHandle {
     const precision = PRECISIONS[options.precision ?? 'ms']
+    // Every batch of the stream carries the level.
+    const consistency = consistencyToProto(options.consistency)
     const onAbort = (): void => call.cancel()
     let failure: V3ClientError | undefined
     let call!: ClientWritableStream<Buffer>
@@ -360,7 +385,7 @@ export class V3Client {
     return {
       write: async (series: readonly SeriesInput[]): Promise<void> => {
         if (failure) throw failure
-        if (!call.write(encodeSeries(series, precision))) {
+        if (!call.write(encodeSeries(series, precision, consistency))) {
           await new Promise<void>((resolve) => {
             const done = (): void => {
               call.off('drain', done)
@@ -381,22 +406,22 @@ export class V3Client {
   }
 
   /** Raw points sorted by timestamp, or aggregated buckets; series without points are left out. */
-  query(request: QueryInput, options: CallOptions = {}): Promise<SeriesPoints[]> {
+  async query(request: QueryInput, options: ReadOptions = {}): Promise<SeriesPoints[]> {
     const def = QueryServiceService.query
-    return this.unary(def.path, def.requestSerialize, this.decodeList, queryToProto(request), options)
+    return this.unary(def.path, def.requestSerialize, this.decodeList, queryToProto(request, options), options)
   }
 
   /**
    * The answer to a query in chunks, one array of series per message. A series too large for one
    * message continues in the next with the same metric and tags; mergeChunks joins them.
    */
-  async *queryStream(request: QueryInput, options: CallOptions = {}): AsyncGenerator<SeriesPoints[]> {
+  async *queryStream(request: QueryInput, options: ReadOptions = {}): AsyncGenerator<SeriesPoints[]> {
     const def = QueryServiceService.queryStream
     const call: ClientReadableStream<SeriesPoints[]> = this.client.makeServerStreamRequest(
       def.path,
       def.requestSerialize,
       this.decodeList,
-      queryToProto(request),
+      queryToProto(request, options),
       this.metadata(),
       this.callOptions(options),
     )
@@ -415,20 +440,17 @@ export class V3Client {
   }
 
   /** The last point of every matching series. */
-  latest(selector: SelectorInput, options: CallOptions = {}): Promise<SeriesPoints[]> {
+  async latest(selector: SelectorInput, options: ReadOptions = {}): Promise<SeriesPoints[]> {
     const def = QueryServiceService.latest
-    return this.unary(def.path, def.requestSerialize, this.decodeList, { selector: selectorToProto(selector) }, options)
+    const message = { selector: selectorToProto(selector), consistency: consistencyToProto(options.consistency) }
+    return this.unary(def.path, def.requestSerialize, this.decodeList, message, options)
   }
 
-  async listSeries(selector: SelectorInput, options: CallOptions = {}): Promise<SeriesRef[]> {
+  /** The identity of every matching series. */
+  async listSeries(selector: SelectorInput, options: ReadOptions = {}): Promise<SeriesRef[]> {
     const def = QueryServiceService.listSeries
-    const response = await this.unary(
-      def.path,
-      def.requestSerialize,
-      def.responseDeserialize,
-      { selector: selectorToProto(selector) },
-      options,
-    )
+    const message = { selector: selectorToProto(selector), consistency: consistencyToProto(options.consistency) }
+    const response = await this.unary(def.path, def.requestSerialize, def.responseDeserialize, message, options)
     return response.series.map((s) => ({ metric: s.metric, tags: s.tags }))
   }
 
@@ -527,9 +549,10 @@ export class V3Client {
   }
 }
 
-function queryToProto(request: QueryInput) {
+function queryToProto(request: QueryInput, options: ReadOptions) {
   const aggregation = request.aggregation
   return {
+    consistency: consistencyToProto(options.consistency),
     selector: selectorToProto(request.selector),
     additionalSelectors: (request.additionalSelectors ?? []).map(selectorToProto),
     startMs: request.startMs,

@@ -1,4 +1,5 @@
 import type {
+  ConsistencyLevel,
   DeleteRequest,
   DeleteResult,
   QueryRequest,
@@ -10,9 +11,16 @@ import type {
   WriteResult,
 } from '../model/types.js'
 
-/** Lets a caller give up on a long operation; engines check it between units of work. */
+/** What a caller says about one call besides its request. */
 export interface CallContext {
+  /** Lets a caller give up on a long operation; engines check it between units of work. */
   readonly signal?: AbortSignal
+  /**
+   * The consistency level the client asked for. undefined: the server's default, which for a write
+   * is the cluster's write consistency (`--write-consistency`, quorum unless set) and for a read
+   * `one`. An engine that holds the one copy of every series meets every level and ignores it.
+   */
+  readonly consistency?: ConsistencyLevel
 }
 
 export interface LatencySummary {

@@ -8,6 +8,14 @@ export interface Tag {
 export type Precision = 's' | 'ms' | 'us' | 'ns'
 
 /**
+ * How many of a series' owners (its replicas on a cluster) a call waits for: one, a majority, or
+ * all. A write is acknowledged once that many owners have it durable; a read asks that many owners
+ * of each series and merges their answers. A single node is the one owner of every series, so it
+ * meets every level.
+ */
+export type ConsistencyLevel = 'one' | 'quorum' | 'all'
+
+/**
  * A raw timestamp as a client sent it, in the request's precision. A bigint appears only where the
  * value does not fit a double exactly (nanoseconds since the epoch do not).
  */

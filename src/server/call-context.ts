@@ -1,6 +1,7 @@
 import type { Deadline } from '@grpc/grpc-js'
 import type { CallContext } from '../engine/storage-engine.js'
 import { DeadlineError } from '../model/errors.js'
+import type { ConsistencyLevel } from '../model/types.js'
 
 /**
  * What every kind of server call offers: its deadline and the 'cancelled' event. Structural, so
@@ -47,4 +48,13 @@ export function bindCallContext(call: CancellableCall): BoundContext {
       call.off('cancelled', onCancelled)
     },
   }
+}
+
+/**
+ * The context of one request of a call: the call's, with the consistency level the request asks
+ * for. undefined (CONSISTENCY_UNSPECIFIED) leaves the context as it is, so the engine applies the
+ * server's default.
+ */
+export function withConsistency<C extends CallContext>(ctx: C, consistency: ConsistencyLevel | undefined): C {
+  return consistency === undefined ? ctx : { ...ctx, consistency }
 }

@@ -14,6 +14,7 @@ import {
   AggFunc as ProtoAggFunc,
   type Aggregation as ProtoAggregation,
   CompareOp as ProtoCompareOp,
+  Consistency as ProtoConsistency,
   MatchOp as ProtoMatchOp,
   Precision as ProtoPrecision,
   type Selector as ProtoSelector,
@@ -27,6 +28,7 @@ import type {
   AggFunc,
   Aggregation,
   CompareOp,
+  ConsistencyLevel,
   DeleteRequest,
   MatchOp,
   Precision,
@@ -69,6 +71,29 @@ const AGG_FUNCS: ReadonlyMap<number, AggFunc> = new Map([
   [ProtoAggFunc.AGG_FUNC_P95, 'p95'],
   [ProtoAggFunc.AGG_FUNC_P99, 'p99'],
 ])
+
+// CONSISTENCY_UNSPECIFIED is absent from the map: it leaves the level to the server (CallContext).
+const CONSISTENCY_LEVELS: ReadonlyMap<number, ConsistencyLevel> = new Map([
+  [ProtoConsistency.CONSISTENCY_ONE, 'one'],
+  [ProtoConsistency.CONSISTENCY_QUORUM, 'quorum'],
+  [ProtoConsistency.CONSISTENCY_ALL, 'all'],
+])
+
+/**
+ * The consistency level a request asks for; undefined for CONSISTENCY_UNSPECIFIED, the server's
+ * default. A number outside the enum is refused naming the field, before anything is written or read.
+ */
+export function consistencyFromProto(value: number): ConsistencyLevel | undefined {
+  if (value === ProtoConsistency.CONSISTENCY_UNSPECIFIED) return undefined
+  const level = CONSISTENCY_LEVELS.get(value)
+  if (level === undefined) {
+    throw ValidationError.field(
+      'consistency',
+      `unknown consistency ${value}; 0 (the server's default), 1 (ONE), 2 (QUORUM) or 3 (ALL)`,
+    )
+  }
+  return level
+}
 
 export function precisionFromProto(value: number): Precision {
   const precision = PRECISIONS.get(value)

@@ -12,9 +12,9 @@ import { QueryServiceService } from '../../gen/v3storage/v1/query_service.js'
 import type { CallContext } from '../engine/storage-engine.js'
 import type { SeriesPoints } from '../model/types.js'
 import { type EncodedHeaderCache, encodeSeriesList } from '../wire/series-codec.js'
-import { bindCallContext } from './call-context.js'
+import { bindCallContext, withConsistency } from './call-context.js'
 import { chunkSeries } from './chunking.js'
-import { queryFromProto, selectorFromProto, seriesRefToProto } from './convert.js'
+import { consistencyFromProto, queryFromProto, selectorFromProto, seriesRefToProto } from './convert.js'
 import { type Decoded, failureStatus, type HandlerDeps, unary, unwrap } from './handler-kit.js'
 import { checkedService } from './request-check.js'
 
@@ -56,7 +56,9 @@ export function queryServiceHandlers(deps: QueryHandlerDeps): UntypedServiceImpl
     call: ServerWritableStream<Decoded<QueryStreamRequest>, SeriesListResponse>,
     ctx: CallContext & { readonly signal: AbortSignal },
   ): Promise<void> {
-    const series = await deps.engine.query(queryFromProto(unwrap(call.request)), ctx)
+    const request = unwrap(call.request)
+    const query = queryFromProto(request)
+    const series = await deps.engine.query(query, withConsistency(ctx, consistencyFromProto(request.consistency)))
     for (const chunk of chunkSeries(series, deps.streamChunkBytes)) {
       ctx.signal.throwIfAborted()
       if (!call.write({ series: chunk })) await drained(call, ctx.signal)
@@ -82,23 +84,36 @@ export function queryServiceHandlers(deps: QueryHandlerDeps): UntypedServiceImpl
     query: unary(
       deps,
       'QueryService.Query',
-      async (request: Decoded<QueryRequest>, ctx): Promise<SeriesListResponse> => ({
-        series: await deps.engine.query(queryFromProto(unwrap(request)), ctx),
-      }),
+      async (decoded: Decoded<QueryRequest>, ctx): Promise<SeriesListResponse> => {
+        const request = unwrap(decoded)
+        const query = queryFromProto(request)
+        return {
+          series: await deps.engine.query(query, withConsistency(ctx, consistencyFromProto(request.consistency))),
+        }
+      },
     ),
     queryStream,
     latest: unary(
       deps,
       'QueryService.Latest',
-      async (request: Decoded<LatestRequest>, ctx): Promise<SeriesListResponse> => ({
-        series: await deps.engine.latest(selectorFromProto(unwrap(request).selector), ctx),
-      }),
+      async (decoded: Decoded<LatestRequest>, ctx): Promise<SeriesListResponse> => {
+        const request = unwrap(decoded)
+        const selector = selectorFromProto(request.selector)
+        return {
+          series: await deps.engine.latest(selector, withConsistency(ctx, consistencyFromProto(request.consistency))),
+        }
+      },
     ),
     listSeries: unary(
       deps,
       'QueryService.ListSeries',
-      async (request: Decoded<ListSeriesRequest>, ctx): Promise<ListSeriesResponse> => {
-        const refs = await deps.engine.listSeries(selectorFromProto(unwrap(request).selector), ctx)
+      async (decoded: Decoded<ListSeriesRequest>, ctx): Promise<ListSeriesResponse> => {
+        const request = unwrap(decoded)
+        const selector = selectorFromProto(request.selector)
+        const refs = await deps.engine.listSeries(
+          selector,
+          withConsistency(ctx, consistencyFromProto(request.consistency)),
+        )
         return { series: refs.map(seriesRefToProto) }
       },
     ),

@@ -21,8 +21,8 @@ import {
   type SeriesHeaderCache,
   type WireWriteRequest,
 } from '../wire/series-codec.js'
-import { type BoundContext, bindCallContext } from './call-context.js'
-import { selectorFromProto, writeBatchFromWire } from './convert.js'
+import { type BoundContext, bindCallContext, withConsistency } from './call-context.js'
+import { consistencyFromProto, selectorFromProto, writeBatchFromWire } from './convert.js'
 import { toStatus } from './errors.js'
 import { type Decoded, decodeSafely, failureStatus, type HandlerDeps, unwrap } from './handler-kit.js'
 import type { SeriesListResponse } from './query-service.js'
@@ -192,7 +192,10 @@ class IngestSession {
     this.inFlight.push(entry)
     let write: Promise<unknown>
     try {
-      write = this.deps.engine.write(writeBatchFromWire(unwrap(message.write)), this.bound.context)
+      // The WriteRequest inside states its consistency level, as a Write call's does.
+      const request = unwrap(message.write)
+      const ctx = withConsistency(this.bound.context, consistencyFromProto(request.consistency))
+      write = this.deps.engine.write(writeBatchFromWire(request), ctx)
     } catch (err) {
       write = Promise.reject(err)
     }

@@ -7,8 +7,8 @@ import {
 import { LimitError, ValidationError } from '../model/errors.js'
 import type { WriteResult } from '../model/types.js'
 import { decodeWriteRequest, type SeriesHeaderCache, type WireWriteRequest } from '../wire/series-codec.js'
-import { bindCallContext } from './call-context.js'
-import { writeBatchFromWire } from './convert.js'
+import { bindCallContext, withConsistency } from './call-context.js'
+import { consistencyFromProto, writeBatchFromWire } from './convert.js'
 import { type Decoded, decodeSafely, failureStatus, type HandlerDeps, unary, unwrap } from './handler-kit.js'
 import { IN_FLIGHT_MESSAGES } from './stream-limits.js'
 
@@ -75,7 +75,10 @@ export function writeServiceHandlers(deps: HandlerDeps): UntypedServiceImplement
       call.pause()
       let write: Promise<WriteResult>
       try {
-        write = deps.engine.write(writeBatchFromWire(unwrap(message)), bound.context)
+        // Each message states its own level, as a WriteRequest does.
+        const request = unwrap(message)
+        const ctx = withConsistency(bound.context, consistencyFromProto(request.consistency))
+        write = deps.engine.write(writeBatchFromWire(request), ctx)
       } catch (err) {
         write = Promise.reject(err)
       }
@@ -116,8 +119,10 @@ export function writeServiceHandlers(deps: HandlerDeps): UntypedServiceImplement
     write: unary(
       deps,
       'WriteService.Write',
-      async (request: Decoded<WireWriteRequest>, ctx): Promise<WriteResponse> => {
-        const result = await deps.engine.write(writeBatchFromWire(unwrap(request)), ctx)
+      async (decoded: Decoded<WireWriteRequest>, ctx): Promise<WriteResponse> => {
+        const request = unwrap(decoded)
+        const consistency = consistencyFromProto(request.consistency)
+        const result = await deps.engine.write(writeBatchFromWire(request), withConsistency(ctx, consistency))
         return { pointsWritten: result.pointsWritten, seriesWritten: result.seriesWritten }
       },
     ),

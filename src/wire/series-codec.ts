@@ -76,10 +76,11 @@ export class EncodedHeaderCache {
   }
 }
 
-/** A WriteRequest: the series and the raw Precision enum number (0 when absent). */
+/** A WriteRequest: the series and the raw Precision and Consistency enum numbers (0 when absent). */
 export interface WireWriteRequest {
   readonly series: WireSeries[]
   readonly precision: number
+  readonly consistency: number
 }
 
 const LITTLE_ENDIAN = endianness() === 'LE'
@@ -456,24 +457,31 @@ function headerSpanEnd(buf: Buffer, start: number, end: number): number {
   return p
 }
 
-function decode(bytes: Uint8Array, withPrecision: boolean, headers?: SeriesHeaderCache): WireWriteRequest {
+/**
+ * Decodes the series of a message, and with writeFields the enum fields of a WriteRequest:
+ * precision (2) and consistency (3). The enum numbers are returned as they came; convert.ts checks them.
+ */
+function decode(bytes: Uint8Array, writeFields: boolean, headers?: SeriesHeaderCache): WireWriteRequest {
   const buf = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
   const r = new Reader(buf, 0, buf.length)
   const layouts: SeriesLayout[] = []
   let precision = 0
+  let consistency = 0
   while (r.pos < r.end) {
     const tag = r.uint32('request')
     if (tag === 0x0a) {
       const path = `series[${layouts.length}]`
       const [start, end] = r.bytes(path)
       layouts.push(layoutSeries(new Reader(buf, start, end), path, headers))
-    } else if (withPrecision && tag === 0x10) {
+    } else if (writeFields && tag === 0x10) {
       precision = r.uint32('precision')
+    } else if (writeFields && tag === 0x18) {
+      consistency = r.uint32('consistency')
     } else {
       r.skip(tag & 7, 'request')
     }
   }
-  return { series: fillPoints(buf, layouts), precision }
+  return { series: fillPoints(buf, layouts), precision, consistency }
 }
 
 /** Decodes a WriteRequest (or WriteStreamRequest). Throws ValidationError naming the field when malformed. */
@@ -670,7 +678,12 @@ function writeSeries(w: Writer, s: WireSeriesInput, sizes: Sizes, header: Buffer
   w.doubles(s.values)
 }
 
-function encode(series: readonly WireSeriesInput[], precision: number, headers?: EncodedHeaderCache): Buffer {
+function encode(
+  series: readonly WireSeriesInput[],
+  precision: number,
+  consistency: number,
+  headers?: EncodedHeaderCache,
+): Buffer {
   const cached = headers ? series.map((s) => headers.get(s.metric, s.tags)) : undefined
   const sizes = series.map((s, i) => {
     const header = cached?.[i]
@@ -679,7 +692,7 @@ function encode(series: readonly WireSeriesInput[], precision: number, headers?:
     const points = seriesSizes({ metric: '', tags: [], timestamps: s.timestamps, values: s.values }, `series[${i}]`)
     return { tags: [], timestamps: points.timestamps, series: header.length + points.series }
   })
-  let total = precision !== 0 ? 1 + varintSize(precision) : 0
+  let total = (precision !== 0 ? 1 + varintSize(precision) : 0) + (consistency !== 0 ? 1 + varintSize(consistency) : 0)
   for (const size of sizes) total += 1 + varintSize(size.series) + size.series
   const w = new Writer(Buffer.allocUnsafe(total))
   series.forEach((s, i) => {
@@ -689,21 +702,26 @@ function encode(series: readonly WireSeriesInput[], precision: number, headers?:
     w.buf[w.pos++] = 0x10
     w.varint(precision)
   }
+  if (consistency !== 0) {
+    w.buf[w.pos++] = 0x18
+    w.varint(consistency)
+  }
   if (w.pos !== total) throw new Error(`BUG: encoded ${w.pos} bytes, sized ${total}`)
   return w.buf
 }
 
 /**
- * Encodes a WriteRequest. Throws ValidationError naming the field for what cannot be encoded at all:
- * a timestamp that is not an integer, or unequal counts of timestamps and values.
+ * Encodes a WriteRequest (or WriteStreamRequest) with the Precision and Consistency enum numbers; 0
+ * leaves a field out. Throws ValidationError naming the field for what cannot be encoded at all: a
+ * timestamp that is not an integer, or unequal counts of timestamps and values.
  */
-export function encodeWriteRequest(series: readonly WireSeriesInput[], precision: number): Buffer {
-  return encode(series, precision)
+export function encodeWriteRequest(series: readonly WireSeriesInput[], precision: number, consistency = 0): Buffer {
+  return encode(series, precision, consistency)
 }
 
 /** Encodes a QueryResponse, QueryStreamResponse or LatestResponse. */
 export function encodeSeriesList(series: readonly WireSeriesInput[], headers?: EncodedHeaderCache): Buffer {
-  return encode(series, 0, headers)
+  return encode(series, 0, 0, headers)
 }
 
 /**

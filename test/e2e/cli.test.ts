@@ -215,6 +215,35 @@ describe('v3 client commands', () => {
     assert.match(table.stdout, /^series\s+\d+$/m)
   })
 
+  test('import, export, query and series take --consistency; an unknown level is a usage error', async () => {
+    const file = join(dir, 'consistency.csv')
+    await writeFile(file, ['metric,timestamp,value,host', `cl_up,${T0},1,a`, `cl_up,${T0 + 1000},2,a`].join('\n'))
+    const imported = await runV3(['import', file, '--server', a.address, '--consistency', 'all', '--quiet'])
+    assert.equal(imported.code, 0, imported.stderr)
+    const csv = `metric,timestamp,value,host\ncl_up,${T0},1,a\ncl_up,${T0 + 1000},2,a\n`
+    const range = ['--start', String(T0), '--end', String(T0 + 60_000), '--server', a.address]
+    for (const level of ['one', 'quorum', 'all']) {
+      const query = await runV3(['query', 'cl_up', ...range, '--format', 'csv', '--consistency', level])
+      assert.equal(query.stdout, csv, query.stderr)
+      const exported = await runV3(['export', 'cl_up', ...range, '--consistency', level])
+      assert.equal(exported.stdout, csv, exported.stderr)
+      const series = await runV3(['series', 'cl_up', '--server', a.address, '--consistency', level])
+      assert.equal(series.stdout, 'cl_up{host="a"}\n', series.stderr)
+    }
+    for (const command of [
+      ['import', file],
+      ['export', 'cl_up'],
+      ['query', 'cl_up'],
+      ['series', 'cl_up'],
+    ]) {
+      const r = await runV3([...command, '--consistency', 'maybe', '--server', a.address])
+      assert.equal(r.code, 2, command[0])
+      assert.equal(r.stderr, 'v3: --consistency must be one, quorum or all, got "maybe"\n')
+      const help = await runV3([command[0]!, '--help'])
+      assert.match(help.stdout, /--consistency one\|quorum\|all/, command[0])
+    }
+  })
+
   test('migrate copies server → folder → server and verifies counts per series', async () => {
     const timestamps = Array.from({ length: 500 }, (_, i) => T0 + i * 1000)
     await a.client.write(

@@ -43,6 +43,9 @@ describe('v3 serve configuration and plugins', () => {
     const bad = await runV3(['serve', '--data', join(dir, 'never')], { env: { V3_SYNC: 'sometimes' } })
     assert.equal(bad.code, 2)
     assert.match(bad.stderr, /V3_SYNC must be one of always, group, off, got "sometimes"/)
+    const level = await runV3(['serve', '--cluster', '--write-consistency', 'maybe', '--data', join(dir, 'never')])
+    assert.equal(level.code, 2)
+    assert.equal(level.stderr, 'v3: --write-consistency must be one of one, quorum, all, got "maybe"\n')
   })
 
   test('an engine module named by path is started after its dependency and serves calls', async () => {

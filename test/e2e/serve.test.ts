@@ -2,13 +2,30 @@
 // through plain generated clients where a test needs to send what the typed client never would.
 import assert from 'node:assert/strict'
 import { after, before, describe, test } from 'node:test'
+import { BinaryWriter } from '@bufbuild/protobuf/wire'
 import { type Client, credentials, makeGenericClientConstructor, type ServiceError, status } from '@grpc/grpc-js'
 import { loadSync } from '@grpc/proto-loader'
 import { service as healthService } from 'grpc-health-check'
-import { AggFunc, MatchOp } from '../../gen/v3storage/v1/common.js'
-import { type QueryResponse, QueryServiceClient } from '../../gen/v3storage/v1/query_service.js'
-import { mergeChunks, type V3Client, V3ClientError } from '../../src/client/index.js'
+import { AggFunc, Consistency, MatchOp } from '../../gen/v3storage/v1/common.js'
+import { type QueryRequest, type QueryResponse, QueryServiceClient } from '../../gen/v3storage/v1/query_service.js'
+import { IngestResponse } from '../../gen/v3storage/v1/stream_service.js'
+import {
+  BatchingWriter,
+  type ConsistencyLevel,
+  mergeChunks,
+  type V3Client,
+  V3ClientError,
+} from '../../src/client/index.js'
 import type { SeriesPoints } from '../../src/model/types.js'
+import {
+  encodeIngest,
+  encodeQuery,
+  encodeSelectorRequest,
+  encodeWrite,
+  type RpcKind,
+  rawCall,
+  rawClient,
+} from './fuzz-kit.js'
 import { removeDataDir, type ServerProcess, startServerProcess } from './server-process.js'
 
 const T0 = Date.UTC(2024, 0, 1)
@@ -154,8 +171,13 @@ describe('v3 serve', () => {
     // The typed client cannot send an unset enum; the generated client can.
     const query = new QueryServiceClient(server.address, credentials.createInsecure())
     raw.push(query)
-    const ask = (req: Parameters<typeof query.query>[0]) =>
-      callError((cb) => query.query(req, (err: ServiceError | null, _res: QueryResponse) => cb(err)))
+    const ask = (req: Omit<QueryRequest, 'consistency'>) =>
+      callError((cb) =>
+        query.query(
+          { ...req, consistency: Consistency.CONSISTENCY_UNSPECIFIED },
+          (err: ServiceError | null, _res: QueryResponse) => cb(err),
+        ),
+      )
     const err3 = await ask({
       selector: {
         metric: 'x',
@@ -216,6 +238,81 @@ describe('v3 serve', () => {
       status.RESOURCE_EXHAUSTED,
     )
     assert.match(err7.message, /max_additional_selectors = 100/)
+  })
+
+  test('a single node accepts every consistency level, on every write and read, and answers the same', async () => {
+    const levels: readonly (ConsistencyLevel | undefined)[] = [undefined, 'one', 'quorum', 'all']
+    const point = (host: string, i: number) => [
+      { metric: 'cl_cpu', tags: { host }, timestamps: [T0 + i * 1000], values: [i] },
+    ]
+    for (const [i, consistency] of levels.entries()) {
+      assert.deepEqual(await client.write(point(`w${i}`, i), { consistency }), { pointsWritten: 1, seriesWritten: 1 })
+      const stream = client.writeStream({ consistency })
+      await stream.write(point(`s${i}`, i))
+      assert.deepEqual(await stream.end(), { pointsWritten: 1, seriesWritten: 1 })
+      const writer = new BatchingWriter(server.address, { consistency })
+      writer.write('cl_cpu', { host: `b${i}` }, T0 + i * 1000, i)
+      await writer.close()
+    }
+    const selector = { metric: 'cl_cpu' }
+    const query = { selector, startMs: T0, endMs: T0 + 60_000 }
+    const plain = (series: SeriesPoints[]) =>
+      series.map((s) => ({ tags: s.tags, timestamps: [...s.timestamps], values: [...s.values] }))
+    const answers = async (consistency: ConsistencyLevel | undefined) => ({
+      query: plain(await client.query(query, { consistency })),
+      queryStream: plain(await mergeChunks(client.queryStream(query, { consistency }))),
+      latest: plain(await client.latest(selector, { consistency })),
+      listSeries: await client.listSeries(selector, { consistency }),
+    })
+    const unspecified = await answers(undefined)
+    // Every write above was stored: three ways to write at four levels.
+    assert.equal(unspecified.listSeries.length, 12)
+    assert.deepEqual(
+      unspecified.query.map((s) => `${s.tags[0]?.value}=${s.values[0]}@${s.timestamps[0]}`).sort(),
+      ['b', 's', 'w'].flatMap((way) => levels.map((_, i) => `${way}${i}=${i}@${T0 + i * 1000}`)).sort(),
+    )
+    for (const consistency of levels) assert.deepEqual(await answers(consistency), unspecified, String(consistency))
+  })
+
+  test('an unknown consistency is INVALID_ARGUMENT naming consistency, on every call, and stores nothing', async () => {
+    const conn = rawClient(server.address)
+    raw.push(conn)
+    /** The field `number` as a varint enum; -1 takes ten bytes, as int32 does on the wire. */
+    const field = (number: number, value: number) =>
+      Buffer.from(
+        new BinaryWriter()
+          .uint32(number << 3)
+          .int32(value)
+          .finish(),
+      )
+    const series = [{ metric: 'cl_bad', timestamps: [T0], values: [1] }]
+    const query = encodeQuery({ selector: { metric: 'cl_cpu' }, startMs: T0, endMs: T0 + 60_000 })
+    const selector = encodeSelectorRequest({ metric: 'cl_cpu' })
+    for (const value of [4, 7, -1]) {
+      const write = Buffer.concat([encodeWrite(series), field(3, value)])
+      const cases: [string, RpcKind, Buffer][] = [
+        ['/v3storage.v1.WriteService/Write', 'unary', write],
+        ['/v3storage.v1.WriteService/WriteStream', 'client', write],
+        ['/v3storage.v1.QueryService/Query', 'unary', Buffer.concat([query, field(7, value)])],
+        ['/v3storage.v1.QueryService/QueryStream', 'server', Buffer.concat([query, field(7, value)])],
+        ['/v3storage.v1.QueryService/Latest', 'unary', Buffer.concat([selector, field(2, value)])],
+        ['/v3storage.v1.QueryService/ListSeries', 'unary', Buffer.concat([selector, field(2, value)])],
+      ]
+      for (const [path, kind, bytes] of cases) {
+        const r = await rawCall(conn, path, kind, [bytes], { timeoutMs: 10_000 })
+        assert.equal(status[r.code], 'INVALID_ARGUMENT', `${path} with ${value}: ${r.details}`)
+        assert.match(r.details, /(^|\.)consistency: unknown consistency/, `${path} with ${value}`)
+        assert.equal(r.responses.length, 0, path)
+      }
+      // Ingest rejects the message by its sequence and goes on.
+      const ingest = await rawCall(conn, '/v3storage.v1.StreamService/Ingest', 'bidi', [encodeIngest(1, write)])
+      assert.equal(status[ingest.code], 'OK', ingest.details)
+      const acks = ingest.responses.map((b) => IngestResponse.decode(b))
+      assert.equal(acks[0]?.rejectedSequence, 1)
+      assert.equal(acks[0]?.error?.code, status.INVALID_ARGUMENT)
+      assert.equal(acks[0]?.error?.field, 'consistency')
+    }
+    assert.deepEqual(await client.listSeries({ metric: 'cl_bad' }), [])
   })
 
   test('health reports SERVING for the server and each service', async () => {

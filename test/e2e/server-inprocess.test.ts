@@ -3,7 +3,14 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, test } from 'node:test'
 import { Client, credentials, type ServiceError } from '@grpc/grpc-js'
-import { status, V3Client, V3ClientError } from '../../src/client/index.js'
+import {
+  BatchingWriter,
+  type ConsistencyLevel,
+  mergeChunks,
+  status,
+  V3Client,
+  V3ClientError,
+} from '../../src/client/index.js'
 import type { CallContext, EngineStats, StorageEngine } from '../../src/engine/storage-engine.js'
 import { DeadlineError, LimitError, NotFoundError, UnavailableError, ValidationError } from '../../src/model/errors.js'
 import type { SeriesPoints } from '../../src/model/types.js'
@@ -25,18 +32,24 @@ const STATS: EngineStats = {
 /** An engine whose query runs the scripted behaviour of the current test. */
 class ScriptedEngine implements StorageEngine {
   onQuery: (ctx: CallContext | undefined) => Promise<SeriesPoints[]> = async () => []
+  /** The consistency level in the context of every write and read that reached the engine. */
+  readonly levels: [method: string, level: ConsistencyLevel | undefined][] = []
   async open() {}
   async close() {}
-  async write() {
+  async write(_batch: unknown, ctx?: CallContext) {
+    this.levels.push(['write', ctx?.consistency])
     return { pointsWritten: 0, seriesWritten: 0 }
   }
   query(_request: unknown, ctx?: CallContext) {
+    this.levels.push(['query', ctx?.consistency])
     return this.onQuery(ctx)
   }
-  async latest() {
+  async latest(_selector: unknown, ctx?: CallContext) {
+    this.levels.push(['latest', ctx?.consistency])
     return []
   }
-  async listSeries() {
+  async listSeries(_selector: unknown, ctx?: CallContext) {
+    this.levels.push(['listSeries', ctx?.consistency])
     return []
   }
   async deleteSeries() {
@@ -168,6 +181,45 @@ describe('server over a scripted engine', () => {
     assert.doesNotMatch(err.details, /secret/)
     assert.equal(logged.length, 1)
     assert.match(JSON.stringify(logged[0]?.msg), /QueryService\.Query/)
+  })
+
+  test('the consistency level of every write and read reaches the engine in the call context', async () => {
+    engine.onQuery = async () => []
+    const series = [{ metric: 'm', timestamps: [1], values: [1] }]
+    for (const level of [undefined, 'one', 'quorum', 'all'] as const) {
+      engine.levels.length = 0
+      await client.write(series, { consistency: level })
+      const stream = client.writeStream({ consistency: level })
+      await stream.write(series)
+      await stream.write(series)
+      await stream.end()
+      const writer = new BatchingWriter(server.address, { consistency: level })
+      writer.write('m', {}, 1, 1)
+      await writer.close()
+      await client.query(QUERY, { consistency: level })
+      await mergeChunks(client.queryStream(QUERY, { consistency: level }))
+      await client.latest({ metric: 'm' }, { consistency: level })
+      await client.listSeries({ metric: 'm' }, { consistency: level })
+      assert.deepEqual(
+        engine.levels,
+        ['write', 'write', 'write', 'write', 'query', 'query', 'latest', 'listSeries'].map((m) => [m, level]),
+        String(level),
+      )
+    }
+    // A level the client does not know fails before a call, as the server would answer it.
+    engine.levels.length = 0
+    const bad = 'maybe' as ConsistencyLevel
+    for (const call of [
+      () => client.write(series, { consistency: bad }),
+      () => client.query(QUERY, { consistency: bad }),
+      () => client.latest({ metric: 'm' }, { consistency: bad }),
+      () => client.listSeries({ metric: 'm' }, { consistency: bad }),
+    ]) {
+      const err = await callFails(call())
+      assert.equal(err.code, status.INVALID_ARGUMENT)
+      assert.equal(err.violations[0]?.field, 'consistency')
+    }
+    assert.deepEqual(engine.levels, [])
   })
 
   test('a malformed WriteRequest is INVALID_ARGUMENT naming the field, not INTERNAL', async () => {

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { UsageError } from '../../src/cli/args.js'
-import { clientOptions, serverAddress } from '../../src/cli/client-command.js'
+import { clientOptions, consistencyFlag, serverAddress } from '../../src/cli/client-command.js'
 import { parseTimeFlag } from '../../src/cli/time.js'
 
 const NOW = Date.UTC(2026, 5, 1, 12)
@@ -29,4 +29,17 @@ test('the connection comes from flags, then V3_SERVER and V3_TOKEN, then the def
     tls: { caFile: 'ca.pem', certFile: undefined, keyFile: undefined },
   })
   assert.throws(() => clientOptions({ 'tls-cert': 'c.pem' }, {}), /--tls-cert and --tls-key go together/)
+})
+
+test('--consistency takes one, quorum or all; absent leaves the level to the server', () => {
+  assert.equal(consistencyFlag({}), undefined)
+  for (const level of ['one', 'quorum', 'all']) assert.equal(consistencyFlag({ consistency: level }), level)
+  for (const bad of ['maybe', 'ONE', '']) {
+    assert.throws(
+      () => consistencyFlag({ consistency: bad }),
+      (err: unknown) =>
+        err instanceof UsageError &&
+        err.message === `--consistency must be one, quorum or all, got ${JSON.stringify(bad)}`,
+    )
+  }
 })

@@ -80,6 +80,55 @@ test('an unknown V3_ variable is one warning naming the nearest option, and the 
   assert.deepEqual(parseServeArgs([], { V3_SYNC: 'off', HOME: '/root' }).warnings, [])
 })
 
+test('--write-consistency, --read-timeout, --hint-window and --hint-max-bytes reach the cluster options', () => {
+  const pick = (c: ReturnType<typeof parseServeArgs>) => {
+    const o = c.cluster
+    assert.ok(o, 'a cluster node')
+    return {
+      writeConsistency: o.writeConsistency,
+      readTimeoutMs: o.readTimeoutMs,
+      hintWindowMs: o.hintWindowMs,
+      hintMaxBytes: o.hintMaxBytes,
+    }
+  }
+  assert.deepEqual(pick(parseServeArgs(['--cluster'])), {
+    writeConsistency: 'quorum',
+    readTimeoutMs: 1000,
+    hintWindowMs: 3 * 3_600_000,
+    hintMaxBytes: 1024 ** 3,
+  })
+  const flags = ['--cluster', '--write-consistency', 'all', '--read-timeout', '250ms', '--hint-window', '30m']
+  assert.deepEqual(pick(parseServeArgs([...flags, '--hint-max-bytes', '64MiB'])), {
+    writeConsistency: 'all',
+    readTimeoutMs: 250,
+    hintWindowMs: 30 * 60_000,
+    hintMaxBytes: 64 * 1024 ** 2,
+  })
+  assert.equal(pick(parseServeArgs(['--cluster'], { V3_WRITE_CONSISTENCY: 'one' })).writeConsistency, 'one')
+  const yaml = file('wc.yaml', 'write-consistency: all\nhint-max-bytes: 512MiB\n')
+  const fromFile = parseServeArgs(['--cluster', '--config', yaml], { V3_WRITE_CONSISTENCY: 'one' })
+  assert.equal(pick(fromFile).writeConsistency, 'one')
+  assert.equal(fromFile.resolved.get('write-consistency')?.source, 'env')
+  assert.equal(pick(fromFile).hintMaxBytes, 512 * 1024 ** 2)
+  assert.equal(pick(parseServeArgs(['--cluster', '--config', yaml])).writeConsistency, 'all')
+  // A single node takes the options (a config file may be shared) and has no cluster options.
+  assert.equal(parseServeArgs(['--write-consistency', 'one']).cluster, undefined)
+  const refused: Array<[string[], Record<string, string>, RegExp]> = [
+    [['--write-consistency', 'maybe'], {}, /^--write-consistency must be one of one, quorum, all, got "maybe"$/],
+    [['--cluster'], { V3_WRITE_CONSISTENCY: 'QUORUM' }, /^V3_WRITE_CONSISTENCY must be one of one, quorum, all/],
+    [['--read-timeout', 'soon'], {}, /^--read-timeout must be a duration/],
+    [['--hint-window', 'forever'], {}, /^--hint-window must be a duration/],
+    [['--hint-max-bytes', 'lots'], {}, /^--hint-max-bytes must be a size/],
+  ]
+  for (const [args, env, message] of refused) {
+    assert.throws(
+      () => parseServeArgs(args, env),
+      (err: unknown) => err instanceof UsageError && message.test(err.message) && !err.message.includes('\n'),
+      `${args.join(' ')} ${JSON.stringify(env)}`,
+    )
+  }
+})
+
 test('--http-listen is a listen address or off, from any source', () => {
   assert.equal(parseServeArgs(['--http-listen', 'off']).httpListen, undefined)
   assert.equal(parseServeArgs([], { V3_HTTP_LISTEN: '0.0.0.0:9000' }).httpListen, '0.0.0.0:9000')

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { BinaryWriter } from '@bufbuild/protobuf/wire'
 import { QueryResponse } from '../../gen/v3storage/v1/query_service.js'
-import { WriteRequest } from '../../gen/v3storage/v1/write_service.js'
+import { WriteRequest, WriteStreamRequest } from '../../gen/v3storage/v1/write_service.js'
 import { ValidationError } from '../../src/model/errors.js'
 import type { SeriesPoints } from '../../src/model/types.js'
 import { chunkSeries } from '../../src/server/chunking.js'
@@ -68,10 +68,40 @@ test('ts-proto encodes, the codec decodes the same series', () => {
     },
     { metric: 'm', tags: [], timestamps: [], values: [] },
   ]
-  const bytes = WriteRequest.encode({ series, precision: 3 }).finish()
+  const bytes = WriteRequest.encode({ series, precision: 3, consistency: 2 }).finish()
   const decoded = decodeWriteRequest(bytes)
   assert.equal(decoded.precision, 3)
+  assert.equal(decoded.consistency, 2)
   assert.deepEqual(decoded.series.map(plain), series)
+})
+
+test('precision and consistency round-trip between the codec and ts-proto, both ways', () => {
+  const series = [{ metric: 'c', tags: [], timestamps: [1, 2], values: [0.5, 1.5] }]
+  // 0 is absent on the wire; 1 to 3 are the levels; 7 is no level, and the codec hands it on as it
+  // came for the server to refuse (convert.ts), as ts-proto does.
+  for (const consistency of [0, 1, 2, 3, 7]) {
+    for (const precision of [0, 4]) {
+      const ours = encodeWriteRequest(series, precision, consistency)
+      assert.deepEqual(WriteRequest.decode(ours), { series, precision, consistency })
+      assert.deepEqual(WriteStreamRequest.decode(ours), { series, precision, consistency })
+      const theirs = WriteRequest.encode({ series, precision, consistency }).finish()
+      assert.deepEqual(Buffer.from(theirs), ours, `precision ${precision}, consistency ${consistency}`)
+      const decoded = decodeWriteRequest(theirs)
+      assert.equal(decoded.consistency, consistency)
+      assert.equal(decoded.precision, precision)
+      assert.deepEqual(decoded.series.map(plain), series)
+    }
+  }
+  // Before the series, as a generic writer may put it, and unset: 0.
+  const first = new BinaryWriter()
+    .uint32(0x18)
+    .int32(3)
+    .uint32(0x0a)
+    .bytes(encodeSeriesList(series).subarray(2))
+    .finish()
+  assert.equal(decodeWriteRequest(first).consistency, 3)
+  assert.equal(decodeWriteRequest(first).series.length, 1)
+  assert.equal(decodeWriteRequest(encodeWriteRequest(series, 0)).consistency, 0)
 })
 
 test('the codec encodes, ts-proto decodes the same series', () => {
@@ -86,7 +116,7 @@ test('the codec encodes, ts-proto decodes the same series', () => {
     const viaArrays = encodeWriteRequest(series, 0)
     const viaTyped = encodeWriteRequest([{ ...series[0]!, values: Float64Array.from(values) }], 0)
     assert.deepEqual(viaTyped, viaArrays)
-    assert.deepEqual(WriteRequest.decode(viaArrays), { series, precision: 0 })
+    assert.deepEqual(WriteRequest.decode(viaArrays), { series, precision: 0, consistency: 0 })
     assert.deepEqual(decodeWriteRequest(viaArrays).series.map(plain), series)
   }
 })

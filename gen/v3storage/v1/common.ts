@@ -26,6 +26,35 @@ export enum Precision {
   UNRECOGNIZED = -1,
 }
 
+/**
+ * Consistency is how many of a series' owners (its replicas on a cluster) a call waits for. A write
+ * is acknowledged once that many owners have it durable; a read asks that many owners of each series
+ * and merges their answers. On a single node the node is the one owner, so it meets every level.
+ */
+export enum Consistency {
+  /**
+   * CONSISTENCY_UNSPECIFIED - CONSISTENCY_UNSPECIFIED is the server's default: for a write the level `v3 serve
+   * --write-consistency` sets (QUORUM unless set), for a read CONSISTENCY_ONE.
+   */
+  CONSISTENCY_UNSPECIFIED = 0,
+  /**
+   * CONSISTENCY_ONE - CONSISTENCY_ONE: a write is acknowledged once one owner has it durable; a read asks one owner
+   * of each series.
+   */
+  CONSISTENCY_ONE = 1,
+  /**
+   * CONSISTENCY_QUORUM - CONSISTENCY_QUORUM: a write is acknowledged once a majority of the owners have it durable; a
+   * read asks a majority of the owners of each series and merges their answers.
+   */
+  CONSISTENCY_QUORUM = 2,
+  /**
+   * CONSISTENCY_ALL - CONSISTENCY_ALL: a write is acknowledged once every owner has it durable; a read asks every
+   * owner of each series and merges their answers.
+   */
+  CONSISTENCY_ALL = 3,
+  UNRECOGNIZED = -1,
+}
+
 /** MatchOp is how a matcher compares a tag value. */
 export enum MatchOp {
   /** MATCH_OP_UNSPECIFIED - MATCH_OP_UNSPECIFIED is rejected with INVALID_ARGUMENT: every matcher states its op. */

@@ -20,7 +20,7 @@ import {
   type ServiceError,
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
-import { Aggregation, Selector, SeriesPoints, SeriesRef, ValueFilter } from "./common.js";
+import { Aggregation, Consistency, Selector, SeriesPoints, SeriesRef, ValueFilter } from "./common.js";
 
 export const protobufPackage = "v3storage.v1";
 
@@ -59,6 +59,12 @@ export interface QueryRequest {
    * several metrics, as PromQL's `{__name__=~"a|b"}` does.
    */
   additionalSelectors: Selector[];
+  /**
+   * consistency is how many owners of each series the read asks; their answers are merged.
+   * CONSISTENCY_UNSPECIFIED means CONSISTENCY_ONE. A value outside the enum is rejected with
+   * INVALID_ARGUMENT.
+   */
+  consistency: Consistency;
 }
 
 /** QueryResponse holds the selected series; a series without points in the range is left out. */
@@ -100,6 +106,12 @@ export interface QueryStreamRequest {
    * several metrics, as PromQL's `{__name__=~"a|b"}` does.
    */
   additionalSelectors: Selector[];
+  /**
+   * consistency is how many owners of each series the read asks; their answers are merged.
+   * CONSISTENCY_UNSPECIFIED means CONSISTENCY_ONE. A value outside the enum is rejected with
+   * INVALID_ARGUMENT.
+   */
+  consistency: Consistency;
 }
 
 /** QueryStreamResponse is one chunk of a streamed query, with the fields of QueryResponse. */
@@ -114,7 +126,15 @@ export interface QueryStreamResponse {
 /** LatestRequest selects the series whose last point is wanted. */
 export interface LatestRequest {
   /** selector picks the series; it is required and names a metric. */
-  selector?: Selector | undefined;
+  selector?:
+    | Selector
+    | undefined;
+  /**
+   * consistency is how many owners of each series the read asks; their answers are merged.
+   * CONSISTENCY_UNSPECIFIED means CONSISTENCY_ONE. A value outside the enum is rejected with
+   * INVALID_ARGUMENT.
+   */
+  consistency: Consistency;
 }
 
 /** LatestResponse holds the last point of each selected series. */
@@ -126,7 +146,15 @@ export interface LatestResponse {
 /** ListSeriesRequest selects the series to list. */
 export interface ListSeriesRequest {
   /** selector picks the series; it is required and names a metric. */
-  selector?: Selector | undefined;
+  selector?:
+    | Selector
+    | undefined;
+  /**
+   * consistency is how many owners of each series the read asks; their answers are merged.
+   * CONSISTENCY_UNSPECIFIED means CONSISTENCY_ONE. A value outside the enum is rejected with
+   * INVALID_ARGUMENT.
+   */
+  consistency: Consistency;
 }
 
 /** ListSeriesResponse lists the selected series. */
@@ -143,6 +171,7 @@ function createBaseQueryRequest(): QueryRequest {
     aggregation: undefined,
     valueFilter: undefined,
     additionalSelectors: [],
+    consistency: 0,
   };
 }
 
@@ -165,6 +194,9 @@ export const QueryRequest: MessageFns<QueryRequest> = {
     }
     for (const v of message.additionalSelectors) {
       Selector.encode(v!, writer.uint32(50).fork()).join();
+    }
+    if (message.consistency !== 0) {
+      writer.uint32(56).int32(message.consistency);
     }
     return writer;
   },
@@ -230,6 +262,14 @@ export const QueryRequest: MessageFns<QueryRequest> = {
             message.additionalSelectors.push(Selector.decode(reader, reader.uint32()));
             continue;
           }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.consistency = reader.int32() as any;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -259,6 +299,7 @@ export const QueryRequest: MessageFns<QueryRequest> = {
       ? ValueFilter.fromPartial(object.valueFilter)
       : undefined;
     message.additionalSelectors = object.additionalSelectors?.map((e) => Selector.fromPartial(e)) || [];
+    message.consistency = object.consistency ?? 0;
     return message;
   },
 };
@@ -326,6 +367,7 @@ function createBaseQueryStreamRequest(): QueryStreamRequest {
     aggregation: undefined,
     valueFilter: undefined,
     additionalSelectors: [],
+    consistency: 0,
   };
 }
 
@@ -348,6 +390,9 @@ export const QueryStreamRequest: MessageFns<QueryStreamRequest> = {
     }
     for (const v of message.additionalSelectors) {
       Selector.encode(v!, writer.uint32(50).fork()).join();
+    }
+    if (message.consistency !== 0) {
+      writer.uint32(56).int32(message.consistency);
     }
     return writer;
   },
@@ -413,6 +458,14 @@ export const QueryStreamRequest: MessageFns<QueryStreamRequest> = {
             message.additionalSelectors.push(Selector.decode(reader, reader.uint32()));
             continue;
           }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.consistency = reader.int32() as any;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -442,6 +495,7 @@ export const QueryStreamRequest: MessageFns<QueryStreamRequest> = {
       ? ValueFilter.fromPartial(object.valueFilter)
       : undefined;
     message.additionalSelectors = object.additionalSelectors?.map((e) => Selector.fromPartial(e)) || [];
+    message.consistency = object.consistency ?? 0;
     return message;
   },
 };
@@ -502,13 +556,16 @@ export const QueryStreamResponse: MessageFns<QueryStreamResponse> = {
 };
 
 function createBaseLatestRequest(): LatestRequest {
-  return { selector: undefined };
+  return { selector: undefined, consistency: 0 };
 }
 
 export const LatestRequest: MessageFns<LatestRequest> = {
   encode(message: LatestRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.selector !== undefined) {
       Selector.encode(message.selector, writer.uint32(10).fork()).join();
+    }
+    if (message.consistency !== 0) {
+      writer.uint32(16).int32(message.consistency);
     }
     return writer;
   },
@@ -534,6 +591,14 @@ export const LatestRequest: MessageFns<LatestRequest> = {
             message.selector = Selector.decode(reader, reader.uint32());
             continue;
           }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.consistency = reader.int32() as any;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -554,6 +619,7 @@ export const LatestRequest: MessageFns<LatestRequest> = {
     message.selector = (object.selector !== undefined && object.selector !== null)
       ? Selector.fromPartial(object.selector)
       : undefined;
+    message.consistency = object.consistency ?? 0;
     return message;
   },
 };
@@ -614,13 +680,16 @@ export const LatestResponse: MessageFns<LatestResponse> = {
 };
 
 function createBaseListSeriesRequest(): ListSeriesRequest {
-  return { selector: undefined };
+  return { selector: undefined, consistency: 0 };
 }
 
 export const ListSeriesRequest: MessageFns<ListSeriesRequest> = {
   encode(message: ListSeriesRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.selector !== undefined) {
       Selector.encode(message.selector, writer.uint32(10).fork()).join();
+    }
+    if (message.consistency !== 0) {
+      writer.uint32(16).int32(message.consistency);
     }
     return writer;
   },
@@ -646,6 +715,14 @@ export const ListSeriesRequest: MessageFns<ListSeriesRequest> = {
             message.selector = Selector.decode(reader, reader.uint32());
             continue;
           }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.consistency = reader.int32() as any;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -666,6 +743,7 @@ export const ListSeriesRequest: MessageFns<ListSeriesRequest> = {
     message.selector = (object.selector !== undefined && object.selector !== null)
       ? Selector.fromPartial(object.selector)
       : undefined;
+    message.consistency = object.consistency ?? 0;
     return message;
   },
 };

@@ -20,7 +20,7 @@ import {
   type ServiceError,
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
-import { Precision, SeriesPoints } from "./common.js";
+import { Consistency, Precision, SeriesPoints } from "./common.js";
 
 export const protobufPackage = "v3storage.v1";
 
@@ -32,6 +32,12 @@ export interface WriteRequest {
   series: SeriesPoints[];
   /** precision is the unit of every timestamp in the batch; PRECISION_UNSPECIFIED means milliseconds. */
   precision: Precision;
+  /**
+   * consistency is how many owners of each series must have the batch durable before the call
+   * answers; CONSISTENCY_UNSPECIFIED takes the server's --write-consistency (QUORUM by default). A
+   * value outside the enum is rejected with INVALID_ARGUMENT and nothing of the batch is stored.
+   */
+  consistency: Consistency;
 }
 
 /** WriteResponse tells how much of the batch was stored. */
@@ -48,6 +54,12 @@ export interface WriteStreamRequest {
   series: SeriesPoints[];
   /** precision is the unit of every timestamp in the batch; PRECISION_UNSPECIFIED means milliseconds. */
   precision: Precision;
+  /**
+   * consistency is as in WriteRequest, for this batch: each batch of the stream states its own,
+   * and the stream answers once every batch has met its level. CONSISTENCY_UNSPECIFIED takes the
+   * server's --write-consistency (QUORUM by default).
+   */
+  consistency: Consistency;
 }
 
 /** WriteStreamResponse totals a whole write stream, with the fields of WriteResponse. */
@@ -59,7 +71,7 @@ export interface WriteStreamResponse {
 }
 
 function createBaseWriteRequest(): WriteRequest {
-  return { series: [], precision: 0 };
+  return { series: [], precision: 0, consistency: 0 };
 }
 
 export const WriteRequest: MessageFns<WriteRequest> = {
@@ -69,6 +81,9 @@ export const WriteRequest: MessageFns<WriteRequest> = {
     }
     if (message.precision !== 0) {
       writer.uint32(16).int32(message.precision);
+    }
+    if (message.consistency !== 0) {
+      writer.uint32(24).int32(message.consistency);
     }
     return writer;
   },
@@ -102,6 +117,14 @@ export const WriteRequest: MessageFns<WriteRequest> = {
             message.precision = reader.int32() as any;
             continue;
           }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.consistency = reader.int32() as any;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -121,6 +144,7 @@ export const WriteRequest: MessageFns<WriteRequest> = {
     const message = createBaseWriteRequest();
     message.series = object.series?.map((e) => SeriesPoints.fromPartial(e)) || [];
     message.precision = object.precision ?? 0;
+    message.consistency = object.consistency ?? 0;
     return message;
   },
 };
@@ -193,7 +217,7 @@ export const WriteResponse: MessageFns<WriteResponse> = {
 };
 
 function createBaseWriteStreamRequest(): WriteStreamRequest {
-  return { series: [], precision: 0 };
+  return { series: [], precision: 0, consistency: 0 };
 }
 
 export const WriteStreamRequest: MessageFns<WriteStreamRequest> = {
@@ -203,6 +227,9 @@ export const WriteStreamRequest: MessageFns<WriteStreamRequest> = {
     }
     if (message.precision !== 0) {
       writer.uint32(16).int32(message.precision);
+    }
+    if (message.consistency !== 0) {
+      writer.uint32(24).int32(message.consistency);
     }
     return writer;
   },
@@ -236,6 +263,14 @@ export const WriteStreamRequest: MessageFns<WriteStreamRequest> = {
             message.precision = reader.int32() as any;
             continue;
           }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.consistency = reader.int32() as any;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -255,6 +290,7 @@ export const WriteStreamRequest: MessageFns<WriteStreamRequest> = {
     const message = createBaseWriteStreamRequest();
     message.series = object.series?.map((e) => SeriesPoints.fromPartial(e)) || [];
     message.precision = object.precision ?? 0;
+    message.consistency = object.consistency ?? 0;
     return message;
   },
 };

@@ -20,7 +20,7 @@ DESCRIPTOR = _descriptor.FileDescriptor(
   name='v3storage/v1/common.proto',
   package='v3storage.v1',
   syntax='proto3',
-  serialized_pb=_b('\n\x19v3storage/v1/common.proto\x12\x0cv3storage.v1\"!\n\x03Tag\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"c\n\x0cSeriesPoints\x12\x0e\n\x06metric\x18\x01 \x01(\t\x12\x1f\n\x04tags\x18\x02 \x03(\x0b\x32\x11.v3storage.v1.Tag\x12\x12\n\ntimestamps\x18\x03 \x03(\x03\x12\x0e\n\x06values\x18\x04 \x03(\x01\"<\n\tSeriesRef\x12\x0e\n\x06metric\x18\x01 \x01(\t\x12\x1f\n\x04tags\x18\x02 \x03(\x0b\x32\x11.v3storage.v1.Tag\"H\n\x07Matcher\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\x12!\n\x02op\x18\x03 \x01(\x0e\x32\x15.v3storage.v1.MatchOp\"C\n\x08Selector\x12\x0e\n\x06metric\x18\x01 \x01(\t\x12\'\n\x08matchers\x18\x02 \x03(\x0b\x32\x15.v3storage.v1.Matcher\"A\n\x0bValueFilter\x12#\n\x02op\x18\x01 \x01(\x0e\x32\x17.v3storage.v1.CompareOp\x12\r\n\x05value\x18\x02 \x01(\x01\"k\n\x0b\x41ggregation\x12#\n\x04\x66unc\x18\x01 \x01(\x0e\x32\x15.v3storage.v1.AggFunc\x12\x0f\n\x07step_ms\x18\x02 \x01(\x03\x12\x10\n\x08group_by\x18\x03 \x03(\t\x12\x14\n\x0cmerge_series\x18\x04 \x01(\x08*\x90\x01\n\tPrecision\x12\x19\n\x15PRECISION_UNSPECIFIED\x10\x00\x12\x15\n\x11PRECISION_SECONDS\x10\x01\x12\x1a\n\x16PRECISION_MILLISECONDS\x10\x02\x12\x1a\n\x16PRECISION_MICROSECONDS\x10\x03\x12\x19\n\x15PRECISION_NANOSECONDS\x10\x04*r\n\x07MatchOp\x12\x18\n\x14MATCH_OP_UNSPECIFIED\x10\x00\x12\x0f\n\x0bMATCH_OP_EQ\x10\x01\x12\x10\n\x0cMATCH_OP_NEQ\x10\x02\x12\x12\n\x0eMATCH_OP_REGEX\x10\x03\x12\x16\n\x12MATCH_OP_NOT_REGEX\x10\x04*\x9c\x01\n\tCompareOp\x12\x1a\n\x16\x43OMPARE_OP_UNSPECIFIED\x10\x00\x12\x11\n\rCOMPARE_OP_GT\x10\x01\x12\x12\n\x0e\x43OMPARE_OP_GTE\x10\x02\x12\x11\n\rCOMPARE_OP_LT\x10\x03\x12\x12\n\x0e\x43OMPARE_OP_LTE\x10\x04\x12\x11\n\rCOMPARE_OP_EQ\x10\x05\x12\x12\n\x0e\x43OMPARE_OP_NEQ\x10\x06*\x83\x02\n\x07\x41ggFunc\x12\x18\n\x14\x41GG_FUNC_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x41GG_FUNC_COUNT\x10\x01\x12\x10\n\x0c\x41GG_FUNC_SUM\x10\x02\x12\x10\n\x0c\x41GG_FUNC_MIN\x10\x03\x12\x10\n\x0c\x41GG_FUNC_MAX\x10\x04\x12\x10\n\x0c\x41GG_FUNC_AVG\x10\x05\x12\x12\n\x0e\x41GG_FUNC_FIRST\x10\x06\x12\x11\n\rAGG_FUNC_LAST\x10\x07\x12\x13\n\x0f\x41GG_FUNC_STDDEV\x10\x08\x12\x10\n\x0c\x41GG_FUNC_P50\x10\t\x12\x10\n\x0c\x41GG_FUNC_P90\x10\n\x12\x10\n\x0c\x41GG_FUNC_P95\x10\x0b\x12\x10\n\x0c\x41GG_FUNC_P99\x10\x0c\x62\x06proto3')
+  serialized_pb=_b('\n\x19v3storage/v1/common.proto\x12\x0cv3storage.v1\"!\n\x03Tag\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"c\n\x0cSeriesPoints\x12\x0e\n\x06metric\x18\x01 \x01(\t\x12\x1f\n\x04tags\x18\x02 \x03(\x0b\x32\x11.v3storage.v1.Tag\x12\x12\n\ntimestamps\x18\x03 \x03(\x03\x12\x0e\n\x06values\x18\x04 \x03(\x01\"<\n\tSeriesRef\x12\x0e\n\x06metric\x18\x01 \x01(\t\x12\x1f\n\x04tags\x18\x02 \x03(\x0b\x32\x11.v3storage.v1.Tag\"H\n\x07Matcher\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\x12!\n\x02op\x18\x03 \x01(\x0e\x32\x15.v3storage.v1.MatchOp\"C\n\x08Selector\x12\x0e\n\x06metric\x18\x01 \x01(\t\x12\'\n\x08matchers\x18\x02 \x03(\x0b\x32\x15.v3storage.v1.Matcher\"A\n\x0bValueFilter\x12#\n\x02op\x18\x01 \x01(\x0e\x32\x17.v3storage.v1.CompareOp\x12\r\n\x05value\x18\x02 \x01(\x01\"k\n\x0b\x41ggregation\x12#\n\x04\x66unc\x18\x01 \x01(\x0e\x32\x15.v3storage.v1.AggFunc\x12\x0f\n\x07step_ms\x18\x02 \x01(\x03\x12\x10\n\x08group_by\x18\x03 \x03(\t\x12\x14\n\x0cmerge_series\x18\x04 \x01(\x08*\x90\x01\n\tPrecision\x12\x19\n\x15PRECISION_UNSPECIFIED\x10\x00\x12\x15\n\x11PRECISION_SECONDS\x10\x01\x12\x1a\n\x16PRECISION_MILLISECONDS\x10\x02\x12\x1a\n\x16PRECISION_MICROSECONDS\x10\x03\x12\x19\n\x15PRECISION_NANOSECONDS\x10\x04*l\n\x0b\x43onsistency\x12\x1b\n\x17\x43ONSISTENCY_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x43ONSISTENCY_ONE\x10\x01\x12\x16\n\x12\x43ONSISTENCY_QUORUM\x10\x02\x12\x13\n\x0f\x43ONSISTENCY_ALL\x10\x03*r\n\x07MatchOp\x12\x18\n\x14MATCH_OP_UNSPECIFIED\x10\x00\x12\x0f\n\x0bMATCH_OP_EQ\x10\x01\x12\x10\n\x0cMATCH_OP_NEQ\x10\x02\x12\x12\n\x0eMATCH_OP_REGEX\x10\x03\x12\x16\n\x12MATCH_OP_NOT_REGEX\x10\x04*\x9c\x01\n\tCompareOp\x12\x1a\n\x16\x43OMPARE_OP_UNSPECIFIED\x10\x00\x12\x11\n\rCOMPARE_OP_GT\x10\x01\x12\x12\n\x0e\x43OMPARE_OP_GTE\x10\x02\x12\x11\n\rCOMPARE_OP_LT\x10\x03\x12\x12\n\x0e\x43OMPARE_OP_LTE\x10\x04\x12\x11\n\rCOMPARE_OP_EQ\x10\x05\x12\x12\n\x0e\x43OMPARE_OP_NEQ\x10\x06*\x83\x02\n\x07\x41ggFunc\x12\x18\n\x14\x41GG_FUNC_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x41GG_FUNC_COUNT\x10\x01\x12\x10\n\x0c\x41GG_FUNC_SUM\x10\x02\x12\x10\n\x0c\x41GG_FUNC_MIN\x10\x03\x12\x10\n\x0c\x41GG_FUNC_MAX\x10\x04\x12\x10\n\x0c\x41GG_FUNC_AVG\x10\x05\x12\x12\n\x0e\x41GG_FUNC_FIRST\x10\x06\x12\x11\n\rAGG_FUNC_LAST\x10\x07\x12\x13\n\x0f\x41GG_FUNC_STDDEV\x10\x08\x12\x10\n\x0c\x41GG_FUNC_P50\x10\t\x12\x10\n\x0c\x41GG_FUNC_P90\x10\n\x12\x10\n\x0c\x41GG_FUNC_P95\x10\x0b\x12\x10\n\x0c\x41GG_FUNC_P99\x10\x0c\x62\x06proto3')
 )
 
 _PRECISION = _descriptor.EnumDescriptor(
@@ -58,6 +58,37 @@ _PRECISION = _descriptor.EnumDescriptor(
 _sym_db.RegisterEnumDescriptor(_PRECISION)
 
 Precision = enum_type_wrapper.EnumTypeWrapper(_PRECISION)
+_CONSISTENCY = _descriptor.EnumDescriptor(
+  name='Consistency',
+  full_name='v3storage.v1.Consistency',
+  filename=None,
+  file=DESCRIPTOR,
+  values=[
+    _descriptor.EnumValueDescriptor(
+      name='CONSISTENCY_UNSPECIFIED', index=0, number=0,
+      options=None,
+      type=None),
+    _descriptor.EnumValueDescriptor(
+      name='CONSISTENCY_ONE', index=1, number=1,
+      options=None,
+      type=None),
+    _descriptor.EnumValueDescriptor(
+      name='CONSISTENCY_QUORUM', index=2, number=2,
+      options=None,
+      type=None),
+    _descriptor.EnumValueDescriptor(
+      name='CONSISTENCY_ALL', index=3, number=3,
+      options=None,
+      type=None),
+  ],
+  containing_type=None,
+  options=None,
+  serialized_start=707,
+  serialized_end=815,
+)
+_sym_db.RegisterEnumDescriptor(_CONSISTENCY)
+
+Consistency = enum_type_wrapper.EnumTypeWrapper(_CONSISTENCY)
 _MATCHOP = _descriptor.EnumDescriptor(
   name='MatchOp',
   full_name='v3storage.v1.MatchOp',
@@ -87,8 +118,8 @@ _MATCHOP = _descriptor.EnumDescriptor(
   ],
   containing_type=None,
   options=None,
-  serialized_start=707,
-  serialized_end=821,
+  serialized_start=817,
+  serialized_end=931,
 )
 _sym_db.RegisterEnumDescriptor(_MATCHOP)
 
@@ -130,8 +161,8 @@ _COMPAREOP = _descriptor.EnumDescriptor(
   ],
   containing_type=None,
   options=None,
-  serialized_start=824,
-  serialized_end=980,
+  serialized_start=934,
+  serialized_end=1090,
 )
 _sym_db.RegisterEnumDescriptor(_COMPAREOP)
 
@@ -197,8 +228,8 @@ _AGGFUNC = _descriptor.EnumDescriptor(
   ],
   containing_type=None,
   options=None,
-  serialized_start=983,
-  serialized_end=1242,
+  serialized_start=1093,
+  serialized_end=1352,
 )
 _sym_db.RegisterEnumDescriptor(_AGGFUNC)
 
@@ -208,6 +239,10 @@ PRECISION_SECONDS = 1
 PRECISION_MILLISECONDS = 2
 PRECISION_MICROSECONDS = 3
 PRECISION_NANOSECONDS = 4
+CONSISTENCY_UNSPECIFIED = 0
+CONSISTENCY_ONE = 1
+CONSISTENCY_QUORUM = 2
+CONSISTENCY_ALL = 3
 MATCH_OP_UNSPECIFIED = 0
 MATCH_OP_EQ = 1
 MATCH_OP_NEQ = 2
@@ -550,6 +585,7 @@ DESCRIPTOR.message_types_by_name['Selector'] = _SELECTOR
 DESCRIPTOR.message_types_by_name['ValueFilter'] = _VALUEFILTER
 DESCRIPTOR.message_types_by_name['Aggregation'] = _AGGREGATION
 DESCRIPTOR.enum_types_by_name['Precision'] = _PRECISION
+DESCRIPTOR.enum_types_by_name['Consistency'] = _CONSISTENCY
 DESCRIPTOR.enum_types_by_name['MatchOp'] = _MATCHOP
 DESCRIPTOR.enum_types_by_name['CompareOp'] = _COMPAREOP
 DESCRIPTOR.enum_types_by_name['AggFunc'] = _AGGFUNC

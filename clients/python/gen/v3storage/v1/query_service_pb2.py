@@ -20,7 +20,7 @@ DESCRIPTOR = _descriptor.FileDescriptor(
   name='v3storage/v1/query_service.proto',
   package='v3storage.v1',
   syntax='proto3',
-  serialized_pb=_b('\n v3storage/v1/query_service.proto\x12\x0cv3storage.v1\x1a\x19v3storage/v1/common.proto\"\xf1\x01\n\x0cQueryRequest\x12(\n\x08selector\x18\x01 \x01(\x0b\x32\x16.v3storage.v1.Selector\x12\x10\n\x08start_ms\x18\x02 \x01(\x03\x12\x0e\n\x06\x65nd_ms\x18\x03 \x01(\x03\x12.\n\x0b\x61ggregation\x18\x04 \x01(\x0b\x32\x19.v3storage.v1.Aggregation\x12/\n\x0cvalue_filter\x18\x05 \x01(\x0b\x32\x19.v3storage.v1.ValueFilter\x12\x34\n\x14\x61\x64\x64itional_selectors\x18\x06 \x03(\x0b\x32\x16.v3storage.v1.Selector\";\n\rQueryResponse\x12*\n\x06series\x18\x01 \x03(\x0b\x32\x1a.v3storage.v1.SeriesPoints\"\xf7\x01\n\x12QueryStreamRequest\x12(\n\x08selector\x18\x01 \x01(\x0b\x32\x16.v3storage.v1.Selector\x12\x10\n\x08start_ms\x18\x02 \x01(\x03\x12\x0e\n\x06\x65nd_ms\x18\x03 \x01(\x03\x12.\n\x0b\x61ggregation\x18\x04 \x01(\x0b\x32\x19.v3storage.v1.Aggregation\x12/\n\x0cvalue_filter\x18\x05 \x01(\x0b\x32\x19.v3storage.v1.ValueFilter\x12\x34\n\x14\x61\x64\x64itional_selectors\x18\x06 \x03(\x0b\x32\x16.v3storage.v1.Selector\"A\n\x13QueryStreamResponse\x12*\n\x06series\x18\x01 \x03(\x0b\x32\x1a.v3storage.v1.SeriesPoints\"9\n\rLatestRequest\x12(\n\x08selector\x18\x01 \x01(\x0b\x32\x16.v3storage.v1.Selector\"<\n\x0eLatestResponse\x12*\n\x06series\x18\x01 \x03(\x0b\x32\x1a.v3storage.v1.SeriesPoints\"=\n\x11ListSeriesRequest\x12(\n\x08selector\x18\x01 \x01(\x0b\x32\x16.v3storage.v1.Selector\"=\n\x12ListSeriesResponse\x12\'\n\x06series\x18\x01 \x03(\x0b\x32\x17.v3storage.v1.SeriesRef2\xbc\x02\n\x0cQueryService\x12@\n\x05Query\x12\x1a.v3storage.v1.QueryRequest\x1a\x1b.v3storage.v1.QueryResponse\x12T\n\x0bQueryStream\x12 .v3storage.v1.QueryStreamRequest\x1a!.v3storage.v1.QueryStreamResponse0\x01\x12\x43\n\x06Latest\x12\x1b.v3storage.v1.LatestRequest\x1a\x1c.v3storage.v1.LatestResponse\x12O\n\nListSeries\x12\x1f.v3storage.v1.ListSeriesRequest\x1a .v3storage.v1.ListSeriesResponseb\x06proto3')
+  serialized_pb=_b('\n v3storage/v1/query_service.proto\x12\x0cv3storage.v1\x1a\x19v3storage/v1/common.proto\"\xa1\x02\n\x0cQueryRequest\x12(\n\x08selector\x18\x01 \x01(\x0b\x32\x16.v3storage.v1.Selector\x12\x10\n\x08start_ms\x18\x02 \x01(\x03\x12\x0e\n\x06\x65nd_ms\x18\x03 \x01(\x03\x12.\n\x0b\x61ggregation\x18\x04 \x01(\x0b\x32\x19.v3storage.v1.Aggregation\x12/\n\x0cvalue_filter\x18\x05 \x01(\x0b\x32\x19.v3storage.v1.ValueFilter\x12\x34\n\x14\x61\x64\x64itional_selectors\x18\x06 \x03(\x0b\x32\x16.v3storage.v1.Selector\x12.\n\x0b\x63onsistency\x18\x07 \x01(\x0e\x32\x19.v3storage.v1.Consistency\";\n\rQueryResponse\x12*\n\x06series\x18\x01 \x03(\x0b\x32\x1a.v3storage.v1.SeriesPoints\"\xa7\x02\n\x12QueryStreamRequest\x12(\n\x08selector\x18\x01 \x01(\x0b\x32\x16.v3storage.v1.Selector\x12\x10\n\x08start_ms\x18\x02 \x01(\x03\x12\x0e\n\x06\x65nd_ms\x18\x03 \x01(\x03\x12.\n\x0b\x61ggregation\x18\x04 \x01(\x0b\x32\x19.v3storage.v1.Aggregation\x12/\n\x0cvalue_filter\x18\x05 \x01(\x0b\x32\x19.v3storage.v1.ValueFilter\x12\x34\n\x14\x61\x64\x64itional_selectors\x18\x06 \x03(\x0b\x32\x16.v3storage.v1.Selector\x12.\n\x0b\x63onsistency\x18\x07 \x01(\x0e\x32\x19.v3storage.v1.Consistency\"A\n\x13QueryStreamResponse\x12*\n\x06series\x18\x01 \x03(\x0b\x32\x1a.v3storage.v1.SeriesPoints\"i\n\rLatestRequest\x12(\n\x08selector\x18\x01 \x01(\x0b\x32\x16.v3storage.v1.Selector\x12.\n\x0b\x63onsistency\x18\x02 \x01(\x0e\x32\x19.v3storage.v1.Consistency\"<\n\x0eLatestResponse\x12*\n\x06series\x18\x01 \x03(\x0b\x32\x1a.v3storage.v1.SeriesPoints\"m\n\x11ListSeriesRequest\x12(\n\x08selector\x18\x01 \x01(\x0b\x32\x16.v3storage.v1.Selector\x12.\n\x0b\x63onsistency\x18\x02 \x01(\x0e\x32\x19.v3storage.v1.Consistency\"=\n\x12ListSeriesResponse\x12\'\n\x06series\x18\x01 \x03(\x0b\x32\x17.v3storage.v1.SeriesRef2\xbc\x02\n\x0cQueryService\x12@\n\x05Query\x12\x1a.v3storage.v1.QueryRequest\x1a\x1b.v3storage.v1.QueryResponse\x12T\n\x0bQueryStream\x12 .v3storage.v1.QueryStreamRequest\x1a!.v3storage.v1.QueryStreamResponse0\x01\x12\x43\n\x06Latest\x12\x1b.v3storage.v1.LatestRequest\x1a\x1c.v3storage.v1.LatestResponse\x12O\n\nListSeries\x12\x1f.v3storage.v1.ListSeriesRequest\x1a .v3storage.v1.ListSeriesResponseb\x06proto3')
   ,
   dependencies=[v3storage_dot_v1_dot_common__pb2.DESCRIPTOR,])
 
@@ -76,6 +76,13 @@ _QUERYREQUEST = _descriptor.Descriptor(
       message_type=None, enum_type=None, containing_type=None,
       is_extension=False, extension_scope=None,
       options=None, file=DESCRIPTOR),
+    _descriptor.FieldDescriptor(
+      name='consistency', full_name='v3storage.v1.QueryRequest.consistency', index=6,
+      number=7, type=14, cpp_type=8, label=1,
+      has_default_value=False, default_value=0,
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, file=DESCRIPTOR),
   ],
   extensions=[
   ],
@@ -89,7 +96,7 @@ _QUERYREQUEST = _descriptor.Descriptor(
   oneofs=[
   ],
   serialized_start=78,
-  serialized_end=319,
+  serialized_end=367,
 )
 
 
@@ -119,8 +126,8 @@ _QUERYRESPONSE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=321,
-  serialized_end=380,
+  serialized_start=369,
+  serialized_end=428,
 )
 
 
@@ -173,6 +180,13 @@ _QUERYSTREAMREQUEST = _descriptor.Descriptor(
       message_type=None, enum_type=None, containing_type=None,
       is_extension=False, extension_scope=None,
       options=None, file=DESCRIPTOR),
+    _descriptor.FieldDescriptor(
+      name='consistency', full_name='v3storage.v1.QueryStreamRequest.consistency', index=6,
+      number=7, type=14, cpp_type=8, label=1,
+      has_default_value=False, default_value=0,
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, file=DESCRIPTOR),
   ],
   extensions=[
   ],
@@ -185,8 +199,8 @@ _QUERYSTREAMREQUEST = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=383,
-  serialized_end=630,
+  serialized_start=431,
+  serialized_end=726,
 )
 
 
@@ -216,8 +230,8 @@ _QUERYSTREAMRESPONSE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=632,
-  serialized_end=697,
+  serialized_start=728,
+  serialized_end=793,
 )
 
 
@@ -235,6 +249,13 @@ _LATESTREQUEST = _descriptor.Descriptor(
       message_type=None, enum_type=None, containing_type=None,
       is_extension=False, extension_scope=None,
       options=None, file=DESCRIPTOR),
+    _descriptor.FieldDescriptor(
+      name='consistency', full_name='v3storage.v1.LatestRequest.consistency', index=1,
+      number=2, type=14, cpp_type=8, label=1,
+      has_default_value=False, default_value=0,
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, file=DESCRIPTOR),
   ],
   extensions=[
   ],
@@ -247,8 +268,8 @@ _LATESTREQUEST = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=699,
-  serialized_end=756,
+  serialized_start=795,
+  serialized_end=900,
 )
 
 
@@ -278,8 +299,8 @@ _LATESTRESPONSE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=758,
-  serialized_end=818,
+  serialized_start=902,
+  serialized_end=962,
 )
 
 
@@ -297,6 +318,13 @@ _LISTSERIESREQUEST = _descriptor.Descriptor(
       message_type=None, enum_type=None, containing_type=None,
       is_extension=False, extension_scope=None,
       options=None, file=DESCRIPTOR),
+    _descriptor.FieldDescriptor(
+      name='consistency', full_name='v3storage.v1.ListSeriesRequest.consistency', index=1,
+      number=2, type=14, cpp_type=8, label=1,
+      has_default_value=False, default_value=0,
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, file=DESCRIPTOR),
   ],
   extensions=[
   ],
@@ -309,8 +337,8 @@ _LISTSERIESREQUEST = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=820,
-  serialized_end=881,
+  serialized_start=964,
+  serialized_end=1073,
 )
 
 
@@ -340,23 +368,27 @@ _LISTSERIESRESPONSE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=883,
-  serialized_end=944,
+  serialized_start=1075,
+  serialized_end=1136,
 )
 
 _QUERYREQUEST.fields_by_name['selector'].message_type = v3storage_dot_v1_dot_common__pb2._SELECTOR
 _QUERYREQUEST.fields_by_name['aggregation'].message_type = v3storage_dot_v1_dot_common__pb2._AGGREGATION
 _QUERYREQUEST.fields_by_name['value_filter'].message_type = v3storage_dot_v1_dot_common__pb2._VALUEFILTER
 _QUERYREQUEST.fields_by_name['additional_selectors'].message_type = v3storage_dot_v1_dot_common__pb2._SELECTOR
+_QUERYREQUEST.fields_by_name['consistency'].enum_type = v3storage_dot_v1_dot_common__pb2._CONSISTENCY
 _QUERYRESPONSE.fields_by_name['series'].message_type = v3storage_dot_v1_dot_common__pb2._SERIESPOINTS
 _QUERYSTREAMREQUEST.fields_by_name['selector'].message_type = v3storage_dot_v1_dot_common__pb2._SELECTOR
 _QUERYSTREAMREQUEST.fields_by_name['aggregation'].message_type = v3storage_dot_v1_dot_common__pb2._AGGREGATION
 _QUERYSTREAMREQUEST.fields_by_name['value_filter'].message_type = v3storage_dot_v1_dot_common__pb2._VALUEFILTER
 _QUERYSTREAMREQUEST.fields_by_name['additional_selectors'].message_type = v3storage_dot_v1_dot_common__pb2._SELECTOR
+_QUERYSTREAMREQUEST.fields_by_name['consistency'].enum_type = v3storage_dot_v1_dot_common__pb2._CONSISTENCY
 _QUERYSTREAMRESPONSE.fields_by_name['series'].message_type = v3storage_dot_v1_dot_common__pb2._SERIESPOINTS
 _LATESTREQUEST.fields_by_name['selector'].message_type = v3storage_dot_v1_dot_common__pb2._SELECTOR
+_LATESTREQUEST.fields_by_name['consistency'].enum_type = v3storage_dot_v1_dot_common__pb2._CONSISTENCY
 _LATESTRESPONSE.fields_by_name['series'].message_type = v3storage_dot_v1_dot_common__pb2._SERIESPOINTS
 _LISTSERIESREQUEST.fields_by_name['selector'].message_type = v3storage_dot_v1_dot_common__pb2._SELECTOR
+_LISTSERIESREQUEST.fields_by_name['consistency'].enum_type = v3storage_dot_v1_dot_common__pb2._CONSISTENCY
 _LISTSERIESRESPONSE.fields_by_name['series'].message_type = v3storage_dot_v1_dot_common__pb2._SERIESREF
 DESCRIPTOR.message_types_by_name['QueryRequest'] = _QUERYREQUEST
 DESCRIPTOR.message_types_by_name['QueryResponse'] = _QUERYRESPONSE
@@ -432,8 +464,8 @@ _QUERYSERVICE = _descriptor.ServiceDescriptor(
   file=DESCRIPTOR,
   index=0,
   options=None,
-  serialized_start=947,
-  serialized_end=1263,
+  serialized_start=1139,
+  serialized_end=1455,
   methods=[
   _descriptor.MethodDescriptor(
     name='Query',

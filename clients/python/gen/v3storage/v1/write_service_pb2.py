@@ -20,7 +20,7 @@ DESCRIPTOR = _descriptor.FileDescriptor(
   name='v3storage/v1/write_service.proto',
   package='v3storage.v1',
   syntax='proto3',
-  serialized_pb=_b('\n v3storage/v1/write_service.proto\x12\x0cv3storage.v1\x1a\x19v3storage/v1/common.proto\"f\n\x0cWriteRequest\x12*\n\x06series\x18\x01 \x03(\x0b\x32\x1a.v3storage.v1.SeriesPoints\x12*\n\tprecision\x18\x02 \x01(\x0e\x32\x17.v3storage.v1.Precision\"?\n\rWriteResponse\x12\x16\n\x0epoints_written\x18\x01 \x01(\x04\x12\x16\n\x0eseries_written\x18\x02 \x01(\x04\"l\n\x12WriteStreamRequest\x12*\n\x06series\x18\x01 \x03(\x0b\x32\x1a.v3storage.v1.SeriesPoints\x12*\n\tprecision\x18\x02 \x01(\x0e\x32\x17.v3storage.v1.Precision\"E\n\x13WriteStreamResponse\x12\x16\n\x0epoints_written\x18\x01 \x01(\x04\x12\x16\n\x0eseries_written\x18\x02 \x01(\x04\x32\xa6\x01\n\x0cWriteService\x12@\n\x05Write\x12\x1a.v3storage.v1.WriteRequest\x1a\x1b.v3storage.v1.WriteResponse\x12T\n\x0bWriteStream\x12 .v3storage.v1.WriteStreamRequest\x1a!.v3storage.v1.WriteStreamResponse(\x01\x62\x06proto3')
+  serialized_pb=_b('\n v3storage/v1/write_service.proto\x12\x0cv3storage.v1\x1a\x19v3storage/v1/common.proto\"\x96\x01\n\x0cWriteRequest\x12*\n\x06series\x18\x01 \x03(\x0b\x32\x1a.v3storage.v1.SeriesPoints\x12*\n\tprecision\x18\x02 \x01(\x0e\x32\x17.v3storage.v1.Precision\x12.\n\x0b\x63onsistency\x18\x03 \x01(\x0e\x32\x19.v3storage.v1.Consistency\"?\n\rWriteResponse\x12\x16\n\x0epoints_written\x18\x01 \x01(\x04\x12\x16\n\x0eseries_written\x18\x02 \x01(\x04\"\x9c\x01\n\x12WriteStreamRequest\x12*\n\x06series\x18\x01 \x03(\x0b\x32\x1a.v3storage.v1.SeriesPoints\x12*\n\tprecision\x18\x02 \x01(\x0e\x32\x17.v3storage.v1.Precision\x12.\n\x0b\x63onsistency\x18\x03 \x01(\x0e\x32\x19.v3storage.v1.Consistency\"E\n\x13WriteStreamResponse\x12\x16\n\x0epoints_written\x18\x01 \x01(\x04\x12\x16\n\x0eseries_written\x18\x02 \x01(\x04\x32\xa6\x01\n\x0cWriteService\x12@\n\x05Write\x12\x1a.v3storage.v1.WriteRequest\x1a\x1b.v3storage.v1.WriteResponse\x12T\n\x0bWriteStream\x12 .v3storage.v1.WriteStreamRequest\x1a!.v3storage.v1.WriteStreamResponse(\x01\x62\x06proto3')
   ,
   dependencies=[v3storage_dot_v1_dot_common__pb2.DESCRIPTOR,])
 
@@ -48,6 +48,13 @@ _WRITEREQUEST = _descriptor.Descriptor(
       message_type=None, enum_type=None, containing_type=None,
       is_extension=False, extension_scope=None,
       options=None, file=DESCRIPTOR),
+    _descriptor.FieldDescriptor(
+      name='consistency', full_name='v3storage.v1.WriteRequest.consistency', index=2,
+      number=3, type=14, cpp_type=8, label=1,
+      has_default_value=False, default_value=0,
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, file=DESCRIPTOR),
   ],
   extensions=[
   ],
@@ -60,8 +67,8 @@ _WRITEREQUEST = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=77,
-  serialized_end=179,
+  serialized_start=78,
+  serialized_end=228,
 )
 
 
@@ -98,8 +105,8 @@ _WRITERESPONSE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=181,
-  serialized_end=244,
+  serialized_start=230,
+  serialized_end=293,
 )
 
 
@@ -124,6 +131,13 @@ _WRITESTREAMREQUEST = _descriptor.Descriptor(
       message_type=None, enum_type=None, containing_type=None,
       is_extension=False, extension_scope=None,
       options=None, file=DESCRIPTOR),
+    _descriptor.FieldDescriptor(
+      name='consistency', full_name='v3storage.v1.WriteStreamRequest.consistency', index=2,
+      number=3, type=14, cpp_type=8, label=1,
+      has_default_value=False, default_value=0,
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, file=DESCRIPTOR),
   ],
   extensions=[
   ],
@@ -136,8 +150,8 @@ _WRITESTREAMREQUEST = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=246,
-  serialized_end=354,
+  serialized_start=296,
+  serialized_end=452,
 )
 
 
@@ -174,14 +188,16 @@ _WRITESTREAMRESPONSE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=356,
-  serialized_end=425,
+  serialized_start=454,
+  serialized_end=523,
 )
 
 _WRITEREQUEST.fields_by_name['series'].message_type = v3storage_dot_v1_dot_common__pb2._SERIESPOINTS
 _WRITEREQUEST.fields_by_name['precision'].enum_type = v3storage_dot_v1_dot_common__pb2._PRECISION
+_WRITEREQUEST.fields_by_name['consistency'].enum_type = v3storage_dot_v1_dot_common__pb2._CONSISTENCY
 _WRITESTREAMREQUEST.fields_by_name['series'].message_type = v3storage_dot_v1_dot_common__pb2._SERIESPOINTS
 _WRITESTREAMREQUEST.fields_by_name['precision'].enum_type = v3storage_dot_v1_dot_common__pb2._PRECISION
+_WRITESTREAMREQUEST.fields_by_name['consistency'].enum_type = v3storage_dot_v1_dot_common__pb2._CONSISTENCY
 DESCRIPTOR.message_types_by_name['WriteRequest'] = _WRITEREQUEST
 DESCRIPTOR.message_types_by_name['WriteResponse'] = _WRITERESPONSE
 DESCRIPTOR.message_types_by_name['WriteStreamRequest'] = _WRITESTREAMREQUEST
@@ -224,8 +240,8 @@ _WRITESERVICE = _descriptor.ServiceDescriptor(
   file=DESCRIPTOR,
   index=0,
   options=None,
-  serialized_start=428,
-  serialized_end=594,
+  serialized_start=526,
+  serialized_end=692,
   methods=[
   _descriptor.MethodDescriptor(
     name='Write',
