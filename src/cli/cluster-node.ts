@@ -1,4 +1,7 @@
+import { join } from 'node:path'
 import { ClusterEngine, type ClusterView, type RingSnapshot } from '../cluster/cluster-engine.js'
+import { HintStore } from '../cluster/hint-store.js'
+import { HintedHandoff } from '../cluster/hinted-handoff.js'
 import { Membership, type RingState } from '../cluster/membership.js'
 import { peerService } from '../cluster/peer-service.js'
 import { SeriesTokens } from '../cluster/shard-filter.js'
@@ -82,6 +85,7 @@ export function createClusterNode(
   options: ClusterServeOptions,
   engineLimits: { readonly limits: WriteLimits; readonly maxPointsPerQuery: number },
   logger: Logger,
+  dataDir: string,
 ): ClusterNode {
   if (!isShardEngine(local)) {
     throw new UsageError('--cluster needs an engine that reads by shard, such as the basic engine')
@@ -94,12 +98,15 @@ export function createClusterNode(
       limits: engineLimits.limits,
       maxPointsPerQuery: engineLimits.maxPointsPerQuery,
       peerTimeoutMs: options.peerTimeoutMs,
+      writeConsistency: options.writeConsistency,
+      readTimeoutMs: options.readTimeoutMs,
     },
     logger,
     tokens,
   )
   let transport: ZmqPeerTransport | undefined
   let membership: Membership | undefined
+  let handoff: HintedHandoff | undefined
   return {
     engine,
     async join(grpcAddress) {
@@ -123,7 +130,31 @@ export function createClusterNode(
         },
         logger,
       )
-      engine.attach({ selfId: nodeId, transport, view: viewOf(membership) })
+      const view = viewOf(membership)
+      // The writes owners missed wait in their own database beside the node's data.
+      const hints = await HintStore.open({
+        dir: join(dataDir, 'hints'),
+        maxBytes: options.hintMaxBytes,
+        maxAgeMs: options.hintWindowMs,
+        onDrop: (drop) => handoff?.dropped(drop),
+      })
+      const peerTransport = transport
+      handoff = new HintedHandoff(
+        hints,
+        peerTransport,
+        {
+          endpoint: (id) => {
+            const member = view.ring()?.members.find((m) => m.id === id)
+            return member === undefined ? undefined : { id, address: member.peerAddress }
+          },
+          healthy: (id) => view.healthyIds().has(id),
+          ringVersion: () => engine.ringVersion(),
+        },
+        { timeoutMs: options.peerTimeoutMs },
+        logger,
+      )
+      handoff.start()
+      engine.attach({ selfId: nodeId, transport, view, handoff })
       // Both wait for Consul while it cannot be reached, and fail on anything it refuses.
       await membership.start()
       const ring = await membership.join({
@@ -136,7 +167,9 @@ export function createClusterNode(
     },
     async stop() {
       await membership?.stop()
+      // Closing the transport first fails a delivery under way at once, so the hints close promptly.
       await transport?.close()
+      await handoff?.close()
     },
   }
 }

@@ -226,7 +226,7 @@ export async function serve(args: readonly string[]): Promise<void> {
     engine = engineOf(instances, engineName)
     if (config.cluster !== undefined) {
       const resolved = resolveEngineConfig(config.engine)
-      cluster = createClusterNode(engine, config.cluster, resolved, logger)
+      cluster = createClusterNode(engine, config.cluster, resolved, logger, resolved.dataDir)
       engine = cluster.engine
     }
     const metrics = createServerMetrics(engine)

@@ -13,7 +13,7 @@ import {
   PeerStatsRequest,
   PeerStatsResponse,
 } from '../../gen/v3storage/internal/v1/peer_query.js'
-import { byKey } from '../engine/aggregate.js'
+import { aggregate, byKey, validateAggregation } from '../engine/aggregate.js'
 import { mergePartials, type PartialGroup } from '../engine/aggregate-partial.js'
 import type { Logger } from '../engine/config.js'
 import type { SeriesFilter, ShardEngine } from '../engine/shard.js'
@@ -29,11 +29,12 @@ import type {
   StorageEngine,
   Subscription,
 } from '../engine/storage-engine.js'
-import { LimitError, UnavailableError, ValidationError } from '../model/errors.js'
+import { DeadlineError, LimitError, UnavailableError, ValidationError } from '../model/errors.js'
 import type { WriteLimits } from '../model/limits.js'
 import { compileSelector } from '../model/matcher.js'
 import { canonicalSeriesKey, sortTags } from '../model/series-key.js'
 import type {
+  ConsistencyLevel,
   DeleteRequest,
   DeleteResult,
   QueryRequest,
@@ -45,12 +46,14 @@ import type {
   WriteResult,
 } from '../model/types.js'
 import { type NormalizedSeries, ValidatedSeriesCache, validateWriteBatch } from '../model/validate.js'
+import type { HintedHandoff } from './hinted-handoff.js'
 import { decodePeerSeries, encodePeerWrite } from './peer-codec.js'
 import { aggregationToPeer, partialFromPeer, selectorToPeer, shardToPeer } from './peer-messages.js'
 import type { PeerEndpoint, PeerTransport } from './peer-transport.js'
 import { assignReadReplicas } from './placement.js'
 import { Ring, seriesToken, type TokenRange, type TokenSpan } from './ring.js'
 import { encodeSpans, type SeriesTokens, spanFilter } from './shard-filter.js'
+import { LevelNotMet, requiredReplicas, WriteTally } from './write-tally.js'
 
 /** One member of the ring as the cluster's shared state records it. */
 export interface MemberInfo {
@@ -82,6 +85,10 @@ export interface ClusterView {
 
 export interface ClusterEngineOptions {
   readonly limits: WriteLimits
+  /** The level of a write that names none. */
+  readonly writeConsistency: ConsistencyLevel
+  /** How long a read waits for one replica before it also asks another, in milliseconds. */
+  readonly readTimeoutMs: number
   /** How long a peer has to answer a request, in milliseconds. */
   readonly peerTimeoutMs: number
   /** The most points one query may return, over all nodes. */
@@ -93,6 +100,36 @@ export interface ClusterLink {
   readonly selfId: string
   readonly transport: PeerTransport
   readonly view: ClusterView
+  /** Where the parts of down owners wait; without it such a write part simply fails. */
+  readonly handoff?: HintedHandoff
+}
+
+/** One owner's part of a write: its series, their points, and their indexes in the batch. */
+interface OwnerPart {
+  readonly series: NormalizedSeries[]
+  points: number
+  readonly indexes: number[]
+}
+
+/** `promise`, or a DeadlineError as soon as `signal` aborts. */
+function abortable<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (signal === undefined) return promise
+  if (signal.aborted)
+    return Promise.reject(signal.reason instanceof Error ? signal.reason : new DeadlineError('cancelled'))
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(signal.reason instanceof Error ? signal.reason : new DeadlineError('cancelled'))
+    signal.addEventListener('abort', onAbort, { once: true })
+    promise.then(
+      (v) => {
+        signal.removeEventListener('abort', onAbort)
+        resolve(v)
+      },
+      (err: unknown) => {
+        signal.removeEventListener('abort', onAbort)
+        reject(err)
+      },
+    )
+  })
 }
 
 interface RingState {
@@ -106,8 +143,17 @@ interface RingState {
 /** The node a part of a read goes to, and the series it answers for (undefined: all it holds). */
 interface ReadPart {
   readonly node: MemberInfo
+  readonly ranges: readonly TokenRange[]
+  /** The other nodes reading any of these ranges in the same read (several copies per range). */
+  readonly others: ReadonlySet<string>
   readonly spans: Uint8Array | undefined
   readonly filter: SeriesFilter | undefined
+}
+
+/** Orders owners for a read: this node, then healthy ones, then the rest; stable otherwise. */
+function rank(id: string, healthy: ReadonlySet<string>, self: string): number {
+  if (id === self && healthy.has(id)) return 0
+  return healthy.has(id) ? 1 : 2
 }
 
 /** Series from several nodes, each series from exactly one, in the single node's canonical key order. */
@@ -119,6 +165,62 @@ function mergeByKey<T extends { readonly metric: string; readonly tags: readonly
     .map((item) => ({ item, key: canonicalSeriesKey(item.metric, sortTags(item.tags)) }))
     .sort(byKey)
     .map((x) => x.item)
+}
+
+/** Items keyed by their series, in canonical key order. */
+function keyed<T extends { readonly metric: string; readonly tags: readonly Tag[] }>(
+  parts: readonly T[][],
+): Map<string, T[]> {
+  const byKey = new Map<string, T[]>()
+  for (const part of parts) {
+    for (const item of part) {
+      const key = canonicalSeriesKey(item.metric, sortTags(item.tags))
+      const list = byKey.get(key)
+      if (list) list.push(item)
+      else byKey.set(key, [item])
+    }
+  }
+  return new Map([...byKey].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))
+}
+
+/**
+ * The copies of each series from several replicas merged into one: the union of their points by
+ * timestamp, in canonical key order. Where copies disagree on a timestamp's value, the first
+ * replica asked wins.
+ */
+function unionByKey(parts: readonly SeriesPoints[][]): SeriesPoints[] {
+  const out: SeriesPoints[] = []
+  for (const copies of keyed(parts).values()) {
+    if (copies.length === 1) {
+      out.push(copies[0]!)
+      continue
+    }
+    const points = new Map<number, number>()
+    for (const copy of copies) {
+      for (let i = 0; i < copy.timestamps.length; i++) {
+        if (!points.has(copy.timestamps[i]!)) points.set(copy.timestamps[i]!, copy.values[i]!)
+      }
+    }
+    const timestamps = Float64Array.from(points.keys()).sort()
+    const values = new Float64Array(timestamps.length)
+    timestamps.forEach((t, i) => {
+      values[i] = points.get(t)!
+    })
+    out.push({ metric: copies[0]!.metric, tags: copies[0]!.tags, timestamps, values })
+  }
+  return out
+}
+
+/** The last point of each series over its copies: the latest timestamp any replica holds. */
+function latestByKey(parts: readonly SeriesPoints[][]): SeriesPoints[] {
+  return [...keyed(parts).values()].map((copies) =>
+    copies.reduce((best, s) => (s.timestamps[0]! > best.timestamps[0]! ? s : best)),
+  )
+}
+
+/** Each series once, whichever replicas list it. */
+function distinctByKey(parts: readonly SeriesRef[][]): SeriesRef[] {
+  return [...keyed(parts).values()].map((copies) => copies[0]!)
 }
 
 /**
@@ -239,43 +341,110 @@ export class ClusterEngine implements StorageEngine {
     throw new UnavailableError(`cannot ${what}: ${names.join('; ')}`, { cause: first })
   }
 
+  /**
+   * Validates the batch whole, splits it by the owners of each series and sends every owner its
+   * part at once: this node's part goes to its own engine. The write is acknowledged once, for
+   * every series, as many owners as the level needs have their part durable; the other parts go on
+   * in the background. An owner that is down, that does not answer, or that still has hints
+   * waiting gets its part as a hint, delivered once it is back; a hint does not count towards the
+   * level. A level that cannot be met answers UNAVAILABLE naming the owners that failed it.
+   */
   async write(batch: WriteBatch, ctx?: CallContext): Promise<WriteResult> {
     const normalized = validateWriteBatch(batch, this.options.limits, this.validated)
     const state = this.state()
+    const level = ctx?.consistency ?? this.options.writeConsistency
+    const need = requiredReplicas(level, state.rf)
     // Each owner's part is a validated batch of its own, its point count kept as it is built.
-    const parts = new Map<string, { series: NormalizedSeries[]; points: number }>()
-    for (const series of normalized.series) {
+    const parts = new Map<string, OwnerPart>()
+    normalized.series.forEach((series, index) => {
       for (const owner of state.ring.owners(this.tokens.of(series.key), state.rf)) {
         let part = parts.get(owner)
         if (part === undefined) {
-          part = { series: [], points: 0 }
+          part = { series: [], points: 0, indexes: [] }
           parts.set(owner, part)
         }
         part.series.push(series)
         part.points += series.timestamps.length
+        part.indexes.push(index)
       }
-    }
-    const nodes = [...parts.keys()].map((id) => state.byId.get(id)!)
-    await this.onEach('write', nodes, async (node) => {
-      const part = parts.get(node.id)!
-      if (node.id === this.selfId) {
-        await this.local.writeValidated(part, ctx)
-        return
-      }
-      const body = encodePeerWrite(part.series)
-      await this.call(state, node, PeerKind.PEER_KIND_WRITE, body, ctx)
     })
+    const tally = new WriteTally(normalized.series.length, need, state.rf)
+    const healthy = this.linked().view.healthyIds()
+    for (const [id, part] of parts) {
+      this.writePart(state, state.byId.get(id)!, part, healthy, ctx).then(
+        () => tally.ack(part.indexes),
+        (err: unknown) => tally.fail(id, part.indexes, err),
+      )
+    }
+    try {
+      await abortable(tally.done, ctx?.signal)
+    } catch (err) {
+      if (!(err instanceof LevelNotMet)) throw err
+      const first = err.failures[0]?.reason
+      // A peer's validation or limit error is the caller's problem, not the nodes': pass it on.
+      if (err.failures.every((f) => !(f.reason instanceof UnavailableError)) && first instanceof Error) throw first
+      const names = err.failures.map(
+        (f) => `${f.node} (${f.reason instanceof Error ? f.reason.message : String(f.reason)})`,
+      )
+      this.logger.warn({ failed: err.failures.map((f) => f.node), level }, 'write below its consistency level')
+      throw new UnavailableError(
+        `cannot write at consistency ${level.toUpperCase()}: ${need} of ${state.rf} owners of each series are needed; ${names.join('; ')}`,
+        { cause: first },
+      )
+    }
     return { pointsWritten: normalized.points, seriesWritten: normalized.series.length }
   }
 
   /**
-   * One owner per token range, preferring this node and healthy nodes, spread over the owners. A
-   * node that answers for every range it holds gets no filter, so that a cluster with one copy of
-   * each series reads exactly as a single node does.
+   * Writes one owner's part: locally, to the peer, or as a hint when the peer is down or still has
+   * hints waiting (so that this write does not overtake them). Resolves once the owner has it
+   * durable; rejects otherwise, after storing the hint where one applies.
    */
-  private readPlan(state: RingState): ReadPart[] {
+  private async writePart(
+    state: RingState,
+    node: MemberInfo,
+    part: OwnerPart,
+    healthy: ReadonlySet<string>,
+    ctx: CallContext | undefined,
+  ): Promise<void> {
+    if (node.id === this.selfId) {
+      await this.local.writeValidated(part, ctx)
+      return
+    }
+    const body = encodePeerWrite(part.series)
+    const handoff = this.linked().handoff
+    if (handoff !== undefined && (!healthy.has(node.id) || handoff.behind(node.id))) {
+      const down = !healthy.has(node.id)
+      await this.keepHint(handoff, node, body)
+      throw new UnavailableError(
+        down ? `node ${node.id} is down; its part waits as a hint` : `node ${node.id} is catching up on hints`,
+      )
+    }
+    try {
+      // Not tied to the call's signal: a part still under way when the write is answered goes on.
+      await this.call(state, node, PeerKind.PEER_KIND_WRITE, body, undefined)
+    } catch (err) {
+      if (handoff !== undefined && err instanceof UnavailableError) await this.keepHint(handoff, node, body)
+      throw err
+    }
+  }
+
+  private async keepHint(handoff: HintedHandoff, node: MemberInfo, body: Uint8Array): Promise<void> {
+    if (!(await handoff.hint(node.id, body))) {
+      throw new UnavailableError(`node ${node.id} is down and the hint store is full`)
+    }
+  }
+
+  /**
+   * Which replicas a read asks: one owner per token range at level ONE (spread over the owners,
+   * preferring this node and healthy nodes), `copies` distinct owners per range above it. A node
+   * that answers for every range it holds gets no filter, so that a cluster with one copy of each
+   * series reads exactly as a single node does. At ONE the plan depends only on the ring and the
+   * healthy set, which change rarely, so it is reused.
+   */
+  private readPlan(state: RingState, copies: number): ReadPart[] {
     const healthy = this.linked().view.healthyIds()
-    // The plan depends only on the ring and the healthy set, which change rarely: reuse it.
+    if (copies > 1) return this.planCopies(state, healthy, copies)
     const signature = [...healthy].sort().join('\u0000')
     const cached = this.planCache
     if (cached !== undefined && cached.state === state && cached.signature === signature) return cached.parts
@@ -297,6 +466,32 @@ export class ClusterEngine implements StorageEngine {
       list.push(range)
       byNode.set(first, list)
     }
+    return this.partsOf(state, byNode, new Map())
+  }
+
+  /** `copies` distinct owners per range: healthy ones first, this node first among them. */
+  private planCopies(state: RingState, healthy: ReadonlySet<string>, copies: number): ReadPart[] {
+    const byNode = new Map<string, TokenRange[]>()
+    const readers = new Map<TokenRange, readonly string[]>()
+    for (const range of state.ring.ranges(state.rf)) {
+      const ranked = [...range.owners].sort((a, b) => rank(a, healthy, this.selfId) - rank(b, healthy, this.selfId))
+      const chosen = ranked.slice(0, copies)
+      readers.set(range, chosen)
+      for (const id of chosen) {
+        const list = byNode.get(id)
+        if (list) list.push(range)
+        else byNode.set(id, [range])
+      }
+    }
+    return this.partsOf(state, byNode, readers)
+  }
+
+  /** Parts from the ranges each node reads; `readers` names every node reading a range, when several do. */
+  private partsOf(
+    state: RingState,
+    byNode: ReadonlyMap<string, readonly TokenRange[]>,
+    readers: ReadonlyMap<TokenRange, readonly string[]>,
+  ): ReadPart[] {
     const all = state.ring.ranges(state.rf)
     const parts: ReadPart[] = []
     for (const [id, ranges] of byNode) {
@@ -304,12 +499,132 @@ export class ClusterEngine implements StorageEngine {
       if (node === undefined || ranges.length === 0) continue
       const held = all.filter((r) => r.owners.includes(id)).length
       const spans: TokenSpan[] = ranges.map((r) => ({ start: r.start, end: r.end }))
-      if (ranges.length === held) parts.push({ node, spans: undefined, filter: undefined })
-      else parts.push({ node, spans: encodeSpans(spans), filter: spanFilter(spans, this.tokens) })
+      const others = new Set<string>()
+      for (const r of ranges) for (const reader of readers.get(r) ?? []) if (reader !== id) others.add(reader)
+      if (ranges.length === held) parts.push({ node, ranges, others, spans: undefined, filter: undefined })
+      else parts.push({ node, ranges, others, spans: encodeSpans(spans), filter: spanFilter(spans, this.tokens) })
     }
     return parts
   }
 
+  /**
+   * The same ranges as `part`, read from other owners: for each range the healthiest owner that is
+   * not excluded (and not already reading it). Undefined when some range has no such owner.
+   */
+  private alternativeParts(state: RingState, part: ReadPart, excluded: ReadonlySet<string>): ReadPart[] | undefined {
+    const healthy = this.linked().view.healthyIds()
+    const byNode = new Map<string, TokenRange[]>()
+    for (const range of part.ranges) {
+      const candidates = range.owners.filter((id) => !excluded.has(id) && !part.others.has(id))
+      if (candidates.length === 0) return undefined
+      const id = candidates.sort((a, b) => rank(a, healthy, this.selfId) - rank(b, healthy, this.selfId))[0]!
+      const list = byNode.get(id)
+      if (list) list.push(range)
+      else byNode.set(id, [range])
+    }
+    return this.partsOf(state, byNode, new Map()).map((p) => ({ ...p, others: part.others }))
+  }
+
+  /**
+   * Reads every part of a plan in parallel, each hedged (see readHedged), and returns the answers
+   * of the parts or of their stand-ins. A part none of whose owners answers fails the whole read
+   * with UNAVAILABLE naming the nodes: no silent partial answers.
+   */
+  private async readAll<T>(
+    what: string,
+    state: RingState,
+    plan: readonly ReadPart[],
+    run: (part: ReadPart) => Promise<T>,
+  ): Promise<T[]> {
+    const settled = await Promise.allSettled(plan.map((part) => this.readHedged(state, part, run, new Set())))
+    const failures: unknown[] = []
+    const out: T[] = []
+    for (const s of settled) {
+      if (s.status === 'fulfilled') out.push(...s.value)
+      else failures.push(s.reason)
+    }
+    if (failures.length === 0) return out
+    const first = failures[0]
+    if (failures.every((f) => !(f instanceof UnavailableError)) && first instanceof Error) throw first
+    const messages = [...new Set(failures.map((f) => (f instanceof Error ? f.message : String(f))))]
+    this.logger.warn({ what, failures: messages }, 'cluster read failed')
+    throw new UnavailableError(`cannot ${what}: ${messages.join('; ')}`, { cause: first })
+  }
+
+  /**
+   * Reads one part from its node. When the node fails with UNAVAILABLE, or has not answered within
+   * the read timeout, the same ranges are also asked of other owners; the first complete answer
+   * wins, so a dead or stopped node costs a read at most the read timeout. With no other owner the
+   * read waits for the node up to the peer timeout.
+   */
+  private readHedged<T>(
+    state: RingState,
+    part: ReadPart,
+    run: (part: ReadPart) => Promise<T>,
+    excluded: ReadonlySet<string>,
+  ): Promise<T[]> {
+    return new Promise<T[]>((resolve, reject) => {
+      let settled = false
+      let primaryError: unknown
+      let hedge: 'none' | 'running' | 'failed' = 'none'
+      let hedgeError: unknown
+      const succeed = (value: T[]): void => {
+        if (settled) return
+        settled = true
+        clearTimeout(timer)
+        resolve(value)
+      }
+      const failIfDone = (): void => {
+        if (settled || primaryError === undefined || hedge === 'running') return
+        settled = true
+        clearTimeout(timer)
+        const errors = [primaryError, hedgeError].filter((e) => e !== undefined)
+        const unavailable = errors.filter((e) => e instanceof UnavailableError)
+        if (unavailable.length < errors.length || unavailable.length === 1) reject(errors[0])
+        else reject(new UnavailableError(unavailable.map((e) => (e as Error).message).join('; ')))
+      }
+      const startHedge = (): void => {
+        if (hedge !== 'none' || settled) return
+        const without = new Set([...excluded, part.node.id])
+        const alternatives = this.alternativeParts(state, part, without)
+        if (alternatives === undefined) {
+          hedge = 'failed'
+          failIfDone()
+          return
+        }
+        hedge = 'running'
+        Promise.all(alternatives.map((alt) => this.readHedged(state, alt, run, without))).then(
+          (values) => succeed(values.flat()),
+          (err: unknown) => {
+            hedge = 'failed'
+            hedgeError = err
+            failIfDone()
+          },
+        )
+      }
+      const timer = setTimeout(startHedge, this.options.readTimeoutMs)
+      run(part).then(
+        (value) => succeed([value]),
+        (err: unknown) => {
+          primaryError = err
+          if (err instanceof UnavailableError && hedge === 'none') startHedge()
+          else failIfDone()
+        },
+      )
+    })
+  }
+
+  /** How many owners of each series a read asks: one, or as many as its level needs. */
+  private readCopies(state: RingState, ctx: CallContext | undefined): number {
+    return requiredReplicas(ctx?.consistency ?? 'one', state.rf)
+  }
+
+  /**
+   * At level ONE each series is read from one owner, and aggregations whose groups can span nodes
+   * travel as mergeable partial states. Above ONE every owner asked sends its raw points (after
+   * the value filter), the copies of a series merge into the union of their points, and this node
+   * aggregates the merged series: each point counts once however many replicas hold it.
+   */
   async query(request: QueryRequest, ctx?: CallContext): Promise<SeriesPoints[]> {
     // Checked here so that a bad request fails before any node is asked.
     if (!(request.endMs > request.startMs)) {
@@ -324,55 +639,57 @@ export class ClusterEngine implements StorageEngine {
       }
     })
     const agg = request.aggregation
-    // A group may span nodes only when series merge; otherwise each series is its own group.
-    const partial = agg !== undefined && (agg.groupBy.length > 0 || agg.mergeSeries)
+    if (agg !== undefined) validateAggregation(agg)
     const state = this.state()
-    const plan = this.readPlan(state)
-    const answers = await this.onEach(
-      'query',
-      plan.map((p) => p.node),
-      async (node, i) => {
-        const part = plan[i]!
-        if (node.id === this.selfId) {
-          return partial
-            ? { partials: await this.local.queryPartials(request, part.filter, ctx), series: undefined }
-            : { series: await this.local.queryShard(request, part.filter, ctx), partials: undefined }
-        }
-        const body = PeerQueryRequest.encode({
-          selectors: selectors.map(selectorToPeer),
-          startMs: request.startMs,
-          endMs: request.endMs,
-          aggregation: agg === undefined ? undefined : aggregationToPeer(agg),
-          valueFilter: request.valueFilter === undefined ? undefined : { ...request.valueFilter },
-          shard: shardToPeer(part.spans),
-          partial,
-        }).finish()
-        const reply = PeerQueryResponse.decode(await this.call(state, node, PeerKind.PEER_KIND_QUERY, body, ctx))
-        if (reply.results.length !== selectors.length) {
-          throw new UnavailableError(
-            `node ${node.id} answered ${reply.results.length} selectors of ${selectors.length}`,
-          )
-        }
+    const copies = this.readCopies(state, ctx)
+    // A group may span nodes only when series merge; otherwise each series is its own group.
+    const partial = copies === 1 && agg !== undefined && (agg.groupBy.length > 0 || agg.mergeSeries)
+    const pushed = copies === 1 ? agg : undefined
+    const plan = this.readPlan(state, copies)
+    const answers = await this.readAll('query', state, plan, async (part) => {
+      const node = part.node
+      const asked: QueryRequest = pushed === agg ? request : { ...request, aggregation: undefined }
+      if (node.id === this.selfId) {
         return partial
-          ? {
-              partials: reply.results.map((r, i) =>
-                r.partials.map((g, j) => partialFromPeer(g, `results[${i}].partials[${j}]`)),
-              ),
-              series: undefined,
-            }
-          : { series: reply.results.map((r) => r.series.map((s) => decodePeerSeries(s))), partials: undefined }
-      },
-    )
+          ? { partials: await this.local.queryPartials(asked, part.filter, ctx), series: undefined }
+          : { series: await this.local.queryShard(asked, part.filter, ctx), partials: undefined }
+      }
+      const body = PeerQueryRequest.encode({
+        selectors: selectors.map(selectorToPeer),
+        startMs: request.startMs,
+        endMs: request.endMs,
+        aggregation: pushed === undefined ? undefined : aggregationToPeer(pushed),
+        valueFilter: request.valueFilter === undefined ? undefined : { ...request.valueFilter },
+        shard: shardToPeer(part.spans),
+        partial,
+      }).finish()
+      const reply = PeerQueryResponse.decode(await this.call(state, node, PeerKind.PEER_KIND_QUERY, body, ctx))
+      if (reply.results.length !== selectors.length) {
+        throw new UnavailableError(`node ${node.id} answered ${reply.results.length} selectors of ${selectors.length}`)
+      }
+      return partial
+        ? {
+            partials: reply.results.map((r, i) =>
+              r.partials.map((g, j) => partialFromPeer(g, `results[${i}].partials[${j}]`)),
+            ),
+            series: undefined,
+          }
+        : { series: reply.results.map((r) => r.series.map((s) => decodePeerSeries(s))), partials: undefined }
+    })
     const out: SeriesPoints[] = []
     let points = 0
     selectors.forEach((_, i) => {
-      const merged =
-        partial && agg !== undefined
-          ? mergePartials(
-              answers.map((a) => a.partials?.[i] ?? ([] as PartialGroup[])),
-              agg,
-            )
-          : mergeByKey(answers.map((a) => a.series?.[i] ?? []))
+      let merged: SeriesPoints[]
+      if (partial && agg !== undefined) {
+        merged = mergePartials(
+          answers.map((a) => a.partials?.[i] ?? ([] as PartialGroup[])),
+          agg,
+        )
+      } else if (copies === 1) merged = mergeByKey(answers.map((a) => a.series?.[i] ?? []))
+      else {
+        const union = unionByKey(answers.map((a) => a.series?.[i] ?? []))
+        merged = agg === undefined ? union : aggregate(union, agg, request.startMs, request.endMs)
+      }
       for (const s of merged) points += s.timestamps.length
       out.push(...merged)
     })
@@ -385,54 +702,44 @@ export class ClusterEngine implements StorageEngine {
   async latest(selector: Selector, ctx?: CallContext): Promise<SeriesPoints[]> {
     compileSelector(selector)
     const state = this.state()
-    const plan = this.readPlan(state)
-    const parts = await this.onEach(
-      'read the latest points',
-      plan.map((p) => p.node),
-      async (node, i) => {
-        const part = plan[i]!
-        if (node.id === this.selfId) return this.local.latestShard(selector, part.filter, ctx)
-        const body = PeerLatestRequest.encode({
-          selector: selectorToPeer(selector),
-          shard: shardToPeer(part.spans),
-        }).finish()
-        const reply = PeerLatestResponse.decode(await this.call(state, node, PeerKind.PEER_KIND_LATEST, body, ctx))
-        return reply.series.map((s) => decodePeerSeries(s))
-      },
-    )
-    return mergeByKey(parts)
+    const copies = this.readCopies(state, ctx)
+    const parts = await this.readAll('read the latest points', state, this.readPlan(state, copies), async (part) => {
+      if (part.node.id === this.selfId) return this.local.latestShard(selector, part.filter, ctx)
+      const body = PeerLatestRequest.encode({
+        selector: selectorToPeer(selector),
+        shard: shardToPeer(part.spans),
+      }).finish()
+      const reply = PeerLatestResponse.decode(await this.call(state, part.node, PeerKind.PEER_KIND_LATEST, body, ctx))
+      return reply.series.map((s) => decodePeerSeries(s))
+    })
+    return copies === 1 ? mergeByKey(parts) : latestByKey(parts)
   }
 
   async listSeries(selector: Selector, ctx?: CallContext): Promise<SeriesRef[]> {
     compileSelector(selector)
     const state = this.state()
-    const plan = this.readPlan(state)
-    const parts = await this.onEach(
-      'list series',
-      plan.map((p) => p.node),
-      async (node, i) => {
-        const part = plan[i]!
-        if (node.id === this.selfId) return this.local.listSeriesShard(selector, part.filter, ctx)
-        const body = PeerListSeriesRequest.encode({
-          selector: selectorToPeer(selector),
-          shard: shardToPeer(part.spans),
-        }).finish()
-        const reply = PeerListSeriesResponse.decode(
-          await this.call(state, node, PeerKind.PEER_KIND_LIST_SERIES, body, ctx),
-        )
-        return reply.series.map(
-          (s): SeriesRef => ({ metric: s.metric, tags: s.tags.map((t) => ({ key: t.key, value: t.value })) }),
-        )
-      },
-    )
-    return mergeByKey(parts)
+    const copies = this.readCopies(state, ctx)
+    const parts = await this.readAll('list series', state, this.readPlan(state, copies), async (part) => {
+      if (part.node.id === this.selfId) return this.local.listSeriesShard(selector, part.filter, ctx)
+      const body = PeerListSeriesRequest.encode({
+        selector: selectorToPeer(selector),
+        shard: shardToPeer(part.spans),
+      }).finish()
+      const reply = PeerListSeriesResponse.decode(
+        await this.call(state, part.node, PeerKind.PEER_KIND_LIST_SERIES, body, ctx),
+      )
+      return reply.series.map(
+        (s): SeriesRef => ({ metric: s.metric, tags: s.tags.map((t) => ({ key: t.key, value: t.value })) }),
+      )
+    })
+    return copies === 1 ? mergeByKey(parts) : distinctByKey(parts)
   }
 
   /** Deletes on every member, since every replica holds the series; counts each series once. */
   async deleteSeries(request: DeleteRequest, ctx?: CallContext): Promise<DeleteResult> {
     compileSelector(request.selector)
     const state = this.state()
-    const plan = this.readPlan(state)
+    const plan = this.readPlan(state, 1)
     const counted = await this.onEach('delete series', state.snapshot.members, async (node) => {
       const part = plan.find((p) => p.node.id === node.id)
       // A member that no range is read from counts nothing: the empty span list accepts no series.
@@ -530,6 +837,7 @@ export class ClusterEngine implements StorageEngine {
       malformedPeerMessages: transport?.malformedMessages ?? 0,
       peerRequestsServed: transport?.requestsServed ?? 0,
       peerRequestsRejected: transport?.requestsRejected ?? 0,
+      hints: link?.handoff?.figures() ?? [],
     }
   }
 

@@ -98,6 +98,24 @@ export interface ClusterFigures {
   readonly peerRequestsServed: number
   /** Peer requests refused because that peer's queue here was full. */
   readonly peerRequestsRejected: number
+  /** The hints this node keeps for each owner it could not write to. */
+  readonly hints: readonly HintFigures[]
+}
+
+/** The hints a coordinating node keeps for one owner. */
+export interface HintFigures {
+  readonly peer: string
+  /** Hints waiting now, and their bytes. */
+  readonly backlog: number
+  readonly backlogBytes: number
+  /** Since the node started. */
+  readonly queued: number
+  readonly delivered: number
+  readonly dropped: number
+  /** Age of the oldest hint waiting, in milliseconds: how far the owner lags behind this node. */
+  readonly lagMs: number
+  /** Hints were dropped for this owner: repair must bring it back in line. */
+  readonly needsRepair: boolean
 }
 
 export interface ClusterInfo {

@@ -236,7 +236,29 @@ function clusterGauges(registers: Registry[]): (figures: ClusterFigures) => void
     "Requests from peers refused because that peer's queue was full.",
   )
 
+  const hintBacklog = peerGauge('v3_hints_backlog', 'Hints waiting for a peer on this node now.')
+  const hintBacklogBytes = peerGauge('v3_hints_backlog_bytes', 'Bytes of the hints waiting for a peer on this node.')
+  const hintsQueued = peerGauge('v3_hints_queued', 'Hints stored for a peer since the node started.')
+  const hintsDelivered = peerGauge('v3_hints_delivered', 'Hints delivered to a peer since the node started.')
+  const hintsDropped = peerGauge(
+    'v3_hints_dropped',
+    'Hints for a peer dropped (past the window, or the store full) since the node started.',
+  )
+  const replicationLag = peerGauge(
+    'v3_replication_lag_seconds',
+    "Age of the oldest hint waiting for a peer: how far the peer's copy lags behind this node.",
+  )
+  const needsRepair = peerGauge('v3_hints_needs_repair', '1 when hints for a peer were dropped: repair must heal it.')
   return (cluster) => {
+    for (const h of cluster.hints) {
+      hintBacklog.set({ peer: h.peer }, h.backlog)
+      hintBacklogBytes.set({ peer: h.peer }, h.backlogBytes)
+      hintsQueued.set({ peer: h.peer }, h.queued)
+      hintsDelivered.set({ peer: h.peer }, h.delivered)
+      hintsDropped.set({ peer: h.peer }, h.dropped)
+      replicationLag.set({ peer: h.peer }, h.lagMs / 1000)
+      needsRepair.set({ peer: h.peer }, h.needsRepair ? 1 : 0)
+    }
     ringVersion.set(cluster.ringVersion)
     members.set(cluster.members)
     healthyMembers.set(cluster.healthyMembers)

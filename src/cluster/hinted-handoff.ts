@@ -1,0 +1,165 @@
+/**
+ * Hinted handoff: the writes an owner missed wait in the coordinator's durable hint store and are
+ * delivered to it, in the order they were written, once it is healthy again. While an owner has
+ * hints waiting, its new writes queue behind them rather than overtake them, so a replayed hint
+ * never overwrites a newer value of the same timestamp.
+ */
+import { PeerKind } from '../../gen/v3storage/internal/v1/peer.js'
+import type { Logger } from '../engine/config.js'
+import type { HintFigures } from '../engine/storage-engine.js'
+import type { HintDrop, HintStore } from './hint-store.js'
+import type { PeerEndpoint, PeerTransport } from './peer-transport.js'
+
+/** Hints delivered per read of the store. */
+const DELIVERY_BATCH_COUNT = 64
+const DELIVERY_BATCH_BYTES = 4 * 1024 * 1024
+/** How often the deliverer looks for owners that are back, and the first retry after a failure. */
+const DELIVERY_TICK_MS = 250
+const RETRY_MAX_MS = 5_000
+/** How often hints past the window are dropped. */
+const EXPIRY_TICK_MS = 10_000
+
+export interface HandoffPeers {
+  /** The peer endpoint of a member, undefined when it is no longer in the ring. */
+  endpoint(id: string): PeerEndpoint | undefined
+  /** Whether Consul reports the member healthy. */
+  healthy(id: string): boolean
+  /** The ring version requests carry. */
+  ringVersion(): number
+}
+
+/**
+ * Keeps and delivers the hints of one coordinating node. `hint` stores a write body for an owner;
+ * a timer delivers each owner's hints, one at a time and in order, while it is healthy, and drops
+ * what is past the window.
+ */
+export class HintedHandoff {
+  /** Hints stored or being stored per owner and not yet delivered: writes to it queue behind them. */
+  private readonly pending = new Map<string, number>()
+  private readonly draining = new Set<string>()
+  private readonly retryAt = new Map<string, { at: number; delayMs: number }>()
+  private tick: ReturnType<typeof setInterval> | undefined
+  private expiry: ReturnType<typeof setInterval> | undefined
+  private closed = false
+
+  constructor(
+    private readonly store: HintStore,
+    private readonly transport: PeerTransport,
+    private readonly peers: HandoffPeers,
+    private readonly options: { readonly timeoutMs: number },
+    private readonly logger: Logger,
+  ) {
+    for (const s of store.stats()) if (s.hints > 0) this.pending.set(s.target, s.hints)
+  }
+
+  start(): void {
+    this.tick = setInterval(() => this.deliverAll(), DELIVERY_TICK_MS)
+    this.tick.unref()
+    this.expiry = setInterval(() => {
+      this.store.dropExpired().catch((err: unknown) => this.logger.warn({ err }, 'dropping expired hints failed'))
+    }, EXPIRY_TICK_MS)
+    this.expiry.unref()
+  }
+
+  /** Whether writes to `target` must queue behind hints rather than go to it directly. */
+  behind(target: string): boolean {
+    return (this.pending.get(target) ?? 0) > 0
+  }
+
+  /** Stores `body` for `target`; false when the store is full and the hint was dropped. */
+  async hint(target: string, body: Uint8Array): Promise<boolean> {
+    this.pending.set(target, (this.pending.get(target) ?? 0) + 1)
+    let stored = false
+    try {
+      stored = await this.store.append(target, body)
+      return stored
+    } finally {
+      if (!stored) this.settle(target, 1)
+    }
+  }
+
+  /**
+   * The store reports a drop: hints past the window no longer hold writes back, and the owner
+   * needs repair. A full store's refusal is settled by `hint` itself.
+   */
+  dropped(drop: HintDrop): void {
+    if (drop.reason === 'age') this.settle(drop.target, drop.hints)
+    this.logger.warn(
+      { target: drop.target, hints: drop.hints, bytes: drop.bytes, reason: drop.reason },
+      'hints dropped: the owner needs repair',
+    )
+  }
+
+  figures(): HintFigures[] {
+    const now = Date.now()
+    return this.store.stats().map((s) => ({
+      peer: s.target,
+      backlog: s.hints,
+      backlogBytes: s.bytes,
+      queued: s.queued,
+      delivered: s.delivered,
+      dropped: s.dropped,
+      lagMs: s.oldestMs === undefined ? 0 : Math.max(0, now - s.oldestMs),
+      needsRepair: s.needsRepair,
+    }))
+  }
+
+  async close(): Promise<void> {
+    this.closed = true
+    if (this.tick !== undefined) clearInterval(this.tick)
+    if (this.expiry !== undefined) clearInterval(this.expiry)
+    while (this.draining.size > 0) await new Promise((r) => setTimeout(r, 10))
+    await this.store.close()
+  }
+
+  private settle(target: string, count: number): void {
+    const left = (this.pending.get(target) ?? 0) - count
+    if (left > 0) this.pending.set(target, left)
+    else this.pending.delete(target)
+  }
+
+  private deliverAll(): void {
+    if (this.closed) return
+    const now = Date.now()
+    for (const target of this.store.targets()) {
+      if (this.draining.has(target) || !this.peers.healthy(target)) continue
+      const retry = this.retryAt.get(target)
+      if (retry !== undefined && retry.at > now) continue
+      this.draining.add(target)
+      this.drain(target)
+        .then(() => this.retryAt.delete(target))
+        .catch((err: unknown) => {
+          const delayMs = Math.min(RETRY_MAX_MS, (retry?.delayMs ?? DELIVERY_TICK_MS / 2) * 2)
+          this.retryAt.set(target, { at: Date.now() + delayMs, delayMs })
+          this.logger.warn({ err, target, retryInMs: delayMs }, 'delivering hints failed')
+        })
+        .finally(() => this.draining.delete(target))
+    }
+  }
+
+  /** Delivers the hints of `target` in order until none is left; each is deleted once the owner has it durable. */
+  private async drain(target: string): Promise<void> {
+    for (;;) {
+      if (this.closed) return
+      const endpoint = this.peers.endpoint(target)
+      if (endpoint === undefined) return
+      const batch = await this.store.peek(target, DELIVERY_BATCH_COUNT, DELIVERY_BATCH_BYTES)
+      if (batch.length === 0) {
+        // Dropped as expired, or never there: nothing holds writes back any more.
+        this.pending.delete(target)
+        return
+      }
+      for (const hint of batch) {
+        if (this.closed) return
+        await this.transport.request(endpoint, {
+          kind: PeerKind.PEER_KIND_WRITE,
+          body: hint.body,
+          ringVersion: this.peers.ringVersion(),
+          timeoutMs: this.options.timeoutMs,
+        })
+        await this.store.ack(target, hint.seq)
+        this.settle(target, 1)
+      }
+    }
+  }
+}
