@@ -5,7 +5,8 @@ import { alignedTable } from './query.js'
 const CLUSTER_USAGE = `Usage: v3 cluster status [--server <host:port>] [--format table|json]
 
 Prints the members of the cluster the node belongs to: id, gRPC and peer addresses, health,
-lifecycle state, share of the ring, and whether it leads.
+lifecycle state, share of the ring, whether it leads, and the writes the node asked keeps as
+hints for it while it is down (hinted handoff; ask each node for its own).
 
 ${CONNECTION_USAGE}`
 
@@ -35,9 +36,14 @@ export async function runCluster(args: readonly string[]): Promise<number> {
       n.lifecycle,
       `${(n.ringShare * 100).toFixed(1)}%`,
       n.leader ? 'yes' : '',
+      String(n.hintsPending),
     ])
     process.stdout.write(
-      alignedTable(['node', 'address', 'peer', 'health', 'state', 'ring share', 'leader'], rows, new Set([5])),
+      alignedTable(
+        ['node', 'address', 'peer', 'health', 'state', 'ring share', 'leader', 'hints here'],
+        rows,
+        new Set([5, 7]),
+      ),
     )
   } finally {
     client.close()

@@ -166,15 +166,21 @@ export function parseServeArgs(
           clusterName: str('cluster-name') ?? 'v3',
           replicationFactor: num('replication-factor') ?? 3,
           vnodes: num('vnodes') ?? 128,
-          peerTimeoutMs: num('peer-timeout') ?? 10_000,
+          peerTimeoutMs: positive('peer-timeout', num('peer-timeout')) ?? 10_000,
           // The schema refuses any other value of --write-consistency.
           writeConsistency: (str('write-consistency') ?? 'quorum') as ConsistencyLevel,
-          readTimeoutMs: num('read-timeout') ?? 1000,
-          hintWindowMs: num('hint-window') ?? 3 * 3_600_000,
-          hintMaxBytes: num('hint-max-bytes') ?? 1024 ** 3,
+          readTimeoutMs: positive('read-timeout', num('read-timeout')) ?? 1000,
+          hintWindowMs: positive('hint-window', num('hint-window')) ?? 3 * 3_600_000,
+          hintMaxBytes: positive('hint-max-bytes', num('hint-max-bytes')) ?? 1024 ** 3,
         }
       : undefined,
   }
+}
+
+/** A cluster duration or size that must be above zero, or a usage error naming its option. */
+function positive(option: string, value: number | undefined): number | undefined {
+  if (value !== undefined && !(value > 0)) throw new UsageError(`--${option} must be greater than 0, got ${value}`)
+  return value
 }
 
 /**

@@ -173,6 +173,8 @@ export interface NodeInfo {
   readonly lifecycle: 'joining' | 'active' | 'leaving' | 'unspecified'
   /** Its share of the ring as primary owner, 0 to 1. */
   readonly ringShare: number
+  /** Writes the node that answered keeps as hints for this node, waiting for it to be back. */
+  readonly hintsPending: number
 }
 
 export interface V3ClientTlsOptions {
@@ -622,6 +624,7 @@ function nodeFromProto(node: Node): NodeInfo {
     peerAddress: node.peerAddress,
     lifecycle: LIFECYCLES.get(node.lifecycle) ?? 'unspecified',
     ringShare: node.ringShare,
+    hintsPending: node.hintsPending,
   }
 }
 

@@ -861,10 +861,11 @@ export class ClusterEngine implements StorageEngine {
     const healthy = this.linked().view.healthyIds()
     const leader = this.linked().view.leaderId()
     const shares = state.ring.ownership(1)
+    const hints = this.hintBacklog()
     return {
       ringVersion: state.snapshot.version,
       replicationFactor: state.rf,
-      nodes: state.snapshot.members.map((m) => this.nodeInfo(m, healthy, leader, shares)),
+      nodes: state.snapshot.members.map((m) => this.nodeInfo(m, healthy, leader, shares, hints)),
     }
   }
 
@@ -874,9 +875,10 @@ export class ClusterEngine implements StorageEngine {
     const healthy = this.linked().view.healthyIds()
     const leader = this.linked().view.leaderId()
     const shares = state.ring.ownership(1)
+    const hints = this.hintBacklog()
     return state.ring
       .owners(seriesToken(key), state.rf)
-      .map((id) => this.nodeInfo(state.byId.get(id)!, healthy, leader, shares))
+      .map((id) => this.nodeInfo(state.byId.get(id)!, healthy, leader, shares, hints))
   }
 
   private nodeInfo(
@@ -884,6 +886,7 @@ export class ClusterEngine implements StorageEngine {
     healthy: ReadonlySet<string>,
     leader: string | undefined,
     shares: ReadonlyMap<string, number>,
+    hints: ReadonlyMap<string, number>,
   ): ClusterNodeInfo {
     return {
       id: m.id,
@@ -893,6 +896,12 @@ export class ClusterEngine implements StorageEngine {
       lifecycle: m.state,
       share: shares.get(m.id) ?? 0,
       leader: m.id === leader,
+      hintsPending: hints.get(m.id) ?? 0,
     }
+  }
+
+  /** Hints this node keeps per owner. */
+  private hintBacklog(): ReadonlyMap<string, number> {
+    return new Map((this.link?.handoff?.figures() ?? []).map((h) => [h.peer, h.backlog]))
   }
 }

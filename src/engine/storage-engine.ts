@@ -70,6 +70,8 @@ export interface ClusterNodeInfo {
   /** Its share of the ring as primary owner, 0 to 1. */
   readonly share: number
   readonly leader: boolean
+  /** Writes this node keeps as hints for that node, waiting for it to be back. */
+  readonly hintsPending: number
 }
 
 /** One peer channel's counters since the node started. */

@@ -31,6 +31,7 @@ function nodeOf(info: ClusterNodeInfo): Node {
     lifecycle: LIFECYCLE[info.lifecycle],
     ringShare: info.share,
     leader: info.leader,
+    hintsPending: info.hintsPending,
   }
 }
 
@@ -47,6 +48,7 @@ export function clusterServiceHandlers(deps: ClusterHandlerDeps): UntypedService
     lifecycle: NodeLifecycle.NODE_LIFECYCLE_ACTIVE,
     ringShare: 1,
     leader: true,
+    hintsPending: 0,
   })
   const { engine } = deps
   return {

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
 import type { ConsistencyLevel, SeriesInput } from '../../src/client/index.js'
+import { runV3 } from './cli-run.js'
 import {
   type ConsulProcess,
   type NodeSpec,
@@ -156,6 +157,12 @@ describe('a cluster of three nodes with three copies: write and read consistency
     await waitFor('a to hold the hints for c', async () =>
       (await metric(nodes[0]!, 'v3_hints_backlog', 'c')) >= 2 ? true : undefined,
     )
+    // ListNodes and `v3 cluster status` on a show the backlog it keeps for c.
+    const listed = (await nodes[0]!.client.listNodes()).find((n) => n.id === 'c')
+    assert.ok((listed?.hintsPending ?? 0) >= 2, `a lists ${listed?.hintsPending} hints for c`)
+    const status = await runV3(['cluster', 'status', '--server', nodes[0]!.address])
+    assert.equal(status.code, 0, status.stderr)
+    assert.match(status.stdout, new RegExp(`^c\\s.*\\s${listed?.hintsPending}$`, 'm'))
     await nodes[0]!.kill()
     await restart(0)
     await restart(2)

@@ -163,7 +163,7 @@ describe('a cluster of three nodes, one copy of each series', { timeout: 240_000
     const status = await runV3(['cluster', 'status', '--server', nodes[2]!.address])
     assert.equal(status.code, 0, status.stderr)
     const lines = status.stdout.trim().split('\n')
-    assert.match(lines[0]!, /^node\s+address\s+peer\s+health\s+state\s+ring share\s+leader$/)
+    assert.match(lines[0]!, /^node\s+address\s+peer\s+health\s+state\s+ring share\s+leader\s+hints here$/)
     for (const [i, spec] of specs.entries()) {
       assert.match(
         lines[i + 1]!,

@@ -119,6 +119,10 @@ test('--write-consistency, --read-timeout, --hint-window and --hint-max-bytes re
     [['--read-timeout', 'soon'], {}, /^--read-timeout must be a duration/],
     [['--hint-window', 'forever'], {}, /^--hint-window must be a duration/],
     [['--hint-max-bytes', 'lots'], {}, /^--hint-max-bytes must be a size/],
+    [['--cluster', '--read-timeout', '0'], {}, /^--read-timeout must be greater than 0, got 0$/],
+    [['--cluster', '--peer-timeout', '0s'], {}, /^--peer-timeout must be greater than 0, got 0$/],
+    [['--cluster', '--hint-window', '0'], {}, /^--hint-window must be greater than 0, got 0$/],
+    [['--cluster', '--hint-max-bytes', '0'], {}, /^--hint-max-bytes must be greater than 0, got 0$/],
   ]
   for (const [args, env, message] of refused) {
     assert.throws(

@@ -66,6 +66,11 @@ export interface Node {
   lifecycle: NodeLifecycle;
   /** ring_share is the fraction of the ring the node owns as primary, from 0 to 1. */
   ringShare: number;
+  /**
+   * hints_pending is the number of writes the answering node keeps as hints for this node, waiting
+   * for it to be back (hinted handoff); 0 on a single node. Ask each node for its own backlog.
+   */
+  hintsPending: number;
 }
 
 /** ListNodesRequest asks for every known node. */
@@ -97,7 +102,7 @@ export interface LocateResponse {
 }
 
 function createBaseNode(): Node {
-  return { id: "", address: "", state: 0, leader: false, peerAddress: "", lifecycle: 0, ringShare: 0 };
+  return { id: "", address: "", state: 0, leader: false, peerAddress: "", lifecycle: 0, ringShare: 0, hintsPending: 0 };
 }
 
 export const Node: MessageFns<Node> = {
@@ -122,6 +127,9 @@ export const Node: MessageFns<Node> = {
     }
     if (message.ringShare !== 0) {
       writer.uint32(57).double(message.ringShare);
+    }
+    if (message.hintsPending !== 0) {
+      writer.uint32(64).uint64(message.hintsPending);
     }
     return writer;
   },
@@ -195,6 +203,14 @@ export const Node: MessageFns<Node> = {
             message.ringShare = reader.double();
             continue;
           }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.hintsPending = longToNumber(reader.uint64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -219,6 +235,7 @@ export const Node: MessageFns<Node> = {
     message.peerAddress = object.peerAddress ?? "";
     message.lifecycle = object.lifecycle ?? 0;
     message.ringShare = object.ringShare ?? 0;
+    message.hintsPending = object.hintsPending ?? 0;
     return message;
   },
 };

@@ -21,7 +21,7 @@ DESCRIPTOR = _descriptor.FileDescriptor(
   name='v3storage/v1/cluster_service.proto',
   package='v3storage.v1',
   syntax='proto3',
-  serialized_pb=_b('\n\"v3storage/v1/cluster_service.proto\x12\x0cv3storage.v1\x1a\x19v3storage/v1/common.proto\"\xb5\x01\n\x04Node\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12&\n\x05state\x18\x03 \x01(\x0e\x32\x17.v3storage.v1.NodeState\x12\x0e\n\x06leader\x18\x04 \x01(\x08\x12\x14\n\x0cpeer_address\x18\x05 \x01(\t\x12.\n\tlifecycle\x18\x06 \x01(\x0e\x32\x1b.v3storage.v1.NodeLifecycle\x12\x12\n\nring_share\x18\x07 \x01(\x01\"\x12\n\x10ListNodesRequest\"h\n\x11ListNodesResponse\x12!\n\x05nodes\x18\x01 \x03(\x0b\x32\x12.v3storage.v1.Node\x12\x14\n\x0cring_version\x18\x02 \x01(\x04\x12\x1a\n\x12replication_factor\x18\x03 \x01(\r\"@\n\rLocateRequest\x12\x0e\n\x06metric\x18\x01 \x01(\t\x12\x1f\n\x04tags\x18\x02 \x03(\x0b\x32\x11.v3storage.v1.Tag\"3\n\x0eLocateResponse\x12!\n\x05nodes\x18\x01 \x03(\x0b\x32\x12.v3storage.v1.Node*l\n\tNodeState\x12\x1a\n\x16NODE_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12NODE_STATE_HEALTHY\x10\x01\x12\x16\n\x12NODE_STATE_SUSPECT\x10\x02\x12\x13\n\x0fNODE_STATE_DOWN\x10\x03*\x82\x01\n\rNodeLifecycle\x12\x1e\n\x1aNODE_LIFECYCLE_UNSPECIFIED\x10\x00\x12\x1a\n\x16NODE_LIFECYCLE_JOINING\x10\x01\x12\x19\n\x15NODE_LIFECYCLE_ACTIVE\x10\x02\x12\x1a\n\x16NODE_LIFECYCLE_LEAVING\x10\x03\x32\xa3\x01\n\x0e\x43lusterService\x12L\n\tListNodes\x12\x1e.v3storage.v1.ListNodesRequest\x1a\x1f.v3storage.v1.ListNodesResponse\x12\x43\n\x06Locate\x12\x1b.v3storage.v1.LocateRequest\x1a\x1c.v3storage.v1.LocateResponseb\x06proto3')
+  serialized_pb=_b('\n\"v3storage/v1/cluster_service.proto\x12\x0cv3storage.v1\x1a\x19v3storage/v1/common.proto\"\xcc\x01\n\x04Node\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12&\n\x05state\x18\x03 \x01(\x0e\x32\x17.v3storage.v1.NodeState\x12\x0e\n\x06leader\x18\x04 \x01(\x08\x12\x14\n\x0cpeer_address\x18\x05 \x01(\t\x12.\n\tlifecycle\x18\x06 \x01(\x0e\x32\x1b.v3storage.v1.NodeLifecycle\x12\x12\n\nring_share\x18\x07 \x01(\x01\x12\x15\n\rhints_pending\x18\x08 \x01(\x04\"\x12\n\x10ListNodesRequest\"h\n\x11ListNodesResponse\x12!\n\x05nodes\x18\x01 \x03(\x0b\x32\x12.v3storage.v1.Node\x12\x14\n\x0cring_version\x18\x02 \x01(\x04\x12\x1a\n\x12replication_factor\x18\x03 \x01(\r\"@\n\rLocateRequest\x12\x0e\n\x06metric\x18\x01 \x01(\t\x12\x1f\n\x04tags\x18\x02 \x03(\x0b\x32\x11.v3storage.v1.Tag\"3\n\x0eLocateResponse\x12!\n\x05nodes\x18\x01 \x03(\x0b\x32\x12.v3storage.v1.Node*l\n\tNodeState\x12\x1a\n\x16NODE_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12NODE_STATE_HEALTHY\x10\x01\x12\x16\n\x12NODE_STATE_SUSPECT\x10\x02\x12\x13\n\x0fNODE_STATE_DOWN\x10\x03*\x82\x01\n\rNodeLifecycle\x12\x1e\n\x1aNODE_LIFECYCLE_UNSPECIFIED\x10\x00\x12\x1a\n\x16NODE_LIFECYCLE_JOINING\x10\x01\x12\x19\n\x15NODE_LIFECYCLE_ACTIVE\x10\x02\x12\x1a\n\x16NODE_LIFECYCLE_LEAVING\x10\x03\x32\xa3\x01\n\x0e\x43lusterService\x12L\n\tListNodes\x12\x1e.v3storage.v1.ListNodesRequest\x1a\x1f.v3storage.v1.ListNodesResponse\x12\x43\n\x06Locate\x12\x1b.v3storage.v1.LocateRequest\x1a\x1c.v3storage.v1.LocateResponseb\x06proto3')
   ,
   dependencies=[v3storage_dot_v1_dot_common__pb2.DESCRIPTOR,])
 
@@ -50,8 +50,8 @@ _NODESTATE = _descriptor.EnumDescriptor(
   ],
   containing_type=None,
   options=None,
-  serialized_start=508,
-  serialized_end=616,
+  serialized_start=531,
+  serialized_end=639,
 )
 _sym_db.RegisterEnumDescriptor(_NODESTATE)
 
@@ -81,8 +81,8 @@ _NODELIFECYCLE = _descriptor.EnumDescriptor(
   ],
   containing_type=None,
   options=None,
-  serialized_start=619,
-  serialized_end=749,
+  serialized_start=642,
+  serialized_end=772,
 )
 _sym_db.RegisterEnumDescriptor(_NODELIFECYCLE)
 
@@ -154,6 +154,13 @@ _NODE = _descriptor.Descriptor(
       message_type=None, enum_type=None, containing_type=None,
       is_extension=False, extension_scope=None,
       options=None, file=DESCRIPTOR),
+    _descriptor.FieldDescriptor(
+      name='hints_pending', full_name='v3storage.v1.Node.hints_pending', index=7,
+      number=8, type=4, cpp_type=4, label=1,
+      has_default_value=False, default_value=0,
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, file=DESCRIPTOR),
   ],
   extensions=[
   ],
@@ -167,7 +174,7 @@ _NODE = _descriptor.Descriptor(
   oneofs=[
   ],
   serialized_start=80,
-  serialized_end=261,
+  serialized_end=284,
 )
 
 
@@ -190,8 +197,8 @@ _LISTNODESREQUEST = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=263,
-  serialized_end=281,
+  serialized_start=286,
+  serialized_end=304,
 )
 
 
@@ -235,8 +242,8 @@ _LISTNODESRESPONSE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=283,
-  serialized_end=387,
+  serialized_start=306,
+  serialized_end=410,
 )
 
 
@@ -273,8 +280,8 @@ _LOCATEREQUEST = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=389,
-  serialized_end=453,
+  serialized_start=412,
+  serialized_end=476,
 )
 
 
@@ -304,8 +311,8 @@ _LOCATERESPONSE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=455,
-  serialized_end=506,
+  serialized_start=478,
+  serialized_end=529,
 )
 
 _NODE.fields_by_name['state'].enum_type = _NODESTATE
@@ -365,8 +372,8 @@ _CLUSTERSERVICE = _descriptor.ServiceDescriptor(
   file=DESCRIPTOR,
   index=0,
   options=None,
-  serialized_start=752,
-  serialized_end=915,
+  serialized_start=775,
+  serialized_end=938,
   methods=[
   _descriptor.MethodDescriptor(
     name='ListNodes',
