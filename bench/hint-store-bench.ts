@@ -1,14 +1,14 @@
 // The hint store's group commit: appends of 200-byte bodies to a fresh store in a temp folder, one
 // caller at a time and 64 at once, beside the same callers each writing their own synced batch
 // straight to the same kind of database (RocksDB's own write grouping only).
-//   node --import tsx bench/hint-store-bench.ts [appends]
+//   npm run bench -- --hints
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { HintStore } from '../src/cluster/hint-store.js'
 import { SmallDb } from '../src/engine/small-db.js'
 
-const N = Number(process.argv[2] ?? 4000)
+const N = 4000
 const body = new Uint8Array(200).fill(7)
 
 async function inFolder(fn: (dir: string) => Promise<void>): Promise<void> {
@@ -35,22 +35,25 @@ function report(name: string, perSecond: number): void {
   console.log(`${name.padEnd(52)} ${Math.round(perSecond).toString().padStart(8)} appends/s`)
 }
 
-for (const concurrency of [1, 64]) {
-  await inFolder(async (dir) => {
-    const store = await HintStore.open({ dir, maxBytes: 1 << 30, maxAgeMs: 3_600_000 })
-    report(`HintStore.append, ${concurrency} caller(s)`, await callers(concurrency, () => store.append('n1', body)))
-    await store.close()
-  })
-}
-for (const concurrency of [1, 64]) {
-  await inFolder(async (dir) => {
-    const db = await SmallDb.open(dir)
-    const key = (i: number): Buffer => Buffer.from(`h${i.toString().padStart(10, '0')}`)
-    const value = Buffer.from(body)
-    report(
-      `one synced batch per append, ${concurrency} caller(s)`,
-      await callers(concurrency, (i) => db.write([{ type: 'put', key: key(i), value }], { sync: true })),
-    )
-    await db.close()
-  })
+/** Appends per second of the hint store and of plain synced batches, 1 and 64 callers, printed as a table. */
+export async function hintStoreBench(): Promise<void> {
+  for (const concurrency of [1, 64]) {
+    await inFolder(async (dir) => {
+      const store = await HintStore.open({ dir, maxBytes: 1 << 30, maxAgeMs: 3_600_000 })
+      report(`HintStore.append, ${concurrency} caller(s)`, await callers(concurrency, () => store.append('n1', body)))
+      await store.close()
+    })
+  }
+  for (const concurrency of [1, 64]) {
+    await inFolder(async (dir) => {
+      const db = await SmallDb.open(dir)
+      const key = (i: number): Buffer => Buffer.from(`h${i.toString().padStart(10, '0')}`)
+      const value = Buffer.from(body)
+      report(
+        `one synced batch per append, ${concurrency} caller(s)`,
+        await callers(concurrency, (i) => db.write([{ type: 'put', key: key(i), value }], { sync: true })),
+      )
+      await db.close()
+    })
+  }
 }

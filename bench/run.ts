@@ -18,6 +18,7 @@
 //   npm run bench -- --ring   (the hash ring alone, see bench/ring-bench.ts)
 //   npm run bench -- --regex  (regex matchers alone, see bench/regex-bench.ts)
 //   npm run bench -- --peer   (the peer transport alone, see bench/peer-bench.ts)
+//   npm run bench -- --hints  (the hint store's appends alone, see bench/hint-store-bench.ts)
 //   npm run bench -- --cluster 3 [--replication-factor 1]  (a cluster beside a single node, see
 //   bench/cluster-bench.ts)
 import { mkdir, rm, writeFile } from 'node:fs/promises'
@@ -76,6 +77,8 @@ const { values: args } = parseArgs({
     peer: { type: 'boolean', default: false },
     // --regex runs only the regex matcher bench (bench/regex-bench.ts): no servers, a table of figures.
     regex: { type: 'boolean', default: false },
+    // --hints runs only the hint store bench (bench/hint-store-bench.ts): appends in a temp folder.
+    hints: { type: 'boolean', default: false },
     // --cluster N runs the cluster bench (bench/cluster-bench.ts): N nodes beside a single node.
     cluster: { type: 'string' },
     'replication-factor': { type: 'string', default: '1' },
@@ -387,6 +390,9 @@ if (args.ring) {
     inflight,
     runs,
   })
+} else if (args.hints) {
+  const { hintStoreBench } = await import('./hint-store-bench.js')
+  await hintStoreBench()
 } else if (args.peer) {
   const { runPeerBench } = await import('./peer-bench.js')
   await runPeerBench()
