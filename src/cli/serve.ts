@@ -1,6 +1,7 @@
 import { parseArgs } from 'node:util'
 import { type BasicEngineOptions, resolveEngineConfig, type SyncPolicy } from '../engine/config.js'
 import type { StorageEngine } from '../engine/storage-engine.js'
+import { bug } from '../model/errors.js'
 import type { ConsistencyLevel } from '../model/types.js'
 import { type RunningHttpEndpoint, startHttpEndpoint } from '../server/http-endpoint.js'
 import { createServerMetrics } from '../server/metrics.js'
@@ -99,6 +100,12 @@ export function parseServeArgs(
   const str = (key: string) => get(key) as string | undefined
   const num = (key: string) => get(key) as number | undefined
   const bool = (key: string) => (get(key) as boolean | undefined) ?? false
+  // An option with a default in the schema always has a value; its default is written there alone.
+  const set = <T>(key: string): T => {
+    const value = get(key)
+    if (value === undefined) throw bug(`option ${key} has neither a value nor a default`)
+    return value as T
+  }
 
   const cert = str('tls-cert')
   const key = str('tls-key')
@@ -114,7 +121,7 @@ export function parseServeArgs(
     printConfig: values['print-config'] === true,
     resolved,
     engine: {
-      dataDir: str('data') ?? './data',
+      dataDir: set<string>('data'),
       hotWindowMs: num('hot-window'),
       retentionMs: num('retention'),
       sync: str('sync') as SyncPolicy | undefined,
@@ -139,9 +146,9 @@ export function parseServeArgs(
         allowNaN: bool('allow-nan'),
       },
     },
-    engineSpec: str('engine') ?? 'basic',
+    engineSpec: set<string>('engine'),
     plugins: (get('plugins') as readonly string[] | undefined) ?? [],
-    listen: str('listen') ?? '127.0.0.1:50051',
+    listen: set<string>('listen'),
     nodeId: str('node-id'),
     maxMessageBytes: num('max-message-bytes'),
     streamChunkBytes: num('stream-chunk-bytes'),
@@ -152,9 +159,9 @@ export function parseServeArgs(
     tokensFile: str('tokens-file'),
     tls: cert === undefined || key === undefined ? undefined : { certFile: cert, keyFile: key, clientCaFile: clientCa },
     insecure: bool('insecure'),
-    httpListen: httpListen === 'off' ? undefined : (httpListen ?? '127.0.0.1:9464'),
-    logLevel: str('log-level') ?? 'info',
-    logFormat: (str('log-format') ?? 'auto') as LogFormat,
+    httpListen: httpListen === 'off' ? undefined : httpListen,
+    logLevel: set<string>('log-level'),
+    logFormat: set<LogFormat>('log-format'),
     logRequests: bool('log-requests'),
     cluster: bool('cluster')
       ? {
@@ -163,23 +170,23 @@ export function parseServeArgs(
           advertise: str('advertise'),
           consulUrl: consulUrl(str('consul') ?? env.CONSUL_HTTP_ADDR ?? 'http://127.0.0.1:8500'),
           consulToken: str('consul-token') ?? env.CONSUL_HTTP_TOKEN,
-          clusterName: str('cluster-name') ?? 'v3',
-          replicationFactor: num('replication-factor') ?? 3,
-          vnodes: num('vnodes') ?? 128,
-          peerTimeoutMs: positive('peer-timeout', num('peer-timeout')) ?? 10_000,
+          clusterName: set<string>('cluster-name'),
+          replicationFactor: set<number>('replication-factor'),
+          vnodes: set<number>('vnodes'),
+          peerTimeoutMs: positive('peer-timeout', set<number>('peer-timeout')),
           // The schema refuses any other value of --write-consistency.
-          writeConsistency: (str('write-consistency') ?? 'quorum') as ConsistencyLevel,
-          readTimeoutMs: positive('read-timeout', num('read-timeout')) ?? 1000,
-          hintWindowMs: positive('hint-window', num('hint-window')) ?? 3 * 3_600_000,
-          hintMaxBytes: positive('hint-max-bytes', num('hint-max-bytes')) ?? 1024 ** 3,
+          writeConsistency: set<ConsistencyLevel>('write-consistency'),
+          readTimeoutMs: positive('read-timeout', set<number>('read-timeout')),
+          hintWindowMs: positive('hint-window', set<number>('hint-window')),
+          hintMaxBytes: positive('hint-max-bytes', set<number>('hint-max-bytes')),
         }
       : undefined,
   }
 }
 
 /** A cluster duration or size that must be above zero, or a usage error naming its option. */
-function positive(option: string, value: number | undefined): number | undefined {
-  if (value !== undefined && !(value > 0)) throw new UsageError(`--${option} must be greater than 0, got ${value}`)
+function positive(option: string, value: number): number {
+  if (!(value > 0)) throw new UsageError(`--${option} must be greater than 0, got ${value}`)
   return value
 }
 

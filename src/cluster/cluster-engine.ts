@@ -13,7 +13,7 @@ import {
   PeerStatsRequest,
   PeerStatsResponse,
 } from '../../gen/v3storage/internal/v1/peer_query.js'
-import { aggregate, byKey, validateAggregation } from '../engine/aggregate.js'
+import { aggregate, validateAggregation } from '../engine/aggregate.js'
 import { mergePartials, type PartialGroup } from '../engine/aggregate-partial.js'
 import type { Logger } from '../engine/config.js'
 import type { SeriesFilter, ShardEngine } from '../engine/shard.js'
@@ -111,25 +111,21 @@ interface OwnerPart {
   readonly indexes: number[]
 }
 
-/** `promise`, or a DeadlineError as soon as `signal` aborts. */
+/** `promise`, or the signal's reason (a DeadlineError) as soon as `signal` aborts. */
 function abortable<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
   if (signal === undefined) return promise
-  if (signal.aborted)
-    return Promise.reject(signal.reason instanceof Error ? signal.reason : new DeadlineError('cancelled'))
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = (): void => reject(signal.reason instanceof Error ? signal.reason : new DeadlineError('cancelled'))
-    signal.addEventListener('abort', onAbort, { once: true })
-    promise.then(
-      (v) => {
-        signal.removeEventListener('abort', onAbort)
-        resolve(v)
-      },
-      (err: unknown) => {
-        signal.removeEventListener('abort', onAbort)
-        reject(err)
-      },
-    )
+  let onAbort = (): void => {}
+  const aborted = new Promise<never>((_, reject) => {
+    onAbort = () =>
+      reject(
+        signal.reason instanceof Error
+          ? signal.reason
+          : new DeadlineError('the call was cancelled or its deadline passed'),
+      )
+    if (signal.aborted) onAbort()
+    else signal.addEventListener('abort', onAbort, { once: true })
   })
+  return Promise.race([promise, aborted]).finally(() => signal.removeEventListener('abort', onAbort))
 }
 
 interface RingState {
@@ -156,31 +152,27 @@ function rank(id: string, healthy: ReadonlySet<string>, self: string): number {
   return healthy.has(id) ? 1 : 2
 }
 
-/** Series from several nodes, each series from exactly one, in the single node's canonical key order. */
-function mergeByKey<T extends { readonly metric: string; readonly tags: readonly Tag[] }>(parts: readonly T[][]): T[] {
-  const nonEmpty = parts.filter((p) => p.length > 0)
-  if (nonEmpty.length <= 1) return nonEmpty[0] ?? []
-  return nonEmpty
-    .flat()
-    .map((item) => ({ item, key: canonicalSeriesKey(item.metric, sortTags(item.tags)) }))
-    .sort(byKey)
-    .map((x) => x.item)
-}
-
-/** Items keyed by their series, in canonical key order. */
-function keyed<T extends { readonly metric: string; readonly tags: readonly Tag[] }>(
+/** The copies of each series over the parts, grouped, in the single node's canonical key order. */
+function copiesByKey<T extends { readonly metric: string; readonly tags: readonly Tag[] }>(
   parts: readonly T[][],
-): Map<string, T[]> {
-  const byKey = new Map<string, T[]>()
+): T[][] {
+  const groups = new Map<string, T[]>()
   for (const part of parts) {
     for (const item of part) {
       const key = canonicalSeriesKey(item.metric, sortTags(item.tags))
-      const list = byKey.get(key)
-      if (list) list.push(item)
-      else byKey.set(key, [item])
+      const copies = groups.get(key)
+      if (copies) copies.push(item)
+      else groups.set(key, [item])
     }
   }
-  return new Map([...byKey].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))
+  return [...groups].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, copies]) => copies)
+}
+
+/** Series from several nodes in the single node's canonical key order, each once: the first copy where several hold it. */
+function mergeByKey<T extends { readonly metric: string; readonly tags: readonly Tag[] }>(parts: readonly T[][]): T[] {
+  const nonEmpty = parts.filter((p) => p.length > 0)
+  if (nonEmpty.length <= 1) return nonEmpty[0] ?? []
+  return copiesByKey(nonEmpty).map((copies) => copies[0]!)
 }
 
 /**
@@ -190,7 +182,7 @@ function keyed<T extends { readonly metric: string; readonly tags: readonly Tag[
  */
 function unionByKey(parts: readonly SeriesPoints[][]): SeriesPoints[] {
   const out: SeriesPoints[] = []
-  for (const copies of keyed(parts).values()) {
+  for (const copies of copiesByKey(parts)) {
     if (copies.length === 1) {
       out.push(copies[0]!)
       continue
@@ -213,14 +205,9 @@ function unionByKey(parts: readonly SeriesPoints[][]): SeriesPoints[] {
 
 /** The last point of each series over its copies: the latest timestamp any replica holds. */
 function latestByKey(parts: readonly SeriesPoints[][]): SeriesPoints[] {
-  return [...keyed(parts).values()].map((copies) =>
+  return copiesByKey(parts).map((copies) =>
     copies.reduce((best, s) => (s.timestamps[0]! > best.timestamps[0]! ? s : best)),
   )
-}
-
-/** Each series once, whichever replicas list it. */
-function distinctByKey(parts: readonly SeriesRef[][]): SeriesRef[] {
-  return [...keyed(parts).values()].map((copies) => copies[0]!)
 }
 
 /**
@@ -331,14 +318,26 @@ export class ClusterEngine implements StorageEngine {
       else failures.push({ node: nodes[i]!, reason: s.reason })
     })
     if (failures.length === 0) return out
-    // A peer's validation or limit error is the caller's problem, not the node's: pass it on.
-    const first = failures[0]!.reason
-    if (failures.every((f) => !(f.reason instanceof UnavailableError)) && first instanceof Error) throw first
-    const names = failures.map(
-      (f) => `${f.node.id} (${f.reason instanceof Error ? f.reason.message : String(f.reason)})`,
+    throw this.fanOutError(
+      what,
+      failures.map((f) => ({ node: f.node.id, reason: f.reason })),
     )
-    this.logger.warn({ what, failed: failures.map((f) => f.node.id) }, 'cluster call failed')
-    throw new UnavailableError(`cannot ${what}: ${names.join('; ')}`, { cause: first })
+  }
+
+  /**
+   * The error of a call some nodes failed. A peer's validation or limit error is the caller's
+   * problem, not the nodes': it passes on as it is. Otherwise UNAVAILABLE names every failure, each
+   * after its node when `node` is given (a read's failures already name theirs), once.
+   */
+  private fanOutError(what: string, failures: readonly { readonly node?: string; readonly reason: unknown }[]): Error {
+    const first = failures[0]?.reason
+    if (failures.every((f) => !(f.reason instanceof UnavailableError)) && first instanceof Error) return first
+    const described = failures.map((f) => {
+      const message = f.reason instanceof Error ? f.reason.message : String(f.reason)
+      return f.node === undefined ? message : `${f.node} (${message})`
+    })
+    this.logger.warn({ what, failures: described }, 'cluster call failed')
+    return new UnavailableError(`cannot ${what}: ${[...new Set(described)].join('; ')}`, { cause: first })
   }
 
   /**
@@ -380,16 +379,9 @@ export class ClusterEngine implements StorageEngine {
       await abortable(tally.done, ctx?.signal)
     } catch (err) {
       if (!(err instanceof LevelNotMet)) throw err
-      const first = err.failures[0]?.reason
-      // A peer's validation or limit error is the caller's problem, not the nodes': pass it on.
-      if (err.failures.every((f) => !(f.reason instanceof UnavailableError)) && first instanceof Error) throw first
-      const names = err.failures.map(
-        (f) => `${f.node} (${f.reason instanceof Error ? f.reason.message : String(f.reason)})`,
-      )
-      this.logger.warn({ failed: err.failures.map((f) => f.node), level }, 'write below its consistency level')
-      throw new UnavailableError(
-        `cannot write at consistency ${level.toUpperCase()}: ${need} of ${state.rf} owners of each series are needed; ${names.join('; ')}`,
-        { cause: first },
+      throw this.fanOutError(
+        `write at consistency ${level.toUpperCase()} (${need} of ${state.rf} owners of each series are needed)`,
+        err.failures,
       )
     }
     return { pointsWritten: normalized.points, seriesWritten: normalized.series.length }
@@ -544,11 +536,10 @@ export class ClusterEngine implements StorageEngine {
       else failures.push(s.reason)
     }
     if (failures.length === 0) return out
-    const first = failures[0]
-    if (failures.every((f) => !(f instanceof UnavailableError)) && first instanceof Error) throw first
-    const messages = [...new Set(failures.map((f) => (f instanceof Error ? f.message : String(f))))]
-    this.logger.warn({ what, failures: messages }, 'cluster read failed')
-    throw new UnavailableError(`cannot ${what}: ${messages.join('; ')}`, { cause: first })
+    throw this.fanOutError(
+      what,
+      failures.map((reason) => ({ reason })),
+    )
   }
 
   /**
@@ -732,7 +723,7 @@ export class ClusterEngine implements StorageEngine {
         (s): SeriesRef => ({ metric: s.metric, tags: s.tags.map((t) => ({ key: t.key, value: t.value })) }),
       )
     })
-    return copies === 1 ? mergeByKey(parts) : distinctByKey(parts)
+    return mergeByKey(parts)
   }
 
   /** Deletes on every member, since every replica holds the series; counts each series once. */

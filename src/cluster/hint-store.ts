@@ -372,6 +372,11 @@ export class HintStore {
     if (drops.length > 0) await this.commitDrops(drops, ops)
   }
 
+  /** Hints of target queued, counting those whose append is under way. */
+  backlog(target: string): number {
+    return this.queues.get(target)?.length ?? 0
+  }
+
   /** Targets with hints queued, sorted. */
   targets(): string[] {
     const out: string[] = []

@@ -34,9 +34,8 @@ export interface HandoffPeers {
  * what is past the window.
  */
 export class HintedHandoff {
-  /** Hints stored or being stored per owner and not yet delivered: writes to it queue behind them. */
-  private readonly pending = new Map<string, number>()
-  private readonly draining = new Set<string>()
+  /** The delivery under way per owner. */
+  private readonly draining = new Map<string, Promise<void>>()
   private readonly retryAt = new Map<string, { at: number; delayMs: number }>()
   private tick: ReturnType<typeof setInterval> | undefined
   private expiry: ReturnType<typeof setInterval> | undefined
@@ -48,9 +47,7 @@ export class HintedHandoff {
     private readonly peers: HandoffPeers,
     private readonly options: { readonly timeoutMs: number },
     private readonly logger: Logger,
-  ) {
-    for (const s of store.stats()) if (s.hints > 0) this.pending.set(s.target, s.hints)
-  }
+  ) {}
 
   start(): void {
     this.tick = setInterval(() => this.deliverAll(), DELIVERY_TICK_MS)
@@ -61,29 +58,21 @@ export class HintedHandoff {
     this.expiry.unref()
   }
 
-  /** Whether writes to `target` must queue behind hints rather than go to it directly. */
+  /**
+   * Whether writes to `target` must queue behind hints rather than go to it directly: the store
+   * counts a hint from the moment its append starts until it is delivered or dropped.
+   */
   behind(target: string): boolean {
-    return (this.pending.get(target) ?? 0) > 0
+    return this.store.backlog(target) > 0
   }
 
   /** Stores `body` for `target`; false when the store is full and the hint was dropped. */
-  async hint(target: string, body: Uint8Array): Promise<boolean> {
-    this.pending.set(target, (this.pending.get(target) ?? 0) + 1)
-    let stored = false
-    try {
-      stored = await this.store.append(target, body)
-      return stored
-    } finally {
-      if (!stored) this.settle(target, 1)
-    }
+  hint(target: string, body: Uint8Array): Promise<boolean> {
+    return this.store.append(target, body)
   }
 
-  /**
-   * The store reports a drop: hints past the window no longer hold writes back, and the owner
-   * needs repair. A full store's refusal is settled by `hint` itself.
-   */
+  /** The store reports a drop: the owner needs repair. */
   dropped(drop: HintDrop): void {
-    if (drop.reason === 'age') this.settle(drop.target, drop.hints)
     this.logger.warn(
       { target: drop.target, hints: drop.hints, bytes: drop.bytes, reason: drop.reason },
       'hints dropped: the owner needs repair',
@@ -108,14 +97,8 @@ export class HintedHandoff {
     this.closed = true
     if (this.tick !== undefined) clearInterval(this.tick)
     if (this.expiry !== undefined) clearInterval(this.expiry)
-    while (this.draining.size > 0) await new Promise((r) => setTimeout(r, 10))
+    await Promise.all(this.draining.values())
     await this.store.close()
-  }
-
-  private settle(target: string, count: number): void {
-    const left = (this.pending.get(target) ?? 0) - count
-    if (left > 0) this.pending.set(target, left)
-    else this.pending.delete(target)
   }
 
   private deliverAll(): void {
@@ -125,15 +108,17 @@ export class HintedHandoff {
       if (this.draining.has(target) || !this.peers.healthy(target)) continue
       const retry = this.retryAt.get(target)
       if (retry !== undefined && retry.at > now) continue
-      this.draining.add(target)
-      this.drain(target)
-        .then(() => this.retryAt.delete(target))
+      const delivery = this.drain(target)
+        .then(() => {
+          this.retryAt.delete(target)
+        })
         .catch((err: unknown) => {
           const delayMs = Math.min(RETRY_MAX_MS, (retry?.delayMs ?? DELIVERY_TICK_MS / 2) * 2)
           this.retryAt.set(target, { at: Date.now() + delayMs, delayMs })
           this.logger.warn({ err, target, retryInMs: delayMs }, 'delivering hints failed')
         })
         .finally(() => this.draining.delete(target))
+      this.draining.set(target, delivery)
     }
   }
 
@@ -144,11 +129,7 @@ export class HintedHandoff {
       const endpoint = this.peers.endpoint(target)
       if (endpoint === undefined) return
       const batch = await this.store.peek(target, DELIVERY_BATCH_COUNT, DELIVERY_BATCH_BYTES)
-      if (batch.length === 0) {
-        // Dropped as expired, or never there: nothing holds writes back any more.
-        this.pending.delete(target)
-        return
-      }
+      if (batch.length === 0) return
       for (const hint of batch) {
         if (this.closed) return
         await this.transport.request(endpoint, {
@@ -158,7 +139,6 @@ export class HintedHandoff {
           timeoutMs: this.options.timeoutMs,
         })
         await this.store.ack(target, hint.seq)
-        this.settle(target, 1)
       }
     }
   }

@@ -114,7 +114,7 @@ export interface JoinParams {
   readonly state?: NodeState
 }
 
-export const MEMBERSHIP_DEFAULTS = { ttlMs: 10_000, deregisterCriticalAfterMs: 60_000, watchWaitMs: 30_000 } as const
+const MEMBERSHIP_DEFAULTS = { ttlMs: 10_000, deregisterCriticalAfterMs: 60_000, watchWaitMs: 30_000 } as const
 
 /** Consul refuses session TTLs below 10 s. */
 const MIN_SESSION_TTL_MS = 10_000
@@ -153,7 +153,7 @@ function positiveInt(field: string, value: number, max = Number.MAX_SAFE_INTEGER
 }
 
 /** Applies defaults and checks every option; the result is read-only. */
-export function resolveMembershipConfig(options: MembershipOptions): MembershipConfig {
+function resolveMembershipConfig(options: MembershipOptions): MembershipConfig {
   const withScheme = /^[a-z]+:\/\//i.test(options.consulUrl) ? options.consulUrl : `http://${options.consulUrl}`
   let url: URL
   try {

@@ -22,6 +22,7 @@ import {
   ValidationError,
 } from '../model/errors.js'
 import type { SeriesPoints, Tag } from '../model/types.js'
+import { varintSize, writeVarint } from '../model/varint.js'
 
 /** The wire stores float64 little-endian; on such a host the arrays' own bytes are the wire bytes. */
 const LITTLE_ENDIAN_HOST = endianness() === 'LE'
@@ -126,25 +127,6 @@ function checkSeries(
   }
 }
 
-/** Bytes of `n` as a protobuf varint (n < 2^53). */
-function varintSize(n: number): number {
-  let size = 1
-  while (n >= 0x80) {
-    n = Math.floor(n / 0x80)
-    size++
-  }
-  return size
-}
-
-function putVarint(out: Buffer, at: number, n: number): number {
-  while (n >= 0x80) {
-    out[at++] = (n % 0x80) | 0x80
-    n = Math.floor(n / 0x80)
-  }
-  out[at++] = n
-  return at
-}
-
 /** A length-delimited field: its tag byte (field numbers here are below 16), length and bytes. */
 function fieldSize(length: number): number {
   return 1 + varintSize(length) + length
@@ -172,23 +154,23 @@ export function encodePeerWrite(series: readonly SeriesPoints[]): Uint8Array {
   let at = 0
   const bytesField = (field: number, bytes: Uint8Array): void => {
     out[at++] = (field << 3) | 2
-    at = putVarint(out, at, bytes.byteLength)
+    at = writeVarint(out, at, bytes.byteLength)
     out.set(bytes, at)
     at += bytes.byteLength
   }
   const stringField = (field: number, text: string): void => {
     out[at++] = (field << 3) | 2
     const length = Buffer.byteLength(text)
-    at = putVarint(out, at, length)
+    at = writeVarint(out, at, length)
     at += out.write(text, at, 'utf8')
   }
   series.forEach((s, i) => {
     out[at++] = (1 << 3) | 2
-    at = putVarint(out, at, sizes[i]!)
+    at = writeVarint(out, at, sizes[i]!)
     if (s.metric !== '') stringField(1, s.metric)
     for (const tag of s.tags) {
       out[at++] = (2 << 3) | 2
-      at = putVarint(out, at, tagBytes(tag))
+      at = writeVarint(out, at, tagBytes(tag))
       if (tag.key !== '') stringField(1, tag.key)
       if (tag.value !== '') stringField(2, tag.value)
     }

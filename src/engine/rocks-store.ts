@@ -53,6 +53,29 @@ export const WAL_IDLE_MS = 10_000
 export const WAL_IDLE_BYTES = MIB
 
 /**
+ * Reads a key range of `db` in pages of up to 1,000 entries; the iterator (and its snapshot) is
+ * created before this returns its promise, so writes made after the call are not seen.
+ */
+export function scanPages(
+  db: RocksLevel,
+  options: IteratorOptions,
+  onPage: (entries: Array<[Buffer, Buffer]>) => void,
+): Promise<void> {
+  const it = db.iterator(options)
+  return (async () => {
+    try {
+      for (;;) {
+        const page = await it.nextv(1000)
+        if (page.length === 0) break
+        onPage(page)
+      }
+    } finally {
+      await it.close()
+    }
+  })()
+}
+
+/**
  * The RocksDB database with its fixed column families. The hot family favours writes and cached
  * reads (no compression on the levels that churn, a block cache); the cold family stores long runs
  * once and is read rarely, so it is compressed with ZSTD on every level.
@@ -258,18 +281,7 @@ export class RocksStore {
 
   /** Reads a key range in pages; the iterator (and its snapshot) is created before this returns its promise. */
   scan(options: IteratorOptions, onPage: (entries: Array<[Buffer, Buffer]>) => void): Promise<void> {
-    const it = this.db.iterator(options)
-    return (async () => {
-      try {
-        for (;;) {
-          const page = await it.nextv(1000)
-          if (page.length === 0) break
-          onPage(page)
-        }
-      } finally {
-        await it.close()
-      }
-    })()
+    return scanPages(this.db, options, onPage)
   }
 
   async getMany(column: ColumnHandle, keys: Buffer[]): Promise<Array<Buffer | undefined>> {

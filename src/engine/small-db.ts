@@ -1,6 +1,7 @@
 import { mkdir } from 'node:fs/promises'
 import { type IteratorOptions, RocksLevel } from '@nxtedition/rocksdb'
 import { UnavailableError } from '../model/errors.js'
+import { scanPages } from './rocks-store.js'
 
 const KIB = 1024
 const MIB = 1024 * KIB
@@ -100,18 +101,7 @@ export class SmallDb {
     if (range.lt) options.lt = range.lt
     if (range.lte) options.lte = range.lte
     if (range.limit !== undefined) options.limit = range.limit
-    const it = this.db.iterator(options)
-    return (async () => {
-      try {
-        for (;;) {
-          const page = await it.nextv(1000)
-          if (page.length === 0) break
-          onPage(page)
-        }
-      } finally {
-        await it.close()
-      }
-    })()
+    return scanPages(this.db, options, onPage)
   }
 
   async close(): Promise<void> {

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto'
 import { bug } from './errors.js'
 import type { SeriesRef, Tag } from './types.js'
+import { varintSize, writeVarint } from './varint.js'
 
 /** The rule metric names and tag keys follow, as error messages quote it. */
 const NAME_RULE = '[a-zA-Z_][a-zA-Z0-9_.:-]*'
@@ -67,25 +68,6 @@ export function seriesIdFromKey(key: string, attempt = 0): Buffer {
   return hash.digest().subarray(0, 8)
 }
 
-/** Bytes an unsigned LEB128 varint of n takes. */
-function varintBytes(n: number): number {
-  let bytes = 1
-  while (n >= 0x80) {
-    n = Math.floor(n / 0x80)
-    bytes++
-  }
-  return bytes
-}
-
-function writeVarint(buf: Buffer, offset: number, n: number): number {
-  while (n >= 0x80) {
-    buf[offset++] = (n & 0x7f) | 0x80
-    n = Math.floor(n / 0x80)
-  }
-  buf[offset++] = n
-  return offset
-}
-
 /**
  * Encodes a series definition for the index: varint metric length, metric UTF-8, varint tag
  * count, then per tag varint key length, key, varint value length, value. Lengths count bytes and
@@ -95,7 +77,7 @@ function writeVarint(buf: Buffer, offset: number, n: number): number {
  */
 export function encodeSeriesDef(metric: string, tags: readonly Tag[]): Buffer {
   const metricBytes = Buffer.byteLength(metric, 'utf8')
-  let size = varintBytes(metricBytes) + metricBytes + varintBytes(tags.length)
+  let size = varintSize(metricBytes) + metricBytes + varintSize(tags.length)
   const lengths = new Array<number>(tags.length * 2)
   for (let i = 0; i < tags.length; i++) {
     const tag = tags[i]!
@@ -103,7 +85,7 @@ export function encodeSeriesDef(metric: string, tags: readonly Tag[]): Buffer {
     const v = Buffer.byteLength(tag.value, 'utf8')
     lengths[2 * i] = k
     lengths[2 * i + 1] = v
-    size += varintBytes(k) + k + varintBytes(v) + v
+    size += varintSize(k) + k + varintSize(v) + v
   }
   const buf = Buffer.allocUnsafe(size)
   let offset = writeVarint(buf, 0, metricBytes)

@@ -4,6 +4,7 @@
  * envelope is handled here, so that the points are never copied into an intermediate object.
  */
 import { ValidationError } from '../model/errors.js'
+import { varintSize, writeVarint } from '../model/varint.js'
 
 /** An IngestRequest with its WriteRequest still encoded, a view into the received bytes. */
 export interface IngestEnvelope {
@@ -57,21 +58,11 @@ export function decodeIngestEnvelope(bytes: Uint8Array): IngestEnvelope {
 
 /** Encodes an IngestRequest around an already encoded WriteRequest (see encodeWriteRequest). */
 export function encodeIngestRequest(sequence: number, write: Uint8Array): Buffer {
-  const head: number[] = [0x08]
-  pushVarint(head, sequence)
-  head.push(0x12)
-  pushVarint(head, write.length)
-  const out = Buffer.allocUnsafe(head.length + write.length)
-  out.set(head, 0)
-  out.set(write, head.length)
+  const out = Buffer.allocUnsafe(2 + varintSize(sequence) + varintSize(write.length) + write.length)
+  out[0] = 0x08
+  let at = writeVarint(out, 1, sequence)
+  out[at++] = 0x12
+  at = writeVarint(out, at, write.length)
+  out.set(write, at)
   return out
-}
-
-function pushVarint(out: number[], n: number): void {
-  let v = n
-  while (v >= 0x80) {
-    out.push((v % 0x80) | 0x80)
-    v = Math.floor(v / 0x80)
-  }
-  out.push(v)
 }

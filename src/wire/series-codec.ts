@@ -12,6 +12,7 @@
 import { endianness } from 'node:os'
 import { ValidationError } from '../model/errors.js'
 import type { RawTimestamp, Tag } from '../model/types.js'
+import { varintSize, writeVarint } from '../model/varint.js'
 
 /** One series as the codec reads it; timestamps are a Float64Array unless one did not fit a double. */
 export interface WireSeries {
@@ -503,18 +504,6 @@ function utf8Length(s: string): number {
   return s.length
 }
 
-/** The varint size of a non-negative integer below 2^53, by comparisons rather than divisions. */
-function varintSize(n: number): number {
-  if (n < 0x80) return 1
-  if (n < 0x4000) return 2
-  if (n < 0x200000) return 3
-  if (n < 0x10000000) return 4
-  if (n < 2 ** 35) return 5
-  if (n < 2 ** 42) return 6
-  if (n < 2 ** 49) return 7
-  return 8
-}
-
 function int64Size(t: RawTimestamp): number {
   if (typeof t === 'number') return t >= 0 ? varintSize(t) : 10
   if (t < 0n) return 10
@@ -582,23 +571,9 @@ class Writer {
     this.view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength)
   }
 
-  /** A non-negative integer below 2^53, split into 32-bit halves so the loop runs on int32 arithmetic. */
+  /** A non-negative integer below 2^53. */
   varint(n: number): void {
-    const buf = this.buf
-    let pos = this.pos
-    let lo = n >>> 0
-    let hi = (n - lo) / 4294967296
-    while (hi > 0) {
-      buf[pos++] = (lo & 0x7f) | 0x80
-      lo = ((lo >>> 7) | (hi << 25)) >>> 0
-      hi >>>= 7
-    }
-    while (lo > 0x7f) {
-      buf[pos++] = (lo & 0x7f) | 0x80
-      lo >>>= 7
-    }
-    buf[pos++] = lo
-    this.pos = pos
+    this.pos = writeVarint(this.buf, this.pos, n)
   }
 
   /** Any int64, through BigInt: negative values take 10 bytes in two's complement. */

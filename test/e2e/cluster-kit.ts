@@ -9,6 +9,7 @@ import { createServer } from 'node:net'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { NodeInfo } from '../../src/client/index.js'
+import { waitFor as poll } from '../fixtures/wait.js'
 import { type ServerProcess, startServerProcess } from './server-process.js'
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..')
@@ -131,19 +132,24 @@ export async function startFreshNode(
   }
 }
 
-/** Waits until a condition holds, polling; fails with the last reason after the timeout. */
+/**
+ * Waits until a condition holds, polling every 100 ms: a node that is starting or stopping may
+ * fail a call, which counts as not yet. Fails with the last such failure after the timeout.
+ */
 export async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 60_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs
   let last: unknown
-  for (;;) {
+  const attempt = async (): Promise<T | undefined> => {
     try {
-      const value = await probe()
-      if (value !== undefined) return value
+      return await probe()
     } catch (err) {
       last = err
+      return undefined
     }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}: ${String(last)}`)
-    await new Promise((r) => setTimeout(r, 100))
+  }
+  try {
+    return await poll(what, attempt, timeoutMs, 100)
+  } catch (err) {
+    throw new Error(`${(err as Error).message}: ${String(last)}`)
   }
 }
 

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
 import { mergeChunks, type QueryInput, type SeriesInput, V3Client } from '../../src/client/index.js'
 import type { SeriesPoints } from '../../src/model/types.js'
+import { assertSameSeries } from '../fixtures/series-assert.js'
 import { runV3 } from './cli-run.js'
 import {
   type ConsulProcess,
@@ -40,29 +41,13 @@ function dataset(): SeriesInput[] {
   return out
 }
 
-function sortedSeries(series: readonly SeriesPoints[]): string[] {
-  return series.map((s) => `${s.metric}${JSON.stringify(s.tags)}`)
-}
-
 /**
- * Equal answers: the same series in the same order, equal buckets, values equal up to summation
- * order. Every call compares a query the data set answers, so an empty expected answer means the
- * comparison proves nothing: it fails.
+ * Equal answers (see assertSameSeries). Every call compares a query the data set answers, so an
+ * empty expected answer means the comparison proves nothing: it fails.
  */
 function assertSameAnswer(actual: readonly SeriesPoints[], expected: readonly SeriesPoints[], context: string): void {
   assert.ok(expected.length > 0, `${context}: the single node answers with no series`)
-  assert.deepEqual(sortedSeries(actual), sortedSeries(expected), `${context}: series`)
-  actual.forEach((a, i) => {
-    const e = expected[i]!
-    assert.deepEqual([...a.timestamps], [...e.timestamps], `${context}: timestamps of series ${i}`)
-    a.values.forEach((v, j) => {
-      const x = e.values[j]!
-      assert.ok(
-        Object.is(v, x) || Math.abs(v - x) <= 1e-9 * Math.max(1, Math.abs(x)),
-        `${context}: series ${i} point ${j}: ${v}, expected ${x}`,
-      )
-    })
-  })
+  assertSameSeries(actual, expected, context)
 }
 
 const QUERIES: readonly QueryInput[] = (() => {

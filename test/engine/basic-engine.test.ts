@@ -471,7 +471,7 @@ describe('basic engine: work bounded by data', () => {
     }
   })
 
-  it('stops a cancelled aggregation between slices', async () => {
+  it('refuses an aggregation whose call is already cancelled', async () => {
     const dir = await tempDir()
     const clock = new ManualClock(T0 + 10 * HOUR)
     const engine = engineAt(dir, clock, { hotWindowMs: HOUR })

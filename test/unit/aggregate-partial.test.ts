@@ -5,6 +5,7 @@ import { mergePartials, partialSteps } from '../../src/engine/aggregate-partial.
 import { runToEnd } from '../../src/engine/slicer.js'
 import { prng } from '../../src/model/prng.js'
 import type { AggFunc, Aggregation, SeriesPoints } from '../../src/model/types.js'
+import { assertSameSeries } from '../fixtures/series-assert.js'
 
 function randomSeries(rand: () => number): SeriesPoints[] {
   const out: SeriesPoints[] = []
@@ -32,25 +33,6 @@ function randomSeries(rand: () => number): SeriesPoints[] {
   return out
 }
 
-/** Equal as numbers, NaN equal to NaN, within a relative tolerance for sums taken in another order. */
-function assertClose(actual: SeriesPoints[], expected: SeriesPoints[], context: string): void {
-  assert.equal(actual.length, expected.length, `${context}: series count`)
-  actual.forEach((a, i) => {
-    const e = expected[i]!
-    assert.deepEqual(a.tags, e.tags, `${context}: tags of series ${i}`)
-    assert.deepEqual([...a.timestamps], [...e.timestamps], `${context}: buckets of series ${i}`)
-    a.values.forEach((v, j) => {
-      const x = e.values[j]!
-      if (Number.isNaN(x)) assert.ok(Number.isNaN(v), `${context}: series ${i} bucket ${j} is ${v}, expected NaN`)
-      else
-        assert.ok(
-          Math.abs(v - x) <= 1e-9 * Math.max(1, Math.abs(x)),
-          `${context}: series ${i} bucket ${j}: ${v} vs ${x}`,
-        )
-    })
-  })
-}
-
 const FUNCS: AggFunc[] = ['count', 'sum', 'min', 'max', 'avg', 'first', 'last', 'stddev', 'p50', 'p90', 'p95', 'p99']
 
 describe('partial aggregates merged across nodes', () => {
@@ -73,7 +55,7 @@ describe('partial aggregates merged across nodes', () => {
             const agg: Aggregation = { func, stepMs, ...grouping }
             const expected = aggregate(series, agg, 0, 2_000)
             const parts = nodes.map((n) => runToEnd(partialSteps(n, agg, 0, 2_000)))
-            assertClose(mergePartials(parts, agg), expected, `${func} ${JSON.stringify(grouping)} step ${stepMs}`)
+            assertSameSeries(mergePartials(parts, agg), expected, `${func} ${JSON.stringify(grouping)} step ${stepMs}`)
           }
         }
       }

@@ -6,6 +6,7 @@ import { type JoinParams, Membership, type MembershipOptions } from '../../src/c
 import type { Logger } from '../../src/engine/config.js'
 import { UnavailableError, ValidationError } from '../../src/model/errors.js'
 import { type ConsulEmulator, startConsulEmulator } from '../fixtures/consul-emulator.js'
+import { waitFor } from '../fixtures/wait.js'
 
 interface LogLine {
   level: 'info' | 'warn' | 'error'
@@ -68,14 +69,6 @@ function node(consul: ConsulEmulator, id: string, lines: LogLine[] = [], extra: 
   )
   cleanups.push(() => m.stop())
   return m
-}
-
-async function waitFor(what: string, cond: () => boolean, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 20))
-  }
 }
 
 test('three nodes join at once, get distinct tokens, and agree on the ring and the healthy set', async () => {
@@ -256,13 +249,13 @@ test('when Consul restarts empty, nodes register again and keep the last ring', 
   await waitFor('a to see Consul again', () => a.consulReachable, 15_000)
   // The healthy sets still hold what the first Consul said until a watch hears from the second, so
   // the new Consul's own answer decides when both have registered again.
-  let passing = 0
-  const deadline = Date.now() + 15_000
-  while (passing !== 2) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for both to register again (${passing} passing)`)
-    passing = ((await (await fetch(`${second.url}/v1/health/service/test?passing`)).json()) as unknown[]).length
-    if (passing !== 2) await new Promise((r) => setTimeout(r, 50))
-  }
+  await waitFor(
+    'both to register again with the new Consul',
+    async () =>
+      ((await (await fetch(`${second.url}/v1/health/service/test?passing`)).json()) as unknown[]).length === 2,
+    15_000,
+    50,
+  )
   await waitFor('both healthy as the new Consul says', () => a.healthy().size === 2 && b.healthy().size === 2, 15_000)
   assert.ok(lines.some((l) => /registering again/.test(l.msg)))
   assert.equal(a.ring(), ring, 'the ring Consul lost is kept')

@@ -33,18 +33,10 @@ import {
 } from '../../src/model/errors.js'
 import { prng } from '../../src/model/prng.js'
 import type { SeriesPoints } from '../../src/model/types.js'
+import { waitFor } from '../fixtures/wait.js'
 
 const HOST = '127.0.0.1'
 const WRITE = PeerKind.PEER_KIND_WRITE
-
-/** Polls `cond` every few milliseconds until it holds; fails after `timeoutMs`. */
-async function waitFor(cond: () => boolean | Promise<boolean>, what: string, timeoutMs = 10_000): Promise<void> {
-  const start = Date.now()
-  while (!(await cond())) {
-    if (Date.now() - start > timeoutMs) assert.fail(`timed out waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 5))
-  }
-}
 
 /** A promise with its resolver, for handlers that finish when the test says so. */
 function gate(): { promise: Promise<void>; open: () => void } {
@@ -327,35 +319,45 @@ describe('ZmqPeerTransport', () => {
     const pending = [1, 2, 3].map((i) =>
       client.request(peer, { kind: WRITE, body: Buffer.from([i]), ringVersion: 1, timeoutMs: 800 }),
     )
-    await waitFor(() => entered === 3, 'the three requests to reach the handler')
+    await waitFor('the three requests to reach the handler', () => entered === 3, 10_000, 5)
     const stopped = Date.now()
     await first.close()
     for (const p of pending) await assert.rejects(p, /node b .* did not answer within 800 ms/)
     assert.ok(Date.now() - stopped < 2000)
 
     const restarted = zmq({ nodeId: 'b', listen: peer.address })
-    await waitFor(async () => {
-      try {
-        await restarted.listen(echo)
-        return true
-      } catch {
-        return false
-      }
-    }, 'the port to be free again')
-    await waitFor(async () => {
-      try {
-        const reply = await client.request(peer, {
-          kind: WRITE,
-          body: Buffer.from('hi'),
-          ringVersion: 1,
-          timeoutMs: 300,
-        })
-        return Buffer.from(reply.body).toString() === 'hi'
-      } catch (err) {
-        assert.ok(err instanceof UnavailableError)
-        return false
-      }
-    }, 'a request to succeed after the restart')
+    await waitFor(
+      'the port to be free again',
+      async () => {
+        try {
+          await restarted.listen(echo)
+          return true
+        } catch {
+          return false
+        }
+      },
+      10_000,
+      5,
+    )
+    await waitFor(
+      'a request to succeed after the restart',
+      async () => {
+        try {
+          const reply = await client.request(peer, {
+            kind: WRITE,
+            body: Buffer.from('hi'),
+            ringVersion: 1,
+            timeoutMs: 300,
+          })
+          return Buffer.from(reply.body).toString() === 'hi'
+        } catch (err) {
+          assert.ok(err instanceof UnavailableError)
+          return false
+        }
+      },
+      10_000,
+      5,
+    )
     const stats = client.stats().peers[0]
     assert.ok(stats !== undefined && stats.timeouts >= 3 && stats.inFlight === 0)
   })
@@ -419,7 +421,12 @@ describe('ZmqPeerTransport', () => {
     assert.equal(answers.get(5)?.violations[0]?.field, 'sender')
     assert.equal(answers.get(6)?.violations[0]?.field, 'sequence')
     assert.equal(answers.get(7)?.status, PeerStatus.PEER_STATUS_DEADLINE_EXCEEDED)
-    await waitFor(() => server.stats().malformedMessages === malformed, `${malformed} malformed messages counted`)
+    await waitFor(
+      `${malformed} malformed messages counted`,
+      () => server.stats().malformedMessages === malformed,
+      10_000,
+      5,
+    )
     // Over maxMessageBytes: ZeroMQ drops the connection before the frame reaches the node.
     await evil.send(Buffer.alloc(2 ** 20 + 10))
     const client = zmq({ nodeId: 'a' })
@@ -488,7 +495,7 @@ describe('ZmqPeerTransport', () => {
           assert.equal(Buffer.from(r.body).toString(), `reply-req-${i}`)
         }),
     )
-    await waitFor(() => waiting.length === count, 'every request to reach the handler')
+    await waitFor('every request to reach the handler', () => waiting.length === count, 10_000, 5)
     for (const w of [...waiting].reverse()) w.done(Buffer.from(`reply-${Buffer.from(w.body).toString()}`))
     await Promise.all(calls)
     assert.notDeepEqual(
@@ -519,7 +526,7 @@ describe('ZmqPeerTransport', () => {
       (err: unknown) => err instanceof LimitError && err.limit === 'max_waiting_per_peer',
     )
     // Of the 10 sent, the server runs 1, queues 2 and refuses 7; their slots let the 2 waiting in, refused too.
-    await waitFor(() => server.stats().requestsRejected === 9, 'nine refusals')
+    await waitFor('nine refusals', () => server.stats().requestsRejected === 9, 10_000, 5)
     open.open()
     const outcomes = await settled
     const ok = outcomes.filter((o) => o.status === 'fulfilled').length
@@ -554,7 +561,7 @@ describe('ZmqPeerTransport', () => {
       timeoutMs: 60_000,
       signal: controller.signal,
     })
-    await waitFor(() => handled === 1, 'the request to reach the handler')
+    await waitFor('the request to reach the handler', () => handled === 1, 10_000, 5)
     const start = Date.now()
     controller.abort()
     await assert.rejects(
@@ -646,7 +653,7 @@ describe('MemoryPeerTransport', () => {
     })
     const { transport: a } = await node('a')
     await a.request(peer, { kind: WRITE, body: Buffer.from('x'), ringVersion: 1, timeoutMs: 1000 })
-    await waitFor(() => a.stats().peers[0]?.lateResponses === 1, 'the duplicate answer')
+    await waitFor('the duplicate answer', () => a.stats().peers[0]?.lateResponses === 1, 10_000, 5)
     assert.equal(runs, 2)
   })
 

@@ -10,6 +10,7 @@ import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import Consul from 'consul'
 import { type ConsulEmulator, startConsulEmulator } from '../fixtures/consul-emulator.js'
+import { waitFor } from '../fixtures/wait.js'
 
 const REAL = process.env.CONSUL_HTTP_ADDR
 const real = REAL !== undefined && REAL !== ''
@@ -71,14 +72,6 @@ async function withIndex(
  */
 function refused(answer: boolean, message: string): void {
   assert.notEqual(answer, true, message)
-}
-
-async function waitFor(what: string, cond: () => Promise<boolean> | boolean, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 20))
-  }
 }
 
 interface HealthEntry {

@@ -1,0 +1,109 @@
+import assert from 'node:assert/strict'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { describe, it } from 'node:test'
+import { PeerKind } from '../../gen/v3storage/internal/v1/peer.js'
+import { ClusterEngine, type MemberInfo, type RingSnapshot } from '../../src/cluster/cluster-engine.js'
+import { HintStore } from '../../src/cluster/hint-store.js'
+import { HintedHandoff } from '../../src/cluster/hinted-handoff.js'
+import { MemoryNetwork } from '../../src/cluster/memory-transport.js'
+import { decodePeerWrite, PeerSeriesHeaders } from '../../src/cluster/peer-codec.js'
+import { SeriesTokens } from '../../src/cluster/shard-filter.js'
+import { evenTokens } from '../../src/cluster/tokens.js'
+import { BasicEngine } from '../../src/engine/basic-engine.js'
+import { silentLogger } from '../../src/engine/config.js'
+import { DEFAULT_WRITE_LIMITS } from '../../src/model/limits.js'
+import { waitFor } from '../fixtures/wait.js'
+
+const T0 = Date.UTC(2026, 0, 1)
+
+/** One point of series `s` at T0 with value `v`, as a write batch. */
+function point(v: number) {
+  return { series: [{ metric: 'm', tags: [{ key: 's', value: 'x' }], timestamps: [T0], values: [v] }] }
+}
+
+describe('writes to an owner with hints waiting', () => {
+  it('queue behind its hints and reach it in the order they were written, so the newer value wins', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'v3-handoff-'))
+    const net = new MemoryNetwork()
+    const local = new BasicEngine({ dataDir: join(dir, 'a'), sync: 'off' })
+    await local.open()
+    const store = await HintStore.open({ dir: join(dir, 'hints'), maxBytes: 1 << 20, maxAgeMs: 3_600_000 })
+    // c records the value of every write it receives.
+    const received: number[] = []
+    const headers = new PeerSeriesHeaders()
+    const c = net.transport('c')
+    const cAddress = await c.listen(async (_from, kind, body) => {
+      assert.equal(kind, PeerKind.PEER_KIND_WRITE)
+      for (const s of decodePeerWrite(body, headers)) received.push(...s.values)
+      return new Uint8Array(0)
+    })
+    const a = net.transport('a')
+    const members: MemberInfo[] = [
+      { id: 'a', grpcAddress: 'a:1', peerAddress: 'a', tokens: evenTokens('a', 8), state: 'active' },
+      { id: 'c', grpcAddress: 'c:1', peerAddress: cAddress, tokens: evenTokens('c', 8), state: 'active' },
+    ]
+    const ring: RingSnapshot = { version: 1, replicationFactor: 2, members }
+    let healthy = new Set(['a'])
+    const handoff = new HintedHandoff(
+      store,
+      a,
+      {
+        endpoint: (id) => (id === 'c' ? { id, address: cAddress } : undefined),
+        healthy: (id) => healthy.has(id),
+        ringVersion: () => 1,
+      },
+      { timeoutMs: 2_000 },
+      silentLogger,
+    )
+    const engine = new ClusterEngine(
+      local,
+      {
+        limits: DEFAULT_WRITE_LIMITS,
+        peerTimeoutMs: 2_000,
+        maxPointsPerQuery: 1_000_000,
+        writeConsistency: 'one',
+        readTimeoutMs: 500,
+      },
+      silentLogger,
+      new SeriesTokens(),
+    )
+    engine.attach({
+      selfId: 'a',
+      transport: a,
+      handoff,
+      view: {
+        ring: () => ring,
+        healthyIds: () => healthy,
+        leaderId: () => undefined,
+        consul: () => ({ reachable: true, outages: 0 }),
+      },
+    })
+    try {
+      // c is down: the first write waits for it as a hint.
+      await engine.write(point(1))
+      assert.equal(store.backlog('c'), 1)
+      // c is back, but its hint is not delivered yet: a newer write must not overtake it.
+      healthy = new Set(['a', 'c'])
+      await engine.write(point(2))
+      assert.deepEqual(received, [], 'nothing went to c directly while its hints wait')
+      assert.equal(store.backlog('c'), 2)
+      handoff.start()
+      await waitFor('the hints to reach c', () => store.backlog('c') === 0, 10_000)
+      assert.deepEqual(received, [1, 2])
+      // With nothing waiting, writes go to c directly again.
+      // (At ONE the write is answered once a has it; c's part arrives in the background.)
+      await engine.write(point(3))
+      await waitFor('c to receive the third write', () => received.length === 3, 10_000)
+      assert.deepEqual(received, [1, 2, 3])
+      assert.equal(store.backlog('c'), 0)
+    } finally {
+      await handoff.close()
+      await a.close()
+      await c.close()
+      await local.close()
+      await rm(dir, { recursive: true, force: true })
+    }
+  })
+})
