@@ -150,7 +150,7 @@ export function createClusterNode(
           healthy: (id) => view.healthyIds().has(id),
           ringVersion: () => engine.ringVersion(),
         },
-        { timeoutMs: options.peerTimeoutMs },
+        { timeoutMs: options.peerTimeoutMs, limits: engineLimits.limits },
         logger,
       )
       handoff.start()

@@ -7,12 +7,15 @@
 import { PeerKind } from '../../gen/v3storage/internal/v1/peer.js'
 import type { Logger } from '../engine/config.js'
 import type { HintFigures } from '../engine/storage-engine.js'
+import type { WriteLimits } from '../model/limits.js'
+import { groupHints } from './hint-batch.js'
 import type { HintDrop, HintStore } from './hint-store.js'
 import type { PeerEndpoint, PeerTransport } from './peer-transport.js'
 
-/** Hints delivered per read of the store. */
-const DELIVERY_BATCH_COUNT = 64
-const DELIVERY_BATCH_BYTES = 4 * 1024 * 1024
+/** Hints read from the store at a time; consecutive ones go to the owner as one write of at most WRITE_BYTES. */
+const DELIVERY_BATCH_COUNT = 4_096
+const DELIVERY_BATCH_BYTES = 16 * 1024 * 1024
+const WRITE_BYTES = 4 * 1024 * 1024
 /** How often the deliverer looks for owners that are back, and the first retry after a failure. */
 const DELIVERY_TICK_MS = 250
 const RETRY_MAX_MS = 5_000
@@ -30,8 +33,8 @@ export interface HandoffPeers {
 
 /**
  * Keeps and delivers the hints of one coordinating node. `hint` stores a write body for an owner;
- * a timer delivers each owner's hints, one at a time and in order, while it is healthy, and drops
- * what is past the window.
+ * a timer delivers each owner's hints in order while it is healthy, consecutive hints as one write,
+ * and drops what is past the window.
  */
 export class HintedHandoff {
   /** The delivery under way per owner. */
@@ -45,7 +48,11 @@ export class HintedHandoff {
     private readonly store: HintStore,
     private readonly transport: PeerTransport,
     private readonly peers: HandoffPeers,
-    private readonly options: { readonly timeoutMs: number },
+    private readonly options: {
+      readonly timeoutMs: number
+      /** The owners' write limits: a write of several hints stays within them. */
+      readonly limits: WriteLimits
+    },
     private readonly logger: Logger,
   ) {}
 
@@ -130,15 +137,15 @@ export class HintedHandoff {
       if (endpoint === undefined) return
       const batch = await this.store.peek(target, DELIVERY_BATCH_COUNT, DELIVERY_BATCH_BYTES)
       if (batch.length === 0) return
-      for (const hint of batch) {
+      for (const group of groupHints(batch, this.options.limits, WRITE_BYTES)) {
         if (this.closed) return
         await this.transport.request(endpoint, {
           kind: PeerKind.PEER_KIND_WRITE,
-          body: hint.body,
+          body: group.body,
           ringVersion: this.peers.ringVersion(),
           timeoutMs: this.options.timeoutMs,
         })
-        await this.store.ack(target, hint.seq)
+        await this.store.ack(target, group.throughSeq)
       }
     }
   }

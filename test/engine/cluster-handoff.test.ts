@@ -8,7 +8,8 @@ import { ClusterEngine, type MemberInfo, type RingSnapshot } from '../../src/clu
 import { HintStore } from '../../src/cluster/hint-store.js'
 import { HintedHandoff } from '../../src/cluster/hinted-handoff.js'
 import { MemoryNetwork } from '../../src/cluster/memory-transport.js'
-import { decodePeerWrite, PeerSeriesHeaders } from '../../src/cluster/peer-codec.js'
+import { decodePeerWrite, encodePeerWrite, PeerSeriesHeaders } from '../../src/cluster/peer-codec.js'
+import { peerService } from '../../src/cluster/peer-service.js'
 import { SeriesTokens } from '../../src/cluster/shard-filter.js'
 import { evenTokens } from '../../src/cluster/tokens.js'
 import { BasicEngine } from '../../src/engine/basic-engine.js'
@@ -54,7 +55,7 @@ describe('writes to an owner with hints waiting', () => {
         healthy: (id) => healthy.has(id),
         ringVersion: () => 1,
       },
-      { timeoutMs: 2_000 },
+      { timeoutMs: 2_000, limits: DEFAULT_WRITE_LIMITS },
       silentLogger,
     )
     const engine = new ClusterEngine(
@@ -103,6 +104,73 @@ describe('writes to an owner with hints waiting', () => {
       await a.close()
       await c.close()
       await local.close()
+      await rm(dir, { recursive: true, force: true })
+    }
+  })
+
+  it('reach the owner as few writes of many hints each, and the last value of a timestamp wins', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'v3-handoff-'))
+    const net = new MemoryNetwork()
+    const owner = new BasicEngine({ dataDir: join(dir, 'c'), sync: 'off' })
+    await owner.open()
+    const store = await HintStore.open({ dir: join(dir, 'hints'), maxBytes: 64 << 20, maxAgeMs: 3_600_000 })
+    const serve = peerService(owner, new SeriesTokens())
+    let requests = 0
+    const c = net.transport('c')
+    const cAddress = await c.listen((from, kind, body, meta) => {
+      requests++
+      return serve(from, kind, body, meta)
+    })
+    const a = net.transport('a')
+    // Small limits, so that the hints need several writes: 50 series entries per write at most.
+    const limits = { ...DEFAULT_WRITE_LIMITS, maxSeriesPerRequest: 50 }
+    const handoff = new HintedHandoff(
+      store,
+      a,
+      {
+        endpoint: (id) => (id === 'c' ? { id, address: cAddress } : undefined),
+        healthy: () => true,
+        ringVersion: () => 1,
+      },
+      { timeoutMs: 5_000, limits },
+      silentLogger,
+    )
+    try {
+      // 400 hints, each one entry of series s=0..9; hint i writes T0 + (i % 20) seconds with value
+      // i, so every timestamp is written 20 times and the last of them (the largest i) must win.
+      const hints = 400
+      for (let i = 0; i < hints; i++) {
+        const series = [
+          {
+            metric: 'h',
+            tags: [{ key: 's', value: String(i % 10) }],
+            timestamps: Float64Array.of(T0 + (i % 20) * 1_000),
+            values: Float64Array.of(i),
+          },
+        ]
+        assert.ok(await store.append('c', encodePeerWrite(series)))
+      }
+      handoff.start()
+      await waitFor('the hints to reach c', () => store.backlog('c') === 0, 20_000)
+      assert.ok(requests >= hints / 50, `${requests} writes kept the limit of 50 entries each`)
+      assert.ok(requests < hints / 10, `${hints} hints went as ${requests} writes`)
+      const stored = await owner.query({ selector: { metric: 'h', matchers: [] }, startMs: T0, endMs: T0 + 60_000 })
+      assert.equal(stored.length, 10)
+      for (const s of stored) {
+        const k = Number(s.tags[0]!.value)
+        // Series k gets hints i = k, k + 10, ...: timestamps (i % 20) alternate between k and k + 10.
+        const expected = new Map<number, number>()
+        for (let i = k; i < hints; i += 10) expected.set(T0 + (i % 20) * 1_000, i)
+        assert.deepEqual(
+          [...s.timestamps].map((t, j) => [t, s.values[j]]),
+          [...expected].sort(([x], [y]) => x - y),
+        )
+      }
+    } finally {
+      await handoff.close()
+      await a.close()
+      await c.close()
+      await owner.close()
       await rm(dir, { recursive: true, force: true })
     }
   })
