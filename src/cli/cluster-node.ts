@@ -1,4 +1,5 @@
 import { join } from 'node:path'
+import { AntiEntropy } from '../cluster/anti-entropy.js'
 import { ClusterEngine, type ClusterView, type RingSnapshot } from '../cluster/cluster-engine.js'
 import { HintStore } from '../cluster/hint-store.js'
 import { HintedHandoff } from '../cluster/hinted-handoff.js'
@@ -10,6 +11,7 @@ import { ZmqPeerTransport } from '../cluster/zmq-peer-transport.js'
 import type { Logger } from '../engine/config.js'
 import type { ShardEngine } from '../engine/shard.js'
 import type { StorageEngine } from '../engine/storage-engine.js'
+import { UnavailableError } from '../model/errors.js'
 import type { WriteLimits } from '../model/limits.js'
 import type { ConsistencyLevel } from '../model/types.js'
 import { UsageError } from './args.js'
@@ -32,6 +34,8 @@ export interface ClusterServeOptions {
   readonly hintWindowMs: number
   /** The most bytes of hints a node keeps for owners that are down: --hint-max-bytes, default 1 GiB. */
   readonly hintMaxBytes: number
+  /** How often a background anti-entropy repair pass starts, in ms: --repair-interval, default 10 min. */
+  readonly repairIntervalMs: number
 }
 
 export interface ClusterNode {
@@ -44,7 +48,12 @@ export interface ClusterNode {
 
 function isShardEngine(engine: StorageEngine): engine is StorageEngine & ShardEngine {
   const e = engine as Partial<ShardEngine>
-  return typeof e.queryShard === 'function' && typeof e.queryPartials === 'function'
+  return (
+    typeof e.queryShard === 'function' &&
+    typeof e.queryPartials === 'function' &&
+    typeof e.digestShard === 'function' &&
+    typeof e.readShard === 'function'
+  )
 }
 
 function splitHostPort(address: string): { host: string; port: number } {
@@ -107,6 +116,7 @@ export function createClusterNode(
   let transport: ZmqPeerTransport | undefined
   let membership: Membership | undefined
   let handoff: HintedHandoff | undefined
+  let repair: AntiEntropy | undefined
   return {
     engine,
     async join(grpcAddress) {
@@ -118,7 +128,12 @@ export function createClusterNode(
       const nodeId = options.nodeId ?? advertise
       const peerListen = options.peerListen ?? `${splitHostPort(grpcAddress).host}:${port + 1}`
       transport = new ZmqPeerTransport({ nodeId, listen: peerListen, logger, ringVersion: () => engine.ringVersion() })
-      const bound = await transport.listen(peerService(local, tokens))
+      const bound = await transport.listen(
+        peerService(local, tokens, async (body, ctx) => {
+          if (repair === undefined) throw new UnavailableError('this node has not joined the cluster yet')
+          return repair.runForPeer(body, ctx)
+        }),
+      )
       const boundPeer = splitHostPort(bound)
       const peerAddress = WILDCARDS.has(boundPeer.host) ? `${host}:${boundPeer.port}` : bound
       membership = new Membership(
@@ -154,7 +169,15 @@ export function createClusterNode(
         logger,
       )
       handoff.start()
-      engine.attach({ selfId: nodeId, transport, view, handoff })
+      repair = new AntiEntropy(
+        local,
+        { selfId: nodeId, transport, view, handoff },
+        tokens,
+        { intervalMs: options.repairIntervalMs, peerTimeoutMs: options.peerTimeoutMs },
+        logger,
+      )
+      repair.start()
+      engine.attach({ selfId: nodeId, transport, view, handoff, repair })
       // Both wait for Consul while it cannot be reached, and fail on anything it refuses.
       await membership.start()
       const ring = await membership.join({
@@ -166,6 +189,7 @@ export function createClusterNode(
       logger.info({ node: nodeId, ringVersion: ring.version, members: ring.members.length }, 'joined the cluster')
     },
     async stop() {
+      await repair?.close()
       await membership?.stop()
       // Closing the transport first fails a delivery under way at once, so the hints close promptly.
       await transport?.close()

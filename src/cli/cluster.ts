@@ -1,26 +1,45 @@
-import { UsageError } from './args.js'
+import type { RepairReport } from '../client/index.js'
+import { parseDuration, UsageError } from './args.js'
 import { CONNECTION_USAGE, connect, parseCommandArgs, stringFlag } from './client-command.js'
 import { alignedTable } from './query.js'
 
 const CLUSTER_USAGE = `Usage: v3 cluster status [--server <host:port>] [--format table|json]
+       v3 cluster repair [--server <host:port>] [--format table|json] [--timeout <duration>]
 
-Prints the members of the cluster the node belongs to: id, gRPC and peer addresses, health,
-lifecycle state, share of the ring, whether it leads, and the writes the node asked keeps as
-hints for it while it is down (hinted handoff; ask each node for its own).
+status prints the members of the cluster the node belongs to: id, gRPC and peer addresses,
+health, lifecycle state, share of the ring, whether it leads, and the writes the node asked keeps
+as hints for it while it is down (hinted handoff; ask each node for its own).
+
+repair runs an anti-entropy repair pass on every healthy node now, over all data up to now, and
+prints what each pass compared and moved once all are done. Members that are down are named and
+not repaired; the command then exits with status 1. --timeout bounds the wait (default: none).
 
 ${CONNECTION_USAGE}`
 
 /** `v3 cluster status`: the members as a table (or JSON), from any node. */
 export async function runCluster(args: readonly string[]): Promise<number> {
-  const { values, positionals } = parseCommandArgs(args, { format: { type: 'string' } })
+  const { values, positionals } = parseCommandArgs(args, { format: { type: 'string' }, timeout: { type: 'string' } })
   if (values.help === true) {
     process.stdout.write(CLUSTER_USAGE)
     return 0
   }
   const [sub, ...rest] = positionals
-  if (sub !== 'status' || rest.length > 0) throw new UsageError(`v3 cluster takes status\n\n${CLUSTER_USAGE}`)
+  if ((sub !== 'status' && sub !== 'repair') || rest.length > 0) {
+    throw new UsageError(`v3 cluster takes status or repair\n\n${CLUSTER_USAGE}`)
+  }
   const format = stringFlag(values, 'format') ?? 'table'
   if (format !== 'table' && format !== 'json') throw new UsageError(`--format must be table or json, got ${format}`)
+  const timeout = stringFlag(values, 'timeout')
+  if (sub === 'status' && timeout !== undefined) throw new UsageError('--timeout goes with v3 cluster repair')
+  if (sub === 'repair') {
+    const timeoutMs = timeout === undefined ? undefined : parseDuration('timeout', timeout)
+    const client = connect(values)
+    try {
+      return printRepair(await client.repair(timeoutMs === undefined ? {} : { timeoutMs }), format)
+    } finally {
+      client.close()
+    }
+  }
   const client = connect(values)
   try {
     const nodes = [...(await client.listNodes())].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
@@ -49,4 +68,38 @@ export async function runCluster(args: readonly string[]): Promise<number> {
     client.close()
   }
   return 0
+}
+
+/** Prints a repair's figures per node and in total; 1 when some member was down and not repaired. */
+function printRepair(report: RepairReport, format: 'table' | 'json'): number {
+  if (format === 'json') process.stdout.write(`${JSON.stringify(report, null, 2)}\n`)
+  else {
+    const total = (pick: (n: RepairReport['nodes'][number]) => number) => report.nodes.reduce((a, n) => a + pick(n), 0)
+    const rows = report.nodes.map((n) => [
+      n.nodeId,
+      String(n.rangesCompared),
+      String(n.rangesRepaired),
+      String(n.pointsSent),
+      String(n.pointsReceived),
+      `${(n.durationMs / 1000).toFixed(1)}s`,
+    ])
+    rows.push([
+      'total',
+      String(total((n) => n.rangesCompared)),
+      String(total((n) => n.rangesRepaired)),
+      String(total((n) => n.pointsSent)),
+      String(total((n) => n.pointsReceived)),
+      `${(report.durationMs / 1000).toFixed(1)}s`,
+    ])
+    process.stdout.write(
+      alignedTable(
+        ['node', 'ranges compared', 'blocks repaired', 'points sent', 'points received', 'duration'],
+        rows,
+        new Set([1, 2, 3, 4, 5]),
+      ),
+    )
+  }
+  if (report.downNodes.length === 0) return 0
+  process.stderr.write(`not repaired, down: ${report.downNodes.join(', ')}\n`)
+  return 1
 }

@@ -162,6 +162,14 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
     help: 'most bytes of hints a node keeps for the owners that are down',
   },
   {
+    key: 'repair-interval',
+    kind: 'duration',
+    default: '10m',
+    group: 'cluster',
+    arg: '<duration>',
+    help: 'how often each node runs a background anti-entropy repair pass over its token ranges',
+  },
+  {
     key: 'engine',
     kind: 'string',
     default: 'basic',

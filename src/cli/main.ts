@@ -17,7 +17,7 @@ Commands:
   series    list the series a selector matches
   stats     print a node's engine statistics
   migrate   copy series between data folders and nodes, verifying point counts
-  cluster   cluster status: the members, their health and their share of the ring
+  cluster   cluster status: the members and their health; cluster repair: anti-entropy repair now
 `
 
 const COMMANDS: Readonly<Record<string, (args: readonly string[]) => Promise<number>>> = {

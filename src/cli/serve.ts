@@ -179,6 +179,7 @@ export function parseServeArgs(
           readTimeoutMs: positive('read-timeout', set<number>('read-timeout')),
           hintWindowMs: positive('hint-window', set<number>('hint-window')),
           hintMaxBytes: positive('hint-max-bytes', set<number>('hint-max-bytes')),
+          repairIntervalMs: positive('repair-interval', set<number>('repair-interval')),
         }
       : undefined,
   }

@@ -177,6 +177,30 @@ export interface NodeInfo {
   readonly hintsPending: number
 }
 
+/** What one node's repair pass did (ClusterService.Repair). */
+export interface RepairNodeReport {
+  readonly nodeId: string
+  /** Token ranges whose owners' digests the node compared. */
+  readonly rangesCompared: number
+  /** (token range, hour) blocks whose copies differed and were brought in line. */
+  readonly rangesRepaired: number
+  /** Points the node wrote to other owners. */
+  readonly pointsSent: number
+  /** Points from other owners the node wrote to itself. */
+  readonly pointsReceived: number
+  readonly durationMs: number
+}
+
+/** A repair of the whole cluster: one pass per healthy node. */
+export interface RepairReport {
+  readonly nodes: readonly RepairNodeReport[]
+  /** Members that were down: their copies were not repaired. */
+  readonly downNodes: readonly string[]
+  /** The passes covered every point before this time, in ms since the epoch. */
+  readonly endMs: number
+  readonly durationMs: number
+}
+
 export interface V3ClientTlsOptions {
   /** PEM CA certificates that sign the server's certificate. Absent: the system's trusted roots. */
   readonly caFile?: string
@@ -491,6 +515,15 @@ export class V3Client {
     const message = { metric, tags: tagsToList(tags) }
     const response = await this.unary(def.path, def.requestSerialize, def.responseDeserialize, message, options)
     return response.nodes.map(nodeFromProto)
+  }
+
+  /**
+   * Runs anti-entropy repair on every healthy node now, over all data up to now, and resolves once
+   * every node's pass is done. Give it a long timeoutMs on large data.
+   */
+  async repair(options: CallOptions = {}): Promise<RepairReport> {
+    const def = ClusterServiceService.repair
+    return this.unary(def.path, def.requestSerialize, def.responseDeserialize, {}, options)
   }
 
   /**

@@ -22,10 +22,12 @@ import type {
   ClusterFigures,
   ClusterInfo,
   ClusterNodeInfo,
+  ClusterRepairReport,
   CompactResult,
   EngineStats,
   LatencySummary,
   PointsListener,
+  RepairFigures,
   StorageEngine,
   Subscription,
 } from '../engine/storage-engine.js'
@@ -102,6 +104,14 @@ export interface ClusterLink {
   readonly view: ClusterView
   /** Where the parts of down owners wait; without it such a write part simply fails. */
   readonly handoff?: HintedHandoff
+  /** The node's anti-entropy repair (anti-entropy.ts); without it Repair answers UNAVAILABLE. */
+  readonly repair?: ClusterRepair
+}
+
+/** Anti-entropy repair as the engine offers it: a repair of the cluster now, and the node's figures. */
+export interface ClusterRepair {
+  repairCluster(ctx?: CallContext): Promise<ClusterRepairReport>
+  figures(): RepairFigures
 }
 
 /** One owner's part of a write: its series, their points, and their indexes in the batch. */
@@ -829,7 +839,15 @@ export class ClusterEngine implements StorageEngine {
       peerRequestsServed: transport?.requestsServed ?? 0,
       peerRequestsRejected: transport?.requestsRejected ?? 0,
       hints: link?.handoff?.figures() ?? [],
+      repair: link?.repair?.figures(),
     }
+  }
+
+  /** Runs a repair pass on every healthy node now; see AntiEntropy.repairCluster. */
+  repair(ctx?: CallContext): Promise<ClusterRepairReport> {
+    const repair = this.linked().repair
+    if (repair === undefined) throw new UnavailableError('this node does not run repair passes')
+    return repair.repairCluster(ctx)
   }
 
   properties(): Promise<Record<string, number>> {

@@ -86,6 +86,11 @@ export class HintedHandoff {
     )
   }
 
+  /** Repair brought `target` back in line after its hints were dropped: the mark goes, durably. */
+  clearRepair(target: string): Promise<void> {
+    return this.store.clearRepair(target)
+  }
+
   figures(): HintFigures[] {
     const now = Date.now()
     return this.store.stats().map((s) => ({

@@ -15,11 +15,12 @@ import {
 } from '../../gen/v3storage/internal/v1/peer_query.js'
 import type { SeriesFilter, ShardEngine } from '../engine/shard.js'
 import type { CallContext, StorageEngine } from '../engine/storage-engine.js'
-import { ValidationError } from '../model/errors.js'
+import { UnavailableError, ValidationError } from '../model/errors.js'
 import type { QueryRequest } from '../model/types.js'
 import { decodePeerWrite, encodePeerSeries, PeerSeriesHeaders } from './peer-codec.js'
 import { aggregationFromPeer, partialToPeer, selectorFromPeer, valueFilterFromPeer } from './peer-messages.js'
 import type { PeerHandler } from './peer-transport.js'
+import { answerDigest, answerRepairRead } from './repair-service.js'
 import { decodeSpans, type SeriesTokens, spanFilter } from './shard-filter.js'
 
 function filterOf(shard: PeerShard | undefined, tokens: SeriesTokens): SeriesFilter | undefined {
@@ -41,12 +42,20 @@ function queryFromPeer(peer: PeerQueryRequest): QueryRequest {
   }
 }
 
+/** Runs a repair pass on this node for a PEER_KIND_REPAIR_RUN request and answers its figures. */
+export type RepairRunner = (body: Uint8Array, ctx: CallContext) => Promise<Uint8Array>
+
 /**
  * Answers the requests other nodes send this one: each decodes its body (a malformed one is a
  * ValidationError the sender receives), runs on the local engine and encodes the answer. `tokens`
  * is the node's series token cache, which the filters of the reads it answers look tokens up in.
+ * `runRepair` runs a repair pass that a peer asks for; without it such a request is UNAVAILABLE.
  */
-export function peerService(local: StorageEngine & ShardEngine, tokens: SeriesTokens): PeerHandler {
+export function peerService(
+  local: StorageEngine & ShardEngine,
+  tokens: SeriesTokens,
+  runRepair?: RepairRunner,
+): PeerHandler {
   const headers = new PeerSeriesHeaders()
   return async (_from, kind, body, meta) => {
     const ctx: CallContext = { signal: meta.signal }
@@ -111,6 +120,13 @@ export function peerService(local: StorageEngine & ShardEngine, tokens: SeriesTo
         return PeerStatsResponse.encode({ statsJson: JSON.stringify(await local.stats()) }).finish()
       case PeerKind.PEER_KIND_COMPACT:
         return PeerCompactResponse.encode(await local.compact(ctx)).finish()
+      case PeerKind.PEER_KIND_REPAIR_DIGEST:
+        return answerDigest(local, tokens, body, ctx)
+      case PeerKind.PEER_KIND_REPAIR_READ:
+        return answerRepairRead(local, tokens, body, ctx)
+      case PeerKind.PEER_KIND_REPAIR_RUN:
+        if (runRepair === undefined) throw new UnavailableError('this node does not run repair passes')
+        return runRepair(body, ctx)
       default:
         throw ValidationError.field('kind', `unknown peer request kind ${kind}`)
     }

@@ -29,6 +29,7 @@ import {
   systemClock,
 } from './config.js'
 import { DecodePool } from './decode-pool.js'
+import { digestEntries } from './digest.js'
 import {
   type Counters,
   type EngineCore,
@@ -57,7 +58,7 @@ import { LatestCache } from './latest-cache.js'
 import { Mutex } from './mutex.js'
 import { RocksStore } from './rocks-store.js'
 import { type SeriesEntry, SeriesIndex } from './series-index.js'
-import type { SeriesFilter, ShardEngine } from './shard.js'
+import type { BlockDigest, SeriesBuckets, SeriesFilter, ShardEngine } from './shard.js'
 import { checkSignal, Slicer } from './slicer.js'
 import type {
   CallContext,
@@ -422,6 +423,19 @@ export class BasicEngine implements StorageEngine, ShardEngine, EngineCore {
     this.assertOpen()
     const entries = filterEntries(await this.index.selectSliced(selector, new Slicer(ctx)), filter)
     return entries.map((e) => ({ metric: e.metric, tags: e.tags }))
+  }
+
+  async digestShard(buckets: SeriesBuckets, startMs: number, endMs: number, ctx?: CallContext): Promise<BlockDigest[]> {
+    this.assertOpen()
+    checkRange(startMs, endMs)
+    return digestEntries(this, this.index.all(), buckets, startMs, endMs, ctx)
+  }
+
+  async readShard(filter: SeriesFilter, startMs: number, endMs: number, ctx?: CallContext): Promise<SeriesPoints[]> {
+    this.assertOpen()
+    checkRange(startMs, endMs)
+    const entries = filterEntries(this.index.all(), filter)
+    return readMany(this, entries, startMs, endMs, new PointBudget(Number.POSITIVE_INFINITY), ctx)
   }
 
   async deleteSeries(request: DeleteRequest, ctx?: CallContext): Promise<DeleteResult> {

@@ -14,6 +14,24 @@ export interface SeriesFilter {
 }
 
 /**
+ * Sorts series into numbered buckets (the token ranges a repair compares), by canonical key: a
+ * bucket from 0 up, or -1 for a series in none.
+ */
+export interface SeriesBuckets {
+  bucketOf(seriesKey: string): number
+}
+
+/** The digest of the points of one bucket's series in one block of time (see digest.ts). */
+export interface BlockDigest {
+  readonly bucket: number
+  /** The start of the block, a multiple of DIGEST_BLOCK_MS since the epoch. */
+  readonly blockStartMs: number
+  /** The sum modulo 2^64 of the per-series hashes. */
+  readonly digest: bigint
+  readonly points: number
+}
+
+/**
  * The local engine of a cluster node: its own part of a write it has validated, and the reads it
  * runs for a coordinating node, which are the usual reads narrowed to a filter, and aggregations as
  * mergeable states, so that the coordinator merges the parts of a group whose series live on
@@ -33,6 +51,13 @@ export interface ShardEngine {
   queryPartials(request: QueryRequest, filter: SeriesFilter | undefined, ctx?: CallContext): Promise<PartialGroup[][]>
   latestShard(selector: Selector, filter: SeriesFilter | undefined, ctx?: CallContext): Promise<SeriesPoints[]>
   listSeriesShard(selector: Selector, filter: SeriesFilter | undefined, ctx?: CallContext): Promise<SeriesRef[]>
+  /**
+   * The digest of each (bucket, block) that holds points in [startMs, endMs), blocks being aligned
+   * hours; it depends only on the points, never on how they are stored.
+   */
+  digestShard(buckets: SeriesBuckets, startMs: number, endMs: number, ctx?: CallContext): Promise<BlockDigest[]>
+  /** Every point in [startMs, endMs) of the series the filter accepts; series without points left out. */
+  readShard(filter: SeriesFilter, startMs: number, endMs: number, ctx?: CallContext): Promise<SeriesPoints[]>
   /** Deletes every matching series the engine holds; counts only those the filter accepts. */
   deleteSeriesCounted(
     request: DeleteRequest,

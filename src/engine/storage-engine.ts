@@ -102,6 +102,52 @@ export interface ClusterFigures {
   readonly peerRequestsRejected: number
   /** The hints this node keeps for each owner it could not write to. */
   readonly hints: readonly HintFigures[]
+  /** This node's anti-entropy repair passes since it started; absent before it has joined. */
+  readonly repair?: RepairFigures
+}
+
+/** The points repair passes moved between this node and one other node. */
+export interface RepairPeerFigures {
+  readonly peer: string
+  /** Points written to that node. */
+  readonly pointsSent: number
+  /** Points read from that node and written here. */
+  readonly pointsReceived: number
+}
+
+/** What one repair pass on one node did. */
+export interface RepairPassReport {
+  readonly node: string
+  /** Token ranges whose owners' digests were compared. */
+  readonly rangesCompared: number
+  /** (token range, hour) blocks whose copies differed and were brought in line. */
+  readonly rangesRepaired: number
+  readonly pointsSent: number
+  readonly pointsReceived: number
+  readonly durationMs: number
+  readonly peers: readonly RepairPeerFigures[]
+}
+
+/** A node's repair passes since it started, for its metrics. */
+export interface RepairFigures {
+  readonly passes: number
+  readonly failedPasses: number
+  readonly rangesCompared: number
+  readonly rangesRepaired: number
+  readonly peers: readonly RepairPeerFigures[]
+  /** How long the last pass took, successful or not, in milliseconds; 0 before the first. */
+  readonly lastPassMs: number
+  /** When the last successful pass ended, in milliseconds since the epoch; 0 before the first. */
+  readonly lastSuccessMs: number
+}
+
+/** A repair of the whole cluster: one pass per healthy node, over the data before endMs. */
+export interface ClusterRepairReport {
+  readonly nodes: readonly RepairPassReport[]
+  /** Members that were down and took no part. */
+  readonly downNodes: readonly string[]
+  readonly endMs: number
+  readonly durationMs: number
 }
 
 /** The hints a coordinating node keeps for one owner. */
@@ -180,4 +226,6 @@ export interface StorageEngine {
   nodeStats?(): Promise<EngineStats>
   /** Cluster membership and peer traffic as this node sees them, for its metrics. */
   clusterFigures?(): ClusterFigures
+  /** Runs anti-entropy repair on every healthy node of the cluster now; absent where clusterInfo is. */
+  repair?(ctx?: CallContext): Promise<ClusterRepairReport>
 }

@@ -104,6 +104,8 @@ const OPEN_SERVICES = new Set([
   'grpc.reflection.v1alpha.ServerReflection',
 ])
 
+/** Methods of a read service that change the cluster's data, and so need admin like Compact. */
+const ADMIN_METHODS = new Set(['v3storage.v1.ClusterService/Repair'])
 const READ_METHODS = new Set(['v3storage.v1.StreamService/Subscribe'])
 const READ_SERVICES = new Set(['v3storage.v1.QueryService', 'v3storage.v1.ClusterService'])
 const WRITE_METHODS = new Set(['v3storage.v1.StreamService/Ingest'])
@@ -117,6 +119,7 @@ export function requirementOf(path: string): Requirement {
   const method = path.startsWith('/') ? path.slice(1) : path
   const service = method.slice(0, method.indexOf('/'))
   if (OPEN_SERVICES.has(service)) return 'open'
+  if (ADMIN_METHODS.has(method)) return 'admin'
   if (READ_SERVICES.has(service) || READ_METHODS.has(method)) return 'read'
   if (WRITE_SERVICES.has(service) || WRITE_METHODS.has(method)) return 'write'
   return 'admin'

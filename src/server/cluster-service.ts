@@ -6,8 +6,9 @@ import {
   type Node,
   NodeLifecycle,
   NodeState,
+  type RepairResponse,
 } from '../../gen/v3storage/v1/cluster_service.js'
-import type { ClusterNodeInfo } from '../engine/storage-engine.js'
+import type { ClusterNodeInfo, ClusterRepairReport } from '../engine/storage-engine.js'
 import { ValidationError } from '../model/errors.js'
 import { type Decoded, type HandlerDeps, unary, unwrap } from './handler-kit.js'
 
@@ -35,10 +36,26 @@ function nodeOf(info: ClusterNodeInfo): Node {
   }
 }
 
+function repairToProto(report: ClusterRepairReport): RepairResponse {
+  return {
+    nodes: report.nodes.map((n) => ({
+      nodeId: n.node,
+      rangesCompared: n.rangesCompared,
+      rangesRepaired: n.rangesRepaired,
+      pointsSent: n.pointsSent,
+      pointsReceived: n.pointsReceived,
+      durationMs: n.durationMs,
+    })),
+    downNodes: [...report.downNodes],
+    endMs: report.endMs,
+    durationMs: report.durationMs,
+  }
+}
+
 /**
  * ClusterService. On a cluster engine it describes the ring the engine routes with; on a single
  * node the cluster is this node: healthy (it answers), active, leader (there is no one else), and
- * the owner of every series.
+ * the owner of every series, and Repair has no other copy to compare with: its pass moves nothing.
  */
 export function clusterServiceHandlers(deps: ClusterHandlerDeps): UntypedServiceImplementation {
   const self = (): Node => ({
@@ -71,6 +88,27 @@ export function clusterServiceHandlers(deps: ClusterHandlerDeps): UntypedService
       if (metric === '') throw ValidationError.field('metric', 'is required')
       if (engine.locate === undefined) return { nodes: [self()] }
       return { nodes: engine.locate(metric, tags).map(nodeOf) }
+    }),
+    repair: unary(deps, 'ClusterService.Repair', async (request: Decoded<unknown>, ctx): Promise<RepairResponse> => {
+      unwrap(request)
+      if (engine.repair !== undefined) return repairToProto(await engine.repair(ctx))
+      const now = Date.now()
+      return repairToProto({
+        nodes: [
+          {
+            node: deps.identity().id,
+            rangesCompared: 0,
+            rangesRepaired: 0,
+            pointsSent: 0,
+            pointsReceived: 0,
+            durationMs: 0,
+            peers: [],
+          },
+        ],
+        downNodes: [],
+        endMs: now,
+        durationMs: 0,
+      })
     }),
   }
 }

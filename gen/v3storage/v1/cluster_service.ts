@@ -101,6 +101,41 @@ export interface LocateResponse {
   nodes: Node[];
 }
 
+/** RepairRequest asks for a repair of the whole cluster now. */
+export interface RepairRequest {
+}
+
+/** RepairNodeReport is what one node's repair pass did. */
+export interface RepairNodeReport {
+  /** node_id is the node that ran the pass. */
+  nodeId: string;
+  /** ranges_compared is the number of token ranges whose owners' digests the node compared. */
+  rangesCompared: number;
+  /**
+   * ranges_repaired is the number of (token range, hour) blocks whose copies differed, and which
+   * the node brought in line.
+   */
+  rangesRepaired: number;
+  /** points_sent is the number of points the node wrote to other owners. */
+  pointsSent: number;
+  /** points_received is the number of points from other owners the node wrote to itself. */
+  pointsReceived: number;
+  /** duration_ms is how long the node's pass took, in milliseconds. */
+  durationMs: number;
+}
+
+/** RepairResponse reports the repair. */
+export interface RepairResponse {
+  /** nodes are the passes, one per healthy node, sorted by node id. */
+  nodes: RepairNodeReport[];
+  /** down_nodes are the members that were down and did not take part: their copies are not repaired. */
+  downNodes: string[];
+  /** end_ms is the exclusive end of the data the passes covered, in milliseconds since the epoch. */
+  endMs: number;
+  /** duration_ms is how long the whole repair took, in milliseconds. */
+  durationMs: number;
+}
+
 function createBaseNode(): Node {
   return { id: "", address: "", state: 0, leader: false, peerAddress: "", lifecycle: 0, ringShare: 0, hintsPending: 0 };
 }
@@ -484,6 +519,255 @@ export const LocateResponse: MessageFns<LocateResponse> = {
   },
 };
 
+function createBaseRepairRequest(): RepairRequest {
+  return {};
+}
+
+export const RepairRequest: MessageFns<RepairRequest> = {
+  encode(_: RepairRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RepairRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRepairRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<RepairRequest>, I>>(base?: I): RepairRequest {
+    return RepairRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RepairRequest>, I>>(_: I): RepairRequest {
+    const message = createBaseRepairRequest();
+    return message;
+  },
+};
+
+function createBaseRepairNodeReport(): RepairNodeReport {
+  return { nodeId: "", rangesCompared: 0, rangesRepaired: 0, pointsSent: 0, pointsReceived: 0, durationMs: 0 };
+}
+
+export const RepairNodeReport: MessageFns<RepairNodeReport> = {
+  encode(message: RepairNodeReport, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.nodeId !== "") {
+      writer.uint32(10).string(message.nodeId);
+    }
+    if (message.rangesCompared !== 0) {
+      writer.uint32(16).uint64(message.rangesCompared);
+    }
+    if (message.rangesRepaired !== 0) {
+      writer.uint32(24).uint64(message.rangesRepaired);
+    }
+    if (message.pointsSent !== 0) {
+      writer.uint32(32).uint64(message.pointsSent);
+    }
+    if (message.pointsReceived !== 0) {
+      writer.uint32(40).uint64(message.pointsReceived);
+    }
+    if (message.durationMs !== 0) {
+      writer.uint32(48).int64(message.durationMs);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RepairNodeReport {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRepairNodeReport();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.nodeId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.rangesCompared = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.rangesRepaired = longToNumber(reader.uint64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.pointsSent = longToNumber(reader.uint64());
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.pointsReceived = longToNumber(reader.uint64());
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.durationMs = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<RepairNodeReport>, I>>(base?: I): RepairNodeReport {
+    return RepairNodeReport.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RepairNodeReport>, I>>(object: I): RepairNodeReport {
+    const message = createBaseRepairNodeReport();
+    message.nodeId = object.nodeId ?? "";
+    message.rangesCompared = object.rangesCompared ?? 0;
+    message.rangesRepaired = object.rangesRepaired ?? 0;
+    message.pointsSent = object.pointsSent ?? 0;
+    message.pointsReceived = object.pointsReceived ?? 0;
+    message.durationMs = object.durationMs ?? 0;
+    return message;
+  },
+};
+
+function createBaseRepairResponse(): RepairResponse {
+  return { nodes: [], downNodes: [], endMs: 0, durationMs: 0 };
+}
+
+export const RepairResponse: MessageFns<RepairResponse> = {
+  encode(message: RepairResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.nodes) {
+      RepairNodeReport.encode(v!, writer.uint32(10).fork()).join();
+    }
+    for (const v of message.downNodes) {
+      writer.uint32(18).string(v!);
+    }
+    if (message.endMs !== 0) {
+      writer.uint32(24).int64(message.endMs);
+    }
+    if (message.durationMs !== 0) {
+      writer.uint32(32).int64(message.durationMs);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RepairResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRepairResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.nodes.push(RepairNodeReport.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.downNodes.push(reader.string());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.endMs = longToNumber(reader.int64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.durationMs = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<RepairResponse>, I>>(base?: I): RepairResponse {
+    return RepairResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RepairResponse>, I>>(object: I): RepairResponse {
+    const message = createBaseRepairResponse();
+    message.nodes = object.nodes?.map((e) => RepairNodeReport.fromPartial(e)) || [];
+    message.downNodes = object.downNodes?.map((e) => e) || [];
+    message.endMs = object.endMs ?? 0;
+    message.durationMs = object.durationMs ?? 0;
+    return message;
+  },
+};
+
 /** ClusterService describes the cluster: its nodes and who owns which series. */
 export type ClusterServiceService = typeof ClusterServiceService;
 export const ClusterServiceService = {
@@ -507,6 +791,20 @@ export const ClusterServiceService = {
     responseSerialize: (value: LocateResponse): Buffer => Buffer.from(LocateResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): LocateResponse => LocateResponse.decode(value),
   },
+  /**
+   * Repair runs an anti-entropy repair pass on every healthy node now, over all data up to now,
+   * and answers once every pass is done: what each node compared and moved. Nodes that are down
+   * are named in down_nodes and left out; a pass that fails fails the call with UNAVAILABLE.
+   */
+  repair: {
+    path: "/v3storage.v1.ClusterService/Repair" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: RepairRequest): Buffer => Buffer.from(RepairRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): RepairRequest => RepairRequest.decode(value),
+    responseSerialize: (value: RepairResponse): Buffer => Buffer.from(RepairResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): RepairResponse => RepairResponse.decode(value),
+  },
 } as const;
 
 export interface ClusterServiceServer extends UntypedServiceImplementation {
@@ -514,6 +812,12 @@ export interface ClusterServiceServer extends UntypedServiceImplementation {
   listNodes: handleUnaryCall<ListNodesRequest, ListNodesResponse>;
   /** Locate returns the nodes that own a series. */
   locate: handleUnaryCall<LocateRequest, LocateResponse>;
+  /**
+   * Repair runs an anti-entropy repair pass on every healthy node now, over all data up to now,
+   * and answers once every pass is done: what each node compared and moved. Nodes that are down
+   * are named in down_nodes and left out; a pass that fails fails the call with UNAVAILABLE.
+   */
+  repair: handleUnaryCall<RepairRequest, RepairResponse>;
 }
 
 export interface ClusterServiceClient extends Client {
@@ -548,6 +852,26 @@ export interface ClusterServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: LocateResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Repair runs an anti-entropy repair pass on every healthy node now, over all data up to now,
+   * and answers once every pass is done: what each node compared and moved. Nodes that are down
+   * are named in down_nodes and left out; a pass that fails fails the call with UNAVAILABLE.
+   */
+  repair(
+    request: RepairRequest,
+    callback: (error: ServiceError | null, response: RepairResponse) => void,
+  ): ClientUnaryCall;
+  repair(
+    request: RepairRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: RepairResponse) => void,
+  ): ClientUnaryCall;
+  repair(
+    request: RepairRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: RepairResponse) => void,
   ): ClientUnaryCall;
 }
 

@@ -31,6 +31,21 @@ export enum PeerKind {
   PEER_KIND_STATS = 7,
   /** PEER_KIND_COMPACT - PEER_KIND_COMPACT compacts the receiver now; the body is a PeerCompactRequest. */
   PEER_KIND_COMPACT = 8,
+  /**
+   * PEER_KIND_REPAIR_DIGEST - PEER_KIND_REPAIR_DIGEST returns the digests of the receiver's data per (token range, hour); the
+   * body is a PeerRepairDigestRequest (peer_repair.proto).
+   */
+  PEER_KIND_REPAIR_DIGEST = 9,
+  /**
+   * PEER_KIND_REPAIR_READ - PEER_KIND_REPAIR_READ returns every point the receiver holds of the series of some token
+   * ranges in a time window; the body is a PeerRepairReadRequest.
+   */
+  PEER_KIND_REPAIR_READ = 10,
+  /**
+   * PEER_KIND_REPAIR_RUN - PEER_KIND_REPAIR_RUN runs an anti-entropy repair pass on the receiver now and answers its
+   * figures once it is done; the body is a PeerRepairRunRequest.
+   */
+  PEER_KIND_REPAIR_RUN = 11,
   UNRECOGNIZED = -1,
 }
 

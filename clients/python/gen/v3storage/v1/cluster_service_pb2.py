@@ -21,7 +21,7 @@ DESCRIPTOR = _descriptor.FileDescriptor(
   name='v3storage/v1/cluster_service.proto',
   package='v3storage.v1',
   syntax='proto3',
-  serialized_pb=_b('\n\"v3storage/v1/cluster_service.proto\x12\x0cv3storage.v1\x1a\x19v3storage/v1/common.proto\"\xcc\x01\n\x04Node\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12&\n\x05state\x18\x03 \x01(\x0e\x32\x17.v3storage.v1.NodeState\x12\x0e\n\x06leader\x18\x04 \x01(\x08\x12\x14\n\x0cpeer_address\x18\x05 \x01(\t\x12.\n\tlifecycle\x18\x06 \x01(\x0e\x32\x1b.v3storage.v1.NodeLifecycle\x12\x12\n\nring_share\x18\x07 \x01(\x01\x12\x15\n\rhints_pending\x18\x08 \x01(\x04\"\x12\n\x10ListNodesRequest\"h\n\x11ListNodesResponse\x12!\n\x05nodes\x18\x01 \x03(\x0b\x32\x12.v3storage.v1.Node\x12\x14\n\x0cring_version\x18\x02 \x01(\x04\x12\x1a\n\x12replication_factor\x18\x03 \x01(\r\"@\n\rLocateRequest\x12\x0e\n\x06metric\x18\x01 \x01(\t\x12\x1f\n\x04tags\x18\x02 \x03(\x0b\x32\x11.v3storage.v1.Tag\"3\n\x0eLocateResponse\x12!\n\x05nodes\x18\x01 \x03(\x0b\x32\x12.v3storage.v1.Node*l\n\tNodeState\x12\x1a\n\x16NODE_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12NODE_STATE_HEALTHY\x10\x01\x12\x16\n\x12NODE_STATE_SUSPECT\x10\x02\x12\x13\n\x0fNODE_STATE_DOWN\x10\x03*\x82\x01\n\rNodeLifecycle\x12\x1e\n\x1aNODE_LIFECYCLE_UNSPECIFIED\x10\x00\x12\x1a\n\x16NODE_LIFECYCLE_JOINING\x10\x01\x12\x19\n\x15NODE_LIFECYCLE_ACTIVE\x10\x02\x12\x1a\n\x16NODE_LIFECYCLE_LEAVING\x10\x03\x32\xa3\x01\n\x0e\x43lusterService\x12L\n\tListNodes\x12\x1e.v3storage.v1.ListNodesRequest\x1a\x1f.v3storage.v1.ListNodesResponse\x12\x43\n\x06Locate\x12\x1b.v3storage.v1.LocateRequest\x1a\x1c.v3storage.v1.LocateResponseb\x06proto3')
+  serialized_pb=_b('\n\"v3storage/v1/cluster_service.proto\x12\x0cv3storage.v1\x1a\x19v3storage/v1/common.proto\"\xcc\x01\n\x04Node\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12&\n\x05state\x18\x03 \x01(\x0e\x32\x17.v3storage.v1.NodeState\x12\x0e\n\x06leader\x18\x04 \x01(\x08\x12\x14\n\x0cpeer_address\x18\x05 \x01(\t\x12.\n\tlifecycle\x18\x06 \x01(\x0e\x32\x1b.v3storage.v1.NodeLifecycle\x12\x12\n\nring_share\x18\x07 \x01(\x01\x12\x15\n\rhints_pending\x18\x08 \x01(\x04\"\x12\n\x10ListNodesRequest\"h\n\x11ListNodesResponse\x12!\n\x05nodes\x18\x01 \x03(\x0b\x32\x12.v3storage.v1.Node\x12\x14\n\x0cring_version\x18\x02 \x01(\x04\x12\x1a\n\x12replication_factor\x18\x03 \x01(\r\"@\n\rLocateRequest\x12\x0e\n\x06metric\x18\x01 \x01(\t\x12\x1f\n\x04tags\x18\x02 \x03(\x0b\x32\x11.v3storage.v1.Tag\"3\n\x0eLocateResponse\x12!\n\x05nodes\x18\x01 \x03(\x0b\x32\x12.v3storage.v1.Node\"\x0f\n\rRepairRequest\"\x98\x01\n\x10RepairNodeReport\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x17\n\x0franges_compared\x18\x02 \x01(\x04\x12\x17\n\x0franges_repaired\x18\x03 \x01(\x04\x12\x13\n\x0bpoints_sent\x18\x04 \x01(\x04\x12\x17\n\x0fpoints_received\x18\x05 \x01(\x04\x12\x13\n\x0b\x64uration_ms\x18\x06 \x01(\x03\"x\n\x0eRepairResponse\x12-\n\x05nodes\x18\x01 \x03(\x0b\x32\x1e.v3storage.v1.RepairNodeReport\x12\x12\n\ndown_nodes\x18\x02 \x03(\t\x12\x0e\n\x06\x65nd_ms\x18\x03 \x01(\x03\x12\x13\n\x0b\x64uration_ms\x18\x04 \x01(\x03*l\n\tNodeState\x12\x1a\n\x16NODE_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12NODE_STATE_HEALTHY\x10\x01\x12\x16\n\x12NODE_STATE_SUSPECT\x10\x02\x12\x13\n\x0fNODE_STATE_DOWN\x10\x03*\x82\x01\n\rNodeLifecycle\x12\x1e\n\x1aNODE_LIFECYCLE_UNSPECIFIED\x10\x00\x12\x1a\n\x16NODE_LIFECYCLE_JOINING\x10\x01\x12\x19\n\x15NODE_LIFECYCLE_ACTIVE\x10\x02\x12\x1a\n\x16NODE_LIFECYCLE_LEAVING\x10\x03\x32\xe8\x01\n\x0e\x43lusterService\x12L\n\tListNodes\x12\x1e.v3storage.v1.ListNodesRequest\x1a\x1f.v3storage.v1.ListNodesResponse\x12\x43\n\x06Locate\x12\x1b.v3storage.v1.LocateRequest\x1a\x1c.v3storage.v1.LocateResponse\x12\x43\n\x06Repair\x12\x1b.v3storage.v1.RepairRequest\x1a\x1c.v3storage.v1.RepairResponseb\x06proto3')
   ,
   dependencies=[v3storage_dot_v1_dot_common__pb2.DESCRIPTOR,])
 
@@ -50,8 +50,8 @@ _NODESTATE = _descriptor.EnumDescriptor(
   ],
   containing_type=None,
   options=None,
-  serialized_start=531,
-  serialized_end=639,
+  serialized_start=825,
+  serialized_end=933,
 )
 _sym_db.RegisterEnumDescriptor(_NODESTATE)
 
@@ -81,8 +81,8 @@ _NODELIFECYCLE = _descriptor.EnumDescriptor(
   ],
   containing_type=None,
   options=None,
-  serialized_start=642,
-  serialized_end=772,
+  serialized_start=936,
+  serialized_end=1066,
 )
 _sym_db.RegisterEnumDescriptor(_NODELIFECYCLE)
 
@@ -315,16 +315,162 @@ _LOCATERESPONSE = _descriptor.Descriptor(
   serialized_end=529,
 )
 
+
+_REPAIRREQUEST = _descriptor.Descriptor(
+  name='RepairRequest',
+  full_name='v3storage.v1.RepairRequest',
+  filename=None,
+  file=DESCRIPTOR,
+  containing_type=None,
+  fields=[
+  ],
+  extensions=[
+  ],
+  nested_types=[],
+  enum_types=[
+  ],
+  options=None,
+  is_extendable=False,
+  syntax='proto3',
+  extension_ranges=[],
+  oneofs=[
+  ],
+  serialized_start=531,
+  serialized_end=546,
+)
+
+
+_REPAIRNODEREPORT = _descriptor.Descriptor(
+  name='RepairNodeReport',
+  full_name='v3storage.v1.RepairNodeReport',
+  filename=None,
+  file=DESCRIPTOR,
+  containing_type=None,
+  fields=[
+    _descriptor.FieldDescriptor(
+      name='node_id', full_name='v3storage.v1.RepairNodeReport.node_id', index=0,
+      number=1, type=9, cpp_type=9, label=1,
+      has_default_value=False, default_value=_b("").decode('utf-8'),
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, file=DESCRIPTOR),
+    _descriptor.FieldDescriptor(
+      name='ranges_compared', full_name='v3storage.v1.RepairNodeReport.ranges_compared', index=1,
+      number=2, type=4, cpp_type=4, label=1,
+      has_default_value=False, default_value=0,
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, file=DESCRIPTOR),
+    _descriptor.FieldDescriptor(
+      name='ranges_repaired', full_name='v3storage.v1.RepairNodeReport.ranges_repaired', index=2,
+      number=3, type=4, cpp_type=4, label=1,
+      has_default_value=False, default_value=0,
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, file=DESCRIPTOR),
+    _descriptor.FieldDescriptor(
+      name='points_sent', full_name='v3storage.v1.RepairNodeReport.points_sent', index=3,
+      number=4, type=4, cpp_type=4, label=1,
+      has_default_value=False, default_value=0,
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, file=DESCRIPTOR),
+    _descriptor.FieldDescriptor(
+      name='points_received', full_name='v3storage.v1.RepairNodeReport.points_received', index=4,
+      number=5, type=4, cpp_type=4, label=1,
+      has_default_value=False, default_value=0,
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, file=DESCRIPTOR),
+    _descriptor.FieldDescriptor(
+      name='duration_ms', full_name='v3storage.v1.RepairNodeReport.duration_ms', index=5,
+      number=6, type=3, cpp_type=2, label=1,
+      has_default_value=False, default_value=0,
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, file=DESCRIPTOR),
+  ],
+  extensions=[
+  ],
+  nested_types=[],
+  enum_types=[
+  ],
+  options=None,
+  is_extendable=False,
+  syntax='proto3',
+  extension_ranges=[],
+  oneofs=[
+  ],
+  serialized_start=549,
+  serialized_end=701,
+)
+
+
+_REPAIRRESPONSE = _descriptor.Descriptor(
+  name='RepairResponse',
+  full_name='v3storage.v1.RepairResponse',
+  filename=None,
+  file=DESCRIPTOR,
+  containing_type=None,
+  fields=[
+    _descriptor.FieldDescriptor(
+      name='nodes', full_name='v3storage.v1.RepairResponse.nodes', index=0,
+      number=1, type=11, cpp_type=10, label=3,
+      has_default_value=False, default_value=[],
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, file=DESCRIPTOR),
+    _descriptor.FieldDescriptor(
+      name='down_nodes', full_name='v3storage.v1.RepairResponse.down_nodes', index=1,
+      number=2, type=9, cpp_type=9, label=3,
+      has_default_value=False, default_value=[],
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, file=DESCRIPTOR),
+    _descriptor.FieldDescriptor(
+      name='end_ms', full_name='v3storage.v1.RepairResponse.end_ms', index=2,
+      number=3, type=3, cpp_type=2, label=1,
+      has_default_value=False, default_value=0,
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, file=DESCRIPTOR),
+    _descriptor.FieldDescriptor(
+      name='duration_ms', full_name='v3storage.v1.RepairResponse.duration_ms', index=3,
+      number=4, type=3, cpp_type=2, label=1,
+      has_default_value=False, default_value=0,
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, file=DESCRIPTOR),
+  ],
+  extensions=[
+  ],
+  nested_types=[],
+  enum_types=[
+  ],
+  options=None,
+  is_extendable=False,
+  syntax='proto3',
+  extension_ranges=[],
+  oneofs=[
+  ],
+  serialized_start=703,
+  serialized_end=823,
+)
+
 _NODE.fields_by_name['state'].enum_type = _NODESTATE
 _NODE.fields_by_name['lifecycle'].enum_type = _NODELIFECYCLE
 _LISTNODESRESPONSE.fields_by_name['nodes'].message_type = _NODE
 _LOCATEREQUEST.fields_by_name['tags'].message_type = v3storage_dot_v1_dot_common__pb2._TAG
 _LOCATERESPONSE.fields_by_name['nodes'].message_type = _NODE
+_REPAIRRESPONSE.fields_by_name['nodes'].message_type = _REPAIRNODEREPORT
 DESCRIPTOR.message_types_by_name['Node'] = _NODE
 DESCRIPTOR.message_types_by_name['ListNodesRequest'] = _LISTNODESREQUEST
 DESCRIPTOR.message_types_by_name['ListNodesResponse'] = _LISTNODESRESPONSE
 DESCRIPTOR.message_types_by_name['LocateRequest'] = _LOCATEREQUEST
 DESCRIPTOR.message_types_by_name['LocateResponse'] = _LOCATERESPONSE
+DESCRIPTOR.message_types_by_name['RepairRequest'] = _REPAIRREQUEST
+DESCRIPTOR.message_types_by_name['RepairNodeReport'] = _REPAIRNODEREPORT
+DESCRIPTOR.message_types_by_name['RepairResponse'] = _REPAIRRESPONSE
 DESCRIPTOR.enum_types_by_name['NodeState'] = _NODESTATE
 DESCRIPTOR.enum_types_by_name['NodeLifecycle'] = _NODELIFECYCLE
 _sym_db.RegisterFileDescriptor(DESCRIPTOR)
@@ -364,6 +510,27 @@ LocateResponse = _reflection.GeneratedProtocolMessageType('LocateResponse', (_me
   ))
 _sym_db.RegisterMessage(LocateResponse)
 
+RepairRequest = _reflection.GeneratedProtocolMessageType('RepairRequest', (_message.Message,), dict(
+  DESCRIPTOR = _REPAIRREQUEST,
+  __module__ = 'v3storage.v1.cluster_service_pb2'
+  # @@protoc_insertion_point(class_scope:v3storage.v1.RepairRequest)
+  ))
+_sym_db.RegisterMessage(RepairRequest)
+
+RepairNodeReport = _reflection.GeneratedProtocolMessageType('RepairNodeReport', (_message.Message,), dict(
+  DESCRIPTOR = _REPAIRNODEREPORT,
+  __module__ = 'v3storage.v1.cluster_service_pb2'
+  # @@protoc_insertion_point(class_scope:v3storage.v1.RepairNodeReport)
+  ))
+_sym_db.RegisterMessage(RepairNodeReport)
+
+RepairResponse = _reflection.GeneratedProtocolMessageType('RepairResponse', (_message.Message,), dict(
+  DESCRIPTOR = _REPAIRRESPONSE,
+  __module__ = 'v3storage.v1.cluster_service_pb2'
+  # @@protoc_insertion_point(class_scope:v3storage.v1.RepairResponse)
+  ))
+_sym_db.RegisterMessage(RepairResponse)
+
 
 
 _CLUSTERSERVICE = _descriptor.ServiceDescriptor(
@@ -372,8 +539,8 @@ _CLUSTERSERVICE = _descriptor.ServiceDescriptor(
   file=DESCRIPTOR,
   index=0,
   options=None,
-  serialized_start=775,
-  serialized_end=938,
+  serialized_start=1069,
+  serialized_end=1301,
   methods=[
   _descriptor.MethodDescriptor(
     name='ListNodes',
@@ -391,6 +558,15 @@ _CLUSTERSERVICE = _descriptor.ServiceDescriptor(
     containing_service=None,
     input_type=_LOCATEREQUEST,
     output_type=_LOCATERESPONSE,
+    options=None,
+  ),
+  _descriptor.MethodDescriptor(
+    name='Repair',
+    full_name='v3storage.v1.ClusterService.Repair',
+    index=2,
+    containing_service=None,
+    input_type=_REPAIRREQUEST,
+    output_type=_REPAIRRESPONSE,
     options=None,
   ),
 ])

@@ -24,6 +24,11 @@ class ClusterServiceStub(object):
         request_serializer=v3storage_dot_v1_dot_cluster__service__pb2.LocateRequest.SerializeToString,
         response_deserializer=v3storage_dot_v1_dot_cluster__service__pb2.LocateResponse.FromString,
         )
+    self.Repair = channel.unary_unary(
+        '/v3storage.v1.ClusterService/Repair',
+        request_serializer=v3storage_dot_v1_dot_cluster__service__pb2.RepairRequest.SerializeToString,
+        response_deserializer=v3storage_dot_v1_dot_cluster__service__pb2.RepairResponse.FromString,
+        )
 
 
 class ClusterServiceServicer(object):
@@ -44,6 +49,15 @@ class ClusterServiceServicer(object):
     context.set_details('Method not implemented!')
     raise NotImplementedError('Method not implemented!')
 
+  def Repair(self, request, context):
+    """Repair runs an anti-entropy repair pass on every healthy node now, over all data up to now,
+    and answers once every pass is done: what each node compared and moved. Nodes that are down
+    are named in down_nodes and left out; a pass that fails fails the call with UNAVAILABLE.
+    """
+    context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+    context.set_details('Method not implemented!')
+    raise NotImplementedError('Method not implemented!')
+
 
 def add_ClusterServiceServicer_to_server(servicer, server):
   rpc_method_handlers = {
@@ -56,6 +70,11 @@ def add_ClusterServiceServicer_to_server(servicer, server):
           servicer.Locate,
           request_deserializer=v3storage_dot_v1_dot_cluster__service__pb2.LocateRequest.FromString,
           response_serializer=v3storage_dot_v1_dot_cluster__service__pb2.LocateResponse.SerializeToString,
+      ),
+      'Repair': grpc.unary_unary_rpc_method_handler(
+          servicer.Repair,
+          request_deserializer=v3storage_dot_v1_dot_cluster__service__pb2.RepairRequest.FromString,
+          response_serializer=v3storage_dot_v1_dot_cluster__service__pb2.RepairResponse.SerializeToString,
       ),
   }
   generic_handler = grpc.method_handlers_generic_handler(
