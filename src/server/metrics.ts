@@ -7,7 +7,7 @@
 import { monitorEventLoopDelay } from 'node:perf_hooks'
 import { ServerInterceptingCall, type ServerInterceptor, status } from '@grpc/grpc-js'
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client'
-import type { ClusterFigures, StorageEngine } from '../engine/storage-engine.js'
+import type { ClusterFigures, RepairFigures, StorageEngine } from '../engine/storage-engine.js'
 
 /** The RPCs that store points: a non-OK status on them is a rejected write. */
 const WRITE_METHODS = new Set(['WriteService/Write', 'WriteService/WriteStream', 'StreamService/Ingest'])
@@ -249,7 +249,9 @@ function clusterGauges(registers: Registry[]): (figures: ClusterFigures) => void
     "Age of the oldest hint waiting for a peer: how far the peer's copy lags behind this node.",
   )
   const needsRepair = peerGauge('v3_hints_needs_repair', '1 when hints for a peer were dropped: repair must heal it.')
+  const updateRepair = repairMetrics(registers)
   return (cluster) => {
+    if (cluster.repair !== undefined) updateRepair(cluster.repair)
     for (const h of cluster.hints) {
       hintBacklog.set({ peer: h.peer }, h.backlog)
       hintBacklogBytes.set({ peer: h.peer }, h.backlogBytes)
@@ -275,5 +277,58 @@ function clusterGauges(registers: Registry[]): (figures: ClusterFigures) => void
     malformedPeer.set(cluster.malformedPeerMessages)
     peerServed.set(cluster.peerRequestsServed)
     peerRejected.set(cluster.peerRequestsRejected)
+  }
+}
+
+/**
+ * The counters of the node's anti-entropy repair passes. The node keeps its totals since it
+ * started; the Prometheus counters follow them by increments.
+ */
+function repairMetrics(registers: Registry[]): (figures: RepairFigures) => void {
+  const counter = (name: string, help: string) => new Counter({ name, help, registers })
+  const passes = new Counter({
+    name: 'v3_repair_passes_total',
+    help: 'Anti-entropy repair passes this node ran, by outcome (ok, failed).',
+    labelNames: ['outcome'] as const,
+    registers,
+  })
+  const compared = counter('v3_repair_ranges_compared_total', 'Token ranges whose owners this node compared by digest.')
+  const repaired = counter(
+    'v3_repair_ranges_repaired_total',
+    '(token range, hour) blocks whose copies differed and this node brought in line.',
+  )
+  const moved = new Counter({
+    name: 'v3_repair_points_moved_total',
+    help: 'Points repair moved between this node and a peer: direction sent (written to the peer) or received (read from it, written here).',
+    labelNames: ['peer', 'direction'] as const,
+    registers,
+  })
+  const lastPass = new Gauge({
+    name: 'v3_repair_last_pass_seconds',
+    help: "How long this node's last repair pass took.",
+    registers,
+  })
+  const lastSuccess = new Gauge({
+    name: 'v3_repair_last_success_timestamp_seconds',
+    help: "When this node's last successful repair pass ended, in seconds since the epoch; 0 before the first.",
+    registers,
+  })
+  let seen: RepairFigures | undefined
+  const seenPeers = new Map<string, { pointsSent: number; pointsReceived: number }>()
+  return (figures) => {
+    const delta = (now: number, before: number | undefined) => Math.max(0, now - (before ?? 0))
+    passes.inc({ outcome: 'ok' }, delta(figures.passes - figures.failedPasses, seen && seen.passes - seen.failedPasses))
+    passes.inc({ outcome: 'failed' }, delta(figures.failedPasses, seen?.failedPasses))
+    compared.inc(delta(figures.rangesCompared, seen?.rangesCompared))
+    repaired.inc(delta(figures.rangesRepaired, seen?.rangesRepaired))
+    for (const p of figures.peers) {
+      const before = seenPeers.get(p.peer)
+      moved.inc({ peer: p.peer, direction: 'sent' }, delta(p.pointsSent, before?.pointsSent))
+      moved.inc({ peer: p.peer, direction: 'received' }, delta(p.pointsReceived, before?.pointsReceived))
+      seenPeers.set(p.peer, { pointsSent: p.pointsSent, pointsReceived: p.pointsReceived })
+    }
+    lastPass.set(figures.lastPassMs / 1000)
+    lastSuccess.set(figures.lastSuccessMs / 1000)
+    seen = figures
   }
 }
