@@ -1,6 +1,6 @@
 // npm run soak: the Jepsen-style set test (test/e2e/cluster-jepsen.test.ts) once per seed, one
 // after another, then a summary per seed: points acknowledged, unknown, lost (at QUORUM, and from a
-// node's own copy read alone at ONE), whether repair ran, and the wall time. Exits non-zero when a
+// node's own copy read alone at ONE), the points repair moved, and the wall time. Exits non-zero when a
 // run lost an acknowledged point or failed. Not part of npm test.
 //   npm run soak                          the five default seeds
 //   npm run soak -- --seeds 7,8,9         these seeds
@@ -94,24 +94,24 @@ for (const { seed, longMs } of runs) {
     unknown: f?.unknown ?? '?',
     lostQuorum: f?.lost_quorum ?? '?',
     lostAlone: f?.lost_alone ?? '?',
-    repair: f?.repair ?? '?',
+    repairPoints: f?.repair_points ?? '?',
     seconds: seconds.toFixed(1),
     outcome: ok ? 'pass' : code === 0 ? 'LOST' : `FAIL (exit ${code})`,
   }
   rows.push(row)
   console.log(
-    `seed ${seed}${row.long ? ` (long, ${row.long})` : ''}: acked ${row.acked}, unknown ${row.unknown}, lost at QUORUM ${row.lostQuorum}, lost alone at ONE ${row.lostAlone}, repair ${row.repair}, ${row.seconds} s: ${row.outcome}`,
+    `seed ${seed}${row.long ? ` (long, ${row.long})` : ''}: acked ${row.acked}, unknown ${row.unknown}, lost at QUORUM ${row.lostQuorum}, lost alone at ONE ${row.lostAlone}, points moved by repair ${row.repairPoints}, ${row.seconds} s: ${row.outcome}`,
   )
 }
 
 const md = [
   `Jepsen-style set test (${TEST}), ${new Date().toISOString()}: 3 nodes, R = 3, 4 writers at QUORUM, one node killed with SIGKILL and restarted, another stopped with SIGSTOP for 10 s.`,
   '',
-  '| seed | long run | acknowledged | unknown | lost at QUORUM | lost from a node alone at ONE | repair | wall time, s | outcome |',
+  '| seed | long run | acknowledged | unknown | lost at QUORUM | lost from a node alone at ONE | points moved by repair | wall time, s | outcome |',
   '|---|---|---|---|---|---|---|---|---|',
   ...rows.map(
     (r) =>
-      `| ${r.seed} | ${r.long} | ${r.acked} | ${r.unknown} | ${r.lostQuorum} | ${r.lostAlone} | ${r.repair} | ${r.seconds} | ${r.outcome} |`,
+      `| ${r.seed} | ${r.long} | ${r.acked} | ${r.unknown} | ${r.lostQuorum} | ${r.lostAlone} | ${r.repairPoints} | ${r.seconds} | ${r.outcome} |`,
   ),
   '',
 ].join('\n')
