@@ -54,6 +54,7 @@ describe('anti-entropy repair over three replicas', () => {
   const closers: (() => Promise<void>)[] = []
   let store: HintStore
   let clock = H0
+  let healthy: ReadonlySet<string> = new Set(IDS)
 
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'v3-repair-'))
@@ -68,7 +69,7 @@ describe('anti-entropy repair over three replicas', () => {
     const ring: RingSnapshot = { version: 1, replicationFactor: 3, members }
     const view: ClusterView = {
       ring: () => ring,
-      healthyIds: () => new Set(IDS),
+      healthyIds: () => healthy,
       leaderId: () => undefined,
       consul: () => ({ reachable: true, outages: 0 }),
     }
@@ -198,5 +199,26 @@ describe('anti-entropy repair over three replicas', () => {
     assert.equal(report.pointsSent, 1)
     assert.equal(store.stats().find((s) => s.target === 'c')?.needsRepair, false)
     assert.deepEqual(await contents(node('c').engine), await contents(node('a').engine))
+  })
+
+  it('leaves a member that is down out of the repair and names it', async () => {
+    healthy = new Set(['a', 'b'])
+    try {
+      await node('a').engine.write(batch('while-c-down', [H0 + 120_000], [9]))
+      const report = await node('b').repair.repairCluster()
+      assert.deepEqual(report.downNodes, ['c'])
+      assert.deepEqual(
+        report.nodes.map((n) => n.node),
+        ['a', 'b'],
+      )
+      // a and b compared the ranges they own with each other; c got nothing.
+      assert.equal(
+        report.nodes.reduce((sum, n) => sum + n.pointsSent + n.pointsReceived, 0),
+        1,
+      )
+      assert.ok(!(await contents(node('c').engine)).some((line) => line.includes('while-c-down')))
+    } finally {
+      healthy = new Set(IDS)
+    }
   })
 })
