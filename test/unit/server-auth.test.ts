@@ -38,6 +38,7 @@ test('each method requires its role; health and reflection are open; the unknown
     ['/v3storage.v1.WriteService/WriteStream', 'write'],
     ['/v3storage.v1.StreamService/Ingest', 'write'],
     ['/v3storage.v1.AdminService/Compact', 'admin'],
+    ['/v3storage.v1.ClusterService/Repair', 'admin'],
     ['/v3storage.v1.SomeFutureService/Do', 'admin'],
   ]
   for (const [path, want] of cases) assert.equal(requirementOf(path), want, path)
