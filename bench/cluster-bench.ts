@@ -58,7 +58,7 @@ const CLK_TCK = 100
 const RELATIVE_TOLERANCE = 1e-9
 
 /** CPU seconds (user + system) a process has used so far. */
-async function cpuSeconds(pid: number): Promise<number> {
+export async function cpuSeconds(pid: number): Promise<number> {
   const stat = await readFile(`/proc/${pid}/stat`, 'utf8')
   // The command name (field 2) may hold spaces and parentheses: count fields after its last ')'.
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
@@ -72,13 +72,13 @@ async function totalCpuSeconds(servers: readonly Server[]): Promise<number> {
   return total
 }
 
-interface Consul {
+export interface Consul {
   readonly url: string
   readonly proc: ChildProcess
 }
 
 /** The Consul API emulator of the test tree, in a process of its own. */
-async function startConsul(): Promise<Consul> {
+export async function startConsul(): Promise<Consul> {
   const proc = spawn(process.execPath, ['--import', 'tsx', 'test/fixtures/consul-emulator.ts'], {
     stdio: ['ignore', 'pipe', 'inherit'],
   })
@@ -96,7 +96,7 @@ async function startConsul(): Promise<Consul> {
   return { url, proc }
 }
 
-async function stopProcess(proc: ChildProcess): Promise<void> {
+export async function stopProcess(proc: ChildProcess): Promise<void> {
   if (proc.exitCode === null && proc.signalCode === null) {
     const exited = once(proc, 'exit')
     proc.kill('SIGKILL')
@@ -104,8 +104,10 @@ async function stopProcess(proc: ChildProcess): Promise<void> {
   }
 }
 
-interface Cluster {
+export interface Cluster {
   readonly nodes: Server[]
+  /** Each node's `v3 serve` flags beside the data folder and listen address, to restart it as it was. */
+  readonly args: string[][]
 }
 
 /**
@@ -113,27 +115,32 @@ interface Cluster {
  * returns once every node lists every member healthy. Nodes start one after another, as the first
  * one records the cluster's settings in Consul.
  */
-async function startCluster(consul: Consul, name: string, count: number, rf: number, out: Cluster): Promise<void> {
+export async function startCluster(
+  consul: Consul,
+  name: string,
+  count: number,
+  rf: number,
+  out: Cluster,
+): Promise<void> {
   for (let i = 1; i <= count; i++) {
     const port = await freePort()
     const peerPort = await freePort()
-    const server = await startServer(
-      [
-        '--cluster',
-        '--node-id',
-        `n${i}`,
-        '--consul',
-        consul.url,
-        '--cluster-name',
-        name,
-        '--peer-listen',
-        `127.0.0.1:${peerPort}`,
-        '--replication-factor',
-        String(rf),
-      ],
-      `127.0.0.1:${port}`,
-    )
+    const args = [
+      '--cluster',
+      '--node-id',
+      `n${i}`,
+      '--consul',
+      consul.url,
+      '--cluster-name',
+      name,
+      '--peer-listen',
+      `127.0.0.1:${peerPort}`,
+      '--replication-factor',
+      String(rf),
+    ]
+    const server = await startServer(args, `127.0.0.1:${port}`)
     out.nodes.push(server)
+    out.args.push(args)
   }
   const want = out.nodes.map((_, i) => `n${i + 1}`).join(',')
   const deadline = Date.now() + 60_000
@@ -156,7 +163,7 @@ async function startCluster(consul: Consul, name: string, count: number, rf: num
   }
 }
 
-async function removeAll(servers: readonly Server[]): Promise<void> {
+export async function removeAll(servers: readonly Server[]): Promise<void> {
   for (const server of servers) await removeServer(server)
 }
 
@@ -278,8 +285,8 @@ export async function runClusterBench(o: ClusterBenchOptions): Promise<void> {
   const params = drawParams(o.hosts, o.runs)
 
   const single: Server[] = []
-  const first: Cluster = { nodes: [] }
-  const second: Cluster = { nodes: [] }
+  const first: Cluster = { nodes: [], args: [] }
+  const second: Cluster = { nodes: [], args: [] }
   let consul: Consul | undefined
   const singleClient: { c?: RecordingClient } = {}
   const clusterClient: { c?: RecordingClient } = {}

@@ -269,7 +269,7 @@ export async function grpcHealthRoundTrip(address: string): Promise<RoundTrip> {
 }
 
 /** One unary Write of a pre-encoded WriteRequest. */
-function write(client: Client, body: Buffer): Promise<WriteResponse> {
+export function writeRequest(client: Client, body: Buffer): Promise<WriteResponse> {
   return new Promise((resolve, reject) =>
     client.makeUnaryRequest(
       '/v3storage.v1.WriteService/Write',
@@ -297,7 +297,7 @@ export async function sendWrites(
   const send = async (client: Client): Promise<void> => {
     while (next < requests.length) {
       // Awaited first: `written += await …` would read `written` before the wait and lose counts.
-      const res = await write(client, requests[next++] as Buffer)
+      const res = await writeRequest(client, requests[next++] as Buffer)
       written += res.pointsWritten
     }
   }
@@ -318,13 +318,19 @@ export function describeDataSet(hosts: number, decimals: number | undefined): st
 
 /**
  * The data set as WriteRequest (or WriteStreamRequest) messages, in time order: each holds
- * `timestampsPerMessage` timestamps of every series, as TSBS sends rows.
+ * `timestampsPerMessage` timestamps of every series, as TSBS sends rows. `offsetMs` shifts every
+ * timestamp (a load that goes on past the data set's day writes the following days).
  */
-export function encodeMessages(tags: Tag[][], values: Float64Array[][], timestampsPerMessage: number): Buffer[] {
+export function encodeMessages(
+  tags: Tag[][],
+  values: Float64Array[][],
+  timestampsPerMessage: number,
+  offsetMs = 0,
+): Buffer[] {
   const messages: Buffer[] = []
   for (let i0 = 0; i0 < POINTS_PER_SERIES; i0 += timestampsPerMessage) {
     const n = Math.min(timestampsPerMessage, POINTS_PER_SERIES - i0)
-    const timestamps = Array.from({ length: n }, (_, i) => timestampAt(i0 + i))
+    const timestamps = Array.from({ length: n }, (_, i) => timestampAt(i0 + i) + offsetMs)
     const series = []
     for (let h = 0; h < tags.length; h++) {
       for (let m = 0; m < METRICS.length; m++) {

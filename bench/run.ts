@@ -21,6 +21,9 @@
 //   npm run bench -- --hints  (the hint store's appends alone, see bench/hint-store-bench.ts)
 //   npm run bench -- --cluster 3 [--replication-factor 1]  (a cluster beside a single node, see
 //   bench/cluster-bench.ts)
+//   npm run bench -- --cluster 3 --replication-factor 3 --catch-up [--catch-up-down 60s]
+//   [--catch-up-rate <points/s>]  (a node killed under load and its catch-up after the restart, see
+//   bench/catch-up-bench.ts)
 import { mkdir, rm, writeFile } from 'node:fs/promises'
 import { parseArgs } from 'node:util'
 import { Client, credentials } from '@grpc/grpc-js'
@@ -82,6 +85,13 @@ const { values: args } = parseArgs({
     // --cluster N runs the cluster bench (bench/cluster-bench.ts): N nodes beside a single node.
     cluster: { type: 'string' },
     'replication-factor': { type: 'string', default: '1' },
+    // With --cluster: only the catch-up phase (bench/catch-up-bench.ts), a node killed under load for
+    // --catch-up-down (seconds, or with an s or m suffix) and restarted.
+    'catch-up': { type: 'boolean', default: false },
+    'catch-up-down': { type: 'string', default: '60s' },
+    // Points per second the catch-up load offers; 0 (the default) sends without pause, as the
+    // cluster bench's ingest does.
+    'catch-up-rate': { type: 'string', default: '0' },
   },
 })
 const decimals = args.decimals === undefined ? undefined : Number(args.decimals)
@@ -90,6 +100,14 @@ const timestampsPerRequest = Number(args.batch)
 const inflight = Number(args.inflight)
 const runs = Number(args.runs)
 const writerBatchPoints = Number(args['writer-batch-points'])
+if (args['catch-up'] && args.cluster === undefined) throw new Error('--catch-up goes with --cluster <n>')
+
+/** A duration flag in seconds: `60`, `60s`, `1.5m`. */
+function durationMs(flag: string, text: string): number {
+  const m = /^(\d+(?:\.\d+)?)(s|m)?$/.exec(text)
+  if (m === null) throw new Error(`--${flag} takes a duration such as 60s or 2m, got ${text}`)
+  return Number(m[1]) * (m[2] === 'm' ? 60_000 : 1_000)
+}
 if (args.against !== undefined && args.against !== 'victoriametrics') {
   throw new Error(`--against takes victoriametrics, got ${args.against}`)
 }
@@ -379,6 +397,18 @@ if (args.ring) {
 } else if (args.regex) {
   const { regexBench } = await import('./regex-bench.js')
   regexBench()
+} else if (args.cluster !== undefined && args['catch-up']) {
+  const { runCatchUpBench } = await import('./catch-up-bench.js')
+  await runCatchUpBench({
+    nodes: Number(args.cluster),
+    replicationFactor: Number(args['replication-factor']),
+    hosts,
+    decimals,
+    timestampsPerRequest,
+    inflight,
+    downMs: durationMs('catch-up-down', args['catch-up-down']),
+    ratePointsPerSecond: Number(args['catch-up-rate']),
+  })
 } else if (args.cluster !== undefined) {
   const { runClusterBench } = await import('./cluster-bench.js')
   await runClusterBench({
