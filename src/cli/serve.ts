@@ -124,6 +124,9 @@ export function parseServeArgs(
       dataDir: set<string>('data'),
       hotWindowMs: num('hot-window'),
       retentionMs: num('retention'),
+      // Write versions are needed while writes of one point can still arrive out of order: hints
+      // arrive up to the hint window late, and points are sealed into blocks while hot.
+      versionWindowMs: set<number>('hint-window') + set<number>('hot-window'),
       sync: str('sync') as SyncPolicy | undefined,
       sealIdleMs: num('seal-idle'),
       sealIntervalMs: num('seal-interval'),

@@ -5,7 +5,7 @@
  */
 
 /** What was being decoded, for the message: "cannot decode block: truncated at byte 17". */
-export type CorruptDataKind = 'block' | 'run' | 'row key' | 'cold value'
+export type CorruptDataKind = 'block' | 'run' | 'row key' | 'cold value' | 'versions'
 
 /** A stored value or key that does not decode: truncated, trailing bytes, out-of-range fields. */
 export class CorruptDataError extends Error {

@@ -19,8 +19,14 @@ export const CF_BUFFER = 'buffer'
 export const CF_HOT = 'hot'
 /** Old data re-packed into long runs, heavier compression. */
 export const CF_COLD = 'cold'
+/**
+ * Write versions of recent sealed points (cluster nodes only), keyed block first so that dropping
+ * the versions of old blocks is one range delete (docs/format/versions.md). A data folder written
+ * before it existed opens with it empty: RocksDB creates missing families.
+ */
+export const CF_VERSIONS = 'versions'
 
-export const COLUMN_FAMILIES = [CF_DEFAULT, CF_META, CF_INDEX, CF_BUFFER, CF_HOT, CF_COLD] as const
+export const COLUMN_FAMILIES = [CF_DEFAULT, CF_META, CF_INDEX, CF_BUFFER, CF_HOT, CF_COLD, CF_VERSIONS] as const
 
 /** Width of the fixed-length block every point belongs to. */
 export const BLOCK_MS = 30_000
@@ -58,6 +64,8 @@ export const META_COLD_MAX_BLOCK_KEY = 'cold_max_block'
 /** Encoding bytes: the first byte of every stored value. */
 export const ENCODING_SERIES_DEF = 0x01
 export const ENCODING_BUFFER_V1 = 0x02
+/** A write-buffer record whose series may carry write versions (docs/format/buffer.md). */
+export const ENCODING_BUFFER_V2 = 0x03
 /** A 30-second block: Gorilla delta-of-delta timestamps and XOR floats. */
 export const ENCODING_BLOCK_GORILLA = 0x10
 /** A cold run with Gorilla XOR values. */
@@ -69,3 +77,5 @@ export const ENCODING_RUN_SCALED = 0x21
  * so that aggregations over buckets covering whole runs skip decoding (docs/format/cold-value.md).
  */
 export const ENCODING_COLD_SUMMARY = 0x30
+/** The write versions of one series' points in one block: runs of equal versions (docs/format/versions.md). */
+export const ENCODING_VERSIONS_RUNS = 0x40

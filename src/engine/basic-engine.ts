@@ -4,6 +4,7 @@ import { performance } from 'node:perf_hooks'
 import { MIN_BLOCK } from '../codec/row-key.js'
 import { META_COLD_MAX_BLOCK_KEY } from '../codec/schema.js'
 import { UnavailableError, ValidationError } from '../model/errors.js'
+import { canonicalSeriesKey, sortTags } from '../model/series-key.js'
 import type {
   DeleteRequest,
   DeleteResult,
@@ -14,7 +15,12 @@ import type {
   WriteBatch,
   WriteResult,
 } from '../model/types.js'
-import { type NormalizedBatch, ValidatedSeriesCache, validateWriteBatch } from '../model/validate.js'
+import {
+  type NormalizedBatch,
+  type NormalizedSeries,
+  ValidatedSeriesCache,
+  validateWriteBatch,
+} from '../model/validate.js'
 import { type AggregateInput, aggregateSteps, filterValues, SUMMARIZABLE } from './aggregate.js'
 import { type PartialGroup, partialSteps } from './aggregate-partial.js'
 import { DecodedBlockCache, queryKey, ResultCache } from './caches.js'
@@ -42,6 +48,7 @@ import {
   mapLimit,
   retentionCutoffMs,
   type TierState,
+  type VersionMarks,
 } from './engine-core.js'
 import {
   applyRetention,
@@ -52,6 +59,7 @@ import {
   sealBlocks,
 } from './engine-maintenance.js'
 import { PointBudget, readLatest, readMany, readManyForAggregate } from './engine-read.js'
+import { expireVersions, findVersionMarks, keepAgainstStored, storedVersions } from './engine-versions.js'
 import { Head } from './head.js'
 import { LatencyRecorder } from './latency.js'
 import { LatestCache } from './latest-cache.js'
@@ -70,6 +78,14 @@ import type {
 } from './storage-engine.js'
 import { SubscriptionHub } from './subscriptions.js'
 import { type BufferedSeries, bufferKey, bufferSeq, decodeBufferRecord, encodeBufferRecord } from './write-buffer.js'
+
+/** One series of a committed write: its index entry and its points. */
+interface AppliedSeries {
+  readonly entry: SeriesEntry
+  readonly ts: Float64Array
+  readonly vals: Float64Array
+  readonly vers: Float64Array | undefined
+}
 
 interface PendingWrite {
   readonly batch: NormalizedBatch
@@ -113,6 +129,7 @@ export class BasicEngine implements StorageEngine, ShardEngine, EngineCore {
     coldMinBlock: Number.POSITIVE_INFINITY,
   }
   readonly counters: Counters = { pointsWritten: 0, hotBlocks: 0, coldRuns: 0, coldBlocks: 0 }
+  readonly versionMarks: VersionMarks = { minBlock: Number.POSITIVE_INFINITY, maxBlock: Number.NEGATIVE_INFINITY }
   nextSeq = 0
   bufferTrimmedTo = 0
 
@@ -147,6 +164,7 @@ export class BasicEngine implements StorageEngine, ShardEngine, EngineCore {
       await this.index.load()
       await this.loadCounters()
       this.tiers.hotMinBlock = await findHotMinBlock(this)
+      await findVersionMarks(this)
       await this.replayBuffer()
     } catch (err) {
       this.state = 'closed'
@@ -155,7 +173,12 @@ export class BasicEngine implements StorageEngine, ShardEngine, EngineCore {
     }
     this.state = 'open'
     this.every(this.config.sealIntervalMs, () => this.seal(false))
-    this.every(this.config.moveIntervalMs, () => this.jobs.run(() => moveCold(this)))
+    this.every(this.config.moveIntervalMs, () =>
+      this.jobs.run(async () => {
+        await moveCold(this)
+        await expireVersions(this)
+      }),
+    )
     if (this.config.retentionMs > 0) {
       this.every(this.config.retentionIntervalMs, () => this.jobs.run(() => applyRetention(this)))
     }
@@ -188,12 +211,43 @@ export class BasicEngine implements StorageEngine, ShardEngine, EngineCore {
     checkSignal(ctx)
     // Backpressure: a producer faster than the sealer waits here instead of growing the buffer.
     if (this.head.bufferedPoints > 2 * this.config.maxBufferedPoints) await this.seal(false)
-    const result = await new Promise<WriteResult>((resolve, reject) => {
-      this.queue.push({ batch: normalized, resolve, reject })
-      if (!this.draining) this.draining = this.drain()
-    })
+    // Once versions are stored (a cluster node), a write may meet sealed points of higher versions (a
+    // late hint, a repair): those points are left out here, so that reads, which merge the head over
+    // stored blocks, never show them. The seal resolves them again, as the authority.
+    const batch =
+      this.versionMarks.minBlock <= this.versionMarks.maxBlock ? await this.dropSuperseded(normalized) : normalized
+    if (batch.series.length > 0) {
+      await new Promise<WriteResult>((resolve, reject) => {
+        this.queue.push({ batch, resolve, reject })
+        if (!this.draining) this.draining = this.drain()
+      })
+    }
     this.writeLatency.record(performance.now() - started)
-    return result
+    // Superseded points count as written: the write succeeded, a newer one of those points had come first.
+    return { pointsWritten: normalized.points, seriesWritten: normalized.series.length }
+  }
+
+  /** The batch without the points whose sealed copies have higher versions (see keepAgainstStored). */
+  private async dropSuperseded(normalized: NormalizedBatch): Promise<NormalizedBatch> {
+    let changed = false
+    const series: NormalizedSeries[] = []
+    let points = 0
+    for (const s of normalized.series) {
+      const entry = this.index.get(s.key)
+      const keep = entry === undefined ? undefined : await keepAgainstStored(this, entry, s.timestamps, s.versions)
+      if (keep === undefined) {
+        series.push(s)
+        points += s.timestamps.length
+        continue
+      }
+      changed = true
+      if (keep.length === 0) continue
+      const pick = (a: Float64Array): Float64Array => Float64Array.from(keep, (k) => a[k] as number)
+      const kept = { ...s, timestamps: pick(s.timestamps), values: pick(s.values) }
+      series.push(s.versions === undefined ? kept : { ...kept, versions: pick(s.versions) })
+      points += keep.length
+    }
+    return changed ? { series, points } : normalized
   }
 
   /**
@@ -216,19 +270,18 @@ export class BasicEngine implements StorageEngine, ShardEngine, EngineCore {
   private async commit(group: PendingWrite[]): Promise<void> {
     const rocks = this.store.db.batch()
     const created: SeriesEntry[] = []
-    const applied: Array<{ seq: number; series: Array<{ entry: SeriesEntry; ts: Float64Array; vals: Float64Array }> }> =
-      []
+    const applied: Array<{ seq: number; series: AppliedSeries[] }> = []
     let points = 0
     try {
       for (const pending of group) {
         const seq = this.nextSeq++
         const record: BufferedSeries[] = []
-        const series: Array<{ entry: SeriesEntry; ts: Float64Array; vals: Float64Array }> = []
+        const series: AppliedSeries[] = []
         for (const s of pending.batch.series) {
           const { entry, created: isNew } = this.index.ensure(s.key, s.metric, s.tags, rocks)
           if (isNew) created.push(entry)
-          record.push({ id: entry.id, ts: s.timestamps, vals: s.values })
-          series.push({ entry, ts: s.timestamps, vals: s.values })
+          record.push({ id: entry.id, ts: s.timestamps, vals: s.values, vers: s.versions })
+          series.push({ entry, ts: s.timestamps, vals: s.values, vers: s.versions })
         }
         rocks.put(bufferKey(seq), encodeBufferRecord(record), { column: this.store.columns.buffer })
         applied.push({ seq, series })
@@ -246,7 +299,7 @@ export class BasicEngine implements StorageEngine, ShardEngine, EngineCore {
     }
     for (const { seq, series } of applied) {
       for (const s of series) {
-        this.head.append(s.entry.handle, s.ts, s.vals, seq)
+        this.head.append(s.entry.handle, s.ts, s.vals, seq, s.vers)
         // Normalized timestamps are sorted: the first and last bound what the write touched.
         this.resultCache.changed(s.entry.handle, s.ts[0] as number, s.ts[s.ts.length - 1] as number)
       }
@@ -431,6 +484,29 @@ export class BasicEngine implements StorageEngine, ShardEngine, EngineCore {
     return digestEntries(this, this.index.all(), buckets, startMs, endMs, ctx)
   }
 
+  async versionsOf(series: SeriesRef, timestamps: Float64Array, ctx?: CallContext): Promise<Float64Array> {
+    this.assertOpen()
+    checkSignal(ctx)
+    const entry = this.index.get(canonicalSeriesKey(series.metric, sortTags(series.tags)))
+    if (entry === undefined) return new Float64Array(timestamps.length)
+    // The head's copy is the one reads return while it is buffered; the stored version otherwise.
+    const out = this.head.versionsAt(entry.handle, timestamps)
+    const unknown: number[] = []
+    out.forEach((v, i) => {
+      if (v < 0) unknown.push(i)
+    })
+    if (unknown.length === 0) return out
+    const stored = await storedVersions(
+      this,
+      entry,
+      Float64Array.from(unknown, (i) => timestamps[i] as number),
+    )
+    unknown.forEach((i, k) => {
+      out[i] = stored[k] as number
+    })
+    return out
+  }
+
   async readShard(filter: SeriesFilter, startMs: number, endMs: number, ctx?: CallContext): Promise<SeriesPoints[]> {
     this.assertOpen()
     checkRange(startMs, endMs)
@@ -468,6 +544,7 @@ export class BasicEngine implements StorageEngine, ShardEngine, EngineCore {
       const blocksSealed = await sealBlocks(this, true)
       checkSignal(ctx)
       const blocksMoved = await moveCold(this)
+      await expireVersions(this)
       checkSignal(ctx)
       const seriesExpired = await applyRetention(this)
       return { blocksSealed, blocksMoved, seriesExpired }
@@ -572,7 +649,7 @@ export class BasicEngine implements StorageEngine, ShardEngine, EngineCore {
         for (const s of decodeBufferRecord(value, seq)) {
           const entry = this.index.byId(s.id)
           if (!entry) throw new Error(`BUG: write-buffer record ${seq} names unknown series ${s.id.toString('hex')}`)
-          this.head.append(entry.handle, s.ts, s.vals, seq)
+          this.head.append(entry.handle, s.ts, s.vals, seq, s.vers)
         }
         if (seq >= this.nextSeq) this.nextSeq = seq + 1
       }

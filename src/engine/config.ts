@@ -13,6 +13,13 @@ export interface BasicEngineOptions {
   /** Data older than this is removed. 0 keeps data forever (the default). */
   readonly retentionMs?: number
   /**
+   * How long the write versions of sealed points are kept, by block time: as long as writes of one
+   * point may still arrive out of order (hints, repair). Older points compare as version 0, so a
+   * write that carries a version beats them. Only writes with versions (a cluster node's) store any.
+   * Default 5 hours: the default hint window (3 h) plus the default hot window (2 h).
+   */
+  readonly versionWindowMs?: number
+  /**
    * always: fsync every write request before acknowledging it; group: requests that arrive together
    * share one fsync (the default); off: no fsync (an acknowledged write survives a crash of the
    * process, not a power loss).
@@ -49,6 +56,7 @@ export interface EngineConfig {
   readonly dataDir: string
   readonly hotWindowMs: number
   readonly retentionMs: number
+  readonly versionWindowMs: number
   readonly sync: SyncPolicy
   readonly sealIdleMs: number
   readonly maxBufferedPoints: number
@@ -68,6 +76,7 @@ export interface EngineConfig {
 export const ENGINE_DEFAULTS = {
   hotWindowMs: 2 * 60 * 60 * 1000,
   retentionMs: 0,
+  versionWindowMs: 5 * 60 * 60 * 1000,
   sync: 'group',
   sealIdleMs: 2000,
   maxBufferedPoints: 1_000_000,
@@ -106,6 +115,7 @@ export function resolveEngineConfig(options: BasicEngineOptions): EngineConfig {
     dataDir: options.dataDir,
     hotWindowMs: positive('hotWindowMs', options.hotWindowMs ?? ENGINE_DEFAULTS.hotWindowMs),
     retentionMs: nonNegative('retentionMs', options.retentionMs ?? ENGINE_DEFAULTS.retentionMs),
+    versionWindowMs: positive('versionWindowMs', options.versionWindowMs ?? ENGINE_DEFAULTS.versionWindowMs),
     sync,
     sealIdleMs: nonNegative('sealIdleMs', options.sealIdleMs ?? ENGINE_DEFAULTS.sealIdleMs),
     maxBufferedPoints: positive('maxBufferedPoints', options.maxBufferedPoints ?? ENGINE_DEFAULTS.maxBufferedPoints),

@@ -20,6 +20,14 @@ export interface TierState {
   coldMinBlock: number
 }
 
+/** The blocks the versions family holds, as far as this process knows. */
+export interface VersionMarks {
+  /** Smallest block with stored versions; +Infinity when the family is empty. */
+  minBlock: number
+  /** Largest block with stored versions; -Infinity when the family is empty. */
+  maxBlock: number
+}
+
 /** Counters kept exact by every path that changes stored data, persisted in the meta family. */
 export interface Counters {
   pointsWritten: number
@@ -42,6 +50,8 @@ export interface EngineCore {
   readonly decodePool: DecodePool
   readonly tiers: TierState
   readonly counters: Counters
+  /** Which blocks the versions family holds (engine-versions.ts). */
+  readonly versionMarks: VersionMarks
   /** The next write-buffer sequence. */
   nextSeq: number
   /** Write-buffer records below this sequence are already range-deleted (in this process). */

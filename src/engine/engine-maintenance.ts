@@ -15,6 +15,7 @@ import {
   META_POINTS_WRITTEN,
 } from './engine-core.js'
 import { blockOfKey, clampedRange } from './engine-read.js'
+import { deleteVersions, resolveSealing } from './engine-versions.js'
 import { concatRuns, keepOutside, mergeRuns, type PointRun } from './head.js'
 import { f64 } from './rocks-store.js'
 import type { SeriesEntry } from './series-index.js'
@@ -61,9 +62,30 @@ export async function sealBlocks(core: EngineCore, force: boolean): Promise<numb
   const toCold: RunGroup[] = []
   const toHot: HotItem[] = []
   let blocks = 0
+  const entries: Array<{ entry: SeriesEntry; run: PointRun }> = []
   for (const t of taken) {
     const entry = core.index.byHandle(t.handle)
-    if (!entry) continue
+    if (entry) entries.push({ entry, run: t })
+  }
+  let resolved: Awaited<ReturnType<typeof resolveSealing>>
+  try {
+    // Points whose sealed copies have higher write versions lose here (none without versions).
+    resolved = await resolveSealing(core, entries)
+  } catch (err) {
+    core.head.abortSeal(taken)
+    throw err
+  }
+  const latest = new Map<number, { ts: number; val: number } | null>()
+  for (let k = 0; k < entries.length; k++) {
+    const { entry } = entries[k]!
+    const { run: t, dropped } = resolved[k]!
+    const n = t.ts.length
+    // A dropped point may have been the latest, or shown by a cached result: its stored copy wins now.
+    if (dropped) {
+      const original = entries[k]!.run
+      core.resultCache.changed(entry.handle, original.ts[0] as number, original.ts[original.ts.length - 1] as number)
+      latest.set(entry.handle, null)
+    } else if (n > 0) latest.set(entry.handle, { ts: t.ts[n - 1] as number, val: t.vals[n - 1] as number })
     // Points are sorted: cut them at block and run boundaries.
     let i = 0
     while (i < t.ts.length) {
@@ -96,9 +118,9 @@ export async function sealBlocks(core: EngineCore, force: boolean): Promise<numb
     throw err
   }
   core.head.finishSeal(taken)
-  for (const t of taken) {
-    const n = t.ts.length
-    if (n > 0) core.latestCache.sealed(t.handle, { ts: t.ts[n - 1] as number, val: t.vals[n - 1] as number })
+  for (const [handle, last] of latest) {
+    if (last === null) core.latestCache.invalidate(handle)
+    else core.latestCache.sealed(handle, last)
   }
   await trimBuffer(core)
   await core.store.settleWal(core.clock.now())
@@ -368,6 +390,9 @@ export async function deleteSeriesData(
   const hotRange = whole ? seriesKeyRange(entry.id) : clampedRange(entry.id, fromBlock, toBlock + 1)
   const coldRange = whole ? seriesKeyRange(entry.id) : clampedRange(entry.id, runStartBlock(fromBlock), toBlock + 1)
   const batch = core.store.db.batch()
+  // Deleted points must not keep beating later writes of their timestamps. Versions are kept per
+  // block: the other points of a block the range cuts through lose theirs too (they compare as 0).
+  deleteVersions(core, entry, fromBlock, toBlock, batch)
   await Promise.all([
     core.store.scan({ ...hotRange, column: cols.hot }, (page) => {
       for (const [key, value] of page) {

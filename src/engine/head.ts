@@ -4,12 +4,25 @@ import { BLOCK_MS } from '../codec/schema.js'
 export interface PointRun {
   readonly ts: Float64Array
   readonly vals: Float64Array
+  /**
+   * The write versions of the points, where the run comes from writes that carried them (a cluster
+   * node's); absent otherwise, which means version 0 for every point.
+   */
+  readonly vers?: Float64Array
 }
 
 /** Points of one series taken from the buffer to be sealed: sorted, deduplicated, last write winning. */
 export interface Taken extends PointRun {
   readonly handle: number
   /** The write-buffer sequence of the oldest write these points came from. */
+  readonly minSeq: number
+}
+
+/** Points in arrival order, with their versions when any has one. */
+interface Arrived {
+  readonly ts: Float64Array
+  readonly vals: Float64Array
+  readonly vers: Float64Array | undefined
   readonly minSeq: number
 }
 
@@ -22,6 +35,11 @@ class SeriesBuffer {
   vals: Float64Array
   /** The write-buffer sequence each point came from, so the buffer can be trimmed exactly. */
   seqs: Float64Array
+  /**
+   * The write version of each point, allocated by the first point that has one (0 for the points
+   * before it): a series written without versions (every series of a single node) never has it.
+   */
+  vers: Float64Array | undefined
   n = 0
   maxTs = Number.NEGATIVE_INFINITY
   minSeq = Number.POSITIVE_INFINITY
@@ -44,22 +62,28 @@ class SeriesBuffer {
     this.ts = grow(this.ts)
     this.vals = grow(this.vals)
     this.seqs = grow(this.seqs)
+    if (this.vers !== undefined) this.vers = grow(this.vers)
   }
 
-  push(ts: Float64Array, vals: Float64Array, seq: number): void {
+  push(ts: Float64Array, vals: Float64Array, seq: number, vers?: Float64Array): void {
     this.reserve(ts.length)
     this.ts.set(ts, this.n)
     this.vals.set(vals, this.n)
     this.seqs.fill(seq, this.n, this.n + ts.length)
+    if (vers !== undefined && this.vers === undefined) this.vers = new Float64Array(this.ts.length)
+    if (vers !== undefined) this.vers!.set(vers, this.n)
+    else this.vers?.fill(0, this.n, this.n + ts.length)
     this.n += ts.length
     for (let i = 0; i < ts.length; i++) if ((ts[i] as number) > this.maxTs) this.maxTs = ts[i] as number
     if (seq < this.minSeq) this.minSeq = seq
   }
 
   /** Removes the points matching `take` (in place, keeping order) and returns them in arrival order. */
-  extract(take: (t: number) => boolean): { ts: Float64Array; vals: Float64Array; minSeq: number } {
+  extract(take: (t: number) => boolean): Arrived {
     const outTs: number[] = []
     const outVals: number[] = []
+    const outVers: number[] = []
+    const vers = this.vers
     let minSeq = Number.POSITIVE_INFINITY
     let w = 0
     let maxTs = Number.NEGATIVE_INFINITY
@@ -70,11 +94,13 @@ class SeriesBuffer {
       if (take(t)) {
         outTs.push(t)
         outVals.push(this.vals[r] as number)
+        if (vers !== undefined) outVers.push(vers[r] as number)
         if (seq < minSeq) minSeq = seq
       } else {
         this.ts[w] = t
         this.vals[w] = this.vals[r] as number
         this.seqs[w] = seq
+        if (vers !== undefined) vers[w] = vers[r] as number
         w++
         if (t > maxTs) maxTs = t
         if (seq < keptMinSeq) keptMinSeq = seq
@@ -83,7 +109,12 @@ class SeriesBuffer {
     this.n = w
     this.maxTs = maxTs
     this.minSeq = keptMinSeq
-    return { ts: Float64Array.from(outTs), vals: Float64Array.from(outVals), minSeq }
+    return {
+      ts: Float64Array.from(outTs),
+      vals: Float64Array.from(outVals),
+      vers: vers === undefined ? undefined : Float64Array.from(outVers),
+      minSeq,
+    }
   }
 }
 
@@ -111,8 +142,11 @@ export class Head {
     return this.points
   }
 
-  /** Appends points of one series; `seq` is the write-buffer record that holds them. */
-  append(handle: number, ts: Float64Array, vals: Float64Array, seq: number): void {
+  /**
+   * Appends points of one series; `seq` is the write-buffer record that holds them, `vers` their
+   * write versions when they have any.
+   */
+  append(handle: number, ts: Float64Array, vals: Float64Array, seq: number, vers?: Float64Array): void {
     let buf = this.active.get(handle)
     if (!buf) {
       const hint = this.capacityHint.get(handle)
@@ -120,7 +154,7 @@ export class Head {
       buf = new SeriesBuffer(Math.max(16, ts.length, hint ?? 0))
       this.active.set(handle, buf)
     }
-    buf.push(ts, vals, seq)
+    buf.push(ts, vals, seq, vers)
     this.points += ts.length
   }
 
@@ -134,10 +168,15 @@ export class Head {
     const out: Taken[] = []
     for (const [handle, buf] of this.active) {
       if (buf.n === 0) continue
-      let part: { ts: Float64Array; vals: Float64Array; minSeq: number }
+      let part: Arrived
       if (force || buf.maxTs < boundary) {
         // The buffer leaves the active set, so its arrays can be handed over without a copy.
-        part = { ts: buf.ts.subarray(0, buf.n), vals: buf.vals.subarray(0, buf.n), minSeq: buf.minSeq }
+        part = {
+          ts: buf.ts.subarray(0, buf.n),
+          vals: buf.vals.subarray(0, buf.n),
+          vers: buf.vers?.subarray(0, buf.n),
+          minSeq: buf.minSeq,
+        }
         this.active.delete(handle)
         this.capacityHint.set(handle, Math.min(MAX_CAPACITY_HINT, buf.n))
       } else {
@@ -145,8 +184,8 @@ export class Head {
         part = buf.extract((t) => t < boundary)
         if (part.ts.length === 0) continue
       }
-      const run = sortDedupLastWins(part.ts, part.vals)
-      const taken: Taken = { handle, ts: run.ts, vals: run.vals, minSeq: part.minSeq }
+      const run = sortDedupLastWins(part.ts, part.vals, part.vers)
+      const taken: Taken = { ...run, handle, minSeq: part.minSeq }
       // Duplicates collapse here, so the buffered count drops by them now and by the rest on finishSeal().
       this.points -= part.ts.length - run.ts.length
       const list = this.sealing.get(handle)
@@ -170,12 +209,15 @@ export class Head {
       if (!this.removeSealing(t)) continue
       const newer = this.active.get(t.handle)
       const buf = new SeriesBuffer(t.ts.length + (newer?.n ?? 0))
-      buf.push(t.ts, t.vals, t.minSeq)
+      buf.push(t.ts, t.vals, t.minSeq, t.vers)
       if (newer) {
         buf.reserve(newer.n)
+        if (newer.vers !== undefined && buf.vers === undefined) buf.vers = new Float64Array(buf.ts.length)
         buf.ts.set(newer.ts.subarray(0, newer.n), buf.n)
         buf.vals.set(newer.vals.subarray(0, newer.n), buf.n)
         buf.seqs.set(newer.seqs.subarray(0, newer.n), buf.n)
+        if (newer.vers !== undefined) buf.vers!.set(newer.vers.subarray(0, newer.n), buf.n)
+        else buf.vers?.fill(0, buf.n, buf.n + newer.n)
         buf.n += newer.n
         buf.maxTs = Math.max(buf.maxTs, newer.maxTs)
         buf.minSeq = Math.min(buf.minSeq, newer.minSeq)
@@ -202,44 +244,76 @@ export class Head {
   }
 
   /**
-   * The buffered points of a series in [startMs, endMs), sorted, last write winning; points being
-   * sealed come before active ones because they are older.
+   * The buffered points of a series in [startMs, endMs), sorted, last write winning (or with
+   * versions, the highest version, then the last written); points being sealed come before active
+   * ones because they are older.
    */
   read(handle: number, startMs: number, endMs: number): PointRun | undefined {
     const sealing = this.sealing.get(handle)
     const buf = this.active.get(handle)
     if (!sealing && !buf) return undefined
+    const versioned = buf?.vers !== undefined || (sealing?.some((t) => t.vers !== undefined) ?? false)
     const ts: number[] = []
     const vals: number[] = []
-    const take = (pts: Float64Array, vs: Float64Array, n: number): void => {
+    const vers: number[] = []
+    const take = (pts: Float64Array, vs: Float64Array, n: number, pv: Float64Array | undefined): void => {
       for (let i = 0; i < n; i++) {
         const t = pts[i] as number
         if (t >= startMs && t < endMs) {
           ts.push(t)
           vals.push(vs[i] as number)
+          if (versioned) vers.push(pv === undefined ? 0 : (pv[i] as number))
         }
       }
     }
-    if (sealing) for (const t of sealing) take(t.ts, t.vals, t.ts.length)
-    if (buf) take(buf.ts, buf.vals, buf.n)
+    if (sealing) for (const t of sealing) take(t.ts, t.vals, t.ts.length, t.vers)
+    if (buf) take(buf.ts, buf.vals, buf.n, buf.vers)
     if (ts.length === 0) return undefined
-    return sortDedupLastWins(ts, vals)
+    return sortDedupLastWins(ts, vals, versioned ? vers : undefined)
   }
 
-  /** The latest buffered point of a series; among equal timestamps the last written. */
+  /**
+   * The latest buffered point of a series; among equal timestamps the highest version, then the
+   * last written.
+   */
   last(handle: number): { ts: number; val: number } | undefined {
-    let best: { ts: number; val: number } | undefined
-    const consider = (pts: Float64Array, vs: Float64Array, n: number): void => {
+    let best: { ts: number; val: number; ver: number } | undefined
+    const consider = (pts: Float64Array, vs: Float64Array, n: number, pv: Float64Array | undefined): void => {
       for (let i = 0; i < n; i++) {
         const t = pts[i] as number
-        if (!best || t >= best.ts) best = { ts: t, val: vs[i] as number }
+        const v = pv === undefined ? 0 : (pv[i] as number)
+        if (!best || t > best.ts || (t === best.ts && v >= best.ver)) best = { ts: t, val: vs[i] as number, ver: v }
       }
     }
     const sealing = this.sealing.get(handle)
-    if (sealing) for (const t of sealing) consider(t.ts, t.vals, t.ts.length)
+    if (sealing) for (const t of sealing) consider(t.ts, t.vals, t.ts.length, t.vers)
     const buf = this.active.get(handle)
-    if (buf) consider(buf.ts, buf.vals, buf.n)
-    return best
+    if (buf) consider(buf.ts, buf.vals, buf.n, buf.vers)
+    return best && { ts: best.ts, val: best.val }
+  }
+
+  /**
+   * The version of the buffered point that wins each of `timestamps` (as read() picks it), or -1
+   * where the head holds no point of that timestamp. Points without versions count as version 0.
+   */
+  versionsAt(handle: number, timestamps: Float64Array): Float64Array {
+    const out = new Float64Array(timestamps.length).fill(-1)
+    const at = new Map<number, number>()
+    timestamps.forEach((t, i) => {
+      at.set(t, i)
+    })
+    const consider = (pts: Float64Array, n: number, pv: Float64Array | undefined): void => {
+      for (let i = 0; i < n; i++) {
+        const k = at.get(pts[i] as number)
+        if (k === undefined) continue
+        const v = pv === undefined ? 0 : (pv[i] as number)
+        if (v >= (out[k] as number)) out[k] = v
+      }
+    }
+    for (const t of this.sealing.get(handle) ?? []) consider(t.ts, t.ts.length, t.vers)
+    const buf = this.active.get(handle)
+    if (buf) consider(buf.ts, buf.n, buf.vers)
+    return out
   }
 
   /** Drops every buffered point of a series in [startMs, endMs). */
@@ -259,18 +333,21 @@ export class Head {
   }
 }
 
-/** The points of a run outside [startMs, endMs). */
+/** The points of a run outside [startMs, endMs), with their versions when the run has them. */
 export function keepOutside(run: PointRun, startMs: number, endMs: number): PointRun {
   const ts: number[] = []
   const vals: number[] = []
+  const vers: number[] = []
   for (let i = 0; i < run.ts.length; i++) {
     const t = run.ts[i] as number
     if (t < startMs || t >= endMs) {
       ts.push(t)
       vals.push(run.vals[i] as number)
+      if (run.vers !== undefined) vers.push(run.vers[i] as number)
     }
   }
-  return { ts: Float64Array.from(ts), vals: Float64Array.from(vals) }
+  const kept = { ts: Float64Array.from(ts), vals: Float64Array.from(vals) }
+  return run.vers === undefined ? kept : { ...kept, vers: Float64Array.from(vers) }
 }
 
 /** Concatenates sorted, time-disjoint runs given in time order; one run is returned as it is. */
@@ -293,9 +370,10 @@ export function concatRuns(pieces: readonly PointRun[]): PointRun {
  * Sorts points by timestamp; among equal timestamps the last in input order wins. Buffered points
  * are usually a few ascending runs (writes that arrived out of order), so the ascending runs are
  * found and merged pairwise, later runs winning ties; only input with many short runs falls back
- * to a comparison sort.
+ * to a comparison sort. With versions, the highest version of a timestamp wins, then the last.
  */
-export function sortDedupLastWins(ts: ArrayLike<number>, vals: ArrayLike<number>): PointRun {
+export function sortDedupLastWins(ts: ArrayLike<number>, vals: ArrayLike<number>, vers?: ArrayLike<number>): PointRun {
+  if (vers !== undefined) return sortDedupVersioned(ts, vals, vers)
   const n = ts.length
   const starts: number[] = [0]
   for (let i = 1; i < n; i++) if ((ts[i] as number) < (ts[i - 1] as number)) starts.push(i)
@@ -334,6 +412,38 @@ export function sortDedupLastWins(ts: ArrayLike<number>, vals: ArrayLike<number>
     }
   }
   return { ts: outTs.subarray(0, w), vals: outVals.subarray(0, w) }
+}
+
+/** sortDedupLastWins with versions: a comparison sort, the highest version then the last winning. */
+function sortDedupVersioned(ts: ArrayLike<number>, vals: ArrayLike<number>, vers: ArrayLike<number>): PointRun {
+  const n = ts.length
+  let strict = true
+  for (let i = 1; i < n && strict; i++) if ((ts[i] as number) <= (ts[i - 1] as number)) strict = false
+  if (strict) return { ts: Float64Array.from(ts), vals: Float64Array.from(vals), vers: Float64Array.from(vers) }
+  const idx = new Uint32Array(n)
+  for (let i = 0; i < n; i++) idx[i] = i
+  idx.sort((a, b) => (ts[a] as number) - (ts[b] as number) || a - b)
+  const outTs = new Float64Array(n)
+  const outVals = new Float64Array(n)
+  const outVers = new Float64Array(n)
+  let w = 0
+  for (let i = 0; i < n; i++) {
+    const j = idx[i] as number
+    const t = ts[j] as number
+    const v = vers[j] as number
+    if (w > 0 && outTs[w - 1] === t) {
+      if (v >= (outVers[w - 1] as number)) {
+        outVals[w - 1] = vals[j] as number
+        outVers[w - 1] = v
+      }
+    } else {
+      outTs[w] = t
+      outVals[w] = vals[j] as number
+      outVers[w] = v
+      w++
+    }
+  }
+  return { ts: outTs.subarray(0, w), vals: outVals.subarray(0, w), vers: outVers.subarray(0, w) }
 }
 
 /** Points [from, to) that ascend (equal neighbours allowed), the last of equal ones kept. */

@@ -8,6 +8,7 @@ import {
   CF_HOT,
   CF_INDEX,
   CF_META,
+  CF_VERSIONS,
   FLUSH_FILLER_KEY,
   META_SCHEMA_KEY,
   SCHEMA_VERSION,
@@ -20,6 +21,7 @@ export interface Columns {
   readonly buffer: ColumnHandle
   readonly hot: ColumnHandle
   readonly cold: ColumnHandle
+  readonly versions: ColumnHandle
 }
 
 const KIB = 1024
@@ -39,6 +41,7 @@ const MEMTABLE_BUDGET: Readonly<Record<string, number>> = {
   [CF_BUFFER]: 32 * MIB,
   [CF_HOT]: 32 * MIB,
   [CF_COLD]: 32 * MIB,
+  [CF_VERSIONS]: 4 * MIB,
 }
 
 /** Write buffer size RocksDB derives from a family's budget. */
@@ -125,6 +128,9 @@ export class RocksStore {
             compaction: 'universal',
             memtableMemoryBudget: MEMTABLE_BUDGET[CF_COLD],
           },
+          // Small values read only where writes of one point meet (late writes, repair); a few hours
+          // of blocks, dropped by range deletes.
+          [CF_VERSIONS]: { compression: false, cacheSize: 0, ...budget(CF_VERSIONS) },
         },
       })
     } catch (err) {
@@ -144,6 +150,7 @@ export class RocksStore {
       buffer: need(CF_BUFFER),
       hot: need(CF_HOT),
       cold: need(CF_COLD),
+      versions: need(CF_VERSIONS),
     }
     await this.checkSchema()
   }
@@ -208,7 +215,7 @@ export class RocksStore {
   private async fillFamilies(filler: Buffer): Promise<void> {
     const key = Buffer.from(FLUSH_FILLER_KEY)
     // Meta goes last: the deletes that switch the other families' memtables land in it.
-    const order: Array<keyof Columns> = ['buffer', 'hot', 'cold', 'index', 'meta']
+    const order: Array<keyof Columns> = ['buffer', 'hot', 'cold', 'versions', 'index', 'meta']
     for (const role of order) {
       const column = this.columns[role]
       const trigger = role === 'meta' ? this.columns.index : this.columns.meta
@@ -312,6 +319,7 @@ const FAMILY_OF_ROLE: Readonly<Record<keyof Columns, string>> = {
   buffer: CF_BUFFER,
   hot: CF_HOT,
   cold: CF_COLD,
+  versions: CF_VERSIONS,
 }
 const COLUMN_NAMES = Object.values(FAMILY_OF_ROLE)
 

@@ -56,6 +56,12 @@ export interface ShardEngine {
    * hours; it depends only on the points, never on how they are stored.
    */
   digestShard(buckets: SeriesBuckets, startMs: number, endMs: number, ctx?: CallContext): Promise<BlockDigest[]>
+  /**
+   * The write versions (model/hlc.ts) of the points of one series at `timestamps`: of the copy a
+   * read returns now, 0 where it has none, where the version has expired, or where no point is held.
+   * Reads never return versions; a cluster asks for them only where replicas disagree on a value.
+   */
+  versionsOf(series: SeriesRef, timestamps: Float64Array, ctx?: CallContext): Promise<Float64Array>
   /** Every point in [startMs, endMs) of the series the filter accepts; series without points left out. */
   readShard(filter: SeriesFilter, startMs: number, endMs: number, ctx?: CallContext): Promise<SeriesPoints[]>
   /** Deletes every matching series the engine holds; counts only those the filter accepts. */

@@ -27,6 +27,11 @@ export interface SeriesWrite {
   readonly tags: readonly Tag[]
   readonly timestamps: ArrayLike<RawTimestamp>
   readonly values: ArrayLike<number>
+  /**
+   * The write version of these points (model/hlc.ts), set only by a cluster's coordinating node;
+   * absent or 0 means none. Among copies of one point the highest version wins.
+   */
+  readonly version?: number
 }
 
 /** A write request as the engine receives it. */

@@ -1,4 +1,5 @@
 import { type FieldViolation, LimitError, ValidationError } from './errors.js'
+import { isVersion } from './hlc.js'
 import { DEFAULT_WRITE_LIMITS, type WriteLimits } from './limits.js'
 import { canonicalSeriesKey, nameViolation, sortTags } from './series-key.js'
 import { MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS, normalizeTimestamp } from './timestamps.js'
@@ -14,6 +15,11 @@ export interface NormalizedSeries {
   /** Milliseconds since the epoch, strictly ascending. */
   readonly timestamps: Float64Array
   readonly values: Float64Array
+  /**
+   * The write version of each point (model/hlc.ts), when any entry of the series carried one;
+   * absent on writes without versions (a single node), which is what keeps their path unchanged.
+   */
+  readonly versions?: Float64Array
 }
 
 export interface NormalizedBatch {
@@ -89,10 +95,11 @@ const ASCENDING = 0
 const NON_DECREASING = 1
 const UNORDERED = 2
 
-/** Points of one series, columnar. */
+/** Points of one series, columnar; versions, when present, pair with them. */
 interface Points {
   readonly timestamps: Float64Array
   readonly values: Float64Array
+  readonly versions?: Float64Array
 }
 
 interface ValidEntry extends Points {
@@ -100,12 +107,15 @@ interface ValidEntry extends Points {
   readonly tags: readonly Tag[]
   readonly key: string
   readonly order: Order
+  /** The entry's write version; 0 for none. */
+  readonly version: number
 }
 
 /**
  * Checks a write request against the rules and limits and returns it normalized: timestamps in
  * milliseconds, each series' points sorted with repeated timestamps reduced to the last one in
- * request order (last write wins), and repeated entries of one series merged.
+ * request order (last write wins), and repeated entries of one series merged. With write versions,
+ * the highest version of a timestamp wins and request order breaks ties.
  *
  * Throws LimitError when the request carries more series or points than the limits allow (checked
  * first, before any per-point work), and otherwise one ValidationError listing every violation
@@ -207,6 +217,13 @@ function validatePoints(
 ): ValidEntry | undefined {
   const timestamps = validateTimestamps(entry.timestamps, i, precision, violations, arena)
   const values = validateValues(entry.values, i, limits.allowNaN, violations, arena)
+  const version = entry.version ?? 0
+  if (!isVersion(version)) {
+    violations.push({
+      field: `series[${i}].version`,
+      description: `must be a non-negative integer below 2^53, got ${version}`,
+    })
+  }
   const n = entry.timestamps.length
   const m = entry.values.length
   if (n === 0 && m === 0) {
@@ -223,6 +240,7 @@ function validatePoints(
     timestamps: timestamps.timestamps,
     values,
     order: timestamps.order,
+    version,
   }
 }
 
@@ -368,12 +386,17 @@ function mergeEntries(entries: readonly ValidEntry[]): NormalizedBatch {
     if (group.length > 1) merged = sortDedup(concatEntries(group))
     else if (first.order === NON_DECREASING) merged = dedupSorted(first)
     else if (first.order === UNORDERED) merged = sortDedup(first)
+    // One entry's points share its version; merged entries carry theirs per point already.
+    const versions =
+      merged.versions ??
+      (first.version > 0 ? new Float64Array(merged.timestamps.length).fill(first.version) : undefined)
     series.push({
       metric: first.metric,
       tags: first.tags,
       key: first.key,
       timestamps: merged.timestamps,
       values: merged.values,
+      ...(versions === undefined ? {} : { versions }),
     })
     points += merged.timestamps.length
   }
@@ -385,13 +408,16 @@ function concatEntries(group: readonly ValidEntry[]): Points {
   for (const entry of group) n += entry.timestamps.length
   const timestamps = new Float64Array(n)
   const values = new Float64Array(n)
+  const versioned = group.some((entry) => entry.version > 0)
+  const versions = versioned ? new Float64Array(n) : undefined
   let offset = 0
   for (const entry of group) {
     timestamps.set(entry.timestamps, offset)
     values.set(entry.values, offset)
+    versions?.fill(entry.version, offset, offset + entry.timestamps.length)
     offset += entry.timestamps.length
   }
-  return { timestamps, values }
+  return versions === undefined ? { timestamps, values } : { timestamps, values, versions }
 }
 
 /** Keeps the last point of each run of equal timestamps in sorted points, compacting them in place. */
@@ -408,10 +434,12 @@ function dedupSorted({ timestamps, values }: Points): Points {
 }
 
 /**
- * Sorts points by timestamp and keeps, of equal timestamps, the one that came last in the request.
- * The permutation breaks ties by position, so the order does not rest on the sort being stable.
+ * Sorts points by timestamp and keeps, of equal timestamps, the one that came last in the request,
+ * or with versions the one with the highest version (the last of those). The permutation breaks
+ * ties by position, so the order does not rest on the sort being stable.
  */
-function sortDedup({ timestamps, values }: Points): Points {
+function sortDedup({ timestamps, values, versions }: Points): Points {
+  if (versions !== undefined) return sortDedupVersioned(timestamps, values, versions)
   const n = timestamps.length
   const order = new Uint32Array(n)
   for (let p = 0; p < n; p++) order[p] = p
@@ -429,4 +457,32 @@ function sortDedup({ timestamps, values }: Points): Points {
   return k === n
     ? { timestamps: sortedTimestamps, values: sortedValues }
     : { timestamps: sortedTimestamps.slice(0, k), values: sortedValues.slice(0, k) }
+}
+
+function sortDedupVersioned(timestamps: Float64Array, values: Float64Array, versions: Float64Array): Points {
+  const n = timestamps.length
+  const order = new Uint32Array(n)
+  for (let p = 0; p < n; p++) order[p] = p
+  order.sort((a, b) => timestamps[a]! - timestamps[b]! || a - b)
+  const outTs = new Float64Array(n)
+  const outVals = new Float64Array(n)
+  const outVers = new Float64Array(n)
+  let k = 0
+  for (let p = 0; p < n; p++) {
+    const at = order[p]!
+    const t = timestamps[at]!
+    if (k > 0 && outTs[k - 1] === t) {
+      // A later point of the same timestamp wins unless its version is lower.
+      if (versions[at]! >= outVers[k - 1]!) {
+        outVals[k - 1] = values[at]!
+        outVers[k - 1] = versions[at]!
+      }
+      continue
+    }
+    outTs[k] = t
+    outVals[k] = values[at]!
+    outVers[k] = versions[at]!
+    k++
+  }
+  return { timestamps: outTs.slice(0, k), values: outVals.slice(0, k), versions: outVers.slice(0, k) }
 }

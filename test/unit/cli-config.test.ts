@@ -151,6 +151,7 @@ test('defaults agree with the defaults of the engine, the server and the transpo
     {
       hotWindowMs: e.hotWindowMs,
       retentionMs: e.retentionMs,
+      versionWindowMs: e.versionWindowMs,
       sync: e.sync,
       sealIdleMs: e.sealIdleMs,
       maxBufferedPoints: e.maxBufferedPoints,

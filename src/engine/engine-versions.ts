@@ -1,0 +1,272 @@
+/**
+ * Write versions of sealed points (cluster nodes only). Among copies of one point the highest
+ * version wins, whichever arrived last; equal versions (and 0 against 0) fall back to arrival
+ * order. The head resolves the copies it holds (head.ts); this file resolves buffered points
+ * against sealed ones through the versions family, which keeps, per (block, series), the versions
+ * of the sealed points that have one. Versions matter only while writes of one point can still
+ * arrive out of order (hints, repair), so they are kept for blocks newer than versionWindowMs and
+ * dropped with one range delete after that: a block older than the window compares as version 0,
+ * and a write that carries a version then wins. Writes without versions (a single node) store
+ * nothing here, and their path never looks at the family while it is empty.
+ */
+import type { ChainedBatch } from '@nxtedition/rocksdb'
+import { blockStartMs, MIN_BLOCK } from '../codec/row-key.js'
+import { BLOCK_MS } from '../codec/schema.js'
+import {
+  type BlockVersions,
+  decodeBlockVersions,
+  encodeBlockVersions,
+  encodeVersionKey,
+  versionBlockBound,
+  versionKeyBlock,
+} from '../codec/version-codec.js'
+import type { EngineCore } from './engine-core.js'
+import type { PointRun } from './head.js'
+import type { SeriesEntry } from './series-index.js'
+
+/** The first block whose versions are still kept: older ones compare as version 0. */
+export function versionCutoffBlock(core: EngineCore): number {
+  return Math.max(MIN_BLOCK, Math.floor((core.clock.now() - core.config.versionWindowMs) / BLOCK_MS))
+}
+
+/** Reads the marks at open: the first and the last key of the family, two seeks. */
+export async function findVersionMarks(core: EngineCore): Promise<void> {
+  const column = core.store.columns.versions
+  const edge = async (reverse: boolean): Promise<number | undefined> => {
+    const it = core.store.db.iterator({ column, limit: 1, reverse, values: false })
+    try {
+      const [entry] = await it.nextv(1)
+      return entry === undefined ? undefined : versionKeyBlock(entry[0])
+    } finally {
+      await it.close()
+    }
+  }
+  const marks = core.versionMarks
+  marks.minBlock = (await edge(false)) ?? Number.POSITIVE_INFINITY
+  marks.maxBlock = (await edge(true)) ?? Number.NEGATIVE_INFINITY
+}
+
+/** The range of blocks whose stored versions count now: [from, to], empty when from > to. */
+function liveBlocks(core: EngineCore): { from: number; to: number } {
+  return { from: Math.max(core.versionMarks.minBlock, versionCutoffBlock(core)), to: core.versionMarks.maxBlock }
+}
+
+/** The stored versions of blocks of one series, by block; blocks without any left out. */
+async function readBlocks(
+  core: EngineCore,
+  id: Buffer,
+  blocks: readonly number[],
+): Promise<Map<number, BlockVersions>> {
+  const out = new Map<number, BlockVersions>()
+  if (blocks.length === 0) return out
+  const values = await core.store.getMany(
+    core.store.columns.versions,
+    blocks.map((b) => encodeVersionKey(b, id)),
+  )
+  blocks.forEach((b, i) => {
+    const value = values[i]
+    if (value !== undefined) out.set(b, decodeBlockVersions(value, blockStartMs(b)))
+  })
+  return out
+}
+
+/** The distinct blocks of sorted timestamps that lie in [from, to]. */
+function blocksIn(ts: ArrayLike<number>, from: number, to: number): number[] {
+  const out: number[] = []
+  for (let i = 0; i < ts.length; i++) {
+    const b = Math.floor((ts[i] as number) / BLOCK_MS)
+    if (b >= from && b <= to && out[out.length - 1] !== b) out.push(b)
+  }
+  return out
+}
+
+/** The version stored for `t` in a block's versions, 0 when none. */
+function storedVersion(stored: BlockVersions | undefined, t: number): number {
+  if (stored === undefined) return 0
+  let lo = 0
+  let hi = stored.ts.length - 1
+  while (lo <= hi) {
+    const mid = (lo + hi) >> 1
+    const m = stored.ts[mid] as number
+    if (m === t) return stored.vers[mid] as number
+    if (m < t) lo = mid + 1
+    else hi = mid - 1
+  }
+  return 0
+}
+
+/**
+ * The stored versions of some timestamps of a series (any order), 0 where none is kept. Reads only
+ * blocks the family may hold.
+ */
+export async function storedVersions(
+  core: EngineCore,
+  entry: SeriesEntry,
+  timestamps: Float64Array,
+): Promise<Float64Array> {
+  const out = new Float64Array(timestamps.length)
+  const { from, to } = liveBlocks(core)
+  if (from > to) return out
+  const blocks = [
+    ...new Set(
+      blocksIn(
+        [...timestamps].sort((a, b) => a - b),
+        from,
+        to,
+      ),
+    ),
+  ]
+  const stored = await readBlocks(core, entry.id, blocks)
+  timestamps.forEach((t, i) => {
+    out[i] = storedVersion(stored.get(Math.floor(t / BLOCK_MS)), t)
+  })
+  return out
+}
+
+/**
+ * Drops the points of a write (sorted `ts`, versions `vers`, none meaning 0) whose sealed copy has a
+ * higher version, so that the head never holds a point that the stored one beats: reads merge the
+ * head over the stored blocks. Returns the indexes to keep, or undefined to keep every point.
+ * Only blocks the family may hold are read, so new points of an ongoing write read nothing.
+ */
+export async function keepAgainstStored(
+  core: EngineCore,
+  entry: SeriesEntry,
+  ts: Float64Array,
+  vers: Float64Array | undefined,
+): Promise<number[] | undefined> {
+  const { from, to } = liveBlocks(core)
+  if (from > to) return undefined
+  const blocks = blocksIn(ts, from, to)
+  if (blocks.length === 0) return undefined
+  const stored = await readBlocks(core, entry.id, blocks)
+  if (stored.size === 0) return undefined
+  const keep: number[] = []
+  for (let i = 0; i < ts.length; i++) {
+    const t = ts[i] as number
+    if (storedVersion(stored.get(Math.floor(t / BLOCK_MS)), t) <= (vers === undefined ? 0 : (vers[i] as number)))
+      keep.push(i)
+  }
+  return keep.length === ts.length ? undefined : keep
+}
+
+/** A run being sealed after resolveSealing: the points that won, and whether any lost. */
+export interface ResolvedRun {
+  readonly run: PointRun
+  readonly dropped: boolean
+}
+
+/**
+ * Resolves runs about to be sealed (sorted, deduplicated) against the versions stored for their
+ * blocks: a point whose stored copy has a higher version is dropped, and the versions of the points
+ * that win are stored, in one batch written before the blocks (a seal that fails is redone, to the
+ * same result). Runs without versions in blocks the family does not hold are returned as they are.
+ */
+export async function resolveSealing(
+  core: EngineCore,
+  items: ReadonlyArray<{ readonly entry: SeriesEntry; readonly run: PointRun }>,
+): Promise<ResolvedRun[]> {
+  const cutoff = versionCutoffBlock(core)
+  const { from, to } = liveBlocks(core)
+  let batch: ChainedBatch | undefined
+  const marks = { min: core.versionMarks.minBlock, max: core.versionMarks.maxBlock }
+  const out: ResolvedRun[] = []
+  for (const { entry, run } of items) {
+    const n = run.ts.length
+    const firstBlock = n === 0 ? 0 : Math.floor((run.ts[0] as number) / BLOCK_MS)
+    const lastBlock = n === 0 ? 0 : Math.floor((run.ts[n - 1] as number) / BLOCK_MS)
+    const touchesStored = n > 0 && lastBlock >= from && firstBlock <= to
+    if (n === 0 || lastBlock < cutoff || (run.vers === undefined && !touchesStored)) {
+      out.push({ run, dropped: false })
+      continue
+    }
+    const blocks = blocksIn(run.ts, Math.max(from, cutoff), to)
+    const stored = await readBlocks(core, entry.id, blocks)
+    const keep: number[] = []
+    let i = 0
+    while (i < n) {
+      const block = Math.floor((run.ts[i] as number) / BLOCK_MS)
+      let j = i
+      while (j < n && Math.floor((run.ts[j] as number) / BLOCK_MS) === block) j++
+      const old = stored.get(block)
+      // Versions of the block after the seal: the stored ones, raised where an incoming point wins.
+      const versions = new Map<number, number>()
+      if (old !== undefined)
+        for (let k = 0; k < old.ts.length; k++) versions.set(old.ts[k] as number, old.vers[k] as number)
+      let raised = false
+      for (let k = i; k < j; k++) {
+        const t = run.ts[k] as number
+        const incoming = run.vers === undefined ? 0 : (run.vers[k] as number)
+        if ((versions.get(t) ?? 0) > incoming) continue
+        keep.push(k)
+        if (incoming > 0) {
+          versions.set(t, incoming)
+          raised = true
+        }
+      }
+      if (raised && block >= cutoff) {
+        const ts = [...versions.keys()].sort((a, b) => a - b)
+        const value = encodeBlockVersions(
+          blockStartMs(block),
+          ts,
+          ts.map((t) => versions.get(t) as number),
+        )
+        if (value !== undefined) {
+          batch ??= core.store.db.batch()
+          batch.put(encodeVersionKey(block, entry.id), value, { column: core.store.columns.versions })
+          if (block < marks.min) marks.min = block
+          if (block > marks.max) marks.max = block
+        }
+      }
+      i = j
+    }
+    if (keep.length === n) out.push({ run, dropped: false })
+    else {
+      const pick = (a: Float64Array): Float64Array => Float64Array.from(keep, (k) => a[k] as number)
+      out.push({ run: { ts: pick(run.ts), vals: pick(run.vals) }, dropped: true })
+    }
+  }
+  if (batch !== undefined) {
+    await batch.write({ sync: core.config.sync !== 'off' })
+    core.versionMarks.minBlock = marks.min
+    core.versionMarks.maxBlock = marks.max
+  }
+  return out
+}
+
+/**
+ * Drops the versions of blocks older than the window with one range delete; a no-op (no tombstone)
+ * when nothing that old is stored, which is always the case on a single node. Returns whether it deleted.
+ */
+export async function expireVersions(core: EngineCore): Promise<boolean> {
+  const cutoff = versionCutoffBlock(core)
+  const marks = core.versionMarks
+  if (!(marks.minBlock < cutoff)) return false
+  await core.store.db.clear({
+    gte: versionBlockBound(MIN_BLOCK),
+    lt: versionBlockBound(cutoff),
+    column: core.store.columns.versions,
+  })
+  if (marks.maxBlock < cutoff) {
+    marks.minBlock = Number.POSITIVE_INFINITY
+    marks.maxBlock = Number.NEGATIVE_INFINITY
+  } else marks.minBlock = cutoff
+  return true
+}
+
+/**
+ * Removes the stored versions of a series in blocks [fromBlock, toBlock] (deleted points must not
+ * keep beating new writes of their timestamps); only blocks the family may hold are touched.
+ */
+export function deleteVersions(
+  core: EngineCore,
+  entry: SeriesEntry,
+  fromBlock: number,
+  toBlock: number,
+  batch: ChainedBatch,
+): void {
+  const { from, to } = liveBlocks(core)
+  const lo = Math.max(from, fromBlock)
+  const hi = Math.min(to, toBlock)
+  for (let b = lo; b <= hi; b++) batch.del(encodeVersionKey(b, entry.id), { column: core.store.columns.versions })
+}
