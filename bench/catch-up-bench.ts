@@ -58,6 +58,12 @@ function peerMetric(text: string, name: string, peer: string): number {
   return line === null ? 0 : Number(line[1])
 }
 
+/** The points a node has stored (v3_points_written_total), over its restarts. */
+async function pointsWritten(server: Server): Promise<number> {
+  const text = await (await fetch(server.metricsUrl)).text()
+  return Number(/^v3_points_written_total (\S+)$/m.exec(text)?.[1] ?? Number.NaN)
+}
+
 interface HintFigures {
   /** Hints stored for the peer since each node started, summed over the nodes. */
   readonly queued: number
@@ -221,6 +227,9 @@ export async function runCatchUpBench(o: CatchUpBenchOptions): Promise<void> {
       victim.dataDir,
     )
     const listeningAt = at()
+    // The node keeps its points-written count across restarts: what it stores while catching up is
+    // the difference from the count it starts with.
+    const pointsAtStart = await pointsWritten(cluster.nodes[victimIndex] as Server)
 
     let healthyAt: number | undefined
     let caughtUpAt: number | undefined
@@ -249,8 +258,7 @@ export async function runCatchUpBench(o: CatchUpBenchOptions): Promise<void> {
     const restarted = cluster.nodes[victimIndex] as Server
     const victimCpu = await cpuSeconds(restarted.proc.pid as number)
     const delivered = await hintFigures(others, victimId)
-    const victimMetrics = await (await fetch(restarted.metricsUrl)).text()
-    const victimPoints = Number(/^v3_points_written_total (\S+)$/m.exec(victimMetrics)?.[1] ?? Number.NaN)
+    const victimPoints = (await pointsWritten(restarted)) - pointsAtStart
     await load.stop()
 
     const rate = (points: number, seconds: number): number => points / seconds
