@@ -12,6 +12,7 @@ import type { Logger } from '../engine/config.js'
 import type { ShardEngine } from '../engine/shard.js'
 import type { StorageEngine } from '../engine/storage-engine.js'
 import { UnavailableError } from '../model/errors.js'
+import { HybridLogicalClock } from '../model/hlc.js'
 import type { WriteLimits } from '../model/limits.js'
 import type { ConsistencyLevel } from '../model/types.js'
 import { UsageError } from './args.js'
@@ -101,6 +102,8 @@ export function createClusterNode(
   }
   // One token cache for the node: its own writes and reads, and the reads its peers send it.
   const tokens = new SeriesTokens()
+  // The write-version clock: versions of the writes this node coordinates, past every version it receives.
+  const clock = new HybridLogicalClock()
   const engine = new ClusterEngine(
     local,
     {
@@ -112,6 +115,7 @@ export function createClusterNode(
     },
     logger,
     tokens,
+    clock,
   )
   let transport: ZmqPeerTransport | undefined
   let membership: Membership | undefined
@@ -129,10 +133,15 @@ export function createClusterNode(
       const peerListen = options.peerListen ?? `${splitHostPort(grpcAddress).host}:${port + 1}`
       transport = new ZmqPeerTransport({ nodeId, listen: peerListen, logger, ringVersion: () => engine.ringVersion() })
       const bound = await transport.listen(
-        peerService(local, tokens, async (body, ctx) => {
-          if (repair === undefined) throw new UnavailableError('this node has not joined the cluster yet')
-          return repair.runForPeer(body, ctx)
-        }),
+        peerService(
+          local,
+          tokens,
+          async (body, ctx) => {
+            if (repair === undefined) throw new UnavailableError('this node has not joined the cluster yet')
+            return repair.runForPeer(body, ctx)
+          },
+          clock,
+        ),
       )
       const boundPeer = splitHostPort(bound)
       const peerAddress = WILDCARDS.has(boundPeer.host) ? `${host}:${boundPeer.port}` : bound

@@ -3,8 +3,11 @@
  * token ranges for which it is the first healthy owner, and every range of an owner whose hints it
  * had to drop. For those ranges it asks each healthy owner for a digest per (range, hour), and for
  * each block whose digests differ it reads the block's points from the owners that hold any, forms
- * their union by timestamp and writes every owner the points it lacks. Identical blocks cost a
- * digest each and are never streamed; memory holds one small batch of blocks at a time.
+ * their union by timestamp and writes every owner the points it lacks. Where copies of a point
+ * differ, the one with the highest write version wins (conflict.ts), and every point is written
+ * with the version of the copy it came from, so that each owner keeps resolving later writes of it
+ * as the others do. Identical blocks cost a digest each and are never streamed; memory holds one
+ * small batch of blocks at a time.
  */
 import { PeerKind } from '../../gen/v3storage/internal/v1/peer.js'
 import {
@@ -32,8 +35,9 @@ import { canonicalSeriesKey, sortTags } from '../model/series-key.js'
 import { MIN_TIMESTAMP_MS } from '../model/timestamps.js'
 import type { SeriesPoints } from '../model/types.js'
 import type { ClusterView, RingSnapshot } from './cluster-engine.js'
+import { decodeVersionsResponse, encodeVersionsRequest, pickWinner, sameBits, type VersionsQuery } from './conflict.js'
 import type { HintedHandoff } from './hinted-handoff.js'
-import { decodePeerSeries, encodePeerWrite } from './peer-codec.js'
+import { decodePeerSeries, encodePeerWrite, type PeerWriteEntry } from './peer-codec.js'
 import type { PeerTransport } from './peer-transport.js'
 import { encodeRangeList, rangeBuckets } from './repair-service.js'
 import { Ring, type TokenRange } from './ring.js'
@@ -70,26 +74,6 @@ export interface AntiEntropyLink {
   readonly handoff?: HintedHandoff
 }
 
-const scratch = new Float64Array(2)
-const scratchBits = new BigUint64Array(scratch.buffer)
-
-/**
- * The value every node keeps where two copies of a point disagree: the one whose float64 bit
- * pattern, read as an unsigned 64-bit integer, is larger. It ignores which write came last; it is
- * only deterministic, so that every node resolves a conflict the same way and replicas converge.
- */
-export function resolveConflict(a: number, b: number): number {
-  scratch[0] = a
-  scratch[1] = b
-  return scratchBits[0]! >= scratchBits[1]! ? a : b
-}
-
-function sameBits(a: number, b: number): boolean {
-  scratch[0] = a
-  scratch[1] = b
-  return scratchBits[0] === scratchBits[1]
-}
-
 /** One range a pass repairs, and its healthy owners (this node among them or not). */
 interface PassRange {
   readonly range: TokenRange
@@ -107,10 +91,11 @@ interface Batch {
 /** A node's copy of one block batch: its series by canonical key. */
 type Copy = Map<string, SeriesPoints>
 
-/** The union of one series over the copies: value and the node it came from, by timestamp. */
+/** The copies of one point over the nodes: each distinct value, the nodes holding it, and the winner once known. */
 interface UnionPoint {
-  value: number
-  from: string
+  readonly candidates: { readonly value: number; readonly nodes: string[] }[]
+  /** The winning value, its version and the first node (in participant order) that holds it. */
+  winner?: { readonly value: number; readonly version: number; readonly from: string }
 }
 
 class PassTally {
@@ -484,8 +469,8 @@ export class AntiEntropy {
 
   /**
    * Repairs one batch of differing blocks: reads the copies of the owners that hold any points,
-   * forms their union by timestamp (conflicts resolved by resolveConflict) and writes each owner
-   * what it lacks or holds with another value.
+   * forms their union by timestamp (conflicts settled by write version, see settle) and writes
+   * each owner what it lacks or holds with another value, with the winning copy's version.
    */
   private async repairBatch(
     snapshot: RingSnapshot,
@@ -519,46 +504,149 @@ export class AntiEntropy {
           const ts = series.timestamps[i]!
           const value = series.values[i]!
           const known = entry.points.get(ts)
-          if (known === undefined) entry.points.set(ts, { value, from: id })
-          else if (!sameBits(known.value, value) && sameBits(resolveConflict(known.value, value), value)) {
-            entry.points.set(ts, { value, from: id })
-          }
+          const same = known?.candidates.find((c) => sameBits(c.value, value))
+          if (known === undefined) entry.points.set(ts, { candidates: [{ value, nodes: [id] }] })
+          else if (same === undefined) known.candidates.push({ value, nodes: [id] })
+          else same.nodes.push(id)
         }
       }
     }
+    await this.settle(snapshot.version, batch, union, signal)
     for (const id of batch.participants) {
       checkAborted(signal)
       const copy = copies.get(id)
-      const lacking: SeriesPoints[] = []
+      const lacking: PeerWriteEntry[] = []
       const sources = new Map<string, number>()
       for (const [key, { series, points }] of union) {
         const have = copy?.get(key)
         const haveValues = new Map<number, number>()
         if (have !== undefined)
           for (let i = 0; i < have.timestamps.length; i++) haveValues.set(have.timestamps[i]!, have.values[i]!)
-        const ts: number[] = []
-        const vals: number[] = []
+        // The points this owner lacks or holds with another value, by the version they are written with.
+        const byVersion = new Map<number, { ts: number[]; vals: number[] }>()
         for (const [t, p] of points) {
+          const w = p.winner!
           const mine = haveValues.get(t)
-          if (mine !== undefined && sameBits(mine, p.value)) continue
-          ts.push(t)
-          vals.push(p.value)
-          sources.set(p.from, (sources.get(p.from) ?? 0) + 1)
+          if (mine !== undefined && sameBits(mine, w.value)) continue
+          let group = byVersion.get(w.version)
+          if (group === undefined) {
+            group = { ts: [], vals: [] }
+            byVersion.set(w.version, group)
+          }
+          group.ts.push(t)
+          group.vals.push(w.value)
+          sources.set(w.from, (sources.get(w.from) ?? 0) + 1)
         }
-        if (ts.length === 0) continue
-        const order = ts.map((_, i) => i).sort((a, b) => ts[a]! - ts[b]!)
-        lacking.push({
-          metric: series.metric,
-          tags: series.tags,
-          timestamps: Float64Array.from(order, (i) => ts[i]!),
-          values: Float64Array.from(order, (i) => vals[i]!),
-        })
+        for (const [version, { ts, vals }] of byVersion) {
+          const order = ts.map((_, i) => i).sort((a, b) => ts[a]! - ts[b]!)
+          lacking.push({
+            metric: series.metric,
+            tags: series.tags,
+            timestamps: Float64Array.from(order, (i) => ts[i]!),
+            values: Float64Array.from(order, (i) => vals[i]!),
+            ...(version > 0 ? { version } : {}),
+          })
+        }
       }
       if (lacking.length === 0) continue
       await this.writeTo(snapshot.version, id, lacking, signal)
       if (id === self) for (const [from, n] of sources) tally.add(tally.received, from, n)
       else tally.add(tally.sent, id, sum(sources))
     }
+  }
+
+  /**
+   * Picks the winner of every point some participant lacks or holds with another value: the copy
+   * with the highest write version, fetched from the nodes that hold each value (one request per
+   * node), ties and unknown versions resolved by resolveConflict (conflict.ts), as QUORUM reads do.
+   * Points every participant holds alike need no version and are left alone.
+   */
+  private async settle(
+    ringVersion: number,
+    batch: Batch,
+    union: Map<string, { series: SeriesPoints; points: Map<number, UnionPoint> }>,
+    signal: AbortSignal | undefined,
+  ): Promise<void> {
+    const everyone = batch.participants.length
+    const asks = new Map<string, { queries: VersionsQuery[]; points: UnionPoint[][] }>()
+    for (const { series, points } of union.values()) {
+      const perNode = new Map<string, { ts: number[]; points: UnionPoint[] }>()
+      for (const [t, p] of points) {
+        const only = p.candidates[0]!
+        if (p.candidates.length === 1 && only.nodes.length === everyone) {
+          p.winner = { value: only.value, version: 0, from: only.nodes[0]! }
+          continue
+        }
+        for (const c of p.candidates)
+          for (const node of c.nodes) {
+            let list = perNode.get(node)
+            if (list === undefined) {
+              list = { ts: [], points: [] }
+              perNode.set(node, list)
+            }
+            list.ts.push(t)
+            list.points.push(p)
+          }
+      }
+      for (const [node, list] of perNode) {
+        let ask = asks.get(node)
+        if (ask === undefined) {
+          ask = { queries: [], points: [] }
+          asks.set(node, ask)
+        }
+        ask.queries.push({ metric: series.metric, tags: series.tags, timestamps: Float64Array.from(list.ts) })
+        ask.points.push(list.points)
+      }
+    }
+    // The version each node holds of each point it was asked about.
+    const held = new Map<UnionPoint, Map<string, number>>()
+    await Promise.all(
+      [...asks].map(async ([node, ask]) => {
+        const found = await this.versionsOf(ringVersion, node, ask.queries, signal)
+        ask.points.forEach((list, q) => {
+          list.forEach((p, j) => {
+            let byNode = held.get(p)
+            if (byNode === undefined) {
+              byNode = new Map()
+              held.set(p, byNode)
+            }
+            byNode.set(node, found[q]![j]!)
+          })
+        })
+      }),
+    )
+    for (const { points } of union.values()) {
+      for (const p of points.values()) {
+        if (p.winner !== undefined) continue
+        const versions = held.get(p)
+        const candidates = p.candidates.map((c) => ({
+          value: c.value,
+          version: Math.max(...c.nodes.map((node) => versions?.get(node) ?? 0)),
+          from: c.nodes[0]!,
+        }))
+        p.winner = pickWinner(candidates)
+      }
+    }
+  }
+
+  /** The write versions a node holds of some points: the local engine, or PEER_KIND_VERSIONS. */
+  private async versionsOf(
+    ringVersion: number,
+    id: string,
+    queries: readonly VersionsQuery[],
+    signal: AbortSignal | undefined,
+  ): Promise<Float64Array[]> {
+    if (id === this.link.selfId) {
+      return Promise.all(queries.map((q) => this.local.versionsOf(q, q.timestamps, { signal })))
+    }
+    const reply = await this.request(
+      ringVersion,
+      id,
+      PeerKind.PEER_KIND_VERSIONS,
+      encodeVersionsRequest(queries),
+      signal,
+    )
+    return decodeVersionsResponse(reply, queries, id)
   }
 
   private async readBlocks(
@@ -580,7 +668,7 @@ export class AntiEntropy {
   private async writeTo(
     ringVersion: number,
     id: string,
-    series: readonly SeriesPoints[],
+    series: readonly PeerWriteEntry[],
     signal: AbortSignal | undefined,
   ): Promise<void> {
     for (const chunk of writeChunks(series)) {
@@ -601,8 +689,8 @@ export class AntiEntropy {
 }
 
 /** Series cut into writes of at most POINTS_PER_WRITE points and SERIES_PER_WRITE series. */
-function* writeChunks(series: readonly SeriesPoints[]): Generator<SeriesPoints[]> {
-  let chunk: SeriesPoints[] = []
+function* writeChunks(series: readonly PeerWriteEntry[]): Generator<PeerWriteEntry[]> {
+  let chunk: PeerWriteEntry[] = []
   let points = 0
   for (const s of series) {
     for (let from = 0; from < s.timestamps.length; from += POINTS_PER_WRITE) {
@@ -617,6 +705,7 @@ function* writeChunks(series: readonly SeriesPoints[]): Generator<SeriesPoints[]
         tags: s.tags,
         timestamps: s.timestamps.subarray(from, to),
         values: s.values.subarray(from, to),
+        ...(s.version === undefined ? {} : { version: s.version }),
       })
       points += to - from
     }

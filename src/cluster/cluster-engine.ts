@@ -32,6 +32,7 @@ import type {
   Subscription,
 } from '../engine/storage-engine.js'
 import { DeadlineError, LimitError, UnavailableError, ValidationError } from '../model/errors.js'
+import { HybridLogicalClock } from '../model/hlc.js'
 import type { WriteLimits } from '../model/limits.js'
 import { compileSelector } from '../model/matcher.js'
 import { canonicalSeriesKey, sortTags } from '../model/series-key.js'
@@ -48,6 +49,7 @@ import type {
   WriteResult,
 } from '../model/types.js'
 import { type NormalizedSeries, ValidatedSeriesCache, validateWriteBatch } from '../model/validate.js'
+import { decodeVersionsResponse, encodeVersionsRequest, pickWinner, sameBits, type VersionsQuery } from './conflict.js'
 import type { HintedHandoff } from './hinted-handoff.js'
 import { decodePeerSeries, encodePeerWrite } from './peer-codec.js'
 import { aggregationToPeer, partialFromPeer, selectorToPeer, shardToPeer } from './peer-messages.js'
@@ -119,6 +121,8 @@ interface OwnerPart {
   readonly series: NormalizedSeries[]
   points: number
   readonly indexes: number[]
+  /** The write version every point of the write carries. */
+  readonly version: number
 }
 
 /** `promise`, or the signal's reason (a DeadlineError) as soon as `signal` aborts. */
@@ -185,39 +189,144 @@ function mergeByKey<T extends { readonly metric: string; readonly tags: readonly
   return copiesByKey(nonEmpty).map((copies) => copies[0]!)
 }
 
+/** One replica's answer: the node it came from and its series. */
+interface ReplicaAnswer {
+  readonly node: string
+  readonly series: readonly SeriesPoints[]
+}
+
+/** A series' copy as one node returned it. */
+interface NodeCopy {
+  readonly metric: string
+  readonly tags: readonly Tag[]
+  readonly node: string
+  readonly series: SeriesPoints
+}
+
+/** The copies of a disputed point: each distinct value and the nodes that returned it. */
+interface Dispute {
+  readonly ts: number
+  readonly values: { readonly value: number; readonly nodes: string[] }[]
+}
+
+/** Asks a node for the versions of some points; see ClusterEngine.versionsFrom. */
+type VersionsFetch = (node: string, queries: readonly VersionsQuery[]) => Promise<Float64Array[]>
+
 /**
  * The copies of each series from several replicas merged into one: the union of their points by
- * timestamp, in canonical key order. Where copies disagree on a timestamp's value, the first
- * replica asked wins.
+ * timestamp, in canonical key order. Where copies disagree on a timestamp's value (rare: a write
+ * that has not reached every replica yet), the nodes that returned each value are asked for its
+ * write version, and the copy with the highest version wins (conflict.ts), as repair decides it.
  */
-function unionByKey(parts: readonly SeriesPoints[][]): SeriesPoints[] {
-  const out: SeriesPoints[] = []
-  for (const copies of copiesByKey(parts)) {
+async function unionByKey(answers: readonly ReplicaAnswer[], fetch: VersionsFetch): Promise<SeriesPoints[]> {
+  const groups = copiesByKey(
+    answers.map((a) => a.series.map((s): NodeCopy => ({ metric: s.metric, tags: s.tags, node: a.node, series: s }))),
+  )
+  const merged: { metric: string; tags: readonly Tag[]; points: Map<number, number>; disputes: Dispute[] }[] = []
+  const out: (SeriesPoints | number)[] = []
+  for (const copies of groups) {
     if (copies.length === 1) {
-      out.push(copies[0]!)
+      out.push(copies[0]!.series)
       continue
     }
     const points = new Map<number, number>()
-    for (const copy of copies) {
-      for (let i = 0; i < copy.timestamps.length; i++) {
-        if (!points.has(copy.timestamps[i]!)) points.set(copy.timestamps[i]!, copy.values[i]!)
+    const holders = new Map<number, string>()
+    const disputes = new Map<number, Dispute>()
+    for (const { node, series } of copies) {
+      for (let i = 0; i < series.timestamps.length; i++) {
+        const t = series.timestamps[i]!
+        const v = series.values[i]!
+        const known = points.get(t)
+        if (known === undefined) {
+          points.set(t, v)
+          holders.set(t, node)
+          continue
+        }
+        let dispute = disputes.get(t)
+        if (dispute === undefined) {
+          if (sameBits(known, v)) continue
+          dispute = { ts: t, values: [{ value: known, nodes: [holders.get(t)!] }] }
+          disputes.set(t, dispute)
+        }
+        const same = dispute.values.find((c) => sameBits(c.value, v))
+        if (same === undefined) dispute.values.push({ value: v, nodes: [node] })
+        else same.nodes.push(node)
       }
     }
-    const timestamps = Float64Array.from(points.keys()).sort()
-    const values = new Float64Array(timestamps.length)
-    timestamps.forEach((t, i) => {
-      values[i] = points.get(t)!
-    })
-    out.push({ metric: copies[0]!.metric, tags: copies[0]!.tags, timestamps, values })
+    out.push(merged.length)
+    merged.push({ metric: copies[0]!.metric, tags: copies[0]!.tags, points, disputes: [...disputes.values()] })
   }
-  return out
+  await settleDisputes(merged, fetch)
+  return out.map((item) => {
+    if (typeof item !== 'number') return item
+    const { metric, tags, points } = merged[item]!
+    const timestamps = Float64Array.from(points.keys()).sort()
+    const values = Float64Array.from(timestamps, (t) => points.get(t)!)
+    return { metric, tags, timestamps, values }
+  })
 }
 
-/** The last point of each series over its copies: the latest timestamp any replica holds. */
-function latestByKey(parts: readonly SeriesPoints[][]): SeriesPoints[] {
-  return copiesByKey(parts).map((copies) =>
-    copies.reduce((best, s) => (s.timestamps[0]! > best.timestamps[0]! ? s : best)),
+/**
+ * Fetches the versions of every disputed point from the nodes that returned it, one request per
+ * node, and sets each point to its winning value. A node that cannot answer counts as version 0.
+ */
+async function settleDisputes(
+  merged: readonly { metric: string; tags: readonly Tag[]; points: Map<number, number>; disputes: Dispute[] }[],
+  fetch: VersionsFetch,
+): Promise<void> {
+  const asks = new Map<string, { queries: VersionsQuery[]; slots: { m: number; ts: number[] }[] }>()
+  merged.forEach((series, m) => {
+    if (series.disputes.length === 0) return
+    const byNode = new Map<string, number[]>()
+    for (const d of series.disputes)
+      for (const c of d.values)
+        for (const node of c.nodes) {
+          const list = byNode.get(node)
+          if (list === undefined) byNode.set(node, [d.ts])
+          else list.push(d.ts)
+        }
+    for (const [node, ts] of byNode) {
+      let ask = asks.get(node)
+      if (ask === undefined) {
+        ask = { queries: [], slots: [] }
+        asks.set(node, ask)
+      }
+      ask.queries.push({ metric: series.metric, tags: series.tags, timestamps: Float64Array.from(ts) })
+      ask.slots.push({ m, ts })
+    }
+  })
+  if (asks.size === 0) return
+  // Per series, per timestamp, per node: the version that node holds.
+  const versions = new Map<string, number>()
+  await Promise.all(
+    [...asks].map(async ([node, ask]) => {
+      const found = await fetch(node, ask.queries).catch(() =>
+        ask.queries.map((q) => new Float64Array(q.timestamps.length)),
+      )
+      ask.slots.forEach((slot, k) => {
+        slot.ts.forEach((t, j) => {
+          versions.set(`${slot.m}\u0000${t}\u0000${node}`, found[k]![j]!)
+        })
+      })
+    }),
   )
+  merged.forEach((series, m) => {
+    for (const d of series.disputes) {
+      const candidates = d.values.map((c) => ({
+        value: c.value,
+        version: Math.max(...c.nodes.map((node) => versions.get(`${m}\u0000${d.ts}\u0000${node}`) ?? 0)),
+      }))
+      series.points.set(d.ts, pickWinner(candidates).value)
+    }
+  })
+}
+
+/** The last point of each series over its copies: the latest timestamp any replica holds, disputes settled as by unionByKey. */
+async function latestByKey(answers: readonly ReplicaAnswer[], fetch: VersionsFetch): Promise<SeriesPoints[]> {
+  return (await unionByKey(answers, fetch)).map((s) => {
+    const n = s.timestamps.length
+    return { ...s, timestamps: s.timestamps.subarray(n - 1), values: s.values.subarray(n - 1) }
+  })
 }
 
 /**
@@ -244,6 +353,8 @@ export class ClusterEngine implements StorageEngine {
     private readonly options: ClusterEngineOptions,
     private readonly logger: Logger,
     private readonly tokens: SeriesTokens,
+    /** The write-version clock: one version per client write this node coordinates. */
+    private readonly clock: HybridLogicalClock = new HybridLogicalClock(),
   ) {}
 
   /**
@@ -361,6 +472,8 @@ export class ClusterEngine implements StorageEngine {
   async write(batch: WriteBatch, ctx?: CallContext): Promise<WriteResult> {
     const normalized = validateWriteBatch(batch, this.options.limits, this.validated)
     const state = this.state()
+    // One version for the whole request, the same in every owner's part and hint.
+    const version = this.clock.now()
     const level = ctx?.consistency ?? this.options.writeConsistency
     const need = requiredReplicas(level, state.rf)
     // Each owner's part is a validated batch of its own, its point count kept as it is built.
@@ -369,7 +482,7 @@ export class ClusterEngine implements StorageEngine {
       for (const owner of state.ring.owners(this.tokens.of(series.key), state.rf)) {
         let part = parts.get(owner)
         if (part === undefined) {
-          part = { series: [], points: 0, indexes: [] }
+          part = { series: [], points: 0, indexes: [], version }
           parts.set(owner, part)
         }
         part.series.push(series)
@@ -409,11 +522,13 @@ export class ClusterEngine implements StorageEngine {
     healthy: ReadonlySet<string>,
     ctx: CallContext | undefined,
   ): Promise<void> {
+    const version = part.version
     if (node.id === this.selfId) {
-      await this.local.writeValidated(part, ctx)
+      const series = part.series.map((s) => ({ ...s, versions: new Float64Array(s.timestamps.length).fill(version) }))
+      await this.local.writeValidated({ series, points: part.points }, ctx)
       return
     }
-    const body = encodePeerWrite(part.series)
+    const body = encodePeerWrite(part.series.map((s) => ({ ...s, version })))
     const handoff = this.linked().handoff
     if (handoff !== undefined && (!healthy.has(node.id) || handoff.behind(node.id))) {
       const down = !healthy.has(node.id)
@@ -652,8 +767,8 @@ export class ClusterEngine implements StorageEngine {
       const asked: QueryRequest = pushed === agg ? request : { ...request, aggregation: undefined }
       if (node.id === this.selfId) {
         return partial
-          ? { partials: await this.local.queryPartials(asked, part.filter, ctx), series: undefined }
-          : { series: await this.local.queryShard(asked, part.filter, ctx), partials: undefined }
+          ? { node: node.id, partials: await this.local.queryPartials(asked, part.filter, ctx), series: undefined }
+          : { node: node.id, series: await this.local.queryShard(asked, part.filter, ctx), partials: undefined }
       }
       const body = PeerQueryRequest.encode({
         selectors: selectors.map(selectorToPeer),
@@ -670,16 +785,22 @@ export class ClusterEngine implements StorageEngine {
       }
       return partial
         ? {
+            node: node.id,
             partials: reply.results.map((r, i) =>
               r.partials.map((g, j) => partialFromPeer(g, `results[${i}].partials[${j}]`)),
             ),
             series: undefined,
           }
-        : { series: reply.results.map((r) => r.series.map((s) => decodePeerSeries(s))), partials: undefined }
+        : {
+            node: node.id,
+            series: reply.results.map((r) => r.series.map((s) => decodePeerSeries(s))),
+            partials: undefined,
+          }
     })
+    const fetch = this.versionsFetch(state, ctx)
     const out: SeriesPoints[] = []
     let points = 0
-    selectors.forEach((_, i) => {
+    for (let i = 0; i < selectors.length; i++) {
       let merged: SeriesPoints[]
       if (partial && agg !== undefined) {
         merged = mergePartials(
@@ -688,12 +809,16 @@ export class ClusterEngine implements StorageEngine {
         )
       } else if (copies === 1) merged = mergeByKey(answers.map((a) => a.series?.[i] ?? []))
       else {
-        const union = unionByKey(answers.map((a) => a.series?.[i] ?? []))
+        // Aggregates are computed here from the merged raw points, so they use the same winners.
+        const union = await unionByKey(
+          answers.map((a) => ({ node: a.node, series: a.series?.[i] ?? [] })),
+          fetch,
+        )
         merged = agg === undefined ? union : aggregate(union, agg, request.startMs, request.endMs)
       }
       for (const s of merged) points += s.timestamps.length
       out.push(...merged)
-    })
+    }
     if (points > this.options.maxPointsPerQuery) {
       throw new LimitError('max_points_per_query', this.options.maxPointsPerQuery, `cannot return ${points} points`)
     }
@@ -705,15 +830,32 @@ export class ClusterEngine implements StorageEngine {
     const state = this.state()
     const copies = this.readCopies(state, ctx)
     const parts = await this.readAll('read the latest points', state, this.readPlan(state, copies), async (part) => {
-      if (part.node.id === this.selfId) return this.local.latestShard(selector, part.filter, ctx)
+      const node = part.node.id
+      if (node === this.selfId) return { node, series: await this.local.latestShard(selector, part.filter, ctx) }
       const body = PeerLatestRequest.encode({
         selector: selectorToPeer(selector),
         shard: shardToPeer(part.spans),
       }).finish()
       const reply = PeerLatestResponse.decode(await this.call(state, part.node, PeerKind.PEER_KIND_LATEST, body, ctx))
-      return reply.series.map((s) => decodePeerSeries(s))
+      return { node, series: reply.series.map((s) => decodePeerSeries(s)) }
     })
-    return copies === 1 ? mergeByKey(parts) : latestByKey(parts)
+    return copies === 1
+      ? mergeByKey(parts.map((p) => [...p.series]))
+      : latestByKey(parts, this.versionsFetch(state, ctx))
+  }
+
+  /**
+   * Asks a node for the write versions of some points: the local engine, or PEER_KIND_VERSIONS. A
+   * read uses it only where replicas returned different values for one timestamp.
+   */
+  private versionsFetch(state: RingState, ctx: CallContext | undefined): VersionsFetch {
+    return async (id, queries) => {
+      if (id === this.selfId) return Promise.all(queries.map((q) => this.local.versionsOf(q, q.timestamps, ctx)))
+      const node = state.byId.get(id)
+      if (node === undefined) throw new UnavailableError(`node ${id} left the ring`)
+      const body = await this.call(state, node, PeerKind.PEER_KIND_VERSIONS, encodeVersionsRequest(queries), ctx)
+      return decodeVersionsResponse(body, queries, id)
+    }
   }
 
   async listSeries(selector: Selector, ctx?: CallContext): Promise<SeriesRef[]> {

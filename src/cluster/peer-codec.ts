@@ -21,6 +21,7 @@ import {
   V3Error,
   ValidationError,
 } from '../model/errors.js'
+import { isVersion } from '../model/hlc.js'
 import type { SeriesPoints, Tag } from '../model/types.js'
 import { varintSize, writeVarint } from '../model/varint.js'
 
@@ -74,13 +75,22 @@ class PointArena {
   }
 }
 
+/**
+ * One series entry of a peer write: its points and their write version (model/hlc.ts), absent or
+ * 0 for none. A write request of a client is the same shape (SeriesWrite) with version unset.
+ */
+export interface PeerWriteEntry extends SeriesPoints {
+  readonly version?: number
+}
+
 /** A series as the PeerSeries message; on a little-endian host the point arrays are shared, not copied. */
-export function encodePeerSeries(series: SeriesPoints): PeerSeries {
+export function encodePeerSeries(series: PeerWriteEntry): PeerSeries {
   return {
     metric: series.metric,
     tags: series.tags.map((t) => ({ key: t.key, value: t.value })),
     timestamps: float64Bytes(series.timestamps),
     values: float64Bytes(series.values),
+    version: series.version ?? 0,
   }
 }
 
@@ -138,7 +148,7 @@ function fieldSize(length: number): number {
  * on the forwarding path those copies and their garbage cost more than the routing. The bytes are
  * exactly what PeerWriteRequest.encode writes (a test compares them).
  */
-export function encodePeerWrite(series: readonly SeriesPoints[]): Uint8Array {
+export function encodePeerWrite(series: readonly PeerWriteEntry[]): Uint8Array {
   // Proto3 leaves empty strings and bytes out, as the generated encoder does.
   const textSize = (text: string) => (text === '' ? 0 : fieldSize(Buffer.byteLength(text)))
   const tagBytes = (tag: Tag) => textSize(tag.key) + textSize(tag.value)
@@ -147,6 +157,8 @@ export function encodePeerWrite(series: readonly SeriesPoints[]): Uint8Array {
     for (const tag of s.tags) size += fieldSize(tagBytes(tag))
     if (s.timestamps.byteLength > 0) size += fieldSize(s.timestamps.byteLength)
     if (s.values.byteLength > 0) size += fieldSize(s.values.byteLength)
+    // The version is a double (field 5, wire type 1): a tag byte and 8 bytes, left out when 0.
+    if ((s.version ?? 0) !== 0) size += 9
     return size
   })
   const total = sizes.reduce((sum, size) => sum + fieldSize(size), 0)
@@ -176,6 +188,10 @@ export function encodePeerWrite(series: readonly SeriesPoints[]): Uint8Array {
     }
     if (s.timestamps.byteLength > 0) bytesField(3, float64Bytes(s.timestamps))
     if (s.values.byteLength > 0) bytesField(4, float64Bytes(s.values))
+    if ((s.version ?? 0) !== 0) {
+      out[at++] = (5 << 3) | 1
+      at = out.writeDoubleLE(s.version!, at)
+    }
   })
   if (at !== total) throw new Error(`BUG: encoded ${at} bytes of a ${total}-byte write`)
   return out
@@ -215,8 +231,8 @@ export class PeerSeriesHeaders {
  * from the frame into its aligned array. With `headers`, a series whose identity bytes were seen
  * before gets the same frozen tags array as then. Throws a ValidationError on any defect.
  */
-export function decodePeerWrite(bytes: Uint8Array, headers?: PeerSeriesHeaders): SeriesPoints[] {
-  const out: SeriesPoints[] = []
+export function decodePeerWrite(bytes: Uint8Array, headers?: PeerSeriesHeaders): PeerWriteEntry[] {
+  const out: PeerWriteEntry[] = []
   let field = 'body'
   try {
     const reader = new BinaryReader(bytes)
@@ -240,7 +256,7 @@ function readSeries(
   field: string,
   headers: PeerSeriesHeaders | undefined,
   arena: PointArena,
-): SeriesPoints {
+): PeerWriteEntry {
   // The encoder writes metric and tags before the points, so the bytes before the first point
   // field are the series identity: a known one is taken from the cache, not decoded again.
   const identityEnd = headers === undefined ? -1 : identityLength(bytes)
@@ -250,8 +266,13 @@ function readSeries(
   const decodedTags: Tag[] = []
   let timestamps: Uint8Array = new Uint8Array(0)
   let values: Uint8Array = new Uint8Array(0)
+  let version = 0
   while (reader.pos < reader.len) {
     const [no, wireType] = reader.tag()
+    if (no === 5 && wireType === WireType.Bit64) {
+      version = reader.double()
+      continue
+    }
     if (wireType !== WireType.LengthDelimited || no < 1 || no > 4 || (known !== undefined && no <= 2)) {
       reader.skip(wireType, no)
       continue
@@ -268,7 +289,11 @@ function readSeries(
     known !== undefined || headers === undefined || identityEnd <= 0
       ? tags
       : headers.set(bytes.subarray(0, identityEnd), metric, decodedTags)
-  return { metric, tags: kept as Tag[], timestamps: arena.copy(timestamps), values: arena.copy(values) }
+  if (!isVersion(version)) {
+    throw ValidationError.field(`${field}.version`, `must be a non-negative integer below 2^53, got ${version}`)
+  }
+  const points = { metric, tags: kept as Tag[], timestamps: arena.copy(timestamps), values: arena.copy(values) }
+  return version === 0 ? points : { ...points, version }
 }
 
 /**

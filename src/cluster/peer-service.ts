@@ -16,7 +16,9 @@ import {
 import type { SeriesFilter, ShardEngine } from '../engine/shard.js'
 import type { CallContext, StorageEngine } from '../engine/storage-engine.js'
 import { UnavailableError, ValidationError } from '../model/errors.js'
+import type { HybridLogicalClock } from '../model/hlc.js'
 import type { QueryRequest } from '../model/types.js'
+import { answerVersions } from './conflict.js'
 import { decodePeerWrite, encodePeerSeries, PeerSeriesHeaders } from './peer-codec.js'
 import { aggregationFromPeer, partialToPeer, selectorFromPeer, valueFilterFromPeer } from './peer-messages.js'
 import type { PeerHandler } from './peer-transport.js'
@@ -50,11 +52,14 @@ export type RepairRunner = (body: Uint8Array, ctx: CallContext) => Promise<Uint8
  * ValidationError the sender receives), runs on the local engine and encodes the answer. `tokens`
  * is the node's series token cache, which the filters of the reads it answers look tokens up in.
  * `runRepair` runs a repair pass that a peer asks for; without it such a request is UNAVAILABLE.
+ * `clock` is the node's write-version clock: it observes the versions of the writes received, so
+ * that the writes this node coordinates next get larger ones.
  */
 export function peerService(
   local: StorageEngine & ShardEngine,
   tokens: SeriesTokens,
   runRepair?: RepairRunner,
+  clock?: HybridLogicalClock,
 ): PeerHandler {
   const headers = new PeerSeriesHeaders()
   return async (_from, kind, body, meta) => {
@@ -63,6 +68,7 @@ export function peerService(
       case PeerKind.PEER_KIND_WRITE: {
         // The packed decoder rejects invalid UTF-8, which the generated one would turn into U+FFFD.
         const series = decodePeerWrite(body, headers)
+        if (clock !== undefined) for (const s of series) if (s.version !== undefined) clock.observe(s.version)
         const result = await local.write({ series, precision: 'ms' }, ctx)
         return PeerWriteResponse.encode({
           pointsWritten: result.pointsWritten,
@@ -124,6 +130,8 @@ export function peerService(
         return answerDigest(local, tokens, body, ctx)
       case PeerKind.PEER_KIND_REPAIR_READ:
         return answerRepairRead(local, tokens, body, ctx)
+      case PeerKind.PEER_KIND_VERSIONS:
+        return answerVersions(local, body, ctx)
       case PeerKind.PEER_KIND_REPAIR_RUN:
         if (runRepair === undefined) throw new UnavailableError('this node does not run repair passes')
         return runRepair(body, ctx)

@@ -12,6 +12,7 @@ import {
   PeerStatus,
   PeerWriteRequest,
 } from '../../gen/v3storage/internal/v1/peer.js'
+import { peerWriteSize } from '../../src/cluster/hint-batch.js'
 import { MemoryNetwork } from '../../src/cluster/memory-transport.js'
 import {
   decodePeerSeries,
@@ -131,6 +132,25 @@ describe('peer codec', () => {
     const mine = Buffer.from(encodePeerWrite(series))
     const generated = Buffer.from(PeerWriteRequest.encode({ series: series.map(encodePeerSeries) }).finish())
     assert.ok(mine.equals(generated), 'byte-for-byte equal')
+    const versioned = series.map((s, i) => ({ ...s, version: i === 1 ? 0 : 1_234_567_890_123 + i }))
+    const mineVersioned = Buffer.from(encodePeerWrite(versioned))
+    const generatedVersioned = Buffer.from(
+      PeerWriteRequest.encode({ series: versioned.map(encodePeerSeries) }).finish(),
+    )
+    assert.ok(mineVersioned.equals(generatedVersioned), 'byte-for-byte equal with versions')
+  })
+
+  test('write versions survive the codec and the concatenation of write bodies (hints)', () => {
+    const a = { metric: 'cpu', tags: [], timestamps: Float64Array.of(1), values: Float64Array.of(2), version: 7 }
+    const b = { ...a, values: Float64Array.of(3), version: 9 }
+    const c = { ...a, values: Float64Array.of(4), version: 0 }
+    const joined = Buffer.concat([encodePeerWrite([a]), encodePeerWrite([b, c])])
+    const decoded = decodePeerWrite(joined)
+    assert.deepEqual(
+      decoded.map((s) => s.version),
+      [7, 9, undefined],
+    )
+    assert.deepEqual(peerWriteSize(joined), { series: 3, points: 3 })
   })
 
   test('a series received again gets the same frozen tags, so validation is not repeated', () => {
@@ -176,8 +196,8 @@ describe('peer codec', () => {
     const bad = (s: Partial<PeerSeries>): Uint8Array =>
       PeerWriteRequest.encode({
         series: [
-          { metric: 'm', tags: [], timestamps: Buffer.alloc(8), values: Buffer.alloc(8) },
-          { metric: 'm', tags: [], timestamps: Buffer.alloc(8), values: Buffer.alloc(8), ...s },
+          { metric: 'm', tags: [], timestamps: Buffer.alloc(8), values: Buffer.alloc(8), version: 0 },
+          { metric: 'm', tags: [], timestamps: Buffer.alloc(8), values: Buffer.alloc(8), version: 0, ...s },
         ],
       }).finish()
     const cases: [Uint8Array, RegExp][] = [
@@ -185,6 +205,7 @@ describe('peer codec', () => {
       [bad({ values: Buffer.alloc(16) }), /series\[1\]\.values: 2 values for 1 timestamps/],
       [bad({ metric: '' }), /series\[1\]\.metric: is empty/],
       [bad({ tags: [{ key: '', value: 'v' }] }), /series\[1\]\.tags\[0\]\.key: is empty/],
+      [bad({ version: 1.5 }), /series\[1\]\.version: must be a non-negative integer/],
     ]
     // Invalid UTF-8 in a metric: the generated encoder cannot write it, so patch the bytes.
     const utf8 = Buffer.from(bad({ metric: 'mé' }))

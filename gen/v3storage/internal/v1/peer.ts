@@ -46,6 +46,11 @@ export enum PeerKind {
    * figures once it is done; the body is a PeerRepairRunRequest.
    */
   PEER_KIND_REPAIR_RUN = 11,
+  /**
+   * PEER_KIND_VERSIONS - PEER_KIND_VERSIONS returns the write versions of some points the receiver holds, where replicas
+   * disagree on their values; the body is a PeerVersionsRequest (peer_versions.proto).
+   */
+  PEER_KIND_VERSIONS = 12,
   UNRECOGNIZED = -1,
 }
 
@@ -172,6 +177,14 @@ export interface PeerSeries {
    * timestamps[i]. NaN payload bits and the sign of zero are kept.
    */
   values: Buffer;
+  /**
+   * version is the write version of every point of this entry: a hybrid logical clock reading of
+   * the coordinating node, physical milliseconds since the epoch times 1024 plus a logical counter,
+   * an integer below 2^53. Among copies of one point the highest version wins. 0 means none (a
+   * sender that predates versions, or a point whose version is unknown). Entries keep their own
+   * versions when write bodies are concatenated (hints).
+   */
+  version: number;
 }
 
 /** PeerWriteRequest is the body of a PEER_KIND_WRITE request: points the receiver owns. */
@@ -690,7 +703,7 @@ export const PeerTag: MessageFns<PeerTag> = {
 };
 
 function createBasePeerSeries(): PeerSeries {
-  return { metric: "", tags: [], timestamps: Buffer.alloc(0), values: Buffer.alloc(0) };
+  return { metric: "", tags: [], timestamps: Buffer.alloc(0), values: Buffer.alloc(0), version: 0 };
 }
 
 export const PeerSeries: MessageFns<PeerSeries> = {
@@ -706,6 +719,9 @@ export const PeerSeries: MessageFns<PeerSeries> = {
     }
     if (message.values.length !== 0) {
       writer.uint32(34).bytes(message.values);
+    }
+    if (message.version !== 0) {
+      writer.uint32(41).double(message.version);
     }
     return writer;
   },
@@ -755,6 +771,14 @@ export const PeerSeries: MessageFns<PeerSeries> = {
             message.values = Buffer.from(reader.bytes());
             continue;
           }
+          case 5: {
+            if (tag !== 41) {
+              break;
+            }
+
+            message.version = reader.double();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -776,6 +800,7 @@ export const PeerSeries: MessageFns<PeerSeries> = {
     message.tags = object.tags?.map((e) => PeerTag.fromPartial(e)) || [];
     message.timestamps = object.timestamps ?? Buffer.alloc(0);
     message.values = object.values ?? Buffer.alloc(0);
+    message.version = object.version ?? 0;
     return message;
   },
 };
