@@ -1,8 +1,9 @@
 /**
  * Delivery batches of hints. Hint bodies are peer write bodies (PeerWriteRequest: repeated series,
  * field 1), and protobuf appends the repeated fields of concatenated messages, so several hints in
- * a row are one write whose entries keep their order. The receiving node merges repeated entries of
- * a series in request order, the last winning, which is the order the hints were written in; one
+ * a row are one write whose entries keep their order and each its own write version (a field of the
+ * entry, not of the request). The receiving node merges repeated entries of a series by version,
+ * the highest winning, then in request order, which is the order the hints were written in; one
  * such write costs the owner one commit instead of one per hint.
  */
 import { BinaryReader, WireType } from '@bufbuild/protobuf/wire'
