@@ -511,9 +511,10 @@ export class ClusterEngine implements StorageEngine {
   }
 
   /**
-   * Writes one owner's part: locally, to the peer, or as a hint when the peer is down or still has
-   * hints waiting (so that this write does not overtake them). Resolves once the owner has it
-   * durable; rejects otherwise, after storing the hint where one applies.
+   * Writes one owner's part: locally, to the peer, or as a hint when the peer is down. An owner
+   * still receiving hints gets the part at once: its version keeps a hint replayed later from
+   * overwriting it. Resolves once the owner has it durable; rejects otherwise, after storing the
+   * hint where one applies.
    */
   private async writePart(
     state: RingState,
@@ -530,12 +531,9 @@ export class ClusterEngine implements StorageEngine {
     }
     const body = encodePeerWrite(part.series.map((s) => ({ ...s, version })))
     const handoff = this.linked().handoff
-    if (handoff !== undefined && (!healthy.has(node.id) || handoff.behind(node.id))) {
-      const down = !healthy.has(node.id)
+    if (handoff !== undefined && !healthy.has(node.id)) {
       await this.keepHint(handoff, node, body)
-      throw new UnavailableError(
-        down ? `node ${node.id} is down; its part waits as a hint` : `node ${node.id} is catching up on hints`,
-      )
+      throw new UnavailableError(`node ${node.id} is down; its part waits as a hint`)
     }
     try {
       // Not tied to the call's signal: a part still under way when the write is answered goes on.

@@ -1,8 +1,9 @@
 /**
  * Hinted handoff: the writes an owner missed wait in the coordinator's durable hint store and are
- * delivered to it, in the order they were written, once it is healthy again. While an owner has
- * hints waiting, its new writes queue behind them rather than overtake them, so a replayed hint
- * never overwrites a newer value of the same timestamp.
+ * delivered to it once it is healthy again. Every point carries the version of its write, and an
+ * owner keeps the highest version of a timestamp, so a replayed hint never overwrites a newer
+ * value: new writes go to an owner that is back at once, beside the delivery of its backlog, and
+ * the backlog goes several writes at a time.
  */
 import { PeerKind } from '../../gen/v3storage/internal/v1/peer.js'
 import type { Logger } from '../engine/config.js'
@@ -16,6 +17,8 @@ import type { PeerEndpoint, PeerTransport } from './peer-transport.js'
 const DELIVERY_BATCH_COUNT = 4_096
 const DELIVERY_BATCH_BYTES = 16 * 1024 * 1024
 const WRITE_BYTES = 4 * 1024 * 1024
+/** Writes of hints under way to one owner at a time. */
+const DELIVERY_WINDOW = 2
 /** How often the deliverer looks for owners that are back, and the first retry after a failure. */
 const DELIVERY_TICK_MS = 250
 const RETRY_MAX_MS = 5_000
@@ -63,14 +66,6 @@ export class HintedHandoff {
       this.store.dropExpired().catch((err: unknown) => this.logger.warn({ err }, 'dropping expired hints failed'))
     }, EXPIRY_TICK_MS)
     this.expiry.unref()
-  }
-
-  /**
-   * Whether writes to `target` must queue behind hints rather than go to it directly: the store
-   * counts a hint from the moment its append starts until it is delivered or dropped.
-   */
-  behind(target: string): boolean {
-    return this.store.backlog(target) > 0
   }
 
   /** Stores `body` for `target`; false when the store is full and the hint was dropped. */
@@ -134,7 +129,11 @@ export class HintedHandoff {
     }
   }
 
-  /** Delivers the hints of `target` in order until none is left; each is deleted once the owner has it durable. */
+  /**
+   * Delivers the hints of `target` until none is left, up to DELIVERY_WINDOW writes at once (the
+   * owner orders their points by version, not by arrival); hints are deleted in order, each once
+   * the owner has it durable.
+   */
   private async drain(target: string): Promise<void> {
     for (;;) {
       if (this.closed) return
@@ -142,15 +141,26 @@ export class HintedHandoff {
       if (endpoint === undefined) return
       const batch = await this.store.peek(target, DELIVERY_BATCH_COUNT, DELIVERY_BATCH_BYTES)
       if (batch.length === 0) return
-      for (const group of groupHints(batch, this.options.limits, WRITE_BYTES)) {
-        if (this.closed) return
-        await this.transport.request(endpoint, {
-          kind: PeerKind.PEER_KIND_WRITE,
-          body: group.body,
-          ringVersion: this.peers.ringVersion(),
-          timeoutMs: this.options.timeoutMs,
-        })
-        await this.store.ack(target, group.throughSeq)
+      const groups = groupHints(batch, this.options.limits, WRITE_BYTES)
+      const inFlight: { readonly throughSeq: number; readonly sent: Promise<unknown> }[] = []
+      let next = 0
+      while (next < groups.length || inFlight.length > 0) {
+        while (!this.closed && next < groups.length && inFlight.length < DELIVERY_WINDOW) {
+          const group = groups[next++]!
+          const sent = this.transport.request(endpoint, {
+            kind: PeerKind.PEER_KIND_WRITE,
+            body: group.body,
+            ringVersion: this.peers.ringVersion(),
+            timeoutMs: this.options.timeoutMs,
+          })
+          // Awaited below in order; a failure while an earlier one is awaited must not go unhandled.
+          sent.catch(() => {})
+          inFlight.push({ throughSeq: group.throughSeq, sent })
+        }
+        const first = inFlight.shift()
+        if (first === undefined) return
+        await first.sent
+        await this.store.ack(target, first.throughSeq)
       }
     }
   }
