@@ -275,8 +275,8 @@ export async function runCatchUpBench(o: CatchUpBenchOptions): Promise<void> {
     const cpuCatchUp = [...busy(cpuAtRestart, cpuAtEnd, end - restartAt), victimCpu / (end - restartAt)]
     const cores = (xs: number[]): string =>
       `${xs.reduce((a, b) => a + b, 0).toFixed(2)} (${xs.map((c) => c.toFixed(2)).join(' + ')})`
-    // While it has hints waiting, every write for it queues behind them: what it receives in the
-    // catch-up are hint deliveries, one at a time from each coordinator.
+    // What it receives from the other nodes in the catch-up: hint deliveries (up to two writes at a
+    // time from each coordinator) and the load's new writes, which no longer wait behind hints.
     const deliveries = delivered.requestsSent - atRestart.requestsSent
     const pointsPerDelivery = victimPoints / deliveries
     const msPerDelivery = ((end - restartAt) * 1000 * others.length) / deliveries
@@ -289,14 +289,14 @@ export async function runCatchUpBench(o: CatchUpBenchOptions): Promise<void> {
       `| node down (kill -9), s | ${(restartAt - killedAt).toFixed(1)} |`,
       `| hints queued for it while down, over the other nodes | ${fmt(atRestart.queued)} (${(atRestart.backlogBytes / 2 ** 20).toFixed(0)} MiB waiting at the restart) |`,
       `| requests to it still unanswered at the restart (hinted only at the peer timeout) | ${fmt(atRestart.inFlight)} |`,
-      `| hints queued for it by the end of the catch-up (writes queue behind hints while it catches up) | ${fmt(delivered.queued)} |`,
+      `| hints queued for it by the end of the catch-up | ${fmt(delivered.queued)} |`,
       `| points written while it was down | ${fmt(restartPoints - killedPoints)} |`,
       `| restart (process spawned) to listening, s | ${(listeningAt - restartAt).toFixed(1)} |`,
       `| restart to healthy and active on the other nodes, s | ${healthyAt === undefined ? 'never' : (healthyAt - restartAt).toFixed(1)} |`,
       `| catch-up from the restart (hints_pending 0 on every other node), s | ${secs(fromStart)} ${verdict} |`,
       `| catch-up from healthy and active, s | ${secs(fromHealthy)} |`,
       `| hints delivered to it (since the nodes started) | ${fmt(delivered.delivered)} |`,
-      `| writes it received from the catch-up start to its end (hint deliveries) | ${fmt(deliveries)}, ${fmt(pointsPerDelivery)} points each on average; one at a time per coordinator, ${msPerDelivery.toFixed(0)} ms each |`,
+      `| writes it received from the other nodes from the restart to the end of the catch-up (hint deliveries and new writes) | ${fmt(deliveries)}, ${fmt(pointsPerDelivery)} points each on average, ${msPerDelivery.toFixed(0)} ms each per sending node |`,
       `| points it stored from the restart to the end of the catch-up | ${fmt(victimPoints)} (${fmt(victimPoints / (end - restartAt))} points/s) |`,
       `| ingest before the kill, points/s | ${fmt(before)} |`,
       `| ingest while it was down, points/s | ${fmt(outage)} (${(outage / before).toFixed(2)}x) |`,

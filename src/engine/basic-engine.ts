@@ -229,25 +229,27 @@ export class BasicEngine implements StorageEngine, ShardEngine, EngineCore {
 
   /** The batch without the points whose sealed copies have higher versions (see keepAgainstStored). */
   private async dropSuperseded(normalized: NormalizedBatch): Promise<NormalizedBatch> {
-    let changed = false
+    const keeps = await keepAgainstStored(
+      this,
+      normalized.series.map((s) => ({ entry: this.index.get(s.key), ts: s.timestamps, vers: s.versions })),
+    )
+    if (keeps.every((keep) => keep === undefined)) return normalized
     const series: NormalizedSeries[] = []
     let points = 0
-    for (const s of normalized.series) {
-      const entry = this.index.get(s.key)
-      const keep = entry === undefined ? undefined : await keepAgainstStored(this, entry, s.timestamps, s.versions)
+    normalized.series.forEach((s, i) => {
+      const keep = keeps[i]
       if (keep === undefined) {
         series.push(s)
         points += s.timestamps.length
-        continue
+        return
       }
-      changed = true
-      if (keep.length === 0) continue
+      if (keep.length === 0) return
       const pick = (a: Float64Array): Float64Array => Float64Array.from(keep, (k) => a[k] as number)
       const kept = { ...s, timestamps: pick(s.timestamps), values: pick(s.values) }
       series.push(s.versions === undefined ? kept : { ...kept, versions: pick(s.versions) })
       points += keep.length
-    }
-    return changed ? { series, points } : normalized
+    })
+    return { series, points }
   }
 
   /**

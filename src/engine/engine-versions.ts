@@ -51,23 +51,26 @@ function liveBlocks(core: EngineCore): { from: number; to: number } {
   return { from: Math.max(core.versionMarks.minBlock, versionCutoffBlock(core)), to: core.versionMarks.maxBlock }
 }
 
-/** The stored versions of blocks of one series, by block; blocks without any left out. */
+/**
+ * The stored versions of blocks of several series, by block for each; blocks without any left out.
+ * One read for all of them: a write or a seal touches many series, each in a few blocks.
+ */
 async function readBlocks(
   core: EngineCore,
-  id: Buffer,
-  blocks: readonly number[],
-): Promise<Map<number, BlockVersions>> {
-  const out = new Map<number, BlockVersions>()
-  if (blocks.length === 0) return out
-  const values = await core.store.getMany(
-    core.store.columns.versions,
-    blocks.map((b) => encodeVersionKey(b, id)),
-  )
-  blocks.forEach((b, i) => {
-    const value = values[i]
-    if (value !== undefined) out.set(b, decodeBlockVersions(value, blockStartMs(b)))
+  wanted: ReadonlyArray<{ readonly id: Buffer; readonly blocks: readonly number[] }>,
+): Promise<Map<number, BlockVersions>[]> {
+  const keys: Buffer[] = []
+  for (const w of wanted) for (const b of w.blocks) keys.push(encodeVersionKey(b, w.id))
+  const values = keys.length === 0 ? [] : await core.store.getMany(core.store.columns.versions, keys)
+  let k = 0
+  return wanted.map((w) => {
+    const out = new Map<number, BlockVersions>()
+    for (const b of w.blocks) {
+      const value = values[k++]
+      if (value !== undefined) out.set(b, decodeBlockVersions(value, blockStartMs(b)))
+    }
+    return out
   })
-  return out
 }
 
 /** The distinct blocks of sorted timestamps that lie in [from, to]. */
@@ -116,39 +119,51 @@ export async function storedVersions(
       ),
     ),
   ]
-  const stored = await readBlocks(core, entry.id, blocks)
+  const [stored] = await readBlocks(core, [{ id: entry.id, blocks }])
   timestamps.forEach((t, i) => {
+    // readBlocks answers one map per series asked.
+    if (stored === undefined) return
     out[i] = storedVersion(stored.get(Math.floor(t / BLOCK_MS)), t)
   })
   return out
 }
 
 /**
- * Drops the points of a write (sorted `ts`, versions `vers`, none meaning 0) whose sealed copy has a
- * higher version, so that the head never holds a point that the stored one beats: reads merge the
- * head over the stored blocks. Returns the indexes to keep, or undefined to keep every point.
- * Only blocks the family may hold are read, so new points of an ongoing write read nothing.
+ * For each series of a write (sorted `ts`, versions `vers`, none meaning 0; no entry: a new series),
+ * the indexes of the points to keep, or undefined to keep every point: a point whose sealed copy
+ * has a higher version is dropped, so that the head never holds a point that the stored one beats
+ * (reads merge the head over the stored blocks). Only blocks the family may hold are read, all in
+ * one read, so new points of an ongoing write read nothing.
  */
 export async function keepAgainstStored(
   core: EngineCore,
-  entry: SeriesEntry,
-  ts: Float64Array,
-  vers: Float64Array | undefined,
-): Promise<number[] | undefined> {
+  items: ReadonlyArray<{
+    readonly entry: SeriesEntry | undefined
+    readonly ts: Float64Array
+    readonly vers: Float64Array | undefined
+  }>,
+): Promise<(number[] | undefined)[]> {
   const { from, to } = liveBlocks(core)
-  if (from > to) return undefined
-  const blocks = blocksIn(ts, from, to)
-  if (blocks.length === 0) return undefined
-  const stored = await readBlocks(core, entry.id, blocks)
-  if (stored.size === 0) return undefined
-  const keep: number[] = []
-  for (let i = 0; i < ts.length; i++) {
-    const t = ts[i] as number
-    if (storedVersion(stored.get(Math.floor(t / BLOCK_MS)), t) <= (vers === undefined ? 0 : (vers[i] as number)))
-      keep.push(i)
-  }
-  return keep.length === ts.length ? undefined : keep
+  if (from > to) return items.map(() => undefined)
+  const wanted = items.map(({ entry, ts }) => ({
+    id: entry?.id ?? EMPTY_ID,
+    blocks: entry === undefined ? [] : blocksIn(ts, from, to),
+  }))
+  const stored = await readBlocks(core, wanted)
+  return items.map(({ ts, vers }, s) => {
+    const blocks = stored[s]
+    if (blocks === undefined || blocks.size === 0) return undefined
+    const keep: number[] = []
+    for (let i = 0; i < ts.length; i++) {
+      const t = ts[i] as number
+      if (storedVersion(blocks.get(Math.floor(t / BLOCK_MS)), t) <= (vers === undefined ? 0 : (vers[i] as number)))
+        keep.push(i)
+    }
+    return keep.length === ts.length ? undefined : keep
+  })
 }
+
+const EMPTY_ID = Buffer.alloc(0)
 
 /** A run being sealed after resolveSealing: the points that won, and whether any lost. */
 export interface ResolvedRun {
@@ -171,17 +186,23 @@ export async function resolveSealing(
   let batch: ChainedBatch | undefined
   const marks = { min: core.versionMarks.minBlock, max: core.versionMarks.maxBlock }
   const out: ResolvedRun[] = []
-  for (const { entry, run } of items) {
+  // Which runs need resolving, and the stored blocks they meet: read together, in one read.
+  const plan = items.map(({ entry, run }) => {
     const n = run.ts.length
     const firstBlock = n === 0 ? 0 : Math.floor((run.ts[0] as number) / BLOCK_MS)
     const lastBlock = n === 0 ? 0 : Math.floor((run.ts[n - 1] as number) / BLOCK_MS)
     const touchesStored = n > 0 && lastBlock >= from && firstBlock <= to
-    if (n === 0 || lastBlock < cutoff || (run.vers === undefined && !touchesStored)) {
+    const skip = n === 0 || lastBlock < cutoff || (run.vers === undefined && !touchesStored)
+    return { id: entry.id, blocks: skip ? [] : blocksIn(run.ts, Math.max(from, cutoff), to), skip }
+  })
+  const storedByItem = await readBlocks(core, plan)
+  for (const [index, { entry, run }] of items.entries()) {
+    const n = run.ts.length
+    const stored = storedByItem[index]
+    if (plan[index]?.skip !== false || stored === undefined) {
       out.push({ run, dropped: false })
       continue
     }
-    const blocks = blocksIn(run.ts, Math.max(from, cutoff), to)
-    const stored = await readBlocks(core, entry.id, blocks)
     const keep: number[] = []
     let i = 0
     while (i < n) {
