@@ -13,7 +13,7 @@ import type { CallContext } from '../engine/storage-engine.js'
 import { ValidationError } from '../model/errors.js'
 import { encodePeerSeries } from './peer-codec.js'
 import { TOKEN_SPACE, type TokenSpan } from './ring.js'
-import { decodeSpans, type SeriesTokens, spanFilter } from './shard-filter.js'
+import { decodeSpans, type SeriesTokens, spanFilter, spanIndex } from './shard-filter.js'
 
 /**
  * Packs ranges as PeerShard.ranges does (little-endian uint32 pairs, an end of 2^32 written as 0),
@@ -32,21 +32,7 @@ export function encodeRangeList(ranges: readonly TokenSpan[]): Uint8Array {
 
 /** The buckets of a range list: the index of the range a series' token lies in, or -1. */
 export function rangeBuckets(ranges: readonly TokenSpan[], tokens: SeriesTokens): SeriesBuckets {
-  const starts = Float64Array.from(ranges, (r) => r.start)
-  const ends = Float64Array.from(ranges, (r) => r.end)
-  return {
-    bucketOf(seriesKey: string): number {
-      const token = tokens.of(seriesKey)
-      let lo = 0
-      let hi = starts.length - 1
-      while (lo <= hi) {
-        const mid = (lo + hi) >> 1
-        if (starts[mid]! <= token) lo = mid + 1
-        else hi = mid - 1
-      }
-      return hi >= 0 && token < ends[hi]! ? hi : -1
-    },
-  }
+  return { bucketOf: spanIndex(ranges, tokens) }
 }
 
 function checkWindow(startMs: number, endMs: number): void {

@@ -72,22 +72,28 @@ export class SeriesTokens {
  * sorted span starts, on the series' token from the node's cache.
  */
 export function spanFilter(spans: readonly TokenSpan[], tokens: SeriesTokens): SeriesFilter {
-  const starts = Float64Array.from(spans, (s) => s.start)
-  const ends = Float64Array.from(spans, (s) => s.end)
+  const indexOf = spanIndex(spans, tokens)
   const digest = createHash('sha256')
   for (const span of spans) digest.update(`${span.start}-${span.end},`)
   return {
     key: `shard:${digest.digest('hex').slice(0, 32)}`,
-    accepts(seriesKey: string): boolean {
-      const token = tokens.of(seriesKey)
-      let lo = 0
-      let hi = starts.length - 1
-      while (lo <= hi) {
-        const mid = (lo + hi) >> 1
-        if (starts[mid]! <= token) lo = mid + 1
-        else hi = mid - 1
-      }
-      return hi >= 0 && token < ends[hi]!
-    },
+    accepts: (seriesKey: string): boolean => indexOf(seriesKey) >= 0,
+  }
+}
+
+/** For sorted, disjoint spans: the index of the span a series' token lies in, or -1. */
+export function spanIndex(spans: readonly TokenSpan[], tokens: SeriesTokens): (seriesKey: string) => number {
+  const starts = Float64Array.from(spans, (s) => s.start)
+  const ends = Float64Array.from(spans, (s) => s.end)
+  return (seriesKey) => {
+    const token = tokens.of(seriesKey)
+    let lo = 0
+    let hi = starts.length - 1
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1
+      if (starts[mid]! <= token) lo = mid + 1
+      else hi = mid - 1
+    }
+    return hi >= 0 && token < ends[hi]! ? hi : -1
   }
 }
