@@ -141,6 +141,7 @@ export function createClusterNode(
             return repair.runForPeer(body, ctx)
           },
           clock,
+          () => new Map((handoff?.figures() ?? []).filter((h) => h.backlog > 0).map((h) => [h.peer, h.backlog])),
         ),
       )
       const boundPeer = splitHostPort(bound)

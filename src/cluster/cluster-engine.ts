@@ -880,6 +880,14 @@ export class ClusterEngine implements StorageEngine {
   async deleteSeries(request: DeleteRequest, ctx?: CallContext): Promise<DeleteResult> {
     compileSelector(request.selector)
     const state = this.state()
+    // Nothing keeps a deleted point from coming back: a hint delivered after the delete would put
+    // its points back on their owner, and repair would copy them to the others. So none may wait.
+    const waiting = await this.hintsWaiting(state, ctx)
+    if (waiting.length > 0) {
+      throw new UnavailableError(
+        `cannot delete while hints wait to be delivered (${waiting.join('; ')}): delivered after the delete, they would bring deleted points back; retry once they are delivered`,
+      )
+    }
     const plan = this.readPlan(state, 1)
     const counted = await this.onEach('delete series', state.snapshot.members, async (node) => {
       const part = plan.find((p) => p.node.id === node.id)
@@ -901,6 +909,20 @@ export class ClusterEngine implements StorageEngine {
         .seriesMatched
     })
     return { seriesMatched: counted.reduce((a, b) => a + b, 0) }
+  }
+
+  /** The hints each member keeps, as "node keeps n for owner", over all members. */
+  private async hintsWaiting(state: RingState, ctx: CallContext | undefined): Promise<string[]> {
+    const perNode = await this.onEach('look for hints', state.snapshot.members, async (node) => {
+      const describe = (owner: string, hints: number): string => `${node.id} keeps ${hints} for ${owner}`
+      if (node.id === this.selfId) {
+        return [...this.hintBacklog()].filter(([, hints]) => hints > 0).map(([owner, hints]) => describe(owner, hints))
+      }
+      const body = PeerStatsRequest.encode({}).finish()
+      const reply = PeerStatsResponse.decode(await this.call(state, node, PeerKind.PEER_KIND_STATS, body, ctx))
+      return reply.hints.filter((h) => h.hints > 0).map((h) => describe(h.owner, h.hints))
+    })
+    return perNode.flat()
   }
 
   async compact(ctx?: CallContext): Promise<CompactResult> {

@@ -53,13 +53,15 @@ export type RepairRunner = (body: Uint8Array, ctx: CallContext) => Promise<Uint8
  * is the node's series token cache, which the filters of the reads it answers look tokens up in.
  * `runRepair` runs a repair pass that a peer asks for; without it such a request is UNAVAILABLE.
  * `clock` is the node's write-version clock: it observes the versions of the writes received, so
- * that the writes this node coordinates next get larger ones.
+ * that the writes this node coordinates next get larger ones. `hintsWaiting` gives the hints the
+ * node keeps per owner, which statistics report so that a delete can wait for them.
  */
 export function peerService(
   local: StorageEngine & ShardEngine,
   tokens: SeriesTokens,
   runRepair?: RepairRunner,
   clock?: HybridLogicalClock,
+  hintsWaiting: () => ReadonlyMap<string, number> = () => new Map(),
 ): PeerHandler {
   const headers = new PeerSeriesHeaders()
   return async (_from, kind, body, meta) => {
@@ -123,7 +125,10 @@ export function peerService(
         return PeerDeleteResponse.encode({ seriesMatched: result.seriesMatched }).finish()
       }
       case PeerKind.PEER_KIND_STATS:
-        return PeerStatsResponse.encode({ statsJson: JSON.stringify(await local.stats()) }).finish()
+        return PeerStatsResponse.encode({
+          statsJson: JSON.stringify(await local.stats()),
+          hints: [...hintsWaiting()].map(([owner, hints]) => ({ owner, hints })),
+        }).finish()
       case PeerKind.PEER_KIND_COMPACT:
         return PeerCompactResponse.encode(await local.compact(ctx)).finish()
       case PeerKind.PEER_KIND_REPAIR_DIGEST:

@@ -3,6 +3,7 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
+import { PeerKind } from '../../gen/v3storage/internal/v1/peer.js'
 import { ClusterEngine, type MemberInfo, type RingSnapshot } from '../../src/cluster/cluster-engine.js'
 import { HintStore } from '../../src/cluster/hint-store.js'
 import { HintedHandoff } from '../../src/cluster/hinted-handoff.js'
@@ -13,6 +14,7 @@ import { SeriesTokens } from '../../src/cluster/shard-filter.js'
 import { evenTokens } from '../../src/cluster/tokens.js'
 import { BasicEngine } from '../../src/engine/basic-engine.js'
 import { silentLogger } from '../../src/engine/config.js'
+import { UnavailableError } from '../../src/model/errors.js'
 import { DEFAULT_WRITE_LIMITS } from '../../src/model/limits.js'
 import { waitFor } from '../fixtures/wait.js'
 
@@ -32,11 +34,11 @@ describe('writes to an owner with hints waiting', () => {
     let owner = new BasicEngine({ dataDir: join(dir, 'c'), sync: 'off' })
     await owner.open()
     const store = await HintStore.open({ dir: join(dir, 'hints'), maxBytes: 1 << 20, maxAgeMs: 3_600_000 })
-    const serve = peerService(owner, new SeriesTokens())
+    let serve = peerService(owner, new SeriesTokens())
     let requests = 0
     const c = net.transport('c')
     const cAddress = await c.listen((from, kind, body, meta) => {
-      requests++
+      if (kind === PeerKind.PEER_KIND_WRITE) requests++
       return serve(from, kind, body, meta)
     })
     const a = net.transport('a')
@@ -94,6 +96,14 @@ describe('writes to an owner with hints waiting', () => {
       await waitFor('c to receive the second write', async () => (await valuesAtC())[0] === 2, 10_000)
       assert.equal(requests, 1)
       assert.equal(store.backlog('c'), 1)
+      // A delete now would be undone by the hint: it is refused, naming who keeps hints for whom.
+      const all = { selector: { metric: 'm', matchers: [] } }
+      await assert.rejects(engine.deleteSeries(all), (err: Error) => {
+        assert.ok(err instanceof UnavailableError)
+        assert.match(err.message, /hints wait to be delivered \(a keeps 1 for c\)/)
+        return true
+      })
+      assert.deepEqual(await valuesAtC(), [2], 'the refused delete removed nothing')
       // The hint, older, reaches c afterwards and loses to the newer value there.
       handoff.start()
       await waitFor('the hint to reach c', () => store.backlog('c') === 0, 10_000)
@@ -103,7 +113,12 @@ describe('writes to an owner with hints waiting', () => {
       await owner.close()
       owner = new BasicEngine({ dataDir: join(dir, 'c'), sync: 'off' })
       await owner.open()
+      serve = peerService(owner, new SeriesTokens())
       assert.deepEqual(await valuesAtC(), [2])
+      // With no hint waiting, the delete goes ahead on both owners.
+      assert.equal((await engine.deleteSeries(all)).seriesMatched, 1)
+      assert.deepEqual(await valuesAtC(), [])
+      assert.deepEqual(await local.query({ selector: { metric: 'm', matchers: [] }, startMs: T0, endMs: T0 + 1 }), [])
     } finally {
       await handoff.close()
       await a.close()

@@ -216,6 +216,16 @@ export interface PeerStatsRequest {
 export interface PeerStatsResponse {
   /** stats_json is the engine's statistics as JSON, in the engine's own field names. */
   statsJson: string;
+  /** hints are the hints the node keeps, per owner that has any waiting. */
+  hints: PeerHintBacklog[];
+}
+
+/** PeerHintBacklog is the number of hints a node keeps for one owner. */
+export interface PeerHintBacklog {
+  /** owner is the id of the node the hints are for. */
+  owner: string;
+  /** hints is how many are waiting. */
+  hints: number;
 }
 
 /** PeerCompactRequest asks the node to compact now. */
@@ -1656,13 +1666,16 @@ export const PeerStatsRequest: MessageFns<PeerStatsRequest> = {
 };
 
 function createBasePeerStatsResponse(): PeerStatsResponse {
-  return { statsJson: "" };
+  return { statsJson: "", hints: [] };
 }
 
 export const PeerStatsResponse: MessageFns<PeerStatsResponse> = {
   encode(message: PeerStatsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.statsJson !== "") {
       writer.uint32(10).string(message.statsJson);
+    }
+    for (const v of message.hints) {
+      PeerHintBacklog.encode(v!, writer.uint32(18).fork()).join();
     }
     return writer;
   },
@@ -1688,6 +1701,14 @@ export const PeerStatsResponse: MessageFns<PeerStatsResponse> = {
             message.statsJson = reader.string();
             continue;
           }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.hints.push(PeerHintBacklog.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1706,6 +1727,74 @@ export const PeerStatsResponse: MessageFns<PeerStatsResponse> = {
   fromPartial<I extends Exact<DeepPartial<PeerStatsResponse>, I>>(object: I): PeerStatsResponse {
     const message = createBasePeerStatsResponse();
     message.statsJson = object.statsJson ?? "";
+    message.hints = object.hints?.map((e) => PeerHintBacklog.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBasePeerHintBacklog(): PeerHintBacklog {
+  return { owner: "", hints: 0 };
+}
+
+export const PeerHintBacklog: MessageFns<PeerHintBacklog> = {
+  encode(message: PeerHintBacklog, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.owner !== "") {
+      writer.uint32(10).string(message.owner);
+    }
+    if (message.hints !== 0) {
+      writer.uint32(16).uint64(message.hints);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PeerHintBacklog {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePeerHintBacklog();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.owner = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.hints = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<PeerHintBacklog>, I>>(base?: I): PeerHintBacklog {
+    return PeerHintBacklog.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PeerHintBacklog>, I>>(object: I): PeerHintBacklog {
+    const message = createBasePeerHintBacklog();
+    message.owner = object.owner ?? "";
+    message.hints = object.hints ?? 0;
     return message;
   },
 };
