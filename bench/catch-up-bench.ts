@@ -13,8 +13,9 @@
  *   hints_pending 0 on both at one poll, every 100 ms): every hint queued for it while it was down
  *   delivered. Also the hints queued for it during the outage (v3_hints_queued), their bytes, and
  *   the load's rate before the kill, during the outage and during the catch-up, the cores each
- *   process kept busy, and the writes the restarted node received while catching up (every write
- *   for it queues behind its hints then, so these are the hint deliveries) with their mean size.
+ *   process kept busy, and the writes the restarted node received from the others while catching
+ *   up (hint deliveries and the load's new writes, which do not wait behind hints) with their mean
+ *   size.
  * Results go to bench/results/cluster-<N>-rf<R>[-<hosts>hosts]-catch-up[-<rate>pps].json and .md.
  */
 import { mkdir, writeFile } from 'node:fs/promises'

@@ -183,7 +183,7 @@ export function createClusterNode(
         local,
         { selfId: nodeId, transport, view, handoff },
         tokens,
-        { intervalMs: options.repairIntervalMs, peerTimeoutMs: options.peerTimeoutMs },
+        { intervalMs: options.repairIntervalMs, peerTimeoutMs: options.peerTimeoutMs, limits: engineLimits.limits },
         logger,
       )
       repair.start()

@@ -31,6 +31,7 @@ import type {
   StorageEngine,
 } from '../engine/storage-engine.js'
 import { DeadlineError, UnavailableError } from '../model/errors.js'
+import type { WriteLimits } from '../model/limits.js'
 import { canonicalSeriesKey, sortTags } from '../model/series-key.js'
 import { MIN_TIMESTAMP_MS } from '../model/timestamps.js'
 import type { SeriesPoints } from '../model/types.js'
@@ -51,7 +52,7 @@ import { encodeSpans, type SeriesTokens, spanFilter } from './shard-filter.js'
 export const REPAIR_SETTLE_MS = 60_000
 /** Differing blocks of one hour and one owner set read and written together. */
 const RANGES_PER_BATCH = 16
-/** Points and series per repair write, well inside the default write limits. */
+/** Points and series per repair write at most, well inside the default write limits. */
 const POINTS_PER_WRITE = 50_000
 const SERIES_PER_WRITE = 1_000
 /** How long a digest or a read of a repair may take a peer: digests of a large node take a while. */
@@ -64,6 +65,8 @@ export interface AntiEntropyOptions {
   readonly intervalMs: number
   /** How long a peer has to answer a write, in milliseconds. */
   readonly peerTimeoutMs: number
+  /** The owners' write limits: a repair write stays within them. */
+  readonly limits: WriteLimits
 }
 
 /** What a node repairs with: its id, its peers, its view of the cluster and its hints. */
@@ -671,7 +674,7 @@ export class AntiEntropy {
     series: readonly PeerWriteEntry[],
     signal: AbortSignal | undefined,
   ): Promise<void> {
-    for (const chunk of writeChunks(series)) {
+    for (const chunk of writeChunks(series, this.options.limits)) {
       checkAborted(signal)
       if (id === this.link.selfId) await this.local.write({ series: chunk, precision: 'ms' }, { signal })
       else {
@@ -688,14 +691,16 @@ export class AntiEntropy {
   }
 }
 
-/** Series cut into writes of at most POINTS_PER_WRITE points and SERIES_PER_WRITE series. */
-function* writeChunks(series: readonly PeerWriteEntry[]): Generator<PeerWriteEntry[]> {
+/** Series cut into writes of at most POINTS_PER_WRITE points and SERIES_PER_WRITE series, and within `limits`. */
+function* writeChunks(series: readonly PeerWriteEntry[], limits: WriteLimits): Generator<PeerWriteEntry[]> {
+  const maxPoints = Math.min(POINTS_PER_WRITE, limits.maxPointsPerRequest)
+  const maxSeries = Math.min(SERIES_PER_WRITE, limits.maxSeriesPerRequest)
   let chunk: PeerWriteEntry[] = []
   let points = 0
   for (const s of series) {
-    for (let from = 0; from < s.timestamps.length; from += POINTS_PER_WRITE) {
-      const to = Math.min(from + POINTS_PER_WRITE, s.timestamps.length)
-      if (chunk.length >= SERIES_PER_WRITE || points + (to - from) > POINTS_PER_WRITE) {
+    for (let from = 0; from < s.timestamps.length; from += maxPoints) {
+      const to = Math.min(from + maxPoints, s.timestamps.length)
+      if (chunk.length >= maxSeries || points + (to - from) > maxPoints) {
         yield chunk
         chunk = []
         points = 0

@@ -37,7 +37,6 @@ export function peerWriteSize(body: Uint8Array): { readonly series: number; read
 export interface HintGroup {
   readonly body: Uint8Array
   readonly throughSeq: number
-  readonly hints: number
 }
 
 /**
@@ -54,11 +53,7 @@ export function groupHints(hints: readonly Hint[], limits: WriteLimits, maxBytes
   let last = 0
   const flush = (): void => {
     if (bodies.length === 0) return
-    groups.push({
-      body: bodies.length === 1 ? bodies[0]! : Buffer.concat(bodies),
-      throughSeq: last,
-      hints: bodies.length,
-    })
+    groups.push({ body: bodies.length === 1 ? bodies[0]! : Buffer.concat(bodies), throughSeq: last })
     bodies = []
     bytes = 0
     series = 0

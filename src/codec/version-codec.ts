@@ -8,7 +8,7 @@
  * versions, each with its points' offsets in the block; points without a version are left out.
  */
 
-import { varintSize, writeVarint } from '../model/varint.js'
+import { readVarint, varintSize, writeVarint } from '../model/varint.js'
 import { CorruptDataError } from './errors.js'
 import { MAX_BLOCK, MIN_BLOCK } from './row-key.js'
 import { BLOCK_MS, BLOCK_NUMBER_BIAS, ENCODING_VERSIONS_RUNS, SERIES_ID_BYTES } from './schema.js'
@@ -124,37 +124,28 @@ export function encodeBlockVersions(
 /** Decodes a value of encodeBlockVersions; throws CorruptDataError when it is not one. */
 export function decodeBlockVersions(buf: Uint8Array, blockStartMs: number): BlockVersions {
   if (buf[0] !== ENCODING_VERSIONS_RUNS) throw new CorruptDataError('versions', `unknown encoding ${buf[0]}`, 0)
-  let at = 1
-  const varint = (): number => {
-    let n = 0
-    let scale = 1
-    for (;;) {
-      if (at >= buf.length) throw new CorruptDataError('versions', `truncated at byte ${at}`, at)
-      const b = buf[at++]!
-      n += (b & 0x7f) * scale
-      if (b < 0x80) return n
-      scale *= 128
-      if (scale > 2 ** 49) throw new CorruptDataError('versions', `varint too long at byte ${at}`, at)
-    }
-  }
+  const cursor = { at: 1 }
+  const varint = (): number =>
+    readVarint(buf, cursor, (what) => new CorruptDataError('versions', `${what} at byte ${cursor.at}`, cursor.at))
   const runs = varint()
   const ts: number[] = []
   const vers: number[] = []
   const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength)
   for (let r = 0; r < runs; r++) {
-    if (at + 8 > buf.length) throw new CorruptDataError('versions', `truncated at byte ${at}`, at)
-    const v = view.getFloat64(at, true)
-    at += 8
+    if (cursor.at + 8 > buf.length) throw new CorruptDataError('versions', `truncated at byte ${cursor.at}`, cursor.at)
+    const v = view.getFloat64(cursor.at, true)
+    cursor.at += 8
     const n = varint()
     let offset = 0
     for (let i = 0; i < n; i++) {
       offset += varint()
       if (offset >= BLOCK_MS)
-        throw new CorruptDataError('versions', `offset ${offset} beyond the block at byte ${at}`, at)
+        throw new CorruptDataError('versions', `offset ${offset} beyond the block at byte ${cursor.at}`, cursor.at)
       ts.push(blockStartMs + offset)
       vers.push(v)
     }
   }
-  if (at !== buf.length) throw new CorruptDataError('versions', `${buf.length - at} trailing bytes`, at)
+  if (cursor.at !== buf.length)
+    throw new CorruptDataError('versions', `${buf.length - cursor.at} trailing bytes`, cursor.at)
   return { ts: Float64Array.from(ts), vers: Float64Array.from(vers) }
 }

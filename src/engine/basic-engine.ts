@@ -89,7 +89,7 @@ interface AppliedSeries {
 
 interface PendingWrite {
   readonly batch: NormalizedBatch
-  readonly resolve: (result: WriteResult) => void
+  readonly resolve: () => void
   readonly reject: (err: unknown) => void
 }
 
@@ -217,7 +217,7 @@ export class BasicEngine implements StorageEngine, ShardEngine, EngineCore {
     const batch =
       this.versionMarks.minBlock <= this.versionMarks.maxBlock ? await this.dropSuperseded(normalized) : normalized
     if (batch.series.length > 0) {
-      await new Promise<WriteResult>((resolve, reject) => {
+      await new Promise<void>((resolve, reject) => {
         this.queue.push({ batch, resolve, reject })
         if (!this.draining) this.draining = this.drain()
       })
@@ -326,7 +326,7 @@ export class BasicEngine implements StorageEngine, ShardEngine, EngineCore {
       )
     }
     for (const pending of group) {
-      pending.resolve({ pointsWritten: pending.batch.points, seriesWritten: pending.batch.series.length })
+      pending.resolve()
     }
     if (this.head.bufferedPoints > this.config.maxBufferedPoints) void this.seal(false)
   }

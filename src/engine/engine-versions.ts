@@ -110,20 +110,15 @@ export async function storedVersions(
   const out = new Float64Array(timestamps.length)
   const { from, to } = liveBlocks(core)
   if (from > to) return out
-  const blocks = [
-    ...new Set(
-      blocksIn(
-        [...timestamps].sort((a, b) => a - b),
-        from,
-        to,
-      ),
-    ),
-  ]
+  // blocksIn drops repeats of sorted input.
+  const blocks = blocksIn(
+    [...timestamps].sort((a, b) => a - b),
+    from,
+    to,
+  )
   const [stored] = await readBlocks(core, [{ id: entry.id, blocks }])
   timestamps.forEach((t, i) => {
-    // readBlocks answers one map per series asked.
-    if (stored === undefined) return
-    out[i] = storedVersion(stored.get(Math.floor(t / BLOCK_MS)), t)
+    out[i] = storedVersion(stored!.get(Math.floor(t / BLOCK_MS)), t)
   })
   return out
 }
@@ -145,9 +140,15 @@ export async function keepAgainstStored(
 ): Promise<(number[] | undefined)[]> {
   const { from, to } = liveBlocks(core)
   if (from > to) return items.map(() => undefined)
+  // Sorted timestamps: a series wholly after the last stored block (an ongoing write) is skipped
+  // without looking at each point.
+  const meets = (ts: Float64Array): boolean =>
+    ts.length > 0 &&
+    Math.floor((ts[0] as number) / BLOCK_MS) <= to &&
+    Math.floor((ts[ts.length - 1] as number) / BLOCK_MS) >= from
   const wanted = items.map(({ entry, ts }) => ({
     id: entry?.id ?? EMPTY_ID,
-    blocks: entry === undefined ? [] : blocksIn(ts, from, to),
+    blocks: entry === undefined || !meets(ts) ? [] : blocksIn(ts, from, to),
   }))
   const stored = await readBlocks(core, wanted)
   return items.map(({ ts, vers }, s) => {

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto'
 import { bug } from './errors.js'
 import type { SeriesRef, Tag } from './types.js'
-import { varintSize, writeVarint } from './varint.js'
+import { readVarint, varintSize, writeVarint } from './varint.js'
 
 /** The rule metric names and tag keys follow, as error messages quote it. */
 const NAME_RULE = '[a-zA-Z_][a-zA-Z0-9_.:-]*'
@@ -105,43 +105,31 @@ export function encodeSeriesDef(metric: string, tags: readonly Tag[]): Buffer {
 /** Reads what encodeSeriesDef wrote; throws on a truncated or malformed buffer. */
 export function decodeSeriesDef(buf: Uint8Array): SeriesRef {
   const bytes = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength)
-  let offset = 0
+  const cursor = { at: 0 }
 
   const fail = (what: string): Error =>
-    new Error(`cannot decode series definition of ${bytes.length} bytes: ${what} at byte ${offset}`)
+    new Error(`cannot decode series definition of ${bytes.length} bytes: ${what} at byte ${cursor.at}`)
 
-  const readVarint = (): number => {
-    let n = 0
-    let scale = 1
-    for (;;) {
-      if (offset >= bytes.length) throw fail('truncated varint')
-      const b = bytes[offset++]!
-      n += (b & 0x7f) * scale
-      if (b < 0x80) return n
-      scale *= 0x80
-      // Seven groups cover 49 bits, far beyond any buffer; more means the bytes are not ours.
-      if (scale > 2 ** 49) throw fail('varint too long')
-    }
-  }
+  const readLength = (): number => readVarint(bytes, cursor, fail)
 
   const readString = (): string => {
-    const length = readVarint()
-    if (offset + length > bytes.length) throw fail(`string of ${length} bytes truncated`)
-    const s = bytes.toString('utf8', offset, offset + length)
-    offset += length
+    const length = readLength()
+    if (cursor.at + length > bytes.length) throw fail(`string of ${length} bytes truncated`)
+    const s = bytes.toString('utf8', cursor.at, cursor.at + length)
+    cursor.at += length
     return s
   }
 
   const metric = readString()
-  const count = readVarint()
+  const count = readLength()
   // Each tag takes at least two bytes, which bounds the count before anything is allocated.
-  if (count * 2 > bytes.length - offset) throw fail(`tag count ${count} too large`)
+  if (count * 2 > bytes.length - cursor.at) throw fail(`tag count ${count} too large`)
   const tags: Tag[] = []
   for (let i = 0; i < count; i++) {
     const key = readString()
     const value = readString()
     tags.push({ key, value })
   }
-  if (offset !== bytes.length) throw fail('trailing bytes')
+  if (cursor.at !== bytes.length) throw fail('trailing bytes')
   return { metric, tags }
 }

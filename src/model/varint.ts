@@ -1,6 +1,7 @@
 /**
  * Unsigned LEB128 varints of non-negative integers below 2^53, as protobuf writes them: the one
- * implementation behind the index's series definitions, the wire codec and the peer codec.
+ * implementation behind the index's series definitions, the versions family, the wire codec and
+ * the peer codec.
  */
 
 /** Bytes the varint of `n` takes, by comparisons rather than divisions. */
@@ -33,4 +34,22 @@ export function writeVarint(buf: Uint8Array, at: number, n: number): number {
   }
   buf[at++] = lo
   return at
+}
+
+/**
+ * Reads the varint at `cursor.at` and moves the cursor past it. `fail` makes the error thrown for
+ * bytes that end inside the varint or run past 49 bits (seven groups cover any length or count we
+ * write; more means the bytes are not ours).
+ */
+export function readVarint(buf: Uint8Array, cursor: { at: number }, fail: (what: string) => Error): number {
+  let n = 0
+  let scale = 1
+  for (;;) {
+    if (cursor.at >= buf.length) throw fail('truncated varint')
+    const b = buf[cursor.at++]!
+    n += (b & 0x7f) * scale
+    if (b < 0x80) return n
+    scale *= 0x80
+    if (scale > 2 ** 49) throw fail('varint too long')
+  }
 }

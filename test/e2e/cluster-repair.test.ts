@@ -184,5 +184,9 @@ describe('anti-entropy repair after an outage longer than the hint window', { ti
     await waitFor('a to clear the repair mark of c', async () =>
       (await metric(nodes[0]!, 'v3_hints_needs_repair', 'peer="c"')) === 0 ? true : undefined,
     )
+    // With a and b gone, c answers from its own copy.
+    await nodes[0]!.kill()
+    await nodes[1]!.kill()
+    assert.equal(await countPoints(c, 'healed'), 2 * SERIES)
   })
 })

@@ -1,6 +1,7 @@
 // deploy/haproxy.cfg as it ships, in front of three `v3 serve --cluster` nodes: a client that knows
-// only HAProxy's address writes and reads without a failed call while one node is killed with
-// SIGKILL and restarted on its data folder, and reads back every acknowledged point at QUORUM.
+// only HAProxy's address writes and reads while one node is killed with SIGKILL and restarted on
+// its data folder, and reads back every acknowledged point at QUORUM. The only failure allowed is a
+// call the killed node had begun to answer (HAProxy cannot replay it): retried once, at most 3.
 import assert from 'node:assert/strict'
 import { type ChildProcess, spawn } from 'node:child_process'
 import { once } from 'node:events'

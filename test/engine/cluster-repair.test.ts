@@ -95,7 +95,7 @@ describe('anti-entropy repair over three replicas', () => {
         engine,
         { selfId: id, transport, view, handoff },
         tokens,
-        { intervalMs: 3_600_000, peerTimeoutMs: 5_000 },
+        { intervalMs: 3_600_000, peerTimeoutMs: 5_000, limits: DEFAULT_WRITE_LIMITS },
         silentLogger,
       )
       const serve = peerService(engine, tokens, (body, ctx) => repair.runForPeer(body, ctx))

@@ -96,7 +96,7 @@ describe('write versions across replicas', () => {
         engine,
         { selfId: id, transport, view },
         tokens,
-        { intervalMs: 3_600_000, peerTimeoutMs: 5_000 },
+        { intervalMs: 3_600_000, peerTimeoutMs: 5_000, limits: DEFAULT_WRITE_LIMITS },
         silentLogger,
       )
       await transport.listen(peerService(engine, tokens, (body, ctx) => repair.runForPeer(body, ctx), clock))
@@ -160,8 +160,9 @@ describe('write versions across replicas', () => {
 
   it('QUORUM and ALL reads and their aggregates return the newer write, whichever replica is asked first', async () => {
     // The newer write reached b and c (a QUORUM), the older one only a, the replica a read asks
-    // first, whose value the first-asked rule would have returned.
-    await node('a').engine.write({ series: [entry('x', T0, 1, V1)] })
+    // first, whose value the first-asked rule would have returned. The older value is the larger,
+    // so the fallback rule for equal versions (the larger bit pattern) would return it too.
+    await node('a').engine.write({ series: [entry('x', T0, 9, V1)] })
     await node('c').engine.write({ series: [entry('x', T0, 2, V2)] })
     await node('b').engine.write({ series: [entry('x', T0, 2, V2)] })
     await node('b').engine.compact()
