@@ -162,7 +162,10 @@ describe('a cluster of three nodes with three copies: write and read consistency
     assert.ok((listed?.hintsPending ?? 0) >= 2, `a lists ${listed?.hintsPending} hints for c`)
     const status = await runV3(['cluster', 'status', '--server', nodes[0]!.address])
     assert.equal(status.code, 0, status.stderr)
-    assert.match(status.stdout, new RegExp(`^c\\s.*\\s${listed?.hintsPending}$`, 'm'))
+    // A part still under way when the listing was taken may have become a hint since: at least as many.
+    const shown = /^c\s.*\s(\d+)$/m.exec(status.stdout)
+    assert.ok(shown, status.stdout)
+    assert.ok(Number(shown[1]) >= (listed?.hintsPending ?? 0), status.stdout)
     await nodes[0]!.kill()
     await restart(0)
     await restart(2)
