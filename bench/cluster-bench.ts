@@ -6,9 +6,10 @@
  *   flight per client), into the single node, into a cluster through one node, and into a fresh
  *   cluster through every node (one client per node, requests handed out round-robin). Each server
  *   process's CPU time (utime + stime from /proc/<pid>/stat) is read before and after, over the
- *   write calls alone and up to the end of the Compact that follows; a cluster's figure is the sum
- *   over its nodes.
- * - Queries: after a 10 s settle for both, a health-check round trip as the baseline of each, then
+ *   write calls alone and up to the end of a 10 s settle that follows, in which the servers seal
+ *   and flush on their own timers as a user's do (no Compact); a cluster's figure is the sum over
+ *   its nodes.
+ * - Queries: after those settles, a health-check round trip as the baseline of each, then
  *   the seven queries through one cluster node and through the single node, the same warm-ups and
  *   timed runs, alternating per query. Every answer is checked against the reference from the
  *   generated data, and the cluster's answers against the single node's run by run: equal up to
@@ -50,7 +51,7 @@ export interface ClusterBenchOptions {
   readonly runs: number
 }
 
-/** The pause between the end of the loads and the first query, the same for the single node and the cluster. */
+/** The pause after each load, the same for the single node and the cluster: the servers seal and flush on their own. */
 const SETTLE_MS = 10_000
 /** Linux reports CPU times in clock ticks; `getconf CLK_TCK` is 100 on every Linux port Node runs on. */
 const CLK_TCK = 100
@@ -171,8 +172,8 @@ interface IngestFigures {
   readonly pointsPerSecond: number
   /** Server CPU seconds over the write calls, per million points; summed over a cluster's nodes. */
   readonly cpuSecondsPerMillionPoints: number
-  /** The same from the first write to the end of the Compact after the load. */
-  readonly cpuSecondsPerMillionPointsWithCompact: number
+  /** The same from the first write to the end of the settle after the load. */
+  readonly cpuSecondsPerMillionPointsWithSettle: number
   /** Each server's CPU seconds over the write calls, in node order. */
   readonly cpuSecondsPerServer: number[]
 }
@@ -186,7 +187,6 @@ async function ingest(
   inflight: number,
 ): Promise<IngestFigures> {
   const clients = entryPoints.map((s) => new Client(s.address, credentials.createInsecure()))
-  const admin = new V3Client(entryPoints[0]?.address ?? '')
   try {
     const before = await Promise.all(servers.map((s) => cpuSeconds(s.proc.pid as number)))
     const t0 = performance.now()
@@ -194,20 +194,19 @@ async function ingest(
     const seconds = (performance.now() - t0) / 1000
     const after = await Promise.all(servers.map((s) => cpuSeconds(s.proc.pid as number)))
     if (written !== totalPoints) throw new Error(`wrote ${written} points of ${totalPoints}`)
-    await admin.compact()
-    const afterCompact = await totalCpuSeconds(servers)
+    await new Promise((resolve) => setTimeout(resolve, SETTLE_MS))
+    const afterSettle = await totalCpuSeconds(servers)
     const perServer = after.map((a, i) => a - (before[i] as number))
     const sum = (xs: number[]): number => xs.reduce((a, b) => a + b, 0)
     const millions = totalPoints / 1e6
     return {
       pointsPerSecond: Math.round(totalPoints / seconds),
       cpuSecondsPerMillionPoints: sum(perServer) / millions,
-      cpuSecondsPerMillionPointsWithCompact: (afterCompact - sum(before)) / millions,
+      cpuSecondsPerMillionPointsWithSettle: (afterSettle - sum(before)) / millions,
       cpuSecondsPerServer: perServer,
     }
   } finally {
     for (const c of clients) c.close()
-    admin.close()
   }
 }
 
@@ -304,9 +303,6 @@ export async function runClusterBench(o: ClusterBenchOptions): Promise<void> {
     console.log(
       `cluster ingest through one node: ${fmt(oneIngest.pointsPerSecond)} points/s, ${oneIngest.cpuSecondsPerMillionPoints.toFixed(2)} CPU s per M points (${oneIngest.cpuSecondsPerServer.map((c) => c.toFixed(1)).join(' + ')} s)`,
     )
-    // Background work (RocksDB flushes and compactions) of both finishes before queries are timed.
-    await new Promise((resolve) => setTimeout(resolve, SETTLE_MS))
-
     const singleHealth = await grpcHealthRoundTrip((single[0] as Server).address)
     const clusterHealth = await grpcHealthRoundTrip(entry.address)
     console.log(
@@ -354,8 +350,8 @@ export async function runClusterBench(o: ClusterBenchOptions): Promise<void> {
     const cpuTarget = (r: number): string => `${r.toFixed(2)}x ${r <= 1.25 ? '(target met)' : '(target missed)'}`
     const cpuRow = (what: string, f: IngestFigures): string =>
       `| ${what} | ${singleIngest.cpuSecondsPerMillionPoints.toFixed(2)} | ${f.cpuSecondsPerMillionPoints.toFixed(2)} | ${o.replicationFactor === 1 ? cpuTarget(f.cpuSecondsPerMillionPoints / singleIngest.cpuSecondsPerMillionPoints) : x(f.cpuSecondsPerMillionPoints, singleIngest.cpuSecondsPerMillionPoints)} |`
-    const withCompactRow = (what: string, f: IngestFigures): string =>
-      `| ${what} | ${singleIngest.cpuSecondsPerMillionPointsWithCompact.toFixed(2)} | ${f.cpuSecondsPerMillionPointsWithCompact.toFixed(2)} | ${x(f.cpuSecondsPerMillionPointsWithCompact, singleIngest.cpuSecondsPerMillionPointsWithCompact)} |`
+    const withSettleRow = (what: string, f: IngestFigures): string =>
+      `| ${what} | ${singleIngest.cpuSecondsPerMillionPointsWithSettle.toFixed(2)} | ${f.cpuSecondsPerMillionPointsWithSettle.toFixed(2)} | ${x(f.cpuSecondsPerMillionPointsWithSettle, singleIngest.cpuSecondsPerMillionPointsWithSettle)} |`
     const rows: string[] = [
       `| figure | single node | cluster (${setup}) | cluster / single |`,
       '|---|---|---|---|',
@@ -363,8 +359,8 @@ export async function runClusterBench(o: ClusterBenchOptions): Promise<void> {
       `| ingest through all ${o.nodes} nodes, Write (${o.inflight} in flight each), points/s | | ${fmt(allIngest.pointsPerSecond)} | ${x(allIngest.pointsPerSecond, singleIngest.pointsPerSecond)} |`,
       cpuRow('server CPU s per M points, ingest through one node (cluster: all nodes)', oneIngest),
       cpuRow(`server CPU s per M points, ingest through all ${o.nodes} nodes`, allIngest),
-      withCompactRow('server CPU s per M points, ingest through one node and Compact', oneIngest),
-      withCompactRow(`server CPU s per M points, ingest through all ${o.nodes} nodes and Compact`, allIngest),
+      withSettleRow('server CPU s per M points, ingest through one node and the 10 s after it', oneIngest),
+      withSettleRow(`server CPU s per M points, ingest through all ${o.nodes} nodes and the 10 s after it`, allIngest),
       `| health check round trip, median (p95) ms | ${singleHealth.medianMs.toFixed(3)} (${singleHealth.p95Ms.toFixed(3)}) | ${clusterHealth.medianMs.toFixed(3)} (${clusterHealth.p95Ms.toFixed(3)}) | ${x(clusterHealth.medianMs, singleHealth.medianMs)} |`,
       ...queries.map((q) => {
         const r = q.cluster.medianMs / q.single.medianMs
