@@ -1,9 +1,10 @@
 /**
- * The few Consul HTTP API calls membership makes, behind an interface, and their implementation over
- * the `consul` npm client. The interface keeps membership's logic apart from the transport (a test
- * may hand it another implementation); the implementation is the one place that knows the client's
- * quirks: its typings omit `baseUrl`, `index` and `wait`, it reports X-Consul-Index only through a
- * `ctx` with `includeResponse`, and it resolves a KV write that Consul refused (`false`) as undefined.
+ * The few Consul HTTP API calls membership and the leader election make, behind an interface, and
+ * their implementation over the `consul` npm client. The interface keeps their logic apart from the
+ * transport (a test may hand them another implementation); the implementation is the one place that
+ * knows the client's quirks: its typings omit `baseUrl`, `index` and `wait`, it reports X-Consul-Index
+ * only through a `ctx` with `includeResponse`, and it resolves a KV write that Consul refused
+ * (`false`) as undefined.
  */
 import { EventEmitter } from 'node:events'
 import Consul from 'consul'
@@ -35,6 +36,10 @@ export interface KvPair {
   /** value is the UTF-8 text of the value; empty for an empty value. */
   readonly value: string
   readonly modifyIndex: number
+  /** lockIndex counts the times a session acquired the key; 0 for a key never locked. */
+  readonly lockIndex: number
+  /** session is the ID of the session that holds the key's lock; absent when nobody holds it. */
+  readonly session?: string
 }
 
 export interface ServiceRegistration {
@@ -62,8 +67,15 @@ export interface ConsulClient {
   passingInstances(service: string, blocking: Blocking, signal?: AbortSignal): Promise<Indexed<ServiceInstance[]>>
   /** Every key under `prefix`, in key order. */
   kvList(prefix: string, blocking: Blocking, signal?: AbortSignal): Promise<Indexed<KvPair[]>>
+  /** The key, read consistently (through the Raft leader); undefined when it does not exist. */
+  kvGet(key: string, signal?: AbortSignal): Promise<KvPair | undefined>
   /** Whether Consul made the write; false when a cas, acquire or release condition failed. */
   kvPut(key: string, value: string, write: KvWrite, signal?: AbortSignal): Promise<boolean>
+  /**
+   * Deletes one key. Whether Consul deleted it or found it already gone; false when `cas` did not match
+   * an existing key's ModifyIndex (Consul deletes nothing for a cas of 0).
+   */
+  kvDelete(key: string, write: { cas?: number }, signal?: AbortSignal): Promise<boolean>
   createSession(session: { name: string; ttlMs: number; lockDelayMs: number }, signal?: AbortSignal): Promise<string>
   renewSession(id: string, signal?: AbortSignal): Promise<void>
   destroySession(id: string, signal?: AbortSignal): Promise<void>
@@ -113,6 +125,19 @@ interface CallOptions {
 
 function asRecord(value: unknown): Record<string, unknown> {
   return typeof value === 'object' && value !== null ? (value as Record<string, unknown>) : {}
+}
+
+/** One entry of a KV read, as the client decodes it (Value already base64-decoded); undefined if malformed. */
+function kvPairOf(raw: unknown): KvPair | undefined {
+  const e = asRecord(raw)
+  if (typeof e.Key !== 'string' || typeof e.ModifyIndex !== 'number') return undefined
+  return {
+    key: e.Key,
+    value: typeof e.Value === 'string' ? e.Value : '',
+    modifyIndex: e.ModifyIndex,
+    lockIndex: typeof e.LockIndex === 'number' ? e.LockIndex : 0,
+    ...(typeof e.Session === 'string' && e.Session !== '' ? { session: e.Session } : {}),
+  }
 }
 
 function stringRecord(value: unknown): Record<string, string> {
@@ -241,19 +266,29 @@ export class NpmConsulClient implements ConsulClient {
     )
     const value: KvPair[] = []
     for (const raw of Array.isArray(body) ? body : []) {
-      const e = asRecord(raw)
-      if (typeof e.Key !== 'string' || typeof e.ModifyIndex !== 'number') continue
-      value.push({
-        key: e.Key,
-        value: typeof e.Value === 'string' ? e.Value : '',
-        modifyIndex: e.ModifyIndex,
-      })
+      const pair = kvPairOf(raw)
+      if (pair) value.push(pair)
     }
     return { index, value }
   }
 
+  async kvGet(key: string, signal?: AbortSignal): Promise<KvPair | undefined> {
+    // The client answers a 404 with an undefined body, and a found key with its one entry. A
+    // consistent read, as a caller checking who holds a lock must not get a stale follower's answer.
+    const read = { key, consistent: true }
+    const { body } = await this.call(`read ${key}`, (o) => this.consul.kv.get({ ...read, ...o }), signal)
+    return body === undefined || body === null ? undefined : kvPairOf(body)
+  }
+
   async kvPut(key: string, value: string, write: KvWrite, signal?: AbortSignal): Promise<boolean> {
     const { body } = await this.call(`write ${key}`, (o) => this.consul.kv.set({ key, value, ...write, ...o }), signal)
+    return body === true
+  }
+
+  async kvDelete(key: string, write: { cas?: number }, signal?: AbortSignal): Promise<boolean> {
+    // The client sends `cas` whenever the property exists, even when it is undefined.
+    const cas = write.cas !== undefined ? { cas: write.cas } : {}
+    const { body } = await this.call(`delete ${key}`, (o) => this.consul.kv.del({ key, ...cas, ...o }), signal)
     return body === true
   }
 
