@@ -3,10 +3,12 @@ import { AntiEntropy } from '../cluster/anti-entropy.js'
 import { ClusterEngine, type ClusterView, type RingSnapshot } from '../cluster/cluster-engine.js'
 import { HintStore } from '../cluster/hint-store.js'
 import { HintedHandoff } from '../cluster/hinted-handoff.js'
+import { LeaderElection } from '../cluster/leader.js'
 import { Membership, type RingState } from '../cluster/membership.js'
 import { peerService } from '../cluster/peer-service.js'
+import { MoveWorker } from '../cluster/rebalance.js'
+import { RingLeader } from '../cluster/ring-leader.js'
 import { SeriesTokens } from '../cluster/shard-filter.js'
-import { chooseTokens, evenTokens } from '../cluster/tokens.js'
 import { ZmqPeerTransport } from '../cluster/zmq-peer-transport.js'
 import type { Logger } from '../engine/config.js'
 import type { ShardEngine } from '../engine/shard.js'
@@ -37,6 +39,12 @@ export interface ClusterServeOptions {
   readonly hintMaxBytes: number
   /** How often a background anti-entropy repair pass starts, in ms: --repair-interval, default 10 min. */
   readonly repairIntervalMs: number
+  /** How long a member may be down before the leader removes it, in ms; 0 never: --dead-node-timeout. */
+  readonly deadNodeTimeoutMs: number
+  /** TTL of the leader's Consul session, in ms: --leader-ttl, default 10 s. */
+  readonly leaderTtlMs: number
+  /** Lock-delay of the leader lock, in ms: --leader-lock-delay, default 5 s. */
+  readonly leaderLockDelayMs: number
 }
 
 export interface ClusterNode {
@@ -64,7 +72,7 @@ function splitHostPort(address: string): { host: string; port: number } {
 
 const WILDCARDS = new Set(['0.0.0.0', '::', '[::]'])
 
-/** The node's ring view through its membership: the ring as last known, the healthy set, no leader yet. */
+/** The node's ring view through its membership: the ring as last known, the healthy set, the leader. */
 function viewOf(membership: Membership): ClusterView {
   let last: RingState | undefined
   let snapshot: RingSnapshot | undefined
@@ -78,7 +86,8 @@ function viewOf(membership: Membership): ClusterView {
       return snapshot
     },
     healthyIds: () => new Set(membership.healthy().keys()),
-    leaderId: () => undefined,
+    leaderId: () => membership.meta().leader?.id,
+    move: () => membership.meta().move,
     consul: () => {
       const state = membership.consulState()
       return { reachable: state.reachable, outages: state.outages }
@@ -121,6 +130,9 @@ export function createClusterNode(
   let membership: Membership | undefined
   let handoff: HintedHandoff | undefined
   let repair: AntiEntropy | undefined
+  let election: LeaderElection | undefined
+  let leader: RingLeader | undefined
+  let worker: MoveWorker | undefined
   return {
     engine,
     async join(grpcAddress) {
@@ -142,6 +154,11 @@ export function createClusterNode(
           },
           clock,
           () => new Map((handoff?.figures() ?? []).filter((h) => h.backlog > 0).map((h) => [h.peer, h.backlog])),
+          (kind, body, term, ctx) => {
+            if (worker === undefined) throw new UnavailableError('this node has not joined the cluster yet')
+            return worker.handle(kind, body, term, ctx)
+          },
+          () => engine.ownedFilter(),
         ),
       )
       const boundPeer = splitHostPort(bound)
@@ -152,9 +169,11 @@ export function createClusterNode(
           token: options.consulToken,
           clusterName: options.clusterName,
           self: { id: nodeId, grpcAddress: advertise, peerAddress },
+          expected: { replicationFactor: options.replicationFactor, vnodes: options.vnodes },
         },
         logger,
       )
+      const members = membership
       const view = viewOf(membership)
       // The writes owners missed wait in their own database beside the node's data.
       const hints = await HintStore.open({
@@ -187,18 +206,75 @@ export function createClusterNode(
         logger,
       )
       repair.start()
-      engine.attach({ selfId: nodeId, transport, view, handoff, repair })
-      // Both wait for Consul while it cannot be reached, and fail on anything it refuses.
-      await membership.start()
-      const ring = await membership.join({
-        vnodes: options.vnodes,
-        replicationFactor: options.replicationFactor,
-        chooseTokens: (existing, id, count) =>
-          existing.length === 0 ? evenTokens(id, count) : chooseTokens(existing, id, count),
+      const moves = new MoveWorker(
+        nodeId,
+        engine,
+        local,
+        repair,
+        tokens,
+        () => view.ring(),
+        () => Math.max(members.meta().leader?.term ?? 0, members.ring()?.term ?? 0),
+        logger,
+      )
+      worker = moves
+      election = new LeaderElection(
+        members.client,
+        { clusterName: options.clusterName, selfId: nodeId },
+        { ttlMs: options.leaderTtlMs, lockDelayMs: options.leaderLockDelayMs },
+        logger,
+      )
+      leader = new RingLeader(
+        {
+          selfId: nodeId,
+          membership: members,
+          election,
+          transport,
+          local: (kind, body, term, signal) => moves.handle(kind, body, term, { signal }),
+          hints: () => new Map((handoff?.figures() ?? []).map((h) => [h.peer, h.backlog])),
+        },
+        {
+          replicationFactor: options.replicationFactor,
+          vnodes: options.vnodes,
+          deadNodeTimeoutMs: options.deadNodeTimeoutMs,
+        },
+        logger,
+      )
+      engine.attach({
+        selfId: nodeId,
+        transport,
+        view,
+        handoff,
+        repair,
+        requestDecommission: (id, signal) => members.requestDecommission(id, signal),
+        membershipFigures: () => {
+          const meta = members.meta()
+          const led = leader?.figures()
+          return {
+            leader: meta.leader?.id === nodeId,
+            leaderTerm: meta.leader?.term ?? 0,
+            fencedRingChanges: members.fencedRingChanges(),
+            movingMembers: members.ring()?.members.filter((m) => m.state !== 'active').length ?? 0,
+            moveRangesTotal: meta.move?.rangesTotal ?? 0,
+            moveRangesDone: meta.move?.rangesDone ?? 0,
+            movePoints: meta.move?.pointsMoved ?? 0,
+            changesCompleted: led?.changesCompleted ?? 0,
+            pointsMoved: led?.pointsMoved ?? 0,
+            deadNodesRemoved: led?.nodesRemovedDead ?? 0,
+          }
+        },
       })
+      // Registration waits for Consul while it cannot be reached, and fails on anything it refuses.
+      await membership.start()
+      leader.start()
+      election.start()
+      // The leader adds this node once it sees it healthy: the first node of a cluster adds itself.
+      const ring = await membership.awaitMember()
       logger.info({ node: nodeId, ringVersion: ring.version, members: ring.members.length }, 'joined the cluster')
     },
     async stop() {
+      // Giving up the lock first lets another node lead at once, without waiting for the TTL.
+      await election?.stop()
+      await leader?.stopped()
       await repair?.close()
       await membership?.stop()
       // Closing the transport first fails a delivery under way at once, so the hints close promptly.

@@ -5,6 +5,7 @@ import { alignedTable } from './query.js'
 
 const CLUSTER_USAGE = `Usage: v3 cluster status [--server <host:port>] [--format table|json]
        v3 cluster repair [--server <host:port>] [--format table|json] [--timeout <duration>]
+       v3 cluster decommission <node-id> [--server <host:port>] [--timeout <duration>]
 
 status prints the members of the cluster the node belongs to: id, gRPC and peer addresses,
 health, lifecycle state, share of the ring, whether it leads, and the writes the node asked keeps
@@ -13,6 +14,10 @@ as hints for it while it is down (hinted handoff; ask each node for its own).
 repair runs an anti-entropy repair pass on every healthy node now, over all data up to now, and
 prints what each pass compared and moved once all are done. Members that are down are named and
 not repaired; the command then exits with status 1. --timeout bounds the wait (default: none).
+
+decommission moves a member's ranges to the nodes that take them over while the cluster serves,
+then removes it from the ring, and returns once it has left: the node may then be stopped. The
+leader carries it out; 'v3 cluster status' shows its progress meanwhile. Needs the admin role.
 
 ${CONNECTION_USAGE}`
 
@@ -24,12 +29,27 @@ export async function runCluster(args: readonly string[]): Promise<number> {
     return 0
   }
   const [sub, ...rest] = positionals
+  const timeout = stringFlag(values, 'timeout')
+  if (sub === 'decommission') {
+    if (rest.length !== 1) throw new UsageError(`v3 cluster decommission takes one node id\n\n${CLUSTER_USAGE}`)
+    if (values.format !== undefined) throw new UsageError('--format goes with v3 cluster status and repair')
+    const timeoutMs = timeout === undefined ? undefined : parseDuration('timeout', timeout)
+    const client = connect(values)
+    try {
+      const report = await client.decommission(rest[0]!, timeoutMs === undefined ? {} : { timeoutMs })
+      process.stdout.write(
+        `${report.nodeId} left the ring (ring version ${report.ringVersion}, ${(report.durationMs / 1000).toFixed(1)}s); it may be stopped\n`,
+      )
+      return 0
+    } finally {
+      client.close()
+    }
+  }
   if ((sub !== 'status' && sub !== 'repair') || rest.length > 0) {
-    throw new UsageError(`v3 cluster takes status or repair\n\n${CLUSTER_USAGE}`)
+    throw new UsageError(`v3 cluster takes status, repair or decommission\n\n${CLUSTER_USAGE}`)
   }
   const format = stringFlag(values, 'format') ?? 'table'
   if (format !== 'table' && format !== 'json') throw new UsageError(`--format must be table or json, got ${format}`)
-  const timeout = stringFlag(values, 'timeout')
   if (sub === 'status' && timeout !== undefined) throw new UsageError('--timeout goes with v3 cluster repair')
   if (sub === 'repair') {
     const timeoutMs = timeout === undefined ? undefined : parseDuration('timeout', timeout)
@@ -56,10 +76,13 @@ export async function runCluster(args: readonly string[]): Promise<number> {
       `${(n.ringShare * 100).toFixed(1)}%`,
       n.leader ? 'yes' : '',
       String(n.hintsPending),
+      n.move === undefined
+        ? ''
+        : `${n.move.phase} ${n.move.rangesDone}/${n.move.rangesTotal} ranges, ${n.move.pointsMoved} points`,
     ])
     process.stdout.write(
       alignedTable(
-        ['node', 'address', 'peer', 'health', 'state', 'ring share', 'leader', 'hints here'],
+        ['node', 'address', 'peer', 'health', 'state', 'ring share', 'leader', 'hints here', 'move'],
         rows,
         new Set([5, 7]),
       ),

@@ -17,7 +17,8 @@ Commands:
   series    list the series a selector matches
   stats     print a node's engine statistics
   migrate   copy series between data folders and nodes, verifying point counts
-  cluster   cluster status: the members and their health; cluster repair: anti-entropy repair now
+  cluster   cluster status: the members and their health; cluster repair: anti-entropy repair now;
+            cluster decommission: move a member's ranges away and remove it from the ring
 `
 
 const COMMANDS: Readonly<Record<string, (args: readonly string[]) => Promise<number>>> = {

@@ -183,6 +183,9 @@ export function parseServeArgs(
           hintWindowMs: positive('hint-window', set<number>('hint-window')),
           hintMaxBytes: positive('hint-max-bytes', set<number>('hint-max-bytes')),
           repairIntervalMs: positive('repair-interval', set<number>('repair-interval')),
+          deadNodeTimeoutMs: set<number>('dead-node-timeout'),
+          leaderTtlMs: positive('leader-ttl', set<number>('leader-ttl')),
+          leaderLockDelayMs: set<number>('leader-lock-delay'),
         }
       : undefined,
   }

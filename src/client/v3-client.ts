@@ -175,6 +175,23 @@ export interface NodeInfo {
   readonly ringShare: number
   /** Writes the node that answered keeps as hints for this node, waiting for it to be back. */
   readonly hintsPending: number
+  /** On a node joining or leaving: the change's step, and the ranges and points copied so far. */
+  readonly move:
+    | {
+        readonly phase: string
+        readonly rangesTotal: number
+        readonly rangesDone: number
+        readonly pointsMoved: number
+      }
+    | undefined
+}
+
+/** A decommission once the node has left the ring (ClusterService.Decommission). */
+export interface DecommissionReport {
+  readonly nodeId: string
+  /** The first ring version without the node. */
+  readonly ringVersion: number
+  readonly durationMs: number
 }
 
 /** What one node's repair pass did (ClusterService.Repair). */
@@ -527,6 +544,16 @@ export class V3Client {
   }
 
   /**
+   * Moves a member's ranges to the nodes that take them over, while the cluster serves, and removes
+   * it from the ring; resolves once it has left, when it may be stopped. Needs the admin role.
+   */
+  async decommission(nodeId: string, options: CallOptions = {}): Promise<DecommissionReport> {
+    const def = ClusterServiceService.decommission
+    const response = await this.unary(def.path, def.requestSerialize, def.responseDeserialize, { nodeId }, options)
+    return { nodeId: response.nodeId, ringVersion: response.ringVersion, durationMs: response.durationMs }
+  }
+
+  /**
    * Tails the points written to the selected series from now on (with sinceMs, the stored points
    * from then first): `for await (const series of client.subscribe(...))`. `live` resolves once
    * every later write is sure to be seen.
@@ -658,6 +685,15 @@ function nodeFromProto(node: Node): NodeInfo {
     lifecycle: LIFECYCLES.get(node.lifecycle) ?? 'unspecified',
     ringShare: node.ringShare,
     hintsPending: node.hintsPending,
+    move:
+      node.movePhase === ''
+        ? undefined
+        : {
+            phase: node.movePhase,
+            rangesTotal: node.rangesToMove,
+            rangesDone: node.rangesMoved,
+            pointsMoved: node.pointsMoved,
+          },
   }
 }
 

@@ -33,7 +33,7 @@ import type {
 import { DeadlineError, UnavailableError } from '../model/errors.js'
 import type { WriteLimits } from '../model/limits.js'
 import { canonicalSeriesKey, sortTags } from '../model/series-key.js'
-import { MIN_TIMESTAMP_MS } from '../model/timestamps.js'
+import { MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS } from '../model/timestamps.js'
 import type { SeriesPoints } from '../model/types.js'
 import type { ClusterView, RingSnapshot } from './cluster-engine.js'
 import { decodeVersionsResponse, encodeVersionsRequest, pickWinner, sameBits, type VersionsQuery } from './conflict.js'
@@ -41,7 +41,7 @@ import type { HintedHandoff } from './hinted-handoff.js'
 import { decodePeerSeries, encodePeerWrite, type PeerWriteEntry } from './peer-codec.js'
 import type { PeerTransport } from './peer-transport.js'
 import { encodeRangeList, rangeBuckets } from './repair-service.js'
-import { Ring, type TokenRange } from './ring.js'
+import { Ring, type TokenRange, type TokenSpan } from './ring.js'
 import { encodeSpans, type SeriesTokens, spanFilter } from './shard-filter.js'
 
 /**
@@ -318,9 +318,46 @@ export class AntiEntropy {
     return this.ringCache
   }
 
+  /**
+   * Copies the data of token ranges this node gains in a membership change from the node named for
+   * each, as a repair of just those ranges between the two does: digests per (range, hour), then
+   * only the blocks that differ, read in batches and written here with their copies' write
+   * versions. Blocks the dual writes of the change already brought cost a digest and move nothing.
+   * Runs between repair passes, never beside one. Returns the points written here and the blocks
+   * that differed.
+   */
+  async pull(
+    gains: readonly { readonly span: TokenSpan; readonly source: string }[],
+    signal: AbortSignal | undefined,
+  ): Promise<{ points: number; blocks: number }> {
+    return this.passes.run(async () => {
+      const self = this.link.selfId
+      const snapshot = this.snapshot()
+      const ranges: PassRange[] = [...gains]
+        .sort((a, b) => a.span.start - b.span.start)
+        .map((g) => {
+          const participants = [g.source, self]
+          return { range: { start: g.span.start, end: g.span.end, owners: participants }, participants }
+        })
+      const tally = new PassTally()
+      // Every point, future timestamps included: a change moves all of a range's data.
+      const endMs = MAX_TIMESTAMP_MS + 1
+      const differing = await this.compare(snapshot.version, ranges, endMs, signal, tally)
+      for (const batch of differing) {
+        checkAborted(signal)
+        await this.repairBatch(snapshot, batch, endMs, signal, tally)
+      }
+      return { points: sum(tally.received), blocks: tally.rangesRepaired }
+    })
+  }
+
   private async runPass(endMs: number, signal: AbortSignal | undefined, started: number): Promise<RepairPassReport> {
     const self = this.link.selfId
     const snapshot = this.snapshot()
+    if (snapshot.members.some((m) => m.state !== 'active')) {
+      // Owners change during a membership change; the change copies the ranges that move itself.
+      throw new UnavailableError('members are joining or leaving; repair runs once the change is done')
+    }
     const { ring, rf } = this.ringOf(snapshot)
     const healthy = this.healthy()
     // Owners whose hints were dropped, with the drop count now: a drop during the pass keeps the mark.

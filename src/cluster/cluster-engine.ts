@@ -24,8 +24,10 @@ import type {
   ClusterNodeInfo,
   ClusterRepairReport,
   CompactResult,
+  DecommissionResult,
   EngineStats,
   LatencySummary,
+  MembershipFigures,
   PointsListener,
   RepairFigures,
   StorageEngine,
@@ -51,6 +53,7 @@ import type {
 import { type NormalizedSeries, ValidatedSeriesCache, validateWriteBatch } from '../model/validate.js'
 import { decodeVersionsResponse, encodeVersionsRequest, pickWinner, sameBits, type VersionsQuery } from './conflict.js'
 import type { HintedHandoff } from './hinted-handoff.js'
+import type { MoveProgress } from './membership.js'
 import { decodePeerSeries, encodePeerWrite } from './peer-codec.js'
 import { aggregationToPeer, partialFromPeer, selectorToPeer, shardToPeer } from './peer-messages.js'
 import type { PeerEndpoint, PeerTransport } from './peer-transport.js'
@@ -83,6 +86,8 @@ export interface ClusterView {
   healthyIds(): ReadonlySet<string>
   /** The leader's node id, when there is one. */
   leaderId(): string | undefined
+  /** The membership change under way, as the leader last recorded it. */
+  move(): MoveProgress | undefined
   /** Whether Consul answers, and how many outages there were since the node started. */
   consul(): { readonly reachable: boolean; readonly outages: number }
 }
@@ -108,6 +113,10 @@ export interface ClusterLink {
   readonly handoff?: HintedHandoff
   /** The node's anti-entropy repair (anti-entropy.ts); without it Repair answers UNAVAILABLE. */
   readonly repair?: ClusterRepair
+  /** The leader and membership changes as this node sees them, for its metrics. */
+  readonly membershipFigures?: () => MembershipFigures
+  /** Asks the leader to decommission a member; without it Decommission answers UNAVAILABLE. */
+  readonly requestDecommission?: (nodeId: string, signal: AbortSignal | undefined) => Promise<void>
 }
 
 /** Anti-entropy repair as the engine offers it: a repair of the cluster now, and the node's figures. */
@@ -115,6 +124,12 @@ export interface ClusterRepair {
   repairCluster(ctx?: CallContext): Promise<ClusterRepairReport>
   figures(): RepairFigures
 }
+
+/** How often a decommission looks whether the node has left the ring. */
+const DECOMMISSION_POLL_MS = 100
+
+/** How often settledAt looks again at the ring and the calls under way. */
+const SETTLE_POLL_MS = 10
 
 /** One owner's part of a write: its series, their points, and their indexes in the batch. */
 interface OwnerPart {
@@ -142,12 +157,29 @@ function abortable<T>(promise: Promise<T>, signal: AbortSignal | undefined): Pro
   return Promise.race([promise, aborted]).finally(() => signal.removeEventListener('abort', onAbort))
 }
 
+/**
+ * A ring version as this node routes with it. While members join or leave, two rings apply: reads
+ * use the ring of the members that serve now (active and leaving), and writes also reach the owners
+ * of the ring being moved to (active and joining), so that a range's new owners receive its new
+ * writes before its data has reached them.
+ */
 interface RingState {
   readonly snapshot: RingSnapshot
+  /** The ring reads use, and whose owners a write's level counts. */
   readonly ring: Ring
-  /** The effective replication factor: the cluster's, bounded by the number of members. */
+  /** The effective replication factor: the cluster's, bounded by the number of serving members. */
   readonly rf: number
+  /** The ring being moved to while members join or leave; undefined otherwise. */
+  readonly target: { readonly ring: Ring; readonly rf: number } | undefined
   readonly byId: ReadonlyMap<string, MemberInfo>
+  /** Client calls under way that routed with this ring. */
+  inFlight: number
+  /** ownedFilter's answer for this ring, once asked. */
+  owned?: { readonly filter: SeriesFilter | undefined }
+}
+
+function sameTokens(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && a.every((t, i) => t === b[i])
 }
 
 /** The node a part of a read goes to, and the series it answers for (undefined: all it holds). */
@@ -341,6 +373,10 @@ export class ClusterEngine implements StorageEngine {
   private ringState: RingState | undefined
   private link: ClusterLink | undefined
   private planCache: { state: RingState; signature: string; parts: ReadPart[] } | undefined
+  /** The ring at this node's last cleanup: it holds only its own series while ownership is the same. */
+  private cleanRing: RingSnapshot | undefined
+  /** Ring states with client calls under way. */
+  private readonly busy = new Set<RingState>()
   /**
    * Series identities already validated, as the basic engine keeps them: a series the wire decoder
    * has seen before skips the name checks, the tag sort and the key, which otherwise cost the
@@ -387,18 +423,111 @@ export class ClusterEngine implements StorageEngine {
     const snapshot = this.linked().view.ring()
     if (snapshot === undefined) throw new UnavailableError('this node has not joined the cluster yet')
     if (this.ringState?.snapshot !== snapshot) {
-      const ring = new Ring(
-        snapshot.members.map((m) => ({ id: m.id, tokens: m.tokens })),
-        snapshot.version,
-      )
+      const ringOf = (members: readonly MemberInfo[]) => ({
+        ring: new Ring(
+          members.map((m) => ({ id: m.id, tokens: m.tokens })),
+          snapshot.version,
+        ),
+        rf: Math.max(1, Math.min(snapshot.replicationFactor, members.length)),
+      })
+      const serving = ringOf(snapshot.members.filter((m) => m.state !== 'joining'))
+      const moving = snapshot.members.some((m) => m.state !== 'active')
       this.ringState = {
         snapshot,
-        ring,
-        rf: Math.max(1, Math.min(snapshot.replicationFactor, snapshot.members.length)),
+        ring: serving.ring,
+        rf: serving.rf,
+        target: moving ? ringOf(snapshot.members.filter((m) => m.state !== 'leaving')) : undefined,
         byId: new Map(snapshot.members.map((m) => [m.id, m])),
+        inFlight: 0,
       }
     }
     return this.ringState
+  }
+
+  /** The ring for a client call, counted as under way until `leave`: settledAt waits for such calls. */
+  private enter(): RingState {
+    const state = this.state()
+    state.inFlight++
+    if (state.inFlight === 1) this.busy.add(state)
+    return state
+  }
+
+  private leave(state: RingState): void {
+    state.inFlight--
+    if (state.inFlight === 0) this.busy.delete(state)
+  }
+
+  /** Runs a client call with the current ring, counted as under way while it runs. */
+  private async routed<T>(run: (state: RingState) => Promise<T>): Promise<T> {
+    const state = this.enter()
+    try {
+      return await run(state)
+    } finally {
+      this.leave(state)
+    }
+  }
+
+  /**
+   * Resolves once this node routes with ring `version` or newer and no client call that routed
+   * with an older ring is still under way: from then on every write it coordinates reaches the
+   * owners of that version, and no read it coordinates asks an owner the version dropped. A
+   * membership change waits for this on every node before it streams data or drops a range.
+   */
+  async settledAt(version: number, signal: AbortSignal): Promise<number> {
+    for (;;) {
+      if (signal.aborted) throw signal.reason instanceof Error ? signal.reason : new DeadlineError('cancelled')
+      const current = this.link?.view.ring()?.version ?? 0
+      if (current >= version && [...this.busy].every((s) => s.snapshot.version >= version)) return current
+      await new Promise((resolve) => setTimeout(resolve, SETTLE_POLL_MS))
+    }
+  }
+
+  /**
+   * Records that this node dropped every series it does not own in `snapshot` (a cleanup after a
+   * membership change): until the ring's ownership changes again, all it holds is its own.
+   */
+  markClean(snapshot: RingSnapshot): void {
+    this.cleanRing = snapshot
+  }
+
+  /**
+   * The series this node answers for when a read asks for all its ranges: undefined (everything it
+   * holds) while it is clean, else a filter to the ranges it owns in the serving ring. A node may
+   * hold ranges it does not serve: ranges it gains during a change, ranges it lost until the
+   * cleanup drops them, whatever a restart left behind before its first cleanup.
+   */
+  ownedFilter(): SeriesFilter | undefined {
+    const state = this.link === undefined ? undefined : this.state()
+    if (state === undefined) return undefined
+    if (state.owned === undefined) {
+      const clean = this.cleanRing
+      const same =
+        state.target === undefined &&
+        clean !== undefined &&
+        clean.members.length === state.snapshot.members.length &&
+        clean.members.every((m, i) => {
+          const now = state.snapshot.members[i]!
+          return now.id === m.id && now.state === m.state && sameTokens(now.tokens, m.tokens)
+        })
+      const spans = same
+        ? undefined
+        : state.ring
+            .ranges(state.rf)
+            .filter((r) => r.owners.includes(this.selfId))
+            .map((r) => ({ start: r.start, end: r.end }))
+      state.owned = { filter: spans === undefined ? undefined : spanFilter(spans, this.tokens) }
+    }
+    return state.owned.filter
+  }
+
+  /** The filter of this node's own part of a read: the part's, or with none, ownedFilter's. */
+  private localFilter(part: ReadPart): SeriesFilter | undefined {
+    return part.filter ?? this.ownedFilter()
+  }
+
+  /** Whether members are joining or leaving in the ring this node routes with. */
+  moving(): boolean {
+    return this.link?.view.ring()?.members.some((m) => m.state !== 'active') ?? false
   }
 
   private endpoint(node: MemberInfo): PeerEndpoint {
@@ -471,43 +600,60 @@ export class ClusterEngine implements StorageEngine {
    */
   async write(batch: WriteBatch, ctx?: CallContext): Promise<WriteResult> {
     const normalized = validateWriteBatch(batch, this.options.limits, this.validated)
-    const state = this.state()
-    // One version for the whole request, the same in every owner's part and hint.
-    const version = this.clock.now()
-    const level = ctx?.consistency ?? this.options.writeConsistency
-    const need = requiredReplicas(level, state.rf)
-    // Each owner's part is a validated batch of its own, its point count kept as it is built.
-    const parts = new Map<string, OwnerPart>()
-    normalized.series.forEach((series, index) => {
-      for (const owner of state.ring.owners(this.tokens.of(series.key), state.rf)) {
-        let part = parts.get(owner)
+    return this.routed(async (state) => {
+      // One version for the whole request, the same in every owner's part and hint.
+      const version = this.clock.now()
+      const level = ctx?.consistency ?? this.options.writeConsistency
+      const need = requiredReplicas(level, state.rf)
+      // Each owner's part is a validated batch of its own, its point count kept as it is built.
+      const parts = new Map<string, OwnerPart>()
+      // While ranges move, their new owners' parts: written (or hinted) too, not counted for the level.
+      const pending = new Map<string, OwnerPart>()
+      const add = (to: Map<string, OwnerPart>, owner: string, series: NormalizedSeries, index: number): void => {
+        let part = to.get(owner)
         if (part === undefined) {
           part = { series: [], points: 0, indexes: [], version }
-          parts.set(owner, part)
+          to.set(owner, part)
         }
         part.series.push(series)
         part.points += series.timestamps.length
         part.indexes.push(index)
       }
+      const target = state.target
+      normalized.series.forEach((series, index) => {
+        const token = this.tokens.of(series.key)
+        const owners = state.ring.owners(token, state.rf)
+        for (const owner of owners) add(parts, owner, series, index)
+        if (target === undefined) return
+        for (const owner of target.ring.owners(token, target.rf)) {
+          if (!owners.includes(owner)) add(pending, owner, series, index)
+        }
+      })
+      const tally = new WriteTally(normalized.series.length, need, state.rf)
+      const healthy = this.linked().view.healthyIds()
+      for (const [id, part] of parts) {
+        this.writePart(state, state.byId.get(id)!, part, healthy, ctx).then(
+          () => tally.ack(part.indexes),
+          (err: unknown) => tally.fail(id, part.indexes, err),
+        )
+      }
+      for (const [id, part] of pending) {
+        // A failed part waits as a hint, which the change delivers before the range changes hands.
+        this.writePart(state, state.byId.get(id)!, part, healthy, ctx).catch((err: unknown) => {
+          this.logger.warn({ node: id, err: err instanceof Error ? err.message : String(err) }, 'moving range write')
+        })
+      }
+      try {
+        await abortable(tally.done, ctx?.signal)
+      } catch (err) {
+        if (!(err instanceof LevelNotMet)) throw err
+        throw this.fanOutError(
+          `write at consistency ${level.toUpperCase()} (${need} of ${state.rf} owners of each series are needed)`,
+          err.failures,
+        )
+      }
+      return { pointsWritten: normalized.points, seriesWritten: normalized.series.length }
     })
-    const tally = new WriteTally(normalized.series.length, need, state.rf)
-    const healthy = this.linked().view.healthyIds()
-    for (const [id, part] of parts) {
-      this.writePart(state, state.byId.get(id)!, part, healthy, ctx).then(
-        () => tally.ack(part.indexes),
-        (err: unknown) => tally.fail(id, part.indexes, err),
-      )
-    }
-    try {
-      await abortable(tally.done, ctx?.signal)
-    } catch (err) {
-      if (!(err instanceof LevelNotMet)) throw err
-      throw this.fanOutError(
-        `write at consistency ${level.toUpperCase()} (${need} of ${state.rf} owners of each series are needed)`,
-        err.failures,
-      )
-    }
-    return { pointsWritten: normalized.points, seriesWritten: normalized.series.length }
   }
 
   /**
@@ -739,7 +885,11 @@ export class ClusterEngine implements StorageEngine {
    * the value filter), the copies of a series merge into the union of their points, and this node
    * aggregates the merged series: each point counts once however many replicas hold it.
    */
-  async query(request: QueryRequest, ctx?: CallContext): Promise<SeriesPoints[]> {
+  query(request: QueryRequest, ctx?: CallContext): Promise<SeriesPoints[]> {
+    return this.routed((state) => this.queryRouted(state, request, ctx))
+  }
+
+  private async queryRouted(state: RingState, request: QueryRequest, ctx?: CallContext): Promise<SeriesPoints[]> {
     // Checked here so that a bad request fails before any node is asked.
     if (!(request.endMs > request.startMs)) {
       throw ValidationError.field('end_ms', `must be greater than start_ms (${request.startMs}), got ${request.endMs}`)
@@ -754,7 +904,6 @@ export class ClusterEngine implements StorageEngine {
     })
     const agg = request.aggregation
     if (agg !== undefined) validateAggregation(agg)
-    const state = this.state()
     const copies = this.readCopies(state, ctx)
     // A group may span nodes only when series merge; otherwise each series is its own group.
     const partial = copies === 1 && agg !== undefined && (agg.groupBy.length > 0 || agg.mergeSeries)
@@ -765,8 +914,16 @@ export class ClusterEngine implements StorageEngine {
       const asked: QueryRequest = pushed === agg ? request : { ...request, aggregation: undefined }
       if (node.id === this.selfId) {
         return partial
-          ? { node: node.id, partials: await this.local.queryPartials(asked, part.filter, ctx), series: undefined }
-          : { node: node.id, series: await this.local.queryShard(asked, part.filter, ctx), partials: undefined }
+          ? {
+              node: node.id,
+              partials: await this.local.queryPartials(asked, this.localFilter(part), ctx),
+              series: undefined,
+            }
+          : {
+              node: node.id,
+              series: await this.local.queryShard(asked, this.localFilter(part), ctx),
+              partials: undefined,
+            }
       }
       const body = PeerQueryRequest.encode({
         selectors: selectors.map(selectorToPeer),
@@ -823,13 +980,17 @@ export class ClusterEngine implements StorageEngine {
     return out
   }
 
-  async latest(selector: Selector, ctx?: CallContext): Promise<SeriesPoints[]> {
+  latest(selector: Selector, ctx?: CallContext): Promise<SeriesPoints[]> {
     compileSelector(selector)
-    const state = this.state()
+    return this.routed((state) => this.latestRouted(state, selector, ctx))
+  }
+
+  private async latestRouted(state: RingState, selector: Selector, ctx?: CallContext): Promise<SeriesPoints[]> {
     const copies = this.readCopies(state, ctx)
     const parts = await this.readAll('read the latest points', state, this.readPlan(state, copies), async (part) => {
       const node = part.node.id
-      if (node === this.selfId) return { node, series: await this.local.latestShard(selector, part.filter, ctx) }
+      if (node === this.selfId)
+        return { node, series: await this.local.latestShard(selector, this.localFilter(part), ctx) }
       const body = PeerLatestRequest.encode({
         selector: selectorToPeer(selector),
         shard: shardToPeer(part.spans),
@@ -856,12 +1017,15 @@ export class ClusterEngine implements StorageEngine {
     }
   }
 
-  async listSeries(selector: Selector, ctx?: CallContext): Promise<SeriesRef[]> {
+  listSeries(selector: Selector, ctx?: CallContext): Promise<SeriesRef[]> {
     compileSelector(selector)
-    const state = this.state()
+    return this.routed((state) => this.listSeriesRouted(state, selector, ctx))
+  }
+
+  private async listSeriesRouted(state: RingState, selector: Selector, ctx?: CallContext): Promise<SeriesRef[]> {
     const copies = this.readCopies(state, ctx)
     const parts = await this.readAll('list series', state, this.readPlan(state, copies), async (part) => {
-      if (part.node.id === this.selfId) return this.local.listSeriesShard(selector, part.filter, ctx)
+      if (part.node.id === this.selfId) return this.local.listSeriesShard(selector, this.localFilter(part), ctx)
       const body = PeerListSeriesRequest.encode({
         selector: selectorToPeer(selector),
         shard: shardToPeer(part.spans),
@@ -880,6 +1044,11 @@ export class ClusterEngine implements StorageEngine {
   async deleteSeries(request: DeleteRequest, ctx?: CallContext): Promise<DeleteResult> {
     compileSelector(request.selector)
     const state = this.state()
+    if (state.target !== undefined) {
+      throw new UnavailableError(
+        'cannot delete while members join or leave: the data being moved would bring deleted points back; retry once the change is done',
+      )
+    }
     // Nothing keeps a deleted point from coming back: a hint delivered after the delete would put
     // its points back on their owner, and repair would copy them to the others. So none may wait.
     const waiting = await this.hintsWaiting(state, ctx)
@@ -893,7 +1062,7 @@ export class ClusterEngine implements StorageEngine {
       const part = plan.find((p) => p.node.id === node.id)
       // A member that no range is read from counts nothing: the empty span list accepts no series.
       const countSpans = part === undefined ? new Uint8Array(0) : part.spans
-      const countFilter = part === undefined ? spanFilter([], this.tokens) : part.filter
+      const countFilter = part === undefined ? spanFilter([], this.tokens) : this.localFilter(part)
       if (node.id === this.selfId) {
         return (await this.local.deleteSeriesCounted(request, countFilter, ctx)).seriesMatched
       }
@@ -1002,6 +1171,7 @@ export class ClusterEngine implements StorageEngine {
       peerRequestsRejected: transport?.requestsRejected ?? 0,
       hints: link?.handoff?.figures() ?? [],
       repair: link?.repair?.figures(),
+      membership: link?.membershipFigures?.(),
     }
   }
 
@@ -1010,6 +1180,39 @@ export class ClusterEngine implements StorageEngine {
     const repair = this.linked().repair
     if (repair === undefined) throw new UnavailableError('this node does not run repair passes')
     return repair.repairCluster(ctx)
+  }
+
+  /**
+   * Asks the leader to decommission a member and waits until the ring this node routes with no
+   * longer lists it: by then its ranges are on their new owners and every node has settled.
+   */
+  async decommission(nodeId: string, ctx?: CallContext): Promise<DecommissionResult> {
+    const started = Date.now()
+    const link = this.linked()
+    const state = this.state()
+    if (nodeId === '') throw ValidationError.field('node_id', 'is required')
+    if (!state.byId.has(nodeId)) {
+      throw ValidationError.field('node_id', `${JSON.stringify(nodeId)} is not a member of the ring`)
+    }
+    if (state.snapshot.members.length === 1) {
+      throw ValidationError.field('node_id', `${nodeId} is the last member; a cluster cannot lose it`)
+    }
+    if (link.requestDecommission === undefined || link.view.leaderId() === undefined) {
+      throw new UnavailableError('no leader is elected now to carry out the decommission; retry shortly')
+    }
+    await link.requestDecommission(nodeId, ctx?.signal)
+    for (;;) {
+      const ring = link.view.ring()
+      if (ring !== undefined && !ring.members.some((m) => m.id === nodeId)) {
+        return { nodeId, ringVersion: ring.version, durationMs: Date.now() - started }
+      }
+      if (ctx?.signal?.aborted) {
+        throw ctx.signal.reason instanceof Error
+          ? ctx.signal.reason
+          : new DeadlineError('the decommission was cancelled')
+      }
+      await new Promise((resolve) => setTimeout(resolve, DECOMMISSION_POLL_MS))
+    }
   }
 
   properties(): Promise<Record<string, number>> {
@@ -1033,10 +1236,16 @@ export class ClusterEngine implements StorageEngine {
     const leader = this.linked().view.leaderId()
     const shares = state.ring.ownership(1)
     const hints = this.hintBacklog()
+    const move = this.linked().view.move()
     return {
       ringVersion: state.snapshot.version,
       replicationFactor: state.rf,
-      nodes: state.snapshot.members.map((m) => this.nodeInfo(m, healthy, leader, shares, hints)),
+      nodes: state.snapshot.members.map((m) => {
+        const info = this.nodeInfo(m, healthy, leader, shares, hints)
+        if (move === undefined || !move.nodes.includes(m.id) || m.state === 'active') return info
+        const { phase, rangesTotal, rangesDone, pointsMoved } = move
+        return { ...info, move: { phase, rangesTotal, rangesDone, pointsMoved } }
+      }),
     }
   }
 

@@ -6,14 +6,19 @@
  * Ring state lives in Consul KV under `<cluster>/`, one key per node rather than one key for the
  * whole ring (Consul caps a value at 512 KB, and one hot key becomes a CAS bottleneck):
  *
- *   <cluster>/settings       {"replicationFactor":3,"vnodes":128}, written once by the first node
- *   <cluster>/nodes/<id>     {"id","grpcAddress","peerAddress","tokens":[…],"state","term"?}
- *   <cluster>/ring-version   a decimal integer, bumped with CAS after every ring change
- *   <cluster>/ring-lock      held by a session while a node joins
+ *   <cluster>/settings          {"replicationFactor":3,"vnodes":128}, written once by the first leader
+ *   <cluster>/nodes/<id>        {"id","grpcAddress","peerAddress","tokens":[…],"state","term"}
+ *   <cluster>/ring-version      {"version":N,"term":T}, bumped with CAS after every ring change
+ *   <cluster>/leader            the leader's lock (leader.ts); its LockIndex is the leader's term
+ *   <cluster>/decommission/<id> a request to decommission a node, which the leader carries out
+ *   <cluster>/move              the progress of the membership change under way, as the leader sees it
  *
- * Readers watch the whole prefix in one recursive blocking query, so the version and the node keys
- * they see come from one snapshot; a writer writes node keys first and bumps the version last, so a
- * snapshot at version N holds every change made before N.
+ * Only the leader writes the ring (commit): node keys first, the version last, each write carrying
+ * its term, so a snapshot at version N holds every change made before N. Readers watch the whole
+ * prefix in one recursive blocking query, so the version, the node keys and the lock they see come
+ * from one snapshot. That is what fences a deposed leader: a new ring version whose term is below
+ * the lock's LockIndex (or below a term already accepted) was written by a leader that has lost the
+ * lock since, and every node rejects it and keeps the ring it has.
  *
  * Consul being unreachable never stops the data path: the last known ring and healthy set stay, the
  * outage is logged once and counted, and the watches resume (with backoff) when Consul answers again.
@@ -47,11 +52,38 @@ export interface NodeRecord {
 export interface RingState {
   /** version is `<cluster>/ring-version`: it grows with every change of the members or their tokens. */
   readonly version: number
+  /** term is the leader term the version was written under; 0 for a ring no leader wrote. */
+  readonly term: number
   readonly replicationFactor: number
   readonly vnodes: number
   /** members are sorted by id. */
   readonly members: readonly NodeRecord[]
 }
+
+/** The membership change under way, as the leader last recorded it at `<cluster>/move`. */
+export interface MoveProgress {
+  /** version is the ring version the change started at. */
+  readonly version: number
+  /** nodes are the members joining or leaving. */
+  readonly nodes: readonly string[]
+  /** phase is where the change is: syncing, streaming, handing-off, switching or cleaning-up. */
+  readonly phase: string
+  readonly rangesTotal: number
+  readonly rangesDone: number
+  readonly pointsMoved: number
+}
+
+/** What the cluster's KV holds beside the ring: the leader, pending requests, the change under way. */
+export interface ClusterMeta {
+  /** leader is the node holding `<cluster>/leader` and its term (the key's LockIndex); undefined when none. */
+  readonly leader: { readonly id: string; readonly term: number } | undefined
+  /** decommissions are the node ids whose decommission was asked for and is not done yet, sorted. */
+  readonly decommissions: readonly string[]
+  readonly move: MoveProgress | undefined
+}
+
+/** A member as the leader commits it; the term is added when it is written. */
+export type MemberRecord = Omit<NodeRecord, 'term'>
 
 export interface PeerAddresses {
   readonly grpcAddress: string
@@ -87,6 +119,8 @@ export interface MembershipOptions {
   readonly deregisterCriticalAfterMs?: number
   /** watchWaitMs is the `wait` of the blocking queries; default 30 s, at most Consul's 10 min. */
   readonly watchWaitMs?: number
+  /** expected are this node's own settings: a cluster with others gets a warning, once. */
+  readonly expected?: ClusterSettings
 }
 
 export interface MembershipConfig {
@@ -97,36 +131,19 @@ export interface MembershipConfig {
   readonly ttlMs: number
   readonly deregisterCriticalAfterMs: number
   readonly watchWaitMs: number
+  readonly expected: ClusterSettings | undefined
 }
 
-export interface JoinParams {
-  /** vnodes is the number of tokens per node the first node records; later nodes use the cluster's. */
-  readonly vnodes: number
-  /** replicationFactor is recorded by the first node; a node with another value uses the cluster's. */
+/** The cluster's settings, written once by the first leader; a node configured otherwise uses these. */
+export interface ClusterSettings {
   readonly replicationFactor: number
-  /** chooseTokens picks `count` new tokens for `nodeId`, distinct from those of the existing members. */
-  readonly chooseTokens: (
-    existing: readonly { id: string; tokens: readonly number[] }[],
-    nodeId: string,
-    count: number,
-  ) => number[]
-  /** state is the state a new member enters with; default 'active'. A member that returns keeps its own. */
-  readonly state?: NodeState
+  readonly vnodes: number
 }
 
 const MEMBERSHIP_DEFAULTS = { ttlMs: 10_000, deregisterCriticalAfterMs: 60_000, watchWaitMs: 30_000 } as const
 
-/** Consul refuses session TTLs below 10 s. */
-const MIN_SESSION_TTL_MS = 10_000
-/**
- * Lock-delay of the join lock. It only matters when a joiner dies holding the lock: the next joiner
- * waits this long past the session's expiry. Every ring write is a CAS anyway, so it can be short.
- */
-const LOCK_DELAY_MS = 1000
 const BACKOFF_MIN_MS = 500
 const BACKOFF_MAX_MS = 10_000
-const LOCK_RETRY_MIN_MS = 50
-const LOCK_RETRY_MAX_MS = 2000
 const MAX_WAIT_MS = 10 * 60_000
 const ID_PATTERN = /^[^\s/]+$/
 const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/
@@ -183,6 +200,7 @@ function resolveMembershipConfig(options: MembershipOptions): MembershipConfig {
       options.deregisterCriticalAfterMs ?? MEMBERSHIP_DEFAULTS.deregisterCriticalAfterMs,
     ),
     watchWaitMs: positiveInt('watchWaitMs', options.watchWaitMs ?? MEMBERSHIP_DEFAULTS.watchWaitMs, MAX_WAIT_MS),
+    expected: options.expected,
   })
 }
 
@@ -248,6 +266,55 @@ function parseNodeRecord(text: string): NodeRecord | undefined {
   }
 }
 
+/** Parses `<cluster>/ring-version`: `{"version","term"}`, or a bare decimal written before terms (term 0). */
+function parseVersion(text: string): { version: number; term: number } | undefined {
+  if (/^\d+$/.test(text)) {
+    const version = Number(text)
+    return Number.isSafeInteger(version) ? { version, term: 0 } : undefined
+  }
+  try {
+    const v: unknown = JSON.parse(text)
+    if (typeof v !== 'object' || v === null) return undefined
+    const { version, term } = v as Record<string, unknown>
+    if (!Number.isSafeInteger(version) || !Number.isSafeInteger(term)) return undefined
+    return { version: version as number, term: term as number }
+  } catch {
+    return undefined
+  }
+}
+
+function parseMove(text: string): MoveProgress | undefined {
+  try {
+    const v: unknown = JSON.parse(text)
+    if (typeof v !== 'object' || v === null) return undefined
+    const r = v as Record<string, unknown>
+    const counts = [r.version, r.rangesTotal, r.rangesDone, r.pointsMoved]
+    if (!counts.every((n) => Number.isSafeInteger(n)) || typeof r.phase !== 'string') return undefined
+    if (!Array.isArray(r.nodes) || !r.nodes.every((n) => typeof n === 'string')) return undefined
+    return {
+      version: r.version as number,
+      nodes: r.nodes as string[],
+      phase: r.phase,
+      rangesTotal: r.rangesTotal as number,
+      rangesDone: r.rangesDone as number,
+      pointsMoved: r.pointsMoved as number,
+    }
+  } catch {
+    return undefined
+  }
+}
+
+function sameMember(a: NodeRecord, b: MemberRecord): boolean {
+  return (
+    a.id === b.id &&
+    a.grpcAddress === b.grpcAddress &&
+    a.peerAddress === b.peerAddress &&
+    a.state === b.state &&
+    a.tokens.length === b.tokens.length &&
+    a.tokens.every((t, i) => t === b.tokens[i])
+  )
+}
+
 function parseSettings(text: string): { replicationFactor: number; vnodes: number } | undefined {
   try {
     const v: unknown = JSON.parse(text)
@@ -263,13 +330,18 @@ function parseSettings(text: string): { replicationFactor: number; vnodes: numbe
 /** The ring keys of one snapshot of `<cluster>/`, each with its ModifyIndex for CAS. */
 interface RingKeys {
   readonly settings: { value: { replicationFactor: number; vnodes: number }; modifyIndex: number } | undefined
-  readonly version: { value: number; modifyIndex: number } | undefined
+  readonly version: { value: { version: number; term: number }; modifyIndex: number } | undefined
   readonly nodes: ReadonlyMap<string, { record: NodeRecord; modifyIndex: number }>
+  /** leader is the lock key: its holder's id when a session holds it, and its LockIndex either way. */
+  readonly leader: { readonly id: string | undefined; readonly lockIndex: number } | undefined
+  readonly decommissions: ReadonlyMap<string, number>
+  readonly move: { value: MoveProgress; modifyIndex: number } | undefined
 }
 
 export class Membership {
   readonly config: MembershipConfig
-  private readonly client: ConsulClient
+  /** The Consul API this membership talks through; the leader election shares it. */
+  readonly client: ConsulClient
   private readonly serviceId: string
   private readonly checkId: string
   private readonly prefix: string
@@ -282,10 +354,18 @@ export class Membership {
   private readonly loops: Promise<void>[] = []
   private healthySet: ReadonlyMap<string, PeerAddresses> = new Map()
   private ringState: RingState | undefined
+  private metaState: ClusterMeta = { leader: undefined, decommissions: [], move: undefined }
+  /** The highest leader term seen: in the lock's LockIndex or in an accepted ring version. */
+  private termSeen = 0
+  /** Ring changes rejected because a deposed leader wrote them (fencing). */
+  private fencedChanges = 0
+  /** Whether the cluster's settings differing from this node's own were logged. */
+  private settingsWarned = false
   private consul: ConsulState = { reachable: true, outages: 0, lastError: undefined }
   private outageSince = 0
   private readonly healthyListeners: ((healthy: ReadonlyMap<string, PeerAddresses>) => void)[] = []
   private readonly ringListeners: ((ring: RingState) => void)[] = []
+  private readonly metaListeners: ((meta: ClusterMeta) => void)[] = []
   private readonly consulListeners: ((state: ConsulState) => void)[] = []
   /** Invalid keys already warned about, by key and ModifyIndex, so a bad key is logged once. */
   private readonly warned = new Set<string>()
@@ -317,6 +397,16 @@ export class Membership {
     return this.ringState
   }
 
+  /** The leader, the pending decommissions and the change under way, as last seen in Consul. */
+  meta(): ClusterMeta {
+    return this.metaState
+  }
+
+  /** The number of ring changes rejected since start because an older leader term wrote them. */
+  fencedRingChanges(): number {
+    return this.fencedChanges
+  }
+
   get consulReachable(): boolean {
     return this.consul.reachable
   }
@@ -331,6 +421,10 @@ export class Membership {
 
   onRing(listener: (ring: RingState) => void): void {
     this.ringListeners.push(listener)
+  }
+
+  onMeta(listener: (meta: ClusterMeta) => void): void {
+    this.metaListeners.push(listener)
   }
 
   onConsulState(listener: (state: ConsulState) => void): void {
@@ -394,28 +488,72 @@ export class Membership {
   }
 
   /**
-   * Writes this node into the ring, under the ring lock: records the cluster's settings if this is
-   * the first node, keeps the tokens a returning node already has (updating its addresses), gives a
-   * new node `chooseTokens`' tokens, and bumps the ring version. Retries while Consul is unreachable
-   * or the lock is busy, until it succeeds or `stop` is called.
+   * Waits until the ring lists this node, which the leader adds once it sees the node healthy, and
+   * returns that ring. Fails only when membership stops first.
    */
-  async join(params: JoinParams): Promise<RingState> {
-    positiveInt('vnodes', params.vnodes)
-    positiveInt('replicationFactor', params.replicationFactor)
+  awaitMember(): Promise<RingState> {
+    const self = this.config.self.id
+    const listed = (ring: RingState | undefined) => ring?.members.some((m) => m.id === self) === true
+    if (listed(this.ringState)) return Promise.resolve(this.ringState as RingState)
+    return new Promise((resolve, reject) => {
+      const stopped = () => reject(new UnavailableError('cannot join the ring: membership is stopped'))
+      if (this.stopped) return stopped()
+      this.abort.signal.addEventListener('abort', stopped, { once: true })
+      this.ringListeners.push((ring) => {
+        if (!listed(ring)) return
+        this.abort.signal.removeEventListener('abort', stopped)
+        resolve(ring)
+      })
+    })
+  }
+
+  /**
+   * Writes the ring the leader decided, under its term: each member whose key differs (or is
+   * missing) is written with the term, keys of nodes no longer members are deleted, and the version
+   * is bumped last, each with CAS. Writing every differing key, not only the ones the change names,
+   * also overwrites whatever a deposed leader wrote since this node accepted its ring. Records the
+   * settings first when no leader has yet. Retries while Consul is unreachable or a CAS loses a race,
+   * until `signal` aborts (the term ended) or membership stops.
+   */
+  async commit(
+    term: number,
+    members: readonly MemberRecord[],
+    settings: ClusterSettings,
+    signal: AbortSignal,
+  ): Promise<RingState> {
     for (let attempt = 1; ; attempt++) {
-      if (this.stopped) throw new UnavailableError('cannot join the ring: membership is stopped')
+      if (term < this.termSeen) throw new UnavailableError(`term ${term} is over: term ${this.termSeen} has begun`)
+      if (this.stopped || signal.aborted)
+        throw new UnavailableError('cannot change the ring: this node no longer leads')
       try {
-        const ring = await this.joinOnce(params)
+        const ring = await this.commitOnce(term, members, settings, signal)
         this.succeeded()
-        this.setRing(ring)
-        return ring
+        this.applyRing(ring.pairs)
+        return ring.state
       } catch (err) {
-        if (this.stopped) throw new UnavailableError('cannot join the ring: membership is stopped', { cause: err })
         if (!(err instanceof ConsulError && err.outage) && !(err instanceof RaceError)) throw err
         if (err instanceof ConsulError) this.failed(err)
-        await sleep(backoff(attempt, BACKOFF_MIN_MS, BACKOFF_MAX_MS), this.abort.signal)
+        else this.logger.warn({ err: err.message, term }, 'the ring changed under the leader; writing it again')
+        await sleep(backoff(attempt, BACKOFF_MIN_MS, BACKOFF_MAX_MS), signal)
       }
     }
+  }
+
+  /** Asks the leader to decommission a node: a key it watches, not a ring change. */
+  async requestDecommission(id: string, signal?: AbortSignal): Promise<void> {
+    await this.client.kvPut(`${this.prefix}decommission/${id}`, JSON.stringify({ at: this.clock.now() }), {}, signal)
+  }
+
+  /** Removes a decommission request, once done or when it cannot be done. */
+  async clearDecommission(id: string, signal?: AbortSignal): Promise<void> {
+    await this.client.kvDelete(`${this.prefix}decommission/${id}`, {}, signal)
+  }
+
+  /** Records the progress of the change under way at `<cluster>/move`, or removes it. */
+  async recordMove(progress: MoveProgress | undefined, signal?: AbortSignal): Promise<void> {
+    const key = `${this.prefix}move`
+    if (progress === undefined) await this.client.kvDelete(key, {}, signal)
+    else await this.client.kvPut(key, JSON.stringify(progress), {}, signal)
   }
 
   // ---- registration and the TTL check ----
@@ -520,8 +658,9 @@ export class Membership {
 
   private applyRing(pairs: readonly KvPair[]): void {
     const keys = this.parseRing(pairs)
+    this.applyMeta(keys)
     if (!keys.version || !keys.settings) {
-      // Consul lost the ring (a dev agent restarted) or no node has joined yet: keep what we know.
+      // Consul lost the ring (a dev agent restarted) or no leader has written one yet: keep what we know.
       if (this.ringState && this.warnOnce(`missing:${pairs.length}`)) {
         this.logger.warn(
           { cluster: this.config.clusterName },
@@ -530,12 +669,58 @@ export class Membership {
       }
       return
     }
+    const { version, term } = keys.version.value
+    const current = this.ringState
+    if (current !== undefined && version > current.version && term < this.termSeen) {
+      // A leader that lost the lock wrote this after a newer term began: fencing rejects it.
+      if (this.warnOnce(`fenced:${version}:${term}`)) {
+        this.fencedChanges++
+        this.logger.warn(
+          { version, term, currentTerm: this.termSeen },
+          'rejecting a ring change written under an older leader term; keeping the ring',
+        )
+      }
+      return
+    }
+    this.termSeen = Math.max(this.termSeen, term)
+    this.warnSettings(keys.settings.value)
     this.setRing(this.ringOf(keys))
   }
 
+  /** Updates the leader, the requests and the move; the lock's LockIndex raises the term seen first. */
+  private applyMeta(keys: RingKeys): void {
+    this.termSeen = Math.max(this.termSeen, keys.leader?.lockIndex ?? 0)
+    const leaderId = keys.leader?.id
+    const meta: ClusterMeta = {
+      leader: leaderId === undefined ? undefined : { id: leaderId, term: keys.leader?.lockIndex ?? 0 },
+      decommissions: [...keys.decommissions.keys()].sort(),
+      move: keys.move?.value,
+    }
+    if (JSON.stringify(meta) === JSON.stringify(this.metaState)) return
+    this.metaState = meta
+    for (const l of this.metaListeners) l(meta)
+  }
+
+  private warnSettings(settings: ClusterSettings): void {
+    if (this.settingsWarned || this.config.expected === undefined) return
+    this.settingsWarned = true
+    if (settings.replicationFactor !== this.config.expected.replicationFactor) {
+      this.logger.warn(
+        { configured: this.config.expected.replicationFactor, cluster: settings.replicationFactor },
+        "the replication factor differs from the cluster's; using the cluster's",
+      )
+    }
+    if (settings.vnodes !== this.config.expected.vnodes) {
+      this.logger.warn(
+        { configured: this.config.expected.vnodes, cluster: settings.vnodes },
+        "the number of vnodes differs from the cluster's; using the cluster's",
+      )
+    }
+  }
+
   /**
-   * Takes a ring only when its version is newer: a watch answer started before this node's own join
-   * can arrive after the join returned, and must not take the ring back.
+   * Takes a ring only when its version is newer: a watch answer started before the leader's own
+   * commit can arrive after it, and must not take the ring back.
    */
   private setRing(ring: RingState): void {
     if (this.ringState && ring.version <= this.ringState.version) return
@@ -546,7 +731,8 @@ export class Membership {
   private ringOf(keys: RingKeys): RingState {
     if (!keys.version || !keys.settings) throw bug('ringOf needs a version and settings')
     return {
-      version: keys.version.value,
+      version: keys.version.value.version,
+      term: keys.version.value.term,
       replicationFactor: keys.settings.value.replicationFactor,
       vnodes: keys.settings.value.vnodes,
       members: [...keys.nodes.values()].map((n) => n.record).sort((a, b) => (a.id < b.id ? -1 : 1)),
@@ -563,7 +749,10 @@ export class Membership {
     const p = this.prefix
     let settings: RingKeys['settings']
     let version: RingKeys['version']
+    let leader: RingKeys['leader']
+    let move: RingKeys['move']
     const nodes = new Map<string, { record: NodeRecord; modifyIndex: number }>()
+    const decommissions = new Map<string, number>()
     for (const pair of pairs) {
       const invalid = () => {
         if (this.warnOnce(`${pair.key}@${pair.modifyIndex}`)) {
@@ -575,9 +764,26 @@ export class Membership {
         if (value) settings = { value, modifyIndex: pair.modifyIndex }
         else invalid()
       } else if (pair.key === `${p}ring-version`) {
-        const value = /^\d+$/.test(pair.value) ? Number(pair.value) : Number.NaN
-        if (Number.isSafeInteger(value)) version = { value, modifyIndex: pair.modifyIndex }
+        const value = parseVersion(pair.value)
+        if (value) version = { value, modifyIndex: pair.modifyIndex }
         else invalid()
+      } else if (pair.key === `${p}leader`) {
+        let id: string | undefined
+        if (pair.session !== undefined) {
+          try {
+            const node: unknown = (JSON.parse(pair.value) as Record<string, unknown>).node
+            if (typeof node === 'string') id = node
+          } catch {
+            invalid()
+          }
+        }
+        leader = { id, lockIndex: pair.lockIndex }
+      } else if (pair.key === `${p}move`) {
+        const value = parseMove(pair.value)
+        if (value) move = { value, modifyIndex: pair.modifyIndex }
+        else invalid()
+      } else if (pair.key.startsWith(`${p}decommission/`)) {
+        decommissions.set(pair.key.slice(`${p}decommission/`.length), pair.modifyIndex)
       } else if (pair.key.startsWith(`${p}nodes/`)) {
         const record = parseNodeRecord(pair.value)
         if (record && record.id === pair.key.slice(`${p}nodes/`.length)) {
@@ -587,129 +793,60 @@ export class Membership {
         }
       }
     }
-    return { settings, version, nodes }
+    return { settings, version, nodes, leader, decommissions, move }
   }
 
-  // ---- the join ----
+  // ---- the leader's ring writes ----
 
-  private async joinOnce(params: JoinParams): Promise<RingState> {
-    const c = this.config
-    const signal = this.abort.signal
-    const session = await this.client.createSession(
-      {
-        name: `${c.clusterName} ring lock for ${c.self.id}`,
-        ttlMs: Math.max(MIN_SESSION_TTL_MS, c.ttlMs),
-        lockDelayMs: LOCK_DELAY_MS,
-      },
-      signal,
-    )
-    try {
-      await this.acquireLock(session)
-      try {
-        return await this.writeSelf(params)
-      } finally {
-        // Releasing before destroying the session leaves no lock-delay on the key.
-        await this.client
-          .kvPut(`${this.prefix}ring-lock`, '', { release: session })
-          .catch((err: unknown) => this.logger.warn({ err: errorMessage(err) }, 'cannot release the ring lock'))
-      }
-    } finally {
-      await this.client
-        .destroySession(session)
-        .catch((err: unknown) => this.logger.warn({ err: errorMessage(err) }, 'cannot destroy the ring lock session'))
-    }
+  private async snapshot(signal: AbortSignal): Promise<{ keys: RingKeys; pairs: readonly KvPair[] }> {
+    const { value } = await this.client.kvList(this.prefix, { index: 0, waitMs: 0 }, signal)
+    return { keys: this.parseRing(value), pairs: value }
   }
 
-  private async acquireLock(session: string): Promise<void> {
-    const key = `${this.prefix}ring-lock`
-    const value = JSON.stringify({ node: this.config.self.id })
-    for (let attempt = 1; ; attempt++) {
-      if (await this.client.kvPut(key, value, { acquire: session }, this.abort.signal)) return
-      if (this.stopped) throw new UnavailableError('cannot join the ring: membership is stopped')
-      await sleep(backoff(attempt, LOCK_RETRY_MIN_MS, LOCK_RETRY_MAX_MS), this.abort.signal)
-      // Waiting for a slow holder may outlast the session's TTL.
-      await this.client.renewSession(session, this.abort.signal)
+  private async commitOnce(
+    term: number,
+    members: readonly MemberRecord[],
+    settings: ClusterSettings,
+    signal: AbortSignal,
+  ): Promise<{ state: RingState; pairs: readonly KvPair[] }> {
+    const p = this.prefix
+    const { keys } = await this.snapshot(signal)
+    if (!keys.settings && !(await this.client.kvPut(`${p}settings`, JSON.stringify(settings), { cas: 0 }, signal))) {
+      throw new RaceError('the cluster settings were written meanwhile')
     }
-  }
-
-  private async snapshot(): Promise<RingKeys> {
-    const { value } = await this.client.kvList(this.prefix, { index: 0, waitMs: 0 }, this.abort.signal)
-    return this.parseRing(value)
-  }
-
-  private async writeSelf(params: JoinParams): Promise<RingState> {
-    const c = this.config
-    const signal = this.abort.signal
-    const keys = await this.snapshot()
-    let settings = keys.settings?.value
-    if (!settings) {
-      // A CAS create that succeeds stored exactly these settings, so there is nothing to read back;
-      // the final snapshot below still fails the join should they vanish.
-      settings = { replicationFactor: params.replicationFactor, vnodes: params.vnodes }
-      if (!(await this.client.kvPut(`${this.prefix}settings`, JSON.stringify(settings), { cas: 0 }, signal))) {
-        throw new RaceError('the cluster settings were written by another node')
+    const wanted = new Set(members.map((m) => m.id))
+    for (const member of members) {
+      const stored = keys.nodes.get(member.id)
+      if (stored !== undefined && sameMember(stored.record, member)) continue
+      const record: NodeRecord = { ...member, term }
+      if (
+        !(await this.client.kvPut(
+          `${p}nodes/${member.id}`,
+          JSON.stringify(record),
+          { cas: stored?.modifyIndex ?? 0 },
+          signal,
+        ))
+      ) {
+        throw new RaceError(`nodes/${member.id} changed meanwhile`)
       }
     }
-    if (settings.replicationFactor !== params.replicationFactor) {
-      this.logger.warn(
-        { configured: params.replicationFactor, cluster: settings.replicationFactor },
-        "the replication factor differs from the cluster's; using the cluster's",
-      )
-    }
-    if (settings.vnodes !== params.vnodes) {
-      this.logger.warn(
-        { configured: params.vnodes, cluster: settings.vnodes },
-        "the number of vnodes differs from the cluster's; using the cluster's",
-      )
-    }
-
-    const nodeKey = `${this.prefix}nodes/${c.self.id}`
-    const own = keys.nodes.get(c.self.id)
-    let changed = false
-    if (own) {
-      const r = own.record
-      if (r.grpcAddress !== c.self.grpcAddress || r.peerAddress !== c.self.peerAddress) {
-        const record: NodeRecord = { ...r, grpcAddress: c.self.grpcAddress, peerAddress: c.self.peerAddress }
-        if (!(await this.client.kvPut(nodeKey, JSON.stringify(record), { cas: own.modifyIndex }, signal))) {
-          throw new RaceError(`${nodeKey} changed while this node was updating it`)
-        }
-        this.logger.info({ node: c.self.id }, 'updated this node’s addresses in the ring')
-        changed = true
+    for (const [id, stored] of keys.nodes) {
+      if (wanted.has(id)) continue
+      if (!(await this.client.kvDelete(`${p}nodes/${id}`, { cas: stored.modifyIndex }, signal))) {
+        throw new RaceError(`nodes/${id} changed meanwhile`)
       }
-    } else {
-      const existing = [...keys.nodes.values()].map((n) => ({ id: n.record.id, tokens: n.record.tokens }))
-      const tokens = params.chooseTokens(existing, c.self.id, settings.vnodes)
-      checkTokens(tokens, settings.vnodes, existing)
-      const record: NodeRecord = {
-        id: c.self.id,
-        grpcAddress: c.self.grpcAddress,
-        peerAddress: c.self.peerAddress,
-        tokens,
-        state: params.state ?? 'active',
-      }
-      if (!(await this.client.kvPut(nodeKey, JSON.stringify(record), { cas: 0 }, signal))) {
-        throw new RaceError(`${nodeKey} was written by another node`)
-      }
-      changed = true
     }
-    if (changed || !keys.version) await this.bumpVersion()
-    const final = await this.snapshot()
-    if (!final.version || !final.settings || !final.nodes.has(c.self.id)) {
-      throw new RaceError('the ring changed while this node was joining')
+    const version = Math.max(keys.version?.value.version ?? 0, this.ringState?.version ?? 0) + 1
+    const value = JSON.stringify({ version, term })
+    if (!(await this.client.kvPut(`${p}ring-version`, value, { cas: keys.version?.modifyIndex ?? 0 }, signal))) {
+      throw new RaceError('the ring version changed meanwhile')
     }
-    return this.ringOf(final)
-  }
-
-  /** Bumps `<cluster>/ring-version` with CAS, retrying when another writer bumped it first. */
-  private async bumpVersion(): Promise<void> {
-    const key = `${this.prefix}ring-version`
-    for (let attempt = 1; ; attempt++) {
-      const { version } = await this.snapshot()
-      const next = String((version?.value ?? 0) + 1)
-      if (await this.client.kvPut(key, next, { cas: version?.modifyIndex ?? 0 }, this.abort.signal)) return
-      if (this.stopped) throw new UnavailableError('cannot bump the ring version: membership is stopped')
-      await sleep(backoff(attempt, LOCK_RETRY_MIN_MS, LOCK_RETRY_MAX_MS), this.abort.signal)
+    const final = await this.snapshot(signal)
+    const v = final.keys.version?.value
+    if (v === undefined || v.version !== version || v.term !== term || !final.keys.settings) {
+      throw new RaceError('the ring changed right after this write')
     }
+    return { state: this.ringOf(final.keys), pairs: final.pairs }
   }
 
   // ---- Consul's reachability ----
@@ -755,18 +892,4 @@ class RaceError extends Error {
     super(message)
     this.name = 'RaceError'
   }
-}
-
-/** Checks that `chooseTokens` gave `count` distinct uint32 tokens that no other member holds. */
-function checkTokens(
-  tokens: readonly number[],
-  count: number,
-  existing: readonly { id: string; tokens: readonly number[] }[],
-): void {
-  if (tokens.length !== count || !tokens.every(isToken) || new Set(tokens).size !== count) {
-    throw bug(`chooseTokens must return ${count} distinct uint32 tokens`)
-  }
-  const taken = new Set(existing.flatMap((e) => e.tokens))
-  const clash = tokens.find((t) => taken.has(t))
-  if (clash !== undefined) throw bug(`chooseTokens returned token ${clash}, which another node holds`)
 }

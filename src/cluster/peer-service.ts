@@ -25,9 +25,17 @@ import type { PeerHandler } from './peer-transport.js'
 import { answerDigest, answerRepairRead } from './repair-service.js'
 import { decodeSpans, type SeriesTokens, spanFilter } from './shard-filter.js'
 
-function filterOf(shard: PeerShard | undefined, tokens: SeriesTokens): SeriesFilter | undefined {
+/**
+ * The series a read answers for: the ranges it names, or with `all` every range the node owns,
+ * which is every series it holds unless it may still hold ranges it lost (`owned`).
+ */
+function filterOf(
+  shard: PeerShard | undefined,
+  tokens: SeriesTokens,
+  owned: () => SeriesFilter | undefined,
+): SeriesFilter | undefined {
   if (shard === undefined) throw ValidationError.field('shard', 'is required')
-  return shard.all ? undefined : spanFilter(decodeSpans(shard.ranges), tokens)
+  return shard.all ? owned() : spanFilter(decodeSpans(shard.ranges), tokens)
 }
 
 function queryFromPeer(peer: PeerQueryRequest): QueryRequest {
@@ -44,6 +52,9 @@ function queryFromPeer(peer: PeerQueryRequest): QueryRequest {
   }
 }
 
+/** Answers the requests of a membership change (rebalance.ts), given the sender's leader term. */
+export type MoveHandler = (kind: PeerKind, body: Uint8Array, term: number, ctx: CallContext) => Promise<Uint8Array>
+
 /** Runs a repair pass on this node for a PEER_KIND_REPAIR_RUN request and answers its figures. */
 export type RepairRunner = (body: Uint8Array, ctx: CallContext) => Promise<Uint8Array>
 
@@ -54,7 +65,10 @@ export type RepairRunner = (body: Uint8Array, ctx: CallContext) => Promise<Uint8
  * `runRepair` runs a repair pass that a peer asks for; without it such a request is UNAVAILABLE.
  * `clock` is the node's write-version clock: it observes the versions of the writes received, so
  * that the writes this node coordinates next get larger ones. `hintsWaiting` gives the hints the
- * node keeps per owner, which statistics report so that a delete can wait for them.
+ * node keeps per owner, which statistics report so that a delete can wait for them. `moves`
+ * answers the requests of a membership change; without it they are UNAVAILABLE. `owned` narrows
+ * a read of all the node's ranges to those it owns while it may hold others (see
+ * ClusterEngine.ownedFilter).
  */
 export function peerService(
   local: StorageEngine & ShardEngine,
@@ -62,6 +76,8 @@ export function peerService(
   runRepair?: RepairRunner,
   clock?: HybridLogicalClock,
   hintsWaiting: () => ReadonlyMap<string, number> = () => new Map(),
+  moves?: MoveHandler,
+  owned: () => SeriesFilter | undefined = () => undefined,
 ): PeerHandler {
   const headers = new PeerSeriesHeaders()
   return async (_from, kind, body, meta) => {
@@ -80,7 +96,7 @@ export function peerService(
       case PeerKind.PEER_KIND_QUERY: {
         const peer = PeerQueryRequestCodec.decode(body)
         const request = queryFromPeer(peer)
-        const filter = filterOf(peer.shard, tokens)
+        const filter = filterOf(peer.shard, tokens, owned)
         if (peer.partial) {
           const groups = await local.queryPartials(request, filter, ctx)
           return PeerQueryResponse.encode({
@@ -96,7 +112,7 @@ export function peerService(
         const peer = PeerLatestRequest.decode(body)
         const series = await local.latestShard(
           selectorFromPeer(peer.selector, 'selector'),
-          filterOf(peer.shard, tokens),
+          filterOf(peer.shard, tokens, owned),
           ctx,
         )
         return PeerLatestResponse.encode({ series: series.map((s) => encodePeerSeries(s)) }).finish()
@@ -105,7 +121,7 @@ export function peerService(
         const peer = PeerListSeriesRequest.decode(body)
         const refs = await local.listSeriesShard(
           selectorFromPeer(peer.selector, 'selector'),
-          filterOf(peer.shard, tokens),
+          filterOf(peer.shard, tokens, owned),
           ctx,
         )
         return PeerListSeriesResponse.encode({
@@ -119,7 +135,7 @@ export function peerService(
             selector: selectorFromPeer(peer.selector, 'selector'),
             ...(peer.ranged ? { startMs: peer.startMs, endMs: peer.endMs } : {}),
           },
-          filterOf(peer.countShard, tokens),
+          filterOf(peer.countShard, tokens, owned),
           ctx,
         )
         return PeerDeleteResponse.encode({ seriesMatched: result.seriesMatched }).finish()
@@ -140,6 +156,11 @@ export function peerService(
       case PeerKind.PEER_KIND_REPAIR_RUN:
         if (runRepair === undefined) throw new UnavailableError('this node does not run repair passes')
         return runRepair(body, ctx)
+      case PeerKind.PEER_KIND_RING_SYNC:
+      case PeerKind.PEER_KIND_MOVE_PULL:
+      case PeerKind.PEER_KIND_CLEANUP:
+        if (moves === undefined) throw new UnavailableError('this node takes no part in membership changes')
+        return moves(kind, body, meta.term, ctx)
       default:
         throw ValidationError.field('kind', `unknown peer request kind ${kind}`)
     }

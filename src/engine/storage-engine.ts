@@ -72,6 +72,13 @@ export interface ClusterNodeInfo {
   readonly leader: boolean
   /** Writes this node keeps as hints for that node, waiting for it to be back. */
   readonly hintsPending: number
+  /** The membership change the node is part of (joining or leaving), while one is under way. */
+  readonly move?: {
+    readonly phase: string
+    readonly rangesTotal: number
+    readonly rangesDone: number
+    readonly pointsMoved: number
+  }
 }
 
 /** One peer channel's counters since the node started. */
@@ -104,6 +111,30 @@ export interface ClusterFigures {
   readonly hints: readonly HintFigures[]
   /** This node's anti-entropy repair passes since it started; absent before it has joined. */
   readonly repair?: RepairFigures
+  /** The leader and membership changes as this node sees them; absent before it has joined. */
+  readonly membership?: MembershipFigures
+}
+
+/** The leader and the membership changes, as one node sees them. */
+export interface MembershipFigures {
+  /** Whether this node leads the ring now. */
+  readonly leader: boolean
+  /** The leader's term (the lock's LockIndex); 0 while none is known. */
+  readonly leaderTerm: number
+  /** Ring changes this node rejected because a leader that had lost the lock wrote them. */
+  readonly fencedRingChanges: number
+  /** Members joining or leaving now. */
+  readonly movingMembers: number
+  /** Of the change under way: the ranges it moves, those copied so far, and the points copied. */
+  readonly moveRangesTotal: number
+  readonly moveRangesDone: number
+  readonly movePoints: number
+  /** Membership changes this node carried out as leader since it started. */
+  readonly changesCompleted: number
+  /** Points those changes copied. */
+  readonly pointsMoved: number
+  /** Members this node removed as leader because they were down past --dead-node-timeout. */
+  readonly deadNodesRemoved: number
 }
 
 /** The points repair passes moved between this node and one other node. */
@@ -147,6 +178,14 @@ export interface ClusterRepairReport {
   /** Members that were down and took no part. */
   readonly downNodes: readonly string[]
   readonly endMs: number
+  readonly durationMs: number
+}
+
+/** A decommission once the node has left the ring. */
+export interface DecommissionResult {
+  readonly nodeId: string
+  /** The first ring version without the node. */
+  readonly ringVersion: number
   readonly durationMs: number
 }
 
@@ -228,4 +267,6 @@ export interface StorageEngine {
   clusterFigures?(): ClusterFigures
   /** Runs anti-entropy repair on every healthy node of the cluster now; absent where clusterInfo is. */
   repair?(ctx?: CallContext): Promise<ClusterRepairReport>
+  /** Moves a member's ranges to the nodes taking them over and removes it from the ring; resolves once it has left. */
+  decommission?(nodeId: string, ctx?: CallContext): Promise<DecommissionResult>
 }

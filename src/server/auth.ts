@@ -105,7 +105,7 @@ const OPEN_SERVICES = new Set([
 ])
 
 /** Methods of a read service that change the cluster's data, and so need admin like Compact. */
-const ADMIN_METHODS = new Set(['v3storage.v1.ClusterService/Repair'])
+const ADMIN_METHODS = new Set(['v3storage.v1.ClusterService/Repair', 'v3storage.v1.ClusterService/Decommission'])
 const READ_METHODS = new Set(['v3storage.v1.StreamService/Subscribe'])
 const READ_SERVICES = new Set(['v3storage.v1.QueryService', 'v3storage.v1.ClusterService'])
 const WRITE_METHODS = new Set(['v3storage.v1.StreamService/Ingest'])

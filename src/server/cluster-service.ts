@@ -1,5 +1,7 @@
 import type { UntypedServiceImplementation } from '@grpc/grpc-js'
 import {
+  type DecommissionRequest,
+  type DecommissionResponse,
   type ListNodesResponse,
   type LocateRequest,
   type LocateResponse,
@@ -33,6 +35,10 @@ function nodeOf(info: ClusterNodeInfo): Node {
     ringShare: info.share,
     leader: info.leader,
     hintsPending: info.hintsPending,
+    rangesToMove: info.move?.rangesTotal ?? 0,
+    rangesMoved: info.move?.rangesDone ?? 0,
+    pointsMoved: info.move?.pointsMoved ?? 0,
+    movePhase: info.move?.phase ?? '',
   }
 }
 
@@ -66,6 +72,10 @@ export function clusterServiceHandlers(deps: ClusterHandlerDeps): UntypedService
     ringShare: 1,
     leader: true,
     hintsPending: 0,
+    rangesToMove: 0,
+    rangesMoved: 0,
+    pointsMoved: 0,
+    movePhase: '',
   })
   const { engine } = deps
   return {
@@ -110,5 +120,18 @@ export function clusterServiceHandlers(deps: ClusterHandlerDeps): UntypedService
         durationMs: 0,
       })
     }),
+    decommission: unary(
+      deps,
+      'ClusterService.Decommission',
+      async (request: Decoded<DecommissionRequest>, ctx): Promise<DecommissionResponse> => {
+        const { nodeId } = unwrap(request)
+        if (nodeId === '') throw ValidationError.field('node_id', 'is required')
+        if (engine.decommission === undefined) {
+          throw ValidationError.field('node_id', 'a single node has no other member to hand its data to')
+        }
+        const result = await engine.decommission(nodeId, ctx)
+        return { nodeId: result.nodeId, ringVersion: result.ringVersion, durationMs: result.durationMs }
+      },
+    ),
   }
 }

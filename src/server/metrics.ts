@@ -250,8 +250,34 @@ function clusterGauges(registers: Registry[]): (figures: ClusterFigures) => void
   )
   const needsRepair = peerGauge('v3_hints_needs_repair', '1 when hints for a peer were dropped: repair must heal it.')
   const updateRepair = repairMetrics(registers)
+  const leader = gauge('v3_cluster_leader', '1 while this node leads the ring (holds the Consul lock), else 0.')
+  const leaderTerm = gauge('v3_cluster_leader_term', "The leader's term: the LockIndex of the Consul lock.")
+  const fenced = gauge(
+    'v3_cluster_ring_changes_fenced',
+    'Ring changes this node rejected because a leader that had lost the lock wrote them.',
+  )
+  const moving = gauge('v3_cluster_moving_members', 'Members joining or leaving now.')
+  const moveRanges = gauge('v3_cluster_move_ranges', 'Token ranges the membership change under way moves.')
+  const moveRangesDone = gauge('v3_cluster_move_ranges_done', 'Of those, the ranges copied to their new owners.')
+  const movePoints = gauge('v3_cluster_move_points', 'Points the change under way has copied so far.')
+  const changes = gauge('v3_cluster_changes_completed', 'Membership changes this node carried out as leader.')
+  const changedPoints = gauge('v3_cluster_changes_points_moved', 'Points the changes this node led copied.')
+  const deadRemoved = gauge('v3_cluster_dead_nodes_removed', 'Members this node removed as leader, down too long.')
   return (cluster) => {
     if (cluster.repair !== undefined) updateRepair(cluster.repair)
+    const m = cluster.membership
+    if (m !== undefined) {
+      leader.set(m.leader ? 1 : 0)
+      leaderTerm.set(m.leaderTerm)
+      fenced.set(m.fencedRingChanges)
+      moving.set(m.movingMembers)
+      moveRanges.set(m.moveRangesTotal)
+      moveRangesDone.set(m.moveRangesDone)
+      movePoints.set(m.movePoints)
+      changes.set(m.changesCompleted)
+      changedPoints.set(m.pointsMoved)
+      deadRemoved.set(m.deadNodesRemoved)
+    }
     for (const h of cluster.hints) {
       hintBacklog.set({ peer: h.peer }, h.backlog)
       hintBacklogBytes.set({ peer: h.peer }, h.backlogBytes)

@@ -153,7 +153,7 @@ export async function waitFor<T>(what: string, probe: () => Promise<T | undefine
   }
 }
 
-/** Waits until every node lists exactly these members, all healthy. */
+/** Waits until every node lists exactly these members, all healthy and active (no change under way). */
 export async function waitForMembers(nodes: readonly ServerProcess[], ids: readonly string[]): Promise<NodeInfo[]> {
   const want = [...ids].sort().join(',')
   let listed: NodeInfo[] = []
@@ -163,7 +163,7 @@ export async function waitForMembers(nodes: readonly ServerProcess[], ids: reado
       return members
         .map((m) => m.id)
         .sort()
-        .join(',') === want && members.every((m) => m.state === 'healthy')
+        .join(',') === want && members.every((m) => m.state === 'healthy' && m.lifecycle === 'active')
         ? members
         : undefined
     })

@@ -79,6 +79,7 @@ describe('writes to an owner with hints waiting', () => {
         ring: () => ring,
         healthyIds: () => healthy,
         leaderId: () => undefined,
+        move: () => undefined,
         consul: () => ({ reachable: true, outages: 0 }),
       },
     })

@@ -72,6 +72,7 @@ describe('anti-entropy repair over three replicas', () => {
       ring: () => ring,
       healthyIds: () => healthy,
       leaderId: () => undefined,
+      move: () => undefined,
       consul: () => ({ reachable: true, outages: 0 }),
     }
     // Node a keeps hints: its store's clock is the test's, so a hint can expire on demand.

@@ -71,6 +71,7 @@ describe('write versions across replicas', () => {
       ring: () => ring,
       healthyIds: () => new Set(IDS),
       leaderId: () => undefined,
+      move: () => undefined,
       consul: () => ({ reachable: true, outages: 0 }),
     }
     for (const id of IDS) {

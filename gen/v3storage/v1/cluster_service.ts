@@ -71,6 +71,20 @@ export interface Node {
    * for it to be back (hinted handoff); 0 on a single node. Ask each node for its own backlog.
    */
   hintsPending: number;
+  /**
+   * ranges_to_move is, on a node joining or leaving, the number of token ranges the change moves;
+   * 0 otherwise.
+   */
+  rangesToMove: number;
+  /** ranges_moved is how many of those ranges have been copied to their new owners so far. */
+  rangesMoved: number;
+  /** points_moved is the number of points copied so far by the change. */
+  pointsMoved: number;
+  /**
+   * move_phase is the step the change is at: syncing, streaming, handing-off, switching or
+   * cleaning-up; empty when no change is under way.
+   */
+  movePhase: string;
 }
 
 /** ListNodesRequest asks for every known node. */
@@ -136,8 +150,37 @@ export interface RepairResponse {
   durationMs: number;
 }
 
+/** DecommissionRequest names the node to remove. */
+export interface DecommissionRequest {
+  /** node_id is the id of the member to decommission. */
+  nodeId: string;
+}
+
+/** DecommissionResponse reports the node's departure. */
+export interface DecommissionResponse {
+  /** node_id is the node that left the ring. */
+  nodeId: string;
+  /** ring_version is the first ring version without the node. */
+  ringVersion: number;
+  /** duration_ms is how long the call waited for the change, in milliseconds. */
+  durationMs: number;
+}
+
 function createBaseNode(): Node {
-  return { id: "", address: "", state: 0, leader: false, peerAddress: "", lifecycle: 0, ringShare: 0, hintsPending: 0 };
+  return {
+    id: "",
+    address: "",
+    state: 0,
+    leader: false,
+    peerAddress: "",
+    lifecycle: 0,
+    ringShare: 0,
+    hintsPending: 0,
+    rangesToMove: 0,
+    rangesMoved: 0,
+    pointsMoved: 0,
+    movePhase: "",
+  };
 }
 
 export const Node: MessageFns<Node> = {
@@ -165,6 +208,18 @@ export const Node: MessageFns<Node> = {
     }
     if (message.hintsPending !== 0) {
       writer.uint32(64).uint64(message.hintsPending);
+    }
+    if (message.rangesToMove !== 0) {
+      writer.uint32(72).uint32(message.rangesToMove);
+    }
+    if (message.rangesMoved !== 0) {
+      writer.uint32(80).uint32(message.rangesMoved);
+    }
+    if (message.pointsMoved !== 0) {
+      writer.uint32(88).uint64(message.pointsMoved);
+    }
+    if (message.movePhase !== "") {
+      writer.uint32(98).string(message.movePhase);
     }
     return writer;
   },
@@ -246,6 +301,38 @@ export const Node: MessageFns<Node> = {
             message.hintsPending = longToNumber(reader.uint64());
             continue;
           }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.rangesToMove = reader.uint32();
+            continue;
+          }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.rangesMoved = reader.uint32();
+            continue;
+          }
+          case 11: {
+            if (tag !== 88) {
+              break;
+            }
+
+            message.pointsMoved = longToNumber(reader.uint64());
+            continue;
+          }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.movePhase = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -271,6 +358,10 @@ export const Node: MessageFns<Node> = {
     message.lifecycle = object.lifecycle ?? 0;
     message.ringShare = object.ringShare ?? 0;
     message.hintsPending = object.hintsPending ?? 0;
+    message.rangesToMove = object.rangesToMove ?? 0;
+    message.rangesMoved = object.rangesMoved ?? 0;
+    message.pointsMoved = object.pointsMoved ?? 0;
+    message.movePhase = object.movePhase ?? "";
     return message;
   },
 };
@@ -768,6 +859,140 @@ export const RepairResponse: MessageFns<RepairResponse> = {
   },
 };
 
+function createBaseDecommissionRequest(): DecommissionRequest {
+  return { nodeId: "" };
+}
+
+export const DecommissionRequest: MessageFns<DecommissionRequest> = {
+  encode(message: DecommissionRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.nodeId !== "") {
+      writer.uint32(10).string(message.nodeId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DecommissionRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDecommissionRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.nodeId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<DecommissionRequest>, I>>(base?: I): DecommissionRequest {
+    return DecommissionRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DecommissionRequest>, I>>(object: I): DecommissionRequest {
+    const message = createBaseDecommissionRequest();
+    message.nodeId = object.nodeId ?? "";
+    return message;
+  },
+};
+
+function createBaseDecommissionResponse(): DecommissionResponse {
+  return { nodeId: "", ringVersion: 0, durationMs: 0 };
+}
+
+export const DecommissionResponse: MessageFns<DecommissionResponse> = {
+  encode(message: DecommissionResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.nodeId !== "") {
+      writer.uint32(10).string(message.nodeId);
+    }
+    if (message.ringVersion !== 0) {
+      writer.uint32(16).uint64(message.ringVersion);
+    }
+    if (message.durationMs !== 0) {
+      writer.uint32(24).int64(message.durationMs);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DecommissionResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDecommissionResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.nodeId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.ringVersion = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.durationMs = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<DecommissionResponse>, I>>(base?: I): DecommissionResponse {
+    return DecommissionResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DecommissionResponse>, I>>(object: I): DecommissionResponse {
+    const message = createBaseDecommissionResponse();
+    message.nodeId = object.nodeId ?? "";
+    message.ringVersion = object.ringVersion ?? 0;
+    message.durationMs = object.durationMs ?? 0;
+    return message;
+  },
+};
+
 /** ClusterService describes the cluster: its nodes and who owns which series. */
 export type ClusterServiceService = typeof ClusterServiceService;
 export const ClusterServiceService = {
@@ -805,6 +1030,22 @@ export const ClusterServiceService = {
     responseSerialize: (value: RepairResponse): Buffer => Buffer.from(RepairResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): RepairResponse => RepairResponse.decode(value),
   },
+  /**
+   * Decommission moves a node's ranges to the nodes that take them over, while the cluster serves,
+   * then removes it from the ring; it answers once the node has left, and the node may then be
+   * stopped. The leader carries the change out: the call fails with UNAVAILABLE while there is no
+   * leader, and with INVALID_ARGUMENT naming node_id for a node that is not a member or is the last.
+   */
+  decommission: {
+    path: "/v3storage.v1.ClusterService/Decommission" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: DecommissionRequest): Buffer => Buffer.from(DecommissionRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): DecommissionRequest => DecommissionRequest.decode(value),
+    responseSerialize: (value: DecommissionResponse): Buffer =>
+      Buffer.from(DecommissionResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): DecommissionResponse => DecommissionResponse.decode(value),
+  },
 } as const;
 
 export interface ClusterServiceServer extends UntypedServiceImplementation {
@@ -818,6 +1059,13 @@ export interface ClusterServiceServer extends UntypedServiceImplementation {
    * are named in down_nodes and left out; a pass that fails fails the call with UNAVAILABLE.
    */
   repair: handleUnaryCall<RepairRequest, RepairResponse>;
+  /**
+   * Decommission moves a node's ranges to the nodes that take them over, while the cluster serves,
+   * then removes it from the ring; it answers once the node has left, and the node may then be
+   * stopped. The leader carries the change out: the call fails with UNAVAILABLE while there is no
+   * leader, and with INVALID_ARGUMENT naming node_id for a node that is not a member or is the last.
+   */
+  decommission: handleUnaryCall<DecommissionRequest, DecommissionResponse>;
 }
 
 export interface ClusterServiceClient extends Client {
@@ -872,6 +1120,27 @@ export interface ClusterServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: RepairResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Decommission moves a node's ranges to the nodes that take them over, while the cluster serves,
+   * then removes it from the ring; it answers once the node has left, and the node may then be
+   * stopped. The leader carries the change out: the call fails with UNAVAILABLE while there is no
+   * leader, and with INVALID_ARGUMENT naming node_id for a node that is not a member or is the last.
+   */
+  decommission(
+    request: DecommissionRequest,
+    callback: (error: ServiceError | null, response: DecommissionResponse) => void,
+  ): ClientUnaryCall;
+  decommission(
+    request: DecommissionRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: DecommissionResponse) => void,
+  ): ClientUnaryCall;
+  decommission(
+    request: DecommissionRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: DecommissionResponse) => void,
   ): ClientUnaryCall;
 }
 

@@ -51,6 +51,22 @@ export enum PeerKind {
    * disagree on their values; the body is a PeerVersionsRequest (peer_versions.proto).
    */
   PEER_KIND_VERSIONS = 12,
+  /**
+   * PEER_KIND_RING_SYNC - PEER_KIND_RING_SYNC answers once the receiver routes with the given ring version or a newer one
+   * and no client call it routed with an older ring is still under way; the body is a
+   * PeerRingSyncRequest (peer_move.proto).
+   */
+  PEER_KIND_RING_SYNC = 13,
+  /**
+   * PEER_KIND_MOVE_PULL - PEER_KIND_MOVE_PULL asks the receiver to copy the data of some token ranges it gains from their
+   * current owners; the body is a PeerMovePullRequest (peer_move.proto).
+   */
+  PEER_KIND_MOVE_PULL = 14,
+  /**
+   * PEER_KIND_CLEANUP - PEER_KIND_CLEANUP asks the receiver to drop the series of the token ranges it no longer owns;
+   * the body is a PeerCleanupRequest (peer_move.proto).
+   */
+  PEER_KIND_CLEANUP = 15,
   UNRECOGNIZED = -1,
 }
 

@@ -21,7 +21,7 @@ DESCRIPTOR = _descriptor.FileDescriptor(
   name='v3storage/v1/cluster_service.proto',
   package='v3storage.v1',
   syntax='proto3',
-  serialized_pb=_b('\n\"v3storage/v1/cluster_service.proto\x12\x0cv3storage.v1\x1a\x19v3storage/v1/common.proto\"\xcc\x01\n\x04Node\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12&\n\x05state\x18\x03 \x01(\x0e\x32\x17.v3storage.v1.NodeState\x12\x0e\n\x06leader\x18\x04 \x01(\x08\x12\x14\n\x0cpeer_address\x18\x05 \x01(\t\x12.\n\tlifecycle\x18\x06 \x01(\x0e\x32\x1b.v3storage.v1.NodeLifecycle\x12\x12\n\nring_share\x18\x07 \x01(\x01\x12\x15\n\rhints_pending\x18\x08 \x01(\x04\"\x12\n\x10ListNodesRequest\"h\n\x11ListNodesResponse\x12!\n\x05nodes\x18\x01 \x03(\x0b\x32\x12.v3storage.v1.Node\x12\x14\n\x0cring_version\x18\x02 \x01(\x04\x12\x1a\n\x12replication_factor\x18\x03 \x01(\r\"@\n\rLocateRequest\x12\x0e\n\x06metric\x18\x01 \x01(\t\x12\x1f\n\x04tags\x18\x02 \x03(\x0b\x32\x11.v3storage.v1.Tag\"3\n\x0eLocateResponse\x12!\n\x05nodes\x18\x01 \x03(\x0b\x32\x12.v3storage.v1.Node\"\x0f\n\rRepairRequest\"\x98\x01\n\x10RepairNodeReport\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x17\n\x0franges_compared\x18\x02 \x01(\x04\x12\x17\n\x0franges_repaired\x18\x03 \x01(\x04\x12\x13\n\x0bpoints_sent\x18\x04 \x01(\x04\x12\x17\n\x0fpoints_received\x18\x05 \x01(\x04\x12\x13\n\x0b\x64uration_ms\x18\x06 \x01(\x03\"x\n\x0eRepairResponse\x12-\n\x05nodes\x18\x01 \x03(\x0b\x32\x1e.v3storage.v1.RepairNodeReport\x12\x12\n\ndown_nodes\x18\x02 \x03(\t\x12\x0e\n\x06\x65nd_ms\x18\x03 \x01(\x03\x12\x13\n\x0b\x64uration_ms\x18\x04 \x01(\x03*l\n\tNodeState\x12\x1a\n\x16NODE_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12NODE_STATE_HEALTHY\x10\x01\x12\x16\n\x12NODE_STATE_SUSPECT\x10\x02\x12\x13\n\x0fNODE_STATE_DOWN\x10\x03*\x82\x01\n\rNodeLifecycle\x12\x1e\n\x1aNODE_LIFECYCLE_UNSPECIFIED\x10\x00\x12\x1a\n\x16NODE_LIFECYCLE_JOINING\x10\x01\x12\x19\n\x15NODE_LIFECYCLE_ACTIVE\x10\x02\x12\x1a\n\x16NODE_LIFECYCLE_LEAVING\x10\x03\x32\xe8\x01\n\x0e\x43lusterService\x12L\n\tListNodes\x12\x1e.v3storage.v1.ListNodesRequest\x1a\x1f.v3storage.v1.ListNodesResponse\x12\x43\n\x06Locate\x12\x1b.v3storage.v1.LocateRequest\x1a\x1c.v3storage.v1.LocateResponse\x12\x43\n\x06Repair\x12\x1b.v3storage.v1.RepairRequest\x1a\x1c.v3storage.v1.RepairResponseb\x06proto3')
+  serialized_pb=_b('\n\"v3storage/v1/cluster_service.proto\x12\x0cv3storage.v1\x1a\x19v3storage/v1/common.proto\"\xa4\x02\n\x04Node\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12&\n\x05state\x18\x03 \x01(\x0e\x32\x17.v3storage.v1.NodeState\x12\x0e\n\x06leader\x18\x04 \x01(\x08\x12\x14\n\x0cpeer_address\x18\x05 \x01(\t\x12.\n\tlifecycle\x18\x06 \x01(\x0e\x32\x1b.v3storage.v1.NodeLifecycle\x12\x12\n\nring_share\x18\x07 \x01(\x01\x12\x15\n\rhints_pending\x18\x08 \x01(\x04\x12\x16\n\x0eranges_to_move\x18\t \x01(\r\x12\x14\n\x0cranges_moved\x18\n \x01(\r\x12\x14\n\x0cpoints_moved\x18\x0b \x01(\x04\x12\x12\n\nmove_phase\x18\x0c \x01(\t\"\x12\n\x10ListNodesRequest\"h\n\x11ListNodesResponse\x12!\n\x05nodes\x18\x01 \x03(\x0b\x32\x12.v3storage.v1.Node\x12\x14\n\x0cring_version\x18\x02 \x01(\x04\x12\x1a\n\x12replication_factor\x18\x03 \x01(\r\"@\n\rLocateRequest\x12\x0e\n\x06metric\x18\x01 \x01(\t\x12\x1f\n\x04tags\x18\x02 \x03(\x0b\x32\x11.v3storage.v1.Tag\"3\n\x0eLocateResponse\x12!\n\x05nodes\x18\x01 \x03(\x0b\x32\x12.v3storage.v1.Node\"\x0f\n\rRepairRequest\"\x98\x01\n\x10RepairNodeReport\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x17\n\x0franges_compared\x18\x02 \x01(\x04\x12\x17\n\x0franges_repaired\x18\x03 \x01(\x04\x12\x13\n\x0bpoints_sent\x18\x04 \x01(\x04\x12\x17\n\x0fpoints_received\x18\x05 \x01(\x04\x12\x13\n\x0b\x64uration_ms\x18\x06 \x01(\x03\"x\n\x0eRepairResponse\x12-\n\x05nodes\x18\x01 \x03(\x0b\x32\x1e.v3storage.v1.RepairNodeReport\x12\x12\n\ndown_nodes\x18\x02 \x03(\t\x12\x0e\n\x06\x65nd_ms\x18\x03 \x01(\x03\x12\x13\n\x0b\x64uration_ms\x18\x04 \x01(\x03\"&\n\x13\x44\x65\x63ommissionRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\"R\n\x14\x44\x65\x63ommissionResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x14\n\x0cring_version\x18\x02 \x01(\x04\x12\x13\n\x0b\x64uration_ms\x18\x03 \x01(\x03*l\n\tNodeState\x12\x1a\n\x16NODE_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12NODE_STATE_HEALTHY\x10\x01\x12\x16\n\x12NODE_STATE_SUSPECT\x10\x02\x12\x13\n\x0fNODE_STATE_DOWN\x10\x03*\x82\x01\n\rNodeLifecycle\x12\x1e\n\x1aNODE_LIFECYCLE_UNSPECIFIED\x10\x00\x12\x1a\n\x16NODE_LIFECYCLE_JOINING\x10\x01\x12\x19\n\x15NODE_LIFECYCLE_ACTIVE\x10\x02\x12\x1a\n\x16NODE_LIFECYCLE_LEAVING\x10\x03\x32\xbf\x02\n\x0e\x43lusterService\x12L\n\tListNodes\x12\x1e.v3storage.v1.ListNodesRequest\x1a\x1f.v3storage.v1.ListNodesResponse\x12\x43\n\x06Locate\x12\x1b.v3storage.v1.LocateRequest\x1a\x1c.v3storage.v1.LocateResponse\x12\x43\n\x06Repair\x12\x1b.v3storage.v1.RepairRequest\x1a\x1c.v3storage.v1.RepairResponse\x12U\n\x0c\x44\x65\x63ommission\x12!.v3storage.v1.DecommissionRequest\x1a\".v3storage.v1.DecommissionResponseb\x06proto3')
   ,
   dependencies=[v3storage_dot_v1_dot_common__pb2.DESCRIPTOR,])
 
@@ -50,8 +50,8 @@ _NODESTATE = _descriptor.EnumDescriptor(
   ],
   containing_type=None,
   options=None,
-  serialized_start=825,
-  serialized_end=933,
+  serialized_start=1037,
+  serialized_end=1145,
 )
 _sym_db.RegisterEnumDescriptor(_NODESTATE)
 
@@ -81,8 +81,8 @@ _NODELIFECYCLE = _descriptor.EnumDescriptor(
   ],
   containing_type=None,
   options=None,
-  serialized_start=936,
-  serialized_end=1066,
+  serialized_start=1148,
+  serialized_end=1278,
 )
 _sym_db.RegisterEnumDescriptor(_NODELIFECYCLE)
 
@@ -161,6 +161,34 @@ _NODE = _descriptor.Descriptor(
       message_type=None, enum_type=None, containing_type=None,
       is_extension=False, extension_scope=None,
       options=None, file=DESCRIPTOR),
+    _descriptor.FieldDescriptor(
+      name='ranges_to_move', full_name='v3storage.v1.Node.ranges_to_move', index=8,
+      number=9, type=13, cpp_type=3, label=1,
+      has_default_value=False, default_value=0,
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, file=DESCRIPTOR),
+    _descriptor.FieldDescriptor(
+      name='ranges_moved', full_name='v3storage.v1.Node.ranges_moved', index=9,
+      number=10, type=13, cpp_type=3, label=1,
+      has_default_value=False, default_value=0,
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, file=DESCRIPTOR),
+    _descriptor.FieldDescriptor(
+      name='points_moved', full_name='v3storage.v1.Node.points_moved', index=10,
+      number=11, type=4, cpp_type=4, label=1,
+      has_default_value=False, default_value=0,
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, file=DESCRIPTOR),
+    _descriptor.FieldDescriptor(
+      name='move_phase', full_name='v3storage.v1.Node.move_phase', index=11,
+      number=12, type=9, cpp_type=9, label=1,
+      has_default_value=False, default_value=_b("").decode('utf-8'),
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, file=DESCRIPTOR),
   ],
   extensions=[
   ],
@@ -174,7 +202,7 @@ _NODE = _descriptor.Descriptor(
   oneofs=[
   ],
   serialized_start=80,
-  serialized_end=284,
+  serialized_end=372,
 )
 
 
@@ -197,8 +225,8 @@ _LISTNODESREQUEST = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=286,
-  serialized_end=304,
+  serialized_start=374,
+  serialized_end=392,
 )
 
 
@@ -242,8 +270,8 @@ _LISTNODESRESPONSE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=306,
-  serialized_end=410,
+  serialized_start=394,
+  serialized_end=498,
 )
 
 
@@ -280,8 +308,8 @@ _LOCATEREQUEST = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=412,
-  serialized_end=476,
+  serialized_start=500,
+  serialized_end=564,
 )
 
 
@@ -311,8 +339,8 @@ _LOCATERESPONSE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=478,
-  serialized_end=529,
+  serialized_start=566,
+  serialized_end=617,
 )
 
 
@@ -335,8 +363,8 @@ _REPAIRREQUEST = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=531,
-  serialized_end=546,
+  serialized_start=619,
+  serialized_end=634,
 )
 
 
@@ -401,8 +429,8 @@ _REPAIRNODEREPORT = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=549,
-  serialized_end=701,
+  serialized_start=637,
+  serialized_end=789,
 )
 
 
@@ -453,8 +481,84 @@ _REPAIRRESPONSE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=703,
-  serialized_end=823,
+  serialized_start=791,
+  serialized_end=911,
+)
+
+
+_DECOMMISSIONREQUEST = _descriptor.Descriptor(
+  name='DecommissionRequest',
+  full_name='v3storage.v1.DecommissionRequest',
+  filename=None,
+  file=DESCRIPTOR,
+  containing_type=None,
+  fields=[
+    _descriptor.FieldDescriptor(
+      name='node_id', full_name='v3storage.v1.DecommissionRequest.node_id', index=0,
+      number=1, type=9, cpp_type=9, label=1,
+      has_default_value=False, default_value=_b("").decode('utf-8'),
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, file=DESCRIPTOR),
+  ],
+  extensions=[
+  ],
+  nested_types=[],
+  enum_types=[
+  ],
+  options=None,
+  is_extendable=False,
+  syntax='proto3',
+  extension_ranges=[],
+  oneofs=[
+  ],
+  serialized_start=913,
+  serialized_end=951,
+)
+
+
+_DECOMMISSIONRESPONSE = _descriptor.Descriptor(
+  name='DecommissionResponse',
+  full_name='v3storage.v1.DecommissionResponse',
+  filename=None,
+  file=DESCRIPTOR,
+  containing_type=None,
+  fields=[
+    _descriptor.FieldDescriptor(
+      name='node_id', full_name='v3storage.v1.DecommissionResponse.node_id', index=0,
+      number=1, type=9, cpp_type=9, label=1,
+      has_default_value=False, default_value=_b("").decode('utf-8'),
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, file=DESCRIPTOR),
+    _descriptor.FieldDescriptor(
+      name='ring_version', full_name='v3storage.v1.DecommissionResponse.ring_version', index=1,
+      number=2, type=4, cpp_type=4, label=1,
+      has_default_value=False, default_value=0,
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, file=DESCRIPTOR),
+    _descriptor.FieldDescriptor(
+      name='duration_ms', full_name='v3storage.v1.DecommissionResponse.duration_ms', index=2,
+      number=3, type=3, cpp_type=2, label=1,
+      has_default_value=False, default_value=0,
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, file=DESCRIPTOR),
+  ],
+  extensions=[
+  ],
+  nested_types=[],
+  enum_types=[
+  ],
+  options=None,
+  is_extendable=False,
+  syntax='proto3',
+  extension_ranges=[],
+  oneofs=[
+  ],
+  serialized_start=953,
+  serialized_end=1035,
 )
 
 _NODE.fields_by_name['state'].enum_type = _NODESTATE
@@ -471,6 +575,8 @@ DESCRIPTOR.message_types_by_name['LocateResponse'] = _LOCATERESPONSE
 DESCRIPTOR.message_types_by_name['RepairRequest'] = _REPAIRREQUEST
 DESCRIPTOR.message_types_by_name['RepairNodeReport'] = _REPAIRNODEREPORT
 DESCRIPTOR.message_types_by_name['RepairResponse'] = _REPAIRRESPONSE
+DESCRIPTOR.message_types_by_name['DecommissionRequest'] = _DECOMMISSIONREQUEST
+DESCRIPTOR.message_types_by_name['DecommissionResponse'] = _DECOMMISSIONRESPONSE
 DESCRIPTOR.enum_types_by_name['NodeState'] = _NODESTATE
 DESCRIPTOR.enum_types_by_name['NodeLifecycle'] = _NODELIFECYCLE
 _sym_db.RegisterFileDescriptor(DESCRIPTOR)
@@ -531,6 +637,20 @@ RepairResponse = _reflection.GeneratedProtocolMessageType('RepairResponse', (_me
   ))
 _sym_db.RegisterMessage(RepairResponse)
 
+DecommissionRequest = _reflection.GeneratedProtocolMessageType('DecommissionRequest', (_message.Message,), dict(
+  DESCRIPTOR = _DECOMMISSIONREQUEST,
+  __module__ = 'v3storage.v1.cluster_service_pb2'
+  # @@protoc_insertion_point(class_scope:v3storage.v1.DecommissionRequest)
+  ))
+_sym_db.RegisterMessage(DecommissionRequest)
+
+DecommissionResponse = _reflection.GeneratedProtocolMessageType('DecommissionResponse', (_message.Message,), dict(
+  DESCRIPTOR = _DECOMMISSIONRESPONSE,
+  __module__ = 'v3storage.v1.cluster_service_pb2'
+  # @@protoc_insertion_point(class_scope:v3storage.v1.DecommissionResponse)
+  ))
+_sym_db.RegisterMessage(DecommissionResponse)
+
 
 
 _CLUSTERSERVICE = _descriptor.ServiceDescriptor(
@@ -539,8 +659,8 @@ _CLUSTERSERVICE = _descriptor.ServiceDescriptor(
   file=DESCRIPTOR,
   index=0,
   options=None,
-  serialized_start=1069,
-  serialized_end=1301,
+  serialized_start=1281,
+  serialized_end=1600,
   methods=[
   _descriptor.MethodDescriptor(
     name='ListNodes',
@@ -567,6 +687,15 @@ _CLUSTERSERVICE = _descriptor.ServiceDescriptor(
     containing_service=None,
     input_type=_REPAIRREQUEST,
     output_type=_REPAIRRESPONSE,
+    options=None,
+  ),
+  _descriptor.MethodDescriptor(
+    name='Decommission',
+    full_name='v3storage.v1.ClusterService.Decommission',
+    index=3,
+    containing_service=None,
+    input_type=_DECOMMISSIONREQUEST,
+    output_type=_DECOMMISSIONRESPONSE,
     options=None,
   ),
 ])

@@ -29,6 +29,11 @@ class ClusterServiceStub(object):
         request_serializer=v3storage_dot_v1_dot_cluster__service__pb2.RepairRequest.SerializeToString,
         response_deserializer=v3storage_dot_v1_dot_cluster__service__pb2.RepairResponse.FromString,
         )
+    self.Decommission = channel.unary_unary(
+        '/v3storage.v1.ClusterService/Decommission',
+        request_serializer=v3storage_dot_v1_dot_cluster__service__pb2.DecommissionRequest.SerializeToString,
+        response_deserializer=v3storage_dot_v1_dot_cluster__service__pb2.DecommissionResponse.FromString,
+        )
 
 
 class ClusterServiceServicer(object):
@@ -58,6 +63,16 @@ class ClusterServiceServicer(object):
     context.set_details('Method not implemented!')
     raise NotImplementedError('Method not implemented!')
 
+  def Decommission(self, request, context):
+    """Decommission moves a node's ranges to the nodes that take them over, while the cluster serves,
+    then removes it from the ring; it answers once the node has left, and the node may then be
+    stopped. The leader carries the change out: the call fails with UNAVAILABLE while there is no
+    leader, and with INVALID_ARGUMENT naming node_id for a node that is not a member or is the last.
+    """
+    context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+    context.set_details('Method not implemented!')
+    raise NotImplementedError('Method not implemented!')
+
 
 def add_ClusterServiceServicer_to_server(servicer, server):
   rpc_method_handlers = {
@@ -75,6 +90,11 @@ def add_ClusterServiceServicer_to_server(servicer, server):
           servicer.Repair,
           request_deserializer=v3storage_dot_v1_dot_cluster__service__pb2.RepairRequest.FromString,
           response_serializer=v3storage_dot_v1_dot_cluster__service__pb2.RepairResponse.SerializeToString,
+      ),
+      'Decommission': grpc.unary_unary_rpc_method_handler(
+          servicer.Decommission,
+          request_deserializer=v3storage_dot_v1_dot_cluster__service__pb2.DecommissionRequest.FromString,
+          response_serializer=v3storage_dot_v1_dot_cluster__service__pb2.DecommissionResponse.SerializeToString,
       ),
   }
   generic_handler = grpc.method_handlers_generic_handler(

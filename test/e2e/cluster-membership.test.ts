@@ -1,0 +1,432 @@
+// Membership changes with real node processes: a node joins and another is decommissioned while
+// writers write at QUORUM and readers query; the leader is killed and replaced, and a ring change
+// written under its old term is fenced; a dead node is removed after --dead-node-timeout, unless
+// most of the cluster looks down (the partition guard).
+import assert from 'node:assert/strict'
+import { after, before, describe, it } from 'node:test'
+import type { NodeInfo, QueryInput, SeriesInput } from '../../src/client/index.js'
+import { canonicalSeriesKey, sortTags } from '../../src/model/series-key.js'
+import type { SeriesPoints } from '../../src/model/types.js'
+import { assertSameSeries } from '../fixtures/series-assert.js'
+import { runV3 } from './cli-run.js'
+import { type ConsulProcess, startConsul, startFreshNode, waitFor, waitForMembers } from './cluster-kit.js'
+import { removeDataDir, type ServerProcess, startServerProcess } from './server-process.js'
+
+const T0 = Date.UTC(2026, 0, 1)
+const MINUTE = 60_000
+
+/** 60 series, a point every 10 s for 20 minutes: the data that moves. */
+function preload(): SeriesInput[] {
+  const out: SeriesInput[] = []
+  for (let h = 0; h < 30; h++) {
+    for (const metric of ['cpu', 'mem']) {
+      const timestamps: number[] = []
+      const values: number[] = []
+      for (let t = 0; t < 20 * MINUTE; t += 10_000) {
+        timestamps.push(T0 + t)
+        values.push((h * 13 + t / 10_000) % 89)
+      }
+      out.push({ metric, tags: { host: `h${String(h).padStart(2, '0')}`, zone: `z${h % 3}` }, timestamps, values })
+    }
+  }
+  return out
+}
+
+/** Queries over the preloaded data: their answers must not change while ranges move. */
+const QUERIES: readonly QueryInput[] = [
+  { selector: { metric: 'cpu' }, startMs: T0, endMs: T0 + 20 * MINUTE },
+  {
+    selector: { metric: 'mem', matchers: [{ key: 'zone', value: 'z1', op: 'eq' }] },
+    startMs: T0,
+    endMs: T0 + 20 * MINUTE,
+  },
+  { selector: { metric: 'cpu' }, startMs: T0, endMs: T0 + 20 * MINUTE, aggregation: { func: 'sum', stepMs: 60_000 } },
+  {
+    selector: { metric: 'mem' },
+    startMs: T0,
+    endMs: T0 + 20 * MINUTE,
+    aggregation: { func: 'count', stepMs: 300_000, groupBy: ['zone'] },
+  },
+]
+
+function assertSame(actual: readonly SeriesPoints[], expected: readonly SeriesPoints[], context: string): void {
+  assert.ok(expected.length > 0, `${context}: the reference answers with no series`)
+  assertSameSeries(actual, expected, context)
+}
+
+/**
+ * Writers that keep writing new points (after the preloaded ones) at QUORUM through every node in
+ * turn, each batch also to the single node once the cluster acknowledged it; and readers that keep
+ * asking the preloaded queries through every node and compare with the answers before the change.
+ */
+class Load {
+  private stopped = false
+  private readonly loops: Promise<void>[] = []
+  writes = 0
+  queries = 0
+  readonly failures: string[] = []
+
+  constructor(
+    private readonly nodes: () => readonly ServerProcess[],
+    private readonly single: ServerProcess,
+    private readonly expected: ReadonlyMap<string, SeriesPoints[]>,
+  ) {}
+
+  start(): void {
+    this.loops.push(this.write(0), this.write(1), this.read())
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true
+    await Promise.all(this.loops)
+  }
+
+  private pick(i: number): ServerProcess {
+    const nodes = this.nodes()
+    return nodes[i % nodes.length]!
+  }
+
+  private async write(writer: number): Promise<void> {
+    for (let i = 0; !this.stopped; i++) {
+      const ts = T0 + 30 * MINUTE + (i * 2 + writer) * 1000
+      const batch: SeriesInput[] = Array.from({ length: 10 }, (_, k) => ({
+        metric: 'load',
+        tags: { writer: String(writer), k: String(k) },
+        timestamps: [ts],
+        values: [i + k],
+      }))
+      try {
+        await this.pick(i + writer).client.write(batch, { consistency: 'quorum' })
+        await this.single.client.write(batch)
+        this.writes++
+      } catch (err) {
+        this.failures.push(`write ${writer}/${i}: ${String(err)}`)
+      }
+    }
+  }
+
+  private async read(): Promise<void> {
+    for (let i = 0; !this.stopped; i++) {
+      const query = QUERIES[i % QUERIES.length]!
+      try {
+        const answer = await this.pick(i).client.query(query)
+        assertSameSeries(
+          answer,
+          this.expected.get(JSON.stringify(query))!,
+          `during the change: ${JSON.stringify(query)}`,
+        )
+        this.queries++
+      } catch (err) {
+        this.failures.push(`query ${i}: ${String(err)}`)
+      }
+    }
+  }
+}
+
+/** Which node should hold each series, by Locate, against what each node's statistics count. */
+async function assertPlacement(nodes: readonly ServerProcess[], single: ServerProcess, rf: number): Promise<void> {
+  const via = nodes[0]!
+  const want = new Map<string, number>()
+  for (const metric of ['cpu', 'mem', 'load']) {
+    for (const s of await single.client.listSeries({ metric })) {
+      const owners = await via.client.locate(s.metric, s.tags)
+      assert.equal(owners.length, rf, `owners of ${canonicalSeriesKey(s.metric, sortTags(s.tags))}`)
+      for (const o of owners) want.set(o.id, (want.get(o.id) ?? 0) + 1)
+    }
+  }
+  const stats = await via.client.stats()
+  const held = new Map(stats.nodes.map((n) => [n.id, n.stats.series]))
+  assert.deepEqual([...held].sort(), [...want].sort(), 'each node holds exactly the series the ring gives it')
+}
+
+async function answersOf(node: ServerProcess): Promise<Map<string, SeriesPoints[]>> {
+  const out = new Map<string, SeriesPoints[]>()
+  for (const q of QUERIES) out.set(JSON.stringify(q), await node.client.query(q))
+  return out
+}
+
+async function assertAnswersLikeSingle(nodes: readonly ServerProcess[], single: ServerProcess): Promise<void> {
+  const queries: QueryInput[] = [
+    ...QUERIES,
+    { selector: { metric: 'load' }, startMs: T0, endMs: T0 + 24 * 60 * MINUTE },
+    {
+      selector: { metric: 'load' },
+      startMs: T0,
+      endMs: T0 + 24 * 60 * MINUTE,
+      aggregation: { func: 'sum', stepMs: 0, mergeSeries: true },
+    },
+  ]
+  for (const [i, node] of nodes.entries()) {
+    for (const q of queries)
+      assertSame(await node.client.query(q), await single.client.query(q), `node ${i} ${JSON.stringify(q)}`)
+    for (const metric of ['cpu', 'load']) {
+      assertSame(await node.client.latest({ metric }), await single.client.latest({ metric }), `latest ${metric}`)
+    }
+  }
+}
+
+function shares(members: readonly NodeInfo[]): string {
+  return members.map((m) => `${m.id} ${(m.ringShare * 100).toFixed(1)}%`).join(', ')
+}
+
+describe('nodes join and leave under load (3 nodes, R = 2)', { timeout: 300_000 }, () => {
+  let consul: ConsulProcess
+  let single: ServerProcess
+  const nodes = new Map<string, ServerProcess>()
+  const dirs: string[] = []
+  const name = `v3-move-${process.pid}`
+  const extra = ['--replication-factor', '2', '--vnodes', '32']
+
+  const up = () => [...nodes.values()]
+
+  before(async () => {
+    consul = await startConsul()
+    single = await startServerProcess()
+    for (const id of ['n1', 'n2', 'n3']) {
+      const { node } = await startFreshNode(consul, id, name, extra)
+      nodes.set(id, node)
+      dirs.push(node.dataDir)
+    }
+    await waitForMembers(up(), ['n1', 'n2', 'n3'])
+    const data = preload()
+    for (let i = 0; i < data.length; i += 10) {
+      await nodes.get('n1')!.client.write(data.slice(i, i + 10))
+      await single.client.write(data.slice(i, i + 10))
+    }
+  })
+
+  after(async () => {
+    for (const node of nodes.values()) await node.kill()
+    await single?.kill()
+    await consul?.stop()
+    for (const dir of [...dirs, single?.dataDir]) if (dir !== undefined) await removeDataDir(dir)
+  })
+
+  it('a fourth node joins while writes and queries go on: even ownership, its data moved, nothing lost', async () => {
+    const expected = await answersOf(nodes.get('n1')!)
+    const load = new Load(up, single, expected)
+    load.start()
+    let sawJoining = false
+    let sawProgress = false
+    try {
+      const { node } = await startFreshNode(consul, 'n4', name, extra)
+      nodes.set('n4', node)
+      dirs.push(node.dataDir)
+      await waitFor(
+        'n4 active',
+        async () => {
+          const members = await nodes.get('n1')!.client.listNodes()
+          const n4 = members.find((m) => m.id === 'n4')
+          if (n4?.lifecycle === 'joining') sawJoining = true
+          if (n4?.move !== undefined && n4.move.rangesTotal > 0) sawProgress = true
+          return members.length === 4 && members.every((m) => m.lifecycle === 'active' && m.move === undefined)
+            ? members
+            : undefined
+        },
+        120_000,
+      )
+      // The load keeps going a moment on the new ring.
+      const writes = load.writes
+      await waitFor('writes on the new ring', async () => (load.writes > writes + 20 ? true : undefined))
+    } finally {
+      await load.stop()
+    }
+    assert.deepEqual(load.failures, [], 'no write or query failed during the move')
+    assert.ok(load.writes > 0 && load.queries > 0, `${load.writes} writes, ${load.queries} queries ran`)
+    assert.ok(sawJoining, 'ListNodes showed n4 joining')
+    assert.ok(sawProgress, 'ListNodes showed the move progress')
+    const members = await waitForMembers(up(), ['n1', 'n2', 'n3', 'n4'])
+    for (const m of members) assert.ok(Math.abs(m.ringShare - 0.25) < 0.04, `even shares: ${shares(members)}`)
+    await assertPlacement(up(), single, 2)
+    await assertAnswersLikeSingle(up(), single)
+    const status = await runV3(['cluster', 'status', '--server', nodes.get('n2')!.address])
+    assert.equal(status.code, 0, status.stderr)
+    assert.match(status.stdout, /^n4\s.*\sactive\s+2\d\.\d%/m)
+    const metrics = await (await fetch(nodes.get('n1')!.metricsUrl!)).text()
+    assert.match(metrics, /^v3_cluster_moving_members 0$/m)
+  })
+
+  it('a node is decommissioned while writes and queries go on: it leaves, its ranges move, nothing lost', async () => {
+    const expected = await answersOf(nodes.get('n1')!)
+    const leaving = nodes.get('n2')!
+    nodes.delete('n2')
+    const load = new Load(up, single, expected)
+    load.start()
+    let sawLeaving = false
+    const watcher = (async () => {
+      for (;;) {
+        const members = await nodes.get('n1')!.client.listNodes()
+        if (members.some((m) => m.id === 'n2' && m.lifecycle === 'leaving')) sawLeaving = true
+        if (!members.some((m) => m.id === 'n2')) return
+        await new Promise((resolve) => setTimeout(resolve, 50))
+      }
+    })()
+    try {
+      const result = await runV3(['cluster', 'decommission', 'n2', '--server', nodes.get('n3')!.address])
+      assert.equal(result.code, 0, result.stderr)
+      assert.match(result.stdout, /^n2 left the ring \(ring version \d+, [\d.]+s\); it may be stopped$/m)
+      await watcher
+      const writes = load.writes
+      await waitFor('writes on the new ring', async () => (load.writes > writes + 20 ? true : undefined))
+    } finally {
+      await load.stop()
+    }
+    assert.deepEqual(load.failures, [], 'no write or query failed during the move')
+    assert.ok(sawLeaving, 'ListNodes showed n2 leaving')
+    await leaving.stop()
+    const members = await waitForMembers(up(), ['n1', 'n3', 'n4'])
+    for (const m of members) assert.ok(Math.abs(m.ringShare - 1 / 3) < 0.05, `even shares: ${shares(members)}`)
+    await assertPlacement(up(), single, 2)
+    await assertAnswersLikeSingle(up(), single)
+  })
+
+  it('refuses to decommission a node that is not a member, naming node_id', async () => {
+    const result = await runV3(['cluster', 'decommission', 'nope', '--server', nodes.get('n1')!.address])
+    assert.notEqual(result.code, 0)
+    assert.match(result.stderr, /node_id/)
+    assert.match(result.stderr, /not a member/)
+  })
+})
+
+describe('the leader', { timeout: 240_000 }, () => {
+  let consul: ConsulProcess
+  const nodes = new Map<string, ServerProcess>()
+  const dirs: string[] = []
+  const name = `v3-leader-${process.pid}`
+  // Consul refuses session TTLs below 10 s; the emulator takes shorter ones, so the test runs faster.
+  const real = process.env.CONSUL_HTTP_ADDR !== undefined && process.env.CONSUL_HTTP_ADDR !== ''
+  const ttlMs = real ? 10_000 : 3000
+  const lockDelayMs = real ? 5000 : 1000
+  const extra = [
+    '--replication-factor',
+    '1',
+    '--vnodes',
+    '16',
+    '--leader-ttl',
+    `${ttlMs}ms`,
+    '--leader-lock-delay',
+    `${lockDelayMs}ms`,
+  ]
+
+  before(async () => {
+    consul = await startConsul()
+    for (const id of ['n1', 'n2', 'n3']) {
+      const { node } = await startFreshNode(consul, id, name, extra)
+      nodes.set(id, node)
+      dirs.push(node.dataDir)
+    }
+    await waitForMembers([...nodes.values()], ['n1', 'n2', 'n3'])
+  })
+
+  after(async () => {
+    for (const node of nodes.values()) await node.kill()
+    await consul?.stop()
+    for (const dir of dirs) await removeDataDir(dir)
+  })
+
+  it('is replaced within TTL + lock-delay after kill -9, and a ring change under its old term is fenced', async () => {
+    const members = await nodes.get('n1')!.client.listNodes()
+    const leaders = members.filter((m) => m.leader)
+    assert.equal(leaders.length, 1, 'exactly one leader')
+    const old = leaders[0]!.id
+    const metricsOf = async (node: ServerProcess) => (await fetch(node.metricsUrl!)).text()
+    const oldTerm = Number(/^v3_cluster_leader_term (\d+)$/m.exec(await metricsOf(nodes.get(old)!))?.[1])
+    assert.ok(oldTerm > 0, 'the leader has a term')
+    const survivors = [...nodes].filter(([id]) => id !== old).map(([, n]) => n)
+    const killedAt = Date.now()
+    await nodes.get(old)!.kill()
+    nodes.delete(old)
+    const next = await waitFor(
+      'a new leader',
+      async () => {
+        const listed = await survivors[0]!.client.listNodes()
+        return listed.find((m) => m.leader && m.id !== old)
+      },
+      60_000,
+    )
+    const elapsed = Date.now() - killedAt
+    // The emulator expires a session exactly at its TTL; allow for the watch and the election.
+    assert.ok(elapsed <= ttlMs + lockDelayMs + 2000, `a new leader after ${elapsed} ms`)
+    const newTerm = Number(
+      /^v3_cluster_leader_term (\d+)$/m.exec(await metricsOf(survivors.find((n) => n.address === next.address)!))?.[1],
+    )
+    assert.ok(newTerm > oldTerm, `term ${newTerm} follows ${oldTerm}`)
+
+    // The new leader writes the ring under its term; then a write as the old leader would make it.
+    const before = await waitFor('the ring under the new term', async () => {
+      const [entry] = (await (await fetch(`${consul.url}/v1/kv/${name}/ring-version`)).json()) as { Value: string }[]
+      const parsed = JSON.parse(Buffer.from(entry!.Value, 'base64').toString()) as { version: number; term: number }
+      return parsed.term === newTerm ? parsed : undefined
+    })
+    const stale = JSON.stringify({ version: before.version + 1, term: oldTerm })
+    const put = await fetch(`${consul.url}/v1/kv/${name}/ring-version`, { method: 'PUT', body: stale })
+    assert.equal(await put.text(), 'true')
+    for (const node of survivors) {
+      await waitFor('the stale change fenced', async () =>
+        /^v3_cluster_ring_changes_fenced 1$/m.test(await metricsOf(node)) ? true : undefined,
+      )
+      const metrics = await metricsOf(node)
+      assert.match(metrics, new RegExp(`^v3_cluster_ring_version ${before.version}$`, 'm'), 'the ring stays')
+    }
+  })
+})
+
+describe('a member down past --dead-node-timeout', { timeout: 240_000 }, () => {
+  let consul: ConsulProcess
+  let single: ServerProcess
+  const nodes = new Map<string, ServerProcess>()
+  const dirs: string[] = []
+  const name = `v3-dead-${process.pid}`
+  const extra = ['--replication-factor', '2', '--vnodes', '16', '--dead-node-timeout', '2s']
+
+  before(async () => {
+    consul = await startConsul()
+    single = await startServerProcess()
+    for (const id of ['n1', 'n2', 'n3', 'n4']) {
+      const { node } = await startFreshNode(consul, id, name, extra)
+      nodes.set(id, node)
+      dirs.push(node.dataDir)
+    }
+    await waitForMembers([...nodes.values()], ['n1', 'n2', 'n3', 'n4'])
+    const data = preload()
+    for (let i = 0; i < data.length; i += 10) {
+      await nodes.get('n1')!.client.write(data.slice(i, i + 10))
+      await single.client.write(data.slice(i, i + 10))
+    }
+  })
+
+  after(async () => {
+    for (const node of nodes.values()) await node.kill()
+    await single?.kill()
+    await consul?.stop()
+    for (const dir of [...dirs, single?.dataDir]) if (dir !== undefined) await removeDataDir(dir)
+  })
+
+  it('is removed by the leader and its ranges re-replicated from the survivors', async () => {
+    const members = await nodes.get('n1')!.client.listNodes()
+    const victim = members.find((m) => !m.leader)!.id
+    await nodes.get(victim)!.kill()
+    nodes.delete(victim)
+    const rest = [...nodes.keys()]
+    await waitForMembers([...nodes.values()], rest)
+    await assertPlacement([...nodes.values()], single, 2)
+    for (const node of nodes.values()) {
+      for (const q of QUERIES) assertSame(await node.client.query(q), await single.client.query(q), JSON.stringify(q))
+    }
+  })
+
+  it('is not removed while most of the cluster looks down (partition guard)', async () => {
+    // Two of the three left die; the survivor cannot tell a partition from deaths and removes none.
+    const members = await nodes.get([...nodes.keys()][0]!)!.client.listNodes()
+    const keep = members.find((m) => m.leader)!.id
+    for (const id of [...nodes.keys()].filter((id) => id !== keep)) {
+      await nodes.get(id)!.kill()
+      nodes.delete(id)
+    }
+    const survivor = nodes.get(keep)!
+    await waitFor('the partition guard', async () => (/partition guard/.test(survivor.stderr()) ? true : undefined))
+    const listed = await survivor.client.listNodes()
+    assert.equal(listed.length, 3, 'no member removed')
+    assert.equal(listed.filter((m) => m.state === 'healthy').length, 1)
+  })
+})
