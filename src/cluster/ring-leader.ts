@@ -327,10 +327,12 @@ export class RingLeader {
 
     progress.phase = 'cleaning-up'
     await record()
+    // A hint written before the switch and delivered after the cleanup would leave a lost range's
+    // points on a node that believes it holds only its own: the cleanup waits for them.
+    const cleaned = switched.members.filter((m) => healthy.has(m.id)).map((m) => m.id)
+    await this.handedOff(cleaned, term)
     const body = PeerCleanupRequest.encode({ ringVersion: switched.version }).finish()
-    for (const m of switched.members) {
-      if (healthy.has(m.id)) await this.ask(m.id, PeerKind.PEER_KIND_CLEANUP, body, term, PULL_TIMEOUT_MS)
-    }
+    for (const id of cleaned) await this.ask(id, PeerKind.PEER_KIND_CLEANUP, body, term, PULL_TIMEOUT_MS)
     await membership.recordMove(undefined, term.signal)
     this.totals.changesCompleted++
     this.totals.pointsMoved += progress.pointsMoved
@@ -350,8 +352,8 @@ export class RingLeader {
     )
   }
 
-  /** Waits until no healthy node keeps hints for the gaining nodes; fails after HANDOFF_TIMEOUT_MS. */
-  private async handedOff(gainers: readonly string[], term: Term): Promise<void> {
+  /** Waits until no healthy node keeps hints for the given owners; fails after HANDOFF_TIMEOUT_MS. */
+  private async handedOff(owners: readonly string[], term: Term): Promise<void> {
     const deadline = Date.now() + HANDOFF_TIMEOUT_MS
     const body = PeerStatsRequest.encode({}).finish()
     for (;;) {
@@ -364,10 +366,10 @@ export class RingLeader {
                 await this.ask(id, PeerKind.PEER_KIND_STATS, body, term, SYNC_TIMEOUT_MS),
               ).hints.map((h) => [h.owner, h.hints] as const)
         for (const [owner, n] of hints)
-          if (n > 0 && gainers.includes(owner)) waiting.push(`${id} keeps ${n} for ${owner}`)
+          if (n > 0 && owners.includes(owner)) waiting.push(`${id} keeps ${n} for ${owner}`)
       }
       if (waiting.length === 0) return
-      if (Date.now() > deadline) throw new UnavailableError(`hints for the new owners wait: ${waiting.join('; ')}`)
+      if (Date.now() > deadline) throw new UnavailableError(`hints wait to be delivered: ${waiting.join('; ')}`)
       await sleep(200, term.signal)
       if (term.signal.aborted) throw new UnavailableError('this node no longer leads')
     }
