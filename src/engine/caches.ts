@@ -134,6 +134,15 @@ export class ResultCache {
     }
   }
 
+  /**
+   * The series was deleted and its handle is never used again: its change mark goes. Call after
+   * changed() and metricChanged() of the deletion, which already keep a query that began before it
+   * from storing its result.
+   */
+  forget(handle: number): void {
+    this.changedAt.delete(handle)
+  }
+
   /** A series of this metric appeared or was removed: any selector of the metric may now differ. */
   metricChanged(metric: string): void {
     this.metricChangedAt.set(metric, this.seq++)

@@ -56,6 +56,11 @@ export interface EngineCore {
   nextSeq: number
   /** Write-buffer records below this sequence are already range-deleted (in this process). */
   bufferTrimmedTo: number
+  /**
+   * The first write-buffer sequence of the write being committed, whose records may be in RocksDB
+   * before its points are in the head; undefined between commits.
+   */
+  readonly committingSeq: number | undefined
 }
 
 export const META_POINTS_WRITTEN = 'points_written'

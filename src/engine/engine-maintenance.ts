@@ -1,5 +1,5 @@
 import type { ChainedBatch } from '@nxtedition/rocksdb'
-import { decodeBlock, encodeBlock } from '../codec/block-codec.js'
+import { blockCount, decodeBlock, encodeBlock } from '../codec/block-codec.js'
 import { coldRun, coldSummary, encodeColdValue, type RunSummaryWithSpan } from '../codec/cold-value.js'
 import { blockStartMs, encodeRowKey, MIN_BLOCK, runStartBlock, seriesKeyRange } from '../codec/row-key.js'
 import { decodeRun, encodeRun } from '../codec/run-codec.js'
@@ -180,7 +180,8 @@ async function writeHotBlocks(core: EngineCore, items: HotItem[]): Promise<void>
 
 /** Drops the write-buffer records older than the oldest one a buffered block still needs. */
 async function trimBuffer(core: EngineCore): Promise<void> {
-  const keep = core.head.minSeq() ?? core.nextSeq
+  // A commit's records reach RocksDB before its points reach the head: they stay until then.
+  const keep = Math.min(core.head.minSeq() ?? core.nextSeq, core.committingSeq ?? Number.POSITIVE_INFINITY)
   // Nothing new to drop: the sealer runs every second, and each call would add a range tombstone.
   if (keep <= core.bufferTrimmedTo) return
   await core.store.db.clear({ gte: bufferKey(0), lt: bufferKey(keep), column: core.store.columns.buffer })
@@ -379,24 +380,108 @@ export async function deleteSeriesData(
   startMs: number | undefined,
   endMs: number | undefined,
 ): Promise<void> {
-  const cols = core.store.columns
   const whole = startMs === undefined || endMs === undefined
   const from = whole ? Number.NEGATIVE_INFINITY : startMs
   const to = whole ? Number.POSITIVE_INFINITY : endMs
-  core.head.drop(entry.handle, from, to)
-  core.latestCache.invalidate(entry.handle)
+  const batch = core.store.db.batch()
+  await stageDelete(core, entry, from, to, batch)
+  applyDelete(core, entry, from, to, batch)
+  putCounters(core, batch)
+  await batch.write({ sync: syncWrites(core) })
+  finishDelete(core, entry, from, to)
+}
+
+/** What stageDelete put in the batch. */
+interface StagedDelete {
+  /** For a whole series, the distinct points it had stored (see storedPoints); 0 for a range. */
+  readonly points: number
+  /** Puts and deletes. */
+  readonly operations: number
+}
+
+/**
+ * Deletes whole series in one batch, as deleteSeriesData does one at a time; the caller holds the
+ * job lock and has sealed the write buffer, as for deleteSeriesData. Takes series from `next`, up
+ * to `concurrency` at once, until it returns undefined or `maxOperations` batch operations are
+ * staged, so that memory stays bounded however many series go. Returns the series deleted and the
+ * distinct points they had stored.
+ */
+export async function dropSeriesBatch(
+  core: EngineCore,
+  next: () => Promise<SeriesEntry | undefined>,
+  concurrency: number,
+  maxOperations: number,
+): Promise<{ series: number; points: number }> {
+  const batch = core.store.db.batch()
+  const staged: SeriesEntry[] = []
+  const { hotBlocks, coldRuns, coldBlocks } = core.counters
+  let operations = 0
+  let points = 0
+  let failed = false
+  const worker = async (): Promise<void> => {
+    while (!failed && operations < maxOperations) {
+      const entry = await next()
+      if (entry === undefined) return
+      staged.push(entry)
+      const drop = await stageDelete(core, entry, Number.NEGATIVE_INFINITY, Number.POSITIVE_INFINITY, batch)
+      operations += drop.operations
+      points += drop.points
+    }
+  }
+  // Every worker stops before this returns, so none changes the counters after a failure.
+  const results = await Promise.allSettled(
+    Array.from({ length: concurrency }, () =>
+      worker().catch((err: unknown) => {
+        failed = true
+        throw err
+      }),
+    ),
+  )
+  const failure = results.find((r): r is PromiseRejectedResult => r.status === 'rejected')
+  if (failure) {
+    // Nothing was written: the block counters go back (only holders of the job lock change them).
+    Object.assign(core.counters, { hotBlocks, coldRuns, coldBlocks })
+    throw failure.reason
+  }
+  if (staged.length === 0) return { series: 0, points: 0 }
+  // In one synchronous step right before the write, so that a write racing the drop of its own
+  // series meets either the old series, whose buffered points go here, or a new one, never both.
+  for (const entry of staged) applyDelete(core, entry, Number.NEGATIVE_INFINITY, Number.POSITIVE_INFINITY, batch)
+  putCounters(core, batch)
+  await batch.write({ sync: syncWrites(core) })
+  for (const entry of staged) finishDelete(core, entry, Number.NEGATIVE_INFINITY, Number.POSITIVE_INFINITY)
+  return { series: staged.length, points }
+}
+
+/**
+ * Puts the deletes and rewrites of a series' stored blocks, runs and versions in [from, to) into
+ * `batch` and adjusts the counters; the whole series when the range is infinite. Stored data does
+ * not change meanwhile: the caller holds the job lock, which every writer of blocks takes.
+ */
+async function stageDelete(
+  core: EngineCore,
+  entry: SeriesEntry,
+  from: number,
+  to: number,
+  batch: ChainedBatch,
+): Promise<StagedDelete> {
+  const cols = core.store.columns
+  const whole = from === Number.NEGATIVE_INFINITY && to === Number.POSITIVE_INFINITY
   const fromBlock = Math.floor(from / BLOCK_MS)
   const toBlock = Math.floor((to - 1) / BLOCK_MS)
   const hotRange = whole ? seriesKeyRange(entry.id) : clampedRange(entry.id, fromBlock, toBlock + 1)
   const coldRange = whole ? seriesKeyRange(entry.id) : clampedRange(entry.id, runStartBlock(fromBlock), toBlock + 1)
-  const batch = core.store.db.batch()
   // Deleted points must not keep beating later writes of their timestamps. Versions are kept per
   // block: the other points of a block the range cuts through lose theirs too (they compare as 0).
-  deleteVersions(core, entry, fromBlock, toBlock, batch)
+  let operations = deleteVersions(core, entry, fromBlock, toBlock, batch)
+  const hotCounts: Array<{ block: number; points: number }> = []
+  const coldCounts = new Map<number, number>()
   await Promise.all([
     core.store.scan({ ...hotRange, column: cols.hot }, (page) => {
       for (const [key, value] of page) {
+        operations++
         const start = blockStartMs(blockOfKey(key))
+        if (whole) hotCounts.push({ block: blockOfKey(key), points: blockCount(value) })
         const kept = whole ? undefined : keepOutside(asRun(decodeBlock(value, start)), from, to)
         if (kept && kept.ts.length > 0) {
           batch.put(Buffer.from(key), encodeBlock(kept.ts, kept.vals, kept.ts.length, start), { column: cols.hot })
@@ -408,8 +493,10 @@ export async function deleteSeriesData(
     }),
     core.store.scan({ ...coldRange, column: cols.cold }, (page) => {
       for (const [key, value] of page) {
+        operations++
         const start = blockStartMs(blockOfKey(key))
         const old = decodeRun(coldRun(value), start)
+        if (whole) coldCounts.set(blockOfKey(key), old.timestamps.length)
         core.counters.coldBlocks -= distinctBlocks(old.timestamps)
         const kept = whole ? undefined : keepOutside(asRun(old), from, to)
         if (kept && kept.ts.length > 0) {
@@ -422,12 +509,82 @@ export async function deleteSeriesData(
       }
     }),
   ])
-  if (whole) core.index.remove(entry, batch)
-  putCounters(core, batch)
-  await batch.write({ sync: syncWrites(core) })
+  return { points: whole ? await storedPoints(core, entry, hotCounts, coldCounts) : 0, operations }
+}
+
+/**
+ * The distinct points a series has stored, from the counts in the block and run headers, which add
+ * up, as blocks and runs hold disjoint time, except where a crash during a move to the cold family
+ * left a block in both families (until the next move merges them): there the copies are read and
+ * each timestamp counted once.
+ */
+async function storedPoints(
+  core: EngineCore,
+  entry: SeriesEntry,
+  hotCounts: ReadonlyArray<{ block: number; points: number }>,
+  coldCounts: ReadonlyMap<number, number>,
+): Promise<number> {
+  let points = 0
+  for (const n of coldCounts.values()) points += n
+  const both: number[] = []
+  for (const h of hotCounts) {
+    if (coldCounts.has(runStartBlock(h.block))) both.push(h.block)
+    else points += h.points
+  }
+  if (both.length === 0) return points
+  const cols = core.store.columns
+  const hotValues = await core.store.getMany(
+    cols.hot,
+    both.map((b) => encodeRowKey(entry.id, b)),
+  )
+  const runStarts = [...new Set(both.map(runStartBlock))]
+  const coldValues = await core.store.getMany(
+    cols.cold,
+    runStarts.map((r) => encodeRowKey(entry.id, r)),
+  )
+  const coldTimestamps = new Map<number, Set<number>>()
+  runStarts.forEach((r, i) => {
+    const value = coldValues[i]
+    if (!value) throw new Error(`BUG: cold run ${r} of series ${entry.idHex} went while the job lock was held`)
+    coldTimestamps.set(r, new Set(decodeRun(coldRun(value), blockStartMs(r)).timestamps))
+  })
+  both.forEach((block, i) => {
+    const value = hotValues[i]
+    if (!value) throw new Error(`BUG: hot block ${block} of series ${entry.idHex} went while the job lock was held`)
+    const cold = coldTimestamps.get(runStartBlock(block))
+    for (const t of decodeBlock(value, blockStartMs(block)).timestamps) if (!cold?.has(t)) points++
+  })
+  return points
+}
+
+/**
+ * The in-memory half of a delete, run right before its batch is written: buffered points go, the
+ * latest point is looked up again, and a whole series leaves the index (its records in `batch`).
+ */
+function applyDelete(core: EngineCore, entry: SeriesEntry, from: number, to: number, batch: ChainedBatch): void {
+  core.head.drop(entry.handle, from, to)
+  core.latestCache.invalidate(entry.handle)
+  if (from === Number.NEGATIVE_INFINITY && to === Number.POSITIVE_INFINITY) core.index.remove(entry, batch)
+}
+
+/**
+ * Once a delete's batch is written: caches forget what it removed, and reads that began before the
+ * write cannot cache what they read (each cache refuses a store older than the last change).
+ */
+function finishDelete(core: EngineCore, entry: SeriesEntry, from: number, to: number): void {
   core.decodedCache.invalidate(entry.idHex)
   core.resultCache.changed(entry.handle, from, to)
-  if (whole) core.resultCache.metricChanged(entry.metric)
+  if (from === Number.NEGATIVE_INFINITY && to === Number.POSITIVE_INFINITY) {
+    core.resultCache.metricChanged(entry.metric)
+    // The handle is never given out again, so what is kept per handle can go: the metric change
+    // above keeps a query that began before the delete from caching its result, and no later read
+    // asks for the handle. A drop of millions of series would otherwise leave that much behind.
+    core.resultCache.forget(entry.handle)
+    core.latestCache.forget(entry.handle)
+    core.head.forget(entry.handle)
+  } else {
+    core.latestCache.invalidate(entry.handle)
+  }
 }
 
 /**

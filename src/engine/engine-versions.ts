@@ -279,6 +279,7 @@ export async function expireVersions(core: EngineCore): Promise<boolean> {
 /**
  * Removes the stored versions of a series in blocks [fromBlock, toBlock] (deleted points must not
  * keep beating new writes of their timestamps); only blocks the family may hold are touched.
+ * Returns the number of deletes put in `batch`.
  */
 export function deleteVersions(
   core: EngineCore,
@@ -286,9 +287,10 @@ export function deleteVersions(
   fromBlock: number,
   toBlock: number,
   batch: ChainedBatch,
-): void {
+): number {
   const { from, to } = liveBlocks(core)
   const lo = Math.max(from, fromBlock)
   const hi = Math.min(to, toBlock)
   for (let b = lo; b <= hi; b++) batch.del(encodeVersionKey(b, entry.id), { column: core.store.columns.versions })
+  return Math.max(0, hi - lo + 1)
 }

@@ -316,6 +316,16 @@ export class Head {
     return out
   }
 
+  /**
+   * The series was deleted and its handle is never used again: its empty buffer and its capacity
+   * hint go. Points that a write racing the deletion buffered under the handle stay until the next
+   * seal, which finds no series for them and discards them.
+   */
+  forget(handle: number): void {
+    this.capacityHint.delete(handle)
+    if (this.active.get(handle)?.n === 0) this.active.delete(handle)
+  }
+
   /** Drops every buffered point of a series in [startMs, endMs). */
   drop(handle: number, startMs: number, endMs: number): void {
     const buf = this.active.get(handle)

@@ -43,6 +43,12 @@ export class LatestCache {
     this.entries.delete(handle)
   }
 
+  /** The series was deleted and its handle is never used again: nothing is kept for it. */
+  forget(handle: number): void {
+    this.entries.delete(handle)
+    this.generations.delete(handle)
+  }
+
   private bump(handle: number): void {
     this.generations.set(handle, this.generation(handle) + 1)
   }

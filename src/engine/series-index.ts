@@ -106,6 +106,11 @@ export class SeriesIndex {
     return this.entries[handle]
   }
 
+  /** One past the largest handle given out: handles count up from 0 and are never reused. */
+  get handleEnd(): number {
+    return this.entries.length
+  }
+
   all(): SeriesEntry[] {
     return this.entries.filter((e): e is SeriesEntry => e !== undefined)
   }

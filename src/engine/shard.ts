@@ -64,6 +64,19 @@ export interface ShardEngine {
   versionsOf(series: SeriesRef, timestamps: Float64Array, ctx?: CallContext): Promise<Float64Array>
   /** Every point in [startMs, endMs) of the series the filter accepts; series without points left out. */
   readShard(filter: SeriesFilter, startMs: number, endMs: number, ctx?: CallContext): Promise<SeriesPoints[]>
+  /**
+   * Deletes every series the filter accepts, with all its points (head, write buffer, hot and cold
+   * blocks, stored write versions) and its index entries, as deleteSeries does; a node drops the
+   * series of the token ranges it no longer owns. Counts the series and points dropped.
+   *
+   * `points` counts the distinct points the dropped series had stored, each timestamp once (points
+   * that retention hides but has not removed yet included). The drop seals the write buffer first,
+   * so every point acknowledged before the call is among them; points that a write racing the drop
+   * buffers for a series being dropped are discarded uncounted. Series created after the call began
+   * are kept. The drop goes in batches, each durable once written: a cancelled or failed drop
+   * throws, keeping dropped the series of the batches written.
+   */
+  dropShard(filter: SeriesFilter, ctx?: CallContext): Promise<{ readonly series: number; readonly points: number }>
   /** Deletes every matching series the engine holds; counts only those the filter accepts. */
   deleteSeriesCounted(
     request: DeleteRequest,
