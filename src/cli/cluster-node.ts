@@ -61,7 +61,8 @@ function isShardEngine(engine: StorageEngine): engine is StorageEngine & ShardEn
     typeof e.queryShard === 'function' &&
     typeof e.queryPartials === 'function' &&
     typeof e.digestShard === 'function' &&
-    typeof e.readShard === 'function'
+    typeof e.readShard === 'function' &&
+    typeof e.dropShard === 'function'
   )
 }
 
