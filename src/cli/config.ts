@@ -661,10 +661,11 @@ export function resolveConfig(sources: ConfigSources): ResolvedConfig {
 }
 
 /**
- * One warning for each `V3_` variable that is no option, naming the nearest option. They warn
- * rather than stop the start because the environment is not only the user's: Kubernetes injects
- * V3_PORT, V3_SERVICE_HOST and more into every pod when a Service is named v3, and wrapper scripts
- * set their own (etcd warns about unknown ETCD_ variables in the same way).
+ * One warning for each `V3_` variable that is no option, naming the nearest option or saying that
+ * none is similar. They warn rather than stop the start because the environment is not only the
+ * user's: Kubernetes injects V3_PORT, V3_SERVICE_HOST and more into every pod when a Service is
+ * named v3, and wrapper scripts set their own (etcd warns about unknown ETCD_ variables in the same
+ * way).
  */
 export function unknownEnvWarnings(env: Readonly<Record<string, string | undefined>>): string[] {
   const known = new Set(SERVE_OPTIONS.map((s) => envName(s.key)))
@@ -672,7 +673,8 @@ export function unknownEnvWarnings(env: Readonly<Record<string, string | undefin
   for (const name of Object.keys(env).sort()) {
     if (!name.startsWith('V3_') || FOREIGN_ENV.test(name) || known.has(name)) continue
     const near = nearestOption(name.slice(3).toLowerCase().replaceAll('_', '-'))
-    warnings.push(`ignoring unknown environment variable ${name}; the nearest option is ${envName(near)} (--${near})`)
+    const hint = near === undefined ? 'no similar option' : `the nearest option is ${envName(near)} (--${near})`
+    warnings.push(`ignoring unknown environment variable ${name}; ${hint}`)
   }
   return warnings
 }
@@ -685,14 +687,14 @@ const OPTION_WORDS: Readonly<Record<string, string>> = { port: 'listen', host: '
 
 /**
  * The option `text` most likely means: one named by a word of it, else the key with the smallest
- * edit distance (the first in schema order on a tie).
+ * edit distance (the first in schema order on a tie), or undefined when even that one is far.
  */
-function nearestOption(text: string): string {
+function nearestOption(text: string): string | undefined {
   for (const word of text.split('-')) {
     const named = OPTION_WORDS[word]
     if (named !== undefined) return named
   }
-  let best = SERVE_OPTIONS[0]?.key ?? ''
+  let best: string | undefined
   let bestDistance = Number.POSITIVE_INFINITY
   for (const spec of SERVE_OPTIONS) {
     const d = editDistance(text, spec.key)
@@ -701,7 +703,9 @@ function nearestOption(text: string): string {
       bestDistance = d
     }
   }
-  return best
+  // A third of the name (at least 2) covers typos, a doubled or dropped word ending and `_` for
+  // `-`; past it every short name is "near" some option, and the suggestion would only mislead.
+  return bestDistance <= Math.max(2, Math.floor(text.length / 3)) ? best : undefined
 }
 
 /** Levenshtein distance, with one row of the table kept. */

@@ -62,22 +62,32 @@ test('an unknown key or a bad value stops the start, naming it and where it came
 })
 
 test('an unknown V3_ variable is one warning naming the nearest option, and the start goes on', () => {
-  // What Kubernetes injects into every pod when a Service is named v3, and a typo.
+  // What Kubernetes injects into every pod when a Service is named v3, a typo and a wrapper's own.
   const env = {
     V3_PORT: 'tcp://10.0.0.1:50051',
     V3_SERVICE_HOST: '10.0.0.1',
     V3_HOT_WINDOWS: '1h',
+    V3_WRAPPER_MODE: 'blue',
     V3_SYNC: 'off',
+    V3_RETENTION: '20d',
     V3_SERVER: 'localhost:50051',
   }
   const c = parseServeArgs([], env)
   assert.equal(c.engine.sync, 'off')
+  assert.equal(c.engine.retentionMs, 20 * 86_400_000)
   assert.deepEqual(c.warnings, [
     'ignoring unknown environment variable V3_HOT_WINDOWS; the nearest option is V3_HOT_WINDOW (--hot-window)',
     'ignoring unknown environment variable V3_PORT; the nearest option is V3_LISTEN (--listen)',
     'ignoring unknown environment variable V3_SERVICE_HOST; the nearest option is V3_LISTEN (--listen)',
+    'ignoring unknown environment variable V3_WRAPPER_MODE; no similar option',
   ])
   assert.deepEqual(parseServeArgs([], { V3_SYNC: 'off', HOME: '/root' }).warnings, [])
+  // Unknown variables beside it do not soften a bad value of a known one.
+  assert.throws(
+    () => parseServeArgs([], { ...env, V3_SYNC: 'sometimes' }),
+    (err: unknown) =>
+      err instanceof UsageError && /^V3_SYNC must be one of always, group, off, got "sometimes"$/.test(err.message),
+  )
 })
 
 test('--write-consistency, --read-timeout, --hint-window and --hint-max-bytes reach the cluster options', () => {
