@@ -1,8 +1,28 @@
-// Membership against the in-process Consul emulator: joining, tokens, the healthy set, the ring, and
-// what happens when Consul goes away and comes back.
+// Membership against the in-process Consul emulator: the healthy set, the ring the leader commits
+// under its term and how every node converges on it, fencing of a deposed leader's ring changes, the
+// cluster meta (leader, decommission requests, move progress), and what happens when Consul goes
+// away and comes back.
 import assert from 'node:assert/strict'
 import { afterEach, test } from 'node:test'
-import { type JoinParams, Membership, type MembershipOptions } from '../../src/cluster/membership.js'
+import {
+  type Blocking,
+  type ConsulClient,
+  type Indexed,
+  type KvPair,
+  type KvWrite,
+  NpmConsulClient,
+  type ServiceInstance,
+  type ServiceRegistration,
+} from '../../src/cluster/consul-client.js'
+import {
+  type ClusterMeta,
+  type ClusterSettings,
+  type MemberRecord,
+  Membership,
+  type MembershipOptions,
+  type MoveProgress,
+  type NodeState,
+} from '../../src/cluster/membership.js'
 import type { Logger } from '../../src/engine/config.js'
 import { UnavailableError, ValidationError } from '../../src/model/errors.js'
 import { type ConsulEmulator, startConsulEmulator } from '../fixtures/consul-emulator.js'
@@ -22,15 +42,10 @@ function recordingLogger(lines: LogLine[]): Logger {
   }
 }
 
-/** Hands out the tokens after the highest one taken: distinct, and trivially checkable. */
-const nextTokens: JoinParams['chooseTokens'] = (existing, _id, count) => {
-  const start = Math.max(-1, ...existing.flatMap((e) => e.tokens)) + 1
-  return Array.from({ length: count }, (_, i) => start + i)
-}
+const warnings = (lines: readonly LogLine[], pattern: RegExp) =>
+  lines.filter((l) => l.level === 'warn' && pattern.test(l.msg)).length
 
-const join = (rf = 2): JoinParams => ({ vnodes: 4, replicationFactor: rf, chooseTokens: nextTokens })
-
-const cleanups: (() => Promise<void>)[] = []
+const cleanups: (() => Promise<void> | void)[] = []
 afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c()
 })
@@ -50,7 +65,101 @@ async function emulator(port = 0): Promise<ConsulEmulator> {
   })
 }
 
-function node(consul: ConsulEmulator, id: string, lines: LogLine[] = [], extra: Partial<MembershipOptions> = {}) {
+/**
+ * A client that counts the calls that succeeded and failed, by method, and can hold back the answers
+ * of the ring watch (the blocking kvList calls), which is what a node whose watch lags behind sees.
+ */
+class ProbeClient implements ConsulClient {
+  private readonly ok = new Map<string, number>()
+  private readonly failed = new Map<string, number>()
+  private watchGate: Promise<void> | undefined
+
+  constructor(private readonly inner: ConsulClient) {}
+
+  succeeded(what: string): number {
+    return this.ok.get(what) ?? 0
+  }
+
+  failures(what: string): number {
+    return this.failed.get(what) ?? 0
+  }
+
+  /** Holds back the ring watch's answers, the one in flight included, until the returned function runs. */
+  holdWatch(): () => void {
+    let release = () => {}
+    this.watchGate = new Promise<void>((resolve) => {
+      release = resolve
+    })
+    const done = () => {
+      this.watchGate = undefined
+      release()
+    }
+    cleanups.push(done)
+    return done
+  }
+
+  private async run<T>(what: string, call: () => Promise<T>, blocking?: Blocking): Promise<T> {
+    try {
+      const result = await call()
+      if (what === 'kvList' && blocking !== undefined && blocking.index > 0) await this.watchGate
+      this.ok.set(what, this.succeeded(what) + 1)
+      return result
+    } catch (err) {
+      this.failed.set(what, this.failures(what) + 1)
+      throw err
+    }
+  }
+
+  registerService(r: ServiceRegistration, signal?: AbortSignal): Promise<void> {
+    return this.run('registerService', () => this.inner.registerService(r, signal))
+  }
+  deregisterService(id: string, signal?: AbortSignal): Promise<void> {
+    return this.run('deregisterService', () => this.inner.deregisterService(id, signal))
+  }
+  passCheck(checkId: string, signal?: AbortSignal): Promise<void> {
+    return this.run('passCheck', () => this.inner.passCheck(checkId, signal))
+  }
+  passingInstances(service: string, blocking: Blocking, signal?: AbortSignal): Promise<Indexed<ServiceInstance[]>> {
+    return this.run('passingInstances', () => this.inner.passingInstances(service, blocking, signal))
+  }
+  kvList(prefix: string, blocking: Blocking, signal?: AbortSignal): Promise<Indexed<KvPair[]>> {
+    return this.run('kvList', () => this.inner.kvList(prefix, blocking, signal), blocking)
+  }
+  kvGet(key: string, signal?: AbortSignal): Promise<KvPair | undefined> {
+    return this.run('kvGet', () => this.inner.kvGet(key, signal))
+  }
+  kvPut(key: string, value: string, write: KvWrite, signal?: AbortSignal): Promise<boolean> {
+    return this.run('kvPut', () => this.inner.kvPut(key, value, write, signal))
+  }
+  kvDelete(key: string, write: { cas?: number }, signal?: AbortSignal): Promise<boolean> {
+    return this.run('kvDelete', () => this.inner.kvDelete(key, write, signal))
+  }
+  createSession(s: { name: string; ttlMs: number; lockDelayMs: number }, signal?: AbortSignal): Promise<string> {
+    return this.run('createSession', () => this.inner.createSession(s, signal))
+  }
+  renewSession(id: string, signal?: AbortSignal): Promise<void> {
+    return this.run('renewSession', () => this.inner.renewSession(id, signal))
+  }
+  destroySession(id: string, signal?: AbortSignal): Promise<void> {
+    return this.run('destroySession', () => this.inner.destroySession(id, signal))
+  }
+  close(): void {
+    this.inner.close()
+  }
+}
+
+/** A probe around the client Membership would make itself (its timeout is what a 600 ms TTL gives). */
+function probeClient(consul: ConsulEmulator): ProbeClient {
+  return new ProbeClient(new NpmConsulClient(consul.url, 'secret-token', 1000))
+}
+
+function node(
+  consul: ConsulEmulator,
+  id: string,
+  lines: LogLine[] = [],
+  extra: Partial<MembershipOptions> = {},
+  client?: ConsulClient,
+) {
   const m = new Membership(
     {
       consulUrl: consul.url,
@@ -66,117 +175,518 @@ function node(consul: ConsulEmulator, id: string, lines: LogLine[] = [], extra: 
       ...extra,
     },
     recordingLogger(lines),
+    undefined,
+    client,
   )
   cleanups.push(() => m.stop())
   return m
 }
 
-test('three nodes join at once, get distinct tokens, and agree on the ring and the healthy set', async () => {
+const SETTINGS: ClusterSettings = { replicationFactor: 2, vnodes: 4 }
+
+/** Four tokens per node, apart from every other node's: the leader's token choice is not under test. */
+function tokensOf(id: string): number[] {
+  const base = id.charCodeAt(0) * 16
+  return [base, base + 1, base + 2, base + 3]
+}
+
+/** The record a leader would commit for `m`, at the addresses it registered with. */
+function memberOf(m: Membership, state: NodeState = 'active'): MemberRecord {
+  const { id, grpcAddress, peerAddress } = m.config.self
+  return { id, grpcAddress, peerAddress, tokens: tokensOf(id), state }
+}
+
+/** The signal of a leader's term; it ends with the test. */
+function termSignal(): AbortSignal {
+  const term = new AbortController()
+  cleanups.push(() => term.abort())
+  return term.signal
+}
+
+// ---- Consul KV and sessions, straight through the emulator's HTTP API ----
+
+interface RawPair {
+  readonly value: string
+  readonly modifyIndex: number
+  readonly lockIndex: number
+  readonly session: string | undefined
+}
+
+async function kvRead(consul: ConsulEmulator, key: string): Promise<RawPair | undefined> {
+  const res = await fetch(`${consul.url}/v1/kv/${key}`)
+  if (res.status === 404) return undefined
+  assert.equal(res.status, 200)
+  const [e] = (await res.json()) as {
+    Value: string | null
+    ModifyIndex: number
+    LockIndex: number
+    Session?: string
+  }[]
+  assert.ok(e)
+  return {
+    value: e.Value === null ? '' : Buffer.from(e.Value, 'base64').toString('utf8'),
+    modifyIndex: e.ModifyIndex,
+    lockIndex: e.LockIndex,
+    session: e.Session,
+  }
+}
+
+async function kvJson(consul: ConsulEmulator, key: string): Promise<unknown> {
+  const pair = await kvRead(consul, key)
+  return pair === undefined ? undefined : JSON.parse(pair.value)
+}
+
+async function kvWrite(consul: ConsulEmulator, key: string, value: string, query = ''): Promise<boolean> {
+  const res = await fetch(`${consul.url}/v1/kv/${key}${query}`, { method: 'PUT', body: value })
+  const text = await res.text()
+  assert.equal(res.status, 200, text)
+  return text.trim() === 'true'
+}
+
+async function kvDelete(consul: ConsulEmulator, key: string): Promise<void> {
+  const res = await fetch(`${consul.url}/v1/kv/${key}`, { method: 'DELETE' })
+  assert.equal(res.status, 200)
+}
+
+interface Lock {
+  readonly session: string
+  /** term is the lock key's LockIndex after the acquire. */
+  readonly term: number
+}
+
+/** Takes `test/leader` for `id` with a new session, as the leader election does; LockIndex is the term. */
+async function acquireLeader(consul: ConsulEmulator, id: string): Promise<Lock> {
+  const res = await fetch(`${consul.url}/v1/session/create`, {
+    method: 'PUT',
+    body: JSON.stringify({ Name: `leader-${id}`, LockDelay: '0s' }),
+  })
+  const { ID: session } = (await res.json()) as { ID: string }
+  assert.equal(await kvWrite(consul, 'test/leader', JSON.stringify({ node: id }), `?acquire=${session}`), true)
+  const pair = await kvRead(consul, 'test/leader')
+  assert.equal(pair?.session, session)
+  return { session, term: pair.lockIndex }
+}
+
+async function releaseLeader(consul: ConsulEmulator, lock: Lock): Promise<void> {
+  const pair = await kvRead(consul, 'test/leader')
+  assert.equal(await kvWrite(consul, 'test/leader', pair?.value ?? '', `?release=${lock.session}`), true)
+}
+
+/** Acquires and releases the lock until an acquire by `id` reaches LockIndex `term`. */
+async function leaderAtTerm(consul: ConsulEmulator, id: string, term: number): Promise<Lock> {
+  for (;;) {
+    const lock = await acquireLeader(consul, id)
+    if (lock.term >= term) {
+      assert.equal(lock.term, term)
+      return lock
+    }
+    await releaseLeader(consul, lock)
+  }
+}
+
+/** The status and ModifyIndex of every check of the `test` service, by check id. */
+async function checkIndexes(consul: ConsulEmulator): Promise<Map<string, { status: string; modifyIndex: number }>> {
+  const res = await fetch(`${consul.url}/v1/health/service/test`)
+  const entries = (await res.json()) as { Checks: { CheckID: string; Status: string; ModifyIndex: number }[] }[]
+  return new Map(
+    entries.flatMap((e) => e.Checks.map((c) => [c.CheckID, { status: c.Status, modifyIndex: c.ModifyIndex }])),
+  )
+}
+
+test('the leader commits the ring under its term; every node converges on it and on the healthy set', async () => {
   const consul = await emulator()
   const nodes = [node(consul, 'a'), node(consul, 'b'), node(consul, 'c')]
+  const [a, b, c] = nodes as [Membership, Membership, Membership]
   const seen: number[] = []
-  nodes[0]?.onRing((ring) => seen.push(ring.version))
+  b.onRing((ring) => seen.push(ring.version))
   await Promise.all(nodes.map((m) => m.start()))
-  const rings = await Promise.all(nodes.map((m) => m.join(join())))
+  await waitFor('every node to see all three healthy', () => nodes.every((m) => m.healthy().size === 3))
+  assert.equal(await kvRead(consul, 'test/ring-version'), undefined, 'no node writes itself into the ring')
+  assert.ok(nodes.every((m) => m.ring() === undefined))
 
-  const ids = ['a', 'b', 'c']
-  assert.ok(
-    rings.every((r, i) => r.members.some((m) => m.id === ids[i])),
-    'the ring each join returns holds the node that joined',
-  )
-  await waitFor('every node to see three members', () => nodes.every((m) => m.ring()?.members.length === 3))
-  const ring = nodes[0]?.ring()
-  assert.ok(ring)
+  const lock = await acquireLeader(consul, 'a')
+  assert.equal(lock.term, 1)
+  const listed = nodes.map((m) => m.awaitMember())
+  const ring = await a.commit(lock.term, [memberOf(a), memberOf(b), memberOf(c)], SETTINGS, termSignal())
+  assert.equal(ring.version, 1)
+  assert.equal(ring.term, 1)
   assert.equal(ring.replicationFactor, 2)
   assert.equal(ring.vnodes, 4)
   assert.deepEqual(
     ring.members.map((m) => m.id),
     ['a', 'b', 'c'],
   )
-  const tokens = ring.members.flatMap((m) => m.tokens)
-  assert.equal(new Set(tokens).size, 12, 'tokens are distinct across nodes')
-  for (const m of ring.members) {
-    assert.equal(m.tokens.length, 4)
-    assert.equal(m.state, 'active')
+  for (const m of nodes) {
+    assert.deepEqual(
+      ring.members.find((r) => r.id === m.config.self.id),
+      { ...memberOf(m), term: 1 },
+      'each member is written with the term',
+    )
   }
-  assert.equal(ring.members.find((m) => m.id === 'b')?.peerAddress, `127.0.0.1:${8000 + 'b'.charCodeAt(0)}`)
-  await waitFor('the same ring version everywhere', () => nodes.every((m) => m.ring()?.version === ring.version))
-  assert.equal(ring.version, 3, 'each join bumped the version once')
-  assert.deepEqual(
-    seen.toSorted((x, y) => x - y),
-    seen,
-    'ring versions reach listeners in order',
-  )
+  assert.deepEqual(await kvJson(consul, 'test/ring-version'), { version: 1, term: 1 })
+  assert.deepEqual(await kvJson(consul, 'test/settings'), SETTINGS)
+  assert.deepEqual(await kvJson(consul, 'test/nodes/b'), { ...memberOf(b), term: 1 })
+  assert.deepEqual(a.ring(), ring, "the leader's own ring is the one it committed")
 
-  await waitFor('every node to see all three healthy', () => nodes.every((m) => m.healthy().size === 3))
-  assert.deepEqual(nodes[2]?.healthy().get('a'), {
+  const rings = await Promise.all(listed)
+  assert.ok(
+    rings.every((r, i) => r.members.some((m) => m.id === nodes[i]?.config.self.id)),
+    'awaitMember resolves with a ring that lists the node',
+  )
+  await waitFor('every node to see version 1', () => nodes.every((m) => m.ring()?.version === 1))
+  for (const m of nodes) assert.deepEqual(m.ring(), ring)
+
+  // A second change under the same term bumps the version once more.
+  const next = await a.commit(lock.term, [memberOf(a), memberOf(b), memberOf(c, 'leaving')], SETTINGS, termSignal())
+  assert.equal(next.version, 2)
+  assert.equal(next.term, 1)
+  await waitFor('every node to see version 2', () => nodes.every((m) => m.ring()?.version === 2))
+  assert.equal(c.ring()?.members.find((m) => m.id === 'c')?.state, 'leaving')
+  assert.deepEqual(seen, [1, 2], 'ring versions reach listeners once each, in order')
+
+  assert.deepEqual(c.healthy().get('a'), {
     grpcAddress: `127.0.0.1:${7000 + 'a'.charCodeAt(0)}`,
     peerAddress: `127.0.0.1:${8000 + 'a'.charCodeAt(0)}`,
   })
   assert.ok(consul.tokens.includes('secret-token'), 'every call carries the ACL token')
   assert.ok(nodes.every((m) => m.consulReachable))
+  assert.ok(nodes.every((m) => m.fencedRingChanges() === 0))
 })
 
-test('a node restarted with the same id keeps its tokens and updates its addresses', async () => {
+test('awaitMember waits for a commit that lists the node, and resolves at once for a listed node', async () => {
   const consul = await emulator()
   const a = node(consul, 'a')
   const b = node(consul, 'b')
   await Promise.all([a.start(), b.start()])
-  await a.join(join())
-  const before = await b.join(join())
-  const tokens = before.members.find((m) => m.id === 'b')?.tokens
+  const { term } = await acquireLeader(consul, 'a')
+  let member: Awaited<ReturnType<Membership['awaitMember']>> | undefined
+  const waiting = b.awaitMember().then((ring) => {
+    member = ring
+    return ring
+  })
+
+  await a.commit(term, [memberOf(a)], SETTINGS, termSignal())
+  await waitFor('b to see the ring without it', () => b.ring()?.version === 1)
+  assert.equal(member, undefined, 'a ring without b does not make b a member')
+
+  const ring = await a.commit(term, [memberOf(a), memberOf(b)], SETTINGS, termSignal())
+  const listed = await waiting
+  assert.equal(listed.version, 2)
+  assert.deepEqual(listed, ring)
+  assert.equal(await b.awaitMember(), b.ring(), 'a node already listed is a member at once')
+})
+
+test('a node restarted with the same id is a member at once; the commit of its new addresses rewrites its key alone', async () => {
+  const consul = await emulator()
+  const a = node(consul, 'a')
+  const b = node(consul, 'b')
+  await Promise.all([a.start(), b.start()])
+  const { term } = await acquireLeader(consul, 'a')
+  await a.commit(term, [memberOf(a), memberOf(b)], SETTINGS, termSignal())
+  await waitFor('b to see version 1', () => b.ring()?.version === 1)
   await b.stop()
 
   const again = node(consul, 'b', [], {
     self: { id: 'b', grpcAddress: '127.0.0.1:9100', peerAddress: '127.0.0.1:9101' },
   })
   await again.start()
-  const after = await again.join({ ...join(), chooseTokens: () => assert.fail('a returning node keeps its tokens') })
+  const ring = await again.awaitMember()
+  assert.equal(ring.version, 1)
+  assert.equal(ring.members.find((m) => m.id === 'b')?.grpcAddress, b.config.self.grpcAddress)
+  await waitFor('a to see b at its new addresses', () => a.healthy().get('b')?.grpcAddress === '127.0.0.1:9100')
+  assert.equal(a.healthy().get('b')?.peerAddress, '127.0.0.1:9101')
+
+  const keyOfA = await kvRead(consul, 'test/nodes/a')
+  const keyOfB = await kvRead(consul, 'test/nodes/b')
+  const after = await a.commit(term, [memberOf(a), memberOf(again)], SETTINGS, termSignal())
+  assert.equal(after.version, 2, 'the address change is a ring change')
   const record = after.members.find((m) => m.id === 'b')
-  assert.deepEqual(record?.tokens, tokens)
+  assert.deepEqual(record?.tokens, tokensOf('b'))
   assert.equal(record?.grpcAddress, '127.0.0.1:9100')
   assert.equal(record?.peerAddress, '127.0.0.1:9101')
-  assert.equal(after.version, before.version + 1, 'the address change is a ring change')
-  await waitFor('a to see the new address', () => a.ring()?.version === after.version)
-
-  // Restarting with nothing changed writes nothing.
-  await again.stop()
-  const third = node(consul, 'b', [], {
-    self: { id: 'b', grpcAddress: '127.0.0.1:9100', peerAddress: '127.0.0.1:9101' },
-  })
-  await third.start()
-  assert.equal((await third.join(join())).version, after.version)
+  assert.equal(
+    (await kvRead(consul, 'test/nodes/a'))?.modifyIndex,
+    keyOfA?.modifyIndex,
+    'an unchanged key is not written',
+  )
+  assert.notEqual((await kvRead(consul, 'test/nodes/b'))?.modifyIndex, keyOfB?.modifyIndex)
+  await waitFor('b to see its new addresses in the ring', () => again.ring()?.version === 2)
+  assert.deepEqual(again.ring(), after)
 })
 
-test("a node configured with another replication factor uses the cluster's and warns", async () => {
+test("the first commit records the settings; a node configured otherwise uses the cluster's and warns once", async () => {
   const consul = await emulator()
-  const lines: LogLine[] = []
+  const linesB: LogLine[] = []
+  const linesC: LogLine[] = []
   const a = node(consul, 'a')
-  const b = node(consul, 'b', lines)
-  await Promise.all([a.start(), b.start()])
-  await a.join(join(3))
-  const ring = await b.join({ vnodes: 8, replicationFactor: 1, chooseTokens: nextTokens })
+  const b = node(consul, 'b', linesB, { expected: { replicationFactor: 1, vnodes: 8 } })
+  const c = node(consul, 'c', linesC, { expected: { replicationFactor: 3, vnodes: 4 } })
+  await Promise.all([a.start(), b.start(), c.start()])
+  assert.equal(await kvRead(consul, 'test/settings'), undefined)
+  const { term } = await acquireLeader(consul, 'a')
+  const members = [memberOf(a), memberOf(b), memberOf(c)]
+  await a.commit(term, members, { replicationFactor: 3, vnodes: 4 }, termSignal())
+  assert.deepEqual(await kvJson(consul, 'test/settings'), { replicationFactor: 3, vnodes: 4 })
+  await waitFor('b and c to see the ring', () => b.ring()?.version === 1 && c.ring()?.version === 1)
+  assert.equal(b.ring()?.replicationFactor, 3)
+  assert.equal(b.ring()?.vnodes, 4)
+  assert.equal(warnings(linesB, /replication factor differs/), 1)
+  assert.equal(warnings(linesB, /vnodes differs/), 1)
+  assert.deepEqual(
+    linesC.filter((l) => l.level === 'warn'),
+    [],
+    'a node configured as the cluster is warns of nothing',
+  )
+
+  // A later commit keeps the settings the first one recorded.
+  const ring = await a.commit(term, members, { replicationFactor: 2, vnodes: 16 }, termSignal())
   assert.equal(ring.replicationFactor, 3)
   assert.equal(ring.vnodes, 4)
-  assert.equal(ring.members.find((m) => m.id === 'b')?.tokens.length, 4, "the cluster's vnodes count")
-  assert.ok(lines.some((l) => l.level === 'warn' && /replication factor differs/.test(l.msg)))
-  assert.ok(lines.some((l) => l.level === 'warn' && /vnodes differs/.test(l.msg)))
+  assert.deepEqual(await kvJson(consul, 'test/settings'), { replicationFactor: 3, vnodes: 4 })
+  await waitFor('b to see version 2', () => b.ring()?.version === 2)
+  assert.equal(warnings(linesB, /replication factor differs/), 1, 'logged once, not per ring')
+  assert.equal(warnings(linesB, /vnodes differs/), 1)
 })
 
-test('a stopped node leaves the healthy set at once; its ring entry stays', async () => {
+test("commit rewrites node keys changed behind the leader's back; such a change alone is no ring change", async () => {
+  const consul = await emulator()
+  const nodes = [node(consul, 'a'), node(consul, 'b'), node(consul, 'c')]
+  const [a, b, c] = nodes as [Membership, Membership, Membership]
+  await Promise.all(nodes.map((m) => m.start()))
+  const { term } = await acquireLeader(consul, 'a')
+  const members = [memberOf(a), memberOf(b), memberOf(c)]
+  await a.commit(term, members, SETTINGS, termSignal())
+  await waitFor('every node to see version 1', () => nodes.every((m) => m.ring()?.version === 1))
+  const rings = nodes.map((m) => m.ring())
+
+  // Someone else rewrites b's record and deletes c's, without bumping the version.
+  const forged = { ...memberOf(b), tokens: [1, 2, 3, 4], state: 'leaving', term }
+  assert.equal(await kvWrite(consul, 'test/nodes/b', JSON.stringify(forged)), true)
+  await kvDelete(consul, 'test/nodes/c')
+  // A request written after them: a watch answer that shows it shows the two changes too.
+  await c.requestDecommission('z')
+  await waitFor('every node to see the request', () => nodes.every((m) => m.meta().decommissions.includes('z')))
+  nodes.forEach((m, i) => {
+    assert.equal(m.ring(), rings[i], 'node keys changed without a new version change no ring')
+  })
+  await c.clearDecommission('z')
+
+  const ring = await a.commit(term, members, SETTINGS, termSignal())
+  assert.equal(ring.version, 2)
+  assert.deepEqual(await kvJson(consul, 'test/nodes/b'), { ...memberOf(b), term }, "b's key is the leader's again")
+  assert.deepEqual(await kvJson(consul, 'test/nodes/c'), { ...memberOf(c), term }, "c's key is written again")
+  assert.deepEqual(
+    ring.members,
+    members.map((m) => ({ ...m, term })),
+  )
+  await waitFor('every node to see version 2', () => nodes.every((m) => m.ring()?.version === 2))
+  for (const m of nodes) assert.deepEqual(m.ring(), ring)
+})
+
+test('a ring change written under an older term is fenced by every node; a commit under that term fails', async () => {
+  const consul = await emulator()
+  const lines: LogLine[][] = [[], [], []]
+  const nodes = ['a', 'b', 'c'].map((id, i) => node(consul, id, lines[i]))
+  const [a, b, c] = nodes as [Membership, Membership, Membership]
+  await Promise.all(nodes.map((m) => m.start()))
+  const lock = await leaderAtTerm(consul, 'a', 2)
+  const members = [memberOf(a), memberOf(b), memberOf(c)]
+  const ring = await a.commit(lock.term, members, SETTINGS, termSignal())
+  assert.equal(ring.term, 2)
+  await waitFor('every node to see version 1 and term 2', () =>
+    nodes.every((m) => m.ring()?.version === 1 && m.meta().leader?.term === 2),
+  )
+  const rings = nodes.map((m) => m.ring())
+
+  // The leader of term 1, deposed but not knowing it, writes its change: a node key, then the version.
+  assert.equal(
+    await kvWrite(consul, 'test/nodes/c', JSON.stringify({ ...memberOf(c), state: 'leaving', term: 1 })),
+    true,
+  )
+  assert.equal(await kvWrite(consul, 'test/ring-version', JSON.stringify({ version: 5, term: 1 })), true)
+  await waitFor('every node to fence the change', () => nodes.every((m) => m.fencedRingChanges() === 1))
+  nodes.forEach((m, i) => {
+    assert.equal(m.ring(), rings[i], 'the ring stays')
+    assert.equal(m.ring()?.version, 1)
+    assert.equal(warnings(lines[i] ?? [], /older leader term/), 1, 'the rejection is logged, once')
+  })
+  await assert.rejects(a.commit(1, members, SETTINGS, termSignal()), UnavailableError)
+  await assert.rejects(b.commit(1, members, SETTINGS, termSignal()), UnavailableError)
+  assert.equal((await kvRead(consul, 'test/ring-version'))?.value, JSON.stringify({ version: 5, term: 1 }))
+
+  // The term-2 leader's next commit writes over what the deposed one wrote, above its version.
+  const next = await a.commit(lock.term, members, SETTINGS, termSignal())
+  assert.equal(next.version, 6)
+  assert.equal(next.term, 2)
+  assert.deepEqual(
+    next.members.find((m) => m.id === 'c'),
+    { ...memberOf(c), term: 2 },
+  )
+  await waitFor('every node to take version 6', () => nodes.every((m) => m.ring()?.version === 6))
+  assert.ok(
+    nodes.every((m) => m.fencedRingChanges() === 1),
+    'a change of the current term is not fenced',
+  )
+})
+
+test("the lock's LockIndex alone fences a change of an older term, before the new leader commits", async () => {
+  const consul = await emulator()
+  const nodes = [node(consul, 'a'), node(consul, 'b')]
+  const [a, b] = nodes as [Membership, Membership]
+  await Promise.all(nodes.map((m) => m.start()))
+  const first = await acquireLeader(consul, 'a')
+  const members = [memberOf(a), memberOf(b)]
+  await a.commit(first.term, members, SETTINGS, termSignal())
+  await waitFor('both to see version 1', () => nodes.every((m) => m.ring()?.version === 1))
+
+  // a loses the lock to b, which has committed nothing yet; then a's late change arrives.
+  await releaseLeader(consul, first)
+  const second = await acquireLeader(consul, 'b')
+  assert.equal(second.term, 2)
+  await waitFor('both to see term 2 begin', () => nodes.every((m) => m.meta().leader?.term === 2))
+  assert.equal(await kvWrite(consul, 'test/ring-version', JSON.stringify({ version: 2, term: 1 })), true)
+  await waitFor('both to fence the change', () => nodes.every((m) => m.fencedRingChanges() === 1))
+  assert.ok(nodes.every((m) => m.ring()?.version === 1))
+  await assert.rejects(a.commit(first.term, members, SETTINGS, termSignal()), UnavailableError)
+
+  const ring = await b.commit(second.term, members, SETTINGS, termSignal())
+  assert.equal(ring.version, 3)
+  assert.equal(ring.term, 2)
+  await waitFor('both to take version 3', () => nodes.every((m) => m.ring()?.version === 3))
+})
+
+test('a bare decimal ring version reads as term 0; after a commit under term 3 a lower term is fenced', async () => {
   const consul = await emulator()
   const a = node(consul, 'a')
   const b = node(consul, 'b')
   await Promise.all([a.start(), b.start()])
-  await a.join(join())
-  await b.join(join())
-  await waitFor('both healthy', () => a.healthy().size === 2)
+  // A ring as nodes wrote it before leaders and terms.
+  await kvWrite(consul, 'test/settings', JSON.stringify(SETTINGS))
+  await kvWrite(consul, 'test/nodes/a', JSON.stringify(memberOf(a)))
+  await kvWrite(consul, 'test/ring-version', '7')
+  await waitFor('both to read the old ring', () => a.ring()?.version === 7 && b.ring()?.version === 7)
+  assert.equal(b.ring()?.term, 0)
+  assert.equal(b.ring()?.members[0]?.term, undefined)
+
+  // No lock is held: the term seen is the term of the accepted ring.
+  const ring = await a.commit(3, [memberOf(a), memberOf(b)], SETTINGS, termSignal())
+  assert.equal(ring.version, 8)
+  assert.equal(ring.term, 3)
+  await waitFor('b to take version 8', () => b.ring()?.version === 8)
+
+  await kvWrite(consul, 'test/ring-version', '9')
+  await waitFor('both to fence the term-0 version', () => a.fencedRingChanges() === 1 && b.fencedRingChanges() === 1)
+  await kvWrite(consul, 'test/ring-version', JSON.stringify({ version: 10, term: 2 }))
+  await waitFor('both to fence the term-2 version', () => a.fencedRingChanges() === 2 && b.fencedRingChanges() === 2)
+  assert.equal(a.ring()?.version, 8)
+  assert.equal(b.ring()?.version, 8)
+  await assert.rejects(b.commit(2, [memberOf(a), memberOf(b)], SETTINGS, termSignal()), UnavailableError)
+})
+
+test('meta follows the leader lock, decommission requests and the move; onMeta listeners fire', async () => {
+  const consul = await emulator()
+  const a = node(consul, 'a')
+  const b = node(consul, 'b')
+  const metas: ClusterMeta[] = []
+  b.onMeta((meta) => metas.push(meta))
+  await Promise.all([a.start(), b.start()])
+  const none: ClusterMeta = { leader: undefined, decommissions: [], move: undefined }
+  assert.deepEqual(b.meta(), none)
+  // None of this needs a ring: no commit is made in this test.
+  const both = (what: string, probe: (meta: ClusterMeta) => boolean) =>
+    waitFor(what, () => probe(a.meta()) && probe(b.meta()))
+
+  const first = await acquireLeader(consul, 'a')
+  await both('a to lead term 1', (m) => m.leader?.id === 'a')
+  assert.deepEqual(b.meta().leader, { id: 'a', term: first.term })
+  assert.equal(first.term, 1)
+
+  await b.requestDecommission('c')
+  await both('the request for c', (m) => m.decommissions.length === 1)
+  await a.requestDecommission('b')
+  await both('the requests for b and c', (m) => m.decommissions.length === 2)
+  assert.deepEqual(b.meta().decommissions, ['b', 'c'], 'sorted')
+  assert.ok(await kvRead(consul, 'test/decommission/b'))
+  await a.clearDecommission('c')
+  await both('the request for c to go', (m) => m.decommissions.length === 1)
+  assert.deepEqual(a.meta().decommissions, ['b'])
+  await b.clearDecommission('b')
+  await both('no requests', (m) => m.decommissions.length === 0)
+
+  const progress: MoveProgress = {
+    version: 3,
+    nodes: ['c'],
+    phase: 'streaming',
+    rangesTotal: 8,
+    rangesDone: 2,
+    pointsMoved: 1234,
+  }
+  await a.recordMove(progress)
+  await both('the move', (m) => m.move !== undefined)
+  assert.deepEqual(b.meta().move, progress)
+  await a.recordMove({ ...progress, phase: 'switching', rangesDone: 8 })
+  await both('the move to switch', (m) => m.move?.phase === 'switching')
+  assert.equal(b.meta().move?.rangesDone, 8)
+  await a.recordMove(undefined)
+  await both('the move to end', (m) => m.move === undefined)
+
+  await releaseLeader(consul, first)
+  await both('no leader once the lock is released', (m) => m.leader === undefined)
+  const second = await acquireLeader(consul, 'b')
+  assert.equal(second.term, 2)
+  await both('b to lead term 2', (m) => m.leader?.id === 'b')
+  assert.deepEqual(a.meta().leader, { id: 'b', term: 2 })
+  // Ending the session (as its TTL running out would) releases the lock too.
+  await fetch(`${consul.url}/v1/session/destroy/${second.session}`, { method: 'PUT' })
+  await both('no leader once its session ends', (m) => m.leader === undefined)
+
+  const a1 = { id: 'a', term: 1 }
+  const move = (phase: string, rangesDone: number) => ({ ...progress, phase, rangesDone })
+  assert.deepEqual(metas, [
+    { leader: a1, decommissions: [], move: undefined },
+    { leader: a1, decommissions: ['c'], move: undefined },
+    { leader: a1, decommissions: ['b', 'c'], move: undefined },
+    { leader: a1, decommissions: ['b'], move: undefined },
+    { leader: a1, decommissions: [], move: undefined },
+    { leader: a1, decommissions: [], move: move('streaming', 2) },
+    { leader: a1, decommissions: [], move: move('switching', 8) },
+    { leader: a1, decommissions: [], move: undefined },
+    none,
+    { leader: { id: 'b', term: 2 }, decommissions: [], move: undefined },
+    none,
+  ])
+})
+
+test('a stopped node leaves the healthy set at once; its key stays until a commit removes it', async () => {
+  const consul = await emulator()
+  const nodes = [node(consul, 'a'), node(consul, 'b'), node(consul, 'c')]
+  const [a, b, c] = nodes as [Membership, Membership, Membership]
+  await Promise.all(nodes.map((m) => m.start()))
+  const { term } = await acquireLeader(consul, 'a')
+  await a.commit(term, [memberOf(a), memberOf(b), memberOf(c)], SETTINGS, termSignal())
+  await waitFor('all healthy and on one ring', () =>
+    nodes.every((m) => m.healthy().size === 3 && m.ring()?.version === 1),
+  )
   const healthySets: string[][] = []
   a.onHealthy((h) => healthySets.push([...h.keys()]))
-  await b.stop()
-  await waitFor('b to leave the healthy set', () => !a.healthy().has('b'), 2000)
-  assert.deepEqual(healthySets.at(-1), ['a'])
-  assert.equal(a.ring()?.members.length, 2, 'health changes routing only, never placement')
+  await c.stop()
+  await waitFor('c to leave the healthy set', () => !a.healthy().has('c'), 2000)
+  assert.deepEqual(healthySets.at(-1), ['a', 'b'])
+  assert.equal(a.ring()?.members.length, 3, 'health changes routing only, never placement')
+  assert.ok(await kvRead(consul, 'test/nodes/c'))
+
+  const ring = await a.commit(term, [memberOf(a), memberOf(b)], SETTINGS, termSignal())
+  assert.equal(ring.version, 2)
+  assert.deepEqual(
+    ring.members.map((m) => m.id),
+    ['a', 'b'],
+  )
+  assert.equal(await kvRead(consul, 'test/nodes/c'), undefined, "the removed member's key is deleted")
+  await waitFor('b to see c removed', () => b.ring()?.version === 2)
+  assert.deepEqual(
+    b.ring()?.members.map((m) => m.id),
+    ['a', 'b'],
+  )
 })
 
 test('a node whose check is not renewed goes unhealthy', async () => {
@@ -203,44 +713,63 @@ test('a node whose check is not renewed goes unhealthy', async () => {
 test('while Consul is paused the last ring and healthy set stay; the outage is logged once; all resumes', async () => {
   const consul = await emulator()
   const lines: LogLine[] = []
-  const a = node(consul, 'a', lines)
-  const b = node(consul, 'b')
+  const probeA = probeClient(consul)
+  const probeB = probeClient(consul)
+  const a = node(consul, 'a', lines, {}, probeA)
+  const b = node(consul, 'b', [], {}, probeB)
   await Promise.all([a.start(), b.start()])
-  await a.join(join())
-  await b.join(join())
-  await waitFor('both healthy and on one ring', () => a.healthy().size === 2 && a.ring()?.members.length === 2)
+  const { term } = await acquireLeader(consul, 'a')
+  await a.commit(term, [memberOf(a), memberOf(b)], SETTINGS, termSignal())
+  await waitFor('both healthy and on one ring', () => a.healthy().size === 2 && b.ring()?.version === 1)
   const ring = a.ring()
   const healthy = a.healthy()
+  const checks = await checkIndexes(consul)
   const states: boolean[] = []
   a.onConsulState((s) => states.push(s.reachable))
+  let healthChanges = 0
+  a.onHealthy(() => healthChanges++)
 
   consul.pause()
   await waitFor('a to notice the outage', () => !a.consulReachable, 5000)
-  // Let several renewals and watch retries fail.
-  await new Promise((r) => setTimeout(r, 2500))
+  await waitFor(
+    'several renewals and watch retries of a to fail',
+    () =>
+      probeA.failures('passCheck') >= 3 && probeA.failures('kvList') >= 2 && probeA.failures('passingInstances') >= 2,
+    20_000,
+  )
   assert.equal(a.ring(), ring, 'the last known ring stays')
   assert.equal(a.healthy(), healthy, 'the last known healthy set stays')
   assert.equal(lines.filter((l) => /unreachable/.test(l.msg)).length, 1, 'logged once per outage, not per retry')
   assert.equal(a.consulState().outages, 1)
   assert.ok(a.consulState().lastError)
 
+  const renewedA = probeA.succeeded('passCheck')
+  const renewedB = probeB.succeeded('passCheck')
   consul.resume()
   await waitFor('a to see Consul again', () => a.consulReachable, 15_000)
   assert.deepEqual(states, [false, true])
   assert.ok(lines.some((l) => /reachable again/.test(l.msg)))
-  await new Promise((r) => setTimeout(r, 1000))
-  assert.equal(a.healthy().size, 2, 'nobody was marked down by the pause')
+  await waitFor(
+    'both to renew their checks again',
+    () => probeA.succeeded('passCheck') > renewedA && probeB.succeeded('passCheck') > renewedB,
+    15_000,
+  )
+  // Consul's clock stood still too: a check that had gone critical would have a new ModifyIndex.
+  assert.deepEqual(await checkIndexes(consul), checks, 'nobody was marked down by the pause')
+  assert.equal(healthChanges, 0)
+  assert.equal(a.healthy().size, 2)
+  assert.equal(a.ring(), ring)
 })
 
-test('when Consul restarts empty, nodes register again and keep the last ring', async () => {
+test('when Consul restarts empty, nodes register again and keep the last ring; a commit writes it back', async () => {
   const first = await emulator()
   const lines: LogLine[] = []
   const a = node(first, 'a', lines)
   const b = node(first, 'b')
   await Promise.all([a.start(), b.start()])
-  await a.join(join())
-  await b.join(join())
-  await waitFor('both healthy', () => a.healthy().size === 2)
+  const { term } = await acquireLeader(first, 'a')
+  await a.commit(term, [memberOf(a), memberOf(b)], SETTINGS, termSignal())
+  await waitFor('both healthy and on one ring', () => a.healthy().size === 2 && b.ring()?.version === 1)
   const ring = a.ring()
 
   await first.close()
@@ -258,10 +787,17 @@ test('when Consul restarts empty, nodes register again and keep the last ring', 
   )
   await waitFor('both healthy as the new Consul says', () => a.healthy().size === 2 && b.healthy().size === 2, 15_000)
   assert.ok(lines.some((l) => /registering again/.test(l.msg)))
+  await waitFor('a to see that the ring is gone from Consul', () => lines.some((l) => /ring is missing/.test(l.msg)))
   assert.equal(a.ring(), ring, 'the ring Consul lost is kept')
+
+  // The lock went with the old Consul; a leader of a new term writes the ring back, above the old version.
+  const lock = await acquireLeader(second, 'a')
+  const again = await a.commit(lock.term, [memberOf(a), memberOf(b)], SETTINGS, termSignal())
+  assert.equal(again.version, 2, 'the version never goes back')
+  await waitFor('b to take the ring written back', () => b.ring()?.version === 2)
 })
 
-test('options are validated; join after stop fails as unavailable', async () => {
+test('options are validated; after stop, awaitMember and commit fail as unavailable', async () => {
   const base: MembershipOptions = {
     consulUrl: '127.0.0.1:8500',
     clusterName: 'v3',
@@ -272,15 +808,90 @@ test('options are validated; join after stop fails as unavailable', async () => 
   assert.equal(m.config.ttlMs, 10_000)
   assert.equal(m.config.watchWaitMs, 30_000)
   assert.equal(m.config.deregisterCriticalAfterMs, 60_000)
+  assert.equal(m.config.token, undefined)
   assert.throws(() => new Membership({ ...base, consulUrl: 'ftp://x' }), ValidationError)
+  assert.throws(() => new Membership({ ...base, consulUrl: 'http://x:8500/path' }), ValidationError)
   assert.throws(() => new Membership({ ...base, clusterName: 'a/b' }), ValidationError)
   assert.throws(() => new Membership({ ...base, self: { ...base.self, grpcAddress: 'nohost' } }), ValidationError)
+  assert.throws(() => new Membership({ ...base, self: { ...base.self, peerAddress: 'h:70000' } }), ValidationError)
   assert.throws(() => new Membership({ ...base, self: { ...base.self, id: 'a b' } }), ValidationError)
   assert.throws(() => new Membership({ ...base, ttlMs: 0 }), ValidationError)
+  assert.throws(() => new Membership({ ...base, watchWaitMs: 11 * 60_000 }), ValidationError)
   assert.equal(
     new Membership({ ...base, self: { ...base.self, grpcAddress: '[::1]:5000' } }).config.self.grpcAddress,
     '[::1]:5000',
   )
   await m.stop()
-  await assert.rejects(m.join(join()), UnavailableError)
+  await assert.rejects(m.awaitMember(), UnavailableError)
+  await assert.rejects(m.commit(1, [], SETTINGS, termSignal()), UnavailableError)
+
+  // A node waiting to be listed when it stops is told so.
+  const consul = await emulator()
+  const waiting = node(consul, 'w')
+  await waiting.start()
+  const listed = assert.rejects(waiting.awaitMember(), UnavailableError)
+  await waiting.stop()
+  await listed
+})
+
+// ---- Known bugs in src/cluster/membership.ts, marked todo until fixed ----
+
+test('a leader whose term has ended commits nothing, though its watch has not yet seen the new term', {
+  todo:
+    'BUG: commitOnce never compares the term with the LockIndex in its own snapshot; it writes the ring ' +
+    'under the old term and returns it as committed, though its own applyRing then fences it',
+}, async () => {
+  const consul = await emulator()
+  const probe = probeClient(consul)
+  const a = node(consul, 'a', [], {}, probe)
+  const b = node(consul, 'b')
+  await Promise.all([a.start(), b.start()])
+  const first = await acquireLeader(consul, 'a')
+  await a.commit(first.term, [memberOf(a)], SETTINGS, termSignal())
+  await waitFor('b to see version 1', () => b.ring()?.version === 1)
+
+  // a's ring watch falls behind; meanwhile a loses the lock and b takes it.
+  const release = probe.holdWatch()
+  await releaseLeader(consul, first)
+  const second = await acquireLeader(consul, 'b')
+  assert.equal(second.term, 2)
+  await waitFor('b to see term 2', () => b.meta().leader?.term === 2)
+
+  await assert.rejects(
+    a.commit(first.term, [memberOf(a), memberOf(b)], SETTINGS, termSignal()),
+    UnavailableError,
+    'the commit snapshot shows LockIndex 2 > term 1',
+  )
+  assert.equal(await kvRead(consul, 'test/nodes/b'), undefined, 'the deposed leader wrote no node key')
+  release()
+})
+
+test('commit replaces a node key that holds an invalid record', {
+  todo:
+    'BUG: parseRing drops an invalid node key with its ModifyIndex, so commit writes it with cas 0, ' +
+    'which fails on the existing key: a RaceError retried until the term ends',
+}, async () => {
+  const consul = await emulator()
+  const a = node(consul, 'a')
+  const b = node(consul, 'b')
+  await Promise.all([a.start(), b.start()])
+  const { term } = await acquireLeader(consul, 'a')
+  const members = [memberOf(a), memberOf(b)]
+  await a.commit(term, members, SETTINGS, termSignal())
+  await kvWrite(consul, 'test/nodes/b', '{"id":"b"}')
+
+  const end = new AbortController()
+  let settled = false
+  const committing = a.commit(term, members, SETTINGS, end.signal).finally(() => {
+    settled = true
+  })
+  try {
+    await waitFor('the commit to finish', () => settled, 5000)
+  } finally {
+    end.abort()
+    await committing.catch(() => undefined)
+  }
+  const ring = await committing
+  assert.equal(ring.version, 2)
+  assert.deepEqual(await kvJson(consul, 'test/nodes/b'), { ...memberOf(b), term })
 })
