@@ -336,6 +336,8 @@ interface RingKeys {
   readonly leader: { readonly id: string | undefined; readonly lockIndex: number } | undefined
   readonly decommissions: ReadonlyMap<string, number>
   readonly move: { value: MoveProgress; modifyIndex: number } | undefined
+  /** Ring keys whose values do not parse, with their ModifyIndex, so that a commit can replace them. */
+  readonly invalid: ReadonlyMap<string, number>
 }
 
 export class Membership {
@@ -753,8 +755,10 @@ export class Membership {
     let move: RingKeys['move']
     const nodes = new Map<string, { record: NodeRecord; modifyIndex: number }>()
     const decommissions = new Map<string, number>()
+    const invalidKeys = new Map<string, number>()
     for (const pair of pairs) {
       const invalid = () => {
+        invalidKeys.set(pair.key, pair.modifyIndex)
         if (this.warnOnce(`${pair.key}@${pair.modifyIndex}`)) {
           this.logger.warn({ key: pair.key }, 'ignoring an invalid ring key in Consul KV')
         }
@@ -793,7 +797,7 @@ export class Membership {
         }
       }
     }
-    return { settings, version, nodes, leader, decommissions, move }
+    return { settings, version, nodes, leader, decommissions, move, invalid: invalidKeys }
   }
 
   // ---- the leader's ring writes ----
@@ -811,7 +815,19 @@ export class Membership {
   ): Promise<{ state: RingState; pairs: readonly KvPair[] }> {
     const p = this.prefix
     const { keys } = await this.snapshot(signal)
-    if (!keys.settings && !(await this.client.kvPut(`${p}settings`, JSON.stringify(settings), { cas: 0 }, signal))) {
+    // The watch may lag: the lock itself says whether a newer term has begun.
+    if ((keys.leader?.lockIndex ?? 0) > term) {
+      throw new UnavailableError(`term ${term} is over: term ${keys.leader?.lockIndex} has begun`)
+    }
+    // A key whose value does not parse is replaced, at its own ModifyIndex.
+    const casOf = (key: string, stored: { modifyIndex: number } | undefined) =>
+      stored?.modifyIndex ?? keys.invalid.get(key) ?? 0
+    const settingsKey = `${p}settings`
+    const settingsCas = casOf(settingsKey, undefined)
+    if (
+      !keys.settings &&
+      !(await this.client.kvPut(settingsKey, JSON.stringify(settings), { cas: settingsCas }, signal))
+    ) {
       throw new RaceError('the cluster settings were written meanwhile')
     }
     const wanted = new Set(members.map((m) => m.id))
@@ -819,26 +835,25 @@ export class Membership {
       const stored = keys.nodes.get(member.id)
       if (stored !== undefined && sameMember(stored.record, member)) continue
       const record: NodeRecord = { ...member, term }
-      if (
-        !(await this.client.kvPut(
-          `${p}nodes/${member.id}`,
-          JSON.stringify(record),
-          { cas: stored?.modifyIndex ?? 0 },
-          signal,
-        ))
-      ) {
+      const key = `${p}nodes/${member.id}`
+      if (!(await this.client.kvPut(key, JSON.stringify(record), { cas: casOf(key, stored) }, signal))) {
         throw new RaceError(`nodes/${member.id} changed meanwhile`)
       }
     }
-    for (const [id, stored] of keys.nodes) {
-      if (wanted.has(id)) continue
-      if (!(await this.client.kvDelete(`${p}nodes/${id}`, { cas: stored.modifyIndex }, signal))) {
-        throw new RaceError(`nodes/${id} changed meanwhile`)
+    const leftOver = [
+      ...[...keys.nodes].map(([id, stored]) => [`${p}nodes/${id}`, stored.modifyIndex] as const),
+      ...[...keys.invalid].filter(([key]) => key.startsWith(`${p}nodes/`)),
+    ]
+    for (const [key, modifyIndex] of leftOver) {
+      if (wanted.has(key.slice(`${p}nodes/`.length))) continue
+      if (!(await this.client.kvDelete(key, { cas: modifyIndex }, signal))) {
+        throw new RaceError(`${key} changed meanwhile`)
       }
     }
     const version = Math.max(keys.version?.value.version ?? 0, this.ringState?.version ?? 0) + 1
     const value = JSON.stringify({ version, term })
-    if (!(await this.client.kvPut(`${p}ring-version`, value, { cas: keys.version?.modifyIndex ?? 0 }, signal))) {
+    const versionKey = `${p}ring-version`
+    if (!(await this.client.kvPut(versionKey, value, { cas: casOf(versionKey, keys.version) }, signal))) {
       throw new RaceError('the ring version changed meanwhile')
     }
     const final = await this.snapshot(signal)

@@ -102,6 +102,10 @@ export class RingLeader {
   private readonly totals = { changesCompleted: 0, pointsMoved: 0, nodesRemovedDead: 0 }
   private guardWarned = false
   private running: Promise<void> | undefined
+  /** The ring version this node last finished a cleanup at. */
+  private cleanedAt = -1
+  /** Requests under way, each failing itself once its node leaves the healthy set. */
+  private readonly healthChecks = new Set<() => void>()
 
   constructor(
     private readonly link: RingLeaderLink,
@@ -113,7 +117,10 @@ export class RingLeader {
   start(): void {
     const poke = () => this.wake?.()
     this.link.membership.onRing(poke)
-    this.link.membership.onHealthy(poke)
+    this.link.membership.onHealthy(() => {
+      poke()
+      for (const check of this.healthChecks) check()
+    })
     this.link.membership.onMeta(poke)
     this.link.election.onElected((term) => {
       this.running = this.lead(term)
@@ -189,6 +196,12 @@ export class RingLeader {
     this.trackDown(ring, healthy)
     if (members.some((m) => m.state !== 'active')) {
       await this.carryOut(term, ring, members, commit)
+      return true
+    }
+    if (meta.move !== undefined && this.cleanedAt !== ring.version) {
+      // The ring switched, but the drop of the lost ranges did not finish (a node went down, or the
+      // leader changed): it is done now.
+      await this.cleanUp(term, ring, { ...meta.move, phase: 'cleaning-up' })
       return true
     }
     for (const id of meta.decommissions) {
@@ -323,23 +336,35 @@ export class RingLeader {
     const switched = await commit(
       members.filter((m) => m.state !== 'leaving').map((m) => ({ ...m, state: 'active' as const })),
     )
-    await this.syncAll(switched.version, term)
-
     progress.phase = 'cleaning-up'
-    await record()
-    // A hint written before the switch and delivered after the cleanup would leave a lost range's
-    // points on a node that believes it holds only its own: the cleanup waits for them.
-    const cleaned = switched.members.filter((m) => healthy.has(m.id)).map((m) => m.id)
-    await this.handedOff(cleaned, term)
-    const body = PeerCleanupRequest.encode({ ringVersion: switched.version }).finish()
-    for (const id of cleaned) await this.ask(id, PeerKind.PEER_KIND_CLEANUP, body, term, PULL_TIMEOUT_MS)
-    await membership.recordMove(undefined, term.signal)
+    await this.cleanUp(term, switched, progress)
     this.totals.changesCompleted++
     this.totals.pointsMoved += progress.pointsMoved
     this.logger.info(
       { nodes, ranges: progress.rangesTotal, points: progress.pointsMoved, ms: Date.now() - started },
       'membership change done',
     )
+  }
+
+  /**
+   * The last step of a change: the healthy members drop the ranges they no longer own, and the
+   * record of the change goes. A member that is down is left as it is: until a later cleanup it
+   * narrows its reads to the ranges it owns (ClusterEngine.ownedFilter).
+   */
+  private async cleanUp(term: Term, ring: RingState, progress: MoveProgress): Promise<void> {
+    const { membership } = this.link
+    await membership.recordMove(progress, term.signal)
+    await this.syncAll(ring.version, term)
+    // A hint written before the switch and delivered after the cleanup would leave a lost range's
+    // points on a node that believes it holds only its own: the cleanup waits for them.
+    const healthy = membership.healthy()
+    const cleaned = ring.members.filter((m) => healthy.has(m.id)).map((m) => m.id)
+    await this.handedOff(cleaned, term)
+    const body = PeerCleanupRequest.encode({ ringVersion: ring.version }).finish()
+    for (const id of cleaned) await this.ask(id, PeerKind.PEER_KIND_CLEANUP, body, term, PULL_TIMEOUT_MS)
+    await membership.recordMove(undefined, term.signal)
+    // The watch may still show the record a moment: the cleanup is not run again for it.
+    this.cleanedAt = ring.version
   }
 
   /** Waits until every healthy node routes with `version` and has no call under way on an older ring. */
@@ -380,17 +405,30 @@ export class RingLeader {
     if (id === this.link.selfId) return this.link.local(kind, body, term.term, term.signal)
     const addresses = this.link.membership.healthy().get(id)
     if (addresses === undefined) throw new UnavailableError(`node ${id} is down`)
-    const reply = await this.link.transport.request(
-      { id, address: addresses.peerAddress },
-      {
-        kind,
-        body,
-        ringVersion: this.link.membership.ring()?.version ?? 0,
-        term: term.term,
-        timeoutMs,
-        signal: term.signal,
-      },
-    )
-    return reply.body
+    // A node that goes down does not answer: the request fails then, not at its long timeout.
+    const controller = new AbortController()
+    const ended = () => controller.abort(term.signal.reason)
+    const check = () => {
+      if (!this.link.membership.healthy().has(id)) controller.abort(new UnavailableError(`node ${id} went down`))
+    }
+    term.signal.addEventListener('abort', ended, { once: true })
+    this.healthChecks.add(check)
+    try {
+      const reply = await this.link.transport.request(
+        { id, address: addresses.peerAddress },
+        {
+          kind,
+          body,
+          ringVersion: this.link.membership.ring()?.version ?? 0,
+          term: term.term,
+          timeoutMs,
+          signal: controller.signal,
+        },
+      )
+      return reply.body
+    } finally {
+      term.signal.removeEventListener('abort', ended)
+      this.healthChecks.delete(check)
+    }
   }
 }

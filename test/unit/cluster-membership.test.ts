@@ -834,13 +834,7 @@ test('options are validated; after stop, awaitMember and commit fail as unavaila
   await listed
 })
 
-// ---- Known bugs in src/cluster/membership.ts, marked todo until fixed ----
-
-test('a leader whose term has ended commits nothing, though its watch has not yet seen the new term', {
-  todo:
-    'BUG: commitOnce never compares the term with the LockIndex in its own snapshot; it writes the ring ' +
-    'under the old term and returns it as committed, though its own applyRing then fences it',
-}, async () => {
+test('a leader whose term has ended commits nothing, though its watch has not yet seen the new term', async () => {
   const consul = await emulator()
   const probe = probeClient(consul)
   const a = node(consul, 'a', [], {}, probe)
@@ -866,11 +860,7 @@ test('a leader whose term has ended commits nothing, though its watch has not ye
   release()
 })
 
-test('commit replaces a node key that holds an invalid record', {
-  todo:
-    'BUG: parseRing drops an invalid node key with its ModifyIndex, so commit writes it with cas 0, ' +
-    'which fails on the existing key: a RaceError retried until the term ends',
-}, async () => {
+test('commit replaces a node key that holds an invalid record', async () => {
   const consul = await emulator()
   const a = node(consul, 'a')
   const b = node(consul, 'b')
