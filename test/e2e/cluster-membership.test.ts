@@ -178,6 +178,7 @@ describe('nodes join and leave under load (3 nodes, R = 2)', { timeout: 300_000 
   const extra = ['--replication-factor', '2', '--vnodes', '32']
 
   const up = () => [...nodes.values()]
+  const retired: ServerProcess[] = []
 
   before(async () => {
     consul = await startConsul()
@@ -196,7 +197,7 @@ describe('nodes join and leave under load (3 nodes, R = 2)', { timeout: 300_000 
   })
 
   after(async () => {
-    for (const node of nodes.values()) await node.kill()
+    for (const node of [...nodes.values(), ...retired]) await node.kill()
     await single?.kill()
     await consul?.stop()
     for (const dir of [...dirs, single?.dataDir]) if (dir !== undefined) await removeDataDir(dir)
@@ -250,6 +251,8 @@ describe('nodes join and leave under load (3 nodes, R = 2)', { timeout: 300_000 
     const expected = await answersOf(nodes.get('n1')!)
     const leaving = nodes.get('n2')!
     nodes.delete('n2')
+    // Stopped by after() should the test fail before it stops the node itself.
+    retired.push(leaving)
     const load = new Load(up, single, expected)
     load.start()
     let sawLeaving = false
