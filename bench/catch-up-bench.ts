@@ -99,7 +99,7 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, Ma
  * not sent before k × intervalMs after the start (a paced load; one that falls behind sends at
  * once); without it, no pause.
  */
-class Load {
+export class Load {
   acked = 0
   failed = 0
   readonly firstErrors: string[] = []

@@ -24,6 +24,8 @@
 //   npm run bench -- --cluster 3 --replication-factor 3 --catch-up [--catch-up-down 60s]
 //   [--catch-up-rate <points/s>]  (a node killed under load and its catch-up after the restart, see
 //   bench/catch-up-bench.ts)
+//   npm run bench -- --cluster-join [--cluster 3] [--replication-factor 2] [--hosts 23]  (a node
+//   joining a loaded cluster under writes and queries, see bench/cluster-join-bench.ts)
 import { mkdir, rm, writeFile } from 'node:fs/promises'
 import { parseArgs } from 'node:util'
 import { Client, credentials } from '@grpc/grpc-js'
@@ -65,7 +67,9 @@ import {
 const { values: args } = parseArgs({
   options: {
     decimals: { type: 'string' },
-    hosts: { type: 'string', default: String(HOSTS) },
+    // Hosts of the data set, 10 series each, a point every 10 s for 24 h: 100 unless set, 23 for
+    // --cluster-join.
+    hosts: { type: 'string' },
     batch: { type: 'string', default: '50' },
     inflight: { type: 'string', default: '2' },
     runs: { type: 'string', default: '20' },
@@ -84,7 +88,8 @@ const { values: args } = parseArgs({
     hints: { type: 'boolean', default: false },
     // --cluster N runs the cluster bench (bench/cluster-bench.ts): N nodes beside a single node.
     cluster: { type: 'string' },
-    'replication-factor': { type: 'string', default: '1' },
+    // 1 unless set, 2 for --cluster-join.
+    'replication-factor': { type: 'string' },
     // With --cluster: only the catch-up phase (bench/catch-up-bench.ts), a node killed under load for
     // --catch-up-down (seconds, or with an s or m suffix) and restarted.
     'catch-up': { type: 'boolean', default: false },
@@ -92,15 +97,23 @@ const { values: args } = parseArgs({
     // Points per second the catch-up load offers; 0 (the default) sends without pause, as the
     // cluster bench's ingest does.
     'catch-up-rate': { type: 'string', default: '0' },
+    // --cluster-join runs the join bench (bench/cluster-join-bench.ts): --cluster nodes (3 unless
+    // set) loaded, then one more joins under load.
+    'cluster-join': { type: 'boolean', default: false },
   },
 })
+const clusterJoin = args['cluster-join']
+/** The join bench's data set unless --hosts says otherwise: 23 x 10 series x 8,640 points = 1,987,200, about 2 M. */
+const JOIN_DEFAULT_HOSTS = 23
 const decimals = args.decimals === undefined ? undefined : Number(args.decimals)
-const hosts = Number(args.hosts)
+const hosts = Number(args.hosts ?? (clusterJoin ? JOIN_DEFAULT_HOSTS : HOSTS))
+const replicationFactor = Number(args['replication-factor'] ?? (clusterJoin ? 2 : 1))
 const timestampsPerRequest = Number(args.batch)
 const inflight = Number(args.inflight)
 const runs = Number(args.runs)
 const writerBatchPoints = Number(args['writer-batch-points'])
 if (args['catch-up'] && args.cluster === undefined) throw new Error('--catch-up goes with --cluster <n>')
+if (clusterJoin && args['catch-up']) throw new Error('--cluster-join and --catch-up are separate benches')
 
 /** A duration flag in seconds: `60`, `60s`, `1.5m`. */
 function durationMs(flag: string, text: string): number {
@@ -397,11 +410,22 @@ if (args.ring) {
 } else if (args.regex) {
   const { regexBench } = await import('./regex-bench.js')
   regexBench()
+} else if (clusterJoin) {
+  const { runClusterJoinBench } = await import('./cluster-join-bench.js')
+  await runClusterJoinBench({
+    nodes: Number(args.cluster ?? 3),
+    replicationFactor,
+    hosts,
+    decimals,
+    timestampsPerRequest,
+    inflight,
+    command: `node --import tsx bench/run.ts ${process.argv.slice(2).join(' ')}`,
+  })
 } else if (args.cluster !== undefined && args['catch-up']) {
   const { runCatchUpBench } = await import('./catch-up-bench.js')
   await runCatchUpBench({
     nodes: Number(args.cluster),
-    replicationFactor: Number(args['replication-factor']),
+    replicationFactor,
     hosts,
     decimals,
     timestampsPerRequest,
@@ -413,7 +437,7 @@ if (args.ring) {
   const { runClusterBench } = await import('./cluster-bench.js')
   await runClusterBench({
     nodes: Number(args.cluster),
-    replicationFactor: Number(args['replication-factor']),
+    replicationFactor,
     hosts,
     decimals,
     timestampsPerRequest,
