@@ -52,6 +52,8 @@ import { encodeSpans, type SeriesTokens, spanFilter } from './shard-filter.js'
 export const REPAIR_SETTLE_MS = 60_000
 /** Differing blocks of one hour and one owner set read and written together. */
 const RANGES_PER_BATCH = 16
+/** Batches a membership change's copy (pull) reads and writes at once. */
+const PULL_BATCHES_IN_FLIGHT = 4
 /** Points and series per repair write at most, well inside the default write limits. */
 const POINTS_PER_WRITE = 50_000
 const SERIES_PER_WRITE = 1_000
@@ -342,11 +344,20 @@ export class AntiEntropy {
       const tally = new PassTally()
       // Every point, future timestamps included: a change moves all of a range's data.
       const endMs = MAX_TIMESTAMP_MS + 1
-      const differing = await this.compare(snapshot.version, ranges, endMs, signal, tally)
-      for (const batch of differing) {
-        checkAborted(signal)
-        await this.repairBatch(snapshot, batch, endMs, signal, tally)
+      const queue = await this.compare(snapshot.version, ranges, endMs, signal, tally)
+      // Each batch waits mostly on the source's read: several in flight keep both nodes busy.
+      const worker = async (): Promise<void> => {
+        for (let batch = queue.shift(); batch !== undefined; batch = queue.shift()) {
+          checkAborted(signal)
+          try {
+            await this.repairBatch(snapshot, batch, endMs, signal, tally)
+          } catch (err) {
+            queue.length = 0
+            throw err
+          }
+        }
       }
+      await Promise.all(Array.from({ length: PULL_BATCHES_IN_FLIGHT }, worker))
       return { points: sum(tally.received), blocks: tally.rangesRepaired }
     })
   }

@@ -310,15 +310,19 @@ export class RingLeader {
     progress.phase = 'streaming'
     progress.rangesTotal = [...plan.gains.values()].reduce((n, g) => n + g.length, 0)
     await record()
-    for (const [gainer, gains] of plan.gains) {
-      for (let i = 0; i < gains.length; i += RANGES_PER_PULL) {
-        const chunk: readonly Gain[] = gains.slice(i, i + RANGES_PER_PULL)
-        const reply = await this.ask(gainer, PeerKind.PEER_KIND_MOVE_PULL, encodePull(chunk), term, PULL_TIMEOUT_MS)
-        progress.pointsMoved += PeerMovePullResponse.decode(reply).pointsReceived
-        progress.rangesDone += chunk.length
-        await record()
-      }
-    }
+    // The gaining nodes copy at once, each its ranges in chunks, one chunk at a time.
+    await Promise.all(
+      [...plan.gains].map(async ([gainer, gains]) => {
+        for (let i = 0; i < gains.length; i += RANGES_PER_PULL) {
+          const chunk: readonly Gain[] = gains.slice(i, i + RANGES_PER_PULL)
+          const body = encodePull(chunk)
+          const reply = await this.ask(gainer, PeerKind.PEER_KIND_MOVE_PULL, body, term, PULL_TIMEOUT_MS)
+          progress.pointsMoved += PeerMovePullResponse.decode(reply).pointsReceived
+          progress.rangesDone += chunk.length
+          await record()
+        }
+      }),
+    )
     if (plan.orphaned.length > 0) {
       this.logger.warn(
         { ranges: plan.orphaned.length },
