@@ -113,7 +113,7 @@ export interface Cluster {
 
 /**
  * Starts `count` nodes of one cluster with the single-node bench's server flags plus the cluster's;
- * returns once every node lists every member healthy. Nodes start one after another, as the first
+ * returns once every node lists every member healthy and active (the leader's joins done). Nodes start one after another, as the first
  * one records the cluster's settings in Consul.
  */
 export async function startCluster(
@@ -154,7 +154,7 @@ export async function startCluster(
           .map((m) => m.id)
           .sort()
           .join(',')
-        if (ids === want && members.every((m) => m.state === 'healthy')) break
+        if (ids === want && members.every((m) => m.state === 'healthy' && m.lifecycle === 'active')) break
         if (Date.now() > deadline) throw new Error(`cluster ${name}: ${node.address} lists ${ids}, not ${want}`)
         await new Promise((resolve) => setTimeout(resolve, 100))
       }

@@ -637,14 +637,18 @@ export class ClusterEngine implements StorageEngine {
           (err: unknown) => tally.fail(id, part.indexes, err),
         )
       }
-      for (const [id, part] of pending) {
-        // A failed part waits as a hint, which the change delivers before the range changes hands.
+      // A new owner's part is waited for but never fails the write: once the write is answered, the
+      // part is stored there or waits as a hint, which the change delivers before the range changes
+      // hands. So reads after the switch find every acknowledged write on the new owner.
+      const moving = [...pending].map(([id, part]) =>
         this.writePart(state, state.byId.get(id)!, part, healthy, ctx).catch((err: unknown) => {
-          this.logger.warn({ node: id, err: err instanceof Error ? err.message : String(err) }, 'moving range write')
-        })
-      }
+          if (!(err instanceof UnavailableError)) {
+            this.logger.warn({ node: id, err: err instanceof Error ? err.message : String(err) }, 'moving range write')
+          }
+        }),
+      )
       try {
-        await abortable(tally.done, ctx?.signal)
+        await abortable(Promise.all([tally.done, ...moving]), ctx?.signal)
       } catch (err) {
         if (!(err instanceof LevelNotMet)) throw err
         throw this.fanOutError(
@@ -1242,7 +1246,8 @@ export class ClusterEngine implements StorageEngine {
       replicationFactor: state.rf,
       nodes: state.snapshot.members.map((m) => {
         const info = this.nodeInfo(m, healthy, leader, shares, hints)
-        if (move === undefined || !move.nodes.includes(m.id) || m.state === 'active') return info
+        // A joined node stays marked until the old owners have dropped its ranges.
+        if (move === undefined || !move.nodes.includes(m.id)) return info
         const { phase, rangesTotal, rangesDone, pointsMoved } = move
         return { ...info, move: { phase, rangesTotal, rangesDone, pointsMoved } }
       }),

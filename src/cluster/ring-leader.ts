@@ -156,12 +156,14 @@ export class RingLeader {
       if (more) continue
       await new Promise<void>((resolve) => {
         const timer = setTimeout(done, IDLE_MS)
+        const signal = term.signal
         function done(): void {
           clearTimeout(timer)
+          signal.removeEventListener('abort', done)
           resolve()
         }
         this.wake = done
-        term.signal.addEventListener('abort', done, { once: true })
+        signal.addEventListener('abort', done, { once: true })
       })
       this.wake = undefined
     }
