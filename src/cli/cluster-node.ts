@@ -255,6 +255,7 @@ export function createClusterNode(
             leaderTerm: meta.leader?.term ?? 0,
             fencedRingChanges: members.fencedRingChanges(),
             movingMembers: members.ring()?.members.filter((m) => m.state !== 'active').length ?? 0,
+            changeInProgress: meta.move !== undefined,
             moveRangesTotal: meta.move?.rangesTotal ?? 0,
             moveRangesDone: meta.move?.rangesDone ?? 0,
             movePoints: meta.move?.pointsMoved ?? 0,

@@ -1188,7 +1188,8 @@ export class ClusterEngine implements StorageEngine {
 
   /**
    * Asks the leader to decommission a member and waits until the ring this node routes with no
-   * longer lists it: by then its ranges are on their new owners and every node has settled.
+   * longer lists it and the change is over: its ranges are on their new owners, every node has
+   * settled, and the other old owners have dropped what they lost.
    */
   async decommission(nodeId: string, ctx?: CallContext): Promise<DecommissionResult> {
     const started = Date.now()
@@ -1207,7 +1208,7 @@ export class ClusterEngine implements StorageEngine {
     await link.requestDecommission(nodeId, ctx?.signal)
     for (;;) {
       const ring = link.view.ring()
-      if (ring !== undefined && !ring.members.some((m) => m.id === nodeId)) {
+      if (ring !== undefined && !ring.members.some((m) => m.id === nodeId) && link.view.move() === undefined) {
         return { nodeId, ringVersion: ring.version, durationMs: Date.now() - started }
       }
       if (ctx?.signal?.aborted) {

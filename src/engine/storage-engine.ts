@@ -125,6 +125,8 @@ export interface MembershipFigures {
   readonly fencedRingChanges: number
   /** Members joining or leaving now. */
   readonly movingMembers: number
+  /** Whether a membership change is under way, until the old owners have dropped what they lost. */
+  readonly changeInProgress: boolean
   /** Of the change under way: the ranges it moves, those copied so far, and the points copied. */
   readonly moveRangesTotal: number
   readonly moveRangesDone: number

@@ -257,6 +257,10 @@ function clusterGauges(registers: Registry[]): (figures: ClusterFigures) => void
     'Ring changes this node rejected because a leader that had lost the lock wrote them.',
   )
   const moving = gauge('v3_cluster_moving_members', 'Members joining or leaving now.')
+  const changing = gauge(
+    'v3_cluster_change_in_progress',
+    '1 while a membership change is under way, until the old owners have dropped the ranges they lost.',
+  )
   const moveRanges = gauge('v3_cluster_move_ranges', 'Token ranges the membership change under way moves.')
   const moveRangesDone = gauge('v3_cluster_move_ranges_done', 'Of those, the ranges copied to their new owners.')
   const movePoints = gauge('v3_cluster_move_points', 'Points the change under way has copied so far.')
@@ -271,6 +275,7 @@ function clusterGauges(registers: Registry[]): (figures: ClusterFigures) => void
       leaderTerm.set(m.leaderTerm)
       fenced.set(m.fencedRingChanges)
       moving.set(m.movingMembers)
+      changing.set(m.changeInProgress ? 1 : 0)
       moveRanges.set(m.moveRangesTotal)
       moveRangesDone.set(m.moveRangesDone)
       movePoints.set(m.movePoints)

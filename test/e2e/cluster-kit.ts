@@ -153,6 +153,19 @@ export async function waitFor<T>(what: string, probe: () => Promise<T | undefine
   }
 }
 
+/**
+ * Waits until no membership change is under way on any of the nodes (the leader has finished its
+ * last one, old owners' drops included), as their metrics say.
+ */
+export async function waitForSettled(nodes: readonly ServerProcess[]): Promise<void> {
+  for (const node of nodes) {
+    await waitFor(`no change under way on ${node.address}`, async () => {
+      const metrics = await (await fetch(node.metricsUrl!)).text()
+      return /^v3_cluster_change_in_progress 0$/m.test(metrics) ? true : undefined
+    })
+  }
+}
+
 /** Waits until every node lists exactly these members, all healthy and active (no change under way). */
 export async function waitForMembers(nodes: readonly ServerProcess[], ids: readonly string[]): Promise<NodeInfo[]> {
   const want = [...ids].sort().join(',')

@@ -9,7 +9,14 @@ import { canonicalSeriesKey, sortTags } from '../../src/model/series-key.js'
 import type { SeriesPoints } from '../../src/model/types.js'
 import { assertSameSeries } from '../fixtures/series-assert.js'
 import { runV3 } from './cli-run.js'
-import { type ConsulProcess, startConsul, startFreshNode, waitFor, waitForMembers } from './cluster-kit.js'
+import {
+  type ConsulProcess,
+  startConsul,
+  startFreshNode,
+  waitFor,
+  waitForMembers,
+  waitForSettled,
+} from './cluster-kit.js'
 import { removeDataDir, type ServerProcess, startServerProcess } from './server-process.js'
 
 const T0 = Date.UTC(2026, 0, 1)
@@ -237,6 +244,7 @@ describe('nodes join and leave under load (3 nodes, R = 2)', { timeout: 300_000 
     assert.ok(sawJoining, 'ListNodes showed n4 joining')
     assert.ok(sawProgress, 'ListNodes showed the move progress')
     const members = await waitForMembers(up(), ['n1', 'n2', 'n3', 'n4'])
+    await waitForSettled(up())
     for (const m of members) assert.ok(Math.abs(m.ringShare - 0.25) < 0.04, `even shares: ${shares(members)}`)
     await assertPlacement(up(), single, 2)
     await assertAnswersLikeSingle(up(), single)
@@ -278,6 +286,7 @@ describe('nodes join and leave under load (3 nodes, R = 2)', { timeout: 300_000 
     assert.ok(sawLeaving, 'ListNodes showed n2 leaving')
     await leaving.stop()
     const members = await waitForMembers(up(), ['n1', 'n3', 'n4'])
+    await waitForSettled(up())
     for (const m of members) assert.ok(Math.abs(m.ringShare - 1 / 3) < 0.05, `even shares: ${shares(members)}`)
     await assertPlacement(up(), single, 2)
     await assertAnswersLikeSingle(up(), single)
@@ -327,7 +336,7 @@ describe('the leader', { timeout: 240_000 }, () => {
     for (const dir of dirs) await removeDataDir(dir)
   })
 
-  it('is replaced within TTL + lock-delay after kill -9, and a ring change under its old term is fenced', async () => {
+  it('is replaced within TTL + lock-delay after kill -9, and a ring change under its old term is fenced', async (t) => {
     const members = await nodes.get('n1')!.client.listNodes()
     const leaders = members.filter((m) => m.leader)
     assert.equal(leaders.length, 1, 'exactly one leader')
@@ -348,6 +357,7 @@ describe('the leader', { timeout: 240_000 }, () => {
       60_000,
     )
     const elapsed = Date.now() - killedAt
+    t.diagnostic(`a new leader ${elapsed} ms after kill -9 (TTL ${ttlMs} ms, lock-delay ${lockDelayMs} ms)`)
     // The emulator expires a session exactly at its TTL; allow for the watch and the election.
     assert.ok(elapsed <= ttlMs + lockDelayMs + 2000, `a new leader after ${elapsed} ms`)
     const newTerm = Number(
@@ -412,6 +422,7 @@ describe('a member down past --dead-node-timeout', { timeout: 240_000 }, () => {
     nodes.delete(victim)
     const rest = [...nodes.keys()]
     await waitForMembers([...nodes.values()], rest)
+    await waitForSettled([...nodes.values()])
     await assertPlacement([...nodes.values()], single, 2)
     for (const node of nodes.values()) {
       for (const q of QUERIES) assertSame(await node.client.query(q), await single.client.query(q), JSON.stringify(q))
@@ -420,6 +431,7 @@ describe('a member down past --dead-node-timeout', { timeout: 240_000 }, () => {
 
   it('is not removed while most of the cluster looks down (partition guard)', async () => {
     // Two of the three left die; the survivor cannot tell a partition from deaths and removes none.
+    await waitForSettled([...nodes.values()])
     const members = await nodes.get([...nodes.keys()][0]!)!.client.listNodes()
     const keep = members.find((m) => m.leader)!.id
     for (const id of [...nodes.keys()].filter((id) => id !== keep)) {
@@ -427,7 +439,11 @@ describe('a member down past --dead-node-timeout', { timeout: 240_000 }, () => {
       nodes.delete(id)
     }
     const survivor = nodes.get(keep)!
-    await waitFor('the partition guard', async () => (/partition guard/.test(survivor.stderr()) ? true : undefined))
+    try {
+      await waitFor('the partition guard', async () => (/partition guard/.test(survivor.stderr()) ? true : undefined))
+    } catch (err) {
+      throw new Error(`${(err as Error).message}\nthe survivor's log:\n${survivor.stderr().slice(-4000)}`)
+    }
     const listed = await survivor.client.listNodes()
     assert.equal(listed.length, 3, 'no member removed')
     assert.equal(listed.filter((m) => m.state === 'healthy').length, 1)
