@@ -16,8 +16,9 @@ prints what each pass compared and moved once all are done. Members that are dow
 not repaired; the command then exits with status 1. --timeout bounds the wait (default: none).
 
 decommission moves a member's ranges to the nodes that take them over while the cluster serves,
-then removes it from the ring, and returns once it has left: the node may then be stopped. The
-leader carries it out; 'v3 cluster status' shows its progress meanwhile. Needs the admin role.
+then removes it from the ring, and returns once it has left and the change is over: the node may
+then be stopped. The leader carries it out; 'v3 cluster status' shows its progress meanwhile.
+Needs the admin role.
 
 ${CONNECTION_USAGE}`
 

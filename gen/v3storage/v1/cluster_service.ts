@@ -1032,9 +1032,10 @@ export const ClusterServiceService = {
   },
   /**
    * Decommission moves a node's ranges to the nodes that take them over, while the cluster serves,
-   * then removes it from the ring; it answers once the node has left, and the node may then be
-   * stopped. The leader carries the change out: the call fails with UNAVAILABLE while there is no
-   * leader, and with INVALID_ARGUMENT naming node_id for a node that is not a member or is the last.
+   * then removes it from the ring; it answers once the node has left and the change is over (the
+   * other old owners have dropped the ranges they lost), and the node may then be stopped. The
+   * leader carries the change out: the call fails with UNAVAILABLE while there is no leader, and
+   * with INVALID_ARGUMENT naming node_id for a node that is not a member or is the last.
    */
   decommission: {
     path: "/v3storage.v1.ClusterService/Decommission" as const,
@@ -1061,9 +1062,10 @@ export interface ClusterServiceServer extends UntypedServiceImplementation {
   repair: handleUnaryCall<RepairRequest, RepairResponse>;
   /**
    * Decommission moves a node's ranges to the nodes that take them over, while the cluster serves,
-   * then removes it from the ring; it answers once the node has left, and the node may then be
-   * stopped. The leader carries the change out: the call fails with UNAVAILABLE while there is no
-   * leader, and with INVALID_ARGUMENT naming node_id for a node that is not a member or is the last.
+   * then removes it from the ring; it answers once the node has left and the change is over (the
+   * other old owners have dropped the ranges they lost), and the node may then be stopped. The
+   * leader carries the change out: the call fails with UNAVAILABLE while there is no leader, and
+   * with INVALID_ARGUMENT naming node_id for a node that is not a member or is the last.
    */
   decommission: handleUnaryCall<DecommissionRequest, DecommissionResponse>;
 }
@@ -1123,9 +1125,10 @@ export interface ClusterServiceClient extends Client {
   ): ClientUnaryCall;
   /**
    * Decommission moves a node's ranges to the nodes that take them over, while the cluster serves,
-   * then removes it from the ring; it answers once the node has left, and the node may then be
-   * stopped. The leader carries the change out: the call fails with UNAVAILABLE while there is no
-   * leader, and with INVALID_ARGUMENT naming node_id for a node that is not a member or is the last.
+   * then removes it from the ring; it answers once the node has left and the change is over (the
+   * other old owners have dropped the ranges they lost), and the node may then be stopped. The
+   * leader carries the change out: the call fails with UNAVAILABLE while there is no leader, and
+   * with INVALID_ARGUMENT naming node_id for a node that is not a member or is the last.
    */
   decommission(
     request: DecommissionRequest,

@@ -65,9 +65,10 @@ class ClusterServiceServicer(object):
 
   def Decommission(self, request, context):
     """Decommission moves a node's ranges to the nodes that take them over, while the cluster serves,
-    then removes it from the ring; it answers once the node has left, and the node may then be
-    stopped. The leader carries the change out: the call fails with UNAVAILABLE while there is no
-    leader, and with INVALID_ARGUMENT naming node_id for a node that is not a member or is the last.
+    then removes it from the ring; it answers once the node has left and the change is over (the
+    other old owners have dropped the ranges they lost), and the node may then be stopped. The
+    leader carries the change out: the call fails with UNAVAILABLE while there is no leader, and
+    with INVALID_ARGUMENT naming node_id for a node that is not a member or is the last.
     """
     context.set_code(grpc.StatusCode.UNIMPLEMENTED)
     context.set_details('Method not implemented!')
