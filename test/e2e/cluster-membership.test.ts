@@ -390,7 +390,9 @@ describe('a member down past --dead-node-timeout', { timeout: 240_000 }, () => {
   const nodes = new Map<string, ServerProcess>()
   const dirs: string[] = []
   const name = `v3-dead-${process.pid}`
-  const extra = ['--replication-factor', '2', '--vnodes', '16', '--dead-node-timeout', '2s']
+  // Longer than the spread between two nodes' checks failing after they die together: each check
+  // expires a TTL (10 s) after its last renewal, and renewals come every 3.3 s.
+  const extra = ['--replication-factor', '2', '--vnodes', '16', '--dead-node-timeout', '6s']
 
   before(async () => {
     consul = await startConsul()
@@ -434,10 +436,9 @@ describe('a member down past --dead-node-timeout', { timeout: 240_000 }, () => {
     await waitForSettled([...nodes.values()])
     const members = await nodes.get([...nodes.keys()][0]!)!.client.listNodes()
     const keep = members.find((m) => m.leader)!.id
-    for (const id of [...nodes.keys()].filter((id) => id !== keep)) {
-      await nodes.get(id)!.kill()
-      nodes.delete(id)
-    }
+    const doomed = [...nodes.keys()].filter((id) => id !== keep)
+    await Promise.all(doomed.map((id) => nodes.get(id)!.kill()))
+    for (const id of doomed) nodes.delete(id)
     const survivor = nodes.get(keep)!
     try {
       await waitFor('the partition guard', async () => (/partition guard/.test(survivor.stderr()) ? true : undefined))
