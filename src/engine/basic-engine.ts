@@ -421,8 +421,13 @@ export class BasicEngine implements StorageEngine, ShardEngine, EngineCore {
   ): Promise<SeriesPoints[]> {
     const slicer = new Slicer(ctx)
     const entries = filterEntries(await this.index.selectSliced(request.selector, slicer), seriesFilter)
-    const key = seriesFilter === undefined ? queryKey(request) : `${queryKey(request)}\u0003${seriesFilter.key}`
-    const cached = this.resultCache.get(key, retentionCutoffMs(this))
+    // A disabled result cache is not asked by key: building the key cost more than the rest of a miss.
+    const key = !this.resultCache.enabled
+      ? undefined
+      : seriesFilter === undefined
+        ? queryKey(request)
+        : `${queryKey(request)}\u0003${seriesFilter.key}`
+    const cached = key === undefined ? this.resultCache.miss() : this.resultCache.get(key, retentionCutoffMs(this))
     if (cached) {
       for (const s of cached) budgets.result.take(s.timestamps.length)
       return cached
@@ -439,13 +444,14 @@ export class BasicEngine implements StorageEngine, ShardEngine, EngineCore {
       result = await slicer.drive(aggregateSteps(inputs, request.aggregation, request.startMs, request.endMs))
       for (const s of result) budgets.result.take(s.timestamps.length)
     }
-    this.resultCache.set(
-      key,
-      token,
-      request,
-      result,
-      entries.map((e) => e.handle),
-    )
+    if (key !== undefined)
+      this.resultCache.set(
+        key,
+        token,
+        request,
+        result,
+        entries.map((e) => e.handle),
+      )
     return result
   }
 

@@ -78,6 +78,17 @@ export class ResultCache {
     private readonly maxPoints: number,
   ) {}
 
+  /** Whether the cache keeps anything: a disabled one (0 points) is not worth a key. */
+  get enabled(): boolean {
+    return this.maxPoints > 0
+  }
+
+  /** A lookup a disabled cache answers without a key: counted as a miss, as get() would. */
+  miss(): undefined {
+    this.counters.misses++
+    return undefined
+  }
+
   /** A token to pass to set(): the sequence when the query began. */
   begin(): number {
     return this.seq
@@ -98,7 +109,7 @@ export class ResultCache {
   }
 
   set(key: string, token: number, request: QueryRequest, result: SeriesPoints[], handles: readonly number[]): void {
-    if (key.length > MAX_CACHED_KEY_CHARS) return
+    if (this.maxPoints === 0 || key.length > MAX_CACHED_KEY_CHARS) return
     const points = resultCost(key, result, handles.length)
     if (points > this.maxPoints / 4) return
     if ((this.metricChangedAt.get(request.selector.metric) ?? -1) >= token) return

@@ -19,6 +19,7 @@ import { type AggregateInput, bucketStart } from './aggregate.js'
 import { type EngineCore, mapLimit, retentionCutoffMs } from './engine-core.js'
 import { concatRuns, mergeRuns, type PointRun } from './head.js'
 import type { Point } from './latest-cache.js'
+import { SYNC_GET_MAX_KEYS } from './rocks-store.js'
 import type { SeriesEntry } from './series-index.js'
 import { checkSignal, Slicer } from './slicer.js'
 import type { CallContext } from './storage-engine.js'
@@ -99,7 +100,8 @@ function lowerBound(ts: Float64Array, x: number): number {
 /**
  * Reads one series over [startMs, endMs): cold runs, hot blocks and the write buffer, newer tiers
  * winning on equal timestamps. The buffer is copied and both iterators (with their snapshots) are
- * created in the same tick, so a concurrent seal or move can neither hide a point nor show it twice.
+ * created in the same tick, or the cold runs read by key in it, so a concurrent seal or move can
+ * neither hide a point nor show it twice.
  */
 export async function readSeries(
   core: EngineCore,
@@ -119,7 +121,17 @@ export async function readSeries(
   const coldItems: Array<{ key: Buffer; value: Buffer; run: PointRun | undefined }> = []
   const hotPieces: PointRun[] = []
   const reads: Promise<void>[] = []
-  if (fromBlock <= core.tiers.coldMaxBlock) {
+  // A short range's runs are read by their keys, here and now, in the tick of the buffer copy: no
+  // iterator to open and close, no hand-off to the thread pool (see getManyNow).
+  const coldNow =
+    fromBlock <= core.tiers.coldMaxBlock && !inWorker ? readColdRunsNow(core, entry, fromBlock, toBlock) : undefined
+  if (coldNow) {
+    for (const { key, value } of coldNow) {
+      const run = decoded(core, 'c', key, value, generation)
+      const piece = clip(run.ts, run.vals, startMs, endMs)
+      if (piece.ts.length > 0) coldPieces.push(piece)
+    }
+  } else if (fromBlock <= core.tiers.coldMaxBlock) {
     reads.push(
       core.store.scan(
         {
@@ -173,6 +185,32 @@ export async function readSeries(
     }
   }
   return mergeRuns(mergeRuns(concatRuns(coldPieces), concatRuns(hotPieces)), buffered)
+}
+
+/**
+ * The cold runs of one series that may hold blocks [fromBlock, toBlock], read by their keys on the
+ * calling thread, in key order; undefined when they are too many for that (getManyNow), and the
+ * caller scans them instead.
+ */
+function readColdRunsNow(
+  core: EngineCore,
+  entry: SeriesEntry,
+  fromBlock: number,
+  toBlock: number,
+): Array<{ key: Buffer; value: Buffer }> | undefined {
+  const { firstRun, lastRun } = coldRuns(core, fromBlock, toBlock)
+  const keys: Buffer[] = []
+  for (let run = firstRun; run <= lastRun; run += RUN_BLOCKS) {
+    if (keys.length >= SYNC_GET_MAX_KEYS) return undefined
+    keys.push(encodeRowKey(entry.id, run))
+  }
+  const values = keys.length === 0 ? [] : core.store.getManyNow(core.store.columns.cold, keys)
+  if (values === undefined) return undefined
+  const out: Array<{ key: Buffer; value: Buffer }> = []
+  values.forEach((value, i) => {
+    if (value) out.push({ key: keys[i] as Buffer, value })
+  })
+  return out
 }
 
 interface ColdValue {
@@ -308,14 +346,21 @@ async function readGroupForAggregate(
       })
     }
     if (runKeys.length > 0) {
-      reads.push(
-        core.store.getMany(cols.cold, runKeys).then((values) => {
-          values.forEach((value, k) => {
-            const owner = runOwner[k]
-            if (value && owner) coldValues[owner.entry]?.push({ runStart: owner.runStart, value })
-          })
-        }),
-      )
+      const take = (values: Array<Buffer | undefined>): void => {
+        values.forEach((value, k) => {
+          const owner = runOwner[k]
+          if (value && owner) coldValues[owner.entry]?.push({ runStart: owner.runStart, value })
+        })
+      }
+      // A few keys are read here and now, after the hot iterators as the order above asks. A
+      // failure joins the reads, so that the hot scans' promises are still awaited.
+      try {
+        const now = core.store.getManyNow(cols.cold, runKeys)
+        if (now) take(now)
+        else reads.push(core.store.getMany(cols.cold, runKeys).then(take))
+      } catch (err) {
+        reads.push(Promise.reject(err))
+      }
     }
   }
   await Promise.all(reads)

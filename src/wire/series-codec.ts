@@ -312,7 +312,9 @@ function layoutSeries(r: Reader, path: string, headers?: SeriesHeaderCache): Ser
       case 0x1a: {
         // Packed timestamps: one per byte without the continuation bit.
         const [start, end] = r.bytes(`${path}.timestamps`)
-        for (let i = start; i < end; i++) if (buf[i]! < 0x80) layout.timestampCount++
+        let count = 0
+        for (let i = start; i < end; i++) if (buf[i]! < 0x80) count++
+        layout.timestampCount += count
         layout.timestamps.push({ start, end })
         break
       }
@@ -352,30 +354,49 @@ function layoutSeries(r: Reader, path: string, headers?: SeriesHeaderCache): Ser
  * caller then reads the slow way. Values below 2^49 are summed exactly as doubles.
  */
 function readPackedFast(buf: Buffer, start: number, end: number, out: Float64Array, at: number): number {
+  // The first four bytes gather in an int32 (28 bits), the next three in another (21 bits): integer
+  // shifts instead of a multiplication per byte. A millisecond timestamp takes six bytes.
   let pos = start
-  while (pos < end) {
-    let b = buf[pos]!
+  outer: while (pos < end) {
+    // Six bytes, a millisecond timestamp of these decades, in one step.
+    if (pos + 6 <= end && buf[pos + 4]! >= 0x80 && buf[pos + 5]! < 0x80) {
+      const b0 = buf[pos]!
+      const b1 = buf[pos + 1]!
+      const b2 = buf[pos + 2]!
+      const b3 = buf[pos + 3]!
+      if ((b0 & b1 & b2 & b3) >= 0x80) {
+        const lo = (b0 & 0x7f) | ((b1 & 0x7f) << 7) | ((b2 & 0x7f) << 14) | ((b3 & 0x7f) << 21)
+        out[at++] = lo + ((buf[pos + 4]! & 0x7f) | (buf[pos + 5]! << 7)) * 268435456
+        pos += 6
+        continue
+      }
+    }
+    let b = buf[pos++]!
+    let lo = b & 0x7f
     if (b < 0x80) {
-      out[at++] = b
-      pos++
+      out[at++] = lo
       continue
     }
-    let value = b & 0x7f
-    let scale = 128
-    let next = -1
-    const limit = Math.min(end, pos + 7)
-    for (let i = pos + 1; i < limit; i++) {
-      b = buf[i]!
-      value += (b & 0x7f) * scale
+    for (let shift = 7; shift < 28; shift += 7) {
+      if (pos >= end) return -1
+      b = buf[pos++]!
+      lo |= (b & 0x7f) << shift
       if (b < 0x80) {
-        next = i + 1
-        break
+        out[at++] = lo
+        continue outer
       }
-      scale *= 128
     }
-    if (next < 0) return -1
-    out[at++] = value
-    pos = next
+    let hi = 0
+    for (let shift = 0; shift < 21; shift += 7) {
+      if (pos >= end) return -1
+      b = buf[pos++]!
+      hi |= (b & 0x7f) << shift
+      if (b < 0x80) {
+        out[at++] = lo + hi * 268435456
+        continue outer
+      }
+    }
+    return -1
   }
   return at
 }
@@ -629,6 +650,52 @@ function writeHeader(w: Writer, s: { readonly metric: string; readonly tags: rea
   })
 }
 
+/**
+ * The packed timestamps: writeVarint inlined, with the buffer and position in locals, for the
+ * thousands of points of a raw answer.
+ */
+/** The integers whose varint takes six bytes, [2^35, 2^42): milliseconds from 1971 to 2109. */
+const SIX_BYTES_MIN = 2 ** 35
+const SIX_BYTES_END = 2 ** 42
+
+function writeTimestamps(w: Writer, ts: ArrayLike<RawTimestamp>, n: number): void {
+  const buf = w.buf
+  let pos = w.pos
+  for (let i = 0; i < n; i++) {
+    const t = ts[i]!
+    if (typeof t !== 'number' || t < 0) {
+      w.pos = pos
+      w.int64(t)
+      pos = w.pos
+      continue
+    }
+    let lo = t >>> 0
+    let hi = (t - lo) / 4294967296
+    if (t >= SIX_BYTES_MIN && t < SIX_BYTES_END) {
+      // A millisecond timestamp of these decades, without loops; a store keeps the low 8 bits.
+      buf[pos] = lo | 0x80
+      buf[pos + 1] = (lo >>> 7) | 0x80
+      buf[pos + 2] = (lo >>> 14) | 0x80
+      buf[pos + 3] = (lo >>> 21) | 0x80
+      buf[pos + 4] = (lo >>> 28) | (hi << 4) | 0x80
+      buf[pos + 5] = hi >>> 3
+      pos += 6
+      continue
+    }
+    while (hi > 0) {
+      buf[pos++] = (lo & 0x7f) | 0x80
+      lo = ((lo >>> 7) | (hi << 25)) >>> 0
+      hi >>>= 7
+    }
+    while (lo > 0x7f) {
+      buf[pos++] = (lo & 0x7f) | 0x80
+      lo >>>= 7
+    }
+    buf[pos++] = lo
+  }
+  w.pos = pos
+}
+
 function writeSeries(w: Writer, s: WireSeriesInput, sizes: Sizes, header: Buffer | undefined): void {
   w.buf[w.pos++] = 0x0a
   w.varint(sizes.series)
@@ -642,12 +709,7 @@ function writeSeries(w: Writer, s: WireSeriesInput, sizes: Sizes, header: Buffer
   if (n === 0) return
   w.buf[w.pos++] = 0x1a
   w.varint(sizes.timestamps)
-  const ts = s.timestamps
-  for (let i = 0; i < n; i++) {
-    const t = ts[i]!
-    if (typeof t === 'number' && t >= 0) w.varint(t)
-    else w.int64(t)
-  }
+  writeTimestamps(w, s.timestamps, n)
   w.buf[w.pos++] = 0x22
   w.varint(n * 8)
   w.doubles(s.values)

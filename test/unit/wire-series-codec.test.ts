@@ -25,6 +25,11 @@ const EDGE_TIMESTAMPS = [
   16_384,
   2 ** 31,
   2 ** 32,
+  // Where a varint grows from five to six bytes and from six to seven: the codec's fast paths.
+  2 ** 35 - 1,
+  2 ** 35,
+  2 ** 42 - 1,
+  2 ** 42,
   2 ** 49 - 1,
   2 ** 49,
   1_704_067_200_000,
@@ -119,6 +124,16 @@ test('the codec encodes, ts-proto decodes the same series', () => {
     assert.deepEqual(WriteRequest.decode(viaArrays), { series, precision: 0, consistency: 0 })
     assert.deepEqual(decodeWriteRequest(viaArrays).series.map(plain), series)
   }
+})
+
+test('edge timestamps encoded by the codec decode the same with ts-proto and with the codec', () => {
+  // A run of millisecond timestamps (six-byte varints) around the edges, as a raw answer holds them.
+  const run = Array.from({ length: 64 }, (_, i) => 1_767_225_600_000 + i * 10_000)
+  const timestamps = [...EDGE_TIMESTAMPS, ...run]
+  const values = timestamps.map((_, i) => i / 7)
+  const bytes = encodeSeriesList([{ metric: 'e', tags: [], timestamps: Float64Array.from(timestamps), values }])
+  assert.deepEqual(QueryResponse.decode(bytes).series[0]?.timestamps, timestamps)
+  assert.deepEqual(Array.from(decodeSeriesList(bytes)[0]?.timestamps ?? []), timestamps)
 })
 
 test('edge values survive bit for bit', () => {
