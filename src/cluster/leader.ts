@@ -23,6 +23,7 @@
 import type { Logger } from '../engine/config.js'
 import { bug, UnavailableError, ValidationError } from '../model/errors.js'
 import { type Blocking, type ConsulClient, ConsulError, type KvPair } from './consul-client.js'
+import { backoff, errorMessage, sleep } from './pause.js'
 
 export interface LeaderOptions {
   /**
@@ -97,29 +98,6 @@ function positiveInt(field: string, value: number): number {
  */
 function monotonic(): number {
   return performance.now()
-}
-
-/** Exponential backoff with jitter: attempt 1 waits about `min`, doubling up to `max`. */
-function backoff(attempt: number, min: number, max: number): number {
-  const ceiling = Math.min(max, min * 2 ** Math.min(attempt - 1, 30))
-  return ceiling / 2 + Math.random() * (ceiling / 2)
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve()
-    const done = () => {
-      clearTimeout(timer)
-      signal.removeEventListener('abort', done)
-      resolve()
-    }
-    const timer = setTimeout(done, ms)
-    signal.addEventListener('abort', done, { once: true })
-  })
-}
-
-function errorMessage(err: unknown): string {
-  return err instanceof Error ? err.message : String(err)
 }
 
 /**

@@ -34,6 +34,7 @@ import {
   NpmConsulClient,
   type ServiceInstance,
 } from './consul-client.js'
+import { backoff, errorMessage, sleep } from './pause.js'
 
 export type NodeState = 'joining' | 'active' | 'leaving'
 
@@ -202,29 +203,6 @@ function resolveMembershipConfig(options: MembershipOptions): MembershipConfig {
     watchWaitMs: positiveInt('watchWaitMs', options.watchWaitMs ?? MEMBERSHIP_DEFAULTS.watchWaitMs, MAX_WAIT_MS),
     expected: options.expected,
   })
-}
-
-/** Exponential backoff with jitter: attempt 1 waits about `min`, doubling up to `max`. */
-function backoff(attempt: number, min: number, max: number): number {
-  const ceiling = Math.min(max, min * 2 ** Math.min(attempt - 1, 30))
-  return ceiling / 2 + Math.random() * (ceiling / 2)
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve()
-    const done = () => {
-      clearTimeout(timer)
-      signal.removeEventListener('abort', done)
-      resolve()
-    }
-    const timer = setTimeout(done, ms)
-    signal.addEventListener('abort', done, { once: true })
-  })
-}
-
-function errorMessage(err: unknown): string {
-  return err instanceof Error ? err.message : String(err)
 }
 
 /** Whether a failed TTL update means the agent no longer knows the check (it restarted or reaped it). */

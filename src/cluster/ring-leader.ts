@@ -28,6 +28,7 @@ import type { Logger } from '../engine/config.js'
 import { UnavailableError } from '../model/errors.js'
 import type { LeaderElection, Term } from './leader.js'
 import type { MemberRecord, Membership, MoveProgress, PeerAddresses, RingState } from './membership.js'
+import { errorMessage as message, sleep } from './pause.js'
 import type { PeerTransport } from './peer-transport.js'
 import { encodePull, type Gain, movePlan } from './rebalance.js'
 import { chooseTokens, evenTokens } from './tokens.js'
@@ -66,23 +67,6 @@ const JOINER_GRACE_MS = 30_000
 const IDLE_MS = 1000
 const RETRY_MIN_MS = 200
 const RETRY_MAX_MS = 5000
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve()
-    const done = () => {
-      clearTimeout(timer)
-      signal.removeEventListener('abort', done)
-      resolve()
-    }
-    const timer = setTimeout(done, ms)
-    signal.addEventListener('abort', done, { once: true })
-  })
-}
-
-function message(err: unknown): string {
-  return err instanceof Error ? err.message : String(err)
-}
 
 function member(m: RingState['members'][number]): MemberRecord {
   return { id: m.id, grpcAddress: m.grpcAddress, peerAddress: m.peerAddress, tokens: m.tokens, state: m.state }
