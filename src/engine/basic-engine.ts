@@ -552,6 +552,10 @@ export class BasicEngine implements StorageEngine, ShardEngine, EngineCore {
         await deleteSeriesData(this, entry, request.startMs, request.endMs)
       }
     })
+    // The seal above trims the records of the writes before it; this trims that of a write that
+    // took a deleted series just before the delete, as dropShard does. A ranged delete keeps the
+    // series, so such a write's points stay in the head as in its record: nothing to trim.
+    if (!ranged && entries.length > 0) await this.trimRacingRecords()
     return { seriesMatched: filterEntries(entries, countFilter).length }
   }
 
@@ -589,15 +593,21 @@ export class BasicEngine implements StorageEngine, ShardEngine, EngineCore {
       series += dropped.series
       points += dropped.points
     }
-    // A write that raced the drop of its own series left a write-buffer record naming the dropped
-    // series, which a restart would replay into the series written again (or fail on, were it not).
     // Each batch's seal trims the records of the writes before it; this one trims those of the last
-    // batch, once the write that may have taken a series of that batch just before it went is in.
-    if (series > 0) {
-      await this.committing
-      await this.jobs.run(() => sealBlocks(this, true))
-    }
+    // batch.
+    if (series > 0) await this.trimRacingRecords()
     return { series, points }
+  }
+
+  /**
+   * The last step of a delete or drop of whole series. A write that raced the delete of its own
+   * series left a write-buffer record naming the deleted series, which a restart would replay into
+   * the series written again (or fail on, were it not). Once the write that may have taken a
+   * deleted series just before the delete went is in, a forced seal trims its record.
+   */
+  private async trimRacingRecords(): Promise<void> {
+    await this.committing
+    await this.jobs.run(() => sealBlocks(this, true))
   }
 
   async compact(ctx?: CallContext): Promise<CompactResult> {

@@ -383,6 +383,21 @@ function registerTests(): void {
       })
     })
 
+    it('shows after SIGKILL what it showed before, where writes raced deleteSeries of their own series', async () => {
+      await withDir(async (dir) => {
+        const [deleted, shown] = await runChild(dir, 'own-race-delete')
+        assert.equal(deleted, 'dropped 1')
+        const engine = engineAt(dir, new ManualClock(NOW))
+        await engine.open()
+        try {
+          // deleteSeries ends as dropShard does: the deleted points stay gone after a restart.
+          assert.equal(JSON.stringify(await raceView(engine)), shown)
+        } finally {
+          await engine.close()
+        }
+      })
+    })
+
     it('loses no write to other series that races a drop of many batches', async () => {
       await withDir(async (dir) => {
         const clock = new ManualClock(NOW)
@@ -515,6 +530,32 @@ function registerTests(): void {
       })
     })
 
+    it('deleteSeries trims the write-buffer record of a write to a deleted series in flight', async () => {
+      await withDir(async (dir) => {
+        const engine = engineAt(dir, new ManualClock(NOW))
+        await engine.open()
+        const held = holdNextCommit(engine)
+        try {
+          await engine.write({ series: [{ metric: 'cpu', tags: hostTags(1), timestamps: [T0], values: [1] }] })
+          // The write takes the series before the delete, which discards its point once it is in.
+          held.arm()
+          const write = engine.write({
+            series: [{ metric: 'cpu', tags: hostTags(1), timestamps: [T0 + MINUTE], values: [2] }],
+          })
+          await held.written
+          const remove = engine.deleteSeries({ selector: { metric: 'cpu', matchers: [] } })
+          setTimeout(held.release, 200)
+          await write
+          assert.deepEqual(await remove, { seriesMatched: 1 })
+          assert.equal(await bufferRecords(engine), 0)
+          assert.deepEqual(await engine.listSeries({ metric: 'cpu', matchers: [] }), [])
+        } finally {
+          held.release()
+          await engine.close()
+        }
+      })
+    })
+
     it('counts a point once where a crash during a move left its block in both tiers', async () => {
       await withDir(async (dir) => {
         const clock = new ManualClock(T0 + 1.5 * HOUR)
@@ -627,7 +668,7 @@ async function bufferRecords(engine: BasicEngine): Promise<number> {
   return records
 }
 
-type ChildMode = 'drop' | 'own-race'
+type ChildMode = 'drop' | 'own-race' | 'own-race-delete'
 
 /**
  * Runs this file as a child process on `dir` (see childMain), kills it with SIGKILL once it says
@@ -674,7 +715,8 @@ async function raceView(engine: BasicEngine): Promise<Array<{ series: string; ts
 
 /**
  * A child of the SIGKILL tests. `drop`: buffers writes, drops, writes once more. `own-race`: writes
- * one series and another without pause while dropping the first, then reports what reads show.
+ * one series and another without pause while dropping the first, then reports what reads show;
+ * `own-race-delete` does the same with deleteSeries.
  * Either reports each step and then waits to be killed, never closing the engine (which would
  * seal the write buffer).
  */
@@ -697,7 +739,10 @@ async function childMain(dir: string, mode: ChildMode): Promise<void> {
       for (let k = 1; !done; k++) await write(k)
     })()
     const key = keyOf(racing.metric, racing.tags)
-    const dropped = await engine.dropShard({ key: 'racing', accepts: (k) => k === key })
+    const dropped =
+      mode === 'own-race'
+        ? await engine.dropShard({ key: 'racing', accepts: (k) => k === key })
+        : { series: (await engine.deleteSeries({ selector: { metric: racing.metric, matchers: [] } })).seriesMatched }
     done = true
     await writer
     process.stdout.write(`dropped ${dropped.series}\n`)
