@@ -208,13 +208,11 @@ export function createClusterNode(
       )
       repair.start()
       const moves = new MoveWorker(
-        nodeId,
         engine,
         local,
         repair,
-        tokens,
         () => view.ring(),
-        () => Math.max(members.meta().leader?.term ?? 0, members.ring()?.term ?? 0),
+        () => members.highestTerm(),
         logger,
       )
       worker = moves

@@ -174,8 +174,10 @@ interface RingState {
   readonly byId: ReadonlyMap<string, MemberInfo>
   /** Client calls under way that routed with this ring. */
   inFlight: number
-  /** ownedFilter's answer for this ring, once asked. */
-  owned?: { readonly filter: SeriesFilter | undefined }
+  /** The series this node owns in this ring, once asked (ownedSeries). */
+  owned?: SeriesFilter
+  /** Whether this node holds only its own series in this ring (ownedFilter), once asked. */
+  clean?: boolean
 }
 
 function sameTokens(a: readonly number[], b: readonly number[]): boolean {
@@ -488,6 +490,21 @@ export class ClusterEngine implements StorageEngine {
    */
   markClean(snapshot: RingSnapshot): void {
     this.cleanRing = snapshot
+    // The answer ownedFilter cached for the ring of the cleanup itself is out of date now.
+    if (this.ringState !== undefined) this.ringState.clean = undefined
+  }
+
+  /** The series this node owns in the serving ring it routes with: what a cleanup keeps. */
+  ownedSeries(): SeriesFilter {
+    const state = this.state()
+    if (state.owned === undefined) {
+      const spans = state.ring
+        .ranges(state.rf)
+        .filter((r) => r.owners.includes(this.selfId))
+        .map((r) => ({ start: r.start, end: r.end }))
+      state.owned = spanFilter(spans, this.tokens)
+    }
+    return state.owned
   }
 
   /**
@@ -499,9 +516,9 @@ export class ClusterEngine implements StorageEngine {
   ownedFilter(): SeriesFilter | undefined {
     const state = this.link === undefined ? undefined : this.state()
     if (state === undefined) return undefined
-    if (state.owned === undefined) {
+    if (state.clean === undefined) {
       const clean = this.cleanRing
-      const same =
+      state.clean =
         state.target === undefined &&
         clean !== undefined &&
         clean.members.length === state.snapshot.members.length &&
@@ -509,25 +526,13 @@ export class ClusterEngine implements StorageEngine {
           const now = state.snapshot.members[i]!
           return now.id === m.id && now.state === m.state && sameTokens(now.tokens, m.tokens)
         })
-      const spans = same
-        ? undefined
-        : state.ring
-            .ranges(state.rf)
-            .filter((r) => r.owners.includes(this.selfId))
-            .map((r) => ({ start: r.start, end: r.end }))
-      state.owned = { filter: spans === undefined ? undefined : spanFilter(spans, this.tokens) }
     }
-    return state.owned.filter
+    return state.clean ? undefined : this.ownedSeries()
   }
 
   /** The filter of this node's own part of a read: the part's, or with none, ownedFilter's. */
   private localFilter(part: ReadPart): SeriesFilter | undefined {
     return part.filter ?? this.ownedFilter()
-  }
-
-  /** Whether members are joining or leaving in the ring this node routes with. */
-  moving(): boolean {
-    return this.link?.view.ring()?.members.some((m) => m.state !== 'active') ?? false
   }
 
   private endpoint(node: MemberInfo): PeerEndpoint {
@@ -648,7 +653,10 @@ export class ClusterEngine implements StorageEngine {
         }),
       )
       try {
-        await abortable(Promise.all([tally.done, ...moving]), ctx?.signal)
+        await abortable(
+          moving.length === 0 ? tally.done : Promise.all([tally.done, ...moving]).then(() => undefined),
+          ctx?.signal,
+        )
       } catch (err) {
         if (!(err instanceof LevelNotMet)) throw err
         throw this.fanOutError(

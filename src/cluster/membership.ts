@@ -382,6 +382,11 @@ export class Membership {
     return this.metaState
   }
 
+  /** The highest leader term seen: the lock's LockIndex, or the term of an accepted ring version. */
+  highestTerm(): number {
+    return this.termSeen
+  }
+
   /** The number of ring changes rejected since start because an older leader term wrote them. */
   fencedRingChanges(): number {
     return this.fencedChanges

@@ -26,7 +26,7 @@ import { UnavailableError, ValidationError } from '../model/errors.js'
 import type { AntiEntropy } from './anti-entropy.js'
 import type { ClusterEngine, MemberInfo, RingSnapshot } from './cluster-engine.js'
 import { Ring, TOKEN_SPACE, type TokenSpan } from './ring.js'
-import { decodeSpans, type SeriesTokens } from './shard-filter.js'
+import { decodeSpans } from './shard-filter.js'
 
 /** One range a node gains, and the node its data is copied from. */
 export interface Gain {
@@ -108,11 +108,9 @@ export function encodePull(gains: readonly Gain[]): Uint8Array {
  */
 export class MoveWorker {
   constructor(
-    private readonly selfId: string,
     private readonly engine: ClusterEngine,
     private readonly local: ShardEngine,
     private readonly repair: AntiEntropy,
-    private readonly tokens: SeriesTokens,
     private readonly ring: () => RingSnapshot | undefined,
     /** The highest leader term this node has seen. */
     private readonly currentTerm: () => number,
@@ -176,14 +174,10 @@ export class MoveWorker {
     if (snapshot.members.some((m) => m.state !== 'active')) {
       throw new UnavailableError('a membership change is under way; nothing is dropped during one')
     }
-    const rf = Math.max(1, Math.min(snapshot.replicationFactor, snapshot.members.length))
-    const ring = ringOf(snapshot.members, snapshot.version)
-    const self = this.selfId
+    // The engine routes with this same snapshot: ownedSeries is the serving ring's, as no one moves.
+    const owned = this.engine.ownedSeries()
     const dropped = await this.local.dropShard(
-      {
-        key: `not-owned@${snapshot.version}`,
-        accepts: (seriesKey) => !ring.owners(this.tokens.of(seriesKey), rf).includes(self),
-      },
+      { key: `not-owned@${snapshot.version}`, accepts: (seriesKey) => !owned.accepts(seriesKey) },
       ctx,
     )
     this.engine.markClean(snapshot)

@@ -650,14 +650,15 @@ function writeHeader(w: Writer, s: { readonly metric: string; readonly tags: rea
   })
 }
 
-/**
- * The packed timestamps: writeVarint inlined, with the buffer and position in locals, for the
- * thousands of points of a raw answer.
- */
 /** The integers whose varint takes six bytes, [2^35, 2^42): milliseconds from 1971 to 2109. */
 const SIX_BYTES_MIN = 2 ** 35
 const SIX_BYTES_END = 2 ** 42
 
+/**
+ * The packed timestamps, with the buffer and position in locals, for the thousands of points of a
+ * raw answer: the six-byte varint of a millisecond timestamp of these decades written without
+ * loops, any other through writeVarint.
+ */
 function writeTimestamps(w: Writer, ts: ArrayLike<RawTimestamp>, n: number): void {
   const buf = w.buf
   let pos = w.pos
@@ -669,10 +670,10 @@ function writeTimestamps(w: Writer, ts: ArrayLike<RawTimestamp>, n: number): voi
       pos = w.pos
       continue
     }
-    let lo = t >>> 0
-    let hi = (t - lo) / 4294967296
     if (t >= SIX_BYTES_MIN && t < SIX_BYTES_END) {
-      // A millisecond timestamp of these decades, without loops; a store keeps the low 8 bits.
+      // A store keeps the low 8 bits of each value.
+      const lo = t >>> 0
+      const hi = (t - lo) / 4294967296
       buf[pos] = lo | 0x80
       buf[pos + 1] = (lo >>> 7) | 0x80
       buf[pos + 2] = (lo >>> 14) | 0x80
@@ -680,18 +681,7 @@ function writeTimestamps(w: Writer, ts: ArrayLike<RawTimestamp>, n: number): voi
       buf[pos + 4] = (lo >>> 28) | (hi << 4) | 0x80
       buf[pos + 5] = hi >>> 3
       pos += 6
-      continue
-    }
-    while (hi > 0) {
-      buf[pos++] = (lo & 0x7f) | 0x80
-      lo = ((lo >>> 7) | (hi << 25)) >>> 0
-      hi >>>= 7
-    }
-    while (lo > 0x7f) {
-      buf[pos++] = (lo & 0x7f) | 0x80
-      lo >>>= 7
-    }
-    buf[pos++] = lo
+    } else pos = writeVarint(buf, pos, t)
   }
   w.pos = pos
 }
