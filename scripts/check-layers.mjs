@@ -27,6 +27,10 @@ const rules = {
       '@bufbuild/protobuf/wire',
       '@bufbuild/protobuf/wkt',
       'prom-client',
+      // The Prometheus and InfluxDB endpoints: snappy frames and the official PromQL grammar.
+      'snappy',
+      '@prometheus-io/lezer-promql',
+      '@lezer/common',
     ],
   },
   client: {

@@ -39,6 +39,11 @@ export interface WriteBatch {
   readonly series: readonly SeriesWrite[]
   /** Precision of every timestamp in the batch; milliseconds when absent. */
   readonly precision?: Precision
+  /**
+   * Store NaN values, bit pattern included, whatever the engine's allowNaN limit says: Prometheus
+   * remote write sends NaN both as a value and as its staleness marker. Absent: the limit decides.
+   */
+  readonly acceptNaN?: boolean
 }
 
 export interface WriteResult {
