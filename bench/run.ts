@@ -26,6 +26,8 @@
 //   bench/catch-up-bench.ts)
 //   npm run bench -- --cluster-join [--cluster 3] [--replication-factor 2] [--hosts 23]  (a node
 //   joining a loaded cluster under writes and queries, see bench/cluster-join-bench.ts)
+//   npm run bench -- --protocols [--hosts 10]  (ingest through remote write and line protocol beside
+//   VictoriaMetrics, see bench/protocols-bench.ts)
 import { mkdir, rm, writeFile } from 'node:fs/promises'
 import { parseArgs } from 'node:util'
 import { Client, credentials } from '@grpc/grpc-js'
@@ -100,6 +102,9 @@ const { values: args } = parseArgs({
     // --cluster-join runs the join bench (bench/cluster-join-bench.ts): --cluster nodes (3 unless
     // set) loaded, then one more joins under load.
     'cluster-join': { type: 'boolean', default: false },
+    // --protocols runs only the remote write and line protocol ingest bench beside VictoriaMetrics
+    // (bench/protocols-bench.ts), at most 3 runs each (fewer with a smaller --runs).
+    protocols: { type: 'boolean', default: false },
   },
 })
 const clusterJoin = args['cluster-join']
@@ -404,7 +409,10 @@ async function main(): Promise<void> {
   await writeFile(`bench/results/${name}.md`, `${md}\n`)
 }
 
-if (args.ring) {
+if (args.protocols) {
+  const { runProtocolsBench } = await import('./protocols-bench.js')
+  await runProtocolsBench({ hosts, decimals, runs: Math.min(runs, 3), inflight })
+} else if (args.ring) {
   const { ringBench } = await import('./ring-bench.js')
   ringBench()
 } else if (args.regex) {

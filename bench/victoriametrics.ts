@@ -28,10 +28,9 @@ import {
 
 const BINARY = '/usr/bin/victoria-metrics'
 
-export interface VictoriaMetrics {
-  readonly proc: ChildProcess
+/** A loopback HTTP server reached through one keep-alive agent, whose connections and requests are counted. */
+export interface HttpTarget {
   readonly port: number
-  readonly dataDir: string
   /** The keep-alive agent every request goes through. */
   readonly agent: Agent
   /** Every socket the agent has handed to a request, so that new connections can be counted. */
@@ -40,6 +39,11 @@ export interface VictoriaMetrics {
   connections: number
   /** The requests sent through the agent so far. */
   requests: number
+}
+
+export interface VictoriaMetrics extends HttpTarget {
+  readonly proc: ChildProcess
+  readonly dataDir: string
 }
 
 /** How a query is sent: `nocache` adds nocache=1, which turns off VictoriaMetrics' rollup result cache. */
@@ -95,15 +99,16 @@ export async function startVictoriaMetrics(existingDataDir?: string): Promise<Vi
   throw new Error('victoria-metrics did not start')
 }
 
-/** One HTTP request through the VictoriaMetrics agent; the whole answer as text. */
-function send(
-  vm: VictoriaMetrics,
+/** One HTTP request through the target's agent; the whole answer as text. */
+export function send(
+  vm: HttpTarget,
   method: string,
   path: string,
-  body?: string,
+  body?: string | Buffer,
+  headers?: Readonly<Record<string, string>>,
 ): Promise<{ status: number; text: string }> {
   return new Promise((resolve, reject) => {
-    const req = request({ host: '127.0.0.1', port: vm.port, method, path, agent: vm.agent }, (res) => {
+    const req = request({ host: '127.0.0.1', port: vm.port, method, path, agent: vm.agent, headers }, (res) => {
       const chunks: Buffer[] = []
       res.on('data', (chunk: Buffer) => chunks.push(chunk))
       res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }))

@@ -1,0 +1,352 @@
+// `npm run bench -- --protocols`: ingest of the cpu-only data set (bench/dataset.ts) through the two
+// ecosystem protocols, V3 beside VictoriaMetrics in the same run, with the same bytes on the wire.
+// - Prometheus remote write 1.0 (POST /api/v1/write, snappy-compressed prometheus.WriteRequest):
+//   2,000 samples a request, each sample its own TimeSeries with its full label set, which is what
+//   Prometheus' remote-write queue sends; 2,000 is its default max_samples_per_send since 2.44
+//   (prometheus/prometheus#12203; 500 before, as in Debian 12's 2.42).
+// - InfluxDB line protocol (POST /write?precision=ns): the 5,000-row bodies of the VictoriaMetrics
+//   ingest of `npm run bench -- --against victoriametrics`, ten fields a row, 50,000 points a request.
+// Every body is built once, before any clock starts, and the identical bytes go to both systems, 2
+// requests in flight through one keep-alive agent per server. Each run starts a fresh server (V3
+// `v3 serve` at its default flags, VictoriaMetrics as bench/victoriametrics.ts starts it), times the
+// load from the first request to the last answer, reads the server's peak RSS (VmHWM), and then
+// counts the points the server holds: an ingest that lost or doubled points fails the bench rather
+// than giving a figure. The runs alternate which system goes first, so that neither always gets the
+// quieter machine.
+import { mkdir, rm, writeFile } from 'node:fs/promises'
+import { Agent } from 'node:http'
+import { V3Client } from '../src/client/index.js'
+import { HOSTS, hostTags, INTERVAL_MS, METRICS, POINTS_PER_SERIES, START_MS, seriesValues } from './dataset.js'
+import { describeDataSet, describeMachine, peakRssMiB, removeServer, sleep, startServer } from './harness.js'
+import { encodeLabels, encodeRemoteWriteBody, type RemoteSample } from './prom-remote-encode.js'
+import {
+  ensureInstalled,
+  type HttpTarget,
+  lineProtocol,
+  send,
+  startVictoriaMetrics,
+  stopVictoriaMetrics,
+} from './victoriametrics.js'
+
+export interface ProtocolsBenchOptions {
+  readonly hosts: number
+  readonly decimals: number | undefined
+  /** Ingest runs per protocol and system; the table shows their median. */
+  readonly runs: number
+  /** Requests in flight per server. */
+  readonly inflight: number
+}
+
+/** Prometheus' default max_samples_per_send since 2.44, so each request is what a stock Prometheus sends. */
+const SAMPLES_PER_REMOTE_WRITE = 2000
+/** How long VictoriaMetrics may take to make acknowledged rows searchable (it flushes them about every second). */
+const VM_VISIBLE_WITHIN_MS = 60_000
+
+interface Protocol {
+  readonly key: 'remoteWrite' | 'lineProtocol'
+  /** The table's label of the protocol and its request shape. */
+  readonly label: string
+  readonly path: string
+  readonly headers: Readonly<Record<string, string>>
+  readonly bodies: readonly Buffer[]
+  readonly pointsPerRequest: number
+}
+
+type System = 'V3' | 'VictoriaMetrics'
+
+interface IngestRun {
+  readonly pointsPerSecond: number
+  readonly seconds: number
+  /** The server's peak resident set when the last request was answered, MiB. */
+  readonly peakRssMiB: number
+  /** The points the server counted after the load; equal to the data set's, or the bench fails. */
+  readonly pointsCounted: number
+  readonly requests: number
+  /** TCP connections the keep-alive agent opened for the load. */
+  readonly connections: number
+}
+
+interface SystemFigures {
+  readonly runs: IngestRun[]
+  readonly medianPointsPerSecond: number
+  /** The highest peak RSS over the runs, MiB. */
+  readonly peakRssMiB: number
+}
+
+function newTarget(port: number): HttpTarget {
+  return { port, agent: new Agent({ keepAlive: true }), sockets: new WeakSet(), connections: 0, requests: 0 }
+}
+
+/** Sends every body, `inflight` at a time in order, and wants 204 for each. */
+async function load(target: HttpTarget, system: System, p: Protocol, inflight: number): Promise<void> {
+  let next = 0
+  const lane = async (): Promise<void> => {
+    while (next < p.bodies.length) {
+      const res = await send(target, 'POST', p.path, p.bodies[next++] as Buffer, p.headers)
+      if (res.status !== 204) throw new Error(`${system} ${p.path}: ${res.status} ${res.text.slice(0, 500)}`)
+    }
+  }
+  await Promise.all(Array.from({ length: inflight }, lane))
+}
+
+/** The points V3 holds in the data set's day: a count per metric over the whole day, its series merged. */
+async function countV3(address: string): Promise<number> {
+  const client = new V3Client(address)
+  try {
+    let total = 0
+    for (const metric of METRICS) {
+      const answer = await client.query({
+        selector: { metric },
+        startMs: START_MS,
+        endMs: START_MS + POINTS_PER_SERIES * INTERVAL_MS,
+        aggregation: { func: 'count', mergeSeries: true },
+      })
+      for (const s of answer) for (const v of s.values) total += v
+    }
+    return total
+  } finally {
+    client.close()
+  }
+}
+
+/**
+ * The points VictoriaMetrics holds in the data set's day, once they are searchable: it answers a
+ * write when the rows are in its in-memory buffer and makes them searchable at its next flush, so
+ * the count is asked again until it reaches `expected` or the wait runs out. Its rollup result cache
+ * is bypassed (nocache=1), so that each answer is read from storage.
+ */
+async function countVictoriaMetrics(target: HttpTarget, expected: number): Promise<number> {
+  const endS = (START_MS + POINTS_PER_SERIES * INTERVAL_MS) / 1000
+  const query = new URLSearchParams({
+    // The window (end - 2 d, end] holds the whole day, whose last point lies 10 s before the end.
+    query: `sum(count_over_time({__name__=~"${METRICS.join('|')}"}[2d]))`,
+    time: String(endS),
+    nocache: '1',
+  })
+  const deadline = performance.now() + VM_VISIBLE_WITHIN_MS
+  for (;;) {
+    const res = await send(target, 'GET', `/api/v1/query?${query}`)
+    if (res.status !== 200) throw new Error(`VictoriaMetrics count: ${res.status} ${res.text.slice(0, 500)}`)
+    const parsed = JSON.parse(res.text) as { data?: { result?: Array<{ value?: [number, string] }> } }
+    const counted = Number(parsed.data?.result?.[0]?.value?.[1] ?? 0)
+    if (counted >= expected || performance.now() > deadline) return counted
+    await sleep(250)
+  }
+}
+
+async function runV3(p: Protocol, inflight: number, totalPoints: number): Promise<IngestRun> {
+  const server = await startServer()
+  const target = newTarget(Number(new URL(server.metricsUrl).port))
+  try {
+    const t0 = performance.now()
+    await load(target, 'V3', p, inflight)
+    const seconds = (performance.now() - t0) / 1000
+    const peak = await peakRssMiB(server.proc.pid as number)
+    // A write is answered once durable, so every acknowledged point must be counted at once.
+    const pointsCounted = await countV3(server.address)
+    return result(totalPoints, seconds, peak, pointsCounted, target)
+  } finally {
+    target.agent.destroy()
+    await removeServer(server)
+  }
+}
+
+async function runVictoriaMetrics(p: Protocol, inflight: number, totalPoints: number): Promise<IngestRun> {
+  const vm = await startVictoriaMetrics()
+  // Its own agent carried the start-up health checks; the load gets a fresh count.
+  const target = newTarget(vm.port)
+  try {
+    const t0 = performance.now()
+    await load(target, 'VictoriaMetrics', p, inflight)
+    const seconds = (performance.now() - t0) / 1000
+    const peak = await peakRssMiB(vm.proc.pid as number)
+    const pointsCounted = await countVictoriaMetrics(target, totalPoints)
+    return result(totalPoints, seconds, peak, pointsCounted, target)
+  } finally {
+    target.agent.destroy()
+    await stopVictoriaMetrics(vm)
+    await rm(vm.dataDir, { recursive: true, force: true })
+  }
+}
+
+function result(
+  totalPoints: number,
+  seconds: number,
+  peakRss: number,
+  pointsCounted: number,
+  target: HttpTarget,
+): IngestRun {
+  return {
+    pointsPerSecond: Math.round(totalPoints / seconds),
+    seconds,
+    peakRssMiB: peakRss,
+    pointsCounted,
+    requests: target.requests,
+    connections: target.connections,
+  }
+}
+
+function median(xs: readonly number[]): number {
+  const s = [...xs].sort((a, b) => a - b)
+  const mid = Math.floor(s.length / 2)
+  return s.length % 2 === 1 ? (s[mid] as number) : ((s[mid - 1] as number) + (s[mid] as number)) / 2
+}
+
+/** Remote write bodies in time order: every series' sample of a timestamp, then the next timestamp. */
+function remoteWriteBodies(tags: ReadonlyArray<Record<string, string>>, values: Float64Array[][]): Buffer[] {
+  const labels = tags.map((t) => METRICS.map((metric) => encodeLabels({ __name__: metric, ...t })))
+  const bodies: Buffer[] = []
+  let samples: RemoteSample[] = []
+  for (let i = 0; i < POINTS_PER_SERIES; i++) {
+    const timestampMs = START_MS + i * INTERVAL_MS
+    for (let h = 0; h < tags.length; h++) {
+      for (let m = 0; m < METRICS.length; m++) {
+        const value = values[h]?.[m]?.[i] as number
+        samples.push({ labels: labels[h]?.[m] as Buffer, timestampMs, value })
+        if (samples.length === SAMPLES_PER_REMOTE_WRITE) {
+          bodies.push(encodeRemoteWriteBody(samples))
+          samples = []
+        }
+      }
+    }
+  }
+  if (samples.length > 0) bodies.push(encodeRemoteWriteBody(samples))
+  return bodies
+}
+
+function ratio(v3: number, vm: number, higherIsBetter: boolean): string {
+  const r = v3 / vm
+  return `${r.toFixed(2)}x ${(higherIsBetter ? r >= 1 : r <= 1) ? '(V3 ahead)' : '(V3 behind)'}`
+}
+
+const fmt = (n: number): string => Math.round(n).toLocaleString('en')
+const mb = (bytes: number): string => (bytes / 2 ** 20).toFixed(1)
+
+export async function runProtocolsBench(o: ProtocolsBenchOptions): Promise<void> {
+  const totalPoints = o.hosts * METRICS.length * POINTS_PER_SERIES
+  const machine = describeMachine()
+  const dataSet = describeDataSet(o.hosts, o.decimals)
+  console.log(`data set: ${dataSet}`)
+  ensureInstalled()
+
+  // Every body is built once, before any clock starts; both systems get these very buffers.
+  const tags = Array.from({ length: o.hosts }, (_, h) => hostTags(h))
+  const values = Array.from({ length: o.hosts }, (_, h) => METRICS.map((_, m) => seriesValues(h, m, o.decimals)))
+  const protocols: Protocol[] = [
+    {
+      key: 'remoteWrite',
+      label: `remote write (${fmt(SAMPLES_PER_REMOTE_WRITE)} samples a request)`,
+      path: '/api/v1/write',
+      headers: {
+        'content-type': 'application/x-protobuf',
+        'content-encoding': 'snappy',
+        'x-prometheus-remote-write-version': '0.1.0',
+      },
+      bodies: remoteWriteBodies(tags, values),
+      pointsPerRequest: SAMPLES_PER_REMOTE_WRITE,
+    },
+    {
+      key: 'lineProtocol',
+      label: 'line protocol (5,000 rows, 50,000 points a request)',
+      path: '/write?precision=ns',
+      headers: { 'content-type': 'text/plain; charset=utf-8' },
+      bodies: lineProtocol(o.hosts, tags, values).map((body) => Buffer.from(body)),
+      pointsPerRequest: 5000 * METRICS.length,
+    },
+  ]
+  const bytes = (p: Protocol): number => p.bodies.reduce((n, b) => n + b.length, 0)
+  for (const p of protocols) {
+    console.log(`${p.label}: ${fmt(p.bodies.length)} requests, ${mb(bytes(p))} MiB`)
+  }
+
+  const figures = new Map<string, SystemFigures>()
+  for (const p of protocols) {
+    const runs: Record<System, IngestRun[]> = { V3: [], VictoriaMetrics: [] }
+    for (let r = 0; r < o.runs; r++) {
+      const order: System[] = r % 2 === 0 ? ['V3', 'VictoriaMetrics'] : ['VictoriaMetrics', 'V3']
+      for (const system of order) {
+        const run =
+          system === 'V3'
+            ? await runV3(p, o.inflight, totalPoints)
+            : await runVictoriaMetrics(p, o.inflight, totalPoints)
+        console.log(
+          `${system} ${p.label}, run ${r + 1}: ${fmt(run.pointsPerSecond)} points/s (${run.seconds.toFixed(1)} s), peak RSS ${run.peakRssMiB.toFixed(0)} MiB, ${fmt(run.pointsCounted)} points counted, ${run.requests} requests over ${run.connections} connections`,
+        )
+        if (run.pointsCounted !== totalPoints) {
+          throw new Error(
+            `${system} ${p.label}: ${fmt(run.pointsCounted)} points counted after the ingest, ${fmt(totalPoints)} sent`,
+          )
+        }
+        runs[system].push(run)
+      }
+    }
+    for (const system of ['V3', 'VictoriaMetrics'] as const) {
+      const list = runs[system]
+      figures.set(`${p.key} ${system}`, {
+        runs: list,
+        medianPointsPerSecond: median(list.map((x) => x.pointsPerSecond)),
+        peakRssMiB: Math.max(...list.map((x) => x.peakRssMiB)),
+      })
+    }
+  }
+
+  const get = (p: Protocol, system: System): SystemFigures => figures.get(`${p.key} ${system}`) as SystemFigures
+  const runsWord = o.runs === 1 ? '1 run' : `median of ${o.runs} runs`
+  const rows = [
+    '| figure | V3 | VictoriaMetrics | V3 / VM |',
+    '|---|---|---|---|',
+    ...protocols.map((p) => {
+      const [v3, vm] = [get(p, 'V3'), get(p, 'VictoriaMetrics')]
+      return `| ingest, ${p.label}, ${o.inflight} in flight, points/s (${runsWord}) | ${fmt(v3.medianPointsPerSecond)} | ${fmt(vm.medianPointsPerSecond)} | ${ratio(v3.medianPointsPerSecond, vm.medianPointsPerSecond, true)} |`
+    }),
+    ...protocols.map((p) => {
+      const [v3, vm] = [get(p, 'V3'), get(p, 'VictoriaMetrics')]
+      return `| peak RSS while ingesting, ${p.key === 'remoteWrite' ? 'remote write' : 'line protocol'}, MiB (highest of the runs) | ${v3.peakRssMiB.toFixed(0)} | ${vm.peakRssMiB.toFixed(0)} | ${ratio(v3.peakRssMiB, vm.peakRssMiB, false)} |`
+    }),
+  ]
+  const perRun = (p: Protocol, system: System): string =>
+    get(p, system)
+      .runs.map((x) => fmt(x.pointsPerSecond))
+      .join(', ')
+  const connections = (p: Protocol, system: System): string =>
+    get(p, system)
+      .runs.map((x) => x.connections)
+      .join(', ')
+  const notes = [
+    `Each run loads a fresh server; the runs alternate which system goes first. Every body was built once and the same bytes went to both: ${protocols.map((p) => `${p.label.replace(/ \(.*/, '')} ${fmt(p.bodies.length)} requests, ${mb(bytes(p))} MiB`).join('; ')}. Remote write sends each sample as its own TimeSeries with its 11 labels, as Prometheus does.`,
+    `After every run each server counted all ${fmt(totalPoints)} points (V3 through a count query per metric over gRPC, VictoriaMetrics through \`sum(count_over_time(...[2d]))\` with \`nocache=1\`, asked again until its buffers were searchable).`,
+    `Points/s per run: ${protocols.map((p) => `${p.label.replace(/ \(.*/, '')} V3 ${perRun(p, 'V3')}, VictoriaMetrics ${perRun(p, 'VictoriaMetrics')}`).join('; ')}. TCP connections per run (one keep-alive agent per server): ${protocols.map((p) => `${p.label.replace(/ \(.*/, '')} V3 ${connections(p, 'V3')}, VictoriaMetrics ${connections(p, 'VictoriaMetrics')}`).join('; ')}.`,
+    `V3 answers once the points are in its write-ahead log (\`--sync group\`, the default); VictoriaMetrics answers once the rows are in its in-memory buffer, which it writes out about every second.`,
+  ]
+  const md = [`${machine}; ${dataSet}; default server flags.`, '', ...rows, '', ...notes].join('\n')
+  console.log(`\n${md}\n`)
+
+  await mkdir('bench/results', { recursive: true })
+  const name = [
+    'protocols',
+    ...(o.hosts === HOSTS ? [] : [`${o.hosts}hosts`]),
+    ...(o.decimals === undefined ? [] : [`${o.decimals}dp`]),
+  ].join('-')
+  const report = {
+    date: new Date().toISOString(),
+    machine,
+    dataSet: { hosts: o.hosts, metrics: METRICS.length, points: totalPoints, decimals: o.decimals ?? null },
+    inflight: o.inflight,
+    protocols: Object.fromEntries(
+      protocols.map((p) => [
+        p.key,
+        {
+          path: p.path,
+          requests: p.bodies.length,
+          pointsPerRequest: p.pointsPerRequest,
+          bodyBytes: bytes(p),
+          v3: get(p, 'V3'),
+          victoriaMetrics: get(p, 'VictoriaMetrics'),
+        },
+      ]),
+    ),
+  }
+  await writeFile(`bench/results/${name}.json`, `${JSON.stringify(report, null, 2)}\n`)
+  await writeFile(`bench/results/${name}.md`, `${md}\n`)
+  console.log(`results in bench/results/${name}.md and .json`)
+}
