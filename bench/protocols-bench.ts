@@ -141,10 +141,9 @@ async function runV3(p: Protocol, inflight: number, totalPoints: number): Promis
     const t0 = performance.now()
     await load(target, 'V3', p, inflight)
     const seconds = (performance.now() - t0) / 1000
-    const peak = await peakRssMiB(server.proc.pid as number)
+    const loaded = result(totalPoints, seconds, await peakRssMiB(server.proc.pid as number), target)
     // A write is answered once durable, so every acknowledged point must be counted at once.
-    const pointsCounted = await countV3(server.address)
-    return result(totalPoints, seconds, peak, pointsCounted, target)
+    return { ...loaded, pointsCounted: await countV3(server.address) }
   } finally {
     target.agent.destroy()
     await removeServer(server)
@@ -159,9 +158,8 @@ async function runVictoriaMetrics(p: Protocol, inflight: number, totalPoints: nu
     const t0 = performance.now()
     await load(target, 'VictoriaMetrics', p, inflight)
     const seconds = (performance.now() - t0) / 1000
-    const peak = await peakRssMiB(vm.proc.pid as number)
-    const pointsCounted = await countVictoriaMetrics(target, totalPoints)
-    return result(totalPoints, seconds, peak, pointsCounted, target)
+    const loaded = result(totalPoints, seconds, await peakRssMiB(vm.proc.pid as number), target)
+    return { ...loaded, pointsCounted: await countVictoriaMetrics(target, totalPoints) }
   } finally {
     target.agent.destroy()
     await stopVictoriaMetrics(vm)
@@ -169,18 +167,17 @@ async function runVictoriaMetrics(p: Protocol, inflight: number, totalPoints: nu
   }
 }
 
+/** The figures of a load just finished, read before the count adds its own requests. */
 function result(
   totalPoints: number,
   seconds: number,
   peakRss: number,
-  pointsCounted: number,
   target: HttpTarget,
-): IngestRun {
+): Omit<IngestRun, 'pointsCounted'> {
   return {
     pointsPerSecond: Math.round(totalPoints / seconds),
     seconds,
     peakRssMiB: peakRss,
-    pointsCounted,
     requests: target.requests,
     connections: target.connections,
   }
