@@ -1,0 +1,332 @@
+import type { StorageEngine } from '../../engine/storage-engine.js'
+import { DeadlineError, LimitError, UnavailableError, ValidationError } from '../../model/errors.js'
+import type { Selector, SeriesRef } from '../../model/types.js'
+import { METRIC_NAME, type ParsedQuery, parseDurationMs, parsePromQL, parseSeriesSelector } from './ast.js'
+import { badData, PromQLError } from './errors.js'
+import { compareLabels, Evaluator, type Labels, type StepSeries } from './eval.js'
+import { formatTime, formatValue } from './format.js'
+
+/**
+ * The Prometheus HTTP query API (web/api/v1 of Prometheus 2.42) over a StorageEngine: instant and
+ * range queries in PromQL, series, label names and values, build info. Parameters, JSON shapes,
+ * error types and HTTP statuses are Prometheus' own, so that Grafana's Prometheus data source and
+ * other clients of that API work unchanged.
+ */
+
+export interface PromHttpAnswer {
+  readonly status: number
+  /** JSON text. */
+  readonly body: string
+}
+
+export interface PromQueryApiOptions {
+  /** How far back an instant selector looks for a sample; default 300,000, Prometheus' 5 m staleness. */
+  readonly lookbackDeltaMs?: number
+  /** The version /api/v1/status/buildinfo reports. */
+  readonly version: string
+}
+
+/** Prometheus' default query timeout (--query.timeout), for a request that names none. */
+const DEFAULT_TIMEOUT_MS = 120_000
+
+/** The most steps a range query may have per series, as Prometheus limits it. */
+const MAX_POINTS_PER_SERIES = 11_000
+
+/** Prometheus' label name syntax (model.LabelNameRE). */
+const LABEL_NAME_RE = /^[a-zA-Z_][a-zA-Z0-9_]*$/
+
+const RFC3339_RE = /^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d+))?(Z|[+-]\d{2}:\d{2})$/i
+
+const FLOAT_RE = /^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$/
+
+/** Go's math.Round: halves away from zero. */
+function roundHalfAway(x: number): number {
+  return Math.sign(x) * Math.round(Math.abs(x))
+}
+
+/** A time parameter as Prometheus takes it: unix seconds with a fraction, or RFC 3339; in milliseconds. */
+export function parseTimeParam(text: string, name: string): number {
+  if (FLOAT_RE.test(text)) {
+    const t = Number(text)
+    const whole = Math.trunc(t)
+    const ms = whole * 1000 + roundHalfAway((t - whole) * 1000)
+    if (Number.isSafeInteger(ms)) return ms
+  }
+  const m = RFC3339_RE.exec(text)
+  if (m !== null) {
+    const base = Date.parse(`${m[1]}${m[3]!.toUpperCase()}`)
+    if (!Number.isNaN(base)) return base + Math.trunc(Number(`0.${m[2] ?? '0'}`) * 1000)
+  }
+  throw badData(`invalid parameter ${JSON.stringify(name)}: cannot parse ${JSON.stringify(text)} to a valid timestamp`)
+}
+
+/** A duration parameter: float seconds or a duration such as 1m30s; in milliseconds, truncated as Prometheus does. */
+export function parseDurationParam(text: string, name: string): number {
+  if (FLOAT_RE.test(text)) return Math.trunc(Math.trunc(Number(text) * 1e9) / 1e6)
+  const ms = parseDurationMs(text)
+  if (ms !== undefined) return ms
+  throw badData(`invalid parameter ${JSON.stringify(name)}: cannot parse ${JSON.stringify(text)} to a valid duration`)
+}
+
+function success(data: unknown): PromHttpAnswer {
+  return { status: 200, body: JSON.stringify({ status: 'success', data }) }
+}
+
+function failure(err: PromQLError): PromHttpAnswer {
+  return { status: err.status, body: JSON.stringify({ status: 'error', errorType: err.type, error: err.message }) }
+}
+
+function metricObject(labels: Labels): Record<string, string> {
+  const out: Record<string, string> = {}
+  for (const l of labels) out[l.name] = l.value
+  return out
+}
+
+function refLabels(ref: SeriesRef): Record<string, string> {
+  const out: Record<string, string> = { [METRIC_NAME]: ref.metric }
+  for (const t of [...ref.tags].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0))) out[t.key] = t.value
+  return out
+}
+
+/** A pair as Prometheus writes it, `[<unix seconds>,"<value>"]`, spelled out so the time keeps its form. */
+function pair(ms: number, v: number): string {
+  return `[${formatTime(ms)},${JSON.stringify(formatValue(v))}]`
+}
+
+/** Answers in Prometheus' JSON, with the timestamps written as Prometheus writes them. */
+function queryAnswer(resultType: string, result: string): PromHttpAnswer {
+  return {
+    status: 200,
+    body: `{"status":"success","data":{"resultType":${JSON.stringify(resultType)},"result":${result}}}`,
+  }
+}
+
+export class PromQueryApi {
+  private readonly lookbackMs: number
+
+  constructor(
+    private readonly engine: StorageEngine,
+    private readonly options: PromQueryApiOptions,
+  ) {
+    this.lookbackMs = options.lookbackDeltaMs ?? 300_000
+  }
+
+  /** One request of the query API; undefined when `path` is none of its endpoints. params: query string and (for POST) the form body, merged. */
+  async handle(path: string, params: URLSearchParams, signal: AbortSignal): Promise<PromHttpAnswer | undefined> {
+    const route = this.route(path)
+    if (route === undefined) return undefined
+    let timeout: AbortSignal | undefined
+    try {
+      const timeoutParam = params.get('timeout')
+      const timeoutMs = timeoutParam ? parseDurationParam(timeoutParam, 'timeout') : DEFAULT_TIMEOUT_MS
+      timeout = AbortSignal.timeout(Math.max(0, timeoutMs))
+      const both = AbortSignal.any([signal, timeout])
+      return await route(params, both)
+    } catch (err: unknown) {
+      return failure(this.toPromError(err, signal, timeout))
+    }
+  }
+
+  private route(path: string): ((params: URLSearchParams, signal: AbortSignal) => Promise<PromHttpAnswer>) | undefined {
+    switch (path) {
+      case '/api/v1/query':
+        return (p, s) => this.instantQuery(p, s)
+      case '/api/v1/query_range':
+        return (p, s) => this.rangeQuery(p, s)
+      case '/api/v1/series':
+        return (p, s) => this.series(p, s)
+      case '/api/v1/labels':
+        return (p, s) => this.labelNames(p, s)
+      case '/api/v1/status/buildinfo':
+        return async () => this.buildInfo()
+    }
+    const m = /^\/api\/v1\/label\/([^/]+)\/values$/.exec(path)
+    if (m === null) return undefined
+    let name: string
+    try {
+      name = decodeURIComponent(m[1]!)
+    } catch {
+      name = m[1]!
+    }
+    return (p, s) => this.labelValues(name, p, s)
+  }
+
+  /** Any error as Prometheus would type it; an aborted request as canceled, or timeout when its deadline passed. */
+  private toPromError(err: unknown, request: AbortSignal, timeout: AbortSignal | undefined): PromQLError {
+    if (err instanceof PromQLError && err.type === 'bad_data') return err
+    if (timeout?.aborted && !request.aborted) {
+      return new PromQLError('timeout', 'query timed out in expression evaluation', { cause: err })
+    }
+    if (request.aborted)
+      return new PromQLError('canceled', 'query was canceled in expression evaluation', { cause: err })
+    if (err instanceof PromQLError) return err
+    if (err instanceof ValidationError) return new PromQLError('bad_data', err.message, { cause: err })
+    if (err instanceof LimitError) return new PromQLError('execution', err.message, { cause: err })
+    if (err instanceof DeadlineError) return new PromQLError('timeout', err.message, { cause: err })
+    if (err instanceof UnavailableError) return new PromQLError('unavailable', err.message, { cause: err })
+    // Anything else is a fault of ours; its text is not for clients.
+    return new PromQLError('internal', 'internal error while evaluating the query', { cause: err })
+  }
+
+  private parseQuery(params: URLSearchParams): ParsedQuery {
+    const text = params.get('query')
+    if (text === null || text === '')
+      throw badData('invalid parameter "query": unknown position: parse error: no expression found in input')
+    try {
+      return parsePromQL(text)
+    } catch (err: unknown) {
+      if (err instanceof PromQLError) throw badData(`invalid parameter "query": ${err.message}`)
+      throw err
+    }
+  }
+
+  private async instantQuery(params: URLSearchParams, signal: AbortSignal): Promise<PromHttpAnswer> {
+    const timeParam = params.get('time')
+    const t = timeParam ? parseTimeParam(timeParam, 'time') : Date.now()
+    const query = this.parseQuery(params)
+    const evaluator = new Evaluator(
+      this.engine,
+      { startMs: t, endMs: t, stepMs: 1, lookbackMs: this.lookbackMs },
+      signal,
+    )
+    await evaluator.fetch(query.expr)
+    if (query.expr.kind === 'matrix') {
+      const series = evaluator
+        .matrix(query.expr.sel, query.expr.rangeMs)
+        .sort((a, b) => compareLabels(a.labels, b.labels))
+      const result = series.map((s) => {
+        const values: string[] = []
+        for (let i = 0; i < s.ts.length; i++) values.push(pair(s.ts[i]!, s.vs[i]!))
+        return `{"metric":${JSON.stringify(metricObject(s.labels))},"values":[${values.join(',')}]}`
+      })
+      return queryAnswer('matrix', `[${result.join(',')}]`)
+    }
+    const value = evaluator.eval(query.expr)
+    if (value.type === 'scalar') return queryAnswer('scalar', pair(t, value.values[0]!))
+    const result = sorted(value.series)
+      .filter((s) => s.present[0] === 1)
+      .map((s) => `{"metric":${JSON.stringify(metricObject(s.labels))},"value":${pair(t, s.values[0]!)}}`)
+    return queryAnswer('vector', `[${result.join(',')}]`)
+  }
+
+  private async rangeQuery(params: URLSearchParams, signal: AbortSignal): Promise<PromHttpAnswer> {
+    const startMs = parseTimeParam(params.get('start') ?? '', 'start')
+    const endMs = parseTimeParam(params.get('end') ?? '', 'end')
+    if (endMs < startMs) throw badData('invalid parameter "end": end timestamp must not be before start time')
+    const stepMs = parseDurationParam(params.get('step') ?? '', 'step')
+    if (stepMs <= 0) {
+      throw badData(
+        'invalid parameter "step": zero or negative query resolution step widths are not accepted. Try a positive integer',
+      )
+    }
+    if (Math.trunc((endMs - startMs) / stepMs) > MAX_POINTS_PER_SERIES) {
+      throw badData(
+        'exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)',
+      )
+    }
+    const query = this.parseQuery(params)
+    if (query.type === 'matrix') {
+      throw badData('invalid expression type "range vector" for range query, must be Scalar or instant Vector')
+    }
+    const evaluator = new Evaluator(this.engine, { startMs, endMs, stepMs, lookbackMs: this.lookbackMs }, signal)
+    await evaluator.fetch(query.expr)
+    const value = evaluator.eval(query.expr)
+    const series: StepSeries[] =
+      value.type === 'scalar'
+        ? [{ labels: [], values: value.values, present: new Uint8Array(evaluator.steps).fill(1) }]
+        : sorted(value.series)
+    const result = series.map((s) => {
+      const values: string[] = []
+      for (let i = 0; i < evaluator.steps; i++)
+        if (s.present[i] === 1) values.push(pair(startMs + i * stepMs, s.values[i]!))
+      return `{"metric":${JSON.stringify(metricObject(s.labels))},"values":[${values.join(',')}]}`
+    })
+    return queryAnswer('matrix', `[${result.join(',')}]`)
+  }
+
+  /** The selectors of the `match[]` parameters; the time range, when given, is checked but not applied. */
+  private matchers(params: URLSearchParams): Selector[] {
+    for (const name of ['start', 'end']) {
+      const v = params.get(name)
+      if (v) parseTimeParam(v, name)
+    }
+    return params.getAll('match[]').map((text) => {
+      try {
+        return parseSeriesSelector(text)
+      } catch (err: unknown) {
+        if (err instanceof PromQLError) throw badData(`invalid parameter "match[]": ${err.message}`)
+        throw err
+      }
+    })
+  }
+
+  /** Every series that any of the selectors matches, once each. */
+  private async listSeries(selectors: readonly Selector[], signal: AbortSignal): Promise<SeriesRef[]> {
+    const lists = await Promise.all(selectors.map((s) => this.engine.listSeries(s, { signal })))
+    const seen = new Set<string>()
+    const out: SeriesRef[] = []
+    for (const list of lists) {
+      for (const ref of list) {
+        const key = JSON.stringify(refLabels(ref))
+        if (seen.has(key)) continue
+        seen.add(key)
+        out.push(ref)
+      }
+    }
+    return out
+  }
+
+  private async series(params: URLSearchParams, signal: AbortSignal): Promise<PromHttpAnswer> {
+    const selectors = this.matchers(params)
+    if (selectors.length === 0) throw badData('no match[] parameter provided')
+    const refs = await this.listSeries(selectors, signal)
+    const labelled = refs.map((r) => {
+      const labels = refLabels(r)
+      return { labels, sortKey: Object.entries(labels).map(([name, value]) => ({ name, value })) }
+    })
+    labelled.sort((a, b) => compareLabels(a.sortKey, b.sortKey))
+    return success(labelled.map((l) => l.labels))
+  }
+
+  private async seriesOrAll(params: URLSearchParams, signal: AbortSignal): Promise<SeriesRef[]> {
+    const selectors = this.matchers(params)
+    // No match[]: every series, which the engine selects with an empty metric and no matchers.
+    return this.listSeries(selectors.length > 0 ? selectors : [{ metric: '', matchers: [] }], signal)
+  }
+
+  private async labelNames(params: URLSearchParams, signal: AbortSignal): Promise<PromHttpAnswer> {
+    const refs = await this.seriesOrAll(params, signal)
+    const names = new Set<string>()
+    for (const r of refs) {
+      names.add(METRIC_NAME)
+      for (const t of r.tags) names.add(t.key)
+    }
+    return success([...names].sort())
+  }
+
+  private async labelValues(name: string, params: URLSearchParams, signal: AbortSignal): Promise<PromHttpAnswer> {
+    if (!LABEL_NAME_RE.test(name)) throw badData(`invalid label name: ${JSON.stringify(name)}`)
+    const refs = await this.seriesOrAll(params, signal)
+    const values = new Set<string>()
+    for (const r of refs) {
+      if (name === METRIC_NAME) values.add(r.metric)
+      else for (const t of r.tags) if (t.key === name) values.add(t.value)
+    }
+    return success([...values].sort())
+  }
+
+  private buildInfo(): PromHttpAnswer {
+    return success({
+      version: this.options.version,
+      revision: '',
+      branch: '',
+      buildUser: '',
+      buildDate: '',
+      goVersion: '',
+    })
+  }
+}
+
+function sorted(series: StepSeries[]): StepSeries[] {
+  return [...series].sort((a, b) => compareLabels(a.labels, b.labels))
+}

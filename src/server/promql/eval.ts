@@ -1,0 +1,725 @@
+import type { CallContext, StorageEngine } from '../../engine/storage-engine.js'
+import type { SeriesPoints } from '../../model/types.js'
+import {
+  type AggregateOp,
+  type BinaryOp,
+  type Expr,
+  isComparison,
+  METRIC_NAME,
+  type RangeFunction,
+  type SelectorNode,
+} from './ast.js'
+import { execution, PromQLError } from './errors.js'
+import { quantile, rangeFunction } from './functions.js'
+
+/**
+ * Evaluates a PromQL syntax tree over a range of steps as Prometheus 2.42's engine does
+ * (promql/engine.go): every node becomes a set of series with at most one value per step, the
+ * selectors read each series once for the whole range, and the checks Prometheus makes while it
+ * evaluates (one series per label set, one-to-one matching) fail the query the same way.
+ */
+
+export interface Label {
+  readonly name: string
+  readonly value: string
+}
+
+/** Labels sorted by name. */
+export type Labels = readonly Label[]
+
+/** A series with a value at some of the steps. */
+export interface StepSeries {
+  readonly labels: Labels
+  readonly values: Float64Array
+  /** 1 where the series has a value at that step. */
+  readonly present: Uint8Array
+}
+
+export type StepValue =
+  | { readonly type: 'scalar'; readonly values: Float64Array }
+  | { readonly type: 'vector'; readonly series: StepSeries[] }
+
+/** A selector's raw samples of one series, as an instant query of a range vector answers them. */
+export interface RawSeries {
+  readonly labels: Labels
+  readonly ts: Float64Array
+  readonly vs: Float64Array
+}
+
+/** The staleness marker Prometheus writes when a series ends: a NaN with these bits. */
+const STALE_NAN_BITS = 0x7ff0000000000002n
+
+export interface EvalRange {
+  readonly startMs: number
+  readonly endMs: number
+  readonly stepMs: number
+  readonly lookbackMs: number
+}
+
+/** A selector's series, split for the two ways a selector reads them. */
+interface Fetched {
+  /** All samples, stale markers included, and which are stale: for instant selectors. */
+  readonly raw: readonly {
+    readonly labels: Labels
+    readonly ts: Float64Array
+    readonly vs: Float64Array
+    readonly stale: Uint8Array
+  }[]
+  /** The samples without stale markers: for range selectors. */
+  readonly fresh: readonly RawSeries[]
+}
+
+export function labelsKey(labels: Labels): string {
+  const flat: string[] = []
+  for (const l of labels) flat.push(l.name, l.value)
+  return JSON.stringify(flat)
+}
+
+export function compareLabels(a: Labels, b: Labels): number {
+  const n = Math.min(a.length, b.length)
+  for (let i = 0; i < n; i++) {
+    const x = a[i]!
+    const y = b[i]!
+    if (x.name !== y.name) return x.name < y.name ? -1 : 1
+    if (x.value !== y.value) return x.value < y.value ? -1 : 1
+  }
+  return a.length - b.length
+}
+
+function dropName(labels: Labels): Labels {
+  return labels.some((l) => l.name === METRIC_NAME) ? labels.filter((l) => l.name !== METRIC_NAME) : labels
+}
+
+function labelsOf(series: SeriesPoints): Labels {
+  const out: Label[] = [{ name: METRIC_NAME, value: series.metric }]
+  for (const t of series.tags) out.push({ name: t.key, value: t.value })
+  return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
+}
+
+function sameLabelsetError(): PromQLError {
+  return execution('vector cannot contain metrics with the same labelset')
+}
+
+/** Go's math.Pow where it differs from JavaScript's: 1 to any power and -1 to an infinite one are 1. */
+function goPow(x: number, y: number): number {
+  if (y === 0 || x === 1) return 1
+  if (x === -1 && (y === Number.POSITIVE_INFINITY || y === Number.NEGATIVE_INFINITY)) return 1
+  return x ** y
+}
+
+/** An operator's value and whether a comparison keeps the sample (vectorElemBinop). */
+function binop(op: BinaryOp, l: number, r: number): [number, boolean] {
+  switch (op) {
+    case '+':
+      return [l + r, true]
+    case '-':
+      return [l - r, true]
+    case '*':
+      return [l * r, true]
+    case '/':
+      return [l / r, true]
+    case '%':
+      return [l % r, true]
+    case '^':
+      return [goPow(l, r), true]
+    case '==':
+      return [l, l === r]
+    case '!=':
+      return [l, l !== r]
+    case '>':
+      return [l, l > r]
+    case '<':
+      return [l, l < r]
+    case '>=':
+      return [l, l >= r]
+    case '<=':
+      return [l, l <= r]
+  }
+}
+
+/** Builds the output series of a node step by step, one series per label set. */
+class SeriesBuilder {
+  private readonly byKey = new Map<string, StepSeries>()
+  /** The label sets written at the current step, to find two samples with one label set. */
+  private stepKeys = new Set<string>()
+
+  constructor(private readonly steps: number) {}
+
+  nextStep(): void {
+    this.stepKeys = new Set()
+  }
+
+  add(labels: Labels, step: number, value: number): void {
+    const key = labelsKey(labels)
+    if (this.stepKeys.has(key)) throw sameLabelsetError()
+    this.stepKeys.add(key)
+    let s = this.byKey.get(key)
+    if (s === undefined) {
+      s = { labels, values: new Float64Array(this.steps), present: new Uint8Array(this.steps) }
+      this.byKey.set(key, s)
+    }
+    s.values[step] = value
+    s.present[step] = 1
+  }
+
+  series(): StepSeries[] {
+    return [...this.byKey.values()]
+  }
+}
+
+/** Fails when two series of a node have one label set, as Prometheus checks a whole matrix. */
+function checkUnique(series: readonly StepSeries[]): void {
+  const seen = new Set<string>()
+  for (const s of series) {
+    const key = labelsKey(s.labels)
+    if (seen.has(key)) throw sameLabelsetError()
+    seen.add(key)
+  }
+}
+
+/** Go's container/heap over samples, with Prometheus' orders for topk (min on top) and bottomk (max on top). */
+class SampleHeap {
+  readonly items: { labels: Labels; value: number }[] = []
+
+  constructor(private readonly top: boolean) {}
+
+  private less(i: number, j: number): boolean {
+    const a = this.items[i]!.value
+    const b = this.items[j]!.value
+    if (Number.isNaN(a)) return true
+    return this.top ? a < b : a > b
+  }
+
+  private swap(i: number, j: number): void {
+    const t = this.items[i]!
+    this.items[i] = this.items[j]!
+    this.items[j] = t
+  }
+
+  private up(j: number): void {
+    while (j > 0) {
+      const i = Math.floor((j - 1) / 2)
+      if (!this.less(j, i)) break
+      this.swap(i, j)
+      j = i
+    }
+  }
+
+  private down(i0: number, n: number): void {
+    let i = i0
+    for (;;) {
+      const j1 = 2 * i + 1
+      if (j1 >= n) break
+      let j = j1
+      const j2 = j1 + 1
+      if (j2 < n && this.less(j2, j1)) j = j2
+      if (!this.less(j, i)) break
+      this.swap(i, j)
+      i = j
+    }
+  }
+
+  push(item: { labels: Labels; value: number }): void {
+    this.items.push(item)
+    this.up(this.items.length - 1)
+  }
+
+  pop(): void {
+    const n = this.items.length - 1
+    this.swap(0, n)
+    this.down(0, n)
+    this.items.pop()
+  }
+}
+
+interface Group {
+  readonly labels: Labels
+  value: number
+  mean: number
+  count: number
+  heap?: SampleHeap
+  values?: number[]
+}
+
+export class Evaluator {
+  readonly steps: number
+  private readonly fetched = new Map<SelectorNode, Fetched>()
+
+  constructor(
+    private readonly engine: StorageEngine,
+    private readonly range: EvalRange,
+    private readonly signal: AbortSignal,
+  ) {
+    this.steps = Math.floor((range.endMs - range.startMs) / range.stepMs) + 1
+  }
+
+  private time(step: number): number {
+    return this.range.startMs + step * this.range.stepMs
+  }
+
+  private checkAbort(): void {
+    if (this.signal.aborted) throw new PromQLError('canceled', 'query was canceled in expression evaluation')
+  }
+
+  /** Reads every selector of the query once, for the whole range it needs. */
+  async fetch(expr: Expr): Promise<void> {
+    const wanted: { sel: SelectorNode; backMs: number }[] = []
+    const walk = (e: Expr): void => {
+      switch (e.kind) {
+        case 'vector':
+          wanted.push({ sel: e.sel, backMs: this.range.lookbackMs })
+          return
+        case 'matrix':
+          wanted.push({ sel: e.sel, backMs: e.rangeMs })
+          return
+        case 'call':
+          wanted.push({ sel: e.range.sel, backMs: e.range.rangeMs })
+          if (e.param) walk(e.param)
+          return
+        case 'aggregate':
+          if (e.param) walk(e.param)
+          walk(e.expr)
+          return
+        case 'binary':
+          walk(e.lhs)
+          walk(e.rhs)
+          return
+        case 'negate':
+          walk(e.expr)
+          return
+        case 'number':
+          return
+      }
+    }
+    walk(expr)
+    const ctx: CallContext = { signal: this.signal }
+    await Promise.all(
+      wanted.map(async ({ sel, backMs }) => {
+        const startMs = this.range.startMs - sel.offsetMs - backMs
+        // The engine's end is exclusive; the selector's last instant is included.
+        const endMs = this.range.endMs - sel.offsetMs + 1
+        const points = await this.engine.query({ selector: sel.selector, startMs, endMs }, ctx)
+        this.fetched.set(sel, split(points))
+      }),
+    )
+    this.checkAbort()
+  }
+
+  private data(sel: SelectorNode): Fetched {
+    const f = this.fetched.get(sel)
+    if (f === undefined) throw new Error('BUG: selector evaluated before it was fetched')
+    return f
+  }
+
+  /** The raw samples of a range selector at the first step: what an instant query of `x[5m]` answers. */
+  matrix(sel: SelectorNode, rangeMs: number): RawSeries[] {
+    const maxT = this.range.startMs - sel.offsetMs
+    const minT = maxT - rangeMs
+    const out: RawSeries[] = []
+    for (const s of this.data(sel).fresh) {
+      const lo = lowerBound(s.ts, minT, 0)
+      const hi = lowerBound(s.ts, maxT + 1, lo)
+      if (hi > lo) out.push({ labels: s.labels, ts: s.ts.slice(lo, hi), vs: s.vs.slice(lo, hi) })
+    }
+    return out
+  }
+
+  eval(e: Expr): StepValue {
+    this.checkAbort()
+    switch (e.kind) {
+      case 'number':
+        return { type: 'scalar', values: new Float64Array(this.steps).fill(e.value) }
+      case 'vector':
+        return { type: 'vector', series: this.vectorSelector(e.sel) }
+      case 'matrix':
+        throw new Error('BUG: a range vector evaluated as an instant value')
+      case 'call':
+        return { type: 'vector', series: this.call(e.func, e.range.sel, e.range.rangeMs, e.param) }
+      case 'aggregate':
+        return { type: 'vector', series: this.aggregate(e.op, e.grouping, e.without, e.expr, e.param) }
+      case 'binary':
+        return this.binary(e.op, e.lhs, e.rhs, e.returnBool, e.matching)
+      case 'negate':
+        return this.negate(this.eval(e.expr))
+    }
+  }
+
+  private vectorSelector(sel: SelectorNode): StepSeries[] {
+    const out: StepSeries[] = []
+    for (const s of this.data(sel).raw) {
+      const values = new Float64Array(this.steps)
+      const present = new Uint8Array(this.steps)
+      let any = false
+      // The newest sample at or before each step: the steps only move forward, so does j.
+      let j = -1
+      for (let step = 0; step < this.steps; step++) {
+        const refT = this.time(step) - sel.offsetMs
+        while (j + 1 < s.ts.length && s.ts[j + 1]! <= refT) j++
+        if (j < 0 || s.ts[j]! < refT - this.range.lookbackMs || s.stale[j] === 1) continue
+        values[step] = s.vs[j]!
+        present[step] = 1
+        any = true
+      }
+      if (any) out.push({ labels: s.labels, values, present })
+    }
+    return out
+  }
+
+  private call(func: RangeFunction, sel: SelectorNode, rangeMs: number, paramExpr: Expr | undefined): StepSeries[] {
+    const param = paramExpr ? this.scalar(paramExpr) : undefined
+    const out: StepSeries[] = []
+    for (const s of this.data(sel).fresh) {
+      this.checkAbort()
+      const values = new Float64Array(this.steps)
+      const present = new Uint8Array(this.steps)
+      let any = false
+      let lo = 0
+      let hi = 0
+      for (let step = 0; step < this.steps; step++) {
+        const rangeEndMs = this.time(step) - sel.offsetMs
+        const rangeStartMs = rangeEndMs - rangeMs
+        lo = lowerBound(s.ts, rangeStartMs, lo)
+        hi = lowerBound(s.ts, rangeEndMs + 1, Math.max(hi, lo))
+        if (hi === lo) continue
+        const v = rangeFunction(
+          func,
+          { ts: s.ts, vs: s.vs, lo, hi, rangeStartMs, rangeEndMs, rangeMs },
+          param ? param[step]! : 0,
+        )
+        if (v === undefined) continue
+        values[step] = v
+        present[step] = 1
+        any = true
+      }
+      // last_over_time acts like an offset and keeps the metric name; the other functions drop it.
+      const labels = func === 'last_over_time' ? s.labels : dropName(s.labels)
+      if (any) out.push({ labels, values, present })
+    }
+    checkUnique(out)
+    return out
+  }
+
+  private scalar(e: Expr): Float64Array {
+    const v = this.eval(e)
+    if (v.type !== 'scalar') throw new Error('BUG: a scalar parameter evaluated to a vector')
+    return v.values
+  }
+
+  private vector(e: Expr): StepSeries[] {
+    const v = this.eval(e)
+    if (v.type !== 'vector') throw new Error('BUG: an instant vector evaluated to a scalar')
+    return v.series
+  }
+
+  private aggregate(
+    op: AggregateOp,
+    grouping: readonly string[],
+    without: boolean,
+    inner: Expr,
+    paramExpr: Expr | undefined,
+  ): StepSeries[] {
+    const param = paramExpr ? this.scalar(paramExpr) : undefined
+    // Prometheus feeds the series in storage order, sorted by labels; topk's ties depend on it.
+    const input = [...this.vector(inner)].sort((a, b) => compareLabels(a.labels, b.labels))
+    const keep = new Set(grouping)
+    const groupLabels = input.map((s) =>
+      without
+        ? s.labels.filter((l) => !keep.has(l.name) && l.name !== METRIC_NAME)
+        : s.labels.filter((l) => keep.has(l.name)),
+    )
+    const groupKeys = groupLabels.map(labelsKey)
+    const builder = new SeriesBuilder(this.steps)
+    for (let step = 0; step < this.steps; step++) {
+      if (step % 256 === 0) this.checkAbort()
+      builder.nextStep()
+      let k = 0
+      if (op === 'topk' || op === 'bottomk') {
+        const f = param![step]!
+        if (!(f <= 9.223372036854776e18 && f >= -9.223372036854776e18)) {
+          throw execution(`Scalar value ${f} overflows int64`)
+        }
+        k = Math.trunc(f)
+        if (k < 1) continue
+      }
+      const groups = new Map<string, Group>()
+      const ordered: Group[] = []
+      for (let i = 0; i < input.length; i++) {
+        const s = input[i]!
+        if (s.present[step] !== 1) continue
+        const v = s.values[step]!
+        const key = groupKeys[i]!
+        const group = groups.get(key)
+        if (group === undefined) {
+          const g: Group = { labels: groupLabels[i]!, value: v, mean: v, count: 1 }
+          if (op === 'stddev' || op === 'stdvar') g.value = 0
+          if (op === 'topk' || op === 'bottomk') {
+            g.heap = new SampleHeap(op === 'topk')
+            g.heap.items.push({ labels: s.labels, value: v })
+          }
+          if (op === 'quantile') g.values = [v]
+          groups.set(key, g)
+          ordered.push(g)
+          continue
+        }
+        accumulate(op, group, s.labels, v, k)
+      }
+      for (const g of ordered) {
+        if (op === 'topk' || op === 'bottomk') {
+          for (const item of g.heap!.items) builder.add(item.labels, step, item.value)
+          continue
+        }
+        builder.add(g.labels, step, result(op, g, param ? param[step]! : 0))
+      }
+    }
+    return builder.series()
+  }
+
+  private binary(
+    op: BinaryOp,
+    lhsExpr: Expr,
+    rhsExpr: Expr,
+    returnBool: boolean,
+    matching: { readonly on: boolean; readonly labels: readonly string[] } | undefined,
+  ): StepValue {
+    const lhs = this.eval(lhsExpr)
+    const rhs = this.eval(rhsExpr)
+    if (lhs.type === 'scalar' && rhs.type === 'scalar') {
+      const values = new Float64Array(this.steps)
+      for (let i = 0; i < this.steps; i++) {
+        const [v, keep] = binop(op, lhs.values[i]!, rhs.values[i]!)
+        values[i] = isComparison(op) ? (keep ? 1 : 0) : v
+      }
+      return { type: 'scalar', values }
+    }
+    if (lhs.type === 'vector' && rhs.type === 'vector') {
+      return { type: 'vector', series: this.vectorBinop(op, lhs.series, rhs.series, returnBool, matching!) }
+    }
+    const swap = lhs.type === 'scalar'
+    const vector = lhs.type === 'vector' ? lhs.series : rhs.type === 'vector' ? rhs.series : []
+    const scalar = lhs.type === 'scalar' ? lhs.values : rhs.type === 'scalar' ? rhs.values : new Float64Array()
+    const comparison = isComparison(op)
+    const builder = new SeriesBuilder(this.steps)
+    const outLabels = vector.map((s) => (comparison && !returnBool ? s.labels : dropName(s.labels)))
+    for (let step = 0; step < this.steps; step++) {
+      builder.nextStep()
+      for (let i = 0; i < vector.length; i++) {
+        const s = vector[i]!
+        if (s.present[step] !== 1) continue
+        const sv = s.values[step]!
+        const [l, r] = swap ? [scalar[step]!, sv] : [sv, scalar[step]!]
+        let [value, keep] = binop(op, l, r)
+        // A comparison keeps the vector's value, whichever side the vector is on.
+        if (comparison && swap) value = r
+        if (returnBool) {
+          value = keep ? 1 : 0
+          keep = true
+        }
+        if (keep) builder.add(outLabels[i]!, step, value)
+      }
+    }
+    return { type: 'vector', series: builder.series() }
+  }
+
+  private vectorBinop(
+    op: BinaryOp,
+    lhs: StepSeries[],
+    rhs: StepSeries[],
+    returnBool: boolean,
+    matching: { readonly on: boolean; readonly labels: readonly string[] },
+  ): StepSeries[] {
+    const names = new Set(matching.labels)
+    const signature = (labels: Labels): string =>
+      labelsKey(
+        matching.on
+          ? labels.filter((l) => names.has(l.name))
+          : labels.filter((l) => !names.has(l.name) && l.name !== METRIC_NAME),
+      )
+    const lhsSigs = lhs.map((s) => signature(s.labels))
+    const rhsSigs = rhs.map((s) => signature(s.labels))
+    const comparison = isComparison(op)
+    const outLabels = (labels: Labels): Labels => {
+      let out = comparison ? labels : dropName(labels)
+      out = matching.on ? out.filter((l) => names.has(l.name)) : out.filter((l) => !names.has(l.name))
+      return returnBool ? dropName(out) : out
+    }
+    const lhsOut = lhs.map((s) => outLabels(s.labels))
+    const builder = new SeriesBuilder(this.steps)
+    for (let step = 0; step < this.steps; step++) {
+      if (step % 256 === 0) this.checkAbort()
+      builder.nextStep()
+      const right = new Map<string, StepSeries>()
+      let anyLeft = false
+      for (const s of lhs) if (s.present[step] === 1) anyLeft = true
+      if (!anyLeft) continue
+      for (let i = 0; i < rhs.length; i++) {
+        const s = rhs[i]!
+        if (s.present[step] !== 1) continue
+        const sig = rhsSigs[i]!
+        const dup = right.get(sig)
+        if (dup !== undefined) {
+          throw execution(
+            `found duplicate series for the match group ${formatMatchGroup(s.labels, matching, names)} on the right hand-side of the operation: [${formatLabels(s.labels)}, ${formatLabels(dup.labels)}];many-to-many matching not allowed: matching labels must be unique on one side`,
+          )
+        }
+        right.set(sig, s)
+      }
+      if (right.size === 0) continue
+      const matched = new Set<string>()
+      for (let i = 0; i < lhs.length; i++) {
+        const s = lhs[i]!
+        if (s.present[step] !== 1) continue
+        const sig = lhsSigs[i]!
+        const r = right.get(sig)
+        if (r === undefined) continue
+        let [value, keep] = binop(op, s.values[step]!, r.values[step]!)
+        if (returnBool) {
+          value = keep ? 1 : 0
+        } else if (!keep) continue
+        if (matched.has(sig)) {
+          throw execution('multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)')
+        }
+        matched.add(sig)
+        builder.add(lhsOut[i]!, step, value)
+      }
+    }
+    return builder.series()
+  }
+
+  private negate(v: StepValue): StepValue {
+    if (v.type === 'scalar') return { type: 'scalar', values: v.values.map((x) => -x) }
+    const series = v.series.map((s) => ({
+      labels: dropName(s.labels),
+      values: s.values.map((x) => -x),
+      present: s.present,
+    }))
+    checkUnique(series)
+    return { type: 'vector', series }
+  }
+}
+
+/** Adds one more sample to its group (the loop of Prometheus' aggregation). */
+function accumulate(op: AggregateOp, g: Group, labels: Labels, v: number, k: number): void {
+  switch (op) {
+    case 'sum':
+      g.value += v
+      return
+    case 'avg':
+      g.count++
+      if (!Number.isFinite(g.mean) && !Number.isNaN(g.mean)) {
+        // An infinite mean stays as it is unless a NaN or an infinity of the other sign comes.
+        if (!Number.isFinite(v) && !Number.isNaN(v) && g.mean > 0 === v > 0) return
+        if (Number.isFinite(v)) return
+      }
+      g.mean += v / g.count - g.mean / g.count
+      return
+    case 'max':
+      if (g.value < v || Number.isNaN(g.value)) g.value = v
+      return
+    case 'min':
+      if (g.value > v || Number.isNaN(g.value)) g.value = v
+      return
+    case 'count':
+      g.count++
+      return
+    case 'stddev':
+    case 'stdvar': {
+      g.count++
+      const delta = v - g.mean
+      g.mean += delta / g.count
+      g.value += delta * (v - g.mean)
+      return
+    }
+    case 'topk':
+    case 'bottomk': {
+      const heap = g.heap!
+      const top = heap.items[0]!.value
+      const better = op === 'topk' ? top < v : top > v
+      if (heap.items.length < k || better || Number.isNaN(top)) {
+        if (heap.items.length === k) {
+          if (k === 1) {
+            heap.items[0] = { labels, value: v }
+            return
+          }
+          heap.pop()
+        }
+        heap.push({ labels, value: v })
+      }
+      return
+    }
+    case 'quantile':
+      g.values!.push(v)
+      return
+  }
+}
+
+/** A group's value once every sample is in. */
+function result(op: AggregateOp, g: Group, param: number): number {
+  switch (op) {
+    case 'avg':
+      return g.mean
+    case 'count':
+      return g.count
+    case 'stdvar':
+      return g.value / g.count
+    case 'stddev':
+      return Math.sqrt(g.value / g.count)
+    case 'quantile':
+      return quantile(param, g.values!)
+    default:
+      return g.value
+  }
+}
+
+function formatLabels(labels: Labels): string {
+  return `{${labels.map((l) => `${l.name}=${JSON.stringify(l.value)}`).join(', ')}}`
+}
+
+function formatMatchGroup(labels: Labels, matching: { readonly on: boolean }, names: ReadonlySet<string>): string {
+  return formatLabels(labels.filter((l) => (matching.on ? names.has(l.name) : !names.has(l.name))))
+}
+
+/** The first index at or after `from` whose timestamp is at least t. */
+function lowerBound(ts: Float64Array, t: number, from: number): number {
+  let lo = from
+  let hi = ts.length
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1
+    if (ts[mid]! < t) lo = mid + 1
+    else hi = mid
+  }
+  return lo
+}
+
+/** A query's series with their labels, stale markers found by their bits and kept apart for range selectors. */
+function split(points: readonly SeriesPoints[]): Fetched {
+  const raw: Fetched['raw'][number][] = []
+  const fresh: RawSeries[] = []
+  for (const p of points) {
+    const labels = labelsOf(p)
+    const bits = new BigUint64Array(p.values.buffer, p.values.byteOffset, p.values.length)
+    const stale = new Uint8Array(p.values.length)
+    let staleCount = 0
+    for (let i = 0; i < bits.length; i++) {
+      if (bits[i] === STALE_NAN_BITS) {
+        stale[i] = 1
+        staleCount++
+      }
+    }
+    raw.push({ labels, ts: p.timestamps, vs: p.values, stale })
+    if (staleCount === 0) {
+      fresh.push({ labels, ts: p.timestamps, vs: p.values })
+      continue
+    }
+    const ts = new Float64Array(p.values.length - staleCount)
+    const vs = new Float64Array(ts.length)
+    let n = 0
+    for (let i = 0; i < stale.length; i++) {
+      if (stale[i] === 1) continue
+      ts[n] = p.timestamps[i]!
+      vs[n] = p.values[i]!
+      n++
+    }
+    fresh.push({ labels, ts, vs })
+  }
+  return { raw, fresh }
+}
