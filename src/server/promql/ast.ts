@@ -379,7 +379,9 @@ class Converter {
       throw badData(`parse error: metric name must not be set twice: ${JSON.stringify(this.src(node))}`)
     }
     const all = name !== undefined ? [{ key: METRIC_NAME, op: 'eq' as const, value: name }, ...matchers] : matchers
-    if (all.every(matchesEmpty)) {
+    // Every matcher is checked, a bad regex included, before the rule on empty matchers.
+    const empty = all.map(matchesEmpty)
+    if (empty.every(Boolean)) {
       throw badData(
         `parse error: vector selector must contain at least one non-empty matcher: ${JSON.stringify(this.src(node))}`,
       )

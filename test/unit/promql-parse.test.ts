@@ -1,0 +1,206 @@
+import assert from 'node:assert/strict'
+import { describe, test } from 'node:test'
+import { parseDurationParam, parseTimeParam } from '../../src/server/promql/api.js'
+import { parseDurationMs, parsePromQL, parseSeriesSelector, unquote } from '../../src/server/promql/ast.js'
+import { PromQLError } from '../../src/server/promql/errors.js'
+import { formatTime, formatValue } from '../../src/server/promql/format.js'
+
+function refused(query: string, pattern: RegExp): void {
+  assert.throws(
+    () => parsePromQL(query),
+    (err: unknown) => err instanceof PromQLError && err.type === 'bad_data' && pattern.test(err.message),
+    query,
+  )
+}
+
+describe('promql: parsing to our syntax tree', () => {
+  test('a selector becomes an engine selector: the name as metric, or matchers on __name__', () => {
+    const q = parsePromQL('up{job="x", instance!~"a.*"}')
+    assert.equal(q.type, 'vector')
+    assert.deepEqual(q.expr, {
+      kind: 'vector',
+      sel: {
+        selector: {
+          metric: 'up',
+          matchers: [
+            { key: 'job', op: 'eq', value: 'x' },
+            { key: 'instance', op: 'not_regex', value: 'a.*' },
+          ],
+        },
+        offsetMs: 0,
+      },
+    })
+    const byName = parsePromQL('{__name__=~"a.*", job="x"}')
+    assert.deepEqual(byName.expr.kind === 'vector' && byName.expr.sel.selector, {
+      metric: '',
+      matchers: [
+        { key: '__name__', op: 'regex', value: 'a.*' },
+        { key: 'job', op: 'eq', value: 'x' },
+      ],
+    })
+    const eqName = parsePromQL('{__name__="up"}')
+    assert.deepEqual(eqName.expr.kind === 'vector' && eqName.expr.sel.selector, { metric: 'up', matchers: [] })
+  })
+
+  test('ranges, offsets (negative too) and functions', () => {
+    const q = parsePromQL('rate(http_total[5m] offset -1m)')
+    assert.equal(q.type, 'vector')
+    assert.equal(q.expr.kind, 'call')
+    if (q.expr.kind !== 'call') return
+    assert.equal(q.expr.func, 'rate')
+    assert.equal(q.expr.range.rangeMs, 300_000)
+    assert.equal(q.expr.range.sel.offsetMs, -60_000)
+    const m = parsePromQL('x[1h30m] offset 2d')
+    assert.equal(m.type, 'matrix')
+    assert.deepEqual(m.expr.kind === 'matrix' && [m.expr.rangeMs, m.expr.sel.offsetMs], [5_400_000, 172_800_000])
+  })
+
+  test('aggregations with by/without before or after the body, and their parameters', () => {
+    const a = parsePromQL('sum(rate(x[1m])) by (b, a)')
+    assert.deepEqual(a.expr.kind === 'aggregate' && [a.expr.op, a.expr.grouping, a.expr.without], [
+      'sum',
+      ['a', 'b'],
+      false,
+    ])
+    const t = parsePromQL('topk without (job) (3, x)')
+    assert.deepEqual(t.expr.kind === 'aggregate' && [t.expr.op, t.expr.param, t.expr.without], [
+      'topk',
+      { kind: 'number', value: 3 },
+      true,
+    ])
+  })
+
+  test('binary operators: precedence, bool, on/ignoring, unary minus and numbers', () => {
+    const q = parsePromQL('a + b * 2 > bool on(job) c')
+    assert.equal(q.expr.kind, 'binary')
+    if (q.expr.kind !== 'binary') return
+    assert.equal(q.expr.op, '>')
+    assert.equal(q.expr.returnBool, true)
+    assert.deepEqual(q.expr.matching, { on: true, labels: ['job'] })
+    assert.equal(q.expr.lhs.kind === 'binary' && q.expr.lhs.op, '+')
+    assert.deepEqual(parsePromQL('-(2 ^ 3)').expr, {
+      kind: 'negate',
+      expr: {
+        kind: 'binary',
+        op: '^',
+        lhs: { kind: 'number', value: 2 },
+        rhs: { kind: 'number', value: 3 },
+        returnBool: false,
+      },
+    })
+    assert.deepEqual(parsePromQL('0x1F').expr, { kind: 'number', value: 31 })
+    assert.deepEqual(parsePromQL('-Inf').expr, { kind: 'number', value: Number.NEGATIVE_INFINITY })
+    assert.ok(Number.isNaN((parsePromQL('NaN').expr as { value: number }).value))
+    assert.equal(parsePromQL('1 + 2').type, 'scalar')
+    assert.equal(parsePromQL('x - ignoring(a) y').type, 'vector')
+  })
+
+  test('refuses constructs outside the subset, naming them', () => {
+    refused('x[5m:1m]', /subqueries/)
+    refused('x @ 100', /@ modifier/)
+    refused('"text"', /string literals/)
+    refused('abs(x)', /function "abs" is not implemented/)
+    refused('histogram_quantile(0.9, x)', /histogram_quantile/)
+    refused('count_values("v", x)', /aggregation "count_values"/)
+    refused('group(x)', /aggregation "group"/)
+    refused('a and b', /"and" is not implemented/)
+    refused('a or b', /"or" is not implemented/)
+    refused('a * on(x) group_left b', /group_left/)
+    refused('a atan2 b', /"atan2" is not implemented/)
+  })
+
+  test('refuses what Prometheus 2.42 refuses', () => {
+    refused('', /no expression/)
+    refused('up{', /parse error/)
+    refused('1 +', /parse error/)
+    refused('sum(x', /parse error/)
+    refused('{job=""}', /at least one non-empty matcher/)
+    refused('{job=~".*"}', /at least one non-empty matcher/)
+    refused('up{__name__="x"}', /metric name must not be set twice/)
+    refused('rate(x)', /expected type range vector/)
+    refused('sum(x[5m])', /expected type instant vector/)
+    refused('x[5m] + 1', /only scalar and instant vector/)
+    refused('1 > 2', /must use BOOL/)
+    refused('x + bool 1', /bool modifier can only be used on comparison/)
+    refused('1 + on(a) x', /vector matching only allowed between instant vectors/)
+    refused('topk(x)', /wrong number of arguments/)
+    refused('quantile_over_time(x[5m])', /expected 2 argument/)
+    refused('(x)[5m]', /ranges only allowed for vector selectors/)
+    refused('x offset 1m [5m]', /no offset modifiers allowed before range/)
+    refused('(x + y) offset 1m', /offset modifier must be preceded/)
+    refused('x[5]', /bad duration/)
+    refused('x{a=~"("}', /regex/)
+    refused('-x[5m]', /unary expression only allowed|ranges only allowed/)
+    refused('x{"a"="b"}', /quoted label names/)
+  })
+
+  test('match[] takes a selector alone', () => {
+    assert.deepEqual(parseSeriesSelector('up{job="a"}'), {
+      metric: 'up',
+      matchers: [{ key: 'job', op: 'eq', value: 'a' }],
+    })
+    assert.throws(() => parseSeriesSelector('rate(up[5m])'), PromQLError)
+    assert.throws(() => parseSeriesSelector('up offset 5m'), PromQLError)
+  })
+
+  test('string literals unquote as Go does', () => {
+    assert.equal(unquote('"a\\"b\\n\\x41\\u00e9\\101"'), 'a"b\nAéA')
+    assert.equal(unquote("'it\\'s'"), "it's")
+    assert.equal(unquote('`raw\\n`'), 'raw\\n')
+    assert.throws(() => unquote('"bad\\q"'), PromQLError)
+  })
+
+  test('durations as Prometheus spells them', () => {
+    assert.equal(parseDurationMs('1h30m'), 5_400_000)
+    assert.equal(parseDurationMs('1y'), 365 * 86_400_000)
+    assert.equal(parseDurationMs('90s'), 90_000)
+    assert.equal(parseDurationMs('10ms'), 10)
+    assert.equal(parseDurationMs('1m1h'), undefined)
+    assert.equal(parseDurationMs('5'), undefined)
+    assert.equal(parseDurationMs(''), undefined)
+  })
+})
+
+describe('promql: API parameters and number formats', () => {
+  test('times: unix seconds with fractions, RFC 3339', () => {
+    assert.equal(parseTimeParam('1700000000', 'time'), 1_700_000_000_000)
+    assert.equal(parseTimeParam('1700000000.123', 'time'), 1_700_000_000_123)
+    assert.equal(parseTimeParam('1700000000.1235', 'time'), 1_700_000_000_124)
+    assert.equal(parseTimeParam('2023-11-14T22:13:20Z', 'time'), 1_700_000_000_000)
+    assert.equal(parseTimeParam('2023-11-14T22:13:20.5+01:00', 'time'), 1_700_000_000_500 - 3_600_000)
+    assert.throws(
+      () => parseTimeParam('yesterday', 'time'),
+      (err: unknown) => err instanceof PromQLError && err.type === 'bad_data' && /"time"/.test(err.message),
+    )
+    assert.throws(() => parseTimeParam('', 'start'), PromQLError)
+  })
+
+  test('durations: Prometheus syntax or float seconds', () => {
+    assert.equal(parseDurationParam('15s', 'step'), 15_000)
+    assert.equal(parseDurationParam('1m30s', 'step'), 90_000)
+    assert.equal(parseDurationParam('2.5', 'step'), 2500)
+    assert.equal(parseDurationParam('60', 'step'), 60_000)
+    assert.throws(() => parseDurationParam('soon', 'step'), PromQLError)
+  })
+
+  test("values as Go's FormatFloat(v, 'f', -1, 64)", () => {
+    assert.equal(formatValue(1), '1')
+    assert.equal(formatValue(0.1), '0.1')
+    assert.equal(formatValue(-2.5), '-2.5')
+    assert.equal(formatValue(1e21), '1000000000000000000000')
+    assert.equal(formatValue(1.5e-7), '0.00000015')
+    assert.equal(formatValue(-1.234e-10), '-0.0000000001234')
+    assert.equal(formatValue(1.7976931348623157e308).length, 309)
+    assert.equal(formatValue(Number.NaN), 'NaN')
+    assert.equal(formatValue(Number.POSITIVE_INFINITY), '+Inf')
+    assert.equal(formatValue(Number.NEGATIVE_INFINITY), '-Inf')
+    assert.equal(formatValue(2 / 3), '0.6666666666666666')
+  })
+
+  test('timestamps as Prometheus writes them: seconds and milliseconds', () => {
+    assert.equal(formatTime(1_700_000_000_000), '1700000000')
+    assert.equal(formatTime(1_700_000_000_050), '1700000000.050')
+    assert.equal(formatTime(1_700_000_000_500), '1700000000.500')
+    assert.equal(formatTime(-1500), '-1.500')
+  })
+})
