@@ -574,27 +574,29 @@ export class AntiEntropy {
         if (have !== undefined)
           for (let i = 0; i < have.timestamps.length; i++) haveValues.set(have.timestamps[i]!, have.values[i]!)
         // The points this owner lacks or holds with another value, by the version they are written with.
-        const byVersion = new Map<number, { ts: number[]; vals: number[] }>()
+        // The winners are kept as they are, not their values in a number[]: V8 quiets a signalling
+        // NaN (Prometheus' staleness marker) stored into a plain array, and the copy must keep bits.
+        const byVersion = new Map<number, { ts: number[]; winners: { readonly value: number }[] }>()
         for (const [t, p] of points) {
           const w = p.winner!
           const mine = haveValues.get(t)
           if (mine !== undefined && sameBits(mine, w.value)) continue
           let group = byVersion.get(w.version)
           if (group === undefined) {
-            group = { ts: [], vals: [] }
+            group = { ts: [], winners: [] }
             byVersion.set(w.version, group)
           }
           group.ts.push(t)
-          group.vals.push(w.value)
+          group.winners.push(w)
           sources.set(w.from, (sources.get(w.from) ?? 0) + 1)
         }
-        for (const [version, { ts, vals }] of byVersion) {
+        for (const [version, { ts, winners }] of byVersion) {
           const order = ts.map((_, i) => i).sort((a, b) => ts[a]! - ts[b]!)
           lacking.push({
             metric: series.metric,
             tags: series.tags,
             timestamps: Float64Array.from(order, (i) => ts[i]!),
-            values: Float64Array.from(order, (i) => vals[i]!),
+            values: Float64Array.from(order, (i) => winners[i]!.value),
             ...(version > 0 ? { version } : {}),
           })
         }
@@ -724,7 +726,9 @@ export class AntiEntropy {
   ): Promise<void> {
     for (const chunk of writeChunks(series, this.options.limits)) {
       checkAborted(signal)
-      if (id === this.link.selfId) await this.local.write({ series: chunk, precision: 'ms' }, { signal })
+      // Repaired points were accepted by a coordinator once: NaN is not checked again (see peerService).
+      if (id === this.link.selfId)
+        await this.local.write({ series: chunk, precision: 'ms', acceptNaN: true }, { signal })
       else {
         await this.request(
           ringVersion,

@@ -1054,7 +1054,8 @@ export class ClusterEngine implements StorageEngine {
 
   /** Deletes on every member, since every replica holds the series; counts each series once. */
   async deleteSeries(request: DeleteRequest, ctx?: CallContext): Promise<DeleteResult> {
-    compileSelector(request.selector)
+    // A selector of every metric would delete every series: a delete must name its metric.
+    compileSelector(request.selector, { requireMetric: true })
     const state = this.state()
     if (state.target !== undefined) {
       throw new UnavailableError(

@@ -87,7 +87,10 @@ export function peerService(
         // The packed decoder rejects invalid UTF-8, which the generated one would turn into U+FFFD.
         const series = decodePeerWrite(body, headers)
         if (clock !== undefined) for (const s of series) if (s.version !== undefined) clock.observe(s.version)
-        const result = await local.write({ series, precision: 'ms' }, ctx)
+        // A peer write holds points a coordinating node accepted (directly, or later as a hint, a
+        // repair or a move): NaN and ±Infinity among them passed its check, whatever this node's
+        // allowNaN limit says, so that an owner never refuses what a write was acknowledged with.
+        const result = await local.write({ series, precision: 'ms', acceptNaN: true }, ctx)
         return PeerWriteResponse.encode({
           pointsWritten: result.pointsWritten,
           seriesWritten: result.seriesWritten,

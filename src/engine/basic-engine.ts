@@ -4,6 +4,7 @@ import { performance } from 'node:perf_hooks'
 import { MIN_BLOCK } from '../codec/row-key.js'
 import { META_COLD_MAX_BLOCK_KEY } from '../codec/schema.js'
 import { UnavailableError, ValidationError } from '../model/errors.js'
+import { compileSelector } from '../model/matcher.js'
 import { canonicalSeriesKey, sortTags } from '../model/series-key.js'
 import type {
   DeleteRequest,
@@ -541,6 +542,8 @@ export class BasicEngine implements StorageEngine, ShardEngine, EngineCore {
     ctx?: CallContext,
   ): Promise<DeleteResult> {
     this.assertOpen()
+    // A selector of every metric would delete every series: a delete must name its metric.
+    compileSelector(request.selector, { requireMetric: true })
     const ranged = request.startMs !== undefined || request.endMs !== undefined
     if (ranged) checkRange(request.startMs ?? 0, request.endMs ?? 0)
     const entries = await this.index.selectSliced(request.selector, new Slicer(ctx))

@@ -154,11 +154,16 @@ export class ResultCache {
     this.changedAt.delete(handle)
   }
 
-  /** A series of this metric appeared or was removed: any selector of the metric may now differ. */
+  /**
+   * A series of this metric appeared or was removed: any selector of the metric may now differ, and
+   * so may any selector of every metric (metric ''), whose results are kept under ''.
+   */
   metricChanged(metric: string): void {
-    this.metricChangedAt.set(metric, this.seq++)
-    const keys = this.byMetric.get(metric)
-    if (keys) for (const key of [...keys]) this.remove(key)
+    for (const name of [metric, '']) {
+      this.metricChangedAt.set(name, this.seq++)
+      const keys = this.byMetric.get(name)
+      if (keys) for (const key of [...keys]) this.remove(key)
+    }
   }
 
   private remove(key: string): void {

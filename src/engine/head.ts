@@ -80,10 +80,13 @@ class SeriesBuffer {
 
   /** Removes the points matching `take` (in place, keeping order) and returns them in arrival order. */
   extract(take: (t: number) => boolean): Arrived {
-    const outTs: number[] = []
-    const outVals: number[] = []
-    const outVers: number[] = []
+    // Typed arrays, not number[]: V8 quiets a signalling NaN (Prometheus' staleness marker) that
+    // it stores into a plain array, and values must keep their bit patterns.
+    const outTs = new Float64Array(this.n)
+    const outVals = new Float64Array(this.n)
     const vers = this.vers
+    const outVers = vers === undefined ? undefined : new Float64Array(this.n)
+    let taken = 0
     let minSeq = Number.POSITIVE_INFINITY
     let w = 0
     let maxTs = Number.NEGATIVE_INFINITY
@@ -92,9 +95,10 @@ class SeriesBuffer {
       const t = this.ts[r] as number
       const seq = this.seqs[r] as number
       if (take(t)) {
-        outTs.push(t)
-        outVals.push(this.vals[r] as number)
-        if (vers !== undefined) outVers.push(vers[r] as number)
+        outTs[taken] = t
+        outVals[taken] = this.vals[r] as number
+        if (outVers !== undefined) outVers[taken] = vers![r] as number
+        taken++
         if (seq < minSeq) minSeq = seq
       } else {
         this.ts[w] = t
@@ -110,9 +114,9 @@ class SeriesBuffer {
     this.maxTs = maxTs
     this.minSeq = keptMinSeq
     return {
-      ts: Float64Array.from(outTs),
-      vals: Float64Array.from(outVals),
-      vers: vers === undefined ? undefined : Float64Array.from(outVers),
+      ts: outTs.slice(0, taken),
+      vals: outVals.slice(0, taken),
+      vers: outVers?.slice(0, taken),
       minSeq,
     }
   }
@@ -253,23 +257,36 @@ export class Head {
     const buf = this.active.get(handle)
     if (!sealing && !buf) return undefined
     const versioned = buf?.vers !== undefined || (sealing?.some((t) => t.vers !== undefined) ?? false)
-    const ts: number[] = []
-    const vals: number[] = []
-    const vers: number[] = []
-    const take = (pts: Float64Array, vs: Float64Array, n: number, pv: Float64Array | undefined): void => {
-      for (let i = 0; i < n; i++) {
+    // Counted first, so that the points go straight into typed arrays of their size: a plain
+    // number[] would quiet signalling NaNs (see SeriesBuffer.extract).
+    let n = 0
+    const count = (pts: Float64Array, size: number): void => {
+      for (let i = 0; i < size; i++) {
+        const t = pts[i] as number
+        if (t >= startMs && t < endMs) n++
+      }
+    }
+    if (sealing) for (const t of sealing) count(t.ts, t.ts.length)
+    if (buf) count(buf.ts, buf.n)
+    if (n === 0) return undefined
+    const ts = new Float64Array(n)
+    const vals = new Float64Array(n)
+    const vers = versioned ? new Float64Array(n) : undefined
+    let w = 0
+    const take = (pts: Float64Array, vs: Float64Array, size: number, pv: Float64Array | undefined): void => {
+      for (let i = 0; i < size; i++) {
         const t = pts[i] as number
         if (t >= startMs && t < endMs) {
-          ts.push(t)
-          vals.push(vs[i] as number)
-          if (versioned) vers.push(pv === undefined ? 0 : (pv[i] as number))
+          ts[w] = t
+          vals[w] = vs[i] as number
+          if (vers !== undefined) vers[w] = pv === undefined ? 0 : (pv[i] as number)
+          w++
         }
       }
     }
     if (sealing) for (const t of sealing) take(t.ts, t.vals, t.ts.length, t.vers)
     if (buf) take(buf.ts, buf.vals, buf.n, buf.vers)
-    if (ts.length === 0) return undefined
-    return sortDedupLastWins(ts, vals, versioned ? vers : undefined)
+    return sortDedupLastWins(ts, vals, vers)
   }
 
   /**
@@ -345,19 +362,23 @@ export class Head {
 
 /** The points of a run outside [startMs, endMs), with their versions when the run has them. */
 export function keepOutside(run: PointRun, startMs: number, endMs: number): PointRun {
-  const ts: number[] = []
-  const vals: number[] = []
-  const vers: number[] = []
-  for (let i = 0; i < run.ts.length; i++) {
+  // Typed arrays throughout: a plain number[] would quiet signalling NaNs (see SeriesBuffer.extract).
+  const n = run.ts.length
+  const ts = new Float64Array(n)
+  const vals = new Float64Array(n)
+  const vers = run.vers === undefined ? undefined : new Float64Array(n)
+  let w = 0
+  for (let i = 0; i < n; i++) {
     const t = run.ts[i] as number
     if (t < startMs || t >= endMs) {
-      ts.push(t)
-      vals.push(run.vals[i] as number)
-      if (run.vers !== undefined) vers.push(run.vers[i] as number)
+      ts[w] = t
+      vals[w] = run.vals[i] as number
+      if (vers !== undefined) vers[w] = run.vers![i] as number
+      w++
     }
   }
-  const kept = { ts: Float64Array.from(ts), vals: Float64Array.from(vals) }
-  return run.vers === undefined ? kept : { ...kept, vers: Float64Array.from(vers) }
+  const kept = { ts: ts.slice(0, w), vals: vals.slice(0, w) }
+  return vers === undefined ? kept : { ...kept, vers: vers.slice(0, w) }
 }
 
 /** Concatenates sorted, time-disjoint runs given in time order; one run is returned as it is. */
@@ -429,7 +450,7 @@ function sortDedupVersioned(ts: ArrayLike<number>, vals: ArrayLike<number>, vers
   const n = ts.length
   let strict = true
   for (let i = 1; i < n && strict; i++) if ((ts[i] as number) <= (ts[i - 1] as number)) strict = false
-  if (strict) return { ts: Float64Array.from(ts), vals: Float64Array.from(vals), vers: Float64Array.from(vers) }
+  if (strict) return { ts: float64Copy(ts), vals: float64Copy(vals), vers: float64Copy(vers) }
   const idx = new Uint32Array(n)
   for (let i = 0; i < n; i++) idx[i] = i
   idx.sort((a, b) => (ts[a] as number) - (ts[b] as number) || a - b)
@@ -469,10 +490,7 @@ function dedupAscending(ts: ArrayLike<number>, vals: ArrayLike<number>, from: nu
     if (ts instanceof Float64Array && vals instanceof Float64Array) {
       return { ts: ts.subarray(from, to), vals: vals.subarray(from, to) }
     }
-    return {
-      ts: Float64Array.from({ length: to - from }, (_, i) => ts[from + i] as number),
-      vals: Float64Array.from({ length: to - from }, (_, i) => vals[from + i] as number),
-    }
+    return { ts: float64Copy(ts, from, to), vals: float64Copy(vals, from, to) }
   }
   const outTs = new Float64Array(to - from)
   const outVals = new Float64Array(to - from)
@@ -520,4 +538,16 @@ export function mergeRuns(older: PointRun, newer: PointRun): PointRun {
     vals[w++] = newer.vals[j++] as number
   }
   return { ts: ts.subarray(0, w), vals: vals.subarray(0, w) }
+}
+
+/**
+ * Elements [from, to) of an array as a new Float64Array, copied bytes and all where the source is
+ * one (a copy through JavaScript numbers may quiet a signalling NaN such as Prometheus' staleness
+ * marker).
+ */
+function float64Copy(a: ArrayLike<number>, from = 0, to = a.length): Float64Array {
+  if (a instanceof Float64Array) return a.slice(from, to)
+  const out = new Float64Array(to - from)
+  for (let i = from; i < to; i++) out[i - from] = a[i] as number
+  return out
 }

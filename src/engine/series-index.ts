@@ -6,7 +6,7 @@ import {
   INDEX_PREFIX_TAG_RETIRED,
 } from '../codec/schema.js'
 import { bug } from '../model/errors.js'
-import { compileSelector } from '../model/matcher.js'
+import { type CompiledSelector, compileSelector } from '../model/matcher.js'
 import { canonicalSeriesKey, decodeSeriesDef, encodeSeriesDef, seriesIdFromKey } from '../model/series-key.js'
 import type { Selector, Tag } from '../model/types.js'
 import { type CacheCounters, selectorKey } from './caches.js'
@@ -41,6 +41,8 @@ const SELECT_CACHE_BYTES = 16 * 1024 * 1024
 const MAX_CACHED_SELECTOR_CHARS = 8192
 /** Candidates checked between two yields of a selector resolution. */
 const CANDIDATES_PER_STEP = 4096
+/** The metric of a selector of any metric; no series has it, since metric names are not empty. */
+const ANY_METRIC = ''
 
 interface CachedSelection {
   readonly metric: string
@@ -189,8 +191,10 @@ export class SeriesIndex {
     this.selectCounters.misses++
     const version = this.metricVersion(selector.metric)
     const out = yield* this.resolve(selector)
-    // A series of the metric that appeared or went while the resolution yielded makes it stale.
-    if (this.byMetric.has(selector.metric) && this.metricVersion(selector.metric) === version) {
+    // A series of the metric that appeared or went while the resolution yielded makes it stale. A
+    // selector of any metric ('') is kept under ANY_METRIC, which every change of a series drops.
+    const known = selector.metric === ANY_METRIC || this.byMetric.has(selector.metric)
+    if (known && this.metricVersion(selector.metric) === version) {
       this.remember(key, selector.metric, out)
     }
     return out
@@ -225,40 +229,66 @@ export class SeriesIndex {
     if (keys?.size === 0) this.selectKeys.delete(cached.metric)
   }
 
-  /** A series of this metric appears or goes: its resolved selectors may differ now. */
+  /**
+   * A series of this metric appears or goes: its resolved selectors may differ now, and so may those
+   * of any metric (kept under ANY_METRIC).
+   */
   private dropSelections(metric: string): void {
-    this.versions.set(metric, this.metricVersion(metric) + 1)
-    const keys = this.selectKeys.get(metric)
-    if (keys) for (const key of [...keys]) this.dropSelection(key)
+    for (const name of [metric, ANY_METRIC]) {
+      this.versions.set(name, this.metricVersion(name) + 1)
+      const keys = this.selectKeys.get(name)
+      if (keys) for (const key of [...keys]) this.dropSelection(key)
+    }
   }
 
   private metricVersion(metric: string): number {
     return this.versions.get(metric) ?? 0
   }
 
+  /**
+   * The entries a selector matches, sorted by key. A selector of one metric looks at that metric's
+   * postings only; one of any metric ('' without an equality matcher on __name__) tests every
+   * metric's name against the __name__ matchers and then resolves each metric that passes as a
+   * selector of that metric would be.
+   */
   private *resolve(selector: Selector): Generator<void, SeriesEntry[], void> {
     const compiled = compileSelector(selector)
-    const postings = this.byMetric.get(selector.metric)
-    if (!postings) return []
+    // A copy of the names: metrics may appear or go while the resolution yields.
+    const metrics = compiled.onlyMetric !== undefined ? [compiled.onlyMetric] : [...this.byMetric.keys()]
+    const out: SeriesEntry[] = []
+    const progress = { checked: 0 }
+    for (const metric of metrics) {
+      if (++progress.checked % CANDIDATES_PER_STEP === 0) yield
+      if (!compiled.matchesMetric(metric)) continue
+      const postings = this.byMetric.get(metric)
+      if (postings) yield* this.resolveMetric(compiled, postings, out, progress)
+    }
+    out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0))
+    return out
+  }
+
+  /** Adds to `out` the series of one metric's postings that pass the selector's tag matchers. */
+  private *resolveMetric(
+    compiled: CompiledSelector,
+    postings: MetricPostings,
+    out: SeriesEntry[],
+    progress: { checked: number },
+  ): Generator<void, void, void> {
     const lists: Set<number>[] = []
     for (const eq of compiled.positiveEquals) {
       const list = postings.byTag.get(eq.key)?.get(eq.value)
-      if (!list || list.size === 0) return []
+      if (!list || list.size === 0) return
       lists.push(list)
     }
     lists.sort((a, b) => a.size - b.size)
     const base = lists[0] ?? postings.all
-    const out: SeriesEntry[] = []
-    let checked = 0
     // A copy: the postings may change while the resolution yields.
     outer: for (const handle of [...base]) {
-      if (++checked % CANDIDATES_PER_STEP === 0) yield
+      if (++progress.checked % CANDIDATES_PER_STEP === 0) yield
       for (let i = 1; i < lists.length; i++) if (!lists[i]?.has(handle)) continue outer
       const entry = this.entries[handle]
       if (entry && compiled.matches(entry.tags)) out.push(entry)
     }
-    out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0))
-    return out
   }
 
   private register(id: Buffer, key: string, metric: string, tags: readonly Tag[]): SeriesEntry {

@@ -27,10 +27,12 @@ class Subscriber {
   ) {}
 
   matches(s: CommittedSeries): boolean {
-    if (s.metric !== this.selector.metric) return false
+    // Series of another metric are turned away without a verdict kept for them.
+    const only = this.selector.onlyMetric
+    if (only !== undefined && s.metric !== only) return false
     let verdict = this.verdicts.get(s.key)
     if (verdict === undefined) {
-      verdict = this.selector.matches(s.tags)
+      verdict = this.selector.matchesSeries(s.metric, s.tags)
       this.verdicts.set(s.key, verdict)
     }
     return verdict
@@ -54,7 +56,7 @@ export class SubscriptionHub {
 
   /** Throws ValidationError for a bad selector. */
   subscribe(selector: Selector, listener: PointsListener): Subscription {
-    const subscriber = new Subscriber(compileSelector(selector), listener)
+    const subscriber = new Subscriber(compileSelector(selector, { requireMetric: true }), listener)
     this.subscribers.add(subscriber)
     return {
       close: () => {

@@ -12,20 +12,35 @@ export interface CompiledMatcher {
   matchesValue(value: string): boolean
 }
 
+/** The matcher key that names the metric rather than a tag, as in Prometheus. */
+export const METRIC_NAME_KEY = '__name__'
+
 /** A validated selector, ready to test series and to plan an index lookup. */
 export interface CompiledSelector {
+  /** The selector's metric; '' selects series of any metric (then matchers on __name__ narrow them). */
   readonly metric: string
+  /** Every matcher, those on __name__ included. */
   readonly matchers: readonly CompiledMatcher[]
   /**
-   * The equality matchers with a non-empty value. The series such a matcher selects are exactly
+   * The one metric every selected series has, when the selector names one (its metric, or else an
+   * equality matcher on __name__ with a non-empty value); undefined when series of many metrics
+   * may match. An index looks only at that metric's postings then.
+   */
+  readonly onlyMetric: string | undefined
+  /**
+   * The tag equality matchers with a non-empty value. The series such a matcher selects are exactly
    * the posting list of its key and value, so an index can intersect those lists and skip
    * checking these matchers again.
    */
   readonly positiveEquals: readonly Tag[]
-  /** Every other matcher: what a candidate from the posting lists (or from the metric) must still pass. */
+  /** Every other tag matcher: what a candidate from the posting lists (or from the metric) must still pass. */
   readonly residual: readonly CompiledMatcher[]
-  /** Whether a series of this metric with these tags matches every matcher. */
+  /** Whether a metric name is the selector's metric (any, for '') and passes every matcher on __name__. */
+  matchesMetric(metric: string): boolean
+  /** Whether these tags pass every tag matcher (every matcher but those on __name__). */
   matches(tags: readonly Tag[]): boolean
+  /** Whether a series passes the whole selector: matchesMetric and matches. */
+  matchesSeries(metric: string, tags: readonly Tag[]): boolean
   /** Whether a series that already passed positiveEquals matches the residual matchers. */
   matchesResidual(tags: readonly Tag[]): boolean
 }
@@ -74,18 +89,34 @@ class ValueMatcher implements CompiledMatcher {
   }
 }
 
+/** How compileSelector treats a selector. */
+export interface SelectorOptions {
+  /**
+   * Refuse an empty metric, as for calls where selecting every metric is never meant: a delete
+   * (it would delete every series) or a subscription (it would tail every write).
+   */
+  readonly requireMetric?: boolean
+}
+
 /**
  * Validates a selector and compiles its matchers. Throws one ValidationError naming every bad
  * field: `selector.metric`, `selector.matchers[i].key`, `selector.matchers[i].op`,
  * `selector.matchers[i].value` (a regex that is too long or too large, or does not compile, with the
  * reason). Regexes are RE2 syntax, fully anchored: see regex.ts.
+ *
+ * An empty metric selects series of every metric, unless `options.requireMetric`; a matcher on
+ * __name__ compares the metric name, with or without a metric, as Prometheus does. The public gRPC contract still requires a metric:
+ * the server refuses an empty one before a selector gets here.
  */
-export function compileSelector(selector: Selector): CompiledSelector {
+export function compileSelector(selector: Selector, options: SelectorOptions = {}): CompiledSelector {
   const violations: FieldViolation[] = []
-  const metricProblem = nameViolation(selector.metric)
+  const anyMetric = selector.metric === '' && options.requireMetric !== true
+  const metricProblem = anyMetric ? undefined : nameViolation(selector.metric)
   if (metricProblem !== undefined) violations.push({ field: 'selector.metric', description: metricProblem })
 
   const matchers: CompiledMatcher[] = []
+  const nameMatchers: CompiledMatcher[] = []
+  const tagMatchers: CompiledMatcher[] = []
   const positiveEquals: Tag[] = []
   const residual: CompiledMatcher[] = []
   selector.matchers.forEach((m, i) => {
@@ -123,17 +154,31 @@ export function compileSelector(selector: Selector): CompiledSelector {
     }
     const matcher = new ValueMatcher(m.key, m.value, m.op, regex)
     matchers.push(matcher)
-    if (m.op === 'eq' && m.value !== '') positiveEquals.push({ key: m.key, value: m.value })
-    else residual.push(matcher)
+    if (m.key === METRIC_NAME_KEY) nameMatchers.push(matcher)
+    else {
+      tagMatchers.push(matcher)
+      if (m.op === 'eq' && m.value !== '') positiveEquals.push({ key: m.key, value: m.value })
+      else residual.push(matcher)
+    }
   })
   if (violations.length > 0) throw new ValidationError(violations)
 
+  const metric = selector.metric
+  const matchesMetric = (name: string): boolean => {
+    if (metric !== '' && name !== metric) return false
+    for (const matcher of nameMatchers) if (!matcher.matchesValue(name)) return false
+    return true
+  }
+  const named = nameMatchers.find((m) => m.op === 'eq' && m.value !== '')?.value
   return {
-    metric: selector.metric,
+    metric,
     matchers,
+    onlyMetric: metric !== '' ? metric : named,
     positiveEquals,
     residual,
-    matches: (tags) => matchAll(matchers, tags),
+    matchesMetric,
+    matches: (tags) => matchAll(tagMatchers, tags),
+    matchesSeries: (name, tags) => matchesMetric(name) && matchAll(tagMatchers, tags),
     matchesResidual: (tags) => matchAll(residual, tags),
   }
 }

@@ -40,8 +40,13 @@ export interface WriteBatch {
   /** Precision of every timestamp in the batch; milliseconds when absent. */
   readonly precision?: Precision
   /**
-   * Store NaN values, bit pattern included, whatever the engine's allowNaN limit says: Prometheus
-   * remote write sends NaN both as a value and as its staleness marker. Absent: the limit decides.
+   * Store NaN values, bit pattern included, and ±Infinity, whatever the engine's allowNaN limit
+   * says: Prometheus remote write sends NaN both as a value and as its staleness marker (the NaN
+   * with bits 0x7ff0000000000002), and ±Inf as ordinary values. Everything else is validated as
+   * ever. Absent or false: the limit decides (NaN only with allowNaN, ±Infinity never). The bit
+   * pattern survives only where the values come as a Float64Array: a plain array of numbers may
+   * already have quieted a signalling NaN such as the staleness marker (to 0x7ff8000000000002).
+   * On a cluster, the owners store what the coordinating node accepted without checking NaN again.
    */
   readonly acceptNaN?: boolean
 }
@@ -73,7 +78,19 @@ export interface Matcher {
   readonly op: MatchOp
 }
 
-/** Selects series: a metric name (required) and tag matchers, all of which must hold. */
+/**
+ * Selects series: a metric name and matchers, all of which must hold.
+ *
+ * - `metric` '' selects series of every metric (engines only: the public gRPC contract still
+ *   requires a metric, and the server refuses an empty one). Each series comes back with its own
+ *   metric. Such a selection looks at every metric's name and then at the postings of each metric
+ *   that passes the __name__ matchers, so narrow it with a __name__ matcher where possible.
+ * - A matcher with key `__name__` compares the metric name (eq, neq, and fully anchored RE2 regex
+ *   and not_regex, as tag matchers), with or without a metric; an equality on it costs no more
+ *   than naming the metric.
+ * - A matcher on a tag the series lacks compares the empty string, as in Prometheus: `x=""`
+ *   matches series without x, `x!=""` and `x=~".+"` require it.
+ */
 export interface Selector {
   readonly metric: string
   readonly matchers: readonly Matcher[]

@@ -147,11 +147,12 @@ export function validateWriteBatch(
   }
 
   const precision = batch.precision ?? 'ms'
+  const nonFinite: NonFinite = batch.acceptNaN === true ? ANY_NON_FINITE : limits.allowNaN ? NAN_ONLY : NONE
   const violations: FieldViolation[] = []
   const valid: ValidEntry[] = []
   const arena = new Arena(2 * points)
   for (let i = 0; i < entries.length && violations.length < MAX_VIOLATIONS; i++) {
-    const entry = validateEntry(entries[i]!, i, precision, limits, violations, validated, arena)
+    const entry = validateEntry(entries[i]!, i, precision, limits, nonFinite, violations, validated, arena)
     if (entry !== undefined) valid.push(entry)
   }
   if (violations.length > 0) throw new ValidationError(violations.slice(0, MAX_VIOLATIONS))
@@ -164,13 +165,14 @@ function validateEntry(
   i: number,
   precision: Precision,
   limits: WriteLimits,
+  nonFinite: NonFinite,
   violations: FieldViolation[],
   validated: ValidatedSeriesCache | undefined,
   arena: Arena,
 ): ValidEntry | undefined {
   const before = violations.length
   const known = validated?.get(entry.metric, entry.tags)
-  if (known) return validatePoints(entry, i, precision, limits, violations, before, known.tags, known.key, arena)
+  if (known) return validatePoints(entry, i, precision, nonFinite, violations, before, known.tags, known.key, arena)
   const metricProblem = nameViolation(entry.metric, limits.maxNameBytes)
   if (metricProblem !== undefined) violations.push({ field: `series[${i}].metric`, description: metricProblem })
 
@@ -200,7 +202,7 @@ function validateEntry(
     Object.freeze(sortedTags)
     validated?.set(entry.metric, tags, sortedTags, key)
   }
-  return validatePoints(entry, i, precision, limits, violations, before, sortedTags, key, arena)
+  return validatePoints(entry, i, precision, nonFinite, violations, before, sortedTags, key, arena)
 }
 
 /** The points of an entry whose identity is valid (or already reported); the entry when all is well. */
@@ -208,7 +210,7 @@ function validatePoints(
   entry: SeriesWrite,
   i: number,
   precision: Precision,
-  limits: WriteLimits,
+  nonFinite: NonFinite,
   violations: FieldViolation[],
   before: number,
   sortedTags: readonly Tag[],
@@ -216,7 +218,7 @@ function validatePoints(
   arena: Arena,
 ): ValidEntry | undefined {
   const timestamps = validateTimestamps(entry.timestamps, i, precision, violations, arena)
-  const values = validateValues(entry.values, i, limits.allowNaN, violations, arena)
+  const values = validateValues(entry.values, i, nonFinite, violations, arena)
   const version = entry.version ?? 0
   if (!isVersion(version)) {
     violations.push({
@@ -342,21 +344,35 @@ function timestampProblem(raw: unknown, precision: Precision): string {
   return `must be an integer, got ${typeof raw === 'number' ? raw : typeof raw}`
 }
 
+/** Which values that are not finite numbers a write may store. */
+type NonFinite = typeof NONE | typeof NAN_ONLY | typeof ANY_NON_FINITE
+const NONE = 0
+/** The allowNaN limit: NaN of any bit pattern, but not ±Infinity. */
+const NAN_ONLY = 1
+/** A batch with acceptNaN: NaN of any bit pattern and ±Infinity, as Prometheus stores them. */
+const ANY_NON_FINITE = 2
+
 function validateValues(
   raw: ArrayLike<number>,
   i: number,
-  allowNaN: boolean,
+  nonFinite: NonFinite,
   violations: FieldViolation[],
   arena: Arena,
 ): Float64Array {
   const m = raw.length
   const values = arena.take(m)
+  // A Float64Array copied whole keeps every NaN's bit pattern (Prometheus tells its staleness marker
+  // from other NaNs by it); element by element through a JavaScript number, V8 may quiet a
+  // signalling NaN such as that marker. Plain arrays have already lost the pattern anyway.
+  const whole = raw instanceof Float64Array
+  if (whole) values.set(raw)
   for (let j = 0; j < m; j++) {
     const v = raw[j]!
-    values[j] = v
+    if (!whole) values[j] = v
     // One subtraction screens out NaN and both infinities; the slow path tells them apart.
     if (v - v !== 0) {
-      if (allowNaN && Number.isNaN(v)) continue
+      if (typeof v === 'number' && (nonFinite === ANY_NON_FINITE || (nonFinite === NAN_ONLY && Number.isNaN(v))))
+        continue
       const description =
         typeof v !== 'number'
           ? `must be a number, got ${typeof v}`

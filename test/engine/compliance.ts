@@ -327,7 +327,10 @@ export function runComplianceSuite(name: string, factory: EngineFactory): void {
 
     it('rejects a bad selector and range', () =>
       withEngine(factory, async (e) => {
-        await assert.rejects(e.query({ selector: { metric: '', matchers: [] }, startMs: 0, endMs: 1 }), ValidationError)
+        await assert.rejects(
+          e.query({ selector: { metric: '9a', matchers: [] }, startMs: 0, endMs: 1 }),
+          ValidationError,
+        )
         await assert.rejects(
           e.query({
             selector: { metric: 'a', matchers: [{ key: 'x', value: '(', op: 'regex' }] },

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import { describe, test } from 'node:test'
 import { ValidationError } from '../../src/model/errors.js'
-import { compileSelector } from '../../src/model/matcher.js'
+import { compileSelector, type SelectorOptions } from '../../src/model/matcher.js'
 import type { Matcher, MatchOp, Selector, Tag } from '../../src/model/types.js'
 
 function m(key: string, op: MatchOp, value: string): Matcher {
@@ -18,9 +18,9 @@ function matches(matchers: Matcher[], record: Record<string, string>): boolean {
   return compileSelector({ metric: 'cpu', matchers }).matches(tags(record))
 }
 
-function fieldsOf(selector: Selector): string[] {
+function fieldsOf(selector: Selector, options?: SelectorOptions): string[] {
   try {
-    compileSelector(selector)
+    compileSelector(selector, options)
   } catch (err) {
     assert.ok(err instanceof ValidationError)
     return err.violations.map((v) => v.field)
@@ -29,9 +29,11 @@ function fieldsOf(selector: Selector): string[] {
 }
 
 describe('compileSelector: validation', () => {
-  test('metric required and well formed', () => {
-    assert.deepEqual(fieldsOf({ metric: '', matchers: [] }), ['selector.metric'])
+  test('metric well formed, and required where asked', () => {
+    assert.deepEqual(fieldsOf({ metric: '', matchers: [] }, { requireMetric: true }), ['selector.metric'])
     assert.deepEqual(fieldsOf({ metric: 'cpu usage', matchers: [] }), ['selector.metric'])
+    // Empty selects every metric.
+    assert.equal(compileSelector({ metric: '', matchers: [] }).onlyMetric, undefined)
   })
 
   test('matcher keys well formed', () => {
@@ -65,7 +67,7 @@ describe('compileSelector: validation', () => {
   })
 
   test('every violation listed', () => {
-    assert.deepEqual(fieldsOf({ metric: '', matchers: [m('', 'regex', '[')] }), [
+    assert.deepEqual(fieldsOf({ metric: '', matchers: [m('', 'regex', '[')] }, { requireMetric: true }), [
       'selector.metric',
       'selector.matchers[0].key',
       'selector.matchers[0].value',
@@ -277,5 +279,35 @@ describe('compileSelector: RE2 regexes', () => {
     assert.ok(!matches([m('icon', 'regex', 'x..y')], { icon: 'x😀y' }))
     assert.ok(matches([m('icon', 'regex', '.+😀')], { icon: 'a😀' }))
     assert.ok(!matches([m('icon', 'regex', '.+😀')], { icon: '😀' }))
+  })
+})
+
+describe('compileSelector: the metric name', () => {
+  test('matchers on __name__ compare the metric, anchored, with or without a metric', () => {
+    const any = (matchers: Matcher[]) => compileSelector({ metric: '', matchers })
+    assert.ok(any([]).matchesSeries('cpu', []))
+    assert.ok(any([m('__name__', 'eq', 'cpu')]).matchesSeries('cpu', []))
+    assert.ok(!any([m('__name__', 'eq', 'cpu')]).matchesSeries('cpu_idle', []))
+    assert.ok(any([m('__name__', 'neq', 'cpu')]).matchesSeries('mem', []))
+    assert.ok(any([m('__name__', 'regex', 'cpu|mem')]).matchesSeries('mem', []))
+    assert.ok(!any([m('__name__', 'regex', 'cpu')]).matchesSeries('cpu_idle', []))
+    assert.ok(!any([m('__name__', 'not_regex', 'c.*')]).matchesSeries('cpu', []))
+    assert.ok(any([m('__name__', 'not_regex', 'c.*')]).matchesSeries('mem', []))
+    // A tag named __name__ is not what the matcher looks at.
+    assert.ok(!any([m('__name__', 'eq', 'x')]).matchesSeries('cpu', tags({ __name__: 'x' })))
+    const cpu = compileSelector({ metric: 'cpu', matchers: [m('__name__', 'regex', 'c.*'), m('host', 'eq', 'a')] })
+    assert.ok(cpu.matchesSeries('cpu', tags({ host: 'a' })))
+    assert.ok(!cpu.matchesSeries('cpu', tags({ host: 'b' })))
+    assert.ok(!cpu.matchesMetric('cx'))
+    // The index plan leaves __name__ to matchesMetric.
+    assert.deepEqual(cpu.positiveEquals, [{ key: 'host', value: 'a' }])
+    assert.deepEqual(cpu.residual, [])
+  })
+
+  test('the one metric a selector names', () => {
+    assert.equal(compileSelector({ metric: 'cpu', matchers: [] }).onlyMetric, 'cpu')
+    assert.equal(compileSelector({ metric: '', matchers: [m('__name__', 'eq', 'mem')] }).onlyMetric, 'mem')
+    assert.equal(compileSelector({ metric: '', matchers: [m('__name__', 'regex', 'mem')] }).onlyMetric, undefined)
+    assert.equal(compileSelector({ metric: '', matchers: [m('__name__', 'eq', '')] }).onlyMetric, undefined)
   })
 })
