@@ -302,7 +302,15 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
     default: '127.0.0.1:9464',
     group: 'observability',
     arg: '<host:port|off>',
-    help: '/metrics, /healthz and /readyz; off disables',
+    help: 'HTTP address: /metrics, /healthz, /readyz, Prometheus remote write/read and query API, InfluxDB /write; off disables',
+  },
+  {
+    key: 'http-max-body-bytes',
+    kind: 'size',
+    default: '64MiB',
+    group: 'observability',
+    arg: '<size>',
+    help: 'largest HTTP request body, compressed or inflated; larger answers 413',
   },
   {
     key: 'log-level',

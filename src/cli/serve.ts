@@ -3,7 +3,7 @@ import { type BasicEngineOptions, resolveEngineConfig, type SyncPolicy } from '.
 import type { StorageEngine } from '../engine/storage-engine.js'
 import { bug } from '../model/errors.js'
 import type { ConsistencyLevel } from '../model/types.js'
-import { type RunningHttpEndpoint, startHttpEndpoint } from '../server/http-endpoint.js'
+import { type PreparedHttpEndpoint, prepareHttpEndpoint, type RunningHttpEndpoint } from '../server/http-endpoint.js'
 import { createServerMetrics } from '../server/metrics.js'
 import { requestLogInterceptor } from '../server/request-log.js'
 import { type PreparedServer, prepareServer, type RunningServer } from '../server/server.js'
@@ -61,6 +61,7 @@ export interface ServeConfig {
   readonly insecure: boolean
   /** undefined: no HTTP endpoint. */
   readonly httpListen: string | undefined
+  readonly httpMaxBodyBytes: number | undefined
   readonly logLevel: string
   readonly logFormat: LogFormat
   readonly logRequests: boolean
@@ -163,6 +164,7 @@ export function parseServeArgs(
     tls: cert === undefined || key === undefined ? undefined : { certFile: cert, keyFile: key, clientCaFile: clientCa },
     insecure: bool('insecure'),
     httpListen: httpListen === 'off' ? undefined : httpListen,
+    httpMaxBodyBytes: num('http-max-body-bytes'),
     logLevel: set<string>('log-level'),
     logFormat: set<LogFormat>('log-format'),
     logRequests: bool('log-requests'),
@@ -216,6 +218,7 @@ export async function serve(args: readonly string[]): Promise<void> {
   for (const warning of config.warnings) logger.warn({}, warning)
   // Refusals come before the engine opens: a start that cannot serve leaves the data folder as it was.
   let prepared: PreparedServer
+  let preparedHttp: PreparedHttpEndpoint | undefined
   try {
     prepared = await prepareServer({
       listen: config.listen,
@@ -231,6 +234,17 @@ export async function serve(args: readonly string[]): Promise<void> {
       insecure: config.insecure,
       logger,
     })
+    // The HTTP listener reads and writes data too, so it is refused on the same grounds as gRPC.
+    if (config.httpListen !== undefined) {
+      preparedHttp = await prepareHttpEndpoint({
+        listen: config.httpListen,
+        tokensFile: config.tokensFile,
+        tls: config.tls,
+        insecure: config.insecure,
+        maxBodyBytes: config.httpMaxBodyBytes,
+        logger,
+      })
+    }
   } catch (err) {
     // Each check names the setting and what to do; the settings are the user's, so it is a usage error.
     throw new UsageError(err instanceof Error ? err.message : String(err), { cause: err })
@@ -250,9 +264,7 @@ export async function serve(args: readonly string[]): Promise<void> {
       engine = cluster.engine
     }
     const metrics = createServerMetrics(engine)
-    if (config.httpListen !== undefined) {
-      http = await startHttpEndpoint({ listen: config.httpListen, metrics, ready: () => ready, logger })
-    }
+    http = await preparedHttp?.start({ metrics, ready: () => ready, engine })
     server = await prepared.start(engine, [
       metrics.interceptor,
       ...(config.logRequests ? [requestLogInterceptor(logger)] : []),
@@ -293,6 +305,6 @@ export async function serve(args: readonly string[]): Promise<void> {
   process.on('SIGINT', stop)
   logger.info({ address: server.address, engine: engineName, http: http?.address }, 'serving')
   // Scripts (and the tests) read these lines; the listening line comes last, once everything is up.
-  if (http !== undefined) process.stdout.write(`v3 metrics on http://${http.address}/metrics\n`)
+  if (http !== undefined) process.stdout.write(`v3 metrics on ${http.scheme}://${http.address}/metrics\n`)
   process.stdout.write(`v3 listening on ${server.address}\n`)
 }

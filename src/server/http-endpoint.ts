@@ -1,64 +1,385 @@
 /**
- * The monitoring endpoint beside the gRPC port: `/metrics` (Prometheus text format), `/healthz`
- * (the process answers: liveness) and `/readyz` (the engine is open and the gRPC server accepts
- * calls: readiness, 503 before start and while shutting down). Plain node:http, because scrapers
- * and orchestrators speak HTTP/1.1 and need nothing more.
+ * The HTTP listener beside the gRPC port. It serves monitoring, open to anyone who reaches it:
+ * `/metrics` (Prometheus text format), `/healthz` (liveness) and `/readyz` (readiness: 503 before
+ * start and while shutting down). Given an engine, it also speaks the protocols other tools already
+ * send: Prometheus remote write and remote read (`/api/v1/write`, `/api/v1/read`), InfluxDB line
+ * protocol (`/write`, `/api/v2/write`) and, given a query API, the Prometheus HTTP query API (the
+ * other paths under `/api/v1/`).
+ *
+ * Those endpoints read and write data, so they follow gRPC's rules: bearer tokens with the same
+ * roles (write endpoints need write, read endpoints read), TLS with the same certificate, and the
+ * refusal to serve a non-loopback address without both unless --insecure is given. Plain node:http
+ * or node:https, because every one of these clients speaks HTTP/1.1.
  */
-import { createServer, type Server } from 'node:http'
+import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import { createServer as createHttpsServer } from 'node:https'
+import { gunzip } from 'node:zlib'
+import type { StorageEngine } from '../engine/storage-engine.js'
+import { loadTokens, ROLES, type Role, roleOf, type TokenTable } from './auth.js'
+import { errorStatus, type HttpAnswer, lineProtocolWrite, remoteRead, remoteWrite } from './http-ingest.js'
+import { parseLinePrecision } from './line-protocol.js'
 import type { ServerMetrics } from './metrics.js'
-import { splitHostPort } from './transport.js'
+import { BodyError } from './prom-remote.js'
+import { readTlsFiles, type TlsOptions } from './tls.js'
+import { checkExposure, positive, splitHostPort } from './transport.js'
 
-export interface HttpEndpointOptions {
+export const HTTP_DEFAULTS = {
+  /**
+   * The largest request body read, compressed or not, and the largest a compressed body may
+   * declare or inflate to: 64 MiB holds far more than one Prometheus remote-write batch (a few
+   * thousand samples) or one Telegraf flush, and bounds the memory one request can take.
+   */
+  maxBodyBytes: 64 * 1024 * 1024,
+} as const
+
+/** What the listener logs with; the process logger fits. */
+export interface HttpLogger {
+  info(obj: object, msg?: string): void
+  warn(obj: object, msg?: string): void
+  error(obj: object, msg?: string): void
+}
+
+/** The Prometheus query API as the listener calls it (src/server/promql/api.ts implements it). */
+export interface QueryApi {
+  /** undefined: not one of its paths. The body is JSON. */
+  handle(
+    path: string,
+    params: URLSearchParams,
+    signal: AbortSignal,
+  ): Promise<{ status: number; body: string } | undefined>
+}
+
+export interface HttpSettings {
   /** host:port; port 0 picks a free one. */
   readonly listen: string
+  /** Bearer tokens; absent: no authentication, allowed only on loopback unless insecure. */
+  readonly tokensFile?: string
+  /** Serve HTTPS with this certificate (and require client certificates with its client CA). */
+  readonly tls?: TlsOptions
+  /** Serve a non-loopback address without TLS and tokens. */
+  readonly insecure?: boolean
+  /** The largest request body, before and after decompression. Default 64 MiB. */
+  readonly maxBodyBytes?: number
+  readonly logger: HttpLogger
+}
+
+export interface HttpServing {
   readonly metrics: ServerMetrics
   /** Whether the node serves calls now; /readyz answers 200 only then. */
   readonly ready: () => boolean
-  /** Where a failed scrape is logged. */
-  readonly logger: { error(obj: object, msg?: string): void }
+  /** The engine behind the write and read endpoints; absent: monitoring only. */
+  readonly engine?: StorageEngine
+  /** The Prometheus query API; absent: its paths answer 404. */
+  readonly queryApi?: QueryApi
+  /** The clock line protocol takes for a line without a timestamp; default Date.now. */
+  readonly now?: () => number
 }
 
 export interface RunningHttpEndpoint {
   /** host:port as bound. */
   readonly address: string
+  /** http or https. */
+  readonly scheme: 'http' | 'https'
   close(): Promise<void>
 }
 
-export async function startHttpEndpoint(options: HttpEndpointOptions): Promise<RunningHttpEndpoint> {
-  const { host: bracketed, port } = splitHostPort(options.listen)
+export interface PreparedHttpEndpoint {
+  start(serving: HttpServing): Promise<RunningHttpEndpoint>
+}
+
+type Need = 'open' | Role
+
+interface Route {
+  /** The path label of the request counter. */
+  readonly label: string
+  readonly methods: readonly string[]
+  readonly need: Need
+  handle(ctx: RequestContext): Promise<HttpAnswer>
+}
+
+interface RequestContext {
+  readonly req: IncomingMessage
+  readonly path: string
+  readonly query: URLSearchParams
+  readonly signal: AbortSignal
+}
+
+const MONITORING_METHODS = ['GET', 'HEAD']
+
+function text(status: number, body: string, headers: Record<string, string> = {}): HttpAnswer {
+  return { status, headers: { 'content-type': 'text/plain; charset=utf-8', ...headers }, body: `${body}\n` }
+}
+
+function json(status: number, value: unknown): HttpAnswer {
+  return { status, headers: { 'content-type': 'application/json' }, body: JSON.stringify(value) }
+}
+
+/**
+ * Checks the settings and reads the files they name before the engine opens, as prepareServer does
+ * for gRPC: an exposed address or an unreadable file refuses the start with the data folder untouched.
+ */
+export async function prepareHttpEndpoint(settings: HttpSettings): Promise<PreparedHttpEndpoint> {
+  const { host: bracketed, port } = splitHostPort(settings.listen)
+  const maxBodyBytes = positive('maxBodyBytes', settings.maxBodyBytes ?? HTTP_DEFAULTS.maxBodyBytes)
+  const warning = checkExposure({
+    host: bracketed,
+    listen: settings.listen,
+    tls: settings.tls !== undefined,
+    tokens: settings.tokensFile !== undefined,
+    insecure: settings.insecure ?? false,
+  })
+  if (warning !== undefined) settings.logger.warn({ listen: settings.listen }, `HTTP: ${warning}`)
+  const tokens = settings.tokensFile === undefined ? undefined : await loadTokens(settings.tokensFile)
+  const pem = settings.tls === undefined ? undefined : await readTlsFiles(settings.tls)
   const host = bracketed.replace(/^\[(.*)\]$/, '$1')
-  const server: Server = createServer((req, res) => {
-    const path = (req.url ?? '/').split('?')[0]
-    if (req.method !== 'GET' && req.method !== 'HEAD') {
-      res.writeHead(405, { allow: 'GET, HEAD' }).end()
+  return {
+    start: (serving) => listen({ settings, host, port, maxBodyBytes, tokens, pem, serving }),
+  }
+}
+
+interface Listening {
+  readonly settings: HttpSettings
+  readonly host: string
+  readonly port: number
+  readonly maxBodyBytes: number
+  readonly tokens: TokenTable | undefined
+  readonly pem: Awaited<ReturnType<typeof readTlsFiles>> | undefined
+  readonly serving: HttpServing
+}
+
+/** The refusal for a request's Authorization header, or undefined when it may go on. */
+function authorize(tokens: TokenTable | undefined, need: Need, header: string | undefined): HttpAnswer | undefined {
+  if (need === 'open' || tokens === undefined) return undefined
+  const challenge = { 'www-authenticate': 'Bearer realm="v3"' }
+  // InfluxDB v2 clients (Telegraf's outputs.influxdb_v2) send "Token <t>"; everyone else "Bearer <t>".
+  const match = header === undefined ? null : /^(?:Bearer|Token) +(\S+)\s*$/i.exec(header)
+  if (match?.[1] === undefined) return text(401, 'missing "Authorization: Bearer <token>" header', challenge)
+  const role = roleOf(tokens, match[1])
+  if (role === undefined) return text(401, 'unknown bearer token', challenge)
+  if (ROLES.indexOf(role) < ROLES.indexOf(need))
+    return text(403, `this endpoint needs the ${need} role; this token has ${role}`)
+  return undefined
+}
+
+/** The Content-Encoding each kind of body may come with; identity (none) always. */
+type BodyEncoding = 'gzip' | 'snappy' | 'identity'
+
+/**
+ * Reads the whole body, refusing one larger than max (by its Content-Length before reading, else
+ * as it arrives), and inflates gzip where accepted, bounded by max too. A body refused part way is
+ * drained, not read, so that the client gets to read the 413 before the connection closes.
+ */
+async function readBody(req: IncomingMessage, max: number, accepted: BodyEncoding): Promise<Buffer> {
+  const encoding = (req.headers['content-encoding'] ?? 'identity').toLowerCase()
+  if (encoding !== 'identity' && encoding !== accepted) {
+    throw new BodyError(415, `Content-Encoding ${encoding} is not accepted here`)
+  }
+  const declared = Number(req.headers['content-length'])
+  if (declared > max) throw new BodyError(413, `the body is ${declared} bytes, more than the limit of ${max}`)
+  const body = await new Promise<Buffer>((resolve, reject) => {
+    const chunks: Buffer[] = []
+    let size = 0
+    const onData = (chunk: Buffer): void => {
+      size += chunk.length
+      if (size <= max) {
+        chunks.push(chunk)
+        return
+      }
+      req.off('data', onData)
+      req.off('end', onEnd)
+      req.resume()
+      reject(new BodyError(413, `the body is more than the limit of ${max} bytes`))
+    }
+    const onEnd = (): void => resolve(Buffer.concat(chunks, size))
+    req.on('data', onData)
+    req.once('end', onEnd)
+    req.once('error', reject)
+  })
+  if (encoding !== 'gzip') return body
+  return new Promise((resolve, reject) => {
+    gunzip(body, { maxOutputLength: max }, (err, inflated) => {
+      if (err === null) resolve(inflated)
+      else if ((err as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE') {
+        reject(new BodyError(413, `the body inflates to more than the limit of ${max} bytes`))
+      } else reject(new BodyError(400, `cannot inflate the gzip body: ${err.message}`))
+    })
+  })
+}
+
+function routes(l: Listening): Map<string, Route> {
+  const { serving, maxBodyBytes, settings } = l
+  const table = new Map<string, Route>()
+  const monitoring = (path: string, handle: () => Promise<HttpAnswer>) =>
+    table.set(path, { label: path, methods: MONITORING_METHODS, need: 'open', handle })
+  monitoring('/healthz', async () => text(200, 'ok'))
+  monitoring('/readyz', async () => (serving.ready() ? text(200, 'ready') : text(503, 'not ready')))
+  monitoring('/metrics', async () => {
+    try {
+      const body = await serving.metrics.render()
+      return { status: 200, headers: { 'content-type': serving.metrics.contentType }, body }
+    } catch (err) {
+      settings.logger.error({ err }, 'cannot render metrics')
+      return text(503, 'metrics unavailable')
+    }
+  })
+  const engine = serving.engine
+  if (engine === undefined) return table
+  const now = serving.now ?? Date.now
+
+  table.set('/api/v1/write', {
+    label: '/api/v1/write',
+    methods: ['POST'],
+    need: 'write',
+    async handle({ req }) {
+      const { answer, samples } = await remoteWrite(engine, await readBody(req, maxBodyBytes, 'snappy'), maxBodyBytes)
+      serving.metrics.httpSamples('prometheus_remote_write', samples)
+      return answer
+    },
+  })
+  table.set('/api/v1/read', {
+    label: '/api/v1/read',
+    methods: ['POST'],
+    need: 'read',
+    handle: async ({ req, signal }) =>
+      remoteRead(engine, await readBody(req, maxBodyBytes, 'snappy'), maxBodyBytes, signal),
+  })
+  // Line protocol: v1 takes n, u, ms, s, m and h; v2 ns, us, ms and s. Both default to nanoseconds.
+  const influx = (path: string, precisions: ReadonlySet<string>) =>
+    table.set(path, {
+      label: path,
+      methods: ['POST'],
+      need: 'write',
+      async handle({ req, query }) {
+        const given = query.get('precision')
+        const precision = given === null || precisions.has(given) ? parseLinePrecision(given) : undefined
+        if (precision === undefined) {
+          throw new BodyError(
+            400,
+            `precision must be one of ${[...precisions].join(', ')}, got ${JSON.stringify(given)}`,
+          )
+        }
+        const received = now()
+        const body = await readBody(req, maxBodyBytes, 'gzip')
+        const { answer, samples } = await lineProtocolWrite(engine, body.toString('utf8'), precision, received)
+        serving.metrics.httpSamples('influx_line_protocol', samples)
+        return answer
+      },
+    })
+  influx('/write', new Set(['n', 'ns', 'u', 'us', 'ms', 's', 'm', 'h']))
+  influx('/api/v2/write', new Set(['ns', 'us', 'ms', 's']))
+  return table
+}
+
+/**
+ * The query API's route for a path under /api/v1/: GET and POST, a form body merged with the query
+ * string (as Prometheus does, so Grafana may send either), JSON out.
+ */
+function queryApiRoute(api: QueryApi, maxBodyBytes: number): Route {
+  return {
+    label: '/api/v1/*',
+    methods: ['GET', 'POST'],
+    need: 'read',
+    async handle({ req, path, query, signal }) {
+      const params = new URLSearchParams(query)
+      const type = (req.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase()
+      if (req.method === 'POST' && type === 'application/x-www-form-urlencoded') {
+        const body = await readBody(req, maxBodyBytes, 'identity')
+        for (const [k, v] of new URLSearchParams(body.toString('utf8'))) params.append(k, v)
+      }
+      const answer = await api.handle(path, params, signal)
+      if (answer === undefined)
+        return json(404, { status: 'error', errorType: 'not_found', error: `unknown path ${path}` })
+      return { status: answer.status, headers: { 'content-type': 'application/json' }, body: answer.body }
+    },
+  }
+}
+
+/** The label of a query API path in the request counter: label names are cut out, so it stays bounded. */
+function queryApiLabel(path: string): string {
+  return path.startsWith('/api/v1/label/') ? '/api/v1/label/:name/values' : path
+}
+
+async function listen(l: Listening): Promise<RunningHttpEndpoint> {
+  const { settings, maxBodyBytes, tokens, serving } = l
+  const table = routes(l)
+  const api = serving.queryApi === undefined ? undefined : queryApiRoute(serving.queryApi, maxBodyBytes)
+
+  const respond = (req: IncomingMessage, res: ServerResponse, label: string, answer: HttpAnswer): void => {
+    serving.metrics.httpRequest(label, answer.status)
+    if (res.destroyed) return
+    res.writeHead(answer.status, answer.headers)
+    res.end(req.method === 'HEAD' ? undefined : answer.body)
+  }
+
+  const handler = (req: IncomingMessage, res: ServerResponse): void => {
+    const url = req.url ?? '/'
+    const q = url.indexOf('?')
+    const path = q < 0 ? url : url.slice(0, q)
+    const query = new URLSearchParams(q < 0 ? '' : url.slice(q + 1))
+    let route = table.get(path)
+    if (route === undefined && api !== undefined && path.startsWith('/api/v1/')) route = api
+    if (route === undefined) {
+      respond(req, res, '/other', text(404, 'not found: try /metrics, /healthz or /readyz'))
       return
     }
-    if (path === '/healthz') {
-      res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n')
-    } else if (path === '/readyz') {
-      const ready = options.ready()
-      res.writeHead(ready ? 200 : 503, { 'content-type': 'text/plain' }).end(ready ? 'ready\n' : 'not ready\n')
-    } else if (path === '/metrics') {
-      options.metrics.render().then(
-        (text) => res.writeHead(200, { 'content-type': options.metrics.contentType }).end(text),
-        (err: unknown) => {
-          options.logger.error({ err }, 'cannot render metrics')
-          res.writeHead(503, { 'content-type': 'text/plain' }).end('metrics unavailable\n')
-        },
+    const found = route
+    const label = found === api ? queryApiLabel(path) : found.label
+    if (!found.methods.includes(req.method ?? '')) {
+      respond(
+        req,
+        res,
+        label,
+        text(405, `${path} takes ${found.methods.join(' or ')}`, { allow: found.methods.join(', ') }),
       )
-    } else {
-      res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /metrics, /healthz or /readyz\n')
+      return
     }
-  })
+    const refusal = authorize(tokens, found.need, req.headers.authorization)
+    if (refusal !== undefined) {
+      respond(req, res, label, refusal)
+      return
+    }
+    // A client that goes away before its answer aborts the work done for it (a long query).
+    const aborter = new AbortController()
+    res.once('close', () => {
+      if (!res.writableFinished) aborter.abort()
+    })
+    found.handle({ req, path, query, signal: aborter.signal }).then(
+      (answer) => respond(req, res, label, answer),
+      (err: unknown) => {
+        const { status, message } = errorStatus(err, settings.logger, path)
+        // A body refused before it was read whole leaves the rest on the connection: close it.
+        if (status === 413) res.setHeader('connection', 'close')
+        respond(
+          req,
+          res,
+          label,
+          path === '/api/v2/write' || path === '/write' ? influxError(status, message) : text(status, message),
+        )
+      },
+    )
+  }
+
+  const server: Server =
+    l.pem === undefined
+      ? createHttpServer(handler)
+      : createHttpsServer(
+          {
+            cert: l.pem.cert,
+            key: l.pem.key,
+            ...(l.pem.clientCa === null ? {} : { ca: l.pem.clientCa, requestCert: true, rejectUnauthorized: true }),
+          },
+          handler,
+        )
   await new Promise<void>((resolve, reject) => {
-    server.once('error', (err) => reject(new Error(`cannot listen on ${options.listen} for HTTP: ${err.message}`)))
-    server.listen(port, host, resolve)
+    server.once('error', (err) => reject(new Error(`cannot listen on ${settings.listen} for HTTP: ${err.message}`)))
+    server.listen(l.port, l.host, resolve)
   })
   const bound = server.address()
-  const boundPort = typeof bound === 'object' && bound !== null ? bound.port : port
-  const address = `${host.includes(':') ? `[${host}]` : host}:${boundPort}`
+  const boundPort = typeof bound === 'object' && bound !== null ? bound.port : l.port
+  const address = `${l.host.includes(':') ? `[${l.host}]` : l.host}:${boundPort}`
   return {
     address,
+    scheme: l.pem === undefined ? 'http' : 'https',
     close: () =>
       new Promise<void>((resolve) => {
         server.close(() => resolve())
@@ -66,4 +387,16 @@ export async function startHttpEndpoint(options: HttpEndpointOptions): Promise<R
         server.closeAllConnections()
       }),
   }
+}
+
+/** InfluxDB's error shape, which Telegraf and the InfluxDB clients print: `{"code", "message"}` (v2), `{"error"}` (v1). */
+function influxError(status: number, message: string): HttpAnswer {
+  const code =
+    status === 401 ? 'unauthorized' : status === 413 ? 'request too large' : status < 500 ? 'invalid' : 'internal error'
+  return json(status, { code, message, error: message })
+}
+
+/** Prepares and starts in one step, for callers that have the engine already. */
+export async function startHttpEndpoint(settings: HttpSettings, serving: HttpServing): Promise<RunningHttpEndpoint> {
+  return (await prepareHttpEndpoint(settings)).start(serving)
 }

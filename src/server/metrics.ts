@@ -43,6 +43,10 @@ export interface ServerMetrics {
   /** Reads the engine's statistics and renders every metric in the Prometheus text format. */
   render(): Promise<string>
   readonly contentType: string
+  /** Counts an HTTP request by route (a fixed path, never the raw URL) and status code. */
+  httpRequest(path: string, code: number): void
+  /** Counts samples an HTTP write stored, by protocol (prometheus_remote_write, influx_line_protocol). */
+  httpSamples(protocol: string, samples: number): void
 }
 
 export interface MetricsOptions {
@@ -122,6 +126,18 @@ export function createServerMetrics(engine: StorageEngine, options: MetricsOptio
   )
   const loopDelayMax = gauge('v3_event_loop_delay_max_seconds', 'Longest event loop delay since the previous scrape.')
   // A cluster node's view of its cluster and its peer traffic; a single node has none.
+  const httpRequests = new Counter({
+    name: 'v3_http_requests_total',
+    help: 'HTTP requests answered, by path (the route, /other for unknown paths) and status code.',
+    labelNames: ['path', 'code'] as const,
+    registers,
+  })
+  const httpSamples = new Counter({
+    name: 'v3_http_samples_ingested_total',
+    help: 'Samples stored through the HTTP write endpoints, by protocol.',
+    labelNames: ['protocol'] as const,
+    registers,
+  })
   const updateCluster = engine.clusterFigures === undefined ? undefined : clusterGauges(registers)
   // The engine's points counter is persistent; the Prometheus counter follows it by increments.
   let lastPointsWritten = 0
@@ -201,6 +217,8 @@ export function createServerMetrics(engine: StorageEngine, options: MetricsOptio
     registry,
     interceptor,
     contentType: registry.contentType,
+    httpRequest: (path, code) => httpRequests.inc({ path, code: String(code) }),
+    httpSamples: (protocol, samples) => httpSamples.inc({ protocol }, samples),
     async render() {
       await refresh()
       return registry.metrics()

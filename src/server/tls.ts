@@ -29,10 +29,16 @@ async function readPem(what: string, path: string): Promise<Buffer> {
  * bound, which startServer turns into "cannot listen on …" with the cause.
  */
 export async function tlsCredentials(tls: TlsOptions): Promise<ServerCredentials> {
+  const { cert, key, clientCa } = await readTlsFiles(tls)
+  return ServerCredentials.createSsl(clientCa, [{ cert_chain: cert, private_key: key }], clientCa !== null)
+}
+
+/** The PEM files of the options, read once; the HTTP listener serves the same certificate as gRPC. */
+export async function readTlsFiles(tls: TlsOptions): Promise<{ cert: Buffer; key: Buffer; clientCa: Buffer | null }> {
   const [cert, key, clientCa] = await Promise.all([
     readPem('certificate', tls.certFile),
     readPem('key', tls.keyFile),
     tls.clientCaFile === undefined ? Promise.resolve(null) : readPem('client CA', tls.clientCaFile),
   ])
-  return ServerCredentials.createSsl(clientCa, [{ cert_chain: cert, private_key: key }], clientCa !== null)
+  return { cert, key, clientCa }
 }

@@ -1,0 +1,136 @@
+/**
+ * What the HTTP endpoints of other ecosystems do with a request body once the listener has read
+ * it: Prometheus remote write and remote read, InfluxDB line protocol. Each goes through the
+ * StorageEngine interface, so it works alike on one node and on a cluster; each write is one
+ * engine.write, so a request the engine refuses stores nothing, and a write is answered only once
+ * the engine has made it durable.
+ */
+import { compressSync } from 'snappy'
+import type { StorageEngine } from '../engine/storage-engine.js'
+import { DeadlineError, LimitError, UnavailableError, ValidationError } from '../model/errors.js'
+import type { Matcher, QueryRequest, Selector } from '../model/types.js'
+import type { ServerLogger } from './errors.js'
+import { type LinePrecision, parseLineProtocol } from './line-protocol.js'
+import {
+  BodyError,
+  decodeReadRequest,
+  decodeWriteRequest,
+  encodeReadResponse,
+  RESPONSE_SAMPLES,
+  type RemoteQuery,
+  snappyDecode,
+} from './prom-remote.js'
+
+/** An answer to send: status, headers and body. */
+export interface HttpAnswer {
+  readonly status: number
+  readonly headers: Readonly<Record<string, string>>
+  readonly body: string | Uint8Array
+}
+
+const NO_CONTENT: HttpAnswer = { status: 204, headers: {}, body: '' }
+
+/**
+ * Limits that bound a request, whatever the engine's load: sending the same request again cannot
+ * succeed, so they answer 400 (Prometheus does not retry a 4xx). Any other limit (a peer's queue
+ * full on a cluster) is load, and answers 503 so that the sender retries.
+ */
+const REQUEST_LIMITS = new Set(['max_series_per_request', 'max_points_per_request', 'max_points_per_query'])
+
+/**
+ * The status and message for an error. Bad input is 400; a node or quorum that cannot serve now,
+ * overload and a timeout are 503, which Prometheus and Telegraf retry. Anything else is a bug or an
+ * unexpected failure: 500, its cause logged and never sent.
+ */
+export function errorStatus(err: unknown, logger: ServerLogger, route: string): { status: number; message: string } {
+  if (err instanceof BodyError) return { status: err.status, message: err.message }
+  if (err instanceof ValidationError) return { status: 400, message: err.message }
+  if (err instanceof LimitError) return { status: REQUEST_LIMITS.has(err.limit) ? 400 : 503, message: err.message }
+  if (err instanceof UnavailableError || err instanceof DeadlineError) return { status: 503, message: err.message }
+  logger.error({ err, route }, `${route} failed with an unexpected error`)
+  return { status: 500, message: 'internal error; the server logged the cause' }
+}
+
+/** A `prometheus.WriteRequest`, snappy-compressed, stored as one write. */
+export async function remoteWrite(
+  engine: StorageEngine,
+  body: Buffer,
+  maxBytes: number,
+): Promise<{ answer: HttpAnswer; samples: number }> {
+  const { series, samples } = decodeWriteRequest(snappyDecode(body, maxBytes))
+  // A request of metadata alone, or of series without samples, has nothing to store.
+  if (series.length === 0) return { answer: NO_CONTENT, samples: 0 }
+  await engine.write({ series, acceptNaN: true })
+  return { answer: NO_CONTENT, samples }
+}
+
+/**
+ * The engine selector of a remote-read query: an equality matcher on `__name__` names the metric;
+ * without one the selector has no metric and the `__name__` matchers select among all metrics.
+ */
+export function remoteSelector(matchers: readonly Matcher[]): Selector {
+  const named = matchers.findIndex((m) => m.key === '__name__' && m.op === 'eq' && m.value !== '')
+  if (named < 0) return { metric: '', matchers }
+  return { metric: matchers[named]!.value, matchers: matchers.filter((_, i) => i !== named) }
+}
+
+function queryOf(q: RemoteQuery): QueryRequest {
+  // Remote read's range is inclusive at both ends; the engine's end is exclusive.
+  return { selector: remoteSelector(q.matchers), startMs: q.startMs, endMs: q.endMs + 1 }
+}
+
+/** A `prometheus.ReadRequest`, answered with the SAMPLES response type. */
+export async function remoteRead(
+  engine: StorageEngine,
+  body: Buffer,
+  maxBytes: number,
+  signal: AbortSignal,
+): Promise<HttpAnswer> {
+  const request = decodeReadRequest(snappyDecode(body, maxBytes))
+  const types = request.acceptedResponseTypes
+  if (types.length > 0 && !types.includes(RESPONSE_SAMPLES)) {
+    throw new BodyError(
+      400,
+      'V3 answers remote read with the SAMPLES response type only; this client accepts only STREAMED_XOR_CHUNKS',
+    )
+  }
+  const results = await Promise.all(request.queries.map((q) => engine.query(queryOf(q), { signal })))
+  return {
+    status: 200,
+    headers: { 'content-type': 'application/x-protobuf', 'content-encoding': 'snappy' },
+    body: compressSync(encodeReadResponse(results)),
+  }
+}
+
+/**
+ * Rewrites the engine's `series[i]…` fields as the line the series first appeared on, so that the
+ * sender learns which of its lines was refused.
+ */
+function onLines(err: ValidationError, firstLines: readonly number[]): ValidationError {
+  return new ValidationError(
+    err.violations.map((v) => {
+      const match = /^series\[(\d+)\]\.?(.*)$/.exec(v.field)
+      const line = match === null ? undefined : firstLines[Number(match[1])]
+      if (match === null || line === undefined) return v
+      return { field: `line ${line}`, description: `${match[2] || 'series'} ${v.description}` }
+    }),
+    { cause: err },
+  )
+}
+
+/** An InfluxDB line protocol body, stored as one write. */
+export async function lineProtocolWrite(
+  engine: StorageEngine,
+  text: string,
+  precision: LinePrecision,
+  nowMs: number,
+): Promise<{ answer: HttpAnswer; samples: number }> {
+  const parsed = parseLineProtocol(text, precision, nowMs)
+  if (parsed.series.length === 0) return { answer: NO_CONTENT, samples: 0 }
+  try {
+    await engine.write({ series: parsed.series })
+  } catch (err) {
+    throw err instanceof ValidationError ? onLines(err, parsed.firstLines) : err
+  }
+  return { answer: NO_CONTENT, samples: parsed.points }
+}

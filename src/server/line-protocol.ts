@@ -1,0 +1,344 @@
+/**
+ * InfluxDB line protocol, as Telegraf and the InfluxDB v1 and v2 clients send it, turned into one
+ * write batch. Each field of a line becomes a point of the series `<measurement>_<field>` with the
+ * line's tags (VictoriaMetrics maps it the same way). Integer, unsigned, float and boolean fields
+ * are stored as floats (true is 1); a string field cannot be stored as a number, so it is refused.
+ *
+ * The whole body is parsed before anything is written, so a bad line refuses the whole request and
+ * its error names the line. This is an ingest hot path: lines are scanned by index, without a regex
+ * or a split per line, and the tags of a line are parsed only the first time its series prefix
+ * (measurement and tag set, as written) is seen.
+ */
+import { ValidationError } from '../model/errors.js'
+import type { SeriesWrite, Tag } from '../model/types.js'
+
+/** The precisions InfluxDB's v1 `/write` accepts (v2 takes ns, us, ms and s). */
+export type LinePrecision = 'ns' | 'us' | 'ms' | 's' | 'm' | 'h'
+
+/** The precision parameter as v1 spells it (n, u, ms, s, m, h, and the v2 names), or undefined. */
+export function parseLinePrecision(text: string | null): LinePrecision | undefined {
+  switch (text ?? 'ns') {
+    case 'n':
+    case 'ns':
+      return 'ns'
+    case 'u':
+    case 'us':
+      return 'us'
+    case 'ms':
+      return 'ms'
+    case 's':
+      return 's'
+    case 'm':
+      return 'm'
+    case 'h':
+      return 'h'
+    default:
+      return undefined
+  }
+}
+
+/** Milliseconds per unit for the precisions coarser than a millisecond. */
+const MS_PER_UNIT: Readonly<Record<'ms' | 's' | 'm' | 'h', number>> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }
+
+export interface ParsedLines {
+  /** One entry per series, timestamps in milliseconds. */
+  readonly series: SeriesWrite[]
+  /** The line (1-based) where each series first appears, to name it in a later engine error. */
+  readonly firstLines: number[]
+  readonly points: number
+}
+
+interface FieldSeries {
+  readonly metric: string
+  readonly tags: readonly Tag[]
+  readonly timestamps: number[]
+  readonly values: number[]
+}
+
+/** The series of one measurement and tag set, by raw field key. */
+interface Prefix {
+  readonly measurement: string
+  readonly tags: readonly Tag[]
+  readonly fields: Map<string, FieldSeries>
+}
+
+const BACKSLASH = 0x5c
+const COMMA = 0x2c
+const SPACE = 0x20
+const TAB = 0x09
+const EQUALS = 0x3d
+const QUOTE = 0x22
+const HASH = 0x23
+const CR = 0x0d
+const MINUS = 0x2d
+
+function lineError(line: number, problem: string): ValidationError {
+  return ValidationError.field(`line ${line}`, problem)
+}
+
+/** Removes the backslash of each escaped character in text[start, end). */
+function unescaped(text: string, start: number, end: number): string {
+  let out = ''
+  let from = start
+  for (let i = start; i < end; i++) {
+    if (text.charCodeAt(i) === BACKSLASH && i + 1 < end) {
+      const next = text.charCodeAt(i + 1)
+      if (next === COMMA || next === SPACE || next === EQUALS || next === BACKSLASH) {
+        out += text.slice(from, i)
+        from = i + 1
+        i++
+      }
+    }
+  }
+  return out + text.slice(from, end)
+}
+
+/** The index of the first unescaped stop character at or after start, or end. */
+function scanTo(text: string, start: number, end: number, stopA: number, stopB: number, stopC: number): number {
+  let i = start
+  while (i < end) {
+    const c = text.charCodeAt(i)
+    if (c === BACKSLASH) i += 2
+    else if (c === stopA || c === stopB || c === stopC) return i
+    else i++
+  }
+  return end
+}
+
+function hasBackslash(text: string, start: number, end: number): boolean {
+  const at = text.indexOf('\\', start)
+  return at >= 0 && at < end
+}
+
+function piece(text: string, start: number, end: number): string {
+  return hasBackslash(text, start, end) ? unescaped(text, start, end) : text.slice(start, end)
+}
+
+/** Parses the measurement and tag set in text[start, end), which holds no unescaped space. */
+function parsePrefix(text: string, start: number, end: number, line: number): Prefix {
+  const measurementEnd = scanTo(text, start, end, COMMA, COMMA, COMMA)
+  const measurement = piece(text, start, measurementEnd)
+  if (measurement === '') throw lineError(line, 'the measurement is empty')
+  const tags: Tag[] = []
+  let i = measurementEnd
+  while (i < end) {
+    const keyStart = i + 1
+    const keyEnd = scanTo(text, keyStart, end, EQUALS, COMMA, COMMA)
+    if (keyEnd >= end || text.charCodeAt(keyEnd) !== EQUALS) {
+      throw lineError(line, `tag ${JSON.stringify(text.slice(keyStart, keyEnd))} has no "=value"`)
+    }
+    const valueEnd = scanTo(text, keyEnd + 1, end, COMMA, COMMA, COMMA)
+    const key = piece(text, keyStart, keyEnd)
+    const value = piece(text, keyEnd + 1, valueEnd)
+    if (key === '') throw lineError(line, 'a tag key is empty')
+    if (value === '') throw lineError(line, `tag ${JSON.stringify(key)} has an empty value`)
+    for (const t of tags) {
+      if (t.key === key) throw lineError(line, `tag ${JSON.stringify(key)} appears twice`)
+    }
+    tags.push({ key, value })
+    i = valueEnd
+  }
+  return { measurement, tags, fields: new Map() }
+}
+
+function isDigit(c: number): boolean {
+  return c >= 0x30 && c <= 0x39
+}
+
+/** Whether text[start, end) is an optional minus and at least one digit. */
+function isInteger(text: string, start: number, end: number, signed: boolean): boolean {
+  let i = start
+  if (signed && text.charCodeAt(i) === MINUS) i++
+  if (i >= end) return false
+  for (; i < end; i++) if (!isDigit(text.charCodeAt(i))) return false
+  return true
+}
+
+/** A float as line protocol writes it: digits, sign, point and exponent only (no NaN, no Inf, no hex). */
+function parseFloatValue(text: string, start: number, end: number): number {
+  let digits = false
+  for (let i = start; i < end; i++) {
+    const c = text.charCodeAt(i)
+    if (isDigit(c)) digits = true
+    else if (c !== 0x2e && c !== 0x65 && c !== 0x45 && c !== 0x2b && c !== MINUS) return Number.NaN
+  }
+  return digits ? Number(text.slice(start, end)) : Number.NaN
+}
+
+function parseBoolean(text: string, start: number, end: number): number | undefined {
+  switch (text.slice(start, end)) {
+    case 't':
+    case 'T':
+    case 'true':
+    case 'True':
+    case 'TRUE':
+      return 1
+    case 'f':
+    case 'F':
+    case 'false':
+    case 'False':
+    case 'FALSE':
+      return 0
+    default:
+      return undefined
+  }
+}
+
+/** The value of the field in text[start, end), or a description of what is wrong with it. */
+function fieldValue(text: string, start: number, end: number): number | string {
+  if (start >= end) return 'has no value'
+  const last = text.charCodeAt(end - 1)
+  if (last === 0x69 /* i */) {
+    return isInteger(text, start, end - 1, true) ? Number(text.slice(start, end - 1)) : 'is not a valid integer'
+  }
+  if (last === 0x75 /* u */) {
+    return isInteger(text, start, end - 1, false)
+      ? Number(text.slice(start, end - 1))
+      : 'is not a valid unsigned integer'
+  }
+  const first = text.charCodeAt(start)
+  if (isDigit(first) || first === MINUS || first === 0x2b || first === 0x2e) {
+    const value = parseFloatValue(text, start, end)
+    return Number.isFinite(value) ? value : 'is not a valid number'
+  }
+  return parseBoolean(text, start, end) ?? 'is not a number, an integer (1i), an unsigned integer (1u) or a boolean'
+}
+
+/**
+ * The timestamp text[start, end) in the given precision as milliseconds, rounded down like the
+ * engine does for finer precisions. Nanoseconds since the epoch have 19 digits, more than a double
+ * holds exactly, so the digits below a millisecond are cut off as text rather than divided.
+ */
+function timestampMs(text: string, start: number, end: number, precision: LinePrecision): number | undefined {
+  if (!isInteger(text, start, end, true)) return undefined
+  if (precision === 'ns' || precision === 'us') {
+    const cut = precision === 'ns' ? 6 : 3
+    const negative = text.charCodeAt(start) === MINUS
+    const digitsStart = negative ? start + 1 : start
+    const headEnd = Math.max(digitsStart, end - cut)
+    const head = headEnd > digitsStart ? Number(text.slice(digitsStart, headEnd)) : 0
+    if (!Number.isSafeInteger(head)) return undefined
+    if (!negative) return head
+    let dropped = false
+    for (let i = headEnd; i < end; i++) if (text.charCodeAt(i) !== 0x30) dropped = true
+    return -head - (dropped ? 1 : 0) + 0
+  }
+  const units = Number(text.slice(start, end))
+  const ms = units * MS_PER_UNIT[precision]
+  return Number.isSafeInteger(ms) ? ms + 0 : undefined
+}
+
+/** The server's clock in milliseconds, cut to the precision as a client writing now would send it. */
+export function defaultTimestampMs(nowMs: number, precision: LinePrecision): number {
+  if (precision === 'ns' || precision === 'us' || precision === 'ms') return nowMs
+  const unit = MS_PER_UNIT[precision]
+  return Math.floor(nowMs / unit) * unit
+}
+
+/**
+ * Parses a line protocol body. Blank lines and `#` comments are skipped, and CRLF line ends are
+ * accepted. Throws a ValidationError whose field is `line <n>` at the first bad line.
+ */
+export function parseLineProtocol(text: string, precision: LinePrecision, nowMs: number): ParsedLines {
+  const prefixes = new Map<string, Prefix>()
+  const series: SeriesWrite[] = []
+  const firstLines: number[] = []
+  const defaultTs = defaultTimestampMs(nowMs, precision)
+  let points = 0
+  let lineNo = 0
+  let pos = 0
+  const length = text.length
+  while (pos < length) {
+    lineNo++
+    let end = text.indexOf('\n', pos)
+    const next = end < 0 ? length : end + 1
+    if (end < 0) end = length
+    let lineEnd = end
+    while (lineEnd > pos) {
+      const c = text.charCodeAt(lineEnd - 1)
+      if (c === CR || c === SPACE || c === TAB) lineEnd--
+      else break
+    }
+    let start = pos
+    while (start < lineEnd) {
+      const c = text.charCodeAt(start)
+      if (c === SPACE || c === TAB) start++
+      else break
+    }
+    pos = next
+    if (start === lineEnd || text.charCodeAt(start) === HASH) continue
+
+    const prefixEnd = scanTo(text, start, lineEnd, SPACE, SPACE, SPACE)
+    if (prefixEnd >= lineEnd) throw lineError(lineNo, 'has no fields')
+    const rawPrefix = text.slice(start, prefixEnd)
+    let prefix = prefixes.get(rawPrefix)
+    if (prefix === undefined) {
+      prefix = parsePrefix(text, start, prefixEnd, lineNo)
+      prefixes.set(rawPrefix, prefix)
+    }
+
+    let fieldsStart = prefixEnd + 1
+    while (fieldsStart < lineEnd && text.charCodeAt(fieldsStart) === SPACE) fieldsStart++
+    // The fields end at the first space outside a quoted string; string fields are refused below,
+    // so the first unescaped space that is not inside quotes ends them.
+    const fieldsEnd = scanTo(text, fieldsStart, lineEnd, SPACE, QUOTE, QUOTE)
+    if (fieldsEnd < lineEnd && text.charCodeAt(fieldsEnd) === QUOTE) {
+      const keyStart =
+        text.lastIndexOf(',', fieldsEnd) >= fieldsStart ? text.lastIndexOf(',', fieldsEnd) + 1 : fieldsStart
+      const keyEnd = text.lastIndexOf('=', fieldsEnd)
+      const key = keyEnd > keyStart ? piece(text, keyStart, keyEnd) : text.slice(keyStart, fieldsEnd)
+      throw lineError(
+        lineNo,
+        `field ${JSON.stringify(key)} is a string; only float, integer, unsigned and boolean fields can be stored`,
+      )
+    }
+    let ts = defaultTs
+    if (fieldsEnd < lineEnd) {
+      let tsStart = fieldsEnd + 1
+      while (tsStart < lineEnd && text.charCodeAt(tsStart) === SPACE) tsStart++
+      const parsed = timestampMs(text, tsStart, lineEnd, precision)
+      if (parsed === undefined) {
+        throw lineError(lineNo, `timestamp ${JSON.stringify(text.slice(tsStart, lineEnd))} is not an integer in range`)
+      }
+      ts = parsed
+    }
+
+    let i = fieldsStart
+    if (i >= fieldsEnd) throw lineError(lineNo, 'has no fields')
+    while (i < fieldsEnd) {
+      const keyEnd = scanTo(text, i, fieldsEnd, EQUALS, COMMA, COMMA)
+      if (keyEnd >= fieldsEnd || text.charCodeAt(keyEnd) !== EQUALS) {
+        throw lineError(lineNo, `field ${JSON.stringify(text.slice(i, keyEnd))} has no "=value"`)
+      }
+      if (keyEnd === i) throw lineError(lineNo, 'a field key is empty')
+      const valueEnd = scanTo(text, keyEnd + 1, fieldsEnd, COMMA, COMMA, COMMA)
+      const value = fieldValue(text, keyEnd + 1, valueEnd)
+      if (typeof value === 'string') {
+        const key = piece(text, i, keyEnd)
+        throw lineError(
+          lineNo,
+          `field ${JSON.stringify(key)} ${value}: ${JSON.stringify(text.slice(keyEnd + 1, valueEnd))}`,
+        )
+      }
+      const rawKey = text.slice(i, keyEnd)
+      let target = prefix.fields.get(rawKey)
+      if (target === undefined) {
+        target = {
+          metric: `${prefix.measurement}_${piece(text, i, keyEnd)}`,
+          tags: prefix.tags,
+          timestamps: [],
+          values: [],
+        }
+        prefix.fields.set(rawKey, target)
+        series.push(target)
+        firstLines.push(lineNo)
+      }
+      target.timestamps.push(ts)
+      target.values.push(value)
+      points++
+      if (valueEnd + 1 === fieldsEnd) throw lineError(lineNo, 'ends its fields with a comma')
+      i = valueEnd + 1
+    }
+  }
+  return { series, firstLines, points }
+}
