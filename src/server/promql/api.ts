@@ -115,15 +115,19 @@ export class PromQueryApi {
   async handle(path: string, params: URLSearchParams, signal: AbortSignal): Promise<PromHttpAnswer | undefined> {
     const route = this.route(path)
     if (route === undefined) return undefined
-    let timeout: AbortSignal | undefined
+    // A timer of our own rather than AbortSignal.timeout, whose timer does not keep the process
+    // alive: the deadline must fire even when nothing else is pending.
+    const timeout = new AbortController()
+    let timer: NodeJS.Timeout | undefined
     try {
       const timeoutParam = params.get('timeout')
       const timeoutMs = timeoutParam ? parseDurationParam(timeoutParam, 'timeout') : DEFAULT_TIMEOUT_MS
-      timeout = AbortSignal.timeout(Math.max(0, timeoutMs))
-      const both = AbortSignal.any([signal, timeout])
-      return await route(params, both)
+      timer = setTimeout(() => timeout.abort(), Math.max(0, timeoutMs))
+      return await route(params, AbortSignal.any([signal, timeout.signal]))
     } catch (err: unknown) {
-      return failure(this.toPromError(err, signal, timeout))
+      return failure(this.toPromError(err, signal, timeout.signal))
+    } finally {
+      clearTimeout(timer)
     }
   }
 
@@ -152,9 +156,9 @@ export class PromQueryApi {
   }
 
   /** Any error as Prometheus would type it; an aborted request as canceled, or timeout when its deadline passed. */
-  private toPromError(err: unknown, request: AbortSignal, timeout: AbortSignal | undefined): PromQLError {
+  private toPromError(err: unknown, request: AbortSignal, timeout: AbortSignal): PromQLError {
     if (err instanceof PromQLError && err.type === 'bad_data') return err
-    if (timeout?.aborted && !request.aborted) {
+    if (timeout.aborted && !request.aborted) {
       return new PromQLError('timeout', 'query timed out in expression evaluation', { cause: err })
     }
     if (request.aborted)
