@@ -237,7 +237,11 @@ export interface StorageEngine {
   close(): Promise<void>
   /** Resolves once every point of the batch is in the write-ahead log; a rejected batch stores nothing. */
   write(batch: WriteBatch, ctx?: CallContext): Promise<WriteResult>
-  /** Raw points sorted by timestamp, or aggregated buckets; series without points are left out. */
+  /**
+   * Raw points sorted by timestamp, or aggregated buckets; series without points are left out.
+   * Query, latest and listSeries take a selector of every metric (metric '', see Selector), and
+   * raw values come back with their exact bit patterns (NaN payloads, -0) as they were written.
+   */
   query(request: QueryRequest, ctx?: CallContext): Promise<SeriesPoints[]>
   /** The last point of every matching series. */
   latest(selector: Selector, ctx?: CallContext): Promise<SeriesPoints[]>

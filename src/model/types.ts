@@ -81,10 +81,12 @@ export interface Matcher {
 /**
  * Selects series: a metric name and matchers, all of which must hold.
  *
- * - `metric` '' selects series of every metric (engines only: the public gRPC contract still
- *   requires a metric, and the server refuses an empty one). Each series comes back with its own
- *   metric. Such a selection looks at every metric's name and then at the postings of each metric
- *   that passes the __name__ matchers, so narrow it with a __name__ matcher where possible.
+ * - `metric` '' selects series of every metric in query, latest and listSeries (engines only: the
+ *   public gRPC contract still requires a metric, and the server refuses an empty one); deleteSeries
+ *   and subscribe refuse it. Each series comes back with its own metric, and aggregations keep
+ *   series of different metrics in different groups. Such a selection tests every metric's name
+ *   and then resolves each metric that passes the __name__ matchers, so narrow it with a __name__
+ *   matcher where possible; its cached resolution is dropped whenever any series appears or goes.
  * - A matcher with key `__name__` compares the metric name (eq, neq, and fully anchored RE2 regex
  *   and not_regex, as tag matchers), with or without a metric; an equality on it costs no more
  *   than naming the metric.
