@@ -1,0 +1,155 @@
+// InfluxDB line protocol parsing: escaping, every field type and precision, the lines it skips,
+// bad lines named by number, and a large body.
+import assert from 'node:assert/strict'
+import { test } from 'node:test'
+import { ValidationError } from '../../src/model/errors.js'
+import type { SeriesWrite } from '../../src/model/types.js'
+import { parseLinePrecision, parseLineProtocol } from '../../src/server/line-protocol.js'
+
+const NOW = Date.UTC(2024, 0, 1, 12, 34, 56, 789)
+
+function plain(series: readonly SeriesWrite[]) {
+  return series.map((s) => ({
+    metric: s.metric,
+    tags: s.tags.map((t) => `${t.key}=${t.value}`),
+    timestamps: Array.from(s.timestamps),
+    values: Array.from(s.values),
+  }))
+}
+
+function lineError(text: string, line: number, pattern: RegExp): void {
+  assert.throws(
+    () => parseLineProtocol(text, 'ns', NOW),
+    (err: unknown) => {
+      assert.ok(err instanceof ValidationError, String(err))
+      assert.equal(err.violations[0]?.field, `line ${line}`)
+      assert.match(err.message, pattern)
+      return true
+    },
+  )
+}
+
+test('each field becomes <measurement>_<field> with the line tags; lines of one series are grouped', () => {
+  const parsed = parseLineProtocol(
+    'cpu,host=a,dc=eu usage=1.5,idle=2 1700000000000000000\ncpu,host=a,dc=eu usage=2.5 1700000000001000000\n',
+    'ns',
+    NOW,
+  )
+  assert.deepEqual(plain(parsed.series), [
+    { metric: 'cpu_usage', tags: ['host=a', 'dc=eu'], timestamps: [1700000000000, 1700000000001], values: [1.5, 2.5] },
+    { metric: 'cpu_idle', tags: ['host=a', 'dc=eu'], timestamps: [1700000000000], values: [2] },
+  ])
+  assert.deepEqual(parsed.firstLines, [1, 1])
+  assert.equal(parsed.points, 3)
+})
+
+test('escaping: measurement comma and space, tag and field key comma, equals and space', () => {
+  const parsed = parseLineProtocol('my\\ cpu\\,x,ho\\=st=a\\ b\\,c,k=v\\=w f\\ 1\\,2\\=3=7 1000000\n', 'ns', NOW)
+  assert.deepEqual(plain(parsed.series), [
+    { metric: 'my cpu,x_f 1,2=3', tags: ['ho=st=a b,c', 'k=v=w'], timestamps: [1], values: [7] },
+  ])
+})
+
+test('field types: float, integer, unsigned and every spelling of a boolean, stored as floats', () => {
+  const bools = ['t', 'T', 'true', 'True', 'TRUE', 'f', 'F', 'false', 'False', 'FALSE']
+  const fields = [
+    'a=1',
+    'b=-1.5e3',
+    'c=.5',
+    'd=-42i',
+    'e=9007199254740993i',
+    'g=7u',
+    ...bools.map((b, i) => `b${i}=${b}`),
+  ].join(',')
+  const parsed = parseLineProtocol(`m ${fields} 0`, 'ns', NOW)
+  const values = Object.fromEntries(parsed.series.map((s) => [s.metric, s.values[0]]))
+  assert.deepEqual(values, {
+    m_a: 1,
+    m_b: -1500,
+    m_c: 0.5,
+    m_d: -42,
+    m_e: 9007199254740992,
+    m_g: 7,
+    ...Object.fromEntries(bools.map((_, i) => [`m_b${i}`, i < 5 ? 1 : 0])),
+  })
+})
+
+test('every precision, the timestamp rounded down to the millisecond', () => {
+  const at = (ts: string, p: string) => {
+    const precision = parseLinePrecision(p)
+    assert.ok(precision !== undefined, p)
+    return parseLineProtocol(`m v=1 ${ts}`, precision, NOW).series[0]?.timestamps[0]
+  }
+  assert.equal(at('1700000000123456789', 'ns'), 1700000000123)
+  assert.equal(at('1700000000123456789', 'n'), 1700000000123)
+  assert.equal(at('1700000000123456', 'us'), 1700000000123)
+  assert.equal(at('1700000000123456', 'u'), 1700000000123)
+  assert.equal(at('1700000000123', 'ms'), 1700000000123)
+  assert.equal(at('1700000000', 's'), 1700000000000)
+  assert.equal(at('28333333', 'm'), 28333333 * 60_000)
+  assert.equal(at('472222', 'h'), 472222 * 3_600_000)
+  assert.equal(at('-1500', 'ns'), -1)
+  assert.equal(at('-1000000', 'ns'), -1)
+  assert.equal(at('999', 'ns'), 0)
+  assert.equal(parseLinePrecision('ks'), undefined)
+  assert.equal(parseLinePrecision(null), 'ns')
+})
+
+test('a line without a timestamp takes the clock at receipt, cut to the precision', () => {
+  const at = (p: 'ns' | 'ms' | 's' | 'm' | 'h') => parseLineProtocol('m v=1', p, NOW).series[0]?.timestamps[0]
+  assert.equal(at('ns'), NOW)
+  assert.equal(at('ms'), NOW)
+  assert.equal(at('s'), Date.UTC(2024, 0, 1, 12, 34, 56))
+  assert.equal(at('m'), Date.UTC(2024, 0, 1, 12, 34))
+  assert.equal(at('h'), Date.UTC(2024, 0, 1, 12))
+})
+
+test('comments, blank lines, CRLF and stray whitespace are skipped', () => {
+  const parsed = parseLineProtocol(
+    '# header\r\n\r\n   \n  m,t=x v=1 1000000\r\n\t# indented comment\nm,t=x v=2 2000000  \r\n',
+    'ns',
+    NOW,
+  )
+  assert.deepEqual(plain(parsed.series), [{ metric: 'm_v', tags: ['t=x'], timestamps: [1, 2], values: [1, 2] }])
+  assert.equal(parseLineProtocol('', 'ns', NOW).series.length, 0)
+})
+
+test('a bad line is named by its number with the problem', () => {
+  lineError('m v=1\nm s="a b" 1\n', 2, /line 2: field "s" is a string/)
+  lineError('m v=1,s="x"', 1, /field "s" is a string/)
+  lineError('m v=1\n\n# c\nm\n', 4, /line 4: has no fields/)
+  lineError('m v=abc', 1, /field "v" is not a number/)
+  lineError('m v=1.2.3', 1, /field "v" is not a valid number/)
+  lineError('m v=1xi', 1, /field "v" is not a valid integer/)
+  lineError('m v=-1u', 1, /field "v" is not a valid unsigned integer/)
+  lineError('m v=', 1, /field "v" has no value/)
+  lineError('m v', 1, /field "v" has no "=value"/)
+  lineError('m v=1,', 1, /ends its fields with a comma/)
+  lineError('m =1', 1, /a field key is empty/)
+  lineError('m,t v=1', 1, /tag "t" has no "=value"/)
+  lineError('m,t= v=1', 1, /tag "t" has an empty value/)
+  lineError('m,t=a,t=b v=1', 1, /tag "t" appears twice/)
+  lineError(',t=a v=1', 1, /the measurement is empty/)
+  lineError('m v=1 12ab', 1, /timestamp "12ab" is not an integer/)
+  lineError('m v=1 99999999999999999999999999', 1, /is not an integer in range/)
+  lineError('m v=NaN', 1, /field "v" is not a number/)
+})
+
+test('a body of 100,000 lines parses into its series, every point kept', () => {
+  const lines: string[] = []
+  for (let i = 0; i < 100_000; i++) {
+    lines.push(`disk,host=h${i % 100},dev=sda used=${i}i,free=${i / 2} ${(1_700_000_000_000 + i) * 1_000_000}`)
+  }
+  const started = performance.now()
+  const parsed = parseLineProtocol(lines.join('\n'), 'ns', NOW)
+  const ms = performance.now() - started
+  assert.equal(parsed.series.length, 200)
+  assert.equal(parsed.points, 200_000)
+  const used = parsed.series.find((s) => s.metric === 'disk_used' && s.tags[0]?.value === 'h7')
+  assert.ok(used)
+  assert.equal(used.timestamps.length, 1000)
+  assert.equal(used.timestamps[1], 1_700_000_000_107)
+  assert.equal(used.values[1], 107)
+  // Generous, so that a loaded machine passes; a regex or split per line would still be far inside.
+  assert.ok(ms < 5000, `parsing took ${ms} ms`)
+})
