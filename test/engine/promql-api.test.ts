@@ -296,6 +296,21 @@ describe('promql over the engine: aggregation and operators', () => {
     assert.deepEqual(await instant('requests_total % 4 ^ 2', at), { [key(one)]: '15', [key(two)]: '7' })
   })
 
+  test('and, or, unless keep whole samples by their match groups', async () => {
+    const at = T0 + 60 * S
+    const one = key({ __name__: 'requests_total', instance: 'one', job: 'api' })
+    const two = key({ __name__: 'requests_total', instance: 'two', job: 'api' })
+    assert.deepEqual(await instant('requests_total and requests_total > 10', at), { [one]: '15' })
+    assert.deepEqual(await instant('requests_total unless requests_total > 10', at), { [two]: '7' })
+    assert.deepEqual(await instant('requests_total{instance="one"} or requests_total * 2', at), {
+      [one]: '15',
+      [key({ instance: 'two', job: 'api' })]: '14',
+    })
+    assert.deepEqual(await instant('requests_total and on(job) gauge', at), {})
+    assert.deepEqual(await instant('requests_total and on() gauge', at), { [one]: '15', [two]: '7' })
+    assert.deepEqual(await instant('requests_total unless on(job) gauge', at), { [one]: '15', [two]: '7' })
+  })
+
   test('scalars: instant and range', async () => {
     const a = await call('/api/v1/query', { query: '(1 + 2) * 2 ^ 3', time: '100.5' })
     assert.deepEqual(a.json, { status: 'success', data: { resultType: 'scalar', result: [100.5, '24'] } })

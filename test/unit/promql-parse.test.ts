@@ -93,6 +93,10 @@ describe('promql: parsing to our syntax tree', () => {
     assert.ok(Number.isNaN((parsePromQL('NaN').expr as { value: number }).value))
     assert.equal(parsePromQL('1 + 2').type, 'scalar')
     assert.equal(parsePromQL('x - ignoring(a) y').type, 'vector')
+    // An empty on() beside a scalar is ignored, as Prometheus does.
+    assert.deepEqual(parsePromQL('1 + on() x').expr, parsePromQL('1 + x').expr)
+    const set = parsePromQL('a and on(job) b or c unless d')
+    assert.equal(set.expr.kind === 'binary' && set.expr.op, 'or')
   })
 
   test('refuses constructs outside the subset, naming them', () => {
@@ -103,8 +107,6 @@ describe('promql: parsing to our syntax tree', () => {
     refused('histogram_quantile(0.9, x)', /histogram_quantile/)
     refused('count_values("v", x)', /aggregation "count_values"/)
     refused('group(x)', /aggregation "group"/)
-    refused('a and b', /"and" is not implemented/)
-    refused('a or b', /"or" is not implemented/)
     refused('a * on(x) group_left b', /group_left/)
     refused('a atan2 b', /"atan2" is not implemented/)
   })
@@ -123,6 +125,8 @@ describe('promql: parsing to our syntax tree', () => {
     refused('1 > 2', /must use BOOL/)
     refused('x + bool 1', /bool modifier can only be used on comparison/)
     refused('1 + on(a) x', /vector matching only allowed between instant vectors/)
+    refused('1 and x', /set operator "and" not allowed in binary scalar expression/)
+    refused('x or bool y', /bool modifier can only be used on comparison/)
     refused('topk(x)', /wrong number of arguments/)
     refused('quantile_over_time(x[5m])', /expected 2 argument/)
     refused('(x)[5m]', /ranges only allowed for vector selectors/)

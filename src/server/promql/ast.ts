@@ -51,7 +51,8 @@ export type AggregateOp =
 
 export type ArithmeticOp = '+' | '-' | '*' | '/' | '%' | '^'
 export type ComparisonOp = '==' | '!=' | '>' | '<' | '>=' | '<='
-export type BinaryOp = ArithmeticOp | ComparisonOp
+export type SetOp = 'and' | 'or' | 'unless'
+export type BinaryOp = ArithmeticOp | ComparisonOp | SetOp
 
 export type Expr =
   | { readonly kind: 'number'; readonly value: number }
@@ -131,12 +132,19 @@ const BINARY_OPS: Readonly<Record<string, BinaryOp>> = {
   Lss: '<',
   Gte: '>=',
   Lte: '<=',
+  And: 'and',
+  Or: 'or',
+  Unless: 'unless',
 }
 
 const COMPARISONS: ReadonlySet<BinaryOp> = new Set<BinaryOp>(['==', '!=', '>', '<', '>=', '<='])
 
 export function isComparison(op: BinaryOp): op is ComparisonOp {
   return COMPARISONS.has(op)
+}
+
+export function isSetOp(op: BinaryOp): op is SetOp {
+  return op === 'and' || op === 'or' || op === 'unless'
 }
 
 /** How the query names each node it refuses: Prometheus' own names for the constructs. */
@@ -555,7 +563,13 @@ class Converter {
       throw badData('parse error: comparisons between scalars must use BOOL modifier')
     }
     const vectors = lhs.type === 'vector' && rhs.type === 'vector'
-    if (matching && !vectors) throw badData('parse error: vector matching only allowed between instant vectors')
+    // Prometheus ignores an empty on() or ignoring() where a scalar is involved, and refuses labels there.
+    if (matching && matching.labels.length > 0 && !vectors) {
+      throw badData('parse error: vector matching only allowed between instant vectors')
+    }
+    if (isSetOp(op) && !vectors) {
+      throw badData(`parse error: set operator ${JSON.stringify(op)} not allowed in binary scalar expression`)
+    }
     const type: ValueType = lhs.type === 'scalar' && rhs.type === 'scalar' ? 'scalar' : 'vector'
     return {
       expr: {

@@ -5,6 +5,7 @@ import {
   type BinaryOp,
   type Expr,
   isComparison,
+  isSetOp,
   METRIC_NAME,
   type RangeFunction,
   type SelectorNode,
@@ -134,6 +135,10 @@ function binop(op: BinaryOp, l: number, r: number): [number, boolean] {
       return [l, l >= r]
     case '<=':
       return [l, l <= r]
+    case 'and':
+    case 'or':
+    case 'unless':
+      throw new Error(`BUG: set operator ${op} applied to values`)
   }
 }
 
@@ -492,7 +497,10 @@ export class Evaluator {
       return { type: 'scalar', values }
     }
     if (lhs.type === 'vector' && rhs.type === 'vector') {
-      return { type: 'vector', series: this.vectorBinop(op, lhs.series, rhs.series, returnBool, matching!) }
+      const series = isSetOp(op)
+        ? this.vectorSetOp(op, lhs.series, rhs.series, matching!)
+        : this.vectorBinop(op, lhs.series, rhs.series, returnBool, matching!)
+      return { type: 'vector', series }
     }
     const swap = lhs.type === 'scalar'
     const vector = lhs.type === 'vector' ? lhs.series : rhs.type === 'vector' ? rhs.series : []
@@ -520,6 +528,39 @@ export class Evaluator {
     return { type: 'vector', series: builder.series() }
   }
 
+  /** and, or, unless: samples of either side kept whole, by whether their match group is on the other side. */
+  private vectorSetOp(
+    op: 'and' | 'or' | 'unless',
+    lhs: StepSeries[],
+    rhs: StepSeries[],
+    matching: { readonly on: boolean; readonly labels: readonly string[] },
+  ): StepSeries[] {
+    const signature = signatureOf(matching)
+    const lhsSigs = lhs.map((s) => signature(s.labels))
+    const rhsSigs = rhs.map((s) => signature(s.labels))
+    const builder = new SeriesBuilder(this.steps)
+    for (let step = 0; step < this.steps; step++) {
+      if (step % 256 === 0) this.checkAbort()
+      builder.nextStep()
+      const left = new Set<string>()
+      for (let i = 0; i < lhs.length; i++) if (lhs[i]!.present[step] === 1) left.add(lhsSigs[i]!)
+      const right = new Set<string>()
+      for (let i = 0; i < rhs.length; i++) if (rhs[i]!.present[step] === 1) right.add(rhsSigs[i]!)
+      for (let i = 0; i < lhs.length; i++) {
+        const s = lhs[i]!
+        if (s.present[step] !== 1) continue
+        const matched = right.has(lhsSigs[i]!)
+        if (op === 'or' || (op === 'and' ? matched : !matched)) builder.add(s.labels, step, s.values[step]!)
+      }
+      if (op !== 'or') continue
+      for (let i = 0; i < rhs.length; i++) {
+        const s = rhs[i]!
+        if (s.present[step] === 1 && !left.has(rhsSigs[i]!)) builder.add(s.labels, step, s.values[step]!)
+      }
+    }
+    return builder.series()
+  }
+
   private vectorBinop(
     op: BinaryOp,
     lhs: StepSeries[],
@@ -528,12 +569,7 @@ export class Evaluator {
     matching: { readonly on: boolean; readonly labels: readonly string[] },
   ): StepSeries[] {
     const names = new Set(matching.labels)
-    const signature = (labels: Labels): string =>
-      labelsKey(
-        matching.on
-          ? labels.filter((l) => names.has(l.name))
-          : labels.filter((l) => !names.has(l.name) && l.name !== METRIC_NAME),
-      )
+    const signature = signatureOf(matching)
     const lhsSigs = lhs.map((s) => signature(s.labels))
     const rhsSigs = rhs.map((s) => signature(s.labels))
     const comparison = isComparison(op)
@@ -595,6 +631,20 @@ export class Evaluator {
     checkUnique(series)
     return { type: 'vector', series }
   }
+}
+
+/** The match group of a series: its labels named by on(…), or all but those of ignoring(…) and the name. */
+function signatureOf(matching: {
+  readonly on: boolean
+  readonly labels: readonly string[]
+}): (labels: Labels) => string {
+  const names = new Set(matching.labels)
+  return (labels) =>
+    labelsKey(
+      matching.on
+        ? labels.filter((l) => names.has(l.name))
+        : labels.filter((l) => !names.has(l.name) && l.name !== METRIC_NAME),
+    )
 }
 
 /** Adds one more sample to its group (the loop of Prometheus' aggregation). */
