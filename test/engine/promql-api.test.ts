@@ -121,6 +121,11 @@ before(async () => {
     [45, 4],
     [60, 7],
   ])
+  // A second metric with the labels of gauge{host="a"}.
+  await write('gauge2', { host: 'a' }, [
+    [0, 3],
+    [60, 4],
+  ])
   // Unevenly spaced samples for the *_over_time family.
   await write('temperature', { room: 'x' }, [
     [0, 1],
@@ -159,6 +164,30 @@ describe('promql over the engine: instant selectors', () => {
       },
     })
     assert.deepEqual(await instant('count_over_time(gauge{host="b"}[1m])', T0 + 40 * S), { '{"host":"b"}': '1' })
+  })
+
+  test('matchers on __name__ select across metrics', async () => {
+    const at = T0 + 10 * S
+    assert.deepEqual(Object.keys(await instant('{__name__=~"gauge|temperature"}', at)).sort(), [
+      key({ __name__: 'gauge', host: 'a' }),
+      key({ __name__: 'gauge', host: 'b' }),
+      key({ __name__: 'temperature', room: 'x' }),
+    ])
+    assert.deepEqual(Object.keys(await instant('{__name__="temperature"}', at)), [
+      key({ __name__: 'temperature', room: 'x' }),
+    ])
+    assert.deepEqual(Object.keys(await instant('{__name__!~"gauge|requests_total", room!=""}', at)), [
+      key({ __name__: 'temperature', room: 'x' }),
+    ])
+    // Two metrics whose other labels are the same become one label set once a function drops the
+    // name: Prometheus fails such a query.
+    await failsWith(
+      '/api/v1/query',
+      { query: 'rate({__name__=~"gauge|gauge2"}[10m])', time: String((T0 + 60 * S) / 1000) },
+      422,
+      'execution',
+      /same labelset/,
+    )
   })
 
   test('offset moves the evaluation time back', async () => {
@@ -411,6 +440,17 @@ describe('promql over the engine: series, labels, build info', () => {
     assert.deepEqual(v.json, { status: 'success', data: ['a', 'b'] })
     const n = await call('/api/v1/label/__name__/values', { 'match[]': ['gauge', 'temperature'] })
     assert.deepEqual(n.json, { status: 'success', data: ['gauge', 'temperature'] })
+  })
+
+  test('without match[]: every series', async () => {
+    const n = await call('/api/v1/label/__name__/values', {})
+    assert.deepEqual(n.json, { status: 'success', data: ['gauge', 'gauge2', 'requests_total', 'temperature'] })
+    const l = await call('/api/v1/labels', {})
+    assert.deepEqual(l.json, { status: 'success', data: ['__name__', 'host', 'instance', 'job', 'room'] })
+    const v = await call('/api/v1/label/job/values', {})
+    assert.deepEqual(v.json, { status: 'success', data: ['api'] })
+    const none = await call('/api/v1/label/nothing/values', {})
+    assert.deepEqual(none.json, { status: 'success', data: [] })
   })
 
   test('build info and unknown paths', async () => {
