@@ -95,6 +95,8 @@ interface Route {
   readonly methods: readonly string[]
   readonly need: Need
   handle(ctx: RequestContext): Promise<HttpAnswer>
+  /** A refusal in the shape the route's clients read. */
+  fail(refusal: Refusal): HttpAnswer
 }
 
 interface RequestContext {
@@ -110,8 +112,40 @@ function text(status: number, body: string, headers: Record<string, string> = {}
   return { status, headers: { 'content-type': 'text/plain; charset=utf-8', ...headers }, body: `${body}\n` }
 }
 
-function json(status: number, value: unknown): HttpAnswer {
-  return { status, headers: { 'content-type': 'application/json' }, body: JSON.stringify(value) }
+function json(status: number, value: unknown, headers: Record<string, string> = {}): HttpAnswer {
+  return { status, headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify(value) }
+}
+
+function textFailure(r: Refusal): HttpAnswer {
+  return text(r.status, r.message, r.headers)
+}
+
+/** InfluxDB's error shape, which Telegraf and the InfluxDB clients print: `{"code", "message"}` (v2), `{"error"}` (v1). */
+function influxFailure(r: Refusal): HttpAnswer {
+  const code =
+    r.status === 401 || r.status === 403
+      ? 'unauthorized'
+      : r.status === 413
+        ? 'request too large'
+        : r.status < 500
+          ? 'invalid'
+          : 'internal error'
+  return json(r.status, { code, message: r.message, error: r.message }, r.headers)
+}
+
+/** Prometheus' API error shape: `{"status": "error", "errorType", "error"}`. */
+function prometheusFailure(r: Refusal): HttpAnswer {
+  const errorType =
+    r.status === 401 || r.status === 403
+      ? 'unauthorized'
+      : r.status === 404
+        ? 'not_found'
+        : r.status === 503
+          ? 'unavailable'
+          : r.status < 500
+            ? 'bad_data'
+            : 'internal'
+  return json(r.status, { status: 'error', errorType, error: r.message }, r.headers)
 }
 
 /**
@@ -147,17 +181,26 @@ interface Listening {
   readonly serving: HttpServing
 }
 
+interface Refusal {
+  readonly status: number
+  readonly message: string
+  readonly headers?: Record<string, string>
+}
+
 /** The refusal for a request's Authorization header, or undefined when it may go on. */
-function authorize(tokens: TokenTable | undefined, need: Need, header: string | undefined): HttpAnswer | undefined {
+function authorize(tokens: TokenTable | undefined, need: Need, header: string | undefined): Refusal | undefined {
   if (need === 'open' || tokens === undefined) return undefined
-  const challenge = { 'www-authenticate': 'Bearer realm="v3"' }
+  const headers = { 'www-authenticate': 'Bearer realm="v3"' }
   // InfluxDB v2 clients (Telegraf's outputs.influxdb_v2) send "Token <t>"; everyone else "Bearer <t>".
   const match = header === undefined ? null : /^(?:Bearer|Token) +(\S+)\s*$/i.exec(header)
-  if (match?.[1] === undefined) return text(401, 'missing "Authorization: Bearer <token>" header', challenge)
+  if (match?.[1] === undefined) {
+    return { status: 401, message: 'missing "Authorization: Bearer <token>" header', headers }
+  }
   const role = roleOf(tokens, match[1])
-  if (role === undefined) return text(401, 'unknown bearer token', challenge)
-  if (ROLES.indexOf(role) < ROLES.indexOf(need))
-    return text(403, `this endpoint needs the ${need} role; this token has ${role}`)
+  if (role === undefined) return { status: 401, message: 'unknown bearer token', headers }
+  if (ROLES.indexOf(role) < ROLES.indexOf(need)) {
+    return { status: 403, message: `this endpoint needs the ${need} role; this token has ${role}` }
+  }
   return undefined
 }
 
@@ -210,7 +253,7 @@ function routes(l: Listening): Map<string, Route> {
   const { serving, maxBodyBytes, settings } = l
   const table = new Map<string, Route>()
   const monitoring = (path: string, handle: () => Promise<HttpAnswer>) =>
-    table.set(path, { label: path, methods: MONITORING_METHODS, need: 'open', handle })
+    table.set(path, { label: path, methods: MONITORING_METHODS, need: 'open', handle, fail: textFailure })
   monitoring('/healthz', async () => text(200, 'ok'))
   monitoring('/readyz', async () => (serving.ready() ? text(200, 'ready') : text(503, 'not ready')))
   monitoring('/metrics', async () => {
@@ -230,6 +273,7 @@ function routes(l: Listening): Map<string, Route> {
     label: '/api/v1/write',
     methods: ['POST'],
     need: 'write',
+    fail: textFailure,
     async handle({ req }) {
       const { answer, samples } = await remoteWrite(engine, await readBody(req, maxBodyBytes, 'snappy'), maxBodyBytes)
       serving.metrics.httpSamples('prometheus_remote_write', samples)
@@ -240,6 +284,7 @@ function routes(l: Listening): Map<string, Route> {
     label: '/api/v1/read',
     methods: ['POST'],
     need: 'read',
+    fail: textFailure,
     handle: async ({ req, signal }) =>
       remoteRead(engine, await readBody(req, maxBodyBytes, 'snappy'), maxBodyBytes, signal),
   })
@@ -249,6 +294,7 @@ function routes(l: Listening): Map<string, Route> {
       label: path,
       methods: ['POST'],
       need: 'write',
+      fail: influxFailure,
       async handle({ req, query }) {
         const given = query.get('precision')
         const precision = given === null || precisions.has(given) ? parseLinePrecision(given) : undefined
@@ -279,6 +325,7 @@ function queryApiRoute(api: QueryApi, maxBodyBytes: number): Route {
     label: '/api/v1/*',
     methods: ['GET', 'POST'],
     need: 'read',
+    fail: prometheusFailure,
     async handle({ req, path, query, signal }) {
       const params = new URLSearchParams(query)
       const type = (req.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase()
@@ -325,17 +372,13 @@ async function listen(l: Listening): Promise<RunningHttpEndpoint> {
     const found = route
     const label = found === api ? queryApiLabel(path) : found.label
     if (!found.methods.includes(req.method ?? '')) {
-      respond(
-        req,
-        res,
-        label,
-        text(405, `${path} takes ${found.methods.join(' or ')}`, { allow: found.methods.join(', ') }),
-      )
+      const allow = found.methods.join(', ')
+      respond(req, res, label, found.fail({ status: 405, message: `${path} takes ${allow}`, headers: { allow } }))
       return
     }
     const refusal = authorize(tokens, found.need, req.headers.authorization)
     if (refusal !== undefined) {
-      respond(req, res, label, refusal)
+      respond(req, res, label, found.fail(refusal))
       return
     }
     // A client that goes away before its answer aborts the work done for it (a long query).
@@ -349,12 +392,7 @@ async function listen(l: Listening): Promise<RunningHttpEndpoint> {
         const { status, message } = errorStatus(err, settings.logger, path)
         // A body refused before it was read whole leaves the rest on the connection: close it.
         if (status === 413) res.setHeader('connection', 'close')
-        respond(
-          req,
-          res,
-          label,
-          path === '/api/v2/write' || path === '/write' ? influxError(status, message) : text(status, message),
-        )
+        respond(req, res, label, found.fail({ status, message }))
       },
     )
   }
@@ -387,13 +425,6 @@ async function listen(l: Listening): Promise<RunningHttpEndpoint> {
         server.closeAllConnections()
       }),
   }
-}
-
-/** InfluxDB's error shape, which Telegraf and the InfluxDB clients print: `{"code", "message"}` (v2), `{"error"}` (v1). */
-function influxError(status: number, message: string): HttpAnswer {
-  const code =
-    status === 401 ? 'unauthorized' : status === 413 ? 'request too large' : status < 500 ? 'invalid' : 'internal error'
-  return json(status, { code, message, error: message })
 }
 
 /** Prepares and starts in one step, for callers that have the engine already. */

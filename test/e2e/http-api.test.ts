@@ -1,0 +1,417 @@
+// The HTTP listener's data endpoints against a real `v3 serve` process: Prometheus remote write and
+// read, InfluxDB line protocol, and the listener's rules (tokens and roles, TLS, the exposure
+// refusal, bounded bodies, methods).
+import assert from 'node:assert/strict'
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import { request as httpsRequest } from 'node:https'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { after, before, describe, test } from 'node:test'
+import { gzipSync } from 'node:zlib'
+import { BinaryReader, BinaryWriter, WireType } from '@bufbuild/protobuf/wire'
+import { compressSync, uncompressSync } from 'snappy'
+import { makeTestCertificates, opensslMissing, type TestCertificates } from './security-certs.js'
+import { removeDataDir, type ServerProcess, startServerProcess } from './server-process.js'
+
+const T0 = Date.UTC(2024, 0, 1)
+const STALE_BITS = 0x7ff0000000000002n
+
+type Sample = readonly [value: number | 'stale', timestampMs: number]
+
+/** A prometheus.WriteRequest, encoded as Prometheus does. */
+function writeRequest(series: readonly { labels: readonly [string, string][]; samples: readonly Sample[] }[]): Buffer {
+  const w = new BinaryWriter()
+  for (const s of series) {
+    w.tag(1, WireType.LengthDelimited).fork()
+    for (const [name, value] of s.labels) {
+      w.tag(1, WireType.LengthDelimited).fork().tag(1, WireType.LengthDelimited).string(name)
+      w.tag(2, WireType.LengthDelimited).string(value).join()
+    }
+    for (const [value, ts] of s.samples) {
+      w.tag(2, WireType.LengthDelimited).fork()
+      if (value === 'stale') {
+        const bits = new Uint8Array(8)
+        new DataView(bits.buffer).setBigUint64(0, STALE_BITS, true)
+        w.tag(1, WireType.Bit64).raw(bits)
+      } else w.tag(1, WireType.Bit64).double(value)
+      w.tag(2, WireType.Varint).int64(ts).join()
+    }
+    w.join()
+  }
+  return compressSync(w.finish())
+}
+
+/** A prometheus.ReadRequest with one query. */
+function readRequest(
+  startMs: number,
+  endMs: number,
+  matchers: readonly [number, string, string][],
+  types: number[] = [0],
+): Buffer {
+  const w = new BinaryWriter()
+  w.tag(1, WireType.LengthDelimited).fork()
+  w.tag(1, WireType.Varint).int64(startMs).tag(2, WireType.Varint).int64(endMs)
+  for (const [type, name, value] of matchers) {
+    w.tag(3, WireType.LengthDelimited).fork().tag(1, WireType.Varint).int32(type)
+    w.tag(2, WireType.LengthDelimited).string(name).tag(3, WireType.LengthDelimited).string(value).join()
+  }
+  w.join()
+  for (const t of types) w.tag(2, WireType.Varint).int32(t)
+  return compressSync(w.finish())
+}
+
+interface ReadSeries {
+  labels: string[]
+  samples: [bits: bigint, timestampMs: number][]
+}
+
+/** The series of the first result of a snappy prometheus.ReadResponse. */
+function readResponse(body: Buffer): ReadSeries[] {
+  const r = new BinaryReader(uncompressSync(body, { asBuffer: true }) as Buffer)
+  const out: ReadSeries[] = []
+  r.tag()
+  const result = new BinaryReader(r.bytes())
+  while (result.pos < result.len) {
+    result.tag()
+    const ts = new BinaryReader(result.bytes())
+    const series: ReadSeries = { labels: [], samples: [] }
+    while (ts.pos < ts.len) {
+      const [field] = ts.tag()
+      const inner = new BinaryReader(ts.bytes())
+      inner.tag()
+      if (field === 1) {
+        const name = inner.string()
+        inner.tag()
+        series.labels.push(`${name}=${inner.string()}`)
+      } else {
+        const bits = BigInt(inner.fixed64())
+        inner.tag()
+        series.samples.push([bits, Number(inner.int64())])
+      }
+    }
+    out.push(series)
+  }
+  return out
+}
+
+function bitsOf(value: number): bigint {
+  return new DataView(new Float64Array([value]).buffer).getBigUint64(0, true)
+}
+
+async function post(url: string, body: Buffer | string, headers: Record<string, string> = {}) {
+  const res = await fetch(url, { method: 'POST', body, headers })
+  return { status: res.status, headers: res.headers, body: Buffer.from(await res.arrayBuffer()) }
+}
+
+function baseOf(server: ServerProcess): string {
+  assert.ok(server.metricsUrl !== undefined)
+  return server.metricsUrl.replace(/\/metrics$/, '')
+}
+
+describe('remote write, remote read and line protocol on one node', () => {
+  let server: ServerProcess
+  let base: string
+  before(async () => {
+    server = await startServerProcess({ args: ['--http-max-body-bytes', '1MiB'] })
+    base = baseOf(server)
+  })
+  after(async () => {
+    await server.stop()
+    await removeDataDir(server.dataDir)
+  })
+
+  test('remote write stores __name__ as the metric, labels as tags, NaN and the staleness marker; gRPC reads it', async () => {
+    const res = await post(
+      `${base}/api/v1/write`,
+      writeRequest([
+        {
+          labels: [
+            ['__name__', 'rw_requests_total'],
+            ['job', 'api'],
+            ['empty', ''],
+          ],
+          samples: [
+            [1, T0],
+            [Number.NaN, T0 + 1000],
+            ['stale', T0 + 2000],
+          ],
+        },
+        { labels: [['__name__', 'rw_up']], samples: [[1, T0]] },
+      ]),
+      { 'content-encoding': 'snappy', 'content-type': 'application/x-protobuf' },
+    )
+    assert.equal(res.status, 204, res.body.toString())
+    const [series] = await server.client.query({
+      selector: { metric: 'rw_requests_total' },
+      startMs: T0,
+      endMs: T0 + 3000,
+    })
+    assert.ok(series)
+    assert.deepEqual(series.tags, [{ key: 'job', value: 'api' }])
+    assert.deepEqual(Array.from(series.timestamps), [T0, T0 + 1000, T0 + 2000])
+    assert.equal(series.values[0], 1)
+    assert.ok(Number.isNaN(series.values[1]) && Number.isNaN(series.values[2]))
+    const metrics = await (await fetch(`${base}/metrics`)).text()
+    assert.match(metrics, /^v3_http_samples_ingested_total\{protocol="prometheus_remote_write"\} 4$/m)
+    assert.match(metrics, /^v3_http_requests_total\{path="\/api\/v1\/write",code="204"\} 1$/m)
+  })
+
+  test('malformed remote writes answer 400 with the reason and store nothing', async () => {
+    const good = { labels: [['__name__', 'rw_bad_case']] as [string, string][], samples: [[5, T0]] as Sample[] }
+    const cases: [Buffer, RegExp][] = [
+      [Buffer.from('this is not snappy'), /cannot decompress the snappy block/],
+      [compressSync(Buffer.from([0x0a, 0x7f, 0x01, 0x02])), /cannot decode the protobuf message/],
+      [
+        writeRequest([
+          good,
+          {
+            labels: [
+              ['__name__', 'x'],
+              ['bad-label', 'v'],
+            ],
+            samples: [[1, T0]],
+          },
+        ]),
+        /bad-label/,
+      ],
+      [writeRequest([good, { labels: [['job', 'no name']], samples: [[1, T0]] }]), /no __name__ label/],
+      [
+        writeRequest([
+          good,
+          {
+            labels: [
+              ['__name__', 'x'],
+              ['a', '1'],
+              ['a', '2'],
+            ],
+            samples: [[1, T0]],
+          },
+        ]),
+        /appears twice/,
+      ],
+      // The engine's own validation: a metric name Prometheus allows but V3 does not.
+      [writeRequest([good, { labels: [['__name__', '9starts_with_digit']], samples: [[1, T0]] }]), /timeseries|series/],
+    ]
+    for (const [body, reason] of cases) {
+      const res = await post(`${base}/api/v1/write`, body)
+      assert.equal(res.status, 400, `${reason}: ${res.body.toString()}`)
+      assert.match(res.body.toString(), reason)
+    }
+    assert.deepEqual(await server.client.listSeries({ metric: 'rw_bad_case' }), [])
+  })
+
+  test('a snappy block declaring more than --http-max-body-bytes answers 413', async () => {
+    const res = await post(`${base}/api/v1/write`, Buffer.from([0xff, 0xff, 0xff, 0xff, 0x0f, 0x00]))
+    assert.equal(res.status, 413)
+    assert.match(res.body.toString(), /declares 4294967295 bytes/)
+    const big = await post(`${base}/api/v1/write`, Buffer.alloc(2 * 1024 * 1024))
+    assert.equal(big.status, 413)
+  })
+
+  test('remote read answers SAMPLES for an inclusive range, __name__ first, bits intact', async () => {
+    await server.client.write([
+      {
+        metric: 'rr_temp',
+        tags: { room: 'a', floor: '1' },
+        timestamps: [T0, T0 + 1000, T0 + 2000],
+        values: [20, 21, 22],
+      },
+      { metric: 'rr_temp', tags: { room: 'b', floor: '1' }, timestamps: [T0], values: [30] },
+      { metric: 'rr_other', tags: { room: 'a' }, timestamps: [T0], values: [1] },
+    ])
+    await post(`${base}/api/v1/write`, writeRequest([{ labels: [['__name__', 'rr_stale']], samples: [['stale', T0]] }]))
+    const res = await post(
+      `${base}/api/v1/read`,
+      readRequest(T0, T0 + 1000, [
+        [0, '__name__', 'rr_temp'],
+        [0, 'room', 'a'],
+      ]),
+    )
+    assert.equal(res.status, 200, res.body.toString())
+    assert.equal(res.headers.get('content-type'), 'application/x-protobuf')
+    assert.equal(res.headers.get('content-encoding'), 'snappy')
+    assert.deepEqual(readResponse(res.body), [
+      {
+        labels: ['__name__=rr_temp', 'floor=1', 'room=a'],
+        samples: [
+          [bitsOf(20), T0],
+          [bitsOf(21), T0 + 1000],
+        ],
+      },
+    ])
+    // Without an equality on __name__: a regex over metric names.
+    const byRegex = await post(`${base}/api/v1/read`, readRequest(T0, T0, [[2, '__name__', 'rr_(other|stale)']]))
+    assert.equal(byRegex.status, 200, byRegex.body.toString())
+    const found = readResponse(byRegex.body).sort((a, b) => a.labels[0]!.localeCompare(b.labels[0]!))
+    assert.deepEqual(found, [
+      { labels: ['__name__=rr_other', 'room=a'], samples: [[bitsOf(1), T0]] },
+      { labels: ['__name__=rr_stale'], samples: [[STALE_BITS, T0]] },
+    ])
+    const chunksOnly = await post(`${base}/api/v1/read`, readRequest(T0, T0, [[0, '__name__', 'rr_temp']], [1]))
+    assert.equal(chunksOnly.status, 400)
+    assert.match(chunksOnly.body.toString(), /STREAMED_XOR_CHUNKS/)
+  })
+
+  test('line protocol round trip: v1 and v2 paths, precisions, gzip', async () => {
+    const v1 = await post(
+      `${base}/write?db=telegraf&precision=s`,
+      'lp_cpu,host=a usage_user=1.5,count=3i,up=true 1704067200\n',
+    )
+    assert.equal(v1.status, 204, v1.body.toString())
+    const body = gzipSync('lp_cpu,host=a usage_user=2.5 1704067201000\r\nlp_cpu,host=b usage_user=7u 1704067201000\r\n')
+    const v2 = await post(`${base}/api/v2/write?org=o&bucket=b&precision=ms`, body, { 'content-encoding': 'gzip' })
+    assert.equal(v2.status, 204, v2.body.toString())
+    const user = await server.client.query({
+      selector: { metric: 'lp_cpu_usage_user' },
+      startMs: T0,
+      endMs: T0 + 10_000,
+    })
+    assert.deepEqual(
+      user.map((s) => [
+        s.tags.map((t) => `${t.key}=${t.value}`).join(','),
+        Array.from(s.timestamps),
+        Array.from(s.values),
+      ]),
+      [
+        ['host=a', [T0, T0 + 1000], [1.5, 2.5]],
+        ['host=b', [T0 + 1000], [7]],
+      ],
+    )
+    const [count] = await server.client.query({ selector: { metric: 'lp_cpu_count' }, startMs: T0, endMs: T0 + 1 })
+    assert.deepEqual(Array.from(count?.values ?? []), [3])
+    const [up] = await server.client.query({ selector: { metric: 'lp_cpu_up' }, startMs: T0, endMs: T0 + 1 })
+    assert.deepEqual(Array.from(up?.values ?? []), [1])
+    const metrics = await (await fetch(`${base}/metrics`)).text()
+    assert.match(metrics, /^v3_http_samples_ingested_total\{protocol="influx_line_protocol"\} 5$/m)
+  })
+
+  test('a bad line answers 400 naming the line, and nothing of its request is stored', async () => {
+    const string = await post(
+      `${base}/write`,
+      'lp_bad,host=a v=1 1704067200000000000\nlp_bad,host=a msg="hello" 1704067200000000000\n',
+    )
+    assert.equal(string.status, 400)
+    assert.match(JSON.parse(string.body.toString()).error, /line 2: field "msg" is a string/)
+    // A line the parser takes but the engine refuses (the metric name) is named by its line too.
+    const engine = await post(`${base}/write`, 'lp_bad,host=a v=1 1704067200000000000\nlp-bad!,host=a v=1\n')
+    assert.equal(engine.status, 400)
+    assert.match(JSON.parse(engine.body.toString()).message, /line 2: metric must match/)
+    const precision = await post(`${base}/api/v2/write?precision=m`, 'lp_bad v=1 1\n')
+    assert.equal(precision.status, 400)
+    assert.match(precision.body.toString(), /precision must be one of ns, us, ms, s/)
+    assert.deepEqual(await server.client.listSeries({ metric: 'lp_bad_v' }), [])
+  })
+
+  test('a line protocol body that inflates past the limit answers 413; a wrong method 405 with Allow', async () => {
+    const bomb = gzipSync(Buffer.alloc(4 * 1024 * 1024, 0x20))
+    const res = await post(`${base}/write`, bomb, { 'content-encoding': 'gzip' })
+    assert.equal(res.status, 413)
+    assert.match(res.body.toString(), /inflates to more than the limit of 1048576 bytes/)
+    const get = await fetch(`${base}/api/v1/write`)
+    assert.equal(get.status, 405)
+    assert.equal(get.headers.get('allow'), 'POST')
+    const postMetrics = await post(`${base}/metrics`, '')
+    assert.equal(postMetrics.status, 405)
+    assert.equal(postMetrics.headers.get('allow'), 'GET, HEAD')
+    const br = await post(`${base}/write`, 'x', { 'content-encoding': 'br' })
+    assert.equal(br.status, 415)
+  })
+})
+
+describe('tokens, TLS and exposure on the HTTP listener', () => {
+  const TOKENS = { read: 'r3ad-http-1', write: 'wr1te-http-2' }
+  let scratch: string
+  before(async () => {
+    scratch = await mkdtemp(join(tmpdir(), 'v3-http-'))
+  })
+  after(async () => {
+    await rm(scratch, { recursive: true, force: true })
+  })
+
+  test('write endpoints need write, read endpoints read; 401 with a challenge, 403 for a weak role', async () => {
+    const file = join(scratch, 'tokens')
+    await writeFile(file, `read:${TOKENS.read}\nwrite:${TOKENS.write}\n`, { mode: 0o600 })
+    const server = await startServerProcess({ args: ['--tokens-file', file], client: { token: TOKENS.read } })
+    try {
+      const base = baseOf(server)
+      const lp = 'auth_m,host=a v=1 1704067200000000000\n'
+      const none = await post(`${base}/write`, lp)
+      assert.equal(none.status, 401)
+      assert.match(none.headers.get('www-authenticate') ?? '', /^Bearer/)
+      const unknown = await post(`${base}/write`, lp, { authorization: 'Bearer nope' })
+      assert.equal(unknown.status, 401)
+      const weak = await post(`${base}/write`, lp, { authorization: `Bearer ${TOKENS.read}` })
+      assert.equal(weak.status, 403)
+      assert.match(JSON.parse(weak.body.toString()).message, /needs the write role; this token has read/)
+      const rwWeak = await post(`${base}/api/v1/write`, writeRequest([]), { authorization: `Bearer ${TOKENS.read}` })
+      assert.equal(rwWeak.status, 403)
+      // InfluxDB v2 clients send "Token <t>".
+      const v2 = await post(`${base}/api/v2/write`, lp, { authorization: `Token ${TOKENS.write}` })
+      assert.equal(v2.status, 204, v2.body.toString())
+      const readNone = await post(`${base}/api/v1/read`, readRequest(T0, T0, [[0, '__name__', 'auth_m_v']]))
+      assert.equal(readNone.status, 401)
+      // write outranks read, as on gRPC.
+      const read = await post(`${base}/api/v1/read`, readRequest(T0, T0, [[0, '__name__', 'auth_m_v']]), {
+        authorization: `Bearer ${TOKENS.write}`,
+      })
+      assert.equal(read.status, 200)
+      assert.equal(readResponse(read.body).length, 1)
+      // Monitoring stays open.
+      assert.equal((await fetch(`${base}/metrics`)).status, 200)
+      assert.equal((await fetch(`${base}/readyz`)).status, 200)
+    } finally {
+      await server.stop()
+      await removeDataDir(server.dataDir)
+    }
+  })
+
+  const skipTls = opensslMissing()
+  test('with --tls-cert the listener serves HTTPS with the same certificate', { skip: skipTls }, async () => {
+    const certs: TestCertificates = await makeTestCertificates()
+    const server = await startServerProcess({
+      args: ['--tls-cert', certs.serverCert, '--tls-key', certs.serverKey],
+      client: { tls: { caFile: certs.caFile } },
+    })
+    try {
+      assert.match(server.metricsUrl ?? '', /^https:\/\/127\.0\.0\.1:\d+\/metrics$/)
+      const url = new URL(`${baseOf(server)}/write?precision=s`)
+      const ca = await readFile(certs.caFile)
+      const status = await new Promise<number>((resolve, reject) => {
+        const req = httpsRequest(url, { method: 'POST', ca }, (res) => {
+          res.resume()
+          res.on('end', () => resolve(res.statusCode ?? 0))
+        })
+        req.on('error', reject)
+        req.end('tls_m v=1 1704067200\n')
+      })
+      assert.equal(status, 204)
+      assert.equal((await server.client.listSeries({ metric: 'tls_m_v' })).length, 1)
+      // Plain HTTP on the TLS port gets no answer of ours.
+      await assert.rejects(fetch(`http://${url.host}/metrics`))
+    } finally {
+      await server.stop()
+      await removeDataDir(server.dataDir)
+      await certs.remove()
+    }
+  })
+
+  test('a non-loopback --http-listen without TLS and tokens refuses to start; --insecure serves it with a warning', async () => {
+    await assert.rejects(startServerProcess({ args: ['--http-listen', '0.0.0.0:0'] }), (err: Error) => {
+      assert.match(
+        err.message,
+        /refusing to serve 0\.0\.0\.0:0 without TLS \(--tls-cert and --tls-key\) and bearer tokens/,
+      )
+      assert.match(err.message, /--insecure/)
+      return true
+    })
+    const server = await startServerProcess({ args: ['--http-listen', '0.0.0.0:0', '--insecure'] })
+    try {
+      assert.match(server.stderr(), /HTTP: serving 0\.0\.0\.0:0 without TLS .* because --insecure was given/)
+      const port = new URL(server.metricsUrl ?? '').port
+      assert.equal((await fetch(`http://127.0.0.1:${port}/healthz`)).status, 200)
+    } finally {
+      await server.stop()
+      await removeDataDir(server.dataDir)
+    }
+  })
+})
