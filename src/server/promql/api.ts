@@ -120,7 +120,9 @@ export class PromQueryApi {
     const timeout = new AbortController()
     let timer: NodeJS.Timeout | undefined
     try {
-      const timeoutParam = params.get('timeout')
+      // Only the queries take a timeout, as in Prometheus; the other endpoints ignore the parameter.
+      const query = path === '/api/v1/query' || path === '/api/v1/query_range'
+      const timeoutParam = query ? params.get('timeout') : null
       const timeoutMs = timeoutParam ? parseDurationParam(timeoutParam, 'timeout') : DEFAULT_TIMEOUT_MS
       timer = setTimeout(() => timeout.abort(), Math.max(0, timeoutMs))
       return await route(params, AbortSignal.any([signal, timeout.signal]))
