@@ -46,6 +46,9 @@ export async function startPrometheus(config: object): Promise<PrometheusProcess
         `--config.file=${configFile}`,
         `--storage.tsdb.path=${join(dir, 'data')}`,
         `--web.listen-address=127.0.0.1:${port}`,
+        // On SIGTERM Prometheus flushes what it has not remote-written yet for up to a minute by
+        // default: a second is plenty on loopback, and it bounds the stop of a failed test.
+        '--storage.remote.flush-deadline=1s',
       ],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     )

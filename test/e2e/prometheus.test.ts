@@ -29,10 +29,15 @@ const SCRAPES = 12
  */
 const TOLERANCE = 1e-9
 
+/**
+ * `up`, the rate the issue names, and two of the *_over_time family: the count says whether both
+ * take the samples right at a window's two edges (Prometheus 2.42 does).
+ */
 const QUERIES = [
   'up',
   'sum by (method) (rate(v3_grpc_requests_total[1m]))',
   'max_over_time(v3_buffered_points[10s])',
+  'count_over_time(up[10s])',
 ] as const
 
 /** Seconds with milliseconds, as the query API takes times. */
@@ -260,14 +265,14 @@ describe('a real Prometheus scraping V3, remote-writing to it and reading from i
     const start = firstScrape - 3000
     const params = { start: seconds(start), end: seconds(start + Math.floor((end - start) / 1000) * 1000), step: '1' }
     for (const query of QUERIES.slice(0, 2)) {
-      const [fromReader, fromScraper, fromV3] = await Promise.all([
+      const [fromReader, fromScraper] = await Promise.all([
         queryMatrix(reader.url, '/api/v1/query_range', { query, ...params }),
         queryMatrix(scraper.url, '/api/v1/query_range', { query, ...params }),
-        queryMatrix(v3Http, '/api/v1/query_range', { query, ...params }),
       ])
       assert.ok(fromReader.length > 0, `the remote-reading Prometheus answers ${query} from V3's data`)
       const fromTsdb = matrixDifference(fromReader, fromScraper, TOLERANCE)
       assert.equal(fromTsdb, undefined, `${query}, the remote-reading Prometheus against the scraping one: ${fromTsdb}`)
+      const fromV3 = await queryMatrix(v3Http, '/api/v1/query_range', { query, ...params })
       const fromApi = matrixDifference(fromReader, fromV3, TOLERANCE)
       assert.equal(fromApi, undefined, `${query}, the remote-reading Prometheus against V3's query API: ${fromApi}`)
     }
