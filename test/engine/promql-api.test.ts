@@ -421,6 +421,44 @@ describe('promql over the engine: range queries', () => {
       },
     })
   })
+
+  test('a range query answers at each step what an instant query at that time answers', async () => {
+    const start = T0 - 30 * S
+    const stepMs = 7 * S
+    const end = T0 + 400 * S
+    for (const query of [
+      'gauge',
+      'gauge offset 20s',
+      'rate(requests_total[1m])',
+      'irate(requests_total[30s])',
+      'avg_over_time(temperature[40s])',
+      'sum by (job) (requests_total)',
+      'topk(1, requests_total)',
+      'requests_total > bool 9',
+      'requests_total - on(instance) requests_total',
+      'gauge or temperature',
+    ]) {
+      const r = await call('/api/v1/query_range', {
+        query,
+        start: String(start / 1000),
+        end: String(end / 1000),
+        step: String(stepMs / 1000),
+      })
+      assert.equal(r.status, 200, JSON.stringify(r.json))
+      const data = r.json.data as { result: { metric: Record<string, string>; values: [number, string][] }[] }
+      const fromRange = new Map<number, Record<string, string>>()
+      for (const s of data.result) {
+        for (const [t, v] of s.values) {
+          const at = fromRange.get(t) ?? {}
+          at[key(s.metric)] = v
+          fromRange.set(t, at)
+        }
+      }
+      for (let t = start; t <= end; t += stepMs) {
+        assert.deepEqual(fromRange.get(t / 1000) ?? {}, await instant(query, t), `${query} at ${t - T0} ms`)
+      }
+    }
+  })
 })
 
 describe('promql over the engine: series, labels, build info', () => {

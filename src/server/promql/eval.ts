@@ -145,6 +145,7 @@ function binop(op: BinaryOp, l: number, r: number): [number, boolean] {
 /** Builds the output series of a node step by step, one series per label set. */
 class SeriesBuilder {
   private readonly byKey = new Map<string, StepSeries>()
+  private readonly keys = new Map<Labels, string>()
   /** The label sets written at the current step, to find two samples with one label set. */
   private stepKeys = new Set<string>()
 
@@ -155,7 +156,12 @@ class SeriesBuilder {
   }
 
   add(labels: Labels, step: number, value: number): void {
-    const key = labelsKey(labels)
+    // The same label arrays come back at every step: their keys are made once.
+    let key = this.keys.get(labels)
+    if (key === undefined) {
+      key = labelsKey(labels)
+      this.keys.set(labels, key)
+    }
     if (this.stepKeys.has(key)) throw sameLabelsetError()
     this.stepKeys.add(key)
     let s = this.byKey.get(key)
