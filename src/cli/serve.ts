@@ -1,3 +1,6 @@
+import { readFileSync } from 'node:fs'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { type BasicEngineOptions, resolveEngineConfig, type SyncPolicy } from '../engine/config.js'
 import type { StorageEngine } from '../engine/storage-engine.js'
@@ -5,6 +8,7 @@ import { bug } from '../model/errors.js'
 import type { ConsistencyLevel } from '../model/types.js'
 import { type PreparedHttpEndpoint, prepareHttpEndpoint, type RunningHttpEndpoint } from '../server/http-endpoint.js'
 import { createServerMetrics } from '../server/metrics.js'
+import { PromQueryApi } from '../server/promql/api.js'
 import { requestLogInterceptor } from '../server/request-log.js'
 import { type PreparedServer, prepareServer, type RunningServer } from '../server/server.js'
 import type { TlsOptions } from '../server/tls.js'
@@ -193,6 +197,25 @@ export function parseServeArgs(
   }
 }
 
+/**
+ * The version in V3's package.json, which the query API's buildinfo reports. Looked for upwards
+ * from this module, since it runs from src/cli under tsx and from dist/src/cli once built.
+ */
+function packageVersion(): string {
+  let dir = dirname(fileURLToPath(import.meta.url))
+  for (;;) {
+    try {
+      const pkg = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as { version?: unknown }
+      if (typeof pkg.version === 'string') return pkg.version
+    } catch {
+      // No package.json here: look one folder up.
+    }
+    const up = dirname(dir)
+    if (up === dir) return 'unknown'
+    dir = up
+  }
+}
+
 /** A cluster duration or size that must be above zero, or a usage error naming its option. */
 function positive(option: string, value: number): number {
   if (!(value > 0)) throw new UsageError(`--${option} must be greater than 0, got ${value}`)
@@ -264,7 +287,8 @@ export async function serve(args: readonly string[]): Promise<void> {
       engine = cluster.engine
     }
     const metrics = createServerMetrics(engine)
-    http = await preparedHttp?.start({ metrics, ready: () => ready, engine })
+    const queryApi = new PromQueryApi(engine, { version: packageVersion() })
+    http = await preparedHttp?.start({ metrics, ready: () => ready, engine, queryApi })
     server = await prepared.start(engine, [
       metrics.interceptor,
       ...(config.logRequests ? [requestLogInterceptor(logger)] : []),

@@ -10,6 +10,9 @@ import { after, before, describe, test } from 'node:test'
 import { gzipSync } from 'node:zlib'
 import { BinaryReader, BinaryWriter, WireType } from '@bufbuild/protobuf/wire'
 import { compressSync, uncompressSync } from 'snappy'
+import { startHttpEndpoint } from '../../src/server/http-endpoint.js'
+import { createServerMetrics } from '../../src/server/metrics.js'
+import { MemoryEngine } from '../fixtures/memory-engine.js'
 import { makeTestCertificates, opensslMissing, type TestCertificates } from './security-certs.js'
 import { removeDataDir, type ServerProcess, startServerProcess } from './server-process.js'
 
@@ -302,6 +305,42 @@ describe('remote write, remote read and line protocol on one node', () => {
     assert.deepEqual(await server.client.listSeries({ metric: 'lp_bad_v' }), [])
   })
 
+  test('the query API: GET and POST with a form body, JSON, Prometheus errors, buildinfo', async () => {
+    await server.client.write([
+      { metric: 'qa_load', tags: { host: 'a' }, timestamps: [T0, T0 + 60_000], values: [1, 2] },
+    ])
+    const at = (T0 + 60_000) / 1000
+    const get = await fetch(`${base}/api/v1/query?query=${encodeURIComponent('qa_load{host="a"}')}&time=${at}`)
+    assert.equal(get.status, 200)
+    assert.equal(get.headers.get('content-type'), 'application/json')
+    assert.deepEqual(await get.json(), {
+      status: 'success',
+      data: { resultType: 'vector', result: [{ metric: { __name__: 'qa_load', host: 'a' }, value: [at, '2'] }] },
+    })
+    // A form body merged with the query string, as Grafana sends it.
+    const form = await post(`${base}/api/v1/query_range?step=60`, `query=qa_load&start=${T0 / 1000}&end=${at}`, {
+      'content-type': 'application/x-www-form-urlencoded',
+    })
+    assert.equal(form.status, 200, form.body.toString())
+    const range = JSON.parse(form.body.toString())
+    assert.deepEqual(range.data.result[0].values, [
+      [T0 / 1000, '1'],
+      [at, '2'],
+    ])
+    const bad = await fetch(`${base}/api/v1/query?query=${encodeURIComponent('sum(')}`)
+    assert.equal(bad.status, 400)
+    assert.equal(((await bad.json()) as { errorType: string }).errorType, 'bad_data')
+    const build = await fetch(`${base}/api/v1/status/buildinfo`)
+    assert.equal(build.status, 200)
+    assert.match(((await build.json()) as { data: { version: string } }).data.version, /^\d+\.\d+\.\d+/)
+    const unknown = await fetch(`${base}/api/v1/nothing_here`)
+    assert.equal(unknown.status, 404)
+    assert.equal(((await unknown.json()) as { errorType: string }).errorType, 'not_found')
+    const del = await fetch(`${base}/api/v1/query`, { method: 'DELETE' })
+    assert.equal(del.status, 405)
+    assert.equal(del.headers.get('allow'), 'GET, POST')
+  })
+
   test('a line protocol body that inflates past the limit answers 413; a wrong method 405 with Allow', async () => {
     const bomb = gzipSync(Buffer.alloc(4 * 1024 * 1024, 0x20))
     const res = await post(`${base}/write`, bomb, { 'content-encoding': 'gzip' })
@@ -356,6 +395,11 @@ describe('tokens, TLS and exposure on the HTTP listener', () => {
       })
       assert.equal(read.status, 200)
       assert.equal(readResponse(read.body).length, 1)
+      const queryNone = await fetch(`${base}/api/v1/labels`)
+      assert.equal(queryNone.status, 401)
+      assert.equal(((await queryNone.json()) as { status: string }).status, 'error')
+      const query = await fetch(`${base}/api/v1/labels`, { headers: { authorization: `Bearer ${TOKENS.read}` } })
+      assert.equal(query.status, 200)
       // Monitoring stays open.
       assert.equal((await fetch(`${base}/metrics`)).status, 200)
       assert.equal((await fetch(`${base}/readyz`)).status, 200)
@@ -412,6 +456,53 @@ describe('tokens, TLS and exposure on the HTTP listener', () => {
     } finally {
       await server.stop()
       await removeDataDir(server.dataDir)
+    }
+  })
+})
+
+describe('the query API route in process', () => {
+  test('a client that disconnects aborts the signal its query was given', { timeout: 30_000 }, async () => {
+    const engine = new MemoryEngine()
+    await engine.open()
+    let sawAbort: () => void = () => {}
+    const aborted = new Promise<void>((resolve) => {
+      sawAbort = resolve
+    })
+    let started: () => void = () => {}
+    const running = new Promise<void>((resolve) => {
+      started = resolve
+    })
+    const http = await startHttpEndpoint(
+      { listen: '127.0.0.1:0', logger: console },
+      {
+        metrics: createServerMetrics(engine, { processMetrics: false }),
+        ready: () => true,
+        engine,
+        queryApi: {
+          handle: (path, params, signal) => {
+            assert.equal(path, '/api/v1/query')
+            assert.equal(params.get('query'), 'up')
+            started()
+            return new Promise((resolve) => {
+              signal.addEventListener('abort', () => {
+                sawAbort()
+                resolve({ status: 503, body: '{}' })
+              })
+            })
+          },
+        },
+      },
+    )
+    try {
+      const client = new AbortController()
+      const request = fetch(`http://${http.address}/api/v1/query?query=up`, { signal: client.signal })
+      await running
+      client.abort()
+      await assert.rejects(request)
+      await aborted
+    } finally {
+      await http.close()
+      await engine.close()
     }
   })
 })
