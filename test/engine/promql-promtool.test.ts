@@ -136,6 +136,7 @@ const EXPRESSIONS = [
   '(http_requests_total)',
   'sum(rate(http_requests_total[5m])) by (job, instance)',
   'max without (job) (up)',
+  '010 + 09 + 0x1f + 1.5e1',
 ]
 
 /** Evaluation times in seconds from 0. */

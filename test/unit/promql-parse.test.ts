@@ -89,6 +89,10 @@ describe('promql: parsing to our syntax tree', () => {
       },
     })
     assert.deepEqual(parsePromQL('0x1F').expr, { kind: 'number', value: 31 })
+    assert.deepEqual(parsePromQL('010').expr, { kind: 'number', value: 8 })
+    assert.deepEqual(parsePromQL('09').expr, { kind: 'number', value: 9 })
+    assert.deepEqual(parsePromQL('1.5e3').expr, { kind: 'number', value: 1500 })
+    assert.throws(() => parsePromQL('1e400'), PromQLError)
     assert.deepEqual(parsePromQL('-Inf').expr, { kind: 'number', value: Number.NEGATIVE_INFINITY })
     assert.ok(Number.isNaN((parsePromQL('NaN').expr as { value: number }).value))
     assert.equal(parsePromQL('1 + 2').type, 'scalar')

@@ -181,7 +181,12 @@ export function parsePromQL(text: string): ParsedQuery {
   })
   const top = children(tree.topNode)
   if (top.length !== 1) throw badData('parse error: expected exactly one expression')
-  return new Converter(text).expr(top[0]!)
+  try {
+    return new Converter(text).expr(top[0]!)
+  } catch (err: unknown) {
+    if (err instanceof RangeError) throw badData('parse error: the query nests too deeply')
+    throw err
+  }
 }
 
 /** Parses a series selector as `match[]` takes it: a vector selector alone, nothing else. */
@@ -294,8 +299,14 @@ function parseNumber(text: string): number {
   const lower = rest.toLowerCase()
   if (lower === 'inf') return sign * Number.POSITIVE_INFINITY
   if (lower === 'nan') return Number.NaN
-  if (/^0x[0-9a-f]+$/.test(lower)) return sign * Number.parseInt(lower.slice(2), 16)
-  if (/^(?:\d+(?:\.\d*)?|\.\d+)(?:e[+-]?\d+)?$/.test(lower)) return sign * Number(lower)
+  // Prometheus reads an integer as Go's ParseInt with base 0 first: 0x1f is hexadecimal and 010
+  // octal (8); what fails there (09, 1.5) is read as a float, and what overflows is an error.
+  let value: number | undefined
+  if (/^0x[0-9a-f]+$/.test(lower)) value = Number.parseInt(lower.slice(2), 16)
+  else if (/^0[0-7]+$/.test(lower)) value = Number.parseInt(lower, 8)
+  else if (/^(?:\d+(?:\.\d*)?|\.\d+)(?:e[+-]?\d+)?$/.test(lower)) value = Number(lower)
+  if (value !== undefined && Number.isFinite(value)) return sign * value
+  if (value !== undefined) throw badData(`parse error: error parsing number: ${JSON.stringify(text)} is out of range`)
   throw badData(`parse error: ${JSON.stringify(text)} is not a number (durations as numbers need Prometheus 3)`)
 }
 
