@@ -7,6 +7,9 @@ import { BasicEngine } from '../../src/engine/basic-engine.js'
 import type { CallContext, StorageEngine } from '../../src/engine/storage-engine.js'
 import type { QueryRequest, SeriesPoints, Tag } from '../../src/model/types.js'
 import { PromQueryApi } from '../../src/server/promql/api.js'
+import { parsePromQL } from '../../src/server/promql/ast.js'
+import { PromQLError } from '../../src/server/promql/errors.js'
+import { Evaluator } from '../../src/server/promql/eval.js'
 
 /**
  * The query API over a real engine, with data whose Prometheus answers are worked out here by
@@ -571,6 +574,21 @@ describe('promql over the engine: errors in Prometheus format', () => {
       422,
       'execution',
       /multiple matches for labels/,
+    )
+  })
+
+  test('a query holding more samples than the limit fails with execution', async () => {
+    const query = parsePromQL('sum(requests_total)')
+    const range = { startMs: T0, endMs: T0 + 99 * S, stepMs: S, lookbackMs: 300_000 }
+    // Two series of 100 steps, then their sum: 300 values.
+    const enough = new Evaluator(engine, range, live, 300)
+    await enough.fetch(query.expr)
+    assert.equal(enough.eval(query.expr).type, 'vector')
+    const tooFew = new Evaluator(engine, range, live, 299)
+    await tooFew.fetch(query.expr)
+    assert.throws(
+      () => tooFew.eval(query.expr),
+      (err: unknown) => err instanceof PromQLError && err.type === 'execution' && /too many samples/.test(err.message),
     )
   })
 

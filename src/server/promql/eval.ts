@@ -50,6 +50,12 @@ export interface RawSeries {
 /** The staleness marker Prometheus writes when a series ends: a NaN with these bits. */
 const STALE_NAN_BITS = 0x7ff0000000000002n
 
+/**
+ * The most step values one evaluation may allocate: Prometheus' default --query.max-samples. It
+ * counts every series at every step of every node, which is at least the samples Prometheus counts.
+ */
+const MAX_SAMPLES = 50_000_000
+
 export interface EvalRange {
   readonly startMs: number
   readonly endMs: number
@@ -70,7 +76,7 @@ interface Fetched {
   readonly fresh: readonly RawSeries[]
 }
 
-export function labelsKey(labels: Labels): string {
+function labelsKey(labels: Labels): string {
   const flat: string[] = []
   for (const l of labels) flat.push(l.name, l.value)
   return JSON.stringify(flat)
@@ -149,7 +155,7 @@ class SeriesBuilder {
   /** The label sets written at the current step, to find two samples with one label set. */
   private stepKeys = new Set<string>()
 
-  constructor(private readonly steps: number) {}
+  constructor(private readonly alloc: () => { values: Float64Array; present: Uint8Array }) {}
 
   nextStep(): void {
     this.stepKeys = new Set()
@@ -166,7 +172,7 @@ class SeriesBuilder {
     this.stepKeys.add(key)
     let s = this.byKey.get(key)
     if (s === undefined) {
-      s = { labels, values: new Float64Array(this.steps), present: new Uint8Array(this.steps) }
+      s = { labels, ...this.alloc() }
       this.byKey.set(key, s)
     }
     s.values[step] = value
@@ -255,17 +261,32 @@ interface Group {
 export class Evaluator {
   readonly steps: number
   private readonly fetched = new Map<SelectorNode, Fetched>()
+  /** Step values allocated so far, present or not. */
+  private samples = 0
 
   constructor(
     private readonly engine: StorageEngine,
     private readonly range: EvalRange,
     private readonly signal: AbortSignal,
+    private readonly maxSamples = MAX_SAMPLES,
   ) {
     this.steps = Math.floor((range.endMs - range.startMs) / range.stepMs) + 1
   }
 
   private time(step: number): number {
     return this.range.startMs + step * this.range.stepMs
+  }
+
+  /**
+   * The values of one more series at every step, counted against the samples a query may hold,
+   * as Prometheus bounds them (--query.max-samples).
+   */
+  private series(): { values: Float64Array; present: Uint8Array } {
+    this.samples += this.steps
+    if (this.samples > this.maxSamples) {
+      throw execution('query processing would load too many samples into memory in query execution')
+    }
+    return { values: new Float64Array(this.steps), present: new Uint8Array(this.steps) }
   }
 
   private checkAbort(): void {
@@ -358,8 +379,8 @@ export class Evaluator {
   private vectorSelector(sel: SelectorNode): StepSeries[] {
     const out: StepSeries[] = []
     for (const s of this.data(sel).raw) {
-      const values = new Float64Array(this.steps)
-      const present = new Uint8Array(this.steps)
+      this.checkAbort()
+      const { values, present } = this.series()
       let any = false
       // The newest sample at or before each step: the steps only move forward, so does j.
       let j = -1
@@ -381,8 +402,7 @@ export class Evaluator {
     const out: StepSeries[] = []
     for (const s of this.data(sel).fresh) {
       this.checkAbort()
-      const values = new Float64Array(this.steps)
-      const present = new Uint8Array(this.steps)
+      const { values, present } = this.series()
       let any = false
       let lo = 0
       let hi = 0
@@ -439,7 +459,7 @@ export class Evaluator {
         : s.labels.filter((l) => keep.has(l.name)),
     )
     const groupKeys = groupLabels.map(labelsKey)
-    const builder = new SeriesBuilder(this.steps)
+    const builder = new SeriesBuilder(() => this.series())
     for (let step = 0; step < this.steps; step++) {
       if (step % 256 === 0) this.checkAbort()
       builder.nextStep()
@@ -512,7 +532,7 @@ export class Evaluator {
     const vector = lhs.type === 'vector' ? lhs.series : rhs.type === 'vector' ? rhs.series : []
     const scalar = lhs.type === 'scalar' ? lhs.values : rhs.type === 'scalar' ? rhs.values : new Float64Array()
     const comparison = isComparison(op)
-    const builder = new SeriesBuilder(this.steps)
+    const builder = new SeriesBuilder(() => this.series())
     const outLabels = vector.map((s) => (comparison && !returnBool ? s.labels : dropName(s.labels)))
     for (let step = 0; step < this.steps; step++) {
       builder.nextStep()
@@ -544,7 +564,7 @@ export class Evaluator {
     const signature = signatureOf(matching)
     const lhsSigs = lhs.map((s) => signature(s.labels))
     const rhsSigs = rhs.map((s) => signature(s.labels))
-    const builder = new SeriesBuilder(this.steps)
+    const builder = new SeriesBuilder(() => this.series())
     for (let step = 0; step < this.steps; step++) {
       if (step % 256 === 0) this.checkAbort()
       builder.nextStep()
@@ -585,7 +605,7 @@ export class Evaluator {
       return returnBool ? dropName(out) : out
     }
     const lhsOut = lhs.map((s) => outLabels(s.labels))
-    const builder = new SeriesBuilder(this.steps)
+    const builder = new SeriesBuilder(() => this.series())
     for (let step = 0; step < this.steps; step++) {
       if (step % 256 === 0) this.checkAbort()
       builder.nextStep()

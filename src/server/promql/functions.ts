@@ -121,7 +121,7 @@ function stdvarOverTime(w: Window): number {
 }
 
 /** Ascending, NaN first, as Prometheus' vectorByValueHeap orders. */
-export function compareValues(a: number, b: number): number {
+function compareValues(a: number, b: number): number {
   if (Number.isNaN(a)) return Number.isNaN(b) ? 0 : -1
   if (Number.isNaN(b)) return 1
   return a < b ? -1 : a > b ? 1 : 0
