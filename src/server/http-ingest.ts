@@ -98,7 +98,7 @@ export async function remoteRead(
   return {
     status: 200,
     headers: { 'content-type': 'application/x-protobuf', 'content-encoding': 'snappy' },
-    body: compressSync(encodeReadResponse(results)),
+    body: compressSync(encodeReadResponse(results), { copyOutputData: true }),
   }
 }
 

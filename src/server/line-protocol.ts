@@ -105,9 +105,10 @@ function scanTo(text: string, start: number, end: number, stopA: number, stopB: 
   return end
 }
 
+/** Scans only [start, end): indexOf would search on to the end of the body when there is none. */
 function hasBackslash(text: string, start: number, end: number): boolean {
-  const at = text.indexOf('\\', start)
-  return at >= 0 && at < end
+  for (let i = start; i < end; i++) if (text.charCodeAt(i) === BACKSLASH) return true
+  return false
 }
 
 function piece(text: string, start: number, end: number): string {
