@@ -439,6 +439,34 @@ describe('tokens, TLS and exposure on the HTTP listener', () => {
     }
   })
 
+  test('with --tls-client-ca the listener requires a client certificate the CA signed', { skip: skipTls }, async () => {
+    const certs: TestCertificates = await makeTestCertificates()
+    const server = await startServerProcess({
+      args: ['--tls-cert', certs.serverCert, '--tls-key', certs.serverKey, '--tls-client-ca', certs.caFile],
+      client: { tls: { caFile: certs.caFile, certFile: certs.clientCert, keyFile: certs.clientKey } },
+    })
+    try {
+      const url = new URL(`${baseOf(server)}/healthz`)
+      const ca = await readFile(certs.caFile)
+      const get = (extra: { cert?: Buffer; key?: Buffer }) =>
+        new Promise<number>((resolve, reject) => {
+          const req = httpsRequest(url, { ca, ...extra }, (res) => {
+            res.resume()
+            res.on('end', () => resolve(res.statusCode ?? 0))
+          })
+          req.on('error', reject)
+          req.end()
+        })
+      assert.equal(await get({ cert: await readFile(certs.clientCert), key: await readFile(certs.clientKey) }), 200)
+      await assert.rejects(get({}))
+      await assert.rejects(get({ cert: await readFile(certs.strangerCert), key: await readFile(certs.strangerKey) }))
+    } finally {
+      await server.stop()
+      await removeDataDir(server.dataDir)
+      await certs.remove()
+    }
+  })
+
   test('a non-loopback --http-listen without TLS and tokens refuses to start; --insecure serves it with a warning', async () => {
     await assert.rejects(startServerProcess({ args: ['--http-listen', '0.0.0.0:0'] }), (err: Error) => {
       assert.match(
