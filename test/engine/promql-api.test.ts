@@ -129,6 +129,15 @@ before(async () => {
     [0, 3],
     [60, 4],
   ])
+  // A classic histogram: observations up to 0.1, 0.5, 1 and in all.
+  for (const [le, count] of [
+    ['0.1', 2],
+    ['0.5', 6],
+    ['1', 8],
+    ['+Inf', 10],
+  ] as const) {
+    await write('wait_seconds_bucket', { le, svc: 'q' }, [[0, count]])
+  }
   // Unevenly spaced samples for the *_over_time family.
   await write('temperature', { room: 'x' }, [
     [0, 1],
@@ -343,6 +352,18 @@ describe('promql over the engine: aggregation and operators', () => {
     assert.deepEqual(await instant('requests_total unless on(job) gauge', at), { [one]: '15', [two]: '7' })
   })
 
+  test('histogram_quantile interpolates within the bucket that holds the rank', async () => {
+    // Rank 5 of 10 falls in (0.1, 0.5], which holds observations 3 to 6: 3/4 of the way.
+    assert.deepEqual(await instant('histogram_quantile(0.5, wait_seconds_bucket)', T0), {
+      '{"svc":"q"}': String(0.1 + (0.5 - 0.1) * (3 / 4)),
+    })
+    // Above the last finite bound: that bound.
+    assert.deepEqual(await instant('histogram_quantile(0.95, wait_seconds_bucket)', T0), { '{"svc":"q"}': '1' })
+    assert.deepEqual(await instant('histogram_quantile(0.5, wait_seconds_bucket{le!="+Inf"})', T0), {
+      '{"svc":"q"}': 'NaN',
+    })
+  })
+
   test('scalars: instant and range', async () => {
     const a = await call('/api/v1/query', { query: '(1 + 2) * 2 ^ 3', time: '100.5' })
     assert.deepEqual(a.json, { status: 'success', data: { resultType: 'scalar', result: [100.5, '24'] } })
@@ -485,9 +506,12 @@ describe('promql over the engine: series, labels, build info', () => {
 
   test('without match[]: every series', async () => {
     const n = await call('/api/v1/label/__name__/values', {})
-    assert.deepEqual(n.json, { status: 'success', data: ['gauge', 'gauge2', 'requests_total', 'temperature'] })
+    assert.deepEqual(n.json, {
+      status: 'success',
+      data: ['gauge', 'gauge2', 'requests_total', 'temperature', 'wait_seconds_bucket'],
+    })
     const l = await call('/api/v1/labels', {})
-    assert.deepEqual(l.json, { status: 'success', data: ['__name__', 'host', 'instance', 'job', 'room'] })
+    assert.deepEqual(l.json, { status: 'success', data: ['__name__', 'host', 'instance', 'job', 'le', 'room', 'svc'] })
     const v = await call('/api/v1/label/job/values', {})
     assert.deepEqual(v.json, { status: 'success', data: ['api'] })
     const none = await call('/api/v1/label/nothing/values', {})

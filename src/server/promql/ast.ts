@@ -36,6 +36,29 @@ export type RangeFunction =
   | 'stdvar_over_time'
   | 'present_over_time'
   | 'quantile_over_time'
+  | 'changes'
+  | 'resets'
+  | 'idelta'
+  | 'deriv'
+
+/** Functions of instant vectors and scalars, evaluated step by step. */
+export type InstantFunction =
+  | 'abs'
+  | 'ceil'
+  | 'floor'
+  | 'sqrt'
+  | 'ln'
+  | 'log2'
+  | 'log10'
+  | 'sgn'
+  | 'round'
+  | 'clamp'
+  | 'clamp_min'
+  | 'clamp_max'
+  | 'time'
+  | 'vector'
+  | 'scalar'
+  | 'histogram_quantile'
 
 export type AggregateOp =
   | 'sum'
@@ -85,6 +108,7 @@ export type Expr =
       readonly matching?: { readonly on: boolean; readonly labels: readonly string[] }
     }
   | { readonly kind: 'negate'; readonly expr: Expr }
+  | { readonly kind: 'function'; readonly func: InstantFunction; readonly args: readonly Expr[] }
 
 export const METRIC_NAME = '__name__'
 
@@ -103,7 +127,36 @@ const RANGE_FUNCTIONS: ReadonlySet<string> = new Set<RangeFunction>([
   'stdvar_over_time',
   'present_over_time',
   'quantile_over_time',
+  'changes',
+  'resets',
+  'idelta',
+  'deriv',
 ])
+
+/** The argument types of each instant function (the last ones optional where `required` says fewer), and its result. */
+const INSTANT_FUNCTIONS: Readonly<
+  Record<
+    InstantFunction,
+    { readonly args: readonly ValueType[]; readonly required?: number; readonly returns: ValueType }
+  >
+> = {
+  abs: { args: ['vector'], returns: 'vector' },
+  ceil: { args: ['vector'], returns: 'vector' },
+  floor: { args: ['vector'], returns: 'vector' },
+  sqrt: { args: ['vector'], returns: 'vector' },
+  ln: { args: ['vector'], returns: 'vector' },
+  log2: { args: ['vector'], returns: 'vector' },
+  log10: { args: ['vector'], returns: 'vector' },
+  sgn: { args: ['vector'], returns: 'vector' },
+  round: { args: ['vector', 'scalar'], required: 1, returns: 'vector' },
+  clamp: { args: ['vector', 'scalar', 'scalar'], returns: 'vector' },
+  clamp_min: { args: ['vector', 'scalar'], returns: 'vector' },
+  clamp_max: { args: ['vector', 'scalar'], returns: 'vector' },
+  time: { args: [], returns: 'scalar' },
+  vector: { args: ['scalar'], returns: 'vector' },
+  scalar: { args: ['vector'], returns: 'scalar' },
+  histogram_quantile: { args: ['scalar', 'vector'], returns: 'vector' },
+}
 
 const AGGREGATE_OPS: ReadonlySet<string> = new Set<AggregateOp>([
   'sum',
@@ -472,6 +525,7 @@ class Converter {
   private call(node: SyntaxNode): ParsedQuery {
     const [ident, body] = children(node)
     const name = ident ? this.src(ident) : ''
+    if (Object.hasOwn(INSTANT_FUNCTIONS, name) && body) return this.instantCall(name as InstantFunction, body)
     if (!RANGE_FUNCTIONS.has(name) || !body) {
       throw badData(`unsupported PromQL construct: function ${JSON.stringify(name)} is not implemented`)
     }
@@ -488,6 +542,21 @@ class Converter {
     return {
       expr: { kind: 'call', func, range: { sel: range.sel, rangeMs: range.rangeMs }, ...(param ? { param } : {}) },
       type: 'vector',
+    }
+  }
+
+  private instantCall(func: InstantFunction, body: SyntaxNode): ParsedQuery {
+    const sig = INSTANT_FUNCTIONS[func]
+    const args = children(body)
+    const required = sig.required ?? sig.args.length
+    if (args.length < required || args.length > sig.args.length) {
+      const want = required === sig.args.length ? `${required}` : `${required} to ${sig.args.length}`
+      throw badData(`parse error: expected ${want} argument(s) in call to ${JSON.stringify(func)}, got ${args.length}`)
+    }
+    const context = `call to function ${JSON.stringify(func)}`
+    return {
+      expr: { kind: 'function', func, args: args.map((a, i) => this.typed(a, sig.args[i]!, context)) },
+      type: sig.returns,
     }
   }
 

@@ -4,6 +4,7 @@ import {
   type AggregateOp,
   type BinaryOp,
   type Expr,
+  type InstantFunction,
   isComparison,
   isSetOp,
   METRIC_NAME,
@@ -319,6 +320,9 @@ export class Evaluator {
         case 'negate':
           walk(e.expr)
           return
+        case 'function':
+          for (const a of e.args) walk(a)
+          return
         case 'number':
           return
       }
@@ -373,6 +377,8 @@ export class Evaluator {
         return this.binary(e.op, e.lhs, e.rhs, e.returnBool, e.matching)
       case 'negate':
         return this.negate(this.eval(e.expr))
+      case 'function':
+        return this.instantFunction(e.func, e.args)
     }
   }
 
@@ -647,6 +653,92 @@ export class Evaluator {
     return builder.series()
   }
 
+  private instantFunction(func: InstantFunction, args: readonly Expr[]): StepValue {
+    switch (func) {
+      case 'time': {
+        const values = new Float64Array(this.steps)
+        for (let i = 0; i < this.steps; i++) values[i] = this.time(i) / 1000
+        return { type: 'scalar', values }
+      }
+      case 'vector': {
+        const { values, present } = this.series()
+        values.set(this.scalar(args[0]!))
+        present.fill(1)
+        return { type: 'vector', series: [{ labels: [], values, present }] }
+      }
+      case 'scalar': {
+        // One sample at a step gives its value; none or several give NaN.
+        const input = this.vector(args[0]!)
+        const values = new Float64Array(this.steps)
+        for (let i = 0; i < this.steps; i++) {
+          let n = 0
+          let v = Number.NaN
+          for (const s of input) {
+            if (s.present[i] !== 1) continue
+            n++
+            v = s.values[i]!
+          }
+          values[i] = n === 1 ? v : Number.NaN
+        }
+        return { type: 'scalar', values }
+      }
+      case 'histogram_quantile':
+        return { type: 'vector', series: this.histogramQuantile(this.scalar(args[0]!), this.vector(args[1]!)) }
+      default:
+        return { type: 'vector', series: this.mathFunction(func, args) }
+    }
+  }
+
+  /** A function of each sample's value; the metric name is dropped (simpleFunc, round, clamp). */
+  private mathFunction(func: InstantFunction, args: readonly Expr[]): StepSeries[] {
+    const input = this.vector(args[0]!)
+    const p1 = args[1] ? this.scalar(args[1]) : undefined
+    const p2 = args[2] ? this.scalar(args[2]) : undefined
+    const builder = new SeriesBuilder(() => this.series())
+    const outLabels = input.map((s) => dropName(s.labels))
+    for (let step = 0; step < this.steps; step++) {
+      builder.nextStep()
+      // clamp with its maximum below its minimum gives nothing at that step.
+      if (func === 'clamp' && p2![step]! < p1![step]!) continue
+      for (let i = 0; i < input.length; i++) {
+        const s = input[i]!
+        if (s.present[step] !== 1) continue
+        builder.add(outLabels[i]!, step, mathValue(func, s.values[step]!, p1?.[step], p2?.[step]))
+      }
+    }
+    return builder.series()
+  }
+
+  /**
+   * histogram_quantile over classic histograms: the buckets of a series are the samples that
+   * differ only in `le`; the result drops the name and `le` (bucketQuantile).
+   */
+  private histogramQuantile(q: Float64Array, input: StepSeries[]): StepSeries[] {
+    const withoutLe = input.map((s) => s.labels.filter((l) => l.name !== BUCKET_LABEL))
+    const signatures = withoutLe.map(labelsKey)
+    const outLabels = withoutLe.map(dropName)
+    const bounds = input.map((s) => parseGoFloat(s.labels.find((l) => l.name === BUCKET_LABEL)?.value ?? ''))
+    const builder = new SeriesBuilder(() => this.series())
+    for (let step = 0; step < this.steps; step++) {
+      builder.nextStep()
+      const groups = new Map<string, { labels: Labels; buckets: { upperBound: number; count: number }[] }>()
+      for (let i = 0; i < input.length; i++) {
+        const s = input[i]!
+        const upperBound = bounds[i]!
+        // A series without a readable le is no bucket: left out, as Prometheus does.
+        if (s.present[step] !== 1 || upperBound === undefined) continue
+        let g = groups.get(signatures[i]!)
+        if (g === undefined) {
+          g = { labels: outLabels[i]!, buckets: [] }
+          groups.set(signatures[i]!, g)
+        }
+        g.buckets.push({ upperBound, count: s.values[step]! })
+      }
+      for (const g of groups.values()) builder.add(g.labels, step, bucketQuantile(q[step]!, g.buckets))
+    }
+    return builder.series()
+  }
+
   private negate(v: StepValue): StepValue {
     if (v.type === 'scalar') return { type: 'scalar', values: v.values.map((x) => -x) }
     const series = v.series.map((s) => ({
@@ -671,6 +763,127 @@ function signatureOf(matching: {
         ? labels.filter((l) => names.has(l.name))
         : labels.filter((l) => !names.has(l.name) && l.name !== METRIC_NAME),
     )
+}
+
+/** One sample's value through a math function; p1 and p2 are the scalar arguments. */
+function mathValue(func: InstantFunction, v: number, p1: number | undefined, p2: number | undefined): number {
+  switch (func) {
+    case 'abs':
+      return Math.abs(v)
+    case 'ceil':
+      return Math.ceil(v)
+    case 'floor':
+      return Math.floor(v)
+    case 'sqrt':
+      return Math.sqrt(v)
+    case 'ln':
+      return Math.log(v)
+    case 'log2':
+      return goLog2(v)
+    case 'log10':
+      // As Go: the natural logarithm times 1/ln 10, which differs from Math.log10 in the last bit.
+      return Math.log(v) * Math.LOG10E
+    case 'sgn':
+      return v < 0 ? -1 : v > 0 ? 1 : v
+    case 'round': {
+      // Ties round up; the inverse of to_nearest is what Prometheus multiplies by.
+      const inverse = 1 / (p1 ?? 1)
+      return Math.floor(v * inverse + 0.5) / inverse
+    }
+    case 'clamp':
+      return Math.max(p1!, Math.min(p2!, v))
+    case 'clamp_min':
+      return Math.max(p1!, v)
+    case 'clamp_max':
+      return Math.min(p1!, v)
+    default:
+      throw new Error(`BUG: ${func} is not a math function`)
+  }
+}
+
+/**
+ * Go's math.Log2, which differs from JavaScript's in the last bit: the natural logarithm of the
+ * fraction in [0.5, 1) scaled by 1/ln 2, plus the binary exponent; powers of two exact.
+ */
+function goLog2(x: number): number {
+  if (x === 0 || !Number.isFinite(x)) return Math.log2(x)
+  const [frac, exp] = frexp(x)
+  if (frac === 0.5) return exp - 1
+  return Math.log(frac) * Math.LOG2E + exp
+}
+
+/** x as frac × 2^exp with |frac| in [0.5, 1), for finite non-zero x (Go's math.Frexp). */
+function frexp(x: number): [number, number] {
+  const view = new DataView(new ArrayBuffer(8))
+  let scale = 0
+  let v = x
+  // Subnormals are normalized first.
+  if (Math.abs(v) < 2.2250738585072014e-308) {
+    v *= 2 ** 52
+    scale = -52
+  }
+  view.setFloat64(0, v)
+  const hi = view.getUint32(0)
+  const exp = ((hi >>> 20) & 0x7ff) - 1022 + scale
+  view.setUint32(0, (hi & 0x800fffff) | (1022 << 20))
+  return [view.getFloat64(0), exp]
+}
+
+/** The label of a classic histogram's bucket bound. */
+const BUCKET_LABEL = 'le'
+
+/** A float as Go's strconv.ParseFloat reads a bucket bound; undefined where it fails. */
+function parseGoFloat(text: string): number | undefined {
+  if (/^[+-]?(?:inf|infinity)$/i.test(text))
+    return text.startsWith('-') ? Number.NEGATIVE_INFINITY : Number.POSITIVE_INFINITY
+  if (/^nan$/i.test(text)) return Number.NaN
+  if (/^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$/.test(text)) return Number(text)
+  return undefined
+}
+
+/** The q-quantile of a classic histogram, interpolated linearly within its bucket (bucketQuantile). */
+function bucketQuantile(q: number, unsorted: { upperBound: number; count: number }[]): number {
+  if (Number.isNaN(q)) return Number.NaN
+  if (q < 0) return Number.NEGATIVE_INFINITY
+  if (q > 1) return Number.POSITIVE_INFINITY
+  const sorted = [...unsorted].sort((a, b) => a.upperBound - b.upperBound)
+  if (sorted[sorted.length - 1]!.upperBound !== Number.POSITIVE_INFINITY) return Number.NaN
+  // Buckets with one bound are added up; counts are made to grow with the bounds.
+  const buckets: { upperBound: number; count: number }[] = []
+  for (const b of sorted) {
+    const last = buckets[buckets.length - 1]
+    if (last !== undefined && last.upperBound === b.upperBound) last.count += b.count
+    else buckets.push({ ...b })
+  }
+  let max = buckets[0]!.count
+  for (let i = 1; i < buckets.length; i++) {
+    const b = buckets[i]!
+    if (b.count > max) max = b.count
+    else if (b.count < max) b.count = max
+  }
+  if (buckets.length < 2) return Number.NaN
+  const observations = buckets[buckets.length - 1]!.count
+  if (observations === 0) return Number.NaN
+  let rank = q * observations
+  // The first bucket (the last left out) whose count reaches the rank.
+  let b = buckets.length - 1
+  for (let i = 0; i < buckets.length - 1; i++) {
+    if (buckets[i]!.count >= rank) {
+      b = i
+      break
+    }
+  }
+  if (b === buckets.length - 1) return buckets[buckets.length - 2]!.upperBound
+  if (b === 0 && buckets[0]!.upperBound <= 0) return buckets[0]!.upperBound
+  let bucketStart = 0
+  const bucketEnd = buckets[b]!.upperBound
+  let count = buckets[b]!.count
+  if (b > 0) {
+    bucketStart = buckets[b - 1]!.upperBound
+    count -= buckets[b - 1]!.count
+    rank -= buckets[b - 1]!.count
+  }
+  return bucketStart + (bucketEnd - bucketStart) * (rank / count)
 }
 
 /** Adds one more sample to its group (the loop of Prometheus' aggregation). */

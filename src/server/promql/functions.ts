@@ -60,15 +60,65 @@ function extrapolatedRate(w: Window, isCounter: boolean, isRate: boolean): numbe
   return result * factor
 }
 
-/** irate: the per-second rate between the last two samples, a drop taken as a counter reset (instantValue). */
-function irate(w: Window): number | undefined {
+/**
+ * irate: the per-second rate between the last two samples, a drop taken as a counter reset; idelta:
+ * their difference (instantValue).
+ */
+function instantValue(w: Window, isRate: boolean): number | undefined {
   if (w.hi - w.lo < 2) return undefined
   const last = w.vs[w.hi - 1]!
   const previous = w.vs[w.hi - 2]!
-  const result = last < previous ? last : last - previous
+  const result = isRate && last < previous ? last : last - previous
   const interval = w.ts[w.hi - 1]! - w.ts[w.hi - 2]!
   if (interval === 0) return undefined
-  return result / (interval / 1000)
+  return isRate ? result / (interval / 1000) : result
+}
+
+/** How often the value changed (changes) or dropped (resets) from one sample to the next. */
+function countSteps(w: Window, resets: boolean): number {
+  let n = 0
+  let prev = w.vs[w.lo]!
+  for (let i = w.lo + 1; i < w.hi; i++) {
+    const v = w.vs[i]!
+    if (resets ? v < prev : v !== prev && !(Number.isNaN(v) && Number.isNaN(prev))) n++
+    prev = v
+  }
+  return n
+}
+
+/** deriv: the slope of the least-squares line through the samples, per second (linearRegression). */
+function deriv(w: Window): number | undefined {
+  if (w.hi - w.lo < 2) return undefined
+  const t0 = w.ts[w.lo]!
+  const initY = w.vs[w.lo]!
+  let constY = true
+  let n = 0
+  let sumX = 0
+  let cX = 0
+  let sumY = 0
+  let cY = 0
+  let sumXY = 0
+  let cXY = 0
+  let sumX2 = 0
+  let cX2 = 0
+  for (let i = w.lo; i < w.hi; i++) {
+    const v = w.vs[i]!
+    if (constY && i > w.lo && v !== initY) constY = false
+    n += 1
+    const x = (w.ts[i]! - t0) / 1e3
+    ;[sumX, cX] = kahanSumInc(x, sumX, cX)
+    ;[sumY, cY] = kahanSumInc(v, sumY, cY)
+    ;[sumXY, cXY] = kahanSumInc(x * v, sumXY, cXY)
+    ;[sumX2, cX2] = kahanSumInc(x * x, sumX2, cX2)
+  }
+  if (constY) return Number.isFinite(initY) || Number.isNaN(initY) ? 0 : Number.NaN
+  sumX += cX
+  sumY += cY
+  sumXY += cXY
+  sumX2 += cX2
+  const covXY = sumXY - (sumX * sumY) / n
+  const varX = sumX2 - (sumX * sumX) / n
+  return covXY / varX
 }
 
 function avgOverTime(w: Window): number {
@@ -154,7 +204,15 @@ export function rangeFunction(func: RangeFunction, w: Window, param: number): nu
     case 'delta':
       return extrapolatedRate(w, false, false)
     case 'irate':
-      return irate(w)
+      return instantValue(w, true)
+    case 'idelta':
+      return instantValue(w, false)
+    case 'changes':
+      return countSteps(w, false)
+    case 'resets':
+      return countSteps(w, true)
+    case 'deriv':
+      return deriv(w)
     case 'avg_over_time':
       return avgOverTime(w)
     case 'sum_over_time':
