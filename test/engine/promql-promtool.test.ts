@@ -172,6 +172,15 @@ const EXPRESSIONS = [
   'idelta(temp[1m])',
   'deriv(http_requests_total[3m])',
   'deriv(temp[5m])',
+  'temp ^ 2',
+  'http_requests_total ^ 3',
+  'temp ^ -3',
+  'http_requests_total ^ 7',
+  '(temp * 1.1) ^ 5',
+  '(http_requests_total + 0.3) ^ 120',
+  '-2 ^ 3',
+  '(0 * -1) ^ -3',
+  'temp ^ 0.5',
 ]
 
 /** Evaluation times in seconds from 0. */

@@ -108,11 +108,85 @@ function sameLabelsetError(): PromQLError {
   return execution('vector cannot contain metrics with the same labelset')
 }
 
-/** Go's math.Pow where it differs from JavaScript's: 1 to any power and -1 to an infinite one are 1. */
+/**
+ * x^y as Go's math.Pow computes it, which Prometheus' `^` is: the special cases of IEEE 754 and
+ * Go, then x^frac(y) through exp and log, times x^int(y) by repeated squaring of x's mantissa with
+ * the exponent kept apart, scaled once at the end. Integer powers come out bit for bit as
+ * Prometheus' do; fractional ones go through exp, whose last bit differs between Go's (which
+ * itself depends on the CPU) and JavaScript's.
+ */
 function goPow(x: number, y: number): number {
   if (y === 0 || x === 1) return 1
-  if (x === -1 && (y === Number.POSITIVE_INFINITY || y === Number.NEGATIVE_INFINITY)) return 1
-  return x ** y
+  if (y === 1) return x
+  if (Number.isNaN(x) || Number.isNaN(y)) return Number.NaN
+  const oddInt = (v: number): boolean => Number.isInteger(v) && Math.abs(v) < 2 ** 53 && Math.abs(v % 2) === 1
+  if (x === 0) {
+    const negative = Object.is(x, -0) && oddInt(y)
+    if (y < 0) return negative ? Number.NEGATIVE_INFINITY : Number.POSITIVE_INFINITY
+    return negative ? x : 0
+  }
+  if (!Number.isFinite(y)) {
+    if (x === -1) return 1
+    return Math.abs(x) < 1 === y > 0 ? 0 : Number.POSITIVE_INFINITY
+  }
+  if (!Number.isFinite(x)) {
+    if (x < 0) return goPow(1 / x, -y)
+    return y < 0 ? 0 : Number.POSITIVE_INFINITY
+  }
+  if (y === 0.5) return Math.sqrt(x)
+  if (y === -0.5) return 1 / Math.sqrt(x)
+  let yi = Math.trunc(Math.abs(y))
+  let yf = Math.abs(y) - yi
+  if (yf !== 0 && x < 0) return Number.NaN
+  if (yi >= 2 ** 63) {
+    if (x === -1) return 1
+    return Math.abs(x) < 1 === y > 0 ? 0 : Number.POSITIVE_INFINITY
+  }
+  let a1 = 1
+  let ae = 0
+  if (yf !== 0) {
+    if (yf > 0.5) {
+      yf--
+      yi++
+    }
+    a1 = Math.exp(yf * Math.log(x))
+  }
+  let [x1, xe] = frexp(x)
+  for (let i = yi; i !== 0; i = Math.floor(i / 2)) {
+    if (xe < -(1 << 12) || 1 << 12 < xe) {
+      // Far out of range: the final scaling over- or underflows.
+      ae += xe
+      break
+    }
+    if (i % 2 === 1) {
+      a1 *= x1
+      ae += xe
+    }
+    x1 *= x1
+    xe *= 2
+    if (x1 < 0.5) {
+      x1 += x1
+      xe--
+    }
+  }
+  if (y < 0) {
+    a1 = 1 / a1
+    ae = -ae
+  }
+  return ldexp(a1, ae)
+}
+
+/** frac × 2^exp rounded once, as Go's math.Ldexp: subnormal results scaled in two steps of which only the last rounds. */
+function ldexp(frac: number, exp: number): number {
+  if (frac === 0 || !Number.isFinite(frac) || Number.isNaN(frac)) return frac
+  const [f, e] = frexp(frac)
+  // f is in [0.5, 1): the result's binary exponent as an IEEE 754 double has it is e2 - 1.
+  const e2 = e + exp
+  if (e2 - 1 < -1075) return f < 0 ? -0 : 0
+  if (e2 - 1 > 1023) return f < 0 ? Number.NEGATIVE_INFINITY : Number.POSITIVE_INFINITY
+  if (e2 - 1 < -1022) return f * 2 ** (e2 + 53) * 2 ** -53
+  // 2f is in [1, 2): times a power of two that is itself a double, nothing rounds.
+  return f * 2 * 2 ** (e2 - 1)
 }
 
 /** An operator's value and whether a comparison keeps the sample (vectorElemBinop). */
