@@ -15,6 +15,7 @@ import { createServer as createHttpServer, type IncomingMessage, type Server, ty
 import { createServer as createHttpsServer } from 'node:https'
 import { gunzip } from 'node:zlib'
 import type { StorageEngine } from '../engine/storage-engine.js'
+import { SeriesHeaderCache } from '../wire/series-codec.js'
 import { loadTokens, ROLES, type Role, roleOf, type TokenTable } from './auth.js'
 import { errorStatus, type HttpAnswer, lineProtocolWrite, remoteRead, remoteWrite } from './http-ingest.js'
 import { parseLinePrecision } from './line-protocol.js'
@@ -268,6 +269,8 @@ function routes(l: Listening): Map<string, Route> {
   const engine = serving.engine
   if (engine === undefined) return table
   const now = serving.now ?? Date.now
+  // Prometheus sends the same series every scrape interval: their label bytes find them here.
+  const seriesHeaders = new SeriesHeaderCache()
 
   table.set('/api/v1/write', {
     label: '/api/v1/write',
@@ -275,7 +278,8 @@ function routes(l: Listening): Map<string, Route> {
     need: 'write',
     fail: textFailure,
     async handle({ req }) {
-      const { answer, samples } = await remoteWrite(engine, await readBody(req, maxBodyBytes, 'snappy'), maxBodyBytes)
+      const body = await readBody(req, maxBodyBytes, 'snappy')
+      const { answer, samples } = await remoteWrite(engine, body, maxBodyBytes, seriesHeaders)
       serving.metrics.httpSamples('prometheus_remote_write', samples)
       return answer
     },

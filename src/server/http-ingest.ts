@@ -9,6 +9,7 @@ import { compressSync } from 'snappy'
 import type { StorageEngine } from '../engine/storage-engine.js'
 import { DeadlineError, LimitError, UnavailableError, ValidationError } from '../model/errors.js'
 import type { Matcher, QueryRequest, Selector } from '../model/types.js'
+import type { SeriesHeaderCache } from '../wire/series-codec.js'
 import type { ServerLogger } from './errors.js'
 import { type LinePrecision, parseLineProtocol } from './line-protocol.js'
 import {
@@ -56,8 +57,9 @@ export async function remoteWrite(
   engine: StorageEngine,
   body: Buffer,
   maxBytes: number,
+  headers: SeriesHeaderCache,
 ): Promise<{ answer: HttpAnswer; samples: number }> {
-  const { series, samples } = decodeWriteRequest(snappyDecode(body, maxBytes))
+  const { series, samples } = decodeWriteRequest(snappyDecode(body, maxBytes), headers)
   // A request of metadata alone, or of series without samples, has nothing to store.
   if (series.length === 0) return { answer: NO_CONTENT, samples: 0 }
   await engine.write({ series, acceptNaN: true })

@@ -11,6 +11,7 @@ import { BinaryWriter, WireType } from '@bufbuild/protobuf/wire'
 import { uncompressSync } from 'snappy'
 import { ValidationError } from '../model/errors.js'
 import type { Matcher, SeriesPoints, SeriesWrite, Tag } from '../model/types.js'
+import type { SeriesHeaderCache } from '../wire/series-codec.js'
 
 /** The label that carries the metric name. */
 const NAME_LABEL = '__name__'
@@ -84,7 +85,8 @@ class Reader {
   constructor(
     readonly buf: Buffer,
     start: number,
-    readonly end: number,
+    /** Where the message being read ends; enter() narrows it to a nested message. */
+    public end: number,
   ) {
     this.pos = start
   }
@@ -115,6 +117,22 @@ class Reader {
       bigShift += 7n
     }
     return this.fail('varint longer than 10 bytes')
+  }
+
+  /**
+   * Bounds every read to the nested message starting at pos (its length first) until leave(), so
+   * that a nested length cannot make the reader run on into the next message.
+   */
+  enter(): number {
+    const outer = this.end
+    this.end = this.lengthEnd()
+    return outer
+  }
+
+  /** Moves past the nested message and restores the bound enter() returned. */
+  leave(outer: number): void {
+    this.pos = this.end
+    this.end = outer
   }
 
   /** The end of a length-delimited field starting at pos. */
@@ -189,10 +207,10 @@ export interface DecodedWrite {
 }
 
 /** Reads a Label { name = 1; value = 2 } ending at end into r.name and r.value. */
-function readLabel(r: Reader, end: number): void {
+function readLabel(r: Reader): void {
   r.labelName = ''
   r.labelValue = ''
-  while (r.pos < end) {
+  while (r.pos < r.end) {
     const tag = r.varint()
     if (tag === 0x0a) r.labelName = r.string()
     else if (tag === 0x12) r.labelValue = r.string()
@@ -210,9 +228,26 @@ function readLabel(r: Reader, end: number): void {
  * usually has in a request. A non-finite value (NaN, the staleness marker, ±Inf) would lose its
  * bit pattern there, so a series with one gets a Float64Array whose bits are written from the wire.
  */
-function readTimeSeries(r: Reader, end: number, index: number): SeriesWrite | undefined {
-  let metric: string | undefined
-  const tags: Tag[] = []
+function readTimeSeries(r: Reader, index: number, headers: SeriesHeaderCache | undefined): SeriesWrite | undefined {
+  const start = r.pos
+  const end = r.end
+  // The labels come first and together, as Prometheus writes them: their bytes, as a latin1
+  // string, find a series seen before with its metric and frozen tags, already checked.
+  let known: { readonly metric: string; readonly tags: Tag[] } | undefined
+  let headerKey: string | undefined
+  if (headers !== undefined) {
+    while (r.pos < end && r.buf[r.pos] === 0x0a) {
+      r.pos++
+      r.pos = r.lengthEnd()
+    }
+    if (r.pos > start) {
+      headerKey = r.buf.toString('latin1', start, r.pos)
+      known = headers.get(headerKey)
+    }
+    if (known === undefined) r.pos = start
+  }
+  let metric: string | undefined = known?.metric
+  const tags: Tag[] = known?.tags ?? []
   const timestamps: number[] = []
   const values: number[] = []
   /** Sample index, then low and high 32 bits, of each non-finite value. */
@@ -223,8 +258,14 @@ function readTimeSeries(r: Reader, end: number, index: number): SeriesWrite | un
   while (r.pos < end) {
     const tag = r.varint()
     if (tag === 0x0a) {
-      const labelEnd = r.lengthEnd()
-      readLabel(r, labelEnd)
+      // A label after the samples: the cached identity (if any) may not be the whole series.
+      if (known !== undefined) {
+        r.pos = start
+        return readTimeSeries(r, index, undefined)
+      }
+      const outer = r.enter()
+      readLabel(r)
+      r.leave(outer)
       const name = r.labelName
       const value = r.labelValue
       if (!isLabelName(name)) {
@@ -247,15 +288,15 @@ function readTimeSeries(r: Reader, end: number, index: number): SeriesWrite | un
       }
       labelIndex++
     } else if (tag === 0x12) {
-      const sampleEnd = r.lengthEnd()
+      const outer = r.enter()
       // A field left out holds protobuf's default, 0.
       let timestamp = 0
       let value = 0
-      while (r.pos < sampleEnd) {
+      while (r.pos < r.end) {
         const t = r.varint()
         if (t === 0x09) {
           const p = r.pos
-          if (p + 8 > sampleEnd) r.fail('truncated double')
+          if (p + 8 > r.end) r.fail('truncated double')
           scratch[0] = buf[p]!
           scratch[1] = buf[p + 1]!
           scratch[2] = buf[p + 2]!
@@ -274,6 +315,7 @@ function readTimeSeries(r: Reader, end: number, index: number): SeriesWrite | un
         } else if (t === 0x10) timestamp = r.varint()
         else r.skip(t & 7)
       }
+      r.leave(outer)
       timestamps.push(timestamp)
       values.push(value)
     } else if (tag === 0x22) {
@@ -289,6 +331,7 @@ function readTimeSeries(r: Reader, end: number, index: number): SeriesWrite | un
       'has no __name__ label: every series needs a metric name',
     )
   }
+  if (known === undefined && headerKey !== undefined && headers !== undefined) headers.set(headerKey, metric, tags)
   if (timestamps.length === 0) return undefined
   if (special === undefined) return { metric, tags, timestamps, values }
   const exact = Float64Array.from(values)
@@ -308,10 +351,12 @@ function hasLabel(seen: readonly string[], count: number, name: string): boolean
 
 /**
  * Decodes a `prometheus.WriteRequest` { timeseries = 1; metadata = 3 } (metadata ignored). Series
- * without samples are left out. Throws BodyError for bytes that are not the message and
+ * without samples are left out. With headers, a series whose label bytes were seen before skips
+ * decoding and checking them, and hands the engine the same frozen tags array, which its
+ * validation remembers too. Throws BodyError for bytes that are not the message and
  * ValidationError, naming the field, for a series V3 cannot take.
  */
-export function decodeWriteRequest(buf: Buffer): DecodedWrite {
+export function decodeWriteRequest(buf: Buffer, headers?: SeriesHeaderCache): DecodedWrite {
   const r = new Reader(buf, 0, buf.length)
   const series: SeriesWrite[] = []
   let samples = 0
@@ -319,9 +364,9 @@ export function decodeWriteRequest(buf: Buffer): DecodedWrite {
   while (r.pos < r.end) {
     const tag = r.varint()
     if (tag === 0x0a) {
-      const end = r.lengthEnd()
-      const entry = readTimeSeries(r, end, index)
-      r.pos = end
+      const outer = r.enter()
+      const entry = readTimeSeries(r, index, headers)
+      r.leave(outer)
       if (entry !== undefined) {
         series.push(entry)
         samples += entry.timestamps.length
@@ -349,26 +394,27 @@ export interface DecodedRead {
 
 const MATCH_OPS = ['eq', 'neq', 'regex', 'not_regex'] as const
 
-function readQuery(r: Reader, end: number, index: number): RemoteQuery {
+function readQuery(r: Reader, index: number): RemoteQuery {
   let startMs = 0
   let endMs = 0
   const matchers: Matcher[] = []
-  while (r.pos < end) {
+  while (r.pos < r.end) {
     const tag = r.varint()
     if (tag === 0x08) startMs = r.varint()
     else if (tag === 0x10) endMs = r.varint()
     else if (tag === 0x1a) {
-      const matcherEnd = r.lengthEnd()
+      const outer = r.enter()
       let type = 0
       let name = ''
       let value = ''
-      while (r.pos < matcherEnd) {
+      while (r.pos < r.end) {
         const t = r.varint()
         if (t === 0x08) type = r.varint()
         else if (t === 0x12) name = r.string()
         else if (t === 0x1a) value = r.string()
         else r.skip(t & 7)
       }
+      r.leave(outer)
       const op = MATCH_OPS[type]
       if (op === undefined) {
         throw ValidationError.field(
@@ -390,14 +436,15 @@ export function decodeReadRequest(buf: Buffer): DecodedRead {
   while (r.pos < r.end) {
     const tag = r.varint()
     if (tag === 0x0a) {
-      const end = r.lengthEnd()
-      queries.push(readQuery(r, end, queries.length))
-      r.pos = end
+      const outer = r.enter()
+      queries.push(readQuery(r, queries.length))
+      r.leave(outer)
     } else if (tag === 0x10) acceptedResponseTypes.push(r.varint())
     else if (tag === 0x12) {
       // The packed form of the repeated enum.
-      const end = r.lengthEnd()
-      while (r.pos < end) acceptedResponseTypes.push(r.varint())
+      const outer = r.enter()
+      while (r.pos < r.end) acceptedResponseTypes.push(r.varint())
+      r.leave(outer)
     } else r.skip(tag & 7)
   }
   return { queries, acceptedResponseTypes }

@@ -13,6 +13,7 @@ import {
   encodeReadResponse,
   snappyDecode,
 } from '../../src/server/prom-remote.js'
+import { SeriesHeaderCache } from '../../src/wire/series-codec.js'
 
 /** Prometheus' staleness marker: a NaN with this exact bit pattern. */
 const STALE_BITS = 0x7ff0000000000002n
@@ -304,4 +305,56 @@ test('a read response: __name__ first, labels sorted, the staleness marker bit f
     [new DataView(new Float64Array([3.25]).buffer).getBigUint64(0, true), 10],
     [STALE_BITS, 20],
   ])
+})
+
+test('a series seen before is found by its label bytes: same frozen tags, labels after samples still read', () => {
+  const headers = new SeriesHeaderCache()
+  const request = Buffer.from(
+    encodeWrite([
+      {
+        labels: [
+          ['__name__', 'cached'],
+          ['job', 'a'],
+          ['empty', ''],
+        ],
+        samples: [[1, 10]],
+      },
+    ]),
+  )
+  const first = decodeWriteRequest(request, headers).series[0]
+  const second = decodeWriteRequest(request, headers).series[0]
+  assert.ok(first && second)
+  assert.equal(second.tags, first.tags)
+  assert.ok(Object.isFrozen(second.tags))
+  assert.equal(second.metric, 'cached')
+  assert.deepEqual(second.tags, [{ key: 'job', value: 'a' }])
+  // The same leading labels, then one more after the samples: not the cached series.
+  const w = new BinaryWriter()
+  w.tag(1, WireType.LengthDelimited).fork()
+  for (const [name, value] of [
+    ['__name__', 'cached'],
+    ['job', 'a'],
+    ['empty', ''],
+  ]) {
+    w.tag(1, WireType.LengthDelimited).fork().tag(1, WireType.LengthDelimited).string(name!)
+    w.tag(2, WireType.LengthDelimited).string(value!).join()
+  }
+  w.tag(2, WireType.LengthDelimited).fork().tag(1, WireType.Bit64).double(2).tag(2, WireType.Varint).int64(20).join()
+  w.tag(1, WireType.LengthDelimited).fork().tag(1, WireType.LengthDelimited).string('late')
+  w.tag(2, WireType.LengthDelimited).string('x').join()
+  w.join()
+  const late = decodeWriteRequest(Buffer.from(w.finish()), headers).series[0]
+  assert.deepEqual(late?.tags, [
+    { key: 'job', value: 'a' },
+    { key: 'late', value: 'x' },
+  ])
+  assert.deepEqual(Array.from(late?.values ?? []), [2])
+})
+
+test('a nested length cannot run on into the next series', () => {
+  // Series 1 holds a label whose declared length (5) passes its own end (3 bytes of series) and
+  // would reach into series 2 if only the whole message bounded it.
+  const bytes = Buffer.from([0x0a, 0x03, 0x0a, 0x05, 0x0a, 0x0a, 0x02, 0x0a, 0x00])
+  bodyError(() => decodeWriteRequest(bytes, new SeriesHeaderCache()), 400, /length beyond the end of its message/)
+  bodyError(() => decodeWriteRequest(bytes), 400, /length beyond the end of its message/)
 })
