@@ -144,7 +144,8 @@ describe('a real Prometheus scraping V3, remote-writing to it and reading from i
       }
     })()
     const global = { scrape_interval: '1s', scrape_timeout: '1s', evaluation_interval: '1s' }
-    ;[scraper, reader] = await Promise.all([
+    // Both start at once; each that started is kept for after() to stop, even when the other failed.
+    const started = await Promise.allSettled([
       startPrometheus({
         global,
         scrape_configs: [{ job_name: 'v3', static_configs: [{ targets: [host] }] }],
@@ -153,7 +154,11 @@ describe('a real Prometheus scraping V3, remote-writing to it and reading from i
       }),
       startPrometheus({ global, remote_read: [{ url: `${v3Http}/api/v1/read`, read_recent: true }] }),
     ])
+    scraper = started[0].status === 'fulfilled' ? started[0].value : undefined
+    reader = started[1].status === 'fulfilled' ? started[1].value : undefined
+    for (const s of started) if (s.status === 'rejected') throw s.reason
     const prometheus = scraper
+    assert.ok(prometheus)
 
     // Enough scrapes. `up` is committed with the samples of its scrape, so every sample up to the
     // latest `up` Prometheus shows is in its TSDB: that instant ends the compared range.
