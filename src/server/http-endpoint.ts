@@ -18,7 +18,7 @@ import type { StorageEngine } from '../engine/storage-engine.js'
 import { SeriesHeaderCache } from '../wire/series-codec.js'
 import { loadTokens, ROLES, type Role, roleOf, type TokenTable } from './auth.js'
 import { errorStatus, type HttpAnswer, lineProtocolWrite, remoteRead, remoteWrite } from './http-ingest.js'
-import { parseLinePrecision } from './line-protocol.js'
+import { PrefixCache, parseLinePrecision } from './line-protocol.js'
 import type { ServerMetrics } from './metrics.js'
 import { BodyError } from './prom-remote.js'
 import { readTlsFiles, type TlsOptions } from './tls.js'
@@ -271,6 +271,7 @@ function routes(l: Listening): Map<string, Route> {
   const now = serving.now ?? Date.now
   // Prometheus sends the same series every scrape interval: their label bytes find them here.
   const seriesHeaders = new SeriesHeaderCache()
+  const linePrefixes = new PrefixCache()
 
   table.set('/api/v1/write', {
     label: '/api/v1/write',
@@ -310,7 +311,13 @@ function routes(l: Listening): Map<string, Route> {
         }
         const received = now()
         const body = await readBody(req, maxBodyBytes, 'gzip')
-        const { answer, samples } = await lineProtocolWrite(engine, body.toString('utf8'), precision, received)
+        const { answer, samples } = await lineProtocolWrite(
+          engine,
+          body.toString('utf8'),
+          precision,
+          received,
+          linePrefixes,
+        )
         serving.metrics.httpSamples('influx_line_protocol', samples)
         return answer
       },

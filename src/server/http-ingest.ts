@@ -11,7 +11,7 @@ import { DeadlineError, LimitError, UnavailableError, ValidationError } from '..
 import type { Matcher, QueryRequest, Selector } from '../model/types.js'
 import type { SeriesHeaderCache } from '../wire/series-codec.js'
 import type { ServerLogger } from './errors.js'
-import { type LinePrecision, parseLineProtocol } from './line-protocol.js'
+import { type LinePrecision, type PrefixCache, parseLineProtocol } from './line-protocol.js'
 import {
   BodyError,
   decodeReadRequest,
@@ -126,8 +126,9 @@ export async function lineProtocolWrite(
   text: string,
   precision: LinePrecision,
   nowMs: number,
+  prefixes: PrefixCache,
 ): Promise<{ answer: HttpAnswer; samples: number }> {
-  const parsed = parseLineProtocol(text, precision, nowMs)
+  const parsed = parseLineProtocol(text, precision, nowMs, prefixes)
   if (parsed.series.length === 0) return { answer: NO_CONTENT, samples: 0 }
   try {
     await engine.write({ series: parsed.series })

@@ -116,7 +116,7 @@ function piece(text: string, start: number, end: number): string {
 }
 
 /** Parses the measurement and tag set in text[start, end), which holds no unescaped space. */
-function parsePrefix(text: string, start: number, end: number, line: number): Prefix {
+function parsePrefix(text: string, start: number, end: number, line: number): SeriesPrefix {
   const measurementEnd = scanTo(text, start, end, COMMA, COMMA, COMMA)
   const measurement = piece(text, start, measurementEnd)
   if (measurement === '') throw lineError(line, 'the measurement is empty')
@@ -139,7 +139,33 @@ function parsePrefix(text: string, start: number, end: number, line: number): Pr
     tags.push({ key, value })
     i = valueEnd
   }
-  return { measurement, tags, fields: new Map() }
+  for (const tag of tags) Object.freeze(tag)
+  return { measurement, tags: Object.freeze(tags) }
+}
+
+/** The measurement and tags of a series prefix, parsed once; the tags are frozen. */
+export interface SeriesPrefix {
+  readonly measurement: string
+  readonly tags: readonly Tag[]
+}
+
+/**
+ * Series prefixes (measurement and tag set, as written) of earlier requests with their parsed form.
+ * Senders write the same series again and again; a hit skips parsing the tags, and hands the
+ * engine the same frozen tags array, whose validation it remembers. Bounded: cleared when full.
+ */
+export class PrefixCache {
+  private readonly entries = new Map<string, SeriesPrefix>()
+  constructor(private readonly maxEntries = 100_000) {}
+
+  get(raw: string): SeriesPrefix | undefined {
+    return this.entries.get(raw)
+  }
+
+  set(raw: string, prefix: SeriesPrefix): void {
+    if (this.entries.size >= this.maxEntries) this.entries.clear()
+    this.entries.set(raw, prefix)
+  }
 }
 
 function isDigit(c: number): boolean {
@@ -240,7 +266,12 @@ export function defaultTimestampMs(nowMs: number, precision: LinePrecision): num
  * Parses a line protocol body. Blank lines and `#` comments are skipped, and CRLF line ends are
  * accepted. Throws a ValidationError whose field is `line <n>` at the first bad line.
  */
-export function parseLineProtocol(text: string, precision: LinePrecision, nowMs: number): ParsedLines {
+export function parseLineProtocol(
+  text: string,
+  precision: LinePrecision,
+  nowMs: number,
+  cache?: PrefixCache,
+): ParsedLines {
   const prefixes = new Map<string, Prefix>()
   const series: SeriesWrite[] = []
   const firstLines: number[] = []
@@ -274,7 +305,12 @@ export function parseLineProtocol(text: string, precision: LinePrecision, nowMs:
     const rawPrefix = text.slice(start, prefixEnd)
     let prefix = prefixes.get(rawPrefix)
     if (prefix === undefined) {
-      prefix = parsePrefix(text, start, prefixEnd, lineNo)
+      let parsed = cache?.get(rawPrefix)
+      if (parsed === undefined) {
+        parsed = parsePrefix(text, start, prefixEnd, lineNo)
+        cache?.set(rawPrefix, parsed)
+      }
+      prefix = { measurement: parsed.measurement, tags: parsed.tags, fields: new Map() }
       prefixes.set(rawPrefix, prefix)
     }
 

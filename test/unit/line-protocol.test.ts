@@ -4,7 +4,7 @@ import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { ValidationError } from '../../src/model/errors.js'
 import type { SeriesWrite } from '../../src/model/types.js'
-import { parseLinePrecision, parseLineProtocol } from '../../src/server/line-protocol.js'
+import { PrefixCache, parseLinePrecision, parseLineProtocol } from '../../src/server/line-protocol.js'
 
 const NOW = Date.UTC(2024, 0, 1, 12, 34, 56, 789)
 
@@ -152,4 +152,22 @@ test('a body of 100,000 lines parses into its series, every point kept', () => {
   assert.equal(used.values[1], 107)
   // Generous, so that a loaded machine passes; a regex or split per line would still be far inside.
   assert.ok(ms < 5000, `parsing took ${ms} ms`)
+})
+
+test('a prefix cache hands out the same frozen tags for the same series in later bodies', () => {
+  const cache = new PrefixCache()
+  const first = parseLineProtocol('m,host=a,dc=x v=1 1000000\n', 'ns', NOW, cache).series[0]
+  const second = parseLineProtocol('m,host=a,dc=x v=2,w=3 2000000\n', 'ns', NOW, cache).series
+  assert.ok(first && second[0] && second[1])
+  assert.equal(second[0].tags, first.tags)
+  assert.equal(second[1].tags, first.tags)
+  assert.ok(Object.isFrozen(first.tags))
+  assert.deepEqual(plain(second), [
+    { metric: 'm_v', tags: ['host=a', 'dc=x'], timestamps: [2], values: [2] },
+    { metric: 'm_w', tags: ['host=a', 'dc=x'], timestamps: [2], values: [3] },
+  ])
+  // A bad prefix is refused every time, never remembered.
+  for (let i = 0; i < 2; i++) {
+    assert.throws(() => parseLineProtocol('m,t=a,t=b v=1', 'ns', NOW, cache), /tag "t" appears twice/)
+  }
 })
