@@ -35,7 +35,6 @@ export const HTTP_DEFAULTS = {
 
 /** What the listener logs with; the process logger fits. */
 export interface HttpLogger {
-  info(obj: object, msg?: string): void
   warn(obj: object, msg?: string): void
   error(obj: object, msg?: string): void
 }
@@ -352,9 +351,22 @@ function queryApiRoute(api: QueryApi, maxBodyBytes: number): Route {
   }
 }
 
-/** The label of a query API path in the request counter: label names are cut out, so it stays bounded. */
+/** The query API's paths, as labels of the request counter. */
+const QUERY_API_PATHS = new Set([
+  '/api/v1/query',
+  '/api/v1/query_range',
+  '/api/v1/series',
+  '/api/v1/labels',
+  '/api/v1/status/buildinfo',
+])
+
+/**
+ * The label of a query API path in the request counter: label names are cut out and unknown paths
+ * share one label, so that no client can grow the counter's series without bound.
+ */
 function queryApiLabel(path: string): string {
-  return path.startsWith('/api/v1/label/') ? '/api/v1/label/:name/values' : path
+  if (QUERY_API_PATHS.has(path)) return path
+  return /^\/api\/v1\/label\/[^/]+\/values$/.test(path) ? '/api/v1/label/:name/values' : '/other'
 }
 
 async function listen(l: Listening): Promise<RunningHttpEndpoint> {

@@ -43,7 +43,11 @@ const REQUEST_LIMITS = new Set(['max_series_per_request', 'max_points_per_reques
  * overload and a timeout are 503, which Prometheus and Telegraf retry. Anything else is a bug or an
  * unexpected failure: 500, its cause logged and never sent.
  */
-export function errorStatus(err: unknown, logger: ServerLogger, route: string): { status: number; message: string } {
+export function errorStatus(
+  err: unknown,
+  logger: Pick<ServerLogger, 'error'>,
+  route: string,
+): { status: number; message: string } {
   if (err instanceof BodyError) return { status: err.status, message: err.message }
   if (err instanceof ValidationError) return { status: 400, message: err.message }
   if (err instanceof LimitError) return { status: REQUEST_LIMITS.has(err.limit) ? 400 : 503, message: err.message }
