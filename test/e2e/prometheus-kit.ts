@@ -144,13 +144,34 @@ export function labelKey(metric: Readonly<Record<string, string>>): string {
   return `{${names.map((n) => `${n}=${JSON.stringify(metric[n])}`).join(',')}}`
 }
 
+const DECIMAL = /^-?\d+(\.\d+)?(e[+-]?\d+)?$/
+
+/**
+ * A sample value as Prometheus writes it: a decimal number, "NaN", "+Inf" or "-Inf". Anything else
+ * (JavaScript's "Infinity", say) is not Prometheus' format and throws.
+ */
+export function parseValue(text: string): number {
+  if (text === 'NaN') return Number.NaN
+  if (text === '+Inf') return Number.POSITIVE_INFINITY
+  if (text === '-Inf') return Number.NEGATIVE_INFINITY
+  if (DECIMAL.test(text)) return Number(text)
+  throw new Error(`${JSON.stringify(text)} is not a sample value as Prometheus writes them`)
+}
+
+/** A number written as Prometheus writes sample values, as far as parseValue reads them back. */
+export function formatValue(value: number): string {
+  if (value === Number.POSITIVE_INFINITY) return '+Inf'
+  if (value === Number.NEGATIVE_INFINITY) return '-Inf'
+  return String(value)
+}
+
 /** The series of a matrix by label key, each series' values as numbers (NaN stays NaN). */
 export function byLabels(matrix: readonly MatrixSeries[]): Map<string, (readonly [number, number])[]> {
   const out = new Map<string, (readonly [number, number])[]>()
   for (const series of matrix) {
     out.set(
       labelKey(series.metric),
-      series.values.map(([t, v]) => [t, Number(v)] as const),
+      series.values.map(([t, v]) => [t, parseValue(v)] as const),
     )
   }
   return out
