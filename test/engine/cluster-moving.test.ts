@@ -7,35 +7,16 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { setTimeout } from 'node:timers/promises'
-import { AntiEntropy } from '../../src/cluster/anti-entropy.js'
-import {
-  ClusterEngine,
-  type ClusterView,
-  type MemberInfo,
-  type RingSnapshot,
-} from '../../src/cluster/cluster-engine.js'
-import { MemoryNetwork, type MemoryPeerTransport } from '../../src/cluster/memory-transport.js'
-import { peerService } from '../../src/cluster/peer-service.js'
+import type { MemberInfo } from '../../src/cluster/cluster-engine.js'
 import { Ring, seriesToken } from '../../src/cluster/ring.js'
-import { SeriesTokens } from '../../src/cluster/shard-filter.js'
 import { chooseTokens, evenTokens } from '../../src/cluster/tokens.js'
-import { BasicEngine } from '../../src/engine/basic-engine.js'
-import { silentLogger } from '../../src/engine/config.js'
 import { UnavailableError } from '../../src/model/errors.js'
-import { DEFAULT_WRITE_LIMITS } from '../../src/model/limits.js'
 import { canonicalSeriesKey } from '../../src/model/series-key.js'
 import type { SeriesWrite } from '../../src/model/types.js'
+import { type MemoryCluster, type MemoryClusterNode, startMemoryCluster } from '../fixtures/memory-cluster.js'
 
 const T0 = Date.UTC(2026, 0, 1)
 const SERIES = 60
-
-interface TestNode {
-  readonly id: string
-  readonly engine: BasicEngine
-  readonly cluster: ClusterEngine
-  readonly repair: AntiEntropy
-  readonly transport: MemoryPeerTransport
-}
 
 function series(i: number): SeriesWrite {
   return { metric: 'm', tags: [{ key: 's', value: `s${i}` }], timestamps: [T0, T0 + 1000], values: [i, i + 1] }
@@ -43,13 +24,12 @@ function series(i: number): SeriesWrite {
 
 describe('a cluster while a node joins', () => {
   let dir: string
-  const nodes: TestNode[] = []
-  const node = (id: string): TestNode => nodes.find((n) => n.id === id)!
+  let cluster: MemoryCluster
+  const node = (id: string): MemoryClusterNode => cluster.node(id)
   const active: MemberInfo[] = []
 
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'v3-cluster-moving-'))
-    const net = new MemoryNetwork()
     for (const id of ['a', 'b', 'c']) {
       const tokens = active.length === 0 ? evenTokens(id, 16) : chooseTokens(active, id, 16)
       active.push({ id, grpcAddress: `${id}:1`, peerAddress: `memory:${id}`, tokens, state: 'active' })
@@ -61,52 +41,21 @@ describe('a cluster while a node joins', () => {
       tokens: chooseTokens(active, 'd', 16),
       state: 'joining',
     }
-    const ring: RingSnapshot = { version: 2, replicationFactor: 2, members: [...active, joining] }
-    const view: ClusterView = {
-      ring: () => ring,
-      healthyIds: () => new Set(['a', 'b', 'c', 'd']),
-      leaderId: () => 'a',
-      move: () => undefined,
-      consul: () => ({ reachable: true, outages: 0 }),
-    }
-    for (const id of ['a', 'b', 'c', 'd']) {
-      const engine = new BasicEngine({ dataDir: join(dir, id), sync: 'off', resultCachePoints: 0 })
-      await engine.open()
-      const transport = net.transport(id, { address: `memory:${id}` })
-      const tokens = new SeriesTokens()
-      const cluster = new ClusterEngine(
-        engine,
-        {
-          limits: DEFAULT_WRITE_LIMITS,
-          peerTimeoutMs: 5_000,
-          maxPointsPerQuery: 1_000_000,
-          writeConsistency: 'quorum',
-          readTimeoutMs: 2_000,
-        },
-        silentLogger,
-        tokens,
-      )
-      const repair = new AntiEntropy(
-        engine,
-        { selfId: id, transport, view },
-        tokens,
-        { intervalMs: 3_600_000, peerTimeoutMs: 5_000, limits: DEFAULT_WRITE_LIMITS },
-        silentLogger,
-      )
-      const serve = peerService(engine, tokens, (body, ctx) => repair.runForPeer(body, ctx))
+    cluster = await startMemoryCluster({
+      dir,
+      members: [...active, joining],
+      ringVersion: 2,
+      replicationFactor: 2,
+      leaderId: 'a',
+      writeConsistency: 'quorum',
+      engine: { resultCachePoints: 0 },
       // The joining node answers slowly, so a write answered without waiting for it would show.
-      await transport.listen(id === 'd' ? async (...call) => setTimeout(200).then(() => serve(...call)) : serve)
-      cluster.attach({ selfId: id, transport, view, repair })
-      nodes.push({ id, engine, cluster, repair, transport })
-    }
+      serve: (id, serve) => (id === 'd' ? async (...call) => setTimeout(200).then(() => serve(...call)) : serve),
+    })
   })
 
   after(async () => {
-    for (const n of nodes) {
-      await n.repair.close()
-      await n.transport.close()
-      await n.engine.close()
-    }
+    await cluster?.close()
     await rm(dir, { recursive: true, force: true })
   })
 

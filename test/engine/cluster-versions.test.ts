@@ -4,39 +4,21 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { PeerKind } from '../../gen/v3storage/internal/v1/peer.js'
-import { AntiEntropy } from '../../src/cluster/anti-entropy.js'
-import {
-  ClusterEngine,
-  type ClusterView,
-  type MemberInfo,
-  type RingSnapshot,
-} from '../../src/cluster/cluster-engine.js'
 import { pickWinner } from '../../src/cluster/conflict.js'
-import { MemoryNetwork, type MemoryPeerTransport } from '../../src/cluster/memory-transport.js'
 import { encodePeerWrite } from '../../src/cluster/peer-codec.js'
-import { peerService } from '../../src/cluster/peer-service.js'
-import { SeriesTokens } from '../../src/cluster/shard-filter.js'
-import { evenTokens } from '../../src/cluster/tokens.js'
-import { BasicEngine } from '../../src/engine/basic-engine.js'
-import { silentLogger } from '../../src/engine/config.js'
-import { HybridLogicalClock } from '../../src/model/hlc.js'
-import { DEFAULT_WRITE_LIMITS } from '../../src/model/limits.js'
 import type { SeriesWrite } from '../../src/model/types.js'
+import {
+  activeMembers,
+  type MemoryCluster,
+  type MemoryClusterNode,
+  startMemoryCluster,
+} from '../fixtures/memory-cluster.js'
 
 // Recent: write versions are kept for blocks newer than the version window only.
 const T0 = Math.floor(Date.now() / 3_600_000) * 3_600_000
 const IDS = ['a', 'b', 'c'] as const
 const V1 = (T0 + 1_000) * 1024
 const V2 = (T0 + 2_000) * 1024
-
-interface TestNode {
-  readonly id: string
-  readonly engine: BasicEngine
-  readonly cluster: ClusterEngine
-  readonly repair: AntiEntropy
-  readonly transport: MemoryPeerTransport
-  readonly clock: HybridLogicalClock
-}
 
 function entry(series: string, ts: number, value: number, version?: number): SeriesWrite & { version?: number } {
   return {
@@ -53,65 +35,22 @@ const range = { selector, startMs: T0 - 3_600_000, endMs: T0 + 3_600_000 }
 
 describe('write versions across replicas', () => {
   let dir: string
-  const nodes: TestNode[] = []
-  const node = (id: string): TestNode => nodes.find((n) => n.id === id)!
+  let cluster: MemoryCluster
+  const node = (id: string): MemoryClusterNode => cluster.node(id)
 
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'v3-cluster-versions-'))
-    const net = new MemoryNetwork()
-    const members: MemberInfo[] = IDS.map((id) => ({
-      id,
-      grpcAddress: `${id}:1`,
-      peerAddress: `memory:${id}`,
-      tokens: evenTokens(id, 8),
-      state: 'active',
-    }))
-    const ring: RingSnapshot = { version: 1, replicationFactor: 3, members }
-    const view: ClusterView = {
-      ring: () => ring,
-      healthyIds: () => new Set(IDS),
-      leaderId: () => undefined,
-      move: () => undefined,
-      consul: () => ({ reachable: true, outages: 0 }),
-    }
-    for (const id of IDS) {
-      const engine = new BasicEngine({ dataDir: join(dir, id), sync: 'off', resultCachePoints: 0 })
-      await engine.open()
-      const transport = net.transport(id, { address: `memory:${id}` })
-      const tokens = new SeriesTokens()
-      const clock = new HybridLogicalClock()
-      const cluster = new ClusterEngine(
-        engine,
-        {
-          limits: DEFAULT_WRITE_LIMITS,
-          peerTimeoutMs: 5_000,
-          maxPointsPerQuery: 1_000_000,
-          writeConsistency: 'all',
-          readTimeoutMs: 2_000,
-        },
-        silentLogger,
-        tokens,
-        clock,
-      )
-      const repair = new AntiEntropy(
-        engine,
-        { selfId: id, transport, view },
-        tokens,
-        { intervalMs: 3_600_000, peerTimeoutMs: 5_000, limits: DEFAULT_WRITE_LIMITS },
-        silentLogger,
-      )
-      await transport.listen(peerService(engine, tokens, (body, ctx) => repair.runForPeer(body, ctx), clock))
-      cluster.attach({ selfId: id, transport, view, repair })
-      nodes.push({ id, engine, cluster, repair, transport, clock })
-    }
+    cluster = await startMemoryCluster({
+      dir,
+      members: activeMembers(IDS),
+      replicationFactor: 3,
+      writeConsistency: 'all',
+      engine: { resultCachePoints: 0 },
+    })
   })
 
   after(async () => {
-    for (const n of nodes) {
-      await n.repair.close()
-      await n.transport.close()
-      await n.engine.close()
-    }
+    await cluster?.close()
     await rm(dir, { recursive: true, force: true })
   })
 
@@ -141,7 +80,9 @@ describe('write versions across replicas', () => {
 
   it('the coordinator gives every owner the same version, newer for each write, and peers observe it', async () => {
     await node('a').cluster.write({ series: [entry('w', T0, 1)] })
-    const first = await Promise.all(nodes.map((n) => n.engine.versionsOf(entry('w', T0, 0), Float64Array.of(T0))))
+    const first = await Promise.all(
+      cluster.nodes.map((n) => n.engine.versionsOf(entry('w', T0, 0), Float64Array.of(T0))),
+    )
     const v = first[0]![0]!
     assert.ok(v > 0)
     for (const f of first) assert.equal(f[0], v)
@@ -182,7 +123,7 @@ describe('write versions across replicas', () => {
 
   it('a repair pass converges every replica to the newer write and moves its version', async () => {
     await node('a').cluster.repair()
-    for (const n of nodes) {
+    for (const n of cluster.nodes) {
       const [s] = await n.engine.query(range)
       assert.deepEqual(Array.from(s!.values), [2], n.id)
       assert.deepEqual(Array.from(await n.engine.versionsOf(entry('x', T0, 0), Float64Array.of(T0))), [V2], n.id)

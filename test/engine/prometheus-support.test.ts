@@ -12,23 +12,16 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { after, before, describe, it } from 'node:test'
-import { AntiEntropy } from '../../src/cluster/anti-entropy.js'
-import {
-  ClusterEngine,
-  type ClusterView,
-  type MemberInfo,
-  type RingSnapshot,
-} from '../../src/cluster/cluster-engine.js'
-import { MemoryNetwork, type MemoryPeerTransport } from '../../src/cluster/memory-transport.js'
-import { peerService } from '../../src/cluster/peer-service.js'
-import { SeriesTokens } from '../../src/cluster/shard-filter.js'
-import { evenTokens } from '../../src/cluster/tokens.js'
 import { BasicEngine } from '../../src/engine/basic-engine.js'
-import { silentLogger } from '../../src/engine/config.js'
 import type { StorageEngine } from '../../src/engine/storage-engine.js'
 import { ValidationError } from '../../src/model/errors.js'
-import { DEFAULT_WRITE_LIMITS } from '../../src/model/limits.js'
 import type { Matcher, SeriesRef, SeriesWrite, Tag } from '../../src/model/types.js'
+import {
+  activeMembers,
+  type MemoryCluster,
+  type MemoryClusterNode,
+  startMemoryCluster,
+} from '../fixtures/memory-cluster.js'
 import { MemoryEngine } from '../fixtures/memory-engine.js'
 import {
   assertNanLatest,
@@ -435,82 +428,34 @@ describe('selectors without a metric', () => {
   })
 })
 
-interface TestNode {
-  readonly id: string
-  readonly engine: BasicEngine
-  readonly cluster: ClusterEngine
-  readonly repair: AntiEntropy
-  readonly transport: MemoryPeerTransport
-}
-
 describe('on a cluster of three nodes, two copies of each series', () => {
   const IDS = ['a', 'b', 'c'] as const
   let dir: string
-  const nodes: TestNode[] = []
-  const node = (id: string): TestNode => nodes.find((n) => n.id === id)!
+  let cluster: MemoryCluster
+  const node = (id: string): MemoryClusterNode => cluster.node(id)
 
   before(async () => {
     dir = await tempDir('cluster')
-    const net = new MemoryNetwork()
-    const members: MemberInfo[] = IDS.map((id) => ({
-      id,
-      grpcAddress: `${id}:1`,
-      peerAddress: `memory:${id}`,
-      tokens: evenTokens(id, 8),
-      state: 'active',
-    }))
-    const ring: RingSnapshot = { version: 1, replicationFactor: 2, members }
-    const view: ClusterView = {
-      ring: () => ring,
-      healthyIds: () => new Set(IDS),
-      leaderId: () => undefined,
-      move: () => undefined,
-      consul: () => ({ reachable: true, outages: 0 }),
-    }
-    for (const id of IDS) {
+    cluster = await startMemoryCluster({
+      dir,
+      members: activeMembers(IDS),
+      replicationFactor: 2,
+      writeConsistency: 'all',
+      readTimeoutMs: 5_000,
       // Every node refuses NaN in writes of its own clients (allowNaN false, the default).
-      const engine = new BasicEngine({ dataDir: join(dir, id), sync: 'off', hotWindowMs: HOUR })
-      await engine.open()
-      const transport = net.transport(id, { address: `memory:${id}` })
-      const tokens = new SeriesTokens()
-      const cluster = new ClusterEngine(
-        engine,
-        {
-          limits: DEFAULT_WRITE_LIMITS,
-          peerTimeoutMs: 5_000,
-          maxPointsPerQuery: 1_000_000,
-          writeConsistency: 'all',
-          readTimeoutMs: 5_000,
-        },
-        silentLogger,
-        tokens,
-      )
-      const repair = new AntiEntropy(
-        engine,
-        { selfId: id, transport, view },
-        tokens,
-        { intervalMs: HOUR, peerTimeoutMs: 5_000, limits: DEFAULT_WRITE_LIMITS },
-        silentLogger,
-      )
-      await transport.listen(peerService(engine, tokens, (body, ctx) => repair.runForPeer(body, ctx)))
-      cluster.attach({ selfId: id, transport, view, repair })
-      nodes.push({ id, engine, cluster, repair, transport })
-    }
+      engine: { hotWindowMs: HOUR },
+    })
   })
 
   after(async () => {
-    for (const n of nodes) {
-      await n.repair.close()
-      await n.transport.close()
-      await n.engine.close()
-    }
+    await cluster?.close()
     await rm(dir, { recursive: true, force: true })
   })
 
   it('answers selectors without a metric from every node, each series with its own metric', async () => {
     const at = T0 + 2 * HOUR
     await writeSelectorSeries(node('b').cluster, at)
-    for (const n of nodes) await checkSelectors(n.cluster, at, `cluster, read on ${n.id}`)
+    for (const n of cluster.nodes) await checkSelectors(n.cluster, at, `cluster, read on ${n.id}`)
     await checkNewSeriesShowUp(node('c').cluster, at, 'cluster')
     await assert.rejects(node('a').cluster.deleteSeries({ selector: { metric: '', matchers: [] } }), (err) => {
       assert.deepEqual(fields(err), ['selector.metric'])
@@ -531,12 +476,12 @@ describe('on a cluster of three nodes, two copies of each series', () => {
     for (const metric of METRICS) {
       for (const name of ['a', 'b']) {
         const selector = { metric, matchers: [m('s', 'eq', name)] }
-        const holders = nodes.filter((n) => n.engine.index.select(selector).length === 1)
+        const holders = cluster.nodes.filter((n) => n.engine.index.select(selector).length === 1)
         assert.equal(holders.length, 2, `owners of ${metric}{s=${name}}`)
       }
     }
     const check = async (where: string): Promise<void> => {
-      for (const n of nodes) {
+      for (const n of cluster.nodes) {
         for (const consistency of ['one', 'all'] as const) {
           for (const metric of METRICS) {
             const request = { ...everything(T0), selector: { metric, matchers: [] } }
@@ -550,7 +495,7 @@ describe('on a cluster of three nodes, two copies of each series', () => {
     await check('buffered')
     await node('b').cluster.compact()
     await check('sealed')
-    for (const n of nodes) {
+    for (const n of cluster.nodes) {
       const both = await n.cluster.query(
         { selector: { metric: '', matchers: [m('__name__', 'regex', 'nan[01]')] }, startMs: T0, endMs: T0 + HOUR },
         { consistency: 'all' },
