@@ -2,6 +2,7 @@ import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
 import { mergeChunks, type QueryInput, type SeriesInput, V3Client } from '../../src/client/index.js'
 import type { SeriesPoints } from '../../src/model/types.js'
+import { writeRequest } from '../fixtures/prom-remote-bodies.js'
 import { assertSameSeries } from '../fixtures/series-assert.js'
 import { runV3 } from './cli-run.js'
 import {
@@ -318,6 +319,55 @@ describe('a cluster of three nodes, three copies of each series', { timeout: 180
       return list.length === 3 ? list : undefined
     })
     assert.deepEqual(owners.map((o) => o.id).sort(), ['a', 'b', 'c'])
+  })
+
+  it('takes line protocol and remote write on one node and answers PromQL on another, each point once', async () => {
+    const http = (n: ServerProcess): string => {
+      assert.ok(n.metricsUrl, 'the node serves HTTP')
+      return n.metricsUrl.replace(/\/metrics$/, '')
+    }
+    const at = T0 + 2 * HOUR
+    const lines = ['h1', 'h2', 'h3'].flatMap((host, i) => [
+      `lp_cpu,host=${host} usage=${i + 1} ${at - 10_000}`,
+      `lp_cpu,host=${host} usage=${10 * (i + 1)} ${at}`,
+    ])
+    const lp = await fetch(`${http(nodes[0]!)}/write?precision=ms`, { method: 'POST', body: lines.join('\n') })
+    assert.equal(lp.status, 204, await lp.text())
+    const rw = await fetch(`${http(nodes[1]!)}/api/v1/write`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-protobuf', 'content-encoding': 'snappy' },
+      body: writeRequest([
+        {
+          labels: [
+            ['__name__', 'rw_up'],
+            ['job', 'j'],
+          ],
+          samples: [
+            [1, at - 20_000],
+            [1, at - 10_000],
+            ['stale', at - 5_000],
+          ],
+        },
+      ]),
+    })
+    assert.equal(rw.status, 204, await rw.text())
+    const query = async (q: string, time: number): Promise<unknown> => {
+      const params = new URLSearchParams({ query: q, time: String(time / 1000) })
+      const res = await fetch(`${http(nodes[2]!)}/api/v1/query?${params}`)
+      const body = (await res.json()) as { status: string; data: { result: unknown } }
+      assert.equal(body.status, 'success', JSON.stringify(body))
+      return body.data.result
+    }
+    // Three copies of each series, counted once: 10 + 20 + 30.
+    assert.deepEqual(await query('sum(lp_cpu_usage)', at), [{ metric: {}, value: [at / 1000, '60'] }])
+    assert.deepEqual(await query('count_over_time(lp_cpu_usage{host="h2"}[1m])', at), [
+      { metric: { host: 'h2' }, value: [at / 1000, '2'] },
+    ])
+    assert.deepEqual(await query('rw_up', at - 8_000), [
+      { metric: { __name__: 'rw_up', job: 'j' }, value: [(at - 8_000) / 1000, '1'] },
+    ])
+    // The staleness marker, stored on the owners bit for bit, ends the series.
+    assert.deepEqual(await query('rw_up', at), [])
   })
 })
 
