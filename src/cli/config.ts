@@ -313,6 +313,14 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
     help: 'largest HTTP request body, compressed or inflated; larger answers 413',
   },
   {
+    key: 'http-ingest-workers',
+    kind: 'count',
+    default: null,
+    group: 'observability',
+    arg: '<n>',
+    help: 'worker threads that decode remote-write and line-protocol bodies (default: cores - 1, at least 1); 0 decodes on the event loop',
+  },
+  {
     key: 'log-level',
     kind: { oneOf: ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] },
     default: 'info',

@@ -66,6 +66,8 @@ export interface ServeConfig {
   /** undefined: no HTTP endpoint. */
   readonly httpListen: string | undefined
   readonly httpMaxBodyBytes: number | undefined
+  /** undefined: the listener's default (cores - 1, at least 1). */
+  readonly httpIngestWorkers: number | undefined
   readonly logLevel: string
   readonly logFormat: LogFormat
   readonly logRequests: boolean
@@ -169,6 +171,7 @@ export function parseServeArgs(
     insecure: bool('insecure'),
     httpListen: httpListen === 'off' ? undefined : httpListen,
     httpMaxBodyBytes: num('http-max-body-bytes'),
+    httpIngestWorkers: num('http-ingest-workers'),
     logLevel: set<string>('log-level'),
     logFormat: set<LogFormat>('log-format'),
     logRequests: bool('log-requests'),
@@ -265,6 +268,7 @@ export async function serve(args: readonly string[]): Promise<void> {
         tls: config.tls,
         insecure: config.insecure,
         maxBodyBytes: config.httpMaxBodyBytes,
+        ingestWorkers: config.httpIngestWorkers,
         logger,
       })
     }

@@ -13,11 +13,19 @@
  */
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import { createServer as createHttpsServer } from 'node:https'
-import { gunzip } from 'node:zlib'
+import { availableParallelism } from 'node:os'
 import type { StorageEngine } from '../engine/storage-engine.js'
 import { SeriesHeaderCache } from '../wire/series-codec.js'
 import { loadTokens, ROLES, type Role, roleOf, type TokenTable } from './auth.js'
-import { errorStatus, type HttpAnswer, lineProtocolWrite, remoteRead, remoteWrite } from './http-ingest.js'
+import {
+  errorStatus,
+  type HttpAnswer,
+  type IngestDecoding,
+  lineProtocolWrite,
+  remoteRead,
+  remoteWrite,
+} from './http-ingest.js'
+import { IngestPool } from './ingest-pool.js'
 import { PrefixCache, parseLinePrecision } from './line-protocol.js'
 import type { ServerMetrics } from './metrics.js'
 import { BodyError } from './prom-remote.js'
@@ -60,6 +68,11 @@ export interface HttpSettings {
   readonly insecure?: boolean
   /** The largest request body, before and after decompression. Default 64 MiB. */
   readonly maxBodyBytes?: number
+  /**
+   * Worker threads that decode write bodies, so that the event loop only writes them; 0 decodes
+   * on the event loop. Default: one fewer than the cores, at least one.
+   */
+  readonly ingestWorkers?: number
   readonly logger: HttpLogger
 }
 
@@ -155,6 +168,10 @@ function prometheusFailure(r: Refusal): HttpAnswer {
 export async function prepareHttpEndpoint(settings: HttpSettings): Promise<PreparedHttpEndpoint> {
   const { host: bracketed, port } = splitHostPort(settings.listen)
   const maxBodyBytes = positive('maxBodyBytes', settings.maxBodyBytes ?? HTTP_DEFAULTS.maxBodyBytes)
+  const ingestWorkers = settings.ingestWorkers ?? Math.max(1, availableParallelism() - 1)
+  if (!Number.isInteger(ingestWorkers) || ingestWorkers < 0) {
+    throw new Error(`ingestWorkers must be a whole number of workers, got ${ingestWorkers}`)
+  }
   const warning = checkExposure({
     host: bracketed,
     listen: settings.listen,
@@ -167,7 +184,7 @@ export async function prepareHttpEndpoint(settings: HttpSettings): Promise<Prepa
   const pem = settings.tls === undefined ? undefined : await readTlsFiles(settings.tls)
   const host = bracketed.replace(/^\[(.*)\]$/, '$1')
   return {
-    start: (serving) => listen({ settings, host, port, maxBodyBytes, tokens, pem, serving }),
+    start: (serving) => listen({ settings, host, port, maxBodyBytes, ingestWorkers, tokens, pem, serving }),
   }
 }
 
@@ -176,6 +193,7 @@ interface Listening {
   readonly host: string
   readonly port: number
   readonly maxBodyBytes: number
+  readonly ingestWorkers: number
   readonly tokens: TokenTable | undefined
   readonly pem: Awaited<ReturnType<typeof readTlsFiles>> | undefined
   readonly serving: HttpServing
@@ -209,8 +227,9 @@ type BodyEncoding = 'gzip' | 'snappy' | 'identity'
 
 /**
  * Reads the whole body, refusing one larger than max (by its Content-Length before reading, else
- * as it arrives), and inflates gzip where accepted, bounded by max too. A body refused part way is
- * drained, not read, so that the client gets to read the 413 before the connection closes.
+ * as it arrives) and one in an encoding not accepted; a gzip body is inflated by its decoder, bounded
+ * by max too. A body refused part way is drained, not read, so that the client gets to read the 413
+ * before the connection closes.
  */
 async function readBody(req: IncomingMessage, max: number, accepted: BodyEncoding): Promise<Buffer> {
   const encoding = (req.headers['content-encoding'] ?? 'identity').toLowerCase()
@@ -219,7 +238,7 @@ async function readBody(req: IncomingMessage, max: number, accepted: BodyEncodin
   }
   const declared = Number(req.headers['content-length'])
   if (declared > max) throw new BodyError(413, `the body is ${declared} bytes, more than the limit of ${max}`)
-  const body = await new Promise<Buffer>((resolve, reject) => {
+  return new Promise<Buffer>((resolve, reject) => {
     const chunks: Buffer[] = []
     let size = 0
     const onData = (chunk: Buffer): void => {
@@ -238,18 +257,9 @@ async function readBody(req: IncomingMessage, max: number, accepted: BodyEncodin
     req.once('end', onEnd)
     req.once('error', reject)
   })
-  if (encoding !== 'gzip') return body
-  return new Promise((resolve, reject) => {
-    gunzip(body, { maxOutputLength: max }, (err, inflated) => {
-      if (err === null) resolve(inflated)
-      else if ((err as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE') {
-        reject(new BodyError(413, `the body inflates to more than the limit of ${max} bytes`))
-      } else reject(new BodyError(400, `cannot inflate the gzip body: ${err.message}`))
-    })
-  })
 }
 
-function routes(l: Listening): Map<string, Route> {
+function routes(l: Listening, pool: IngestPool | undefined): Map<string, Route> {
   const { serving, maxBodyBytes, settings } = l
   const table = new Map<string, Route>()
   const monitoring = (path: string, handle: () => Promise<HttpAnswer>) =>
@@ -268,9 +278,11 @@ function routes(l: Listening): Map<string, Route> {
   const engine = serving.engine
   if (engine === undefined) return table
   const now = serving.now ?? Date.now
-  // Prometheus sends the same series every scrape interval: their label bytes find them here.
-  const seriesHeaders = new SeriesHeaderCache()
-  const linePrefixes = new PrefixCache()
+  const decoding: IngestDecoding = {
+    headers: new SeriesHeaderCache(),
+    prefixes: new PrefixCache(),
+    ...(pool === undefined ? {} : { pool }),
+  }
 
   table.set('/api/v1/write', {
     label: '/api/v1/write',
@@ -279,7 +291,7 @@ function routes(l: Listening): Map<string, Route> {
     fail: textFailure,
     async handle({ req }) {
       const body = await readBody(req, maxBodyBytes, 'snappy')
-      const { answer, samples } = await remoteWrite(engine, body, maxBodyBytes, seriesHeaders)
+      const { answer, samples } = await remoteWrite(engine, body, maxBodyBytes, decoding)
       serving.metrics.httpSamples('prometheus_remote_write', samples)
       return answer
     },
@@ -310,12 +322,15 @@ function routes(l: Listening): Map<string, Route> {
         }
         const received = now()
         const body = await readBody(req, maxBodyBytes, 'gzip')
+        const gzip = (req.headers['content-encoding'] ?? '').toLowerCase() === 'gzip'
         const { answer, samples } = await lineProtocolWrite(
           engine,
-          body.toString('utf8'),
+          body,
+          gzip,
           precision,
           received,
-          linePrefixes,
+          maxBodyBytes,
+          decoding,
         )
         serving.metrics.httpSamples('influx_line_protocol', samples)
         return answer
@@ -371,7 +386,9 @@ function queryApiLabel(path: string): string {
 
 async function listen(l: Listening): Promise<RunningHttpEndpoint> {
   const { settings, maxBodyBytes, tokens, serving } = l
-  const table = routes(l)
+  // Only the write endpoints decode in workers, and they exist only with an engine.
+  const pool = serving.engine === undefined || l.ingestWorkers === 0 ? undefined : new IngestPool(l.ingestWorkers)
+  const table = routes(l, pool)
   const api = serving.queryApi === undefined ? undefined : queryApiRoute(serving.queryApi, maxBodyBytes)
 
   const respond = (req: IncomingMessage, res: ServerResponse, label: string, answer: HttpAnswer): void => {
@@ -431,22 +448,29 @@ async function listen(l: Listening): Promise<RunningHttpEndpoint> {
           },
           handler,
         )
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', (err) => reject(new Error(`cannot listen on ${settings.listen} for HTTP: ${err.message}`)))
-    server.listen(l.port, l.host, resolve)
-  })
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', (err) => reject(new Error(`cannot listen on ${settings.listen} for HTTP: ${err.message}`)))
+      server.listen(l.port, l.host, resolve)
+    })
+  } catch (err) {
+    await pool?.close()
+    throw err
+  }
   const bound = server.address()
   const boundPort = typeof bound === 'object' && bound !== null ? bound.port : l.port
   const address = `${l.host.includes(':') ? `[${l.host}]` : l.host}:${boundPort}`
   return {
     address,
     scheme: l.pem === undefined ? 'http' : 'https',
-    close: () =>
-      new Promise<void>((resolve) => {
+    close: async () => {
+      await new Promise<void>((resolve) => {
         server.close(() => resolve())
         // Scrapers keep connections alive; without this close() would wait for them to time out.
         server.closeAllConnections()
-      }),
+      })
+      await pool?.close()
+    },
   }
 }
 

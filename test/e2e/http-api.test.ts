@@ -11,6 +11,7 @@ import { gzipSync } from 'node:zlib'
 import { BinaryReader, BinaryWriter, WireType } from '@bufbuild/protobuf/wire'
 import { compressSync, uncompressSync } from 'snappy'
 import { startHttpEndpoint } from '../../src/server/http-endpoint.js'
+import { WORKER_MIN_BODY_BYTES } from '../../src/server/http-ingest.js'
 import { createServerMetrics } from '../../src/server/metrics.js'
 import { MemoryEngine } from '../fixtures/memory-engine.js'
 import { makeTestCertificates, opensslMissing, type TestCertificates } from './security-certs.js'
@@ -303,6 +304,81 @@ describe('remote write, remote read and line protocol on one node', () => {
     assert.equal(precision.status, 400)
     assert.match(precision.body.toString(), /precision must be one of ns, us, ms, s/)
     assert.deepEqual(await server.client.listSeries({ metric: 'lp_bad_v' }), [])
+  })
+
+  test('bodies large enough for the ingest worker: stored whole, staleness bits kept, bad lines named alike', async () => {
+    const lines = (metric: string, n: number) =>
+      Array.from({ length: n }, (_, i) => `${metric},host=h${i % 50} v=${i * 1.25},n=${i}i ${T0 + i}000000`)
+    const good = lines('lpw_big', 400)
+    assert.ok(Buffer.byteLength(good.join('\n')) > WORKER_MIN_BODY_BYTES)
+    const plain = await post(`${base}/write`, good.join('\n'))
+    assert.equal(plain.status, 204, plain.body.toString())
+    const zipped = gzipSync(lines('lpw_zip', 3000).join('\n'))
+    assert.ok(zipped.length > WORKER_MIN_BODY_BYTES)
+    const gz = await post(`${base}/api/v2/write`, zipped, { 'content-encoding': 'gzip' })
+    assert.equal(gz.status, 204, gz.body.toString())
+    const stored = await server.client.query({ selector: { metric: 'lpw_big_v' }, startMs: T0, endMs: T0 + 1000 })
+    assert.equal(stored.length, 50)
+    assert.equal(
+      stored.reduce((n, s) => n + s.timestamps.length, 0),
+      400,
+    )
+    const host7 = stored.find((s) => s.tags[0]?.value === 'h7')
+    assert.deepEqual(Array.from(host7?.values ?? []).slice(0, 2), [7 * 1.25, 57 * 1.25])
+    const zipCount = await server.client.query({ selector: { metric: 'lpw_zip_n' }, startMs: T0, endMs: T0 + 3000 })
+    assert.equal(
+      zipCount.reduce((n, s) => n + s.timestamps.length, 0),
+      3000,
+    )
+
+    // The same refusals as for a small body: the parser's and the engine's, named by their line.
+    const parserBad = [...lines('lpw_bad', 400)]
+    parserBad[249] = 'lpw_bad,host=a msg="hello"'
+    const refused = await post(`${base}/write`, parserBad.join('\n'))
+    assert.equal(refused.status, 400)
+    assert.match(JSON.parse(refused.body.toString()).error, /^invalid line 250: field "msg" is a string/)
+    const engineBad = [...lines('lpw_bad', 400)]
+    engineBad[299] = 'lpw-bad!,host=a v=1'
+    const engineRefused = await post(`${base}/write`, engineBad.join('\n'))
+    assert.equal(engineRefused.status, 400)
+    assert.match(JSON.parse(engineRefused.body.toString()).message, /line 300: metric must match/)
+    assert.deepEqual(await server.client.listSeries({ metric: 'lpw_bad_v' }), [])
+
+    const series = Array.from({ length: 1000 }, (_, i) => ({
+      labels: [
+        ['__name__', 'rww_big'],
+        ['instance', `host-${i}`],
+      ] as [string, string][],
+      samples: [[i, T0] as Sample, [i === 7 ? 'stale' : i + 0.5, T0 + 1000] as Sample],
+    }))
+    const rw = writeRequest(series)
+    assert.ok(rw.length > WORKER_MIN_BODY_BYTES)
+    const written = await post(`${base}/api/v1/write`, rw)
+    assert.equal(written.status, 204, written.body.toString())
+    const read = await post(
+      `${base}/api/v1/read`,
+      readRequest(T0, T0 + 1000, [
+        [0, '__name__', 'rww_big'],
+        [0, 'instance', 'host-7'],
+      ]),
+    )
+    assert.equal(read.status, 200)
+    assert.deepEqual(readResponse(read.body), [
+      {
+        labels: ['__name__=rww_big', 'instance=host-7'],
+        samples: [
+          [bitsOf(7), T0],
+          [STALE_BITS, T0 + 1000],
+        ],
+      },
+    ])
+    const bad = writeRequest([...series.slice(0, 999), { labels: [['job', 'no name']], samples: [[1, T0]] }])
+    const badRes = await post(`${base}/api/v1/write`, bad)
+    assert.equal(badRes.status, 400)
+    assert.equal(
+      badRes.body.toString(),
+      'invalid timeseries[999].labels: has no __name__ label: every series needs a metric name\n',
+    )
   })
 
   test('the query API: GET and POST with a form body, JSON, Prometheus errors, buildinfo', async () => {

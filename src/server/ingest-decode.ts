@@ -1,0 +1,262 @@
+/**
+ * Decoding an ingest body (gzip or snappy, line protocol or a remote-write protobuf) into a compact
+ * form that crosses from a worker thread to the main thread cheaply: every timestamp in one
+ * Float64Array and every value in another (transferred, not copied, with their bits: a staleness
+ * marker stays the NaN it was), plus per series a small integer id and its offsets.
+ *
+ * A series' metric and tags cross only the first time that worker sees it: both sides keep a table
+ * of the series seen so far, the worker's SeriesIds and the main thread's SeriesDirectory, grown by
+ * the definitions each answer carries. The directory freezes the tags once, so the engine is handed
+ * the same frozen array for the same series on every request and its validation cache hits.
+ */
+import { gunzipSync } from 'node:zlib'
+import { type FieldViolation, ValidationError } from '../model/errors.js'
+import type { SeriesWrite, Tag } from '../model/types.js'
+import { SeriesHeaderCache } from '../wire/series-codec.js'
+import { type LinePrecision, PrefixCache, parseLineProtocol } from './line-protocol.js'
+import { BodyError, decodeWriteRequest, snappyDecode } from './prom-remote.js'
+
+/** A body to decode; `id` pairs the answer with it. */
+export type IngestJob =
+  | {
+      readonly id: number
+      readonly kind: 'line'
+      readonly body: Uint8Array
+      readonly gzip: boolean
+      readonly maxBytes: number
+      readonly precision: LinePrecision
+      readonly nowMs: number
+    }
+  | { readonly id: number; readonly kind: 'remote'; readonly body: Uint8Array; readonly maxBytes: number }
+
+/** Why a body was refused, as plain data: errors do not cross threads with their class. */
+export type DecodeFailure =
+  | { readonly kind: 'body'; readonly status: number; readonly message: string }
+  | { readonly kind: 'validation'; readonly violations: readonly FieldViolation[] }
+  | { readonly kind: 'other'; readonly message: string }
+
+/** The series a worker saw for the first time while decoding one body. */
+export interface NewSeries {
+  /** The worker emptied its table before this body: ids start again from 0. */
+  readonly reset: boolean
+  /** Tag sets, numbered on from the last one defined. */
+  readonly tagSets: readonly Tag[][]
+  /** Series, numbered on from the last one defined: a metric and the number of its tag set. */
+  readonly metrics: readonly string[]
+  readonly metricTagSets: readonly number[]
+}
+
+/** The points of a decoded body, series by series. */
+export interface PackedWrite {
+  /** The series id of each entry. */
+  readonly ids: Int32Array
+  /** Entry i holds points [offsets[i], offsets[i + 1]). */
+  readonly offsets: Int32Array
+  readonly timestamps: Float64Array
+  readonly values: Float64Array
+  /** Line protocol: the line where each entry first appears. */
+  readonly firstLines?: Int32Array
+  readonly points: number
+}
+
+export interface IngestAnswer {
+  readonly id: number
+  readonly defined: NewSeries
+  readonly packed?: PackedWrite
+  readonly failure?: DecodeFailure
+}
+
+/** The error a main-thread decode would have thrown, from its description. */
+export function failureError(f: DecodeFailure): Error {
+  if (f.kind === 'body') return new BodyError(f.status, f.message)
+  if (f.kind === 'validation') return new ValidationError(f.violations)
+  return new Error(`cannot decode the body in a worker: ${f.message}`)
+}
+
+function failureOf(err: unknown): DecodeFailure {
+  if (err instanceof BodyError) return { kind: 'body', status: err.status, message: err.message }
+  if (err instanceof ValidationError) return { kind: 'validation', violations: err.violations }
+  return { kind: 'other', message: err instanceof Error ? err.message : String(err) }
+}
+
+/** Inflates a gzip body, bounded by maxBytes, with the errors the listener answers. */
+export function gzipError(err: Error, maxBytes: number): BodyError {
+  if ((err as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE') {
+    return new BodyError(413, `the body inflates to more than the limit of ${maxBytes} bytes`)
+  }
+  return new BodyError(400, `cannot inflate the gzip body: ${err.message}`)
+}
+
+function gunzipBounded(body: Uint8Array, maxBytes: number): Buffer {
+  try {
+    return gunzipSync(body, { maxOutputLength: maxBytes })
+  } catch (err) {
+    throw gzipError(err as Error, maxBytes)
+  }
+}
+
+/**
+ * The worker's side of the series table: an id per series (metric and tags array) it has seen. The
+ * tags arrays come from the parsers' caches (PrefixCache, SeriesHeaderCache), which hand out the
+ * same array for the same series, so they are found by identity. Bounded: when full it empties at
+ * the start of the next body, never during one, so that the ids of a body are all defined by then.
+ */
+export class SeriesIds {
+  private readonly tagSets = new Map<readonly Tag[], { readonly id: number; readonly metrics: Map<string, number> }>()
+  private nextTagSet = 0
+  private nextSeries = 0
+  private defined: { reset: boolean; tagSets: Tag[][]; metrics: string[]; metricTagSets: number[] } = {
+    reset: false,
+    tagSets: [],
+    metrics: [],
+    metricTagSets: [],
+  }
+
+  constructor(private readonly maxSeries = 100_000) {}
+
+  begin(): void {
+    const reset = this.nextSeries >= this.maxSeries
+    if (reset) {
+      this.tagSets.clear()
+      this.nextTagSet = 0
+      this.nextSeries = 0
+    }
+    this.defined = { reset, tagSets: [], metrics: [], metricTagSets: [] }
+  }
+
+  idOf(metric: string, tags: readonly Tag[]): number {
+    let set = this.tagSets.get(tags)
+    if (set === undefined) {
+      set = { id: this.nextTagSet++, metrics: new Map() }
+      this.tagSets.set(tags, set)
+      this.defined.tagSets.push(tags.slice())
+    }
+    let id = set.metrics.get(metric)
+    if (id === undefined) {
+      id = this.nextSeries++
+      set.metrics.set(metric, id)
+      this.defined.metrics.push(metric)
+      this.defined.metricTagSets.push(set.id)
+    }
+    return id
+  }
+
+  /** What this body defined, to send with its answer (or its failure). */
+  end(): NewSeries {
+    return this.defined
+  }
+}
+
+/**
+ * The main thread's side of one worker's series table. Each tag set is frozen once, so the engine
+ * sees one frozen array per series for as long as the table keeps it.
+ */
+export class SeriesDirectory {
+  private tagSets: (readonly Tag[])[] = []
+  private metrics: string[] = []
+  private tags: (readonly Tag[])[] = []
+
+  learn(n: NewSeries): void {
+    if (n.reset) {
+      this.tagSets = []
+      this.metrics = []
+      this.tags = []
+    }
+    for (const set of n.tagSets) {
+      for (const tag of set) Object.freeze(tag)
+      this.tagSets.push(Object.freeze(set))
+    }
+    for (let i = 0; i < n.metrics.length; i++) {
+      const tags = this.tagSets[n.metricTagSets[i]!]
+      if (tags === undefined) throw new Error('BUG: an ingest worker named a tag set it never defined')
+      this.metrics.push(n.metrics[i]!)
+      this.tags.push(tags)
+    }
+  }
+
+  /** The engine's series for a packed body, their points views of its two arrays. */
+  series(p: PackedWrite): SeriesWrite[] {
+    const out: SeriesWrite[] = new Array(p.ids.length)
+    for (let i = 0; i < p.ids.length; i++) {
+      const id = p.ids[i]!
+      const metric = this.metrics[id]
+      const tags = this.tags[id]
+      if (metric === undefined || tags === undefined) throw new Error('BUG: an ingest worker named an unknown series')
+      const from = p.offsets[i]!
+      const to = p.offsets[i + 1]!
+      out[i] = { metric, tags, timestamps: p.timestamps.subarray(from, to), values: p.values.subarray(from, to) }
+    }
+    return out
+  }
+}
+
+function pack(
+  series: readonly SeriesWrite[],
+  points: number,
+  ids: SeriesIds,
+  firstLines?: readonly number[],
+): PackedWrite {
+  const idOf = new Int32Array(series.length)
+  const offsets = new Int32Array(series.length + 1)
+  const timestamps = new Float64Array(points)
+  const values = new Float64Array(points)
+  let at = 0
+  for (let i = 0; i < series.length; i++) {
+    const s = series[i]!
+    idOf[i] = ids.idOf(s.metric, s.tags)
+    offsets[i] = at
+    const ts = s.timestamps as ArrayLike<number>
+    const n = ts.length
+    for (let k = 0; k < n; k++) timestamps[at + k] = ts[k]!
+    // A Float64Array carries non-finite values whose bits must survive: set() copies the bits.
+    if (s.values instanceof Float64Array) values.set(s.values, at)
+    else for (let k = 0; k < n; k++) values[at + k] = s.values[k]!
+    at += n
+  }
+  offsets[series.length] = at
+  return {
+    ids: idOf,
+    offsets,
+    timestamps,
+    values,
+    ...(firstLines === undefined ? {} : { firstLines: Int32Array.from(firstLines) }),
+    points: at,
+  }
+}
+
+/** What a worker keeps from body to body. */
+export class IngestDecoder {
+  private readonly prefixes = new PrefixCache()
+  private readonly headers = new SeriesHeaderCache()
+  private readonly ids = new SeriesIds()
+
+  decode(job: IngestJob): IngestAnswer {
+    this.ids.begin()
+    try {
+      const packed = this.packed(job)
+      return { id: job.id, defined: this.ids.end(), packed }
+    } catch (err) {
+      return { id: job.id, defined: this.ids.end(), failure: failureOf(err) }
+    }
+  }
+
+  private packed(job: IngestJob): PackedWrite {
+    if (job.kind === 'remote') {
+      const { series, samples } = decodeWriteRequest(snappyDecode(job.body, job.maxBytes), this.headers)
+      return pack(series, samples, this.ids)
+    }
+    const raw = job.gzip ? gunzipBounded(job.body, job.maxBytes) : job.body
+    const text = Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength).toString('utf8')
+    const parsed = parseLineProtocol(text, job.precision, job.nowMs, this.prefixes)
+    return pack(parsed.series, parsed.points, this.ids, parsed.firstLines)
+  }
+}
+
+/** The arrays an answer hands over without copying. */
+export function transferList(answer: IngestAnswer): ArrayBuffer[] {
+  const p = answer.packed
+  if (p === undefined) return []
+  const list = [p.ids.buffer, p.offsets.buffer, p.timestamps.buffer, p.values.buffer]
+  if (p.firstLines !== undefined) list.push(p.firstLines.buffer)
+  return list as ArrayBuffer[]
+}

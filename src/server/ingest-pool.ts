@@ -1,0 +1,162 @@
+import { Worker } from 'node:worker_threads'
+import type { SeriesWrite } from '../model/types.js'
+import { failureError, type IngestAnswer, type IngestJob, type PackedWrite, SeriesDirectory } from './ingest-decode.js'
+import { BodyError } from './prom-remote.js'
+
+/** A decoded body as the engine takes it. */
+export interface DecodedBody {
+  readonly series: SeriesWrite[]
+  readonly points: number
+  /** Line protocol: the line where each series first appears. */
+  readonly firstLines?: ArrayLike<number>
+}
+
+/** A job as the caller gives it: the pool numbers it. */
+export type IngestRequest = IngestJob extends infer J ? (J extends IngestJob ? Omit<J, 'id'> : never) : never
+
+interface Slot {
+  readonly worker: Worker
+  readonly directory: SeriesDirectory
+  readonly pending: Map<number, { resolve: (d: DecodedBody) => void; reject: (err: Error) => void }>
+}
+
+/**
+ * Worker threads that decode HTTP ingest bodies, so that the main thread, which every call shares,
+ * spends its time on the engine's writes. Each worker takes at most maxInFlight bodies at a time;
+ * more wait here, in order, which bounds the bodies held in the workers' queues. A worker that
+ * dies fails its bodies with 503 (the sender retries) and is replaced. Workers do not keep the
+ * process alive, and close() stops them.
+ */
+export class IngestPool {
+  private readonly slots: Slot[] = []
+  private readonly waiting: Array<() => void> = []
+  private nextId = 0
+  private closed = false
+
+  constructor(
+    size: number,
+    private readonly maxInFlight = 4,
+  ) {
+    for (let i = 0; i < size; i++) this.slots.push(this.start())
+  }
+
+  /** The running workers, to watch them (and, in tests, to stop one). */
+  get threads(): readonly Worker[] {
+    return this.slots.map((s) => s.worker)
+  }
+
+  /**
+   * Decodes a body in a worker. The body's bytes are transferred when it owns its whole buffer and
+   * copied otherwise (a small Buffer is a view of a shared pool that must not be taken away).
+   */
+  async decode(request: IngestRequest): Promise<DecodedBody> {
+    let slot = this.free()
+    while (slot === undefined) {
+      if (this.closed) throw closedError()
+      await new Promise<void>((resolve) => this.waiting.push(resolve))
+      slot = this.free()
+    }
+    if (this.closed) throw closedError()
+    const body = ownsBuffer(request.body) ? request.body : request.body.slice()
+    const id = this.nextId++
+    const job = { ...request, id, body } as IngestJob
+    const chosen = slot
+    return new Promise<DecodedBody>((resolve, reject) => {
+      chosen.pending.set(id, { resolve, reject })
+      chosen.worker.postMessage(job, [body.buffer as ArrayBuffer])
+    })
+  }
+
+  async close(): Promise<void> {
+    this.closed = true
+    const slots = this.slots.splice(0)
+    for (const wake of this.waiting.splice(0)) wake()
+    await Promise.all(slots.map((s) => s.worker.terminate()))
+    for (const s of slots) failAll(s, closedError())
+  }
+
+  /** The least busy worker with room for another body. */
+  private free(): Slot | undefined {
+    let best: Slot | undefined
+    for (const s of this.slots) {
+      if (s.pending.size < this.maxInFlight && (best === undefined || s.pending.size < best.pending.size)) best = s
+    }
+    return best
+  }
+
+  private wakeOne(): void {
+    this.waiting.shift()?.()
+  }
+
+  private start(): Slot {
+    const worker = startWorker()
+    worker.unref()
+    const slot: Slot = { worker, directory: new SeriesDirectory(), pending: new Map() }
+    worker.on('message', (answer: IngestAnswer) => this.answered(slot, answer))
+    // An error event is followed by exit; exit alone comes from terminate() or process.exit.
+    worker.on('error', () => {})
+    worker.once('exit', () => {
+      if (this.closed) return
+      failAll(slot, new BodyError(503, 'the ingest worker decoding this body stopped; send it again'))
+      const i = this.slots.indexOf(slot)
+      if (i >= 0) this.slots[i] = this.start()
+      for (let k = 0; k < this.maxInFlight; k++) this.wakeOne()
+    })
+    return slot
+  }
+
+  private answered(slot: Slot, answer: IngestAnswer): void {
+    const p = slot.pending.get(answer.id)
+    slot.pending.delete(answer.id)
+    this.wakeOne()
+    // The series a body defined are learnt even when it failed: the worker remembers them.
+    let decoded: DecodedBody | undefined
+    let error: Error | undefined
+    try {
+      slot.directory.learn(answer.defined)
+      if (answer.failure !== undefined) error = failureError(answer.failure)
+      else decoded = toDecoded(slot.directory, answer.packed)
+    } catch (err) {
+      error = err as Error
+    }
+    if (p === undefined) return
+    if (decoded !== undefined) p.resolve(decoded)
+    else p.reject(error ?? new Error('BUG: an ingest answer with neither points nor a failure'))
+  }
+}
+
+function toDecoded(directory: SeriesDirectory, packed: PackedWrite | undefined): DecodedBody {
+  if (packed === undefined) throw new Error('BUG: an ingest answer with neither points nor a failure')
+  const series = directory.series(packed)
+  if (packed.firstLines === undefined) return { series, points: packed.points }
+  return { series, points: packed.points, firstLines: packed.firstLines }
+}
+
+function failAll(slot: Slot, err: Error): void {
+  for (const p of slot.pending.values()) p.reject(err)
+  slot.pending.clear()
+}
+
+function closedError(): BodyError {
+  return new BodyError(503, 'the HTTP listener is shutting down')
+}
+
+function ownsBuffer(bytes: Uint8Array): boolean {
+  return bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength && bytes.buffer instanceof ArrayBuffer
+}
+
+/**
+ * Built, the worker is the JavaScript file beside this one. Run from source through tsx (the tests,
+ * `npm run bench`), it is TypeScript, and a worker does not inherit the parent's loader: a small
+ * bootstrap registers tsx's loader in the worker, then imports the worker module (as the engine's
+ * DecodePool does).
+ */
+function startWorker(): Worker {
+  if (!import.meta.url.endsWith('.ts')) return new Worker(new URL('./ingest-worker.js', import.meta.url))
+  const source = JSON.stringify(new URL('./ingest-worker.ts', import.meta.url).href)
+  // The loader is a development dependency, named in the bootstrap only: built code never loads it.
+  const loader = JSON.stringify('tsx/esm/api')
+  return new Worker(`import(${loader}).then(({ register }) => { register(); return import(${source}) })`, {
+    eval: true,
+  })
+}

@@ -1,0 +1,249 @@
+// The HTTP listener's ingest workers: a body decoded in a worker gives the engine what the main
+// thread's decoders give it (the same series and points, NaN bits intact, the same frozen tags for a
+// series seen again) and fails with the same errors; a worker that dies fails its bodies with 503
+// and is replaced; close() stops every worker.
+import assert from 'node:assert/strict'
+import { once } from 'node:events'
+import { test } from 'node:test'
+import { gzipSync } from 'node:zlib'
+import { BinaryWriter, WireType } from '@bufbuild/protobuf/wire'
+import { compressSync } from 'snappy'
+import type { SeriesWrite } from '../../src/model/types.js'
+import { IngestPool } from '../../src/server/ingest-pool.js'
+import { parseLineProtocol } from '../../src/server/line-protocol.js'
+import { BodyError, decodeWriteRequest, snappyDecode } from '../../src/server/prom-remote.js'
+
+const T0 = Date.UTC(2024, 0, 1)
+const STALE_BITS = 0x7ff0000000000002n
+const MAX = 1 << 20
+
+function writeRequest(
+  series: readonly { labels: [string, string][]; samples: [number | 'stale', number][] }[],
+): Buffer {
+  const w = new BinaryWriter()
+  for (const s of series) {
+    w.tag(1, WireType.LengthDelimited).fork()
+    for (const [name, value] of s.labels) {
+      w.tag(1, WireType.LengthDelimited).fork().tag(1, WireType.LengthDelimited).string(name)
+      w.tag(2, WireType.LengthDelimited).string(value).join()
+    }
+    for (const [value, ts] of s.samples) {
+      w.tag(2, WireType.LengthDelimited).fork()
+      if (value === 'stale') {
+        const bits = new Uint8Array(8)
+        new DataView(bits.buffer).setBigUint64(0, STALE_BITS, true)
+        w.tag(1, WireType.Bit64).raw(bits)
+      } else w.tag(1, WireType.Bit64).double(value)
+      w.tag(2, WireType.Varint).int64(ts).join()
+    }
+    w.join()
+  }
+  return compressSync(w.finish())
+}
+
+/** The bit patterns of values: a typed array keeps a NaN's payload, which reading it as a number may not. */
+function bits(values: ArrayLike<number>): bigint[] {
+  const typed = values instanceof Float64Array ? values : Float64Array.from(values)
+  const view = new DataView(typed.buffer, typed.byteOffset, typed.byteLength)
+  return Array.from({ length: typed.length }, (_, i) => view.getBigUint64(i * 8, true))
+}
+
+function plain(series: readonly SeriesWrite[]) {
+  return series.map((s) => ({
+    metric: s.metric,
+    tags: s.tags.map((t) => ({ ...t })),
+    timestamps: Array.from(s.timestamps as ArrayLike<number>),
+    values: bits(s.values),
+  }))
+}
+
+function remoteBody(round: number): Buffer {
+  return writeRequest(
+    Array.from({ length: 200 }, (_, i) => ({
+      labels: [
+        ['__name__', `m${i % 7}`],
+        ['instance', `host-${i}`],
+        ['job', 'node'],
+      ] as [string, string][],
+      samples: [
+        [i === 3 ? 'stale' : i * 0.5 + round, T0 + round * 1000],
+        [i === 5 ? Number.POSITIVE_INFINITY : -i, T0 + round * 1000 + 500],
+      ] as [number | 'stale', number][],
+    })),
+  )
+}
+
+function lineBody(round: number): string {
+  const lines: string[] = []
+  for (let i = 0; i < 300; i++) {
+    lines.push(
+      `cpu,host=h${i % 20},region=eu\\ west usage=${i + round * 0.25},idle=${i}i ${T0 + round * 1000 + i}000000`,
+    )
+  }
+  return lines.join('\n')
+}
+
+test('a body decoded in a worker gives the series, points and NaN bits of the main-thread decoders', async (t) => {
+  const pool = new IngestPool(1)
+  t.after(() => pool.close())
+  for (let round = 0; round < 2; round++) {
+    const rw = remoteBody(round)
+    const fromWorker = await pool.decode({ kind: 'remote', body: Buffer.from(rw), maxBytes: MAX })
+    const inPlace = decodeWriteRequest(snappyDecode(rw, MAX))
+    assert.deepEqual(plain(fromWorker.series), plain(inPlace.series))
+    assert.equal(fromWorker.points, inPlace.samples)
+    assert.equal(bits(fromWorker.series[3]!.values)[0], STALE_BITS)
+
+    const text = lineBody(round)
+    const fromText = await pool.decode({
+      kind: 'line',
+      body: Buffer.from(text),
+      gzip: false,
+      maxBytes: MAX,
+      precision: 'ns',
+      nowMs: T0,
+    })
+    const gzipped = await pool.decode({
+      kind: 'line',
+      body: gzipSync(text),
+      gzip: true,
+      maxBytes: MAX,
+      precision: 'ns',
+      nowMs: T0,
+    })
+    const parsed = parseLineProtocol(text, 'ns', T0)
+    assert.deepEqual(plain(fromText.series), plain(parsed.series))
+    assert.deepEqual(plain(gzipped.series), plain(parsed.series))
+    assert.deepEqual(Array.from(fromText.firstLines ?? []), parsed.firstLines)
+    assert.equal(fromText.points, parsed.points)
+  }
+})
+
+test('a series decoded again in the worker gets the same frozen tags array', async (t) => {
+  const pool = new IngestPool(1)
+  t.after(() => pool.close())
+  const first = await pool.decode({ kind: 'remote', body: remoteBody(0), maxBytes: MAX })
+  const second = await pool.decode({ kind: 'remote', body: remoteBody(1), maxBytes: MAX })
+  assert.ok(Object.isFrozen(first.series[0]!.tags))
+  assert.ok(Object.isFrozen(first.series[0]!.tags[0]))
+  for (let i = 0; i < first.series.length; i++) assert.equal(second.series[i]!.tags, first.series[i]!.tags)
+  const line = { kind: 'line', gzip: false, maxBytes: MAX, precision: 'ns', nowMs: T0 } as const
+  const a = await pool.decode({ ...line, body: Buffer.from(lineBody(0)) })
+  const b = await pool.decode({ ...line, body: Buffer.from(lineBody(1)) })
+  assert.equal(b.series[0]!.tags, a.series[0]!.tags)
+  // Two fields of one line share their tags, as the main-thread parser shares them.
+  assert.equal(a.series[1]!.tags, a.series[0]!.tags)
+})
+
+/** The error a main-thread decode throws. */
+function thrown(fn: () => unknown): Error {
+  try {
+    fn()
+  } catch (err) {
+    return err as Error
+  }
+  throw new Error('expected the decode to throw')
+}
+
+test('a body the worker refuses fails with the error the main thread throws', async (t) => {
+  const pool = new IngestPool(1)
+  t.after(() => pool.close())
+  const badLines = 'cpu,host=a usage=1 1\ncpu,host=a usage=1 2\ncpu,host=a usage="x" 3\n'
+  const badLabel = writeRequest([
+    {
+      labels: [
+        ['__name__', 'm'],
+        ['bad-name', 'x'],
+      ],
+      samples: [[1, T0]],
+    },
+  ])
+  const noName = writeRequest([{ labels: [['job', 'x']], samples: [[1, T0]] }])
+  const cases: Array<{ request: Parameters<IngestPool['decode']>[0]; inPlace: () => unknown }> = [
+    {
+      request: { kind: 'line', body: Buffer.from(badLines), gzip: false, maxBytes: MAX, precision: 'ns', nowMs: T0 },
+      inPlace: () => parseLineProtocol(badLines, 'ns', T0),
+    },
+    {
+      request: { kind: 'remote', body: badLabel, maxBytes: MAX },
+      inPlace: () => decodeWriteRequest(snappyDecode(badLabel, MAX)),
+    },
+    {
+      request: { kind: 'remote', body: noName, maxBytes: MAX },
+      inPlace: () => decodeWriteRequest(snappyDecode(noName, MAX)),
+    },
+    {
+      request: { kind: 'remote', body: Buffer.from([0xff, 0xff, 0xff, 0xff, 0x7f, 1]), maxBytes: MAX },
+      inPlace: () => snappyDecode(Buffer.from([0xff, 0xff, 0xff, 0xff, 0x7f, 1]), MAX),
+    },
+    {
+      request: { kind: 'remote', body: Buffer.from([0x10, 1, 2, 3]), maxBytes: MAX },
+      inPlace: () => decodeWriteRequest(snappyDecode(Buffer.from([0x10, 1, 2, 3]), MAX)),
+    },
+  ]
+  for (const c of cases) {
+    const expected = thrown(c.inPlace)
+    await assert.rejects(pool.decode(c.request), (err: Error) => {
+      assert.equal(err.constructor, expected.constructor)
+      assert.equal(err.message, expected.message)
+      if (expected instanceof BodyError) assert.equal((err as BodyError).status, expected.status)
+      return true
+    })
+  }
+  const gzipCases: Array<[Buffer, number, string]> = [
+    [Buffer.from('not gzip at all'), 400, 'cannot inflate the gzip body: incorrect header check'],
+    [gzipSync(Buffer.alloc(4096, 'a')), 1000, 'the body inflates to more than the limit of 1000 bytes'],
+  ]
+  for (const [body, maxBytes, message] of gzipCases) {
+    await assert.rejects(
+      pool.decode({ kind: 'line', body, gzip: true, maxBytes, precision: 'ns', nowMs: T0 }),
+      (err: Error) =>
+        err instanceof BodyError && err.message === message && err.status === (maxBytes === 1000 ? 413 : 400),
+    )
+  }
+  // The worker goes on decoding after refusals, with the series the refused bodies defined.
+  const after = await pool.decode({ kind: 'remote', body: remoteBody(0), maxBytes: MAX })
+  assert.equal(after.series.length, 200)
+})
+
+test('a worker that dies fails its bodies with 503 and is replaced', async (t) => {
+  const pool = new IngestPool(1)
+  t.after(() => pool.close())
+  await pool.decode({ kind: 'remote', body: remoteBody(0), maxBytes: MAX })
+  const [first] = pool.threads
+  assert.ok(first !== undefined)
+  const big = Buffer.from(Array.from({ length: 40 }, (_, r) => lineBody(r)).join('\n'))
+  const inFlight = pool.decode({ kind: 'line', body: big, gzip: false, maxBytes: 1 << 26, precision: 'ns', nowMs: T0 })
+  await first.terminate()
+  await assert.rejects(inFlight, (err: Error) => err instanceof BodyError && err.status === 503)
+  const [second] = pool.threads
+  assert.ok(second !== undefined && second !== first)
+  // The new worker starts a new series table: its series decode whole again.
+  const again = await pool.decode({ kind: 'remote', body: remoteBody(1), maxBytes: MAX })
+  assert.deepEqual(plain(again.series), plain(decodeWriteRequest(snappyDecode(remoteBody(1), MAX)).series))
+})
+
+test('close stops every worker, and a body after it answers 503', async () => {
+  const pool = new IngestPool(2)
+  await pool.decode({ kind: 'remote', body: remoteBody(0), maxBytes: MAX })
+  const exits = pool.threads.map((w) => once(w, 'exit'))
+  assert.equal(exits.length, 2)
+  await pool.close()
+  await Promise.all(exits)
+  assert.equal(pool.threads.length, 0)
+  await assert.rejects(
+    pool.decode({ kind: 'remote', body: remoteBody(0), maxBytes: MAX }),
+    (err: Error) => err instanceof BodyError && err.status === 503,
+  )
+})
+
+test('more bodies than the workers take at once wait their turn and all decode', async (t) => {
+  const pool = new IngestPool(1, 1)
+  t.after(() => pool.close())
+  const answers = await Promise.all(
+    Array.from({ length: 6 }, (_, r) => pool.decode({ kind: 'remote', body: remoteBody(r), maxBytes: MAX })),
+  )
+  for (let r = 0; r < answers.length; r++) {
+    assert.equal(answers[r]!.series[0]!.timestamps[0], T0 + r * 1000)
+  }
+})
