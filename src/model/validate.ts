@@ -36,49 +36,72 @@ export interface NormalizedBatch {
  * was checked against. Entries go with their arrays (a WeakMap).
  */
 export class ValidatedSeriesCache {
-  private readonly known = new WeakMap<
-    readonly Tag[],
-    Map<string, { readonly tags: readonly Tag[]; readonly key: string }>
-  >()
+  /**
+   * A tags array almost always goes with one metric (a wire decoder's header names both), so its
+   * record is kept directly, and a map of records only for an array seen with several metrics:
+   * one lookup per entry instead of two on the write path.
+   */
+  private readonly known = new WeakMap<readonly Tag[], KnownSeries | Map<string, KnownSeries>>()
 
-  get(metric: string, tags: readonly Tag[]): { readonly tags: readonly Tag[]; readonly key: string } | undefined {
-    return this.known.get(tags)?.get(metric)
+  get(metric: string, tags: readonly Tag[]): KnownSeries | undefined {
+    const found = this.known.get(tags)
+    if (found === undefined) return undefined
+    if (found instanceof Map) return found.get(metric)
+    return found.metric === metric ? found : undefined
   }
 
   set(metric: string, tags: readonly Tag[], sorted: readonly Tag[], key: string): void {
     if (!Object.isFrozen(tags)) return
-    let byMetric = this.known.get(tags)
-    if (!byMetric) {
-      byMetric = new Map()
-      this.known.set(tags, byMetric)
+    const record: KnownSeries = { metric, tags: sorted, key }
+    const found = this.known.get(tags)
+    if (found === undefined || (!(found instanceof Map) && found.metric === metric)) {
+      this.known.set(tags, record)
+    } else if (found instanceof Map) {
+      found.set(metric, record)
+    } else {
+      this.known.set(
+        tags,
+        new Map([
+          [found.metric, found],
+          [metric, record],
+        ]),
+      )
     }
-    byMetric.set(metric, { tags: sorted, key })
   }
 }
 
+/** A series identity that passed validation: its metric, sorted tags and canonical key. */
+interface KnownSeries {
+  readonly metric: string
+  readonly tags: readonly Tag[]
+  readonly key: string
+}
+
 /**
- * One allocation for the normalized points of a whole request, handed out in slices: a request of
+ * One allocation for the normalized points of a whole request, handed out in ranges: a request of
  * a thousand series would otherwise allocate two thousand small ArrayBuffers, each a native
- * allocation that the garbage collector tracks and frees one by one. The slices share the
- * arena's memory, which lives as long as any of them is kept.
+ * allocation that the garbage collector tracks and frees one by one. An entry keeps the offsets of
+ * its range, not a view of it: only the series that come out of the merge get views, and their
+ * views share the arena's memory, which lives as long as any of them is kept.
  */
 class Arena {
-  private readonly memory: Float64Array
+  readonly memory: Float64Array
   private used = 0
 
   constructor(size: number) {
     this.memory = new Float64Array(size)
   }
 
-  take(n: number): Float64Array {
+  /** The offset of `n` values of the arena, taken for one array of an entry. */
+  take(n: number): number {
     // validateWriteBatch sizes the arena at twice the largest array of each entry, and each entry
     // takes its timestamps and its values once: running past the end is a miscount.
     if (this.used + n > this.memory.length) {
       throw new Error(`BUG: arena of ${this.memory.length} values cannot take ${n} more after ${this.used}`)
     }
-    const slice = this.memory.subarray(this.used, this.used + n)
+    const at = this.used
     this.used += n
-    return slice
+    return at
   }
 }
 
@@ -102,13 +125,23 @@ interface Points {
   readonly versions?: Float64Array
 }
 
-interface ValidEntry extends Points {
+/**
+ * An entry that passed validation. Its points stay in the arena, at `at` (timestamps) and `at + n`
+ * (values), until the merge makes series of them.
+ */
+interface ValidEntry {
   readonly metric: string
   readonly tags: readonly Tag[]
   readonly key: string
+  readonly at: number
+  readonly n: number
   readonly order: Order
   /** The entry's write version; 0 for none. */
   readonly version: number
+  /** The next entry of the same series in the request, linked by the merge. */
+  next: ValidEntry | undefined
+  /** On the first entry of a series: its last entry so far, linked by the merge. */
+  last: ValidEntry | undefined
 }
 
 /**
@@ -156,7 +189,7 @@ export function validateWriteBatch(
     if (entry !== undefined) valid.push(entry)
   }
   if (violations.length > 0) throw new ValidationError(violations.slice(0, MAX_VIOLATIONS))
-  return mergeEntries(valid)
+  return mergeEntries(valid, arena.memory)
 }
 
 /** Validates one entry, pushing its violations; returns it normalized when it had none. */
@@ -217,8 +250,12 @@ function validatePoints(
   key: string,
   arena: Arena,
 ): ValidEntry | undefined {
-  const timestamps = validateTimestamps(entry.timestamps, i, precision, violations, arena)
-  const values = validateValues(entry.values, i, nonFinite, violations, arena)
+  const n = entry.timestamps.length
+  const m = entry.values.length
+  // Timestamps first, then values, so that an entry's points are one range of the arena.
+  const at = arena.take(n)
+  const order = validateTimestamps(entry.timestamps, i, precision, violations, arena.memory, at)
+  validateValues(entry.values, i, nonFinite, violations, arena.memory, arena.take(m))
   const version = entry.version ?? 0
   if (!isVersion(version)) {
     violations.push({
@@ -226,8 +263,6 @@ function validatePoints(
       description: `must be a non-negative integer below 2^53, got ${version}`,
     })
   }
-  const n = entry.timestamps.length
-  const m = entry.values.length
   if (n === 0 && m === 0) {
     violations.push({ field: `series[${i}].timestamps`, description: 'must contain at least one point' })
   } else if (n !== m) {
@@ -235,15 +270,7 @@ function validatePoints(
   }
 
   if (violations.length > before) return undefined
-  return {
-    metric: entry.metric,
-    tags: sortedTags,
-    key,
-    timestamps: timestamps.timestamps,
-    values,
-    order: timestamps.order,
-    version,
-  }
+  return { metric: entry.metric, tags: sortedTags, key, at, n, order, version, next: undefined, last: undefined }
 }
 
 /** Returned by tagValueBytes for a string that has no UTF-8 form. */
@@ -308,15 +335,16 @@ function reportDuplicateKeys(tags: readonly Tag[], i: number, violations: FieldV
   }
 }
 
+/** Writes the entry's timestamps, in milliseconds, to `out` from `at` on; returns their order. */
 function validateTimestamps(
   raw: ArrayLike<RawTimestamp>,
   i: number,
   precision: Precision,
   violations: FieldViolation[],
-  arena: Arena,
-): { timestamps: Float64Array; order: Order } {
+  out: Float64Array,
+  at: number,
+): Order {
   const n = raw.length
-  const timestamps = arena.take(n)
   let order: Order = ASCENDING
   let previous = Number.NEGATIVE_INFINITY
   for (let j = 0; j < n; j++) {
@@ -326,12 +354,12 @@ function validateTimestamps(
       if (violations.length >= MAX_VIOLATIONS) break
       continue
     }
-    timestamps[j] = ms
+    out[at + j] = ms
     if (ms < previous) order = UNORDERED
     else if (ms === previous && order === ASCENDING) order = NON_DECREASING
     previous = ms
   }
-  return { timestamps, order }
+  return order
 }
 
 function timestampProblem(raw: unknown, precision: Precision): string {
@@ -352,23 +380,24 @@ const NAN_ONLY = 1
 /** A batch with acceptNaN: NaN of any bit pattern and ±Infinity, as Prometheus stores them. */
 const ANY_NON_FINITE = 2
 
+/** Writes the entry's values to `out` from `at` on. */
 function validateValues(
   raw: ArrayLike<number>,
   i: number,
   nonFinite: NonFinite,
   violations: FieldViolation[],
-  arena: Arena,
-): Float64Array {
+  out: Float64Array,
+  at: number,
+): void {
   const m = raw.length
-  const values = arena.take(m)
   // A Float64Array copied whole keeps every NaN's bit pattern (Prometheus tells its staleness marker
   // from other NaNs by it); element by element through a JavaScript number, V8 may quiet a
   // signalling NaN such as that marker. Plain arrays have already lost the pattern anyway.
   const whole = raw instanceof Float64Array
-  if (whole) values.set(raw)
+  if (whole) out.set(raw, at)
   for (let j = 0; j < m; j++) {
     const v = raw[j]!
-    if (!whole) values[j] = v
+    if (!whole) out[at + j] = v
     // One subtraction screens out NaN and both infinities; the slow path tells them apart.
     if (v - v !== 0) {
       if (typeof v === 'number' && (nonFinite === ANY_NON_FINITE || (nonFinite === NAN_ONLY && Number.isNaN(v))))
@@ -383,55 +412,138 @@ function validateValues(
       if (violations.length >= MAX_VIOLATIONS) break
     }
   }
-  return values
 }
 
-/** Merges entries of the same series in request order and sorts and deduplicates every series. */
-function mergeEntries(entries: readonly ValidEntry[]): NormalizedBatch {
-  const byKey = new Map<string, ValidEntry[]>()
+/**
+ * Merges entries of the same series in request order and sorts and deduplicates every series.
+ * `memory` is the arena that holds the entries' points.
+ */
+function mergeEntries(entries: readonly ValidEntry[], memory: Float64Array): NormalizedBatch {
+  // Entries of one series are linked from its first entry: no array per series.
+  const firsts = new Map<string, ValidEntry>()
+  /** Points of the series that have more than one entry, which the merge copies. */
+  let repeated = 0
   for (const entry of entries) {
-    const group = byKey.get(entry.key)
-    if (group === undefined) byKey.set(entry.key, [entry])
-    else group.push(entry)
+    const first = firsts.get(entry.key)
+    if (first === undefined) {
+      firsts.set(entry.key, entry)
+      continue
+    }
+    if (first.last === undefined) {
+      repeated += first.n
+      first.next = entry
+    } else first.last.next = entry
+    first.last = entry
+    repeated += entry.n
   }
+  // The series of several entries in order, one after the other (remote write sends a series' samples
+  // as entries of their own, one or two per series in a request), are copied into one more arena.
+  const joined = repeated > 0 ? new Arena(2 * repeated) : undefined
   const series: NormalizedSeries[] = []
   let points = 0
-  for (const group of byKey.values()) {
-    const first = group[0]!
-    let merged: Points = first
-    if (group.length > 1) merged = sortDedup(concatEntries(group))
-    else if (first.order === NON_DECREASING) merged = dedupSorted(first)
-    else if (first.order === UNORDERED) merged = sortDedup(first)
+  for (const first of firsts.values()) {
+    let merged: Points
+    if (first.next === undefined) {
+      merged = pointsOf(first, memory)
+      if (first.order === NON_DECREASING) merged = dedupSorted(merged)
+      else if (first.order === UNORDERED) merged = sortDedup(merged)
+    } else if (joined !== undefined && inOrder(first, memory)) {
+      merged = joinInOrder(first, memory, joined)
+    } else {
+      merged = sortDedup(concatEntries(first, memory))
+    }
+    const n = merged.timestamps.length
     // One entry's points share its version; merged entries carry theirs per point already.
-    const versions =
-      merged.versions ??
-      (first.version > 0 ? new Float64Array(merged.timestamps.length).fill(first.version) : undefined)
-    series.push({
-      metric: first.metric,
-      tags: first.tags,
-      key: first.key,
-      timestamps: merged.timestamps,
-      values: merged.values,
-      ...(versions === undefined ? {} : { versions }),
-    })
-    points += merged.timestamps.length
+    const versions = merged.versions ?? (first.version > 0 ? new Float64Array(n).fill(first.version) : undefined)
+    series.push(
+      versions === undefined
+        ? {
+            metric: first.metric,
+            tags: first.tags,
+            key: first.key,
+            timestamps: merged.timestamps,
+            values: merged.values,
+          }
+        : {
+            metric: first.metric,
+            tags: first.tags,
+            key: first.key,
+            timestamps: merged.timestamps,
+            values: merged.values,
+            versions,
+          },
+    )
+    points += n
   }
   return { series, points }
 }
 
-function concatEntries(group: readonly ValidEntry[]): Points {
+/** An entry's points: views of the arena. */
+function pointsOf(entry: ValidEntry, memory: Float64Array): Points {
+  return {
+    timestamps: memory.subarray(entry.at, entry.at + entry.n),
+    values: memory.subarray(entry.at + entry.n, entry.at + 2 * entry.n),
+  }
+}
+
+/**
+ * Whether the entries of a series, taken in request order, are one strictly ascending run: each
+ * entry ascending without repeats, and starting after the one before ends. Their concatenation is
+ * then what sorting and deduplicating it would give, whatever their versions.
+ */
+function inOrder(first: ValidEntry, memory: Float64Array): boolean {
+  let previous = Number.NEGATIVE_INFINITY
+  for (let e: ValidEntry | undefined = first; e !== undefined; e = e.next) {
+    if (e.order !== ASCENDING || memory[e.at]! <= previous) return false
+    previous = memory[e.at + e.n - 1]!
+  }
+  return true
+}
+
+/** The points of entries that are in order (see inOrder) one after the other, in the `joined` arena. */
+function joinInOrder(first: ValidEntry, memory: Float64Array, joined: Arena): Points {
   let n = 0
-  for (const entry of group) n += entry.timestamps.length
+  let versioned = false
+  for (let e: ValidEntry | undefined = first; e !== undefined; e = e.next) {
+    n += e.n
+    if (e.version > 0) versioned = true
+  }
+  const out = joined.memory
+  const ts = joined.take(n)
+  const vals = joined.take(n)
+  const versions = versioned ? new Float64Array(n) : undefined
+  let k = 0
+  for (let e: ValidEntry | undefined = first; e !== undefined; e = e.next) {
+    // Element by element from one Float64Array to another: no JavaScript number in between that
+    // could quiet a signalling NaN, and no view allocated for an entry of one or two points.
+    for (let j = 0; j < e.n; j++) {
+      out[ts + k + j] = memory[e.at + j]!
+      out[vals + k + j] = memory[e.at + e.n + j]!
+    }
+    versions?.fill(e.version, k, k + e.n)
+    k += e.n
+  }
+  const timestamps = out.subarray(ts, ts + n)
+  const values = out.subarray(vals, vals + n)
+  return versions === undefined ? { timestamps, values } : { timestamps, values, versions }
+}
+
+function concatEntries(first: ValidEntry, memory: Float64Array): Points {
+  let n = 0
+  let versioned = false
+  for (let e: ValidEntry | undefined = first; e !== undefined; e = e.next) {
+    n += e.n
+    if (e.version > 0) versioned = true
+  }
   const timestamps = new Float64Array(n)
   const values = new Float64Array(n)
-  const versioned = group.some((entry) => entry.version > 0)
   const versions = versioned ? new Float64Array(n) : undefined
   let offset = 0
-  for (const entry of group) {
-    timestamps.set(entry.timestamps, offset)
-    values.set(entry.values, offset)
-    versions?.fill(entry.version, offset, offset + entry.timestamps.length)
-    offset += entry.timestamps.length
+  for (let e: ValidEntry | undefined = first; e !== undefined; e = e.next) {
+    timestamps.set(memory.subarray(e.at, e.at + e.n), offset)
+    values.set(memory.subarray(e.at + e.n, e.at + 2 * e.n), offset)
+    versions?.fill(e.version, offset, offset + e.n)
+    offset += e.n
   }
   return versions === undefined ? { timestamps, values } : { timestamps, values, versions }
 }
