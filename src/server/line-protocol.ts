@@ -60,6 +60,12 @@ interface Prefix {
   readonly measurement: string
   readonly tags: readonly Tag[]
   readonly fields: Map<string, FieldSeries>
+  /**
+   * The field met at each position of the last line of this prefix, with its key as written: the
+   * lines of a series usually list the same fields in the same order, so the next line's key is
+   * checked in place against it instead of being cut out and looked up.
+   */
+  readonly order: Array<{ readonly rawKey: string; readonly series: FieldSeries }>
 }
 
 const BACKSLASH = 0x5c
@@ -181,6 +187,61 @@ function isInteger(text: string, start: number, end: number, signed: boolean): b
   return true
 }
 
+/** Powers of ten that a double holds exactly. */
+const POW10 = Array.from({ length: 16 }, (_, i) => 10 ** i)
+
+/** Where plainDecimal stopped, when it returned a number. */
+let plainEnd = 0
+
+/**
+ * The common field value, a plain decimal (an optional minus, digits, an optional point and more
+ * digits) followed by a comma or the end, read in one pass. With at most 15 digits no string is cut
+ * out: its digits make an integer below 2^53 and its scale a power of ten below 10^22, both exact,
+ * so one division rounds exactly as Number() does. NaN for anything else, which the general path
+ * then reads (and refuses or not).
+ */
+function plainDecimal(text: string, start: number, end: number): number {
+  let i = start
+  let c = text.charCodeAt(i)
+  const negative = c === MINUS
+  if (negative) c = text.charCodeAt(++i)
+  let mantissa = 0
+  let digits = 0
+  while (c >= 0x30 && c <= 0x39) {
+    mantissa = mantissa * 10 + (c - 0x30)
+    digits++
+    c = text.charCodeAt(++i)
+  }
+  if (digits === 0) return Number.NaN
+  let scale = 0
+  if (c === 0x2e) {
+    c = text.charCodeAt(++i)
+    while (c >= 0x30 && c <= 0x39) {
+      mantissa = mantissa * 10 + (c - 0x30)
+      scale++
+      c = text.charCodeAt(++i)
+    }
+    if (scale === 0) return Number.NaN
+  }
+  if (i < end && c !== COMMA) return Number.NaN
+  plainEnd = i
+  if (digits + scale > 15) {
+    // Too many digits to be exact here (most measured values have 16 or 17): Number() reads the
+    // text, which is known to be a plain decimal and to end here; one too large is not finite.
+    const read = Number(text.slice(start, i))
+    return Number.isFinite(read) ? read : Number.NaN
+  }
+  const value = scale === 0 ? mantissa : mantissa / POW10[scale]!
+  return negative ? -value : value
+}
+
+/** The value of the digits text[start, end), at most 15 of them, as Number() reads them. */
+function digitsValue(text: string, start: number, end: number): number {
+  let value = 0
+  for (let i = start; i < end; i++) value = value * 10 + (text.charCodeAt(i) - 0x30)
+  return value
+}
+
 /** A float as line protocol writes it: digits, sign, point and exponent only (no NaN, no Inf, no hex). */
 function parseFloatValue(text: string, start: number, end: number): number {
   let digits = false
@@ -243,7 +304,8 @@ function timestampMs(text: string, start: number, end: number, precision: LinePr
     const negative = text.charCodeAt(start) === MINUS
     const digitsStart = negative ? start + 1 : start
     const headEnd = Math.max(digitsStart, end - cut)
-    const head = headEnd > digitsStart ? Number(text.slice(digitsStart, headEnd)) : 0
+    const headDigits = headEnd - digitsStart
+    const head = headDigits <= 15 ? digitsValue(text, digitsStart, headEnd) : Number(text.slice(digitsStart, headEnd))
     if (!Number.isSafeInteger(head)) return undefined
     if (!negative) return head
     let dropped = false
@@ -280,6 +342,12 @@ export function parseLineProtocol(
   let lineNo = 0
   let pos = 0
   const length = text.length
+  // The next backslash and quote at or after the line being read (length when there is none): a
+  // line before both is found with indexOf, natively, rather than scanned for escapes character
+  // by character. Each is searched again only once the lines have passed it, so a body without
+  // any is searched once, not to its end for every line.
+  let nextBackslash = -1
+  let nextQuote = -1
   while (pos < length) {
     lineNo++
     let end = text.indexOf('\n', pos)
@@ -300,7 +368,13 @@ export function parseLineProtocol(
     pos = next
     if (start === lineEnd || text.charCodeAt(start) === HASH) continue
 
-    const prefixEnd = scanTo(text, start, lineEnd, SPACE, SPACE, SPACE)
+    if (nextBackslash < start) {
+      nextBackslash = text.indexOf('\\', start)
+      if (nextBackslash < 0) nextBackslash = length
+    }
+    const plain = nextBackslash >= lineEnd
+    let prefixEnd = plain ? text.indexOf(' ', start) : scanTo(text, start, lineEnd, SPACE, SPACE, SPACE)
+    if (prefixEnd < 0 || prefixEnd > lineEnd) prefixEnd = lineEnd
     if (prefixEnd >= lineEnd) throw lineError(lineNo, 'has no fields')
     const rawPrefix = text.slice(start, prefixEnd)
     let prefix = prefixes.get(rawPrefix)
@@ -310,7 +384,7 @@ export function parseLineProtocol(
         parsed = parsePrefix(text, start, prefixEnd, lineNo)
         cache?.set(rawPrefix, parsed)
       }
-      prefix = { measurement: parsed.measurement, tags: parsed.tags, fields: new Map() }
+      prefix = { measurement: parsed.measurement, tags: parsed.tags, fields: new Map(), order: [] }
       prefixes.set(rawPrefix, prefix)
     }
 
@@ -318,7 +392,15 @@ export function parseLineProtocol(
     while (fieldsStart < lineEnd && text.charCodeAt(fieldsStart) === SPACE) fieldsStart++
     // The fields end at the first space outside a quoted string; string fields are refused below,
     // so the first unescaped space that is not inside quotes ends them.
-    const fieldsEnd = scanTo(text, fieldsStart, lineEnd, SPACE, QUOTE, QUOTE)
+    let fieldsEnd: number
+    if (plain) {
+      if (nextQuote < fieldsStart) {
+        nextQuote = text.indexOf('"', fieldsStart)
+        if (nextQuote < 0) nextQuote = length
+      }
+      const space = text.indexOf(' ', fieldsStart)
+      fieldsEnd = Math.min(space < 0 ? length : space, nextQuote, lineEnd)
+    } else fieldsEnd = scanTo(text, fieldsStart, lineEnd, SPACE, QUOTE, QUOTE)
     if (fieldsEnd < lineEnd && text.charCodeAt(fieldsEnd) === QUOTE) {
       const keyStart =
         text.lastIndexOf(',', fieldsEnd) >= fieldsStart ? text.lastIndexOf(',', fieldsEnd) + 1 : fieldsStart
@@ -342,33 +424,56 @@ export function parseLineProtocol(
 
     let i = fieldsStart
     if (i >= fieldsEnd) throw lineError(lineNo, 'has no fields')
-    while (i < fieldsEnd) {
-      const keyEnd = scanTo(text, i, fieldsEnd, EQUALS, COMMA, COMMA)
-      if (keyEnd >= fieldsEnd || text.charCodeAt(keyEnd) !== EQUALS) {
-        throw lineError(lineNo, `field ${JSON.stringify(text.slice(i, keyEnd))} has no "=value"`)
-      }
-      if (keyEnd === i) throw lineError(lineNo, 'a field key is empty')
-      const valueEnd = scanTo(text, keyEnd + 1, fieldsEnd, COMMA, COMMA, COMMA)
-      const value = fieldValue(text, keyEnd + 1, valueEnd)
-      if (typeof value === 'string') {
-        const key = piece(text, i, keyEnd)
-        throw lineError(
-          lineNo,
-          `field ${JSON.stringify(key)} ${value}: ${JSON.stringify(text.slice(keyEnd + 1, valueEnd))}`,
-        )
-      }
-      const rawKey = text.slice(i, keyEnd)
-      let target = prefix.fields.get(rawKey)
-      if (target === undefined) {
-        target = {
-          metric: `${prefix.measurement}_${piece(text, i, keyEnd)}`,
-          tags: prefix.tags,
-          timestamps: [],
-          values: [],
+    const order = prefix.order
+    for (let field = 0; i < fieldsEnd; field++) {
+      let target: FieldSeries | undefined
+      let keyEnd: number
+      const expected = order[field]
+      // The key as written, followed by "=", scans as it did on the line it was first read from.
+      if (
+        expected !== undefined &&
+        text.startsWith(expected.rawKey, i) &&
+        text.charCodeAt(i + expected.rawKey.length) === EQUALS
+      ) {
+        target = expected.series
+        keyEnd = i + expected.rawKey.length
+      } else {
+        keyEnd = scanTo(text, i, fieldsEnd, EQUALS, COMMA, COMMA)
+        if (keyEnd >= fieldsEnd || text.charCodeAt(keyEnd) !== EQUALS) {
+          throw lineError(lineNo, `field ${JSON.stringify(text.slice(i, keyEnd))} has no "=value"`)
         }
-        prefix.fields.set(rawKey, target)
-        series.push(target)
-        firstLines.push(lineNo)
+        if (keyEnd === i) throw lineError(lineNo, 'a field key is empty')
+      }
+      let value = plainDecimal(text, keyEnd + 1, fieldsEnd)
+      let valueEnd: number
+      if (!Number.isNaN(value)) valueEnd = plainEnd
+      else {
+        valueEnd = scanTo(text, keyEnd + 1, fieldsEnd, COMMA, COMMA, COMMA)
+        const general = fieldValue(text, keyEnd + 1, valueEnd)
+        if (typeof general === 'string') {
+          const key = piece(text, i, keyEnd)
+          throw lineError(
+            lineNo,
+            `field ${JSON.stringify(key)} ${general}: ${JSON.stringify(text.slice(keyEnd + 1, valueEnd))}`,
+          )
+        }
+        value = general
+      }
+      if (target === undefined) {
+        const rawKey = text.slice(i, keyEnd)
+        target = prefix.fields.get(rawKey)
+        if (target === undefined) {
+          target = {
+            metric: `${prefix.measurement}_${piece(text, i, keyEnd)}`,
+            tags: prefix.tags,
+            timestamps: [],
+            values: [],
+          }
+          prefix.fields.set(rawKey, target)
+          series.push(target)
+          firstLines.push(lineNo)
+        }
+        order[field] = { rawKey, series: target }
       }
       target.timestamps.push(ts)
       target.values.push(value)

@@ -171,3 +171,76 @@ test('a prefix cache hands out the same frozen tags for the same series in later
     assert.throws(() => parseLineProtocol('m,t=a,t=b v=1', 'ns', NOW, cache), /tag "t" appears twice/)
   }
 })
+
+test('plain decimals of any length read exactly as Number() reads them; one too large is refused', () => {
+  const random = (seed: number) => () => {
+    seed = (seed * 1103515245 + 12345) % 2 ** 31
+    return seed / 2 ** 31
+  }
+  const r = random(7)
+  const texts = [
+    '0',
+    '-0',
+    '-0.0',
+    '007',
+    '1.5',
+    '0.1',
+    '0.3',
+    '123456789012345',
+    '1234567890.12345',
+    '9007199254740993',
+  ]
+  for (let i = 0; i < 5000; i++) {
+    const digits = 1 + Math.floor(r() * 20)
+    let text = ''
+    for (let d = 0; d < digits; d++) text += String(Math.floor(r() * 10))
+    const point = Math.floor(r() * (digits + 1))
+    if (point > 0 && point < digits) text = `${text.slice(0, point)}.${text.slice(point)}`
+    texts.push(r() < 0.5 ? `-${text}` : text)
+  }
+  for (let i = 0; i < 1000; i++) texts.push(String(r() * 100), String(-r() * 1e-7), String(r() * 1e15))
+  const body = texts.map((t, i) => `m,k=v x=${t},y=${t} ${i + 1}000000`).join('\n')
+  const parsed = parseLineProtocol(body, 'ns', NOW)
+  const [x, y] = parsed.series
+  assert.ok(x && y)
+  for (let i = 0; i < texts.length; i++) {
+    assert.ok(Object.is(x.values[i], Number(texts[i])), `x=${texts[i]} read as ${x.values[i]}`)
+    assert.ok(Object.is(y.values[i], Number(texts[i])), `y=${texts[i]} read as ${y.values[i]}`)
+  }
+  lineError(`m v=1\nm v=${'9'.repeat(400)}`, 2, /field "v" is not a valid number/)
+  assert.deepEqual(
+    plain(parseLineProtocol('m v=1.,w=-.5', 'ns', NOW).series).map((s) => s.values),
+    [[1], [-0.5]],
+  )
+})
+
+test('lines of one series that list their fields in another order, fewer or more, or with longer keys', () => {
+  const parsed = parseLineProtocol(
+    ['m a=1,b=2 1000000', 'm b=3,a=4 2000000', 'm a=5 3000000', 'm ab=6,a=7,c=8 4000000', 'm a=9,b=10 5000000'].join(
+      '\n',
+    ),
+    'ns',
+    NOW,
+  )
+  assert.deepEqual(plain(parsed.series), [
+    { metric: 'm_a', tags: [], timestamps: [1, 2, 3, 4, 5], values: [1, 4, 5, 7, 9] },
+    { metric: 'm_b', tags: [], timestamps: [1, 2, 5], values: [2, 3, 10] },
+    { metric: 'm_ab', tags: [], timestamps: [4], values: [6] },
+    { metric: 'm_c', tags: [], timestamps: [4], values: [8] },
+  ])
+  assert.deepEqual(parsed.firstLines, [1, 1, 4, 4])
+})
+
+test('escapes and quotes after plain lines, and plain lines after them, are read alike', () => {
+  const parsed = parseLineProtocol(
+    ['m,h=a v=1 1000000', 'm,h=a\\ b v\\,w=2 2000000', 'm,h=a v=3 3000000', 'm,h=a\\ b v\\,w=4 4000000'].join('\n'),
+    'ns',
+    NOW,
+  )
+  assert.deepEqual(plain(parsed.series), [
+    { metric: 'm_v', tags: ['h=a'], timestamps: [1, 3], values: [1, 3] },
+    { metric: 'm_v,w', tags: ['h=a b'], timestamps: [2, 4], values: [2, 4] },
+  ])
+  lineError('m v=1 1\nm v=2 2\nm v=3,s="x y" 3\nm v=4 4\n', 3, /line 3: field "s" is a string/)
+  lineError('m v=1 1\nm v=2 2\nm v=3 3\nm v=4,s="x" 4\n', 4, /line 4: field "s" is a string/)
+})
