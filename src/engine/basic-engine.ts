@@ -79,14 +79,13 @@ import type {
   Subscription,
 } from './storage-engine.js'
 import { SubscriptionHub } from './subscriptions.js'
-import { type BufferedSeries, bufferKey, bufferSeq, decodeBufferRecord, encodeBufferRecord } from './write-buffer.js'
+import { bufferKey, bufferSeq, decodeBufferRecord, encodeBufferRecord } from './write-buffer.js'
 
-/** One series of a committed write: its index entry and its points. */
-interface AppliedSeries {
-  readonly entry: SeriesEntry
-  readonly ts: Float64Array
-  readonly vals: Float64Array
-  readonly vers: Float64Array | undefined
+/** A request of a commit: its record's sequence, its series and their index entries, in the same order. */
+interface AppliedWrite {
+  readonly seq: number
+  readonly series: readonly NormalizedSeries[]
+  readonly entries: readonly SeriesEntry[]
 }
 
 interface PendingWrite {
@@ -278,23 +277,27 @@ export class BasicEngine implements StorageEngine, ShardEngine, EngineCore {
   private async commit(group: PendingWrite[]): Promise<void> {
     const rocks = this.store.db.batch()
     const created: SeriesEntry[] = []
-    const applied: Array<{ seq: number; series: AppliedSeries[] }> = []
+    // No object per series: a request's entries pair by position with its normalized series.
+    const applied: AppliedWrite[] = []
     let points = 0
     // Until the points are in the head, a seal that trims the write buffer must keep these records.
     this.committingSeq = this.nextSeq
     try {
       for (const pending of group) {
         const seq = this.nextSeq++
-        const record: BufferedSeries[] = []
-        const series: AppliedSeries[] = []
-        for (const s of pending.batch.series) {
-          const { entry, created: isNew } = this.index.ensure(s.key, s.metric, s.tags, rocks)
-          if (isNew) created.push(entry)
-          record.push({ id: entry.id, ts: s.timestamps, vals: s.values, vers: s.versions })
-          series.push({ entry, ts: s.timestamps, vals: s.values, vers: s.versions })
+        const series = pending.batch.series
+        const entries: SeriesEntry[] = []
+        for (const s of series) {
+          let entry = this.index.get(s.key)
+          if (entry === undefined) {
+            const ensured = this.index.ensure(s.key, s.metric, s.tags, rocks)
+            entry = ensured.entry
+            if (ensured.created) created.push(entry)
+          }
+          entries.push(entry)
         }
-        rocks.put(bufferKey(seq), encodeBufferRecord(record), { column: this.store.columns.buffer })
-        applied.push({ seq, series })
+        rocks.put(bufferKey(seq), encodeBufferRecord(entries, series), { column: this.store.columns.buffer })
+        applied.push({ seq, series, entries })
         points += pending.batch.points
       }
       this.counters.pointsWritten += points
@@ -308,11 +311,14 @@ export class BasicEngine implements StorageEngine, ShardEngine, EngineCore {
       for (const pending of group) pending.reject(failure)
       return
     }
-    for (const { seq, series } of applied) {
-      for (const s of series) {
-        this.head.append(s.entry.handle, s.ts, s.vals, seq, s.vers)
+    for (const { seq, series, entries } of applied) {
+      for (let k = 0; k < series.length; k++) {
+        const s = series[k]!
+        const handle = entries[k]!.handle
+        const ts = s.timestamps
+        this.head.append(handle, ts, s.values, seq, s.versions)
         // Normalized timestamps are sorted: the first and last bound what the write touched.
-        this.resultCache.changed(s.entry.handle, s.ts[0] as number, s.ts[s.ts.length - 1] as number)
+        this.resultCache.changed(handle, ts[0] as number, ts[ts.length - 1] as number)
       }
     }
     this.committingSeq = undefined
@@ -324,13 +330,13 @@ export class BasicEngine implements StorageEngine, ShardEngine, EngineCore {
     }
     if (this.subscriptions.size > 0) {
       this.subscriptions.publish(
-        applied.flatMap(({ series }) =>
-          series.map((s) => ({
-            key: s.entry.key,
-            metric: s.entry.metric,
-            tags: s.entry.tags,
-            timestamps: s.ts,
-            values: s.vals,
+        applied.flatMap(({ series, entries }) =>
+          series.map((s, k) => ({
+            key: entries[k]!.key,
+            metric: entries[k]!.metric,
+            tags: entries[k]!.tags,
+            timestamps: s.timestamps,
+            values: s.values,
           })),
         ),
       )

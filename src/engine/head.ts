@@ -45,36 +45,52 @@ class SeriesBuffer {
   minSeq = Number.POSITIVE_INFINITY
 
   constructor(capacity: number) {
-    this.ts = new Float64Array(capacity)
-    this.vals = new Float64Array(capacity)
-    this.seqs = new Float64Array(capacity)
+    const c = columns(capacity)
+    this.ts = c[0]
+    this.vals = c[1]
+    this.seqs = c[2]
   }
 
   reserve(extra: number): void {
     const need = this.n + extra
     if (need <= this.ts.length) return
     const capacity = Math.max(need, this.ts.length * 2)
-    const grow = (a: Float64Array): Float64Array => {
-      const b = new Float64Array(capacity)
-      b.set(a.subarray(0, this.n))
-      return b
+    const c = columns(capacity)
+    c[0].set(this.ts.subarray(0, this.n))
+    c[1].set(this.vals.subarray(0, this.n))
+    c[2].set(this.seqs.subarray(0, this.n))
+    this.ts = c[0]
+    this.vals = c[1]
+    this.seqs = c[2]
+    if (this.vers !== undefined) {
+      const vers = new Float64Array(capacity)
+      vers.set(this.vers.subarray(0, this.n))
+      this.vers = vers
     }
-    this.ts = grow(this.ts)
-    this.vals = grow(this.vals)
-    this.seqs = grow(this.seqs)
-    if (this.vers !== undefined) this.vers = grow(this.vers)
   }
 
   push(ts: Float64Array, vals: Float64Array, seq: number, vers?: Float64Array): void {
-    this.reserve(ts.length)
-    this.ts.set(ts, this.n)
-    this.vals.set(vals, this.n)
-    this.seqs.fill(seq, this.n, this.n + ts.length)
+    const n = ts.length
+    this.reserve(n)
+    const at = this.n
+    if (n <= SMALL_PUSH) {
+      // A write of a point or two per series (remote write's) is copied by a loop: three calls into
+      // set() and fill() cost more. From one Float64Array to another, so a NaN keeps its bits.
+      for (let i = 0; i < n; i++) {
+        this.ts[at + i] = ts[i]!
+        this.vals[at + i] = vals[i]!
+        this.seqs[at + i] = seq
+      }
+    } else {
+      this.ts.set(ts, at)
+      this.vals.set(vals, at)
+      this.seqs.fill(seq, at, at + n)
+    }
     if (vers !== undefined && this.vers === undefined) this.vers = new Float64Array(this.ts.length)
-    if (vers !== undefined) this.vers!.set(vers, this.n)
-    else this.vers?.fill(0, this.n, this.n + ts.length)
-    this.n += ts.length
-    for (let i = 0; i < ts.length; i++) if ((ts[i] as number) > this.maxTs) this.maxTs = ts[i] as number
+    if (vers !== undefined) this.vers!.set(vers, at)
+    else this.vers?.fill(0, at, at + n)
+    this.n += n
+    for (let i = 0; i < n; i++) if ((ts[i] as number) > this.maxTs) this.maxTs = ts[i] as number
     if (seq < this.minSeq) this.minSeq = seq
   }
 
@@ -120,6 +136,23 @@ class SeriesBuffer {
       minSeq,
     }
   }
+}
+
+/** Pushes of at most this many points copy them by a loop (see SeriesBuffer.push). */
+const SMALL_PUSH = 8
+
+/**
+ * Timestamps, values and sequences of `capacity` points, as views of one allocation: a series
+ * buffer is made anew for every series after each seal that takes it whole, and one ArrayBuffer
+ * costs the allocator and the garbage collector a third of what three do.
+ */
+function columns(capacity: number): [Float64Array, Float64Array, Float64Array] {
+  const memory = new Float64Array(3 * capacity)
+  return [
+    memory.subarray(0, capacity),
+    memory.subarray(capacity, 2 * capacity),
+    memory.subarray(2 * capacity, 3 * capacity),
+  ]
 }
 
 /** The largest starting capacity a hint gives a series buffer, in points (24 bytes each). */

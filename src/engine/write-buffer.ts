@@ -1,13 +1,26 @@
 import { endianness } from 'node:os'
 import { ENCODING_BUFFER_V1, ENCODING_BUFFER_V2, SERIES_ID_BYTES } from '../codec/schema.js'
 
-/** One series' points in a buffer record. */
+/** One series' points in a buffer record, as decoded. */
 export interface BufferedSeries {
   readonly id: Buffer
   readonly ts: Float64Array
   readonly vals: Float64Array
   /** The points' write versions; absent when they have none. */
   readonly vers?: Float64Array
+}
+
+/** The points of one series handed to a record: a normalized series of a write is one. */
+export interface RecordPoints {
+  readonly timestamps: Float64Array
+  readonly values: Float64Array
+  /** The points' write versions; absent when they have none. */
+  readonly versions?: Float64Array
+}
+
+/** The series of a record's points: an index entry is one. */
+export interface RecordSeries {
+  readonly id: Buffer
 }
 
 /** How a V2 record gives a series' versions: none, one for every point, or one per point. */
@@ -29,63 +42,99 @@ if (endianness() !== 'LE') throw new Error('BUG: the write buffer format assumes
 
 /**
  * A write-buffer record: all the points one write request added, so that a restart can put back
- * what was acknowledged but not yet sealed. Layout (docs/format/buffer.md):
+ * what was acknowledged but not yet sealed. `points[i]` are the points of `series[i]`. Layout
+ * (docs/format/buffer.md):
  * │ encoding 1 │ series count u32le │ then per series: │ id 8 │ n u32le │ ts f64le×n │ values f64le×n │
  * Writes with versions (a cluster node's) take the V2 layout, which adds the versions per series;
  * writes without keep V1, byte for byte, so a single node's write path does no more than before.
  */
-export function encodeBufferRecord(series: readonly BufferedSeries[]): Buffer {
-  if (series.some((s) => s.vers !== undefined)) return encodeVersioned(series)
+export function encodeBufferRecord(series: readonly RecordSeries[], points: readonly RecordPoints[]): Buffer {
+  if (points.some((p) => p.versions !== undefined)) return encodeVersioned(series, points)
   let size = 5
-  for (const s of series) size += SERIES_ID_BYTES + 4 + s.ts.length * 16
+  for (const p of points) size += SERIES_ID_BYTES + 4 + p.timestamps.length * 16
   const out = Buffer.allocUnsafe(size)
   out[0] = ENCODING_BUFFER_V1
-  out.writeUInt32LE(series.length, 1)
+  out.writeUInt32LE(points.length, 1)
+  const bytes = new ByteCopier(out)
   let off = 5
-  for (const s of series) {
-    s.id.copy(out, off)
-    off += SERIES_ID_BYTES
-    out.writeUInt32LE(s.ts.length, off)
-    off += 4
-    out.set(new Uint8Array(s.ts.buffer, s.ts.byteOffset, s.ts.byteLength), off)
-    off += s.ts.byteLength
-    out.set(new Uint8Array(s.vals.buffer, s.vals.byteOffset, s.vals.byteLength), off)
-    off += s.vals.byteLength
+  for (let i = 0; i < points.length; i++) {
+    const p = points[i]!
+    off = copyId(out, off, series[i]!.id)
+    out.writeUInt32LE(p.timestamps.length, off)
+    off = bytes.copy(p.values, bytes.copy(p.timestamps, off + 4))
   }
   return out
+}
+
+/**
+ * Arrays up to this many bytes are copied byte by byte: a view to hand to Buffer.set costs more
+ * than the loop, and remote write sends series of one or two points.
+ */
+const BYTE_LOOP_MAX = 128
+
+/**
+ * Copies the raw bytes of float64 arrays into a record. Small arrays are copied through one byte
+ * view of their ArrayBuffer, kept while the next array shares it (a write's points share one
+ * arena), so that a record of a thousand small series does not create two thousand views. Bytes,
+ * not numbers, so every NaN keeps its bit pattern.
+ */
+class ByteCopier {
+  private source: ArrayBufferLike | undefined
+  private view: Uint8Array<ArrayBufferLike> = new Uint8Array(0)
+
+  constructor(private readonly out: Buffer) {}
+
+  /** Copies `a` to `off`; returns the offset after it. */
+  copy(a: Float64Array, off: number): number {
+    const n = a.byteLength
+    if (n > BYTE_LOOP_MAX) {
+      this.out.set(new Uint8Array(a.buffer, a.byteOffset, n), off)
+      return off + n
+    }
+    if (a.buffer !== this.source) {
+      this.source = a.buffer
+      this.view = new Uint8Array(a.buffer)
+    }
+    const view = this.view
+    const out = this.out
+    const from = a.byteOffset
+    for (let k = 0; k < n; k++) out[off + k] = view[from + k]!
+    return off + n
+  }
+}
+
+/** Copies an 8-byte series id to `off`: a loop, cheaper than Buffer.copy's native call for 8 bytes. */
+function copyId(out: Buffer, off: number, id: Buffer): number {
+  for (let k = 0; k < SERIES_ID_BYTES; k++) out[off + k] = id[k]!
+  return off + SERIES_ID_BYTES
 }
 
 /**
  * The V2 layout: per series │ id 8 │ n u32le │ versions kind 1 │ versions │ ts f64le×n │ values f64le×n │,
  * versions being nothing (kind 0), one f64le for every point (kind 1) or f64le×n (kind 2).
  */
-function encodeVersioned(series: readonly BufferedSeries[]): Buffer {
-  const layouts = series.map((s) => versionsLayout(s.vers))
+function encodeVersioned(series: readonly RecordSeries[], points: readonly RecordPoints[]): Buffer {
+  const layouts = points.map((p) => versionsLayout(p.versions))
   let size = 5
-  series.forEach((s, i) => {
-    size += SERIES_ID_BYTES + 5 + layouts[i]!.bytes + s.ts.length * 16
+  points.forEach((p, i) => {
+    size += SERIES_ID_BYTES + 5 + layouts[i]!.bytes + p.timestamps.length * 16
   })
   const out = Buffer.allocUnsafe(size)
   out[0] = ENCODING_BUFFER_V2
-  out.writeUInt32LE(series.length, 1)
+  out.writeUInt32LE(points.length, 1)
+  const bytes = new ByteCopier(out)
   let off = 5
-  const copy = (a: Float64Array): void => {
-    out.set(new Uint8Array(a.buffer, a.byteOffset, a.byteLength), off)
-    off += a.byteLength
-  }
-  series.forEach((s, i) => {
+  points.forEach((p, i) => {
     const layout = layouts[i]!
-    s.id.copy(out, off)
-    off += SERIES_ID_BYTES
-    out.writeUInt32LE(s.ts.length, off)
+    off = copyId(out, off, series[i]!.id)
+    out.writeUInt32LE(p.timestamps.length, off)
     out[off + 4] = layout.kind
     off += 5
     if (layout.kind === VERSIONS_ONE) {
-      out.writeDoubleLE(s.vers![0]!, off)
+      out.writeDoubleLE(p.versions![0]!, off)
       off += 8
-    } else if (layout.kind === VERSIONS_EACH) copy(s.vers!)
-    copy(s.ts)
-    copy(s.vals)
+    } else if (layout.kind === VERSIONS_EACH) off = bytes.copy(p.versions!, off)
+    off = bytes.copy(p.values, bytes.copy(p.timestamps, off))
   })
   return out
 }

@@ -96,14 +96,17 @@ describe('head and storage formats with versions', () => {
     const id = Buffer.alloc(8, 1)
     const ts = Float64Array.of(1, 2)
     const vals = Float64Array.of(3, 4)
-    const plain = encodeBufferRecord([{ id, ts, vals }])
+    const plain = encodeBufferRecord([{ id }], [{ timestamps: ts, values: vals }])
     assert.equal(plain[0], ENCODING_BUFFER_V1)
     assert.equal(decodeBufferRecord(plain, 0)[0]!.vers, undefined)
-    const record = encodeBufferRecord([
-      { id, ts, vals, vers: Float64Array.of(7, 7) },
-      { id, ts, vals, vers: Float64Array.of(7, 8) },
-      { id, ts, vals },
-    ])
+    const record = encodeBufferRecord(
+      [{ id }, { id }, { id }],
+      [
+        { timestamps: ts, values: vals, versions: Float64Array.of(7, 7) },
+        { timestamps: ts, values: vals, versions: Float64Array.of(7, 8) },
+        { timestamps: ts, values: vals },
+      ],
+    )
     const back = decodeBufferRecord(record, 0)
     assert.deepEqual(Array.from(back[0]!.vers!), [7, 7])
     assert.deepEqual(Array.from(back[1]!.vers!), [7, 8])
