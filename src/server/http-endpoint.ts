@@ -387,7 +387,12 @@ function queryApiLabel(path: string): string {
 async function listen(l: Listening): Promise<RunningHttpEndpoint> {
   const { settings, maxBodyBytes, tokens, serving } = l
   // Only the write endpoints decode in workers, and they exist only with an engine.
-  const pool = serving.engine === undefined || l.ingestWorkers === 0 ? undefined : new IngestPool(l.ingestWorkers)
+  const pool =
+    serving.engine === undefined || l.ingestWorkers === 0
+      ? undefined
+      : new IngestPool(l.ingestWorkers, {
+          onError: (err) => settings.logger.error({ err }, 'an HTTP ingest worker died; starting another'),
+        })
   const table = routes(l, pool)
   const api = serving.queryApi === undefined ? undefined : queryApiRoute(serving.queryApi, maxBodyBytes)
 

@@ -33,10 +33,20 @@ export class IngestPool {
   private nextId = 0
   private closed = false
 
+  private readonly maxInFlight: number
+  private readonly onError: (err: Error) => void
+
   constructor(
     size: number,
-    private readonly maxInFlight = 4,
+    options: {
+      /** Bodies one worker holds at a time; default 4. */
+      readonly maxInFlight?: number
+      /** Told why a worker died (an uncaught error); it is replaced either way. */
+      readonly onError?: (err: Error) => void
+    } = {},
   ) {
+    this.maxInFlight = options.maxInFlight ?? 4
+    this.onError = options.onError ?? (() => {})
     for (let i = 0; i < size; i++) this.slots.push(this.start())
   }
 
@@ -94,7 +104,7 @@ export class IngestPool {
     const slot: Slot = { worker, directory: new SeriesDirectory(), pending: new Map() }
     worker.on('message', (answer: IngestAnswer) => this.answered(slot, answer))
     // An error event is followed by exit; exit alone comes from terminate() or process.exit.
-    worker.on('error', () => {})
+    worker.on('error', (err) => this.onError(err))
     worker.once('exit', () => {
       if (this.closed) return
       failAll(slot, new BodyError(503, 'the ingest worker decoding this body stopped; send it again'))

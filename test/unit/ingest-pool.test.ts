@@ -238,7 +238,7 @@ test('close stops every worker, and a body after it answers 503', async () => {
 })
 
 test('more bodies than the workers take at once wait their turn and all decode', async (t) => {
-  const pool = new IngestPool(1, 1)
+  const pool = new IngestPool(1, { maxInFlight: 1 })
   t.after(() => pool.close())
   const answers = await Promise.all(
     Array.from({ length: 6 }, (_, r) => pool.decode({ kind: 'remote', body: remoteBody(r), maxBytes: MAX })),
