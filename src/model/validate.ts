@@ -380,6 +380,9 @@ const NAN_ONLY = 1
 /** A batch with acceptNaN: NaN of any bit pattern and ±Infinity, as Prometheus stores them. */
 const ANY_NON_FINITE = 2
 
+/** Float64Array values of up to this many points are copied by a loop (see validateValues). */
+const SMALL_COPY = 8
+
 /** Writes the entry's values to `out` from `at` on. */
 function validateValues(
   raw: ArrayLike<number>,
@@ -390,10 +393,11 @@ function validateValues(
   at: number,
 ): void {
   const m = raw.length
-  // A Float64Array copied whole keeps every NaN's bit pattern (Prometheus tells its staleness marker
-  // from other NaNs by it); element by element through a JavaScript number, V8 may quiet a
-  // signalling NaN such as that marker. Plain arrays have already lost the pattern anyway.
-  const whole = raw instanceof Float64Array
+  // Values that come as a Float64Array keep every NaN's bit pattern (Prometheus tells its staleness
+  // marker from other NaNs by it), copied whole by set() or element by element into the arena, a
+  // Float64Array too; a plain array has already lost it (V8 quiets a signalling NaN stored into
+  // one). A few values (remote write's one per entry) go by the loop: a call into set() costs more.
+  const whole = raw instanceof Float64Array && m > SMALL_COPY
   if (whole) out.set(raw, at)
   for (let j = 0; j < m; j++) {
     const v = raw[j]!
