@@ -61,8 +61,10 @@ export function errorStatus(
 
 /**
  * The smallest body (as received, compressed or not) decoded in an ingest worker. Handing a body
- * over and its points back costs about 0.1 ms whatever its size, about what the main thread spends
- * decoding 8 KiB of line protocol or of snappy remote write, so smaller bodies are decoded in place.
+ * over and building its series from the answer took the main thread 60 to 100 µs whatever the
+ * body's size (measured on 2 cores, Node 20), as much as decoding about 5 KiB of line protocol or
+ * of snappy remote write in place, and the round trip adds 0.1 to 0.3 ms to the answer; smaller
+ * bodies are decoded in place.
  */
 export const WORKER_MIN_BODY_BYTES = 8 * 1024
 

@@ -79,7 +79,7 @@ function failureOf(err: unknown): DecodeFailure {
   return { kind: 'other', message: err instanceof Error ? err.message : String(err) }
 }
 
-/** Inflates a gzip body, bounded by maxBytes, with the errors the listener answers. */
+/** The refusal for a gzip body that does not inflate within maxBytes, or at all. */
 export function gzipError(err: Error, maxBytes: number): BodyError {
   if ((err as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE') {
     return new BodyError(413, `the body inflates to more than the limit of ${maxBytes} bytes`)
