@@ -43,6 +43,8 @@ class SeriesBuffer {
   n = 0
   maxTs = Number.NEGATIVE_INFINITY
   minSeq = Number.POSITIVE_INFINITY
+  /** The points the last seal that emptied the buffer took: what a new buffer of the series starts with. */
+  lastTaken = 0
 
   constructor(capacity: number) {
     const c = columns(capacity)
@@ -94,14 +96,32 @@ class SeriesBuffer {
     if (seq < this.minSeq) this.minSeq = seq
   }
 
-  /** Removes the points matching `take` (in place, keeping order) and returns them in arrival order. */
-  extract(take: (t: number) => boolean): Arrived {
+  /**
+   * Empties the buffer whose points were copied out, keeping its arrays for the series' next points.
+   * Versions go: the next points may come without them, as those of a new buffer.
+   */
+  clear(): void {
+    this.lastTaken = this.n
+    this.n = 0
+    this.maxTs = Number.NEGATIVE_INFINITY
+    this.minSeq = Number.POSITIVE_INFINITY
+    this.vers = undefined
+  }
+
+  /**
+   * Removes the points matching `take` (in place, keeping order) and returns them in arrival order,
+   * their timestamps and values in `memory` when given.
+   */
+  extract(take: (t: number) => boolean, memory?: SealMemory): Arrived {
+    let count = 0
+    for (let r = 0; r < this.n; r++) if (take(this.ts[r] as number)) count++
+    if (count === 0) return { ts: new Float64Array(0), vals: new Float64Array(0), vers: undefined, minSeq: Infinity }
     // Typed arrays, not number[]: V8 quiets a signalling NaN (Prometheus' staleness marker) that
     // it stores into a plain array, and values must keep their bit patterns.
-    const outTs = new Float64Array(this.n)
-    const outVals = new Float64Array(this.n)
+    const outTs = memory === undefined ? new Float64Array(count) : memory.take(count)
+    const outVals = memory === undefined ? new Float64Array(count) : memory.take(count)
     const vers = this.vers
-    const outVers = vers === undefined ? undefined : new Float64Array(this.n)
+    const outVers = vers === undefined ? undefined : new Float64Array(count)
     let taken = 0
     let minSeq = Number.POSITIVE_INFINITY
     let w = 0
@@ -129,22 +149,43 @@ class SeriesBuffer {
     this.n = w
     this.maxTs = maxTs
     this.minSeq = keptMinSeq
-    return {
-      ts: outTs.slice(0, taken),
-      vals: outVals.slice(0, taken),
-      vers: outVers?.slice(0, taken),
-      minSeq,
-    }
+    return { ts: outTs, vals: outVals, vers: outVers, minSeq }
   }
 }
+
+/**
+ * Memory for the points one seal takes, handed out as views of a few large chunks: a seal takes
+ * points of every series written since the one before, and two ArrayBuffers per series cost the
+ * allocator and the garbage collector more than copying the points does. The chunks go with the
+ * seal's runs, once it is done with them.
+ */
+class SealMemory {
+  private chunk = new Float64Array(0)
+  private used = 0
+
+  take(n: number): Float64Array {
+    // A large array gets its own memory, so a chunk is never mostly wasted.
+    if (n > SEAL_CHUNK / 8) return new Float64Array(n)
+    if (this.used + n > this.chunk.length) {
+      this.chunk = new Float64Array(SEAL_CHUNK)
+      this.used = 0
+    }
+    const view = this.chunk.subarray(this.used, this.used + n)
+    this.used += n
+    return view
+  }
+}
+
+/** Values per chunk of a SealMemory (256 KiB). */
+const SEAL_CHUNK = 32_768
 
 /** Pushes of at most this many points copy them by a loop (see SeriesBuffer.push). */
 const SMALL_PUSH = 8
 
 /**
- * Timestamps, values and sequences of `capacity` points, as views of one allocation: a series
- * buffer is made anew for every series after each seal that takes it whole, and one ArrayBuffer
- * costs the allocator and the garbage collector a third of what three do.
+ * Timestamps, values and sequences of `capacity` points, as views of one allocation: a buffer is
+ * made for every series that starts or comes back, and when it grows, and one ArrayBuffer costs
+ * the allocator and the garbage collector a third of what three do.
  */
 function columns(capacity: number): [Float64Array, Float64Array, Float64Array] {
   const memory = new Float64Array(3 * capacity)
@@ -166,10 +207,11 @@ const MAX_CAPACITY_HINT = 65_536
 export class Head {
   private readonly active = new Map<number, SeriesBuffer>()
   /**
-   * The points a series buffered before its buffer was handed to the sealer: the next buffer of
-   * that series starts that large, because a steady writer fills it alike, and growing from 16 by
-   * doubling reallocated and copied every array several times per seal (7.6% of the server's time
-   * under the batching-writer bench). Taken out when used, so it holds only series not written since.
+   * The points a series buffered before the seal that emptied its buffer, once the buffer is
+   * dropped (see takeDue): the next buffer of that series starts that large, because a steady
+   * writer fills it alike, and growing from 16 by doubling reallocated and copied every array
+   * several times per seal (7.6% of the server's time under the batching-writer bench). Taken out
+   * when used, so it holds only series not written since.
    */
   private readonly capacityHint = new Map<number, number>()
   private readonly sealing = new Map<number, Taken[]>()
@@ -203,22 +245,30 @@ export class Head {
   takeDue(nowMs: number, idleMs: number, force: boolean): Taken[] {
     const boundary = Math.floor((nowMs - idleMs) / BLOCK_MS) * BLOCK_MS
     const out: Taken[] = []
+    const memory = new SealMemory()
     for (const [handle, buf] of this.active) {
-      if (buf.n === 0) continue
+      if (buf.n === 0) {
+        // Empty since a seal before, or since a delete: the series may have stopped, so its arrays
+        // go, and its size is remembered for when it comes back.
+        this.active.delete(handle)
+        if (buf.lastTaken > 0) this.capacityHint.set(handle, Math.min(MAX_CAPACITY_HINT, buf.lastTaken))
+        continue
+      }
       let part: Arrived
       if (force || buf.maxTs < boundary) {
-        // The buffer leaves the active set, so its arrays can be handed over without a copy.
-        part = {
-          ts: buf.ts.subarray(0, buf.n),
-          vals: buf.vals.subarray(0, buf.n),
-          vers: buf.vers?.subarray(0, buf.n),
-          minSeq: buf.minSeq,
-        }
-        this.active.delete(handle)
-        this.capacityHint.set(handle, Math.min(MAX_CAPACITY_HINT, buf.n))
+        // Every point is due: they are copied out and the buffer kept for the series' next points,
+        // so that a writer of past timestamps (a backfill, a benchmark) does not cost every series
+        // a new buffer at every seal.
+        const n = buf.n
+        const ts = memory.take(n)
+        const vals = memory.take(n)
+        ts.set(buf.ts.subarray(0, n))
+        vals.set(buf.vals.subarray(0, n))
+        part = { ts, vals, vers: buf.vers?.slice(0, n), minSeq: buf.minSeq }
+        buf.clear()
       } else {
         // The newest blocks are still open: take only the ended ones.
-        part = buf.extract((t) => t < boundary)
+        part = buf.extract((t) => t < boundary, memory)
         if (part.ts.length === 0) continue
       }
       const run = sortDedupLastWins(part.ts, part.vals, part.vers)

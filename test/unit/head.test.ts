@@ -64,4 +64,58 @@ describe('write buffer', () => {
     assert.equal(head.bufferedPoints, 0)
     assert.equal(head.minSeq(), undefined)
   })
+
+  it('a series emptied by a seal takes new points while the taken ones stay as they were', () => {
+    const head = new Head()
+    for (let handle = 0; handle < 3; handle++) {
+      head.append(handle, Float64Array.of(1000, 2000), Float64Array.of(handle, handle + 0.5), 1)
+    }
+    // Every point is due: the buffers are emptied whole and kept for what comes next.
+    const first = head.takeDue(1_000_000, 0, false)
+    assert.deepEqual(
+      first.map((t) => [t.handle, ...t.ts, ...t.vals]),
+      [
+        [0, 1000, 2000, 0, 0.5],
+        [1, 1000, 2000, 1, 1.5],
+        [2, 1000, 2000, 2, 2.5],
+      ],
+    )
+    // Written again while the seal runs: the taken runs must not see the new points.
+    head.append(0, Float64Array.of(3000, 4000), Float64Array.of(30, 40), 2)
+    head.append(1, Float64Array.of(2000), Float64Array.of(99), 2)
+    assert.deepEqual([...first[0]!.ts, ...first[0]!.vals], [1000, 2000, 0, 0.5])
+    assert.deepEqual([...first[1]!.ts, ...first[1]!.vals], [1000, 2000, 1, 1.5])
+    // Reads merge the points being sealed with the new ones, the newer winning.
+    assert.deepEqual([...head.read(1, 0, 10_000)!.vals], [1, 99])
+    assert.equal(head.minSeq(), 1)
+    head.finishSeal(first)
+    assert.equal(head.bufferedPoints, 3)
+    assert.equal(head.minSeq(), 2)
+    assert.deepEqual([...head.read(0, 0, 10_000)!.ts], [3000, 4000])
+    assert.equal(head.read(2, 0, 10_000), undefined)
+    // The next seal takes only the new points, and series 2, written no more, leaves the head.
+    const second = head.takeDue(1_000_000, 0, false)
+    assert.deepEqual(
+      second.map((t) => [t.handle, ...t.ts, ...t.vals]),
+      [
+        [0, 3000, 4000, 30, 40],
+        [1, 2000, 99],
+      ],
+    )
+    head.finishSeal(second)
+    assert.equal(head.bufferedPoints, 0)
+    assert.equal(head.minSeq(), undefined)
+    head.append(2, Float64Array.of(5000), Float64Array.of(5), 3)
+    assert.deepEqual([...head.read(2, 0, 10_000)!.vals], [5])
+  })
+
+  it('points taken from part of a buffer stay as they were when the buffer takes new ones', () => {
+    const head = new Head()
+    head.append(7, Float64Array.of(1000, 40_000, 2000), Float64Array.of(1, 4, 2), 1)
+    const taken = head.takeDue(45_000, 2000, false)
+    head.append(7, Float64Array.of(41_000, 42_000, 43_000), Float64Array.of(5, 6, 7), 2)
+    assert.deepEqual([...taken[0]!.ts, ...taken[0]!.vals], [1000, 2000, 1, 2])
+    head.finishSeal(taken)
+    assert.deepEqual([...head.read(7, 0, 100_000)!.vals], [4, 5, 6, 7])
+  })
 })
