@@ -14,36 +14,11 @@ import { startHttpEndpoint } from '../../src/server/http-endpoint.js'
 import { WORKER_MIN_BODY_BYTES } from '../../src/server/http-ingest.js'
 import { createServerMetrics } from '../../src/server/metrics.js'
 import { MemoryEngine } from '../fixtures/memory-engine.js'
+import { type Sample, STALE_BITS, writeRequest } from '../fixtures/prom-remote-bodies.js'
 import { makeTestCertificates, opensslMissing, type TestCertificates } from './security-certs.js'
 import { removeDataDir, type ServerProcess, startServerProcess } from './server-process.js'
 
 const T0 = Date.UTC(2024, 0, 1)
-const STALE_BITS = 0x7ff0000000000002n
-
-type Sample = readonly [value: number | 'stale', timestampMs: number]
-
-/** A prometheus.WriteRequest, encoded as Prometheus does. */
-function writeRequest(series: readonly { labels: readonly [string, string][]; samples: readonly Sample[] }[]): Buffer {
-  const w = new BinaryWriter()
-  for (const s of series) {
-    w.tag(1, WireType.LengthDelimited).fork()
-    for (const [name, value] of s.labels) {
-      w.tag(1, WireType.LengthDelimited).fork().tag(1, WireType.LengthDelimited).string(name)
-      w.tag(2, WireType.LengthDelimited).string(value).join()
-    }
-    for (const [value, ts] of s.samples) {
-      w.tag(2, WireType.LengthDelimited).fork()
-      if (value === 'stale') {
-        const bits = new Uint8Array(8)
-        new DataView(bits.buffer).setBigUint64(0, STALE_BITS, true)
-        w.tag(1, WireType.Bit64).raw(bits)
-      } else w.tag(1, WireType.Bit64).double(value)
-      w.tag(2, WireType.Varint).int64(ts).join()
-    }
-    w.join()
-  }
-  return compressSync(w.finish())
-}
 
 /** A prometheus.ReadRequest with one query. */
 function readRequest(
