@@ -6,40 +6,14 @@ import assert from 'node:assert/strict'
 import { once } from 'node:events'
 import { test } from 'node:test'
 import { gzipSync } from 'node:zlib'
-import { BinaryWriter, WireType } from '@bufbuild/protobuf/wire'
-import { compressSync } from 'snappy'
 import type { SeriesWrite } from '../../src/model/types.js'
 import { IngestPool } from '../../src/server/ingest-pool.js'
 import { parseLineProtocol } from '../../src/server/line-protocol.js'
 import { BodyError, decodeWriteRequest, snappyDecode } from '../../src/server/prom-remote.js'
+import { STALE_BITS, writeRequest } from '../fixtures/prom-remote-bodies.js'
 
 const T0 = Date.UTC(2024, 0, 1)
-const STALE_BITS = 0x7ff0000000000002n
 const MAX = 1 << 20
-
-function writeRequest(
-  series: readonly { labels: [string, string][]; samples: [number | 'stale', number][] }[],
-): Buffer {
-  const w = new BinaryWriter()
-  for (const s of series) {
-    w.tag(1, WireType.LengthDelimited).fork()
-    for (const [name, value] of s.labels) {
-      w.tag(1, WireType.LengthDelimited).fork().tag(1, WireType.LengthDelimited).string(name)
-      w.tag(2, WireType.LengthDelimited).string(value).join()
-    }
-    for (const [value, ts] of s.samples) {
-      w.tag(2, WireType.LengthDelimited).fork()
-      if (value === 'stale') {
-        const bits = new Uint8Array(8)
-        new DataView(bits.buffer).setBigUint64(0, STALE_BITS, true)
-        w.tag(1, WireType.Bit64).raw(bits)
-      } else w.tag(1, WireType.Bit64).double(value)
-      w.tag(2, WireType.Varint).int64(ts).join()
-    }
-    w.join()
-  }
-  return compressSync(w.finish())
-}
 
 /** The bit patterns of values: a typed array keeps a NaN's payload, which reading it as a number may not. */
 function bits(values: ArrayLike<number>): bigint[] {

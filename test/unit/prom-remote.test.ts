@@ -14,46 +14,12 @@ import {
   snappyDecode,
 } from '../../src/server/prom-remote.js'
 import { SeriesHeaderCache } from '../../src/wire/series-codec.js'
+import { encodeWriteRequest, type RemoteSeries, STALE_BITS } from '../fixtures/prom-remote-bodies.js'
 
-/** Prometheus' staleness marker: a NaN with this exact bit pattern. */
-const STALE_BITS = 0x7ff0000000000002n
 const MAX = 64 * 1024 * 1024
 
-interface TestSeries {
-  readonly labels: readonly [string, string][]
-  readonly samples: readonly [value: number | 'stale', timestampMs: number][]
-  readonly histogram?: boolean
-  readonly exemplar?: boolean
-}
-
-function staleBytes(): Uint8Array {
-  const b = new Uint8Array(8)
-  new DataView(b.buffer).setBigUint64(0, STALE_BITS, true)
-  return b
-}
-
-function encodeWrite(series: readonly TestSeries[]): Uint8Array {
-  const w = new BinaryWriter()
-  for (const s of series) {
-    w.tag(1, WireType.LengthDelimited).fork()
-    for (const [name, value] of s.labels) {
-      w.tag(1, WireType.LengthDelimited).fork().tag(1, WireType.LengthDelimited).string(name)
-      w.tag(2, WireType.LengthDelimited).string(value).join()
-    }
-    for (const [value, ts] of s.samples) {
-      w.tag(2, WireType.LengthDelimited).fork()
-      if (value === 'stale') w.tag(1, WireType.Bit64).raw(staleBytes())
-      else w.tag(1, WireType.Bit64).double(value)
-      w.tag(2, WireType.Varint).int64(ts).join()
-    }
-    if (s.exemplar === true) w.tag(3, WireType.LengthDelimited).bytes(new Uint8Array([0x11, 0, 0, 0, 0, 0, 0, 0, 0]))
-    if (s.histogram === true) w.tag(4, WireType.LengthDelimited).bytes(new Uint8Array([0x08, 0x01]))
-    w.join()
-  }
-  // metadata = 3, which the decoder ignores
-  w.tag(3, WireType.LengthDelimited).bytes(new Uint8Array([0x08, 0x01]))
-  return w.finish()
-}
+/** A write request with a metadata entry beside its series, which the decoder must skip. */
+const encodeWrite = (series: readonly RemoteSeries[]): Uint8Array => encodeWriteRequest(series, true)
 
 function bitsOf(values: ArrayLike<number>, i: number): bigint {
   assert.ok(values instanceof Float64Array)
@@ -123,7 +89,7 @@ test('a write request: __name__ is the metric, other labels tags, empty labels d
 })
 
 test('a series without __name__, a bad or repeated label name, or a native histogram is refused', () => {
-  const decode = (s: TestSeries) => () =>
+  const decode = (s: RemoteSeries) => () =>
     decodeWriteRequest(Buffer.from(encodeWrite([{ labels: [['__name__', 'ok']], samples: [[1, 1]] }, s])))
   validation(decode({ labels: [['job', 'x']], samples: [[1, 1]] }), 'timeseries[1].labels', /no __name__ label/)
   validation(decode({ labels: [['__name__', '']], samples: [[1, 1]] }), 'timeseries[1].labels', /no __name__ label/)
