@@ -1176,6 +1176,7 @@ export class ClusterEngine implements StorageEngine {
         responses: p.responses,
         timeouts: p.timeouts,
         sendFailures: p.sendFailures,
+        requestsLost: p.requestsLost,
         inFlight: p.inFlight,
         queueDepth: p.queueDepth,
       })),

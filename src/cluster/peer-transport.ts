@@ -67,6 +67,8 @@ export interface PeerChannelStats {
   readonly timeouts: number
   /** Requests the socket refused to send. */
   readonly sendFailures: number
+  /** Requests sent on a connection that dropped before they were answered: failed at once. */
+  readonly requestsLost: number
   /** Responses that came after their request had timed out or was cancelled, or twice. */
   readonly lateResponses: number
   /** Requests sent or about to be, awaiting their answer. */
@@ -101,6 +103,7 @@ export class ChannelCounters {
   responses = 0
   timeouts = 0
   sendFailures = 0
+  requestsLost = 0
   lateResponses = 0
 
   snapshot(peer: PeerEndpoint, inFlight: number, queueDepth: number): PeerChannelStats {
@@ -111,6 +114,7 @@ export class ChannelCounters {
       responses: this.responses,
       timeouts: this.timeouts,
       sendFailures: this.sendFailures,
+      requestsLost: this.requestsLost,
       lateResponses: this.lateResponses,
       inFlight,
       queueDepth,

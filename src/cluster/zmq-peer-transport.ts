@@ -108,6 +108,8 @@ interface Outgoing {
   readonly pending: PendingCall
   readonly call: PeerCall
   frame: Uint8Array | undefined
+  /** The socket took the frame: it is on a connection, and lost if that connection drops. */
+  sent: boolean
 }
 
 interface Channel {
@@ -139,7 +141,7 @@ interface SenderState {
 export class ZmqPeerTransport implements PeerTransport {
   private readonly config: ZmqConfig
   private readonly channels = new Map<string, Channel>()
-  private readonly outstanding = new Map<number, { readonly channel: Channel; readonly pending: PendingCall }>()
+  private readonly outstanding = new Map<number, { readonly channel: Channel; readonly out: Outgoing }>()
   private readonly senders = new Map<string, SenderState>()
   private readonly running = new Set<AbortController>()
   private router: Router | undefined
@@ -206,7 +208,7 @@ export class ZmqPeerTransport implements PeerTransport {
       }
       const channel = this.channel(peer)
       const pending = new PendingCall(peer, call, channel.counters, this.config.clock)
-      const out: Outgoing = { pending, call, frame: undefined }
+      const out: Outgoing = { pending, call, frame: undefined, sent: false }
       if (channel.inFlight < this.config.maxInFlightPerPeer) this.admit(channel, out)
       else if (channel.waiting.length < this.config.maxWaitingPerPeer) {
         channel.waiting.push(out)
@@ -230,7 +232,7 @@ export class ZmqPeerTransport implements PeerTransport {
     if (this.closed) return
     this.closed = true
     const closing = new UnavailableError(`node ${this.config.nodeId}: the peer transport closed`)
-    for (const { pending } of this.outstanding.values()) pending.fail(closing)
+    for (const { out } of this.outstanding.values()) out.pending.fail(closing)
     const loops: Promise<void>[] = []
     for (const channel of this.channels.values()) {
       for (const out of [...channel.waiting]) out.pending.fail(closing)
@@ -267,7 +269,7 @@ export class ZmqPeerTransport implements PeerTransport {
       existing.dealer.close()
       const moved = new UnavailableError(`node ${peer.id} moved from ${existing.peer.address} to ${peer.address}`)
       for (const out of [...existing.waiting]) out.pending.fail(moved)
-      for (const { channel, pending } of this.outstanding.values()) if (channel === existing) pending.fail(moved)
+      for (const { channel, out } of this.outstanding.values()) if (channel === existing) out.pending.fail(moved)
     }
     const dealer = new Dealer({
       routingId: this.config.nodeId,
@@ -304,6 +306,10 @@ export class ZmqPeerTransport implements PeerTransport {
       inFlight: 0,
     }
     channel.receiving = this.receiveResponses(channel)
+    // ZeroMQ reconnects on its own, but what the dropped connection carried is gone: a request
+    // already sent on it can never be answered, so it fails now rather than at its timeout (a
+    // repair's digest request waits minutes). Requests not yet sent wait for the new connection.
+    dealer.events.on('disconnect', () => this.connectionLost(channel))
     this.channels.set(peer.id, channel)
     return channel
   }
@@ -313,7 +319,7 @@ export class ZmqPeerTransport implements PeerTransport {
     const requestId = ++this.nextRequestId
     const { call, pending } = out
     out.frame = encodeRequestFrame(call, requestId, ++channel.sequence, this.config.nodeId, pending.deadlineMs)
-    this.outstanding.set(requestId, { channel, pending })
+    this.outstanding.set(requestId, { channel, out })
     channel.sendQueue.push(out)
     pending.whenSettled(() => {
       this.outstanding.delete(requestId)
@@ -346,6 +352,7 @@ export class ZmqPeerTransport implements PeerTransport {
           // With `immediate`, this waits while the peer is not connected; the request's own timer
           // still ends the call, and the receiver drops the frame if it arrives past its deadline.
           await channel.dealer.send(frame)
+          out.sent = true
           channel.counters.requestsSent++
         } catch (err) {
           if (this.closed) return
@@ -358,6 +365,24 @@ export class ZmqPeerTransport implements PeerTransport {
     } finally {
       channel.sending = false
     }
+  }
+
+  /** Fails the requests the connection to the channel's peer carried when it dropped. */
+  private connectionLost(channel: Channel): void {
+    if (this.closed || this.channels.get(channel.peer.id) !== channel) return
+    const lost = [...this.outstanding.values()].filter((o) => o.channel === channel && o.out.sent)
+    if (lost.length === 0) return
+    const err = new UnavailableError(
+      `the connection to node ${channel.peer.id} (${channel.peer.address}) dropped before it answered`,
+    )
+    for (const { out } of lost) {
+      channel.counters.requestsLost++
+      out.pending.fail(err)
+    }
+    this.config.logger.warn(
+      { peer: channel.peer.id, requests: lost.length },
+      'peer connection dropped; its requests failed',
+    )
   }
 
   private async receiveResponses(channel: Channel): Promise<void> {
@@ -385,7 +410,7 @@ export class ZmqPeerTransport implements PeerTransport {
       return
     }
     channel.counters.responses++
-    entry.pending.answer(response)
+    entry.out.pending.answer(response)
   }
 
   // The serving side.

@@ -88,6 +88,7 @@ export interface PeerChannelFigures {
   readonly responses: number
   readonly timeouts: number
   readonly sendFailures: number
+  readonly requestsLost: number
   readonly inFlight: number
   readonly queueDepth: number
 }

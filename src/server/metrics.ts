@@ -242,6 +242,10 @@ function clusterGauges(registers: Registry[]): (figures: ClusterFigures) => void
   const peerResponses = peerGauge('v3_peer_responses', 'Responses received from a peer since the node started.')
   const peerTimeouts = peerGauge('v3_peer_timeouts', 'Requests to a peer that got no answer in time.')
   const peerSendFailures = peerGauge('v3_peer_send_failures', 'Requests the ZeroMQ socket refused to send.')
+  const peerLost = peerGauge(
+    'v3_peer_requests_lost',
+    'Requests to a peer whose connection dropped before it answered; they failed at once.',
+  )
   const peerInFlight = peerGauge('v3_peer_in_flight', 'Requests to a peer awaiting their answer now.')
   const peerQueue = peerGauge('v3_peer_queue_depth', 'Requests to a peer waiting for an in-flight slot now.')
   const malformedPeer = gauge(
@@ -320,6 +324,7 @@ function clusterGauges(registers: Registry[]): (figures: ClusterFigures) => void
       peerResponses.set({ peer: p.peer }, p.responses)
       peerTimeouts.set({ peer: p.peer }, p.timeouts)
       peerSendFailures.set({ peer: p.peer }, p.sendFailures)
+      peerLost.set({ peer: p.peer }, p.requestsLost)
       peerInFlight.set({ peer: p.peer }, p.inFlight)
       peerQueue.set({ peer: p.peer }, p.queueDepth)
     }

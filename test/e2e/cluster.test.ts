@@ -184,7 +184,13 @@ describe('a cluster of three nodes, one copy of each series', { timeout: 240_000
     assert.match(metrics, new RegExp(`^v3_series ${perNode.get('n1')}$`, 'm'))
     assert.match(metrics, /^v3_peer_requests_sent\{peer="n2"\} [1-9]\d*$/m)
     assert.match(metrics, /^v3_peer_responses\{peer="n2"\} [1-9]\d*$/m)
-    for (const name of ['v3_peer_timeouts', 'v3_peer_send_failures', 'v3_peer_in_flight', 'v3_peer_queue_depth']) {
+    for (const name of [
+      'v3_peer_timeouts',
+      'v3_peer_send_failures',
+      'v3_peer_requests_lost',
+      'v3_peer_in_flight',
+      'v3_peer_queue_depth',
+    ]) {
       assert.match(metrics, new RegExp(`^${name}\\{peer="n2"\\} 0$`, 'm'), name)
     }
     // n1 served the other nodes' parts of the reads through it and refused none.

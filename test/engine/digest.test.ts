@@ -45,7 +45,13 @@ describe('repair digests of a node', () => {
   })
 
   async function open(name: string): Promise<BasicEngine> {
-    const engine = new BasicEngine({ dataDir: join(dir, name), sync: 'off', hotWindowMs: DIGEST_BLOCK_MS })
+    // Only the test's compact() moves blocks to the cold tier: no background move within the test.
+    const engine = new BasicEngine({
+      dataDir: join(dir, name),
+      sync: 'off',
+      hotWindowMs: DIGEST_BLOCK_MS,
+      moveIntervalMs: 3_600_000,
+    })
     await engine.open()
     engines.push(engine)
     return engine
