@@ -313,6 +313,22 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
     help: 'largest HTTP request body, compressed or inflated; larger answers 413',
   },
   {
+    key: 'http-max-concurrent-writes',
+    kind: 'count',
+    default: null,
+    group: 'observability',
+    arg: '<n>',
+    help: 'HTTP write requests read, decoded and written at once (default: 2 x cores, at least 4); more wait their turn',
+  },
+  {
+    key: 'http-write-queue-timeout',
+    kind: 'duration',
+    default: '10s',
+    group: 'observability',
+    arg: '<duration>',
+    help: 'how long an HTTP write waits for its turn before a 503 with Retry-After',
+  },
+  {
     key: 'http-ingest-workers',
     kind: 'count',
     default: null,

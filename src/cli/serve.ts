@@ -68,6 +68,8 @@ export interface ServeConfig {
   readonly httpMaxBodyBytes: number | undefined
   /** undefined: the listener's default (cores - 1, at least 1). */
   readonly httpIngestWorkers: number | undefined
+  readonly httpMaxConcurrentWrites: number | undefined
+  readonly httpWriteQueueTimeoutMs: number | undefined
   readonly logLevel: string
   readonly logFormat: LogFormat
   readonly logRequests: boolean
@@ -172,6 +174,8 @@ export function parseServeArgs(
     httpListen: httpListen === 'off' ? undefined : httpListen,
     httpMaxBodyBytes: num('http-max-body-bytes'),
     httpIngestWorkers: num('http-ingest-workers'),
+    httpMaxConcurrentWrites: num('http-max-concurrent-writes'),
+    httpWriteQueueTimeoutMs: num('http-write-queue-timeout'),
     logLevel: set<string>('log-level'),
     logFormat: set<LogFormat>('log-format'),
     logRequests: bool('log-requests'),
@@ -269,6 +273,8 @@ export async function serve(args: readonly string[]): Promise<void> {
         insecure: config.insecure,
         maxBodyBytes: config.httpMaxBodyBytes,
         ingestWorkers: config.httpIngestWorkers,
+        maxConcurrentWrites: config.httpMaxConcurrentWrites,
+        writeQueueTimeoutMs: config.httpWriteQueueTimeoutMs,
         logger,
       })
     }

@@ -31,6 +31,7 @@ import type { ServerMetrics } from './metrics.js'
 import { BodyError } from './prom-remote.js'
 import { readTlsFiles, type TlsOptions } from './tls.js'
 import { checkExposure, positive, splitHostPort } from './transport.js'
+import { WriteGate } from './write-gate.js'
 
 export const HTTP_DEFAULTS = {
   /**
@@ -39,7 +40,17 @@ export const HTTP_DEFAULTS = {
    * thousand samples) or one Telegraf flush, and bounds the memory one request can take.
    */
   maxBodyBytes: 64 * 1024 * 1024,
+  /**
+   * How long a write request may wait for a slot: Prometheus gives up on a remote write after 30 s
+   * (remote_timeout) and retries; an answer well before that lets it back off instead.
+   */
+  writeQueueTimeoutMs: 10_000,
 } as const
+
+/** Write requests served at once when not set: twice the cores, at least four, as VictoriaMetrics does for inserts. */
+export function defaultMaxConcurrentWrites(): number {
+  return Math.max(4, 2 * availableParallelism())
+}
 
 /** What the listener logs with; the process logger fits. */
 export interface HttpLogger {
@@ -68,6 +79,10 @@ export interface HttpSettings {
   readonly insecure?: boolean
   /** The largest request body, before and after decompression. Default 64 MiB. */
   readonly maxBodyBytes?: number
+  /** Write requests read, decoded and written at once; more wait. Default defaultMaxConcurrentWrites(). */
+  readonly maxConcurrentWrites?: number
+  /** How long a write request waits for a slot before a 503, in ms. Default 10 s. */
+  readonly writeQueueTimeoutMs?: number
   /**
    * Worker threads that decode write bodies, so that the event loop only writes them; 0 decodes
    * on the event loop. Default: one fewer than the cores, at least one.
@@ -107,6 +122,8 @@ interface Route {
   readonly label: string
   readonly methods: readonly string[]
   readonly need: Need
+  /** A write: it takes a slot of the write gate before its body is read. */
+  readonly write?: true
   handle(ctx: RequestContext): Promise<HttpAnswer>
   /** A refusal in the shape the route's clients read. */
   fail(refusal: Refusal): HttpAnswer
@@ -142,7 +159,9 @@ function influxFailure(r: Refusal): HttpAnswer {
         ? 'request too large'
         : r.status < 500
           ? 'invalid'
-          : 'internal error'
+          : r.status === 503
+            ? 'unavailable'
+            : 'internal error'
   return json(r.status, { code, message: r.message, error: r.message }, r.headers)
 }
 
@@ -168,6 +187,10 @@ function prometheusFailure(r: Refusal): HttpAnswer {
 export async function prepareHttpEndpoint(settings: HttpSettings): Promise<PreparedHttpEndpoint> {
   const { host: bracketed, port } = splitHostPort(settings.listen)
   const maxBodyBytes = positive('maxBodyBytes', settings.maxBodyBytes ?? HTTP_DEFAULTS.maxBodyBytes)
+  const gate = new WriteGate(
+    positive('maxConcurrentWrites', settings.maxConcurrentWrites ?? defaultMaxConcurrentWrites()),
+    positive('writeQueueTimeoutMs', settings.writeQueueTimeoutMs ?? HTTP_DEFAULTS.writeQueueTimeoutMs),
+  )
   const ingestWorkers = settings.ingestWorkers ?? Math.max(1, availableParallelism() - 1)
   if (!Number.isInteger(ingestWorkers) || ingestWorkers < 0) {
     throw new Error(`ingestWorkers must be a whole number of workers, got ${ingestWorkers}`)
@@ -184,7 +207,7 @@ export async function prepareHttpEndpoint(settings: HttpSettings): Promise<Prepa
   const pem = settings.tls === undefined ? undefined : await readTlsFiles(settings.tls)
   const host = bracketed.replace(/^\[(.*)\]$/, '$1')
   return {
-    start: (serving) => listen({ settings, host, port, maxBodyBytes, ingestWorkers, tokens, pem, serving }),
+    start: (serving) => listen({ settings, host, port, maxBodyBytes, gate, ingestWorkers, tokens, pem, serving }),
   }
 }
 
@@ -193,6 +216,7 @@ interface Listening {
   readonly host: string
   readonly port: number
   readonly maxBodyBytes: number
+  readonly gate: WriteGate
   readonly ingestWorkers: number
   readonly tokens: TokenTable | undefined
   readonly pem: Awaited<ReturnType<typeof readTlsFiles>> | undefined
@@ -288,6 +312,7 @@ function routes(l: Listening, pool: IngestPool | undefined): Map<string, Route> 
     label: '/api/v1/write',
     methods: ['POST'],
     need: 'write',
+    write: true,
     fail: textFailure,
     async handle({ req }) {
       const body = await readBody(req, maxBodyBytes, 'snappy')
@@ -310,6 +335,7 @@ function routes(l: Listening, pool: IngestPool | undefined): Map<string, Route> 
       label: path,
       methods: ['POST'],
       need: 'write',
+      write: true,
       fail: influxFailure,
       async handle({ req, query }) {
         const given = query.get('precision')
@@ -385,7 +411,7 @@ function queryApiLabel(path: string): string {
 }
 
 async function listen(l: Listening): Promise<RunningHttpEndpoint> {
-  const { settings, maxBodyBytes, tokens, serving } = l
+  const { settings, maxBodyBytes, gate, tokens, serving } = l
   // Only the write endpoints decode in workers, and they exist only with an engine.
   const pool =
     serving.engine === undefined || l.ingestWorkers === 0
@@ -401,6 +427,27 @@ async function listen(l: Listening): Promise<RunningHttpEndpoint> {
     if (res.destroyed) return
     res.writeHead(answer.status, answer.headers)
     res.end(req.method === 'HEAD' ? undefined : answer.body)
+  }
+
+  /** A write, once the gate gives it a slot; a 503 that asks to retry when none came in time. */
+  const gated = async (route: Route, ctx: RequestContext): Promise<HttpAnswer> => {
+    const entering = gate.enter(ctx.signal)
+    serving.metrics.httpWrites(gate.inProgress, gate.queued)
+    const admitted = await entering
+    serving.metrics.httpWrites(gate.inProgress, gate.queued)
+    if (!admitted) {
+      return route.fail({
+        status: 503,
+        message: `the server is busy: all ${gate.maxConcurrent} write slots (--http-max-concurrent-writes) stayed taken while this write waited ${gate.queueTimeoutMs} ms for one; retry later`,
+        headers: { 'retry-after': '1' },
+      })
+    }
+    try {
+      return await route.handle(ctx)
+    } finally {
+      gate.leave()
+      serving.metrics.httpWrites(gate.inProgress, gate.queued)
+    }
   }
 
   const handler = (req: IncomingMessage, res: ServerResponse): void => {
@@ -431,7 +478,8 @@ async function listen(l: Listening): Promise<RunningHttpEndpoint> {
     res.once('close', () => {
       if (!res.writableFinished) aborter.abort()
     })
-    found.handle({ req, path, query, signal: aborter.signal }).then(
+    const ctx = { req, path, query, signal: aborter.signal }
+    ;(found.write === true ? gated(found, ctx) : found.handle(ctx)).then(
       (answer) => respond(req, res, label, answer),
       (err: unknown) => {
         const { status, message } = errorStatus(err, settings.logger, path)

@@ -47,6 +47,8 @@ export interface ServerMetrics {
   httpRequest(path: string, code: number): void
   /** Counts samples an HTTP write stored, by protocol (prometheus_remote_write, influx_line_protocol). */
   httpSamples(protocol: string, samples: number): void
+  /** The HTTP write requests holding a slot of the write gate, and those waiting for one, now. */
+  httpWrites(inProgress: number, waiting: number): void
 }
 
 export interface MetricsOptions {
@@ -132,6 +134,11 @@ export function createServerMetrics(engine: StorageEngine, options: MetricsOptio
     labelNames: ['path', 'code'] as const,
     registers,
   })
+  const httpWritesInProgress = gauge(
+    'v3_http_writes_in_progress',
+    'HTTP write requests being read, decoded or written now (at most --http-max-concurrent-writes).',
+  )
+  const httpWritesWaiting = gauge('v3_http_writes_waiting', 'HTTP write requests waiting for their turn now.')
   const httpSamples = new Counter({
     name: 'v3_http_samples_ingested_total',
     help: 'Samples stored through the HTTP write endpoints, by protocol.',
@@ -219,6 +226,10 @@ export function createServerMetrics(engine: StorageEngine, options: MetricsOptio
     contentType: registry.contentType,
     httpRequest: (path, code) => httpRequests.inc({ path, code: String(code) }),
     httpSamples: (protocol, samples) => httpSamples.inc({ protocol }, samples),
+    httpWrites: (inProgress, waiting) => {
+      httpWritesInProgress.set(inProgress)
+      httpWritesWaiting.set(waiting)
+    },
     async render() {
       await refresh()
       return registry.metrics()

@@ -3,6 +3,7 @@
 // refusal, bounded bodies, methods).
 import assert from 'node:assert/strict'
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import { request as httpRequest } from 'node:http'
 import { request as httpsRequest } from 'node:https'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -15,6 +16,7 @@ import { WORKER_MIN_BODY_BYTES } from '../../src/server/http-ingest.js'
 import { createServerMetrics } from '../../src/server/metrics.js'
 import { MemoryEngine } from '../fixtures/memory-engine.js'
 import { type Sample, STALE_BITS, writeRequest } from '../fixtures/prom-remote-bodies.js'
+import { waitFor } from '../fixtures/wait.js'
 import { makeTestCertificates, opensslMissing, type TestCertificates } from './security-certs.js'
 import { removeDataDir, type ServerProcess, startServerProcess } from './server-process.js'
 
@@ -410,6 +412,104 @@ describe('remote write, remote read and line protocol on one node', () => {
     assert.equal(postMetrics.headers.get('allow'), 'GET, HEAD')
     const br = await post(`${base}/write`, 'x', { 'content-encoding': 'br' })
     assert.equal(br.status, 415)
+  })
+})
+
+describe('writes wait their turn behind --http-max-concurrent-writes', () => {
+  let server: ServerProcess
+  let base: string
+  before(async () => {
+    server = await startServerProcess({
+      args: ['--http-max-concurrent-writes', '1', '--http-write-queue-timeout', '3s'],
+    })
+    base = baseOf(server)
+  })
+  after(async () => {
+    await server.stop()
+    await removeDataDir(server.dataDir)
+  })
+
+  /** The value of a gauge on the server's /metrics. */
+  async function gauge(name: string): Promise<number> {
+    const m = new RegExp(`^${name} (\\S+)$`, 'm').exec(await (await fetch(`${base}/metrics`)).text())
+    return Number(m?.[1])
+  }
+
+  /**
+   * A line-protocol write that sends half its body and holds its slot until finish() sends the
+   * rest; `answer` is its status and body.
+   */
+  function halfSent(line: string): { finish: () => void; answer: Promise<{ status: number; body: string }> } {
+    const body = Buffer.from(line)
+    const req = httpRequest(`${base}/write?precision=ms`, {
+      method: 'POST',
+      headers: { 'content-type': 'text/plain', 'content-length': String(body.length) },
+    })
+    const answer = new Promise<{ status: number; body: string }>((resolve, reject) => {
+      req.once('response', (res) => {
+        const chunks: Buffer[] = []
+        res.on('data', (c: Buffer) => chunks.push(c))
+        res.once('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString() }))
+      })
+      req.once('error', reject)
+    })
+    req.write(body.subarray(0, 10))
+    return { finish: () => req.end(body.subarray(10)), answer }
+  }
+
+  async function points(metric: string): Promise<number> {
+    const series = await server.client.query({ selector: { metric }, startMs: T0, endMs: T0 + 60_000 })
+    return series.reduce((n, x) => n + x.timestamps.length, 0)
+  }
+
+  test('a write waits while the slot is taken and goes in when it frees; past the timeout it gets 503 and stores nothing', async () => {
+    const first = halfSent(`gate_a,host=h v=1 ${T0}\n`)
+    await waitFor('the first write to take the slot', async () => (await gauge('v3_http_writes_in_progress')) === 1)
+    // A second write waits for the slot, and is served once the first finishes.
+    const second = post(`${base}/write?precision=ms`, `gate_b,host=h v=2 ${T0}\n`)
+    await waitFor('the second write to wait', async () => (await gauge('v3_http_writes_waiting')) === 1)
+    first.finish()
+    assert.equal((await first.answer).status, 204)
+    assert.equal((await second).status, 204)
+    assert.deepEqual([await points('gate_a_v'), await points('gate_b_v')], [1, 1])
+
+    // A write that waits longer than --http-write-queue-timeout is refused, and retried it goes in.
+    const holder = halfSent(`gate_a,host=h v=3 ${T0 + 1000}\n`)
+    await waitFor('the slot to be taken again', async () => (await gauge('v3_http_writes_in_progress')) === 1)
+    const refused = await post(`${base}/write?precision=ms`, `gate_c,host=h v=4 ${T0}\n`)
+    assert.equal(refused.status, 503)
+    assert.equal(refused.headers.get('retry-after'), '1')
+    assert.match(
+      refused.body.toString(),
+      /the server is busy: all 1 write slots \(--http-max-concurrent-writes\) stayed taken while this write waited 3000 ms/,
+    )
+    assert.equal(await points('gate_c_v'), 0, 'the refused write stored nothing')
+    assert.equal(await gauge('v3_http_writes_waiting'), 0)
+    holder.finish()
+    assert.equal((await holder.answer).status, 204)
+    assert.equal((await post(`${base}/write?precision=ms`, `gate_c,host=h v=4 ${T0}\n`)).status, 204)
+    assert.deepEqual([await points('gate_a_v'), await points('gate_c_v')], [2, 1])
+    const metrics = await (await fetch(`${base}/metrics`)).text()
+    assert.match(metrics, /^v3_http_requests_total\{path="\/write",code="503"\} 1$/m)
+    assert.equal(await gauge('v3_http_writes_in_progress'), 0)
+  })
+
+  test('a waiting write whose client goes away leaves the queue', async () => {
+    const holder = halfSent(`gate_d,host=h v=1 ${T0}\n`)
+    await waitFor('the slot to be taken', async () => (await gauge('v3_http_writes_in_progress')) === 1)
+    const client = new AbortController()
+    const gone = fetch(`${base}/write?precision=ms`, {
+      method: 'POST',
+      body: `gate_e,host=h v=1 ${T0}\n`,
+      signal: client.signal,
+    })
+    await waitFor('the second write to wait', async () => (await gauge('v3_http_writes_waiting')) === 1)
+    client.abort()
+    await assert.rejects(gone)
+    await waitFor('the queue to be empty', async () => (await gauge('v3_http_writes_waiting')) === 0)
+    holder.finish()
+    assert.equal((await holder.answer).status, 204)
+    assert.deepEqual([await points('gate_d_v'), await points('gate_e_v')], [1, 0])
   })
 })
 
