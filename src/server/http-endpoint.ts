@@ -283,6 +283,24 @@ async function readBody(req: IncomingMessage, max: number, accepted: BodyEncodin
   })
 }
 
+/**
+ * Refuses with 415 a body that is not the protobuf message `message`: Remote-Write 2.0 senders name
+ * theirs in the Content-Type (`application/x-protobuf;proto=io.prometheus.write.v2.Request`) and
+ * fall back to 1.0 on a 415. Read as a 1.0 request, a 2.0 one would decode to no series and be
+ * acknowledged with nothing stored. A missing Content-Type is taken as the 1.0 message.
+ */
+function checkProtobufType(req: IncomingMessage, message: string): void {
+  const header = req.headers['content-type']
+  if (header === undefined) return
+  const [type, ...params] = header.split(';').map((p) => p.trim())
+  const proto = params.find((p) => /^proto=/i.test(p))?.slice('proto='.length)
+  if (type?.toLowerCase() === 'application/x-protobuf' && (proto === undefined || proto === message)) return
+  throw new BodyError(
+    415,
+    `Content-Type ${JSON.stringify(header)} is not accepted here: send application/x-protobuf (proto=${message})`,
+  )
+}
+
 function routes(l: Listening, pool: IngestPool | undefined): Map<string, Route> {
   const { serving, maxBodyBytes, settings } = l
   const table = new Map<string, Route>()
@@ -315,6 +333,7 @@ function routes(l: Listening, pool: IngestPool | undefined): Map<string, Route> 
     write: true,
     fail: textFailure,
     async handle({ req }) {
+      checkProtobufType(req, 'prometheus.WriteRequest')
       const body = await readBody(req, maxBodyBytes, 'snappy')
       const { answer, samples } = await remoteWrite(engine, body, maxBodyBytes, decoding)
       serving.metrics.httpSamples('prometheus_remote_write', samples)
@@ -326,8 +345,10 @@ function routes(l: Listening, pool: IngestPool | undefined): Map<string, Route> 
     methods: ['POST'],
     need: 'read',
     fail: textFailure,
-    handle: async ({ req, signal }) =>
-      remoteRead(engine, await readBody(req, maxBodyBytes, 'snappy'), maxBodyBytes, signal),
+    handle: async ({ req, signal }) => {
+      checkProtobufType(req, 'prometheus.ReadRequest')
+      return remoteRead(engine, await readBody(req, maxBodyBytes, 'snappy'), maxBodyBytes, signal)
+    },
   })
   // Line protocol: v1 takes n, u, ms, s, m and h; v2 ns, us, ms and s. Both default to nanoseconds.
   const influx = (path: string, precisions: ReadonlySet<string>) =>

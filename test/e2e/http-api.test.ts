@@ -181,6 +181,22 @@ describe('remote write, remote read and line protocol on one node', () => {
     assert.deepEqual(await server.client.listSeries({ metric: 'rw_bad_case' }), [])
   })
 
+  test('a Remote-Write 2.0 message or another Content-Type answers 415, so the sender falls back; nothing is stored', async () => {
+    const body = writeRequest([{ labels: [['__name__', 'rw_v2_case']], samples: [[5, T0]] }])
+    for (const type of ['application/x-protobuf;proto=io.prometheus.write.v2.Request', 'application/json']) {
+      const res = await post(`${base}/api/v1/write`, body, { 'content-encoding': 'snappy', 'content-type': type })
+      assert.equal(res.status, 415, res.body.toString())
+      assert.match(res.body.toString(), /send application\/x-protobuf \(proto=prometheus\.WriteRequest\)/)
+    }
+    assert.deepEqual(await server.client.listSeries({ metric: 'rw_v2_case' }), [])
+    // The 1.0 message named explicitly is accepted, as is a type without the parameter.
+    for (const type of ['application/x-protobuf; proto=prometheus.WriteRequest', 'application/x-protobuf']) {
+      const res = await post(`${base}/api/v1/write`, body, { 'content-encoding': 'snappy', 'content-type': type })
+      assert.equal(res.status, 204, res.body.toString())
+    }
+    assert.equal((await server.client.listSeries({ metric: 'rw_v2_case' })).length, 1)
+  })
+
   test('a snappy block declaring more than --http-max-body-bytes answers 413', async () => {
     const res = await post(`${base}/api/v1/write`, Buffer.from([0xff, 0xff, 0xff, 0xff, 0x0f, 0x00]))
     assert.equal(res.status, 413)
