@@ -518,6 +518,54 @@ describe('promql over the engine: series, labels, build info', () => {
     assert.deepEqual(none.json, { status: 'success', data: [] })
   })
 
+  test('start and end narrow the answers to series with a sample in [start, end]', async () => {
+    const at = (sec: number): string => String(T0 / 1000 + sec)
+    // gauge{host="b"} (0 s, 30 s) and the histogram (0 s) have nothing after 40 s.
+    const s = await call('/api/v1/series', { 'match[]': ['gauge', 'temperature'], start: at(40), end: at(70) })
+    assert.deepEqual(s.json, {
+      status: 'success',
+      data: [
+        { __name__: 'gauge', host: 'a' },
+        { __name__: 'temperature', room: 'x' },
+      ],
+    })
+    // Both ends are inclusive: temperature has a sample at 35 s and none from 36 s to 49 s.
+    const one = await call('/api/v1/series', { 'match[]': 'temperature', start: at(35), end: at(35) })
+    assert.equal((one.json.data as unknown[]).length, 1)
+    const gap = await call('/api/v1/series', { 'match[]': 'temperature', start: at(36), end: at(49) })
+    assert.deepEqual(gap.json.data, [])
+    // start alone runs to the end of time; end alone from its start.
+    const names = await call('/api/v1/label/__name__/values', { start: at(40) })
+    assert.deepEqual(names.json.data, ['gauge', 'gauge2', 'requests_total', 'temperature'])
+    const labels = await call('/api/v1/labels', { start: at(40) })
+    assert.deepEqual(labels.json.data, ['__name__', 'host', 'instance', 'job', 'room'])
+    const early = await call('/api/v1/label/host/values', { 'match[]': 'gauge', end: at(10) })
+    assert.deepEqual(early.json.data, ['a', 'b'])
+    const late = await call('/api/v1/label/host/values', { 'match[]': 'gauge', start: at(31) })
+    assert.deepEqual(late.json.data, ['a'])
+  })
+
+  test('a range holding more points than a query may read answers every matching series', async () => {
+    const small = new BasicEngine({ dataDir: join(dir, 'small'), sync: 'off', maxPointsPerQuery: 2 })
+    await small.open()
+    try {
+      const timestamps = Array.from({ length: 30 }, (_, i) => T0 + i * S)
+      for (const host of ['busy', 'quiet']) {
+        const ts = host === 'busy' ? timestamps : [T0 - 3_600_000]
+        await small.write({
+          series: [{ metric: 'load', tags: [{ key: 'host', value: host }], timestamps: ts, values: ts.map(() => 1) }],
+        })
+      }
+      const smallApi = new PromQueryApi(small, { version: '9.9.9' })
+      const params = new URLSearchParams({ start: String(T0 / 1000), end: String(T0 / 1000 + 60) })
+      const answer = await smallApi.handle('/api/v1/label/host/values', params, live)
+      // 30 points are more than the 20 a query of this engine may read: quiet is listed too.
+      assert.deepEqual(JSON.parse(answer?.body ?? '{}'), { status: 'success', data: ['busy', 'quiet'] })
+    } finally {
+      await small.close()
+    }
+  })
+
   test('build info and unknown paths', async () => {
     const b = await call('/api/v1/status/buildinfo', {})
     assert.equal(b.status, 200)
@@ -567,6 +615,13 @@ describe('promql over the engine: errors in Prometheus format', () => {
     await failsWith('/api/v1/series', {}, 400, 'bad_data', /no match\[\] parameter/)
     await failsWith('/api/v1/series', { 'match[]': 'rate(x[1m])' }, 400, 'bad_data', /match\[\]/)
     await failsWith('/api/v1/series', { 'match[]': 'gauge', start: 'x' }, 400, 'bad_data', /"start"/)
+    await failsWith(
+      '/api/v1/labels',
+      { start: '200', end: '100' },
+      400,
+      'bad_data',
+      /end timestamp must not be before start/,
+    )
     await failsWith('/api/v1/labels', { 'match[]': '{a=""}' }, 400, 'bad_data', /non-empty matcher/)
     await failsWith('/api/v1/label/1x/values', {}, 400, 'bad_data', /invalid label name/)
   })

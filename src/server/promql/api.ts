@@ -1,5 +1,6 @@
 import type { StorageEngine } from '../../engine/storage-engine.js'
 import { DeadlineError, LimitError, UnavailableError, ValidationError } from '../../model/errors.js'
+import { MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS } from '../../model/timestamps.js'
 import type { Selector, SeriesRef } from '../../model/types.js'
 import { METRIC_NAME, type ParsedQuery, parseDurationMs, parsePromQL, parseSeriesSelector } from './ast.js'
 import { badData, PromQLError } from './errors.js'
@@ -250,12 +251,8 @@ export class PromQueryApi {
     return queryAnswer('matrix', `[${result.join(',')}]`)
   }
 
-  /** The selectors of the `match[]` parameters; the time range, when given, is checked but not applied. */
+  /** The selectors of the `match[]` parameters. */
   private matchers(params: URLSearchParams): Selector[] {
-    for (const name of ['start', 'end']) {
-      const v = params.get(name)
-      if (v) parseTimeParam(v, name)
-    }
     return params.getAll('match[]').map((text) => {
       try {
         return parseSeriesSelector(text)
@@ -266,9 +263,51 @@ export class PromQueryApi {
     })
   }
 
-  /** Every series that any of the selectors matches, once each. */
-  private async listSeries(selectors: readonly Selector[], signal: AbortSignal): Promise<SeriesRef[]> {
-    const lists = await Promise.all(selectors.map((s) => this.engine.listSeries(s, { signal })))
+  /**
+   * The `start` and `end` parameters as an engine range (end exclusive), or undefined when neither
+   * is given: then every series counts, whatever the time of its samples, as in Prometheus.
+   */
+  private metadataRange(params: URLSearchParams): { startMs: number; endMs: number } | undefined {
+    const start = params.get('start')
+    const end = params.get('end')
+    if (!start && !end) return undefined
+    const startMs = start ? parseTimeParam(start, 'start') : MIN_TIMESTAMP_MS
+    const endMs = end ? parseTimeParam(end, 'end') : MAX_TIMESTAMP_MS
+    if (endMs < startMs) throw badData('invalid parameter "end": end timestamp must not be before start time')
+    return { startMs: Math.max(startMs, MIN_TIMESTAMP_MS), endMs: Math.min(endMs, MAX_TIMESTAMP_MS) + 1 }
+  }
+
+  /**
+   * Every series that any of the selectors matches, once each; with a range, only those with a
+   * sample in it (start and end inclusive), found by one count over the range per selector. Its
+   * cost grows with the points in the range, up to what one query may read.
+   */
+  private async listSeries(
+    selectors: readonly Selector[],
+    range: { startMs: number; endMs: number } | undefined,
+    signal: AbortSignal,
+  ): Promise<SeriesRef[]> {
+    const lists = await Promise.all(
+      selectors.map(async (selector): Promise<readonly SeriesRef[]> => {
+        if (range === undefined || range.startMs >= range.endMs) {
+          return range === undefined ? this.engine.listSeries(selector, { signal }) : []
+        }
+        try {
+          const counted = await this.engine.query(
+            { selector, ...range, aggregation: { func: 'count', stepMs: 0, groupBy: [], mergeSeries: false } },
+            { signal },
+          )
+          return counted.filter((s) => s.values.length > 0)
+        } catch (err) {
+          // A range holding more points than a query may read: every matching series, as without a
+          // range (a superset, like Prometheus' own block-wide answers), rather than an error.
+          if (err instanceof LimitError && err.limit === 'max_points_per_query') {
+            return this.engine.listSeries(selector, { signal })
+          }
+          throw err
+        }
+      }),
+    )
     const seen = new Set<string>()
     const out: SeriesRef[] = []
     for (const list of lists) {
@@ -285,7 +324,7 @@ export class PromQueryApi {
   private async series(params: URLSearchParams, signal: AbortSignal): Promise<PromHttpAnswer> {
     const selectors = this.matchers(params)
     if (selectors.length === 0) throw badData('no match[] parameter provided')
-    const refs = await this.listSeries(selectors, signal)
+    const refs = await this.listSeries(selectors, this.metadataRange(params), signal)
     const labelled = refs.map((r) => {
       const labels = refLabels(r)
       return { labels, sortKey: Object.entries(labels).map(([name, value]) => ({ name, value })) }
@@ -296,8 +335,9 @@ export class PromQueryApi {
 
   private async seriesOrAll(params: URLSearchParams, signal: AbortSignal): Promise<SeriesRef[]> {
     const selectors = this.matchers(params)
+    const range = this.metadataRange(params)
     // No match[]: every series, which the engine selects with an empty metric and no matchers.
-    return this.listSeries(selectors.length > 0 ? selectors : [{ metric: '', matchers: [] }], signal)
+    return this.listSeries(selectors.length > 0 ? selectors : [{ metric: '', matchers: [] }], range, signal)
   }
 
   private async labelNames(params: URLSearchParams, signal: AbortSignal): Promise<PromHttpAnswer> {
