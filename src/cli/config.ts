@@ -469,7 +469,7 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
     default: '1',
     group: 'engine',
     arg: '<n>',
-    help: 'codec worker threads: they decode cold runs for long reads and encode the runs of large seals; 0 does both on the event loop',
+    help: 'worker threads that decode cold runs for long reads; 0 decodes on the event loop',
   },
   {
     key: 'worker-decode-min-runs',
