@@ -1,26 +1,19 @@
 import { Worker } from 'node:worker_threads'
-import type { ColdEncoded, ColdEncodeInput } from './cold-encode.js'
-import type { DecodeAnswer, DecodeJob, EncodeJob } from './decode-worker.js'
+import type { DecodeAnswer, DecodeJob } from './decode-worker.js'
 import type { PointRun } from './head.js'
 
 /**
  * Worker threads that decode cold runs for queries large enough to pay for the hand-off (posting
  * the bytes and the transferred arrays costs tens of microseconds, a run decodes in a few), so a
- * long query does not hold the event loop that every other call shares; and that encode the runs
- * large seals and moves write, so that ingest uses a second core. Workers start on first use and do
- * not keep the process alive.
+ * long query does not hold the event loop that every other call shares. Workers start on first use
+ * and do not keep the process alive.
  */
 export class DecodePool {
   private readonly workers: Worker[] = []
-  private readonly pending = new Map<
-    number,
-    { resolve: (answer: DecodeAnswer) => void; reject: (err: Error) => void }
-  >()
+  private readonly pending = new Map<number, { resolve: (runs: PointRun[]) => void; reject: (err: Error) => void }>()
   private nextId = 0
   /** Runs decoded in workers since the pool started. */
   runsDecoded = 0
-  /** Runs encoded in workers since the pool started. */
-  runsEncoded = 0
   private nextWorker = 0
   private closed = false
 
@@ -49,73 +42,8 @@ export class DecodePool {
     const worker = this.worker()
     const id = this.nextId++
     return new Promise<PointRun[]>((resolve, reject) => {
-      this.pending.set(id, {
-        resolve: (answer) => {
-          if (!answer.runs) {
-            reject(new Error('BUG: a decode job answered without runs'))
-            return
-          }
-          this.runsDecoded += answer.runs.length
-          resolve(answer.runs)
-        },
-        reject,
-      })
-      worker.postMessage({ kind: 'decode', id, runs: views } satisfies DecodeJob, [packed.buffer])
-    })
-  }
-
-  /**
-   * Encodes cold runs in a worker, with the bytes encodeColdInput gives; the answer keeps their
-   * order. The points and stored values are copied into three buffers that are transferred (the
-   * points may be views of buffers the head still uses).
-   */
-  encodeRuns(inputs: readonly ColdEncodeInput[]): Promise<ColdEncoded[]> {
-    let points = 0
-    let oldBytes = 0
-    for (const r of inputs) {
-      points += r.ts.length
-      oldBytes += r.old?.length ?? 0
-    }
-    const ts = new Float64Array(points)
-    const vals = new Float64Array(points)
-    const old = new Uint8Array(oldBytes)
-    let offset = 0
-    let oldOffset = 0
-    const runs = inputs.map((r) => {
-      ts.set(r.ts, offset)
-      vals.set(r.vals, offset)
-      const placed = { runStartMs: r.runStartMs, offset, count: r.ts.length, oldOffset, oldLength: -1 }
-      offset += r.ts.length
-      if (r.old !== undefined) {
-        old.set(r.old, oldOffset)
-        placed.oldLength = r.old.length
-        oldOffset += r.old.length
-      }
-      return placed
-    })
-    const worker = this.worker()
-    const id = this.nextId++
-    return new Promise<ColdEncoded[]>((resolve, reject) => {
-      this.pending.set(id, {
-        resolve: (answer) => {
-          const encoded = answer.encoded
-          if (!encoded) {
-            reject(new Error('BUG: an encode job answered without values'))
-            return
-          }
-          this.runsEncoded += encoded.runs.length
-          resolve(
-            encoded.runs.map((r) => ({
-              value: encoded.bytes.subarray(r.offset, r.offset + r.length),
-              oldBlocks: r.oldBlocks,
-              newBlocks: r.newBlocks,
-            })),
-          )
-        },
-        reject,
-      })
-      const job: EncodeJob = { kind: 'encode', id, ts, vals, old, runs }
-      worker.postMessage(job, [ts.buffer, vals.buffer, old.buffer])
+      this.pending.set(id, { resolve, reject })
+      worker.postMessage({ id, runs: views } satisfies DecodeJob, [packed.buffer])
     })
   }
 
@@ -135,8 +63,10 @@ export class DecodePool {
         const p = this.pending.get(answer.id)
         if (!p) return
         this.pending.delete(answer.id)
-        if (answer.error === undefined) p.resolve(answer)
-        else p.reject(new Error(`the codec worker failed: ${answer.error}`))
+        if (answer.runs) {
+          this.runsDecoded += answer.runs.length
+          p.resolve(answer.runs)
+        } else p.reject(new Error(`cannot decode runs in a worker: ${answer.error}`))
       })
       w.on('error', (err) => {
         for (const p of this.pending.values()) p.reject(err)

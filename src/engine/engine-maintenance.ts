@@ -1,10 +1,10 @@
 import type { ChainedBatch } from '@nxtedition/rocksdb'
 import { blockCount, decodeBlock, encodeBlock } from '../codec/block-codec.js'
-import { coldRun, coldSummary, type RunSummaryWithSpan } from '../codec/cold-value.js'
+import { coldRun, coldSummary, encodeColdValue, type RunSummaryWithSpan } from '../codec/cold-value.js'
 import { blockStartMs, encodeRowKey, MIN_BLOCK, runStartBlock, seriesKeyRange } from '../codec/row-key.js'
-import { decodeRun } from '../codec/run-codec.js'
+import { decodeRun, encodeRun } from '../codec/run-codec.js'
 import { BLOCK_MS, META_COLD_MAX_BLOCK_KEY, RUN_BLOCKS } from '../codec/schema.js'
-import { type ColdEncoded, type ColdEncodeInput, distinctBlocks, encodeCold, encodeColdInput } from './cold-encode.js'
+import { summarizePoints } from './aggregate.js'
 import {
   type EngineCore,
   META_COLD_BLOCKS,
@@ -254,28 +254,17 @@ export async function moveCold(core: EngineCore): Promise<number> {
   return moved
 }
 
-/**
- * Points a seal or a move encodes at least for the work to go to a codec worker: below it, copying
- * the points over and the answer back costs more of the event loop than encoding them in place.
- */
-export const COLD_ENCODE_WORKER_MIN_POINTS = 16_384
-
-/**
- * Encodes the runs to write: in a codec worker when the engine has one and there are enough
- * points, so that the event loop goes on taking writes meanwhile; in place otherwise, or when the
- * worker fails (the bytes are the same either way).
- */
-async function encodeColdRuns(core: EngineCore, inputs: readonly ColdEncodeInput[]): Promise<ColdEncoded[]> {
-  let points = 0
-  for (const r of inputs) points += r.ts.length
-  if (core.decodePool.enabled && points >= COLD_ENCODE_WORKER_MIN_POINTS) {
-    try {
-      return await core.decodePool.encodeRuns(inputs)
-    } catch (err) {
-      core.logger.warn({ err }, 'a codec worker could not encode runs; encoding them in place')
+function distinctBlocks(ts: Float64Array): number {
+  let count = 0
+  let last = Number.NaN
+  for (let i = 0; i < ts.length; i++) {
+    const b = Math.floor((ts[i] as number) / BLOCK_MS)
+    if (b !== last) {
+      count++
+      last = b
     }
   }
-  return inputs.map(encodeColdInput)
+  return count
 }
 
 interface WrittenRun {
@@ -288,23 +277,23 @@ async function writeRuns(core: EngineCore, groups: RunGroup[]): Promise<WrittenR
   const cols = core.store.columns
   const runKeys = groups.map((g) => encodeRowKey(g.id, g.runStart))
   const stored = await core.store.getMany(cols.cold, runKeys)
-  const inputs: ColdEncodeInput[] = groups.map((g, i) => {
-    const run = concatRuns(g.pieces)
-    return { runStartMs: blockStartMs(g.runStart), ts: run.ts, vals: run.vals, old: stored[i] ?? undefined }
-  })
-  const encoded = await encodeColdRuns(core, inputs)
   const batch = core.store.db.batch()
   const written: WrittenRun[] = []
   groups.forEach((g, i) => {
-    const { runStartMs, old } = inputs[i]!
-    const { value, oldBlocks, newBlocks } = encoded[i]!
-    if (old !== undefined) core.counters.coldBlocks -= oldBlocks
-    else core.counters.coldRuns++
-    core.counters.coldBlocks += newBlocks
-    written.push({ key: runKeys[i] as Buffer, summary: coldSummary(value, runStartMs) })
-    batch.put(runKeys[i] as Buffer, Buffer.from(value.buffer, value.byteOffset, value.byteLength), {
-      column: cols.cold,
-    })
+    const start = blockStartMs(g.runStart)
+    let run = concatRuns(g.pieces)
+    const old = stored[i]
+    if (old) {
+      const d = decodeRun(coldRun(old), start)
+      core.counters.coldBlocks -= distinctBlocks(d.timestamps)
+      run = mergeRuns({ ts: d.timestamps, vals: d.values }, run)
+    } else {
+      core.counters.coldRuns++
+    }
+    core.counters.coldBlocks += distinctBlocks(run.ts)
+    const value = encodeCold(run, start)
+    written.push({ key: runKeys[i] as Buffer, summary: coldSummary(value, start) })
+    batch.put(runKeys[i] as Buffer, value, { column: cols.cold })
     const lastBlock = g.runStart + RUN_BLOCKS - 1
     if (lastBlock > core.tiers.coldMaxBlock) core.tiers.coldMaxBlock = lastBlock
     if (g.runStart < core.tiers.coldMinBlock) core.tiers.coldMinBlock = g.runStart
@@ -611,6 +600,11 @@ export async function findHotMinBlock(core: EngineCore): Promise<number> {
     }
   })
   return min
+}
+
+/** A run as the cold family stores it: encoded, behind the summary that aggregations use. */
+function encodeCold(run: PointRun, runStartMs: number): Buffer {
+  return encodeColdValue(encodeRun(run.ts, run.vals, run.ts.length, runStartMs), summarizePoints(run.ts, run.vals))
 }
 
 function asRun(d: { timestamps: Float64Array; values: Float64Array }): PointRun {
