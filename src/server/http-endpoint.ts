@@ -45,6 +45,13 @@ export const HTTP_DEFAULTS = {
    * (remote_timeout) and retries; an answer well before that lets it back off instead.
    */
   writeQueueTimeoutMs: 10_000,
+  /**
+   * How long an idle keep-alive connection stays open. Node's default, 5 s, is Prometheus' batch
+   * send deadline: a quiet remote-write queue sends every 5 s, and a request that crosses the
+   * server's close on the wire fails and is retried with a warning. 65 s outlasts that and the
+   * 60 s idle timeout of common load balancers in front, as VictoriaMetrics' one minute does.
+   */
+  keepAliveMs: 65_000,
 } as const
 
 /** Write requests served at once when not set: twice the cores, at least four, as VictoriaMetrics does for inserts. */
@@ -522,6 +529,7 @@ async function listen(l: Listening): Promise<RunningHttpEndpoint> {
           },
           handler,
         )
+  server.keepAliveTimeout = HTTP_DEFAULTS.keepAliveMs
   try {
     await new Promise<void>((resolve, reject) => {
       server.once('error', (err) => reject(new Error(`cannot listen on ${settings.listen} for HTTP: ${err.message}`)))

@@ -255,6 +255,8 @@ describe('remote write, remote read and line protocol on one node', () => {
       'lp_cpu,host=a usage_user=1.5,count=3i,up=true 1704067200\n',
     )
     assert.equal(v1.status, 204, v1.body.toString())
+    // Idle connections stay open past Prometheus' and Telegraf's send intervals.
+    assert.equal(v1.headers.get('keep-alive'), 'timeout=65')
     const body = gzipSync('lp_cpu,host=a usage_user=2.5 1704067201000\r\nlp_cpu,host=b usage_user=7u 1704067201000\r\n')
     const v2 = await post(`${base}/api/v2/write?org=o&bucket=b&precision=ms`, body, { 'content-encoding': 'gzip' })
     assert.equal(v2.status, 204, v2.body.toString())
