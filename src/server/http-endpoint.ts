@@ -427,6 +427,8 @@ const QUERY_API_PATHS = new Set([
   '/api/v1/series',
   '/api/v1/labels',
   '/api/v1/status/buildinfo',
+  '/api/v1/metadata',
+  '/api/v1/query_exemplars',
 ])
 
 /**

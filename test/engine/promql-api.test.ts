@@ -566,6 +566,21 @@ describe('promql over the engine: series, labels, build info', () => {
     }
   })
 
+  test('metadata and exemplars: none are kept, so both answer empty; a bad query or range is bad_data', async () => {
+    assert.deepEqual((await call('/api/v1/metadata', {})).json, { status: 'success', data: {} })
+    assert.deepEqual((await call('/api/v1/metadata', { metric: 'gauge' })).json, { status: 'success', data: {} })
+    const ex = await call('/api/v1/query_exemplars', { query: 'rate(requests_total[1m])', start: '0', end: '100' })
+    assert.deepEqual(ex.json, { status: 'success', data: [] })
+    await failsWith('/api/v1/query_exemplars', { query: 'sum(' }, 400, 'bad_data', /parse error/)
+    await failsWith(
+      '/api/v1/query_exemplars',
+      { query: 'gauge', start: '100', end: '0' },
+      400,
+      'bad_data',
+      /end timestamp must not be before start/,
+    )
+  })
+
   test('build info and unknown paths', async () => {
     const b = await call('/api/v1/status/buildinfo', {})
     assert.equal(b.status, 200)

@@ -146,6 +146,13 @@ export class PromQueryApi {
         return (p, s) => this.labelNames(p, s)
       case '/api/v1/status/buildinfo':
         return async () => this.buildInfo()
+      // V3 keeps neither metric metadata nor exemplars (remote write's are dropped): both answer
+      // empty, as Prometheus does for metrics without them, so that Grafana's metric browser and
+      // exemplar queries work instead of failing.
+      case '/api/v1/metadata':
+        return async () => success({})
+      case '/api/v1/query_exemplars':
+        return async (p) => this.exemplars(p)
     }
     const m = /^\/api\/v1\/label\/([^/]+)\/values$/.exec(path)
     if (m === null) return undefined
@@ -359,6 +366,13 @@ export class PromQueryApi {
       else for (const t of r.tags) if (t.key === name) values.add(t.value)
     }
     return success([...values].sort())
+  }
+
+  /** No exemplars are stored: a valid query over a valid range has none. */
+  private exemplars(params: URLSearchParams): PromHttpAnswer {
+    this.parseQuery(params)
+    this.metadataRange(params)
+    return success([])
   }
 
   private buildInfo(): PromHttpAnswer {
