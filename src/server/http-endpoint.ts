@@ -55,7 +55,7 @@ export const HTTP_DEFAULTS = {
 } as const
 
 /** Write requests served at once when not set: twice the cores, at least four, as VictoriaMetrics does for inserts. */
-export function defaultMaxConcurrentWrites(): number {
+function defaultMaxConcurrentWrites(): number {
   return Math.max(4, 2 * availableParallelism())
 }
 
@@ -86,7 +86,7 @@ export interface HttpSettings {
   readonly insecure?: boolean
   /** The largest request body, before and after decompression. Default 64 MiB. */
   readonly maxBodyBytes?: number
-  /** Write requests read, decoded and written at once; more wait. Default defaultMaxConcurrentWrites(). */
+  /** Write requests read, decoded and written at once; more wait. Default: twice the cores, at least 4. */
   readonly maxConcurrentWrites?: number
   /** How long a write request waits for a slot before a 503, in ms. Default 10 s. */
   readonly writeQueueTimeoutMs?: number
@@ -159,17 +159,14 @@ function textFailure(r: Refusal): HttpAnswer {
 
 /** InfluxDB's error shape, which Telegraf and the InfluxDB clients print: `{"code", "message"}` (v2), `{"error"}` (v1). */
 function influxFailure(r: Refusal): HttpAnswer {
-  const code =
-    r.status === 401 || r.status === 403
-      ? 'unauthorized'
-      : r.status === 413
-        ? 'request too large'
-        : r.status < 500
-          ? 'invalid'
-          : r.status === 503
-            ? 'unavailable'
-            : 'internal error'
-  return json(r.status, { code, message: r.message, error: r.message }, r.headers)
+  return json(r.status, { code: influxCode(r.status), message: r.message, error: r.message }, r.headers)
+}
+
+function influxCode(status: number): string {
+  if (status === 401 || status === 403) return 'unauthorized'
+  if (status === 413) return 'request too large'
+  if (status < 500) return 'invalid'
+  return status === 503 ? 'unavailable' : 'internal error'
 }
 
 /** Prometheus' API error shape: `{"status": "error", "errorType", "error"}`. */
@@ -194,10 +191,10 @@ function prometheusFailure(r: Refusal): HttpAnswer {
 export async function prepareHttpEndpoint(settings: HttpSettings): Promise<PreparedHttpEndpoint> {
   const { host: bracketed, port } = splitHostPort(settings.listen)
   const maxBodyBytes = positive('maxBodyBytes', settings.maxBodyBytes ?? HTTP_DEFAULTS.maxBodyBytes)
-  const gate = new WriteGate(
-    positive('maxConcurrentWrites', settings.maxConcurrentWrites ?? defaultMaxConcurrentWrites()),
-    positive('writeQueueTimeoutMs', settings.writeQueueTimeoutMs ?? HTTP_DEFAULTS.writeQueueTimeoutMs),
-  )
+  const writeSlots = {
+    maxConcurrent: positive('maxConcurrentWrites', settings.maxConcurrentWrites ?? defaultMaxConcurrentWrites()),
+    queueTimeoutMs: positive('writeQueueTimeoutMs', settings.writeQueueTimeoutMs ?? HTTP_DEFAULTS.writeQueueTimeoutMs),
+  }
   const ingestWorkers = settings.ingestWorkers ?? Math.max(1, availableParallelism() - 1)
   if (!Number.isInteger(ingestWorkers) || ingestWorkers < 0) {
     throw new Error(`ingestWorkers must be a whole number of workers, got ${ingestWorkers}`)
@@ -214,7 +211,7 @@ export async function prepareHttpEndpoint(settings: HttpSettings): Promise<Prepa
   const pem = settings.tls === undefined ? undefined : await readTlsFiles(settings.tls)
   const host = bracketed.replace(/^\[(.*)\]$/, '$1')
   return {
-    start: (serving) => listen({ settings, host, port, maxBodyBytes, gate, ingestWorkers, tokens, pem, serving }),
+    start: (serving) => listen({ settings, host, port, maxBodyBytes, writeSlots, ingestWorkers, tokens, pem, serving }),
   }
 }
 
@@ -223,7 +220,7 @@ interface Listening {
   readonly host: string
   readonly port: number
   readonly maxBodyBytes: number
-  readonly gate: WriteGate
+  readonly writeSlots: { readonly maxConcurrent: number; readonly queueTimeoutMs: number }
   readonly ingestWorkers: number
   readonly tokens: TokenTable | undefined
   readonly pem: Awaited<ReturnType<typeof readTlsFiles>> | undefined
@@ -292,9 +289,10 @@ async function readBody(req: IncomingMessage, max: number, accepted: BodyEncodin
 
 /**
  * Refuses with 415 a body that is not the protobuf message `message`: Remote-Write 2.0 senders name
- * theirs in the Content-Type (`application/x-protobuf;proto=io.prometheus.write.v2.Request`) and
- * fall back to 1.0 on a 415. Read as a 1.0 request, a 2.0 one would decode to no series and be
- * acknowledged with nothing stored. A missing Content-Type is taken as the 1.0 message.
+ * theirs in the Content-Type (`application/x-protobuf;proto=io.prometheus.write.v2.Request`), and
+ * the 2.0 specification asks a receiver without it for a 415. Read as a 1.0 request, a 2.0 one
+ * would decode to no series and be acknowledged with nothing stored. A missing Content-Type is
+ * taken as the 1.0 message.
  */
 function checkProtobufType(req: IncomingMessage, message: string): void {
   const header = req.headers['content-type']
@@ -441,7 +439,10 @@ function queryApiLabel(path: string): string {
 }
 
 async function listen(l: Listening): Promise<RunningHttpEndpoint> {
-  const { settings, maxBodyBytes, gate, tokens, serving } = l
+  const { settings, maxBodyBytes, tokens, serving } = l
+  const gate = new WriteGate(l.writeSlots.maxConcurrent, l.writeSlots.queueTimeoutMs, (inProgress, waiting) =>
+    serving.metrics.httpWrites(inProgress, waiting),
+  )
   // Only the write endpoints decode in workers, and they exist only with an engine.
   const pool =
     serving.engine === undefined || l.ingestWorkers === 0
@@ -461,11 +462,7 @@ async function listen(l: Listening): Promise<RunningHttpEndpoint> {
 
   /** A write, once the gate gives it a slot; a 503 that asks to retry when none came in time. */
   const gated = async (route: Route, ctx: RequestContext): Promise<HttpAnswer> => {
-    const entering = gate.enter(ctx.signal)
-    serving.metrics.httpWrites(gate.inProgress, gate.queued)
-    const admitted = await entering
-    serving.metrics.httpWrites(gate.inProgress, gate.queued)
-    if (!admitted) {
+    if (!(await gate.enter(ctx.signal))) {
       return route.fail({
         status: 503,
         message: `the server is busy: all ${gate.maxConcurrent} write slots (--http-max-concurrent-writes) stayed taken while this write waited ${gate.queueTimeoutMs} ms for one; retry later`,
@@ -476,7 +473,6 @@ async function listen(l: Listening): Promise<RunningHttpEndpoint> {
       return await route.handle(ctx)
     } finally {
       gate.leave()
-      serving.metrics.httpWrites(gate.inProgress, gate.queued)
     }
   }
 

@@ -14,17 +14,9 @@ export class WriteGate {
     readonly maxConcurrent: number,
     /** How long a request may wait for a slot, in milliseconds. */
     readonly queueTimeoutMs: number,
+    /** Told the requests holding a slot and those waiting whenever either changes (the gauges). */
+    private readonly onChange: (inProgress: number, waiting: number) => void = () => {},
   ) {}
-
-  /** Requests holding a slot now. */
-  get inProgress(): number {
-    return this.running
-  }
-
-  /** Requests waiting for a slot now. */
-  get queued(): number {
-    return this.waiting.length
-  }
 
   /**
    * Takes a slot, waiting for one while all are taken. Resolves true once it holds one (release it
@@ -33,6 +25,7 @@ export class WriteGate {
   async enter(signal: AbortSignal): Promise<boolean> {
     if (this.running < this.maxConcurrent && this.waiting.length === 0) {
       this.running++
+      this.changed()
       return true
     }
     if (signal.aborted) return false
@@ -40,12 +33,14 @@ export class WriteGate {
       const admit = (): void => {
         settle()
         this.running++
+        this.changed()
         resolve(true)
       }
       const giveUp = (): void => {
         settle()
         const at = this.waiting.indexOf(admit)
         if (at >= 0) this.waiting.splice(at, 1)
+        this.changed()
         resolve(false)
       }
       const timer = setTimeout(giveUp, this.queueTimeoutMs)
@@ -55,6 +50,7 @@ export class WriteGate {
       }
       signal.addEventListener('abort', giveUp, { once: true })
       this.waiting.push(admit)
+      this.changed()
     })
   }
 
@@ -63,5 +59,10 @@ export class WriteGate {
     this.running--
     const next = this.waiting.shift()
     if (next !== undefined) next()
+    else this.changed()
+  }
+
+  private changed(): void {
+    this.onChange(this.running, this.waiting.length)
   }
 }

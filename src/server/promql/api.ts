@@ -296,9 +296,9 @@ export class PromQueryApi {
   ): Promise<SeriesRef[]> {
     const lists = await Promise.all(
       selectors.map(async (selector): Promise<readonly SeriesRef[]> => {
-        if (range === undefined || range.startMs >= range.endMs) {
-          return range === undefined ? this.engine.listSeries(selector, { signal }) : []
-        }
+        if (range === undefined) return this.engine.listSeries(selector, { signal })
+        // Past the last timestamp V3 stores: nothing can be in it.
+        if (range.startMs >= range.endMs) return []
         try {
           const counted = await this.engine.query(
             { selector, ...range, aggregation: { func: 'count', stepMs: 0, groupBy: [], mergeSeries: false } },
