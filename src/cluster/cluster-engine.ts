@@ -685,7 +685,15 @@ export class ClusterEngine implements StorageEngine {
   ): Promise<void> {
     const version = part.version
     if (node.id === this.selfId) {
-      const series = part.series.map((s) => ({ ...s, versions: new Float64Array(s.timestamps.length).fill(version) }))
+      // Every point of the part has the write's version: one array for the part, a range per series.
+      const versions = new Float64Array(part.points).fill(version)
+      let at = 0
+      const series = part.series.map((s): NormalizedSeries => {
+        const n = s.timestamps.length
+        at += n
+        const { metric, tags, key, timestamps, values } = s
+        return { metric, tags, key, timestamps, values, versions: versions.subarray(at - n, at) }
+      })
       await this.local.writeValidated({ series, points: part.points }, ctx)
       return
     }
