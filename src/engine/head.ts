@@ -528,12 +528,29 @@ export function sortDedupLastWins(ts: ArrayLike<number>, vals: ArrayLike<number>
   return { ts: outTs.subarray(0, w), vals: outVals.subarray(0, w) }
 }
 
-/** sortDedupLastWins with versions: a comparison sort, the highest version then the last winning. */
+/**
+ * sortDedupLastWins with versions: the highest version of a timestamp wins, then the last. Like
+ * the unversioned sort, the ascending runs of the input are merged pairwise (a later run winning
+ * ties of version), and only input of many short runs takes a comparison sort.
+ */
 function sortDedupVersioned(ts: ArrayLike<number>, vals: ArrayLike<number>, vers: ArrayLike<number>): PointRun {
   const n = ts.length
-  let strict = true
-  for (let i = 1; i < n && strict; i++) if ((ts[i] as number) <= (ts[i - 1] as number)) strict = false
-  if (strict) return { ts: float64Copy(ts), vals: float64Copy(vals), vers: float64Copy(vers) }
+  const starts: number[] = [0]
+  for (let i = 1; i < n; i++) if ((ts[i] as number) < (ts[i - 1] as number)) starts.push(i)
+  if (starts.length <= 64) {
+    let runs: VersionedRun[] = starts.map((from, k) =>
+      dedupAscendingVersioned(ts, vals, vers, from, starts[k + 1] ?? n),
+    )
+    while (runs.length > 1) {
+      const next: VersionedRun[] = []
+      for (let k = 0; k < runs.length; k += 2) {
+        const right = runs[k + 1]
+        next.push(right ? mergeVersioned(runs[k] as VersionedRun, right) : (runs[k] as VersionedRun))
+      }
+      runs = next
+    }
+    return runs[0] as VersionedRun
+  }
   const idx = new Uint32Array(n)
   for (let i = 0; i < n; i++) idx[i] = i
   idx.sort((a, b) => (ts[a] as number) - (ts[b] as number) || a - b)
@@ -558,6 +575,95 @@ function sortDedupVersioned(ts: ArrayLike<number>, vals: ArrayLike<number>, vers
     }
   }
   return { ts: outTs.subarray(0, w), vals: outVals.subarray(0, w), vers: outVers.subarray(0, w) }
+}
+
+type VersionedRun = Required<PointRun>
+
+/** Points [from, to) that ascend (equal neighbours allowed): of equal ones the highest version, then the last. */
+function dedupAscendingVersioned(
+  ts: ArrayLike<number>,
+  vals: ArrayLike<number>,
+  vers: ArrayLike<number>,
+  from: number,
+  to: number,
+): VersionedRun {
+  let strict = true
+  for (let i = from + 1; i < to; i++) {
+    if (ts[i] === ts[i - 1]) {
+      strict = false
+      break
+    }
+  }
+  if (strict) {
+    if (ts instanceof Float64Array && vals instanceof Float64Array && vers instanceof Float64Array) {
+      return { ts: ts.subarray(from, to), vals: vals.subarray(from, to), vers: vers.subarray(from, to) }
+    }
+    return { ts: float64Copy(ts, from, to), vals: float64Copy(vals, from, to), vers: float64Copy(vers, from, to) }
+  }
+  const outTs = new Float64Array(to - from)
+  const outVals = new Float64Array(to - from)
+  const outVers = new Float64Array(to - from)
+  let w = 0
+  for (let i = from; i < to; i++) {
+    const t = ts[i] as number
+    const v = vers[i] as number
+    if (w > 0 && outTs[w - 1] === t) {
+      if (v >= (outVers[w - 1] as number)) {
+        outVals[w - 1] = vals[i] as number
+        outVers[w - 1] = v
+      }
+    } else {
+      outTs[w] = t
+      outVals[w] = vals[i] as number
+      outVers[w++] = v
+    }
+  }
+  return { ts: outTs.subarray(0, w), vals: outVals.subarray(0, w), vers: outVers.subarray(0, w) }
+}
+
+/** Merges two sorted, deduplicated runs with versions; on equal timestamps the higher version wins, then `newer`. */
+function mergeVersioned(older: VersionedRun, newer: VersionedRun): VersionedRun {
+  if (older.ts.length === 0) return newer
+  if (newer.ts.length === 0) return older
+  const a = older.ts
+  const b = newer.ts
+  const size = a.length + b.length
+  const ts = new Float64Array(size)
+  const vals = new Float64Array(size)
+  const vers = new Float64Array(size)
+  let i = 0
+  let j = 0
+  let w = 0
+  while (i < a.length && j < b.length) {
+    const ta = a[i] as number
+    const tb = b[j] as number
+    if (ta < tb) {
+      ts[w] = ta
+      vals[w] = older.vals[i] as number
+      vers[w++] = older.vers[i++] as number
+    } else if (tb < ta || (newer.vers[j] as number) >= (older.vers[i] as number)) {
+      ts[w] = tb
+      vals[w] = newer.vals[j] as number
+      vers[w++] = newer.vers[j++] as number
+      if (ta === tb) i++
+    } else {
+      ts[w] = ta
+      vals[w] = older.vals[i] as number
+      vers[w++] = older.vers[i++] as number
+      j++
+    }
+  }
+  for (; i < a.length; i++, w++) {
+    ts[w] = a[i] as number
+    vals[w] = older.vals[i] as number
+    vers[w] = older.vers[i] as number
+  }
+  for (; j < b.length; j++, w++) {
+    ts[w] = b[j] as number
+    vals[w] = newer.vals[j] as number
+    vers[w] = newer.vers[j] as number
+  }
+  return { ts: ts.subarray(0, w), vals: vals.subarray(0, w), vers: vers.subarray(0, w) }
 }
 
 /** Points [from, to) that ascend (equal neighbours allowed), the last of equal ones kept. */

@@ -41,6 +41,41 @@ describe('write buffer', () => {
     }
   })
 
+  it('with versions, keeps the highest version of a timestamp, then the last, for any arrival order', () => {
+    const rand = rng(5)
+    for (let c = 0; c < 500; c++) {
+      const n = Math.floor(rand() * 200)
+      const shape = c % 4
+      const ts: number[] = []
+      for (let i = 0; i < n; i++) {
+        // A few ascending runs (writes that crossed), random order, heavy duplication, or 100 short runs.
+        if (shape === 0) ts.push((i % 50) * 10 + Math.floor(i / 50))
+        else if (shape === 1) ts.push(Math.floor(rand() * 1000))
+        else if (shape === 2) ts.push(Math.floor(rand() * 5))
+        else ts.push((i % 2) * 10 + Math.floor(i / 2))
+      }
+      const vals = ts.map(() => rand())
+      const vers = ts.map(() => Math.floor(rand() * 3))
+      const best = new Map<number, { val: number; ver: number }>()
+      ts.forEach((t, i) => {
+        const seen = best.get(t)
+        if (seen === undefined || (vers[i] as number) >= seen.ver)
+          best.set(t, { val: vals[i] as number, ver: vers[i] as number })
+      })
+      const keys = [...best.keys()].sort((a, b) => a - b)
+      const got = sortDedupLastWins(Float64Array.from(ts), Float64Array.from(vals), Float64Array.from(vers))
+      assert.deepEqual(Array.from(got.ts), keys)
+      assert.deepEqual(
+        Array.from(got.vals),
+        keys.map((k) => best.get(k)?.val),
+      )
+      assert.deepEqual(
+        Array.from(got.vers ?? []),
+        keys.map((k) => best.get(k)?.ver),
+      )
+    }
+  })
+
   it('takes only ended blocks, keeps the rest, and tracks the oldest sequence still needed', () => {
     const head = new Head()
     head.append(1, Float64Array.of(0, 1000, 40_000), Float64Array.of(1, 2, 3), 5)
