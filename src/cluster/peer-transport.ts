@@ -6,6 +6,7 @@
 import { PeerKind, PeerRequest, PeerResponse, PeerStatus } from '../../gen/v3storage/internal/v1/peer.js'
 import type { Clock } from '../engine/config.js'
 import { DeadlineError, UnavailableError, ValidationError } from '../model/errors.js'
+import { varintSize, writeVarint } from '../model/varint.js'
 import { responseError } from './peer-codec.js'
 
 export interface PeerEndpoint {
@@ -211,7 +212,12 @@ function bufferView(bytes: Uint8Array): Buffer {
   return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
 }
 
-/** The envelope of `call` as request `requestId`, the `sequence`-th on its channel, from node `sender`. */
+/**
+ * The envelope of `call` as request `requestId`, the `sequence`-th on its channel, from node
+ * `sender`. The envelope's small fields go through the generated encoder and the body is appended
+ * as field 7 (protobuf fields may come in any order): one copy of a body that can be megabytes,
+ * where the generated encoder copies it into a chunk and then again into the result.
+ */
 export function encodeRequestFrame(
   call: PeerCall,
   requestId: number,
@@ -219,16 +225,25 @@ export function encodeRequestFrame(
   sender: string,
   deadlineMs: number,
 ): Uint8Array {
-  return PeerRequest.encode({
+  const head = PeerRequest.encode({
     requestId,
     sequence,
     ringVersion: call.ringVersion,
     term: call.term ?? 0,
     sender,
     kind: call.kind,
-    body: bufferView(call.body),
+    body: Buffer.alloc(0),
     deadlineMs,
   }).finish()
+  const body = call.body
+  if (body.byteLength === 0) return head
+  const out = Buffer.allocUnsafe(head.byteLength + 1 + varintSize(body.byteLength) + body.byteLength)
+  out.set(head, 0)
+  let at = head.byteLength
+  out[at++] = (7 << 3) | 2
+  at = writeVarint(out, at, body.byteLength)
+  out.set(body, at)
+  return out
 }
 
 /** What a response says beyond its request id and ring version; absent fields are empty. */

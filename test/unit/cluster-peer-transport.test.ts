@@ -22,7 +22,12 @@ import {
   PeerInternalError,
   PeerSeriesHeaders,
 } from '../../src/cluster/peer-codec.js'
-import type { PeerEndpoint, PeerHandler, PeerTransport } from '../../src/cluster/peer-transport.js'
+import {
+  encodeRequestFrame,
+  type PeerEndpoint,
+  type PeerHandler,
+  type PeerTransport,
+} from '../../src/cluster/peer-transport.js'
 import { ZmqPeerTransport, type ZmqPeerTransportOptions } from '../../src/cluster/zmq-peer-transport.js'
 import {
   DeadlineError,
@@ -138,6 +143,27 @@ describe('peer codec', () => {
       PeerWriteRequest.encode({ series: versioned.map(encodePeerSeries) }).finish(),
     )
     assert.ok(mineVersioned.equals(generatedVersioned), 'byte-for-byte equal with versions')
+  })
+
+  test('a request frame decodes to its envelope and body, with or without a body', () => {
+    for (const body of [new Uint8Array(0), Uint8Array.of(1, 2, 3), new Uint8Array(300_000).fill(7)]) {
+      const frame = encodeRequestFrame(
+        { kind: PeerKind.PEER_KIND_WRITE, body, ringVersion: 9, term: 4, timeoutMs: 1000 },
+        123_456,
+        77,
+        'node-é',
+        1_800_000_000_000,
+      )
+      const decoded = PeerRequest.decode(frame)
+      assert.equal(decoded.requestId, 123_456)
+      assert.equal(decoded.sequence, 77)
+      assert.equal(decoded.ringVersion, 9)
+      assert.equal(decoded.term, 4)
+      assert.equal(decoded.sender, 'node-é')
+      assert.equal(decoded.kind, PeerKind.PEER_KIND_WRITE)
+      assert.equal(decoded.deadlineMs, 1_800_000_000_000)
+      assert.ok(Buffer.from(decoded.body).equals(Buffer.from(body)))
+    }
   })
 
   test('write versions survive the codec and the concatenation of write bodies (hints)', () => {
