@@ -492,19 +492,10 @@ export function sortDedupLastWins(ts: ArrayLike<number>, vals: ArrayLike<number>
   const starts: number[] = [0]
   for (let i = 1; i < n; i++) if ((ts[i] as number) < (ts[i - 1] as number)) starts.push(i)
   if (starts.length > 1 && starts.length <= 64) {
-    let runs: PointRun[] = starts.map((from, k) => {
-      const to = starts[k + 1] ?? n
-      return dedupAscending(ts, vals, from, to)
-    })
-    while (runs.length > 1) {
-      const next: PointRun[] = []
-      for (let k = 0; k < runs.length; k += 2) {
-        const right = runs[k + 1]
-        next.push(right ? mergeRuns(runs[k] as PointRun, right) : (runs[k] as PointRun))
-      }
-      runs = next
-    }
-    return runs[0] as PointRun
+    return mergePairwise(
+      starts.map((from, k) => dedupAscending(ts, vals, from, starts[k + 1] ?? n)),
+      mergeRuns,
+    )
   }
   if (starts.length === 1) return dedupAscending(ts, vals, 0, n)
   const idx = new Uint32Array(n)
@@ -538,43 +529,26 @@ function sortDedupVersioned(ts: ArrayLike<number>, vals: ArrayLike<number>, vers
   const starts: number[] = [0]
   for (let i = 1; i < n; i++) if ((ts[i] as number) < (ts[i - 1] as number)) starts.push(i)
   if (starts.length <= 64) {
-    let runs: VersionedRun[] = starts.map((from, k) =>
-      dedupAscendingVersioned(ts, vals, vers, from, starts[k + 1] ?? n),
+    return mergePairwise(
+      starts.map((from, k) => dedupAscendingVersioned(ts, vals, vers, from, starts[k + 1] ?? n)),
+      mergeVersioned,
     )
-    while (runs.length > 1) {
-      const next: VersionedRun[] = []
-      for (let k = 0; k < runs.length; k += 2) {
-        const right = runs[k + 1]
-        next.push(right ? mergeVersioned(runs[k] as VersionedRun, right) : (runs[k] as VersionedRun))
-      }
-      runs = next
-    }
-    return runs[0] as VersionedRun
   }
+  // Many short runs: a stable sort by timestamp (ties keep input order), then the same pass that
+  // keeps, of equal timestamps, the highest version and then the last.
   const idx = new Uint32Array(n)
   for (let i = 0; i < n; i++) idx[i] = i
   idx.sort((a, b) => (ts[a] as number) - (ts[b] as number) || a - b)
-  const outTs = new Float64Array(n)
-  const outVals = new Float64Array(n)
-  const outVers = new Float64Array(n)
-  let w = 0
+  const sortedTs = new Float64Array(n)
+  const sortedVals = new Float64Array(n)
+  const sortedVers = new Float64Array(n)
   for (let i = 0; i < n; i++) {
     const j = idx[i] as number
-    const t = ts[j] as number
-    const v = vers[j] as number
-    if (w > 0 && outTs[w - 1] === t) {
-      if (v >= (outVers[w - 1] as number)) {
-        outVals[w - 1] = vals[j] as number
-        outVers[w - 1] = v
-      }
-    } else {
-      outTs[w] = t
-      outVals[w] = vals[j] as number
-      outVers[w] = v
-      w++
-    }
+    sortedTs[i] = ts[j] as number
+    sortedVals[i] = vals[j] as number
+    sortedVers[i] = vers[j] as number
   }
-  return { ts: outTs.subarray(0, w), vals: outVals.subarray(0, w), vers: outVers.subarray(0, w) }
+  return dedupAscendingVersioned(sortedTs, sortedVals, sortedVers, 0, n)
 }
 
 type VersionedRun = Required<PointRun>
@@ -587,14 +561,7 @@ function dedupAscendingVersioned(
   from: number,
   to: number,
 ): VersionedRun {
-  let strict = true
-  for (let i = from + 1; i < to; i++) {
-    if (ts[i] === ts[i - 1]) {
-      strict = false
-      break
-    }
-  }
-  if (strict) {
+  if (!hasRepeats(ts, from, to)) {
     if (ts instanceof Float64Array && vals instanceof Float64Array && vers instanceof Float64Array) {
       return { ts: ts.subarray(from, to), vals: vals.subarray(from, to), vers: vers.subarray(from, to) }
     }
@@ -666,16 +633,29 @@ function mergeVersioned(older: VersionedRun, newer: VersionedRun): VersionedRun 
   return { ts: ts.subarray(0, w), vals: vals.subarray(0, w), vers: vers.subarray(0, w) }
 }
 
+/** Sorted runs in input order merged pairwise into one, `merge` letting the later run win ties. */
+function mergePairwise<R>(runs: R[], merge: (older: R, newer: R) => R): R {
+  let level = runs
+  while (level.length > 1) {
+    const next: R[] = []
+    for (let k = 0; k < level.length; k += 2) {
+      const right = level[k + 1]
+      next.push(right === undefined ? (level[k] as R) : merge(level[k] as R, right))
+    }
+    level = next
+  }
+  return level[0] as R
+}
+
+/** Whether ascending timestamps [from, to) hold a timestamp twice (next to each other). */
+function hasRepeats(ts: ArrayLike<number>, from: number, to: number): boolean {
+  for (let i = from + 1; i < to; i++) if (ts[i] === ts[i - 1]) return true
+  return false
+}
+
 /** Points [from, to) that ascend (equal neighbours allowed), the last of equal ones kept. */
 function dedupAscending(ts: ArrayLike<number>, vals: ArrayLike<number>, from: number, to: number): PointRun {
-  let strict = true
-  for (let i = from + 1; i < to; i++) {
-    if (ts[i] === ts[i - 1]) {
-      strict = false
-      break
-    }
-  }
-  if (strict) {
+  if (!hasRepeats(ts, from, to)) {
     if (ts instanceof Float64Array && vals instanceof Float64Array) {
       return { ts: ts.subarray(from, to), vals: vals.subarray(from, to) }
     }
