@@ -124,24 +124,34 @@ export async function startCluster(
   out: Cluster,
 ): Promise<void> {
   for (let i = 1; i <= count; i++) {
-    const port = await freePort()
-    const peerPort = await freePort()
-    const args = [
-      '--cluster',
-      '--node-id',
-      `n${i}`,
-      '--consul',
-      consul.url,
-      '--cluster-name',
-      name,
-      '--peer-listen',
-      `127.0.0.1:${peerPort}`,
-      '--replication-factor',
-      String(rf),
-    ]
-    const server = await startServer(args, `127.0.0.1:${port}`)
-    out.nodes.push(server)
-    out.args.push(args)
+    // Another process can take a port between freePort and the node's bind, so a node that exits
+    // while starting is started again on new ports, up to three times.
+    for (let attempt = 1; ; attempt++) {
+      const port = await freePort()
+      const peerPort = await freePort()
+      const args = [
+        '--cluster',
+        '--node-id',
+        `n${i}`,
+        '--consul',
+        consul.url,
+        '--cluster-name',
+        name,
+        '--peer-listen',
+        `127.0.0.1:${peerPort}`,
+        '--replication-factor',
+        String(rf),
+      ]
+      try {
+        const server = await startServer(args, `127.0.0.1:${port}`)
+        out.nodes.push(server)
+        out.args.push(args)
+        break
+      } catch (err) {
+        if (attempt >= 3) throw err
+        console.log(`node n${i} did not start (${(err as Error).message}); trying new ports`)
+      }
+    }
   }
   const want = out.nodes.map((_, i) => `n${i + 1}`).join(',')
   const deadline = Date.now() + 60_000
