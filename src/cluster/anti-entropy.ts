@@ -728,7 +728,7 @@ export class AntiEntropy {
       checkAborted(signal)
       // Repaired points were accepted by a coordinator once: NaN is not checked again (see peerService).
       if (id === this.link.selfId)
-        await this.local.write({ series: chunk, precision: 'ms', acceptNaN: true }, { signal })
+        await this.local.write({ series: chunk, precision: 'ms', acceptNaN: true, normalized: true }, { signal })
       else {
         await this.request(
           ringVersion,

@@ -90,7 +90,7 @@ export function peerService(
         // A peer write holds points a coordinating node accepted (directly, or later as a hint, a
         // repair or a move): NaN and ±Infinity among them passed its check, whatever this node's
         // allowNaN limit says, so that an owner never refuses what a write was acknowledged with.
-        const result = await local.write({ series, precision: 'ms', acceptNaN: true }, ctx)
+        const result = await local.write({ series, precision: 'ms', acceptNaN: true, normalized: true }, ctx)
         return PeerWriteResponse.encode({
           pointsWritten: result.pointsWritten,
           seriesWritten: result.seriesWritten,

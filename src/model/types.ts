@@ -49,6 +49,12 @@ export interface WriteBatch {
    * On a cluster, the owners store what the coordinating node accepted without checking NaN again.
    */
   readonly acceptNaN?: boolean
+  /**
+   * The sender built the batch from validated series (a cluster node forwarding its parts, a
+   * hint, a repair): validation first checks whether it is already in normal form and, if so,
+   * takes its arrays as they are. Anything that is not is validated in full, as ever.
+   */
+  readonly normalized?: boolean
 }
 
 export interface WriteResult {

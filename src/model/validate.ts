@@ -180,6 +180,10 @@ export function validateWriteBatch(
   }
 
   const precision = batch.precision ?? 'ms'
+  if (batch.normalized === true && batch.acceptNaN === true && precision === 'ms' && validated !== undefined) {
+    const ready = inNormalForm(entries, validated)
+    if (ready !== undefined) return ready
+  }
   const nonFinite: NonFinite = batch.acceptNaN === true ? ANY_NON_FINITE : limits.allowNaN ? NAN_ONLY : NONE
   const violations: FieldViolation[] = []
   const valid: ValidEntry[] = []
@@ -190,6 +194,54 @@ export function validateWriteBatch(
   }
   if (violations.length > 0) throw new ValidationError(violations.slice(0, MAX_VIOLATIONS))
   return mergeEntries(valid, arena.memory)
+}
+
+/**
+ * The batch as it is, when it is already what validation would make of it: every series known to
+ * the cache (so its identity passed before, against the same limits), timestamps in milliseconds,
+ * strictly ascending and storable, as many values, and no series twice. That is the form of the
+ * parts a coordinating node forwards (and of hints and repairs), which were validated there; an
+ * owner then stores their arrays without copying or merging them. Undefined for anything else,
+ * which the full validation handles and reports. Only for batches that say they are normalized
+ * and whose values are not checked (acceptNaN).
+ */
+function inNormalForm(entries: readonly SeriesWrite[], validated: ValidatedSeriesCache): NormalizedBatch | undefined {
+  const series: NormalizedSeries[] = []
+  const keys = new Set<string>()
+  let points = 0
+  for (const entry of entries) {
+    const known = validated.get(entry.metric, entry.tags)
+    const { timestamps, values } = entry
+    if (known === undefined || keys.has(known.key)) return undefined
+    if (!(timestamps instanceof Float64Array) || !(values instanceof Float64Array)) return undefined
+    const n = timestamps.length
+    if (n === 0 || values.length !== n) return undefined
+    let previous = MIN_TIMESTAMP_MS - 1
+    for (let j = 0; j < n; j++) {
+      const t = timestamps[j] as number
+      // Also refuses -0, which validation stores as 0, and anything not an integer.
+      if (!(t > previous) || !Number.isInteger(t) || Object.is(t, -0)) return undefined
+      previous = t
+    }
+    if (previous > MAX_TIMESTAMP_MS) return undefined
+    const version = entry.version ?? 0
+    if (!isVersion(version)) return undefined
+    keys.add(known.key)
+    points += n
+    series.push(
+      version > 0
+        ? {
+            metric: entry.metric,
+            tags: known.tags,
+            key: known.key,
+            timestamps,
+            values,
+            versions: new Float64Array(n).fill(version),
+          }
+        : { metric: entry.metric, tags: known.tags, key: known.key, timestamps, values },
+    )
+  }
+  return { series, points }
 }
 
 /** Validates one entry, pushing its violations; returns it normalized when it had none. */

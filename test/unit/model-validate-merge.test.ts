@@ -141,3 +141,68 @@ describe('validateWriteBatch: merging entries of one series', () => {
     assert.deepEqual(bitsOf(out.series[0]!.values), bits)
   })
 })
+
+describe('validateWriteBatch: batches that say they are normalized (a peer write)', () => {
+  const tagsOf = (host: string): readonly Tag[] => Object.freeze([Object.freeze({ key: 'host', value: host })])
+  const hosts = ['a', 'b', 'c'].map(tagsOf)
+  const normal = (): SeriesWrite[] =>
+    hosts.map((tags, h) => ({
+      metric: 'cpu',
+      tags,
+      timestamps: Float64Array.from({ length: 5 }, (_, i) => 1_000 * (i + 1)),
+      values: Float64Array.from({ length: 5 }, (_, i) => h * 10 + i),
+      version: 7,
+    }))
+  /** Validation of the same entries without the hint, with a cache of its own. */
+  const full = (entries: SeriesWrite[]) =>
+    validateWriteBatch({ series: entries, acceptNaN: true }, undefined, new ValidatedSeriesCache())
+  const plain = (out: ReturnType<typeof full>) =>
+    out.series.map((s) => ({
+      key: s.key,
+      tags: s.tags,
+      timestamps: [...s.timestamps],
+      values: [...s.values],
+      versions: s.versions && [...s.versions],
+    }))
+
+  test('series in normal form that the cache knows are taken as they are, arrays and all', () => {
+    const cache = new ValidatedSeriesCache()
+    validateWriteBatch({ series: normal(), acceptNaN: true, normalized: true }, undefined, cache)
+    const entries = normal()
+    const out = validateWriteBatch({ series: entries, acceptNaN: true, normalized: true }, undefined, cache)
+    assert.deepEqual(plain(out), plain(full(normal())))
+    assert.equal(out.points, 15)
+    out.series.forEach((s, i) => {
+      assert.equal(s.timestamps, entries[i]!.timestamps, 'the same array, not a copy')
+      assert.equal(s.values, entries[i]!.values, 'the same array, not a copy')
+    })
+  })
+
+  test('anything not in normal form is validated in full, with the same answer or error', () => {
+    const breakers: [string, (e: SeriesWrite[]) => SeriesWrite[]][] = [
+      ['unordered', (e) => [{ ...e[0]!, timestamps: Float64Array.of(2000, 1000, 3000, 4000, 5000) }, ...e.slice(1)]],
+      ['a repeated timestamp', (e) => [{ ...e[0]!, timestamps: Float64Array.of(1000, 1000, 3000, 4000, 5000) }]],
+      ['a series twice', (e) => [...e, { ...e[0]!, timestamps: Float64Array.of(6000), values: Float64Array.of(1) }]],
+      ['-0', (e) => [{ ...e[0]!, timestamps: Float64Array.of(-0, 1000, 2000, 3000, 4000) }]],
+      ['a fraction', (e) => [{ ...e[0]!, timestamps: Float64Array.of(1000.5, 2000, 3000, 4000, 5000) }]],
+      ['out of range', (e) => [{ ...e[0]!, timestamps: Float64Array.of(1000, 2000, 3000, 4000, 2 ** 52) }]],
+      ['fewer values', (e) => [{ ...e[0]!, values: Float64Array.of(1, 2) }]],
+      ['an unknown series', (e) => [{ ...e[0]!, tags: tagsOf('new') }]],
+      ['plain arrays', (e) => [{ ...e[0]!, timestamps: [3000, 1000, 2000, 4000, 5000], values: [1, 2, 3, 4, 5] }]],
+    ]
+    for (const [what, breakIt] of breakers) {
+      const cache = new ValidatedSeriesCache()
+      validateWriteBatch({ series: normal(), acceptNaN: true, normalized: true }, undefined, cache)
+      const attempt = () =>
+        validateWriteBatch({ series: breakIt(normal()), acceptNaN: true, normalized: true }, undefined, cache)
+      let expected: ReturnType<typeof full> | Error
+      try {
+        expected = full(breakIt(normal()))
+      } catch (err) {
+        expected = err as Error
+      }
+      if (expected instanceof Error) assert.throws(attempt, { message: expected.message }, what)
+      else assert.deepEqual(plain(attempt()), plain(expected), what)
+    }
+  })
+})
