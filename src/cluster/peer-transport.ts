@@ -207,17 +207,23 @@ export function checkPeerCall(call: PeerCall): void {
   }
 }
 
-/** The view of `bytes` as a Buffer, which the generated encoders take for bytes fields; no copy. */
-function bufferView(bytes: Uint8Array): Buffer {
-  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+/**
+ * An envelope encoded without its body, then the body appended as bytes field `field` (protobuf
+ * fields may come in any order): one copy of a body that can be megabytes, where the generated
+ * encoder copies it into a chunk and then again into the result.
+ */
+function withBody(head: Uint8Array, field: number, body: Uint8Array | undefined): Uint8Array {
+  if (body === undefined || body.byteLength === 0) return head
+  const out = Buffer.allocUnsafe(head.byteLength + 1 + varintSize(body.byteLength) + body.byteLength)
+  out.set(head, 0)
+  let at = head.byteLength
+  out[at++] = (field << 3) | 2
+  at = writeVarint(out, at, body.byteLength)
+  out.set(body, at)
+  return out
 }
 
-/**
- * The envelope of `call` as request `requestId`, the `sequence`-th on its channel, from node
- * `sender`. The envelope's small fields go through the generated encoder and the body is appended
- * as field 7 (protobuf fields may come in any order): one copy of a body that can be megabytes,
- * where the generated encoder copies it into a chunk and then again into the result.
- */
+/** The envelope of `call` as request `requestId`, the `sequence`-th on its channel, from node `sender`. */
 export function encodeRequestFrame(
   call: PeerCall,
   requestId: number,
@@ -232,19 +238,13 @@ export function encodeRequestFrame(
     term: call.term ?? 0,
     sender,
     kind: call.kind,
-    body: Buffer.alloc(0),
+    body: EMPTY,
     deadlineMs,
   }).finish()
-  const body = call.body
-  if (body.byteLength === 0) return head
-  const out = Buffer.allocUnsafe(head.byteLength + 1 + varintSize(body.byteLength) + body.byteLength)
-  out.set(head, 0)
-  let at = head.byteLength
-  out[at++] = (7 << 3) | 2
-  at = writeVarint(out, at, body.byteLength)
-  out.set(body, at)
-  return out
+  return withBody(head, 7, call.body)
 }
+
+const EMPTY = Buffer.alloc(0)
 
 /** What a response says beyond its request id and ring version; absent fields are empty. */
 export type ResponseFields = Partial<Omit<PeerResponse, 'requestId' | 'ringVersion' | 'body'>> & {
@@ -253,13 +253,14 @@ export type ResponseFields = Partial<Omit<PeerResponse, 'requestId' | 'ringVersi
 
 /** The envelope answering request `requestId` with `fields`, stamped with the ring version the node holds. */
 export function encodeResponseFrame(requestId: number, ringVersion: number, fields: ResponseFields): Uint8Array {
-  return PeerResponse.encode({
+  const head = PeerResponse.encode({
     requestId,
     status: PeerStatus.PEER_STATUS_UNSPECIFIED,
     message: '',
     violations: [],
     ringVersion,
     ...fields,
-    body: fields.body === undefined ? Buffer.alloc(0) : bufferView(fields.body),
+    body: EMPTY,
   }).finish()
+  return withBody(head, 5, fields.body)
 }

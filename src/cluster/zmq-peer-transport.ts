@@ -175,7 +175,11 @@ export class ZmqPeerTransport implements PeerTransport {
       handover: true,
       maxMessageSize: this.config.maxMessageBytes,
       receiveHighWaterMark: hwm,
-      sendHighWaterMark: hwm,
+      // Refusals are answered at once, a burst as large as a sender's requests in flight; the ROUTER
+      // drops what its pipe cannot take, so the pipe has room for such a burst of small answers
+      // beyond the bounded number of served ones (a dropped answer would end its call only at the
+      // call's timeout). The client's receiving side is as wide.
+      sendHighWaterMark: hwm + 1000,
       heartbeatInterval: this.config.heartbeatIntervalMs,
       heartbeatTimeout: this.config.heartbeatTimeoutMs,
       heartbeatTimeToLive: this.config.heartbeatTimeoutMs,

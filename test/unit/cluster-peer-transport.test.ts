@@ -2,6 +2,7 @@
 // in-memory one with its seeded faults, and the write payload codec. Tests wait on conditions,
 // never on fixed sleeps, and close every socket they open.
 import assert from 'node:assert/strict'
+import { connect } from 'node:net'
 import { describe, type TestContext, test } from 'node:test'
 import { Dealer } from 'zeromq'
 import {
@@ -24,6 +25,7 @@ import {
 } from '../../src/cluster/peer-codec.js'
 import {
   encodeRequestFrame,
+  encodeResponseFrame,
   type PeerEndpoint,
   type PeerHandler,
   type PeerTransport,
@@ -119,6 +121,19 @@ function sameBits(a: Float64Array, b: Float64Array): boolean {
   return Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength))
 }
 
+/** Whether a TCP connection to `address` (host:port) is refused: nothing listens there. */
+function refused(address: string): Promise<boolean> {
+  const colon = address.lastIndexOf(':')
+  return new Promise((resolve) => {
+    const socket = connect(Number(address.slice(colon + 1)), address.slice(0, colon))
+    socket.once('connect', () => {
+      socket.destroy()
+      resolve(false)
+    })
+    socket.once('error', (err: NodeJS.ErrnoException) => resolve(err.code === 'ECONNREFUSED'))
+  })
+}
+
 describe('peer codec', () => {
   test('the direct write encoder writes exactly the bytes of the generated one', () => {
     const series = [
@@ -163,6 +178,26 @@ describe('peer codec', () => {
       assert.equal(decoded.kind, PeerKind.PEER_KIND_WRITE)
       assert.equal(decoded.deadlineMs, 1_800_000_000_000)
       assert.ok(Buffer.from(decoded.body).equals(Buffer.from(body)))
+    }
+  })
+
+  test('a response frame keeps its status, message, violations, limit and body', () => {
+    for (const body of [undefined, new Uint8Array(0), new Uint8Array(200_000).fill(3)]) {
+      const frame = encodeResponseFrame(42, 8, {
+        status: PeerStatus.PEER_STATUS_INVALID_ARGUMENT,
+        message: 'bad',
+        violations: [{ field: 'series[0].metric', description: 'is empty' }],
+        limit: { limit: 'max_points', value: 10, reason: 'too many' },
+        ...(body === undefined ? {} : { body }),
+      })
+      const decoded = PeerResponse.decode(frame)
+      assert.equal(decoded.requestId, 42)
+      assert.equal(decoded.ringVersion, 8)
+      assert.equal(decoded.status, PeerStatus.PEER_STATUS_INVALID_ARGUMENT)
+      assert.equal(decoded.message, 'bad')
+      assert.deepEqual(decoded.violations, [{ field: 'series[0].metric', description: 'is empty' }])
+      assert.deepEqual(decoded.limit, { limit: 'max_points', value: 10, reason: 'too many' })
+      assert.ok(Buffer.from(decoded.body).equals(Buffer.from(body ?? new Uint8Array(0))))
     }
   })
 
@@ -342,6 +377,10 @@ describe('ZmqPeerTransport', () => {
     const { zmq, serve } = transports(t)
     const { transport: gone, peer } = await serve('ghost', echo)
     await gone.close()
+    // ZeroMQ closes the listening socket in its own thread, a moment after close() returns; a
+    // connection in that moment is accepted and then dropped, which fails the request at once
+    // (as a dropped connection should) instead of at its timeout, which is what this test is about.
+    await waitFor('the port to refuse connections', () => refused(peer.address), 10_000, 10)
     const client = zmq({ nodeId: 'a' })
     const start = Date.now()
     await assert.rejects(
