@@ -106,7 +106,8 @@ export function encodePeerSeries(series: PeerWriteEntry): PeerSeries {
  * or when the metric or a tag key is empty.
  */
 export function decodePeerSeries(series: PeerSeries, field = 'series'): SeriesPoints {
-  checkSeries(series.metric, series.tags, series.timestamps, series.values, field)
+  checkIdentity(series.metric, series.tags, field)
+  checkPointBytes(series.timestamps.byteLength, series.values.byteLength, field)
   return {
     metric: series.metric,
     tags: series.tags.map((t) => ({ key: t.key, value: t.value })),
@@ -115,30 +116,26 @@ export function decodePeerSeries(series: PeerSeries, field = 'series'): SeriesPo
   }
 }
 
-function checkSeries(
-  metric: string,
-  tags: readonly Tag[],
-  timestamps: Uint8Array,
-  values: Uint8Array,
-  field: string,
-): void {
+/** Throws a ValidationError naming the field when the metric or a tag key is empty. */
+function checkIdentity(metric: string, tags: readonly Tag[], field: string): void {
   if (metric === '') throw ValidationError.field(`${field}.metric`, 'is empty')
   for (let i = 0; i < tags.length; i++) {
     if ((tags[i] as Tag).key === '') throw ValidationError.field(`${field}.tags[${i}].key`, 'is empty')
   }
-  if (timestamps.byteLength % 8 !== 0) {
-    throw ValidationError.field(
-      `${field}.timestamps`,
-      `${timestamps.byteLength} bytes is not a whole number of float64`,
-    )
+}
+
+/** Throws a ValidationError naming the field when the point bytes are not whole doubles or their counts differ. */
+function checkPointBytes(timestampsBytes: number, valuesBytes: number, field: string): void {
+  if (timestampsBytes % 8 !== 0) {
+    throw ValidationError.field(`${field}.timestamps`, `${timestampsBytes} bytes is not a whole number of float64`)
   }
-  if (values.byteLength % 8 !== 0) {
-    throw ValidationError.field(`${field}.values`, `${values.byteLength} bytes is not a whole number of float64`)
+  if (valuesBytes % 8 !== 0) {
+    throw ValidationError.field(`${field}.values`, `${valuesBytes} bytes is not a whole number of float64`)
   }
-  if (timestamps.byteLength !== values.byteLength) {
+  if (timestampsBytes !== valuesBytes) {
     throw ValidationError.field(
       `${field}.values`,
-      `${values.byteLength / 8} values for ${timestamps.byteLength / 8} timestamps; the counts must be equal`,
+      `${valuesBytes / 8} values for ${timestampsBytes / 8} timestamps; the counts must be equal`,
     )
   }
 }
@@ -152,13 +149,12 @@ function fieldSize(length: number): number {
  * What the peer write encoder takes of a series: a PeerWriteEntry, or a validated series (which
  * brings its canonical key, by which its encoded identity is cached).
  */
-export interface PeerWriteSource extends SeriesPoints {
-  readonly version?: number
+export interface PeerWriteSource extends PeerWriteEntry {
   readonly key?: string
 }
 
-/** How many encoded identities a PeerIdentityBytes keeps before it starts again. */
-const IDENTITY_CACHE_ENTRIES = 100_000
+/** How many series a PeerIdentityBytes or a PeerSeriesHeaders keeps before it starts again. */
+const SERIES_CACHE_ENTRIES = 100_000
 
 /**
  * The encoded identity (the metric and tag fields of a PeerSeries) of the series a coordinator
@@ -174,7 +170,7 @@ export class PeerIdentityBytes {
     if (key === undefined) return encodeIdentity(series.metric, series.tags)
     let bytes = this.known.get(key)
     if (bytes === undefined) {
-      if (this.known.size >= IDENTITY_CACHE_ENTRIES) this.known.clear()
+      if (this.known.size >= SERIES_CACHE_ENTRIES) this.known.clear()
       bytes = encodeIdentity(series.metric, series.tags)
       this.known.set(key, bytes)
     }
@@ -255,9 +251,6 @@ export function encodePeerWrite(
   return out
 }
 
-/** How many series identities a PeerSeriesHeaders keeps before it starts again. */
-const HEADER_CACHE_ENTRIES = 100_000
-
 /**
  * The identities (metric and tags) of series a node has received before, by the bytes that
  * encode them: the same series arrives with the same bytes in write after write, and handing back
@@ -272,12 +265,12 @@ export class PeerSeriesHeaders {
     return this.known.get(bytes)
   }
 
-  /** Keeps an identity by its bytes (as latin1); returns its tags, frozen. */
-  set(bytes: string, metric: string, tags: readonly Tag[]): readonly Tag[] {
-    if (this.known.size >= HEADER_CACHE_ENTRIES) this.known.clear()
-    const frozen = Object.freeze([...tags])
-    this.known.set(bytes, { metric, tags: frozen })
-    return frozen
+  /** Keeps an identity by its bytes (as latin1), its tags frozen; returns it as kept. */
+  set(bytes: string, metric: string, tags: readonly Tag[]): { readonly metric: string; readonly tags: readonly Tag[] } {
+    if (this.known.size >= SERIES_CACHE_ENTRIES) this.known.clear()
+    const identity = { metric, tags: Object.freeze([...tags]) }
+    this.known.set(bytes, identity)
+    return identity
   }
 }
 
@@ -401,23 +394,9 @@ function readSeries(
   if (identity === undefined) {
     // New identity bytes (or identity fields after the points): decoded strictly and checked.
     const decoded = readIdentity(frame.bytes.subarray(start, scattered ? end : identityEnd), seriesField(index))
-    identity = cacheable ? { metric: decoded.metric, tags: headers.set(key, decoded.metric, decoded.tags) } : decoded
+    identity = cacheable ? headers.set(key, decoded.metric, decoded.tags) : decoded
   }
-  if (timestampsBytes % 8 !== 0) {
-    throw ValidationError.field(
-      `${seriesField(index)}.timestamps`,
-      `${timestampsBytes} bytes is not a whole number of float64`,
-    )
-  }
-  if (valuesBytes % 8 !== 0) {
-    throw ValidationError.field(`${seriesField(index)}.values`, `${valuesBytes} bytes is not a whole number of float64`)
-  }
-  if (timestampsBytes !== valuesBytes) {
-    throw ValidationError.field(
-      `${seriesField(index)}.values`,
-      `${valuesBytes / 8} values for ${timestampsBytes / 8} timestamps; the counts must be equal`,
-    )
-  }
+  checkPointBytes(timestampsBytes, valuesBytes, seriesField(index))
   if (!isVersion(version)) {
     throw ValidationError.field(
       `${seriesField(index)}.version`,
@@ -449,10 +428,7 @@ function readIdentity(bytes: Uint8Array, field: string): { metric: string; tags:
       tags.push(readTag(new BinaryReader(reader.bytes()), `${field}.tags[${tags.length}]`))
     else reader.skip(wireType, no)
   }
-  if (metric === '') throw ValidationError.field(`${field}.metric`, 'is empty')
-  tags.forEach((tag, i) => {
-    if (tag.key === '') throw ValidationError.field(`${field}.tags[${i}].key`, 'is empty')
-  })
+  checkIdentity(metric, tags, field)
   return { metric, tags }
 }
 

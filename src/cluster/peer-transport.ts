@@ -207,6 +207,9 @@ export function checkPeerCall(call: PeerCall): void {
   }
 }
 
+/** The empty body an envelope is encoded with before withBody() appends the real one. */
+const EMPTY = Buffer.alloc(0)
+
 /**
  * An envelope encoded without its body, then the body appended as bytes field `field` (protobuf
  * fields may come in any order): one copy of a body that can be megabytes, where the generated
@@ -243,8 +246,6 @@ export function encodeRequestFrame(
   }).finish()
   return withBody(head, 7, call.body)
 }
-
-const EMPTY = Buffer.alloc(0)
 
 /** What a response says beyond its request id and ring version; absent fields are empty. */
 export type ResponseFields = Partial<Omit<PeerResponse, 'requestId' | 'ringVersion' | 'body'>> & {

@@ -297,7 +297,7 @@ export class PromQueryApi {
     const lists = await Promise.all(
       selectors.map(async (selector): Promise<readonly SeriesRef[]> => {
         if (range === undefined) return this.engine.listSeries(selector, { signal })
-        // Past the last timestamp V3 stores: nothing can be in it.
+        // Wholly outside the timestamps V3 can store (clamped above): nothing can be in it.
         if (range.startMs >= range.endMs) return []
         try {
           const counted = await this.engine.query(
