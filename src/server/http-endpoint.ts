@@ -15,7 +15,6 @@ import { createServer as createHttpServer, type IncomingMessage, type Server, ty
 import { createServer as createHttpsServer } from 'node:https'
 import { availableParallelism } from 'node:os'
 import type { StorageEngine } from '../engine/storage-engine.js'
-import { SeriesHeaderCache } from '../wire/series-codec.js'
 import { loadTokens, ROLES, type Role, roleOf, type TokenTable } from './auth.js'
 import {
   errorStatus,
@@ -28,7 +27,7 @@ import {
 import { IngestPool } from './ingest-pool.js'
 import { PrefixCache, parseLinePrecision } from './line-protocol.js'
 import type { ServerMetrics } from './metrics.js'
-import { BodyError } from './prom-remote.js'
+import { BodyError, LabelSetCache } from './prom-remote.js'
 import { readTlsFiles, type TlsOptions } from './tls.js'
 import { checkExposure, positive, splitHostPort } from './transport.js'
 import { WriteGate } from './write-gate.js'
@@ -326,7 +325,7 @@ function routes(l: Listening, pool: IngestPool | undefined): Map<string, Route> 
   if (engine === undefined) return table
   const now = serving.now ?? Date.now
   const decoding: IngestDecoding = {
-    headers: new SeriesHeaderCache(),
+    headers: new LabelSetCache(),
     prefixes: new PrefixCache(),
     ...(pool === undefined ? {} : { pool }),
   }

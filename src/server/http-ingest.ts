@@ -10,7 +10,6 @@ import { compressSync } from 'snappy'
 import type { StorageEngine } from '../engine/storage-engine.js'
 import { DeadlineError, LimitError, UnavailableError, ValidationError } from '../model/errors.js'
 import type { Matcher, QueryRequest, Selector, SeriesWrite } from '../model/types.js'
-import type { SeriesHeaderCache } from '../wire/series-codec.js'
 import type { ServerLogger } from './errors.js'
 import { gzipError } from './ingest-decode.js'
 import type { IngestPool } from './ingest-pool.js'
@@ -20,6 +19,7 @@ import {
   decodeReadRequest,
   decodeWriteRequest,
   encodeReadResponse,
+  type LabelSetCache,
   RESPONSE_SAMPLES,
   type RemoteQuery,
   snappyDecode,
@@ -71,7 +71,7 @@ export const WORKER_MIN_BODY_BYTES = 8 * 1024
 /** Where bodies are decoded: in place with the caches that make repeated series cheap, or in workers. */
 export interface IngestDecoding {
   /** Prometheus sends the same series every scrape interval: their label bytes find them here. */
-  readonly headers: SeriesHeaderCache
+  readonly headers: LabelSetCache
   readonly prefixes: PrefixCache
   /** Absent: every body is decoded on the main thread. */
   readonly pool?: IngestPool

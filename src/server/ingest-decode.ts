@@ -12,9 +12,8 @@
 import { gunzipSync } from 'node:zlib'
 import { type FieldViolation, ValidationError } from '../model/errors.js'
 import type { SeriesWrite, Tag } from '../model/types.js'
-import { SeriesHeaderCache } from '../wire/series-codec.js'
 import { type LinePrecision, PrefixCache, parseLineProtocol } from './line-protocol.js'
-import { BodyError, decodeWriteRequest, snappyDecode } from './prom-remote.js'
+import { BodyError, decodeWriteRequest, LabelSetCache, snappyDecode } from './prom-remote.js'
 
 /** A body to decode; `id` pairs the answer with it. */
 export type IngestJob =
@@ -97,7 +96,7 @@ function gunzipBounded(body: Uint8Array, maxBytes: number): Buffer {
 
 /**
  * The worker's side of the series table: an id per series (metric and tags array) it has seen. The
- * tags arrays come from the parsers' caches (PrefixCache, SeriesHeaderCache), which hand out the
+ * tags arrays come from the parsers' caches (PrefixCache, LabelSetCache), which hand out the
  * same array for the same series, so they are found by identity. Bounded: when full it empties at
  * the start of the next body, never during one, so that the ids of a body are all defined by then.
  */
@@ -227,7 +226,7 @@ function pack(
 /** What a worker keeps from body to body. */
 export class IngestDecoder {
   private readonly prefixes = new PrefixCache()
-  private readonly headers = new SeriesHeaderCache()
+  private readonly headers = new LabelSetCache()
   private readonly ids = new SeriesIds()
 
   decode(job: IngestJob): IngestAnswer {

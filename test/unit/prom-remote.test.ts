@@ -11,9 +11,9 @@ import {
   decodeReadRequest,
   decodeWriteRequest,
   encodeReadResponse,
+  LabelSetCache,
   snappyDecode,
 } from '../../src/server/prom-remote.js'
-import { SeriesHeaderCache } from '../../src/wire/series-codec.js'
 import { encodeWriteRequest, type RemoteSeries, STALE_BITS } from '../fixtures/prom-remote-bodies.js'
 
 const MAX = 64 * 1024 * 1024
@@ -274,7 +274,7 @@ test('a read response: __name__ first, labels sorted, the staleness marker bit f
 })
 
 test('a series seen before is found by its label bytes: same frozen tags, labels after samples still read', () => {
-  const headers = new SeriesHeaderCache()
+  const headers = new LabelSetCache()
   const request = Buffer.from(
     encodeWrite([
       {
@@ -321,6 +321,52 @@ test('a nested length cannot run on into the next series', () => {
   // Series 1 holds a label whose declared length (5) passes its own end (3 bytes of series) and
   // would reach into series 2 if only the whole message bounded it.
   const bytes = Buffer.from([0x0a, 0x03, 0x0a, 0x05, 0x0a, 0x0a, 0x02, 0x0a, 0x00])
-  bodyError(() => decodeWriteRequest(bytes, new SeriesHeaderCache()), 400, /length beyond the end of its message/)
+  bodyError(() => decodeWriteRequest(bytes, new LabelSetCache()), 400, /length beyond the end of its message/)
   bodyError(() => decodeWriteRequest(bytes), 400, /length beyond the end of its message/)
+})
+
+test('label sets are found by their whole bytes: sets that differ in one byte, or in length, stay apart, also after the cache empties', () => {
+  const sets: RemoteSeries[] = []
+  // Lengths that are and are not multiples of four, and sets that differ only in their last byte.
+  for (let h = 0; h < 30; h++) {
+    sets.push({
+      labels: [
+        ['__name__', 'cpu'],
+        ['host', `h${h}`],
+      ],
+      samples: [[h, 1_000 + h]],
+    })
+    sets.push({
+      labels: [
+        ['__name__', 'cpu'],
+        ['host', `h${h}`],
+        ['rack', 'ab'],
+      ],
+      samples: [[h, 2_000 + h]],
+    })
+    sets.push({
+      labels: [
+        ['__name__', 'cpu'],
+        ['host', `h${h}`],
+        ['rack', 'ac'],
+      ],
+      samples: [[h, 3_000 + h]],
+    })
+  }
+  const body = Buffer.from(encodeWrite(sets))
+  const expected = sets.map((s) => ({
+    metric: 'cpu',
+    tags: s.labels.slice(1).map(([key, value]) => ({ key, value })),
+    timestamps: [s.samples[0]![1]],
+  }))
+  for (const cache of [new LabelSetCache(), new LabelSetCache(7)]) {
+    for (let pass = 0; pass < 3; pass++) {
+      const got = decodeWriteRequest(body, cache).series.map((s) => ({
+        metric: s.metric,
+        tags: s.tags.map((t) => ({ ...t })),
+        timestamps: Array.from(s.timestamps as ArrayLike<number>),
+      }))
+      assert.deepEqual(got, expected)
+    }
+  }
 })
