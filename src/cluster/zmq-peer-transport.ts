@@ -63,6 +63,8 @@ type ZmqConfig = Readonly<Required<Omit<ZmqPeerTransportOptions, 'listen'>>> & {
 const ENVELOPE_BYTES = 1024
 /** Malformed frames are logged at most this often, with the count since the last line. */
 const MALFORMED_LOG_INTERVAL_MS = 10_000
+/** Room in the ROUTER's send pipe, beyond the served answers, for refusals answered at once. */
+const REFUSAL_BURST = 1000
 
 function positive(name: string, value: number | undefined, fallback: number): number {
   const v = value ?? fallback
@@ -179,7 +181,7 @@ export class ZmqPeerTransport implements PeerTransport {
       // drops what its pipe cannot take, so the pipe has room for such a burst of small answers
       // beyond the bounded number of served ones (a dropped answer would end its call only at the
       // call's timeout). The client's receiving side is as wide.
-      sendHighWaterMark: hwm + 1000,
+      sendHighWaterMark: hwm + REFUSAL_BURST,
       heartbeatInterval: this.config.heartbeatIntervalMs,
       heartbeatTimeout: this.config.heartbeatTimeoutMs,
       heartbeatTimeToLive: this.config.heartbeatTimeoutMs,

@@ -63,9 +63,8 @@ function sameAscii(text: string, buf: Buffer, start: number, length: number): bo
   return true
 }
 
-/** A label set seen before: its bytes, and its metric and frozen tags as decoded then. */
+/** A label set seen before: a copy of its bytes, and its metric and frozen tags as decoded then. */
 interface KnownLabels {
-  readonly bytes: Buffer
   readonly view: DataView
   readonly metric: string
   readonly tags: Tag[]
@@ -85,7 +84,7 @@ export class LabelSetCache {
 
   constructor(private readonly maxEntries = 100_000) {}
 
-  /** The label set whose bytes are view[start, end), if seen before. */
+  /** The label set whose bytes are view[start, end), if seen before; `hash` is hashBytes() of them. */
   find(view: DataView, start: number, end: number, hash: number): KnownLabels | undefined {
     const bucket = this.buckets.get(hash)
     if (bucket === undefined) return undefined
@@ -99,8 +98,7 @@ export class LabelSetCache {
       this.size = 0
     }
     for (const tag of tags) Object.freeze(tag)
-    const bytes = Buffer.from(buf.subarray(start, end))
-    const known = { bytes, view: viewOf(bytes), metric, tags: Object.freeze(tags) as Tag[] }
+    const known = { view: viewOf(Buffer.from(buf.subarray(start, end))), metric, tags: Object.freeze(tags) as Tag[] }
     const bucket = this.buckets.get(hash)
     if (bucket === undefined) this.buckets.set(hash, [known])
     else bucket.push(known)
@@ -112,8 +110,8 @@ function viewOf(buf: Buffer): DataView {
   return new DataView(buf.buffer, buf.byteOffset, buf.byteLength)
 }
 
-/** A hash of view[start, end), four bytes at a time. */
-function hashBytes(view: DataView, start: number, end: number): number {
+/** A hash of view[start, end), four bytes at a time: the key LabelSetCache files label sets under. */
+export function hashBytes(view: DataView, start: number, end: number): number {
   let hash = 0x811c9dc5 ^ (end - start)
   let i = start
   for (; i + 4 <= end; i += 4) hash = Math.imul(hash ^ view.getInt32(i, true), 0x01000193)

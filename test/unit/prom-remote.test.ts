@@ -11,6 +11,7 @@ import {
   decodeReadRequest,
   decodeWriteRequest,
   encodeReadResponse,
+  hashBytes,
   LabelSetCache,
   snappyDecode,
 } from '../../src/server/prom-remote.js'
@@ -329,29 +330,13 @@ test('label sets are found by their whole bytes: sets that differ in one byte, o
   const sets: RemoteSeries[] = []
   // Lengths that are and are not multiples of four, and sets that differ only in their last byte.
   for (let h = 0; h < 30; h++) {
-    sets.push({
-      labels: [
-        ['__name__', 'cpu'],
-        ['host', `h${h}`],
-      ],
-      samples: [[h, 1_000 + h]],
-    })
-    sets.push({
-      labels: [
-        ['__name__', 'cpu'],
-        ['host', `h${h}`],
-        ['rack', 'ab'],
-      ],
-      samples: [[h, 2_000 + h]],
-    })
-    sets.push({
-      labels: [
-        ['__name__', 'cpu'],
-        ['host', `h${h}`],
-        ['rack', 'ac'],
-      ],
-      samples: [[h, 3_000 + h]],
-    })
+    const host: [string, string][] = [
+      ['__name__', 'cpu'],
+      ['host', `h${h}`],
+    ]
+    for (const [k, rack] of [[], [['rack', 'ab']], [['rack', 'ac']]].entries()) {
+      sets.push({ labels: [...host, ...(rack as [string, string][])], samples: [[h, 1_000 * (k + 1) + h]] })
+    }
   }
   const body = Buffer.from(encodeWrite(sets))
   const expected = sets.map((s) => ({
@@ -369,4 +354,22 @@ test('label sets are found by their whole bytes: sets that differ in one byte, o
       assert.deepEqual(got, expected)
     }
   }
+})
+
+test('label sets filed under the same hash are told apart by every byte, the last ones too', () => {
+  const cache = new LabelSetCache()
+  const stored = Buffer.from('0123456789abcdefghi') // 19 bytes: four words and a tail of three
+  const view = (b: Buffer): DataView => new DataView(b.buffer, b.byteOffset, b.byteLength)
+  cache.add(stored, 0, stored.length, 1, 'cpu', [{ key: 'host', value: 'a' }])
+  // Within a larger buffer, at an offset, as a decoder meets it: found.
+  const framed = Buffer.concat([Buffer.from('xx'), stored, Buffer.from('yy')])
+  assert.equal(cache.find(view(framed), 2, 2 + stored.length, 1)?.metric, 'cpu')
+  // A different byte in the first word, in the tail, or one byte fewer: not this set.
+  for (const other of ['X123456789abcdefghi', '0123456789abcdefghX', '0123456789abcdefgh']) {
+    const b = Buffer.from(other)
+    assert.equal(cache.find(view(b), 0, b.length, 1), undefined, other)
+  }
+  // Under another hash it is not looked at.
+  assert.equal(cache.find(view(stored), 0, stored.length, 2), undefined)
+  assert.equal(hashBytes(view(framed), 2, 2 + stored.length), hashBytes(view(stored), 0, stored.length))
 })
