@@ -219,8 +219,22 @@ export class RocksStore {
 
   private async fillFamilies(filler: Buffer): Promise<void> {
     const key = Buffer.from(FLUSH_FILLER_KEY)
-    // Meta goes last: the deletes that switch the other families' memtables land in it.
-    const order: Array<keyof Columns> = ['buffer', 'hot', 'cold', 'versions', 'index', 'meta']
+    // Meta goes last: the deletes that switch the other families' memtables land in it. The families
+    // whose records are deleted soon after they are written (the write buffer once sealed, hot blocks
+    // once moved, versions once expired) are flushed twice: their level 0 then holds two files,
+    // which starts a compaction of level 0 with the level 1 files under it, and the records the
+    // deletes cover leave the disk instead of waiting, with their tombstones, for the next writes.
+    const order: Array<keyof Columns> = [
+      'buffer',
+      'buffer',
+      'hot',
+      'hot',
+      'cold',
+      'versions',
+      'versions',
+      'index',
+      'meta',
+    ]
     for (const role of order) {
       const column = this.columns[role]
       const trigger = role === 'meta' ? this.columns.index : this.columns.meta

@@ -1,10 +1,11 @@
 // What the data folder holds: the write-ahead log shrinks once writes stop, and the retired posting
 // records of older data folders are removed at open.
 import assert from 'node:assert/strict'
-import { mkdtemp, rm } from 'node:fs/promises'
+import { mkdtemp, readdir, rm, stat } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
+import type { ColumnHandle } from '@nxtedition/rocksdb'
 import { INDEX_PREFIX_METRIC_RETIRED, INDEX_PREFIX_TAG_RETIRED } from '../../src/codec/schema.js'
 import { BasicEngine } from '../../src/engine/basic-engine.js'
 import { RocksStore, WAL_IDLE_BYTES, WAL_IDLE_MS } from '../../src/engine/rocks-store.js'
@@ -33,6 +34,22 @@ async function writeSeries(engine: BasicEngine, hosts: number, points: number): 
   }
 }
 
+const MIB = 1024 * 1024
+
+async function tableBytes(dir: string): Promise<number> {
+  let total = 0
+  for (const name of await readdir(dir)) if (name.endsWith('.sst')) total += (await stat(join(dir, name))).size
+  return total
+}
+
+async function familyBytes(engine: BasicEngine, column: ColumnHandle): Promise<number> {
+  let total = 0
+  await engine.store.scan({ column }, (page) => {
+    for (const [key, value] of page) total += key.length + value.length
+  })
+  return total
+}
+
 describe('data folder', () => {
   it('flushes the write-ahead log away once writes stop, and keeps every point', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'v3-files-'))
@@ -59,6 +76,34 @@ describe('data folder', () => {
       const got = await engine.query({ selector: { metric: 'cpu', matchers: [] }, startMs: T0, endMs: T0 + 86_400_000 })
       assert.equal(got.length, 20)
       for (const s of got) assert.equal(s.timestamps.length, 8640)
+    } finally {
+      await engine.close()
+      await rm(dir, { recursive: true, force: true })
+    }
+  })
+
+  it('drops the sealed write-buffer records from the table files once writes stop', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'v3-files-'))
+    const clock = new ManualClock(T0 + 48 * 3_600_000)
+    const engine = engineAt(dir, clock)
+    try {
+      await engine.open()
+      // About 2.6 M points: their write-buffer records outgrow the family's memtables many times
+      // over, so most of them reach table files before the seal deletes them.
+      await writeSeries(engine, 300, 8640)
+      await engine.compact()
+      const cold = await familyBytes(engine, engine.store.columns.cold)
+      await engine.compact()
+      clock.t += WAL_IDLE_MS
+      await engine.compact()
+      // Compactions started by the idle flush end in the background.
+      const deadline = Date.now() + 10_000
+      let tables = await tableBytes(dir)
+      while (tables > 2 * cold + MIB && Date.now() < deadline) {
+        await new Promise((resolve) => setTimeout(resolve, 50))
+        tables = await tableBytes(dir)
+      }
+      assert.ok(tables <= 2 * cold + MIB, `${tables} bytes of table files for ${cold} bytes of cold runs`)
     } finally {
       await engine.close()
       await rm(dir, { recursive: true, force: true })
