@@ -8,6 +8,7 @@ import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { Client, credentials, type ServiceError } from '@grpc/grpc-js'
 import { WriteResponse } from '../gen/v3storage/v1/write_service.js'
+import { serverNodeOptions } from '../scripts/node-options.mjs'
 import type { Tag } from '../src/model/types.js'
 import { encodeWriteRequest } from '../src/wire/series-codec.js'
 import { METRICS, POINTS_PER_SERIES, timestampAt } from './dataset.js'
@@ -58,7 +59,8 @@ export async function freePort(): Promise<number> {
  * Starts the built `v3 serve` (bin/v3.js) on a free port with the default engine flags, as a user
  * runs it: the data set is dated 2026-01-01, so the default 2 h hot window (measured from the wall
  * clock) already lies past all of it and every point is sealed straight into the cold family.
- * V3_BENCH_SERVER_NODE_ARGS passes Node options (e.g. "--cpu-prof"). `listen` and `extraArgs` are
+ * It gets the Node options of bin/v3.js's first line, as `v3` and `npm start` do;
+ * V3_BENCH_SERVER_NODE_ARGS passes more (e.g. "--cpu-prof"). `listen` and `extraArgs` are
  * for cluster nodes, which need known ports and the cluster flags, and for flags such as
  * `--result-cache-points 0`; `existingDataDir` reopens the folder of a stopped server (a restart).
  */
@@ -71,6 +73,7 @@ export async function startServer(
   const proc = spawn(
     process.execPath,
     [
+      ...serverNodeOptions(),
       ...(process.env.V3_BENCH_SERVER_NODE_ARGS?.split(' ').filter(Boolean) ?? []),
       'bin/v3.js',
       'serve',

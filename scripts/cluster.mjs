@@ -6,6 +6,7 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
+import { serverNodeOptions } from './node-options.mjs'
 
 const root = resolve(import.meta.dirname, '..')
 const children = []
@@ -62,6 +63,7 @@ try {
     const address = await start(
       id,
       [
+        ...serverNodeOptions(),
         'bin/v3.js',
         'serve',
         '--cluster',
