@@ -173,24 +173,39 @@ export interface FolderSize {
   readonly diskBytes: number
   /** The sum of the files' sizes, what `du --apparent-size` reports. */
   readonly apparentBytes: number
+  /** Allocated bytes by kind of RocksDB file (see fileKind); another system's files all count as "other". */
+  readonly diskByKind: Readonly<Record<FileKind, number>>
+}
+
+export type FileKind = 'table files' | 'write-ahead log' | 'MANIFEST' | 'other'
+
+/** RocksDB's file kinds, by name: NNNNNN.sst, NNNNNN.log and MANIFEST-NNNNNN. */
+function fileKind(name: string): FileKind {
+  if (name.endsWith('.sst')) return 'table files'
+  if (name.endsWith('.log')) return 'write-ahead log'
+  if (name.startsWith('MANIFEST-')) return 'MANIFEST'
+  return 'other'
 }
 
 export async function folderSize(dir: string): Promise<FolderSize> {
   let diskBytes = 0
   let apparentBytes = 0
+  const diskByKind: Record<FileKind, number> = { 'table files': 0, 'write-ahead log': 0, MANIFEST: 0, other: 0 }
   for (const entry of await readdir(dir, { withFileTypes: true })) {
     const path = join(dir, entry.name)
     if (entry.isDirectory()) {
       const sub = await folderSize(path)
       diskBytes += sub.diskBytes
       apparentBytes += sub.apparentBytes
+      for (const kind of Object.keys(diskByKind) as FileKind[]) diskByKind[kind] += sub.diskByKind[kind]
     } else {
       const st = await stat(path)
       diskBytes += st.blocks * 512
       apparentBytes += st.size
+      diskByKind[fileKind(entry.name)] += st.blocks * 512
     }
   }
-  return { diskBytes, apparentBytes }
+  return { diskBytes, apparentBytes, diskByKind }
 }
 
 export interface IdleFolderSize extends FolderSize {

@@ -359,6 +359,10 @@ async function main(): Promise<void> {
       return `| ${q.name}, median (p95) ms | ${ms(q)} | ${ms(other)} | ${ratio(q.medianMs, other?.medianMs, false)} |`
     }),
   ]
+  const diskKinds = (d: FolderSize): string =>
+    Object.entries(d.diskByKind)
+      .map(([kind, bytes]) => `${kind} ${(bytes / 1024 / 1024).toFixed(1)} MiB`)
+      .join(', ')
   const idle = (d: IdleFolderSize | undefined): string =>
     d ? `${d.idleSeconds.toFixed(0)} s${d.stable ? '' : ', still changing'}` : ''
   const rows: string[] = [
@@ -381,6 +385,7 @@ async function main(): Promise<void> {
   ]
   const notes = [
     `Queries: the storage path, caches off (V3 restarted with \`--result-cache-points 0\`, VictoriaMetrics queried with \`nocache=1\`), each after a restart on the same folder; ${runs} timed runs after 2 warm-ups, every answer of both checked against the generated data.`,
+    `V3's folder on the running server, allocated bytes by kind of RocksDB file: ${diskKinds(v3.diskRunning)}; after the restart: ${diskKinds(v3.diskAfterRestart)}.`,
     `Idle before the disk reading: V3 ${idle(v3.diskRunning)}, VictoriaMetrics ${idle(vm?.diskRunning)}; after the restart: V3 ${idle(v3.diskAfterRestart)}, VictoriaMetrics ${idle(vm?.diskAfterRestart)}.${vm?.http ? ` VictoriaMetrics was loaded and queried through a keep-alive agent per process: ${fmt(vm.http.requests)} requests over ${vm.http.connections} TCP connections.` : ''}`,
   ]
   const md = [
