@@ -81,6 +81,7 @@ async function outageLongerThanHints(
   nodes: ServerProcess[],
   specs: NodeSpec[],
   metricName: string,
+  untilRequestsEnd: boolean,
 ): Promise<void> {
   await nodes[2]!.kill()
   await nodes[0]!.client.write(points(metricName), { consistency: 'quorum' })
@@ -91,6 +92,17 @@ async function outageLongerThanHints(
       : undefined,
   )
   assert.equal(await metric(nodes[0]!, 'v3_hints_needs_repair', 'peer="c"'), 1)
+  // A write a sent c while it was down waits in a's socket until c listens again, and c stores it if
+  // it arrives before its deadline (--peer-timeout): where the test needs c empty, c starts only once
+  // a has given that request up. (Background passes every second keep requests to c in flight.)
+  if (untilRequestsEnd) {
+    await waitFor('a to give up its requests to c', async () =>
+      (await metric(nodes[0]!, 'v3_peer_in_flight', 'peer="c"')) === 0 &&
+      (await metric(nodes[0]!, 'v3_peer_queue_depth', 'peer="c"')) === 0
+        ? true
+        : undefined,
+    )
+  }
   nodes[2] = await startNode(consul, { ...specs[2]!, dataDir: nodes[2]!.dataDir }, name, args)
   await waitForMembers(nodes, ['a', 'b', 'c'])
 }
@@ -108,10 +120,10 @@ describe('anti-entropy repair after an outage longer than the hint window', { ti
   it('v3 cluster repair brings the replica back and reports what it moved; c alone then holds every point', async () => {
     consul ??= await startConsul()
     const name = `v3-repair-cmd-${process.pid}`
-    const args = ['--replication-factor', '3', '--read-timeout', '300ms', '--hint-window', '1s']
+    const args = ['--replication-factor', '3', '--read-timeout', '300ms', '--hint-window', '1s', '--peer-timeout', '2s']
     const { nodes, specs } = await startCluster(consul, name, args)
     started.push(...nodes)
-    await outageLongerThanHints(consul, name, args, nodes, specs, 'repaired')
+    await outageLongerThanHints(consul, name, args, nodes, specs, 'repaired', true)
     started.push(nodes[2]!)
     const c = nodes[2]!
     assert.equal(await countPoints(c, 'repaired'), 0, 'c missed every write and got no hint')
@@ -172,7 +184,7 @@ describe('anti-entropy repair after an outage longer than the hint window', { ti
     ]
     const { nodes, specs } = await startCluster(consul, name, args)
     started.push(...nodes)
-    await outageLongerThanHints(consul, name, args, nodes, specs, 'healed')
+    await outageLongerThanHints(consul, name, args, nodes, specs, 'healed', false)
     started.push(nodes[2]!)
     const c = nodes[2]!
     await waitFor('background repair to bring c every point', async () =>
