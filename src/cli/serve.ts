@@ -55,7 +55,6 @@ export interface ServeConfig {
   readonly listen: string
   readonly nodeId: string | undefined
   readonly maxMessageBytes: number | undefined
-  readonly receiveWindowBytes: number | undefined
   readonly streamChunkBytes: number | undefined
   readonly shutdownTimeoutMs: number | undefined
   readonly keepaliveTimeMs: number | undefined
@@ -164,7 +163,6 @@ export function parseServeArgs(
     listen: set<string>('listen'),
     nodeId: str('node-id'),
     maxMessageBytes: num('max-message-bytes'),
-    receiveWindowBytes: num('receive-window'),
     streamChunkBytes: num('stream-chunk-bytes'),
     shutdownTimeoutMs: num('shutdown-timeout'),
     keepaliveTimeMs: num('keepalive-time'),
@@ -256,7 +254,6 @@ export async function serve(args: readonly string[]): Promise<void> {
       listen: config.listen,
       nodeId: config.nodeId,
       maxMessageBytes: config.maxMessageBytes,
-      receiveWindowBytes: config.receiveWindowBytes,
       streamChunkBytes: config.streamChunkBytes,
       shutdownTimeoutMs: config.shutdownTimeoutMs,
       keepaliveTimeMs: config.keepaliveTimeMs,
