@@ -218,6 +218,14 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
     help: 'largest request or response message',
   },
   {
+    key: 'receive-window',
+    kind: 'size',
+    default: '8MiB',
+    group: 'server',
+    arg: '<size>',
+    help: 'HTTP/2 receive window of each gRPC connection and call: how much a client may send ahead',
+  },
+  {
     key: 'stream-chunk-bytes',
     kind: 'size',
     default: '1MiB',

@@ -55,6 +55,7 @@ export interface ServeConfig {
   readonly listen: string
   readonly nodeId: string | undefined
   readonly maxMessageBytes: number | undefined
+  readonly receiveWindowBytes: number | undefined
   readonly streamChunkBytes: number | undefined
   readonly shutdownTimeoutMs: number | undefined
   readonly keepaliveTimeMs: number | undefined
@@ -163,6 +164,7 @@ export function parseServeArgs(
     listen: set<string>('listen'),
     nodeId: str('node-id'),
     maxMessageBytes: num('max-message-bytes'),
+    receiveWindowBytes: num('receive-window'),
     streamChunkBytes: num('stream-chunk-bytes'),
     shutdownTimeoutMs: num('shutdown-timeout'),
     keepaliveTimeMs: num('keepalive-time'),
@@ -254,6 +256,7 @@ export async function serve(args: readonly string[]): Promise<void> {
       listen: config.listen,
       nodeId: config.nodeId,
       maxMessageBytes: config.maxMessageBytes,
+      receiveWindowBytes: config.receiveWindowBytes,
       streamChunkBytes: config.streamChunkBytes,
       shutdownTimeoutMs: config.shutdownTimeoutMs,
       keepaliveTimeMs: config.keepaliveTimeMs,

@@ -13,6 +13,7 @@ import type { ServerLogger } from './errors.js'
 import { fullCollector, IdleReclaimer } from './idle-reclaim.js'
 import { addIntrospection, loadContract } from './introspection.js'
 import { queryServiceDefinition, queryServiceHandlers } from './query-service.js'
+import { MAX_RECEIVE_WINDOW_BYTES, raiseReceiveWindow } from './receive-window.js'
 import { checkedService, contractRegistry } from './request-check.js'
 import { streamService, streamServiceDefinition } from './stream-service.js'
 import { type TlsOptions, tlsCredentials } from './tls.js'
@@ -24,6 +25,7 @@ export { TRANSPORT_DEFAULTS } from './transport.js'
 export const SERVER_DEFAULTS = {
   listen: '127.0.0.1:50051',
   maxMessageBytes: 16 * 1024 * 1024,
+  receiveWindowBytes: 8 * 1024 * 1024,
   streamChunkBytes: 1024 * 1024,
   shutdownTimeoutMs: 10_000,
 } as const
@@ -43,6 +45,11 @@ export interface ServerOptions extends TransportOptions {
    * response larger than this, fails with RESOURCE_EXHAUSTED; QueryStream stays under it.
    */
   readonly maxMessageBytes?: number
+  /**
+   * The HTTP/2 receive window of each connection and call, in bytes: how much a client may send
+   * before the server has read it. Default 8 MiB (HTTP/2's own default is 64 KiB).
+   */
+  readonly receiveWindowBytes?: number
   /** Upper bound of one QueryStream message, in bytes; clamped to maxMessageBytes. Default 1 MiB. */
   readonly streamChunkBytes?: number
   /** How long close() lets in-flight calls finish before cancelling them, in ms. Default 10 s. */
@@ -115,6 +122,15 @@ export async function prepareServer(settings: ServerSettings): Promise<PreparedS
   const listen = settings.listen ?? SERVER_DEFAULTS.listen
   const { host } = splitHostPort(listen)
   const maxMessageBytes = positive('maxMessageBytes', settings.maxMessageBytes ?? SERVER_DEFAULTS.maxMessageBytes)
+  const receiveWindowBytes = positive(
+    'receiveWindowBytes',
+    settings.receiveWindowBytes ?? SERVER_DEFAULTS.receiveWindowBytes,
+  )
+  if (receiveWindowBytes < 65_535 || receiveWindowBytes > MAX_RECEIVE_WINDOW_BYTES) {
+    throw new RangeError(
+      `receiveWindowBytes must be from 65535 to ${MAX_RECEIVE_WINDOW_BYTES}, got ${receiveWindowBytes}`,
+    )
+  }
   const streamChunkBytes = Math.min(
     positive('streamChunkBytes', settings.streamChunkBytes ?? SERVER_DEFAULTS.streamChunkBytes),
     maxMessageBytes,
@@ -143,6 +159,7 @@ export async function prepareServer(settings: ServerSettings): Promise<PreparedS
         listen,
         host,
         maxMessageBytes,
+        receiveWindowBytes,
         streamChunkBytes,
         logger,
         transport,
@@ -166,6 +183,7 @@ interface Prepared extends ServerSettings {
   readonly listen: string
   readonly host: string
   readonly maxMessageBytes: number
+  readonly receiveWindowBytes: number
   readonly streamChunkBytes: number
   readonly logger: ServerLogger
   readonly transport: ReturnType<typeof transportChannelOptions>
@@ -178,7 +196,8 @@ interface Prepared extends ServerSettings {
 }
 
 async function serveEngine(options: Prepared): Promise<RunningServer> {
-  const { listen, host, maxMessageBytes, streamChunkBytes, logger, transport, tokens, creds } = options
+  const { listen, host, maxMessageBytes, receiveWindowBytes, streamChunkBytes, logger, transport, tokens, creds } =
+    options
   const { definition, registry } = options
   const shutdownTimeoutMs = options.shutdownTimeoutMs ?? SERVER_DEFAULTS.shutdownTimeoutMs
   const collect = options.reclaimWhenIdle === false ? undefined : fullCollector()
@@ -195,6 +214,9 @@ async function serveEngine(options: Prepared): Promise<RunningServer> {
       ...options.interceptors,
     ],
   })
+  if (!raiseReceiveWindow(server, receiveWindowBytes)) {
+    logger.info({ receiveWindowBytes }, 'this grpc-js cannot be given a receive window; HTTP/2 keeps its 64 KiB')
+  }
   // Set once bound: the port is known only then when listen asks for port 0.
   const identity = { id: options.nodeId ?? '', address: listen }
   const deps = { engine: options.engine, logger }

@@ -1,6 +1,8 @@
 // The gRPC server in this process over a scripted engine: what a real engine cannot be made to do on
 // cue (block until cancelled, throw each kind of error) to test deadlines, error mapping and shutdown.
 import assert from 'node:assert/strict'
+import { once } from 'node:events'
+import { connect } from 'node:http2'
 import { after, before, describe, test } from 'node:test'
 import { Client, credentials, type ServiceError } from '@grpc/grpc-js'
 import {
@@ -321,6 +323,46 @@ describe('server shutdown', () => {
       assert.ok(err.code === status.CANCELLED || err.code === status.UNAVAILABLE, err.message)
     } finally {
       client.close()
+    }
+  })
+})
+
+describe('HTTP/2 flow control', () => {
+  /** The windows the server gives a raw HTTP/2 client: per call (its SETTINGS) and for the connection. */
+  async function windowsOf(server: RunningServer): Promise<{ call: number; connection: number }> {
+    const session = connect(`http://${server.address}`)
+    try {
+      await once(session, 'remoteSettings')
+      // The connection's WINDOW_UPDATE follows the server's SETTINGS; wait for it rather than a time.
+      const deadline = Date.now() + 5000
+      while (session.state.remoteWindowSize === 65_535 && Date.now() < deadline) {
+        await new Promise((resolve) => setTimeout(resolve, 5))
+      }
+      return { call: session.remoteSettings.initialWindowSize ?? 0, connection: session.state.remoteWindowSize ?? 0 }
+    } finally {
+      session.close()
+    }
+  }
+
+  test('the server lets a client send 8 MiB ahead by default, and --receive-window sets it', async () => {
+    const engine = new ScriptedEngine()
+    const byDefault = await startServer({ engine, listen: '127.0.0.1:0' })
+    try {
+      assert.deepEqual(await windowsOf(byDefault), { call: 8 * 1024 * 1024, connection: 8 * 1024 * 1024 })
+    } finally {
+      await byDefault.close()
+    }
+    const set = await startServer({ engine, listen: '127.0.0.1:0', receiveWindowBytes: 1024 * 1024 })
+    try {
+      assert.deepEqual(await windowsOf(set), { call: 1024 * 1024, connection: 1024 * 1024 })
+    } finally {
+      await set.close()
+    }
+  })
+
+  test('a window HTTP/2 cannot have is refused before the server starts', async () => {
+    for (const receiveWindowBytes of [1000, 2 ** 31]) {
+      await assert.rejects(startServer({ engine: new ScriptedEngine(), receiveWindowBytes }), /receiveWindowBytes/)
     }
   })
 })

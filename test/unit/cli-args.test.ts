@@ -32,6 +32,8 @@ test('flags map to options', () => {
     '8MiB',
     '--max-message-bytes',
     '64KiB',
+    '--receive-window',
+    '1MiB',
     '--max-tags-per-series',
     '8',
     '--allow-nan',
@@ -45,6 +47,7 @@ test('flags map to options', () => {
   assert.equal(config.engine.maxPointsPerQuery, 1000)
   assert.equal(config.engine.blockCacheBytes, 8 * 1024 * 1024)
   assert.equal(config.maxMessageBytes, 65_536)
+  assert.equal(config.receiveWindowBytes, 1024 * 1024)
   assert.equal(config.engine.limits?.maxTagsPerSeries, 8)
   assert.equal(config.engine.limits?.allowNaN, true)
 })
