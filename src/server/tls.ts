@@ -33,12 +33,14 @@ export async function tlsCredentials(tls: TlsOptions): Promise<ServerCredentials
   return ServerCredentials.createSsl(clientCa, [{ cert_chain: cert, private_key: key }], clientCa !== null)
 }
 
-/** The PEM files of the options, read once; the HTTP listener serves the same certificate as gRPC. */
+/**
+ * The PEM files of the options, read once; the HTTP listener serves the same certificate as gRPC.
+ * One after the other, so that when several are missing the error always names the first of
+ * certificate, key and client CA (read in parallel, whichever read failed first was named).
+ */
 export async function readTlsFiles(tls: TlsOptions): Promise<{ cert: Buffer; key: Buffer; clientCa: Buffer | null }> {
-  const [cert, key, clientCa] = await Promise.all([
-    readPem('certificate', tls.certFile),
-    readPem('key', tls.keyFile),
-    tls.clientCaFile === undefined ? Promise.resolve(null) : readPem('client CA', tls.clientCaFile),
-  ])
+  const cert = await readPem('certificate', tls.certFile)
+  const key = await readPem('key', tls.keyFile)
+  const clientCa = tls.clientCaFile === undefined ? null : await readPem('client CA', tls.clientCaFile)
   return { cert, key, clientCa }
 }
