@@ -202,8 +202,9 @@ export class RocksStore {
    * deleted in the same batch (no reader ever sees it, and the flush drops the value). RocksDB
    * switches a full memtable at the next write, so a small delete in another family follows. With
    * compaction 'level' a family flushes only once two memtables wait, and whether one already waits
-   * cannot be read through the binding: a family is filled again when no table file appeared. Costs
-   * one or two write buffers of log writes per family (at most about 60 MiB), dropped with the rest.
+   * cannot be read through the binding: a family is filled again when no table file appeared. The
+   * families whose records die young are filled twice (see fillFamilies). Costs about 55 MiB of log
+   * writes (twice that when every fill must be repeated), dropped with the rest.
    */
   async flushWal(): Promise<void> {
     const filler = Buffer.alloc(Math.max(...COLUMN_NAMES.map(fillerBytes)))

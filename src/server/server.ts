@@ -122,11 +122,12 @@ export async function prepareServer(settings: ServerSettings): Promise<PreparedS
   const listen = settings.listen ?? SERVER_DEFAULTS.listen
   const { host } = splitHostPort(listen)
   const maxMessageBytes = positive('maxMessageBytes', settings.maxMessageBytes ?? SERVER_DEFAULTS.maxMessageBytes)
-  const receiveWindowBytes = positive(
-    'receiveWindowBytes',
-    settings.receiveWindowBytes ?? SERVER_DEFAULTS.receiveWindowBytes,
-  )
-  if (receiveWindowBytes < 65_535 || receiveWindowBytes > MAX_RECEIVE_WINDOW_BYTES) {
+  const receiveWindowBytes = settings.receiveWindowBytes ?? SERVER_DEFAULTS.receiveWindowBytes
+  if (
+    !Number.isSafeInteger(receiveWindowBytes) ||
+    receiveWindowBytes < 65_535 ||
+    receiveWindowBytes > MAX_RECEIVE_WINDOW_BYTES
+  ) {
     throw new RangeError(
       `receiveWindowBytes must be from 65535 to ${MAX_RECEIVE_WINDOW_BYTES}, got ${receiveWindowBytes}`,
     )

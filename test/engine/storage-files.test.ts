@@ -36,6 +36,19 @@ async function writeSeries(engine: BasicEngine, hosts: number, points: number): 
 
 const MIB = 1024 * 1024
 
+/** Two maintenance ticks an idle spell apart: the first notes the last write, the second flushes. */
+async function idleFlush(engine: BasicEngine, clock: ManualClock): Promise<void> {
+  await engine.compact()
+  clock.t += WAL_IDLE_MS
+  await engine.compact()
+}
+
+/** Polls `done` until it holds or 10 s have passed: RocksDB flushes and compacts in the background. */
+async function settle(done: () => Promise<boolean>): Promise<void> {
+  const deadline = Date.now() + 10_000
+  while (!(await done()) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50))
+}
+
 async function tableBytes(dir: string): Promise<number> {
   let total = 0
   for (const name of await readdir(dir)) if (name.endsWith('.sst')) total += (await stat(join(dir, name))).size
@@ -60,15 +73,9 @@ describe('data folder', () => {
       await writeSeries(engine, 20, 8640)
       await engine.compact()
       assert.ok((await engine.store.walBytes()) > WAL_IDLE_BYTES, 'the test writes more than the idle threshold')
-      // The first tick notes the last write; a tick after the idle time flushes.
-      await engine.compact()
-      clock.t += WAL_IDLE_MS
-      await engine.compact()
+      await idleFlush(engine, clock)
       // RocksDB drops the log files once its background flushes finish.
-      const deadline = Date.now() + 10_000
-      while ((await engine.store.walBytes()) > WAL_IDLE_BYTES && Date.now() < deadline) {
-        await new Promise((resolve) => setTimeout(resolve, 50))
-      }
+      await settle(async () => (await engine.store.walBytes()) <= WAL_IDLE_BYTES)
       assert.ok((await engine.store.walBytes()) <= WAL_IDLE_BYTES, `${await engine.store.walBytes()} bytes of log`)
       await engine.close()
       engine = engineAt(dir, clock)
@@ -93,16 +100,10 @@ describe('data folder', () => {
       await writeSeries(engine, 300, 8640)
       await engine.compact()
       const cold = await familyBytes(engine, engine.store.columns.cold)
-      await engine.compact()
-      clock.t += WAL_IDLE_MS
-      await engine.compact()
+      await idleFlush(engine, clock)
       // Compactions started by the idle flush end in the background.
-      const deadline = Date.now() + 10_000
-      let tables = await tableBytes(dir)
-      while (tables > 2 * cold + MIB && Date.now() < deadline) {
-        await new Promise((resolve) => setTimeout(resolve, 50))
-        tables = await tableBytes(dir)
-      }
+      await settle(async () => (await tableBytes(dir)) <= 2 * cold + MIB)
+      const tables = await tableBytes(dir)
       assert.ok(tables <= 2 * cold + MIB, `${tables} bytes of table files for ${cold} bytes of cold runs`)
     } finally {
       await engine.close()
