@@ -3,8 +3,8 @@ import { Precision as ProtoPrecision } from '../../gen/v3storage/v1/common.js'
 import { IngestResponse, StreamServiceService } from '../../gen/v3storage/v1/stream_service.js'
 import { ValidationError } from '../model/errors.js'
 import type { ConsistencyLevel, Precision, RawTimestamp, Tag } from '../model/types.js'
-import { encodeIngestRequest } from '../wire/ingest-codec.js'
-import { encodeWriteRequest } from '../wire/series-codec.js'
+import { encodeIngestWrite } from '../wire/ingest-codec.js'
+import { EncodedHeaderCache } from '../wire/series-codec.js'
 import { consistencyToProto } from './consistency.js'
 import { toClientError, V3ClientError } from './errors.js'
 import { type ConnectionOptions, openChannel, type TagsInput, tagsToList } from './v3-client.js'
@@ -41,6 +41,12 @@ export interface IngestRejection {
   readonly sequence: number
   readonly points: number
   readonly error: V3ClientError
+}
+
+/** A tag set the writer has seen: its number, and the list sent for it (the same array every time). */
+interface TagSet {
+  readonly id: number
+  readonly list: Tag[]
 }
 
 interface SeriesBatch {
@@ -97,8 +103,11 @@ export class BatchingWriter {
    * passes (computed once per object) and, for a new object, by the canonical text of its tags, so
    * that equal tags in different objects land in the same series.
    */
-  private readonly tagIds = new WeakMap<object, number>()
-  private readonly tagIdsByText = new Map<string, number>()
+  /** Tag sets by the object the application passed, and by their text: a number and the list sent. */
+  private readonly tagIds = new WeakMap<object, TagSet>()
+  private readonly tagIdsByText = new Map<string, TagSet>()
+  /** The encoded metric and tags of each series, keyed by its tag set's list: encoded once, copied after. */
+  private readonly headers = new EncodedHeaderCache()
   private nextTagId = 0
   /** The batch being filled: metric -> tag-set number -> points. Two levels keep per-point work to two lookups. */
   private batch = new Map<string, Map<number, SeriesBatch>>()
@@ -154,19 +163,21 @@ export class BatchingWriter {
       throw toClientError(ValidationError.field('timestamp', `must be an integer, got ${timestamp}`))
     }
     if (typeof value !== 'number') throw toClientError(ValidationError.field('value', 'must be a number'))
-    let tagId = this.tagIds.get(tags)
-    if (tagId === undefined) {
-      const text = JSON.stringify(tagsToList(tags).map((t) => [t.key, t.value]))
-      tagId = this.tagIdsByText.get(text)
-      if (tagId === undefined) {
+    let tagSet = this.tagIds.get(tags)
+    if (tagSet === undefined) {
+      const list = tagsToList(tags)
+      const text = JSON.stringify(list.map((t) => [t.key, t.value]))
+      tagSet = this.tagIdsByText.get(text)
+      if (tagSet === undefined) {
         // Numbers are never reused, so forgetting texts (to bound memory) cannot merge two tag sets;
         // it only lets one tag set take two numbers, which the server merges again.
         if (this.tagIdsByText.size >= 1_000_000) this.tagIdsByText.clear()
-        tagId = this.nextTagId++
-        this.tagIdsByText.set(text, tagId)
+        tagSet = { id: this.nextTagId++, list }
+        this.tagIdsByText.set(text, tagSet)
       }
-      this.tagIds.set(tags, tagId)
+      this.tagIds.set(tags, tagSet)
     }
+    const tagId = tagSet.id
     let perMetric = this.batch.get(metric)
     if (perMetric === undefined) {
       perMetric = new Map()
@@ -174,7 +185,7 @@ export class BatchingWriter {
     }
     let series = perMetric.get(tagId)
     if (series === undefined) {
-      series = { metric, tags: tagsToList(tags), timestamps: [], values: [] }
+      series = { metric, tags: tagSet.list, timestamps: [], values: [] }
       perMetric.set(tagId, series)
     }
     series.timestamps.push(timestamp)
@@ -236,9 +247,9 @@ export class BatchingWriter {
     if (this.batchCount === 0) return
     const series: SeriesBatch[] = []
     for (const perMetric of this.batch.values()) for (const one of perMetric.values()) series.push(one)
-    const write = encodeWriteRequest(series, this.precision, this.consistency)
     const sequence = this.nextSequence++
-    this.unacknowledged.push({ sequence, message: encodeIngestRequest(sequence, write), points: this.batchCount })
+    const message = encodeIngestWrite(sequence, series, this.precision, this.consistency, this.headers)
+    this.unacknowledged.push({ sequence, message, points: this.batchCount })
     this.unacknowledgedPoints += this.batchCount
     this.batch = new Map()
     this.batchCount = 0

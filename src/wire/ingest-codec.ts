@@ -5,6 +5,7 @@
  */
 import { ValidationError } from '../model/errors.js'
 import { varintSize, writeVarint } from '../model/varint.js'
+import { type EncodedHeaderCache, encodeWriteRequestBehind, type WireSeriesInput } from './series-codec.js'
 
 /** An IngestRequest with its WriteRequest still encoded, a view into the received bytes. */
 export interface IngestEnvelope {
@@ -64,5 +65,28 @@ export function encodeIngestRequest(sequence: number, write: Uint8Array): Buffer
   out[at++] = 0x12
   at = writeVarint(out, at, write.length)
   out.set(write, at)
+  return out
+}
+
+/**
+ * Encodes an IngestRequest and the WriteRequest inside it in one buffer, without encoding the write
+ * first and copying it in (see encodeWriteRequestBehind); what the batching writer sends.
+ */
+export function encodeIngestWrite(
+  sequence: number,
+  series: readonly WireSeriesInput[],
+  precision: number,
+  consistency: number,
+  headers?: EncodedHeaderCache,
+): Buffer {
+  let size = 0
+  const out = encodeWriteRequestBehind(series, precision, consistency, headers, (n) => {
+    size = n
+    return 2 + varintSize(sequence) + varintSize(n)
+  })
+  out[0] = 0x08
+  const at = writeVarint(out, 1, sequence)
+  out[at] = 0x12
+  writeVarint(out, at + 1, size)
   return out
 }

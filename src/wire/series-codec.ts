@@ -710,6 +710,7 @@ function encode(
   precision: number,
   consistency: number,
   headers?: EncodedHeaderCache,
+  prefixBytes?: (size: number) => number,
 ): Buffer {
   const cached = headers ? series.map((s) => headers.get(s.metric, s.tags)) : undefined
   const sizes = series.map((s, i) => {
@@ -721,7 +722,9 @@ function encode(
   })
   let total = (precision !== 0 ? 1 + varintSize(precision) : 0) + (consistency !== 0 ? 1 + varintSize(consistency) : 0)
   for (const size of sizes) total += 1 + varintSize(size.series) + size.series
-  const w = new Writer(Buffer.allocUnsafe(total))
+  const prefix = prefixBytes?.(total) ?? 0
+  const out = Buffer.allocUnsafe(prefix + total)
+  const w = new Writer(prefix === 0 ? out : out.subarray(prefix))
   series.forEach((s, i) => {
     writeSeries(w, s, sizes[i]!, cached?.[i])
   })
@@ -734,7 +737,7 @@ function encode(
     w.varint(consistency)
   }
   if (w.pos !== total) throw new Error(`BUG: encoded ${w.pos} bytes, sized ${total}`)
-  return w.buf
+  return out
 }
 
 /**
@@ -744,6 +747,21 @@ function encode(
  */
 export function encodeWriteRequest(series: readonly WireSeriesInput[], precision: number, consistency = 0): Buffer {
   return encode(series, precision, consistency)
+}
+
+/**
+ * Encodes a WriteRequest behind prefixBytes(size) free bytes, size being the WriteRequest's own, for
+ * the message that carries it to write its field header there: wrapping it then copies nothing.
+ * headers, when given, keeps each series' encoded metric and tags for the next request.
+ */
+export function encodeWriteRequestBehind(
+  series: readonly WireSeriesInput[],
+  precision: number,
+  consistency: number,
+  headers: EncodedHeaderCache | undefined,
+  prefixBytes: (size: number) => number,
+): Buffer {
+  return encode(series, precision, consistency, headers, prefixBytes)
 }
 
 /** Encodes a QueryResponse, QueryStreamResponse or LatestResponse. */

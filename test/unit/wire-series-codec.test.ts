@@ -4,13 +4,16 @@ import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { BinaryWriter } from '@bufbuild/protobuf/wire'
 import { QueryResponse } from '../../gen/v3storage/v1/query_service.js'
+import { IngestRequest } from '../../gen/v3storage/v1/stream_service.js'
 import { WriteRequest, WriteStreamRequest } from '../../gen/v3storage/v1/write_service.js'
 import { ValidationError } from '../../src/model/errors.js'
 import type { SeriesPoints } from '../../src/model/types.js'
 import { chunkSeries } from '../../src/server/chunking.js'
+import { encodeIngestRequest, encodeIngestWrite } from '../../src/wire/ingest-codec.js'
 import {
   decodeSeriesList,
   decodeWriteRequest,
+  EncodedHeaderCache,
   encodeSeriesList,
   encodeWriteRequest,
   type WireSeries,
@@ -227,6 +230,38 @@ test('chunks stay under the budget, keep every point in order, and decode with t
     for (const s of series) {
       if (s.timestamps.length === 0) continue
       assert.deepEqual(seen.get(s.tags[0]?.value ?? ''), Array.from(s.timestamps))
+    }
+  }
+})
+
+test('encodeIngestWrite gives the IngestRequest that the generated codec reads, with or without cached headers', () => {
+  const headers = new EncodedHeaderCache()
+  const tags = [
+    { key: 'host', value: 'h-1' },
+    { key: 'région', value: 'eu' },
+  ]
+  const series = [
+    { metric: 'cpu', tags, timestamps: [1, 2 ** 35, 2 ** 42 + 3], values: [0.5, -1, Number.MAX_VALUE] },
+    { metric: 'mem', tags, timestamps: [7], values: [3] },
+    { metric: 'disk', tags: [], timestamps: [], values: [] },
+  ]
+  for (const [sequence, precision, consistency] of [
+    [1, 0, 0],
+    [300, 1, 2],
+    [2 ** 40, 3, 0],
+  ] as const) {
+    // Twice with the same cache: the second call copies the headers the first encoded.
+    for (const cache of [undefined, headers, headers]) {
+      const bytes = encodeIngestWrite(sequence, series, precision, consistency, cache)
+      assert.deepEqual(bytes, encodeIngestRequest(sequence, encodeWriteRequest(series, precision, consistency)))
+      const decoded = IngestRequest.decode(bytes)
+      assert.equal(decoded.sequence, sequence)
+      assert.equal(decoded.write?.precision, precision)
+      assert.equal(decoded.write?.consistency, consistency)
+      assert.deepEqual(
+        decoded.write?.series.map((s) => [s.metric, s.tags.map((t) => `${t.key}=${t.value}`), s.values]),
+        series.map((s) => [s.metric, s.tags.map((t) => `${t.key}=${t.value}`), s.values]),
+      )
     }
   }
 })
