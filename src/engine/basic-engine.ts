@@ -280,11 +280,19 @@ export class BasicEngine implements StorageEngine, ShardEngine, EngineCore {
     // No object per series: a request's entries pair by position with its normalized series.
     const applied: AppliedWrite[] = []
     let points = 0
+    for (const pending of group) points += pending.batch.points
     // Until the points are in the head, a seal that trims the write buffer must keep these records.
     this.committingSeq = this.nextSeq
     try {
-      for (const pending of group) {
-        const seq = this.nextSeq++
+      const firstSeq = this.nextSeq
+      this.nextSeq += group.length
+      this.counters.pointsWritten += points
+      // The counters go first: RocksDB's batch is one growing string, and small records appended
+      // after a request's record (hundreds of KiB) would make it reallocate and copy that record.
+      putCounters(this, rocks)
+      for (let g = 0; g < group.length; g++) {
+        const pending = group[g]!
+        const seq = firstSeq + g
         const series = pending.batch.series
         const entries: SeriesEntry[] = []
         for (const s of series) {
@@ -298,10 +306,7 @@ export class BasicEngine implements StorageEngine, ShardEngine, EngineCore {
         }
         rocks.put(bufferKey(seq), encodeBufferRecord(entries, series), { column: this.store.columns.buffer })
         applied.push({ seq, series, entries })
-        points += pending.batch.points
       }
-      this.counters.pointsWritten += points
-      putCounters(this, rocks)
       await rocks.write({ sync: this.config.sync !== 'off' })
     } catch (err) {
       this.committingSeq = undefined
