@@ -197,9 +197,26 @@ test('a worker that dies fails its bodies with 503 and is replaced', async (t) =
   assert.deepEqual(plain(again.series), plain(decodeWriteRequest(snappyDecode(remoteBody(1), MAX)).series))
 })
 
+test('workers start when bodies need them, one for each body in flight up to the size', async () => {
+  const pool = new IngestPool(2)
+  try {
+    assert.equal(pool.threads.length, 0, 'no worker before the first body')
+    await pool.decode({ kind: 'remote', body: remoteBody(0), maxBytes: MAX })
+    await pool.decode({ kind: 'remote', body: remoteBody(1), maxBytes: MAX })
+    assert.equal(pool.threads.length, 1, 'one body at a time needs one worker')
+    const bodies = [2, 3, 4, 5].map((i) => pool.decode({ kind: 'remote', body: remoteBody(i), maxBytes: MAX }))
+    assert.equal(pool.threads.length, 2)
+    for (const [i, body] of (await Promise.all(bodies)).entries()) {
+      assert.deepEqual(plain(body.series), plain(decodeWriteRequest(snappyDecode(remoteBody(i + 2), MAX)).series))
+    }
+  } finally {
+    await pool.close()
+  }
+})
+
 test('close stops every worker, and a body after it answers 503', async () => {
   const pool = new IngestPool(2)
-  await pool.decode({ kind: 'remote', body: remoteBody(0), maxBytes: MAX })
+  await Promise.all([0, 1].map((i) => pool.decode({ kind: 'remote', body: remoteBody(i), maxBytes: MAX })))
   const exits = pool.threads.map((w) => once(w, 'exit'))
   assert.equal(exits.length, 2)
   await pool.close()
