@@ -57,8 +57,13 @@ interface HotItem {
 export async function sealBlocks(core: EngineCore, force: boolean): Promise<number> {
   const now = core.clock.now()
   const overLimit = core.head.bufferedPoints > core.config.maxBufferedPoints
-  const taken = core.head.takeDue(now, core.config.sealIdleMs, force || overLimit)
   const cutoff = Math.floor((now - core.config.hotWindowMs) / BLOCK_MS)
+  // The open cold runs of series being written stay buffered, up to half the buffer's limit.
+  const hold = {
+    coldRunsBeforeMs: Math.min(cutoff, core.tiers.hotMinBlock) * BLOCK_MS,
+    maxPoints: core.config.maxBufferedPoints / 2,
+  }
+  const taken = core.head.takeDue(now, core.config.sealIdleMs, force || overLimit, force ? undefined : hold)
   const toCold: RunGroup[] = []
   const toHot: HotItem[] = []
   let blocks = 0

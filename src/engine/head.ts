@@ -1,3 +1,4 @@
+import { RUN_MS } from '../codec/row-key.js'
 import { BLOCK_MS } from '../codec/schema.js'
 
 /** Sorted, deduplicated points. */
@@ -45,6 +46,8 @@ class SeriesBuffer {
   minSeq = Number.POSITIVE_INFINITY
   /** The points the last seal that emptied the buffer took: what a new buffer of the series starts with. */
   lastTaken = 0
+  /** Points came since the last takeDue: the series is being written. */
+  written = false
 
   constructor(capacity: number) {
     const c = columns(capacity)
@@ -92,6 +95,7 @@ class SeriesBuffer {
     if (vers !== undefined) this.vers!.set(vers, at)
     else this.vers?.fill(0, at, at + n)
     this.n += n
+    this.written = true
     for (let i = 0; i < n; i++) if ((ts[i] as number) > this.maxTs) this.maxTs = ts[i] as number
     if (seq < this.minSeq) this.minSeq = seq
   }
@@ -199,6 +203,14 @@ function columns(capacity: number): [Float64Array, Float64Array, Float64Array] {
 /** The largest starting capacity a hint gives a series buffer, in points (24 bytes each). */
 const MAX_CAPACITY_HINT = 65_536
 
+/** Which runs takeDue may leave in the buffer for their writers (see Head.runsToHold). */
+export interface HoldRuns {
+  /** Runs that end at or before this go to the cold tier when sealed. */
+  readonly coldRunsBeforeMs: number
+  /** The most points the held runs may keep buffered together. */
+  readonly maxPoints: number
+}
+
 /**
  * The in-memory write buffer. Acknowledged points live here (and in the buffer column family) until
  * the sealer merges them into their stored blocks, so a block is written once per seal instead of
@@ -242,11 +254,14 @@ export class Head {
    * late point for a just-ended block usually arrives within that), or every point with `force`.
    * Taken points stay readable until finishSeal().
    */
-  takeDue(nowMs: number, idleMs: number, force: boolean): Taken[] {
+  takeDue(nowMs: number, idleMs: number, force: boolean, hold?: HoldRuns): Taken[] {
     const boundary = Math.floor((nowMs - idleMs) / BLOCK_MS) * BLOCK_MS
     const out: Taken[] = []
     const memory = new SealMemory()
+    const holds = hold === undefined ? undefined : this.runsToHold(hold)
     for (const [handle, buf] of this.active) {
+      buf.written = false
+      const holdFrom = holds?.get(buf) ?? Number.POSITIVE_INFINITY
       if (buf.n === 0) {
         // Empty since a seal before, or since a delete: the series may have stopped, so its arrays
         // go, and its size is remembered for when it comes back.
@@ -255,7 +270,11 @@ export class Head {
         continue
       }
       let part: Arrived
-      if (force || buf.maxTs < boundary) {
+      if (holdFrom !== Number.POSITIVE_INFINITY) {
+        const before = force ? holdFrom : Math.min(boundary, holdFrom)
+        part = buf.extract((t) => t < before, memory)
+        if (part.ts.length === 0) continue
+      } else if (force || buf.maxTs < boundary) {
         // Every point is due: they are copied out and the buffer kept for the series' next points,
         // so that a writer of past timestamps (a backfill, a benchmark) does not cost every series
         // a new buffer at every seal.
@@ -279,6 +298,26 @@ export class Head {
       if (list) list.push(taken)
       else this.sealing.set(handle, [taken])
       out.push(taken)
+    }
+    return out
+  }
+
+  /**
+   * Where each series written since the last seal, whose newest point lies in a run bound for the
+   * cold tier, starts that run: its writer is most likely still filling it (a backfill writes hours
+   * in order), and a run sealed in parts is read back, merged and encoded again for every part. No
+   * run is held when together they would keep more than hold.maxPoints in the buffer.
+   */
+  private runsToHold(hold: HoldRuns): Map<SeriesBuffer, number> | undefined {
+    const out = new Map<SeriesBuffer, number>()
+    let held = 0
+    for (const buf of this.active.values()) {
+      if (!buf.written || buf.n === 0) continue
+      const runStart = Math.floor(buf.maxTs / RUN_MS) * RUN_MS
+      if (runStart + RUN_MS > hold.coldRunsBeforeMs) continue
+      for (let i = 0; i < buf.n; i++) if ((buf.ts[i] as number) >= runStart) held++
+      if (held > hold.maxPoints) return undefined
+      out.set(buf, runStart)
     }
     return out
   }

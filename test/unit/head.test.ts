@@ -100,6 +100,69 @@ describe('write buffer', () => {
     assert.equal(head.minSeq(), undefined)
   })
 
+  it('keeps the open cold run of a series being written, and takes it once the series is not written', () => {
+    const HOUR = 3_600_000
+    const hold = { coldRunsBeforeMs: 10 * HOUR, maxPoints: 100 }
+    const head = new Head()
+    // A backfill: series 1 has hours 0 and 1 and the start of hour 2, series 2 the start of hour 9
+    // (a run that reaches the hot tier's start, 10 h, still ends at or before it).
+    head.append(1, Float64Array.of(0, 60_000, HOUR, 2 * HOUR, 2 * HOUR + 10_000), Float64Array.of(1, 2, 3, 4, 5), 1)
+    head.append(2, Float64Array.of(9 * HOUR), Float64Array.of(6), 1)
+    // Series 3's newest run ends past the hot tier's start: it is not held.
+    head.append(3, Float64Array.of(9 * HOUR, 10 * HOUR), Float64Array.of(7, 8), 1)
+    const first = head.takeDue(100 * HOUR, 0, false, hold)
+    assert.deepEqual(
+      first.map((t) => [t.handle, ...t.ts]),
+      [
+        [1, 0, 60_000, HOUR],
+        [3, 9 * HOUR, 10 * HOUR],
+      ],
+    )
+    head.finishSeal(first)
+    assert.equal(head.bufferedPoints, 3)
+    assert.deepEqual([...head.read(1, 0, 3 * HOUR)!.vals], [4, 5])
+    // Series 1 goes on into hour 3: hour 2 is complete and goes, hour 3 stays.
+    head.append(1, Float64Array.of(2 * HOUR + 20_000, 3 * HOUR), Float64Array.of(9, 10), 2)
+    const second = head.takeDue(100 * HOUR, 0, false, hold)
+    assert.deepEqual(
+      second.map((t) => [t.handle, ...t.ts]),
+      [
+        [1, 2 * HOUR, 2 * HOUR + 10_000, 2 * HOUR + 20_000],
+        [2, 9 * HOUR],
+      ],
+      'series 2 was not written since the last seal: its run goes whole',
+    )
+    head.finishSeal(second)
+    // Nothing written since: the held run goes too.
+    const third = head.takeDue(100 * HOUR, 0, false, hold)
+    assert.deepEqual(
+      third.map((t) => [t.handle, ...t.ts]),
+      [[1, 3 * HOUR]],
+    )
+    head.finishSeal(third)
+    assert.equal(head.bufferedPoints, 0)
+  })
+
+  it('holds no run when the held runs would keep more points than allowed, nor when forced', () => {
+    const HOUR = 3_600_000
+    const fill = (head: Head) => {
+      for (let handle = 0; handle < 3; handle++) {
+        head.append(handle, Float64Array.of(0, HOUR, HOUR + 1000, HOUR + 2000), Float64Array.of(1, 2, 3, 4), 1)
+      }
+    }
+    const points = (taken: ReturnType<Head['takeDue']>) => taken.reduce((n, t) => n + t.ts.length, 0)
+    const head = new Head()
+    fill(head)
+    // Three held runs of three points each: 9, more than 8.
+    assert.equal(points(head.takeDue(100 * HOUR, 0, false, { coldRunsBeforeMs: 10 * HOUR, maxPoints: 8 })), 12)
+    const held = new Head()
+    fill(held)
+    assert.equal(points(held.takeDue(100 * HOUR, 0, false, { coldRunsBeforeMs: 10 * HOUR, maxPoints: 9 })), 3)
+    const forced = new Head()
+    fill(forced)
+    assert.equal(points(forced.takeDue(100 * HOUR, 0, true)), 12)
+  })
+
   it('a series emptied by a seal takes new points while the taken ones stay as they were', () => {
     const head = new Head()
     for (let handle = 0; handle < 3; handle++) {
