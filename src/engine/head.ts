@@ -252,6 +252,7 @@ export class Head {
   /**
    * Takes the points due for sealing: those whose 30-second block ended at least `idleMs` ago (a
    * late point for a just-ended block usually arrives within that), or every point with `force`.
+   * With `hold`, the open cold run of a series being written stays, forced or not (see runsToHold).
    * Taken points stay readable until finishSeal().
    */
   takeDue(nowMs: number, idleMs: number, force: boolean, hold?: HoldRuns): Taken[] {
