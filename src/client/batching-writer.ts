@@ -99,13 +99,12 @@ export class BatchingWriter {
   private readonly precision: ProtoPrecision
   private readonly consistency: number
   /**
-   * A small number per distinct tag set, found by the identity of the object the application
-   * passes (computed once per object) and, for a new object, by the canonical text of its tags, so
-   * that equal tags in different objects land in the same series.
+   * A small number and the list sent per distinct tag set, found by the identity of the object the
+   * application passes (computed once per object) and, for a new object, by the canonical text of
+   * its tags, so that equal tags in different objects land in the same series.
    */
-  /** Tag sets by the object the application passed, and by their text: a number and the list sent. */
-  private readonly tagIds = new WeakMap<object, TagSet>()
-  private readonly tagIdsByText = new Map<string, TagSet>()
+  private readonly tagSets = new WeakMap<object, TagSet>()
+  private readonly tagSetsByText = new Map<string, TagSet>()
   /** The encoded metric and tags of each series, keyed by its tag set's list: encoded once, copied after. */
   private readonly headers = new EncodedHeaderCache()
   private nextTagId = 0
@@ -163,19 +162,19 @@ export class BatchingWriter {
       throw toClientError(ValidationError.field('timestamp', `must be an integer, got ${timestamp}`))
     }
     if (typeof value !== 'number') throw toClientError(ValidationError.field('value', 'must be a number'))
-    let tagSet = this.tagIds.get(tags)
+    let tagSet = this.tagSets.get(tags)
     if (tagSet === undefined) {
       const list = tagsToList(tags)
       const text = JSON.stringify(list.map((t) => [t.key, t.value]))
-      tagSet = this.tagIdsByText.get(text)
+      tagSet = this.tagSetsByText.get(text)
       if (tagSet === undefined) {
         // Numbers are never reused, so forgetting texts (to bound memory) cannot merge two tag sets;
         // it only lets one tag set take two numbers, which the server merges again.
-        if (this.tagIdsByText.size >= 1_000_000) this.tagIdsByText.clear()
+        if (this.tagSetsByText.size >= 1_000_000) this.tagSetsByText.clear()
         tagSet = { id: this.nextTagId++, list }
-        this.tagIdsByText.set(text, tagSet)
+        this.tagSetsByText.set(text, tagSet)
       }
-      this.tagIds.set(tags, tagSet)
+      this.tagSets.set(tags, tagSet)
     }
     const tagId = tagSet.id
     let perMetric = this.batch.get(metric)

@@ -57,12 +57,10 @@ interface HotItem {
 export async function sealBlocks(core: EngineCore, force: boolean): Promise<number> {
   const now = core.clock.now()
   const overLimit = core.head.bufferedPoints > core.config.maxBufferedPoints
-  const cutoff = Math.floor((now - core.config.hotWindowMs) / BLOCK_MS)
+  // A run that ends by this block goes to the cold tier: past the hot window, and before any hot block.
+  const coldBefore = Math.min(Math.floor((now - core.config.hotWindowMs) / BLOCK_MS), core.tiers.hotMinBlock)
   // The open cold runs of series being written stay buffered, up to half the buffer's limit.
-  const hold = {
-    coldRunsBeforeMs: Math.min(cutoff, core.tiers.hotMinBlock) * BLOCK_MS,
-    maxPoints: core.config.maxBufferedPoints / 2,
-  }
+  const hold = { coldRunsBeforeMs: coldBefore * BLOCK_MS, maxPoints: core.config.maxBufferedPoints / 2 }
   const taken = core.head.takeDue(now, core.config.sealIdleMs, force || overLimit, force ? undefined : hold)
   const toCold: RunGroup[] = []
   const toHot: HotItem[] = []
@@ -97,7 +95,7 @@ export async function sealBlocks(core: EngineCore, force: boolean): Promise<numb
       const block = Math.floor((t.ts[i] as number) / BLOCK_MS)
       const runStart = runStartBlock(block)
       const runEnd = runStart + RUN_BLOCKS
-      if (runEnd <= cutoff && runEnd <= core.tiers.hotMinBlock) {
+      if (runEnd <= coldBefore) {
         const j = upperBound(t.ts, i, runEnd * BLOCK_MS)
         blocks += countBlocks(t.ts, i, j)
         toCold.push({ id: entry.id, runStart, pieces: [{ ts: t.ts.subarray(i, j), vals: t.vals.subarray(i, j) }] })

@@ -249,18 +249,12 @@ function authorize(tokens: TokenTable | undefined, need: Need, header: string | 
   return undefined
 }
 
-/** A body refused by its Content-Length is read and dropped up to this many times the limit. */
+/**
+ * A body refused for its size is read to its end and dropped, up to this many times the limit,
+ * before the 413: the answer closes the connection, and one closed while the client still sends
+ * makes it see a reset instead of the answer.
+ */
 const DRAIN_FACTOR = 4
-
-/** Reads the rest of a request and drops it; resolves at its end, or when the connection goes. */
-function drain(req: IncomingMessage): Promise<void> {
-  return new Promise<void>((resolve) => {
-    req.once('end', resolve)
-    req.once('close', resolve)
-    req.once('error', () => resolve())
-    req.resume()
-  })
-}
 
 /** The Content-Encoding each kind of body may come with; identity (none) always. */
 type BodyEncoding = 'gzip' | 'snappy' | 'identity'
@@ -269,8 +263,7 @@ type BodyEncoding = 'gzip' | 'snappy' | 'identity'
  * Reads the whole body, refusing one larger than max (by its Content-Length before reading, else
  * as it arrives) and one in an encoding not accepted; a gzip body is inflated by its decoder, bounded
  * by max too. A refused body up to DRAIN_FACTOR times the limit is read to its end and dropped
- * before the 413, so that the client has sent it all when the connection closes; a larger one is
- * drained, not read, after it.
+ * before the 413 (see DRAIN_FACTOR); a larger one is drained, not read, after it.
  */
 async function readBody(req: IncomingMessage, max: number, accepted: BodyEncoding): Promise<Buffer> {
   const encoding = (req.headers['content-encoding'] ?? 'identity').toLowerCase()
@@ -278,33 +271,35 @@ async function readBody(req: IncomingMessage, max: number, accepted: BodyEncodin
     throw new BodyError(415, `Content-Encoding ${encoding} is not accepted here`)
   }
   const declared = Number(req.headers['content-length'])
-  if (declared > max) {
-    // Refused by its Content-Length. The answer closes the connection, and one closed while the
-    // client still sends makes it see a reset instead of the 413 (about half the time for a 2 MiB
-    // body over loopback): a body up to DRAIN_FACTOR times the limit is read and dropped first.
-    if (declared <= DRAIN_FACTOR * max) await drain(req)
-    throw new BodyError(413, `the body is ${declared} bytes, more than the limit of ${max}`)
-  }
+  const tooLarge = (): BodyError =>
+    new BodyError(
+      413,
+      declared > max
+        ? `the body is ${declared} bytes, more than the limit of ${max}`
+        : `the body is more than the limit of ${max} bytes`,
+    )
+  if (declared > DRAIN_FACTOR * max) throw tooLarge()
   return new Promise<Buffer>((resolve, reject) => {
     const chunks: Buffer[] = []
     let size = 0
-    const tooLarge = (): BodyError => new BodyError(413, `the body is more than the limit of ${max} bytes`)
+    // Refused by its Content-Length, or once more than max has come: the rest is dropped as it
+    // comes, up to DRAIN_FACTOR times the limit, and refused at its end; past that, at once, and
+    // drained, not read, until the connection closes.
+    const refused = (): boolean => declared > max || size > max
     const onData = (chunk: Buffer): void => {
       size += chunk.length
-      if (size <= max) {
+      if (!refused()) {
         chunks.push(chunk)
         return
       }
       chunks.length = 0
-      // Dropped as it comes, up to DRAIN_FACTOR times the limit (see above); past that the 413 goes
-      // at once, and the rest is drained, not read, until the connection closes.
       if (size <= DRAIN_FACTOR * max) return
       req.off('data', onData)
       req.off('end', onEnd)
       req.resume()
       reject(tooLarge())
     }
-    const onEnd = (): void => (size > max ? reject(tooLarge()) : resolve(Buffer.concat(chunks, size)))
+    const onEnd = (): void => (refused() ? reject(tooLarge()) : resolve(Buffer.concat(chunks, size)))
     req.on('data', onData)
     req.once('end', onEnd)
     req.once('error', reject)

@@ -57,14 +57,23 @@ export function decodeIngestEnvelope(bytes: Uint8Array): IngestEnvelope {
   return { sequence, write }
 }
 
-/** Encodes an IngestRequest around an already encoded WriteRequest (see encodeWriteRequest). */
-export function encodeIngestRequest(sequence: number, write: Uint8Array): Buffer {
-  const out = Buffer.allocUnsafe(2 + varintSize(sequence) + varintSize(write.length) + write.length)
+/** Bytes of the envelope's fields before the WriteRequest: the sequence and the write's tag and length. */
+function envelopeBytes(sequence: number, writeBytes: number): number {
+  return 2 + varintSize(sequence) + varintSize(writeBytes)
+}
+
+/** Writes the envelope's fields at the start of out; returns where the WriteRequest goes. */
+function writeEnvelope(out: Buffer, sequence: number, writeBytes: number): number {
   out[0] = 0x08
   let at = writeVarint(out, 1, sequence)
   out[at++] = 0x12
-  at = writeVarint(out, at, write.length)
-  out.set(write, at)
+  return writeVarint(out, at, writeBytes)
+}
+
+/** Encodes an IngestRequest around an already encoded WriteRequest (see encodeWriteRequest). */
+export function encodeIngestRequest(sequence: number, write: Uint8Array): Buffer {
+  const out = Buffer.allocUnsafe(envelopeBytes(sequence, write.length) + write.length)
+  out.set(write, writeEnvelope(out, sequence, write.length))
   return out
 }
 
@@ -79,14 +88,11 @@ export function encodeIngestWrite(
   consistency: number,
   headers?: EncodedHeaderCache,
 ): Buffer {
-  let size = 0
+  let writeBytes = 0
   const out = encodeWriteRequestBehind(series, precision, consistency, headers, (n) => {
-    size = n
-    return 2 + varintSize(sequence) + varintSize(n)
+    writeBytes = n
+    return envelopeBytes(sequence, n)
   })
-  out[0] = 0x08
-  const at = writeVarint(out, 1, sequence)
-  out[at] = 0x12
-  writeVarint(out, at + 1, size)
+  writeEnvelope(out, sequence, writeBytes)
   return out
 }
