@@ -7,11 +7,11 @@
  *
  * It has no in-flight bounds or queues: tests of pushback belong to the ZeroMQ transport.
  */
-import { PeerKind, PeerRequest, PeerResponse, PeerStatus } from '../../gen/v3storage/internal/v1/peer.js'
+import { PeerKind, type PeerRequest, type PeerResponse, PeerStatus } from '../../gen/v3storage/internal/v1/peer.js'
 import { type Clock, systemClock } from '../engine/config.js'
 import { UnavailableError } from '../model/errors.js'
 import { prng } from '../model/prng.js'
-import { checkPeerRequest, errorResponseFields } from './peer-codec.js'
+import { checkPeerRequest, decodePeerRequest, decodePeerResponse, errorResponseFields } from './peer-codec.js'
 import {
   ChannelCounters,
   checkPeerCall,
@@ -227,7 +227,7 @@ export class MemoryPeerTransport implements PeerTransport {
     if (this.closed || handler === undefined) return
     let request: PeerRequest
     try {
-      request = checkPeerRequest(PeerRequest.decode(frame), Buffer.from(from))
+      request = checkPeerRequest(decodePeerRequest(frame), Buffer.from(from))
     } catch {
       this.malformed++
       return
@@ -267,7 +267,7 @@ export class MemoryPeerTransport implements PeerTransport {
   onResponse(from: string, frame: Uint8Array): void {
     let response: PeerResponse
     try {
-      response = PeerResponse.decode(frame)
+      response = decodePeerResponse(frame)
     } catch {
       this.malformed++
       return

@@ -8,8 +8,8 @@ import { endianness } from 'node:os'
 import { BinaryReader, WireType } from '@bufbuild/protobuf/wire'
 import {
   PeerKind,
-  type PeerRequest,
-  type PeerResponse,
+  PeerRequest,
+  PeerResponse,
   type PeerSeries,
   PeerStatus,
 } from '../../gen/v3storage/internal/v1/peer.js'
@@ -455,6 +455,64 @@ function strictString(reader: BinaryReader, field: string): string {
 }
 
 /** PeerKind values a receiver accepts: every named kind but UNSPECIFIED, read from the generated enum. */
+/** The body field of PeerRequest and of PeerResponse (peer.proto). */
+const REQUEST_BODY_FIELD = 7
+const RESPONSE_BODY_FIELD = 5
+
+/**
+ * Splits an envelope into the bytes of its other fields and a view of its body field (the last
+ * occurrence, as protobuf decodes a repeated scalar field). The generated decoders copy a bytes
+ * field into a new Buffer, and a peer write's body is the whole write: decoding the envelope
+ * without the body and viewing the body in the frame saves that copy, and the garbage collections
+ * that such copies bring on by adding to the process's external memory. The scan stops where the
+ * generated decoder stops (an end-group tag or tag 0); it throws on a truncated field, as that does.
+ */
+function splitBody(frame: Uint8Array, bodyField: number): { head: Uint8Array; body: Buffer } {
+  const reader = new BinaryReader(frame)
+  let bodyStart = 0
+  let bodyEnd = 0
+  const cut: [number, number][] = []
+  while (reader.pos < reader.len) {
+    const start = reader.pos
+    const tag = reader.uint32()
+    const wireType = tag & 7
+    if (wireType === WireType.EndGroup || tag === 0) break
+    if (tag >>> 3 === bodyField && wireType === WireType.LengthDelimited) {
+      const length = reader.uint32()
+      bodyStart = reader.pos
+      bodyEnd = bodyStart + length
+      if (bodyEnd > reader.len) throw new RangeError(`premature EOF in field ${bodyField}`)
+      reader.pos = bodyEnd
+      cut.push([start, bodyEnd])
+    } else reader.skip(wireType)
+  }
+  const body = Buffer.from(frame.buffer, frame.byteOffset + bodyStart, bodyEnd - bodyStart)
+  if (cut.length === 0) return { head: frame, body }
+  // Our encoders put the body last: the head is then a view of the bytes before it.
+  const last = cut[cut.length - 1]!
+  if (cut.length === 1 && last[1] === frame.byteLength) return { head: frame.subarray(0, last[0]), body }
+  const parts: Uint8Array[] = []
+  let at = 0
+  for (const [from, to] of cut) {
+    parts.push(frame.subarray(at, from))
+    at = to
+  }
+  parts.push(frame.subarray(at))
+  return { head: Buffer.concat(parts), body }
+}
+
+/** PeerRequest.decode, with the body a view of `frame` instead of a copy (see splitBody). */
+export function decodePeerRequest(frame: Uint8Array): PeerRequest {
+  const { head, body } = splitBody(frame, REQUEST_BODY_FIELD)
+  return { ...PeerRequest.decode(head), body }
+}
+
+/** PeerResponse.decode, with the body a view of `frame` instead of a copy (see splitBody). */
+export function decodePeerResponse(frame: Uint8Array): PeerResponse {
+  const { head, body } = splitBody(frame, RESPONSE_BODY_FIELD)
+  return { ...PeerResponse.decode(head), body }
+}
+
 const KNOWN_KINDS: ReadonlySet<number> = new Set(
   Object.values(PeerKind).filter((v): v is number => typeof v === 'number' && v > 0),
 )

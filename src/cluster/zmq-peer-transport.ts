@@ -8,10 +8,16 @@
  * answers RESOURCE_EXHAUSTED instead of buffering without limit.
  */
 import { Dealer, Router } from 'zeromq'
-import { PeerKind, PeerRequest, PeerResponse, PeerStatus } from '../../gen/v3storage/internal/v1/peer.js'
+import { PeerKind, type PeerRequest, type PeerResponse, PeerStatus } from '../../gen/v3storage/internal/v1/peer.js'
 import { type Clock, type Logger, silentLogger, systemClock } from '../engine/config.js'
 import { DeadlineError, LimitError, UnavailableError, ValidationError } from '../model/errors.js'
-import { checkPeerRequest, errorResponseFields, PeerFrameError } from './peer-codec.js'
+import {
+  checkPeerRequest,
+  decodePeerRequest,
+  decodePeerResponse,
+  errorResponseFields,
+  PeerFrameError,
+} from './peer-codec.js'
 import {
   ChannelCounters,
   checkPeerCall,
@@ -404,7 +410,7 @@ export class ZmqPeerTransport implements PeerTransport {
     let response: PeerResponse
     try {
       if (frames.length !== 1 || frame === undefined) throw new Error(`${frames.length} frames instead of 1`)
-      response = PeerResponse.decode(frame)
+      response = decodePeerResponse(frame)
       if (response.status === PeerStatus.PEER_STATUS_UNSPECIFIED) throw new Error('status is unspecified')
     } catch (err) {
       this.countMalformed(channel.peer.id, `response: ${(err as Error).message}`)
@@ -442,7 +448,7 @@ export class ZmqPeerTransport implements PeerTransport {
     }
     let request: PeerRequest
     try {
-      request = checkPeerRequest(PeerRequest.decode(frame), identity)
+      request = checkPeerRequest(decodePeerRequest(frame), identity)
     } catch (err) {
       this.countMalformed(from, (err as Error).message)
       if (err instanceof PeerFrameError && err.requestId !== 0)

@@ -79,7 +79,7 @@ import type {
   Subscription,
 } from './storage-engine.js'
 import { SubscriptionHub } from './subscriptions.js'
-import { bufferKey, bufferSeq, decodeBufferRecord, encodeBufferRecord } from './write-buffer.js'
+import { bufferKey, bufferSeq, decodeBufferRecord, encodeBufferRecord, RecordScratch } from './write-buffer.js'
 
 /** A request of a commit: its record's sequence, its series and their index entries, in the same order. */
 interface AppliedWrite {
@@ -138,6 +138,8 @@ export class BasicEngine implements StorageEngine, ShardEngine, EngineCore {
   private state: State = 'new'
   private readonly jobs = new Mutex()
   private readonly validated = new ValidatedSeriesCache()
+  /** The buffer each write-buffer record is encoded into before its batch copies it (see RecordScratch). */
+  private readonly recordScratch = new RecordScratch()
   private readonly writeLatency = new LatencyRecorder()
   private readonly queryLatency = new LatencyRecorder()
   private queue: PendingWrite[] = []
@@ -304,7 +306,9 @@ export class BasicEngine implements StorageEngine, ShardEngine, EngineCore {
           }
           entries.push(entry)
         }
-        rocks.put(bufferKey(seq), encodeBufferRecord(entries, series), { column: this.store.columns.buffer })
+        // The batch copies the record at put(), so every record of the group can use the one scratch.
+        const record = encodeBufferRecord(entries, series, this.recordScratch)
+        rocks.put(bufferKey(seq), record, { column: this.store.columns.buffer })
         applied.push({ seq, series, entries })
       }
       await rocks.write({ sync: this.config.sync !== 'off' })

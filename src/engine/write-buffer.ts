@@ -48,11 +48,15 @@ if (endianness() !== 'LE') throw new Error('BUG: the write buffer format assumes
  * Writes with versions (a cluster node's) take the V2 layout, which adds the versions per series;
  * writes without keep V1, byte for byte, so a single node's write path does no more than before.
  */
-export function encodeBufferRecord(series: readonly RecordSeries[], points: readonly RecordPoints[]): Buffer {
-  if (points.some((p) => p.versions !== undefined)) return encodeVersioned(series, points)
+export function encodeBufferRecord(
+  series: readonly RecordSeries[],
+  points: readonly RecordPoints[],
+  scratch?: RecordScratch,
+): Buffer {
+  if (points.some((p) => p.versions !== undefined)) return encodeVersioned(series, points, scratch)
   let size = 5
   for (const p of points) size += SERIES_ID_BYTES + 4 + p.timestamps.length * 16
-  const out = Buffer.allocUnsafe(size)
+  const out = scratch?.take(size) ?? Buffer.allocUnsafe(size)
   out[0] = ENCODING_BUFFER_V1
   out.writeUInt32LE(points.length, 1)
   const bytes = new ByteCopier(out)
@@ -64,6 +68,28 @@ export function encodeBufferRecord(series: readonly RecordSeries[], points: read
     off = bytes.copy(p.values, bytes.copy(p.timestamps, off + 4))
   }
   return out
+}
+
+/** The largest record a RecordScratch keeps its memory for; larger ones get a buffer of their own. */
+const SCRATCH_MAX_BYTES = 16 * 2 ** 20
+
+/**
+ * One buffer that successive records are encoded into, for a caller that hands each record to a
+ * RocksDB batch before it encodes the next: the batch copies the record at put(). A record is a
+ * write's points, hundreds of KiB under load; a fresh buffer for each is a native allocation that
+ * counts towards the external memory whose growth starts V8's full garbage collections.
+ */
+export class RecordScratch {
+  private buffer = Buffer.alloc(0)
+
+  /** `size` bytes, valid until the next take(). */
+  take(size: number): Buffer {
+    if (size > SCRATCH_MAX_BYTES) return Buffer.allocUnsafe(size)
+    if (this.buffer.length < size) {
+      this.buffer = Buffer.allocUnsafe(Math.min(SCRATCH_MAX_BYTES, Math.max(size, 2 * this.buffer.length)))
+    }
+    return this.buffer.subarray(0, size)
+  }
 }
 
 /**
@@ -113,13 +139,17 @@ function copyId(out: Buffer, off: number, id: Buffer): number {
  * The V2 layout: per series │ id 8 │ n u32le │ versions kind 1 │ versions │ ts f64le×n │ values f64le×n │,
  * versions being nothing (kind 0), one f64le for every point (kind 1) or f64le×n (kind 2).
  */
-function encodeVersioned(series: readonly RecordSeries[], points: readonly RecordPoints[]): Buffer {
+function encodeVersioned(
+  series: readonly RecordSeries[],
+  points: readonly RecordPoints[],
+  scratch: RecordScratch | undefined,
+): Buffer {
   const layouts = points.map((p) => versionsLayout(p.versions))
   let size = 5
   points.forEach((p, i) => {
     size += SERIES_ID_BYTES + 5 + layouts[i]!.bytes + p.timestamps.length * 16
   })
-  const out = Buffer.allocUnsafe(size)
+  const out = scratch?.take(size) ?? Buffer.allocUnsafe(size)
   out[0] = ENCODING_BUFFER_V2
   out.writeUInt32LE(points.length, 1)
   const bytes = new ByteCopier(out)

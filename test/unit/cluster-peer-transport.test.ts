@@ -16,6 +16,8 @@ import {
 import { peerWriteSize } from '../../src/cluster/hint-batch.js'
 import { MemoryNetwork } from '../../src/cluster/memory-transport.js'
 import {
+  decodePeerRequest,
+  decodePeerResponse,
   decodePeerSeries,
   decodePeerWrite,
   encodePeerSeries,
@@ -199,6 +201,63 @@ describe('peer codec', () => {
       assert.deepEqual(decoded.limit, { limit: 'max_points', value: 10, reason: 'too many' })
       assert.ok(Buffer.from(decoded.body).equals(Buffer.from(body ?? new Uint8Array(0))))
     }
+  })
+
+  test('the envelope decoders give what the generated ones give, with the body a view of the frame', () => {
+    const body = new Uint8Array(100_000).fill(5)
+    const other = Uint8Array.of(9, 8, 7)
+    const request = {
+      requestId: 5,
+      sequence: 6,
+      ringVersion: 7,
+      term: 8,
+      sender: 'n1',
+      kind: PeerKind.PEER_KIND_QUERY,
+      body: Buffer.from(body),
+      deadlineMs: 1_800_000_000_000,
+    }
+    const requestFrames = [
+      // Ours: the body last.
+      encodeRequestFrame({ kind: request.kind, body, ringVersion: 7, term: 8, timeoutMs: 1 }, 5, 6, 'n1', 1e12),
+      // The generated encoder's order: the deadline after the body.
+      Buffer.from(PeerRequest.encode(request).finish()),
+      // Two bodies: the last one wins, as in protobuf.
+      Buffer.concat([
+        PeerRequest.encode({ ...request, body: Buffer.from(other), deadlineMs: 0 }).finish(),
+        PeerRequest.encode({ ...request, requestId: 0, sequence: 0 }).finish(),
+      ]),
+      // No body, and a field this version does not know (field 15, varint 1).
+      Buffer.concat([PeerRequest.encode({ ...request, body: Buffer.alloc(0) }).finish(), Uint8Array.of(120, 1)]),
+    ]
+    for (const [i, frame] of requestFrames.entries()) {
+      const mine = decodePeerRequest(frame)
+      const generated = PeerRequest.decode(frame)
+      assert.deepEqual({ ...mine, body: [...mine.body] }, { ...generated, body: [...generated.body] }, `frame ${i}`)
+      if (mine.body.length > 0) assert.equal(mine.body.buffer, frame.buffer, `frame ${i}: the body is a view`)
+    }
+    const response = {
+      requestId: 3,
+      status: PeerStatus.PEER_STATUS_OK,
+      message: 'fine',
+      violations: [{ field: 'f', description: 'd' }],
+      body: Buffer.from(body),
+      ringVersion: 4,
+      limit: { limit: 'l', value: 1, reason: 'r' },
+    }
+    const responseFrames = [
+      encodeResponseFrame(3, 4, { ...response, body }),
+      Buffer.from(PeerResponse.encode(response).finish()),
+    ]
+    for (const [i, frame] of responseFrames.entries()) {
+      const mine = decodePeerResponse(frame)
+      const generated = PeerResponse.decode(frame)
+      assert.deepEqual({ ...mine, body: [...mine.body] }, { ...generated, body: [...generated.body] }, `frame ${i}`)
+      assert.equal(mine.body.buffer, frame.buffer, `response frame ${i}: the body is a view`)
+    }
+    // A body cut short fails as the generated decoder does, with an error rather than a short body.
+    const cut = requestFrames[0]!.subarray(0, requestFrames[0]!.length - 10)
+    assert.throws(() => PeerRequest.decode(cut))
+    assert.throws(() => decodePeerRequest(cut), /premature EOF/)
   })
 
   test('write versions survive the codec and the concatenation of write bodies (hints)', () => {
