@@ -55,6 +55,12 @@ export const WAL_FLUSH_BYTES = 256 * MIB
 export const WAL_IDLE_MS = 10_000
 export const WAL_IDLE_BYTES = MIB
 /**
+ * The size of each put that fills a memtable (see flushWal). The binding's write runs on the event
+ * loop, and one put of a whole write buffer (10 MiB and more) held it for 30 to 360 ms on two
+ * cores, in front of any query that came meanwhile.
+ */
+const FILL_PIECE_BYTES = 512 * KIB
+/**
  * Keys a read takes on the calling thread (getManyNow): a day of one series' cold runs. Cold runs
  * are a few KiB each and mostly in the block cache, so such a read holds the loop for tens of µs.
  */
@@ -198,8 +204,9 @@ export class RocksStore {
   /**
    * Flushes every family's memtables, so that RocksDB can drop the log files behind them. The
    * binding has no flush call, and max_total_wal_size does not reach RocksDB through it, so this
-   * fills each memtable instead: a put of FLUSH_FILLER_KEY larger than the family's write buffer,
-   * deleted in the same batch (no reader ever sees it, and the flush drops the value). RocksDB
+   * fills each memtable instead: puts of FLUSH_FILLER_KEY that add up to more than the family's
+   * write buffer, each deleted in the same batch (no reader ever sees it, and the flush drops the
+   * values), written FILL_PIECE_BYTES at a time with the event loop free between them. RocksDB
    * switches a full memtable at the next write, so a small delete in another family follows. With
    * compaction 'level' a family flushes only once two memtables wait, and whether one already waits
    * cannot be read through the binding: a family is filled again when no table file appeared. The
@@ -207,7 +214,7 @@ export class RocksStore {
    * writes (twice that when every fill must be repeated), dropped with the rest.
    */
   async flushWal(): Promise<void> {
-    const filler = Buffer.alloc(Math.max(...COLUMN_NAMES.map(fillerBytes)))
+    const filler = Buffer.alloc(FILL_PIECE_BYTES)
     // A compaction can pass for the flush of a family that still holds a memtable: a pass that
     // leaves more than the newest log behind is repeated.
     for (let pass = 0; pass < 3; pass++) {
@@ -241,16 +248,26 @@ export class RocksStore {
       const trigger = role === 'meta' ? this.columns.index : this.columns.meta
       for (let attempt = 0; attempt < 2; attempt++) {
         await this.backgroundIdle()
-        const before = await this.newestTableFile()
-        const fill = this.db.batch()
-        fill.put(key, filler.subarray(0, fillerBytes(FAMILY_OF_ROLE[role])), { column })
-        fill.del(key, { column })
-        await fill.write({ sync: false })
-        const next = this.db.batch()
-        next.del(key, { column: trigger })
-        await next.write({ sync: false })
+        const before = await this.newestFile('.sst')
+        // Each piece is followed by the small delete that switches a full memtable. A switch starts a
+        // new log file, and the fill stops there: a piece written after it would sit in the new
+        // memtable and keep the logs before it on disk until that memtable filled.
+        const size = fillerBytes(FAMILY_OF_ROLE[role])
+        const log = await this.newestFile('.log')
+        for (let written = 0; written < size; written += filler.length) {
+          const fill = this.db.batch()
+          fill.put(key, filler.subarray(0, Math.min(filler.length, size - written)), { column })
+          fill.del(key, { column })
+          await fill.write({ sync: false })
+          const next = this.db.batch()
+          next.del(key, { column: trigger })
+          await next.write({ sync: false })
+          if ((await this.newestFile('.log')) > log) break
+          // The binding writes on the event loop: calls waiting for it go between the pieces.
+          await new Promise((resolve) => setImmediate(resolve))
+        }
         await this.backgroundIdle()
-        if ((await this.newestTableFile()) > before) break
+        if ((await this.newestFile('.sst')) > before) break
       }
     }
   }
@@ -266,11 +283,14 @@ export class RocksStore {
     while (busy() && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 5))
   }
 
-  /** The number of the newest table file: it grows with every flush (and compaction). */
-  private async newestTableFile(): Promise<number> {
+  /**
+   * The number of the newest file ending in `suffix`: for '.sst' it grows with every flush (and
+   * compaction), for '.log' with every memtable switch.
+   */
+  private async newestFile(suffix: '.sst' | '.log'): Promise<number> {
     let newest = 0
     for (const name of await readdir(this.dataDir)) {
-      if (name.endsWith('.sst')) newest = Math.max(newest, Number.parseInt(name, 10) || 0)
+      if (name.endsWith(suffix)) newest = Math.max(newest, Number.parseInt(name, 10) || 0)
     }
     return newest
   }
@@ -353,7 +373,6 @@ const FAMILY_OF_ROLE: Readonly<Record<keyof Columns, string>> = {
   cold: CF_COLD,
   versions: CF_VERSIONS,
 }
-const COLUMN_NAMES = Object.values(FAMILY_OF_ROLE)
 
 /**
  * A filler that surely marks a memtable full: RocksDB flushes once the memtable's arena exceeds the
