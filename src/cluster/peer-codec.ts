@@ -454,7 +454,6 @@ function strictString(reader: BinaryReader, field: string): string {
   }
 }
 
-/** PeerKind values a receiver accepts: every named kind but UNSPECIFIED, read from the generated enum. */
 /** The body field of PeerRequest and of PeerResponse (peer.proto). */
 const REQUEST_BODY_FIELD = 7
 const RESPONSE_BODY_FIELD = 5
@@ -513,6 +512,7 @@ export function decodePeerResponse(frame: Uint8Array): PeerResponse {
   return { ...PeerResponse.decode(head), body }
 }
 
+/** PeerKind values a receiver accepts: every named kind but UNSPECIFIED, read from the generated enum. */
 const KNOWN_KINDS: ReadonlySet<number> = new Set(
   Object.values(PeerKind).filter((v): v is number => typeof v === 'number' && v > 0),
 )

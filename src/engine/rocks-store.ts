@@ -56,8 +56,8 @@ export const WAL_IDLE_MS = 10_000
 export const WAL_IDLE_BYTES = MIB
 /**
  * The size of each put that fills a memtable (see flushWal). The binding's write runs on the event
- * loop, and one put of a whole write buffer (10 MiB and more) held it for 30 to 360 ms on two
- * cores, in front of any query that came meanwhile.
+ * loop, and one put of a whole write buffer and a quarter more (up to 10 MiB) held it for 30 to
+ * 360 ms on two cores, in front of any query that came meanwhile.
  */
 const FILL_PIECE_BYTES = 512 * KIB
 /**
@@ -204,14 +204,15 @@ export class RocksStore {
   /**
    * Flushes every family's memtables, so that RocksDB can drop the log files behind them. The
    * binding has no flush call, and max_total_wal_size does not reach RocksDB through it, so this
-   * fills each memtable instead: puts of FLUSH_FILLER_KEY that add up to more than the family's
-   * write buffer, each deleted in the same batch (no reader ever sees it, and the flush drops the
-   * values), written FILL_PIECE_BYTES at a time with the event loop free between them. RocksDB
-   * switches a full memtable at the next write, so a small delete in another family follows. With
+   * fills each memtable instead: puts of FLUSH_FILLER_KEY, FILL_PIECE_BYTES at a time with the
+   * event loop free between them, each deleted in the same batch (no reader ever sees it, and the
+   * flush drops the values), until RocksDB switches the memtable or they add up to more than the
+   * family's write buffer. RocksDB switches a full memtable at the next write, so each piece is
+   * followed by a small delete in another family. With
    * compaction 'level' a family flushes only once two memtables wait, and whether one already waits
    * cannot be read through the binding: a family is filled again when no table file appeared. The
-   * families whose records die young are filled twice (see fillFamilies). Costs about 55 MiB of log
-   * writes (twice that when every fill must be repeated), dropped with the rest.
+   * families whose records die young are filled twice (see fillFamilies). Costs at most about 55 MiB
+   * of log writes (twice that when every fill must be repeated), dropped with the rest.
    */
   async flushWal(): Promise<void> {
     const filler = Buffer.alloc(FILL_PIECE_BYTES)
