@@ -13,7 +13,7 @@ import type { Matcher, QueryRequest, Selector, SeriesWrite } from '../model/type
 import type { ServerLogger } from './errors.js'
 import { gzipError } from './ingest-decode.js'
 import type { IngestPool } from './ingest-pool.js'
-import { type LinePrecision, type PrefixCache, parseLineProtocol } from './line-protocol.js'
+import { bodyText, type LinePrecision, type PrefixCache, parseLineProtocol } from './line-protocol.js'
 import {
   BodyError,
   decodeReadRequest,
@@ -181,7 +181,7 @@ export async function lineProtocolWrite(
     readonly points: number
   }
   if (pool === undefined) {
-    const text = (gzip ? await inflate(body, maxBytes) : body).toString('utf8')
+    const text = bodyText(gzip ? await inflate(body, maxBytes) : body)
     parsed = parseLineProtocol(text, precision, nowMs, decoding.prefixes)
   } else parsed = await pool.decode({ kind: 'line', body, gzip, maxBytes, precision, nowMs })
   if (parsed.series.length === 0) return { answer: NO_CONTENT, samples: 0 }

@@ -12,7 +12,7 @@
 import { gunzipSync } from 'node:zlib'
 import { type FieldViolation, ValidationError } from '../model/errors.js'
 import type { SeriesWrite, Tag } from '../model/types.js'
-import { type LinePrecision, PrefixCache, parseLineProtocol } from './line-protocol.js'
+import { bodyText, type LinePrecision, PrefixCache, parseLineProtocol } from './line-protocol.js'
 import { BodyError, decodeWriteRequest, LabelSetCache, snappyDecode } from './prom-remote.js'
 
 /** A body to decode; `id` pairs the answer with it. */
@@ -245,7 +245,7 @@ export class IngestDecoder {
       return pack(series, samples, this.ids)
     }
     const raw = job.gzip ? gunzipBounded(job.body, job.maxBytes) : job.body
-    const text = Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength).toString('utf8')
+    const text = bodyText(Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength))
     const parsed = parseLineProtocol(text, job.precision, job.nowMs, this.prefixes)
     return pack(parsed.series, parsed.points, this.ids, parsed.firstLines)
   }

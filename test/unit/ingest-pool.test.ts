@@ -238,3 +238,18 @@ test('more bodies than the workers take at once wait their turn and all decode',
     assert.equal(answers[r]!.series[0]!.timestamps[0], T0 + r * 1000)
   }
 })
+
+test('a line body with UTF-8 tag values decodes them as UTF-8 in the worker, beside ASCII bodies', async (t) => {
+  const pool = new IngestPool(1)
+  t.after(() => pool.close())
+  const line = { kind: 'line', gzip: false, maxBytes: MAX, precision: 'ns', nowMs: T0 } as const
+  const ascii = await pool.decode({ ...line, body: Buffer.from(`cpu,city=zurich usage=1 ${T0}000000`) })
+  assert.deepEqual(ascii.series[0]!.tags, [{ key: 'city', value: 'zurich' }])
+  const text = `cpu,city=Zürich usage=1 ${T0}000000\ncpu,city=東京\\ 都 usage=2 ${T0}000000`
+  const decoded = await pool.decode({ ...line, body: Buffer.from(text, 'utf8') })
+  assert.deepEqual(
+    decoded.series.map((s) => s.tags[0]!.value),
+    ['Zürich', '東京 都'],
+  )
+  assert.deepEqual(plain(decoded.series), plain(parseLineProtocol(text, 'ns', T0).series))
+})
