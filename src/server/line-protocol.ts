@@ -12,6 +12,7 @@
 import { isAscii } from 'node:buffer'
 import { ValidationError } from '../model/errors.js'
 import type { SeriesWrite, Tag } from '../model/types.js'
+import { scaledDecimal } from './decimal.js'
 
 /**
  * A body's text, read as UTF-8. Bodies are almost always ASCII, which reads the same as latin1, and
@@ -200,6 +201,32 @@ function isInteger(text: string, start: number, end: number, signed: boolean): b
 /** Powers of ten that a double holds exactly. */
 const POW10 = Array.from({ length: 16 }, (_, i) => 10 ** i)
 
+/** The most significant digits scaledDecimal reads: 15 in one exact integer, up to 4 more beside it. */
+const MAX_SCALED_DIGITS = 19
+
+/**
+ * The unsigned plain decimal text[start, end) of 16 to 19 digits (scale of them after the point)
+ * as scaledDecimal reads it: the first 15 digits, and the others apart.
+ */
+function longDecimal(text: string, start: number, end: number, scale: number): number {
+  let head = 0
+  let taken = 0
+  let tail = 0
+  let tailDigits = 0
+  for (let i = start; i < end; i++) {
+    const c = text.charCodeAt(i)
+    if (c === 0x2e) continue
+    if (taken < 15) {
+      head = head * 10 + (c - 0x30)
+      taken++
+    } else {
+      tail = tail * 10 + (c - 0x30)
+      tailDigits++
+    }
+  }
+  return scaledDecimal(head, tailDigits, tail, scale)
+}
+
 /** Where plainDecimal stopped, when it returned a number. */
 let plainEnd = 0
 
@@ -236,9 +263,12 @@ function plainDecimal(text: string, start: number, end: number): number {
   if (i < end && c !== COMMA) return Number.NaN
   plainEnd = i
   if (digits + scale > 15) {
-    // Too many digits to be exact here (most measured values have 16 or 17): Number() reads the
-    // text, which is known to be a plain decimal and to end here; one too large is not finite.
-    const read = Number(text.slice(start, i))
+    // Too many digits for one exact division (most measured values have 16 or 17): up to 19 are
+    // read exactly by scaledDecimal; more, or a value too near halfway between two doubles for it,
+    // by Number() from the text, which is known to be a plain decimal and to end here.
+    const exact =
+      digits + scale <= MAX_SCALED_DIGITS ? longDecimal(text, negative ? start + 1 : start, i, scale) : Number.NaN
+    const read = Number.isNaN(exact) ? Number(text.slice(start, i)) : negative ? -exact : exact
     return Number.isFinite(read) ? read : Number.NaN
   }
   const value = scale === 0 ? mantissa : mantissa / POW10[scale]!

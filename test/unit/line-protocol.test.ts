@@ -3,6 +3,7 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { ValidationError } from '../../src/model/errors.js'
+import { prng } from '../../src/model/prng.js'
 import type { SeriesWrite } from '../../src/model/types.js'
 import { PrefixCache, parseLinePrecision, parseLineProtocol } from '../../src/server/line-protocol.js'
 
@@ -212,6 +213,57 @@ test('plain decimals of any length read exactly as Number() reads them; one too 
     plain(parseLineProtocol('m v=1.,w=-.5', 'ns', NOW).series).map((s) => s.values),
     [[1], [-0.5]],
   )
+})
+
+test('decimals of 16 to 19 digits, halfway cases and those next to them read exactly as Number() reads them', () => {
+  const r = prng(19)
+  const texts: string[] = []
+  const digitsOf = (n: number): string => {
+    let t = String(1 + Math.floor(r() * 9))
+    for (let d = 1; d < n; d++) t += String(Math.floor(r() * 10))
+    return t
+  }
+  for (let i = 0; i < 60_000; i++) {
+    const t = digitsOf(16 + Math.floor(r() * 4))
+    const point = Math.floor(r() * t.length)
+    texts.push(point === 0 ? t : `${t.slice(0, point)}.${t.slice(point)}`)
+  }
+  // Exact halfway points between two doubles, written in 16 to 19 digits, and one unit either side.
+  const view = new DataView(new ArrayBuffer(8))
+  const parts = (x: number): { m: bigint; e: number } => {
+    view.setFloat64(0, x)
+    const word = view.getBigUint64(0)
+    return { m: (word & 0xfffffffffffffn) | 0x10000000000000n, e: Number((word >> 52n) & 0x7ffn) - 1075 }
+  }
+  for (let i = 0; i < 20_000; i++) {
+    const x = (1 + r()) * 2 ** Math.floor(r() * 60)
+    view.setFloat64(0, x)
+    view.setBigUint64(0, view.getBigUint64(0) + 1n)
+    const a = parts(x)
+    const b = parts(view.getFloat64(0))
+    const e = Math.min(a.e, b.e)
+    // (x + next) / 2 = (a.m * 2^(a.e - e) + b.m * 2^(b.e - e)) * 2^(e - 1), as an exact decimal.
+    const twice = (a.m << BigInt(a.e - e)) + (b.m << BigInt(b.e - e))
+    const scale = Math.max(0, 1 - e)
+    const digits = (scale === 0 ? twice << BigInt(e - 1) : twice * 5n ** BigInt(scale)).toString()
+    const intLength = digits.length - scale
+    const trimmed = digits.replace(/0+$/, '')
+    if (intLength < 1 || trimmed.length > 19) continue
+    for (const delta of [0n, 1n, -1n]) {
+      const shown = (BigInt(digits.slice(0, Math.max(trimmed.length, intLength))) + delta).toString()
+      if (shown.length < 16 || shown.length > 19) continue
+      const cut = shown.length - (Math.max(trimmed.length, intLength) - intLength)
+      texts.push(cut < shown.length ? `${shown.slice(0, cut)}.${shown.slice(cut)}` : shown)
+    }
+  }
+  assert.ok(texts.length > 60_000 + 10_000, `${texts.length - 60_000} halfway texts`)
+  const body = texts.map((t, i) => `m,k=v x=${t},y=-${t} ${i + 1}000000`).join('\n')
+  const [x, y] = parseLineProtocol(body, 'ns', NOW).series
+  assert.ok(x && y)
+  for (let i = 0; i < texts.length; i++) {
+    assert.ok(Object.is(x.values[i], Number(texts[i])), `x=${texts[i]} read as ${x.values[i]}`)
+    assert.ok(Object.is(y.values[i], -Number(texts[i])), `y=-${texts[i]} read as ${y.values[i]}`)
+  }
 })
 
 test('lines of one series that list their fields in another order, fewer or more, or with longer keys', () => {
