@@ -24,6 +24,7 @@ import {
   remoteRead,
   remoteWrite,
 } from './http-ingest.js'
+import { type BodyChunks, joinChunks } from './ingest-decode.js'
 import { IngestPool } from './ingest-pool.js'
 import { PrefixCache, parseLinePrecision } from './line-protocol.js'
 import type { ServerMetrics } from './metrics.js'
@@ -266,6 +267,11 @@ type BodyEncoding = 'gzip' | 'snappy' | 'identity'
  * before the 413 (see DRAIN_FACTOR); a larger one is drained, not read, after it.
  */
 async function readBody(req: IncomingMessage, max: number, accepted: BodyEncoding): Promise<Buffer> {
+  return joinChunks(await readChunks(req, max, accepted))
+}
+
+/** As readBody, the body in the chunks it came in: an ingest worker joins them, not the main thread. */
+async function readChunks(req: IncomingMessage, max: number, accepted: BodyEncoding): Promise<BodyChunks> {
   const encoding = (req.headers['content-encoding'] ?? 'identity').toLowerCase()
   if (encoding !== 'identity' && encoding !== accepted) {
     throw new BodyError(415, `Content-Encoding ${encoding} is not accepted here`)
@@ -279,7 +285,7 @@ async function readBody(req: IncomingMessage, max: number, accepted: BodyEncodin
         : `the body is more than the limit of ${max} bytes`,
     )
   if (declared > DRAIN_FACTOR * max) throw tooLarge()
-  return new Promise<Buffer>((resolve, reject) => {
+  return new Promise<BodyChunks>((resolve, reject) => {
     const chunks: Buffer[] = []
     let size = 0
     // Refused by its Content-Length, or once more than max has come: the rest is dropped as it
@@ -299,7 +305,7 @@ async function readBody(req: IncomingMessage, max: number, accepted: BodyEncodin
       req.resume()
       reject(tooLarge())
     }
-    const onEnd = (): void => (refused() ? reject(tooLarge()) : resolve(Buffer.concat(chunks, size)))
+    const onEnd = (): void => (refused() ? reject(tooLarge()) : resolve({ chunks, size }))
     req.on('data', onData)
     req.once('end', onEnd)
     req.once('error', reject)
@@ -358,7 +364,7 @@ function routes(l: Listening, pool: IngestPool | undefined): Map<string, Route> 
     fail: textFailure,
     async handle({ req }) {
       checkProtobufType(req, 'prometheus.WriteRequest')
-      const body = await readBody(req, maxBodyBytes, 'snappy')
+      const body = await readChunks(req, maxBodyBytes, 'snappy')
       const { answer, samples } = await remoteWrite(engine, body, maxBodyBytes, decoding)
       serving.metrics.httpSamples('prometheus_remote_write', samples)
       return answer
@@ -392,7 +398,7 @@ function routes(l: Listening, pool: IngestPool | undefined): Map<string, Route> 
           )
         }
         const received = now()
-        const body = await readBody(req, maxBodyBytes, 'gzip')
+        const body = await readChunks(req, maxBodyBytes, 'gzip')
         const gzip = (req.headers['content-encoding'] ?? '').toLowerCase() === 'gzip'
         const { answer, samples } = await lineProtocolWrite(
           engine,

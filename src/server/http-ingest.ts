@@ -11,7 +11,7 @@ import type { StorageEngine } from '../engine/storage-engine.js'
 import { DeadlineError, LimitError, UnavailableError, ValidationError } from '../model/errors.js'
 import type { Matcher, QueryRequest, Selector, SeriesWrite } from '../model/types.js'
 import type { ServerLogger } from './errors.js'
-import { gzipError } from './ingest-decode.js'
+import { type BodyChunks, gzipError, joinChunks } from './ingest-decode.js'
 import type { IngestPool } from './ingest-pool.js'
 import { bodyText, type LinePrecision, type PrefixCache, parseLineProtocol } from './line-protocol.js'
 import {
@@ -77,14 +77,14 @@ export interface IngestDecoding {
   readonly pool?: IngestPool
 }
 
-function inWorker(decoding: IngestDecoding, body: Uint8Array): IngestPool | undefined {
-  return body.length >= WORKER_MIN_BODY_BYTES ? decoding.pool : undefined
+function inWorker(decoding: IngestDecoding, body: BodyChunks): IngestPool | undefined {
+  return body.size >= WORKER_MIN_BODY_BYTES ? decoding.pool : undefined
 }
 
 /** A `prometheus.WriteRequest`, snappy-compressed, stored as one write. */
 export async function remoteWrite(
   engine: StorageEngine,
-  body: Buffer,
+  body: BodyChunks,
   maxBytes: number,
   decoding: IngestDecoding,
 ): Promise<{ answer: HttpAnswer; samples: number }> {
@@ -92,7 +92,7 @@ export async function remoteWrite(
   let series: readonly SeriesWrite[]
   let samples: number
   if (pool === undefined) {
-    ;({ series, samples } = decodeWriteRequest(snappyDecode(body, maxBytes), decoding.headers))
+    ;({ series, samples } = decodeWriteRequest(snappyDecode(joinChunks(body), maxBytes), decoding.headers))
   } else ({ series, points: samples } = await pool.decode({ kind: 'remote', body, maxBytes }))
   // A request of metadata alone, or of series without samples, has nothing to store.
   if (series.length === 0) return { answer: NO_CONTENT, samples: 0 }
@@ -167,7 +167,7 @@ function inflate(body: Buffer, maxBytes: number): Promise<Buffer> {
 /** An InfluxDB line protocol body (gzip-compressed or not), stored as one write. */
 export async function lineProtocolWrite(
   engine: StorageEngine,
-  body: Buffer,
+  body: BodyChunks,
   gzip: boolean,
   precision: LinePrecision,
   nowMs: number,
@@ -181,7 +181,8 @@ export async function lineProtocolWrite(
     readonly points: number
   }
   if (pool === undefined) {
-    const text = bodyText(gzip ? await inflate(body, maxBytes) : body)
+    const whole = joinChunks(body)
+    const text = bodyText(gzip ? await inflate(whole, maxBytes) : whole)
     parsed = parseLineProtocol(text, precision, nowMs, decoding.prefixes)
   } else parsed = await pool.decode({ kind: 'line', body, gzip, maxBytes, precision, nowMs })
   if (parsed.series.length === 0) return { answer: NO_CONTENT, samples: 0 }

@@ -15,18 +15,34 @@ import type { SeriesWrite, Tag } from '../model/types.js'
 import { bodyText, type LinePrecision, PrefixCache, parseLineProtocol } from './line-protocol.js'
 import { BodyError, decodeWriteRequest, LabelSetCache, snappyDecode } from './prom-remote.js'
 
+/**
+ * A request body as it came off the socket: its chunks (each owning its memory, so that they can be
+ * handed to a worker without copying) and their total size. Joining them is the worker's work.
+ */
+export interface BodyChunks {
+  readonly chunks: readonly Uint8Array[]
+  readonly size: number
+}
+
+/** The body in one buffer: the chunk itself when there is one, else a copy of them all. */
+export function joinChunks(body: BodyChunks): Buffer {
+  const [only] = body.chunks
+  if (body.chunks.length === 1 && only !== undefined) return Buffer.from(only.buffer, only.byteOffset, only.byteLength)
+  return Buffer.concat(body.chunks, body.size)
+}
+
 /** A body to decode; `id` pairs the answer with it. */
 export type IngestJob =
   | {
       readonly id: number
       readonly kind: 'line'
-      readonly body: Uint8Array
+      readonly body: BodyChunks
       readonly gzip: boolean
       readonly maxBytes: number
       readonly precision: LinePrecision
       readonly nowMs: number
     }
-  | { readonly id: number; readonly kind: 'remote'; readonly body: Uint8Array; readonly maxBytes: number }
+  | { readonly id: number; readonly kind: 'remote'; readonly body: BodyChunks; readonly maxBytes: number }
 
 /** Why a body was refused, as plain data: errors do not cross threads with their class. */
 export type DecodeFailure =
@@ -241,11 +257,11 @@ export class IngestDecoder {
 
   private packed(job: IngestJob): PackedWrite {
     if (job.kind === 'remote') {
-      const { series, samples } = decodeWriteRequest(snappyDecode(job.body, job.maxBytes), this.headers)
+      const { series, samples } = decodeWriteRequest(snappyDecode(joinChunks(job.body), job.maxBytes), this.headers)
       return pack(series, samples, this.ids)
     }
-    const raw = job.gzip ? gunzipBounded(job.body, job.maxBytes) : job.body
-    const text = bodyText(Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength))
+    const whole = joinChunks(job.body)
+    const text = bodyText(job.gzip ? gunzipBounded(whole, job.maxBytes) : whole)
     const parsed = parseLineProtocol(text, job.precision, job.nowMs, this.prefixes)
     return pack(parsed.series, parsed.points, this.ids, parsed.firstLines)
   }

@@ -57,8 +57,9 @@ export class IngestPool {
   }
 
   /**
-   * Decodes a body in a worker. The body's bytes are transferred when it owns its whole buffer and
-   * copied otherwise (a small Buffer is a view of a shared pool that must not be taken away).
+   * Decodes a body in a worker. Each chunk is transferred when it owns its whole buffer, as the
+   * socket's chunks do, and copied otherwise (a small Buffer is a view of a shared pool that must
+   * not be taken away): the main thread copies no body of the HTTP listener's.
    */
   async decode(request: IngestRequest): Promise<DecodedBody> {
     if (this.closed) throw closedError()
@@ -69,13 +70,16 @@ export class IngestPool {
       slot = this.free()
     }
     if (this.closed) throw closedError()
-    const body = ownsBuffer(request.body) ? request.body : request.body.slice()
+    const chunks = request.body.chunks.map((c) => (ownsBuffer(c) ? c : copyOf(c)))
     const id = this.nextId++
-    const job = { ...request, id, body } as IngestJob
+    const job = { ...request, id, body: { chunks, size: request.body.size } } as IngestJob
     const chosen = slot
     return new Promise<DecodedBody>((resolve, reject) => {
       chosen.pending.set(id, { resolve, reject })
-      chosen.worker.postMessage(job, [body.buffer as ArrayBuffer])
+      chosen.worker.postMessage(
+        job,
+        chunks.map((c) => c.buffer as ArrayBuffer),
+      )
     })
   }
 
@@ -158,6 +162,13 @@ function failAll(slot: Slot, err: Error): void {
 
 function closedError(): BodyError {
   return new BodyError(503, 'the HTTP listener is shutting down')
+}
+
+/** A copy in memory of its own (a Buffer's slice() is a view, not a copy). */
+function copyOf(bytes: Uint8Array): Uint8Array {
+  const copy = new Uint8Array(bytes.length)
+  copy.set(bytes)
+  return copy
 }
 
 function ownsBuffer(bytes: Uint8Array): boolean {

@@ -7,12 +7,21 @@ import { once } from 'node:events'
 import { test } from 'node:test'
 import { gzipSync } from 'node:zlib'
 import type { SeriesWrite } from '../../src/model/types.js'
+import type { BodyChunks } from '../../src/server/ingest-decode.js'
 import { IngestPool } from '../../src/server/ingest-pool.js'
 import { parseLineProtocol } from '../../src/server/line-protocol.js'
 import { BodyError, decodeWriteRequest, snappyDecode } from '../../src/server/prom-remote.js'
 import { STALE_BITS, writeRequest } from '../fixtures/prom-remote-bodies.js'
 
 const T0 = Date.UTC(2024, 0, 1)
+
+/** A body as the listener hands it over: in chunks that each own their memory, as a socket's do. */
+function chunked(bytes: Uint8Array, pieces = 3): BodyChunks {
+  const step = Math.max(1, Math.ceil(bytes.length / pieces))
+  const chunks: Uint8Array[] = []
+  for (let at = 0; at < bytes.length; at += step) chunks.push(Uint8Array.from(bytes.subarray(at, at + step)))
+  return { chunks, size: bytes.length }
+}
 const MAX = 1 << 20
 
 /** The bit patterns of values: a typed array keeps a NaN's payload, which reading it as a number may not. */
@@ -62,7 +71,7 @@ test('a body decoded in a worker gives the series, points and NaN bits of the ma
   t.after(() => pool.close())
   for (let round = 0; round < 2; round++) {
     const rw = remoteBody(round)
-    const fromWorker = await pool.decode({ kind: 'remote', body: Buffer.from(rw), maxBytes: MAX })
+    const fromWorker = await pool.decode({ kind: 'remote', body: chunked(Buffer.from(rw)), maxBytes: MAX })
     const inPlace = decodeWriteRequest(snappyDecode(rw, MAX))
     assert.deepEqual(plain(fromWorker.series), plain(inPlace.series))
     assert.equal(fromWorker.points, inPlace.samples)
@@ -71,7 +80,7 @@ test('a body decoded in a worker gives the series, points and NaN bits of the ma
     const text = lineBody(round)
     const fromText = await pool.decode({
       kind: 'line',
-      body: Buffer.from(text),
+      body: chunked(Buffer.from(text)),
       gzip: false,
       maxBytes: MAX,
       precision: 'ns',
@@ -79,7 +88,7 @@ test('a body decoded in a worker gives the series, points and NaN bits of the ma
     })
     const gzipped = await pool.decode({
       kind: 'line',
-      body: gzipSync(text),
+      body: chunked(gzipSync(text)),
       gzip: true,
       maxBytes: MAX,
       precision: 'ns',
@@ -93,17 +102,37 @@ test('a body decoded in a worker gives the series, points and NaN bits of the ma
   }
 })
 
+test('a chunk that is a view of a larger buffer is copied to the worker, and the buffer stays usable', async (t) => {
+  const pool = new IngestPool(1)
+  t.after(() => pool.close())
+  const text = lineBody(0)
+  const shared = Buffer.alloc(text.length + 100)
+  shared.write(text, 50)
+  const view = shared.subarray(50, 50 + text.length)
+  const decoded = await pool.decode({
+    kind: 'line',
+    body: { chunks: [view], size: view.length },
+    gzip: false,
+    maxBytes: MAX,
+    precision: 'ns',
+    nowMs: T0,
+  })
+  assert.deepEqual(plain(decoded.series), plain(parseLineProtocol(text, 'ns', T0).series))
+  assert.equal(shared.buffer.byteLength >= text.length + 100, true)
+  assert.equal(view.toString('latin1'), text)
+})
+
 test('a series decoded again in the worker gets the same frozen tags array', async (t) => {
   const pool = new IngestPool(1)
   t.after(() => pool.close())
-  const first = await pool.decode({ kind: 'remote', body: remoteBody(0), maxBytes: MAX })
-  const second = await pool.decode({ kind: 'remote', body: remoteBody(1), maxBytes: MAX })
+  const first = await pool.decode({ kind: 'remote', body: chunked(remoteBody(0)), maxBytes: MAX })
+  const second = await pool.decode({ kind: 'remote', body: chunked(remoteBody(1)), maxBytes: MAX })
   assert.ok(Object.isFrozen(first.series[0]!.tags))
   assert.ok(Object.isFrozen(first.series[0]!.tags[0]))
   for (let i = 0; i < first.series.length; i++) assert.equal(second.series[i]!.tags, first.series[i]!.tags)
   const line = { kind: 'line', gzip: false, maxBytes: MAX, precision: 'ns', nowMs: T0 } as const
-  const a = await pool.decode({ ...line, body: Buffer.from(lineBody(0)) })
-  const b = await pool.decode({ ...line, body: Buffer.from(lineBody(1)) })
+  const a = await pool.decode({ ...line, body: chunked(Buffer.from(lineBody(0))) })
+  const b = await pool.decode({ ...line, body: chunked(Buffer.from(lineBody(1))) })
   assert.equal(b.series[0]!.tags, a.series[0]!.tags)
   // Two fields of one line share their tags, as the main-thread parser shares them.
   assert.equal(a.series[1]!.tags, a.series[0]!.tags)
@@ -135,23 +164,30 @@ test('a body the worker refuses fails with the error the main thread throws', as
   const noName = writeRequest([{ labels: [['job', 'x']], samples: [[1, T0]] }])
   const cases: Array<{ request: Parameters<IngestPool['decode']>[0]; inPlace: () => unknown }> = [
     {
-      request: { kind: 'line', body: Buffer.from(badLines), gzip: false, maxBytes: MAX, precision: 'ns', nowMs: T0 },
+      request: {
+        kind: 'line',
+        body: chunked(Buffer.from(badLines)),
+        gzip: false,
+        maxBytes: MAX,
+        precision: 'ns',
+        nowMs: T0,
+      },
       inPlace: () => parseLineProtocol(badLines, 'ns', T0),
     },
     {
-      request: { kind: 'remote', body: badLabel, maxBytes: MAX },
+      request: { kind: 'remote', body: chunked(badLabel), maxBytes: MAX },
       inPlace: () => decodeWriteRequest(snappyDecode(badLabel, MAX)),
     },
     {
-      request: { kind: 'remote', body: noName, maxBytes: MAX },
+      request: { kind: 'remote', body: chunked(noName), maxBytes: MAX },
       inPlace: () => decodeWriteRequest(snappyDecode(noName, MAX)),
     },
     {
-      request: { kind: 'remote', body: Buffer.from([0xff, 0xff, 0xff, 0xff, 0x7f, 1]), maxBytes: MAX },
+      request: { kind: 'remote', body: chunked(Buffer.from([0xff, 0xff, 0xff, 0xff, 0x7f, 1])), maxBytes: MAX },
       inPlace: () => snappyDecode(Buffer.from([0xff, 0xff, 0xff, 0xff, 0x7f, 1]), MAX),
     },
     {
-      request: { kind: 'remote', body: Buffer.from([0x10, 1, 2, 3]), maxBytes: MAX },
+      request: { kind: 'remote', body: chunked(Buffer.from([0x10, 1, 2, 3])), maxBytes: MAX },
       inPlace: () => decodeWriteRequest(snappyDecode(Buffer.from([0x10, 1, 2, 3]), MAX)),
     },
   ]
@@ -170,30 +206,37 @@ test('a body the worker refuses fails with the error the main thread throws', as
   ]
   for (const [body, maxBytes, message] of gzipCases) {
     await assert.rejects(
-      pool.decode({ kind: 'line', body, gzip: true, maxBytes, precision: 'ns', nowMs: T0 }),
+      pool.decode({ kind: 'line', body: chunked(body), gzip: true, maxBytes, precision: 'ns', nowMs: T0 }),
       (err: Error) =>
         err instanceof BodyError && err.message === message && err.status === (maxBytes === 1000 ? 413 : 400),
     )
   }
   // The worker goes on decoding after refusals, with the series the refused bodies defined.
-  const after = await pool.decode({ kind: 'remote', body: remoteBody(0), maxBytes: MAX })
+  const after = await pool.decode({ kind: 'remote', body: chunked(remoteBody(0)), maxBytes: MAX })
   assert.equal(after.series.length, 200)
 })
 
 test('a worker that dies fails its bodies with 503 and is replaced', async (t) => {
   const pool = new IngestPool(1)
   t.after(() => pool.close())
-  await pool.decode({ kind: 'remote', body: remoteBody(0), maxBytes: MAX })
+  await pool.decode({ kind: 'remote', body: chunked(remoteBody(0)), maxBytes: MAX })
   const [first] = pool.threads
   assert.ok(first !== undefined)
   const big = Buffer.from(Array.from({ length: 40 }, (_, r) => lineBody(r)).join('\n'))
-  const inFlight = pool.decode({ kind: 'line', body: big, gzip: false, maxBytes: 1 << 26, precision: 'ns', nowMs: T0 })
+  const inFlight = pool.decode({
+    kind: 'line',
+    body: chunked(big),
+    gzip: false,
+    maxBytes: 1 << 26,
+    precision: 'ns',
+    nowMs: T0,
+  })
   await first.terminate()
   await assert.rejects(inFlight, (err: Error) => err instanceof BodyError && err.status === 503)
   const [second] = pool.threads
   assert.ok(second !== undefined && second !== first)
   // The new worker starts a new series table: its series decode whole again.
-  const again = await pool.decode({ kind: 'remote', body: remoteBody(1), maxBytes: MAX })
+  const again = await pool.decode({ kind: 'remote', body: chunked(remoteBody(1)), maxBytes: MAX })
   assert.deepEqual(plain(again.series), plain(decodeWriteRequest(snappyDecode(remoteBody(1), MAX)).series))
 })
 
@@ -201,10 +244,10 @@ test('workers start when bodies need them, one for each body in flight up to the
   const pool = new IngestPool(2)
   try {
     assert.equal(pool.threads.length, 0, 'no worker before the first body')
-    await pool.decode({ kind: 'remote', body: remoteBody(0), maxBytes: MAX })
-    await pool.decode({ kind: 'remote', body: remoteBody(1), maxBytes: MAX })
+    await pool.decode({ kind: 'remote', body: chunked(remoteBody(0)), maxBytes: MAX })
+    await pool.decode({ kind: 'remote', body: chunked(remoteBody(1)), maxBytes: MAX })
     assert.equal(pool.threads.length, 1, 'one body at a time needs one worker')
-    const bodies = [2, 3, 4, 5].map((i) => pool.decode({ kind: 'remote', body: remoteBody(i), maxBytes: MAX }))
+    const bodies = [2, 3, 4, 5].map((i) => pool.decode({ kind: 'remote', body: chunked(remoteBody(i)), maxBytes: MAX }))
     assert.equal(pool.threads.length, 2)
     for (const [i, body] of (await Promise.all(bodies)).entries()) {
       assert.deepEqual(plain(body.series), plain(decodeWriteRequest(snappyDecode(remoteBody(i + 2), MAX)).series))
@@ -216,14 +259,14 @@ test('workers start when bodies need them, one for each body in flight up to the
 
 test('close stops every worker, and a body after it answers 503', async () => {
   const pool = new IngestPool(2)
-  await Promise.all([0, 1].map((i) => pool.decode({ kind: 'remote', body: remoteBody(i), maxBytes: MAX })))
+  await Promise.all([0, 1].map((i) => pool.decode({ kind: 'remote', body: chunked(remoteBody(i)), maxBytes: MAX })))
   const exits = pool.threads.map((w) => once(w, 'exit'))
   assert.equal(exits.length, 2)
   await pool.close()
   await Promise.all(exits)
   assert.equal(pool.threads.length, 0)
   await assert.rejects(
-    pool.decode({ kind: 'remote', body: remoteBody(0), maxBytes: MAX }),
+    pool.decode({ kind: 'remote', body: chunked(remoteBody(0)), maxBytes: MAX }),
     (err: Error) => err instanceof BodyError && err.status === 503,
   )
 })
@@ -232,7 +275,7 @@ test('more bodies than the workers take at once wait their turn and all decode',
   const pool = new IngestPool(1, { maxInFlight: 1 })
   t.after(() => pool.close())
   const answers = await Promise.all(
-    Array.from({ length: 6 }, (_, r) => pool.decode({ kind: 'remote', body: remoteBody(r), maxBytes: MAX })),
+    Array.from({ length: 6 }, (_, r) => pool.decode({ kind: 'remote', body: chunked(remoteBody(r)), maxBytes: MAX })),
   )
   for (let r = 0; r < answers.length; r++) {
     assert.equal(answers[r]!.series[0]!.timestamps[0], T0 + r * 1000)
@@ -243,10 +286,10 @@ test('a line body with UTF-8 tag values decodes them as UTF-8 in the worker, bes
   const pool = new IngestPool(1)
   t.after(() => pool.close())
   const line = { kind: 'line', gzip: false, maxBytes: MAX, precision: 'ns', nowMs: T0 } as const
-  const ascii = await pool.decode({ ...line, body: Buffer.from(`cpu,city=zurich usage=1 ${T0}000000`) })
+  const ascii = await pool.decode({ ...line, body: chunked(Buffer.from(`cpu,city=zurich usage=1 ${T0}000000`)) })
   assert.deepEqual(ascii.series[0]!.tags, [{ key: 'city', value: 'zurich' }])
   const text = `cpu,city=Zürich usage=1 ${T0}000000\ncpu,city=東京\\ 都 usage=2 ${T0}000000`
-  const decoded = await pool.decode({ ...line, body: Buffer.from(text, 'utf8') })
+  const decoded = await pool.decode({ ...line, body: chunked(Buffer.from(text, 'utf8')) })
   assert.deepEqual(
     decoded.series.map((s) => s.tags[0]!.value),
     ['Zürich', '東京 都'],
