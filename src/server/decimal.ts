@@ -10,12 +10,15 @@
  * with Number(): ties, and the few next to them.
  */
 
+import { endianness } from 'node:os'
+
 /** Exact powers of ten, 10^0 to 10^22. */
 const POW10 = Array.from({ length: 23 }, (_, i) => 10 ** i)
 const SPLITTER = 134_217_729 // 2^27 + 1
 
-// The two words of one double: the engine runs little-endian only (see write-buffer.ts), so
-// word 1 holds the sign, the exponent and the top 20 bits of the mantissa.
+// The two words of one double: on a little-endian host word 1 holds the sign, the exponent and the
+// top 20 bits of the mantissa (the engine runs on no other; see write-buffer.ts).
+if (endianness() !== 'LE') throw new Error('BUG: decimal reading assumes a little-endian host')
 const bits = new Float64Array(1)
 const words = new Uint32Array(bits.buffer)
 
