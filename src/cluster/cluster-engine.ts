@@ -140,6 +140,34 @@ interface OwnerPart {
   readonly version: number
 }
 
+/**
+ * The peer bodies of one write's parts, encoded once for parts that hold the same series: with as
+ * many owners as nodes, every peer gets the whole write, and encoding it again for each cost the
+ * coordinator as much as the first time (the encoder was 382 ms of 2.6 M points' ingest with three
+ * copies on three nodes). A body is only read once encoded, so peers and hints can share it.
+ */
+class PartBodies {
+  private readonly encoded: Array<{ readonly indexes: readonly number[]; readonly body: Uint8Array }> = []
+
+  constructor(private readonly identities: PeerIdentityBytes) {}
+
+  of(part: OwnerPart): Uint8Array {
+    for (const done of this.encoded) {
+      if (sameIndexes(done.indexes, part.indexes)) return done.body
+    }
+    const body = encodePeerWrite(part.series, part.version, this.identities)
+    this.encoded.push({ indexes: part.indexes, body })
+    return body
+  }
+}
+
+/** Parts of one write hold the same series, in the same order, when their indexes are equal. */
+function sameIndexes(a: readonly number[], b: readonly number[]): boolean {
+  if (a.length !== b.length) return false
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false
+  return true
+}
+
 /** `promise`, or the signal's reason (a DeadlineError) as soon as `signal` aborts. */
 function abortable<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
   if (signal === undefined) return promise
@@ -638,8 +666,9 @@ export class ClusterEngine implements StorageEngine {
       })
       const tally = new WriteTally(normalized.series.length, need, state.rf)
       const healthy = this.linked().view.healthyIds()
+      const bodies = new PartBodies(this.identities)
       for (const [id, part] of parts) {
-        this.writePart(state, state.byId.get(id)!, part, healthy, ctx).then(
+        this.writePart(state, state.byId.get(id)!, part, bodies, healthy, ctx).then(
           () => tally.ack(part.indexes),
           (err: unknown) => tally.fail(id, part.indexes, err),
         )
@@ -648,7 +677,7 @@ export class ClusterEngine implements StorageEngine {
       // part is stored there or waits as a hint, which the change delivers before the range changes
       // hands. So reads after the switch find every acknowledged write on the new owner.
       const moving = [...pending].map(([id, part]) =>
-        this.writePart(state, state.byId.get(id)!, part, healthy, ctx).catch((err: unknown) => {
+        this.writePart(state, state.byId.get(id)!, part, bodies, healthy, ctx).catch((err: unknown) => {
           if (!(err instanceof UnavailableError)) {
             this.logger.warn({ node: id, err: err instanceof Error ? err.message : String(err) }, 'moving range write')
           }
@@ -680,6 +709,7 @@ export class ClusterEngine implements StorageEngine {
     state: RingState,
     node: MemberInfo,
     part: OwnerPart,
+    bodies: PartBodies,
     healthy: ReadonlySet<string>,
     ctx: CallContext | undefined,
   ): Promise<void> {
@@ -697,7 +727,7 @@ export class ClusterEngine implements StorageEngine {
       await this.local.writeValidated({ series, points: part.points }, ctx)
       return
     }
-    const body = encodePeerWrite(part.series, version, this.identities)
+    const body = bodies.of(part)
     const handoff = this.linked().handoff
     if (handoff !== undefined && !healthy.has(node.id)) {
       await this.keepHint(handoff, node, body)
