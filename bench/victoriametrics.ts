@@ -127,11 +127,11 @@ export function send(
 }
 
 /** Median and p95 of GET /health through the same keep-alive agent as the queries, in ms. */
-export function healthRoundTrip(vm: VictoriaMetrics): Promise<RoundTrip> {
+export function healthRoundTrip(vm: VictoriaMetrics, warmups?: number): Promise<RoundTrip> {
   return roundTrip(async () => {
     const res = await send(vm, 'GET', '/health')
     if (res.status !== 200) throw new Error(`victoria-metrics /health: ${res.status}`)
-  })
+  }, warmups)
 }
 
 /** Line-protocol bodies of 5,000 rows (one host and timestamp, ten fields) each, in time order. */
