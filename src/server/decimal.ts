@@ -10,32 +10,28 @@
  * with Number(): ties, and the few next to them.
  */
 
-import { endianness } from 'node:os'
-
 /** Exact powers of ten, 10^0 to 10^22. */
-const POW10 = Array.from({ length: 23 }, (_, i) => 10 ** i)
+export const POW10 = Array.from({ length: 23 }, (_, i) => 10 ** i)
 const SPLITTER = 134_217_729 // 2^27 + 1
 
-// The two words of one double: on a little-endian host word 1 holds the sign, the exponent and the
-// top 20 bits of the mantissa (the engine runs on no other; see write-buffer.ts).
-if (endianness() !== 'LE') throw new Error('BUG: decimal reading assumes a little-endian host')
-const bits = new Float64Array(1)
-const words = new Uint32Array(bits.buffer)
+// One double's bits, big-endian: the first word holds the sign, the exponent and the top 20 bits
+// of the mantissa.
+const word = new DataView(new ArrayBuffer(8))
 
 /** 2^e for a normal exponent e, built from its bits. */
 function powerOfTwo(e: number): number {
-  words[1] = (e + 1023) << 20
-  words[0] = 0
-  return bits[0]!
+  word.setUint32(0, (e + 1023) << 20)
+  word.setUint32(4, 0)
+  return word.getFloat64(0)
 }
 
 /** The gap from x (x > 0, normal) to the next double up, and down when `down`. */
 function gap(x: number, down: boolean): number {
-  bits[0] = x
-  const high = words[1]!
+  word.setFloat64(0, x)
+  const high = word.getUint32(0)
   const e = (high >>> 20) - 1075
   // Just below a power of two the doubles are twice as dense.
-  const atPower = words[0] === 0 && (high & 0xfffff) === 0
+  const atPower = word.getUint32(4) === 0 && (high & 0xfffff) === 0
   return powerOfTwo(down && atPower ? e - 1 : e)
 }
 

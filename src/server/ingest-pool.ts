@@ -70,7 +70,8 @@ export class IngestPool {
       slot = this.free()
     }
     if (this.closed) throw closedError()
-    const chunks = request.body.chunks.map((c) => (ownsBuffer(c) ? c : copyOf(c)))
+    // new Uint8Array(c) copies (a Buffer's slice() would be a view of the same memory).
+    const chunks = request.body.chunks.map((c) => (ownsBuffer(c) ? c : new Uint8Array(c)))
     const id = this.nextId++
     const job = { ...request, id, body: { chunks, size: request.body.size } } as IngestJob
     const chosen = slot
@@ -162,13 +163,6 @@ function failAll(slot: Slot, err: Error): void {
 
 function closedError(): BodyError {
   return new BodyError(503, 'the HTTP listener is shutting down')
-}
-
-/** A copy in memory of its own (a Buffer's slice() is a view, not a copy). */
-function copyOf(bytes: Uint8Array): Uint8Array {
-  const copy = new Uint8Array(bytes.length)
-  copy.set(bytes)
-  return copy
 }
 
 function ownsBuffer(bytes: Uint8Array): boolean {

@@ -12,7 +12,7 @@
 import { isAscii } from 'node:buffer'
 import { ValidationError } from '../model/errors.js'
 import type { SeriesWrite, Tag } from '../model/types.js'
-import { scaledDecimal } from './decimal.js'
+import { POW10, scaledDecimal } from './decimal.js'
 
 /**
  * A body's text, read as UTF-8. Bodies are almost always ASCII, which reads the same as latin1, and
@@ -197,9 +197,6 @@ function isInteger(text: string, start: number, end: number, signed: boolean): b
   for (; i < end; i++) if (!isDigit(text.charCodeAt(i))) return false
   return true
 }
-
-/** Powers of ten that a double holds exactly. */
-const POW10 = Array.from({ length: 16 }, (_, i) => 10 ** i)
 
 /** The most significant digits scaledDecimal reads: 15 in one exact integer, up to 4 more beside it. */
 const MAX_SCALED_DIGITS = 19
