@@ -1,7 +1,7 @@
 /**
  * Peer transport benchmark: round trips per second and write-payload throughput of
  * ZmqPeerTransport between two processes on loopback. The serving process decodes each write
- * payload (decodePeerWrite: validation and the copy into aligned arrays) and answers a
+ * payload (decodePeerSeriesList: validation and the copy into aligned arrays) and answers a
  * PeerWriteResponse, as a node does before it hands the points to its engine, which is not
  * measured here.
  *   npm run bench -- --peer
@@ -12,7 +12,7 @@ import { once } from 'node:events'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import { PeerKind, PeerWriteResponse } from '../gen/v3storage/internal/v1/peer.js'
-import { decodePeerWrite, encodePeerWrite } from '../src/cluster/peer-codec.js'
+import { decodePeerSeriesList, encodePeerWrite } from '../src/cluster/peer-codec.js'
 import type { PeerEndpoint } from '../src/cluster/peer-transport.js'
 import { ZmqPeerTransport } from '../src/cluster/zmq-peer-transport.js'
 import type { SeriesPoints } from '../src/model/types.js'
@@ -24,7 +24,7 @@ async function serve(): Promise<void> {
   const transport = new ZmqPeerTransport({ nodeId: SERVER_ID, listen: '127.0.0.1:0' })
   const address = await transport.listen(async (_from, kind, body) => {
     if (kind !== PeerKind.PEER_KIND_WRITE) return new Uint8Array(0)
-    const series = decodePeerWrite(body)
+    const series = decodePeerSeriesList(body)
     let points = 0
     for (const s of series) points += s.timestamps.length
     return PeerWriteResponse.encode({ pointsWritten: points, seriesWritten: series.length }).finish()

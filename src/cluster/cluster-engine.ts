@@ -5,7 +5,6 @@ import {
   PeerDeleteRequest,
   PeerDeleteResponse,
   PeerLatestRequest,
-  PeerLatestResponse,
   PeerListSeriesRequest,
   PeerListSeriesResponse,
   PeerQueryRequest,
@@ -54,7 +53,13 @@ import { type NormalizedSeries, ValidatedSeriesCache, validateWriteBatch } from 
 import { decodeVersionsResponse, encodeVersionsRequest, pickWinner, sameBits, type VersionsQuery } from './conflict.js'
 import type { HintedHandoff } from './hinted-handoff.js'
 import type { MoveProgress } from './membership.js'
-import { decodePeerSeries, encodePeerWrite, PeerIdentityBytes } from './peer-codec.js'
+import {
+  decodePeerQuerySeries,
+  decodePeerSeriesList,
+  encodePeerWrite,
+  PeerIdentityBytes,
+  PeerSeriesHeaders,
+} from './peer-codec.js'
 import { aggregationToPeer, partialFromPeer, selectorToPeer, shardToPeer } from './peer-messages.js'
 import type { PeerEndpoint, PeerTransport } from './peer-transport.js'
 import { assignReadReplicas } from './placement.js'
@@ -228,14 +233,39 @@ function rank(id: string, healthy: ReadonlySet<string>, self: string): number {
   return healthy.has(id) ? 1 : 2
 }
 
+/**
+ * The canonical keys of the series a coordinator merges, by their tags arrays: the local engine
+ * and the decoder of peer answers (PeerSeriesHeaders) hand out the same array for a series every
+ * time, so a merge computes each key once rather than sorting and joining the tags of every series
+ * of every answer. Entries go with their arrays (a WeakMap).
+ */
+class SeriesKeys {
+  private readonly known = new WeakMap<readonly Tag[], Map<string, string>>()
+
+  of(metric: string, tags: readonly Tag[]): string {
+    let byMetric = this.known.get(tags)
+    if (byMetric === undefined) {
+      byMetric = new Map()
+      this.known.set(tags, byMetric)
+    }
+    let key = byMetric.get(metric)
+    if (key === undefined) {
+      key = canonicalSeriesKey(metric, sortTags(tags))
+      byMetric.set(metric, key)
+    }
+    return key
+  }
+}
+
 /** The copies of each series over the parts, grouped, in the single node's canonical key order. */
 function copiesByKey<T extends { readonly metric: string; readonly tags: readonly Tag[] }>(
   parts: readonly T[][],
+  keys: SeriesKeys,
 ): T[][] {
   const groups = new Map<string, T[]>()
   for (const part of parts) {
     for (const item of part) {
-      const key = canonicalSeriesKey(item.metric, sortTags(item.tags))
+      const key = keys.of(item.metric, item.tags)
       const copies = groups.get(key)
       if (copies) copies.push(item)
       else groups.set(key, [item])
@@ -245,10 +275,13 @@ function copiesByKey<T extends { readonly metric: string; readonly tags: readonl
 }
 
 /** Series from several nodes in the single node's canonical key order, each once: the first copy where several hold it. */
-function mergeByKey<T extends { readonly metric: string; readonly tags: readonly Tag[] }>(parts: readonly T[][]): T[] {
+function mergeByKey<T extends { readonly metric: string; readonly tags: readonly Tag[] }>(
+  parts: readonly T[][],
+  keys: SeriesKeys,
+): T[] {
   const nonEmpty = parts.filter((p) => p.length > 0)
   if (nonEmpty.length <= 1) return nonEmpty[0] ?? []
-  return copiesByKey(nonEmpty).map((copies) => copies[0]!)
+  return copiesByKey(nonEmpty, keys).map((copies) => copies[0]!)
 }
 
 /** One replica's answer: the node it came from and its series. */
@@ -280,9 +313,14 @@ type VersionsFetch = (node: string, queries: readonly VersionsQuery[]) => Promis
  * that has not reached every replica yet), the nodes that returned each value are asked for its
  * write version, and the copy with the highest version wins (conflict.ts), as repair decides it.
  */
-async function unionByKey(answers: readonly ReplicaAnswer[], fetch: VersionsFetch): Promise<SeriesPoints[]> {
+async function unionByKey(
+  answers: readonly ReplicaAnswer[],
+  fetch: VersionsFetch,
+  keys: SeriesKeys,
+): Promise<SeriesPoints[]> {
   const groups = copiesByKey(
     answers.map((a) => a.series.map((s): NodeCopy => ({ metric: s.metric, tags: s.tags, node: a.node, series: s }))),
+    keys,
   )
   const merged: { metric: string; tags: readonly Tag[]; points: Map<number, number>; disputes: Dispute[] }[] = []
   const out: (SeriesPoints | number)[] = []
@@ -384,8 +422,12 @@ async function settleDisputes(
 }
 
 /** The last point of each series over its copies: the latest timestamp any replica holds, disputes settled as by unionByKey. */
-async function latestByKey(answers: readonly ReplicaAnswer[], fetch: VersionsFetch): Promise<SeriesPoints[]> {
-  return (await unionByKey(answers, fetch)).map((s) => {
+async function latestByKey(
+  answers: readonly ReplicaAnswer[],
+  fetch: VersionsFetch,
+  keys: SeriesKeys,
+): Promise<SeriesPoints[]> {
+  return (await unionByKey(answers, fetch, keys)).map((s) => {
     const n = s.timestamps.length
     return { ...s, timestamps: s.timestamps.subarray(n - 1), values: s.values.subarray(n - 1) }
   })
@@ -415,6 +457,13 @@ export class ClusterEngine implements StorageEngine {
   private readonly validated = new ValidatedSeriesCache()
   /** The encoded identities of the series this node forwards, reused write after write. */
   private readonly identities = new PeerIdentityBytes()
+  /**
+   * The identities of the series in peers' answers to reads: a series comes back with the same
+   * tags array in answer after answer, so merges find its key (SeriesKeys) and the gRPC encoder its
+   * encoded header (EncodedHeaderCache) instead of working them out for every series of every read.
+   */
+  private readonly answerHeaders = new PeerSeriesHeaders()
+  private readonly keys = new SeriesKeys()
 
   constructor(
     private readonly local: StorageEngine & ShardEngine,
@@ -994,23 +1043,23 @@ export class ClusterEngine implements StorageEngine {
         shard: shardToPeer(part.spans),
         partial,
       }).finish()
-      const reply = PeerQueryResponse.decode(await this.call(state, node, PeerKind.PEER_KIND_QUERY, body, ctx))
-      if (reply.results.length !== selectors.length) {
-        throw new UnavailableError(`node ${node.id} answered ${reply.results.length} selectors of ${selectors.length}`)
+      const answer = await this.call(state, node, PeerKind.PEER_KIND_QUERY, body, ctx)
+      if (partial) {
+        const { results } = PeerQueryResponse.decode(answer)
+        if (results.length !== selectors.length) {
+          throw new UnavailableError(`node ${node.id} answered ${results.length} selectors of ${selectors.length}`)
+        }
+        return {
+          node: node.id,
+          partials: results.map((r, i) => r.partials.map((g, j) => partialFromPeer(g, `results[${i}].partials[${j}]`))),
+          series: undefined,
+        }
       }
-      return partial
-        ? {
-            node: node.id,
-            partials: reply.results.map((r, i) =>
-              r.partials.map((g, j) => partialFromPeer(g, `results[${i}].partials[${j}]`)),
-            ),
-            series: undefined,
-          }
-        : {
-            node: node.id,
-            series: reply.results.map((r) => r.series.map((s) => decodePeerSeries(s))),
-            partials: undefined,
-          }
+      const series = decodePeerQuerySeries(answer, this.answerHeaders)
+      if (series.length !== selectors.length) {
+        throw new UnavailableError(`node ${node.id} answered ${series.length} selectors of ${selectors.length}`)
+      }
+      return { node: node.id, series, partials: undefined }
     })
     const fetch = this.versionsFetch(state, ctx)
     const out: SeriesPoints[] = []
@@ -1022,12 +1071,17 @@ export class ClusterEngine implements StorageEngine {
           answers.map((a) => a.partials?.[i] ?? ([] as PartialGroup[])),
           agg,
         )
-      } else if (copies === 1) merged = mergeByKey(answers.map((a) => a.series?.[i] ?? []))
+      } else if (copies === 1)
+        merged = mergeByKey(
+          answers.map((a) => a.series?.[i] ?? []),
+          this.keys,
+        )
       else {
         // Aggregates are computed here from the merged raw points, so they use the same winners.
         const union = await unionByKey(
           answers.map((a) => ({ node: a.node, series: a.series?.[i] ?? [] })),
           fetch,
+          this.keys,
         )
         merged = agg === undefined ? union : aggregate(union, agg, request.startMs, request.endMs)
       }
@@ -1055,12 +1109,15 @@ export class ClusterEngine implements StorageEngine {
         selector: selectorToPeer(selector),
         shard: shardToPeer(part.spans),
       }).finish()
-      const reply = PeerLatestResponse.decode(await this.call(state, part.node, PeerKind.PEER_KIND_LATEST, body, ctx))
-      return { node, series: reply.series.map((s) => decodePeerSeries(s)) }
+      const answer = await this.call(state, part.node, PeerKind.PEER_KIND_LATEST, body, ctx)
+      return { node, series: decodePeerSeriesList(answer, this.answerHeaders) }
     })
     return copies === 1
-      ? mergeByKey(parts.map((p) => [...p.series]))
-      : latestByKey(parts, this.versionsFetch(state, ctx))
+      ? mergeByKey(
+          parts.map((p) => [...p.series]),
+          this.keys,
+        )
+      : latestByKey(parts, this.versionsFetch(state, ctx), this.keys)
   }
 
   /**
@@ -1097,7 +1154,7 @@ export class ClusterEngine implements StorageEngine {
         (s): SeriesRef => ({ metric: s.metric, tags: s.tags.map((t) => ({ key: t.key, value: t.value })) }),
       )
     })
-    return mergeByKey(parts)
+    return mergeByKey(parts, this.keys)
   }
 
   /** Deletes on every member, since every replica holds the series; counts each series once. */

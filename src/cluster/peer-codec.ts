@@ -275,35 +275,68 @@ export class PeerSeriesHeaders {
 }
 
 /**
- * Decodes the body of a PEER_KIND_WRITE request. Hand-written rather than the generated decoder
- * because it must reject invalid UTF-8 (the generated one substitutes U+FFFD, which would store a
- * different series than the sender meant) and because it copies each point array once, straight
- * from the frame into its aligned array. It walks the frame by offsets, allocating nothing for the
- * fields it passes over. With `headers`, a series whose identity bytes were seen before gets the
- * same frozen tags array as then, without decoding them. Throws a ValidationError on any defect.
+ * Decodes a message whose field 1 is `repeated PeerSeries`, passing over its other fields: the
+ * body of a PEER_KIND_WRITE request (PeerWriteRequest), a PeerLatestResponse, or one
+ * PeerSelectorResult's series. Hand-written rather than the generated decoder because it must
+ * reject invalid UTF-8 (the generated one substitutes U+FFFD, which would store a different series
+ * than the sender meant) and because it copies each point array once, straight from the frame
+ * into its aligned array. It walks the frame by offsets, allocating nothing for the fields it
+ * passes over. With `headers`, a series whose identity bytes were seen before gets the same
+ * frozen tags array as then, without decoding them. Throws a ValidationError on any defect.
  */
-export function decodePeerWrite(bytes: Uint8Array, headers?: PeerSeriesHeaders): PeerWriteEntry[] {
+export function decodePeerSeriesList(bytes: Uint8Array, headers?: PeerSeriesHeaders): PeerWriteEntry[] {
   const out: PeerWriteEntry[] = []
   const frame = new Frame(bytes)
   const arena = new PointArena(bytes.byteLength)
   try {
-    while (frame.pos < frame.end) {
-      const tag = frame.varint()
-      if (tag === ((1 << 3) | 2)) {
-        const length = frame.varint()
-        const start = frame.pos
-        frame.advance(length)
-        out.push(readSeries(frame, start, frame.pos, out.length, headers, arena))
-      } else frame.skip(tag & 7)
-    }
+    eachFirstField(frame, (start, end) => out.push(readSeries(frame, start, end, out.length, headers, arena)))
   } catch (err) {
     if (err instanceof ValidationError) throw err
-    throw ValidationError.field(`series[${out.length}]`, `cannot decode PeerWriteRequest: ${(err as Error).message}`)
+    throw ValidationError.field(`series[${out.length}]`, `cannot decode the series: ${(err as Error).message}`)
   }
   return out
 }
 
-/** A received frame read by offsets: the hot path of decodePeerWrite, which allocates nothing per field. */
+/**
+ * The series of each selector of a PeerQueryResponse that holds raw points or final aggregates, in
+ * order (see decodePeerSeriesList); partial states, which such a response does not carry, are
+ * passed over.
+ */
+export function decodePeerQuerySeries(bytes: Uint8Array, headers?: PeerSeriesHeaders): PeerWriteEntry[][] {
+  const results: PeerWriteEntry[][] = []
+  const frame = new Frame(bytes)
+  try {
+    eachFirstField(frame, (start, end) => results.push(decodePeerSeriesList(frame.bytes.subarray(start, end), headers)))
+  } catch (err) {
+    if (err instanceof ValidationError) {
+      const at = `results[${results.length}].`
+      throw new ValidationError(
+        err.violations.map((v) => ({ ...v, field: at + v.field })),
+        { cause: err },
+      )
+    }
+    throw ValidationError.field(`results[${results.length}]`, `cannot decode: ${(err as Error).message}`)
+  }
+  return results
+}
+
+/**
+ * Calls `visit` with the bounds of each occurrence of field 1 (length-delimited: the repeated
+ * message of every list this file decodes), passing over the other fields.
+ */
+function eachFirstField(frame: Frame, visit: (start: number, end: number) => void): void {
+  while (frame.pos < frame.end) {
+    const tag = frame.varint()
+    if (tag === ((1 << 3) | 2)) {
+      const length = frame.varint()
+      const start = frame.pos
+      frame.advance(length)
+      visit(start, frame.pos)
+    } else frame.skip(tag & 7)
+  }
+}
+
+/** A received frame read by offsets: the hot path of decodePeerSeriesList, which allocates nothing per field. */
 class Frame {
   pos = 0
   readonly end: number

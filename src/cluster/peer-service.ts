@@ -19,7 +19,7 @@ import { UnavailableError, ValidationError } from '../model/errors.js'
 import type { HybridLogicalClock } from '../model/hlc.js'
 import type { QueryRequest } from '../model/types.js'
 import { answerVersions } from './conflict.js'
-import { decodePeerWrite, encodePeerSeries, PeerSeriesHeaders } from './peer-codec.js'
+import { decodePeerSeriesList, encodePeerSeries, PeerSeriesHeaders } from './peer-codec.js'
 import { aggregationFromPeer, partialToPeer, selectorFromPeer, valueFilterFromPeer } from './peer-messages.js'
 import type { PeerHandler } from './peer-transport.js'
 import { answerDigest, answerRepairRead } from './repair-service.js'
@@ -85,7 +85,7 @@ export function peerService(
     switch (kind) {
       case PeerKind.PEER_KIND_WRITE: {
         // The packed decoder rejects invalid UTF-8, which the generated one would turn into U+FFFD.
-        const series = decodePeerWrite(body, headers)
+        const series = decodePeerSeriesList(body, headers)
         if (clock !== undefined) for (const s of series) if (s.version !== undefined) clock.observe(s.version)
         // A peer write holds points a coordinating node accepted (directly, or later as a hint, a
         // repair or a move): NaN and ±Infinity among them passed its check, whatever this node's

@@ -13,13 +13,15 @@ import {
   PeerStatus,
   PeerWriteRequest,
 } from '../../gen/v3storage/internal/v1/peer.js'
+import { PeerQueryResponse } from '../../gen/v3storage/internal/v1/peer_query.js'
 import { peerWriteSize } from '../../src/cluster/hint-batch.js'
 import { MemoryNetwork } from '../../src/cluster/memory-transport.js'
 import {
+  decodePeerQuerySeries,
   decodePeerRequest,
   decodePeerResponse,
   decodePeerSeries,
-  decodePeerWrite,
+  decodePeerSeriesList,
   encodePeerSeries,
   encodePeerWrite,
   PeerInternalError,
@@ -265,7 +267,7 @@ describe('peer codec', () => {
     const b = { ...a, values: Float64Array.of(3), version: 9 }
     const c = { ...a, values: Float64Array.of(4), version: 0 }
     const joined = Buffer.concat([encodePeerWrite([a]), encodePeerWrite([b, c])])
-    const decoded = decodePeerWrite(joined)
+    const decoded = decodePeerSeriesList(joined)
     // 0 is no version, as the contract says.
     assert.deepEqual(
       decoded.map((s) => s.version),
@@ -283,8 +285,8 @@ describe('peer codec', () => {
       values: Float64Array.of(2),
     }
     const b = { ...a, tags: [{ key: 'host', value: 'b' }] }
-    const first = decodePeerWrite(encodePeerWrite([a, b]), headers)
-    const again = decodePeerWrite(
+    const first = decodePeerSeriesList(encodePeerWrite([a, b]), headers)
+    const again = decodePeerSeriesList(
       encodePeerWrite([{ ...a, timestamps: Float64Array.of(5), values: Float64Array.of(6) }, b]),
       headers,
     )
@@ -296,9 +298,54 @@ describe('peer codec', () => {
     assert.deepEqual([...(again[0]?.values ?? [])], [6])
   })
 
+  test("a peer's query answer decodes per selector, with a series' tags shared between answers", () => {
+    const headers = new PeerSeriesHeaders()
+    const a = awkwardSeries(5, 1)
+    const b = { ...awkwardSeries(2, 2), metric: 'mem', tags: [{ key: 'host', value: 'Zürich' }] }
+    const answer = (values: number) =>
+      PeerQueryResponse.encode({
+        results: [
+          { series: [encodePeerSeries(a), encodePeerSeries(b)], partials: [] },
+          { series: [], partials: [] },
+          {
+            series: [encodePeerSeries({ ...b, values: new Float64Array(b.timestamps.length).fill(values) })],
+            partials: [],
+          },
+        ],
+      }).finish()
+    const first = decodePeerQuerySeries(answer(1), headers)
+    assert.deepEqual(
+      first.map((r) => r.map((s) => s.metric)),
+      [[a.metric, 'mem'], [], ['mem']],
+    )
+    assert.deepEqual(first[0]?.[1]?.tags, b.tags)
+    assert.ok(sameBits(first[0]![0]!.values, a.values) && sameBits(first[0]![0]!.timestamps, a.timestamps))
+    assert.deepEqual([...first[2]![0]!.values], [1, 1])
+    const again = decodePeerQuerySeries(answer(2), headers)
+    assert.equal(again[0]?.[0]?.tags, first[0]?.[0]?.tags)
+    assert.equal(again[2]?.[0]?.tags, first[0]?.[1]?.tags)
+    assert.deepEqual([...again[2]![0]!.values], [2, 2])
+    // A defect names the selector's result and the series in it.
+    const bad = PeerQueryResponse.encode({
+      results: [
+        { series: [encodePeerSeries(a)], partials: [] },
+        { series: [{ ...encodePeerSeries(a), metric: '' }], partials: [] },
+      ],
+    }).finish()
+    assert.throws(
+      () => decodePeerQuerySeries(bad, headers),
+      (err: unknown) =>
+        err instanceof ValidationError && /results\[1\]\.series\[0\]\.metric: is empty/.test(err.message),
+    )
+    assert.throws(
+      () => decodePeerQuerySeries(answer(1).subarray(0, 40)),
+      (err: unknown) => err instanceof ValidationError && /results\[0\]/.test(err.message),
+    )
+  })
+
   test('a write payload round-trips bit-exact into aligned arrays', () => {
     const series = [awkwardSeries(1000, 1), { ...awkwardSeries(3, 2), metric: 'mem', tags: [] }]
-    const decoded = decodePeerWrite(encodePeerWrite(series))
+    const decoded = decodePeerSeriesList(encodePeerWrite(series))
     assert.equal(decoded.length, 2)
     for (const [i, s] of decoded.entries()) {
       const want = series[i] as SeriesPoints
@@ -332,10 +379,10 @@ describe('peer codec', () => {
     const utf8 = Buffer.from(bad({ metric: 'mé' }))
     utf8[utf8.indexOf(Buffer.from('mé')) + 1] = 0xff
     cases.push([utf8, /series\[1\]\.metric: is not valid UTF-8/])
-    cases.push([encodePeerWrite([awkwardSeries(10, 3)]).subarray(0, 50), /cannot decode PeerWriteRequest/])
+    cases.push([encodePeerWrite([awkwardSeries(10, 3)]).subarray(0, 50), /series\[0\]: cannot decode the series/])
     for (const [bytes, message] of cases) {
       assert.throws(
-        () => decodePeerWrite(bytes),
+        () => decodePeerSeriesList(bytes),
         (err: unknown) => err instanceof ValidationError && message.test(err.message),
       )
     }
@@ -353,7 +400,7 @@ describe('peer codec', () => {
           : Uint8Array.from(valid, (b) => (random() < 0.02 ? Math.floor(random() * 256) : b))
       for (const cache of [undefined, headers]) {
         try {
-          decodePeerWrite(bytes, cache)
+          decodePeerSeriesList(bytes, cache)
         } catch (err) {
           assert.ok(err instanceof ValidationError, `input ${i} threw ${String(err)}`)
         }
@@ -370,7 +417,7 @@ describe('ZmqPeerTransport', () => {
       async (from, kind, body) => {
         assert.equal(from, 'a')
         assert.equal(kind, WRITE)
-        return encodePeerWrite(decodePeerWrite(body))
+        return encodePeerWrite(decodePeerSeriesList(body))
       },
       { ringVersion: () => 7 },
     )
@@ -383,7 +430,7 @@ describe('ZmqPeerTransport', () => {
       timeoutMs: 10_000,
     })
     assert.equal(reply.ringVersion, 7)
-    const back = decodePeerWrite(reply.body)
+    const back = decodePeerSeriesList(reply.body)
     assert.equal(back.length, 2)
     for (const [i, s] of back.entries()) {
       assert.ok(sameBits(s.timestamps, (series[i] as SeriesPoints).timestamps))
@@ -772,7 +819,7 @@ describe('MemoryPeerTransport', () => {
       ringVersion: 1,
       timeoutMs: 1000,
     })
-    assert.ok(sameBits(decodePeerWrite(reply.body)[0]?.values ?? new Float64Array(), awkwardSeries(100, 9).values))
+    assert.ok(sameBits(decodePeerSeriesList(reply.body)[0]?.values ?? new Float64Array(), awkwardSeries(100, 9).values))
     await assert.rejects(
       a.request(peer, { kind: WRITE, body: new Uint8Array(0), ringVersion: 1, timeoutMs: 1000 }),
       (err: unknown) => err instanceof ValidationError && err.violations[0]?.field === 'series[0].metric',
