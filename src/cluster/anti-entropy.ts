@@ -32,7 +32,7 @@ import type {
 } from '../engine/storage-engine.js'
 import { DeadlineError, UnavailableError } from '../model/errors.js'
 import type { WriteLimits } from '../model/limits.js'
-import { canonicalSeriesKey, sortTags } from '../model/series-key.js'
+import { seriesKeyOf } from '../model/series-key.js'
 import { MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS } from '../model/timestamps.js'
 import type { SeriesPoints } from '../model/types.js'
 import type { ClusterView, RingSnapshot } from './cluster-engine.js'
@@ -130,7 +130,7 @@ function sum(map: ReadonlyMap<string, number>): number {
 }
 
 function keyOf(series: SeriesPoints): string {
-  return canonicalSeriesKey(series.metric, sortTags(series.tags))
+  return seriesKeyOf(series.metric, series.tags)
 }
 
 /**

@@ -36,7 +36,7 @@ import { DeadlineError, LimitError, UnavailableError, ValidationError } from '..
 import { HybridLogicalClock } from '../model/hlc.js'
 import type { WriteLimits } from '../model/limits.js'
 import { compileSelector } from '../model/matcher.js'
-import { canonicalSeriesKey, sortTags } from '../model/series-key.js'
+import { SeriesMemo, seriesKeyOf } from '../model/series-key.js'
 import type {
   ConsistencyLevel,
   DeleteRequest,
@@ -233,39 +233,15 @@ function rank(id: string, healthy: ReadonlySet<string>, self: string): number {
   return healthy.has(id) ? 1 : 2
 }
 
-/**
- * The canonical keys of the series a coordinator merges, by their tags arrays: the local engine
- * and the decoder of peer answers (PeerSeriesHeaders) hand out the same array for a series every
- * time, so a merge computes each key once rather than sorting and joining the tags of every series
- * of every answer. Entries go with their arrays (a WeakMap).
- */
-class SeriesKeys {
-  private readonly known = new WeakMap<readonly Tag[], Map<string, string>>()
-
-  of(metric: string, tags: readonly Tag[]): string {
-    let byMetric = this.known.get(tags)
-    if (byMetric === undefined) {
-      byMetric = new Map()
-      this.known.set(tags, byMetric)
-    }
-    let key = byMetric.get(metric)
-    if (key === undefined) {
-      key = canonicalSeriesKey(metric, sortTags(tags))
-      byMetric.set(metric, key)
-    }
-    return key
-  }
-}
-
 /** The copies of each series over the parts, grouped, in the single node's canonical key order. */
 function copiesByKey<T extends { readonly metric: string; readonly tags: readonly Tag[] }>(
   parts: readonly T[][],
-  keys: SeriesKeys,
+  keys: SeriesMemo<string>,
 ): T[][] {
   const groups = new Map<string, T[]>()
   for (const part of parts) {
     for (const item of part) {
-      const key = keys.of(item.metric, item.tags)
+      const key = keys.get(item.metric, item.tags)
       const copies = groups.get(key)
       if (copies) copies.push(item)
       else groups.set(key, [item])
@@ -277,7 +253,7 @@ function copiesByKey<T extends { readonly metric: string; readonly tags: readonl
 /** Series from several nodes in the single node's canonical key order, each once: the first copy where several hold it. */
 function mergeByKey<T extends { readonly metric: string; readonly tags: readonly Tag[] }>(
   parts: readonly T[][],
-  keys: SeriesKeys,
+  keys: SeriesMemo<string>,
 ): T[] {
   const nonEmpty = parts.filter((p) => p.length > 0)
   if (nonEmpty.length <= 1) return nonEmpty[0] ?? []
@@ -316,7 +292,7 @@ type VersionsFetch = (node: string, queries: readonly VersionsQuery[]) => Promis
 async function unionByKey(
   answers: readonly ReplicaAnswer[],
   fetch: VersionsFetch,
-  keys: SeriesKeys,
+  keys: SeriesMemo<string>,
 ): Promise<SeriesPoints[]> {
   const groups = copiesByKey(
     answers.map((a) => a.series.map((s): NodeCopy => ({ metric: s.metric, tags: s.tags, node: a.node, series: s }))),
@@ -425,7 +401,7 @@ async function settleDisputes(
 async function latestByKey(
   answers: readonly ReplicaAnswer[],
   fetch: VersionsFetch,
-  keys: SeriesKeys,
+  keys: SeriesMemo<string>,
 ): Promise<SeriesPoints[]> {
   return (await unionByKey(answers, fetch, keys)).map((s) => {
     const n = s.timestamps.length
@@ -459,11 +435,12 @@ export class ClusterEngine implements StorageEngine {
   private readonly identities = new PeerIdentityBytes()
   /**
    * The identities of the series in peers' answers to reads: a series comes back with the same
-   * tags array in answer after answer, so merges find its key (SeriesKeys) and the gRPC encoder its
+   * tags array in answer after answer, so merges find its key (`keys`) and the gRPC encoder its
    * encoded header (EncodedHeaderCache) instead of working them out for every series of every read.
    */
   private readonly answerHeaders = new PeerSeriesHeaders()
-  private readonly keys = new SeriesKeys()
+  /** The canonical keys of the series merges meet, local or from peers. */
+  private readonly keys = new SeriesMemo(seriesKeyOf)
 
   constructor(
     private readonly local: StorageEngine & ShardEngine,
@@ -1372,7 +1349,7 @@ export class ClusterEngine implements StorageEngine {
 
   locate(metric: string, tags: readonly Tag[]): ClusterNodeInfo[] {
     const state = this.state()
-    const key = canonicalSeriesKey(metric, sortTags(tags))
+    const key = seriesKeyOf(metric, tags)
     const healthy = this.linked().view.healthyIds()
     const leader = this.linked().view.leaderId()
     const shares = state.ring.ownership(1)

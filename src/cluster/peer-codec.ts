@@ -255,7 +255,8 @@ export function encodePeerWrite(
  * The identities (metric and tags) of series a node has received before, by the bytes that
  * encode them: the same series arrives with the same bytes in write after write, and handing back
  * the same frozen tags array lets the engine's validated-series cache skip the name checks, the
- * sort and the key. Bounded: it starts again when full. One per node, never shared.
+ * sort and the key. Bounded: it starts again when full. Each reader keeps its own: a node's peer
+ * service for the writes it receives, its cluster engine for the answers to its reads.
  */
 export class PeerSeriesHeaders {
   private readonly known = new Map<string, { readonly metric: string; readonly tags: readonly Tag[] }>()
@@ -268,7 +269,9 @@ export class PeerSeriesHeaders {
   /** Keeps an identity by its bytes (as latin1), its tags frozen; returns it as kept. */
   set(bytes: string, metric: string, tags: readonly Tag[]): { readonly metric: string; readonly tags: readonly Tag[] } {
     if (this.known.size >= SERIES_CACHE_ENTRIES) this.known.clear()
-    const identity = { metric, tags: Object.freeze([...tags]) }
+    // The tags too: every answer and write of the series shares them, and caches keyed by the array
+    // (its encoded header, its canonical key) would go stale if one were changed.
+    const identity = { metric, tags: Object.freeze(tags.map((t) => Object.freeze({ key: t.key, value: t.value }))) }
     this.known.set(bytes, identity)
     return identity
   }
@@ -308,13 +311,7 @@ export function decodePeerQuerySeries(bytes: Uint8Array, headers?: PeerSeriesHea
   try {
     eachFirstField(frame, (start, end) => results.push(decodePeerSeriesList(frame.bytes.subarray(start, end), headers)))
   } catch (err) {
-    if (err instanceof ValidationError) {
-      const at = `results[${results.length}].`
-      throw new ValidationError(
-        err.violations.map((v) => ({ ...v, field: at + v.field })),
-        { cause: err },
-      )
-    }
+    if (err instanceof ValidationError) throw err.renamed('series', `results[${results.length}].series`)
     throw ValidationError.field(`results[${results.length}]`, `cannot decode: ${(err as Error).message}`)
   }
   return results

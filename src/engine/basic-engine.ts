@@ -5,7 +5,7 @@ import { MIN_BLOCK } from '../codec/row-key.js'
 import { META_COLD_MAX_BLOCK_KEY } from '../codec/schema.js'
 import { UnavailableError, ValidationError } from '../model/errors.js'
 import { compileSelector } from '../model/matcher.js'
-import { canonicalSeriesKey, sortTags } from '../model/series-key.js'
+import { seriesKeyOf } from '../model/series-key.js'
 import type {
   DeleteRequest,
   DeleteResult,
@@ -520,7 +520,7 @@ export class BasicEngine implements StorageEngine, ShardEngine, EngineCore {
   async versionsOf(series: SeriesRef, timestamps: Float64Array, ctx?: CallContext): Promise<Float64Array> {
     this.assertOpen()
     checkSignal(ctx)
-    const entry = this.index.get(canonicalSeriesKey(series.metric, sortTags(series.tags)))
+    const entry = this.index.get(seriesKeyOf(series.metric, series.tags))
     if (entry === undefined) return new Float64Array(timestamps.length)
     // The head's copy is the one reads return while it is buffered; the stored version otherwise.
     const out = this.head.versionsAt(entry.handle, timestamps)

@@ -33,13 +33,14 @@ export class ValidationError extends V3Error {
 
   /**
    * The same violations with the field prefix `from` replaced by `to`: a selector checked as
-   * `selector` that the request carries as `additional_selectors[2]`.
+   * `selector` that the request carries as `additional_selectors[2]`, or the series `series[3]` of
+   * the second result, `results[1].series[3]`.
    */
   renamed(from: string, to: string): ValidationError {
+    const within = (field: string): boolean =>
+      field === from || field.startsWith(`${from}.`) || field.startsWith(`${from}[`)
     return new ValidationError(
-      this.violations.map((v) =>
-        v.field === from || v.field.startsWith(`${from}.`) ? { ...v, field: to + v.field.slice(from.length) } : v,
-      ),
+      this.violations.map((v) => (within(v.field) ? { ...v, field: to + v.field.slice(from.length) } : v)),
       { cause: this },
     )
   }

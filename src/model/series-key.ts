@@ -54,6 +54,36 @@ export function canonicalSeriesKey(metric: string, sortedTags: readonly Tag[]): 
   return key
 }
 
+/** The canonical key of a series whose tags come in any order. */
+export function seriesKeyOf(metric: string, tags: readonly Tag[]): string {
+  return canonicalSeriesKey(metric, sortTags(tags))
+}
+
+/**
+ * Something worked out once per series and kept by the series' tags array and metric: the engine
+ * and the decoders hand out the same tags array for a series every time, so the next lookup finds
+ * it without going over the tags again. Entries go with their arrays (a WeakMap).
+ */
+export class SeriesMemo<T> {
+  private readonly known = new WeakMap<readonly Tag[], Map<string, T>>()
+
+  constructor(private readonly compute: (metric: string, tags: readonly Tag[]) => T) {}
+
+  get(metric: string, tags: readonly Tag[]): T {
+    let byMetric = this.known.get(tags)
+    if (byMetric === undefined) {
+      byMetric = new Map()
+      this.known.set(tags, byMetric)
+    }
+    let value = byMetric.get(metric)
+    if (value === undefined) {
+      value = this.compute(metric, tags)
+      byMetric.set(metric, value)
+    }
+    return value
+  }
+}
+
 /**
  * The 8-byte series id of a canonical series key: the first 8 bytes of its SHA-256. `attempt` 0
  * gives the usual id; when the engine finds that id taken by another series, it tries attempt 1,

@@ -11,6 +11,7 @@
  */
 import { endianness } from 'node:os'
 import { ValidationError } from '../model/errors.js'
+import { SeriesMemo } from '../model/series-key.js'
 import type { RawTimestamp, Tag } from '../model/types.js'
 import { varintSize, writeVarint } from '../model/varint.js'
 
@@ -56,25 +57,18 @@ export class SeriesHeaderCache {
  * the same tags array for a series every time), keyed by that array: a response copies the bytes
  * instead of encoding every string. Entries go with their arrays (a WeakMap).
  */
-export class EncodedHeaderCache {
-  private readonly known = new WeakMap<readonly Tag[], Map<string, Buffer>>()
-
-  get(metric: string, tags: readonly Tag[]): Buffer {
-    let byMetric = this.known.get(tags)
-    if (!byMetric) {
-      byMetric = new Map()
-      this.known.set(tags, byMetric)
-    }
-    let bytes = byMetric.get(metric)
-    if (!bytes) {
-      const sizes = seriesSizes({ metric, tags, timestamps: [], values: [] }, 'series')
-      const w = new Writer(Buffer.allocUnsafe(sizes.series))
-      writeHeader(w, { metric, tags }, sizes)
-      bytes = w.buf
-      byMetric.set(metric, bytes)
-    }
-    return bytes
+export class EncodedHeaderCache extends SeriesMemo<Buffer> {
+  constructor() {
+    super(encodedHeader)
   }
+}
+
+/** The metric and tag fields of a series as the encoder writes them. */
+function encodedHeader(metric: string, tags: readonly Tag[]): Buffer {
+  const sizes = seriesSizes({ metric, tags, timestamps: [], values: [] }, 'series')
+  const w = new Writer(Buffer.allocUnsafe(sizes.series))
+  writeHeader(w, { metric, tags }, sizes)
+  return w.buf
 }
 
 /** A WriteRequest: the series and the raw Precision and Consistency enum numbers (0 when absent). */

@@ -294,6 +294,7 @@ describe('peer codec', () => {
     assert.equal(again[1]?.tags, first[1]?.tags)
     assert.notEqual(first[0]?.tags, first[1]?.tags)
     assert.ok(Object.isFrozen(first[0]?.tags))
+    assert.ok(Object.isFrozen(first[0]?.tags[0]))
     assert.deepEqual(again[0]?.tags, a.tags)
     assert.deepEqual([...(again[0]?.values ?? [])], [6])
   })
