@@ -175,7 +175,7 @@ async function writeHotBlocks(core: EngineCore, items: HotItem[]): Promise<void>
     if (block < minBlock) minBlock = block
   })
   putCounters(core, batch)
-  await batch.write({ sync: syncWrites(core) })
+  await core.store.writeBatch(batch, syncWrites(core))
   core.tiers.hotMinBlock = minBlock
   // After the write: a read that began before it cannot cache what it decoded (see DecodedBlockCache).
   for (const item of items) core.decodedCache.invalidate(item.entry.idHex)
@@ -253,7 +253,7 @@ export async function moveCold(core: EngineCore): Promise<number> {
   core.tiers.hotMinBlock = cutoff
   const batch = core.store.db.batch()
   putCounters(core, batch)
-  await batch.write({ sync: syncWrites(core) })
+  await core.store.writeBatch(batch, syncWrites(core))
   return moved
 }
 
@@ -302,7 +302,7 @@ async function writeRuns(core: EngineCore, groups: RunGroup[]): Promise<WrittenR
     if (g.runStart < core.tiers.coldMinBlock) core.tiers.coldMinBlock = g.runStart
   })
   putCounters(core, batch)
-  await batch.write({ sync: syncWrites(core) })
+  await core.store.writeBatch(batch, syncWrites(core))
   core.decodedCache.invalidateRuns(runKeys)
   return written
 }
@@ -344,7 +344,7 @@ export async function applyRetention(core: EngineCore): Promise<number> {
   }
   const batch = core.store.db.batch()
   putCounters(core, batch)
-  await batch.write({ sync: syncWrites(core) })
+  await core.store.writeBatch(batch, syncWrites(core))
   return expired
 }
 
@@ -390,7 +390,7 @@ export async function deleteSeriesData(
   await stageDelete(core, entry, from, to, batch)
   applyDelete(core, entry, from, to, batch)
   putCounters(core, batch)
-  await batch.write({ sync: syncWrites(core) })
+  await core.store.writeBatch(batch, syncWrites(core))
   finishDelete(core, entry, from, to)
 }
 
@@ -451,7 +451,7 @@ export async function dropSeriesBatch(
   // series meets either the old series, whose buffered points go here, or a new one, never both.
   for (const entry of staged) applyDelete(core, entry, Number.NEGATIVE_INFINITY, Number.POSITIVE_INFINITY, batch)
   putCounters(core, batch)
-  await batch.write({ sync: syncWrites(core) })
+  await core.store.writeBatch(batch, syncWrites(core))
   for (const entry of staged) finishDelete(core, entry, Number.NEGATIVE_INFINITY, Number.POSITIVE_INFINITY)
   return { series: staged.length, points }
 }

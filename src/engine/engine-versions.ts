@@ -249,7 +249,7 @@ export async function resolveSealing(
     }
   }
   if (batch !== undefined) {
-    await batch.write({ sync: core.config.sync !== 'off' })
+    await core.store.writeBatch(batch, core.config.sync !== 'off')
     core.versionMarks.minBlock = marks.min
     core.versionMarks.maxBlock = marks.max
   }

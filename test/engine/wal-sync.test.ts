@@ -1,0 +1,99 @@
+// Durable writes: the write-ahead log is synced off the event loop, one sync covers the writes made
+// before it began, and a failed sync fails the writes waiting on it and every one after.
+import assert from 'node:assert/strict'
+import { mkdtemp, rename, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { describe, it } from 'node:test'
+import { BasicEngine } from '../../src/engine/basic-engine.js'
+import { RocksStore } from '../../src/engine/rocks-store.js'
+import { UnavailableError } from '../../src/model/errors.js'
+
+const T0 = Date.UTC(2026, 0, 1)
+
+function point(host: string, i: number) {
+  return { metric: 'cpu', tags: [{ key: 'host', value: host }], timestamps: [T0 + i * 1000], values: [i] }
+}
+
+describe('write-ahead log sync', () => {
+  it('syncs once for the calls that come while a sync runs', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'v3-walsync-'))
+    const store = new RocksStore(dir)
+    try {
+      await store.open(1024 * 1024)
+      const batch = store.db.batch()
+      batch.put(Buffer.from('k'), Buffer.from('v'), { column: store.columns.meta })
+      await store.writeBatch(batch, true)
+      assert.equal(store.walSyncs, 1)
+      // One runs, the others share the one queued behind it.
+      await Promise.all(Array.from({ length: 20 }, () => store.syncWal()))
+      assert.equal(store.walSyncs, 3)
+      const unsynced = store.db.batch()
+      unsynced.put(Buffer.from('k2'), Buffer.from('v'), { column: store.columns.meta })
+      await store.writeBatch(unsynced, false)
+      assert.equal(store.walSyncs, 3)
+    } finally {
+      await store.close()
+      await rm(dir, { recursive: true, force: true })
+    }
+  })
+
+  it('acknowledges synced writes, which a reopened engine finds', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'v3-walsync-'))
+    try {
+      const engine = new BasicEngine({ dataDir: dir, sync: 'group' })
+      await engine.open()
+      const before = engine.store.walSyncs
+      await Promise.all(Array.from({ length: 50 }, (_, i) => engine.write({ series: [point(`h${i % 5}`, i)] })))
+      // Group commit: fifty concurrent writes take far fewer than fifty syncs.
+      const syncs = engine.store.walSyncs - before
+      assert.ok(syncs >= 1 && syncs < 50, `${syncs} syncs for 50 writes`)
+      await engine.close()
+      const reopened = new BasicEngine({ dataDir: dir, sync: 'group' })
+      await reopened.open()
+      try {
+        const answer = await reopened.query({
+          selector: { metric: 'cpu', matchers: [] },
+          startMs: T0,
+          endMs: T0 + 60_000,
+        })
+        assert.equal(
+          answer.reduce((n, s) => n + s.timestamps.length, 0),
+          50,
+        )
+      } finally {
+        await reopened.close()
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true })
+    }
+  })
+
+  it('fails the write whose sync fails, and every later durable write, without losing the engine state', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'v3-walsync-'))
+    const moved = `${dir}-moved`
+    const engine = new BasicEngine({ dataDir: dir, sync: 'group' })
+    try {
+      await engine.open()
+      await engine.write({ series: [point('a', 1)] })
+      // RocksDB keeps its open files; the sync, which lists the folder by name, cannot find it.
+      await rename(dir, moved)
+      await assert.rejects(engine.write({ series: [point('a', 2)] }), (err: unknown) => {
+        assert.ok(err instanceof UnavailableError)
+        assert.match(err.message, /write-ahead log could not be synced/)
+        return true
+      })
+      await rename(moved, dir)
+      // The folder is back, but a sync failed once: Linux may have dropped the pages it could not
+      // write, so no later sync can vouch for them.
+      await assert.rejects(engine.write({ series: [point('a', 3)] }), UnavailableError)
+      // The unacknowledged writes reached the database, and the engine shows what it holds.
+      const answer = await engine.query({ selector: { metric: 'cpu', matchers: [] }, startMs: T0, endMs: T0 + 60_000 })
+      assert.deepEqual(Array.from(answer[0]?.timestamps ?? []), [T0 + 1000, T0 + 2000, T0 + 3000])
+    } finally {
+      await rename(moved, dir).catch(() => undefined)
+      await engine.close().catch(() => undefined)
+      await rm(dir, { recursive: true, force: true })
+    }
+  })
+})
