@@ -19,6 +19,7 @@ import { deleteVersions, resolveSealing } from './engine-versions.js'
 import { concatRuns, keepOutside, mergeRuns, type PointRun } from './head.js'
 import { f64 } from './rocks-store.js'
 import type { SeriesEntry } from './series-index.js'
+import { Slicer } from './slicer.js'
 import { bufferKey } from './write-buffer.js'
 
 const SEAL_CHUNK = 20_000
@@ -161,7 +162,12 @@ async function writeHotBlocks(core: EngineCore, items: HotItem[]): Promise<void>
   const stored = await core.store.getMany(cols.hot, keys)
   const batch = core.store.db.batch()
   let minBlock = core.tiers.hotMinBlock
-  items.forEach(({ block, run }, j) => {
+  // Encoding thousands of blocks takes tens of ms: other calls get the loop between slices. The
+  // seal holds the job lock, and the head shows the points being sealed until it ends.
+  const slicer = new Slicer(undefined)
+  for (let j = 0; j < items.length; j++) {
+    await slicer.pause()
+    const { block, run } = items[j] as HotItem
     const start = blockStartMs(block)
     let merged = run
     const old = stored[j]
@@ -173,7 +179,7 @@ async function writeHotBlocks(core: EngineCore, items: HotItem[]): Promise<void>
     }
     batch.put(keys[j] as Buffer, encodeBlock(merged.ts, merged.vals, merged.ts.length, start), { column: cols.hot })
     if (block < minBlock) minBlock = block
-  })
+  }
   putCounters(core, batch)
   await core.store.writeBatch(batch, syncWrites(core))
   core.tiers.hotMinBlock = minBlock
@@ -282,7 +288,11 @@ async function writeRuns(core: EngineCore, groups: RunGroup[]): Promise<WrittenR
   const stored = await core.store.getMany(cols.cold, runKeys)
   const batch = core.store.db.batch()
   const written: WrittenRun[] = []
-  groups.forEach((g, i) => {
+  // As in writeHotBlocks: encoding is cut into slices of the event loop.
+  const slicer = new Slicer(undefined)
+  for (let i = 0; i < groups.length; i++) {
+    await slicer.pause()
+    const g = groups[i] as RunGroup
     const start = blockStartMs(g.runStart)
     let run = concatRuns(g.pieces)
     const old = stored[i]
@@ -300,7 +310,7 @@ async function writeRuns(core: EngineCore, groups: RunGroup[]): Promise<WrittenR
     const lastBlock = g.runStart + RUN_BLOCKS - 1
     if (lastBlock > core.tiers.coldMaxBlock) core.tiers.coldMaxBlock = lastBlock
     if (g.runStart < core.tiers.coldMinBlock) core.tiers.coldMinBlock = g.runStart
-  })
+  }
   putCounters(core, batch)
   await core.store.writeBatch(batch, syncWrites(core))
   core.decodedCache.invalidateRuns(runKeys)
