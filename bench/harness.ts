@@ -272,9 +272,18 @@ export async function roundTrip(call: () => Promise<void>, warmups = ROUND_TRIPS
   return { medianMs: quantile(times, 0.5), p95Ms: quantile(times, 0.95) }
 }
 
-/** Median and p95 of a grpc.health.v1 Check, in ms: the round trip every call pays. */
-export async function grpcHealthRoundTrip(address: string, warmups?: number): Promise<RoundTrip> {
-  const client = new Client(address, credentials.createInsecure())
+/** A health check with a connection of its own, and how to close it. */
+export interface HealthProbe {
+  readonly check: () => Promise<void>
+  readonly close: () => void
+}
+
+/**
+ * A grpc.health.v1 Check on a connection of its own: grpc-js otherwise shares one connection among
+ * the clients of a process, and the probe would queue behind their messages.
+ */
+export function grpcHealthProbe(address: string): HealthProbe {
+  const client = new Client(address, credentials.createInsecure(), { 'grpc.use_local_subchannel_pool': 1 })
   // An empty HealthCheckRequest asks for the server as a whole.
   const check = (): Promise<void> =>
     new Promise((resolve, reject) =>
@@ -286,11 +295,58 @@ export async function grpcHealthRoundTrip(address: string, warmups?: number): Pr
         (err: ServiceError | null) => (err ? reject(err) : resolve()),
       ),
     )
+  return { check, close: () => client.close() }
+}
+
+/** Median and p95 of a grpc.health.v1 Check, in ms: the round trip every call pays. */
+export async function grpcHealthRoundTrip(address: string, warmups?: number): Promise<RoundTrip> {
+  const probe = grpcHealthProbe(address)
   try {
-    return await roundTrip(check, warmups)
+    return await roundTrip(probe.check, warmups)
   } finally {
-    client.close()
+    probe.close()
   }
+}
+
+/** Health checks run before a load that probeDuring measures under, so that it times a warm path. */
+export const PROBE_WARMUPS = 300
+/** The pause between two health checks under a load, ms. */
+const PROBE_GAP_MS = 2
+
+/**
+ * Runs `check` over and over, PROBE_GAP_MS apart, while `work` runs: what a health check (a load
+ * balancer's, Consul's) or any small call waits while the server is busy with the work. Median and
+ * p95 of the checks, in ms, with the work's result.
+ */
+export async function probeDuring<T>(
+  check: () => Promise<void>,
+  work: () => Promise<T>,
+): Promise<{ readonly result: T; readonly latency: RoundTrip; readonly checks: number }> {
+  for (let i = 0; i < PROBE_WARMUPS; i++) await check()
+  let done = false
+  const times: number[] = []
+  const probing = (async () => {
+    while (!done) {
+      const t = performance.now()
+      await check()
+      times.push(performance.now() - t)
+      await new Promise((resolve) => setTimeout(resolve, PROBE_GAP_MS))
+    }
+  })()
+  let result: T
+  try {
+    result = await work()
+  } catch (err) {
+    done = true
+    await probing.catch(() => undefined)
+    throw err
+  }
+  done = true
+  // A check that failed under the load is a finding, not noise.
+  await probing
+  if (times.length === 0) throw new Error('no health check completed during the load')
+  times.sort((a, b) => a - b)
+  return { result, latency: { medianMs: quantile(times, 0.5), p95Ms: quantile(times, 0.95) }, checks: times.length }
 }
 
 /** One unary Write of a pre-encoded WriteRequest. */

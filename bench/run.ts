@@ -1,7 +1,9 @@
 // npm run bench: the cpu-only data set (bench/dataset.ts) against real `v3 serve` processes at
 // their default flags, as a user runs them.
 // - Ingest through Write (50,000-point requests, 2 in flight), through WriteStream, and through the
-//   batching writer on one Ingest stream, each into a fresh server, with its peak RSS.
+//   batching writer on one Ingest stream, each into a fresh server, with its peak RSS. During the
+//   Write load a health check runs every 2 ms on a connection of its own (probeDuring): what a
+//   load balancer's or Consul's check, or any small call, waits while the server ingests.
 // - After the Write load, with no Compact (the server seals on its own timer, as a user's does):
 //   bytes on disk (du) of the running server after at least a minute idle; the seven TSBS devops
 //   queries at default flags (caches on); then a clean stop and a start on the same folder with
@@ -40,10 +42,12 @@ import {
   encodeMessages,
   eventLoopDelayMs,
   type FolderSize,
+  grpcHealthProbe,
   grpcHealthRoundTrip,
   type IdleFolderSize,
   idleFolderSize,
   peakRssMiB,
+  probeDuring,
   type QueryResult,
   type RoundTrip,
   removeServer,
@@ -65,6 +69,7 @@ import {
   startVictoriaMetrics,
   stopVictoriaMetrics,
   type VictoriaMetrics,
+  healthProbe as vmHealthProbe,
   healthRoundTrip as vmHealthRoundTrip,
 } from './victoriametrics.js'
 
@@ -154,6 +159,9 @@ interface QuerySet {
 
 interface SystemResult {
   readonly ingestPointsPerSecond: number
+  /** Health checks, one every 2 ms on a connection of their own, while the ingest ran. */
+  readonly healthUnderIngest: RoundTrip
+  readonly healthChecksUnderIngest: number
   /** Peak RSS of the process that served the ingest and the queries at default flags. */
   readonly peakRssMiB: number
   /** The data folder of the running server after the ingest and an idle spell, as `du` counts it. */
@@ -206,11 +214,17 @@ async function benchV3(
   const servers: Server[] = [await startServer()]
   const server = servers[0] as Server
   const raw = new Client(server.address, credentials.createInsecure())
+  const probe = grpcHealthProbe(server.address)
   try {
-    const t0 = performance.now()
-    const written = await sendWrites([raw], requests, inflight)
-    if (written !== totalPoints) throw new Error(`Write acknowledged ${written} points of ${totalPoints}`)
-    const seconds = (performance.now() - t0) / 1000
+    let seconds = 0
+    const under = await probeDuring(probe.check, async () => {
+      const t0 = performance.now()
+      const written = await sendWrites([raw], requests, inflight)
+      seconds = (performance.now() - t0) / 1000
+      return written
+    })
+    probe.close()
+    if (under.result !== totalPoints) throw new Error(`Write acknowledged ${under.result} points of ${totalPoints}`)
     const ingestPointsPerSecond = Math.round(totalPoints / seconds)
     console.log(`V3 ingest (Write): ${ingestPointsPerSecond.toLocaleString('en')} points/s (${seconds.toFixed(1)} s)`)
     // No Compact: a user's server seals and moves its write buffer on its own timer. The idle spell
@@ -236,6 +250,8 @@ async function benchV3(
     )
     return {
       ingestPointsPerSecond,
+      healthUnderIngest: under.latency,
+      healthChecksUnderIngest: under.checks,
       peakRssMiB: peak,
       diskRunning,
       diskAfterRestart,
@@ -244,6 +260,7 @@ async function benchV3(
       eventLoopDelay,
     }
   } finally {
+    probe.close()
     raw.close()
     // Both servers share the folder: stop the first (already stopped unless something failed), then
     // stop the second and remove the folder.
@@ -277,10 +294,15 @@ async function benchVictoriaMetrics(
   ensureInstalled()
   const instances: VictoriaMetrics[] = [await startVictoriaMetrics()]
   const vm = instances[0] as VictoriaMetrics
+  const probe = vmHealthProbe(vm)
   try {
-    const t0 = performance.now()
-    await ingestVictoriaMetrics(vm, bodies, inflight)
-    const seconds = (performance.now() - t0) / 1000
+    let seconds = 0
+    const under = await probeDuring(probe.check, async () => {
+      const t0 = performance.now()
+      await ingestVictoriaMetrics(vm, bodies, inflight)
+      seconds = (performance.now() - t0) / 1000
+    })
+    probe.close()
     const ingestPointsPerSecond = Math.round(totalPoints / seconds)
     console.log(
       `VictoriaMetrics ingest: ${ingestPointsPerSecond.toLocaleString('en')} points/s (${seconds.toFixed(1)} s)`,
@@ -304,6 +326,8 @@ async function benchVictoriaMetrics(
     console.log(`VictoriaMetrics: ${http.requests} requests over ${http.connections} TCP connections`)
     return {
       ingestPointsPerSecond,
+      healthUnderIngest: under.latency,
+      healthChecksUnderIngest: under.checks,
       peakRssMiB: peak,
       diskRunning,
       diskAfterRestart,
@@ -312,6 +336,7 @@ async function benchVictoriaMetrics(
       http,
     }
   } finally {
+    probe.close()
     for (const instance of instances) await stopVictoriaMetrics(instance)
     await rm(vm.dataDir, { recursive: true, force: true })
   }
@@ -376,6 +401,7 @@ async function main(): Promise<void> {
     `| ingest, batching writer on one Ingest stream, points/s | ${fmt(ingest.pointsPerSecond)} | ${vmIngest} | ${ratio(ingest.pointsPerSecond, vm?.ingestPointsPerSecond, true)} |`,
     `| ingest, WriteStream, points/s | ${fmt(writeStream.pointsPerSecond)} | | ${ratio(writeStream.pointsPerSecond, vm?.ingestPointsPerSecond, true)} |`,
     `| ingest, Write (2 in flight), points/s | ${fmt(v3.ingestPointsPerSecond)} | | ${ratio(v3.ingestPointsPerSecond, vm?.ingestPointsPerSecond, true)} |`,
+    `| health check during the ingest (V3 Write, VM line protocol; one every 2 ms on a connection of its own), median (p95) ms | ${ms(v3.healthUnderIngest)} | ${ms(vm?.healthUnderIngest)} | ${ratio(v3.healthUnderIngest.medianMs, vm?.healthUnderIngest.medianMs, false)} |`,
     `| bytes per point on disk (du), running server after the ingest and an idle spell | ${perPoint(v3.diskRunning)} | ${perPoint(vm?.diskRunning)} | ${bytesRatio(v3.diskRunning, vm?.diskRunning)} |`,
     `| bytes per point on disk (du), after a restart | ${perPoint(v3.diskAfterRestart)} | ${perPoint(vm?.diskAfterRestart)} | ${bytesRatio(v3.diskAfterRestart, vm?.diskAfterRestart)} |`,
     `| peak RSS while ingesting (batching writer), MiB | ${ingest.peakRssMiB.toFixed(0)} | ${vmRss} | ${ratio(ingest.peakRssMiB, vm?.peakRssMiB, false)} |`,

@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { SeriesPoints } from '../src/model/types.js'
 import { INTERVAL_MS, METRICS, POINTS_PER_SERIES, START_MS } from './dataset.js'
-import { freePort, type RoundTrip, roundTrip, trackProcess } from './harness.js'
+import { freePort, type HealthProbe, type RoundTrip, roundTrip, trackProcess } from './harness.js'
 import {
   avg,
   bucketFold,
@@ -132,6 +132,25 @@ export function healthRoundTrip(vm: VictoriaMetrics, warmups?: number): Promise<
     const res = await send(vm, 'GET', '/health')
     if (res.status !== 200) throw new Error(`victoria-metrics /health: ${res.status}`)
   }, warmups)
+}
+
+/**
+ * GET /health through a keep-alive agent of its own, so that it does not wait for a socket of the
+ * agent that carries the load (as grpcHealthProbe has a connection of its own).
+ */
+export function healthProbe(vm: VictoriaMetrics): HealthProbe {
+  const target: HttpTarget = {
+    port: vm.port,
+    agent: new Agent({ keepAlive: true }),
+    sockets: new WeakSet(),
+    connections: 0,
+    requests: 0,
+  }
+  const check = async (): Promise<void> => {
+    const res = await send(target, 'GET', '/health')
+    if (res.status !== 200) throw new Error(`victoria-metrics /health: ${res.status}`)
+  }
+  return { check, close: () => target.agent.destroy() }
 }
 
 /** Line-protocol bodies of 5,000 rows (one host and timestamp, ten fields) each, in time order. */
