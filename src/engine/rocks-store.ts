@@ -1,4 +1,3 @@
-import { closeSync, fdatasync, fsync, openSync, readdirSync } from 'node:fs'
 import { mkdir, readdir, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { type ChainedBatch, type ColumnHandle, type IteratorOptions, RocksLevel } from '@nxtedition/rocksdb'
@@ -15,6 +14,7 @@ import {
   SCHEMA_VERSION,
 } from '../codec/schema.js'
 import { UnavailableError } from '../model/errors.js'
+import { LogSyncer } from './log-syncer.js'
 
 export interface Columns {
   readonly meta: ColumnHandle
@@ -106,105 +106,33 @@ export class RocksStore {
   private measuredSeq = -1
   private measuredBytes = 0
 
-  /** The log files syncWal has open (descriptors by name); a name gone from the folder is closed at the next sync. */
-  private readonly logFiles = new Map<string, number>()
-  /** The running sync of the log, and the one queued to start after it (see syncWal). */
-  private syncing: Promise<void> | undefined
-  private syncQueued: Promise<void> | undefined
-  /** Syncs of the log run so far (each covering every write made before it began). */
-  walSyncs = 0
-  /**
-   * The first failed sync of the log. Linux reports a failed writeback to one fsync and may drop
-   * the pages it could not write, so a later fsync can succeed over lost data: once one failed,
-   * every later sync fails with it (RocksDB stops writes the same way after a failed sync).
-   */
-  private walFailure: Error | undefined
+  /** Syncs the write-ahead log off the event loop (see writeBatch). */
+  private readonly log: LogSyncer
 
-  constructor(readonly dataDir: string) {}
+  constructor(readonly dataDir: string) {
+    this.log = new LogSyncer(dataDir)
+  }
 
   /**
    * Writes a batch; when `durable`, resolves only once the write-ahead log holding it is on disk.
    * The binding's write runs on the event loop, and a synced write holds the loop for its fsync
    * (0.5 to 9 ms measured on this project's machine): here the write goes to the log unsynced, as
    * RocksDB does it (one write(2) per batch, before the call returns), and the fsync runs in libuv's
-   * thread pool (syncWal), so calls keep being served meanwhile.
+   * thread pool (LogSyncer), so calls keep being served meanwhile.
    */
   async writeBatch(batch: ChainedBatch, durable: boolean): Promise<void> {
     await batch.write({ sync: false })
     if (durable) await this.syncWal()
   }
 
-  /**
-   * Makes every write made before this call durable: fdatasync of each write-ahead log file in the
-   * folder, and an fsync of the folder when a new log file appeared (RocksDB starts one at each
-   * memtable switch, and its name must survive a crash too). A log file that RocksDB deleted
-   * meanwhile held only data that its flush had already synced into table files. Calls made while
-   * a sync runs share the next one, which starts once the running one ends: one fsync covers a
-   * whole group of writes, as RocksDB's own group commit does.
-   */
+  /** Makes every write made before this call durable (see LogSyncer.sync). */
   syncWal(): Promise<void> {
-    if (this.syncing === undefined) return this.startSync()
-    if (this.syncQueued === undefined) {
-      this.syncQueued = this.syncing
-        .catch(() => undefined)
-        .then(() => {
-          this.syncQueued = undefined
-          return this.startSync()
-        })
-    }
-    return this.syncQueued
+    return this.log.sync()
   }
 
-  private startSync(): Promise<void> {
-    const running: Promise<void> = this.syncLogFiles()
-      .then(undefined, (err: Error) => {
-        this.walFailure ??= err
-        throw err
-      })
-      .finally(() => {
-        if (this.syncing === running) this.syncing = undefined
-      })
-    this.syncing = running
-    return running
-  }
-
-  private async syncLogFiles(): Promise<void> {
-    if (this.walFailure) throw this.walFailure
-    // The folder is listed, and a new log opened, on the event loop: each costs a few µs, less than
-    // a hand-off to the thread pool and back, and the sync itself makes one hand-off in all.
-    const names = new Set(readdirSync(this.dataDir).filter((name) => name.endsWith('.log')))
-    let appeared = false
-    for (const [name, fd] of this.logFiles) {
-      if (names.has(name)) continue
-      this.logFiles.delete(name)
-      closeSync(fd)
-    }
-    for (const name of names) {
-      if (this.logFiles.has(name)) continue
-      let fd: number
-      try {
-        fd = openSync(join(this.dataDir, name), 'r')
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue
-        throw err
-      }
-      this.logFiles.set(name, fd)
-      appeared = true
-    }
-    const syncs = [...this.logFiles.values()].map((fd) => syncFile(fd, fdatasync))
-    if (appeared) {
-      const folder = openSync(this.dataDir, 'r')
-      syncs.push(syncFile(folder, fsync).finally(() => closeSync(folder)))
-    }
-    await Promise.all(syncs)
-    this.walSyncs++
-  }
-
-  private async closeLogHandles(): Promise<void> {
-    await this.syncing?.catch(() => undefined)
-    await this.syncQueued?.catch(() => undefined)
-    for (const fd of this.logFiles.values()) closeSync(fd)
-    this.logFiles.clear()
+  /** Syncs of the log run so far. */
+  get walSyncs(): number {
+    return this.log.syncs
   }
 
   get db(): RocksLevel {
@@ -456,7 +384,7 @@ export class RocksStore {
   async close(): Promise<void> {
     // A clean stop leaves (almost) no log behind, so the next start has nothing to replay.
     if (this.rocks?.status === 'open' && this.cfs && (await this.walBytes()) > WAL_IDLE_BYTES) await this.flushWal()
-    await this.closeLogHandles()
+    await this.log.close()
     if (this.rocks?.status === 'open') await this.rocks.close()
     this.cfs = undefined
   }
@@ -483,11 +411,6 @@ const FAMILY_OF_ROLE: Readonly<Record<keyof Columns, string>> = {
 function fillerBytes(family: string): number {
   const wb = writeBufferBytes(family)
   return wb + Math.max(wb / 4, 64 * KIB)
-}
-
-/** fdatasync or fsync of a descriptor in libuv's thread pool. */
-function syncFile(fd: number, sync: typeof fdatasync): Promise<void> {
-  return new Promise((resolve, reject) => sync(fd, (err) => (err ? reject(err) : resolve())))
 }
 
 export function u32(n: number): Buffer {

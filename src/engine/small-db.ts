@@ -1,6 +1,7 @@
 import { mkdir } from 'node:fs/promises'
 import { type IteratorOptions, RocksLevel } from '@nxtedition/rocksdb'
 import { UnavailableError } from '../model/errors.js'
+import { LogSyncer } from './log-syncer.js'
 import { scanPages } from './rocks-store.js'
 
 const KIB = 1024
@@ -38,10 +39,15 @@ export interface SmallDbRange {
  * gets ordered keys, batches that are synced to the write-ahead log, and range reads.
  */
 export class SmallDb {
+  /** Syncs the write-ahead log off the event loop (see write). */
+  private readonly log: LogSyncer
+
   private constructor(
     private readonly rocks: RocksLevel,
     readonly dir: string,
-  ) {}
+  ) {
+    this.log = new LogSyncer(dir)
+  }
 
   /** Opens (creating when missing) the database in dir. */
   static async open(dir: string, options: SmallDbOptions = {}): Promise<SmallDb> {
@@ -73,8 +79,9 @@ export class SmallDb {
 
   /**
    * Writes ops atomically, in order (a later write of the same key wins). With sync the promise
-   * resolves once the batch is synced to the write-ahead log, so it survives a power loss; without,
-   * once it is in the log (it survives kill -9 of the process).
+   * resolves once the batch is synced to the write-ahead log, so it survives a power loss, and the
+   * fsync runs in the thread pool (LogSyncer); without, once it is in the log (it survives kill -9
+   * of the process).
    */
   async write(ops: readonly SmallDbWrite[], options: { readonly sync: boolean }): Promise<void> {
     if (ops.length === 0) return
@@ -83,7 +90,8 @@ export class SmallDb {
       if (op.type === 'put') batch.put(op.key, op.value)
       else batch.del(op.key)
     }
-    await batch.write({ sync: options.sync })
+    await batch.write({ sync: false })
+    if (options.sync) await this.log.sync()
   }
 
   /** The entries of range, in key order. */
@@ -105,6 +113,7 @@ export class SmallDb {
   }
 
   async close(): Promise<void> {
+    await this.log.close()
     if (this.rocks.status === 'open') await this.rocks.close()
   }
 }

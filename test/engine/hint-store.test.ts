@@ -241,10 +241,13 @@ describe('HintStore', () => {
       const store = await f.open()
       const targets = ['a', 'ab', 'abc']
       let delivered = 0
-      // 600 appends in flight at once, and a deliverer per target acking what it peeked meanwhile.
+      // 600 appends in flight at once, and a deliverer per target acking what it peeked meanwhile:
+      // 20 rounds of at most 7 hints each, and more while nothing has come through yet (an append
+      // resolves once its log sync, in the thread pool, is done), so that some are delivered and
+      // some stay queued however fast the syncs are.
       const appends = Array.from({ length: 600 }, (_, i) => store.append(targets[i % 3]!, text(`${i}`)))
       const deliverers = targets.map(async (t) => {
-        for (let round = 0; round < 20; round++) {
+        for (let round = 0; round < 20 || (delivered === 0 && round < 100_000); round++) {
           const hints = await store.peek(t, 7, 1 << 20)
           if (hints.length > 0) {
             await store.ack(t, hints.at(-1)!.seq)
