@@ -1,6 +1,7 @@
 // The hint store's group commit: appends of 200-byte bodies to a fresh store in a temp folder, one
 // caller at a time and 64 at once, beside the same callers each writing their own synced batch
-// straight to the same kind of database (RocksDB's own write grouping only).
+// straight to the same kind of database (SmallDb.write: one batch each, the fsyncs shared by
+// LogSyncer in the thread pool).
 //   npm run bench -- --hints
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
