@@ -133,8 +133,7 @@ export class BasicEngine implements StorageEngine, ShardEngine, EngineCore {
   readonly versionMarks: VersionMarks = { minBlock: Number.POSITIVE_INFINITY, maxBlock: Number.NEGATIVE_INFINITY }
   nextSeq = 0
   bufferTrimmedTo = 0
-  /** The first sequence number of each group written to RocksDB whose points are not yet in the head, oldest first. */
-  private readonly unapplied: number[] = []
+  committingSeq: number | undefined
 
   private state: State = 'new'
   private readonly jobs = new Mutex()
@@ -145,9 +144,7 @@ export class BasicEngine implements StorageEngine, ShardEngine, EngineCore {
   private readonly queryLatency = new LatencyRecorder()
   private queue: PendingWrite[] = []
   private draining: Promise<void> | undefined
-  /** Wakes the drain loop when a write is queued while it waits for a group's log sync. */
-  private wakeDrain: (() => void) | undefined
-  /** The last commit begun, through its points reaching the head; it never rejects. */
+  /** The last commit begun; it never rejects. */
   private committing: Promise<void> = Promise.resolve()
   private sealing: Promise<void> | undefined
   private timers: NodeJS.Timeout[] = []
@@ -229,7 +226,6 @@ export class BasicEngine implements StorageEngine, ShardEngine, EngineCore {
       await new Promise<void>((resolve, reject) => {
         this.queue.push({ batch, resolve, reject })
         if (!this.draining) this.draining = this.drain()
-        else this.wakeDrain?.()
       })
     }
     this.writeLatency.record(performance.now() - started)
@@ -263,68 +259,35 @@ export class BasicEngine implements StorageEngine, ShardEngine, EngineCore {
   }
 
   /**
-   * Until a group's points are in the head, a seal that trims the write buffer must keep its
-   * records: the first sequence number of the oldest such group.
-   */
-  get committingSeq(): number | undefined {
-    return this.unapplied[0]
-  }
-
-  /**
-   * Group commit: the requests queued while the previous write was in flight go to RocksDB in one
-   * batch. Under the group policy a group is written as soon as it forms, while the log sync of the
-   * groups before it may still run, and syncs are shared (see RocksStore.syncWal); the groups reach
-   * the head, and their writers an answer, in the order they were written. Under `always` each
-   * request is its own batch with its own sync, one after the other.
+   * Group commit: the requests queued while the previous write and its log sync were in flight go
+   * to RocksDB in one batch (one fsync under the group policy); under `always` each request is its
+   * own batch.
    */
   private async drain(): Promise<void> {
+    await new Promise<void>((resolve) => setImmediate(resolve))
     try {
-      for (;;) {
-        // Writes that come meanwhile join the group, and timers and I/O get their turn: a writer
-        // that never pauses would otherwise keep the loop in microtasks.
-        await new Promise<void>((resolve) => setImmediate(resolve))
-        if (this.queue.length > 0) {
-          const take = this.config.sync === 'always' ? 1 : this.queue.length
-          const group = this.queue.splice(0, take)
-          // The commit counts as begun from here (a delete that races it waits for it), and the next
-          // group goes to RocksDB once this one's write returns.
-          const written = this.commit(group, this.committing)
-          this.committing = written.then((commit) => commit.done)
-          await written
-          if (this.config.sync === 'always') await this.committing
-          continue
-        }
-        if (this.unapplied.length === 0) break
-        // Written groups wait for their sync: write the next one as soon as it comes, or stop once
-        // every group is in.
-        const arrived = new Promise<void>((resolve) => {
-          this.wakeDrain = resolve
-        })
-        await Promise.race([this.committing, arrived])
-        this.wakeDrain = undefined
+      while (this.queue.length > 0) {
+        const take = this.config.sync === 'always' ? 1 : this.queue.length
+        const group = this.queue.splice(0, take)
+        this.committing = this.commit(group)
+        await this.committing
       }
     } finally {
-      this.wakeDrain = undefined
       this.draining = undefined
     }
   }
 
-  /**
-   * Writes a group to RocksDB at once (the binding writes on the event loop), then, once its log is
-   * synced and the group before it is in, puts its points in the head and answers its writers.
-   * Never rejects: a failure goes to the group's writers.
-   */
-  private async commit(group: PendingWrite[], before: Promise<void>): Promise<{ readonly done: Promise<void> }> {
+  private async commit(group: PendingWrite[]): Promise<void> {
     const rocks = this.store.db.batch()
     const created: SeriesEntry[] = []
     // No object per series: a request's entries pair by position with its normalized series.
     const applied: AppliedWrite[] = []
     let points = 0
     for (const pending of group) points += pending.batch.points
-    const firstSeq = this.nextSeq
     // Until the points are in the head, a seal that trims the write buffer must keep these records.
-    this.unapplied.push(firstSeq)
+    this.committingSeq = this.nextSeq
     try {
+      const firstSeq = this.nextSeq
       this.nextSeq += group.length
       this.counters.pointsWritten += points
       // The counters go first: RocksDB's batch is one growing string, and small records appended
@@ -351,41 +314,26 @@ export class BasicEngine implements StorageEngine, ShardEngine, EngineCore {
       }
       await rocks.write({ sync: false })
     } catch (err) {
-      this.unapplied.splice(this.unapplied.indexOf(firstSeq), 1)
+      this.committingSeq = undefined
       this.counters.pointsWritten -= points
       for (const entry of created) this.index.forget(entry)
       const failure = new UnavailableError(`cannot write to the database: ${(err as Error).message}`, { cause: err })
       for (const pending of group) pending.reject(failure)
-      return { done: before }
+      return
     }
     // The batch is in RocksDB, and its log in the kernel's hands: a kill -9 no longer loses it. The
-    // fsync runs off the event loop (see RocksStore.writeBatch), and the points join the head, where
-    // queries see them, once it is done. From here the engine's state follows the batch whatever
-    // the sync says; only the writers' answer depends on it.
-    const synced: Promise<Error | undefined> =
-      this.config.sync === 'off'
-        ? Promise.resolve(undefined)
-        : this.store.syncWal().then(
-            () => undefined,
-            (err: unknown) => err as Error,
-          )
-    const done = Promise.all([synced, before]).then(([unsynced]) => {
+    // fsync runs in the thread pool (see RocksStore.writeBatch), so calls are served meanwhile, and
+    // the writes that come meanwhile form the next group; the points join the head, where queries
+    // see them, once it is done. From here the engine's state follows the batch whatever the sync
+    // says; only the writers' answer depends on it.
+    let unsynced: Error | undefined
+    if (this.config.sync !== 'off') {
       try {
-        this.apply(group, applied, created, unsynced)
+        await this.store.syncWal()
       } catch (err) {
-        for (const pending of group) pending.reject(err)
+        unsynced = err as Error
       }
-    })
-    return { done }
-  }
-
-  /** A written group's last step: its points join the head, in write order, and its writers hear. */
-  private apply(
-    group: readonly PendingWrite[],
-    applied: readonly AppliedWrite[],
-    created: readonly SeriesEntry[],
-    unsynced: Error | undefined,
-  ): void {
+    }
     for (const { seq, series, entries } of applied) {
       for (let k = 0; k < series.length; k++) {
         const s = series[k]!
@@ -396,7 +344,7 @@ export class BasicEngine implements StorageEngine, ShardEngine, EngineCore {
         this.resultCache.changed(handle, ts[0] as number, ts[ts.length - 1] as number)
       }
     }
-    this.unapplied.shift()
+    this.committingSeq = undefined
     for (const entry of created) {
       this.resultCache.metricChanged(entry.metric)
       // A new series has nothing stored yet: its stored latest point is known (none), so Latest
