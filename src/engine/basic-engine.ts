@@ -322,7 +322,7 @@ export class BasicEngine implements StorageEngine, ShardEngine, EngineCore {
       return
     }
     // The batch is in RocksDB, and its log in the kernel's hands: a kill -9 no longer loses it. The
-    // fsync runs in the thread pool (see RocksStore.writeBatch), so calls are served meanwhile, and
+    // fsync runs in the thread pool (see LogSyncer.write), so calls are served meanwhile, and
     // the writes that come meanwhile form the next group; the points join the head, where queries
     // see them, once it is done. From here the engine's state follows the batch whatever the sync
     // says; only the writers' answer depends on it.

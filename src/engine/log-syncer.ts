@@ -26,6 +26,16 @@ export class LogSyncer {
   constructor(private readonly dir: string) {}
 
   /**
+   * Writes a batch of this database; when `durable`, resolves only once the log holding it is on
+   * disk. The batch goes to the log unsynced, as RocksDB writes it (one write(2) before the call
+   * returns), and sync() does the rest in the thread pool, so calls keep being served meanwhile.
+   */
+  async write(batch: { write(options: { sync: boolean }): Promise<void> }, durable: boolean): Promise<void> {
+    await batch.write({ sync: false })
+    if (durable) await this.sync()
+  }
+
+  /**
    * Makes every write made before this call durable: fdatasync of each log file in the folder, and
    * an fsync of the folder when a new log file appeared (RocksDB starts one at each memtable
    * switch, and its name must survive a crash too). A log file that RocksDB deleted meanwhile held

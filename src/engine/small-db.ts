@@ -90,8 +90,7 @@ export class SmallDb {
       if (op.type === 'put') batch.put(op.key, op.value)
       else batch.del(op.key)
     }
-    await batch.write({ sync: false })
-    if (options.sync) await this.log.sync()
+    await this.log.write(batch, options.sync)
   }
 
   /** The entries of range, in key order. */
