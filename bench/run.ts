@@ -1,9 +1,10 @@
 // npm run bench: the cpu-only data set (bench/dataset.ts) against real `v3 serve` processes at
 // their default flags, as a user runs them.
 // - Ingest through Write (50,000-point requests, 2 in flight), through WriteStream, and through the
-//   batching writer on one Ingest stream, each into a fresh server, with its peak RSS. During the
-//   Write load a health check runs every 2 ms on a connection of its own (probeDuring): what a
-//   load balancer's or Consul's check, or any small call, waits while the server ingests.
+//   batching writer on one Ingest stream, each into a fresh server, with its peak RSS. During every
+//   ingest (VictoriaMetrics' too) a health check runs every 2 ms on a connection of its own
+//   (probeDuring): the Write load's checks are reported, what a load balancer's or Consul's check,
+//   or any small call, waits while the server ingests.
 // - After the Write load, with no Compact (the server seals on its own timer, as a user's does):
 //   bytes on disk (du) of the running server after at least a minute idle; the seven TSBS devops
 //   queries at default flags (caches on); then a clean stop and a start on the same folder with
@@ -216,17 +217,14 @@ async function benchV3(
   const raw = new Client(server.address, credentials.createInsecure())
   const probe = grpcHealthProbe(server.address)
   try {
-    let seconds = 0
     const under = await probeDuring(probe.check, async () => {
-      const t0 = performance.now()
       const written = await sendWrites([raw], requests, inflight)
-      seconds = (performance.now() - t0) / 1000
-      return written
+      if (written !== totalPoints) throw new Error(`Write acknowledged ${written} points of ${totalPoints}`)
     })
-    probe.close()
-    if (under.result !== totalPoints) throw new Error(`Write acknowledged ${under.result} points of ${totalPoints}`)
-    const ingestPointsPerSecond = Math.round(totalPoints / seconds)
-    console.log(`V3 ingest (Write): ${ingestPointsPerSecond.toLocaleString('en')} points/s (${seconds.toFixed(1)} s)`)
+    const ingestPointsPerSecond = Math.round(totalPoints / under.seconds)
+    console.log(
+      `V3 ingest (Write): ${ingestPointsPerSecond.toLocaleString('en')} points/s (${under.seconds.toFixed(1)} s)`,
+    )
     // No Compact: a user's server seals and moves its write buffer on its own timer. The idle spell
     // lets that and RocksDB's background flushes and compactions finish before the running
     // server's folder, what a user's disk holds, is read and the queries are timed.
@@ -296,16 +294,10 @@ async function benchVictoriaMetrics(
   const vm = instances[0] as VictoriaMetrics
   const probe = vmHealthProbe(vm)
   try {
-    let seconds = 0
-    const under = await probeDuring(probe.check, async () => {
-      const t0 = performance.now()
-      await ingestVictoriaMetrics(vm, bodies, inflight)
-      seconds = (performance.now() - t0) / 1000
-    })
-    probe.close()
-    const ingestPointsPerSecond = Math.round(totalPoints / seconds)
+    const under = await probeDuring(probe.check, () => ingestVictoriaMetrics(vm, bodies, inflight))
+    const ingestPointsPerSecond = Math.round(totalPoints / under.seconds)
     console.log(
-      `VictoriaMetrics ingest: ${ingestPointsPerSecond.toLocaleString('en')} points/s (${seconds.toFixed(1)} s)`,
+      `VictoriaMetrics ingest: ${ingestPointsPerSecond.toLocaleString('en')} points/s (${under.seconds.toFixed(1)} s)`,
     )
     // The same idle spell as V3 gets, for VictoriaMetrics' background merges.
     const diskRunning = await idleFolderSize(vm.dataDir, IDLE_MIN_MS, IDLE_MAX_MS)
