@@ -9,6 +9,13 @@
  *   write calls alone and up to the end of a 10 s settle that follows, in which the servers seal
  *   and flush on their own timers as a user's do (no Compact); a cluster's figure is the sum over
  *   its nodes.
+ * - A second load: after the queries, the next day's points (the same requests, timestamps 24 h
+ *   later) through the same entry into the single node and the cluster of the first load, both
+ *   loaded and warm by then, with the same CPU readings. The first loads include what each
+ *   process pays once (V8 compiling its hot code, the first memtables); this one does not.
+ *   RocksDB's background threads (flushes, compactions) are also read on their own, since a
+ *   server compacts when its files reach RocksDB's triggers, which a node holding a part of the
+ *   data reaches later than the single node.
  * - Queries: after those settles, a health-check round trip as the baseline of each, then
  *   the seven queries through one cluster node and through the single node, the same warm-ups and
  *   timed runs, alternating per query. Every answer is checked against the reference from the
@@ -19,11 +26,11 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process'
 import { once } from 'node:events'
-import { mkdir, readFile, writeFile } from 'node:fs/promises'
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises'
 import { Client, credentials } from '@grpc/grpc-js'
 import { type CallOptions, type QueryInput, type SelectorInput, V3Client } from '../src/client/index.js'
 import type { SeriesPoints } from '../src/model/types.js'
-import { HOSTS, hostTags, METRICS, POINTS_PER_SERIES, seriesValues } from './dataset.js'
+import { HOSTS, hostTags, INTERVAL_MS, METRICS, POINTS_PER_SERIES, seriesValues } from './dataset.js'
 import {
   describeDataSet,
   describeMachine,
@@ -65,6 +72,19 @@ export async function cpuSeconds(pid: number): Promise<number> {
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
   // utime and stime are fields 14 and 15 of the whole line, 12 and 13 of what follows the name.
   return (Number(fields[11]) + Number(fields[12])) / CLK_TCK
+}
+
+/** CPU seconds (user + system) of a process's RocksDB background threads (flushes, compactions) so far. */
+async function rocksdbThreadSeconds(pid: number): Promise<number> {
+  let total = 0
+  for (const task of await readdir(`/proc/${pid}/task`)) {
+    const stat = await readFile(`/proc/${pid}/task/${task}/stat`, 'utf8').catch(() => '')
+    // RocksDB names its pool threads rocksdb:low and rocksdb:high (thread names, field 2).
+    if (!stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')).startsWith('rocksdb:')) continue
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    total += (Number(fields[11]) + Number(fields[12])) / CLK_TCK
+  }
+  return total
 }
 
 async function totalCpuSeconds(servers: readonly Server[]): Promise<number> {
@@ -186,6 +206,8 @@ interface IngestFigures {
   readonly cpuSecondsPerMillionPointsWithSettle: number
   /** Each server's CPU seconds over the write calls, in node order. */
   readonly cpuSecondsPerServer: number[]
+  /** Of cpuSecondsPerMillionPoints, what RocksDB's background threads (flushes, compactions) spent. */
+  readonly rocksdbCpuSecondsPerMillionPoints: number
 }
 
 /** The single-node bench's Write driver through `entryPoints`, with each server's CPU time around it. */
@@ -198,11 +220,13 @@ async function ingest(
 ): Promise<IngestFigures> {
   const clients = entryPoints.map((s) => new Client(s.address, credentials.createInsecure()))
   try {
+    const rocksdbBefore = await Promise.all(servers.map((s) => rocksdbThreadSeconds(s.proc.pid as number)))
     const before = await Promise.all(servers.map((s) => cpuSeconds(s.proc.pid as number)))
     const t0 = performance.now()
     const written = await sendWrites(clients, requests, inflight)
     const seconds = (performance.now() - t0) / 1000
     const after = await Promise.all(servers.map((s) => cpuSeconds(s.proc.pid as number)))
+    const rocksdbAfter = await Promise.all(servers.map((s) => rocksdbThreadSeconds(s.proc.pid as number)))
     if (written !== totalPoints) throw new Error(`wrote ${written} points of ${totalPoints}`)
     await new Promise((resolve) => setTimeout(resolve, SETTLE_MS))
     const afterSettle = await totalCpuSeconds(servers)
@@ -214,6 +238,7 @@ async function ingest(
       cpuSecondsPerMillionPoints: sum(perServer) / millions,
       cpuSecondsPerMillionPointsWithSettle: (afterSettle - sum(before)) / millions,
       cpuSecondsPerServer: perServer,
+      rocksdbCpuSecondsPerMillionPoints: (sum(rocksdbAfter) - sum(rocksdbBefore)) / millions,
     }
   } finally {
     for (const c of clients) c.close()
@@ -291,6 +316,7 @@ export async function runClusterBench(o: ClusterBenchOptions): Promise<void> {
   )
   const values = Array.from({ length: o.hosts }, (_, h) => METRICS.map((_, m) => seriesValues(h, m, o.decimals)))
   const requests = encodeMessages(tags, values, o.timestampsPerRequest)
+  const nextDay = encodeMessages(tags, values, o.timestampsPerRequest, POINTS_PER_SERIES * INTERVAL_MS)
   const params = drawParams(o.hosts, o.runs)
 
   const single: Server[] = []
@@ -347,6 +373,11 @@ export async function runClusterBench(o: ClusterBenchOptions): Promise<void> {
     }
     singleClient.c.close()
     clusterClient.c.close()
+    const singleAgain = await ingest(single, single, nextDay, totalPoints, o.inflight)
+    const oneAgain = await ingest(first.nodes, [entry], nextDay, totalPoints, o.inflight)
+    console.log(
+      `the next day into the loaded servers, CPU s per M points: single ${singleAgain.cpuSecondsPerMillionPoints.toFixed(2)}, cluster through one node ${oneAgain.cpuSecondsPerMillionPoints.toFixed(2)} (${oneAgain.cpuSecondsPerServer.map((c) => c.toFixed(1)).join(' + ')} s)`,
+    )
     await removeAll(single)
     await removeAll(first.nodes)
 
@@ -371,6 +402,10 @@ export async function runClusterBench(o: ClusterBenchOptions): Promise<void> {
       cpuRow(`server CPU s per M points, ingest through all ${o.nodes} nodes`, allIngest),
       withSettleRow('server CPU s per M points, ingest through one node and the 10 s after it', oneIngest),
       withSettleRow(`server CPU s per M points, ingest through all ${o.nodes} nodes and the 10 s after it`, allIngest),
+      `| ingest of the next day into the loaded servers (the second load), through one node, points/s | ${fmt(singleAgain.pointsPerSecond)} | ${fmt(oneAgain.pointsPerSecond)} | ${x(oneAgain.pointsPerSecond, singleAgain.pointsPerSecond)} |`,
+      `| server CPU s per M points, the second load through one node | ${singleAgain.cpuSecondsPerMillionPoints.toFixed(2)} | ${oneAgain.cpuSecondsPerMillionPoints.toFixed(2)} | ${x(oneAgain.cpuSecondsPerMillionPoints, singleAgain.cpuSecondsPerMillionPoints)} |`,
+      `| of which RocksDB's background threads (flushes, compactions) | ${singleAgain.rocksdbCpuSecondsPerMillionPoints.toFixed(2)} | ${oneAgain.rocksdbCpuSecondsPerMillionPoints.toFixed(2)} | |`,
+      `| server CPU s per M points, the second load through one node and the 10 s after it | ${singleAgain.cpuSecondsPerMillionPointsWithSettle.toFixed(2)} | ${oneAgain.cpuSecondsPerMillionPointsWithSettle.toFixed(2)} | ${x(oneAgain.cpuSecondsPerMillionPointsWithSettle, singleAgain.cpuSecondsPerMillionPointsWithSettle)} |`,
       `| health check round trip, median (p95) ms | ${singleHealth.medianMs.toFixed(3)} (${singleHealth.p95Ms.toFixed(3)}) | ${clusterHealth.medianMs.toFixed(3)} (${clusterHealth.p95Ms.toFixed(3)}) | ${x(clusterHealth.medianMs, singleHealth.medianMs)} |`,
       ...queries.map((q) => {
         const r = q.cluster.medianMs / q.single.medianMs
@@ -404,7 +439,12 @@ export async function runClusterBench(o: ClusterBenchOptions): Promise<void> {
         pointsPerRequest: o.timestampsPerRequest * seriesCount,
         inflight: o.inflight,
       },
-      ingest: { single: singleIngest, throughOneNode: oneIngest, throughAllNodes: allIngest },
+      ingest: {
+        single: singleIngest,
+        throughOneNode: oneIngest,
+        throughAllNodes: allIngest,
+        secondLoad: { single: singleAgain, throughOneNode: oneAgain },
+      },
       healthCheck: { single: singleHealth, cluster: clusterHealth },
       queries,
       peakRssMiB: peakRss,
