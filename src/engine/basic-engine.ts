@@ -33,6 +33,7 @@ import {
   type Logger,
   resolveEngineConfig,
   silentLogger,
+  syncsWrites,
   systemClock,
 } from './config.js'
 import { DecodePool } from './decode-pool.js'
@@ -327,7 +328,7 @@ export class BasicEngine implements StorageEngine, ShardEngine, EngineCore {
     // see them, once it is done. From here the engine's state follows the batch whatever the sync
     // says; only the writers' answer depends on it.
     let unsynced: Error | undefined
-    if (this.config.sync !== 'off') {
+    if (syncsWrites(this.config)) {
       try {
         await this.store.syncWal()
       } catch (err) {

@@ -104,6 +104,11 @@ function positive(name: string, value: number): number {
   return value
 }
 
+/** Whether writes under this configuration wait for their write-ahead log to be on disk. */
+export function syncsWrites(config: EngineConfig): boolean {
+  return config.sync !== 'off'
+}
+
 /** Applies defaults and validates; the result is frozen. */
 export function resolveEngineConfig(options: BasicEngineOptions): EngineConfig {
   if (!options.dataDir) throw new RangeError('engine option dataDir is required')

@@ -5,6 +5,7 @@ import { blockStartMs, encodeRowKey, MIN_BLOCK, runStartBlock, seriesKeyRange } 
 import { decodeRun, encodeRun } from '../codec/run-codec.js'
 import { BLOCK_MS, META_COLD_MAX_BLOCK_KEY, RUN_BLOCKS } from '../codec/schema.js'
 import { summarizePoints } from './aggregate.js'
+import { syncsWrites } from './config.js'
 import {
   type EngineCore,
   META_COLD_BLOCKS,
@@ -35,10 +36,6 @@ export function putCounters(core: EngineCore, batch: ChainedBatch): void {
   core.store.putMeta(batch, META_COLD_MAX_BLOCK_KEY, f64(core.tiers.coldMaxBlock))
   core.store.putMeta(batch, META_COLD_MIN_BLOCK, f64(core.tiers.coldMinBlock))
   core.store.putMeta(batch, META_NEXT_SEQ, f64(core.nextSeq))
-}
-
-function syncWrites(core: EngineCore): boolean {
-  return core.config.sync !== 'off'
 }
 
 interface HotItem {
@@ -181,7 +178,7 @@ async function writeHotBlocks(core: EngineCore, items: HotItem[]): Promise<void>
     if (block < minBlock) minBlock = block
   }
   putCounters(core, batch)
-  await core.store.writeBatch(batch, syncWrites(core))
+  await core.store.writeBatch(batch, syncsWrites(core.config))
   core.tiers.hotMinBlock = minBlock
   // After the write: a read that began before it cannot cache what it decoded (see DecodedBlockCache).
   for (const item of items) core.decodedCache.invalidate(item.entry.idHex)
@@ -259,7 +256,7 @@ export async function moveCold(core: EngineCore): Promise<number> {
   core.tiers.hotMinBlock = cutoff
   const batch = core.store.db.batch()
   putCounters(core, batch)
-  await core.store.writeBatch(batch, syncWrites(core))
+  await core.store.writeBatch(batch, syncsWrites(core.config))
   return moved
 }
 
@@ -312,7 +309,7 @@ async function writeRuns(core: EngineCore, groups: RunGroup[]): Promise<WrittenR
     if (g.runStart < core.tiers.coldMinBlock) core.tiers.coldMinBlock = g.runStart
   }
   putCounters(core, batch)
-  await core.store.writeBatch(batch, syncWrites(core))
+  await core.store.writeBatch(batch, syncsWrites(core.config))
   core.decodedCache.invalidateRuns(runKeys)
   return written
 }
@@ -354,7 +351,7 @@ export async function applyRetention(core: EngineCore): Promise<number> {
   }
   const batch = core.store.db.batch()
   putCounters(core, batch)
-  await core.store.writeBatch(batch, syncWrites(core))
+  await core.store.writeBatch(batch, syncsWrites(core.config))
   return expired
 }
 
@@ -400,7 +397,7 @@ export async function deleteSeriesData(
   await stageDelete(core, entry, from, to, batch)
   applyDelete(core, entry, from, to, batch)
   putCounters(core, batch)
-  await core.store.writeBatch(batch, syncWrites(core))
+  await core.store.writeBatch(batch, syncsWrites(core.config))
   finishDelete(core, entry, from, to)
 }
 
@@ -461,7 +458,7 @@ export async function dropSeriesBatch(
   // series meets either the old series, whose buffered points go here, or a new one, never both.
   for (const entry of staged) applyDelete(core, entry, Number.NEGATIVE_INFINITY, Number.POSITIVE_INFINITY, batch)
   putCounters(core, batch)
-  await core.store.writeBatch(batch, syncWrites(core))
+  await core.store.writeBatch(batch, syncsWrites(core.config))
   for (const entry of staged) finishDelete(core, entry, Number.NEGATIVE_INFINITY, Number.POSITIVE_INFINITY)
   return { series: staged.length, points }
 }

@@ -20,6 +20,7 @@ import {
   versionBlockBound,
   versionKeyBlock,
 } from '../codec/version-codec.js'
+import { syncsWrites } from './config.js'
 import type { EngineCore } from './engine-core.js'
 import type { PointRun } from './head.js'
 import type { SeriesEntry } from './series-index.js'
@@ -249,7 +250,7 @@ export async function resolveSealing(
     }
   }
   if (batch !== undefined) {
-    await core.store.writeBatch(batch, core.config.sync !== 'off')
+    await core.store.writeBatch(batch, syncsWrites(core.config))
     core.versionMarks.minBlock = marks.min
     core.versionMarks.maxBlock = marks.max
   }
