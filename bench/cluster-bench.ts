@@ -65,24 +65,29 @@ const CLK_TCK = 100
 /** How far a cluster value may differ from the single node's: float sums in another order. */
 const RELATIVE_TOLERANCE = 1e-9
 
+/**
+ * The CPU seconds (user + system) in a /proc stat line, a process's or a thread's. The command name
+ * (field 2) may hold spaces and parentheses: fields are counted after its last ')'; utime and stime
+ * are fields 14 and 15 of the whole line, 12 and 13 of what follows the name.
+ */
+function statCpuSeconds(stat: string): number {
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  return (Number(fields[11]) + Number(fields[12])) / CLK_TCK
+}
+
 /** CPU seconds (user + system) a process has used so far. */
 export async function cpuSeconds(pid: number): Promise<number> {
-  const stat = await readFile(`/proc/${pid}/stat`, 'utf8')
-  // The command name (field 2) may hold spaces and parentheses: count fields after its last ')'.
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-  // utime and stime are fields 14 and 15 of the whole line, 12 and 13 of what follows the name.
-  return (Number(fields[11]) + Number(fields[12])) / CLK_TCK
+  return statCpuSeconds(await readFile(`/proc/${pid}/stat`, 'utf8'))
 }
 
 /** CPU seconds (user + system) of a process's RocksDB background threads (flushes, compactions) so far. */
 async function rocksdbThreadSeconds(pid: number): Promise<number> {
   let total = 0
   for (const task of await readdir(`/proc/${pid}/task`)) {
-    const stat = await readFile(`/proc/${pid}/task/${task}/stat`, 'utf8').catch(() => '')
-    // RocksDB names its pool threads rocksdb:low and rocksdb:high (thread names, field 2).
-    if (!stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')).startsWith('rocksdb:')) continue
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-    total += (Number(fields[11]) + Number(fields[12])) / CLK_TCK
+    // A thread that ended since the listing has no stat any more, nor CPU time to add.
+    const stat = await readFile(`/proc/${pid}/task/${task}/stat`, 'utf8').catch(() => undefined)
+    // RocksDB names its pool threads rocksdb:low and rocksdb:high (the name is field 2).
+    if (stat?.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')).startsWith('rocksdb:')) total += statCpuSeconds(stat)
   }
   return total
 }

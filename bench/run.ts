@@ -424,7 +424,9 @@ async function main(): Promise<void> {
   ].join('\n')
   console.log(`\n${md}\n`)
   await mkdir('bench/results', { recursive: true })
-  const name = decimals === undefined ? 'latest' : `latest-${decimals}dp`
+  // A run on fewer hosts (a quick one) goes beside the full data set's record, not over it.
+  const hostsSuffix = hosts === HOSTS ? '' : `-${hosts}hosts`
+  const name = `latest${hostsSuffix}${decimals === undefined ? '' : `-${decimals}dp`}`
   const report = {
     date: new Date().toISOString(),
     machine,

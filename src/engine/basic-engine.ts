@@ -313,7 +313,8 @@ export class BasicEngine implements StorageEngine, ShardEngine, EngineCore {
         rocks.put(bufferKey(seq), record, { column: this.store.columns.buffer })
         applied.push({ seq, series, entries })
       }
-      await rocks.write({ sync: false })
+      // Unsynced here, and synced below, so that a failed write and a failed sync answer apart.
+      await this.store.writeBatch(rocks, false)
     } catch (err) {
       this.committingSeq = undefined
       this.counters.pointsWritten -= points
