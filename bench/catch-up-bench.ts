@@ -21,17 +21,17 @@
 import { mkdir, writeFile } from 'node:fs/promises'
 import { Client, credentials } from '@grpc/grpc-js'
 import { V3Client } from '../src/client/index.js'
-import {
-  type Cluster,
-  type Consul,
-  cpuSeconds,
-  removeAll,
-  startCluster,
-  startConsul,
-  stopProcess,
-} from './cluster-bench.js'
+import { type Cluster, type Consul, removeAll, startCluster, startConsul, stopProcess } from './cluster-bench.js'
 import { HOSTS, hostTags, METRICS, seriesValues } from './dataset.js'
-import { describeDataSet, describeMachine, encodeMessages, type Server, startServer, writeRequest } from './harness.js'
+import {
+  cpuSeconds,
+  describeDataSet,
+  describeMachine,
+  encodeMessages,
+  type Server,
+  startServer,
+  writeRequest,
+} from './harness.js'
 
 export interface CatchUpBenchOptions {
   readonly nodes: number

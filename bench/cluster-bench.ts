@@ -32,6 +32,7 @@ import { type CallOptions, type QueryInput, type SelectorInput, V3Client } from 
 import type { SeriesPoints } from '../src/model/types.js'
 import { HOSTS, hostTags, INTERVAL_MS, METRICS, POINTS_PER_SERIES, seriesValues } from './dataset.js'
 import {
+  cpuSeconds,
   describeDataSet,
   describeMachine,
   encodeMessages,
@@ -43,6 +44,7 @@ import {
   type Server,
   sendWrites,
   startServer,
+  statCpuSeconds,
   timed,
   trackProcess,
 } from './harness.js'
@@ -60,25 +62,8 @@ export interface ClusterBenchOptions {
 
 /** The pause after each load, the same for the single node and the cluster: the servers seal and flush on their own. */
 const SETTLE_MS = 10_000
-/** Linux reports CPU times in clock ticks; `getconf CLK_TCK` is 100 on every Linux port Node runs on. */
-const CLK_TCK = 100
 /** How far a cluster value may differ from the single node's: float sums in another order. */
 const RELATIVE_TOLERANCE = 1e-9
-
-/**
- * The CPU seconds (user + system) in a /proc stat line, a process's or a thread's. The command name
- * (field 2) may hold spaces and parentheses: fields are counted after its last ')'; utime and stime
- * are fields 14 and 15 of the whole line, 12 and 13 of what follows the name.
- */
-function statCpuSeconds(stat: string): number {
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-  return (Number(fields[11]) + Number(fields[12])) / CLK_TCK
-}
-
-/** CPU seconds (user + system) a process has used so far. */
-export async function cpuSeconds(pid: number): Promise<number> {
-  return statCpuSeconds(await readFile(`/proc/${pid}/stat`, 'utf8'))
-}
 
 /** CPU seconds (user + system) of a process's RocksDB background threads (flushes, compactions) so far. */
 async function rocksdbThreadSeconds(pid: number): Promise<number> {

@@ -31,17 +31,10 @@ import { isMainThread, parentPort, Worker, workerData } from 'node:worker_thread
 import { Client, credentials } from '@grpc/grpc-js'
 import { type NodeInfo, V3Client } from '../src/client/index.js'
 import { Load } from './catch-up-bench.js'
-import {
-  type Cluster,
-  type Consul,
-  cpuSeconds,
-  removeAll,
-  startCluster,
-  startConsul,
-  stopProcess,
-} from './cluster-bench.js'
+import { type Cluster, type Consul, removeAll, startCluster, startConsul, stopProcess } from './cluster-bench.js'
 import { hostTags, INTERVAL_MS, METRICS, POINTS_PER_SERIES, START_MS, seriesValues } from './dataset.js'
 import {
+  cpuSeconds,
   describeDataSet,
   describeMachine,
   encodeMessages,

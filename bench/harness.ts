@@ -161,6 +161,32 @@ export async function removeServer(server: Server): Promise<void> {
   await rm(server.dataDir, { recursive: true, force: true })
 }
 
+/** Linux reports CPU times in clock ticks; `getconf CLK_TCK` is 100 on every Linux port Node runs on. */
+const CLK_TCK = 100
+
+/**
+ * The CPU seconds (user + system) in a /proc stat line, a process's or a thread's. The command name
+ * (field 2) may hold spaces and parentheses: fields are counted after its last ')'; utime and stime
+ * are fields 14 and 15 of the whole line, 12 and 13 of what follows the name.
+ */
+export function statCpuSeconds(stat: string): number {
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  return (Number(fields[11]) + Number(fields[12])) / CLK_TCK
+}
+
+/** CPU seconds (user + system) a process has used so far. */
+export async function cpuSeconds(pid: number): Promise<number> {
+  return statCpuSeconds(await readFile(`/proc/${pid}/stat`, 'utf8'))
+}
+
+/**
+ * CPU seconds (user + system) of a Node process's main thread so far: the event loop, where every
+ * JavaScript call of the server runs (its thread id is the process id).
+ */
+export async function mainThreadCpuSeconds(pid: number): Promise<number> {
+  return statCpuSeconds(await readFile(`/proc/${pid}/task/${pid}/stat`, 'utf8'))
+}
+
 /** The process's peak resident set (VmHWM), MiB. */
 export async function peakRssMiB(pid: number): Promise<number> {
   const status = await readFile(`/proc/${pid}/status`, 'utf8')

@@ -9,15 +9,25 @@
 // Every body is built once, before any clock starts, and the identical bytes go to both systems, 2
 // requests in flight through one keep-alive agent per server. Each run starts a fresh server (V3
 // `v3 serve` at its default flags, VictoriaMetrics as bench/victoriametrics.ts starts it), times the
-// load from the first request to the last answer, reads the server's peak RSS (VmHWM), and then
-// counts the points the server holds: an ingest that lost or doubled points fails the bench rather
+// load from the first request to the last answer, reads the server's peak RSS (VmHWM) and the CPU
+// its process used (over the load, and to the end of a settle in which both seal and flush what
+// they buffered; for V3 also its event-loop thread's share), and then counts the points it holds: an ingest that lost or doubled points fails the bench rather
 // than giving a figure. The runs alternate which system goes first, so that neither always gets the
 // quieter machine.
 import { mkdir, rm, writeFile } from 'node:fs/promises'
 import { Agent } from 'node:http'
 import { V3Client } from '../src/client/index.js'
 import { HOSTS, hostTags, INTERVAL_MS, METRICS, POINTS_PER_SERIES, START_MS, seriesValues } from './dataset.js'
-import { describeDataSet, describeMachine, peakRssMiB, removeServer, sleep, startServer } from './harness.js'
+import {
+  cpuSeconds,
+  describeDataSet,
+  describeMachine,
+  mainThreadCpuSeconds,
+  peakRssMiB,
+  removeServer,
+  sleep,
+  startServer,
+} from './harness.js'
 import { encodeLabels, encodeRemoteWriteBody, type RemoteSample } from './prom-remote-encode.js'
 import {
   ensureInstalled,
@@ -41,6 +51,11 @@ export interface ProtocolsBenchOptions {
 const SAMPLES_PER_REMOTE_WRITE = 2000
 /** How long VictoriaMetrics may take to make acknowledged rows searchable (it flushes them about every second). */
 const VM_VISIBLE_WITHIN_MS = 60_000
+/**
+ * The pause after each load, the same for both, before the CPU is read again: V3 seals its buffered
+ * points into blocks and VictoriaMetrics flushes its in-memory rows, each on its own schedule.
+ */
+const SETTLE_MS = 10_000
 
 interface Protocol {
   readonly key: 'remoteWrite' | 'lineProtocol'
@@ -64,11 +79,19 @@ interface IngestRun {
   readonly requests: number
   /** TCP connections the keep-alive agent opened for the load. */
   readonly connections: number
+  /** CPU seconds (user + system) of the server process from the first request to the last answer. */
+  readonly cpuSeconds: number
+  /** The same, to the end of the settle that follows the load. */
+  readonly cpuSecondsWithSettle: number
+  /** V3 only: its event-loop thread's share of cpuSeconds. */
+  readonly eventLoopCpuSeconds?: number
 }
 
 interface SystemFigures {
   readonly runs: IngestRun[]
   readonly medianPointsPerSecond: number
+  readonly medianCpuPerMillionPoints: number
+  readonly medianCpuPerMillionPointsWithSettle: number
   /** The highest peak RSS over the runs, MiB. */
   readonly peakRssMiB: number
 }
@@ -136,14 +159,19 @@ async function countVictoriaMetrics(target: HttpTarget, expected: number): Promi
 
 async function runV3(p: Protocol, inflight: number, totalPoints: number): Promise<IngestRun> {
   const server = await startServer()
+  const pid = server.proc.pid as number
   const target = newTarget(Number(new URL(server.metricsUrl).port))
   try {
+    const [cpu0, loop0] = [await cpuSeconds(pid), await mainThreadCpuSeconds(pid)]
     const t0 = performance.now()
     await load(target, 'V3', p, inflight)
     const seconds = (performance.now() - t0) / 1000
-    const loaded = result(totalPoints, seconds, await peakRssMiB(server.proc.pid as number), target)
+    const [cpu1, loop1] = [await cpuSeconds(pid), await mainThreadCpuSeconds(pid)]
+    const loaded = result(totalPoints, seconds, await peakRssMiB(pid), target)
+    await sleep(SETTLE_MS)
+    const cpu = { cpuSeconds: cpu1 - cpu0, cpuSecondsWithSettle: (await cpuSeconds(pid)) - cpu0 }
     // A write is answered once durable, so every acknowledged point must be counted at once.
-    return { ...loaded, pointsCounted: await countV3(server.address) }
+    return { ...loaded, ...cpu, eventLoopCpuSeconds: loop1 - loop0, pointsCounted: await countV3(server.address) }
   } finally {
     target.agent.destroy()
     await removeServer(server)
@@ -154,12 +182,17 @@ async function runVictoriaMetrics(p: Protocol, inflight: number, totalPoints: nu
   const vm = await startVictoriaMetrics()
   // Its own agent carried the start-up health checks; the load gets a fresh count.
   const target = newTarget(vm.port)
+  const pid = vm.proc.pid as number
   try {
+    const cpu0 = await cpuSeconds(pid)
     const t0 = performance.now()
     await load(target, 'VictoriaMetrics', p, inflight)
     const seconds = (performance.now() - t0) / 1000
-    const loaded = result(totalPoints, seconds, await peakRssMiB(vm.proc.pid as number), target)
-    return { ...loaded, pointsCounted: await countVictoriaMetrics(target, totalPoints) }
+    const cpu1 = await cpuSeconds(pid)
+    const loaded = result(totalPoints, seconds, await peakRssMiB(pid), target)
+    await sleep(SETTLE_MS)
+    const cpu = { cpuSeconds: cpu1 - cpu0, cpuSecondsWithSettle: (await cpuSeconds(pid)) - cpu0 }
+    return { ...loaded, ...cpu, pointsCounted: await countVictoriaMetrics(target, totalPoints) }
   } finally {
     target.agent.destroy()
     await stopVictoriaMetrics(vm)
@@ -173,7 +206,7 @@ function result(
   seconds: number,
   peakRss: number,
   target: HttpTarget,
-): Omit<IngestRun, 'pointsCounted'> {
+): Omit<IngestRun, 'pointsCounted' | 'cpuSeconds' | 'cpuSecondsWithSettle' | 'eventLoopCpuSeconds'> {
   return {
     pointsPerSecond: Math.round(totalPoints / seconds),
     seconds,
@@ -216,6 +249,8 @@ function ratio(v3: number, vm: number, higherIsBetter: boolean): string {
   return `${r.toFixed(2)}x ${(higherIsBetter ? r >= 1 : r <= 1) ? '(V3 ahead)' : '(V3 behind)'}`
 }
 
+/** The protocol's name without its request shape: "remote write", "line protocol". */
+const shortName = (p: Protocol): string => p.label.replace(/ \(.*/, '')
 const fmt = (n: number): string => Math.round(n).toLocaleString('en')
 const mb = (bytes: number): string => (bytes / 2 ** 20).toFixed(1)
 
@@ -256,6 +291,8 @@ export async function runProtocolsBench(o: ProtocolsBenchOptions): Promise<void>
     console.log(`${p.label}: ${fmt(p.bodies.length)} requests, ${mb(bytes(p))} MiB`)
   }
 
+  const millions = totalPoints / 1e6
+  const perMillion = (seconds: number): string => (seconds / millions).toFixed(2)
   const figures = new Map<string, SystemFigures>()
   for (const p of protocols) {
     const runs: Record<System, IngestRun[]> = { V3: [], VictoriaMetrics: [] }
@@ -267,7 +304,7 @@ export async function runProtocolsBench(o: ProtocolsBenchOptions): Promise<void>
             ? await runV3(p, o.inflight, totalPoints)
             : await runVictoriaMetrics(p, o.inflight, totalPoints)
         console.log(
-          `${system} ${p.label}, run ${r + 1}: ${fmt(run.pointsPerSecond)} points/s (${run.seconds.toFixed(1)} s), peak RSS ${run.peakRssMiB.toFixed(0)} MiB, ${fmt(run.pointsCounted)} points counted, ${run.requests} requests over ${run.connections} connections`,
+          `${system} ${p.label}, run ${r + 1}: ${fmt(run.pointsPerSecond)} points/s (${run.seconds.toFixed(1)} s), CPU ${perMillion(run.cpuSeconds)} s per M points (${perMillion(run.cpuSecondsWithSettle)} with the settle), peak RSS ${run.peakRssMiB.toFixed(0)} MiB, ${fmt(run.pointsCounted)} points counted, ${run.requests} requests over ${run.connections} connections`,
         )
         if (run.pointsCounted !== totalPoints) {
           throw new Error(
@@ -282,6 +319,8 @@ export async function runProtocolsBench(o: ProtocolsBenchOptions): Promise<void>
       figures.set(`${p.key} ${system}`, {
         runs: list,
         medianPointsPerSecond: median(list.map((x) => x.pointsPerSecond)),
+        medianCpuPerMillionPoints: median(list.map((x) => x.cpuSeconds / millions)),
+        medianCpuPerMillionPointsWithSettle: median(list.map((x) => x.cpuSecondsWithSettle / millions)),
         peakRssMiB: Math.max(...list.map((x) => x.peakRssMiB)),
       })
     }
@@ -296,11 +335,21 @@ export async function runProtocolsBench(o: ProtocolsBenchOptions): Promise<void>
       const [v3, vm] = [get(p, 'V3'), get(p, 'VictoriaMetrics')]
       return `| ingest, ${p.label}, ${o.inflight} in flight, points/s (${runsWord}) | ${fmt(v3.medianPointsPerSecond)} | ${fmt(vm.medianPointsPerSecond)} | ${ratio(v3.medianPointsPerSecond, vm.medianPointsPerSecond, true)} |`
     }),
+    ...protocols.flatMap((p) => {
+      const [v3, vm] = [get(p, 'V3'), get(p, 'VictoriaMetrics')]
+      const name = shortName(p)
+      return [
+        `| server CPU seconds per million points while loading, ${name} (${runsWord}) | ${v3.medianCpuPerMillionPoints.toFixed(2)} | ${vm.medianCpuPerMillionPoints.toFixed(2)} | ${ratio(v3.medianCpuPerMillionPoints, vm.medianCpuPerMillionPoints, false)} |`,
+        `| server CPU seconds per million points to the end of a ${SETTLE_MS / 1000} s settle, ${name} (${runsWord}) | ${v3.medianCpuPerMillionPointsWithSettle.toFixed(2)} | ${vm.medianCpuPerMillionPointsWithSettle.toFixed(2)} | ${ratio(v3.medianCpuPerMillionPointsWithSettle, vm.medianCpuPerMillionPointsWithSettle, false)} |`,
+      ]
+    }),
     ...protocols.map((p) => {
       const [v3, vm] = [get(p, 'V3'), get(p, 'VictoriaMetrics')]
-      return `| peak RSS while ingesting, ${p.key === 'remoteWrite' ? 'remote write' : 'line protocol'}, MiB (highest of the runs) | ${v3.peakRssMiB.toFixed(0)} | ${vm.peakRssMiB.toFixed(0)} | ${ratio(v3.peakRssMiB, vm.peakRssMiB, false)} |`
+      return `| peak RSS while ingesting, ${shortName(p)}, MiB (highest of the runs) | ${v3.peakRssMiB.toFixed(0)} | ${vm.peakRssMiB.toFixed(0)} | ${ratio(v3.peakRssMiB, vm.peakRssMiB, false)} |`
     }),
   ]
+  const eventLoop = (p: Protocol): string =>
+    median(get(p, 'V3').runs.map((x) => (x.eventLoopCpuSeconds ?? 0) / millions)).toFixed(2)
   const perRun = (p: Protocol, system: System): string =>
     get(p, system)
       .runs.map((x) => fmt(x.pointsPerSecond))
@@ -310,9 +359,10 @@ export async function runProtocolsBench(o: ProtocolsBenchOptions): Promise<void>
       .runs.map((x) => x.connections)
       .join(', ')
   const notes = [
-    `Each run loads a fresh server; the runs alternate which system goes first. Every body was built once and the same bytes went to both: ${protocols.map((p) => `${p.label.replace(/ \(.*/, '')} ${fmt(p.bodies.length)} requests, ${mb(bytes(p))} MiB`).join('; ')}. Remote write sends each sample as its own TimeSeries with its 11 labels, as Prometheus does.`,
+    `Each run loads a fresh server; the runs alternate which system goes first. Every body was built once and the same bytes went to both: ${protocols.map((p) => `${shortName(p)} ${fmt(p.bodies.length)} requests, ${mb(bytes(p))} MiB`).join('; ')}. Remote write sends each sample as its own TimeSeries with its 11 labels, as Prometheus does.`,
     `After every run each server counted all ${fmt(totalPoints)} points (V3 through a count query per metric over gRPC, VictoriaMetrics through \`sum(count_over_time(...[2d]))\` with \`nocache=1\`, asked again until its buffers were searchable).`,
-    `Points/s per run: ${protocols.map((p) => `${p.label.replace(/ \(.*/, '')} V3 ${perRun(p, 'V3')}, VictoriaMetrics ${perRun(p, 'VictoriaMetrics')}`).join('; ')}. TCP connections per run (one keep-alive agent per server): ${protocols.map((p) => `${p.label.replace(/ \(.*/, '')} V3 ${connections(p, 'V3')}, VictoriaMetrics ${connections(p, 'VictoriaMetrics')}`).join('; ')}.`,
+    `Points/s per run: ${protocols.map((p) => `${shortName(p)} V3 ${perRun(p, 'V3')}, VictoriaMetrics ${perRun(p, 'VictoriaMetrics')}`).join('; ')}. TCP connections per run (one keep-alive agent per server): ${protocols.map((p) => `${shortName(p)} V3 ${connections(p, 'V3')}, VictoriaMetrics ${connections(p, 'VictoriaMetrics')}`).join('; ')}.`,
+    `CPU is the server process's (user + system, all threads, from /proc), read before the first request, after the last answer, and again after ${SETTLE_MS / 1000} s in which neither server was sent anything. V3's event-loop thread, where its JavaScript runs (HTTP handling, the engine's writes, sealing; the ingest workers decode the bodies beside it), used ${protocols.map((p) => `${eventLoop(p)} s per million points while loading ${shortName(p)}`).join(' and ')} (medians): one thread at that cost caps the load at ${protocols.map((p) => `${fmt(1e6 / Number(eventLoop(p)))} points/s for ${shortName(p)}`).join(' and ')}.`,
     `V3 answers once the points are in its write-ahead log (\`--sync group\`, the default); VictoriaMetrics answers once the rows are in its in-memory buffer, which it writes out about every second.`,
   ]
   const md = [`${machine}; ${dataSet}; default server flags.`, '', ...rows, '', ...notes].join('\n')
