@@ -239,11 +239,21 @@ function pack(
   }
 }
 
+/**
+ * The largest body a worker joins into memory it keeps for the next body. A body comes in chunks of
+ * the socket's size (64 KiB) and the decoders want it whole; joined into fresh memory, a body of a
+ * few MiB costs the worker a page fault for every 4 KiB it writes (a tenth of its time decoding
+ * line protocol, measured on 2 cores, Node 20). Larger bodies are joined into memory of their own,
+ * so that one large body does not leave its size held for good.
+ */
+const JOIN_SCRATCH_MAX_BYTES = 8 * 2 ** 20
+
 /** What a worker keeps from body to body. */
 export class IngestDecoder {
   private readonly prefixes = new PrefixCache()
   private readonly headers = new LabelSetCache()
   private readonly ids = new SeriesIds()
+  private scratch = Buffer.alloc(0)
 
   decode(job: IngestJob): IngestAnswer {
     this.ids.begin()
@@ -255,16 +265,37 @@ export class IngestDecoder {
     }
   }
 
+  private joined(body: BodyChunks): Buffer {
+    if (body.chunks.length === 1 || body.size > JOIN_SCRATCH_MAX_BYTES) return joinChunks(body)
+    if (this.scratch.length < body.size)
+      this.scratch = Buffer.allocUnsafe(Math.min(JOIN_SCRATCH_MAX_BYTES, 2 * body.size))
+    return joinInto(this.scratch, body)
+  }
+
   private packed(job: IngestJob): PackedWrite {
     if (job.kind === 'remote') {
-      const { series, samples } = decodeWriteRequest(snappyDecode(joinChunks(job.body), job.maxBytes), this.headers)
+      const { series, samples } = decodeWriteRequest(snappyDecode(this.joined(job.body), job.maxBytes), this.headers)
       return pack(series, samples, this.ids)
     }
-    const whole = joinChunks(job.body)
+    const whole = this.joined(job.body)
     const text = bodyText(job.gzip ? gunzipBounded(whole, job.maxBytes) : whole)
     const parsed = parseLineProtocol(text, job.precision, job.nowMs, this.prefixes)
     return pack(parsed.series, parsed.points, this.ids, parsed.firstLines)
   }
+}
+
+/**
+ * The body in one buffer, valid until the next body: the chunk itself when there is one, else the
+ * chunks copied into the decoder's scratch (or, past JOIN_SCRATCH_MAX_BYTES, into a buffer of their
+ * own). Every decoder copies what it keeps out of the body, so the next body may reuse the memory.
+ */
+function joinInto(scratch: Buffer, body: BodyChunks): Buffer {
+  let at = 0
+  for (const c of body.chunks) {
+    scratch.set(c, at)
+    at += c.byteLength
+  }
+  return scratch.subarray(0, at)
 }
 
 /** The arrays an answer hands over without copying. */

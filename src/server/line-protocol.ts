@@ -77,6 +77,14 @@ interface Prefix {
    * checked in place against it instead of being cut out and looked up.
    */
   readonly order: Array<{ readonly rawKey: string; readonly series: FieldSeries }>
+  /** The prefix as written. */
+  readonly raw: string
+  /**
+   * The prefix of the line that followed this prefix's last line: a sender writes its series in the
+   * same order at every interval, so the next line's prefix is checked in place against it instead
+   * of being cut out, hashed and looked up.
+   */
+  next: Prefix | undefined
 }
 
 const BACKSLASH = 0x5c
@@ -200,29 +208,8 @@ function isInteger(text: string, start: number, end: number, signed: boolean): b
 
 /** The most significant digits scaledDecimal reads: 15 in one exact integer, up to 4 more beside it. */
 const MAX_SCALED_DIGITS = 19
-
-/**
- * The unsigned plain decimal text[start, end) of 16 to 19 digits (scale of them after the point)
- * as scaledDecimal reads it: the first 15 digits, and the others apart.
- */
-function longDecimal(text: string, start: number, end: number, scale: number): number {
-  let head = 0
-  let taken = 0
-  let tail = 0
-  let tailDigits = 0
-  for (let i = start; i < end; i++) {
-    const c = text.charCodeAt(i)
-    if (c === 0x2e) continue
-    if (taken < 15) {
-      head = head * 10 + (c - 0x30)
-      taken++
-    } else {
-      tail = tail * 10 + (c - 0x30)
-      tailDigits++
-    }
-  }
-  return scaledDecimal(head, tailDigits, tail, scale)
-}
+/** The digits one double holds exactly as an integer, whatever they are. */
+const EXACT_DIGITS = 15
 
 /** Where plainDecimal stopped, when it returned a number. */
 let plainEnd = 0
@@ -231,44 +218,50 @@ let plainEnd = 0
  * The common field value, a plain decimal (an optional minus, digits, an optional point and more
  * digits) followed by a comma or the end, read in one pass. With at most 15 digits no string is cut
  * out: its digits make an integer below 2^53 and its scale a power of ten below 10^22, both exact,
- * so one division rounds exactly as Number() does. NaN for anything else, which the general path
- * then reads (and refuses or not).
+ * so one division rounds exactly as Number() does. The same pass keeps the digits after the 15th
+ * apart, so that 16 to 19 digits (most measured values have 16 or 17) are read exactly by
+ * scaledDecimal without reading them again. NaN for anything else, which the general path then
+ * reads (and refuses or not).
  */
 function plainDecimal(text: string, start: number, end: number): number {
   let i = start
   let c = text.charCodeAt(i)
   const negative = c === MINUS
   if (negative) c = text.charCodeAt(++i)
-  let mantissa = 0
-  let digits = 0
+  // The first 15 digits, and those after them apart (exact while there are at most 4).
+  let head = 0
+  let tail = 0
+  let count = 0
   while (c >= 0x30 && c <= 0x39) {
-    mantissa = mantissa * 10 + (c - 0x30)
-    digits++
+    if (count < EXACT_DIGITS) head = head * 10 + (c - 0x30)
+    else tail = tail * 10 + (c - 0x30)
+    count++
     c = text.charCodeAt(++i)
   }
+  const digits = count
   if (digits === 0) return Number.NaN
-  let scale = 0
   if (c === 0x2e) {
     c = text.charCodeAt(++i)
     while (c >= 0x30 && c <= 0x39) {
-      mantissa = mantissa * 10 + (c - 0x30)
-      scale++
+      if (count < EXACT_DIGITS) head = head * 10 + (c - 0x30)
+      else tail = tail * 10 + (c - 0x30)
+      count++
       c = text.charCodeAt(++i)
     }
-    if (scale === 0) return Number.NaN
+    if (count === digits) return Number.NaN
   }
   if (i < end && c !== COMMA) return Number.NaN
   plainEnd = i
-  if (digits + scale > 15) {
-    // Too many digits for one exact division (most measured values have 16 or 17): up to 19 are
-    // read exactly by scaledDecimal; more, or a value too near halfway between two doubles for it,
-    // by Number() from the text, which is known to be a plain decimal and to end here.
-    const exact =
-      digits + scale <= MAX_SCALED_DIGITS ? longDecimal(text, negative ? start + 1 : start, i, scale) : Number.NaN
+  const scale = count - digits
+  if (count > EXACT_DIGITS) {
+    // Up to 19 digits are read exactly by scaledDecimal; more, or a value too near halfway between
+    // two doubles for it, by Number() from the text, which is known to be a plain decimal and to
+    // end here.
+    const exact = count <= MAX_SCALED_DIGITS ? scaledDecimal(head, count - EXACT_DIGITS, tail, scale) : Number.NaN
     const read = Number.isNaN(exact) ? Number(text.slice(start, i)) : negative ? -exact : exact
     return Number.isFinite(read) ? read : Number.NaN
   }
-  const value = scale === 0 ? mantissa : mantissa / POW10[scale]!
+  const value = scale === 0 ? head : head / POW10[scale]!
   return negative ? -value : value
 }
 
@@ -372,6 +365,8 @@ export function parseLineProtocol(
   cache?: PrefixCache,
 ): ParsedLines {
   const prefixes = new Map<string, Prefix>()
+  /** The prefix of the last line read. */
+  let previous: Prefix | undefined
   const series: SeriesWrite[] = []
   const firstLines: number[] = []
   const defaultTs = defaultTimestampMs(nowMs, precision)
@@ -413,17 +408,33 @@ export function parseLineProtocol(
     let prefixEnd = plain ? text.indexOf(' ', start) : scanTo(text, start, lineEnd, SPACE, SPACE, SPACE)
     if (prefixEnd < 0 || prefixEnd > lineEnd) prefixEnd = lineEnd
     if (prefixEnd >= lineEnd) throw lineError(lineNo, 'has no fields')
-    const rawPrefix = text.slice(start, prefixEnd)
-    let prefix = prefixes.get(rawPrefix)
-    if (prefix === undefined) {
-      let parsed = cache?.get(rawPrefix)
-      if (parsed === undefined) {
-        parsed = parsePrefix(text, start, prefixEnd, lineNo)
-        cache?.set(rawPrefix, parsed)
+    const guess = previous?.next
+    let prefix: Prefix | undefined
+    if (guess !== undefined && guess.raw.length === prefixEnd - start && text.startsWith(guess.raw, start)) {
+      prefix = guess
+    } else {
+      const rawPrefix = text.slice(start, prefixEnd)
+      prefix = prefixes.get(rawPrefix)
+      if (prefix === undefined) {
+        let parsed = cache?.get(rawPrefix)
+        if (parsed === undefined) {
+          parsed = parsePrefix(text, start, prefixEnd, lineNo)
+          cache?.set(rawPrefix, parsed)
+        }
+        const fields = new Map<string, FieldSeries>()
+        prefix = {
+          measurement: parsed.measurement,
+          tags: parsed.tags,
+          fields,
+          order: [],
+          raw: rawPrefix,
+          next: undefined,
+        }
+        prefixes.set(rawPrefix, prefix)
       }
-      prefix = { measurement: parsed.measurement, tags: parsed.tags, fields: new Map(), order: [] }
-      prefixes.set(rawPrefix, prefix)
+      if (previous !== undefined) previous.next = prefix
     }
+    previous = prefix
 
     let fieldsStart = prefixEnd + 1
     while (fieldsStart < lineEnd && text.charCodeAt(fieldsStart) === SPACE) fieldsStart++

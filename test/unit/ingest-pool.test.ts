@@ -296,3 +296,19 @@ test('a line body with UTF-8 tag values decodes them as UTF-8 in the worker, bes
   )
   assert.deepEqual(plain(decoded.series), plain(parseLineProtocol(text, 'ns', T0).series))
 })
+
+test('bodies of growing and shrinking sizes, in many chunks, decode alike in one worker', async (t) => {
+  // The worker joins a body's chunks into memory it keeps for the next body: a body shorter than the
+  // one before must not read the rest of it, and one larger must not be cut.
+  const pool = new IngestPool(1)
+  t.after(() => pool.close())
+  const line = { kind: 'line', gzip: false, maxBytes: MAX, precision: 'ns', nowMs: T0 } as const
+  for (const lines of [50, 3000, 20, 1500, 1]) {
+    const text = Array.from({ length: lines }, (_, i) => `net,host=h${i % 13} rx=${i + lines}i ${T0 + i}000000`).join(
+      '\n',
+    )
+    const decoded = await pool.decode({ ...line, body: chunked(Buffer.from(text), 7) })
+    assert.deepEqual(plain(decoded.series), plain(parseLineProtocol(text, 'ns', T0).series))
+    assert.equal(decoded.points, lines)
+  }
+})

@@ -155,6 +155,34 @@ test('a body of 100,000 lines parses into its series, every point kept', () => {
   assert.ok(ms < 5000, `parsing took ${ms} ms`)
 })
 
+test('series in a repeating order, an order that changes, and prefixes that begin alike all parse to their own series', () => {
+  // The parser checks each line's prefix against the one that followed the previous line's last
+  // time; every way that guess can be wrong must still find the line's own series.
+  const prefixes = ['cpu,host=a', 'cpu,host=ab', 'cpu,host=a,dc=x', 'cpu,host=b', 'mem,host=a']
+  const random = prng(7)
+  const lines: string[] = []
+  const expected = new Map<string, number[]>()
+  for (let round = 0; round < 60; round++) {
+    // Ten rounds in one order, then a shuffled order for every round, then a new series joins.
+    const order = round < 10 ? prefixes : [...prefixes].sort(() => random() - 0.5)
+    const all = round < 40 ? order : [...order, 'cpu,host=c']
+    for (const prefix of all) {
+      const value = lines.length
+      lines.push(`${prefix} v=${value} ${(1_700_000_000_000 + lines.length) * 1_000_000}`)
+      expected.set(prefix, [...(expected.get(prefix) ?? []), value])
+    }
+  }
+  const parsed = parseLineProtocol(lines.join('\n'), 'ns', NOW)
+  const got = new Map(
+    parsed.series.map((s) => [
+      `${s.metric.replace(/_v$/, '')},${s.tags.map((t) => `${t.key}=${t.value}`).join(',')}`,
+      Array.from(s.values),
+    ]),
+  )
+  assert.deepEqual(got, expected)
+  assert.equal(parsed.points, lines.length)
+})
+
 test('a prefix cache hands out the same frozen tags for the same series in later bodies', () => {
   const cache = new PrefixCache()
   const first = parseLineProtocol('m,host=a,dc=x v=1 1000000\n', 'ns', NOW, cache).series[0]
