@@ -159,19 +159,11 @@ async function countVictoriaMetrics(target: HttpTarget, expected: number): Promi
 
 async function runV3(p: Protocol, inflight: number, totalPoints: number): Promise<IngestRun> {
   const server = await startServer()
-  const pid = server.proc.pid as number
   const target = newTarget(Number(new URL(server.metricsUrl).port))
   try {
-    const [cpu0, loop0] = [await cpuSeconds(pid), await mainThreadCpuSeconds(pid)]
-    const t0 = performance.now()
-    await load(target, 'V3', p, inflight)
-    const seconds = (performance.now() - t0) / 1000
-    const [cpu1, loop1] = [await cpuSeconds(pid), await mainThreadCpuSeconds(pid)]
-    const loaded = result(totalPoints, seconds, await peakRssMiB(pid), target)
-    await sleep(SETTLE_MS)
-    const cpu = { cpuSeconds: cpu1 - cpu0, cpuSecondsWithSettle: (await cpuSeconds(pid)) - cpu0 }
-    // A write is answered once durable, so every acknowledged point must be counted at once.
-    return { ...loaded, ...cpu, eventLoopCpuSeconds: loop1 - loop0, pointsCounted: await countV3(server.address) }
+    const loaded = await measuredLoad(server.proc.pid as number, target, 'V3', p, inflight, totalPoints)
+    // A write is answered once durable, so every acknowledged point must be counted.
+    return { ...loaded, pointsCounted: await countV3(server.address) }
   } finally {
     target.agent.destroy()
     await removeServer(server)
@@ -182,17 +174,9 @@ async function runVictoriaMetrics(p: Protocol, inflight: number, totalPoints: nu
   const vm = await startVictoriaMetrics()
   // Its own agent carried the start-up health checks; the load gets a fresh count.
   const target = newTarget(vm.port)
-  const pid = vm.proc.pid as number
   try {
-    const cpu0 = await cpuSeconds(pid)
-    const t0 = performance.now()
-    await load(target, 'VictoriaMetrics', p, inflight)
-    const seconds = (performance.now() - t0) / 1000
-    const cpu1 = await cpuSeconds(pid)
-    const loaded = result(totalPoints, seconds, await peakRssMiB(pid), target)
-    await sleep(SETTLE_MS)
-    const cpu = { cpuSeconds: cpu1 - cpu0, cpuSecondsWithSettle: (await cpuSeconds(pid)) - cpu0 }
-    return { ...loaded, ...cpu, pointsCounted: await countVictoriaMetrics(target, totalPoints) }
+    const loaded = await measuredLoad(vm.proc.pid as number, target, 'VictoriaMetrics', p, inflight, totalPoints)
+    return { ...loaded, pointsCounted: await countVictoriaMetrics(target, totalPoints) }
   } finally {
     target.agent.destroy()
     await stopVictoriaMetrics(vm)
@@ -200,20 +184,38 @@ async function runVictoriaMetrics(p: Protocol, inflight: number, totalPoints: nu
   }
 }
 
-/** The figures of a load just finished, read before the count adds its own requests. */
-function result(
-  totalPoints: number,
-  seconds: number,
-  peakRss: number,
+/**
+ * The load, timed from its first request to its last answer, with the server's CPU over it and to
+ * the end of the settle after it (for V3 also its event-loop thread's), its peak RSS, and the
+ * agent's requests and connections, all read before the count adds its own requests.
+ */
+async function measuredLoad(
+  pid: number,
   target: HttpTarget,
-): Omit<IngestRun, 'pointsCounted' | 'cpuSeconds' | 'cpuSecondsWithSettle' | 'eventLoopCpuSeconds'> {
-  return {
+  system: System,
+  p: Protocol,
+  inflight: number,
+  totalPoints: number,
+): Promise<Omit<IngestRun, 'pointsCounted'>> {
+  // A Node server's event loop is its main thread; VictoriaMetrics has no such thread.
+  const eventLoop = system === 'V3' ? () => mainThreadCpuSeconds(pid) : undefined
+  const [cpu0, loop0] = [await cpuSeconds(pid), await eventLoop?.()]
+  const t0 = performance.now()
+  await load(target, system, p, inflight)
+  const seconds = (performance.now() - t0) / 1000
+  const [cpu1, loop1] = [await cpuSeconds(pid), await eventLoop?.()]
+  const figures = {
     pointsPerSecond: Math.round(totalPoints / seconds),
     seconds,
-    peakRssMiB: peakRss,
+    peakRssMiB: await peakRssMiB(pid),
     requests: target.requests,
     connections: target.connections,
+    cpuSeconds: cpu1 - cpu0,
   }
+  await sleep(SETTLE_MS)
+  const cpuSecondsWithSettle = (await cpuSeconds(pid)) - cpu0
+  if (loop0 === undefined || loop1 === undefined) return { ...figures, cpuSecondsWithSettle }
+  return { ...figures, cpuSecondsWithSettle, eventLoopCpuSeconds: loop1 - loop0 }
 }
 
 function median(xs: readonly number[]): number {
@@ -348,8 +350,9 @@ export async function runProtocolsBench(o: ProtocolsBenchOptions): Promise<void>
       return `| peak RSS while ingesting, ${shortName(p)}, MiB (highest of the runs) | ${v3.peakRssMiB.toFixed(0)} | ${vm.peakRssMiB.toFixed(0)} | ${ratio(v3.peakRssMiB, vm.peakRssMiB, false)} |`
     }),
   ]
-  const eventLoop = (p: Protocol): string =>
-    median(get(p, 'V3').runs.map((x) => (x.eventLoopCpuSeconds ?? 0) / millions)).toFixed(2)
+  /** V3's event-loop CPU seconds per million points, median of the runs. */
+  const eventLoop = (p: Protocol): number =>
+    median(get(p, 'V3').runs.map((x) => (x.eventLoopCpuSeconds ?? 0) / millions))
   const perRun = (p: Protocol, system: System): string =>
     get(p, system)
       .runs.map((x) => fmt(x.pointsPerSecond))
@@ -362,7 +365,7 @@ export async function runProtocolsBench(o: ProtocolsBenchOptions): Promise<void>
     `Each run loads a fresh server; the runs alternate which system goes first. Every body was built once and the same bytes went to both: ${protocols.map((p) => `${shortName(p)} ${fmt(p.bodies.length)} requests, ${mb(bytes(p))} MiB`).join('; ')}. Remote write sends each sample as its own TimeSeries with its 11 labels, as Prometheus does.`,
     `After every run each server counted all ${fmt(totalPoints)} points (V3 through a count query per metric over gRPC, VictoriaMetrics through \`sum(count_over_time(...[2d]))\` with \`nocache=1\`, asked again until its buffers were searchable).`,
     `Points/s per run: ${protocols.map((p) => `${shortName(p)} V3 ${perRun(p, 'V3')}, VictoriaMetrics ${perRun(p, 'VictoriaMetrics')}`).join('; ')}. TCP connections per run (one keep-alive agent per server): ${protocols.map((p) => `${shortName(p)} V3 ${connections(p, 'V3')}, VictoriaMetrics ${connections(p, 'VictoriaMetrics')}`).join('; ')}.`,
-    `CPU is the server process's (user + system, all threads, from /proc), read before the first request, after the last answer, and again after ${SETTLE_MS / 1000} s in which neither server was sent anything. V3's event-loop thread, where its JavaScript runs (HTTP handling, the engine's writes, sealing; the ingest workers decode the bodies beside it), used ${protocols.map((p) => `${eventLoop(p)} s per million points while loading ${shortName(p)}`).join(' and ')} (medians): one thread at that cost caps the load at ${protocols.map((p) => `${fmt(1e6 / Number(eventLoop(p)))} points/s for ${shortName(p)}`).join(' and ')}.`,
+    `CPU is the server process's (user + system, all threads, from /proc), read before the first request, after the last answer, and again after ${SETTLE_MS / 1000} s in which neither server was sent anything. V3's event-loop thread, where its JavaScript runs (HTTP handling, the engine's writes, sealing; the ingest workers decode the bodies beside it), used ${protocols.map((p) => `${eventLoop(p).toFixed(2)} s per million points while loading ${shortName(p)}`).join(' and ')} (medians): one thread at that cost caps the load at ${protocols.map((p) => `${fmt(1e6 / eventLoop(p))} points/s for ${shortName(p)}`).join(' and ')}.`,
     `V3 answers once the points are in its write-ahead log (\`--sync group\`, the default); VictoriaMetrics answers once the rows are in its in-memory buffer, which it writes out about every second.`,
   ]
   const md = [`${machine}; ${dataSet}; default server flags.`, '', ...rows, '', ...notes].join('\n')

@@ -421,15 +421,8 @@ export function parseLineProtocol(
           parsed = parsePrefix(text, start, prefixEnd, lineNo)
           cache?.set(rawPrefix, parsed)
         }
-        const fields = new Map<string, FieldSeries>()
-        prefix = {
-          measurement: parsed.measurement,
-          tags: parsed.tags,
-          fields,
-          order: [],
-          raw: rawPrefix,
-          next: undefined,
-        }
+        const { measurement, tags } = parsed
+        prefix = { measurement, tags, fields: new Map(), order: [], raw: rawPrefix, next: undefined }
         prefixes.set(rawPrefix, prefix)
       }
       if (previous !== undefined) previous.next = prefix
