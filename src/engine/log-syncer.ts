@@ -10,6 +10,14 @@ import { join } from 'node:path'
 export class LogSyncer {
   /** The log files open for syncing, descriptors by name; a name gone from the folder is closed at the next sync. */
   private readonly files = new Map<string, number>()
+  /**
+   * Log files that need no more syncs: RocksDB appends to its newest log only, so a log older than
+   * the newest one in the listing before a sync was complete then, and that sync put it on disk.
+   * Their descriptors are closed; the names are kept (until the files go) so they are not reopened.
+   */
+  private readonly settled = new Set<string>()
+  /** The log files the last sync covered, by name. */
+  lastSynced: readonly string[] = []
   /** The running sync, and the one queued to start after it. */
   private running: Promise<void> | undefined
   private queued: Promise<void> | undefined
@@ -36,8 +44,8 @@ export class LogSyncer {
   }
 
   /**
-   * Makes every write made before this call durable: fdatasync of each log file in the folder, and
-   * an fsync of the folder when a new log file appeared (RocksDB starts one at each memtable
+   * Makes every write made before this call durable: fdatasync of each log file in the folder that
+   * a sync has not yet covered since a newer one appeared (see settled), and an fsync of the folder when a new log file appeared (RocksDB starts one at each memtable
    * switch, and its name must survive a crash too). A log file that RocksDB deleted meanwhile held
    * only data that its flush had already synced into table files. Calls made while a sync runs
    * share the next one, which starts once the running one ends: one fsync covers a whole group of
@@ -83,13 +91,16 @@ export class LogSyncer {
     // a hand-off to the thread pool and back, and the sync itself makes one hand-off in all.
     const names = new Set(readdirSync(this.dir).filter((name) => name.endsWith('.log')))
     let appeared = false
+    for (const name of this.settled) if (!names.has(name)) this.settled.delete(name)
     for (const [name, fd] of this.files) {
       if (names.has(name)) continue
       this.files.delete(name)
       closeSync(fd)
     }
+    let newest = -1
     for (const name of names) {
-      if (this.files.has(name)) continue
+      newest = Math.max(newest, logNumber(name))
+      if (this.files.has(name) || this.settled.has(name)) continue
       let fd: number
       try {
         fd = openSync(join(this.dir, name), 'r')
@@ -100,14 +111,30 @@ export class LogSyncer {
       this.files.set(name, fd)
       appeared = true
     }
-    const syncs = [...this.files.values()].map((fd) => syncFile(fd, fdatasync))
+    // Under load RocksDB keeps dozens of logs until their memtables flush; syncing each of them at
+    // every commit, four at a time in the thread pool, doubled the time a write waited for its sync
+    // (2.0 against 0.9 ms median, remote write at 2 requests in flight, 2 cores).
+    const synced = [...this.files]
+    const syncs = synced.map(([, fd]) => syncFile(fd, fdatasync))
     if (appeared) {
       const folder = openSync(this.dir, 'r')
       syncs.push(syncFile(folder, fsync).finally(() => closeSync(folder)))
     }
     await Promise.all(syncs)
     this.syncs++
+    this.lastSynced = synced.map(([name]) => name)
+    for (const [name, fd] of synced) {
+      if (logNumber(name) >= newest) continue
+      this.files.delete(name)
+      closeSync(fd)
+      this.settled.add(name)
+    }
   }
+}
+
+/** The file number of a RocksDB log (`000123.log`): RocksDB numbers its files in the order it creates them. */
+function logNumber(name: string): number {
+  return Number.parseInt(name, 10)
 }
 
 /** fdatasync or fsync of a descriptor in libuv's thread pool. */

@@ -1,11 +1,12 @@
 // Durable writes: the write-ahead log is synced off the event loop, one sync covers the writes made
 // before it began, and a failed sync fails the writes waiting on it and every one after.
 import assert from 'node:assert/strict'
-import { mkdtemp, rename, rm } from 'node:fs/promises'
+import { appendFile, mkdtemp, rename, rm, unlink } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import { BasicEngine } from '../../src/engine/basic-engine.js'
+import { LogSyncer } from '../../src/engine/log-syncer.js'
 import { RocksStore } from '../../src/engine/rocks-store.js'
 import { UnavailableError } from '../../src/model/errors.js'
 
@@ -34,6 +35,37 @@ describe('write-ahead log sync', () => {
       assert.equal(store.walSyncs, 3)
     } finally {
       await store.close()
+      await rm(dir, { recursive: true, force: true })
+    }
+  })
+
+  it('syncs a log until a sync has covered it behind a newer one, and only the logs in the folder', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'v3-walsync-'))
+    const syncer = new LogSyncer(dir)
+    try {
+      await appendFile(join(dir, '000009.log'), 'a')
+      await appendFile(join(dir, 'LOG'), 'not a write-ahead log')
+      await syncer.sync()
+      assert.deepEqual(syncer.lastSynced, ['000009.log'])
+      await appendFile(join(dir, '000009.log'), 'b')
+      // RocksDB starts a new log (numbers grow past six digits): the last writes to the old one are
+      // synced by the next sync, which the writes made before the switch wait for.
+      await appendFile(join(dir, '000010.log'), 'c')
+      await appendFile(join(dir, '1000011.log'), 'd')
+      await syncer.sync()
+      assert.deepEqual([...syncer.lastSynced].sort(), ['000009.log', '000010.log', '1000011.log'])
+      // RocksDB writes only to its newest log: the others are complete and on disk.
+      await syncer.sync()
+      assert.deepEqual(syncer.lastSynced, ['1000011.log'])
+      // A log that RocksDB deletes leaves the syncer; one it starts joins it.
+      await unlink(join(dir, '000009.log'))
+      await appendFile(join(dir, '1000012.log'), 'e')
+      await syncer.sync()
+      assert.deepEqual(syncer.lastSynced, ['1000011.log', '1000012.log'])
+      await syncer.sync()
+      assert.deepEqual(syncer.lastSynced, ['1000012.log'])
+    } finally {
+      await syncer.close()
       await rm(dir, { recursive: true, force: true })
     }
   })
