@@ -68,6 +68,8 @@ interface KnownLabels {
   readonly view: DataView
   readonly metric: string
   readonly tags: Tag[]
+  /** The label set that came after this one last time (see readTimeSeries). */
+  next: KnownLabels | undefined
 }
 
 /**
@@ -92,17 +94,23 @@ export class LabelSetCache {
     return undefined
   }
 
-  add(buf: Buffer, start: number, end: number, hash: number, metric: string, tags: Tag[]): void {
+  add(buf: Buffer, start: number, end: number, hash: number, metric: string, tags: Tag[]): KnownLabels {
     if (this.size >= this.maxEntries) {
       this.buckets.clear()
       this.size = 0
     }
     for (const tag of tags) Object.freeze(tag)
-    const known = { view: viewOf(Buffer.from(buf.subarray(start, end))), metric, tags: Object.freeze(tags) as Tag[] }
+    const known: KnownLabels = {
+      view: viewOf(Buffer.from(buf.subarray(start, end))),
+      metric,
+      tags: Object.freeze(tags) as Tag[],
+      next: undefined,
+    }
     const bucket = this.buckets.get(hash)
     if (bucket === undefined) this.buckets.set(hash, [known])
     else bucket.push(known)
     this.size++
+    return known
   }
 }
 
@@ -131,6 +139,8 @@ function sameBytes(known: DataView, view: DataView, start: number, end: number):
 /** Reads protobuf wire format from a buffer; every read checks the bounds of its message. */
 class Reader {
   pos: number
+  /** The label set of the series read last, when the cache holds it: its `next` is the guess for the next series. */
+  lastKnown: KnownLabels | undefined
   /** The label readLabel read last, kept here rather than in a new object per label. */
   labelName = ''
   labelValue = ''
@@ -304,20 +314,39 @@ function readTimeSeries(r: Reader, index: number, headers: LabelSetCache | undef
   const end = r.end
   // The labels come first and together, as Prometheus writes them: their bytes find a series seen
   // before with its metric and frozen tags, already checked.
-  let known: { readonly metric: string; readonly tags: Tag[] } | undefined
+  let known: KnownLabels | undefined
   let labelsEnd = start
   let hash = 0
+  const previous = r.lastKnown
+  r.lastKnown = undefined
   if (headers !== undefined) {
-    while (r.pos < end && r.buf[r.pos] === 0x0a) {
-      r.pos++
-      r.pos = r.lengthEnd()
+    // Senders write their series in the same order request after request: the set that followed
+    // the previous series last time is compared in place first, without finding the labels' end
+    // or hashing them. Its bytes are whole labels, so they match only where the series' labels
+    // begin with exactly those; the byte after them must not start another label.
+    const guess = previous?.next
+    const guessEnd = guess === undefined ? 0 : start + guess.view.byteLength
+    if (
+      guess !== undefined &&
+      guessEnd <= end &&
+      (guessEnd === end || r.buf[guessEnd] !== 0x0a) &&
+      sameBytes(guess.view, r.view, start, guessEnd)
+    ) {
+      known = guess
+      r.pos = labelsEnd = guessEnd
+    } else {
+      while (r.pos < end && r.buf[r.pos] === 0x0a) {
+        r.pos++
+        r.pos = r.lengthEnd()
+      }
+      labelsEnd = r.pos
+      if (labelsEnd > start) {
+        hash = hashBytes(r.view, start, labelsEnd)
+        known = headers.find(r.view, start, labelsEnd, hash)
+      }
+      if (known === undefined) r.pos = start
+      else if (previous !== undefined) previous.next = known
     }
-    labelsEnd = r.pos
-    if (labelsEnd > start) {
-      hash = hashBytes(r.view, start, labelsEnd)
-      known = headers.find(r.view, start, labelsEnd, hash)
-    }
-    if (known === undefined) r.pos = start
   }
   let metric: string | undefined = known?.metric
   const tags: Tag[] = known?.tags ?? []
@@ -405,8 +434,10 @@ function readTimeSeries(r: Reader, index: number, headers: LabelSetCache | undef
     )
   }
   if (known === undefined && labelsEnd > start && headers !== undefined) {
-    headers.add(r.buf, start, labelsEnd, hash, metric, tags)
+    known = headers.add(r.buf, start, labelsEnd, hash, metric, tags)
+    if (previous !== undefined) previous.next = known
   }
+  r.lastKnown = known
   if (timestamps.length === 0) return undefined
   if (special === undefined) return { metric, tags, timestamps, values }
   const exact = Float64Array.from(values)

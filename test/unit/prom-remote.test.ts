@@ -356,6 +356,38 @@ test('label sets are found by their whole bytes: sets that differ in one byte, o
   }
 })
 
+test('a series is first guessed from the order its sender used before; a guess that differs, or only begins the labels, is not taken', () => {
+  const headers = new LabelSetCache()
+  const set = (...labels: [string, string][]): RemoteSeries['labels'] => [['__name__', 'cpu'], ...labels]
+  const a = set(['host', 'a'])
+  const withRack = set(['host', 'a'], ['rack', 'r1'])
+  const c = set(['host', 'c'])
+  const decode = (sets: RemoteSeries['labels'][]) =>
+    decodeWriteRequest(
+      Buffer.from(encodeWrite(sets.map((labels, i) => ({ labels, samples: [[i, 1_000 + i]] })))),
+      headers,
+    ).series
+  const tagsOf = (labels: RemoteSeries['labels']) => labels.slice(1).map(([key, value]) => ({ key, value }))
+  // The cache learns each set, and that `a` came after `c`.
+  const [, , firstRack] = decode([c, a, withRack])
+  const learnt = firstRack?.tags
+  // After `c` the guess is `a`, whose bytes begin these labels, but a rack label follows them.
+  const second = decode([c, withRack])
+  assert.deepEqual(second[1]?.tags, tagsOf(withRack))
+  assert.equal(second[1]?.tags, learnt, 'found in the cache, not decoded again')
+  // Now the guess after `c` is the longer set, which `a` does not hold.
+  const third = decode([c, a, c, a])
+  assert.deepEqual(
+    third.map((s) => s.tags),
+    [c, a, c, a].map(tagsOf),
+  )
+  assert.deepEqual(
+    third.map((s) => Array.from(s.values as ArrayLike<number>)),
+    [[0], [1], [2], [3]],
+  )
+  for (const s of third) assert.ok(Object.isFrozen(s.tags))
+})
+
 test('label sets filed under the same hash are told apart by every byte, the last ones too', () => {
   const cache = new LabelSetCache()
   const stored = Buffer.from('0123456789abcdefghi') // 19 bytes: four words and a tail of three
