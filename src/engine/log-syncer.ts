@@ -45,11 +45,12 @@ export class LogSyncer {
 
   /**
    * Makes every write made before this call durable: fdatasync of each log file in the folder that
-   * a sync has not yet covered since a newer one appeared (see settled), and an fsync of the folder when a new log file appeared (RocksDB starts one at each memtable
-   * switch, and its name must survive a crash too). A log file that RocksDB deleted meanwhile held
-   * only data that its flush had already synced into table files. Calls made while a sync runs
-   * share the next one, which starts once the running one ends: one fsync covers a whole group of
-   * writes, as RocksDB's own group commit does.
+   * no sync has covered since a newer one appeared (see settled), and an fsync of the folder when a
+   * new log file appeared (RocksDB starts one at each memtable switch, and its name must survive a
+   * crash too). A log file that RocksDB deleted meanwhile held only data that its flush had
+   * already synced into table files. Calls made while a sync runs share the next one, which starts
+   * once the running one ends: one fsync covers a whole group of writes, as RocksDB's own group
+   * commit does.
    */
   sync(): Promise<void> {
     if (this.running === undefined) return this.start()
