@@ -132,6 +132,11 @@ export class RocksStore {
     return this.log.syncs
   }
 
+  /** The log files the last sync covered, by name. */
+  get walSynced(): readonly string[] {
+    return this.log.lastSynced
+  }
+
   get db(): RocksLevel {
     if (!this.rocks) throw new UnavailableError('the engine is not open')
     return this.rocks

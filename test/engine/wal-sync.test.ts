@@ -1,7 +1,7 @@
 // Durable writes: the write-ahead log is synced off the event loop, one sync covers the writes made
 // before it began, and a failed sync fails the writes waiting on it and every one after.
 import assert from 'node:assert/strict'
-import { appendFile, mkdtemp, rename, rm, unlink } from 'node:fs/promises'
+import { appendFile, mkdtemp, readdir, rename, rm, unlink } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
@@ -66,6 +66,34 @@ describe('write-ahead log sync', () => {
       assert.deepEqual(syncer.lastSynced, ['1000012.log'])
     } finally {
       await syncer.close()
+      await rm(dir, { recursive: true, force: true })
+    }
+  })
+
+  it('follows RocksDB to the log it switches to, and stops syncing the ones behind it', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'v3-walsync-'))
+    const store = new RocksStore(dir)
+    const put = async (key: string): Promise<void> => {
+      const batch = store.db.batch()
+      batch.put(Buffer.from(key), Buffer.from('v'), { column: store.columns.meta })
+      await store.writeBatch(batch, true)
+    }
+    try {
+      await store.open(1024 * 1024)
+      await put('a')
+      const [first] = store.walSynced
+      assert.equal(store.walSynced.length, 1)
+      // Filling every memtable makes RocksDB switch them, and start a new log for the writes after.
+      await store.flushWal()
+      await put('b')
+      const logs = (await readdir(dir)).filter((name) => name.endsWith('.log'))
+      const newest = logs.sort((x, y) => Number.parseInt(x, 10) - Number.parseInt(y, 10)).at(-1)
+      assert.ok(newest !== undefined && newest !== first, `${first} then ${logs.join(', ')}`)
+      assert.ok(store.walSynced.includes(newest), `${newest} not in ${store.walSynced.join(', ')}`)
+      await put('c')
+      assert.deepEqual(store.walSynced, [newest])
+    } finally {
+      await store.close()
       await rm(dir, { recursive: true, force: true })
     }
   })
