@@ -376,6 +376,8 @@ export async function runProtocolsBench(o: ProtocolsBenchOptions): Promise<void>
     'protocols',
     ...(o.hosts === HOSTS ? [] : [`${o.hosts}hosts`]),
     ...(o.decimals === undefined ? [] : [`${o.decimals}dp`]),
+    // 2 in flight is --inflight's default; other values get files of their own.
+    ...(o.inflight === 2 ? [] : [`${o.inflight}inflight`]),
   ].join('-')
   const report = {
     date: new Date().toISOString(),

@@ -30,7 +30,7 @@
 //   bench/catch-up-bench.ts)
 //   npm run bench -- --cluster-join [--cluster 3] [--replication-factor 2] [--hosts 23]  (a node
 //   joining a loaded cluster under writes and queries, see bench/cluster-join-bench.ts)
-//   npm run bench -- --protocols [--hosts 10]  (ingest through remote write and line protocol beside
+//   npm run bench -- --protocols [--hosts 10] [--inflight 8]  (ingest through remote write and line protocol beside
 //   VictoriaMetrics, see bench/protocols-bench.ts)
 import { mkdir, rm, writeFile } from 'node:fs/promises'
 import { parseArgs } from 'node:util'
