@@ -278,6 +278,9 @@ export interface RoundTrip {
 /** Round trips timed for a baseline, after as many warm-ups. */
 const ROUND_TRIPS = 200
 
+/** Requests each client keeps in flight unless `--inflight` says otherwise. */
+export const DEFAULT_INFLIGHT = 2
+
 /**
  * Calls before a warm baseline: on this machine a gRPC health check took about 1 ms for each of
  * its first thousand calls and 0.2-0.4 ms after about 3,000, as V8 optimized grpc-js in the client

@@ -7,19 +7,21 @@
 // - InfluxDB line protocol (POST /write?precision=ns): the 5,000-row bodies of the VictoriaMetrics
 //   ingest of `npm run bench -- --against victoriametrics`, ten fields a row, 50,000 points a request.
 // Every body is built once, before any clock starts, and the identical bytes go to both systems, 2
-// requests in flight through one keep-alive agent per server. Each run starts a fresh server (V3
-// `v3 serve` at its default flags, VictoriaMetrics as bench/victoriametrics.ts starts it), times the
-// load from the first request to the last answer, reads the server's peak RSS (VmHWM) and the CPU
-// its process used (over the load, and to the end of a settle in which both seal and flush what
-// they buffered; for V3 also its event-loop thread's share), and then counts the points it holds: an ingest that lost or doubled points fails the bench rather
-// than giving a figure. The runs alternate which system goes first, so that neither always gets the
-// quieter machine.
+// requests in flight (`--inflight` for more) through one keep-alive agent per server. Each run
+// starts a fresh server (V3 `v3 serve` at its default flags, VictoriaMetrics as
+// bench/victoriametrics.ts starts it), times the load from the first request to the last answer,
+// reads the server's peak RSS (VmHWM) and the CPU its process used (over the load, and to the end of
+// a settle in which both seal and flush what they buffered; for V3 also its event-loop thread's
+// share), and then counts the points it holds: an ingest that lost or doubled points fails the bench
+// rather than giving a figure. The runs alternate which system goes first, so that neither always
+// gets the quieter machine.
 import { mkdir, rm, writeFile } from 'node:fs/promises'
 import { Agent } from 'node:http'
 import { V3Client } from '../src/client/index.js'
 import { HOSTS, hostTags, INTERVAL_MS, METRICS, POINTS_PER_SERIES, START_MS, seriesValues } from './dataset.js'
 import {
   cpuSeconds,
+  DEFAULT_INFLIGHT,
   describeDataSet,
   describeMachine,
   mainThreadCpuSeconds,
@@ -376,8 +378,7 @@ export async function runProtocolsBench(o: ProtocolsBenchOptions): Promise<void>
     'protocols',
     ...(o.hosts === HOSTS ? [] : [`${o.hosts}hosts`]),
     ...(o.decimals === undefined ? [] : [`${o.decimals}dp`]),
-    // 2 in flight is --inflight's default; other values get files of their own.
-    ...(o.inflight === 2 ? [] : [`${o.inflight}inflight`]),
+    ...(o.inflight === DEFAULT_INFLIGHT ? [] : [`${o.inflight}inflight`]),
   ].join('-')
   const report = {
     date: new Date().toISOString(),

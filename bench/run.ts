@@ -38,6 +38,7 @@ import { Client, credentials } from '@grpc/grpc-js'
 import { V3Client } from '../src/client/index.js'
 import { HOSTS, hostTags, METRICS, POINTS_PER_SERIES, seriesValues } from './dataset.js'
 import {
+  DEFAULT_INFLIGHT,
   describeDataSet,
   describeMachine,
   encodeMessages,
@@ -81,7 +82,7 @@ const { values: args } = parseArgs({
     // --cluster-join.
     hosts: { type: 'string' },
     batch: { type: 'string', default: '50' },
-    inflight: { type: 'string', default: '2' },
+    inflight: { type: 'string', default: String(DEFAULT_INFLIGHT) },
     runs: { type: 'string', default: '20' },
     'writer-batch-points': { type: 'string', default: '50000' },
     against: { type: 'string' },

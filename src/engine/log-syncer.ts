@@ -11,13 +11,13 @@ export class LogSyncer {
   /** The log files open for syncing, descriptors by name; a name gone from the folder is closed at the next sync. */
   private readonly files = new Map<string, number>()
   /**
-   * Log files that need no more syncs: RocksDB appends to its newest log only, so a log older than
-   * the newest one in the listing before a sync was complete then, and that sync put it on disk.
-   * Their descriptors are closed; the names are kept (until the files go) so they are not reopened.
+   * Logs numbered below this need no more syncs. RocksDB appends to its newest log only and numbers
+   * its files in the order it creates them, so a log older than the newest one in the listing before
+   * a sync was complete then, and that sync put it on disk; every log started later numbers higher.
    */
-  private readonly settled = new Set<string>()
-  /** The log files the last sync covered, by name. */
-  lastSynced: readonly string[] = []
+  private settledBelow = -1
+  /** The log files the last sync covered. */
+  private synced: ReadonlyArray<readonly [name: string, fd: number]> = []
   /** The running sync, and the one queued to start after it. */
   private running: Promise<void> | undefined
   private queued: Promise<void> | undefined
@@ -45,7 +45,7 @@ export class LogSyncer {
 
   /**
    * Makes every write made before this call durable: fdatasync of each log file in the folder that
-   * no sync has covered since a newer one appeared (see settled), and an fsync of the folder when a
+   * no sync has covered since a newer one appeared (see settledBelow), and an fsync of the folder when a
    * new log file appeared (RocksDB starts one at each memtable switch, and its name must survive a
    * crash too). A log file that RocksDB deleted meanwhile held only data that its flush had
    * already synced into table files. Calls made while a sync runs share the next one, which starts
@@ -63,6 +63,11 @@ export class LogSyncer {
         })
     }
     return this.queued
+  }
+
+  /** The log files the last sync covered, by name. */
+  get lastSynced(): readonly string[] {
+    return this.synced.map(([name]) => name)
   }
 
   /** Waits for the syncs under way, then closes the log files. */
@@ -90,9 +95,10 @@ export class LogSyncer {
     if (this.failure) throw this.failure
     // The folder is listed, and a new log opened, on the event loop: each costs a few µs, less than
     // a hand-off to the thread pool and back, and the sync itself makes one hand-off in all.
-    const names = new Set(readdirSync(this.dir).filter((name) => name.endsWith('.log')))
+    const names = new Set(
+      readdirSync(this.dir).filter((name) => name.endsWith('.log') && logNumber(name) >= this.settledBelow),
+    )
     let appeared = false
-    for (const name of this.settled) if (!names.has(name)) this.settled.delete(name)
     for (const [name, fd] of this.files) {
       if (names.has(name)) continue
       this.files.delete(name)
@@ -101,7 +107,7 @@ export class LogSyncer {
     let newest = -1
     for (const name of names) {
       newest = Math.max(newest, logNumber(name))
-      if (this.files.has(name) || this.settled.has(name)) continue
+      if (this.files.has(name)) continue
       let fd: number
       try {
         fd = openSync(join(this.dir, name), 'r')
@@ -123,12 +129,12 @@ export class LogSyncer {
     }
     await Promise.all(syncs)
     this.syncs++
-    this.lastSynced = synced.map(([name]) => name)
+    this.synced = synced
+    this.settledBelow = Math.max(this.settledBelow, newest)
     for (const [name, fd] of synced) {
       if (logNumber(name) >= newest) continue
       this.files.delete(name)
       closeSync(fd)
-      this.settled.add(name)
     }
   }
 }

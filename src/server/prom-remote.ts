@@ -318,7 +318,6 @@ function readTimeSeries(r: Reader, index: number, headers: LabelSetCache | undef
   let labelsEnd = start
   let hash = 0
   const previous = r.lastKnown
-  r.lastKnown = undefined
   if (headers !== undefined) {
     // Senders write their series in the same order request after request: the set that followed
     // the previous series last time is compared in place first, without finding the labels' end

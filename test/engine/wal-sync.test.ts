@@ -16,28 +16,37 @@ function point(host: string, i: number) {
   return { metric: 'cpu', tags: [{ key: 'host', value: host }], timestamps: [T0 + i * 1000], values: [i] }
 }
 
+/** Runs `test` on a RocksStore open in a temporary folder, then closes it and removes the folder. */
+async function withStore(test: (store: RocksStore, dir: string) => Promise<void>): Promise<void> {
+  const dir = await mkdtemp(join(tmpdir(), 'v3-walsync-'))
+  const store = new RocksStore(dir)
+  try {
+    await store.open(1024 * 1024)
+    await test(store, dir)
+  } finally {
+    await store.close()
+    await rm(dir, { recursive: true, force: true })
+  }
+}
+
+/** Writes one key to the meta family, synced to disk when `durable`. */
+async function put(store: RocksStore, key: string, durable: boolean): Promise<void> {
+  const batch = store.db.batch()
+  batch.put(Buffer.from(key), Buffer.from('v'), { column: store.columns.meta })
+  await store.writeBatch(batch, durable)
+}
+
 describe('write-ahead log sync', () => {
-  it('syncs once for the calls that come while a sync runs', async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'v3-walsync-'))
-    const store = new RocksStore(dir)
-    try {
-      await store.open(1024 * 1024)
-      const batch = store.db.batch()
-      batch.put(Buffer.from('k'), Buffer.from('v'), { column: store.columns.meta })
-      await store.writeBatch(batch, true)
+  it('syncs once for the calls that come while a sync runs', () =>
+    withStore(async (store) => {
+      await put(store, 'k', true)
       assert.equal(store.walSyncs, 1)
       // One runs, the others share the one queued behind it.
       await Promise.all(Array.from({ length: 20 }, () => store.syncWal()))
       assert.equal(store.walSyncs, 3)
-      const unsynced = store.db.batch()
-      unsynced.put(Buffer.from('k2'), Buffer.from('v'), { column: store.columns.meta })
-      await store.writeBatch(unsynced, false)
+      await put(store, 'k2', false)
       assert.equal(store.walSyncs, 3)
-    } finally {
-      await store.close()
-      await rm(dir, { recursive: true, force: true })
-    }
-  })
+    }))
 
   it('syncs a log until a sync has covered it behind a newer one, and only the logs in the folder', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'v3-walsync-'))
@@ -70,33 +79,21 @@ describe('write-ahead log sync', () => {
     }
   })
 
-  it('follows RocksDB to the log it switches to, and stops syncing the ones behind it', async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'v3-walsync-'))
-    const store = new RocksStore(dir)
-    const put = async (key: string): Promise<void> => {
-      const batch = store.db.batch()
-      batch.put(Buffer.from(key), Buffer.from('v'), { column: store.columns.meta })
-      await store.writeBatch(batch, true)
-    }
-    try {
-      await store.open(1024 * 1024)
-      await put('a')
+  it('follows RocksDB to the log it switches to, and stops syncing the ones behind it', () =>
+    withStore(async (store, dir) => {
+      await put(store, 'a', true)
       const [first] = store.walSynced
       assert.equal(store.walSynced.length, 1)
       // Filling every memtable makes RocksDB switch them, and start a new log for the writes after.
       await store.flushWal()
-      await put('b')
+      await put(store, 'b', true)
       const logs = (await readdir(dir)).filter((name) => name.endsWith('.log'))
       const newest = logs.sort((x, y) => Number.parseInt(x, 10) - Number.parseInt(y, 10)).at(-1)
       assert.ok(newest !== undefined && newest !== first, `${first} then ${logs.join(', ')}`)
       assert.ok(store.walSynced.includes(newest), `${newest} not in ${store.walSynced.join(', ')}`)
-      await put('c')
+      await put(store, 'c', true)
       assert.deepEqual(store.walSynced, [newest])
-    } finally {
-      await store.close()
-      await rm(dir, { recursive: true, force: true })
-    }
-  })
+    }))
 
   it('acknowledges synced writes, which a reopened engine finds', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'v3-walsync-'))
