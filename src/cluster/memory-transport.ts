@@ -11,14 +11,15 @@ import { PeerKind, type PeerRequest, type PeerResponse, PeerStatus } from '../..
 import { type Clock, systemClock } from '../engine/config.js'
 import { UnavailableError } from '../model/errors.js'
 import { prng } from '../model/prng.js'
-import { checkPeerRequest, decodePeerRequest, decodePeerResponse, errorResponseFields } from './peer-codec.js'
+import { checkPeerRequest, decodeRequestFrames, decodeResponseFrames, errorResponseFields } from './peer-codec.js'
 import {
   ChannelCounters,
   checkPeerCall,
-  encodeRequestFrame,
-  encodeResponseFrame,
+  encodeRequestFrames,
+  encodeResponseFrames,
   type PeerCall,
   type PeerEndpoint,
+  type PeerFrames,
   type PeerHandler,
   type PeerReply,
   type PeerRequestMeta,
@@ -99,27 +100,27 @@ export class MemoryNetwork {
     if (this.nodes.get(transport.nodeId) === transport) this.nodes.delete(transport.nodeId)
   }
 
-  /** @internal Called by MemoryPeerTransport: a request frame from node `from` to whoever listens on `address`. */
-  sendRequest(from: string, address: string, frame: Uint8Array): void {
+  /** @internal Called by MemoryPeerTransport: a request's frames from node `from` to whoever listens on `address`. */
+  sendRequest(from: string, address: string, frames: PeerFrames): void {
     const copies = this.random() < (this.faults.duplicate ?? 0) ? 2 : 1
     for (let i = 0; i < copies; i++) {
       this.carry(
         from,
         () => this.listeners.get(address)?.nodeId,
         0,
-        () => this.listeners.get(address)?.onRequest(from, frame),
+        () => this.listeners.get(address)?.onRequest(from, frames),
       )
     }
   }
 
-  /** @internal Called by MemoryPeerTransport: a response frame from node `from` to node `to`. */
-  sendResponse(from: string, to: string, frame: Uint8Array): void {
+  /** @internal Called by MemoryPeerTransport: a response's frames from node `from` to node `to`. */
+  sendResponse(from: string, to: string, frames: PeerFrames): void {
     const held = this.random() < (this.faults.reorder ?? 0) ? (this.faults.reorderDelayMs ?? 10) : 0
     this.carry(
       from,
       () => to,
       held,
-      () => this.nodes.get(to)?.onResponse(from, frame),
+      () => this.nodes.get(to)?.onResponse(from, frames),
     )
   }
 
@@ -197,9 +198,9 @@ export class MemoryPeerTransport implements PeerTransport {
       this.outstanding.delete(requestId)
       current.inFlight--
     })
-    const frame = encodeRequestFrame(call, requestId, ++current.sequence, this.nodeId, pending.deadlineMs)
+    const frames = encodeRequestFrames(call, requestId, ++current.sequence, this.nodeId, pending.deadlineMs)
     current.counters.requestsSent++
-    this.network.sendRequest(this.nodeId, peer.address, frame)
+    this.network.sendRequest(this.nodeId, peer.address, frames)
     return pending.promise
   }
 
@@ -222,12 +223,12 @@ export class MemoryPeerTransport implements PeerTransport {
   }
 
   /** @internal Called by MemoryNetwork. */
-  onRequest(from: string, frame: Uint8Array): void {
+  onRequest(from: string, frames: PeerFrames): void {
     const handler = this.handler
     if (this.closed || handler === undefined) return
     let request: PeerRequest
     try {
-      request = checkPeerRequest(decodePeerRequest(frame), Buffer.from(from))
+      request = checkPeerRequest(decodeRequestFrames(frames), Buffer.from(from))
     } catch {
       this.malformed++
       return
@@ -259,15 +260,18 @@ export class MemoryPeerTransport implements PeerTransport {
     }
     if (this.closed) return
     this.served++
-    const frame = encodeResponseFrame(request.requestId, this.ringVersion(), fields)
-    this.network.sendResponse(this.nodeId, request.sender, frame)
+    this.network.sendResponse(
+      this.nodeId,
+      request.sender,
+      encodeResponseFrames(request.requestId, this.ringVersion(), fields),
+    )
   }
 
   /** @internal Called by MemoryNetwork. */
-  onResponse(from: string, frame: Uint8Array): void {
+  onResponse(from: string, frames: PeerFrames): void {
     let response: PeerResponse
     try {
-      response = decodePeerResponse(frame)
+      response = decodeResponseFrames(frames)
     } catch {
       this.malformed++
       return

@@ -517,7 +517,7 @@ function splitBody(frame: Uint8Array, bodyField: number): { head: Uint8Array; bo
   }
   const body = Buffer.from(frame.buffer, frame.byteOffset + bodyStart, bodyEnd - bodyStart)
   if (cut.length === 0) return { head: frame, body }
-  // Our encoders put the body last: the head is then a view of the bytes before it.
+  // Earlier releases put the body last: the head is then a view of the bytes before it.
   const last = cut[cut.length - 1]!
   if (cut.length === 1 && last[1] === frame.byteLength) return { head: frame.subarray(0, last[0]), body }
   const parts: Uint8Array[] = []
@@ -540,6 +540,35 @@ export function decodePeerRequest(frame: Uint8Array): PeerRequest {
 export function decodePeerResponse(frame: Uint8Array): PeerResponse {
   const { head, body } = splitBody(frame, RESPONSE_BODY_FIELD)
   return { ...PeerResponse.decode(head), body }
+}
+
+/**
+ * A request from its frames (see PeerFrames): the envelope alone, its body, if any, inside it (as a
+ * sender of an earlier release encodes it), or the envelope and then the body in a frame of its
+ * own. Throws on any other number of frames, or on a body given both ways.
+ */
+export function decodeRequestFrames(frames: readonly Uint8Array[]): PeerRequest {
+  const request = decodePeerRequest(envelopeFrame(frames))
+  return frames.length === 1 ? request : { ...request, body: bodyFrame(frames, request.body) }
+}
+
+/** A response from its frames, as decodeRequestFrames reads a request's. */
+export function decodeResponseFrames(frames: readonly Uint8Array[]): PeerResponse {
+  const response = decodePeerResponse(envelopeFrame(frames))
+  return frames.length === 1 ? response : { ...response, body: bodyFrame(frames, response.body) }
+}
+
+function envelopeFrame(frames: readonly Uint8Array[]): Uint8Array {
+  const envelope = frames[0]
+  if (envelope === undefined || frames.length > 2) throw new Error(`${frames.length} frames instead of 1 or 2`)
+  return envelope
+}
+
+/** The second frame as the body, a view and not a copy; `inEnvelope` is the body the envelope held. */
+function bodyFrame(frames: readonly Uint8Array[], inEnvelope: Uint8Array): Buffer {
+  const body = frames[1]!
+  if (inEnvelope.byteLength > 0) throw new Error('a body both in the envelope and in a frame of its own')
+  return Buffer.from(body.buffer, body.byteOffset, body.byteLength)
 }
 
 /** PeerKind values a receiver accepts: every named kind but UNSPECIFIED, read from the generated enum. */

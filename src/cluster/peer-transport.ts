@@ -6,7 +6,6 @@
 import { PeerKind, PeerRequest, PeerResponse, PeerStatus } from '../../gen/v3storage/internal/v1/peer.js'
 import type { Clock } from '../engine/config.js'
 import { DeadlineError, UnavailableError, ValidationError } from '../model/errors.js'
-import { varintSize, writeVarint } from '../model/varint.js'
 import { responseError } from './peer-codec.js'
 
 export interface PeerEndpoint {
@@ -207,33 +206,28 @@ export function checkPeerCall(call: PeerCall): void {
   }
 }
 
-/** The empty body an envelope is encoded with before withBody() appends the real one. */
+/** The empty body an envelope is encoded with: its body, if any, goes in a frame of its own. */
 const EMPTY = Buffer.alloc(0)
 
 /**
- * An envelope encoded without its body, then the body appended as bytes field `field` (protobuf
- * fields may come in any order): one copy of a body that can be megabytes, where the generated
- * encoder copies it into a chunk and then again into the result.
+ * A peer message as the ZeroMQ frames of one multipart message: the envelope, and then, when the
+ * message has a body, the body in a frame of its own. Folding the body into the envelope would copy
+ * it: a write's body is the whole write, sent to every replica (see decodeRequestFrames).
  */
-function withBody(head: Uint8Array, field: number, body: Uint8Array | undefined): Uint8Array {
-  if (body === undefined || body.byteLength === 0) return head
-  const out = Buffer.allocUnsafe(head.byteLength + 1 + varintSize(body.byteLength) + body.byteLength)
-  out.set(head, 0)
-  let at = head.byteLength
-  out[at++] = (field << 3) | 2
-  at = writeVarint(out, at, body.byteLength)
-  out.set(body, at)
-  return out
+export type PeerFrames = readonly Uint8Array[]
+
+function framesOf(head: Uint8Array, body: Uint8Array | undefined): PeerFrames {
+  return body === undefined || body.byteLength === 0 ? [head] : [head, body]
 }
 
-/** The envelope of `call` as request `requestId`, the `sequence`-th on its channel, from node `sender`. */
-export function encodeRequestFrame(
+/** The frames of `call` as request `requestId`, the `sequence`-th on its channel, from node `sender`. */
+export function encodeRequestFrames(
   call: PeerCall,
   requestId: number,
   sequence: number,
   sender: string,
   deadlineMs: number,
-): Uint8Array {
+): PeerFrames {
   const head = PeerRequest.encode({
     requestId,
     sequence,
@@ -244,7 +238,7 @@ export function encodeRequestFrame(
     body: EMPTY,
     deadlineMs,
   }).finish()
-  return withBody(head, 7, call.body)
+  return framesOf(head, call.body)
 }
 
 /** What a response says beyond its request id and ring version; absent fields are empty. */
@@ -252,8 +246,8 @@ export type ResponseFields = Partial<Omit<PeerResponse, 'requestId' | 'ringVersi
   readonly body?: Uint8Array
 }
 
-/** The envelope answering request `requestId` with `fields`, stamped with the ring version the node holds. */
-export function encodeResponseFrame(requestId: number, ringVersion: number, fields: ResponseFields): Uint8Array {
+/** The frames answering request `requestId` with `fields`, stamped with the ring version the node holds. */
+export function encodeResponseFrames(requestId: number, ringVersion: number, fields: ResponseFields): PeerFrames {
   const head = PeerResponse.encode({
     requestId,
     status: PeerStatus.PEER_STATUS_UNSPECIFIED,
@@ -263,5 +257,5 @@ export function encodeResponseFrame(requestId: number, ringVersion: number, fiel
     ...fields,
     body: EMPTY,
   }).finish()
-  return withBody(head, 5, fields.body)
+  return framesOf(head, fields.body)
 }

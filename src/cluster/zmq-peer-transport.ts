@@ -13,18 +13,19 @@ import { type Clock, type Logger, silentLogger, systemClock } from '../engine/co
 import { DeadlineError, LimitError, UnavailableError, ValidationError } from '../model/errors.js'
 import {
   checkPeerRequest,
-  decodePeerRequest,
-  decodePeerResponse,
+  decodeRequestFrames,
+  decodeResponseFrames,
   errorResponseFields,
   PeerFrameError,
 } from './peer-codec.js'
 import {
   ChannelCounters,
   checkPeerCall,
-  encodeRequestFrame,
-  encodeResponseFrame,
+  encodeRequestFrames,
+  encodeResponseFrames,
   type PeerCall,
   type PeerEndpoint,
+  type PeerFrames,
   type PeerHandler,
   type PeerReply,
   type PeerRequestMeta,
@@ -111,12 +112,12 @@ function tcpEndpoint(address: string): string {
   return `tcp://${address.slice(0, colon)}:${port === '0' ? '*' : port}`
 }
 
-/** A request admitted to a channel: its encoded frame waits in the send queue until the socket takes it. */
+/** A request admitted to a channel: its encoded frames wait in the send queue until the socket takes them. */
 interface Outgoing {
   readonly pending: PendingCall
   readonly call: PeerCall
-  frame: Uint8Array | undefined
-  /** The socket took the frame: it is on a connection, and lost if that connection drops. */
+  frames: PeerFrames | undefined
+  /** The socket took the frames: they are on a connection, and lost if that connection drops. */
   sent: boolean
 }
 
@@ -155,7 +156,8 @@ export class ZmqPeerTransport implements PeerTransport {
   private router: Router | undefined
   private serving: Promise<void> | undefined
   private handler: PeerHandler | undefined
-  private readonly responseQueue: [Buffer, Uint8Array][] = []
+  /** Each response as its peer's routing id and then the response's frames. */
+  private readonly responseQueue: [Buffer, ...Uint8Array[]][] = []
   private sendingResponses = false
   private nextRequestId = 0
   private queuedBytes = 0
@@ -220,7 +222,7 @@ export class ZmqPeerTransport implements PeerTransport {
       }
       const channel = this.channel(peer)
       const pending = new PendingCall(peer, call, channel.counters, this.config.clock)
-      const out: Outgoing = { pending, call, frame: undefined, sent: false }
+      const out: Outgoing = { pending, call, frames: undefined, sent: false }
       if (channel.inFlight < this.config.maxInFlightPerPeer) this.admit(channel, out)
       else if (channel.waiting.length < this.config.maxWaitingPerPeer) {
         channel.waiting.push(out)
@@ -330,13 +332,13 @@ export class ZmqPeerTransport implements PeerTransport {
     channel.inFlight++
     const requestId = ++this.nextRequestId
     const { call, pending } = out
-    out.frame = encodeRequestFrame(call, requestId, ++channel.sequence, this.config.nodeId, pending.deadlineMs)
+    out.frames = encodeRequestFrames(call, requestId, ++channel.sequence, this.config.nodeId, pending.deadlineMs)
     this.outstanding.set(requestId, { channel, out })
     channel.sendQueue.push(out)
     pending.whenSettled(() => {
       this.outstanding.delete(requestId)
-      // A request that times out before the socket took it must not be sent late, nor hold its frame.
-      out.frame = undefined
+      // A request that times out before the socket took it must not be sent late, nor hold its frames.
+      out.frames = undefined
       removeItem(channel.sendQueue, out)
       channel.inFlight--
       this.admitWaiting(channel)
@@ -352,18 +354,18 @@ export class ZmqPeerTransport implements PeerTransport {
     }
   }
 
-  /** Sends the channel's queue one frame at a time: zeromq's send() must not run concurrently. */
+  /** Sends the channel's queue one message at a time: zeromq's send() must not run concurrently. */
   private async sendRequests(channel: Channel): Promise<void> {
     if (channel.sending) return
     channel.sending = true
     try {
       for (let out = channel.sendQueue.shift(); out !== undefined; out = channel.sendQueue.shift()) {
-        const frame = out.frame
-        if (frame === undefined || out.pending.settled) continue
+        const frames = out.frames
+        if (frames === undefined || out.pending.settled) continue
         try {
           // With `immediate`, this waits while the peer is not connected; the request's own timer
           // still ends the call, and the receiver drops the frame if it arrives past its deadline.
-          await channel.dealer.send(frame)
+          await channel.dealer.send([...frames])
           out.sent = true
           channel.counters.requestsSent++
         } catch (err) {
@@ -406,11 +408,9 @@ export class ZmqPeerTransport implements PeerTransport {
   }
 
   private onResponse(channel: Channel, frames: Buffer[]): void {
-    const [frame] = frames
     let response: PeerResponse
     try {
-      if (frames.length !== 1 || frame === undefined) throw new Error(`${frames.length} frames instead of 1`)
-      response = decodePeerResponse(frame)
+      response = decodeResponseFrames(frames)
       if (response.status === PeerStatus.PEER_STATUS_UNSPECIFIED) throw new Error('status is unspecified')
     } catch (err) {
       this.countMalformed(channel.peer.id, `response: ${(err as Error).message}`)
@@ -439,16 +439,12 @@ export class ZmqPeerTransport implements PeerTransport {
   }
 
   private onRequest(frames: Buffer[]): void {
-    const [identity, frame] = frames
+    const [identity, ...message] = frames
     if (identity === undefined) return
     const from = identity.toString('utf8')
-    if (frames.length !== 2 || frame === undefined) {
-      this.countMalformed(from, `${frames.length - 1} frames instead of 1`)
-      return
-    }
     let request: PeerRequest
     try {
-      request = checkPeerRequest(decodePeerRequest(frame), identity)
+      request = checkPeerRequest(decodeRequestFrames(message), identity)
     } catch (err) {
       this.countMalformed(from, (err as Error).message)
       if (err instanceof PeerFrameError && err.requestId !== 0)
@@ -543,8 +539,7 @@ export class ZmqPeerTransport implements PeerTransport {
 
   private reply(identity: Buffer, requestId: number, fields: ResponseFields): void {
     if (this.closed) return
-    const frame = encodeResponseFrame(requestId, this.config.ringVersion(), fields)
-    this.responseQueue.push([identity, frame])
+    this.responseQueue.push([identity, ...encodeResponseFrames(requestId, this.config.ringVersion(), fields)])
     void this.sendResponses()
   }
 

@@ -22,14 +22,16 @@ import {
   decodePeerResponse,
   decodePeerSeries,
   decodePeerSeriesList,
+  decodeRequestFrames,
+  decodeResponseFrames,
   encodePeerSeries,
   encodePeerWrite,
   PeerInternalError,
   PeerSeriesHeaders,
 } from '../../src/cluster/peer-codec.js'
 import {
-  encodeRequestFrame,
-  encodeResponseFrame,
+  encodeRequestFrames,
+  encodeResponseFrames,
   type PeerEndpoint,
   type PeerHandler,
   type PeerTransport,
@@ -164,16 +166,19 @@ describe('peer codec', () => {
     assert.ok(mineVersioned.equals(generatedVersioned), 'byte-for-byte equal with versions')
   })
 
-  test('a request frame decodes to its envelope and body, with or without a body', () => {
+  test("a request's frames decode to its envelope and body; a body travels in a frame of its own, uncopied", () => {
     for (const body of [new Uint8Array(0), Uint8Array.of(1, 2, 3), new Uint8Array(300_000).fill(7)]) {
-      const frame = encodeRequestFrame(
+      const frames = encodeRequestFrames(
         { kind: PeerKind.PEER_KIND_WRITE, body, ringVersion: 9, term: 4, timeoutMs: 1000 },
         123_456,
         77,
         'node-é',
         1_800_000_000_000,
       )
-      const decoded = PeerRequest.decode(frame)
+      assert.equal(frames.length, body.byteLength === 0 ? 1 : 2)
+      if (body.byteLength > 0) assert.equal(frames[1], body, 'the body frame is the body itself')
+      assert.equal(PeerRequest.decode(frames[0]!).body.byteLength, 0, 'the envelope holds no body')
+      const decoded = decodeRequestFrames(frames)
       assert.equal(decoded.requestId, 123_456)
       assert.equal(decoded.sequence, 77)
       assert.equal(decoded.ringVersion, 9)
@@ -185,16 +190,17 @@ describe('peer codec', () => {
     }
   })
 
-  test('a response frame keeps its status, message, violations, limit and body', () => {
+  test("a response's frames keep its status, message, violations, limit and body", () => {
     for (const body of [undefined, new Uint8Array(0), new Uint8Array(200_000).fill(3)]) {
-      const frame = encodeResponseFrame(42, 8, {
+      const frames = encodeResponseFrames(42, 8, {
         status: PeerStatus.PEER_STATUS_INVALID_ARGUMENT,
         message: 'bad',
         violations: [{ field: 'series[0].metric', description: 'is empty' }],
         limit: { limit: 'max_points', value: 10, reason: 'too many' },
         ...(body === undefined ? {} : { body }),
       })
-      const decoded = PeerResponse.decode(frame)
+      assert.equal(frames.length, (body?.byteLength ?? 0) === 0 ? 1 : 2)
+      const decoded = decodeResponseFrames(frames)
       assert.equal(decoded.requestId, 42)
       assert.equal(decoded.ringVersion, 8)
       assert.equal(decoded.status, PeerStatus.PEER_STATUS_INVALID_ARGUMENT)
@@ -218,9 +224,11 @@ describe('peer codec', () => {
       body: Buffer.from(body),
       deadlineMs: 1_800_000_000_000,
     }
+    // The body appended after the other fields, as an earlier release encoded its envelopes.
+    const bodyLast = (head: Uint8Array, field: number): Buffer =>
+      Buffer.concat([head, Uint8Array.of((field << 3) | 2, 0xa0, 0x8d, 0x06), body])
     const requestFrames = [
-      // Ours: the body last.
-      encodeRequestFrame({ kind: request.kind, body, ringVersion: 7, term: 8, timeoutMs: 1 }, 5, 6, 'n1', 1e12),
+      bodyLast(PeerRequest.encode({ ...request, body: Buffer.alloc(0) }).finish(), 7),
       // The generated encoder's order: the deadline after the body.
       Buffer.from(PeerRequest.encode(request).finish()),
       // Two bodies: the last one wins, as in protobuf.
@@ -247,7 +255,7 @@ describe('peer codec', () => {
       limit: { limit: 'l', value: 1, reason: 'r' },
     }
     const responseFrames = [
-      encodeResponseFrame(3, 4, { ...response, body }),
+      bodyLast(PeerResponse.encode({ ...response, body: Buffer.alloc(0) }).finish(), 5),
       Buffer.from(PeerResponse.encode(response).finish()),
     ]
     for (const [i, frame] of responseFrames.entries()) {
@@ -260,6 +268,32 @@ describe('peer codec', () => {
     const cut = requestFrames[0]!.subarray(0, requestFrames[0]!.length - 10)
     assert.throws(() => PeerRequest.decode(cut))
     assert.throws(() => decodePeerRequest(cut), /premature EOF/)
+  })
+
+  test('frames other than an envelope and at most one body frame are refused', () => {
+    const envelope = (body: Uint8Array): Uint8Array =>
+      PeerRequest.encode({
+        requestId: 1,
+        sequence: 1,
+        ringVersion: 1,
+        term: 0,
+        sender: 'n1',
+        kind: PeerKind.PEER_KIND_WRITE,
+        body: Buffer.from(body),
+        deadlineMs: 0,
+      }).finish()
+    assert.throws(() => decodeRequestFrames([]), /0 frames instead of 1 or 2/)
+    assert.throws(
+      () => decodeRequestFrames([envelope(new Uint8Array(0)), Uint8Array.of(1), Uint8Array.of(2)]),
+      /3 frames instead of 1 or 2/,
+    )
+    assert.throws(
+      () => decodeRequestFrames([envelope(Uint8Array.of(1)), Uint8Array.of(2)]),
+      /both in the envelope and in a frame of its own/,
+    )
+    assert.throws(() => decodeResponseFrames([]), /0 frames instead of 1 or 2/)
+    // A body inside the envelope, as an earlier release sends it, is read as before.
+    assert.deepEqual([...decodeRequestFrames([envelope(Uint8Array.of(4, 5))]).body], [4, 5])
   })
 
   test('write versions survive the codec and the concatenation of write bodies (hints)', () => {
@@ -599,7 +633,8 @@ describe('ZmqPeerTransport', () => {
       )
       malformed++
     }
-    await evil.send([request({ requestId: 2 }), Buffer.from('extra')])
+    await evil.send([request({ requestId: 2 }), Buffer.from('body'), Buffer.from('extra')])
+    await evil.send([request({ requestId: 8, body: Buffer.from('inside') }), Buffer.from('and outside')])
     await evil.send(Buffer.alloc(0))
     // A body that claims 2 GiB and ends after a few bytes.
     const truncated = Buffer.concat([
@@ -610,7 +645,7 @@ describe('ZmqPeerTransport', () => {
     await evil.send(request({ requestId: 4, kind: 99 as PeerKind }))
     await evil.send(request({ requestId: 5, sender: 'mallory' }))
     await evil.send(request({ requestId: 6, sequence: 0 }))
-    malformed += 6
+    malformed += 7
     // Not malformed: a request whose deadline passed is answered without running.
     await evil.send(request({ requestId: 7, deadlineMs: 1 }))
     const answers = new Map<number, PeerResponse>()

@@ -117,7 +117,10 @@ export interface PeerRequest {
   sender: string;
   /** kind says what the request asks for and which message body holds. */
   kind: PeerKind;
-  /** body is the kind's own request message, encoded; empty for PEER_KIND_PING. */
+  /**
+   * body is the kind's own request message, encoded; empty for PEER_KIND_PING. Senders send it as
+   * the message's second frame and leave this field empty (see the top of this file).
+   */
   body: Buffer;
   /**
    * deadline_ms is the absolute deadline, in milliseconds since the Unix epoch, after which the
@@ -154,7 +157,10 @@ export interface PeerResponse {
   message: string;
   /** violations name the offending fields with PEER_STATUS_INVALID_ARGUMENT; empty otherwise. */
   violations: FieldViolation[];
-  /** body is the kind's own response message, encoded, with PEER_STATUS_OK; empty otherwise. */
+  /**
+   * body is the kind's own response message, encoded, with PEER_STATUS_OK; empty otherwise. Senders
+   * send it as the message's second frame and leave this field empty (see the top of this file).
+   */
   body: Buffer;
   /**
    * ring_version is the version of the ring the receiver holds; 0 means none yet. A sender that
