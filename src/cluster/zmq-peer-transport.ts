@@ -70,6 +70,17 @@ type ZmqConfig = Readonly<Required<Omit<ZmqPeerTransportOptions, 'listen'>>> & {
 const ENVELOPE_BYTES = 1024
 /** Malformed frames are logged at most this often, with the count since the last line. */
 const MALFORMED_LOG_INTERVAL_MS = 10_000
+/**
+ * The receive high-water mark of every socket: none. When a connection's incoming messages reach
+ * that mark, libzmq stops reading it, and if the peer then hangs up and a heartbeat falls due,
+ * libzmq 4.3.5 aborts the whole process (`Assertion failed: !_io_error`, stream_engine_base.cpp):
+ * a node resumed after SIGSTOP, with its peers' requests piled up in front of it, died so. What a
+ * peer can have waiting here is bounded on its side instead: at most maxInFlightPerPeer of its
+ * requests are in flight at a time (one that times out frees its slot, so a node that reads nothing
+ * for several timeouts can have more waiting), behind its send high-water mark. Once read,
+ * requests are bounded here per sender and in bytes (maxQueuedPerSender, maxQueuedBytes).
+ */
+const NO_RECEIVE_LIMIT = 0
 /** Room in the ROUTER's send pipe, beyond the served answers, for refusals answered at once. */
 const REFUSAL_BURST = 1000
 
@@ -184,11 +195,12 @@ export class ZmqPeerTransport implements PeerTransport {
       // connection died; without handover the new connection would be refused until then.
       handover: true,
       maxMessageSize: this.config.maxMessageBytes,
-      receiveHighWaterMark: hwm,
+      // No receive high-water mark (see NO_RECEIVE_LIMIT).
+      receiveHighWaterMark: NO_RECEIVE_LIMIT,
       // Refusals are answered at once, a burst as large as a sender's requests in flight; the ROUTER
       // drops what its pipe cannot take, so the pipe has room for such a burst of small answers
       // beyond the bounded number of served ones (a dropped answer would end its call only at the
-      // call's timeout). The client's receiving side is as wide.
+      // call's timeout).
       sendHighWaterMark: hwm + REFUSAL_BURST,
       heartbeatInterval: this.config.heartbeatIntervalMs,
       heartbeatTimeout: this.config.heartbeatTimeoutMs,
@@ -292,7 +304,9 @@ export class ZmqPeerTransport implements PeerTransport {
       // process's bounded queue, not in a ZeroMQ pipe that grows up to the high-water mark.
       immediate: true,
       sendHighWaterMark: 2 * this.config.maxInFlightPerPeer,
-      receiveHighWaterMark: 2 * this.config.maxInFlightPerPeer + 1000,
+      // Answers come only to requests this node sent, at most maxInFlightPerPeer at a time, plus
+      // late ones to requests it gave up on; no receive high-water mark (see NO_RECEIVE_LIMIT).
+      receiveHighWaterMark: NO_RECEIVE_LIMIT,
       reconnectInterval: this.config.reconnectIntervalMs,
       reconnectMaxInterval: Math.max(2000, this.config.reconnectIntervalMs),
       maxMessageSize: this.config.maxMessageBytes,

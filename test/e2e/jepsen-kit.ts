@@ -151,17 +151,31 @@ class Cluster {
     this.down.delete(i)
   }
 
-  /** Waits until every node lists all three members healthy. */
+  /**
+   * Waits until every node lists all three members healthy. A node that never does is reported with
+   * how its process ended, if it did, and the end of what it wrote to stderr.
+   */
   async allHealthy(): Promise<void> {
     for (const node of this.nodes) {
-      await waitFor(
-        `all three members healthy on ${node.address}`,
-        async () => {
-          const members = await node.client.listNodes({ timeoutMs: 5_000 })
-          return members.length === IDS.length && members.every((m) => m.state === 'healthy') ? true : undefined
-        },
-        WAIT_MS,
-      )
+      try {
+        await waitFor(
+          `all three members healthy on ${node.address}`,
+          async () => {
+            const members = await node.client.listNodes({ timeoutMs: 5_000 })
+            return members.length === IDS.length && members.every((m) => m.state === 'healthy') ? true : undefined
+          },
+          WAIT_MS,
+        )
+      } catch (err) {
+        const { exitCode, signalCode } = node.child
+        const ended = exitCode === null && signalCode === null ? 'still running' : `exited (${exitCode ?? signalCode})`
+        throw new Error(
+          `${(err as Error).message}; the node's process ${ended}; its stderr ends:\n${node.stderr().slice(-4000)}`,
+          {
+            cause: err,
+          },
+        )
+      }
     }
   }
 

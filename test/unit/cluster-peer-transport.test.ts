@@ -2,6 +2,7 @@
 // in-memory one with its seeded faults, and the write payload codec. Tests wait on conditions,
 // never on fixed sleeps, and close every socket they open.
 import assert from 'node:assert/strict'
+import { spawn } from 'node:child_process'
 import { connect } from 'node:net'
 import { describe, type TestContext, test } from 'node:test'
 import { Dealer } from 'zeromq'
@@ -34,6 +35,7 @@ import {
   encodeResponseFrames,
   type PeerEndpoint,
   type PeerHandler,
+  type PeerReply,
   type PeerTransport,
 } from '../../src/cluster/peer-transport.js'
 import { ZmqPeerTransport, type ZmqPeerTransportOptions } from '../../src/cluster/zmq-peer-transport.js'
@@ -821,6 +823,71 @@ describe('ZmqPeerTransport', () => {
       client.request(peer, { kind: WRITE, body: new Uint8Array(0), ringVersion: 1, timeoutMs: 0 }),
       ValidationError,
     )
+  })
+
+  test('a node whose event loop is held while a peer floods it and then hangs up keeps running', async (t) => {
+    // libzmq 4.3.5 aborts the process (`Assertion failed: !_io_error`, stream_engine_base.cpp) when a
+    // connection whose input is stopped at the receive high-water mark sees the peer hang up and then
+    // its heartbeat timer fires: what a node resumed after SIGSTOP met in the Jepsen test. The server
+    // runs in a process of its own, with the smallest per-sender bounds, so that a flood is far past
+    // any high-water mark derived from them.
+    const child = spawn(
+      process.execPath,
+      [
+        '--import',
+        'tsx',
+        'test/fixtures/peer-server.ts',
+        JSON.stringify({
+          maxServingPerSender: 1,
+          maxQueuedPerSender: 1,
+          heartbeatIntervalMs: 50,
+          heartbeatTimeoutMs: 5000,
+        }),
+      ],
+      { stdio: ['pipe', 'pipe', 'inherit'] },
+    )
+    t.after(() => {
+      child.kill('SIGKILL')
+    })
+    let out = ''
+    child.stdout.setEncoding('utf8')
+    child.stdout.on('data', (chunk: string) => {
+      out += chunk
+    })
+    await waitFor('the server to listen', () => /^listening /m.test(out), 30_000, 10)
+    const address = /^listening (\S+)$/m.exec(out)?.[1] as string
+    const { zmq } = transports(t)
+    const client = zmq({ nodeId: 'a' })
+    const peer = { id: 'server', address }
+    const call = (i: number): Promise<PeerReply> =>
+      client.request(peer, { kind: WRITE, body: Buffer.from([i]), ringVersion: 1, timeoutMs: 10_000 })
+    assert.deepEqual([...(await call(1)).body], [1])
+    const flood = new Dealer({ routingId: 'flood', linger: 0, sendHighWaterMark: 0 })
+    t.after(() => flood.close())
+    flood.connect(`tcp://${address}`)
+    const request = (requestId: number): Uint8Array =>
+      PeerRequest.encode({
+        requestId,
+        sequence: requestId,
+        ringVersion: 1,
+        term: 0,
+        sender: 'flood',
+        kind: WRITE,
+        body: Buffer.from('x'),
+        deadlineMs: 0,
+      }).finish()
+    await flood.send(request(1))
+    await flood.receive()
+    child.stdin.write('block 1500\n')
+    await waitFor('the server to hold its event loop', () => /^blocking$/m.test(out), 10_000, 5)
+    for (let i = 2; i < 500; i++) await flood.send(request(i))
+    // Hangs up once ZeroMQ has sent what it queued (linger 0 would drop it).
+    flood.linger = 1000
+    flood.close()
+    await waitFor('the server to run its event loop again', () => /^unblocked$/m.test(out), 10_000, 5)
+    assert.deepEqual([...(await call(2)).body], [2])
+    assert.equal(child.exitCode, null)
+    assert.equal(child.signalCode, null)
   })
 })
 
