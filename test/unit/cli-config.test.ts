@@ -1,10 +1,10 @@
 // Configuration: file < environment < flag, validation naming the key and its source, defaults that
 // agree with the components' own, and a README table that lists every option.
 import assert from 'node:assert/strict'
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { test } from 'node:test'
+import { after, test } from 'node:test'
 import { UsageError } from '../../src/cli/args.js'
 import { printConfig, SERVE_OPTIONS } from '../../src/cli/config.js'
 import { parseServeArgs } from '../../src/cli/serve.js'
@@ -13,6 +13,7 @@ import { DEFAULT_WRITE_LIMITS } from '../../src/model/limits.js'
 import { SERVER_DEFAULTS, TRANSPORT_DEFAULTS } from '../../src/server/server.js'
 
 const dir = mkdtempSync(join(tmpdir(), 'v3-config-'))
+after(() => rmSync(dir, { recursive: true, force: true }))
 function file(name: string, text: string): string {
   const path = join(dir, name)
   writeFileSync(path, text)
