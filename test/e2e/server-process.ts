@@ -78,7 +78,7 @@ export async function startServerProcess(options: StartOptions = {}): Promise<Se
   })
   const exited = once(child, 'exit') as Promise<[number | null, NodeJS.Signals | null]>
 
-  const address = await new Promise<string>((resolveAddress, reject) => {
+  const listening = new Promise<string>((resolveAddress, reject) => {
     const timer = setTimeout(() => {
       child.kill('SIGKILL')
       reject(new Error(`v3 serve did not start within ${STARTUP_TIMEOUT_MS} ms; stderr:\n${stderr}`))
@@ -96,6 +96,17 @@ export async function startServerProcess(options: StartOptions = {}): Promise<Se
       reject(new Error(`v3 serve exited (code ${code}, signal ${signal}) before listening; stderr:\n${stderr}`))
     }, reject)
   })
+  let address: string
+  try {
+    address = await listening
+  } catch (err) {
+    // A server that never listened (a test of a refusal, most often) leaves no folder of ours behind.
+    if (options.dataDir === undefined) {
+      await exited.catch(() => undefined)
+      await removeDataDir(dataDir)
+    }
+    throw err
+  }
 
   const client = new V3Client(address, options.client)
   const waitExit = async (): Promise<{ code: number | null; signal: NodeJS.Signals | null }> => {
