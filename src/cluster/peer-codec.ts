@@ -548,27 +548,25 @@ export function decodePeerResponse(frame: Uint8Array): PeerResponse {
  * own. Throws on any other number of frames, or on a body given both ways.
  */
 export function decodeRequestFrames(frames: readonly Uint8Array[]): PeerRequest {
-  const request = decodePeerRequest(envelopeFrame(frames))
-  return frames.length === 1 ? request : { ...request, body: bodyFrame(frames, request.body) }
+  return decodeFrames(frames, decodePeerRequest)
 }
 
 /** A response from its frames, as decodeRequestFrames reads a request's. */
 export function decodeResponseFrames(frames: readonly Uint8Array[]): PeerResponse {
-  const response = decodePeerResponse(envelopeFrame(frames))
-  return frames.length === 1 ? response : { ...response, body: bodyFrame(frames, response.body) }
+  return decodeFrames(frames, decodePeerResponse)
 }
 
-function envelopeFrame(frames: readonly Uint8Array[]): Uint8Array {
-  const envelope = frames[0]
+/** The envelope of `frames` decoded, with the body of its second frame (a view) when there is one. */
+function decodeFrames<T extends { readonly body: Uint8Array }>(
+  frames: readonly Uint8Array[],
+  decodeEnvelope: (frame: Uint8Array) => T,
+): T {
+  const [envelope, body] = frames
   if (envelope === undefined || frames.length > 2) throw new Error(`${frames.length} frames instead of 1 or 2`)
-  return envelope
-}
-
-/** The second frame as the body, a view and not a copy; `inEnvelope` is the body the envelope held. */
-function bodyFrame(frames: readonly Uint8Array[], inEnvelope: Uint8Array): Buffer {
-  const body = frames[1]!
-  if (inEnvelope.byteLength > 0) throw new Error('a body both in the envelope and in a frame of its own')
-  return Buffer.from(body.buffer, body.byteOffset, body.byteLength)
+  const decoded = decodeEnvelope(envelope)
+  if (body === undefined) return decoded
+  if (decoded.body.byteLength > 0) throw new Error('a body both in the envelope and in a frame of its own')
+  return { ...decoded, body: Buffer.from(body.buffer, body.byteOffset, body.byteLength) }
 }
 
 /** PeerKind values a receiver accepts: every named kind but UNSPECIFIED, read from the generated enum. */

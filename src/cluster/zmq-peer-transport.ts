@@ -188,7 +188,8 @@ export class ZmqPeerTransport implements PeerTransport {
     if (this.router !== undefined) throw new Error('BUG: the peer transport is already listening')
     if (this.config.listen === undefined) throw ValidationError.field('listen', 'is required to serve peers')
     const endpoint = tcpEndpoint(this.config.listen)
-    const hwm = 2 * (this.config.maxServingPerSender + this.config.maxQueuedPerSender)
+    // The answers a sender can have due at once: those served and those queued, twice over.
+    const dueAnswers = 2 * (this.config.maxServingPerSender + this.config.maxQueuedPerSender)
     const router = new Router({
       linger: 0,
       // A node that restarts reconnects with the same routing id before this side notices the old
@@ -201,7 +202,7 @@ export class ZmqPeerTransport implements PeerTransport {
       // drops what its pipe cannot take, so the pipe has room for such a burst of small answers
       // beyond the bounded number of served ones (a dropped answer would end its call only at the
       // call's timeout).
-      sendHighWaterMark: hwm + REFUSAL_BURST,
+      sendHighWaterMark: dueAnswers + REFUSAL_BURST,
       heartbeatInterval: this.config.heartbeatIntervalMs,
       heartbeatTimeout: this.config.heartbeatTimeoutMs,
       heartbeatTimeToLive: this.config.heartbeatTimeoutMs,
