@@ -89,15 +89,21 @@ export async function remoteWrite(
   decoding: IngestDecoding,
 ): Promise<{ answer: HttpAnswer; samples: number }> {
   const pool = inWorker(decoding, body)
-  let series: readonly SeriesWrite[]
-  let samples: number
   if (pool === undefined) {
-    ;({ series, samples } = decodeWriteRequest(snappyDecode(joinChunks(body), maxBytes), decoding.headers))
-  } else ({ series, points: samples } = await pool.decode({ kind: 'remote', body, maxBytes }))
-  // A request of metadata alone, or of series without samples, has nothing to store.
-  if (series.length === 0) return { answer: NO_CONTENT, samples: 0 }
-  await engine.write({ series, acceptNaN: true })
-  return { answer: NO_CONTENT, samples }
+    const { series, samples } = decodeWriteRequest(snappyDecode(joinChunks(body), maxBytes), decoding.headers)
+    // A request of metadata alone, or of series without samples, has nothing to store.
+    if (series.length > 0) await engine.write({ series, acceptNaN: true })
+    return { answer: NO_CONTENT, samples: series.length === 0 ? 0 : samples }
+  }
+  const decoded = await pool.decode({ kind: 'remote', body, maxBytes })
+  if (decoded.series.length === 0) return { answer: NO_CONTENT, samples: 0 }
+  try {
+    await engine.write({ series: decoded.series, acceptNaN: true, normalized: decoded.normalized === true })
+  } catch (err) {
+    const firstEntries = decoded.firstEntries
+    throw err instanceof ValidationError && firstEntries !== undefined ? renumbered(err, firstEntries) : err
+  }
+  return { answer: NO_CONTENT, samples: decoded.points }
 }
 
 /**
@@ -136,6 +142,21 @@ export async function remoteRead(
     headers: { 'content-type': 'application/x-protobuf', 'content-encoding': 'snappy' },
     body: compressSync(encodeReadResponse(results), { copyOutputData: true }),
   }
+}
+
+/**
+ * Rewrites the engine's `series[i]…` fields of a merged remote-write body as the body's first entry
+ * of that series, which is what they name when the entries go to the engine unmerged.
+ */
+function renumbered(err: ValidationError, firstEntries: ArrayLike<number>): ValidationError {
+  return new ValidationError(
+    err.violations.map((v) => {
+      const match = /^series\[(\d+)\](.*)$/.exec(v.field)
+      const entry = match === null ? undefined : firstEntries[Number(match[1])]
+      return match === null || entry === undefined ? v : { ...v, field: `series[${entry}]${match[2]}` }
+    }),
+    { cause: err },
+  )
 }
 
 /**

@@ -11,6 +11,7 @@
  */
 import { gunzipSync } from 'node:zlib'
 import { type FieldViolation, ValidationError } from '../model/errors.js'
+import { MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS } from '../model/timestamps.js'
 import type { SeriesWrite, Tag } from '../model/types.js'
 import { bodyText, type LinePrecision, PrefixCache, parseLineProtocol } from './line-protocol.js'
 import { BodyError, decodeWriteRequest, LabelSetCache, snappyDecode } from './prom-remote.js'
@@ -71,7 +72,15 @@ export interface PackedWrite {
   readonly values: Float64Array
   /** Line protocol: the line where each entry first appears. */
   readonly firstLines?: Int32Array
+  /** Points in the body as sent; a merge (see EntryMerger) may keep fewer. */
   readonly points: number
+  /**
+   * Set when the entries are in the engine's normal form (see WriteBatch.normalized): one entry per
+   * series, timestamps integer milliseconds, storable and strictly ascending. Remote write only.
+   */
+  readonly normalized?: true
+  /** Set when entries were merged: for each entry, the index of the body's first entry of its series. */
+  readonly firstEntries?: Int32Array
 }
 
 export interface IngestAnswer {
@@ -240,6 +249,141 @@ function pack(
 }
 
 /**
+ * Puts a remote-write body's entries in the engine's normal form, so that the main thread's
+ * validation takes them as they are instead of merging them: Prometheus sends each sample as an
+ * entry of its own with the series' full label set, so a request that holds two samples of a series
+ * holds two entries of it. Entries of one series are merged in request order, and a series whose
+ * timestamps are not strictly ascending is sorted, a repeated timestamp keeping its last point in
+ * request order, which is what validation does (last write wins). Values are copied as bits, so a
+ * staleness marker stays the NaN it was. A body with a timestamp the engine cannot store is left as
+ * it is, for validation to report.
+ */
+export class EntryMerger {
+  /** For each series id, the merged entry it has in the body being merged; -1 for none. */
+  private mergedOf = new Int32Array(0)
+
+  merge(p: PackedWrite): PackedWrite {
+    const { ids, offsets, timestamps } = p
+    for (let k = 0; k < timestamps.length; k++) {
+      const t = timestamps[k]!
+      if (!(Number.isInteger(t) && t >= MIN_TIMESTAMP_MS && t <= MAX_TIMESTAMP_MS) || Object.is(t, -0)) return p
+    }
+    const entries = ids.length
+    let maxId = -1
+    for (let i = 0; i < entries; i++) maxId = Math.max(maxId, ids[i]!)
+    if (this.mergedOf.length <= maxId) {
+      this.mergedOf = new Int32Array(Math.max(maxId + 1, 2 * this.mergedOf.length)).fill(-1)
+    }
+    const mergedOf = this.mergedOf
+    /** The merged entry of each entry, and the first entry and the point count of each merged one. */
+    const target = new Int32Array(entries)
+    const firstEntries: number[] = []
+    const counts: number[] = []
+    for (let i = 0; i < entries; i++) {
+      const id = ids[i]!
+      let m = mergedOf[id]!
+      if (m < 0) {
+        m = firstEntries.length
+        mergedOf[id] = m
+        firstEntries.push(i)
+        counts.push(0)
+      }
+      target[i] = m
+      counts[m]! += offsets[i + 1]! - offsets[i]!
+    }
+    for (let i = 0; i < entries; i++) mergedOf[ids[i]!] = -1
+    if (firstEntries.length === entries && everyAscending(offsets, timestamps)) return { ...p, normalized: true }
+    return mergeInto(p, target, firstEntries, counts)
+  }
+}
+
+/** Whether each entry's timestamps are strictly ascending. */
+function everyAscending(offsets: Int32Array, timestamps: Float64Array): boolean {
+  for (let i = 0; i + 1 < offsets.length; i++) {
+    for (let k = offsets[i]! + 1; k < offsets[i + 1]!; k++) if (!(timestamps[k]! > timestamps[k - 1]!)) return false
+  }
+  return true
+}
+
+/**
+ * The merged entries: first each series' points side by side in request order (values as pairs of
+ * 32-bit words, which copies their bits), then each series sorted and deduplicated where it needs it.
+ */
+function mergeInto(p: PackedWrite, target: Int32Array, firstEntries: number[], counts: number[]): PackedWrite {
+  const merged = firstEntries.length
+  const starts = new Int32Array(merged + 1)
+  for (let m = 0; m < merged; m++) starts[m + 1] = starts[m]! + counts[m]!
+  const total = starts[merged]!
+  const ts = new Float64Array(total)
+  const vals = new Float64Array(total)
+  const words = new Uint32Array(vals.buffer)
+  const fromWords = new Uint32Array(p.values.buffer, p.values.byteOffset, 2 * p.values.length)
+  const cursor = starts.slice(0, merged)
+  for (let i = 0; i < target.length; i++) {
+    const m = target[i]!
+    let at = cursor[m]!
+    for (let k = p.offsets[i]!; k < p.offsets[i + 1]!; k++, at++) {
+      ts[at] = p.timestamps[k]!
+      words[2 * at] = fromWords[2 * k]!
+      words[2 * at + 1] = fromWords[2 * k + 1]!
+    }
+    cursor[m] = at
+  }
+  // Sorting may drop repeated timestamps: each series is compacted towards the front.
+  const ids = new Int32Array(merged)
+  const offsets = new Int32Array(merged + 1)
+  let kept = 0
+  for (let m = 0; m < merged; m++) {
+    ids[m] = p.ids[firstEntries[m]!]!
+    offsets[m] = kept
+    kept = sortSeries(ts, words, starts[m]!, starts[m + 1]!, kept)
+  }
+  offsets[merged] = kept
+  return {
+    ids,
+    offsets,
+    timestamps: ts.subarray(0, kept),
+    values: vals.subarray(0, kept),
+    points: p.points,
+    normalized: true,
+    firstEntries: Int32Array.from(firstEntries),
+  }
+}
+
+/**
+ * Moves the points [from, to) to `out` on, sorted by timestamp with a repeated timestamp keeping
+ * its last point; returns the offset after them. `out` is at most `from`, so nothing unread is
+ * overwritten.
+ */
+function sortSeries(ts: Float64Array, words: Uint32Array, from: number, to: number, out: number): number {
+  let ascending = true
+  for (let k = from + 1; k < to && ascending; k++) ascending = ts[k]! > ts[k - 1]!
+  if (ascending) {
+    if (out !== from) {
+      ts.copyWithin(out, from, to)
+      words.copyWithin(2 * out, 2 * from, 2 * to)
+    }
+    return out + (to - from)
+  }
+  // Stable: points of one timestamp stay in request order, and the last of them is kept.
+  const order = Array.from({ length: to - from }, (_, k) => from + k).sort((a, b) => ts[a]! - ts[b]! || a - b)
+  const sortedTs: number[] = []
+  const sortedWords: number[] = []
+  for (let k = 0; k < order.length; k++) {
+    const at = order[k]!
+    if (k + 1 < order.length && ts[order[k + 1]!] === ts[at]) continue
+    sortedTs.push(ts[at]!)
+    sortedWords.push(words[2 * at]!, words[2 * at + 1]!)
+  }
+  for (let k = 0; k < sortedTs.length; k++) {
+    ts[out + k] = sortedTs[k]!
+    words[2 * (out + k)] = sortedWords[2 * k]!
+    words[2 * (out + k) + 1] = sortedWords[2 * k + 1]!
+  }
+  return out + sortedTs.length
+}
+
+/**
  * The largest body a worker joins into memory it keeps for the next body. A body comes in chunks of
  * the socket's size (64 KiB) and the decoders want it whole; joined into fresh memory, a body of a
  * few MiB costs the worker a page fault for every 4 KiB it writes (the join took about 7% of the
@@ -253,6 +397,7 @@ export class IngestDecoder {
   private readonly prefixes = new PrefixCache()
   private readonly headers = new LabelSetCache()
   private readonly ids = new SeriesIds()
+  private readonly merger = new EntryMerger()
   private scratch = Buffer.alloc(0)
 
   decode(job: IngestJob): IngestAnswer {
@@ -280,7 +425,7 @@ export class IngestDecoder {
   private packed(job: IngestJob): PackedWrite {
     if (job.kind === 'remote') {
       const { series, samples } = decodeWriteRequest(snappyDecode(this.joined(job.body), job.maxBytes), this.headers)
-      return pack(series, samples, this.ids)
+      return this.merger.merge(pack(series, samples, this.ids))
     }
     const whole = this.joined(job.body)
     const text = bodyText(job.gzip ? gunzipBounded(whole, job.maxBytes) : whole)
@@ -305,5 +450,6 @@ export function transferList(answer: IngestAnswer): ArrayBuffer[] {
   if (p === undefined) return []
   const list = [p.ids.buffer, p.offsets.buffer, p.timestamps.buffer, p.values.buffer]
   if (p.firstLines !== undefined) list.push(p.firstLines.buffer)
+  if (p.firstEntries !== undefined) list.push(p.firstEntries.buffer)
   return list as ArrayBuffer[]
 }

@@ -9,6 +9,10 @@ export interface DecodedBody {
   readonly points: number
   /** Line protocol: the line where each series first appears. */
   readonly firstLines?: ArrayLike<number>
+  /** Remote write: the series are in the engine's normal form (see PackedWrite.normalized). */
+  readonly normalized?: true
+  /** Remote write, when entries of one series were merged: the body's first entry of each series. */
+  readonly firstEntries?: ArrayLike<number>
 }
 
 /** A job as the caller gives it: the pool numbers it. */
@@ -152,8 +156,13 @@ export class IngestPool {
 function toDecoded(directory: SeriesDirectory, packed: PackedWrite | undefined): DecodedBody {
   if (packed === undefined) throw new Error('BUG: an ingest answer with neither points nor a failure')
   const series = directory.series(packed)
-  if (packed.firstLines === undefined) return { series, points: packed.points }
-  return { series, points: packed.points, firstLines: packed.firstLines }
+  return {
+    series,
+    points: packed.points,
+    ...(packed.firstLines === undefined ? {} : { firstLines: packed.firstLines }),
+    ...(packed.normalized === undefined ? {} : { normalized: packed.normalized }),
+    ...(packed.firstEntries === undefined ? {} : { firstEntries: packed.firstEntries }),
+  }
 }
 
 function failAll(slot: Slot, err: Error): void {

@@ -385,6 +385,60 @@ describe('remote write, remote read and line protocol on one node', () => {
         ],
       },
     ])
+    // Each sample an entry of its own, as Prometheus sends them, going back in time and repeating a
+    // timestamp: stored sorted, the last write of a timestamp winning, the staleness bits kept.
+    const rounds: [number, number][] = [
+      [T0 + 2000, 0],
+      [T0, 1],
+      [T0 + 2000, 2],
+    ]
+    const perSample = rounds.flatMap(([at, round]) =>
+      Array.from({ length: 400 }, (_, i) => ({
+        labels: [
+          ['__name__', 'rww_merge'],
+          ['instance', `host-${i}`],
+        ] as [string, string][],
+        samples: [[round === 2 && i === 5 ? 'stale' : i + round / 10, at] as Sample],
+      })),
+    )
+    const merged = writeRequest(perSample)
+    assert.ok(merged.length > WORKER_MIN_BODY_BYTES)
+    const mergedRes = await post(`${base}/api/v1/write`, merged)
+    assert.equal(mergedRes.status, 204, mergedRes.body.toString())
+    for (const [host, last] of [
+      [5, STALE_BITS],
+      [9, bitsOf(9.2)],
+    ] as const) {
+      const r = await post(
+        `${base}/api/v1/read`,
+        readRequest(T0, T0 + 2000, [
+          [0, '__name__', 'rww_merge'],
+          [0, 'instance', `host-${host}`],
+        ]),
+      )
+      assert.deepEqual(readResponse(r.body)[0]?.samples, [
+        [bitsOf(host + 0.1), T0],
+        [last, T0 + 2000],
+      ])
+    }
+    // A series the engine refuses is named by its first entry in the body, merged or not: here the
+    // 651st entry, the 401st series.
+    const tooLong = 'x'.repeat(2000)
+    const refusedMerge = writeRequest(
+      perSample.map((e, k) =>
+        k === 650 ? { ...e, labels: [e.labels[0]!, ['instance', tooLong] as [string, string]] } : e,
+      ),
+    )
+    const mergeRefused = await post(`${base}/api/v1/write`, refusedMerge)
+    assert.equal(mergeRefused.status, 400)
+    assert.match(mergeRefused.body.toString(), /^invalid series\[650\]\.tags\[0\]\.value: is 2000 bytes long/)
+    assert.deepEqual(
+      await server.client.listSeries({
+        metric: 'rww_merge',
+        matchers: [{ key: 'instance', op: 'eq', value: tooLong }],
+      }),
+      [],
+    )
     const bad = writeRequest([...series.slice(0, 999), { labels: [['job', 'no name']], samples: [[1, T0]] }])
     const badRes = await post(`${base}/api/v1/write`, bad)
     assert.equal(badRes.status, 400)

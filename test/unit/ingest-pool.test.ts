@@ -102,6 +102,62 @@ test('a body decoded in a worker gives the series, points and NaN bits of the ma
   }
 })
 
+test('remote write entries of one series are merged in the worker, sorted, the last of a timestamp kept, bits intact', async (t) => {
+  const pool = new IngestPool(1)
+  t.after(() => pool.close())
+  const labels = (i: number): [string, string][] => [
+    ['__name__', 'm'],
+    ['instance', `host-${i}`],
+  ]
+  // Three rounds of one entry per series, as Prometheus sends samples: the second goes back in
+  // time, the third repeats the first's timestamp; one entry holds two samples out of order.
+  const entries: { labels: [string, string][]; samples: [number | 'stale', number][] }[] = []
+  for (const [round, at] of [
+    [0, T0 + 2000],
+    [1, T0],
+    [2, T0 + 2000],
+  ] as const) {
+    for (let i = 0; i < 100; i++) {
+      const value = round === 2 && i === 5 ? 'stale' : i + round / 10
+      entries.push({
+        labels: labels(i),
+        samples:
+          i === 9 && round === 1
+            ? [
+                [-1, T0 + 1000],
+                [value, at],
+              ]
+            : [[value, at]],
+      })
+    }
+  }
+  const decoded = await pool.decode({ kind: 'remote', body: chunked(writeRequest(entries)), maxBytes: MAX })
+  assert.equal(decoded.normalized, true)
+  assert.equal(decoded.points, 301)
+  assert.equal(decoded.series.length, 100)
+  assert.deepEqual(
+    Array.from(decoded.firstEntries ?? []),
+    Array.from({ length: 100 }, (_, i) => i),
+  )
+  const host = (i: number) => decoded.series[i]!
+  assert.deepEqual(host(0).tags, [{ key: 'instance', value: 'host-0' }])
+  assert.deepEqual(Array.from(host(0).timestamps as ArrayLike<number>), [T0, T0 + 2000])
+  assert.deepEqual(Array.from(host(0).values), [0.1, 0.2])
+  assert.deepEqual(Array.from(host(9).timestamps as ArrayLike<number>), [T0, T0 + 1000, T0 + 2000])
+  assert.deepEqual(Array.from(host(9).values), [9.1, -1, 9.2])
+  assert.deepEqual(bits(host(5).values), [bits([5.1])[0], STALE_BITS])
+
+  // A series only once, in order: as sent, and still in normal form.
+  const once = await pool.decode({ kind: 'remote', body: chunked(remoteBody(0)), maxBytes: MAX })
+  assert.equal(once.normalized, true)
+  assert.equal(once.firstEntries, undefined)
+  // A timestamp the engine cannot store: left as sent, for validation to name.
+  const unstorable = writeRequest([...entries.slice(0, 150), { labels: labels(0), samples: [[1, 2 ** 53 - 1]] }])
+  const left = await pool.decode({ kind: 'remote', body: chunked(unstorable), maxBytes: MAX })
+  assert.equal(left.normalized, undefined)
+  assert.deepEqual(plain(left.series), plain(decodeWriteRequest(snappyDecode(unstorable, MAX)).series))
+})
+
 test('a chunk that is a view of a larger buffer is copied to the worker, and the buffer stays usable', async (t) => {
   const pool = new IngestPool(1)
   t.after(() => pool.close())
