@@ -201,10 +201,18 @@ export class BasicEngine implements StorageEngine, ShardEngine, EngineCore {
     for (const timer of this.timers) clearInterval(timer)
     this.timers = []
     await this.draining
-    await this.jobs.run(() => sealBlocks(this, true))
-    await this.store.close()
-    await this.decodePool.close()
-    this.state = 'closed'
+    try {
+      await this.jobs.run(() => sealBlocks(this, true))
+    } finally {
+      // A seal that fails (a log that cannot be synced) leaves its points in the write buffer, which
+      // the next open replays; the database and the workers are released either way.
+      try {
+        await this.store.close()
+      } finally {
+        await this.decodePool.close()
+        this.state = 'closed'
+      }
+    }
   }
 
   async write(batch: WriteBatch, ctx?: CallContext): Promise<WriteResult> {

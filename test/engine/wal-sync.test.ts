@@ -126,7 +126,7 @@ describe('write-ahead log sync', () => {
     }
   })
 
-  it('fails the write whose sync fails, and every later durable write, without losing the engine state', async () => {
+  it('fails the write whose sync fails, and every later durable write, without losing the engine state; close still releases the folder', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'v3-walsync-'))
     const moved = `${dir}-moved`
     const engine = new BasicEngine({ dataDir: dir, sync: 'group' })
@@ -147,6 +147,21 @@ describe('write-ahead log sync', () => {
       // The unacknowledged writes reached the database, and the engine shows what it holds.
       const answer = await engine.query({ selector: { metric: 'cpu', matchers: [] }, startMs: T0, endMs: T0 + 60_000 })
       assert.deepEqual(Array.from(answer[0]?.timestamps ?? []), [T0 + 1000, T0 + 2000, T0 + 3000])
+      // Closing cannot seal (its write must be synced), but it still releases the folder: an engine
+      // opened on it in the same process replays the write buffer and finds every point.
+      await assert.rejects(engine.close())
+      const reopened = new BasicEngine({ dataDir: dir, sync: 'group' })
+      await reopened.open()
+      try {
+        const again = await reopened.query({
+          selector: { metric: 'cpu', matchers: [] },
+          startMs: T0,
+          endMs: T0 + 60_000,
+        })
+        assert.deepEqual(Array.from(again[0]?.timestamps ?? []), [T0 + 1000, T0 + 2000, T0 + 3000])
+      } finally {
+        await reopened.close()
+      }
     } finally {
       await rename(moved, dir).catch(() => undefined)
       await engine.close().catch(() => undefined)
