@@ -256,14 +256,21 @@ function pack(
  * timestamps are not strictly ascending is sorted, a repeated timestamp keeping its last point in
  * request order, which is what validation does (last write wins). Values are copied as bits, so a
  * staleness marker stays the NaN it was. A body with a timestamp the engine cannot store is left as
- * it is, for validation to report.
+ * it is, for validation to report, and so is a body larger than any request the defaults take.
  */
 export class EntryMerger {
   /** For each series id, the merged entry it has in the body being merged; -1 for none. */
   private mergedOf = new Int32Array(0)
 
+  /**
+   * Bodies of more points are left as sent: validation checks the request's limits (by default at
+   * most 1,000,000 points) before any work per point, which a merge here would do first.
+   */
+  constructor(private readonly maxPoints = 1_000_000) {}
+
   merge(p: PackedWrite): PackedWrite {
     const { ids, offsets, timestamps } = p
+    if (p.points > this.maxPoints) return p
     for (let k = 0; k < timestamps.length; k++) {
       const t = timestamps[k]!
       if (!(Number.isInteger(t) && t >= MIN_TIMESTAMP_MS && t <= MAX_TIMESTAMP_MS) || Object.is(t, -0)) return p

@@ -7,7 +7,7 @@ import { once } from 'node:events'
 import { test } from 'node:test'
 import { gzipSync } from 'node:zlib'
 import type { SeriesWrite } from '../../src/model/types.js'
-import type { BodyChunks } from '../../src/server/ingest-decode.js'
+import { type BodyChunks, EntryMerger } from '../../src/server/ingest-decode.js'
 import { IngestPool } from '../../src/server/ingest-pool.js'
 import { parseLineProtocol } from '../../src/server/line-protocol.js'
 import { BodyError, decodeWriteRequest, snappyDecode } from '../../src/server/prom-remote.js'
@@ -156,6 +156,24 @@ test('remote write entries of one series are merged in the worker, sorted, the l
   const left = await pool.decode({ kind: 'remote', body: chunked(unstorable), maxBytes: MAX })
   assert.equal(left.normalized, undefined)
   assert.deepEqual(plain(left.series), plain(decodeWriteRequest(snappyDecode(unstorable, MAX)).series))
+})
+
+test('a body of more points than the merge takes is left as sent, for validation to apply its limits first', () => {
+  const entry = (id: number, t: number) => ({ id, t })
+  const entries = [entry(0, 2), entry(1, 1), entry(0, 1)]
+  const packed = {
+    ids: Int32Array.from(entries, (e) => e.id),
+    offsets: Int32Array.from([0, 1, 2, 3]),
+    timestamps: Float64Array.from(entries, (e) => T0 + e.t),
+    values: Float64Array.from([1, 2, 3]),
+    points: 3,
+  }
+  assert.equal(new EntryMerger(2).merge(packed), packed)
+  const merged = new EntryMerger(3).merge(packed)
+  assert.equal(merged.normalized, true)
+  assert.deepEqual(Array.from(merged.ids), [0, 1])
+  assert.deepEqual(Array.from(merged.timestamps), [T0 + 1, T0 + 2, T0 + 1])
+  assert.deepEqual(Array.from(merged.values), [3, 1, 2])
 })
 
 test('a chunk that is a view of a larger buffer is copied to the worker, and the buffer stays usable', async (t) => {
