@@ -201,18 +201,21 @@ export class BasicEngine implements StorageEngine, ShardEngine, EngineCore {
     for (const timer of this.timers) clearInterval(timer)
     this.timers = []
     await this.draining
-    try {
-      await this.jobs.run(() => sealBlocks(this, true))
-    } finally {
-      // A seal that fails (a log that cannot be synced) leaves its points in the write buffer, which
-      // the next open replays; the database and the workers are released either way.
-      try {
-        await this.store.close()
-      } finally {
-        await this.decodePool.close()
-        this.state = 'closed'
-      }
+    // Every step runs whatever the one before did, and the first failure is thrown at the end: a seal
+    // that fails (a log that cannot be synced) leaves its points in the write buffer, which the next
+    // open replays, and the database and the workers are released either way.
+    let failure: unknown
+    for (const step of [
+      () => this.jobs.run(() => sealBlocks(this, true)),
+      () => this.store.close(),
+      () => this.decodePool.close(),
+    ]) {
+      await step().catch((err: unknown) => {
+        failure ??= err
+      })
     }
+    this.state = 'closed'
+    if (failure !== undefined) throw failure
   }
 
   async write(batch: WriteBatch, ctx?: CallContext): Promise<WriteResult> {

@@ -119,7 +119,7 @@ const NON_DECREASING = 1
 const UNORDERED = 2
 
 /** Points of one series, columnar; versions, when present, pair with them. */
-interface Points {
+export interface Points {
   readonly timestamps: Float64Array
   readonly values: Float64Array
   readonly versions?: Float64Array
@@ -215,15 +215,7 @@ function inNormalForm(entries: readonly SeriesWrite[], validated: ValidatedSerie
     if (known === undefined || keys.has(known.key)) return undefined
     if (!(timestamps instanceof Float64Array) || !(values instanceof Float64Array)) return undefined
     const n = timestamps.length
-    if (n === 0 || values.length !== n) return undefined
-    let previous = MIN_TIMESTAMP_MS - 1
-    for (let j = 0; j < n; j++) {
-      const t = timestamps[j] as number
-      // Also refuses -0, which validation stores as 0, and anything not an integer.
-      if (!(t > previous) || !Number.isInteger(t) || Object.is(t, -0)) return undefined
-      previous = t
-    }
-    if (previous > MAX_TIMESTAMP_MS) return undefined
+    if (n === 0 || values.length !== n || !normalTimestamps(timestamps)) return undefined
     const version = entry.version ?? 0
     if (!isVersion(version)) return undefined
     keys.add(known.key)
@@ -242,6 +234,20 @@ function inNormalForm(entries: readonly SeriesWrite[], validated: ValidatedSerie
     )
   }
   return { series, points }
+}
+
+/**
+ * Whether timestamps are what a normalized series holds: integer milliseconds the engine can
+ * store, strictly ascending. Refuses -0 too, which validation stores as 0.
+ */
+export function normalTimestamps(timestamps: Float64Array): boolean {
+  let previous = MIN_TIMESTAMP_MS - 1
+  for (let j = 0; j < timestamps.length; j++) {
+    const t = timestamps[j] as number
+    if (!(t > previous) || !Number.isInteger(t) || Object.is(t, -0)) return false
+    previous = t
+  }
+  return previous <= MAX_TIMESTAMP_MS
 }
 
 /** Validates one entry, pushing its violations; returns it normalized when it had none. */
@@ -622,7 +628,7 @@ function dedupSorted({ timestamps, values }: Points): Points {
  * or with versions the one with the highest version (the last of those). The permutation breaks
  * ties by position, so the order does not rest on the sort being stable.
  */
-function sortDedup({ timestamps, values, versions }: Points): Points {
+export function sortDedup({ timestamps, values, versions }: Points): Points {
   if (versions !== undefined) return sortDedupVersioned(timestamps, values, versions)
   const n = timestamps.length
   const order = new Uint32Array(n)

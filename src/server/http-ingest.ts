@@ -8,11 +8,11 @@
 import { gunzip } from 'node:zlib'
 import { compressSync } from 'snappy'
 import type { StorageEngine } from '../engine/storage-engine.js'
-import { DeadlineError, LimitError, UnavailableError, ValidationError } from '../model/errors.js'
+import { DeadlineError, type FieldViolation, LimitError, UnavailableError, ValidationError } from '../model/errors.js'
 import type { Matcher, QueryRequest, Selector, SeriesWrite } from '../model/types.js'
 import type { ServerLogger } from './errors.js'
 import { type BodyChunks, gzipError, joinChunks } from './ingest-decode.js'
-import type { IngestPool } from './ingest-pool.js'
+import type { DecodedBody, IngestPool } from './ingest-pool.js'
 import { bodyText, type LinePrecision, type PrefixCache, parseLineProtocol } from './line-protocol.js'
 import {
   BodyError,
@@ -89,19 +89,20 @@ export async function remoteWrite(
   decoding: IngestDecoding,
 ): Promise<{ answer: HttpAnswer; samples: number }> {
   const pool = inWorker(decoding, body)
+  let decoded: DecodedBody
   if (pool === undefined) {
     const { series, samples } = decodeWriteRequest(snappyDecode(joinChunks(body), maxBytes), decoding.headers)
-    // A request of metadata alone, or of series without samples, has nothing to store.
-    if (series.length > 0) await engine.write({ series, acceptNaN: true })
-    return { answer: NO_CONTENT, samples: series.length === 0 ? 0 : samples }
-  }
-  const decoded = await pool.decode({ kind: 'remote', body, maxBytes })
+    decoded = { series, points: samples }
+  } else decoded = await pool.decode({ kind: 'remote', body, maxBytes })
+  // A request of metadata alone, or of series without samples, has nothing to store.
   if (decoded.series.length === 0) return { answer: NO_CONTENT, samples: 0 }
   try {
     await engine.write({ series: decoded.series, acceptNaN: true, normalized: decoded.normalized === true })
   } catch (err) {
     const firstEntries = decoded.firstEntries
-    throw err instanceof ValidationError && firstEntries !== undefined ? renumbered(err, firstEntries) : err
+    if (!(err instanceof ValidationError) || firstEntries === undefined) throw err
+    // Merged, the body's series are numbered in order of appearance: named again by their first entry.
+    throw seriesRenamed(err, (v, i, rest) => ({ ...v, field: `series[${firstEntries[i]}]${rest}` }))
   }
   return { answer: NO_CONTENT, samples: decoded.points }
 }
@@ -145,31 +146,17 @@ export async function remoteRead(
 }
 
 /**
- * Rewrites the engine's `series[i]…` fields of a merged remote-write body as the body's first entry
- * of that series, which is what they name when the entries go to the engine unmerged.
+ * The error with each violation whose field is `series[i]…` as `rename` gives it, from i and the
+ * rest of the field; a violation rename gives nothing for keeps its field.
  */
-function renumbered(err: ValidationError, firstEntries: ArrayLike<number>): ValidationError {
+function seriesRenamed(
+  err: ValidationError,
+  rename: (v: FieldViolation, index: number, rest: string) => FieldViolation | undefined,
+): ValidationError {
   return new ValidationError(
     err.violations.map((v) => {
       const match = /^series\[(\d+)\](.*)$/.exec(v.field)
-      const entry = match === null ? undefined : firstEntries[Number(match[1])]
-      return match === null || entry === undefined ? v : { ...v, field: `series[${entry}]${match[2]}` }
-    }),
-    { cause: err },
-  )
-}
-
-/**
- * Rewrites the engine's `series[i]…` fields as the line the series first appeared on, so that the
- * sender learns which of its lines was refused.
- */
-function onLines(err: ValidationError, firstLines: ArrayLike<number>): ValidationError {
-  return new ValidationError(
-    err.violations.map((v) => {
-      const match = /^series\[(\d+)\]\.?(.*)$/.exec(v.field)
-      const line = match === null ? undefined : firstLines[Number(match[1])]
-      if (match === null || line === undefined) return v
-      return { field: `line ${line}`, description: `${match[2] || 'series'} ${v.description}` }
+      return (match === null ? undefined : rename(v, Number(match[1]), match[2]!)) ?? v
     }),
     { cause: err },
   )
@@ -210,7 +197,14 @@ export async function lineProtocolWrite(
   try {
     await engine.write({ series: parsed.series })
   } catch (err) {
-    throw err instanceof ValidationError && parsed.firstLines !== undefined ? onLines(err, parsed.firstLines) : err
+    const firstLines = parsed.firstLines
+    if (!(err instanceof ValidationError) || firstLines === undefined) throw err
+    // The sender learns which of its lines was refused: the line the series first appeared on.
+    throw seriesRenamed(err, (v, i, rest) => {
+      const line = firstLines[i]
+      const what = rest.replace(/^\./, '') || 'series'
+      return line === undefined ? undefined : { field: `line ${line}`, description: `${what} ${v.description}` }
+    })
   }
   return { answer: NO_CONTENT, samples: parsed.points }
 }

@@ -11,8 +11,8 @@
  */
 import { gunzipSync } from 'node:zlib'
 import { type FieldViolation, ValidationError } from '../model/errors.js'
-import { MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS } from '../model/timestamps.js'
 import type { SeriesWrite, Tag } from '../model/types.js'
+import { normalTimestamps, type Points, sortDedup } from '../model/validate.js'
 import { bodyText, type LinePrecision, PrefixCache, parseLineProtocol } from './line-protocol.js'
 import { BodyError, decodeWriteRequest, LabelSetCache, snappyDecode } from './prom-remote.js'
 
@@ -252,11 +252,11 @@ function pack(
  * Puts a remote-write body's entries in the engine's normal form, so that the main thread's
  * validation takes them as they are instead of merging them: Prometheus sends each sample as an
  * entry of its own with the series' full label set, so a request that holds two samples of a series
- * holds two entries of it. Entries of one series are merged in request order, and a series whose
- * timestamps are not strictly ascending is sorted, a repeated timestamp keeping its last point in
- * request order, which is what validation does (last write wins). Values are copied as bits, so a
- * staleness marker stays the NaN it was. A body with a timestamp the engine cannot store is left as
- * it is, for validation to report, and so is a body larger than any request the defaults take.
+ * holds two entries of it. Entries of one series are joined in request order and, where that is not
+ * strictly ascending, sorted by validation's own sortDedup (a repeated timestamp keeps its last
+ * point: last write wins). Values go from Float64Array to Float64Array, so a staleness marker stays
+ * the NaN it was. A body with a timestamp the engine cannot store is left as it is, for validation
+ * to report, and so is a body larger than any request the defaults take.
  */
 export class EntryMerger {
   /** For each series id, the merged entry it has in the body being merged; -1 for none. */
@@ -269,12 +269,8 @@ export class EntryMerger {
   constructor(private readonly maxPoints = 1_000_000) {}
 
   merge(p: PackedWrite): PackedWrite {
-    const { ids, offsets, timestamps } = p
     if (p.points > this.maxPoints) return p
-    for (let k = 0; k < timestamps.length; k++) {
-      const t = timestamps[k]!
-      if (!(Number.isInteger(t) && t >= MIN_TIMESTAMP_MS && t <= MAX_TIMESTAMP_MS) || Object.is(t, -0)) return p
-    }
+    const { ids, offsets } = p
     const entries = ids.length
     let maxId = -1
     for (let i = 0; i < entries; i++) maxId = Math.max(maxId, ids[i]!)
@@ -282,7 +278,7 @@ export class EntryMerger {
       this.mergedOf = new Int32Array(Math.max(maxId + 1, 2 * this.mergedOf.length)).fill(-1)
     }
     const mergedOf = this.mergedOf
-    /** The merged entry of each entry, and the first entry and the point count of each merged one. */
+    /** The merged entry of each entry; the first entry and the point count of each merged one. */
     const target = new Int32Array(entries)
     const firstEntries: number[] = []
     const counts: number[] = []
@@ -299,95 +295,65 @@ export class EntryMerger {
       counts[m]! += offsets[i + 1]! - offsets[i]!
     }
     for (let i = 0; i < entries; i++) mergedOf[ids[i]!] = -1
-    if (firstEntries.length === entries && everyAscending(offsets, timestamps)) return { ...p, normalized: true }
-    return mergeInto(p, target, firstEntries, counts)
+    if (firstEntries.length === entries) {
+      let normal = true
+      for (let i = 0; i < entries && normal; i++)
+        normal = normalTimestamps(p.timestamps.subarray(offsets[i], offsets[i + 1]))
+      if (normal) return { ...p, normalized: true }
+    }
+    return mergeInto(p, target, firstEntries, counts) ?? p
   }
-}
-
-/** Whether each entry's timestamps are strictly ascending. */
-function everyAscending(offsets: Int32Array, timestamps: Float64Array): boolean {
-  for (let i = 0; i + 1 < offsets.length; i++) {
-    for (let k = offsets[i]! + 1; k < offsets[i + 1]!; k++) if (!(timestamps[k]! > timestamps[k - 1]!)) return false
-  }
-  return true
 }
 
 /**
- * The merged entries: first each series' points side by side in request order (values as pairs of
- * 32-bit words, which copies their bits), then each series sorted and deduplicated where it needs it.
+ * The merged entries: each series' points side by side in request order, then sorted and
+ * deduplicated where they need it. Undefined when a series holds a timestamp the engine cannot store.
  */
-function mergeInto(p: PackedWrite, target: Int32Array, firstEntries: number[], counts: number[]): PackedWrite {
+function mergeInto(
+  p: PackedWrite,
+  target: Int32Array,
+  firstEntries: readonly number[],
+  counts: readonly number[],
+): PackedWrite | undefined {
   const merged = firstEntries.length
   const starts = new Int32Array(merged + 1)
   for (let m = 0; m < merged; m++) starts[m + 1] = starts[m]! + counts[m]!
-  const total = starts[merged]!
-  const ts = new Float64Array(total)
-  const vals = new Float64Array(total)
-  const words = new Uint32Array(vals.buffer)
-  const fromWords = new Uint32Array(p.values.buffer, p.values.byteOffset, 2 * p.values.length)
+  const joined = { timestamps: new Float64Array(starts[merged]!), values: new Float64Array(starts[merged]!) }
   const cursor = starts.slice(0, merged)
   for (let i = 0; i < target.length; i++) {
     const m = target[i]!
-    let at = cursor[m]!
-    for (let k = p.offsets[i]!; k < p.offsets[i + 1]!; k++, at++) {
-      ts[at] = p.timestamps[k]!
-      words[2 * at] = fromWords[2 * k]!
-      words[2 * at + 1] = fromWords[2 * k + 1]!
+    for (let k = p.offsets[i]!; k < p.offsets[i + 1]!; k++, cursor[m]!++) {
+      joined.timestamps[cursor[m]!] = p.timestamps[k]!
+      joined.values[cursor[m]!] = p.values[k]!
     }
-    cursor[m] = at
   }
-  // Sorting may drop repeated timestamps: each series is compacted towards the front.
-  const ids = new Int32Array(merged)
-  const offsets = new Int32Array(merged + 1)
-  let kept = 0
+  const series: Points[] = []
   for (let m = 0; m < merged; m++) {
-    ids[m] = p.ids[firstEntries[m]!]!
-    offsets[m] = kept
-    kept = sortSeries(ts, words, starts[m]!, starts[m + 1]!, kept)
+    const one = {
+      timestamps: joined.timestamps.subarray(starts[m], starts[m + 1]),
+      values: joined.values.subarray(starts[m], starts[m + 1]),
+    }
+    const sorted = normalTimestamps(one.timestamps) ? one : sortDedup(one)
+    if (!normalTimestamps(sorted.timestamps)) return undefined
+    series.push(sorted)
   }
-  offsets[merged] = kept
+  const offsets = new Int32Array(merged + 1)
+  for (let m = 0; m < merged; m++) offsets[m + 1] = offsets[m]! + series[m]!.timestamps.length
+  const timestamps = new Float64Array(offsets[merged]!)
+  const values = new Float64Array(offsets[merged]!)
+  series.forEach((s, m) => {
+    timestamps.set(s.timestamps, offsets[m]!)
+    values.set(s.values, offsets[m]!)
+  })
   return {
-    ids,
+    ids: Int32Array.from(firstEntries, (i) => p.ids[i]!),
     offsets,
-    timestamps: ts.subarray(0, kept),
-    values: vals.subarray(0, kept),
+    timestamps,
+    values,
     points: p.points,
     normalized: true,
     firstEntries: Int32Array.from(firstEntries),
   }
-}
-
-/**
- * Moves the points [from, to) to `out` on, sorted by timestamp with a repeated timestamp keeping
- * its last point; returns the offset after them. `out` is at most `from`, so nothing unread is
- * overwritten.
- */
-function sortSeries(ts: Float64Array, words: Uint32Array, from: number, to: number, out: number): number {
-  let ascending = true
-  for (let k = from + 1; k < to && ascending; k++) ascending = ts[k]! > ts[k - 1]!
-  if (ascending) {
-    if (out !== from) {
-      ts.copyWithin(out, from, to)
-      words.copyWithin(2 * out, 2 * from, 2 * to)
-    }
-    return out + (to - from)
-  }
-  // Stable: points of one timestamp stay in request order, and the last of them is kept.
-  const order = Array.from({ length: to - from }, (_, k) => from + k).sort((a, b) => ts[a]! - ts[b]! || a - b)
-  const sortedTs: number[] = []
-  const sortedWords: number[] = []
-  for (let k = 0; k < order.length; k++) {
-    const at = order[k]!
-    if (k + 1 < order.length && ts[order[k + 1]!] === ts[at]) continue
-    sortedTs.push(ts[at]!)
-    sortedWords.push(words[2 * at]!, words[2 * at + 1]!)
-  }
-  for (let k = 0; k < sortedTs.length; k++) {
-    ts[out + k] = sortedTs[k]!
-    words[2 * (out + k)] = sortedWords[2 * k]!
-    words[2 * (out + k) + 1] = sortedWords[2 * k + 1]!
-  }
-  return out + sortedTs.length
 }
 
 /**

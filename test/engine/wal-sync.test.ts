@@ -16,6 +16,23 @@ function point(host: string, i: number) {
   return { metric: 'cpu', tags: [{ key: 'host', value: host }], timestamps: [T0 + i * 1000], values: [i] }
 }
 
+/** Every timestamp the engine holds of `cpu`, series after series. */
+async function cpuTimestamps(engine: BasicEngine): Promise<number[]> {
+  const answer = await engine.query({ selector: { metric: 'cpu', matchers: [] }, startMs: T0, endMs: T0 + 60_000 })
+  return answer.flatMap((s) => Array.from(s.timestamps))
+}
+
+/** cpuTimestamps of an engine opened on `dir`, closed again after. */
+async function reopenedTimestamps(dir: string): Promise<number[]> {
+  const reopened = new BasicEngine({ dataDir: dir, sync: 'group' })
+  await reopened.open()
+  try {
+    return await cpuTimestamps(reopened)
+  } finally {
+    await reopened.close()
+  }
+}
+
 /** Runs `test` on a RocksStore open in a temporary folder, then closes it and removes the folder. */
 async function withStore(test: (store: RocksStore, dir: string) => Promise<void>): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), 'v3-walsync-'))
@@ -106,21 +123,7 @@ describe('write-ahead log sync', () => {
       const syncs = engine.store.walSyncs - before
       assert.ok(syncs >= 1 && syncs < 50, `${syncs} syncs for 50 writes`)
       await engine.close()
-      const reopened = new BasicEngine({ dataDir: dir, sync: 'group' })
-      await reopened.open()
-      try {
-        const answer = await reopened.query({
-          selector: { metric: 'cpu', matchers: [] },
-          startMs: T0,
-          endMs: T0 + 60_000,
-        })
-        assert.equal(
-          answer.reduce((n, s) => n + s.timestamps.length, 0),
-          50,
-        )
-      } finally {
-        await reopened.close()
-      }
+      assert.equal((await reopenedTimestamps(dir)).length, 50)
     } finally {
       await rm(dir, { recursive: true, force: true })
     }
@@ -145,23 +148,11 @@ describe('write-ahead log sync', () => {
       // write, so no later sync can vouch for them.
       await assert.rejects(engine.write({ series: [point('a', 3)] }), UnavailableError)
       // The unacknowledged writes reached the database, and the engine shows what it holds.
-      const answer = await engine.query({ selector: { metric: 'cpu', matchers: [] }, startMs: T0, endMs: T0 + 60_000 })
-      assert.deepEqual(Array.from(answer[0]?.timestamps ?? []), [T0 + 1000, T0 + 2000, T0 + 3000])
+      assert.deepEqual(await cpuTimestamps(engine), [T0 + 1000, T0 + 2000, T0 + 3000])
       // Closing cannot seal (its write must be synced), but it still releases the folder: an engine
       // opened on it in the same process replays the write buffer and finds every point.
       await assert.rejects(engine.close())
-      const reopened = new BasicEngine({ dataDir: dir, sync: 'group' })
-      await reopened.open()
-      try {
-        const again = await reopened.query({
-          selector: { metric: 'cpu', matchers: [] },
-          startMs: T0,
-          endMs: T0 + 60_000,
-        })
-        assert.deepEqual(Array.from(again[0]?.timestamps ?? []), [T0 + 1000, T0 + 2000, T0 + 3000])
-      } finally {
-        await reopened.close()
-      }
+      assert.deepEqual(await reopenedTimestamps(dir), [T0 + 1000, T0 + 2000, T0 + 3000])
     } finally {
       await rename(moved, dir).catch(() => undefined)
       await engine.close().catch(() => undefined)
