@@ -25,10 +25,10 @@ import {
   remoteWrite,
 } from './http-ingest.js'
 import { type BodyChunks, joinChunks } from './ingest-decode.js'
-import { IngestPool } from './ingest-pool.js'
+import { IngestPool, InPlaceDecoder } from './ingest-pool.js'
 import { PrefixCache, parseLinePrecision } from './line-protocol.js'
 import type { ServerMetrics } from './metrics.js'
-import { BodyError, LabelSetCache } from './prom-remote.js'
+import { BodyError } from './prom-remote.js'
 import { readTlsFiles, type TlsOptions } from './tls.js'
 import { checkExposure, positive, splitHostPort } from './transport.js'
 import { WriteGate } from './write-gate.js'
@@ -351,7 +351,7 @@ function routes(l: Listening, pool: IngestPool | undefined): Map<string, Route> 
   if (engine === undefined) return table
   const now = serving.now ?? Date.now
   const decoding: IngestDecoding = {
-    headers: new LabelSetCache(),
+    inPlace: new InPlaceDecoder(),
     prefixes: new PrefixCache(),
     ...(pool === undefined ? {} : { pool }),
   }

@@ -1,6 +1,13 @@
 import { Worker } from 'node:worker_threads'
 import type { SeriesWrite } from '../model/types.js'
-import { failureError, type IngestAnswer, type IngestJob, type PackedWrite, SeriesDirectory } from './ingest-decode.js'
+import {
+  failureError,
+  type IngestAnswer,
+  IngestDecoder,
+  type IngestJob,
+  type PackedWrite,
+  SeriesDirectory,
+} from './ingest-decode.js'
 import { BodyError } from './prom-remote.js'
 
 /** A decoded body as the engine takes it. */
@@ -150,6 +157,23 @@ export class IngestPool {
     if (p === undefined) return
     if (decoded !== undefined) p.resolve(decoded)
     else p.reject(error ?? new Error('BUG: an ingest answer with neither points nor a failure'))
+  }
+}
+
+/**
+ * A worker's decoding, done on the calling thread: the same decoder and series table, with no hand-off
+ * to another thread and back. For bodies whose decoding costs less than the hand-off and its thread
+ * wake-ups (see REMOTE_WORKER_MIN_BYTES).
+ */
+export class InPlaceDecoder {
+  private readonly decoder = new IngestDecoder()
+  private readonly directory = new SeriesDirectory()
+
+  decode(request: IngestRequest): DecodedBody {
+    const answer = this.decoder.decode({ ...request, id: 0 } as IngestJob)
+    this.directory.learn(answer.defined)
+    if (answer.failure !== undefined) throw failureError(answer.failure)
+    return toDecoded(this.directory, answer.packed)
   }
 }
 

@@ -2,6 +2,7 @@
 // read, InfluxDB line protocol, and the listener's rules (tokens and roles, TLS, the exposure
 // refusal, bounded bodies, methods).
 import assert from 'node:assert/strict'
+import { createHash } from 'node:crypto'
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { request as httpRequest } from 'node:http'
 import { request as httpsRequest } from 'node:https'
@@ -12,7 +13,7 @@ import { gzipSync } from 'node:zlib'
 import { BinaryReader, BinaryWriter, WireType } from '@bufbuild/protobuf/wire'
 import { compressSync, uncompressSync } from 'snappy'
 import { startHttpEndpoint } from '../../src/server/http-endpoint.js'
-import { WORKER_MIN_BODY_BYTES } from '../../src/server/http-ingest.js'
+import { LINE_WORKER_MIN_BYTES, REMOTE_WORKER_MIN_BYTES } from '../../src/server/http-ingest.js'
 import { createServerMetrics } from '../../src/server/metrics.js'
 import { MemoryEngine } from '../fixtures/memory-engine.js'
 import { type Sample, STALE_BITS, writeRequest } from '../fixtures/prom-remote-bodies.js'
@@ -87,6 +88,106 @@ async function post(url: string, body: Buffer | string, headers: Record<string, 
 function baseOf(server: ServerProcess): string {
   assert.ok(server.metricsUrl !== undefined)
   return server.metricsUrl.replace(/\/metrics$/, '')
+}
+
+/**
+ * Remote-write bodies through the HTTP listener, below REMOTE_WORKER_MIN_BYTES (decoded on the main
+ * thread) or above it (in the ingest worker): the same answers either way. Above it, each series
+ * carries a padding label of hex digits (its own, so that snappy cannot shrink it away).
+ */
+async function remoteWriteChecks(base: string, server: ServerProcess, name: string, inWorker: boolean): Promise<void> {
+  const pad = (i: number): [string, string][] =>
+    inWorker
+      ? [
+          [
+            'pad',
+            Array.from({ length: 8 }, (_, k) => createHash('sha256').update(`${name}${i}.${k}`).digest('hex')).join(''),
+          ],
+        ]
+      : []
+  const series = Array.from({ length: 1000 }, (_, i) => ({
+    labels: [['__name__', `${name}_big`], ['instance', `host-${i}`], ...pad(i)] as [string, string][],
+    samples: [[i, T0] as Sample, [i === 7 ? 'stale' : i + 0.5, T0 + 1000] as Sample],
+  }))
+  const rw = writeRequest(series)
+  assert.equal(rw.length >= REMOTE_WORKER_MIN_BYTES, inWorker)
+  const written = await post(`${base}/api/v1/write`, rw)
+  assert.equal(written.status, 204, written.body.toString())
+  const read = await post(
+    `${base}/api/v1/read`,
+    readRequest(T0, T0 + 1000, [
+      [0, '__name__', `${name}_big`],
+      [0, 'instance', 'host-7'],
+    ]),
+  )
+  assert.equal(read.status, 200)
+  assert.deepEqual(readResponse(read.body), [
+    {
+      labels: [`__name__=${name}_big`, 'instance=host-7', ...pad(7).map(([k, v]) => `${k}=${v}`)],
+      samples: [
+        [bitsOf(7), T0],
+        [STALE_BITS, T0 + 1000],
+      ],
+    },
+  ])
+  // Each sample an entry of its own, as Prometheus sends them, going back in time and repeating a
+  // timestamp: stored sorted, the last write of a timestamp winning, the staleness bits kept.
+  const rounds: [number, number][] = [
+    [T0 + 2000, 0],
+    [T0, 1],
+    [T0 + 2000, 2],
+  ]
+  const perSample = rounds.flatMap(([at, round]) =>
+    Array.from({ length: 400 }, (_, i) => ({
+      labels: [['__name__', `${name}_merge`], ['instance', `host-${i}`], ...pad(i)] as [string, string][],
+      samples: [[round === 2 && i === 5 ? 'stale' : i + round / 10, at] as Sample],
+    })),
+  )
+  const merged = writeRequest(perSample)
+  assert.equal(merged.length >= REMOTE_WORKER_MIN_BYTES, inWorker)
+  const mergedRes = await post(`${base}/api/v1/write`, merged)
+  assert.equal(mergedRes.status, 204, mergedRes.body.toString())
+  for (const [host, last] of [
+    [5, STALE_BITS],
+    [9, bitsOf(9.2)],
+  ] as const) {
+    const r = await post(
+      `${base}/api/v1/read`,
+      readRequest(T0, T0 + 2000, [
+        [0, '__name__', `${name}_merge`],
+        [0, 'instance', `host-${host}`],
+      ]),
+    )
+    assert.deepEqual(readResponse(r.body)[0]?.samples, [
+      [bitsOf(host + 0.1), T0],
+      [last, T0 + 2000],
+    ])
+  }
+  // A series the engine refuses is named by its first entry in the body, merged or not: here the
+  // 651st entry, the 401st series.
+  const tooLong = 'x'.repeat(2000)
+  const refusedMerge = writeRequest(
+    perSample.map((e, k) =>
+      k === 650 ? { ...e, labels: [e.labels[0]!, ['instance', tooLong] as [string, string], ...e.labels.slice(2)] } : e,
+    ),
+  )
+  const mergeRefused = await post(`${base}/api/v1/write`, refusedMerge)
+  assert.equal(mergeRefused.status, 400)
+  assert.match(mergeRefused.body.toString(), /^invalid series\[650\]\.tags\[0\]\.value: is 2000 bytes long/)
+  assert.deepEqual(
+    await server.client.listSeries({
+      metric: `${name}_merge`,
+      matchers: [{ key: 'instance', op: 'eq', value: tooLong }],
+    }),
+    [],
+  )
+  const bad = writeRequest([...series.slice(0, 999), { labels: [['job', 'no name']], samples: [[1, T0]] }])
+  const badRes = await post(`${base}/api/v1/write`, bad)
+  assert.equal(badRes.status, 400)
+  assert.equal(
+    badRes.body.toString(),
+    'invalid timeseries[999].labels: has no __name__ label: every series needs a metric name\n',
+  )
 }
 
 describe('remote write, remote read and line protocol on one node', () => {
@@ -323,11 +424,11 @@ describe('remote write, remote read and line protocol on one node', () => {
     const lines = (metric: string, n: number) =>
       Array.from({ length: n }, (_, i) => `${metric},host=h${i % 50} v=${i * 1.25},n=${i}i ${T0 + i}000000`)
     const good = lines('lpw_big', 400)
-    assert.ok(Buffer.byteLength(good.join('\n')) > WORKER_MIN_BODY_BYTES)
+    assert.ok(Buffer.byteLength(good.join('\n')) > LINE_WORKER_MIN_BYTES)
     const plain = await post(`${base}/write`, good.join('\n'))
     assert.equal(plain.status, 204, plain.body.toString())
     const zipped = gzipSync(lines('lpw_zip', 3000).join('\n'))
-    assert.ok(zipped.length > WORKER_MIN_BODY_BYTES)
+    assert.ok(zipped.length > LINE_WORKER_MIN_BYTES)
     const gz = await post(`${base}/api/v2/write`, zipped, { 'content-encoding': 'gzip' })
     assert.equal(gz.status, 204, gz.body.toString())
     const stored = await server.client.query({ selector: { metric: 'lpw_big_v' }, startMs: T0, endMs: T0 + 1000 })
@@ -356,97 +457,13 @@ describe('remote write, remote read and line protocol on one node', () => {
     assert.equal(engineRefused.status, 400)
     assert.match(JSON.parse(engineRefused.body.toString()).message, /line 300: metric must match/)
     assert.deepEqual(await server.client.listSeries({ metric: 'lpw_bad_v' }), [])
-
-    const series = Array.from({ length: 1000 }, (_, i) => ({
-      labels: [
-        ['__name__', 'rww_big'],
-        ['instance', `host-${i}`],
-      ] as [string, string][],
-      samples: [[i, T0] as Sample, [i === 7 ? 'stale' : i + 0.5, T0 + 1000] as Sample],
-    }))
-    const rw = writeRequest(series)
-    assert.ok(rw.length > WORKER_MIN_BODY_BYTES)
-    const written = await post(`${base}/api/v1/write`, rw)
-    assert.equal(written.status, 204, written.body.toString())
-    const read = await post(
-      `${base}/api/v1/read`,
-      readRequest(T0, T0 + 1000, [
-        [0, '__name__', 'rww_big'],
-        [0, 'instance', 'host-7'],
-      ]),
-    )
-    assert.equal(read.status, 200)
-    assert.deepEqual(readResponse(read.body), [
-      {
-        labels: ['__name__=rww_big', 'instance=host-7'],
-        samples: [
-          [bitsOf(7), T0],
-          [STALE_BITS, T0 + 1000],
-        ],
-      },
-    ])
-    // Each sample an entry of its own, as Prometheus sends them, going back in time and repeating a
-    // timestamp: stored sorted, the last write of a timestamp winning, the staleness bits kept.
-    const rounds: [number, number][] = [
-      [T0 + 2000, 0],
-      [T0, 1],
-      [T0 + 2000, 2],
-    ]
-    const perSample = rounds.flatMap(([at, round]) =>
-      Array.from({ length: 400 }, (_, i) => ({
-        labels: [
-          ['__name__', 'rww_merge'],
-          ['instance', `host-${i}`],
-        ] as [string, string][],
-        samples: [[round === 2 && i === 5 ? 'stale' : i + round / 10, at] as Sample],
-      })),
-    )
-    const merged = writeRequest(perSample)
-    assert.ok(merged.length > WORKER_MIN_BODY_BYTES)
-    const mergedRes = await post(`${base}/api/v1/write`, merged)
-    assert.equal(mergedRes.status, 204, mergedRes.body.toString())
-    for (const [host, last] of [
-      [5, STALE_BITS],
-      [9, bitsOf(9.2)],
-    ] as const) {
-      const r = await post(
-        `${base}/api/v1/read`,
-        readRequest(T0, T0 + 2000, [
-          [0, '__name__', 'rww_merge'],
-          [0, 'instance', `host-${host}`],
-        ]),
-      )
-      assert.deepEqual(readResponse(r.body)[0]?.samples, [
-        [bitsOf(host + 0.1), T0],
-        [last, T0 + 2000],
-      ])
-    }
-    // A series the engine refuses is named by its first entry in the body, merged or not: here the
-    // 651st entry, the 401st series.
-    const tooLong = 'x'.repeat(2000)
-    const refusedMerge = writeRequest(
-      perSample.map((e, k) =>
-        k === 650 ? { ...e, labels: [e.labels[0]!, ['instance', tooLong] as [string, string]] } : e,
-      ),
-    )
-    const mergeRefused = await post(`${base}/api/v1/write`, refusedMerge)
-    assert.equal(mergeRefused.status, 400)
-    assert.match(mergeRefused.body.toString(), /^invalid series\[650\]\.tags\[0\]\.value: is 2000 bytes long/)
-    assert.deepEqual(
-      await server.client.listSeries({
-        metric: 'rww_merge',
-        matchers: [{ key: 'instance', op: 'eq', value: tooLong }],
-      }),
-      [],
-    )
-    const bad = writeRequest([...series.slice(0, 999), { labels: [['job', 'no name']], samples: [[1, T0]] }])
-    const badRes = await post(`${base}/api/v1/write`, bad)
-    assert.equal(badRes.status, 400)
-    assert.equal(
-      badRes.body.toString(),
-      'invalid timeseries[999].labels: has no __name__ label: every series needs a metric name\n',
-    )
   })
+
+  for (const inWorker of [false, true]) {
+    test(`remote-write bodies decoded ${inWorker ? 'in the ingest worker' : 'in place'}: merged, sorted, last write winning, staleness bits kept, refusals named by the body's entry`, async () => {
+      await remoteWriteChecks(base, server, inWorker ? 'rwbig' : 'rwsmall', inWorker)
+    })
+  }
 
   test('the query API: GET and POST with a form body, JSON, Prometheus errors, buildinfo', async () => {
     await server.client.write([
