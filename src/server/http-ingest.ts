@@ -13,7 +13,7 @@ import type { Matcher, QueryRequest, Selector, SeriesWrite } from '../model/type
 import type { ServerLogger } from './errors.js'
 import { type BodyChunks, gzipError, joinChunks } from './ingest-decode.js'
 import type { DecodedBody, IngestPool, InPlaceDecoder } from './ingest-pool.js'
-import { bodyText, type LinePrecision, type PrefixCache, parseLineProtocol } from './line-protocol.js'
+import { type LinePrecision, type PrefixCache, parseLineProtocol } from './line-protocol.js'
 import {
   BodyError,
   decodeReadRequest,
@@ -192,8 +192,7 @@ export async function lineProtocolWrite(
   }
   if (pool === undefined) {
     const whole = joinChunks(body)
-    const text = bodyText(gzip ? await inflate(whole, maxBytes) : whole)
-    parsed = parseLineProtocol(text, precision, nowMs, decoding.prefixes)
+    parsed = parseLineProtocol(gzip ? await inflate(whole, maxBytes) : whole, precision, nowMs, decoding.prefixes)
   } else parsed = await pool.decode({ kind: 'line', body, gzip, maxBytes, precision, nowMs })
   if (parsed.series.length === 0) return { answer: NO_CONTENT, samples: 0 }
   try {

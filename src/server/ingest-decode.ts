@@ -13,7 +13,7 @@ import { gunzipSync } from 'node:zlib'
 import { type FieldViolation, ValidationError } from '../model/errors.js'
 import type { SeriesWrite, Tag } from '../model/types.js'
 import { normalTimestamps, type Points, sortDedup } from '../model/validate.js'
-import { bodyText, type LinePrecision, PrefixCache, parseLineProtocol } from './line-protocol.js'
+import { type LinePrecision, PrefixCache, parseLineProtocol } from './line-protocol.js'
 import { BodyError, decodeWriteRequest, LabelSetCache, snappyDecode } from './prom-remote.js'
 
 /**
@@ -401,8 +401,12 @@ export class IngestDecoder {
       return this.merger.merge(pack(series, samples, this.ids))
     }
     const whole = this.joined(job.body)
-    const text = bodyText(job.gzip ? gunzipBounded(whole, job.maxBytes) : whole)
-    const parsed = parseLineProtocol(text, job.precision, job.nowMs, this.prefixes)
+    const parsed = parseLineProtocol(
+      job.gzip ? gunzipBounded(whole, job.maxBytes) : whole,
+      job.precision,
+      job.nowMs,
+      this.prefixes,
+    )
     return pack(parsed.series, parsed.points, this.ids, parsed.firstLines)
   }
 }

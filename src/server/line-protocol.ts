@@ -19,7 +19,7 @@ import { POW10, scaledDecimal } from './decimal.js'
  * latin1 is a copy where UTF-8 decoding checks every byte: 0.4 against 7.3 ms for a 2.3 MB body
  * (50,000 points), while isAscii takes 0.03 ms.
  */
-export function bodyText(bytes: Buffer): string {
+function bodyText(bytes: Buffer): string {
   return isAscii(bytes) ? bytes.toString('latin1') : bytes.toString('utf8')
 }
 
@@ -355,173 +355,226 @@ export function defaultTimestampMs(nowMs: number, precision: LinePrecision): num
 }
 
 /**
- * Parses a line protocol body. Blank lines and `#` comments are skipped, and CRLF line ends are
- * accepted. Throws a ValidationError whose field is `line <n>` at the first bad line.
+ * Line-aligned pieces of a body are read into strings of at most this many bytes. V8 puts a longer
+ * string in its large-object space, fresh memory for every body: reading a 2.3 MB body as one string
+ * took 2.1 ms, and in pieces of 64 KiB 0.3 ms (Node 20, 2 cores).
+ */
+export const LINE_PIECE_BYTES = 64 * 1024
+
+const NEWLINE = 0x0a
+
+/**
+ * Parses a line protocol body, as text or as the bytes received (UTF-8). Blank lines and `#`
+ * comments are skipped, and CRLF line ends are accepted. Throws a ValidationError whose field is
+ * `line <n>` at the first bad line. Bytes are read in line-aligned pieces of LINE_PIECE_BYTES (a
+ * longer line is a piece of its own); a newline byte never occurs inside a UTF-8 character, so a
+ * piece boundary never splits one.
  */
 export function parseLineProtocol(
-  text: string,
+  body: string | Uint8Array,
   precision: LinePrecision,
   nowMs: number,
   cache?: PrefixCache,
 ): ParsedLines {
-  const prefixes = new Map<string, Prefix>()
-  /** The prefix of the last line read. */
-  let previous: Prefix | undefined
-  const series: SeriesWrite[] = []
-  const firstLines: number[] = []
-  const defaultTs = defaultTimestampMs(nowMs, precision)
-  let points = 0
-  let lineNo = 0
-  let pos = 0
-  const length = text.length
-  // The next backslash and quote at or after the line being read (length when there is none): a
-  // line before both is found with indexOf, natively, rather than scanned for escapes character
-  // by character. Each is searched again only once the lines have passed it, so a body without
-  // any is searched once, not to its end for every line.
-  let nextBackslash = -1
-  let nextQuote = -1
-  while (pos < length) {
-    lineNo++
-    let end = text.indexOf('\n', pos)
-    const next = end < 0 ? length : end + 1
-    if (end < 0) end = length
-    let lineEnd = end
-    while (lineEnd > pos) {
-      const c = text.charCodeAt(lineEnd - 1)
-      if (c === CR || c === SPACE || c === TAB) lineEnd--
-      else break
-    }
-    let start = pos
-    while (start < lineEnd) {
-      const c = text.charCodeAt(start)
-      if (c === SPACE || c === TAB) start++
-      else break
-    }
-    pos = next
-    if (start === lineEnd || text.charCodeAt(start) === HASH) continue
-
-    if (nextBackslash < start) {
-      nextBackslash = text.indexOf('\\', start)
-      if (nextBackslash < 0) nextBackslash = length
-    }
-    const plain = nextBackslash >= lineEnd
-    let prefixEnd = plain ? text.indexOf(' ', start) : scanTo(text, start, lineEnd, SPACE, SPACE, SPACE)
-    if (prefixEnd < 0 || prefixEnd > lineEnd) prefixEnd = lineEnd
-    if (prefixEnd >= lineEnd) throw lineError(lineNo, 'has no fields')
-    const guess = previous?.next
-    let prefix: Prefix | undefined
-    if (guess !== undefined && guess.raw.length === prefixEnd - start && text.startsWith(guess.raw, start)) {
-      prefix = guess
-    } else {
-      const rawPrefix = text.slice(start, prefixEnd)
-      prefix = prefixes.get(rawPrefix)
-      if (prefix === undefined) {
-        let parsed = cache?.get(rawPrefix)
-        if (parsed === undefined) {
-          parsed = parsePrefix(text, start, prefixEnd, lineNo)
-          cache?.set(rawPrefix, parsed)
-        }
-        const { measurement, tags } = parsed
-        prefix = { measurement, tags, fields: new Map(), order: [], raw: rawPrefix, next: undefined }
-        prefixes.set(rawPrefix, prefix)
+  const parser = new LineParser(precision, nowMs, cache)
+  if (typeof body === 'string') parser.feed(body)
+  else {
+    const bytes = Buffer.from(body.buffer, body.byteOffset, body.byteLength)
+    for (let start = 0; start < bytes.length; ) {
+      let end = bytes.length
+      if (end - start > LINE_PIECE_BYTES) {
+        const last = bytes.lastIndexOf(NEWLINE, start + LINE_PIECE_BYTES - 1)
+        const next = last >= start ? last : bytes.indexOf(NEWLINE, start + LINE_PIECE_BYTES)
+        if (next >= 0) end = next + 1
       }
-      if (previous !== undefined) previous.next = prefix
-    }
-    previous = prefix
-
-    let fieldsStart = prefixEnd + 1
-    while (fieldsStart < lineEnd && text.charCodeAt(fieldsStart) === SPACE) fieldsStart++
-    // The fields end at the first space outside a quoted string; string fields are refused below,
-    // so the first unescaped space that is not inside quotes ends them.
-    let fieldsEnd: number
-    if (plain) {
-      if (nextQuote < fieldsStart) {
-        nextQuote = text.indexOf('"', fieldsStart)
-        if (nextQuote < 0) nextQuote = length
-      }
-      const space = text.indexOf(' ', fieldsStart)
-      fieldsEnd = Math.min(space < 0 ? length : space, nextQuote, lineEnd)
-    } else fieldsEnd = scanTo(text, fieldsStart, lineEnd, SPACE, QUOTE, QUOTE)
-    if (fieldsEnd < lineEnd && text.charCodeAt(fieldsEnd) === QUOTE) {
-      const keyStart =
-        text.lastIndexOf(',', fieldsEnd) >= fieldsStart ? text.lastIndexOf(',', fieldsEnd) + 1 : fieldsStart
-      const keyEnd = text.lastIndexOf('=', fieldsEnd)
-      const key = keyEnd > keyStart ? piece(text, keyStart, keyEnd) : text.slice(keyStart, fieldsEnd)
-      throw lineError(
-        lineNo,
-        `field ${JSON.stringify(key)} is a string; only float, integer, unsigned and boolean fields can be stored`,
-      )
-    }
-    let ts = defaultTs
-    if (fieldsEnd < lineEnd) {
-      let tsStart = fieldsEnd + 1
-      while (tsStart < lineEnd && text.charCodeAt(tsStart) === SPACE) tsStart++
-      const parsed = timestampMs(text, tsStart, lineEnd, precision)
-      if (parsed === undefined) {
-        throw lineError(lineNo, `timestamp ${JSON.stringify(text.slice(tsStart, lineEnd))} is not an integer in range`)
-      }
-      ts = parsed
-    }
-
-    let i = fieldsStart
-    if (i >= fieldsEnd) throw lineError(lineNo, 'has no fields')
-    const order = prefix.order
-    for (let field = 0; i < fieldsEnd; field++) {
-      let target: FieldSeries | undefined
-      let keyEnd: number
-      const expected = order[field]
-      // The key as written, followed by "=", scans as it did on the line it was first read from.
-      if (
-        expected !== undefined &&
-        text.startsWith(expected.rawKey, i) &&
-        text.charCodeAt(i + expected.rawKey.length) === EQUALS
-      ) {
-        target = expected.series
-        keyEnd = i + expected.rawKey.length
-      } else {
-        keyEnd = scanTo(text, i, fieldsEnd, EQUALS, COMMA, COMMA)
-        if (keyEnd >= fieldsEnd || text.charCodeAt(keyEnd) !== EQUALS) {
-          throw lineError(lineNo, `field ${JSON.stringify(text.slice(i, keyEnd))} has no "=value"`)
-        }
-        if (keyEnd === i) throw lineError(lineNo, 'a field key is empty')
-      }
-      let value = plainDecimal(text, keyEnd + 1, fieldsEnd)
-      let valueEnd: number
-      if (!Number.isNaN(value)) valueEnd = plainEnd
-      else {
-        valueEnd = scanTo(text, keyEnd + 1, fieldsEnd, COMMA, COMMA, COMMA)
-        const general = fieldValue(text, keyEnd + 1, valueEnd)
-        if (typeof general === 'string') {
-          const key = piece(text, i, keyEnd)
-          throw lineError(
-            lineNo,
-            `field ${JSON.stringify(key)} ${general}: ${JSON.stringify(text.slice(keyEnd + 1, valueEnd))}`,
-          )
-        }
-        value = general
-      }
-      if (target === undefined) {
-        const rawKey = text.slice(i, keyEnd)
-        target = prefix.fields.get(rawKey)
-        if (target === undefined) {
-          target = {
-            metric: `${prefix.measurement}_${piece(text, i, keyEnd)}`,
-            tags: prefix.tags,
-            timestamps: [],
-            values: [],
-          }
-          prefix.fields.set(rawKey, target)
-          series.push(target)
-          firstLines.push(lineNo)
-        }
-        order[field] = { rawKey, series: target }
-      }
-      target.timestamps.push(ts)
-      target.values.push(value)
-      points++
-      if (valueEnd + 1 === fieldsEnd) throw lineError(lineNo, 'ends its fields with a comma')
-      i = valueEnd + 1
+      parser.feed(bodyText(bytes.subarray(start, end)))
+      start = end
     }
   }
-  return { series, firstLines, points }
+  return { series: parser.series, firstLines: parser.firstLines, points: parser.points }
+}
+
+/** The parse of one body, fed its text in line-aligned pieces. */
+class LineParser {
+  readonly series: SeriesWrite[] = []
+  readonly firstLines: number[] = []
+  points = 0
+  private readonly prefixes = new Map<string, Prefix>()
+  /** The prefix of the last line read. */
+  private previous: Prefix | undefined
+  private lineNo = 0
+  private readonly defaultTs: number
+
+  constructor(
+    private readonly precision: LinePrecision,
+    nowMs: number,
+    private readonly cache: PrefixCache | undefined,
+  ) {
+    this.defaultTs = defaultTimestampMs(nowMs, precision)
+  }
+
+  /** Parses whole lines; the state the next piece continues from is kept in the fields. */
+  feed(text: string): void {
+    const { prefixes, series, firstLines, defaultTs, precision, cache } = this
+    let previous = this.previous
+    let points = this.points
+    let lineNo = this.lineNo
+    let pos = 0
+    const length = text.length
+    // The next backslash and quote at or after the line being read (length when there is none): a
+    // line before both is found with indexOf, natively, rather than scanned for escapes character
+    // by character. Each is searched again only once the lines have passed it, so a body without
+    // any is searched once, not to its end for every line.
+    let nextBackslash = -1
+    let nextQuote = -1
+    while (pos < length) {
+      lineNo++
+      let end = text.indexOf('\n', pos)
+      const next = end < 0 ? length : end + 1
+      if (end < 0) end = length
+      let lineEnd = end
+      while (lineEnd > pos) {
+        const c = text.charCodeAt(lineEnd - 1)
+        if (c === CR || c === SPACE || c === TAB) lineEnd--
+        else break
+      }
+      let start = pos
+      while (start < lineEnd) {
+        const c = text.charCodeAt(start)
+        if (c === SPACE || c === TAB) start++
+        else break
+      }
+      pos = next
+      if (start === lineEnd || text.charCodeAt(start) === HASH) continue
+
+      if (nextBackslash < start) {
+        nextBackslash = text.indexOf('\\', start)
+        if (nextBackslash < 0) nextBackslash = length
+      }
+      const plain = nextBackslash >= lineEnd
+      let prefixEnd = plain ? text.indexOf(' ', start) : scanTo(text, start, lineEnd, SPACE, SPACE, SPACE)
+      if (prefixEnd < 0 || prefixEnd > lineEnd) prefixEnd = lineEnd
+      if (prefixEnd >= lineEnd) throw lineError(lineNo, 'has no fields')
+      const guess = previous?.next
+      let prefix: Prefix | undefined
+      if (guess !== undefined && guess.raw.length === prefixEnd - start && text.startsWith(guess.raw, start)) {
+        prefix = guess
+      } else {
+        const rawPrefix = text.slice(start, prefixEnd)
+        prefix = prefixes.get(rawPrefix)
+        if (prefix === undefined) {
+          let parsed = cache?.get(rawPrefix)
+          if (parsed === undefined) {
+            parsed = parsePrefix(text, start, prefixEnd, lineNo)
+            cache?.set(rawPrefix, parsed)
+          }
+          const { measurement, tags } = parsed
+          prefix = { measurement, tags, fields: new Map(), order: [], raw: rawPrefix, next: undefined }
+          prefixes.set(rawPrefix, prefix)
+        }
+        if (previous !== undefined) previous.next = prefix
+      }
+      previous = prefix
+
+      let fieldsStart = prefixEnd + 1
+      while (fieldsStart < lineEnd && text.charCodeAt(fieldsStart) === SPACE) fieldsStart++
+      // The fields end at the first space outside a quoted string; string fields are refused below,
+      // so the first unescaped space that is not inside quotes ends them.
+      let fieldsEnd: number
+      if (plain) {
+        if (nextQuote < fieldsStart) {
+          nextQuote = text.indexOf('"', fieldsStart)
+          if (nextQuote < 0) nextQuote = length
+        }
+        const space = text.indexOf(' ', fieldsStart)
+        fieldsEnd = Math.min(space < 0 ? length : space, nextQuote, lineEnd)
+      } else fieldsEnd = scanTo(text, fieldsStart, lineEnd, SPACE, QUOTE, QUOTE)
+      if (fieldsEnd < lineEnd && text.charCodeAt(fieldsEnd) === QUOTE) {
+        const keyStart =
+          text.lastIndexOf(',', fieldsEnd) >= fieldsStart ? text.lastIndexOf(',', fieldsEnd) + 1 : fieldsStart
+        const keyEnd = text.lastIndexOf('=', fieldsEnd)
+        const key = keyEnd > keyStart ? piece(text, keyStart, keyEnd) : text.slice(keyStart, fieldsEnd)
+        throw lineError(
+          lineNo,
+          `field ${JSON.stringify(key)} is a string; only float, integer, unsigned and boolean fields can be stored`,
+        )
+      }
+      let ts = defaultTs
+      if (fieldsEnd < lineEnd) {
+        let tsStart = fieldsEnd + 1
+        while (tsStart < lineEnd && text.charCodeAt(tsStart) === SPACE) tsStart++
+        const parsed = timestampMs(text, tsStart, lineEnd, precision)
+        if (parsed === undefined) {
+          throw lineError(
+            lineNo,
+            `timestamp ${JSON.stringify(text.slice(tsStart, lineEnd))} is not an integer in range`,
+          )
+        }
+        ts = parsed
+      }
+
+      let i = fieldsStart
+      if (i >= fieldsEnd) throw lineError(lineNo, 'has no fields')
+      const order = prefix.order
+      for (let field = 0; i < fieldsEnd; field++) {
+        let target: FieldSeries | undefined
+        let keyEnd: number
+        const expected = order[field]
+        // The key as written, followed by "=", scans as it did on the line it was first read from.
+        if (
+          expected !== undefined &&
+          text.startsWith(expected.rawKey, i) &&
+          text.charCodeAt(i + expected.rawKey.length) === EQUALS
+        ) {
+          target = expected.series
+          keyEnd = i + expected.rawKey.length
+        } else {
+          keyEnd = scanTo(text, i, fieldsEnd, EQUALS, COMMA, COMMA)
+          if (keyEnd >= fieldsEnd || text.charCodeAt(keyEnd) !== EQUALS) {
+            throw lineError(lineNo, `field ${JSON.stringify(text.slice(i, keyEnd))} has no "=value"`)
+          }
+          if (keyEnd === i) throw lineError(lineNo, 'a field key is empty')
+        }
+        let value = plainDecimal(text, keyEnd + 1, fieldsEnd)
+        let valueEnd: number
+        if (!Number.isNaN(value)) valueEnd = plainEnd
+        else {
+          valueEnd = scanTo(text, keyEnd + 1, fieldsEnd, COMMA, COMMA, COMMA)
+          const general = fieldValue(text, keyEnd + 1, valueEnd)
+          if (typeof general === 'string') {
+            const key = piece(text, i, keyEnd)
+            throw lineError(
+              lineNo,
+              `field ${JSON.stringify(key)} ${general}: ${JSON.stringify(text.slice(keyEnd + 1, valueEnd))}`,
+            )
+          }
+          value = general
+        }
+        if (target === undefined) {
+          const rawKey = text.slice(i, keyEnd)
+          target = prefix.fields.get(rawKey)
+          if (target === undefined) {
+            target = {
+              metric: `${prefix.measurement}_${piece(text, i, keyEnd)}`,
+              tags: prefix.tags,
+              timestamps: [],
+              values: [],
+            }
+            prefix.fields.set(rawKey, target)
+            series.push(target)
+            firstLines.push(lineNo)
+          }
+          order[field] = { rawKey, series: target }
+        }
+        target.timestamps.push(ts)
+        target.values.push(value)
+        points++
+        if (valueEnd + 1 === fieldsEnd) throw lineError(lineNo, 'ends its fields with a comma')
+        i = valueEnd + 1
+      }
+    }
+    this.previous = previous
+    this.points = points
+    this.lineNo = lineNo
+  }
 }

@@ -5,7 +5,7 @@ import { test } from 'node:test'
 import { ValidationError } from '../../src/model/errors.js'
 import { prng } from '../../src/model/prng.js'
 import type { SeriesWrite } from '../../src/model/types.js'
-import { PrefixCache, parseLinePrecision, parseLineProtocol } from '../../src/server/line-protocol.js'
+import { LINE_PIECE_BYTES, PrefixCache, parseLinePrecision, parseLineProtocol } from '../../src/server/line-protocol.js'
 
 const NOW = Date.UTC(2024, 0, 1, 12, 34, 56, 789)
 
@@ -323,4 +323,36 @@ test('escapes and quotes after plain lines, and plain lines after them, are read
   ])
   lineError('m v=1 1\nm v=2 2\nm v=3,s="x y" 3\nm v=4 4\n', 3, /line 3: field "s" is a string/)
   lineError('m v=1 1\nm v=2 2\nm v=3 3\nm v=4,s="x" 4\n', 4, /line 4: field "s" is a string/)
+})
+
+test('a body given as bytes is read in line-aligned pieces: the same series as its text, UTF-8 intact, lines numbered on', () => {
+  // Lines of varied length with non-ASCII tag values and CRLF ends, so that piece boundaries fall
+  // next to multi-byte characters and carriage returns; one line longer than a piece; no final newline.
+  const random = prng(11)
+  const lines: string[] = []
+  for (let i = 0; i < 20_000; i++) {
+    const host = i % 3 === 0 ? `höst-${i % 40}-日本` : `host-${i % 40}`
+    const pad = 'x'.repeat(1 + Math.floor(random() * 30))
+    lines.push(`cpu,host=${host},pad=${pad} v=${i / 4},w=${i}i ${(1_700_000_000_000 + i) * 1_000_000}`)
+  }
+  const wide = Array.from({ length: 8000 }, (_, k) => `f${k}=${k}`).join(',')
+  assert.ok(wide.length > LINE_PIECE_BYTES)
+  lines.splice(7000, 0, `wide,host=a ${wide} 1700000000000000000`)
+  const text = lines.join('\r\n')
+  const bytes = Buffer.from(text, 'utf8')
+  assert.ok(bytes.length > 10 * LINE_PIECE_BYTES)
+  const fromBytes = parseLineProtocol(bytes, 'ns', NOW)
+  const fromText = parseLineProtocol(text, 'ns', NOW)
+  assert.deepEqual(plain(fromBytes.series), plain(fromText.series))
+  assert.deepEqual(fromBytes.firstLines, fromText.firstLines)
+  assert.equal(fromBytes.points, 2 * 20_000 + 8000)
+  assert.ok(fromBytes.series.some((s) => s.tags[0]?.value === 'höst-0-日本'))
+
+  // A bad line far into the body is named by its number in the whole body.
+  const bad = [...lines]
+  bad[15_000] = 'cpu,host=a v="text"'
+  assert.throws(
+    () => parseLineProtocol(Buffer.from(bad.join('\n'), 'utf8'), 'ns', NOW),
+    (err: unknown) => err instanceof ValidationError && err.violations[0]?.field === 'line 15001',
+  )
 })
