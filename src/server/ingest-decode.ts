@@ -373,13 +373,29 @@ export class IngestDecoder {
   private readonly merger = new EntryMerger()
   private scratch = Buffer.alloc(0)
 
+  /** The answer a worker sends: the points, or why the body was refused, as plain data. */
   decode(job: IngestJob): IngestAnswer {
+    let defined: NewSeries | undefined
+    try {
+      const packed = this.decodeOrThrow(job, (d) => {
+        defined = d
+      })
+      return { id: job.id, defined: defined!, packed }
+    } catch (err) {
+      return { id: job.id, defined: defined!, failure: failureOf(err) }
+    }
+  }
+
+  /**
+   * The body's points; throws what refuses it. `learn` is told the series the body defined, before
+   * either, since the decoder remembers them whether or not the body is taken.
+   */
+  decodeOrThrow(job: IngestJob, learn: (defined: NewSeries) => void): PackedWrite {
     this.ids.begin()
     try {
-      const packed = this.packed(job)
-      return { id: job.id, defined: this.ids.end(), packed }
-    } catch (err) {
-      return { id: job.id, defined: this.ids.end(), failure: failureOf(err) }
+      return this.packed(job)
+    } finally {
+      learn(this.ids.end())
     }
   }
 

@@ -170,10 +170,8 @@ export class InPlaceDecoder {
   private readonly directory = new SeriesDirectory()
 
   decode(request: IngestRequest): DecodedBody {
-    const answer = this.decoder.decode({ ...request, id: 0 } as IngestJob)
-    this.directory.learn(answer.defined)
-    if (answer.failure !== undefined) throw failureError(answer.failure)
-    return toDecoded(this.directory, answer.packed)
+    const packed = this.decoder.decodeOrThrow({ ...request, id: 0 } as IngestJob, (d) => this.directory.learn(d))
+    return toDecoded(this.directory, packed)
   }
 }
 

@@ -8,7 +8,7 @@ import { test } from 'node:test'
 import { gzipSync } from 'node:zlib'
 import type { SeriesWrite } from '../../src/model/types.js'
 import { type BodyChunks, EntryMerger } from '../../src/server/ingest-decode.js'
-import { IngestPool } from '../../src/server/ingest-pool.js'
+import { IngestPool, InPlaceDecoder } from '../../src/server/ingest-pool.js'
 import { parseLineProtocol } from '../../src/server/line-protocol.js'
 import { BodyError, decodeWriteRequest, snappyDecode } from '../../src/server/prom-remote.js'
 import { STALE_BITS, writeRequest } from '../fixtures/prom-remote-bodies.js'
@@ -385,4 +385,45 @@ test('bodies of growing and shrinking sizes, in many chunks, decode alike in one
     assert.deepEqual(plain(decoded.series), plain(parseLineProtocol(text, 'ns', T0).series))
     assert.equal(decoded.points, lines)
   }
+})
+
+test('a body decoded in place (InPlaceDecoder) gives what the worker gives: merged series, first entries, the same refusals', async (t) => {
+  const pool = new IngestPool(1)
+  t.after(() => pool.close())
+  const inPlace = new InPlaceDecoder()
+  const entries = [0, 1, 2].flatMap((round) =>
+    Array.from({ length: 50 }, (_, i) => ({
+      labels: [
+        ['__name__', 'm'],
+        ['instance', `host-${i}`],
+      ] as [string, string][],
+      samples: [[round === 2 && i === 4 ? 'stale' : i + round, T0 + (round === 1 ? 0 : 1000 + round)]] as [
+        number | 'stale',
+        number,
+      ][],
+    })),
+  )
+  // A body whose later entry is refused defines series before the refusal: the next body names them.
+  const refused = writeRequest([...entries.slice(0, 60), { labels: [['job', 'no name']], samples: [[1, T0]] }])
+  for (const body of [writeRequest(entries), remoteBody(0), refused, remoteBody(1), writeRequest(entries)]) {
+    // Each its own chunks: the worker's are transferred to it.
+    const worker = await pool.decode({ kind: 'remote', body: chunked(body), maxBytes: MAX }).catch((err: Error) => err)
+    let decoded: Awaited<ReturnType<IngestPool['decode']>>
+    try {
+      decoded = inPlace.decode({ kind: 'remote', body: chunked(body), maxBytes: MAX })
+    } catch (err) {
+      assert.ok(worker instanceof Error, `refused in place only: ${err}`)
+      assert.equal((err as Error).constructor, worker.constructor)
+      assert.equal((err as Error).message, worker.message)
+      continue
+    }
+    assert.ok(!(worker instanceof Error), `refused in the worker only: ${worker}`)
+    assert.deepEqual(plain(decoded.series), plain(worker.series))
+    assert.equal(decoded.normalized, worker.normalized)
+    assert.deepEqual(Array.from(decoded.firstEntries ?? []), Array.from(worker.firstEntries ?? []))
+    assert.equal(decoded.points, worker.points)
+  }
+  const merged = inPlace.decode({ kind: 'remote', body: chunked(writeRequest(entries)), maxBytes: MAX })
+  assert.equal(merged.series.length, 50)
+  assert.deepEqual(bits(merged.series[4]!.values).at(-1), STALE_BITS)
 })
