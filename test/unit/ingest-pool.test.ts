@@ -426,4 +426,15 @@ test('a body decoded in place (InPlaceDecoder) gives what the worker gives: merg
   const merged = inPlace.decode({ kind: 'remote', body: chunked(writeRequest(entries)), maxBytes: MAX })
   assert.equal(merged.series.length, 50)
   assert.deepEqual(bits(merged.series[4]!.values).at(-1), STALE_BITS)
+  // Entries of a series in ascending order, as Prometheus sends a series' samples: joined as sent.
+  const ascending = writeRequest([...entries.slice(0, 50), ...entries.slice(100)])
+  const joined = inPlace.decode({ kind: 'remote', body: chunked(ascending), maxBytes: MAX })
+  assert.equal(joined.normalized, true)
+  assert.deepEqual(
+    Array.from(joined.firstEntries ?? []),
+    Array.from({ length: 50 }, (_, i) => i),
+  )
+  assert.deepEqual(Array.from(joined.series[7]!.timestamps as ArrayLike<number>), [T0 + 1000, T0 + 1002])
+  assert.deepEqual(Array.from(joined.series[7]!.values), [7, 9])
+  assert.deepEqual(bits(joined.series[4]!.values), [bits([4])[0], STALE_BITS])
 })
