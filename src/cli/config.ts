@@ -342,7 +342,7 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
     default: null,
     group: 'observability',
     arg: '<n>',
-    help: 'worker threads that decode line-protocol bodies of 8 KiB or more and remote-write bodies of 256 KiB or more (default: cores - 1, at least 1); 0 decodes on the event loop',
+    help: 'worker threads that decode remote-write and line-protocol bodies of 8 KiB or more (default: cores - 1, at least 1); 0 decodes on the event loop',
   },
   {
     key: 'log-level',

@@ -58,28 +58,23 @@ export function errorStatus(
 }
 
 /**
- * The smallest line-protocol body (as received, compressed or not) decoded in an ingest worker.
- * Handing a body over and building its series from the answer took the main thread 60 to 100 µs
- * whatever the body's size (measured on 2 cores, Node 20), as much as decoding about 5 KiB of line
- * protocol in place, and the round trip adds 0.1 to 0.3 ms to the answer; smaller bodies are decoded
- * in place.
+ * The smallest body (as received, compressed or not) decoded in an ingest worker. Handing a body
+ * over and building its series from the answer took the main thread 60 to 100 µs whatever the
+ * body's size (measured on 2 cores, Node 20), as much as decoding about 5 KiB of line protocol or
+ * of snappy remote write in place, and the round trip adds 0.1 to 0.3 ms to the answer; smaller
+ * bodies are decoded in place.
+ *
+ * A larger threshold for remote write was tried: a Prometheus request of 2,000 samples (54 KiB)
+ * decodes in about 1 ms, and decoding such bodies in place took 12 to 19% less CPU per sample under
+ * a full-speed load, at the same rate. But the event loop, busier by that 1 ms a request, then
+ * answered a health check sent every 2 ms during the load in 5.1 to 5.8 ms (median) against 2.7
+ * to 3.4 ms with the worker decoding: every other call waits behind the decoding.
  */
-export const LINE_WORKER_MIN_BYTES = 8 * 1024
-
-/**
- * The smallest remote-write body (snappy-compressed, as received) decoded in an ingest worker;
- * smaller ones are decoded on the main thread by the worker's own decoder (InPlaceDecoder). A
- * Prometheus request (2,000 samples by default, about 54 KiB in `npm run bench -- --protocols`)
- * takes about 1 ms to decode, while its hand-off to a worker and back costs two thread wake-ups,
- * which on 2 cores preempt the event loop: on that load, decoding in place took 12 to 19 % less
- * CPU per sample and 30 to 130 MiB less peak RSS, at the same or a higher rate (2 and 8 requests in
- * flight). A body of this size holds the event loop for a few ms, as a large gRPC Write does.
- */
-export const REMOTE_WORKER_MIN_BYTES = 256 * 1024
+export const WORKER_MIN_BODY_BYTES = 8 * 1024
 
 /** Where bodies are decoded: in place with the caches that make repeated series cheap, or in workers. */
 export interface IngestDecoding {
-  /** Remote-write bodies decoded on the main thread, with the worker's own decoder and caches. */
+  /** Small remote-write bodies, and all of them without workers: decoded on the main thread by the worker's own decoder. */
   readonly inPlace: InPlaceDecoder
   readonly prefixes: PrefixCache
   /** Absent: every body is decoded on the main thread. */
@@ -93,7 +88,7 @@ export async function remoteWrite(
   maxBytes: number,
   decoding: IngestDecoding,
 ): Promise<{ answer: HttpAnswer; samples: number }> {
-  const pool = body.size >= REMOTE_WORKER_MIN_BYTES ? decoding.pool : undefined
+  const pool = body.size >= WORKER_MIN_BODY_BYTES ? decoding.pool : undefined
   const request = { kind: 'remote', body, maxBytes } as const
   const decoded: DecodedBody = pool === undefined ? decoding.inPlace.decode(request) : await pool.decode(request)
   // A request of metadata alone, or of series without samples, has nothing to store.
@@ -184,7 +179,7 @@ export async function lineProtocolWrite(
   maxBytes: number,
   decoding: IngestDecoding,
 ): Promise<{ answer: HttpAnswer; samples: number }> {
-  const pool = body.size >= LINE_WORKER_MIN_BYTES ? decoding.pool : undefined
+  const pool = body.size >= WORKER_MIN_BODY_BYTES ? decoding.pool : undefined
   let parsed: {
     readonly series: readonly SeriesWrite[]
     readonly firstLines?: ArrayLike<number>

@@ -161,9 +161,9 @@ export class IngestPool {
 }
 
 /**
- * A worker's decoding, done on the calling thread: the same decoder and series table, with no hand-off
- * to another thread and back. For bodies whose decoding costs less than the hand-off and its thread
- * wake-ups (see REMOTE_WORKER_MIN_BYTES).
+ * A worker's decoding, done on the calling thread: the same decoder and series table, so that a body
+ * decoded in place is merged and refused exactly as in a worker. For bodies whose decoding costs less
+ * than the hand-off (see WORKER_MIN_BODY_BYTES), and for all of them without workers.
  */
 export class InPlaceDecoder {
   private readonly decoder = new IngestDecoder()
