@@ -66,9 +66,10 @@ export function errorStatus(
  *
  * A larger threshold for remote write was tried: a Prometheus request of 2,000 samples (54 KiB)
  * decodes in about 1 ms, and decoding such bodies in place took 12 to 19% less CPU per sample under
- * a full-speed load, at the same rate. But the event loop, busier by that 1 ms a request, then
- * answered a health check sent every 2 ms during the load in 5.1 to 5.8 ms (median) against 2.7
- * to 3.4 ms with the worker decoding: every other call waits behind the decoding.
+ * a full-speed load with no other calls, at the same rate. But the event loop, busier by that 1 ms
+ * a request, then answered a health check sent every 2 ms during the load in 5.1 to 5.8 ms (median)
+ * against 2.7 to 3.4 ms with the worker decoding, at no higher rate: every other call waits behind
+ * the decoding.
  */
 export const WORKER_MIN_BODY_BYTES = 8 * 1024
 

@@ -90,6 +90,15 @@ export interface IngestAnswer {
   readonly failure?: DecodeFailure
 }
 
+/** What an IngestDecoder makes of a body on its own thread. */
+export type Decoded = { readonly defined: NewSeries } & ({ readonly packed: PackedWrite } | { readonly error: unknown })
+
+/** The answer a worker sends for a decoded body: the points, or why the body was refused, as plain data. */
+export function answerOf(id: number, d: Decoded): IngestAnswer {
+  if ('packed' in d) return { id, defined: d.defined, packed: d.packed }
+  return { id, defined: d.defined, failure: failureOf(d.error) }
+}
+
 /** The error a main-thread decode would have thrown, from its description. */
 export function failureError(f: DecodeFailure): Error {
   if (f.kind === 'body') return new BodyError(f.status, f.message)
@@ -373,29 +382,17 @@ export class IngestDecoder {
   private readonly merger = new EntryMerger()
   private scratch = Buffer.alloc(0)
 
-  /** The answer a worker sends: the points, or why the body was refused, as plain data. */
-  decode(job: IngestJob): IngestAnswer {
-    let defined: NewSeries | undefined
-    try {
-      const packed = this.decodeOrThrow(job, (d) => {
-        defined = d
-      })
-      return { id: job.id, defined: defined!, packed }
-    } catch (err) {
-      return { id: job.id, defined: defined!, failure: failureOf(err) }
-    }
-  }
-
   /**
-   * The body's points; throws what refuses it. `learn` is told the series the body defined, before
-   * either, since the decoder remembers them whether or not the body is taken.
+   * The body's points, or what refused it as a decoder threw it, with the series the body defined
+   * either way: the decoder remembers them whether or not the body is taken.
    */
-  decodeOrThrow(job: IngestJob, learn: (defined: NewSeries) => void): PackedWrite {
+  decode(job: IngestJob): Decoded {
     this.ids.begin()
     try {
-      return this.packed(job)
-    } finally {
-      learn(this.ids.end())
+      const packed = this.packed(job)
+      return { defined: this.ids.end(), packed }
+    } catch (error) {
+      return { defined: this.ids.end(), error }
     }
   }
 

@@ -170,8 +170,10 @@ export class InPlaceDecoder {
   private readonly directory = new SeriesDirectory()
 
   decode(request: IngestRequest): DecodedBody {
-    const packed = this.decoder.decodeOrThrow({ ...request, id: 0 } as IngestJob, (d) => this.directory.learn(d))
-    return toDecoded(this.directory, packed)
+    const decoded = this.decoder.decode({ ...request, id: 0 } as IngestJob)
+    this.directory.learn(decoded.defined)
+    if ('error' in decoded) throw decoded.error
+    return toDecoded(this.directory, decoded.packed)
   }
 }
 

@@ -403,8 +403,9 @@ test('a body decoded in place (InPlaceDecoder) gives what the worker gives: merg
       ][],
     })),
   )
-  // A body whose later entry is refused defines series before the refusal: the next body names them.
+  // A refused body between others: both decoders refuse it alike and go on with the same series.
   const refused = writeRequest([...entries.slice(0, 60), { labels: [['job', 'no name']], samples: [[1, T0]] }])
+  let refusals = 0
   for (const body of [writeRequest(entries), remoteBody(0), refused, remoteBody(1), writeRequest(entries)]) {
     // Each its own chunks: the worker's are transferred to it.
     const worker = await pool.decode({ kind: 'remote', body: chunked(body), maxBytes: MAX }).catch((err: Error) => err)
@@ -415,6 +416,7 @@ test('a body decoded in place (InPlaceDecoder) gives what the worker gives: merg
       assert.ok(worker instanceof Error, `refused in place only: ${err}`)
       assert.equal((err as Error).constructor, worker.constructor)
       assert.equal((err as Error).message, worker.message)
+      refusals++
       continue
     }
     assert.ok(!(worker instanceof Error), `refused in the worker only: ${worker}`)
@@ -423,6 +425,7 @@ test('a body decoded in place (InPlaceDecoder) gives what the worker gives: merg
     assert.deepEqual(Array.from(decoded.firstEntries ?? []), Array.from(worker.firstEntries ?? []))
     assert.equal(decoded.points, worker.points)
   }
+  assert.equal(refusals, 1, 'the body without a metric name is refused on both paths')
   const merged = inPlace.decode({ kind: 'remote', body: chunked(writeRequest(entries)), maxBytes: MAX })
   assert.equal(merged.series.length, 50)
   assert.deepEqual(bits(merged.series[4]!.values).at(-1), STALE_BITS)
