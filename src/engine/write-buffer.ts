@@ -53,19 +53,21 @@ export function encodeBufferRecord(
   points: readonly RecordPoints[],
   scratch?: RecordScratch,
 ): Buffer {
-  if (points.some((p) => p.versions !== undefined)) return encodeVersioned(series, points, scratch)
   let size = 5
-  for (const p of points) size += SERIES_ID_BYTES + 4 + p.timestamps.length * 16
+  for (let i = 0; i < points.length; i++) {
+    const p = points[i]!
+    if (p.versions !== undefined) return encodeVersioned(series, points, scratch)
+    size += SERIES_ID_BYTES + 4 + p.timestamps.length * 16
+  }
   const out = scratch?.take(size) ?? Buffer.allocUnsafe(size)
   out[0] = ENCODING_BUFFER_V1
-  out.writeUInt32LE(points.length, 1)
-  const bytes = new ByteCopier(out)
+  const bytes = new WordCopier(out)
+  bytes.uint32(points.length, 1)
   let off = 5
   for (let i = 0; i < points.length; i++) {
     const p = points[i]!
     off = copyId(out, off, series[i]!.id)
-    out.writeUInt32LE(p.timestamps.length, off)
-    off = bytes.copy(p.values, bytes.copy(p.timestamps, off + 4))
+    off = bytes.copy(p.values, bytes.copy(p.timestamps, bytes.uint32(p.timestamps.length, off)))
   }
   return out
 }
@@ -93,39 +95,65 @@ export class RecordScratch {
 }
 
 /**
- * Arrays up to this many bytes are copied byte by byte: a view to hand to Buffer.set costs more
+ * Arrays up to this many bytes are copied word by word: a view to hand to Buffer.set costs more
  * than the loop, and remote write sends series of one or two points.
  */
-const BYTE_LOOP_MAX = 128
+const WORD_LOOP_MAX = 128
 
 /**
- * Copies the raw bytes of float64 arrays into a record. Small arrays are copied through one byte
- * view of their ArrayBuffer, kept while the next array shares it (a write's points share one
- * arena), so that a record of a thousand small series does not create two thousand views. Bytes,
- * not numbers, so every NaN keeps its bit pattern.
+ * Copies the raw bytes of float64 arrays into a record. Small arrays are copied as 32-bit words,
+ * read through a word view of their ArrayBuffer and written with a DataView (record offsets are
+ * not aligned). The views of the last two ArrayBuffers are kept: a write's timestamps share one
+ * buffer and its values another, and the copies alternate between them, so that a record of a
+ * thousand small series does not create two thousand views. Words, not numbers, so every NaN
+ * keeps its bit pattern (Prometheus' staleness marker is one).
  */
-class ByteCopier {
-  private source: ArrayBufferLike | undefined
-  private view: Uint8Array<ArrayBufferLike> = new Uint8Array(0)
+class WordCopier {
+  private recent: ArrayBufferLike | undefined
+  private recentWords: Uint32Array<ArrayBufferLike> = new Uint32Array(0)
+  private other: ArrayBufferLike | undefined
+  private otherWords: Uint32Array<ArrayBufferLike> = new Uint32Array(0)
+  private readonly view: DataView
 
-  constructor(private readonly out: Buffer) {}
+  constructor(private readonly out: Buffer) {
+    this.view = new DataView(out.buffer, out.byteOffset, out.byteLength)
+  }
+
+  /** Writes `value` as a uint32le at `off`; returns the offset after it. */
+  uint32(value: number, off: number): number {
+    this.view.setUint32(off, value, true)
+    return off + 4
+  }
 
   /** Copies `a` to `off`; returns the offset after it. */
   copy(a: Float64Array, off: number): number {
     const n = a.byteLength
-    if (n > BYTE_LOOP_MAX) {
+    if (n > WORD_LOOP_MAX) {
       this.out.set(new Uint8Array(a.buffer, a.byteOffset, n), off)
       return off + n
     }
-    if (a.buffer !== this.source) {
-      this.source = a.buffer
-      this.view = new Uint8Array(a.buffer)
-    }
+    const words = this.wordsOf(a.buffer)
     const view = this.view
-    const out = this.out
-    const from = a.byteOffset
-    for (let k = 0; k < n; k++) out[off + k] = view[from + k]!
-    return off + n
+    // A Float64Array starts on an 8-byte boundary of its buffer, so its words are whole.
+    const end = (a.byteOffset + n) >>> 2
+    let at = off
+    for (let w = a.byteOffset >>> 2; w < end; w++, at += 4) view.setUint32(at, words[w]!, true)
+    return at
+  }
+
+  /** The uint32 view of `buffer`: one of the two kept, or a new one that replaces the older. */
+  private wordsOf(buffer: ArrayBufferLike): Uint32Array<ArrayBufferLike> {
+    if (buffer === this.recent) return this.recentWords
+    if (buffer !== this.other) {
+      this.other = buffer
+      this.otherWords = new Uint32Array(buffer, 0, buffer.byteLength >>> 2)
+    }
+    const words = this.otherWords
+    this.other = this.recent
+    this.otherWords = this.recentWords
+    this.recent = buffer
+    this.recentWords = words
+    return words
   }
 }
 
@@ -152,7 +180,7 @@ function encodeVersioned(
   const out = scratch?.take(size) ?? Buffer.allocUnsafe(size)
   out[0] = ENCODING_BUFFER_V2
   out.writeUInt32LE(points.length, 1)
-  const bytes = new ByteCopier(out)
+  const bytes = new WordCopier(out)
   let off = 5
   points.forEach((p, i) => {
     const layout = layouts[i]!

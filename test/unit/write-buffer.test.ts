@@ -65,6 +65,28 @@ describe('write-buffer records', () => {
     assert.equal(bitsOf(back[1]!.vals)[0], STALE_NAN)
   })
 
+  test('V1: timestamps and values from separate buffers, and a third between them, byte for byte', () => {
+    // The ingest path hands a body's timestamps in one buffer and its values in another; the encoder
+    // keeps views of the last two buffers, so a third one in between must not mix them up.
+    const times = Float64Array.of(1, 2, 3, 4, 5, 6)
+    const values = doubles([1n << 52n, STALE_NAN, OTHER_NAN, 3n << 52n, 5n << 52n, 7n << 52n])
+    const third = new Float64Array(new ArrayBuffer(40), 8, 3)
+    third.set([9, 10, 11])
+    const points: RecordPoints[] = [
+      { timestamps: times.subarray(0, 2), values: values.subarray(0, 2) },
+      { timestamps: third.subarray(0, 1), values: values.subarray(2, 3) },
+      { timestamps: times.subarray(2, 3), values: third.subarray(1, 2) },
+      { timestamps: times.subarray(3, 6), values: values.subarray(3, 6) },
+    ]
+    const ids = points.map((_, k) => id(k + 1))
+    const record = encodeBufferRecord(
+      ids.map((b) => ({ id: b })),
+      points,
+    )
+    assert.deepEqual(record, byHand(ids, points))
+    assert.deepEqual(bitsOf(decodeBufferRecord(record, 0)[0]!.vals), [1n << 52n, STALE_NAN])
+  })
+
   test('a record written by hand in the documented layout decodes', () => {
     const points: RecordPoints[] = [{ timestamps: Float64Array.of(7, 8), values: doubles([STALE_NAN, 1n]) }]
     const back = decodeBufferRecord(byHand([id(9)], points), 3)
