@@ -237,12 +237,12 @@ function inNormalForm(entries: readonly SeriesWrite[], validated: ValidatedSerie
 }
 
 /**
- * Whether timestamps are what a normalized series holds: integer milliseconds the engine can
- * store, strictly ascending. Refuses -0 too, which validation stores as 0.
+ * Whether timestamps (those in [from, to) when given) are what a normalized series holds: integer
+ * milliseconds the engine can store, strictly ascending. Refuses -0 too, which validation stores as 0.
  */
-export function normalTimestamps(timestamps: Float64Array): boolean {
+export function normalTimestamps(timestamps: Float64Array, from = 0, to = timestamps.length): boolean {
   let previous = MIN_TIMESTAMP_MS - 1
-  for (let j = 0; j < timestamps.length; j++) {
+  for (let j = from; j < to; j++) {
     const t = timestamps[j] as number
     if (!(t > previous) || !Number.isInteger(t) || Object.is(t, -0)) return false
     previous = t

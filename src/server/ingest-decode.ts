@@ -306,8 +306,7 @@ export class EntryMerger {
     for (let i = 0; i < entries; i++) mergedOf[ids[i]!] = -1
     if (firstEntries.length === entries) {
       let normal = true
-      for (let i = 0; i < entries && normal; i++)
-        normal = normalTimestamps(p.timestamps.subarray(offsets[i], offsets[i + 1]))
+      for (let i = 0; i < entries && normal; i++) normal = normalTimestamps(p.timestamps, offsets[i], offsets[i + 1])
       if (normal) return { ...p, normalized: true }
     }
     return mergeInto(p, target, firstEntries, counts) ?? p
@@ -336,6 +335,15 @@ function mergeInto(
       joined.values[cursor[m]!] = p.values[k]!
     }
   }
+  const firsts = Int32Array.from(firstEntries)
+  const ids = Int32Array.from(firstEntries, (i) => p.ids[i]!)
+  // Usually every series is already in order (a scrape's samples of a series come in time order):
+  // the joined arrays are then the answer as they are.
+  let ordered = true
+  for (let m = 0; m < merged && ordered; m++) ordered = normalTimestamps(joined.timestamps, starts[m], starts[m + 1])
+  if (ordered) {
+    return { ids, offsets: starts, ...joined, points: p.points, normalized: true, firstEntries: firsts }
+  }
   const series: Points[] = []
   for (let m = 0; m < merged; m++) {
     const one = {
@@ -354,15 +362,7 @@ function mergeInto(
     timestamps.set(s.timestamps, offsets[m]!)
     values.set(s.values, offsets[m]!)
   })
-  return {
-    ids: Int32Array.from(firstEntries, (i) => p.ids[i]!),
-    offsets,
-    timestamps,
-    values,
-    points: p.points,
-    normalized: true,
-    firstEntries: Int32Array.from(firstEntries),
-  }
+  return { ids, offsets, timestamps, values, points: p.points, normalized: true, firstEntries: firsts }
 }
 
 /**

@@ -131,6 +131,16 @@ function sameBytes(known: DataView, view: DataView, start: number, end: number):
   const length = end - start
   if (known.byteLength !== length) return false
   let i = 0
+  // Eight bytes at a time, read as doubles: equal doubles have equal bits, except +0 and -0 (equal
+  // as numbers) and NaNs (never equal), so a word that reads as one of those, or as unequal, is
+  // compared as two integers.
+  for (; i + 8 <= length; i += 8) {
+    const word = known.getFloat64(i, true)
+    if (word !== view.getFloat64(start + i, true) || word === 0) {
+      if (known.getInt32(i, true) !== view.getInt32(start + i, true)) return false
+      if (known.getInt32(i + 4, true) !== view.getInt32(start + i + 4, true)) return false
+    }
+  }
   for (; i + 4 <= length; i += 4) if (known.getInt32(i, true) !== view.getInt32(start + i, true)) return false
   for (; i < length; i++) if (known.getUint8(i) !== view.getUint8(start + i)) return false
   return true

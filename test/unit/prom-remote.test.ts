@@ -396,12 +396,36 @@ test('label sets filed under the same hash are told apart by every byte, the las
   // Within a larger buffer, at an offset, as a decoder meets it: found.
   const framed = Buffer.concat([Buffer.from('xx'), stored, Buffer.from('yy')])
   assert.equal(cache.find(view(framed), 2, 2 + stored.length, 1)?.metric, 'cpu')
-  // A different byte in the first word, in the tail, or one byte fewer: not this set.
-  for (const other of ['X123456789abcdefghi', '0123456789abcdefghX', '0123456789abcdefgh']) {
+  // A different byte in the first word, in the upper half of the second, in the tail, or one byte
+  // fewer: not this set.
+  for (const other of ['X123456789abcdefghi', '0123456789abXdefghi', '0123456789abcdefghX', '0123456789abcdefgh']) {
     const b = Buffer.from(other)
     assert.equal(cache.find(view(b), 0, b.length, 1), undefined, other)
   }
   // Under another hash it is not looked at.
   assert.equal(cache.find(view(stored), 0, stored.length, 2), undefined)
   assert.equal(hashBytes(view(framed), 2, 2 + stored.length), hashBytes(view(stored), 0, stored.length))
+})
+
+test('label bytes that read as the same number are still told apart: +0 and -0, NaNs of other payloads', () => {
+  // The cache compares eight bytes at a time as doubles; these are the words where equal numbers do
+  // not mean equal bytes, or equal bytes do not make equal numbers.
+  const view = (b: Buffer): DataView => new DataView(b.buffer, b.byteOffset, b.byteLength)
+  const word = (bits: bigint): Buffer => {
+    const b = Buffer.alloc(8)
+    b.writeBigUInt64LE(bits)
+    return b
+  }
+  const plusZero = word(0n)
+  const minusZero = word(0x8000_0000_0000_0000n)
+  const nan = word(0x7ff8_0000_0000_0001n)
+  const otherNan = word(0x7ff8_0000_0000_0002n)
+  const cache = new LabelSetCache()
+  for (const [i, stored] of [plusZero, nan].entries()) {
+    cache.add(stored, 0, 8, 7, `m${i}`, [{ key: 'k', value: String(i) }])
+  }
+  assert.equal(cache.find(view(Buffer.from(plusZero)), 0, 8, 7)?.metric, 'm0')
+  assert.equal(cache.find(view(Buffer.from(nan)), 0, 8, 7)?.metric, 'm1')
+  assert.equal(cache.find(view(minusZero), 0, 8, 7), undefined)
+  assert.equal(cache.find(view(otherNan), 0, 8, 7), undefined)
 })
