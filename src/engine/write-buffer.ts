@@ -179,15 +179,13 @@ function encodeVersioned(
   })
   const out = scratch?.take(size) ?? Buffer.allocUnsafe(size)
   out[0] = ENCODING_BUFFER_V2
-  out.writeUInt32LE(points.length, 1)
   const bytes = new WordCopier(out)
+  bytes.uint32(points.length, 1)
   let off = 5
   points.forEach((p, i) => {
     const layout = layouts[i]!
-    off = copyId(out, off, series[i]!.id)
-    out.writeUInt32LE(p.timestamps.length, off)
-    out[off + 4] = layout.kind
-    off += 5
+    off = bytes.uint32(p.timestamps.length, copyId(out, off, series[i]!.id))
+    out[off++] = layout.kind
     if (layout.kind === VERSIONS_ONE) {
       out.writeDoubleLE(p.versions![0]!, off)
       off += 8

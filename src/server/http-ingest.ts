@@ -82,6 +82,11 @@ export interface IngestDecoding {
   readonly pool?: IngestPool
 }
 
+/** The pool that decodes `body`, or undefined when it is decoded in place (small, or no workers). */
+function workerPool(decoding: IngestDecoding, body: BodyChunks): IngestPool | undefined {
+  return body.size >= WORKER_MIN_BODY_BYTES ? decoding.pool : undefined
+}
+
 /** A `prometheus.WriteRequest`, snappy-compressed, stored as one write. */
 export async function remoteWrite(
   engine: StorageEngine,
@@ -89,7 +94,7 @@ export async function remoteWrite(
   maxBytes: number,
   decoding: IngestDecoding,
 ): Promise<{ answer: HttpAnswer; samples: number }> {
-  const pool = body.size >= WORKER_MIN_BODY_BYTES ? decoding.pool : undefined
+  const pool = workerPool(decoding, body)
   const request = { kind: 'remote', body, maxBytes } as const
   const decoded: DecodedBody = pool === undefined ? decoding.inPlace.decode(request) : await pool.decode(request)
   // A request of metadata alone, or of series without samples, has nothing to store.
@@ -180,7 +185,7 @@ export async function lineProtocolWrite(
   maxBytes: number,
   decoding: IngestDecoding,
 ): Promise<{ answer: HttpAnswer; samples: number }> {
-  const pool = body.size >= WORKER_MIN_BODY_BYTES ? decoding.pool : undefined
+  const pool = workerPool(decoding, body)
   let parsed: {
     readonly series: readonly SeriesWrite[]
     readonly firstLines?: ArrayLike<number>

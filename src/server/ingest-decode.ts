@@ -350,7 +350,12 @@ function mergeInto(
       timestamps: joined.timestamps.subarray(starts[m], starts[m + 1]),
       values: joined.values.subarray(starts[m], starts[m + 1]),
     }
-    const sorted = normalTimestamps(one.timestamps) ? one : sortDedup(one)
+    if (normalTimestamps(one.timestamps)) {
+      series.push(one)
+      continue
+    }
+    // Sorted, a series whose timestamps are still not normal holds one the engine cannot store.
+    const sorted = sortDedup(one)
     if (!normalTimestamps(sorted.timestamps)) return undefined
     series.push(sorted)
   }

@@ -170,7 +170,7 @@ export class InPlaceDecoder {
   private readonly directory = new SeriesDirectory()
 
   decode(request: IngestRequest): DecodedBody {
-    const decoded = this.decoder.decode({ ...request, id: 0 } as IngestJob)
+    const decoded = this.decoder.decode({ ...request, id: 0 })
     this.directory.learn(decoded.defined)
     if ('error' in decoded) throw decoded.error
     return toDecoded(this.directory, decoded.packed)
