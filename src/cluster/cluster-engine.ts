@@ -36,6 +36,7 @@ import { DeadlineError, LimitError, UnavailableError, ValidationError } from '..
 import { HybridLogicalClock } from '../model/hlc.js'
 import type { WriteLimits } from '../model/limits.js'
 import { compileSelector } from '../model/matcher.js'
+import { RegexCache } from '../model/regex.js'
 import { SeriesMemo, seriesKeyOf } from '../model/series-key.js'
 import type {
   ConsistencyLevel,
@@ -441,6 +442,8 @@ export class ClusterEngine implements StorageEngine {
   private readonly answerHeaders = new PeerSeriesHeaders()
   /** The canonical keys of the series merges meet, local or from peers. */
   private readonly keys = new SeriesMemo(seriesKeyOf)
+  /** Regex matchers compiled to validate selectors here, before each owner compiles them again. */
+  private readonly regexes = new RegexCache()
 
   constructor(
     private readonly local: StorageEngine & ShardEngine,
@@ -983,7 +986,7 @@ export class ClusterEngine implements StorageEngine {
     const selectors = [request.selector, ...(request.additionalSelectors ?? [])]
     selectors.forEach((selector, i) => {
       try {
-        compileSelector(selector)
+        compileSelector(selector, { regexes: this.regexes })
       } catch (err) {
         throw err instanceof ValidationError && i > 0 ? err.renamed('selector', `additional_selectors[${i - 1}]`) : err
       }
@@ -1072,7 +1075,7 @@ export class ClusterEngine implements StorageEngine {
   }
 
   latest(selector: Selector, ctx?: CallContext): Promise<SeriesPoints[]> {
-    compileSelector(selector)
+    compileSelector(selector, { regexes: this.regexes })
     return this.routed((state) => this.latestRouted(state, selector, ctx))
   }
 
@@ -1112,7 +1115,7 @@ export class ClusterEngine implements StorageEngine {
   }
 
   listSeries(selector: Selector, ctx?: CallContext): Promise<SeriesRef[]> {
-    compileSelector(selector)
+    compileSelector(selector, { regexes: this.regexes })
     return this.routed((state) => this.listSeriesRouted(state, selector, ctx))
   }
 
@@ -1137,7 +1140,7 @@ export class ClusterEngine implements StorageEngine {
   /** Deletes on every member, since every replica holds the series; counts each series once. */
   async deleteSeries(request: DeleteRequest, ctx?: CallContext): Promise<DeleteResult> {
     // A selector of every metric would delete every series: a delete must name its metric.
-    compileSelector(request.selector, { requireMetric: true })
+    compileSelector(request.selector, { requireMetric: true, regexes: this.regexes })
     const state = this.state()
     if (state.target !== undefined) {
       throw new UnavailableError(

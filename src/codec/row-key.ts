@@ -65,6 +65,11 @@ export function encodeRowKey(seriesId: Buffer, block: number): Buffer {
   return keyOf(seriesId, block + BLOCK_NUMBER_BIAS)
 }
 
+/** The block number in a row key, read in place. */
+export function blockOfKey(key: Buffer): number {
+  return key.readUInt32BE(8) - BLOCK_NUMBER_BIAS
+}
+
 /** Splits a row key; throws CorruptDataError when it is not one. */
 export function decodeRowKey(key: Uint8Array): DecodedRowKey {
   if (key.length !== ROW_KEY_BYTES) {

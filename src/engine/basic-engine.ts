@@ -591,7 +591,7 @@ export class BasicEngine implements StorageEngine, ShardEngine, EngineCore {
   ): Promise<DeleteResult> {
     this.assertOpen()
     // A selector of every metric would delete every series: a delete must name its metric.
-    compileSelector(request.selector, { requireMetric: true })
+    compileSelector(request.selector, { requireMetric: true, regexes: this.index.regexes })
     const ranged = request.startMs !== undefined || request.endMs !== undefined
     if (ranged) checkRange(request.startMs ?? 0, request.endMs ?? 0)
     const entries = await this.index.selectSliced(request.selector, new Slicer(ctx))

@@ -1,4 +1,5 @@
 import type { RunSummaryWithSpan } from '../codec/cold-value.js'
+import { blockOfKey } from '../codec/row-key.js'
 import type { Aggregation, QueryRequest, Selector, SeriesPoints } from '../model/types.js'
 import type { PointRun } from './head.js'
 
@@ -208,21 +209,33 @@ type CachedValue =
   | { readonly kind: 'run'; readonly run: PointRun; readonly cost: number }
   | { readonly kind: 'summary'; readonly summary: RunSummaryWithSpan; readonly cost: number }
 
-type CachedEntry = CachedValue & { readonly series: string }
+type CachedEntry = CachedValue & {
+  readonly series: string
+  /** The value of `placed` when the entry last went to the end of the order. */
+  at: number
+}
 
 /**
- * Decoded hot blocks and cold runs, keyed by family and row key, so that repeated queries over the
- * same data skip decoding. Bounded by points; least recently used go first. Every path that
- * rewrites or deletes stored blocks of a series calls invalidate(), which also bumps the series'
- * generation, so a read that decoded an older version cannot store it afterwards.
+ * Decoded hot blocks and cold runs, keyed by family, series and block, so that repeated queries
+ * over the same data skip decoding. Bounded by points; least recently used go first. Every path
+ * that rewrites or deletes stored blocks of a series calls invalidate(), which also bumps the
+ * series' generation, so a read that decoded an older version cannot store it afterwards.
+ *
+ * Callers name a series by the hex of its id, which the series index keeps, so that a lookup
+ * builds no string from a row key: an aggregation over hours may look up a thousand summaries.
  */
 export class DecodedBlockCache {
   readonly counters: CacheCounters = { hits: 0, misses: 0 }
-  /** Decoded blocks and runs (`h`/`c` + key) and run summaries (`s` + key), least recently used first. */
+  /**
+   * Decoded blocks and runs (`h`/`c` + series + block) and run summaries (`s` + series + block),
+   * least recently used first, nearly: see lookup().
+   */
   private readonly entries = new Map<string, CachedEntry>()
   private readonly bySeries = new Map<string, Set<string>>()
   private readonly generations = new Map<string, number>()
   private points = 0
+  /** Counts the entries put at the end of the order, ever. */
+  private placed = 0
 
   constructor(
     /** Points kept at most (a summary costs SUMMARY_COST of them); 0 disables the cache. */
@@ -233,51 +246,60 @@ export class DecodedBlockCache {
     return this.generations.get(seriesHex) ?? 0
   }
 
-  get(family: string, key: Buffer): PointRun | undefined {
-    const e = this.lookup(family + key.toString('hex'))
+  /** The decoded hot block ('h') or cold run ('c') of a series at `block`. */
+  get(family: 'c' | 'h', seriesHex: string, block: number): PointRun | undefined {
+    const e = this.lookup(family + seriesHex + block)
     return e?.kind === 'run' ? e.run : undefined
   }
 
-  set(family: string, key: Buffer, run: PointRun, generation: number): void {
+  set(family: 'c' | 'h', seriesHex: string, block: number, run: PointRun, generation: number): void {
     if (run.ts.length > this.maxPoints / 8) return
-    this.store(family + key.toString('hex'), key, { kind: 'run', run, cost: run.ts.length }, generation)
+    this.store(family + seriesHex + block, seriesHex, { kind: 'run', run, cost: run.ts.length }, generation)
   }
 
-  /** The summary of the cold run at `key`, without reading or decoding it. */
-  getSummary(key: Buffer): RunSummaryWithSpan | undefined {
-    const e = this.lookup(`s${key.toString('hex')}`)
+  /** The summary of the cold run of a series that starts at block `runStart`, without reading it. */
+  getSummary(seriesHex: string, runStart: number): RunSummaryWithSpan | undefined {
+    const e = this.lookup(`s${seriesHex}${runStart}`)
     return e?.kind === 'summary' ? e.summary : undefined
   }
 
   /** Keeps the summary of a run read by a query that began at `generation`. */
-  setSummary(key: Buffer, summary: RunSummaryWithSpan, generation: number): void {
-    this.store(`s${key.toString('hex')}`, key, { kind: 'summary', summary, cost: SUMMARY_COST }, generation)
+  setSummary(seriesHex: string, runStart: number, summary: RunSummaryWithSpan, generation: number): void {
+    this.store(`s${seriesHex}${runStart}`, seriesHex, { kind: 'summary', summary, cost: SUMMARY_COST }, generation)
   }
 
-  /** Keeps the summary of a run that was just written, so nothing read before can be older. */
+  /** Keeps the summary of the run just written at row key `key`, so nothing read before can be older. */
   putSummary(key: Buffer, summary: RunSummaryWithSpan): void {
-    this.setSummary(key, summary, this.generation(seriesOf(key)))
+    const series = seriesOf(key)
+    this.setSummary(series, blockOfKey(key), summary, this.generation(series))
   }
 
+  /**
+   * An entry found goes back to the end of the order only when it has drifted into the older half
+   * (more than half the cache was placed after it): moving every hit would cost a Map deletion and
+   * insertion per lookup, and entries hit again and again stay far from eviction either way.
+   */
   private lookup(k: string): CachedEntry | undefined {
     const e = this.entries.get(k)
     if (!e) {
       this.counters.misses++
       return undefined
     }
-    this.entries.delete(k)
-    this.entries.set(k, e)
+    if (this.placed - e.at > this.entries.size >> 1) {
+      this.entries.delete(k)
+      this.entries.set(k, e)
+      e.at = ++this.placed
+    }
     this.counters.hits++
     return e
   }
 
   /** Keeps `entry` unless the series' blocks changed since `generation` was read. */
-  private store(k: string, key: Buffer, entry: CachedValue, generation: number): void {
+  private store(k: string, series: string, entry: CachedValue, generation: number): void {
     if (this.maxPoints === 0) return
-    const series = seriesOf(key)
     if (this.generation(series) !== generation) return
     this.drop(k)
-    this.entries.set(k, { ...entry, series })
+    this.entries.set(k, { ...entry, series, at: ++this.placed })
     this.points += entry.cost
     addTo(this.bySeries, series, k)
     while (this.points > this.maxPoints) {
@@ -294,11 +316,11 @@ export class DecodedBlockCache {
    */
   invalidateRuns(keys: readonly Buffer[]): void {
     for (const key of keys) {
-      const hex = key.toString('hex')
       const series = seriesOf(key)
+      const block = blockOfKey(key)
       this.generations.set(series, this.generation(series) + 1)
-      this.drop(`c${hex}`)
-      this.drop(`s${hex}`)
+      this.drop(`c${series}${block}`)
+      this.drop(`s${series}${block}`)
     }
   }
 

@@ -1,7 +1,7 @@
 import type { ChainedBatch } from '@nxtedition/rocksdb'
 import { blockCount, decodeBlock, encodeBlock } from '../codec/block-codec.js'
 import { coldRun, coldSummary, encodeColdValue, type RunSummaryWithSpan } from '../codec/cold-value.js'
-import { blockStartMs, encodeRowKey, MIN_BLOCK, runStartBlock, seriesKeyRange } from '../codec/row-key.js'
+import { blockOfKey, blockStartMs, encodeRowKey, MIN_BLOCK, runStartBlock, seriesKeyRange } from '../codec/row-key.js'
 import { decodeRun, encodeRun } from '../codec/run-codec.js'
 import { BLOCK_MS, META_COLD_MAX_BLOCK_KEY, RUN_BLOCKS } from '../codec/schema.js'
 import { summarizePoints } from './aggregate.js'
@@ -15,7 +15,7 @@ import {
   META_NEXT_SEQ,
   META_POINTS_WRITTEN,
 } from './engine-core.js'
-import { blockOfKey, clampedRange } from './engine-read.js'
+import { clampedRange } from './engine-read.js'
 import { deleteVersions, resolveSealing } from './engine-versions.js'
 import { concatRuns, keepOutside, mergeRuns, type PointRun } from './head.js'
 import { f64 } from './rocks-store.js'

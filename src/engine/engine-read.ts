@@ -2,6 +2,7 @@ import { decodeBlock } from '../codec/block-codec.js'
 import { coldRun, coldSummary, type RunSummaryWithSpan } from '../codec/cold-value.js'
 import {
   blockKeyRange,
+  blockOfKey,
   blockStartMs,
   encodeRowKey,
   MAX_BLOCK,
@@ -12,7 +13,7 @@ import {
   runStartBlock,
 } from '../codec/row-key.js'
 import { decodeRun } from '../codec/run-codec.js'
-import { BLOCK_MS, BLOCK_NUMBER_BIAS, RUN_BLOCKS } from '../codec/schema.js'
+import { BLOCK_MS, RUN_BLOCKS } from '../codec/schema.js'
 import { LimitError } from '../model/errors.js'
 import type { SeriesPoints } from '../model/types.js'
 import { type AggregateInput, bucketStart } from './aggregate.js'
@@ -25,11 +26,6 @@ import { checkSignal, Slicer } from './slicer.js'
 import type { CallContext } from './storage-engine.js'
 
 const EMPTY: PointRun = { ts: new Float64Array(0), vals: new Float64Array(0) }
-
-/** The block number in a row key, read in place. */
-export function blockOfKey(key: Buffer): number {
-  return key.readUInt32BE(8) - BLOCK_NUMBER_BIAS
-}
 
 /** Blocks [from, to) of a series, clamped to the storable range. */
 export function clampedRange(id: Buffer, from: number, to: number): { gte: Buffer; lt: Buffer } {
@@ -63,14 +59,21 @@ function readableRange(core: EngineCore, startMs: number, endMs: number): { from
   }
 }
 
-/** A cold run ('c') or hot block ('h') decoded, from the decoded-block cache when it holds it. */
-function decoded(core: EngineCore, family: 'c' | 'h', key: Buffer, value: Buffer, generation: number): PointRun {
-  const cached = core.decodedCache.get(family, key)
+/** The cold run ('c') or hot block ('h') of a series at `block`, decoded, from the decoded-block cache when it holds it. */
+function decoded(
+  core: EngineCore,
+  family: 'c' | 'h',
+  seriesHex: string,
+  block: number,
+  value: Buffer,
+  generation: number,
+): PointRun {
+  const cached = core.decodedCache.get(family, seriesHex, block)
   if (cached) return cached
-  const start = blockStartMs(blockOfKey(key))
+  const start = blockStartMs(block)
   const d = family === 'c' ? decodeRun(coldRun(value), start) : decodeBlock(value, start)
   const run = { ts: d.timestamps, vals: d.values }
-  core.decodedCache.set(family, key, run, generation)
+  core.decodedCache.set(family, seriesHex, block, run, generation)
   return run
 }
 
@@ -127,7 +130,7 @@ export async function readSeries(
     fromBlock <= core.tiers.coldMaxBlock && !inWorker ? readColdRunsNow(core, entry, fromBlock, toBlock) : undefined
   if (coldNow) {
     for (const { key, value } of coldNow) {
-      const run = decoded(core, 'c', key, value, generation)
+      const run = decoded(core, 'c', entry.idHex, blockOfKey(key), value, generation)
       const piece = clip(run.ts, run.vals, startMs, endMs)
       if (piece.ts.length > 0) coldPieces.push(piece)
     }
@@ -141,10 +144,10 @@ export async function readSeries(
         (page) => {
           for (const [key, value] of page) {
             if (inWorker) {
-              coldItems.push({ key, value, run: core.decodedCache.get('c', key) })
+              coldItems.push({ key, value, run: core.decodedCache.get('c', entry.idHex, blockOfKey(key)) })
               continue
             }
-            const run = decoded(core, 'c', key, value, generation)
+            const run = decoded(core, 'c', entry.idHex, blockOfKey(key), value, generation)
             const piece = clip(run.ts, run.vals, startMs, endMs)
             if (piece.ts.length > 0) coldPieces.push(piece)
           }
@@ -158,7 +161,7 @@ export async function readSeries(
         { ...clampedRange(entry.id, Math.max(fromBlock, core.tiers.hotMinBlock), toBlock + 1), column: cols.hot },
         (page) => {
           for (const [key, value] of page) {
-            const block = decoded(core, 'h', key, value, generation)
+            const block = decoded(core, 'h', entry.idHex, blockOfKey(key), value, generation)
             const piece = clip(block.ts, block.vals, startMs, endMs)
             if (piece.ts.length > 0) hotPieces.push(piece)
           }
@@ -175,7 +178,7 @@ export async function readSeries(
       )
       misses.forEach((m, i) => {
         m.run = runs[i]
-        if (m.run) core.decodedCache.set('c', m.key, m.run, generation)
+        if (m.run) core.decodedCache.set('c', entry.idHex, blockOfKey(m.key), m.run, generation)
       })
     }
     for (const item of coldItems) {
@@ -300,7 +303,7 @@ async function readGroupForAggregate(
       reads.push(
         core.store.scan({ ...range, column: cols.hot }, (page) => {
           for (const [key, value] of page) {
-            const block = decoded(core, 'h', key, value, generations[i] as number)
+            const block = decoded(core, 'h', entry.idHex, blockOfKey(key), value, generations[i] as number)
             const piece = clip(block.ts, block.vals, startMs, endMs)
             if (piece.ts.length > 0) hotPieces[i]?.push(piece)
           }
@@ -333,15 +336,14 @@ async function readGroupForAggregate(
       // alone answers its bucket is not read at all when its summary is cached.
       const summaryMayDo = run + RUN_BLOCKS <= hotMinBlock && summaryAnswers(run, startMs, endMs, stepMs)
       entries.forEach((entry, i) => {
-        const key = encodeRowKey(entry.id, run)
         if (summaryMayDo && !hasPointsIn(buffered[i] ?? EMPTY, run)) {
-          const summary = core.decodedCache.getSummary(key)
+          const summary = core.decodedCache.getSummary(entry.idHex, run)
           if (summary) {
             cachedSummaries[i]?.push(summary)
             return
           }
         }
-        runKeys.push(key)
+        runKeys.push(encodeRowKey(entry.id, run))
         runOwner.push({ entry: i, runStart: run })
       })
     }
@@ -369,7 +371,7 @@ async function readGroupForAggregate(
     const entry = entries[i] as SeriesEntry
     const merged = await assembleForAggregate(
       core,
-      entry.id,
+      entry,
       generations[i] as number,
       coldValues[i] ?? [],
       hotPieces[i] ?? [],
@@ -407,7 +409,7 @@ function hasPointsIn(points: PointRun, runStart: number): boolean {
 
 async function assembleForAggregate(
   core: EngineCore,
-  id: Buffer,
+  entry: SeriesEntry,
   generation: number,
   coldValues: readonly ColdValue[],
   hotPieces: PointRun[],
@@ -428,11 +430,11 @@ async function assembleForAggregate(
     const runStartMs = blockStartMs(runStart)
     if (summaryAnswers(runStart, startMs, endMs, stepMs) && !dirty.has(runStart)) {
       const summary = coldSummary(value, runStartMs)
-      core.decodedCache.setSummary(encodeRowKey(id, runStart), summary, generation)
+      core.decodedCache.setSummary(entry.idHex, runStart, summary, generation)
       summaries.push(summary)
       continue
     }
-    const run = decoded(core, 'c', encodeRowKey(id, runStart), value, generation)
+    const run = decoded(core, 'c', entry.idHex, runStart, value, generation)
     const piece = clip(run.ts, run.vals, startMs, endMs)
     if (piece.ts.length > 0) coldPieces.push(piece)
   }

@@ -7,6 +7,7 @@ import {
 } from '../codec/schema.js'
 import { bug } from '../model/errors.js'
 import { type CompiledSelector, compileSelector } from '../model/matcher.js'
+import { RegexCache } from '../model/regex.js'
 import { canonicalSeriesKey, decodeSeriesDef, encodeSeriesDef, seriesIdFromKey } from '../model/series-key.js'
 import type { Selector, Tag } from '../model/types.js'
 import { type CacheCounters, selectorKey } from './caches.js'
@@ -71,6 +72,8 @@ export class SeriesIndex {
   /** Bumped whenever a series of the metric appears or goes; only metrics that have series. */
   private readonly versions = new Map<string, number>()
   readonly selectCounters: CacheCounters = { hits: 0, misses: 0 }
+  /** Compiled regex matchers, shared by every selector this index resolves. */
+  readonly regexes = new RegexCache()
 
   constructor(private readonly store: RocksStore) {}
 
@@ -252,7 +255,7 @@ export class SeriesIndex {
    * selector of that metric would be.
    */
   private *resolve(selector: Selector): Generator<void, SeriesEntry[], void> {
-    const compiled = compileSelector(selector)
+    const compiled = compileSelector(selector, { regexes: this.regexes })
     // A copy of the names: metrics may appear or go while the resolution yields.
     const metrics = compiled.onlyMetric !== undefined ? [compiled.onlyMetric] : [...this.byMetric.keys()]
     const out: SeriesEntry[] = []
@@ -279,6 +282,18 @@ export class SeriesIndex {
       const list = postings.byTag.get(eq.key)?.get(eq.value)
       if (!list || list.size === 0) return
       lists.push(list)
+    }
+    for (const set of compiled.positiveSets) {
+      const byValue = postings.byTag.get(set.key)
+      const union = new Set<number>()
+      for (const value of set.values) {
+        for (const handle of byValue?.get(value) ?? []) {
+          if (++progress.checked % CANDIDATES_PER_STEP === 0) yield
+          union.add(handle)
+        }
+      }
+      if (union.size === 0) return
+      lists.push(union)
     }
     lists.sort((a, b) => a.size - b.size)
     const base = lists[0] ?? postings.all

@@ -1,5 +1,5 @@
 import { type FieldViolation, ValidationError } from './errors.js'
-import { compileValueRegex, type ValueRegex } from './regex.js'
+import { compileValueRegex, type RegexCache, type ValueRegex } from './regex.js'
 import { nameViolation } from './series-key.js'
 import type { MatchOp, Selector, Tag } from './types.js'
 
@@ -33,6 +33,12 @@ export interface CompiledSelector {
    * checking these matchers again.
    */
   readonly positiveEquals: readonly Tag[]
+  /**
+   * The tag regex matchers whose pattern is a small set of values without the empty one
+   * (`host_1|host_5`): the series such a matcher selects are exactly the union of its values'
+   * posting lists. They are in `residual` too.
+   */
+  readonly positiveSets: readonly TagValues[]
   /** Every other tag matcher: what a candidate from the posting lists (or from the metric) must still pass. */
   readonly residual: readonly CompiledMatcher[]
   /** Whether a metric name is the selector's metric (any, for '') and passes every matcher on __name__. */
@@ -43,6 +49,12 @@ export interface CompiledSelector {
   matchesSeries(metric: string, tags: readonly Tag[]): boolean
   /** Whether a series that already passed positiveEquals matches the residual matchers. */
   matchesResidual(tags: readonly Tag[]): boolean
+}
+
+/** A tag key and the values a matcher on it selects. */
+export interface TagValues {
+  readonly key: string
+  readonly values: readonly string[]
 }
 
 /** The value of a tag, or the empty string when the series lacks it, as Prometheus compares. */
@@ -96,6 +108,8 @@ export interface SelectorOptions {
    * (it would delete every series) or a subscription (it would tail every write).
    */
   readonly requireMetric?: boolean
+  /** Where regex matchers are compiled, so that a pattern seen before is not compiled again. */
+  readonly regexes?: RegexCache
 }
 
 /**
@@ -118,6 +132,7 @@ export function compileSelector(selector: Selector, options: SelectorOptions = {
   const nameMatchers: CompiledMatcher[] = []
   const tagMatchers: CompiledMatcher[] = []
   const positiveEquals: Tag[] = []
+  const positiveSets: TagValues[] = []
   const residual: CompiledMatcher[] = []
   selector.matchers.forEach((m, i) => {
     const field = `selector.matchers[${i}]`
@@ -134,7 +149,7 @@ export function compileSelector(selector: Selector, options: SelectorOptions = {
         break
       case 'regex':
       case 'not_regex': {
-        const compiled = compileValueRegex(m.value)
+        const compiled = options.regexes ? options.regexes.compile(m.value) : compileValueRegex(m.value)
         if (typeof compiled === 'string') {
           violations.push({
             field: `${field}.value`,
@@ -159,6 +174,7 @@ export function compileSelector(selector: Selector, options: SelectorOptions = {
       tagMatchers.push(matcher)
       if (m.op === 'eq' && m.value !== '') positiveEquals.push({ key: m.key, value: m.value })
       else residual.push(matcher)
+      if (m.op === 'regex' && regex?.values && !regex.test('')) positiveSets.push({ key: m.key, values: regex.values })
     }
   })
   if (violations.length > 0) throw new ValidationError(violations)
@@ -175,6 +191,7 @@ export function compileSelector(selector: Selector, options: SelectorOptions = {
     matchers,
     onlyMetric: metric !== '' ? metric : named,
     positiveEquals,
+    positiveSets,
     residual,
     matchesMetric,
     matches: (tags) => matchAll(tagMatchers, tags),

@@ -24,6 +24,11 @@ const MAX_SET_MATCHES = 256
 /** How a compiled pattern tests a value; `kind` names the strategy, for tests and benchmarks. */
 export interface ValueRegex {
   readonly kind: 'equal' | 'set' | 'prefix' | 'suffix' | 'contains' | 'any' | 're2'
+  /**
+   * Every value the pattern matches, when they are few and known (kinds `equal` and `set`): an
+   * index can then read their posting lists instead of testing every series.
+   */
+  readonly values?: readonly string[]
   test(value: string): boolean
 }
 
@@ -34,6 +39,12 @@ export interface ValueRegex {
  * or the compiled pattern.
  */
 export function compileValueRegex(pattern: string): ValueRegex | string {
+  const compiled = compileSized(pattern)
+  return typeof compiled === 'string' ? compiled : compiled.regex
+}
+
+/** compileValueRegex, with the compiled program's instruction count (0 for a fast path). */
+function compileSized(pattern: string): { regex: ValueRegex; program: number } | string {
   const bytes = Buffer.byteLength(pattern, 'utf8')
   if (bytes > MAX_REGEX_BYTES) return `is ${bytes} bytes long, more than the limit of ${MAX_REGEX_BYTES}`
   // Checked before compiling, because compiling is what costs: see MAX_REGEX_PROGRAM.
@@ -52,7 +63,53 @@ export function compileValueRegex(pattern: string): ValueRegex | string {
   }
   const size = re2.programSize()
   if (size > MAX_REGEX_PROGRAM) return tooLarge(size)
-  return fastPath(pattern) ?? generalPath(re2)
+  const fast = fastPath(pattern)
+  return fast ? { regex: fast, program: 0 } : { regex: generalPath(re2), program: size }
+}
+
+/** A rough upper bound on the heap an RE2 instruction takes once compiled, for RegexCache. */
+const BYTES_PER_INSTRUCTION = 128
+
+/**
+ * Compiled patterns by their text, least recently used first, bounded by an estimate of the memory
+ * they hold. Compiling is most of what a regex matcher costs a query: a query with one selector
+ * per metric compiles the same host alternation once per metric, and a dashboard sends the same
+ * patterns on every refresh (VictoriaMetrics keeps such a cache too). Only patterns that compile
+ * are kept, so refused ones cannot push good ones out.
+ */
+export class RegexCache {
+  private readonly entries = new Map<string, { readonly regex: ValueRegex; readonly bytes: number }>()
+  private bytes = 0
+
+  constructor(private readonly maxBytes = 4 << 20) {}
+
+  /** compileValueRegex(pattern), from the cache when it was compiled before. */
+  compile(pattern: string): ValueRegex | string {
+    const hit = this.entries.get(pattern)
+    if (hit) {
+      this.entries.delete(pattern)
+      this.entries.set(pattern, hit)
+      return hit.regex
+    }
+    const compiled = compileSized(pattern)
+    if (typeof compiled === 'string') return compiled
+    const bytes = 4 * pattern.length + 256 + BYTES_PER_INSTRUCTION * compiled.program
+    if (bytes <= this.maxBytes) {
+      this.entries.set(pattern, { regex: compiled.regex, bytes })
+      this.bytes += bytes
+      for (const [oldest, entry] of this.entries) {
+        if (this.bytes <= this.maxBytes) break
+        this.entries.delete(oldest)
+        this.bytes -= entry.bytes
+      }
+    }
+    return compiled.regex
+  }
+
+  /** How many patterns are kept, for tests. */
+  get size(): number {
+    return this.entries.size
+  }
 }
 
 /**
@@ -64,7 +121,9 @@ export function compileValueRegex(pattern: string): ValueRegex | string {
 function generalPath(re2: RE2JS): ValueRegex {
   const { prefix, prefixComplete } = re2.re2() as { prefix: unknown; prefixComplete: unknown }
   // A complete prefix is the whole pattern, such as `a{2}b` or `\Qa.b\E`: the match is equality.
-  if (typeof prefix === 'string' && prefixComplete === true) return { kind: 'equal', test: (value) => value === prefix }
+  if (typeof prefix === 'string' && prefixComplete === true) {
+    return { kind: 'equal', values: [prefix], test: (value) => value === prefix }
+  }
   if (typeof prefix === 'string' && prefix !== '') {
     return { kind: 're2', test: (value) => value.startsWith(prefix) && re2.testExact(value) }
   }
@@ -291,10 +350,10 @@ export function fastPath(pattern: string): ValueRegex | undefined {
     if (values === undefined) return undefined
     if (values.length === 1) {
       const only = values[0] as string
-      return { kind: 'equal', test: (value) => value === only }
+      return { kind: 'equal', values, test: (value) => value === only }
     }
     const set = new Set(values)
-    return { kind: 'set', test: (value) => set.has(value) }
+    return { kind: 'set', values: [...set], test: (value) => set.has(value) }
   }
   if (branches.length !== 1) return undefined
   return dotStarPath(merge(branches[0] as Piece[]))

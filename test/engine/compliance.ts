@@ -95,6 +95,18 @@ export function runComplianceSuite(name: string, factory: EngineFactory): void {
         assert.deepEqual(await q([{ key: 'host', value: 'h01', op: 'neq' }]), ['-', 'h012', 'h02', 'x1'])
         assert.deepEqual(await q([{ key: 'host', value: 'h.*', op: 'not_regex' }]), ['-', 'x1'])
         assert.deepEqual(await q([{ key: 'host', value: '', op: 'eq' }]), ['-'])
+        // Finite sets of values, read from the posting lists: absent values, the empty value (which
+        // selects the series without the tag), and beside an equality matcher.
+        assert.deepEqual(await q([{ key: 'host', value: 'x1|h01|nope', op: 'regex' }]), ['h01', 'x1'])
+        assert.deepEqual(await q([{ key: 'host', value: 'h01|', op: 'regex' }]), ['-', 'h01'])
+        assert.deepEqual(await q([{ key: 'host', value: 'nope|none', op: 'regex' }]), [])
+        assert.deepEqual(
+          await q([
+            { key: 'dc', value: 'eu', op: 'eq' },
+            { key: 'host', value: 'h01|h02|x1', op: 'regex' },
+          ]),
+          ['h02', 'x1'],
+        )
         assert.deepEqual(
           await q([
             { key: 'dc', value: 'eu', op: 'eq' },

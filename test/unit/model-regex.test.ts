@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 import { describe, test } from 'node:test'
 import { RE2JS } from 're2js'
 import { prng } from '../../src/model/prng.js'
-import { compileValueRegex, estimateProgramSize, fastPath, type ValueRegex } from '../../src/model/regex.js'
+import { compileValueRegex, estimateProgramSize, fastPath, RegexCache, type ValueRegex } from '../../src/model/regex.js'
 
 function pick<T>(rand: () => number, items: readonly T[]): T {
   return items[Math.floor(rand() * items.length)] as T
@@ -169,3 +169,40 @@ describe('regex size estimate', () => {
     }
   })
 })
+
+describe('compiled patterns', () => {
+  test('equal and set patterns list the values they match, and nothing else', () => {
+    assert.deepEqual(compileRegex('web-1').values, ['web-1'])
+    assert.deepEqual([...(compileRegex('h0[12]|x').values ?? [])].sort(), ['h01', 'h02', 'x'])
+    assert.deepEqual([...(compileRegex('a|a|b').values ?? [])].sort(), ['a', 'b'])
+    assert.deepEqual(compileRegex('a{2}b').values, ['aab'], 'a complete literal prefix found by RE2')
+    for (const pattern of ['eu-.*', '.*x.*', '.+', 'h0[12]+', '(?i)a']) {
+      assert.equal(compileRegex(pattern).values, undefined, pattern)
+    }
+  })
+
+  test('a cache compiles a pattern once, refuses what compileValueRegex refuses, and stays in its bound', () => {
+    const cache = new RegexCache(4096)
+    const first = cache.compile('host_1|host_2')
+    assert.equal(cache.compile('host_1|host_2'), first, 'the same compiled matcher again')
+    assert.equal(cache.compile('('), compileValueRegex('('))
+    assert.equal(cache.size, 1, 'a refused pattern is not kept')
+    // Each entry weighs at least 256 bytes: a 4 KiB bound keeps fewer than 16, the latest ones.
+    for (let i = 0; i < 40; i++) cache.compile(`h${i}|g${i}`)
+    assert.ok(cache.size < 16, `${cache.size} patterns kept`)
+    const latest = cache.compile('h39|g39')
+    assert.equal(cache.compile('h39|g39'), latest)
+    assert.notEqual(cache.compile('host_1|host_2'), first, 'the oldest pattern was dropped')
+    // A pattern larger than the whole bound is compiled and answered, not kept.
+    const before = cache.size
+    const big = cache.compile(`(?:${'[a-z]x'.repeat(200)})`)
+    assert.equal(typeof big, 'object')
+    assert.equal(cache.size, before)
+  })
+})
+
+function compileRegex(pattern: string): ValueRegex {
+  const compiled = compileValueRegex(pattern)
+  if (typeof compiled === 'string') throw new Error(`${pattern}: ${compiled}`)
+  return compiled
+}
