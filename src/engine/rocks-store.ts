@@ -369,15 +369,16 @@ export class RocksStore {
    * keys on a loaded two-core machine against 10 µs here: most of what a one-series query spent
    * reading. Few keys keep the event loop's stall as short as one such hand-off.
    */
-  getManyNow(column: ColumnHandle, keys: Buffer[]): Array<Buffer | undefined> | undefined {
+  getManyNow(column: ColumnHandle, keys: Buffer[], fillCache = true): Array<Buffer | undefined> | undefined {
     if (keys.length > SYNC_GET_MAX_KEYS || this.rocks?.status !== 'open') return undefined
-    return this.rocks._getManySync(keys, { column })
+    return this.rocks._getManySync(keys, { column, fillCache })
   }
 
-  async getMany(column: ColumnHandle, keys: Buffer[]): Promise<Array<Buffer | undefined>> {
+  /** Reads keys through the thread pool; `fillCache` false leaves the blocks read out of the block cache. */
+  async getMany(column: ColumnHandle, keys: Buffer[], fillCache = true): Promise<Array<Buffer | undefined>> {
     const out: Array<Buffer | undefined> = []
     for (let i = 0; i < keys.length; i += 4096) {
-      const part = await this.db.getMany(keys.slice(i, i + 4096), { column })
+      const part = await this.db.getMany(keys.slice(i, i + 4096), { column, fillCache })
       for (const v of part) out.push(v)
     }
     return out
