@@ -63,7 +63,9 @@ export const WAL_IDLE_BYTES = MIB
 const FILL_PIECE_BYTES = 512 * KIB
 /**
  * Keys a read takes on the calling thread (getManyNow): a day of one series' cold runs. Cold runs
- * are a few KiB each and mostly in the block cache, so such a read holds the loop for tens of µs.
+ * are a few KiB each and a series' runs share blocks, so such a read holds the loop for a few
+ * hundred µs at most: 7–9 µs a run for 13 or 32 consecutive runs read from the OS page cache, as
+ * queries read them (see COLD_FILL_CACHE in engine-read.ts).
  */
 export const SYNC_GET_MAX_KEYS = 32
 
