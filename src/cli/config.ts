@@ -453,7 +453,7 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
     default: '64MiB',
     group: 'engine',
     arg: '<size>',
-    help: 'RocksDB block cache per data family',
+    help: 'RocksDB block cache of the hot family',
   },
   {
     key: 'result-cache-points',

@@ -39,7 +39,7 @@ export interface BasicEngineOptions {
   readonly maxPointsPerQuery?: number
   /** Series read in parallel by one query. Default 16. */
   readonly queryConcurrency?: number
-  /** RocksDB block cache per data family, bytes. Default 64 MiB. */
+  /** RocksDB block cache of the hot family, bytes (the cold family has none). Default 64 MiB. */
   readonly blockCacheBytes?: number
   /** Worker threads that decode cold runs for large queries; 0 decodes on the event loop. Default 1. */
   readonly decodeWorkers?: number

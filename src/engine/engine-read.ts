@@ -27,15 +27,6 @@ import type { CallContext } from './storage-engine.js'
 
 const EMPTY: PointRun = { ts: new Float64Array(0), vals: new Float64Array(0) }
 
-/**
- * Whether a query's reads of cold runs put their blocks into RocksDB's block cache. They do not:
- * what a query makes of a run, its decoded points or its summary, is kept in the decoded-block
- * cache, where a repeated read finds it without RocksDB. A block the block cache takes costs it
- * fresh memory, and a first read then cost 45–59 µs against 23 µs without (page faults, on a server
- * just started); a block read again without it comes from the OS page cache (23 µs against 7–17).
- */
-const COLD_FILL_CACHE = false
-
 /** Blocks [from, to) of a series, clamped to the storable range. */
 export function clampedRange(id: Buffer, from: number, to: number): { gte: Buffer; lt: Buffer } {
   const lo = Math.min(Math.max(MIN_BLOCK, from), MAX_BLOCK + 1)
@@ -130,7 +121,7 @@ export async function readSeries(
   // A long range decodes its runs in a worker, off the event loop every call shares.
   const runSpan = Math.floor((toBlock - runStartBlock(fromBlock)) / RUN_BLOCKS) + 1
   const inWorker = core.decodePool.enabled && runSpan >= core.config.workerDecodeMinRuns
-  const coldItems: Array<{ key: Buffer; value: Buffer; run: PointRun | undefined }> = []
+  const coldItems: Array<{ block: number; value: Buffer; run: PointRun | undefined }> = []
   const hotPieces: PointRun[] = []
   const reads: Promise<void>[] = []
   // A short range's runs are read by their keys, here and now, in the tick of the buffer copy: no
@@ -149,15 +140,15 @@ export async function readSeries(
         {
           ...clampedRange(entry.id, runStartBlock(fromBlock), Math.min(toBlock, core.tiers.coldMaxBlock) + 1),
           column: cols.cold,
-          fillCache: COLD_FILL_CACHE,
         },
         (page) => {
           for (const [key, value] of page) {
+            const block = blockOfKey(key)
             if (inWorker) {
-              coldItems.push({ key, value, run: core.decodedCache.get('c', entry.idHex, blockOfKey(key)) })
+              coldItems.push({ block, value, run: core.decodedCache.get('c', entry.idHex, block) })
               continue
             }
-            const run = decoded(core, 'c', entry.idHex, blockOfKey(key), value, generation)
+            const run = decoded(core, 'c', entry.idHex, block, value, generation)
             const piece = clip(run.ts, run.vals, startMs, endMs)
             if (piece.ts.length > 0) coldPieces.push(piece)
           }
@@ -184,11 +175,11 @@ export async function readSeries(
     const misses = coldItems.filter((item) => item.run === undefined)
     if (misses.length > 0) {
       const runs = await core.decodePool.decodeRuns(
-        misses.map((m) => ({ runStartMs: blockStartMs(blockOfKey(m.key)), bytes: coldRun(m.value) })),
+        misses.map((m) => ({ runStartMs: blockStartMs(m.block), bytes: coldRun(m.value) })),
       )
       misses.forEach((m, i) => {
         m.run = runs[i]
-        if (m.run) core.decodedCache.set('c', entry.idHex, blockOfKey(m.key), m.run, generation)
+        if (m.run) core.decodedCache.set('c', entry.idHex, m.block, m.run, generation)
       })
     }
     for (const item of coldItems) {
@@ -217,7 +208,7 @@ function readColdRunsNow(
     if (keys.length >= SYNC_GET_MAX_KEYS) return undefined
     keys.push(encodeRowKey(entry.id, run))
   }
-  const values = keys.length === 0 ? [] : core.store.getManyNow(core.store.columns.cold, keys, COLD_FILL_CACHE)
+  const values = keys.length === 0 ? [] : core.store.getManyNow(core.store.columns.cold, keys)
   if (values === undefined) return undefined
   const out: Array<{ key: Buffer; value: Buffer }> = []
   values.forEach((value, i) => {
@@ -330,11 +321,7 @@ async function readGroupForAggregate(
       if (fromBlock > lastRun) return
       reads.push(
         core.store.scan(
-          {
-            ...clampedRange(entry.id, runStartBlock(fromBlock), lastRun + 1),
-            column: cols.cold,
-            fillCache: COLD_FILL_CACHE,
-          },
+          { ...clampedRange(entry.id, runStartBlock(fromBlock), lastRun + 1), column: cols.cold },
           (page) => {
             for (const [key, value] of page) coldValues[i]?.push({ runStart: blockOfKey(key), value })
           },
@@ -371,9 +358,9 @@ async function readGroupForAggregate(
       // A few keys are read here and now, after the hot iterators as the order above asks. A
       // failure joins the reads, so that the hot scans' promises are still awaited.
       try {
-        const now = core.store.getManyNow(cols.cold, runKeys, COLD_FILL_CACHE)
+        const now = core.store.getManyNow(cols.cold, runKeys)
         if (now) take(now)
-        else reads.push(core.store.getMany(cols.cold, runKeys, COLD_FILL_CACHE).then(take))
+        else reads.push(core.store.getMany(cols.cold, runKeys).then(take))
       } catch (err) {
         reads.push(Promise.reject(err))
       }

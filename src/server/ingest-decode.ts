@@ -338,10 +338,11 @@ function mergeInto(
   const firsts = Int32Array.from(firstEntries)
   const ids = Int32Array.from(firstEntries, (i) => p.ids[i]!)
   // Usually every series is already in order (a scrape's samples of a series come in time order):
-  // the joined arrays are then the answer as they are.
-  let ordered = true
-  for (let m = 0; m < merged && ordered; m++) ordered = normalTimestamps(joined.timestamps, starts[m], starts[m + 1])
-  if (ordered) {
+  // the joined arrays are then the answer as they are. Otherwise those before the first series
+  // out of order need nothing more.
+  let inOrder = 0
+  while (inOrder < merged && normalTimestamps(joined.timestamps, starts[inOrder], starts[inOrder + 1])) inOrder++
+  if (inOrder === merged) {
     return { ids, offsets: starts, ...joined, points: p.points, normalized: true, firstEntries: firsts }
   }
   const series: Points[] = []
@@ -350,7 +351,7 @@ function mergeInto(
       timestamps: joined.timestamps.subarray(starts[m], starts[m + 1]),
       values: joined.values.subarray(starts[m], starts[m + 1]),
     }
-    if (normalTimestamps(one.timestamps)) {
+    if (m < inOrder || (m > inOrder && normalTimestamps(one.timestamps))) {
       series.push(one)
       continue
     }

@@ -74,7 +74,7 @@ declare module '@nxtedition/rocksdb' {
      * The synchronous multi-get behind getMany (undocumented, no status check: call it only while
      * the database is open). Values as getMany gives them, undefined where a key is absent.
      */
-    _getManySync(keys: Buffer[], options?: { column?: ColumnHandle; fillCache?: boolean }): Array<Buffer | undefined>
+    _getManySync(keys: Buffer[], options?: { column?: ColumnHandle }): Array<Buffer | undefined>
     iterator(options?: IteratorOptions): Iterator
     clear(options: RangeOptions): Promise<void>
     getProperty(name: string): string

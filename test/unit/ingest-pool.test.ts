@@ -176,6 +176,30 @@ test('a body of more points than the merge takes is left as sent, for validation
   assert.deepEqual(Array.from(merged.values), [3, 1, 2])
 })
 
+test('merged series in order before and after one out of order are kept as sent, that one sorted', () => {
+  // Series 0 and 2 arrive in time order over two entries each, series 1 does not.
+  const entries = [
+    { id: 0, t: 1 },
+    { id: 1, t: 2 },
+    { id: 2, t: 1 },
+    { id: 0, t: 2 },
+    { id: 1, t: 1 },
+    { id: 2, t: 3 },
+  ]
+  const merged = new EntryMerger().merge({
+    ids: Int32Array.from(entries, (e) => e.id),
+    offsets: Int32Array.from(entries.map((_, i) => i).concat(entries.length)),
+    timestamps: Float64Array.from(entries, (e) => T0 + e.t),
+    values: Float64Array.from(entries, (_, i) => i),
+    points: entries.length,
+  })
+  assert.equal(merged.normalized, true)
+  assert.deepEqual(Array.from(merged.ids), [0, 1, 2])
+  assert.deepEqual(Array.from(merged.offsets), [0, 2, 4, 6])
+  assert.deepEqual(Array.from(merged.timestamps), [T0 + 1, T0 + 2, T0 + 1, T0 + 2, T0 + 1, T0 + 3])
+  assert.deepEqual(Array.from(merged.values), [0, 3, 4, 1, 2, 5])
+})
+
 test('a chunk that is a view of a larger buffer is copied to the worker, and the buffer stays usable', async (t) => {
   const pool = new IngestPool(1)
   t.after(() => pool.close())
