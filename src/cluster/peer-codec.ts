@@ -22,6 +22,7 @@ import {
   ValidationError,
 } from '../model/errors.js'
 import { isVersion } from '../model/hlc.js'
+import { SeriesMemo } from '../model/series-key.js'
 import type { SeriesPoints, Tag } from '../model/types.js'
 import { varintSize, writeVarint } from '../model/varint.js'
 
@@ -162,7 +163,7 @@ const SERIES_CACHE_ENTRIES = 100_000
  * this, every write encodes a dozen short strings per series, each a call into the runtime, and
  * that costs more than copying the points. Bounded: it starts again when full. One per node.
  */
-export class PeerIdentityBytes {
+export class PeerIdentityBytes implements IdentitySource {
   private readonly known = new Map<string, Buffer>()
 
   of(series: PeerWriteSource): Buffer {
@@ -175,6 +176,24 @@ export class PeerIdentityBytes {
       this.known.set(key, bytes)
     }
     return bytes
+  }
+}
+
+/** Where the peer series encoders take a series' encoded identity (its metric and tag fields) from. */
+export interface IdentitySource {
+  of(series: PeerWriteSource): Buffer
+}
+
+/**
+ * The encoded identities of the series a node answers reads with, by the series' tags array: an
+ * engine answers every read of a series with the tags array its index keeps, so each identity is
+ * encoded once. Entries go with their arrays (a WeakMap). One per node's peer service.
+ */
+export class AnswerIdentities implements IdentitySource {
+  private readonly memo = new SeriesMemo<Buffer>(encodeIdentity)
+
+  of(series: PeerWriteSource): Buffer {
+    return this.memo.get(series.metric, series.tags)
   }
 }
 
@@ -212,7 +231,7 @@ function encodeIdentity(metric: string, tags: readonly Tag[]): Buffer {
 export function encodePeerWrite(
   series: readonly PeerWriteSource[],
   version = 0,
-  identities?: PeerIdentityBytes,
+  identities?: IdentitySource,
 ): Uint8Array {
   const heads = series.map((s) => (identities === undefined ? encodeIdentity(s.metric, s.tags) : identities.of(s)))
   const sizes = series.map((s, i) => {
@@ -248,6 +267,35 @@ export function encodePeerWrite(
     }
   }
   if (at !== total) throw new Error(`BUG: encoded ${at} bytes of a ${total}-byte write`)
+  return out
+}
+
+/**
+ * A PeerLatestResponse, or the series of one PeerSelectorResult: like a write's body, a message
+ * whose field 1 is `repeated PeerSeries`, so written by encodePeerWrite. The generated encoder
+ * encoded each series' metric and tags again for every answer and copied its point arrays twice;
+ * this writes cached identities and copies the points once (a test compares the bytes).
+ */
+export function encodePeerSeriesAnswer(series: readonly SeriesPoints[], identities: IdentitySource): Uint8Array {
+  return encodePeerWrite(series, 0, identities)
+}
+
+/** A PeerQueryResponse of raw points or final aggregates: one PeerSelectorResult per selector, no partials. */
+export function encodePeerQueryAnswer(
+  results: readonly (readonly SeriesPoints[])[],
+  identities: IdentitySource,
+): Uint8Array {
+  const bodies = results.map((list) => encodePeerSeriesAnswer(list, identities))
+  let total = 0
+  for (const body of bodies) total += fieldSize(body.byteLength)
+  const out = Buffer.allocUnsafe(total)
+  let at = 0
+  for (const body of bodies) {
+    out[at++] = (1 << 3) | 2
+    at = writeVarint(out, at, body.byteLength)
+    out.set(body, at)
+    at += body.byteLength
+  }
   return out
 }
 

@@ -4,7 +4,6 @@ import {
   PeerDeleteRequest,
   PeerDeleteResponse,
   PeerLatestRequest,
-  PeerLatestResponse,
   PeerListSeriesRequest,
   PeerListSeriesResponse,
   type PeerQueryRequest,
@@ -19,7 +18,13 @@ import { UnavailableError, ValidationError } from '../model/errors.js'
 import type { HybridLogicalClock } from '../model/hlc.js'
 import type { QueryRequest } from '../model/types.js'
 import { answerVersions } from './conflict.js'
-import { decodePeerSeriesList, encodePeerSeries, PeerSeriesHeaders } from './peer-codec.js'
+import {
+  AnswerIdentities,
+  decodePeerSeriesList,
+  encodePeerQueryAnswer,
+  encodePeerSeriesAnswer,
+  PeerSeriesHeaders,
+} from './peer-codec.js'
 import { aggregationFromPeer, partialToPeer, selectorFromPeer, valueFilterFromPeer } from './peer-messages.js'
 import type { PeerHandler } from './peer-transport.js'
 import { answerDigest, answerRepairRead } from './repair-service.js'
@@ -80,6 +85,7 @@ export function peerService(
   owned: () => SeriesFilter | undefined = () => undefined,
 ): PeerHandler {
   const headers = new PeerSeriesHeaders()
+  const identities = new AnswerIdentities()
   return async (_from, kind, body, meta) => {
     const ctx: CallContext = { signal: meta.signal }
     switch (kind) {
@@ -106,10 +112,7 @@ export function peerService(
             results: groups.map((g) => ({ series: [], partials: g.map(partialToPeer) })),
           }).finish()
         }
-        const series = await local.queryShard(request, filter, ctx)
-        return PeerQueryResponse.encode({
-          results: series.map((list) => ({ series: list.map((s) => encodePeerSeries(s)), partials: [] })),
-        }).finish()
+        return encodePeerQueryAnswer(await local.queryShard(request, filter, ctx), identities)
       }
       case PeerKind.PEER_KIND_LATEST: {
         const peer = PeerLatestRequest.decode(body)
@@ -118,7 +121,7 @@ export function peerService(
           filterOf(peer.shard, tokens, owned),
           ctx,
         )
-        return PeerLatestResponse.encode({ series: series.map((s) => encodePeerSeries(s)) }).finish()
+        return encodePeerSeriesAnswer(series, identities)
       }
       case PeerKind.PEER_KIND_LIST_SERIES: {
         const peer = PeerListSeriesRequest.decode(body)

@@ -14,10 +14,11 @@ import {
   PeerStatus,
   PeerWriteRequest,
 } from '../../gen/v3storage/internal/v1/peer.js'
-import { PeerQueryResponse } from '../../gen/v3storage/internal/v1/peer_query.js'
+import { PeerLatestResponse, PeerQueryResponse } from '../../gen/v3storage/internal/v1/peer_query.js'
 import { peerWriteSize } from '../../src/cluster/hint-batch.js'
 import { MemoryNetwork } from '../../src/cluster/memory-transport.js'
 import {
+  AnswerIdentities,
   decodePeerQuerySeries,
   decodePeerRequest,
   decodePeerResponse,
@@ -25,7 +26,9 @@ import {
   decodePeerSeriesList,
   decodeRequestFrames,
   decodeResponseFrames,
+  encodePeerQueryAnswer,
   encodePeerSeries,
+  encodePeerSeriesAnswer,
   encodePeerWrite,
   PeerInternalError,
   PeerSeriesHeaders,
@@ -166,6 +169,35 @@ describe('peer codec', () => {
       PeerWriteRequest.encode({ series: versioned.map(encodePeerSeries) }).finish(),
     )
     assert.ok(mineVersioned.equals(generatedVersioned), 'byte-for-byte equal with versions')
+  })
+
+  test('the read answer encoders write exactly the bytes of the generated ones, identities cached or not', () => {
+    const tags = Object.freeze([{ key: 'host', value: 'ü€😀' }])
+    const series = [
+      { ...awkwardSeries(500, 1), metric: 'cpu', tags },
+      { ...awkwardSeries(0, 2), metric: 'mem', tags: [] },
+      { ...awkwardSeries(1, 3), metric: 'cpu_user', tags },
+    ]
+    const identities = new AnswerIdentities()
+    const generatedLatest = Buffer.from(PeerLatestResponse.encode({ series: series.map(encodePeerSeries) }).finish())
+    const results = [series, [], series.slice(1)]
+    const generatedQuery = Buffer.from(
+      PeerQueryResponse.encode({
+        results: results.map((list) => ({ series: list.map(encodePeerSeries), partials: [] })),
+      }).finish(),
+    )
+    // Twice: the second answer takes every identity from the cache the first one filled.
+    for (let round = 0; round < 2; round++) {
+      assert.ok(
+        Buffer.from(encodePeerSeriesAnswer(series, identities)).equals(generatedLatest),
+        `latest, round ${round}`,
+      )
+      assert.ok(Buffer.from(encodePeerQueryAnswer(results, identities)).equals(generatedQuery), `query, round ${round}`)
+    }
+    assert.deepEqual(
+      decodePeerQuerySeries(encodePeerQueryAnswer(results, identities)).map((list) => list.map((s) => s.metric)),
+      [['cpu', 'mem', 'cpu_user'], [], ['mem', 'cpu_user']],
+    )
   })
 
   test("a request's frames decode to its envelope and body; a body travels in a frame of its own, uncopied", () => {
