@@ -90,17 +90,6 @@ export interface PeerWriteEntry extends SeriesPoints {
   readonly version?: number
 }
 
-/** A series as the PeerSeries message; on a little-endian host the point arrays are shared, not copied. */
-export function encodePeerSeries(series: PeerWriteEntry): PeerSeries {
-  return {
-    metric: series.metric,
-    tags: series.tags.map((t) => ({ key: t.key, value: t.value })),
-    timestamps: float64Bytes(series.timestamps),
-    values: float64Bytes(series.values),
-    version: series.version ?? 0,
-  }
-}
-
 /**
  * A PeerSeries as SeriesPoints, with its points copied into aligned arrays. Throws a
  * ValidationError naming `field` when the point bytes are not whole doubles or their counts differ,

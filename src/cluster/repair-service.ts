@@ -6,12 +6,11 @@ import {
   PeerRepairDigestRequest,
   PeerRepairDigestResponse,
   PeerRepairReadRequest,
-  PeerRepairReadResponse,
 } from '../../gen/v3storage/internal/v1/peer_repair.js'
 import type { SeriesBuckets, ShardEngine } from '../engine/shard.js'
 import type { CallContext } from '../engine/storage-engine.js'
 import { ValidationError } from '../model/errors.js'
-import { encodePeerSeries } from './peer-codec.js'
+import { encodePeerWrite } from './peer-codec.js'
 import { TOKEN_SPACE, type TokenSpan } from './ring.js'
 import { decodeSpans, type SeriesTokens, spanFilter, spanIndex } from './shard-filter.js'
 
@@ -70,5 +69,6 @@ export async function answerRepairRead(
   checkWindow(request.startMs, request.endMs)
   const filter = spanFilter(decodeSpans(request.ranges), tokens)
   const series = await local.readShard(filter, request.startMs, request.endMs, ctx)
-  return PeerRepairReadResponse.encode({ series: series.map((s) => encodePeerSeries(s)) }).finish()
+  // A PeerRepairReadResponse is, like a write's body, a message whose field 1 is repeated PeerSeries.
+  return encodePeerWrite(series)
 }

@@ -15,6 +15,7 @@ import {
   PeerWriteRequest,
 } from '../../gen/v3storage/internal/v1/peer.js'
 import { PeerLatestResponse, PeerQueryResponse } from '../../gen/v3storage/internal/v1/peer_query.js'
+import { PeerRepairReadResponse } from '../../gen/v3storage/internal/v1/peer_repair.js'
 import { peerWriteSize } from '../../src/cluster/hint-batch.js'
 import { MemoryNetwork } from '../../src/cluster/memory-transport.js'
 import {
@@ -27,11 +28,11 @@ import {
   decodeRequestFrames,
   decodeResponseFrames,
   encodePeerQueryAnswer,
-  encodePeerSeries,
   encodePeerSeriesAnswer,
   encodePeerWrite,
   PeerInternalError,
   PeerSeriesHeaders,
+  type PeerWriteEntry,
 } from '../../src/cluster/peer-codec.js'
 import {
   encodeRequestFrames,
@@ -145,6 +146,17 @@ function refused(address: string): Promise<boolean> {
   })
 }
 
+/** A series as the generated PeerSeries message: what the direct encoders are compared with. */
+function encodePeerSeries(series: PeerWriteEntry): PeerSeries {
+  return {
+    metric: series.metric,
+    tags: series.tags.map((t) => ({ key: t.key, value: t.value })),
+    timestamps: Buffer.from(series.timestamps.buffer, series.timestamps.byteOffset, series.timestamps.byteLength),
+    values: Buffer.from(series.values.buffer, series.values.byteOffset, series.values.byteLength),
+    version: series.version ?? 0,
+  }
+}
+
 describe('peer codec', () => {
   test('the direct write encoder writes exactly the bytes of the generated one', () => {
     const series = [
@@ -171,7 +183,7 @@ describe('peer codec', () => {
     assert.ok(mineVersioned.equals(generatedVersioned), 'byte-for-byte equal with versions')
   })
 
-  test('the read answer encoders write exactly the bytes of the generated ones, identities cached or not', () => {
+  test('the read and repair answer encoders write exactly the bytes of the generated ones, identities cached or not', () => {
     const tags = Object.freeze([{ key: 'host', value: 'ü€😀' }])
     const series = [
       { ...awkwardSeries(500, 1), metric: 'cpu', tags },
@@ -180,6 +192,10 @@ describe('peer codec', () => {
     ]
     const identities = new AnswerIdentities()
     const generatedLatest = Buffer.from(PeerLatestResponse.encode({ series: series.map(encodePeerSeries) }).finish())
+    const generatedRepair = Buffer.from(
+      PeerRepairReadResponse.encode({ series: series.map(encodePeerSeries) }).finish(),
+    )
+    assert.ok(Buffer.from(encodePeerWrite(series)).equals(generatedRepair), 'repair read')
     const results = [series, [], series.slice(1)]
     const generatedQuery = Buffer.from(
       PeerQueryResponse.encode({
