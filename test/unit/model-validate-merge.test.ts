@@ -151,7 +151,8 @@ describe('validateWriteBatch: batches that say they are normalized (a peer write
       tags,
       timestamps: Float64Array.from({ length: 5 }, (_, i) => 1_000 * (i + 1)),
       values: Float64Array.from({ length: 5 }, (_, i) => h * 10 + i),
-      version: 7,
+      // A version of its own for each series: they share one allocation, which must not mix them.
+      version: 7 + h,
     }))
   /** Validation of the same entries without the hint, with a cache of its own. */
   const full = (entries: SeriesWrite[]) =>
@@ -171,6 +172,10 @@ describe('validateWriteBatch: batches that say they are normalized (a peer write
     const entries = normal()
     const out = validateWriteBatch({ series: entries, acceptNaN: true, normalized: true }, undefined, cache)
     assert.deepEqual(plain(out), plain(full(normal())))
+    assert.deepEqual(
+      out.series.map((s) => [...s.versions!]),
+      [7, 8, 9].map((v) => [v, v, v, v, v]),
+    )
     assert.equal(out.points, 15)
     out.series.forEach((s, i) => {
       assert.equal(s.timestamps, entries[i]!.timestamps, 'the same array, not a copy')
