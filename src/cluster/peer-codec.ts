@@ -211,11 +211,15 @@ function encodeIdentity(metric: string, tags: readonly Tag[]): Buffer {
 }
 
 /**
- * The body of a PEER_KIND_WRITE request, written straight into one buffer of its exact size: the
- * generated encoder copies every point array into a chunk and then all chunks into the result, and
- * on the forwarding path those copies and their garbage cost more than the routing. The bytes are
- * exactly what PeerWriteRequest.encode writes (a test compares them). Each series carries its own
- * version, else `version` (0: none); `identities` caches the encoded identities of keyed series.
+ * A message whose field 1 is `repeated PeerSeries`, written straight into one buffer of its exact
+ * size: the body of a PEER_KIND_WRITE request (PeerWriteRequest), and the read answers of the same
+ * shape (PeerLatestResponse, PeerRepairReadResponse, one PeerSelectorResult's series), as
+ * decodePeerSeriesList reads all of them. The generated encoder copies every point array into a
+ * chunk and then all chunks into the result, and encodes every series' metric and tags again; on
+ * the forwarding path those copies and their garbage cost more than the routing. The bytes are
+ * exactly what the generated encoders write (a test compares them). Each series carries its own
+ * version, else `version` (0: none); `identities` caches the encoded identities (PeerIdentityBytes
+ * of keyed series, AnswerIdentities of an engine's answers).
  */
 export function encodePeerWrite(
   series: readonly PeerWriteSource[],
@@ -260,21 +264,14 @@ export function encodePeerWrite(
 }
 
 /**
- * A PeerLatestResponse, or the series of one PeerSelectorResult: like a write's body, a message
- * whose field 1 is `repeated PeerSeries`, so written by encodePeerWrite. The generated encoder
- * encoded each series' metric and tags again for every answer and copied its point arrays twice;
- * this writes cached identities and copies the points once (a test compares the bytes).
+ * A PeerQueryResponse of raw points or final aggregates: one PeerSelectorResult per selector, no
+ * partials, each selector's series written by encodePeerWrite.
  */
-export function encodePeerSeriesAnswer(series: readonly SeriesPoints[], identities: IdentitySource): Uint8Array {
-  return encodePeerWrite(series, 0, identities)
-}
-
-/** A PeerQueryResponse of raw points or final aggregates: one PeerSelectorResult per selector, no partials. */
 export function encodePeerQueryAnswer(
   results: readonly (readonly SeriesPoints[])[],
   identities: IdentitySource,
 ): Uint8Array {
-  const bodies = results.map((list) => encodePeerSeriesAnswer(list, identities))
+  const bodies = results.map((list) => encodePeerWrite(list, 0, identities))
   let total = 0
   for (const body of bodies) total += fieldSize(body.byteLength)
   const out = Buffer.allocUnsafe(total)

@@ -22,7 +22,7 @@ import {
   AnswerIdentities,
   decodePeerSeriesList,
   encodePeerQueryAnswer,
-  encodePeerSeriesAnswer,
+  encodePeerWrite,
   PeerSeriesHeaders,
 } from './peer-codec.js'
 import { aggregationFromPeer, partialToPeer, selectorFromPeer, valueFilterFromPeer } from './peer-messages.js'
@@ -121,7 +121,7 @@ export function peerService(
           filterOf(peer.shard, tokens, owned),
           ctx,
         )
-        return encodePeerSeriesAnswer(series, identities)
+        return encodePeerWrite(series, 0, identities)
       }
       case PeerKind.PEER_KIND_LIST_SERIES: {
         const peer = PeerListSeriesRequest.decode(body)

@@ -69,6 +69,5 @@ export async function answerRepairRead(
   checkWindow(request.startMs, request.endMs)
   const filter = spanFilter(decodeSpans(request.ranges), tokens)
   const series = await local.readShard(filter, request.startMs, request.endMs, ctx)
-  // A PeerRepairReadResponse is, like a write's body, a message whose field 1 is repeated PeerSeries.
   return encodePeerWrite(series)
 }

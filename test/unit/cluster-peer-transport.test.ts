@@ -28,7 +28,6 @@ import {
   decodeRequestFrames,
   decodeResponseFrames,
   encodePeerQueryAnswer,
-  encodePeerSeriesAnswer,
   encodePeerWrite,
   PeerInternalError,
   PeerSeriesHeaders,
@@ -204,10 +203,7 @@ describe('peer codec', () => {
     )
     // Twice: the second answer takes every identity from the cache the first one filled.
     for (let round = 0; round < 2; round++) {
-      assert.ok(
-        Buffer.from(encodePeerSeriesAnswer(series, identities)).equals(generatedLatest),
-        `latest, round ${round}`,
-      )
+      assert.ok(Buffer.from(encodePeerWrite(series, 0, identities)).equals(generatedLatest), `latest, round ${round}`)
       assert.ok(Buffer.from(encodePeerQueryAnswer(results, identities)).equals(generatedQuery), `query, round ${round}`)
     }
     assert.deepEqual(
