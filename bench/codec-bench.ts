@@ -136,6 +136,26 @@ function benchDenseBlock(): void {
   )
 }
 
+/**
+ * The entropy of the steps between successive values in hundredths (order 0, over every series): an
+ * encoder that codes each step on its own needs at least this many bits a point for the values of a
+ * 2-decimal walk, however it packs them.
+ */
+function stepEntropyBits(series: Series[]): number {
+  const counts = new Map<number, number>()
+  let steps = 0
+  for (const s of series) {
+    for (let i = 1; i < POINTS; i++) {
+      const step = Math.round(s.values[i]! * 100) - Math.round(s.values[i - 1]! * 100)
+      counts.set(step, (counts.get(step) ?? 0) + 1)
+      steps++
+    }
+  }
+  let bits = 0
+  for (const n of counts.values()) bits -= (n / steps) * Math.log2(n / steps)
+  return bits
+}
+
 const full: Series[] = []
 const full2: Series[] = []
 const jittered2: Series[] = []
@@ -147,6 +167,10 @@ for (let s = 0; s < SERIES; s++) {
 console.log(`${SERIES} series x ${POINTS} points (10 s interval, 1 hour), random walk in [0, 100], steps +-5`)
 benchRuns('full precision', full)
 benchRuns('2 decimals', full2)
+const entropy = stepEntropyBits(full2)
+console.log(
+  `      ${'2 decimals: entropy of the steps'.padEnd(34)} ${(entropy / 8).toFixed(3)} B/point  (${entropy.toFixed(2)} bits; the values' floor)`,
+)
 benchRuns('2 decimals, timestamps +-20 ms', jittered2)
 benchBlocks('full precision', full)
 benchBlocks('2 decimals', full2)
