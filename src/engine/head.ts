@@ -41,6 +41,14 @@ class SeriesBuffer {
    * before it): a series written without versions (every series of a single node) never has it.
    */
   vers: Float64Array | undefined
+  /**
+   * The versions array of an earlier cycle, kept by clear() for the series' next versioned points: a
+   * cluster node's writes all carry versions, and with a new array of the buffer's capacity at every
+   * seal its head cost twice what the same points cost without versions (a scratch loop of 333
+   * series written 50 points at a time: 25.5 against 11.5 ns a point; 16.5 to 20 with the array kept
+   * and the taken versions in the seal's memory).
+   */
+  private spareVers: Float64Array | undefined
   n = 0
   maxTs = Number.NEGATIVE_INFINITY
   minSeq = Number.POSITIVE_INFINITY
@@ -72,6 +80,7 @@ class SeriesBuffer {
       vers.set(this.vers.subarray(0, this.n))
       this.vers = vers
     }
+    this.spareVers = undefined
   }
 
   push(ts: Float64Array, vals: Float64Array, seq: number, vers?: Float64Array): void {
@@ -91,7 +100,7 @@ class SeriesBuffer {
       this.vals.set(vals, at)
       this.seqs.fill(seq, at, at + n)
     }
-    if (vers !== undefined && this.vers === undefined) this.vers = new Float64Array(this.ts.length)
+    if (vers !== undefined && this.vers === undefined) this.vers = this.versionsFrom(at)
     if (vers !== undefined) this.vers!.set(vers, at)
     else this.vers?.fill(0, at, at + n)
     this.n += n
@@ -102,14 +111,24 @@ class SeriesBuffer {
 
   /**
    * Empties the buffer whose points were copied out, keeping its arrays for the series' next points.
-   * Versions go: the next points may come without them, as those of a new buffer.
+   * Versions go (the next points may come without them, as those of a new buffer); their array is
+   * kept for the next points that have them.
    */
   clear(): void {
     this.lastTaken = this.n
     this.n = 0
     this.maxTs = Number.NEGATIVE_INFINITY
     this.minSeq = Number.POSITIVE_INFINITY
+    if (this.vers !== undefined) this.spareVers = this.vers
     this.vers = undefined
+  }
+
+  /** A versions array of the buffer's capacity whose first `at` points (written without versions) are 0. */
+  private versionsFrom(at: number): Float64Array {
+    const spare = this.spareVers
+    this.spareVers = undefined
+    if (spare === undefined || spare.length !== this.ts.length) return new Float64Array(this.ts.length)
+    return spare.fill(0, 0, at)
   }
 
   /**
@@ -125,7 +144,7 @@ class SeriesBuffer {
     const outTs = memory === undefined ? new Float64Array(count) : memory.take(count)
     const outVals = memory === undefined ? new Float64Array(count) : memory.take(count)
     const vers = this.vers
-    const outVers = vers === undefined ? undefined : new Float64Array(count)
+    const outVers = vers === undefined ? undefined : memory === undefined ? new Float64Array(count) : memory.take(count)
     let taken = 0
     let minSeq = Number.POSITIVE_INFINITY
     let w = 0
@@ -284,7 +303,12 @@ export class Head {
         const vals = memory.take(n)
         ts.set(buf.ts.subarray(0, n))
         vals.set(buf.vals.subarray(0, n))
-        part = { ts, vals, vers: buf.vers?.slice(0, n), minSeq: buf.minSeq }
+        let vers: Float64Array | undefined
+        if (buf.vers !== undefined) {
+          vers = memory.take(n)
+          vers.set(buf.vers.subarray(0, n))
+        }
+        part = { ts, vals, vers, minSeq: buf.minSeq }
         buf.clear()
       } else {
         // The newest blocks are still open: take only the ended ones.

@@ -207,6 +207,32 @@ describe('write buffer', () => {
     assert.deepEqual([...head.read(2, 0, 10_000)!.vals], [5])
   })
 
+  it('after a seal, points written without versions count as version 0 against later versioned ones', () => {
+    const head = new Head()
+    head.append(4, Float64Array.of(1000, 2000), Float64Array.of(1, 2), 1, Float64Array.of(100, 100))
+    const first = head.takeDue(1_000_000, 0, true)
+    assert.deepEqual([...first[0]!.vers!], [100, 100])
+    head.finishSeal(first)
+    // The series' buffer is kept with its versions array from the sealed cycle; a point without a
+    // version, then a versioned one of the same timestamp and one later point.
+    head.append(4, Float64Array.of(3000), Float64Array.of(3), 2)
+    head.append(4, Float64Array.of(3000, 4000), Float64Array.of(30, 40), 3, Float64Array.of(50, 50))
+    assert.deepEqual([...head.versionsAt(4, Float64Array.of(3000, 4000))], [50, 50])
+    assert.deepEqual([...head.read(4, 0, 10_000)!.vals], [30, 40])
+    // A later point without a version has version 0.
+    head.append(4, Float64Array.of(5000), Float64Array.of(5), 4)
+    const second = head.takeDue(1_000_000, 0, true)
+    assert.deepEqual(
+      second.map((t) => [...t.ts, ...t.vals, ...t.vers!]),
+      [[3000, 4000, 5000, 30, 40, 5, 50, 50, 0]],
+    )
+    // The taken run keeps its versions when the buffer takes versioned points again.
+    head.append(4, Float64Array.of(6000), Float64Array.of(6), 5, Float64Array.of(70))
+    assert.deepEqual([...second[0]!.vers!], [50, 50, 0])
+    head.finishSeal(second)
+    assert.deepEqual([...head.versionsAt(4, Float64Array.of(6000))], [70])
+  })
+
   it('points taken from part of a buffer stay as they were when the buffer takes new ones', () => {
     const head = new Head()
     head.append(7, Float64Array.of(1000, 40_000, 2000), Float64Array.of(1, 4, 2), 1)
