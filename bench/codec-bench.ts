@@ -141,7 +141,7 @@ function benchDenseBlock(): void {
  * encoder that codes each step on its own needs at least this many bits a point for the values of a
  * 2-decimal walk, however it packs them.
  */
-function stepEntropyBits(series: Series[]): number {
+function stepEntropy(series: Series[]): { bits: number; distinct: number } {
   const counts = new Map<number, number>()
   let steps = 0
   for (const s of series) {
@@ -153,7 +153,7 @@ function stepEntropyBits(series: Series[]): number {
   }
   let bits = 0
   for (const n of counts.values()) bits -= (n / steps) * Math.log2(n / steps)
-  return bits
+  return { bits, distinct: counts.size }
 }
 
 const full: Series[] = []
@@ -167,9 +167,10 @@ for (let s = 0; s < SERIES; s++) {
 console.log(`${SERIES} series x ${POINTS} points (10 s interval, 1 hour), random walk in [0, 100], steps +-5`)
 benchRuns('full precision', full)
 benchRuns('2 decimals', full2)
-const entropy = stepEntropyBits(full2)
+const entropy = stepEntropy(full2)
 console.log(
-  `      ${'2 decimals: entropy of the steps'.padEnd(34)} ${(entropy / 8).toFixed(3)} B/point  (${entropy.toFixed(2)} bits; the values' floor)`,
+  `      ${'2 decimals: entropy of the steps'.padEnd(34)} ${(entropy.bits / 8).toFixed(3)} B/point  ` +
+    `(${entropy.bits.toFixed(2)} bits over ${entropy.distinct} distinct steps; the values' floor)`,
 )
 benchRuns('2 decimals, timestamps +-20 ms', jittered2)
 benchBlocks('full precision', full)

@@ -186,6 +186,12 @@ export class AnswerIdentities implements IdentitySource {
   }
 }
 
+/** Writes the tag and length of length-delimited field `field`; returns the offset of its bytes. */
+function fieldHead(out: Buffer, at: number, field: number, length: number): number {
+  out[at] = (field << 3) | 2
+  return writeVarint(out, at + 1, length)
+}
+
 /** The metric and tag fields of a PeerSeries; proto3 leaves empty strings out, as the generated encoder does. */
 function encodeIdentity(metric: string, tags: readonly Tag[]): Buffer {
   const textSize = (text: string) => (text === '' ? 0 : fieldSize(Buffer.byteLength(text)))
@@ -196,36 +202,31 @@ function encodeIdentity(metric: string, tags: readonly Tag[]): Buffer {
   let at = 0
   const stringField = (field: number, text: string): void => {
     if (text === '') return
-    out[at++] = (field << 3) | 2
-    at = writeVarint(out, at, Buffer.byteLength(text))
+    at = fieldHead(out, at, field, Buffer.byteLength(text))
     at += out.write(text, at, 'utf8')
   }
   stringField(1, metric)
   for (const tag of tags) {
-    out[at++] = (2 << 3) | 2
-    at = writeVarint(out, at, tagSize(tag))
+    at = fieldHead(out, at, 2, tagSize(tag))
     stringField(1, tag.key)
     stringField(2, tag.value)
   }
   return out
 }
 
-/**
- * A message whose field 1 is `repeated PeerSeries`, written straight into one buffer of its exact
- * size: the body of a PEER_KIND_WRITE request (PeerWriteRequest), and the read answers of the same
- * shape (PeerLatestResponse, PeerRepairReadResponse, one PeerSelectorResult's series), as
- * decodePeerSeriesList reads all of them. The generated encoder copies every point array into a
- * chunk and then all chunks into the result, and encodes every series' metric and tags again; on
- * the forwarding path those copies and their garbage cost more than the routing. The bytes are
- * exactly what the generated encoders write (a test compares them). Each series carries its own
- * version, else `version` (0: none); `identities` caches the encoded identities (PeerIdentityBytes
- * of keyed series, AnswerIdentities of an engine's answers).
- */
-export function encodePeerWrite(
+/** What writing a list of PeerSeries takes: each series' encoded identity and size, and the size of all. */
+interface SeriesListLayout {
+  readonly heads: readonly Buffer[]
+  readonly sizes: readonly number[]
+  /** The bytes of the list: each series as a length-delimited field 1. */
+  readonly bytes: number
+}
+
+function layoutSeriesList(
   series: readonly PeerWriteSource[],
-  version = 0,
-  identities?: IdentitySource,
-): Uint8Array {
+  version: number,
+  identities: IdentitySource | undefined,
+): SeriesListLayout {
   const heads = series.map((s) => (identities === undefined ? encodeIdentity(s.metric, s.tags) : identities.of(s)))
   const sizes = series.map((s, i) => {
     let size = heads[i]!.byteLength
@@ -235,22 +236,30 @@ export function encodePeerWrite(
     if ((s.version ?? version) !== 0) size += 9
     return size
   })
-  let total = 0
-  for (const size of sizes) total += fieldSize(size)
-  const out = Buffer.allocUnsafe(total)
-  let at = 0
+  let bytes = 0
+  for (const size of sizes) bytes += fieldSize(size)
+  return { heads, sizes, bytes }
+}
+
+/** Writes the series as `layout` measured them, from `at`; returns the offset after them. */
+function writeSeriesList(
+  out: Buffer,
+  at: number,
+  series: readonly PeerWriteSource[],
+  version: number,
+  layout: SeriesListLayout,
+): number {
   const bytesField = (field: number, bytes: Uint8Array): void => {
-    out[at++] = (field << 3) | 2
-    at = writeVarint(out, at, bytes.byteLength)
+    at = fieldHead(out, at, field, bytes.byteLength)
     out.set(bytes, at)
     at += bytes.byteLength
   }
   for (let i = 0; i < series.length; i++) {
     const s = series[i]!
-    out[at++] = (1 << 3) | 2
-    at = writeVarint(out, at, sizes[i]!)
-    out.set(heads[i]!, at)
-    at += heads[i]!.byteLength
+    const head = layout.heads[i]!
+    at = fieldHead(out, at, 1, layout.sizes[i]!)
+    out.set(head, at)
+    at += head.byteLength
     if (s.timestamps.byteLength > 0) bytesField(3, float64Bytes(s.timestamps))
     if (s.values.byteLength > 0) bytesField(4, float64Bytes(s.values))
     const v = s.version ?? version
@@ -259,29 +268,50 @@ export function encodePeerWrite(
       at = out.writeDoubleLE(v, at)
     }
   }
-  if (at !== total) throw new Error(`BUG: encoded ${at} bytes of a ${total}-byte write`)
+  return at
+}
+
+/**
+ * A message whose field 1 is `repeated PeerSeries`, written straight into one buffer of its exact
+ * size: the body of a PEER_KIND_WRITE request (PeerWriteRequest), and the read answers of the same
+ * shape (PeerLatestResponse, PeerRepairReadResponse), as decodePeerSeriesList reads all of them.
+ * The generated encoder copies every point array into a chunk and then all chunks into the result,
+ * and encodes every series' metric and tags again; on the forwarding path those copies and their
+ * garbage cost more than the routing. The bytes are exactly what the generated encoders write (a
+ * test compares them). Each series carries its own version, else `version` (0: none);
+ * `identities` caches the encoded identities (PeerIdentityBytes of keyed series, AnswerIdentities
+ * of an engine's answers).
+ */
+export function encodePeerWrite(
+  series: readonly PeerWriteSource[],
+  version = 0,
+  identities?: IdentitySource,
+): Uint8Array {
+  const layout = layoutSeriesList(series, version, identities)
+  const out = Buffer.allocUnsafe(layout.bytes)
+  const end = writeSeriesList(out, 0, series, version, layout)
+  if (end !== layout.bytes) throw new Error(`BUG: encoded ${end} bytes of a ${layout.bytes}-byte write`)
   return out
 }
 
 /**
- * A PeerQueryResponse of raw points or final aggregates: one PeerSelectorResult per selector, no
- * partials, each selector's series written by encodePeerWrite.
+ * A PeerQueryResponse of raw points or final aggregates: one PeerSelectorResult per selector (its
+ * series as encodePeerWrite writes them), no partials, in one buffer, every point copied once.
  */
 export function encodePeerQueryAnswer(
   results: readonly (readonly SeriesPoints[])[],
   identities: IdentitySource,
 ): Uint8Array {
-  const bodies = results.map((list) => encodePeerWrite(list, 0, identities))
+  const layouts = results.map((list) => layoutSeriesList(list, 0, identities))
   let total = 0
-  for (const body of bodies) total += fieldSize(body.byteLength)
+  for (const layout of layouts) total += fieldSize(layout.bytes)
   const out = Buffer.allocUnsafe(total)
   let at = 0
-  for (const body of bodies) {
-    out[at++] = (1 << 3) | 2
-    at = writeVarint(out, at, body.byteLength)
-    out.set(body, at)
-    at += body.byteLength
-  }
+  results.forEach((list, i) => {
+    const layout = layouts[i]!
+    at = writeSeriesList(out, fieldHead(out, at, 1, layout.bytes), list, 0, layout)
+  })
+  if (at !== total) throw new Error(`BUG: encoded ${at} bytes of a ${total}-byte query answer`)
   return out
 }
 
