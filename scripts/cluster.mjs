@@ -38,12 +38,24 @@ function start(name, args, ready) {
   })
 }
 
-function stopAll() {
-  for (const child of children) if (child.exitCode === null) child.kill('SIGTERM')
-  setTimeout(() => {
-    rmSync(dataRoot, { recursive: true, force: true })
-    process.exit(0)
-  }, 3000).unref()
+/** Nodes get this long to stop cleanly on SIGTERM (their --shutdown-timeout and a margin) before SIGKILL. */
+const STOP_MS = 15_000
+let stopping = false
+
+/** Stops every process this started, waits until all have exited, then removes the data folder. */
+async function stopAll() {
+  if (stopping) return
+  stopping = true
+  const running = children.filter((child) => child.exitCode === null && child.signalCode === null)
+  const exits = running.map((child) => new Promise((ok) => child.once('exit', ok)))
+  for (const child of running) child.kill('SIGTERM')
+  const kill = setTimeout(() => {
+    for (const child of running) child.kill('SIGKILL')
+  }, STOP_MS)
+  await Promise.all(exits)
+  clearTimeout(kill)
+  rmSync(dataRoot, { recursive: true, force: true })
+  process.exit(0)
 }
 process.on('SIGINT', stopAll)
 process.on('SIGTERM', stopAll)
@@ -89,5 +101,5 @@ try {
   console.log('Ctrl-C stops them.')
 } catch (err) {
   console.error(`npm run cluster: ${err.message}`)
-  stopAll()
+  await stopAll()
 }

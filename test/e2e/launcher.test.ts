@@ -2,8 +2,9 @@
 // scripts that start the server with `node bin/v3.js` (the bench, `npm run cluster`) read from there.
 import assert from 'node:assert/strict'
 import { spawn, spawnSync } from 'node:child_process'
-import { readFileSync } from 'node:fs'
+import { existsSync, readFileSync } from 'node:fs'
 import { mkdtemp, rm } from 'node:fs/promises'
+import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { test } from 'node:test'
@@ -46,3 +47,47 @@ test('the Node options of its first line reach the server process and the script
     await rm(dir, { recursive: true, force: true })
   }
 })
+
+test('npm run cluster stops its nodes and the Consul emulator on SIGTERM, and removes its data folder', async () => {
+  const env = { ...process.env }
+  delete env.CONSUL_HTTP_ADDR
+  const script = spawn(process.execPath, ['scripts/cluster.mjs'], {
+    cwd: root,
+    env,
+    stdio: ['ignore', 'pipe', 'inherit'],
+  })
+  const exited = new Promise<number | null>((ok) => script.once('exit', (code) => ok(code)))
+  let started: RegExpExecArray | undefined
+  try {
+    started = await new Promise<RegExpExecArray>((ok, fail) => {
+      let out = ''
+      script.stdout?.setEncoding('utf8').on('data', (chunk: string) => {
+        out += chunk
+        const line = /^cluster of 3 nodes: (\S+) (\S+) (\S+) \(Consul (\S+)\); data in (\S+)$/m.exec(out)
+        if (line) ok(line)
+      })
+      script.once('exit', (code) => fail(new Error(`scripts/cluster.mjs exited with ${code}`)))
+    })
+  } finally {
+    script.kill('SIGTERM')
+  }
+  assert.equal(await exited, 0)
+  const [, n1, n2, n3, consul, dataDir] = started
+  assert.equal(existsSync(dataDir as string), false, `${dataDir} is left behind`)
+  for (const address of [n1, n2, n3, new URL(consul as string).host]) {
+    assert.equal(await accepts(address as string), false, `${address} still accepts connections`)
+  }
+})
+
+/** Whether a TCP connection to host:port is accepted. */
+function accepts(address: string): Promise<boolean> {
+  const at = address.lastIndexOf(':')
+  return new Promise((ok) => {
+    const socket = connect(Number(address.slice(at + 1)), address.slice(0, at))
+    socket.once('connect', () => {
+      socket.destroy()
+      ok(true)
+    })
+    socket.once('error', () => ok(false))
+  })
+}
