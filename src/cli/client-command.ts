@@ -51,15 +51,20 @@ export function consistencyFlag(values: FlagValues): ConsistencyLevel | undefine
 type FlagSpec = Record<string, { type: 'string' | 'boolean'; short?: string; multiple?: boolean }>
 export type FlagValues = Record<string, string | boolean | string[] | undefined>
 
-/** parseArgs with usage errors, positionals allowed. */
+/**
+ * parseArgs with usage errors, positionals allowed. A value flag followed by a dash and a digit
+ * takes it as its value (`--start -2h`, `--end -5`): parseArgs would refuse it as ambiguous, and no
+ * flag starts with a digit.
+ */
 export function parseCommandArgs(
   args: readonly string[],
   flags: FlagSpec,
 ): { values: FlagValues; positionals: string[] } {
+  const options: FlagSpec = { ...CONNECTION_FLAGS, ...flags }
   try {
     const { values, positionals } = parseArgs({
-      args: [...args],
-      options: { ...CONNECTION_FLAGS, ...flags },
+      args: joinNegativeValues(args, options),
+      options,
       strict: true,
       allowPositionals: true,
     })
@@ -67,6 +72,21 @@ export function parseCommandArgs(
   } catch (err) {
     throw new UsageError(err instanceof Error ? err.message : String(err))
   }
+}
+
+/** `args` with each value flag and a following `-<digit>…` argument joined as `--flag=-<digit>…`. */
+function joinNegativeValues(args: readonly string[], options: FlagSpec): string[] {
+  const out: string[] = []
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i] as string
+    const next = args[i + 1]
+    const name = arg.startsWith('--') ? arg.slice(2) : undefined
+    if (name !== undefined && options[name]?.type === 'string' && next !== undefined && /^-\d/.test(next)) {
+      out.push(`${arg}=${next}`)
+      i++
+    } else out.push(arg)
+  }
+  return out
 }
 
 export function stringFlag(values: FlagValues, name: string): string | undefined {

@@ -192,6 +192,19 @@ describe('v3 client commands', () => {
     assert.deepEqual(JSON.parse(json.stdout), [
       { metric: 'q_cpu', tags: { host: 'b', region: 'us-east' }, points: [[T0, 7]] },
     ])
+    // A relative time is a value of its own after the flag, as --help writes it: no --start=-… needed.
+    const relative = await runV3([
+      'query',
+      'q_cpu{host="b"}',
+      '--start',
+      '-3650d',
+      '--format',
+      'csv',
+      '--server',
+      a.address,
+    ])
+    assert.equal(relative.code, 0, relative.stderr)
+    assert.equal(relative.stdout, `metric,timestamp,value,host,region\nq_cpu,${T0},7,b,us-east\n`)
     const bad = await runV3(['query', 'q_cpu{host="a",region=~eu}', ...range])
     assert.equal(bad.code, 2)
     assert.equal(

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { UsageError } from '../../src/cli/args.js'
-import { clientOptions, consistencyFlag, serverAddress } from '../../src/cli/client-command.js'
+import { clientOptions, consistencyFlag, parseCommandArgs, serverAddress } from '../../src/cli/client-command.js'
 import { parseTimeFlag } from '../../src/cli/time.js'
 
 const NOW = Date.UTC(2026, 5, 1, 12)
@@ -17,6 +17,18 @@ test('--start and --end take now, a duration before now, epoch milliseconds or R
     () => parseTimeFlag('end', 'yesterday', NOW),
     (err: unknown) => err instanceof UsageError && /--end/.test(err.message),
   )
+})
+
+test('a value flag takes a following negative time or number as its value', () => {
+  const flags = { start: { type: 'string' }, end: { type: 'string' }, merge: { type: 'boolean' } } as const
+  const { values, positionals } = parseCommandArgs(['cpu', '--start', '-2d', '--end', '-5', '--merge'], flags)
+  assert.equal(values.start, '-2d')
+  assert.equal(values.end, '-5')
+  assert.equal(values.merge, true)
+  assert.deepEqual(positionals, ['cpu'])
+  // Only a dash and a digit: a flag after a value flag is still a flag, and unknown ones are refused.
+  assert.throws(() => parseCommandArgs(['--start', '--end', '1'], flags), UsageError)
+  assert.throws(() => parseCommandArgs(['--start', '-x'], flags), UsageError)
 })
 
 test('the connection comes from flags, then V3_SERVER and V3_TOKEN, then the default', () => {
