@@ -163,7 +163,9 @@ function influxFailure(r: Refusal): HttpAnswer {
 }
 
 function influxCode(status: number): string {
-  if (status === 401 || status === 403) return 'unauthorized'
+  // InfluxDB's own codes: EUnauthorized for a missing or unknown token, EForbidden for a weak one.
+  if (status === 401) return 'unauthorized'
+  if (status === 403) return 'forbidden'
   if (status === 413) return 'request too large'
   if (status < 500) return 'invalid'
   return status === 503 ? 'unavailable' : 'internal error'

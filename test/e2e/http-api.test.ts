@@ -641,11 +641,13 @@ describe('tokens, TLS and exposure on the HTTP listener', () => {
       const lp = 'auth_m,host=a v=1 1704067200000000000\n'
       const none = await post(`${base}/write`, lp)
       assert.equal(none.status, 401)
+      assert.equal(JSON.parse(none.body.toString()).code, 'unauthorized')
       assert.match(none.headers.get('www-authenticate') ?? '', /^Bearer/)
       const unknown = await post(`${base}/write`, lp, { authorization: 'Bearer nope' })
       assert.equal(unknown.status, 401)
       const weak = await post(`${base}/write`, lp, { authorization: `Bearer ${TOKENS.read}` })
       assert.equal(weak.status, 403)
+      assert.equal(JSON.parse(weak.body.toString()).code, 'forbidden')
       assert.match(JSON.parse(weak.body.toString()).message, /needs the write role; this token has read/)
       const rwWeak = await post(`${base}/api/v1/write`, writeRequest([]), { authorization: `Bearer ${TOKENS.read}` })
       assert.equal(rwWeak.status, 403)
