@@ -8,7 +8,7 @@ import { Readable } from 'node:stream'
 import { createGunzip } from 'node:zlib'
 import type { SeriesInput } from '../client/index.js'
 import { DEFAULT_WRITE_LIMITS } from '../model/limits.js'
-import { nameViolation } from '../model/series-key.js'
+import { nameViolation, tagKeyViolation } from '../model/series-key.js'
 import type { Precision, Tag } from '../model/types.js'
 import { parseCount, UsageError } from './args.js'
 import {
@@ -81,8 +81,8 @@ export function layoutOf(header: readonly string[], wide: boolean, wideTags: rea
     if (i === undefined) throw new UsageError(`header: no ${name} column (the header is ${header.join(',')})`)
     return i
   }
-  const checkName = (name: string, what: string): void => {
-    const problem = nameViolation(name, DEFAULT_WRITE_LIMITS.maxNameBytes)
+  const checkName = (name: string, what: 'tag name' | 'metric name'): void => {
+    const problem = (what === 'tag name' ? tagKeyViolation : nameViolation)(name, DEFAULT_WRITE_LIMITS.maxNameBytes)
     if (problem !== undefined)
       throw new UsageError(`header: column ${JSON.stringify(name)} is not a valid ${what}: ${problem}`)
   }

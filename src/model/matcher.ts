@@ -1,6 +1,6 @@
 import { type FieldViolation, ValidationError } from './errors.js'
 import { compileValueRegex, type RegexCache, type ValueRegex } from './regex.js'
-import { nameViolation } from './series-key.js'
+import { METRIC_NAME_KEY, nameViolation } from './series-key.js'
 import type { MatchOp, Selector, Tag } from './types.js'
 
 /** One validated matcher, its regular expression compiled. */
@@ -11,9 +11,6 @@ export interface CompiledMatcher {
   /** Whether a tag value satisfies the matcher; pass the empty string for a tag the series lacks. */
   matchesValue(value: string): boolean
 }
-
-/** The matcher key that names the metric rather than a tag, as in Prometheus. */
-export const METRIC_NAME_KEY = '__name__'
 
 /** A validated selector, ready to test series and to plan an index lookup. */
 export interface CompiledSelector {

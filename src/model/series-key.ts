@@ -28,6 +28,20 @@ export function nameViolation(name: unknown, maxBytes = Number.POSITIVE_INFINITY
   return undefined
 }
 
+/**
+ * The key that names the metric rather than a tag, as in Prometheus: a matcher on it compares the
+ * metric, and the Prometheus API and remote write carry the metric under it, so no tag has it.
+ */
+export const METRIC_NAME_KEY = '__name__'
+
+/** What is wrong with a tag key, as nameViolation says it, or that it is the reserved __name__. */
+export function tagKeyViolation(key: unknown, maxBytes = Number.POSITIVE_INFINITY): string | undefined {
+  const problem = nameViolation(key, maxBytes)
+  if (problem !== undefined) return problem
+  if (key === METRIC_NAME_KEY) return `"${METRIC_NAME_KEY}" is reserved for the metric name; set the metric instead`
+  return undefined
+}
+
 function compareTags(a: Tag, b: Tag): number {
   return a.key < b.key ? -1 : a.key > b.key ? 1 : 0
 }

@@ -1,7 +1,7 @@
 import { type FieldViolation, LimitError, ValidationError } from './errors.js'
 import { isVersion } from './hlc.js'
 import { DEFAULT_WRITE_LIMITS, type WriteLimits } from './limits.js'
-import { canonicalSeriesKey, nameViolation, sortTags } from './series-key.js'
+import { canonicalSeriesKey, nameViolation, sortTags, tagKeyViolation } from './series-key.js'
 import { MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS, normalizeTimestamp } from './timestamps.js'
 import type { Precision, RawTimestamp, SeriesWrite, Tag, WriteBatch } from './types.js'
 
@@ -304,7 +304,7 @@ function validateEntry(
   }
   for (let j = 0; j < tags.length && violations.length < MAX_VIOLATIONS; j++) {
     const tag = tags[j]!
-    const keyProblem = nameViolation(tag.key, limits.maxNameBytes)
+    const keyProblem = tagKeyViolation(tag.key, limits.maxNameBytes)
     if (keyProblem !== undefined) violations.push({ field: `series[${i}].tags[${j}].key`, description: keyProblem })
     const valueProblem = tagValueViolation(tag.value, limits.maxTagValueBytes)
     if (valueProblem !== undefined) {

@@ -62,6 +62,10 @@ test('rows of the long and wide formats, and their errors', () => {
     () => layoutOf(['metric', 'timestamp', 'value', 'bad key'], false, []),
     /"bad key" is not a valid tag name/,
   )
+  assert.throws(
+    () => layoutOf(['metric', 'timestamp', 'value', '__name__'], false, []),
+    /"__name__" is not a valid tag name: "__name__" is reserved for the metric name/,
+  )
 })
 
 test('timestamps: epoch integers in every precision and RFC 3339', () => {

@@ -236,6 +236,18 @@ describe('validateWriteBatch: every rule names its field', () => {
     assert.deepEqual(fieldsOfBad({ tags: [{ key: '', value: 'v' }] }), ['series[1].tags[0].key'])
   })
 
+  test('__name__ as a tag key: the key of the metric in selectors and the Prometheus API', () => {
+    const violations = violationsOf({ series: [series({ tags: [{ key: '__name__', value: 'x' }] })] })
+    assert.deepEqual(violations, [
+      {
+        field: 'series[0].tags[0].key',
+        description: '"__name__" is reserved for the metric name; set the metric instead',
+      },
+    ])
+    // Other names with underscores stay tags.
+    assert.equal(validateWriteBatch({ series: [series({ tags: [{ key: '__name', value: 'x' }] })] }).points, 2)
+  })
+
   test('a tag key twice', () => {
     const tags = [
       { key: 'host', value: 'a' },

@@ -122,7 +122,10 @@ export enum AggFunc {
 
 /** Tag is one key/value pair of a series' identity. */
 export interface Tag {
-  /** key is the tag name; it matches [a-zA-Z_][a-zA-Z0-9_.:-]* and is never empty. */
+  /**
+   * key is the tag name; it matches [a-zA-Z_][a-zA-Z0-9_.:-]*, is never empty, and is not __name__
+   * (the key of the metric name in selectors).
+   */
   key: string;
   /** value is the tag value: non-empty UTF-8 of bounded length. */
   value: string;
