@@ -8,8 +8,8 @@ const CLUSTER_USAGE = `Usage: v3 cluster status [--server <host:port>] [--format
        v3 cluster decommission <node-id> [--server <host:port>] [--timeout <duration>]
 
 status prints the members of the cluster the node belongs to: id, gRPC and peer addresses,
-health, lifecycle state, share of the ring, whether it leads, and the writes the node asked keeps
-as hints for it while it is down (hinted handoff; ask each node for its own).
+health, lifecycle state, share of the ring, whether it leads, and how many writes for it the node
+named by --server keeps as hints while it is down (hinted handoff; ask each node for its own).
 
 repair runs an anti-entropy repair pass on every healthy node now, over all data up to now, and
 prints what each pass compared and moved once all are done. Members that are down are named and
