@@ -183,9 +183,7 @@ export class RocksStore {
         },
       })
     } catch (err) {
-      throw new UnavailableError(`cannot open the database in ${this.dataDir}: ${(err as Error).message}`, {
-        cause: err,
-      })
+      throw new UnavailableError(`cannot open the database in ${this.dataDir}: ${openFailure(err)}`, { cause: err })
     }
     const c = this.rocks.columns
     const need = (name: string): ColumnHandle => {
@@ -401,6 +399,20 @@ export class RocksStore {
 }
 
 /** The options that give a family its memtable budget (see MEMTABLE_BUDGET). */
+/**
+ * Why the binding could not open a database. Its error says only "Database is not open"; RocksDB's
+ * reason is the cause, and a folder another open database holds (another server on the same
+ * --data) has the code LEVEL_LOCKED.
+ */
+function openFailure(err: unknown): string {
+  const cause = err instanceof Error && err.cause instanceof Error ? err.cause : undefined
+  if (cause === undefined) return err instanceof Error ? err.message : String(err)
+  if ((cause as { code?: unknown }).code === 'LEVEL_LOCKED') {
+    return `it is in use by another server or tool, which holds its lock (${cause.message})`
+  }
+  return cause.message
+}
+
 function budget(family: string): { compaction: 'level'; memtableMemoryBudget: number } {
   return { compaction: 'level', memtableMemoryBudget: MEMTABLE_BUDGET[family] ?? 0 }
 }

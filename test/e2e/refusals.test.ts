@@ -70,6 +70,11 @@ describe('refused starts of v3 serve', () => {
       const r = await runV3(['serve', '--data', data, '--listen', '127.0.0.1:0', '--http-listen', 'off'])
       assert.notEqual(r.code, 0)
       assert.doesNotMatch(r.stderr, /^\s+at /m, r.stderr)
+      // RocksDB's reason, not the binding's "Database is not open".
+      assert.match(
+        r.stderr,
+        /cannot open the database in \S+held: it is in use by another server or tool, which holds its lock \(.*LOCK/,
+      )
       assert.equal(
         r.stderr
           .trimEnd()
