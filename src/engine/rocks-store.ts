@@ -145,7 +145,14 @@ export class RocksStore {
   }
 
   async open(blockCacheBytes: number): Promise<void> {
-    await mkdir(this.dataDir, { recursive: true })
+    try {
+      await mkdir(this.dataDir, { recursive: true })
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code
+      const why =
+        code === 'EEXIST' || code === 'ENOTDIR' ? 'it, or a folder above it, is not a folder' : (err as Error).message
+      throw new UnavailableError(`cannot create the database folder ${this.dataDir}: ${why}`, { cause: err })
+    }
     // abstract-level opens a new database by itself on the next tick, without our column families,
     // unless open() is called in the same tick as the constructor: so both happen here, together.
     this.rocks = new RocksLevel(this.dataDir, { keyEncoding: 'buffer', valueEncoding: 'buffer' })

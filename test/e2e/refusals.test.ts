@@ -63,6 +63,17 @@ describe('refused starts of v3 serve', () => {
     assert.equal(existsSync(data), false)
   })
 
+  test('a data folder that is a file: one line naming it', async () => {
+    const file = join(dir, 'a-file')
+    await writeFile(file, 'not a folder')
+    for (const data of [file, join(file, 'below')]) {
+      const r = await runV3(['serve', '--data', data, '--listen', '127.0.0.1:0', '--http-listen', 'off'])
+      assert.notEqual(r.code, 0)
+      assert.doesNotMatch(r.stderr, /^\s+at /m, r.stderr)
+      assert.match(r.stderr, /cannot create the database folder \S+: it, or a folder above it, is not a folder/)
+    }
+  })
+
   test('a data folder another server holds: one line, no stack trace', async () => {
     const data = join(dir, 'held')
     const first = await startServerProcess({ dataDir: data })
