@@ -30,7 +30,7 @@ import { PrefixCache, parseLinePrecision } from './line-protocol.js'
 import type { ServerMetrics } from './metrics.js'
 import { BodyError } from './prom-remote.js'
 import { readTlsFiles, type TlsOptions } from './tls.js'
-import { checkExposure, positive, splitHostPort } from './transport.js'
+import { checkCanListen, checkExposure, positive, splitHostPort } from './transport.js'
 import { WriteGate } from './write-gate.js'
 
 export const HTTP_DEFAULTS = {
@@ -211,6 +211,7 @@ export async function prepareHttpEndpoint(settings: HttpSettings): Promise<Prepa
   if (warning !== undefined) settings.logger.warn({ listen: settings.listen }, `HTTP: ${warning}`)
   const tokens = settings.tokensFile === undefined ? undefined : await loadTokens(settings.tokensFile)
   const pem = settings.tls === undefined ? undefined : await readTlsFiles(settings.tls)
+  await checkCanListen(settings.listen, 'HTTP')
   const host = bracketed.replace(/^\[(.*)\]$/, '$1')
   return {
     start: (serving) => listen({ settings, host, port, maxBodyBytes, writeSlots, ingestWorkers, tokens, pem, serving }),

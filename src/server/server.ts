@@ -17,7 +17,14 @@ import { MAX_RECEIVE_WINDOW_BYTES, raiseReceiveWindow } from './receive-window.j
 import { checkedService, contractRegistry } from './request-check.js'
 import { streamService, streamServiceDefinition } from './stream-service.js'
 import { type TlsOptions, tlsCredentials } from './tls.js'
-import { checkExposure, positive, splitHostPort, type TransportOptions, transportChannelOptions } from './transport.js'
+import {
+  checkCanListen,
+  checkExposure,
+  positive,
+  splitHostPort,
+  type TransportOptions,
+  transportChannelOptions,
+} from './transport.js'
 import { writeServiceDefinition, writeServiceHandlers } from './write-service.js'
 
 export { TRANSPORT_DEFAULTS } from './transport.js'
@@ -151,6 +158,7 @@ export async function prepareServer(settings: ServerSettings): Promise<PreparedS
   if (warning !== undefined) logger.info({ listen }, warning)
   const tokens = settings.tokensFile === undefined ? undefined : await loadTokens(settings.tokensFile)
   const creds = settings.tls === undefined ? ServerCredentials.createInsecure() : await tlsCredentials(settings.tls)
+  await checkCanListen(listen, 'gRPC')
   const definition = loadContract()
   const registry = contractRegistry(definition)
   return {

@@ -3,6 +3,7 @@
  * that decides whether an address may be served without TLS and tokens.
  */
 
+import { createServer } from 'node:net'
 import type { ServerOptions as GrpcServerOptions } from '@grpc/grpc-js'
 
 export const TRANSPORT_DEFAULTS = {
@@ -39,6 +40,25 @@ export function splitHostPort(listen: string): { host: string; port: number } {
     throw new RangeError(`listen must be host:port, got ${JSON.stringify(listen)}`)
   }
   return { host, port }
+}
+
+/**
+ * Refuses an address that another process listens on, or that cannot be bound, before the engine
+ * opens its data folder: a plain TCP listener is bound there and closed again. Port 0 always binds.
+ * A process that takes the port in between is still caught when the server itself binds.
+ */
+export async function checkCanListen(listen: string, what: string): Promise<void> {
+  const { host, port } = splitHostPort(listen)
+  if (port === 0) return
+  await new Promise<void>((resolve, reject) => {
+    const probe = createServer()
+    probe.once('error', (err: NodeJS.ErrnoException) => {
+      const why = err.code === 'EADDRINUSE' ? 'another process listens there' : err.message
+      reject(new Error(`cannot listen on ${listen} for ${what}: ${why}`, { cause: err }))
+    })
+    const bare = host.startsWith('[') ? host.slice(1, -1) : host
+    probe.listen({ host: bare, port, exclusive: true }, () => probe.close(() => resolve()))
+  })
 }
 
 export function positive(name: string, value: number): number {

@@ -3,6 +3,7 @@
 import assert from 'node:assert/strict'
 import { existsSync } from 'node:fs'
 import { writeFile } from 'node:fs/promises'
+import { type AddressInfo, createServer } from 'node:net'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import { runV3 } from './cli-run.js'
@@ -61,6 +62,26 @@ describe('refused starts of v3 serve', () => {
     assert.match(r.stderr, /line 2/)
     assert.doesNotMatch(r.stderr, /sup3r-secret-token/)
     assert.equal(existsSync(data), false)
+  })
+
+  test('an address another process listens on, gRPC or HTTP: one line, exit 2, data folder untouched', async () => {
+    const other = createServer()
+    await new Promise<void>((ok) => other.listen(0, '127.0.0.1', ok))
+    const taken = `127.0.0.1:${(other.address() as AddressInfo).port}`
+    try {
+      for (const [flag, what] of [
+        ['--listen', 'gRPC'],
+        ['--http-listen', 'HTTP'],
+      ] as const) {
+        const data = join(dir, `taken-${what}`)
+        const r = await runV3(['serve', '--data', data, '--listen', '127.0.0.1:0', '--http-listen', 'off', flag, taken])
+        assert.equal(r.code, 2, r.stderr)
+        assert.equal(r.stderr, `v3: cannot listen on ${taken} for ${what}: another process listens there\n`)
+        assert.equal(existsSync(data), false, 'the engine opened the data folder')
+      }
+    } finally {
+      other.close()
+    }
   })
 
   test('a data folder that is a file: one line naming it', async () => {
