@@ -873,7 +873,9 @@ export class Membership {
     this.outageSince = this.clock.now()
     this.logger.warn(
       { consul: this.config.consulUrl, err: message },
-      'Consul is unreachable; serving on the last known ring and healthy set',
+      this.ringState === undefined
+        ? 'Consul is unreachable; this node has no ring yet and answers UNAVAILABLE until it can join'
+        : 'Consul is unreachable; serving on the last known ring and healthy set',
     )
     this.setConsul({ reachable: false, outages: this.consul.outages + 1, lastError: message })
   }
