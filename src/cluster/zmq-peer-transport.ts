@@ -211,7 +211,8 @@ export class ZmqPeerTransport implements PeerTransport {
       await router.bind(endpoint)
     } catch (err) {
       router.close()
-      throw new UnavailableError(`node ${this.config.nodeId} cannot listen for peers on ${this.config.listen}`, {
+      const why = err instanceof Error ? `: ${err.message}` : ''
+      throw new UnavailableError(`node ${this.config.nodeId} cannot listen for peers on ${this.config.listen}${why}`, {
         cause: err,
       })
     }
