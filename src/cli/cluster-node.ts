@@ -73,6 +73,16 @@ function splitHostPort(address: string): { host: string; port: number } {
 
 const WILDCARDS = new Set(['0.0.0.0', '::', '[::]'])
 
+/**
+ * The ZeroMQ address a node listens on for its peers: --peer-listen, else the host of its gRPC
+ * address and the port after the advertised gRPC port.
+ */
+export function peerListenOf(options: ClusterServeOptions, grpcAddress: string): string {
+  if (options.peerListen !== undefined) return options.peerListen
+  const { port } = splitHostPort(options.advertise ?? grpcAddress)
+  return `${splitHostPort(grpcAddress).host}:${port + 1}`
+}
+
 /** The node's ring view through its membership: the ring as last known, the healthy set, the leader. */
 function viewOf(membership: Membership): ClusterView {
   let last: RingState | undefined
@@ -138,12 +148,12 @@ export function createClusterNode(
     engine,
     async join(grpcAddress) {
       const advertise = options.advertise ?? grpcAddress
-      const { host, port } = splitHostPort(advertise)
+      const { host } = splitHostPort(advertise)
       if (WILDCARDS.has(host)) {
         throw new UsageError(`--advertise is needed when --listen is ${grpcAddress}: other nodes cannot dial ${host}`)
       }
       const nodeId = options.nodeId ?? advertise
-      const peerListen = options.peerListen ?? `${splitHostPort(grpcAddress).host}:${port + 1}`
+      const peerListen = peerListenOf(options, grpcAddress)
       transport = new ZmqPeerTransport({ nodeId, listen: peerListen, logger, ringVersion: () => engine.ringVersion() })
       const bound = await transport.listen(
         peerService(

@@ -12,8 +12,9 @@ import { PromQueryApi } from '../server/promql/api.js'
 import { requestLogInterceptor } from '../server/request-log.js'
 import { type PreparedServer, prepareServer, type RunningServer } from '../server/server.js'
 import type { TlsOptions } from '../server/tls.js'
+import { checkCanListen, splitHostPort } from '../server/transport.js'
 import { UsageError } from './args.js'
-import { type ClusterNode, type ClusterServeOptions, createClusterNode } from './cluster-node.js'
+import { type ClusterNode, type ClusterServeOptions, createClusterNode, peerListenOf } from './cluster-node.js'
 import {
   envName,
   flagTable,
@@ -280,6 +281,15 @@ export async function serve(args: readonly string[]): Promise<void> {
         writeQueueTimeoutMs: config.httpWriteQueueTimeoutMs,
         logger,
       })
+    }
+    // The peers' address too, when it is known before the gRPC server binds: its default follows the
+    // gRPC port, which --listen on port 0 leaves to the system.
+    const clusterOptions = config.cluster
+    if (clusterOptions !== undefined) {
+      const known = clusterOptions.peerListen !== undefined || clusterOptions.advertise !== undefined
+      if (known || splitHostPort(config.listen).port !== 0) {
+        await checkCanListen(peerListenOf(clusterOptions, config.listen), 'peers (--peer-listen)')
+      }
     }
   } catch (err) {
     // Each check names the setting and what to do; the settings are the user's, so it is a usage error.

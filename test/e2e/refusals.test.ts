@@ -64,7 +64,7 @@ describe('refused starts of v3 serve', () => {
     assert.equal(existsSync(data), false)
   })
 
-  test('an address another process listens on, gRPC or HTTP: one line, exit 2, data folder untouched', async () => {
+  test('an address another process listens on, gRPC, HTTP or peers: one line, exit 2, data folder untouched', async () => {
     const other = createServer()
     await new Promise<void>((ok) => other.listen(0, '127.0.0.1', ok))
     const taken = `127.0.0.1:${(other.address() as AddressInfo).port}`
@@ -77,6 +77,33 @@ describe('refused starts of v3 serve', () => {
         const r = await runV3(['serve', '--data', data, '--listen', '127.0.0.1:0', '--http-listen', 'off', flag, taken])
         assert.equal(r.code, 2, r.stderr)
         assert.equal(r.stderr, `v3: cannot listen on ${taken} for ${what}: another process listens there\n`)
+        assert.equal(existsSync(data), false, 'the engine opened the data folder')
+      }
+      // A cluster node's peer address: given, or by default the port after the advertised gRPC port.
+      const port = (other.address() as AddressInfo).port
+      for (const [name, peerArgs] of [
+        ['given', ['--peer-listen', taken]],
+        ['default', ['--advertise', `127.0.0.1:${port - 1}`]],
+      ] as const) {
+        const data = join(dir, `taken-peers-${name}`)
+        const r = await runV3([
+          'serve',
+          '--cluster',
+          '--consul',
+          'http://127.0.0.1:1',
+          '--data',
+          data,
+          '--listen',
+          '127.0.0.1:0',
+          '--http-listen',
+          'off',
+          ...peerArgs,
+        ])
+        assert.equal(r.code, 2, r.stderr)
+        assert.equal(
+          r.stderr,
+          `v3: cannot listen on ${taken} for peers (--peer-listen): another process listens there\n`,
+        )
         assert.equal(existsSync(data), false, 'the engine opened the data folder')
       }
     } finally {
