@@ -194,7 +194,7 @@ export async function runExport(args: readonly string[]): Promise<number> {
   if (timeFormat !== 'ms' && timeFormat !== 'rfc3339') throw new UsageError('--time-format must be ms or rfc3339')
   const consistency = consistencyFlag(values)
   const outputPath = stringFlag(values, 'output')
-  const out: Writable = outputPath === undefined ? process.stdout : createWriteStream(outputPath)
+  const out: Writable = outputPath === undefined ? process.stdout : await openOutput(outputPath)
   const client = connect(values)
   try {
     const { tagKeys, points } = await exportCsv(clientSource(client, { consistency }), selectors, out, {
@@ -213,4 +213,18 @@ export async function runExport(args: readonly string[]): Promise<number> {
     }
   }
   return 0
+}
+
+/**
+ * A write stream on `path` once the file is open: a file that cannot be created (a missing folder,
+ * no permission) is a usage error naming it, before any call to the server.
+ */
+async function openOutput(path: string): Promise<Writable> {
+  const stream = createWriteStream(path)
+  try {
+    await once(stream, 'open')
+  } catch (err) {
+    throw new UsageError(`--output ${path}: cannot create the file: ${(err as Error).message}`)
+  }
+  return stream
 }

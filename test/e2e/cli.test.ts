@@ -125,6 +125,12 @@ describe('v3 client commands', () => {
     const expected = await dump(a.client, ['rt_cpu', 'rt_mem'])
     assert.equal(expected.length, 2000)
 
+    // An output file that cannot be created: one line naming it, no stack trace, nothing asked of the server.
+    const nowhere = join(dir, 'no-such-folder', 'rt.csv')
+    const refused = await runV3(['export', 'rt_cpu', '--server', a.address, '--output', nowhere])
+    assert.equal(refused.code, 2, refused.stderr)
+    assert.equal(refused.stderr.trimEnd().split('\n').length, 1, refused.stderr)
+    assert.match(refused.stderr, new RegExp(`^v3: --output ${nowhere}: cannot create the file: ENOENT`))
     const exported = await runV3(['export', 'rt_cpu', 'rt_mem', '--server', a.address, '--output', join(dir, 'rt.csv')])
     assert.equal(exported.code, 0, exported.stderr)
     assert.match(exported.stderr, /2000 points/)
