@@ -17,6 +17,7 @@ import { UnavailableError } from '../model/errors.js'
 import { HybridLogicalClock } from '../model/hlc.js'
 import type { WriteLimits } from '../model/limits.js'
 import type { ConsistencyLevel } from '../model/types.js'
+import { splitHostPort } from '../server/transport.js'
 import { UsageError } from './args.js'
 
 export interface ClusterServeOptions {
@@ -64,11 +65,6 @@ function isShardEngine(engine: StorageEngine): engine is StorageEngine & ShardEn
     typeof e.readShard === 'function' &&
     typeof e.dropShard === 'function'
   )
-}
-
-function splitHostPort(address: string): { host: string; port: number } {
-  const colon = address.lastIndexOf(':')
-  return { host: address.slice(0, colon), port: Number(address.slice(colon + 1)) }
 }
 
 const WILDCARDS = new Set(['0.0.0.0', '::', '[::]'])

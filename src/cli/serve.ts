@@ -283,13 +283,13 @@ export async function serve(args: readonly string[]): Promise<void> {
       })
     }
     // The peers' address too, when it is known before the gRPC server binds: its default follows the
-    // gRPC port, which --listen on port 0 leaves to the system.
+    // advertised gRPC port, which --listen on port 0 (and no --advertise) leaves to the system.
     const clusterOptions = config.cluster
-    if (clusterOptions !== undefined) {
-      const known = clusterOptions.peerListen !== undefined || clusterOptions.advertise !== undefined
-      if (known || splitHostPort(config.listen).port !== 0) {
-        await checkCanListen(peerListenOf(clusterOptions, config.listen), 'peers (--peer-listen)')
-      }
+    if (
+      clusterOptions !== undefined &&
+      (clusterOptions.peerListen !== undefined || splitHostPort(clusterOptions.advertise ?? config.listen).port !== 0)
+    ) {
+      await checkCanListen(peerListenOf(clusterOptions, config.listen), 'peers (--peer-listen)')
     }
   } catch (err) {
     // Each check names the setting and what to do; the settings are the user's, so it is a usage error.

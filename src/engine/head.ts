@@ -141,10 +141,11 @@ class SeriesBuffer {
     if (count === 0) return { ts: new Float64Array(0), vals: new Float64Array(0), vers: undefined, minSeq: Infinity }
     // Typed arrays, not number[]: V8 quiets a signalling NaN (Prometheus' staleness marker) that
     // it stores into a plain array, and values must keep their bit patterns.
-    const outTs = memory === undefined ? new Float64Array(count) : memory.take(count)
-    const outVals = memory === undefined ? new Float64Array(count) : memory.take(count)
+    const array = (): Float64Array => memory?.take(count) ?? new Float64Array(count)
+    const outTs = array()
+    const outVals = array()
     const vers = this.vers
-    const outVers = vers === undefined ? undefined : memory === undefined ? new Float64Array(count) : memory.take(count)
+    const outVers = vers === undefined ? undefined : array()
     let taken = 0
     let minSeq = Number.POSITIVE_INFINITY
     let w = 0
@@ -196,6 +197,13 @@ class SealMemory {
     const view = this.chunk.subarray(this.used, this.used + n)
     this.used += n
     return view
+  }
+
+  /** The first `n` values of `from`, copied into this memory. */
+  copy(from: Float64Array, n: number): Float64Array {
+    const out = this.take(n)
+    out.set(from.subarray(0, n))
+    return out
   }
 }
 
@@ -299,16 +307,12 @@ export class Head {
         // so that a writer of past timestamps (a backfill, a benchmark) does not cost every series
         // a new buffer at every seal.
         const n = buf.n
-        const ts = memory.take(n)
-        const vals = memory.take(n)
-        ts.set(buf.ts.subarray(0, n))
-        vals.set(buf.vals.subarray(0, n))
-        let vers: Float64Array | undefined
-        if (buf.vers !== undefined) {
-          vers = memory.take(n)
-          vers.set(buf.vers.subarray(0, n))
+        part = {
+          ts: memory.copy(buf.ts, n),
+          vals: memory.copy(buf.vals, n),
+          vers: buf.vers === undefined ? undefined : memory.copy(buf.vers, n),
+          minSeq: buf.minSeq,
         }
-        part = { ts, vals, vers, minSeq: buf.minSeq }
         buf.clear()
       } else {
         // The newest blocks are still open: take only the ended ones.

@@ -405,7 +405,6 @@ export class RocksStore {
   }
 }
 
-/** The options that give a family its memtable budget (see MEMTABLE_BUDGET). */
 /**
  * Why the binding could not open a database. Its error says only "Database is not open"; RocksDB's
  * reason is the cause, and a folder another open database holds (another server on the same
@@ -420,6 +419,7 @@ function openFailure(err: unknown): string {
   return cause.message
 }
 
+/** The options that give a family its memtable budget (see MEMTABLE_BUDGET). */
 function budget(family: string): { compaction: 'level'; memtableMemoryBudget: number } {
   return { compaction: 'level', memtableMemoryBudget: MEMTABLE_BUDGET[family] ?? 0 }
 }

@@ -4,11 +4,11 @@ import assert from 'node:assert/strict'
 import { spawn, spawnSync } from 'node:child_process'
 import { existsSync, readFileSync } from 'node:fs'
 import { mkdtemp, rm } from 'node:fs/promises'
-import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { test } from 'node:test'
 import { serverNodeOptions } from '../../scripts/node-options.mjs'
+import { refused } from '../fixtures/net.js'
 
 const root = resolve(import.meta.dirname, '..', '..')
 
@@ -75,19 +75,6 @@ test('npm run cluster stops its nodes and the Consul emulator on SIGTERM, and re
   const [, n1, n2, n3, consul, dataDir] = started
   assert.equal(existsSync(dataDir as string), false, `${dataDir} is left behind`)
   for (const address of [n1, n2, n3, new URL(consul as string).host]) {
-    assert.equal(await accepts(address as string), false, `${address} still accepts connections`)
+    assert.equal(await refused(address as string), true, `${address} still accepts connections`)
   }
 })
-
-/** Whether a TCP connection to host:port is accepted. */
-function accepts(address: string): Promise<boolean> {
-  const at = address.lastIndexOf(':')
-  return new Promise((ok) => {
-    const socket = connect(Number(address.slice(at + 1)), address.slice(0, at))
-    socket.once('connect', () => {
-      socket.destroy()
-      ok(true)
-    })
-    socket.once('error', () => ok(false))
-  })
-}

@@ -3,7 +3,6 @@
 // never on fixed sleeps, and close every socket they open.
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
-import { connect } from 'node:net'
 import { describe, type TestContext, test } from 'node:test'
 import { Dealer } from 'zeromq'
 import {
@@ -52,6 +51,7 @@ import {
 } from '../../src/model/errors.js'
 import { prng } from '../../src/model/prng.js'
 import type { SeriesPoints } from '../../src/model/types.js'
+import { refused } from '../fixtures/net.js'
 import { waitFor } from '../fixtures/wait.js'
 
 const HOST = '127.0.0.1'
@@ -130,19 +130,6 @@ function awkwardSeries(points: number, seed: number): SeriesPoints {
 
 function sameBits(a: Float64Array, b: Float64Array): boolean {
   return Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength))
-}
-
-/** Whether a TCP connection to `address` (host:port) is refused: nothing listens there. */
-function refused(address: string): Promise<boolean> {
-  const colon = address.lastIndexOf(':')
-  return new Promise((resolve) => {
-    const socket = connect(Number(address.slice(colon + 1)), address.slice(0, colon))
-    socket.once('connect', () => {
-      socket.destroy()
-      resolve(false)
-    })
-    socket.once('error', (err: NodeJS.ErrnoException) => resolve(err.code === 'ECONNREFUSED'))
-  })
 }
 
 /** A series as the generated PeerSeries message: what the direct encoders are compared with. */
