@@ -6,6 +6,7 @@
 import { once } from 'node:events'
 import { createWriteStream } from 'node:fs'
 import type { Writable } from 'node:stream'
+import { finished } from 'node:stream/promises'
 import type { SeriesPoints, SeriesRef } from '../model/types.js'
 import { UsageError } from './args.js'
 import {
@@ -73,15 +74,22 @@ export function rangeOf(values: FlagValues, defaults: { startMs: number; endMs: 
 /**
  * Gathers output lines into writes of about 64 KiB: a write and an await per batch rather than per
  * point, and a wait for 'drain' when the stream's buffer is full, so that memory stays bounded.
+ * A failed write (a full disk) stops the export at the next flush with an error naming the output.
  */
 class LineBatcher {
   private parts: string[] = []
   private chars = 0
+  private failure: Error | undefined
 
   constructor(
     private readonly out: Writable,
+    private readonly name: string,
     private readonly limitChars = 64 * 1024,
-  ) {}
+  ) {
+    out.on('error', (err) => {
+      this.failure ??= err
+    })
+  }
 
   /** Adds a line; true when the batch is full and flush() should be awaited. */
   add(line: string): boolean {
@@ -91,12 +99,22 @@ class LineBatcher {
   }
 
   async flush(): Promise<void> {
+    this.check()
     if (this.parts.length === 0) return
     const ok = this.out.write(`${this.parts.join('\n')}\n`)
     this.parts = []
     this.chars = 0
-    if (!ok) await once(this.out, 'drain')
+    if (!ok) await once(this.out, 'drain').catch(() => undefined)
+    this.check()
   }
+
+  private check(): void {
+    if (this.failure) throw outputError(this.name, this.failure)
+  }
+}
+
+function outputError(name: string, err: Error): Error {
+  return new Error(`cannot write ${name}: ${err.message}`, { cause: err })
 }
 
 async function listAll(source: SeriesSource, selectors: ReturnType<typeof parseSelector>[]): Promise<SeriesRef[]> {
@@ -120,13 +138,15 @@ export async function exportCsv(
   selectors: ReturnType<typeof parseSelector>[],
   out: Writable,
   options: ExportOptions,
+  /** The output as messages name it: its path, or standard output. */
+  outName = 'the output',
 ): Promise<{ tagKeys: string[]; points: number }> {
   const series = await listAll(source, selectors)
   const keys = keysByMetric(series)
   const tagKeys = [...new Set(series.flatMap((s) => s.tags.map((t) => t.key)))].sort()
   const time = (ms: number): string => (options.rfc3339 ? formatTime(ms) : String(ms))
   let points = 0
-  const lines = new LineBatcher(out)
+  const lines = new LineBatcher(out, outName)
   if (!options.wide) {
     lines.add(csvLine(['metric', 'timestamp', 'value', ...tagKeys]))
     for (const s of series) {
@@ -195,23 +215,33 @@ export async function runExport(args: readonly string[]): Promise<number> {
   const consistency = consistencyFlag(values)
   const outputPath = stringFlag(values, 'output')
   const out: Writable = outputPath === undefined ? process.stdout : await openOutput(outputPath)
+  const outName = outputPath ?? 'standard output'
   const client = connect(values)
+  let exported: { tagKeys: string[]; points: number } | undefined
   try {
-    const { tagKeys, points } = await exportCsv(clientSource(client, { consistency }), selectors, out, {
-      ...range,
-      wide: values.wide === true,
-      rfc3339: timeFormat === 'rfc3339',
-    })
-    process.stderr.write(`v3 export: ${points} points\n`)
-    if (values.wide === true)
-      process.stderr.write(`v3 export: import with: v3 import --wide --tags '${tagKeys.join(',')}'\n`)
+    exported = await exportCsv(
+      clientSource(client, { consistency }),
+      selectors,
+      out,
+      { ...range, wide: values.wide === true, rfc3339: timeFormat === 'rfc3339' },
+      outName,
+    )
   } finally {
     client.close()
+    // A file is closed before the summary: its last bytes are written (or fail) at the close.
     if (out !== process.stdout) {
-      out.end()
-      await once(out, 'finish')
+      if (exported === undefined) out.destroy()
+      else {
+        out.end()
+        await finished(out).catch((err: Error) => {
+          throw outputError(outName, err)
+        })
+      }
     }
   }
+  process.stderr.write(`v3 export: ${exported.points} points\n`)
+  if (values.wide === true)
+    process.stderr.write(`v3 export: import with: v3 import --wide --tags '${exported.tagKeys.join(',')}'\n`)
   return 0
 }
 

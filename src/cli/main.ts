@@ -44,7 +44,19 @@ async function main(argv: readonly string[]): Promise<number> {
   }
   const run = COMMANDS[command]
   if (run === undefined) throw new UsageError(`unknown command ${JSON.stringify(command)}\n\n${USAGE}`)
+  process.stdout.on('error', stdoutFailed)
   return run(rest)
+}
+
+/**
+ * A client command's standard output failed. A reader that went away (`v3 export … | head`) ends
+ * the command quietly with 141, the status of a Unix tool that SIGPIPE stopped, as `cat` and Go
+ * programs give; anything else (a full disk) is one line naming it, exit 1.
+ */
+function stdoutFailed(err: NodeJS.ErrnoException): void {
+  if (err.code === 'EPIPE') process.exit(141)
+  console.error(`v3: cannot write standard output: ${err.message}`)
+  process.exit(1)
 }
 
 main(process.argv.slice(2)).then(

@@ -73,7 +73,12 @@ export function alignedTable(
   rows: readonly string[][],
   numeric: ReadonlySet<number>,
 ): string {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)))
+  // A loop, not Math.max(...cells): spreading a column of a few hundred thousand rows into
+  // arguments overflows the call stack.
+  const widths = header.map((h) => h.length)
+  for (const row of rows) {
+    for (let i = 0; i < widths.length; i++) widths[i] = Math.max(widths[i]!, (row[i] ?? '').length)
+  }
   const line = (cells: readonly string[]) =>
     cells
       .map((c, i) => (numeric.has(i) ? c.padStart(widths[i]!) : c.padEnd(widths[i]!)))

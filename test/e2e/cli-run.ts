@@ -25,20 +25,30 @@ function peakRss(pid: number): number {
   }
 }
 
-export function runV3(args: readonly string[], options: { stdin?: Buffer; env?: Record<string, string> } = {}) {
+export interface RunOptions {
+  readonly stdin?: Buffer
+  readonly env?: Record<string, string>
+  /** A file descriptor the command writes its standard output to, instead of a pipe read here. */
+  readonly stdoutFd?: number
+  /** Closes the reading end of the stdout pipe after the first chunk, as `| head -1` does. */
+  readonly closeStdoutEarly?: boolean
+}
+
+export function runV3(args: readonly string[], options: RunOptions = {}) {
   return new Promise<CliResult>((resolvePromise, reject) => {
     const child = spawn(process.execPath, ['--import', 'tsx', MAIN, ...args], {
       cwd: ROOT,
       env: { ...process.env, ...options.env },
-      stdio: ['pipe', 'pipe', 'pipe'],
+      stdio: ['pipe', options.stdoutFd ?? 'pipe', 'pipe'],
     })
     let stdout = ''
     let stderr = ''
     let peak = 0
-    child.stdout.setEncoding('utf8').on('data', (c: string) => {
+    child.stdout?.setEncoding('utf8').on('data', (c: string) => {
       stdout += c
+      if (options.closeStdoutEarly) child.stdout?.destroy()
     })
-    child.stderr.setEncoding('utf8').on('data', (c: string) => {
+    child.stderr?.setEncoding('utf8').on('data', (c: string) => {
       stderr += c
     })
     // VmHWM only grows, so the last sample before the exit is within one interval of the peak.
@@ -50,6 +60,6 @@ export function runV3(args: readonly string[], options: { stdin?: Buffer; env?: 
       clearInterval(timer)
       resolvePromise({ code, stdout, stderr, peakRssBytes: peak })
     })
-    child.stdin.end(options.stdin)
+    child.stdin?.end(options.stdin)
   })
 }

@@ -2,6 +2,7 @@
 // export then import into an empty server, query output formats and syntax errors, series, stats,
 // and migrate between a server and data folders with count verification.
 import assert from 'node:assert/strict'
+import { closeSync, existsSync, openSync } from 'node:fs'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -325,6 +326,51 @@ describe('v3 client commands', () => {
     } finally {
       await small.stop()
       await removeDataDir(small.dataDir)
+    }
+  })
+
+  test('output of a few hundred thousand rows, and output that cannot be written', async (t) => {
+    // 250,000 points of one series: a table of that many rows (whose column widths were once
+    // found by spreading a column into Math.max's arguments, which overflowed the call stack).
+    const timestamps = Array.from({ length: 250_000 }, (_, i) => T0 + i * 100)
+    await a.client.write([{ metric: 'wo_big', tags: { h: 'a' }, timestamps, values: timestamps }])
+    const range = ['--start', String(T0), '--end', String(T0 + 25_000_000)]
+    const table = await runV3(['query', 'wo_big', ...range, '--server', a.address])
+    assert.equal(table.code, 0, table.stderr)
+    assert.equal(table.stdout.trimEnd().split('\n').length, 250_001)
+
+    // A reader that goes away (`| head -1`): the command ends quietly with 141, as a Unix tool
+    // that SIGPIPE stops does, for export and query alike.
+    for (const args of [
+      ['export', 'wo_big'],
+      ['query', 'wo_big', ...range, '--format', 'csv'],
+    ]) {
+      const cut = await runV3([...args, '--server', a.address], { closeStdoutEarly: true })
+      assert.equal(cut.code, 141, cut.stderr)
+      assert.equal(cut.stderr, '', args[0])
+    }
+
+    if (!existsSync('/dev/full')) {
+      t.skip('no /dev/full here to fail the writes with ENOSPC')
+      return
+    }
+    // A full disk: one line naming the output and the reason, exit 1, and no summary that claims
+    // the points were exported.
+    const toFile = await runV3(['export', 'wo_big', '--server', a.address, '--output', '/dev/full'])
+    assert.equal(toFile.code, 1, toFile.stderr)
+    assert.equal(toFile.stderr, 'v3: cannot write /dev/full: ENOSPC: no space left on device, write\n')
+    const full = openSync('/dev/full', 'w')
+    try {
+      for (const args of [
+        ['export', 'wo_big'],
+        ['query', 'wo_big', ...range],
+      ]) {
+        const r = await runV3([...args, '--server', a.address], { stdoutFd: full })
+        assert.equal(r.code, 1, r.stderr)
+        assert.equal(r.stderr, 'v3: cannot write standard output: ENOSPC: no space left on device, write\n')
+      }
+    } finally {
+      closeSync(full)
     }
   })
 
