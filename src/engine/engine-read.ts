@@ -20,7 +20,7 @@ import { type AggregateInput, bucketStart } from './aggregate.js'
 import { type EngineCore, mapLimit, retentionCutoffMs } from './engine-core.js'
 import { concatRuns, mergeRuns, type PointRun } from './head.js'
 import type { Point } from './latest-cache.js'
-import { SYNC_GET_MAX_KEYS } from './rocks-store.js'
+import { type RangeCursor, SYNC_GET_MAX_KEYS } from './rocks-store.js'
 import type { SeriesEntry } from './series-index.js'
 import { checkSignal, Slicer } from './slicer.js'
 import type { CallContext } from './storage-engine.js'
@@ -111,11 +111,12 @@ export async function readSeries(
   entry: SeriesEntry,
   startMs: number,
   endMs: number,
+  taken?: TakenTogether,
 ): Promise<PointRun> {
   const fromBlock = Math.floor(startMs / BLOCK_MS)
   const toBlock = Math.floor((endMs - 1) / BLOCK_MS)
-  const generation = core.decodedCache.generation(entry.idHex)
-  const buffered = core.head.read(entry.handle, startMs, endMs) ?? EMPTY
+  const generation = taken?.generation ?? core.decodedCache.generation(entry.idHex)
+  const buffered = taken === undefined ? (core.head.read(entry.handle, startMs, endMs) ?? EMPTY) : taken.buffered
   const cols = core.store.columns
   const coldPieces: PointRun[] = []
   // A long range decodes its runs in a worker, off the event loop every call shares.
@@ -156,19 +157,19 @@ export async function readSeries(
       ),
     )
   }
-  if (toBlock >= core.tiers.hotMinBlock) {
-    reads.push(
-      core.store.scan(
-        { ...clampedRange(entry.id, Math.max(fromBlock, core.tiers.hotMinBlock), toBlock + 1), column: cols.hot },
-        (page) => {
-          for (const [key, value] of page) {
-            const block = decoded(core, 'h', entry.idHex, blockOfKey(key), value, generation)
-            const piece = clip(block.ts, block.vals, startMs, endMs)
-            if (piece.ts.length > 0) hotPieces.push(piece)
-          }
-        },
-      ),
-    )
+  const hotMinBlock = taken?.hotMinBlock ?? core.tiers.hotMinBlock
+  if (toBlock >= hotMinBlock) {
+    const hotFrom = Math.max(fromBlock, hotMinBlock)
+    const takeHot = (page: Array<[Buffer, Buffer]>): void => {
+      for (const [key, value] of page) {
+        const block = decoded(core, 'h', entry.idHex, blockOfKey(key), value, generation)
+        const piece = clip(block.ts, block.vals, startMs, endMs)
+        if (piece.ts.length > 0) hotPieces.push(piece)
+      }
+    }
+    const range = clampedRange(entry.id, hotFrom, toBlock + 1)
+    if (taken?.hot === undefined) reads.push(core.store.scan({ ...range, column: cols.hot }, takeHot))
+    else takeHot(taken.hot.read(range.gte, range.lt, toBlock + 1 - hotFrom))
   }
   await Promise.all(reads)
   if (inWorker) {
@@ -254,12 +255,11 @@ export async function readManyForAggregate(
   const readsHot = toBlock >= core.tiers.hotMinBlock
   const slicer = new Slicer(ctx)
   if (entries.length * runsPerSeries > MAX_BATCHED_RUN_KEYS || (readsHot && entries.length > MAX_BATCHED_HOT_SCANS)) {
-    return mapLimit(entries, core.config.queryConcurrency, async (entry) => {
-      checkSignal(ctx)
-      await slicer.pause()
-      const [one] = await readGroupForAggregate(core, [entry], from, to, stepMs, budget, false, slicer)
+    const all = await readEach(core, entries, from, to, ctx, slicer, async (entry, taken) => {
+      const [one] = await readGroupForAggregate(core, [entry], from, to, stepMs, budget, false, slicer, taken)
       return one as AggregateInput
-    }).then((all) => all.filter((s) => s.timestamps.length > 0 || (s.summaries?.length ?? 0) > 0))
+    })
+    return all.filter((s) => s.timestamps.length > 0 || (s.summaries?.length ?? 0) > 0)
   }
   checkSignal(ctx)
   const all = await readGroupForAggregate(core, entries, from, to, stepMs, budget, true, slicer)
@@ -287,32 +287,40 @@ async function readGroupForAggregate(
   /** Fetch the runs by their exact keys (few runs in the range), or scan each series' runs (many). */
   byKeys: boolean,
   slicer: Slicer,
+  /** For a single series of a read of many: what was taken for it with the others. */
+  taken?: TakenTogether,
 ): Promise<AggregateInput[]> {
   const fromBlock = Math.floor(startMs / BLOCK_MS)
   const toBlock = Math.floor((endMs - 1) / BLOCK_MS)
-  // Taken in the same tick as the hot iterators below: the listing of runs yields to the event
+  // Taken in the same tick as the hot reads below: the listing of runs yields to the event
   // loop, and a move meanwhile must not let a run's summary count points the hot reads hold too.
-  const hotMinBlock = core.tiers.hotMinBlock
+  const hotMinBlock = taken?.hotMinBlock ?? core.tiers.hotMinBlock
   const cols = core.store.columns
-  const generations = entries.map((e) => core.decodedCache.generation(e.idHex))
-  const buffered = entries.map((e) => core.head.read(e.handle, startMs, endMs) ?? EMPTY)
+  const generations = taken ? [taken.generation] : entries.map((e) => core.decodedCache.generation(e.idHex))
+  const buffered = taken ? [taken.buffered] : entries.map((e) => core.head.read(e.handle, startMs, endMs) ?? EMPTY)
   const hotPieces: PointRun[][] = entries.map(() => [])
   const reads: Promise<void>[] = []
-  if (toBlock >= core.tiers.hotMinBlock) {
+  if (toBlock >= hotMinBlock) {
+    const hotFrom = Math.max(fromBlock, hotMinBlock)
+    // Several series here share one cursor, opened in this tick like the copies above.
+    const own = taken === undefined && entries.length > 1 ? hotCursor(core, entries, hotFrom, toBlock) : undefined
+    const cursor = taken?.hot ?? own
     entries.forEach((entry, i) => {
-      const range = clampedRange(entry.id, Math.max(fromBlock, core.tiers.hotMinBlock), toBlock + 1)
-      reads.push(
-        core.store.scan({ ...range, column: cols.hot }, (page) => {
-          for (const [key, value] of page) {
-            const block = decoded(core, 'h', entry.idHex, blockOfKey(key), value, generations[i] as number)
-            const piece = clip(block.ts, block.vals, startMs, endMs)
-            if (piece.ts.length > 0) hotPieces[i]?.push(piece)
-          }
-        }),
-      )
+      const range = clampedRange(entry.id, hotFrom, toBlock + 1)
+      const takeHot = (page: Array<[Buffer, Buffer]>): void => {
+        for (const [key, value] of page) {
+          const block = decoded(core, 'h', entry.idHex, blockOfKey(key), value, generations[i] as number)
+          const piece = clip(block.ts, block.vals, startMs, endMs)
+          if (piece.ts.length > 0) hotPieces[i]?.push(piece)
+        }
+      }
+      if (cursor === undefined) reads.push(core.store.scan({ ...range, column: cols.hot }, takeHot))
+      else takeHot(cursor.read(range.gte, range.lt, toBlock + 1 - hotFrom))
     })
+    if (own) reads.push(own.close())
   }
-  // The hot iterators exist (with their snapshots) before the cold reads below start.
+  // The hot reads are done, or their iterators exist (with their snapshots), before the cold reads
+  // below start.
   const coldValues: ColdValue[][] = entries.map(() => [])
   const cachedSummaries: RunSummaryWithSpan[][] = entries.map(() => [])
   const { firstRun, lastRun } = coldRuns(core, fromBlock, toBlock)
@@ -442,6 +450,93 @@ async function assembleForAggregate(
   return { run: mergeRuns(mergeRuns(concatRuns(coldPieces), concatRuns(hotPieces)), buffered), summaries }
 }
 
+/**
+ * What a read of many series (readMany) takes for all of them in one tick, before it reads any:
+ * each one's write-buffer points and decoded-cache generation, and one cursor over the hot family
+ * whose snapshot then stands for every series' hot blocks. Read in that order, as readSeries does
+ * for one series, a concurrent seal or move can neither hide a point nor show it twice: what a
+ * seal takes from the buffer afterwards is in the copies, and what a move takes from the hot
+ * family afterwards is in the cold family, which each series reads later.
+ */
+interface TakenTogether {
+  readonly buffered: PointRun
+  readonly generation: number
+  readonly hot: RangeCursor | undefined
+  /** The hot family's first block when the cursor was opened. */
+  readonly hotMinBlock: number
+}
+
+/**
+ * Takes what a read of many series over [from, to) needs of each, in one tick (see TakenTogether),
+ * with the order to read them in (by key, so that the cursor's seeks move forward); undefined for
+ * a single series or a range before the hot family, which are read one by one.
+ */
+function takeTogether(
+  core: EngineCore,
+  entries: readonly SeriesEntry[],
+  from: number,
+  to: number,
+): { readonly taken: TakenTogether[]; readonly hot: RangeCursor; readonly order: number[] } | undefined {
+  const fromBlock = Math.floor(from / BLOCK_MS)
+  const toBlock = Math.floor((to - 1) / BLOCK_MS)
+  const hotMinBlock = core.tiers.hotMinBlock
+  if (entries.length < 2 || toBlock < hotMinBlock) return undefined
+  // By the ids' hex, which sorts as their bytes do, without a call into C++ per comparison.
+  const order = entries.map((_, i) => i).sort((a, b) => (entries[a]!.idHex < entries[b]!.idHex ? -1 : 1))
+  const buffered = entries.map((entry) => core.head.read(entry.handle, from, to) ?? EMPTY)
+  const hot = hotCursor(core, entries, Math.max(fromBlock, hotMinBlock), toBlock)
+  const taken = entries.map((entry, i) => ({
+    buffered: buffered[i]!,
+    generation: core.decodedCache.generation(entry.idHex),
+    hot,
+    hotMinBlock,
+  }))
+  return { taken, hot, order }
+}
+
+/**
+ * Reads series one by one, queryConcurrency at a time, with what takeTogether took for each (when
+ * it took anything); answers in the order of `entries`. The slicer yields between series, and the
+ * call's deadline or cancellation stops the read.
+ */
+async function readEach<T>(
+  core: EngineCore,
+  entries: readonly SeriesEntry[],
+  from: number,
+  to: number,
+  ctx: CallContext | undefined,
+  slicer: Slicer,
+  read: (entry: SeriesEntry, taken: TakenTogether | undefined) => Promise<T>,
+): Promise<T[]> {
+  const together = takeTogether(core, entries, from, to)
+  const out = new Array<T>(entries.length)
+  try {
+    await mapLimit(together?.order ?? entries.map((_, i) => i), core.config.queryConcurrency, async (i) => {
+      checkSignal(ctx)
+      await slicer.pause()
+      out[i] = await read(entries[i]!, together?.taken[i])
+    })
+  } finally {
+    await together?.hot.close()
+  }
+  return out
+}
+
+/** One cursor over hot blocks [hotFrom, toBlock] of every series given (see RangeCursor). */
+function hotCursor(core: EngineCore, entries: readonly SeriesEntry[], hotFrom: number, toBlock: number): RangeCursor {
+  let lo = entries[0]!
+  let hi = lo
+  for (const entry of entries) {
+    if (entry.idHex < lo.idHex) lo = entry
+    if (entry.idHex > hi.idHex) hi = entry
+  }
+  return core.store.cursor(
+    core.store.columns.hot,
+    clampedRange(lo.id, hotFrom, toBlock + 1).gte,
+    clampedRange(hi.id, hotFrom, toBlock + 1).lt,
+  )
+}
+
 /** Raw points of every selected series over the range, sorted; empty series left out. */
 export async function readMany(
   core: EngineCore,
@@ -453,11 +548,8 @@ export async function readMany(
 ): Promise<SeriesPoints[]> {
   const { from, to } = readableRange(core, startMs, endMs)
   if (from >= to || entries.length === 0) return []
-  const slicer = new Slicer(ctx)
-  const runs = await mapLimit(entries, core.config.queryConcurrency, async (entry) => {
-    checkSignal(ctx)
-    await slicer.pause()
-    const run = await readSeries(core, entry, from, to)
+  const runs = await readEach(core, entries, from, to, ctx, new Slicer(ctx), async (entry, taken) => {
+    const run = await readSeries(core, entry, from, to, taken)
     budget.take(run.ts.length)
     return run
   })

@@ -1,6 +1,12 @@
 import { mkdir, readdir, stat } from 'node:fs/promises'
 import { join } from 'node:path'
-import { type ChainedBatch, type ColumnHandle, type IteratorOptions, RocksLevel } from '@nxtedition/rocksdb'
+import {
+  type ChainedBatch,
+  type ColumnHandle,
+  type Iterator,
+  type IteratorOptions,
+  RocksLevel,
+} from '@nxtedition/rocksdb'
 import {
   CF_BUFFER,
   CF_COLD,
@@ -90,6 +96,44 @@ export function scanPages(
       await it.close()
     }
   })()
+}
+
+/**
+ * One iterator (and its snapshot) over a key range, read on the calling thread at the places a
+ * caller seeks to. A read of many series' blocks costs a seek per series this way instead of an
+ * iterator per series: opening a RocksDB iterator, one hand-off to the thread pool to read it and
+ * one to close it took 65-78 µs a series in a scratch read of 100,000 one-block series, a seek
+ * and a synchronous read on one iterator 10-12 µs.
+ */
+export class RangeCursor {
+  private closed = false
+
+  constructor(private readonly it: Iterator) {}
+
+  /**
+   * The entries in [gte, lt), in key order, read now. `expected` bounds the entries the range can
+   * hold (one a block): no read asks for more than that many, so that none reads far past the range.
+   */
+  read(gte: Buffer, lt: Buffer, expected: number): Array<[Buffer, Buffer]> {
+    if (this.closed) throw new Error('BUG: a read of a closed range cursor')
+    this.it.seek(gte)
+    const out: Array<[Buffer, Buffer]> = []
+    while (out.length < expected) {
+      const { rows, finished } = this.it._nextvSync(Math.min(expected - out.length, 1000))
+      for (let k = 0; k + 1 < rows.length; k += 2) {
+        const key = rows[k] as Buffer
+        if (Buffer.compare(key, lt) >= 0) return out
+        out.push([key, rows[k + 1] as Buffer])
+      }
+      if (finished || rows.length === 0) return out
+    }
+    return out
+  }
+
+  close(): Promise<void> {
+    this.closed = true
+    return this.it.close()
+  }
 }
 
 /**
@@ -373,6 +417,11 @@ export class RocksStore {
   /** Reads a key range in pages; the iterator (and its snapshot) is created before this returns its promise. */
   scan(options: IteratorOptions, onPage: (entries: Array<[Buffer, Buffer]>) => void): Promise<void> {
     return scanPages(this.db, options, onPage)
+  }
+
+  /** A cursor over [gte, lt) of a family (see RangeCursor); its snapshot is taken now. */
+  cursor(column: ColumnHandle, gte: Buffer, lt: Buffer): RangeCursor {
+    return new RangeCursor(this.db.iterator({ gte, lt, column }))
   }
 
   /**

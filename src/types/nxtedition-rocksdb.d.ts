@@ -46,6 +46,13 @@ declare module '@nxtedition/rocksdb' {
 
   export interface Iterator {
     nextv(size: number): Promise<Array<[Buffer, Buffer]>>
+    /** Moves to the first key at or after `target` within the iterator's range; synchronous. */
+    seek(target: Buffer): void
+    /**
+     * The synchronous read behind nextv (undocumented): up to `size` entries from the position,
+     * flat as key, value, key, value…; `finished` once the range is exhausted.
+     */
+    _nextvSync(size: number): { rows: Buffer[]; finished: boolean }
     close(): Promise<void>
   }
 
