@@ -1065,8 +1065,12 @@ export class ClusterEngine implements StorageEngine {
         )
         merged = agg === undefined ? union : aggregate(union, agg, request.startMs, request.endMs)
       }
-      for (const s of merged) points += s.timestamps.length
-      out.push(...merged)
+      // One push per series: a spread of a query's series (hundreds of thousands for a wide
+      // selector) into push's arguments would overflow the call stack.
+      for (const s of merged) {
+        points += s.timestamps.length
+        out.push(s)
+      }
     }
     if (points > this.options.maxPointsPerQuery) {
       throw new LimitError('max_points_per_query', this.options.maxPointsPerQuery, `cannot return ${points} points`)
