@@ -255,8 +255,11 @@ export async function readManyForAggregate(
   const readsHot = toBlock >= core.tiers.hotMinBlock
   const slicer = new Slicer(ctx)
   if (entries.length * runsPerSeries > MAX_BATCHED_RUN_KEYS || (readsHot && entries.length > MAX_BATCHED_HOT_SCANS)) {
+    // A series' few runs are read by their keys on this thread, as readSeries reads them, rather
+    // than through an iterator of their own.
+    const byKeys = runsPerSeries <= SYNC_GET_MAX_KEYS
     const all = await readEach(core, entries, from, to, ctx, slicer, async (entry, taken) => {
-      const [one] = await readGroupForAggregate(core, [entry], from, to, stepMs, budget, false, slicer, taken)
+      const [one] = await readGroupForAggregate(core, [entry], from, to, stepMs, budget, byKeys, slicer, taken)
       return one as AggregateInput
     })
     return all.filter((s) => s.timestamps.length > 0 || (s.summaries?.length ?? 0) > 0)
