@@ -1,6 +1,6 @@
 /**
  * `v3 export '<selector>'…`: writes series as CSV, in the long or wide format that `v3 import`
- * reads, streaming one series at a time through QueryStream.
+ * reads, streaming a hundred series a call through QueryStream (see readAllSeries).
  */
 
 import { once } from 'node:events'
@@ -21,7 +21,7 @@ import {
 } from './client-command.js'
 import { csvLine } from './csv.js'
 import { parseSelector, SelectorSyntaxError } from './selector.js'
-import { ALL_TIME, clientSource, keysByMetric, readSeries, type SeriesSource } from './series-source.js'
+import { ALL_TIME, clientSource, keysByMetric, readAllSeries, type SeriesSource } from './series-source.js'
 import { formatTime, parseTimeFlag } from './time.js'
 
 export const EXPORT_USAGE = `Usage: v3 export '<selector>'… [options]
@@ -149,16 +149,15 @@ export async function exportCsv(
   const lines = new LineBatcher(out, outName)
   if (!options.wide) {
     lines.add(csvLine(['metric', 'timestamp', 'value', ...tagKeys]))
-    for (const s of series) {
+    for await (const { index, part } of readAllSeries(source, series, keys, options.startMs, options.endMs)) {
+      const s = series[index]!
       const tags = tagKeys.map((k) => s.tags.find((t) => t.key === k)?.value ?? '')
-      for await (const part of readSeries(source, s, keys.get(s.metric) ?? [], options.startMs, options.endMs)) {
-        for (let i = 0; i < part.timestamps.length; i++) {
-          if (lines.add(csvLine([s.metric, time(part.timestamps[i]!), String(part.values[i]!), ...tags]))) {
-            await lines.flush()
-          }
+      for (let i = 0; i < part.timestamps.length; i++) {
+        if (lines.add(csvLine([s.metric, time(part.timestamps[i]!), String(part.values[i]!), ...tags]))) {
+          await lines.flush()
         }
-        points += part.timestamps.length
       }
+      points += part.timestamps.length
     }
     await lines.flush()
     return { tagKeys, points }
@@ -175,12 +174,9 @@ export async function exportCsv(
   for (const [id, members] of bySet) {
     const tagValues = JSON.parse(id) as string[]
     const rows = new Map<number, string[]>()
-    for (const s of members) {
-      const col = metrics.indexOf(s.metric)
-      for await (const part of readSeries(source, s, keys.get(s.metric) ?? [], options.startMs, options.endMs)) {
-        addWide(rows, part, col, metrics.length)
-        points += part.timestamps.length
-      }
+    for await (const { index, part } of readAllSeries(source, members, keys, options.startMs, options.endMs)) {
+      addWide(rows, part, metrics.indexOf(members[index]!.metric), metrics.length)
+      points += part.timestamps.length
     }
     for (const ts of [...rows.keys()].sort((a, b) => a - b)) {
       if (lines.add(csvLine([time(ts), ...tagValues, ...rows.get(ts)!]))) await lines.flush()

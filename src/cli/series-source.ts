@@ -1,7 +1,8 @@
 /**
- * Reading series out of a server or a data folder, for export and migrate: one series at a time,
- * through QueryStream for a server, splitting the time range whenever a read would exceed the
- * node's points-per-query limit. So any amount of data can be read, and memory holds one chunk.
+ * Reading series out of a server or a data folder, for export and migrate: a hundred series a call,
+ * through QueryStream for a server, and one series at a time, splitting the time range, whenever a
+ * read would exceed the node's points-per-query limit. So any amount of data can be read, and
+ * memory holds one call's chunks.
  */
 import { status, type V3Client, V3ClientError } from '../client/index.js'
 import type { BasicEngine } from '../engine/basic-engine.js'
@@ -17,10 +18,13 @@ export interface SeriesSource {
   listSeries(selector: Selector): Promise<SeriesRef[]>
   /** Every series, where the source can list them without a metric (a data folder can; a server cannot). */
   allSeries?(): Promise<SeriesRef[]>
-  /** Raw points in [startMs, endMs), in chunks. */
-  read(selector: Selector, startMs: number, endMs: number): AsyncIterable<SeriesPoints[]>
-  /** Points per series in [startMs, endMs). */
-  count(selector: Selector, startMs: number, endMs: number): Promise<SeriesPoints[]>
+  /**
+   * Raw points in [startMs, endMs), in chunks: the series of each selector in turn, as one query
+   * with additional selectors answers them.
+   */
+  read(selectors: readonly Selector[], startMs: number, endMs: number): AsyncIterable<SeriesPoints[]>
+  /** Points per series in [startMs, endMs): the series of each selector in turn. */
+  count(selectors: readonly Selector[], startMs: number, endMs: number): Promise<SeriesPoints[]>
 }
 
 /** Reads from a server, every call at the consistency level given (absent: the server's default). */
@@ -31,9 +35,19 @@ export function clientSource(
   const read = { consistency: options.consistency }
   return {
     listSeries: (selector) => client.listSeries(selector, read),
-    read: (selector, startMs, endMs) => client.queryStream({ selector, startMs, endMs }, read),
-    count: (selector, startMs, endMs) =>
-      client.query({ selector, startMs, endMs, aggregation: { func: 'count', stepMs: 0 } }, read),
+    read: (selectors, startMs, endMs) =>
+      client.queryStream({ selector: first(selectors), additionalSelectors: selectors.slice(1), startMs, endMs }, read),
+    count: (selectors, startMs, endMs) =>
+      client.query(
+        {
+          selector: first(selectors),
+          additionalSelectors: selectors.slice(1),
+          startMs,
+          endMs,
+          aggregation: { func: 'count', stepMs: 0 },
+        },
+        read,
+      ),
   }
 }
 
@@ -41,12 +55,13 @@ export function engineSource(engine: BasicEngine): SeriesSource {
   return {
     listSeries: (selector) => engine.listSeries(selector),
     allSeries: async () => engine.index.all().map((e) => ({ metric: e.metric, tags: e.tags })),
-    async *read(selector, startMs, endMs) {
-      yield await engine.query({ selector, startMs, endMs })
+    async *read(selectors, startMs, endMs) {
+      yield await engine.query({ selector: first(selectors), additionalSelectors: selectors.slice(1), startMs, endMs })
     },
-    count: (selector, startMs, endMs) =>
+    count: (selectors, startMs, endMs) =>
       engine.query({
-        selector,
+        selector: first(selectors),
+        additionalSelectors: selectors.slice(1),
         startMs,
         endMs,
         aggregation: { func: 'count', stepMs: 0, groupBy: [], mergeSeries: false },
@@ -72,11 +87,97 @@ export function keysByMetric(series: readonly SeriesRef[]): Map<string, Set<stri
   return out
 }
 
+function first(selectors: readonly Selector[]): Selector {
+  const selector = selectors[0]
+  if (selector === undefined) throw new Error('BUG: a read of no selector')
+  return selector
+}
+
+/** Series one call asks for: a query answers at most 100 selectors. */
+const SERIES_PER_READ = 100
+
+/**
+ * The points of every series in [startMs, endMs), in chunks, each with the index of its series in
+ * `series`. A hundred series go in one call, one exact selector each (the tag keys of each metric,
+ * `keys`, tell a series from those with more tags). A call refused for too many points (which a
+ * node decides before it sends anything) is made again series by series, each splitting its range
+ * as it must (readSeries).
+ */
+export async function* readAllSeries(
+  source: SeriesSource,
+  series: readonly SeriesRef[],
+  keys: ReadonlyMap<string, Iterable<string>>,
+  startMs: number,
+  endMs: number,
+): AsyncGenerator<{ readonly index: number; readonly part: SeriesPoints }> {
+  for (let from = 0; from < series.length; from += SERIES_PER_READ) {
+    const group = series.slice(from, from + SERIES_PER_READ)
+    const indexOf = new Map(group.map((s, i) => [identity(s), from + i]))
+    const selectors = group.map((s) => exactSelector(s.metric, s.tags, keys.get(s.metric) ?? []))
+    let received = false
+    try {
+      for await (const chunk of source.read(selectors, startMs, endMs)) {
+        for (const part of chunk) {
+          const index = indexOf.get(identity(part))
+          if (index === undefined) throw new Error(`the server answered a series not asked for: ${identity(part)}`)
+          received = true
+          yield { index, part }
+        }
+      }
+    } catch (err) {
+      if (received || !isTooManyPoints(err)) throw err
+      for (const [i, s] of group.entries()) {
+        for await (const part of readSeries(source, s, keys.get(s.metric) ?? [], startMs, endMs)) {
+          yield { index: from + i, part }
+        }
+      }
+    }
+  }
+}
+
+/**
+ * The points of each series in [startMs, endMs), by its index in `series`: a hundred series a call
+ * (see readAllSeries), and one call per series for a group refused for reading too many points.
+ */
+export async function countAllSeries(
+  source: SeriesSource,
+  series: readonly SeriesRef[],
+  keys: ReadonlyMap<string, Iterable<string>>,
+  startMs: number,
+  endMs: number,
+): Promise<number[]> {
+  const out = new Array<number>(series.length).fill(0)
+  const selectorOf = (s: SeriesRef): Selector => exactSelector(s.metric, s.tags, keys.get(s.metric) ?? [])
+  for (let from = 0; from < series.length; from += SERIES_PER_READ) {
+    const group = series.slice(from, from + SERIES_PER_READ)
+    const indexOf = new Map(group.map((s, i) => [identity(s), from + i]))
+    let answers: SeriesPoints[]
+    try {
+      answers = await source.count(group.map(selectorOf), startMs, endMs)
+    } catch (err) {
+      if (!isTooManyPoints(err)) throw err
+      answers = []
+      for (const s of group) answers.push(...(await source.count([selectorOf(s)], startMs, endMs)))
+    }
+    for (const answer of answers) {
+      const index = indexOf.get(identity(answer))
+      if (index === undefined) throw new Error(`the server counted a series not asked for: ${identity(answer)}`)
+      out[index] = answer.values[0] ?? 0
+    }
+  }
+  return out
+}
+
+/** A series' metric and tags as one string, whatever the order of its tags. */
+function identity(series: SeriesRef): string {
+  return JSON.stringify([series.metric, [...series.tags].sort((a, b) => (a.key < b.key ? -1 : 1))])
+}
+
 /**
  * The points of one series in [startMs, endMs), in chunks. A read refused for too many points
  * (which a node decides before it sends anything) is retried as two halves of the range.
  */
-export async function* readSeries(
+async function* readSeries(
   source: SeriesSource,
   series: SeriesRef,
   metricKeys: Iterable<string>,
@@ -86,7 +187,7 @@ export async function* readSeries(
   const selector = exactSelector(series.metric, series.tags, metricKeys)
   let received = false
   try {
-    for await (const chunk of source.read(selector, startMs, endMs)) {
+    for await (const chunk of source.read([selector], startMs, endMs)) {
       for (const part of chunk) {
         received = true
         yield part

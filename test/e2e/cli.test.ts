@@ -313,6 +313,40 @@ describe('v3 client commands', () => {
     }
   })
 
+  test('export and migrate read a hundred series a call', async () => {
+    const series = Array.from({ length: 250 }, (_, i) => ({
+      metric: 'hc_load',
+      tags: (i % 2 ? { host: `h${i}` } : { host: `h${i}`, dc: 'eu' }) as Record<string, string>,
+      timestamps: [T0, T0 + 1000],
+      values: [i, -i],
+    }))
+    await a.client.write(series)
+    const queries = async (): Promise<number> => {
+      const r = await runV3(['stats', '--server', a.address, '--format', 'json'])
+      return (JSON.parse(r.stdout) as { queries: { count: number } }).queries.count
+    }
+    const before = await queries()
+    const out = await runV3(['export', 'hc_load', '--server', a.address])
+    assert.equal(out.code, 0, out.stderr)
+    // 250 series in calls of 100: three queries, where a call per series made 250.
+    assert.equal((await queries()) - before, 3)
+    const lines = out.stdout.trimEnd().split('\n').slice(1).sort()
+    const expected = series
+      .flatMap((s, i) => s.timestamps.map((t, k) => `hc_load,${t},${s.values[k]},${'dc' in s.tags ? 'eu' : ''},h${i}`))
+      .sort()
+    assert.deepEqual(lines, expected)
+    const folder = await makeDataDir()
+    try {
+      const copied = await runV3(['migrate', '--from', a.address, '--to', folder, 'hc_load', '--quiet'])
+      assert.equal(copied.code, 0, copied.stderr)
+      // Three calls to read the series and three to count them for the verification.
+      assert.equal((await queries()) - before, 9)
+      assert.match(copied.stderr, /250 series/)
+    } finally {
+      await removeDataDir(folder)
+    }
+  })
+
   test('export reads a series larger than the points-per-query limit in parts', async () => {
     const small = await startServerProcess({ args: ['--max-points-per-query', '300'] })
     try {
