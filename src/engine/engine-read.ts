@@ -1,3 +1,4 @@
+import type { ColumnHandle } from '@nxtedition/rocksdb'
 import { decodeBlock } from '../codec/block-codec.js'
 import { coldRun, coldSummary, type RunSummaryWithSpan } from '../codec/cold-value.js'
 import {
@@ -136,26 +137,17 @@ export async function readSeries(
       if (piece.ts.length > 0) coldPieces.push(piece)
     }
   } else if (fromBlock <= core.tiers.coldMaxBlock) {
-    reads.push(
-      core.store.scan(
-        {
-          ...clampedRange(entry.id, runStartBlock(fromBlock), Math.min(toBlock, core.tiers.coldMaxBlock) + 1),
-          column: cols.cold,
-        },
-        (page) => {
-          for (const [key, value] of page) {
-            const block = blockOfKey(key)
-            if (inWorker) {
-              coldItems.push({ block, value, run: core.decodedCache.get('c', entry.idHex, block) })
-              continue
-            }
-            const run = decoded(core, 'c', entry.idHex, block, value, generation)
-            const piece = clip(run.ts, run.vals, startMs, endMs)
-            if (piece.ts.length > 0) coldPieces.push(piece)
-          }
-        },
-      ),
-    )
+    // The runs are decoded once all are read (below).
+    const takeCold = (page: Array<[Buffer, Buffer]>): void => {
+      for (const [key, value] of page) {
+        const block = blockOfKey(key)
+        coldItems.push({ block, value, run: core.decodedCache.get('c', entry.idHex, block) })
+      }
+    }
+    const { firstRun, lastRun } = coldRuns(core, fromBlock, toBlock)
+    const range = clampedRange(entry.id, runStartBlock(fromBlock), Math.min(toBlock, core.tiers.coldMaxBlock) + 1)
+    if (taken?.cold === undefined) reads.push(core.store.scan({ ...range, column: cols.cold }, takeCold))
+    else takeCold(taken.cold.read(range.gte, range.lt, Math.floor((lastRun - firstRun) / RUN_BLOCKS) + 2))
   }
   const hotMinBlock = taken?.hotMinBlock ?? core.tiers.hotMinBlock
   if (toBlock >= hotMinBlock) {
@@ -172,22 +164,20 @@ export async function readSeries(
     else takeHot(taken.hot.read(range.gte, range.lt, toBlock + 1 - hotFrom))
   }
   await Promise.all(reads)
-  if (inWorker) {
-    const misses = coldItems.filter((item) => item.run === undefined)
-    if (misses.length > 0) {
-      const runs = await core.decodePool.decodeRuns(
-        misses.map((m) => ({ runStartMs: blockStartMs(m.block), bytes: coldRun(m.value) })),
-      )
-      misses.forEach((m, i) => {
-        m.run = runs[i]
-        if (m.run) core.decodedCache.set('c', entry.idHex, m.block, m.run, generation)
-      })
-    }
-    for (const item of coldItems) {
-      if (!item.run) throw new Error('BUG: a cold run was neither cached nor decoded')
-      const piece = clip(item.run.ts, item.run.vals, startMs, endMs)
-      if (piece.ts.length > 0) coldPieces.push(piece)
-    }
+  const misses = coldItems.filter((item) => item.run === undefined)
+  if (inWorker && misses.length > 0) {
+    const runs = await core.decodePool.decodeRuns(
+      misses.map((m) => ({ runStartMs: blockStartMs(m.block), bytes: coldRun(m.value) })),
+    )
+    misses.forEach((m, i) => {
+      m.run = runs[i]
+      if (m.run) core.decodedCache.set('c', entry.idHex, m.block, m.run, generation)
+    })
+  }
+  for (const item of coldItems) {
+    const run = item.run ?? decoded(core, 'c', entry.idHex, item.block, item.value, generation)
+    const piece = clip(run.ts, run.vals, startMs, endMs)
+    if (piece.ts.length > 0) coldPieces.push(piece)
   }
   return mergeRuns(mergeRuns(concatRuns(coldPieces), concatRuns(hotPieces)), buffered)
 }
@@ -306,7 +296,8 @@ async function readGroupForAggregate(
   if (toBlock >= hotMinBlock) {
     const hotFrom = Math.max(fromBlock, hotMinBlock)
     // Several series here share one cursor, opened in this tick like the copies above.
-    const own = taken === undefined && entries.length > 1 ? hotCursor(core, entries, hotFrom, toBlock) : undefined
+    const own =
+      taken === undefined && entries.length > 1 ? cursorOver(core, cols.hot, entries, hotFrom, toBlock + 1) : undefined
     const cursor = taken?.hot ?? own
     entries.forEach((entry, i) => {
       const range = clampedRange(entry.id, hotFrom, toBlock + 1)
@@ -330,14 +321,12 @@ async function readGroupForAggregate(
   if (!byKeys) {
     entries.forEach((entry, i) => {
       if (fromBlock > lastRun) return
-      reads.push(
-        core.store.scan(
-          { ...clampedRange(entry.id, runStartBlock(fromBlock), lastRun + 1), column: cols.cold },
-          (page) => {
-            for (const [key, value] of page) coldValues[i]?.push({ runStart: blockOfKey(key), value })
-          },
-        ),
-      )
+      const takeCold = (page: Array<[Buffer, Buffer]>): void => {
+        for (const [key, value] of page) coldValues[i]?.push({ runStart: blockOfKey(key), value })
+      }
+      const range = clampedRange(entry.id, runStartBlock(fromBlock), lastRun + 1)
+      if (taken?.cold === undefined) reads.push(core.store.scan({ ...range, column: cols.cold }, takeCold))
+      else takeCold(taken.cold.read(range.gte, range.lt, Math.floor((lastRun - firstRun) / RUN_BLOCKS) + 2))
     })
   } else {
     const runKeys: Buffer[] = []
@@ -467,34 +456,47 @@ interface TakenTogether {
   readonly hot: RangeCursor | undefined
   /** The hot family's first block when the cursor was opened. */
   readonly hotMinBlock: number
+  /** One cursor over the cold family, opened in the same tick, for series whose runs are scanned. */
+  readonly cold?: RangeCursor | undefined
 }
 
 /**
  * Takes what a read of many series over [from, to) needs of each, in one tick (see TakenTogether),
- * with the order to read them in (by key, so that the cursor's seeks move forward); undefined for
- * a single series or a range before the hot family, which are read one by one.
+ * with the order to read them in (by key, so that the cursors' seeks move forward); undefined for
+ * a single series, or a range that neither reaches the hot family nor holds more cold runs than a
+ * series reads by their keys, which are read one by one.
  */
 function takeTogether(
   core: EngineCore,
   entries: readonly SeriesEntry[],
   from: number,
   to: number,
-): { readonly taken: TakenTogether[]; readonly hot: RangeCursor; readonly order: number[] } | undefined {
+): { readonly taken: TakenTogether[]; readonly order: number[]; close(): Promise<void> } | undefined {
   const fromBlock = Math.floor(from / BLOCK_MS)
   const toBlock = Math.floor((to - 1) / BLOCK_MS)
   const hotMinBlock = core.tiers.hotMinBlock
-  if (entries.length < 2 || toBlock < hotMinBlock) return undefined
+  const { firstRun, lastRun } = coldRuns(core, fromBlock, toBlock)
+  const scansCold = lastRun >= firstRun && Math.floor((lastRun - firstRun) / RUN_BLOCKS) + 1 > SYNC_GET_MAX_KEYS
+  if (entries.length < 2 || (toBlock < hotMinBlock && !scansCold)) return undefined
   // By the ids' hex, which sorts as their bytes do, without a call into C++ per comparison.
   const order = entries.map((_, i) => i).sort((a, b) => (entries[a]!.idHex < entries[b]!.idHex ? -1 : 1))
   const buffered = entries.map((entry) => core.head.read(entry.handle, from, to) ?? EMPTY)
-  const hot = hotCursor(core, entries, Math.max(fromBlock, hotMinBlock), toBlock)
+  const cols = core.store.columns
+  const hot =
+    toBlock >= hotMinBlock
+      ? cursorOver(core, cols.hot, entries, Math.max(fromBlock, hotMinBlock), toBlock + 1)
+      : undefined
+  const cold = scansCold
+    ? cursorOver(core, cols.cold, entries, runStartBlock(fromBlock), Math.min(toBlock, core.tiers.coldMaxBlock) + 1)
+    : undefined
   const taken = entries.map((entry, i) => ({
     buffered: buffered[i]!,
     generation: core.decodedCache.generation(entry.idHex),
     hot,
     hotMinBlock,
+    cold,
   }))
-  return { taken, hot, order }
+  return { taken, order, close: async () => void (await Promise.all([hot?.close(), cold?.close()])) }
 }
 
 /**
@@ -520,24 +522,26 @@ async function readEach<T>(
       out[i] = await read(entries[i]!, together?.taken[i])
     })
   } finally {
-    await together?.hot.close()
+    await together?.close()
   }
   return out
 }
 
-/** One cursor over hot blocks [hotFrom, toBlock] of every series given (see RangeCursor). */
-function hotCursor(core: EngineCore, entries: readonly SeriesEntry[], hotFrom: number, toBlock: number): RangeCursor {
+/** One cursor over blocks [from, to) of every series given, in a family (see RangeCursor). */
+function cursorOver(
+  core: EngineCore,
+  column: ColumnHandle,
+  entries: readonly SeriesEntry[],
+  from: number,
+  to: number,
+): RangeCursor {
   let lo = entries[0]!
   let hi = lo
   for (const entry of entries) {
     if (entry.idHex < lo.idHex) lo = entry
     if (entry.idHex > hi.idHex) hi = entry
   }
-  return core.store.cursor(
-    core.store.columns.hot,
-    clampedRange(lo.id, hotFrom, toBlock + 1).gte,
-    clampedRange(hi.id, hotFrom, toBlock + 1).lt,
-  )
+  return core.store.cursor(column, clampedRange(lo.id, from, to).gte, clampedRange(hi.id, from, to).lt)
 }
 
 /** Raw points of every selected series over the range, sorted; empty series left out. */

@@ -111,15 +111,19 @@ export class RangeCursor {
   constructor(private readonly it: Iterator) {}
 
   /**
-   * The entries in [gte, lt), in key order, read now. `expected` bounds the entries the range can
-   * hold (one a block): no read asks for more than that many, so that none reads far past the range.
+   * The entries in [gte, lt), in key order, read now. `most` bounds the entries the range can hold
+   * (one a block or run): no read asks for more than are left of it. The first read asks for a few
+   * and each next one for twice as many, so that a range holding little (a series with one run in
+   * a year's range) does not read far past its end into the next series' values.
    */
-  read(gte: Buffer, lt: Buffer, expected: number): Array<[Buffer, Buffer]> {
+  read(gte: Buffer, lt: Buffer, most: number): Array<[Buffer, Buffer]> {
     if (this.closed) throw new Error('BUG: a read of a closed range cursor')
     this.it.seek(gte)
     const out: Array<[Buffer, Buffer]> = []
-    while (out.length < expected) {
-      const { rows, finished } = this.it._nextvSync(Math.min(expected - out.length, 1000))
+    let ask = 16
+    while (out.length < most) {
+      const { rows, finished } = this.it._nextvSync(Math.min(most - out.length, ask))
+      ask = Math.min(2 * ask, 1024)
       for (let k = 0; k + 1 < rows.length; k += 2) {
         const key = rows[k] as Buffer
         if (Buffer.compare(key, lt) >= 0) return out

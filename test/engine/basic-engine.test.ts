@@ -422,63 +422,67 @@ describe('basic engine: reads of many series', () => {
   // series by series, sharing one cursor over the hot family. Each round writes new points, then
   // queries while a compaction seals the write buffer and moves hot blocks to cold runs: every
   // answer must hold each point written before it exactly once, whichever tier it was in.
-  it('finds every point once while seals and moves run beside the reads', async () => {
-    const dir = await tempDir()
-    const clock = new ManualClock(T0 + 3 * HOUR)
-    const engine = engineAt(dir, clock, { hotWindowMs: HOUR, resultCachePoints: 0 })
-    const SERIES = 300
-    const tags = (i: number) => [{ key: 'host', value: `h${i}` }]
-    const written = Array.from({ length: SERIES }, () => [] as number[])
-    const write = async (from: number, to: number, stepMs: number): Promise<void> => {
-      const ts = Array.from({ length: Math.floor((to - from) / stepMs) }, (_, k) => from + k * stepMs)
-      await engine.write({
-        series: written.map((points, i) => {
-          points.push(...ts)
-          return { metric: 'cpu', tags: tags(i), timestamps: ts, values: ts.map((t) => t / 1000 + i) }
-        }),
-      })
-    }
-    try {
-      await engine.open()
-      await write(T0, T0 + 3 * HOUR, 60_000)
-      await engine.compact()
-      let stats = await engine.stats()
-      assert.ok(stats.hotBlocks > 0 && stats.coldRuns > 0, JSON.stringify(stats))
-      for (let round = 0; round < 16; round++) {
-        const now = clock.t
-        await write(now, now + 5 * 60_000, 30_000)
-        clock.t = now + 5 * 60_000
-        const range = { selector: { metric: 'cpu', matchers: [] }, startMs: T0 - HOUR, endMs: clock.t + HOUR }
-        const reads = Promise.all([
-          engine.query(range),
-          engine.query({ ...range, aggregation: { func: 'count', stepMs: 0, groupBy: [], mergeSeries: false } }),
-        ])
-        // The compaction starts a few turns of the event loop into the reads, a different number
-        // each round, so that its seal and its move land at different points of them.
-        for (let turn = 0; turn < round % 8; turn++) await new Promise((resolve) => setImmediate(resolve))
-        const [[raw, counts]] = await Promise.all([reads, engine.compact()])
-        assert.equal(raw.length, SERIES)
-        assert.equal(counts.length, SERIES)
-        for (const s of raw) {
-          const i = Number(s.tags[0]?.value.slice(1))
-          assert.deepEqual(Array.from(s.timestamps), written[i], `round ${round}, series h${i}`)
-          assert.ok(
-            s.values.every((v, k) => v === (s.timestamps[k] as number) / 1000 + i),
-            `round ${round}, values of h${i}`,
-          )
-        }
-        for (const s of counts) {
-          const i = Number(s.tags[0]?.value.slice(1))
-          assert.equal(s.values[0], written[i]?.length, `round ${round}, count of h${i}`)
-        }
+  for (const { name, SERIES, HOURS } of [
+    { name: 'a range of a few cold runs, read by their keys', SERIES: 300, HOURS: 3 },
+    // More than 32 runs in the range: each series' runs are scanned, through one cold cursor.
+    { name: 'a range of many cold runs, scanned', SERIES: 40, HOURS: 40 },
+  ])
+    it(`finds every point once while seals and moves run beside the reads: ${name}`, async () => {
+      const dir = await tempDir()
+      const clock = new ManualClock(T0 + HOURS * HOUR)
+      const engine = engineAt(dir, clock, { hotWindowMs: HOUR, resultCachePoints: 0 })
+      const tags = (i: number) => [{ key: 'host', value: `h${i}` }]
+      const written = Array.from({ length: SERIES }, () => [] as number[])
+      const write = async (from: number, to: number, stepMs: number): Promise<void> => {
+        const ts = Array.from({ length: Math.floor((to - from) / stepMs) }, (_, k) => from + k * stepMs)
+        await engine.write({
+          series: written.map((points, i) => {
+            points.push(...ts)
+            return { metric: 'cpu', tags: tags(i), timestamps: ts, values: ts.map((t) => t / 1000 + i) }
+          }),
+        })
       }
-      stats = await engine.stats()
-      assert.ok(stats.coldRuns > SERIES, 'the rounds moved hot blocks into cold runs')
-    } finally {
-      await engine.close()
-      await rm(dir, { recursive: true, force: true })
-    }
-  })
+      try {
+        await engine.open()
+        await write(T0, T0 + HOURS * HOUR, 60_000)
+        await engine.compact()
+        let stats = await engine.stats()
+        assert.ok(stats.hotBlocks > 0 && stats.coldRuns > 0, JSON.stringify(stats))
+        for (let round = 0; round < 16; round++) {
+          const now = clock.t
+          await write(now, now + 5 * 60_000, 30_000)
+          clock.t = now + 5 * 60_000
+          const range = { selector: { metric: 'cpu', matchers: [] }, startMs: T0 - HOUR, endMs: clock.t + HOUR }
+          const reads = Promise.all([
+            engine.query(range),
+            engine.query({ ...range, aggregation: { func: 'count', stepMs: 0, groupBy: [], mergeSeries: false } }),
+          ])
+          // The compaction starts a few turns of the event loop into the reads, a different number
+          // each round, so that its seal and its move land at different points of them.
+          for (let turn = 0; turn < round % 8; turn++) await new Promise((resolve) => setImmediate(resolve))
+          const [[raw, counts]] = await Promise.all([reads, engine.compact()])
+          assert.equal(raw.length, SERIES)
+          assert.equal(counts.length, SERIES)
+          for (const s of raw) {
+            const i = Number(s.tags[0]?.value.slice(1))
+            assert.deepEqual(Array.from(s.timestamps), written[i], `round ${round}, series h${i}`)
+            assert.ok(
+              s.values.every((v, k) => v === (s.timestamps[k] as number) / 1000 + i),
+              `round ${round}, values of h${i}`,
+            )
+          }
+          for (const s of counts) {
+            const i = Number(s.tags[0]?.value.slice(1))
+            assert.equal(s.values[0], written[i]?.length, `round ${round}, count of h${i}`)
+          }
+        }
+        stats = await engine.stats()
+        assert.ok(stats.coldRuns > SERIES, 'the rounds moved hot blocks into cold runs')
+      } finally {
+        await engine.close()
+        await rm(dir, { recursive: true, force: true })
+      }
+    })
 })
 
 describe('basic engine: work bounded by data', () => {
