@@ -7,6 +7,7 @@
 import { existsSync, statSync } from 'node:fs'
 import { type SeriesInput, V3Client } from '../client/index.js'
 import { BasicEngine } from '../engine/basic-engine.js'
+import { DEFAULT_WRITE_LIMITS } from '../model/limits.js'
 import type { SeriesRef } from '../model/types.js'
 import { parseCount, UsageError } from './args.js'
 import { CONNECTION_USAGE, clientOptions, type FlagValues, parseCommandArgs, stringFlag } from './client-command.js'
@@ -125,7 +126,9 @@ export async function migrate(
     inBatch += part.timestamps.length
     points += part.timestamps.length
     progress.addRow(part.timestamps.length)
-    if (inBatch >= batchPoints) {
+    // A write also ends at the default series limit of a request: many small series fill it
+    // long before the points do.
+    if (inBatch >= batchPoints || batch.length >= DEFAULT_WRITE_LIMITS.maxSeriesPerRequest) {
       await to.sink.send(batch)
       batch = []
       inBatch = 0

@@ -347,6 +347,32 @@ describe('v3 client commands', () => {
     }
   })
 
+  test('migrate copies more one-point series than one write may carry', async () => {
+    // 10,050 series of one point: its writes of 50,000 points would hold them all, past the
+    // 10,000 series a request may carry.
+    const SERIES = 10_050
+    for (let from = 0; from < SERIES; from += 5_000) {
+      const n = Math.min(5_000, SERIES - from)
+      await a.client.write(
+        Array.from({ length: n }, (_, i) => ({
+          metric: 'mw_one',
+          tags: { s: String(from + i) },
+          timestamps: [T0],
+          values: [from + i],
+        })),
+      )
+    }
+    const folder = await makeDataDir()
+    try {
+      const copied = await runV3(['migrate', '--from', a.address, '--to', folder, 'mw_one', '--quiet'])
+      assert.equal(copied.code, 0, copied.stderr)
+      assert.match(copied.stderr, /copied 10050 points of 10050 series/)
+      assert.match(copied.stderr, /verified/)
+    } finally {
+      await removeDataDir(folder)
+    }
+  })
+
   test('export reads a series larger than the points-per-query limit in parts', async () => {
     const small = await startServerProcess({ args: ['--max-points-per-query', '300'] })
     try {
