@@ -143,7 +143,9 @@ export async function migrate(
   spans.forEach((span, i) => {
     if (span === undefined) return
     const key = `${span.min}:${span.max}`
-    bySpan.set(key, [...(bySpan.get(key) ?? []), i])
+    const indexes = bySpan.get(key)
+    if (indexes === undefined) bySpan.set(key, [i])
+    else indexes.push(i)
   })
   const found: Array<{ readonly index: number; readonly text: string }> = []
   for (const indexes of bySpan.values()) {

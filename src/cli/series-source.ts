@@ -7,9 +7,10 @@
 import { status, type V3Client, V3ClientError } from '../client/index.js'
 import type { BasicEngine } from '../engine/basic-engine.js'
 import { LimitError } from '../model/errors.js'
+import { canonicalSeriesKey, sortTags } from '../model/series-key.js'
 import { MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS } from '../model/timestamps.js'
 import type { ConsistencyLevel, Selector, SeriesPoints, SeriesRef } from '../model/types.js'
-import { exactSelector } from './selector.js'
+import { exactSelector, formatSelector } from './selector.js'
 
 /** The widest range a query accepts: every storable timestamp. */
 export const ALL_TIME = { startMs: MIN_TIMESTAMP_MS, endMs: MAX_TIMESTAMP_MS + 1 } as const
@@ -110,18 +111,13 @@ export async function* readAllSeries(
   startMs: number,
   endMs: number,
 ): AsyncGenerator<{ readonly index: number; readonly part: SeriesPoints }> {
-  for (let from = 0; from < series.length; from += SERIES_PER_READ) {
-    const group = series.slice(from, from + SERIES_PER_READ)
-    const indexOf = new Map(group.map((s, i) => [identity(s), from + i]))
-    const selectors = group.map((s) => exactSelector(s.metric, s.tags, keys.get(s.metric) ?? []))
+  for (const { from, group, selectors, indexOf } of callsOf(series, keys)) {
     let received = false
     try {
       for await (const chunk of source.read(selectors, startMs, endMs)) {
         for (const part of chunk) {
-          const index = indexOf.get(identity(part))
-          if (index === undefined) throw new Error(`the server answered a series not asked for: ${identity(part)}`)
           received = true
-          yield { index, part }
+          yield { index: indexOf(part), part }
         }
       }
     } catch (err) {
@@ -147,30 +143,53 @@ export async function countAllSeries(
   endMs: number,
 ): Promise<number[]> {
   const out = new Array<number>(series.length).fill(0)
-  const selectorOf = (s: SeriesRef): Selector => exactSelector(s.metric, s.tags, keys.get(s.metric) ?? [])
-  for (let from = 0; from < series.length; from += SERIES_PER_READ) {
-    const group = series.slice(from, from + SERIES_PER_READ)
-    const indexOf = new Map(group.map((s, i) => [identity(s), from + i]))
+  for (const { selectors, indexOf } of callsOf(series, keys)) {
     let answers: SeriesPoints[]
     try {
-      answers = await source.count(group.map(selectorOf), startMs, endMs)
+      answers = await source.count(selectors, startMs, endMs)
     } catch (err) {
       if (!isTooManyPoints(err)) throw err
       answers = []
-      for (const s of group) answers.push(...(await source.count([selectorOf(s)], startMs, endMs)))
+      for (const selector of selectors) answers.push(...(await source.count([selector], startMs, endMs)))
     }
-    for (const answer of answers) {
-      const index = indexOf.get(identity(answer))
-      if (index === undefined) throw new Error(`the server counted a series not asked for: ${identity(answer)}`)
-      out[index] = answer.values[0] ?? 0
-    }
+    for (const answer of answers) out[indexOf(answer)] = answer.values[0] ?? 0
   }
   return out
 }
 
-/** A series' metric and tags as one string, whatever the order of its tags. */
-function identity(series: SeriesRef): string {
-  return JSON.stringify([series.metric, [...series.tags].sort((a, b) => (a.key < b.key ? -1 : 1))])
+/**
+ * The series in calls of a hundred: each call's series (from `from` on), their exact selectors, and
+ * the index in `series` of a series a call answers (a series not asked for is an error).
+ */
+function* callsOf(
+  series: readonly SeriesRef[],
+  keys: ReadonlyMap<string, Iterable<string>>,
+): Generator<{
+  readonly from: number
+  readonly group: readonly SeriesRef[]
+  readonly selectors: Selector[]
+  readonly indexOf: (answered: SeriesRef) => number
+}> {
+  for (let from = 0; from < series.length; from += SERIES_PER_READ) {
+    const group = series.slice(from, from + SERIES_PER_READ)
+    const byKey = new Map(group.map((s, i) => [keyOf(s), from + i]))
+    const indexOf = (answered: SeriesRef): number => {
+      const index = byKey.get(keyOf(answered))
+      if (index === undefined) throw new Error(`the server answered a series not asked for: ${formatRef(answered)}`)
+      return index
+    }
+    const selectors = group.map((s) => exactSelector(s.metric, s.tags, keys.get(s.metric) ?? []))
+    yield { from, group, selectors, indexOf }
+  }
+}
+
+/** A series' identity whatever the order of its tags (see canonicalSeriesKey). */
+function keyOf(series: SeriesRef): string {
+  return canonicalSeriesKey(series.metric, sortTags(series.tags))
+}
+
+function formatRef(series: SeriesRef): string {
+  return formatSelector({ metric: series.metric, matchers: series.tags.map((t) => ({ ...t, op: 'eq' as const })) })
 }
 
 /**

@@ -144,10 +144,8 @@ export async function readSeries(
         coldItems.push({ block, value, run: core.decodedCache.get('c', entry.idHex, block) })
       }
     }
-    const { firstRun, lastRun } = coldRuns(core, fromBlock, toBlock)
     const range = clampedRange(entry.id, runStartBlock(fromBlock), Math.min(toBlock, core.tiers.coldMaxBlock) + 1)
-    if (taken?.cold === undefined) reads.push(core.store.scan({ ...range, column: cols.cold }, takeCold))
-    else takeCold(taken.cold.read(range.gte, range.lt, Math.floor((lastRun - firstRun) / RUN_BLOCKS) + 2))
+    readRange(core, cols.cold, taken?.cold, range, coldRuns(core, fromBlock, toBlock).count + 1, takeCold, reads)
   }
   const hotMinBlock = taken?.hotMinBlock ?? core.tiers.hotMinBlock
   if (toBlock >= hotMinBlock) {
@@ -160,8 +158,7 @@ export async function readSeries(
       }
     }
     const range = clampedRange(entry.id, hotFrom, toBlock + 1)
-    if (taken?.hot === undefined) reads.push(core.store.scan({ ...range, column: cols.hot }, takeHot))
-    else takeHot(taken.hot.read(range.gte, range.lt, toBlock + 1 - hotFrom))
+    readRange(core, cols.hot, taken?.hot, range, toBlock + 1 - hotFrom, takeHot, reads)
   }
   await Promise.all(reads)
   const misses = coldItems.filter((item) => item.run === undefined)
@@ -240,8 +237,7 @@ export async function readManyForAggregate(
   if (from >= to || entries.length === 0) return []
   const fromBlock = Math.floor(from / BLOCK_MS)
   const toBlock = Math.floor((to - 1) / BLOCK_MS)
-  const { firstRun, lastRun } = coldRuns(core, fromBlock, toBlock)
-  const runsPerSeries = lastRun >= firstRun ? Math.floor((lastRun - firstRun) / RUN_BLOCKS) + 1 : 0
+  const runsPerSeries = coldRuns(core, fromBlock, toBlock).count
   const readsHot = toBlock >= core.tiers.hotMinBlock
   const slicer = new Slicer(ctx)
   if (entries.length * runsPerSeries > MAX_BATCHED_RUN_KEYS || (readsHot && entries.length > MAX_BATCHED_HOT_SCANS)) {
@@ -263,11 +259,32 @@ export async function readManyForAggregate(
  * The first and last cold run a read of blocks [fromBlock, toBlock] may find: within the runs the
  * cold family holds at all, so the count of runs to fetch by key follows the data, not the range.
  */
-function coldRuns(core: EngineCore, fromBlock: number, toBlock: number): { firstRun: number; lastRun: number } {
-  return {
-    firstRun: Math.max(runStartBlock(fromBlock), core.tiers.coldMinBlock),
-    lastRun: Math.min(toBlock, core.tiers.coldMaxBlock),
-  }
+function coldRuns(
+  core: EngineCore,
+  fromBlock: number,
+  toBlock: number,
+): { firstRun: number; lastRun: number; count: number } {
+  const firstRun = Math.max(runStartBlock(fromBlock), core.tiers.coldMinBlock)
+  const lastRun = Math.min(toBlock, core.tiers.coldMaxBlock)
+  return { firstRun, lastRun, count: lastRun >= firstRun ? Math.floor((lastRun - firstRun) / RUN_BLOCKS) + 1 : 0 }
+}
+
+/**
+ * Hands the entries of a key range of a family to `take`: through the shared cursor at once when
+ * there is one (`most` bounds the entries, see RangeCursor.read), else through a scan of its own,
+ * whose promise joins `reads`.
+ */
+function readRange(
+  core: EngineCore,
+  column: ColumnHandle,
+  cursor: RangeCursor | undefined,
+  range: { gte: Buffer; lt: Buffer },
+  most: number,
+  take: (page: Array<[Buffer, Buffer]>) => void,
+  reads: Promise<void>[],
+): void {
+  if (cursor === undefined) reads.push(core.store.scan({ ...range, column }, take))
+  else take(cursor.read(range.gte, range.lt, most))
 }
 
 async function readGroupForAggregate(
@@ -308,8 +325,7 @@ async function readGroupForAggregate(
           if (piece.ts.length > 0) hotPieces[i]?.push(piece)
         }
       }
-      if (cursor === undefined) reads.push(core.store.scan({ ...range, column: cols.hot }, takeHot))
-      else takeHot(cursor.read(range.gte, range.lt, toBlock + 1 - hotFrom))
+      readRange(core, cols.hot, cursor, range, toBlock + 1 - hotFrom, takeHot, reads)
     })
     if (own) reads.push(own.close())
   }
@@ -317,7 +333,7 @@ async function readGroupForAggregate(
   // below start.
   const coldValues: ColdValue[][] = entries.map(() => [])
   const cachedSummaries: RunSummaryWithSpan[][] = entries.map(() => [])
-  const { firstRun, lastRun } = coldRuns(core, fromBlock, toBlock)
+  const { firstRun, lastRun, count } = coldRuns(core, fromBlock, toBlock)
   if (!byKeys) {
     entries.forEach((entry, i) => {
       if (fromBlock > lastRun) return
@@ -325,8 +341,7 @@ async function readGroupForAggregate(
         for (const [key, value] of page) coldValues[i]?.push({ runStart: blockOfKey(key), value })
       }
       const range = clampedRange(entry.id, runStartBlock(fromBlock), lastRun + 1)
-      if (taken?.cold === undefined) reads.push(core.store.scan({ ...range, column: cols.cold }, takeCold))
-      else takeCold(taken.cold.read(range.gte, range.lt, Math.floor((lastRun - firstRun) / RUN_BLOCKS) + 2))
+      readRange(core, cols.cold, taken?.cold, range, count + 1, takeCold, reads)
     })
   } else {
     const runKeys: Buffer[] = []
@@ -475,8 +490,7 @@ function takeTogether(
   const fromBlock = Math.floor(from / BLOCK_MS)
   const toBlock = Math.floor((to - 1) / BLOCK_MS)
   const hotMinBlock = core.tiers.hotMinBlock
-  const { firstRun, lastRun } = coldRuns(core, fromBlock, toBlock)
-  const scansCold = lastRun >= firstRun && Math.floor((lastRun - firstRun) / RUN_BLOCKS) + 1 > SYNC_GET_MAX_KEYS
+  const scansCold = coldRuns(core, fromBlock, toBlock).count > SYNC_GET_MAX_KEYS
   if (entries.length < 2 || (toBlock < hotMinBlock && !scansCold)) return undefined
   // By the ids' hex, which sorts as their bytes do, without a call into C++ per comparison.
   const order = entries.map((_, i) => i).sort((a, b) => (entries[a]!.idHex < entries[b]!.idHex ? -1 : 1))
