@@ -321,7 +321,7 @@ export class BasicEngine implements StorageEngine, ShardEngine, EngineCore {
         }
         // The batch copies the record at put(), so every record of the group can use the one scratch.
         const record = encodeBufferRecord(entries, series, this.recordScratch)
-        rocks.put(bufferKey(seq), record, { column: this.store.columns.buffer })
+        rocks._put(bufferKey(seq), record, { column: this.store.columns.buffer })
         applied.push({ seq, series, entries })
       }
       // Unsynced here, and synced below, so that a failed write and a failed sync answer apart.

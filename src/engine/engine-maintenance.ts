@@ -59,7 +59,12 @@ export async function sealBlocks(core: EngineCore, force: boolean): Promise<numb
   const coldBefore = Math.min(Math.floor((now - core.config.hotWindowMs) / BLOCK_MS), core.tiers.hotMinBlock)
   // The open cold runs of series being written stay buffered, up to half the buffer's limit.
   const hold = { coldRunsBeforeMs: coldBefore * BLOCK_MS, maxPoints: core.config.maxBufferedPoints / 2 }
-  const taken = core.head.takeDue(now, core.config.sealIdleMs, force || overLimit, force ? undefined : hold)
+  // The seal gives the event loop back between slices throughout: it may take hundreds of
+  // thousands of series at once, and every other call waits while it holds the loop.
+  const slicer = new Slicer(undefined)
+  const taken = await slicer.drive(
+    core.head.takeDueSteps(now, core.config.sealIdleMs, force || overLimit, force ? undefined : hold),
+  )
   const toCold: RunGroup[] = []
   const toHot: HotItem[] = []
   let blocks = 0
@@ -78,6 +83,7 @@ export async function sealBlocks(core: EngineCore, force: boolean): Promise<numb
   }
   const latest = new Map<number, { ts: number; val: number } | null>()
   for (let k = 0; k < entries.length; k++) {
+    await slicer.pause()
     const { entry } = entries[k]!
     const { run: t, dropped } = resolved[k]!
     const n = t.ts.length
@@ -118,10 +124,17 @@ export async function sealBlocks(core: EngineCore, force: boolean): Promise<numb
     core.head.abortSeal(taken)
     throw err
   }
-  core.head.finishSeal(taken)
-  for (const [handle, last] of latest) {
-    if (last === null) core.latestCache.invalidate(handle)
-    else core.latestCache.sealed(handle, last)
+  // The points leave the head, and the latest cache learns of their stored copies, a thousand
+  // series at a time between slices; each series' two steps happen together.
+  for (let i = 0; i < taken.length; i += 1_000) {
+    await slicer.pause()
+    const part = taken.slice(i, i + 1_000)
+    core.head.finishSeal(part)
+    for (const { handle } of part) {
+      const last = latest.get(handle)
+      if (last === null) core.latestCache.invalidate(handle)
+      else if (last !== undefined) core.latestCache.sealed(handle, last)
+    }
   }
   await trimBuffer(core)
   await core.store.settleWal(core.clock.now())
@@ -174,7 +187,7 @@ async function writeHotBlocks(core: EngineCore, items: HotItem[]): Promise<void>
     } else {
       core.counters.hotBlocks++
     }
-    batch.put(keys[j] as Buffer, encodeBlock(merged.ts, merged.vals, merged.ts.length, start), { column: cols.hot })
+    batch._put(keys[j] as Buffer, encodeBlock(merged.ts, merged.vals, merged.ts.length, start), { column: cols.hot })
     if (block < minBlock) minBlock = block
   }
   putCounters(core, batch)
@@ -303,7 +316,7 @@ async function writeRuns(core: EngineCore, groups: RunGroup[]): Promise<WrittenR
     core.counters.coldBlocks += distinctBlocks(run.ts)
     const value = encodeCold(run, start)
     written.push({ key: runKeys[i] as Buffer, summary: coldSummary(value, start) })
-    batch.put(runKeys[i] as Buffer, value, { column: cols.cold })
+    batch._put(runKeys[i] as Buffer, value, { column: cols.cold })
     const lastBlock = g.runStart + RUN_BLOCKS - 1
     if (lastBlock > core.tiers.coldMaxBlock) core.tiers.coldMaxBlock = lastBlock
     if (g.runStart < core.tiers.coldMinBlock) core.tiers.coldMinBlock = g.runStart
@@ -494,9 +507,9 @@ async function stageDelete(
         if (whole) hotCounts.push({ block: blockOfKey(key), points: blockCount(value) })
         const kept = whole ? undefined : keepOutside(asRun(decodeBlock(value, start)), from, to)
         if (kept && kept.ts.length > 0) {
-          batch.put(Buffer.from(key), encodeBlock(kept.ts, kept.vals, kept.ts.length, start), { column: cols.hot })
+          batch._put(Buffer.from(key), encodeBlock(kept.ts, kept.vals, kept.ts.length, start), { column: cols.hot })
         } else {
-          batch.del(Buffer.from(key), { column: cols.hot })
+          batch._del(Buffer.from(key), { column: cols.hot })
           core.counters.hotBlocks--
         }
       }
@@ -511,9 +524,9 @@ async function stageDelete(
         const kept = whole ? undefined : keepOutside(asRun(old), from, to)
         if (kept && kept.ts.length > 0) {
           core.counters.coldBlocks += distinctBlocks(kept.ts)
-          batch.put(Buffer.from(key), encodeCold(kept, start), { column: cols.cold })
+          batch._put(Buffer.from(key), encodeCold(kept, start), { column: cols.cold })
         } else {
-          batch.del(Buffer.from(key), { column: cols.cold })
+          batch._del(Buffer.from(key), { column: cols.cold })
           core.counters.coldRuns--
         }
       }

@@ -24,6 +24,7 @@ import { syncsWrites } from './config.js'
 import type { EngineCore } from './engine-core.js'
 import type { PointRun } from './head.js'
 import type { SeriesEntry } from './series-index.js'
+import { Slicer } from './slicer.js'
 
 /** The first block whose versions are still kept: older ones compare as version 0. */
 export function versionCutoffBlock(core: EngineCore): number {
@@ -173,16 +174,30 @@ export interface ResolvedRun {
   readonly dropped: boolean
 }
 
+/** The runs resolveSealing resolves together: one read of their stored versions, one batch of new ones. */
+const RESOLVE_CHUNK = 2_000
+
+type SealingRun = { readonly entry: SeriesEntry; readonly run: PointRun }
+
 /**
  * Resolves runs about to be sealed (sorted, deduplicated) against the versions stored for their
  * blocks: a point whose stored copy has a higher version is dropped, and the versions of the points
- * that win are stored, in one batch written before the blocks (a seal that fails is redone, to the
- * same result). Runs without versions in blocks the family does not hold are returned as they are.
+ * that win are stored, in batches written before the blocks (a seal that fails is redone, to the
+ * same result: a point whose version was stored compares equal to it). Runs without versions in
+ * blocks the family does not hold are returned as they are. RESOLVE_CHUNK runs at a time, in slices
+ * of the event loop: a seal may hold hundreds of thousands of series, and one batch of all their
+ * versions held the loop for seconds.
  */
-export async function resolveSealing(
-  core: EngineCore,
-  items: ReadonlyArray<{ readonly entry: SeriesEntry; readonly run: PointRun }>,
-): Promise<ResolvedRun[]> {
+export async function resolveSealing(core: EngineCore, items: readonly SealingRun[]): Promise<ResolvedRun[]> {
+  const out: ResolvedRun[] = []
+  const slicer = new Slicer(undefined)
+  for (let from = 0; from < items.length; from += RESOLVE_CHUNK) {
+    for (const resolved of await resolveChunk(core, items.slice(from, from + RESOLVE_CHUNK), slicer)) out.push(resolved)
+  }
+  return out
+}
+
+async function resolveChunk(core: EngineCore, items: readonly SealingRun[], slicer: Slicer): Promise<ResolvedRun[]> {
   const cutoff = versionCutoffBlock(core)
   const { from, to } = liveBlocks(core)
   let batch: ChainedBatch | undefined
@@ -199,6 +214,7 @@ export async function resolveSealing(
   })
   const storedByItem = await readBlocks(core, plan)
   for (const [index, { entry, run }] of items.entries()) {
+    await slicer.pause()
     const n = run.ts.length
     const stored = storedByItem[index]
     if (plan[index]?.skip !== false || stored === undefined) {
@@ -236,7 +252,7 @@ export async function resolveSealing(
         )
         if (value !== undefined) {
           batch ??= core.store.db.batch()
-          batch.put(encodeVersionKey(block, entry.id), value, { column: core.store.columns.versions })
+          batch._put(encodeVersionKey(block, entry.id), value, { column: core.store.columns.versions })
           if (block < marks.min) marks.min = block
           if (block > marks.max) marks.max = block
         }
@@ -292,6 +308,6 @@ export function deleteVersions(
   const { from, to } = liveBlocks(core)
   const lo = Math.max(from, fromBlock)
   const hi = Math.min(to, toBlock)
-  for (let b = lo; b <= hi; b++) batch.del(encodeVersionKey(b, entry.id), { column: core.store.columns.versions })
+  for (let b = lo; b <= hi; b++) batch._del(encodeVersionKey(b, entry.id), { column: core.store.columns.versions })
   return Math.max(0, hi - lo + 1)
 }

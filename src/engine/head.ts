@@ -281,8 +281,13 @@ export class Head {
    * late point for a just-ended block usually arrives within that), or every point with `force`.
    * With `hold`, the open cold run of a series being written stays, forced or not (see runsToHold).
    * Taken points stay readable until finishSeal().
+   *
+   * A step per series, for a caller that gives the event loop back between them (Slicer.drive):
+   * taking a few hundred thousand series at once held the loop for seconds. Each series is taken
+   * whole in its step, so a write or a read between steps finds every series either not yet taken
+   * or taken; points a write adds to a taken series wait for the next seal.
    */
-  takeDue(nowMs: number, idleMs: number, force: boolean, hold?: HoldRuns): Taken[] {
+  *takeDueSteps(nowMs: number, idleMs: number, force: boolean, hold?: HoldRuns): Generator<void, Taken[], void> {
     const boundary = Math.floor((nowMs - idleMs) / BLOCK_MS) * BLOCK_MS
     const out: Taken[] = []
     const memory = new SealMemory()
@@ -327,6 +332,7 @@ export class Head {
       if (list) list.push(taken)
       else this.sealing.set(handle, [taken])
       out.push(taken)
+      yield
     }
     return out
   }

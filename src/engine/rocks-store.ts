@@ -348,11 +348,11 @@ export class RocksStore {
         const log = await this.newestFile('.log')
         for (let written = 0; written < size; written += filler.length) {
           const fill = this.db.batch()
-          fill.put(key, filler.subarray(0, Math.min(filler.length, size - written)), { column })
-          fill.del(key, { column })
+          fill._put(key, filler.subarray(0, Math.min(filler.length, size - written)), { column })
+          fill._del(key, { column })
           await fill.write({ sync: false })
           const next = this.db.batch()
-          next.del(key, { column: trigger })
+          next._del(key, { column: trigger })
           await next.write({ sync: false })
           if ((await this.newestFile('.log')) > log) break
           // The binding writes on the event loop: calls waiting for it go between the pieces.
@@ -397,7 +397,7 @@ export class RocksStore {
     const [stored] = await this.db.getMany([key], { column: this.columns.meta })
     if (stored === undefined) {
       const batch = this.db.batch()
-      batch.put(key, u32(SCHEMA_VERSION), { column: this.columns.meta })
+      batch._put(key, u32(SCHEMA_VERSION), { column: this.columns.meta })
       await batch.write({ sync: true })
       return
     }
@@ -415,7 +415,7 @@ export class RocksStore {
   }
 
   putMeta(batch: ChainedBatch, name: string, value: Buffer): void {
-    batch.put(Buffer.from(name), value, { column: this.columns.meta })
+    batch._put(Buffer.from(name), value, { column: this.columns.meta })
   }
 
   /** Reads a key range in pages; the iterator (and its snapshot) is created before this returns its promise. */

@@ -161,7 +161,7 @@ export class SeriesIndex {
   /** Deletes the series' records in `batch` and forgets it. */
   remove(entry: SeriesEntry, batch: ChainedBatch): void {
     const column = this.store.columns.index
-    batch.del(seriesKey(entry.id), { column })
+    batch._del(seriesKey(entry.id), { column })
     this.forget(entry)
   }
 
@@ -338,7 +338,7 @@ export class SeriesIndex {
   private writeRecords(entry: SeriesEntry, batch: ChainedBatch): void {
     const column = this.store.columns.index
     const def = encodeSeriesDef(entry.metric, entry.tags)
-    batch.put(seriesKey(entry.id), Buffer.concat([Buffer.from([ENCODING_SERIES_DEF]), def]), { column })
+    batch._put(seriesKey(entry.id), Buffer.concat([Buffer.from([ENCODING_SERIES_DEF]), def]), { column })
   }
 
   /**

@@ -87,8 +87,8 @@ export class SmallDb {
     if (ops.length === 0) return
     const batch = this.db.batch()
     for (const op of ops) {
-      if (op.type === 'put') batch.put(op.key, op.value)
-      else batch.del(op.key)
+      if (op.type === 'put') batch._put(op.key, op.value)
+      else batch._del(op.key)
     }
     await this.log.write(batch, options.sync)
   }

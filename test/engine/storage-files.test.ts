@@ -140,7 +140,7 @@ describe('data folder', () => {
       }
       const write = async (): Promise<void> => {
         const batch = store.db.batch()
-        batch.put(Buffer.from('k'), Buffer.from('v'), { column: store.columns.meta })
+        batch._put(Buffer.from('k'), Buffer.from('v'), { column: store.columns.meta })
         await batch.write()
       }
       await write()
@@ -172,10 +172,10 @@ describe('data folder', () => {
       const id = Buffer.alloc(8, 7)
       const empty = Buffer.alloc(0)
       const column = store.columns.index
-      batch.put(Buffer.concat([Buffer.from([INDEX_PREFIX_METRIC_RETIRED]), Buffer.from('cpu\0'), id]), empty, {
+      batch._put(Buffer.concat([Buffer.from([INDEX_PREFIX_METRIC_RETIRED]), Buffer.from('cpu\0'), id]), empty, {
         column,
       })
-      batch.put(Buffer.concat([Buffer.from([INDEX_PREFIX_TAG_RETIRED]), Buffer.from('cpu\0host\0h1\0'), id]), empty, {
+      batch._put(Buffer.concat([Buffer.from([INDEX_PREFIX_TAG_RETIRED]), Buffer.from('cpu\0host\0h1\0'), id]), empty, {
         column,
       })
       await batch.write()

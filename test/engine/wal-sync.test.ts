@@ -49,7 +49,7 @@ async function withStore(test: (store: RocksStore, dir: string) => Promise<void>
 /** Writes one key to the meta family, synced to disk when `durable`. */
 async function put(store: RocksStore, key: string, durable: boolean): Promise<void> {
   const batch = store.db.batch()
-  batch.put(Buffer.from(key), Buffer.from('v'), { column: store.columns.meta })
+  batch._put(Buffer.from(key), Buffer.from('v'), { column: store.columns.meta })
   await store.writeBatch(batch, durable)
 }
 

@@ -1,6 +1,12 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
-import { Head, sortDedupLastWins } from '../../src/engine/head.js'
+import { Head, type HoldRuns, sortDedupLastWins, type Taken } from '../../src/engine/head.js'
+import { runToEnd } from '../../src/engine/slicer.js'
+
+/** Head.takeDueSteps to the end at once, as a seal does between its slices. */
+function takeDue(head: Head, nowMs: number, idleMs: number, force: boolean, hold?: HoldRuns): Taken[] {
+  return runToEnd(head.takeDueSteps(nowMs, idleMs, force, hold))
+}
 
 function rng(seed: number): () => number {
   let s = seed >>> 0
@@ -82,7 +88,7 @@ describe('write buffer', () => {
     head.append(1, Float64Array.of(1000), Float64Array.of(9), 6)
     assert.equal(head.bufferedPoints, 4)
     // At 45 s with 2 s idle, block [0, 30 s) is due and block [30 s, 60 s) is still open.
-    const taken = head.takeDue(45_000, 2000, false)
+    const taken = takeDue(head, 45_000, 2000, false)
     assert.equal(taken.length, 1)
     assert.deepEqual(Array.from(taken[0]?.ts ?? []), [0, 1000])
     assert.deepEqual(Array.from(taken[0]?.vals ?? []), [1, 9])
@@ -92,7 +98,7 @@ describe('write buffer', () => {
     assert.equal(head.bufferedPoints, 1)
     assert.equal(head.minSeq(), 5)
     assert.deepEqual(head.last(1), { ts: 40_000, val: 3 })
-    const rest = head.takeDue(0, 0, true)
+    const rest = takeDue(head, 0, 0, true)
     head.abortSeal(rest)
     assert.equal(head.bufferedPoints, 1)
     head.drop(1, 0, 50_000)
@@ -110,7 +116,7 @@ describe('write buffer', () => {
     head.append(2, Float64Array.of(9 * HOUR), Float64Array.of(6), 1)
     // Series 3's newest run ends past the hot tier's start: it is not held.
     head.append(3, Float64Array.of(9 * HOUR, 10 * HOUR), Float64Array.of(7, 8), 1)
-    const first = head.takeDue(100 * HOUR, 0, false, hold)
+    const first = takeDue(head, 100 * HOUR, 0, false, hold)
     assert.deepEqual(
       first.map((t) => [t.handle, ...t.ts]),
       [
@@ -123,7 +129,7 @@ describe('write buffer', () => {
     assert.deepEqual([...head.read(1, 0, 3 * HOUR)!.vals], [4, 5])
     // Series 1 goes on into hour 3: hour 2 is complete and goes, hour 3 stays.
     head.append(1, Float64Array.of(2 * HOUR + 20_000, 3 * HOUR), Float64Array.of(9, 10), 2)
-    const second = head.takeDue(100 * HOUR, 0, false, hold)
+    const second = takeDue(head, 100 * HOUR, 0, false, hold)
     assert.deepEqual(
       second.map((t) => [t.handle, ...t.ts]),
       [
@@ -134,7 +140,7 @@ describe('write buffer', () => {
     )
     head.finishSeal(second)
     // Nothing written since: the held run goes too.
-    const third = head.takeDue(100 * HOUR, 0, false, hold)
+    const third = takeDue(head, 100 * HOUR, 0, false, hold)
     assert.deepEqual(
       third.map((t) => [t.handle, ...t.ts]),
       [[1, 3 * HOUR]],
@@ -150,17 +156,17 @@ describe('write buffer', () => {
         head.append(handle, Float64Array.of(0, HOUR, HOUR + 1000, HOUR + 2000), Float64Array.of(1, 2, 3, 4), 1)
       }
     }
-    const points = (taken: ReturnType<Head['takeDue']>) => taken.reduce((n, t) => n + t.ts.length, 0)
+    const points = (taken: Taken[]) => taken.reduce((n, t) => n + t.ts.length, 0)
     const head = new Head()
     fill(head)
     // Three held runs of three points each: 9, more than 8.
-    assert.equal(points(head.takeDue(100 * HOUR, 0, false, { coldRunsBeforeMs: 10 * HOUR, maxPoints: 8 })), 12)
+    assert.equal(points(takeDue(head, 100 * HOUR, 0, false, { coldRunsBeforeMs: 10 * HOUR, maxPoints: 8 })), 12)
     const held = new Head()
     fill(held)
-    assert.equal(points(held.takeDue(100 * HOUR, 0, false, { coldRunsBeforeMs: 10 * HOUR, maxPoints: 9 })), 3)
+    assert.equal(points(takeDue(held, 100 * HOUR, 0, false, { coldRunsBeforeMs: 10 * HOUR, maxPoints: 9 })), 3)
     const forced = new Head()
     fill(forced)
-    assert.equal(points(forced.takeDue(100 * HOUR, 0, true)), 12)
+    assert.equal(points(takeDue(forced, 100 * HOUR, 0, true)), 12)
   })
 
   it('a series emptied by a seal takes new points while the taken ones stay as they were', () => {
@@ -169,7 +175,7 @@ describe('write buffer', () => {
       head.append(handle, Float64Array.of(1000, 2000), Float64Array.of(handle, handle + 0.5), 1)
     }
     // Every point is due: the buffers are emptied whole and kept for what comes next.
-    const first = head.takeDue(1_000_000, 0, false)
+    const first = takeDue(head, 1_000_000, 0, false)
     assert.deepEqual(
       first.map((t) => [t.handle, ...t.ts, ...t.vals]),
       [
@@ -192,7 +198,7 @@ describe('write buffer', () => {
     assert.deepEqual([...head.read(0, 0, 10_000)!.ts], [3000, 4000])
     assert.equal(head.read(2, 0, 10_000), undefined)
     // The next seal takes only the new points, and series 2, written no more, leaves the head.
-    const second = head.takeDue(1_000_000, 0, false)
+    const second = takeDue(head, 1_000_000, 0, false)
     assert.deepEqual(
       second.map((t) => [t.handle, ...t.ts, ...t.vals]),
       [
@@ -210,7 +216,7 @@ describe('write buffer', () => {
   it('after a seal, points written without versions count as version 0 against later versioned ones', () => {
     const head = new Head()
     head.append(4, Float64Array.of(1000, 2000), Float64Array.of(1, 2), 1, Float64Array.of(100, 100))
-    const first = head.takeDue(1_000_000, 0, true)
+    const first = takeDue(head, 1_000_000, 0, true)
     assert.deepEqual([...first[0]!.vers!], [100, 100])
     head.finishSeal(first)
     // The series' buffer is kept with its versions array from the sealed cycle; a point without a
@@ -221,7 +227,7 @@ describe('write buffer', () => {
     assert.deepEqual([...head.read(4, 0, 10_000)!.vals], [30, 40])
     // A later point without a version has version 0.
     head.append(4, Float64Array.of(5000), Float64Array.of(5), 4)
-    const second = head.takeDue(1_000_000, 0, true)
+    const second = takeDue(head, 1_000_000, 0, true)
     assert.deepEqual(
       second.map((t) => [...t.ts, ...t.vals, ...t.vers!]),
       [[3000, 4000, 5000, 30, 40, 5, 50, 50, 0]],
@@ -236,7 +242,7 @@ describe('write buffer', () => {
   it('points taken from part of a buffer stay as they were when the buffer takes new ones', () => {
     const head = new Head()
     head.append(7, Float64Array.of(1000, 40_000, 2000), Float64Array.of(1, 4, 2), 1)
-    const taken = head.takeDue(45_000, 2000, false)
+    const taken = takeDue(head, 45_000, 2000, false)
     head.append(7, Float64Array.of(41_000, 42_000, 43_000), Float64Array.of(5, 6, 7), 2)
     assert.deepEqual([...taken[0]!.ts, ...taken[0]!.vals], [1000, 2000, 1, 2])
     head.finishSeal(taken)
