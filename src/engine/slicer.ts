@@ -23,6 +23,8 @@ export function checkSignal(ctx: CallContext | undefined): void {
  */
 export class Slicer {
   private sliceStart = performance.now()
+  /** The turn the call's tasks wait for once the slice is used up, until it comes. */
+  private turn: Promise<void> | undefined
 
   constructor(private readonly ctx: CallContext | undefined) {}
 
@@ -31,11 +33,20 @@ export class Slicer {
     return performance.now() - this.sliceStart >= SLICE_MS
   }
 
-  /** Yields to the event loop when the slice is used up, then throws if the call was cancelled. */
+  /**
+   * Yields to the event loop when the slice is used up, then throws if the call was cancelled.
+   * Tasks of one call that run side by side (a read of many series, queryConcurrency at a time)
+   * share its slices: all that find the slice used up wait for the same turn, and the next slice
+   * starts once, when it comes. Each restarting the slice for itself gave every task a slice of its
+   * own per turn, and held the loop sixteen slices at a time.
+   */
   async pause(): Promise<void> {
     if (!this.due()) return
-    await nextTurn()
-    this.sliceStart = performance.now()
+    this.turn ??= nextTurn().then(() => {
+      this.turn = undefined
+      this.sliceStart = performance.now()
+    })
+    await this.turn
     checkSignal(this.ctx)
   }
 
