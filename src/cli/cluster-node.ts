@@ -154,7 +154,6 @@ export function createClusterNode(
       const bound = await transport.listen(
         peerService(
           local,
-          tokens,
           async (body, ctx) => {
             if (repair === undefined) throw new UnavailableError('this node has not joined the cluster yet')
             return repair.runForPeer(body, ctx)
@@ -208,7 +207,6 @@ export function createClusterNode(
       repair = new AntiEntropy(
         local,
         { selfId: nodeId, transport, view, handoff },
-        tokens,
         { intervalMs: options.repairIntervalMs, peerTimeoutMs: options.peerTimeoutMs, limits: engineLimits.limits },
         logger,
       )

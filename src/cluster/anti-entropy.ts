@@ -42,7 +42,7 @@ import { decodePeerSeries, encodePeerWrite, type PeerWriteEntry } from './peer-c
 import type { PeerTransport } from './peer-transport.js'
 import { encodeRangeList, rangeBuckets } from './repair-service.js'
 import { Ring, type TokenRange, type TokenSpan } from './ring.js'
-import { encodeSpans, type SeriesTokens, spanFilter } from './shard-filter.js'
+import { encodeSpans, spanFilter } from './shard-filter.js'
 
 /**
  * How far behind now a background pass stops: points newer than this may still be on their way to
@@ -156,7 +156,6 @@ export class AntiEntropy {
   constructor(
     private readonly local: StorageEngine & ShardEngine,
     private readonly link: AntiEntropyLink,
-    private readonly tokens: SeriesTokens,
     private readonly options: AntiEntropyOptions,
     private readonly logger: Logger,
   ) {}
@@ -483,7 +482,7 @@ export class AntiEntropy {
     signal: AbortSignal | undefined,
   ): Promise<{ range: number; blockStartMs: number; digest: string }[]> {
     if (id === this.link.selfId) {
-      const digests = await this.local.digestShard(rangeBuckets(spans, this.tokens), MIN_TIMESTAMP_MS, endMs, {
+      const digests = await this.local.digestShard(rangeBuckets(spans), MIN_TIMESTAMP_MS, endMs, {
         signal,
       })
       return digests.map((d) => ({ range: d.bucket, blockStartMs: d.blockStartMs, digest: d.digest.toString(16) }))
@@ -710,8 +709,7 @@ export class AntiEntropy {
     endMs: number,
     signal: AbortSignal | undefined,
   ): Promise<SeriesPoints[]> {
-    if (id === this.link.selfId)
-      return this.local.readShard(spanFilter(ranges, this.tokens), startMs, endMs, { signal })
+    if (id === this.link.selfId) return this.local.readShard(spanFilter(ranges), startMs, endMs, { signal })
     const body = PeerRepairReadRequest.encode({ ranges: Buffer.from(encodeSpans(ranges)), startMs, endMs }).finish()
     const reply = await this.request(ringVersion, id, PeerKind.PEER_KIND_REPAIR_READ, body, signal)
     return PeerRepairReadResponse.decode(reply).series.map((s, i) => decodePeerSeries(s, `series[${i}]`))

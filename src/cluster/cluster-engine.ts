@@ -64,7 +64,7 @@ import {
 import { aggregationToPeer, partialFromPeer, selectorToPeer, shardToPeer } from './peer-messages.js'
 import type { PeerEndpoint, PeerTransport } from './peer-transport.js'
 import { assignReadReplicas } from './placement.js'
-import { Ring, seriesToken, type TokenRange, type TokenSpan } from './ring.js'
+import { Ring, type TokenRange, type TokenSpan } from './ring.js'
 import { encodeSpans, type SeriesTokens, spanFilter } from './shard-filter.js'
 import { LevelNotMet, requiredReplicas, WriteTally } from './write-tally.js'
 
@@ -561,7 +561,7 @@ export class ClusterEngine implements StorageEngine {
         .ranges(state.rf)
         .filter((r) => r.owners.includes(this.selfId))
         .map((r) => ({ start: r.start, end: r.end }))
-      state.owned = spanFilter(spans, this.tokens)
+      state.owned = spanFilter(spans)
     }
     return state.owned
   }
@@ -844,7 +844,7 @@ export class ClusterEngine implements StorageEngine {
       const others = new Set<string>()
       for (const r of ranges) for (const reader of readers.get(r) ?? []) if (reader !== id) others.add(reader)
       if (ranges.length === held) parts.push({ node, ranges, others, spans: undefined, filter: undefined })
-      else parts.push({ node, ranges, others, spans: encodeSpans(spans), filter: spanFilter(spans, this.tokens) })
+      else parts.push({ node, ranges, others, spans: encodeSpans(spans), filter: spanFilter(spans) })
     }
     return parts
   }
@@ -1164,7 +1164,7 @@ export class ClusterEngine implements StorageEngine {
       const part = plan.find((p) => p.node.id === node.id)
       // A member that no range is read from counts nothing: the empty span list accepts no series.
       const countSpans = part === undefined ? new Uint8Array(0) : part.spans
-      const countFilter = part === undefined ? spanFilter([], this.tokens) : this.localFilter(part)
+      const countFilter = part === undefined ? spanFilter([]) : this.localFilter(part)
       if (node.id === this.selfId) {
         return (await this.local.deleteSeriesCounted(request, countFilter, ctx)).seriesMatched
       }
@@ -1362,7 +1362,7 @@ export class ClusterEngine implements StorageEngine {
     const shares = state.ring.ownership(1)
     const hints = this.hintBacklog()
     return state.ring
-      .owners(seriesToken(key), state.rf)
+      .owners(this.tokens.of(key), state.rf)
       .map((id) => this.nodeInfo(state.byId.get(id)!, healthy, leader, shares, hints))
   }
 

@@ -28,19 +28,15 @@ import {
 import { aggregationFromPeer, partialToPeer, selectorFromPeer, valueFilterFromPeer } from './peer-messages.js'
 import type { PeerHandler } from './peer-transport.js'
 import { answerDigest, answerRepairRead } from './repair-service.js'
-import { decodeSpans, type SeriesTokens, spanFilter } from './shard-filter.js'
+import { decodeSpans, spanFilter } from './shard-filter.js'
 
 /**
  * The series a read answers for: the ranges it names, or with `all` every range the node owns,
  * which is every series it holds unless it may still hold ranges it lost (`owned`).
  */
-function filterOf(
-  shard: PeerShard | undefined,
-  tokens: SeriesTokens,
-  owned: () => SeriesFilter | undefined,
-): SeriesFilter | undefined {
+function filterOf(shard: PeerShard | undefined, owned: () => SeriesFilter | undefined): SeriesFilter | undefined {
   if (shard === undefined) throw ValidationError.field('shard', 'is required')
-  return shard.all ? owned() : spanFilter(decodeSpans(shard.ranges), tokens)
+  return shard.all ? owned() : spanFilter(decodeSpans(shard.ranges))
 }
 
 function queryFromPeer(peer: PeerQueryRequest): QueryRequest {
@@ -65,8 +61,7 @@ export type RepairRunner = (body: Uint8Array, ctx: CallContext) => Promise<Uint8
 
 /**
  * Answers the requests other nodes send this one: each decodes its body (a malformed one is a
- * ValidationError the sender receives), runs on the local engine and encodes the answer. `tokens`
- * is the node's series token cache, which the filters of the reads it answers look tokens up in.
+ * ValidationError the sender receives), runs on the local engine and encodes the answer.
  * `runRepair` runs a repair pass that a peer asks for; without it such a request is UNAVAILABLE.
  * `clock` is the node's write-version clock: it observes the versions of the writes received, so
  * that the writes this node coordinates next get larger ones. `hintsWaiting` gives the hints the
@@ -77,7 +72,6 @@ export type RepairRunner = (body: Uint8Array, ctx: CallContext) => Promise<Uint8
  */
 export function peerService(
   local: StorageEngine & ShardEngine,
-  tokens: SeriesTokens,
   runRepair?: RepairRunner,
   clock?: HybridLogicalClock,
   hintsWaiting: () => ReadonlyMap<string, number> = () => new Map(),
@@ -105,7 +99,7 @@ export function peerService(
       case PeerKind.PEER_KIND_QUERY: {
         const peer = PeerQueryRequestCodec.decode(body)
         const request = queryFromPeer(peer)
-        const filter = filterOf(peer.shard, tokens, owned)
+        const filter = filterOf(peer.shard, owned)
         if (peer.partial) {
           const groups = await local.queryPartials(request, filter, ctx)
           return PeerQueryResponse.encode({
@@ -118,7 +112,7 @@ export function peerService(
         const peer = PeerLatestRequest.decode(body)
         const series = await local.latestShard(
           selectorFromPeer(peer.selector, 'selector'),
-          filterOf(peer.shard, tokens, owned),
+          filterOf(peer.shard, owned),
           ctx,
         )
         return encodePeerWrite(series, 0, identities)
@@ -127,7 +121,7 @@ export function peerService(
         const peer = PeerListSeriesRequest.decode(body)
         const refs = await local.listSeriesShard(
           selectorFromPeer(peer.selector, 'selector'),
-          filterOf(peer.shard, tokens, owned),
+          filterOf(peer.shard, owned),
           ctx,
         )
         return PeerListSeriesResponse.encode({
@@ -141,7 +135,7 @@ export function peerService(
             selector: selectorFromPeer(peer.selector, 'selector'),
             ...(peer.ranged ? { startMs: peer.startMs, endMs: peer.endMs } : {}),
           },
-          filterOf(peer.countShard, tokens, owned),
+          filterOf(peer.countShard, owned),
           ctx,
         )
         return PeerDeleteResponse.encode({ seriesMatched: result.seriesMatched }).finish()
@@ -154,9 +148,9 @@ export function peerService(
       case PeerKind.PEER_KIND_COMPACT:
         return PeerCompactResponse.encode(await local.compact(ctx)).finish()
       case PeerKind.PEER_KIND_REPAIR_DIGEST:
-        return answerDigest(local, tokens, body, ctx)
+        return answerDigest(local, body, ctx)
       case PeerKind.PEER_KIND_REPAIR_READ:
-        return answerRepairRead(local, tokens, body, ctx)
+        return answerRepairRead(local, body, ctx)
       case PeerKind.PEER_KIND_VERSIONS:
         return answerVersions(local, body, ctx)
       case PeerKind.PEER_KIND_REPAIR_RUN:

@@ -177,7 +177,7 @@ export class MoveWorker {
     // The engine routes with this same snapshot: ownedSeries is the serving ring's, as no one moves.
     const owned = this.engine.ownedSeries()
     const dropped = await this.local.dropShard(
-      { key: `not-owned@${snapshot.version}`, accepts: (seriesKey) => !owned.accepts(seriesKey) },
+      { key: `not-owned@${snapshot.version}`, accepts: (seriesKey, token) => !owned.accepts(seriesKey, token) },
       ctx,
     )
     this.engine.markClean(snapshot)

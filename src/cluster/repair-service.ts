@@ -12,7 +12,7 @@ import type { CallContext } from '../engine/storage-engine.js'
 import { ValidationError } from '../model/errors.js'
 import { encodePeerWrite } from './peer-codec.js'
 import { TOKEN_SPACE, type TokenSpan } from './ring.js'
-import { decodeSpans, type SeriesTokens, spanFilter, spanIndex } from './shard-filter.js'
+import { decodeSpans, spanFilter, spanIndex } from './shard-filter.js'
 
 /**
  * Packs ranges as PeerShard.ranges does (little-endian uint32 pairs, an end of 2^32 written as 0),
@@ -30,8 +30,9 @@ export function encodeRangeList(ranges: readonly TokenSpan[]): Uint8Array {
 }
 
 /** The buckets of a range list: the index of the range a series' token lies in, or -1. */
-export function rangeBuckets(ranges: readonly TokenSpan[], tokens: SeriesTokens): SeriesBuckets {
-  return { bucketOf: spanIndex(ranges, tokens) }
+export function rangeBuckets(ranges: readonly TokenSpan[]): SeriesBuckets {
+  const indexOf = spanIndex(ranges)
+  return { bucketOf: (_seriesKey, token) => indexOf(token) }
 }
 
 function checkWindow(startMs: number, endMs: number): void {
@@ -39,16 +40,11 @@ function checkWindow(startMs: number, endMs: number): void {
 }
 
 /** Answers PEER_KIND_REPAIR_DIGEST: the digests of the local data per (range, hour). */
-export async function answerDigest(
-  local: ShardEngine,
-  tokens: SeriesTokens,
-  body: Uint8Array,
-  ctx: CallContext,
-): Promise<Uint8Array> {
+export async function answerDigest(local: ShardEngine, body: Uint8Array, ctx: CallContext): Promise<Uint8Array> {
   const request = PeerRepairDigestRequest.decode(body)
   checkWindow(request.startMs, request.endMs)
   const ranges = decodeSpans(request.ranges)
-  const digests = await local.digestShard(rangeBuckets(ranges, tokens), request.startMs, request.endMs, ctx)
+  const digests = await local.digestShard(rangeBuckets(ranges), request.startMs, request.endMs, ctx)
   return PeerRepairDigestResponse.encode({
     digests: digests.map((d) => {
       const digest = Buffer.alloc(8)
@@ -59,15 +55,10 @@ export async function answerDigest(
 }
 
 /** Answers PEER_KIND_REPAIR_READ: every local point of the ranges' series in the window. */
-export async function answerRepairRead(
-  local: ShardEngine,
-  tokens: SeriesTokens,
-  body: Uint8Array,
-  ctx: CallContext,
-): Promise<Uint8Array> {
+export async function answerRepairRead(local: ShardEngine, body: Uint8Array, ctx: CallContext): Promise<Uint8Array> {
   const request = PeerRepairReadRequest.decode(body)
   checkWindow(request.startMs, request.endMs)
-  const filter = spanFilter(decodeSpans(request.ranges), tokens)
+  const filter = spanFilter(decodeSpans(request.ranges))
   const series = await local.readShard(filter, request.startMs, request.endMs, ctx)
   return encodePeerWrite(series)
 }

@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto'
 import { bug } from '../model/errors.js'
 
 /**
@@ -31,18 +30,10 @@ export interface TokenRange extends TokenSpan {
 }
 
 /**
- * The token of a series: the first 4 bytes, big-endian, of the SHA-256 of its canonical key (see
- * canonicalSeriesKey). Series ids are the first 8 bytes of the same hash, so a node that already has
- * the id can use tokenOfSeriesId instead and skip hashing.
- */
-export function seriesToken(canonicalKey: string): number {
-  return createHash('sha256').update(canonicalKey, 'utf8').digest().readUInt32BE(0)
-}
-
-/**
  * The token of a series from its usual id, seriesIdFromKey(key) with attempt 0: its first 4 bytes,
- * big-endian, which equals seriesToken(key). An id a node took after a collision (attempt > 0) is a
- * different hash and must not be used here: placement follows the key, never a node's local id.
+ * big-endian, which equals seriesToken(key) (model/series-key.ts). An id a node took after a
+ * collision (attempt > 0) is a different hash and must not be used here: placement follows the
+ * key, never a node's local id.
  */
 export function tokenOfSeriesId(id: Uint8Array): number {
   if (id.length < 4) throw bug(`series id of ${id.length} bytes is too short for a token`)

@@ -1,7 +1,8 @@
 import { createHash } from 'node:crypto'
 import type { SeriesFilter } from '../engine/shard.js'
 import { ValidationError } from '../model/errors.js'
-import { seriesToken, TOKEN_SPACE, type TokenSpan } from './ring.js'
+import { seriesToken } from '../model/series-key.js'
+import { TOKEN_SPACE, type TokenSpan } from './ring.js'
 
 /**
  * Packs spans as little-endian uint32 pairs, 8 bytes a span, writing an end of 2^32 as 0 (the
@@ -47,9 +48,9 @@ export function decodeSpans(bytes: Uint8Array): TokenSpan[] {
 
 /**
  * Series tokens a node has computed, by canonical key: a SHA-256 per series costs more than the
- * routing or filtering it serves, and a series' token never changes. Cleared whenever it is full,
- * so its memory stays bounded however many series pass through. One per node, shared by the write
- * routing and every read filter, the ones its peers send included.
+ * routing it serves, and a series' token never changes. Cleared whenever it is full, so its memory
+ * stays bounded however many series pass through. One per node, for the routing of the writes it
+ * coordinates (reads are narrowed by the tokens the engine keeps per series).
  */
 export class SeriesTokens {
   private readonly tokens = new Map<string, number>()
@@ -69,24 +70,23 @@ export class SeriesTokens {
 
 /**
  * The filter that accepts the series whose ring token lies in the spans: a binary search over the
- * sorted span starts, on the series' token from the node's cache.
+ * sorted span starts.
  */
-export function spanFilter(spans: readonly TokenSpan[], tokens: SeriesTokens): SeriesFilter {
-  const indexOf = spanIndex(spans, tokens)
+export function spanFilter(spans: readonly TokenSpan[]): SeriesFilter {
+  const indexOf = spanIndex(spans)
   const digest = createHash('sha256')
   for (const span of spans) digest.update(`${span.start}-${span.end},`)
   return {
     key: `shard:${digest.digest('hex').slice(0, 32)}`,
-    accepts: (seriesKey: string): boolean => indexOf(seriesKey) >= 0,
+    accepts: (_seriesKey: string, token: number): boolean => indexOf(token) >= 0,
   }
 }
 
-/** For sorted, disjoint spans: the index of the span a series' token lies in, or -1. */
-export function spanIndex(spans: readonly TokenSpan[], tokens: SeriesTokens): (seriesKey: string) => number {
+/** For sorted, disjoint spans: the index of the span a token lies in, or -1. */
+export function spanIndex(spans: readonly TokenSpan[]): (token: number) => number {
   const starts = Float64Array.from(spans, (s) => s.start)
   const ends = Float64Array.from(spans, (s) => s.end)
-  return (seriesKey) => {
-    const token = tokens.of(seriesKey)
+  return (token) => {
     let lo = 0
     let hi = starts.length - 1
     while (lo <= hi) {

@@ -110,8 +110,8 @@ interface QueryBudgets {
  * until the sealer writes their blocks.
  */
 /** The entries a filter accepts; all of them without one. */
-function filterEntries(entries: SeriesEntry[], filter: SeriesFilter | undefined): SeriesEntry[] {
-  return filter === undefined ? entries : entries.filter((e) => filter.accepts(e.key))
+function filterEntries(index: SeriesIndex, entries: SeriesEntry[], filter: SeriesFilter | undefined): SeriesEntry[] {
+  return filter === undefined ? entries : entries.filter((e) => filter.accepts(e.key, index.tokenOf(e)))
 }
 
 export class BasicEngine implements StorageEngine, ShardEngine, EngineCore {
@@ -409,7 +409,7 @@ export class BasicEngine implements StorageEngine, ShardEngine, EngineCore {
     if (!request.aggregation) throw ValidationError.field('aggregation', 'is required for partial aggregates')
     return this.eachSelector(request, async (one, budgets) => {
       const slicer = new Slicer(ctx)
-      const entries = filterEntries(await this.index.selectSliced(one.selector, slicer), filter)
+      const entries = filterEntries(this.index, await this.index.selectSliced(one.selector, slicer), filter)
       const inputs = await this.aggregateInputs(one, entries, budgets, ctx)
       const groups = await slicer.drive(partialSteps(inputs, request.aggregation!, one.startMs, one.endMs))
       for (const g of groups) budgets.result.take(g.starts.length)
@@ -469,7 +469,7 @@ export class BasicEngine implements StorageEngine, ShardEngine, EngineCore {
     ctx: CallContext | undefined,
   ): Promise<SeriesPoints[]> {
     const slicer = new Slicer(ctx)
-    const entries = filterEntries(await this.index.selectSliced(request.selector, slicer), seriesFilter)
+    const entries = filterEntries(this.index, await this.index.selectSliced(request.selector, slicer), seriesFilter)
     // A disabled result cache is not asked by key: building the key cost more than the rest of a miss.
     const key = !this.resultCache.enabled
       ? undefined
@@ -512,7 +512,7 @@ export class BasicEngine implements StorageEngine, ShardEngine, EngineCore {
     this.assertOpen()
     const started = performance.now()
     const slicer = new Slicer(ctx)
-    const entries = filterEntries(await this.index.selectSliced(selector, slicer), filter)
+    const entries = filterEntries(this.index, await this.index.selectSliced(selector, slicer), filter)
     // Cached latest points answer without I/O, so only the slicer lets other calls in between.
     const points = await mapLimit(entries, this.config.queryConcurrency, async (entry) => {
       checkSignal(ctx)
@@ -540,7 +540,7 @@ export class BasicEngine implements StorageEngine, ShardEngine, EngineCore {
 
   async listSeriesShard(selector: Selector, filter: SeriesFilter | undefined, ctx?: CallContext): Promise<SeriesRef[]> {
     this.assertOpen()
-    const entries = filterEntries(await this.index.selectSliced(selector, new Slicer(ctx)), filter)
+    const entries = filterEntries(this.index, await this.index.selectSliced(selector, new Slicer(ctx)), filter)
     return entries.map((e) => ({ metric: e.metric, tags: e.tags }))
   }
 
@@ -576,7 +576,7 @@ export class BasicEngine implements StorageEngine, ShardEngine, EngineCore {
   async readShard(filter: SeriesFilter, startMs: number, endMs: number, ctx?: CallContext): Promise<SeriesPoints[]> {
     this.assertOpen()
     checkRange(startMs, endMs)
-    const entries = filterEntries(this.index.all(), filter)
+    const entries = filterEntries(this.index, this.index.all(), filter)
     return readMany(this, entries, startMs, endMs, new PointBudget(Number.POSITIVE_INFINITY), ctx)
   }
 
@@ -607,7 +607,7 @@ export class BasicEngine implements StorageEngine, ShardEngine, EngineCore {
     // took a deleted series just before the delete, as dropShard does. A ranged delete keeps the
     // series, so such a write's points stay in the head as in its record: nothing to trim.
     if (!ranged && entries.length > 0) await this.trimRacingRecords()
-    return { seriesMatched: filterEntries(entries, countFilter).length }
+    return { seriesMatched: filterEntries(this.index, entries, countFilter).length }
   }
 
   async dropShard(
@@ -621,10 +621,10 @@ export class BasicEngine implements StorageEngine, ShardEngine, EngineCore {
     let handle = 0
     const next = async (): Promise<SeriesEntry | undefined> => {
       while (handle < end) {
-        // Filters hash every key (a ring lookup in a cluster): millions of them take seconds.
+        // A filter looks up every series (a ring lookup in a cluster): millions of them take seconds.
         await slicer.pause()
         const entry = this.index.byHandle(handle++)
-        if (entry !== undefined && filter.accepts(entry.key)) return entry
+        if (entry !== undefined && filter.accepts(entry.key, this.index.tokenOf(entry))) return entry
       }
       return undefined
     }

@@ -60,7 +60,7 @@ export async function digestEntries(
   const slicer = new Slicer(ctx)
   const chosen: { entry: SeriesEntry; bucket: number }[] = []
   for (const entry of entries) {
-    const bucket = buckets.bucketOf(entry.key)
+    const bucket = buckets.bucketOf(entry.key, core.index.tokenOf(entry))
     if (bucket >= 0) chosen.push({ entry, bucket })
     await slicer.pause()
   }

@@ -8,7 +8,13 @@ import {
 import { bug } from '../model/errors.js'
 import { type CompiledSelector, compileSelector } from '../model/matcher.js'
 import { RegexCache } from '../model/regex.js'
-import { canonicalSeriesKey, decodeSeriesDef, encodeSeriesDef, seriesIdFromKey } from '../model/series-key.js'
+import {
+  canonicalSeriesKey,
+  decodeSeriesDef,
+  encodeSeriesDef,
+  seriesIdFromKey,
+  seriesToken,
+} from '../model/series-key.js'
 import type { Selector, Tag } from '../model/types.js'
 import { type CacheCounters, selectorKey } from './caches.js'
 import type { RocksStore } from './rocks-store.js'
@@ -61,6 +67,8 @@ export class SeriesIndex {
   private readonly byKey = new Map<string, SeriesEntry>()
   private readonly byIdHex = new Map<string, SeriesEntry>()
   private readonly byMetric = new Map<string, MetricPostings>()
+  /** Ring tokens by handle (see tokenOf), NaN where not known yet. */
+  private tokens = new Float64Array(0)
   private liveCount = 0
   /**
    * Resolved selectors, least recently used first, bounded by SELECT_CACHE_BYTES; those of a metric
@@ -133,14 +141,41 @@ export class SeriesIndex {
   ): { entry: SeriesEntry; created: boolean } {
     const known = this.byKey.get(key)
     if (known) return { entry: known, created: false }
+    // The usual id (attempt 0) begins with the series' ring token: kept, so it is never hashed again.
+    let token: number | undefined
     for (let attempt = 0; attempt < COLLISION_ATTEMPTS; attempt++) {
       const id = seriesIdFromKey(key, attempt)
+      token ??= id.readUInt32BE(0)
       if (this.byIdHex.has(id.toString('hex'))) continue
       const entry = this.register(id, key, metric, tags)
+      this.keepToken(entry.handle, token)
       this.writeRecords(entry, batch)
       return { entry, created: true }
     }
     throw bug(`${COLLISION_ATTEMPTS} series id collisions in a row for ${metric}`)
+  }
+
+  /**
+   * The ring token of a series, seriesToken(entry.key): a cluster node narrows its reads, repairs
+   * and moves to token ranges, and hashing every series' key for each of them cost seconds a read at
+   * 150,000 series. Known from the id for a series created here, hashed once for a loaded one.
+   */
+  tokenOf(entry: SeriesEntry): number {
+    let token = this.tokens[entry.handle] ?? Number.NaN
+    if (Number.isNaN(token)) {
+      token = seriesToken(entry.key)
+      this.keepToken(entry.handle, token)
+    }
+    return token
+  }
+
+  private keepToken(handle: number, token: number): void {
+    if (handle >= this.tokens.length) {
+      const grown = new Float64Array(Math.max(1024, handle + 1, this.tokens.length * 2)).fill(Number.NaN)
+      grown.set(this.tokens)
+      this.tokens = grown
+    }
+    this.tokens[handle] = token
   }
 
   /** Undoes ensure() of series whose write failed, so memory matches disk. */

@@ -4,21 +4,22 @@ import type { PartialGroup } from './aggregate-partial.js'
 import type { CallContext } from './storage-engine.js'
 
 /**
- * The series a node answers for in a cluster read: those whose canonical key the filter accepts
- * (the cluster accepts a series when its ring token lies in the token ranges it gave this node).
- * `key` identifies the filter in cache keys: two filters with the same key accept the same series.
+ * The series a node answers for in a cluster read: those the filter accepts, given each series'
+ * canonical key and its ring token, seriesToken(seriesKey), which the engine keeps per series (the
+ * cluster accepts a series when its token lies in the token ranges it gave this node). `key`
+ * identifies the filter in cache keys: two filters with the same key accept the same series.
  */
 export interface SeriesFilter {
   readonly key: string
-  accepts(seriesKey: string): boolean
+  accepts(seriesKey: string, token: number): boolean
 }
 
 /**
- * Sorts series into numbered buckets (the token ranges a repair compares), by canonical key: a
- * bucket from 0 up, or -1 for a series in none.
+ * Sorts series into numbered buckets (the token ranges a repair compares), given the canonical key
+ * and ring token as SeriesFilter is: a bucket from 0 up, or -1 for a series in none.
  */
 export interface SeriesBuckets {
-  bucketOf(seriesKey: string): number
+  bucketOf(seriesKey: string, token: number): number
 }
 
 /** The digest of the points of one bucket's series in one block of time (see digest.ts). */

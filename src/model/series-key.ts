@@ -99,6 +99,16 @@ export class SeriesMemo<T> {
 }
 
 /**
+ * The ring token of a series: the first 4 bytes, big-endian, of the SHA-256 of its canonical key,
+ * which are the first 4 bytes of its usual series id too (seriesIdFromKey with attempt 0). The
+ * cluster places series by it; the engine keeps it per series (SeriesIndex.tokenOf), so that a read
+ * narrowed to token ranges does not hash every series it looks at.
+ */
+export function seriesToken(canonicalKey: string): number {
+  return createHash('sha256').update(canonicalKey, 'utf8').digest().readUInt32BE(0)
+}
+
+/**
  * The 8-byte series id of a canonical series key: the first 8 bytes of its SHA-256. `attempt` 0
  * gives the usual id; when the engine finds that id taken by another series, it tries attempt 1,
  * 2, ... in order, so every node that sees the same collisions settles on the same id. A retry

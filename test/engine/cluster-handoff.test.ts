@@ -34,7 +34,7 @@ describe('writes to an owner with hints waiting', () => {
     let owner = new BasicEngine({ dataDir: join(dir, 'c'), sync: 'off' })
     await owner.open()
     const store = await HintStore.open({ dir: join(dir, 'hints'), maxBytes: 1 << 20, maxAgeMs: 3_600_000 })
-    let serve = peerService(owner, new SeriesTokens())
+    let serve = peerService(owner)
     let requests = 0
     const c = net.transport('c')
     const cAddress = await c.listen((from, kind, body, meta) => {
@@ -114,7 +114,7 @@ describe('writes to an owner with hints waiting', () => {
       await owner.close()
       owner = new BasicEngine({ dataDir: join(dir, 'c'), sync: 'off' })
       await owner.open()
-      serve = peerService(owner, new SeriesTokens())
+      serve = peerService(owner)
       assert.deepEqual(await valuesAtC(), [2])
       // With no hint waiting, the delete goes ahead on both owners.
       assert.equal((await engine.deleteSeries(all)).seriesMatched, 1)
@@ -136,7 +136,7 @@ describe('writes to an owner with hints waiting', () => {
     const owner = new BasicEngine({ dataDir: join(dir, 'c'), sync: 'off' })
     await owner.open()
     const store = await HintStore.open({ dir: join(dir, 'hints'), maxBytes: 64 << 20, maxAgeMs: 3_600_000 })
-    const serve = peerService(owner, new SeriesTokens())
+    const serve = peerService(owner)
     let requests = 0
     const c = net.transport('c')
     const cAddress = await c.listen((from, kind, body, meta) => {

@@ -11,7 +11,6 @@ import { HintStore } from '../../src/cluster/hint-store.js'
 import { HintedHandoff } from '../../src/cluster/hinted-handoff.js'
 import { MemoryNetwork } from '../../src/cluster/memory-transport.js'
 import { peerService } from '../../src/cluster/peer-service.js'
-import { SeriesTokens } from '../../src/cluster/shard-filter.js'
 import { evenTokens } from '../../src/cluster/tokens.js'
 import { BasicEngine } from '../../src/engine/basic-engine.js'
 import { silentLogger } from '../../src/engine/config.js'
@@ -81,7 +80,6 @@ describe('anti-entropy repair over three replicas', () => {
       const engine = new BasicEngine({ dataDir: join(dir, id), sync: 'off' })
       await engine.open()
       const transport = net.transport(id)
-      const tokens = new SeriesTokens()
       const handoff =
         id === 'a'
           ? new HintedHandoff(
@@ -95,11 +93,10 @@ describe('anti-entropy repair over three replicas', () => {
       const repair = new AntiEntropy(
         engine,
         { selfId: id, transport, view, handoff },
-        tokens,
         { intervalMs: 3_600_000, peerTimeoutMs: 5_000, limits: DEFAULT_WRITE_LIMITS },
         silentLogger,
       )
-      const serve = peerService(engine, tokens, (body, ctx) => repair.runForPeer(body, ctx))
+      const serve = peerService(engine, (body, ctx) => repair.runForPeer(body, ctx))
       const served = new Map<PeerKind, number>()
       await transport.listen((from, kind, body, meta) => {
         served.set(kind, (served.get(kind) ?? 0) + 1)

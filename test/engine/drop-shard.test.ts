@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url'
 import { BasicEngine } from '../../src/engine/basic-engine.js'
 import type { BasicEngineOptions } from '../../src/engine/config.js'
 import type { BlockDigest, SeriesBuckets, SeriesFilter } from '../../src/engine/shard.js'
-import { canonicalSeriesKey, seriesIdFromKey, sortTags } from '../../src/model/series-key.js'
+import { canonicalSeriesKey, seriesIdFromKey, seriesToken, sortTags } from '../../src/model/series-key.js'
 import type { SeriesPoints, SeriesRef, Tag } from '../../src/model/types.js'
 import { MemoryEngine } from '../fixtures/memory-engine.js'
 import { assertSameSeries } from '../fixtures/series-assert.js'
@@ -68,7 +68,7 @@ const oddHosts: SeriesFilter = {
 const everything: SeriesFilter = { key: 'all', accepts: () => true }
 /** Bucket 0 holds the series that stay, bucket 1 those that go. */
 const keptAndDropped: SeriesBuckets = {
-  bucketOf: (key) => (oddHosts.accepts(key) ? 1 : 0),
+  bucketOf: (key, token) => (oddHosts.accepts(key, token) ? 1 : 0),
 }
 
 function gridValue(metric: number, host: number, i: number): number {
@@ -605,6 +605,42 @@ function registerTests(): void {
           assertSnapshot(await snapshot(engine), before, 'after an empty drop')
         } finally {
           await engine.close()
+        }
+      })
+    })
+
+    it("gives filters and buckets each series' ring token, for series written since the open and loaded at it", async () => {
+      await withDir(async (dir) => {
+        const clock = new ManualClock(NOW)
+        const seen = new Map<string, number[]>()
+        const recording: SeriesFilter = {
+          key: 'recording',
+          accepts: (key, token) => {
+            seen.set(key, [...(seen.get(key) ?? []), token])
+            return true
+          },
+        }
+        const buckets: SeriesBuckets = { bucketOf: (key, token) => (recording.accepts(key, token) ? 0 : -1) }
+        const check = async (engine: BasicEngine, when: string): Promise<void> => {
+          seen.clear()
+          const read = await engine.readShard(recording, T0, NOW)
+          await engine.digestShard(buckets, T0, NOW)
+          await engine.queryShard({ selector: { metric: 'cpu', matchers: [] }, startMs: T0, endMs: NOW }, recording)
+          assert.equal(seen.size, read.length, when)
+          for (const [key, tokens] of seen) {
+            for (const token of tokens) assert.equal(token, seriesToken(key), `${when}: ${JSON.stringify(key)}`)
+          }
+        }
+        const engine = await prepared(dir, clock)
+        await engine.close()
+        const reopened = engineAt(dir, clock)
+        await reopened.open()
+        try {
+          await check(reopened, 'series loaded at the open')
+          await reopened.write({ series: [{ metric: 'cpu', tags: hostTags(99), timestamps: [T0], values: [1] }] })
+          await check(reopened, 'with a series written since the open')
+        } finally {
+          await reopened.close()
         }
       })
     })
