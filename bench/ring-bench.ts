@@ -8,10 +8,10 @@
 // - the spread after one node is removed (its tokens dropped);
 // and beside them random tokens, as rings without token choice get them. Then owners() lookups per
 // second on the 100-node ring, and the cost of a series token.
-import { Ring, type RingMember, TOKEN_SPACE, tokenOfSeriesId } from '../src/cluster/ring.js'
+import { Ring, type RingMember, TOKEN_SPACE } from '../src/cluster/ring.js'
 import { chooseTokens, DEFAULT_VNODES, withoutMember } from '../src/cluster/tokens.js'
 import { prng } from '../src/model/prng.js'
-import { canonicalSeriesKey, seriesIdFromKey, seriesToken } from '../src/model/series-key.js'
+import { canonicalSeriesKey, seriesIdFromKey, seriesToken, tokenOfSeriesId } from '../src/model/series-key.js'
 
 const SIZES = [3, 10, 100]
 const SERIES = 100_000

@@ -29,17 +29,6 @@ export interface TokenRange extends TokenSpan {
   readonly owners: readonly string[]
 }
 
-/**
- * The token of a series from its usual id, seriesIdFromKey(key) with attempt 0: its first 4 bytes,
- * big-endian, which equals seriesToken(key) (model/series-key.ts). An id a node took after a
- * collision (attempt > 0) is a different hash and must not be used here: placement follows the
- * key, never a node's local id.
- */
-export function tokenOfSeriesId(id: Uint8Array): number {
-  if (id.length < 4) throw bug(`series id of ${id.length} bytes is too short for a token`)
-  return ((id[0]! << 24) | (id[1]! << 16) | (id[2]! << 8) | id[3]!) >>> 0
-}
-
 function isToken(n: number): boolean {
   return Number.isInteger(n) && n >= 0 && n < TOKEN_SPACE
 }

@@ -76,7 +76,7 @@ export async function sealBlocks(core: EngineCore, force: boolean): Promise<numb
   let resolved: Awaited<ReturnType<typeof resolveSealing>>
   try {
     // Points whose sealed copies have higher write versions lose here (none without versions).
-    resolved = await resolveSealing(core, entries)
+    resolved = await resolveSealing(core, entries, slicer)
   } catch (err) {
     core.head.abortSeal(taken)
     throw err

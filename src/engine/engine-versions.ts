@@ -24,7 +24,7 @@ import { syncsWrites } from './config.js'
 import type { EngineCore } from './engine-core.js'
 import type { PointRun } from './head.js'
 import type { SeriesEntry } from './series-index.js'
-import { Slicer } from './slicer.js'
+import type { Slicer } from './slicer.js'
 
 /** The first block whose versions are still kept: older ones compare as version 0. */
 export function versionCutoffBlock(core: EngineCore): number {
@@ -184,13 +184,16 @@ type SealingRun = { readonly entry: SeriesEntry; readonly run: PointRun }
  * blocks: a point whose stored copy has a higher version is dropped, and the versions of the points
  * that win are stored, in batches written before the blocks (a seal that fails is redone, to the
  * same result: a point whose version was stored compares equal to it). Runs without versions in
- * blocks the family does not hold are returned as they are. RESOLVE_CHUNK runs at a time, in slices
- * of the event loop: a seal may hold hundreds of thousands of series, and one batch of all their
+ * blocks the family does not hold are returned as they are. RESOLVE_CHUNK runs at a time, in the
+ * seal's slices of the event loop: a seal may hold hundreds of thousands of series, and one batch of all their
  * versions held the loop for seconds.
  */
-export async function resolveSealing(core: EngineCore, items: readonly SealingRun[]): Promise<ResolvedRun[]> {
+export async function resolveSealing(
+  core: EngineCore,
+  items: readonly SealingRun[],
+  slicer: Slicer,
+): Promise<ResolvedRun[]> {
   const out: ResolvedRun[] = []
-  const slicer = new Slicer(undefined)
   for (let from = 0; from < items.length; from += RESOLVE_CHUNK) {
     for (const resolved of await resolveChunk(core, items.slice(from, from + RESOLVE_CHUNK), slicer)) out.push(resolved)
   }

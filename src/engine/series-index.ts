@@ -14,6 +14,7 @@ import {
   encodeSeriesDef,
   seriesIdFromKey,
   seriesToken,
+  tokenOfSeriesId,
 } from '../model/series-key.js'
 import type { Selector, Tag } from '../model/types.js'
 import { type CacheCounters, selectorKey } from './caches.js'
@@ -145,7 +146,7 @@ export class SeriesIndex {
     let token: number | undefined
     for (let attempt = 0; attempt < COLLISION_ATTEMPTS; attempt++) {
       const id = seriesIdFromKey(key, attempt)
-      token ??= id.readUInt32BE(0)
+      token ??= tokenOfSeriesId(id)
       if (this.byIdHex.has(id.toString('hex'))) continue
       const entry = this.register(id, key, metric, tags)
       this.keepToken(entry.handle, token)

@@ -109,6 +109,17 @@ export function seriesToken(canonicalKey: string): number {
 }
 
 /**
+ * The token of a series from its usual id, seriesIdFromKey(key) with attempt 0: its first 4 bytes,
+ * big-endian, which equals seriesToken(key). An id a node took after a
+ * collision (attempt > 0) is a different hash and must not be used here: placement follows the
+ * key, never a node's local id.
+ */
+export function tokenOfSeriesId(id: Uint8Array): number {
+  if (id.length < 4) throw bug(`series id of ${id.length} bytes is too short for a token`)
+  return ((id[0]! << 24) | (id[1]! << 16) | (id[2]! << 8) | id[3]!) >>> 0
+}
+
+/**
  * The 8-byte series id of a canonical series key: the first 8 bytes of its SHA-256. `attempt` 0
  * gives the usual id; when the engine finds that id taken by another series, it tries attempt 1,
  * 2, ... in order, so every node that sees the same collisions settles on the same id. A retry

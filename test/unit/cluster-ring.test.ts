@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import { assignReadReplicas, type ReadAssignment } from '../../src/cluster/placement.js'
-import { Ring, type RingMember, TOKEN_SPACE, tokenOfSeriesId } from '../../src/cluster/ring.js'
+import { Ring, type RingMember, TOKEN_SPACE } from '../../src/cluster/ring.js'
 import { chooseTokens, DEFAULT_VNODES, evenTokens, withoutMember } from '../../src/cluster/tokens.js'
 import { prng } from '../../src/model/prng.js'
-import { canonicalSeriesKey, seriesIdFromKey, seriesToken } from '../../src/model/series-key.js'
+import { canonicalSeriesKey, seriesIdFromKey, seriesToken, tokenOfSeriesId } from '../../src/model/series-key.js'
 
 /** A ring built the way a cluster grows: nodes join one at a time, each choosing its tokens. */
 function grow(nodes: number, vnodes = DEFAULT_VNODES, from: RingMember[] = []): RingMember[] {
