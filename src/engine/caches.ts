@@ -195,10 +195,19 @@ function addTo<K>(map: Map<K, Set<string>>, k: K, key: string): void {
 }
 
 /**
- * What a cached run summary costs against the points budget: its eight numbers and the map entry
- * weigh about what a few decoded points do.
+ * What an entry costs against the points budget (16 bytes each) besides the points of its run: its
+ * key, its objects and the two typed arrays of a run hold about 1.1 KB of heap, a summary about
+ * 0.75 KB (measured on Node 20 with 200,000 entries, heap and array buffers after a full GC). A
+ * budget counted in points alone let one-point runs hold seventy times what it said.
  */
-const SUMMARY_COST = 4
+const RUN_ENTRY_COST = 64
+const SUMMARY_COST = 48
+/**
+ * Runs of fewer points are not kept: such a run decodes in a quarter of a microsecond (4 points,
+ * on this project's machine), where keeping it costs a kilobyte of heap, and a read of many sparse
+ * series would push everything else out of the cache, at about 10 µs an insertion and eviction.
+ */
+const MIN_CACHED_RUN_POINTS = 16
 
 /** The series of a row key, as the cache names it: the hex of its 8-byte series id. */
 function seriesOf(key: Buffer): string {
@@ -210,16 +219,25 @@ type CachedValue =
   | { readonly kind: 'summary'; readonly summary: RunSummaryWithSpan; readonly cost: number }
 
 type CachedEntry = CachedValue & {
+  readonly key: string
   readonly series: string
   /** The value of `placed` when the entry last went to the end of the order. */
   at: number
+  /** The series' other entries, a list whose first entry `bySeries` holds. */
+  prevOfSeries: CachedEntry | undefined
+  nextOfSeries: CachedEntry | undefined
 }
 
 /**
- * Decoded hot blocks and cold runs, keyed by family, series and block, so that repeated queries
- * over the same data skip decoding. Bounded by points; least recently used go first. Every path
- * that rewrites or deletes stored blocks of a series calls invalidate(), which also bumps the
- * series' generation, so a read that decoded an older version cannot store it afterwards.
+ * Decoded cold runs and their summaries, keyed by series and run, so that repeated queries over the
+ * same data skip decoding, and aggregations over whole hours skip reading. Bounded by points, an
+ * entry's own weight included (see RUN_ENTRY_COST); least recently used go first. Every path that
+ * rewrites or deletes stored runs of a series calls invalidate(), which also bumps the series'
+ * generation, so a read that decoded an older version cannot store it afterwards.
+ *
+ * Hot blocks are not kept: one holds 30 seconds of a series, a few points that decode in about a
+ * microsecond once read, against a kilobyte of heap to keep them, and a wide read would fill the
+ * cache with them (see README, Reads).
  *
  * Callers name a series by the hex of its id, which the series index keeps, so that a lookup
  * builds no string from a row key: an aggregation over hours may look up a thousand summaries.
@@ -227,18 +245,25 @@ type CachedEntry = CachedValue & {
 export class DecodedBlockCache {
   readonly counters: CacheCounters = { hits: 0, misses: 0 }
   /**
-   * Decoded blocks and runs (`h`/`c` + series + block) and run summaries (`s` + series + block),
-   * least recently used first, nearly: see lookup().
+   * Decoded runs (`c` + series + run) and run summaries (`s` + series + run), least recently used
+   * first, nearly: see lookup().
    */
   private readonly entries = new Map<string, CachedEntry>()
-  private readonly bySeries = new Map<string, Set<string>>()
+  /** The first of each series' entries; each links to the next. */
+  private readonly bySeries = new Map<string, CachedEntry>()
   private readonly generations = new Map<string, number>()
   private points = 0
   /** Counts the entries put at the end of the order, ever. */
   private placed = 0
+  /**
+   * Where eviction goes on: every entry before it was evicted or moved to the end. A fresh
+   * iterator for every eviction would step over the slots of all entries deleted since the Map
+   * last rehashed, a walk that grows with every eviction.
+   */
+  private eviction: IterableIterator<string> | undefined
 
   constructor(
-    /** Points kept at most (a summary costs SUMMARY_COST of them); 0 disables the cache. */
+    /** Points kept at most, each entry's own cost included; 0 disables the cache. */
     private readonly maxPoints: number,
   ) {}
 
@@ -246,15 +271,16 @@ export class DecodedBlockCache {
     return this.generations.get(seriesHex) ?? 0
   }
 
-  /** The decoded hot block ('h') or cold run ('c') of a series at `block`. */
-  get(family: 'c' | 'h', seriesHex: string, block: number): PointRun | undefined {
-    const e = this.lookup(family + seriesHex + block)
+  /** The decoded cold run of a series that starts at block `runStart`. */
+  get(seriesHex: string, runStart: number): PointRun | undefined {
+    const e = this.lookup(`c${seriesHex}${runStart}`)
     return e?.kind === 'run' ? e.run : undefined
   }
 
-  set(family: 'c' | 'h', seriesHex: string, block: number, run: PointRun, generation: number): void {
-    if (run.ts.length > this.maxPoints / 8) return
-    this.store(family + seriesHex + block, seriesHex, { kind: 'run', run, cost: run.ts.length }, generation)
+  set(seriesHex: string, runStart: number, run: PointRun, generation: number): void {
+    const cost = run.ts.length + RUN_ENTRY_COST
+    if (run.ts.length < MIN_CACHED_RUN_POINTS || cost > this.maxPoints / 8) return
+    this.store(`c${seriesHex}${runStart}`, seriesHex, { kind: 'run', run, cost }, generation)
   }
 
   /** The summary of the cold run of a series that starts at block `runStart`, without reading it. */
@@ -294,25 +320,39 @@ export class DecodedBlockCache {
     return e
   }
 
-  /** Keeps `entry` unless the series' blocks changed since `generation` was read. */
-  private store(k: string, series: string, entry: CachedValue, generation: number): void {
+  /** Keeps `value` unless the series' runs changed since `generation` was read. */
+  private store(k: string, series: string, value: CachedValue, generation: number): void {
     if (this.maxPoints === 0) return
     if (this.generation(series) !== generation) return
     this.drop(k)
-    this.entries.set(k, { ...entry, series, at: ++this.placed })
-    this.points += entry.cost
-    addTo(this.bySeries, series, k)
+    const nextOfSeries = this.bySeries.get(series)
+    const entry: CachedEntry = { ...value, key: k, series, at: ++this.placed, prevOfSeries: undefined, nextOfSeries }
+    if (nextOfSeries) nextOfSeries.prevOfSeries = entry
+    this.bySeries.set(series, entry)
+    this.entries.set(k, entry)
+    this.points += value.cost
     while (this.points > this.maxPoints) {
-      const oldest = this.entries.keys().next().value
+      const oldest = this.oldest()
       if (oldest === undefined) break
       this.drop(oldest)
     }
   }
 
+  /** The least recently used key, nearly (see lookup()). */
+  private oldest(): string | undefined {
+    this.eviction ??= this.entries.keys()
+    const next = this.eviction.next()
+    if (!next.done) return next.value
+    // Every entry placed before the iterator reached the end was passed; begin again.
+    this.eviction = this.entries.keys()
+    const first = this.eviction.next()
+    return first.done ? undefined : first.value
+  }
+
   /**
    * These cold runs were rewritten: forget them and their summaries, and bump their series'
    * generations so that a read that began before cannot store what it read. The series' other
-   * runs and blocks stay cached, so a series written hour after hour keeps its older summaries.
+   * runs stay cached, so a series written hour after hour keeps its older summaries.
    */
   invalidateRuns(keys: readonly Buffer[]): void {
     for (const key of keys) {
@@ -324,11 +364,10 @@ export class DecodedBlockCache {
     }
   }
 
-  /** Stored blocks of this series changed: forget them all. */
+  /** Stored blocks or runs of this series changed: forget all it has here. */
   invalidate(seriesHex: string): void {
     this.generations.set(seriesHex, this.generation(seriesHex) + 1)
-    const keys = this.bySeries.get(seriesHex)
-    if (keys) for (const k of [...keys]) this.drop(k)
+    for (let e = this.bySeries.get(seriesHex); e; e = e.nextOfSeries) this.drop(e.key)
   }
 
   private drop(k: string): void {
@@ -336,6 +375,10 @@ export class DecodedBlockCache {
     if (!e) return
     this.entries.delete(k)
     this.points -= e.cost
-    removeFrom(this.bySeries, e.series, k)
+    const { prevOfSeries: prev, nextOfSeries: next } = e
+    if (next) next.prevOfSeries = prev
+    if (prev) prev.nextOfSeries = next
+    else if (next) this.bySeries.set(e.series, next)
+    else this.bySeries.delete(e.series)
   }
 }

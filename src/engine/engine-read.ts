@@ -60,22 +60,26 @@ function readableRange(core: EngineCore, startMs: number, endMs: number): { from
   }
 }
 
-/** The cold run ('c') or hot block ('h') of a series at `block`, decoded, from the decoded-block cache when it holds it. */
-function decoded(
+/** The cold run of a series that starts at block `runStart`, decoded, from the decoded-block cache when it holds it. */
+function decodedRun(
   core: EngineCore,
-  family: 'c' | 'h',
   seriesHex: string,
-  block: number,
+  runStart: number,
   value: Buffer,
   generation: number,
 ): PointRun {
-  const cached = core.decodedCache.get(family, seriesHex, block)
+  const cached = core.decodedCache.get(seriesHex, runStart)
   if (cached) return cached
-  const start = blockStartMs(block)
-  const d = family === 'c' ? decodeRun(coldRun(value), start) : decodeBlock(value, start)
+  const d = decodeRun(coldRun(value), blockStartMs(runStart))
   const run = { ts: d.timestamps, vals: d.values }
-  core.decodedCache.set(family, seriesHex, block, run, generation)
+  core.decodedCache.set(seriesHex, runStart, run, generation)
   return run
+}
+
+/** A hot block, decoded: never cached (see DecodedBlockCache). */
+function decodedBlock(key: Buffer, value: Buffer): PointRun {
+  const d = decodeBlock(value, blockStartMs(blockOfKey(key)))
+  return { ts: d.timestamps, vals: d.values }
 }
 
 /** The part of a decoded run or block inside [startMs, endMs); runs are sorted, so two binary searches. */
@@ -132,7 +136,7 @@ export async function readSeries(
     fromBlock <= core.tiers.coldMaxBlock && !inWorker ? readColdRunsNow(core, entry, fromBlock, toBlock) : undefined
   if (coldNow) {
     for (const { key, value } of coldNow) {
-      const run = decoded(core, 'c', entry.idHex, blockOfKey(key), value, generation)
+      const run = decodedRun(core, entry.idHex, blockOfKey(key), value, generation)
       const piece = clip(run.ts, run.vals, startMs, endMs)
       if (piece.ts.length > 0) coldPieces.push(piece)
     }
@@ -141,7 +145,7 @@ export async function readSeries(
     const takeCold = (page: Array<[Buffer, Buffer]>): void => {
       for (const [key, value] of page) {
         const block = blockOfKey(key)
-        coldItems.push({ block, value, run: core.decodedCache.get('c', entry.idHex, block) })
+        coldItems.push({ block, value, run: core.decodedCache.get(entry.idHex, block) })
       }
     }
     const range = clampedRange(entry.id, runStartBlock(fromBlock), Math.min(toBlock, core.tiers.coldMaxBlock) + 1)
@@ -152,7 +156,7 @@ export async function readSeries(
     const hotFrom = Math.max(fromBlock, hotMinBlock)
     const takeHot = (page: Array<[Buffer, Buffer]>): void => {
       for (const [key, value] of page) {
-        const block = decoded(core, 'h', entry.idHex, blockOfKey(key), value, generation)
+        const block = decodedBlock(key, value)
         const piece = clip(block.ts, block.vals, startMs, endMs)
         if (piece.ts.length > 0) hotPieces.push(piece)
       }
@@ -168,11 +172,11 @@ export async function readSeries(
     )
     misses.forEach((m, i) => {
       m.run = runs[i]
-      if (m.run) core.decodedCache.set('c', entry.idHex, m.block, m.run, generation)
+      if (m.run) core.decodedCache.set(entry.idHex, m.block, m.run, generation)
     })
   }
   for (const item of coldItems) {
-    const run = item.run ?? decoded(core, 'c', entry.idHex, item.block, item.value, generation)
+    const run = item.run ?? decodedRun(core, entry.idHex, item.block, item.value, generation)
     const piece = clip(run.ts, run.vals, startMs, endMs)
     if (piece.ts.length > 0) coldPieces.push(piece)
   }
@@ -322,7 +326,7 @@ async function readGroupForAggregate(
       const range = clampedRange(entry.id, hotFrom, toBlock + 1)
       const takeHot = (page: Array<[Buffer, Buffer]>): void => {
         for (const [key, value] of page) {
-          const block = decoded(core, 'h', entry.idHex, blockOfKey(key), value, generations[i] as number)
+          const block = decodedBlock(key, value)
           const piece = clip(block.ts, block.vals, startMs, endMs)
           if (piece.ts.length > 0) hotPieces[i]?.push(piece)
         }
@@ -452,7 +456,7 @@ async function assembleForAggregate(
       summaries.push(summary)
       continue
     }
-    const run = decoded(core, 'c', entry.idHex, runStart, value, generation)
+    const run = decodedRun(core, entry.idHex, runStart, value, generation)
     const piece = clip(run.ts, run.vals, startMs, endMs)
     if (piece.ts.length > 0) coldPieces.push(piece)
   }

@@ -107,30 +107,38 @@ export function scanPages(
  */
 export class RangeCursor {
   private closed = false
+  /** Entries the last read returned: the next range, of the next series, likely holds as many. */
+  private lastCount = 15
 
   constructor(private readonly it: Iterator) {}
 
   /**
    * The entries in [gte, lt), in key order, read now. `most` bounds the entries the range can hold
-   * (one a block or run): no read asks for more than are left of it. The first read asks for a few
-   * and each next one for twice as many, so that a range holding little (a series with one run in
-   * a year's range) does not read far past its end into the next series' values.
+   * (one a block or run): no read asks for more than are left of it. The first read asks for one
+   * more than the last range held (at most 64), as the series of a wide read tend to look alike, and
+   * each next one for twice as many. Every entry read past the range's end is a key and a value the
+   * binding made buffers of for nothing: asking for 16 each time made that most of the read of
+   * 150,000 series of four blocks.
    */
   read(gte: Buffer, lt: Buffer, most: number): Array<[Buffer, Buffer]> {
     if (this.closed) throw new Error('BUG: a read of a closed range cursor')
     this.it.seek(gte)
     const out: Array<[Buffer, Buffer]> = []
-    let ask = 16
+    let ask = Math.min(this.lastCount + 1, 64)
     while (out.length < most) {
       const { rows, finished } = this.it._nextvSync(Math.min(most - out.length, ask))
       ask = Math.min(2 * ask, 1024)
       for (let k = 0; k + 1 < rows.length; k += 2) {
         const key = rows[k] as Buffer
-        if (Buffer.compare(key, lt) >= 0) return out
+        if (Buffer.compare(key, lt) >= 0) {
+          this.lastCount = out.length
+          return out
+        }
         out.push([key, rows[k + 1] as Buffer])
       }
-      if (finished || rows.length === 0) return out
+      if (finished || rows.length === 0) break
     }
+    this.lastCount = out.length
     return out
   }
 
