@@ -16,6 +16,7 @@ import { aggregate, validateAggregation } from '../engine/aggregate.js'
 import { mergePartials, type PartialGroup } from '../engine/aggregate-partial.js'
 import type { Logger } from '../engine/config.js'
 import type { SeriesFilter, ShardEngine } from '../engine/shard.js'
+import { LARGE_WORK_SERIES, largeWork } from '../engine/slicer.js'
 import type {
   CallContext,
   ClusterFigures,
@@ -663,6 +664,7 @@ export class ClusterEngine implements StorageEngine {
    * level. A level that cannot be met answers UNAVAILABLE naming the owners that failed it.
    */
   async write(batch: WriteBatch, ctx?: CallContext): Promise<WriteResult> {
+    if (batch.series.length >= LARGE_WORK_SERIES) await largeWork.enter(ctx)
     const normalized = validateWriteBatch(batch, this.options.limits, this.validated)
     return this.routed(async (state) => {
       // One version for the whole request, the same in every owner's part and hint.

@@ -13,6 +13,7 @@ import {
   PeerStatsResponse,
 } from '../../gen/v3storage/internal/v1/peer_query.js'
 import type { SeriesFilter, ShardEngine } from '../engine/shard.js'
+import { largeWork } from '../engine/slicer.js'
 import type { CallContext, StorageEngine } from '../engine/storage-engine.js'
 import { UnavailableError, ValidationError } from '../model/errors.js'
 import type { HybridLogicalClock } from '../model/hlc.js'
@@ -57,6 +58,12 @@ function queryFromPeer(peer: PeerQueryRequest): QueryRequest {
 export type MoveHandler = (kind: PeerKind, body: Uint8Array, term: number, ctx: CallContext) => Promise<Uint8Array>
 
 /** Runs a repair pass on this node for a PEER_KIND_REPAIR_RUN request and answers its figures. */
+/**
+ * Peer write bodies of at least this size (about a thousand series of a few points) are decoded in
+ * a turn of the event loop of their own (see TurnGate): a peer's writes come off one socket together.
+ */
+const LARGE_PEER_BODY_BYTES = 64 * 1024
+
 export type RepairRunner = (body: Uint8Array, ctx: CallContext) => Promise<Uint8Array>
 
 /**
@@ -84,6 +91,7 @@ export function peerService(
     const ctx: CallContext = { signal: meta.signal }
     switch (kind) {
       case PeerKind.PEER_KIND_WRITE: {
+        if (body.byteLength >= LARGE_PEER_BODY_BYTES) await largeWork.enter(ctx)
         // The packed decoder rejects invalid UTF-8, which the generated one would turn into U+FFFD.
         const series = decodePeerSeriesList(body, headers)
         if (clock !== undefined) for (const s of series) if (s.version !== undefined) clock.observe(s.version)

@@ -70,7 +70,7 @@ import { Mutex } from './mutex.js'
 import { RocksStore } from './rocks-store.js'
 import { type SeriesEntry, SeriesIndex } from './series-index.js'
 import type { BlockDigest, SeriesBuckets, SeriesFilter, ShardEngine } from './shard.js'
-import { checkSignal, Slicer } from './slicer.js'
+import { checkSignal, LARGE_WORK_SERIES, largeWork, Slicer } from './slicer.js'
 import type {
   CallContext,
   CompactResult,
@@ -230,6 +230,7 @@ export class BasicEngine implements StorageEngine, ShardEngine, EngineCore {
 
   async write(batch: WriteBatch, ctx?: CallContext): Promise<WriteResult> {
     this.assertOpen()
+    if (batch.series.length >= LARGE_WORK_SERIES) await largeWork.enter(ctx)
     return this.writeValidated(validateWriteBatch(batch, this.config.limits, this.validated), ctx)
   }
 
@@ -290,24 +291,30 @@ export class BasicEngine implements StorageEngine, ShardEngine, EngineCore {
     await new Promise<void>((resolve) => setImmediate(resolve))
     try {
       while (this.queue.length > 0) {
-        let take = 1
-        if (this.config.sync !== 'always') {
-          let series = this.queue[0]!.batch.series.length
-          let points = this.queue[0]!.batch.points
-          for (; take < this.queue.length; take++) {
-            const next = this.queue[take]!.batch
-            series += next.series.length
-            points += next.points
-            if (series > GROUP_MAX_SERIES || points > GROUP_MAX_POINTS) break
-          }
-        }
-        const group = this.queue.splice(0, take)
+        // A large group waits for its turn in the queue, so that writes arriving meanwhile still join.
+        if (this.nextGroup().series >= LARGE_WORK_SERIES) await largeWork.enter()
+        const group = this.queue.splice(0, this.nextGroup().take)
         this.committing = this.commit(group)
         await this.committing
       }
     } finally {
       this.draining = undefined
     }
+  }
+
+  /** The requests at the head of the queue that go to RocksDB together, and their series. */
+  private nextGroup(): { take: number; series: number } {
+    let series = this.queue[0]?.batch.series.length ?? 0
+    if (this.config.sync === 'always') return { take: 1, series }
+    let points = this.queue[0]?.batch.points ?? 0
+    let take = 1
+    for (; take < this.queue.length; take++) {
+      const next = this.queue[take]!.batch
+      if (series + next.series.length > GROUP_MAX_SERIES || points + next.points > GROUP_MAX_POINTS) break
+      series += next.series.length
+      points += next.points
+    }
+    return { take, series }
   }
 
   private async commit(group: PendingWrite[]): Promise<void> {

@@ -67,3 +67,50 @@ export function runToEnd<T>(work: Generator<void, T, void>): T {
     if (step.done) return step.value
   }
 }
+
+/**
+ * Lets large pieces of synchronous work (decoding, validating or committing a request of thousands
+ * of series) into the event loop one at a time, with a whole turn of the loop (its timers and its
+ * I/O) between two of them. Each such piece holds the loop for tens of milliseconds, and requests
+ * that arrive together (a peer's writes read off one socket, a burst of client writes) would
+ * otherwise run theirs back to back: a cluster node's loop was held over a second at a time while
+ * it took an import, and every health check, Consul renewal and peer answer waited.
+ */
+export class TurnGate {
+  private readonly waiting: Array<() => void> = []
+  /** Whether a piece went in since the last turn of the loop. */
+  private taken = false
+
+  /** Resolves when the caller's piece may run: at once if none ran since the loop last turned. */
+  async enter(ctx?: CallContext): Promise<void> {
+    if (!this.taken && this.waiting.length === 0) {
+      this.take()
+      return
+    }
+    await new Promise<void>((resolve) => this.waiting.push(resolve))
+    checkSignal(ctx)
+  }
+
+  /**
+   * Marks a turn taken until the loop has turned: two immediates, so that timers and I/O run in
+   * between whichever phase the piece ran in (one set in the poll phase runs in the same turn).
+   */
+  private take(): void {
+    this.taken = true
+    setImmediate(() => setImmediate(() => this.next()))
+  }
+
+  private next(): void {
+    this.taken = false
+    const resolve = this.waiting.shift()
+    if (resolve === undefined) return
+    this.take()
+    resolve()
+  }
+}
+
+/** The gate of the process: every engine and peer service in it shares the one event loop. */
+export const largeWork = new TurnGate()
+
+/** Requests of at least this many series count as large work (see TurnGate). */
+export const LARGE_WORK_SERIES = 1_000

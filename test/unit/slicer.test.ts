@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
-import { SLICE_MS, Slicer } from '../../src/engine/slicer.js'
+import { SLICE_MS, Slicer, TurnGate } from '../../src/engine/slicer.js'
 
 /** Holds the thread for `ms` of wall-clock time, as a piece of a call's synchronous work does. */
 function work(ms: number): void {
@@ -56,5 +56,56 @@ describe('Slicer', () => {
     work(SLICE_MS)
     controller.abort()
     await assert.rejects(slicer.pause(), /cancelled or its deadline passed/)
+  })
+})
+
+describe('TurnGate', () => {
+  it('lets large pieces of work that arrive together run one at a time, with timers and I/O between', async () => {
+    // Peer writes read off one socket, or client writes of thousands of series, arrive in one turn of
+    // the loop; each piece of their work runs for tens of milliseconds. Run back to back, they held a
+    // cluster node's loop for a second; between two of them, the loop must turn.
+    const gate = new TurnGate()
+    let timerRuns = 0
+    const timer = setInterval(() => timerRuns++, 1)
+    const seen: number[] = []
+    try {
+      await Promise.all(
+        Array.from({ length: 6 }, async () => {
+          await gate.enter()
+          seen.push(timerRuns)
+          work(5)
+        }),
+      )
+    } finally {
+      clearInterval(timer)
+    }
+    // Every piece after the first saw the timer run since the one before it: each runs 5 ms, so the
+    // 1 ms timer is due whenever the loop turns.
+    for (let i = 1; i < seen.length; i++) assert.ok(seen[i]! > seen[i - 1]!, JSON.stringify(seen))
+  })
+
+  it('lets a piece in at once when none ran since the loop last turned', async () => {
+    const gate = new TurnGate()
+    const order: string[] = []
+    setImmediate(() => order.push('turn'))
+    await gate.enter()
+    order.push('piece')
+    await new Promise((resolve) => setTimeout(resolve, 5))
+    // The gate is free again once the loop has turned.
+    setImmediate(() => order.push('turn'))
+    await gate.enter()
+    order.push('piece')
+    assert.deepEqual(order, ['piece', 'turn', 'piece'])
+  })
+
+  it('fails a call cancelled while it waited, before its piece runs', async () => {
+    const gate = new TurnGate()
+    const controller = new AbortController()
+    await gate.enter()
+    const waiting = gate.enter({ signal: controller.signal })
+    controller.abort()
+    await assert.rejects(waiting, /cancelled or its deadline passed/)
+    // The next caller still gets its turn.
+    await gate.enter()
   })
 })
