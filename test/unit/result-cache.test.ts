@@ -24,7 +24,8 @@ describe('result cache', () => {
     assert.equal(kept(4 * 130, [points(100)]), true)
     assert.equal(kept(4 * 110, [points(100)]), false)
     // Many small series each cost their objects as well as their points.
-    assert.equal(kept(4 * 130, Array.from({ length: 50 }, () => points(2))), false)
+    const small = Array.from({ length: 50 }, () => points(2))
+    assert.equal(kept(4 * 130, small), false)
   })
 
   test('counts the whole buffer a result is a view of, which stays in memory with it', () => {
