@@ -90,8 +90,10 @@ describe('TurnGate', () => {
     setImmediate(() => order.push('turn'))
     await gate.enter()
     order.push('piece')
-    await new Promise((resolve) => setTimeout(resolve, 5))
-    // The gate is free again once the loop has turned.
+    // The gate is free again once the loop has turned: two immediates after the one the piece set
+    // (a timer of a few ms would not do: on a loaded machine it can fire before the loop turns).
+    await new Promise((resolve) => setImmediate(resolve))
+    await new Promise((resolve) => setImmediate(resolve))
     setImmediate(() => order.push('turn'))
     await gate.enter()
     order.push('piece')
