@@ -32,6 +32,30 @@ export function queryKey(request: QueryRequest): string {
   ].join('\u0002')
 }
 
+/**
+ * The keys of a Map, oldest first, one at a time as an eviction takes them. A Map deletes by leaving
+ * a hole, which it clears only when it rehashes; a fresh keys() for every eviction steps over all
+ * the holes of the keys evicted or moved since, a walk that grows with every eviction. One iterator
+ * kept across evictions steps over each hole once: every key before it was taken or moved to the
+ * end, where the iterator meets it again.
+ */
+export class OldestKeys<K> {
+  private keys: Iterator<K> | undefined
+
+  constructor(private readonly map: Map<K, unknown>) {}
+
+  /** The oldest key, or undefined when the Map is empty; the caller deletes or moves it. */
+  next(): K | undefined {
+    this.keys ??= this.map.keys()
+    const next = this.keys.next()
+    if (!next.done) return next.value
+    // Every key placed before the iterator reached the end was passed; begin again.
+    this.keys = this.map.keys()
+    const first = this.keys.next()
+    return first.done ? undefined : first.value
+  }
+}
+
 interface ResultEntry {
   readonly result: SeriesPoints[]
   readonly handles: readonly number[]
@@ -73,6 +97,7 @@ function resultCost(key: string, result: readonly SeriesPoints[], handles: numbe
 export class ResultCache {
   readonly counters: CacheCounters = { hits: 0, misses: 0 }
   private readonly entries = new Map<string, ResultEntry>()
+  private readonly oldest = new OldestKeys(this.entries)
   private readonly byHandle = new Map<number, Set<string>>()
   private readonly byMetric = new Map<string, Set<string>>()
   private readonly changedAt = new Map<number, number>()
@@ -135,7 +160,7 @@ export class ResultCache {
     for (const h of handles) addTo(this.byHandle, h, key)
     addTo(this.byMetric, entry.metric, key)
     while (this.points > this.maxPoints || this.entries.size > 4096) {
-      const oldest = this.entries.keys().next().value
+      const oldest = this.oldest.next()
       if (oldest === undefined) break
       this.remove(oldest)
     }
@@ -261,12 +286,7 @@ export class DecodedBlockCache {
   private points = 0
   /** Counts the entries put at the end of the order, ever. */
   private placed = 0
-  /**
-   * Where eviction goes on: every entry before it was evicted or moved to the end. A fresh
-   * iterator for every eviction would step over the slots of all entries deleted since the Map
-   * last rehashed, a walk that grows with every eviction.
-   */
-  private eviction: IterableIterator<string> | undefined
+  private readonly oldest = new OldestKeys(this.entries)
 
   constructor(
     /** Points kept at most, each entry's own cost included; 0 disables the cache. */
@@ -338,21 +358,10 @@ export class DecodedBlockCache {
     this.entries.set(k, entry)
     this.points += value.cost
     while (this.points > this.maxPoints) {
-      const oldest = this.oldest()
+      const oldest = this.oldest.next()
       if (oldest === undefined) break
       this.drop(oldest)
     }
-  }
-
-  /** The least recently used key, nearly (see lookup()). */
-  private oldest(): string | undefined {
-    this.eviction ??= this.entries.keys()
-    const next = this.eviction.next()
-    if (!next.done) return next.value
-    // Every entry placed before the iterator reached the end was passed; begin again.
-    this.eviction = this.entries.keys()
-    const first = this.eviction.next()
-    return first.done ? undefined : first.value
   }
 
   /**

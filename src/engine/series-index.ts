@@ -17,7 +17,7 @@ import {
   tokenOfSeriesId,
 } from '../model/series-key.js'
 import type { Selector, Tag } from '../model/types.js'
-import { type CacheCounters, selectorKey } from './caches.js'
+import { type CacheCounters, OldestKeys, selectorKey } from './caches.js'
 import type { RocksStore } from './rocks-store.js'
 import { runToEnd, type Slicer } from './slicer.js'
 
@@ -76,6 +76,7 @@ export class SeriesIndex {
    * are dropped whenever a series of that metric appears or goes (selectKeys finds them).
    */
   private readonly selectCache = new Map<string, CachedSelection>()
+  private readonly oldestSelection = new OldestKeys(this.selectCache)
   private readonly selectKeys = new Map<string, Set<string>>()
   private selectBytes = 0
   /** Bumped whenever a series of the metric appears or goes; only metrics that have series. */
@@ -252,7 +253,7 @@ export class SeriesIndex {
     }
     keys.add(key)
     while (this.selectBytes > SELECT_CACHE_BYTES) {
-      const oldest = this.selectCache.keys().next().value
+      const oldest = this.oldestSelection.next()
       if (oldest === undefined) break
       this.dropSelection(oldest)
     }
