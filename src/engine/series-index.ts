@@ -31,10 +31,41 @@ export interface SeriesEntry {
   readonly tags: readonly Tag[]
 }
 
+/**
+ * The series handles of one tag value: the handle itself while it is the only one, a Set from the
+ * second on. Many tags have a value per series (a host, a container id), and a Set of one handle
+ * costs 160 bytes of heap, about a third of what the index holds per series.
+ */
+type Handles = number | Set<number>
+
 interface MetricPostings {
   readonly all: Set<number>
   /** tag key -> tag value -> series handles. */
-  readonly byTag: Map<string, Map<string, Set<number>>>
+  readonly byTag: Map<string, Map<string, Handles>>
+}
+
+function addHandle(values: Map<string, Handles>, value: string, handle: number): void {
+  const handles = values.get(value)
+  if (handles === undefined) values.set(value, handle)
+  else if (typeof handles === 'number') values.set(value, new Set([handles, handle]))
+  else handles.add(handle)
+}
+
+function removeHandle(values: Map<string, Handles> | undefined, value: string, handle: number): void {
+  const handles = values?.get(value)
+  if (handles === undefined) return
+  if (typeof handles === 'number') {
+    if (handles === handle) values?.delete(value)
+    return
+  }
+  handles.delete(handle)
+  if (handles.size === 0) values?.delete(value)
+}
+
+/** The handles of a tag value as a set to intersect; empty when the value has none. */
+function handleSet(handles: Handles | undefined): ReadonlySet<number> {
+  if (handles === undefined) return new Set()
+  return typeof handles === 'number' ? new Set([handles]) : handles
 }
 
 const COLLISION_ATTEMPTS = 16
@@ -191,7 +222,7 @@ export class SeriesIndex {
     const postings = this.byMetric.get(entry.metric)
     if (!postings) return
     postings.all.delete(entry.handle)
-    for (const tag of entry.tags) postings.byTag.get(tag.key)?.get(tag.value)?.delete(entry.handle)
+    for (const tag of entry.tags) removeHandle(postings.byTag.get(tag.key), tag.value, entry.handle)
     if (postings.all.size === 0) this.byMetric.delete(entry.metric)
   }
 
@@ -314,17 +345,17 @@ export class SeriesIndex {
     out: SeriesEntry[],
     progress: { checked: number },
   ): Generator<void, void, void> {
-    const lists: Set<number>[] = []
+    const lists: ReadonlySet<number>[] = []
     for (const eq of compiled.positiveEquals) {
-      const list = postings.byTag.get(eq.key)?.get(eq.value)
-      if (!list || list.size === 0) return
+      const list = handleSet(postings.byTag.get(eq.key)?.get(eq.value))
+      if (list.size === 0) return
       lists.push(list)
     }
     for (const set of compiled.positiveSets) {
       const byValue = postings.byTag.get(set.key)
       const union = new Set<number>()
       for (const value of set.values) {
-        for (const handle of byValue?.get(value) ?? []) {
+        for (const handle of handleSet(byValue?.get(value))) {
           if (++progress.checked % CANDIDATES_PER_STEP === 0) yield
           union.add(handle)
         }
@@ -362,12 +393,7 @@ export class SeriesIndex {
         values = new Map()
         postings.byTag.set(tag.key, values)
       }
-      let list = values.get(tag.value)
-      if (!list) {
-        list = new Set()
-        values.set(tag.value, list)
-      }
-      list.add(entry.handle)
+      addHandle(values, tag.value, entry.handle)
     }
     return entry
   }
