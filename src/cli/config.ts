@@ -469,7 +469,7 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
     default: '4000000',
     group: 'engine',
     arg: '<n>',
-    help: "points of decoded cold runs and run summaries kept for repeated reads, each entry's heap included; 0 disables",
+    help: "points of decoded blocks, runs and run summaries kept for repeated reads, each entry's heap included; 0 disables",
   },
   {
     key: 'decode-workers',

@@ -234,11 +234,13 @@ function addTo<K>(map: Map<K, Set<string>>, k: K, key: string): void {
 const RUN_ENTRY_COST = 64
 const SUMMARY_COST = 48
 /**
- * Runs of fewer points are not kept: such a run decodes in a quarter of a microsecond (4 points,
- * on this project's machine), where keeping it costs a kilobyte of heap, and a read of many sparse
- * series would push everything else out of the cache, at about 10 µs an insertion and eviction.
+ * Blocks and runs of fewer points are not kept: up to 8 points their two arrays stay on the V8 heap
+ * and decode in 0.3 µs (from 9 on, the arrays are allocated off it and a decode costs 2.5-7 µs,
+ * measured on this project's machine), where keeping them costs a kilobyte of heap, and a read of
+ * many sparse series would push everything else out of the cache, at about 10 µs an insertion and
+ * eviction.
  */
-const MIN_CACHED_RUN_POINTS = 16
+const MIN_CACHED_RUN_POINTS = 9
 
 /** The series of a row key, as the cache names it: the hex of its 8-byte series id. */
 function seriesOf(key: Buffer): string {
@@ -260,15 +262,13 @@ type CachedEntry = CachedValue & {
 }
 
 /**
- * Decoded cold runs and their summaries, keyed by series and run, so that repeated queries over the
- * same data skip decoding, and aggregations over whole hours skip reading. Bounded by points, an
- * entry's own weight included (see RUN_ENTRY_COST); least recently used go first. Every path that
- * rewrites or deletes stored runs of a series calls invalidate(), which also bumps the series'
- * generation, so a read that decoded an older version cannot store it afterwards.
- *
- * Hot blocks are not kept: one holds 30 seconds of a series, a few points that decode in about a
- * microsecond once read, against a kilobyte of heap to keep them, and a wide read would fill the
- * cache with them (see README, Reads).
+ * Decoded hot blocks and cold runs, keyed by family, series and block, and the summaries of cold
+ * runs, so that repeated queries over the same data skip decoding, and aggregations over whole
+ * hours skip reading. Bounded by points, an entry's own weight included (see RUN_ENTRY_COST);
+ * least recently used go first. Blocks and runs of fewer than MIN_CACHED_RUN_POINTS are not kept:
+ * a read of many sparse series would fill the cache with them. Every path that rewrites or deletes
+ * stored blocks of a series calls invalidate(), which also bumps the series' generation, so a read
+ * that decoded an older version cannot store it afterwards.
  *
  * Callers name a series by the hex of its id, which the series index keeps, so that a lookup
  * builds no string from a row key: an aggregation over hours may look up a thousand summaries.
@@ -276,8 +276,8 @@ type CachedEntry = CachedValue & {
 export class DecodedBlockCache {
   readonly counters: CacheCounters = { hits: 0, misses: 0 }
   /**
-   * Decoded runs (`c` + series + run) and run summaries (`s` + series + run), least recently used
-   * first, nearly: see lookup().
+   * Decoded blocks and runs (`h`/`c` + series + block) and run summaries (`s` + series + block),
+   * least recently used first, nearly: see lookup().
    */
   private readonly entries = new Map<string, CachedEntry>()
   /** The first of each series' entries; each links to the next. */
@@ -297,16 +297,16 @@ export class DecodedBlockCache {
     return this.generations.get(seriesHex) ?? 0
   }
 
-  /** The decoded cold run of a series that starts at block `runStart`. */
-  get(seriesHex: string, runStart: number): PointRun | undefined {
-    const e = this.lookup(`c${seriesHex}${runStart}`)
+  /** The decoded hot block ('h') or cold run ('c') of a series at `block`. */
+  get(family: 'c' | 'h', seriesHex: string, block: number): PointRun | undefined {
+    const e = this.lookup(family + seriesHex + block)
     return e?.kind === 'run' ? e.run : undefined
   }
 
-  set(seriesHex: string, runStart: number, run: PointRun, generation: number): void {
+  set(family: 'c' | 'h', seriesHex: string, block: number, run: PointRun, generation: number): void {
     const cost = run.ts.length + RUN_ENTRY_COST
     if (run.ts.length < MIN_CACHED_RUN_POINTS || cost > this.maxPoints / 8) return
-    this.store(`c${seriesHex}${runStart}`, seriesHex, { kind: 'run', run, cost }, generation)
+    this.store(family + seriesHex + block, seriesHex, { kind: 'run', run, cost }, generation)
   }
 
   /** The summary of the cold run of a series that starts at block `runStart`, without reading it. */

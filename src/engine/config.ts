@@ -47,7 +47,7 @@ export interface BasicEngineOptions {
   readonly workerDecodeMinRuns?: number
   /** Points of recent query results kept for repeated queries; 0 disables. Default 1,000,000. */
   readonly resultCachePoints?: number
-  /** Points of decoded cold runs and summaries kept for repeated reads (see DecodedBlockCache); 0 disables. Default 4,000,000. */
+  /** Points of decoded blocks, runs and run summaries kept for repeated reads (see DecodedBlockCache); 0 disables. Default 4,000,000. */
   readonly decodedCachePoints?: number
   readonly limits?: Partial<WriteLimits>
 }

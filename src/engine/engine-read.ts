@@ -68,18 +68,23 @@ function decodedRun(
   value: Buffer,
   generation: number,
 ): PointRun {
-  const cached = core.decodedCache.get(seriesHex, runStart)
+  const cached = core.decodedCache.get('c', seriesHex, runStart)
   if (cached) return cached
   const d = decodeRun(coldRun(value), blockStartMs(runStart))
   const run = { ts: d.timestamps, vals: d.values }
-  core.decodedCache.set(seriesHex, runStart, run, generation)
+  core.decodedCache.set('c', seriesHex, runStart, run, generation)
   return run
 }
 
-/** A hot block, decoded: never cached (see DecodedBlockCache). */
-function decodedBlock(key: Buffer, value: Buffer): PointRun {
-  const d = decodeBlock(value, blockStartMs(blockOfKey(key)))
-  return { ts: d.timestamps, vals: d.values }
+/** The hot block of a series at row key `key`, decoded, from the decoded-block cache when it holds it. */
+function decodedBlock(core: EngineCore, seriesHex: string, key: Buffer, value: Buffer, generation: number): PointRun {
+  const block = blockOfKey(key)
+  const cached = core.decodedCache.get('h', seriesHex, block)
+  if (cached) return cached
+  const d = decodeBlock(value, blockStartMs(block))
+  const run = { ts: d.timestamps, vals: d.values }
+  core.decodedCache.set('h', seriesHex, block, run, generation)
+  return run
 }
 
 /** The part of a decoded run or block inside [startMs, endMs); runs are sorted, so two binary searches. */
@@ -145,7 +150,7 @@ export async function readSeries(
     const takeCold = (page: Array<[Buffer, Buffer]>): void => {
       for (const [key, value] of page) {
         const block = blockOfKey(key)
-        coldItems.push({ block, value, run: core.decodedCache.get(entry.idHex, block) })
+        coldItems.push({ block, value, run: core.decodedCache.get('c', entry.idHex, block) })
       }
     }
     const range = clampedRange(entry.id, runStartBlock(fromBlock), Math.min(toBlock, core.tiers.coldMaxBlock) + 1)
@@ -156,7 +161,7 @@ export async function readSeries(
     const hotFrom = Math.max(fromBlock, hotMinBlock)
     const takeHot = (page: Array<[Buffer, Buffer]>): void => {
       for (const [key, value] of page) {
-        const block = decodedBlock(key, value)
+        const block = decodedBlock(core, entry.idHex, key, value, generation)
         const piece = clip(block.ts, block.vals, startMs, endMs)
         if (piece.ts.length > 0) hotPieces.push(piece)
       }
@@ -172,7 +177,7 @@ export async function readSeries(
     )
     misses.forEach((m, i) => {
       m.run = runs[i]
-      if (m.run) core.decodedCache.set(entry.idHex, m.block, m.run, generation)
+      if (m.run) core.decodedCache.set('c', entry.idHex, m.block, m.run, generation)
     })
   }
   for (const item of coldItems) {
@@ -326,7 +331,7 @@ async function readGroupForAggregate(
       const range = clampedRange(entry.id, hotFrom, toBlock + 1)
       const takeHot = (page: Array<[Buffer, Buffer]>): void => {
         for (const [key, value] of page) {
-          const block = decodedBlock(key, value)
+          const block = decodedBlock(core, entry.idHex, key, value, generations[i] as number)
           const piece = clip(block.ts, block.vals, startMs, endMs)
           if (piece.ts.length > 0) hotPieces[i]?.push(piece)
         }

@@ -19,13 +19,14 @@ function run(points: number): { ts: Float64Array; vals: Float64Array } {
 describe('decoded block cache', () => {
   test('keeps runs and summaries by series and block, and forgets what a rewrite invalidates', () => {
     const cache = new DecodedBlockCache(10_000)
-    cache.set(HEX, RUN, run(30), 0)
+    cache.set('c', HEX, RUN, run(30), 0)
     cache.setSummary(HEX, RUN, summary(7), 0)
-    assert.equal(cache.get(HEX, RUN)?.ts.length, 30)
-    assert.equal(cache.get(HEX, RUN + 6), undefined)
+    assert.equal(cache.get('c', HEX, RUN)?.ts.length, 30)
+    assert.equal(cache.get('h', HEX, RUN), undefined, 'hot blocks apart from cold runs')
+    assert.equal(cache.get('c', HEX, RUN + 6), undefined)
     assert.equal(cache.getSummary(HEX, RUN)?.max, 7)
     cache.invalidateRuns([encodeRowKey(ID, RUN)])
-    assert.equal(cache.get(HEX, RUN), undefined)
+    assert.equal(cache.get('c', HEX, RUN), undefined)
     assert.equal(cache.getSummary(HEX, RUN), undefined)
     cache.setSummary(HEX, RUN, summary(8), 0)
     assert.equal(cache.getSummary(HEX, RUN), undefined, 'a read begun before the rewrite stores nothing')
@@ -51,18 +52,20 @@ describe('decoded block cache', () => {
   test('counts what an entry weighs beside its points, so small runs cannot overrun the budget', () => {
     // A decoded run holds about 1 KB of heap besides its points: 64 points of 16 bytes.
     const cache = new DecodedBlockCache(8_000)
-    for (let i = 0; i < 1000; i++) cache.set(HEX, i, run(16), 0)
+    for (let i = 0; i < 1000; i++) cache.set('c', HEX, i, run(16), 0)
     let kept = 0
-    for (let i = 0; i < 1000; i++) if (cache.get(HEX, i)) kept++
+    for (let i = 0; i < 1000; i++) if (cache.get('c', HEX, i)) kept++
     assert.equal(kept, 100)
-    // A run of fewer than 16 points decodes faster than keeping it costs: it is not kept.
-    cache.set(HEX, 4_000, run(15), 0)
-    assert.equal(cache.get(HEX, 4_000), undefined)
+    // A run of 8 points or fewer decodes faster than keeping it costs: it is not kept.
+    cache.set('c', HEX, 4_000, run(8), 0)
+    assert.equal(cache.get('c', HEX, 4_000), undefined)
+    cache.set('c', HEX, 4_001, run(9), 0)
+    assert.equal(cache.get('c', HEX, 4_001)?.ts.length, 9)
     // A run longer than an eighth of the budget is not kept at all.
-    cache.set(HEX, 5_000, run(937), 0)
-    assert.equal(cache.get(HEX, 5_000), undefined)
-    cache.set(HEX, 5_000, run(936), 0)
-    assert.equal(cache.get(HEX, 5_000)?.ts.length, 936)
+    cache.set('c', HEX, 5_000, run(937), 0)
+    assert.equal(cache.get('c', HEX, 5_000), undefined)
+    cache.set('c', HEX, 5_000, run(936), 0)
+    assert.equal(cache.get('c', HEX, 5_000)?.ts.length, 936)
   })
 
   test('forgets every entry of an invalidated series, and only its, whatever was evicted between', () => {
