@@ -57,13 +57,13 @@ function queryFromPeer(peer: PeerQueryRequest): QueryRequest {
 /** Answers the requests of a membership change (rebalance.ts), given the sender's leader term. */
 export type MoveHandler = (kind: PeerKind, body: Uint8Array, term: number, ctx: CallContext) => Promise<Uint8Array>
 
-/** Runs a repair pass on this node for a PEER_KIND_REPAIR_RUN request and answers its figures. */
 /**
  * Peer write bodies of at least this size (about a thousand series of a few points) are decoded in
  * a turn of the event loop of their own (see TurnGate): a peer's writes come off one socket together.
  */
 const LARGE_PEER_BODY_BYTES = 64 * 1024
 
+/** Runs a repair pass on this node for a PEER_KIND_REPAIR_RUN request and answers its figures. */
 export type RepairRunner = (body: Uint8Array, ctx: CallContext) => Promise<Uint8Array>
 
 /**

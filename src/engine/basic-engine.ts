@@ -291,9 +291,13 @@ export class BasicEngine implements StorageEngine, ShardEngine, EngineCore {
     await new Promise<void>((resolve) => setImmediate(resolve))
     try {
       while (this.queue.length > 0) {
-        // A large group waits for its turn in the queue, so that writes arriving meanwhile still join.
-        if (this.nextGroup().series >= LARGE_WORK_SERIES) await largeWork.enter()
-        const group = this.queue.splice(0, this.nextGroup().take)
+        let next = this.nextGroup()
+        if (next.series >= LARGE_WORK_SERIES) {
+          // A large group waits for its turn in the queue, so that writes arriving meanwhile still join.
+          await largeWork.enter()
+          next = this.nextGroup()
+        }
+        const group = this.queue.splice(0, next.take)
         this.committing = this.commit(group)
         await this.committing
       }

@@ -79,10 +79,11 @@ const MAX_CACHED_KEY_CHARS = 8192
  * result of 150,000 series spent 0.4-0.5 s here, to find it was too large to keep).
  */
 function resultCost(key: string, result: readonly SeriesPoints[], handles: number, most: number): number | undefined {
-  let bytes = 2 * key.length + 8 * handles + 256
+  const around = 2 * key.length + 8 * handles + 256
+  let bytes = around
   for (const s of result) bytes += 16 * s.timestamps.length + 128
   if (bytes > 16 * most) return undefined
-  bytes = 2 * key.length + 8 * handles + 256
+  bytes = around
   for (const s of result) bytes += s.timestamps.buffer.byteLength + s.values.buffer.byteLength + 128
   return bytes > 16 * most ? undefined : Math.ceil(bytes / 16)
 }

@@ -60,30 +60,21 @@ function readableRange(core: EngineCore, startMs: number, endMs: number): { from
   }
 }
 
-/** The cold run of a series that starts at block `runStart`, decoded, from the decoded-block cache when it holds it. */
-function decodedRun(
+/** The cold run ('c') or hot block ('h') of a series at `block`, decoded, from the decoded-block cache when it holds it. */
+function decoded(
   core: EngineCore,
+  family: 'c' | 'h',
   seriesHex: string,
-  runStart: number,
+  block: number,
   value: Buffer,
   generation: number,
 ): PointRun {
-  const cached = core.decodedCache.get('c', seriesHex, runStart)
+  const cached = core.decodedCache.get(family, seriesHex, block)
   if (cached) return cached
-  const d = decodeRun(coldRun(value), blockStartMs(runStart))
+  const start = blockStartMs(block)
+  const d = family === 'c' ? decodeRun(coldRun(value), start) : decodeBlock(value, start)
   const run = { ts: d.timestamps, vals: d.values }
-  core.decodedCache.set('c', seriesHex, runStart, run, generation)
-  return run
-}
-
-/** The hot block of a series at row key `key`, decoded, from the decoded-block cache when it holds it. */
-function decodedBlock(core: EngineCore, seriesHex: string, key: Buffer, value: Buffer, generation: number): PointRun {
-  const block = blockOfKey(key)
-  const cached = core.decodedCache.get('h', seriesHex, block)
-  if (cached) return cached
-  const d = decodeBlock(value, blockStartMs(block))
-  const run = { ts: d.timestamps, vals: d.values }
-  core.decodedCache.set('h', seriesHex, block, run, generation)
+  core.decodedCache.set(family, seriesHex, block, run, generation)
   return run
 }
 
@@ -141,7 +132,7 @@ export async function readSeries(
     fromBlock <= core.tiers.coldMaxBlock && !inWorker ? readColdRunsNow(core, entry, fromBlock, toBlock) : undefined
   if (coldNow) {
     for (const { key, value } of coldNow) {
-      const run = decodedRun(core, entry.idHex, blockOfKey(key), value, generation)
+      const run = decoded(core, 'c', entry.idHex, blockOfKey(key), value, generation)
       const piece = clip(run.ts, run.vals, startMs, endMs)
       if (piece.ts.length > 0) coldPieces.push(piece)
     }
@@ -161,7 +152,7 @@ export async function readSeries(
     const hotFrom = Math.max(fromBlock, hotMinBlock)
     const takeHot = (page: Array<[Buffer, Buffer]>): void => {
       for (const [key, value] of page) {
-        const block = decodedBlock(core, entry.idHex, key, value, generation)
+        const block = decoded(core, 'h', entry.idHex, blockOfKey(key), value, generation)
         const piece = clip(block.ts, block.vals, startMs, endMs)
         if (piece.ts.length > 0) hotPieces.push(piece)
       }
@@ -181,7 +172,7 @@ export async function readSeries(
     })
   }
   for (const item of coldItems) {
-    const run = item.run ?? decodedRun(core, entry.idHex, item.block, item.value, generation)
+    const run = item.run ?? decoded(core, 'c', entry.idHex, item.block, item.value, generation)
     const piece = clip(run.ts, run.vals, startMs, endMs)
     if (piece.ts.length > 0) coldPieces.push(piece)
   }
@@ -331,7 +322,7 @@ async function readGroupForAggregate(
       const range = clampedRange(entry.id, hotFrom, toBlock + 1)
       const takeHot = (page: Array<[Buffer, Buffer]>): void => {
         for (const [key, value] of page) {
-          const block = decodedBlock(core, entry.idHex, key, value, generations[i] as number)
+          const block = decoded(core, 'h', entry.idHex, blockOfKey(key), value, generations[i] as number)
           const piece = clip(block.ts, block.vals, startMs, endMs)
           if (piece.ts.length > 0) hotPieces[i]?.push(piece)
         }
@@ -461,7 +452,7 @@ async function assembleForAggregate(
       summaries.push(summary)
       continue
     }
-    const run = decodedRun(core, entry.idHex, runStart, value, generation)
+    const run = decoded(core, 'c', entry.idHex, runStart, value, generation)
     const piece = clip(run.ts, run.vals, startMs, endMs)
     if (piece.ts.length > 0) coldPieces.push(piece)
   }

@@ -185,8 +185,8 @@ type SealingRun = { readonly entry: SeriesEntry; readonly run: PointRun }
  * that win are stored, in batches written before the blocks (a seal that fails is redone, to the
  * same result: a point whose version was stored compares equal to it). Runs without versions in
  * blocks the family does not hold are returned as they are. RESOLVE_CHUNK runs at a time, in the
- * seal's slices of the event loop: a seal may hold hundreds of thousands of series, and one batch of all their
- * versions held the loop for seconds.
+ * seal's slices of the event loop: a seal may hold hundreds of thousands of series, and one batch
+ * of all their versions held the loop for seconds.
  */
 export async function resolveSealing(
   core: EngineCore,

@@ -107,7 +107,10 @@ export function scanPages(
  */
 export class RangeCursor {
   private closed = false
-  /** Entries the last read returned: the next range, of the next series, likely holds as many. */
+  /**
+   * Entries the last read returned: the next range, of the next series, likely holds as many. The
+   * first read of a cursor asks for 16.
+   */
   private lastCount = 15
 
   constructor(private readonly it: Iterator) {}
@@ -125,15 +128,12 @@ export class RangeCursor {
     this.it.seek(gte)
     const out: Array<[Buffer, Buffer]> = []
     let ask = Math.min(this.lastCount + 1, 64)
-    while (out.length < most) {
+    reading: while (out.length < most) {
       const { rows, finished } = this.it._nextvSync(Math.min(most - out.length, ask))
       ask = Math.min(2 * ask, 1024)
       for (let k = 0; k + 1 < rows.length; k += 2) {
         const key = rows[k] as Buffer
-        if (Buffer.compare(key, lt) >= 0) {
-          this.lastCount = out.length
-          return out
-        }
+        if (Buffer.compare(key, lt) >= 0) break reading
         out.push([key, rows[k + 1] as Buffer])
       }
       if (finished || rows.length === 0) break

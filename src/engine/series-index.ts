@@ -53,13 +53,10 @@ function addHandle(values: Map<string, Handles>, value: string, handle: number):
 
 function removeHandle(values: Map<string, Handles> | undefined, value: string, handle: number): void {
   const handles = values?.get(value)
-  if (handles === undefined) return
+  if (values === undefined || handles === undefined) return
   if (typeof handles === 'number') {
-    if (handles === handle) values?.delete(value)
-    return
-  }
-  handles.delete(handle)
-  if (handles.size === 0) values?.delete(value)
+    if (handles === handle) values.delete(value)
+  } else if (handles.delete(handle) && handles.size === 0) values.delete(value)
 }
 
 /** The handles of a tag value as a set to intersect; empty when the value has none. */
