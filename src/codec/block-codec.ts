@@ -183,9 +183,24 @@ export function checkRoom(timestamps: Float64Array, values: Float64Array, offset
 
 /** Writes timestamps 1..count-1 as delta-of-delta codes; timestamps[0] is in the header. */
 export function writeTimestamps(w: BitWriter, ts: Float64Array, count: number, start: number, span: number): void {
-  let prev = ts[0]! - start
-  let prevDelta = 0
-  for (let i = 1; i < count; i++) {
+  writeTimestampCodes(w, ts, 1, count, start, span)
+}
+
+/**
+ * Writes timestamps from..to-1 (from >= 1) as delta-of-delta codes, the delta before the first
+ * of them being the one ending at timestamps[from - 1] (0 when from is 1).
+ */
+export function writeTimestampCodes(
+  w: BitWriter,
+  ts: Float64Array,
+  from: number,
+  to: number,
+  start: number,
+  span: number,
+): void {
+  let prev = ts[from - 1]! - start
+  let prevDelta = from >= 2 ? ts[from - 1]! - ts[from - 2]! : 0
+  for (let i = from; i < to; i++) {
     const off = ts[i]! - start
     const delta = off - prev
     // Rejects unsorted, duplicate, fractional and NaN timestamps and those past the span: any of
@@ -208,6 +223,15 @@ export function writeTimestamps(w: BitWriter, ts: Float64Array, count: number, s
   }
 }
 
+/** The length in bits of the delta-of-delta code of dod. */
+export function timestampCodeBits(dod: number): number {
+  if (dod === 0) return 1
+  if (dod >= -63 && dod <= 64) return 9
+  if (dod >= -255 && dod <= 256) return 12
+  if (dod >= -2047 && dod <= 2048) return 16
+  return dod >= -32767 && dod <= 32768 ? 21 : 37
+}
+
 /**
  * Reads count timestamps into out from index at: the first at start + first, the rest from the
  * stream. Every one must come after the one before and stay inside the span.
@@ -221,13 +245,29 @@ export function readTimestamps(
   first: number,
   span: number,
 ): void {
+  out[at] = start + first
+  readTimestampCodes(r, out, at, 1, count, start, span)
+}
+
+/**
+ * Reads the codes of timestamps from..to-1 (from >= 1) into out[at + i], continuing from the
+ * timestamps already at out[at + from - 1] and before, as writeTimestampCodes wrote them.
+ */
+export function readTimestampCodes(
+  r: BitReader,
+  out: Float64Array,
+  at: number,
+  from: number,
+  to: number,
+  start: number,
+  span: number,
+): void {
   const data = r.data
   const limit = r.limitBits
   let pos = r.pos
-  out[at] = start + first
-  let prev = first
-  let prevDelta = 0
-  for (let i = 1; i < count; i++) {
+  let prev = out[at + from - 1]! - start
+  let prevDelta = from >= 2 ? out[at + from - 1]! - out[at + from - 2]! : 0
+  for (let i = from; i < to; i++) {
     // Stops at the end of a truncated stream, before any read leaves the reader's padding.
     if (pos > limit) break
     // The bucket prefix and its payload are at most 21 bits, so one peek serves both.

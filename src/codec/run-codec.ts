@@ -22,8 +22,11 @@ import {
   LO,
   MAX_POINT_BITS,
   readHeaderCount,
+  readTimestampCodes,
   readTimestamps,
   readXorValues,
+  timestampCodeBits,
+  writeTimestampCodes,
   writeTimestamps,
   writeXorValues,
 } from './block-codec.js'
@@ -55,6 +58,16 @@ const MAX_DECIMALS = POW10.length - 1
 const TWO_POW_32 = 4_294_967_296
 /** Mode byte of a scaled run: the low 4 bits are d, this bit says deltas of deltas. */
 const MODE_DOD = 0x10
+/** Mode bit of a scaled run whose timestamps are packed around a base delta (packTimestamps). */
+const MODE_PACKED_TS = 0x20
+/** The group code of packed timestamps that says the group is delta-of-delta codes instead. */
+const TS_ESCAPE = 63
+/** Widest packed timestamp residual: the zigzag of a delta minus the base, both under an hour. */
+const MAX_TS_WIDTH = 23
+/** Deltas sampled for the base of packed timestamps. */
+const MEDIAN_SAMPLE = 64
+/** Bits a group of packed timestamps takes at least: its code, and a residual group of width 0. */
+const MIN_PACKED_GROUP_BITS = 12
 
 /** Header bytes at most: encoding, count, first and last offsets, and first value or mode and first integer. */
 const MAX_RUN_HEADER_BYTES = 1 + 4 + 4 + 4 + 1 + 8
@@ -68,6 +81,11 @@ const decodeBits = new BitsView()
 const KEEP_POINTS = 1 << 17
 let ints = new Float64Array(1024)
 let residuals = new Float64Array(1024)
+// The timestamp deltas of a run being encoded, a sample of them reordered to find their median, and per group of
+// packed timestamps its code: a width, or TS_ESCAPE.
+let deltas = new Float64Array(1024)
+const sortedDeltas = new Float64Array(MEDIAN_SAMPLE)
+let tsCodes = new Uint8Array(64)
 
 /**
  * Encodes count points of one run. timestamps are integer milliseconds, strictly increasing, all
@@ -92,6 +110,10 @@ export function encodeRun(timestamps: Float64Array, values: Float64Array, count:
   if (ints.length > KEEP_POINTS) {
     ints = new Float64Array(1024)
     residuals = new Float64Array(1024)
+  }
+  if (deltas.length > KEEP_POINTS) {
+    deltas = new Float64Array(1024)
+    tsCodes = new Uint8Array(64)
   }
   return out
 }
@@ -133,10 +155,16 @@ export function decodeRunInto(
     const modePos = r.pos
     const mode = r.readBits(8)
     const decimals = mode & 0x0f
-    if ((mode & ~(MODE_DOD | 0x0f)) !== 0 || decimals > MAX_DECIMALS) throw r.corrupt(`mode byte ${mode}`, modePos)
+    if ((mode & ~(MODE_DOD | MODE_PACKED_TS | 0x0f)) !== 0 || decimals > MAX_DECIMALS) {
+      throw r.corrupt(`mode byte ${mode}`, modePos)
+    }
     const x0 = r.readZigzagVarint()
-    if (count - 1 > r.remainingBits()) throw r.corrupt(`count ${count} exceeds the stream`, 8)
-    readTimestamps(r, timestamps, offset, count, runStartMs, first, RUN_MS)
+    const packed = (mode & MODE_PACKED_TS) !== 0
+    // A point takes a bit at least, or a group of them 12 bits when the timestamps are packed.
+    const leastBits = packed ? Math.ceil((count - 1) / GROUP) * MIN_PACKED_GROUP_BITS : count - 1
+    if (leastBits > r.remainingBits()) throw r.corrupt(`count ${count} exceeds the stream`, 8)
+    if (packed) readPackedTimestamps(r, timestamps, offset, count, runStartMs, first)
+    else readTimestamps(r, timestamps, offset, count, runStartMs, first, RUN_MS)
     readResiduals(r, values, offset, count, x0, POW10[decimals]!, (mode & MODE_DOD) !== 0)
   }
   r.finish()
@@ -246,13 +274,16 @@ function encodeScaled(
   if (residuals.length < count) residuals = new Float64Array(Math.max(count, residuals.length * 2))
   const dod = preferDod(count)
   fillResiduals(count, dod)
+  const base = planPackedTimestamps(timestamps, count)
   const w = writer
-  // Header, timestamps as in a Gorilla run, and residuals of at most 6 + 53 bits each.
-  w.reset(MAX_RUN_HEADER_BYTES + Math.ceil((count * (37 + 6 + MAX_WIDTH)) / 8))
+  // Header, the timestamps' base delta, timestamps of at most 37 bits and a group code, and
+  // residuals of at most 6 + 53 bits each.
+  w.reset(MAX_RUN_HEADER_BYTES + 8 + Math.ceil((count * (37 + 6 + 6 + MAX_WIDTH)) / 8))
   writeHeader(w, ENCODING_RUN_SCALED, count, first, last)
-  w.writeBits(decimals | (dod ? MODE_DOD : 0), 8)
+  w.writeBits(decimals | (dod ? MODE_DOD : 0) | (base > 0 ? MODE_PACKED_TS : 0), 8)
   w.writeZigzagVarint(ints[0]!)
-  writeTimestamps(w, timestamps, count, start, RUN_MS)
+  if (base > 0) writePackedTimestamps(w, timestamps, count, start, base)
+  else writeTimestamps(w, timestamps, count, start, RUN_MS)
   const z = residuals
   for (let g = 1; g < count; g += GROUP) {
     const end = Math.min(g + GROUP, count)
@@ -306,6 +337,178 @@ function fillResiduals(count: number, dod: boolean): void {
     prevDelta = delta
     z[i] = r >= 0 ? r * 2 : -r * 2 - 1
   }
+}
+
+/*
+ * Packed timestamps (the MODE_PACKED_TS bit of a scaled run): a base delta, then the timestamps
+ * after the first in groups of GROUP, each group a 6-bit code and its points. A code of 0 to
+ * MAX_TS_WIDTH is a width, and each point is the zigzag of its delta minus the base in that many
+ * bits; TS_ESCAPE says the group's points are delta-of-delta codes as a Gorilla stream has them.
+ * Regular timestamps cost 6 bits a group instead of one bit a point, jittered ones a few bits less
+ * than their delta-of-delta codes, and a gap or a change of interval only its own group's codes.
+ */
+
+/**
+ * Plans the packed timestamps of a run: the base is the median delta, and each group takes
+ * whichever of its two forms is smaller. Returns the base, or 0 when the delta-of-delta stream
+ * alone is no larger than the packed one.
+ */
+function planPackedTimestamps(timestamps: Float64Array, count: number): number {
+  if (count < 2) return 0
+  if (deltas.length < count) {
+    deltas = new Float64Array(Math.max(count, deltas.length * 2))
+  }
+  const groups = Math.ceil((count - 1) / GROUP)
+  if (tsCodes.length < groups) tsCodes = new Uint8Array(Math.max(groups, tsCodes.length * 2))
+  for (let i = 1; i < count; i++) deltas[i] = timestamps[i]! - timestamps[i - 1]!
+  // writeTimestampCodes checks each delta as it writes; until then a bad one only makes a bad plan.
+  // The median of up to MEDIAN_SAMPLE deltas spread over the run: as good a base as the median of
+  // all of them on regular and jittered data, at a fixed cost.
+  const n = Math.min(count - 1, MEDIAN_SAMPLE)
+  for (let j = 0; j < n; j++) sortedDeltas[j] = deltas[1 + Math.floor((j * (count - 1)) / n)]!
+  const base = nthSmallest(sortedDeltas, n, n >>> 1)
+  if (!(base >= 1 && base < RUN_MS)) return 0
+  let plain = 0
+  let packed = 8 * varintBytes(base)
+  let prevDelta = 0
+  for (let g = 1, k = 0; g < count; g += GROUP, k++) {
+    const end = Math.min(g + GROUP, count)
+    let codeBits = 0
+    let max = 0
+    for (let i = g; i < end; i++) {
+      const delta = deltas[i]!
+      codeBits += timestampCodeBits(delta - prevDelta)
+      prevDelta = delta
+      const r = delta - base
+      const z = r >= 0 ? r * 2 : -r * 2 - 1
+      if (z > max) max = z
+    }
+    const width = widthOf(max)
+    const widthBits = width <= MAX_TS_WIDTH ? width * (end - g) : Number.POSITIVE_INFINITY
+    tsCodes[k] = widthBits <= codeBits ? width : TS_ESCAPE
+    plain += codeBits
+    packed += 6 + Math.min(widthBits, codeBits)
+  }
+  return packed < plain ? base : 0
+}
+
+/**
+ * The k-th smallest (from 0) of xs[0..n), by quickselect, reordering xs: linear on average where
+ * a sort of a run's jittered deltas cost more than the rest of its encoding.
+ */
+function nthSmallest(xs: Float64Array, n: number, k: number): number {
+  let lo = 0
+  let hi = n - 1
+  while (lo < hi) {
+    const pivot = xs[(lo + hi) >>> 1]!
+    let i = lo
+    let j = hi
+    while (i <= j) {
+      while (xs[i]! < pivot) i++
+      while (xs[j]! > pivot) j--
+      if (i <= j) {
+        const t = xs[i]!
+        xs[i++] = xs[j]!
+        xs[j--] = t
+      }
+    }
+    if (k <= j) hi = j
+    else if (k >= i) lo = i
+    else return xs[k]!
+  }
+  return xs[k]!
+}
+
+/** Bytes of the LEB128 varint of v. */
+function varintBytes(v: number): number {
+  let n = 1
+  for (let x = v; x >= 128; x = Math.floor(x / 128)) n++
+  return n
+}
+
+/** Writes timestamps 1..count-1 as planPackedTimestamps planned them around base. */
+function writePackedTimestamps(
+  w: BitWriter,
+  timestamps: Float64Array,
+  count: number,
+  start: number,
+  base: number,
+): void {
+  w.writeUvarint(base)
+  for (let g = 1, k = 0; g < count; g += GROUP, k++) {
+    const end = Math.min(g + GROUP, count)
+    const code = tsCodes[k]!
+    w.writeBits(code, 6)
+    if (code === TS_ESCAPE) {
+      writeTimestampCodes(w, timestamps, g, end, start, RUN_MS)
+      continue
+    }
+    for (let i = g; i < end; i++) {
+      const off = timestamps[i]! - start
+      const delta = off - (timestamps[i - 1]! - start)
+      if (!(delta >= 1 && off < RUN_MS) || (delta | 0) !== delta) {
+        throw bug(
+          `timestamps[${i}] = ${timestamps[i]} is not an integer after ${timestamps[i - 1]} and before ${start + RUN_MS}`,
+        )
+      }
+      const r = delta - base
+      if (code > 0) w.writeBits(r >= 0 ? r * 2 : -r * 2 - 1, code)
+    }
+  }
+}
+
+/** Reads packed timestamps into out from index at: the first at start + first, the rest from the stream. */
+function readPackedTimestamps(
+  r: BitReader,
+  out: Float64Array,
+  at: number,
+  count: number,
+  start: number,
+  first: number,
+): void {
+  out[at] = start + first
+  const basePos = r.pos
+  const base = r.readUvarint()
+  if (!(base >= 1 && base < RUN_MS)) throw r.corrupt(`base delta ${base}`, basePos)
+  const data = r.data
+  const limit = r.limitBits
+  let pos = r.pos
+  let prev = first
+  for (let g = 1; g < count; g += GROUP) {
+    // Stops at the end of a truncated stream, before any read leaves the reader's padding.
+    if (pos > limit) break
+    const end = Math.min(g + GROUP, count)
+    const code = peek32(data, pos) >>> 26
+    pos += 6
+    if (code === TS_ESCAPE) {
+      r.pos = pos
+      readTimestampCodes(r, out, at, g, end, start, RUN_MS)
+      pos = r.pos
+      prev = out[at + end - 1]! - start
+      continue
+    }
+    if (code > MAX_TS_WIDTH) {
+      r.pos = pos - 6
+      throw r.corrupt(`timestamp group code ${code}`)
+    }
+    for (let i = g; i < end; i++) {
+      let delta = base
+      if (code > 0) {
+        const z = peek32(data, pos) >>> (32 - code)
+        pos += code
+        delta += (z >>> 1) ^ -(z & 1)
+      }
+      const off = prev + delta
+      if (delta < 1 || off >= RUN_MS) {
+        r.pos = pos
+        throw r.corrupt(`timestamp ${i} at offset ${off} out of order or outside the span`)
+      }
+      out[at + i] = start + off
+      prev = off
+    }
+  }
+  r.pos = pos
+  if (pos > limit) throw r.corrupt('timestamps')
 }
 
 /** Bits needed for an unsigned integer below 2^53. */

@@ -4,8 +4,14 @@
  * A change here is a format change: bump SCHEMA_VERSION and teach `v3 migrate` the old one.
  */
 
-/** Stored under META_SCHEMA_KEY in the meta family; a data folder with another version is refused. */
-export const SCHEMA_VERSION = 1
+/**
+ * Stored under META_SCHEMA_KEY in the meta family. 2: scaled cold runs may pack their timestamps
+ * (docs/format/run.md). A folder of a version in READ_AS_IS_SCHEMA_VERSIONS opens as it is and is
+ * marked SCHEMA_VERSION, since later runs may be written in the new form; any other is refused.
+ */
+export const SCHEMA_VERSION = 2
+/** Older versions whose every value this build reads unchanged. */
+export const READ_AS_IS_SCHEMA_VERSIONS: readonly number[] = [1]
 
 /** Column families, fixed when the database opens (one per role, never one per day). */
 export const CF_DEFAULT = 'default'

@@ -17,6 +17,7 @@ import {
   CF_VERSIONS,
   FLUSH_FILLER_KEY,
   META_SCHEMA_KEY,
+  READ_AS_IS_SCHEMA_VERSIONS,
   SCHEMA_VERSION,
 } from '../codec/schema.js'
 import { UnavailableError } from '../model/errors.js'
@@ -410,11 +411,16 @@ export class RocksStore {
       return
     }
     const version = stored.readUInt32BE(0)
-    if (version !== SCHEMA_VERSION) {
+    if (version === SCHEMA_VERSION) return
+    if (!READ_AS_IS_SCHEMA_VERSIONS.includes(version)) {
       throw new UnavailableError(
-        `cannot open ${this.dataDir}: its schema version is ${version}, this build reads ${SCHEMA_VERSION}; run v3 migrate`,
+        `cannot open ${this.dataDir}: its schema version is ${version}, this build reads ${[...READ_AS_IS_SCHEMA_VERSIONS, SCHEMA_VERSION].join(', ')}; run v3 migrate`,
       )
     }
+    // Read as it is, and marked: a build that reads only the old version must refuse it from now on.
+    const batch = this.db.batch()
+    batch._put(key, u32(SCHEMA_VERSION), { column: this.columns.meta })
+    await batch.write({ sync: true })
   }
 
   async getMeta(name: string): Promise<Buffer | undefined> {

@@ -6,7 +6,12 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import type { ColumnHandle } from '@nxtedition/rocksdb'
-import { INDEX_PREFIX_METRIC_RETIRED, INDEX_PREFIX_TAG_RETIRED } from '../../src/codec/schema.js'
+import {
+  INDEX_PREFIX_METRIC_RETIRED,
+  INDEX_PREFIX_TAG_RETIRED,
+  META_SCHEMA_KEY,
+  SCHEMA_VERSION,
+} from '../../src/codec/schema.js'
 import { BasicEngine } from '../../src/engine/basic-engine.js'
 import { RocksStore, WAL_IDLE_BYTES, WAL_IDLE_MS } from '../../src/engine/rocks-store.js'
 
@@ -198,6 +203,45 @@ describe('data folder', () => {
         [0x53, 0x53, 0x53],
         'only the three series definitions',
       )
+    } finally {
+      await engine.close()
+      await rm(dir, { recursive: true, force: true })
+    }
+  })
+  it('opens a folder of the schema version before packed timestamps, marks it, and refuses an unknown one', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'v3-files-'))
+    const clock = new ManualClock(T0 + 86_400_000)
+    let engine = engineAt(dir, clock)
+    const setVersion = async (version: number): Promise<void> => {
+      const store = new RocksStore(dir)
+      await store.open(0)
+      const batch = store.db.batch()
+      store.putMeta(batch, META_SCHEMA_KEY, Buffer.from([0, 0, 0, version]))
+      await batch.write()
+      await store.close()
+    }
+    const storedVersion = async (): Promise<number | undefined> =>
+      (await engine.store.getMeta(META_SCHEMA_KEY))?.readUInt32BE(0)
+    try {
+      await engine.open()
+      assert.equal(await storedVersion(), SCHEMA_VERSION)
+      await writeSeries(engine, 2, 10)
+      await engine.close()
+
+      await setVersion(1)
+      engine = engineAt(dir, clock)
+      await engine.open()
+      assert.equal(await storedVersion(), 2, 'version 1 is read as it is and marked 2')
+      const got = await engine.query({ selector: { metric: 'cpu', matchers: [] }, startMs: T0, endMs: T0 + 86_400_000 })
+      assert.deepEqual(
+        got.map((s) => s.timestamps.length),
+        [10, 10],
+      )
+      await engine.close()
+
+      await setVersion(3)
+      engine = engineAt(dir, clock)
+      await assert.rejects(engine.open(), /its schema version is 3, this build reads 1, 2; run v3 migrate/)
     } finally {
       await engine.close()
       await rm(dir, { recursive: true, force: true })

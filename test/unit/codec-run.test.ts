@@ -48,6 +48,14 @@ function walk(rand: () => number, count: number, decimals: number | null): Float
   return out
 }
 
+/** Whether a scaled run's mode byte, after the header's three varints, says packed timestamps. */
+function packedTimestamps(enc: Buffer): boolean {
+  assert.equal(enc[0], ENCODING_RUN_SCALED)
+  let at = 1
+  for (let varints = 0; varints < 3; at++) if (enc[at]! < 128) varints++
+  return (enc[at]! & 0x20) !== 0
+}
+
 function roundTrip(ts: Float64Array, vs: Float64Array, start = RUN_START): Buffer {
   const enc = encodeRun(ts, vs, ts.length, start)
   assert.equal(runCount(enc), ts.length)
@@ -175,6 +183,67 @@ describe('run codec', () => {
     assert.throws(() => encodeRun(Float64Array.of(RUN_START, RUN_START + 1), vs, 2, RUN_START + 1), /^Error: BUG: /)
   })
 
+  it('packs regular timestamps in a few bits a group, and jittered ones in fewer than their delta-of-delta codes', () => {
+    const rand = prng(21)
+    // Constant values leave only the timestamps: 360 regular ones took 45 bytes as delta-of-delta codes.
+    const constant = roundTrip(times(360, 10_000), new Float64Array(360).fill(0.5))
+    assert.ok(packedTimestamps(constant))
+    assert.ok(constant.length <= 30, `${constant.length} bytes`)
+    // A 2-decimal random walk: values about 10 bits a point, timestamps nearly nothing.
+    const walkRun = roundTrip(times(360, 10_000), walk(rand, 360, 2))
+    assert.ok(walkRun.length / 360 < 1.36, `${walkRun.length / 360} bytes a point`)
+    // Scrape jitter of up to 20 ms either way: about 7 bits a point against 9 or more as codes.
+    const jittered = times(360, 10_000, rand, 20)
+    const jitterRun = roundTrip(jittered, new Float64Array(360).fill(0.5))
+    assert.ok(packedTimestamps(jitterRun))
+    assert.ok(jitterRun.length < 360, `${jitterRun.length} bytes`)
+    // Three points: a base delta of two bytes costs more than two codes of 16 and 1 bits.
+    assert.ok(!packedTimestamps(roundTrip(times(3, 1000), Float64Array.of(1, 2, 3))))
+  })
+
+  it('writes a gap or a change of interval as codes in its own groups and keeps the rest packed', () => {
+    const regular = roundTrip(times(359, 10_000), new Float64Array(359).fill(1)).length
+    // One missed scrape: only its group is written as codes.
+    const missed = Float64Array.from({ length: 359 }, (_, i) => RUN_START + (i < 100 ? i : i + 1) * 10_000)
+    const gap = roundTrip(missed, new Float64Array(359).fill(1))
+    assert.ok(packedTimestamps(gap))
+    assert.ok(gap.length <= regular + 10, `${gap.length} bytes against ${regular} without the gap`)
+    // One point more, 5 s after a scrape: the base stays the usual interval.
+    const extra = Float64Array.from(
+      { length: 360 },
+      (_, i) => RUN_START + (i <= 100 ? i * 10_000 : i === 101 ? 1_005_000 : (i - 1) * 10_000),
+    )
+    const early = roundTrip(extra, new Float64Array(360).fill(1))
+    assert.ok(early.length <= regular + 10, `${early.length} bytes against ${regular} without the extra point`)
+    // Every 10 s, then every second: the groups past the change are codes.
+    const changed = Float64Array.from(
+      { length: 360 },
+      (_, i) => RUN_START + (i < 200 ? i * 10_000 : 2_000_000 + (i - 200) * 1000),
+    )
+    assert.ok(packedTimestamps(roundTrip(changed, new Float64Array(360).fill(1))))
+    // Escaped groups at the start and the end of the run, and a run of one group.
+    const rand = prng(22)
+    for (const count of [2, 31, 32, 33, 65]) {
+      const odd = Float64Array.from({ length: count }, (_, i) => RUN_START + i * 10_000 + (i % 7 === 3 ? 5_000 : 0))
+      roundTrip(odd, walk(rand, count, 2))
+    }
+  })
+
+  it('decodes a scaled run written before timestamps were packed', () => {
+    // 40 points every 10 s from 5 s into the run, 2-decimal values, as the encoder of schema 1 wrote them.
+    const old = Buffer.from(
+      '21288827f88d1812904ef53878000000000551c2390e5b9ae6c98e4f8c60f85836150661b86a16440078048a2489766d9ae609322c8261b0ec58119dbd9d58f0642a',
+      'hex',
+    )
+    assert.ok(!packedTimestamps(old))
+    const ts = Float64Array.from({ length: 40 }, (_, i) => RUN_START + 5000 + i * 10_000)
+    const vs = Float64Array.from({ length: 40 }, (_, i) => Math.round((50 + 10 * Math.sin(i / 3)) * 100) / 100)
+    const dec = decodeRun(old, RUN_START)
+    assertSameBits(dec.timestamps, ts)
+    assertSameBits(dec.values, vs)
+    assert.notEqual(encodeRun(ts, vs, 40, RUN_START).toString('hex'), old.toString('hex'), 'now written packed')
+  })
+
   it('round-trips thousands of random runs', () => {
     const rand = prng(11)
     let scaled = 0
@@ -205,14 +274,19 @@ describe('run codec', () => {
 describe('run codec on damaged input', () => {
   const rand = prng(8)
   const samples: Buffer[] = []
-  for (let i = 0; i < 40; i++) {
+  for (let i = 0; i < 60; i++) {
     const count = 1 + Math.floor(rand() * 100)
     const vs = walk(rand, count, i % 2 === 0 ? 2 : null)
-    samples.push(encodeRun(times(count, 20_000, rand, 30), vs, count, RUN_START))
+    // Regular, jittered, and jittered with a jump halfway, whose group is written as codes.
+    const ts = times(count, 20_000, rand, i % 3 === 0 ? 0 : 30)
+    if (i % 3 === 2) for (let k = count >> 1; k < count; k++) ts[k]! += 9_000
+    samples.push(encodeRun(ts, vs, count, RUN_START))
   }
 
-  it('has both encodings among the samples', () => {
-    assert.ok(samples.some((s) => s[0] === ENCODING_RUN_SCALED))
+  it('has both encodings among the samples, and scaled runs with and without packed timestamps', () => {
+    const scaled = samples.filter((s) => s[0] === ENCODING_RUN_SCALED)
+    assert.ok(scaled.some(packedTimestamps))
+    assert.ok(scaled.some((s) => !packedTimestamps(s)))
     assert.ok(samples.some((s) => s[0] === ENCODING_RUN_GORILLA))
   })
 
@@ -235,6 +309,17 @@ describe('run codec on damaged input', () => {
     // Mode byte with unknown bits, and d = 10.
     assert.throws(() => decodeRun(Buffer.of(0x21, 1, 0, 0, 0x40, 0), RUN_START), /mode byte 64/)
     assert.throws(() => decodeRun(Buffer.of(0x21, 1, 0, 0, 0x0a, 0), RUN_START), /mode byte 10/)
+    // Packed timestamps (mode 0x22: d = 2) of two points 10 ms apart: a base delta of 0, and a group code past the widest.
+    assert.throws(() => decodeRun(Buffer.of(0x21, 2, 0, 10, 0x22, 0, 0, 0, 0), RUN_START), /base delta 0 at byte 6/)
+    assert.throws(
+      () => decodeRun(Buffer.of(0x21, 2, 0, 10, 0x22, 0, 10, 0b1010_0000, 0), RUN_START),
+      /timestamp group code 40 at byte 7/,
+    )
+    assert.deepEqual(
+      [...decodeRun(Buffer.of(0x21, 2, 0, 10, 0x22, 0, 10, 0, 0), RUN_START).timestamps],
+      [RUN_START, RUN_START + 10],
+      'the same bytes with a group of width 0 decode',
+    )
     // A header whose last offset disagrees with the stream.
     const enc = Buffer.from(encodeRun(Float64Array.of(RUN_START, RUN_START + 7), Float64Array.of(1, 2), 2, RUN_START))
     enc[3] = 8
