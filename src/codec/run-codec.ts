@@ -152,12 +152,8 @@ export function decodeRunInto(
     readTimestamps(r, timestamps, offset, count, runStartMs, first, RUN_MS)
     readXorValues(r, decodeBits.of(values), (values.byteOffset >>> 2) + 2 * offset, count, hi, lo)
   } else {
-    const modePos = r.pos
-    const mode = r.readBits(8)
+    const mode = readMode(r)
     const decimals = mode & 0x0f
-    if ((mode & ~(MODE_DOD | MODE_PACKED_TS | 0x0f)) !== 0 || decimals > MAX_DECIMALS) {
-      throw r.corrupt(`mode byte ${mode}`, modePos)
-    }
     const x0 = r.readZigzagVarint()
     const packed = (mode & MODE_PACKED_TS) !== 0
     // A point takes a bit at least, or a group of them 12 bits when the timestamps are packed.
@@ -189,6 +185,38 @@ export function readRunHeader(buf: Uint8Array, runStartMs: number): RunHeader {
   const last = r.readUvarint()
   checkSpan(r, count, first, last)
   return { encoding, count, firstMs: runStartMs + first, lastMs: runStartMs + last }
+}
+
+/**
+ * The decimals and the first scaled integer of a scaled run, from its header alone (its first value
+ * is x0 / 10^decimals); undefined for a Gorilla run.
+ */
+export function scaledStart(buf: Uint8Array): { decimals: number; x0: number } | undefined {
+  if (buf[0] !== ENCODING_RUN_SCALED) return undefined
+  const r = reader
+  // Encoding 1, three varints of 4 bytes at most, mode 1, x0 of 8 bytes at most.
+  r.reset(buf.subarray(0, Math.min(buf.length, 22)), 'run')
+  const count = readHeaderCount(r, ENCODING_RUN_SCALED, RUN_MS)
+  checkSpan(r, count, r.readUvarint(), r.readUvarint())
+  const decimals = readMode(r) & 0x0f
+  const x0 = r.readZigzagVarint()
+  if (r.remainingBits() < 0 || !(x0 < SCALED_LIMIT && x0 > -SCALED_LIMIT)) throw r.corrupt(`first scaled integer ${x0}`)
+  return { decimals, x0 }
+}
+
+/** Reads a scaled run's mode byte: d in the low 4 bits, and the MODE_ bits. */
+function readMode(r: BitReader): number {
+  const modePos = r.pos
+  const mode = r.readBits(8)
+  if ((mode & ~(MODE_DOD | MODE_PACKED_TS | 0x0f)) !== 0 || (mode & 0x0f) > MAX_DECIMALS) {
+    throw r.corrupt(`mode byte ${mode}`, modePos)
+  }
+  return mode
+}
+
+/** 10^d for d in 0..9, exact. */
+export function pow10(decimals: number): number {
+  return POW10[decimals]!
 }
 
 function checkSpan(r: BitReader, count: number, first: number, last: number): void {

@@ -6,7 +6,7 @@
 
 /**
  * Stored under META_SCHEMA_KEY in the meta family. 2: scaled cold runs may pack their timestamps
- * (docs/format/run.md). A folder of a version in READ_AS_IS_SCHEMA_VERSIONS opens as it is and is
+ * (docs/format/run.md), and carry their summary as scaled integers (docs/format/cold-value.md). A folder of a version in READ_AS_IS_SCHEMA_VERSIONS opens as it is and is
  * marked SCHEMA_VERSION, since later runs may be written in the new form; any other is refused.
  */
 export const SCHEMA_VERSION = 2
@@ -83,5 +83,7 @@ export const ENCODING_RUN_SCALED = 0x21
  * so that aggregations over buckets covering whole runs skip decoding (docs/format/cold-value.md).
  */
 export const ENCODING_COLD_SUMMARY = 0x30
+/** The same in front of a scaled run: min, max and last as varints of its scaled integers (schema 2). */
+export const ENCODING_COLD_SUMMARY_SCALED = 0x31
 /** The write versions of one series' points in one block: runs of equal versions (docs/format/versions.md). */
 export const ENCODING_VERSIONS_RUNS = 0x40
