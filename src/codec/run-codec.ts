@@ -58,7 +58,7 @@ const MAX_DECIMALS = POW10.length - 1
 const TWO_POW_32 = 4_294_967_296
 /** Mode byte of a scaled run: the low 4 bits are d, this bit says deltas of deltas. */
 const MODE_DOD = 0x10
-/** Mode bit of a scaled run whose timestamps are packed around a base delta (packTimestamps). */
+/** Mode bit of a scaled run whose timestamps are packed around a base delta (see planPackedTimestamps). */
 const MODE_PACKED_TS = 0x20
 /** The group code of packed timestamps that says the group is delta-of-delta codes instead. */
 const TS_ESCAPE = 63
@@ -81,8 +81,8 @@ const decodeBits = new BitsView()
 const KEEP_POINTS = 1 << 17
 let ints = new Float64Array(1024)
 let residuals = new Float64Array(1024)
-// The timestamp deltas of a run being encoded, a sample of them reordered to find their median, and per group of
-// packed timestamps its code: a width, or TS_ESCAPE.
+// The timestamp deltas of a run being encoded, a sample of them reordered to find their median,
+// and per group of packed timestamps its code: a width, or TS_ESCAPE.
 let deltas = new Float64Array(1024)
 const sortedDeltas = new Float64Array(MEDIAN_SAMPLE)
 let tsCodes = new Uint8Array(64)

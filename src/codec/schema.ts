@@ -1,13 +1,16 @@
 /**
  * The on-disk schema in one place: column families, key prefixes, key widths and the encoding
  * byte that starts every stored value. docs/format/ has a page per format with its byte layout.
- * A change here is a format change: bump SCHEMA_VERSION and teach `v3 migrate` the old one.
+ * A change here is a format change: bump SCHEMA_VERSION, and list the old version in
+ * READ_AS_IS_SCHEMA_VERSIONS when this build reads its values unchanged; otherwise `v3 migrate`
+ * re-encodes an old folder into a new one.
  */
 
 /**
  * Stored under META_SCHEMA_KEY in the meta family. 2: scaled cold runs may pack their timestamps
- * (docs/format/run.md), and carry their summary as scaled integers (docs/format/cold-value.md). A folder of a version in READ_AS_IS_SCHEMA_VERSIONS opens as it is and is
- * marked SCHEMA_VERSION, since later runs may be written in the new form; any other is refused.
+ * (docs/format/run.md) and carry their summary as scaled integers (docs/format/cold-value.md). A
+ * folder of a version in READ_AS_IS_SCHEMA_VERSIONS opens as it is and is marked SCHEMA_VERSION,
+ * since later runs may be written in the new forms; any other is refused.
  */
 export const SCHEMA_VERSION = 2
 /** Older versions whose every value this build reads unchanged. */
