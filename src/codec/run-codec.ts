@@ -3,8 +3,9 @@
  * (docs/format/run.md). Long streams are where compression pays: the header and the first raw
  * value are spread over hundreds of points instead of three.
  *
- * Two encodings, and encodeRun keeps the smaller:
- * - ENCODING_RUN_GORILLA: the block's delta-of-delta timestamps and XOR floats over the whole run.
+ * Two encodings of the values, and encodeRun keeps the smaller:
+ * - ENCODING_RUN_GORILLA: the block's delta-of-delta timestamps and XOR floats over the whole run;
+ *   ENCODING_RUN_GORILLA_PACKED the same with packed timestamps (see planPackedTimestamps).
  * - ENCODING_RUN_SCALED: as VictoriaMetrics does, values with at most 9 decimals become integers
  *   scaled by 10^d; their deltas (or deltas of deltas) are zigzagged and bit-packed in groups of
  *   32 with one width per group. A random walk rounded to 2 decimals costs about 10 bits a point
@@ -32,11 +33,19 @@ import {
 } from './block-codec.js'
 import { CorruptDataError } from './errors.js'
 import { RUN_MS } from './row-key.js'
-import { ENCODING_RUN_GORILLA, ENCODING_RUN_SCALED } from './schema.js'
+import { ENCODING_RUN_GORILLA, ENCODING_RUN_GORILLA_PACKED, ENCODING_RUN_SCALED } from './schema.js'
+
+type RunEncoding = typeof ENCODING_RUN_GORILLA | typeof ENCODING_RUN_GORILLA_PACKED | typeof ENCODING_RUN_SCALED
+
+/** A run's encoding from its first byte; an unknown byte reads as Gorilla, whose check then refuses it. */
+function encodingOf(buf: Uint8Array): RunEncoding {
+  const b = buf[0]
+  return b === ENCODING_RUN_SCALED || b === ENCODING_RUN_GORILLA_PACKED ? b : ENCODING_RUN_GORILLA
+}
 
 /** What a run's header says, read without decoding its points. */
 export interface RunHeader {
-  readonly encoding: typeof ENCODING_RUN_GORILLA | typeof ENCODING_RUN_SCALED
+  readonly encoding: RunEncoding
   readonly count: number
   /** The first and last timestamps of the run, milliseconds since the epoch; a query skips runs outside its range. */
   readonly firstMs: number
@@ -97,13 +106,14 @@ export function encodeRun(timestamps: Float64Array, values: Float64Array, count:
   const first = firstOffset(timestamps, runStartMs, RUN_MS)
   const last = timestamps[count - 1]! - runStartMs
   const decimals = scale(values, count)
+  const base = planPackedTimestamps(timestamps, count)
   let out: Buffer
-  if (decimals < 0) out = encodeGorilla(timestamps, values, count, runStartMs, first, last)!
+  if (decimals < 0) out = encodeGorilla(timestamps, values, count, runStartMs, first, last, base)!
   else {
-    const scaled = encodeScaled(timestamps, count, runStartMs, first, last, decimals)
+    const scaled = encodeScaled(timestamps, count, runStartMs, first, last, decimals, base)
     // Both streams share the timestamps, so Gorilla wins only where XOR beats the scaled
     // residuals, as for values that jump between a few distant levels; usually it is abandoned early.
-    const gorilla = encodeGorilla(timestamps, values, count, runStartMs, first, last, scaled.length * 8)
+    const gorilla = encodeGorilla(timestamps, values, count, runStartMs, first, last, base, scaled.length * 8)
     out = gorilla !== null && gorilla.length < scaled.length ? gorilla : scaled
   }
   // A run of one point a millisecond needs 29 MB of scratch each; it is not kept for the next call.
@@ -137,19 +147,22 @@ export function decodeRunInto(
 ): number {
   const r = reader
   r.reset(buf, 'run')
-  const encoding = buf[0] === ENCODING_RUN_SCALED ? ENCODING_RUN_SCALED : ENCODING_RUN_GORILLA
+  const encoding = encodingOf(buf)
   const count = readHeaderCount(r, encoding, RUN_MS)
   const first = r.readUvarint()
   const last = r.readUvarint()
   checkSpan(r, count, first, last)
   checkRoom(timestamps, values, offset, count)
-  if (encoding === ENCODING_RUN_GORILLA) {
+  if (encoding !== ENCODING_RUN_SCALED) {
     const hi = r.readBits(32)
     const lo = r.readBits(32)
-    // At least two bits a point after the first: a count the stream cannot hold is caught before
-    // it sizes any work.
-    if (count - 1 > r.remainingBits() / 2) throw r.corrupt(`count ${count} exceeds the stream`, 8)
-    readTimestamps(r, timestamps, offset, count, runStartMs, first, RUN_MS)
+    const packed = encoding === ENCODING_RUN_GORILLA_PACKED
+    // At least two bits a point after the first, or one and 6 bits a group of 32 with packed
+    // timestamps: a count the stream cannot hold is caught before it sizes any work.
+    const leastBits = packed ? count - 1 + Math.ceil((count - 1) / GROUP) * 6 : 2 * (count - 1)
+    if (leastBits > r.remainingBits()) throw r.corrupt(`count ${count} exceeds the stream`, 8)
+    if (packed) readPackedTimestamps(r, timestamps, offset, count, runStartMs, first)
+    else readTimestamps(r, timestamps, offset, count, runStartMs, first, RUN_MS)
     readXorValues(r, decodeBits.of(values), (values.byteOffset >>> 2) + 2 * offset, count, hi, lo)
   } else {
     const mode = readMode(r)
@@ -179,7 +192,7 @@ export function runCount(buf: Uint8Array): number {
 export function readRunHeader(buf: Uint8Array, runStartMs: number): RunHeader {
   const r = reader
   r.reset(buf.subarray(0, Math.min(buf.length, 13)), 'run')
-  const encoding = buf[0] === ENCODING_RUN_SCALED ? ENCODING_RUN_SCALED : ENCODING_RUN_GORILLA
+  const encoding = encodingOf(buf)
   const count = readHeaderCount(r, encoding, RUN_MS)
   const first = r.readUvarint()
   const last = r.readUvarint()
@@ -233,7 +246,10 @@ function writeHeader(w: BitWriter, encoding: number, count: number, first: numbe
   w.writeUvarint(last)
 }
 
-/** The Gorilla encoding, or null when it grows past maxBits. */
+/**
+ * The Gorilla encoding, or null when it grows past maxBits; with packed timestamps around
+ * tsBase (planned by planPackedTimestamps) unless that is 0.
+ */
 function encodeGorilla(
   timestamps: Float64Array,
   values: Float64Array,
@@ -241,16 +257,19 @@ function encodeGorilla(
   start: number,
   first: number,
   last: number,
+  tsBase: number,
   maxBits = Number.POSITIVE_INFINITY,
 ): Buffer | null {
   const bits = encodeBits.of(values)
   const base = values.byteOffset >>> 2
   const w = writer
-  w.reset(MAX_RUN_HEADER_BYTES + Math.ceil((count * MAX_POINT_BITS) / 8))
-  writeHeader(w, ENCODING_RUN_GORILLA, count, first, last)
+  // Header, the timestamps' base delta, and per point its codes and a group code's share.
+  w.reset(MAX_RUN_HEADER_BYTES + 8 + Math.ceil((count * (MAX_POINT_BITS + 6)) / 8))
+  writeHeader(w, tsBase > 0 ? ENCODING_RUN_GORILLA_PACKED : ENCODING_RUN_GORILLA, count, first, last)
   w.writeBits(bits[base + HI]!, 32)
   w.writeBits(bits[base + LO]!, 32)
-  writeTimestamps(w, timestamps, count, start, RUN_MS)
+  if (tsBase > 0) writePackedTimestamps(w, timestamps, count, start, tsBase)
+  else writeTimestamps(w, timestamps, count, start, RUN_MS)
   if (!writeXorValues(w, bits, base, count, maxBits)) return null
   return w.finish()
 }
@@ -298,11 +317,11 @@ function encodeScaled(
   first: number,
   last: number,
   decimals: number,
+  base: number,
 ): Buffer {
   if (residuals.length < count) residuals = new Float64Array(Math.max(count, residuals.length * 2))
   const dod = preferDod(count)
   fillResiduals(count, dod)
-  const base = planPackedTimestamps(timestamps, count)
   const w = writer
   // Header, the timestamps' base delta, timestamps of at most 37 bits and a group code, and
   // residuals of at most 6 + 53 bits each.
@@ -368,8 +387,9 @@ function fillResiduals(count: number, dod: boolean): void {
 }
 
 /*
- * Packed timestamps (the MODE_PACKED_TS bit of a scaled run): a base delta, then the timestamps
- * after the first in groups of GROUP, each group a 6-bit code and its points. A code of 0 to
+ * Packed timestamps (a Gorilla run of encoding 0x22, or the MODE_PACKED_TS bit of a scaled run):
+ * a base delta, then the timestamps after the first in groups of GROUP, each group a 6-bit code
+ * and its points. A code of 0 to
  * MAX_TS_WIDTH is a width, and each point is the zigzag of its delta minus the base in that many
  * bits; TS_ESCAPE says the group's points are delta-of-delta codes as a Gorilla stream has them.
  * Regular timestamps cost 6 bits a group instead of one bit a point, jittered ones a few bits less

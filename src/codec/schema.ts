@@ -7,10 +7,11 @@
  */
 
 /**
- * Stored under META_SCHEMA_KEY in the meta family. 2: scaled cold runs may pack their timestamps
- * (docs/format/run.md) and carry their summary as scaled integers (docs/format/cold-value.md). A
- * folder of a version in READ_AS_IS_SCHEMA_VERSIONS opens as it is and is marked SCHEMA_VERSION,
- * since later runs may be written in the new forms; any other is refused.
+ * Stored under META_SCHEMA_KEY in the meta family. 2: cold runs may pack their timestamps
+ * (encoding 0x22, or a mode bit of a scaled run; docs/format/run.md), and scaled ones carry their
+ * summary as scaled integers (docs/format/cold-value.md). A folder of a version in
+ * READ_AS_IS_SCHEMA_VERSIONS opens as it is and is marked SCHEMA_VERSION, since later runs may be
+ * written in the new forms; any other is refused.
  */
 export const SCHEMA_VERSION = 2
 /** Older versions whose every value this build reads unchanged. */
@@ -79,6 +80,8 @@ export const ENCODING_BUFFER_V2 = 0x03
 export const ENCODING_BLOCK_GORILLA = 0x10
 /** A cold run with Gorilla XOR values. */
 export const ENCODING_RUN_GORILLA = 0x20
+/** A cold run with Gorilla XOR values and packed timestamps (schema 2; docs/format/run.md). */
+export const ENCODING_RUN_GORILLA_PACKED = 0x22
 /** A cold run whose values are decimals scaled to integers and delta-encoded. */
 export const ENCODING_RUN_SCALED = 0x21
 /**

@@ -3,7 +3,7 @@ import { describe, it } from 'node:test'
 import { CorruptDataError } from '../../src/codec/errors.js'
 import { RUN_MS } from '../../src/codec/row-key.js'
 import { decodeRun, decodeRunInto, encodeRun, readRunHeader, runCount } from '../../src/codec/run-codec.js'
-import { ENCODING_RUN_GORILLA, ENCODING_RUN_SCALED } from '../../src/codec/schema.js'
+import { ENCODING_RUN_GORILLA, ENCODING_RUN_GORILLA_PACKED, ENCODING_RUN_SCALED } from '../../src/codec/schema.js'
 import { prng } from '../../src/model/prng.js'
 
 function fromBits(...bits: bigint[]): Float64Array {
@@ -48,6 +48,11 @@ function walk(rand: () => number, count: number, decimals: number | null): Float
   return out
 }
 
+/** Whether a run holds Gorilla XOR values, with its timestamps packed (0x22) or not (0x20). */
+function isGorilla(enc: Buffer): boolean {
+  return enc[0] === ENCODING_RUN_GORILLA || enc[0] === ENCODING_RUN_GORILLA_PACKED
+}
+
 /** Whether a scaled run's mode byte, after the header's three varints, says packed timestamps. */
 function packedTimestamps(enc: Buffer): boolean {
   assert.equal(enc[0], ENCODING_RUN_SCALED)
@@ -79,13 +84,37 @@ describe('run codec', () => {
     assert.ok(enc.length / 360 < 1.5, `${enc.length / 360} bytes a point`)
   })
 
-  it('chooses GORILLA for full-precision data and round-trips it', () => {
+  it('chooses GORILLA for full-precision data, with packed timestamps when they are regular, and round-trips it', () => {
     const rand = prng(2)
     const ts = times(360, 10_000)
     const vs = walk(rand, 360, null)
     const enc = roundTrip(ts, vs)
-    assert.equal(enc[0], ENCODING_RUN_GORILLA)
+    assert.equal(enc[0], ENCODING_RUN_GORILLA_PACKED)
     assert.ok(enc.length / 360 < 8, `${enc.length / 360} bytes a point`)
+    // Three points keep their codes: a base delta costs more than they do.
+    assert.equal(encodeRun(times(3, 1000), vs, 3, RUN_START)[0], ENCODING_RUN_GORILLA)
+    const jittered = roundTrip(times(360, 10_000, rand, 20), vs)
+    assert.equal(jittered[0], ENCODING_RUN_GORILLA_PACKED)
+    // A constant: a bit a point for the values, 6 bits a group for the timestamps.
+    const constant = roundTrip(times(360, 10_000), new Float64Array(360).fill(Math.PI))
+    assert.equal(constant[0], ENCODING_RUN_GORILLA_PACKED)
+    assert.ok(constant.length <= 72, `${constant.length} bytes`)
+  })
+
+  it('decodes a Gorilla run written before timestamps were packed', () => {
+    // 40 points every 10 s from 5 s into the run, full-precision values, as the encoder of schema 1 wrote them.
+    const old = Buffer.from(
+      '20288827f88d180000000000000000f538780000000018bdffc1c9515325c4becd3d9df2b42fdd170f7ffe8ccaacaa2dff667a96d8110caa477e369018466fff3d9a7ef0474866f30c9ec6ad792fbef87fffe9a0f135905a13002aa39f82e05a66c00401fbbe214f602bbebd343436b5b6e6970fdffe8dcab3ec2f8bedce2e01e4468514eccb9080b408695ddf840bc9fb09570ecd31a507306a35ff0ffffe58326537114c600220e7f1d8a28c380080283f46f0a0d51fd5a6dcda5b4f3a60e1fbff926cd2a65d0e5db9d4e7fac8d94ebd996be0d34d265bfc6fd9d94ea333f3b32e9156ca5bec5e70b64a29657270ffffd7c24431afd28e004dd6c8b9b7c57d83d803a48f71b749d0ebd269985e7f4c93f0fbffe22603119c52ddb9c18e68980d49fd9a7747e711d3af7dd2f3d510a188d20c67ca6726cfe1fbffcab11e3ef4111800ee7e95706a2ebc0040198b474020ecb6c00427ee8aee3d1fc0',
+      'hex',
+    )
+    const ts = Float64Array.from({ length: 40 }, (_, i) => RUN_START + 5000 + i * 10_000)
+    const vs = Float64Array.from({ length: 40 }, (_, i) => Math.sin(i / 3) * Math.PI)
+    const dec = decodeRun(old, RUN_START)
+    assertSameBits(dec.timestamps, ts)
+    assertSameBits(dec.values, vs)
+    const now = encodeRun(ts, vs, 40, RUN_START)
+    assert.equal(now[0], ENCODING_RUN_GORILLA_PACKED, 'now written packed')
+    assert.ok(now.length < old.length, `${now.length} bytes against ${old.length}`)
   })
 
   it('falls back to GORILLA for -0, NaN and infinities, keeping their bits', () => {
@@ -117,7 +146,7 @@ describe('run codec', () => {
     const near = 2 ** 50 - 1
     const ramp = (top: number) => Float64Array.from({ length: 20 }, (_, i) => (i % 2 === 0 ? top - i : -top + i))
     assert.equal(roundTrip(times(20, 1000), ramp(near))[0], ENCODING_RUN_SCALED)
-    assert.equal(roundTrip(times(20, 1000), ramp(2 ** 50))[0], ENCODING_RUN_GORILLA)
+    assert.ok(isGorilla(roundTrip(times(20, 1000), ramp(2 ** 50))))
     assert.equal(roundTrip(ts, Float64Array.of(Number.MAX_VALUE, 1, 2))[0], ENCODING_RUN_GORILLA)
   })
 
@@ -135,7 +164,7 @@ describe('run codec', () => {
     // Two distant levels: the scaled deltas are wide, the XORs repeat one pattern.
     const ts = times(360, 10_000)
     const vs = Float64Array.from({ length: 360 }, (_, i) => (i % 2 === 0 ? 0 : 1e12))
-    assert.equal(roundTrip(ts, vs)[0], ENCODING_RUN_GORILLA)
+    assert.ok(isGorilla(roundTrip(ts, vs)))
   })
 
   it('round-trips a single point and the ends of the run', () => {
@@ -283,11 +312,12 @@ describe('run codec on damaged input', () => {
     samples.push(encodeRun(ts, vs, count, RUN_START))
   }
 
-  it('has both encodings among the samples, and scaled runs with and without packed timestamps', () => {
+  it('has every encoding among the samples, and scaled runs with and without packed timestamps', () => {
     const scaled = samples.filter((s) => s[0] === ENCODING_RUN_SCALED)
     assert.ok(scaled.some(packedTimestamps))
     assert.ok(scaled.some((s) => !packedTimestamps(s)))
     assert.ok(samples.some((s) => s[0] === ENCODING_RUN_GORILLA))
+    assert.ok(samples.some((s) => s[0] === ENCODING_RUN_GORILLA_PACKED))
   })
 
   it('throws CorruptDataError for every truncation and for trailing bytes', () => {
@@ -347,7 +377,10 @@ describe('run codec on damaged input', () => {
     assert.ok(detected > 5000, `${detected} detected`)
     for (let c = 0; c < 5000; c++) {
       const bytes = Buffer.from(Array.from({ length: Math.floor(noise() * 300) }, () => Math.floor(noise() * 256)))
-      if (noise() < 0.8) bytes[0] = noise() < 0.5 ? ENCODING_RUN_SCALED : ENCODING_RUN_GORILLA
+      if (noise() < 0.8) {
+        const pick = noise()
+        bytes[0] = pick < 0.4 ? ENCODING_RUN_SCALED : pick < 0.7 ? ENCODING_RUN_GORILLA : ENCODING_RUN_GORILLA_PACKED
+      }
       try {
         decodeRun(bytes, RUN_START)
       } catch (err) {

@@ -6,7 +6,7 @@ import { encodeRun } from '../../src/codec/run-codec.js'
 import {
   ENCODING_COLD_SUMMARY,
   ENCODING_COLD_SUMMARY_SCALED,
-  ENCODING_RUN_GORILLA,
+  ENCODING_RUN_GORILLA_PACKED,
   ENCODING_RUN_SCALED,
 } from '../../src/codec/schema.js'
 import { summarizePoints } from '../../src/engine/aggregate.js'
@@ -75,7 +75,7 @@ describe('cold value', () => {
   it('keeps 41 bytes of floats in front of a Gorilla run', () => {
     const { ts, vs } = series(100, (i) => Math.sin(i) * Math.PI)
     const { value, run } = roundTrip(ts, vs)
-    assert.equal(run[0], ENCODING_RUN_GORILLA)
+    assert.equal(run[0], ENCODING_RUN_GORILLA_PACKED)
     assert.equal(value[0], ENCODING_COLD_SUMMARY)
     assert.equal(value.length - run.length, 41)
     const nan = series(5, (i) => (i === 2 ? Number.NaN : i))
@@ -126,6 +126,7 @@ describe('cold value', () => {
       RUN_START,
     )
     const wrong = Buffer.concat([value.subarray(0, value.length - coldRun(value).length), gorilla])
-    assert.throws(() => coldSummary(wrong, RUN_START), /a scaled summary in front of run encoding 32/)
+    assert.equal(gorilla[0], ENCODING_RUN_GORILLA_PACKED)
+    assert.throws(() => coldSummary(wrong, RUN_START), /a scaled summary in front of run encoding 34/)
   })
 })
