@@ -88,13 +88,39 @@ export function encodeBlock(
   return w.finish()
 }
 
+/**
+ * Points a decode into new arrays goes through scratch arrays for (see decodeViaScratch); 32 KiB
+ * each, kept for the process.
+ */
+export const SCRATCH_DECODE_POINTS = 4096
+const scratchTimestamps = new Float64Array(SCRATCH_DECODE_POINTS)
+const scratchValues = new Float64Array(SCRATCH_DECODE_POINTS)
+
+/**
+ * Decodes count points with `into` into new arrays. Up to SCRATCH_DECODE_POINTS they are decoded
+ * into the scratch arrays and copied out: the XOR decoder writes through a view of its output's
+ * buffer, and asking a new array of a few points for its buffer moves it off the V8 heap, an
+ * allocation per block that cost more than the decode (a copy out of the scratch does not).
+ */
+export function decodeViaScratch(
+  count: number,
+  into: (timestamps: Float64Array, values: Float64Array) => void,
+): DecodedPoints {
+  if (count > SCRATCH_DECODE_POINTS) {
+    const timestamps = new Float64Array(count)
+    const values = new Float64Array(count)
+    into(timestamps, values)
+    return { timestamps, values }
+  }
+  into(scratchTimestamps, scratchValues)
+  return { timestamps: scratchTimestamps.slice(0, count), values: scratchValues.slice(0, count) }
+}
+
 /** Decodes a block into new arrays. */
 export function decodeBlock(buf: Uint8Array, blockStartMs: number): DecodedPoints {
-  const count = blockCount(buf)
-  const timestamps = new Float64Array(count)
-  const values = new Float64Array(count)
-  decodeBlockInto(buf, blockStartMs, timestamps, values, 0)
-  return { timestamps, values }
+  return decodeViaScratch(blockCount(buf), (timestamps, values) =>
+    decodeBlockInto(buf, blockStartMs, timestamps, values, 0),
+  )
 }
 
 /**

@@ -18,6 +18,7 @@ import {
   checkCount,
   checkRoom,
   type DecodedPoints,
+  decodeViaScratch,
   firstOffset,
   HI,
   LO,
@@ -130,11 +131,7 @@ export function encodeRun(timestamps: Float64Array, values: Float64Array, count:
 
 /** Decodes a run into new arrays. */
 export function decodeRun(buf: Uint8Array, runStartMs: number): DecodedPoints {
-  const count = runCount(buf)
-  const timestamps = new Float64Array(count)
-  const values = new Float64Array(count)
-  decodeRunInto(buf, runStartMs, timestamps, values, 0)
-  return { timestamps, values }
+  return decodeViaScratch(runCount(buf), (timestamps, values) => decodeRunInto(buf, runStartMs, timestamps, values, 0))
 }
 
 /** Decodes a run into timestamps and values from index offset on; returns the number of points. */

@@ -165,6 +165,22 @@ describe('block codec', () => {
     }
   })
 
+  it('gives every decode arrays of its own, small or large', () => {
+    // Small blocks are decoded through shared scratch arrays and copied out; a later decode must
+    // not change what an earlier one returned.
+    const start = 1_700_000_010_000 - (1_700_000_010_000 % BLOCK_MS)
+    const decodedBlocks = [3, 5000, 3, 4096].map((count, k) => {
+      const ts = Float64Array.from({ length: count }, (_, i) => start + i * Math.floor(BLOCK_MS / count))
+      const vs = Float64Array.from({ length: count }, (_, i) => k * 1000 + i + 0.5)
+      return { ts, vs, got: decodeBlock(encodeBlock(ts, vs, count, start), start) }
+    })
+    for (const { ts, vs, got } of decodedBlocks) {
+      assert.deepEqual([...got.timestamps], [...ts])
+      assert.deepEqual([...got.values], [...vs])
+    }
+    assert.notEqual(decodedBlocks[0]!.got.values.buffer, decodedBlocks[2]!.got.values.buffer)
+  })
+
   it('decodes into caller arrays at an offset, leaving the rest alone', () => {
     const start = 60_000
     const a = encodeBlock(Float64Array.of(60_000, 60_010), Float64Array.of(1, 2), 2, start)
