@@ -158,7 +158,9 @@ export async function readSeries(
       }
     }
     const range = clampedRange(entry.id, hotFrom, toBlock + 1)
-    readRange(core, cols.hot, taken?.hot, range, toBlock + 1 - hotFrom, takeHot, reads)
+    const now = taken?.hot === undefined ? readHotNow(core, entry, hotFrom, toBlock + 1) : undefined
+    if (now) takeHot(now)
+    else readRange(core, cols.hot, taken?.hot, range, toBlock + 1 - hotFrom, takeHot, reads)
   }
   await Promise.all(reads)
   const misses = coldItems.filter((item) => item.run === undefined)
@@ -201,6 +203,30 @@ function readColdRunsNow(
   const out: Array<{ key: Buffer; value: Buffer }> = []
   values.forEach((value, i) => {
     if (value) out.push({ key: keys[i] as Buffer, value })
+  })
+  return out
+}
+
+/**
+ * The hot blocks of one series in [fromBlock, toExclusive), read by their keys on the calling
+ * thread, in key order; undefined when the range has more blocks than getManyNow takes, and the
+ * caller scans it instead. A short range so costs no iterator (about 48 µs to open in a profile of
+ * one-series reads) and no hand-off to the thread pool and back.
+ */
+function readHotNow(
+  core: EngineCore,
+  entry: SeriesEntry,
+  fromBlock: number,
+  toExclusive: number,
+): Array<[Buffer, Buffer]> | undefined {
+  if (toExclusive - fromBlock > SYNC_GET_MAX_KEYS) return undefined
+  const keys: Buffer[] = []
+  for (let block = fromBlock; block < toExclusive; block++) keys.push(encodeRowKey(entry.id, block))
+  const values = keys.length === 0 ? [] : core.store.getManyNow(core.store.columns.hot, keys)
+  if (values === undefined) return undefined
+  const out: Array<[Buffer, Buffer]> = []
+  values.forEach((value, i) => {
+    if (value) out.push([keys[i] as Buffer, value])
   })
   return out
 }
@@ -327,7 +353,9 @@ async function readGroupForAggregate(
           if (piece.ts.length > 0) hotPieces[i]?.push(piece)
         }
       }
-      readRange(core, cols.hot, cursor, range, toBlock + 1 - hotFrom, takeHot, reads)
+      const now = cursor === undefined ? readHotNow(core, entry, hotFrom, toBlock + 1) : undefined
+      if (now) takeHot(now)
+      else readRange(core, cols.hot, cursor, range, toBlock + 1 - hotFrom, takeHot, reads)
     })
     if (own) reads.push(own.close())
   }
