@@ -9,6 +9,7 @@
  */
 import { bug } from '../model/errors.js'
 import { BitReader, BitWriter, peek32 } from './bit-stream.js'
+import type { CorruptDataError } from './errors.js'
 import { BLOCK_MS, ENCODING_BLOCK_GORILLA } from './schema.js'
 
 /** Decoded points, columnar: timestamps[i] (ms since the epoch) pairs with values[i]. */
@@ -231,9 +232,7 @@ export function writeTimestampCodes(
     const delta = off - prev
     // Rejects unsorted, duplicate, fractional and NaN timestamps and those past the span: any of
     // them would make a value that decodes to different points or not at all.
-    if (!(delta >= 1 && off < span) || (delta | 0) !== delta) {
-      throw bug(`timestamps[${i}] = ${ts[i]} is not an integer after ${ts[i - 1]} and before ${start + span}`)
-    }
+    if (!(delta >= 1 && off < span) || (delta | 0) !== delta) throw unstorableTimestamp(ts, i, start, span)
     const dod = delta - prevDelta
     if (dod === 0) w.writeBits(0, 1)
     else if (dod >= -63 && dod <= 64) w.writeBits((0b10 << 7) | (dod + 63), 9)
@@ -247,6 +246,17 @@ export function writeTimestampCodes(
     prev = off
     prevDelta = delta
   }
+}
+
+/** The caller's bug of a timestamp that cannot be stored after the one before it (see writeTimestampCodes). */
+export function unstorableTimestamp(ts: Float64Array, i: number, start: number, span: number): Error {
+  return bug(`timestamps[${i}] = ${ts[i]} is not an integer after ${ts[i - 1]} and before ${start + span}`)
+}
+
+/** The error of a decoded timestamp `i` at offset `off` that is not after the one before or leaves the span. */
+export function timestampOutOfOrder(r: BitReader, pos: number, i: number, off: number): CorruptDataError {
+  r.pos = pos
+  return r.corrupt(`timestamp ${i} at offset ${off} out of order or outside the span`)
 }
 
 /** The length in bits of the delta-of-delta code of dod. */
@@ -321,10 +331,7 @@ export function readTimestampCodes(
     }
     const delta = prevDelta + dod
     const off = prev + delta
-    if (delta < 1 || off >= span) {
-      r.pos = pos
-      throw r.corrupt(`timestamp ${i} at offset ${off} out of order or outside the span`)
-    }
+    if (delta < 1 || off >= span) throw timestampOutOfOrder(r, pos, i, off)
     out[at + i] = start + off
     prev = off
     prevDelta = delta

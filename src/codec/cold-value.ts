@@ -1,5 +1,5 @@
 import { CorruptDataError } from './errors.js'
-import { pow10, readRunHeader, scaledStart } from './run-codec.js'
+import { pow10, readRunHeader, readScaledRunHeader } from './run-codec.js'
 import { ENCODING_COLD_SUMMARY, ENCODING_COLD_SUMMARY_SCALED } from './schema.js'
 
 /** The fold of a run's points that mergeable aggregations need (count and timestamps come from the run header). */
@@ -55,7 +55,7 @@ export function encodeColdValue(run: Uint8Array, summary: RunSummary): Buffer {
 
 /** The 0x31 summary of a scaled run, or undefined when the run is not scaled. */
 function scaledSummary(run: Uint8Array, summary: RunSummary): Buffer | undefined {
-  const start = scaledStart(run)
+  const start = readScaledRunHeader(run, 0)
   if (start === undefined) return undefined
   const p = pow10(start.decimals)
   // Every value of a scaled run is x / p for an integer x, so min, max and last are too; the checks
@@ -118,9 +118,9 @@ export function coldRun(buf: Uint8Array): Uint8Array {
 export function coldSummary(buf: Uint8Array, runStartMs: number): RunSummaryWithSpan {
   const offset = runOffset(buf)
   const run = buf.subarray(offset)
-  const { count, firstMs, lastMs } = readRunHeader(run, runStartMs)
   const view = new DataView(buf.buffer, buf.byteOffset, offset)
   if (buf[0] === ENCODING_COLD_SUMMARY) {
+    const { count, firstMs, lastMs } = readRunHeader(run, runStartMs)
     return {
       sum: view.getFloat64(1),
       min: view.getFloat64(9),
@@ -132,20 +132,21 @@ export function coldSummary(buf: Uint8Array, runStartMs: number): RunSummaryWith
       lastMs,
     }
   }
-  const start = scaledStart(run)
-  if (start === undefined) {
+  const header = readScaledRunHeader(run, runStartMs)
+  if (header === undefined) {
     throw new CorruptDataError('cold value', `a scaled summary in front of run encoding ${run[0]}`, offset)
   }
-  const p = pow10(start.decimals)
+  const { x0, count, firstMs, lastMs } = header
+  const p = pow10(header.decimals)
   const minAt = SCALED_SUMMARY_FIXED_BYTES
   const maxAt = varintEnd(buf, minAt)
   const lastAt = varintEnd(buf, maxAt)
   return {
     sum: view.getFloat64(1),
-    min: (start.x0 + zigzagAt(buf, minAt)) / p,
-    max: (start.x0 + zigzagAt(buf, maxAt)) / p,
-    first: start.x0 / p,
-    last: (start.x0 + zigzagAt(buf, lastAt)) / p,
+    min: (x0 + zigzagAt(buf, minAt)) / p,
+    max: (x0 + zigzagAt(buf, maxAt)) / p,
+    first: x0 / p,
+    last: (x0 + zigzagAt(buf, lastAt)) / p,
     count,
     firstMs,
     lastMs,

@@ -28,6 +28,8 @@ import {
   readTimestamps,
   readXorValues,
   timestampCodeBits,
+  timestampOutOfOrder,
+  unstorableTimestamp,
   writeTimestampCodes,
   writeTimestamps,
   writeXorValues,
@@ -76,8 +78,8 @@ const TS_ESCAPE = 63
 const MAX_TS_WIDTH = 23
 /** Deltas sampled for the base of packed timestamps. */
 const MEDIAN_SAMPLE = 64
-/** Bits a group of packed timestamps takes at least: its code, and a residual group of width 0. */
-const MIN_PACKED_GROUP_BITS = 12
+/** Bits of the code in front of each group of packed timestamps, and of each residual group's width. */
+const CODE_BITS = 6
 
 /** Header bytes at most: encoding, count, first and last offsets, and first value or mode and first integer. */
 const MAX_RUN_HEADER_BYTES = 1 + 4 + 4 + 4 + 1 + 8
@@ -156,7 +158,7 @@ export function decodeRunInto(
     const packed = encoding === ENCODING_RUN_GORILLA_PACKED
     // At least two bits a point after the first, or one and 6 bits a group of 32 with packed
     // timestamps: a count the stream cannot hold is caught before it sizes any work.
-    const leastBits = packed ? count - 1 + Math.ceil((count - 1) / GROUP) * 6 : 2 * (count - 1)
+    const leastBits = packed ? count - 1 + Math.ceil((count - 1) / GROUP) * CODE_BITS : 2 * (count - 1)
     if (leastBits > r.remainingBits()) throw r.corrupt(`count ${count} exceeds the stream`, 8)
     if (packed) readPackedTimestamps(r, timestamps, offset, count, runStartMs, first)
     else readTimestamps(r, timestamps, offset, count, runStartMs, first, RUN_MS)
@@ -166,8 +168,9 @@ export function decodeRunInto(
     const decimals = mode & 0x0f
     const x0 = r.readZigzagVarint()
     const packed = (mode & MODE_PACKED_TS) !== 0
-    // A point takes a bit at least, or a group of them 12 bits when the timestamps are packed.
-    const leastBits = packed ? Math.ceil((count - 1) / GROUP) * MIN_PACKED_GROUP_BITS : count - 1
+    // A point takes a bit at least, or a group of them a timestamp code and a residual width when
+    // the timestamps are packed.
+    const leastBits = packed ? Math.ceil((count - 1) / GROUP) * 2 * CODE_BITS : count - 1
     if (leastBits > r.remainingBits()) throw r.corrupt(`count ${count} exceeds the stream`, 8)
     if (packed) readPackedTimestamps(r, timestamps, offset, count, runStartMs, first)
     else readTimestamps(r, timestamps, offset, count, runStartMs, first, RUN_MS)
@@ -187,31 +190,39 @@ export function runCount(buf: Uint8Array): number {
 
 /** Reads a run's header: encoding, count, first and last timestamps. */
 export function readRunHeader(buf: Uint8Array, runStartMs: number): RunHeader {
+  // Encoding 1 and three varints of 4 bytes at most.
+  return readHeaderOf(buf, runStartMs, 13)
+}
+
+/** A scaled run's header, with its decimals and first scaled integer: its first value is x0 / 10^decimals. */
+export interface ScaledRunHeader extends RunHeader {
+  readonly decimals: number
+  readonly x0: number
+}
+
+/** Reads a scaled run's header, mode and first integer without decoding its points; undefined for a Gorilla run. */
+export function readScaledRunHeader(buf: Uint8Array, runStartMs: number): ScaledRunHeader | undefined {
+  if (buf[0] !== ENCODING_RUN_SCALED) return undefined
+  // The header, mode 1, x0 of 8 bytes at most.
+  const header = readHeaderOf(buf, runStartMs, 22)
   const r = reader
-  r.reset(buf.subarray(0, Math.min(buf.length, 13)), 'run')
+  const decimals = readMode(r) & 0x0f
+  const x0 = r.readZigzagVarint()
+  if (r.remainingBits() < 0 || !(x0 < SCALED_LIMIT && x0 > -SCALED_LIMIT)) throw r.corrupt(`first scaled integer ${x0}`)
+  const { encoding, count, firstMs, lastMs } = header
+  return { encoding, count, firstMs, lastMs, decimals, x0 }
+}
+
+/** Reads the header from the first `bytes` of buf, leaving the shared reader after it. */
+function readHeaderOf(buf: Uint8Array, runStartMs: number, bytes: number): RunHeader {
+  const r = reader
+  r.reset(buf.subarray(0, Math.min(buf.length, bytes)), 'run')
   const encoding = encodingOf(buf)
   const count = readHeaderCount(r, encoding, RUN_MS)
   const first = r.readUvarint()
   const last = r.readUvarint()
   checkSpan(r, count, first, last)
   return { encoding, count, firstMs: runStartMs + first, lastMs: runStartMs + last }
-}
-
-/**
- * The decimals and the first scaled integer of a scaled run, from its header alone (its first value
- * is x0 / 10^decimals); undefined for a Gorilla run.
- */
-export function scaledStart(buf: Uint8Array): { decimals: number; x0: number } | undefined {
-  if (buf[0] !== ENCODING_RUN_SCALED) return undefined
-  const r = reader
-  // Encoding 1, three varints of 4 bytes at most, mode 1, x0 of 8 bytes at most.
-  r.reset(buf.subarray(0, Math.min(buf.length, 22)), 'run')
-  const count = readHeaderCount(r, ENCODING_RUN_SCALED, RUN_MS)
-  checkSpan(r, count, r.readUvarint(), r.readUvarint())
-  const decimals = readMode(r) & 0x0f
-  const x0 = r.readZigzagVarint()
-  if (r.remainingBits() < 0 || !(x0 < SCALED_LIMIT && x0 > -SCALED_LIMIT)) throw r.corrupt(`first scaled integer ${x0}`)
-  return { decimals, x0 }
 }
 
 /** Reads a scaled run's mode byte: d in the low 4 bits, and the MODE_ bits. */
@@ -334,7 +345,7 @@ function encodeScaled(
     let max = 0
     for (let i = g; i < end; i++) if (z[i]! > max) max = z[i]!
     const width = widthOf(max)
-    w.writeBits(width, 6)
+    w.writeBits(width, CODE_BITS)
     if (width === 0) continue
     if (width <= 32) for (let i = g; i < end; i++) w.writeBits(z[i]!, width)
     else for (let i = g; i < end; i++) w.writeWide(z[i]!, width)
@@ -385,10 +396,10 @@ function fillResiduals(count: number, dod: boolean): void {
 
 /*
  * Packed timestamps (a Gorilla run of encoding 0x22, or the MODE_PACKED_TS bit of a scaled run):
- * a base delta, then the timestamps after the first in groups of GROUP, each group a 6-bit code
- * and its points. A code of 0 to
- * MAX_TS_WIDTH is a width, and each point is the zigzag of its delta minus the base in that many
- * bits; TS_ESCAPE says the group's points are delta-of-delta codes as a Gorilla stream has them.
+ * a base delta, then the timestamps after the first in groups of GROUP, each group a code of
+ * CODE_BITS and its points. A code of 0 to MAX_TS_WIDTH is a width, and each point is the zigzag
+ * of its delta minus the base in that many bits; TS_ESCAPE says the group's points are
+ * delta-of-delta codes as a Gorilla stream has them.
  * Regular timestamps cost 6 bits a group instead of one bit a point, jittered ones a few bits less
  * than their delta-of-delta codes, and a gap or a change of interval only its own group's codes.
  */
@@ -432,7 +443,7 @@ function planPackedTimestamps(timestamps: Float64Array, count: number): number {
     const widthBits = width <= MAX_TS_WIDTH ? width * (end - g) : Number.POSITIVE_INFINITY
     tsCodes[k] = widthBits <= codeBits ? width : TS_ESCAPE
     plain += codeBits
-    packed += 6 + Math.min(widthBits, codeBits)
+    packed += CODE_BITS + Math.min(widthBits, codeBits)
   }
   return packed < plain ? base : 0
 }
@@ -483,7 +494,7 @@ function writePackedTimestamps(
   for (let g = 1, k = 0; g < count; g += GROUP, k++) {
     const end = Math.min(g + GROUP, count)
     const code = tsCodes[k]!
-    w.writeBits(code, 6)
+    w.writeBits(code, CODE_BITS)
     if (code === TS_ESCAPE) {
       writeTimestampCodes(w, timestamps, g, end, start, RUN_MS)
       continue
@@ -491,11 +502,8 @@ function writePackedTimestamps(
     for (let i = g; i < end; i++) {
       const off = timestamps[i]! - start
       const delta = off - (timestamps[i - 1]! - start)
-      if (!(delta >= 1 && off < RUN_MS) || (delta | 0) !== delta) {
-        throw bug(
-          `timestamps[${i}] = ${timestamps[i]} is not an integer after ${timestamps[i - 1]} and before ${start + RUN_MS}`,
-        )
-      }
+      if (!(delta >= 1 && off < RUN_MS) || (delta | 0) !== delta)
+        throw unstorableTimestamp(timestamps, i, start, RUN_MS)
       const r = delta - base
       if (code > 0) w.writeBits(r >= 0 ? r * 2 : -r * 2 - 1, code)
     }
@@ -523,8 +531,8 @@ function readPackedTimestamps(
     // Stops at the end of a truncated stream, before any read leaves the reader's padding.
     if (pos > limit) break
     const end = Math.min(g + GROUP, count)
-    const code = peek32(data, pos) >>> 26
-    pos += 6
+    const code = peek32(data, pos) >>> (32 - CODE_BITS)
+    pos += CODE_BITS
     if (code === TS_ESCAPE) {
       r.pos = pos
       readTimestampCodes(r, out, at, g, end, start, RUN_MS)
@@ -533,7 +541,7 @@ function readPackedTimestamps(
       continue
     }
     if (code > MAX_TS_WIDTH) {
-      r.pos = pos - 6
+      r.pos = pos - CODE_BITS
       throw r.corrupt(`timestamp group code ${code}`)
     }
     for (let i = g; i < end; i++) {
@@ -544,10 +552,7 @@ function readPackedTimestamps(
         delta += (z >>> 1) ^ -(z & 1)
       }
       const off = prev + delta
-      if (delta < 1 || off >= RUN_MS) {
-        r.pos = pos
-        throw r.corrupt(`timestamp ${i} at offset ${off} out of order or outside the span`)
-      }
+      if (delta < 1 || off >= RUN_MS) throw timestampOutOfOrder(r, pos, i, off)
       out[at + i] = start + off
       prev = off
     }
@@ -582,12 +587,12 @@ function readResiduals(
     // Stops at the end of a truncated stream, before any read leaves the reader's padding.
     if (pos > limit) break
     const end = Math.min(g + GROUP, count)
-    const width = peek32(data, pos) >>> 26
+    const width = peek32(data, pos) >>> (32 - CODE_BITS)
     if (width > MAX_WIDTH) {
       r.pos = pos
       throw r.corrupt(`residual width ${width}`)
     }
-    pos += 6
+    pos += CODE_BITS
     for (let i = g; i < end; i++) {
       let res = 0
       if (width === 0) res = 0

@@ -404,20 +404,17 @@ export class RocksStore {
   private async checkSchema(): Promise<void> {
     const key = Buffer.from(META_SCHEMA_KEY)
     const [stored] = await this.db.getMany([key], { column: this.columns.meta })
-    if (stored === undefined) {
-      const batch = this.db.batch()
-      batch._put(key, u32(SCHEMA_VERSION), { column: this.columns.meta })
-      await batch.write({ sync: true })
-      return
+    if (stored !== undefined) {
+      const version = stored.readUInt32BE(0)
+      if (version === SCHEMA_VERSION) return
+      if (!READ_AS_IS_SCHEMA_VERSIONS.includes(version)) {
+        throw new UnavailableError(
+          `cannot open ${this.dataDir}: its schema version is ${version}, this build reads ${[...READ_AS_IS_SCHEMA_VERSIONS, SCHEMA_VERSION].join(', ')}; run v3 migrate`,
+        )
+      }
     }
-    const version = stored.readUInt32BE(0)
-    if (version === SCHEMA_VERSION) return
-    if (!READ_AS_IS_SCHEMA_VERSIONS.includes(version)) {
-      throw new UnavailableError(
-        `cannot open ${this.dataDir}: its schema version is ${version}, this build reads ${[...READ_AS_IS_SCHEMA_VERSIONS, SCHEMA_VERSION].join(', ')}; run v3 migrate`,
-      )
-    }
-    // Read as it is, and marked: a build that reads only the old version must refuse it from now on.
+    // A new folder, or one of an older version read as it is and marked: a build that reads only
+    // the old version must refuse it from now on.
     const batch = this.db.batch()
     batch._put(key, u32(SCHEMA_VERSION), { column: this.columns.meta })
     await batch.write({ sync: true })

@@ -13,6 +13,7 @@ import { canonicalSeriesKey, seriesIdFromKey, seriesToken, sortTags } from '../.
 import type { SeriesPoints, SeriesRef, Tag } from '../../src/model/types.js'
 import { MemoryEngine } from '../fixtures/memory-engine.js'
 import { assertSameSeries } from '../fixtures/series-assert.js'
+import { ManualClock } from './manual-clock.js'
 
 const T0 = Date.UTC(2026, 0, 1)
 const MINUTE = 60_000
@@ -27,13 +28,6 @@ const GRID_POINTS = 240
 const POINTS_PER_SERIES = GRID_POINTS + 1
 /** A series of a cluster coordinator's write carries a version, so the versions family holds some. */
 const VERSION = (T0 + 1000) * 1024
-
-class ManualClock {
-  constructor(public t: number) {}
-  now(): number {
-    return this.t
-  }
-}
 
 function engineAt(dataDir: string, clock: ManualClock, options: Partial<BasicEngineOptions> = {}): BasicEngine {
   // Long timer intervals: the tests drive sealing and moving through compact().

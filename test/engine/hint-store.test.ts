@@ -8,14 +8,10 @@ import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { describe, it } from 'node:test'
 import { type HintDrop, HintStore, type HintStoreOptions, type HintTargetStats } from '../../src/cluster/hint-store.js'
+import { ManualClock } from './manual-clock.js'
 
 const T0 = Date.UTC(2026, 0, 1)
 const HOUR = 3_600_000
-
-class ManualClock {
-  constructor(public t: number) {}
-  readonly now = (): number => this.t
-}
 
 interface Fixture {
   readonly dir: string

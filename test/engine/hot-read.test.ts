@@ -6,16 +6,10 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import { BasicEngine } from '../../src/engine/basic-engine.js'
+import { ManualClock } from './manual-clock.js'
 
 const T0 = Date.UTC(2026, 0, 1)
 const MINUTE = 60_000
-
-class ManualClock {
-  constructor(public t: number) {}
-  now(): number {
-    return this.t
-  }
-}
 
 describe('hot reads of one series', () => {
   it('return the points of every range, short or long, raw and aggregated', async () => {

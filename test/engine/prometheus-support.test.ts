@@ -34,17 +34,11 @@ import {
   STALE_NAN,
   STEP_MS,
 } from '../fixtures/nan-values.js'
+import { ManualClock } from './manual-clock.js'
 
 const HOUR = 3_600_000
 /** Recent hours: on a cluster, write versions are kept for recent blocks only. */
 const T0 = Math.floor(Date.now() / HOUR) * HOUR - 6 * HOUR
-
-class ManualClock {
-  constructor(public t: number) {}
-  now(): number {
-    return this.t
-  }
-}
 
 async function tempDir(name: string): Promise<string> {
   return mkdtemp(join(tmpdir(), `v3-prom-${name}-`))

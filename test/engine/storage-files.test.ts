@@ -14,15 +14,9 @@ import {
 } from '../../src/codec/schema.js'
 import { BasicEngine } from '../../src/engine/basic-engine.js'
 import { RocksStore, WAL_IDLE_BYTES, WAL_IDLE_MS } from '../../src/engine/rocks-store.js'
+import { ManualClock } from './manual-clock.js'
 
 const T0 = Date.UTC(2026, 0, 1)
-
-class ManualClock {
-  constructor(public t: number) {}
-  now(): number {
-    return this.t
-  }
-}
 
 function engineAt(dataDir: string, clock: ManualClock): BasicEngine {
   return new BasicEngine({ dataDir, sync: 'off', sealIntervalMs: 3_600_000, moveIntervalMs: 3_600_000 }, { clock })

@@ -5,16 +5,10 @@ import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import { BasicEngine } from '../../src/engine/basic-engine.js'
 import type { BasicEngineOptions } from '../../src/engine/config.js'
+import { ManualClock } from './manual-clock.js'
 
 const T0 = Date.UTC(2026, 0, 1)
 const HOUR = 3_600_000
-
-class ManualClock {
-  constructor(public t: number) {}
-  now(): number {
-    return this.t
-  }
-}
 
 function engineAt(dataDir: string, clock: ManualClock, options: Partial<BasicEngineOptions> = {}): BasicEngine {
   return new BasicEngine(
