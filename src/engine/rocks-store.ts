@@ -168,7 +168,11 @@ export class RocksStore {
   /** Syncs the write-ahead log off the event loop (see writeBatch). */
   private readonly log: LogSyncer
 
-  constructor(readonly dataDir: string) {
+  /** `walFlushBytes`: the log size that makes settleWal flush while writes go on (tests set a small one). */
+  constructor(
+    readonly dataDir: string,
+    private readonly walFlushBytes = WAL_FLUSH_BYTES,
+  ) {
     this.log = new LogSyncer(dataDir)
   }
 
@@ -268,7 +272,7 @@ export class RocksStore {
 
   /**
    * Keeps the write-ahead log small: flushes every family when no write came for WAL_IDLE_MS and the
-   * log holds more than WAL_IDLE_BYTES, or at once when it holds more than WAL_FLUSH_BYTES. The
+   * log holds more than WAL_IDLE_BYTES, or at once when it holds more than walFlushBytes. The
    * sealer calls it on every tick. Without it a family written rarely (meta, index) never fills a
    * memtable, and the log files it pins stay on disk however long the server is idle.
    */
@@ -279,7 +283,7 @@ export class RocksStore {
       this.lastSeqChangeMs = nowMs
     }
     if (seq === this.flushedAtSeq) return
-    const limit = nowMs - this.lastSeqChangeMs >= WAL_IDLE_MS ? WAL_IDLE_BYTES : WAL_FLUSH_BYTES
+    const limit = nowMs - this.lastSeqChangeMs >= WAL_IDLE_MS ? WAL_IDLE_BYTES : this.walFlushBytes
     // Only a write makes the log grow, and every write moves the sequence number: a log measured
     // under the limit at this sequence number still is, so an idle server with a small log does not
     // list the data folder every second.

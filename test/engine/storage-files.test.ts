@@ -126,6 +126,35 @@ describe('data folder', () => {
     }
   })
 
+  it('flushes the log while writes go on once it passes the flush threshold, and not before', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'v3-files-'))
+    const store = new RocksStore(dir, 2 * MIB)
+    try {
+      await store.open(0)
+      // Pieces of 256 KiB into the cold family, whose memtable (8 MiB) none of this fills.
+      let written = 0
+      const write = async (pieces: number): Promise<void> => {
+        for (let i = 0; i < pieces; i++, written++) {
+          const batch = store.db.batch()
+          batch._put(Buffer.from(`piece-${written}`), Buffer.alloc(256 * 1024, written), { column: store.columns.cold })
+          await batch.write()
+        }
+      }
+      await write(6)
+      await store.settleWal(T0)
+      const under = await store.walBytes()
+      assert.ok(under > WAL_IDLE_BYTES && under < 2 * MIB, `${under} bytes of log stay under the threshold`)
+      await write(6)
+      // A second later: writes are still going on, so the idle rule does not apply.
+      await store.settleWal(T0 + 1000)
+      const after = await store.walBytes()
+      assert.ok(after <= WAL_IDLE_BYTES, `${after} bytes of log once it passed the threshold`)
+    } finally {
+      await store.close()
+      await rm(dir, { recursive: true, force: true })
+    }
+  })
+
   it('measures the log once per write, not on every tick of an idle server', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'v3-files-'))
     const store = new RocksStore(dir)
