@@ -6,7 +6,7 @@
  * builds is handed down as plain option objects.
  */
 import { readFileSync } from 'node:fs'
-import { parse as parseYaml, stringify as stringifyYaml } from 'yaml'
+import { createRequire } from 'node:module'
 import { parseCount, parseDuration, parseListen, parseSize, UsageError } from './args.js'
 
 export type OptionKind =
@@ -633,6 +633,14 @@ function textOf(raw: unknown): string | boolean | readonly string[] {
 }
 
 /** Reads a config file: YAML (JSON is YAML too), a mapping of option keys to values. */
+/**
+ * The YAML parser, loaded when a config file is read or the configuration printed: a server started
+ * with flags and variables alone never loads it.
+ */
+function yaml(): typeof import('yaml') {
+  return createRequire(import.meta.url)('yaml') as typeof import('yaml')
+}
+
 export function readConfigFile(path: string): Record<string, unknown> {
   let text: string
   try {
@@ -642,7 +650,7 @@ export function readConfigFile(path: string): Record<string, unknown> {
   }
   let doc: unknown
   try {
-    doc = parseYaml(text)
+    doc = yaml().parse(text)
   } catch (err) {
     throw new UsageError(`cannot parse the config file ${path}: ${(err as Error).message}`)
   }
@@ -772,13 +780,13 @@ function suggest(key: string): string {
 /** The effective configuration as YAML, loadable again with --config; each line says where it came from. */
 export function printConfig(config: ResolvedConfig): string {
   const lines: string[] = []
+  const { stringify } = yaml()
   for (const spec of SERVE_OPTIONS) {
     const option = config.get(spec.key)
     if (option === undefined) continue
     // Plain numbers print as numbers: a file takes them for milliseconds, bytes or counts alike.
     const text = typeof option.text === 'string' && /^\d+$/.test(option.text) ? Number(option.text) : option.text
-    const yaml = stringifyYaml({ [spec.key]: text }).trimEnd()
-    lines.push(`${yaml}  # ${option.source}`)
+    lines.push(`${stringify({ [spec.key]: text }).trimEnd()}  # ${option.source}`)
   }
   return `${lines.join('\n')}\n`
 }

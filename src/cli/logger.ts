@@ -3,8 +3,11 @@
  * such as the listening line), or pino-pretty's human-readable lines when stderr is a terminal.
  * Writes are synchronous so that the last lines before an exit are not lost.
  */
+import { createRequire } from 'node:module'
 import { type Logger as PinoLogger, pino } from 'pino'
-import pretty from 'pino-pretty'
+
+/** pino-pretty is loaded only for a terminal: a server whose stderr goes to a file or a pipe never needs it. */
+const require = createRequire(import.meta.url)
 
 export type LogFormat = 'auto' | 'json' | 'pretty'
 
@@ -18,6 +21,7 @@ export function createLogger(level: string, format: LogFormat): PinoLogger {
   const usePretty = format === 'pretty' || (format === 'auto' && process.stderr.isTTY === true)
   const options = { level, redact: { paths: REDACT, censor: '[redacted]' }, base: { pid: process.pid } }
   if (usePretty) {
+    const pretty = require('pino-pretty') as typeof import('pino-pretty')
     return pino(options, pretty({ destination: 2, sync: true, colorize: process.stderr.isTTY === true }))
   }
   return pino(options, pino.destination({ fd: 2, sync: true }))

@@ -1,11 +1,5 @@
 import { PluginError } from '../engine/plugin-manager.js'
 import { UsageError } from './args.js'
-import { runCluster } from './cluster.js'
-import { runExport } from './export.js'
-import { runImport } from './import.js'
-import { runMigrate } from './migrate.js'
-import { runQuery, runSeries, runStats } from './query.js'
-import { serve } from './serve.js'
 
 const USAGE = `Usage: v3 <command> [options]    (v3 <command> --help for its options)
 
@@ -21,20 +15,27 @@ Commands:
             cluster decommission: move a member's ranges away and remove it from the ring
 `
 
-const COMMANDS: Readonly<Record<string, (args: readonly string[]) => Promise<number>>> = {
-  import: runImport,
-  export: runExport,
-  query: runQuery,
-  series: runSeries,
-  stats: runStats,
-  migrate: runMigrate,
-  cluster: runCluster,
+type Command = (args: readonly string[]) => Promise<number>
+
+/**
+ * Each command's module, loaded when the command runs: a start of `v3 serve` (a restart) then loads
+ * none of the client commands' code.
+ */
+const COMMANDS: Readonly<Record<string, () => Promise<Command>>> = {
+  import: async () => (await import('./import.js')).runImport,
+  export: async () => (await import('./export.js')).runExport,
+  query: async () => (await import('./query.js')).runQuery,
+  series: async () => (await import('./query.js')).runSeries,
+  stats: async () => (await import('./query.js')).runStats,
+  migrate: async () => (await import('./migrate.js')).runMigrate,
+  cluster: async () => (await import('./cluster.js')).runCluster,
 }
 
 /** The entry point of the `v3` command; the only module that runs on import. */
 async function main(argv: readonly string[]): Promise<number> {
   const [command, ...rest] = argv
   if (command === 'serve') {
+    const { serve } = await import('./serve.js')
     await serve(rest)
     return 0
   }
@@ -42,10 +43,10 @@ async function main(argv: readonly string[]): Promise<number> {
     process.stdout.write(USAGE)
     return command === undefined ? 2 : 0
   }
-  const run = COMMANDS[command]
-  if (run === undefined) throw new UsageError(`unknown command ${JSON.stringify(command)}\n\n${USAGE}`)
+  const load = COMMANDS[command]
+  if (load === undefined) throw new UsageError(`unknown command ${JSON.stringify(command)}\n\n${USAGE}`)
   process.stdout.on('error', stdoutFailed)
-  return run(rest)
+  return (await load())(rest)
 }
 
 /**

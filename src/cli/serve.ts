@@ -14,7 +14,7 @@ import { type PreparedServer, prepareServer, type RunningServer } from '../serve
 import type { TlsOptions } from '../server/tls.js'
 import { checkCanListen, splitHostPort } from '../server/transport.js'
 import { UsageError } from './args.js'
-import { type ClusterNode, type ClusterServeOptions, createClusterNode, peerListenOf } from './cluster-node.js'
+import type { ClusterNode, ClusterServeOptions } from './cluster-node.js'
 import {
   envName,
   flagTable,
@@ -289,6 +289,7 @@ export async function serve(args: readonly string[]): Promise<void> {
       clusterOptions !== undefined &&
       (clusterOptions.peerListen !== undefined || splitHostPort(clusterOptions.advertise ?? config.listen).port !== 0)
     ) {
+      const { peerListenOf } = await import('./cluster-node.js')
       await checkCanListen(peerListenOf(clusterOptions, config.listen), 'peers (--peer-listen)')
     }
   } catch (err) {
@@ -306,6 +307,8 @@ export async function serve(args: readonly string[]): Promise<void> {
     engine = engineOf(instances, engineName)
     if (config.cluster !== undefined) {
       const resolved = resolveEngineConfig(config.engine)
+      // The cluster's code (ZeroMQ, Consul and the rest) loads only for a cluster node.
+      const { createClusterNode } = await import('./cluster-node.js')
       cluster = createClusterNode(engine, config.cluster, resolved, logger, resolved.dataDir)
       engine = cluster.engine
     }
