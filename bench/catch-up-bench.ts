@@ -102,6 +102,8 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, Ma
 export class Load {
   acked = 0
   failed = 0
+  /** Points of the requests sent so far, when the constructor was told how to count them. */
+  offered = 0
   readonly firstErrors: string[] = []
   private stopped = false
   private readonly loops: Promise<void>[] = []
@@ -114,6 +116,7 @@ export class Load {
   constructor(
     private readonly encodeDay: (offsetMs: number) => Buffer[],
     private readonly intervalMs: number | undefined,
+    private readonly pointsOf?: (request: Buffer) => number,
   ) {}
 
   start(clients: readonly Client[], inflight: number): void {
@@ -132,7 +135,9 @@ export class Load {
       this.queue = this.encodeDay(this.day++ * DAY_MS)
       this.next = 0
     }
-    return this.queue[this.next++] as Buffer
+    const request = this.queue[this.next++] as Buffer
+    if (this.pointsOf !== undefined) this.offered += this.pointsOf(request)
+    return request
   }
 
   private async loop(client: Client): Promise<void> {

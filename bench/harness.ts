@@ -9,9 +9,10 @@ import { createInterface } from 'node:readline'
 import { Client, credentials, type ServiceError } from '@grpc/grpc-js'
 import { WriteResponse } from '../gen/v3storage/v1/write_service.js'
 import { serverNodeOptions } from '../scripts/node-options.mjs'
+import { V3Client } from '../src/client/index.js'
 import type { Tag } from '../src/model/types.js'
 import { encodeWriteRequest } from '../src/wire/series-codec.js'
-import { METRICS, POINTS_PER_SERIES, timestampAt } from './dataset.js'
+import { INTERVAL_MS, METRICS, POINTS_PER_SERIES, START_MS, timestampAt } from './dataset.js'
 
 export interface Server {
   readonly proc: ChildProcess
@@ -457,4 +458,27 @@ export function encodeMessages(
     messages.push(encodeWriteRequest(series, 0))
   }
   return messages
+}
+
+/**
+ * The points a server holds in the data set's first `days` days: a count per metric over them, its
+ * series merged. A load that lost or doubled points shows here.
+ */
+export async function countPoints(address: string, days = 1): Promise<number> {
+  const client = new V3Client(address)
+  try {
+    let total = 0
+    for (const metric of METRICS) {
+      const answer = await client.query({
+        selector: { metric },
+        startMs: START_MS,
+        endMs: START_MS + days * POINTS_PER_SERIES * INTERVAL_MS,
+        aggregation: { func: 'count', mergeSeries: true },
+      })
+      for (const s of answer) for (const v of s.values) total += v
+    }
+    return total
+  } finally {
+    client.close()
+  }
 }

@@ -17,9 +17,9 @@
 // gets the quieter machine.
 import { mkdir, rm, writeFile } from 'node:fs/promises'
 import { Agent } from 'node:http'
-import { V3Client } from '../src/client/index.js'
 import { HOSTS, hostTags, INTERVAL_MS, METRICS, POINTS_PER_SERIES, START_MS, seriesValues } from './dataset.js'
 import {
+  countPoints,
   cpuSeconds,
   DEFAULT_INFLIGHT,
   describeDataSet,
@@ -114,26 +114,6 @@ async function load(target: HttpTarget, system: System, p: Protocol, inflight: n
   await Promise.all(Array.from({ length: inflight }, lane))
 }
 
-/** The points V3 holds in the data set's day: a count per metric over the whole day, its series merged. */
-async function countV3(address: string): Promise<number> {
-  const client = new V3Client(address)
-  try {
-    let total = 0
-    for (const metric of METRICS) {
-      const answer = await client.query({
-        selector: { metric },
-        startMs: START_MS,
-        endMs: START_MS + POINTS_PER_SERIES * INTERVAL_MS,
-        aggregation: { func: 'count', mergeSeries: true },
-      })
-      for (const s of answer) for (const v of s.values) total += v
-    }
-    return total
-  } finally {
-    client.close()
-  }
-}
-
 /**
  * The points VictoriaMetrics holds in the data set's day, once they are searchable: it answers a
  * write when the rows are in its in-memory buffer and makes them searchable at its next flush, so
@@ -165,7 +145,7 @@ async function runV3(p: Protocol, inflight: number, totalPoints: number): Promis
   try {
     const loaded = await measuredLoad(server.proc.pid as number, target, 'V3', p, inflight, totalPoints)
     // A write is answered once durable, so every acknowledged point must be counted.
-    return { ...loaded, pointsCounted: await countV3(server.address) }
+    return { ...loaded, pointsCounted: await countPoints(server.address) }
   } finally {
     target.agent.destroy()
     await removeServer(server)

@@ -32,6 +32,8 @@
 //   joining a loaded cluster under writes and queries, see bench/cluster-join-bench.ts)
 //   npm run bench -- --protocols [--hosts 10] [--inflight 8]  (ingest through remote write and line protocol beside
 //   VictoriaMetrics, see bench/protocols-bench.ts)
+//   npm run bench -- --restart  (a server killed with the largest write-ahead log its defaults allow,
+//   and its restart, see bench/restart-bench.ts)
 import { mkdir, rm, writeFile } from 'node:fs/promises'
 import { parseArgs } from 'node:util'
 import { Client, credentials } from '@grpc/grpc-js'
@@ -114,6 +116,9 @@ const { values: args } = parseArgs({
     // --protocols runs only the remote write and line protocol ingest bench beside VictoriaMetrics
     // (bench/protocols-bench.ts), at most 3 runs each (fewer with a smaller --runs).
     protocols: { type: 'boolean', default: false },
+    // --restart runs only the restart bench (bench/restart-bench.ts): a server killed with the
+    // largest write-ahead log its defaults allow, and its restart.
+    restart: { type: 'boolean', default: false },
   },
 })
 const clusterJoin = args['cluster-join']
@@ -440,7 +445,10 @@ async function main(): Promise<void> {
   await writeFile(`bench/results/${name}.md`, `${md}\n`)
 }
 
-if (args.protocols) {
+if (args.restart) {
+  const { runRestartBench } = await import('./restart-bench.js')
+  await runRestartBench({ hosts, decimals, timestampsPerRequest, inflight })
+} else if (args.protocols) {
   const { runProtocolsBench } = await import('./protocols-bench.js')
   await runProtocolsBench({ hosts, decimals, runs: Math.min(runs, 3), inflight })
 } else if (args.ring) {
