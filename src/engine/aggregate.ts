@@ -38,6 +38,23 @@ export function bucketStart(ts: number, stepMs: number, startMs: number): number
 }
 
 /**
+ * The end (exclusive) of the bucket that starts at `start`. The folds test a point against the
+ * bounds of the bucket of the point before, and call bucketStart only for a point outside it: the
+ * remainder of a timestamp (a double beyond V8's small integers) is a call to fmod, about 11 ns a
+ * point on this machine against 4 for the two comparisons.
+ */
+function bucketEnd(start: number, stepMs: number): number {
+  return stepMs === 0 ? Number.POSITIVE_INFINITY : start + stepMs
+}
+
+/** How many buckets hold the range [startMs, endMs): the most a series' aggregation can have. */
+function bucketCount(stepMs: number, startMs: number, endMs: number): number {
+  if (endMs <= startMs) return 0
+  if (stepMs === 0) return 1
+  return (bucketStart(endMs - 1, stepMs, startMs) - bucketStart(startMs, stepMs, startMs)) / stepMs + 1
+}
+
+/**
  * Running state of one bucket. Every function but the percentiles is a fold, so a bucket keeps a
  * few numbers however many points fall in it; only percentiles keep the values.
  */
@@ -386,19 +403,20 @@ export function* groupSteps(
     const { timestamps, values } = input.series
     // Points of one series come in time order, so most land in the bucket of the point before.
     let currentStart = Number.NaN
+    let currentEnd = Number.NaN
     let current: Bucket | undefined
     for (let i = 0; i < timestamps.length; i++) {
       if (i % POINTS_PER_STEP === POINTS_PER_STEP - 1) yield
       const ts = timestamps[i]!
       if (ts < startMs || ts >= endMs) continue
-      const start = bucketStart(ts, stepMs, startMs)
-      if (start !== currentStart || current === undefined) {
-        current = group.buckets.get(start)
+      if (!(ts >= currentStart && ts < currentEnd) || current === undefined) {
+        currentStart = bucketStart(ts, stepMs, startMs)
+        currentEnd = bucketEnd(currentStart, stepMs)
+        current = group.buckets.get(currentStart)
         if (current === undefined) {
           current = new Bucket(keepValues)
-          group.buckets.set(start, current)
+          group.buckets.set(currentStart, current)
         }
-        currentStart = start
       }
       if (sources) current.addFrom(ts, values[i]!, input.key)
       else current.add(ts, values[i]!)
@@ -437,9 +455,12 @@ function foldSorted(
 ): SeriesPoints | undefined {
   if ((s.summaries?.length ?? 0) > 0) return undefined
   const { timestamps, values } = s
-  const starts: number[] = []
-  const out: number[] = []
-  let currentStart = Number.NaN
+  // At most one bucket a point, and no more than the range holds: written in place, not pushed.
+  const cap = Math.min(timestamps.length, bucketCount(stepMs, startMs, endMs))
+  const starts = new Float64Array(cap)
+  const out = new Float64Array(cap)
+  let n = 0
+  let currentEnd = Number.NaN
   let acc = Number.NaN
   let previous = Number.NEGATIVE_INFINITY
   for (let i = 0; i < timestamps.length; i++) {
@@ -448,11 +469,12 @@ function foldSorted(
     previous = ts
     if (ts < startMs || ts >= endMs) continue
     const v = values[i]!
-    const start = bucketStart(ts, stepMs, startMs)
-    if (start !== currentStart) {
-      if (starts.length > 0) out.push(acc)
-      starts.push(start)
-      currentStart = start
+    // Ascending timestamps: a point at or past the current bucket's end starts the next one.
+    if (!(ts < currentEnd)) {
+      if (n > 0) out[n - 1] = acc
+      const start = bucketStart(ts, stepMs, startMs)
+      currentEnd = bucketEnd(start, stepMs)
+      starts[n++] = start
       acc = func === 'count' ? 1 : v
       continue
     }
@@ -473,8 +495,13 @@ function foldSorted(
         break
     }
   }
-  if (starts.length > 0) out.push(acc)
-  return { metric: s.metric, tags, timestamps: Float64Array.from(starts), values: Float64Array.from(out) }
+  if (n > 0) out[n - 1] = acc
+  return {
+    metric: s.metric,
+    tags,
+    timestamps: n === cap ? starts : starts.slice(0, n),
+    values: n === cap ? out : out.slice(0, n),
+  }
 }
 
 const COMPARE: Readonly<Record<ValueFilter['op'], (v: number, x: number) => boolean>> = {

@@ -165,6 +165,18 @@ describe('aggregate: buckets and range', () => {
     ])
   })
 
+  test('points out of time order each go to their own bucket', () => {
+    // A point before the bucket of the point read last, then one back in it.
+    const series = [sp({}, [125_000, 10_000, 130_000, 65_000], [1, 2, 4, 8])]
+    for (const func of ['sum', 'max'] as const) {
+      assert.deepEqual(plain(aggregate(series, agg(func, 60_000), 0, 200_000))[0]!.points, [
+        [0, 2],
+        [60_000, 8],
+        [120_000, func === 'sum' ? 5 : 4],
+      ])
+    }
+  })
+
   test('the range is [start, end): the end is left out', () => {
     const series = [sp({}, [0, 1000, 2000, 3000], [1, 2, 3, 4])]
     assert.deepEqual(plain(aggregate(series, agg('sum', 1000), 1000, 3000))[0]!.points, [
