@@ -6,7 +6,6 @@
  * the engine has made it durable.
  */
 import { gunzip } from 'node:zlib'
-import { compressSync } from 'snappy'
 import type { StorageEngine } from '../engine/storage-engine.js'
 import { DeadlineError, type FieldViolation, LimitError, UnavailableError, ValidationError } from '../model/errors.js'
 import type { Matcher, QueryRequest, Selector, SeriesWrite } from '../model/types.js'
@@ -22,6 +21,7 @@ import {
   type RemoteQuery,
   snappyDecode,
 } from './prom-remote.js'
+import { snappy } from './snappy.js'
 
 /** An answer to send: status, headers and body. */
 export interface HttpAnswer {
@@ -144,7 +144,7 @@ export async function remoteRead(
   return {
     status: 200,
     headers: { 'content-type': 'application/x-protobuf', 'content-encoding': 'snappy' },
-    body: compressSync(encodeReadResponse(results), { copyOutputData: true }),
+    body: snappy().compressSync(encodeReadResponse(results), { copyOutputData: true }),
   }
 }
 

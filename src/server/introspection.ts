@@ -1,12 +1,12 @@
 import { existsSync } from 'node:fs'
+import { createRequire } from 'node:module'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { type FileRegistry, fromBinary, toBinary } from '@bufbuild/protobuf'
 import { type DescriptorProto, FileDescriptorProtoSchema } from '@bufbuild/protobuf/wkt'
-import type { Server } from '@grpc/grpc-js'
+import type { Server, ServiceDefinition } from '@grpc/grpc-js'
 import { loadSync, type PackageDefinition } from '@grpc/proto-loader'
 import { ReflectionService } from '@grpc/reflection'
-import { protoPath as healthProtoPath } from 'grpc-health-check'
 import type { HandlerDeps } from './handler-kit.js'
 import { Health } from './health.js'
 
@@ -84,7 +84,11 @@ function fixDescriptors(definition: PackageDefinition): PackageDefinition {
  * them, and request checks (request-check.ts) read their message descriptors.
  */
 export function loadContract(): PackageDefinition {
-  const healthIncludeDir = dirname(dirname(dirname(healthProtoPath)))
+  // grpc-health-check's .proto file, found without loading the library (see health.ts).
+  const healthIncludeDir = join(
+    dirname(createRequire(import.meta.url).resolve('grpc-health-check/package.json')),
+    'proto',
+  )
   const definition = loadSync(
     [...CONTRACT_FILES.map((f) => join('v3storage', 'v1', f)), join('health', 'v1', 'health.proto')],
     // keepCase: fields keep their .proto names (start_ms), as protoc's descriptors do; request
@@ -112,7 +116,7 @@ export function addIntrospection(
 ): HealthControl {
   const names = ['', ...serviceNames]
   const health = new Health(names)
-  health.addToServer(server, contract.registry, deps)
+  health.addToServer(server, contract.definition['grpc.health.v1.Health'] as ServiceDefinition, contract.registry, deps)
   new ReflectionService(contract.definition).addToServer(server)
 
   return {

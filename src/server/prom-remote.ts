@@ -8,9 +8,9 @@
  * JavaScript number, so that Prometheus' staleness marker (a signalling NaN) keeps its bit pattern.
  */
 import { BinaryWriter, WireType } from '@bufbuild/protobuf/wire'
-import { uncompressSync } from 'snappy'
 import { ValidationError } from '../model/errors.js'
 import type { Matcher, SeriesPoints, SeriesWrite, Tag } from '../model/types.js'
+import { snappy } from './snappy.js'
 
 /** The label that carries the metric name. */
 const NAME_LABEL = '__name__'
@@ -47,7 +47,7 @@ export function snappyDecode(body: Uint8Array, maxBytes: number): Buffer {
   try {
     // Copying the output into a V8 buffer measured several times faster than handing over the
     // native one (an external buffer), for blocks of the size remote write sends.
-    return uncompressSync(body, { asBuffer: true, copyOutputData: true }) as Buffer
+    return snappy().uncompressSync(body, { asBuffer: true, copyOutputData: true }) as Buffer
   } catch (err) {
     const reason = err instanceof Error ? err.message : String(err)
     throw new BodyError(400, `cannot decompress the snappy block: ${reason}`)

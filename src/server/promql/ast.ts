@@ -1,5 +1,5 @@
+import { createRequire } from 'node:module'
 import type { SyntaxNode } from '@lezer/common'
-import { parser } from '@prometheus-io/lezer-promql'
 import { compileValueRegex } from '../../model/regex.js'
 import type { Matcher, MatchOp, Selector } from '../../model/types.js'
 import { badData } from './errors.js'
@@ -215,10 +215,21 @@ export interface ParsedQuery {
   readonly type: ValueType
 }
 
+type PromQLParser = typeof import('@prometheus-io/lezer-promql')['parser']
+let promqlParser: PromQLParser | undefined
+
+/** The official grammar's parser, loaded with the first query: a server nobody asks PromQL of never loads it. */
+function grammar(): PromQLParser {
+  promqlParser ??= (
+    createRequire(import.meta.url)('@prometheus-io/lezer-promql') as typeof import('@prometheus-io/lezer-promql')
+  ).parser
+  return promqlParser
+}
+
 /** Parses a PromQL query; throws bad_data for a syntax error, a type error, or anything unsupported. */
 export function parsePromQL(text: string): ParsedQuery {
   if (text.trim() === '') throw badData('parse error: no expression found in input')
-  const tree = parser.parse(text)
+  const tree = grammar().parse(text)
   tree.iterate({
     enter(node) {
       if (node.type.isError) {
