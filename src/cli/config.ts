@@ -632,7 +632,6 @@ function textOf(raw: unknown): string | boolean | readonly string[] {
   return String(raw)
 }
 
-/** Reads a config file: YAML (JSON is YAML too), a mapping of option keys to values. */
 /**
  * The YAML parser, loaded when a config file is read or the configuration printed: a server started
  * with flags and variables alone never loads it.
@@ -641,6 +640,7 @@ function yaml(): typeof import('yaml') {
   return createRequire(import.meta.url)('yaml') as typeof import('yaml')
 }
 
+/** Reads a config file: YAML (JSON is YAML too), a mapping of option keys to values. */
 export function readConfigFile(path: string): Record<string, unknown> {
   let text: string
   try {
