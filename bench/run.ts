@@ -34,6 +34,8 @@
 //   VictoriaMetrics, see bench/protocols-bench.ts)
 //   npm run bench -- --restart  (a server killed with the largest write-ahead log its defaults allow,
 //   and its restart, see bench/restart-bench.ts)
+//   npm run bench -- --cold-start [--runs 40]  (the first queries after a start and their page faults,
+//   see bench/cold-start-bench.ts)
 import { mkdir, rm, writeFile } from 'node:fs/promises'
 import { parseArgs } from 'node:util'
 import { Client, credentials } from '@grpc/grpc-js'
@@ -85,7 +87,8 @@ const { values: args } = parseArgs({
     hosts: { type: 'string' },
     batch: { type: 'string', default: '50' },
     inflight: { type: 'string', default: String(DEFAULT_INFLIGHT) },
-    runs: { type: 'string', default: '20' },
+    // Timed runs of each query (20 unless set; 40 for --cold-start).
+    runs: { type: 'string' },
     'writer-batch-points': { type: 'string', default: '50000' },
     against: { type: 'string' },
     // The idle spell before the disk of the running server is read, in seconds (a quick check may
@@ -119,6 +122,9 @@ const { values: args } = parseArgs({
     // --restart runs only the restart bench (bench/restart-bench.ts): a server killed with the
     // largest write-ahead log its defaults allow, and its restart.
     restart: { type: 'boolean', default: false },
+    // --cold-start runs only the cold-start bench (bench/cold-start-bench.ts): the first --runs
+    // queries after a start (40 unless set), with the server's page faults.
+    'cold-start': { type: 'boolean', default: false },
   },
 })
 const clusterJoin = args['cluster-join']
@@ -129,7 +135,7 @@ const hosts = Number(args.hosts ?? (clusterJoin ? JOIN_DEFAULT_HOSTS : HOSTS))
 const replicationFactor = Number(args['replication-factor'] ?? (clusterJoin ? 2 : 1))
 const timestampsPerRequest = Number(args.batch)
 const inflight = Number(args.inflight)
-const runs = Number(args.runs)
+const runs = Number(args.runs ?? 20)
 const writerBatchPoints = Number(args['writer-batch-points'])
 if (args['catch-up'] && args.cluster === undefined) throw new Error('--catch-up goes with --cluster <n>')
 if (clusterJoin && args['catch-up']) throw new Error('--cluster-join and --catch-up are separate benches')
@@ -445,7 +451,10 @@ async function main(): Promise<void> {
   await writeFile(`bench/results/${name}.md`, `${md}\n`)
 }
 
-if (args.restart) {
+if (args['cold-start']) {
+  const { runColdStartBench } = await import('./cold-start-bench.js')
+  await runColdStartBench({ hosts, decimals, timestampsPerRequest, inflight, runs: Number(args.runs ?? 40) })
+} else if (args.restart) {
   const { runRestartBench } = await import('./restart-bench.js')
   await runRestartBench({ hosts, decimals, timestampsPerRequest, inflight })
 } else if (args.protocols) {
