@@ -14,13 +14,16 @@
  *   uses.
  * - The machine's cost of a page fault: the bench's own process writes one byte to each 4 KiB page
  *   of a fresh FAULT_PROBE_BYTES buffer, timed.
+ * With `--against victoriametrics` the same sequence runs against VictoriaMetrics from Debian's
+ * package (loaded through line protocol, queried with nocache=1 as the storage-path table queries
+ * it, restarted before each kind, its round trip a GET /health), with its process's page faults.
  * Every answer is checked against the reference from the generated data. Results go to
- * bench/results/cold-start.json and .md.
+ * bench/results/cold-start.json and .md (cold-start-10hosts.* with --hosts 10, -2dp with --decimals 2).
  */
-import { mkdir, readFile, writeFile } from 'node:fs/promises'
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { Client, credentials } from '@grpc/grpc-js'
 import { V3Client } from '../src/client/index.js'
-import { hostTags, METRICS, seriesValues } from './dataset.js'
+import { HOSTS, hostTags, METRICS, seriesValues } from './dataset.js'
 import {
   describeDataSet,
   describeMachine,
@@ -28,13 +31,22 @@ import {
   grpcHealthRoundTrip,
   quantile,
   removeServer,
-  type Server,
   sendWrites,
   sleep,
   startServer,
   stopServer,
 } from './harness.js'
-import { drawParams, QUERY_KINDS, runV3 } from './queries.js'
+import { drawParams, QUERY_KINDS, type QueryParams, runV3 } from './queries.js'
+import {
+  ensureInstalled,
+  healthRoundTrip,
+  ingest as ingestVictoriaMetrics,
+  lineProtocol,
+  runVictoriaMetrics,
+  startVictoriaMetrics,
+  stopVictoriaMetrics,
+  type VictoriaMetrics,
+} from './victoriametrics.js'
 
 export interface ColdStartBenchOptions {
   readonly hosts: number
@@ -43,6 +55,8 @@ export interface ColdStartBenchOptions {
   readonly inflight: number
   /** Queries measured after each start. */
   readonly runs: number
+  /** Also run the sequence against VictoriaMetrics. */
+  readonly againstVictoriaMetrics: boolean
 }
 
 const SETTLE_MS = 10_000
@@ -73,10 +87,14 @@ interface Sample {
   readonly faults: number
 }
 
-interface KindFigures {
-  readonly name: string
+interface Figures {
   readonly cold: Sample[]
   readonly warm: Sample[]
+}
+
+interface KindFigures extends Figures {
+  readonly name: string
+  readonly victoriaMetrics?: Figures
 }
 
 const median = (xs: readonly number[]): number =>
@@ -85,25 +103,53 @@ const median = (xs: readonly number[]): number =>
     0.5,
   )
 
-/** Runs `list` one query at a time, with the server's page faults around each. */
+/** Runs `list` one query at a time, with the page faults of process `pid` around each. */
 async function measure(
-  server: Server,
-  client: V3Client,
-  kind: string,
-  list: readonly Parameters<typeof runV3>[2][],
-  values: Parameters<typeof runV3>[3],
+  pid: number,
+  list: readonly QueryParams[],
+  run: (p: QueryParams) => Promise<() => void>,
 ): Promise<Sample[]> {
-  const pid = server.proc.pid as number
   const out: Sample[] = []
   for (const p of list) {
     const before = await minorFaults(pid)
     const t = performance.now()
-    const check = await runV3(client, kind, p, values)
+    const check = await run(p)
     const ms = performance.now() - t
     out.push({ ms, faults: (await minorFaults(pid)) - before })
     check()
   }
   return out
+}
+
+/** The first `runs` of `list` after a start, then the rest, of which the last WARM_MEASURED are measured. */
+async function coldAndWarm(
+  pid: number,
+  list: readonly QueryParams[],
+  runs: number,
+  run: (p: QueryParams) => Promise<() => void>,
+): Promise<Figures> {
+  const cold = await measure(pid, list.slice(0, runs), run)
+  await measure(pid, list.slice(runs, list.length - WARM_MEASURED), run)
+  const warm = await measure(pid, list.slice(list.length - WARM_MEASURED), run)
+  return { cold, warm }
+}
+
+function summary(what: string, f: Figures): string {
+  return `${what} ${median(f.cold.map((s) => s.ms)).toFixed(2)} ms cold (median), ${median(f.cold.map((s) => s.faults))} page faults a query; warm ${median(f.warm.map((s) => s.ms)).toFixed(2)} ms, ${median(f.warm.map((s) => s.faults))}`
+}
+
+/** Each query's ms (to the µs) and faults, as two arrays: the JSON keeps every query without an object apiece. */
+function columns(samples: readonly Sample[]): { ms: number[]; faults: number[] } {
+  return { ms: samples.map((s) => Math.round(s.ms * 1000) / 1000), faults: samples.map((s) => s.faults) }
+}
+
+function compact(k: KindFigures): object {
+  const figures = (f: Figures): object => ({ cold: columns(f.cold), warm: columns(f.warm) })
+  return {
+    name: k.name,
+    v3: figures(k),
+    ...(k.victoriaMetrics === undefined ? {} : { victoriaMetrics: figures(k.victoriaMetrics) }),
+  }
 }
 
 export async function runColdStartBench(o: ColdStartBenchOptions): Promise<void> {
@@ -136,13 +182,11 @@ export async function runColdStartBench(o: ColdStartBenchOptions): Promise<void>
       const client = new V3Client(server.address)
       try {
         await grpcHealthRoundTrip(server.address)
-        const cold = await measure(server, client, kind.name, list.slice(0, o.runs), values)
-        await measure(server, client, kind.name, list.slice(o.runs, list.length - WARM_MEASURED), values)
-        const warm = await measure(server, client, kind.name, list.slice(list.length - WARM_MEASURED), values)
-        kinds.push({ name: kind.name, cold, warm })
-        console.log(
-          `${kind.name}: first ${o.runs} after the start ${median(cold.map((s) => s.ms)).toFixed(2)} ms (median), ${median(cold.map((s) => s.faults))} page faults a query; warm ${median(warm.map((s) => s.ms)).toFixed(2)} ms, ${median(warm.map((s) => s.faults))}`,
+        const v3 = await coldAndWarm(server.proc.pid as number, list, o.runs, (p) =>
+          runV3(client, kind.name, p, values),
         )
+        kinds.push({ name: kind.name, ...v3 })
+        console.log(summary(`${kind.name}: V3`, v3))
       } finally {
         client.close()
         await stopServer(server)
@@ -150,6 +194,36 @@ export async function runColdStartBench(o: ColdStartBenchOptions): Promise<void>
     }
   } finally {
     await removeServer(loaded)
+  }
+  if (o.againstVictoriaMetrics) {
+    ensureInstalled()
+    const hostTagRecords = Array.from({ length: o.hosts }, (_, h) => hostTags(h))
+    const bodies = lineProtocol(o.hosts, hostTagRecords, values)
+    let vm: VictoriaMetrics | undefined = await startVictoriaMetrics()
+    const vmDir = vm.dataDir
+    try {
+      await ingestVictoriaMetrics(vm, bodies, o.inflight)
+      await sleep(SETTLE_MS)
+      await stopVictoriaMetrics(vm)
+      for (const [i, kind] of QUERY_KINDS.entries()) {
+        const list = params.get(kind.name) ?? []
+        vm = await startVictoriaMetrics(vmDir)
+        const started = vm
+        await healthRoundTrip(started)
+        const figures = await coldAndWarm(started.proc.pid as number, list, o.runs, (p) =>
+          runVictoriaMetrics(started, kind.name, p, values, { nocache: true }),
+        )
+        const k = kinds[i]
+        if (k?.name !== kind.name) throw new Error(`BUG: ${kind.name} has no V3 figures`)
+        kinds[i] = { ...k, victoriaMetrics: figures }
+        console.log(summary(`${kind.name}: VictoriaMetrics`, figures))
+        await stopVictoriaMetrics(started)
+        vm = undefined
+      }
+    } finally {
+      if (vm !== undefined) await stopVictoriaMetrics(vm)
+      await rm(vmDir, { recursive: true, force: true })
+    }
   }
 
   const rows = kinds.map((k) => {
@@ -160,20 +234,42 @@ export async function runColdStartBench(o: ColdStartBenchOptions): Promise<void>
     const total = k.cold.reduce((a, s) => a + s.faults, 0)
     return `| ${k.name} | ${median(k.cold.map((s) => s.ms)).toFixed(2)} | ${median(k.cold.map((s) => s.faults))} | ${((total * faultMicros) / 1000 / k.cold.length).toFixed(2)} | ${part(many)} | ${part(few)} | ${median(k.warm.map((s) => s.ms)).toFixed(2)} | ${median(k.warm.map((s) => s.faults))} |`
   })
+  const ratio = (a: number, b: number): string => `${(a / b).toFixed(2)}x`
+  const vmRows = kinds.flatMap((k) => {
+    const vm = k.victoriaMetrics
+    if (vm === undefined) return []
+    const m = (f: Figures, key: 'cold' | 'warm', field: 'ms' | 'faults'): number => median(f[key].map((s) => s[field]))
+    return [
+      `| ${k.name} | ${m(k, 'cold', 'ms').toFixed(2)} | ${m(vm, 'cold', 'ms').toFixed(2)} | ${ratio(m(k, 'cold', 'ms'), m(vm, 'cold', 'ms'))} | ${m(k, 'cold', 'faults')} | ${m(vm, 'cold', 'faults')} | ${m(k, 'warm', 'ms').toFixed(2)} | ${m(vm, 'warm', 'ms').toFixed(2)} | ${ratio(m(k, 'warm', 'ms'), m(vm, 'warm', 'ms'))} | ${m(k, 'warm', 'faults')} | ${m(vm, 'warm', 'faults')} |`,
+    ]
+  })
+  const vmTable =
+    vmRows.length === 0
+      ? []
+      : [
+          '',
+          `Beside VictoriaMetrics, each restarted before each kind and queried with nocache=1 (medians; first ${o.runs} after the start, then warm):`,
+          '',
+          '| query | V3 first, ms | VM first, ms | V3 / VM | V3 faults a query | VM faults a query | V3 warm, ms | VM warm, ms | V3 / VM | V3 warm faults | VM warm faults |',
+          '|---|---|---|---|---|---|---|---|---|---|---|',
+          ...vmRows,
+        ]
   const md = [
     `${machine}; ${dataSet}; default server flags and \`--result-cache-points 0\`, a start on the loaded folder before each query.`,
     '',
     `| query | first ${o.runs} after the start, median ms | page faults a query, median | page faults a query at ${faultMicros.toFixed(1)} µs each, mean ms | queries with ${FEW_FAULTS} faults or more, median ms (count) | queries with fewer, median ms (count) | warm (the last ${WARM_MEASURED} of ${WARM_QUERIES} more), median ms | warm, page faults a query, median |`,
     '|---|---|---|---|---|---|---|---|',
     ...rows,
+    ...vmTable,
     '',
-    `A page fault here: ${faultMicros.toFixed(2)} µs, the bench process writing one byte to each 4 KiB page of a fresh ${FAULT_PROBE_BYTES / 2 ** 20} MiB buffer (median of 3). Page faults are the server's minor faults over each query, all threads. Every answer was checked against the reference from the generated data.`,
+    `A page fault here: ${faultMicros.toFixed(2)} µs, the bench process writing one byte to each 4 KiB page of a fresh ${FAULT_PROBE_BYTES / 2 ** 20} MiB buffer (median of 3). Page faults are the server process's minor faults over each query, all threads. Every answer was checked against the reference from the generated data.`,
   ].join('\n')
   console.log(`\n${md}\n`)
   await mkdir('bench/results', { recursive: true })
+  const name = `bench/results/cold-start${o.hosts === HOSTS ? '' : `-${o.hosts}hosts`}${o.decimals === undefined ? '' : `-${o.decimals}dp`}`
   await writeFile(
-    'bench/results/cold-start.json',
-    `${JSON.stringify({ machine, dataSet, faultMicros, runs: o.runs, warmQueries: WARM_QUERIES, warmMeasured: WARM_MEASURED, kinds }, null, 2)}\n`,
+    `${name}.json`,
+    `${JSON.stringify({ machine, dataSet, faultMicros, runs: o.runs, warmQueries: WARM_QUERIES, warmMeasured: WARM_MEASURED, kinds: kinds.map(compact) })}\n`,
   )
-  await writeFile('bench/results/cold-start.md', `${md}\n`)
+  await writeFile(`${name}.md`, `${md}\n`)
 }

@@ -34,8 +34,8 @@
 //   VictoriaMetrics, see bench/protocols-bench.ts)
 //   npm run bench -- --restart  (a server killed with the largest write-ahead log its defaults allow,
 //   and its restart, see bench/restart-bench.ts)
-//   npm run bench -- --cold-start [--runs 40]  (the first queries after a start and their page faults,
-//   see bench/cold-start-bench.ts)
+//   npm run bench -- --cold-start [--runs 40] [--against victoriametrics]  (the first queries after a
+//   start and their page faults, see bench/cold-start-bench.ts)
 import { mkdir, rm, writeFile } from 'node:fs/promises'
 import { parseArgs } from 'node:util'
 import { Client, credentials } from '@grpc/grpc-js'
@@ -453,7 +453,14 @@ async function main(): Promise<void> {
 
 if (args['cold-start']) {
   const { runColdStartBench } = await import('./cold-start-bench.js')
-  await runColdStartBench({ hosts, decimals, timestampsPerRequest, inflight, runs: Number(args.runs ?? 40) })
+  await runColdStartBench({
+    hosts,
+    decimals,
+    timestampsPerRequest,
+    inflight,
+    runs: Number(args.runs ?? 40),
+    againstVictoriaMetrics: args.against === 'victoriametrics',
+  })
 } else if (args.restart) {
   const { runRestartBench } = await import('./restart-bench.js')
   await runRestartBench({ hosts, decimals, timestampsPerRequest, inflight })
