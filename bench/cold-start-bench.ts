@@ -8,7 +8,8 @@
  *   measures it before the queries), and `runs` queries one at a time with the parameters the
  *   single-node bench draws. For each query the server's minor page faults (`/proc/<pid>/stat`,
  *   all threads: pages the process touched for the first time, or again after the allocator or
- *   V8 gave them back) are read before and after it.
+ *   V8 gave them back) are read before and after it, and its garbage collections (from its
+ *   /metrics) before and after all of them.
  * - After those, WARM_QUERIES more of the same kind, and the last WARM_MEASURED of them measured the
  *   same way: the same server once V8 has optimized the path and the process has all the memory it
  *   uses.
@@ -90,6 +91,8 @@ interface Sample {
 interface Figures {
   readonly cold: Sample[]
   readonly warm: Sample[]
+  /** Garbage collections the server ran over the cold queries, from its /metrics. */
+  readonly coldCollections: number
 }
 
 interface KindFigures extends Figures {
@@ -121,21 +124,47 @@ async function measure(
   return out
 }
 
-/** The first `runs` of `list` after a start, then the rest, of which the last WARM_MEASURED are measured. */
+/**
+ * Collections so far, from a /metrics text: V3's (prom-client's nodejs_gc_duration_seconds, every
+ * kind) or VictoriaMetrics' (Go's go_gc_duration_seconds).
+ */
+function collections(metrics: string): number {
+  let n = 0
+  for (const line of metrics.split('\n')) {
+    const m = /^(?:nodejs_gc_duration_seconds_count|go_gc_duration_seconds_count)(?:\{[^}]*\})? (\S+)$/.exec(line)
+    if (m?.[1] !== undefined) n += Number(m[1])
+  }
+  return n
+}
+
+async function collectionsAt(metricsUrl: string): Promise<number> {
+  const res = await fetch(metricsUrl)
+  if (!res.ok) throw new Error(`${metricsUrl} answered ${res.status}`)
+  return collections(await res.text())
+}
+
+/**
+ * The first `runs` of `list` after a start, with the collections over them (read once before and
+ * once after, so that the reads do not add to what is counted between), then the rest, of which the
+ * last WARM_MEASURED are measured.
+ */
 async function coldAndWarm(
   pid: number,
+  metricsUrl: string,
   list: readonly QueryParams[],
   runs: number,
   run: (p: QueryParams) => Promise<() => void>,
 ): Promise<Figures> {
+  const before = await collectionsAt(metricsUrl)
   const cold = await measure(pid, list.slice(0, runs), run)
+  const coldCollections = (await collectionsAt(metricsUrl)) - before
   await measure(pid, list.slice(runs, list.length - WARM_MEASURED), run)
   const warm = await measure(pid, list.slice(list.length - WARM_MEASURED), run)
-  return { cold, warm }
+  return { cold, warm, coldCollections }
 }
 
 function summary(what: string, f: Figures): string {
-  return `${what} ${median(f.cold.map((s) => s.ms)).toFixed(2)} ms cold (median), ${median(f.cold.map((s) => s.faults))} page faults a query; warm ${median(f.warm.map((s) => s.ms)).toFixed(2)} ms, ${median(f.warm.map((s) => s.faults))}`
+  return `${what} ${median(f.cold.map((s) => s.ms)).toFixed(2)} ms cold (median), ${median(f.cold.map((s) => s.faults))} page faults a query, ${f.coldCollections} collections; warm ${median(f.warm.map((s) => s.ms)).toFixed(2)} ms, ${median(f.warm.map((s) => s.faults))}`
 }
 
 /** Each query's ms (to the µs) and faults, as two arrays: the JSON keeps every query without an object apiece. */
@@ -144,7 +173,11 @@ function columns(samples: readonly Sample[]): { ms: number[]; faults: number[] }
 }
 
 function compact(k: KindFigures): object {
-  const figures = (f: Figures): object => ({ cold: columns(f.cold), warm: columns(f.warm) })
+  const figures = (f: Figures): object => ({
+    cold: columns(f.cold),
+    coldCollections: f.coldCollections,
+    warm: columns(f.warm),
+  })
   return {
     name: k.name,
     v3: figures(k),
@@ -182,7 +215,7 @@ export async function runColdStartBench(o: ColdStartBenchOptions): Promise<void>
       const client = new V3Client(server.address)
       try {
         await grpcHealthRoundTrip(server.address)
-        const v3 = await coldAndWarm(server.proc.pid as number, list, o.runs, (p) =>
+        const v3 = await coldAndWarm(server.proc.pid as number, server.metricsUrl, list, o.runs, (p) =>
           runV3(client, kind.name, p, values),
         )
         kinds.push({ name: kind.name, ...v3 })
@@ -210,8 +243,12 @@ export async function runColdStartBench(o: ColdStartBenchOptions): Promise<void>
         vm = await startVictoriaMetrics(vmDir)
         const started = vm
         await healthRoundTrip(started)
-        const figures = await coldAndWarm(started.proc.pid as number, list, o.runs, (p) =>
-          runVictoriaMetrics(started, kind.name, p, values, { nocache: true }),
+        const figures = await coldAndWarm(
+          started.proc.pid as number,
+          `http://127.0.0.1:${started.port}/metrics`,
+          list,
+          o.runs,
+          (p) => runVictoriaMetrics(started, kind.name, p, values, { nocache: true }),
         )
         const k = kinds[i]
         if (k?.name !== kind.name) throw new Error(`BUG: ${kind.name} has no V3 figures`)
@@ -232,7 +269,7 @@ export async function runColdStartBench(o: ColdStartBenchOptions): Promise<void>
     const part = (xs: Sample[]): string =>
       xs.length === 0 ? '–' : `${median(xs.map((s) => s.ms)).toFixed(2)} (${xs.length})`
     const total = k.cold.reduce((a, s) => a + s.faults, 0)
-    return `| ${k.name} | ${median(k.cold.map((s) => s.ms)).toFixed(2)} | ${median(k.cold.map((s) => s.faults))} | ${((total * faultMicros) / 1000 / k.cold.length).toFixed(2)} | ${part(many)} | ${part(few)} | ${median(k.warm.map((s) => s.ms)).toFixed(2)} | ${median(k.warm.map((s) => s.faults))} |`
+    return `| ${k.name} | ${median(k.cold.map((s) => s.ms)).toFixed(2)} | ${median(k.cold.map((s) => s.faults))} | ${k.coldCollections} | ${((total * faultMicros) / 1000 / k.cold.length).toFixed(2)} | ${part(many)} | ${part(few)} | ${median(k.warm.map((s) => s.ms)).toFixed(2)} | ${median(k.warm.map((s) => s.faults))} |`
   })
   const ratio = (a: number, b: number): string => `${(a / b).toFixed(2)}x`
   const vmRows = kinds.flatMap((k) => {
@@ -240,7 +277,7 @@ export async function runColdStartBench(o: ColdStartBenchOptions): Promise<void>
     if (vm === undefined) return []
     const m = (f: Figures, key: 'cold' | 'warm', field: 'ms' | 'faults'): number => median(f[key].map((s) => s[field]))
     return [
-      `| ${k.name} | ${m(k, 'cold', 'ms').toFixed(2)} | ${m(vm, 'cold', 'ms').toFixed(2)} | ${ratio(m(k, 'cold', 'ms'), m(vm, 'cold', 'ms'))} | ${m(k, 'cold', 'faults')} | ${m(vm, 'cold', 'faults')} | ${m(k, 'warm', 'ms').toFixed(2)} | ${m(vm, 'warm', 'ms').toFixed(2)} | ${ratio(m(k, 'warm', 'ms'), m(vm, 'warm', 'ms'))} | ${m(k, 'warm', 'faults')} | ${m(vm, 'warm', 'faults')} |`,
+      `| ${k.name} | ${m(k, 'cold', 'ms').toFixed(2)} | ${m(vm, 'cold', 'ms').toFixed(2)} | ${ratio(m(k, 'cold', 'ms'), m(vm, 'cold', 'ms'))} | ${m(k, 'cold', 'faults')} | ${m(vm, 'cold', 'faults')} | ${k.coldCollections} | ${vm.coldCollections} | ${m(k, 'warm', 'ms').toFixed(2)} | ${m(vm, 'warm', 'ms').toFixed(2)} | ${ratio(m(k, 'warm', 'ms'), m(vm, 'warm', 'ms'))} | ${m(k, 'warm', 'faults')} | ${m(vm, 'warm', 'faults')} |`,
     ]
   })
   const vmTable =
@@ -250,19 +287,19 @@ export async function runColdStartBench(o: ColdStartBenchOptions): Promise<void>
           '',
           `Beside VictoriaMetrics, each restarted before each kind and queried with nocache=1 (medians; first ${o.runs} after the start, then warm):`,
           '',
-          '| query | V3 first, ms | VM first, ms | V3 / VM | V3 faults a query | VM faults a query | V3 warm, ms | VM warm, ms | V3 / VM | V3 warm faults | VM warm faults |',
-          '|---|---|---|---|---|---|---|---|---|---|---|',
+          `| query | V3 first, ms | VM first, ms | V3 / VM | V3 faults a query | VM faults a query | V3 collections, first ${o.runs} | VM collections, first ${o.runs} | V3 warm, ms | VM warm, ms | V3 / VM | V3 warm faults | VM warm faults |`,
+          '|---|---|---|---|---|---|---|---|---|---|---|---|---|',
           ...vmRows,
         ]
   const md = [
     `${machine}; ${dataSet}; default server flags and \`--result-cache-points 0\`, a start on the loaded folder before each query.`,
     '',
-    `| query | first ${o.runs} after the start, median ms | page faults a query, median | page faults a query at ${faultMicros.toFixed(1)} µs each, mean ms | queries with ${FEW_FAULTS} faults or more, median ms (count) | queries with fewer, median ms (count) | warm (the last ${WARM_MEASURED} of ${WARM_QUERIES} more), median ms | warm, page faults a query, median |`,
-    '|---|---|---|---|---|---|---|---|',
+    `| query | first ${o.runs} after the start, median ms | page faults a query, median | garbage collections over them | page faults a query at ${faultMicros.toFixed(1)} µs each, mean ms | queries with ${FEW_FAULTS} faults or more, median ms (count) | queries with fewer, median ms (count) | warm (the last ${WARM_MEASURED} of ${WARM_QUERIES} more), median ms | warm, page faults a query, median |`,
+    '|---|---|---|---|---|---|---|---|---|',
     ...rows,
     ...vmTable,
     '',
-    `A page fault here: ${faultMicros.toFixed(2)} µs, the bench process writing one byte to each 4 KiB page of a fresh ${FAULT_PROBE_BYTES / 2 ** 20} MiB buffer (median of 3). Page faults are the server process's minor faults over each query, all threads. Every answer was checked against the reference from the generated data.`,
+    `A page fault here: ${faultMicros.toFixed(2)} µs, the bench process writing one byte to each 4 KiB page of a fresh ${FAULT_PROBE_BYTES / 2 ** 20} MiB buffer (median of 3). Page faults are the server process's minor faults over each query, all threads; garbage collections are read from its /metrics (V3: nodejs_gc_duration_seconds, every kind; VictoriaMetrics: go_gc_duration_seconds) before and after the first queries. Every answer was checked against the reference from the generated data.`,
   ].join('\n')
   console.log(`\n${md}\n`)
   await mkdir('bench/results', { recursive: true })
