@@ -205,8 +205,14 @@ describe('basic engine: tiers, retention, restart', () => {
           [2 * HOUR, T0 + HOUR, T0 + 5 * HOUR + 1000],
           [60_000, T0, T0 + 3 * HOUR],
         ] as const) {
-          for (const groupBy of [[], ['k']]) {
-            const agg = { func, stepMs, groupBy, mergeSeries: groupBy.length === 0 }
+          // Each series alone (the per-series fold, over the cold runs as they were read), merged,
+          // and grouped by a tag.
+          for (const [groupBy, mergeSeries] of [
+            [[], false],
+            [[], true],
+            [['k'], false],
+          ] as const) {
+            const agg = { func, stepMs, groupBy: [...groupBy], mergeSeries }
             const got = await engine.query({ selector: sel, startMs, endMs, aggregation: agg })
             const want = aggregate(raw, agg, startMs, endMs)
             assert.equal(got.length, want.length)
