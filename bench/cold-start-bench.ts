@@ -18,6 +18,8 @@
  * With `--against victoriametrics` the same sequence runs against VictoriaMetrics from Debian's
  * package (loaded through line protocol, queried with nocache=1 as the storage-path table queries
  * it, restarted before each kind, its round trip a GET /health), with its process's page faults.
+ * Both are loaded first; then each kind runs on both, one after the other, the one that goes first
+ * alternating from kind to kind.
  * Every answer is checked against the reference from the generated data. Results go to
  * bench/results/cold-start.json and .md (cold-start-10hosts.* with --hosts 10, -2dp with --decimals 2).
  */
@@ -63,8 +65,6 @@ export interface ColdStartBenchOptions {
 const SETTLE_MS = 10_000
 const WARM_QUERIES = 1000
 const WARM_MEASURED = 200
-/** Faults below this count a query as one that touched (almost) no new memory. */
-const FEW_FAULTS = 10
 const PAGE = 4096
 const FAULT_PROBE_BYTES = 64 * 2 ** 20
 
@@ -163,8 +163,13 @@ async function coldAndWarm(
   return { cold, warm, coldCollections }
 }
 
+/** The median of one field of a figure's cold or warm queries. */
+function med(f: Figures, key: 'cold' | 'warm', field: keyof Sample): number {
+  return median(f[key].map((s) => s[field]))
+}
+
 function summary(what: string, f: Figures): string {
-  return `${what} ${median(f.cold.map((s) => s.ms)).toFixed(2)} ms cold (median), ${median(f.cold.map((s) => s.faults))} page faults a query, ${f.coldCollections} collections; warm ${median(f.warm.map((s) => s.ms)).toFixed(2)} ms, ${median(f.warm.map((s) => s.faults))}`
+  return `${what} ${med(f, 'cold', 'ms').toFixed(2)} ms cold (median), ${med(f, 'cold', 'faults')} page faults a query, ${f.coldCollections} collections; warm ${med(f, 'warm', 'ms').toFixed(2)} ms, ${med(f, 'warm', 'faults')}`
 }
 
 /** Each query's ms (to the µs) and faults, as two arrays: the JSON keeps every query without an object apiece. */
@@ -188,17 +193,20 @@ function compact(k: KindFigures): object {
 export async function runColdStartBench(o: ColdStartBenchOptions): Promise<void> {
   const machine = describeMachine()
   const dataSet = describeDataSet(o.hosts, o.decimals)
-  const tags = Array.from({ length: o.hosts }, (_, h) =>
-    Object.entries(hostTags(h)).map(([key, value]) => ({ key, value })),
-  )
+  const hostTagRecords = Array.from({ length: o.hosts }, (_, h) => hostTags(h))
+  const tags = hostTagRecords.map((t) => Object.entries(t).map(([key, value]) => ({ key, value })))
   const values = Array.from({ length: o.hosts }, (_, h) => METRICS.map((_, m) => seriesValues(h, m, o.decimals)))
   const requests = encodeMessages(tags, values, o.timestampsPerRequest)
   const params = drawParams(o.hosts, o.runs + WARM_QUERIES)
   const faultMicros = median([pageFaultMicros(), pageFaultMicros(), pageFaultMicros()])
   console.log(`data set: ${dataSet}; a page fault costs ${faultMicros.toFixed(2)} µs here`)
 
+  // Both systems are loaded first; then each kind runs on V3 and on VictoriaMetrics one after the
+  // other, the one that goes first alternating, so that both meet the same spells of a shared machine.
   const loaded = await startServer()
   const dir = loaded.dataDir
+  let vmDir: string | undefined
+  let vm: VictoriaMetrics | undefined
   const kinds: KindFigures[] = []
   try {
     const raw = new Client(loaded.address, credentials.createInsecure())
@@ -209,75 +217,70 @@ export async function runColdStartBench(o: ColdStartBenchOptions): Promise<void>
     }
     await sleep(SETTLE_MS)
     await stopServer(loaded)
-    for (const kind of QUERY_KINDS) {
-      const list = params.get(kind.name) ?? []
+    if (o.againstVictoriaMetrics) {
+      ensureInstalled()
+      vm = await startVictoriaMetrics()
+      vmDir = vm.dataDir
+      await ingestVictoriaMetrics(vm, lineProtocol(o.hosts, hostTagRecords, values), o.inflight)
+      await sleep(SETTLE_MS)
+      await stopVictoriaMetrics(vm)
+      vm = undefined
+    }
+    const onV3 = async (kind: string, list: readonly QueryParams[]): Promise<Figures> => {
       const server = await startServer(['--result-cache-points', '0'], '127.0.0.1:0', dir)
       const client = new V3Client(server.address)
       try {
         await grpcHealthRoundTrip(server.address)
-        const v3 = await coldAndWarm(server.proc.pid as number, server.metricsUrl, list, o.runs, (p) =>
-          runV3(client, kind.name, p, values),
+        return await coldAndWarm(server.proc.pid as number, server.metricsUrl, list, o.runs, (p) =>
+          runV3(client, kind, p, values),
         )
-        kinds.push({ name: kind.name, ...v3 })
-        console.log(summary(`${kind.name}: V3`, v3))
       } finally {
         client.close()
         await stopServer(server)
       }
     }
-  } finally {
-    await removeServer(loaded)
-  }
-  if (o.againstVictoriaMetrics) {
-    ensureInstalled()
-    const hostTagRecords = Array.from({ length: o.hosts }, (_, h) => hostTags(h))
-    const bodies = lineProtocol(o.hosts, hostTagRecords, values)
-    let vm: VictoriaMetrics | undefined = await startVictoriaMetrics()
-    const vmDir = vm.dataDir
-    try {
-      await ingestVictoriaMetrics(vm, bodies, o.inflight)
-      await sleep(SETTLE_MS)
-      await stopVictoriaMetrics(vm)
-      for (const [i, kind] of QUERY_KINDS.entries()) {
-        const list = params.get(kind.name) ?? []
-        vm = await startVictoriaMetrics(vmDir)
-        const started = vm
-        await healthRoundTrip(started)
-        const figures = await coldAndWarm(
-          started.proc.pid as number,
-          `http://127.0.0.1:${started.port}/metrics`,
-          list,
-          o.runs,
-          (p) => runVictoriaMetrics(started, kind.name, p, values, { nocache: true }),
-        )
-        const k = kinds[i]
-        if (k?.name !== kind.name) throw new Error(`BUG: ${kind.name} has no V3 figures`)
-        kinds[i] = { ...k, victoriaMetrics: figures }
-        console.log(summary(`${kind.name}: VictoriaMetrics`, figures))
-        await stopVictoriaMetrics(started)
-        vm = undefined
-      }
-    } finally {
-      if (vm !== undefined) await stopVictoriaMetrics(vm)
-      await rm(vmDir, { recursive: true, force: true })
+    const onVictoriaMetrics = async (folder: string, kind: string, list: readonly QueryParams[]): Promise<Figures> => {
+      const started = await startVictoriaMetrics(folder)
+      vm = started
+      await healthRoundTrip(started)
+      const figures = await coldAndWarm(
+        started.proc.pid as number,
+        `http://127.0.0.1:${started.port}/metrics`,
+        list,
+        o.runs,
+        (p) => runVictoriaMetrics(started, kind, p, values, { nocache: true }),
+      )
+      await stopVictoriaMetrics(started)
+      vm = undefined
+      return figures
     }
+    for (const [i, kind] of QUERY_KINDS.entries()) {
+      const list = params.get(kind.name) ?? []
+      let v3: Figures | undefined
+      let other: Figures | undefined
+      if (i % 2 === 0) v3 = await onV3(kind.name, list)
+      if (vmDir !== undefined) other = await onVictoriaMetrics(vmDir, kind.name, list)
+      v3 ??= await onV3(kind.name, list)
+      kinds.push({ name: kind.name, ...v3, victoriaMetrics: other })
+      console.log(summary(`${kind.name}: V3`, v3))
+      if (other !== undefined) console.log(summary(`${kind.name}: VictoriaMetrics`, other))
+    }
+  } finally {
+    if (vm !== undefined) await stopVictoriaMetrics(vm)
+    if (vmDir !== undefined) await rm(vmDir, { recursive: true, force: true })
+    await removeServer(loaded)
   }
 
   const rows = kinds.map((k) => {
-    const few = k.cold.filter((s) => s.faults < FEW_FAULTS)
-    const many = k.cold.filter((s) => s.faults >= FEW_FAULTS)
-    const part = (xs: Sample[]): string =>
-      xs.length === 0 ? '–' : `${median(xs.map((s) => s.ms)).toFixed(2)} (${xs.length})`
     const total = k.cold.reduce((a, s) => a + s.faults, 0)
-    return `| ${k.name} | ${median(k.cold.map((s) => s.ms)).toFixed(2)} | ${median(k.cold.map((s) => s.faults))} | ${k.coldCollections} | ${((total * faultMicros) / 1000 / k.cold.length).toFixed(2)} | ${part(many)} | ${part(few)} | ${median(k.warm.map((s) => s.ms)).toFixed(2)} | ${median(k.warm.map((s) => s.faults))} |`
+    return `| ${k.name} | ${med(k, 'cold', 'ms').toFixed(2)} | ${med(k, 'cold', 'faults')} | ${k.coldCollections} | ${((total * faultMicros) / 1000 / k.cold.length).toFixed(2)} | ${med(k, 'warm', 'ms').toFixed(2)} | ${med(k, 'warm', 'faults')} |`
   })
   const ratio = (a: number, b: number): string => `${(a / b).toFixed(2)}x`
   const vmRows = kinds.flatMap((k) => {
-    const vm = k.victoriaMetrics
-    if (vm === undefined) return []
-    const m = (f: Figures, key: 'cold' | 'warm', field: 'ms' | 'faults'): number => median(f[key].map((s) => s[field]))
+    const peer = k.victoriaMetrics
+    if (peer === undefined) return []
     return [
-      `| ${k.name} | ${m(k, 'cold', 'ms').toFixed(2)} | ${m(vm, 'cold', 'ms').toFixed(2)} | ${ratio(m(k, 'cold', 'ms'), m(vm, 'cold', 'ms'))} | ${m(k, 'cold', 'faults')} | ${m(vm, 'cold', 'faults')} | ${k.coldCollections} | ${vm.coldCollections} | ${m(k, 'warm', 'ms').toFixed(2)} | ${m(vm, 'warm', 'ms').toFixed(2)} | ${ratio(m(k, 'warm', 'ms'), m(vm, 'warm', 'ms'))} | ${m(k, 'warm', 'faults')} | ${m(vm, 'warm', 'faults')} |`,
+      `| ${k.name} | ${med(k, 'cold', 'ms').toFixed(2)} | ${med(peer, 'cold', 'ms').toFixed(2)} | ${ratio(med(k, 'cold', 'ms'), med(peer, 'cold', 'ms'))} | ${med(k, 'cold', 'faults')} | ${med(peer, 'cold', 'faults')} | ${k.coldCollections} | ${peer.coldCollections} | ${med(k, 'warm', 'ms').toFixed(2)} | ${med(peer, 'warm', 'ms').toFixed(2)} | ${ratio(med(k, 'warm', 'ms'), med(peer, 'warm', 'ms'))} | ${med(k, 'warm', 'faults')} | ${med(peer, 'warm', 'faults')} |`,
     ]
   })
   const vmTable =
@@ -285,7 +288,7 @@ export async function runColdStartBench(o: ColdStartBenchOptions): Promise<void>
       ? []
       : [
           '',
-          `Beside VictoriaMetrics, each restarted before each kind and queried with nocache=1 (medians; first ${o.runs} after the start, then warm):`,
+          `Beside VictoriaMetrics, each restarted before each kind, kind by kind with the one that goes first alternating, VictoriaMetrics queried with nocache=1 (medians; first ${o.runs} after the start, then warm):`,
           '',
           `| query | V3 first, ms | VM first, ms | V3 / VM | V3 faults a query | VM faults a query | V3 collections, first ${o.runs} | VM collections, first ${o.runs} | V3 warm, ms | VM warm, ms | V3 / VM | V3 warm faults | VM warm faults |`,
           '|---|---|---|---|---|---|---|---|---|---|---|---|---|',
@@ -294,8 +297,8 @@ export async function runColdStartBench(o: ColdStartBenchOptions): Promise<void>
   const md = [
     `${machine}; ${dataSet}; default server flags and \`--result-cache-points 0\`, a start on the loaded folder before each query.`,
     '',
-    `| query | first ${o.runs} after the start, median ms | page faults a query, median | garbage collections over them | page faults a query at ${faultMicros.toFixed(1)} µs each, mean ms | queries with ${FEW_FAULTS} faults or more, median ms (count) | queries with fewer, median ms (count) | warm (the last ${WARM_MEASURED} of ${WARM_QUERIES} more), median ms | warm, page faults a query, median |`,
-    '|---|---|---|---|---|---|---|---|---|',
+    `| query | first ${o.runs} after the start, median ms | page faults a query, median | garbage collections over them | page faults a query at ${faultMicros.toFixed(1)} µs each, mean ms | warm (the last ${WARM_MEASURED} of ${WARM_QUERIES} more), median ms | warm, page faults a query, median |`,
+    '|---|---|---|---|---|---|---|',
     ...rows,
     ...vmTable,
     '',
