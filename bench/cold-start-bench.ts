@@ -5,7 +5,8 @@
  *   SETTLE_MS in which it seals and flushes on its own timers, then a clean stop.
  * - Then, for each of the seven queries, a start on the same folder with `--result-cache-points 0`
  *   (as the single-node bench's storage-path table), its health-check round trip (as that table
- *   measures it before the queries), and `runs` queries one at a time with the parameters the
+ *   measures it before the queries), the queries' client connected (VictoriaMetrics' round trip
+ *   opens the connection its queries use), and `runs` queries one at a time with the parameters the
  *   single-node bench draws. For each query the server's minor page faults (`/proc/<pid>/stat`,
  *   all threads: pages the process touched for the first time, or again after the allocator or
  *   V8 gave them back) are read before and after it, and its garbage collections (from its
@@ -231,6 +232,9 @@ export async function runColdStartBench(o: ColdStartBenchOptions): Promise<void>
       const client = new V3Client(server.address)
       try {
         await grpcHealthRoundTrip(server.address)
+        // The queries' own connection, opened before the first is timed, as VictoriaMetrics' round
+        // trip opens the connection its queries then use.
+        await client.waitForReady()
         return await coldAndWarm(server.proc.pid as number, server.metricsUrl, list, o.runs, (p) =>
           runV3(client, kind, p, values),
         )

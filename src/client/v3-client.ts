@@ -9,6 +9,7 @@ import {
   type CallOptions as GrpcCallOptions,
   Metadata,
   type ServiceError,
+  status,
 } from '@grpc/grpc-js'
 import { AdminServiceService, type GetStatsResponse } from '../../gen/v3storage/v1/admin_service.js'
 import { ClusterServiceService, type Node, NodeLifecycle, NodeState } from '../../gen/v3storage/v1/cluster_service.js'
@@ -38,7 +39,7 @@ import type {
 } from '../model/types.js'
 import { decodeSeriesList, encodeWriteRequest, SeriesHeaderCache, type WireSeries } from '../wire/series-codec.js'
 import { consistencyToProto } from './consistency.js'
-import { toClientError, type V3ClientError } from './errors.js'
+import { toClientError, V3ClientError } from './errors.js'
 import { type LiveSubscription, openSubscription, type SubscribeOptions } from './subscribe.js'
 
 /** Tags as an object (`{ host: 'a' }`) or as a list of key/value pairs. */
@@ -560,6 +561,19 @@ export class V3Client {
    */
   subscribe(selector: SelectorInput, options: SubscribeOptions = {}): LiveSubscription {
     return openSubscription(this.client, this.metadata(), selectorToProto(selector), options)
+  }
+
+  /**
+   * Resolves once the channel is connected to the server; otherwise the first call connects it. Fails
+   * with V3ClientError DEADLINE_EXCEEDED when no connection is up within `timeoutMs` (default 10 s).
+   */
+  waitForReady(timeoutMs = 10_000): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.client.waitForReady(Date.now() + timeoutMs, (err) => {
+        if (err === undefined || err === null) resolve()
+        else reject(new V3ClientError(status.DEADLINE_EXCEEDED, err.message, [], undefined, { cause: err }))
+      })
+    })
   }
 
   /** Closes the channel; calls in flight fail with CANCELLED or UNAVAILABLE. */

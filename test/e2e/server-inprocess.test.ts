@@ -3,6 +3,7 @@
 import assert from 'node:assert/strict'
 import { once } from 'node:events'
 import { connect } from 'node:http2'
+import { type AddressInfo, createServer as createNetServer } from 'node:net'
 import { after, before, describe, test } from 'node:test'
 import { Client, credentials, type ServiceError } from '@grpc/grpc-js'
 import {
@@ -266,6 +267,31 @@ describe('server over a scripted engine', () => {
     // The next call works: the abandoned stream left nothing behind.
     engine.onQuery = async () => []
     assert.deepEqual(await client.query(QUERY), [])
+  })
+
+  test('waitForReady resolves once a new client is connected, and fails with DEADLINE_EXCEEDED where nothing listens', async () => {
+    const fresh = new V3Client(server.address)
+    try {
+      await fresh.waitForReady(5000)
+      // Connected before any call: the first call needs no connection of its own.
+      assert.deepEqual(await fresh.listSeries({ metric: 'm' }), [])
+    } finally {
+      fresh.close()
+    }
+    // A port that was free a moment ago: nothing answers on it.
+    const probe = createNetServer().listen(0, '127.0.0.1')
+    await once(probe, 'listening')
+    const { port } = probe.address() as AddressInfo
+    await new Promise((resolve) => probe.close(resolve))
+    const nowhere = new V3Client(`127.0.0.1:${port}`)
+    try {
+      const started = Date.now()
+      const err = await callFails(nowhere.waitForReady(300))
+      assert.equal(err.code, status.DEADLINE_EXCEEDED)
+      assert.ok(Date.now() - started < 5000, 'the wait ends at its timeout')
+    } finally {
+      nowhere.close()
+    }
   })
 })
 
