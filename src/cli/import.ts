@@ -249,7 +249,8 @@ export interface ImportSummary {
   rows: number
   points: number
   rejectedRows: number
-  aborted: string | undefined
+  /** Why the import stopped before the end, and at which line when a row or the CSV was the reason. */
+  aborted: { readonly line?: number; readonly reason: string } | undefined
 }
 
 /** The import loop, apart from flags and files: records in, batches to the sink, a summary out. */
@@ -288,7 +289,7 @@ async function importRecords(
       if (typeof points === 'string') {
         summary.rejectedRows++
         if (!options.skip) {
-          summary.aborted = `line ${record.line}: ${points}`
+          summary.aborted = { line: record.line, reason: points }
           break
         }
         if (summary.rejectedRows <= options.maxReported) report(`line ${record.line}: ${points} (skipped)`)
@@ -300,18 +301,20 @@ async function importRecords(
     await flush()
   } catch (err) {
     if (err instanceof UsageError) throw err
-    summary.aborted = err instanceof CsvSyntaxError ? err.message : (err as Error).message
+    summary.aborted =
+      err instanceof CsvSyntaxError ? { line: err.line, reason: err.reason } : { reason: (err as Error).message }
   }
   try {
     const result = await sink.finish()
     summary.points = result.pointsWritten
   } catch (err) {
-    summary.aborted ??= `the server refused a batch: ${(err as Error).message}`
+    summary.aborted ??= { reason: `the server refused a batch: ${(err as Error).message}` }
   }
   if (options.skip && summary.rejectedRows > options.maxReported) {
     report(`… and ${summary.rejectedRows - options.maxReported} more bad rows skipped`)
   }
-  if (layout === undefined && summary.aborted === undefined) summary.aborted = 'the input is empty: no header'
+  if (layout === undefined && summary.aborted === undefined)
+    summary.aborted = { reason: 'the input is empty: no header' }
   return summary
 }
 
@@ -350,8 +353,10 @@ export async function runImport(args: readonly string[]): Promise<number> {
   }
   const seconds = (performance.now() - started) / 1000
   const written = `${summary.points} points written from ${summary.rows - summary.rejectedRows} rows`
-  if (summary.aborted !== undefined) {
-    process.stderr.write(`v3 import: stopped at ${summary.aborted}\n`)
+  const stop = summary.aborted
+  if (stop !== undefined) {
+    const where = stop.line === undefined ? 'stopped' : `stopped at line ${stop.line}`
+    process.stderr.write(`v3 import: ${where}: ${stop.reason}\n`)
   }
   process.stderr.write(
     `v3 import: ${written}, ${summary.rejectedRows} rows rejected, in ${seconds.toFixed(1)} s${summary.aborted === undefined ? '' : ' (stopped early)'}\n`,

@@ -2,8 +2,10 @@
 // export then import into an empty server, query output formats and syntax errors, series, stats,
 // and migrate between a server and data folders with count verification.
 import assert from 'node:assert/strict'
+import { once } from 'node:events'
 import { closeSync, existsSync, openSync } from 'node:fs'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { type AddressInfo, createServer as createNetServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
@@ -60,6 +62,23 @@ describe('v3 client commands', () => {
     assert.match(r.stderr, /2 points written from 2 rows, 1 rows rejected/)
     const got = await a.client.query({ selector: { metric: 'ab_cpu' }, ...ALL })
     assert.deepEqual([...(got[0]?.values ?? [])], [1, 2])
+  })
+
+  test('import says why it stopped when no row is to blame: no server, or no header', async () => {
+    await writeFile(join(dir, 'nowhere.csv'), ['metric,timestamp,value,host', `nw_cpu,${T0},1,a`].join('\n'))
+    // A port that was free a moment ago: nothing answers on it.
+    const probe = createNetServer().listen(0, '127.0.0.1')
+    await once(probe, 'listening')
+    const { port } = probe.address() as AddressInfo
+    await new Promise((resolve) => probe.close(resolve))
+    const refused = await runV3(['import', join(dir, 'nowhere.csv'), '--server', `127.0.0.1:${port}`])
+    assert.equal(refused.code, 1, refused.stderr)
+    assert.match(refused.stderr, /^v3 import: stopped: the server refused the rows of lines 2-2: UNAVAILABLE/m)
+    assert.match(refused.stderr, /0 points written from 1 rows, 0 rows rejected, .*\(stopped early\)/)
+    await writeFile(join(dir, 'empty.csv'), '')
+    const empty = await runV3(['import', join(dir, 'empty.csv'), '--server', a.address])
+    assert.equal(empty.code, 1, empty.stderr)
+    assert.match(empty.stderr, /^v3 import: stopped: the input is empty: no header$/m)
   })
 
   test('import --on-error skip reports every bad row with its line and writes the rest', async () => {
