@@ -94,11 +94,17 @@ function violationsFrom(metadata: Metadata | undefined): FieldViolation[] {
   }
 }
 
+/** The label grpc-js leaves at the end of a failed connection's details when it has no note. */
+const EMPTY_RESOLUTION_NOTE = / Resolution note: *$/
+
 /** Turns whatever a call failed with into a V3ClientError. */
 export function toClientError(err: unknown): V3ClientError {
   if (err instanceof V3ClientError) return err
   if (isServiceError(err)) {
-    return new V3ClientError(err.code, err.details, violationsFrom(err.metadata), err.metadata, { cause: err })
+    // grpc-js ends a failed connection's details with "Resolution note: " and nothing after it when
+    // name resolution had nothing to say; the message reads better without the empty label.
+    const details = err.details.replace(EMPTY_RESOLUTION_NOTE, '')
+    return new V3ClientError(err.code, details, violationsFrom(err.metadata), err.metadata, { cause: err })
   }
   if (err instanceof ValidationError) {
     // Raised before sending, by the encoder: the same shape as the server's INVALID_ARGUMENT.

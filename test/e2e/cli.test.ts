@@ -75,6 +75,9 @@ describe('v3 client commands', () => {
     assert.equal(refused.code, 1, refused.stderr)
     assert.match(refused.stderr, /^v3 import: stopped: the server refused the rows of lines 2-2: UNAVAILABLE/m)
     assert.match(refused.stderr, /0 points written from 1 rows, 0 rows rejected, .*\(stopped early\)/)
+    // grpc-js' empty "Resolution note: " label is not passed on.
+    assert.match(refused.stderr, /ECONNREFUSED 127\.0\.0\.1:\d+\.\n/)
+    assert.doesNotMatch(refused.stderr, /Resolution note/)
     await writeFile(join(dir, 'empty.csv'), '')
     const empty = await runV3(['import', join(dir, 'empty.csv'), '--server', a.address])
     assert.equal(empty.code, 1, empty.stderr)
