@@ -244,6 +244,8 @@ export async function serve(args: readonly string[]): Promise<void> {
     return
   }
   if (config.printConfig) {
+    // The same warnings a start logs (unknown V3_ variables), on stderr: the config stays loadable.
+    for (const warning of config.warnings) process.stderr.write(`v3: warning: ${warning}\n`)
     process.stdout.write(printConfig(config.resolved))
     return
   }

@@ -34,6 +34,20 @@ describe('v3 serve configuration and plugins', () => {
     assert.match(r.stdout, /^block-cache: 64MiB {2}# default$/m)
   })
 
+  test('--print-config also names the V3_ variables a start would ignore, on stderr', async () => {
+    const r = await runV3(['serve', '--print-config'], {
+      env: { V3_PORT: 'tcp://10.0.0.1:50051', V3_HOT_WINDOW: '2h' },
+    })
+    assert.equal(r.code, 0, r.stderr)
+    assert.match(
+      r.stderr,
+      /^v3: warning: ignoring unknown environment variable V3_PORT; the nearest option is V3_LISTEN \(--listen\)$/m,
+    )
+    assert.doesNotMatch(r.stderr, /V3_HOT_WINDOW/)
+    assert.match(r.stdout, /^hot-window: 2h {2}# env$/m)
+    assert.doesNotMatch(r.stdout, /V3_PORT|warning/)
+  })
+
   test('an unknown key or a bad value stops the start with exit code 2, naming it', async () => {
     const config = join(dir, 'bad.json')
     await writeFile(config, '{"hot-window": "1h", "hotwindow": "2h"}')
