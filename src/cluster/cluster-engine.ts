@@ -746,14 +746,10 @@ export class ClusterEngine implements StorageEngine {
   ): Promise<void> {
     const version = part.version
     if (node.id === this.selfId) {
-      // Every point of the part has the write's version: one array for the part, a range per series.
-      const versions = new Float64Array(part.points).fill(version)
-      let at = 0
+      // Every point of the part has the write's version: one number per series, no array of them.
       const series = part.series.map((s): NormalizedSeries => {
-        const n = s.timestamps.length
-        at += n
         const { metric, tags, key, timestamps, values } = s
-        return { metric, tags, key, timestamps, values, versions: versions.subarray(at - n, at) }
+        return { metric, tags, key, timestamps, values, version }
       })
       await this.local.writeValidated({ series, points: part.points }, ctx)
       return

@@ -260,7 +260,7 @@ export class BasicEngine implements StorageEngine, ShardEngine, EngineCore {
   private async dropSuperseded(normalized: NormalizedBatch): Promise<NormalizedBatch> {
     const keeps = await keepAgainstStored(
       this,
-      normalized.series.map((s) => ({ entry: this.index.get(s.key), ts: s.timestamps, vers: s.versions })),
+      normalized.series.map((s) => ({ entry: this.index.get(s.key), ts: s.timestamps, vers: s.versions ?? s.version })),
     )
     if (keeps.every((keep) => keep === undefined)) return normalized
     const series: NormalizedSeries[] = []
@@ -384,7 +384,7 @@ export class BasicEngine implements StorageEngine, ShardEngine, EngineCore {
         const s = series[k]!
         const handle = entries[k]!.handle
         const ts = s.timestamps
-        this.head.append(handle, ts, s.values, seq, s.versions)
+        this.head.append(handle, ts, s.values, seq, s.versions ?? s.version)
         // Normalized timestamps are sorted: the first and last bound what the write touched.
         this.resultCache.changed(handle, ts[0] as number, ts[ts.length - 1] as number)
       }

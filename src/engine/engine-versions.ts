@@ -137,7 +137,8 @@ export async function keepAgainstStored(
   items: ReadonlyArray<{
     readonly entry: SeriesEntry | undefined
     readonly ts: Float64Array
-    readonly vers: Float64Array | undefined
+    /** Each point's version, or one version for all of them. */
+    readonly vers: Float64Array | number | undefined
   }>,
 ): Promise<(number[] | undefined)[]> {
   const { from, to } = liveBlocks(core)
@@ -159,8 +160,8 @@ export async function keepAgainstStored(
     const keep: number[] = []
     for (let i = 0; i < ts.length; i++) {
       const t = ts[i] as number
-      if (storedVersion(blocks.get(Math.floor(t / BLOCK_MS)), t) <= (vers === undefined ? 0 : (vers[i] as number)))
-        keep.push(i)
+      const version = vers === undefined ? 0 : typeof vers === 'number' ? vers : (vers[i] as number)
+      if (storedVersion(blocks.get(Math.floor(t / BLOCK_MS)), t) <= version) keep.push(i)
     }
     return keep.length === ts.length ? undefined : keep
   })

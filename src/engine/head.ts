@@ -83,7 +83,8 @@ class SeriesBuffer {
     this.spareVers = undefined
   }
 
-  push(ts: Float64Array, vals: Float64Array, seq: number, vers?: Float64Array): void {
+  /** `vers`: each point's write version, or one version for all of them. */
+  push(ts: Float64Array, vals: Float64Array, seq: number, vers?: Float64Array | number): void {
     const n = ts.length
     this.reserve(n)
     const at = this.n
@@ -101,7 +102,8 @@ class SeriesBuffer {
       this.seqs.fill(seq, at, at + n)
     }
     if (vers !== undefined && this.vers === undefined) this.vers = this.versionsFrom(at)
-    if (vers !== undefined) this.vers!.set(vers, at)
+    if (typeof vers === 'number') this.vers!.fill(vers, at, at + n)
+    else if (vers !== undefined) this.vers!.set(vers, at)
     else this.vers?.fill(0, at, at + n)
     this.n += n
     this.written = true
@@ -262,9 +264,9 @@ export class Head {
 
   /**
    * Appends points of one series; `seq` is the write-buffer record that holds them, `vers` their
-   * write versions when they have any.
+   * write versions when they have any (one for all of them, or one per point).
    */
-  append(handle: number, ts: Float64Array, vals: Float64Array, seq: number, vers?: Float64Array): void {
+  append(handle: number, ts: Float64Array, vals: Float64Array, seq: number, vers?: Float64Array | number): void {
     let buf = this.active.get(handle)
     if (!buf) {
       const hint = this.capacityHint.get(handle)

@@ -16,6 +16,8 @@ export interface RecordPoints {
   readonly values: Float64Array
   /** The points' write versions; absent when they have none. */
   readonly versions?: Float64Array
+  /** The write version of every point, when they share one: instead of versions. */
+  readonly version?: number
 }
 
 /** The series of a record's points: an index entry is one. */
@@ -29,7 +31,9 @@ const VERSIONS_ONE = 1
 const VERSIONS_EACH = 2
 
 /** The versions byte of a series, and the bytes its versions take. */
-function versionsLayout(vers: Float64Array | undefined): { kind: number; bytes: number } {
+function versionsLayout(p: RecordPoints): { kind: number; bytes: number } {
+  if (p.version !== undefined) return { kind: VERSIONS_ONE, bytes: 8 }
+  const vers = p.versions
   if (vers === undefined || vers.length === 0) return { kind: VERSIONS_NONE, bytes: 0 }
   const first = vers[0]!
   for (let i = 1; i < vers.length; i++) if (vers[i] !== first) return { kind: VERSIONS_EACH, bytes: vers.byteLength }
@@ -56,7 +60,7 @@ export function encodeBufferRecord(
   let size = 5
   for (let i = 0; i < points.length; i++) {
     const p = points[i]!
-    if (p.versions !== undefined) return encodeVersioned(series, points, scratch)
+    if (p.versions !== undefined || p.version !== undefined) return encodeVersioned(series, points, scratch)
     size += SERIES_ID_BYTES + 4 + p.timestamps.length * 16
   }
   const out = scratch?.take(size) ?? Buffer.allocUnsafe(size)
@@ -172,7 +176,7 @@ function encodeVersioned(
   points: readonly RecordPoints[],
   scratch: RecordScratch | undefined,
 ): Buffer {
-  const layouts = points.map((p) => versionsLayout(p.versions))
+  const layouts = points.map(versionsLayout)
   let size = 5
   points.forEach((p, i) => {
     size += SERIES_ID_BYTES + 5 + layouts[i]!.bytes + p.timestamps.length * 16
@@ -187,7 +191,7 @@ function encodeVersioned(
     off = bytes.uint32(p.timestamps.length, copyId(out, off, series[i]!.id))
     out[off++] = layout.kind
     if (layout.kind === VERSIONS_ONE) {
-      out.writeDoubleLE(p.versions![0]!, off)
+      out.writeDoubleLE(p.version ?? p.versions![0]!, off)
       off += 8
     } else if (layout.kind === VERSIONS_EACH) off = bytes.copy(p.versions!, off)
     off = bytes.copy(p.values, bytes.copy(p.timestamps, off))

@@ -239,6 +239,21 @@ describe('write buffer', () => {
     assert.deepEqual([...head.versionsAt(4, Float64Array.of(6000))], [70])
   })
 
+  it('one version for a whole push is the version of each of its points, beside pushes with one per point', () => {
+    const head = new Head()
+    head.append(5, Float64Array.of(1000, 2000), Float64Array.of(1, 2), 1)
+    head.append(5, Float64Array.of(2000, 3000), Float64Array.of(20, 30), 2, 40)
+    head.append(5, Float64Array.of(3000, 4000), Float64Array.of(31, 41), 3, Float64Array.of(39, 60))
+    head.append(5, Float64Array.of(1000), Float64Array.of(11), 4, 7)
+    assert.deepEqual([...head.versionsAt(5, Float64Array.of(1000, 2000, 3000, 4000))], [7, 40, 40, 60])
+    assert.deepEqual([...head.read(5, 0, 10_000)!.vals], [11, 20, 30, 41])
+    const taken = takeDue(head, 1_000_000, 0, true)
+    assert.deepEqual(
+      taken.map((t) => [...t.ts, ...t.vals, ...t.vers!]),
+      [[1000, 2000, 3000, 4000, 11, 20, 30, 41, 7, 40, 40, 60]],
+    )
+  })
+
   it('points taken from part of a buffer stay as they were when the buffer takes new ones', () => {
     const head = new Head()
     head.append(7, Float64Array.of(1000, 40_000, 2000), Float64Array.of(1, 4, 2), 1)

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict'
 import { describe, test } from 'node:test'
 import { prng } from '../../src/model/prng.js'
 import type { SeriesWrite, Tag } from '../../src/model/types.js'
-import { ValidatedSeriesCache, validateWriteBatch } from '../../src/model/validate.js'
+import { type NormalizedSeries, ValidatedSeriesCache, validateWriteBatch } from '../../src/model/validate.js'
 import { bitsOf, doubles, STALE_NAN } from '../fixtures/nan-values.js'
 
 interface Expected {
@@ -78,6 +78,12 @@ function randomEntries(seed: number, shape: 'in-order' | 'any', versions: boolea
   return entries
 }
 
+/** Each point's write version, whether the series gives one per point or one for all; undefined for none. */
+function pointVersions(s: NormalizedSeries): number[] | undefined {
+  if (s.versions !== undefined) return [...s.versions]
+  return s.version === undefined ? undefined : Array.from(s.timestamps, () => s.version as number)
+}
+
 function check(entries: SeriesWrite[], label: string, cache?: ValidatedSeriesCache): void {
   const out = validateWriteBatch({ series: entries }, undefined, cache)
   const expected = reference(entries, (e) => `${e.metric}/${e.tags[0]!.value}`)
@@ -87,7 +93,7 @@ function check(entries: SeriesWrite[], label: string, cache?: ValidatedSeriesCac
     assert.equal(got.metric, want.metric, `${label}: series ${k}`)
     assert.deepEqual([...got.timestamps], want.timestamps, `${label}: series ${k} timestamps`)
     assert.deepEqual([...got.values], want.values, `${label}: series ${k} values`)
-    assert.deepEqual(got.versions && [...got.versions], want.versions, `${label}: series ${k} versions`)
+    assert.deepEqual(pointVersions(got), want.versions, `${label}: series ${k} versions`)
   })
   assert.equal(
     out.points,
@@ -163,7 +169,7 @@ describe('validateWriteBatch: batches that say they are normalized (a peer write
       tags: s.tags,
       timestamps: [...s.timestamps],
       values: [...s.values],
-      versions: s.versions && [...s.versions],
+      versions: pointVersions(s),
     }))
 
   test('series in normal form that the cache knows are taken as they are, arrays and all', () => {
@@ -173,8 +179,13 @@ describe('validateWriteBatch: batches that say they are normalized (a peer write
     const out = validateWriteBatch({ series: entries, acceptNaN: true, normalized: true }, undefined, cache)
     assert.deepEqual(plain(out), plain(full(normal())))
     assert.deepEqual(
-      out.series.map((s) => [...s.versions!]),
+      out.series.map((s) => pointVersions(s)),
       [7, 8, 9].map((v) => [v, v, v, v, v]),
+    )
+    // One version for each series' points, not an array of them.
+    assert.deepEqual(
+      out.series.map((s) => [s.version, s.versions]),
+      [7, 8, 9].map((v) => [v, undefined]),
     )
     assert.equal(out.points, 15)
     out.series.forEach((s, i) => {

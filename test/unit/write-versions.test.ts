@@ -68,13 +68,15 @@ describe('validation merges entries by version', () => {
     assert.deepEqual(Array.from(s!.versions!), [5, 5, 5])
   })
 
-  test('one entry carries its version per point; no version, no versions', () => {
+  test('one entry carries one version for all its points; no version, no versions', () => {
     const one = validateWriteBatch({
       series: [{ metric: 'cpu', tags: [], timestamps: [2, 1], values: [2, 1], version: 9 }],
     })
-    assert.deepEqual(Array.from(one.series[0]!.versions!), [9, 9])
+    assert.equal(one.series[0]!.version, 9)
+    assert.equal(one.series[0]!.versions, undefined)
     const none = validateWriteBatch({ series: [{ metric: 'cpu', tags: [], timestamps: [1], values: [1] }] })
     assert.equal(none.series[0]!.versions, undefined)
+    assert.equal(none.series[0]!.version, undefined)
   })
 
   test('a version that is not a non-negative integer is refused', () => {
@@ -112,6 +114,16 @@ describe('head and storage formats with versions', () => {
     assert.deepEqual(Array.from(back[1]!.vers!), [7, 8])
     assert.equal(back[2]!.vers, undefined)
     assert.deepEqual(Array.from(back[2]!.vals), [3, 4])
+  })
+
+  test('buffer records: one version for all points is the same record as that version per point', () => {
+    const id = Buffer.alloc(8, 2)
+    const ts = Float64Array.of(1, 2, 3)
+    const vals = Float64Array.of(3, 4, 5)
+    const one = encodeBufferRecord([{ id }], [{ timestamps: ts, values: vals, version: 9 }])
+    const each = encodeBufferRecord([{ id }], [{ timestamps: ts, values: vals, versions: Float64Array.of(9, 9, 9) }])
+    assert.deepEqual(one, each)
+    assert.deepEqual(Array.from(decodeBufferRecord(one, 0)[0]!.vers!), [9, 9, 9])
   })
 
   test('versions values: runs of equal versions round trip, version 0 left out', () => {
