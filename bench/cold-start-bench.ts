@@ -24,7 +24,7 @@
  * Every answer is checked against the reference from the generated data. Results go to
  * bench/results/cold-start.json and .md (cold-start-10hosts.* with --hosts 10, -2dp with --decimals 2).
  */
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises'
+import { mkdir, rm, writeFile } from 'node:fs/promises'
 import { Client, credentials } from '@grpc/grpc-js'
 import { V3Client } from '../src/client/index.js'
 import { HOSTS, hostTags, METRICS, seriesValues } from './dataset.js'
@@ -33,7 +33,8 @@ import {
   describeMachine,
   encodeMessages,
   grpcHealthRoundTrip,
-  quantile,
+  median,
+  minorFaults,
   removeServer,
   sendWrites,
   sleep,
@@ -69,12 +70,6 @@ const WARM_MEASURED = 200
 const PAGE = 4096
 const FAULT_PROBE_BYTES = 64 * 2 ** 20
 
-/** Minor page faults of a process so far: field 10 of /proc/<pid>/stat, the 8th after the command name. */
-async function minorFaults(pid: number): Promise<number> {
-  const stat = await readFile(`/proc/${pid}/stat`, 'utf8')
-  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[7])
-}
-
 /** Microseconds per first touch of a 4 KiB page in this process, over a fresh buffer. */
 function pageFaultMicros(): number {
   // allocUnsafeSlow of this size is a fresh mapping: no page of it has been touched yet.
@@ -100,12 +95,6 @@ interface KindFigures extends Figures {
   readonly name: string
   readonly victoriaMetrics?: Figures
 }
-
-const median = (xs: readonly number[]): number =>
-  quantile(
-    [...xs].sort((a, b) => a - b),
-    0.5,
-  )
 
 /** Runs `list` one query at a time, with the page faults of process `pid` around each. */
 async function measure(

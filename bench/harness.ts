@@ -128,6 +128,14 @@ export function quantile(sorted: number[], q: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] as number
 }
 
+/** The median as timed() takes it: quantile 0.5 of the sorted values. */
+export function median(xs: readonly number[]): number {
+  return quantile(
+    [...xs].sort((a, b) => a - b),
+    0.5,
+  )
+}
+
 /**
  * Runs 2 warm-ups, then the rest of `list` timed, each run with its own parameters; median and p95
  * in ms. A run returns the check of its answer, which runs after the clock stops.
@@ -166,13 +174,23 @@ export async function removeServer(server: Server): Promise<void> {
 const CLK_TCK = 100
 
 /**
- * The CPU seconds (user + system) in a /proc stat line, a process's or a thread's. The command name
- * (field 2) may hold spaces and parentheses: fields are counted after its last ')'; utime and stime
- * are fields 14 and 15 of the whole line, 12 and 13 of what follows the name.
+ * The fields of a /proc stat line, a process's or a thread's, after the command name (field 2),
+ * which may hold spaces and parentheses: they are counted after its last ')'. Field k of the whole
+ * line is element k - 3 here.
  */
+function statFields(stat: string): string[] {
+  return stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+}
+
+/** The CPU seconds (user + system) in a /proc stat line: utime and stime are fields 14 and 15. */
 export function statCpuSeconds(stat: string): number {
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  const fields = statFields(stat)
   return (Number(fields[11]) + Number(fields[12])) / CLK_TCK
+}
+
+/** Minor page faults of a process so far (all threads): field 10 of /proc/<pid>/stat. */
+export async function minorFaults(pid: number): Promise<number> {
+  return Number(statFields(await readFile(`/proc/${pid}/stat`, 'utf8'))[7])
 }
 
 /** CPU seconds (user + system) a process has used so far. */

@@ -359,7 +359,7 @@ export async function runImport(args: readonly string[]): Promise<number> {
     process.stderr.write(`v3 import: ${where}: ${stop.reason}\n`)
   }
   process.stderr.write(
-    `v3 import: ${written}, ${summary.rejectedRows} rows rejected, in ${seconds.toFixed(1)} s${summary.aborted === undefined ? '' : ' (stopped early)'}\n`,
+    `v3 import: ${written}, ${summary.rejectedRows} rows rejected, in ${seconds.toFixed(1)} s${stop === undefined ? '' : ' (stopped early)'}\n`,
   )
   return summary.aborted === undefined && summary.rejectedRows === 0 ? 0 : 1
 }

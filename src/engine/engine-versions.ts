@@ -158,9 +158,11 @@ export async function keepAgainstStored(
     const blocks = stored[s]
     if (blocks === undefined || blocks.size === 0) return undefined
     const keep: number[] = []
+    // One version for every point (or none: 0), else each point's own.
+    const all = vers === undefined ? 0 : typeof vers === 'number' ? vers : undefined
     for (let i = 0; i < ts.length; i++) {
       const t = ts[i] as number
-      const version = vers === undefined ? 0 : typeof vers === 'number' ? vers : (vers[i] as number)
+      const version = all ?? ((vers as Float64Array)[i] as number)
       if (storedVersion(blocks.get(Math.floor(t / BLOCK_MS)), t) <= version) keep.push(i)
     }
     return keep.length === ts.length ? undefined : keep
