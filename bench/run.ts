@@ -36,6 +36,8 @@
 //   and its restart, see bench/restart-bench.ts)
 //   npm run bench -- --cold-start [--runs 40] [--against victoriametrics]  (the first queries after a
 //   start and their page faults, see bench/cold-start-bench.ts)
+//   npm run bench -- --engine-write [--runs 3]  (the engine's write path alone, with and without write
+//   versions, see bench/engine-write-bench.ts)
 import { mkdir, rm, writeFile } from 'node:fs/promises'
 import { parseArgs } from 'node:util'
 import { Client, credentials } from '@grpc/grpc-js'
@@ -87,7 +89,7 @@ const { values: args } = parseArgs({
     hosts: { type: 'string' },
     batch: { type: 'string', default: '50' },
     inflight: { type: 'string', default: String(DEFAULT_INFLIGHT) },
-    // Timed runs of each query (20 unless set; 40 for --cold-start).
+    // Timed runs of each query (20 unless set; 40 for --cold-start); runs of each mode for --engine-write (3).
     runs: { type: 'string' },
     'writer-batch-points': { type: 'string', default: '50000' },
     against: { type: 'string' },
@@ -125,6 +127,9 @@ const { values: args } = parseArgs({
     // --cold-start runs only the cold-start bench (bench/cold-start-bench.ts): the first --runs
     // queries after a start (40 unless set), with the server's page faults.
     'cold-start': { type: 'boolean', default: false },
+    // --engine-write runs only the engine write bench (bench/engine-write-bench.ts): the engine's
+    // write path in a process of its own, with and without write versions, --runs times each (3 unless set).
+    'engine-write': { type: 'boolean', default: false },
   },
 })
 const clusterJoin = args['cluster-join']
@@ -451,7 +456,10 @@ async function main(): Promise<void> {
   await writeFile(`bench/results/${name}.md`, `${md}\n`)
 }
 
-if (args['cold-start']) {
+if (args['engine-write']) {
+  const { runEngineWriteBench } = await import('./engine-write-bench.js')
+  await runEngineWriteBench({ hosts, decimals, timestampsPerRequest, inflight, runs: Number(args.runs ?? 3) })
+} else if (args['cold-start']) {
   const { runColdStartBench } = await import('./cold-start-bench.js')
   await runColdStartBench({
     hosts,
