@@ -6,7 +6,7 @@ import type { ConsistencyLevel, Precision, RawTimestamp, Tag } from '../model/ty
 import { encodeIngestWrite } from '../wire/ingest-codec.js'
 import { EncodedHeaderCache } from '../wire/series-codec.js'
 import { consistencyToProto } from './consistency.js'
-import { toClientError, V3ClientError } from './errors.js'
+import { closedError, toClientError, V3ClientError } from './errors.js'
 import { type ConnectionOptions, openChannel, type TagsInput, tagsToList } from './v3-client.js'
 
 export interface BatchingWriterOptions extends ConnectionOptions {
@@ -156,7 +156,7 @@ export class BatchingWriter {
    * application should then wait for whenWritable() before writing more, or memory grows.
    */
   write(metric: string, tags: TagsInput, timestamp: RawTimestamp, value: number): boolean {
-    if (this.closed) throw toClientError(new Error('the writer is closed'))
+    if (this.closed) throw closedError('the writer')
     if (this.fatal) throw this.fatal
     if (typeof timestamp === 'number' && !Number.isSafeInteger(timestamp)) {
       throw toClientError(ValidationError.field('timestamp', `must be an integer, got ${timestamp}`))

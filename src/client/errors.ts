@@ -97,6 +97,15 @@ function violationsFrom(metadata: Metadata | undefined): FieldViolation[] {
 /** The label grpc-js leaves at the end of a failed connection's details when it has no note. */
 const EMPTY_RESOLUTION_NOTE = / Resolution note: *$/
 
+/**
+ * The error of a call made on a client or writer after its close(): CANCELLED, as the caller ended
+ * it, and at once (grpc-js would throw a plain Error for a call, and let waitForReady run to its
+ * deadline).
+ */
+export function closedError(what: string): V3ClientError {
+  return new V3ClientError(status.CANCELLED, `${what} is closed`, [])
+}
+
 /** Turns whatever a call failed with into a V3ClientError. */
 export function toClientError(err: unknown): V3ClientError {
   if (err instanceof V3ClientError) return err

@@ -39,7 +39,7 @@ import type {
 } from '../model/types.js'
 import { decodeSeriesList, encodeWriteRequest, SeriesHeaderCache, type WireSeries } from '../wire/series-codec.js'
 import { consistencyToProto } from './consistency.js'
-import { toClientError, V3ClientError } from './errors.js'
+import { closedError, toClientError, V3ClientError } from './errors.js'
 import { type LiveSubscription, openSubscription, type SubscribeOptions } from './subscribe.js'
 
 /** Tags as an object (`{ host: 'a' }`) or as a list of key/value pairs. */
@@ -367,6 +367,9 @@ export class V3Client {
   private readonly client: Client
   private readonly defaultTimeoutMs: number | undefined
   private readonly authorization: string | undefined
+  private closed = false
+  /** The waitForReady calls under way, failed by close(). */
+  private readonly readyWaiters = new Set<(err: V3ClientError) => void>()
 
   constructor(address: string, options: V3ClientOptions = {}) {
     this.client = openChannel(address, options, {
@@ -400,12 +403,13 @@ export class V3Client {
     const precision = PRECISIONS[options.precision ?? 'ms']
     // Every batch of the stream carries the level.
     const consistency = consistencyToProto(options.consistency)
+    const channel = this.channel()
     const onAbort = (): void => call.cancel()
     let failure: V3ClientError | undefined
     let call!: ClientWritableStream<Buffer>
     // Settles when the server answers; end() hands it out, write() checks for an early failure.
     const outcome = new Promise<WriteResult>((resolve, reject) => {
-      call = this.client.makeClientStreamRequest(
+      call = channel.makeClientStreamRequest(
         WriteServiceService.writeStream.path,
         identity,
         (b: Buffer) => WriteStreamResponse.decode(b),
@@ -461,7 +465,7 @@ export class V3Client {
    */
   async *queryStream(request: QueryInput, options: ReadOptions = {}): AsyncGenerator<SeriesPoints[]> {
     const def = QueryServiceService.queryStream
-    const call: ClientReadableStream<SeriesPoints[]> = this.client.makeServerStreamRequest(
+    const call: ClientReadableStream<SeriesPoints[]> = this.channel().makeServerStreamRequest(
       def.path,
       def.requestSerialize,
       this.decodeList,
@@ -560,25 +564,44 @@ export class V3Client {
    * every later write is sure to be seen.
    */
   subscribe(selector: SelectorInput, options: SubscribeOptions = {}): LiveSubscription {
-    return openSubscription(this.client, this.metadata(), selectorToProto(selector), options)
+    return openSubscription(this.channel(), this.metadata(), selectorToProto(selector), options)
   }
 
   /**
    * Resolves once the channel is connected to the server; otherwise the first call connects it. Fails
-   * with V3ClientError DEADLINE_EXCEEDED when no connection is up within `timeoutMs` (default 10 s).
+   * with V3ClientError DEADLINE_EXCEEDED when no connection is up within `timeoutMs` (default 10 s),
+   * and with CANCELLED once the client is closed.
    */
   waitForReady(timeoutMs = 10_000): Promise<void> {
     return new Promise((resolve, reject) => {
-      this.client.waitForReady(Date.now() + timeoutMs, (err) => {
+      const channel = this.channel()
+      const fail = (err: V3ClientError): void => {
+        this.readyWaiters.delete(fail)
+        reject(err)
+      }
+      this.readyWaiters.add(fail)
+      channel.waitForReady(Date.now() + timeoutMs, (err) => {
+        if (!this.readyWaiters.delete(fail)) return
         if (err === undefined || err === null) resolve()
         else reject(new V3ClientError(status.DEADLINE_EXCEEDED, err.message, [], undefined, { cause: err }))
       })
     })
   }
 
-  /** Closes the channel; calls in flight fail with CANCELLED or UNAVAILABLE. */
+  /**
+   * Closes the channel. Calls in flight still get their answers; a waitForReady under way, and every
+   * call made after it, fail at once with CANCELLED.
+   */
   close(): void {
+    this.closed = true
+    for (const fail of [...this.readyWaiters]) fail(closedError('the client'))
     this.client.close()
+  }
+
+  /** The channel, for a new call: throws CANCELLED once the client is closed. */
+  private channel(): Client {
+    if (this.closed) throw closedError('the client')
+    return this.client
   }
 
   /**
@@ -605,7 +628,7 @@ export class V3Client {
   ): Promise<Res> {
     return new Promise((resolve, reject) => {
       const onAbort = (): void => call.cancel()
-      const call = this.client.makeUnaryRequest(
+      const call = this.channel().makeUnaryRequest(
         path,
         serialize,
         deserialize,

@@ -86,6 +86,12 @@ async function callFails(promise: Promise<unknown>): Promise<V3ClientError> {
 
 const QUERY = { selector: { metric: 'm' }, startMs: 0, endMs: 1 }
 
+/** The error of a call on a closed V3Client. */
+function closedCall(err: V3ClientError): void {
+  assert.equal(err.code, status.CANCELLED)
+  assert.match(err.message, /the client is closed/)
+}
+
 describe('server over a scripted engine', () => {
   const engine = new ScriptedEngine()
   const logged: { obj: object; msg: string | undefined }[] = []
@@ -293,9 +299,77 @@ describe('server over a scripted engine', () => {
       nowhere.close()
     }
   })
+
+  test('a closed client fails every call at once with CANCELLED, and close() ends a waitForReady under way', async () => {
+    const probe = createNetServer().listen(0, '127.0.0.1')
+    await once(probe, 'listening')
+    const { port } = probe.address() as AddressInfo
+    await new Promise((resolve) => probe.close(resolve))
+    const nowhere = new V3Client(`127.0.0.1:${port}`)
+    const started = Date.now()
+    const waiting = callFails(nowhere.waitForReady(30_000))
+    nowhere.close()
+    const ended = await waiting
+    assert.equal(ended.code, status.CANCELLED)
+    assert.ok(Date.now() - started < 5000, 'close() ends the wait, not its 30 s timeout')
+
+    const client = new V3Client(server.address)
+    await client.waitForReady(5000)
+    assert.equal((await client.stats()).series, 0)
+    client.close()
+    closedCall(await callFails(client.stats()))
+    closedCall(await callFails(client.query(QUERY)))
+    closedCall(await callFails(client.write([{ metric: 'm', tags: {}, timestamps: [1], values: [1] }])))
+    const waitedFrom = Date.now()
+    closedCall(await callFails(client.waitForReady(30_000)))
+    assert.ok(Date.now() - waitedFrom < 5000, 'a closed client does not wait for its timeout')
+    closedCall(await callFails(client.queryStream(QUERY).next()))
+    assert.throws(
+      () => client.writeStream(),
+      (err: unknown) => err instanceof V3ClientError && err.code === status.CANCELLED,
+    )
+    assert.throws(
+      () => client.subscribe({ metric: 'm' }),
+      (err: unknown) => err instanceof V3ClientError && err.code === status.CANCELLED,
+    )
+
+    const writer = new BatchingWriter(server.address)
+    await writer.close()
+    assert.throws(
+      () => writer.write('m', {}, 1, 1),
+      (err: unknown) =>
+        err instanceof V3ClientError && err.code === status.CANCELLED && /the writer is closed/.test(err.message),
+    )
+  })
 })
 
 describe('server shutdown', () => {
+  test('a call in flight when its client closes still gets its answer', async () => {
+    const engine = new ScriptedEngine()
+    let release: () => void = () => {}
+    const running = new Promise<void>((started) => {
+      engine.onQuery = () =>
+        new Promise((resolve) => {
+          started()
+          release = () =>
+            resolve([{ metric: 'm', tags: [], timestamps: Float64Array.of(1), values: Float64Array.of(7) }])
+        })
+    })
+    const server = await startServer({ engine, listen: '127.0.0.1:0', shutdownTimeoutMs: 5000 })
+    const client = new V3Client(server.address)
+    try {
+      const inFlight = client.query(QUERY, { timeoutMs: 10_000 })
+      await running
+      client.close()
+      closedCall(await callFails(client.stats()))
+      release()
+      const result = await inFlight
+      assert.deepEqual([...(result[0]?.values ?? [])], [7])
+    } finally {
+      await server.close()
+    }
+  })
+
   test('close lets an in-flight call finish and refuses new ones', async () => {
     const engine = new ScriptedEngine()
     let release: () => void = () => {}
