@@ -36,8 +36,12 @@ import {
   describeDataSet,
   describeMachine,
   encodeMessages,
+  FAULT_PROBE_BYTES,
   freePort,
   grpcHealthRoundTrip,
+  median,
+  minorFaults,
+  pageFaultMicros,
   peakRssMiB,
   type QueryResult,
   removeServer,
@@ -198,6 +202,11 @@ interface IngestFigures {
   readonly cpuSecondsPerServer: number[]
   /** Of cpuSecondsPerMillionPoints, what RocksDB's background threads (flushes, compactions) spent. */
   readonly rocksdbCpuSecondsPerMillionPoints: number
+  /**
+   * Minor page faults over the write calls, per million points, summed over a cluster's nodes: each
+   * first touch of a page the process had not used, as its heaps grow.
+   */
+  readonly faultsPerMillionPoints: number
 }
 
 /** The single-node bench's Write driver through `entryPoints`, with each server's CPU time around it. */
@@ -211,11 +220,13 @@ async function ingest(
   const clients = entryPoints.map((s) => new Client(s.address, credentials.createInsecure()))
   try {
     const rocksdbBefore = await Promise.all(servers.map((s) => rocksdbThreadSeconds(s.proc.pid as number)))
+    const faultsBefore = await Promise.all(servers.map((s) => minorFaults(s.proc.pid as number)))
     const before = await Promise.all(servers.map((s) => cpuSeconds(s.proc.pid as number)))
     const t0 = performance.now()
     const written = await sendWrites(clients, requests, inflight)
     const seconds = (performance.now() - t0) / 1000
     const after = await Promise.all(servers.map((s) => cpuSeconds(s.proc.pid as number)))
+    const faultsAfter = await Promise.all(servers.map((s) => minorFaults(s.proc.pid as number)))
     const rocksdbAfter = await Promise.all(servers.map((s) => rocksdbThreadSeconds(s.proc.pid as number)))
     if (written !== totalPoints) throw new Error(`wrote ${written} points of ${totalPoints}`)
     await new Promise((resolve) => setTimeout(resolve, SETTLE_MS))
@@ -229,6 +240,7 @@ async function ingest(
       cpuSecondsPerMillionPointsWithSettle: (afterSettle - sum(before)) / millions,
       cpuSecondsPerServer: perServer,
       rocksdbCpuSecondsPerMillionPoints: (sum(rocksdbAfter) - sum(rocksdbBefore)) / millions,
+      faultsPerMillionPoints: (sum(faultsAfter) - sum(faultsBefore)) / millions,
     }
   } finally {
     for (const c of clients) c.close()
@@ -308,6 +320,8 @@ export async function runClusterBench(o: ClusterBenchOptions): Promise<void> {
   const requests = encodeMessages(tags, values, o.timestampsPerRequest)
   const nextDay = encodeMessages(tags, values, o.timestampsPerRequest, POINTS_PER_SERIES * INTERVAL_MS)
   const params = drawParams(o.hosts, o.runs)
+  const faultMicros = median([pageFaultMicros(), pageFaultMicros(), pageFaultMicros()])
+  console.log(`a page fault costs ${faultMicros.toFixed(2)} µs here`)
 
   const single: Server[] = []
   const first: Cluster = { nodes: [], args: [] }
@@ -383,6 +397,10 @@ export async function runClusterBench(o: ClusterBenchOptions): Promise<void> {
       `| ${what} | ${singleIngest.cpuSecondsPerMillionPoints.toFixed(2)} | ${f.cpuSecondsPerMillionPoints.toFixed(2)} | ${o.replicationFactor === 1 ? cpuTarget(f.cpuSecondsPerMillionPoints / singleIngest.cpuSecondsPerMillionPoints) : x(f.cpuSecondsPerMillionPoints, singleIngest.cpuSecondsPerMillionPoints)} |`
     const withSettleRow = (what: string, f: IngestFigures): string =>
       `| ${what} | ${singleIngest.cpuSecondsPerMillionPointsWithSettle.toFixed(2)} | ${f.cpuSecondsPerMillionPointsWithSettle.toFixed(2)} | ${x(f.cpuSecondsPerMillionPointsWithSettle, singleIngest.cpuSecondsPerMillionPointsWithSettle)} |`
+    const faults = (f: IngestFigures): string =>
+      `${fmt(f.faultsPerMillionPoints)} (${((f.faultsPerMillionPoints * faultMicros) / 1e6).toFixed(2)} s)`
+    const faultRow = (what: string, single: IngestFigures, cluster: IngestFigures): string =>
+      `| minor page faults per M points (at ${faultMicros.toFixed(1)} µs each, CPU s per M points), ${what} | ${faults(single)} | ${faults(cluster)} | ${x(cluster.faultsPerMillionPoints, single.faultsPerMillionPoints)} |`
     const rows: string[] = [
       `| figure | single node | cluster (${setup}) | cluster / single |`,
       '|---|---|---|---|',
@@ -396,6 +414,9 @@ export async function runClusterBench(o: ClusterBenchOptions): Promise<void> {
       `| server CPU s per M points, the second load through one node | ${singleAgain.cpuSecondsPerMillionPoints.toFixed(2)} | ${oneAgain.cpuSecondsPerMillionPoints.toFixed(2)} | ${x(oneAgain.cpuSecondsPerMillionPoints, singleAgain.cpuSecondsPerMillionPoints)} |`,
       `| of which RocksDB's background threads (flushes, compactions) | ${singleAgain.rocksdbCpuSecondsPerMillionPoints.toFixed(2)} | ${oneAgain.rocksdbCpuSecondsPerMillionPoints.toFixed(2)} | |`,
       `| server CPU s per M points, the second load through one node and the 10 s after it | ${singleAgain.cpuSecondsPerMillionPointsWithSettle.toFixed(2)} | ${oneAgain.cpuSecondsPerMillionPointsWithSettle.toFixed(2)} | ${x(oneAgain.cpuSecondsPerMillionPointsWithSettle, singleAgain.cpuSecondsPerMillionPointsWithSettle)} |`,
+      faultRow('ingest through one node (cluster: all nodes)', singleIngest, oneIngest),
+      faultRow(`ingest through all ${o.nodes} nodes`, singleIngest, allIngest),
+      faultRow('the second load through one node', singleAgain, oneAgain),
       `| health check round trip, median (p95) ms | ${singleHealth.medianMs.toFixed(3)} (${singleHealth.p95Ms.toFixed(3)}) | ${clusterHealth.medianMs.toFixed(3)} (${clusterHealth.p95Ms.toFixed(3)}) | ${x(clusterHealth.medianMs, singleHealth.medianMs)} |`,
       ...queries.map((q) => {
         const r = q.cluster.medianMs / q.single.medianMs
@@ -410,6 +431,7 @@ export async function runClusterBench(o: ClusterBenchOptions): Promise<void> {
       ...rows,
       '',
       `Every answer was checked against the reference from the generated data, and each cluster answer against the single node's for the same parameters (${queries.reduce((a, q) => a + q.compared, 0)} answers, equal up to float summation order).`,
+      `Page faults are the server processes' minor faults over the write calls (all threads, from /proc/<pid>/stat), summed over a cluster's nodes; a page fault here cost ${faultMicros.toFixed(2)} µs, the bench process writing one byte to each 4 KiB page of a fresh ${FAULT_PROBE_BYTES / 2 ** 20} MiB buffer (median of 3).`,
     ].join('\n')
     console.log(`\n${md}\n`)
     await mkdir('bench/results', { recursive: true })
@@ -438,6 +460,7 @@ export async function runClusterBench(o: ClusterBenchOptions): Promise<void> {
       healthCheck: { single: singleHealth, cluster: clusterHealth },
       queries,
       peakRssMiB: peakRss,
+      faultMicros,
     }
     await writeFile(`bench/results/${name}.json`, `${JSON.stringify(report, null, 2)}\n`)
     await writeFile(`bench/results/${name}.md`, `${md}\n`)

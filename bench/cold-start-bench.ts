@@ -32,9 +32,11 @@ import {
   describeDataSet,
   describeMachine,
   encodeMessages,
+  FAULT_PROBE_BYTES,
   grpcHealthRoundTrip,
   median,
   minorFaults,
+  pageFaultMicros,
   removeServer,
   sendWrites,
   sleep,
@@ -67,17 +69,6 @@ export interface ColdStartBenchOptions {
 const SETTLE_MS = 10_000
 const WARM_QUERIES = 1000
 const WARM_MEASURED = 200
-const PAGE = 4096
-const FAULT_PROBE_BYTES = 64 * 2 ** 20
-
-/** Microseconds per first touch of a 4 KiB page in this process, over a fresh buffer. */
-function pageFaultMicros(): number {
-  // allocUnsafeSlow of this size is a fresh mapping: no page of it has been touched yet.
-  const buffer = Buffer.allocUnsafeSlow(FAULT_PROBE_BYTES)
-  const t = performance.now()
-  for (let i = 0; i < buffer.length; i += PAGE) buffer[i] = 1
-  return ((performance.now() - t) * 1000) / (FAULT_PROBE_BYTES / PAGE)
-}
 
 interface Sample {
   readonly ms: number

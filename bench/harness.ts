@@ -188,6 +188,19 @@ export function statCpuSeconds(stat: string): number {
   return (Number(fields[11]) + Number(fields[12])) / CLK_TCK
 }
 
+const PAGE = 4096
+/** The fresh buffer pageFaultMicros touches. */
+export const FAULT_PROBE_BYTES = 64 * 2 ** 20
+
+/** Microseconds per first touch of a 4 KiB page in this process, over a fresh buffer. */
+export function pageFaultMicros(): number {
+  // allocUnsafeSlow of this size is a fresh mapping: no page of it has been touched yet.
+  const buffer = Buffer.allocUnsafeSlow(FAULT_PROBE_BYTES)
+  const t = performance.now()
+  for (let i = 0; i < buffer.length; i += PAGE) buffer[i] = 1
+  return ((performance.now() - t) * 1000) / (FAULT_PROBE_BYTES / PAGE)
+}
+
 /** Minor page faults of a process so far (all threads): field 10 of /proc/<pid>/stat. */
 export async function minorFaults(pid: number): Promise<number> {
   return Number(statFields(await readFile(`/proc/${pid}/stat`, 'utf8'))[7])
