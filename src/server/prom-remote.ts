@@ -366,7 +366,13 @@ function readTimeSeries(r: Reader, index: number, headers: LabelSetCache | undef
   const buf = r.buf
   const scratch = r.scratchBytes
   let labelIndex = 0
+  /**
+   * A label read after another field (a sample, an unknown field): the label bytes before that field,
+   * which the cache would file the series under, are then not its whole label set.
+   */
+  let scattered = false
   while (r.pos < end) {
+    const fieldAt = r.pos
     const tag = r.varint()
     if (tag === 0x0a) {
       // A label after the samples: the cached identity (if any) may not be the whole series.
@@ -374,6 +380,7 @@ function readTimeSeries(r: Reader, index: number, headers: LabelSetCache | undef
         r.pos = start
         return readTimeSeries(r, index, undefined)
       }
+      if (fieldAt >= labelsEnd) scattered = true
       const outer = r.enter()
       readLabel(r)
       r.leave(outer)
@@ -442,7 +449,7 @@ function readTimeSeries(r: Reader, index: number, headers: LabelSetCache | undef
       'has no __name__ label: every series needs a metric name',
     )
   }
-  if (known === undefined && labelsEnd > start && headers !== undefined) {
+  if (known === undefined && !scattered && labelsEnd > start && headers !== undefined) {
     known = headers.add(r.buf, start, labelsEnd, hash, metric, tags)
     if (previous !== undefined) previous.next = known
   }

@@ -318,6 +318,41 @@ test('a series seen before is found by its label bytes: same frozen tags, labels
   assert.deepEqual(Array.from(late?.values ?? []), [2])
 })
 
+test('a series whose labels are split by another field is not cached under its leading labels', () => {
+  const headers = new LabelSetCache()
+  /** One TimeSeries: its fields in the order given (a label, a sample, or an unknown varint field 5). */
+  const series = (...fields: Array<[string, string] | number | 'unknown'>): Buffer => {
+    const w = new BinaryWriter()
+    w.tag(1, WireType.LengthDelimited).fork()
+    for (const f of fields) {
+      if (f === 'unknown') w.tag(5, WireType.Varint).uint32(1)
+      else if (typeof f === 'number') {
+        w.tag(2, WireType.LengthDelimited).fork().tag(1, WireType.Bit64).double(f).tag(2, WireType.Varint).int64(f)
+        w.join()
+      } else {
+        w.tag(1, WireType.LengthDelimited).fork().tag(1, WireType.LengthDelimited).string(f[0])
+        w.tag(2, WireType.LengthDelimited).string(f[1]).join()
+      }
+    }
+    w.join()
+    return Buffer.from(w.finish())
+  }
+  const job: [string, string] = ['job', 'x']
+  for (const split of [1, 'unknown'] as const) {
+    const name: [string, string] = ['__name__', `poison_${split}`]
+    // The first request names poison{job="x"} with its labels on both sides of the split ...
+    const first = decodeWriteRequest(series(name, split, job, ...(split === 1 ? [] : [1])), headers).series[0]
+    assert.deepEqual(first?.tags, [{ key: 'job', value: 'x' }])
+    // ... the second a different series, poison{}, whose labels are the first one's leading bytes.
+    const second = decodeWriteRequest(series(name, 2), headers).series[0]
+    assert.equal(second?.metric, `poison_${split}`)
+    assert.deepEqual(second?.tags, [], `split by ${split}: poison{} is not poison{job="x"}`)
+    assert.deepEqual(Array.from(second?.values ?? []), [2])
+    // And poison{} itself is cached and found again.
+    assert.equal(decodeWriteRequest(series(name, 3), headers).series[0]?.tags, second?.tags)
+  }
+})
+
 test('a nested length cannot run on into the next series', () => {
   // Series 1 holds a label whose declared length (5) passes its own end (3 bytes of series) and
   // would reach into series 2 if only the whole message bounded it.
