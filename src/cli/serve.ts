@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
-import { type BasicEngineOptions, resolveEngineConfig, type SyncPolicy } from '../engine/config.js'
+import { type BasicEngineOptions, ENGINE_DEFAULTS, resolveEngineConfig, type SyncPolicy } from '../engine/config.js'
 import type { StorageEngine } from '../engine/storage-engine.js'
 import { bug } from '../model/errors.js'
 import type { ConsistencyLevel } from '../model/types.js'
@@ -316,7 +316,13 @@ export async function serve(args: readonly string[]): Promise<void> {
     }
     const metrics = createServerMetrics(engine)
     const queryApi = new PromQueryApi(engine, { version: packageVersion() })
-    http = await preparedHttp?.start({ metrics, ready: () => ready, engine, queryApi })
+    http = await preparedHttp?.start({
+      metrics,
+      ready: () => ready,
+      engine,
+      queryApi,
+      maxReadPoints: config.engine.maxPointsPerQuery ?? ENGINE_DEFAULTS.maxPointsPerQuery,
+    })
     server = await prepared.start(engine, [
       metrics.interceptor,
       ...(config.logRequests ? [requestLogInterceptor(logger)] : []),

@@ -108,6 +108,8 @@ export interface HttpServing {
   readonly queryApi?: QueryApi
   /** The clock line protocol takes for a line without a timestamp; default Date.now. */
   readonly now?: () => number
+  /** The points a remote-read request may return in all its queries together: max_points_per_query. */
+  readonly maxReadPoints: number
 }
 
 export interface RunningHttpEndpoint {
@@ -353,6 +355,7 @@ function routes(l: Listening, pool: IngestPool | undefined): Map<string, Route> 
   const engine = serving.engine
   if (engine === undefined) return table
   const now = serving.now ?? Date.now
+  const maxReadPoints = serving.maxReadPoints
   const decoding: IngestDecoding = {
     inPlace: new InPlaceDecoder(),
     prefixes: new PrefixCache(),
@@ -380,7 +383,7 @@ function routes(l: Listening, pool: IngestPool | undefined): Map<string, Route> 
     fail: textFailure,
     handle: async ({ req, signal }) => {
       checkProtobufType(req, 'prometheus.ReadRequest')
-      return remoteRead(engine, await readBody(req, maxBodyBytes, 'snappy'), maxBodyBytes, signal)
+      return remoteRead(engine, await readBody(req, maxBodyBytes, 'snappy'), maxBodyBytes, maxReadPoints, signal)
     },
   })
   // Line protocol: v1 takes n, u, ms, s, m and h; v2 ns, us, ms and s. Both default to nanoseconds.

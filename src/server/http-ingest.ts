@@ -8,7 +8,7 @@
 import { gunzip } from 'node:zlib'
 import type { StorageEngine } from '../engine/storage-engine.js'
 import { DeadlineError, type FieldViolation, LimitError, UnavailableError, ValidationError } from '../model/errors.js'
-import type { Matcher, QueryRequest, Selector, SeriesWrite } from '../model/types.js'
+import type { Matcher, QueryRequest, Selector, SeriesPoints, SeriesWrite } from '../model/types.js'
 import type { ServerLogger } from './errors.js'
 import { type BodyChunks, gzipError, joinChunks } from './ingest-decode.js'
 import type { DecodedBody, IngestPool, InPlaceDecoder } from './ingest-pool.js'
@@ -125,11 +125,20 @@ function queryOf(q: RemoteQuery): QueryRequest {
   return { selector: remoteSelector(q.matchers), startMs: q.startMs, endMs: q.endMs + 1 }
 }
 
-/** A `prometheus.ReadRequest`, answered with the SAMPLES response type. */
+/** The queries one remote-read request may hold (Prometheus sends one a request). */
+export const MAX_READ_QUERIES = 1000
+
+/**
+ * A `prometheus.ReadRequest`, answered with the SAMPLES response type. Its queries run one after the
+ * other and share one budget of `maxPoints` points (the engine's max_points_per_query): each query
+ * is bounded by the engine anyway, and without a budget for the whole request, a small request that
+ * repeats a query thousands of times would make the answer, and the memory it takes, as large.
+ */
 export async function remoteRead(
   engine: StorageEngine,
   body: Buffer,
   maxBytes: number,
+  maxPoints: number,
   signal: AbortSignal,
 ): Promise<HttpAnswer> {
   const request = decodeReadRequest(snappyDecode(body, maxBytes))
@@ -140,7 +149,26 @@ export async function remoteRead(
       'V3 answers remote read with the SAMPLES response type only; this client accepts only STREAMED_XOR_CHUNKS',
     )
   }
-  const results = await Promise.all(request.queries.map((q) => engine.query(queryOf(q), { signal })))
+  if (request.queries.length > MAX_READ_QUERIES) {
+    throw new BodyError(
+      400,
+      `a read request may hold at most ${MAX_READ_QUERIES} queries, this one holds ${request.queries.length}`,
+    )
+  }
+  const results: SeriesPoints[][] = []
+  let points = 0
+  for (const [i, q] of request.queries.entries()) {
+    const series = await engine.query(queryOf(q), { signal })
+    for (const s of series) points += s.timestamps.length
+    if (points > maxPoints) {
+      throw new LimitError(
+        'max_points_per_query',
+        maxPoints,
+        `cannot return more than ${maxPoints} points to one read request: its queries up to queries[${i}] match ${points}`,
+      )
+    }
+    results.push(series)
+  }
   return {
     status: 200,
     headers: { 'content-type': 'application/x-protobuf', 'content-encoding': 'snappy' },

@@ -28,15 +28,19 @@ function readRequest(
   endMs: number,
   matchers: readonly [number, string, string][],
   types: number[] = [0],
+  /** How many times the request holds the query. */
+  repeat = 1,
 ): Buffer {
   const w = new BinaryWriter()
-  w.tag(1, WireType.LengthDelimited).fork()
-  w.tag(1, WireType.Varint).int64(startMs).tag(2, WireType.Varint).int64(endMs)
-  for (const [type, name, value] of matchers) {
-    w.tag(3, WireType.LengthDelimited).fork().tag(1, WireType.Varint).int32(type)
-    w.tag(2, WireType.LengthDelimited).string(name).tag(3, WireType.LengthDelimited).string(value).join()
+  for (let q = 0; q < repeat; q++) {
+    w.tag(1, WireType.LengthDelimited).fork()
+    w.tag(1, WireType.Varint).int64(startMs).tag(2, WireType.Varint).int64(endMs)
+    for (const [type, name, value] of matchers) {
+      w.tag(3, WireType.LengthDelimited).fork().tag(1, WireType.Varint).int32(type)
+      w.tag(2, WireType.LengthDelimited).string(name).tag(3, WireType.LengthDelimited).string(value).join()
+    }
+    w.join()
   }
-  w.join()
   for (const t of types) w.tag(2, WireType.Varint).int32(t)
   return compressSync(w.finish())
 }
@@ -368,6 +372,32 @@ describe('remote write, remote read and line protocol on one node', () => {
     const chunksOnly = await post(`${base}/api/v1/read`, readRequest(T0, T0, [[0, '__name__', 'rr_temp']], [1]))
     assert.equal(chunksOnly.status, 400)
     assert.match(chunksOnly.body.toString(), /STREAMED_XOR_CHUNKS/)
+  })
+
+  test('remote read: the queries of one request share one budget of max_points_per_query points, and a request holds at most 1000 queries', async () => {
+    // 60,000 points: a query of them is well within the default 5,000,000, a hundred of them are not.
+    const n = 60_000
+    await server.client.write([
+      {
+        metric: 'rr_many',
+        tags: {},
+        timestamps: Array.from({ length: n }, (_, i) => T0 + i),
+        values: Array.from({ length: n }, (_, i) => i),
+      },
+    ])
+    const query = (repeat: number) => readRequest(T0, T0 + n, [[0, '__name__', 'rr_many']], [0], repeat)
+    const twice = await post(`${base}/api/v1/read`, query(2))
+    assert.equal(twice.status, 200, twice.body.toString())
+    assert.equal(readResponse(twice.body)[0]?.samples.length, n)
+    const many = await post(`${base}/api/v1/read`, query(100))
+    assert.equal(many.status, 400)
+    assert.match(many.body.toString(), /cannot return more than 5000000 points to one read request/)
+    assert.match(many.body.toString(), /max_points_per_query = 5000000/)
+    const tooMany = await post(`${base}/api/v1/read`, readRequest(T0, T0, [[0, '__name__', 'rr_none']], [0], 1001))
+    assert.equal(tooMany.status, 400)
+    assert.match(tooMany.body.toString(), /at most 1000 queries, this one holds 1001/)
+    // The server still answers.
+    assert.equal((await post(`${base}/api/v1/read`, query(1))).status, 200)
   })
 
   test('line protocol round trip: v1 and v2 paths, precisions, gzip', async () => {
@@ -773,6 +803,7 @@ describe('the query API route in process', () => {
         metrics: createServerMetrics(engine, { processMetrics: false }),
         ready: () => true,
         engine,
+        maxReadPoints: 1000,
         queryApi: {
           handle: (path, params, signal) => {
             assert.equal(path, '/api/v1/query')
