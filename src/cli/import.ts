@@ -6,7 +6,7 @@ import { createReadStream } from 'node:fs'
 import { stat } from 'node:fs/promises'
 import { Readable } from 'node:stream'
 import { createGunzip } from 'node:zlib'
-import type { SeriesInput } from '../client/index.js'
+import { type SeriesInput, V3ClientError } from '../client/index.js'
 import { DEFAULT_WRITE_LIMITS } from '../model/limits.js'
 import { nameViolation, tagKeyViolation } from '../model/series-key.js'
 import type { Precision, Tag } from '../model/types.js'
@@ -236,6 +236,31 @@ function importOptions(values: FlagValues): ImportOptions {
   }
 }
 
+/** A batch as sent: the CSV lines of its rows and its points. */
+interface SentBatch {
+  readonly firstLine: number
+  readonly lastLine: number
+  readonly points: number
+}
+
+/**
+ * The batch a write-stream failure names (its field begins `messages[i]`, the stream's i-th batch),
+ * with the points of the batches before it; undefined for a failure that names none.
+ */
+function refusedBatch(
+  err: unknown,
+  sent: readonly SentBatch[],
+): { readonly batch: SentBatch; readonly pointsBefore: number } | undefined {
+  if (!(err instanceof V3ClientError)) return undefined
+  const match = /^messages\[(\d+)\]/.exec(err.violations[0]?.field ?? '')
+  const index = match === null ? -1 : Number(match[1])
+  const batch = sent[index]
+  if (batch === undefined) return undefined
+  let pointsBefore = 0
+  for (let i = 0; i < index; i++) pointsBefore += sent[i]!.points
+  return { batch, pointsBefore }
+}
+
 /** Reads CSV records from bytes without holding more than one chunk of text. */
 async function* csvRecords(bytes: AsyncIterable<Buffer>): AsyncGenerator<CsvRecord> {
   const reader = new CsvReader()
@@ -264,15 +289,28 @@ async function importRecords(
   const summary: ImportSummary = { rows: 0, points: 0, rejectedRows: 0, aborted: undefined }
   const batch = new Batch()
   let layout: Layout | undefined
+  /** Every batch sent, in order: message i of the write stream. */
+  const sent: SentBatch[] = []
+  /** Why the stream failed, naming the lines of the batch it refused when the error names one. */
+  const failed = (err: unknown): Error => {
+    const refused = refusedBatch(err, sent)
+    if (refused === undefined) return new Error(`the write failed: ${(err as Error).message}`, { cause: err })
+    // The batches before the refused one are stored (WriteStream keeps them), the rest are not.
+    summary.points = refused.pointsBefore
+    const { firstLine, lastLine } = refused.batch
+    return new Error(`the server refused the rows of lines ${firstLine}-${lastLine}: ${(err as Error).message}`, {
+      cause: err,
+    })
+  }
+  let failure: Error | undefined
   const flush = async (): Promise<void> => {
     if (batch.points === 0) return
-    const { firstLine, lastLine } = batch
+    sent.push({ firstLine: batch.firstLine, lastLine: batch.lastLine, points: batch.points })
     try {
       await sink.send(batch.take())
     } catch (err) {
-      throw new Error(`the server refused the rows of lines ${firstLine}-${lastLine}: ${(err as Error).message}`, {
-        cause: err,
-      })
+      failure = failed(err)
+      throw failure
     }
   }
   try {
@@ -308,7 +346,7 @@ async function importRecords(
     const result = await sink.finish()
     summary.points = result.pointsWritten
   } catch (err) {
-    summary.aborted ??= { reason: `the server refused a batch: ${(err as Error).message}` }
+    summary.aborted ??= { reason: (failure ?? failed(err)).message }
   }
   if (options.skip && summary.rejectedRows > options.maxReported) {
     report(`… and ${summary.rejectedRows - options.maxReported} more bad rows skipped`)

@@ -428,21 +428,30 @@ export class V3Client {
     })
     // The failure is reported by write() or end(); an unobserved one must not crash the process.
     outcome.catch(() => {})
+    /** Settles when the call does, either way. */
+    const ended = outcome.then(
+      () => undefined,
+      () => undefined,
+    )
     if (options.signal?.aborted) call.cancel()
     else options.signal?.addEventListener('abort', onAbort, { once: true })
     return {
       write: async (series: readonly SeriesInput[]): Promise<void> => {
         if (failure) throw failure
         if (!call.write(encodeSeries(series, precision, consistency))) {
-          await new Promise<void>((resolve) => {
-            const done = (): void => {
-              call.off('drain', done)
-              call.off('close', done)
-              resolve()
-            }
-            call.on('drain', done)
-            call.on('close', done)
-          })
+          // A call the server ended while its send buffer was full emits neither 'drain' nor
+          // 'close': its end settles the wait too.
+          let done = (): void => {}
+          await Promise.race([
+            new Promise<void>((resolve) => {
+              done = resolve
+              call.on('drain', done)
+              call.on('close', done)
+            }),
+            ended,
+          ])
+          call.off('drain', done)
+          call.off('close', done)
         }
         if (failure) throw failure
       },

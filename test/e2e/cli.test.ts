@@ -73,7 +73,7 @@ describe('v3 client commands', () => {
     await new Promise((resolve) => probe.close(resolve))
     const refused = await runV3(['import', join(dir, 'nowhere.csv'), '--server', `127.0.0.1:${port}`])
     assert.equal(refused.code, 1, refused.stderr)
-    assert.match(refused.stderr, /^v3 import: stopped: the server refused the rows of lines 2-2: UNAVAILABLE/m)
+    assert.match(refused.stderr, /^v3 import: stopped: the write failed: UNAVAILABLE/m)
     assert.match(refused.stderr, /0 points written from 1 rows, 0 rows rejected, .*\(stopped early\)/)
     // grpc-js' empty "Resolution note: " label is not passed on.
     assert.match(refused.stderr, /ECONNREFUSED 127\.0\.0\.1:\d+\.\n/)
@@ -82,6 +82,37 @@ describe('v3 client commands', () => {
     const empty = await runV3(['import', join(dir, 'empty.csv'), '--server', a.address])
     assert.equal(empty.code, 1, empty.stderr)
     assert.match(empty.stderr, /^v3 import: stopped: the input is empty: no header$/m)
+  })
+
+  test('import: a batch the server refuses mid-stream is named by its lines, the batches before it are counted, and the exit code is 1', async () => {
+    // A server that lets a client send only 64 KiB ahead: the import waits for room again and again,
+    // and the refusal of the batch with the NaN (which the server does not allow) arrives while it
+    // waits. That wait used to last for ever, and the import exited 0 with nothing said.
+    const narrow = await startServerProcess({ args: ['--receive-window', '64KiB'] })
+    try {
+      const rows = 60_000
+      const bad = 30_000
+      const lines = ['metric,timestamp,value,host']
+      for (let i = 0; i < rows; i++) lines.push(`mid_cpu,${T0 + i * 1000},${i === bad ? 'NaN' : i},h${i % 50}`)
+      await writeFile(join(dir, 'mid.csv'), lines.join('\n'))
+      const r = await runV3(['import', join(dir, 'mid.csv'), '--batch-points', '100', '--server', narrow.address])
+      assert.equal(r.code, 1, r.stderr)
+      // Row i is on line i + 2; its batch holds rows 30,000 to 30,099.
+      assert.match(
+        r.stderr,
+        /stopped: the server refused the rows of lines 30002-30101: INVALID_ARGUMENT: messages\[300\]\.series\[0\]\.values\[0\]: is NaN/,
+      )
+      assert.match(r.stderr, /30000 points written from \d+ rows/)
+      const stored = await narrow.client.query({ selector: { metric: 'mid_cpu' }, ...ALL, endMs: T0 + rows * 1000 })
+      assert.equal(
+        stored.reduce((n, s) => n + s.timestamps.length, 0),
+        bad,
+        'the batches before the refused one are stored',
+      )
+    } finally {
+      assert.equal((await narrow.stop()).code, 0, narrow.stderr())
+      await removeDataDir(narrow.dataDir)
+    }
   })
 
   test('import --on-error skip reports every bad row with its line and writes the rest', async () => {
