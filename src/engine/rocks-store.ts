@@ -1,4 +1,4 @@
-import { mkdir, readdir, stat } from 'node:fs/promises'
+import { readdir, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import {
   type ChainedBatch,
@@ -22,6 +22,7 @@ import {
 } from '../codec/schema.js'
 import { UnavailableError } from '../model/errors.js'
 import { LogSyncer } from './log-syncer.js'
+import { makeDirs } from './make-dirs.js'
 
 export interface Columns {
   readonly meta: ColumnHandle
@@ -207,7 +208,7 @@ export class RocksStore {
 
   async open(blockCacheBytes: number): Promise<void> {
     try {
-      await mkdir(this.dataDir, { recursive: true })
+      await makeDirs(this.dataDir)
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code
       const why =

@@ -1,7 +1,7 @@
-import { mkdir } from 'node:fs/promises'
 import { type IteratorOptions, RocksLevel } from '@nxtedition/rocksdb'
 import { UnavailableError } from '../model/errors.js'
 import { LogSyncer } from './log-syncer.js'
+import { makeDirs } from './make-dirs.js'
 import { scanPages } from './rocks-store.js'
 
 const KIB = 1024
@@ -51,7 +51,7 @@ export class SmallDb {
 
   /** Opens (creating when missing) the database in dir. */
   static async open(dir: string, options: SmallDbOptions = {}): Promise<SmallDb> {
-    await mkdir(dir, { recursive: true })
+    await makeDirs(dir)
     // abstract-level opens a new database by itself on the next tick, with default options, unless
     // open() is called in the same tick as the constructor: so both happen here, together.
     const rocks = new RocksLevel(dir, { keyEncoding: 'buffer', valueEncoding: 'buffer' })
