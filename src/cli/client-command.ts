@@ -2,7 +2,7 @@
 import { parseArgs } from 'node:util'
 import { V3Client, type V3ClientOptions } from '../client/index.js'
 import type { ConsistencyLevel } from '../model/types.js'
-import { UsageError } from './args.js'
+import { parseDuration, UsageError } from './args.js'
 
 export const CONNECTION_FLAGS = {
   server: { type: 'string' },
@@ -10,6 +10,7 @@ export const CONNECTION_FLAGS = {
   'tls-ca': { type: 'string' },
   'tls-cert': { type: 'string' },
   'tls-key': { type: 'string' },
+  'connect-timeout': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const
 
@@ -19,6 +20,10 @@ export const CONNECTION_USAGE = `Connection:
   --tls-ca <path>          connect with TLS, trusting this PEM CA (the system's roots when only
                            --tls-cert/--tls-key are given)
   --tls-cert <path>        client certificate for mutual TLS, with --tls-key
+  --tls-key <path>         the private key of --tls-cert
+  --connect-timeout <duration>
+                           give up when the node neither answers nor refuses within it
+                           (default 10s); a refused connection fails at once
 `
 
 /** The flag of the commands that write or read: the consistency level their calls ask for. */
@@ -109,6 +114,22 @@ export function serverAddress(values: FlagValues, env: Readonly<Record<string, s
   return stringFlag(values, 'server') ?? env.V3_SERVER ?? '127.0.0.1:50051'
 }
 
-export function connect(values: FlagValues): V3Client {
-  return new V3Client(serverAddress(values, process.env), clientOptions(values, process.env))
+/**
+ * A client of the node the flags name, once it has answered (or refused, which the first call then
+ * reports): a node that does not answer at all (a stopped process, a port that speaks something
+ * else) ends the command after --connect-timeout instead of holding it for ever.
+ */
+export async function connect(values: FlagValues): Promise<V3Client> {
+  const timeoutMs = parseDuration('connect-timeout', stringFlag(values, 'connect-timeout') ?? '10s')
+  const address = serverAddress(values, process.env)
+  const client = new V3Client(address, clientOptions(values, process.env))
+  try {
+    await client.waitForAnswer(timeoutMs)
+  } catch {
+    client.close()
+    throw new Error(
+      `no answer from ${address} within ${timeoutMs / 1000} s (--connect-timeout): is a v3 node listening there, and running?`,
+    )
+  }
+  return client
 }

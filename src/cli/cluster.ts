@@ -35,7 +35,7 @@ export async function runCluster(args: readonly string[]): Promise<number> {
     if (rest.length !== 1) throw new UsageError(`v3 cluster decommission takes one node id\n\n${CLUSTER_USAGE}`)
     if (values.format !== undefined) throw new UsageError('--format goes with v3 cluster status and repair')
     const timeoutMs = timeout === undefined ? undefined : parseDuration('timeout', timeout)
-    const client = connect(values)
+    const client = await connect(values)
     try {
       const report = await client.decommission(rest[0]!, timeoutMs === undefined ? {} : { timeoutMs })
       process.stdout.write(
@@ -54,14 +54,14 @@ export async function runCluster(args: readonly string[]): Promise<number> {
   if (sub === 'status' && timeout !== undefined) throw new UsageError('--timeout goes with v3 cluster repair')
   if (sub === 'repair') {
     const timeoutMs = timeout === undefined ? undefined : parseDuration('timeout', timeout)
-    const client = connect(values)
+    const client = await connect(values)
     try {
       return printRepair(await client.repair(timeoutMs === undefined ? {} : { timeoutMs }), format)
     } finally {
       client.close()
     }
   }
-  const client = connect(values)
+  const client = await connect(values)
   try {
     const nodes = [...(await client.listNodes())].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
     if (format === 'json') {

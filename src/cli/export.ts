@@ -212,7 +212,7 @@ export async function runExport(args: readonly string[]): Promise<number> {
   const outputPath = stringFlag(values, 'output')
   const out: Writable = outputPath === undefined ? process.stdout : await openOutput(outputPath)
   const outName = outputPath ?? 'standard output'
-  const client = connect(values)
+  const client = await connect(values)
   let exported: { tagKeys: string[]; points: number } | undefined
   try {
     exported = await exportCsv(

@@ -371,7 +371,7 @@ export async function runImport(args: readonly string[]): Promise<number> {
   const source: AsyncIterable<Buffer> =
     path === '-' ? process.stdin : createReadStream(path, { highWaterMark: 256 * 1024 })
   const progress = new Progress('import', totalBytes, options.quiet)
-  const client = connect(values)
+  const client = await connect(values)
   const started = performance.now()
   let summary: ImportSummary
   try {

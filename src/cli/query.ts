@@ -144,7 +144,7 @@ export async function runQuery(args: readonly string[]): Promise<number> {
   if (agg === undefined && (step !== undefined || groupBy.length > 0 || values.merge === true)) {
     throw new UsageError('--step, --group-by and --merge need --agg')
   }
-  const client = connect(values)
+  const client = await connect(values)
   try {
     const result = await client.query(
       {
@@ -192,7 +192,7 @@ export async function runSeries(args: readonly string[]): Promise<number> {
   const format = formatOf(stringFlag(values, 'format'))
   if (format === 'csv') throw new UsageError('v3 series prints table or json')
   const consistency = consistencyFlag(values)
-  const client = connect(values)
+  const client = await connect(values)
   try {
     const refs = await client.listSeries(selector!, { consistency })
     process.stdout.write(renderRefs(refs, format))
@@ -211,7 +211,7 @@ export async function runStats(args: readonly string[]): Promise<number> {
   if (positionals.length !== 0) throw new UsageError('v3 stats takes no arguments')
   const format = formatOf(stringFlag(values, 'format'))
   if (format === 'csv') throw new UsageError('v3 stats prints table or json')
-  const client = connect(values)
+  const client = await connect(values)
   try {
     const s = await client.stats()
     if (format === 'json') {

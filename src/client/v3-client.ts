@@ -5,6 +5,7 @@ import {
   type ClientOptions,
   type ClientReadableStream,
   type ClientWritableStream,
+  connectivityState,
   credentials,
   type CallOptions as GrpcCallOptions,
   Metadata,
@@ -594,6 +595,37 @@ export class V3Client {
         if (err === undefined || err === null) resolve()
         else reject(new V3ClientError(status.DEADLINE_EXCEEDED, err.message, [], undefined, { cause: err }))
       })
+    })
+  }
+
+  /**
+   * Resolves once the channel is connected, or as soon as an attempt to connect fails (refused,
+   * unknown host, a TLS handshake that fails): the next call then fails at once and says why. Fails
+   * with V3ClientError DEADLINE_EXCEEDED when the server neither answers nor refuses within
+   * `timeoutMs`, as a port whose process is stopped or that speaks something other than HTTP/2 does.
+   * For tools that should not wait on a server that does not answer; waitForReady waits through
+   * failed attempts instead.
+   */
+  waitForAnswer(timeoutMs: number): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const channel = this.channel().getChannel()
+      const deadline = Date.now() + timeoutMs
+      const watch = (): void => {
+        const state = channel.getConnectivityState(true)
+        if (
+          state === connectivityState.READY ||
+          state === connectivityState.TRANSIENT_FAILURE ||
+          state === connectivityState.SHUTDOWN
+        ) {
+          resolve()
+          return
+        }
+        channel.watchConnectivityState(state, deadline, (err) => {
+          if (err === undefined || err === null) watch()
+          else reject(new V3ClientError(status.DEADLINE_EXCEEDED, `no answer within ${timeoutMs} ms`, []))
+        })
+      }
+      watch()
     })
   }
 

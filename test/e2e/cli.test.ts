@@ -115,6 +115,28 @@ describe('v3 client commands', () => {
     }
   })
 
+  test('a client command gives up on a node that neither answers nor refuses after --connect-timeout', async () => {
+    // Takes connections and never says a word, as a stopped process or a port of another protocol.
+    const silent = createNetServer((socket) => socket.on('data', () => {})).listen(0, '127.0.0.1')
+    await once(silent, 'listening')
+    const { port } = silent.address() as AddressInfo
+    try {
+      const started = Date.now()
+      const r = await runV3(['stats', '--server', `127.0.0.1:${port}`, '--connect-timeout', '1s'])
+      assert.equal(r.code, 1, r.stderr)
+      assert.match(
+        r.stderr,
+        new RegExp(`^v3: no answer from 127\\.0\\.0\\.1:${port} within 1 s \\(--connect-timeout\\)`, 'm'),
+      )
+      assert.ok(Date.now() - started < 20_000, 'it gave up')
+      const bad = await runV3(['stats', '--server', `127.0.0.1:${port}`, '--connect-timeout', 'soon'])
+      assert.equal(bad.code, 2, bad.stderr)
+      assert.match(bad.stderr, /--connect-timeout must be a duration/)
+    } finally {
+      silent.close()
+    }
+  })
+
   test('import --on-error skip reports every bad row with its line and writes the rest', async () => {
     const csv = [
       'metric,timestamp,value,host,region',
