@@ -52,6 +52,12 @@ export const HTTP_DEFAULTS = {
    * 60 s idle timeout of common load balancers in front, as VictoriaMetrics' one minute does.
    */
   keepAliveMs: 65_000,
+  /**
+   * How long a request body may go without a byte before the request is answered 408 and its
+   * connection closed. A stalled or half-open sender otherwise holds its write slot until Node's
+   * requestTimeout (5 minutes), and a few of them hold every slot.
+   */
+  bodyIdleTimeoutMs: 10_000,
 } as const
 
 /** Write requests served at once when not set: twice the cores, at least four, as VictoriaMetrics does for inserts. */
@@ -90,6 +96,8 @@ export interface HttpSettings {
   readonly maxConcurrentWrites?: number
   /** How long a write request waits for a slot before a 503, in ms. Default 10 s. */
   readonly writeQueueTimeoutMs?: number
+  /** How long a request body may go without a byte before a 408, in ms. Default 10 s. */
+  readonly bodyIdleTimeoutMs?: number
   /**
    * Worker threads that decode write bodies, so that the event loop only writes them; 0 decodes
    * on the event loop. Default: one fewer than the cores, at least one.
@@ -262,6 +270,12 @@ function authorize(tokens: TokenTable | undefined, need: Need, header: string | 
  */
 const DRAIN_FACTOR = 4
 
+/**
+ * The status counted for a request whose sender went away before its body ended, as nginx and
+ * Prometheus count it: no answer reaches anyone, and it is not the server's error.
+ */
+const CLIENT_CLOSED = 499
+
 /** The Content-Encoding each kind of body may come with; identity (none) always. */
 type BodyEncoding = 'gzip' | 'snappy' | 'identity'
 
@@ -271,12 +285,24 @@ type BodyEncoding = 'gzip' | 'snappy' | 'identity'
  * by max too. A refused body up to DRAIN_FACTOR times the limit is read to its end and dropped
  * before the 413 (see DRAIN_FACTOR); a larger one is drained, not read, after it.
  */
-async function readBody(req: IncomingMessage, max: number, accepted: BodyEncoding): Promise<Buffer> {
-  return joinChunks(await readChunks(req, max, accepted))
+async function readBody(req: IncomingMessage, limits: BodyLimits, accepted: BodyEncoding): Promise<Buffer> {
+  return joinChunks(await readChunks(req, limits, accepted))
+}
+
+/** What a body may be: at most maxBytes, with no pause longer than idleMs between its bytes. */
+interface BodyLimits {
+  readonly maxBytes: number
+  readonly idleMs: number
+}
+
+function bodyLimitsOf(l: Listening): BodyLimits {
+  const idle = l.settings.bodyIdleTimeoutMs ?? HTTP_DEFAULTS.bodyIdleTimeoutMs
+  return { maxBytes: l.maxBodyBytes, idleMs: positive('bodyIdleTimeoutMs', idle) }
 }
 
 /** As readBody, the body in the chunks it came in: an ingest worker joins them, not the main thread. */
-async function readChunks(req: IncomingMessage, max: number, accepted: BodyEncoding): Promise<BodyChunks> {
+async function readChunks(req: IncomingMessage, limits: BodyLimits, accepted: BodyEncoding): Promise<BodyChunks> {
+  const max = limits.maxBytes
   const encoding = (req.headers['content-encoding'] ?? 'identity').toLowerCase()
   if (encoding !== 'identity' && encoding !== accepted) {
     throw new BodyError(415, `Content-Encoding ${encoding} is not accepted here`)
@@ -297,7 +323,19 @@ async function readChunks(req: IncomingMessage, max: number, accepted: BodyEncod
     // comes, up to DRAIN_FACTOR times the limit, and refused at its end; past that, at once, and
     // drained, not read, until the connection closes.
     const refused = (): boolean => declared > max || size > max
+    const stop = (): void => {
+      clearTimeout(idle)
+      req.off('data', onData)
+      req.off('end', onEnd)
+      req.off('error', onError)
+    }
+    const onIdle = (): void => {
+      stop()
+      reject(new BodyError(408, `no byte of the body came for ${limits.idleMs / 1000} s; send it again`))
+    }
+    const idle = setTimeout(onIdle, limits.idleMs)
     const onData = (chunk: Buffer): void => {
+      idle.refresh()
       size += chunk.length
       if (!refused()) {
         chunks.push(chunk)
@@ -305,15 +343,23 @@ async function readChunks(req: IncomingMessage, max: number, accepted: BodyEncod
       }
       chunks.length = 0
       if (size <= DRAIN_FACTOR * max) return
-      req.off('data', onData)
-      req.off('end', onEnd)
+      stop()
       req.resume()
       reject(tooLarge())
     }
-    const onEnd = (): void => (refused() ? reject(tooLarge()) : resolve({ chunks, size }))
+    const onEnd = (): void => {
+      stop()
+      if (refused()) reject(tooLarge())
+      else resolve({ chunks, size })
+    }
+    // The sender closed the connection before its body ended: nobody is left to answer.
+    const onError = (err: Error): void => {
+      stop()
+      reject(new BodyError(CLIENT_CLOSED, `the client closed the connection before the body ended (${err.message})`))
+    }
     req.on('data', onData)
     req.once('end', onEnd)
-    req.once('error', reject)
+    req.once('error', onError)
   })
 }
 
@@ -338,6 +384,7 @@ function checkProtobufType(req: IncomingMessage, message: string): void {
 
 function routes(l: Listening, pool: IngestPool | undefined): Map<string, Route> {
   const { serving, maxBodyBytes, settings } = l
+  const bodyLimits = bodyLimitsOf(l)
   const table = new Map<string, Route>()
   const monitoring = (path: string, handle: () => Promise<HttpAnswer>) =>
     table.set(path, { label: path, methods: MONITORING_METHODS, need: 'open', handle, fail: textFailure })
@@ -370,7 +417,7 @@ function routes(l: Listening, pool: IngestPool | undefined): Map<string, Route> 
     fail: textFailure,
     async handle({ req }) {
       checkProtobufType(req, 'prometheus.WriteRequest')
-      const body = await readChunks(req, maxBodyBytes, 'snappy')
+      const body = await readChunks(req, bodyLimits, 'snappy')
       const { answer, samples } = await remoteWrite(engine, body, maxBodyBytes, decoding)
       serving.metrics.httpSamples('prometheus_remote_write', samples)
       return answer
@@ -383,7 +430,7 @@ function routes(l: Listening, pool: IngestPool | undefined): Map<string, Route> 
     fail: textFailure,
     handle: async ({ req, signal }) => {
       checkProtobufType(req, 'prometheus.ReadRequest')
-      return remoteRead(engine, await readBody(req, maxBodyBytes, 'snappy'), maxBodyBytes, maxReadPoints, signal)
+      return remoteRead(engine, await readBody(req, bodyLimits, 'snappy'), maxBodyBytes, maxReadPoints, signal)
     },
   })
   // Line protocol: v1 takes n, u, ms, s, m and h; v2 ns, us, ms and s. Both default to nanoseconds.
@@ -404,7 +451,7 @@ function routes(l: Listening, pool: IngestPool | undefined): Map<string, Route> 
           )
         }
         const received = now()
-        const body = await readChunks(req, maxBodyBytes, 'gzip')
+        const body = await readChunks(req, bodyLimits, 'gzip')
         const gzip = (req.headers['content-encoding'] ?? '').toLowerCase() === 'gzip'
         const { answer, samples } = await lineProtocolWrite(
           engine,
@@ -428,7 +475,7 @@ function routes(l: Listening, pool: IngestPool | undefined): Map<string, Route> 
  * The query API's route for a path under /api/v1/: GET and POST, a form body merged with the query
  * string (as Prometheus does, so Grafana may send either), JSON out.
  */
-function queryApiRoute(api: QueryApi, maxBodyBytes: number): Route {
+function queryApiRoute(api: QueryApi, bodyLimits: BodyLimits): Route {
   return {
     label: '/api/v1/*',
     methods: ['GET', 'POST'],
@@ -438,7 +485,7 @@ function queryApiRoute(api: QueryApi, maxBodyBytes: number): Route {
       const params = new URLSearchParams(query)
       const type = (req.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase()
       if (req.method === 'POST' && type === 'application/x-www-form-urlencoded') {
-        const body = await readBody(req, maxBodyBytes, 'identity')
+        const body = await readBody(req, bodyLimits, 'identity')
         for (const [k, v] of new URLSearchParams(body.toString('utf8'))) params.append(k, v)
       }
       const answer = await api.handle(path, params, signal)
@@ -470,7 +517,7 @@ function queryApiLabel(path: string): string {
 }
 
 async function listen(l: Listening): Promise<RunningHttpEndpoint> {
-  const { settings, maxBodyBytes, tokens, serving } = l
+  const { settings, tokens, serving } = l
   const gate = new WriteGate(l.writeSlots.maxConcurrent, l.writeSlots.queueTimeoutMs, (inProgress, waiting) =>
     serving.metrics.httpWrites(inProgress, waiting),
   )
@@ -482,7 +529,7 @@ async function listen(l: Listening): Promise<RunningHttpEndpoint> {
           onError: (err) => settings.logger.error({ err }, 'an HTTP ingest worker died; starting another'),
         })
   const table = routes(l, pool)
-  const api = serving.queryApi === undefined ? undefined : queryApiRoute(serving.queryApi, maxBodyBytes)
+  const api = serving.queryApi === undefined ? undefined : queryApiRoute(serving.queryApi, bodyLimitsOf(l))
 
   const respond = (req: IncomingMessage, res: ServerResponse, label: string, answer: HttpAnswer): void => {
     serving.metrics.httpRequest(label, answer.status)
@@ -541,7 +588,7 @@ async function listen(l: Listening): Promise<RunningHttpEndpoint> {
       (err: unknown) => {
         const { status, message } = errorStatus(err, settings.logger, path)
         // A body refused before it was read whole leaves the rest on the connection: close it.
-        if (status === 413) res.setHeader('connection', 'close')
+        if (status === 413 || status === 408) res.setHeader('connection', 'close')
         respond(req, res, label, found.fail({ status, message }))
       },
     )

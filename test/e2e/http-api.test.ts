@@ -2,9 +2,11 @@
 // read, InfluxDB line protocol, and the listener's rules (tokens and roles, TLS, the exposure
 // refusal, bounded bodies, methods).
 import assert from 'node:assert/strict'
+import { once } from 'node:events'
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { request as httpRequest } from 'node:http'
 import { request as httpsRequest } from 'node:https'
+import { createConnection, type Socket } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
@@ -829,6 +831,57 @@ describe('the query API route in process', () => {
     } finally {
       await http.close()
       await engine.close()
+    }
+  })
+})
+
+describe('write bodies that stall or are cut short, in process', () => {
+  test('a body that stops coming is answered 408 and frees its slot; a sender that goes away counts as 499, not as a server error', {
+    timeout: 30_000,
+  }, async () => {
+    const engine = new MemoryEngine()
+    await engine.open()
+    const errors: string[] = []
+    const metrics = createServerMetrics(engine, { processMetrics: false })
+    const http = await startHttpEndpoint(
+      {
+        listen: '127.0.0.1:0',
+        logger: { warn: () => {}, error: (_obj, msg) => errors.push(msg ?? '') },
+        bodyIdleTimeoutMs: 300,
+        maxConcurrentWrites: 1,
+      },
+      { metrics, ready: () => true, engine, maxReadPoints: 1000 },
+    )
+    const [host, port] = [http.address.slice(0, http.address.lastIndexOf(':')), Number(http.address.split(':').pop())]
+    /** A raw connection that sends the headers of a 1,000-byte line-protocol body and 10 bytes of it. */
+    const partial = async (): Promise<Socket> => {
+      const socket = createConnection({ host, port })
+      await once(socket, 'connect')
+      socket.write('POST /write HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nm v=1 1000')
+      return socket
+    }
+    const counted = async (code: number): Promise<boolean> =>
+      new RegExp(`^v3_http_requests_total\\{path="/write",code="${code}"\\} 1$`, 'm').test(await metrics.render())
+    try {
+      const stalled = await partial()
+      let answer = ''
+      stalled.on('data', (chunk: Buffer) => {
+        answer += chunk.toString()
+      })
+      await once(stalled, 'close')
+      assert.match(answer, /^HTTP\/1\.1 408 /)
+      assert.match(answer, /no byte of the body came for 0\.3 s/)
+      // The one write slot is free again: a whole write goes through.
+      const whole = await fetch(`http://${http.address}/write`, { method: 'POST', body: 'm v=2 2000' })
+      assert.equal(whole.status, 204)
+      const gone = await partial()
+      await waitFor('the body to be read', async () => /v3_http_writes_in_progress 1$/m.test(await metrics.render()))
+      gone.destroy()
+      await waitFor('the cut-short request to be counted', () => counted(499))
+      assert.ok(await counted(408))
+      assert.deepEqual(errors, [], 'neither is logged as an error')
+    } finally {
+      await http.close()
     }
   })
 })
