@@ -206,6 +206,20 @@ function isInteger(text: string, start: number, end: number, signed: boolean): b
   return true
 }
 
+const INT64_MIN = -(2n ** 63n)
+const INT64_MAX = 2n ** 63n - 1n
+const UINT64_MAX = 2n ** 64n - 1n
+
+/**
+ * Whether the integer in text[start, end) lies in [min, max], as InfluxDB checks its 64-bit
+ * integer fields. Fewer than 19 digits always fit, and are not made a BigInt.
+ */
+function inRange(text: string, start: number, end: number, min: bigint, max: bigint): boolean {
+  if (end - start < 19) return true
+  const value = BigInt(text.slice(start, end))
+  return value >= min && value <= max
+}
+
 /** The most significant digits scaledDecimal reads: 15 in one exact integer, up to 4 more beside it. */
 const MAX_SCALED_DIGITS = 19
 /** The digits one double holds exactly as an integer, whatever they are. */
@@ -307,12 +321,16 @@ function fieldValue(text: string, start: number, end: number): number | string {
   if (start >= end) return 'has no value'
   const last = text.charCodeAt(end - 1)
   if (last === 0x69 /* i */) {
-    return isInteger(text, start, end - 1, true) ? Number(text.slice(start, end - 1)) : 'is not a valid integer'
+    if (!isInteger(text, start, end - 1, true)) return 'is not a valid integer'
+    return inRange(text, start, end - 1, INT64_MIN, INT64_MAX)
+      ? Number(text.slice(start, end - 1))
+      : 'is out of range for a 64-bit integer'
   }
   if (last === 0x75 /* u */) {
-    return isInteger(text, start, end - 1, false)
+    if (!isInteger(text, start, end - 1, false)) return 'is not a valid unsigned integer'
+    return inRange(text, start, end - 1, 0n, UINT64_MAX)
       ? Number(text.slice(start, end - 1))
-      : 'is not a valid unsigned integer'
+      : 'is out of range for a 64-bit unsigned integer'
   }
   const first = text.charCodeAt(start)
   if (isDigit(first) || first === MINUS || first === 0x2b || first === 0x2e) {

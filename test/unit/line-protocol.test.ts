@@ -123,6 +123,20 @@ test('a bad line is named by its number with the problem', () => {
   lineError('m v=1.2.3', 1, /field "v" is not a valid number/)
   lineError('m v=1xi', 1, /field "v" is not a valid integer/)
   lineError('m v=-1u', 1, /field "v" is not a valid unsigned integer/)
+  // 64-bit ranges, as InfluxDB checks them: the bounds pass, one past them does not.
+  lineError('m v=99999999999999999999i', 1, /field "v" is out of range for a 64-bit integer/)
+  lineError('m v=9223372036854775808i', 1, /field "v" is out of range for a 64-bit integer/)
+  lineError('m v=-9223372036854775809i', 1, /field "v" is out of range for a 64-bit integer/)
+  lineError('m v=18446744073709551616u', 1, /field "v" is out of range for a 64-bit unsigned integer/)
+  const bounds = parseLineProtocol(
+    'm a=9223372036854775807i,b=-9223372036854775808i,c=18446744073709551615u 1000000',
+    'ns',
+    NOW,
+  )
+  assert.deepEqual(
+    plain(bounds.series).map((x) => x.values[0]),
+    [2 ** 63, -(2 ** 63), 2 ** 64],
+  )
   lineError('m v=', 1, /field "v" has no value/)
   lineError('m v', 1, /field "v" has no "=value"/)
   lineError('m v=1,', 1, /ends its fields with a comma/)
