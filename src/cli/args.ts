@@ -34,7 +34,9 @@ export function parseDuration(flag: string, text: string): number {
   if (!match || unit === undefined) {
     throw new UsageError(`--${flag} must be a duration such as 500ms, 90s, 15m, 2h or 30d, got ${JSON.stringify(text)}`)
   }
-  return Math.round(Number(match[1]) * unit)
+  const ms = Math.round(Number(match[1]) * unit)
+  if (!Number.isSafeInteger(ms)) throw new UsageError(`--${flag} is too long: ${text} is beyond 2^53 ms`)
+  return ms
 }
 
 /** `16MiB`, `512KiB`, `1GB`, or a plain number of bytes. */

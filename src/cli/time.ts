@@ -44,7 +44,11 @@ export function parseTimestampCell(text: string, precision: Precision): number |
 export function parseTimeFlag(flag: string, text: string, nowMs: number): number {
   if (text === 'now') return nowMs
   if (text.startsWith('-') && !INTEGER.test(text)) return nowMs - parseDuration(flag, text.slice(1))
-  if (INTEGER.test(text)) return Number(text)
+  if (INTEGER.test(text)) {
+    const ms = Number(text)
+    if (!Number.isSafeInteger(ms)) throw new UsageError(`--${flag} is out of range: ${text} is beyond ±2^53 ms`)
+    return ms
+  }
   const ms = parseRfc3339(text)
   if (Number.isNaN(ms)) {
     throw new UsageError(

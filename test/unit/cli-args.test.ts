@@ -75,6 +75,7 @@ test('durations, sizes and addresses', () => {
   assert.equal(parseDuration('x', '90s'), 90_000)
   assert.equal(parseDuration('x', '1500'), 1500)
   assert.equal(parseDuration('x', '0'), 0)
+  assert.throws(() => parseDuration('step', '1000000000000000000000d'), /--step is too long/)
   assert.equal(parseSize('x', '1GB'), 1e9)
   assert.equal(parseSize('x', '512KiB'), 524_288)
   assert.equal(parseListen('0.0.0.0:50051'), '0.0.0.0:50051')

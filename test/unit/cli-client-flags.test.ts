@@ -17,6 +17,15 @@ test('--start and --end take now, a duration before now, epoch milliseconds or R
     () => parseTimeFlag('end', 'yesterday', NOW),
     (err: unknown) => err instanceof UsageError && /--end/.test(err.message),
   )
+  // Beyond what an int64 of milliseconds holds exactly: the flag is named, not sent to fail on the wire.
+  assert.throws(
+    () => parseTimeFlag('end', '99999999999999999999', NOW),
+    (err: unknown) => err instanceof UsageError && /--end is out of range/.test(err.message),
+  )
+  assert.throws(
+    () => parseTimeFlag('start', '-100000000000000000d', NOW),
+    (err: unknown) => err instanceof UsageError && /--start is too long/.test(err.message),
+  )
 })
 
 test('a value flag takes a following negative time or number as its value', () => {
