@@ -155,6 +155,15 @@ export async function remoteRead(
       `a read request may hold at most ${MAX_READ_QUERIES} queries, this one holds ${request.queries.length}`,
     )
   }
+  for (const [i, q] of request.queries.entries()) {
+    // Checked here, in the request's own terms: the engine sees the range with its end made exclusive.
+    if (q.endMs < q.startMs) {
+      throw ValidationError.field(
+        `queries[${i}].end_timestamp_ms`,
+        `must not be before start_timestamp_ms (${q.startMs}), got ${q.endMs}`,
+      )
+    }
+  }
   const results: SeriesPoints[][] = []
   let points = 0
   for (const [i, q] of request.queries.entries()) {

@@ -371,6 +371,12 @@ describe('remote write, remote read and line protocol on one node', () => {
       { labels: ['__name__=rr_other', 'room=a'], samples: [[bitsOf(1), T0]] },
       { labels: ['__name__=rr_stale'], samples: [[STALE_BITS, T0]] },
     ])
+    const backwards = await post(`${base}/api/v1/read`, readRequest(T0 + 5, T0, [[0, '__name__', 'rr_temp']]))
+    assert.equal(backwards.status, 400)
+    assert.match(
+      backwards.body.toString(),
+      new RegExp(`queries\\[0\\]\\.end_timestamp_ms: must not be before start_timestamp_ms \\(${T0 + 5}\\), got ${T0}`),
+    )
     const chunksOnly = await post(`${base}/api/v1/read`, readRequest(T0, T0, [[0, '__name__', 'rr_temp']], [1]))
     assert.equal(chunksOnly.status, 400)
     assert.match(chunksOnly.body.toString(), /STREAMED_XOR_CHUNKS/)
