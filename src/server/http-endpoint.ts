@@ -482,12 +482,15 @@ function queryApiRoute(api: QueryApi, bodyLimits: BodyLimits): Route {
     need: 'read',
     fail: prometheusFailure,
     async handle({ req, path, query, signal }) {
-      const params = new URLSearchParams(query)
+      // The form body's values come first, then the query string's: a parameter in both takes the
+      // body's, as Go's ParseForm gives it to Prometheus.
+      const params = new URLSearchParams()
       const type = (req.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase()
       if (req.method === 'POST' && type === 'application/x-www-form-urlencoded') {
         const body = await readBody(req, bodyLimits, 'identity')
         for (const [k, v] of new URLSearchParams(body.toString('utf8'))) params.append(k, v)
       }
+      for (const [k, v] of new URLSearchParams(query)) params.append(k, v)
       const answer = await api.handle(path, params, signal)
       if (answer === undefined)
         return json(404, { status: 'error', errorType: 'not_found', error: `unknown path ${path}` })

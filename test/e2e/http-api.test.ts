@@ -527,6 +527,11 @@ describe('remote write, remote read and line protocol on one node', () => {
       [T0 / 1000, '1'],
       [at, '2'],
     ])
+    // A parameter in both the body and the query string: the body's counts, as in Prometheus.
+    const both = await post(`${base}/api/v1/query?query=qa_load`, `query=${encodeURIComponent('sum(')}`, {
+      'content-type': 'application/x-www-form-urlencoded',
+    })
+    assert.equal(both.status, 400, both.body.toString())
     const bad = await fetch(`${base}/api/v1/query?query=${encodeURIComponent('sum(')}`)
     assert.equal(bad.status, 400)
     assert.equal(((await bad.json()) as { errorType: string }).errorType, 'bad_data')
@@ -538,7 +543,7 @@ describe('remote write, remote read and line protocol on one node', () => {
     assert.equal(((await unknown.json()) as { errorType: string }).errorType, 'not_found')
     await fetch(`${base}/api/v1/label/job/values`)
     const metrics = await (await fetch(`${base}/metrics`)).text()
-    assert.match(metrics, /^v3_http_requests_total\{path="\/api\/v1\/query",code="400"\} 1$/m)
+    assert.match(metrics, /^v3_http_requests_total\{path="\/api\/v1\/query",code="400"\} 2$/m)
     assert.match(metrics, /^v3_http_requests_total\{path="\/api\/v1\/label\/:name\/values",code="200"\} 1$/m)
     assert.doesNotMatch(metrics, /nothing_here/)
     const del = await fetch(`${base}/api/v1/query`, { method: 'DELETE' })

@@ -201,6 +201,17 @@ describe('promql: API parameters and number formats', () => {
       (err: unknown) => err instanceof PromQLError && err.type === 'bad_data' && /"time"/.test(err.message),
     )
     assert.throws(() => parseTimeParam('', 'start'), PromQLError)
+    // Days a month does not have, and hours past 23, are refused as Prometheus refuses them, not rolled over.
+    for (const bad of [
+      '2024-02-30T00:00:00Z',
+      '2023-02-29T00:00:00Z',
+      '2024-04-31T00:00:00Z',
+      '2024-01-01T24:00:00Z',
+      '2024-13-01T00:00:00Z',
+    ]) {
+      assert.throws(() => parseTimeParam(bad, 'time'), PromQLError, bad)
+    }
+    assert.equal(parseTimeParam('2024-02-29T23:59:59Z', 'time'), Date.UTC(2024, 1, 29, 23, 59, 59))
   })
 
   test('durations: Prometheus syntax or float seconds', () => {
