@@ -366,8 +366,10 @@ export async function runImport(args: readonly string[]): Promise<number> {
   const options = importOptions(values)
   const consistency = consistencyFlag(values)
   const path = positionals[0]!
-  const totalBytes = path === '-' ? undefined : (await stat(path).catch(() => undefined))?.size
-  if (path !== '-' && totalBytes === undefined) throw new UsageError(`cannot read ${path}: no such file`)
+  const info = path === '-' ? undefined : await stat(path).catch(() => undefined)
+  if (path !== '-' && info === undefined) throw new UsageError(`cannot read ${path}: no such file`)
+  if (info?.isDirectory() === true) throw new UsageError(`cannot read ${path}: it is a folder, not a file`)
+  const totalBytes = info?.size
   const source: AsyncIterable<Buffer> =
     path === '-' ? process.stdin : createReadStream(path, { highWaterMark: 256 * 1024 })
   const progress = new Progress('import', totalBytes, options.quiet)

@@ -352,8 +352,19 @@ function channelCredentials(options: ConnectionOptions): ChannelCredentials {
     throw new RangeError('tls.certFile and tls.keyFile go together')
   }
   // Read synchronously because the constructor is; these are small files, read once per client.
-  const read = (path: string | undefined): Buffer | null => (path === undefined ? null : readFileSync(path))
-  return credentials.createSsl(read(tls.caFile), read(tls.keyFile), read(tls.certFile))
+  const read = (path: string | undefined, what: string): Buffer | null => {
+    if (path === undefined) return null
+    try {
+      return readFileSync(path)
+    } catch (err) {
+      throw new Error(`cannot read the ${what} ${path}: ${(err as Error).message}`, { cause: err })
+    }
+  }
+  return credentials.createSsl(
+    read(tls.caFile, 'CA certificate (tls.caFile)'),
+    read(tls.keyFile, 'client key (tls.keyFile)'),
+    read(tls.certFile, 'client certificate (tls.certFile)'),
+  )
 }
 
 /**

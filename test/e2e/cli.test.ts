@@ -137,6 +137,19 @@ describe('v3 client commands', () => {
     }
   })
 
+  test('a folder to import, or a certificate file that is not there, is named', async () => {
+    const folder = await runV3(['import', dir, '--server', a.address])
+    assert.equal(folder.code, 2, folder.stderr)
+    assert.match(folder.stderr, /^v3: cannot read .+: it is a folder, not a file$/m)
+    const missing = join(dir, 'no-such-ca.pem')
+    const ca = await runV3(['stats', '--server', a.address, '--tls-ca', missing])
+    assert.equal(ca.code, 1, ca.stderr)
+    assert.match(
+      ca.stderr,
+      new RegExp(`^v3: cannot read the CA certificate \\(tls\\.caFile\\) ${missing}: ENOENT`, 'm'),
+    )
+  })
+
   test('import --on-error skip reports every bad row with its line and writes the rest', async () => {
     const csv = [
       'metric,timestamp,value,host,region',
