@@ -137,7 +137,7 @@ describe('v3 client commands', () => {
     }
   })
 
-  test('a folder to import, or a certificate file that is not there, is named', async () => {
+  test('a folder to import, a certificate file that is not there, or a flag its subcommand does not take, is named', async () => {
     const folder = await runV3(['import', dir, '--server', a.address])
     assert.equal(folder.code, 2, folder.stderr)
     assert.match(folder.stderr, /^v3: cannot read .+: it is a folder, not a file$/m)
@@ -148,6 +148,9 @@ describe('v3 client commands', () => {
       ca.stderr,
       new RegExp(`^v3: cannot read the CA certificate \\(tls\\.caFile\\) ${missing}: ENOENT`, 'm'),
     )
+    const timeout = await runV3(['cluster', 'status', '--timeout', '1s', '--server', a.address])
+    assert.equal(timeout.code, 2, timeout.stderr)
+    assert.match(timeout.stderr, /--timeout goes with v3 cluster repair and decommission/)
   })
 
   test('import --on-error skip reports every bad row with its line and writes the rest', async () => {
