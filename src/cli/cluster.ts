@@ -51,7 +51,8 @@ export async function runCluster(args: readonly string[]): Promise<number> {
   }
   const format = stringFlag(values, 'format') ?? 'table'
   if (format !== 'table' && format !== 'json') throw new UsageError(`--format must be table or json, got ${format}`)
-  if (sub === 'status' && timeout !== undefined) throw new UsageError('--timeout goes with v3 cluster repair and decommission')
+  if (sub === 'status' && timeout !== undefined)
+    throw new UsageError('--timeout goes with v3 cluster repair and decommission')
   if (sub === 'repair') {
     const timeoutMs = timeout === undefined ? undefined : parseDuration('timeout', timeout)
     const client = await connect(values)
