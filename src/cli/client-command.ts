@@ -119,9 +119,13 @@ export function serverAddress(values: FlagValues, env: Readonly<Record<string, s
  * reports): a node that does not answer at all (a stopped process, a port that speaks something
  * else) ends the command after --connect-timeout instead of holding it for ever.
  */
-export async function connect(values: FlagValues): Promise<V3Client> {
+export function connect(values: FlagValues): Promise<V3Client> {
+  return connectTo(serverAddress(values, process.env), values)
+}
+
+/** As connect, to the node at `address` (v3 migrate's --from and --to). */
+export async function connectTo(address: string, values: FlagValues): Promise<V3Client> {
   const timeoutMs = parseDuration('connect-timeout', stringFlag(values, 'connect-timeout') ?? '10s')
-  const address = serverAddress(values, process.env)
   const client = new V3Client(address, clientOptions(values, process.env))
   try {
     await client.waitForAnswer(timeoutMs)

@@ -5,12 +5,12 @@
  * one, or re-encoding a folder into a new one after a format change, are the same operation.
  */
 import { existsSync, statSync } from 'node:fs'
-import { type SeriesInput, V3Client } from '../client/index.js'
+import type { SeriesInput } from '../client/index.js'
 import { BasicEngine } from '../engine/basic-engine.js'
 import { DEFAULT_WRITE_LIMITS } from '../model/limits.js'
 import type { SeriesRef } from '../model/types.js'
 import { parseCount, UsageError } from './args.js'
-import { CONNECTION_USAGE, clientOptions, type FlagValues, parseCommandArgs, stringFlag } from './client-command.js'
+import { CONNECTION_USAGE, connectTo, type FlagValues, parseCommandArgs, stringFlag } from './client-command.js'
 import { rangeOf, selectorsOf } from './export.js'
 import { engineSink, type PointSink, serverSink } from './point-sink.js'
 import { Progress } from './progress.js'
@@ -63,7 +63,7 @@ export function isServerAddress(text: string): boolean {
 
 async function openEndpoint(text: string, values: FlagValues, mustExist: boolean): Promise<Endpoint> {
   if (isServerAddress(text)) {
-    const client = new V3Client(text, clientOptions(values, process.env))
+    const client = await connectTo(text, values)
     return {
       label: `server ${text}`,
       source: clientSource(client),

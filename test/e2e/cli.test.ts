@@ -124,6 +124,19 @@ describe('v3 client commands', () => {
       const started = Date.now()
       const r = await runV3(['stats', '--server', `127.0.0.1:${port}`, '--connect-timeout', '1s'])
       assert.equal(r.code, 1, r.stderr)
+      // v3 migrate's --from and --to wait the same way.
+      const from = await runV3([
+        'migrate',
+        '--from',
+        `127.0.0.1:${port}`,
+        '--to',
+        join(dir, 'mg-silent'),
+        '--connect-timeout',
+        '1s',
+        'x',
+      ])
+      assert.equal(from.code, 1, from.stderr)
+      assert.match(from.stderr, /no answer from 127\.0\.0\.1:\d+ within 1 s/)
       assert.match(
         r.stderr,
         new RegExp(`^v3: no answer from 127\\.0\\.0\\.1:${port} within 1 s \\(--connect-timeout\\)`, 'm'),
