@@ -180,6 +180,7 @@ export async function runMigrate(args: readonly string[]): Promise<number> {
   const selectors = positionals.length === 0 ? [] : selectorsOf(positionals, 'migrate')
   const range = rangeOf(values, ALL_TIME)
   const batchPoints = parseCount('batch-points', stringFlag(values, 'batch-points') ?? '50000')
+  if (batchPoints < 1) throw new UsageError('--batch-points must be at least 1')
   const from = await openEndpoint(fromText, values, true)
   let to: Endpoint
   try {

@@ -387,6 +387,9 @@ describe('v3 client commands', () => {
       const noSelector = await runV3(['migrate', '--from', a.address, '--to', folder])
       assert.equal(noSelector.code, 2)
       assert.match(noSelector.stderr, /a server source needs at least one selector/)
+      const noBatch = await runV3(['migrate', '--from', a.address, '--to', folder, '--batch-points', '0', 'mg_load'])
+      assert.equal(noBatch.code, 2)
+      assert.match(noBatch.stderr, /--batch-points must be at least 1/)
       const back = await runV3([
         'migrate',
         '--from',
