@@ -18,17 +18,18 @@
  *   size.
  * Results go to bench/results/cluster-<N>-rf<R>[-<hosts>hosts]-catch-up[-<rate>pps].json and .md.
  */
-import { mkdir, writeFile } from 'node:fs/promises'
 import { Client, credentials } from '@grpc/grpc-js'
 import { V3Client } from '../src/client/index.js'
 import { type Cluster, type Consul, removeAll, startCluster, startConsul, stopProcess } from './cluster-bench.js'
-import { HOSTS, hostTags, METRICS, seriesValues } from './dataset.js'
+import { hostTags, METRICS, seriesValues } from './dataset.js'
 import {
   cpuSeconds,
   describeDataSet,
   describeMachine,
   encodeMessages,
+  resultsName,
   type Server,
+  saveResults,
   startServer,
   writeRequest,
 } from './harness.js'
@@ -319,14 +320,12 @@ export async function runCatchUpBench(o: CatchUpBenchOptions): Promise<void> {
     ].join('\n')
     console.log(`\n${md}`)
     if (load.firstErrors.length > 0) console.log(`first write errors: ${load.firstErrors.join('; ')}`)
-    await mkdir('bench/results', { recursive: true })
-    const name = [
+    const name = resultsName(
       `cluster-${o.nodes}-rf${o.replicationFactor}`,
-      o.hosts === HOSTS ? '' : `-${o.hosts}hosts`,
-      o.decimals === undefined ? '' : `-${o.decimals}dp`,
-      '-catch-up',
-      o.ratePointsPerSecond > 0 ? `-${o.ratePointsPerSecond}pps` : '',
-    ].join('')
+      o.hosts,
+      o.decimals,
+      `-catch-up${o.ratePointsPerSecond > 0 ? `-${o.ratePointsPerSecond}pps` : ''}`,
+    )
     const report = {
       date: new Date().toISOString(),
       machine,
@@ -355,8 +354,7 @@ export async function runCatchUpBench(o: CatchUpBenchOptions): Promise<void> {
       firstErrors: load.firstErrors,
       backlogAfterRestart: backlog,
     }
-    await writeFile(`bench/results/${name}.json`, `${JSON.stringify(report, null, 2)}\n`)
-    await writeFile(`bench/results/${name}.md`, md)
+    await saveResults(name, JSON.stringify(report, null, 2), md)
   } finally {
     await load?.stop()
     for (const c of clients) c.close()

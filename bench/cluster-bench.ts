@@ -26,11 +26,11 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process'
 import { once } from 'node:events'
-import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises'
+import { readdir, readFile } from 'node:fs/promises'
 import { Client, credentials } from '@grpc/grpc-js'
 import { type CallOptions, type QueryInput, type SelectorInput, V3Client } from '../src/client/index.js'
 import type { SeriesPoints } from '../src/model/types.js'
-import { HOSTS, hostTags, INTERVAL_MS, METRICS, POINTS_PER_SERIES, seriesValues } from './dataset.js'
+import { hostTags, INTERVAL_MS, METRICS, POINTS_PER_SERIES, seriesValues } from './dataset.js'
 import {
   cpuSeconds,
   describeDataSet,
@@ -45,7 +45,9 @@ import {
   peakRssMiB,
   type QueryResult,
   removeServer,
+  resultsName,
   type Server,
+  saveResults,
   sendWrites,
   startServer,
   statCpuSeconds,
@@ -434,13 +436,7 @@ export async function runClusterBench(o: ClusterBenchOptions): Promise<void> {
       `Page faults are the server processes' minor faults over the write calls (all threads, from /proc/<pid>/stat), summed over a cluster's nodes; a page fault here cost ${faultMicros.toFixed(2)} µs, the bench process writing one byte to each 4 KiB page of a fresh ${FAULT_PROBE_BYTES / 2 ** 20} MiB buffer (median of 3).`,
     ].join('\n')
     console.log(`\n${md}\n`)
-    await mkdir('bench/results', { recursive: true })
-    const name = [
-      `cluster-${o.nodes}`,
-      o.replicationFactor === 1 ? '' : `-rf${o.replicationFactor}`,
-      o.hosts === HOSTS ? '' : `-${o.hosts}hosts`,
-      o.decimals === undefined ? '' : `-${o.decimals}dp`,
-    ].join('')
+    const kind = `cluster-${o.nodes}${o.replicationFactor === 1 ? '' : `-rf${o.replicationFactor}`}`
     const report = {
       date: new Date().toISOString(),
       machine,
@@ -462,8 +458,7 @@ export async function runClusterBench(o: ClusterBenchOptions): Promise<void> {
       peakRssMiB: peakRss,
       faultMicros,
     }
-    await writeFile(`bench/results/${name}.json`, `${JSON.stringify(report, null, 2)}\n`)
-    await writeFile(`bench/results/${name}.md`, `${md}\n`)
+    await saveResults(resultsName(kind, o.hosts, o.decimals), JSON.stringify(report, null, 2), md)
   } finally {
     singleClient.c?.close()
     clusterClient.c?.close()

@@ -24,10 +24,10 @@
  * Every answer is checked against the reference from the generated data. Results go to
  * bench/results/cold-start.json and .md (cold-start-10hosts.* with --hosts 10, -2dp with --decimals 2).
  */
-import { mkdir, rm, writeFile } from 'node:fs/promises'
+import { rm } from 'node:fs/promises'
 import { Client, credentials } from '@grpc/grpc-js'
 import { V3Client } from '../src/client/index.js'
-import { HOSTS, hostTags, METRICS, seriesValues } from './dataset.js'
+import { hostTags, METRICS, seriesValues } from './dataset.js'
 import {
   describeDataSet,
   describeMachine,
@@ -38,6 +38,8 @@ import {
   minorFaults,
   pageFaultMicros,
   removeServer,
+  resultsName,
+  saveResults,
   sendWrites,
   sleep,
   startServer,
@@ -289,11 +291,17 @@ export async function runColdStartBench(o: ColdStartBenchOptions): Promise<void>
     `A page fault here: ${faultMicros.toFixed(2)} µs, the bench process writing one byte to each 4 KiB page of a fresh ${FAULT_PROBE_BYTES / 2 ** 20} MiB buffer (median of 3). Page faults are the server process's minor faults over each query, all threads; garbage collections are read from its /metrics (V3: nodejs_gc_duration_seconds, every kind; VictoriaMetrics: go_gc_duration_seconds) before and after the first queries. Every answer was checked against the reference from the generated data.`,
   ].join('\n')
   console.log(`\n${md}\n`)
-  await mkdir('bench/results', { recursive: true })
-  const name = `bench/results/cold-start${o.hosts === HOSTS ? '' : `-${o.hosts}hosts`}${o.decimals === undefined ? '' : `-${o.decimals}dp`}`
-  await writeFile(
-    `${name}.json`,
-    `${JSON.stringify({ machine, dataSet, faultMicros, runs: o.runs, warmQueries: WARM_QUERIES, warmMeasured: WARM_MEASURED, kinds: kinds.map(compact) })}\n`,
+  await saveResults(
+    resultsName('cold-start', o.hosts, o.decimals),
+    JSON.stringify({
+      machine,
+      dataSet,
+      faultMicros,
+      runs: o.runs,
+      warmQueries: WARM_QUERIES,
+      warmMeasured: WARM_MEASURED,
+      kinds: kinds.map(compact),
+    }),
+    md,
   )
-  await writeFile(`${name}.md`, `${md}\n`)
 }

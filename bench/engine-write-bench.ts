@@ -14,14 +14,14 @@
  *   npm run bench -- --engine-write [--runs 3] [--hosts 10]
  */
 import { spawn } from 'node:child_process'
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { serverNodeOptions } from '../scripts/node-options.mjs'
 import { BasicEngine } from '../src/engine/basic-engine.js'
 import { type NormalizedBatch, ValidatedSeriesCache, validateWriteBatch } from '../src/model/validate.js'
-import { HOSTS, hostTags, INTERVAL_MS, METRICS, POINTS_PER_SERIES, START_MS, seriesValues } from './dataset.js'
-import { describeDataSet, describeMachine, mainThreadCpuSeconds, median } from './harness.js'
+import { hostTags, INTERVAL_MS, METRICS, POINTS_PER_SERIES, START_MS, seriesValues } from './dataset.js'
+import { describeDataSet, describeMachine, mainThreadCpuSeconds, median, resultsName, saveResults } from './harness.js'
 
 export interface EngineWriteBenchOptions {
   readonly hosts: number
@@ -143,10 +143,11 @@ export async function runEngineWriteBench(o: EngineWriteBenchOptions): Promise<v
     ...rows,
   ].join('\n')
   console.log(`\n${md}\n`)
-  await mkdir('bench/results', { recursive: true })
-  const name = `bench/results/engine-write${o.hosts === HOSTS ? '' : `-${o.hosts}hosts`}${o.decimals === undefined ? '' : `-${o.decimals}dp`}`
-  await writeFile(`${name}.json`, `${JSON.stringify({ options: o, points, runs: Object.fromEntries(figures) })}\n`)
-  await writeFile(`${name}.md`, `${md}\n`)
+  await saveResults(
+    resultsName('engine-write', o.hosts, o.decimals),
+    JSON.stringify({ options: o, points, runs: Object.fromEntries(figures) }),
+    md,
+  )
 }
 
 // A run's process: `engine-write-bench.ts <mode> <options as JSON>`.

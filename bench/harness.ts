@@ -1,7 +1,7 @@
 // What the benchmarks share: a real `v3 serve` process on a loopback port, its peak RSS, the size
 // of a data folder, and the cpu-only data set encoded as write messages and sent through Write.
 import { type ChildProcess, spawn } from 'node:child_process'
-import { mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises'
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { createServer } from 'node:net'
 import { cpus, tmpdir, totalmem } from 'node:os'
 import { join } from 'node:path'
@@ -12,7 +12,7 @@ import { serverNodeOptions } from '../scripts/node-options.mjs'
 import { V3Client } from '../src/client/index.js'
 import type { Tag } from '../src/model/types.js'
 import { encodeWriteRequest } from '../src/wire/series-codec.js'
-import { INTERVAL_MS, METRICS, POINTS_PER_SERIES, START_MS, timestampAt } from './dataset.js'
+import { HOSTS, INTERVAL_MS, METRICS, POINTS_PER_SERIES, START_MS, timestampAt } from './dataset.js'
 
 export interface Server {
   readonly proc: ChildProcess
@@ -126,6 +126,22 @@ export interface QueryResult {
 
 export function quantile(sorted: number[], q: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] as number
+}
+
+/**
+ * The name a bench's results go under in bench/results: a run on fewer hosts than the data set's (a
+ * quick one) or on rounded values goes beside the full run's record, not over it; `suffix` names
+ * what else sets the run apart.
+ */
+export function resultsName(kind: string, hosts: number, decimals: number | undefined, suffix = ''): string {
+  return `${kind}${hosts === HOSTS ? '' : `-${hosts}hosts`}${decimals === undefined ? '' : `-${decimals}dp`}${suffix}`
+}
+
+/** Writes a bench's results as bench/results/<name>.json and .md, each ending in a newline. */
+export async function saveResults(name: string, json: string, md: string): Promise<void> {
+  await mkdir('bench/results', { recursive: true })
+  await writeFile(`bench/results/${name}.json`, `${json}\n`)
+  await writeFile(`bench/results/${name}.md`, md.endsWith('\n') ? md : `${md}\n`)
 }
 
 /** The median as timed() takes it: quantile 0.5 of the sorted values. */

@@ -15,9 +15,9 @@
 // share), and then counts the points it holds: an ingest that lost or doubled points fails the bench
 // rather than giving a figure. The runs alternate which system goes first, so that neither always
 // gets the quieter machine.
-import { mkdir, rm, writeFile } from 'node:fs/promises'
+import { rm } from 'node:fs/promises'
 import { Agent } from 'node:http'
-import { HOSTS, hostTags, INTERVAL_MS, METRICS, POINTS_PER_SERIES, START_MS, seriesValues } from './dataset.js'
+import { hostTags, INTERVAL_MS, METRICS, POINTS_PER_SERIES, START_MS, seriesValues } from './dataset.js'
 import {
   countPoints,
   cpuSeconds,
@@ -27,6 +27,8 @@ import {
   mainThreadCpuSeconds,
   peakRssMiB,
   removeServer,
+  resultsName,
+  saveResults,
   sleep,
   startServer,
 } from './harness.js'
@@ -353,13 +355,12 @@ export async function runProtocolsBench(o: ProtocolsBenchOptions): Promise<void>
   const md = [`${machine}; ${dataSet}; default server flags.`, '', ...rows, '', ...notes].join('\n')
   console.log(`\n${md}\n`)
 
-  await mkdir('bench/results', { recursive: true })
-  const name = [
+  const name = resultsName(
     'protocols',
-    ...(o.hosts === HOSTS ? [] : [`${o.hosts}hosts`]),
-    ...(o.decimals === undefined ? [] : [`${o.decimals}dp`]),
-    ...(o.inflight === DEFAULT_INFLIGHT ? [] : [`${o.inflight}inflight`]),
-  ].join('-')
+    o.hosts,
+    o.decimals,
+    o.inflight === DEFAULT_INFLIGHT ? '' : `-${o.inflight}inflight`,
+  )
   const report = {
     date: new Date().toISOString(),
     machine,
@@ -379,7 +380,6 @@ export async function runProtocolsBench(o: ProtocolsBenchOptions): Promise<void>
       ]),
     ),
   }
-  await writeFile(`bench/results/${name}.json`, `${JSON.stringify(report, null, 2)}\n`)
-  await writeFile(`bench/results/${name}.md`, `${md}\n`)
+  await saveResults(name, JSON.stringify(report, null, 2), md)
   console.log(`results in bench/results/${name}.md and .json`)
 }

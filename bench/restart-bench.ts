@@ -16,7 +16,7 @@
  *   start on the same folder, timed the same way, as the baseline.
  * Results go to bench/results/restart.json and .md.
  */
-import { mkdir, readdir, stat, writeFile } from 'node:fs/promises'
+import { readdir, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { Client, credentials } from '@grpc/grpc-js'
 import { WAL_FLUSH_BYTES } from '../src/engine/rocks-store.js'
@@ -29,6 +29,7 @@ import {
   encodeMessages,
   removeServer,
   type Server,
+  saveResults,
   sleep,
   startServer,
   stopServer,
@@ -175,9 +176,7 @@ export async function runRestartBench(o: RestartBenchOptions): Promise<void> {
         : `The log never reached ${(KILL_AT_FRACTION * 100).toFixed(0)}% of the flush threshold over ${daysEncoded} days of data (peak seen ${mib(peak)} MiB): the server was killed at the end of the load.`,
     ].join('\n')
     console.log(`\n${md}`)
-    await mkdir('bench/results', { recursive: true })
-    await writeFile('bench/results/restart.json', `${JSON.stringify(result, null, 2)}\n`)
-    await writeFile('bench/results/restart.md', `${md}\n`)
+    await saveResults('restart', JSON.stringify(result, null, 2), md)
   } finally {
     await removeServer(restarted ?? first)
   }

@@ -38,7 +38,7 @@
 //   start and their page faults, see bench/cold-start-bench.ts)
 //   npm run bench -- --engine-write [--runs 3]  (the engine's write path alone, with and without write
 //   versions, see bench/engine-write-bench.ts)
-import { mkdir, rm, writeFile } from 'node:fs/promises'
+import { rm } from 'node:fs/promises'
 import { parseArgs } from 'node:util'
 import { Client, credentials } from '@grpc/grpc-js'
 import { V3Client } from '../src/client/index.js'
@@ -59,7 +59,9 @@ import {
   type QueryResult,
   type RoundTrip,
   removeServer,
+  resultsName,
   type Server,
+  saveResults,
   sendWrites,
   startServer,
   stopServer,
@@ -440,10 +442,6 @@ async function main(): Promise<void> {
     ...defaultRows,
   ].join('\n')
   console.log(`\n${md}\n`)
-  await mkdir('bench/results', { recursive: true })
-  // A run on fewer hosts (a quick one) goes beside the full data set's record, not over it.
-  const hostsSuffix = hosts === HOSTS ? '' : `-${hosts}hosts`
-  const name = `latest${hostsSuffix}${decimals === undefined ? '' : `-${decimals}dp`}`
   const report = {
     date: new Date().toISOString(),
     machine,
@@ -452,8 +450,7 @@ async function main(): Promise<void> {
     v3: { ...v3, writeStream, ingest: { ...ingest, batchPoints: writerBatchPoints } },
     victoriaMetrics: vm ?? null,
   }
-  await writeFile(`bench/results/${name}.json`, `${JSON.stringify(report, null, 2)}\n`)
-  await writeFile(`bench/results/${name}.md`, `${md}\n`)
+  await saveResults(resultsName('latest', hosts, decimals), JSON.stringify(report, null, 2), md)
 }
 
 if (args['engine-write']) {
