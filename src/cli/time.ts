@@ -1,23 +1,11 @@
 /** Time values on the command line and in CSV cells: RFC 3339, epoch numbers, and `-1h` relative to now. */
-import { MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS, normalizeTimestamp } from '../model/timestamps.js'
+import { MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS, normalizeTimestamp, parseRfc3339 } from '../model/timestamps.js'
 import type { Precision } from '../model/types.js'
 import { parseDuration, UsageError } from './args.js'
 
-// Dates with a zone (Z or ±hh:mm), optional fractional seconds; `T` or a space between date and time.
-const RFC3339 = /^(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2})$/
 const INTEGER = /^-?\d+$/
 
 export const PRECISIONS: readonly Precision[] = ['s', 'ms', 'us', 'ns']
-
-/** RFC 3339 to milliseconds since the epoch, rounding finer fractions down; NaN when malformed. */
-export function parseRfc3339(text: string): number {
-  const m = RFC3339.exec(text)
-  if (!m) return Number.NaN
-  const whole = Date.parse(`${m[1]}T${m[2]}${m[4]!.toUpperCase()}`)
-  if (Number.isNaN(whole)) return Number.NaN
-  const ms = Number(`${m[3] ?? ''}000`.slice(0, 3))
-  return whole + ms
-}
 
 /**
  * A CSV timestamp cell: an epoch integer in `precision`, or RFC 3339. Returns milliseconds, or a

@@ -91,3 +91,33 @@ export function normalizeTimestamp(raw: RawTimestamp, precision: Precision): num
   }
   return ms >= MIN_TIMESTAMP_MS_BIG && ms <= MAX_TIMESTAMP_MS_BIG ? Number(ms) : Number.NaN
 }
+
+// A date, `T` (or `t`, or a space, which RFC 3339 allows for readability), a time, optional
+// fractional seconds, and a zone: `Z` or ±hh:mm.
+const RFC3339 = /^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2})$/
+
+/**
+ * RFC 3339 to milliseconds since the epoch, finer fractions rounded down; NaN when malformed or
+ * when it names no real moment: a day its month lacks, an hour past 23, a minute or second past 59,
+ * which Go's time.Parse (and so Prometheus) refuses. Date.parse alone would roll 2024-02-30 over to
+ * March 1 and T24:00:00 to the next day.
+ */
+export function parseRfc3339(text: string): number {
+  const m = RFC3339.exec(text)
+  if (!m) return Number.NaN
+  const [year, month, day, hour, minute, second] = m.slice(1, 7).map(Number) as [
+    number,
+    number,
+    number,
+    number,
+    number,
+    number,
+  ]
+  const daysInMonth = new Date(Date.UTC(year, month, 0)).getUTCDate()
+  if (month < 1 || month > 12 || day < 1 || day > daysInMonth || hour > 23 || minute > 59 || second > 59) {
+    return Number.NaN
+  }
+  const whole = Date.parse(`${m[1]}-${m[2]}-${m[3]}T${m[4]}:${m[5]}:${m[6]}${m[8]!.toUpperCase()}`)
+  if (Number.isNaN(whole)) return Number.NaN
+  return whole + Number(`${m[7] ?? ''}000`.slice(0, 3))
+}

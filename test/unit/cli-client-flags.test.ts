@@ -17,6 +17,12 @@ test('--start and --end take now, a duration before now, epoch milliseconds or R
     () => parseTimeFlag('end', 'yesterday', NOW),
     (err: unknown) => err instanceof UsageError && /--end/.test(err.message),
   )
+  // A day the month lacks is refused, not rolled over to the next month (the parser the query API uses too).
+  assert.throws(
+    () => parseTimeFlag('start', '2024-02-30T00:00:00Z', NOW),
+    (err: unknown) => err instanceof UsageError && /--start must be RFC 3339/.test(err.message),
+  )
+  assert.equal(parseTimeFlag('start', '2024-02-29 23:59:59.57Z', NOW), Date.UTC(2024, 1, 29, 23, 59, 59, 570))
   // Beyond what an int64 of milliseconds holds exactly: the flag is named, not sent to fail on the wire.
   assert.throws(
     () => parseTimeFlag('end', '99999999999999999999', NOW),

@@ -1,7 +1,7 @@
 import type { StorageEngine } from '../../engine/storage-engine.js'
 import { DeadlineError, LimitError, UnavailableError, ValidationError } from '../../model/errors.js'
 import { nameViolation } from '../../model/series-key.js'
-import { MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS } from '../../model/timestamps.js'
+import { MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS, parseRfc3339 } from '../../model/timestamps.js'
 import type { Selector, SeriesRef } from '../../model/types.js'
 import { METRIC_NAME, type ParsedQuery, parseDurationMs, parsePromQL, parseSeriesSelector } from './ast.js'
 import { badData, PromQLError } from './errors.js'
@@ -34,8 +34,6 @@ const DEFAULT_TIMEOUT_MS = 120_000
 /** The most steps a range query may have per series, as Prometheus limits it. */
 const MAX_POINTS_PER_SERIES = 11_000
 
-const RFC3339_RE = /^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d+))?(Z|[+-]\d{2}:\d{2})$/i
-
 const FLOAT_RE = /^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$/
 
 /** Go's math.Round: halves away from zero. */
@@ -51,30 +49,9 @@ export function parseTimeParam(text: string, name: string): number {
     const ms = whole * 1000 + roundHalfAway((t - whole) * 1000)
     if (Number.isSafeInteger(ms)) return ms
   }
-  const m = RFC3339_RE.exec(text)
-  if (m !== null && onCalendar(m[1]!)) {
-    const base = Date.parse(`${m[1]}${m[3]!.toUpperCase()}`)
-    if (!Number.isNaN(base)) return base + Math.trunc(Number(`0.${m[2] ?? '0'}`) * 1000)
-  }
+  const ms = parseRfc3339(text)
+  if (!Number.isNaN(ms)) return ms
   throw badData(`invalid parameter ${JSON.stringify(name)}: cannot parse ${JSON.stringify(text)} to a valid timestamp`)
-}
-
-/**
- * Whether `YYYY-MM-DDThh:mm:ss` names a real moment: a day the month has, hours to 23, minutes and
- * seconds to 59, as Go's time.Parse checks. Date.parse rolls 2024-02-30 over to March 1 and
- * T24:00:00 to the next day instead.
- */
-function onCalendar(text: string): boolean {
-  const [year, month, day, hour, minute, second] = text.split(/[-T:]/).map(Number) as [
-    number,
-    number,
-    number,
-    number,
-    number,
-    number,
-  ]
-  const days = new Date(Date.UTC(year, month, 0)).getUTCDate()
-  return month >= 1 && month <= 12 && day >= 1 && day <= days && hour <= 23 && minute <= 59 && second <= 59
 }
 
 /** A duration parameter: float seconds or a duration such as 1m30s; in milliseconds, truncated as Prometheus does. */
