@@ -302,15 +302,13 @@ async function importRecords(
       cause: err,
     })
   }
-  let failure: Error | undefined
   const flush = async (): Promise<void> => {
     if (batch.points === 0) return
     sent.push({ firstLine: batch.firstLine, lastLine: batch.lastLine, points: batch.points })
     try {
       await sink.send(batch.take())
     } catch (err) {
-      failure = failed(err)
-      throw failure
+      throw failed(err)
     }
   }
   try {
@@ -346,7 +344,8 @@ async function importRecords(
     const result = await sink.finish()
     summary.points = result.pointsWritten
   } catch (err) {
-    summary.aborted ??= { reason: (failure ?? failed(err)).message }
+    // A failure flush() met has already stopped the import; finish() fails with it again.
+    summary.aborted ??= { reason: failed(err).message }
   }
   if (options.skip && summary.rejectedRows > options.maxReported) {
     report(`… and ${summary.rejectedRows - options.maxReported} more bad rows skipped`)

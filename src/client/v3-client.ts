@@ -438,9 +438,8 @@ export class V3Client {
         },
       )
     })
-    // The failure is reported by write() or end(); an unobserved one must not crash the process.
-    outcome.catch(() => {})
-    /** Settles when the call does, either way. */
+    // Settles when the call does, either way. It also observes the failure, which write() or end()
+    // reports: an unobserved one must not crash the process.
     const ended = outcome.then(
       () => undefined,
       () => undefined,

@@ -202,7 +202,10 @@ function prometheusFailure(r: Refusal): HttpAnswer {
  */
 export async function prepareHttpEndpoint(settings: HttpSettings): Promise<PreparedHttpEndpoint> {
   const { host: bracketed, port } = splitHostPort(settings.listen)
-  const maxBodyBytes = positive('maxBodyBytes', settings.maxBodyBytes ?? HTTP_DEFAULTS.maxBodyBytes)
+  const body: BodyLimits = {
+    maxBytes: positive('maxBodyBytes', settings.maxBodyBytes ?? HTTP_DEFAULTS.maxBodyBytes),
+    idleMs: positive('bodyIdleTimeoutMs', settings.bodyIdleTimeoutMs ?? HTTP_DEFAULTS.bodyIdleTimeoutMs),
+  }
   const writeSlots = {
     maxConcurrent: positive('maxConcurrentWrites', settings.maxConcurrentWrites ?? defaultMaxConcurrentWrites()),
     queueTimeoutMs: positive('writeQueueTimeoutMs', settings.writeQueueTimeoutMs ?? HTTP_DEFAULTS.writeQueueTimeoutMs),
@@ -224,7 +227,7 @@ export async function prepareHttpEndpoint(settings: HttpSettings): Promise<Prepa
   await checkCanListen(settings.listen, 'HTTP')
   const host = bracketed.replace(/^\[(.*)\]$/, '$1')
   return {
-    start: (serving) => listen({ settings, host, port, maxBodyBytes, writeSlots, ingestWorkers, tokens, pem, serving }),
+    start: (serving) => listen({ settings, host, port, body, writeSlots, ingestWorkers, tokens, pem, serving }),
   }
 }
 
@@ -232,7 +235,7 @@ interface Listening {
   readonly settings: HttpSettings
   readonly host: string
   readonly port: number
-  readonly maxBodyBytes: number
+  readonly body: BodyLimits
   readonly writeSlots: { readonly maxConcurrent: number; readonly queueTimeoutMs: number }
   readonly ingestWorkers: number
   readonly tokens: TokenTable | undefined
@@ -293,11 +296,6 @@ async function readBody(req: IncomingMessage, limits: BodyLimits, accepted: Body
 interface BodyLimits {
   readonly maxBytes: number
   readonly idleMs: number
-}
-
-function bodyLimitsOf(l: Listening): BodyLimits {
-  const idle = l.settings.bodyIdleTimeoutMs ?? HTTP_DEFAULTS.bodyIdleTimeoutMs
-  return { maxBytes: l.maxBodyBytes, idleMs: positive('bodyIdleTimeoutMs', idle) }
 }
 
 /** As readBody, the body in the chunks it came in: an ingest worker joins them, not the main thread. */
@@ -383,8 +381,8 @@ function checkProtobufType(req: IncomingMessage, message: string): void {
 }
 
 function routes(l: Listening, pool: IngestPool | undefined): Map<string, Route> {
-  const { serving, maxBodyBytes, settings } = l
-  const bodyLimits = bodyLimitsOf(l)
+  const { serving, body: bodyLimits, settings } = l
+  const maxBodyBytes = bodyLimits.maxBytes
   const table = new Map<string, Route>()
   const monitoring = (path: string, handle: () => Promise<HttpAnswer>) =>
     table.set(path, { label: path, methods: MONITORING_METHODS, need: 'open', handle, fail: textFailure })
@@ -532,7 +530,7 @@ async function listen(l: Listening): Promise<RunningHttpEndpoint> {
           onError: (err) => settings.logger.error({ err }, 'an HTTP ingest worker died; starting another'),
         })
   const table = routes(l, pool)
-  const api = serving.queryApi === undefined ? undefined : queryApiRoute(serving.queryApi, bodyLimitsOf(l))
+  const api = serving.queryApi === undefined ? undefined : queryApiRoute(serving.queryApi, l.body)
 
   const respond = (req: IncomingMessage, res: ServerResponse, label: string, answer: HttpAnswer): void => {
     serving.metrics.httpRequest(label, answer.status)
