@@ -43,6 +43,8 @@ import {
   minorFaults,
   pageFaultMicros,
   peakRssMiB,
+  QUIET_CORES,
+  QUIET_WINDOWS,
   type QueryResult,
   removeServer,
   resultsName,
@@ -53,6 +55,7 @@ import {
   statCpuSeconds,
   timed,
   trackProcess,
+  waitQuiet,
 } from './harness.js'
 import { drawParams, QUERY_KINDS, type QueryParams, runV3 } from './queries.js'
 
@@ -337,6 +340,10 @@ export async function runClusterBench(o: ClusterBenchOptions): Promise<void> {
     console.log(
       `single node ingest: ${fmt(singleIngest.pointsPerSecond)} points/s, ${singleIngest.cpuSecondsPerMillionPoints.toFixed(2)} CPU s per M points`,
     )
+    const pidsOf = (servers: readonly Server[]): number[] => servers.map((s) => s.proc.pid as number)
+    // Each load and the queries start with the servers quiet (see waitQuiet): the single node's
+    // write-ahead log flush ran while the cluster loaded, and the cluster's where its queries began.
+    const quietWaits = [await waitQuiet(pidsOf(single))]
 
     consul = await startConsul()
     await startCluster(consul, 'bench-one', o.nodes, o.replicationFactor, first)
@@ -345,6 +352,7 @@ export async function runClusterBench(o: ClusterBenchOptions): Promise<void> {
     console.log(
       `cluster ingest through one node: ${fmt(oneIngest.pointsPerSecond)} points/s, ${oneIngest.cpuSecondsPerMillionPoints.toFixed(2)} CPU s per M points (${oneIngest.cpuSecondsPerServer.map((c) => c.toFixed(1)).join(' + ')} s)`,
     )
+    quietWaits.push(await waitQuiet(pidsOf([...single, ...first.nodes])))
     const singleHealth = await grpcHealthRoundTrip((single[0] as Server).address)
     const clusterHealth = await grpcHealthRoundTrip(entry.address)
     console.log(
@@ -380,6 +388,7 @@ export async function runClusterBench(o: ClusterBenchOptions): Promise<void> {
     singleClient.c.close()
     clusterClient.c.close()
     const singleAgain = await ingest(single, single, nextDay, totalPoints, o.inflight)
+    quietWaits.push(await waitQuiet(pidsOf([...single, ...first.nodes])))
     const oneAgain = await ingest(first.nodes, [entry], nextDay, totalPoints, o.inflight)
     console.log(
       `the next day into the loaded servers, CPU s per M points: single ${singleAgain.cpuSecondsPerMillionPoints.toFixed(2)}, cluster through one node ${oneAgain.cpuSecondsPerMillionPoints.toFixed(2)} (${oneAgain.cpuSecondsPerServer.map((c) => c.toFixed(1)).join(' + ')} s)`,
@@ -433,6 +442,7 @@ export async function runClusterBench(o: ClusterBenchOptions): Promise<void> {
       ...rows,
       '',
       `Every answer was checked against the reference from the generated data, and each cluster answer against the single node's for the same parameters (${queries.reduce((a, q) => a + q.compared, 0)} answers, equal up to float summation order).`,
+      `Before each load after the first, and before the queries, the bench waited after the 10 s settle until every server was quiet (under ${QUIET_CORES * 100} % of a core in ${QUIET_WINDOWS} 1 s windows in a row): ${quietWaits.map((w) => `${w.seconds.toFixed(0)} s${w.quiet ? '' : ' (not quiet by then)'}`).join(', ')} (before the cluster's first load, before the queries, before the cluster's second load).`,
       `Page faults are the server processes' minor faults over the write calls (all threads, from /proc/<pid>/stat), summed over a cluster's nodes; a page fault here cost ${faultMicros.toFixed(2)} µs, the bench process writing one byte to each 4 KiB page of a fresh ${FAULT_PROBE_BYTES / 2 ** 20} MiB buffer (median of 3).`,
     ].join('\n')
     console.log(`\n${md}\n`)
@@ -457,6 +467,7 @@ export async function runClusterBench(o: ClusterBenchOptions): Promise<void> {
       queries,
       peakRssMiB: peakRss,
       faultMicros,
+      quietWaits,
     }
     await saveResults(resultsName(kind, o.hosts, o.decimals), JSON.stringify(report, null, 2), md)
   } finally {

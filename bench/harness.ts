@@ -235,6 +235,41 @@ export async function mainThreadCpuSeconds(pid: number): Promise<number> {
   return statCpuSeconds(await readFile(`/proc/${pid}/task/${pid}/stat`, 'utf8'))
 }
 
+/** A process counts as quiet while it uses less than this share of a core. Idle servers use about 1 %. */
+export const QUIET_CORES = 0.05
+const QUIET_WINDOW_MS = 1000
+/** Quiet windows in a row that make a quiet spell: longer than a tick of a server's timers leaves idle. */
+export const QUIET_WINDOWS = 5
+
+export interface QuietWait {
+  readonly seconds: number
+  /** False when maxMs passed first. */
+  readonly quiet: boolean
+}
+
+/**
+ * Waits until every process is quiet: less than QUIET_CORES of a core in each of QUIET_WINDOWS 1 s
+ * windows in a row, or until maxMs. A server's work after a load goes on after its last write: it
+ * seals its write buffer on a timer, and flushes its write-ahead log away once no write came for
+ * 10 s (on the sealer's next 1 s tick, so 11-12 s after it). Called at the end of a 10 s settle, a
+ * spell of five quiet seconds lies past that flush. Measuring the next thing while that work runs
+ * on one server and not on the other puts it on one side only.
+ */
+export async function waitQuiet(pids: readonly number[], maxMs = 60_000): Promise<QuietWait> {
+  const t0 = performance.now()
+  let calm = 0
+  let before = await Promise.all(pids.map(cpuSeconds))
+  while (performance.now() - t0 < maxMs) {
+    await sleep(QUIET_WINDOW_MS)
+    const after = await Promise.all(pids.map(cpuSeconds))
+    const busiest = Math.max(...after.map((c, i) => c - (before[i] as number)))
+    before = after
+    calm = busiest < (QUIET_CORES * QUIET_WINDOW_MS) / 1000 ? calm + 1 : 0
+    if (calm >= QUIET_WINDOWS) return { seconds: (performance.now() - t0) / 1000, quiet: true }
+  }
+  return { seconds: (performance.now() - t0) / 1000, quiet: false }
+}
+
 /** The process's peak resident set (VmHWM), MiB. */
 export async function peakRssMiB(pid: number): Promise<number> {
   const status = await readFile(`/proc/${pid}/status`, 'utf8')
