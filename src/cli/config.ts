@@ -30,6 +30,9 @@ export interface OptionSpec {
   readonly group: 'server' | 'cluster' | 'security' | 'observability' | 'engine' | 'limits'
   readonly arg?: string
   readonly help: string
+  /** The smallest and largest value a number option takes, in its unit (bytes, milliseconds). */
+  readonly min?: number
+  readonly max?: number
 }
 
 /** Every option of `v3 serve`. The README's options table lists the same keys, and a test checks it. */
@@ -112,6 +115,7 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
     group: 'cluster',
     arg: '<n>',
     help: 'copies of each series; the first node records it and the cluster keeps it',
+    min: 1,
   },
   {
     key: 'vnodes',
@@ -120,6 +124,7 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
     group: 'cluster',
     arg: '<n>',
     help: 'ring tokens of a joining node',
+    min: 1,
   },
   {
     key: 'peer-timeout',
@@ -128,6 +133,7 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
     group: 'cluster',
     arg: '<duration>',
     help: 'time a peer has to answer a forwarded write or a part of a query',
+    min: 1,
   },
   {
     key: 'write-consistency',
@@ -144,6 +150,7 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
     group: 'cluster',
     arg: '<duration>',
     help: 'how long a read waits for one replica before it asks the next',
+    min: 1,
   },
   {
     key: 'hint-window',
@@ -152,6 +159,7 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
     group: 'cluster',
     arg: '<duration>',
     help: 'how long writes for an owner that is down are kept as hints, to be replayed when it is back',
+    min: 1,
   },
   {
     key: 'hint-max-bytes',
@@ -160,6 +168,7 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
     group: 'cluster',
     arg: '<size>',
     help: 'most bytes of hints a node keeps for the owners that are down',
+    min: 1,
   },
   {
     key: 'repair-interval',
@@ -168,6 +177,7 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
     group: 'cluster',
     arg: '<duration>',
     help: 'how often each node runs a background anti-entropy repair pass over its token ranges',
+    min: 1,
   },
   {
     key: 'dead-node-timeout',
@@ -184,6 +194,7 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
     group: 'cluster',
     arg: '<duration>',
     help: "TTL of the leader's Consul session: a dead leader is replaced within it plus the lock delay",
+    min: 1,
   },
   {
     key: 'leader-lock-delay',
@@ -216,6 +227,8 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
     group: 'server',
     arg: '<size>',
     help: 'largest request or response message',
+    min: 4096,
+    max: 2147483647,
   },
   {
     key: 'receive-window',
@@ -224,6 +237,8 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
     group: 'server',
     arg: '<size>',
     help: 'HTTP/2 receive window of each gRPC connection and call: how much a client may send ahead',
+    min: 65535,
+    max: 2147483647,
   },
   {
     key: 'stream-chunk-bytes',
@@ -232,6 +247,8 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
     group: 'server',
     arg: '<size>',
     help: 'largest QueryStream message',
+    min: 4096,
+    max: 2147483647,
   },
   {
     key: 'shutdown-timeout',
@@ -248,6 +265,7 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
     group: 'server',
     arg: '<duration>',
     help: 'ping an idle connection after this long',
+    min: 1,
   },
   {
     key: 'keepalive-timeout',
@@ -256,6 +274,7 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
     group: 'server',
     arg: '<duration>',
     help: 'close a connection whose ping goes unanswered this long',
+    min: 1,
   },
   {
     key: 'max-concurrent-streams',
@@ -264,6 +283,7 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
     group: 'server',
     arg: '<n>',
     help: 'calls open at once on one connection',
+    min: 1,
   },
   {
     key: 'tokens-file',
@@ -319,6 +339,7 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
     group: 'observability',
     arg: '<size>',
     help: 'largest HTTP request body, compressed or inflated; larger answers 413',
+    min: 1,
   },
   {
     key: 'http-max-concurrent-writes',
@@ -327,6 +348,7 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
     group: 'observability',
     arg: '<n>',
     help: 'HTTP write requests read, decoded and written at once (default: 2 x cores, at least 4); more wait their turn',
+    min: 1,
   },
   {
     key: 'http-write-queue-timeout',
@@ -335,6 +357,7 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
     group: 'observability',
     arg: '<duration>',
     help: 'how long an HTTP write waits for its turn before a 503 with Retry-After',
+    min: 1,
   },
   {
     key: 'http-ingest-workers',
@@ -374,6 +397,7 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
     group: 'engine',
     arg: '<duration>',
     help: 'blocks newer than this stay in the hot tier',
+    min: 1,
   },
   {
     key: 'retention',
@@ -406,6 +430,7 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
     group: 'engine',
     arg: '<duration>',
     help: 'how often the sealer runs',
+    min: 1,
   },
   {
     key: 'max-buffered-points',
@@ -414,6 +439,7 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
     group: 'engine',
     arg: '<n>',
     help: 'seal early when the write buffer holds more points; writers wait at twice this',
+    min: 1,
   },
   {
     key: 'move-interval',
@@ -422,6 +448,7 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
     group: 'engine',
     arg: '<duration>',
     help: 'how often blocks past the hot window move to the cold tier',
+    min: 1,
   },
   {
     key: 'retention-interval',
@@ -430,6 +457,7 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
     group: 'engine',
     arg: '<duration>',
     help: 'how often retention runs when set',
+    min: 1,
   },
   {
     key: 'max-points-per-query',
@@ -438,6 +466,7 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
     group: 'engine',
     arg: '<n>',
     help: 'a query returning more points fails with RESOURCE_EXHAUSTED',
+    min: 1,
   },
   {
     key: 'query-concurrency',
@@ -446,6 +475,7 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
     group: 'engine',
     arg: '<n>',
     help: 'series one query reads in parallel',
+    min: 1,
   },
   {
     key: 'block-cache',
@@ -486,6 +516,7 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
     group: 'engine',
     arg: '<n>',
     help: 'a series read spanning at least this many one-hour runs is decoded in a worker',
+    min: 1,
   },
   {
     key: 'max-series-per-write',
@@ -494,6 +525,7 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
     group: 'limits',
     arg: '<n>',
     help: 'series entries in one write',
+    min: 1,
   },
   {
     key: 'max-points-per-write',
@@ -502,8 +534,17 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
     group: 'limits',
     arg: '<n>',
     help: 'points in one write',
+    min: 1,
   },
-  { key: 'max-tags-per-series', kind: 'count', default: '64', group: 'limits', arg: '<n>', help: 'tags of one series' },
+  {
+    key: 'max-tags-per-series',
+    kind: 'count',
+    default: '64',
+    group: 'limits',
+    arg: '<n>',
+    help: 'tags of one series',
+    min: 1,
+  },
   {
     key: 'max-tag-value-bytes',
     kind: 'count',
@@ -511,6 +552,7 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
     group: 'limits',
     arg: '<n>',
     help: 'UTF-8 bytes of a tag value',
+    min: 1,
   },
   {
     key: 'max-name-bytes',
@@ -519,6 +561,7 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
     group: 'limits',
     arg: '<n>',
     help: 'UTF-8 bytes of a metric name or tag key',
+    min: 1,
   },
   {
     key: 'allow-nan',
@@ -616,15 +659,45 @@ function parseValue(spec: OptionSpec, raw: unknown, label: string): OptionValue 
         return fail('host:port or off')
       }
     case 'duration':
-      return rename(() => parseDuration(spec.key, text))
+      return inRange(
+        spec,
+        rename(() => parseDuration(spec.key, text)),
+        label,
+        text,
+      )
     case 'size':
-      return rename(() => parseSize(spec.key, text))
+      return inRange(
+        spec,
+        rename(() => parseSize(spec.key, text)),
+        label,
+        text,
+      )
     case 'count':
-      return rename(() => parseCount(spec.key, text))
+      return inRange(
+        spec,
+        rename(() => parseCount(spec.key, text)),
+        label,
+        text,
+      )
     default:
       if (!kind.oneOf.includes(text)) return fail(`one of ${kind.oneOf.join(', ')}`)
       return text
   }
+}
+
+/** Checks a parsed number against the option's min and max; the message names the source. */
+function inRange(spec: OptionSpec, value: number, label: string, text: string): number {
+  const { min, max } = spec
+  if ((min === undefined || value >= min) && (max === undefined || value <= max)) return value
+  const unit = (n: number | undefined): string =>
+    spec.kind === 'duration' ? `${n} ms` : spec.kind === 'size' ? `${n} ${n === 1 ? 'byte' : 'bytes'}` : `${n}`
+  const range =
+    max === undefined
+      ? `at least ${unit(min)}`
+      : min === undefined
+        ? `at most ${unit(max)}`
+        : `from ${min} to ${unit(max)}`
+  throw new UsageError(`${label} must be ${range}, got ${JSON.stringify(text)}`)
 }
 
 function textOf(raw: unknown): string | boolean | readonly string[] {

@@ -192,15 +192,15 @@ export function parseServeArgs(
           clusterName: set<string>('cluster-name'),
           replicationFactor: set<number>('replication-factor'),
           vnodes: set<number>('vnodes'),
-          peerTimeoutMs: positive('peer-timeout', set<number>('peer-timeout')),
+          peerTimeoutMs: set<number>('peer-timeout'),
           // The schema refuses any other value of --write-consistency.
           writeConsistency: set<ConsistencyLevel>('write-consistency'),
-          readTimeoutMs: positive('read-timeout', set<number>('read-timeout')),
-          hintWindowMs: positive('hint-window', set<number>('hint-window')),
-          hintMaxBytes: positive('hint-max-bytes', set<number>('hint-max-bytes')),
-          repairIntervalMs: positive('repair-interval', set<number>('repair-interval')),
+          readTimeoutMs: set<number>('read-timeout'),
+          hintWindowMs: set<number>('hint-window'),
+          hintMaxBytes: set<number>('hint-max-bytes'),
+          repairIntervalMs: set<number>('repair-interval'),
           deadNodeTimeoutMs: set<number>('dead-node-timeout'),
-          leaderTtlMs: positive('leader-ttl', set<number>('leader-ttl')),
+          leaderTtlMs: set<number>('leader-ttl'),
           leaderLockDelayMs: set<number>('leader-lock-delay'),
         }
       : undefined,
@@ -224,12 +224,6 @@ function packageVersion(): string {
     if (up === dir) return 'unknown'
     dir = up
   }
-}
-
-/** A cluster duration or size that must be above zero, or a usage error naming its option. */
-function positive(option: string, value: number): number {
-  if (!(value > 0)) throw new UsageError(`--${option} must be greater than 0, got ${value}`)
-  return value
 }
 
 /**

@@ -28,7 +28,14 @@ describe('refused starts of v3 serve', () => {
     ['a bad duration', ['--hot-window', 'soon'], /--hot-window must be a duration/],
     ['a bad listen address', ['--listen', 'localhost'], /--listen must be host:port/],
     ['a flag value that looks like a flag', ['--max-message-bytes', '-5'], /--max-message-bytes=-XYZ/],
-    ['a message limit too small to stream in', ['--max-message-bytes', '100'], /at least 4096/],
+    [
+      'a message limit too small to stream in',
+      ['--max-message-bytes', '100'],
+      /--max-message-bytes must be from 4096 /,
+    ],
+    ['a query concurrency of 0', ['--query-concurrency', '0'], /^v3: --query-concurrency must be at least 1, got "0"$/],
+    ["a receive window under HTTP/2's", ['--receive-window', '1KiB'], /^v3: --receive-window must be from 65535 to /],
+    ['a tag limit of 0', ['--max-tags-per-series', '0'], /^v3: --max-tags-per-series must be at least 1, got "0"$/],
     ['a tokens file that does not exist', ['--tokens-file', '/nonexistent/tokens'], /cannot read tokens file/],
     [
       'TLS files that do not exist',

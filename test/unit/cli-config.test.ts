@@ -130,10 +130,10 @@ test('--write-consistency, --read-timeout, --hint-window and --hint-max-bytes re
     [['--read-timeout', 'soon'], {}, /^--read-timeout must be a duration/],
     [['--hint-window', 'forever'], {}, /^--hint-window must be a duration/],
     [['--hint-max-bytes', 'lots'], {}, /^--hint-max-bytes must be a size/],
-    [['--cluster', '--read-timeout', '0'], {}, /^--read-timeout must be greater than 0, got 0$/],
-    [['--cluster', '--peer-timeout', '0s'], {}, /^--peer-timeout must be greater than 0, got 0$/],
-    [['--cluster', '--hint-window', '0'], {}, /^--hint-window must be greater than 0, got 0$/],
-    [['--cluster', '--hint-max-bytes', '0'], {}, /^--hint-max-bytes must be greater than 0, got 0$/],
+    [['--cluster', '--read-timeout', '0'], {}, /^--read-timeout must be at least 1 ms, got "0"$/],
+    [['--cluster', '--peer-timeout', '0s'], {}, /^--peer-timeout must be at least 1 ms, got "0s"$/],
+    [['--cluster', '--hint-window', '0'], {}, /^--hint-window must be at least 1 ms, got "0"$/],
+    [['--cluster', '--hint-max-bytes', '0'], {}, /^--hint-max-bytes must be at least 1 byte, got "0"$/],
   ]
   for (const [args, env, message] of refused) {
     assert.throws(
@@ -142,6 +142,54 @@ test('--write-consistency, --read-timeout, --hint-window and --hint-max-bytes re
       `${args.join(' ')} ${JSON.stringify(env)}`,
     )
   }
+})
+
+test('a number option outside its range is refused naming the option and its source; its bounds are taken', () => {
+  const bounded = SERVE_OPTIONS.filter((s) => s.min !== undefined || s.max !== undefined)
+  // The options whose zero the engine, the server or the transport would refuse under an internal name.
+  for (const key of ['max-message-bytes', 'receive-window', 'query-concurrency', 'max-tags-per-series', 'hot-window']) {
+    assert.ok(
+      bounded.some((s) => s.key === key),
+      key,
+    )
+  }
+  for (const spec of bounded) {
+    const cluster = spec.group === 'cluster' ? ['--cluster'] : []
+    const flag = `--${spec.key}`
+    for (const bad of [
+      spec.min === undefined ? undefined : spec.min - 1,
+      spec.max === undefined ? undefined : spec.max + 1,
+    ]) {
+      if (bad === undefined) continue
+      assert.throws(
+        () => parseServeArgs([...cluster, flag, String(bad)]),
+        (err: unknown) =>
+          err instanceof UsageError &&
+          err.message.startsWith(`${flag} must be `) &&
+          err.message.endsWith(`got "${bad}"`),
+        `${flag} ${bad}`,
+      )
+    }
+    for (const good of [spec.min, spec.max]) {
+      if (good !== undefined)
+        assert.doesNotThrow(() => parseServeArgs([...cluster, flag, String(good)]), `${flag} ${good}`)
+    }
+  }
+  assert.throws(
+    () => parseServeArgs(['--max-message-bytes', '0']),
+    (err: unknown) =>
+      err instanceof UsageError && err.message === '--max-message-bytes must be from 4096 to 2147483647 bytes, got "0"',
+  )
+  assert.throws(
+    () => parseServeArgs([], { V3_QUERY_CONCURRENCY: '0' }),
+    (err: unknown) => err instanceof UsageError && err.message === 'V3_QUERY_CONCURRENCY must be at least 1, got "0"',
+  )
+  assert.throws(
+    () => parseServeArgs(['--config', file('w.yaml', 'receive-window: 1KiB\n')]),
+    (err: unknown) =>
+      err instanceof UsageError &&
+      /^receive-window in .*w\.yaml must be from 65535 to 2147483647 bytes, got "1KiB"$/.test(err.message),
+  )
 })
 
 test('--http-listen is a listen address or off, from any source', () => {
