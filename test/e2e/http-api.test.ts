@@ -551,6 +551,36 @@ describe('remote write, remote read and line protocol on one node', () => {
     assert.equal(del.headers.get('allow'), 'GET, POST')
   })
 
+  test("tag keys with '.', '-' or ':' are selected and grouped with Prometheus 3's quoted names", async () => {
+    const lines = [
+      'qn_mem,docker.image=nginx,k8s-pod=web-1 used=10 1704067200',
+      'qn_mem,docker.image=nginx,k8s-pod=web-2 used=20 1704067200',
+      'qn_mem,docker.image=redis,k8s-pod=cache-1 used=40 1704067200',
+    ]
+    const wrote = await post(`${base}/write?precision=s`, `${lines.join('\n')}\n`)
+    assert.equal(wrote.status, 204, wrote.body.toString())
+    const at = T0 / 1000 + 1
+    const ask = async (query: string) => {
+      const r = await fetch(`${base}/api/v1/query?query=${encodeURIComponent(query)}&time=${at}`)
+      const body = (await r.json()) as {
+        data: { result: Array<{ metric: Record<string, string>; value: [number, string] }> }
+      }
+      assert.equal(r.status, 200, JSON.stringify(body))
+      return body.data.result.map((x) => [x.metric, x.value[1]])
+    }
+    assert.deepEqual(await ask('{"qn_mem_used", "docker.image"="nginx", "k8s-pod"=~"web-2"}'), [
+      [{ __name__: 'qn_mem_used', 'docker.image': 'nginx', 'k8s-pod': 'web-2' }, '20'],
+    ])
+    assert.deepEqual(await ask('sum by ("docker.image") (qn_mem_used)'), [
+      [{ 'docker.image': 'nginx' }, '30'],
+      [{ 'docker.image': 'redis' }, '40'],
+    ])
+    const series = await fetch(`${base}/api/v1/series?match[]=${encodeURIComponent('{"docker.image"="redis"}')}`)
+    assert.deepEqual(((await series.json()) as { data: unknown }).data, [
+      { __name__: 'qn_mem_used', 'docker.image': 'redis', 'k8s-pod': 'cache-1' },
+    ])
+  })
+
   test('a line protocol body that inflates past the limit answers 413; a wrong method 405 with Allow', async () => {
     const bomb = gzipSync(Buffer.alloc(4 * 1024 * 1024, 0x20))
     const res = await post(`${base}/write`, bomb, { 'content-encoding': 'gzip' })

@@ -140,7 +140,9 @@ describe('promql: parsing to our syntax tree', () => {
     refused('x[5]', /bad duration/)
     refused('x{a=~"("}', /regex/)
     refused('-x[5m]', /unary expression only allowed|ranges only allowed/)
-    refused('x{"a"="b"}', /quoted label names/)
+    refused('x{"__name__"="y"}', /metric name must not be set twice/)
+    refused('x{""="b"}', /invalid label name/)
+    refused('{"x", "y"}', /metric name must not be set twice/)
   })
 
   test('instant functions: arguments counted and typed', () => {
@@ -169,6 +171,26 @@ describe('promql: parsing to our syntax tree', () => {
     })
     assert.throws(() => parseSeriesSelector('rate(up[5m])'), PromQLError)
     assert.throws(() => parseSeriesSelector('up offset 5m'), PromQLError)
+  })
+
+  test("Prometheus 3's quoted names select tag keys PromQL's own syntax cannot write", () => {
+    assert.deepEqual(parseSeriesSelector('{"docker.image"="nginx", "k8s-pod"=~"web-.*", job!="a"}'), {
+      metric: '',
+      matchers: [
+        { key: 'docker.image', op: 'eq', value: 'nginx' },
+        { key: 'k8s-pod', op: 'regex', value: 'web-.*' },
+        { key: 'job', op: 'neq', value: 'a' },
+      ],
+    })
+    // A bare quoted name is the metric's.
+    assert.deepEqual(parseSeriesSelector('{"cpu.usage", "host:name"="a"}'), {
+      metric: 'cpu.usage',
+      matchers: [{ key: 'host:name', op: 'eq', value: 'a' }],
+    })
+    const a = parsePromQL('sum by ("docker.image", job) (rate(x{"a.b"="c"}[5m]))')
+    assert.deepEqual(a.expr.kind === 'aggregate' && a.expr.grouping, ['docker.image', 'job'])
+    const b = parsePromQL('x + on ("k8s.pod") y')
+    assert.deepEqual(b.expr.kind === 'binary' && b.expr.matching?.labels, ['k8s.pod'])
   })
 
   test('string literals unquote as Go does', () => {

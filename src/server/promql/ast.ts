@@ -450,15 +450,18 @@ class Converter {
     const matchers: Matcher[] = []
     const list = child(node, 'LabelMatchers')
     for (const m of list ? children(list) : []) {
-      if (m.name !== 'UnquotedLabelMatcher') {
-        throw badData(`unsupported PromQL construct: quoted label names (${this.src(m)}) need Prometheus 3`)
+      // Prometheus 3's quoted names: a bare `"name"` is the metric, `"tag.key"="v"` a matcher.
+      if (m.name === 'QuotedLabelName') {
+        matchers.push({ key: METRIC_NAME, op: 'eq', value: this.labelName(m) })
+        continue
       }
       const [label, op, value] = children(m)
       const matchOp = op ? MATCH_OPS[children(op)[0]?.name ?? ''] : undefined
       if (!label || !value || matchOp === undefined) throw badData(`parse error: bad matcher ${this.src(m)}`)
-      matchers.push({ key: this.src(label), op: matchOp, value: unquote(this.src(value)) })
+      matchers.push({ key: this.labelName(label), op: matchOp, value: unquote(this.src(value)) })
     }
-    if (name !== undefined && matchers.some((m) => m.key === METRIC_NAME)) {
+    const bare = list ? children(list).filter((m) => m.name === 'QuotedLabelName').length : 0
+    if ((name !== undefined && matchers.some((m) => m.key === METRIC_NAME)) || bare > 1) {
       throw badData(`parse error: metric name must not be set twice: ${JSON.stringify(this.src(node))}`)
     }
     const all = name !== undefined ? [{ key: METRIC_NAME, op: 'eq' as const, value: name }, ...matchers] : matchers
@@ -612,10 +615,17 @@ class Converter {
   }
 
   private labelList(node: SyntaxNode): string[] {
-    return children(node).map((l) => {
-      if (l.name !== 'LabelName') throw badData(`unsupported PromQL construct: quoted label names (${this.src(l)})`)
-      return this.src(l)
-    })
+    return children(node).map((l) => this.labelName(l))
+  }
+
+  /** A label name as written (`job`) or quoted (`"k8s.pod"`, Prometheus 3's syntax for any name). */
+  private labelName(node: SyntaxNode): string {
+    if (node.name === 'LabelName') return this.src(node)
+    const literal = node.name === 'QuotedLabelName' ? child(node, 'StringLiteral') : undefined
+    if (literal === undefined) throw badData(`parse error: bad label name ${this.src(node)}`)
+    const name = unquote(this.src(literal))
+    if (name === '') throw badData(`parse error: invalid label name ${this.src(node)}: it is empty`)
+    return name
   }
 
   private binary(node: SyntaxNode): ParsedQuery {
