@@ -234,6 +234,13 @@ describe('promql: API parameters and number formats', () => {
       assert.throws(() => parseTimeParam(bad, 'time'), PromQLError, bad)
     }
     assert.equal(parseTimeParam('2024-02-29T23:59:59Z', 'time'), Date.UTC(2024, 1, 29, 23, 59, 59))
+    // Prometheus' own first and last times, which its clients send for "all time", and seconds
+    // past the range a sample can have, are taken as the ends of that range.
+    assert.equal(parseTimeParam('-292273086-05-16T16:47:06Z', 'start'), Number.MIN_SAFE_INTEGER)
+    assert.equal(parseTimeParam('292277025-08-18T07:12:54.999999999Z', 'end'), Number.MAX_SAFE_INTEGER)
+    assert.equal(parseTimeParam('1e15', 'time'), Number.MAX_SAFE_INTEGER)
+    assert.equal(parseTimeParam('-9.2e15', 'start'), Number.MIN_SAFE_INTEGER)
+    assert.throws(() => parseTimeParam('1e999', 'time'), PromQLError)
   })
 
   test('durations: Prometheus syntax or float seconds', () => {

@@ -41,13 +41,26 @@ function roundHalfAway(x: number): number {
   return Math.sign(x) * Math.round(Math.abs(x))
 }
 
-/** A time parameter as Prometheus takes it: unix seconds with a fraction, or RFC 3339; in milliseconds. */
+/**
+ * The first and last times of Prometheus' API as its clients write them (minTime and maxTime in
+ * web/api/v1): "from the beginning" and "to the end" of a series or label listing.
+ */
+const PROMETHEUS_MIN_TIME = '-292273086-05-16T16:47:06Z'
+const PROMETHEUS_MAX_TIME = '292277025-08-18T07:12:54.999999999Z'
+
+/**
+ * A time parameter as Prometheus takes it: unix seconds with a fraction, or RFC 3339; in
+ * milliseconds. A time past ±(2^53 − 1) ms, where no sample can lie, is taken as that bound, as are
+ * Prometheus' own first and last times.
+ */
 export function parseTimeParam(text: string, name: string): number {
+  if (text === PROMETHEUS_MIN_TIME) return Number.MIN_SAFE_INTEGER
+  if (text === PROMETHEUS_MAX_TIME) return Number.MAX_SAFE_INTEGER
   if (FLOAT_RE.test(text)) {
     const t = Number(text)
     const whole = Math.trunc(t)
     const ms = whole * 1000 + roundHalfAway((t - whole) * 1000)
-    if (Number.isSafeInteger(ms)) return ms
+    if (Number.isFinite(ms)) return Math.min(Math.max(ms, Number.MIN_SAFE_INTEGER), Number.MAX_SAFE_INTEGER)
   }
   const ms = parseRfc3339(text)
   if (!Number.isNaN(ms)) return ms
