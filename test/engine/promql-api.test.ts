@@ -626,6 +626,7 @@ describe('promql over the engine: errors in Prometheus format', () => {
       /end timestamp must not be before start/,
     )
     await failsWith('/api/v1/query_range', { ...range, step: '0' }, 400, 'bad_data', /zero or negative/)
+    await failsWith('/api/v1/query_range', { ...range, step: '0.0001' }, 400, 'bad_data', /at least 1ms/)
     await failsWith('/api/v1/query_range', { ...range, step: 'x' }, 400, 'bad_data', /"step"/)
     await failsWith('/api/v1/query_range', { ...range, end: '11101', step: '1' }, 400, 'bad_data', /11,000 points/)
     await failsWith('/api/v1/query_range', { ...range, query: 'gauge[1m]' }, 400, 'bad_data', /range vector/)

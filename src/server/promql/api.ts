@@ -233,7 +233,13 @@ export class PromQueryApi {
     const startMs = parseTimeParam(params.get('start') ?? '', 'start')
     const endMs = parseTimeParam(params.get('end') ?? '', 'end')
     if (endMs < startMs) throw badData('invalid parameter "end": end timestamp must not be before start time')
-    const stepMs = parseDurationParam(params.get('step') ?? '', 'step')
+    const stepText = params.get('step') ?? ''
+    const stepMs = parseDurationParam(stepText, 'step')
+    if (stepMs === 0 && FLOAT_RE.test(stepText) && Number(stepText) > 0) {
+      throw badData(
+        `invalid parameter "step": V3 keeps time to the millisecond, so a step must be at least 1ms (0.001), got ${JSON.stringify(stepText)}`,
+      )
+    }
     if (stepMs <= 0) {
       throw badData(
         'invalid parameter "step": zero or negative query resolution step widths are not accepted. Try a positive integer',
