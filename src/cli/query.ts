@@ -144,6 +144,9 @@ export async function runQuery(args: readonly string[]): Promise<number> {
   if (agg === undefined && (step !== undefined || groupBy.length > 0 || values.merge === true)) {
     throw new UsageError('--step, --group-by and --merge need --agg')
   }
+  if (groupBy.length > 0 && values.merge === true) {
+    throw new UsageError('--merge goes without --group-by: --group-by already merges the series that share its tags')
+  }
   const client = await connect(values)
   try {
     const result = await client.query(

@@ -316,6 +316,9 @@ describe('v3 client commands', () => {
     ])
     assert.equal(relative.code, 0, relative.stderr)
     assert.equal(relative.stdout, `metric,timestamp,value,host,region\nq_cpu,${T0},7,b,us-east\n`)
+    const both = await runV3(['query', 'q_cpu', '--agg', 'max', '--group-by', 'region', '--merge', ...range])
+    assert.equal(both.code, 2, both.stderr)
+    assert.match(both.stderr, /^v3: --merge goes without --group-by/)
     const bad = await runV3(['query', 'q_cpu{host="a",region=~eu}', ...range])
     assert.equal(bad.code, 2)
     assert.equal(
