@@ -79,7 +79,8 @@ export interface WireWriteRequest {
 }
 
 const LITTLE_ENDIAN = endianness() === 'LE'
-const utf8 = new TextDecoder('utf-8', { fatal: true })
+// A leading U+FEFF in a protobuf string is text, not a byte-order mark: it stays.
+const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true })
 
 /** A malformed message: truncated, an impossible wire type, or a string that is not UTF-8. */
 function malformed(field: string, description: string): ValidationError {

@@ -83,6 +83,20 @@ test('ts-proto encodes, the codec decodes the same series', () => {
   assert.deepEqual(decoded.series.map(plain), series)
 })
 
+test('a leading U+FEFF is text, kept by the codec both ways: "\\uFEFFabc" and "abc" are two tag values', () => {
+  const series = [
+    { metric: 'bom', tags: [{ key: '\uFEFFk', value: '\uFEFFabc' }], timestamps: [1], values: [1] },
+    { metric: 'bom', tags: [{ key: 'k', value: 'abc' }], timestamps: [1], values: [2] },
+  ]
+  const decoded = decodeWriteRequest(WriteRequest.encode({ series, precision: 0, consistency: 0 }).finish())
+  assert.deepEqual(decoded.series.map(plain), series)
+  const back = WriteRequest.decode(encodeWriteRequest(series, 0))
+  assert.deepEqual(
+    back.series.map((s) => s.tags[0]),
+    series.map((s) => s.tags[0]),
+  )
+})
+
 test('precision and consistency round-trip between the codec and ts-proto, both ways', () => {
   const series = [{ metric: 'c', tags: [], timestamps: [1, 2], values: [0.5, 1.5] }]
   // 0 is absent on the wire; 1 to 3 are the levels; 7 is no level, and the codec hands it on as it
