@@ -148,6 +148,8 @@ class IngestSession {
   private ended = false
   private draining = false
   private finished = false
+  /** A message that ends the call: set, the call drains what is in flight and ends with it. */
+  private failure: { readonly err: unknown } | undefined
   private readonly stop = (): void => this.drainAndEnd()
 
   constructor(
@@ -183,8 +185,10 @@ class IngestSession {
         )
       }
     } catch (err) {
-      // Without a trustworthy sequence nothing after this message can be acknowledged.
-      this.fail(err)
+      // Without a trustworthy sequence nothing after this message can be acknowledged; the messages
+      // before it are, once durable, and then the call ends with the error.
+      this.failure = { err }
+      this.drainAndEnd()
       return
     }
     this.lastSequence = message.sequence
@@ -243,7 +247,9 @@ class IngestSession {
       }
       return
     }
-    if (this.draining) {
+    if (this.draining && this.failure !== undefined) {
+      this.fail(this.failure.err)
+    } else if (this.draining) {
       this.finish()
       this.call.emit('error', unavailable(this.deps, SHUTTING_DOWN))
     } else if (this.ended) {

@@ -132,6 +132,37 @@ describe('streams against v3 serve', () => {
     assert.match(rejected[0]?.error?.field ?? '', /series\[0\]\.values/)
   })
 
+  test('an Ingest message out of sequence ends the call with the error, after acknowledging what came before it', async () => {
+    const raw = new Client(server.address, credentials.createInsecure())
+    const call = raw.makeBidiStreamRequest(
+      StreamServiceService.ingest.path,
+      identity,
+      (b: Buffer) => IngestResponse.decode(b),
+      new Metadata(),
+      {},
+    )
+    const acks: IngestResponse[] = []
+    const ended = new Promise<ServiceError>((resolve, reject) => {
+      call.on('data', (ack: IngestResponse) => acks.push(ack))
+      call.on('error', (err: ServiceError) => resolve(err))
+      call.on('end', () => reject(new Error('the call ended without an error')))
+    })
+    // Large enough to be still in flight when the next message arrives.
+    call.write(encodeIngestRequest(1, message('ing_seq', 'a', 0, 100_000)))
+    call.write(encodeIngestRequest(3, message('ing_seq', 'b', 0, 10)))
+    const err = await ended
+    raw.close()
+    assert.equal(err.code, status.INVALID_ARGUMENT)
+    assert.match(err.details, /sequence: must be 2, one more than the previous message's; got 3/)
+    assert.deepEqual(
+      acks.map((a) => [a.durableThrough, a.rejectedSequence]),
+      [[1, 0]],
+    )
+    const stored = await count(server, 'ing_seq')
+    assert.equal(stored.get('a')?.length, 100_000)
+    assert.equal(stored.has('b'), false)
+  })
+
   test('a subscriber sees exactly the matching points written after it subscribed, once each', async () => {
     await server.client.write([{ metric: 'sub', tags: { host: 'a' }, timestamps: [T0], values: [-1] }])
     const subscription = server.client.subscribe({
