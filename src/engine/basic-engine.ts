@@ -107,7 +107,10 @@ interface PendingWrite {
 
 type State = 'new' | 'opening' | 'open' | 'closing' | 'closed'
 
-/** The points a query returns (`result`) and the raw points it reads to feed aggregations (`read`), bounded more loosely. */
+/** How many times max_points_per_query a query may read to compute its answer (an aggregation's inputs, a value filter's). */
+const READ_BUDGET_TIMES = 10
+
+/** The points a query returns (`result`) and the raw points it reads to feed aggregations and value filters (`read`), bounded more loosely. */
 interface QueryBudgets {
   readonly result: PointBudget
   readonly read: PointBudget
@@ -461,7 +464,7 @@ export class BasicEngine implements StorageEngine, ShardEngine, EngineCore {
     const started = performance.now()
     checkRange(request.startMs, request.endMs)
     const max = this.config.maxPointsPerQuery
-    const budgets: QueryBudgets = { result: new PointBudget(max), read: new PointBudget(max * 10) }
+    const budgets: QueryBudgets = { result: new PointBudget(max), read: new PointBudget(max, READ_BUDGET_TIMES) }
     const parts = await Promise.all([
       one(request, budgets),
       ...(request.additionalSelectors ?? []).map((selector, i) =>
@@ -517,9 +520,14 @@ export class BasicEngine implements StorageEngine, ShardEngine, EngineCore {
     const filter = request.valueFilter
     let result: SeriesPoints[]
     if (!request.aggregation) {
-      // With a filter the budget counts points read, a bound on memory either way.
-      result = await readMany(this, entries, request.startMs, request.endMs, budgets.result, ctx)
-      if (filter) result = filterValues(result, filter)
+      if (filter === undefined) {
+        result = await readMany(this, entries, request.startMs, request.endMs, budgets.result, ctx)
+      } else {
+        // The points the filter keeps count against the limit; those it reads, against the read budget.
+        const read = await readMany(this, entries, request.startMs, request.endMs, budgets.read, ctx)
+        result = filterValues(read, filter)
+        for (const s of result) budgets.result.take(s.timestamps.length)
+      }
     } else {
       const inputs = await this.aggregateInputs(request, entries, budgets, ctx)
       result = await slicer.drive(aggregateSteps(inputs, request.aggregation, request.startMs, request.endMs))

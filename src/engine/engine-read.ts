@@ -35,15 +35,27 @@ export function clampedRange(id: Buffer, from: number, to: number): { gte: Buffe
   return blockKeyRange(id, lo, hi)
 }
 
-/** Shared by the series of one query: stops it once it would return too many points. */
+/**
+ * Shared by the series of one query: stops it once it would return too many points, or, as a read
+ * budget (`times` > 1), once it would read more than `times` the limit to compute its answer.
+ */
 export class PointBudget {
   private used = 0
-  constructor(readonly max: number) {}
+  constructor(
+    private readonly max: number,
+    private readonly times = 1,
+  ) {}
 
   take(n: number): void {
     this.used += n
-    if (this.used > this.max) {
-      throw new LimitError('max_points_per_query', this.max, `the query would return more than ${this.max} points`)
+    if (this.used > this.max * this.times) {
+      throw new LimitError(
+        'max_points_per_query',
+        this.max,
+        this.times === 1
+          ? `the query would return more than ${this.max} points`
+          : `the query would read more than ${this.times} times that many points`,
+      )
     }
   }
 }

@@ -370,6 +370,23 @@ export function runComplianceSuite(name: string, factory: EngineFactory): void {
         { maxPointsPerQuery: 20 },
       ))
 
+    it('counts the points a value filter keeps against the points-per-query limit, not those it reads', () =>
+      withEngine(
+        factory,
+        async (e) => {
+          const ts = Array.from({ length: 50 }, (_, i) => T0 + i * 1000)
+          await e.write({ series: [{ metric: 'vf', tags: [], timestamps: ts, values: ts.map((_, i) => i) }] })
+          const range = { selector: { metric: 'vf', matchers: [] }, startMs: T0, endMs: T0 + 100_000 }
+          const kept = await e.query({ ...range, valueFilter: { op: 'gt', value: 44 } })
+          assert.deepEqual(Array.from(kept[0]?.values ?? []), [45, 46, 47, 48, 49])
+          await assert.rejects(
+            e.query({ ...range, valueFilter: { op: 'gt', value: 10 } }),
+            (err: unknown) => err instanceof LimitError && err.limit === 'max_points_per_query',
+          )
+        },
+        { maxPointsPerQuery: 20 },
+      ))
+
     it('subscribe hands over the matching points of later writes, once durable, until closed', () =>
       withEngine(factory, async (e) => {
         await e.write({ series: [{ metric: 'tail', tags: tags({ h: 'a' }), timestamps: [T0], values: [0] }] })
