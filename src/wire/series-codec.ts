@@ -236,6 +236,28 @@ interface SeriesLayout {
   valueCount: number
 }
 
+/** The field names of each message by field number, for the error when a known field comes with another wire type. */
+const TAG_FIELDS: readonly (string | undefined)[] = [undefined, 'key', 'value']
+const SERIES_FIELDS: readonly (string | undefined)[] = [undefined, 'metric', 'tags', 'timestamps', 'values']
+const SERIES_LIST_FIELDS: readonly (string | undefined)[] = [undefined, 'series']
+const WRITE_REQUEST_FIELDS: readonly (string | undefined)[] = [undefined, 'series', 'precision', 'consistency']
+
+/**
+ * Skips a field this decoder does not read. An unknown field number is skipped, as protobuf
+ * requires; a known one with a wire type it cannot have (a parser would misread it) is an error
+ * naming the field.
+ */
+function skipUnknown(r: Reader, tag: number, path: string, fields: readonly (string | undefined)[]): void {
+  const name = fields[tag >>> 3]
+  if (name !== undefined) {
+    throw malformed(
+      path === '' ? name : `${path}.${name}`,
+      `came with wire type ${tag & 7}, which this field does not take`,
+    )
+  }
+  r.skip(tag & 7, path === '' ? 'request' : path)
+}
+
 function decodeTag(r: Reader, path: string): Tag {
   let key = ''
   let value = ''
@@ -249,7 +271,7 @@ function decodeTag(r: Reader, path: string): Tag {
         value = r.string(`${path}.value`)
         break
       default:
-        r.skip(tag & 7, path)
+        skipUnknown(r, tag, path, TAG_FIELDS)
     }
   }
   return { key, value }
@@ -336,7 +358,7 @@ function layoutSeries(r: Reader, path: string, headers?: SeriesHeaderCache): Ser
         layout.valueCount++
         break
       default:
-        r.skip(tag & 7, path)
+        skipUnknown(r, tag, path, SERIES_FIELDS)
     }
   }
   if (headers && headerKey !== undefined && !shared && !interleaved) headers.set(headerKey, layout.metric, layout.tags)
@@ -491,11 +513,12 @@ function decode(bytes: Uint8Array, writeFields: boolean, headers?: SeriesHeaderC
       const [start, end] = r.bytes(path)
       layouts.push(layoutSeries(new Reader(buf, start, end), path, headers))
     } else if (writeFields && tag === 0x10) {
-      precision = r.uint32('precision')
+      // Enums are int32: a negative number comes as a 64-bit varint and reads back negative.
+      precision = r.uint32('precision') | 0
     } else if (writeFields && tag === 0x18) {
-      consistency = r.uint32('consistency')
+      consistency = r.uint32('consistency') | 0
     } else {
-      r.skip(tag & 7, 'request')
+      skipUnknown(r, tag, '', writeFields ? WRITE_REQUEST_FIELDS : SERIES_LIST_FIELDS)
     }
   }
   return { series: fillPoints(buf, layouts), precision, consistency }

@@ -206,6 +206,56 @@ test('malformed input is a ValidationError naming the field', () => {
     () => decodeWriteRequest(badUtf8),
     (err: unknown) => err instanceof ValidationError && err.violations[0]?.field === 'series[0].tags[0].value',
   )
+  // A known field with a wire type it cannot have is named, not skipped as unknown: timestamps as
+  // fixed64, a tag key as a varint, the series as a varint.
+  const fixed64Timestamps = new BinaryWriter()
+    .uint32(0x0a)
+    .fork()
+    .uint32(0x0a)
+    .string('x')
+    .uint32((3 << 3) | 1)
+    .fixed64(1n)
+    .uint32(0x21)
+    .double(1)
+    .join()
+    .finish()
+  const varintKey = new BinaryWriter()
+    .uint32(0x0a)
+    .fork()
+    .uint32(0x12)
+    .fork()
+    .uint32(0x08)
+    .uint32(1)
+    .join()
+    .join()
+    .finish()
+  const varintSeries = new BinaryWriter().uint32(0x08).uint32(1).finish()
+  for (const [bytes, field] of [
+    [fixed64Timestamps, 'series[0].timestamps'],
+    [varintKey, 'series[0].tags[0].key'],
+    [varintSeries, 'series'],
+  ] as const) {
+    assert.throws(
+      () => decodeWriteRequest(bytes),
+      (err: unknown) =>
+        err instanceof ValidationError &&
+        err.violations[0]?.field === field &&
+        /wire type/.test(err.violations[0]?.description ?? ''),
+      field,
+    )
+  }
+  // Unknown field numbers are still skipped.
+  const unknown = new BinaryWriter()
+    .uint32((9 << 3) | 1)
+    .fixed64(7n)
+    .finish()
+  assert.deepEqual(decodeWriteRequest(unknown).series, [])
+})
+
+test('enum fields are int32: a negative precision or consistency reads back negative', () => {
+  const bytes = new BinaryWriter().uint32(0x10).int32(-1).uint32(0x18).int32(-7).finish()
+  const decoded = decodeWriteRequest(bytes)
+  assert.deepEqual([decoded.precision, decoded.consistency], [-1, -7])
 })
 
 test('the encoder refuses what int64 cannot carry, naming the field', () => {
