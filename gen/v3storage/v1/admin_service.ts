@@ -42,7 +42,10 @@ export interface LatencySummary {
 export interface GetStatsResponse {
   /** series is the number of series known. */
   series: number;
-  /** points_written is the number of points stored since the engine opened; a rewrite counts again. */
+  /**
+   * points_written is the number of points stored over the database's life, kept across restarts;
+   * a rewrite counts again.
+   */
   pointsWritten: number;
   /** buffered_points is the number of points in the write buffer, not yet sealed into blocks. */
   bufferedPoints: number;
