@@ -4,7 +4,7 @@ import { ClusterEngine, type ClusterView, type RingSnapshot } from '../cluster/c
 import { HintStore } from '../cluster/hint-store.js'
 import { HintedHandoff } from '../cluster/hinted-handoff.js'
 import { LeaderElection } from '../cluster/leader.js'
-import { Membership, type RingState } from '../cluster/membership.js'
+import { Membership, NodeIdInUseError, type RingState } from '../cluster/membership.js'
 import { peerService } from '../cluster/peer-service.js'
 import { MoveWorker } from '../cluster/rebalance.js'
 import { RingLeader } from '../cluster/ring-leader.js'
@@ -268,7 +268,12 @@ export function createClusterNode(
         },
       })
       // Registration waits for Consul while it cannot be reached, and fails on anything it refuses.
-      await membership.start()
+      try {
+        await membership.start()
+      } catch (err) {
+        // The id is the user's setting: a usage error, exit 2.
+        throw err instanceof NodeIdInUseError ? new UsageError(err.message, { cause: err }) : err
+      }
       leader.start()
       election.start()
       // The leader adds this node once it sees it healthy: the first node of a cluster adds itself.

@@ -75,6 +75,11 @@ export interface MoveProgress {
 }
 
 /** What the cluster's KV holds beside the ring: the leader, pending requests, the change under way. */
+/** Another live node holds this node's id; the start stops rather than take its place. */
+export class NodeIdInUseError extends Error {
+  override readonly name = 'NodeIdInUseError'
+}
+
 export interface ClusterMeta {
   /** leader is the node holding `<cluster>/leader` and its term (the key's LockIndex); undefined when none. */
   readonly leader: { readonly id: string; readonly term: number } | undefined
@@ -427,9 +432,11 @@ export class Membership {
     for (let attempt = 1; ; attempt++) {
       if (this.stopped) throw new UnavailableError('cannot register: membership is stopped')
       try {
+        await this.refuseTakenId()
         await this.register()
         break
       } catch (err) {
+        if (err instanceof NodeIdInUseError) throw err
         this.failed(err)
         if (this.stopped) throw new UnavailableError('cannot register: membership is stopped', { cause: err })
         if (!(err instanceof ConsulError && err.outage)) throw err
@@ -542,6 +549,23 @@ export class Membership {
   }
 
   // ---- registration and the TTL check ----
+
+  /**
+   * Refuses to register while another live node holds this node's id at another address: the
+   * registration would replace that node's in Consul, and the cluster would send its ranges here.
+   * The same address is this node itself, restarted.
+   */
+  private async refuseTakenId(): Promise<void> {
+    const c = this.config
+    const { host, port } = splitAddress('self.grpcAddress', c.self.grpcAddress)
+    const { value } = await this.client.passingInstances(c.clusterName, { index: 0, waitMs: 0 }, this.abort.signal)
+    const other = value.find((i) => i.serviceId === this.serviceId && (i.address !== host || i.port !== port))
+    if (other === undefined) return
+    throw new NodeIdInUseError(
+      `node id ${c.self.id} is in use: the node at ${other.address}:${other.port} has it and its Consul check passes. ` +
+        `Give this node another --node-id, or stop that node first (a node that died fails its check within ${c.ttlMs / 1000} s)`,
+    )
+  }
 
   private async register(): Promise<void> {
     const c = this.config

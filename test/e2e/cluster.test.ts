@@ -16,7 +16,7 @@ import {
   waitFor,
   waitForMembers,
 } from './cluster-kit.js'
-import { removeDataDir, type ServerProcess, startServerProcess } from './server-process.js'
+import { makeDataDir, removeDataDir, type ServerProcess, startServerProcess } from './server-process.js'
 
 const T0 = Date.UTC(2026, 0, 1)
 const HOUR = 3_600_000
@@ -415,6 +415,52 @@ describe('a node started while Consul is down', { timeout: 120_000 }, () => {
       await node?.kill()
       await consul.stop()
       if (node !== undefined) await removeDataDir(node.dataDir)
+    }
+  })
+})
+
+describe('a node started with the id of a live node', { timeout: 120_000 }, () => {
+  it('refuses to start, exit 2 naming --node-id, and leaves the live node in its place', async () => {
+    const consul = await startConsul()
+    const name = `v3-dup-${process.pid}`
+    const { spec, node } = await startFreshNode(consul, 'n1', name)
+    const dataDir = await makeDataDir()
+    try {
+      await waitForMembers([node], ['n1'])
+      await node.client.write([{ metric: 'dup', tags: { a: 'b' }, timestamps: [T0], values: [1] }])
+      const other = await nodeSpec('n1')
+      const r = await runV3([
+        'serve',
+        '--cluster',
+        '--consul',
+        consul.url,
+        '--cluster-name',
+        name,
+        '--node-id',
+        'n1',
+        '--listen',
+        `127.0.0.1:${other.port}`,
+        '--peer-listen',
+        `127.0.0.1:${other.peerPort}`,
+        '--http-listen',
+        'off',
+        '--data',
+        dataDir,
+      ])
+      assert.equal(r.code, 2, r.stderr)
+      assert.match(
+        r.stderr,
+        new RegExp(`^v3: node id n1 is in use: the node at 127\\.0\\.0\\.1:${spec.port} has it`, 'm'),
+      )
+      assert.match(r.stderr, /another --node-id/)
+      const members = await waitForMembers([node], ['n1'])
+      assert.equal(members[0]?.address, `127.0.0.1:${spec.port}`)
+      assert.equal((await node.client.latest({ metric: 'dup' }))[0]?.values[0], 1)
+    } finally {
+      await node.kill()
+      await consul.stop()
+      await removeDataDir(node.dataDir)
+      await removeDataDir(dataDir)
     }
   })
 })
