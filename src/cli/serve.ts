@@ -286,7 +286,18 @@ export async function serve(args: readonly string[]): Promise<void> {
       (clusterOptions.peerListen !== undefined || splitHostPort(clusterOptions.advertise ?? config.listen).port !== 0)
     ) {
       const { peerListenOf } = await import('./cluster-node.js')
-      await checkCanListen(peerListenOf(clusterOptions, config.listen), 'peers (--peer-listen)')
+      const peers = peerListenOf(clusterOptions, config.listen)
+      // Free now, but the gRPC or the HTTP listener would take it first.
+      for (const [flag, other] of [
+        ['--listen', config.listen],
+        ['--http-listen', config.httpListen],
+      ] as const) {
+        const port = splitHostPort(peers).port
+        if (other !== undefined && port !== 0 && splitHostPort(other).port === port) {
+          throw new Error(`--peer-listen (${peers}) and ${flag} (${other}) must use different ports`)
+        }
+      }
+      await checkCanListen(peers, 'peers (--peer-listen)')
     }
   } catch (err) {
     // Each check names the setting and what to do; the settings are the user's, so it is a usage error.

@@ -7,6 +7,7 @@ import { type AddressInfo, createServer } from 'node:net'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import { runV3 } from './cli-run.js'
+import { freePort } from './cluster-kit.js'
 import { makeDataDir, removeDataDir, startServerProcess } from './server-process.js'
 
 describe('refused starts of v3 serve', () => {
@@ -58,6 +59,23 @@ describe('refused starts of v3 serve', () => {
       assert.equal(existsSync(data), false, 'the engine opened the data folder')
     })
   }
+
+  test('a peer address on the port of --listen or --http-listen: one line naming both, exit 2, data folder untouched', async () => {
+    const port = await freePort()
+    for (const [flag, args] of [
+      ['--listen', ['--listen', `127.0.0.1:${port}`, '--peer-listen', `127.0.0.1:${port}`, '--http-listen', 'off']],
+      ['--http-listen', ['--peer-listen', `127.0.0.1:${port}`, '--http-listen', `127.0.0.1:${port}`]],
+    ] as const) {
+      const data = join(dir, `peer-port-${flag}`)
+      const r = await runV3(['serve', '--cluster', '--consul', 'http://127.0.0.1:1', '--data', data, ...args])
+      assert.equal(r.code, 2, r.stderr)
+      assert.equal(
+        r.stderr.trimEnd(),
+        `v3: --peer-listen (127.0.0.1:${port}) and ${flag} (127.0.0.1:${port}) must use different ports`,
+      )
+      assert.equal(existsSync(data), false, 'the engine opened the data folder')
+    }
+  })
 
   test('a malformed tokens file: one line naming the line, not echoing the secret', async () => {
     const file = join(dir, 'tokens')
