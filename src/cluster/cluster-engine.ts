@@ -1302,6 +1302,19 @@ export class ClusterEngine implements StorageEngine {
     if (link.requestDecommission === undefined || link.view.leaderId() === undefined) {
       throw new UnavailableError('no leader is elected now to carry out the decommission; retry shortly')
     }
+    // A down node's ranges are copied from their other owners; a range with none up would start
+    // empty on its new owner, and its points would be gone.
+    const healthy = link.view.healthyIds()
+    if (!healthy.has(nodeId)) {
+      const orphaned = state.ring
+        .ranges(state.rf)
+        .filter((r) => r.owners.includes(nodeId) && !r.owners.some((o) => o !== nodeId && healthy.has(o)))
+      if (orphaned.length > 0) {
+        throw new UnavailableError(
+          `cannot decommission ${nodeId}: it is down, and ${orphaned.length} of its ranges have no other copy on a healthy node, so their points would be lost; start it again and retry`,
+        )
+      }
+    }
     await link.requestDecommission(nodeId, ctx?.signal)
     for (;;) {
       const ring = link.view.ring()

@@ -450,3 +450,32 @@ describe('a member down past --dead-node-timeout', { timeout: 240_000 }, () => {
     assert.equal(listed.filter((m) => m.state === 'healthy').length, 1)
   })
 })
+
+describe('decommissioning a down node that holds the only copy of its ranges (R = 1)', { timeout: 120_000 }, () => {
+  it('is refused with UNAVAILABLE, and the node stays a member with its data', async () => {
+    const consul = await startConsul()
+    const name = `v3-orphan-${process.pid}`
+    const extra = ['--replication-factor', '1', '--vnodes', '16']
+    const started = [await startFreshNode(consul, 'n1', name, extra), await startFreshNode(consul, 'n2', name, extra)]
+    const [n1, n2] = started.map((s) => s.node) as [ServerProcess, ServerProcess]
+    try {
+      await waitForMembers([n1, n2], ['n1', 'n2'])
+      await n2.stop()
+      await waitFor('n1 to see n2 down', async () =>
+        (await n1.client.listNodes()).some((m) => m.id === 'n2' && m.state !== 'healthy') ? true : undefined,
+      )
+      const result = await runV3(['cluster', 'decommission', 'n2', '--server', n1.address])
+      assert.notEqual(result.code, 0, result.stdout)
+      assert.match(result.stderr, /UNAVAILABLE/)
+      assert.match(result.stderr, /cannot decommission n2: it is down, and \d+ of its ranges have no other copy/)
+      assert.ok(
+        (await n1.client.listNodes()).some((m) => m.id === 'n2'),
+        'n2 is still a member',
+      )
+    } finally {
+      for (const s of started) await s.node.kill()
+      await consul.stop()
+      for (const s of started) await removeDataDir(s.node.dataDir)
+    }
+  })
+})
