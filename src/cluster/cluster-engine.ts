@@ -606,6 +606,10 @@ export class ClusterEngine implements StorageEngine {
     body: Uint8Array,
     ctx: CallContext | undefined,
   ): Promise<Uint8Array> {
+    // A node whose Consul check fails is not asked: the call would wait the whole peer timeout.
+    if (!this.linked().view.healthyIds().has(node.id)) {
+      throw new UnavailableError(`node ${node.id} (${node.peerAddress}) is down: its Consul check fails`)
+    }
     const reply = await this.linked().transport.request(this.endpoint(node), {
       kind,
       body,

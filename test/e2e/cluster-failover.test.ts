@@ -152,6 +152,29 @@ describe('a cluster of three nodes with three copies: write and read consistency
     await allUp()
   })
 
+  it('fails an ALL read, a listing and the stats at once naming a node Consul reports down, without waiting for it', async () => {
+    const [a, , c] = nodes as [ServerProcess, ServerProcess, ServerProcess]
+    await a.client.write(points('downread', 5, T0), { consistency: 'all' })
+    // A clean stop deregisters the node: the others see it down as soon as Consul answers their watch.
+    await c.stop()
+    await waitFor('a to see c down', async () =>
+      (await a.client.listNodes()).some((m) => m.id === 'c' && m.state !== 'healthy') ? true : undefined,
+    )
+    const down = (err: CodedError) => {
+      unavailableNaming('c')(err)
+      assert.match(err.message, /node c \(127\.0\.0\.1:\d+\) is down: its Consul check fails/)
+      return true
+    }
+    const range = { selector: { metric: 'downread' }, startMs: T0, endMs: T0 + 86_400_000 }
+    await assert.rejects(a.client.query(range, { consistency: 'all' }), down)
+    await assert.rejects(a.client.listSeries({ metric: 'downread' }, { consistency: 'all' }), down)
+    await assert.rejects(a.client.stats(), down)
+    // ONE and QUORUM read the copies that are up.
+    assert.equal(await countPoints(a, 'downread', 'quorum'), 5)
+    await restart(2)
+    await allUp()
+  })
+
   it('keeps hints across a kill -9 of the coordinator and delivers them: the owner alone then holds every point', async () => {
     await nodes[2]!.kill()
     await nodes[0]!.client.write(points('hinted', 30, T0), { consistency: 'quorum' })
