@@ -18,6 +18,7 @@ import type { Logger } from '../engine/config.js'
 import type { SeriesFilter, ShardEngine } from '../engine/shard.js'
 import { LARGE_WORK_SERIES, largeWork } from '../engine/slicer.js'
 import type {
+  CacheStats,
   CallContext,
   ClusterFigures,
   ClusterInfo,
@@ -419,6 +420,19 @@ async function latestByKey(
  * answers for its ranges in parallel, and the parts merge into the single-node answer:
  * aggregations whose groups can span nodes travel as mergeable states.
  */
+/** The members' cache figures added up; a member without caches adds nothing. */
+function sumCaches(all: readonly EngineStats[]): NonNullable<EngineStats['caches']> {
+  const total = (pick: (c: NonNullable<EngineStats['caches']>) => CacheStats): CacheStats => ({
+    hits: all.reduce((a, s) => a + (s.caches === undefined ? 0 : pick(s.caches).hits), 0),
+    misses: all.reduce((a, s) => a + (s.caches === undefined ? 0 : pick(s.caches).misses), 0),
+  })
+  return {
+    results: total((c) => c.results),
+    decodedBlocks: total((c) => c.decodedBlocks),
+    selectors: total((c) => c.selectors),
+  }
+}
+
 export class ClusterEngine implements StorageEngine {
   private ringState: RingState | undefined
   private link: ClusterLink | undefined
@@ -1241,6 +1255,7 @@ export class ClusterEngine implements StorageEngine {
       bytesOnDisk: sum((s) => s.bytesOnDisk),
       writes: latency((s) => s.writes),
       queries: latency((s) => s.queries),
+      ...(all.some((s) => s.caches !== undefined) ? { caches: sumCaches(all) } : {}),
       nodes: perNode.map((n) => ({ id: n.id, stats: n.stats })),
     }
   }

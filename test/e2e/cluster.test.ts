@@ -179,6 +179,14 @@ describe('a cluster of three nodes, one copy of each series', { timeout: 240_000
     }
     assert.deepEqual([...perNode].sort(), [...owned].sort(), 'series per node equal what Locate assigns')
     assert.equal(stats.series, 40)
+    // The totals add up the members' figures, their caches' included (the queries above used them).
+    for (const cache of ['results', 'decodedBlocks', 'selectors'] as const) {
+      for (const side of ['hits', 'misses'] as const) {
+        const sum = stats.nodes.reduce((a, n) => a + n.stats.caches[cache][side], 0)
+        assert.equal(stats.caches[cache][side], sum, `${cache}.${side}`)
+      }
+    }
+    assert.ok(stats.caches.selectors.hits + stats.caches.selectors.misses > 0, 'the selector cache was used')
     // A node's metrics are its own figures, and its peer channels count what it forwarded.
     const metrics = await (await fetch(nodes[0]!.metricsUrl!)).text()
     assert.match(metrics, new RegExp(`^v3_series ${perNode.get('n1')}$`, 'm'))
