@@ -4,7 +4,7 @@ import { ClusterEngine, type ClusterView, type RingSnapshot } from '../cluster/c
 import { HintStore } from '../cluster/hint-store.js'
 import { HintedHandoff } from '../cluster/hinted-handoff.js'
 import { LeaderElection } from '../cluster/leader.js'
-import { Membership, NodeIdInUseError, type RingState } from '../cluster/membership.js'
+import { Membership, type RingState, StartRefusedError } from '../cluster/membership.js'
 import { peerService } from '../cluster/peer-service.js'
 import { MoveWorker } from '../cluster/rebalance.js'
 import { RingLeader } from '../cluster/ring-leader.js'
@@ -112,6 +112,8 @@ export function createClusterNode(
   engineLimits: { readonly limits: WriteLimits; readonly maxPointsPerQuery: number },
   logger: Logger,
   dataDir: string,
+  /** Whether this start created the database in dataDir. */
+  newDataFolder: boolean,
 ): ClusterNode {
   if (!isShardEngine(local)) {
     throw new UsageError('--cluster needs an engine that reads by shard, such as the basic engine')
@@ -176,6 +178,7 @@ export function createClusterNode(
           clusterName: options.clusterName,
           self: { id: nodeId, grpcAddress: advertise, peerAddress },
           expected: { replicationFactor: options.replicationFactor, vnodes: options.vnodes },
+          newDataFolder,
         },
         logger,
       )
@@ -271,8 +274,8 @@ export function createClusterNode(
       try {
         await membership.start()
       } catch (err) {
-        // The id is the user's setting: a usage error, exit 2.
-        throw err instanceof NodeIdInUseError ? new UsageError(err.message, { cause: err }) : err
+        // The id and the folder are the user's settings: a usage error, exit 2.
+        throw err instanceof StartRefusedError ? new UsageError(err.message, { cause: err }) : err
       }
       leader.start()
       election.start()

@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs'
+import { existsSync, readFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
@@ -303,6 +303,8 @@ export async function serve(args: readonly string[]): Promise<void> {
     // Each check names the setting and what to do; the settings are the user's, so it is a usage error.
     throw new UsageError(err instanceof Error ? err.message : String(err), { cause: err })
   }
+  // RocksDB writes CURRENT when it creates a database: without it, this start creates the node's.
+  const newDataFolder = !existsSync(join(config.engine.dataDir, 'CURRENT'))
   const { manager, engineName } = await loadPlugins(config.engineSpec, config.plugins)
   const instances = await manager.start([engineName], { options: config.engine, logger })
   let engine: StorageEngine
@@ -316,7 +318,7 @@ export async function serve(args: readonly string[]): Promise<void> {
       const resolved = resolveEngineConfig(config.engine)
       // The cluster's code (ZeroMQ, Consul and the rest) loads only for a cluster node.
       const { createClusterNode } = await import('./cluster-node.js')
-      cluster = createClusterNode(engine, config.cluster, resolved, logger, resolved.dataDir)
+      cluster = createClusterNode(engine, config.cluster, resolved, logger, resolved.dataDir, newDataFolder)
       engine = cluster.engine
     }
     const metrics = createServerMetrics(engine)

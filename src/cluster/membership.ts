@@ -75,9 +75,12 @@ export interface MoveProgress {
 }
 
 /** What the cluster's KV holds beside the ring: the leader, pending requests, the change under way. */
-/** Another live node holds this node's id; the start stops rather than take its place. */
-export class NodeIdInUseError extends Error {
-  override readonly name = 'NodeIdInUseError'
+/**
+ * A start that would do harm: another live node holds this node's id, or the ring lists this node
+ * while its data folder is new. The start stops rather than serve.
+ */
+export class StartRefusedError extends Error {
+  override readonly name = 'StartRefusedError'
 }
 
 export interface ClusterMeta {
@@ -127,6 +130,8 @@ export interface MembershipOptions {
   readonly watchWaitMs?: number
   /** expected are this node's own settings: a cluster with others gets a warning, once. */
   readonly expected?: ClusterSettings
+  /** newDataFolder: this start created the node's database; a ring member then refuses to start. */
+  readonly newDataFolder?: boolean
 }
 
 export interface MembershipConfig {
@@ -138,6 +143,7 @@ export interface MembershipConfig {
   readonly deregisterCriticalAfterMs: number
   readonly watchWaitMs: number
   readonly expected: ClusterSettings | undefined
+  readonly newDataFolder: boolean
 }
 
 /** The cluster's settings, written once by the first leader; a node configured otherwise uses these. */
@@ -207,6 +213,7 @@ function resolveMembershipConfig(options: MembershipOptions): MembershipConfig {
     ),
     watchWaitMs: positiveInt('watchWaitMs', options.watchWaitMs ?? MEMBERSHIP_DEFAULTS.watchWaitMs, MAX_WAIT_MS),
     expected: options.expected,
+    newDataFolder: options.newDataFolder ?? false,
   })
 }
 
@@ -433,10 +440,11 @@ export class Membership {
       if (this.stopped) throw new UnavailableError('cannot register: membership is stopped')
       try {
         await this.refuseTakenId()
+        await this.refuseNewFolder()
         await this.register()
         break
       } catch (err) {
-        if (err instanceof NodeIdInUseError) throw err
+        if (err instanceof StartRefusedError) throw err
         this.failed(err)
         if (this.stopped) throw new UnavailableError('cannot register: membership is stopped', { cause: err })
         if (!(err instanceof ConsulError && err.outage)) throw err
@@ -551,6 +559,22 @@ export class Membership {
   // ---- registration and the TTL check ----
 
   /**
+   * Refuses to register a node the ring lists as a member when its data folder is new: the ranges
+   * the ring gives it hold their points in the folder it had, and it would answer them empty (and a
+   * later move would copy the emptiness on). A new node, or one the ring no longer lists, joins.
+   */
+  private async refuseNewFolder(): Promise<void> {
+    const c = this.config
+    if (!c.newDataFolder) return
+    const { value } = await this.client.kvList(this.prefix, { index: 0, waitMs: 0 }, this.abort.signal)
+    if (!this.parseRing(value).nodes.has(c.self.id)) return
+    throw new StartRefusedError(
+      `node ${c.self.id} is a member of the ring, but its data folder is new: the points of its ranges are in the folder it had. ` +
+        `Start it on that folder; to rebuild it empty, decommission ${c.self.id} from another node first, or give it another --node-id`,
+    )
+  }
+
+  /**
    * Refuses to register while another live node holds this node's id at another address: the
    * registration would replace that node's in Consul, and the cluster would send its ranges here.
    * The same address is this node itself, restarted.
@@ -561,7 +585,7 @@ export class Membership {
     const { value } = await this.client.passingInstances(c.clusterName, { index: 0, waitMs: 0 }, this.abort.signal)
     const other = value.find((i) => i.serviceId === this.serviceId && (i.address !== host || i.port !== port))
     if (other === undefined) return
-    throw new NodeIdInUseError(
+    throw new StartRefusedError(
       `node id ${c.self.id} is in use: the node at ${other.address}:${other.port} has it and its Consul check passes. ` +
         `Give this node another --node-id, or stop that node first (a node that died fails its check within ${c.ttlMs / 1000} s)`,
     )

@@ -472,3 +472,55 @@ describe('a node started with the id of a live node', { timeout: 120_000 }, () =
     }
   })
 })
+
+describe('a ring member started on a new data folder', { timeout: 120_000 }, () => {
+  it('refuses to start, exit 2, rather than answer its ranges empty; on its own folder it starts', async () => {
+    const consul = await startConsul()
+    const name = `v3-newdir-${process.pid}`
+    const extra = ['--replication-factor', '2']
+    const first = await startFreshNode(consul, 'n1', name, extra)
+    let second = await startFreshNode(consul, 'n2', name, extra)
+    const emptyDir = await makeDataDir()
+    try {
+      await waitForMembers([first.node, second.node], ['n1', 'n2'])
+      await first.node.client.write([{ metric: 'newdir', tags: { a: 'b' }, timestamps: [T0], values: [1] }])
+      await second.node.stop()
+      const r = await runV3([
+        'serve',
+        '--cluster',
+        '--consul',
+        consul.url,
+        '--cluster-name',
+        name,
+        '--node-id',
+        'n2',
+        '--listen',
+        `127.0.0.1:${second.spec.port}`,
+        '--peer-listen',
+        `127.0.0.1:${second.spec.peerPort}`,
+        '--http-listen',
+        'off',
+        '--data',
+        `${emptyDir}/n2`,
+        ...extra,
+      ])
+      assert.equal(r.code, 2, r.stderr)
+      assert.match(r.stderr, /^v3: node n2 is a member of the ring, but its data folder is new/m)
+      assert.ok(
+        (await first.node.client.listNodes()).some((m) => m.id === 'n2'),
+        'n2 is still a member',
+      )
+      second = {
+        spec: second.spec,
+        node: await startNode(consul, { ...second.spec, dataDir: second.node.dataDir }, name, extra),
+      }
+      await waitForMembers([first.node, second.node], ['n1', 'n2'])
+      assert.equal((await second.node.client.latest({ metric: 'newdir' }, { consistency: 'all' }))[0]?.values[0], 1)
+    } finally {
+      await first.node.kill()
+      await second.node.kill()
+      await consul.stop()
+      for (const dir of [first.node.dataDir, second.node.dataDir, emptyDir]) await removeDataDir(dir)
+    }
+  })
+})
