@@ -427,6 +427,35 @@ describe('a node started while Consul is down', { timeout: 120_000 }, () => {
   })
 })
 
+/** `v3 serve` of a cluster node run as a command whose refusal a test reads (exit code, stderr). */
+function refusedServeArgs(
+  consul: Pick<ConsulProcess, 'url'>,
+  name: string,
+  spec: NodeSpec,
+  dataDir: string,
+  extra: readonly string[] = [],
+): string[] {
+  return [
+    'serve',
+    '--cluster',
+    '--consul',
+    consul.url,
+    '--cluster-name',
+    name,
+    '--node-id',
+    spec.id,
+    '--listen',
+    `127.0.0.1:${spec.port}`,
+    '--peer-listen',
+    `127.0.0.1:${spec.peerPort}`,
+    '--http-listen',
+    'off',
+    '--data',
+    dataDir,
+    ...extra,
+  ]
+}
+
 describe('a node started with the id of a live node', { timeout: 120_000 }, () => {
   it('refuses to start, exit 2 naming --node-id, and leaves the live node in its place', async () => {
     const consul = await startConsul()
@@ -437,24 +466,7 @@ describe('a node started with the id of a live node', { timeout: 120_000 }, () =
       await waitForMembers([node], ['n1'])
       await node.client.write([{ metric: 'dup', tags: { a: 'b' }, timestamps: [T0], values: [1] }])
       const other = await nodeSpec('n1')
-      const r = await runV3([
-        'serve',
-        '--cluster',
-        '--consul',
-        consul.url,
-        '--cluster-name',
-        name,
-        '--node-id',
-        'n1',
-        '--listen',
-        `127.0.0.1:${other.port}`,
-        '--peer-listen',
-        `127.0.0.1:${other.peerPort}`,
-        '--http-listen',
-        'off',
-        '--data',
-        dataDir,
-      ])
+      const r = await runV3(refusedServeArgs(consul, name, other, dataDir))
       assert.equal(r.code, 2, r.stderr)
       assert.match(
         r.stderr,
@@ -485,25 +497,7 @@ describe('a ring member started on a new data folder', { timeout: 120_000 }, () 
       await waitForMembers([first.node, second.node], ['n1', 'n2'])
       await first.node.client.write([{ metric: 'newdir', tags: { a: 'b' }, timestamps: [T0], values: [1] }])
       await second.node.stop()
-      const r = await runV3([
-        'serve',
-        '--cluster',
-        '--consul',
-        consul.url,
-        '--cluster-name',
-        name,
-        '--node-id',
-        'n2',
-        '--listen',
-        `127.0.0.1:${second.spec.port}`,
-        '--peer-listen',
-        `127.0.0.1:${second.spec.peerPort}`,
-        '--http-listen',
-        'off',
-        '--data',
-        `${emptyDir}/n2`,
-        ...extra,
-      ])
+      const r = await runV3(refusedServeArgs(consul, name, second.spec, `${emptyDir}/n2`, extra))
       assert.equal(r.code, 2, r.stderr)
       assert.match(r.stderr, /^v3: node n2 is a member of the ring, but its data folder is new/m)
       assert.ok(

@@ -27,6 +27,19 @@ async function count(server: ServerProcess, metric: string): Promise<Map<string,
   return new Map(got.map((s) => [s.tags.map((t) => t.value).join(','), Array.from(s.timestamps)]))
 }
 
+/** A raw Ingest call (frames as the test encodes them) on a client of its own; close `raw` after. */
+function ingestCall(address: string) {
+  const raw = new Client(address, credentials.createInsecure())
+  const call = raw.makeBidiStreamRequest(
+    StreamServiceService.ingest.path,
+    identity,
+    (b: Buffer) => IngestResponse.decode(b),
+    new Metadata(),
+    {},
+  )
+  return { raw, call }
+}
+
 function writeStream(address: string, messages: readonly Buffer[]): Promise<WriteStreamResponse> {
   const raw = new Client(address, credentials.createInsecure())
   return new Promise<WriteStreamResponse>((resolve, reject) => {
@@ -81,14 +94,7 @@ describe('streams against v3 serve', () => {
   })
 
   test('Ingest acknowledges cumulatively, never ahead of durable data, and reports rejections without ending', async () => {
-    const raw = new Client(server.address, credentials.createInsecure())
-    const call = raw.makeBidiStreamRequest(
-      StreamServiceService.ingest.path,
-      identity,
-      (b: Buffer) => IngestResponse.decode(b),
-      new Metadata(),
-      {},
-    )
+    const { raw, call } = ingestCall(server.address)
     const acks: IngestResponse[] = []
     const checks: Promise<void>[] = []
     const done = new Promise<void>((resolve, reject) => {
@@ -133,14 +139,7 @@ describe('streams against v3 serve', () => {
   })
 
   test('an Ingest message out of sequence ends the call with the error, after acknowledging what came before it', async () => {
-    const raw = new Client(server.address, credentials.createInsecure())
-    const call = raw.makeBidiStreamRequest(
-      StreamServiceService.ingest.path,
-      identity,
-      (b: Buffer) => IngestResponse.decode(b),
-      new Metadata(),
-      {},
-    )
+    const { raw, call } = ingestCall(server.address)
     const acks: IngestResponse[] = []
     const ended = new Promise<ServiceError>((resolve, reject) => {
       call.on('data', (ack: IngestResponse) => acks.push(ack))
