@@ -123,6 +123,33 @@ export async function nodeSpec(id: string): Promise<NodeSpec> {
   return { id, port: await freePort(), peerPort: await freePort() }
 }
 
+/** The `v3 serve` flags of a cluster node of the tests, after `serve` and before the data folder. */
+export function clusterNodeArgs(
+  consul: Pick<ConsulProcess, 'url'>,
+  spec: NodeSpec,
+  clusterName: string,
+  extra: readonly string[] = [],
+): string[] {
+  return [
+    '--cluster',
+    '--consul',
+    consul.url,
+    '--cluster-name',
+    clusterName,
+    '--node-id',
+    spec.id,
+    '--listen',
+    `127.0.0.1:${spec.port}`,
+    '--peer-listen',
+    `127.0.0.1:${spec.peerPort}`,
+    '--peer-timeout',
+    '3s',
+    '--log-level',
+    'warn',
+    ...extra,
+  ]
+}
+
 /** Starts one cluster node; it prints its listening line once it has joined the ring. */
 export function startNode(
   consul: Pick<ConsulProcess, 'url'>,
@@ -130,27 +157,7 @@ export function startNode(
   clusterName: string,
   extra: readonly string[] = [],
 ): Promise<ServerProcess> {
-  return startServerProcess({
-    dataDir: spec.dataDir,
-    args: [
-      '--cluster',
-      '--consul',
-      consul.url,
-      '--cluster-name',
-      clusterName,
-      '--node-id',
-      spec.id,
-      '--listen',
-      `127.0.0.1:${spec.port}`,
-      '--peer-listen',
-      `127.0.0.1:${spec.peerPort}`,
-      '--peer-timeout',
-      '3s',
-      '--log-level',
-      'warn',
-      ...extra,
-    ],
-  })
+  return startServerProcess({ dataDir: spec.dataDir, args: clusterNodeArgs(consul, spec, clusterName, extra) })
 }
 
 /**

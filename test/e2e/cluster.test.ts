@@ -7,6 +7,7 @@ import { assertSameSeries } from '../fixtures/series-assert.js'
 import { runV3 } from './cli-run.js'
 import {
   type ConsulProcess,
+  clusterNodeArgs,
   freePort,
   type NodeSpec,
   nodeSpec,
@@ -435,25 +436,7 @@ function refusedServeArgs(
   dataDir: string,
   extra: readonly string[] = [],
 ): string[] {
-  return [
-    'serve',
-    '--cluster',
-    '--consul',
-    consul.url,
-    '--cluster-name',
-    name,
-    '--node-id',
-    spec.id,
-    '--listen',
-    `127.0.0.1:${spec.port}`,
-    '--peer-listen',
-    `127.0.0.1:${spec.peerPort}`,
-    '--http-listen',
-    'off',
-    '--data',
-    dataDir,
-    ...extra,
-  ]
+  return ['serve', ...clusterNodeArgs(consul, spec, name, extra), '--http-listen', 'off', '--data', dataDir]
 }
 
 describe('a node started with the id of a live node', { timeout: 120_000 }, () => {
