@@ -8,6 +8,7 @@ import { after, before, describe, test } from 'node:test'
 import { type Client, credentials, makeGenericClientConstructor, type ServiceError, status } from '@grpc/grpc-js'
 import { service as healthService } from 'grpc-health-check'
 import { BatchingWriter, V3Client, V3ClientError, type V3ClientOptions } from '../../src/client/index.js'
+import { runV3 } from './cli-run.js'
 import { makeTestCertificates, opensslMissing, type TestCertificates } from './security-certs.js'
 import { removeDataDir, type ServerProcess, startServerProcess } from './server-process.js'
 
@@ -251,6 +252,16 @@ describe('TLS', { skip: opensslMissing() }, () => {
         (err: unknown) => err instanceof V3ClientError && err.codeName === 'UNAUTHENTICATED',
       )
       anonymous.abort()
+    })
+  })
+
+  test('the v3 CLI reaches a node over TLS by its IP address, with no warning on stderr', async () => {
+    await withServer(['--tls-cert', certs.serverCert, '--tls-key', certs.serverKey], async (server) => {
+      const r = await runV3(['stats', '--server', server.address, '--tls-ca', certs.caFile, '--format', 'json'])
+      assert.equal(r.code, 0, r.stderr)
+      assert.match(server.address, /^127\.0\.0\.1:\d+$/)
+      assert.equal(r.stderr, '')
+      assert.equal(typeof (JSON.parse(r.stdout) as { series: unknown }).series, 'number')
     })
   })
 
