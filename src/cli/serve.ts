@@ -227,6 +227,23 @@ function packageVersion(): string {
 }
 
 /**
+ * Refuses two of this node's listeners on one port: both are free when probed, and the second to
+ * bind would fail once the engine has opened. Port 0 (any free port) never clashes.
+ */
+function checkDistinctPorts(listeners: readonly (readonly [string, string | undefined])[]): void {
+  const given = listeners.flatMap(([flag, address]) =>
+    address === undefined || splitHostPort(address).port === 0 ? [] : [{ flag, address }],
+  )
+  given.forEach(({ flag, address }, i) => {
+    for (const other of given.slice(0, i)) {
+      if (splitHostPort(other.address).port === splitHostPort(address).port) {
+        throw new Error(`${flag} (${address}) and ${other.flag} (${other.address}) must use different ports`)
+      }
+    }
+  })
+}
+
+/**
  * Starts the engine plugin (and the plugins it needs), serves it over gRPC and its metrics over
  * HTTP, and on SIGTERM or SIGINT shuts down in order: not ready, stop accepting calls, let in-flight
  * calls finish, stop the plugins in reverse (which flushes and closes the engine), exit 0.
@@ -249,6 +266,22 @@ export async function serve(args: readonly string[]): Promise<void> {
   let prepared: PreparedServer
   let preparedHttp: PreparedHttpEndpoint | undefined
   try {
+    // The peers' address too, when it is known before the gRPC server binds: its default follows the
+    // advertised gRPC port, which --listen on port 0 (and no --advertise) leaves to the system.
+    const clusterOptions = config.cluster
+    let peers: string | undefined
+    if (
+      clusterOptions !== undefined &&
+      (clusterOptions.peerListen !== undefined || splitHostPort(clusterOptions.advertise ?? config.listen).port !== 0)
+    ) {
+      const { peerListenOf } = await import('./cluster-node.js')
+      peers = peerListenOf(clusterOptions, config.listen)
+    }
+    checkDistinctPorts([
+      ['--listen', config.listen],
+      ['--http-listen', config.httpListen],
+      ['--peer-listen', peers],
+    ])
     prepared = await prepareServer({
       listen: config.listen,
       nodeId: config.nodeId,
@@ -278,33 +311,13 @@ export async function serve(args: readonly string[]): Promise<void> {
         logger,
       })
     }
-    // The peers' address too, when it is known before the gRPC server binds: its default follows the
-    // advertised gRPC port, which --listen on port 0 (and no --advertise) leaves to the system.
-    const clusterOptions = config.cluster
-    if (
-      clusterOptions !== undefined &&
-      (clusterOptions.peerListen !== undefined || splitHostPort(clusterOptions.advertise ?? config.listen).port !== 0)
-    ) {
-      const { peerListenOf } = await import('./cluster-node.js')
-      const peers = peerListenOf(clusterOptions, config.listen)
-      // Free now, but the gRPC or the HTTP listener would take it first.
-      for (const [flag, other] of [
-        ['--listen', config.listen],
-        ['--http-listen', config.httpListen],
-      ] as const) {
-        const port = splitHostPort(peers).port
-        if (other !== undefined && port !== 0 && splitHostPort(other).port === port) {
-          throw new Error(`--peer-listen (${peers}) and ${flag} (${other}) must use different ports`)
-        }
-      }
-      await checkCanListen(peers, 'peers (--peer-listen)')
-    }
+    if (peers !== undefined) await checkCanListen(peers, 'peers (--peer-listen)')
   } catch (err) {
     // Each check names the setting and what to do; the settings are the user's, so it is a usage error.
     throw new UsageError(err instanceof Error ? err.message : String(err), { cause: err })
   }
   // RocksDB writes CURRENT when it creates a database: without it, this start creates the node's.
-  const newDataFolder = !existsSync(join(config.engine.dataDir, 'CURRENT'))
+  const newDataFolder = config.cluster !== undefined && !existsSync(join(config.engine.dataDir, 'CURRENT'))
   const { manager, engineName } = await loadPlugins(config.engineSpec, config.plugins)
   const instances = await manager.start([engineName], { options: config.engine, logger })
   let engine: StorageEngine

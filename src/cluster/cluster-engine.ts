@@ -412,14 +412,6 @@ async function latestByKey(
   })
 }
 
-/**
- * The integrated edition's StorageEngine: any node accepts any call. A write is validated whole,
- * split by the owners of each series on the ring, written locally for what this node owns and
- * sent to the other owners over the peer transport; it is acknowledged once every owner has it
- * durable. A read goes to one owner per token range (so each series counts once), each node
- * answers for its ranges in parallel, and the parts merge into the single-node answer:
- * aggregations whose groups can span nodes travel as mergeable states.
- */
 /** The members' cache figures added up; a member without caches adds nothing. */
 function sumCaches(all: readonly EngineStats[]): NonNullable<EngineStats['caches']> {
   const total = (pick: (c: NonNullable<EngineStats['caches']>) => CacheStats): CacheStats => ({
@@ -433,6 +425,14 @@ function sumCaches(all: readonly EngineStats[]): NonNullable<EngineStats['caches
   }
 }
 
+/**
+ * The integrated edition's StorageEngine: any node accepts any call. A write is validated whole,
+ * split by the owners of each series on the ring, written locally for what this node owns and
+ * sent to the other owners over the peer transport; it is acknowledged once every owner has it
+ * durable. A read goes to one owner per token range (so each series counts once), each node
+ * answers for its ranges in parallel, and the parts merge into the single-node answer:
+ * aggregations whose groups can span nodes travel as mergeable states.
+ */
 export class ClusterEngine implements StorageEngine {
   private ringState: RingState | undefined
   private link: ClusterLink | undefined

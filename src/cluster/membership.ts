@@ -74,7 +74,6 @@ export interface MoveProgress {
   readonly pointsMoved: number
 }
 
-/** What the cluster's KV holds beside the ring: the leader, pending requests, the change under way. */
 /**
  * A start that would do harm: another live node holds this node's id, or the ring lists this node
  * while its data folder is new. The start stops rather than serve.
@@ -83,6 +82,7 @@ export class StartRefusedError extends Error {
   override readonly name = 'StartRefusedError'
 }
 
+/** What the cluster's KV holds beside the ring: the leader, pending requests, the change under way. */
 export interface ClusterMeta {
   /** leader is the node holding `<cluster>/leader` and its term (the key's LockIndex); undefined when none. */
   readonly leader: { readonly id: string; readonly term: number } | undefined

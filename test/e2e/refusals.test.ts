@@ -77,6 +77,26 @@ describe('refused starts of v3 serve', () => {
     }
   })
 
+  test('--listen and --http-listen on one port: one line naming both, exit 2, data folder untouched', async () => {
+    const port = await freePort()
+    const data = join(dir, 'one-port')
+    const r = await runV3([
+      'serve',
+      '--data',
+      data,
+      '--listen',
+      `127.0.0.1:${port}`,
+      '--http-listen',
+      `127.0.0.1:${port}`,
+    ])
+    assert.equal(r.code, 2, r.stderr)
+    assert.equal(
+      r.stderr.trimEnd(),
+      `v3: --http-listen (127.0.0.1:${port}) and --listen (127.0.0.1:${port}) must use different ports`,
+    )
+    assert.equal(existsSync(data), false, 'the engine opened the data folder')
+  })
+
   test('a malformed tokens file: one line naming the line, not echoing the secret', async () => {
     const file = join(dir, 'tokens')
     await writeFile(file, 'read:abcdefghijklmnop\nroot:sup3r-secret-token\n')
