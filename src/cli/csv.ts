@@ -2,23 +2,16 @@
  * A streaming CSV reader and writer (RFC 4180: comma-separated, fields quoted with `"` when they
  * hold a comma, a quote or a line break, `""` for a quote inside). The reader takes text in chunks
  * of any size and hands out one record at a time with the line it started on, so an importer's
- * memory does not grow with the file and its error reports can name the line.
+ * memory does not grow with the file and its error reports can name the line. A malformed record
+ * comes out as a record with an error, and reading goes on after the line break that ends it.
  */
-
-export class CsvSyntaxError extends Error {
-  constructor(
-    readonly line: number,
-    readonly reason: string,
-  ) {
-    super(`line ${line}: ${reason}`)
-    this.name = 'CsvSyntaxError'
-  }
-}
 
 export interface CsvRecord {
   readonly fields: string[]
-  /** 1-based line on which the record starts. */
+  /** 1-based line on which the record starts; for a malformed one, the line of the defect. */
   readonly line: number
+  /** Why the record is malformed (its fields are then empty); the reader goes on at the next line. */
+  readonly error?: string
 }
 
 const QUOTE = 34
@@ -39,6 +32,8 @@ export class CsvReader {
   private line = 1
   private recordLine = 1
   private recordStarted = false
+  /** The defect of the record being passed over up to its line break, and its line. */
+  private skipping: { readonly line: number; readonly reason: string } | undefined
 
   /** Parses a chunk; returns the records completed by it. */
   push(chunk: string): CsvRecord[] {
@@ -54,6 +49,15 @@ export class CsvReader {
           i++
           continue
         }
+      }
+      if (this.skipping !== undefined) {
+        while (i < n && chunk.charCodeAt(i) !== LF && chunk.charCodeAt(i) !== CR) i++
+        if (i === n) break
+        out.push({ fields: [], line: this.skipping.line, error: this.skipping.reason })
+        this.skipping = undefined
+        this.newRecord(chunk.charCodeAt(i))
+        i++
+        continue
       }
       if (this.inQuotes) {
         if (this.quotePending) {
@@ -89,22 +93,22 @@ export class CsvReader {
       } else if (c === LF || c === CR) {
         this.endField()
         out.push({ fields: this.fields, line: this.recordLine })
-        this.fields = []
-        this.recordStarted = false
-        this.line++
-        this.recordLine = this.line
-        this.afterCr = c === CR
+        this.newRecord(c)
         i++
       } else if (c === QUOTE) {
         if (this.field !== '' || this.quotedField) {
-          throw new CsvSyntaxError(this.line, 'a quote inside an unquoted field (quote the whole field)')
+          this.skip('a quote inside an unquoted field (quote the whole field)')
+          continue
         }
         this.inQuotes = true
         this.quotedField = true
         this.recordStarted = true
         i++
       } else {
-        if (this.quotedField) throw new CsvSyntaxError(this.line, 'text after the closing quote of a field')
+        if (this.quotedField) {
+          this.skip('text after the closing quote of a field')
+          continue
+        }
         let j = i + 1
         while (j < n) {
           const d = chunk.charCodeAt(j)
@@ -121,7 +125,15 @@ export class CsvReader {
 
   /** Ends the input; returns the last record when the text did not end with a line break. */
   end(): CsvRecord[] {
-    if (this.inQuotes && !this.quotePending) throw new CsvSyntaxError(this.recordLine, 'unterminated quoted field')
+    if (this.skipping !== undefined) {
+      const { line, reason } = this.skipping
+      this.skipping = undefined
+      return [{ fields: [], line, error: reason }]
+    }
+    if (this.inQuotes && !this.quotePending) {
+      this.inQuotes = false
+      return [{ fields: [], line: this.recordLine, error: 'unterminated quoted field' }]
+    }
     this.inQuotes = false
     this.quotePending = false
     if (!this.recordStarted && this.fields.length === 0) return []
@@ -130,6 +142,23 @@ export class CsvReader {
     this.fields = []
     this.recordStarted = false
     return [record]
+  }
+
+  /** Passes over the rest of the record's line: a defect found on it. */
+  private skip(reason: string): void {
+    this.skipping = { line: this.line, reason }
+    this.fields = []
+    this.field = ''
+    this.quotedField = false
+  }
+
+  /** After the line break `c` that ended a record. */
+  private newRecord(c: number): void {
+    this.fields = []
+    this.recordStarted = false
+    this.line++
+    this.recordLine = this.line
+    this.afterCr = c === CR
   }
 
   private endField(): void {

@@ -23,6 +23,7 @@ import { csvLine } from './csv.js'
 import { parseSelector, SelectorSyntaxError } from './selector.js'
 import { ALL_TIME, clientSource, keysByMetric, readAllSeries, type SeriesSource } from './series-source.js'
 import { formatTime, parseTimeFlag } from './time.js'
+import { formatValue } from './values.js'
 
 export const EXPORT_USAGE = `Usage: v3 export '<selector>'… [options]
 
@@ -153,7 +154,7 @@ export async function exportCsv(
       const s = series[index]!
       const tags = tagKeys.map((k) => s.tags.find((t) => t.key === k)?.value ?? '')
       for (let i = 0; i < part.timestamps.length; i++) {
-        if (lines.add(csvLine([s.metric, time(part.timestamps[i]!), String(part.values[i]!), ...tags]))) {
+        if (lines.add(csvLine([s.metric, time(part.timestamps[i]!), formatValue(part.values[i]!), ...tags]))) {
           await lines.flush()
         }
       }
@@ -194,7 +195,7 @@ function addWide(rows: Map<number, string[]>, part: SeriesPoints, col: number, w
       row = new Array<string>(width).fill('')
       rows.set(ts, row)
     }
-    row[col] = String(part.values[i]!)
+    row[col] = formatValue(part.values[i]!)
   }
 }
 

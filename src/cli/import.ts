@@ -21,10 +21,11 @@ import {
   stringFlag,
   WRITE_CONSISTENCY_USAGE,
 } from './client-command.js'
-import { CsvReader, type CsvRecord, CsvSyntaxError } from './csv.js'
+import { CsvReader, type CsvRecord } from './csv.js'
 import { type PointSink, serverSink } from './point-sink.js'
 import { Progress } from './progress.js'
 import { parsePrecision, parseTimestampCell } from './time.js'
+import { parseValue } from './values.js'
 
 export const IMPORT_USAGE = `Usage: v3 import <file.csv|file.csv.gz|-> [options]
 
@@ -69,15 +70,22 @@ export interface Layout {
   readonly width: number
 }
 
-/** Reads the header; throws UsageError naming the column that is missing or not a valid name. */
+/**
+ * Reads the header; throws UsageError naming the column that is missing or not a valid name. The
+ * first column named `metric`, `timestamp` or `value` (wide: `timestamp`, then the first column of
+ * each --tags key) is that column; a later one of the same name is a tag (wide: a metric), as
+ * export writes a series with a tag of such a name. Any other name twice is an error.
+ */
 export function layoutOf(header: readonly string[], wide: boolean, wideTags: readonly string[]): Layout {
-  const index = new Map<string, number>()
-  header.forEach((name, i) => {
-    if (index.has(name)) throw new UsageError(`header: column ${JSON.stringify(name)} appears twice`)
-    index.set(name, i)
-  })
+  const taken = new Set<number>()
+  const first = (name: string): number | undefined => {
+    const i = header.findIndex((h, col) => h === name && !taken.has(col))
+    if (i < 0) return undefined
+    taken.add(i)
+    return i
+  }
   const need = (name: string): number => {
-    const i = index.get(name)
+    const i = first(name)
     if (i === undefined) throw new UsageError(`header: no ${name} column (the header is ${header.join(',')})`)
     return i
   }
@@ -87,20 +95,28 @@ export function layoutOf(header: readonly string[], wide: boolean, wideTags: rea
       throw new UsageError(`header: column ${JSON.stringify(name)} is not a valid ${what}: ${problem}`)
   }
   const timestampCol = need('timestamp')
-  if (!wide) {
-    const metricCol = need('metric')
-    const valueCol = need('value')
-    const tagCols = header
-      .map((key, col) => ({ key, col }))
-      .filter(({ col }) => col !== metricCol && col !== timestampCol && col !== valueCol)
-    for (const t of tagCols) checkName(t.key, 'tag name')
-    return { wide, metricCol, timestampCol, valueCol, tagCols, metricCols: [], width: header.length }
+  const fixed = wide ? [timestampCol, ...wideTags.map(need)] : [timestampCol, need('metric'), need('value')]
+  const rest = header.map((name, col) => ({ name, col })).filter(({ col }) => !taken.has(col))
+  const seen = new Set<string>()
+  for (const { name } of rest) {
+    if (seen.has(name)) throw new UsageError(`header: column ${JSON.stringify(name)} appears twice`)
+    seen.add(name)
   }
-  const tagCols = wideTags.map((key) => ({ key, col: need(key) }))
-  const tagSet = new Set(wideTags)
-  const metricCols = header
-    .map((metric, col) => ({ metric, col }))
-    .filter(({ metric, col }) => col !== timestampCol && !tagSet.has(metric))
+  if (!wide) {
+    const tagCols = rest.map(({ name, col }) => ({ key: name, col }))
+    for (const t of tagCols) checkName(t.key, 'tag name')
+    return {
+      wide,
+      metricCol: fixed[1]!,
+      timestampCol,
+      valueCol: fixed[2]!,
+      tagCols,
+      metricCols: [],
+      width: header.length,
+    }
+  }
+  const tagCols = wideTags.map((key, i) => ({ key, col: fixed[i + 1]! }))
+  const metricCols = rest.map(({ name, col }) => ({ metric: name, col }))
   if (metricCols.length === 0) throw new UsageError('header: the wide format needs at least one metric column')
   for (const t of tagCols) checkName(t.key, 'tag name')
   for (const m of metricCols) checkName(m.metric, 'metric name')
@@ -114,10 +130,13 @@ export interface ParsedPoint {
   readonly value: number
 }
 
-function parseValue(text: string): number | string {
-  if (text === 'NaN') return Number.NaN
-  const v = text.trim() === '' ? Number.NaN : Number(text)
-  return Number.isFinite(v) ? v : `value ${JSON.stringify(text)} is not a finite number`
+/** A value cell (see values.ts) the gRPC API takes: ±Infinity only remote write stores. */
+function cellValue(text: string): number | string {
+  const v = parseValue(text)
+  if (v === Number.POSITIVE_INFINITY || v === Number.NEGATIVE_INFINITY) {
+    return `value ${JSON.stringify(text)}: ±Infinity cannot be written through the gRPC API (v3 migrate copies it between data folders)`
+  }
+  return v
 }
 
 /** The points of one data row, or the reason it is bad. */
@@ -138,7 +157,7 @@ export function parseRow(fields: readonly string[], layout: Layout, precision: P
     const metric = fields[layout.metricCol]!
     const problem = nameViolation(metric, DEFAULT_WRITE_LIMITS.maxNameBytes)
     if (problem !== undefined) return `metric ${JSON.stringify(metric)}: ${problem}`
-    const value = parseValue(fields[layout.valueCol]!)
+    const value = cellValue(fields[layout.valueCol]!)
     if (typeof value === 'string') return value
     return [{ metric, tags, ts, value }]
   }
@@ -146,16 +165,24 @@ export function parseRow(fields: readonly string[], layout: Layout, precision: P
   for (const { col, metric } of layout.metricCols) {
     const cell = fields[col]!
     if (cell === '') continue
-    const value = parseValue(cell)
+    const value = cellValue(cell)
     if (typeof value === 'string') return `${metric}: ${value}`
     out.push({ metric, tags, ts, value })
   }
   return out
 }
 
+/** One series' points in a batch: values in a Float64Array, which keeps a NaN's bits (an array would not). */
+interface BatchSeries {
+  readonly metric: string
+  readonly tags: Tag[]
+  readonly timestamps: number[]
+  values: Float64Array
+}
+
 /** Points grouped per series until the batch is full. */
 class Batch {
-  private readonly series = new Map<string, { metric: string; tags: Tag[]; timestamps: number[]; values: number[] }>()
+  private readonly series = new Map<string, BatchSeries>()
   points = 0
   firstLine = 0
   lastLine = 0
@@ -165,11 +192,17 @@ class Batch {
     for (const t of p.tags) key += `\u0000${t.key}\u0000${t.value}`
     let s = this.series.get(key)
     if (s === undefined) {
-      s = { metric: p.metric, tags: p.tags, timestamps: [], values: [] }
+      s = { metric: p.metric, tags: p.tags, timestamps: [], values: new Float64Array(16) }
       this.series.set(key, s)
     }
+    const n = s.timestamps.length
+    if (n === s.values.length) {
+      const grown = new Float64Array(n * 2)
+      grown.set(s.values)
+      s.values = grown
+    }
     s.timestamps.push(p.ts)
-    s.values.push(p.value)
+    s.values[n] = p.value
     if (this.points === 0) this.firstLine = line
     this.lastLine = line
     this.points++
@@ -180,7 +213,12 @@ class Batch {
   }
 
   take(): SeriesInput[] {
-    const out = [...this.series.values()]
+    const out = [...this.series.values()].map((s) => ({
+      metric: s.metric,
+      tags: s.tags,
+      timestamps: s.timestamps,
+      values: s.values.subarray(0, s.timestamps.length),
+    }))
     this.series.clear()
     this.points = 0
     return out
@@ -302,18 +340,22 @@ async function importRecords(
       cause: err,
     })
   }
+  /** Whether the sink has failed: what ended the loop was then not the input. */
+  let sinkFailed = false
   const flush = async (): Promise<void> => {
     if (batch.points === 0) return
     sent.push({ firstLine: batch.firstLine, lastLine: batch.lastLine, points: batch.points })
     try {
       await sink.send(batch.take())
     } catch (err) {
+      sinkFailed = true
       throw failed(err)
     }
   }
   try {
     for await (const record of records) {
       if (layout === undefined) {
+        if (record.error !== undefined) throw new UsageError(`header: ${record.error}`)
         layout = layoutOf(record.fields, options.wide, options.tags)
         continue
       }
@@ -321,7 +363,7 @@ async function importRecords(
       if (record.fields.length === 1 && record.fields[0] === '') continue
       summary.rows++
       onRow()
-      const points = parseRow(record.fields, layout, options.precision)
+      const points = record.error ?? parseRow(record.fields, layout, options.precision)
       if (typeof points === 'string') {
         summary.rejectedRows++
         if (!options.skip) {
@@ -337,8 +379,14 @@ async function importRecords(
     await flush()
   } catch (err) {
     if (err instanceof UsageError) throw err
-    summary.aborted =
-      err instanceof CsvSyntaxError ? { line: err.line, reason: err.reason } : { reason: (err as Error).message }
+    if (sinkFailed) summary.aborted = { reason: (err as Error).message }
+    else {
+      // The input failed (a truncated gzip stream, a read error): the rows before it are written.
+      summary.aborted = { reason: `cannot read the input: ${(err as Error).message}` }
+      await flush().catch((e: unknown) => {
+        summary.aborted = { reason: (e as Error).message }
+      })
+    }
   }
   try {
     const result = await sink.finish()

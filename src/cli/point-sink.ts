@@ -23,7 +23,11 @@ export function serverSink(client: V3Client, options: { readonly consistency?: C
   return { send: (batch) => stream.write(batch), finish: () => stream.end() }
 }
 
-/** Writes straight into an open engine, one batch at a time. */
+/**
+ * Writes straight into an open engine, one batch at a time. The points are copies of stored ones
+ * (migrate's), so they are stored as they are: NaN of any bits and ±Infinity too, which remote
+ * write stores and the gRPC API refuses.
+ */
 export function engineSink(engine: StorageEngine): PointSink {
   let points = 0
   let series = 0
@@ -36,6 +40,7 @@ export function engineSink(engine: StorageEngine): PointSink {
           timestamps: s.timestamps,
           values: s.values,
         })),
+        acceptNaN: true,
       })
       points += r.pointsWritten
       series += r.seriesWritten

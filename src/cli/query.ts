@@ -14,6 +14,7 @@ import { csvLine } from './csv.js'
 import { rangeOf, selectorsOf } from './export.js'
 import { formatSelector } from './selector.js'
 import { formatTime } from './time.js'
+import { formatValue } from './values.js'
 
 const AGG_FUNCS: readonly AggFunc[] = [
   'count',
@@ -98,7 +99,11 @@ export function renderSeries(series: readonly SeriesPoints[], format: Format): s
     const out = series.map((s) => ({
       metric: s.metric,
       tags: Object.fromEntries(s.tags.map((t) => [t.key, t.value])),
-      points: Array.from(s.timestamps, (ts, i) => [ts, s.values[i]]),
+      // JSON has no NaN or Infinity (JSON.stringify writes null for each): they go as their cells.
+      points: Array.from(s.timestamps, (ts, i) => {
+        const v = s.values[i]!
+        return [ts, Number.isFinite(v) ? v : formatValue(v)]
+      }),
     }))
     return `${JSON.stringify(out, null, 2)}\n`
   }
@@ -107,7 +112,7 @@ export function renderSeries(series: readonly SeriesPoints[], format: Format): s
     const tags = keys.map((k) => tagValue(s.tags, k))
     for (let i = 0; i < s.timestamps.length; i++) {
       const ts = s.timestamps[i]!
-      const v = String(s.values[i]!)
+      const v = formatValue(s.values[i]!)
       rows.push(format === 'csv' ? [s.metric, String(ts), v, ...tags] : [s.metric, ...tags, formatTime(ts), v])
     }
   }

@@ -18,7 +18,7 @@ export function parseTimestampCell(text: string, precision: Precision): number |
     const ms = normalizeTimestamp(raw, precision)
     return Number.isNaN(ms) ? `timestamp ${text} (${precision}) is out of range` : ms
   }
-  const ms = parseRfc3339(text)
+  const ms = parseRfc3339(text, true)
   if (Number.isNaN(ms)) {
     return `timestamp ${JSON.stringify(text)} is neither an integer in ${precision} nor RFC 3339 (2026-01-01T00:00:00Z)`
   }
@@ -37,7 +37,7 @@ export function parseTimeFlag(flag: string, text: string, nowMs: number): number
     if (!Number.isSafeInteger(ms)) throw new UsageError(`--${flag} is out of range: ${text} is beyond ±2^53 ms`)
     return ms
   }
-  const ms = parseRfc3339(text)
+  const ms = parseRfc3339(text, true)
   if (Number.isNaN(ms)) {
     throw new UsageError(
       `--${flag} must be RFC 3339 (2026-01-01T00:00:00Z), epoch milliseconds, now, or relative (-1h), got ${JSON.stringify(text)}`,

@@ -16,7 +16,7 @@ const RUN_WIDTH_BLOCKS = 120
 const MIN_BLOCK = Math.ceil(-(2 ** 31) / RUN_WIDTH_BLOCKS) * RUN_WIDTH_BLOCKS
 const END_BLOCK = Math.floor((2 ** 31 - 1) / RUN_WIDTH_BLOCKS) * RUN_WIDTH_BLOCKS
 
-/** The earliest storable timestamp, in milliseconds since the epoch (about 66,000 BC). */
+/** The earliest storable timestamp, in milliseconds since the epoch (about 72 BC). */
 export const MIN_TIMESTAMP_MS = MIN_BLOCK * BLOCK_WIDTH_MS
 
 /** The latest storable timestamp, in milliseconds since the epoch (about AD 4011). */
@@ -95,15 +95,18 @@ export function normalizeTimestamp(raw: RawTimestamp, precision: Precision): num
 // A date, `T` (or `t`, or a space, which RFC 3339 allows for readability), a time, optional
 // fractional seconds, and a zone: `Z` or ±hh:mm.
 const RFC3339 = /^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2})$/
+/** The same with ISO 8601's expanded years too (±YYYYYY), as toISOString writes years before 0. */
+const EXPANDED = /^(\d{4}|[+-]\d{6})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2})$/
 
 /**
  * RFC 3339 to milliseconds since the epoch, finer fractions rounded down; NaN when malformed or
  * when it names no real moment: a day its month lacks, an hour past 23, a minute or second past 59,
  * which Go's time.Parse (and so Prometheus) refuses. Date.parse alone would roll 2024-02-30 over to
- * March 1 and T24:00:00 to the next day.
+ * March 1 and T24:00:00 to the next day. With `expandedYears`, a year may also be six digits with
+ * a sign (`-000072-06-20T23:00:00Z`), the form the command line's dates take before year 0.
  */
-export function parseRfc3339(text: string): number {
-  const m = RFC3339.exec(text)
+export function parseRfc3339(text: string, expandedYears = false): number {
+  const m = (expandedYears ? EXPANDED : RFC3339).exec(text)
   if (!m) return Number.NaN
   const [year, month, day, hour, minute, second] = m.slice(1, 7).map(Number) as [
     number,
@@ -113,7 +116,10 @@ export function parseRfc3339(text: string): number {
     number,
     number,
   ]
-  const daysInMonth = new Date(Date.UTC(year, month, 0)).getUTCDate()
+  // setUTCFullYear, not Date.UTC: Date.UTC reads years 0 to 99 as 1900 to 1999.
+  const lastDay = new Date(0)
+  lastDay.setUTCFullYear(year, month, 0)
+  const daysInMonth = lastDay.getUTCDate()
   if (month < 1 || month > 12 || day < 1 || day > daysInMonth || hour > 23 || minute > 59 || second > 59) {
     return Number.NaN
   }

@@ -558,6 +558,9 @@ function int64Size(t: RawTimestamp): number {
 function checkTimestamp(t: RawTimestamp, field: string): void {
   if (typeof t === 'bigint') {
     if (t < -(2n ** 63n) || t >= 2n ** 63n) throw ValidationError.field(field, 'does not fit a signed 64-bit integer')
+  } else if (Number.isInteger(t) && !Number.isSafeInteger(t)) {
+    // Nanoseconds since the epoch as a number (Date.now() * 1e6) land here: a double has lost them.
+    throw ValidationError.field(field, `${t} is beyond ±2^53 and not exact as a number; pass it as a bigint`)
   } else if (!Number.isSafeInteger(t)) {
     throw ValidationError.field(field, `must be an integer, got ${t}`)
   }

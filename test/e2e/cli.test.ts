@@ -11,6 +11,9 @@ import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import { gzipSync } from 'node:zlib'
 import type { V3Client } from '../../src/client/index.js'
+import { BasicEngine } from '../../src/engine/basic-engine.js'
+import { MIN_TIMESTAMP_MS } from '../../src/model/timestamps.js'
+import { STALE_BITS, writeRequest } from '../fixtures/prom-remote-bodies.js'
 import { runV3 } from './cli-run.js'
 import { makeDataDir, removeDataDir, type ServerProcess, startServerProcess } from './server-process.js'
 
@@ -18,6 +21,11 @@ const T0 = Date.UTC(2026, 0, 1)
 const ALL = { startMs: T0 - 86_400_000, endMs: T0 + 86_400_000 }
 
 /** Every point of every series of the metrics, as comparable plain data. */
+/** Each value's 64 bits in hex: NaN payloads and the sign of zero tell apart. */
+function bitsOf(values: Float64Array): string[] {
+  return [...new BigUint64Array(values.buffer, values.byteOffset, values.length)].map((b) => b.toString(16))
+}
+
 async function dump(client: V3Client, metrics: string[]): Promise<string[]> {
   const out: string[] = []
   for (const metric of metrics) {
@@ -58,10 +66,25 @@ describe('v3 client commands', () => {
     await writeFile(join(dir, 'abort.csv'), csv)
     const r = await runV3(['import', join(dir, 'abort.csv'), '--server', a.address])
     assert.equal(r.code, 1, r.stderr)
-    assert.match(r.stderr, /stopped at line 4: value "oops" is not a finite number/)
+    assert.match(r.stderr, /stopped at line 4: value "oops" is not a number/)
     assert.match(r.stderr, /2 points written from 2 rows, 1 rows rejected/)
     const got = await a.client.query({ selector: { metric: 'ab_cpu' }, ...ALL })
     assert.deepEqual([...(got[0]?.values ?? [])], [1, 2])
+
+    // A row the CSV syntax breaks stops the import alike, after the rows before it in the same read.
+    const quoted = [
+      'metric,timestamp,value,host',
+      `aq_cpu,${T0},1,a`,
+      `aq_cpu,${T0 + 1000},2,a"b`,
+      `aq_cpu,${T0 + 2000},3,a`,
+    ]
+    await writeFile(join(dir, 'quote.csv'), quoted.join('\n'))
+    const q = await runV3(['import', join(dir, 'quote.csv'), '--server', a.address])
+    assert.equal(q.code, 1, q.stderr)
+    assert.match(q.stderr, /stopped at line 3: a quote inside an unquoted field/)
+    assert.match(q.stderr, /1 points written from 1 rows, 1 rows rejected/)
+    const gotQuoted = await a.client.query({ selector: { metric: 'aq_cpu' }, ...ALL })
+    assert.deepEqual([...(gotQuoted[0]?.values ?? [])], [1])
   })
 
   test('import says why it stopped when no row is to blame: no server, or no header', async () => {
@@ -175,6 +198,8 @@ describe('v3 client commands', () => {
       `9bad,${T0},4,a,eu`,
       `sk_cpu,${T0},5,b`,
       `sk_cpu,${T0 + 9000},6,"b,c",eu`,
+      `sk_cpu,${T0 + 10_000},7,"b"c,eu`,
+      `sk_cpu,${T0 + 11_000},8,"b,c",eu`,
     ].join('\r\n')
     await writeFile(join(dir, 'skip.csv'), csv)
     const r = await runV3(['import', join(dir, 'skip.csv'), '--server', a.address, '--on-error', 'skip'])
@@ -182,7 +207,8 @@ describe('v3 client commands', () => {
     assert.match(r.stderr, /line 3: timestamp "not-a-time" is neither/)
     assert.match(r.stderr, /line 5: metric "9bad"/)
     assert.match(r.stderr, /line 6: expected 5 fields, found 4/)
-    assert.match(r.stderr, /3 points written from 3 rows, 3 rows rejected/)
+    assert.match(r.stderr, /line 8: text after the closing quote of a field \(skipped\)/)
+    assert.match(r.stderr, /4 points written from 4 rows, 4 rows rejected/)
     const series = await a.client.listSeries({ metric: 'sk_cpu' })
     assert.deepEqual(series.map((s) => s.tags.map((t) => `${t.key}=${t.value}`).join(',')).sort(), [
       'host=a',
@@ -255,6 +281,127 @@ describe('v3 client commands', () => {
     })
     assert.equal(back.code, 0, back.stderr)
     assert.deepEqual(await dump(b.client, ['rt_cpu', 'rt_mem']), expected)
+  })
+
+  test('export writes every value to its bits (-0, NaN payloads, ±Infinity); import and migrate read them back', async () => {
+    // Values only remote write stores: the staleness marker and ±Infinity, beside -0 and the rest.
+    const samples = [
+      -0,
+      'stale',
+      Number.POSITIVE_INFINITY,
+      Number.NEGATIVE_INFINITY,
+      Number.NaN,
+      1.5,
+      1e308,
+      5e-324,
+    ] as const
+    const rw = await fetch(a.metricsUrl!.replace(/\/metrics$/, '/api/v1/write'), {
+      method: 'POST',
+      body: writeRequest([
+        {
+          labels: [
+            ['__name__', 'fx_val'],
+            ['job', 'j'],
+          ],
+          samples: samples.map((v, i) => [v, T0 + i * 1000]),
+        },
+      ]),
+    })
+    assert.equal(rw.status, 204, await rw.text())
+    const stored = (await a.client.query({ selector: { metric: 'fx_val' }, ...ALL }))[0]!
+    const want = bitsOf(stored.values)
+    assert.equal(want[1], STALE_BITS.toString(16))
+
+    const exported = await runV3(['export', 'fx_val', '--server', a.address])
+    assert.equal(exported.code, 0, exported.stderr)
+    assert.deepEqual(
+      exported.stdout
+        .trimEnd()
+        .split('\n')
+        .map((line) => line.split(',')[2]),
+      ['value', '-0', 'NaN(0x7ff0000000000002)', 'Infinity', '-Infinity', 'NaN', '1.5', '1e+308', '5e-324'],
+    )
+
+    // Through the gRPC API: NaN with --allow-nan, every bit kept; ±Infinity refused row by row.
+    const c = await startServerProcess({ args: ['--allow-nan'] })
+    try {
+      const imported = await runV3(['import', '-', '--on-error', 'skip', '--server', c.address], {
+        stdin: Buffer.from(exported.stdout),
+      })
+      assert.equal(imported.code, 1, imported.stderr)
+      assert.match(
+        imported.stderr,
+        /line 4: value "Infinity": ±Infinity cannot be written through the gRPC API \(v3 migrate copies it between data folders\) \(skipped\)/,
+      )
+      assert.match(imported.stderr, /6 points written from 6 rows, 2 rows rejected/)
+      const back = (await c.client.query({ selector: { metric: 'fx_val' }, ...ALL }))[0]!
+      assert.deepEqual(bitsOf(back.values), [want[0], want[1], want[4], want[5], want[6], want[7]])
+    } finally {
+      assert.equal((await c.stop()).code, 0, c.stderr())
+      await removeDataDir(c.dataDir)
+    }
+
+    // Into a data folder, every value as stored: a copy of stored points is not checked again.
+    const folder = await makeDataDir()
+    try {
+      const out = await runV3(['migrate', '--from', a.address, '--to', folder, 'fx_val'])
+      assert.equal(out.code, 0, out.stderr)
+      const engine = new BasicEngine({ dataDir: folder })
+      await engine.open()
+      try {
+        const copied = (await engine.query({ selector: { metric: 'fx_val', matchers: [] }, ...ALL }))[0]!
+        assert.deepEqual(bitsOf(copied.values), want)
+      } finally {
+        await engine.close()
+      }
+    } finally {
+      await removeDataDir(folder)
+    }
+  })
+
+  test('export then import keeps tags named metric, timestamp or value, metrics named as tags, and the earliest dates', async () => {
+    await a.client.write([
+      {
+        metric: 'hc_cpu',
+        tags: { metric: 'm1', timestamp: 't1', value: 'v1', host: 'a' },
+        timestamps: [T0],
+        values: [1],
+      },
+      { metric: 'hc_cpu', tags: { host: 'b' }, timestamps: [T0], values: [2] },
+      { metric: 'host', tags: { host: 'a' }, timestamps: [T0, T0 + 1000], values: [3, 4] },
+      { metric: 'timestamp', tags: { host: 'a' }, timestamps: [T0], values: [5] },
+      { metric: 'hc_old', tags: { host: 'a' }, timestamps: [MIN_TIMESTAMP_MS, T0], values: [6, 7] },
+    ])
+    const metrics = ['hc_cpu', 'host', 'timestamp']
+    const expected = await dump(a.client, metrics)
+    const long = await runV3(['export', ...metrics, '--server', a.address])
+    assert.equal(long.code, 0, long.stderr)
+    assert.match(long.stdout, /^metric,timestamp,value,host,metric,timestamp,value\n/)
+    const longBack = await runV3(['import', '-', '--server', b.address], { stdin: Buffer.from(long.stdout) })
+    assert.equal(longBack.code, 0, longBack.stderr)
+    assert.deepEqual(await dump(b.client, metrics), expected)
+    for (const metric of metrics) await b.client.deleteSeries({ selector: { metric } })
+
+    const wide = await runV3(['export', 'host', 'timestamp', '--wide', '--server', a.address])
+    assert.equal(wide.code, 0, wide.stderr)
+    assert.match(wide.stdout, /^timestamp,host,host,timestamp\n/)
+    const wideBack = await runV3(['import', '-', '--wide', '--tags', 'host', '--server', b.address], {
+      stdin: Buffer.from(wide.stdout),
+    })
+    assert.equal(wideBack.code, 0, wideBack.stderr)
+    assert.deepEqual(
+      await dump(b.client, ['host', 'timestamp']),
+      expected.filter((l) => !l.startsWith('hc_cpu')),
+    )
+
+    // The earliest storable time is before year 0: an expanded ISO 8601 year, which import reads.
+    const old = await runV3(['export', 'hc_old', '--time-format', 'rfc3339', '--server', a.address])
+    assert.equal(old.code, 0, old.stderr)
+    assert.match(old.stdout, /\nhc_old,-0000\d\d-\d\d-\d\dT[0-9:.]+Z,6,a\n/)
+    const oldBack = await runV3(['import', '-', '--server', b.address], { stdin: Buffer.from(old.stdout) })
+    assert.equal(oldBack.code, 0, oldBack.stderr)
+    const got = await b.client.query({ selector: { metric: 'hc_old' }, startMs: MIN_TIMESTAMP_MS, endMs: ALL.endMs })
+    assert.deepEqual([...(got[0]?.timestamps ?? [])], [MIN_TIMESTAMP_MS, T0])
   })
 
   test('query prints a table, CSV or JSON, and points at a syntax error', async () => {

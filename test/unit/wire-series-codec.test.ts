@@ -171,6 +171,23 @@ test('nanosecond timestamps beyond 2^53 stay bigint and exact; negative ones rou
   assert.throws(() => WriteRequest.decode(bytes), /MAX_SAFE_INTEGER/)
 })
 
+test('a timestamp number beyond 2^53 is refused before sending, with the way to send it', () => {
+  const encode = (t: number | bigint) =>
+    encodeWriteRequest([{ metric: 'n', tags: [], timestamps: [t], values: [1] }], 4)
+  for (const t of [2 ** 53, Date.now() * 1e6]) {
+    assert.throws(
+      () => encode(t),
+      (e: unknown) =>
+        e instanceof ValidationError &&
+        e.message.includes(
+          `series[0].timestamps[0]: ${t} is beyond ±2^53 and not exact as a number; pass it as a bigint`,
+        ),
+    )
+  }
+  assert.throws(() => encode(1.5), /series\[0\]\.timestamps\[0\]: must be an integer, got 1\.5/)
+  assert.throws(() => encode(2n ** 63n), /does not fit a signed 64-bit integer/)
+})
+
 test('unpacked and split repeated fields are accepted, unknown fields skipped', () => {
   const series = new BinaryWriter()
   series.uint32(0x0a).string('u')
