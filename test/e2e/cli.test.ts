@@ -322,6 +322,25 @@ describe('v3 client commands', () => {
       ['value', '-0', 'NaN(0x7ff0000000000002)', 'Infinity', '-Infinity', 'NaN', '1.5', '1e+308', '5e-324'],
     )
 
+    const json = await runV3([
+      'query',
+      'fx_val',
+      '--format',
+      'json',
+      '--start',
+      String(T0),
+      '--end',
+      String(T0 + 10_000),
+      '--server',
+      a.address,
+    ])
+    assert.equal(json.code, 0, json.stderr)
+    const points = (JSON.parse(json.stdout) as Array<{ points: [number, number | string][] }>)[0]!.points
+    assert.deepEqual(
+      points.map((p) => p[1]),
+      [0, 'NaN(0x7ff0000000000002)', 'Infinity', '-Infinity', 'NaN', 1.5, 1e308, 5e-324],
+    )
+
     // Through the gRPC API: NaN with --allow-nan, every bit kept; ±Infinity refused row by row.
     const c = await startServerProcess({ args: ['--allow-nan'] })
     try {
