@@ -65,7 +65,11 @@ export interface ServerOptions extends TransportOptions {
   readonly subscriberBufferPoints?: number
   /** Where unexpected errors and shutdown notes go. Default console. */
   readonly logger?: ServerLogger
-  /** grpc-js server interceptors run around every call, in order (metrics, request logging). */
+  /**
+   * grpc-js server interceptors that observe every call (metrics, request logging), in order. They
+   * see each call before authentication does, so they also see a call it refuses, with the status
+   * its client gets.
+   */
   readonly interceptors?: readonly ServerInterceptor[]
   /**
    * File of `<role>:<token>` lines (roles read, write, admin; `#` comments). When set, every call
@@ -116,7 +120,10 @@ function bind(server: Server, listen: string, creds: ServerCredentials): Promise
 export type ServerSettings = Omit<ServerOptions, 'engine' | 'interceptors'>
 
 export interface PreparedServer {
-  /** Serves the engine, with these interceptors around every call; resolves once it is serving. */
+  /**
+   * Serves the engine, with these observing interceptors around every call (refused ones too; see
+   * ServerOptions.interceptors); resolves once it is serving.
+   */
   start(engine: StorageEngine, interceptors?: readonly ServerInterceptor[]): Promise<RunningServer>
 }
 
@@ -215,12 +222,16 @@ async function serveEngine(options: Prepared): Promise<RunningServer> {
     ...transport,
     'grpc.max_receive_message_length': maxMessageBytes,
     'grpc.max_send_message_length': maxMessageBytes,
-    // Authentication first, so that no other interceptor (request logging, say) sees a refused call;
-    // but a refused call is activity too, so the reclaimer comes before it.
+    // grpc-js wraps each interceptor around the ones before it, so the first listed sees a call's
+    // metadata first and a status last. Authentication refuses a call by sending the status to
+    // the interceptors before it; the ones after it see only the stream closing, which they would
+    // count as CANCELLED. So the observers (metrics, request logging) come before it, and count and
+    // log a refused call under the status its client got; the handler comes after it and never
+    // sees a refused call. A refused call is activity too, so the reclaimer comes first.
     interceptors: [
       ...(reclaimer === undefined ? [] : [reclaimer.interceptor()]),
-      ...(tokens === undefined ? [] : [authInterceptor(tokens)]),
       ...options.interceptors,
+      ...(tokens === undefined ? [] : [authInterceptor(tokens)]),
     ],
   })
   if (!raiseReceiveWindow(server, receiveWindowBytes)) {
