@@ -110,8 +110,31 @@ export function clientOptions(values: FlagValues, env: Readonly<Record<string, s
   return { ...(token === undefined ? {} : { token }), ...(tls === undefined ? {} : { tls }) }
 }
 
+/** host:port, the host a name, an IPv4 address or a bracketed IPv6 one. */
+const HOST_PORT = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9._-]+):(\d{1,5})$/
+/** gRPC's own target forms (unix:/path, dns:///host:port, …), passed on as they are. */
+const GRPC_TARGET = /^(unix|unix-abstract|dns|ipv4|ipv6):/
+
+/** The node to talk to: --server, else $V3_SERVER, else the default; a malformed one is a usage error. */
 export function serverAddress(values: FlagValues, env: Readonly<Record<string, string | undefined>>): string {
-  return stringFlag(values, 'server') ?? env.V3_SERVER ?? '127.0.0.1:50051'
+  const flag = stringFlag(values, 'server')
+  const [source, address] =
+    flag !== undefined
+      ? ['--server', flag]
+      : env.V3_SERVER !== undefined
+        ? ['V3_SERVER', env.V3_SERVER]
+        : ['', '127.0.0.1:50051']
+  return checkServerAddress(source, address)
+}
+
+/** `address` when it is host:port (port 1 to 65535) or a gRPC target; a usage error naming `source` otherwise. */
+export function checkServerAddress(source: string, address: string): string {
+  if (GRPC_TARGET.test(address)) return address
+  const port = Number(HOST_PORT.exec(address)?.[2] ?? Number.NaN)
+  if (!(port >= 1 && port <= 65_535)) {
+    throw new UsageError(`${source} must be host:port with a port from 1 to 65535, got ${JSON.stringify(address)}`)
+  }
+  return address
 }
 
 /**

@@ -39,9 +39,14 @@ async function main(argv: readonly string[]): Promise<number> {
     await serve(rest)
     return 0
   }
-  if (command === undefined || command === 'help' || command === '--help' || command === '-h') {
+  if (command === undefined) {
+    // No command is a usage error: its text goes where errors go.
+    process.stderr.write(USAGE)
+    return 2
+  }
+  if (command === 'help' || command === '--help' || command === '-h') {
     process.stdout.write(USAGE)
-    return command === undefined ? 2 : 0
+    return 0
   }
   const load = COMMANDS[command]
   if (load === undefined) throw new UsageError(`unknown command ${JSON.stringify(command)}\n\n${USAGE}`)

@@ -10,7 +10,14 @@ import { BasicEngine } from '../engine/basic-engine.js'
 import { DEFAULT_WRITE_LIMITS } from '../model/limits.js'
 import type { SeriesRef } from '../model/types.js'
 import { parseCount, UsageError } from './args.js'
-import { CONNECTION_USAGE, connectTo, type FlagValues, parseCommandArgs, stringFlag } from './client-command.js'
+import {
+  CONNECTION_USAGE,
+  checkServerAddress,
+  connectTo,
+  type FlagValues,
+  parseCommandArgs,
+  stringFlag,
+} from './client-command.js'
 import { rangeOf, selectorsOf } from './export.js'
 import { engineSink, type PointSink, serverSink } from './point-sink.js'
 import { Progress } from './progress.js'
@@ -63,7 +70,7 @@ export function isServerAddress(text: string): boolean {
 
 async function openEndpoint(text: string, values: FlagValues, mustExist: boolean): Promise<Endpoint> {
   if (isServerAddress(text)) {
-    const client = await connectTo(text, values)
+    const client = await connectTo(checkServerAddress(mustExist ? '--from' : '--to', text), values)
     return {
       label: `server ${text}`,
       source: clientSource(client),

@@ -14,8 +14,14 @@ const root = resolve(import.meta.dirname, '..', '..')
 
 test('bin/v3.js runs as an executable through its first line', () => {
   const run = spawnSync(join(root, 'bin', 'v3.js'), [], { cwd: root, encoding: 'utf8' })
+  // No command is a usage error: the usage goes to stderr; asked for, to stdout.
   assert.equal(run.status, 2)
-  assert.match(run.stdout + run.stderr, /Usage: v3 <command>/)
+  assert.equal(run.stdout, '')
+  assert.match(run.stderr, /^Usage: v3 <command>/)
+  const help = spawnSync(join(root, 'bin', 'v3.js'), ['--help'], { cwd: root, encoding: 'utf8' })
+  assert.equal(help.status, 0)
+  assert.equal(help.stderr, '')
+  assert.match(help.stdout, /^Usage: v3 <command>/)
 })
 
 test('the Node options of its first line reach the server process and the scripts that start it', async () => {

@@ -50,6 +50,17 @@ test('the connection comes from flags, then V3_SERVER and V3_TOKEN, then the def
   assert.equal(serverAddress({}, {}), '127.0.0.1:50051')
   assert.equal(serverAddress({}, { V3_SERVER: 'db:1' }), 'db:1')
   assert.equal(serverAddress({ server: 'flag:2' }, { V3_SERVER: 'db:1' }), 'flag:2')
+  assert.equal(serverAddress({ server: '[::1]:65535' }, {}), '[::1]:65535')
+  assert.equal(serverAddress({ server: 'unix:/run/v3.sock' }, {}), 'unix:/run/v3.sock')
+  for (const bad of ['127.0.0.1', '127.0.0.1:99999', '127.0.0.1:0', '', 'a b:1', 'http://db:1']) {
+    assert.throws(
+      () => serverAddress({ server: bad }, {}),
+      new RegExp(
+        `^UsageError: --server must be host:port with a port from 1 to 65535, got ${JSON.stringify(bad).replace(/[.*+?^$()[\]{}|\\/]/g, '\\$&')}$`,
+      ),
+    )
+  }
+  assert.throws(() => serverAddress({}, { V3_SERVER: 'db' }), /^UsageError: V3_SERVER must be host:port/)
   assert.deepEqual(clientOptions({}, { V3_TOKEN: 't1' }), { token: 't1' })
   assert.deepEqual(clientOptions({ token: 't2' }, { V3_TOKEN: 't1' }), { token: 't2' })
   assert.deepEqual(clientOptions({ 'tls-ca': 'ca.pem' }, {}), {
