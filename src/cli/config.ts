@@ -648,6 +648,8 @@ function parseValue(spec: OptionSpec, raw: unknown, label: string): OptionValue 
   }
   switch (kind) {
     case 'string':
+      // An empty path or name means nothing; a token may be empty (no token).
+      if (text === '' && spec.key !== 'consul-token') return fail('a non-empty string')
       return text
     case 'listen':
       return rename(() => parseListen(text))
@@ -857,8 +859,14 @@ export function printConfig(config: ResolvedConfig): string {
   for (const spec of SERVE_OPTIONS) {
     const option = config.get(spec.key)
     if (option === undefined) continue
-    // Plain numbers print as numbers: a file takes them for milliseconds, bytes or counts alike.
-    const text = typeof option.text === 'string' && /^\d+$/.test(option.text) ? Number(option.text) : option.text
+    // Plain numbers print as numbers: a file takes them for milliseconds, bytes or counts alike. A
+    // switch prints as true or false, whichever way it was given (V3_ALLOW_NAN=1).
+    const text =
+      spec.kind === 'bool'
+        ? option.value === true
+        : typeof option.text === 'string' && /^\d+$/.test(option.text)
+          ? Number(option.text)
+          : option.text
     lines.push(`${stringify({ [spec.key]: text }).trimEnd()}  # ${option.source}`)
   }
   return `${lines.join('\n')}\n`

@@ -419,8 +419,8 @@ export async function runImport(args: readonly string[]): Promise<number> {
   const totalBytes = info?.size
   const source: AsyncIterable<Buffer> =
     path === '-' ? process.stdin : createReadStream(path, { highWaterMark: 256 * 1024 })
-  const progress = new Progress('import', totalBytes, options.quiet)
   const client = await connect(values)
+  const progress = new Progress('import', totalBytes, options.quiet)
   const started = performance.now()
   let summary: ImportSummary
   try {

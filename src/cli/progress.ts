@@ -14,16 +14,20 @@ export class Progress {
   private bytes = 0
   private rows = 0
   private readonly started = performance.now()
-  private lastDraw = 0
+  private lastDraw = this.started
   private drawn = false
   private readonly tty = process.stderr.isTTY === true
+  /** Off a terminal, a line every interval from the start, whether or not the input moves. */
+  private readonly timer: NodeJS.Timeout | undefined
 
   constructor(
     private readonly label: string,
     /** Total input bytes when known (a file), for the percentage and the ETA. */
     private readonly totalBytes: number | undefined,
     private readonly quiet: boolean,
-  ) {}
+  ) {
+    if (!quiet && !this.tty) this.timer = setInterval(() => this.draw(), LINE_INTERVAL_MS).unref()
+  }
 
   addBytes(n: number): void {
     this.bytes += n
@@ -44,20 +48,21 @@ export class Progress {
   }
 
   done(): void {
+    clearInterval(this.timer)
     this.clear()
   }
 
+  /** Redraws the bar on a terminal, at most every BAR_INTERVAL_MS. */
   private maybeDraw(): void {
-    if (this.quiet) return
+    if (this.quiet || !this.tty) return
     const now = performance.now()
-    if (now - this.lastDraw < (this.tty ? BAR_INTERVAL_MS : LINE_INTERVAL_MS)) return
-    if (this.lastDraw === 0 && !this.tty) {
-      // The first plain line comes after one interval, not at once.
-      this.lastDraw = now
-      return
-    }
+    if (now - this.lastDraw < BAR_INTERVAL_MS) return
     this.lastDraw = now
-    const seconds = (now - this.started) / 1000
+    this.draw()
+  }
+
+  private draw(): void {
+    const seconds = (performance.now() - this.started) / 1000
     const rate = Math.round(this.rows / Math.max(seconds, 0.001))
     const total = this.totalBytes
     const fraction = total ? Math.min(1, this.bytes / total) : undefined

@@ -248,6 +248,23 @@ test('--print-config output loads back as a config file with the same values', (
   }
 })
 
+test('--print-config prints a switch given as 1 or 0 as true or false, which a file takes', () => {
+  const c = parseServeArgs([], { V3_ALLOW_NAN: '1', V3_LOG_REQUESTS: '0' })
+  const printed = printConfig(c.resolved)
+  assert.match(printed, /^allow-nan: true {2}# env$/m)
+  assert.match(printed, /^log-requests: false {2}# env$/m)
+  const again = parseServeArgs(['--config', file('printed-bools.yaml', printed)])
+  assert.equal(again.resolved.get('allow-nan')?.value, true)
+  assert.equal(again.resolved.get('log-requests')?.value, false)
+})
+
+test('an empty path or name is refused naming its source; an empty Consul token is none', () => {
+  assert.throws(() => parseServeArgs(['--data', '']), /^UsageError: --data must be a non-empty string, got ""$/)
+  assert.throws(() => parseServeArgs([], { V3_DATA: '' }), /^UsageError: V3_DATA must be a non-empty string, got ""$/)
+  assert.throws(() => parseServeArgs(['--tls-cert', '']), /--tls-cert must be a non-empty string/)
+  assert.equal(parseServeArgs([], { V3_CONSUL_TOKEN: '' }).resolved.get('consul-token')?.value, '')
+})
+
 test('the README options table lists every option with its default', () => {
   const readme = readFileSync(join(import.meta.dirname, '..', '..', 'README.md'), 'utf8')
   for (const spec of SERVE_OPTIONS) {
