@@ -6,7 +6,7 @@ import { createReadStream } from 'node:fs'
 import { stat } from 'node:fs/promises'
 import { Readable } from 'node:stream'
 import { createGunzip } from 'node:zlib'
-import { type SeriesInput, V3ClientError } from '../client/index.js'
+import { type SeriesInput, status, V3ClientError } from '../client/index.js'
 import { DEFAULT_WRITE_LIMITS } from '../model/limits.js'
 import { nameViolation, tagKeyViolation } from '../model/series-key.js'
 import type { Precision, Tag } from '../model/types.js'
@@ -299,6 +299,15 @@ function refusedBatch(
   return { batch, pointsBefore }
 }
 
+/** Whether a failed call never reached a server: the connection was refused or never made. */
+function neverConnected(err: unknown): boolean {
+  return (
+    err instanceof V3ClientError &&
+    err.code === status.UNAVAILABLE &&
+    /ECONNREFUSED|No connection established/.test(err.details)
+  )
+}
+
 /** Reads CSV records from bytes without holding more than one chunk of text. */
 async function* csvRecords(bytes: AsyncIterable<Buffer>): AsyncGenerator<CsvRecord> {
   const reader = new CsvReader()
@@ -312,6 +321,8 @@ export interface ImportSummary {
   rows: number
   points: number
   rejectedRows: number
+  /** Points sent whose storing the server did not confirm: a stream that failed naming no batch. */
+  unconfirmed: number
   /** Why the import stopped before the end, and at which line when a row or the CSV was the reason. */
   aborted: { readonly line?: number; readonly reason: string } | undefined
 }
@@ -324,7 +335,7 @@ async function importRecords(
   report: (line: string) => void,
   onRow: () => void,
 ): Promise<ImportSummary> {
-  const summary: ImportSummary = { rows: 0, points: 0, rejectedRows: 0, aborted: undefined }
+  const summary: ImportSummary = { rows: 0, points: 0, rejectedRows: 0, unconfirmed: 0, aborted: undefined }
   const batch = new Batch()
   let layout: Layout | undefined
   /** Every batch sent, in order: message i of the write stream. */
@@ -332,7 +343,12 @@ async function importRecords(
   /** Why the stream failed, naming the lines of the batch it refused when the error names one. */
   const failed = (err: unknown): Error => {
     const refused = refusedBatch(err, sent)
-    if (refused === undefined) return new Error(`the write failed: ${(err as Error).message}`, { cause: err })
+    if (refused === undefined) {
+      // The stream counts what it stored only when it ends well: the batches sent may or may not
+      // be stored, unless no connection was ever made.
+      if (!neverConnected(err)) summary.unconfirmed = sent.reduce((n, b) => n + b.points, 0) - summary.points
+      return new Error(`the write failed: ${(err as Error).message}`, { cause: err })
+    }
     // The batches before the refused one are stored (WriteStream keeps them), the rest are not.
     summary.points = refused.pointsBefore
     const { firstLine, lastLine } = refused.batch
@@ -439,7 +455,9 @@ export async function runImport(args: readonly string[]): Promise<number> {
     client.close()
   }
   const seconds = (performance.now() - started) / 1000
-  const written = `${summary.points} points written from ${summary.rows - summary.rejectedRows} rows`
+  const unconfirmed =
+    summary.unconfirmed > 0 ? ` (and ${summary.unconfirmed} points sent that the server may have stored)` : ''
+  const written = `${summary.points} points written${unconfirmed} from ${summary.rows - summary.rejectedRows} rows`
   const stop = summary.aborted
   if (stop !== undefined) {
     const where = stop.line === undefined ? 'stopped' : `stopped at line ${stop.line}`

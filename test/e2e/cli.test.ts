@@ -2,6 +2,7 @@
 // export then import into an empty server, query output formats and syntax errors, series, stats,
 // and migrate between a server and data folders with count verification.
 import assert from 'node:assert/strict'
+import { spawn } from 'node:child_process'
 import { once } from 'node:events'
 import { closeSync, existsSync, openSync } from 'node:fs'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
@@ -14,7 +15,8 @@ import type { V3Client } from '../../src/client/index.js'
 import { BasicEngine } from '../../src/engine/basic-engine.js'
 import { MIN_TIMESTAMP_MS } from '../../src/model/timestamps.js'
 import { STALE_BITS, writeRequest } from '../fixtures/prom-remote-bodies.js'
-import { runV3 } from './cli-run.js'
+import { waitFor } from '../fixtures/wait.js'
+import { MAIN, runV3 } from './cli-run.js'
 import { makeDataDir, removeDataDir, type ServerProcess, startServerProcess } from './server-process.js'
 
 const T0 = Date.UTC(2026, 0, 1)
@@ -135,6 +137,38 @@ describe('v3 client commands', () => {
     } finally {
       assert.equal((await narrow.stop()).code, 0, narrow.stderr())
       await removeDataDir(narrow.dataDir)
+    }
+  })
+
+  test('import that loses its server mid-stream says how many points it sent unconfirmed, not just 0 written', async () => {
+    const s = await startServerProcess({ args: ['--shutdown-timeout', '1s'] })
+    const child = spawn(
+      process.execPath,
+      ['--import', 'tsx', MAIN, 'import', '-', '--batch-points', '1000', '--quiet', '--server', s.address],
+      {
+        stdio: ['pipe', 'ignore', 'pipe'],
+      },
+    )
+    let stderr = ''
+    child.stderr.setEncoding('utf8').on('data', (c: string) => {
+      stderr += c
+    })
+    const exited = once(child, 'exit')
+    try {
+      const rows = Array.from({ length: 3000 }, (_, i) => `lost_cpu,${T0 + i * 1000},${i},a`)
+      child.stdin.write(['metric,timestamp,value,host', ...rows, ''].join('\n'))
+      // The stream stays open (more input may come): the server stores each batch as it arrives.
+      await waitFor('the three batches stored', async () => (await s.client.stats()).pointsWritten >= 3000)
+      assert.equal((await s.stop()).code, 0, s.stderr())
+      child.stdin.end()
+      const [code] = await exited
+      assert.equal(code, 1, stderr)
+      assert.match(stderr, /v3 import: stopped: the write failed: /)
+      assert.match(stderr, /0 points written \(and 3000 points sent that the server may have stored\) from 3000 rows/)
+    } finally {
+      child.kill('SIGKILL')
+      await s.stop()
+      await removeDataDir(s.dataDir)
     }
   })
 
