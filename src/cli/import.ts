@@ -325,6 +325,8 @@ export interface ImportSummary {
   unconfirmed: number
   /** Why the import stopped before the end, and at which line when a row or the CSV was the reason. */
   aborted: { readonly line?: number; readonly reason: string } | undefined
+  /** The write's own failure, when a row or the input had stopped the import first. */
+  writeFailure?: string
 }
 
 /** The import loop, apart from flags and files: records in, batches to the sink, a summary out. */
@@ -408,8 +410,12 @@ async function importRecords(
     const result = await sink.finish()
     summary.points = result.pointsWritten
   } catch (err) {
-    // A failure flush() met has already stopped the import; finish() fails with it again.
-    summary.aborted ??= { reason: failed(err).message }
+    // A failure flush() met has already stopped the import; finish() fails with it again. A bad
+    // row or the input may have stopped it before: the server's refusal is told as well.
+    if (!sinkFailed) {
+      if (summary.aborted === undefined) summary.aborted = { reason: failed(err).message }
+      else summary.writeFailure = failed(err).message
+    }
   }
   if (options.skip && summary.rejectedRows > options.maxReported) {
     report(`… and ${summary.rejectedRows - options.maxReported} more bad rows skipped`)
@@ -463,6 +469,7 @@ export async function runImport(args: readonly string[]): Promise<number> {
     const where = stop.line === undefined ? 'stopped' : `stopped at line ${stop.line}`
     process.stderr.write(`v3 import: ${where}: ${stop.reason}\n`)
   }
+  if (summary.writeFailure !== undefined) process.stderr.write(`v3 import: and ${summary.writeFailure}\n`)
   process.stderr.write(
     `v3 import: ${written}, ${summary.rejectedRows} rows rejected, in ${seconds.toFixed(1)} s${stop === undefined ? '' : ' (stopped early)'}\n`,
   )

@@ -87,6 +87,20 @@ describe('v3 client commands', () => {
     assert.match(q.stderr, /1 points written from 1 rows, 1 rows rejected/)
     const gotQuoted = await a.client.query({ selector: { metric: 'aq_cpu' }, ...ALL })
     assert.deepEqual([...(gotQuoted[0]?.values ?? [])], [1])
+
+    // The server refuses the rows before the bad one (NaN without --allow-nan): both are told.
+    const nan = [
+      'metric,timestamp,value,host',
+      `an_cpu,${T0},NaN,a`,
+      `an_cpu,${T0 + 1000},2,a`,
+      `an_cpu,${T0 + 2000},x,a`,
+    ]
+    await writeFile(join(dir, 'nan.csv'), nan.join('\n'))
+    const n = await runV3(['import', join(dir, 'nan.csv'), '--server', a.address])
+    assert.equal(n.code, 1, n.stderr)
+    assert.match(n.stderr, /^v3 import: stopped at line 4: value "x" is not a number\n/m)
+    assert.match(n.stderr, /^v3 import: and the server refused the rows of lines 2-3: INVALID_ARGUMENT: .*NaN/m)
+    assert.match(n.stderr, /0 points written from 2 rows, 1 rows rejected/)
   })
 
   test('import says why it stopped when no row is to blame: no server, or no header', async () => {
