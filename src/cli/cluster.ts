@@ -46,9 +46,10 @@ export async function runCluster(args: readonly string[]): Promise<number> {
       client.close()
     }
   }
-  if ((sub !== 'status' && sub !== 'repair') || rest.length > 0) {
+  if (sub !== 'status' && sub !== 'repair') {
     throw new UsageError(`v3 cluster takes status, repair or decommission\n\n${CLUSTER_USAGE}`)
   }
+  if (rest.length > 0) throw new UsageError(`v3 cluster ${sub} takes no argument, got ${JSON.stringify(rest[0])}`)
   const format = stringFlag(values, 'format') ?? 'table'
   if (format !== 'table' && format !== 'json') throw new UsageError(`--format must be table or json, got ${format}`)
   if (sub === 'status' && timeout !== undefined)

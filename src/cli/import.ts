@@ -95,7 +95,13 @@ export function layoutOf(header: readonly string[], wide: boolean, wideTags: rea
       throw new UsageError(`header: column ${JSON.stringify(name)} is not a valid ${what}: ${problem}`)
   }
   const timestampCol = need('timestamp')
-  const fixed = wide ? [timestampCol, ...wideTags.map(need)] : [timestampCol, need('metric'), need('value')]
+  const tagColumn = (key: string): number => {
+    const i = first(key)
+    if (i === undefined)
+      throw new UsageError(`header: no column for the tag ${key} of --tags (the header is ${header.join(',')})`)
+    return i
+  }
+  const fixed = wide ? [timestampCol, ...wideTags.map(tagColumn)] : [timestampCol, need('metric'), need('value')]
   const rest = header.map((name, col) => ({ name, col })).filter(({ col }) => !taken.has(col))
   const seen = new Set<string>()
   for (const { name } of rest) {
@@ -261,6 +267,8 @@ function importOptions(values: FlagValues): ImportOptions {
     throw new UsageError(`--on-error must be abort or skip, got ${JSON.stringify(onError)}`)
   }
   const tags = (stringFlag(values, 'tags') ?? '').split(',').filter((t) => t !== '')
+  const twice = tags.find((t, i) => tags.indexOf(t) !== i)
+  if (twice !== undefined) throw new UsageError(`--tags names ${twice} twice`)
   const batchPoints = parseCount('batch-points', stringFlag(values, 'batch-points') ?? '20000')
   if (batchPoints < 1) throw new UsageError('--batch-points must be at least 1')
   return {

@@ -79,6 +79,9 @@ async function openEndpoint(text: string, values: FlagValues, mustExist: boolean
     }
   }
   if (mustExist && !existsSync(text)) throw new UsageError(`--from ${text}: no such folder (nor host:port)`)
+  if (existsSync(text) && !statSync(text).isDirectory()) {
+    throw new UsageError(`--${mustExist ? 'from' : 'to'} ${text}: a file, not a data folder (nor host:port)`)
+  }
   const engine = new BasicEngine({ dataDir: text })
   await engine.open()
   return {

@@ -227,14 +227,25 @@ describe('v3 client commands', () => {
     assert.match(folder.stderr, /^v3: cannot read .+: it is a folder, not a file$/m)
     const missing = join(dir, 'no-such-ca.pem')
     const ca = await runV3(['stats', '--server', a.address, '--tls-ca', missing])
-    assert.equal(ca.code, 1, ca.stderr)
-    assert.match(
-      ca.stderr,
-      new RegExp(`^v3: cannot read the CA certificate \\(tls\\.caFile\\) ${missing}: ENOENT`, 'm'),
-    )
+    assert.equal(ca.code, 2, ca.stderr)
+    assert.equal(ca.stderr, `v3: --tls-ca ${missing}: no such file\n`)
     const timeout = await runV3(['cluster', 'status', '--timeout', '1s', '--server', a.address])
     assert.equal(timeout.code, 2, timeout.stderr)
     assert.match(timeout.stderr, /--timeout goes with v3 cluster repair and decommission/)
+    const twice = await runV3(['import', '-', '--wide', '--tags', 'host,dc,host', '--server', a.address])
+    assert.equal(twice.code, 2, twice.stderr)
+    assert.equal(twice.stderr, 'v3: --tags names host twice\n')
+    const extra = await runV3(['cluster', 'status', 'extra', '--server', a.address])
+    assert.equal(extra.code, 2, extra.stderr)
+    assert.equal(extra.stderr, 'v3: v3 cluster status takes no argument, got "extra"\n')
+    const file = join(dir, 'not-a-folder.csv')
+    await writeFile(file, 'metric,timestamp,value\n')
+    for (const flag of ['--from', '--to']) {
+      const other = flag === '--from' ? ['--to', join(dir, 'mig-out')] : ['--from', a.address, 'x']
+      const migrate = await runV3(['migrate', flag, file, ...other])
+      assert.equal(migrate.code, 2, migrate.stderr)
+      assert.equal(migrate.stderr, `v3: ${flag} ${file}: a file, not a data folder (nor host:port)\n`)
+    }
   })
 
   test('import --on-error skip reports every bad row with its line and writes the rest', async () => {

@@ -67,6 +67,28 @@ test('rows of the long and wide formats, and their errors', () => {
     { metric: 'cpu', tags: [{ key: 'host', value: 'a' }], ts: 2000, value: 1 },
   ])
   assert.throws(() => layoutOf(['metric', 'value'], false, []), /no timestamp column/)
+  assert.throws(() => layoutOf(['timestamp', 'cpu'], true, ['host']), /no column for the tag host of --tags/)
+  // The first column of a fixed name is that column; a later one is a tag (wide: a metric).
+  const again = layoutOf(['metric', 'timestamp', 'value', 'host', 'value', 'metric'], false, [])
+  assert.deepEqual(
+    [again.metricCol, again.timestampCol, again.valueCol, again.tagCols.map((t) => `${t.key}@${t.col}`)],
+    [0, 1, 2, ['host@3', 'value@4', 'metric@5']],
+  )
+  const wideAgain = layoutOf(['timestamp', 'host', 'host', 'timestamp'], true, ['host'])
+  assert.deepEqual(
+    [wideAgain.tagCols, wideAgain.metricCols],
+    [
+      [{ key: 'host', col: 1 }],
+      [
+        { metric: 'host', col: 2 },
+        { metric: 'timestamp', col: 3 },
+      ],
+    ],
+  )
+  assert.throws(
+    () => layoutOf(['metric', 'timestamp', 'value', 'host', 'host'], false, []),
+    /header: column "host" appears twice/,
+  )
   assert.throws(
     () => layoutOf(['metric', 'timestamp', 'value', 'bad key'], false, []),
     /"bad key" is not a valid tag name/,
