@@ -4,7 +4,9 @@
  */
 
 import { once } from 'node:events'
-import { createWriteStream } from 'node:fs'
+import { createWriteStream, rmSync } from 'node:fs'
+import { rename, rm, stat } from 'node:fs/promises'
+import { basename, dirname, join } from 'node:path'
 import type { Writable } from 'node:stream'
 import { finished } from 'node:stream/promises'
 import type { SeriesPoints, SeriesRef } from '../model/types.js'
@@ -211,30 +213,29 @@ export async function runExport(args: readonly string[]): Promise<number> {
   if (timeFormat !== 'ms' && timeFormat !== 'rfc3339') throw new UsageError('--time-format must be ms or rfc3339')
   const consistency = consistencyFlag(values)
   const outputPath = stringFlag(values, 'output')
-  const out: Writable = outputPath === undefined ? process.stdout : await openOutput(outputPath)
+  const file = outputPath === undefined ? undefined : await openOutput(outputPath)
+  const out: Writable = file?.stream ?? process.stdout
   const outName = outputPath ?? 'standard output'
-  const client = await connect(values)
   let exported: { tagKeys: string[]; points: number } | undefined
   try {
-    exported = await exportCsv(
-      clientSource(client, { consistency }),
-      selectors,
-      out,
-      { ...range, wide: values.wide === true, rfc3339: timeFormat === 'rfc3339' },
-      outName,
-    )
-  } finally {
-    client.close()
-    // A file is closed before the summary: its last bytes are written (or fail) at the close.
-    if (out !== process.stdout) {
-      if (exported === undefined) out.destroy()
-      else {
-        out.end()
-        await finished(out).catch((err: Error) => {
-          throw outputError(outName, err)
-        })
-      }
+    const client = await connect(values)
+    try {
+      exported = await exportCsv(
+        clientSource(client, { consistency }),
+        selectors,
+        out,
+        { ...range, wide: values.wide === true, rfc3339: timeFormat === 'rfc3339' },
+        outName,
+      )
+    } finally {
+      client.close()
     }
+    // A file is closed before the summary: its last bytes are written (or fail) at the close.
+    await file?.commit().catch((err: Error) => {
+      throw outputError(outName, err)
+    })
+  } finally {
+    if (exported === undefined || file?.committed === false) await file?.abandon()
   }
   process.stderr.write(`v3 export: ${exported.points} points\n`)
   if (values.wide === true)
@@ -243,15 +244,70 @@ export async function runExport(args: readonly string[]): Promise<number> {
 }
 
 /**
- * A write stream on `path` once the file is open: a file that cannot be created (a missing folder,
- * no permission) is a usage error naming it, before any call to the server.
+ * The file --output names, written under a temporary name beside it and renamed to it only once
+ * complete: an export that fails or is interrupted leaves no partial file that an import would
+ * take for the whole (and an existing file stays as it was).
  */
-async function openOutput(path: string): Promise<Writable> {
-  const stream = createWriteStream(path)
-  try {
-    await once(stream, 'open')
-  } catch (err) {
-    throw new UsageError(`--output ${path}: cannot create the file: ${(err as Error).message}`)
+interface OutputFile {
+  readonly stream: Writable
+  readonly committed: boolean
+  /** Closes the file and gives it its name. */
+  commit(): Promise<void>
+  /** Closes and removes the temporary file. */
+  abandon(): Promise<void>
+}
+
+/**
+ * Opens the output once its folder takes a file: one that cannot be created (a missing folder, no
+ * permission) is a usage error naming it, before any call to the server.
+ */
+async function openOutput(path: string): Promise<OutputFile> {
+  // A device, a pipe or a socket (/dev/stdout, a FIFO) is written as it is: only a file is renamed.
+  const special = await stat(path).then(
+    (info) => !info.isFile(),
+    () => false,
+  )
+  const temporary = special ? path : join(dirname(path), `.${basename(path)}.${process.pid}.partial`)
+  // Interrupted (Ctrl-C, a kill): the temporary file goes, and the exit status is the signal's.
+  // Listening before the file exists leaves no moment when a signal would leave it behind.
+  let stream: Writable | undefined
+  const onSignal = (signal: NodeJS.Signals): void => {
+    stream?.destroy()
+    if (!special) rmSync(temporary, { force: true })
+    process.exit(128 + (signal === 'SIGINT' ? 2 : 15))
   }
-  return stream
+  const signals = ['SIGINT', 'SIGTERM'] as const
+  for (const signal of signals) process.once(signal, onSignal)
+  const detach = (): void => {
+    for (const signal of signals) process.off(signal, onSignal)
+  }
+  const file = createWriteStream(temporary)
+  stream = file
+  try {
+    await once(file, 'open')
+  } catch (err) {
+    detach()
+    // Node's message ends with the temporary name, which is not the user's.
+    const reason = (err as Error).message.replace(/, open '.*'$/, '')
+    throw new UsageError(`--output ${path}: cannot create the file: ${reason}`)
+  }
+  let committed = false
+  return {
+    stream: file,
+    get committed() {
+      return committed
+    },
+    async commit() {
+      file.end()
+      await finished(file)
+      if (!special) await rename(temporary, path)
+      committed = true
+      detach()
+    },
+    async abandon() {
+      detach()
+      file.destroy()
+      if (!special) await rm(temporary, { force: true })
+    },
+  }
 }

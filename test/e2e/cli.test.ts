@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
-import { closeSync, existsSync, openSync } from 'node:fs'
+import { closeSync, existsSync, openSync, readdirSync, readFileSync } from 'node:fs'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { type AddressInfo, createServer as createNetServer } from 'node:net'
 import { tmpdir } from 'node:os'
@@ -744,6 +744,43 @@ describe('v3 client commands', () => {
       assert.equal(cut.code, 141, cut.stderr)
       assert.equal(cut.stderr, '', args[0])
     }
+
+    // --output is written under a temporary name and renamed once complete: an export that cannot
+    // reach its server, or is interrupted, leaves neither the file nor a part of it.
+    const target = join(dir, 'wo-big.csv')
+    const partial = (pid: number | undefined) => join(dir, `.wo-big.csv.${pid}.partial`)
+    const probe = createNetServer().listen(0, '127.0.0.1')
+    await once(probe, 'listening')
+    const { port } = probe.address() as AddressInfo
+    await new Promise((resolve) => probe.close(resolve))
+    const unreachable = await runV3(['export', 'wo_big', '--output', target, '--server', `127.0.0.1:${port}`])
+    assert.equal(unreachable.code, 1, unreachable.stderr)
+    assert.deepEqual(
+      readdirSync(dir).filter((f) => f.includes('wo-big')),
+      [],
+    )
+    const child = spawn(
+      process.execPath,
+      ['--import', 'tsx', MAIN, 'export', 'wo_big', '--output', target, '--server', a.address],
+      {
+        stdio: 'ignore',
+      },
+    )
+    const exited = once(child, 'exit')
+    await waitFor('the temporary output file', () => existsSync(partial(child.pid)), 20_000, 5)
+    child.kill('SIGTERM')
+    assert.deepEqual(await exited, [143, null])
+    assert.deepEqual(
+      readdirSync(dir).filter((f) => f.includes('wo-big')),
+      [],
+    )
+    const whole = await runV3(['export', 'wo_big', '--output', target, '--server', a.address])
+    assert.equal(whole.code, 0, whole.stderr)
+    assert.equal(readFileSync(target, 'utf8').split('\n').length, 250_002)
+    assert.deepEqual(
+      readdirSync(dir).filter((f) => f.includes('wo-big')),
+      ['wo-big.csv'],
+    )
 
     if (!existsSync('/dev/full')) {
       t.skip('no /dev/full here to fail the writes with ENOSPC')
