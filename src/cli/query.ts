@@ -1,4 +1,5 @@
 /** `v3 query`, `v3 series` and `v3 stats`: what an operator types to look at a node. */
+import { MAX_ADDITIONAL_SELECTORS } from '../model/limits.js'
 import type { AggFunc, SeriesPoints, SeriesRef, Tag } from '../model/types.js'
 import { parseDuration, UsageError } from './args.js'
 import {
@@ -136,6 +137,11 @@ export async function runQuery(args: readonly string[]): Promise<number> {
     return 0
   }
   const [selector, ...additionalSelectors] = selectorsOf(positionals, 'query')
+  if (additionalSelectors.length > MAX_ADDITIONAL_SELECTORS) {
+    throw new UsageError(
+      `v3 query takes at most ${MAX_ADDITIONAL_SELECTORS + 1} selectors in one call, got ${positionals.length}`,
+    )
+  }
   const format = formatOf(stringFlag(values, 'format'))
   const consistency = consistencyFlag(values)
   const now = Date.now()

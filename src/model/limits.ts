@@ -59,3 +59,6 @@ export function resolveWriteLimits(options: WriteLimitsOptions = {}): WriteLimit
 function withoutUndefined(options: WriteLimitsOptions): WriteLimitsOptions {
   return Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined))
 }
+
+/** Selectors besides the first that one query may carry; the proto comment states it. */
+export const MAX_ADDITIONAL_SELECTORS = 100

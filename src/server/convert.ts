@@ -24,6 +24,7 @@ import {
 } from '../../gen/v3storage/v1/common.js'
 import type { CompactResult, EngineStats, LatencySummary } from '../engine/storage-engine.js'
 import { type FieldViolation, LimitError, ValidationError } from '../model/errors.js'
+import { MAX_ADDITIONAL_SELECTORS } from '../model/limits.js'
 import type {
   AggFunc,
   Aggregation,
@@ -162,9 +163,6 @@ export interface ProtoQuery {
   readonly valueFilter?: ProtoValueFilter | undefined
   readonly additionalSelectors: readonly ProtoSelector[]
 }
-
-/** Selectors besides the first that one query may carry; the proto comment states it. */
-const MAX_ADDITIONAL_SELECTORS = 100
 
 const COMPARE_OPS: ReadonlyMap<ProtoCompareOp, CompareOp> = new Map([
   [ProtoCompareOp.COMPARE_OP_GT, 'gt'],

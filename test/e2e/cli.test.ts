@@ -488,6 +488,9 @@ describe('v3 client commands', () => {
       { metric: 'q_cpu', tags: { host: 'b', region: 'us-east' }, timestamps: [T0], values: [7] },
     ])
     const range = ['--start', '2026-01-01T00:00:00Z', '--end', '2026-01-01T01:00:00Z', '--server', a.address]
+    const many = await runV3(['query', ...Array.from({ length: 102 }, () => 'q_cpu'), ...range])
+    assert.equal(many.code, 2, many.stderr)
+    assert.equal(many.stderr, 'v3: v3 query takes at most 101 selectors in one call, got 102\n')
     const table = await runV3(['query', 'q_cpu{region=~"eu-.*"}', ...range])
     assert.equal(table.code, 0, table.stderr)
     assert.equal(
