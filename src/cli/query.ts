@@ -75,18 +75,67 @@ export function alignedTable(
   rows: readonly string[][],
   numeric: ReadonlySet<number>,
 ): string {
+  const cellsOf = (row: readonly string[]) => row.map(printable)
+  const head = cellsOf(header)
+  const body = rows.map(cellsOf)
   // A loop, not Math.max(...cells): spreading a column of a few hundred thousand rows into
   // arguments overflows the call stack.
-  const widths = header.map((h) => h.length)
-  for (const row of rows) {
-    for (let i = 0; i < widths.length; i++) widths[i] = Math.max(widths[i]!, (row[i] ?? '').length)
+  const widths = head.map(displayWidth)
+  for (const row of body) {
+    for (let i = 0; i < widths.length; i++) widths[i] = Math.max(widths[i]!, displayWidth(row[i] ?? ''))
   }
   const line = (cells: readonly string[]) =>
     cells
-      .map((c, i) => (numeric.has(i) ? c.padStart(widths[i]!) : c.padEnd(widths[i]!)))
+      .map((c, i) => {
+        const pad = ' '.repeat(widths[i]! - displayWidth(c))
+        return numeric.has(i) ? pad + c : c + pad
+      })
       .join('  ')
       .trimEnd()
-  return `${[line(header), ...rows.map(line)].join('\n')}\n`
+  return `${[line(head), ...body.map(line)].join('\n')}\n`
+}
+
+/** Control characters (a line break in a tag value) as escapes: a table row stays one line. */
+const CONTROL = /\p{Cc}/gu
+const CONTROL_ESCAPES: Readonly<Record<string, string>> = { '\n': '\\n', '\r': '\\r', '\t': '\\t' }
+
+function printable(cell: string): string {
+  if (PLAIN.test(cell)) return cell
+  return cell.replace(CONTROL, (c) => CONTROL_ESCAPES[c] ?? `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`)
+}
+
+/** Printable ASCII, one column a character: the common case, measured without a loop. */
+const PLAIN = /^[\x20-\x7e]*$/
+/** Code points that take no column: combining marks, zero-width characters, variation selectors. */
+const ZERO_WIDTH = /^[\p{M}\u200b-\u200f\u2060\ufeff]$/u
+/** East Asian wide and fullwidth ranges, and the emoji blocks: two columns each. */
+const WIDE: ReadonlyArray<readonly [number, number]> = [
+  [0x1100, 0x115f],
+  [0x2e80, 0x303e],
+  [0x3041, 0x33ff],
+  [0x3400, 0x4dbf],
+  [0x4e00, 0x9fff],
+  [0xa000, 0xa4cf],
+  [0xac00, 0xd7a3],
+  [0xf900, 0xfaff],
+  [0xfe30, 0xfe4f],
+  [0xff00, 0xff60],
+  [0xffe0, 0xffe6],
+  [0x1f300, 0x1f64f],
+  [0x1f900, 0x1f9ff],
+  [0x20000, 0x3fffd],
+]
+
+/** The columns `text` takes on a terminal: what padding must count, not UTF-16 units. */
+export function displayWidth(text: string): number {
+  if (PLAIN.test(text)) return text.length
+  let width = 0
+  for (const c of text) {
+    if (ZERO_WIDTH.test(c)) continue
+    const cp = c.codePointAt(0)!
+    width += WIDE.some(([lo, hi]) => cp >= lo && cp <= hi) ? 2 : 1
+  }
+  return width
 }
 
 function tagValue(tags: readonly Tag[], key: string): string {

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
+import { alignedTable, displayWidth } from '../../src/cli/query.js'
 import { parseTimestampCell } from '../../src/cli/time.js'
 import { formatValue, parseValue } from '../../src/cli/values.js'
 import { MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS, parseRfc3339 } from '../../src/model/timestamps.js'
@@ -71,4 +72,21 @@ test('dates before year 0 take an expanded year on the command line, not in Prom
   assert.equal(parseRfc3339('0000-02-29T00:00:00Z'), Date.parse('0000-02-29T00:00:00Z'))
   assert.ok(Number.isNaN(parseRfc3339('0001-02-29T00:00:00Z')))
   assert.equal(parseRfc3339('0004-02-29T12:00:00.5Z'), Date.parse('0004-02-29T12:00:00.500Z'))
+})
+
+test('a table pads by terminal columns and keeps each row on one line', () => {
+  assert.equal(displayWidth('abc'), 3)
+  assert.equal(displayWidth('日本'), 4)
+  assert.equal(displayWidth('e\u0301'), 1)
+  assert.equal(displayWidth('🙂x'), 3)
+  const table = alignedTable(
+    ['host', 'value'],
+    [
+      ['日本', '1'],
+      ['a\nb', '22'],
+      ['c\u0001', '3'],
+    ],
+    new Set([1]),
+  )
+  assert.equal(table, ['host   value', '日本       1', 'a\\nb      22', 'c\\x01      3', ''].join('\n'))
 })
