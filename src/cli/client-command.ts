@@ -1,6 +1,6 @@
 /** What the client commands (import, export, query, series, stats, migrate) share: flags and the connection. */
 import { parseArgs } from 'node:util'
-import { V3Client, type V3ClientOptions } from '../client/index.js'
+import { status, TlsFileError, V3Client, V3ClientError, type V3ClientOptions } from '../client/index.js'
 import type { ConsistencyLevel } from '../model/types.js'
 import { parseDuration, UsageError } from './args.js'
 
@@ -146,14 +146,24 @@ export function connect(values: FlagValues): Promise<V3Client> {
   return connectTo(serverAddress(values, process.env), values)
 }
 
+const TLS_FLAGS = { caFile: '--tls-ca', certFile: '--tls-cert', keyFile: '--tls-key' } as const
+
 /** As connect, to the node at `address` (v3 migrate's --from and --to). */
 export async function connectTo(address: string, values: FlagValues): Promise<V3Client> {
   const timeoutMs = parseDuration('connect-timeout', stringFlag(values, 'connect-timeout') ?? '10s')
-  const client = new V3Client(address, clientOptions(values, process.env))
+  let client: V3Client
+  try {
+    client = new V3Client(address, { ...clientOptions(values, process.env), tlsSettingNames: TLS_FLAGS })
+  } catch (err) {
+    // A TLS file that is missing, or is not what its flag needs, is the user's to fix: exit code 2.
+    throw err instanceof TlsFileError ? new UsageError(err.message, { cause: err }) : err
+  }
   try {
     await client.waitForAnswer(timeoutMs)
-  } catch {
+  } catch (err) {
     client.close()
+    // A server that speaks the other protocol (TLS or plaintext): the client's line names it.
+    if (err instanceof V3ClientError && err.code === status.UNAVAILABLE) throw new Error(err.details, { cause: err })
     throw new Error(
       `no answer from ${address} within ${timeoutMs / 1000} s (--connect-timeout): is a v3 node listening there, and running?`,
     )

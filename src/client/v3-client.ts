@@ -1,4 +1,3 @@
-import { readFileSync } from 'node:fs'
 import {
   type ChannelCredentials,
   Client,
@@ -41,7 +40,9 @@ import type {
 import { decodeSeriesList, encodeWriteRequest, SeriesHeaderCache, type WireSeries } from '../wire/series-codec.js'
 import { consistencyToProto } from './consistency.js'
 import { closedError, toClientError, V3ClientError } from './errors.js'
+import { tlsMismatch } from './protocol-probe.js'
 import { type LiveSubscription, openSubscription, type SubscribeOptions } from './subscribe.js'
+import { readTlsFiles, TLS_OPTION_NAMES, type TlsSettingNames } from './tls-files.js'
 
 /** Tags as an object (`{ host: 'a' }`) or as a list of key/value pairs. */
 export type TagsInput = Readonly<Record<string, string>> | readonly Tag[]
@@ -243,6 +244,11 @@ export interface ConnectionOptions {
   readonly keepaliveTimeoutMs?: number
   /** Further grpc-js channel options. */
   readonly channelOptions?: ClientOptions
+  /**
+   * What error messages call the TLS settings, for a tool that sets them under other names (the v3
+   * command line: --tls-ca, --tls-cert, --tls-key). Default tls.caFile, tls.certFile, tls.keyFile.
+   */
+  readonly tlsSettingNames?: TlsSettingNames
 }
 
 export interface V3ClientOptions extends ConnectionOptions {
@@ -351,21 +357,12 @@ function channelCredentials(options: ConnectionOptions): ChannelCredentials {
   if ((tls.certFile === undefined) !== (tls.keyFile === undefined)) {
     throw new RangeError('tls.certFile and tls.keyFile go together')
   }
-  // Read synchronously because the constructor is; these are small files, read once per client.
-  const read = (path: string | undefined, what: string): Buffer | null => {
-    if (path === undefined) return null
-    try {
-      return readFileSync(path)
-    } catch (err) {
-      throw new Error(`cannot read the ${what} ${path}: ${(err as Error).message}`, { cause: err })
-    }
-  }
-  return credentials.createSsl(
-    read(tls.caFile, 'CA certificate (tls.caFile)'),
-    read(tls.keyFile, 'client key (tls.keyFile)'),
-    read(tls.certFile, 'client certificate (tls.certFile)'),
-  )
+  const files = readTlsFiles(tls, options.tlsSettingNames ?? TLS_OPTION_NAMES)
+  return credentials.createSsl(files.ca, files.key, files.cert)
 }
+
+/** How long waitForAnswer asks a failed server whether it speaks the other protocol (TLS or not). */
+const PROBE_TIMEOUT_MS = 2000
 
 /**
  * A typed client for a V3 node. Every method returns a promise (queryStream an async iterator) and
@@ -382,8 +379,11 @@ export class V3Client {
   private closed = false
   /** The waitForReady calls under way, failed by close(). */
   private readonly readyWaiters = new Set<(err: V3ClientError) => void>()
+  /** What waitForAnswer needs to name a server that speaks the other protocol. */
+  private readonly connection: { readonly address: string; readonly options: ConnectionOptions }
 
   constructor(address: string, options: V3ClientOptions = {}) {
+    this.connection = { address, options }
     this.client = openChannel(address, options, {
       'grpc.max_receive_message_length': options.maxReceiveMessageBytes ?? 64 * 1024 * 1024,
     })
@@ -613,30 +613,46 @@ export class V3Client {
    * unknown host, a TLS handshake that fails): the next call then fails at once and says why. Fails
    * with V3ClientError DEADLINE_EXCEEDED when the server neither answers nor refuses within
    * `timeoutMs`, as a port whose process is stopped or that speaks something other than HTTP/2 does.
-   * For tools that should not wait on a server that does not answer; waitForReady waits through
-   * failed attempts instead.
+   * Fails with UNAVAILABLE, naming the cause, when the server speaks the other protocol: TLS to a
+   * plaintext client, or plaintext to a TLS one. For tools that should not wait on a server that
+   * does not answer; waitForReady waits through failed attempts instead.
    */
   waitForAnswer(timeoutMs: number): Promise<void> {
     return new Promise((resolve, reject) => {
       const channel = this.channel().getChannel()
       const deadline = Date.now() + timeoutMs
+      // A failure or silence is worth one question in the other protocol before it is reported.
+      const settle = (otherwise: () => void): void => {
+        this.tlsMismatch(Math.min(PROBE_TIMEOUT_MS, timeoutMs)).then((message) => {
+          if (message === undefined) otherwise()
+          else reject(new V3ClientError(status.UNAVAILABLE, message, []))
+        }, reject)
+      }
       const watch = (): void => {
         const state = channel.getConnectivityState(true)
-        if (
-          state === connectivityState.READY ||
-          state === connectivityState.TRANSIENT_FAILURE ||
-          state === connectivityState.SHUTDOWN
-        ) {
+        if (state === connectivityState.READY || state === connectivityState.SHUTDOWN) {
           resolve()
+          return
+        }
+        if (state === connectivityState.TRANSIENT_FAILURE) {
+          settle(resolve)
           return
         }
         channel.watchConnectivityState(state, deadline, (err) => {
           if (err === undefined || err === null) watch()
-          else reject(new V3ClientError(status.DEADLINE_EXCEEDED, `no answer within ${timeoutMs} ms`, []))
+          else settle(() => reject(new V3ClientError(status.DEADLINE_EXCEEDED, `no answer within ${timeoutMs} ms`, [])))
         })
       }
       watch()
     })
+  }
+
+  /** Why the server cannot be reached when it speaks the other protocol (TLS or plaintext); else undefined. */
+  private async tlsMismatch(probeTimeoutMs: number): Promise<string | undefined> {
+    const { address, options } = this.connection
+    // Custom credentials may or may not be TLS: nothing to compare the server with.
+    if (options.tls === undefined && options.credentials !== undefined) return undefined
+    return tlsMismatch(address, options.tls, options.tlsSettingNames ?? TLS_OPTION_NAMES, probeTimeoutMs)
   }
 
   /**
