@@ -8,6 +8,7 @@ import { monitorEventLoopDelay } from 'node:perf_hooks'
 import { ServerInterceptingCall, type ServerInterceptor, status } from '@grpc/grpc-js'
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client'
 import type { ClusterFigures, RepairFigures, StorageEngine } from '../engine/storage-engine.js'
+import { callStatusRecord } from './call-status.js'
 
 /** The RPCs that store points: a non-OK status on them is a rejected write. */
 const WRITE_METHODS = new Set(['WriteService/Write', 'WriteService/WriteStream', 'StreamService/Ingest'])
@@ -164,8 +165,13 @@ export function createServerMetrics(engine: StorageEngine, options: MetricsOptio
         if (WRITE_METHODS.has(method)) rejected.inc({ code: name })
       }
     }
+    // The status the client got, from callStatusInterceptor, read when grpc-js ends the call
+    // (onCancel comes last on every call): a call grpc-js answered itself never passes sendStatus
+    // here, and a status passing here may never go out. Without the record (that interceptor not
+    // installed), sendStatus is all there is.
+    const record = callStatusRecord(call)
     return new ServerInterceptingCall(call, {
-      start: (next) => next({ onCancel: () => finish(status.CANCELLED) }),
+      start: (next) => next({ onCancel: () => finish(record?.sent?.code ?? status.CANCELLED) }),
       sendMessage: (message: unknown, next) => {
         // The write responses carry series_written; reading it here costs nothing on other calls.
         if (method === 'WriteService/Write' || method === 'WriteService/WriteStream') {
@@ -179,7 +185,7 @@ export function createServerMetrics(engine: StorageEngine, options: MetricsOptio
         next(message)
       },
       sendStatus: (s, next) => {
-        finish(s.code ?? status.UNKNOWN)
+        if (record === undefined) finish(s.code ?? status.UNKNOWN)
         next(s)
       },
     })

@@ -4,6 +4,7 @@
  * carry users' data.
  */
 import { ServerInterceptingCall, type ServerInterceptor, status } from '@grpc/grpc-js'
+import { callStatusRecord } from './call-status.js'
 
 export interface RequestLogger {
   info(obj: object, msg?: string): void
@@ -14,6 +15,8 @@ export interface RequestLogger {
 export function requestLogInterceptor(logger: RequestLogger): ServerInterceptor {
   return (descriptor, call) => {
     const started = process.hrtime.bigint()
+    // Read now: grpc-js reports 'unknown' once the stream is gone, as it is when a client cancels.
+    const peer = call.getPeer()
     let done = false
     const log = (code: status, details: string | undefined): void => {
       if (done) return
@@ -22,16 +25,25 @@ export function requestLogInterceptor(logger: RequestLogger): ServerInterceptor 
         method: descriptor.path,
         code: status[code] ?? String(code),
         durationMs: Math.round(Number(process.hrtime.bigint() - started) / 1e4) / 100,
-        peer: call.getPeer(),
+        peer,
         ...(code === status.OK ? {} : { details }),
       }
       if (code === status.OK) logger.info(entry, 'call')
       else logger.warn(entry, 'call failed')
     }
+    // As in metrics.ts: the status the client got is callStatusInterceptor's, read at the end.
+    const record = callStatusRecord(call)
     return new ServerInterceptingCall(call, {
-      start: (next) => next({ onCancel: () => log(status.CANCELLED, 'cancelled by the client') }),
+      start: (next) =>
+        next({
+          onCancel: () => {
+            const sent = record?.sent
+            if (sent === undefined) log(status.CANCELLED, 'cancelled by the client')
+            else log(sent.code, sent.details)
+          },
+        }),
       sendStatus: (s, next) => {
-        log(s.code ?? status.UNKNOWN, s.details)
+        if (record === undefined) log(s.code ?? status.UNKNOWN, s.details)
         next(s)
       },
     })

@@ -8,6 +8,7 @@ import type { StorageEngine } from '../engine/storage-engine.js'
 import { EncodedHeaderCache, SeriesHeaderCache } from '../wire/series-codec.js'
 import { adminServiceHandlers } from './admin-service.js'
 import { authInterceptor, loadTokens } from './auth.js'
+import { callStatusInterceptor } from './call-status.js'
 import { clusterServiceHandlers } from './cluster-service.js'
 import type { ServerLogger } from './errors.js'
 import { fullCollector, IdleReclaimer } from './idle-reclaim.js'
@@ -68,7 +69,8 @@ export interface ServerOptions extends TransportOptions {
   /**
    * grpc-js server interceptors that observe every call (metrics, request logging), in order. They
    * see each call before authentication does, so they also see a call it refuses, with the status
-   * its client gets.
+   * its client gets. A call grpc-js answers itself reaches only their onCancel; callStatusRecord
+   * (call-status.ts) tells them its status.
    */
   readonly interceptors?: readonly ServerInterceptor[]
   /**
@@ -227,8 +229,12 @@ async function serveEngine(options: Prepared): Promise<RunningServer> {
     // the interceptors before it; the ones after it see only the stream closing, which they would
     // count as CANCELLED. So the observers (metrics, request logging) come before it, and count and
     // log a refused call under the status its client got; the handler comes after it and never
-    // sees a refused call. A refused call is activity too, so the reclaimer comes first.
+    // sees a refused call. A refused call is activity too, so the reclaimer comes first. Before all
+    // of them, callStatusInterceptor wraps grpc-js's own call object, the only place that sees the
+    // statuses grpc-js sends itself (a request over the size limit, a passed deadline), so that
+    // the observers count and log those under the status the client got, not as CANCELLED.
     interceptors: [
+      callStatusInterceptor(),
       ...(reclaimer === undefined ? [] : [reclaimer.interceptor()]),
       ...options.interceptors,
       ...(tokens === undefined ? [] : [authInterceptor(tokens)]),
