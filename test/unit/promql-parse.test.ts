@@ -198,6 +198,13 @@ describe('promql: parsing to our syntax tree', () => {
     assert.equal(unquote("'it\\'s'"), "it's")
     assert.equal(unquote('`raw\\n`'), 'raw\\n')
     assert.throws(() => unquote('"bad\\q"'), PromQLError)
+    // \x and octal escapes are bytes: a run of them is UTF-8, as in a Go string.
+    assert.equal(unquote('"\\xc3\\xa9t\\303\\251"'), 'été')
+    assert.equal(unquote('"\\xf0\\x9f\\x99\\x82"'), '🙂')
+    assert.throws(() => unquote('"\\xc3"'), /invalid UTF-8 in the byte escapes/)
+    assert.throws(() => unquote('"\\xc3x"'), /invalid UTF-8 in the byte escapes/)
+    assert.throws(() => unquote('"\\400"'), /invalid escape/)
+    assert.throws(() => unquote('"\\ud800"'), /invalid escape/)
   })
 
   test('durations as Prometheus spells them', () => {

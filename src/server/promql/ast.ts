@@ -315,42 +315,66 @@ export function unquote(literal: string): string {
   const body = literal.slice(1, -1)
   if (q === '`') return body
   let out = ''
+  // \xNN and \NNN are bytes, as in Go: a run of them spells UTF-8 ("\xc3\xa9" is é).
+  let bytes: number[] = []
+  const flush = (): void => {
+    if (bytes.length === 0) return
+    try {
+      out += UTF8.decode(new Uint8Array(bytes))
+    } catch {
+      throw badData(`parse error: invalid UTF-8 in the byte escapes of ${literal}`)
+    }
+    bytes = []
+  }
   for (let i = 0; i < body.length; i++) {
     const ch = body[i]!
     if (ch !== '\\') {
+      flush()
       out += ch
       continue
     }
     const e = body[++i]
-    const simple: Record<string, string> = {
-      a: '\x07',
-      b: '\b',
-      f: '\f',
-      n: '\n',
-      r: '\r',
-      t: '\t',
-      v: '\v',
-      '\\': '\\',
+    if (e === 'x' || (e !== undefined && e >= '0' && e <= '7')) {
+      const digits = e === 'x' ? body.slice(i + 1, i + 3) : body.slice(i, i + 3)
+      if (
+        !(e === 'x' ? /^[0-9a-fA-F]{2}$/ : /^[0-7]{3}$/).test(digits) ||
+        Number.parseInt(digits, e === 'x' ? 16 : 8) > 255
+      )
+        throw badData(`parse error: invalid escape in ${literal}`)
+      bytes.push(Number.parseInt(digits, e === 'x' ? 16 : 8))
+      i += 2
+      continue
     }
-    if (e !== undefined && simple[e] !== undefined) out += simple[e]
+    flush()
+    if (e !== undefined && SIMPLE_ESCAPES[e] !== undefined) out += SIMPLE_ESCAPES[e]
     else if (e === q) out += q
-    else if (e === 'x' || e === 'u' || e === 'U') {
-      const len = e === 'x' ? 2 : e === 'u' ? 4 : 8
+    else if (e === 'u' || e === 'U') {
+      const len = e === 'u' ? 4 : 8
       const hex = body.slice(i + 1, i + 1 + len)
       if (!/^[0-9a-fA-F]+$/.test(hex) || hex.length !== len) throw badData(`parse error: invalid escape in ${literal}`)
       const code = Number.parseInt(hex, 16)
-      if (code > 0x10ffff) throw badData(`parse error: invalid escape in ${literal}`)
+      // Go refuses surrogates and anything above U+10FFFF here.
+      if (code > 0x10ffff || (code >= 0xd800 && code <= 0xdfff))
+        throw badData(`parse error: invalid escape in ${literal}`)
       out += String.fromCodePoint(code)
       i += len
-    } else if (e !== undefined && e >= '0' && e <= '7') {
-      const oct = body.slice(i, i + 3)
-      if (!/^[0-7]{3}$/.test(oct)) throw badData(`parse error: invalid escape in ${literal}`)
-      out += String.fromCharCode(Number.parseInt(oct, 8))
-      i += 2
     } else throw badData(`parse error: unknown escape sequence in ${literal}`)
   }
+  flush()
   return out
 }
+
+const SIMPLE_ESCAPES: Readonly<Record<string, string>> = {
+  a: '\x07',
+  b: '\b',
+  f: '\f',
+  n: '\n',
+  r: '\r',
+  t: '\t',
+  v: '\v',
+  '\\': '\\',
+}
+const UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true })
 
 /** Parses a number literal as Prometheus 2.42 takes it: decimal, hexadecimal, Inf and NaN, signed. */
 function parseNumber(text: string): number {
