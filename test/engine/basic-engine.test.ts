@@ -110,11 +110,13 @@ describe('basic engine: tiers, retention, restart', () => {
       await engine.open()
       const old = Array.from({ length: 360 }, (_, i) => T0 + 4 * HOUR + i * 10_000)
       const recent = Array.from({ length: 360 }, (_, i) => T0 + 9 * HOUR + i * 10_000)
-      await engine.write({
+      const written = await engine.write({
         series: [
           { metric: 'cpu', tags: [], timestamps: [...old, ...recent], values: [...old, ...recent].map(() => 1) },
         ],
       })
+      // Points already past the retention are acknowledged and counted, and never shown.
+      assert.equal(written.pointsWritten, 720)
       const [s] = await engine.query(everything)
       assert.equal(s?.timestamps.length, 360)
       // The old hour has passed the retention: compaction removes it at once.
