@@ -670,7 +670,13 @@ describe('v3 client commands', () => {
     assert.equal((await queries()) - before, 3)
     const lines = out.stdout.trimEnd().split('\n').slice(1).sort()
     const expected = series
-      .flatMap((s, i) => s.timestamps.map((t, k) => `hc_load,${t},${s.values[k]},${'dc' in s.tags ? 'eu' : ''},h${i}`))
+      .flatMap((s, i) =>
+        // -0 (the second value of h0) is written as such.
+        s.timestamps.map(
+          (t, k) =>
+            `hc_load,${t},${Object.is(s.values[k], -0) ? '-0' : s.values[k]},${'dc' in s.tags ? 'eu' : ''},h${i}`,
+        ),
+      )
       .sort()
     assert.deepEqual(lines, expected)
     const folder = await makeDataDir()
