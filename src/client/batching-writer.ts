@@ -1,11 +1,11 @@
 import { type Client, type ClientDuplexStream, Metadata, status } from '@grpc/grpc-js'
-import { Precision as ProtoPrecision } from '../../gen/v3storage/v1/common.js'
+import type { Precision as ProtoPrecision } from '../../gen/v3storage/v1/common.js'
 import { IngestResponse, StreamServiceService } from '../../gen/v3storage/v1/stream_service.js'
 import { ValidationError } from '../model/errors.js'
 import type { ConsistencyLevel, Precision, RawTimestamp, Tag } from '../model/types.js'
 import { encodeIngestWrite } from '../wire/ingest-codec.js'
 import { EncodedHeaderCache } from '../wire/series-codec.js'
-import { consistencyToProto } from './consistency.js'
+import { consistencyToProto, precisionToProto } from './consistency.js'
 import { closedError, toClientError, V3ClientError } from './errors.js'
 import { type ConnectionOptions, openChannel, type TagsInput, tagsToList } from './v3-client.js'
 
@@ -38,6 +38,7 @@ export interface BatchingWriterOptions extends ConnectionOptions {
 
 /** A batch the server refused; its points are not stored. */
 export interface IngestRejection {
+  /** The batch's sequence number; 0 for a batch the writer could not encode, which it never sent. */
   readonly sequence: number
   readonly points: number
   readonly error: V3ClientError
@@ -48,6 +49,53 @@ interface TagSet {
   readonly id: number
   readonly list: Tag[]
 }
+
+/**
+ * The tag set an application's tags object stood for when the writer last saw it, and its keys
+ * and values then, in its own order: an object changed since (one object reused for host a, then
+ * host b) no longer matches them and is looked up again.
+ */
+interface SeenTags {
+  readonly tagSet: TagSet
+  readonly pairs: readonly string[]
+}
+
+/** The keys and values of `tags` in their order, flat: [key0, value0, key1, value1, …]. */
+function pairsOf(tags: TagsInput): string[] {
+  const out: string[] = []
+  if (Array.isArray(tags)) for (const t of tags as readonly Tag[]) out.push(t.key, t.value)
+  else for (const [key, value] of Object.entries(tags)) out.push(key, value)
+  return out
+}
+
+/** Whether `tags` still holds the keys and values `pairs` recorded, in the same order. */
+function samePairs(tags: TagsInput, pairs: readonly string[]): boolean {
+  let i = 0
+  if (Array.isArray(tags)) {
+    for (const t of tags as readonly Tag[]) {
+      if (t.key !== pairs[i] || t.value !== pairs[i + 1]) return false
+      i += 2
+    }
+  } else {
+    for (const key in tags) {
+      if (key !== pairs[i] || (tags as Readonly<Record<string, string>>)[key] !== pairs[i + 1]) return false
+      i += 2
+    }
+  }
+  return i === pairs.length
+}
+
+/** Why a tag list cannot be sent, or undefined: keys and values must be strings. */
+function tagsProblem(list: readonly Tag[]): string | undefined {
+  for (const [i, t] of list.entries()) {
+    if (typeof t?.key !== 'string') return `tags[${i}].key: must be a string, got ${typeof t?.key}`
+    if (typeof t.value !== 'string') return `tags[${i}].value: must be a string, got ${typeof t.value}`
+  }
+  return undefined
+}
+
+const MIN_INT64 = -(2n ** 63n)
+const MAX_INT64 = 2n ** 63n - 1n
 
 interface SeriesBatch {
   readonly metric: string
@@ -66,13 +114,6 @@ interface Waiter {
   readonly through: number
   readonly resolve: () => void
   readonly reject: (err: unknown) => void
-}
-
-const PRECISIONS: Readonly<Record<Precision, ProtoPrecision>> = {
-  s: ProtoPrecision.PRECISION_SECONDS,
-  ms: ProtoPrecision.PRECISION_MILLISECONDS,
-  us: ProtoPrecision.PRECISION_MICROSECONDS,
-  ns: ProtoPrecision.PRECISION_NANOSECONDS,
 }
 
 function identity(bytes: Buffer): Buffer {
@@ -103,7 +144,7 @@ export class BatchingWriter {
    * application passes (computed once per object) and, for a new object, by the canonical text of
    * its tags, so that equal tags in different objects land in the same series.
    */
-  private readonly tagSets = new WeakMap<object, TagSet>()
+  private readonly tagSets = new WeakMap<object, SeenTags>()
   private readonly tagSetsByText = new Map<string, TagSet>()
   /** The encoded metric and tags of each series, keyed by its tag set's list: encoded once, copied after. */
   private readonly headers = new EncodedHeaderCache()
@@ -137,7 +178,7 @@ export class BatchingWriter {
     this.batchLimit = options.batchPoints ?? 10_000
     this.window = options.maxUnacknowledgedBatches ?? 8
     this.highWaterMark = options.highWaterMark ?? 1_000_000
-    this.precision = PRECISIONS[options.precision ?? 'ms']
+    this.precision = precisionToProto(options.precision)
     this.consistency = consistencyToProto(options.consistency)
   }
 
@@ -158,13 +199,27 @@ export class BatchingWriter {
   write(metric: string, tags: TagsInput, timestamp: RawTimestamp, value: number): boolean {
     if (this.closed) throw closedError('the writer')
     if (this.fatal) throw this.fatal
-    if (typeof timestamp === 'number' && !Number.isSafeInteger(timestamp)) {
-      throw toClientError(ValidationError.field('timestamp', `must be an integer, got ${timestamp}`))
-    }
-    if (typeof value !== 'number') throw toClientError(ValidationError.field('value', 'must be a number'))
-    let tagSet = this.tagSets.get(tags)
+    // Everything the encoder needs is checked here, point by point: a bad point found when its
+    // batch is sealed would take the batch's good points with it.
+    const invalid = (field: string, problem: string): V3ClientError =>
+      toClientError(ValidationError.field(field, problem))
+    if (typeof metric !== 'string') throw invalid('metric', `must be a string, got ${typeof metric}`)
+    if (typeof timestamp === 'number') {
+      if (!Number.isSafeInteger(timestamp)) throw invalid('timestamp', `must be an integer, got ${timestamp}`)
+    } else if (typeof timestamp === 'bigint') {
+      if (timestamp < MIN_INT64 || timestamp > MAX_INT64) {
+        throw invalid('timestamp', 'does not fit a signed 64-bit integer')
+      }
+    } else throw invalid('timestamp', `must be a number or a bigint, got ${typeof timestamp}`)
+    if (typeof value !== 'number') throw invalid('value', 'must be a number')
+    if (typeof tags !== 'object' || tags === null) throw invalid('tags', `must be an object or a list, got ${tags}`)
+    const seen = this.tagSets.get(tags)
+    let tagSet = seen !== undefined && samePairs(tags, seen.pairs) ? seen.tagSet : undefined
     if (tagSet === undefined) {
       const list = tagsToList(tags)
+      const problem = tagsProblem(list)
+      if (problem !== undefined)
+        throw invalid(problem.slice(0, problem.indexOf(':')), problem.slice(problem.indexOf(':') + 2))
       const text = JSON.stringify(list.map((t) => [t.key, t.value]))
       tagSet = this.tagSetsByText.get(text)
       if (tagSet === undefined) {
@@ -174,7 +229,7 @@ export class BatchingWriter {
         tagSet = { id: this.nextTagId++, list }
         this.tagSetsByText.set(text, tagSet)
       }
-      this.tagSets.set(tags, tagSet)
+      this.tagSets.set(tags, { tagSet, pairs: pairsOf(tags) })
     }
     const tagId = tagSet.id
     let perMetric = this.batch.get(metric)
@@ -246,12 +301,24 @@ export class BatchingWriter {
     if (this.batchCount === 0) return
     const series: SeriesBatch[] = []
     for (const perMetric of this.batch.values()) for (const one of perMetric.values()) series.push(one)
-    const sequence = this.nextSequence++
-    const message = encodeIngestWrite(sequence, series, this.precision, this.consistency, this.headers)
-    this.unacknowledged.push({ sequence, message, points: this.batchCount })
-    this.unacknowledgedPoints += this.batchCount
+    const sequence = this.nextSequence
+    const points = this.batchCount
     this.batch = new Map()
     this.batchCount = 0
+    let message: Buffer
+    try {
+      message = encodeIngestWrite(sequence, series, this.precision, this.consistency, this.headers)
+    } catch (err) {
+      // write() checks what encoding needs; should a batch still not encode, it is rejected as the
+      // server would reject it (sequence 0: it never had one; the server takes no gap in them),
+      // and the writer goes on: a throw here, from the flush timer, would end the process.
+      this.reject({ sequence: 0, points, error: toClientError(err) })
+      this.settleWaiters()
+      return
+    }
+    this.nextSequence++
+    this.unacknowledged.push({ sequence, message, points })
+    this.unacknowledgedPoints += points
     this.pump()
   }
 
@@ -318,9 +385,7 @@ export class BatchingWriter {
         reason?.message ?? 'rejected',
         reason?.field ? [{ field: reason.field, description: reason.message }] : [],
       )
-      const rejection = { sequence: ack.rejectedSequence, points: batch?.points ?? 0, error }
-      if (this.options.onReject) this.options.onReject(rejection)
-      else this.unreported ??= error
+      this.reject({ sequence: ack.rejectedSequence, points: batch?.points ?? 0, error })
     }
     while (this.unacknowledged.length > 0 && this.unacknowledged[0]!.sequence <= ack.durableThrough) {
       const batch = this.unacknowledged.shift()!
@@ -333,9 +398,19 @@ export class BatchingWriter {
     this.pump()
   }
 
+  /** Tells the application of a batch whose points are not stored. */
+  private reject(rejection: IngestRejection): void {
+    if (this.options.onReject) this.options.onReject(rejection)
+    else this.unreported ??= rejection.error
+  }
+
   private onCallEnded(error: V3ClientError | undefined): void {
     this.call = undefined
     this.generation++
+    // What went out on the ended call goes out again on the next one, from the first batch not
+    // acknowledged: the retry below must find it unsent.
+    this.sent = 0
+    this.waitingForDrain = false
     if (this.closed) return
     if (error !== undefined && error.code !== status.UNAVAILABLE) {
       this.fail(error)

@@ -18,11 +18,12 @@ import {
   CompareOp as ProtoCompareOp,
   type Consistency as ProtoConsistency,
   MatchOp as ProtoMatchOp,
-  Precision as ProtoPrecision,
+  type Precision as ProtoPrecision,
   type Selector as ProtoSelector,
 } from '../../gen/v3storage/v1/common.js'
 import { QueryServiceService } from '../../gen/v3storage/v1/query_service.js'
 import { WriteResponse, WriteServiceService, WriteStreamResponse } from '../../gen/v3storage/v1/write_service.js'
+import { ValidationError } from '../model/errors.js'
 import type {
   AggFunc,
   CompareOp,
@@ -38,7 +39,7 @@ import type {
   WriteResult,
 } from '../model/types.js'
 import { decodeSeriesList, encodeWriteRequest, SeriesHeaderCache, type WireSeries } from '../wire/series-codec.js'
-import { consistencyToProto } from './consistency.js'
+import { consistencyToProto, precisionToProto } from './consistency.js'
 import { closedError, toClientError, V3ClientError } from './errors.js'
 import { tlsMismatch } from './protocol-probe.js'
 import { type LiveSubscription, openSubscription, type SubscribeOptions } from './subscribe.js'
@@ -94,7 +95,10 @@ export interface DeleteInput {
 
 /** A WriteStream call in progress; see V3Client.writeStream. */
 export interface WriteStreamHandle {
-  /** Sends one batch; resolves when flow control has room for the next. Rejects once the stream failed. */
+  /**
+   * Sends one batch; resolves when flow control has room for the next. Rejects once the stream
+   * failed, and with FAILED_PRECONDITION after end().
+   */
   write(series: readonly SeriesInput[]): Promise<void>
   /** Ends the stream; resolves with the totals once every batch is durable. */
   end(): Promise<WriteResult>
@@ -261,13 +265,6 @@ export interface V3ClientOptions extends ConnectionOptions {
   readonly defaultTimeoutMs?: number
 }
 
-const PRECISIONS: Readonly<Record<Precision, ProtoPrecision>> = {
-  s: ProtoPrecision.PRECISION_SECONDS,
-  ms: ProtoPrecision.PRECISION_MILLISECONDS,
-  us: ProtoPrecision.PRECISION_MICROSECONDS,
-  ns: ProtoPrecision.PRECISION_NANOSECONDS,
-}
-
 const MATCH_OPS: Readonly<Record<MatchOp, ProtoMatchOp>> = {
   eq: ProtoMatchOp.MATCH_OP_EQ,
   neq: ProtoMatchOp.MATCH_OP_NEQ,
@@ -341,10 +338,16 @@ function identity(bytes: Buffer): Buffer {
 }
 
 /** A grpc-js channel to `address` with the credentials, keepalive and options given. */
+/** The longest wait between a channel's connection attempts. */
+const MAX_RECONNECT_BACKOFF_MS = 5000
+
 export function openChannel(address: string, options: ConnectionOptions, extra: ClientOptions = {}): Client {
   return new Client(address, channelCredentials(options), {
     'grpc.keepalive_time_ms': options.keepaliveTimeMs ?? 5 * 60_000,
     'grpc.keepalive_timeout_ms': options.keepaliveTimeoutMs ?? 20_000,
+    // gRPC backs off up to 120 s between connection attempts: after an outage that long, a client
+    // kept failing calls for a minute or more with the server back. At most 5 s here.
+    'grpc.max_reconnect_backoff_ms': MAX_RECONNECT_BACKOFF_MS,
     ...extra,
     ...options.channelOptions,
   })
@@ -360,6 +363,9 @@ function channelCredentials(options: ConnectionOptions): ChannelCredentials {
   const files = readTlsFiles(tls, options.tlsSettingNames ?? TLS_OPTION_NAMES)
   return credentials.createSsl(files.ca, files.key, files.cert)
 }
+
+/** The longest call timeout: the range of Node's timers, which grpc-js arms a deadline with (24.8 days). */
+const MAX_TIMEOUT_MS = 2 ** 31 - 1
 
 /** How long waitForAnswer asks a failed server whether it speaks the other protocol (TLS or not). */
 const PROBE_TIMEOUT_MS = 2000
@@ -393,7 +399,7 @@ export class V3Client {
 
   /** Stores the series; resolves once the server has them in its write-ahead log. */
   async write(series: readonly SeriesInput[], options: WriteOptions = {}): Promise<WriteResult> {
-    const bytes = encodeSeries(series, PRECISIONS[options.precision ?? 'ms'], consistencyToProto(options.consistency))
+    const bytes = encodeSeries(series, precisionToProto(options.precision), consistencyToProto(options.consistency))
     const response = await this.unary(
       WriteServiceService.write.path,
       identity,
@@ -412,7 +418,7 @@ export class V3Client {
    * `messages[i]`: the batches before it stay written, none after it is stored.
    */
   writeStream(options: WriteOptions = {}): WriteStreamHandle {
-    const precision = PRECISIONS[options.precision ?? 'ms']
+    const precision = precisionToProto(options.precision)
     // Every batch of the stream carries the level.
     const consistency = consistencyToProto(options.consistency)
     const channel = this.channel()
@@ -446,9 +452,11 @@ export class V3Client {
     )
     if (options.signal?.aborted) call.cancel()
     else options.signal?.addEventListener('abort', onAbort, { once: true })
+    let ending = false
     return {
       write: async (series: readonly SeriesInput[]): Promise<void> => {
         if (failure) throw failure
+        if (ending) throw new V3ClientError(status.FAILED_PRECONDITION, 'the stream has ended: end() was called', [])
         if (!call.write(encodeSeries(series, precision, consistency))) {
           // A call the server ended while its send buffer was full emits neither 'drain' nor
           // 'close': its end settles the wait too.
@@ -467,7 +475,8 @@ export class V3Client {
         if (failure) throw failure
       },
       end: (): Promise<WriteResult> => {
-        call.end()
+        if (!ending) call.end()
+        ending = true
         return outcome
       },
     }
@@ -683,7 +692,16 @@ export class V3Client {
 
   private callOptions(options: CallOptions): GrpcCallOptions {
     const timeoutMs = options.timeoutMs ?? this.defaultTimeoutMs
-    return timeoutMs === undefined ? {} : { deadline: Date.now() + timeoutMs }
+    if (timeoutMs === undefined) return {}
+    // grpc-js throws a deadline it cannot arm (NaN, past its timer's range) from a later tick, out
+    // of reach of the caller's catch: it ended the process.
+    // A timeout of 0 or less is a deadline already passed: the call fails with DEADLINE_EXCEEDED.
+    if (typeof timeoutMs !== 'number' || !Number.isFinite(timeoutMs) || timeoutMs > MAX_TIMEOUT_MS) {
+      throw toClientError(
+        ValidationError.field('timeoutMs', `must be a number of ms up to ${MAX_TIMEOUT_MS}, got ${String(timeoutMs)}`),
+      )
+    }
+    return { deadline: Date.now() + timeoutMs }
   }
 
   private unary<Req, Res>(

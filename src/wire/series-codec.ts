@@ -579,10 +579,17 @@ function seriesSizes(s: WireSeriesInput, path: string): Sizes {
       `has ${s.values.length} values for ${s.timestamps.length} timestamps; the counts must be equal`,
     )
   }
+  // Types a caller without TypeScript may get wrong: the encoder would size and write them apart.
+  if (typeof s.metric !== 'string')
+    throw ValidationError.field(`${path}.metric`, `must be a string, got ${typeof s.metric}`)
   const metricBytes = utf8Length(s.metric)
   let size = metricBytes > 0 ? 1 + varintSize(metricBytes) + metricBytes : 0
   const tags: number[] = []
-  for (const tag of s.tags) {
+  for (const [j, tag] of s.tags.entries()) {
+    if (typeof tag?.key !== 'string' || typeof tag.value !== 'string') {
+      const field = typeof tag?.key !== 'string' ? 'key' : 'value'
+      throw ValidationError.field(`${path}.tags[${j}].${field}`, `must be a string, got ${typeof tag?.[field]}`)
+    }
     const k = utf8Length(tag.key)
     const v = utf8Length(tag.value)
     const tagSize = (k > 0 ? 1 + varintSize(k) + k : 0) + (v > 0 ? 1 + varintSize(v) + v : 0)
@@ -602,6 +609,15 @@ function seriesSizes(s: WireSeriesInput, path: string): Sizes {
     }
   }
   const n = s.values.length
+  // Values in a plain array are checked: setFloat64 would store null as 0 and '1.5' as 1.5.
+  if (!(s.values instanceof Float64Array)) {
+    for (let i = 0; i < n; i++) {
+      const v = s.values[i]
+      if (typeof v !== 'number') {
+        throw ValidationError.field(`${path}.values[${i}]`, `must be a number, got ${v === null ? 'null' : typeof v}`)
+      }
+    }
+  }
   if (n > 0) size += 1 + varintSize(timestamps) + timestamps + 1 + varintSize(n * 8) + n * 8
   return { tags, timestamps, series: size }
 }

@@ -252,6 +252,42 @@ describe('server over a scripted engine', () => {
     }
   })
 
+  test('the client refuses what it cannot send as given, naming the field, before any call', async () => {
+    const writes = [
+      // A value the encoder would have coerced: null to 0, true to 1, '1.5' to 1.5.
+      [{ metric: 'm', tags: {}, timestamps: [1], values: [null as unknown as number] }, 'series[0].values[0]'],
+      [{ metric: 'm', tags: {}, timestamps: [1, 2], values: [1, '1.5' as unknown as number] }, 'series[0].values[1]'],
+      [{ metric: 7 as unknown as string, tags: {}, timestamps: [1], values: [1] }, 'series[0].metric'],
+      [
+        { metric: 'm', tags: { host: 7 as unknown as string }, timestamps: [1], values: [1] },
+        'series[0].tags[0].value',
+      ],
+    ] as const
+    for (const [series, field] of writes) {
+      const err = await callFails(client.write([series]))
+      assert.equal(err.code, status.INVALID_ARGUMENT, field)
+      assert.equal(err.violations[0]?.field, field)
+    }
+    const precision = await callFails(client.write([], { precision: 'seconds' as unknown as 'ms' }))
+    assert.equal(precision.violations[0]?.field, 'precision')
+    // A timeout gRPC cannot arm threw from a later tick, past the caller's catch, and ended the process.
+    for (const timeoutMs of [Number.NaN, 1e15, Number.NEGATIVE_INFINITY, '1000' as unknown as number]) {
+      const err = await Promise.resolve()
+        .then(() => client.stats({ timeoutMs }))
+        .then(
+          () => assert.fail('the call succeeded'),
+          (e: unknown) => e,
+        )
+      assert.ok(err instanceof V3ClientError && err.violations[0]?.field === 'timeoutMs', String(err))
+    }
+    // A stream's write() after its end() is refused; it said sent, and nothing was stored.
+    const stream = client.writeStream()
+    await stream.write([{ metric: 'm', tags: {}, timestamps: [1], values: [1] }])
+    await stream.end()
+    const late = await callFails(stream.write([{ metric: 'm', tags: {}, timestamps: [2], values: [2] }]))
+    assert.equal(late.code, status.FAILED_PRECONDITION)
+  })
+
   test('QueryStream stops when the client stops reading', async () => {
     // Far more than the transport buffers: the server has to wait for the reader.
     const n = 4_000_000

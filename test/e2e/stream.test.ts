@@ -327,6 +327,111 @@ describe('the batching writer across a server crash', () => {
     }
   })
 
+  test('a writer whose call failed resends its batches with no new write to prompt it, and close() ends', async () => {
+    let server = await startServerProcess({ args: ARGS })
+    const dataDir = server.dataDir
+    let address = server.address
+    const asked: string[] = []
+    const writer = new BatchingWriter(
+      () => {
+        asked.push(address)
+        return address
+      },
+      { batchPoints: 500, retryDelayMs: 50, maxRetryDelayMs: 200 },
+    )
+    try {
+      for (let i = 0; i < 1000; i++) writer.write('resend', { s: 'a' }, T0 + i * 1000, i)
+      await writer.flush()
+      // The server stops answering, takes more points, and dies with them unacknowledged.
+      server.child.kill('SIGSTOP')
+      for (let i = 1000; i < 5000; i++) writer.write('resend', { s: 'a' }, T0 + i * 1000, i)
+      const closed = writer.close()
+      await server.kill()
+      server = await startServerProcess({ dataDir, args: ARGS })
+      address = server.address
+      let timer: NodeJS.Timeout | undefined
+      await Promise.race([
+        closed,
+        new Promise((_, reject) => {
+          timer = setTimeout(() => reject(new Error('close() did not end within 30 s of the restart')), 30_000)
+        }),
+      ]).finally(() => clearTimeout(timer))
+      assert.equal(writer.pending, 0)
+      assert.equal((await count(server, 'resend')).get('a')?.length, 5000)
+      assert.ok(asked.includes(server.address), 'the address function was not asked again')
+    } finally {
+      writer.abort()
+      await server.kill()
+      await removeDataDir(dataDir)
+    }
+  })
+
+  test('a writer files each point under the tags it had when written, one object reused or not', async () => {
+    const server = await startServerProcess({ args: ARGS })
+    const writer = new BatchingWriter(server.address)
+    try {
+      const tags: Record<string, string> = { host: 'a' }
+      const list = [{ key: 'dc', value: 'x' }]
+      for (const [i, host] of ['a', 'b', 'c'].entries()) {
+        tags.host = host
+        writer.write('reuse', tags, T0, i)
+        list[0]!.value = host
+        writer.write('reuse_list', list, T0, i)
+      }
+      // A key added to the same object is a new series too.
+      tags.rack = 'r1'
+      writer.write('reuse', tags, T0, 9)
+      await writer.close()
+      const got = await server.client.query({ selector: { metric: 'reuse' }, startMs: T0, endMs: T0 + 1 })
+      assert.deepEqual(got.map((x) => [x.tags.map((t) => `${t.key}=${t.value}`).join(','), [...x.values]]).sort(), [
+        ['host=a', [0]],
+        ['host=b', [1]],
+        ['host=c', [2]],
+        ['host=c,rack=r1', [9]],
+      ])
+      const listed = await server.client.query({ selector: { metric: 'reuse_list' }, startMs: T0, endMs: T0 + 1 })
+      assert.deepEqual(listed.map((x) => [x.tags[0]?.value, [...x.values]]).sort(), [
+        ['a', [0]],
+        ['b', [1]],
+        ['c', [2]],
+      ])
+    } finally {
+      writer.abort()
+      await server.stop()
+      await removeDataDir(server.dataDir)
+    }
+  })
+
+  test('a writer refuses a point it cannot send when it is written, and its batch goes on', async () => {
+    const server = await startServerProcess({ args: ARGS })
+    const writer = new BatchingWriter(server.address, { flushIntervalMs: 1 })
+    try {
+      writer.write('poison', {}, T0, 1)
+      const refused = (write: () => void, field: string) =>
+        assert.throws(
+          write,
+          (e: unknown) =>
+            e instanceof V3ClientError && e.code === status.INVALID_ARGUMENT && e.violations[0]?.field === field,
+        )
+      refused(() => writer.write('poison', {}, '1767225601000' as unknown as number, 2), 'timestamp')
+      refused(() => writer.write(undefined as unknown as string, {}, T0, 2), 'metric')
+      refused(() => writer.write('poison', { host: 7 as unknown as string }, T0, 2), 'tags[0].value')
+      refused(() => writer.write('poison', undefined as unknown as Record<string, string>, T0, 2), 'tags')
+      refused(() => writer.write('poison', {}, 2n ** 63n, 2), 'timestamp')
+      writer.write('poison', {}, T0 + 1000, 3)
+      await writer.close()
+      assert.deepEqual((await count(server, 'poison')).get(''), [T0, T0 + 1000])
+      assert.throws(
+        () => new BatchingWriter(server.address, { precision: 'seconds' as unknown as 'ms' }),
+        (e: unknown) => e instanceof V3ClientError && e.violations[0]?.field === 'precision',
+      )
+    } finally {
+      writer.abort()
+      await server.stop()
+      await removeDataDir(server.dataDir)
+    }
+  })
+
   test('a writer reports a rejected batch through flush() when no onReject is given', async () => {
     const server = await startServerProcess({ args: ARGS })
     const writer = new BatchingWriter(server.address)
