@@ -635,18 +635,20 @@ export class BasicEngine implements StorageEngine, ShardEngine, EngineCore {
     const ranged = request.startMs !== undefined || request.endMs !== undefined
     if (ranged) checkRange(request.startMs ?? 0, request.endMs ?? 0)
     const entries = await this.index.selectSliced(request.selector, new Slicer(ctx))
+    let raced = 0
     await this.jobs.run(async () => {
       // Seal first, so that no write-buffer record can bring deleted points back after a restart.
       await sealBlocks(this, true)
       for (const entry of entries) {
         checkSignal(ctx)
-        await deleteSeriesData(this, entry, request.startMs, request.endMs)
+        raced += await deleteSeriesData(this, entry, request.startMs, request.endMs)
       }
     })
-    // The seal above trims the records of the writes before it; this trims that of a write that
-    // took a deleted series just before the delete, as dropShard does. A ranged delete keeps the
-    // series, so such a write's points stay in the head as in its record: nothing to trim.
-    if (!ranged && entries.length > 0) await this.trimRacingRecords()
+    // The seal above trims the records of the writes before it; this trims those of writes that
+    // raced the delete, whose points it dropped from the buffer (a restart would replay them): a
+    // write that took a deleted series just before the delete, as dropShard does, or one whose
+    // points fell in a deleted range.
+    if ((!ranged && entries.length > 0) || raced > 0) await this.trimRacingRecords()
     return { seriesMatched: filterEntries(this.index, entries, countFilter).length }
   }
 

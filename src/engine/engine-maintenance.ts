@@ -395,23 +395,26 @@ async function countRange(
 /**
  * Deletes the points of a series in [startMs, endMs): the stored blocks and runs that the range
  * covers are read, filtered and rewritten (or deleted when nothing is left). Without a range the
- * whole series goes, its index records included.
+ * whole series goes, its index records included. The caller has sealed the write buffer, so the
+ * buffered points the delete also drops (returned: how many) came from writes that raced it, whose
+ * write-buffer records still hold them until a seal trims them (BasicEngine.trimRacingRecords).
  */
 export async function deleteSeriesData(
   core: EngineCore,
   entry: SeriesEntry,
   startMs: number | undefined,
   endMs: number | undefined,
-): Promise<void> {
+): Promise<number> {
   const whole = startMs === undefined || endMs === undefined
   const from = whole ? Number.NEGATIVE_INFINITY : startMs
   const to = whole ? Number.POSITIVE_INFINITY : endMs
   const batch = core.store.db.batch()
   await stageDelete(core, entry, from, to, batch)
-  applyDelete(core, entry, from, to, batch)
+  const buffered = applyDelete(core, entry, from, to, batch)
   putCounters(core, batch)
   await core.store.writeBatch(batch, syncsWrites(core.config))
   finishDelete(core, entry, from, to)
+  return buffered
 }
 
 /** What stageDelete put in the batch. */
@@ -584,10 +587,12 @@ async function storedPoints(
  * The in-memory half of a delete, run right before its batch is written: buffered points go, the
  * latest point is looked up again, and a whole series leaves the index (its records in `batch`).
  */
-function applyDelete(core: EngineCore, entry: SeriesEntry, from: number, to: number, batch: ChainedBatch): void {
-  core.head.drop(entry.handle, from, to)
+/** Returns how many buffered points the delete took from the write buffer (see deleteSeriesData). */
+function applyDelete(core: EngineCore, entry: SeriesEntry, from: number, to: number, batch: ChainedBatch): number {
+  const buffered = core.head.drop(entry.handle, from, to)
   core.latestCache.invalidate(entry.handle)
   if (from === Number.NEGATIVE_INFINITY && to === Number.POSITIVE_INFINITY) core.index.remove(entry, batch)
+  return buffered
 }
 
 /**

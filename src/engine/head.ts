@@ -502,20 +502,21 @@ export class Head {
     if (this.active.get(handle)?.n === 0) this.active.delete(handle)
   }
 
-  /** Drops every buffered point of a series in [startMs, endMs). */
-  drop(handle: number, startMs: number, endMs: number): void {
+  /** Drops every buffered point of a series in [startMs, endMs); returns how many there were. */
+  drop(handle: number, startMs: number, endMs: number): number {
+    const before = this.points
     const buf = this.active.get(handle)
     if (buf) {
       const removed = buf.extract((t) => t >= startMs && t < endMs)
       this.points -= removed.ts.length
     }
     const sealing = this.sealing.get(handle)
-    if (!sealing) return
-    sealing.forEach((t, i) => {
+    sealing?.forEach((t, i) => {
       const keep = keepOutside(t, startMs, endMs)
       this.points -= t.ts.length - keep.ts.length
       sealing[i] = { ...t, ...keep }
     })
+    return before - this.points
   }
 }
 
