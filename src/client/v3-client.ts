@@ -15,6 +15,7 @@ import { AdminServiceService, type GetStatsResponse } from '../../gen/v3storage/
 import { ClusterServiceService, type Node, NodeLifecycle, NodeState } from '../../gen/v3storage/v1/cluster_service.js'
 import {
   AggFunc as ProtoAggFunc,
+  type Aggregation as ProtoAggregation,
   CompareOp as ProtoCompareOp,
   type Consistency as ProtoConsistency,
   MatchOp as ProtoMatchOp,
@@ -23,7 +24,7 @@ import {
 } from '../../gen/v3storage/v1/common.js'
 import { QueryServiceService } from '../../gen/v3storage/v1/query_service.js'
 import { WriteResponse, WriteServiceService, WriteStreamResponse } from '../../gen/v3storage/v1/write_service.js'
-import { ValidationError } from '../model/errors.js'
+import { type FieldViolation, ValidationError } from '../model/errors.js'
 import type {
   AggFunc,
   CompareOp,
@@ -265,27 +266,43 @@ export interface V3ClientOptions extends ConnectionOptions {
   readonly defaultTimeoutMs?: number
 }
 
-const MATCH_OPS: Readonly<Record<MatchOp, ProtoMatchOp>> = {
-  eq: ProtoMatchOp.MATCH_OP_EQ,
-  neq: ProtoMatchOp.MATCH_OP_NEQ,
-  regex: ProtoMatchOp.MATCH_OP_REGEX,
-  not_regex: ProtoMatchOp.MATCH_OP_NOT_REGEX,
-}
+// Maps rather than plain objects: a caller's 'toString' or '__proto__' must not look like an op.
+const MATCH_OPS: ReadonlyMap<string, ProtoMatchOp> = new Map(
+  Object.entries({
+    eq: ProtoMatchOp.MATCH_OP_EQ,
+    neq: ProtoMatchOp.MATCH_OP_NEQ,
+    regex: ProtoMatchOp.MATCH_OP_REGEX,
+    not_regex: ProtoMatchOp.MATCH_OP_NOT_REGEX,
+  } satisfies Record<MatchOp, ProtoMatchOp>),
+)
 
-const AGG_FUNCS: Readonly<Record<AggFunc, ProtoAggFunc>> = {
-  count: ProtoAggFunc.AGG_FUNC_COUNT,
-  sum: ProtoAggFunc.AGG_FUNC_SUM,
-  min: ProtoAggFunc.AGG_FUNC_MIN,
-  max: ProtoAggFunc.AGG_FUNC_MAX,
-  avg: ProtoAggFunc.AGG_FUNC_AVG,
-  first: ProtoAggFunc.AGG_FUNC_FIRST,
-  last: ProtoAggFunc.AGG_FUNC_LAST,
-  stddev: ProtoAggFunc.AGG_FUNC_STDDEV,
-  p50: ProtoAggFunc.AGG_FUNC_P50,
-  p90: ProtoAggFunc.AGG_FUNC_P90,
-  p95: ProtoAggFunc.AGG_FUNC_P95,
-  p99: ProtoAggFunc.AGG_FUNC_P99,
-}
+const AGG_FUNCS: ReadonlyMap<string, ProtoAggFunc> = new Map(
+  Object.entries({
+    count: ProtoAggFunc.AGG_FUNC_COUNT,
+    sum: ProtoAggFunc.AGG_FUNC_SUM,
+    min: ProtoAggFunc.AGG_FUNC_MIN,
+    max: ProtoAggFunc.AGG_FUNC_MAX,
+    avg: ProtoAggFunc.AGG_FUNC_AVG,
+    first: ProtoAggFunc.AGG_FUNC_FIRST,
+    last: ProtoAggFunc.AGG_FUNC_LAST,
+    stddev: ProtoAggFunc.AGG_FUNC_STDDEV,
+    p50: ProtoAggFunc.AGG_FUNC_P50,
+    p90: ProtoAggFunc.AGG_FUNC_P90,
+    p95: ProtoAggFunc.AGG_FUNC_P95,
+    p99: ProtoAggFunc.AGG_FUNC_P99,
+  } satisfies Record<AggFunc, ProtoAggFunc>),
+)
+
+const COMPARE_OPS: ReadonlyMap<string, ProtoCompareOp> = new Map(
+  Object.entries({
+    gt: ProtoCompareOp.COMPARE_OP_GT,
+    gte: ProtoCompareOp.COMPARE_OP_GTE,
+    lt: ProtoCompareOp.COMPARE_OP_LT,
+    lte: ProtoCompareOp.COMPARE_OP_LTE,
+    eq: ProtoCompareOp.COMPARE_OP_EQ,
+    neq: ProtoCompareOp.COMPARE_OP_NEQ,
+  } satisfies Record<CompareOp, ProtoCompareOp>),
+)
 
 const NODE_STATES: ReadonlyMap<number, NodeStateName> = new Map([
   [NodeState.NODE_STATE_HEALTHY, 'healthy'],
@@ -300,11 +317,93 @@ export function tagsToList(tags: TagsInput | undefined): Tag[] {
   return Object.entries(tags).map(([key, value]) => ({ key, value }))
 }
 
-function selectorToProto(selector: SelectorInput): ProtoSelector {
+/*
+ * Read requests are checked before they are sent, for what the serializer would otherwise turn into
+ * INTERNAL ("invalid int32: undefined", "cannot be converted to a BigInt"), a TypeError, or a
+ * silently coerced value (7 sent as "7"). Each problem is a violation named as the server names
+ * the field (server/convert.ts, the engine's range check), so that a refusal reads the same from
+ * either side. The server still checks everything else (names, regexes, empty ranges).
+ */
+
+/** A caller's value in a message: strings quoted, so that 7 and "7" read apart. */
+function show(value: unknown): string {
+  if (typeof value === 'string') return JSON.stringify(value)
+  if (Array.isArray(value)) return 'a list'
+  if (typeof value === 'object' && value !== null) return 'an object'
+  if (typeof value === 'function') return 'a function'
+  return String(value)
+}
+
+/** Fails with INVALID_ARGUMENT carrying every violation found, as the server would answer; a no-op without. */
+function refuse(violations: readonly FieldViolation[]): void {
+  if (violations.length > 0) throw toClientError(new ValidationError(violations))
+}
+
+function isObject(value: unknown): value is object {
+  return typeof value === 'object' && value !== null
+}
+
+/** An int64 ms field: a safe integer, or the serializer fails with INTERNAL (or loses precision). */
+function checkMs(value: unknown, field: string, violations: FieldViolation[], nonNegative = false): void {
+  if (Number.isSafeInteger(value) && (!nonNegative || (value as number) >= 0)) return
+  const what = nonNegative ? '0 or a positive number of milliseconds' : 'an integer number of milliseconds'
+  violations.push({ field, description: `must be ${what}, got ${show(value)}` })
+}
+
+function checkString(value: unknown, field: string, violations: FieldViolation[]): void {
+  if (typeof value !== 'string') violations.push({ field, description: `must be a string, got ${show(value)}` })
+}
+
+function checkEnum(
+  table: ReadonlyMap<string, number>,
+  value: unknown,
+  field: string,
+  violations: FieldViolation[],
+): number {
+  const n = typeof value === 'string' ? table.get(value) : undefined
+  if (n !== undefined) return n
+  violations.push({ field, description: `must be one of ${[...table.keys()].join(', ')}, got ${show(value)}` })
+  return 0
+}
+
+/** The selector as the contract's message; what cannot be sent as given goes into `violations`, named under `field`. */
+function selectorToProto(
+  selector: SelectorInput | undefined,
+  field: string,
+  violations: FieldViolation[],
+): ProtoSelector {
+  if (!isObject(selector)) {
+    violations.push({ field, description: 'is required' })
+    return { metric: '', matchers: [] }
+  }
+  checkString(selector.metric, `${field}.metric`, violations)
+  const matchers: unknown = selector.matchers ?? []
+  if (!Array.isArray(matchers)) {
+    violations.push({ field: `${field}.matchers`, description: `must be a list of matchers, got ${show(matchers)}` })
+    return { metric: selector.metric, matchers: [] }
+  }
   return {
     metric: selector.metric,
-    matchers: (selector.matchers ?? []).map((m) => ({ key: m.key, value: m.value, op: MATCH_OPS[m.op] })),
+    matchers: matchers.map((m: unknown, i) => {
+      const at = `${field}.matchers[${i}]`
+      if (!isObject(m)) {
+        violations.push({ field: at, description: `must be a matcher { key, value, op }, got ${show(m)}` })
+        return { key: '', value: '', op: 0 }
+      }
+      const { key, value, op } = m as Partial<Matcher>
+      checkString(key, `${at}.key`, violations)
+      checkString(value, `${at}.value`, violations)
+      return { key: key as string, value: value as string, op: checkEnum(MATCH_OPS, op, `${at}.op`, violations) }
+    }),
   }
+}
+
+/** The selector of a request that holds nothing else to check (Latest, ListSeries). */
+function selectorOnly(selector: SelectorInput): ProtoSelector {
+  const violations: FieldViolation[] = []
+  const message = selectorToProto(selector, 'selector', violations)
+  refuse(violations)
+  return message
 }
 
 /** Response timestamps are milliseconds and always fit a double; the codec keeps them in one. */
@@ -519,14 +618,14 @@ export class V3Client {
   /** The last point of every matching series. */
   async latest(selector: SelectorInput, options: ReadOptions = {}): Promise<SeriesPoints[]> {
     const def = QueryServiceService.latest
-    const message = { selector: selectorToProto(selector), consistency: consistencyToProto(options.consistency) }
+    const message = { selector: selectorOnly(selector), consistency: consistencyToProto(options.consistency) }
     return this.unary(def.path, def.requestSerialize, this.decodeList, message, options)
   }
 
   /** The identity of every matching series. */
   async listSeries(selector: SelectorInput, options: ReadOptions = {}): Promise<SeriesRef[]> {
     const def = QueryServiceService.listSeries
-    const message = { selector: selectorToProto(selector), consistency: consistencyToProto(options.consistency) }
+    const message = { selector: selectorOnly(selector), consistency: consistencyToProto(options.consistency) }
     const response = await this.unary(def.path, def.requestSerialize, def.responseDeserialize, message, options)
     return response.series.map((s) => ({ metric: s.metric, tags: s.tags }))
   }
@@ -545,11 +644,16 @@ export class V3Client {
   /** Deletes the points of the selected series in [startMs, endMs), or, without a range, the series themselves. */
   async deleteSeries(request: DeleteInput, options: CallOptions = {}): Promise<{ seriesMatched: number }> {
     const def = AdminServiceService.deleteSeries
+    const given: Partial<DeleteInput> = isObject(request) ? request : {}
+    const violations: FieldViolation[] = []
     const message = {
-      selector: selectorToProto(request.selector),
-      startMs: request.startMs ?? 0,
-      endMs: request.endMs ?? 0,
+      selector: selectorToProto(given.selector, 'selector', violations),
+      startMs: given.startMs ?? 0,
+      endMs: given.endMs ?? 0,
     }
+    checkMs(message.startMs, 'start_ms', violations)
+    checkMs(message.endMs, 'end_ms', violations)
+    refuse(violations)
     const response = await this.unary(def.path, def.requestSerialize, def.responseDeserialize, message, options)
     return { seriesMatched: response.seriesMatched }
   }
@@ -590,10 +694,16 @@ export class V3Client {
   /**
    * Tails the points written to the selected series from now on (with sinceMs, the stored points
    * from then first): `for await (const series of client.subscribe(...))`. `live` resolves once
-   * every later write is sure to be seen.
+   * every later write is sure to be seen. Throws V3ClientError INVALID_ARGUMENT, naming the field,
+   * for a selector or sinceMs it cannot send, and CANCELLED once the client is closed.
    */
   subscribe(selector: SelectorInput, options: SubscribeOptions = {}): LiveSubscription {
-    return openSubscription(this.channel(), this.metadata(), selectorToProto(selector), options)
+    const channel = this.channel()
+    const violations: FieldViolation[] = []
+    const message = selectorToProto(selector, 'selector', violations)
+    if (options.sinceMs !== undefined) checkMs(options.sinceMs, 'since_ms', violations, true)
+    refuse(violations)
+    return openSubscription(channel, this.metadata(), message, options)
   }
 
   /**
@@ -733,37 +843,70 @@ export class V3Client {
   }
 }
 
-function queryToProto(request: QueryInput, options: ReadOptions) {
-  const aggregation = request.aggregation
+/** The QueryRequest (or QueryStreamRequest) of a query; fails with INVALID_ARGUMENT for what cannot be sent as given. */
+function queryToProto(input: QueryInput, options: ReadOptions) {
+  const consistency = consistencyToProto(options.consistency)
+  // A missing request reads as one without its fields: the violations then name them.
+  const request: Partial<QueryInput> = isObject(input) ? input : {}
+  const violations: FieldViolation[] = []
+  const selector = selectorToProto(request.selector, 'selector', violations)
+  const extra: unknown = request.additionalSelectors ?? []
+  const additionalSelectors = Array.isArray(extra)
+    ? extra.map((s: SelectorInput, i) => selectorToProto(s, `additional_selectors[${i}]`, violations))
+    : []
+  if (!Array.isArray(extra)) {
+    violations.push({ field: 'additional_selectors', description: `must be a list of selectors, got ${show(extra)}` })
+  }
+  checkMs(request.startMs, 'start_ms', violations)
+  checkMs(request.endMs, 'end_ms', violations)
+  const aggregation =
+    request.aggregation === undefined ? undefined : aggregationToProto(request.aggregation, violations)
+  const filter: unknown = request.valueFilter
+  let valueFilter: { op: ProtoCompareOp; value: number } | undefined
+  if (isObject(filter)) {
+    const { op, value } = filter as Partial<ValueFilter>
+    if (typeof value !== 'number') {
+      violations.push({ field: 'value_filter.value', description: `must be a number, got ${show(value)}` })
+    }
+    valueFilter = { op: checkEnum(COMPARE_OPS, op, 'value_filter.op', violations), value: value as number }
+  } else if (filter !== undefined) {
+    violations.push({ field: 'value_filter', description: `must be { op, value }, got ${show(filter)}` })
+  }
+  refuse(violations)
   return {
-    consistency: consistencyToProto(options.consistency),
-    selector: selectorToProto(request.selector),
-    additionalSelectors: (request.additionalSelectors ?? []).map(selectorToProto),
-    startMs: request.startMs,
-    endMs: request.endMs,
-    aggregation:
-      aggregation === undefined
-        ? undefined
-        : {
-            func: AGG_FUNCS[aggregation.func],
-            stepMs: aggregation.stepMs ?? 0,
-            groupBy: [...(aggregation.groupBy ?? [])],
-            mergeSeries: aggregation.mergeSeries ?? false,
-          },
-    valueFilter:
-      request.valueFilter === undefined
-        ? undefined
-        : { op: COMPARE_OPS[request.valueFilter.op], value: request.valueFilter.value },
+    consistency,
+    selector,
+    additionalSelectors,
+    startMs: request.startMs as number,
+    endMs: request.endMs as number,
+    aggregation,
+    valueFilter,
   }
 }
 
-const COMPARE_OPS: Readonly<Record<CompareOp, ProtoCompareOp>> = {
-  gt: ProtoCompareOp.COMPARE_OP_GT,
-  gte: ProtoCompareOp.COMPARE_OP_GTE,
-  lt: ProtoCompareOp.COMPARE_OP_LT,
-  lte: ProtoCompareOp.COMPARE_OP_LTE,
-  eq: ProtoCompareOp.COMPARE_OP_EQ,
-  neq: ProtoCompareOp.COMPARE_OP_NEQ,
+function aggregationToProto(input: AggregationInput, violations: FieldViolation[]): ProtoAggregation {
+  if (!isObject(input)) {
+    violations.push({ field: 'aggregation', description: `must be { func, stepMs?, groupBy? }, got ${show(input)}` })
+    return { func: 0, stepMs: 0, groupBy: [], mergeSeries: false }
+  }
+  const stepMs = input.stepMs ?? 0
+  checkMs(stepMs, 'aggregation.step_ms', violations, true)
+  const keys: unknown = input.groupBy ?? []
+  const groupBy: string[] = []
+  if (Array.isArray(keys)) {
+    for (const [i, key] of keys.entries()) {
+      checkString(key, `aggregation.group_by[${i}]`, violations)
+      groupBy.push(key)
+    }
+  } else {
+    violations.push({ field: 'aggregation.group_by', description: `must be a list of tag keys, got ${show(keys)}` })
+  }
+  return {
+    func: checkEnum(AGG_FUNCS, input.func, 'aggregation.func', violations),
+    stepMs,
+    groupBy,
+    mergeSeries: input.mergeSeries ?? false,
+  }
 }
 
 function statsFromProto(r: GetStatsResponse): ServerStats {

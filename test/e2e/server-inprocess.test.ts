@@ -6,10 +6,15 @@ import { connect } from 'node:http2'
 import { type AddressInfo, createServer as createNetServer } from 'node:net'
 import { after, before, describe, test } from 'node:test'
 import { Client, credentials, type ServiceError } from '@grpc/grpc-js'
+import { AggFunc, type CompareOp, type MatchOp } from '../../gen/v3storage/v1/common.js'
+import { QueryServiceService } from '../../gen/v3storage/v1/query_service.js'
 import {
   BatchingWriter,
   type ConsistencyLevel,
+  type DeleteInput,
   mergeChunks,
+  type QueryInput,
+  type SelectorInput,
   status,
   V3Client,
   V3ClientError,
@@ -56,6 +61,7 @@ class ScriptedEngine implements StorageEngine {
     return []
   }
   async deleteSeries() {
+    this.levels.push(['deleteSeries', undefined])
     return { seriesMatched: 0 }
   }
   async compact() {
@@ -65,6 +71,7 @@ class ScriptedEngine implements StorageEngine {
     return STATS
   }
   subscribe() {
+    this.levels.push(['subscribe', undefined])
     return { close: () => {} }
   }
 }
@@ -286,6 +293,125 @@ describe('server over a scripted engine', () => {
     await stream.end()
     const late = await callFails(stream.write([{ metric: 'm', tags: {}, timestamps: [2], values: [2] }]))
     assert.equal(late.code, status.FAILED_PRECONDITION)
+  })
+
+  test('the client refuses a read it cannot send as given, naming the field as the server does, before any call', async () => {
+    // Each of these failed as INTERNAL ("invalid int32: undefined", "cannot be converted to a
+    // BigInt"), a TypeError, or was sent coerced.
+    const bad = <T>(value: unknown): T => value as T
+    const selectors: [SelectorInput, string][] = [
+      [{ metric: 'm', matchers: [{ key: 'k', value: 'v', op: bad('like') }] }, 'selector.matchers[0].op'],
+      [{ metric: 'm', matchers: [{ key: 'k', value: 'v', op: bad('toString') }] }, 'selector.matchers[0].op'],
+      [{ metric: bad(7) }, 'selector.metric'],
+      [{ metric: 'm', matchers: [{ key: bad(7), value: 'v', op: 'eq' }] }, 'selector.matchers[0].key'],
+      [{ metric: 'm', matchers: [{ key: 'k', value: bad(null), op: 'eq' }] }, 'selector.matchers[0].value'],
+      [{ metric: 'm', matchers: [bad(null)] }, 'selector.matchers[0]'],
+      [{ metric: 'm', matchers: bad('host=a') }, 'selector.matchers'],
+      [bad(undefined), 'selector'],
+    ]
+    const queries: [QueryInput, string][] = [
+      ...selectors.map(([selector, field]): [QueryInput, string] => [{ ...QUERY, selector }, field]),
+      [{ ...QUERY, aggregation: { func: bad('median2') } }, 'aggregation.func'],
+      [{ ...QUERY, aggregation: { func: 'sum', stepMs: 0.5 } }, 'aggregation.step_ms'],
+      [{ ...QUERY, aggregation: { func: 'sum', stepMs: Number.NaN } }, 'aggregation.step_ms'],
+      [{ ...QUERY, aggregation: { func: 'sum', groupBy: [bad(1)] } }, 'aggregation.group_by[0]'],
+      [{ ...QUERY, valueFilter: { op: bad('over'), value: 1 } }, 'value_filter.op'],
+      [{ ...QUERY, valueFilter: { op: 'gt', value: bad('90') } }, 'value_filter.value'],
+      [{ ...QUERY, startMs: 1.5 }, 'start_ms'],
+      [{ ...QUERY, startMs: Number.NaN }, 'start_ms'],
+      [{ ...QUERY, endMs: Number.NaN }, 'end_ms'],
+      [{ ...QUERY, endMs: 2 ** 63 }, 'end_ms'],
+      [{ selector: { metric: 'm' }, startMs: 0, endMs: bad(undefined) }, 'end_ms'],
+      [{ ...QUERY, startMs: bad(10n) }, 'start_ms'],
+      [bad({ startMs: 0, endMs: 1 }), 'selector'],
+      [bad(undefined), 'selector'],
+      [
+        { ...QUERY, additionalSelectors: [{ metric: 'n', matchers: [{ key: 'k', value: 'v', op: bad('like') }] }] },
+        'additional_selectors[0].matchers[0].op',
+      ],
+    ]
+    const refused = (err: unknown, field: string): void => {
+      assert.ok(err instanceof V3ClientError, `${field}: ${String(err)}`)
+      assert.equal(err.code, status.INVALID_ARGUMENT, `${field}: ${err.message}`)
+      assert.equal(err.violations[0]?.field, field, err.message)
+      assert.match(err.details, new RegExp(`^${field.replace(/[[\].]/g, '\\$&')}: `), err.message)
+      // A server's refusal comes with trailers; one made before any call has none.
+      assert.equal(err.metadata, undefined, `${field}: the call was made`)
+    }
+    engine.levels.length = 0
+    for (const [request, field] of queries) {
+      refused(await callFails(client.query(request)), field)
+      refused(await callFails(client.queryStream(request).next()), field)
+    }
+    for (const [selector, field] of selectors) {
+      refused(await callFails(client.latest(selector)), field)
+      refused(await callFails(client.listSeries(selector)), field)
+      refused(await callFails(client.deleteSeries({ selector })), field)
+    }
+    const deletes: [DeleteInput, string][] = [
+      [{ selector: { metric: 'm' }, startMs: 1.5, endMs: 10 }, 'start_ms'],
+      [{ selector: { metric: 'm' }, startMs: 0, endMs: Number.NaN }, 'end_ms'],
+      [bad({ startMs: 0, endMs: 10 }), 'selector'],
+    ]
+    for (const [request, field] of deletes) refused(await callFails(client.deleteSeries(request)), field)
+    // subscribe throws at once, as it does on a closed client; the for-await that calls it gets the error.
+    const subscriptions: [SelectorInput, number | undefined, string][] = [
+      ...selectors.map(([selector, field]): [SelectorInput, undefined, string] => [selector, undefined, field]),
+      [{ metric: 'm' }, 1.5, 'since_ms'],
+      [{ metric: 'm' }, Number.NaN, 'since_ms'],
+      [{ metric: 'm' }, -1, 'since_ms'],
+    ]
+    for (const [selector, sinceMs, field] of subscriptions) {
+      const err = await (async () => {
+        for await (const _ of client.subscribe(selector, sinceMs === undefined ? {} : { sinceMs })) {
+          assert.fail('the subscription delivered')
+        }
+      })().then(
+        () => assert.fail('the subscription ended without an error'),
+        (e: unknown) => e,
+      )
+      refused(err, field)
+    }
+    assert.deepEqual(engine.levels, [], 'a refused read reached the engine')
+
+    // The server names the same fields for the same mistakes sent raw (an enum number it does not know).
+    const raw = new Client(server.address, credentials.createInsecure())
+    try {
+      const base = { selector: { metric: 'm', matchers: [] }, startMs: 0, endMs: 1, additionalSelectors: [] }
+      const sent: [object, string][] = [
+        [
+          { ...base, selector: { metric: 'm', matchers: [{ key: 'k', value: 'v', op: 99 as MatchOp }] } },
+          'selector.matchers[0].op',
+        ],
+        [
+          { ...base, aggregation: { func: 99 as AggFunc, stepMs: 0, groupBy: [], mergeSeries: false } },
+          'aggregation.func',
+        ],
+        [
+          { ...base, aggregation: { func: AggFunc.AGG_FUNC_SUM, stepMs: -1, groupBy: [], mergeSeries: false } },
+          'aggregation.step_ms',
+        ],
+        [{ ...base, valueFilter: { op: 99 as CompareOp, value: 1 } }, 'value_filter.op'],
+        [{ ...base, selector: undefined }, 'selector'],
+      ]
+      const def = QueryServiceService.query
+      for (const [request, field] of sent) {
+        const err = await new Promise<ServiceError>((resolve, reject) => {
+          raw.makeUnaryRequest(
+            def.path,
+            def.requestSerialize,
+            (b: Buffer) => b,
+            { consistency: 0, ...base, ...request },
+            (e) => (e ? resolve(e) : reject(new Error('the call succeeded'))),
+          )
+        })
+        assert.equal(err.code, status.INVALID_ARGUMENT, field)
+        assert.match(err.details, new RegExp(`^${field.replace(/[[\].]/g, '\\$&')}: `), err.details)
+      }
+    } finally {
+      raw.close()
+    }
+    engine.levels.length = 0
   })
 
   test('QueryStream stops when the client stops reading', async () => {
