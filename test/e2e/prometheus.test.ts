@@ -51,6 +51,9 @@ const QUERIES = [
   'count_over_time(up[10s])',
   'e2e_gauge',
   'max_over_time(e2e_gauge[5s])',
+  // An offset on the right operand, and a sign that binds looser than ^ (both parsed apart once).
+  'e2e_gauge - e2e_gauge offset 2s',
+  '-2 ^ 2 * e2e_gauge',
 ] as const
 
 /** Seconds with milliseconds, as the query API takes times. */

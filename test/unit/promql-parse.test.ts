@@ -193,6 +193,61 @@ describe('promql: parsing to our syntax tree', () => {
     assert.deepEqual(b.expr.kind === 'binary' && b.expr.matching?.labels, ['k8s.pod'])
   })
 
+  test('a sign on a number binds looser than ^, as in Prometheus: -2 ^ 2 is -(2 ^ 2)', () => {
+    const num = (value: number) => ({ kind: 'number', value })
+    const pow = (lhs: object, rhs: object) => ({ kind: 'binary', op: '^', lhs, rhs, returnBool: false })
+    assert.deepEqual(parsePromQL('-2 ^ 2').expr, { kind: 'negate', expr: pow(num(2), num(2)) })
+    assert.deepEqual(parsePromQL('- 0.5 ^ -2').expr, { kind: 'negate', expr: pow(num(0.5), num(-2)) })
+    assert.deepEqual(parsePromQL('+2 ^ 2').expr, pow(num(2), num(2)))
+    assert.deepEqual(parsePromQL('1 - -2 ^ 2').expr, {
+      kind: 'binary',
+      op: '-',
+      lhs: num(1),
+      rhs: { kind: 'negate', expr: pow(num(2), num(2)) },
+      returnBool: false,
+    })
+    // Not a power: the literal keeps its sign.
+    assert.deepEqual(parsePromQL('-2 * 3').expr, {
+      kind: 'binary',
+      op: '*',
+      lhs: num(-2),
+      rhs: num(3),
+      returnBool: false,
+    })
+  })
+
+  test('an offset after a binary or unary expression belongs to its last operand, as in Prometheus', () => {
+    const sel = (offsetMs: number) => ({ kind: 'vector', sel: { selector: { metric: 'x', matchers: [] }, offsetMs } })
+    const matching = { on: false, labels: [] }
+    assert.deepEqual(parsePromQL('x - x offset 5m').expr, {
+      kind: 'binary',
+      op: '-',
+      lhs: sel(0),
+      rhs: sel(300_000),
+      returnBool: false,
+      matching,
+    })
+    assert.deepEqual(parsePromQL('x + x * x offset 1m').expr, {
+      kind: 'binary',
+      op: '+',
+      lhs: sel(0),
+      rhs: { kind: 'binary', op: '*', lhs: sel(0), rhs: sel(60_000), returnBool: false, matching },
+      returnBool: false,
+      matching,
+    })
+    assert.deepEqual(parsePromQL('-x offset 5m').expr, { kind: 'negate', expr: sel(300_000) })
+    assert.deepEqual(parsePromQL('x offset 5m - x').expr, {
+      kind: 'binary',
+      op: '-',
+      lhs: sel(300_000),
+      rhs: sel(0),
+      returnBool: false,
+      matching,
+    })
+    refused('(x - x) offset 5m', /offset modifier must be preceded by an instant vector selector/)
+    refused('x - sum(x) offset 5m', /offset modifier must be preceded by an instant vector selector/)
+  })
+
   test('string literals unquote as Go does', () => {
     assert.equal(unquote('"a\\"b\\n\\x41\\u00e9\\101"'), 'a"b\nAéA')
     assert.equal(unquote("'it\\'s'"), "it's")

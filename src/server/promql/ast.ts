@@ -525,9 +525,13 @@ class Converter {
     return { expr: { kind: 'matrix', sel: { selector: this.selector(inner), offsetMs }, rangeMs }, type: 'matrix' }
   }
 
-  private offset(node: SyntaxNode): ParsedQuery {
+  /**
+   * An OffsetExpr, or with `target` the offset of OffsetExpr `node` applied to `target`, the
+   * rightmost operand of the expression it was parsed onto.
+   */
+  private offset(node: SyntaxNode, target?: SyntaxNode): ParsedQuery {
     const parts = children(node)
-    const inner = parts[0]
+    const inner = target ?? parts[0]
     const amount = parts[parts.length - 1]
     if (!inner || amount?.name !== 'OffsetDurationExpr') throw badData(`parse error: bad offset ${this.src(node)}`)
     const offsetMs = this.offsetDuration(amount)
@@ -537,6 +541,10 @@ class Converter {
     if (inner.name === 'MatrixSelector') return this.matrix(inner, offsetMs)
     if (inner.name === 'OffsetExpr') throw badData('parse error: offset may not be set multiple times')
     if (inner.name === 'SubqueryExpr') return this.expr(inner)
+    // lezer-promql hangs `a - b offset 5m` and `-b offset 5m` on the whole expression; Prometheus'
+    // own parser gives the offset to the operand before it, b.
+    if (inner.name === 'BinaryExpr') return this.binary(inner, node)
+    if (inner.name === 'UnaryExpr') return this.unary(inner, node)
     throw badData(
       'parse error: offset modifier must be preceded by an instant vector selector or range vector selector or a subquery',
     )
@@ -652,7 +660,8 @@ class Converter {
     return name
   }
 
-  private binary(node: SyntaxNode): ParsedQuery {
+  /** A BinaryExpr; with `offsetNode`, that OffsetExpr's offset goes to its right operand (see offset). */
+  private binary(node: SyntaxNode, offsetNode?: SyntaxNode): ParsedQuery {
     const parts = children(node)
     const lhsNode = parts[0]
     const opNode = parts[1]
@@ -677,8 +686,29 @@ class Converter {
         matching = { on: child(mod, 'On') !== undefined, labels: labels ? this.labelList(labels) : [] }
       } else throw badData(`unsupported PromQL construct: ${JSON.stringify(this.src(mod))} is not implemented`)
     }
-    const lhs = this.expr(lhsNode)
-    const rhs = this.expr(rhsNode)
+    // lezer-promql's number token holds its sign, so `-2 ^ 2` comes as (-2) ^ 2; in Prometheus a
+    // sign binds looser than ^, and it is -(2 ^ 2).
+    const lhsText = this.src(lhsNode)
+    const signed = op === '^' && lhsNode.name === 'NumberDurationLiteral' && /^[-+]/.test(lhsText)
+    const lhs: ParsedQuery = signed
+      ? { expr: { kind: 'number', value: parseNumber(lhsText.slice(1).trimStart()) }, type: 'scalar' }
+      : this.expr(lhsNode)
+    const rhs = offsetNode === undefined ? this.expr(rhsNode) : this.offset(offsetNode, rhsNode)
+    if (signed && lhsText.startsWith('-')) {
+      const { expr, type } = this.combine(op, lhs, rhs, returnBool, matching)
+      return { expr: { kind: 'negate', expr }, type }
+    }
+    return this.combine(op, lhs, rhs, returnBool, matching)
+  }
+
+  /** The binary expression of two parsed operands, checked as Prometheus checks them. */
+  private combine(
+    op: BinaryOp,
+    lhs: ParsedQuery,
+    rhs: ParsedQuery,
+    returnBool: boolean,
+    matching: { on: boolean; labels: string[] } | undefined,
+  ): ParsedQuery {
     if (lhs.type === 'matrix' || rhs.type === 'matrix') {
       throw badData('parse error: binary expression must contain only scalar and instant vector types')
     }
@@ -709,10 +739,11 @@ class Converter {
     }
   }
 
-  private unary(node: SyntaxNode): ParsedQuery {
+  /** A UnaryExpr; with `offsetNode`, that OffsetExpr's offset goes to its operand (see offset). */
+  private unary(node: SyntaxNode, offsetNode?: SyntaxNode): ParsedQuery {
     const [opNode, inner] = children(node)
     if (!opNode || !inner) throw badData(`parse error: ${this.src(node)}`)
-    const operand = this.expr(inner)
+    const operand = offsetNode === undefined ? this.expr(inner) : this.offset(offsetNode, inner)
     if (operand.type === 'matrix') {
       throw badData(
         'parse error: unary expression only allowed on expressions of type scalar or instant vector, got "range vector"',
