@@ -286,6 +286,22 @@ describe('promql over the engine: range functions', () => {
 })
 
 describe('promql over the engine: aggregation and operators', () => {
+  test('logarithms equal Prometheus 2.42 to the last bit, where Math.log does not', async () => {
+    const at = T0 + 60 * S
+    // The answers of /usr/bin/prometheus (2.42.0, amd64) to the same queries.
+    const prometheus: Record<string, string> = {
+      'ln(vector(1.2297624741328772))': '0.2068210402750248',
+      'log10(vector(1.2297624741328772))': '0.08982123653293347',
+      'log2(vector(21.681152361056835))': '4.438369533378033',
+      'ln(vector(0.0001234))': '-9.000079446492986',
+      'ln(vector(98765.4321))': '11.500502944984172',
+    }
+    for (const [query, value] of Object.entries(prometheus)) {
+      assert.deepEqual(await instant(query, at), { '{}': value }, query)
+    }
+    assert.notEqual(String(Math.log(1.2297624741328772)), prometheus['ln(vector(1.2297624741328772))'])
+  })
+
   test('aggregations by and without drop the name; topk and bottomk keep the series', async () => {
     const at = T0 + 60 * S
     assert.deepEqual(await instant('sum by (job) (requests_total)', at), { '{"job":"api"}': '22' })

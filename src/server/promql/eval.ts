@@ -149,7 +149,7 @@ function goPow(x: number, y: number): number {
       yf--
       yi++
     }
-    a1 = Math.exp(yf * Math.log(x))
+    a1 = Math.exp(yf * goLog(x))
   }
   let [x1, xe] = frexp(x)
   for (let i = yi; i !== 0; i = Math.floor(i / 2)) {
@@ -851,12 +851,12 @@ function mathValue(func: InstantFunction, v: number, p1: number | undefined, p2:
     case 'sqrt':
       return Math.sqrt(v)
     case 'ln':
-      return Math.log(v)
+      return goLog(v)
     case 'log2':
       return goLog2(v)
     case 'log10':
       // As Go: the natural logarithm times 1/ln 10, which differs from Math.log10 in the last bit.
-      return Math.log(v) * Math.LOG10E
+      return goLog(v) * Math.LOG10E
     case 'sgn':
       return v < 0 ? -1 : v > 0 ? 1 : v
     case 'round': {
@@ -883,8 +883,44 @@ function goLog2(x: number): number {
   if (x === 0 || !Number.isFinite(x)) return Math.log2(x)
   const [frac, exp] = frexp(x)
   if (frac === 0.5) return exp - 1
-  return Math.log(frac) * Math.LOG2E + exp
+  return goLog(frac) * Math.LOG2E + exp
 }
+
+/**
+ * The natural logarithm as Go's math.Log computes it (FreeBSD's e_log.c, in Go's own operation
+ * order): Math.log differs from it in the last bit for some inputs, and ln, log2, log10 and the
+ * powers with a fractional exponent answer as Prometheus does only with Go's.
+ */
+export function goLog(x: number): number {
+  if (Number.isNaN(x) || x === Number.POSITIVE_INFINITY) return x
+  if (x < 0) return Number.NaN
+  if (x === 0) return Number.NEGATIVE_INFINITY
+  let [f1, ki] = frexp(x)
+  if (f1 < Math.SQRT2 / 2) {
+    f1 *= 2
+    ki--
+  }
+  const f = f1 - 1
+  const k = ki
+  const s = f / (2 + f)
+  const s2 = s * s
+  const s4 = s2 * s2
+  const t1 = s2 * (LOG_L1 + s4 * (LOG_L3 + s4 * (LOG_L5 + s4 * LOG_L7)))
+  const t2 = s4 * (LOG_L2 + s4 * (LOG_L4 + s4 * LOG_L6))
+  const r = t1 + t2
+  const hfsq = 0.5 * f * f
+  return k * LN2_HI - (hfsq - (s * (hfsq + r) + k * LN2_LO) - f)
+}
+
+const LN2_HI = 6.9314718036912381649e-1
+const LN2_LO = 1.90821492927058770002e-10
+const LOG_L1 = 6.66666666666673513e-1
+const LOG_L2 = 3.999999999940941908e-1
+const LOG_L3 = 2.857142874366239149e-1
+const LOG_L4 = 2.222219843214978396e-1
+const LOG_L5 = 1.818357216161805012e-1
+const LOG_L6 = 1.531383769920937332e-1
+const LOG_L7 = 1.479819860511658591e-1
 
 /** x as frac × 2^exp with |frac| in [0.5, 1), for finite non-zero x (Go's math.Frexp). */
 function frexp(x: number): [number, number] {
