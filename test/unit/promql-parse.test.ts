@@ -216,6 +216,12 @@ describe('promql: parsing to our syntax tree', () => {
     })
   })
 
+  test('aggregation keywords are case-insensitive, as in Prometheus', () => {
+    assert.deepEqual(parsePromQL('SUM(x)').expr, parsePromQL('sum(x)').expr)
+    assert.deepEqual(parsePromQL('Sum BY (job) (x)').expr, parsePromQL('sum by (job) (x)').expr)
+    assert.deepEqual(parsePromQL('TopK(2, x)').expr, parsePromQL('topk(2, x)').expr)
+  })
+
   test('an offset after a binary or unary expression belongs to its last operand, as in Prometheus', () => {
     const sel = (offsetMs: number) => ({ kind: 'vector', sel: { selector: { metric: 'x', matchers: [] }, offsetMs } })
     const matching = { on: false, labels: [] }

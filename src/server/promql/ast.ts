@@ -611,7 +611,8 @@ class Converter {
     const opNode = parts.find((p) => p.name === 'AggregateOp')
     const body = parts.find((p) => p.name === 'FunctionCallBody')
     const modifier = parts.find((p) => p.name === 'AggregateModifier')
-    const name = opNode ? this.src(opNode) : ''
+    // Keywords are case-insensitive in PromQL: SUM is sum.
+    const name = opNode ? this.src(opNode).toLowerCase() : ''
     if (!AGGREGATE_OPS.has(name) || !body) {
       throw badData(`unsupported PromQL construct: aggregation ${JSON.stringify(name)} is not implemented`)
     }
