@@ -319,14 +319,19 @@ describe('promql: API parameters and number formats', () => {
     assert.throws(() => parseDurationParam('soon', 'step'), PromQLError)
   })
 
-  test("values as Go's FormatFloat(v, 'f', -1, 64)", () => {
+  test("values as Prometheus 2.42 writes them: Go's 'f' format, 'e' below 1e-6 and from 1e21 up", () => {
     assert.equal(formatValue(1), '1')
     assert.equal(formatValue(0.1), '0.1')
     assert.equal(formatValue(-2.5), '-2.5')
-    assert.equal(formatValue(1e21), '1000000000000000000000')
-    assert.equal(formatValue(1.5e-7), '0.00000015')
-    assert.equal(formatValue(-1.234e-10), '-0.0000000001234')
-    assert.equal(formatValue(1.7976931348623157e308).length, 309)
+    assert.equal(formatValue(1e20), '100000000000000000000')
+    assert.equal(formatValue(0.000001), '0.000001')
+    // What /usr/bin/prometheus answered for 1e300 and 3.899e-8.
+    assert.equal(formatValue(1e300), '1e+300')
+    assert.equal(formatValue(3.899e-8), '3.899e-08')
+    assert.equal(formatValue(1e21), '1e+21')
+    assert.equal(formatValue(1.5e-7), '1.5e-07')
+    assert.equal(formatValue(-1.234e-10), '-1.234e-10')
+    assert.equal(formatValue(1.7976931348623157e308), '1.7976931348623157e+308')
     assert.equal(formatValue(Number.NaN), 'NaN')
     assert.equal(formatValue(Number.POSITIVE_INFINITY), '+Inf')
     assert.equal(formatValue(Number.NEGATIVE_INFINITY), '-Inf')

@@ -1,30 +1,25 @@
 /**
- * Numbers and times as Prometheus' JSON writes them: sample values as strings in Go's
- * strconv.FormatFloat(v, 'f', -1, 64) form, and timestamps as unix seconds with milliseconds.
+ * Numbers and times as Prometheus' JSON writes them: sample values as strings in the form of its
+ * marshalValue (Go's strconv 'f' format, and 'e' below 1e-6 and from 1e21 up, as JavaScript
+ * writes numbers), and timestamps as unix seconds with milliseconds.
  */
 
-/** A value as Go's FormatFloat(v, 'f', -1, 64): the shortest digits that read back as v, never an exponent. */
+/**
+ * A value as Prometheus 2.42 writes it: the shortest digits that read back as v, spelled out
+ * between 1e-6 and 1e21 and with an exponent of at least two digits outside (`1e+300`,
+ * `3.9e-08`), as Go's AppendFloat(v, 'f' or 'e', -1, 64) writes them.
+ */
 export function formatValue(v: number): string {
   if (Number.isNaN(v)) return 'NaN'
   if (v === Number.POSITIVE_INFINITY) return '+Inf'
   if (v === Number.NEGATIVE_INFINITY) return '-Inf'
   if (Object.is(v, -0)) return '-0'
+  // JavaScript switches to an exponent at the same bounds; Go pads it to two digits.
   const s = String(v)
   const e = s.indexOf('e')
   if (e < 0) return s
-  // JavaScript switches to an exponent below 1e-6 and from 1e21 up; spell the same digits out.
-  const negative = s.startsWith('-')
-  const mantissa = s.slice(negative ? 1 : 0, e)
-  const exponent = Number(s.slice(e + 1))
-  const point = mantissa.indexOf('.')
-  const digits = point < 0 ? mantissa : mantissa.slice(0, point) + mantissa.slice(point + 1)
-  // The position of the decimal point relative to the start of the digits.
-  const at = (point < 0 ? mantissa.length : point) + exponent
-  let out: string
-  if (at <= 0) out = `0.${'0'.repeat(-at)}${digits}`
-  else if (at >= digits.length) out = digits + '0'.repeat(at - digits.length)
-  else out = `${digits.slice(0, at)}.${digits.slice(at)}`
-  return negative ? `-${out}` : out
+  const digits = s.slice(e + 2)
+  return `${s.slice(0, e + 2)}${digits.length < 2 ? `0${digits}` : digits}`
 }
 
 /** A millisecond timestamp as Prometheus writes it in JSON: seconds, and up to three decimals when not whole. */
