@@ -912,15 +912,16 @@ export function goLog(x: number): number {
   return k * LN2_HI - (hfsq - (s * (hfsq + r) + k * LN2_LO) - f)
 }
 
-const LN2_HI = 6.9314718036912381649e-1
-const LN2_LO = 1.90821492927058770002e-10
-const LOG_L1 = 6.66666666666673513e-1
-const LOG_L2 = 3.999999999940941908e-1
-const LOG_L3 = 2.857142874366239149e-1
-const LOG_L4 = 2.222219843214978396e-1
-const LOG_L5 = 1.818357216161805012e-1
-const LOG_L6 = 1.531383769920937332e-1
-const LOG_L7 = 1.479819860511658591e-1
+// Go's constants, written as the shortest decimals of the same doubles.
+const LN2_HI = 0.6931471803691238
+const LN2_LO = 1.9082149292705877e-10
+const LOG_L1 = 0.6666666666666735
+const LOG_L2 = 0.3999999999940942
+const LOG_L3 = 0.2857142874366239
+const LOG_L4 = 0.22222198432149784
+const LOG_L5 = 0.1818357216161805
+const LOG_L6 = 0.15313837699209373
+const LOG_L7 = 0.14798198605116586
 
 /** x as frac × 2^exp with |frac| in [0.5, 1), for finite non-zero x (Go's math.Frexp). */
 function frexp(x: number): [number, number] {
