@@ -2,7 +2,9 @@ import { type Client, type ClientDuplexStream, Metadata, status } from '@grpc/gr
 import type { Precision as ProtoPrecision } from '../../gen/v3storage/v1/common.js'
 import { IngestResponse, StreamServiceService } from '../../gen/v3storage/v1/stream_service.js'
 import { ValidationError } from '../model/errors.js'
+import { nameViolation } from '../model/series-key.js'
 import type { ConsistencyLevel, Precision, RawTimestamp, Tag } from '../model/types.js'
+import { identityViolation } from '../model/validate.js'
 import { encodeIngestWrite } from '../wire/ingest-codec.js'
 import { EncodedHeaderCache } from '../wire/series-codec.js'
 import { consistencyToProto, precisionToProto } from './consistency.js'
@@ -146,6 +148,8 @@ export class BatchingWriter {
    */
   private readonly tagSets = new WeakMap<object, SeenTags>()
   private readonly tagSetsByText = new Map<string, TagSet>()
+  /** Metric names checked already (see write); cleared when large. */
+  private readonly metrics = new Set<string>()
   /** The encoded metric and tags of each series, keyed by its tag set's list: encoded once, copied after. */
   private readonly headers = new EncodedHeaderCache()
   private nextTagId = 0
@@ -204,6 +208,12 @@ export class BatchingWriter {
     const invalid = (field: string, problem: string): V3ClientError =>
       toClientError(ValidationError.field(field, problem))
     if (typeof metric !== 'string') throw invalid('metric', `must be a string, got ${typeof metric}`)
+    if (!this.metrics.has(metric)) {
+      const refused = nameViolation(metric)
+      if (refused !== undefined) throw invalid('metric', refused)
+      if (this.metrics.size >= 100_000) this.metrics.clear()
+      this.metrics.add(metric)
+    }
     if (typeof timestamp === 'number') {
       if (!Number.isSafeInteger(timestamp)) throw invalid('timestamp', `must be an integer, got ${timestamp}`)
     } else if (typeof timestamp === 'bigint') {
@@ -220,6 +230,9 @@ export class BatchingWriter {
       const problem = tagsProblem(list)
       if (problem !== undefined)
         throw invalid(problem.slice(0, problem.indexOf(':')), problem.slice(problem.indexOf(':') + 2))
+      // A tag set every server refuses would take the points of its batch's other series with it.
+      const refused = identityViolation('m', list)
+      if (refused !== undefined) throw invalid(refused.field, refused.description)
       const text = JSON.stringify(list.map((t) => [t.key, t.value]))
       tagSet = this.tagSetsByText.get(text)
       if (tagSet === undefined) {

@@ -368,6 +368,26 @@ function tagValueBytes(s: string): number {
   return bytes
 }
 
+/**
+ * The first rule a series' metric and tags break that holds whatever a server's limits are (names,
+ * empty or unencodable values, `__name__`, a key twice), or undefined: for a client that batches
+ * points of many series together, so that a series every server would refuse never joins a batch.
+ */
+export function identityViolation(metric: unknown, tags: readonly Tag[]): FieldViolation | undefined {
+  const name = nameViolation(metric)
+  if (name !== undefined) return { field: 'metric', description: name }
+  const keys = new Set<string>()
+  for (const [j, tag] of tags.entries()) {
+    const key = tagKeyViolation(tag.key)
+    if (key !== undefined) return { field: `tags[${j}].key`, description: key }
+    const value = tagValueViolation(tag.value, Number.POSITIVE_INFINITY)
+    if (value !== undefined) return { field: `tags[${j}].value`, description: value }
+    if (keys.has(tag.key)) return { field: `tags[${j}].key`, description: `${JSON.stringify(tag.key)} appears twice` }
+    keys.add(tag.key)
+  }
+  return undefined
+}
+
 function tagValueViolation(value: unknown, maxBytes: number): string | undefined {
   if (typeof value !== 'string' || value.length === 0) return 'must not be empty'
   const bytes = tagValueBytes(value)
