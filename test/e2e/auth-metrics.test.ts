@@ -8,7 +8,8 @@ import { request as httpsRequest } from 'node:https'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
-import { BatchingWriter, V3Client, V3ClientError, type V3ClientOptions } from '../../src/client/index.js'
+import { BatchingWriter, V3Client, type V3ClientOptions } from '../../src/client/index.js'
+import { codeOf, grpcCounters } from '../fixtures/call-codes.js'
 import { makeTestCertificates, opensslMissing, type TestCertificates } from './security-certs.js'
 import { removeDataDir, type ServerProcess, startServerProcess } from './server-process.js'
 
@@ -17,27 +18,6 @@ const TOKENS = { read: 'r3ad-metrics-41c2', write: 'wr1te-metrics-8e0d' }
 const TOKENS_FILE = `read:${TOKENS.read}\nwrite:${TOKENS.write}\n`
 const SERIES = [{ metric: 'authm_cpu', tags: { host: 'a' }, timestamps: [T0], values: [1] }]
 const QUERY = { selector: { metric: 'authm_cpu' }, startMs: T0, endMs: T0 + 1000 }
-
-/** The status a call ended with, by name. */
-async function codeOf(promise: Promise<unknown>): Promise<string> {
-  try {
-    await promise
-    return 'OK'
-  } catch (err) {
-    assert.ok(err instanceof V3ClientError, `expected V3ClientError, got ${String(err)}`)
-    return err.codeName
-  }
-}
-
-/** The `v3_grpc_*` counter samples of a scrape, `name{labels}` → value. */
-function grpcCounters(text: string): Map<string, number> {
-  const out = new Map<string, number>()
-  for (const line of text.split('\n')) {
-    const m = /^(v3_grpc_(?:requests|errors)_total\{[^}]*\}|v3_rejected_writes_total\{[^}]*\}) (\S+)$/.exec(line)
-    if (m?.[1] !== undefined && m[2] !== undefined) out.set(m[1], Number(m[2]))
-  }
-  return out
-}
 
 interface Setup {
   /** Extra `v3 serve` flags (TLS), besides the tokens file and request logging. */

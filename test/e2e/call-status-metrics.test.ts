@@ -15,7 +15,8 @@ import { once } from 'node:events'
 import { type ClientHttp2Session, type ClientHttp2Stream, connect } from 'node:http2'
 import { createConnection } from 'node:net'
 import { after, before, describe, test } from 'node:test'
-import { type SeriesInput, V3ClientError } from '../../src/client/index.js'
+import type { SeriesInput } from '../../src/client/index.js'
+import { codeOf, grpcCounters } from '../fixtures/call-codes.js'
 import { removeDataDir, type ServerProcess, startServerProcess } from './server-process.js'
 
 const T0 = Date.UTC(2024, 0, 1)
@@ -32,27 +33,6 @@ function seriesOf(n: number): SeriesInput[] {
       values: Array.from({ length: n }, (_, i) => i + 0.123456789),
     },
   ]
-}
-
-/** The status a call ended with, by name. */
-async function codeOf(promise: Promise<unknown>): Promise<string> {
-  try {
-    await promise
-    return 'OK'
-  } catch (err) {
-    assert.ok(err instanceof V3ClientError, `expected V3ClientError, got ${String(err)}`)
-    return err.codeName
-  }
-}
-
-/** The `v3_grpc_*` and `v3_rejected_writes_total` counter samples of a scrape, `name{labels}` → value. */
-function grpcCounters(text: string): Map<string, number> {
-  const out = new Map<string, number>()
-  for (const line of text.split('\n')) {
-    const m = /^(v3_grpc_(?:requests|errors)_total\{[^}]*\}|v3_rejected_writes_total\{[^}]*\}) (\S+)$/.exec(line)
-    if (m?.[1] !== undefined && m[2] !== undefined) out.set(m[1], Number(m[2]))
-  }
-  return out
 }
 
 /** An HTTP/2 connection to the gRPC port, once connected (a PING sent before that is cancelled). */

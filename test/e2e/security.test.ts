@@ -8,6 +8,7 @@ import { after, before, describe, test } from 'node:test'
 import { type Client, credentials, makeGenericClientConstructor, type ServiceError, status } from '@grpc/grpc-js'
 import { service as healthService } from 'grpc-health-check'
 import { BatchingWriter, V3Client, V3ClientError, type V3ClientOptions } from '../../src/client/index.js'
+import { codeOf } from '../fixtures/call-codes.js'
 import { runV3 } from './cli-run.js'
 import { makeTestCertificates, opensslMissing, type TestCertificates } from './security-certs.js'
 import { removeDataDir, type ServerProcess, startServerProcess } from './server-process.js'
@@ -20,16 +21,6 @@ read:${TOKENS.read}
 write:${TOKENS.write}
 admin:${TOKENS.admin}
 `
-
-async function codeOf(promise: Promise<unknown>): Promise<string> {
-  try {
-    await promise
-    return 'OK'
-  } catch (err) {
-    assert.ok(err instanceof V3ClientError, `expected V3ClientError, got ${String(err)}`)
-    return err.codeName
-  }
-}
 
 let scratch: string
 before(async () => {
