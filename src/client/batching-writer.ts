@@ -87,15 +87,6 @@ function samePairs(tags: TagsInput, pairs: readonly string[]): boolean {
   return i === pairs.length
 }
 
-/** Why a tag list cannot be sent, or undefined: keys and values must be strings. */
-function tagsProblem(list: readonly Tag[]): string | undefined {
-  for (const [i, t] of list.entries()) {
-    if (typeof t?.key !== 'string') return `tags[${i}].key: must be a string, got ${typeof t?.key}`
-    if (typeof t.value !== 'string') return `tags[${i}].value: must be a string, got ${typeof t.value}`
-  }
-  return undefined
-}
-
 const MIN_INT64 = -(2n ** 63n)
 const MAX_INT64 = 2n ** 63n - 1n
 
@@ -227,10 +218,8 @@ export class BatchingWriter {
     let tagSet = seen !== undefined && samePairs(tags, seen.pairs) ? seen.tagSet : undefined
     if (tagSet === undefined) {
       const list = tagsToList(tags)
-      const problem = tagsProblem(list)
-      if (problem !== undefined)
-        throw invalid(problem.slice(0, problem.indexOf(':')), problem.slice(problem.indexOf(':') + 2))
-      // A tag set every server refuses would take the points of its batch's other series with it.
+      // A tag set that cannot be sent, or that every server refuses, would take the points of its
+      // batch's other series with it.
       const refused = identityViolation('m', list)
       if (refused !== undefined) throw invalid(refused.field, refused.description)
       const text = JSON.stringify(list.map((t) => [t.key, t.value]))

@@ -378,6 +378,12 @@ export function identityViolation(metric: unknown, tags: readonly Tag[]): FieldV
   if (name !== undefined) return { field: 'metric', description: name }
   const keys = new Set<string>()
   for (const [j, tag] of tags.entries()) {
+    // A caller without TypeScript may pass anything: say what came rather than that it is empty.
+    for (const part of ['key', 'value'] as const) {
+      if (typeof tag?.[part] !== 'string') {
+        return { field: `tags[${j}].${part}`, description: `must be a string, got ${typeof tag?.[part]}` }
+      }
+    }
     const key = tagKeyViolation(tag.key)
     if (key !== undefined) return { field: `tags[${j}].key`, description: key }
     const value = tagValueViolation(tag.value, Number.POSITIVE_INFINITY)

@@ -768,21 +768,24 @@ describe('v3 client commands', () => {
       readdirSync(dir).filter((f) => f.includes('wo-big')),
       [],
     )
-    const child = spawn(
-      process.execPath,
-      ['--import', 'tsx', MAIN, 'export', 'wo_big', '--output', target, '--server', a.address],
-      {
-        stdio: 'ignore',
-      },
-    )
-    const exited = once(child, 'exit')
-    await waitFor('the temporary output file', () => existsSync(partial(child.pid)), 20_000, 5)
-    child.kill('SIGTERM')
-    assert.deepEqual(await exited, [143, null])
-    assert.deepEqual(
-      readdirSync(dir).filter((f) => f.includes('wo-big')),
-      [],
-    )
+    for (const [signal, code] of [
+      ['SIGTERM', 143],
+      ['SIGINT', 130],
+    ] as const) {
+      const child = spawn(
+        process.execPath,
+        ['--import', 'tsx', MAIN, 'export', 'wo_big', '--output', target, '--server', a.address],
+        { stdio: 'ignore' },
+      )
+      const exited = once(child, 'exit')
+      await waitFor('the temporary output file', () => existsSync(partial(child.pid)), 20_000, 5)
+      child.kill(signal)
+      assert.deepEqual(await exited, [code, null], signal)
+      assert.deepEqual(
+        readdirSync(dir).filter((f) => f.includes('wo-big')),
+        [],
+      )
+    }
     const whole = await runV3(['export', 'wo_big', '--output', target, '--server', a.address])
     assert.equal(whole.code, 0, whole.stderr)
     assert.equal(readFileSync(target, 'utf8').split('\n').length, 250_002)

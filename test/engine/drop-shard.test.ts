@@ -362,51 +362,27 @@ function registerTests(): void {
       })
     })
 
-    it('shows after SIGKILL what it showed before, where writes raced the drop of their own series', async () => {
-      await withDir(async (dir) => {
-        const [dropped, shown] = await runChild(dir, 'own-race')
-        assert.equal(dropped, 'dropped 1')
-        const engine = engineAt(dir, new ManualClock(NOW))
-        await engine.open()
-        try {
-          // Points the drop discarded, whose write-buffer records a restart would replay, stay gone.
-          assert.equal(JSON.stringify(await raceView(engine)), shown)
-        } finally {
-          await engine.close()
-        }
+    // Points a drop or delete discarded, whose write-buffer records a restart would replay, stay
+    // gone: the ranged delete once left such records behind, and deleted points came back.
+    for (const [mode, what] of [
+      ['own-race', 'the drop of their own series'],
+      ['own-race-delete', 'deleteSeries of their own series'],
+      ['own-race-range-delete', 'a ranged deleteSeries of their series'],
+    ] as const) {
+      it(`shows after SIGKILL what it showed before, where writes raced ${what}`, async () => {
+        await withDir(async (dir) => {
+          const [dropped, shown] = await runChild(dir, mode)
+          assert.equal(dropped, 'dropped 1')
+          const engine = engineAt(dir, new ManualClock(NOW))
+          await engine.open()
+          try {
+            assert.equal(JSON.stringify(await raceView(engine)), shown)
+          } finally {
+            await engine.close()
+          }
+        })
       })
-    })
-
-    it('shows after SIGKILL what it showed before, where writes raced deleteSeries of their own series', async () => {
-      await withDir(async (dir) => {
-        const [deleted, shown] = await runChild(dir, 'own-race-delete')
-        assert.equal(deleted, 'dropped 1')
-        const engine = engineAt(dir, new ManualClock(NOW))
-        await engine.open()
-        try {
-          // deleteSeries ends as dropShard does: the deleted points stay gone after a restart.
-          assert.equal(JSON.stringify(await raceView(engine)), shown)
-        } finally {
-          await engine.close()
-        }
-      })
-    })
-
-    it('shows after SIGKILL what it showed before, where writes raced a ranged deleteSeries of their series', async () => {
-      await withDir(async (dir) => {
-        const [deleted, shown] = await runChild(dir, 'own-race-range-delete')
-        assert.equal(deleted, 'dropped 1')
-        const engine = engineAt(dir, new ManualClock(NOW))
-        await engine.open()
-        try {
-          // The points of racing writes the delete took from the buffer were replayed from their
-          // write-buffer records after a restart: deleted points came back.
-          assert.equal(JSON.stringify(await raceView(engine)), shown)
-        } finally {
-          await engine.close()
-        }
-      })
-    })
+    }
 
     it('loses no write to other series that races a drop of many batches', async () => {
       await withDir(async (dir) => {
