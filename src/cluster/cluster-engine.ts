@@ -782,8 +782,18 @@ export class ClusterEngine implements StorageEngine {
       // Not tied to the call's signal: a part still under way when the write is answered goes on.
       await this.call(state, node, PeerKind.PEER_KIND_WRITE, body, undefined)
     } catch (err) {
-      if (handoff !== undefined && err instanceof UnavailableError) await this.keepHint(handoff, node, body)
-      throw err
+      // Only a refusal of the data itself is final: it would be refused again on delivery. Any other
+      // failure (no answer in time, the peer's queue past its deadline or full, an error on the way)
+      // leaves the owner perhaps without its part, so it waits as a hint; a replay is harmless.
+      if (handoff === undefined || err instanceof ValidationError) throw err
+      await this.keepHint(handoff, node, body)
+      if (err instanceof UnavailableError || err instanceof LimitError) throw err
+      // The peer's DEADLINE_EXCEEDED is its own deadline, --peer-timeout, not the caller's: the owner
+      // did not take its part in time.
+      throw new UnavailableError(
+        `node ${node.id} did not take its part (${err instanceof Error ? err.message : String(err)}); it waits as a hint`,
+        { cause: err },
+      )
     }
   }
 

@@ -14,7 +14,7 @@ import { SeriesTokens } from '../../src/cluster/shard-filter.js'
 import { evenTokens } from '../../src/cluster/tokens.js'
 import { BasicEngine } from '../../src/engine/basic-engine.js'
 import { silentLogger } from '../../src/engine/config.js'
-import { UnavailableError } from '../../src/model/errors.js'
+import { DeadlineError, LimitError, UnavailableError, ValidationError } from '../../src/model/errors.js'
 import { DEFAULT_WRITE_LIMITS } from '../../src/model/limits.js'
 import { waitFor } from '../fixtures/wait.js'
 
@@ -23,6 +23,42 @@ const T0 = Date.UTC(2026, 0, 1)
 /** One point of series `s` at T0 with value `v`, as a write batch. */
 function point(v: number) {
   return { series: [{ metric: 'm', tags: [{ key: 's', value: 'x' }], timestamps: [T0], values: [v] }] }
+}
+
+/** Node a's cluster engine over `local`, in a ring of a and c (R = 2), with c's part going over `a`. */
+function engineOfA(
+  local: BasicEngine,
+  a: ReturnType<MemoryNetwork['transport']>,
+  handoff: HintedHandoff,
+  cAddress: string,
+  healthy: () => ReadonlySet<string>,
+): ClusterEngine {
+  const members: MemberInfo[] = [
+    { id: 'a', grpcAddress: 'a:1', peerAddress: 'a', tokens: evenTokens('a', 8), state: 'active' },
+    { id: 'c', grpcAddress: 'c:1', peerAddress: cAddress, tokens: evenTokens('c', 8), state: 'active' },
+  ]
+  const ring: RingSnapshot = { version: 1, replicationFactor: 2, members }
+  const options = {
+    limits: DEFAULT_WRITE_LIMITS,
+    peerTimeoutMs: 2_000,
+    maxPointsPerQuery: 1_000_000,
+    writeConsistency: 'one' as const,
+    readTimeoutMs: 500,
+  }
+  const engine = new ClusterEngine(local, options, silentLogger, new SeriesTokens())
+  engine.attach({
+    selfId: 'a',
+    transport: a,
+    handoff,
+    view: {
+      ring: () => ring,
+      healthyIds: healthy,
+      leaderId: () => undefined,
+      move: () => undefined,
+      consul: () => ({ reachable: true, outages: 0 }),
+    },
+  })
+  return engine
 }
 
 describe('writes to an owner with hints waiting', () => {
@@ -42,11 +78,6 @@ describe('writes to an owner with hints waiting', () => {
       return serve(from, kind, body, meta)
     })
     const a = net.transport('a')
-    const members: MemberInfo[] = [
-      { id: 'a', grpcAddress: 'a:1', peerAddress: 'a', tokens: evenTokens('a', 8), state: 'active' },
-      { id: 'c', grpcAddress: 'c:1', peerAddress: cAddress, tokens: evenTokens('c', 8), state: 'active' },
-    ]
-    const ring: RingSnapshot = { version: 1, replicationFactor: 2, members }
     let healthy = new Set(['a'])
     const handoff = new HintedHandoff(
       store,
@@ -59,30 +90,7 @@ describe('writes to an owner with hints waiting', () => {
       { timeoutMs: 2_000, limits: DEFAULT_WRITE_LIMITS },
       silentLogger,
     )
-    const engine = new ClusterEngine(
-      local,
-      {
-        limits: DEFAULT_WRITE_LIMITS,
-        peerTimeoutMs: 2_000,
-        maxPointsPerQuery: 1_000_000,
-        writeConsistency: 'one',
-        readTimeoutMs: 500,
-      },
-      silentLogger,
-      new SeriesTokens(),
-    )
-    engine.attach({
-      selfId: 'a',
-      transport: a,
-      handoff,
-      view: {
-        ring: () => ring,
-        healthyIds: () => healthy,
-        leaderId: () => undefined,
-        move: () => undefined,
-        consul: () => ({ reachable: true, outages: 0 }),
-      },
-    })
+    const engine = engineOfA(local, a, handoff, cAddress, () => healthy)
     const valuesAtC = async (): Promise<number[]> => {
       const [series] = await owner.query({ selector: { metric: 'm', matchers: [] }, startMs: T0, endMs: T0 + 1 })
       return series === undefined ? [] : [...series.values]
@@ -125,6 +133,62 @@ describe('writes to an owner with hints waiting', () => {
       await a.close()
       await c.close()
       await owner.close()
+      await local.close()
+      await rm(dir, { recursive: true, force: true })
+    }
+  })
+
+  it('keep the part of an owner that fails it for any reason but a refusal of the data as a hint', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'v3-handoff-'))
+    const net = new MemoryNetwork()
+    const local = new BasicEngine({ dataDir: join(dir, 'a'), sync: 'off' })
+    await local.open()
+    const store = await HintStore.open({ dir: join(dir, 'hints'), maxBytes: 1 << 20, maxAgeMs: 3_600_000 })
+    // c is healthy but fails each write with the next of these; its hints are not delivered here.
+    const failures: Error[] = []
+    const c = net.transport('c')
+    const cAddress = await c.listen(async () => {
+      throw failures.shift() ?? new Error('no failure queued')
+    })
+    const a = net.transport('a')
+    const handoff = new HintedHandoff(
+      store,
+      a,
+      { endpoint: () => undefined, healthy: () => true, ringVersion: () => 1 },
+      { timeoutMs: 2_000, limits: DEFAULT_WRITE_LIMITS },
+      silentLogger,
+    )
+    const engine = engineOfA(local, a, handoff, cAddress, () => new Set(['a', 'c']))
+    try {
+      const cases: readonly [Error, number][] = [
+        // The peer's own deadline (its queue, or --peer-timeout) passed before it wrote.
+        [new DeadlineError('the deadline passed before the request started'), 1],
+        [new LimitError('max_waiting_per_peer', 1024, 'too many requests wait'), 1],
+        [new Error('a disk error'), 1],
+        // A refusal of the data would be refused again on delivery: no hint.
+        [ValidationError.field('series[0].metric', 'is refused'), 0],
+      ]
+      for (const [failure, hinted] of cases) {
+        const before = store.backlog('c')
+        failures.push(failure)
+        // At ONE, a's own part acknowledges the write; c's part fails in the background.
+        await engine.write(point(before + 1))
+        await waitFor(`c's part settled after ${failure.name}`, () => failures.length === 0, 10_000)
+        await waitFor(`the hint after ${failure.name}`, () => store.backlog('c') === before + hinted, 10_000)
+        assert.equal(store.backlog('c'), before + hinted, failure.message)
+      }
+      // At ALL, c's failure fails the write: UNAVAILABLE naming c, and the part waits as a hint.
+      failures.push(new DeadlineError('the deadline passed before the request started'))
+      await assert.rejects(engine.write(point(9), { consistency: 'all' }), (err: Error) => {
+        assert.ok(err instanceof UnavailableError, `${err.name}: ${err.message}`)
+        assert.match(err.message, /c \(node c did not take its part \(.*deadline passed.*\); it waits as a hint\)/)
+        return true
+      })
+      assert.equal(store.backlog('c'), 4)
+    } finally {
+      await handoff.close()
+      await a.close()
+      await c.close()
       await local.close()
       await rm(dir, { recursive: true, force: true })
     }
