@@ -1344,6 +1344,14 @@ export class ClusterEngine implements StorageEngine {
         )
       }
     }
+    // The other members take the node's ranges over: one that is down cannot copy its share, and the
+    // change would wait for it, its ranges leaving for ever.
+    const down = state.snapshot.members.filter((m) => m.id !== nodeId && !healthy.has(m.id)).map((m) => m.id)
+    if (down.length > 0) {
+      throw new UnavailableError(
+        `cannot decommission ${nodeId} now: ${down.join(', ')} ${down.length === 1 ? 'is' : 'are'} down and would take over some of its ranges; start ${down.length === 1 ? 'it' : 'them'} again (or decommission ${down.length === 1 ? 'it' : 'them'} first) and retry`,
+      )
+    }
     await link.requestDecommission(nodeId, ctx?.signal)
     for (;;) {
       const ring = link.view.ring()

@@ -190,6 +190,13 @@ export class RingLeader {
       await this.cleanUp(term, ring, { ...meta.move, phase: 'cleaning-up' })
       return true
     }
+    if (meta.decommissions.includes(this.link.selfId) && !members.some((m) => m.id === this.link.selfId)) {
+      // Decommissioned and out of the ring: another node leads from here, and this one, which is to be
+      // stopped, does not campaign again. Stopping the election ends this term.
+      this.logger.info({ term: term.term }, 'this node has left the ring: handing the leadership on')
+      void this.link.election.stop()
+      return false
+    }
     for (const id of meta.decommissions) {
       if (!members.some((m) => m.id === id)) {
         // Done, or never a member: the request goes once the node has stopped, so it does not rejoin.

@@ -11,8 +11,10 @@ import { assertSameSeries } from '../fixtures/series-assert.js'
 import { runV3 } from './cli-run.js'
 import {
   type ConsulProcess,
+  type NodeSpec,
   startConsul,
   startFreshNode,
+  startNode,
   waitFor,
   waitForMembers,
   waitForSettled,
@@ -320,11 +322,14 @@ describe('the leader', { timeout: 240_000 }, () => {
     `${lockDelayMs}ms`,
   ]
 
+  const specs = new Map<string, NodeSpec>()
+
   before(async () => {
     consul = await startConsul()
     for (const id of ['n1', 'n2', 'n3']) {
-      const { node } = await startFreshNode(consul, id, name, extra)
+      const { spec, node } = await startFreshNode(consul, id, name, extra)
       nodes.set(id, node)
+      specs.set(id, spec)
       dirs.push(node.dataDir)
     }
     await waitForMembers([...nodes.values()], ['n1', 'n2', 'n3'])
@@ -381,6 +386,48 @@ describe('the leader', { timeout: 240_000 }, () => {
       const metrics = await metricsOf(node)
       assert.match(metrics, new RegExp(`^v3_cluster_ring_version ${before.version}$`, 'm'), 'the ring stays')
     }
+  })
+
+  it('hands the leadership on once it is decommissioned, while it still runs', async () => {
+    const [first] = nodes.values()
+    const leaderId = (await first!.client.listNodes()).find((m) => m.leader)?.id
+    assert.ok(leaderId !== undefined && nodes.has(leaderId), `a running leader: ${leaderId}`)
+    const old = nodes.get(leaderId)!
+    // The node killed above is still a member, down: it would take over some of the leader's
+    // ranges, so the decommission is refused, naming it, and nothing changes.
+    const [killed] = [...specs.keys()].filter((id) => !nodes.has(id))
+    await waitFor('the killed node seen down', async () =>
+      (await old.client.listNodes()).some((m) => m.id === killed && m.state !== 'healthy') ? true : undefined,
+    )
+    const refused = await runV3(['cluster', 'decommission', leaderId, '--server', old.address])
+    assert.notEqual(refused.code, 0, refused.stdout)
+    assert.match(refused.stderr, new RegExp(`UNAVAILABLE.*cannot decommission ${leaderId} now: ${killed} is down`))
+    const members = await old.client.listNodes()
+    assert.deepEqual(
+      members.map((m) => `${m.id} ${m.lifecycle}`).sort(),
+      [...specs.keys()].map((id) => `${id} active`).sort(),
+    )
+    // Back on its folder, the killed node is healthy again, and the decommission goes ahead.
+    const spec = specs.get(killed!)!
+    nodes.set(
+      killed!,
+      await startNode(consul, { ...spec, dataDir: dirs[[...specs.keys()].indexOf(killed!)]! }, name, extra),
+    )
+    await waitForMembers([...nodes.values()], [...specs.keys()])
+    const other = [...nodes].find(([id]) => id !== leaderId)!
+    const result = await runV3(['cluster', 'decommission', leaderId, '--server', old.address])
+    assert.equal(result.code, 0, result.stderr)
+    assert.match(result.stdout, new RegExp(`^${leaderId} left the ring`, 'm'))
+    // The old leader still runs; the other node takes the lock without waiting out a TTL.
+    const next = await waitFor('the other node leading', async () => {
+      const listed = await other[1].client.listNodes()
+      return listed.find((m) => m.leader)
+    })
+    assert.notEqual(next.id, leaderId)
+    assert.ok(old.child.exitCode === null && old.child.signalCode === null, 'the decommissioned node still runs')
+    await waitFor('the old leader to see it', async () =>
+      /^v3_cluster_leader 0$/m.test(await (await fetch(old.metricsUrl!)).text()) ? true : undefined,
+    )
   })
 })
 
