@@ -19,6 +19,7 @@ import type { WriteLimits } from '../model/limits.js'
 import type { ConsistencyLevel } from '../model/types.js'
 import { splitHostPort } from '../server/transport.js'
 import { UsageError } from './args.js'
+import { checkDataFolder } from './node-identity.js'
 
 export interface ClusterServeOptions {
   readonly nodeId: string | undefined
@@ -151,6 +152,7 @@ export function createClusterNode(
         throw new UsageError(`--advertise is needed when --listen is ${grpcAddress}: other nodes cannot dial ${host}`)
       }
       const nodeId = options.nodeId ?? advertise
+      const claim = await checkDataFolder(dataDir, options.clusterName, nodeId)
       const peerListen = peerListenOf(options, grpcAddress)
       transport = new ZmqPeerTransport({ nodeId, listen: peerListen, logger, ringVersion: () => engine.ringVersion() })
       const bound = await transport.listen(
@@ -277,6 +279,8 @@ export function createClusterNode(
         // The id and the folder are the user's settings: a usage error, exit 2.
         throw err instanceof StartRefusedError ? new UsageError(err.message, { cause: err }) : err
       }
+      // Admitted: from here the folder is this node's.
+      await claim?.()
       leader.start()
       election.start()
       // The leader adds this node once it sees it healthy: the first node of a cluster adds itself.

@@ -1,4 +1,6 @@
 import assert from 'node:assert/strict'
+import { existsSync } from 'node:fs'
+import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { mergeChunks, type QueryInput, type SeriesInput, V3Client } from '../../src/client/index.js'
 import type { SeriesPoints } from '../../src/model/types.js'
@@ -487,6 +489,18 @@ describe('a ring member started on a new data folder', { timeout: 120_000 }, () 
         (await first.node.client.listNodes()).some((m) => m.id === 'n2'),
         'n2 is still a member',
       )
+      assert.ok(!existsSync(join(emptyDir, 'n2', 'cluster-node.json')), 'the refused start claimed no folder')
+      // n2's folder holds n2's ranges: started as another node, it is refused.
+      const swapped = await runV3(refusedServeArgs(consul, name, await nodeSpec('n3'), second.node.dataDir, extra))
+      assert.equal(swapped.code, 2, swapped.stderr)
+      assert.match(
+        swapped.stderr,
+        new RegExp(
+          `^v3: the data folder \\S+ belongs to node n2 of cluster ${name}, not to node n3 of cluster ${name}`,
+          'm',
+        ),
+      )
+      assert.ok(!(await first.node.client.listNodes()).some((m) => m.id === 'n3'), 'n3 did not join')
       second = {
         spec: second.spec,
         node: await startNode(consul, { ...second.spec, dataDir: second.node.dataDir }, name, extra),
