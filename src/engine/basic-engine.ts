@@ -67,7 +67,7 @@ import { Head } from './head.js'
 import { LatencyRecorder } from './latency.js'
 import { LatestCache } from './latest-cache.js'
 import { Mutex } from './mutex.js'
-import { RocksStore } from './rocks-store.js'
+import { RocksStore, WAL_FLUSH_BYTES } from './rocks-store.js'
 import { type SeriesEntry, SeriesIndex } from './series-index.js'
 import type { BlockDigest, SeriesBuckets, SeriesFilter, ShardEngine } from './shard.js'
 import { checkSignal, LARGE_WORK_SERIES, largeWork, Slicer } from './slicer.js'
@@ -161,6 +161,14 @@ export class BasicEngine implements StorageEngine, ShardEngine, EngineCore {
   /** The last commit begun; it never rejects. */
   private committing: Promise<void> = Promise.resolve()
   private sealing: Promise<void> | undefined
+  /** Failed seals: in a row and in all, when the timer tries next, and the last failure logged. */
+  private readonly sealTrouble = {
+    inARow: 0,
+    total: 0,
+    retryAtMs: 0,
+    message: '',
+    loggedAtMs: Number.NEGATIVE_INFINITY,
+  }
   private timers: NodeJS.Timeout[] = []
   private readonly subscriptions: SubscriptionHub
 
@@ -168,7 +176,7 @@ export class BasicEngine implements StorageEngine, ShardEngine, EngineCore {
     this.config = resolveEngineConfig(options)
     this.clock = deps.clock ?? systemClock
     this.logger = deps.logger ?? silentLogger
-    this.store = new RocksStore(this.config.dataDir)
+    this.store = new RocksStore(this.config.dataDir, WAL_FLUSH_BYTES, this.logger)
     this.index = new SeriesIndex(this.store)
     this.resultCache = new ResultCache(this.config.resultCachePoints)
     this.decodedCache = new DecodedBlockCache(this.config.decodedCachePoints)
@@ -192,7 +200,10 @@ export class BasicEngine implements StorageEngine, ShardEngine, EngineCore {
       throw err
     }
     this.state = 'open'
-    this.every(this.config.sealIntervalMs, () => this.seal(false))
+    // After a failed seal the timer waits longer between attempts (see sealFailed).
+    this.every(this.config.sealIntervalMs, () =>
+      performance.now() < this.sealTrouble.retryAtMs ? Promise.resolve() : this.seal(false),
+    )
     this.every(this.config.moveIntervalMs, () =>
       this.jobs.run(async () => {
         await moveCold(this)
@@ -754,7 +765,42 @@ export class BasicEngine implements StorageEngine, ShardEngine, EngineCore {
       const text = this.store.db.getProperty(name)
       if (/^\d+$/.test(text)) out[name] = Number(text)
     }
+    out['v3.seal-failures'] = this.sealTrouble.total
+    out['v3.disk-free-bytes'] = await this.store.freeBytes()
     return out
+  }
+
+  /**
+   * A failed seal (a full disk, say) leaves its points in the write buffer and is tried again: the
+   * timer's next attempt waits twice as long after each failure in a row, up to SEAL_RETRY_MAX_MS,
+   * and the same failure is logged again only after SEAL_LOG_REPEAT_MS, with the count, instead of
+   * every second with its stack.
+   */
+  private sealFailed(err: unknown): void {
+    const t = this.sealTrouble
+    t.inARow++
+    t.total++
+    const now = performance.now()
+    const backoff = this.config.sealIntervalMs * 2 ** Math.min(t.inARow - 1, 10)
+    t.retryAtMs = now + Math.min(SEAL_RETRY_MAX_MS, backoff)
+    const message = err instanceof Error ? err.message : String(err)
+    if (message === t.message && now - t.loggedAtMs < SEAL_LOG_REPEAT_MS) return
+    const repeat = message === t.message
+    t.message = message
+    t.loggedAtMs = now
+    this.logger.error(
+      repeat ? { err: message, failuresInARow: t.inARow } : { err },
+      'sealing blocks failed; the points stay buffered',
+    )
+  }
+
+  private sealSucceeded(): void {
+    const t = this.sealTrouble
+    if (t.inARow > 0) this.logger.info({ failuresInARow: t.inARow }, 'sealing blocks works again')
+    t.inARow = 0
+    t.retryAtMs = 0
+    t.message = ''
+    t.loggedAtMs = Number.NEGATIVE_INFINITY
   }
 
   /** Seals due blocks; one run at a time. Never rejects: a failed seal is logged and retried later. */
@@ -763,8 +809,8 @@ export class BasicEngine implements StorageEngine, ShardEngine, EngineCore {
       this.sealing = this.jobs
         .run(() => sealBlocks(this, force))
         .then(
-          () => undefined,
-          (err: unknown) => this.logger.error({ err }, 'sealing blocks failed; the points stay buffered'),
+          () => this.sealSucceeded(),
+          (err: unknown) => this.sealFailed(err),
         )
         .finally(() => {
           this.sealing = undefined
@@ -831,6 +877,11 @@ const DROP_CONCURRENCY = 8
  * of one point, 0.5 s), so the sealer waits at most about that long between batches.
  */
 const DROP_BATCH_OPERATIONS = 20_000
+
+/** The longest wait between the timer's attempts to seal after failures in a row. */
+const SEAL_RETRY_MAX_MS = 30_000
+/** How long the same seal failure goes unlogged after it was logged. */
+const SEAL_LOG_REPEAT_MS = 60_000
 
 const ROCKSDB_PROPERTIES = [
   'rocksdb.num-running-compactions',

@@ -1,4 +1,4 @@
-import { readdir, stat } from 'node:fs/promises'
+import { readdir, stat, statfs } from 'node:fs/promises'
 import { join } from 'node:path'
 import {
   type ChainedBatch,
@@ -21,6 +21,7 @@ import {
   SCHEMA_VERSION,
 } from '../codec/schema.js'
 import { UnavailableError } from '../model/errors.js'
+import { type Logger, silentLogger } from './config.js'
 import { LogSyncer } from './log-syncer.js'
 import { makeDirs } from './make-dirs.js'
 
@@ -168,11 +169,19 @@ export class RocksStore {
 
   /** Syncs the write-ahead log off the event loop (see writeBatch). */
   private readonly log: LogSyncer
+  /** Set while flushes of the log are put off for want of disk space (see flushWal), to log it once. */
+  private shortOfSpace = false
 
-  /** `walFlushBytes`: the log size that makes settleWal flush while writes go on (tests set a small one). */
+  /**
+   * `walFlushBytes`: the log size that makes settleWal flush while writes go on (tests set a small
+   * one). `freeBytes`: the space the filesystem lets the server use (tests give a fake one).
+   */
   constructor(
     readonly dataDir: string,
     private readonly walFlushBytes = WAL_FLUSH_BYTES,
+    private readonly logger: Logger = silentLogger,
+    /** The bytes the filesystem of the folder lets the server use. */
+    readonly freeBytes: () => Promise<number> = () => freeBytesOf(dataDir),
   ) {
     this.log = new LogSyncer(dataDir)
   }
@@ -320,45 +329,55 @@ export class RocksStore {
    * of log writes (twice that when every fill must be repeated), dropped with the rest.
    */
   async flushWal(): Promise<void> {
+    // The fill writes log files before the flushes let the old ones go: on a disk short of space it
+    // would take the last of it, and the server could neither write nor stop cleanly. The log stays
+    // as it is until there is room (it is only replayed at the next start).
+    if (!(await this.roomFor(FLUSH_FREE_BYTES))) return
     const filler = Buffer.alloc(FILL_PIECE_BYTES)
     // A compaction can pass for the flush of a family that still holds a memtable: a pass that
     // leaves more than the newest log behind is repeated.
     for (let pass = 0; pass < 3; pass++) {
-      await this.fillFamilies(filler)
+      if (!(await this.fillFamilies(filler))) return
       await this.backgroundIdle()
       if ((await this.walBytes()) <= WAL_IDLE_BYTES) break
     }
     this.flushedAtSeq = this.db.sequence
   }
 
-  private async fillFamilies(filler: Buffer): Promise<void> {
+  /** Whether the disk has `bytes` free for the server; when not, says so once, until a check finds the room. */
+  private async roomFor(bytes: number): Promise<boolean> {
+    const free = await this.freeBytes()
+    if (free >= bytes) {
+      if (this.shortOfSpace)
+        this.logger.info({ freeBytes: free }, 'the disk has room again: the write-ahead log is flushed away')
+      this.shortOfSpace = false
+      return true
+    }
+    if (!this.shortOfSpace) {
+      this.shortOfSpace = true
+      this.logger.warn(
+        { freeBytes: free, neededBytes: bytes, walBytes: await this.walBytes() },
+        'the disk is short of space: the write-ahead log is not flushed away until it has room (its flush writes filler records first)',
+      )
+    }
+    return false
+  }
+
+  /** Fills every family's memtable in turn; false when it stopped for want of disk space. */
+  private async fillFamilies(filler: Buffer): Promise<boolean> {
     const key = Buffer.from(FLUSH_FILLER_KEY)
-    // Meta goes last: the deletes that switch the other families' memtables land in it. The families
-    // whose records are deleted soon after they are written (the write buffer once sealed, hot blocks
-    // once moved, versions once expired) are flushed twice: their level 0 then holds two files,
-    // which starts a compaction of level 0 with the level 1 files under it, and the records the
-    // deletes cover leave the disk instead of waiting, with their tombstones, for the next writes.
-    const order: Array<keyof Columns> = [
-      'buffer',
-      'buffer',
-      'hot',
-      'hot',
-      'cold',
-      'versions',
-      'versions',
-      'index',
-      'meta',
-    ]
-    for (const role of order) {
+    for (const role of FILL_ORDER) {
       const column = this.columns[role]
       const trigger = role === 'meta' ? this.columns.index : this.columns.meta
+      const size = fillerBytes(FAMILY_OF_ROLE[role])
+      // Writes may have taken space since the pass began.
+      if (!(await this.roomFor(2 * size + FILL_RESERVE_BYTES))) return false
       for (let attempt = 0; attempt < 2; attempt++) {
         await this.backgroundIdle()
         const before = await this.newestFile('.sst')
         // Each piece is followed by the small delete that switches a full memtable. A switch starts a
         // new log file, and the fill stops there: a piece written after it would sit in the new
         // memtable and keep the logs before it on disk until that memtable filled.
-        const size = fillerBytes(FAMILY_OF_ROLE[role])
         const log = await this.newestFile('.log')
         for (let written = 0; written < size; written += filler.length) {
           const fill = this.db.batch()
@@ -376,6 +395,7 @@ export class RocksStore {
         if ((await this.newestFile('.sst')) > before) break
       }
     }
+    return true
   }
 
   /** Waits (up to 10 s) until RocksDB runs no flush and no compaction. */
@@ -509,6 +529,41 @@ const FAMILY_OF_ROLE: Readonly<Record<keyof Columns, string>> = {
 function fillerBytes(family: string): number {
   const wb = writeBufferBytes(family)
   return wb + Math.max(wb / 4, 64 * KIB)
+}
+
+/**
+ * The families flushWal fills, in order. Meta goes last: the deletes that switch the other
+ * families' memtables land in it. The families whose records are deleted soon after they are
+ * written (the write buffer once sealed, hot blocks once moved, versions once expired) are flushed
+ * twice: their level 0 then holds two files, which starts a compaction of level 0 with the level 1
+ * files under it, and the records the deletes cover leave the disk instead of waiting, with their
+ * tombstones, for the next writes.
+ */
+const FILL_ORDER: ReadonlyArray<keyof Columns> = [
+  'buffer',
+  'buffer',
+  'hot',
+  'hot',
+  'cold',
+  'versions',
+  'versions',
+  'index',
+  'meta',
+]
+
+/** Space kept free beyond what a fill writes: the server's own writes go on meanwhile. */
+const FILL_RESERVE_BYTES = 32 * MIB
+/**
+ * The free space a flush of the log starts with: each family may be filled twice before all the
+ * log files written meanwhile go (about 55 MiB a fill of every family), plus the reserve.
+ */
+export const FLUSH_FREE_BYTES =
+  2 * FILL_ORDER.reduce((n, role) => n + fillerBytes(FAMILY_OF_ROLE[role]), 0) + FILL_RESERVE_BYTES
+
+/** The bytes the filesystem holding `dir` lets an unprivileged writer use. */
+async function freeBytesOf(dir: string): Promise<number> {
+  const fs = await statfs(dir)
+  return fs.bavail * fs.bsize
 }
 
 export function u32(n: number): Buffer {

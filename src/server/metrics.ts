@@ -35,6 +35,12 @@ const PROPERTY_GAUGES: ReadonlyArray<readonly [property: string, name: string, h
     'Estimated bytes compaction still has to rewrite, default column family.',
   ],
   ['rocksdb.block-cache-usage', 'v3_rocksdb_block_cache_usage_bytes', 'Bytes held in the RocksDB block cache.'],
+  [
+    'v3.disk-free-bytes',
+    'v3_disk_free_bytes',
+    'Bytes free for the server on the filesystem of its data folder (statfs: available blocks).',
+  ],
+  ['v3.seal-failures', 'v3_seal_failures', 'Seals of buffered points that failed since the engine opened.'],
 ]
 
 export interface ServerMetrics {

@@ -89,6 +89,8 @@ describe('v3 serve metrics and health', () => {
       assert.ok(m.has(name), `${name} is exported`)
     }
     assert.ok((m.get('v3_bytes_on_disk') ?? 0) > 0)
+    assert.ok((m.get('v3_disk_free_bytes') ?? 0) > 0, 'free space of the data folder is exported')
+    assert.equal(m.get('v3_seal_failures'), 0)
     // The one query above resolved its selector through the index and computed its result.
     assert.equal(m.get('v3_cache_lookups{cache="results",outcome="miss"}'), 1)
     assert.equal(m.get('v3_cache_lookups{cache="results",outcome="hit"}'), 0)

@@ -13,7 +13,8 @@ import {
   SCHEMA_VERSION,
 } from '../../src/codec/schema.js'
 import { BasicEngine } from '../../src/engine/basic-engine.js'
-import { RocksStore, WAL_IDLE_BYTES, WAL_IDLE_MS } from '../../src/engine/rocks-store.js'
+import { silentLogger } from '../../src/engine/config.js'
+import { FLUSH_FREE_BYTES, RocksStore, WAL_IDLE_BYTES, WAL_IDLE_MS } from '../../src/engine/rocks-store.js'
 import { ManualClock } from './manual-clock.js'
 
 const T0 = Date.UTC(2026, 0, 1)
@@ -149,6 +150,44 @@ describe('data folder', () => {
       await store.settleWal(T0 + 1000)
       const after = await store.walBytes()
       assert.ok(after <= WAL_IDLE_BYTES, `${after} bytes of log once it passed the threshold`)
+    } finally {
+      await store.close()
+      await rm(dir, { recursive: true, force: true })
+    }
+  })
+
+  it('puts the flush of the log off while the disk is short of space, and says so once', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'v3-files-'))
+    const warnings: string[] = []
+    const logger = { ...silentLogger, warn: (_: object, msg?: string) => void warnings.push(msg ?? '') }
+    let free = FLUSH_FREE_BYTES - 1
+    const store = new RocksStore(dir, 2 * MIB, logger, async () => free)
+    try {
+      await store.open(0)
+      let written = 0
+      const write = async (pieces: number): Promise<void> => {
+        for (let i = 0; i < pieces; i++, written++) {
+          const batch = store.db.batch()
+          batch._put(Buffer.from(`piece-${written}`), Buffer.alloc(256 * 1024, written), { column: store.columns.cold })
+          await batch.write()
+        }
+      }
+      await write(12)
+      const before = await store.walBytes()
+      assert.ok(before > 2 * MIB, `${before} bytes of log pass the threshold`)
+      // The fill would write more log than the disk has room for: nothing is written, once warned.
+      await store.settleWal(T0)
+      await store.flushWal()
+      assert.equal(await store.walBytes(), before, 'no filler was written')
+      assert.deepEqual(warnings.length, 1, warnings.join('; '))
+      assert.match(warnings[0]!, /short of space/)
+      await store.flushWal()
+      assert.equal(warnings.length, 1, 'said once')
+      // With room again the log goes.
+      free = FLUSH_FREE_BYTES
+      await store.flushWal()
+      const after = await store.walBytes()
+      assert.ok(after <= WAL_IDLE_BYTES, `${after} bytes of log once the disk has room`)
     } finally {
       await store.close()
       await rm(dir, { recursive: true, force: true })
