@@ -39,6 +39,8 @@ export interface MovePlan {
   readonly gains: ReadonlyMap<string, readonly Gain[]>
   /** Ranges gained that no current owner can give (every one is down or removed): they start empty. */
   readonly orphaned: readonly TokenSpan[]
+  /** The current owners of the orphaned ranges: the nodes that hold their only copies. */
+  readonly orphanHolders: ReadonlySet<string>
 }
 
 function ringOf(members: readonly MemberInfo[], version: number): Ring {
@@ -61,6 +63,7 @@ export function movePlan(snapshot: RingSnapshot, up: (id: string) => boolean): M
   const to = ringOf(target, snapshot.version).ranges(rfOf(target.length))
   const gains = new Map<string, Gain[]>()
   const orphaned: TokenSpan[] = []
+  const orphanHolders = new Set<string>()
   let i = 0
   let j = 0
   let start = 0
@@ -74,6 +77,7 @@ export function movePlan(snapshot: RingSnapshot, up: (id: string) => boolean): M
       const source = losers.find(up) ?? a.owners.find(up)
       if (source === undefined) {
         orphaned.push({ start, end })
+        for (const id of a.owners) orphanHolders.add(id)
         continue
       }
       const list = gains.get(gainer) ?? []
@@ -88,7 +92,7 @@ export function movePlan(snapshot: RingSnapshot, up: (id: string) => boolean): M
     if (b.end === end) j++
     start = end
   }
-  return { gains, orphaned }
+  return { gains, orphaned, orphanHolders }
 }
 
 /** Packs gains for PEER_KIND_MOVE_PULL: one [start, end) pair per range, its source beside it. */

@@ -30,7 +30,7 @@ import type { LeaderElection, Term } from './leader.js'
 import type { MemberRecord, Membership, MoveProgress, PeerAddresses, RingState } from './membership.js'
 import { errorMessage as message, sleep } from './pause.js'
 import type { PeerTransport } from './peer-transport.js'
-import { encodePull, type Gain, movePlan } from './rebalance.js'
+import { encodePull, type Gain, type MovePlan, movePlan } from './rebalance.js'
 import { chooseTokens, evenTokens } from './tokens.js'
 
 export interface RingLeaderOptions {
@@ -267,6 +267,28 @@ export class RingLeader {
     return dead[0]
   }
 
+  /**
+   * Ranges whose every owner is down would start empty on their new owners: that is done only to
+   * owners removed as dead (down past --dead-node-timeout). Any other holder (down a moment, or
+   * killed mid-change) still has the points in its folder: the change waits for it to come back.
+   */
+  private checkOrphans(plan: MovePlan): void {
+    if (plan.orphaned.length === 0) return
+    const holders = [...plan.orphanHolders]
+    const timeout = this.options.deadNodeTimeoutMs
+    const now = Date.now()
+    const dead = (id: string) => timeout > 0 && now - (this.downSince.get(id) ?? now) >= timeout
+    if (!holders.every(dead)) {
+      throw new UnavailableError(
+        `waiting for ${holders.join(', ')}: ${plan.orphaned.length} moving ranges have their only copies there, and ${holders.length === 1 ? 'it is' : 'they are'} down`,
+      )
+    }
+    this.logger.warn(
+      { ranges: plan.orphaned.length, nodes: holders },
+      'no owner of some moving ranges is up, and they are down past --dead-node-timeout: their new owners start them empty',
+    )
+  }
+
   /** Carries the change in `ring` through every step; throws to be retried when a step fails. */
   private async carryOut(
     term: Term,
@@ -300,6 +322,7 @@ export class RingLeader {
     await this.syncAll(ring.version, term)
 
     const plan = movePlan(ring, (id) => healthy.has(id))
+    this.checkOrphans(plan)
     progress.phase = 'streaming'
     progress.rangesTotal = [...plan.gains.values()].reduce((n, g) => n + g.length, 0)
     await record()
@@ -316,12 +339,6 @@ export class RingLeader {
         }
       }),
     )
-    if (plan.orphaned.length > 0) {
-      this.logger.warn(
-        { ranges: plan.orphaned.length },
-        'no owner of some moving ranges is up: their new owners start them empty',
-      )
-    }
 
     progress.phase = 'handing-off'
     await record()

@@ -526,3 +526,53 @@ describe('decommissioning a down node that holds the only copy of its ranges (R 
     }
   })
 })
+
+describe('a node that holds the only copy of moving ranges goes down during the change (R = 1)', {
+  timeout: 180_000,
+}, () => {
+  it('the change waits for it instead of starting its ranges empty, and completes once it is back', async () => {
+    const consul = await startConsul()
+    const name = `v3-holder-${process.pid}`
+    const extra = ['--replication-factor', '1', '--vnodes', '16']
+    const started = [await startFreshNode(consul, 'n1', name, extra), await startFreshNode(consul, 'n2', name, extra)]
+    const [n1, n2] = started.map((s) => s.node) as [ServerProcess, ServerProcess]
+    let stopped = false
+    try {
+      await waitForMembers([n1, n2], ['n1', 'n2'])
+      const data = preload()
+      for (let i = 0; i < data.length; i += 10) await n1.client.write(data.slice(i, i + 10))
+      // n2 stops answering just before the decommission, while its Consul check still passes: the
+      // request is accepted, and the leader (n1) finds n2 down while it carries the change out, with
+      // n2's ranges on no other node.
+      n2.child.kill('SIGSTOP')
+      stopped = true
+      const leaving = runV3(['cluster', 'decommission', 'n2', '--server', n1.address])
+      await waitFor(
+        'the leader to wait for n2',
+        async () =>
+          /waiting for n2: \d+ moving ranges have their only copies there/.test(n1.stderr()) ? true : undefined,
+        90_000,
+      )
+      n2.child.kill('SIGCONT')
+      stopped = false
+      const result = await leaving
+      assert.equal(result.code, 0, result.stderr)
+      assert.match(result.stdout, /^n2 left the ring/m)
+      // Every point is on n1 now, n2's included.
+      for (const s of data) {
+        const matchers = Object.entries(s.tags ?? {}).map(([key, value]) => ({ key, value, op: 'eq' as const }))
+        const [got] = await n1.client.query({
+          selector: { metric: s.metric, matchers },
+          startMs: T0,
+          endMs: T0 + 20 * MINUTE,
+        })
+        assert.equal(got?.timestamps.length, s.timestamps.length, `${s.metric} ${JSON.stringify(s.tags)}`)
+      }
+    } finally {
+      if (stopped) n2.child.kill('SIGCONT')
+      for (const s of started) await s.node.kill()
+      await consul.stop()
+      for (const s of started) await removeDataDir(s.node.dataDir)
+    }
+  })
+})
