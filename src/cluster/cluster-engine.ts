@@ -1167,11 +1167,18 @@ export class ClusterEngine implements StorageEngine {
     return mergeByKey(parts, this.keys)
   }
 
-  /** Deletes on every member, since every replica holds the series; counts each series once. */
-  async deleteSeries(request: DeleteRequest, ctx?: CallContext): Promise<DeleteResult> {
+  /**
+   * Deletes on every member, since every replica holds the series; counts each series once. The
+   * delete counts as a call under way on its ring, so a membership change that begins meanwhile
+   * settles (settledAt) only once it is done, before any range is copied.
+   */
+  deleteSeries(request: DeleteRequest, ctx?: CallContext): Promise<DeleteResult> {
     // A selector of every metric would delete every series: a delete must name its metric.
     compileSelector(request.selector, { requireMetric: true, regexes: this.regexes })
-    const state = this.state()
+    return this.routed((state) => this.deleteOnRing(state, request, ctx))
+  }
+
+  private async deleteOnRing(state: RingState, request: DeleteRequest, ctx?: CallContext): Promise<DeleteResult> {
     if (state.target !== undefined) {
       throw new UnavailableError(
         'cannot delete while members join or leave: the data being moved would bring deleted points back; retry once the change is done',
@@ -1210,14 +1217,18 @@ export class ClusterEngine implements StorageEngine {
 
   /** The hints each member keeps, as "node keeps n for owner", over all members. */
   private async hintsWaiting(state: RingState, ctx: CallContext | undefined): Promise<string[]> {
+    // Hints for a node that is no longer a member (a joiner taken out, a node decommissioned while
+    // down) are never delivered: its ranges went to their new owners from the other copies, so they
+    // cannot bring deleted points back, and they expire with the hint window.
+    const waits = (owner: string, hints: number): boolean => hints > 0 && state.byId.has(owner)
     const perNode = await this.onEach('look for hints', state.snapshot.members, async (node) => {
       const describe = (owner: string, hints: number): string => `${node.id} keeps ${hints} for ${owner}`
       if (node.id === this.selfId) {
-        return [...this.hintBacklog()].filter(([, hints]) => hints > 0).map(([owner, hints]) => describe(owner, hints))
+        return [...this.hintBacklog()].filter(([owner, hints]) => waits(owner, hints)).map(([o, h]) => describe(o, h))
       }
       const body = PeerStatsRequest.encode({}).finish()
       const reply = PeerStatsResponse.decode(await this.call(state, node, PeerKind.PEER_KIND_STATS, body, ctx))
-      return reply.hints.filter((h) => h.hints > 0).map((h) => describe(h.owner, h.hints))
+      return reply.hints.filter((h) => waits(h.owner, h.hints)).map((h) => describe(h.owner, h.hints))
     })
     return perNode.flat()
   }

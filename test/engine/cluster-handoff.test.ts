@@ -61,6 +61,17 @@ function engineOfA(
   return engine
 }
 
+/** A hinted handoff that keeps hints and delivers none (no owner has an endpoint). */
+function undeliveredHandoff(store: HintStore, a: ReturnType<MemoryNetwork['transport']>): HintedHandoff {
+  return new HintedHandoff(
+    store,
+    a,
+    { endpoint: () => undefined, healthy: () => true, ringVersion: () => 1 },
+    { timeoutMs: 2_000, limits: DEFAULT_WRITE_LIMITS },
+    silentLogger,
+  )
+}
+
 describe('writes to an owner with hints waiting', () => {
   it('go to it at once, and its hints replayed later do not overwrite the newer value', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'v3-handoff-'))
@@ -138,6 +149,41 @@ describe('writes to an owner with hints waiting', () => {
     }
   })
 
+  it('kept for a node that is no longer a member do not hold a delete back', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'v3-handoff-'))
+    const net = new MemoryNetwork()
+    const local = new BasicEngine({ dataDir: join(dir, 'a'), sync: 'off' })
+    await local.open()
+    const owner = new BasicEngine({ dataDir: join(dir, 'c'), sync: 'off' })
+    await owner.open()
+    const store = await HintStore.open({ dir: join(dir, 'hints'), maxBytes: 1 << 20, maxAgeMs: 3_600_000 })
+    const c = net.transport('c')
+    const cAddress = await c.listen(peerService(owner))
+    const a = net.transport('a')
+    const handoff = undeliveredHandoff(store, a)
+    const engine = engineOfA(local, a, handoff, cAddress, () => new Set(['a', 'c']))
+    try {
+      await engine.write(point(1))
+      // A hint for c, a member, holds the delete back; one for a node that left the ring does not.
+      const hint = encodePeerWrite([
+        { metric: 'm', tags: [{ key: 's', value: 'x' }], timestamps: Float64Array.of(T0), values: Float64Array.of(2) },
+      ])
+      assert.ok(await store.append('c', hint))
+      const all = { selector: { metric: 'm', matchers: [] } }
+      await assert.rejects(engine.deleteSeries(all), /a keeps 1 for c/)
+      await store.ack('c', Number.MAX_SAFE_INTEGER)
+      assert.ok(await store.append('gone', hint))
+      assert.equal((await engine.deleteSeries(all)).seriesMatched, 1)
+    } finally {
+      await handoff.close()
+      await a.close()
+      await c.close()
+      await owner.close()
+      await local.close()
+      await rm(dir, { recursive: true, force: true })
+    }
+  })
+
   it('keep the part of an owner that fails it for any reason but a refusal of the data as a hint', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'v3-handoff-'))
     const net = new MemoryNetwork()
@@ -151,13 +197,7 @@ describe('writes to an owner with hints waiting', () => {
       throw failures.shift() ?? new Error('no failure queued')
     })
     const a = net.transport('a')
-    const handoff = new HintedHandoff(
-      store,
-      a,
-      { endpoint: () => undefined, healthy: () => true, ringVersion: () => 1 },
-      { timeoutMs: 2_000, limits: DEFAULT_WRITE_LIMITS },
-      silentLogger,
-    )
+    const handoff = undeliveredHandoff(store, a)
     const engine = engineOfA(local, a, handoff, cAddress, () => new Set(['a', 'c']))
     try {
       const cases: readonly [Error, number][] = [

@@ -7,13 +7,19 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { setTimeout } from 'node:timers/promises'
-import type { MemberInfo } from '../../src/cluster/cluster-engine.js'
+import { PeerKind } from '../../gen/v3storage/internal/v1/peer.js'
+import type { MemberInfo, RingSnapshot } from '../../src/cluster/cluster-engine.js'
 import { Ring } from '../../src/cluster/ring.js'
 import { chooseTokens, evenTokens } from '../../src/cluster/tokens.js'
 import { UnavailableError } from '../../src/model/errors.js'
 import { canonicalSeriesKey, seriesToken } from '../../src/model/series-key.js'
 import type { SeriesWrite } from '../../src/model/types.js'
-import { type MemoryCluster, type MemoryClusterNode, startMemoryCluster } from '../fixtures/memory-cluster.js'
+import {
+  activeMembers,
+  type MemoryCluster,
+  type MemoryClusterNode,
+  startMemoryCluster,
+} from '../fixtures/memory-cluster.js'
 
 const T0 = Date.UTC(2026, 0, 1)
 const SERIES = 60
@@ -93,5 +99,59 @@ describe('a cluster while a node joins', () => {
     await assert.rejects(node('c').cluster.deleteSeries({ selector: { metric: 'm', matchers: [] } }), UnavailableError)
     await assert.rejects(node('c').repair.repairCluster(), UnavailableError)
     assert.equal((await node('a').cluster.listSeries({ metric: 'm', matchers: [] })).length, SERIES, 'nothing deleted')
+  })
+})
+
+describe('a DeleteSeries under way when a membership change begins', () => {
+  it('holds the change back at its first step (settledAt) until it is done', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'v3-cluster-moving-'))
+    const members = activeMembers(['a', 'b', 'c'])
+    let ring: RingSnapshot = { version: 1, replicationFactor: 2, members }
+    let entered = false
+    let open: () => void = () => {}
+    const gate = new Promise<void>((resolve) => {
+      open = resolve
+    })
+    const cluster = await startMemoryCluster({
+      dir,
+      members,
+      replicationFactor: 2,
+      writeConsistency: 'quorum',
+      ring: () => ring,
+      // b holds its part of the delete until the test lets it go.
+      serve: (id, serve) =>
+        id === 'b'
+          ? async (from, kind, body, meta) => {
+              if (kind === PeerKind.PEER_KIND_DELETE_SERIES) {
+                entered = true
+                await gate
+              }
+              return serve(from, kind, body, meta)
+            }
+          : serve,
+    })
+    try {
+      const a = cluster.node('a').cluster
+      await a.write({ series: Array.from({ length: 10 }, (_, i) => series(i)) })
+      const deleting = a.deleteSeries({ selector: { metric: 'm', matchers: [] } })
+      for (let i = 0; i < 500 && !entered; i++) await setTimeout(10)
+      assert.ok(entered, 'the delete reached b')
+      // The leader moves the cluster to a new ring; its first step waits until a settles on it.
+      ring = { ...ring, version: 2 }
+      let settled = false
+      const settling = a.settledAt(2, new AbortController().signal).then(() => {
+        settled = true
+      })
+      await setTimeout(100)
+      assert.equal(settled, false, 'a settles on the new ring only once the delete is done')
+      open()
+      assert.equal((await deleting).seriesMatched, 10)
+      await settling
+      assert.deepEqual(await a.listSeries({ metric: 'm', matchers: [] }), [])
+    } finally {
+      open()
+      await cluster.close()
+      await rm(dir, { recursive: true, force: true })
+    }
   })
 })
