@@ -1172,7 +1172,7 @@ export class ClusterEngine implements StorageEngine {
    * delete counts as a call under way on its ring, so a membership change that begins meanwhile
    * settles (settledAt) only once it is done, before any range is copied.
    */
-  deleteSeries(request: DeleteRequest, ctx?: CallContext): Promise<DeleteResult> {
+  async deleteSeries(request: DeleteRequest, ctx?: CallContext): Promise<DeleteResult> {
     // A selector of every metric would delete every series: a delete must name its metric.
     compileSelector(request.selector, { requireMetric: true, regexes: this.regexes })
     return this.routed((state) => this.deleteOnRing(state, request, ctx))
@@ -1368,6 +1368,11 @@ export class ClusterEngine implements StorageEngine {
       const ring = link.view.ring()
       if (ring !== undefined && !ring.members.some((m) => m.id === nodeId) && link.view.move() === undefined) {
         return { nodeId, ringVersion: ring.version, durationMs: Date.now() - started }
+      }
+      // Another decommission asked for meanwhile took every other member: the leader refuses this
+      // one (and clears it) rather than leave the cluster without a member.
+      if (ring?.members.every((m) => m.id === nodeId || m.state === 'leaving')) {
+        throw ValidationError.field('node_id', `${nodeId} is the last member left; a cluster cannot lose it`)
       }
       if (ctx?.signal?.aborted) {
         throw ctx.signal.reason instanceof Error

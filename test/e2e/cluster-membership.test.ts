@@ -576,3 +576,44 @@ describe('a node that holds the only copy of moving ranges goes down during the 
     }
   })
 })
+
+describe('two decommissions at once that would leave no member', { timeout: 120_000 }, () => {
+  it('carries one out and refuses the other with INVALID_ARGUMENT naming node_id', async () => {
+    const consul = await startConsul()
+    const name = `v3-lasttwo-${process.pid}`
+    const extra = ['--replication-factor', '2', '--vnodes', '16']
+    const started = [await startFreshNode(consul, 'n1', name, extra), await startFreshNode(consul, 'n2', name, extra)]
+    const [n1, n2] = started.map((s) => s.node) as [ServerProcess, ServerProcess]
+    try {
+      await waitForMembers([n1, n2], ['n1', 'n2'])
+      const results = await Promise.all(
+        [
+          ['n1', n2],
+          ['n2', n1],
+        ].map(([id, via]) =>
+          runV3([
+            'cluster',
+            'decommission',
+            id as string,
+            '--server',
+            (via as ServerProcess).address,
+            '--timeout',
+            '60s',
+          ]),
+        ),
+      )
+      const done = results.filter((r) => r.code === 0)
+      const refused = results.filter((r) => r.code !== 0)
+      assert.equal(done.length, 1, results.map((r) => r.stdout + r.stderr).join('\n'))
+      assert.match(done[0]!.stdout, /^n\d left the ring/m)
+      assert.equal(refused.length, 1)
+      assert.match(refused[0]!.stderr, /INVALID_ARGUMENT/)
+      assert.match(refused[0]!.stderr, /node_id/)
+      assert.match(refused[0]!.stderr, /last member/)
+    } finally {
+      for (const s of started) await s.node.kill()
+      await consul.stop()
+      for (const s of started) await removeDataDir(s.node.dataDir)
+    }
+  })
+})
