@@ -181,6 +181,8 @@ export function createClusterNode(
           self: { id: nodeId, grpcAddress: advertise, peerAddress },
           expected: { replicationFactor: options.replicationFactor, vnodes: options.vnodes },
           newDataFolder,
+          // The folder records the node id once the ring listed it (see checkDataFolder).
+          formerMember: claim === undefined,
         },
         logger,
       )
@@ -279,12 +281,12 @@ export function createClusterNode(
         // The id and the folder are the user's settings: a usage error, exit 2.
         throw err instanceof StartRefusedError ? new UsageError(err.message, { cause: err }) : err
       }
-      // Admitted: from here the folder is this node's.
-      await claim?.()
       leader.start()
       election.start()
       // The leader adds this node once it sees it healthy: the first node of a cluster adds itself.
       const ring = await membership.awaitMember()
+      // A member: from here the folder is this node's.
+      await claim?.()
       logger.info({ node: nodeId, ringVersion: ring.version, members: ring.members.length }, 'joined the cluster')
     },
     async stop() {

@@ -132,6 +132,11 @@ export interface MembershipOptions {
   readonly expected?: ClusterSettings
   /** newDataFolder: this start created the node's database; a ring member then refuses to start. */
   readonly newDataFolder?: boolean
+  /**
+   * formerMember: the data folder records that this node was a ring member before; a ring that no
+   * longer lists it (it was decommissioned, or removed while down) then refuses its start.
+   */
+  readonly formerMember?: boolean
 }
 
 export interface MembershipConfig {
@@ -144,6 +149,7 @@ export interface MembershipConfig {
   readonly watchWaitMs: number
   readonly expected: ClusterSettings | undefined
   readonly newDataFolder: boolean
+  readonly formerMember: boolean
 }
 
 /** The cluster's settings, written once by the first leader; a node configured otherwise uses these. */
@@ -214,6 +220,7 @@ function resolveMembershipConfig(options: MembershipOptions): MembershipConfig {
     watchWaitMs: positiveInt('watchWaitMs', options.watchWaitMs ?? MEMBERSHIP_DEFAULTS.watchWaitMs, MAX_WAIT_MS),
     expected: options.expected,
     newDataFolder: options.newDataFolder ?? false,
+    formerMember: options.formerMember ?? false,
   })
 }
 
@@ -441,6 +448,7 @@ export class Membership {
       try {
         await this.refuseTakenId()
         await this.refuseNewFolder()
+        await this.refuseRemoved()
         await this.register()
         break
       } catch (err) {
@@ -571,6 +579,24 @@ export class Membership {
     throw new StartRefusedError(
       `node ${c.self.id} is a member of the ring, but its data folder is new: the points of its ranges are in the folder it had. ` +
         `Start it on that folder; to rebuild it empty, decommission ${c.self.id} from another node first, or give it another --node-id`,
+    )
+  }
+
+  /**
+   * Refuses to start a node the ring once listed and lists no longer: it was decommissioned, or
+   * removed while down, and its ranges went to other nodes, so its folder holds data the cluster
+   * moved on from. Joined again on it, the node would take ranges back over stale points. A cluster
+   * whose ring Consul lost is left to the rest of the start.
+   */
+  private async refuseRemoved(): Promise<void> {
+    const c = this.config
+    if (!c.formerMember) return
+    const { value } = await this.client.kvList(this.prefix, { index: 0, waitMs: 0 }, this.abort.signal)
+    const keys = this.parseRing(value)
+    if (keys.nodes.size === 0 || keys.nodes.has(c.self.id)) return
+    throw new StartRefusedError(
+      `node ${c.self.id} is no longer a member of the ring: it was decommissioned, or removed while it was down, and its ranges moved to other nodes, so its data folder is out of date. ` +
+        'Start it on a new data folder to join again as a new node',
     )
   }
 

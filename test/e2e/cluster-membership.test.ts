@@ -11,6 +11,7 @@ import { assertSameSeries } from '../fixtures/series-assert.js'
 import { runV3 } from './cli-run.js'
 import {
   type ConsulProcess,
+  clusterNodeArgs,
   type NodeSpec,
   startConsul,
   startFreshNode,
@@ -428,6 +429,30 @@ describe('the leader', { timeout: 240_000 }, () => {
     await waitFor('the old leader to see it', async () =>
       /^v3_cluster_leader 0$/m.test(await (await fetch(old.metricsUrl!)).text()) ? true : undefined,
     )
+
+    // Stopped, it is out of date: started again on its folder, it is refused rather than rejoin.
+    await old.stop()
+    nodes.delete(leaderId)
+    await waitFor('the request cleared', async () =>
+      (await fetch(`${consul.url}/v1/kv/${name}/decommission/${leaderId}`)).status === 404 ? true : undefined,
+    )
+    const leaderSpec = specs.get(leaderId)!
+    const again = await runV3([
+      'serve',
+      ...clusterNodeArgs(consul, leaderSpec, name, extra),
+      '--http-listen',
+      'off',
+      '--data',
+      old.dataDir,
+    ])
+    assert.equal(again.code, 2, again.stderr)
+    assert.match(again.stderr, new RegExp(`^v3: node ${leaderId} is no longer a member of the ring`, 'm'))
+    assert.match(again.stderr, /Start it on a new data folder/)
+    // On a new folder it joins again, as a new member.
+    const fresh = await startNode(consul, { ...leaderSpec, dataDir: undefined }, name, extra)
+    nodes.set(leaderId, fresh)
+    dirs.push(fresh.dataDir)
+    await waitForMembers([...nodes.values()], [...nodes.keys()])
   })
 })
 
