@@ -181,7 +181,7 @@ export function createClusterNode(
           self: { id: nodeId, grpcAddress: advertise, peerAddress },
           expected: { replicationFactor: options.replicationFactor, vnodes: options.vnodes },
           newDataFolder,
-          // The folder records the node id once the ring listed it (see checkDataFolder).
+          // The folder records the node id once it was an active member (see checkDataFolder).
           formerMember: claim === undefined,
         },
         logger,
@@ -285,8 +285,20 @@ export function createClusterNode(
       election.start()
       // The leader adds this node once it sees it healthy: the first node of a cluster adds itself.
       const ring = await membership.awaitMember()
-      // A member: from here the folder is this node's.
-      await claim?.()
+      // An active member: from here the folder is this node's. A joining node that is taken out
+      // again before it becomes active may come back on its folder and join anew.
+      if (claim !== undefined) {
+        const members = membership
+        let claimed = false
+        const claimOnceActive = (): void => {
+          const self = members.ring()?.members.find((m) => m.id === nodeId)
+          if (claimed || self?.state !== 'active') return
+          claimed = true
+          claim().catch((err: unknown) => logger.error({ err }, 'cannot record the node in its data folder'))
+        }
+        membership.onRing(claimOnceActive)
+        claimOnceActive()
+      }
       logger.info({ node: nodeId, ringVersion: ring.version, members: ring.members.length }, 'joined the cluster')
     },
     async stop() {

@@ -1,8 +1,9 @@
 /**
  * The cluster node a data folder belongs to, kept in `<data>/cluster-node.json` from the first time
- * the ring lists the node. A folder holds the points of its node's ranges only: started under another node
- * id (another node's folder, swapped in by mistake, or an id derived from an address that changed) it
- * would answer that node's ranges with the wrong data, so such a start is refused.
+ * the node is an active member of the ring. A folder holds the points of its node's ranges only:
+ * started under another node id (another node's folder, swapped in by mistake, or an id derived
+ * from an address that changed) it would answer that node's ranges with the wrong data, so such a
+ * start is refused.
  */
 import { randomBytes } from 'node:crypto'
 import { open, readFile, rename, rm } from 'node:fs/promises'
@@ -48,9 +49,9 @@ async function writeIdentity(path: string, identity: FolderIdentity): Promise<vo
 /**
  * Checks that `dataDir` may serve as node `node` of cluster `cluster`, and refuses the start (a
  * usage error) when the folder belongs to another node or cluster. Answers a function that records
- * the claim, to call once the ring lists the node, when the folder has no record yet (a new folder,
- * or a single node's): a start refused for another reason leaves the folder unclaimed. Answers
- * undefined when the folder records this node: it was a ring member before.
+ * the claim, to call once the node is an active member, when the folder has no record yet (a new
+ * folder, or a single node's): a start refused for another reason leaves the folder unclaimed.
+ * Answers undefined when the folder records this node: it was a ring member before.
  */
 export async function checkDataFolder(
   dataDir: string,

@@ -481,6 +481,10 @@ describe('a ring member started on a new data folder', { timeout: 120_000 }, () 
     try {
       await waitForMembers([first.node, second.node], ['n1', 'n2'])
       await first.node.client.write([{ metric: 'newdir', tags: { a: 'b' }, timestamps: [T0], values: [1] }])
+      // An active member records itself in its folder.
+      await waitFor('n2 to claim its folder', async () =>
+        existsSync(join(second.node.dataDir, 'cluster-node.json')) ? true : undefined,
+      )
       await second.node.stop()
       const r = await runV3(refusedServeArgs(consul, name, second.spec, `${emptyDir}/n2`, extra))
       assert.equal(r.code, 2, r.stderr)
