@@ -99,7 +99,12 @@ describe('a full disk', { timeout: 180_000 }, () => {
       // The sealer keeps failing meanwhile: it is retried less and less often, and logged once.
       const sealFailures = async (): Promise<number> =>
         Number(/^v3_seal_failures (\d+)$/m.exec(await (await fetch(server.metricsUrl!)).text())?.[1] ?? 0)
+      await waitFor('a failed seal', async () => ((await sealFailures()) >= 1 ? true : undefined), 60_000)
+      const firstFailure = Date.now()
       await waitFor('four failed seals', async () => ((await sealFailures()) >= 4 ? true : undefined), 60_000)
+      // Retried after 1, 2 and 4 s, not every second (which would take about 3 s).
+      const spread = Date.now() - firstFailure
+      assert.ok(spread >= 5000, `four failed seals within ${spread} ms`)
       const sealLines = server.stderr().match(/sealing blocks failed/g)?.length ?? 0
       assert.equal(sealLines, 1, `${sealLines} lines for ${await sealFailures()} failed seals`)
 
