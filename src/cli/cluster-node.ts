@@ -288,7 +288,6 @@ export function createClusterNode(
       // An active member: from here the folder is this node's. A joining node that is taken out
       // again before it becomes active may come back on its folder and join anew.
       if (claim !== undefined) {
-        const members = membership
         let claimed = false
         const claimOnceActive = (): void => {
           const self = members.ring()?.members.find((m) => m.id === nodeId)
@@ -296,7 +295,7 @@ export function createClusterNode(
           claimed = true
           claim().catch((err: unknown) => logger.error({ err }, 'cannot record the node in its data folder'))
         }
-        membership.onRing(claimOnceActive)
+        members.onRing(claimOnceActive)
         claimOnceActive()
       }
       logger.info({ node: nodeId, ringVersion: ring.version, members: ring.members.length }, 'joined the cluster')

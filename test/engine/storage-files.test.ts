@@ -63,6 +63,21 @@ async function familyBytes(engine: BasicEngine, column: ColumnHandle): Promise<n
   return total
 }
 
+/**
+ * Writes pieces of 256 KiB into the cold family, whose memtable (8 MiB) none of the tests fills:
+ * log that only a flush of every family lets go.
+ */
+function pieceWriter(store: RocksStore): (pieces: number) => Promise<void> {
+  let written = 0
+  return async (pieces) => {
+    for (let i = 0; i < pieces; i++, written++) {
+      const batch = store.db.batch()
+      batch._put(Buffer.from(`piece-${written}`), Buffer.alloc(256 * 1024, written), { column: store.columns.cold })
+      await batch.write()
+    }
+  }
+}
+
 describe('data folder', () => {
   it('flushes the write-ahead log away once writes stop, and keeps every point', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'v3-files-'))
@@ -132,15 +147,7 @@ describe('data folder', () => {
     const store = new RocksStore(dir, 2 * MIB)
     try {
       await store.open(0)
-      // Pieces of 256 KiB into the cold family, whose memtable (8 MiB) none of this fills.
-      let written = 0
-      const write = async (pieces: number): Promise<void> => {
-        for (let i = 0; i < pieces; i++, written++) {
-          const batch = store.db.batch()
-          batch._put(Buffer.from(`piece-${written}`), Buffer.alloc(256 * 1024, written), { column: store.columns.cold })
-          await batch.write()
-        }
-      }
+      const write = pieceWriter(store)
       await write(6)
       await store.settleWal(T0)
       const under = await store.walBytes()
@@ -164,14 +171,7 @@ describe('data folder', () => {
     const store = new RocksStore(dir, 2 * MIB, logger, async () => free)
     try {
       await store.open(0)
-      let written = 0
-      const write = async (pieces: number): Promise<void> => {
-        for (let i = 0; i < pieces; i++, written++) {
-          const batch = store.db.batch()
-          batch._put(Buffer.from(`piece-${written}`), Buffer.alloc(256 * 1024, written), { column: store.columns.cold })
-          await batch.write()
-        }
-      }
+      const write = pieceWriter(store)
       await write(12)
       const before = await store.walBytes()
       assert.ok(before > 2 * MIB, `${before} bytes of log pass the threshold`)
