@@ -183,6 +183,17 @@ describe('data folder', () => {
       assert.match(warnings[0]!, /short of space/)
       await store.flushWal()
       assert.equal(warnings.length, 1, 'said once')
+      // Room at the start, none a moment later: the fill stops before a family is filled.
+      let checks = 0
+      const shrinking = new RocksStore(dir, 2 * MIB, logger, async () => (checks++ === 0 ? FLUSH_FREE_BYTES : 0))
+      await store.close()
+      await shrinking.open(0)
+      const reopened = await shrinking.walBytes()
+      await shrinking.flushWal()
+      assert.equal(await shrinking.walBytes(), reopened, 'no filler was written once the room was gone')
+      assert.equal(warnings.length, 2, warnings.join('; '))
+      await shrinking.close()
+      await store.open(0)
       // With room again the log goes.
       free = FLUSH_FREE_BYTES
       await store.flushWal()
