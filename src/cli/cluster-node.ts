@@ -229,7 +229,7 @@ export function createClusterNode(
       worker = moves
       election = new LeaderElection(
         members.client,
-        { clusterName: options.clusterName, selfId: nodeId },
+        { clusterName: options.clusterName, selfId: nodeId, termFloor: () => members.highestTerm() },
         { ttlMs: options.leaderTtlMs, lockDelayMs: options.leaderLockDelayMs },
         logger,
       )

@@ -17,7 +17,12 @@
  *   start, provided the clocks run at roughly the same rate.
  * After a loss the node releases the key, destroys the session and campaigns with a new one.
  *
- * Nothing may delete the key: a key created anew starts its LockIndex at 1 again, and terms would repeat.
+ * Nothing of ours deletes the key: a key created anew starts its LockIndex at 1 again, and terms would
+ * repeat. A Consul that lost its data (a dev agent restarted) does just that, so a candidate takes a
+ * term only above the highest term its node has seen ({@link LeaderConfig.termFloor}): while the
+ * LockIndex it acquired is not above that, it releases the key and acquires it again, which bumps the
+ * LockIndex by one each time. Without that, every ring change of the new leader would be fenced as
+ * an older leader's.
  * The client stays the caller's; stop does not close it.
  */
 import type { Logger } from '../engine/config.js'
@@ -36,6 +41,17 @@ export interface LeaderOptions {
    * the key to everyone for this long, so that the old leader notices before a new one starts.
    */
   readonly lockDelayMs: number
+}
+
+/** Who campaigns, and for which cluster. */
+export interface LeaderConfig {
+  readonly clusterName: string
+  readonly selfId: string
+  /**
+   * The highest leader term this node has seen (in the lock and in the ring it accepted); a term
+   * taken is always above what it answered just before the acquire. Absent: 0.
+   */
+  readonly termFloor?: () => number
 }
 
 export const LEADER_DEFAULTS: LeaderOptions = Object.freeze({ ttlMs: 10_000, lockDelayMs: 5_000 })
@@ -117,6 +133,7 @@ export class LeaderElection {
   private readonly key: string
   private readonly value: string
   private readonly sessionName: string
+  private readonly termFloor: () => number
   private readonly options: LeaderOptions
   private readonly abort = new AbortController()
   private started = false
@@ -132,7 +149,7 @@ export class LeaderElection {
 
   constructor(
     private readonly client: ConsulClient,
-    config: { readonly clusterName: string; readonly selfId: string },
+    config: LeaderConfig,
     options: LeaderOptions,
     private readonly logger: Logger,
   ) {
@@ -150,6 +167,7 @@ export class LeaderElection {
     this.key = `${config.clusterName}/leader`
     this.value = JSON.stringify({ node: config.selfId })
     this.sessionName = `${config.clusterName} leader ${config.selfId}`
+    this.termFloor = config.termFloor ?? (() => 0)
   }
 
   /** Starts campaigning in the background, until {@link stop}. */
@@ -281,21 +299,35 @@ export class LeaderElection {
   }
 
   /**
-   * Acquires the key with the candidacy's session and returns the term, its LockIndex; undefined when
-   * the candidacy ends first. While another session holds the key it waits on a blocking query; when
+   * Acquires the key with the candidacy's session and returns the term, its LockIndex, once that is
+   * above the term floor; undefined when the candidacy ends first. While another session holds the key it waits on a blocking query; when
    * the key is free and Consul still refuses, a lock-delay is in effect.
    */
   private async acquire(c: Candidacy): Promise<number | undefined> {
     /** When this node last saw the key become free: the lock-delay, if any, began no later. */
     let freedAt = monotonic()
     let refusals = 0
+    /** Whether the lock was found below the term floor, and said so. */
+    let raising = false
     while (!c.signal.aborted) {
+      // Read before the acquire: the node may see the LockIndex this acquire makes (its membership
+      // watches the key) before the check below, and a floor that counted it would never be passed.
+      const floor = this.termFloor()
       if (await this.client.kvPut(this.key, this.value, { acquire: c.session }, c.signal)) {
         this.succeeded()
         // The acquire's answer carries no LockIndex. A read that still shows this session has it: only
         // an acquire by another session bumps it. Between the two the session may have been lost.
         const pair = await this.client.kvGet(this.key, c.signal)
-        if (pair?.session === c.session) return pair.lockIndex
+        if (pair?.session !== c.session) continue
+        if (pair.lockIndex > floor) return pair.lockIndex
+        if (!raising) {
+          raising = true
+          this.logger.warn(
+            { lockIndex: pair.lockIndex, termSeen: floor },
+            'the leader lock starts below the terms this node has seen (Consul lost its data?): taking it again until its index passes them',
+          )
+        }
+        await this.client.kvPut(this.key, this.value, { release: c.session }, c.signal)
         continue
       }
       this.succeeded()

@@ -12,6 +12,7 @@ import { runV3 } from './cli-run.js'
 import {
   type ConsulProcess,
   clusterNodeArgs,
+  freePort,
   type NodeSpec,
   startConsul,
   startFreshNode,
@@ -639,6 +640,94 @@ describe('two decommissions at once that would leave no member', { timeout: 120_
       for (const s of started) await s.node.kill()
       await consul.stop()
       for (const s of started) await removeDataDir(s.node.dataDir)
+    }
+  })
+})
+
+describe('Consul restarted without its data', { timeout: 180_000 }, () => {
+  it('the leader writes back the ring the nodes know, under a term above the old ones, and ring changes go on', async (t) => {
+    if (process.env.CONSUL_HTTP_ADDR !== undefined && process.env.CONSUL_HTTP_ADDR !== '') {
+      t.skip('the test restarts the Consul emulator empty; a real agent is not restarted by a test')
+      return
+    }
+    const port = await freePort()
+    let consul = await startConsul(port)
+    const name = `v3-reset-${process.pid}`
+    const extra = [
+      '--replication-factor',
+      '2',
+      '--vnodes',
+      '16',
+      '--leader-ttl',
+      '3000ms',
+      '--leader-lock-delay',
+      '1000ms',
+    ]
+    const started = new Map<string, { spec: NodeSpec; node: ServerProcess }>()
+    const node = (id: string): ServerProcess => started.get(id)!.node
+    const ringVersion = async (): Promise<{ version: number; term: number } | undefined> => {
+      const res = await fetch(`${consul.url}/v1/kv/${name}/ring-version`)
+      if (res.status !== 200) return undefined
+      const [entry] = (await res.json()) as { Value: string }[]
+      return JSON.parse(Buffer.from(entry!.Value, 'base64').toString()) as { version: number; term: number }
+    }
+    try {
+      for (const id of ['n1', 'n2', 'n3']) started.set(id, await startFreshNode(consul, id, name, extra))
+      await waitForMembers(
+        [...started.values()].map((s) => s.node),
+        ['n1', 'n2', 'n3'],
+      )
+      // A second term: the leader stops (releasing the lock) and starts again on its folder, so that
+      // the nodes have seen term 2, above the 1 a new lock starts at.
+      const leaderId = (await node('n1').client.listNodes()).find((m) => m.leader)?.id
+      assert.ok(leaderId !== undefined && started.has(leaderId), `a leader: ${leaderId}`)
+      const leader = started.get(leaderId)!
+      await leader.node.stop()
+      started.set(leaderId, {
+        spec: leader.spec,
+        node: await startNode(consul, { ...leader.spec, dataDir: leader.node.dataDir }, name, extra),
+      })
+      const nodes = (): ServerProcess[] => [...started.values()].map((s) => s.node)
+      await waitForMembers(nodes(), ['n1', 'n2', 'n3'])
+      const old = await waitFor('a ring written under term 2', async () => {
+        const v = await ringVersion()
+        return v !== undefined && v.term >= 2 ? v : undefined
+      })
+      const data = preload()
+      await node('n1').client.write(data, { consistency: 'all' })
+      const expected = await answersOf(node('n1'))
+
+      await consul.stop()
+      consul = await startConsul(port)
+      // The new lock starts at LockIndex 1; the leader takes it until it passes the terms seen.
+      const back = await waitFor('the ring back in Consul', async () => {
+        const v = await ringVersion()
+        return v !== undefined && v.version > old.version && v.term > old.term ? v : undefined
+      })
+      t.diagnostic(`ring version ${old.version} at term ${old.term} before; ${back.version} at term ${back.term} after`)
+      // Each acquire bumps the lock's index by one: no more were made than needed.
+      assert.ok(old.term <= 4, `term ${old.term} after one change of leader`)
+      assert.ok(back.term <= old.term + 3, `term ${back.term} after the restart, ${old.term} before`)
+      await waitForMembers(nodes(), ['n1', 'n2', 'n3'])
+
+      const r = await runV3(['cluster', 'decommission', 'n3', '--server', node('n1').address, '--timeout', '60s'])
+      assert.equal(r.code, 0, r.stdout + r.stderr)
+      assert.match(r.stdout, /^n3 left the ring/m)
+      const remaining = [node('n1'), node('n2')]
+      await waitForMembers(remaining, ['n1', 'n2'])
+      for (const n of remaining) {
+        for (const q of QUERIES) {
+          assertSame(
+            await n.client.query(q),
+            expected.get(JSON.stringify(q))!,
+            `after the decommission: ${JSON.stringify(q)}`,
+          )
+        }
+      }
+    } finally {
+      for (const s of started.values()) await s.node.kill()
+      await consul.stop()
+      for (const s of started.values()) await removeDataDir(s.node.dataDir)
     }
   })
 })

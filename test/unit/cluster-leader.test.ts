@@ -151,10 +151,16 @@ interface Candidate {
   readonly elected: { term: Term; at: number }[]
 }
 
-function candidate(consul: ConsulEmulator, id: string, options: LeaderOptions = OPTIONS): Candidate {
+function candidate(
+  consul: ConsulEmulator,
+  id: string,
+  options: LeaderOptions = OPTIONS,
+  termFloor?: () => number,
+): Candidate {
   const client = new TestClient(npmClient(consul))
   const lines: LogLine[] = []
-  const election = new LeaderElection(client, { clusterName: 'test', selfId: id }, options, recordingLogger(lines))
+  const config = { clusterName: 'test', selfId: id, ...(termFloor ? { termFloor } : {}) }
+  const election = new LeaderElection(client, config, options, recordingLogger(lines))
   const elected: { term: Term; at: number }[] = []
   election.onElected((term) => elected.push({ term, at: performance.now() }))
   cleanups.push(() => election.stop())
@@ -251,6 +257,51 @@ test('a leader that stops releases the key: another leads at once, with a greate
   assert.ok(handover < OPTIONS.lockDelayMs, `a release leaves no lock-delay: took ${handover.toFixed(0)} ms`)
   assert.equal((await rawKey(consul)).lockIndex, elected.term.term)
   assert.equal(await next.election.stillLeads(elected.term), true)
+})
+
+test('a lock that starts below the terms a node has seen (Consul lost its data) is taken again until it passes them', async () => {
+  // A Consul restarted without its data creates the key anew, at LockIndex 1, while the nodes have
+  // seen term 5: a leader at term 1 would have every ring change fenced as an older leader's.
+  const consul = await emulator()
+  const floors = new Map([
+    ['a', 5],
+    ['b', 3],
+  ])
+  // As a node's membership does, each candidate's floor also counts every LockIndex its client read,
+  // those of its own acquires included.
+  const all = ['a', 'b'].map((id) => {
+    const c = candidate(consul, id, OPTIONS, () => floors.get(id) ?? 0)
+    const kvGet = c.client.kvGet.bind(c.client)
+    c.client.kvGet = async (key, signal) => {
+      const pair = await kvGet(key, signal)
+      if (pair !== undefined) floors.set(id, Math.max(floors.get(id) ?? 0, pair.lockIndex))
+      return pair
+    }
+    return c
+  })
+  for (const c of all) c.election.start()
+  const leader = await theLeader(all)
+  const term = leader.election.current()
+  assert.ok(term)
+  // Above 5 or 3, whoever won; not far above: each acquire bumps the index by one.
+  assert.ok(term.term > (leader.id === 'a' ? 5 : 3), `term ${term.term} passes the floor of ${leader.id}`)
+  assert.ok(term.term <= 7, `term ${term.term}: the lock was taken again no more often than needed`)
+  const key = await rawKey(consul)
+  assert.equal(key.lockIndex, term.term)
+  assert.equal(key.session !== undefined, true)
+  assert.deepEqual(JSON.parse(key.value), { node: leader.id })
+  assert.equal(await leader.election.stillLeads(term), true)
+  assert.ok(leader.lines.some((l) => l.level === 'warn' && /lock starts below the terms/.test(l.msg)))
+  assert.equal(leaders(all).length, 1)
+
+  // Stopped, it hands over to the other, whose term is above both floors and the last term.
+  await leader.election.stop()
+  const other = all.find((c) => c !== leader) as Candidate
+  const next = await theLeader([other], 'the other leader')
+  const nextTerm = next.election.current()
+  assert.ok(nextTerm)
+  assert.ok(nextTerm.term > term.term)
+  assert.equal((await rawKey(consul)).lockIndex, nextTerm.term)
 })
 
 test('a leader whose session is destroyed loses its term at once; another leads after the lock-delay', async (t) => {
