@@ -229,7 +229,12 @@ export function createClusterNode(
       worker = moves
       election = new LeaderElection(
         members.client,
-        { clusterName: options.clusterName, selfId: nodeId, termFloor: () => members.highestTerm() },
+        {
+          clusterName: options.clusterName,
+          selfId: nodeId,
+          termFloor: () => members.highestTerm(),
+          mayLead: () => members.mayLead(),
+        },
         { ttlMs: options.leaderTtlMs, lockDelayMs: options.leaderLockDelayMs },
         logger,
       )

@@ -52,6 +52,8 @@ export interface LeaderConfig {
    * taken is always above what it answered just before the acquire. Absent: 0.
    */
   readonly termFloor?: () => number
+  /** Whether this node may take the lock now; asked before each attempt. Absent: always. */
+  readonly mayLead?: () => boolean
 }
 
 export const LEADER_DEFAULTS: LeaderOptions = Object.freeze({ ttlMs: 10_000, lockDelayMs: 5_000 })
@@ -65,6 +67,8 @@ export interface Term {
 /** Retries of an acquire that Consul refused during a lock-delay. */
 const LOCK_RETRY_MIN_MS = 50
 const LOCK_RETRY_MAX_MS = 2000
+/** How often a candidate that may not lead yet (LeaderConfig.mayLead) asks again. */
+const NOT_ELIGIBLE_POLL_MS = 500
 /** Retries after a failed Consul call. */
 const ERROR_RETRY_MIN_MS = 200
 const ERROR_RETRY_MAX_MS = 5000
@@ -134,6 +138,7 @@ export class LeaderElection {
   private readonly value: string
   private readonly sessionName: string
   private readonly termFloor: () => number
+  private readonly mayLead: () => boolean
   private readonly options: LeaderOptions
   private readonly abort = new AbortController()
   private started = false
@@ -168,6 +173,7 @@ export class LeaderElection {
     this.value = JSON.stringify({ node: config.selfId })
     this.sessionName = `${config.clusterName} leader ${config.selfId}`
     this.termFloor = config.termFloor ?? (() => 0)
+    this.mayLead = config.mayLead ?? (() => true)
   }
 
   /** Starts campaigning in the background, until {@link stop}. */
@@ -310,6 +316,10 @@ export class LeaderElection {
     /** Whether the lock was found below the term floor, and said so. */
     let raising = false
     while (!c.signal.aborted) {
+      if (!this.mayLead()) {
+        await sleep(NOT_ELIGIBLE_POLL_MS, c.signal)
+        continue
+      }
       // Read before the acquire: the node may see the LockIndex this acquire makes (its membership
       // watches the key) before the check below, and a floor that counted it would never be passed.
       const floor = this.termFloor()

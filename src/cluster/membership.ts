@@ -401,6 +401,17 @@ export class Membership {
     return this.metaState
   }
 
+  /**
+   * Whether this node may lead now. A node whose data folder shows it was a ring member, while it
+   * knows no ring (Consul lost it, and the node started since), may not: as the leader it would
+   * start a new ring with itself alone, which would give the members' ranges to other nodes, and the
+   * drops after the moves would delete their points. It waits for a node that still knows the ring
+   * to write it back.
+   */
+  mayLead(): boolean {
+    return this.ringState !== undefined || !this.config.formerMember
+  }
+
   /** The highest leader term seen: the lock's LockIndex, or the term of an accepted ring version. */
   highestTerm(): number {
     return this.termSeen
@@ -724,6 +735,15 @@ export class Membership {
         this.logger.warn(
           { cluster: this.config.clusterName },
           'the ring is missing from Consul KV; keeping the last known ring',
+        )
+      }
+      if (!this.mayLead() && this.warnOnce('no ring for a former member')) {
+        this.logger.error(
+          { cluster: this.config.clusterName },
+          'Consul holds no ring, but this node was a member of one (its data folder says so): it does not lead, ' +
+            'since a new ring would give its ranges to other nodes; it waits for a node that still knows the ring ' +
+            'to write it back. If every node has restarted since Consul lost its data, restore that data ' +
+            '(consul snapshot restore)',
         )
       }
       return

@@ -644,90 +644,143 @@ describe('two decommissions at once that would leave no member', { timeout: 120_
   })
 })
 
-describe('Consul restarted without its data', { timeout: 180_000 }, () => {
-  it('the leader writes back the ring the nodes know, under a term above the old ones, and ring changes go on', async (t) => {
-    if (process.env.CONSUL_HTTP_ADDR !== undefined && process.env.CONSUL_HTTP_ADDR !== '') {
-      t.skip('the test restarts the Consul emulator empty; a real agent is not restarted by a test')
-      return
-    }
-    const port = await freePort()
-    let consul = await startConsul(port)
-    const name = `v3-reset-${process.pid}`
-    const extra = [
-      '--replication-factor',
-      '2',
-      '--vnodes',
-      '16',
-      '--leader-ttl',
-      '3000ms',
-      '--leader-lock-delay',
-      '1000ms',
-    ]
-    const started = new Map<string, { spec: NodeSpec; node: ServerProcess }>()
-    const node = (id: string): ServerProcess => started.get(id)!.node
-    const ringVersion = async (): Promise<{ version: number; term: number } | undefined> => {
-      const res = await fetch(`${consul.url}/v1/kv/${name}/ring-version`)
-      if (res.status !== 200) return undefined
-      const [entry] = (await res.json()) as { Value: string }[]
-      return JSON.parse(Buffer.from(entry!.Value, 'base64').toString()) as { version: number; term: number }
-    }
-    try {
-      for (const id of ['n1', 'n2', 'n3']) started.set(id, await startFreshNode(consul, id, name, extra))
-      await waitForMembers(
-        [...started.values()].map((s) => s.node),
-        ['n1', 'n2', 'n3'],
-      )
-      // A second term: the leader stops (releasing the lock) and starts again on its folder, so that
-      // the nodes have seen term 2, above the 1 a new lock starts at.
-      const leaderId = (await node('n1').client.listNodes()).find((m) => m.leader)?.id
-      assert.ok(leaderId !== undefined && started.has(leaderId), `a leader: ${leaderId}`)
-      const leader = started.get(leaderId)!
-      await leader.node.stop()
-      started.set(leaderId, {
-        spec: leader.spec,
-        node: await startNode(consul, { ...leader.spec, dataDir: leader.node.dataDir }, name, extra),
-      })
-      const nodes = (): ServerProcess[] => [...started.values()].map((s) => s.node)
-      await waitForMembers(nodes(), ['n1', 'n2', 'n3'])
-      const old = await waitFor('a ring written under term 2', async () => {
-        const v = await ringVersion()
-        return v !== undefined && v.term >= 2 ? v : undefined
-      })
-      const data = preload()
-      await node('n1').client.write(data, { consistency: 'all' })
-      const expected = await answersOf(node('n1'))
+describe('Consul restarted without its data', { timeout: 240_000 }, () => {
+  // The tests restart the Consul emulator empty; a test does not restart a real agent.
+  const real = process.env.CONSUL_HTTP_ADDR !== undefined && process.env.CONSUL_HTTP_ADDR !== ''
+  const name = `v3-reset-${process.pid}`
+  const extra = [
+    '--replication-factor',
+    '2',
+    '--vnodes',
+    '16',
+    '--leader-ttl',
+    '3000ms',
+    '--leader-lock-delay',
+    '1000ms',
+  ]
+  const started = new Map<string, { spec: NodeSpec; node: ServerProcess }>()
+  const node = (id: string): ServerProcess => started.get(id)!.node
+  const nodes = (): ServerProcess[] => [...started.values()].map((s) => s.node)
+  let port = 0
+  let consul: ConsulProcess | undefined
+  let expected: Map<string, SeriesPoints[]> | undefined
 
-      await consul.stop()
-      consul = await startConsul(port)
-      // The new lock starts at LockIndex 1; the leader takes it until it passes the terms seen.
-      const back = await waitFor('the ring back in Consul', async () => {
-        const v = await ringVersion()
-        return v !== undefined && v.version > old.version && v.term > old.term ? v : undefined
-      })
-      t.diagnostic(`ring version ${old.version} at term ${old.term} before; ${back.version} at term ${back.term} after`)
-      // Each acquire bumps the lock's index by one: no more were made than needed.
-      assert.ok(old.term <= 4, `term ${old.term} after one change of leader`)
-      assert.ok(back.term <= old.term + 3, `term ${back.term} after the restart, ${old.term} before`)
-      await waitForMembers(nodes(), ['n1', 'n2', 'n3'])
+  const ringVersion = async (): Promise<{ version: number; term: number } | undefined> => {
+    const res = await fetch(`${consul!.url}/v1/kv/${name}/ring-version`)
+    if (res.status !== 200) return undefined
+    const [entry] = (await res.json()) as { Value: string }[]
+    return JSON.parse(Buffer.from(entry!.Value, 'base64').toString()) as { version: number; term: number }
+  }
+  const restartConsulEmpty = async (): Promise<void> => {
+    await consul!.stop()
+    consul = await startConsul(port)
+  }
 
-      const r = await runV3(['cluster', 'decommission', 'n3', '--server', node('n1').address, '--timeout', '60s'])
-      assert.equal(r.code, 0, r.stdout + r.stderr)
-      assert.match(r.stdout, /^n3 left the ring/m)
-      const remaining = [node('n1'), node('n2')]
-      await waitForMembers(remaining, ['n1', 'n2'])
-      for (const n of remaining) {
-        for (const q of QUERIES) {
-          assertSame(
-            await n.client.query(q),
-            expected.get(JSON.stringify(q))!,
-            `after the decommission: ${JSON.stringify(q)}`,
-          )
-        }
+  before(async () => {
+    if (real) return
+    port = await freePort()
+    consul = await startConsul(port)
+  })
+
+  after(async () => {
+    for (const s of started.values()) await s.node.kill()
+    await consul?.stop()
+    for (const s of started.values()) await removeDataDir(s.node.dataDir)
+  })
+
+  it('the leader writes back the ring the nodes know, under a term above the old ones, and a node joins after it', async (t) => {
+    if (real) return t.skip('restarts the Consul emulator empty')
+    for (const id of ['n1', 'n2']) started.set(id, await startFreshNode(consul!, id, name, extra))
+    await waitForMembers(nodes(), ['n1', 'n2'])
+    // A second term: the leader stops (releasing the lock) and starts again on its folder, so that
+    // the nodes have seen term 2, above the 1 a new lock starts at.
+    const leaderId = (await node('n1').client.listNodes()).find((m) => m.leader)?.id
+    assert.ok(leaderId !== undefined && started.has(leaderId), `a leader: ${leaderId}`)
+    const leader = started.get(leaderId)!
+    await leader.node.stop()
+    started.set(leaderId, {
+      spec: leader.spec,
+      node: await startNode(consul!, { ...leader.spec, dataDir: leader.node.dataDir }, name, extra),
+    })
+    await waitForMembers(nodes(), ['n1', 'n2'])
+    const old = await waitFor('a ring written under term 2', async () => {
+      const v = await ringVersion()
+      return v !== undefined && v.term >= 2 ? v : undefined
+    })
+    await node('n1').client.write(preload(), { consistency: 'all' })
+    expected = await answersOf(node('n1'))
+
+    await restartConsulEmpty()
+    // The new lock starts at LockIndex 1; the leader takes it until it passes the terms seen.
+    const back = await waitFor('the ring back in Consul', async () => {
+      const v = await ringVersion()
+      return v !== undefined && v.version > old.version && v.term > old.term ? v : undefined
+    })
+    t.diagnostic(`ring version ${old.version} at term ${old.term} before; ${back.version} at term ${back.term} after`)
+    // Each acquire bumps the lock's index by one: no more were made than needed.
+    assert.ok(old.term <= 4, `term ${old.term} after one change of leader`)
+    assert.ok(back.term <= old.term + 3, `term ${back.term} after the restart, ${old.term} before`)
+    await waitForMembers(nodes(), ['n1', 'n2'])
+
+    // A ring change: a third node joins, and the data moves to it.
+    started.set('n3', await startFreshNode(consul!, 'n3', name, extra))
+    await waitForMembers(nodes(), ['n1', 'n2', 'n3'])
+    await waitForSettled(nodes())
+    for (const n of nodes()) {
+      for (const q of QUERIES) {
+        assertSame(await n.client.query(q), expected.get(JSON.stringify(q))!, `after the join: ${JSON.stringify(q)}`)
       }
+    }
+  })
+
+  it('a member restarted while Consul holds no ring does not start a new one; it waits for a node that knows the ring', async (t) => {
+    if (real) return t.skip('restarts the Consul emulator empty')
+    assert.ok(expected, 'the test before loaded the data')
+    // n1 stops; Consul loses its data; n1 starts again on its folder, knowing no ring, while n2 and
+    // n3, which know it, are held (SIGSTOP): n1 is the only candidate. Leading, it would start a ring
+    // of itself alone and take the others' ranges.
+    const n1 = started.get('n1')!
+    const held = [node('n2'), node('n3')]
+    await n1.node.stop()
+    for (const n of held) n.child.kill('SIGSTOP')
+    let resumed = false
+    let restarting: Promise<ServerProcess> | undefined
+    try {
+      await restartConsulEmpty()
+      restarting = startNode(consul!, { ...n1.spec, dataDir: n1.node.dataDir }, name, extra)
+      restarting.catch(() => {}) // Awaited below.
+      await waitFor('n1 registered in the new Consul', async () => {
+        const res = await fetch(`${consul!.url}/v1/health/service/${name}?passing=true`)
+        const list = (await res.json()) as { Service: { Meta: Record<string, string> } }[]
+        return list.some((e) => e.Service.Meta.node_id === 'n1') ? true : undefined
+      })
+      // Its election runs from here: give it time to take the lock, which it must not.
+      const until = Date.now() + 3000
+      while (Date.now() < until) {
+        assert.equal(await ringVersion(), undefined, 'n1 started no ring of its own')
+        await new Promise((resolve) => setTimeout(resolve, 100))
+      }
+      for (const n of held) n.child.kill('SIGCONT')
+      resumed = true
+      started.set('n1', { spec: n1.spec, node: await restarting })
     } finally {
-      for (const s of started.values()) await s.node.kill()
-      await consul.stop()
-      for (const s of started.values()) await removeDataDir(s.node.dataDir)
+      if (!resumed) {
+        for (const n of held) n.child.kill('SIGCONT')
+        await restarting?.then(
+          (n) => n.kill(),
+          () => {},
+        )
+      }
+    }
+    // n2 or n3 knows the ring: it took the lock and wrote the ring back, and n1 joined on it.
+    await waitForMembers(nodes(), ['n1', 'n2', 'n3'])
+    assert.ok(await ringVersion(), 'the ring is back in Consul')
+    const leader = (await node('n1').client.listNodes()).find((m) => m.leader)?.id
+    assert.ok(leader === 'n2' || leader === 'n3', `a node that knew the ring leads, not ${leader}`)
+    for (const n of nodes()) {
+      for (const q of QUERIES) {
+        assertSame(await n.client.query(q), expected.get(JSON.stringify(q))!, `after the restart: ${JSON.stringify(q)}`)
+      }
     }
   })
 })

@@ -14,7 +14,7 @@ import {
   type ServiceInstance,
   type ServiceRegistration,
 } from '../../src/cluster/consul-client.js'
-import { LeaderElection, type LeaderOptions, type Term } from '../../src/cluster/leader.js'
+import { type LeaderConfig, LeaderElection, type LeaderOptions, type Term } from '../../src/cluster/leader.js'
 import type { Logger } from '../../src/engine/config.js'
 import { UnavailableError, ValidationError } from '../../src/model/errors.js'
 import { type ConsulEmulator, startConsulEmulator } from '../fixtures/consul-emulator.js'
@@ -155,11 +155,11 @@ function candidate(
   consul: ConsulEmulator,
   id: string,
   options: LeaderOptions = OPTIONS,
-  termFloor?: () => number,
+  more: Pick<LeaderConfig, 'termFloor' | 'mayLead'> = {},
 ): Candidate {
   const client = new TestClient(npmClient(consul))
   const lines: LogLine[] = []
-  const config = { clusterName: 'test', selfId: id, ...(termFloor ? { termFloor } : {}) }
+  const config = { clusterName: 'test', selfId: id, ...more }
   const election = new LeaderElection(client, config, options, recordingLogger(lines))
   const elected: { term: Term; at: number }[] = []
   election.onElected((term) => elected.push({ term, at: performance.now() }))
@@ -270,7 +270,7 @@ test('a lock that starts below the terms a node has seen (Consul lost its data) 
   // As a node's membership does, each candidate's floor also counts every LockIndex its client read,
   // those of its own acquires included.
   const all = ['a', 'b'].map((id) => {
-    const c = candidate(consul, id, OPTIONS, () => floors.get(id) ?? 0)
+    const c = candidate(consul, id, OPTIONS, { termFloor: () => floors.get(id) ?? 0 })
     const kvGet = c.client.kvGet.bind(c.client)
     c.client.kvGet = async (key, signal) => {
       const pair = await kvGet(key, signal)
@@ -302,6 +302,24 @@ test('a lock that starts below the terms a node has seen (Consul lost its data) 
   assert.ok(nextTerm)
   assert.ok(nextTerm.term > term.term)
   assert.equal((await rawKey(consul)).lockIndex, nextTerm.term)
+})
+
+test('a candidate that may not lead (a member that knows no ring) does not try for the lock until it may', async () => {
+  const consul = await emulator()
+  let allowed = false
+  const waiting = candidate(consul, 'a', OPTIONS, { mayLead: () => allowed })
+  const other = candidate(consul, 'b')
+  for (const c of [waiting, other]) c.election.start()
+  assert.equal((await theLeader([waiting, other])).id, 'b')
+  await other.election.stop()
+  // The key is free, and the waiting candidate has its session: it asks to be allowed, not Consul.
+  await waitFor('the key free', async () => ((await rawKey(consul)).session === undefined ? true : undefined))
+  await waitFor('its session', () => waiting.client.count('createSession') >= 1)
+  assert.equal(waiting.client.count('kvPut'), 0, 'no acquire while it may not lead')
+  assert.equal(waiting.election.current(), undefined)
+  allowed = true
+  const leader = await theLeader([waiting], 'the candidate once allowed')
+  assert.equal(leader.id, 'a')
 })
 
 test('a leader whose session is destroyed loses its term at once; another leads after the lock-delay', async (t) => {
