@@ -5,6 +5,7 @@ import { HintStore } from '../cluster/hint-store.js'
 import { HintedHandoff } from '../cluster/hinted-handoff.js'
 import { LeaderElection } from '../cluster/leader.js'
 import { Membership, type RingState, StartRefusedError } from '../cluster/membership.js'
+import type { PeerKey } from '../cluster/peer-key.js'
 import { peerService } from '../cluster/peer-service.js'
 import { MoveWorker } from '../cluster/rebalance.js'
 import { RingLeader } from '../cluster/ring-leader.js'
@@ -24,6 +25,8 @@ import { checkDataFolder } from './node-identity.js'
 export interface ClusterServeOptions {
   readonly nodeId: string | undefined
   readonly peerListen: string | undefined
+  /** The file of the cluster's peer key (--peer-key); absent: plain ZeroMQ. */
+  readonly peerKeyFile: string | undefined
   readonly advertise: string | undefined
   readonly consulUrl: string
   readonly consulToken: string | undefined
@@ -115,6 +118,8 @@ export function createClusterNode(
   dataDir: string,
   /** Whether this start created the database in dataDir. */
   newDataFolder: boolean,
+  /** The key read from options.peerKeyFile. */
+  peerKey: PeerKey | undefined,
 ): ClusterNode {
   if (!isShardEngine(local)) {
     throw new UsageError('--cluster needs an engine that reads by shard, such as the basic engine')
@@ -154,7 +159,13 @@ export function createClusterNode(
       const nodeId = options.nodeId ?? advertise
       const claim = await checkDataFolder(dataDir, options.clusterName, nodeId)
       const peerListen = peerListenOf(options, grpcAddress)
-      transport = new ZmqPeerTransport({ nodeId, listen: peerListen, logger, ringVersion: () => engine.ringVersion() })
+      transport = new ZmqPeerTransport({
+        nodeId,
+        listen: peerListen,
+        logger,
+        ringVersion: () => engine.ringVersion(),
+        ...(peerKey === undefined ? {} : { key: peerKey }),
+      })
       const bound = await transport.listen(
         peerService(
           local,

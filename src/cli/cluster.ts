@@ -1,4 +1,5 @@
 import type { RepairReport } from '../client/index.js'
+import { newPeerKey } from '../cluster/peer-key.js'
 import { parseDuration, UsageError } from './args.js'
 import { CONNECTION_USAGE, connect, parseCommandArgs, stringFlag } from './client-command.js'
 import { alignedTable } from './query.js'
@@ -6,6 +7,7 @@ import { alignedTable } from './query.js'
 const CLUSTER_USAGE = `Usage: v3 cluster status [--server <host:port>] [--format table|json]
        v3 cluster repair [--server <host:port>] [--format table|json] [--timeout <duration>]
        v3 cluster decommission <node-id> [--server <host:port>] [--timeout <duration>]
+       v3 cluster peer-key
 
 status prints the members of the cluster the node belongs to: id, gRPC and peer addresses,
 health, lifecycle state, share of the ring, whether it leads, and how many writes for it the node
@@ -20,6 +22,10 @@ then removes it from the ring, and returns once it has left and the change is ov
 then be stopped. The leader carries it out; 'v3 cluster status' shows its progress meanwhile.
 Needs the admin role.
 
+peer-key prints a new key for the nodes' ZeroMQ traffic (a CurveZMQ secret key, one line): give
+the same file to every node with --peer-key, and keep it secret, e.g.
+  (umask 077; v3 cluster peer-key > peer.key)
+
 ${CONNECTION_USAGE}`
 
 /** `v3 cluster status`: the members as a table (or JSON), from any node. */
@@ -31,6 +37,11 @@ export async function runCluster(args: readonly string[]): Promise<number> {
   }
   const [sub, ...rest] = positionals
   const timeout = stringFlag(values, 'timeout')
+  if (sub === 'peer-key') {
+    if (rest.length > 0 || Object.keys(values).length > 0) throw new UsageError('v3 cluster peer-key takes no argument')
+    process.stdout.write(`${newPeerKey().secretKey}\n`)
+    return 0
+  }
   if (sub === 'decommission') {
     if (rest.length !== 1) throw new UsageError(`v3 cluster decommission takes one node id\n\n${CLUSTER_USAGE}`)
     if (values.format !== undefined) throw new UsageError('--format goes with v3 cluster status and repair')
@@ -47,7 +58,7 @@ export async function runCluster(args: readonly string[]): Promise<number> {
     }
   }
   if (sub !== 'status' && sub !== 'repair') {
-    throw new UsageError(`v3 cluster takes status, repair or decommission\n\n${CLUSTER_USAGE}`)
+    throw new UsageError(`v3 cluster takes status, repair, decommission or peer-key\n\n${CLUSTER_USAGE}`)
   }
   if (rest.length > 0) throw new UsageError(`v3 cluster ${sub} takes no argument, got ${JSON.stringify(rest[0])}`)
   const format = stringFlag(values, 'format') ?? 'table'

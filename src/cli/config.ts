@@ -318,11 +318,19 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
     help: 'PEM CA bundle; clients must present a certificate it signed (mutual TLS)',
   },
   {
+    key: 'peer-key',
+    kind: 'string',
+    default: null,
+    group: 'security',
+    arg: '<path>',
+    help: "the cluster's CurveZMQ secret key (`v3 cluster peer-key` writes one): peer traffic encrypted, only nodes holding it served",
+  },
+  {
     key: 'insecure',
     kind: 'bool',
     default: false,
     group: 'security',
-    help: 'serve a non-loopback address without TLS and tokens',
+    help: 'serve a non-loopback address without TLS and tokens (peers: without --peer-key)',
   },
   {
     key: 'http-listen',

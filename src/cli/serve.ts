@@ -1,10 +1,12 @@
 import { existsSync, readFileSync } from 'node:fs'
+import { readFile } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
+import { type PeerKey, parsePeerKey } from '../cluster/peer-key.js'
 import { type BasicEngineOptions, ENGINE_DEFAULTS, resolveEngineConfig, type SyncPolicy } from '../engine/config.js'
 import type { StorageEngine } from '../engine/storage-engine.js'
-import { bug } from '../model/errors.js'
+import { bug, ValidationError } from '../model/errors.js'
 import type { ConsistencyLevel } from '../model/types.js'
 import { type PreparedHttpEndpoint, prepareHttpEndpoint, type RunningHttpEndpoint } from '../server/http-endpoint.js'
 import { createServerMetrics } from '../server/metrics.js'
@@ -12,7 +14,7 @@ import { PromQueryApi } from '../server/promql/api.js'
 import { requestLogInterceptor } from '../server/request-log.js'
 import { type PreparedServer, prepareServer, type RunningServer } from '../server/server.js'
 import type { TlsOptions } from '../server/tls.js'
-import { checkCanListen, splitHostPort } from '../server/transport.js'
+import { checkCanListen, checkPeerExposure, splitHostPort } from '../server/transport.js'
 import { UsageError } from './args.js'
 import type { ClusterNode, ClusterServeOptions } from './cluster-node.js'
 import {
@@ -186,6 +188,7 @@ export function parseServeArgs(
       ? {
           nodeId: str('node-id'),
           peerListen: str('peer-listen'),
+          peerKeyFile: str('peer-key'),
           advertise: str('advertise'),
           consulUrl: consulUrl(str('consul') ?? env.CONSUL_HTTP_ADDR ?? 'http://127.0.0.1:8500'),
           consulToken: str('consul-token') ?? env.CONSUL_HTTP_TOKEN,
@@ -204,6 +207,23 @@ export function parseServeArgs(
           leaderLockDelayMs: set<number>('leader-lock-delay'),
         }
       : undefined,
+  }
+}
+
+/** The cluster's peer key from its file (--peer-key); undefined without one. Throws naming the flag. */
+async function readPeerKey(file: string | undefined): Promise<PeerKey | undefined> {
+  if (file === undefined) return undefined
+  let text: string
+  try {
+    text = await readFile(file, 'utf8')
+  } catch (err) {
+    throw new Error(`cannot read --peer-key ${file}: ${(err as Error).message}`)
+  }
+  try {
+    return parsePeerKey(text)
+  } catch (err) {
+    if (!(err instanceof ValidationError)) throw err
+    throw new Error(`--peer-key ${file} ${err.violations[0]?.description ?? err.message}`)
   }
 }
 
@@ -265,6 +285,7 @@ export async function serve(args: readonly string[]): Promise<void> {
   // Refusals come before the engine opens: a start that cannot serve leaves the data folder as it was.
   let prepared: PreparedServer
   let preparedHttp: PreparedHttpEndpoint | undefined
+  let peerKey: PeerKey | undefined
   try {
     // The peers' address too, when it is known before the gRPC server binds: its default follows the
     // advertised gRPC port, which --listen on port 0 (and no --advertise) leaves to the system.
@@ -312,6 +333,13 @@ export async function serve(args: readonly string[]): Promise<void> {
       })
     }
     if (peers !== undefined) await checkCanListen(peers, 'peers (--peer-listen)')
+    if (clusterOptions !== undefined) {
+      peerKey = await readPeerKey(clusterOptions.peerKeyFile)
+      // Without --peer-listen the peers' host is the gRPC one, whatever port they get.
+      const host = splitHostPort(peers ?? config.listen).host
+      const warning = checkPeerExposure(host, peers ?? host, peerKey !== undefined, config.insecure)
+      if (warning !== undefined) logger.warn({}, warning)
+    }
   } catch (err) {
     // Each check names the setting and what to do; the settings are the user's, so it is a usage error.
     throw new UsageError(err instanceof Error ? err.message : String(err), { cause: err })
@@ -331,7 +359,7 @@ export async function serve(args: readonly string[]): Promise<void> {
       const resolved = resolveEngineConfig(config.engine)
       // The cluster's code (ZeroMQ, Consul and the rest) loads only for a cluster node.
       const { createClusterNode } = await import('./cluster-node.js')
-      cluster = createClusterNode(engine, config.cluster, resolved, logger, resolved.dataDir, newDataFolder)
+      cluster = createClusterNode(engine, config.cluster, resolved, logger, resolved.dataDir, newDataFolder, peerKey)
       engine = cluster.engine
     }
     const metrics = createServerMetrics(engine)

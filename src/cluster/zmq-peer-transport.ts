@@ -18,6 +18,7 @@ import {
   errorResponseFields,
   PeerFrameError,
 } from './peer-codec.js'
+import type { PeerKey } from './peer-key.js'
 import {
   ChannelCounters,
   checkPeerCall,
@@ -34,6 +35,7 @@ import {
   PendingCall,
   type ResponseFields,
 } from './peer-transport.js'
+import { zapHandler } from './zap-handler.js'
 
 export interface ZmqPeerTransportOptions {
   /** This node's id, sent as the ZeroMQ routing id of its connections: 1 to 255 bytes of UTF-8. */
@@ -60,11 +62,19 @@ export interface ZmqPeerTransportOptions {
   readonly heartbeatTimeoutMs?: number
   /** First delay before reconnecting to a peer, in ms; default 100, doubling up to 2000. */
   readonly reconnectIntervalMs?: number
+  /**
+   * The cluster's key (peer-key.ts): every message encrypted, and only connections that hold the
+   * same key served. Absent: plain ZeroMQ, which anyone who reaches the port can use.
+   */
+  readonly key?: PeerKey
   readonly logger?: Logger
   readonly clock?: Clock
 }
 
-type ZmqConfig = Readonly<Required<Omit<ZmqPeerTransportOptions, 'listen'>>> & { readonly listen: string | undefined }
+type ZmqConfig = Readonly<Required<Omit<ZmqPeerTransportOptions, 'listen' | 'key'>>> & {
+  readonly listen: string | undefined
+  readonly key: PeerKey | undefined
+}
 
 /** Room in a frame for the envelope around a body. */
 const ENVELOPE_BYTES = 1024
@@ -98,6 +108,7 @@ function resolveOptions(options: ZmqPeerTransportOptions): ZmqConfig {
   return Object.freeze({
     nodeId: options.nodeId,
     listen: options.listen,
+    key: options.key,
     ringVersion: options.ringVersion ?? (() => 0),
     maxInFlightPerPeer: positive('maxInFlightPerPeer', options.maxInFlightPerPeer, 64),
     maxWaitingPerPeer: positive('maxWaitingPerPeer', options.maxWaitingPerPeer, 1024),
@@ -178,6 +189,8 @@ export class ZmqPeerTransport implements PeerTransport {
   private served = 0
   private rejected = 0
   private closed = false
+  /** The ZAP domain of the listening socket, when the transport has a key (see peer-key.ts). */
+  private zapDomain: string | undefined
 
   constructor(options: ZmqPeerTransportOptions) {
     this.config = resolveOptions(options)
@@ -190,7 +203,13 @@ export class ZmqPeerTransport implements PeerTransport {
     const endpoint = tcpEndpoint(this.config.listen)
     // The answers a sender can have due at once: those served and those queued, twice over.
     const dueAnswers = 2 * (this.config.maxServingPerSender + this.config.maxQueuedPerSender)
+    const key = this.config.key
+    // With a key, ZeroMQ asks the ZAP handler about each connection, under this socket's domain.
+    this.zapDomain = key === undefined ? undefined : await zapHandler.register(key.publicBytes)
+    const curve =
+      key === undefined ? {} : { curveServer: true, curveSecretKey: key.secretKey, zapDomain: this.zapDomain }
     const router = new Router({
+      ...curve,
       linger: 0,
       // A node that restarts reconnects with the same routing id before this side notices the old
       // connection died; without handover the new connection would be refused until then.
@@ -211,6 +230,7 @@ export class ZmqPeerTransport implements PeerTransport {
       await router.bind(endpoint)
     } catch (err) {
       router.close()
+      await this.releaseZapDomain()
       const why = err instanceof Error ? `: ${err.message}` : ''
       throw new UnavailableError(`node ${this.config.nodeId} cannot listen for peers on ${this.config.listen}${why}`, {
         cause: err,
@@ -275,6 +295,13 @@ export class ZmqPeerTransport implements PeerTransport {
     this.router?.close()
     if (this.serving !== undefined) loops.push(this.serving)
     await Promise.all(loops)
+    await this.releaseZapDomain()
+  }
+
+  private async releaseZapDomain(): Promise<void> {
+    const domain = this.zapDomain
+    this.zapDomain = undefined
+    if (domain !== undefined) await zapHandler.unregister(domain)
   }
 
   stats(): PeerTransportStats {
@@ -299,7 +326,11 @@ export class ZmqPeerTransport implements PeerTransport {
       for (const out of [...existing.waiting]) out.pending.fail(moved)
       for (const { channel, out } of this.outstanding.values()) if (channel === existing) out.pending.fail(moved)
     }
+    const key = this.config.key
     const dealer = new Dealer({
+      ...(key === undefined
+        ? {}
+        : { curveServerKey: key.publicKey, curvePublicKey: key.publicKey, curveSecretKey: key.secretKey }),
       routingId: this.config.nodeId,
       linger: 0,
       // Queue only to a completed connection: messages for a peer that is down wait in this

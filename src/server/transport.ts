@@ -119,3 +119,20 @@ export function checkExposure(e: Exposure): string | undefined {
   }
   return `serving ${e.listen} without ${missing.join(' and ')} because --insecure was given`
 }
+
+/**
+ * Refuses to serve peers (ZeroMQ) on a reachable host without the cluster's peer key unless told to
+ * (insecure): whoever reaches that port could read, write and delete data. `where` names the
+ * address in messages. Returns the warning to log when the insecure escape hatch lets the start go on.
+ */
+export function checkPeerExposure(host: string, where: string, keyed: boolean, insecure: boolean): string | undefined {
+  if (keyed || isLoopbackHost(host)) return undefined
+  if (!insecure) {
+    throw new Error(
+      `refusing to serve peers (--peer-listen) on ${where} without a peer key: it is not a loopback address, and ` +
+        'whoever reaches it could read, write and delete data; add --peer-key <file> (`v3 cluster peer-key` writes one), ' +
+        'or pass --insecure to serve it anyway',
+    )
+  }
+  return `serving peers on ${where} without a peer key because --insecure was given`
+}

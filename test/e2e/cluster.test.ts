@@ -1,9 +1,12 @@
 import assert from 'node:assert/strict'
 import { existsSync } from 'node:fs'
+import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { mergeChunks, type QueryInput, type SeriesInput, V3Client } from '../../src/client/index.js'
+import { newPeerKey } from '../../src/cluster/peer-key.js'
 import type { SeriesPoints } from '../../src/model/types.js'
+import { speaksCurve } from '../fixtures/net.js'
 import { writeRequest } from '../fixtures/prom-remote-bodies.js'
 import { assertSameSeries } from '../fixtures/series-assert.js'
 import { runV3 } from './cli-run.js'
@@ -307,15 +310,25 @@ describe('a cluster of three nodes, one copy of each series', { timeout: 240_000
   })
 })
 
-describe('a cluster of three nodes, three copies of each series', { timeout: 180_000 }, () => {
+describe('a cluster of three nodes, three copies of each series, with a peer key', { timeout: 180_000 }, () => {
   let consul: ConsulProcess
   let single: ServerProcess
+  let keyDir: string | undefined
   const nodes: ServerProcess[] = []
+  const specs: NodeSpec[] = []
 
   before(async () => {
     consul = await startConsul()
     single = await startServerProcess()
-    for (const id of ['a', 'b', 'c']) nodes.push((await startFreshNode(consul, id, `v3-r3-${process.pid}`)).node)
+    // Every peer message of this cluster is encrypted and authenticated with the cluster's key.
+    keyDir = await makeDataDir()
+    const keyFile = join(keyDir, 'peer.key')
+    await writeFile(keyFile, `${newPeerKey().secretKey}\n`, { mode: 0o600 })
+    for (const id of ['a', 'b', 'c']) {
+      const { spec, node } = await startFreshNode(consul, id, `v3-r3-${process.pid}`, ['--peer-key', keyFile])
+      nodes.push(node)
+      specs.push(spec)
+    }
     await waitForMembers(nodes, ['a', 'b', 'c'])
   })
 
@@ -323,7 +336,13 @@ describe('a cluster of three nodes, three copies of each series', { timeout: 180
     for (const node of nodes) await node.kill()
     await single?.kill()
     await consul?.stop()
-    for (const dir of [...nodes.map((n) => n.dataDir), single?.dataDir]) if (dir !== undefined) await removeDataDir(dir)
+    for (const dir of [...nodes.map((n) => n.dataDir), single?.dataDir, keyDir]) {
+      if (dir !== undefined) await removeDataDir(dir)
+    }
+  })
+
+  it('speaks CurveZMQ on every peer port', async () => {
+    for (const spec of specs) assert.equal(await speaksCurve(`127.0.0.1:${spec.peerPort}`), true, spec.id)
   })
 
   it('counts each series once: aggregates equal the single node answer, not three times it', async () => {

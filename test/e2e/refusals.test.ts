@@ -8,6 +8,7 @@ import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import { runV3 } from './cli-run.js'
 import { freePort } from './cluster-kit.js'
+import { makeTestCertificates, opensslMissing } from './security-certs.js'
 import { makeDataDir, removeDataDir, startServerProcess } from './server-process.js'
 
 describe('refused starts of v3 serve', () => {
@@ -24,6 +25,16 @@ describe('refused starts of v3 serve', () => {
       'a non-loopback address without TLS and tokens',
       ['--listen', '0.0.0.0:0'],
       /--tls-cert.*--tokens-file.*--insecure/,
+    ],
+    [
+      'cluster peers on a non-loopback address without a peer key',
+      ['--cluster', '--peer-listen', '0.0.0.0:0'],
+      /refusing to serve peers \(--peer-listen\) on 0\.0\.0\.0:0 without a peer key.*--peer-key.*v3 cluster peer-key.*--insecure/,
+    ],
+    [
+      'a peer key file that does not exist',
+      ['--cluster', '--peer-key', '/nonexistent/peer.key'],
+      /cannot read --peer-key \/nonexistent\/peer\.key/,
     ],
     ['an unknown option', ['--no-such-flag'], /'--no-such-flag'.*v3 serve --help/],
     ['a bad duration', ['--hot-window', 'soon'], /--hot-window must be a duration/],
@@ -95,6 +106,51 @@ describe('refused starts of v3 serve', () => {
       `v3: --http-listen (127.0.0.1:${port}) and --listen (127.0.0.1:${port}) must use different ports`,
     )
     assert.equal(existsSync(data), false, 'the engine opened the data folder')
+  })
+
+  test('v3 cluster peer-key writes a new key; a --peer-key file without one is refused naming it, without echoing it', async () => {
+    const keys = await Promise.all([runV3(['cluster', 'peer-key']), runV3(['cluster', 'peer-key'])])
+    for (const r of keys) {
+      assert.equal(r.code, 0, r.stderr)
+      assert.match(r.stdout, /^[0-9a-zA-Z.\-:+=^!/*?&<>()[\]{}@%$#]{40}\n$/)
+    }
+    assert.notEqual(keys[0]?.stdout, keys[1]?.stdout)
+    const file = join(dir, 'peer.key')
+    const secret = keys[0]!.stdout.trim()
+    await writeFile(file, `${secret.slice(0, 39)}\n`)
+    const data = join(dir, 'bad-peer-key')
+    const r = await runV3(['serve', '--data', data, '--http-listen', 'off', '--cluster', '--peer-key', file])
+    assert.equal(r.code, 2, r.stderr)
+    assert.equal(
+      r.stderr.trimEnd(),
+      `v3: --peer-key ${file} must hold a CurveZMQ secret key: 40 characters of Z85, as \`v3 cluster peer-key\` writes`,
+    )
+    assert.equal(existsSync(data), false)
+  })
+
+  test('cluster peers on the host of a non-loopback gRPC address that has TLS and tokens, without a peer key: refused', async (t) => {
+    const missing = opensslMissing()
+    if (missing) return t.skip(missing)
+    const certs = await makeTestCertificates()
+    t.after(() => certs.remove())
+    const tokens = join(dir, 'peer-rule-tokens')
+    await writeFile(tokens, 'admin:abcdefghijklmnopqrstuvwx\n')
+    const tls = ['--tls-cert', certs.serverCert, '--tls-key', certs.serverKey, '--tokens-file', tokens]
+    const data = join(dir, 'peer-rule')
+    const r = await runV3([
+      'serve',
+      '--data',
+      data,
+      '--http-listen',
+      'off',
+      '--cluster',
+      '--listen',
+      '0.0.0.0:0',
+      ...tls,
+    ])
+    assert.equal(r.code, 2, r.stderr)
+    assert.match(r.stderr.trimEnd(), /^v3: refusing to serve peers \(--peer-listen\) on 0\.0\.0\.0 without a peer key/)
+    assert.equal(existsSync(data), false)
   })
 
   test('a malformed tokens file: one line naming the line, not echoing the secret', async () => {

@@ -4,7 +4,8 @@
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
 import { describe, type TestContext, test } from 'node:test'
-import { Dealer } from 'zeromq'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { curveKeyPair, Dealer } from 'zeromq'
 import {
   PeerKind,
   PeerRequest,
@@ -32,6 +33,7 @@ import {
   PeerSeriesHeaders,
   type PeerWriteEntry,
 } from '../../src/cluster/peer-codec.js'
+import { newPeerKey, parsePeerKey } from '../../src/cluster/peer-key.js'
 import {
   encodeRequestFrames,
   encodeResponseFrames,
@@ -51,7 +53,7 @@ import {
 } from '../../src/model/errors.js'
 import { prng } from '../../src/model/prng.js'
 import type { SeriesPoints } from '../../src/model/types.js'
-import { refused } from '../fixtures/net.js'
+import { refused, speaksCurve } from '../fixtures/net.js'
 import { waitFor } from '../fixtures/wait.js'
 
 const HOST = '127.0.0.1'
@@ -505,6 +507,73 @@ describe('ZmqPeerTransport', () => {
       assert.ok(sameBits(s.values, (series[i] as SeriesPoints).values))
     }
     assert.equal(Object.is(back[0]?.values[2], -0), true)
+  })
+
+  test('with a peer key the port speaks CURVE: a node holding the key is answered; another key, none, or a plain socket is not', async (t) => {
+    const { zmq, serve } = transports(t)
+    const key = newPeerKey()
+    const served: string[] = []
+    const { peer } = await serve(
+      'b',
+      async (from, _kind, body) => {
+        served.push(from)
+        return body
+      },
+      { key },
+    )
+    // Its greeting names CURVE; a port without a key (NULL) hangs up on a CURVE greeting.
+    assert.equal(await speaksCurve(peer.address), true)
+    const { peer: plainPeer } = await serve('p', echo)
+    assert.equal(await speaksCurve(plainPeer.address), false)
+
+    const body = new Uint8Array([1, 2, 3])
+    const call = { kind: WRITE, body, ringVersion: 1, timeoutMs: 5000 }
+    const reply = await zmq({ nodeId: 'a', key }).request(peer, call)
+    assert.deepEqual([...reply.body], [1, 2, 3])
+    for (const [id, options] of [
+      ['c', { key: newPeerKey() }],
+      ['d', {}],
+    ] as const) {
+      await assert.rejects(
+        zmq({ nodeId: id, ...options }).request(peer, { ...call, timeoutMs: 500 }),
+        (err: unknown) =>
+          err instanceof UnavailableError && err.message === `node b (${peer.address}) did not answer within 500 ms`,
+        `node ${id}`,
+      )
+    }
+    // A plain socket, and one that knows the cluster's public key (public keys are not secret) but
+    // holds another secret key: the ZAP handler refuses the latter.
+    const stranger = curveKeyPair()
+    for (const [id, options] of [
+      ['e', {}],
+      ['f', { curveServerKey: key.publicKey, curvePublicKey: stranger.publicKey, curveSecretKey: stranger.secretKey }],
+    ] as const) {
+      const raw = new Dealer({ routingId: id, linger: 0, ...options })
+      t.after(() => raw.close())
+      raw.connect(`tcp://${peer.address}`)
+      await raw.send([...encodeRequestFrames({ ...call, timeoutMs: 500 }, 1, 1, id, Date.now() + 500)])
+      const answered = await Promise.race([raw.receive().then(() => true), sleep(1000).then(() => false)])
+      assert.equal(answered, false, `raw socket ${id} gets no answer`)
+    }
+    assert.deepEqual(served, ['a'], 'only the node holding the key was served')
+  })
+
+  test('a peer key file holds the Z85 secret key; the public key is derived as ZeroMQ derives it', () => {
+    for (let i = 0; i < 20; i++) {
+      const pair = curveKeyPair()
+      const key = parsePeerKey(`${pair.secretKey}\n`)
+      assert.equal(key.secretKey, pair.secretKey)
+      assert.equal(key.publicKey, pair.publicKey)
+    }
+    const fresh = newPeerKey()
+    assert.equal(parsePeerKey(fresh.secretKey).publicKey, fresh.publicKey)
+    for (const bad of ['', 'short', `${fresh.secretKey}x`, `${fresh.secretKey.slice(0, 39)}"`, '#'.repeat(40)]) {
+      assert.throws(
+        () => parsePeerKey(bad),
+        (err: unknown) => err instanceof ValidationError && err.violations[0]?.field === 'peer-key',
+        JSON.stringify(bad),
+      )
+    }
   })
 
   test('domain errors cross intact; anything else names the peer', async (t) => {
