@@ -15,14 +15,17 @@ const ZAP_ENDPOINT = 'inproc://zeromq.zap.01'
  * Open while a domain is registered: an open socket would keep the process alive.
  */
 class ZapHandler {
-  private readonly domains = new Map<string, Buffer>()
+  private readonly domains = new Map<string, { readonly key: Buffer; readonly refused: (address: string) => void }>()
   /** The handler's socket and its loop, while any domain is registered; each change waits for the one before. */
   private running: { readonly socket: Router; readonly serving: Promise<void> } | undefined
   private changes: Promise<unknown> = Promise.resolve()
   private next = 0
 
-  /** A new domain that accepts `publicBytes`, for one listening socket's `zapDomain`. */
-  register(publicBytes: Buffer): Promise<string> {
+  /**
+   * A new domain that accepts `publicBytes`, for one listening socket's `zapDomain`; `refused` hears
+   * the address of each connection refused in it.
+   */
+  register(publicBytes: Buffer, refused: (address: string) => void): Promise<string> {
     const domain = `v3-peers-${++this.next}`
     const change = this.changes.then(async () => {
       if (this.running === undefined) {
@@ -35,7 +38,7 @@ class ZapHandler {
         }
         this.running = { socket, serving: this.serve(socket) }
       }
-      this.domains.set(domain, publicBytes)
+      this.domains.set(domain, { key: publicBytes, refused })
       return domain
     })
     this.changes = change.catch(() => undefined)
@@ -62,14 +65,15 @@ class ZapHandler {
   private async serve(socket: Router): Promise<void> {
     try {
       for await (const frames of socket) {
-        const [from, empty, version, requestId, domain, , , mechanism, clientKey] = frames
+        const [from, empty, version, requestId, domain, address, , mechanism, clientKey] = frames
         if (from === undefined || empty === undefined || version === undefined || requestId === undefined) continue
         const wanted = this.domains.get(domain?.toString() ?? '')
         const ok =
           mechanism?.toString() === 'CURVE' &&
           wanted !== undefined &&
           clientKey !== undefined &&
-          wanted.equals(clientKey)
+          wanted.key.equals(clientKey)
+        if (!ok) wanted?.refused(address?.toString() ?? '')
         await socket.send([
           from,
           empty,

@@ -191,6 +191,9 @@ export class ZmqPeerTransport implements PeerTransport {
   private closed = false
   /** The ZAP domain of the listening socket, when the transport has a key (see peer-key.ts). */
   private zapDomain: string | undefined
+  /** Connections the ZAP handler refused, and when that was last logged. */
+  private refusedConnections = 0
+  private lastRefusedLogMs = Number.NEGATIVE_INFINITY
 
   constructor(options: ZmqPeerTransportOptions) {
     this.config = resolveOptions(options)
@@ -205,7 +208,10 @@ export class ZmqPeerTransport implements PeerTransport {
     const dueAnswers = 2 * (this.config.maxServingPerSender + this.config.maxQueuedPerSender)
     const key = this.config.key
     // With a key, ZeroMQ asks the ZAP handler about each connection, under this socket's domain.
-    this.zapDomain = key === undefined ? undefined : await zapHandler.register(key.publicBytes)
+    this.zapDomain =
+      key === undefined
+        ? undefined
+        : await zapHandler.register(key.publicBytes, (address) => this.countRefused(address))
     const curve =
       key === undefined ? {} : { curveServer: true, curveSecretKey: key.secretKey, zapDomain: this.zapDomain }
     const router = new Router({
@@ -611,6 +617,18 @@ export class ZmqPeerTransport implements PeerTransport {
     } finally {
       this.sendingResponses = false
     }
+  }
+
+  /** A connection the ZAP handler refused: it does not hold the cluster's key. Logged at most every 10 s. */
+  private countRefused(address: string): void {
+    this.refusedConnections++
+    const now = this.config.clock.now()
+    if (now - this.lastRefusedLogMs < MALFORMED_LOG_INTERVAL_MS) return
+    this.config.logger.warn(
+      { from: address, refusedConnections: this.refusedConnections },
+      "refused a peer connection: it does not hold this cluster's peer key (--peer-key)",
+    )
+    this.lastRefusedLogMs = now
   }
 
   private countMalformed(from: string, reason: string): void {

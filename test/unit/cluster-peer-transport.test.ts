@@ -513,13 +513,15 @@ describe('ZmqPeerTransport', () => {
     const { zmq, serve } = transports(t)
     const key = newPeerKey()
     const served: string[] = []
+    const warnings: string[] = []
+    const logger = { info: () => {}, warn: (_obj: object, msg = '') => warnings.push(msg), error: () => {} }
     const { peer } = await serve(
       'b',
       async (from, _kind, body) => {
         served.push(from)
         return body
       },
-      { key },
+      { key, logger },
     )
     // Its greeting names CURVE; a port without a key (NULL) hangs up on a CURVE greeting.
     assert.equal(await speaksCurve(peer.address), true)
@@ -556,6 +558,11 @@ describe('ZmqPeerTransport', () => {
       assert.equal(answered, false, `raw socket ${id} gets no answer`)
     }
     assert.deepEqual(served, ['a'], 'only the node holding the key was served')
+    // The stranger got as far as the ZAP handler, which refused it; the node says so.
+    assert.ok(
+      warnings.some((w) => /refused a peer connection: it does not hold this cluster's peer key/.test(w)),
+      warnings.join('\n'),
+    )
   })
 
   test('a peer key file holds the Z85 secret key; the public key is derived as ZeroMQ derives it', () => {
