@@ -3,9 +3,11 @@
  * ZmqPeerTransport between two processes on loopback. The serving process decodes each write
  * payload (decodePeerSeriesList: validation and the copy into aligned arrays) and answers a
  * PeerWriteResponse, as a node does before it hands the points to its engine, which is not
- * measured here.
+ * measured here. Each case runs twice, each time against a new serving process: plain ZeroMQ, and
+ * with a peer key (--peer-key: CurveZMQ encryption, the ZAP handler checking the client's key),
+ * and the table gives both and their ratio.
  *   npm run bench -- --peer
- *   node --import tsx bench/peer-bench.ts [--serve]
+ *   node --import tsx bench/peer-bench.ts [--serve [<Z85 secret key>]]
  */
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
@@ -13,15 +15,16 @@ import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import { PeerKind, PeerWriteResponse } from '../gen/v3storage/internal/v1/peer.js'
 import { decodePeerSeriesList, encodePeerWrite } from '../src/cluster/peer-codec.js'
+import { newPeerKey, type PeerKey, parsePeerKey } from '../src/cluster/peer-key.js'
 import type { PeerEndpoint } from '../src/cluster/peer-transport.js'
 import { ZmqPeerTransport } from '../src/cluster/zmq-peer-transport.js'
 import type { SeriesPoints } from '../src/model/types.js'
 
 const SERVER_ID = 'bench-server'
 
-/** The serving side: prints its bound address on stdout, then serves until stdin closes. */
-async function serve(): Promise<void> {
-  const transport = new ZmqPeerTransport({ nodeId: SERVER_ID, listen: '127.0.0.1:0' })
+/** The serving side, with the key when given: prints its bound address on stdout, then serves until stdin closes. */
+async function serve(key: PeerKey | undefined): Promise<void> {
+  const transport = new ZmqPeerTransport({ nodeId: SERVER_ID, listen: '127.0.0.1:0', ...(key ? { key } : {}) })
   const address = await transport.listen(async (_from, kind, body) => {
     if (kind !== PeerKind.PEER_KIND_WRITE) return new Uint8Array(0)
     const series = decodePeerSeriesList(body)
@@ -92,14 +95,16 @@ async function measure(
   }
 }
 
-/** Runs the benchmark against a serving child process and prints a Markdown table. */
-export async function runPeerBench(): Promise<PeerBenchRow[]> {
-  const child = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), '--serve'], {
-    stdio: ['pipe', 'pipe', 'inherit'],
-  })
+/** Every case against a serving child process, with the key when given. */
+async function runCases(key: PeerKey | undefined): Promise<PeerBenchRow[]> {
+  const child = spawn(
+    process.execPath,
+    ['--import', 'tsx', fileURLToPath(import.meta.url), '--serve', ...(key ? [key.secretKey] : [])],
+    { stdio: ['pipe', 'pipe', 'inherit'] },
+  )
   const [address] = (await once(createInterface({ input: child.stdout }), 'line')) as [string]
   const peer: PeerEndpoint = { id: SERVER_ID, address }
-  const client = new ZmqPeerTransport({ nodeId: 'bench-client' })
+  const client = new ZmqPeerTransport({ nodeId: 'bench-client', ...(key ? { key } : {}) })
   const rows: PeerBenchRow[] = []
   try {
     const ping = new Uint8Array(0)
@@ -135,21 +140,32 @@ export async function runPeerBench(): Promise<PeerBenchRow[]> {
     child.stdin?.end()
     await once(child, 'exit')
   }
-  const fmt = (n: number): string => Math.round(n).toLocaleString('en')
-  console.log(
-    [
-      '| peer transport, loopback, two processes | round trips/s | MB/s | points/s | median ms |',
-      '|---|---|---|---|---|',
-      ...rows.map(
-        (r) =>
-          `| ${r.name} | ${fmt(r.roundTripsPerSecond)} | ${r.megabytesPerSecond.toFixed(1)} | ${fmt(r.pointsPerSecond)} | ${r.medianMs.toFixed(3)} |`,
-      ),
-    ].join('\n'),
-  )
   return rows
 }
 
+/** Runs the benchmark plain and with a peer key, and prints a Markdown table of both. */
+export async function runPeerBench(): Promise<{ plain: PeerBenchRow[]; keyed: PeerBenchRow[] }> {
+  const plain = await runCases(undefined)
+  const keyed = await runCases(newPeerKey())
+  const fmt = (n: number): string => Math.round(n).toLocaleString('en')
+  console.log(
+    [
+      '| peer transport, loopback, two processes | round trips/s plain | with a peer key | ratio | MB/s plain | with a key | median ms plain | with a key |',
+      '|---|---|---|---|---|---|---|---|',
+      ...plain.map((p, i) => {
+        const k = keyed[i] as PeerBenchRow
+        return `| ${p.name} | ${fmt(p.roundTripsPerSecond)} | ${fmt(k.roundTripsPerSecond)} | ${(k.roundTripsPerSecond / p.roundTripsPerSecond).toFixed(2)}x | ${p.megabytesPerSecond.toFixed(1)} | ${k.megabytesPerSecond.toFixed(1)} | ${p.medianMs.toFixed(3)} | ${k.medianMs.toFixed(3)} |`
+      }),
+    ].join('\n'),
+  )
+  return { plain, keyed }
+}
+
 if (process.argv[1] !== undefined && fileURLToPath(import.meta.url) === process.argv[1]) {
-  if (process.argv.includes('--serve')) await serve()
-  else await runPeerBench()
+  const at = process.argv.indexOf('--serve')
+  if (at < 0) await runPeerBench()
+  else {
+    const secret = process.argv[at + 1]
+    await serve(secret === undefined ? undefined : parsePeerKey(secret))
+  }
 }
