@@ -36,6 +36,23 @@ export interface BatchingWriterOptions extends ConnectionOptions {
    * flush() or close() fails with the first rejection instead, so that none goes unnoticed.
    */
   readonly onReject?: (rejection: IngestRejection) => void
+  /**
+   * Called each time the connection failed with UNAVAILABLE (the server down, restarting, or out of
+   * disk) while batches wait for their acknowledgement, before the writer retries them: the
+   * failure, how many retries in a row this is, and the delay before it. The writer retries for as
+   * long as it runs; this is how an application sees that it does.
+   */
+  readonly onRetry?: (retry: IngestRetry) => void
+}
+
+/** A reconnection the writer is about to make (see BatchingWriterOptions.onRetry). */
+export interface IngestRetry {
+  readonly error: V3ClientError
+  /** 1 for the first retry since the last acknowledged batch, then 2, 3… */
+  readonly attempt: number
+  readonly delayMs: number
+  /** Points sent and not yet acknowledged, which the retry sends again. */
+  readonly unacknowledgedPoints: number
 }
 
 /** A batch the server refused; its points are not stored. */
@@ -421,16 +438,17 @@ export class BatchingWriter {
     // Nothing to resend: the next batch opens a new call.
     if (this.unacknowledged.length === 0) return
     const base = this.options.retryDelayMs ?? 100
-    const delay = Math.min(this.options.maxRetryDelayMs ?? 5000, base * 2 ** this.failures)
-    this.failures++
     // Jitter spreads the reconnections of many writers after a server restart.
-    this.retryTimer = setTimeout(
-      () => {
-        this.retryTimer = undefined
-        this.pump()
-      },
-      delay * (0.5 + Math.random() / 2),
-    )
+    const delay = Math.min(this.options.maxRetryDelayMs ?? 5000, base * 2 ** this.failures) * (0.5 + Math.random() / 2)
+    this.failures++
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined
+      this.pump()
+    }, delay)
+    if (error !== undefined) {
+      const retry = { error, attempt: this.failures, delayMs: delay, unacknowledgedPoints: this.unacknowledgedPoints }
+      this.options.onRetry?.(retry)
+    }
   }
 
   private fail(error: V3ClientError): void {

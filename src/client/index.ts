@@ -1,6 +1,11 @@
 export { status } from '@grpc/grpc-js'
 export type { ConsistencyLevel } from '../model/types.js'
-export { BatchingWriter, type BatchingWriterOptions, type IngestRejection } from './batching-writer.js'
+export {
+  BatchingWriter,
+  type BatchingWriterOptions,
+  type IngestRejection,
+  type IngestRetry,
+} from './batching-writer.js'
 export { V3ClientError } from './errors.js'
 export type { LiveSubscription, SubscribeOptions } from './subscribe.js'
 export { TlsFileError, type TlsSettingNames } from './tls-files.js'

@@ -4,7 +4,7 @@ import { after, before, describe, test } from 'node:test'
 import { Client, credentials, Metadata, type ServiceError, status } from '@grpc/grpc-js'
 import { IngestResponse, StreamServiceService } from '../../gen/v3storage/v1/stream_service.js'
 import { WriteServiceService, WriteStreamResponse } from '../../gen/v3storage/v1/write_service.js'
-import { BatchingWriter, V3ClientError } from '../../src/client/index.js'
+import { BatchingWriter, type IngestRetry, V3ClientError } from '../../src/client/index.js'
 import type { SeriesPoints } from '../../src/model/types.js'
 import { encodeIngestRequest } from '../../src/wire/ingest-codec.js'
 import { encodeWriteRequest } from '../../src/wire/series-codec.js'
@@ -332,12 +332,13 @@ describe('the batching writer across a server crash', () => {
     const dataDir = server.dataDir
     let address = server.address
     const asked: string[] = []
+    const retries: IngestRetry[] = []
     const writer = new BatchingWriter(
       () => {
         asked.push(address)
         return address
       },
-      { batchPoints: 500, retryDelayMs: 50, maxRetryDelayMs: 200 },
+      { batchPoints: 500, retryDelayMs: 50, maxRetryDelayMs: 200, onRetry: (retry) => retries.push(retry) },
     )
     try {
       for (let i = 0; i < 1000; i++) writer.write('resend', { s: 'a' }, T0 + i * 1000, i)
@@ -359,6 +360,17 @@ describe('the batching writer across a server crash', () => {
       assert.equal(writer.pending, 0)
       assert.equal((await count(server, 'resend')).get('a')?.length, 5000)
       assert.ok(asked.includes(server.address), 'the address function was not asked again')
+      // Each retry was told, numbered in a row, with the points waiting: the 4,000 sent to the held server.
+      assert.ok(retries.length >= 1)
+      assert.deepEqual(
+        retries.map((r) => r.attempt),
+        retries.map((_, i) => i + 1),
+      )
+      for (const r of retries) {
+        assert.equal(r.error.code, 14, r.error.message)
+        assert.equal(r.unacknowledgedPoints, 4000)
+        assert.ok(r.delayMs > 0 && r.delayMs <= 200, `delay ${r.delayMs}`)
+      }
     } finally {
       writer.abort()
       await server.kill()
