@@ -3,10 +3,11 @@
  * change at a time, each write under its term (Membership.commit). In order of precedence it
  *
  * 1. begins its term by writing the ring under it, which fences every older leader's later writes;
- * 2. carries a change under way through to its end (a new leader resumes one its predecessor began);
- * 3. starts decommissions that were asked for (`<cluster>/decommission/<id>`);
- * 4. removes a member that has been down longer than the dead-node timeout, unless most of the
- *    cluster looks down at once (the partition guard);
+ * 2. removes a member that has been down longer than the dead-node timeout, unless most of the
+ *    cluster looks down at once (the partition guard); in the middle of a change too, which then
+ *    goes on with that member leaving as well, instead of waiting for it for ever;
+ * 3. carries a change under way through to its end (a new leader resumes one its predecessor began);
+ * 4. starts decommissions that were asked for (`<cluster>/decommission/<id>`);
  * 5. adds healthy nodes that are not members yet, with tokens that keep ownership even;
  * 6. records a member's new addresses.
  *
@@ -180,6 +181,14 @@ export class RingLeader {
       return true
     }
     this.trackDown(ring, healthy)
+    // A member dead past the timeout leaves, also in the middle of a change: the change may need it
+    // (a node that gains ranges), and would wait for it for ever. The change goes on with it leaving too.
+    const dead = this.deadMember(ring, healthy)
+    if (dead !== undefined) {
+      this.totals.nodesRemovedDead++
+      await commit(members.map((m) => (m.id === dead ? { ...m, state: 'leaving' } : m)))
+      return true
+    }
     if (members.some((m) => m.state !== 'active')) {
       await this.carryOut(term, ring, members, commit)
       return true
@@ -212,12 +221,6 @@ export class RingLeader {
       await commit(members.map((m) => (m.id === id ? { ...m, state: 'leaving' } : m)))
       return true
     }
-    const dead = this.deadMember(ring, healthy)
-    if (dead !== undefined) {
-      this.totals.nodesRemovedDead++
-      await commit(members.map((m) => (m.id === dead ? { ...m, state: 'leaving' } : m)))
-      return true
-    }
     for (const [id, addresses] of healthy) {
       if (members.some((m) => m.id === id) || meta.decommissions.includes(id)) continue
       const tokens = chooseTokens(members, id, settings.vnodes)
@@ -243,14 +246,17 @@ export class RingLeader {
   }
 
   /**
-   * A member down longer than the timeout, when the partition guard allows removing one: more than
-   * half of the members must look healthy, or this node may be the one cut off.
+   * An active member down longer than the timeout, when the partition guard allows removing one:
+   * more than half of the members must look healthy, or this node may be the one cut off. (A
+   * joining member that goes away is taken out by carryOut; a leaving one is on its way out.)
    */
   private deadMember(ring: RingState, healthy: ReadonlyMap<string, PeerAddresses>): string | undefined {
     const timeout = this.options.deadNodeTimeoutMs
     if (timeout <= 0 || ring.members.length < 2) return undefined
     const now = Date.now()
-    const dead = ring.members.filter((m) => now - (this.downSince.get(m.id) ?? now) >= timeout).map((m) => m.id)
+    const dead = ring.members
+      .filter((m) => m.state === 'active' && now - (this.downSince.get(m.id) ?? now) >= timeout)
+      .map((m) => m.id)
     if (dead.length === 0) return undefined
     const up = ring.members.filter((m) => healthy.has(m.id)).length
     if (up * 2 <= ring.members.length) {

@@ -524,6 +524,59 @@ describe('a member down past --dead-node-timeout', { timeout: 240_000 }, () => {
   })
 })
 
+describe('a member that dies in the middle of a change, with --dead-node-timeout', { timeout: 180_000 }, () => {
+  it('is removed as dead and the change goes on without it, instead of waiting for it for ever', async () => {
+    const consul = await startConsul()
+    const name = `v3-midchange-${process.pid}`
+    const extra = ['--replication-factor', '2', '--vnodes', '16', '--dead-node-timeout', '6s']
+    const single = await startServerProcess()
+    const nodes = new Map<string, ServerProcess>()
+    try {
+      for (const id of ['n1', 'n2', 'n3', 'n4']) nodes.set(id, (await startFreshNode(consul, id, name, extra)).node)
+      await waitForMembers([...nodes.values()], ['n1', 'n2', 'n3', 'n4'])
+      const data = preload()
+      for (let i = 0; i < data.length; i += 10) {
+        await nodes.get('n1')!.client.write(data.slice(i, i + 10), { consistency: 'all' })
+        await single.client.write(data.slice(i, i + 10))
+      }
+      const members = await nodes.get('n1')!.client.listNodes()
+      const [leaving, victim] = members.filter((m) => !m.leader).map((m) => m.id) as [string, string]
+      const via = members.find((m) => m.leader)!.id
+      // The victim stops answering just before the decommission: its Consul check still passes for
+      // up to 10 s, so the request is taken, and the change needs the victim (it takes over some of
+      // the leaving node's ranges). It never comes back.
+      nodes.get(victim)!.child.kill('SIGSTOP')
+      const r = await runV3([
+        'cluster',
+        'decommission',
+        leaving,
+        '--server',
+        nodes.get(via)!.address,
+        '--timeout',
+        '120s',
+      ])
+      assert.equal(r.code, 0, r.stdout + r.stderr)
+      assert.match(r.stdout, new RegExp(`^${leaving} left the ring`, 'm'))
+      for (const id of [leaving, victim]) {
+        await nodes.get(id)!.kill()
+        await removeDataDir(nodes.get(id)!.dataDir)
+        nodes.delete(id)
+      }
+      const rest = [...nodes.values()]
+      await waitForMembers(rest, [...nodes.keys()])
+      await waitForSettled(rest)
+      for (const node of rest) {
+        for (const q of QUERIES) assertSame(await node.client.query(q), await single.client.query(q), JSON.stringify(q))
+      }
+    } finally {
+      for (const node of nodes.values()) await node.kill()
+      await single.kill()
+      await consul.stop()
+      for (const dir of [...[...nodes.values()].map((n) => n.dataDir), single.dataDir]) await removeDataDir(dir)
+    }
+  })
+})
+
 describe('decommissioning a down node that holds the only copy of its ranges (R = 1)', { timeout: 120_000 }, () => {
   it('is refused with UNAVAILABLE, and the node stays a member with its data', async () => {
     const consul = await startConsul()
