@@ -1,10 +1,16 @@
 import { existsSync, readFileSync } from 'node:fs'
-import { readFile } from 'node:fs/promises'
+import { readFile, stat } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { type PeerKey, parsePeerKey } from '../cluster/peer-key.js'
-import { type BasicEngineOptions, ENGINE_DEFAULTS, resolveEngineConfig, type SyncPolicy } from '../engine/config.js'
+import {
+  type BasicEngineOptions,
+  ENGINE_DEFAULTS,
+  type Logger,
+  resolveEngineConfig,
+  type SyncPolicy,
+} from '../engine/config.js'
 import type { StorageEngine } from '../engine/storage-engine.js'
 import { bug, ValidationError } from '../model/errors.js'
 import type { ConsistencyLevel } from '../model/types.js'
@@ -210,12 +216,22 @@ export function parseServeArgs(
   }
 }
 
-/** The cluster's peer key from its file (--peer-key); undefined without one. Throws naming the flag. */
-async function readPeerKey(file: string | undefined): Promise<PeerKey | undefined> {
+/**
+ * The cluster's peer key from its file (--peer-key); undefined without one. Throws naming the flag;
+ * warns when other users may read the file.
+ */
+async function readPeerKey(file: string | undefined, logger: Logger): Promise<PeerKey | undefined> {
   if (file === undefined) return undefined
   let text: string
   try {
     text = await readFile(file, 'utf8')
+    const { mode } = await stat(file)
+    if ((mode & 0o077) !== 0) {
+      logger.warn(
+        { file, mode: `0${(mode & 0o777).toString(8)}` },
+        'the peer key file (--peer-key) can be read by other users of this machine; chmod 600 it',
+      )
+    }
   } catch (err) {
     throw new Error(`cannot read --peer-key ${file}: ${(err as Error).message}`)
   }
@@ -334,7 +350,7 @@ export async function serve(args: readonly string[]): Promise<void> {
     }
     if (peers !== undefined) await checkCanListen(peers, 'peers (--peer-listen)')
     if (clusterOptions !== undefined) {
-      peerKey = await readPeerKey(clusterOptions.peerKeyFile)
+      peerKey = await readPeerKey(clusterOptions.peerKeyFile, logger)
       // Without --peer-listen the peers' host is the gRPC one, whatever port they get.
       const host = splitHostPort(peers ?? config.listen).host
       const warning = checkPeerExposure(host, peers ?? host, peerKey !== undefined, config.insecure)

@@ -323,7 +323,8 @@ describe('a cluster of three nodes, three copies of each series, with a peer key
     // Every peer message of this cluster is encrypted and authenticated with the cluster's key.
     keyDir = await makeDataDir()
     const keyFile = join(keyDir, 'peer.key')
-    await writeFile(keyFile, `${newPeerKey().secretKey}\n`, { mode: 0o600 })
+    // Readable by others (0644): each node warns of that, and runs.
+    await writeFile(keyFile, `${newPeerKey().secretKey}\n`, { mode: 0o644 })
     for (const id of ['a', 'b', 'c']) {
       const { spec, node } = await startFreshNode(consul, id, `v3-r3-${process.pid}`, ['--peer-key', keyFile])
       nodes.push(node)
@@ -341,8 +342,9 @@ describe('a cluster of three nodes, three copies of each series, with a peer key
     }
   })
 
-  it('speaks CurveZMQ on every peer port', async () => {
+  it('speaks CurveZMQ on every peer port, and warns of a key file others can read', async () => {
     for (const spec of specs) assert.equal(await speaksCurve(`127.0.0.1:${spec.peerPort}`), true, spec.id)
+    for (const node of nodes) assert.match(node.stderr(), /the peer key file \(--peer-key\) can be read by other users/)
   })
 
   it('counts each series once: aggregates equal the single node answer, not three times it', async () => {
