@@ -356,6 +356,8 @@ export class Membership {
   private metaState: ClusterMeta = { leader: undefined, decommissions: [], move: undefined }
   /** The highest leader term seen: in the lock's LockIndex or in an accepted ring version. */
   private termSeen = 0
+  /** See healthKnown. */
+  private healthCurrent = false
   /** Ring changes rejected because a deposed leader wrote them (fencing). */
   private fencedChanges = 0
   /** Whether the cluster's settings differing from this node's own were logged. */
@@ -410,6 +412,16 @@ export class Membership {
    */
   mayLead(): boolean {
     return this.ringState !== undefined || !this.config.formerMember
+  }
+
+  /**
+   * Whether the healthy set is Consul's current answer: false until the health watch first answers,
+   * and from each failure of it (an outage, Consul restarting) until it answers again. Meanwhile the
+   * set is what Consul said before, which the leader does not act on: a node that died or was
+   * stopped meanwhile would still look healthy, and be added back or waited for.
+   */
+  healthKnown(): boolean {
+    return this.healthCurrent
   }
 
   /** The highest leader term seen: the lock's LockIndex, or the term of an accepted ring version. */
@@ -476,7 +488,13 @@ export class Membership {
       this.watch(
         'healthy nodes',
         (b) => this.client.passingInstances(this.config.clusterName, b, this.abort.signal),
-        (instances) => this.applyHealthy(instances),
+        (instances) => {
+          this.healthCurrent = true
+          this.applyHealthy(instances)
+        },
+        () => {
+          this.healthCurrent = false
+        },
       ),
       this.watch(
         'ring',
@@ -679,13 +697,15 @@ export class Membership {
 
   /**
    * Runs one blocking-query loop until stop: each answer's X-Consul-Index is the next query's index,
-   * reset to 0 when it goes backwards (Consul's advice: the agent or its state was replaced). Errors
-   * back off exponentially from 0.5 s to 10 s with jitter, never a tight loop.
+   * reset to 0 when it goes backwards (Consul's advice: the agent or its state was replaced) and after
+   * a failure. Errors back off exponentially from 0.5 s to 10 s with jitter, never a tight loop;
+   * `onFailure` hears each.
    */
   private async watch<T>(
     what: string,
     query: (blocking: Blocking) => Promise<Indexed<T>>,
     apply: (value: T) => void,
+    onFailure?: () => void,
   ): Promise<void> {
     let index = 0
     let failures = 0
@@ -701,6 +721,10 @@ export class Membership {
         if (this.stopped) return
         failures += 1
         this.failed(err, what)
+        onFailure?.()
+        // The next query answers at once: what changed meanwhile (Consul may have come back empty)
+        // is known as soon as it answers, not at the end of a blocking wait.
+        index = 0
         await sleep(backoff(failures, BACKOFF_MIN_MS, BACKOFF_MAX_MS), this.abort.signal)
       }
     }

@@ -180,6 +180,8 @@ export class RingLeader {
       await commit(members)
       return true
     }
+    // What Consul said before an outage or a restart of its own is not acted on (see healthKnown).
+    if (!membership.healthKnown()) return false
     this.trackDown(ring, healthy)
     // A member dead past the timeout leaves, also in the middle of a change: the change may need it
     // (a node that gains ranges), and would wait for it for ever. The change goes on with it leaving too.

@@ -771,11 +771,16 @@ test('when Consul restarts empty, nodes register again and keep the last ring; a
   await a.commit(term, [memberOf(a), memberOf(b)], SETTINGS, termSignal())
   await waitFor('both healthy and on one ring', () => a.healthy().size === 2 && b.ring()?.version === 1)
   const ring = a.ring()
+  assert.equal(a.healthKnown(), true)
 
   await first.close()
   await waitFor('a to notice the outage', () => !a.consulReachable, 5000)
+  // The healthy set a keeps is the first Consul's: not current, so the leader does not act on it.
+  await waitFor('a to know its healthy set is not current', () => !a.healthKnown(), 15_000)
+  assert.equal(a.healthy().size, 2)
   const second = await emulator(first.port)
   await waitFor('a to see Consul again', () => a.consulReachable, 15_000)
+  await waitFor('a to hear the new Consul on health', () => a.healthKnown(), 15_000)
   // The healthy sets still hold what the first Consul said until a watch hears from the second, so
   // the new Consul's own answer decides when both have registered again.
   await waitFor(
