@@ -223,24 +223,27 @@ export function parseServeArgs(
 async function readPeerKey(file: string | undefined, logger: Logger): Promise<PeerKey | undefined> {
   if (file === undefined) return undefined
   let text: string
+  let mode: number
   try {
     text = await readFile(file, 'utf8')
-    const { mode } = await stat(file)
-    if ((mode & 0o077) !== 0) {
-      logger.warn(
-        { file, mode: `0${(mode & 0o777).toString(8)}` },
-        'the peer key file (--peer-key) can be read by other users of this machine; chmod 600 it',
-      )
-    }
+    mode = (await stat(file)).mode
   } catch (err) {
     throw new Error(`cannot read --peer-key ${file}: ${(err as Error).message}`)
   }
+  let key: PeerKey
   try {
-    return parsePeerKey(text)
+    key = parsePeerKey(text)
   } catch (err) {
     if (!(err instanceof ValidationError)) throw err
     throw new Error(`--peer-key ${file} ${err.violations[0]?.description ?? err.message}`)
   }
+  if ((mode & 0o077) !== 0) {
+    logger.warn(
+      { file, mode: `0${(mode & 0o777).toString(8)}` },
+      'the peer key file (--peer-key) can be read by other users of this machine; chmod 600 it',
+    )
+  }
+  return key
 }
 
 /**
