@@ -26,9 +26,12 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process'
 import { once } from 'node:events'
-import { readdir, readFile } from 'node:fs/promises'
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { Client, credentials } from '@grpc/grpc-js'
 import { type CallOptions, type QueryInput, type SelectorInput, V3Client } from '../src/client/index.js'
+import { newPeerKey } from '../src/cluster/peer-key.js'
 import type { SeriesPoints } from '../src/model/types.js'
 import { hostTags, INTERVAL_MS, METRICS, POINTS_PER_SERIES, seriesValues } from './dataset.js'
 import {
@@ -67,6 +70,8 @@ export interface ClusterBenchOptions {
   readonly timestampsPerRequest: number
   readonly inflight: number
   readonly runs: number
+  /** Nodes started with a peer key (--peer-key): their ZeroMQ traffic encrypted and authenticated. */
+  readonly peerKey: boolean
 }
 
 /** The pause after each load, the same for the single node and the cluster: the servers seal and flush on their own. */
@@ -141,6 +146,7 @@ export async function startCluster(
   count: number,
   rf: number,
   out: Cluster,
+  extra: readonly string[] = [],
 ): Promise<void> {
   for (let i = 1; i <= count; i++) {
     // Another process can take a port between freePort and the node's bind, so a node that exits
@@ -160,6 +166,7 @@ export async function startCluster(
         `127.0.0.1:${peerPort}`,
         '--replication-factor',
         String(rf),
+        ...extra,
       ]
       try {
         const server = await startServer(args, `127.0.0.1:${port}`)
@@ -314,7 +321,7 @@ export async function runClusterBench(o: ClusterBenchOptions): Promise<void> {
   const totalPoints = seriesCount * POINTS_PER_SERIES
   const machine = describeMachine()
   const dataSet = describeDataSet(o.hosts, o.decimals)
-  const setup = `${o.nodes} nodes, replication factor ${o.replicationFactor}`
+  const setup = `${o.nodes} nodes, replication factor ${o.replicationFactor}${o.peerKey ? ', with a peer key' : ''}`
   console.log(`data set: ${dataSet}; cluster: ${setup}`)
 
   // Generated and encoded before any clock starts, as in the single-node bench.
@@ -332,6 +339,14 @@ export async function runClusterBench(o: ClusterBenchOptions): Promise<void> {
   const first: Cluster = { nodes: [], args: [] }
   const second: Cluster = { nodes: [], args: [] }
   let consul: Consul | undefined
+  // With --peer-key every node gets the same key file (0600), as a user gives them.
+  const keyDir = o.peerKey ? await mkdtemp(join(tmpdir(), 'v3-bench-key-')) : undefined
+  const nodeExtra: string[] = []
+  if (keyDir !== undefined) {
+    const file = join(keyDir, 'peer.key')
+    await writeFile(file, `${newPeerKey().secretKey}\n`, { mode: 0o600 })
+    nodeExtra.push('--peer-key', file)
+  }
   const singleClient: { c?: RecordingClient } = {}
   const clusterClient: { c?: RecordingClient } = {}
   try {
@@ -346,7 +361,7 @@ export async function runClusterBench(o: ClusterBenchOptions): Promise<void> {
     const quietWaits = [await waitQuiet(pidsOf(single))]
 
     consul = await startConsul()
-    await startCluster(consul, 'bench-one', o.nodes, o.replicationFactor, first)
+    await startCluster(consul, 'bench-one', o.nodes, o.replicationFactor, first, nodeExtra)
     const entry = first.nodes[0] as Server
     const oneIngest = await ingest(first.nodes, [entry], requests, totalPoints, o.inflight)
     console.log(
@@ -396,7 +411,7 @@ export async function runClusterBench(o: ClusterBenchOptions): Promise<void> {
     await removeAll(single)
     await removeAll(first.nodes)
 
-    await startCluster(consul, 'bench-all', o.nodes, o.replicationFactor, second)
+    await startCluster(consul, 'bench-all', o.nodes, o.replicationFactor, second, nodeExtra)
     const allIngest = await ingest(second.nodes, second.nodes, requests, totalPoints, o.inflight)
     console.log(
       `cluster ingest through all ${o.nodes} nodes: ${fmt(allIngest.pointsPerSecond)} points/s, ${allIngest.cpuSecondsPerMillionPoints.toFixed(2)} CPU s per M points (${allIngest.cpuSecondsPerServer.map((c) => c.toFixed(1)).join(' + ')} s)`,
@@ -446,7 +461,7 @@ export async function runClusterBench(o: ClusterBenchOptions): Promise<void> {
       `Page faults are the server processes' minor faults over the write calls (all threads, from /proc/<pid>/stat), summed over a cluster's nodes; a page fault here cost ${faultMicros.toFixed(2)} µs, the bench process writing one byte to each 4 KiB page of a fresh ${FAULT_PROBE_BYTES / 2 ** 20} MiB buffer (median of 3).`,
     ].join('\n')
     console.log(`\n${md}\n`)
-    const kind = `cluster-${o.nodes}${o.replicationFactor === 1 ? '' : `-rf${o.replicationFactor}`}`
+    const kind = `cluster-${o.nodes}${o.replicationFactor === 1 ? '' : `-rf${o.replicationFactor}`}${o.peerKey ? '-peer-key' : ''}`
     const report = {
       date: new Date().toISOString(),
       machine,
@@ -471,6 +486,7 @@ export async function runClusterBench(o: ClusterBenchOptions): Promise<void> {
     }
     await saveResults(resultsName(kind, o.hosts, o.decimals), JSON.stringify(report, null, 2), md)
   } finally {
+    if (keyDir !== undefined) await rm(keyDir, { recursive: true, force: true })
     singleClient.c?.close()
     clusterClient.c?.close()
     await removeAll([...single, ...first.nodes, ...second.nodes])

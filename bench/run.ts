@@ -23,7 +23,7 @@
 //   npm run bench -- --regex  (regex matchers alone, see bench/regex-bench.ts)
 //   npm run bench -- --peer   (the peer transport alone, see bench/peer-bench.ts)
 //   npm run bench -- --hints  (the hint store's appends alone, see bench/hint-store-bench.ts)
-//   npm run bench -- --cluster 3 [--replication-factor 1]  (a cluster beside a single node, see
+//   npm run bench -- --cluster 3 [--replication-factor 1] [--peer-key]  (a cluster beside a single node, see
 //   bench/cluster-bench.ts)
 //   npm run bench -- --cluster 3 --replication-factor 3 --catch-up [--catch-up-down 60s]
 //   [--catch-up-rate <points/s>]  (a node killed under load and its catch-up after the restart, see
@@ -110,6 +110,8 @@ const { values: args } = parseArgs({
     cluster: { type: 'string' },
     // 1 unless set, 2 for --cluster-join.
     'replication-factor': { type: 'string' },
+    // With --cluster: every node started with a peer key (--peer-key), its ZeroMQ traffic encrypted.
+    'peer-key': { type: 'boolean', default: false },
     // With --cluster: only the catch-up phase (bench/catch-up-bench.ts), a node killed under load for
     // --catch-up-down (seconds, or with an s or m suffix) and restarted.
     'catch-up': { type: 'boolean', default: false },
@@ -511,6 +513,7 @@ if (args['engine-write']) {
     timestampsPerRequest,
     inflight,
     runs,
+    peerKey: args['peer-key'],
   })
 } else if (args.hints) {
   const { hintStoreBench } = await import('./hint-store-bench.js')
