@@ -1310,6 +1310,7 @@ export class ClusterEngine implements StorageEngine {
       malformedPeerMessages: transport?.malformedMessages ?? 0,
       peerRequestsServed: transport?.requestsServed ?? 0,
       peerRequestsRejected: transport?.requestsRejected ?? 0,
+      peerConnectionsRefused: transport?.connectionsRefused ?? 0,
       hints: link?.handoff?.figures() ?? [],
       repair: link?.repair?.figures(),
       membership: link?.membershipFigures?.(),

@@ -219,6 +219,7 @@ export class MemoryPeerTransport implements PeerTransport {
       malformedMessages: this.malformed,
       requestsServed: this.served,
       requestsRejected: 0,
+      connectionsRefused: 0,
     }
   }
 

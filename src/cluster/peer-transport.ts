@@ -85,6 +85,8 @@ export interface PeerTransportStats {
   readonly requestsServed: number
   /** Requests from peers refused because that peer's queue here was full. */
   readonly requestsRejected: number
+  /** Connections refused because they did not hold the cluster's peer key (--peer-key). */
+  readonly connectionsRefused: number
 }
 
 export interface PeerTransport {

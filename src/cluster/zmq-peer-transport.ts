@@ -316,6 +316,7 @@ export class ZmqPeerTransport implements PeerTransport {
       malformedMessages: this.malformed,
       requestsServed: this.served,
       requestsRejected: this.rejected,
+      connectionsRefused: this.refusedConnections,
     }
   }
 

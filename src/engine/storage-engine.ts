@@ -108,6 +108,8 @@ export interface ClusterFigures {
   readonly peerRequestsServed: number
   /** Peer requests refused because that peer's queue here was full. */
   readonly peerRequestsRejected: number
+  /** Peer connections refused because they did not hold the cluster's peer key. */
+  readonly peerConnectionsRefused: number
   /** The hints this node keeps for each owner it could not write to. */
   readonly hints: readonly HintFigures[]
   /** This node's anti-entropy repair passes since it started; absent before it has joined. */

@@ -280,6 +280,10 @@ function clusterGauges(registers: Registry[]): (figures: ClusterFigures) => void
     'v3_peer_requests_rejected',
     "Requests from peers refused because that peer's queue was full.",
   )
+  const peerRefused = gauge(
+    'v3_peer_connections_refused',
+    "Peer connections refused because they did not hold the cluster's peer key (--peer-key).",
+  )
 
   const hintBacklog = peerGauge('v3_hints_backlog', 'Hints waiting for a peer on this node now.')
   const hintBacklogBytes = peerGauge('v3_hints_backlog_bytes', 'Bytes of the hints waiting for a peer on this node.')
@@ -354,6 +358,7 @@ function clusterGauges(registers: Registry[]): (figures: ClusterFigures) => void
     malformedPeer.set(cluster.malformedPeerMessages)
     peerServed.set(cluster.peerRequestsServed)
     peerRejected.set(cluster.peerRequestsRejected)
+    peerRefused.set(cluster.peerConnectionsRefused)
   }
 }
 

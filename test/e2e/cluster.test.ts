@@ -209,7 +209,12 @@ describe('a cluster of three nodes, one copy of each series', { timeout: 240_000
     }
     // n1 served the other nodes' parts of the reads through it and refused none.
     assert.match(metrics, /^v3_peer_requests_served [1-9]\d*$/m)
-    for (const name of ['v3_peer_malformed_messages', 'v3_peer_requests_rejected', 'v3_consul_outages']) {
+    for (const name of [
+      'v3_peer_malformed_messages',
+      'v3_peer_requests_rejected',
+      'v3_peer_connections_refused',
+      'v3_consul_outages',
+    ]) {
       assert.match(metrics, new RegExp(`^${name} 0$`, 'm'), name)
     }
     assert.ok(

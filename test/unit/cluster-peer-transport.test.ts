@@ -515,7 +515,7 @@ describe('ZmqPeerTransport', () => {
     const served: string[] = []
     const warnings: string[] = []
     const logger = { info: () => {}, warn: (_obj: object, msg = '') => warnings.push(msg), error: () => {} }
-    const { peer } = await serve(
+    const { transport: server, peer } = await serve(
       'b',
       async (from, _kind, body) => {
         served.push(from)
@@ -558,11 +558,12 @@ describe('ZmqPeerTransport', () => {
       assert.equal(answered, false, `raw socket ${id} gets no answer`)
     }
     assert.deepEqual(served, ['a'], 'only the node holding the key was served')
-    // The stranger got as far as the ZAP handler, which refused it; the node says so.
+    // The stranger got as far as the ZAP handler, which refused it; the node says so, and counts it.
     assert.ok(
       warnings.some((w) => /refused a peer connection: it does not hold this cluster's peer key/.test(w)),
       warnings.join('\n'),
     )
+    assert.ok(server.stats().connectionsRefused >= 1, `refused ${server.stats().connectionsRefused}`)
   })
 
   test('a peer key file holds the Z85 secret key; the public key is derived as ZeroMQ derives it', () => {
