@@ -603,8 +603,8 @@ export class Membership {
   private async refuseNewFolder(): Promise<void> {
     const c = this.config
     if (!c.newDataFolder) return
-    const { value } = await this.client.kvList(this.prefix, { index: 0, waitMs: 0 }, this.abort.signal)
-    if (!this.parseRing(value).nodes.has(c.self.id)) return
+    const { keys } = await this.snapshot(this.abort.signal)
+    if (!keys.nodes.has(c.self.id)) return
     throw new StartRefusedError(
       `node ${c.self.id} is a member of the ring, but its data folder is new: the points of its ranges are in the folder it had. ` +
         `Start it on that folder; to rebuild it empty, decommission ${c.self.id} from another node first, or give it another --node-id`,
@@ -620,8 +620,7 @@ export class Membership {
   private async refuseRemoved(): Promise<void> {
     const c = this.config
     if (!c.formerMember) return
-    const { value } = await this.client.kvList(this.prefix, { index: 0, waitMs: 0 }, this.abort.signal)
-    const keys = this.parseRing(value)
+    const { keys } = await this.snapshot(this.abort.signal)
     if (keys.nodes.size === 0 || keys.nodes.has(c.self.id)) return
     throw new StartRefusedError(
       `node ${c.self.id} is no longer a member of the ring: it was decommissioned, or removed while it was down, and its ranges moved to other nodes, so its data folder is out of date. ` +
