@@ -78,8 +78,24 @@ type ZmqConfig = Readonly<Required<Omit<ZmqPeerTransportOptions, 'listen' | 'key
 
 /** Room in a frame for the envelope around a body. */
 const ENVELOPE_BYTES = 1024
-/** Malformed frames are logged at most this often, with the count since the last line. */
-const MALFORMED_LOG_INTERVAL_MS = 10_000
+/** Malformed frames and refused connections are logged at most this often, with the count since the last line. */
+const TROUBLE_LOG_INTERVAL_MS = 10_000
+
+/** A count of some trouble, whose log lines go out at most every TROUBLE_LOG_INTERVAL_MS. */
+class ThrottledCount {
+  total = 0
+  private logged = 0
+  private lastLogMs = Number.NEGATIVE_INFINITY
+
+  /** Counts one, and calls `log` with the total and the count since the last line, unless a line went out lately. */
+  add(now: number, log: (total: number, sinceLastLine: number) => void): void {
+    this.total++
+    if (now - this.lastLogMs < TROUBLE_LOG_INTERVAL_MS) return
+    log(this.total, this.total - this.logged)
+    this.lastLogMs = now
+    this.logged = this.total
+  }
+}
 /**
  * The receive high-water mark of every socket: none. When a connection's incoming messages reach
  * that mark, libzmq stops reading it, and if the peer then hangs up and a heartbeat falls due,
@@ -183,17 +199,14 @@ export class ZmqPeerTransport implements PeerTransport {
   private sendingResponses = false
   private nextRequestId = 0
   private queuedBytes = 0
-  private malformed = 0
-  private malformedLogged = 0
-  private lastMalformedLogMs = Number.NEGATIVE_INFINITY
+  private readonly malformed = new ThrottledCount()
   private served = 0
   private rejected = 0
   private closed = false
   /** The ZAP domain of the listening socket, when the transport has a key (see peer-key.ts). */
   private zapDomain: string | undefined
-  /** Connections the ZAP handler refused, and when that was last logged. */
-  private refusedConnections = 0
-  private lastRefusedLogMs = Number.NEGATIVE_INFINITY
+  /** Connections the ZAP handler refused. */
+  private readonly refused = new ThrottledCount()
 
   constructor(options: ZmqPeerTransportOptions) {
     this.config = resolveOptions(options)
@@ -313,10 +326,10 @@ export class ZmqPeerTransport implements PeerTransport {
   stats(): PeerTransportStats {
     return {
       peers: [...this.channels.values()].map((c) => c.counters.snapshot(c.peer, c.inFlight, c.waiting.length)),
-      malformedMessages: this.malformed,
+      malformedMessages: this.malformed.total,
       requestsServed: this.served,
       requestsRejected: this.rejected,
-      connectionsRefused: this.refusedConnections,
+      connectionsRefused: this.refused.total,
     }
   }
 
@@ -620,28 +633,20 @@ export class ZmqPeerTransport implements PeerTransport {
     }
   }
 
-  /** A connection the ZAP handler refused: it does not hold the cluster's key. Logged at most every 10 s. */
+  /** A connection the ZAP handler refused: it does not hold the cluster's key. */
   private countRefused(address: string): void {
-    this.refusedConnections++
-    const now = this.config.clock.now()
-    if (now - this.lastRefusedLogMs < MALFORMED_LOG_INTERVAL_MS) return
-    this.config.logger.warn(
-      { from: address, refusedConnections: this.refusedConnections },
-      "refused a peer connection: it does not hold this cluster's peer key (--peer-key)",
+    this.refused.add(this.config.clock.now(), (refusedConnections) =>
+      this.config.logger.warn(
+        { from: address, refusedConnections },
+        "refused a peer connection: it does not hold this cluster's peer key (--peer-key)",
+      ),
     )
-    this.lastRefusedLogMs = now
   }
 
   private countMalformed(from: string, reason: string): void {
-    this.malformed++
-    const now = this.config.clock.now()
-    if (now - this.lastMalformedLogMs < MALFORMED_LOG_INTERVAL_MS) return
-    this.config.logger.warn(
-      { from, reason, malformedMessages: this.malformed, sinceLastLine: this.malformed - this.malformedLogged },
-      'rejected malformed peer messages',
+    this.malformed.add(this.config.clock.now(), (malformedMessages, sinceLastLine) =>
+      this.config.logger.warn({ from, reason, malformedMessages, sinceLastLine }, 'rejected malformed peer messages'),
     )
-    this.lastMalformedLogMs = now
-    this.malformedLogged = this.malformed
   }
 }
 
