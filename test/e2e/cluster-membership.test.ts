@@ -577,15 +577,33 @@ describe('a member that dies in the middle of a change, with --dead-node-timeout
   })
 })
 
+/**
+ * Runs `body` against the two nodes of a new cluster (on a Consul of its own) once both are
+ * members, then kills them, stops Consul and removes their folders, whatever happened.
+ */
+async function withTwoNodes(
+  name: string,
+  extra: readonly string[],
+  body: (n1: ServerProcess, n2: ServerProcess) => Promise<void>,
+): Promise<void> {
+  const consul = await startConsul()
+  const started: ServerProcess[] = []
+  try {
+    for (const id of ['n1', 'n2']) started.push((await startFreshNode(consul, id, name, extra)).node)
+    const [n1, n2] = started as [ServerProcess, ServerProcess]
+    await waitForMembers([n1, n2], ['n1', 'n2'])
+    await body(n1, n2)
+  } finally {
+    // SIGKILL ends a process held with SIGSTOP too.
+    for (const node of started) await node.kill()
+    await consul.stop()
+    for (const node of started) await removeDataDir(node.dataDir)
+  }
+}
+
 describe('decommissioning a down node that holds the only copy of its ranges (R = 1)', { timeout: 120_000 }, () => {
   it('is refused with UNAVAILABLE, and the node stays a member with its data', async () => {
-    const consul = await startConsul()
-    const name = `v3-orphan-${process.pid}`
-    const extra = ['--replication-factor', '1', '--vnodes', '16']
-    const started = [await startFreshNode(consul, 'n1', name, extra), await startFreshNode(consul, 'n2', name, extra)]
-    const [n1, n2] = started.map((s) => s.node) as [ServerProcess, ServerProcess]
-    try {
-      await waitForMembers([n1, n2], ['n1', 'n2'])
+    await withTwoNodes(`v3-orphan-${process.pid}`, ['--replication-factor', '1', '--vnodes', '16'], async (n1, n2) => {
       await n2.stop()
       await waitFor('n1 to see n2 down', async () =>
         (await n1.client.listNodes()).some((m) => m.id === 'n2' && m.state !== 'healthy') ? true : undefined,
@@ -598,11 +616,7 @@ describe('decommissioning a down node that holds the only copy of its ranges (R 
         (await n1.client.listNodes()).some((m) => m.id === 'n2'),
         'n2 is still a member',
       )
-    } finally {
-      for (const s of started) await s.node.kill()
-      await consul.stop()
-      for (const s of started) await removeDataDir(s.node.dataDir)
-    }
+    })
   })
 })
 
@@ -610,21 +624,13 @@ describe('a node that holds the only copy of moving ranges goes down during the 
   timeout: 180_000,
 }, () => {
   it('the change waits for it instead of starting its ranges empty, and completes once it is back', async () => {
-    const consul = await startConsul()
-    const name = `v3-holder-${process.pid}`
-    const extra = ['--replication-factor', '1', '--vnodes', '16']
-    const started = [await startFreshNode(consul, 'n1', name, extra), await startFreshNode(consul, 'n2', name, extra)]
-    const [n1, n2] = started.map((s) => s.node) as [ServerProcess, ServerProcess]
-    let stopped = false
-    try {
-      await waitForMembers([n1, n2], ['n1', 'n2'])
+    await withTwoNodes(`v3-holder-${process.pid}`, ['--replication-factor', '1', '--vnodes', '16'], async (n1, n2) => {
       const data = preload()
       for (let i = 0; i < data.length; i += 10) await n1.client.write(data.slice(i, i + 10))
       // n2 stops answering just before the decommission, while its Consul check still passes: the
       // request is accepted, and the leader (n1) finds n2 down while it carries the change out, with
       // n2's ranges on no other node.
       n2.child.kill('SIGSTOP')
-      stopped = true
       const leaving = runV3(['cluster', 'decommission', 'n2', '--server', n1.address])
       await waitFor(
         'the leader to wait for n2',
@@ -633,7 +639,6 @@ describe('a node that holds the only copy of moving ranges goes down during the 
         90_000,
       )
       n2.child.kill('SIGCONT')
-      stopped = false
       const result = await leaving
       assert.equal(result.code, 0, result.stderr)
       assert.match(result.stdout, /^n2 left the ring/m)
@@ -647,24 +652,13 @@ describe('a node that holds the only copy of moving ranges goes down during the 
         })
         assert.equal(got?.timestamps.length, s.timestamps.length, `${s.metric} ${JSON.stringify(s.tags)}`)
       }
-    } finally {
-      if (stopped) n2.child.kill('SIGCONT')
-      for (const s of started) await s.node.kill()
-      await consul.stop()
-      for (const s of started) await removeDataDir(s.node.dataDir)
-    }
+    })
   })
 })
 
 describe('two decommissions at once that would leave no member', { timeout: 120_000 }, () => {
   it('carries one out and refuses the other with INVALID_ARGUMENT naming node_id', async () => {
-    const consul = await startConsul()
-    const name = `v3-lasttwo-${process.pid}`
-    const extra = ['--replication-factor', '2', '--vnodes', '16']
-    const started = [await startFreshNode(consul, 'n1', name, extra), await startFreshNode(consul, 'n2', name, extra)]
-    const [n1, n2] = started.map((s) => s.node) as [ServerProcess, ServerProcess]
-    try {
-      await waitForMembers([n1, n2], ['n1', 'n2'])
+    await withTwoNodes(`v3-lasttwo-${process.pid}`, ['--replication-factor', '2', '--vnodes', '16'], async (n1, n2) => {
       const results = await Promise.all(
         [
           ['n1', n2],
@@ -689,11 +683,7 @@ describe('two decommissions at once that would leave no member', { timeout: 120_
       assert.match(refused[0]!.stderr, /INVALID_ARGUMENT/)
       assert.match(refused[0]!.stderr, /node_id/)
       assert.match(refused[0]!.stderr, /last member/)
-    } finally {
-      for (const s of started) await s.node.kill()
-      await consul.stop()
-      for (const s of started) await removeDataDir(s.node.dataDir)
-    }
+    })
   })
 })
 
