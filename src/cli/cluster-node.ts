@@ -9,6 +9,7 @@ import type { PeerKey } from '../cluster/peer-key.js'
 import { peerService } from '../cluster/peer-service.js'
 import { MoveWorker } from '../cluster/rebalance.js'
 import { RingLeader } from '../cluster/ring-leader.js'
+import { RING_FILE, RingFile, RingRestore } from '../cluster/ring-restore.js'
 import { SeriesTokens } from '../cluster/shard-filter.js'
 import { ZmqPeerTransport } from '../cluster/zmq-peer-transport.js'
 import type { Logger } from '../engine/config.js'
@@ -148,6 +149,8 @@ export function createClusterNode(
   let election: LeaderElection | undefined
   let leader: RingLeader | undefined
   let worker: MoveWorker | undefined
+  let restore: RingRestore | undefined
+  const ringFile = new RingFile(join(dataDir, RING_FILE), logger)
   return {
     engine,
     async join(grpcAddress) {
@@ -158,12 +161,21 @@ export function createClusterNode(
       }
       const nodeId = options.nodeId ?? advertise
       const claim = await checkDataFolder(dataDir, options.clusterName, nodeId)
+      // A former member's last ring, for the day Consul loses its own (see RingRestore).
+      const kept =
+        claim === undefined
+          ? await ringFile.load().catch((err: unknown) => {
+              logger.warn({ err: (err as Error).message }, 'ignoring the ring kept in the data folder')
+              return undefined
+            })
+          : undefined
       const peerListen = peerListenOf(options, grpcAddress)
       transport = new ZmqPeerTransport({
         nodeId,
         listen: peerListen,
         logger,
-        ringVersion: () => engine.ringVersion(),
+        // Answers carry the newest ring version this node knows, the kept one too (see RingRestore).
+        ringVersion: () => Math.max(engine.ringVersion(), kept?.version ?? 0),
         ...(peerKey === undefined ? {} : { key: peerKey }),
       })
       const bound = await transport.listen(
@@ -198,6 +210,7 @@ export function createClusterNode(
         logger,
       )
       const members = membership
+      members.onRing((ring) => ringFile.save(ring))
       const view = viewOf(membership)
       // The writes owners missed wait in their own database beside the node's data.
       const hints = await HintStore.open({
@@ -299,6 +312,10 @@ export function createClusterNode(
       }
       leader.start()
       election.start()
+      if (kept !== undefined) {
+        restore = new RingRestore({ selfId: nodeId, membership: members, transport, kept }, logger)
+        restore.start()
+      }
       // The leader adds this node once it sees it healthy: the first node of a cluster adds itself.
       const ring = await membership.awaitMember()
       // An active member: from here the folder is this node's. A joining node that is taken out
@@ -318,6 +335,7 @@ export function createClusterNode(
     },
     async stop() {
       // Giving up the lock first lets another node lead at once, without waiting for the TTL.
+      await restore?.stop()
       await election?.stop()
       await leader?.stopped()
       await repair?.close()
@@ -325,6 +343,7 @@ export function createClusterNode(
       // Closing the transport first fails a delivery under way at once, so the hints close promptly.
       await transport?.close()
       await handoff?.close()
+      await ringFile.flushed()
     },
   }
 }

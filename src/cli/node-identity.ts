@@ -5,9 +5,9 @@
  * from an address that changed) it would answer that node's ranges with the wrong data, so such a
  * start is refused.
  */
-import { randomBytes } from 'node:crypto'
-import { open, readFile, rename, rm } from 'node:fs/promises'
+import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
+import { writeWholeFile } from '../engine/whole-file.js'
 import { UsageError } from './args.js'
 
 export const IDENTITY_FILE = 'cluster-node.json'
@@ -25,24 +25,6 @@ function parseIdentity(text: string): FolderIdentity | undefined {
     return typeof cluster === 'string' && typeof node === 'string' ? { cluster, node } : undefined
   } catch {
     return undefined
-  }
-}
-
-/** Writes the file whole or not at all: a temporary file, synced, then renamed over. */
-async function writeIdentity(path: string, identity: FolderIdentity): Promise<void> {
-  const temp = `${path}.${randomBytes(4).toString('hex')}.tmp`
-  const file = await open(temp, 'wx')
-  try {
-    await file.writeFile(`${JSON.stringify(identity)}\n`)
-    await file.sync()
-  } finally {
-    await file.close()
-  }
-  try {
-    await rename(temp, path)
-  } catch (err) {
-    await rm(temp, { force: true })
-    throw err
   }
 }
 
@@ -65,7 +47,7 @@ export async function checkDataFolder(
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
   }
-  if (text === undefined) return () => writeIdentity(path, { cluster, node })
+  if (text === undefined) return () => writeWholeFile(path, `${JSON.stringify({ cluster, node })}\n`)
   const held = parseIdentity(text)
   if (held === undefined) {
     throw new UsageError(`cannot read ${path}: it should hold {"cluster":…,"node":…}, the node this folder belongs to`)

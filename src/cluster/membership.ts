@@ -241,12 +241,15 @@ function isToken(t: unknown): t is number {
 
 /** Parses a node key's value; undefined when it is not a valid record. */
 function parseNodeRecord(text: string): NodeRecord | undefined {
-  let v: unknown
   try {
-    v = JSON.parse(text)
+    return nodeRecordOf(JSON.parse(text))
   } catch {
     return undefined
   }
+}
+
+/** A node record from its parsed JSON; undefined when it is not a valid record. */
+function nodeRecordOf(v: unknown): NodeRecord | undefined {
   if (typeof v !== 'object' || v === null) return undefined
   const r = v as Record<string, unknown>
   if (typeof r.id !== 'string' || typeof r.grpcAddress !== 'string' || typeof r.peerAddress !== 'string')
@@ -260,6 +263,31 @@ function parseNodeRecord(text: string): NodeRecord | undefined {
     tokens: r.tokens,
     state: r.state,
     ...(r.term !== undefined ? { term: r.term as number } : {}),
+  }
+}
+
+/**
+ * A whole ring from its parsed JSON (the fields of RingState, as a node keeps its last ring in its
+ * data folder); undefined when it is not a valid ring.
+ */
+export function ringStateOf(v: unknown): RingState | undefined {
+  if (typeof v !== 'object' || v === null) return undefined
+  const r = v as Record<string, unknown>
+  if (!Number.isSafeInteger(r.version) || !Number.isSafeInteger(r.term)) return undefined
+  if (!Number.isInteger(r.replicationFactor) || !Number.isInteger(r.vnodes) || !Array.isArray(r.members))
+    return undefined
+  const members: NodeRecord[] = []
+  for (const m of r.members as unknown[]) {
+    const record = nodeRecordOf(m)
+    if (record === undefined) return undefined
+    members.push(record)
+  }
+  return {
+    version: r.version as number,
+    term: r.term as number,
+    replicationFactor: r.replicationFactor as number,
+    vnodes: r.vnodes as number,
+    members: members.sort((a, b) => (a.id < b.id ? -1 : 1)),
   }
 }
 
@@ -358,6 +386,8 @@ export class Membership {
   private termSeen = 0
   /** See healthKnown. */
   private healthCurrent = false
+  /** See consulHoldsNoRing. */
+  private ringMissing = false
   /** Ring changes rejected because a deposed leader wrote them (fencing). */
   private fencedChanges = 0
   /** Whether the cluster's settings differing from this node's own were logged. */
@@ -422,6 +452,31 @@ export class Membership {
    */
   healthKnown(): boolean {
     return this.healthCurrent
+  }
+
+  /**
+   * Whether Consul's last answer on the ring's keys held no ring: no leader has written one yet, or
+   * Consul lost its data. False until the ring watch first answers.
+   */
+  consulHoldsNoRing(): boolean {
+    return this.ringMissing
+  }
+
+  /**
+   * Takes back a ring this node kept (RingRestore decides when), while Consul holds none and this
+   * node knows none: the node routes with it, and may lead, and as leader writes it back to Consul
+   * (RingLeader begins each term so). Its term counts as seen, so that the leader's term passes it.
+   * Answers whether the ring was taken.
+   */
+  restore(ring: RingState): boolean {
+    if (this.ringState !== undefined || !this.ringMissing || this.stopped) return false
+    this.termSeen = Math.max(this.termSeen, ring.term)
+    this.logger.warn(
+      { version: ring.version, term: ring.term, members: ring.members.map((m) => m.id) },
+      'Consul holds no ring: taking back the ring this node kept in its data folder',
+    )
+    this.setRing(ring)
+    return true
   }
 
   /** The highest leader term seen: the lock's LockIndex, or the term of an accepted ring version. */
@@ -752,6 +807,7 @@ export class Membership {
   private applyRing(pairs: readonly KvPair[]): void {
     const keys = this.parseRing(pairs)
     this.applyMeta(keys)
+    this.ringMissing = !keys.version || !keys.settings
     if (!keys.version || !keys.settings) {
       // Consul lost the ring (a dev agent restarted) or no leader has written one yet: keep what we know.
       if (this.ringState && this.warnOnce(`missing:${pairs.length}`)) {
@@ -765,8 +821,8 @@ export class Membership {
           { cluster: this.config.clusterName },
           'Consul holds no ring, but this node was a member of one (its data folder says so): it does not lead, ' +
             'since a new ring would give its ranges to other nodes; it waits for a node that still knows the ring ' +
-            'to write it back. If every node has restarted since Consul lost its data, restore that data ' +
-            '(consul snapshot restore)',
+            'to write it back, or takes back the ring it kept in its data folder once every member of that ring ' +
+            'is back and none knows a newer one',
         )
       }
       return

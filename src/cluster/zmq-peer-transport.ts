@@ -42,7 +42,7 @@ export interface ZmqPeerTransportOptions {
   readonly nodeId: string
   /** host:port to bind the ROUTER to for listen(); port 0 picks a free port. Required to listen. */
   readonly listen?: string
-  /** The ring version this node holds, stamped on every response; default always 0. */
+  /** The newest ring version this node knows, stamped on every response (see PeerResponse.ring_version); default always 0. */
   readonly ringVersion?: () => number
   /** Requests to one peer awaiting their answer at once; default 64. Further ones wait for a slot. */
   readonly maxInFlightPerPeer?: number

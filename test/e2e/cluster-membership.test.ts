@@ -826,4 +826,51 @@ describe('Consul restarted without its data', { timeout: 240_000 }, () => {
       }
     }
   })
+
+  it('every member killed while Consul lost its data: they take back the ring they kept, with its tokens and their data', async (t) => {
+    if (real) return t.skip('restarts the Consul emulator empty')
+    assert.ok(expected, 'the tests before loaded the data')
+    const nodeKeys = async (): Promise<Map<string, { tokens: number[]; state: string }>> => {
+      const res = await fetch(`${consul!.url}/v1/kv/${name}/nodes/?recurse`)
+      const out = new Map<string, { tokens: number[]; state: string }>()
+      if (res.status !== 200) return out
+      for (const entry of (await res.json()) as { Key: string; Value: string }[]) {
+        const record = JSON.parse(Buffer.from(entry.Value, 'base64').toString()) as { tokens: number[]; state: string }
+        out.set(entry.Key.slice(entry.Key.lastIndexOf('/') + 1), { tokens: record.tokens, state: record.state })
+      }
+      return out
+    }
+    const before = await nodeKeys()
+    assert.deepEqual([...before.keys()].sort(), ['n1', 'n2', 'n3'])
+    const old = await ringVersion()
+    // A power cut: every node and Consul's data go at once; the nodes come back on their folders.
+    for (const s of started.values()) await s.node.kill()
+    await restartConsulEmpty()
+    const specs = [...started.entries()].map(([id, s]) => ({ id, spec: { ...s.spec, dataDir: s.node.dataDir } }))
+    const restarted = await Promise.allSettled(specs.map(({ spec }) => startNode(consul!, spec, name, extra)))
+    restarted.forEach((r, i) => {
+      const { id, spec } = specs[i]!
+      if (r.status === 'fulfilled') started.set(id, { spec, node: r.value })
+    })
+    const failed = restarted.find((r) => r.status === 'rejected')
+    if (failed !== undefined) throw (failed as PromiseRejectedResult).reason
+    await waitForMembers(nodes(), ['n1', 'n2', 'n3'])
+    const back = await ringVersion()
+    assert.ok(
+      back !== undefined && old !== undefined && back.version > old.version,
+      `ring ${back?.version} after ${old?.version}`,
+    )
+    assert.deepEqual(await nodeKeys(), before, 'the same members with the same tokens')
+    const said = nodes().filter((n) => /taking back the ring this node kept/.test(n.stderr())).length
+    assert.ok(said >= 1, 'a node took its kept ring back')
+    for (const n of nodes()) {
+      for (const q of QUERIES) {
+        assertSame(
+          await n.client.query(q),
+          expected.get(JSON.stringify(q))!,
+          `after the power cut: ${JSON.stringify(q)}`,
+        )
+      }
+    }
+  })
 })

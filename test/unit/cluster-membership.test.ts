@@ -3,6 +3,9 @@
 // cluster meta (leader, decommission requests, move progress), and what happens when Consul goes
 // away and comes back.
 import assert from 'node:assert/strict'
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { afterEach, test } from 'node:test'
 import {
   type Blocking,
@@ -22,7 +25,10 @@ import {
   type MembershipOptions,
   type MoveProgress,
   type NodeState,
+  type RingState,
 } from '../../src/cluster/membership.js'
+import { RingFile, RingRestore } from '../../src/cluster/ring-restore.js'
+import { ZmqPeerTransport } from '../../src/cluster/zmq-peer-transport.js'
 import type { Logger } from '../../src/engine/config.js'
 import { UnavailableError, ValidationError } from '../../src/model/errors.js'
 import { type ConsulEmulator, startConsulEmulator } from '../fixtures/consul-emulator.js'
@@ -889,4 +895,117 @@ test('commit replaces a node key that holds an invalid record', async () => {
   const ring = await committing
   assert.equal(ring.version, 2)
   assert.deepEqual(await kvJson(consul, 'test/nodes/b'), { ...memberOf(b), term })
+})
+
+// ---- the ring a node keeps in its data folder, taken back when Consul lost its own ----
+
+test('RingFile keeps the last ring saved, whole, and refuses a file that holds no ring', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'v3-ring-file-'))
+  cleanups.push(() => rm(dir, { recursive: true, force: true }))
+  const file = new RingFile(join(dir, 'ring.json'), recordingLogger([]))
+  assert.equal(await file.load(), undefined, 'no file yet')
+  const ring = (version: number): RingState => ({
+    version,
+    term: 2,
+    replicationFactor: 2,
+    vnodes: 4,
+    members: [{ id: 'a', grpcAddress: '127.0.0.1:1', peerAddress: '127.0.0.1:2', tokens: [1, 2], state: 'active' }],
+  })
+  for (let v = 1; v <= 20; v++) file.save(ring(v))
+  await file.flushed()
+  assert.deepEqual(await file.load(), ring(20))
+  await writeFile(join(dir, 'ring.json'), '{"version":3}')
+  await assert.rejects(file.load(), /does not hold a ring/)
+})
+
+/**
+ * Three nodes registered in a Consul that holds no ring, each with a peer transport whose answers
+ * carry the version `known(id)` gives, and the ring `a` kept (version 7, term 5, all three members).
+ */
+async function keptRingCluster(known: (id: string) => number) {
+  const consul = await emulator()
+  const ids = ['a', 'b', 'c']
+  const transports = new Map<string, ZmqPeerTransport>()
+  const members = new Map<string, Membership>()
+  for (const id of ids) {
+    const transport = new ZmqPeerTransport({ nodeId: id, listen: '127.0.0.1:0', ringVersion: () => known(id) })
+    cleanups.push(() => transport.close())
+    const peerAddress = await transport.listen(async () => new Uint8Array(0))
+    transports.set(id, transport)
+    members.set(
+      id,
+      node(consul, id, [], {
+        self: { id, grpcAddress: `127.0.0.1:${7000 + id.charCodeAt(0)}`, peerAddress },
+        formerMember: true,
+      }),
+    )
+  }
+  const kept: RingState = {
+    version: 7,
+    term: 5,
+    replicationFactor: 2,
+    vnodes: 4,
+    members: ids.map((id) => ({ ...memberOf(members.get(id)!), term: 5 })),
+  }
+  const lines: LogLine[] = []
+  const restoreOf = (id: string, ring = kept) =>
+    new RingRestore(
+      { selfId: id, membership: members.get(id)!, transport: transports.get(id)!, kept: ring },
+      recordingLogger(lines),
+      { pollMs: 50 },
+    )
+  return { consul, members, kept, lines, restoreOf }
+}
+
+test('a node takes back the ring it kept once every member of it is up and none knows a newer one', async () => {
+  const { members, kept, lines, restoreOf } = await keptRingCluster(() => 7)
+  const a = members.get('a')!
+  await Promise.all([a.start(), members.get('b')!.start()])
+  await waitFor('a to hear that Consul holds no ring', () => a.consulHoldsNoRing() && a.healthy().size === 2)
+  assert.equal(a.mayLead(), false, 'a former member without a ring does not lead')
+  const restore = restoreOf('a')
+  assert.deepEqual(await restore.attempt(), { kind: 'members-down', ids: ['c'] })
+  assert.equal(a.ring(), undefined)
+
+  restore.start()
+  cleanups.push(() => restore.stop())
+  await waitFor('the wait for c logged', () => lines.some((l) => /waiting for c$/.test(l.msg)))
+  await members.get('c')!.start()
+  await waitFor('a to take its kept ring back', () => a.ring() !== undefined)
+  assert.deepEqual(a.ring(), kept)
+  assert.equal(a.mayLead(), true)
+  assert.ok(a.highestTerm() >= kept.term, "the kept ring's term counts as seen, so a new leader passes it")
+  // Taken once: a ring known, the restore has nothing more to do.
+  assert.deepEqual(await restore.attempt(), { kind: 'consul-has-ring' })
+})
+
+test('a member that knows a newer ring holds the restore back; a ring without the node is never taken back', async () => {
+  const { members, kept, lines, restoreOf } = await keptRingCluster((id) => (id === 'b' ? 9 : 7))
+  const a = members.get('a')!
+  await Promise.all([...members.values()].map((m) => m.start()))
+  await waitFor('a to see all three and no ring', () => a.consulHoldsNoRing() && a.healthy().size === 3)
+  const restore = restoreOf('a')
+  assert.deepEqual(await restore.attempt(), { kind: 'newer-ring', id: 'b', version: 9 })
+  restore.start()
+  cleanups.push(() => restore.stop())
+  await waitFor('the wait logged', () => lines.some((l) => /node b knows ring version 9/.test(l.msg)))
+  assert.equal(a.ring(), undefined, 'the older ring is not taken back')
+
+  // c kept a ring that no longer lists it (it was decommissioned): it waits for the members.
+  const without = { ...kept, members: kept.members.filter((m) => m.id !== 'c') }
+  assert.deepEqual(await restoreOf('c', without).attempt(), { kind: 'not-a-member' })
+  assert.equal(members.get('c')!.ring(), undefined)
+})
+
+test('a kept ring is not taken back while Consul holds a ring', async () => {
+  const { consul, members, restoreOf } = await keptRingCluster(() => 7)
+  const a = members.get('a')!
+  await Promise.all([...members.values()].map((m) => m.start()))
+  const { term } = await acquireLeader(consul, 'b')
+  const written = [...members.values()].map((m) => memberOf(m))
+  await members.get('b')!.commit(term, written, SETTINGS, termSignal())
+  await waitFor('a to take the ring from Consul', () => a.ring()?.version === 1)
+  assert.equal(a.consulHoldsNoRing(), false)
+  assert.deepEqual(await restoreOf('a').attempt(), { kind: 'consul-has-ring' })
+  assert.equal(a.ring()?.version, 1, 'the ring Consul holds stays')
 })

@@ -163,8 +163,9 @@ export interface PeerResponse {
    */
   body: Buffer;
   /**
-   * ring_version is the version of the ring the receiver holds; 0 means none yet. A sender that
-   * sees a newer version than its own knows its ring is stale.
+   * ring_version is the newest ring version the receiver knows: the ring it routes with, or, while
+   * Consul holds no ring and it has not taken it back yet, the ring its data folder kept; 0 means
+   * none yet. A sender that sees a newer version than its own knows its ring is stale.
    */
   ringVersion: number;
   /** limit names the limit that was exceeded with PEER_STATUS_RESOURCE_EXHAUSTED; absent otherwise. */

@@ -1,0 +1,201 @@
+/**
+ * The ring a node keeps in its data folder, for the day Consul loses its own copy while every
+ * member restarts (a dev agent and the whole cluster restarted together, a power cut). Consul is
+ * where the ring lives; a running node keeps the last ring it saw in memory and its leader writes
+ * it back (RingLeader), but a restarted member knows none and may not start a new one
+ * (Membership.mayLead). With this file it can take its last ring back itself, once that is safe:
+ *
+ * - Consul's answer holds no ring, and this node knows none yet;
+ * - the ring it kept lists it (a node decommissioned or removed keeps a ring without itself);
+ * - every member of that ring is healthy in Consul, so no member that could know a newer ring is
+ *   missing;
+ * - no member knows a newer ring: each answers a ping with the highest ring version it knows (its
+ *   ring, or the one its own folder kept). A node that was down through a change kept an older
+ *   ring, and waits for a member that saw the change to take the newer one back.
+ *
+ * The node then routes with the ring and may lead; its leader writes the ring back to Consul under
+ * a new version and a term above the ring's, and the others take it from there.
+ */
+import { readFile } from 'node:fs/promises'
+import { PeerKind } from '../../gen/v3storage/internal/v1/peer.js'
+import type { Logger } from '../engine/config.js'
+import { writeWholeFile } from '../engine/whole-file.js'
+import { type Membership, type RingState, ringStateOf } from './membership.js'
+import { errorMessage, sleep } from './pause.js'
+import type { PeerTransport } from './peer-transport.js'
+
+/** The file in a node's data folder that holds the last ring it saw. */
+export const RING_FILE = 'cluster-ring.json'
+
+/** The last ring a node saw, in a file of its data folder; written whole or not at all. */
+export class RingFile {
+  private pending: RingState | undefined
+  private writing: Promise<void> | undefined
+
+  constructor(
+    private readonly path: string,
+    private readonly logger: Logger,
+  ) {}
+
+  /** The ring the file holds; undefined when there is no file. A file that does not parse is an error. */
+  async load(): Promise<RingState | undefined> {
+    let text: string
+    try {
+      text = await readFile(this.path, 'utf8')
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
+      throw err
+    }
+    let ring: RingState | undefined
+    try {
+      ring = ringStateOf(JSON.parse(text))
+    } catch {
+      ring = undefined
+    }
+    if (ring === undefined) throw new Error(`cannot read ${this.path}: it does not hold a ring`)
+    return ring
+  }
+
+  /** Records `ring`; writes run one at a time, and a ring that comes while one runs replaces any waiting. */
+  save(ring: RingState): void {
+    this.pending = ring
+    this.writing ??= this.drain()
+  }
+
+  /** Resolves once every ring saved so far is on disk (or failed, which is logged). */
+  async flushed(): Promise<void> {
+    while (this.writing !== undefined) await this.writing
+  }
+
+  private async drain(): Promise<void> {
+    try {
+      for (let ring = this.pending; ring !== undefined; ring = this.pending) {
+        this.pending = undefined
+        try {
+          await writeWholeFile(this.path, `${JSON.stringify(ring)}\n`)
+        } catch (err) {
+          this.logger.error({ err: errorMessage(err), version: ring.version }, `cannot keep the ring in ${this.path}`)
+        }
+      }
+    } finally {
+      this.writing = undefined
+    }
+  }
+}
+
+/** What RingRestore reads and acts through. */
+export interface RingRestoreLink {
+  readonly selfId: string
+  readonly membership: Pick<Membership, 'ring' | 'healthy' | 'healthKnown' | 'consulHoldsNoRing' | 'restore'>
+  readonly transport: Pick<PeerTransport, 'request'>
+  /** The ring this node kept in its data folder. */
+  readonly kept: RingState
+}
+
+export interface RingRestoreOptions {
+  /** How often the conditions are looked at again; default 1 s. */
+  readonly pollMs?: number
+  /** How long a member may take to answer its ping; default 2 s. */
+  readonly pingTimeoutMs?: number
+}
+
+/** Why a kept ring is not taken back yet; undefined once it may be. */
+export type RestoreWait =
+  | { readonly kind: 'consul-has-ring' }
+  | { readonly kind: 'not-a-member' }
+  | { readonly kind: 'members-down'; readonly ids: readonly string[] }
+  | { readonly kind: 'newer-ring'; readonly id: string; readonly version: number }
+  | { readonly kind: 'no-answer'; readonly id: string; readonly reason: string }
+
+/** Takes the kept ring back when the conditions in this file's comment hold; see RingRestoreLink. */
+export class RingRestore {
+  private readonly abort = new AbortController()
+  private running: Promise<void> | undefined
+  private readonly pollMs: number
+  private readonly pingTimeoutMs: number
+
+  constructor(
+    private readonly link: RingRestoreLink,
+    private readonly logger: Logger,
+    options: RingRestoreOptions = {},
+  ) {
+    this.pollMs = options.pollMs ?? 1000
+    this.pingTimeoutMs = options.pingTimeoutMs ?? 2000
+  }
+
+  /** Looks at the conditions every pollMs until the node knows a ring, by Consul or by restore. */
+  start(): void {
+    this.running ??= this.run()
+  }
+
+  async stop(): Promise<void> {
+    this.abort.abort()
+    await this.running
+  }
+
+  /** Looks once: takes the ring back and answers undefined, or answers why not yet. */
+  async attempt(): Promise<RestoreWait | undefined> {
+    const { membership, kept, selfId } = this.link
+    if (membership.ring() !== undefined || !membership.consulHoldsNoRing() || !membership.healthKnown()) {
+      return { kind: 'consul-has-ring' }
+    }
+    if (!kept.members.some((m) => m.id === selfId)) return { kind: 'not-a-member' }
+    const healthy = membership.healthy()
+    const down = kept.members.filter((m) => !healthy.has(m.id)).map((m) => m.id)
+    if (down.length > 0) return { kind: 'members-down', ids: down }
+    for (const m of kept.members) {
+      if (m.id === selfId) continue
+      const address = healthy.get(m.id)?.peerAddress ?? m.peerAddress
+      let version: number
+      try {
+        const reply = await this.link.transport.request(
+          { id: m.id, address },
+          {
+            kind: PeerKind.PEER_KIND_PING,
+            body: new Uint8Array(0),
+            ringVersion: 0,
+            timeoutMs: this.pingTimeoutMs,
+            signal: this.abort.signal,
+          },
+        )
+        version = reply.ringVersion
+      } catch (err) {
+        return { kind: 'no-answer', id: m.id, reason: errorMessage(err) }
+      }
+      if (version > kept.version) return { kind: 'newer-ring', id: m.id, version }
+    }
+    // Consul may have been given a ring during the pings; restore() takes the kept one only if not.
+    return membership.restore(kept) ? undefined : { kind: 'consul-has-ring' }
+  }
+
+  private async run(): Promise<void> {
+    let told = ''
+    while (!this.abort.signal.aborted && this.link.membership.ring() === undefined) {
+      const wait = await this.attempt()
+      if (wait === undefined) return
+      const said = describe(wait, this.link.kept)
+      if (said !== undefined && said !== told) {
+        told = said
+        this.logger.warn({ version: this.link.kept.version }, said)
+      }
+      await sleep(this.pollMs, this.abort.signal)
+    }
+  }
+}
+
+/** The log line for a wait worth telling the operator about; undefined for one that is not. */
+function describe(wait: RestoreWait, kept: RingState): string | undefined {
+  const ring = `the ring kept in the data folder (version ${kept.version})`
+  switch (wait.kind) {
+    case 'consul-has-ring':
+      return undefined
+    case 'not-a-member':
+      return `Consul holds no ring, and ${ring} does not list this node: it waits for a member to write the ring back`
+    case 'members-down':
+      return `Consul holds no ring: ${ring} is taken back once every member of it is up; waiting for ${wait.ids.join(', ')}`
+    case 'newer-ring':
+      return `Consul holds no ring: node ${wait.id} knows ring version ${wait.version}, newer than ${ring}; waiting for it to write its ring back`
+    case 'no-answer':
+      return `Consul holds no ring: ${ring} is taken back once every member of it answers; ${wait.id} does not (${wait.reason})`
+  }
+}
