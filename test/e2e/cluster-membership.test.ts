@@ -714,6 +714,17 @@ describe('Consul restarted without its data', { timeout: 240_000 }, () => {
     const [entry] = (await res.json()) as { Value: string }[]
     return JSON.parse(Buffer.from(entry!.Value, 'base64').toString()) as { version: number; term: number }
   }
+  /** The members Consul lists, by id, with their tokens and states. */
+  const nodeKeys = async (): Promise<Map<string, { tokens: number[]; state: string }>> => {
+    const res = await fetch(`${consul!.url}/v1/kv/${name}/nodes/?recurse`)
+    const out = new Map<string, { tokens: number[]; state: string }>()
+    if (res.status !== 200) return out
+    for (const entry of (await res.json()) as { Key: string; Value: string }[]) {
+      const record = JSON.parse(Buffer.from(entry.Value, 'base64').toString()) as { tokens: number[]; state: string }
+      out.set(entry.Key.slice(entry.Key.lastIndexOf('/') + 1), { tokens: record.tokens, state: record.state })
+    }
+    return out
+  }
   const restartConsulEmpty = async (): Promise<void> => {
     await consul!.stop()
     consul = await startConsul(port)
@@ -784,6 +795,7 @@ describe('Consul restarted without its data', { timeout: 240_000 }, () => {
     // of itself alone and take the others' ranges.
     const n1 = started.get('n1')!
     const held = [node('n2'), node('n3')]
+    const before = await nodeKeys()
     await n1.node.stop()
     for (const n of held) n.child.kill('SIGSTOP')
     let resumed = false
@@ -815,11 +827,12 @@ describe('Consul restarted without its data', { timeout: 240_000 }, () => {
         )
       }
     }
-    // n2 or n3 knows the ring: it took the lock and wrote the ring back, and n1 joined on it.
+    // n2 and n3 know the ring, and n1 kept it: whichever leads writes that ring back, and n1 is a
+    // member of it again, with the others and the tokens they had.
     await waitForMembers(nodes(), ['n1', 'n2', 'n3'])
-    assert.ok(await ringVersion(), 'the ring is back in Consul')
-    const leader = (await node('n1').client.listNodes()).find((m) => m.leader)?.id
-    assert.ok(leader === 'n2' || leader === 'n3', `a node that knew the ring leads, not ${leader}`)
+    // The nodes list the ring they know before the leader has written it: wait for the write.
+    await waitFor('the ring back in Consul', ringVersion)
+    assert.deepEqual(await nodeKeys(), before, 'the same members with the same tokens')
     for (const n of nodes()) {
       for (const q of QUERIES) {
         assertSame(await n.client.query(q), expected.get(JSON.stringify(q))!, `after the restart: ${JSON.stringify(q)}`)
@@ -830,16 +843,6 @@ describe('Consul restarted without its data', { timeout: 240_000 }, () => {
   it('every member killed while Consul lost its data: they take back the ring they kept, with its tokens and their data', async (t) => {
     if (real) return t.skip('restarts the Consul emulator empty')
     assert.ok(expected, 'the tests before loaded the data')
-    const nodeKeys = async (): Promise<Map<string, { tokens: number[]; state: string }>> => {
-      const res = await fetch(`${consul!.url}/v1/kv/${name}/nodes/?recurse`)
-      const out = new Map<string, { tokens: number[]; state: string }>()
-      if (res.status !== 200) return out
-      for (const entry of (await res.json()) as { Key: string; Value: string }[]) {
-        const record = JSON.parse(Buffer.from(entry.Value, 'base64').toString()) as { tokens: number[]; state: string }
-        out.set(entry.Key.slice(entry.Key.lastIndexOf('/') + 1), { tokens: record.tokens, state: record.state })
-      }
-      return out
-    }
     const before = await nodeKeys()
     assert.deepEqual([...before.keys()].sort(), ['n1', 'n2', 'n3'])
     const old = await ringVersion()
@@ -855,11 +858,9 @@ describe('Consul restarted without its data', { timeout: 240_000 }, () => {
     const failed = restarted.find((r) => r.status === 'rejected')
     if (failed !== undefined) throw (failed as PromiseRejectedResult).reason
     await waitForMembers(nodes(), ['n1', 'n2', 'n3'])
-    const back = await ringVersion()
-    assert.ok(
-      back !== undefined && old !== undefined && back.version > old.version,
-      `ring ${back?.version} after ${old?.version}`,
-    )
+    // The nodes route with the ring they took back before the leader has written it: wait for the write.
+    const back = await waitFor('the ring back in Consul', ringVersion)
+    assert.ok(old !== undefined && back.version > old.version, `ring ${back.version} after ${old?.version}`)
     assert.deepEqual(await nodeKeys(), before, 'the same members with the same tokens')
     const said = nodes().filter((n) => /taking back the ring this node kept/.test(n.stderr())).length
     assert.ok(said >= 1, 'a node took its kept ring back')
