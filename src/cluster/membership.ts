@@ -380,6 +380,8 @@ export class Membership {
   private renewing: Promise<void> | undefined
   private readonly loops: Promise<void>[] = []
   private healthySet: ReadonlyMap<string, PeerAddresses> = new Map()
+  /** The healthy nodes other than this one that registered as former ring members, sorted. */
+  private formerMembersHealthy: readonly string[] = []
   private ringState: RingState | undefined
   private metaState: ClusterMeta = { leader: undefined, decommissions: [], move: undefined }
   /** The highest leader term seen: in the lock's LockIndex or in an accepted ring version. */
@@ -438,10 +440,13 @@ export class Membership {
    * knows no ring (Consul lost it, and the node started since), may not: as the leader it would
    * start a new ring with itself alone, which would give the members' ranges to other nodes, and the
    * drops after the moves would delete their points. It waits for a node that still knows the ring
-   * to write it back.
+   * to write it back. Nor may a node that never was a member while it knows no ring and a healthy
+   * node registered as a former member (its Consul service's `former_member` meta): Consul lost
+   * the ring those nodes were members of, and a new ring of this node alone would take their ranges.
    */
   mayLead(): boolean {
-    return this.ringState !== undefined || !this.config.formerMember
+    if (this.ringState !== undefined) return true
+    return !this.config.formerMember && this.formerMembersHealthy.length === 0
   }
 
   /**
@@ -709,7 +714,12 @@ export class Membership {
         id: this.serviceId,
         address: host,
         port,
-        meta: { node_id: c.self.id, peer_address: c.self.peerAddress },
+        meta: {
+          node_id: c.self.id,
+          peer_address: c.self.peerAddress,
+          // Read by new nodes while Consul holds no ring (see mayLead).
+          ...(c.formerMember ? { former_member: 'true' } : {}),
+        },
         ttlMs: c.ttlMs,
         deregisterCriticalAfterMs: c.deregisterCriticalAfterMs,
       },
@@ -786,12 +796,16 @@ export class Membership {
 
   private applyHealthy(instances: readonly ServiceInstance[]): void {
     const next = new Map<string, PeerAddresses>()
+    const former: string[] = []
     for (const i of [...instances].sort((a, b) => (a.serviceId < b.serviceId ? -1 : 1))) {
       const id = i.meta.node_id
       const peerAddress = i.meta.peer_address
       if (!id || !peerAddress) continue
       next.set(id, { grpcAddress: joinAddress(i.address, i.port), peerAddress })
+      if (i.meta.former_member === 'true' && id !== this.config.self.id) former.push(id)
     }
+    this.formerMembersHealthy = former.sort()
+    this.explainNoLead()
     const prev = this.healthySet
     const same =
       prev.size === next.size &&
@@ -816,15 +830,7 @@ export class Membership {
           'the ring is missing from Consul KV; keeping the last known ring',
         )
       }
-      if (!this.mayLead() && this.warnOnce('no ring for a former member')) {
-        this.logger.error(
-          { cluster: this.config.clusterName },
-          'Consul holds no ring, but this node was a member of one (its data folder says so): it does not lead, ' +
-            'since a new ring would give its ranges to other nodes; it waits for a node that still knows the ring ' +
-            'to write it back, or takes back the ring it kept in its data folder once every member of that ring ' +
-            'is back and none knows a newer one',
-        )
-      }
+      this.explainNoLead()
       return
     }
     const { version, term } = keys.version.value
@@ -843,6 +849,31 @@ export class Membership {
     this.termSeen = Math.max(this.termSeen, term)
     this.warnSettings(keys.settings.value)
     this.setRing(this.ringOf(keys))
+  }
+
+  /** Says once why this node does not lead while Consul holds no ring (see mayLead). */
+  private explainNoLead(): void {
+    if (!this.ringMissing || this.ringState !== undefined) return
+    const cluster = this.config.clusterName
+    if (this.config.formerMember) {
+      if (this.warnOnce('no ring for a former member')) {
+        this.logger.error(
+          { cluster },
+          'Consul holds no ring, but this node was a member of one (its data folder says so): it does not lead, ' +
+            'since a new ring would give its ranges to other nodes; it waits for a node that still knows the ring ' +
+            'to write it back, or takes back the ring it kept in its data folder once every member of that ring ' +
+            'is back and none knows a newer one',
+        )
+      }
+    } else if (this.formerMembersHealthy.length > 0) {
+      if (this.warnOnce(`former members:${this.formerMembersHealthy.join(',')}`)) {
+        this.logger.warn(
+          { cluster, formerMembers: this.formerMembersHealthy },
+          'Consul holds no ring, but nodes that were members of one are registered: this node does not start a ' +
+            'new ring, which would take their ranges; it waits for them to write theirs back',
+        )
+      }
+    }
   }
 
   /** Updates the leader, the requests and the move; the lock's LockIndex raises the term seen first. */

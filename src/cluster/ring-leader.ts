@@ -167,9 +167,10 @@ export class RingLeader {
     }
     const commit = (members: readonly MemberRecord[]) => membership.commit(term.term, members, settings, term.signal)
     if (ring === undefined) {
-      // The first leader of a new cluster starts the ring with itself.
+      // The first leader of a new cluster starts the ring with itself; not where nodes of a ring
+      // Consul lost have registered since this node took the lock (see Membership.mayLead).
       const self = healthy.get(this.link.selfId)
-      if (self === undefined) return false
+      if (self === undefined || !membership.mayLead()) return false
       await commit([
         { id: this.link.selfId, ...self, tokens: evenTokens(this.link.selfId, settings.vnodes), state: 'active' },
       ])

@@ -1009,3 +1009,25 @@ test('a kept ring is not taken back while Consul holds a ring', async () => {
   assert.deepEqual(await restoreOf('a').attempt(), { kind: 'consul-has-ring' })
   assert.equal(a.ring()?.version, 1, 'the ring Consul holds stays')
 })
+
+test('a node that never was a member does not lead while Consul holds no ring and former members are registered', async () => {
+  const consul = await emulator()
+  const lines: LogLine[] = []
+  const fresh = node(consul, 'c', lines)
+  await fresh.start()
+  await waitFor('c to hear Consul on health and ring', () => fresh.healthKnown() && fresh.consulHoldsNoRing())
+  assert.equal(fresh.mayLead(), true, 'alone, a new node starts the ring')
+  const former = node(consul, 'a', [], { formerMember: true })
+  await former.start()
+  const listed = (await (await fetch(`${consul.url}/v1/health/service/test?passing`)).json()) as {
+    Service: { Meta: Record<string, string> }
+  }[]
+  assert.equal(listed.find((e) => e.Service.Meta.node_id === 'a')?.Service.Meta.former_member, 'true')
+  assert.equal(listed.find((e) => e.Service.Meta.node_id === 'c')?.Service.Meta.former_member, undefined)
+  await waitFor('c to see a registered', () => fresh.healthy().has('a'))
+  assert.equal(fresh.mayLead(), false, 'a new ring of c alone would take the ranges of the ring a was a member of')
+  assert.equal(lines.filter((l) => /nodes that were members of one are registered/.test(l.msg)).length, 1)
+  await former.stop()
+  await waitFor('c to see a gone', () => !fresh.healthy().has('a'))
+  assert.equal(fresh.mayLead(), true)
+})
