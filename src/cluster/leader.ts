@@ -218,6 +218,19 @@ export class LeaderElection {
     return false
   }
 
+  /**
+   * Gives up term `term` at once, when the leader finds it may not act (see LeaderConfig.mayLead):
+   * the term ends, the key is released and the session destroyed, and the node campaigns again with
+   * a new session, which waits while mayLead says no. Another term is left alone.
+   */
+  resign(term: Term, reason: string): void {
+    const c = this.candidacy
+    if (!c || c.lead?.term !== term) return
+    this.endTerm(c, `this node stepped down as the leader: ${reason}`)
+    this.logger.warn({ term: term.term, reason }, 'this node steps down as the leader')
+    c.ended.abort()
+  }
+
   // ---- the campaign ----
 
   /** One candidacy after another until stop. Never throws. */
@@ -432,13 +445,19 @@ export class LeaderElection {
   }
 
   /** Ends the candidacy: aborts the term it leads, if any, and its calls. The run loop retires it. */
-  private lose(c: Candidacy, reason: string): void {
+  /** Ends the candidacy's term, if any, before anything else happens to the key or the session. */
+  private endTerm(c: Candidacy, why: string): void {
     const lead = c.lead
-    if (lead) {
-      c.lead = undefined
-      clearTimeout(lead.lease)
-      lead.controller.abort(new UnavailableError('this node lost the leadership'))
-      this.logger.warn({ term: lead.term.term, reason }, 'this node lost the leadership')
+    if (!lead) return
+    c.lead = undefined
+    clearTimeout(lead.lease)
+    lead.controller.abort(new UnavailableError(why))
+  }
+
+  private lose(c: Candidacy, reason: string): void {
+    if (c.lead) {
+      this.logger.warn({ term: c.lead.term.term, reason }, 'this node lost the leadership')
+      this.endTerm(c, 'this node lost the leadership')
     } else if (!c.ended.signal.aborted) {
       this.logger.warn({ reason }, 'this node’s election session ended; campaigning with a new one')
     }
@@ -503,11 +522,8 @@ export class LeaderElection {
     const c = this.candidacy
     // The term ends before the key is released, so that it never overlaps the next leader's.
     if (c?.lead) {
-      const lead = c.lead
-      c.lead = undefined
-      clearTimeout(lead.lease)
-      lead.controller.abort(new UnavailableError('this node stopped leading: its election is stopping'))
-      this.logger.info({ term: lead.term.term }, 'this node steps down as the leader')
+      this.logger.info({ term: c.lead.term.term }, 'this node steps down as the leader')
+      this.endTerm(c, 'this node stopped leading: its election is stopping')
     }
     this.abort.abort()
     c?.ended.abort()

@@ -168,9 +168,14 @@ export class RingLeader {
     const commit = (members: readonly MemberRecord[]) => membership.commit(term.term, members, settings, term.signal)
     if (ring === undefined) {
       // The first leader of a new cluster starts the ring with itself; not where nodes of a ring
-      // Consul lost have registered since this node took the lock (see Membership.mayLead).
+      // Consul lost have registered since this node took the lock (see Membership.mayLead): it is
+      // theirs to write back, and this node gives the lock up to them.
       const self = healthy.get(this.link.selfId)
-      if (self === undefined || !membership.mayLead()) return false
+      if (self === undefined) return false
+      if (!membership.mayLead()) {
+        this.link.election.resign(term, 'nodes of a ring Consul lost are registered; it is theirs to write back')
+        return false
+      }
       await commit([
         { id: this.link.selfId, ...self, tokens: evenTokens(this.link.selfId, settings.vnodes), state: 'active' },
       ])

@@ -322,6 +322,36 @@ test('a candidate that may not lead (a member that knows no ring) does not try f
   assert.equal(leader.id, 'a')
 })
 
+test('a leader that resigns ends its term and releases the key, and campaigns again once it may lead', async () => {
+  const consul = await emulator()
+  let allowed = true
+  let asked = 0
+  const a = candidate(consul, 'a', OPTIONS, {
+    mayLead: () => {
+      asked++
+      return allowed
+    },
+  })
+  a.election.start()
+  await theLeader([a])
+  const term = a.election.current()!
+  allowed = false
+  a.election.resign(term, 'a test')
+  assert.equal(term.signal.aborted, true, 'the term ends at once')
+  assert.equal(a.election.current(), undefined)
+  await waitFor('the key released', async () => ((await rawKey(consul)).session === undefined ? true : undefined))
+  await waitFor('a new session', () => a.client.count('createSession') >= 2)
+  const puts = a.client.count('kvPut')
+  const askedBefore = asked
+  await waitFor('the new candidacy to ask twice whether it may lead', () => asked >= askedBefore + 2)
+  assert.equal(a.client.count('kvPut'), puts, 'no acquire while it may not lead')
+  assert.equal(a.election.current(), undefined)
+  assert.ok(a.lines.some((l) => l.level === 'warn' && /steps down/.test(l.msg)))
+  allowed = true
+  await theLeader([a], 'a again, once it may lead')
+  assert.ok(a.election.current()!.term > term.term)
+})
+
 test('a leader whose session is destroyed loses its term at once; another leads after the lock-delay', async (t) => {
   const consul = await emulator()
   const all = ['a', 'b', 'c'].map((id) => candidate(consul, id))
