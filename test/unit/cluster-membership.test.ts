@@ -17,6 +17,7 @@ import {
   type ServiceInstance,
   type ServiceRegistration,
 } from '../../src/cluster/consul-client.js'
+import { LeaderElection } from '../../src/cluster/leader.js'
 import {
   type ClusterMeta,
   type ClusterSettings,
@@ -27,6 +28,7 @@ import {
   type NodeState,
   type RingState,
 } from '../../src/cluster/membership.js'
+import { RingLeader } from '../../src/cluster/ring-leader.js'
 import { RingFile, RingRestore } from '../../src/cluster/ring-restore.js'
 import { ZmqPeerTransport } from '../../src/cluster/zmq-peer-transport.js'
 import type { Logger } from '../../src/engine/config.js'
@@ -79,6 +81,7 @@ class ProbeClient implements ConsulClient {
   private readonly ok = new Map<string, number>()
   private readonly failed = new Map<string, number>()
   private watchGate: Promise<void> | undefined
+  private healthGate: Promise<void> | undefined
 
   constructor(private readonly inner: ConsulClient) {}
 
@@ -92,12 +95,21 @@ class ProbeClient implements ConsulClient {
 
   /** Holds back the ring watch's answers, the one in flight included, until the returned function runs. */
   holdWatch(): () => void {
+    return this.hold('watchGate')
+  }
+
+  /** Holds back every health answer (passingInstances), the one in flight included, until the returned function runs. */
+  holdHealth(): () => void {
+    return this.hold('healthGate')
+  }
+
+  private hold(gate: 'watchGate' | 'healthGate'): () => void {
     let release = () => {}
-    this.watchGate = new Promise<void>((resolve) => {
+    this[gate] = new Promise<void>((resolve) => {
       release = resolve
     })
     const done = () => {
-      this.watchGate = undefined
+      this[gate] = undefined
       release()
     }
     cleanups.push(done)
@@ -108,6 +120,7 @@ class ProbeClient implements ConsulClient {
     try {
       const result = await call()
       if (what === 'kvList' && blocking !== undefined && blocking.index > 0) await this.watchGate
+      if (what === 'passingInstances') await this.healthGate
       this.ok.set(what, this.succeeded(what) + 1)
       return result
     } catch (err) {
@@ -1030,4 +1043,53 @@ test('a node that never was a member does not lead while Consul holds no ring an
   await former.stop()
   await waitFor('c to see a gone', () => !fresh.healthy().has('a'))
   assert.equal(fresh.mayLead(), true)
+})
+
+test('a leader does not act on what a Consul that restarted empty said on health until the new one answers', async () => {
+  const first = await emulator()
+  const probe = probeClient(first)
+  const lines: LogLine[] = []
+  const a = node(first, 'a', lines, {}, probe)
+  const b = node(first, 'b')
+  await Promise.all([a.start(), b.start()])
+  // The ring lists a alone; b is healthy and no member (no leader runs yet to add it).
+  const lock = await acquireLeader(first, 'a')
+  await a.commit(lock.term, [memberOf(a)], SETTINGS, termSignal())
+  await waitFor('a to see the ring and b healthy', () => a.ring()?.version === 1 && a.healthy().has('b'))
+  // Consul restarts empty, and b goes away for good meanwhile: a's last healthy set still lists b.
+  await first.close()
+  await waitFor('a to know its healthy set is not current', () => !a.healthKnown(), 15_000)
+  await b.stop()
+  const release = probe.holdHealth()
+  const second = await emulator(first.port)
+  const election = new LeaderElection(
+    a.client,
+    { clusterName: 'test', selfId: 'a', termFloor: () => a.highestTerm(), mayLead: () => a.mayLead() },
+    { ttlMs: 3000, lockDelayMs: 1 },
+    recordingLogger(lines),
+  )
+  const transport = new ZmqPeerTransport({ nodeId: 'a', listen: '127.0.0.1:0' })
+  const leader = new RingLeader(
+    { selfId: 'a', membership: a, election, transport, local: async () => new Uint8Array(0), hints: () => new Map() },
+    { replicationFactor: SETTINGS.replicationFactor, vnodes: SETTINGS.vnodes, deadNodeTimeoutMs: 0 },
+    recordingLogger(lines),
+  )
+  leader.start()
+  election.start()
+  cleanups.push(async () => {
+    await election.stop()
+    await leader.stopped()
+    await transport.close()
+  })
+  // a leads in the new Consul and writes back the ring it knows, under its term.
+  await waitFor('the ring written back', async () => (await kvRead(second, 'test/ring-version')) !== undefined, 15_000)
+  assert.equal(a.healthKnown(), false)
+  assert.ok(a.healthy().has('b'), 'the old answer still lists b')
+  // The leader looks again at least once a second (and at once after a change): two of its looks
+  // must not add b, which only the old Consul's answer shows healthy.
+  await new Promise((resolve) => setTimeout(resolve, 2100))
+  assert.equal(await kvRead(second, 'test/nodes/b'), undefined, 'b was added from an answer of the old Consul')
+  release()
+  await waitFor('a to hear the new Consul on health', () => a.healthKnown() && !a.healthy().has('b'), 15_000)
+  assert.equal(await kvRead(second, 'test/nodes/b'), undefined)
 })
