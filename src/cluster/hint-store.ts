@@ -360,6 +360,28 @@ export class HintStore {
     await this.commit(ops)
   }
 
+  /**
+   * Deletes every durable hint of target and its repair mark, in one synced batch: for an owner the
+   * ring no longer lists, whose ranges went to other owners from the other copies, so that nothing
+   * of it needs delivery or repair. Not counted as dropped. Answers how many hints it deleted.
+   */
+  async forget(target: string): Promise<number> {
+    this.checkOpen()
+    const key = encodeTarget(target)
+    const ops: SmallDbWrite[] = []
+    const queue = this.queues.get(target)
+    if (queue) {
+      for (let i = queue.head; i < queue.seqs.length && queue.seqs[i]! <= this.durableSeq; i++) {
+        ops.push({ type: 'del', key: hintKey(queue.key, queue.seqs[i]!) })
+      }
+      this.totalBytes -= queue.shift(ops.length)
+    }
+    const hints = ops.length
+    if (this.repair.delete(target)) ops.push({ type: 'del', key: repairKey(key) })
+    if (ops.length > 0) await this.commit(ops)
+    return hints
+  }
+
   /** Drops every target's hints past the age window, in one synced batch; the node calls it on a timer. */
   async dropExpired(): Promise<void> {
     this.checkOpen()

@@ -28,6 +28,8 @@ const EXPIRY_TICK_MS = 10_000
 export interface HandoffPeers {
   /** The peer endpoint of a member, undefined when it is no longer in the ring. */
   endpoint(id: string): PeerEndpoint | undefined
+  /** Whether the ring is known and no longer lists `id`: its hints will never be delivered. */
+  gone(id: string): boolean
   /** Whether Consul reports the member healthy. */
   healthy(id: string): boolean
   /** The ring version requests carry. */
@@ -112,7 +114,15 @@ export class HintedHandoff {
     if (this.closed) return
     const now = Date.now()
     for (const target of this.store.targets()) {
-      if (this.draining.has(target) || !this.peers.healthy(target)) continue
+      if (this.draining.has(target)) continue
+      if (this.peers.gone(target)) {
+        this.draining.set(
+          target,
+          this.forget(target).finally(() => this.draining.delete(target)),
+        )
+        continue
+      }
+      if (!this.peers.healthy(target)) continue
       const retry = this.retryAt.get(target)
       if (retry !== undefined && retry.at > now) continue
       const delivery = this.drain(target)
@@ -126,6 +136,19 @@ export class HintedHandoff {
         })
         .finally(() => this.draining.delete(target))
       this.draining.set(target, delivery)
+    }
+  }
+
+  /** Deletes the hints of an owner the ring no longer lists (see HintStore.forget). */
+  private async forget(target: string): Promise<void> {
+    try {
+      const hints = await this.store.forget(target)
+      this.retryAt.delete(target)
+      if (hints > 0) {
+        this.logger.info({ target, hints }, 'deleted the hints of a node that is no longer a member of the ring')
+      }
+    } catch (err) {
+      this.logger.warn({ err, target }, 'deleting the hints of a node that left the ring failed')
     }
   }
 

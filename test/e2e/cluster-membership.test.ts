@@ -138,7 +138,7 @@ class Load {
 async function assertPlacement(nodes: readonly ServerProcess[], single: ServerProcess, rf: number): Promise<void> {
   const via = nodes[0]!
   const want = new Map<string, number>()
-  for (const metric of ['cpu', 'mem', 'load']) {
+  for (const metric of ['cpu', 'mem', 'load', 'hinted']) {
     for (const s of await single.client.listSeries({ metric })) {
       const owners = await via.client.locate(s.metric, s.tags)
       assert.equal(owners.length, rf, `owners of ${canonicalSeriesKey(s.metric, sortTags(s.tags))}`)
@@ -496,8 +496,27 @@ describe('a member down past --dead-node-timeout', { timeout: 240_000 }, () => {
     await nodes.get(victim)!.kill()
     nodes.delete(victim)
     const rest = [...nodes.keys()]
+    // Writes while it is down leave hints for it on the survivors, which go once it is removed.
+    const hinted: SeriesInput[] = Array.from({ length: 30 }, (_, s) => ({
+      metric: 'hinted',
+      tags: { s: String(s) },
+      timestamps: Array.from({ length: 10 }, (_, i) => T0 + i * MINUTE),
+      values: Array.from({ length: 10 }, (_, i) => s + i),
+    }))
+    await nodes.get(rest[0]!)!.client.write(hinted, { consistency: 'one' })
+    await single.client.write(hinted)
     await waitForMembers([...nodes.values()], rest)
     await waitForSettled([...nodes.values()])
+    const hintFigure = (metrics: string, name: string): number =>
+      Number(new RegExp(`^${name}\\{peer="${victim}"\\} (\\d+)$`, 'm').exec(metrics)?.[1] ?? 0)
+    let queued = 0
+    for (const node of nodes.values()) {
+      await waitFor(`no hints for ${victim} left on ${node.address}`, async () =>
+        hintFigure(await (await fetch(node.metricsUrl!)).text(), 'v3_hints_backlog') === 0 ? true : undefined,
+      )
+      queued += hintFigure(await (await fetch(node.metricsUrl!)).text(), 'v3_hints_queued')
+    }
+    assert.ok(queued > 0, `hints were kept for ${victim} while it was down`)
     await assertPlacement([...nodes.values()], single, 2)
     for (const node of nodes.values()) {
       for (const q of QUERIES) assertSame(await node.client.query(q), await single.client.query(q), JSON.stringify(q))

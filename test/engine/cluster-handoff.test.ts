@@ -66,7 +66,7 @@ function undeliveredHandoff(store: HintStore, a: ReturnType<MemoryNetwork['trans
   return new HintedHandoff(
     store,
     a,
-    { endpoint: () => undefined, healthy: () => true, ringVersion: () => 1 },
+    { endpoint: () => undefined, healthy: () => true, gone: () => false, ringVersion: () => 1 },
     { timeoutMs: 2_000, limits: DEFAULT_WRITE_LIMITS },
     silentLogger,
   )
@@ -96,6 +96,7 @@ describe('writes to an owner with hints waiting', () => {
       {
         endpoint: (id) => (id === 'c' ? { id, address: cAddress } : undefined),
         healthy: (id) => healthy.has(id),
+        gone: () => false,
         ringVersion: () => 1,
       },
       { timeoutMs: 2_000, limits: DEFAULT_WRITE_LIMITS },
@@ -184,6 +185,46 @@ describe('writes to an owner with hints waiting', () => {
     }
   })
 
+  it('kept for a node the ring no longer lists are deleted, not delivered; those of a member wait', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'v3-handoff-'))
+    const net = new MemoryNetwork()
+    const store = await HintStore.open({ dir: join(dir, 'hints'), maxBytes: 1 << 20, maxAgeMs: 3_600_000 })
+    const a = net.transport('a')
+    let looked = 0
+    const handoff = new HintedHandoff(
+      store,
+      a,
+      {
+        endpoint: (id) => ({ id, address: `memory:${id}` }),
+        healthy: () => {
+          looked++
+          return false
+        },
+        gone: (id) => id === 'left',
+        ringVersion: () => 1,
+      },
+      { timeoutMs: 2_000, limits: DEFAULT_WRITE_LIMITS },
+      silentLogger,
+    )
+    try {
+      const hint = encodePeerWrite([
+        { metric: 'm', tags: [{ key: 's', value: 'x' }], timestamps: Float64Array.of(T0), values: Float64Array.of(2) },
+      ])
+      for (let i = 0; i < 3; i++) assert.ok(await store.append('left', hint))
+      assert.ok(await store.append('c', hint))
+      handoff.start()
+      await waitFor('the hints of the node that left to go', () => store.backlog('left') === 0, 10_000)
+      assert.equal(store.backlog('c'), 1, "a member's hints wait for it")
+      assert.ok(looked > 0, "the member's health was looked at")
+      const left = handoff.figures().find((h) => h.peer === 'left')
+      assert.deepEqual([left?.backlog, left?.dropped, left?.needsRepair], [0, 0, false])
+    } finally {
+      await handoff.close()
+      await a.close()
+      await rm(dir, { recursive: true, force: true })
+    }
+  })
+
   it('keep the part of an owner that fails it for any reason but a refusal of the data as a hint', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'v3-handoff-'))
     const net = new MemoryNetwork()
@@ -256,6 +297,7 @@ describe('writes to an owner with hints waiting', () => {
       {
         endpoint: (id) => (id === 'c' ? { id, address: cAddress } : undefined),
         healthy: () => true,
+        gone: () => false,
         ringVersion: () => 1,
       },
       { timeoutMs: 5_000, limits },

@@ -210,6 +210,30 @@ describe('HintStore', () => {
     })
   })
 
+  it('forgets a target: its hints and repair mark go durably, uncounted as drops, and other targets stay', async () => {
+    await withFolder(async (f) => {
+      const store = await f.open({ maxBytes: 100 })
+      assert.equal(await store.append('n1', new Uint8Array(30)), true)
+      assert.equal(await store.append('n1', new Uint8Array(20)), true)
+      assert.equal(await store.append('n2', new Uint8Array(10)), true)
+      // A full drop marks n1 for repair.
+      assert.equal(await store.append('n1', new Uint8Array(90)), false)
+      assert.equal(statsOf(store, 'n1').needsRepair, true)
+      assert.equal(await store.forget('n1'), 2)
+      const n1 = statsOf(store, 'n1')
+      assert.deepEqual([n1.hints, n1.bytes, n1.dropped, n1.delivered, n1.needsRepair], [0, 0, 1, 0, false] as const)
+      assert.deepEqual(store.targets(), ['n2'])
+      assert.equal(store.bytes, 10)
+      assert.equal(await store.forget('n1'), 0, 'nothing left to forget')
+      assert.equal(await store.forget('never'), 0)
+      await store.close()
+      const reopened = await f.open()
+      assert.deepEqual(reopened.targets(), ['n2'])
+      assert.deepEqual(await reopened.peek('n1', 10, 1 << 20), [])
+      assert.equal(reopened.stats().find((x) => x.target === 'n1')?.needsRepair ?? false, false)
+    })
+  })
+
   it('refuses an append beyond maxBytes as a full drop, and takes appends again once hints are delivered', async () => {
     await withFolder(async (f) => {
       const store = await f.open({ maxBytes: 100 })
