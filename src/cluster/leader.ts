@@ -444,7 +444,6 @@ export class LeaderElection {
     }, left)
   }
 
-  /** Ends the candidacy: aborts the term it leads, if any, and its calls. The run loop retires it. */
   /** Ends the candidacy's term, if any, before anything else happens to the key or the session. */
   private endTerm(c: Candidacy, why: string): void {
     const lead = c.lead
@@ -454,6 +453,7 @@ export class LeaderElection {
     lead.controller.abort(new UnavailableError(why))
   }
 
+  /** Ends the candidacy: aborts the term it leads, if any, and its calls. The run loop retires it. */
   private lose(c: Candidacy, reason: string): void {
     if (c.lead) {
       this.logger.warn({ term: c.lead.term.term, reason }, 'this node lost the leadership')
