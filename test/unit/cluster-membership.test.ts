@@ -965,9 +965,9 @@ async function keptRingCluster(known: (id: string) => number) {
     new RingRestore(
       { selfId: id, membership: members.get(id)!, transport: transports.get(id)!, kept: ring },
       recordingLogger(lines),
-      { pollMs: 50 },
+      { pollMs: 50, pingTimeoutMs: 500 },
     )
-  return { consul, members, kept, lines, restoreOf }
+  return { consul, members, kept, lines, restoreOf, transports }
 }
 
 test('a node takes back the ring it kept once every member of it is up and none knows a newer one', async () => {
@@ -1008,6 +1008,19 @@ test('a member that knows a newer ring holds the restore back; a ring without th
   const without = { ...kept, members: kept.members.filter((m) => m.id !== 'c') }
   assert.deepEqual(await restoreOf('c', without).attempt(), { kind: 'not-a-member' })
   assert.equal(members.get('c')!.ring(), undefined)
+})
+
+test('a member that is healthy in Consul but does not answer its ping holds the restore back', async () => {
+  const { members, restoreOf, transports } = await keptRingCluster(() => 7)
+  const a = members.get('a')!
+  await Promise.all([...members.values()].map((m) => m.start()))
+  await waitFor('a to see all three and no ring', () => a.consulHoldsNoRing() && a.healthy().size === 3)
+  // c's peer socket is gone (a firewall, a wrong peer key): what ring it knows cannot be told.
+  await transports.get('c')!.close()
+  const wait = await restoreOf('a').attempt()
+  assert.equal(wait?.kind, 'no-answer')
+  assert.equal(wait?.kind === 'no-answer' ? wait.id : undefined, 'c')
+  assert.equal(a.ring(), undefined)
 })
 
 test('a kept ring is not taken back while Consul holds a ring', async () => {
