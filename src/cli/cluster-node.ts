@@ -229,10 +229,6 @@ export function createClusterNode(
             return member === undefined ? undefined : { id, address: member.peerAddress }
           },
           healthy: (id) => view.healthyIds().has(id),
-          gone: (id) => {
-            const ring = view.ring()
-            return ring !== undefined && !ring.members.some((m) => m.id === id)
-          },
           ringVersion: () => engine.ringVersion(),
         },
         { timeoutMs: options.peerTimeoutMs, limits: engineLimits.limits },

@@ -1,5 +1,5 @@
 import { existsSync, readFileSync } from 'node:fs'
-import { readFile, stat } from 'node:fs/promises'
+import { open } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
@@ -225,8 +225,14 @@ async function readPeerKey(file: string | undefined, logger: Logger): Promise<Pe
   let text: string
   let mode: number
   try {
-    text = await readFile(file, 'utf8')
-    mode = (await stat(file)).mode
+    // One open for both, so that the mode warned about is the one of the file read.
+    const handle = await open(file)
+    try {
+      mode = (await handle.stat()).mode
+      text = await handle.readFile('utf8')
+    } finally {
+      await handle.close()
+    }
   } catch (err) {
     throw new Error(`cannot read --peer-key ${file}: ${(err as Error).message}`)
   }

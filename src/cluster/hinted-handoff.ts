@@ -28,11 +28,9 @@ const EXPIRY_TICK_MS = 10_000
 export interface HandoffPeers {
   /** The peer endpoint of a member, undefined when it is no longer in the ring. */
   endpoint(id: string): PeerEndpoint | undefined
-  /** Whether the ring is known and no longer lists `id`: its hints will never be delivered. */
-  gone(id: string): boolean
   /** Whether Consul reports the member healthy. */
   healthy(id: string): boolean
-  /** The ring version requests carry. */
+  /** The ring version requests carry; 0 while no ring is known. */
   ringVersion(): number
 }
 
@@ -115,7 +113,8 @@ export class HintedHandoff {
     const now = Date.now()
     for (const target of this.store.targets()) {
       if (this.draining.has(target)) continue
-      if (this.peers.gone(target)) {
+      // Once a ring is known, one without the owner means its hints will never be delivered.
+      if (this.peers.ringVersion() > 0 && this.peers.endpoint(target) === undefined) {
         this.draining.set(
           target,
           this.forget(target).finally(() => this.draining.delete(target)),

@@ -85,7 +85,7 @@ describe('anti-entropy repair over three replicas', () => {
           ? new HintedHandoff(
               store,
               transport,
-              { endpoint: () => undefined, healthy: () => false, gone: () => false, ringVersion: () => 1 },
+              { endpoint: () => undefined, healthy: () => false, ringVersion: () => 1 },
               { timeoutMs: 1_000, limits: DEFAULT_WRITE_LIMITS },
               silentLogger,
             )
