@@ -55,8 +55,12 @@ export interface ClusterServeOptions {
 
 export interface ClusterNode {
   readonly engine: ClusterEngine
-  /** Binds the peer socket, registers in Consul and joins the ring, once gRPC is bound at `grpcAddress`; call once. */
-  join(grpcAddress: string): Promise<void>
+  /**
+   * Binds the peer socket, registers in Consul and joins the ring, once gRPC is bound at `grpcAddress`;
+   * call once. A node that joined on its kept ring while Consul could not be reached registers
+   * later: `failed` hears a refusal then (this node's id in use elsewhere, say), and the node must stop.
+   */
+  join(grpcAddress: string, failed: (err: Error) => void): Promise<void>
   /** Deregisters from Consul and closes the peer sockets. */
   stop(): Promise<void>
 }
@@ -150,10 +154,11 @@ export function createClusterNode(
   let leader: RingLeader | undefined
   let worker: MoveWorker | undefined
   let restore: RingRestore | undefined
+  let stopping = false
   const ringFile = new RingFile(join(dataDir, RING_FILE), logger)
   return {
     engine,
-    async join(grpcAddress) {
+    async join(grpcAddress, failed) {
       const advertise = options.advertise ?? grpcAddress
       const { host } = splitHostPort(advertise)
       if (WILDCARDS.has(host)) {
@@ -304,20 +309,35 @@ export function createClusterNode(
         },
       })
       // Registration waits for Consul while it cannot be reached, and fails on anything it refuses.
-      try {
-        await membership.start()
-      } catch (err) {
-        // The id and the folder are the user's settings: a usage error, exit 2.
-        throw err instanceof StartRefusedError ? new UsageError(err.message, { cause: err }) : err
-      }
-      leader.start()
-      election.start()
+      const ringLeader = leader
+      const leaderElection = election
+      const registered = members.start().then(
+        () => {
+          ringLeader.start()
+          leaderElection.start()
+        },
+        (err: unknown) => {
+          // The id and the folder are the user's settings: a usage error, exit 2.
+          throw err instanceof StartRefusedError ? new UsageError(err.message, { cause: err }) : err
+        },
+      )
+      // Meanwhile a former member may take its kept ring back (without Consul, if it cannot be reached).
       if (kept !== undefined) {
         restore = new RingRestore({ selfId: nodeId, membership: members, transport, kept }, logger)
         restore.start()
       }
       // The leader adds this node once it sees it healthy: the first node of a cluster adds itself.
-      const ring = await membership.awaitMember()
+      // A node that took its kept ring back while Consul cannot be reached is a member before it
+      // registers; a refusal once Consul answers then ends it through failed.
+      let joined = false
+      const ring = await new Promise<RingState>((resolve, reject) => {
+        registered.catch((err: unknown) => {
+          if (!joined) reject(err)
+          else if (!stopping) failed(err instanceof Error ? err : new Error(String(err)))
+        })
+        members.awaitMember().then(resolve, reject)
+      })
+      joined = true
       // An active member: from here the folder is this node's. A joining node that is taken out
       // again before it becomes active may come back on its folder and join anew.
       if (claim !== undefined) {
@@ -334,6 +354,7 @@ export function createClusterNode(
       logger.info({ node: nodeId, ringVersion: ring.version, members: ring.members.length }, 'joined the cluster')
     },
     async stop() {
+      stopping = true
       // Giving up the lock first lets another node lead at once, without waiting for the TTL.
       await restore?.stop()
       await election?.stop()

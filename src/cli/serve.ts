@@ -378,6 +378,33 @@ export async function serve(args: readonly string[]): Promise<void> {
   let server: RunningServer
   let http: RunningHttpEndpoint | undefined
   let ready = false
+  let stopping = false
+  /** Stops serving, cluster first, and exits with `code` once stopped (1 if the stop failed). */
+  const shutDown = (code: number): void => {
+    stopping = true
+    ready = false
+    // Deregister first, so that other nodes stop sending reads here while calls drain.
+    Promise.resolve(cluster?.stop())
+      .then(() => server.close())
+      .then(() => http?.close())
+      .then(() => manager.stop())
+      .then(
+        () => {
+          logger.info({}, 'stopped cleanly')
+          process.exit(code)
+        },
+        (err: unknown) => {
+          logger.error({ err }, 'shutdown failed')
+          process.exit(1)
+        },
+      )
+  }
+  /** Membership refused this node after it began serving: it stops, exiting as a refused start does. */
+  const fail = (err: Error): void => {
+    if (stopping) return
+    logger.error({ err: err.message }, 'the cluster refused this node; shutting down')
+    shutDown(err instanceof UsageError ? 2 : 1)
+  }
   try {
     engine = engineOf(instances, engineName)
     if (config.cluster !== undefined) {
@@ -400,8 +427,9 @@ export async function serve(args: readonly string[]): Promise<void> {
       metrics.interceptor,
       ...(config.logRequests ? [requestLogInterceptor(logger)] : []),
     ])
-    // Membership waits for Consul while it is unreachable; anything else it refuses ends the start.
-    if (cluster !== undefined) await cluster.join(server.address)
+    // Membership waits for Consul while it is unreachable; anything else it refuses ends the start
+    // (or, for a node that joined on its kept ring before it could register, ends the node).
+    if (cluster !== undefined) await cluster.join(server.address, (err) => fail(err))
   } catch (err) {
     await cluster?.stop()
     await http?.close()
@@ -410,27 +438,10 @@ export async function serve(args: readonly string[]): Promise<void> {
   }
   ready = true
 
-  let stopping = false
   const stop = (signal: NodeJS.Signals): void => {
     if (stopping) return
-    stopping = true
-    ready = false
     logger.info({ signal }, 'shutting down')
-    // Deregister first, so that other nodes stop sending reads here while calls drain.
-    Promise.resolve(cluster?.stop())
-      .then(() => server.close())
-      .then(() => http?.close())
-      .then(() => manager.stop())
-      .then(
-        () => {
-          logger.info({}, 'stopped cleanly')
-          process.exit(0)
-        },
-        (err: unknown) => {
-          logger.error({ err }, 'shutdown failed')
-          process.exit(1)
-        },
-      )
+    shutDown(0)
   }
   process.on('SIGTERM', stop)
   process.on('SIGINT', stop)

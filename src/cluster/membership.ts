@@ -484,6 +484,39 @@ export class Membership {
     return true
   }
 
+  /**
+   * Whether this node has not reached Consul since it started: it knows no ring, its registration
+   * waits for Consul, and the last attempt failed because Consul could not be reached (an outage, not
+   * a refusal). A former member may then take its kept ring back without Consul (restoreUnreached).
+   */
+  consulUnreachedSinceStart(): boolean {
+    return this.started && !this.registered && !this.consul.reachable && !this.stopped && this.ringState === undefined
+  }
+
+  /**
+   * Takes back a ring this node kept while Consul cannot be reached and never was since the start
+   * (RingRestore decides when: every other member of the ring answered a ping, and none knows a newer
+   * one). The node routes with the ring and takes the members that answered, with itself, as its
+   * healthy set: what the other members, serving through the outage on their last ring, also do.
+   * Registration goes on waiting for Consul; once it answers, its ring and healthy set take over.
+   * Answers whether the ring was taken.
+   */
+  restoreUnreached(ring: RingState, answered: ReadonlyMap<string, PeerAddresses>): boolean {
+    if (!this.consulUnreachedSinceStart()) return false
+    const self = this.config.self
+    const healthy = new Map(answered)
+    healthy.set(self.id, { grpcAddress: self.grpcAddress, peerAddress: self.peerAddress })
+    this.termSeen = Math.max(this.termSeen, ring.term)
+    this.logger.warn(
+      { version: ring.version, term: ring.term, members: ring.members.map((m) => m.id) },
+      'Consul cannot be reached: taking back the ring this node kept in its data folder, which every member of it answered for',
+    )
+    this.healthySet = healthy
+    for (const l of this.healthyListeners) l(healthy)
+    this.setRing(ring)
+    return true
+  }
+
   /** The highest leader term seen: the lock's LockIndex, or the term of an accepted ring version. */
   highestTerm(): number {
     return this.termSeen

@@ -15,12 +15,19 @@
  *
  * The node then routes with the ring and may lead; its leader writes the ring back to Consul under
  * a new version and a term above the ring's, and the others take it from there.
+ *
+ * The file serves a member restarted while Consul cannot be reached too (an outage, or Consul cut
+ * off from this node alone), which would otherwise wait for Consul before it serves. It takes the
+ * ring back when Consul has not answered since the start, the ring lists it, and every other member
+ * of the ring answers its ping with no newer version: the members that serve on through the outage
+ * know the ring, and none can change it without Consul. It then serves as they do, on the last ring
+ * and the members that answered, and registers once Consul answers.
  */
 import { readFile } from 'node:fs/promises'
 import { PeerKind } from '../../gen/v3storage/internal/v1/peer.js'
 import type { Logger } from '../engine/config.js'
 import { writeWholeFile } from '../engine/whole-file.js'
-import { type Membership, type RingState, ringStateOf } from './membership.js'
+import { type Membership, type PeerAddresses, type RingState, ringStateOf } from './membership.js'
 import { errorMessage, sleep } from './pause.js'
 import type { PeerTransport } from './peer-transport.js'
 
@@ -86,7 +93,16 @@ export class RingFile {
 /** What RingRestore reads and acts through. */
 export interface RingRestoreLink {
   readonly selfId: string
-  readonly membership: Pick<Membership, 'ring' | 'healthy' | 'healthKnown' | 'consulHoldsNoRing' | 'restore'>
+  readonly membership: Pick<
+    Membership,
+    | 'ring'
+    | 'healthy'
+    | 'healthKnown'
+    | 'consulHoldsNoRing'
+    | 'restore'
+    | 'consulUnreachedSinceStart'
+    | 'restoreUnreached'
+  >
   readonly transport: Pick<PeerTransport, 'request'>
   /** The ring this node kept in its data folder. */
   readonly kept: RingState
@@ -136,13 +152,19 @@ export class RingRestore {
   /** Looks once: takes the ring back and answers undefined, or answers why not yet. */
   async attempt(): Promise<RestoreWait | undefined> {
     const { membership, kept, selfId } = this.link
-    if (membership.ring() !== undefined || !membership.consulHoldsNoRing() || !membership.healthKnown()) {
+    if (membership.ring() !== undefined) return { kind: 'consul-has-ring' }
+    // Consul not reached since the start: whether a member is up is asked of the member itself.
+    const unreached = membership.consulUnreachedSinceStart()
+    if (!unreached && (!membership.consulHoldsNoRing() || !membership.healthKnown())) {
       return { kind: 'consul-has-ring' }
     }
     if (!kept.members.some((m) => m.id === selfId)) return { kind: 'not-a-member' }
     const healthy = membership.healthy()
-    const down = kept.members.filter((m) => !healthy.has(m.id)).map((m) => m.id)
-    if (down.length > 0) return { kind: 'members-down', ids: down }
+    if (!unreached) {
+      const down = kept.members.filter((m) => !healthy.has(m.id)).map((m) => m.id)
+      if (down.length > 0) return { kind: 'members-down', ids: down }
+    }
+    const answered = new Map<string, PeerAddresses>()
     for (const m of kept.members) {
       if (m.id === selfId) continue
       const address = healthy.get(m.id)?.peerAddress ?? m.peerAddress
@@ -163,9 +185,11 @@ export class RingRestore {
         return { kind: 'no-answer', id: m.id, reason: errorMessage(err) }
       }
       if (version > kept.version) return { kind: 'newer-ring', id: m.id, version }
+      answered.set(m.id, { grpcAddress: healthy.get(m.id)?.grpcAddress ?? m.grpcAddress, peerAddress: address })
     }
-    // Consul may have been given a ring during the pings; restore() takes the kept one only if not.
-    return membership.restore(kept) ? undefined : { kind: 'consul-has-ring' }
+    // Consul may have answered, or been given a ring, during the pings: each restore checks again.
+    const taken = unreached ? membership.restoreUnreached(kept, answered) : membership.restore(kept)
+    return taken ? undefined : { kind: 'consul-has-ring' }
   }
 
   private async run(): Promise<void> {
@@ -173,7 +197,7 @@ export class RingRestore {
     while (!this.abort.signal.aborted && this.link.membership.ring() === undefined) {
       const wait = await this.attempt()
       if (wait === undefined) return
-      const said = describe(wait, this.link.kept)
+      const said = describe(wait, this.link.kept, this.link.membership.consulUnreachedSinceStart())
       if (said !== undefined && said !== told) {
         told = said
         this.logger.warn({ version: this.link.kept.version }, said)
@@ -183,19 +207,23 @@ export class RingRestore {
   }
 }
 
-/** The log line for a wait worth telling the operator about; undefined for one that is not. */
-function describe(wait: RestoreWait, kept: RingState): string | undefined {
+/**
+ * The log line for a wait worth telling the operator about; undefined for one that is not.
+ * `unreached`: Consul has not been reached since the start (else it holds no ring).
+ */
+function describe(wait: RestoreWait, kept: RingState, unreached: boolean): string | undefined {
   const ring = `the ring kept in the data folder (version ${kept.version})`
+  const consul = unreached ? 'Consul cannot be reached' : 'Consul holds no ring'
   switch (wait.kind) {
     case 'consul-has-ring':
       return undefined
     case 'not-a-member':
-      return `Consul holds no ring, and ${ring} does not list this node: it waits for a member to write the ring back`
+      return `${consul}, and ${ring} does not list this node: it waits for Consul, or for a member to write the ring back`
     case 'members-down':
-      return `Consul holds no ring: ${ring} is taken back once every member of it is up; waiting for ${wait.ids.join(', ')}`
+      return `${consul}: ${ring} is taken back once every member of it is up; waiting for ${wait.ids.join(', ')}`
     case 'newer-ring':
-      return `Consul holds no ring: node ${wait.id} knows ring version ${wait.version}, newer than ${ring}; waiting for it to write its ring back`
+      return `${consul}: node ${wait.id} knows ring version ${wait.version}, newer than ${ring}; waiting for ${unreached ? 'Consul' : 'it to write its ring back'}`
     case 'no-answer':
-      return `Consul holds no ring: ${ring} is taken back once every member of it answers; ${wait.id} does not (${wait.reason})`
+      return `${consul}: ${ring} is taken back once every member of it answers; ${wait.id} does not (${wait.reason})`
   }
 }

@@ -3,6 +3,8 @@
 // written under its old term is fenced; a dead node is removed after --dead-node-timeout, unless
 // most of the cluster looks down (the partition guard).
 import assert from 'node:assert/strict'
+import { readFile } from 'node:fs/promises'
+import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import type { NodeInfo, QueryInput, SeriesInput } from '../../src/client/index.js'
 import { canonicalSeriesKey, sortTags } from '../../src/model/series-key.js'
@@ -706,7 +708,7 @@ describe('two decommissions at once that would leave no member', { timeout: 120_
   })
 })
 
-describe('Consul restarted without its data', { timeout: 240_000 }, () => {
+describe('Consul restarted without its data, or unreachable', { timeout: 300_000 }, () => {
   // The tests restart the Consul emulator empty; a test does not restart a real agent.
   const real = process.env.CONSUL_HTTP_ADDR !== undefined && process.env.CONSUL_HTTP_ADDR !== ''
   const name = `v3-reset-${process.pid}`
@@ -891,6 +893,67 @@ describe('Consul restarted without its data', { timeout: 240_000 }, () => {
           `after the power cut: ${JSON.stringify(q)}`,
         )
       }
+    }
+  })
+
+  it('a member killed and restarted while Consul cannot be reached serves on the ring it kept, and registers once Consul is back', async (t) => {
+    if (real) return t.skip('pauses the Consul emulator')
+    assert.ok(expected, 'the tests before loaded the data')
+    await waitForMembers(nodes(), ['n1', 'n2', 'n3'])
+    const version = await waitFor('the ring in Consul', ringVersion)
+    const n1 = started.get('n1')!
+    // n1's folder keeps the ring Consul holds before the outage begins.
+    await waitFor('the ring kept in n1 folder', async () => {
+      const kept = JSON.parse(await readFile(join(n1.node.dataDir, 'cluster-ring.json'), 'utf8')) as { version: number }
+      return kept.version === version.version ? true : undefined
+    })
+    const before = await nodeKeys()
+    const paused = consul!.child!
+    paused.kill('SIGSTOP')
+    let resumed = false
+    try {
+      await n1.node.kill()
+      // Without its kept ring n1 would wait for Consul before printing its listening line.
+      const restarted = await startNode(consul!, { ...n1.spec, dataDir: n1.node.dataDir }, name, extra)
+      started.set('n1', { spec: n1.spec, node: restarted })
+      assert.match(restarted.stderr(), /Consul cannot be reached: taking back the ring this node kept/)
+      await waitForMembers(nodes(), ['n1', 'n2', 'n3'])
+      // Writes and reads through it go on at quorum, its own series and its peers' alike.
+      const more = preload().map((sp) => ({ ...sp, metric: `${sp.metric}_outage` }))
+      await restarted.client.write(more, { consistency: 'quorum' })
+      for (const q of QUERIES) {
+        assertSame(
+          await restarted.client.query(q),
+          expected.get(JSON.stringify(q))!,
+          `during the outage: ${JSON.stringify(q)}`,
+        )
+      }
+      const outage = { selector: { metric: 'cpu_outage' }, startMs: T0, endMs: T0 + 20 * MINUTE }
+      const wrote = await restarted.client.query(outage, { consistency: 'quorum' })
+      assert.equal(wrote.length, 30, 'every series written through it reads back at quorum')
+      paused.kill('SIGCONT')
+      resumed = true
+      // Consul back: n1 registers, and the ring stays what it was.
+      await waitFor('n1 registered in Consul', async () => {
+        const res = await fetch(`${consul!.url}/v1/health/service/${name}?passing=true`)
+        const list = (await res.json()) as { Service: { Meta: Record<string, string> } }[]
+        return list.some((e) => e.Service.Meta.node_id === 'n1') ? true : undefined
+      })
+      await waitForMembers(nodes(), ['n1', 'n2', 'n3'])
+      assert.deepEqual(await ringVersion(), version, 'no ring change')
+      assert.deepEqual(await nodeKeys(), before, 'the same members with the same tokens')
+      for (const n of nodes()) {
+        assert.equal((await n.client.query(outage, { consistency: 'quorum' })).length, 30)
+        for (const q of QUERIES) {
+          assertSame(
+            await n.client.query(q),
+            expected.get(JSON.stringify(q))!,
+            `after the outage: ${JSON.stringify(q)}`,
+          )
+        }
+      }
+    } finally {
+      if (!resumed) paused.kill('SIGCONT')
     }
   })
 })

@@ -4,6 +4,7 @@
 // away and comes back.
 import assert from 'node:assert/strict'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { type AddressInfo, createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, test } from 'node:test'
@@ -1021,6 +1022,66 @@ test('a member that is healthy in Consul but does not answer its ping holds the 
   assert.equal(wait?.kind, 'no-answer')
   assert.equal(wait?.kind === 'no-answer' ? wait.id : undefined, 'c')
   assert.equal(a.ring(), undefined)
+})
+
+/** An address on loopback where nothing listens: a port taken from the system and given back. */
+async function closedAddress(): Promise<string> {
+  const server = createServer()
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const { port } = server.address() as AddressInfo
+  await new Promise((resolve) => server.close(resolve))
+  return `127.0.0.1:${port}`
+}
+
+test('while Consul cannot be reached, a member takes back its kept ring once every other member answers, none with a newer one', async () => {
+  let bKnows = 9
+  const { consul, members, kept, lines, restoreOf } = await keptRingCluster((id) => (id === 'b' ? bKnows : 7))
+  consul.pause()
+  const a = members.get('a')!
+  const registered = a.start()
+  registered.catch(() => {}) // Awaited below.
+  assert.equal(a.consulUnreachedSinceStart(), false, 'not before an attempt failed')
+  await waitFor('a to find Consul unreachable', () => a.consulUnreachedSinceStart(), 5000)
+  assert.deepEqual(await restoreOf('a').attempt(), { kind: 'newer-ring', id: 'b', version: 9 })
+  assert.equal(a.ring(), undefined, 'a member knows a newer ring: the kept one is not taken back')
+  // A member that does not answer may know a newer ring: nothing is taken back while one is silent.
+  const silent = {
+    ...kept,
+    members: [
+      {
+        id: 'd',
+        grpcAddress: '127.0.0.1:1',
+        peerAddress: await closedAddress(),
+        tokens: [9999],
+        state: 'active' as const,
+      },
+      ...kept.members,
+    ],
+  }
+  const wait = await restoreOf('a', silent).attempt()
+  assert.equal(wait?.kind === 'no-answer' ? wait.id : wait?.kind, 'd')
+  assert.equal(a.ring(), undefined)
+
+  const restore = restoreOf('a')
+  restore.start()
+  cleanups.push(() => restore.stop())
+  await waitFor('the wait logged', () =>
+    lines.some((l) => /^Consul cannot be reached: node b knows ring version 9, .*waiting for Consul$/.test(l.msg)),
+  )
+  assert.equal(a.ring(), undefined)
+  bKnows = 7
+  await waitFor('a to take its kept ring back', () => a.ring() !== undefined)
+  assert.deepEqual(a.ring(), kept)
+  assert.deepEqual([...a.healthy().keys()].sort(), ['a', 'b', 'c'], 'the members that answered, and itself')
+  assert.ok(a.highestTerm() >= kept.term)
+  assert.equal(await a.awaitMember(), a.ring(), 'a member now, before it registered')
+
+  // Consul back: a registers, and Consul's health answer (a alone registered) replaces the set.
+  consul.resume()
+  await registered
+  assert.equal(a.consulUnreachedSinceStart(), false)
+  await waitFor('the healthy set from Consul', () => a.healthy().size === 1 && a.healthKnown())
+  assert.deepEqual(a.ring(), kept, 'Consul holds no ring: the node keeps its own')
 })
 
 test('a kept ring is not taken back while Consul holds a ring', async () => {
