@@ -99,7 +99,11 @@ class ProbeClient implements ConsulClient {
     return this.hold('watchGate')
   }
 
-  /** Holds back every health answer (passingInstances), the one in flight included, until the returned function runs. */
+  /**
+   * Holds back every health answer (passingInstances), the one in flight included, until the returned
+   * function runs. A held call then asks again, so that what it answers is current at the release,
+   * not what Consul said before.
+   */
   holdHealth(): () => void {
     return this.hold('healthGate')
   }
@@ -119,9 +123,12 @@ class ProbeClient implements ConsulClient {
 
   private async run<T>(what: string, call: () => Promise<T>, blocking?: Blocking): Promise<T> {
     try {
-      const result = await call()
+      let result = await call()
       if (what === 'kvList' && blocking !== undefined && blocking.index > 0) await this.watchGate
-      if (what === 'passingInstances') await this.healthGate
+      if (what === 'passingInstances' && this.healthGate !== undefined) {
+        await this.healthGate
+        result = await call()
+      }
       this.ok.set(what, this.succeeded(what) + 1)
       return result
     } catch (err) {
@@ -1166,4 +1173,51 @@ test('a leader does not act on what a Consul that restarted empty said on health
   release()
   await waitFor('a to hear the new Consul on health', () => a.healthKnown() && !a.healthy().has('b'), 15_000)
   assert.equal(await kvRead(second, 'test/nodes/b'), undefined)
+})
+
+test('a new node that took the lock gives it up, and starts no ring, when former members of a lost ring register', async () => {
+  const consul = await emulator()
+  const probe = probeClient(consul)
+  const lines: LogLine[] = []
+  const c = node(consul, 'c', lines, {}, probe)
+  await c.start()
+  // c hears nothing on health until released: it does not see itself healthy, so its leader waits.
+  const release = probe.holdHealth()
+  assert.equal(c.healthy().size, 0)
+  const election = new LeaderElection(
+    c.client,
+    { clusterName: 'test', selfId: 'c', termFloor: () => c.highestTerm(), mayLead: () => c.mayLead() },
+    { ttlMs: 3000, lockDelayMs: 1 },
+    recordingLogger(lines),
+  )
+  const transport = new ZmqPeerTransport({ nodeId: 'c', listen: '127.0.0.1:0' })
+  const leader = new RingLeader(
+    { selfId: 'c', membership: c, election, transport, local: async () => new Uint8Array(0), hints: () => new Map() },
+    { replicationFactor: SETTINGS.replicationFactor, vnodes: SETTINGS.vnodes, deadNodeTimeoutMs: 0 },
+    recordingLogger(lines),
+  )
+  leader.start()
+  election.start()
+  cleanups.push(async () => {
+    await election.stop()
+    await leader.stopped()
+    await transport.close()
+  })
+  // Alone, c may lead a new cluster: it takes the lock.
+  await waitFor('c to hold the lock', async () => (await kvRead(consul, 'test/leader'))?.session !== undefined)
+  // A former member of the ring Consul lost registers, and c then hears who is healthy.
+  const a = node(consul, 'a', [], { formerMember: true })
+  await a.start()
+  release()
+  await waitFor('c to step down', () => lines.some((l) => l.msg === 'this node steps down as the leader'))
+  assert.ok(lines.some((l) => /nodes of a ring Consul lost are registered/.test(JSON.stringify(l.obj))))
+  await waitFor('the lock released', async () => (await kvRead(consul, 'test/leader'))?.session === undefined)
+  assert.equal(await kvRead(consul, 'test/ring-version'), undefined, 'c started no ring of its own')
+  // Once the former member is gone, c may lead again, and starts the ring.
+  await a.stop()
+  await waitFor('the ring c starts', async () => (await kvRead(consul, 'test/ring-version')) !== undefined, 15_000)
+  assert.deepEqual(
+    c.ring()?.members.map((m) => m.id),
+    ['c'],
+  )
 })
