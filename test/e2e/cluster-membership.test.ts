@@ -914,6 +914,12 @@ describe('Consul restarted without its data, or unreachable', { timeout: 300_000
     try {
       await n1.node.kill()
       // Without its kept ring n1 would wait for Consul before printing its listening line.
+      const first = await startNode(consul!, { ...n1.spec, dataDir: n1.node.dataDir }, name, extra)
+      started.set('n1', { spec: n1.spec, node: first })
+      assert.match(first.stderr(), /Consul cannot be reached: taking back the ring this node kept/)
+      // A clean stop meanwhile does not wait for Consul (the node never registered), and a start
+      // after it takes the ring back again.
+      assert.deepEqual(await first.stop(), { code: 0, signal: null })
       const restarted = await startNode(consul!, { ...n1.spec, dataDir: n1.node.dataDir }, name, extra)
       started.set('n1', { spec: n1.spec, node: restarted })
       assert.match(restarted.stderr(), /Consul cannot be reached: taking back the ring this node kept/)
