@@ -47,6 +47,8 @@ export interface ClusterServeOptions {
   readonly repairIntervalMs: number
   /** How long a member may be down before the leader removes it, in ms; 0 never: --dead-node-timeout. */
   readonly deadNodeTimeoutMs: number
+  /** Members the restore of a kept ring does not wait for while they are down: --restore-ring-without. */
+  readonly restoreRingWithout: readonly string[]
   /** TTL of the leader's Consul session, in ms: --leader-ttl, default 10 s. */
   readonly leaderTtlMs: number
   /** Lock-delay of the leader lock, in ms: --leader-lock-delay, default 5 s. */
@@ -323,7 +325,10 @@ export function createClusterNode(
       )
       // Meanwhile a former member may take its kept ring back (without Consul, if it cannot be reached).
       if (kept !== undefined) {
-        restore = new RingRestore({ selfId: nodeId, membership: members, transport, kept }, logger)
+        restore = new RingRestore(
+          { selfId: nodeId, membership: members, transport, kept, without: new Set(options.restoreRingWithout) },
+          logger,
+        )
         restore.start()
       }
       // The leader adds this node once it sees it healthy: the first node of a cluster adds itself.

@@ -188,6 +188,14 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
     help: 'the leader removes a member down this long and re-replicates its ranges; 0s (the default) never does',
   },
   {
+    key: 'restore-ring-without',
+    kind: 'list',
+    default: null,
+    group: 'cluster',
+    arg: '<id,…>',
+    help: 'members gone for good that the restore of a kept ring does not wait for while they are down (one that answers is still asked which ring it knows)',
+  },
+  {
     key: 'leader-ttl',
     kind: 'duration',
     default: '10s',

@@ -209,6 +209,7 @@ export function parseServeArgs(
           hintMaxBytes: set<number>('hint-max-bytes'),
           repairIntervalMs: set<number>('repair-interval'),
           deadNodeTimeoutMs: set<number>('dead-node-timeout'),
+          restoreRingWithout: (get('restore-ring-without') as readonly string[] | undefined) ?? [],
           leaderTtlMs: set<number>('leader-ttl'),
           leaderLockDelayMs: set<number>('leader-lock-delay'),
         }

@@ -22,6 +22,10 @@
  * of the ring answers its ping with no newer version: the members that serve on through the outage
  * know the ring, and none can change it without Consul. It then serves as they do, on the last ring
  * and the members that answered, and registers once Consul answers.
+ *
+ * A member gone for good would keep either restore waiting for ever. The operator may name such
+ * members (--restore-ring-without): the restore does not wait for them while they are down or
+ * silent, and still asks one that answers which ring it knows.
  */
 import { readFile } from 'node:fs/promises'
 import { PeerKind } from '../../gen/v3storage/internal/v1/peer.js'
@@ -106,6 +110,11 @@ export interface RingRestoreLink {
   readonly transport: Pick<PeerTransport, 'request'>
   /** The ring this node kept in its data folder. */
   readonly kept: RingState
+  /**
+   * Members gone for good (--restore-ring-without): the restore does not wait for them while they
+   * are down or do not answer. One that is up is still asked which ring it knows.
+   */
+  readonly without?: ReadonlySet<string>
 }
 
 export interface RingRestoreOptions {
@@ -160,13 +169,19 @@ export class RingRestore {
     }
     if (!kept.members.some((m) => m.id === selfId)) return { kind: 'not-a-member' }
     const healthy = membership.healthy()
+    const without = this.link.without ?? new Set<string>()
     if (!unreached) {
-      const down = kept.members.filter((m) => !healthy.has(m.id)).map((m) => m.id)
+      const down = kept.members.filter((m) => !healthy.has(m.id) && !without.has(m.id)).map((m) => m.id)
       if (down.length > 0) return { kind: 'members-down', ids: down }
     }
     const answered = new Map<string, PeerAddresses>()
+    const skipped: string[] = []
     for (const m of kept.members) {
       if (m.id === selfId) continue
+      if (without.has(m.id) && !unreached && !healthy.has(m.id)) {
+        skipped.push(m.id)
+        continue
+      }
       const address = healthy.get(m.id)?.peerAddress ?? m.peerAddress
       let version: number
       try {
@@ -182,14 +197,24 @@ export class RingRestore {
         )
         version = reply.ringVersion
       } catch (err) {
-        return { kind: 'no-answer', id: m.id, reason: errorMessage(err) }
+        if (this.abort.signal.aborted || !without.has(m.id))
+          return { kind: 'no-answer', id: m.id, reason: errorMessage(err) }
+        skipped.push(m.id)
+        continue
       }
       if (version > kept.version) return { kind: 'newer-ring', id: m.id, version }
       answered.set(m.id, { grpcAddress: healthy.get(m.id)?.grpcAddress ?? m.grpcAddress, peerAddress: address })
     }
     // Consul may have answered, or been given a ring, during the pings: each restore checks again.
     const taken = unreached ? membership.restoreUnreached(kept, answered) : membership.restore(kept)
-    return taken ? undefined : { kind: 'consul-has-ring' }
+    if (!taken) return { kind: 'consul-has-ring' }
+    if (skipped.length > 0) {
+      this.logger.warn(
+        { without: skipped },
+        'the kept ring was taken back without waiting for members --restore-ring-without names, which are down',
+      )
+    }
+    return undefined
   }
 
   private async run(): Promise<void> {

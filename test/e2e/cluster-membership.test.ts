@@ -920,6 +920,29 @@ describe('Consul restarted without its data, or unreachable', { timeout: 300_000
       // A clean stop meanwhile does not wait for Consul (the node never registered), and a start
       // after it takes the ring back again.
       assert.deepEqual(await first.stop(), { code: 0, signal: null })
+      // A member that does not answer (held with SIGSTOP) keeps the restore waiting, unless it is
+      // named in --restore-ring-without: then n1 serves, reading from the members that answered.
+      const n3 = node('n3')
+      n3.child.kill('SIGSTOP')
+      try {
+        const without = await startNode(consul!, { ...n1.spec, dataDir: n1.node.dataDir }, name, [
+          ...extra,
+          '--restore-ring-without',
+          'n3',
+        ])
+        started.set('n1', { spec: n1.spec, node: without })
+        assert.match(without.stderr(), /without waiting for members --restore-ring-without names/)
+        for (const q of QUERIES) {
+          assertSame(
+            await without.client.query(q),
+            expected.get(JSON.stringify(q))!,
+            `without n3: ${JSON.stringify(q)}`,
+          )
+        }
+        assert.deepEqual(await without.stop(), { code: 0, signal: null })
+      } finally {
+        n3.child.kill('SIGCONT')
+      }
       const restarted = await startNode(consul!, { ...n1.spec, dataDir: n1.node.dataDir }, name, extra)
       started.set('n1', { spec: n1.spec, node: restarted })
       assert.match(restarted.stderr(), /Consul cannot be reached: taking back the ring this node kept/)

@@ -969,9 +969,15 @@ async function keptRingCluster(known: (id: string) => number) {
     members: ids.map((id) => ({ ...memberOf(members.get(id)!), term: 5 })),
   }
   const lines: LogLine[] = []
-  const restoreOf = (id: string, ring = kept) =>
+  const restoreOf = (id: string, ring = kept, without?: ReadonlySet<string>) =>
     new RingRestore(
-      { selfId: id, membership: members.get(id)!, transport: transports.get(id)!, kept: ring },
+      {
+        selfId: id,
+        membership: members.get(id)!,
+        transport: transports.get(id)!,
+        kept: ring,
+        ...(without === undefined ? {} : { without }),
+      },
       recordingLogger(lines),
       { pollMs: 50, pingTimeoutMs: 500 },
     )
@@ -1089,6 +1095,42 @@ test('while Consul cannot be reached, a member takes back its kept ring once eve
   assert.equal(a.consulUnreachedSinceStart(), false)
   await waitFor('the healthy set from Consul', () => a.healthy().size === 1 && a.healthKnown())
   assert.deepEqual(a.ring(), kept, 'Consul holds no ring: the node keeps its own')
+})
+
+test('--restore-ring-without: a named member that is down is not waited for; one that is up is still asked', async () => {
+  const { members, kept, restoreOf, transports, lines } = await keptRingCluster((id) => (id === 'c' ? 9 : 7))
+  const a = members.get('a')!
+  const c = members.get('c')!
+  await Promise.all([a.start(), members.get('b')!.start(), c.start()])
+  await waitFor('a to see all three and no ring', () => a.consulHoldsNoRing() && a.healthy().size === 3)
+  const without = new Set(['c'])
+  // c is up: it is asked, and the newer ring it knows holds the restore back.
+  assert.deepEqual(await restoreOf('a', kept, without).attempt(), { kind: 'newer-ring', id: 'c', version: 9 })
+  // c goes for good: without the option a waits for it; with it, a takes its ring back.
+  await c.stop()
+  await transports.get('c')!.close()
+  await waitFor('a to see c gone', () => !a.healthy().has('c'))
+  assert.deepEqual(await restoreOf('a').attempt(), { kind: 'members-down', ids: ['c'] })
+  assert.equal(a.ring(), undefined)
+  assert.equal(await restoreOf('a', kept, without).attempt(), undefined)
+  assert.deepEqual(a.ring(), kept)
+  assert.ok(lines.some((l) => /without waiting for members --restore-ring-without names/.test(l.msg)))
+})
+
+test('--restore-ring-without while Consul cannot be reached: a named member that does not answer is not waited for', async () => {
+  const { consul, members, kept, restoreOf, transports } = await keptRingCluster(() => 7)
+  consul.pause()
+  const a = members.get('a')!
+  a.start().catch(() => {}) // Waits for Consul until the node stops.
+  await waitFor('a to find Consul unreachable', () => a.consulUnreachedSinceStart(), 5000)
+  await transports.get('c')!.close()
+  const wait = await restoreOf('a').attempt()
+  assert.equal(wait?.kind === 'no-answer' ? wait.id : wait?.kind, 'c')
+  assert.equal(a.ring(), undefined)
+  assert.equal(await restoreOf('a', kept, new Set(['c'])).attempt(), undefined)
+  assert.deepEqual(a.ring(), kept)
+  assert.deepEqual([...a.healthy().keys()].sort(), ['a', 'b'], 'the members that answered, and itself')
+  consul.resume()
 })
 
 test('a kept ring is not taken back while Consul holds a ring', async () => {
