@@ -1111,7 +1111,9 @@ export class Membership {
     this.logger.warn(
       { consul: this.config.consulUrl, err: message },
       this.ringState === undefined
-        ? 'Consul is unreachable; this node has no ring yet and answers UNAVAILABLE until it can join'
+        ? this.config.formerMember
+          ? 'Consul is unreachable; this node has no ring yet and answers UNAVAILABLE until it can join, or take back the ring its data folder kept'
+          : 'Consul is unreachable; this node has no ring yet and answers UNAVAILABLE until it can join'
         : 'Consul is unreachable; serving on the last known ring and healthy set',
     )
     this.setConsul({ reachable: false, outages: this.consul.outages + 1, lastError: message })

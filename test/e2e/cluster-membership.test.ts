@@ -969,7 +969,13 @@ describe('Consul restarted without its data, or unreachable', { timeout: 300_000
         return list.some((e) => e.Service.Meta.node_id === 'n1') ? true : undefined
       })
       await waitForMembers(nodes(), ['n1', 'n2', 'n3'])
-      assert.deepEqual(await ringVersion(), version, 'no ring change')
+      // The leader's session could not be renewed through the pause (3 s TTL here): a new term may
+      // have written the same ring again under a higher version. Its members and tokens stay.
+      const after = await ringVersion()
+      assert.ok(
+        after !== undefined && after.version >= version.version,
+        `ring ${after?.version} after ${version.version}`,
+      )
       assert.deepEqual(await nodeKeys(), before, 'the same members with the same tokens')
       for (const n of nodes()) {
         assert.equal((await n.client.query(outage, { consistency: 'quorum' })).length, 30)
