@@ -900,12 +900,12 @@ describe('Consul restarted without its data, or unreachable', { timeout: 300_000
     if (real) return t.skip('pauses the Consul emulator')
     assert.ok(expected, 'the tests before loaded the data')
     await waitForMembers(nodes(), ['n1', 'n2', 'n3'])
-    const version = await waitFor('the ring in Consul', ringVersion)
     const n1 = started.get('n1')!
     // n1's folder keeps the ring Consul holds before the outage begins.
-    await waitFor('the ring kept in n1 folder', async () => {
+    const version = await waitFor('the ring in Consul kept in n1 folder', async () => {
+      const inConsul = await ringVersion()
       const kept = JSON.parse(await readFile(join(n1.node.dataDir, 'cluster-ring.json'), 'utf8')) as { version: number }
-      return kept.version === version.version ? true : undefined
+      return inConsul !== undefined && kept.version === inConsul.version ? inConsul : undefined
     })
     const before = await nodeKeys()
     const paused = consul!.child!
