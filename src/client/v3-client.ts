@@ -247,6 +247,13 @@ export interface ConnectionOptions {
   readonly keepaliveTimeMs?: number
   /** How long a ping may go unanswered before the connection counts as dead, in ms. Default 20 s. */
   readonly keepaliveTimeoutMs?: number
+  /**
+   * The HTTP/2 receive window of the connection and of each call, in bytes: how much of an answer
+   * the server may send before the client has read it. Default 8 MiB. grpc-js otherwise keeps
+   * Node's 65,535 bytes, and an answer larger than that (a day of raw points is about 140 KB) waits
+   * for a window update from the client for every 64 KiB. From 65535 to 2^31 - 1.
+   */
+  readonly receiveWindowBytes?: number
   /** Further grpc-js channel options. */
   readonly channelOptions?: ClientOptions
   /**
@@ -436,12 +443,21 @@ function identity(bytes: Buffer): Buffer {
   return bytes
 }
 
-/** A grpc-js channel to `address` with the credentials, keepalive and options given. */
 /** The longest wait between a channel's connection attempts. */
 const MAX_RECONNECT_BACKOFF_MS = 5000
 
+/** The receive window of a client's connection and calls unless ConnectionOptions.receiveWindowBytes says otherwise. */
+export const DEFAULT_RECEIVE_WINDOW_BYTES = 8 * 1024 * 1024
+
+/** A grpc-js channel to `address` with the credentials, keepalive, receive window and options given. */
 export function openChannel(address: string, options: ConnectionOptions, extra: ClientOptions = {}): Client {
+  const window = options.receiveWindowBytes ?? DEFAULT_RECEIVE_WINDOW_BYTES
+  if (!Number.isInteger(window) || window < 65_535 || window > 2 ** 31 - 1) {
+    throw new RangeError(`receiveWindowBytes must be an integer from 65535 to 2147483647, not ${window}`)
+  }
   return new Client(address, channelCredentials(options), {
+    // grpc-js reads this on its client only: the initial window of each call, and the connection's.
+    'grpc-node.flow_control_window': window,
     'grpc.keepalive_time_ms': options.keepaliveTimeMs ?? 5 * 60_000,
     'grpc.keepalive_timeout_ms': options.keepaliveTimeoutMs ?? 20_000,
     // gRPC backs off up to 120 s between connection attempts: after an outage that long, a client

@@ -2,7 +2,7 @@
 // cue (block until cancelled, throw each kind of error) to test deadlines, error mapping and shutdown.
 import assert from 'node:assert/strict'
 import { once } from 'node:events'
-import { connect } from 'node:http2'
+import { connect, createServer as createHttp2Server, type ServerHttp2Session } from 'node:http2'
 import { type AddressInfo, createServer as createNetServer } from 'node:net'
 import { after, before, describe, test } from 'node:test'
 import { Client, credentials, type ServiceError } from '@grpc/grpc-js'
@@ -18,6 +18,7 @@ import {
   status,
   V3Client,
   V3ClientError,
+  type V3ClientOptions,
 } from '../../src/client/index.js'
 import type { CallContext, EngineStats, StorageEngine } from '../../src/engine/storage-engine.js'
 import { DeadlineError, LimitError, NotFoundError, UnavailableError, ValidationError } from '../../src/model/errors.js'
@@ -619,6 +620,40 @@ describe('HTTP/2 flow control', () => {
       assert.deepEqual(await windowsOf(set), { call: 1024 * 1024, connection: 1024 * 1024 })
     } finally {
       await set.close()
+    }
+  })
+
+  /** The windows a V3Client made with `options` gives the server: per call (its SETTINGS) and for the connection. */
+  async function clientWindowsOf(options: V3ClientOptions): Promise<{ call: number; connection: number }> {
+    const server = createHttp2Server()
+    const seen = new Promise<ServerHttp2Session>((resolve) => server.once('session', resolve))
+    server.listen(0, '127.0.0.1')
+    await once(server, 'listening')
+    const client = new V3Client(`127.0.0.1:${(server.address() as AddressInfo).port}`, options)
+    try {
+      await client.waitForReady(5000)
+      const session = await seen
+      if (session.remoteSettings.initialWindowSize === undefined) await once(session, 'remoteSettings')
+      // The client's WINDOW_UPDATE for the connection follows its SETTINGS; wait for it rather than a time.
+      const deadline = Date.now() + 5000
+      while (session.state.remoteWindowSize === 65_535 && Date.now() < deadline) {
+        await new Promise((resolve) => setTimeout(resolve, 5))
+      }
+      return { call: session.remoteSettings.initialWindowSize ?? 0, connection: session.state.remoteWindowSize ?? 0 }
+    } finally {
+      client.close()
+      server.close()
+    }
+  }
+
+  test('V3Client lets the server send 8 MiB of an answer ahead by default, and receiveWindowBytes sets it', async () => {
+    assert.deepEqual(await clientWindowsOf({}), { call: 8 * 1024 * 1024, connection: 8 * 1024 * 1024 })
+    assert.deepEqual(await clientWindowsOf({ receiveWindowBytes: 1024 * 1024 }), {
+      call: 1024 * 1024,
+      connection: 1024 * 1024,
+    })
+    for (const receiveWindowBytes of [1000, 2 ** 31, 100_000.5]) {
+      assert.throws(() => new V3Client('127.0.0.1:1', { receiveWindowBytes }), /receiveWindowBytes/)
     }
   })
 
