@@ -2,7 +2,7 @@
 // cue (block until cancelled, throw each kind of error) to test deadlines, error mapping and shutdown.
 import assert from 'node:assert/strict'
 import { once } from 'node:events'
-import { connect, createServer as createHttp2Server, type ServerHttp2Session } from 'node:http2'
+import { connect, createServer as createHttp2Server, type Http2Session, type ServerHttp2Session } from 'node:http2'
 import { type AddressInfo, createServer as createNetServer } from 'node:net'
 import { after, before, describe, test } from 'node:test'
 import { Client, credentials, type ServiceError } from '@grpc/grpc-js'
@@ -591,17 +591,27 @@ describe('server shutdown', () => {
 })
 
 describe('HTTP/2 flow control', () => {
-  /** The windows the server gives a raw HTTP/2 client: per call (its SETTINGS) and for the connection. */
+  /**
+   * The windows the peer of `session` gives it once its SETTINGS are in (`settings`): per call and for
+   * the connection. The connection's WINDOW_UPDATE follows the SETTINGS; it is waited for rather than a time.
+   */
+  async function peerWindows(
+    session: Http2Session,
+    settings: Promise<unknown>,
+  ): Promise<{ call: number; connection: number }> {
+    await settings
+    const deadline = Date.now() + 5000
+    while (session.state.remoteWindowSize === 65_535 && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 5))
+    }
+    return { call: session.remoteSettings.initialWindowSize ?? 0, connection: session.state.remoteWindowSize ?? 0 }
+  }
+
+  /** The windows the server gives a raw HTTP/2 client. */
   async function windowsOf(server: RunningServer): Promise<{ call: number; connection: number }> {
     const session = connect(`http://${server.address}`)
     try {
-      await once(session, 'remoteSettings')
-      // The connection's WINDOW_UPDATE follows the server's SETTINGS; wait for it rather than a time.
-      const deadline = Date.now() + 5000
-      while (session.state.remoteWindowSize === 65_535 && Date.now() < deadline) {
-        await new Promise((resolve) => setTimeout(resolve, 5))
-      }
-      return { call: session.remoteSettings.initialWindowSize ?? 0, connection: session.state.remoteWindowSize ?? 0 }
+      return await peerWindows(session, once(session, 'remoteSettings'))
     } finally {
       session.close()
     }
@@ -623,23 +633,19 @@ describe('HTTP/2 flow control', () => {
     }
   })
 
-  /** The windows a V3Client made with `options` gives the server: per call (its SETTINGS) and for the connection. */
+  /** The windows a V3Client made with `options` gives a raw HTTP/2 server. */
   async function clientWindowsOf(options: V3ClientOptions): Promise<{ call: number; connection: number }> {
     const server = createHttp2Server()
-    const seen = new Promise<ServerHttp2Session>((resolve) => server.once('session', resolve))
+    const seen = new Promise<{ session: ServerHttp2Session; settings: Promise<unknown> }>((resolve) =>
+      server.once('session', (session) => resolve({ session, settings: once(session, 'remoteSettings') })),
+    )
     server.listen(0, '127.0.0.1')
     await once(server, 'listening')
     const client = new V3Client(`127.0.0.1:${(server.address() as AddressInfo).port}`, options)
     try {
       await client.waitForReady(5000)
-      const session = await seen
-      if (session.remoteSettings.initialWindowSize === undefined) await once(session, 'remoteSettings')
-      // The client's WINDOW_UPDATE for the connection follows its SETTINGS; wait for it rather than a time.
-      const deadline = Date.now() + 5000
-      while (session.state.remoteWindowSize === 65_535 && Date.now() < deadline) {
-        await new Promise((resolve) => setTimeout(resolve, 5))
-      }
-      return { call: session.remoteSettings.initialWindowSize ?? 0, connection: session.state.remoteWindowSize ?? 0 }
+      const { session, settings } = await seen
+      return await peerWindows(session, settings)
     } finally {
       client.close()
       server.close()
