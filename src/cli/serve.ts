@@ -430,7 +430,7 @@ export async function serve(args: readonly string[]): Promise<void> {
     ])
     // Membership waits for Consul while it is unreachable; anything else it refuses ends the start
     // (or, for a node that joined on its kept ring before it could register, ends the node).
-    if (cluster !== undefined) await cluster.join(server.address, (err) => fail(err))
+    if (cluster !== undefined) await cluster.join(server.address, fail)
   } catch (err) {
     await cluster?.stop()
     await http?.close()

@@ -106,7 +106,8 @@ function samePairs(tags: TagsInput, pairs: readonly string[]): boolean {
 
 /**
  * The error of a point write() refuses. A function of the module, not a closure made in write():
- * one made for each point cost the writer about 40 % of its rate (more under tsx, which names it).
+ * tsx names every closure it makes (Object.defineProperty), and one made for each point cost the
+ * writer run through tsx about 40 % of its rate; the compiled client showed no difference.
  */
 function invalid(field: string, problem: string): V3ClientError {
   return toClientError(ValidationError.field(field, problem))

@@ -475,12 +475,7 @@ export class Membership {
    */
   restore(ring: RingState): boolean {
     if (this.ringState !== undefined || !this.ringMissing || this.stopped) return false
-    this.termSeen = Math.max(this.termSeen, ring.term)
-    this.logger.warn(
-      { version: ring.version, term: ring.term, members: ring.members.map((m) => m.id) },
-      'Consul holds no ring: taking back the ring this node kept in its data folder',
-    )
-    this.setRing(ring)
+    this.takeKeptRing(ring, 'Consul holds no ring: taking back the ring this node kept in its data folder')
     return true
   }
 
@@ -506,15 +501,20 @@ export class Membership {
     const self = this.config.self
     const healthy = new Map(answered)
     healthy.set(self.id, { grpcAddress: self.grpcAddress, peerAddress: self.peerAddress })
-    this.termSeen = Math.max(this.termSeen, ring.term)
-    this.logger.warn(
-      { version: ring.version, term: ring.term, members: ring.members.map((m) => m.id) },
-      'Consul cannot be reached: taking back the ring this node kept in its data folder, which every member of it answered for',
-    )
     this.healthySet = healthy
     for (const l of this.healthyListeners) l(healthy)
-    this.setRing(ring)
+    this.takeKeptRing(
+      ring,
+      'Consul cannot be reached: taking back the ring this node kept in its data folder, which every member of it answered for',
+    )
     return true
+  }
+
+  /** Routes with a kept ring (restore, restoreUnreached): its term counts as seen, so a leader's passes it. */
+  private takeKeptRing(ring: RingState, message: string): void {
+    this.termSeen = Math.max(this.termSeen, ring.term)
+    this.logger.warn({ version: ring.version, term: ring.term, members: ring.members.map((m) => m.id) }, message)
+    this.setRing(ring)
   }
 
   /** The highest leader term seen: the lock's LockIndex, or the term of an accepted ring version. */
@@ -1110,11 +1110,11 @@ export class Membership {
     this.outageSince = this.clock.now()
     this.logger.warn(
       { consul: this.config.consulUrl, err: message },
-      this.ringState === undefined
-        ? this.config.formerMember
-          ? 'Consul is unreachable; this node has no ring yet and answers UNAVAILABLE until it can join, or take back the ring its data folder kept'
-          : 'Consul is unreachable; this node has no ring yet and answers UNAVAILABLE until it can join'
-        : 'Consul is unreachable; serving on the last known ring and healthy set',
+      this.ringState !== undefined
+        ? 'Consul is unreachable; serving on the last known ring and healthy set'
+        : `Consul is unreachable; this node has no ring yet and answers UNAVAILABLE until it can join${
+            this.config.formerMember ? ', or take back the ring its data folder kept' : ''
+          }`,
     )
     this.setConsul({ reachable: false, outages: this.consul.outages + 1, lastError: message })
   }

@@ -31,7 +31,7 @@ import { readFile } from 'node:fs/promises'
 import { PeerKind } from '../../gen/v3storage/internal/v1/peer.js'
 import type { Logger } from '../engine/config.js'
 import { writeWholeFile } from '../engine/whole-file.js'
-import { type Membership, type PeerAddresses, type RingState, ringStateOf } from './membership.js'
+import { type Membership, type NodeRecord, type PeerAddresses, type RingState, ringStateOf } from './membership.js'
 import { errorMessage, sleep } from './pause.js'
 import type { PeerTransport } from './peer-transport.js'
 
@@ -174,18 +174,19 @@ export class RingRestore {
       const down = kept.members.filter((m) => !healthy.has(m.id) && !without.has(m.id)).map((m) => m.id)
       if (down.length > 0) return { kind: 'members-down', ids: down }
     }
-    const answered = new Map<string, PeerAddresses>()
+    // Every member is asked at once, so that silent members cost one ping timeout in all; the
+    // answers are then read in the ring's order. A named member that Consul shows down is not asked
+    // (with Consul unreachable, every member is).
+    const asked: { readonly m: NodeRecord; readonly address: string }[] = []
     const skipped: string[] = []
     for (const m of kept.members) {
       if (m.id === selfId) continue
-      if (without.has(m.id) && !unreached && !healthy.has(m.id)) {
-        skipped.push(m.id)
-        continue
-      }
-      const address = healthy.get(m.id)?.peerAddress ?? m.peerAddress
-      let version: number
-      try {
-        const reply = await this.link.transport.request(
+      if (!unreached && !healthy.has(m.id) && without.has(m.id)) skipped.push(m.id)
+      else asked.push({ m, address: healthy.get(m.id)?.peerAddress ?? m.peerAddress })
+    }
+    const replies = await Promise.allSettled(
+      asked.map(({ m, address }) =>
+        this.link.transport.request(
           { id: m.id, address },
           {
             kind: PeerKind.PEER_KIND_PING,
@@ -194,14 +195,20 @@ export class RingRestore {
             timeoutMs: this.pingTimeoutMs,
             signal: this.abort.signal,
           },
-        )
-        version = reply.ringVersion
-      } catch (err) {
-        if (this.abort.signal.aborted || !without.has(m.id))
-          return { kind: 'no-answer', id: m.id, reason: errorMessage(err) }
+        ),
+      ),
+    )
+    const answered = new Map<string, PeerAddresses>()
+    for (const [i, { m, address }] of asked.entries()) {
+      const reply = replies[i]!
+      if (reply.status === 'rejected') {
+        if (this.abort.signal.aborted || !without.has(m.id)) {
+          return { kind: 'no-answer', id: m.id, reason: errorMessage(reply.reason) }
+        }
         skipped.push(m.id)
         continue
       }
+      const version = reply.value.ringVersion
       if (version > kept.version) return { kind: 'newer-ring', id: m.id, version }
       answered.set(m.id, { grpcAddress: healthy.get(m.id)?.grpcAddress ?? m.grpcAddress, peerAddress: address })
     }

@@ -1168,6 +1168,30 @@ test('a node that never was a member does not lead while Consul holds no ring an
   assert.equal(fresh.mayLead(), true)
 })
 
+/** A real LeaderElection and RingLeader for `m`, started, logging to `lines`; stopped at cleanup. */
+function startLeader(m: Membership, lines: LogLine[]): void {
+  const id = m.config.self.id
+  const election = new LeaderElection(
+    m.client,
+    { clusterName: 'test', selfId: id, termFloor: () => m.highestTerm(), mayLead: () => m.mayLead() },
+    { ttlMs: 3000, lockDelayMs: 1 },
+    recordingLogger(lines),
+  )
+  const transport = new ZmqPeerTransport({ nodeId: id, listen: '127.0.0.1:0' })
+  const leader = new RingLeader(
+    { selfId: id, membership: m, election, transport, local: async () => new Uint8Array(0), hints: () => new Map() },
+    { replicationFactor: SETTINGS.replicationFactor, vnodes: SETTINGS.vnodes, deadNodeTimeoutMs: 0 },
+    recordingLogger(lines),
+  )
+  leader.start()
+  election.start()
+  cleanups.push(async () => {
+    await election.stop()
+    await leader.stopped()
+    await transport.close()
+  })
+}
+
 test('a leader does not act on what a Consul that restarted empty said on health until the new one answers', async () => {
   const first = await emulator()
   const probe = probeClient(first)
@@ -1185,25 +1209,7 @@ test('a leader does not act on what a Consul that restarted empty said on health
   await b.stop()
   const release = probe.holdHealth()
   const second = await emulator(first.port)
-  const election = new LeaderElection(
-    a.client,
-    { clusterName: 'test', selfId: 'a', termFloor: () => a.highestTerm(), mayLead: () => a.mayLead() },
-    { ttlMs: 3000, lockDelayMs: 1 },
-    recordingLogger(lines),
-  )
-  const transport = new ZmqPeerTransport({ nodeId: 'a', listen: '127.0.0.1:0' })
-  const leader = new RingLeader(
-    { selfId: 'a', membership: a, election, transport, local: async () => new Uint8Array(0), hints: () => new Map() },
-    { replicationFactor: SETTINGS.replicationFactor, vnodes: SETTINGS.vnodes, deadNodeTimeoutMs: 0 },
-    recordingLogger(lines),
-  )
-  leader.start()
-  election.start()
-  cleanups.push(async () => {
-    await election.stop()
-    await leader.stopped()
-    await transport.close()
-  })
+  startLeader(a, lines)
   // a leads in the new Consul and writes back the ring it knows, under its term.
   await waitFor('the ring written back', async () => (await kvRead(second, 'test/ring-version')) !== undefined, 15_000)
   assert.equal(a.healthKnown(), false)
@@ -1226,25 +1232,7 @@ test('a new node that took the lock gives it up, and starts no ring, when former
   // c hears nothing on health until released: it does not see itself healthy, so its leader waits.
   const release = probe.holdHealth()
   assert.equal(c.healthy().size, 0)
-  const election = new LeaderElection(
-    c.client,
-    { clusterName: 'test', selfId: 'c', termFloor: () => c.highestTerm(), mayLead: () => c.mayLead() },
-    { ttlMs: 3000, lockDelayMs: 1 },
-    recordingLogger(lines),
-  )
-  const transport = new ZmqPeerTransport({ nodeId: 'c', listen: '127.0.0.1:0' })
-  const leader = new RingLeader(
-    { selfId: 'c', membership: c, election, transport, local: async () => new Uint8Array(0), hints: () => new Map() },
-    { replicationFactor: SETTINGS.replicationFactor, vnodes: SETTINGS.vnodes, deadNodeTimeoutMs: 0 },
-    recordingLogger(lines),
-  )
-  leader.start()
-  election.start()
-  cleanups.push(async () => {
-    await election.stop()
-    await leader.stopped()
-    await transport.close()
-  })
+  startLeader(c, lines)
   // Alone, c may lead a new cluster: it takes the lock.
   await waitFor('c to hold the lock', async () => (await kvRead(consul, 'test/leader'))?.session !== undefined)
   // A former member of the ring Consul lost registers, and c then hears who is healthy.
