@@ -746,6 +746,26 @@ describe('Consul restarted without its data, or unreachable', { timeout: 300_000
     }
     return out
   }
+  /** The term of the leader holding the lock, while one does: the key's LockIndex. */
+  const leaderTerm = async (): Promise<number | undefined> => {
+    const res = await fetch(`${consul!.url}/v1/kv/${name}/leader`)
+    if (res.status !== 200) return undefined
+    const [entry] = (await res.json()) as { LockIndex: number; Session?: string }[]
+    return entry?.Session ? entry.LockIndex : undefined
+  }
+  /**
+   * Waits until a leader holds the lock and has written the ring under its term (each term begins
+   * so), and the node's folder keeps that ring: an outage then leaves the ring as it is.
+   */
+  const keptRingCurrent = (n: ServerProcess): Promise<{ version: number; term: number }> =>
+    waitFor(`the ring in Consul, under the leader's term, kept in ${n.dataDir}`, async () => {
+      const inConsul = await ringVersion()
+      const term = await leaderTerm()
+      const kept = JSON.parse(await readFile(join(n.dataDir, 'cluster-ring.json'), 'utf8')) as { version: number }
+      return inConsul !== undefined && inConsul.term === term && kept.version === inConsul.version
+        ? inConsul
+        : undefined
+    })
   const restartConsulEmpty = async (): Promise<void> => {
     await consul!.stop()
     consul = await startConsul(port)
@@ -901,12 +921,7 @@ describe('Consul restarted without its data, or unreachable', { timeout: 300_000
     assert.ok(expected, 'the tests before loaded the data')
     await waitForMembers(nodes(), ['n1', 'n2', 'n3'])
     const n1 = started.get('n1')!
-    // n1's folder keeps the ring Consul holds before the outage begins.
-    const version = await waitFor('the ring in Consul kept in n1 folder', async () => {
-      const inConsul = await ringVersion()
-      const kept = JSON.parse(await readFile(join(n1.node.dataDir, 'cluster-ring.json'), 'utf8')) as { version: number }
-      return inConsul !== undefined && kept.version === inConsul.version ? inConsul : undefined
-    })
+    const version = await keptRingCurrent(n1.node)
     const before = await nodeKeys()
     const paused = consul!.child!
     paused.kill('SIGSTOP')
@@ -989,6 +1004,66 @@ describe('Consul restarted without its data, or unreachable', { timeout: 300_000
       }
     } finally {
       if (!resumed) paused.kill('SIGCONT')
+    }
+  })
+
+  it('a member serving on its kept ring stops, exit 2, once Consul is back and says another live node has its id', async (t) => {
+    if (real) return t.skip('pauses the Consul emulator')
+    assert.ok(expected, 'the tests before loaded the data')
+    await waitForMembers(nodes(), ['n1', 'n2', 'n3'])
+    const n1 = started.get('n1')!
+    // The pause of the test before may have made a new term write the ring again: n1 takes its
+    // kept ring back only when no member knows a newer one.
+    await keptRingCurrent(n1.node)
+    await n1.node.kill()
+    // Another node takes the id n1 at another address, its check passing: what Consul shows when
+    // two processes are started with one --node-id. Its peer address is n1's, so the members'
+    // traffic still reaches n1's folder.
+    const serviceId = `${name}-n1`
+    const register = await fetch(`${consul!.url}/v1/agent/service/register`, {
+      method: 'PUT',
+      body: JSON.stringify({
+        ID: serviceId,
+        Name: name,
+        Address: '127.0.0.1',
+        Port: await freePort(),
+        Meta: { node_id: 'n1', peer_address: `127.0.0.1:${n1.spec.peerPort}` },
+        Check: { TTL: '600s' },
+      }),
+    })
+    assert.equal(register.status, 200, await register.text())
+    const pass = await fetch(`${consul!.url}/v1/agent/check/pass/service:${serviceId}`, { method: 'PUT' })
+    assert.equal(pass.status, 200, await pass.text())
+    const paused = consul!.child!
+    paused.kill('SIGSTOP')
+    let resumed = false
+    try {
+      const restored = await startNode(consul!, { ...n1.spec, dataDir: n1.node.dataDir }, name, extra)
+      started.set('n1', { spec: n1.spec, node: restored })
+      assert.match(restored.stderr(), /Consul cannot be reached: taking back the ring this node kept/)
+      paused.kill('SIGCONT')
+      resumed = true
+      const code = await waitFor('n1 to stop once Consul answers', async () =>
+        restored.child.exitCode === null ? undefined : restored.child.exitCode,
+      )
+      assert.equal(code, 2, restored.stderr())
+      assert.match(restored.stderr(), /the cluster refused this node; shutting down/)
+      assert.match(restored.stderr(), /node id n1 is in use: the node at 127\.0\.0\.1:\d+ has it/)
+    } finally {
+      if (!resumed) paused.kill('SIGCONT')
+    }
+    // With the other process gone, n1 starts on its folder again and serves what it held.
+    const deregister = await fetch(`${consul!.url}/v1/agent/service/deregister/${serviceId}`, { method: 'PUT' })
+    assert.equal(deregister.status, 200, await deregister.text())
+    const again = await startNode(consul!, { ...n1.spec, dataDir: n1.node.dataDir }, name, extra)
+    started.set('n1', { spec: n1.spec, node: again })
+    await waitForMembers(nodes(), ['n1', 'n2', 'n3'])
+    for (const q of QUERIES) {
+      assertSame(
+        await again.client.query(q),
+        expected.get(JSON.stringify(q))!,
+        `after the refusal: ${JSON.stringify(q)}`,
+      )
     }
   })
 })
