@@ -340,9 +340,13 @@ export function createClusterNode(
           if (!joined) reject(err)
           else if (!stopping) failed(err instanceof Error ? err : new Error(String(err)))
         })
-        members.awaitMember().then(resolve, reject)
+        // Joined as the ring lists the node, not when the await below resumes: a refusal in between
+        // would otherwise be lost on a promise already resolved.
+        members.awaitMember().then((state) => {
+          joined = true
+          resolve(state)
+        }, reject)
       })
-      joined = true
       // An active member: from here the folder is this node's. A joining node that is taken out
       // again before it becomes active may come back on its folder and join anew.
       if (claim !== undefined) {
