@@ -1014,11 +1014,11 @@ describe('Consul restarted without its data, or unreachable', { timeout: 300_000
     const n1 = started.get('n1')!
     // The pause of the test before may have made a new term write the ring again: n1 takes its
     // kept ring back only when no member knows a newer one.
-    await keptRingCurrent(n1.node)
-    await n1.node.kill()
+    const before = await keptRingCurrent(n1.node)
     // Another node takes the id n1 at another address, its check passing: what Consul shows when
     // two processes are started with one --node-id. Its peer address is n1's, so the members'
-    // traffic still reaches n1's folder.
+    // traffic still reaches n1. The leader records the new address in the ring; n1, still
+    // running, keeps that ring, so that the ring it takes back below is the newest.
     const serviceId = `${name}-n1`
     const register = await fetch(`${consul!.url}/v1/agent/service/register`, {
       method: 'PUT',
@@ -1034,6 +1034,11 @@ describe('Consul restarted without its data, or unreachable', { timeout: 300_000
     assert.equal(register.status, 200, await register.text())
     const pass = await fetch(`${consul!.url}/v1/agent/check/pass/service:${serviceId}`, { method: 'PUT' })
     assert.equal(pass.status, 200, await pass.text())
+    await waitFor('the ring with the other address of n1, kept in its folder', async () => {
+      const now = await keptRingCurrent(n1.node)
+      return now.version > before.version ? now : undefined
+    })
+    await n1.node.kill()
     const paused = consul!.child!
     paused.kill('SIGSTOP')
     let resumed = false
@@ -1046,6 +1051,8 @@ describe('Consul restarted without its data, or unreachable', { timeout: 300_000
       const code = await waitFor('n1 to stop once Consul answers', async () =>
         restored.child.exitCode === null ? undefined : restored.child.exitCode,
       )
+      // Closes its client; the process has exited.
+      await restored.kill()
       assert.equal(code, 2, restored.stderr())
       assert.match(restored.stderr(), /the cluster refused this node; shutting down/)
       assert.match(restored.stderr(), /node id n1 is in use: the node at 127\.0\.0\.1:\d+ has it/)
