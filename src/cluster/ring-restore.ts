@@ -31,7 +31,7 @@ import { readFile } from 'node:fs/promises'
 import { PeerKind } from '../../gen/v3storage/internal/v1/peer.js'
 import type { Logger } from '../engine/config.js'
 import { writeWholeFile } from '../engine/whole-file.js'
-import { type Membership, type NodeRecord, type PeerAddresses, type RingState, ringStateOf } from './membership.js'
+import { type Membership, type PeerAddresses, type RingState, ringStateOf } from './membership.js'
 import { errorMessage, sleep } from './pause.js'
 import type { PeerTransport } from './peer-transport.js'
 
@@ -170,20 +170,17 @@ export class RingRestore {
     if (!kept.members.some((m) => m.id === selfId)) return { kind: 'not-a-member' }
     const healthy = membership.healthy()
     const without = this.link.without ?? new Set<string>()
-    if (!unreached) {
-      const down = kept.members.filter((m) => !healthy.has(m.id) && !without.has(m.id)).map((m) => m.id)
-      if (down.length > 0) return { kind: 'members-down', ids: down }
-    }
-    // Every member is asked at once, so that silent members cost one ping timeout in all; the
-    // answers are then read in the ring's order. A named member that Consul shows down is not asked
-    // (with Consul unreachable, every member is).
-    const asked: { readonly m: NodeRecord; readonly address: string }[] = []
-    const skipped: string[] = []
-    for (const m of kept.members) {
-      if (m.id === selfId) continue
-      if (!unreached && !healthy.has(m.id) && without.has(m.id)) skipped.push(m.id)
-      else asked.push({ m, address: healthy.get(m.id)?.peerAddress ?? m.peerAddress })
-    }
+    // The members Consul shows down (while it cannot be reached, none is known down): the restore
+    // waits for them, unless --restore-ring-without names them, and then does not ask them.
+    const down = unreached ? [] : kept.members.filter((m) => !healthy.has(m.id)).map((m) => m.id)
+    const waiting = down.filter((id) => !without.has(id))
+    if (waiting.length > 0) return { kind: 'members-down', ids: waiting }
+    const skipped = down.filter((id) => id !== selfId)
+    // Every other member is asked at once, so that silent members cost one ping timeout in all; the
+    // answers are then read in the ring's order.
+    const asked = kept.members
+      .filter((m) => m.id !== selfId && !down.includes(m.id))
+      .map((m) => ({ m, address: healthy.get(m.id)?.peerAddress ?? m.peerAddress }))
     const replies = await Promise.allSettled(
       asked.map(({ m, address }) =>
         this.link.transport.request(

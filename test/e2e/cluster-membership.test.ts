@@ -755,17 +755,28 @@ describe('Consul restarted without its data, or unreachable', { timeout: 300_000
   }
   /**
    * Waits until a leader holds the lock and has written the ring under its term (each term begins
-   * so), and the node's folder keeps that ring: an outage then leaves the ring as it is.
+   * so), its version above `above`, and the node's folder keeps that ring: an outage then leaves
+   * the ring as it is.
    */
-  const keptRingCurrent = (n: ServerProcess): Promise<{ version: number; term: number }> =>
-    waitFor(`the ring in Consul, under the leader's term, kept in ${n.dataDir}`, async () => {
+  const keptRingCurrent = (n: ServerProcess, above = 0): Promise<{ version: number; term: number }> =>
+    waitFor(`a ring above version ${above} in Consul, under the leader's term, kept in ${n.dataDir}`, async () => {
       const inConsul = await ringVersion()
       const term = await leaderTerm()
       const kept = JSON.parse(await readFile(join(n.dataDir, 'cluster-ring.json'), 'utf8')) as { version: number }
-      return inConsul !== undefined && inConsul.term === term && kept.version === inConsul.version
+      return inConsul !== undefined &&
+        inConsul.version > above &&
+        inConsul.term === term &&
+        kept.version === inConsul.version
         ? inConsul
         : undefined
     })
+  /** Starts a node again on its data folder, with `args` beside the node flags, and records it. */
+  const restartOnFolder = async (id: string, args: readonly string[] = extra): Promise<ServerProcess> => {
+    const { spec, node: previous } = started.get(id)!
+    const node = await startNode(consul!, { ...spec, dataDir: previous.dataDir }, name, args)
+    started.set(id, { spec, node })
+    return node
+  }
   const restartConsulEmpty = async (): Promise<void> => {
     await consul!.stop()
     consul = await startConsul(port)
@@ -793,10 +804,7 @@ describe('Consul restarted without its data, or unreachable', { timeout: 300_000
     assert.ok(leaderId !== undefined && started.has(leaderId), `a leader: ${leaderId}`)
     const leader = started.get(leaderId)!
     await leader.node.stop()
-    started.set(leaderId, {
-      spec: leader.spec,
-      node: await startNode(consul!, { ...leader.spec, dataDir: leader.node.dataDir }, name, extra),
-    })
+    await restartOnFolder(leaderId)
     await waitForMembers(nodes(), ['n1', 'n2'])
     const old = await waitFor('a ring written under term 2', async () => {
       const v = await ringVersion()
@@ -925,12 +933,10 @@ describe('Consul restarted without its data, or unreachable', { timeout: 300_000
     const before = await nodeKeys()
     const paused = consul!.child!
     paused.kill('SIGSTOP')
-    let resumed = false
     try {
       await n1.node.kill()
       // Without its kept ring n1 would wait for Consul before printing its listening line.
-      const first = await startNode(consul!, { ...n1.spec, dataDir: n1.node.dataDir }, name, extra)
-      started.set('n1', { spec: n1.spec, node: first })
+      const first = await restartOnFolder('n1')
       assert.match(first.stderr(), /Consul cannot be reached: taking back the ring this node kept/)
       // A clean stop meanwhile does not wait for Consul (the node never registered), and a start
       // after it takes the ring back again.
@@ -940,12 +946,7 @@ describe('Consul restarted without its data, or unreachable', { timeout: 300_000
       const n3 = node('n3')
       n3.child.kill('SIGSTOP')
       try {
-        const without = await startNode(consul!, { ...n1.spec, dataDir: n1.node.dataDir }, name, [
-          ...extra,
-          '--restore-ring-without',
-          'n3',
-        ])
-        started.set('n1', { spec: n1.spec, node: without })
+        const without = await restartOnFolder('n1', [...extra, '--restore-ring-without', 'n3'])
         assert.match(without.stderr(), /without waiting for members --restore-ring-without names/)
         for (const q of QUERIES) {
           assertSame(
@@ -958,8 +959,7 @@ describe('Consul restarted without its data, or unreachable', { timeout: 300_000
       } finally {
         n3.child.kill('SIGCONT')
       }
-      const restarted = await startNode(consul!, { ...n1.spec, dataDir: n1.node.dataDir }, name, extra)
-      started.set('n1', { spec: n1.spec, node: restarted })
+      const restarted = await restartOnFolder('n1')
       assert.match(restarted.stderr(), /Consul cannot be reached: taking back the ring this node kept/)
       await waitForMembers(nodes(), ['n1', 'n2', 'n3'])
       // Writes and reads through it go on at quorum, its own series and its peers' alike.
@@ -976,7 +976,6 @@ describe('Consul restarted without its data, or unreachable', { timeout: 300_000
       const wrote = await restarted.client.query(outage, { consistency: 'quorum' })
       assert.equal(wrote.length, 30, 'every series written through it reads back at quorum')
       paused.kill('SIGCONT')
-      resumed = true
       // Consul back: n1 registers, and the ring stays what it was.
       await waitFor('n1 registered in Consul', async () => {
         const res = await fetch(`${consul!.url}/v1/health/service/${name}?passing=true`)
@@ -1003,7 +1002,8 @@ describe('Consul restarted without its data, or unreachable', { timeout: 300_000
         }
       }
     } finally {
-      if (!resumed) paused.kill('SIGCONT')
+      // Resumed already, unless an assertion failed first: a second SIGCONT changes nothing.
+      paused.kill('SIGCONT')
     }
   })
 
@@ -1034,20 +1034,14 @@ describe('Consul restarted without its data, or unreachable', { timeout: 300_000
     assert.equal(register.status, 200, await register.text())
     const pass = await fetch(`${consul!.url}/v1/agent/check/pass/service:${serviceId}`, { method: 'PUT' })
     assert.equal(pass.status, 200, await pass.text())
-    await waitFor('the ring with the other address of n1, kept in its folder', async () => {
-      const now = await keptRingCurrent(n1.node)
-      return now.version > before.version ? now : undefined
-    })
+    await keptRingCurrent(n1.node, before.version)
     await n1.node.kill()
     const paused = consul!.child!
     paused.kill('SIGSTOP')
-    let resumed = false
     try {
-      const restored = await startNode(consul!, { ...n1.spec, dataDir: n1.node.dataDir }, name, extra)
-      started.set('n1', { spec: n1.spec, node: restored })
+      const restored = await restartOnFolder('n1')
       assert.match(restored.stderr(), /Consul cannot be reached: taking back the ring this node kept/)
       paused.kill('SIGCONT')
-      resumed = true
       const code = await waitFor('n1 to stop once Consul answers', async () =>
         restored.child.exitCode === null ? undefined : restored.child.exitCode,
       )
@@ -1057,13 +1051,13 @@ describe('Consul restarted without its data, or unreachable', { timeout: 300_000
       assert.match(restored.stderr(), /the cluster refused this node; shutting down/)
       assert.match(restored.stderr(), /node id n1 is in use: the node at 127\.0\.0\.1:\d+ has it/)
     } finally {
-      if (!resumed) paused.kill('SIGCONT')
+      // Resumed already, unless an assertion failed first: a second SIGCONT changes nothing.
+      paused.kill('SIGCONT')
     }
     // With the other process gone, n1 starts on its folder again and serves what it held.
     const deregister = await fetch(`${consul!.url}/v1/agent/service/deregister/${serviceId}`, { method: 'PUT' })
     assert.equal(deregister.status, 200, await deregister.text())
-    const again = await startNode(consul!, { ...n1.spec, dataDir: n1.node.dataDir }, name, extra)
-    started.set('n1', { spec: n1.spec, node: again })
+    const again = await restartOnFolder('n1')
     await waitForMembers(nodes(), ['n1', 'n2', 'n3'])
     for (const q of QUERIES) {
       assertSame(
