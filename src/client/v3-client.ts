@@ -39,6 +39,7 @@ import type {
   ValueFilter,
   WriteResult,
 } from '../model/types.js'
+import { MAX_VIOLATIONS } from '../model/validate.js'
 import { decodeSeriesList, encodeWriteRequest, SeriesHeaderCache, type WireSeries } from '../wire/series-codec.js'
 import { consistencyToProto, precisionToProto } from './consistency.js'
 import { closedError, toClientError, V3ClientError } from './errors.js'
@@ -428,6 +429,7 @@ function encodeSeries(
   precision: ProtoPrecision,
   consistency: ProtoConsistency,
 ): Buffer {
+  refuse(seriesShapeViolations(series))
   try {
     return encodeWriteRequest(
       series.map((s) => ({ metric: s.metric, tags: tagsToList(s.tags), timestamps: s.timestamps, values: s.values })),
@@ -437,6 +439,50 @@ function encodeSeries(
   } catch (err) {
     throw toClientError(err)
   }
+}
+
+/**
+ * What a caller without TypeScript may pass where a write's series go, refused with its field before
+ * anything is encoded: a missing or misnamed array would otherwise fail as a TypeError (UNKNOWN), and
+ * tags given as a string would be sent as one tag per character. The encoder checks the rest (the
+ * types of names and points, equal counts).
+ */
+function seriesShapeViolations(series: unknown): FieldViolation[] {
+  if (!Array.isArray(series)) return [{ field: 'series', description: `must be a list of series, got ${show(series)}` }]
+  const violations: FieldViolation[] = []
+  series.forEach((s: unknown, i) => {
+    const at = `series[${i}]`
+    if (!isObject(s) || Array.isArray(s)) {
+      violations.push({
+        field: at,
+        description: `must be an object with metric, tags, timestamps and values, got ${show(s)}`,
+      })
+      return
+    }
+    const { tags, timestamps, values } = s as Partial<SeriesInput>
+    if (tags !== undefined && !isObject(tags)) {
+      violations.push({ field: `${at}.tags`, description: `must be an object or a list of tags, got ${show(tags)}` })
+    } else if (Array.isArray(tags)) {
+      tags.forEach((t: unknown, j) => {
+        if (!isObject(t))
+          violations.push({ field: `${at}.tags[${j}]`, description: `must be a {key, value} object, got ${show(t)}` })
+      })
+    }
+    if (!isList(timestamps)) {
+      violations.push({
+        field: `${at}.timestamps`,
+        description: `must be a list of timestamps, got ${show(timestamps)}`,
+      })
+    }
+    if (!isList(values))
+      violations.push({ field: `${at}.values`, description: `must be a list of numbers, got ${show(values)}` })
+  })
+  return violations.slice(0, MAX_VIOLATIONS)
+}
+
+/** An array, a typed array or another ArrayLike: what a series' timestamps and values may be. */
+function isList(value: unknown): boolean {
+  return isObject(value) && typeof (value as { length?: unknown }).length === 'number'
 }
 
 function identity(bytes: Buffer): Buffer {

@@ -15,6 +15,7 @@ import {
   mergeChunks,
   type QueryInput,
   type SelectorInput,
+  type SeriesInput,
   status,
   V3Client,
   V3ClientError,
@@ -270,12 +271,25 @@ describe('server over a scripted engine', () => {
         { metric: 'm', tags: { host: 7 as unknown as string }, timestamps: [1], values: [1] },
         'series[0].tags[0].value',
       ],
+      // Shapes a caller without TypeScript may get wrong: each failed as a TypeError (UNKNOWN), and
+      // tags given as a string were sent as one tag per character.
+      [
+        { metric: 'm', tags: {}, points: [{ timestampMs: 1, value: 1 }] } as unknown as SeriesInput,
+        'series[0].timestamps',
+      ],
+      [{ metric: 'm', tags: {}, timestamps: [1], value: [1] } as unknown as SeriesInput, 'series[0].values'],
+      [{ metric: 'm', tags: 'host=a', timestamps: [1], values: [1] } as unknown as SeriesInput, 'series[0].tags'],
+      [{ metric: 'm', tags: [null], timestamps: [1], values: [1] } as unknown as SeriesInput, 'series[0].tags[0]'],
+      [null as unknown as SeriesInput, 'series[0]'],
     ] as const
     for (const [series, field] of writes) {
       const err = await callFails(client.write([series]))
       assert.equal(err.code, status.INVALID_ARGUMENT, field)
       assert.equal(err.violations[0]?.field, field)
     }
+    const notAList = await callFails(client.write({ metric: 'm' } as unknown as SeriesInput[]))
+    assert.equal(notAList.violations[0]?.field, 'series')
+    assert.match(notAList.message, /^INVALID_ARGUMENT: series: must be a list of series, got an object$/)
     const precision = await callFails(client.write([], { precision: 'seconds' as unknown as 'ms' }))
     assert.equal(precision.violations[0]?.field, 'precision')
     // A timeout gRPC cannot arm threw from a later tick, past the caller's catch, and ended the process.
