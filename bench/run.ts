@@ -1,7 +1,8 @@
 // npm run bench: the cpu-only data set (bench/dataset.ts) against real `v3 serve` processes at
 // their default flags, as a user runs them.
 // - Ingest through Write (50,000-point requests, 2 in flight), through WriteStream, and through the
-//   batching writer on one Ingest stream, each into a fresh server, with its peak RSS. During every
+//   batching writer on one Ingest stream (point by point through write(metric, tags, …), and again
+//   through series bound with writer.series), each into a fresh server, with its peak RSS. During every
 //   ingest (VictoriaMetrics' too) a health check runs every 2 ms on a connection of its own
 //   (probeDuring): the Write load's checks are reported, what a load balancer's or Consul's check,
 //   or any small call, waits while the server ingests.
@@ -382,7 +383,11 @@ async function main(): Promise<void> {
   const writeStream: IngestResult = await benchWriteStream(requests, totalPoints)
   console.log(`V3 ingest (WriteStream): ${fmt(writeStream.pointsPerSecond)} points/s`)
   const ingest: IngestResult = await benchIngest(tagRecords, values, writerBatchPoints, totalPoints)
-  console.log(`V3 ingest (batching writer on Ingest): ${fmt(ingest.pointsPerSecond)} points/s`)
+  console.log(`V3 ingest (batching writer on Ingest, write()): ${fmt(ingest.pointsPerSecond)} points/s`)
+  const boundIngest: IngestResult = await benchIngest(tagRecords, values, writerBatchPoints, totalPoints, true)
+  console.log(`V3 ingest (batching writer on Ingest, bound series): ${fmt(boundIngest.pointsPerSecond)} points/s`)
+  // The peak RSS row is the higher of the two writer loads.
+  const writerRssMiB = Math.max(ingest.peakRssMiB, boundIngest.peakRssMiB)
   let vm: SystemResult | undefined
   if (args.against === 'victoriametrics') {
     vm = await benchVictoriaMetrics(lineProtocol(hosts, tagRecords, values), totalPoints, values, params)
@@ -411,13 +416,14 @@ async function main(): Promise<void> {
   const rows: string[] = [
     `| figure | V3 | VictoriaMetrics | V3 / VM |`,
     '|---|---|---|---|',
-    `| ingest, batching writer on one Ingest stream, points/s | ${fmt(ingest.pointsPerSecond)} | ${vmIngest} | ${ratio(ingest.pointsPerSecond, vm?.ingestPointsPerSecond, true)} |`,
+    `| ingest, batching writer on one Ingest stream, write(metric, tags, …), points/s | ${fmt(ingest.pointsPerSecond)} | ${vmIngest} | ${ratio(ingest.pointsPerSecond, vm?.ingestPointsPerSecond, true)} |`,
+    `| ingest, batching writer on one Ingest stream, bound series (writer.series), points/s | ${fmt(boundIngest.pointsPerSecond)} | | ${ratio(boundIngest.pointsPerSecond, vm?.ingestPointsPerSecond, true)} |`,
     `| ingest, WriteStream, points/s | ${fmt(writeStream.pointsPerSecond)} | | ${ratio(writeStream.pointsPerSecond, vm?.ingestPointsPerSecond, true)} |`,
     `| ingest, Write (2 in flight), points/s | ${fmt(v3.ingestPointsPerSecond)} | | ${ratio(v3.ingestPointsPerSecond, vm?.ingestPointsPerSecond, true)} |`,
     `| health check during the ingest (V3 Write, VM line protocol; one every 2 ms on a connection of its own), median (p95) ms | ${ms(v3.healthUnderIngest)} | ${ms(vm?.healthUnderIngest)} | ${ratio(v3.healthUnderIngest.medianMs, vm?.healthUnderIngest.medianMs, false)} |`,
     `| bytes per point on disk (du), running server after the ingest and an idle spell | ${perPoint(v3.diskRunning)} | ${perPoint(vm?.diskRunning)} | ${bytesRatio(v3.diskRunning, vm?.diskRunning)} |`,
     `| bytes per point on disk (du), after a restart | ${perPoint(v3.diskAfterRestart)} | ${perPoint(vm?.diskAfterRestart)} | ${bytesRatio(v3.diskAfterRestart, vm?.diskAfterRestart)} |`,
-    `| peak RSS while ingesting (batching writer), MiB | ${ingest.peakRssMiB.toFixed(0)} | ${vmRss} | ${ratio(ingest.peakRssMiB, vm?.peakRssMiB, false)} |`,
+    `| peak RSS while ingesting (batching writer, the higher of its two loads), MiB | ${writerRssMiB.toFixed(0)} | ${vmRss} | ${ratio(writerRssMiB, vm?.peakRssMiB, false)} |`,
     `| peak RSS, ingest then queries at default flags, MiB | ${v3.peakRssMiB.toFixed(0)} | ${vmRss} | ${ratio(v3.peakRssMiB, vm?.peakRssMiB, false)} |`,
     ...queryRows(v3.storagePath, vm?.storagePath, 'baseline round trip (V3 gRPC health check, VM GET /health)'),
     `| server event-loop delay under the query mix, p99 (max) ms | ${v3.eventLoopDelay?.p99Ms.toFixed(1)} (${v3.eventLoopDelay?.maxMs.toFixed(1)}) | | |`,
@@ -449,7 +455,12 @@ async function main(): Promise<void> {
     machine,
     dataSet: { hosts, metrics: METRICS.length, points: totalPoints, decimals: decimals ?? null },
     write: { requests: requests.length, pointsPerRequest: timestampsPerRequest * seriesCount, inflight },
-    v3: { ...v3, writeStream, ingest: { ...ingest, batchPoints: writerBatchPoints } },
+    v3: {
+      ...v3,
+      writeStream,
+      ingest: { ...ingest, batchPoints: writerBatchPoints },
+      boundIngest: { ...boundIngest, batchPoints: writerBatchPoints },
+    },
     victoriaMetrics: vm ?? null,
   }
   await saveResults(resultsName('latest', hosts, decimals), JSON.stringify(report, null, 2), md)

@@ -5,7 +5,7 @@
 // the bench runs under (probeDuring), so that its rate compares with the others'.
 import { Client, credentials, Metadata, type ServiceError } from '@grpc/grpc-js'
 import { WriteServiceService, WriteStreamResponse } from '../gen/v3storage/v1/write_service.js'
-import { BatchingWriter } from '../src/client/index.js'
+import { BatchingWriter, type WriterSeries } from '../src/client/index.js'
 import { METRICS, POINTS_PER_SERIES, timestampAt } from './dataset.js'
 import { grpcHealthProbe, peakRssMiB, probeDuring, removeServer, startServer } from './harness.js'
 
@@ -60,26 +60,38 @@ function writeStream(raw: Client, messages: Buffer[]): Promise<WriteStreamRespon
   })
 }
 
+/**
+ * The batching writer on one Ingest stream into a fresh server, point by point in time order:
+ * through write(metric, tags, …), or (`bound`) through a series bound once per series with
+ * writer.series(metric, tags), as an application that keeps its series' handles writes.
+ */
 export async function benchIngest(
   tags: Array<Record<string, string>>,
   values: Float64Array[][],
   batchPoints: number,
   totalPoints: number,
+  bound = false,
 ): Promise<IngestResult> {
   const server = await startServer()
   const writer = new BatchingWriter(server.address, { batchPoints })
   const probe = grpcHealthProbe(server.address)
   try {
     const under = await probeDuring(probe.check, async () => {
+      // Bound when the load starts, as an application binds its series when it learns them.
+      const handles = bound ? tags.map((t) => METRICS.map((m) => writer.series(m, t))) : []
       for (let i = 0; i < POINTS_PER_SERIES; i++) {
         const t = timestampAt(i)
         for (let h = 0; h < tags.length; h++) {
           const hostValues = values[h] as Float64Array[]
           const hostTags = tags[h] as Record<string, string>
+          const hostSeries = handles[h]
           for (let m = 0; m < METRICS.length; m++) {
-            if (!writer.write(METRICS[m] as string, hostTags, t, (hostValues[m] as Float64Array)[i] as number)) {
-              await writer.whenWritable()
-            }
+            const value = (hostValues[m] as Float64Array)[i] as number
+            const writable =
+              hostSeries === undefined
+                ? writer.write(METRICS[m] as string, hostTags, t, value)
+                : (hostSeries[m] as WriterSeries).write(t, value)
+            if (!writable) await writer.whenWritable()
           }
         }
       }

@@ -116,6 +116,32 @@ function invalid(field: string, problem: string): V3ClientError {
 const MIN_INT64 = -(2n ** 63n)
 const MAX_INT64 = 2n ** 63n - 1n
 
+/** Throws unless a point's timestamp and value can be encoded. */
+function checkPoint(timestamp: RawTimestamp, value: number): void {
+  if (typeof timestamp === 'number') {
+    if (!Number.isSafeInteger(timestamp)) throw invalid('timestamp', `must be an integer, got ${timestamp}`)
+  } else if (typeof timestamp === 'bigint') {
+    if (timestamp < MIN_INT64 || timestamp > MAX_INT64) {
+      throw invalid('timestamp', 'does not fit a signed 64-bit integer')
+    }
+  } else throw invalid('timestamp', `must be a number or a bigint, got ${typeof timestamp}`)
+  if (typeof value !== 'number') throw invalid('value', 'must be a number')
+}
+
+/** A series bound by BatchingWriter.series(). */
+export interface WriterSeries {
+  /** Buffers one point of the series: the same return and errors as BatchingWriter.write(). */
+  write(timestamp: RawTimestamp, value: number): boolean
+}
+
+/** What a bound series keeps: its identity, and where its points went in the batch last filled. */
+interface Bound {
+  readonly metric: string
+  readonly tagSet: TagSet
+  batch: Map<string, Map<number, SeriesBatch>> | undefined
+  series: SeriesBatch | undefined
+}
+
 interface SeriesBatch {
   readonly metric: string
   readonly tags: Tag[]
@@ -218,10 +244,48 @@ export class BatchingWriter {
    * application should then wait for whenWritable() before writing more, or memory grows.
    */
   write(metric: string, tags: TagsInput, timestamp: RawTimestamp, value: number): boolean {
-    if (this.closed) throw closedError('the writer')
-    if (this.fatal) throw this.fatal
+    this.checkOpen()
     // Everything the encoder needs is checked here, point by point: a bad point found when its
     // batch is sealed would take the batch's good points with it.
+    this.checkMetric(metric)
+    checkPoint(timestamp, value)
+    const tagSet = this.tagSetOf(tags)
+    return this.append(this.seriesBatch(metric, tagSet), timestamp, value)
+  }
+
+  /**
+   * One series, bound: its metric and tags are checked, and its tags copied, once, here; each point
+   * written through it is then only checked and appended, without the lookups write() makes for
+   * every point (the tags object's keys and values read again, the series found by metric and
+   * tags). A tags object changed afterwards does not change the bound series. Its write() returns
+   * and throws as write() does.
+   */
+  series(metric: string, tags: TagsInput): WriterSeries {
+    this.checkOpen()
+    this.checkMetric(metric)
+    const bound: Bound = { metric, tagSet: this.tagSetOf(tags), batch: undefined, series: undefined }
+    return { write: (timestamp, value) => this.writeBound(bound, timestamp, value) }
+  }
+
+  private writeBound(bound: Bound, timestamp: RawTimestamp, value: number): boolean {
+    this.checkOpen()
+    checkPoint(timestamp, value)
+    // The series of the batch being filled, found again only once a new batch began.
+    let series = bound.series
+    if (series === undefined || bound.batch !== this.batch) {
+      series = this.seriesBatch(bound.metric, bound.tagSet)
+      bound.series = series
+      bound.batch = this.batch
+    }
+    return this.append(series, timestamp, value)
+  }
+
+  private checkOpen(): void {
+    if (this.closed) throw closedError('the writer')
+    if (this.fatal) throw this.fatal
+  }
+
+  private checkMetric(metric: string): void {
     if (typeof metric !== 'string') throw invalid('metric', `must be a string, got ${typeof metric}`)
     if (!this.metrics.has(metric)) {
       const refused = nameViolation(metric)
@@ -229,45 +293,47 @@ export class BatchingWriter {
       if (this.metrics.size >= 100_000) this.metrics.clear()
       this.metrics.add(metric)
     }
-    if (typeof timestamp === 'number') {
-      if (!Number.isSafeInteger(timestamp)) throw invalid('timestamp', `must be an integer, got ${timestamp}`)
-    } else if (typeof timestamp === 'bigint') {
-      if (timestamp < MIN_INT64 || timestamp > MAX_INT64) {
-        throw invalid('timestamp', 'does not fit a signed 64-bit integer')
-      }
-    } else throw invalid('timestamp', `must be a number or a bigint, got ${typeof timestamp}`)
-    if (typeof value !== 'number') throw invalid('value', 'must be a number')
+  }
+
+  /** The tag set `tags` stands for now, numbered once per distinct set. */
+  private tagSetOf(tags: TagsInput): TagSet {
     if (typeof tags !== 'object' || tags === null) throw invalid('tags', `must be an object or a list, got ${tags}`)
     const seen = this.tagSets.get(tags)
-    let tagSet = seen !== undefined && samePairs(tags, seen.pairs) ? seen.tagSet : undefined
+    if (seen !== undefined && samePairs(tags, seen.pairs)) return seen.tagSet
+    const list = tagsToList(tags)
+    // A tag set that cannot be sent, or that every server refuses, would take the points of its
+    // batch's other series with it.
+    const refused = identityViolation('m', list)
+    if (refused !== undefined) throw invalid(refused.field, refused.description)
+    const text = JSON.stringify(list.map((t) => [t.key, t.value]))
+    let tagSet = this.tagSetsByText.get(text)
     if (tagSet === undefined) {
-      const list = tagsToList(tags)
-      // A tag set that cannot be sent, or that every server refuses, would take the points of its
-      // batch's other series with it.
-      const refused = identityViolation('m', list)
-      if (refused !== undefined) throw invalid(refused.field, refused.description)
-      const text = JSON.stringify(list.map((t) => [t.key, t.value]))
-      tagSet = this.tagSetsByText.get(text)
-      if (tagSet === undefined) {
-        // Numbers are never reused, so forgetting texts (to bound memory) cannot merge two tag sets;
-        // it only lets one tag set take two numbers, which the server merges again.
-        if (this.tagSetsByText.size >= 1_000_000) this.tagSetsByText.clear()
-        tagSet = { id: this.nextTagId++, list }
-        this.tagSetsByText.set(text, tagSet)
-      }
-      this.tagSets.set(tags, { tagSet, pairs: pairsOf(tags) })
+      // Numbers are never reused, so forgetting texts (to bound memory) cannot merge two tag sets;
+      // it only lets one tag set take two numbers, which the server merges again.
+      if (this.tagSetsByText.size >= 1_000_000) this.tagSetsByText.clear()
+      tagSet = { id: this.nextTagId++, list }
+      this.tagSetsByText.set(text, tagSet)
     }
-    const tagId = tagSet.id
+    this.tagSets.set(tags, { tagSet, pairs: pairsOf(tags) })
+    return tagSet
+  }
+
+  /** The points of (metric, tag set) in the batch being filled, made when it has none yet. */
+  private seriesBatch(metric: string, tagSet: TagSet): SeriesBatch {
     let perMetric = this.batch.get(metric)
     if (perMetric === undefined) {
       perMetric = new Map()
       this.batch.set(metric, perMetric)
     }
-    let series = perMetric.get(tagId)
+    let series = perMetric.get(tagSet.id)
     if (series === undefined) {
       series = { metric, tags: tagSet.list, timestamps: [], values: [] }
-      perMetric.set(tagId, series)
+      perMetric.set(tagSet.id, series)
     }
+    return series
+  }
+
+  private append(series: SeriesBatch, timestamp: RawTimestamp, value: number): boolean {
     series.timestamps.push(timestamp)
     series.values.push(value)
     this.batchCount++

@@ -5,6 +5,7 @@ export {
   type BatchingWriterOptions,
   type IngestRejection,
   type IngestRetry,
+  type WriterSeries,
 } from './batching-writer.js'
 export { V3ClientError } from './errors.js'
 export type { LiveSubscription, SubscribeOptions } from './subscribe.js'

@@ -414,6 +414,64 @@ describe('the batching writer across a server crash', () => {
     }
   })
 
+  test('a bound series files its points across batches under the tags it was bound with, beside write(), refusing what write() refuses', async () => {
+    const server = await startServerProcess({ args: ARGS })
+    // Batches of 7 points: the bound series' points go into one batch after another.
+    const writer = new BatchingWriter(server.address, { batchPoints: 7 })
+    const refused = (write: () => void, field: string) =>
+      assert.throws(
+        write,
+        (e: unknown) =>
+          e instanceof V3ClientError && e.code === status.INVALID_ARGUMENT && e.violations[0]?.field === field,
+      )
+    try {
+      const tags: Record<string, string> = { host: 'a' }
+      const a = writer.series('bound', tags)
+      // The object changed after binding: the bound series keeps host=a.
+      tags.host = 'b'
+      const b = writer.series('bound', tags)
+      for (let i = 0; i < 50; i++) {
+        assert.equal(a.write(T0 + i * 1000, i), true)
+        if (i % 2 === 0) b.write(T0 + i * 1000, 100 + i)
+        // write() of the same series, between the bound writes: the same series.
+        if (i % 5 === 0) writer.write('bound', { host: 'a' }, T0 + i * 1000 + 500, 1000 + i)
+      }
+      refused(() => a.write('1767225601000' as unknown as number, 2), 'timestamp')
+      refused(() => a.write(T0, '2' as unknown as number), 'value')
+      refused(() => writer.series('bad metric', {}), 'metric')
+      refused(() => writer.series('bound', { h: '' }), 'tags[0].value')
+      refused(() => writer.series('bound', 'host=a' as unknown as Record<string, string>), 'tags')
+      await writer.close()
+      const counted = await count(server, 'bound')
+      const expected = [...Array(50).keys()].flatMap((i) =>
+        i % 5 === 0 ? [T0 + i * 1000, T0 + i * 1000 + 500] : [T0 + i * 1000],
+      )
+      assert.deepEqual(counted.get('a'), expected)
+      assert.deepEqual(
+        counted.get('b'),
+        [...Array(25).keys()].map((i) => T0 + 2 * i * 1000),
+      )
+      const [values] = await server.client.query({
+        selector: { metric: 'bound', matchers: [{ key: 'host', value: 'b', op: 'eq' }] },
+        startMs: T0,
+        endMs: T0 + 1e6,
+      })
+      assert.deepEqual(
+        [...(values?.values ?? [])],
+        [...Array(25).keys()].map((i) => 100 + 2 * i),
+      )
+      // After close(), a bound series refuses as the writer does.
+      assert.throws(
+        () => a.write(T0, 1),
+        (e: unknown) => e instanceof V3ClientError && e.code === status.CANCELLED,
+      )
+    } finally {
+      writer.abort()
+      await server.stop()
+      await removeDataDir(server.dataDir)
+    }
+  })
+
   test('a writer refuses a point it cannot send when it is written, and its batch goes on', async () => {
     const server = await startServerProcess({ args: ARGS })
     const writer = new BatchingWriter(server.address, { flushIntervalMs: 1 })
