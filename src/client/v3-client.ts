@@ -450,14 +450,15 @@ function encodeSeries(
 function seriesShapeViolations(series: unknown): FieldViolation[] {
   if (!Array.isArray(series)) return [{ field: 'series', description: `must be a list of series, got ${show(series)}` }]
   const violations: FieldViolation[] = []
-  series.forEach((s: unknown, i) => {
+  for (let i = 0; i < series.length && violations.length < MAX_VIOLATIONS; i++) {
+    const s: unknown = series[i]
     const at = `series[${i}]`
     if (!isObject(s) || Array.isArray(s)) {
       violations.push({
         field: at,
         description: `must be an object with metric, tags, timestamps and values, got ${show(s)}`,
       })
-      return
+      continue
     }
     const { tags, timestamps, values } = s as Partial<SeriesInput>
     if (tags !== undefined && !isObject(tags)) {
@@ -476,7 +477,7 @@ function seriesShapeViolations(series: unknown): FieldViolation[] {
     }
     if (!isList(values))
       violations.push({ field: `${at}.values`, description: `must be a list of numbers, got ${show(values)}` })
-  })
+  }
   return violations.slice(0, MAX_VIOLATIONS)
 }
 
