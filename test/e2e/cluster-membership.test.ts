@@ -770,6 +770,13 @@ describe('Consul restarted without its data, or unreachable', { timeout: 300_000
         ? inConsul
         : undefined
     })
+  /** Each query of QUERIES answers through `n` what n1 answered once the data was loaded. */
+  const answersAsLoaded = async (n: ServerProcess, when: string): Promise<void> => {
+    assert.ok(expected, 'the tests before loaded the data')
+    for (const q of QUERIES) {
+      assertSame(await n.client.query(q), expected.get(JSON.stringify(q))!, `${when}: ${JSON.stringify(q)}`)
+    }
+  }
   /** Starts a node again on its data folder, with `args` beside the node flags, and records it. */
   const restartOnFolder = async (id: string, args: readonly string[] = extra): Promise<ServerProcess> => {
     const { spec, node: previous } = started.get(id)!
@@ -830,9 +837,7 @@ describe('Consul restarted without its data, or unreachable', { timeout: 300_000
     await waitForMembers(nodes(), ['n1', 'n2', 'n3'])
     await waitForSettled(nodes())
     for (const n of nodes()) {
-      for (const q of QUERIES) {
-        assertSame(await n.client.query(q), expected.get(JSON.stringify(q))!, `after the join: ${JSON.stringify(q)}`)
-      }
+      await answersAsLoaded(n, 'after the join')
     }
   })
 
@@ -883,9 +888,7 @@ describe('Consul restarted without its data, or unreachable', { timeout: 300_000
     await waitFor('the ring back in Consul', ringVersion)
     assert.deepEqual(await nodeKeys(), before, 'the same members with the same tokens')
     for (const n of nodes()) {
-      for (const q of QUERIES) {
-        assertSame(await n.client.query(q), expected.get(JSON.stringify(q))!, `after the restart: ${JSON.stringify(q)}`)
-      }
+      await answersAsLoaded(n, 'after the restart')
     }
   })
 
@@ -914,13 +917,7 @@ describe('Consul restarted without its data, or unreachable', { timeout: 300_000
     const said = nodes().filter((n) => /taking back the ring this node kept/.test(n.stderr())).length
     assert.ok(said >= 1, 'a node took its kept ring back')
     for (const n of nodes()) {
-      for (const q of QUERIES) {
-        assertSame(
-          await n.client.query(q),
-          expected.get(JSON.stringify(q))!,
-          `after the power cut: ${JSON.stringify(q)}`,
-        )
-      }
+      await answersAsLoaded(n, 'after the power cut')
     }
   })
 
@@ -948,13 +945,7 @@ describe('Consul restarted without its data, or unreachable', { timeout: 300_000
       try {
         const without = await restartOnFolder('n1', [...extra, '--restore-ring-without', 'n3'])
         assert.match(without.stderr(), /without waiting for members --restore-ring-without names/)
-        for (const q of QUERIES) {
-          assertSame(
-            await without.client.query(q),
-            expected.get(JSON.stringify(q))!,
-            `without n3: ${JSON.stringify(q)}`,
-          )
-        }
+        await answersAsLoaded(without, 'without n3')
         assert.deepEqual(await without.stop(), { code: 0, signal: null })
       } finally {
         n3.child.kill('SIGCONT')
@@ -965,13 +956,7 @@ describe('Consul restarted without its data, or unreachable', { timeout: 300_000
       // Writes and reads through it go on at quorum, its own series and its peers' alike.
       const more = preload().map((sp) => ({ ...sp, metric: `${sp.metric}_outage` }))
       await restarted.client.write(more, { consistency: 'quorum' })
-      for (const q of QUERIES) {
-        assertSame(
-          await restarted.client.query(q),
-          expected.get(JSON.stringify(q))!,
-          `during the outage: ${JSON.stringify(q)}`,
-        )
-      }
+      await answersAsLoaded(restarted, 'during the outage')
       const outage = { selector: { metric: 'cpu_outage' }, startMs: T0, endMs: T0 + 20 * MINUTE }
       const wrote = await restarted.client.query(outage, { consistency: 'quorum' })
       assert.equal(wrote.length, 30, 'every series written through it reads back at quorum')
@@ -993,13 +978,7 @@ describe('Consul restarted without its data, or unreachable', { timeout: 300_000
       assert.deepEqual(await nodeKeys(), before, 'the same members with the same tokens')
       for (const n of nodes()) {
         assert.equal((await n.client.query(outage, { consistency: 'quorum' })).length, 30)
-        for (const q of QUERIES) {
-          assertSame(
-            await n.client.query(q),
-            expected.get(JSON.stringify(q))!,
-            `after the outage: ${JSON.stringify(q)}`,
-          )
-        }
+        await answersAsLoaded(n, 'after the outage')
       }
     } finally {
       // Resumed already, unless an assertion failed first: a second SIGCONT changes nothing.
@@ -1059,12 +1038,6 @@ describe('Consul restarted without its data, or unreachable', { timeout: 300_000
     assert.equal(deregister.status, 200, await deregister.text())
     const again = await restartOnFolder('n1')
     await waitForMembers(nodes(), ['n1', 'n2', 'n3'])
-    for (const q of QUERIES) {
-      assertSame(
-        await again.client.query(q),
-        expected.get(JSON.stringify(q))!,
-        `after the refusal: ${JSON.stringify(q)}`,
-      )
-    }
+    await answersAsLoaded(again, 'after the refusal')
   })
 })
