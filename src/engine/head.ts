@@ -34,8 +34,14 @@ interface Arrived {
 class SeriesBuffer {
   ts: Float64Array
   vals: Float64Array
-  /** The write-buffer sequence each point came from, so the buffer can be trimmed exactly. */
-  seqs: Float64Array
+  /**
+   * The write-buffer sequence of the points, so the buffer can be trimmed exactly: per write, not
+   * per point, as pairs (index of the write's first point, its sequence) for the segments of points
+   * in arrival order. A write brings a series many points at once; a sequence per point cost a third
+   * of the buffer's memory (8 of 24 bytes a point).
+   */
+  private segs = new Float64Array(2 * MIN_SEGMENTS)
+  private segCount = 0
   /**
    * The write version of each point, allocated by the first point that has one (0 for the points
    * before it): a series written without versions (every series of a single node) never has it.
@@ -61,7 +67,6 @@ class SeriesBuffer {
     const c = columns(capacity)
     this.ts = c[0]
     this.vals = c[1]
-    this.seqs = c[2]
   }
 
   reserve(extra: number): void {
@@ -71,10 +76,8 @@ class SeriesBuffer {
     const c = columns(capacity)
     c[0].set(this.ts.subarray(0, this.n))
     c[1].set(this.vals.subarray(0, this.n))
-    c[2].set(this.seqs.subarray(0, this.n))
     this.ts = c[0]
     this.vals = c[1]
-    this.seqs = c[2]
     if (this.vers !== undefined) {
       const vers = new Float64Array(capacity)
       vers.set(this.vers.subarray(0, this.n))
@@ -88,18 +91,17 @@ class SeriesBuffer {
     const n = ts.length
     this.reserve(n)
     const at = this.n
+    this.segment(at, seq)
     if (n <= SMALL_PUSH) {
-      // A write of a point or two per series (remote write's) is copied by a loop: three calls into
-      // set() and fill() cost more. From one Float64Array to another, so a NaN keeps its bits.
+      // A write of a point or two per series (remote write's) is copied by a loop: two calls into
+      // set() cost more. From one Float64Array to another, so a NaN keeps its bits.
       for (let i = 0; i < n; i++) {
         this.ts[at + i] = ts[i]!
         this.vals[at + i] = vals[i]!
-        this.seqs[at + i] = seq
       }
     } else {
       this.ts.set(ts, at)
       this.vals.set(vals, at)
-      this.seqs.fill(seq, at, at + n)
     }
     if (vers !== undefined && this.vers === undefined) this.vers = this.versionsFrom(at)
     if (typeof vers === 'number') this.vers!.fill(vers, at, at + n)
@@ -119,10 +121,43 @@ class SeriesBuffer {
   clear(): void {
     this.lastTaken = this.n
     this.n = 0
+    this.segCount = 0
     this.maxTs = Number.NEGATIVE_INFINITY
     this.minSeq = Number.POSITIVE_INFINITY
     if (this.vers !== undefined) this.spareVers = this.vers
     this.vers = undefined
+  }
+
+  /**
+   * Points from index `at` on came with sequence `seq`: a new segment, unless the last one has the
+   * same sequence (it runs on to `at`, since segments cover the points in order).
+   */
+  private segment(at: number, seq: number): void {
+    const k = this.segCount
+    if (k > 0 && this.segs[2 * k - 1] === seq) return
+    if (2 * k === this.segs.length) {
+      const grown = new Float64Array(2 * this.segs.length)
+      grown.set(this.segs)
+      this.segs = grown
+    }
+    this.segs[2 * k] = at
+    this.segs[2 * k + 1] = seq
+    this.segCount = k + 1
+  }
+
+  /** Appends every point of `newer`, with its versions and sequences, after this buffer's. */
+  absorb(newer: SeriesBuffer): void {
+    const at = this.n
+    this.reserve(newer.n)
+    if (newer.vers !== undefined && this.vers === undefined) this.vers = this.versionsFrom(at)
+    this.ts.set(newer.ts.subarray(0, newer.n), at)
+    this.vals.set(newer.vals.subarray(0, newer.n), at)
+    if (newer.vers !== undefined) this.vers!.set(newer.vers.subarray(0, newer.n), at)
+    else this.vers?.fill(0, at, at + newer.n)
+    for (let k = 0; k < newer.segCount; k++) this.segment(at + newer.segs[2 * k]!, newer.segs[2 * k + 1]!)
+    this.n += newer.n
+    this.maxTs = Math.max(this.maxTs, newer.maxTs)
+    this.minSeq = Math.min(this.minSeq, newer.minSeq)
   }
 
   /** A versions array of the buffer's capacity whose first `at` points (written without versions) are 0. */
@@ -153,9 +188,21 @@ class SeriesBuffer {
     let w = 0
     let maxTs = Number.NEGATIVE_INFINITY
     let keptMinSeq = Number.POSITIVE_INFINITY
+    // The kept points' segments are rewritten in place: the k-th segment read gives at most the
+    // k-th kept one, so a pair is overwritten only once it has been read.
+    const segs = this.segs
+    const segCount = this.segCount
+    let kept = 0
+    let k = 0
+    let seq = segs[1] as number
+    let segEnd = segCount > 1 ? (segs[2] as number) : Number.POSITIVE_INFINITY
     for (let r = 0; r < this.n; r++) {
+      if (r === segEnd) {
+        k++
+        seq = segs[2 * k + 1] as number
+        segEnd = k + 1 < segCount ? (segs[2 * k + 2] as number) : Number.POSITIVE_INFINITY
+      }
       const t = this.ts[r] as number
-      const seq = this.seqs[r] as number
       if (take(t)) {
         outTs[taken] = t
         outVals[taken] = this.vals[r] as number
@@ -165,14 +212,19 @@ class SeriesBuffer {
       } else {
         this.ts[w] = t
         this.vals[w] = this.vals[r] as number
-        this.seqs[w] = seq
         if (vers !== undefined) vers[w] = vers[r] as number
+        if (kept === 0 || segs[2 * kept - 1] !== seq) {
+          segs[2 * kept] = w
+          segs[2 * kept + 1] = seq
+          kept++
+        }
         w++
         if (t > maxTs) maxTs = t
         if (seq < keptMinSeq) keptMinSeq = seq
       }
     }
     this.n = w
+    this.segCount = kept
     this.maxTs = maxTs
     this.minSeq = keptMinSeq
     return { ts: outTs, vals: outVals, vers: outVers, minSeq }
@@ -216,18 +268,17 @@ const SEAL_CHUNK = 32_768
 const SMALL_PUSH = 8
 
 /**
- * Timestamps, values and sequences of `capacity` points, as views of one allocation: a buffer is
- * made for every series that starts or comes back, and when it grows, and one ArrayBuffer costs
- * the allocator and the garbage collector a third of what three do.
+ * Timestamps and values of `capacity` points, as views of one allocation: a buffer is made for
+ * every series that starts or comes back, and when it grows, and one ArrayBuffer costs the
+ * allocator and the garbage collector half of what two do.
  */
-function columns(capacity: number): [Float64Array, Float64Array, Float64Array] {
-  const memory = new Float64Array(3 * capacity)
-  return [
-    memory.subarray(0, capacity),
-    memory.subarray(capacity, 2 * capacity),
-    memory.subarray(2 * capacity, 3 * capacity),
-  ]
+function columns(capacity: number): [Float64Array, Float64Array] {
+  const memory = new Float64Array(2 * capacity)
+  return [memory.subarray(0, capacity), memory.subarray(capacity, 2 * capacity)]
 }
+
+/** Segments a series buffer has room for before its segment array first grows. */
+const MIN_SEGMENTS = 4
 
 /** The largest starting capacity a hint gives a series buffer, in points (24 bytes each). */
 const MAX_CAPACITY_HINT = 65_536
@@ -373,18 +424,7 @@ export class Head {
       const newer = this.active.get(t.handle)
       const buf = new SeriesBuffer(t.ts.length + (newer?.n ?? 0))
       buf.push(t.ts, t.vals, t.minSeq, t.vers)
-      if (newer) {
-        buf.reserve(newer.n)
-        if (newer.vers !== undefined && buf.vers === undefined) buf.vers = new Float64Array(buf.ts.length)
-        buf.ts.set(newer.ts.subarray(0, newer.n), buf.n)
-        buf.vals.set(newer.vals.subarray(0, newer.n), buf.n)
-        buf.seqs.set(newer.seqs.subarray(0, newer.n), buf.n)
-        if (newer.vers !== undefined) buf.vers!.set(newer.vers.subarray(0, newer.n), buf.n)
-        else buf.vers?.fill(0, buf.n, buf.n + newer.n)
-        buf.n += newer.n
-        buf.maxTs = Math.max(buf.maxTs, newer.maxTs)
-        buf.minSeq = Math.min(buf.minSeq, newer.minSeq)
-      }
+      if (newer) buf.absorb(newer)
       this.active.set(t.handle, buf)
     }
   }

@@ -264,3 +264,86 @@ describe('write buffer', () => {
     assert.deepEqual([...head.read(7, 0, 100_000)!.vals], [4, 5, 6, 7])
   })
 })
+
+describe('write buffer sequences', () => {
+  /**
+   * The buffer family's records are trimmed below Head.minSeq(), so it must never pass the oldest
+   * write of a point still held. The model keeps a sequence per point: a seal's run must carry the
+   * oldest sequence of the points it took, and the buffer the oldest of the points it kept, through
+   * writes of many points and of one, partial and whole seals, failed seals and deletes.
+   */
+  it('minSeq is the oldest write of any point still held, through seals, failed seals and drops', () => {
+    const BLOCK = 30_000
+    for (let seed = 1; seed <= 40; seed++) {
+      const rand = rng(seed)
+      const head = new Head()
+      /** Per point: its handle, timestamp and write sequence, and the seal's run holding it. */
+      let model: { handle: number; ts: number; seq: number; run: Taken | undefined }[] = []
+      let seq = 0
+      let now = 10 * BLOCK
+      const seals: Taken[][] = []
+      const expected = (): number | undefined => {
+        let min = Number.POSITIVE_INFINITY
+        for (const p of model) if (p.run === undefined && p.seq < min) min = p.seq
+        for (const taken of seals) for (const t of taken) if (t.minSeq < min) min = t.minSeq
+        return min === Number.POSITIVE_INFINITY ? undefined : min
+      }
+      for (let step = 0; step < 300; step++) {
+        const what = rand()
+        if (what < 0.55) {
+          // A write: a few series, one point or many each, around the present, under one sequence.
+          seq += 1 + Math.floor(rand() * 3)
+          const series = 1 + Math.floor(rand() * 3)
+          for (let s = 0; s < series; s++) {
+            const handle = Math.floor(rand() * 4)
+            const n = 1 + Math.floor(rand() * (rand() < 0.5 ? 3 : 40))
+            const ts = Float64Array.from({ length: n }, () => now - Math.floor(rand() * 3 * BLOCK))
+            head.append(handle, ts, new Float64Array(n), seq)
+            for (const t of ts) model.push({ handle, ts: t, seq, run: undefined })
+          }
+          now += Math.floor(rand() * BLOCK)
+        } else if (what < 0.75) {
+          // A seal of the ended blocks, or of everything.
+          const force = rand() < 0.2
+          const idle = Math.floor(rand() * BLOCK)
+          const boundary = Math.floor((now - idle) / BLOCK) * BLOCK
+          const taken = takeDue(head, now, idle, force)
+          for (const t of taken) {
+            let min = Number.POSITIVE_INFINITY
+            for (const p of model) {
+              if (p.handle !== t.handle || p.run !== undefined || (!force && p.ts >= boundary)) continue
+              p.run = t
+              if (p.seq < min) min = p.seq
+            }
+            assert.equal(t.minSeq, min, `seed ${seed}, step ${step}: the run of series ${t.handle}`)
+          }
+          seals.push(taken)
+        } else if (what < 0.9 && seals.length > 0) {
+          // The oldest seal finishes, or fails and puts its points back under its runs' sequences.
+          const taken = seals.shift() as Taken[]
+          const runs = new Set(taken)
+          if (rand() < 0.7) {
+            head.finishSeal(taken)
+            model = model.filter((p) => p.run === undefined || !runs.has(p.run))
+          } else {
+            head.abortSeal(taken)
+            for (const p of model) {
+              if (p.run === undefined || !runs.has(p.run)) continue
+              p.seq = p.run.minSeq
+              p.run = undefined
+            }
+          }
+        } else if (seals.length === 0) {
+          // A delete of a time range of one series drops its points. The engine runs deletes and
+          // seals one at a time (its job lock), so none meets a seal in progress.
+          const handle = Math.floor(rand() * 4)
+          const start = now - Math.floor(rand() * 3 * BLOCK)
+          const end = start + Math.floor(rand() * BLOCK)
+          head.drop(handle, start, end)
+          model = model.filter((p) => p.handle !== handle || p.ts < start || p.ts >= end)
+        }
+        assert.equal(head.minSeq(), expected(), `seed ${seed}, step ${step}`)
+      }
+    }
+  })
+})
