@@ -89,6 +89,9 @@ class SeriesBuffer {
   /** `vers`: each point's write version, or one version for all of them. */
   push(ts: Float64Array, vals: Float64Array, seq: number, vers?: Float64Array | number): void {
     const n = ts.length
+    // No points, no sequence to keep: the run a failed seal puts back may have lost all its points
+    // to a delete.
+    if (n === 0) return
     this.reserve(n)
     const at = this.n
     this.segment(at, seq)
@@ -307,6 +310,12 @@ export class Head {
    */
   private readonly capacityHint = new Map<number, number>()
   private readonly sealing = new Map<number, Taken[]>()
+  /**
+   * A run being sealed that a delete cut, to the run its seal took and will finish or abort with
+   * (see drop). The engine runs deletes and seals one at a time, so this is for the head's own
+   * consistency: before it, such a run stayed among those being sealed for good.
+   */
+  private readonly cutFrom = new WeakMap<Taken, Taken>()
   private points = 0
 
   get bufferedPoints(): number {
@@ -413,29 +422,35 @@ export class Head {
   /** Called once the taken points are durable in their stored blocks. */
   finishSeal(taken: readonly Taken[]): void {
     for (const t of taken) {
-      if (this.removeSealing(t)) this.points -= t.ts.length
+      const run = this.removeSealing(t)
+      if (run) this.points -= run.ts.length
     }
   }
 
-  /** Puts taken points back after a failed seal, before anything written since (they are older). */
+  /**
+   * Puts taken points back after a failed seal, before anything written since (they are older):
+   * those of the run as it is now, without what a delete dropped from it meanwhile.
+   */
   abortSeal(taken: readonly Taken[]): void {
     for (const t of taken) {
-      if (!this.removeSealing(t)) continue
+      const run = this.removeSealing(t)
+      if (!run) continue
       const newer = this.active.get(t.handle)
-      const buf = new SeriesBuffer(t.ts.length + (newer?.n ?? 0))
-      buf.push(t.ts, t.vals, t.minSeq, t.vers)
+      const buf = new SeriesBuffer(run.ts.length + (newer?.n ?? 0))
+      buf.push(run.ts, run.vals, run.minSeq, run.vers)
       if (newer) buf.absorb(newer)
       this.active.set(t.handle, buf)
     }
   }
 
-  private removeSealing(t: Taken): boolean {
+  /** Takes the run a seal took out of the runs being sealed: as it is now (see drop). */
+  private removeSealing(t: Taken): Taken | undefined {
     const list = this.sealing.get(t.handle)
-    const i = list ? list.indexOf(t) : -1
-    if (!list || i < 0) return false
-    list.splice(i, 1)
+    const i = list ? list.findIndex((s) => s === t || this.cutFrom.get(s) === t) : -1
+    if (!list || i < 0) return undefined
+    const [run] = list.splice(i, 1)
     if (list.length === 0) this.sealing.delete(t.handle)
-    return true
+    return run
   }
 
   /** The smallest buffer sequence still needed, or undefined when the head is empty. */
@@ -554,7 +569,9 @@ export class Head {
     sealing?.forEach((t, i) => {
       const keep = keepOutside(t, startMs, endMs)
       this.points -= t.ts.length - keep.ts.length
-      sealing[i] = { ...t, ...keep }
+      const cut: Taken = { ...t, ...keep }
+      this.cutFrom.set(cut, this.cutFrom.get(t) ?? t)
+      sealing[i] = cut
     })
     return before - this.points
   }
