@@ -26,7 +26,7 @@ test('bin/v3.js runs as an executable through its first line', () => {
 
 test('the Node options of its first line reach the server process and the scripts that start it', async () => {
   const options = serverNodeOptions()
-  assert.ok(options.includes('--max-semi-space-size=32'), `got ${options.join(' ')}`)
+  assert.ok(options.includes('--max-semi-space-size=16'), `got ${options.join(' ')}`)
   assert.ok(options.includes('--initial-old-space-size=128'), `got ${options.join(' ')}`)
   const dir = await mkdtemp(join(tmpdir(), 'v3-launcher-'))
   const child = spawn(
