@@ -8,6 +8,9 @@ import { BatchingWriter, type IngestRetry, V3ClientError } from '../../src/clien
 import type { SeriesPoints } from '../../src/model/types.js'
 import { encodeIngestRequest } from '../../src/wire/ingest-codec.js'
 import { encodeWriteRequest } from '../../src/wire/series-codec.js'
+import { refused } from '../fixtures/net.js'
+import { waitFor } from '../fixtures/wait.js'
+import { freePort } from './cluster-kit.js'
 import { removeDataDir, type ServerProcess, startServerProcess } from './server-process.js'
 
 const T0 = Date.UTC(2026, 0, 1)
@@ -375,6 +378,36 @@ describe('the batching writer across a server crash', () => {
       writer.abort()
       await server.kill()
       await removeDataDir(dataDir)
+    }
+  })
+
+  test('a writer whose server stays away waits twice as long after each failure, up to 5 s by default', async () => {
+    // Nothing listens on the port: every call fails at once with UNAVAILABLE.
+    const address = `127.0.0.1:${await freePort()}`
+    assert.ok(await refused(address))
+    const retries: IngestRetry[] = []
+    const writer = new BatchingWriter(address, { onRetry: (retry) => retries.push(retry) })
+    try {
+      writer.write('away', { s: 'a' }, T0, 1)
+      const flushed = writer.flush().then(
+        () => 'acknowledged',
+        (err: unknown) => err,
+      )
+      // The defaults: 100 ms, doubled per failure, at most 5 s, each less up to half by jitter. The
+      // seventh and eighth delays (6.4 and 12.8 s unbounded) are the first the bound cuts; the seven
+      // before the eighth retry take 5.7 to 11.3 s.
+      await waitFor('eight retries', () => retries.length >= 8, 30_000)
+      for (const [i, retry] of retries.slice(0, 8).entries()) {
+        const nominal = Math.min(5000, 100 * 2 ** i)
+        assert.equal(retry.attempt, i + 1)
+        assert.equal(retry.error.code, status.UNAVAILABLE, retry.error.message)
+        assert.equal(retry.unacknowledgedPoints, 1)
+        assert.ok(retry.delayMs >= nominal / 2 && retry.delayMs <= nominal, `retry ${i + 1}: ${retry.delayMs} ms`)
+      }
+      writer.abort()
+      assert.notEqual(await flushed, 'acknowledged')
+    } finally {
+      writer.abort()
     }
   })
 
