@@ -309,13 +309,11 @@ export class Head {
    * when used, so it holds only series not written since.
    */
   private readonly capacityHint = new Map<number, number>()
-  private readonly sealing = new Map<number, Taken[]>()
   /**
-   * A run being sealed that a delete cut, to the run its seal took and will finish or abort with
-   * (see drop). The engine runs deletes and seals one at a time, so this is for the head's own
-   * consistency: before it, such a run stayed among those being sealed for good.
+   * Per series, the runs being sealed, oldest first: each as its seal took it (what the seal
+   * finishes or aborts with) to the run as it is now, which a delete may have cut since (see drop).
    */
-  private readonly cutFrom = new WeakMap<Taken, Taken>()
+  private readonly sealing = new Map<number, Map<Taken, Taken>>()
   private points = 0
 
   get bufferedPoints(): number {
@@ -390,9 +388,9 @@ export class Head {
       const taken: Taken = { ...run, handle, minSeq: part.minSeq }
       // Duplicates collapse here, so the buffered count drops by them now and by the rest on finishSeal().
       this.points -= part.ts.length - run.ts.length
-      const list = this.sealing.get(handle)
-      if (list) list.push(taken)
-      else this.sealing.set(handle, [taken])
+      const runs = this.sealing.get(handle)
+      if (runs) runs.set(taken, taken)
+      else this.sealing.set(handle, new Map([[taken, taken]]))
       out.push(taken)
       yield
     }
@@ -445,11 +443,11 @@ export class Head {
 
   /** Takes the run a seal took out of the runs being sealed: as it is now (see drop). */
   private removeSealing(t: Taken): Taken | undefined {
-    const list = this.sealing.get(t.handle)
-    const i = list ? list.findIndex((s) => s === t || this.cutFrom.get(s) === t) : -1
-    if (!list || i < 0) return undefined
-    const [run] = list.splice(i, 1)
-    if (list.length === 0) this.sealing.delete(t.handle)
+    const runs = this.sealing.get(t.handle)
+    const run = runs?.get(t)
+    if (!runs || !run) return undefined
+    runs.delete(t)
+    if (runs.size === 0) this.sealing.delete(t.handle)
     return run
   }
 
@@ -457,7 +455,7 @@ export class Head {
   minSeq(): number | undefined {
     let min = Number.POSITIVE_INFINITY
     for (const buf of this.active.values()) if (buf.n > 0 && buf.minSeq < min) min = buf.minSeq
-    for (const list of this.sealing.values()) for (const t of list) if (t.minSeq < min) min = t.minSeq
+    for (const runs of this.sealing.values()) for (const t of runs.values()) if (t.minSeq < min) min = t.minSeq
     return min === Number.POSITIVE_INFINITY ? undefined : min
   }
 
@@ -470,7 +468,8 @@ export class Head {
     const sealing = this.sealing.get(handle)
     const buf = this.active.get(handle)
     if (!sealing && !buf) return undefined
-    const versioned = buf?.vers !== undefined || (sealing?.some((t) => t.vers !== undefined) ?? false)
+    let versioned = buf?.vers !== undefined
+    if (sealing) for (const t of sealing.values()) versioned ||= t.vers !== undefined
     // Counted first, so that the points go straight into typed arrays of their size: a plain
     // number[] would quiet signalling NaNs (see SeriesBuffer.extract).
     let n = 0
@@ -480,7 +479,7 @@ export class Head {
         if (t >= startMs && t < endMs) n++
       }
     }
-    if (sealing) for (const t of sealing) count(t.ts, t.ts.length)
+    if (sealing) for (const t of sealing.values()) count(t.ts, t.ts.length)
     if (buf) count(buf.ts, buf.n)
     if (n === 0) return undefined
     const ts = new Float64Array(n)
@@ -498,7 +497,7 @@ export class Head {
         }
       }
     }
-    if (sealing) for (const t of sealing) take(t.ts, t.vals, t.ts.length, t.vers)
+    if (sealing) for (const t of sealing.values()) take(t.ts, t.vals, t.ts.length, t.vers)
     if (buf) take(buf.ts, buf.vals, buf.n, buf.vers)
     return sortDedupLastWins(ts, vals, vers)
   }
@@ -517,7 +516,7 @@ export class Head {
       }
     }
     const sealing = this.sealing.get(handle)
-    if (sealing) for (const t of sealing) consider(t.ts, t.vals, t.ts.length, t.vers)
+    if (sealing) for (const t of sealing.values()) consider(t.ts, t.vals, t.ts.length, t.vers)
     const buf = this.active.get(handle)
     if (buf) consider(buf.ts, buf.vals, buf.n, buf.vers)
     return best && { ts: best.ts, val: best.val }
@@ -541,7 +540,7 @@ export class Head {
         if (v >= (out[k] as number)) out[k] = v
       }
     }
-    for (const t of this.sealing.get(handle) ?? []) consider(t.ts, t.ts.length, t.vers)
+    for (const t of this.sealing.get(handle)?.values() ?? []) consider(t.ts, t.ts.length, t.vers)
     const buf = this.active.get(handle)
     if (buf) consider(buf.ts, buf.n, buf.vers)
     return out
@@ -565,14 +564,15 @@ export class Head {
       const removed = buf.extract((t) => t >= startMs && t < endMs)
       this.points -= removed.ts.length
     }
+    // The cut run stays under the run its seal took: the seal finishes or aborts with that one.
     const sealing = this.sealing.get(handle)
-    sealing?.forEach((t, i) => {
-      const keep = keepOutside(t, startMs, endMs)
-      this.points -= t.ts.length - keep.ts.length
-      const cut: Taken = { ...t, ...keep }
-      this.cutFrom.set(cut, this.cutFrom.get(t) ?? t)
-      sealing[i] = cut
-    })
+    if (sealing) {
+      for (const [taken, run] of sealing) {
+        const keep = keepOutside(run, startMs, endMs)
+        this.points -= run.ts.length - keep.ts.length
+        sealing.set(taken, { ...run, ...keep })
+      }
+    }
     return before - this.points
   }
 }
