@@ -5,8 +5,8 @@
 // Node 20's own default, written here so that it does not move with Node's. From 7e5fbc4 to
 // 8658568 it was 32 MiB, so that fewer of a request's short-lived objects were promoted; in
 // `npm run bench -- --protocols` at 8658568 the 16 MiB semi-spaces took 34 to 61 MiB off the peak
-// RSS of both loads with no loss of points/s (README, Performance), and the peak while ingesting
-// is what issue 12 bounds.
+// RSS of both loads, with points/s within the spread between runs (README, Performance, "The young
+// generation"), and the peak while ingesting is what issue 12 bounds.
 //
 // The second keeps V8's limit for the old generation at 128 MiB or more. On a small heap (a cluster
 // node holding a third of the data kept 22-31 MiB) the limit V8 computed left less room than the
