@@ -961,7 +961,13 @@ describe('Consul restarted without its data, or unreachable', { timeout: 300_000
       const wrote = await restarted.client.query(outage, { consistency: 'quorum' })
       assert.equal(wrote.length, 30, 'every series written through it reads back at quorum')
       paused.kill('SIGCONT')
-      // Consul back: n1 registers, and the ring stays what it was.
+      // Consul back: n1 registers, and the ring stays what it was. The registration of n1 before
+      // its kill has the same service id and address and may still pass its TTL check, so Consul's
+      // list alone does not show that the restarted process registered: its metrics do, once its
+      // registration (retried with backoff through the outage) went through.
+      await waitFor('n1 reaching Consul again and registered', async () =>
+        /^v3_consul_reachable 1$/m.test(await (await fetch(restarted.metricsUrl!)).text()) ? true : undefined,
+      )
       await waitFor('n1 registered in Consul', async () => {
         const res = await fetch(`${consul!.url}/v1/health/service/${name}?passing=true`)
         const list = (await res.json()) as { Service: { Meta: Record<string, string> } }[]
