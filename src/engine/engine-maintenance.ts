@@ -17,7 +17,7 @@ import {
 } from './engine-core.js'
 import { clampedRange } from './engine-read.js'
 import { deleteVersions, resolveSealing } from './engine-versions.js'
-import { concatRuns, keepOutside, mergeRuns, type PointRun } from './head.js'
+import { concatRuns, firstAtLeast, keepOutside, mergeRuns, type PointRun } from './head.js'
 import { f64 } from './rocks-store.js'
 import type { SeriesEntry } from './series-index.js'
 import { Slicer } from './slicer.js'
@@ -100,12 +100,12 @@ export async function sealBlocks(core: EngineCore, force: boolean): Promise<numb
       const runStart = runStartBlock(block)
       const runEnd = runStart + RUN_BLOCKS
       if (runEnd <= coldBefore) {
-        const j = upperBound(t.ts, i, runEnd * BLOCK_MS)
+        const j = firstAtLeast(t.ts, i, runEnd * BLOCK_MS)
         blocks += countBlocks(t.ts, i, j)
         toCold.push({ id: entry.id, runStart, pieces: [{ ts: t.ts.subarray(i, j), vals: t.vals.subarray(i, j) }] })
         i = j
       } else {
-        const j = upperBound(t.ts, i, (block + 1) * BLOCK_MS)
+        const j = firstAtLeast(t.ts, i, (block + 1) * BLOCK_MS)
         blocks++
         toHot.push({ entry, block, run: { ts: t.ts.subarray(i, j), vals: t.vals.subarray(i, j) } })
         i = j
@@ -139,18 +139,6 @@ export async function sealBlocks(core: EngineCore, force: boolean): Promise<numb
   await trimBuffer(core)
   await core.store.settleWal(core.clock.now())
   return blocks
-}
-
-/** The first index in [from, ts.length) whose timestamp is at least `bound`. */
-function upperBound(ts: Float64Array, from: number, bound: number): number {
-  let lo = from
-  let hi = ts.length
-  while (lo < hi) {
-    const mid = (lo + hi) >>> 1
-    if ((ts[mid] as number) < bound) lo = mid + 1
-    else hi = mid
-  }
-  return lo
 }
 
 function countBlocks(ts: Float64Array, from: number, to: number): number {

@@ -19,7 +19,7 @@ import { LimitError } from '../model/errors.js'
 import type { SeriesPoints } from '../model/types.js'
 import { type AggregateInput, bucketStart } from './aggregate.js'
 import { type EngineCore, mapLimit, retentionCutoffMs } from './engine-core.js'
-import { concatRuns, mergeRuns, type PointRun } from './head.js'
+import { concatRuns, firstAtLeast, mergeRuns, type PointRun } from './head.js'
 import type { Point } from './latest-cache.js'
 import { type RangeCursor, SYNC_GET_MAX_KEYS } from './rocks-store.js'
 import type { SeriesEntry } from './series-index.js'
@@ -95,22 +95,11 @@ function clip(ts: Float64Array, vals: Float64Array, startMs: number, endMs: numb
   let lo = 0
   let hi = ts.length
   if (ts.length > 0 && ((ts[0] as number) < startMs || (ts[ts.length - 1] as number) >= endMs)) {
-    lo = lowerBound(ts, startMs)
-    hi = lowerBound(ts, endMs)
+    lo = firstAtLeast(ts, 0, startMs)
+    hi = firstAtLeast(ts, 0, endMs)
   }
   if (lo === 0 && hi === ts.length) return { ts, vals }
   return { ts: ts.subarray(lo, hi), vals: vals.subarray(lo, hi) }
-}
-
-function lowerBound(ts: Float64Array, x: number): number {
-  let lo = 0
-  let hi = ts.length
-  while (lo < hi) {
-    const mid = (lo + hi) >>> 1
-    if ((ts[mid] as number) < x) lo = mid + 1
-    else hi = mid
-  }
-  return lo
 }
 
 /**
@@ -463,7 +452,7 @@ function summaryAnswers(runStart: number, startMs: number, endMs: number, stepMs
 /** Whether sorted points have one in the run starting at block `runStart`. */
 function hasPointsIn(points: PointRun, runStart: number): boolean {
   const from = blockStartMs(runStart)
-  const i = lowerBound(points.ts, from)
+  const i = firstAtLeast(points.ts, 0, from)
   return i < points.ts.length && (points.ts[i] as number) < from + RUN_MS
 }
 

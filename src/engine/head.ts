@@ -617,8 +617,9 @@ export function concatRuns(pieces: readonly PointRun[]): PointRun {
 /**
  * Sorts points by timestamp; among equal timestamps the last in input order wins. Buffered points
  * are usually a few ascending runs (writes that arrived out of order), so the ascending runs are
- * found and merged pairwise, later runs winning ties; only input with many short runs falls back
- * to a comparison sort. With versions, the highest version of a timestamp wins, then the last.
+ * found and merged in one pass (mergeAscending), later runs winning ties; only input with many
+ * short runs falls back to a comparison sort. With versions, the highest version of a timestamp
+ * wins, then the last.
  */
 export function sortDedupLastWins(ts: ArrayLike<number>, vals: ArrayLike<number>, vers?: ArrayLike<number>): PointRun {
   if (vers !== undefined) return sortDedupVersioned(ts, vals, vers)
@@ -626,10 +627,7 @@ export function sortDedupLastWins(ts: ArrayLike<number>, vals: ArrayLike<number>
   const starts: number[] = [0]
   for (let i = 1; i < n; i++) if ((ts[i] as number) < (ts[i - 1] as number)) starts.push(i)
   if (starts.length > 1 && starts.length <= 64) {
-    return mergePairwise(
-      starts.map((from, k) => dedupAscending(ts, vals, from, starts[k + 1] ?? n)),
-      mergeRuns,
-    )
+    return mergeAscending(starts.map((from, k) => dedupAscending(ts, vals, from, starts[k + 1] ?? n)))
   }
   if (starts.length === 1) return dedupAscending(ts, vals, 0, n)
   const idx = new Uint32Array(n)
@@ -655,7 +653,7 @@ export function sortDedupLastWins(ts: ArrayLike<number>, vals: ArrayLike<number>
 
 /**
  * sortDedupLastWins with versions: the highest version of a timestamp wins, then the last. Like
- * the unversioned sort, the ascending runs of the input are merged pairwise (a later run winning
+ * the unversioned sort, the ascending runs of the input are merged in one pass (a later run winning
  * ties of version), and only input of many short runs takes a comparison sort.
  */
 function sortDedupVersioned(ts: ArrayLike<number>, vals: ArrayLike<number>, vers: ArrayLike<number>): PointRun {
@@ -663,10 +661,7 @@ function sortDedupVersioned(ts: ArrayLike<number>, vals: ArrayLike<number>, vers
   const starts: number[] = [0]
   for (let i = 1; i < n; i++) if ((ts[i] as number) < (ts[i - 1] as number)) starts.push(i)
   if (starts.length <= 64) {
-    return mergePairwise(
-      starts.map((from, k) => dedupAscendingVersioned(ts, vals, vers, from, starts[k + 1] ?? n)),
-      mergeVersioned,
-    )
+    return mergeAscending(starts.map((from, k) => dedupAscendingVersioned(ts, vals, vers, from, starts[k + 1] ?? n)))
   }
   // Many short runs: a stable sort by timestamp (ties keep input order), then the same pass that
   // keeps, of equal timestamps, the highest version and then the last.
@@ -722,63 +717,98 @@ function dedupAscendingVersioned(
   return { ts: outTs.subarray(0, w), vals: outVals.subarray(0, w), vers: outVers.subarray(0, w) }
 }
 
-/** Merges two sorted, deduplicated runs with versions; on equal timestamps the higher version wins, then `newer`. */
-function mergeVersioned(older: VersionedRun, newer: VersionedRun): VersionedRun {
-  if (older.ts.length === 0) return newer
-  if (newer.ts.length === 0) return older
-  const a = older.ts
-  const b = newer.ts
-  const size = a.length + b.length
-  const ts = new Float64Array(size)
-  const vals = new Float64Array(size)
-  const vers = new Float64Array(size)
-  let i = 0
-  let j = 0
+/**
+ * Merges sorted, deduplicated runs given in input order into one, in a single pass: on equal
+ * timestamps the highest version wins (versions absent count as 0), then the later run. Each step
+ * finds the run with the smallest next timestamp and copies, as one block, its points below the
+ * next timestamp of every other run: writes that overtook each other (as when several nodes
+ * coordinate the writes of one backfill) interleave in whole writes, so a step usually moves a
+ * write's points at once. A merge two runs at a time instead copied every point once per level
+ * and allocated each level anew.
+ */
+function mergeAscending(runs: readonly PointRun[]): PointRun {
+  const r = runs.length
+  let total = 0
+  for (const run of runs) total += run.ts.length
+  const versioned = runs.some((run) => run.vers !== undefined)
+  const ts = new Float64Array(total)
+  const vals = new Float64Array(total)
+  const vers = versioned ? new Float64Array(total) : undefined
+  const pos = new Int32Array(r)
   let w = 0
-  while (i < a.length && j < b.length) {
-    const ta = a[i] as number
-    const tb = b[j] as number
-    if (ta < tb) {
-      ts[w] = ta
-      vals[w] = older.vals[i] as number
-      vers[w++] = older.vers[i++] as number
-    } else if (tb < ta || (newer.vers[j] as number) >= (older.vers[i] as number)) {
-      ts[w] = tb
-      vals[w] = newer.vals[j] as number
-      vers[w++] = newer.vers[j++] as number
-      if (ta === tb) i++
-    } else {
-      ts[w] = ta
-      vals[w] = older.vals[i] as number
-      vers[w++] = older.vers[i++] as number
-      j++
+  for (;;) {
+    // The run with the smallest next timestamp, and the smallest next timestamp of the others.
+    let best = -1
+    let bestT = Number.POSITIVE_INFINITY
+    let nextT = Number.POSITIVE_INFINITY
+    for (let k = 0; k < r; k++) {
+      const run = runs[k] as PointRun
+      const p = pos[k] as number
+      if (p === run.ts.length) continue
+      const t = run.ts[p] as number
+      if (t < bestT) {
+        nextT = bestT
+        bestT = t
+        best = k
+      } else if (t < nextT) nextT = t
     }
+    if (best < 0) break
+    if (bestT < nextT) {
+      const run = runs[best] as PointRun
+      const from = pos[best] as number
+      const to = firstAtLeast(run.ts, from, nextT)
+      if (to - from < 8) {
+        for (let i = from; i < to; i++, w++) {
+          ts[w] = run.ts[i] as number
+          vals[w] = run.vals[i] as number
+          if (vers !== undefined) vers[w] = run.vers?.[i] ?? 0
+        }
+      } else {
+        ts.set(run.ts.subarray(from, to), w)
+        vals.set(run.vals.subarray(from, to), w)
+        if (vers !== undefined) {
+          if (run.vers !== undefined) vers.set(run.vers.subarray(from, to), w)
+          else vers.fill(0, w, w + to - from)
+        }
+        w += to - from
+      }
+      pos[best] = to
+      continue
+    }
+    // Runs tie at bestT: the point of the highest version wins, then that of the latest run.
+    let winner = -1
+    let winnerVer = Number.NEGATIVE_INFINITY
+    for (let k = 0; k < r; k++) {
+      const run = runs[k] as PointRun
+      const p = pos[k] as number
+      if (p === run.ts.length || run.ts[p] !== bestT) continue
+      const v = run.vers?.[p] ?? 0
+      if (v >= winnerVer) {
+        winner = k
+        winnerVer = v
+      }
+      pos[k] = p + 1
+    }
+    const won = runs[winner] as PointRun
+    ts[w] = bestT
+    vals[w] = won.vals[(pos[winner] as number) - 1] as number
+    if (vers !== undefined) vers[w] = winnerVer
+    w++
   }
-  for (; i < a.length; i++, w++) {
-    ts[w] = a[i] as number
-    vals[w] = older.vals[i] as number
-    vers[w] = older.vers[i] as number
-  }
-  for (; j < b.length; j++, w++) {
-    ts[w] = b[j] as number
-    vals[w] = newer.vals[j] as number
-    vers[w] = newer.vers[j] as number
-  }
-  return { ts: ts.subarray(0, w), vals: vals.subarray(0, w), vers: vers.subarray(0, w) }
+  const out = { ts: ts.subarray(0, w), vals: vals.subarray(0, w) }
+  return vers === undefined ? out : { ...out, vers: vers.subarray(0, w) }
 }
 
-/** Sorted runs in input order merged pairwise into one, `merge` letting the later run win ties. */
-function mergePairwise<R>(runs: R[], merge: (older: R, newer: R) => R): R {
-  let level = runs
-  while (level.length > 1) {
-    const next: R[] = []
-    for (let k = 0; k < level.length; k += 2) {
-      const right = level[k + 1]
-      next.push(right === undefined ? (level[k] as R) : merge(level[k] as R, right))
-    }
-    level = next
+/** The first index in [from, ts.length) of ascending `ts` whose timestamp is at least `t`, or ts.length. */
+export function firstAtLeast(ts: Float64Array, from: number, t: number): number {
+  let lo = from
+  let hi = ts.length
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1
+    if ((ts[mid] as number) < t) lo = mid + 1
+    else hi = mid
   }
-  return level[0] as R
+  return lo
 }
 
 /** Whether ascending timestamps [from, to) hold a timestamp twice (next to each other). */

@@ -26,15 +26,39 @@ function reference(ts: number[], vals: number[]): { ts: number[]; vals: number[]
   return { ts: keys, vals: keys.map((k) => last.get(k) as number) }
 }
 
+/**
+ * Timestamps of whole writes that overtook each other: ascending chunks, some with a timestamp
+ * twice in a row, in shuffled order. Chunks are disjoint in time unless `touching`, when some
+ * begin at the timestamp the chunk before them ends with, so that runs tie across writes.
+ */
+function overtakingWrites(rand: () => number, touching: boolean): number[] {
+  const chunks: number[][] = []
+  let t = 0
+  for (let j = 0, count = 1 + Math.floor(rand() * 8); j < count; j++) {
+    const chunk: number[] = []
+    if (!(touching && j > 0 && rand() < 0.5)) t += 10
+    for (let i = 0, m = 1 + Math.floor(rand() * 30); i < m; i++) {
+      if (i > 0 && rand() >= 0.1) t += 10
+      chunk.push(t)
+    }
+    chunks.push(chunk)
+  }
+  for (let j = chunks.length - 1; j > 0; j--) {
+    const k = Math.floor(rand() * (j + 1))
+    ;[chunks[j], chunks[k]] = [chunks[k] as number[], chunks[j] as number[]]
+  }
+  return chunks.flat()
+}
+
 describe('write buffer', () => {
   it('sorts and deduplicates, the last write of a timestamp winning, for any arrival order', () => {
     const rand = rng(3)
     for (let c = 0; c < 500; c++) {
       const n = Math.floor(rand() * 200)
-      const shape = c % 3
-      const ts: number[] = []
-      for (let i = 0; i < n; i++) {
-        // Ascending runs, random order, or heavy duplication.
+      const shape = c % 5
+      const ts: number[] = shape >= 3 ? overtakingWrites(rand, shape === 4) : []
+      for (let i = 0; i < n && shape < 3; i++) {
+        // Ascending runs, random order, or heavy duplication; or whole writes out of order (above).
         if (shape === 0) ts.push(Math.floor(i / 2) * 10 + (i % 7 === 0 ? -100 : 0))
         else if (shape === 1) ts.push(Math.floor(rand() * 1000))
         else ts.push(Math.floor(rand() * 5))
@@ -51,10 +75,11 @@ describe('write buffer', () => {
     const rand = rng(5)
     for (let c = 0; c < 500; c++) {
       const n = Math.floor(rand() * 200)
-      const shape = c % 4
-      const ts: number[] = []
-      for (let i = 0; i < n; i++) {
-        // A few ascending runs (writes that crossed), random order, heavy duplication, or 100 short runs.
+      const shape = c % 6
+      const ts: number[] = shape >= 4 ? overtakingWrites(rand, shape === 5) : []
+      for (let i = 0; i < n && shape < 4; i++) {
+        // A few ascending runs (writes that crossed), random order, heavy duplication, or 100 short
+        // runs; or whole writes out of order (above).
         if (shape === 0) ts.push((i % 50) * 10 + Math.floor(i / 50))
         else if (shape === 1) ts.push(Math.floor(rand() * 1000))
         else if (shape === 2) ts.push(Math.floor(rand() * 5))
