@@ -718,15 +718,29 @@ function dedupAscendingVersioned(
 }
 
 /**
- * Merges sorted, deduplicated runs given in input order into one, in a single pass: on equal
- * timestamps the highest version wins (versions absent count as 0), then the later run. Each step
- * finds the run with the smallest next timestamp and copies, as one block, its points below the
- * next timestamp of every other run: writes that overtook each other (as when several nodes
- * coordinate the writes of one backfill) interleave in whole writes, so a step usually moves a
- * write's points at once. A merge two runs at a time instead copied every point once per level
- * and allocated each level anew.
+ * Merges sorted, deduplicated runs given in input order into one: on equal timestamps the highest
+ * version wins (versions absent count as 0), then the later run. Up to MERGE_WAYS runs are merged
+ * in one pass (mergeFew); more are merged in groups of that many first, in input order, so that a
+ * step never scans more than MERGE_WAYS runs.
  */
 function mergeAscending(runs: readonly PointRun[]): PointRun {
+  if (runs.length <= MERGE_WAYS) return mergeFew(runs)
+  const groups: PointRun[] = []
+  for (let i = 0; i < runs.length; i += MERGE_WAYS) groups.push(mergeFew(runs.slice(i, i + MERGE_WAYS)))
+  return mergeAscending(groups)
+}
+
+/** The most runs mergeFew takes: each of its steps looks at every run. */
+const MERGE_WAYS = 8
+
+/**
+ * mergeAscending of a few runs, in a single pass. Each step finds the run with the smallest next
+ * timestamp and copies, as one block, its points below the next timestamp of every other run:
+ * writes that overtook each other (as when several nodes coordinate the writes of one backfill)
+ * interleave in whole writes, so a step usually moves a write's points at once. A merge two runs at
+ * a time instead copied every point once per level and allocated each level anew.
+ */
+function mergeFew(runs: readonly PointRun[]): PointRun {
   const r = runs.length
   let total = 0
   for (const run of runs) total += run.ts.length
@@ -756,7 +770,10 @@ function mergeAscending(runs: readonly PointRun[]): PointRun {
     if (bestT < nextT) {
       const run = runs[best] as PointRun
       const from = pos[best] as number
-      const to = firstAtLeast(run.ts, from, nextT)
+      // Points interleaved one by one are common too: a few are looked at before a binary search.
+      let to = from + 1
+      while (to < run.ts.length && to - from < 8 && (run.ts[to] as number) < nextT) to++
+      if (to - from === 8) to = firstAtLeast(run.ts, to, nextT)
       if (to - from < 8) {
         for (let i = from; i < to; i++, w++) {
           ts[w] = run.ts[i] as number

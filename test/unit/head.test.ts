@@ -34,7 +34,7 @@ function reference(ts: number[], vals: number[]): { ts: number[]; vals: number[]
 function overtakingWrites(rand: () => number, touching: boolean): number[] {
   const chunks: number[][] = []
   let t = 0
-  for (let j = 0, count = 1 + Math.floor(rand() * 8); j < count; j++) {
+  for (let j = 0, count = 1 + Math.floor(rand() * 20); j < count; j++) {
     const chunk: number[] = []
     if (!(touching && j > 0 && rand() < 0.5)) t += 10
     for (let i = 0, m = 1 + Math.floor(rand() * 30); i < m; i++) {
