@@ -1,5 +1,6 @@
 import { RUN_MS } from '../codec/row-key.js'
 import { BLOCK_MS } from '../codec/schema.js'
+import { firstAtLeast } from '../model/timestamps.js'
 
 /** Sorted, deduplicated points. */
 export interface PointRun {
@@ -733,6 +734,9 @@ function mergeAscending(runs: readonly PointRun[]): PointRun {
 /** The most runs mergeFew takes: each of its steps looks at every run. */
 const MERGE_WAYS = 8
 
+/** Points mergeFew looks at one by one before it searches; fewer are copied by a loop, not set(). */
+const FEW_POINTS = 8
+
 /**
  * mergeAscending of a few runs, in a single pass. Each step finds the run with the smallest next
  * timestamp and copies, as one block, its points below the next timestamp of every other run:
@@ -770,23 +774,21 @@ function mergeFew(runs: readonly PointRun[]): PointRun {
     if (bestT < nextT) {
       const run = runs[best] as PointRun
       const from = pos[best] as number
-      // Points interleaved one by one are common too: a few are looked at before a binary search.
+      // Points interleaved one by one are common too: a few are looked at, and copied by a loop,
+      // before a binary search and a block copy. Versions a run lacks stay 0, as allocated.
       let to = from + 1
-      while (to < run.ts.length && to - from < 8 && (run.ts[to] as number) < nextT) to++
-      if (to - from === 8) to = firstAtLeast(run.ts, to, nextT)
-      if (to - from < 8) {
+      while (to < run.ts.length && to - from < FEW_POINTS && (run.ts[to] as number) < nextT) to++
+      if (to - from === FEW_POINTS) to = firstAtLeast(run.ts, to, nextT)
+      if (to - from < FEW_POINTS) {
         for (let i = from; i < to; i++, w++) {
           ts[w] = run.ts[i] as number
           vals[w] = run.vals[i] as number
-          if (vers !== undefined) vers[w] = run.vers?.[i] ?? 0
+          if (vers !== undefined && run.vers !== undefined) vers[w] = run.vers[i] as number
         }
       } else {
         ts.set(run.ts.subarray(from, to), w)
         vals.set(run.vals.subarray(from, to), w)
-        if (vers !== undefined) {
-          if (run.vers !== undefined) vers.set(run.vers.subarray(from, to), w)
-          else vers.fill(0, w, w + to - from)
-        }
+        if (vers !== undefined && run.vers !== undefined) vers.set(run.vers.subarray(from, to), w)
         w += to - from
       }
       pos[best] = to
@@ -814,18 +816,6 @@ function mergeFew(runs: readonly PointRun[]): PointRun {
   }
   const out = { ts: ts.subarray(0, w), vals: vals.subarray(0, w) }
   return vers === undefined ? out : { ...out, vers: vers.subarray(0, w) }
-}
-
-/** The first index in [from, ts.length) of ascending `ts` whose timestamp is at least `t`, or ts.length. */
-export function firstAtLeast(ts: Float64Array, from: number, t: number): number {
-  let lo = from
-  let hi = ts.length
-  while (lo < hi) {
-    const mid = (lo + hi) >>> 1
-    if ((ts[mid] as number) < t) lo = mid + 1
-    else hi = mid
-  }
-  return lo
 }
 
 /** Whether ascending timestamps [from, to) hold a timestamp twice (next to each other). */

@@ -127,3 +127,15 @@ export function parseRfc3339(text: string, expandedYears = false): number {
   if (Number.isNaN(whole)) return Number.NaN
   return whole + Number(`${m[7] ?? ''}000`.slice(0, 3))
 }
+
+/** The first index in [from, ts.length) of ascending `ts` whose timestamp is at least `t`, or ts.length. */
+export function firstAtLeast(ts: Float64Array, from: number, t: number): number {
+  let lo = from
+  let hi = ts.length
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1
+    if ((ts[mid] as number) < t) lo = mid + 1
+    else hi = mid
+  }
+  return lo
+}

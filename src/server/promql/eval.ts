@@ -1,4 +1,5 @@
 import type { CallContext, StorageEngine } from '../../engine/storage-engine.js'
+import { firstAtLeast } from '../../model/timestamps.js'
 import type { SeriesPoints } from '../../model/types.js'
 import {
   type AggregateOp,
@@ -427,8 +428,8 @@ export class Evaluator {
     const minT = maxT - rangeMs
     const out: RawSeries[] = []
     for (const s of this.data(sel).fresh) {
-      const lo = lowerBound(s.ts, minT, 0)
-      const hi = lowerBound(s.ts, maxT + 1, lo)
+      const lo = firstAtLeast(s.ts, 0, minT)
+      const hi = firstAtLeast(s.ts, lo, maxT + 1)
       if (hi > lo) out.push({ labels: s.labels, ts: s.ts.slice(lo, hi), vs: s.vs.slice(lo, hi) })
     }
     return out
@@ -489,8 +490,8 @@ export class Evaluator {
       for (let step = 0; step < this.steps; step++) {
         const rangeEndMs = this.time(step) - sel.offsetMs
         const rangeStartMs = rangeEndMs - rangeMs
-        lo = lowerBound(s.ts, rangeStartMs, lo)
-        hi = lowerBound(s.ts, rangeEndMs + 1, Math.max(hi, lo))
+        lo = firstAtLeast(s.ts, lo, rangeStartMs)
+        hi = firstAtLeast(s.ts, Math.max(hi, lo), rangeEndMs + 1)
         if (hi === lo) continue
         const v = rangeFunction(
           func,
@@ -1076,18 +1077,6 @@ function formatLabels(labels: Labels): string {
 
 function formatMatchGroup(labels: Labels, matching: { readonly on: boolean }, names: ReadonlySet<string>): string {
   return formatLabels(labels.filter((l) => (matching.on ? names.has(l.name) : !names.has(l.name))))
-}
-
-/** The first index at or after `from` whose timestamp is at least t. */
-function lowerBound(ts: Float64Array, t: number, from: number): number {
-  let lo = from
-  let hi = ts.length
-  while (lo < hi) {
-    const mid = (lo + hi) >>> 1
-    if (ts[mid]! < t) lo = mid + 1
-    else hi = mid
-  }
-  return lo
 }
 
 /** A query's series with their labels, stale markers found by their bits and kept apart for range selectors. */
