@@ -221,4 +221,42 @@ describe('validateWriteBatch: batches that say they are normalized (a peer write
       else assert.deepEqual(plain(attempt()), plain(expected), what)
     }
   })
+
+  test('a series under two tags arrays the cache knows, its tags in another order, is merged as in full', () => {
+    // Two decoders (or one label set sent in two orders) hand two frozen arrays for one series: the
+    // cache knows both, and a batch holding both is not in normal form.
+    const tag = (key: string, value: string): Tag => Object.freeze({ key, value })
+    const first = Object.freeze([tag('host', 'a'), tag('dc', 'x')])
+    const second = Object.freeze([tag('dc', 'x'), tag('host', 'a')])
+    const entries = (): SeriesWrite[] => [
+      { metric: 'cpu', tags: first, timestamps: Float64Array.of(1000, 2000), values: Float64Array.of(1, 2) },
+      { metric: 'cpu', tags: second, timestamps: Float64Array.of(3000), values: Float64Array.of(3) },
+    ]
+    const cache = new ValidatedSeriesCache()
+    validateWriteBatch({ series: entries(), acceptNaN: true }, undefined, cache)
+    const out = validateWriteBatch({ series: entries(), acceptNaN: true, normalized: true }, undefined, cache)
+    assert.deepEqual(plain(out), plain(full(entries())))
+    assert.deepEqual(
+      out.series.map((s) => [...s.timestamps]),
+      [[1000, 2000, 3000]],
+    )
+  })
+
+  test('a cache that filled up starts empty, and what it forgot is validated in full again', () => {
+    const cache = new ValidatedSeriesCache(2)
+    const batch = (hostsOf: readonly (readonly Tag[])[]) => ({
+      series: hostsOf.map((tags) => ({ ...normal()[0]!, tags })),
+      acceptNaN: true,
+      normalized: true,
+    })
+    validateWriteBatch(batch(hosts.slice(0, 2)), undefined, cache)
+    assert.ok(cache.get('cpu', hosts[0]!) !== undefined)
+    // A third series fills it past its bound: it empties, then learns the third.
+    validateWriteBatch(batch(hosts.slice(2)), undefined, cache)
+    assert.equal(cache.get('cpu', hosts[0]!), undefined)
+    assert.equal(cache.get('cpu', hosts[2]!)?.key, full([{ ...normal()[0]!, tags: hosts[2]! }]).series[0]!.key)
+    // A batch of all three still validates, taking the series it forgot through the full path.
+    const out = validateWriteBatch(batch(hosts), undefined, cache)
+    assert.deepEqual(plain(out), plain(full(batch(hosts).series)))
+  })
 })
