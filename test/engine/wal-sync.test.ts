@@ -129,6 +129,50 @@ describe('write-ahead log sync', () => {
     }
   })
 
+  it('answers writes that come while a sync runs in the order they came, each once a query sees it, and keeps them', async () => {
+    // A group goes to RocksDB while the group before it waits for its sync: the answers still come in
+    // the order of the writes, and each only once its point is in the head, where queries read.
+    const dir = await mkdtemp(join(tmpdir(), 'v3-walsync-'))
+    try {
+      const engine = new BasicEngine({ dataDir: dir, sync: 'group' })
+      await engine.open()
+      const WRITERS = 8
+      const EACH = 25
+      const answered: number[] = []
+      const unseen: number[] = []
+      let issued = 0
+      const all = async (of: BasicEngine): Promise<number[]> => {
+        const got = await of.query({ selector: { metric: 'cpu', matchers: [] }, startMs: T0, endMs: T0 + 1e6 })
+        return got.flatMap((s) => Array.from(s.timestamps))
+      }
+      await Promise.all(
+        Array.from({ length: WRITERS }, async (_, w) => {
+          for (let k = 0; k < EACH; k++) {
+            const i = issued++
+            await engine.write({ series: [point(`h${w}`, i)] })
+            answered.push(i)
+            if (!(await all(engine)).includes(T0 + i * 1000)) unseen.push(i)
+          }
+        }),
+      )
+      assert.deepEqual(unseen, [], 'answered writes a query did not see')
+      assert.deepEqual(
+        answered,
+        Array.from({ length: WRITERS * EACH }, (_, i) => i),
+      )
+      await engine.close()
+      const reopened = new BasicEngine({ dataDir: dir })
+      await reopened.open()
+      try {
+        assert.equal((await all(reopened)).length, WRITERS * EACH)
+      } finally {
+        await reopened.close()
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true })
+    }
+  })
+
   it('fails the write whose sync fails, and every later durable write, without losing the engine state; close still releases the folder', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'v3-walsync-'))
     const moved = `${dir}-moved`
