@@ -146,7 +146,7 @@ class WordCopier {
     let at = off
     for (let j = 0; j < count; j++, at += 8) {
       const v = a[j]!
-      if (v !== v) return this.copyWords(a, off)
+      if (Number.isNaN(v)) return this.copyWords(a, off)
       view.setFloat64(at, v, true)
     }
     return at
