@@ -14,7 +14,7 @@ import { type FieldViolation, ValidationError } from '../model/errors.js'
 import type { SeriesWrite, Tag } from '../model/types.js'
 import { normalTimestamps, type Points, sortDedup } from '../model/validate.js'
 import { type LinePrecision, PrefixCache, parseLineProtocol } from './line-protocol.js'
-import { BodyError, decodeWriteRequest, LabelSetCache, snappyDecode } from './prom-remote.js'
+import { BodyError, decodeWriteRequest, LabelSetCache, snappyDecode, WriteColumns } from './prom-remote.js'
 
 /**
  * A request body as it came off the socket: its chunks (each owning its memory, so that they can be
@@ -138,6 +138,8 @@ export class SeriesIds {
   private readonly tagSets = new Map<readonly Tag[], { readonly id: number; readonly metrics: Map<string, number> }>()
   private nextTagSet = 0
   private nextSeries = 0
+  /** Counts the times the table emptied: an id learnt before is valid while the epoch is the same. */
+  epoch = 0
   private defined: { reset: boolean; tagSets: Tag[][]; metrics: string[]; metricTagSets: number[] } = {
     reset: false,
     tagSets: [],
@@ -153,6 +155,7 @@ export class SeriesIds {
       this.tagSets.clear()
       this.nextTagSet = 0
       this.nextSeries = 0
+      this.epoch++
     }
     this.defined = { reset, tagSets: [], metrics: [], metricTagSets: [] }
   }
@@ -258,6 +261,37 @@ function pack(
 }
 
 /**
+ * A decoded remote-write body as a PackedWrite, its arrays copied out of the reused columns at
+ * their size. A label set the LabelSetCache knows keeps the id its series got in this epoch of the
+ * table, so that a series seen before costs no lookup by its tags and metric.
+ */
+function packColumns(c: WriteColumns, ids: SeriesIds): PackedWrite {
+  const entries = c.entries
+  const idOf = new Int32Array(entries)
+  for (let i = 0; i < entries; i++) {
+    const known = c.known[i]
+    if (known !== undefined && known.refEpoch === ids.epoch) {
+      idOf[i] = known.ref
+      continue
+    }
+    const id = ids.idOf(c.metrics[i]!, c.tags[i]!)
+    idOf[i] = id
+    if (known !== undefined) {
+      known.ref = id
+      known.refEpoch = ids.epoch
+    }
+  }
+  return {
+    ids: idOf,
+    offsets: c.offsets.slice(0, entries + 1),
+    timestamps: c.timestamps.slice(0, c.samples),
+    // The same element type: slice copies the bytes, and every NaN keeps its bits.
+    values: c.values.slice(0, c.samples),
+    points: c.samples,
+  }
+}
+
+/**
  * Puts a remote-write body's entries in the engine's normal form, so that the main thread's
  * validation takes them as they are instead of merging them: Prometheus sends each sample as an
  * entry of its own with the series' full label set, so a request that holds two samples of a series
@@ -328,12 +362,16 @@ function mergeInto(
   for (let m = 0; m < merged; m++) starts[m + 1] = starts[m]! + counts[m]!
   const joined = { timestamps: new Float64Array(starts[merged]!), values: new Float64Array(starts[merged]!) }
   const cursor = starts.slice(0, merged)
+  const { timestamps: toTimes, values: toValues } = joined
+  const { offsets: from, timestamps: fromTimes, values: fromValues } = p
   for (let i = 0; i < target.length; i++) {
     const m = target[i]!
-    for (let k = p.offsets[i]!; k < p.offsets[i + 1]!; k++, cursor[m]!++) {
-      joined.timestamps[cursor[m]!] = p.timestamps[k]!
-      joined.values[cursor[m]!] = p.values[k]!
+    let at = cursor[m]!
+    for (let k = from[i]!, end = from[i + 1]!; k < end; k++, at++) {
+      toTimes[at] = fromTimes[k]!
+      toValues[at] = fromValues[k]!
     }
+    cursor[m] = at
   }
   const firsts = Int32Array.from(firstEntries)
   const ids = Int32Array.from(firstEntries, (i) => p.ids[i]!)
@@ -384,9 +422,15 @@ const JOIN_SCRATCH_MAX_BYTES = 8 * 2 ** 20
 export class IngestDecoder {
   private readonly prefixes = new PrefixCache()
   private readonly headers = new LabelSetCache()
-  private readonly ids = new SeriesIds()
+  private readonly ids: SeriesIds
   private readonly merger = new EntryMerger()
+  private readonly columns = new WriteColumns()
   private scratch = Buffer.alloc(0)
+
+  /** `maxSeries`: the series the table of ids holds before it empties (see SeriesIds). */
+  constructor(maxSeries?: number) {
+    this.ids = new SeriesIds(maxSeries)
+  }
 
   /**
    * The body's points, or what refused it as a decoder threw it, with the series the body defined
@@ -416,8 +460,8 @@ export class IngestDecoder {
 
   private packed(job: IngestJob): PackedWrite {
     if (job.kind === 'remote') {
-      const { series, samples } = decodeWriteRequest(snappyDecode(this.joined(job.body), job.maxBytes), this.headers)
-      return this.merger.merge(pack(series, samples, this.ids))
+      decodeWriteRequest(snappyDecode(this.joined(job.body), job.maxBytes), this.columns, this.headers)
+      return this.merger.merge(packColumns(this.columns, this.ids))
     }
     const whole = this.joined(job.body)
     const parsed = parseLineProtocol(

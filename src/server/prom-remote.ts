@@ -3,13 +3,14 @@
  * around protobuf messages of the `prometheus` package (prompb/remote.proto, types.proto).
  *
  * The messages are decoded by hand, without generated code: a write request is an ingest hot path,
- * and reading the few fields it has straight from the bytes allocates only the series' label
- * strings and two arrays per series. Sample values are copied as their 8 bytes, never through a
- * JavaScript number, so that Prometheus' staleness marker (a signalling NaN) keeps its bit pattern.
+ * and reading the few fields it has straight from the bytes into reused columns (WriteColumns)
+ * allocates only the label strings of series not seen before. Sample values are copied as their 8
+ * bytes, never through a JavaScript number, so that Prometheus' staleness marker (a signalling NaN)
+ * keeps its bit pattern.
  */
 import { BinaryWriter, WireType } from '@bufbuild/protobuf/wire'
 import { ValidationError } from '../model/errors.js'
-import type { Matcher, SeriesPoints, SeriesWrite, Tag } from '../model/types.js'
+import type { Matcher, SeriesPoints, Tag } from '../model/types.js'
 import { snappy } from './snappy.js'
 
 /** The label that carries the metric name. */
@@ -64,12 +65,15 @@ function sameAscii(text: string, buf: Buffer, start: number, length: number): bo
 }
 
 /** A label set seen before: a copy of its bytes, and its metric and frozen tags as decoded then. */
-interface KnownLabels {
+export interface KnownLabels {
   readonly view: DataView
   readonly metric: string
   readonly tags: Tag[]
   /** The label set that came after this one last time (see readTimeSeries). */
   next: KnownLabels | undefined
+  /** A number the decoder's caller files the series under (see WriteColumns.known), with its table's epoch. */
+  ref: number
+  refEpoch: number
 }
 
 /**
@@ -105,6 +109,8 @@ export class LabelSetCache {
       metric,
       tags: Object.freeze(tags) as Tag[],
       next: undefined,
+      ref: 0,
+      refEpoch: -1,
     }
     const bucket = this.buckets.get(hash)
     if (bucket === undefined) this.buckets.set(hash, [known])
@@ -156,10 +162,6 @@ class Reader {
   labelValue = ''
   /** The names of the labels of the series being read, to find a repeated one. */
   readonly seen: string[] = []
-  /** Eight bytes seen as a double and as two 32-bit words, to read a value without a DataView. */
-  readonly scratchDouble = new Float64Array(1)
-  readonly scratchBytes = new Uint8Array(this.scratchDouble.buffer)
-  readonly scratchWords = new Uint32Array(this.scratchDouble.buffer)
   /**
    * Short ASCII strings already decoded in this message, by a hash of their bytes: label names and
    * most label values repeat from series to series, and a lookup is cheaper than decoding again.
@@ -292,9 +294,77 @@ function isLabelName(name: string): boolean {
   return true
 }
 
-export interface DecodedWrite {
-  readonly series: SeriesWrite[]
-  readonly samples: number
+/**
+ * The samples of a decoded write request, column by column: every timestamp in one array and every
+ * value in another (its 8 bytes as sent, so that a staleness marker keeps its bits), and per entry
+ * (a TimeSeries with samples) its metric, tags and range of samples. Nothing is allocated per
+ * sample: Prometheus sends each sample as a TimeSeries of its own, and an object and two arrays for
+ * each were garbage for the worker's collector. One instance is reused body after body (it keeps
+ * the columns of the largest, which the body limit bounds); what decodeWriteRequest wrote is valid
+ * until the next call.
+ */
+export class WriteColumns {
+  timestamps = new Float64Array(1024)
+  values = new Float64Array(1024)
+  private valueBytes = new Uint8Array(this.values.buffer)
+  /** Entry i holds samples [offsets[i], offsets[i + 1]). */
+  offsets = new Int32Array(1025)
+  readonly metrics: string[] = []
+  readonly tags: (readonly Tag[])[] = []
+  /** The cached label set of each entry, when the LabelSetCache had or took it. */
+  readonly known: (KnownLabels | undefined)[] = []
+  samples = 0
+  entries = 0
+
+  clear(): void {
+    this.samples = 0
+    this.entries = 0
+    this.metrics.length = 0
+    this.tags.length = 0
+    this.known.length = 0
+  }
+
+  /** Appends a sample: its timestamp, and its value as the 8 bytes at buf[at, at + 8). */
+  sample(timestamp: number, buf: Uint8Array, at: number): void {
+    const n = this.samples
+    if (n === this.timestamps.length) this.grow()
+    this.timestamps[n] = timestamp
+    const bytes = this.valueBytes
+    const to = n * 8
+    for (let k = 0; k < 8; k++) bytes[to + k] = buf[at + k]!
+    this.samples = n + 1
+  }
+
+  /** Ends an entry: the samples appended since the last one are this series'. */
+  entry(metric: string, tags: readonly Tag[], known: KnownLabels | undefined): void {
+    const e = this.entries
+    if (e + 1 === this.offsets.length) {
+      const grown = new Int32Array(2 * this.offsets.length)
+      grown.set(this.offsets)
+      this.offsets = grown
+    }
+    this.offsets[e + 1] = this.samples
+    this.metrics.push(metric)
+    this.tags.push(tags)
+    this.known.push(known)
+    this.entries = e + 1
+  }
+
+  /** Drops the samples appended since the last entry ended. */
+  dropSince(samples: number): void {
+    this.samples = samples
+  }
+
+  private grow(): void {
+    const timestamps = new Float64Array(2 * this.timestamps.length)
+    timestamps.set(this.timestamps)
+    const values = new Float64Array(2 * this.values.length)
+    // As bytes, so that every NaN keeps its bits.
+    new Uint8Array(values.buffer).set(this.valueBytes)
+    this.timestamps = timestamps
+    this.values = values
+    this.valueBytes = new Uint8Array(values.buffer)
+  }
 }
 
 /** Reads a Label { name = 1; value = 2 } ending at end into r.name and r.value. */
@@ -314,13 +384,11 @@ function readLabel(r: Reader): void {
  * int64 })); exemplars = 3; histograms = 4 } ending at end. Exemplars are skipped: they annotate
  * samples and V3 has nowhere to keep them. Native histograms are refused: dropping them silently
  * would lose data the sender believes stored.
- *
- * Values go into a plain array, cheaper than a typed array for the one or few samples a series
- * usually has in a request. A non-finite value (NaN, the staleness marker, ±Inf) would lose its
- * bit pattern there, so a series with one gets a Float64Array whose bits are written from the wire.
+ * Its samples are appended to `out`, which gets an entry for the series when it has any.
  */
-function readTimeSeries(r: Reader, index: number, headers: LabelSetCache | undefined): SeriesWrite | undefined {
+function readTimeSeries(r: Reader, index: number, headers: LabelSetCache | undefined, out: WriteColumns): void {
   const start = r.pos
+  const firstSample = out.samples
   const end = r.end
   // The labels come first and together, as Prometheus writes them: their bytes find a series seen
   // before with its metric and frozen tags, already checked.
@@ -359,12 +427,6 @@ function readTimeSeries(r: Reader, index: number, headers: LabelSetCache | undef
   }
   let metric: string | undefined = known?.metric
   const tags: Tag[] = known?.tags ?? []
-  const timestamps: number[] = []
-  const values: number[] = []
-  /** Sample index, then low and high 32 bits, of each non-finite value. */
-  let special: number[] | undefined
-  const buf = r.buf
-  const scratch = r.scratchBytes
   let labelIndex = 0
   /**
    * A label read after another field (a sample, an unknown field): the label bytes before that field,
@@ -378,7 +440,9 @@ function readTimeSeries(r: Reader, index: number, headers: LabelSetCache | undef
       // A label after the samples: the cached identity (if any) may not be the whole series.
       if (known !== undefined) {
         r.pos = start
-        return readTimeSeries(r, index, undefined)
+        out.dropSince(firstSample)
+        readTimeSeries(r, index, undefined, out)
+        return
       }
       if (fieldAt >= labelsEnd) scattered = true
       const outer = r.enter()
@@ -409,33 +473,19 @@ function readTimeSeries(r: Reader, index: number, headers: LabelSetCache | undef
       const outer = r.enter()
       // A field left out holds protobuf's default, 0.
       let timestamp = 0
-      let value = 0
+      let valueAt = -1
       while (r.pos < r.end) {
         const t = r.varint()
         if (t === 0x09) {
-          const p = r.pos
-          if (p + 8 > r.end) r.fail('truncated double')
-          scratch[0] = buf[p]!
-          scratch[1] = buf[p + 1]!
-          scratch[2] = buf[p + 2]!
-          scratch[3] = buf[p + 3]!
-          scratch[4] = buf[p + 4]!
-          scratch[5] = buf[p + 5]!
-          scratch[6] = buf[p + 6]!
-          scratch[7] = buf[p + 7]!
-          r.pos = p + 8
-          // Exponent bits all set: NaN or ±Inf, whose bits are kept aside.
-          if ((scratch[7]! & 0x7f) === 0x7f && (scratch[6]! & 0xf0) === 0xf0) {
-            special ??= []
-            special.push(values.length, r.scratchWords[0]!, r.scratchWords[1]!)
-            value = 0
-          } else value = r.scratchDouble[0]!
+          valueAt = r.pos
+          if (valueAt + 8 > r.end) r.fail('truncated double')
+          r.pos = valueAt + 8
         } else if (t === 0x10) timestamp = r.varint()
         else r.skip(t & 7)
       }
       r.leave(outer)
-      timestamps.push(timestamp)
-      values.push(value)
+      if (valueAt < 0) out.sample(timestamp, ZERO_DOUBLE, 0)
+      else out.sample(timestamp, r.buf, valueAt)
     } else if (tag === 0x22) {
       throw ValidationError.field(
         `timeseries[${index}].histograms`,
@@ -454,17 +504,11 @@ function readTimeSeries(r: Reader, index: number, headers: LabelSetCache | undef
     if (previous !== undefined) previous.next = known
   }
   r.lastKnown = known
-  if (timestamps.length === 0) return undefined
-  if (special === undefined) return { metric, tags, timestamps, values }
-  const exact = Float64Array.from(values)
-  const words = new Uint32Array(exact.buffer)
-  for (let k = 0; k < special.length; k += 3) {
-    const at = special[k]! * 2
-    words[at] = special[k + 1]!
-    words[at + 1] = special[k + 2]!
-  }
-  return { metric, tags, timestamps, values: exact }
+  if (out.samples > firstSample) out.entry(metric, tags, known)
 }
+
+/** The bytes of a double 0, the value of a sample that leaves it out. */
+const ZERO_DOUBLE = new Uint8Array(8)
 
 function hasLabel(seen: readonly string[], count: number, name: string): boolean {
   for (let i = 0; i < count; i++) if (seen[i] === name) return true
@@ -472,31 +516,25 @@ function hasLabel(seen: readonly string[], count: number, name: string): boolean
 }
 
 /**
- * Decodes a `prometheus.WriteRequest` { timeseries = 1; metadata = 3 } (metadata ignored). Series
- * without samples are left out. With headers, a series whose label bytes were seen before skips
- * decoding and checking them, and hands the engine the same frozen tags array, which its
- * validation remembers too. Throws BodyError for bytes that are not the message and
- * ValidationError, naming the field, for a series V3 cannot take.
+ * Decodes a `prometheus.WriteRequest` { timeseries = 1; metadata = 3 } (metadata ignored) into
+ * `out`, which it clears first: an entry per TimeSeries with samples, in the order sent. With
+ * headers, a series whose label bytes were seen before skips decoding and checking them, and gets
+ * the same frozen tags array, which the engine's validation remembers too. Throws BodyError for
+ * bytes that are not the message and ValidationError, naming the field, for a series V3 cannot take.
  */
-export function decodeWriteRequest(buf: Buffer, headers?: LabelSetCache): DecodedWrite {
+export function decodeWriteRequest(buf: Buffer, out: WriteColumns, headers?: LabelSetCache): void {
+  out.clear()
   const r = new Reader(buf, 0, buf.length)
-  const series: SeriesWrite[] = []
-  let samples = 0
   let index = 0
   while (r.pos < r.end) {
     const tag = r.varint()
     if (tag === 0x0a) {
       const outer = r.enter()
-      const entry = readTimeSeries(r, index, headers)
+      readTimeSeries(r, index, headers, out)
       r.leave(outer)
-      if (entry !== undefined) {
-        series.push(entry)
-        samples += entry.timestamps.length
-      }
       index++
     } else r.skip(tag & 7)
   }
-  return { series, samples }
 }
 
 export const RESPONSE_SAMPLES = 0

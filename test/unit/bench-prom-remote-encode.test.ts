@@ -3,7 +3,8 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { encodeLabels, encodeRemoteWriteBody, encodeWriteRequest } from '../../bench/prom-remote-encode.js'
-import { decodeWriteRequest, snappyDecode } from '../../src/server/prom-remote.js'
+import { snappyDecode } from '../../src/server/prom-remote.js'
+import { decodeWrite } from '../fixtures/prom-remote-bodies.js'
 
 const MAX = 64 * 1024 * 1024
 
@@ -17,7 +18,7 @@ test('bench remote write bodies decode to the samples encoded, one series each, 
     { labels: b, timestampMs: t + 10_000, value: -0.5 },
     { labels: a, timestampMs: 0, value: 1e300 },
   ]
-  const { series, samples: count } = decodeWriteRequest(snappyDecode(encodeRemoteWriteBody(samples), MAX))
+  const { series, samples: count } = decodeWrite(snappyDecode(encodeRemoteWriteBody(samples), MAX))
   assert.equal(count, 3)
   assert.deepEqual(
     series.map((s) => ({ metric: s.metric, tags: s.tags, ts: Array.from(s.timestamps), vs: Array.from(s.values) })),

@@ -7,11 +7,11 @@ import { once } from 'node:events'
 import { test } from 'node:test'
 import { gzipSync } from 'node:zlib'
 import type { SeriesWrite } from '../../src/model/types.js'
-import { type BodyChunks, EntryMerger } from '../../src/server/ingest-decode.js'
+import { type BodyChunks, EntryMerger, IngestDecoder, SeriesDirectory } from '../../src/server/ingest-decode.js'
 import { IngestPool, InPlaceDecoder } from '../../src/server/ingest-pool.js'
 import { parseLineProtocol } from '../../src/server/line-protocol.js'
-import { BodyError, decodeWriteRequest, snappyDecode } from '../../src/server/prom-remote.js'
-import { STALE_BITS, writeRequest } from '../fixtures/prom-remote-bodies.js'
+import { BodyError, snappyDecode } from '../../src/server/prom-remote.js'
+import { decodeWrite, STALE_BITS, writeRequest } from '../fixtures/prom-remote-bodies.js'
 
 const T0 = Date.UTC(2024, 0, 1)
 
@@ -72,7 +72,7 @@ test('a body decoded in a worker gives the series, points and NaN bits of the ma
   for (let round = 0; round < 2; round++) {
     const rw = remoteBody(round)
     const fromWorker = await pool.decode({ kind: 'remote', body: chunked(Buffer.from(rw)), maxBytes: MAX })
-    const inPlace = decodeWriteRequest(snappyDecode(rw, MAX))
+    const inPlace = decodeWrite(snappyDecode(rw, MAX))
     assert.deepEqual(plain(fromWorker.series), plain(inPlace.series))
     assert.equal(fromWorker.points, inPlace.samples)
     assert.equal(bits(fromWorker.series[3]!.values)[0], STALE_BITS)
@@ -155,7 +155,7 @@ test('remote write entries of one series are merged in the worker, sorted, the l
   const unstorable = writeRequest([...entries.slice(0, 150), { labels: labels(0), samples: [[1, 2 ** 53 - 1]] }])
   const left = await pool.decode({ kind: 'remote', body: chunked(unstorable), maxBytes: MAX })
   assert.equal(left.normalized, undefined)
-  assert.deepEqual(plain(left.series), plain(decodeWriteRequest(snappyDecode(unstorable, MAX)).series))
+  assert.deepEqual(plain(left.series), plain(decodeWrite(snappyDecode(unstorable, MAX)).series))
 })
 
 test('a body of more points than the merge takes is left as sent, for validation to apply its limits first', () => {
@@ -274,11 +274,11 @@ test('a body the worker refuses fails with the error the main thread throws', as
     },
     {
       request: { kind: 'remote', body: chunked(badLabel), maxBytes: MAX },
-      inPlace: () => decodeWriteRequest(snappyDecode(badLabel, MAX)),
+      inPlace: () => decodeWrite(snappyDecode(badLabel, MAX)),
     },
     {
       request: { kind: 'remote', body: chunked(noName), maxBytes: MAX },
-      inPlace: () => decodeWriteRequest(snappyDecode(noName, MAX)),
+      inPlace: () => decodeWrite(snappyDecode(noName, MAX)),
     },
     {
       request: { kind: 'remote', body: chunked(Buffer.from([0xff, 0xff, 0xff, 0xff, 0x7f, 1])), maxBytes: MAX },
@@ -286,7 +286,7 @@ test('a body the worker refuses fails with the error the main thread throws', as
     },
     {
       request: { kind: 'remote', body: chunked(Buffer.from([0x10, 1, 2, 3])), maxBytes: MAX },
-      inPlace: () => decodeWriteRequest(snappyDecode(Buffer.from([0x10, 1, 2, 3]), MAX)),
+      inPlace: () => decodeWrite(snappyDecode(Buffer.from([0x10, 1, 2, 3]), MAX)),
     },
   ]
   for (const c of cases) {
@@ -335,7 +335,7 @@ test('a worker that dies fails its bodies with 503 and is replaced', async (t) =
   assert.ok(second !== undefined && second !== first)
   // The new worker starts a new series table: its series decode whole again.
   const again = await pool.decode({ kind: 'remote', body: chunked(remoteBody(1)), maxBytes: MAX })
-  assert.deepEqual(plain(again.series), plain(decodeWriteRequest(snappyDecode(remoteBody(1), MAX)).series))
+  assert.deepEqual(plain(again.series), plain(decodeWrite(snappyDecode(remoteBody(1), MAX)).series))
 })
 
 test('workers start when bodies need them, one for each body in flight up to the size', async () => {
@@ -348,7 +348,7 @@ test('workers start when bodies need them, one for each body in flight up to the
     const bodies = [2, 3, 4, 5].map((i) => pool.decode({ kind: 'remote', body: chunked(remoteBody(i)), maxBytes: MAX }))
     assert.equal(pool.threads.length, 2)
     for (const [i, body] of (await Promise.all(bodies)).entries()) {
-      assert.deepEqual(plain(body.series), plain(decodeWriteRequest(snappyDecode(remoteBody(i + 2), MAX)).series))
+      assert.deepEqual(plain(body.series), plain(decodeWrite(snappyDecode(remoteBody(i + 2), MAX)).series))
     }
   } finally {
     await pool.close()
@@ -464,4 +464,22 @@ test('a body decoded in place (InPlaceDecoder) gives what the worker gives: merg
   assert.deepEqual(Array.from(joined.series[7]!.timestamps as ArrayLike<number>), [T0 + 1000, T0 + 1002])
   assert.deepEqual(Array.from(joined.series[7]!.values), [7, 9])
   assert.deepEqual(bits(joined.series[4]!.values), [bits([4])[0], STALE_BITS])
+})
+
+test('a series the table of ids forgot gets a new id, also when its label set is cached', () => {
+  // The table holds two series, so it empties before each body below: a label set cached with the
+  // id its series had before must not keep that id, which another series now has.
+  const decoder = new IngestDecoder(2)
+  const directory = new SeriesDirectory()
+  const metrics = (names: string[]): string[] => {
+    const body = writeRequest(names.map((name, i) => ({ labels: [['__name__', name]], samples: [[i, T0]] })))
+    const decoded = decoder.decode({ id: 0, kind: 'remote', body: chunked(body, 1), maxBytes: MAX })
+    directory.learn(decoded.defined)
+    if (!('packed' in decoded)) throw decoded.error
+    return directory.series(decoded.packed).map((s) => s.metric)
+  }
+  assert.deepEqual(metrics(['a', 'b']), ['a', 'b'])
+  assert.deepEqual(metrics(['c', 'a']), ['c', 'a'])
+  assert.deepEqual(metrics(['b', 'a', 'c']), ['b', 'a', 'c'])
+  assert.deepEqual(metrics(['a', 'c']), ['a', 'c'])
 })

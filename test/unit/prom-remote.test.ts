@@ -9,13 +9,18 @@ import { remoteSelector } from '../../src/server/http-ingest.js'
 import {
   BodyError,
   decodeReadRequest,
-  decodeWriteRequest,
   encodeReadResponse,
   hashBytes,
   LabelSetCache,
   snappyDecode,
 } from '../../src/server/prom-remote.js'
-import { encodeWriteRequest, type RemoteSeries, STALE_BITS } from '../fixtures/prom-remote-bodies.js'
+import {
+  decodeWrite,
+  encodeWriteRequest,
+  type RemoteSeries,
+  type Sample,
+  STALE_BITS,
+} from '../fixtures/prom-remote-bodies.js'
 
 const MAX = 64 * 1024 * 1024
 
@@ -67,7 +72,7 @@ test('a write request: __name__ is the metric, other labels tags, empty labels d
       { labels: [['__name__', 'no_samples']], samples: [] },
     ]),
   )
-  const decoded = decodeWriteRequest(snappyDecode(body, MAX))
+  const decoded = decodeWrite(snappyDecode(body, MAX))
   assert.equal(decoded.samples, 5)
   assert.equal(decoded.series.length, 2)
   const [first, second] = decoded.series
@@ -91,7 +96,7 @@ test('a write request: __name__ is the metric, other labels tags, empty labels d
 
 test('a series without __name__, a bad or repeated label name, or a native histogram is refused', () => {
   const decode = (s: RemoteSeries) => () =>
-    decodeWriteRequest(Buffer.from(encodeWrite([{ labels: [['__name__', 'ok']], samples: [[1, 1]] }, s])))
+    decodeWrite(Buffer.from(encodeWrite([{ labels: [['__name__', 'ok']], samples: [[1, 1]] }, s])))
   validation(decode({ labels: [['job', 'x']], samples: [[1, 1]] }), 'timeseries[1].labels', /no __name__ label/)
   validation(decode({ labels: [['__name__', '']], samples: [[1, 1]] }), 'timeseries[1].labels', /no __name__ label/)
   validation(
@@ -148,11 +153,11 @@ test('a series without __name__, a bad or repeated label name, or a native histo
 
 test('bytes that are not a WriteRequest answer 400 with where decoding stopped', () => {
   const good = Buffer.from(encodeWrite([{ labels: [['__name__', 'm']], samples: [[1, 1]] }]))
-  bodyError(() => decodeWriteRequest(good.subarray(0, good.length - 6)), 400, /cannot decode the protobuf message/)
-  bodyError(() => decodeWriteRequest(Buffer.from([0x0a, 0x7f, 0x01])), 400, /length beyond the end of its message/)
-  bodyError(() => decodeWriteRequest(Buffer.from([0x0f])), 400, /unsupported wire type 7/)
-  bodyError(() => decodeWriteRequest(Buffer.from([0x08, 0xff, 0xff])), 400, /truncated varint/)
-  bodyError(() => decodeWriteRequest(Buffer.from(Array(11).fill(0xff))), 400, /varint longer than 10 bytes/)
+  bodyError(() => decodeWrite(good.subarray(0, good.length - 6)), 400, /cannot decode the protobuf message/)
+  bodyError(() => decodeWrite(Buffer.from([0x0a, 0x7f, 0x01])), 400, /length beyond the end of its message/)
+  bodyError(() => decodeWrite(Buffer.from([0x0f])), 400, /unsupported wire type 7/)
+  bodyError(() => decodeWrite(Buffer.from([0x08, 0xff, 0xff])), 400, /truncated varint/)
+  bodyError(() => decodeWrite(Buffer.from(Array(11).fill(0xff))), 400, /varint longer than 10 bytes/)
 })
 
 test('snappy: a bad frame answers 400, a huge declared length 413 before anything is allocated', () => {
@@ -288,8 +293,8 @@ test('a series seen before is found by its label bytes: same frozen tags, labels
       },
     ]),
   )
-  const first = decodeWriteRequest(request, headers).series[0]
-  const second = decodeWriteRequest(request, headers).series[0]
+  const first = decodeWrite(request, headers).series[0]
+  const second = decodeWrite(request, headers).series[0]
   assert.ok(first && second)
   assert.equal(second.tags, first.tags)
   assert.ok(Object.isFrozen(second.tags))
@@ -310,7 +315,7 @@ test('a series seen before is found by its label bytes: same frozen tags, labels
   w.tag(1, WireType.LengthDelimited).fork().tag(1, WireType.LengthDelimited).string('late')
   w.tag(2, WireType.LengthDelimited).string('x').join()
   w.join()
-  const late = decodeWriteRequest(Buffer.from(w.finish()), headers).series[0]
+  const late = decodeWrite(Buffer.from(w.finish()), headers).series[0]
   assert.deepEqual(late?.tags, [
     { key: 'job', value: 'a' },
     { key: 'late', value: 'x' },
@@ -341,15 +346,15 @@ test('a series whose labels are split by another field is not cached under its l
   for (const split of [1, 'unknown'] as const) {
     const name: [string, string] = ['__name__', `poison_${split}`]
     // The first request names poison{job="x"} with its labels on both sides of the split ...
-    const first = decodeWriteRequest(series(name, split, job, ...(split === 1 ? [] : [1])), headers).series[0]
+    const first = decodeWrite(series(name, split, job, ...(split === 1 ? [] : [1])), headers).series[0]
     assert.deepEqual(first?.tags, [{ key: 'job', value: 'x' }])
     // ... the second a different series, poison{}, whose labels are the first one's leading bytes.
-    const second = decodeWriteRequest(series(name, 2), headers).series[0]
+    const second = decodeWrite(series(name, 2), headers).series[0]
     assert.equal(second?.metric, `poison_${split}`)
     assert.deepEqual(second?.tags, [], `split by ${split}: poison{} is not poison{job="x"}`)
     assert.deepEqual(Array.from(second?.values ?? []), [2])
     // And poison{} itself is cached and found again.
-    assert.equal(decodeWriteRequest(series(name, 3), headers).series[0]?.tags, second?.tags)
+    assert.equal(decodeWrite(series(name, 3), headers).series[0]?.tags, second?.tags)
   }
 })
 
@@ -357,8 +362,8 @@ test('a nested length cannot run on into the next series', () => {
   // Series 1 holds a label whose declared length (5) passes its own end (3 bytes of series) and
   // would reach into series 2 if only the whole message bounded it.
   const bytes = Buffer.from([0x0a, 0x03, 0x0a, 0x05, 0x0a, 0x0a, 0x02, 0x0a, 0x00])
-  bodyError(() => decodeWriteRequest(bytes, new LabelSetCache()), 400, /length beyond the end of its message/)
-  bodyError(() => decodeWriteRequest(bytes), 400, /length beyond the end of its message/)
+  bodyError(() => decodeWrite(bytes, new LabelSetCache()), 400, /length beyond the end of its message/)
+  bodyError(() => decodeWrite(bytes), 400, /length beyond the end of its message/)
 })
 
 test('label sets are found by their whole bytes: sets that differ in one byte, or in length, stay apart, also after the cache empties', () => {
@@ -381,7 +386,7 @@ test('label sets are found by their whole bytes: sets that differ in one byte, o
   }))
   for (const cache of [new LabelSetCache(), new LabelSetCache(7)]) {
     for (let pass = 0; pass < 3; pass++) {
-      const got = decodeWriteRequest(body, cache).series.map((s) => ({
+      const got = decodeWrite(body, cache).series.map((s) => ({
         metric: s.metric,
         tags: s.tags.map((t) => ({ ...t })),
         timestamps: Array.from(s.timestamps as ArrayLike<number>),
@@ -398,10 +403,8 @@ test('a series is first guessed from the order its sender used before; a guess t
   const withRack = set(['host', 'a'], ['rack', 'r1'])
   const c = set(['host', 'c'])
   const decode = (sets: RemoteSeries['labels'][]) =>
-    decodeWriteRequest(
-      Buffer.from(encodeWrite(sets.map((labels, i) => ({ labels, samples: [[i, 1_000 + i]] })))),
-      headers,
-    ).series
+    decodeWrite(Buffer.from(encodeWrite(sets.map((labels, i) => ({ labels, samples: [[i, 1_000 + i]] })))), headers)
+      .series
   const tagsOf = (labels: RemoteSeries['labels']) => labels.slice(1).map(([key, value]) => ({ key, value }))
   // The cache learns each set, and that `a` came after `c`.
   const [, , firstRack] = decode([c, a, withRack])
@@ -463,4 +466,41 @@ test('label bytes that read as the same number are still told apart: +0 and -0, 
   assert.equal(cache.find(view(Buffer.from(nan)), 0, 8, 7)?.metric, 'm1')
   assert.equal(cache.find(view(minusZero), 0, 8, 7), undefined)
   assert.equal(cache.find(view(otherNan), 0, 8, 7), undefined)
+})
+
+test('a request of more entries and samples than the columns first hold decodes whole, every NaN with its bits', () => {
+  // 1,500 series of 1 to 3 samples each, about 3,000 in all: past the first 1,024 entries and
+  // samples, and past 2,048 samples, so the columns grow twice while stale markers are in them.
+  const series: RemoteSeries[] = Array.from({ length: 1500 }, (_, i) => ({
+    labels: [
+      ['__name__', `m${i % 7}`],
+      ['host', `h${i}`],
+    ],
+    samples: Array.from(
+      { length: 1 + (i % 3) },
+      (_, k): Sample => [i % 5 === k ? 'stale' : i + k / 10, 1_000 * (k + 1)],
+    ),
+  }))
+  const cache = new LabelSetCache()
+  for (const headers of [undefined, cache, cache]) {
+    const decoded = decodeWrite(Buffer.from(encodeWrite(series)), headers)
+    assert.equal(decoded.series.length, series.length)
+    assert.equal(
+      decoded.samples,
+      series.reduce((n, s) => n + s.samples.length, 0),
+    )
+    decoded.series.forEach((got, i) => {
+      const sent = series[i]!
+      assert.equal(got.metric, sent.labels[0]![1])
+      assert.deepEqual(got.tags, [{ key: 'host', value: sent.labels[1]![1] }])
+      assert.deepEqual(
+        Array.from(got.timestamps),
+        sent.samples.map(([, ts]) => ts),
+      )
+      sent.samples.forEach(([value], k) => {
+        if (value === 'stale') assert.equal(bitsOf(got.values, k), STALE_BITS, `series ${i}, sample ${k}`)
+        else assert.equal(got.values[k], value)
+      })
+    })
+  }
 })
