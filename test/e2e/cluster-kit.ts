@@ -5,11 +5,10 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process'
 import { once } from 'node:events'
-import { readFileSync } from 'node:fs'
-import { createServer } from 'node:net'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { NodeInfo } from '../../src/client/index.js'
+import { freePort } from '../fixtures/net.js'
 import { waitFor as poll } from '../fixtures/wait.js'
 import { type ServerProcess, startServerProcess } from './server-process.js'
 
@@ -57,59 +56,6 @@ export async function startConsul(port?: number): Promise<ConsulProcess> {
       await once(child, 'exit')
     },
   }
-}
-
-/**
- * A port that was free a moment ago on 127.0.0.1, for a process that binds it later. It is drawn
- * from below the kernel's ephemeral range (net.ipv4.ip_local_port_range), which is where the
- * kernel picks the port of every bind to port 0 and of every outgoing connection on the machine:
- * a port from that range, once released, could be taken by another test's listener or client
- * before the process meant for it binds, and a test that starts Consul on a port fixed in advance
- * cannot move it. Below the range only a process told the number binds it. Falls back to a port
- * the kernel picks when none is found.
- */
-export async function freePort(): Promise<number> {
-  const low = ephemeralLow()
-  const from = Math.max(1024, low - 12_000)
-  for (let attempt = 0; attempt < 50 && from < low; attempt++) {
-    const port = from + Math.floor(Math.random() * (low - from))
-    if (await canBind(port)) return port
-  }
-  return kernelPort()
-}
-
-/** The first port of the kernel's ephemeral range; Linux's default when it cannot be read. */
-function ephemeralLow(): number {
-  try {
-    const low = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0])
-    return Number.isInteger(low) && low > 1024 ? low : 32_768
-  } catch {
-    return 32_768
-  }
-}
-
-async function canBind(port: number): Promise<boolean> {
-  const server = createServer()
-  const bound = await new Promise<boolean>((done) => {
-    server.once('error', () => done(false))
-    server.listen(port, '127.0.0.1', () => done(true))
-  })
-  if (bound) {
-    server.close()
-    await once(server, 'close')
-  }
-  return bound
-}
-
-async function kernelPort(): Promise<number> {
-  const server = createServer()
-  server.listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  const address = server.address()
-  const port = typeof address === 'object' && address !== null ? address.port : 0
-  server.close()
-  await once(server, 'close')
-  return port
 }
 
 export interface NodeSpec {

@@ -9,12 +9,12 @@ import { after, before, describe, it } from 'node:test'
 import type { NodeInfo, QueryInput, SeriesInput } from '../../src/client/index.js'
 import { canonicalSeriesKey, sortTags } from '../../src/model/series-key.js'
 import type { SeriesPoints } from '../../src/model/types.js'
+import { freePort } from '../fixtures/net.js'
 import { assertSameSeries } from '../fixtures/series-assert.js'
 import { runV3 } from './cli-run.js'
 import {
   type ConsulProcess,
   clusterNodeArgs,
-  freePort,
   type NodeSpec,
   startConsul,
   startFreshNode,

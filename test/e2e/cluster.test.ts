@@ -6,14 +6,13 @@ import { after, before, describe, it } from 'node:test'
 import { mergeChunks, type QueryInput, type SeriesInput, V3Client } from '../../src/client/index.js'
 import { newPeerKey } from '../../src/cluster/peer-key.js'
 import type { SeriesPoints } from '../../src/model/types.js'
-import { speaksCurve } from '../fixtures/net.js'
+import { freePort, speaksCurve } from '../fixtures/net.js'
 import { writeRequest } from '../fixtures/prom-remote-bodies.js'
 import { assertSameSeries } from '../fixtures/series-assert.js'
 import { runV3 } from './cli-run.js'
 import {
   type ConsulProcess,
   clusterNodeArgs,
-  freePort,
   type NodeSpec,
   nodeSpec,
   startConsul,

@@ -11,10 +11,10 @@ import { join, resolve } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { status } from '@grpc/grpc-js'
 import { type SeriesInput, V3Client, V3ClientError } from '../../src/client/index.js'
+import { freePort } from '../fixtures/net.js'
 import { waitFor as poll } from '../fixtures/wait.js'
 import {
   type ConsulProcess,
-  freePort,
   type NodeSpec,
   nodeSpec,
   startConsul,

@@ -9,8 +9,8 @@ import { existsSync } from 'node:fs'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { freePort } from '../fixtures/net.js'
 import { waitFor as poll } from '../fixtures/wait.js'
-import { freePort } from './cluster-kit.js'
 
 export const PROMETHEUS = '/usr/bin/prometheus'
 

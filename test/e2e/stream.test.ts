@@ -8,9 +8,8 @@ import { BatchingWriter, type IngestRetry, V3ClientError } from '../../src/clien
 import type { SeriesPoints } from '../../src/model/types.js'
 import { encodeIngestRequest } from '../../src/wire/ingest-codec.js'
 import { encodeWriteRequest } from '../../src/wire/series-codec.js'
-import { refused } from '../fixtures/net.js'
+import { freePort, refused } from '../fixtures/net.js'
 import { waitFor } from '../fixtures/wait.js'
-import { freePort } from './cluster-kit.js'
 import { removeDataDir, type ServerProcess, startServerProcess } from './server-process.js'
 
 const T0 = Date.UTC(2026, 0, 1)
